@@ -1,0 +1,130 @@
+"""Key management and manifest signing: the cloud's half of the trust chain (see protocols.trust).
+
+`init_keys(dir)` writes:
+    root.key / root.pub             the root key pair. Keep root.key offline after provisioning; devices
+                                    pin root.pub.
+    targets.key                     the online signing key
+    targets.delegation              SignedDelegation: the root key's statement that the targets key may
+                                    sign manifests until its expiry
+Private keys are PKCS#8 PEM files with mode 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocols import SCHEMA_VERSION
+from protocols.trust import TARGETS_ROLE, key_id
+from protocols.v1 import messages_pb2 as pb
+
+DEFAULT_DELEGATION_DAYS = 365
+
+
+class KeyStoreError(Exception):
+    """A key directory that is missing, incomplete or unreadable."""
+
+
+def raw_public(private: Ed25519PrivateKey) -> bytes:
+    return private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _write_private(path: Path, key: Ed25519PrivateKey) -> None:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+
+
+def _read_private(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise KeyStoreError(f"missing key file {path}; run `edgefleet keys init`") from None
+    except ValueError as exc:
+        raise KeyStoreError(f"cannot read key file {path}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyStoreError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def delegate(
+    root: Ed25519PrivateKey, targets_public: bytes, *, now_ms: int, valid_days: float
+) -> pb.SignedDelegation:
+    """The root key's signed statement that `targets_public` may sign manifests for valid_days."""
+    delegation = pb.KeyDelegation(
+        key_id=key_id(targets_public),
+        public_key=targets_public,
+        role=TARGETS_ROLE,
+        issued_at_ms=now_ms,
+        not_after_ms=now_ms + int(valid_days * 86_400_000),
+    )
+    body = delegation.SerializeToString(deterministic=True)
+    return pb.SignedDelegation(
+        delegation=body, root_key_id=key_id(raw_public(root)), root_signature=root.sign(body)
+    )
+
+
+@dataclass
+class Signer:
+    """Signs manifests with the online targets key and attaches the root's delegation of it."""
+
+    targets_key: Ed25519PrivateKey
+    delegation: pb.SignedDelegation
+
+    @property
+    def key_id(self) -> str:
+        return key_id(raw_public(self.targets_key))
+
+    def sign(self, manifest: pb.Manifest) -> pb.SignedManifest:
+        body = manifest.SerializeToString(deterministic=True)
+        return pb.SignedManifest(
+            schema_version=SCHEMA_VERSION,
+            manifest=body,
+            key_id=self.key_id,
+            signature=self.targets_key.sign(body),
+            delegations=[self.delegation],
+        )
+
+
+def init_keys(
+    directory: Path, *, valid_days: float = DEFAULT_DELEGATION_DAYS, overwrite: bool = False
+) -> Path:
+    """Create a root key, a targets key and the root's delegation to it. Returns the root.pub path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / "root.key").exists() and not overwrite:
+        raise KeyStoreError(f"{directory} already holds keys; refusing to overwrite them")
+    root = Ed25519PrivateKey.generate()
+    targets = Ed25519PrivateKey.generate()
+    _write_private(directory / "root.key", root)
+    _write_private(directory / "targets.key", targets)
+    (directory / "root.pub").write_bytes(raw_public(root))
+    signed = delegate(root, raw_public(targets), now_ms=int(time.time() * 1000), valid_days=valid_days)
+    (directory / "targets.delegation").write_bytes(signed.SerializeToString())
+    return directory / "root.pub"
+
+
+def load_signer(directory: Path) -> Signer:
+    targets = _read_private(directory / "targets.key")
+    try:
+        delegation = pb.SignedDelegation.FromString((directory / "targets.delegation").read_bytes())
+    except FileNotFoundError:
+        raise KeyStoreError(f"missing {directory / 'targets.delegation'}; run `edgefleet keys init`") from None
+    return Signer(targets, delegation)
+
+
+def load_root_public(directory: Path) -> bytes:
+    try:
+        data = (directory / "root.pub").read_bytes()
+    except FileNotFoundError:
+        raise KeyStoreError(f"missing {directory / 'root.pub'}; run `edgefleet keys init`") from None
+    if len(data) != 32:
+        raise KeyStoreError(f"{directory / 'root.pub'} is not a raw 32-byte Ed25519 public key")
+    return data

@@ -1,0 +1,1 @@
+"""EdgeFleet device agent. Depends on `protocols` only, never on `cloud` or `model_compiler`."""

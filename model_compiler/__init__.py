@@ -1,0 +1,1 @@
+"""scikit-learn -> ONNX / TFLite compiler with an accuracy gate and manifest fragments."""

@@ -1,0 +1,1 @@
+"""Simulated devices running the real edge_agent code, with data generators and drift injection."""
