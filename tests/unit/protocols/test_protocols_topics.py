@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import pytest
+
+from protocols.topics import (
+    Channel,
+    Direction,
+    TopicError,
+    artifact_chunk_topic,
+    cloud_subscriptions,
+    device_subscriptions,
+    device_topic,
+    parse_device_topic,
+    topic_matches,
+    validate_device_id,
+)
+
+
+@pytest.mark.parametrize("device_id", ["pi-01", "A", "dev_7.lab", "x" * 64, "0abc"])
+def test_valid_device_ids_pass_unchanged(device_id: str) -> None:
+    assert validate_device_id(device_id) == device_id
+
+
+@pytest.mark.parametrize("device_id", ["", "-lead", ".x", "a/b", "a+b", "a#", "x" * 65, "dev id", "é"])
+def test_invalid_device_ids_are_refused(device_id: str) -> None:
+    with pytest.raises(TopicError, match="invalid device id"):
+        validate_device_id(device_id)
+
+
+@pytest.mark.parametrize("channel", list(Channel))
+def test_device_topic_round_trips_for_every_channel(channel: Channel) -> None:
+    topic = device_topic("pi-01", channel)
+    assert topic == f"ef/v1/dev/pi-01/{channel.value}"
+    parsed = parse_device_topic(topic)
+    assert (parsed.device_id, parsed.channel) == ("pi-01", channel)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["ef/v2/dev/pi/telemetry", "ef/v1/dev/pi", "ef/v1/dev/pi/nope", "ef/v1/dev/a+b/telemetry", "x", ""],
+)
+def test_parse_refuses_foreign_topics(topic: str) -> None:
+    with pytest.raises(TopicError):
+        parse_device_topic(topic)
+
+
+def test_device_subscribes_only_to_its_own_downstream_channels() -> None:
+    subs = dict(device_subscriptions("pi-01"))
+    assert set(subs) == {
+        "ef/v1/dev/pi-01/desired",
+        "ef/v1/dev/pi-01/artifact/data",
+        "ef/v1/dev/pi-01/cmd",
+    }
+    assert all(qos == 1 for qos in subs.values())
+
+
+def test_cloud_subscribes_to_every_upstream_channel_and_can_share() -> None:
+    plain = [f for f, _ in cloud_subscriptions()]
+    ups = [c for c in Channel if c.spec.direction is Direction.UP]
+    assert len(plain) == len(ups)
+    for channel in ups:
+        assert topic_matches(f"ef/v1/dev/+/{channel.value}", device_topic("d1", channel))
+        assert any(topic_matches(f, device_topic("d1", channel)) for f in plain)
+    shared = [f for f, _ in cloud_subscriptions("workers")]
+    assert all(f.startswith("$share/workers/ef/v1/dev/+/") for f in shared)
+    with pytest.raises(TopicError):
+        cloud_subscriptions("bad/group")
+
+
+def test_retained_channels_are_state_not_streams() -> None:
+    retained = {c for c in Channel if c.spec.retain}
+    assert retained == {Channel.REPORTED, Channel.PRESENCE, Channel.DESIRED}
+
+
+@pytest.mark.parametrize(
+    ("pattern", "topic", "expected"),
+    [
+        ("a/+/c", "a/b/c", True),
+        ("a/+/c", "a/b/d", False),
+        ("a/#", "a/b/c", True),
+        ("a/#", "a", True),
+        ("#", "$SYS/x", False),
+        ("+/x", "$SYS/x", False),
+        ("a/b", "a/b/c", False),
+        ("a/b/c", "a/b", False),
+        ("$share/g/a/+", "a/z", True),
+    ],
+)
+def test_topic_matches_follows_mqtt_rules(pattern: str, topic: str, expected: bool) -> None:
+    assert topic_matches(pattern, topic) is expected
+
+
+def test_artifact_chunk_topic_is_content_addressed() -> None:
+    digest = "ab" * 32
+    assert artifact_chunk_topic(digest, 3) == f"ef/v1/art/{digest}/3"
+    with pytest.raises(TopicError):
+        artifact_chunk_topic("not-a-digest", 0)
+    with pytest.raises(TopicError):
+        artifact_chunk_topic(digest, -1)
