@@ -80,20 +80,22 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class IoSchema(_message.Message):
-    __slots__ = ("inputs", "outputs", "task", "class_labels", "n_features", "feature_names")
+    __slots__ = ("inputs", "outputs", "task", "class_labels", "n_features", "feature_names", "accepts_missing")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     CLASS_LABELS_FIELD_NUMBER: _ClassVar[int]
     N_FEATURES_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_MISSING_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     outputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     task: Task
     class_labels: _containers.RepeatedScalarFieldContainer[str]
     n_features: int
     feature_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., task: _Optional[_Union[Task, str]] = ..., class_labels: _Optional[_Iterable[str]] = ..., n_features: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    accepts_missing: bool
+    def __init__(self, inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., task: _Optional[_Union[Task, str]] = ..., class_labels: _Optional[_Iterable[str]] = ..., n_features: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., accepts_missing: _Optional[bool] = ...) -> None: ...
 
 class Artifact(_message.Message):
     __slots__ = ("name", "format", "sha256", "size_bytes", "quantization", "runtime", "runtime_requirement", "predicted_output", "scores_output", "metrics")
