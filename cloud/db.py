@@ -1,0 +1,123 @@
+"""Database plumbing: engines for SQLite and PostgreSQL, table creation, and insert-or-ignore.
+
+One code path serves both dialects. SQLite gets WAL and a busy timeout so the ingestion worker and the API
+threads can share a file; PostgreSQL is reached through psycopg 3 (`postgresql+psycopg://`; plain
+`postgresql://` URLs are rewritten). An optional schema puts every table in its own PostgreSQL namespace:
+tests use it to isolate runs, an operator can use it to host several fleets in one database.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, SQLModel, create_engine
+
+from cloud.errors import ConfigurationError
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_ENGINE_SCHEMAS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def normalise_database_url(url: str) -> str:
+    """Rewrite driverless PostgreSQL URLs to psycopg 3, the driver EdgeFleet installs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    if not url.startswith(("sqlite:", "postgresql+psycopg://")):
+        raise ConfigurationError(f"unsupported database URL {url.split('://')[0]}://...: use sqlite:/// or postgresql://")
+    return url
+
+
+def make_engine(url: str, *, schema: str | None = None, echo: bool = False) -> Engine:
+    url = normalise_database_url(url)
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, echo=echo)
+    connect_args: dict[str, Any] = {}
+    if schema is not None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ConfigurationError(f"invalid schema name {schema!r}")
+        connect_args["options"] = f"-csearch_path={schema}"
+    engine = create_engine(url, echo=echo, pool_pre_ping=True, connect_args=connect_args)
+    if schema is not None:
+        _ENGINE_SCHEMAS[engine] = schema
+    return engine
+
+
+def _sqlite_engine(url: str, *, echo: bool) -> Engine:
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # the ingestion worker and API threads share the engine, so connections cross threads
+    engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the schema (PostgreSQL, if the engine has one) and every table; safe to call again."""
+    import cloud.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+    schema = _ENGINE_SCHEMAS.get(engine)
+    if schema and engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    SQLModel.metadata.create_all(engine)
+
+
+def drop_schema(engine: Engine) -> None:
+    """Drop the engine's PostgreSQL schema with everything in it (test clean-up); other engines: drop tables."""
+    schema = _ENGINE_SCHEMAS.get(engine)
+    if schema and engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    else:
+        SQLModel.metadata.drop_all(engine)
+    engine.dispose()
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits when the block succeeds and rolls back when it raises."""
+    with Session(engine) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def insert_ignore(
+    session: Session, model: type[SQLModel], rows: Sequence[dict[str, Any]], unique_columns: Sequence[str]
+) -> int:
+    """INSERT rows, skipping any whose unique key already exists; return how many were inserted.
+
+    Idempotent ingestion rests on this: a message delivered twice (QoS 1 redelivery, a retained replay,
+    two workers) lands once. Works on SQLite and PostgreSQL (both speak ON CONFLICT DO NOTHING).
+    """
+    if not rows:
+        return 0
+    table = model.__table__  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
+    insert_fn = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if insert_fn is None:
+        raise ConfigurationError(f"insert_ignore does not support the {dialect} dialect")
+    pk = next(iter(table.primary_key.columns))
+    statement = insert_fn(table).on_conflict_do_nothing(index_elements=list(unique_columns)).returning(pk)
+    inserted = session.execute(statement, list(rows)).all()
+    return len(inserted)

@@ -1,0 +1,50 @@
+"""The cloud's exceptions: one base, an HTTP status on each class, turned into responses in one place
+(`cloud.api.app`). Code that raises them knows nothing of HTTP.
+
+    CloudError                      500  "internal"
+    ├── NotFoundError               404  "not_found"          no such device, model version, deployment ...
+    │   └── ArtifactNotFoundError   404  "artifact_not_found"
+    ├── ConflictError               409  "conflict"           a unique key already taken
+    ├── InvalidRequestError         422  "invalid_request"    a request that cannot be carried out as given
+    │   └── ArtifactMismatchError   422  "artifact_mismatch"  artifact bytes differ from their manifest entry
+    ├── ArtifactCorruptError        500  "artifact_corrupt"   stored bytes no longer match their digest
+    └── ConfigurationError          500  "configuration"      settings that cannot work (or are unsafe)
+"""
+
+from __future__ import annotations
+
+
+class CloudError(Exception):
+    status_code = 500
+    code = "internal"
+
+
+class NotFoundError(CloudError):
+    status_code = 404
+    code = "not_found"
+
+
+class ArtifactNotFoundError(NotFoundError):
+    code = "artifact_not_found"
+
+
+class ConflictError(CloudError):
+    status_code = 409
+    code = "conflict"
+
+
+class InvalidRequestError(CloudError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class ArtifactMismatchError(InvalidRequestError):
+    code = "artifact_mismatch"
+
+
+class ArtifactCorruptError(CloudError):
+    code = "artifact_corrupt"
+
+
+class ConfigurationError(CloudError):
+    code = "configuration"

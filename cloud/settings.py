@@ -1,0 +1,95 @@
+"""Settings of the cloud stack (`edgefleet up`): one pydantic-settings class, overridable by EDGEFLEET_* env.
+
+Development defaults run everything on one machine with nothing to install: a SQLite file, the embedded
+MQTT broker, keys created on first start. `environment="production"` refuses those conveniences, since
+each of them is unsafe or single-process only (see `CloudSettings.check_production`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloud.errors import ConfigurationError
+
+EMBEDDED = "embedded"
+DEFAULT_CHUNK_SIZE_BYTES = 64 * 1024
+
+
+class CloudSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGEFLEET_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path(".edgefleet")
+    # None: derived from data_dir (see the validator); set explicitly to override
+    database_url: str | None = None
+    mqtt_url: str = EMBEDDED  # "embedded" starts an in-process broker; else mqtt://host:port or mqtts://
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_tls_ca: Path | None = None
+    mqtt_client_id: str | None = None  # None: "edgefleet-cloud-<host>-<pid>", unique per worker
+    keys_dir: Path | None = None
+    artifacts_dir: Path | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)  # 0 picks a free port
+    chunk_size_bytes: int = Field(default=DEFAULT_CHUNK_SIZE_BYTES, ge=1024, le=1024 * 1024)
+    share_group: str | None = None  # MQTT 5 shared subscription group, so several workers split ingestion
+    ingest_batch_size: int = Field(default=200, ge=1)
+    ingest_queue_max: int = Field(default=10_000, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str | None) -> str | None:
+        from cloud.db import normalise_database_url
+
+        return None if value is None else normalise_database_url(value)
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> CloudSettings:
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'edgefleet.db'}"
+        if self.keys_dir is None:
+            self.keys_dir = self.data_dir / "keys"
+        if self.artifacts_dir is None:
+            self.artifacts_dir = self.data_dir / "artifacts"
+        if self.environment == "production":
+            self.check_production()
+        return self
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.mqtt_url == EMBEDDED
+
+    @property
+    def database(self) -> str:
+        """The database URL, always set once validated."""
+        assert self.database_url is not None
+        return self.database_url
+
+    def check_production(self) -> None:
+        """Refuse what is fine on a laptop and unsafe in production, saying what to set instead."""
+        problems: list[str] = []
+        if self.uses_embedded_broker:
+            problems.append("mqtt_url is 'embedded' (no authentication, no TLS): set EDGEFLEET_MQTT_URL")
+        elif self.mqtt_url.startswith("mqtt://") and not _is_loopback(self.mqtt_url):
+            problems.append("mqtt_url is plain mqtt:// to another host: use mqtts://")
+        if self.mqtt_username is None and not self.uses_embedded_broker:
+            problems.append("no MQTT credentials: set EDGEFLEET_MQTT_USERNAME and EDGEFLEET_MQTT_PASSWORD")
+        if self.database.startswith("sqlite"):
+            problems.append("database_url is SQLite (one process only): use postgresql://")
+        if problems:
+            raise ConfigurationError("refusing production settings:\n  - " + "\n  - ".join(problems))
+
+    @property
+    def creates_keys_on_start(self) -> bool:
+        """Development creates missing signing keys; production expects them provisioned (root key offline)."""
+        return self.environment == "development"
+
+
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
