@@ -141,6 +141,7 @@ def broker_config(host: str, port: int) -> dict[str, Any]:
 class EmbeddedBroker:
     """An MQTT 3.1.1 broker in this process. `start()` returns once it accepts connections."""
 
+    kind = "embedded"
     mqtt_protocol = "3.1.1"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, start_timeout_s: float = 10.0) -> None:
@@ -214,6 +215,12 @@ class EmbeddedBroker:
         thread.join(timeout_s)
         self._thread = None
         self._broker = None
+
+    def restart(self) -> EmbeddedBroker:
+        """Stop and start again on the same port; sessions and retained messages are lost, as amqtt keeps
+        them in memory."""
+        self.stop()
+        return self.start()
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -182,6 +182,12 @@ class PahoTransport:
         self._ready.clear()
         self._client.disconnect()  # a clean DISCONNECT: the broker does not publish our will
         self._client.loop_stop()
+        # loop_stop() leaves the socket and loop_start()'s wake-up socket pair open until the client is
+        # garbage collected (paho issue #627); close them now so stop/start cycles leak no descriptors.
+        # Queued messages live elsewhere and survive.
+        reset = getattr(self._client, "_reset_sockets", None)
+        if reset is not None:
+            reset()
 
     def wait_connected(self, timeout_s: float) -> bool:
         return self._ready.wait(timeout_s)

@@ -1,0 +1,187 @@
+"""Run a private Mosquitto for one test: own config in a temp dir, a port the OS picks, stop/restart/kill.
+
+The config is generated per broker (listener on 127.0.0.1, persistence off unless asked, anonymous access
+unless users are given), so tests never touch the system's Mosquitto on 1883.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from support.net import free_port, port_accepts
+
+_START_ATTEMPTS = 5
+
+
+class MosquittoError(RuntimeError):
+    """Mosquitto could not be set up or did not start; the message carries its log."""
+
+
+def mosquitto_binary() -> str | None:
+    """Path of the mosquitto broker binary: $EDGEFLEET_MOSQUITTO, then PATH, then /usr/sbin."""
+    candidates = [os.environ.get("EDGEFLEET_MOSQUITTO"), shutil.which("mosquitto"), "/usr/sbin/mosquitto"]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def mosquitto_passwd_binary() -> str | None:
+    found = shutil.which("mosquitto_passwd")
+    return found or ("/usr/bin/mosquitto_passwd" if os.access("/usr/bin/mosquitto_passwd", os.X_OK) else None)
+
+
+class MosquittoBroker:
+    """One mosquitto process. `start()` returns once it accepts TCP connections."""
+
+    kind = "mosquitto"
+    mqtt_protocol = "5"
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        users: dict[str, str] | None = None,
+        persistence: bool = False,
+        binary: str | None = None,
+        start_timeout_s: float = 10.0,
+    ) -> None:
+        found = binary or mosquitto_binary()
+        if found is None:
+            raise MosquittoError("mosquitto binary not found (set EDGEFLEET_MOSQUITTO)")
+        self.binary = found
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = "127.0.0.1"
+        self._fixed_port = port is not None
+        self.port = port or free_port()
+        self.users = dict(users or {})
+        self.persistence = persistence
+        self.start_timeout_s = start_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.log_path = self.workdir / "mosquitto.log"
+        self.config_path = self.workdir / "mosquitto.conf"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> MosquittoBroker:
+        if self.running:
+            return self
+        self._write_config()
+        for attempt in range(_START_ATTEMPTS):
+            if self._try_start():
+                return self
+            # the port we picked was taken between free_port() and bind(): pick another, unless pinned
+            if self._fixed_port or attempt == _START_ATTEMPTS - 1:
+                break
+            self.port = free_port()
+            self._write_config()
+        raise MosquittoError(f"mosquitto did not start on {self.host}:{self.port}:\n{self.log_text()}")
+
+    def stop(self) -> None:
+        """SIGTERM (mosquitto saves its persistence file, if any) and wait."""
+        self._end(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes without saving anything."""
+        self._end(signal.SIGKILL)
+
+    def restart(self) -> MosquittoBroker:
+        """Stop and start again on the same port (clients reconnect to the same URL)."""
+        self.stop()
+        self._fixed_port = True
+        return self.start()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> MosquittoBroker:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        lines = [
+            f"listener {self.port} {self.host}",
+            f"allow_anonymous {'false' if self.users else 'true'}",
+            f"persistence {'true' if self.persistence else 'false'}",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+        ]
+        if self.persistence:
+            lines.append(f"persistence_location {self.workdir}/")
+            lines.append("autosave_interval 0")
+        if self.users:
+            lines.append(f"password_file {self._write_password_file()}")
+        if os.geteuid() == 0:
+            lines.append("user root")  # otherwise mosquitto drops to 'mosquitto', who cannot read our temp dir
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def _write_password_file(self) -> Path:
+        tool = mosquitto_passwd_binary()
+        if tool is None:
+            raise MosquittoError("mosquitto_passwd not found: cannot create a password file")
+        path = self.workdir / "passwords"
+        path.unlink(missing_ok=True)
+        for i, (user, password) in enumerate(self.users.items()):
+            args = [tool, "-b"] + (["-c"] if i == 0 else []) + [str(path), user, password]
+            done = subprocess.run(args, capture_output=True, timeout=10, check=False)
+            if done.returncode != 0:
+                raise MosquittoError(f"mosquitto_passwd failed: {done.stderr.decode(errors='replace')}")
+        path.chmod(0o600)
+        return path
+
+    def _try_start(self) -> bool:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _end()
+        self._proc = subprocess.Popen(
+            [self.binary, "-c", str(self.config_path)], stdout=self._log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                self._end(signal.SIGTERM)
+                return False
+            if port_accepts(self.host, self.port):
+                return True
+            time.sleep(0.02)
+        self._end(signal.SIGKILL)
+        return False
+
+    def _end(self, sig: signal.Signals) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
