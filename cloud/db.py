@@ -59,11 +59,19 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # take transaction control from pysqlite, whose implicit BEGIN breaks SAVEPOINTs (SQLAlchemy docs)
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        # IMMEDIATE: take the write lock up front, so two writers queue on busy_timeout instead of one
+        # failing with SQLITE_BUSY when its read transaction tries to become a write transaction
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

@@ -1,0 +1,211 @@
+"""The chunk server: answers ArtifactChunkRequests from devices with ArtifactChunks.
+
+A device may fetch only artifacts of deployments that target it; it names chunks by index in the chunk
+size its desired state announced (the deployment's `chunk_size_bytes`). Every index gets an answer, with
+`error` set ("<code>: <why>") when the chunk cannot be served, so a device never waits on silence for a
+refusal. Payloads that do not parse are logged, counted, and answered with an error on the device's
+data topic when the topic names a device.
+
+Error codes: malformed_request, device_mismatch, unknown_artifact, not_entitled, bad_index,
+too_many_indexes, artifact_unavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from cloud.artifacts import ArtifactStore
+from cloud.errors import CloudError
+from cloud.models import ArtifactRecord, Deployment, DeploymentTarget
+from cloud.types import Publisher
+from cloud.worker import BatchWorker
+from protocols import SCHEMA_VERSION
+from protocols.topics import Channel, TopicError, device_topic, parse_device_topic
+from protocols.v1 import messages_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_INDEXES_PER_REQUEST = 1024
+
+
+@dataclass(frozen=True)
+class Entitlement:
+    size_bytes: int
+    chunk_size: int
+
+    @property
+    def total_chunks(self) -> int:
+        return -(-self.size_bytes // self.chunk_size)
+
+
+@dataclass
+class ChunkStats:
+    requests: int = 0
+    chunks_sent: int = 0
+    bytes_sent: int = 0
+    errors_sent: int = 0
+    malformed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **deltas: int) -> None:
+        with self.lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return {k: v for k, v in vars(self).items() if k != "lock"}
+
+
+class ChunkServer:
+    def __init__(
+        self,
+        engine: Engine,
+        store: ArtifactStore,
+        publisher: Publisher,
+        *,
+        max_indexes: int = MAX_INDEXES_PER_REQUEST,
+        cache_size: int = 4096,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.publisher = publisher
+        self.max_indexes = max_indexes
+        self.stats = ChunkStats()
+        # positive entitlements only: a granted (device, artifact) pair is never revoked
+        self._cache: OrderedDict[tuple[str, str], Entitlement] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+        self.worker: BatchWorker[tuple[str, bytes]] = BatchWorker("edgefleet-chunks", self.handle_batch, batch_size=32)
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.worker.stop(timeout_s)
+
+    def submit(self, topic: str, payload: bytes) -> None:
+        """Transport-thread entry point: queue the request and return."""
+        self.worker.submit((topic, payload))
+
+    def drain(self, timeout_s: float) -> bool:
+        return self.worker.drain(timeout_s)
+
+    def handle_batch(self, messages: list[tuple[str, bytes]]) -> None:
+        for topic, payload in messages:
+            try:
+                self.handle(topic, payload)
+            except Exception:  # one bad request must not stop the others (nor the worker)
+                log.exception("chunk request on %s failed", topic)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        self.stats.add(requests=1)
+        try:
+            device_id = parse_device_topic(topic).device_id
+        except TopicError as exc:
+            self.stats.add(malformed=1)
+            log.warning("artifact request on a topic that names no device: %s", exc)
+            return
+        try:
+            request = pb.ArtifactChunkRequest.FromString(payload)
+        except DecodeError as exc:
+            self.stats.add(malformed=1)
+            log.warning("malformed artifact request from %s: %s", device_id, exc)
+            self._send_error(device_id, "", 0, "", "malformed_request: payload is not an ArtifactChunkRequest")
+            return
+        self.serve(device_id, request)
+
+    def serve(self, device_id: str, request: pb.ArtifactChunkRequest) -> None:
+        rid, sha = request.request_id, request.sha256
+        if request.device_id and request.device_id != device_id:
+            self.stats.add(malformed=1)
+            return self._send_error(device_id, sha, 0, rid, f"device_mismatch: request names {request.device_id!r}")
+        if not _SHA256.match(sha):
+            self.stats.add(malformed=1)
+            return self._send_error(device_id, sha, 0, rid, "malformed_request: sha256 is not a hex digest")
+        if not request.indexes:
+            self.stats.add(malformed=1)
+            return self._send_error(device_id, sha, 0, rid, "malformed_request: no chunk indexes")
+        entitlement = self.entitlement(device_id, sha)
+        if entitlement is None:
+            code = "not_entitled" if self._known(sha) else "unknown_artifact"
+            log.warning("%s: device %s asked for artifact %s", code, device_id, sha)
+            return self._send_error(device_id, sha, request.indexes[0], rid, f"{code}: artifact {sha[:12]}...")
+        for position, index in enumerate(request.indexes):
+            if position >= self.max_indexes:
+                self._send_error(device_id, sha, index, rid, f"too_many_indexes: at most {self.max_indexes}",
+                                 entitlement.total_chunks)
+            else:
+                self._send_chunk(device_id, sha, index, rid, entitlement)
+
+    def entitlement(self, device_id: str, sha256: str) -> Entitlement | None:
+        key = (device_id, sha256)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        query = (
+            select(ArtifactRecord.size_bytes, Deployment.chunk_size_bytes)
+            .join(Deployment, col(Deployment.model_version_id) == col(ArtifactRecord.model_version_id))
+            .join(DeploymentTarget, col(DeploymentTarget.deployment_id) == col(Deployment.id))
+            .where(DeploymentTarget.device_id == device_id, ArtifactRecord.sha256 == sha256)
+            .order_by(col(Deployment.created_at_ms).desc())
+        )
+        with Session(self.engine) as session:
+            row = session.exec(query).first()
+        if row is None:
+            return None
+        found = Entitlement(size_bytes=int(row[0]), chunk_size=int(row[1]))
+        with self._cache_lock:
+            self._cache[key] = found
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return found
+
+    def _known(self, sha256: str) -> bool:
+        with Session(self.engine) as session:
+            query = select(ArtifactRecord.sha256).where(ArtifactRecord.sha256 == sha256)
+            return session.exec(query).first() is not None
+
+    def _send_chunk(self, device_id: str, sha: str, index: int, rid: str, entitlement: Entitlement) -> None:
+        total = entitlement.total_chunks
+        if index >= total:
+            return self._send_error(device_id, sha, index, rid, f"bad_index: {index} not below {total}", total)
+        offset = index * entitlement.chunk_size
+        expected = min(entitlement.chunk_size, entitlement.size_bytes - offset)
+        try:
+            data = self.store.read_chunk(sha, offset, entitlement.chunk_size)
+        except CloudError as exc:
+            data, reason = b"", str(exc)
+        else:
+            reason = f"read {len(data)} bytes, expected {expected}"
+        if len(data) != expected:
+            log.error("artifact %s chunk %d unavailable: %s", sha, index, reason)
+            return self._send_error(device_id, sha, index, rid, "artifact_unavailable: try again later", total)
+        chunk = pb.ArtifactChunk(
+            schema_version=SCHEMA_VERSION, sha256=sha, index=index, total_chunks=total, offset=offset, data=data,
+            request_id=rid,
+        )
+        self._publish(device_id, chunk)
+        self.stats.add(chunks_sent=1, bytes_sent=len(data))
+
+    def _send_error(self, device_id: str, sha: str, index: int, rid: str, error: str, total: int = 0) -> None:
+        chunk = pb.ArtifactChunk(
+            schema_version=SCHEMA_VERSION, sha256=sha, index=index, total_chunks=total, request_id=rid, error=error
+        )
+        self._publish(device_id, chunk)
+        self.stats.add(errors_sent=1)
+
+    def _publish(self, device_id: str, chunk: pb.ArtifactChunk) -> None:
+        spec = Channel.ARTIFACT_DATA.spec
+        topic = device_topic(device_id, Channel.ARTIFACT_DATA)
+        self.publisher.publish(topic, chunk.SerializeToString(), qos=spec.qos, retain=spec.retain)

@@ -1,0 +1,336 @@
+"""The model registry and ML metadata store: datasets, pipeline runs, model versions, lineage.
+
+Plain functions over a Session; they know nothing of HTTP or MQTT and leave committing to the caller
+(except where a savepoint is needed to retry a sequence allocation). A model version is a signed manifest
+plus its artifacts: `register_model_version` allocates the next sequence for the model id, writes it into
+the manifest, signs it and stores everything, so sequences stay monotonic even with several writers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from cloud.artifacts import ArtifactStore
+from cloud.db import insert_ignore
+from cloud.errors import ArtifactMismatchError, ConflictError, InvalidRequestError, NotFoundError
+from cloud.models import (
+    ArtifactRecord,
+    Dataset,
+    DatasetCreate,
+    ModelVersion,
+    PipelineRun,
+    PipelineRunCreate,
+)
+from cloud.signing import Signer
+from cloud.types import ClockMs, now_ms
+from protocols.trust import VerificationError, verify_artifact
+from protocols.v1 import messages_pb2 as pb
+
+_SEQUENCE_ATTEMPTS = 5
+_FORMATS = {pb.ARTIFACT_FORMAT_ONNX: "onnx", pb.ARTIFACT_FORMAT_TFLITE: "tflite"}
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def content_hash(*parts: bytes) -> str:
+    """sha256 over length-prefixed parts (e.g. X.tobytes(), y.tobytes()), so (ab, c) != (a, bc)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def register_dataset(session: Session, dataset: DatasetCreate) -> Dataset:
+    """Record a dataset by content hash; registering the same content again returns the first record."""
+    insert_ignore(session, Dataset, [dataset.model_dump()], ["content_hash"])
+    return get_dataset(session, dataset.content_hash)
+
+
+def get_dataset(session: Session, content_hash: str) -> Dataset:
+    found = session.get(Dataset, content_hash)
+    if found is None:
+        raise NotFoundError(f"no dataset {content_hash}")
+    return found
+
+
+def list_datasets(session: Session) -> list[Dataset]:
+    return list(session.exec(select(Dataset).order_by(col(Dataset.created_at_ms).desc())))
+
+
+# ---------------------------------------------------------------- pipeline runs
+
+
+def start_run(session: Session, run: PipelineRunCreate, *, run_id: str | None = None) -> PipelineRun:
+    """Open a pipeline run. Passing the id of an existing run resumes it (returns it unchanged)."""
+    if run_id is not None and (existing := session.get(PipelineRun, run_id)) is not None:
+        return existing
+    if run.dataset_hash is not None:
+        get_dataset(session, run.dataset_hash)  # a clear error rather than a foreign-key failure
+    record = PipelineRun(id=run_id or uuid.uuid4().hex, **run.model_dump())
+    session.add(record)
+    session.flush()
+    return record
+
+
+def get_run(session: Session, run_id: str) -> PipelineRun:
+    found = session.get(PipelineRun, run_id)
+    if found is None:
+        raise NotFoundError(f"no pipeline run {run_id}")
+    return found
+
+
+def record_step(session: Session, run_id: str, step: str, seconds: float) -> PipelineRun:
+    run = get_run(session, run_id)
+    run.step_timings_s = {**run.step_timings_s, step: round(float(seconds), 6)}  # reassign: JSON is not tracked
+    session.add(run)
+    return run
+
+
+def finish_run(
+    session: Session,
+    run_id: str,
+    *,
+    status: str = "succeeded",
+    metrics: Mapping[str, float] | None = None,
+    step_timings_s: Mapping[str, float] | None = None,
+    error: str | None = None,
+    clock: ClockMs = now_ms,
+) -> PipelineRun:
+    if status not in ("succeeded", "failed"):
+        raise InvalidRequestError(f"a run finishes as 'succeeded' or 'failed', not {status!r}")
+    run = get_run(session, run_id)
+    run.status = status
+    run.metrics = {**run.metrics, **{k: float(v) for k, v in (metrics or {}).items()}}
+    run.step_timings_s = {**run.step_timings_s, **dict(step_timings_s or {})}
+    run.error = error
+    run.finished_at_ms = clock()
+    session.add(run)
+    return run
+
+
+def list_runs(session: Session) -> list[PipelineRun]:
+    return list(session.exec(select(PipelineRun).order_by(col(PipelineRun.started_at_ms).desc())))
+
+
+# ---------------------------------------------------------------- model versions
+
+
+def next_sequence(session: Session, model_id: str) -> int:
+    current = session.exec(select(func.max(ModelVersion.sequence)).where(ModelVersion.model_id == model_id)).one()
+    return int(current or 0) + 1
+
+
+def _check_artifacts(manifest: pb.Manifest, artifacts: Mapping[str, bytes], *, fill_in: bool) -> None:
+    names = [a.name for a in manifest.artifacts]
+    if not names:
+        raise InvalidRequestError(f"manifest of {manifest.model_id} lists no artifacts")
+    if missing := set(names) - set(artifacts):
+        raise InvalidRequestError(f"no bytes given for artifact(s) {sorted(missing)}")
+    if extra := set(artifacts) - set(names):
+        raise InvalidRequestError(f"artifact(s) {sorted(extra)} are not in the manifest")
+    for entry in manifest.artifacts:
+        data = artifacts[entry.name]
+        if fill_in and not entry.sha256:
+            entry.sha256 = hashlib.sha256(data).hexdigest()
+            entry.size_bytes = len(data)
+        try:
+            verify_artifact(entry, data)
+        except VerificationError as exc:
+            raise ArtifactMismatchError(str(exc)) from None
+
+
+def _store(
+    session: Session,
+    manifest: pb.Manifest,
+    signed: pb.SignedManifest,
+    artifacts: Mapping[str, bytes],
+    store: ArtifactStore,
+    run_id: str | None,
+) -> ModelVersion:
+    lineage = dict(manifest.lineage)
+    if run_id:
+        lineage.setdefault("run_id", run_id)
+    record = ModelVersion(
+        model_id=manifest.model_id,
+        version=manifest.version or str(manifest.sequence),
+        sequence=manifest.sequence,
+        run_id=run_id,
+        metrics=dict(manifest.metrics),
+        lineage=lineage,
+        signed_manifest=signed.SerializeToString(),
+        signing_key_id=signed.key_id,
+    )
+    with session.begin_nested():  # a taken (model_id, sequence|version) rolls back only this savepoint
+        session.add(record)
+        session.flush()
+        for entry in manifest.artifacts:
+            digest = store.put(artifacts[entry.name])
+            session.add(
+                ArtifactRecord(
+                    sha256=digest,
+                    model_version_id=record.id,
+                    name=entry.name,
+                    format=_FORMATS.get(entry.format, "unknown"),
+                    runtime=entry.runtime,
+                    quantization=entry.quantization or "none",
+                    size_bytes=entry.size_bytes,
+                    storage_path=str(getattr(store, "path_of", lambda d: "")(digest)),
+                )
+            )
+        session.flush()
+    return record
+
+
+def register_model_version(
+    session: Session,
+    manifest: pb.Manifest,
+    artifacts: Mapping[str, bytes],
+    *,
+    store: ArtifactStore,
+    signer: Signer,
+    run_id: str | None = None,
+    clock: ClockMs = now_ms,
+) -> ModelVersion:
+    """Allocate the next sequence for manifest.model_id, sign the manifest with it and store it all.
+
+    artifacts maps each manifest artifact's name to its bytes; entries without sha256/size are filled in,
+    entries with them must match. version defaults to str(sequence). The caller commits.
+    """
+    if not manifest.model_id:
+        raise InvalidRequestError("manifest has no model_id")
+    if run_id is not None:
+        get_run(session, run_id)
+    manifest = _copy(manifest)
+    _check_artifacts(manifest, artifacts, fill_in=True)
+    if not manifest.created_at_ms:
+        manifest.created_at_ms = clock()
+    auto_version = not manifest.version
+    for _ in range(_SEQUENCE_ATTEMPTS):
+        manifest.sequence = next_sequence(session, manifest.model_id)
+        if auto_version:
+            manifest.version = str(manifest.sequence)
+        try:
+            return _store(session, manifest, signer.sign(manifest), artifacts, store, run_id)
+        except IntegrityError:
+            if not auto_version and _version_taken(session, manifest.model_id, manifest.version):
+                raise ConflictError(f"{manifest.model_id} version {manifest.version} already exists") from None
+            continue  # another writer took this sequence first: take the next one
+    raise ConflictError(f"could not allocate a sequence for {manifest.model_id} (too many concurrent writers)")
+
+
+def register_signed_model_version(
+    session: Session,
+    signed: pb.SignedManifest,
+    artifacts: Mapping[str, bytes],
+    *,
+    store: ArtifactStore,
+    run_id: str | None = None,
+) -> ModelVersion:
+    """Store a manifest signed elsewhere; its sequence must be above every registered one of its model."""
+    try:
+        manifest = pb.Manifest.FromString(signed.manifest)
+    except DecodeError as exc:
+        raise InvalidRequestError(f"signed manifest does not parse: {exc}") from None
+    if not manifest.model_id:
+        raise InvalidRequestError("manifest has no model_id")
+    _check_artifacts(manifest, artifacts, fill_in=False)
+    floor = next_sequence(session, manifest.model_id)
+    if manifest.sequence < floor:
+        raise ConflictError(f"{manifest.model_id} sequence {manifest.sequence} is not above the registered {floor - 1}")
+    try:
+        return _store(session, manifest, signed, artifacts, store, run_id)
+    except IntegrityError:
+        raise ConflictError(f"{manifest.model_id} sequence {manifest.sequence} or its version is taken") from None
+
+
+def _version_taken(session: Session, model_id: str, version: str) -> bool:
+    query = select(ModelVersion.id).where(ModelVersion.model_id == model_id, ModelVersion.version == version)
+    return session.exec(query).first() is not None
+
+
+def _copy(manifest: pb.Manifest) -> pb.Manifest:
+    clone = pb.Manifest()
+    clone.CopyFrom(manifest)
+    return clone
+
+
+def get_model_version(session: Session, model_id: str, version: str | None = None) -> ModelVersion:
+    """A version of model_id by its version string, or the latest (highest sequence) when version is None."""
+    query = select(ModelVersion).where(ModelVersion.model_id == model_id)
+    if version is None:
+        query = query.order_by(col(ModelVersion.sequence).desc())
+    else:
+        query = query.where(ModelVersion.version == version)
+    found = session.exec(query).first()
+    if found is None:
+        what = f"{model_id} version {version}" if version is not None else f"model {model_id}"
+        raise NotFoundError(f"no {what}")
+    return found
+
+
+def get_model_version_by_id(session: Session, model_version_id: int) -> ModelVersion:
+    found = session.get(ModelVersion, model_version_id)
+    if found is None:
+        raise NotFoundError(f"no model version #{model_version_id}")
+    return found
+
+
+def list_model_versions(session: Session, model_id: str | None = None) -> list[ModelVersion]:
+    query = select(ModelVersion).order_by(col(ModelVersion.model_id), col(ModelVersion.sequence).desc())
+    if model_id is not None:
+        query = query.where(ModelVersion.model_id == model_id)
+    return list(session.exec(query))
+
+
+def list_models(session: Session) -> list[dict[str, Any]]:
+    """One entry per model id: its latest version and how many versions exist."""
+    models: dict[str, dict[str, Any]] = {}
+    for mv in list_model_versions(session):
+        entry = models.setdefault(
+            mv.model_id,
+            {"model_id": mv.model_id, "latest_version": mv.version, "latest_sequence": mv.sequence, "versions": 0},
+        )
+        entry["versions"] += 1
+    return list(models.values())
+
+
+def artifacts_of(session: Session, model_version_id: int) -> list[ArtifactRecord]:
+    query = select(ArtifactRecord).where(ArtifactRecord.model_version_id == model_version_id)
+    return list(session.exec(query.order_by(col(ArtifactRecord.name))))
+
+
+def signed_manifest_of(model_version: ModelVersion) -> pb.SignedManifest:
+    return pb.SignedManifest.FromString(model_version.signed_manifest)
+
+
+def manifest_of(model_version: ModelVersion) -> pb.Manifest:
+    return pb.Manifest.FromString(signed_manifest_of(model_version).manifest)
+
+
+def lineage(session: Session, model_id: str, version: str | None = None) -> dict[str, Any]:
+    """Where a model version came from: its run (code version, parameters, timings), dataset and metrics."""
+    mv = get_model_version(session, model_id, version)
+    run = session.get(PipelineRun, mv.run_id) if mv.run_id else None
+    dataset_hash = (run.dataset_hash if run else None) or mv.lineage.get("dataset_hash")
+    dataset = session.get(Dataset, dataset_hash) if dataset_hash else None
+    return {
+        "model_id": mv.model_id,
+        "version": mv.version,
+        "sequence": mv.sequence,
+        "metrics": mv.metrics,
+        "lineage": mv.lineage,
+        "run": run.model_dump() if run else None,
+        "dataset": dataset.model_dump() if dataset else None,
+        "parameters": run.parameters if run else {},
+        "artifacts": [a.model_dump(exclude={"storage_path"}) for a in artifacts_of(session, mv.id or 0)],
+    }

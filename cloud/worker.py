@@ -1,0 +1,81 @@
+"""A queue plus one worker thread that hands items to a callback in batches.
+
+Transport callbacks must return quickly, so ingestion and the chunk server take messages off the
+transport's thread through one of these. `submit` blocks when the queue is full: back-pressure on the
+broker connection rather than dropping a QoS 1 message the broker believes delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class BatchWorker(Generic[T]):
+    def __init__(
+        self, name: str, handle_batch: Callable[[list[T]], None], *, max_queue: int = 10_000, batch_size: int = 200
+    ) -> None:
+        self.name = name
+        self._handle_batch = handle_batch
+        self._batch_size = batch_size
+        self._queue: queue.Queue[T] = queue.Queue(maxsize=max_queue)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def submit(self, item: T) -> None:
+        self._queue.put(item)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.unfinished_tasks
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until every submitted item has been handled; False if timeout_s passed first."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Handle what is queued (up to timeout_s), then end the thread."""
+        if self._thread is None:
+            return
+        self.drain(timeout_s)
+        self._stop.set()
+        self._thread.join(timeout_s)
+        self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batch = [self._queue.get(timeout=0.1)]
+            except queue.Empty:
+                continue
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._handle_batch(batch)
+            except Exception:  # the handler logs its own failures; this keeps the thread alive regardless
+                log.exception("%s: batch of %d failed", self.name, len(batch))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
