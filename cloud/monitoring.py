@@ -140,7 +140,8 @@ def _prediction_drift(profile: pb.PredictionProfile, rows: Sequence[TelemetryRec
             p = r.prediction_counts
             for label, count in zip(p.get("labels", []), p.get("counts", []), strict=False):
                 observed[label] += count
-        ref, obs = drift.align_labelled(list(profile.labels), list(profile.counts), list(observed), list(observed.values()))
+        labels, counts = list(observed), list(observed.values())
+        ref, obs = drift.align_labelled(list(profile.labels), list(profile.counts), labels, counts)
         return drift.prediction_drift(ref, obs)
     binned = [r.prediction_counts.get("counts", []) for r in rows]
     binned = [c for c in binned if len(c) == len(profile.counts)]

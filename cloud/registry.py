@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from sqlalchemy import func
+from sqlalchemy import func, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -125,6 +125,13 @@ def list_runs(session: Session) -> list[PipelineRun]:
 # ---------------------------------------------------------------- model versions
 
 
+def lock_model_id(session: Session, model_id: str) -> None:
+    """Serialise sequence allocation for model_id until the transaction ends. PostgreSQL: an advisory
+    transaction lock; SQLite: nothing to do, every write transaction there already holds the database lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"ef-seq:{model_id}"})
+
+
 def next_sequence(session: Session, model_id: str) -> int:
     current = session.exec(select(func.max(ModelVersion.sequence)).where(ModelVersion.model_id == model_id)).one()
     return int(current or 0) + 1
@@ -215,6 +222,7 @@ def register_model_version(
     if not manifest.created_at_ms:
         manifest.created_at_ms = clock()
     auto_version = not manifest.version
+    lock_model_id(session, manifest.model_id)
     for _ in range(_SEQUENCE_ATTEMPTS):
         manifest.sequence = next_sequence(session, manifest.model_id)
         if auto_version:
@@ -244,6 +252,7 @@ def register_signed_model_version(
     if not manifest.model_id:
         raise InvalidRequestError("manifest has no model_id")
     _check_artifacts(manifest, artifacts, fill_in=False)
+    lock_model_id(session, manifest.model_id)
     floor = next_sequence(session, manifest.model_id)
     if manifest.sequence < floor:
         raise ConflictError(f"{manifest.model_id} sequence {manifest.sequence} is not above the registered {floor - 1}")
