@@ -1,0 +1,121 @@
+"""AgentSettings: the agent's configuration, from a TOML file (`--config`), overridden by environment
+variables prefixed EDGEFLEET_AGENT_ (e.g. EDGEFLEET_AGENT_MQTT_URL; lists and dicts as JSON).
+
+A setting that cannot be used raises ConfigError with one line per bad field, naming it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from edge_agent.errors import ConfigError
+from protocols.topics import TopicError, validate_device_id
+
+MQTT_SCHEMES = ("mqtt", "mqtts", "tcp", "ssl", "ws", "wss")
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGEFLEET_AGENT_", extra="forbid", frozen=True)
+
+    device_id: str
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    tls_ca: Path | None = None
+    root_key_path: Path = Path("/etc/edgefleet/root.pub")
+    state_dir: Path = Path("/var/lib/edgefleet")
+    grpc_address: str = "127.0.0.1:50051"  # "" disables the local gRPC API
+    telemetry_interval_s: float = Field(60.0, gt=0)
+    sample_rate: float = Field(0.01, ge=0, le=1)
+    sample_max_per_window: int = Field(20, ge=0)
+    runtime_preference: list[str] = Field(default_factory=lambda: ["onnxruntime", "tflite"])
+    labels: dict[str, str] = Field(default_factory=dict)
+    chunk_window: int = Field(8, ge=1, le=256)
+    chunk_timeout_s: float = Field(10.0, gt=0)
+    chunk_max_retries: int = Field(5, ge=0, le=1000)
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        try:
+            return validate_device_id(value)
+        except TopicError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in MQTT_SCHEMES or not parts.hostname:
+            raise ValueError(f"expected a URL like mqtt://host:1883 (schemes {', '.join(MQTT_SCHEMES)}), got {value!r}")
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}: {exc}") from None
+        return value
+
+    @field_validator("grpc_address")
+    @classmethod
+    def _grpc_address(cls, value: str) -> str:
+        if value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"expected host:port (or empty to disable), got {value!r}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # explicit arguments beat the environment, which beats the config file
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def read_root_key(self) -> bytes:
+        """The pinned root public key (raw 32-byte Ed25519, as `cloud.signing.init_keys` writes root.pub)."""
+        try:
+            data = self.root_key_path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"root_key_path: cannot read {self.root_key_path}: {exc.strerror or exc}") from None
+        if len(data) != 32:
+            raise ConfigError(
+                f"root_key_path: {self.root_key_path} holds {len(data)} bytes, not a raw 32-byte Ed25519 public key"
+            )
+        return data
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(settings)"
+        lines.append(f"{field}: {error['msg']}")
+    return "invalid agent settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> AgentSettings:
+    """Settings from config_file (TOML; optional), the environment and overrides; ConfigError if unusable."""
+    settings_cls: type[AgentSettings] = AgentSettings
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from None
+        config = SettingsConfigDict(**{**AgentSettings.model_config, "toml_file": path})  # type: ignore[typeddict-item]
+        settings_cls = type("AgentSettingsFromFile", (AgentSettings,), {"model_config": config})
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None

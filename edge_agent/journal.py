@@ -1,0 +1,187 @@
+"""The journal: everything the agent must remember across a restart or a power cut (pure data + codec).
+
+It is saved (atomically, by the store) before each step of an update that cannot be undone, so that on
+start the agent serves the active model at once and resumes, or abandons, an update in progress.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from protocols.v1 import messages_pb2 as pb
+
+JOURNAL_VERSION = 1
+
+
+class Outcome(StrEnum):
+    """How the last desired state ended; what a restart reports while no update runs."""
+
+    IDLE = "idle"  # no desired state handled (yet, or it was cleared)
+    ACTIVE = "active"  # desired state reached
+    FAILED = "failed"  # desired state refused; the previous model kept serving
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    """A verified model on disk: the signed manifest exactly as received, and which artifact of it."""
+
+    signed_manifest: bytes  # serialized pb.SignedManifest
+    artifact_sha256: str
+
+    def manifest(self) -> pb.Manifest:
+        return pb.Manifest.FromString(pb.SignedManifest.FromString(self.signed_manifest).manifest)
+
+    def artifact(self) -> pb.Artifact:
+        return artifact_of(self.manifest(), self.artifact_sha256)
+
+    def ref(self) -> pb.ModelRef:
+        manifest = self.manifest()
+        artifact = artifact_of(manifest, self.artifact_sha256)
+        return pb.ModelRef(
+            model_id=manifest.model_id,
+            version=manifest.version,
+            sequence=manifest.sequence,
+            artifact_sha256=self.artifact_sha256,
+            runtime=artifact.runtime,
+        )
+
+
+def artifact_of(manifest: pb.Manifest, sha256: str) -> pb.Artifact:
+    for artifact in manifest.artifacts:
+        if artifact.sha256 == sha256:
+            return artifact
+    raise KeyError(f"manifest {manifest.model_id} has no artifact {sha256}")
+
+
+@dataclass(frozen=True)
+class ChunkLayout:
+    """How an artifact is cut into chunks for download (from the desired state's ArtifactLocation)."""
+
+    sha256: str
+    size_bytes: int
+    chunk_size: int
+    total_chunks: int
+
+    def offset(self, index: int) -> int:
+        return index * self.chunk_size
+
+    def length(self, index: int) -> int:
+        return max(0, min(self.chunk_size, self.size_bytes - self.offset(index)))
+
+
+@dataclass(frozen=True)
+class PendingUpdate:
+    """An update in progress: the manifest is verified, the artifact chosen; layout None = already on disk."""
+
+    generation: int
+    deployment_id: str
+    target: InstalledModel
+    layout: ChunkLayout | None
+
+
+@dataclass(frozen=True)
+class LastError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Journal:
+    active: InstalledModel | None = None
+    previous: InstalledModel | None = None
+    installed_sequences: dict[str, int] = field(default_factory=dict)
+    desired_generation: int = 0  # the last desired generation that ended (see outcome)
+    deployment_id: str = ""
+    outcome: Outcome = Outcome.IDLE
+    last_error: LastError | None = None
+    pending: PendingUpdate | None = None
+    boot_count: int = 0  # bumped on every start; the high half of every seq the agent sends
+
+    def with_(self, **changes: Any) -> Journal:
+        return replace(self, **changes)
+
+    def models_on_disk(self) -> frozenset[str]:
+        return frozenset(m.artifact_sha256 for m in (self.active, self.previous) if m is not None)
+
+
+# ---------------------------------------------------------------------------------------------- codec
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _model_to_dict(model: InstalledModel | None) -> dict[str, Any] | None:
+    if model is None:
+        return None
+    return {"signed_manifest": _b64(model.signed_manifest), "artifact_sha256": model.artifact_sha256}
+
+
+def _model_from_dict(data: dict[str, Any] | None) -> InstalledModel | None:
+    if data is None:
+        return None
+    return InstalledModel(base64.b64decode(data["signed_manifest"]), str(data["artifact_sha256"]))
+
+
+def encode_journal(journal: Journal) -> bytes:
+    pending = journal.pending
+    doc: dict[str, Any] = {
+        "version": JOURNAL_VERSION,
+        "active": _model_to_dict(journal.active),
+        "previous": _model_to_dict(journal.previous),
+        "installed_sequences": dict(journal.installed_sequences),
+        "desired_generation": journal.desired_generation,
+        "deployment_id": journal.deployment_id,
+        "outcome": journal.outcome.value,
+        "last_error": None
+        if journal.last_error is None
+        else {"code": journal.last_error.code, "message": journal.last_error.message},
+        "pending": None
+        if pending is None
+        else {
+            "generation": pending.generation,
+            "deployment_id": pending.deployment_id,
+            "target": _model_to_dict(pending.target),
+            "layout": None if pending.layout is None else vars(pending.layout),
+        },
+        "boot_count": journal.boot_count,
+    }
+    return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+
+def decode_journal(data: bytes) -> Journal:
+    """Parse a journal; raise ValueError (with the reason) for anything that is not one."""
+    try:
+        doc = json.loads(data)
+        if doc.get("version") != JOURNAL_VERSION:
+            raise ValueError(f"unsupported journal version {doc.get('version')!r}")
+        pending_doc = doc["pending"]
+        pending = None
+        if pending_doc is not None:
+            layout = pending_doc["layout"]
+            target = _model_from_dict(pending_doc["target"])
+            assert target is not None
+            pending = PendingUpdate(
+                generation=int(pending_doc["generation"]),
+                deployment_id=str(pending_doc["deployment_id"]),
+                target=target,
+                layout=None if layout is None else ChunkLayout(**layout),
+            )
+        error = doc["last_error"]
+        return Journal(
+            active=_model_from_dict(doc["active"]),
+            previous=_model_from_dict(doc["previous"]),
+            installed_sequences={str(k): int(v) for k, v in doc["installed_sequences"].items()},
+            desired_generation=int(doc["desired_generation"]),
+            deployment_id=str(doc["deployment_id"]),
+            outcome=Outcome(doc["outcome"]),
+            last_error=None if error is None else LastError(str(error["code"]), str(error["message"])),
+            pending=pending,
+            boot_count=int(doc.get("boot_count", 0)),
+        )
+    except (KeyError, TypeError, AssertionError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a valid journal: {exc!r}") from None
