@@ -70,7 +70,9 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         # IMMEDIATE: take the write lock up front, so two writers queue on busy_timeout instead of one
-        # failing with SQLITE_BUSY when its read transaction tries to become a write transaction
+        # failing with SQLITE_BUSY when its read transaction tries to become a write transaction. The price:
+        # every transaction, reads included, holds the lock until it ends, so keep sessions short and never
+        # open a second session inside a first one on the same thread (it would wait for busy_timeout).
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
