@@ -1,0 +1,36 @@
+"""What routes depend on: the services of the running stack and a database session per request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from cloud.delivery import Deployer
+
+
+@dataclass
+class AppServices:
+    engine: Engine
+    deployer: Deployer
+    # name -> probe returning a JSON-able status (e.g. {"connected": True}); shown by /healthz
+    probes: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+
+def get_services(request: Request) -> AppServices:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated[AppServices, Depends(get_services)]
+
+
+def get_session(services: ServicesDep) -> Iterator[Session]:
+    with Session(services.engine) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]

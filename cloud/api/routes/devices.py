@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlmodel import col, select
+
+from cloud import fleet, monitoring
+from cloud.api.deps import SessionDep
+from cloud.errors import InvalidRequestError
+from cloud.models import DevicePublic, EventPublic, EventRecord
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+
+def parse_labels(items: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidRequestError(f"label filters look like key=value, not {item!r}")
+        labels[key] = value
+    return labels
+
+
+@router.get("", response_model=list[DevicePublic])
+def list_devices(
+    session: SessionDep,
+    label: Annotated[list[str], Query(description="key=value; repeat to require several")] = [],  # noqa: B006
+    online: bool | None = None,
+) -> list[fleet.Device]:
+    return fleet.list_devices(session, labels=parse_labels(label), online=online)
+
+
+@router.get("/{device_id}", response_model=DevicePublic)
+def get_device(session: SessionDep, device_id: str) -> fleet.Device:
+    return fleet.get_device(session, device_id)
+
+
+@router.get("/{device_id}/events", response_model=list[EventPublic])
+def device_events(session: SessionDep, device_id: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list:
+    fleet.get_device(session, device_id)
+    query = select(EventRecord).where(EventRecord.device_id == device_id).order_by(col(EventRecord.seq).desc())
+    return list(session.exec(query.limit(limit)))
+
+
+@router.get("/{device_id}/telemetry", response_model=monitoring.TelemetrySummary)
+def device_telemetry(session: SessionDep, device_id: str, since_ms: int | None = None) -> monitoring.TelemetrySummary:
+    fleet.get_device(session, device_id)
+    return monitoring.telemetry_summary(session, device_id, since_ms=since_ms)
+
+
+@router.get("/{device_id}/drift", response_model=monitoring.DriftReport)
+def device_drift(
+    session: SessionDep,
+    device_id: str,
+    model_id: str | None = None,
+    version: str | None = None,
+    since_ms: int | None = None,
+) -> monitoring.DriftReport:
+    return monitoring.device_drift(session, device_id, model_id=model_id, version=version, since_ms=since_ms)

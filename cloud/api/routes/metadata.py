@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from cloud import registry
+from cloud.api.deps import SessionDep
+from cloud.models import Dataset, DatasetPublic, PipelineRun, PipelineRunPublic
+
+router = APIRouter(tags=["metadata"])
+
+
+@router.get("/datasets", response_model=list[DatasetPublic])
+def list_datasets(session: SessionDep) -> list[Dataset]:
+    return registry.list_datasets(session)
+
+
+@router.get("/runs", response_model=list[PipelineRunPublic])
+def list_runs(session: SessionDep) -> list[PipelineRun]:
+    return registry.list_runs(session)
+
+
+@router.get("/runs/{run_id}", response_model=PipelineRunPublic)
+def get_run(session: SessionDep, run_id: str) -> PipelineRun:
+    return registry.get_run(session, run_id)
