@@ -51,11 +51,17 @@ class Outgoing:
 
 
 def publish_desired(publisher: Publisher, outgoing: Iterable[Outgoing]) -> int:
+    """Publish each desired state retained; returns how many went out. A failed publish is logged and
+    skipped, not raised: the decision is already committed, and `Deployer.republish_all` re-sends it."""
     spec = Channel.DESIRED.spec
     sent = 0
     for item in outgoing:
         topic = device_topic(item.device_id, Channel.DESIRED)
-        publisher.publish(topic, item.state.SerializeToString(), qos=spec.qos, retain=spec.retain)
+        try:
+            publisher.publish(topic, item.state.SerializeToString(), qos=spec.qos, retain=spec.retain)
+        except Exception:
+            log.exception("could not publish the desired state of %s", item.device_id)
+            continue
         sent += 1
     return sent
 
@@ -166,8 +172,9 @@ def deploy(
     session.commit()
     publish_desired(publisher, outgoing)
     session.refresh(deployment)
-    log.info("deployment %s: %s v%s to %d device(s)", deployment.id, deployment.model_id, deployment.version,
-             len(outgoing))
+    log.info(
+        "deployment %s: %s v%s to %d device(s)", deployment.id, deployment.model_id, deployment.version, len(outgoing)
+    )
     return deployment
 
 
@@ -224,9 +231,7 @@ def plan_for_new_device(session: Session, device_id: str, *, clock: ClockMs = no
         return []
     current = session.get(Deployment, device.deployment_id) if device.deployment_id else None
     candidates = session.exec(
-        select(Deployment)
-        .where(col(Deployment.status) != "superseded")
-        .order_by(col(Deployment.created_at_ms).desc())
+        select(Deployment).where(col(Deployment.status) != "superseded").order_by(col(Deployment.created_at_ms).desc())
     )
     for deployment in candidates:
         if current is not None and deployment.created_at_ms <= current.created_at_ms:
@@ -279,9 +284,7 @@ def model_version_of(session: Session, deployment: Deployment) -> ModelVersion:
 class Deployer:
     """Delivery bound to an engine and a publisher: what the API, the ingestor and the service call."""
 
-    def __init__(
-        self, engine: Engine, publisher: Publisher, *, chunk_size_bytes: int, clock: ClockMs = now_ms
-    ) -> None:
+    def __init__(self, engine: Engine, publisher: Publisher, *, chunk_size_bytes: int, clock: ClockMs = now_ms) -> None:
         self.engine = engine
         self.publisher = publisher
         self.chunk_size_bytes = chunk_size_bytes

@@ -1,0 +1,245 @@
+"""The whole cloud stack in one process: what `edgefleet up` runs until interrupted.
+
+Start order: MQTT broker (embedded unless `mqtt_url` names one), database (tables created), artifact
+store, signer (development creates missing keys), then one MQTT connection shared by ingestion and the
+chunk server, then the console API on uvicorn in a thread. `stop()` undoes it in reverse. Several
+`CloudService`s may run against the same broker and database (give them a `share_group`): each has its
+own MQTT client id, and everything they share lives in the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from cloud import registry
+from cloud.api import AppServices, create_app
+from cloud.artifacts import LocalArtifactStore
+from cloud.chunk_server import ChunkServer
+from cloud.db import create_tables, make_engine, session_scope
+from cloud.delivery import Deployer
+from cloud.errors import ConfigurationError
+from cloud.inbox import Inbox
+from cloud.ingest import Ingestor
+from cloud.models import ModelVersion
+from cloud.settings import CloudSettings
+from cloud.signing import KeyStoreError, Signer, init_keys, load_signer
+from protocols.v1 import messages_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+_START_TIMEOUT_S = 15.0
+
+
+def default_client_id() -> str:
+    return f"edgefleet-cloud-{socket.gethostname()[:24]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class CloudService:
+    def __init__(self, settings: CloudSettings | None = None) -> None:
+        self.settings = settings or CloudSettings()
+        self.broker: Any = None  # cloud.broker.EmbeddedBroker when we run one
+        self.engine: Engine | None = None
+        self.store: LocalArtifactStore | None = None
+        self.signer: Signer | None = None
+        self.transport: Any = None  # edge_agent.paho_transport.PahoTransport
+        self.deployer: Deployer | None = None
+        self.ingestor: Ingestor | None = None
+        self.chunk_server: ChunkServer | None = None
+        self.mqtt_url: str | None = None
+        self.mqtt_protocol = "5"
+        self.api_url: str | None = None
+        self._server: Any = None  # uvicorn.Server
+        self._server_thread: threading.Thread | None = None
+        self._republished = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> CloudService:
+        s = self.settings
+        try:
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+            self._start_broker()
+            self.engine = make_engine(s.database)
+            create_tables(self.engine)
+            assert s.artifacts_dir is not None
+            self.store = LocalArtifactStore(s.artifacts_dir)
+            self.signer = self._load_signer()
+            self._start_messaging()
+            self._start_api()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("EdgeFleet cloud up: API %s, MQTT %s", self.api_url, self.mqtt_url)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._server_thread is not None:
+                self._server_thread.join(10)
+            self._server = self._server_thread = None
+        if self.transport is not None:
+            self.transport.stop()
+            self.transport = None
+        for worker in (self.ingestor, self.chunk_server):
+            if worker is not None:
+                worker.stop()
+        self.ingestor = self.chunk_server = None
+        if self.engine is not None:
+            self.engine.dispose()
+            self.engine = None
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    def __enter__(self) -> CloudService:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- what callers use once started ----------------------------------------------------------------------
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A database session that commits on success."""
+        assert self.engine is not None, "start() first"
+        with session_scope(self.engine) as session:
+            yield session
+
+    def register_model_version(
+        self, manifest: pb.Manifest, artifacts: Mapping[str, bytes], *, run_id: str | None = None
+    ) -> ModelVersion:
+        """Sign and store a model version with this service's signer and artifact store (committed)."""
+        assert self.store is not None and self.signer is not None, "start() first"
+        with self.session() as session:
+            mv = registry.register_model_version(
+                session, manifest, artifacts, store=self.store, signer=self.signer, run_id=run_id
+            )
+            session.flush()
+            session.expunge(mv)
+        return mv
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "api_url": self.api_url,
+            "mqtt_url": self.mqtt_url,
+            "mqtt_connected": bool(self.transport and self.transport.connected),
+            "ingest": self.ingestor.stats.snapshot() if self.ingestor else None,
+            "chunks": self.chunk_server.stats.snapshot() if self.chunk_server else None,
+        }
+
+    @property
+    def root_public_key_path(self) -> str:
+        return str(self.settings.keys_dir / "root.pub") if self.settings.keys_dir else ""
+
+    # -- parts ------------------------------------------------------------------------------------------------
+
+    def _start_broker(self) -> None:
+        if not self.settings.uses_embedded_broker:
+            self.mqtt_url = self.settings.mqtt_url
+            return
+        from cloud.broker import EmbeddedBroker
+
+        self.broker = EmbeddedBroker().start()
+        self.mqtt_url = self.broker.url
+        self.mqtt_protocol = self.broker.mqtt_protocol
+
+    def _load_signer(self) -> Signer:
+        keys_dir = self.settings.keys_dir
+        assert keys_dir is not None
+        if not (keys_dir / "targets.key").exists() and self.settings.creates_keys_on_start:
+            init_keys(keys_dir)
+            log.warning("created signing keys in %s; devices must pin %s", keys_dir, keys_dir / "root.pub")
+        try:
+            return load_signer(keys_dir)
+        except KeyStoreError as exc:
+            raise ConfigurationError(str(exc)) from None
+
+    def _start_messaging(self) -> None:
+        from edge_agent.paho_transport import PahoTransport
+
+        s = self.settings
+        assert self.engine is not None and self.store is not None and self.mqtt_url is not None
+        self.transport = PahoTransport(
+            self.mqtt_url,
+            s.mqtt_client_id or default_client_id(),
+            username=s.mqtt_username,
+            password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
+            tls_ca=str(s.mqtt_tls_ca) if s.mqtt_tls_ca else None,
+            protocol=self.mqtt_protocol,  # type: ignore[arg-type]
+        )
+        self.deployer = Deployer(self.engine, self.transport, chunk_size_bytes=s.chunk_size_bytes)
+        self.ingestor = Ingestor(
+            self.engine, deployer=self.deployer, batch_size=s.ingest_batch_size, max_queue=s.ingest_queue_max
+        )
+        self.chunk_server = ChunkServer(self.engine, self.store, self.transport)
+        Inbox(self.ingestor.submit, self.chunk_server.submit, share_group=s.share_group).attach(self.transport)
+        self.transport.set_connect_handler(self._on_connect)
+        self.ingestor.start()
+        self.chunk_server.start()
+        self.transport.start()
+        if not self.transport.wait_connected(_START_TIMEOUT_S):
+            # not fatal: the transport keeps reconnecting, and ingestion starts when the broker is back
+            log.warning("MQTT broker %s not reachable yet (%s); retrying", self.mqtt_url, self.transport.last_error)
+
+    def _on_connect(self) -> None:
+        # a broker we just started holds no retained state: give every device its desired state again
+        if self.broker is not None and not self._republished and self.deployer is not None:
+            self._republished = True
+            threading.Thread(target=self._republish, name="edgefleet-republish", daemon=True).start()
+
+    def _republish(self) -> None:
+        try:
+            sent = self.deployer.republish_all() if self.deployer else 0
+            log.info("republished %d desired state(s)", sent)
+        except Exception:
+            log.exception("could not republish desired states")
+
+    def _start_api(self) -> None:
+        import uvicorn
+
+        s = self.settings
+        assert self.engine is not None and self.deployer is not None
+        services = AppServices(
+            engine=self.engine,
+            deployer=self.deployer,
+            probes={
+                "mqtt": lambda: {"connected": bool(self.transport and self.transport.connected), "url": self.mqtt_url},
+                "ingest": lambda: self.ingestor.stats.snapshot() if self.ingestor else None,
+                "chunks": lambda: self.chunk_server.stats.snapshot() if self.chunk_server else None,
+            },
+        )
+        app = create_app(s, services)
+        try:
+            sock = socket.create_server((s.api_host, s.api_port))
+        except OSError as exc:
+            raise ConfigurationError(f"cannot listen on {s.api_host}:{s.api_port}: {exc}") from None
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._server_thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="edgefleet-api", daemon=True
+        )
+        self._server_thread.start()
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self._server.started:
+            if not self._server_thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigurationError(f"the console API did not start on {s.api_host}:{port}")
+            time.sleep(0.01)
+        host = f"[{s.api_host}]" if ":" in s.api_host else s.api_host
+        self.api_url = f"http://{host}:{port}"

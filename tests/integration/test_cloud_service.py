@@ -1,0 +1,124 @@
+"""The cloud stack end to end over a real MQTT broker, a real database and the HTTP API: a device
+registers, gets a deployment as retained desired state, fetches the artifact in chunks, verifies it,
+reports success and sends telemetry (twice: stored once)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support import wait_until
+
+from cloud.service import CloudService
+from cloud.settings import CloudSettings
+from cloud.signing import load_root_public
+from protocols.topics import Channel, device_subscriptions, device_topic
+from protocols.trust import TrustedRoot, verify_artifact, verify_manifest
+from protocols.v1 import messages_pb2 as pb
+
+pytestmark = pytest.mark.integration
+
+ARTIFACT = bytes(range(256)) * 700  # 179200 bytes: three 64 KiB chunks
+
+
+def manifest_for(data: bytes) -> pb.Manifest:
+    manifest = pb.Manifest(model_id="digits")
+    manifest.artifacts.add(
+        name="model.onnx", format=pb.ARTIFACT_FORMAT_ONNX, runtime="onnxruntime",
+        sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
+    )  # fmt: skip
+    manifest.reference.features.add(index=0, name="f0", bin_edges=[0, 1, 2], counts=[50, 50])
+    return manifest
+
+
+@pytest.fixture(params=["given-broker", "embedded-broker"])
+def service(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Iterator[CloudService]:
+    mqtt_url = request.getfixturevalue("mqtt_broker").url if request.param == "given-broker" else "embedded"
+    settings = CloudSettings(data_dir=tmp_path / "cloud", database_url=database_url, mqtt_url=mqtt_url, api_port=0)
+    with CloudService(settings) as running:
+        yield running
+
+
+def api(service: CloudService, method: str, path: str, **kwargs: Any) -> Any:
+    response = httpx.request(method, f"{service.api_url}{path}", timeout=10, **kwargs)
+    assert response.status_code < 400, response.text
+    return response.json()
+
+
+def test_device_gets_fetches_verifies_and_reports_a_deployment(
+    service: CloudService, make_transport: Callable[..., Any]
+) -> None:
+    assert service.transport.wait_connected(10)
+    mv = service.register_model_version(manifest_for(ARTIFACT), {"model.onnx": ARTIFACT})
+    assert api(service, "GET", "/healthz")["status"] == "ok"
+
+    device_id = "pi-001"
+    device, inbox = make_transport(
+        *[f for f, _ in device_subscriptions(device_id)], broker=type("B", (), {"url": service.mqtt_url})(),
+        protocol=service.mqtt_protocol,
+    )  # fmt: skip
+    hello = pb.ReportedState(device_id=device_id, seq=1, ts_ms=int(time.time() * 1000), labels={"site": "lab"})
+    device.publish(device_topic(device_id, Channel.REPORTED), hello.SerializeToString(), retain=True)
+    assert wait_until(lambda: _get(service, f"/api/v1/devices/{device_id}") is not None, 10)
+
+    created = api(service, "POST", "/api/v1/deployments", json={"model_id": "digits", "labels": {"site": "lab"}})
+    assert created["version"] == mv.version and [t["device_id"] for t in created["targets"]] == [device_id]
+
+    desired_topic = device_topic(device_id, Channel.DESIRED)
+    assert wait_until(lambda: inbox.payloads(desired_topic), 10)
+    state = pb.DesiredState.FromString(inbox.payloads(desired_topic)[-1])
+    root = TrustedRoot.of(load_root_public(service.settings.keys_dir))
+    manifest = verify_manifest(state.manifest, root, now_ms=int(time.time() * 1000))
+    [location] = state.artifacts
+    assert (location.chunk_size, location.total_chunks) == (65536, 3)
+
+    request = pb.ArtifactChunkRequest(device_id=device_id, request_id="q", sha256=location.sha256, indexes=[0, 1, 2])
+    device.publish(device_topic(device_id, Channel.ARTIFACT_REQUEST), request.SerializeToString())
+    data_topic = device_topic(device_id, Channel.ARTIFACT_DATA)
+    assert wait_until(lambda: len(inbox.payloads(data_topic)) >= 3, 10)
+    chunks = sorted((pb.ArtifactChunk.FromString(p) for p in inbox.payloads(data_topic)), key=lambda c: c.index)
+    assert not any(c.error for c in chunks)
+    verify_artifact(manifest.artifacts[0], b"".join(c.data for c in chunks))
+
+    done = pb.ReportedState(
+        device_id=device_id, seq=2, ts_ms=int(time.time() * 1000), deployment_id=state.deployment_id,
+        desired_generation=state.generation, update_state=pb.UPDATE_STATE_ACTIVE, labels={"site": "lab"},
+        active_model=pb.ModelRef(model_id="digits", version=manifest.version, sequence=manifest.sequence),
+    )  # fmt: skip
+    device.publish(device_topic(device_id, Channel.REPORTED), done.SerializeToString(), retain=True)
+    window = pb.TelemetryWindow(
+        device_id=device_id, seq=1, window_start_ms=1, window_end_ms=2, inference_count=7,
+        model=pb.ModelRef(model_id="digits", version=manifest.version),
+        features=[pb.FeatureSketch(index=0, counts=[3, 4])],
+    )  # fmt: skip
+    for _ in range(2):
+        device.publish(device_topic(device_id, Channel.TELEMETRY), window.SerializeToString())
+
+    deployment_path = f"/api/v1/deployments/{created['id']}"
+    assert wait_until(lambda: api(service, "GET", deployment_path)["status"] == "succeeded", 10)
+    assert wait_until(lambda: api(service, "GET", f"/api/v1/devices/{device_id}/telemetry")["windows"] == 1, 10)
+    assert service.ingestor is not None and service.ingestor.drain(5)
+    assert api(service, "GET", f"/api/v1/devices/{device_id}/telemetry")["inference_count"] == 7
+    assert api(service, "GET", f"/api/v1/devices/{device_id}")["active_model_id"] == "digits"
+    drift = api(service, "GET", f"/api/v1/devices/{device_id}/drift")
+    assert drift["features"][0]["n_observed"] == 7
+
+
+def _get(service: CloudService, path: str) -> Any:
+    response = httpx.get(f"{service.api_url}{path}", timeout=5)
+    return response.json() if response.status_code == 200 else None
+
+
+def test_a_second_start_reuses_keys_and_data(tmp_path: Path) -> None:
+    settings = CloudSettings(data_dir=tmp_path, api_port=0)
+    with CloudService(settings) as first:
+        first.register_model_version(manifest_for(b"abc"), {"model.onnx": b"abc"})
+        key_id = first.signer.key_id if first.signer else None
+    with CloudService(settings) as second:
+        assert second.signer is not None and second.signer.key_id == key_id
+        assert [m["model_id"] for m in api(second, "GET", "/api/v1/models")] == ["digits"]
