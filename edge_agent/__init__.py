@@ -1,1 +1,43 @@
-"""EdgeFleet device agent. Depends on `protocols` only, never on `cloud` or `model_compiler`."""
+"""EdgeFleet device agent. Depends on `protocols` only, never on `cloud` or `model_compiler`.
+
+The public surface is re-exported here lazily (PEP 562), so that `import edge_agent.transport` stays
+light and onnxruntime is imported only by code that runs a model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Agent": "edge_agent.agent",
+    "Inference": "edge_agent.agent",
+    "AgentSettings": "edge_agent.config",
+    "load_settings": "edge_agent.config",
+    "AgentError": "edge_agent.errors",
+    "BadInputError": "edge_agent.errors",
+    "ConfigError": "edge_agent.errors",
+    "NoModelError": "edge_agent.errors",
+    "StoreError": "edge_agent.errors",
+    "DiskModelStore": "edge_agent.store",
+    "MemoryModelStore": "edge_agent.store",
+    "ModelStore": "edge_agent.store",
+    "Clock": "edge_agent.clock",
+    "ManualClock": "edge_agent.clock",
+    "SystemClock": "edge_agent.clock",
+    "offline_will": "edge_agent.messages",
+    "start_grpc_server": "edge_agent.grpc_server",
+    "State": "edge_agent.updater_types",
+    "Updater": "edge_agent.updater",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edge_agent' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from edge_agent.errors import ConfigError
 from protocols.topics import TopicError, validate_device_id
 
-MQTT_SCHEMES = ("mqtt", "mqtts", "tcp", "ssl", "ws", "wss")
+MQTT_SCHEMES = ("mqtt", "mqtts")  # what PahoTransport speaks
 
 
 class AgentSettings(BaseSettings):
@@ -27,7 +27,8 @@ class AgentSettings(BaseSettings):
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
-    tls_ca: Path | None = None
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"  # the transport steps down to 3.1.1 by itself if needed
+    tls_ca: Path | None = None  # CA bundle for an mqtts:// broker
     root_key_path: Path = Path("/etc/edgefleet/root.pub")
     state_dir: Path = Path("/var/lib/edgefleet")
     grpc_address: str = "127.0.0.1:50051"  # "" disables the local gRPC API

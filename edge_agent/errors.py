@@ -6,6 +6,7 @@ LifecycleEvent.error (trust errors from `protocols.trust` keep their own codes).
     ├── StoreError                  code "store_failed"        the state directory cannot be read/written
     ├── MalformedPayloadError       code "malformed_payload"   an MQTT message we cannot accept
     ├── NoModelError                code "no_model"            predict() before any model is active
+    ├── BadInputError               code "bad_input"           input that is not rows of numbers
     ├── NoCompatibleArtifactError   code "no_compatible_artifact"
     └── DownloadError               code "download_failed"     chunks missing after the retries
 """
@@ -49,3 +50,9 @@ def error_code(exc: BaseException, default: str) -> str:
     """The stable code of an exception from any part (ours, protocols.trust, the runtime), else default."""
     code = getattr(exc, "code", None)
     return code if isinstance(code, str) and code else default
+
+
+class BadInputError(AgentError, ValueError):
+    """Input the agent rejects before any model sees it (the runtime's InputError shares the code)."""
+
+    code = "bad_input"

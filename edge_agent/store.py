@@ -49,8 +49,11 @@ class ModelStore(Protocol):
     def commit_download(self, sha256: str) -> None:
         """Move a complete, verified download among the models."""
 
-    def read_artifact(self, sha256: str) -> bytes:
-        """A model's bytes, or else the partial download's; StoreError if neither exists."""
+    def read_model(self, sha256: str) -> bytes:
+        """A model's bytes; StoreError if there is no such model."""
+
+    def read_download(self, sha256: str) -> bytes:
+        """The bytes of a (complete or partial) download; StoreError if there is none."""
 
     def has_model(self, sha256: str) -> bool: ...
 
@@ -112,13 +115,17 @@ class MemoryModelStore:
             self.models[sha256] = bytes(self.partial.pop(sha256))
             self.chunks.pop(sha256, None)
 
-    def read_artifact(self, sha256: str) -> bytes:
+    def read_model(self, sha256: str) -> bytes:
         with self._lock:
             if sha256 in self.models:
                 return self.models[sha256]
+        raise StoreError(f"no model {sha256} in the store")
+
+    def read_download(self, sha256: str) -> bytes:
+        with self._lock:
             if sha256 in self.partial:
                 return bytes(self.partial[sha256])
-        raise StoreError(f"no artifact {sha256} in the store")
+        raise StoreError(f"no download of {sha256} in the store")
 
     def has_model(self, sha256: str) -> bool:
         with self._lock:
@@ -252,15 +259,20 @@ class DiskModelStore:
             raise StoreError(f"cannot commit the download of {sha256}: {exc}") from None
         self._chunk_log(sha256).unlink(missing_ok=True)
 
-    def read_artifact(self, sha256: str) -> bytes:
-        for path in (self._model(sha256), self._part(sha256)):
-            try:
-                return path.read_bytes()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise StoreError(f"cannot read {path}: {exc}") from None
-        raise StoreError(f"no artifact {sha256} in {self.root}")
+    def read_model(self, sha256: str) -> bytes:
+        return self._read(self._model(sha256), f"no model {sha256} in {self._models}")
+
+    def read_download(self, sha256: str) -> bytes:
+        return self._read(self._part(sha256), f"no download of {sha256} in {self._downloads}")
+
+    @staticmethod
+    def _read(path: Path, missing: str) -> bytes:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise StoreError(missing) from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from None
 
     def has_model(self, sha256: str) -> bool:
         return self._model(sha256).exists()

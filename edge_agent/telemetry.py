@@ -107,7 +107,9 @@ class _Window:
     def add_sketches(self, x: np.ndarray, prediction: Any) -> None:
         for index, edges, counts in self.features:
             if index < x.shape[1]:
-                counts += np.bincount(bin_index(edges, x[:, index]), minlength=len(counts))
+                column = x[:, index]
+                column = column[np.isfinite(column)]  # a missing value (NaN) is in no bin
+                counts += np.bincount(bin_index(edges, column), minlength=len(counts))
         if self.predictions is None:
             return
         if self.class_labels and prediction.labels is not None:

@@ -218,7 +218,8 @@ class Updater:
             if not self._tracker.complete:
                 return [Report()]  # the chunks are asked for once connected
             self.state = State.VERIFYING
-        return [VerifyArtifact(self.attempt, pending.target.artifact()), Report()]
+        downloaded = pending.layout is not None
+        return [VerifyArtifact(self.attempt, pending.target.artifact(), downloaded), Report()]
 
     def _on_connected(self, _event: Event, now: Instant) -> list[Action]:
         assert self._tracker is not None
@@ -264,7 +265,7 @@ class Updater:
         new_pending = PendingUpdate(generation, deployment_id, target, layout)
         if layout is None:  # the artifact is already on disk (a re-signed active or previous model)
             self.state = State.VERIFYING
-            actions += [self._save(pending=new_pending), VerifyArtifact(self.attempt, artifact), Report()]
+            actions += [self._save(pending=new_pending), VerifyArtifact(self.attempt, artifact, False), Report()]
             return actions
         if not reuse:
             actions.append(BeginDownload(layout.sha256, layout.size_bytes))
@@ -274,7 +275,7 @@ class Updater:
         actions.append(self._save(pending=new_pending))
         if self._tracker.complete:
             self.state = State.VERIFYING
-            return actions + [VerifyArtifact(self.attempt, artifact), Report()]
+            return actions + [VerifyArtifact(self.attempt, artifact, True), Report()]
         return actions + self._request(now) + [Report()]
 
     def _already_active(self, desired: pb.DesiredState, now: Instant) -> list[Action]:
@@ -343,7 +344,7 @@ class Updater:
         self.state = State.VERIFYING
         return actions + [
             Emit(pb.EVENT_KIND_DOWNLOADED, pending.deployment_id, pending.target),
-            VerifyArtifact(self.attempt, pending.target.artifact()),
+            VerifyArtifact(self.attempt, pending.target.artifact(), True),
             Report(),
         ]
 

@@ -207,6 +207,7 @@ class VerifyArtifact:
 
     attempt: int
     artifact: pb.Artifact
+    downloaded: bool  # True: the bytes just downloaded; False: a model already in the store
 
 
 @dataclass(frozen=True)

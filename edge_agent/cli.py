@@ -1,0 +1,152 @@
+"""`edgefleet agent run` and `edgefleet agent provision`. Heavy imports happen inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    agent = subparsers.add_parser("agent", help="run or provision the device agent")
+    commands = agent.add_subparsers(dest="agent_command", metavar="AGENT_COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run the agent until SIGINT/SIGTERM")
+    run.add_argument("--config", required=True, type=Path, help="TOML file written by `agent provision`")
+    run.set_defaults(func=run_command)
+
+    provision = commands.add_parser("provision", help="write a device's config file and pin the root key")
+    provision.add_argument("--device-id", required=True)
+    provision.add_argument("--mqtt-url", required=True, help="mqtt://host:1883 or mqtts://host:8883")
+    provision.add_argument("--root-key", required=True, type=Path, help="root.pub from `edgefleet keys init`")
+    provision.add_argument("--state-dir", required=True, type=Path)
+    provision.add_argument("--out", required=True, type=Path, help="config file to write (root.pub goes beside it)")
+    provision.add_argument("--mqtt-username")
+    provision.add_argument("--mqtt-password")
+    provision.add_argument("--tls-ca", type=Path)
+    provision.add_argument("--grpc-address", help="host:port of the local inference API ('' disables it)")
+    provision.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="device label")
+    provision.add_argument("--force", action="store_true", help="overwrite an existing config file")
+    provision.set_defaults(func=provision_command)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def render_config(values: dict[str, Any]) -> str:
+    lines = ["# EdgeFleet agent configuration (written by `edgefleet agent provision`)."]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None]
+    return "\n".join(lines) + "\n"
+
+
+def provision_command(args: argparse.Namespace) -> int:
+    import os
+
+    from edge_agent.config import load_settings
+    from edge_agent.errors import ConfigError
+    from edge_agent.store import write_atomically
+
+    out: Path = args.out.resolve()
+    if out.exists() and not args.force:
+        print(f"error: {out} exists; pass --force to overwrite it", file=sys.stderr)
+        return 1
+    try:
+        root_key = args.root_key.read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read the root key {args.root_key}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if len(root_key) != 32:
+        print(f"error: {args.root_key} is not a raw 32-byte Ed25519 public key (root.pub)", file=sys.stderr)
+        return 1
+    labels: dict[str, str] = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"error: --label takes KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 1
+        labels[key] = value
+    values: dict[str, Any] = {
+        "device_id": args.device_id,
+        "mqtt_url": args.mqtt_url,
+        "mqtt_username": args.mqtt_username,
+        "mqtt_password": args.mqtt_password,
+        "tls_ca": str(args.tls_ca.resolve()) if args.tls_ca else None,
+        "root_key_path": str(out.parent / "root.pub"),
+        "state_dir": str(args.state_dir.resolve()),
+        "grpc_address": args.grpc_address,
+        "labels": labels or None,
+    }
+    try:
+        # validate before writing anything; explicit values here, not the environment's
+        load_settings(**{k: v for k, v in values.items() if v is not None})
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(out.parent / "root.pub", root_key, mode=0o644)
+    write_atomically(out, render_config(values).encode(), mode=0o600 if args.mqtt_password else 0o644)
+    os.chmod(out.parent / "root.pub", 0o644)
+    print(f"wrote {out} and {out.parent / 'root.pub'}")
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from edge_agent.agent import Agent
+    from edge_agent.config import load_settings
+    from edge_agent.errors import AgentError
+    from edge_agent.grpc_server import start_grpc_server
+    from edge_agent.messages import offline_will
+    from edge_agent.paho_transport import PahoTransport
+    from edge_agent.transport import TransportError
+
+    log = logging.getLogger("edgefleet.agent")
+    try:
+        settings = load_settings(args.config)
+        transport = PahoTransport(
+            settings.mqtt_url,
+            settings.device_id,
+            username=settings.mqtt_username,
+            password=settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
+            will=offline_will(settings.device_id),
+            tls_ca=str(settings.tls_ca) if settings.tls_ca else None,
+            protocol=settings.mqtt_protocol,
+        )
+        agent = Agent(settings, transport)
+    except (AgentError, TransportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    agent.start()
+    grpc_server = None
+    try:
+        if settings.grpc_address:
+            grpc_server = start_grpc_server(agent, settings.grpc_address)
+            log.info("local inference API on %s (port %d)", settings.grpc_address, grpc_server.port)
+        print(f"agent {settings.device_id} running (Ctrl-C to stop)", flush=True)
+        while not stopping.wait(1.0):
+            pass
+    except AgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop()
+        agent.stop()
+    return 0

@@ -1,0 +1,89 @@
+"""Bring the active model back at start: load it from the store, check its digest, re-run its self-test.
+
+If it cannot serve any more (a corrupt file, a runtime that changed), fall back to the previous model.
+A model that fails here is dropped from the journal, and its desired generation is handled again when
+the retained desired state next arrives; its installed sequence is lowered by one so that exactly that
+manifest may be installed again (anything older is still refused as a rollback).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from edge_agent.errors import LOAD_FAILED, SELF_TEST_FAILED, error_code
+from edge_agent.journal import InstalledModel, Journal, LastError, Outcome
+from edge_agent.serving import ServingModel
+from edge_agent.store import ModelStore
+from edge_agent.types import LoadModelFn, SelfTestFn
+from protocols import trust
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Restored:
+    journal: Journal
+    serving: ServingModel | None
+    failures: list[tuple[InstalledModel, LastError]] = field(default_factory=list)
+
+    @property
+    def rolled_back(self) -> bool:
+        return bool(self.failures) and self.serving is not None
+
+
+class _RestoreFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def load_installed(
+    installed: InstalledModel, store: ModelStore, load: LoadModelFn, self_test: SelfTestFn
+) -> ServingModel:
+    """Load a journalled model ready to serve; raise an exception with a `.code` if it cannot."""
+    manifest = installed.manifest()
+    artifact = installed.artifact()
+    data = store.read_model(installed.artifact_sha256)
+    trust.verify_artifact(artifact, data)
+    try:
+        model = load(artifact, data, manifest.io)
+    except Exception as exc:  # noqa: BLE001
+        raise _RestoreFailed(error_code(exc, LOAD_FAILED), f"{type(exc).__name__}: {exc}") from None
+    result = self_test(model, manifest.self_test, manifest.io)
+    if not result.passed:
+        raise _RestoreFailed(SELF_TEST_FAILED, result.detail or "self-test failed")
+    return ServingModel.of(model, installed)
+
+
+def restore(journal: Journal, store: ModelStore, load: LoadModelFn, self_test: SelfTestFn) -> Restored:
+    failures: list[tuple[InstalledModel, LastError]] = []
+    for installed in (journal.active, journal.previous):
+        if installed is None:
+            continue
+        try:
+            serving = load_installed(installed, store, load, self_test)
+        except Exception as exc:  # noqa: BLE001 - any failure means: this model cannot serve
+            code = error_code(exc, LOAD_FAILED)
+            log.error("cannot restore model %s: %s", installed.artifact_sha256[:12], exc)
+            failures.append((installed, LastError(code, f"restoring the model at start: {exc}")))
+            continue
+        break
+    else:
+        serving = None
+    if not failures:
+        return Restored(journal, serving)
+    sequences = dict(journal.installed_sequences)
+    for installed, _error in failures:
+        manifest = installed.manifest()
+        if sequences.get(manifest.model_id, 0) >= manifest.sequence:
+            sequences[manifest.model_id] = manifest.sequence - 1
+    journal = journal.with_(
+        active=serving.installed if serving else None,
+        previous=None,
+        installed_sequences=sequences,
+        desired_generation=0,  # handle the retained desired state again
+        outcome=Outcome.IDLE,
+        last_error=failures[0][1],
+    )
+    return Restored(journal, serving, failures)
