@@ -108,25 +108,15 @@ def run_command(args: argparse.Namespace) -> int:
 
     from edge_agent.agent import Agent
     from edge_agent.config import load_settings
+    from edge_agent.connect import transport_for
     from edge_agent.errors import AgentError
     from edge_agent.grpc_server import start_grpc_server
-    from edge_agent.messages import offline_will
-    from edge_agent.paho_transport import PahoTransport
     from edge_agent.transport import TransportError
 
     log = logging.getLogger("edgefleet.agent")
     try:
         settings = load_settings(args.config)
-        transport = PahoTransport(
-            settings.mqtt_url,
-            settings.device_id,
-            username=settings.mqtt_username,
-            password=settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
-            will=offline_will(settings.device_id),
-            tls_ca=str(settings.tls_ca) if settings.tls_ca else None,
-            protocol=settings.mqtt_protocol,
-        )
-        agent = Agent(settings, transport)
+        agent = Agent(settings, transport_for(settings))
     except (AgentError, TransportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
