@@ -124,10 +124,14 @@ def insert_ignore(
         return 0
     table = model.__table__  # type: ignore[attr-defined]
     dialect = session.get_bind().dialect.name
-    insert_fn = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-    if insert_fn is None:
-        raise ConfigurationError(f"insert_ignore does not support the {dialect} dialect")
     pk = next(iter(table.primary_key.columns))
-    statement = insert_fn(table).on_conflict_do_nothing(index_elements=list(unique_columns)).returning(pk)
+    statement: Any
+    if dialect == "postgresql":
+        statement = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(unique_columns))
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(unique_columns))
+    else:
+        raise ConfigurationError(f"insert_ignore does not support the {dialect} dialect")
+    statement = statement.returning(pk)
     inserted = session.execute(statement, list(rows)).all()
     return len(inserted)

@@ -135,26 +135,28 @@ def feature_drift(
     reference: Sequence[ReferenceFeature], observed: Mapping[int, Counts], *, alpha: float = 0.05
 ) -> list[FeatureDrift]:
     """Per-feature drift of observed counts against the reference profile."""
-    partial = []
+    measured: dict[int, tuple[float, float, float, float]] = {}  # index -> psi, js, chi-square, p-value
+    sizes: dict[int, int] = {}
     for ref in reference:
         obs = observed.get(ref.index)
-        n = int(np.sum(obs)) if obs is not None else 0
-        if obs is None or n == 0 or sum(ref.counts) <= 0:
-            partial.append((ref, n, None, None, None, None))
-            continue
-        stat, p = chi_square(ref.counts, obs)
-        partial.append((ref, n, psi(ref.counts, obs), js_distance(ref.counts, obs), stat, p))
-    tested = [row for row in partial if row[5] is not None]
-    verdicts = benjamini_hochberg([row[5] for row in tested], alpha)
-    rejected = dict(zip((row[0].index for row in tested), verdicts, strict=True))
+        sizes[ref.index] = int(np.sum(obs)) if obs is not None else 0
+        if obs is not None and sizes[ref.index] > 0 and sum(ref.counts) > 0:
+            stat, p = chi_square(ref.counts, obs)
+            measured[ref.index] = (psi(ref.counts, obs), js_distance(ref.counts, obs), stat, p)
+    verdicts = benjamini_hochberg([m[3] for m in measured.values()], alpha)
+    rejected = dict(zip(measured, verdicts, strict=True))
     results = []
-    for ref, n, value, js, stat, p in partial:
-        level = psi_level(value) if value is not None else "no_data"
+    for ref in reference:
+        if ref.index not in measured:
+            n = sizes[ref.index]
+            results.append(FeatureDrift(ref.index, ref.name, n, None, None, None, None, "no_data", drifted=False))
+            continue
+        value, js, stat, p = measured[ref.index]
+        level = psi_level(value)
         # chi-square alone flags negligible shifts once counts are large: require a moderate PSI with it
-        drifted = level == "significant" or (level == "moderate" and rejected.get(ref.index, False))
-        results.append(FeatureDrift(ref.index, ref.name, n, value, js, stat, p, level, drifted))
+        drifted = level == "significant" or (level == "moderate" and rejected[ref.index])
+        results.append(FeatureDrift(ref.index, ref.name, sizes[ref.index], value, js, stat, p, level, drifted))
     return results
-
 
 def align_labelled(
     reference_labels: Sequence[str], reference_counts: Counts, observed_labels: Sequence[str], observed_counts: Counts

@@ -180,6 +180,7 @@ def _store(
     with session.begin_nested():  # a taken (model_id, sequence|version) rolls back only this savepoint
         session.add(record)
         session.flush()
+        assert record.id is not None  # assigned by the flush
         for entry in manifest.artifacts:
             digest = store.put(artifacts[entry.name])
             session.add(

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloud.errors import ConfigurationError
+from cloud.settings import CloudSettings
+
+
+def test_development_defaults_derive_from_data_dir(tmp_path: Path) -> None:
+    settings = CloudSettings(data_dir=tmp_path)
+    assert settings.database == f"sqlite:///{tmp_path / 'edgefleet.db'}"
+    assert settings.keys_dir == tmp_path / "keys"
+    assert settings.artifacts_dir == tmp_path / "artifacts"
+    assert settings.uses_embedded_broker and settings.creates_keys_on_start
+    assert (settings.api_host, settings.api_port, settings.chunk_size_bytes) == ("127.0.0.1", 8080, 65536)
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("EDGEFLEET_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EDGEFLEET_MQTT_URL", "mqtt://127.0.0.1:1883")
+    monkeypatch.setenv("EDGEFLEET_API_PORT", "0")
+    monkeypatch.setenv("EDGEFLEET_SHARE_GROUP", "workers")
+    monkeypatch.setenv("EDGEFLEET_DATABASE_URL", "postgresql://postgres@127.0.0.1/test")
+    settings = CloudSettings()
+    assert settings.data_dir == tmp_path and not settings.uses_embedded_broker
+    assert (settings.api_port, settings.share_group) == (0, "workers")
+    assert settings.database == "postgresql+psycopg://postgres@127.0.0.1/test"
+
+
+def test_bad_values_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="unsupported database URL"):
+        CloudSettings(data_dir=tmp_path, database_url="mysql://x")
+    with pytest.raises(ValueError):
+        CloudSettings(data_dir=tmp_path, chunk_size_bytes=10)
+
+
+def test_production_refuses_unsafe_defaults_and_says_what_to_set(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        CloudSettings(data_dir=tmp_path, environment="production")
+    message = str(refused.value)
+    assert "EDGEFLEET_MQTT_URL" in message and "SQLite" in message
+    with pytest.raises(ConfigurationError, match="mqtts://"):
+        CloudSettings(
+            environment="production", mqtt_url="mqtt://broker.example:1883", mqtt_username="cloud",
+            database_url="postgresql://db/edgefleet",
+        )  # fmt: skip
+    ok = CloudSettings(
+        environment="production", mqtt_url="mqtts://broker.example:8883", mqtt_username="cloud",
+        mqtt_password="secret", database_url="postgresql://db/edgefleet",
+    )  # fmt: skip
+    assert not ok.creates_keys_on_start
+    assert "secret" not in repr(ok)
