@@ -1,0 +1,50 @@
+"""Several ingestion workers on one MQTT shared subscription split the fleet's traffic, and the database's
+unique keys keep the result exact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import Session, select
+from support import wait_until
+
+from cloud.db import create_tables, make_engine
+from cloud.inbox import Inbox
+from cloud.ingest import Ingestor
+from cloud.models import TelemetryRecord
+from protocols.topics import Channel, device_topic
+from protocols.v1 import messages_pb2 as pb
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_workers_share_the_load_and_store_each_window_once(
+    database_url: str, make_transport: Callable[..., Any]
+) -> None:
+    engine = make_engine(database_url)
+    create_tables(engine)
+    workers = [Ingestor(engine, batch_size=10) for _ in range(2)]
+    for worker in workers:
+        transport, _ = make_transport()
+        Inbox(worker.submit, lambda t, p: None, share_group="ingest").attach(transport)
+        worker.start()
+    device, _ = make_transport()
+    try:
+        for seq in range(1, 41):
+            window = pb.TelemetryWindow(device_id=f"dev-{seq % 4}", seq=seq, inference_count=1)
+            device.publish(device_topic(f"dev-{seq % 4}", Channel.TELEMETRY), window.SerializeToString())
+
+        def stored() -> int:
+            with Session(engine) as session:
+                return int(session.exec(select(func.count()).select_from(TelemetryRecord)).one())
+
+        assert wait_until(lambda: stored() == 40, 15)
+        received = [w.stats.snapshot()["received"] for w in workers]
+        assert sum(received) == 40 and all(r > 0 for r in received), received
+    finally:
+        for worker in workers:
+            worker.stop()
+        engine.dispose()
