@@ -126,6 +126,7 @@ class DriftReport:
     windows: int
     features: list[drift.FeatureDrift]
     predictions: drift.PredictionDrift
+    ignored_sketches: int = 0  # feature sketches whose bins do not match the reference profile
     devices: list[DeviceDriftLine] = field(default_factory=list)  # fleet-wide reports: one line per device
 
 
@@ -153,14 +154,26 @@ def _report(
     profile: pb.ReferenceProfile, rows: Sequence[TelemetryRecord], model_id: str, version: str, device_id: str | None
 ) -> DriftReport:
     reference = _reference(profile)
-    observed = drift.merge_counts({int(k): v for k, v in r.feature_counts.items()} for r in rows)
+    bins = {f.index: len(f.counts) for f in reference}
+    sketches: list[dict[int, list[int]]] = []
+    ignored = 0
+    for r in rows:
+        sketch = {}
+        for key, counts in r.feature_counts.items():
+            # a sketch over other bins than the reference's (a buggy or mismatched agent) cannot be compared
+            if key.isdigit() and bins.get(int(key)) == len(counts):
+                sketch[int(key)] = counts
+            else:
+                ignored += 1
+        sketches.append(sketch)
     return DriftReport(
         model_id=model_id,
         version=version,
         device_id=device_id,
         windows=len(rows),
-        features=drift.feature_drift(reference, observed),
+        features=drift.feature_drift(reference, drift.merge_counts(sketches)),
         predictions=_prediction_drift(profile.predictions, rows),
+        ignored_sketches=ignored,
     )
 
 
