@@ -392,10 +392,9 @@ class Agent:
 
     def _flush_telemetry(self, next_serving: ServingModel | None) -> pb.TelemetryWindow | None:
         with self._flush_lock:
-            if not self._telemetry.active:
+            window = self._telemetry.close_window(self.clock.now().wall_ms, self._seq.next(), next_serving)
+            if window is None:
                 return None
-            now_ms = self.clock.now().wall_ms
-            window = self._telemetry.close_window(now_ms, self._seq.next(), next_serving)
             self._publish(Channel.TELEMETRY, window)
             batch = self._sampler.drain(self.device_id, self._seq.next())
             if batch is not None:

@@ -157,17 +157,13 @@ class Telemetry:
             if latency_us is not None:
                 self._window.add_latency(latency_us)
 
-    @property
-    def active(self) -> bool:
-        """Whether the current window is worth sending (a model serves, or something happened)."""
-        with self._lock:
-            window = self._window
-            return window.serving is not None or window.inferences > 0 or window.errors > 0
-
-    def close_window(self, end_ms: int, seq: int, next_serving: ServingModel | None) -> pb.TelemetryWindow:
-        """End the current window (returned as a message) and open the next, for next_serving."""
+    def close_window(self, end_ms: int, seq: int, next_serving: ServingModel | None) -> pb.TelemetryWindow | None:
+        """End the current window and open the next, for next_serving. Returns the window as a message,
+        or None if it is not worth sending (no model served and nothing happened)."""
         with self._lock:
             window, self._window = self._window, _Window(end_ms, next_serving)
+        if window.serving is None and window.inferences == 0 and window.errors == 0:
+            return None
         message = pb.TelemetryWindow(
             schema_version=SCHEMA_VERSION,
             device_id=self.device_id,

@@ -138,6 +138,39 @@ def make_release(
     return Release(signer.sign(manifest), manifest, artifacts)
 
 
+def location_of(data: bytes, chunk_size: int) -> pb.ArtifactLocation:
+    sha = hashlib.sha256(data).hexdigest()
+    total = -(-len(data) // chunk_size)
+    return pb.ArtifactLocation(sha256=sha, size_bytes=len(data), chunk_size=chunk_size, total_chunks=total)
+
+
+def desired_state(
+    device_id: str, release: Release, generation: int, deployment_id: str = "dep-1", chunk_size: int = 16
+) -> pb.DesiredState:
+    return pb.DesiredState(
+        schema_version=SCHEMA_VERSION,
+        device_id=device_id,
+        deployment_id=deployment_id,
+        generation=generation,
+        manifest=release.signed,
+        artifacts=[location_of(data, chunk_size) for data in release.artifacts.values()],
+        issued_at_ms=int(time.time() * 1000),
+    )
+
+
+def chunk_of(data: bytes, index: int, chunk_size: int = 16) -> pb.ArtifactChunk:
+    location = location_of(data, chunk_size)
+    offset = index * chunk_size
+    return pb.ArtifactChunk(
+        schema_version=SCHEMA_VERSION,
+        sha256=location.sha256,
+        index=index,
+        total_chunks=location.total_chunks,
+        offset=offset,
+        data=data[offset : offset + chunk_size],
+    )
+
+
 @dataclass
 class FakeCloud:
     """Serves desired states and chunks over a MemoryBroker, and records what devices send."""
@@ -163,22 +196,11 @@ class FakeCloud:
     # -- what the cloud sends
 
     def location(self, sha256: str) -> pb.ArtifactLocation:
-        size = len(self.artifacts[sha256])
-        return pb.ArtifactLocation(
-            sha256=sha256, size_bytes=size, chunk_size=self.chunk_size, total_chunks=-(-size // self.chunk_size)
-        )
+        return location_of(self.artifacts[sha256], self.chunk_size)
 
     def desired(self, device_id: str, release: Release, generation: int, deployment_id: str = "dep-1") -> bytes:
         self.artifacts.update(release.artifacts)
-        state = pb.DesiredState(
-            schema_version=SCHEMA_VERSION,
-            device_id=device_id,
-            deployment_id=deployment_id,
-            generation=generation,
-            manifest=release.signed,
-            artifacts=[self.location(sha) for sha in release.artifacts],
-            issued_at_ms=int(time.time() * 1000),
-        )
+        state = desired_state(device_id, release, generation, deployment_id, self.chunk_size)
         return state.SerializeToString()
 
     def deploy(self, device_id: str, release: Release, generation: int, deployment_id: str = "dep-1") -> None:
