@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from cloud.errors import CloudError
 from cloud.models import ArtifactRecord, Deployment, DeploymentTarget
 from cloud.types import Publisher
 from cloud.worker import BatchWorker
+from edge_agent.transport import TransportError
 from protocols import SCHEMA_VERSION
 from protocols.topics import Channel, TopicError, device_topic, parse_device_topic
 from protocols.v1 import messages_pb2 as pb
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_INDEXES_PER_REQUEST = 1024
+PUBLISH_BACKOFF_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -208,4 +211,14 @@ class ChunkServer:
     def _publish(self, device_id: str, chunk: pb.ArtifactChunk) -> None:
         spec = Channel.ARTIFACT_DATA.spec
         topic = device_topic(device_id, Channel.ARTIFACT_DATA)
-        self.publisher.publish(topic, chunk.SerializeToString(), qos=spec.qos, retain=spec.retain)
+        payload = chunk.SerializeToString()
+        deadline = time.monotonic() + PUBLISH_BACKOFF_S
+        while True:
+            try:
+                return self.publisher.publish(topic, payload, qos=spec.qos, retain=spec.retain)
+            except TransportError:
+                # the client's outgoing queue is full (a fleet-wide rollout): wait for it to drain a little
+                # rather than drop the chunk; the device would time out and ask again, but later
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)

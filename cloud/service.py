@@ -182,6 +182,7 @@ class CloudService:
             password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
             tls_ca=str(s.mqtt_tls_ca) if s.mqtt_tls_ca else None,
             protocol=self.mqtt_protocol,  # type: ignore[arg-type]
+            max_queued=s.mqtt_max_queued,
         )
         self.deployer = Deployer(self.engine, self.transport, chunk_size_bytes=s.chunk_size_bytes)
         self.ingestor = Ingestor(

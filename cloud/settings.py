@@ -37,6 +37,7 @@ class CloudSettings(BaseSettings):
     api_port: int = Field(default=8080, ge=0, le=65535)  # 0 picks a free port
     chunk_size_bytes: int = Field(default=DEFAULT_CHUNK_SIZE_BYTES, ge=1024, le=1024 * 1024)
     share_group: str | None = None  # MQTT 5 shared subscription group, so several workers split ingestion
+    mqtt_max_queued: int = Field(default=4096, ge=16)  # outgoing messages paho may hold (chunks are 64 KiB)
     ingest_batch_size: int = Field(default=200, ge=1)
     ingest_queue_max: int = Field(default=10_000, ge=1)
 

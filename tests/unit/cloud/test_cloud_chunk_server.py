@@ -117,3 +117,20 @@ def test_requests_are_served_off_the_transport_thread(setup) -> None:
     finally:
         server.stop()
     assert len(recorder.sent) == 15
+
+
+def test_a_full_outgoing_queue_is_waited_out_not_dropped(setup) -> None:
+    from edge_agent.transport import TransportError
+
+    server, recorder = setup
+    failures = iter([True, True, False, False, False])
+
+    class Flaky:
+        def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+            if next(failures):
+                raise TransportError("outgoing queue full")
+            recorder.publish(topic, payload, qos, retain)
+
+    server.publisher = Flaky()
+    ask(server, "dev-1", SHA, [0, 1, 2])
+    assert [c.index for c in recorder.chunks()] == [0, 1, 2]
