@@ -1,4 +1,5 @@
-"""Build the MQTT transport an agent's settings describe (credentials, TLS, protocol, last will)."""
+"""Build the MQTT transport an agent's settings describe (shared by `agent run` and the simulator):
+credentials, TLS, protocol, and a last will that marks the device offline."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from edge_agent.paho_transport import PahoTransport
 
 
 def transport_for(settings: AgentSettings, **overrides: Any) -> PahoTransport:
-    """A PahoTransport for this device (client id = device id) whose will says it went offline.
+    """A PahoTransport to settings.mqtt_url (client id = device id) whose retained will says offline.
 
     overrides go to PahoTransport (e.g. reconnect_min_s in tests). Raises TransportError for a bad URL."""
     kwargs: dict[str, Any] = {
