@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from google.protobuf.message import DecodeError
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
 
 from edge_agent.errors import MalformedPayloadError
 from edge_agent.updater_types import ChunkReceived, DesiredCleared, DesiredReceived, Event
@@ -39,7 +41,10 @@ def parse_inbound(device_id: str, topic: str, payload: bytes) -> Event | None:
     return None
 
 
-def _decode(message_type: type, payload: bytes, topic: str):  # type: ignore[no-untyped-def]
+M = TypeVar("M", bound=Message)
+
+
+def _decode(message_type: type[M], payload: bytes, topic: str) -> M:
     try:
         return message_type.FromString(payload)
     except (DecodeError, ValueError) as exc:

@@ -82,7 +82,7 @@ def reported_state(
 
 
 def lifecycle_event(
-    kind: pb.EventKind.ValueType,
+    kind: pb.EventKind,
     *,
     device_id: str,
     seq: int,

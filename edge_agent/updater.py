@@ -78,7 +78,7 @@ class UpdaterView:
     last_error: LastError | None
 
 
-def event_kind_for(code: str) -> pb.EventKind.ValueType:
+def event_kind_for(code: str) -> pb.EventKind:
     if code in _TRUST_CODES:
         return pb.EVENT_KIND_VERIFICATION_FAILED
     if code == "self_test_failed":

@@ -25,7 +25,7 @@ class State(Enum):
     FAILED = "failed"
 
     @property
-    def wire(self) -> pb.UpdateState.ValueType:
+    def wire(self) -> pb.UpdateState:
         return _WIRE_STATES[self]
 
 
@@ -252,7 +252,7 @@ class PruneModels:
 class Emit:
     """Publish a LifecycleEvent."""
 
-    kind: pb.EventKind.ValueType
+    kind: pb.EventKind
     deployment_id: str = ""
     model: InstalledModel | None = None
     error: LastError | None = None
