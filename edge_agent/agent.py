@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -149,8 +149,7 @@ class Agent:
         now = self.clock.now()
         self._telemetry = Telemetry(self.device_id, now.wall_ms, restored.serving)
         self._next_flush_s = now.mono_s + self.settings.telemetry_interval_s
-        pending = journal.pending
-        received = self.store.received_chunks(pending.layout.sha256) if pending and pending.layout else set()
+        journal, received = self._resume_download(journal)
         config = UpdaterConfig(
             self._root,
             _order_runtimes(self.runtimes, self.settings.runtime_preference),
@@ -182,8 +181,9 @@ class Agent:
         if not self._started or self._stopped:
             return
         self._stopped = True
-        self._queue.put(_STOP)
-        self._worker.join(JOIN_TIMEOUT_S)
+        if self._worker.is_alive():
+            self._queue.put(_STOP)
+            self._worker.join(JOIN_TIMEOUT_S)
         self._jobs.stop(JOIN_TIMEOUT_S)
         self.transport.stop()
 
@@ -409,6 +409,25 @@ class Agent:
         except StoreError as exc:
             log.error("agent %s: starting without a journal: %s", self.device_id, exc)
             return Journal(), [LastError(exc.code, f"journal unreadable, starting afresh: {exc}")]
+
+    def _resume_download(self, journal: Journal) -> tuple[Journal, set[int]]:
+        """The chunks already downloaded for the pending update, squaring the journal with the disk after a
+        crash between two steps (a download committed but not yet journalled, or a partial file lost)."""
+        pending = journal.pending
+        if pending is None or pending.layout is None:
+            return journal, set()
+        sha256 = pending.layout.sha256
+        try:
+            if self.store.has_download(sha256):
+                return journal, self.store.received_chunks(sha256)
+            if self.store.has_model(sha256):  # committed: verify it from the models
+                journal = journal.with_(pending=replace(pending, layout=None))
+                self._save_journal(journal)
+                return journal, set()
+            self.store.begin_download(sha256, pending.layout.size_bytes)
+        except StoreError as exc:
+            log.error("agent %s: cannot resume the download of %s: %s", self.device_id, sha256[:12], exc)
+        return journal, set()
 
     def _save_journal(self, journal: Journal) -> None:
         try:

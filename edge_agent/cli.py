@@ -123,16 +123,16 @@ def run_command(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
-    agent.start()
     grpc_server = None
     try:
+        agent.start()
         if settings.grpc_address:
             grpc_server = start_grpc_server(agent, settings.grpc_address)
             log.info("local inference API on %s (port %d)", settings.grpc_address, grpc_server.port)
         print(f"agent {settings.device_id} running (Ctrl-C to stop)", flush=True)
         while not stopping.wait(1.0):
             pass
-    except AgentError as exc:
+    except (AgentError, TransportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -72,8 +72,8 @@ class JobRunner:
         self._jobs.put(job)
 
     def stop(self, timeout_s: float) -> None:
-        self._jobs.put(None)
         if self._thread.is_alive():
+            self._jobs.put(None)
             self._thread.join(timeout_s)
 
     def _run(self) -> None:

@@ -44,6 +44,8 @@ class ModelStore(Protocol):
 
     def received_chunks(self, sha256: str) -> set[int]: ...
 
+    def has_download(self, sha256: str) -> bool: ...
+
     def discard_download(self, sha256: str) -> None: ...
 
     def commit_download(self, sha256: str) -> None:
@@ -102,6 +104,10 @@ class MemoryModelStore:
     def received_chunks(self, sha256: str) -> set[int]:
         with self._lock:
             return set(self.chunks.get(sha256, ()))
+
+    def has_download(self, sha256: str) -> bool:
+        with self._lock:
+            return sha256 in self.partial
 
     def discard_download(self, sha256: str) -> None:
         with self._lock:
@@ -244,6 +250,9 @@ class DiskModelStore:
             raise StoreError(f"cannot read the chunk log of {sha256}: {exc}") from None
         # a power cut can leave the last line half written: it has no newline, so it is dropped here
         return {int(line) for line in lines[:-1] if line.strip().isdigit()}
+
+    def has_download(self, sha256: str) -> bool:
+        return self._part(sha256).exists()
 
     def discard_download(self, sha256: str) -> None:
         for path in (self._part(sha256), self._chunk_log(sha256)):

@@ -12,6 +12,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from protocols import SCHEMA_VERSION
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 
+MakeAgent = Callable[..., Any]  # the make_agent fixture: make_agent(device_id="dev-1", **settings) -> Agent
 N_FEATURES = 3
 EDGES = [0.0, 0.25, 0.5, 0.75, 1.0]
 

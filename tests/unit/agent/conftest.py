@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_kit import FakeCloud, Keys, fake_load_model, make_keys
+from agent_kit import FakeCloud, Keys, MakeAgent, fake_load_model, make_keys
 
 from edge_agent.agent import Agent
 from edge_agent.config import load_settings
@@ -29,8 +29,6 @@ def broker() -> MemoryBroker:
 def cloud(broker: MemoryBroker) -> FakeCloud:
     return FakeCloud(broker)
 
-
-MakeAgent = Callable[..., Agent]
 
 
 @pytest.fixture

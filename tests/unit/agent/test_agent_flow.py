@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from agent_kit import FakeCloud, Keys, is_state, make_keys, make_release, model_bytes
-from conftest import MakeAgent
+from agent_kit import FakeCloud, Keys, MakeAgent, is_state, make_keys, make_release, model_bytes
 
 from edge_agent.clock import ManualClock
 from edge_agent.store import DiskModelStore

@@ -6,8 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from agent_kit import FakeCloud, Keys, is_state, make_release
-from conftest import MakeAgent
+from agent_kit import FakeCloud, Keys, MakeAgent, is_state, make_release
 
 from edge_agent.agent import Agent
 from edge_agent.grpc_server import start_grpc_server

@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from agent_kit import FakeCloud, Keys, is_state, make_release, model_bytes
-from conftest import MakeAgent
+from agent_kit import FakeCloud, Keys, MakeAgent, is_state, make_release, model_bytes
 
 from edge_agent.journal import InstalledModel
 from edge_agent.runtime import FunctionModel, Prediction

@@ -6,8 +6,7 @@ import random
 
 import numpy as np
 import pytest
-from agent_kit import FakeCloud, Keys, fake_load_model, is_state, make_release
-from conftest import MakeAgent
+from agent_kit import FakeCloud, Keys, MakeAgent, fake_load_model, is_state, make_release
 
 from edge_agent.journal import InstalledModel
 from edge_agent.runtime import FunctionModel, Prediction
