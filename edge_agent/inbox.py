@@ -36,7 +36,8 @@ def parse_inbound(device_id: str, topic: str, payload: bytes) -> Event | None:
     if channel is Channel.ARTIFACT_DATA:
         chunk = _decode(pb.ArtifactChunk, payload, topic)
         if len(chunk.sha256) != 64:
-            raise MalformedPayloadError(f"artifact chunk without a sha256 ({chunk.sha256!r})")
+            said = f" (the cloud says: {chunk.error})" if chunk.error else ""
+            raise MalformedPayloadError(f"artifact chunk without a sha256 ({chunk.sha256!r}){said}")
         return ChunkReceived(chunk)
     return None
 

@@ -1,0 +1,190 @@
+"""The device agent, measured: how long an update takes over a real Mosquitto by chunk window, and what
+serving through the agent (telemetry, sampling, atomic slot) costs over calling the runtime directly.
+
+    .venv/bin/python benchmarks/agent_update.py [--trees 60] [--repeats 3] [--chunk-kib 64]
+
+The model is a RandomForest converted with skl2onnx (about 1 MB), loaded by the real onnxruntime and
+self-tested, exactly as on a device. Prints one JSON object last; ratios compare each chunk window with
+window 1, and the agent's predict with the bare runtime's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import numpy as np  # noqa: E402
+from skl2onnx import to_onnx  # noqa: E402
+from sklearn.ensemble import RandomForestClassifier  # noqa: E402
+from support.mosquitto import MosquittoBroker  # noqa: E402
+
+from cloud.signing import init_keys, load_signer  # noqa: E402
+from edge_agent.agent import Agent  # noqa: E402
+from edge_agent.config import load_settings  # noqa: E402
+from edge_agent.connect import transport_for  # noqa: E402
+from edge_agent.paho_transport import PahoTransport  # noqa: E402
+from edge_agent.runtime import load_model  # noqa: E402
+from protocols import SCHEMA_VERSION  # noqa: E402
+from protocols.topics import Channel, device_topic  # noqa: E402
+from protocols.v1 import messages_pb2 as pb  # noqa: E402
+
+WINDOWS = (1, 4, 16)
+N_FEATURES = 8
+
+
+def build_model(trees: int) -> tuple[bytes, Any, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, N_FEATURES)).astype(np.float32)
+    y = ((x[:, 0] * x[:, 1] + x[:, 2]) > 0).astype(np.int64)
+    model = RandomForestClassifier(n_estimators=trees, max_depth=12, random_state=0).fit(x, y)
+    onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17)
+    return onx.SerializeToString(), model, x
+
+
+def signed_manifest(keys: Path, data: bytes, model: Any, x: np.ndarray, sequence: int) -> pb.SignedManifest:
+    manifest = pb.Manifest(
+        model_id="rf", version=str(sequence), sequence=sequence,
+        io=pb.IoSchema(task=pb.TASK_CLASSIFICATION, class_labels=["0", "1"], n_features=N_FEATURES),
+    )
+    manifest.artifacts.add(
+        name="model.onnx", sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), runtime="onnxruntime",
+        predicted_output="label", scores_output="probabilities",
+    )
+    for row, label in zip(x[:16], model.predict(x[:16]), strict=True):
+        manifest.self_test.vectors.add(input=row.tolist(), expected_label=str(label))
+    return load_signer(keys).sign(manifest)
+
+
+class ChunkCloud:
+    def __init__(self, url: str, data: bytes, chunk_size: int) -> None:
+        self.data, self.chunk_size = data, chunk_size
+        self.transport = PahoTransport(url, "bench-cloud")
+        self.transport.set_message_handler(self.on_request)
+        self.transport.subscribe("ef/v1/dev/+/artifact/req")
+        self.transport.start()
+        if not self.transport.wait_connected(10):
+            raise SystemExit("the benchmark cloud could not connect")
+
+    def on_request(self, _topic: str, payload: bytes) -> None:
+        request = pb.ArtifactChunkRequest.FromString(payload)
+        total = -(-len(self.data) // self.chunk_size)
+        for index in request.indexes:
+            offset = index * self.chunk_size
+            chunk = pb.ArtifactChunk(
+                schema_version=SCHEMA_VERSION, sha256=request.sha256, index=index, total_chunks=total,
+                offset=offset, data=self.data[offset : offset + self.chunk_size], request_id=request.request_id,
+            )
+            self.transport.publish(device_topic(request.device_id, Channel.ARTIFACT_DATA), chunk.SerializeToString())
+
+    def deploy(self, device_id: str, signed: pb.SignedManifest, generation: int) -> None:
+        size = len(self.data)
+        desired = pb.DesiredState(
+            schema_version=SCHEMA_VERSION, device_id=device_id, generation=generation, manifest=signed,
+            artifacts=[pb.ArtifactLocation(
+                sha256=hashlib.sha256(self.data).hexdigest(), size_bytes=size, chunk_size=self.chunk_size,
+                total_chunks=-(-size // self.chunk_size),
+            )],
+        )
+        topic = device_topic(device_id, Channel.DESIRED)
+        self.transport.publish(topic, desired.SerializeToString(), qos=1, retain=True)
+
+
+def time_update(url: str, root_pub: Path, state: Path, window: int, cloud: ChunkCloud, signed: pb.SignedManifest,
+                device_id: str) -> float:
+    settings = load_settings(
+        device_id=device_id, mqtt_url=url, root_key_path=root_pub, state_dir=state, grpc_address="",
+        chunk_window=window, telemetry_interval_s=3600,
+    )
+    agent = Agent(settings, transport_for(settings))
+    agent.start()
+    try:
+        if not agent.transport.wait_connected(10):
+            raise SystemExit("the agent could not connect")
+        started = time.perf_counter()
+        cloud.deploy(device_id, signed, generation=1)
+        if not agent.wait_for(lambda s: s.update_state == pb.UPDATE_STATE_ACTIVE, 120):
+            raise SystemExit(f"update did not finish: {agent.status()}")
+        return time.perf_counter() - started
+    finally:
+        agent.stop()
+
+
+def time_calls(fn: Any, x: np.ndarray, seconds: float = 1.0) -> float:
+    """Median µs per call over ~seconds of calls."""
+    samples = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        fn(x)
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(samples)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trees", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk-kib", type=int, default=64)
+    args = parser.parse_args()
+
+    data, model, x = build_model(args.trees)
+    results: dict[str, Any] = {"artifact_bytes": len(data), "chunk_bytes": args.chunk_kib * 1024, "updates": []}
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        root_pub = init_keys(tmp / "keys")
+        signed = signed_manifest(tmp / "keys", data, model, x, 1)
+        with MosquittoBroker(tmp / "mosquitto") as broker:
+            cloud = ChunkCloud(broker.url, data, args.chunk_kib * 1024)
+            try:
+                for window in WINDOWS:
+                    times = []
+                    for run in range(args.repeats):
+                        device = f"bench-w{window}-r{run}"
+                        times.append(time_update(broker.url, root_pub, tmp / device, window, cloud, signed, device))
+                    median = statistics.median(times)
+                    rate = round(len(data) / median / 1e6, 2)
+                    results["updates"].append({"chunk_window": window, "median_s": round(median, 3), "mb_per_s": rate})
+                    print(f"window {window:>2}: {median:.3f} s per update", file=sys.stderr)
+
+                settings = load_settings(
+                    device_id="bench-serve", mqtt_url=broker.url, root_key_path=root_pub, state_dir=tmp / "bench-w1-r0",
+                    grpc_address="", telemetry_interval_s=3600, sample_rate=0.01,
+                )
+                agent = Agent(settings, transport_for(settings))
+                agent.start()  # restores the model from the journal of an earlier run of this state dir
+                try:
+                    bare = load_model(pb.Manifest.FromString(signed.manifest).artifacts[0], data,
+                                      pb.Manifest.FromString(signed.manifest).io)
+                    serving = {}
+                    for rows in (1, 32):
+                        batch = x[:rows]
+                        raw_us = time_calls(bare.predict, batch)
+                        agent_us = time_calls(agent.predict, batch)
+                        serving[f"rows_{rows}"] = {"runtime_us": round(raw_us, 1), "agent_us": round(agent_us, 1)}
+                    results["serving"] = serving
+                finally:
+                    agent.stop()
+            finally:
+                cloud.transport.stop()
+
+    base = results["updates"][0]["median_s"]
+    results["ratios"] = {
+        **{f"window_{u['chunk_window']}_vs_1_speedup": round(base / u["median_s"], 2) for u in results["updates"]},
+        **{f"agent_vs_runtime_{k}": round(v["agent_us"] / v["runtime_us"], 2) for k, v in results["serving"].items()},
+    }
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
