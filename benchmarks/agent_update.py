@@ -53,12 +53,18 @@ def build_model(trees: int) -> tuple[bytes, Any, np.ndarray]:
 
 def signed_manifest(keys: Path, data: bytes, model: Any, x: np.ndarray, sequence: int) -> pb.SignedManifest:
     manifest = pb.Manifest(
-        model_id="rf", version=str(sequence), sequence=sequence,
+        model_id="rf",
+        version=str(sequence),
+        sequence=sequence,
         io=pb.IoSchema(task=pb.TASK_CLASSIFICATION, class_labels=["0", "1"], n_features=N_FEATURES),
     )
     manifest.artifacts.add(
-        name="model.onnx", sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), runtime="onnxruntime",
-        predicted_output="label", scores_output="probabilities",
+        name="model.onnx",
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        runtime="onnxruntime",
+        predicted_output="label",
+        scores_output="probabilities",
     )
     for row, label in zip(x[:16], model.predict(x[:16]), strict=True):
         manifest.self_test.vectors.add(input=row.tolist(), expected_label=str(label))
@@ -81,29 +87,47 @@ class ChunkCloud:
         for index in request.indexes:
             offset = index * self.chunk_size
             chunk = pb.ArtifactChunk(
-                schema_version=SCHEMA_VERSION, sha256=request.sha256, index=index, total_chunks=total,
-                offset=offset, data=self.data[offset : offset + self.chunk_size], request_id=request.request_id,
+                schema_version=SCHEMA_VERSION,
+                sha256=request.sha256,
+                index=index,
+                total_chunks=total,
+                offset=offset,
+                data=self.data[offset : offset + self.chunk_size],
+                request_id=request.request_id,
             )
             self.transport.publish(device_topic(request.device_id, Channel.ARTIFACT_DATA), chunk.SerializeToString())
 
     def deploy(self, device_id: str, signed: pb.SignedManifest, generation: int) -> None:
         size = len(self.data)
         desired = pb.DesiredState(
-            schema_version=SCHEMA_VERSION, device_id=device_id, generation=generation, manifest=signed,
-            artifacts=[pb.ArtifactLocation(
-                sha256=hashlib.sha256(self.data).hexdigest(), size_bytes=size, chunk_size=self.chunk_size,
-                total_chunks=-(-size // self.chunk_size),
-            )],
+            schema_version=SCHEMA_VERSION,
+            device_id=device_id,
+            generation=generation,
+            manifest=signed,
+            artifacts=[
+                pb.ArtifactLocation(
+                    sha256=hashlib.sha256(self.data).hexdigest(),
+                    size_bytes=size,
+                    chunk_size=self.chunk_size,
+                    total_chunks=-(-size // self.chunk_size),
+                )
+            ],
         )
         topic = device_topic(device_id, Channel.DESIRED)
         self.transport.publish(topic, desired.SerializeToString(), qos=1, retain=True)
 
 
-def time_update(url: str, root_pub: Path, state: Path, window: int, cloud: ChunkCloud, signed: pb.SignedManifest,
-                device_id: str) -> float:
+def time_update(
+    url: str, root_pub: Path, state: Path, window: int, cloud: ChunkCloud, signed: pb.SignedManifest, device_id: str
+) -> float:
     settings = load_settings(
-        device_id=device_id, mqtt_url=url, root_key_path=root_pub, state_dir=state, grpc_address="",
-        chunk_window=window, telemetry_interval_s=3600,
+        device_id=device_id,
+        mqtt_url=url,
+        root_key_path=root_pub,
+        state_dir=state,
+        grpc_address="",
+        chunk_window=window,
+        telemetry_interval_s=3600,
     )
     agent = Agent(settings, transport_for(settings))
     agent.start()
@@ -157,14 +181,22 @@ def main() -> int:
                     print(f"window {window:>2}: {median:.3f} s per update", file=sys.stderr)
 
                 settings = load_settings(
-                    device_id="bench-serve", mqtt_url=broker.url, root_key_path=root_pub, state_dir=tmp / "bench-w1-r0",
-                    grpc_address="", telemetry_interval_s=3600, sample_rate=0.01,
+                    device_id="bench-serve",
+                    mqtt_url=broker.url,
+                    root_key_path=root_pub,
+                    state_dir=tmp / "bench-w1-r0",
+                    grpc_address="",
+                    telemetry_interval_s=3600,
+                    sample_rate=0.01,
                 )
                 agent = Agent(settings, transport_for(settings))
                 agent.start()  # restores the model from the journal of an earlier run of this state dir
                 try:
-                    bare = load_model(pb.Manifest.FromString(signed.manifest).artifacts[0], data,
-                                      pb.Manifest.FromString(signed.manifest).io)
+                    bare = load_model(
+                        pb.Manifest.FromString(signed.manifest).artifacts[0],
+                        data,
+                        pb.Manifest.FromString(signed.manifest).io,
+                    )
                     serving = {}
                     for rows in (1, 32):
                         batch = x[:rows]

@@ -29,9 +29,7 @@ def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1)
 
 
-def percentile_from_histogram(
-    bounds: tuple[float, ...], counts: list[int], q: float, low: float, high: float
-) -> float:
+def percentile_from_histogram(bounds: tuple[float, ...], counts: list[int], q: float, low: float, high: float) -> float:
     """The q-quantile, interpolated log-linearly inside its bucket and clamped to [low, high] (the
     smallest and largest values seen)."""
     total = sum(counts)

@@ -254,9 +254,7 @@ class Updater:
             return actions + self._fail(generation, deployment_id, exc.code, str(exc))
 
         old_tracker = self._tracker
-        reuse = (
-            pending is not None and layout is not None and pending.layout == layout and old_tracker is not None
-        )
+        reuse = pending is not None and layout is not None and pending.layout == layout and old_tracker is not None
         if reuse:
             self._tracker, self.attempt = None, self.attempt + 1
         else:
@@ -476,9 +474,7 @@ def _table() -> dict[tuple[State, EventKind], Transition]:
                 Updater._on_started, frozenset({State.DOWNLOADING, State.VERIFYING})
             ),
             (State.VERIFYING, EventKind.STARTED): Transition(Updater._on_started, frozenset({State.VERIFYING})),
-            (State.DOWNLOADING, EventKind.CONNECTED): Transition(
-                Updater._on_connected, frozenset({State.DOWNLOADING})
-            ),
+            (State.DOWNLOADING, EventKind.CONNECTED): Transition(Updater._on_connected, frozenset({State.DOWNLOADING})),
             (State.DOWNLOADING, EventKind.CHUNK): Transition(
                 Updater._on_chunk, frozenset({State.DOWNLOADING, State.VERIFYING, State.FAILED})
             ),

@@ -50,15 +50,25 @@ def onnx_model() -> tuple[bytes, Any, np.ndarray]:
 
 def _release(keys_dir: Path, data: bytes, model: Any, x: np.ndarray, sequence: int) -> pb.SignedManifest:
     manifest = pb.Manifest(
-        model_id="lr", version=str(sequence), sequence=sequence, created_at_ms=int(time.time() * 1000),
+        model_id="lr",
+        version=str(sequence),
+        sequence=sequence,
+        created_at_ms=int(time.time() * 1000),
         io=pb.IoSchema(
             inputs=[pb.TensorSpec(name="X", dtype="float32", shape=[-1, 3])],
-            task=pb.TASK_CLASSIFICATION, class_labels=["0", "1"], n_features=3,
+            task=pb.TASK_CLASSIFICATION,
+            class_labels=["0", "1"],
+            n_features=3,
         ),
     )
     manifest.artifacts.add(
-        name="model.onnx", format=pb.ARTIFACT_FORMAT_ONNX, sha256=hashlib.sha256(data).hexdigest(),
-        size_bytes=len(data), runtime="onnxruntime", predicted_output="label", scores_output="probabilities",
+        name="model.onnx",
+        format=pb.ARTIFACT_FORMAT_ONNX,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        runtime="onnxruntime",
+        predicted_output="label",
+        scores_output="probabilities",
     )
     for row, label in zip(x[:10], model.predict(x[:10]), strict=True):
         manifest.self_test.vectors.add(input=row.tolist(), expected_label=str(label))
@@ -83,8 +93,12 @@ class MiniCloud:
         for index in request.indexes:
             offset = index * CHUNK_SIZE
             chunk = pb.ArtifactChunk(
-                schema_version=SCHEMA_VERSION, sha256=request.sha256, index=index,
-                total_chunks=-(-len(data) // CHUNK_SIZE), offset=offset, data=data[offset : offset + CHUNK_SIZE],
+                schema_version=SCHEMA_VERSION,
+                sha256=request.sha256,
+                index=index,
+                total_chunks=-(-len(data) // CHUNK_SIZE),
+                offset=offset,
+                data=data[offset : offset + CHUNK_SIZE],
                 request_id=request.request_id,
             )
             self.transport.publish(device_topic(request.device_id, Channel.ARTIFACT_DATA), chunk.SerializeToString())
@@ -93,12 +107,19 @@ class MiniCloud:
         manifest = pb.Manifest.FromString(signed.manifest)
         artifact = manifest.artifacts[0]
         desired = pb.DesiredState(
-            schema_version=SCHEMA_VERSION, device_id=device_id, deployment_id="dep-1", generation=generation,
+            schema_version=SCHEMA_VERSION,
+            device_id=device_id,
+            deployment_id="dep-1",
+            generation=generation,
             manifest=signed,
-            artifacts=[pb.ArtifactLocation(
-                sha256=artifact.sha256, size_bytes=artifact.size_bytes, chunk_size=CHUNK_SIZE,
-                total_chunks=-(-artifact.size_bytes // CHUNK_SIZE),
-            )],
+            artifacts=[
+                pb.ArtifactLocation(
+                    sha256=artifact.sha256,
+                    size_bytes=artifact.size_bytes,
+                    chunk_size=CHUNK_SIZE,
+                    total_chunks=-(-artifact.size_bytes // CHUNK_SIZE),
+                )
+            ],
         )
         self.transport.publish(
             device_topic(device_id, Channel.DESIRED), desired.SerializeToString(), qos=1, retain=True
@@ -107,8 +128,15 @@ class MiniCloud:
 
 def _settings(tmp_path: Path, broker: Any, root_pub: Path, **extra: Any) -> Any:
     return load_settings(
-        device_id="pi-int-1", mqtt_url=broker.url, mqtt_protocol=broker.mqtt_protocol, root_key_path=root_pub,
-        state_dir=tmp_path / "state", grpc_address="", chunk_window=4, chunk_timeout_s=2.0, **extra,
+        device_id="pi-int-1",
+        mqtt_url=broker.url,
+        mqtt_protocol=broker.mqtt_protocol,
+        root_key_path=root_pub,
+        state_dir=tmp_path / "state",
+        grpc_address="",
+        chunk_window=4,
+        chunk_timeout_s=2.0,
+        **extra,
     )
 
 
@@ -182,9 +210,23 @@ def test_agent_run_command_serves_and_exits_cleanly_on_sigterm(
         "logging.basicConfig(level=a.log_level)\nsys.exit(a.func(a))\n"
     )
     provision = [
-        sys.executable, "-c", script, "agent", "provision", "--device-id", "pi-cli-1", "--mqtt-url", mqtt_broker.url,
-        "--root-key", str(root_pub), "--state-dir", str(tmp_path / "state"), "--out", str(config),
-        "--grpc-address", "127.0.0.1:0",
+        sys.executable,
+        "-c",
+        script,
+        "agent",
+        "provision",
+        "--device-id",
+        "pi-cli-1",
+        "--mqtt-url",
+        mqtt_broker.url,
+        "--root-key",
+        str(root_pub),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--out",
+        str(config),
+        "--grpc-address",
+        "127.0.0.1:0",
     ]
     subprocess.run(provision, cwd=ROOT, check=True, timeout=60, capture_output=True)
     with config.open("a") as fh:
@@ -195,7 +237,10 @@ def test_agent_run_command_serves_and_exits_cleanly_on_sigterm(
     with log.open("w") as output:
         proc = subprocess.Popen(
             [sys.executable, "-c", script, "--log-level", "INFO", "agent", "run", "--config", str(config)],
-            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
         try:
             online = wait_until(lambda: any(pb.Presence.FromString(p).online for p in watched.payloads()), 30)

@@ -30,7 +30,6 @@ def cloud(broker: MemoryBroker) -> FakeCloud:
     return FakeCloud(broker)
 
 
-
 @pytest.fixture
 def make_agent(tmp_path: Path, broker: MemoryBroker, keys: Keys) -> Iterator[MakeAgent]:
     """make_agent(device_id="dev-1", *, start=True, store=None, clock=None, runtimes=None, **settings).

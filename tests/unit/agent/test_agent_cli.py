@@ -22,10 +22,28 @@ def _run(*argv: str) -> int:
 def test_provision_writes_a_config_that_loads(tmp_path: Path, keys: Keys, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "etc" / "agent.toml"
     code = _run(
-        "agent", "provision", "--device-id", "pi-7", "--mqtt-url", "mqtts://broker.example:8883",
-        "--root-key", str(keys.root_path), "--state-dir", str(tmp_path / "state"), "--out", str(out),
-        "--mqtt-username", "pi-7", "--mqtt-password", 'se"cret', "--label", "site=lab", "--label", "tier=canary",
-        "--grpc-address", "",
+        "agent",
+        "provision",
+        "--device-id",
+        "pi-7",
+        "--mqtt-url",
+        "mqtts://broker.example:8883",
+        "--root-key",
+        str(keys.root_path),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--out",
+        str(out),
+        "--mqtt-username",
+        "pi-7",
+        "--mqtt-password",
+        'se"cret',
+        "--label",
+        "site=lab",
+        "--label",
+        "tier=canary",
+        "--grpc-address",
+        "",
     )
     assert code == 0, capsys.readouterr().err
     settings = load_settings(out)
@@ -37,10 +55,23 @@ def test_provision_writes_a_config_that_loads(tmp_path: Path, keys: Keys, capsys
     assert settings.read_root_key() == keys.root_public
     assert out.stat().st_mode & 0o777 == 0o600  # it holds a password
 
-    assert _run(
-        "agent", "provision", "--device-id", "pi-7", "--mqtt-url", "mqtt://b", "--root-key", str(keys.root_path),
-        "--state-dir", str(tmp_path), "--out", str(out),
-    ) == 1
+    assert (
+        _run(
+            "agent",
+            "provision",
+            "--device-id",
+            "pi-7",
+            "--mqtt-url",
+            "mqtt://b",
+            "--root-key",
+            str(keys.root_path),
+            "--state-dir",
+            str(tmp_path),
+            "--out",
+            str(out),
+        )
+        == 1
+    )
     assert "exists" in capsys.readouterr().err
 
 
@@ -72,7 +103,17 @@ def test_provision_refuses_a_key_that_is_not_a_root_key(tmp_path: Path, capsys: 
     key = tmp_path / "root.pub"
     key.write_bytes(b"-----BEGIN PUBLIC KEY-----")
     code = _run(
-        "agent", "provision", "--device-id", "pi-7", "--mqtt-url", "mqtt://b", "--root-key", str(key),
-        "--state-dir", str(tmp_path), "--out", str(tmp_path / "a.toml"),
+        "agent",
+        "provision",
+        "--device-id",
+        "pi-7",
+        "--mqtt-url",
+        "mqtt://b",
+        "--root-key",
+        str(key),
+        "--state-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "a.toml"),
     )
     assert code == 1 and "32-byte" in capsys.readouterr().err

@@ -35,7 +35,12 @@ def test_happy_path_downloads_verifies_and_activates(make_agent: MakeAgent, clou
     assert state.deployment_id == "dep-1" and not state.HasField("last_error")
     assert list(state.runtimes) == ["onnxruntime"]
     assert cloud.event_kinds("dev-1") == [
-        "STARTED", "UPDATE_STARTED", "DOWNLOADED", "VERIFIED", "SELF_TEST_PASSED", "ACTIVATED"
+        "STARTED",
+        "UPDATE_STARTED",
+        "DOWNLOADED",
+        "VERIFIED",
+        "SELF_TEST_PASSED",
+        "ACTIVATED",
     ]
     assert len(set(cloud.chunks_requested())) == cloud.location(release.sha256).total_chunks
     reported = pb.ReportedState.FromString(cloud.retained("dev-1", Channel.REPORTED) or b"")
@@ -181,9 +186,7 @@ def test_a_partial_download_resumes_after_a_restart(make_agent: MakeAgent, cloud
     assert _label(again) == "v1:pos"
 
 
-def test_lost_chunks_are_asked_for_again_after_the_timeout(
-    make_agent: MakeAgent, cloud: FakeCloud, keys: Keys
-) -> None:
+def test_lost_chunks_are_asked_for_again_after_the_timeout(make_agent: MakeAgent, cloud: FakeCloud, keys: Keys) -> None:
     clock = ManualClock()
     cloud.drop_once.add(1)
     agent = make_agent(clock=clock, chunk_timeout_s=5.0)

@@ -19,9 +19,7 @@ def test_every_exported_name_resolves() -> None:
 
 def test_importing_the_transport_does_not_load_a_runtime() -> None:
     code = "import sys, edge_agent.transport; print('onnxruntime' in sys.modules, 'pydantic' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60, cwd=ROOT
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60, cwd=ROOT)
     assert out.stdout.split() == ["False", "False"]
 
 
@@ -31,7 +29,5 @@ def test_the_agent_never_imports_the_cloud_or_the_compiler() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('cloud', 'model_compiler', 'sklearn', 'fastapi', 'sqlmodel')))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60, cwd=ROOT
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60, cwd=ROOT)
     assert out.stdout.strip() == "[]"

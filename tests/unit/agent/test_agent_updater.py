@@ -55,8 +55,13 @@ def _later(seconds: float) -> Instant:
     return Instant(NOW.wall_ms + int(seconds * 1000), NOW.mono_s + seconds)
 
 
-def _updater(keys: Keys, journal: Journal | None = None, runtimes: tuple[str, ...] = ("onnxruntime",),
-             received: set[int] | None = None, window: int = 8) -> Updater:
+def _updater(
+    keys: Keys,
+    journal: Journal | None = None,
+    runtimes: tuple[str, ...] = ("onnxruntime",),
+    received: set[int] | None = None,
+    window: int = 8,
+) -> Updater:
     config = UpdaterConfig(trust.TrustedRoot.of(keys.root_public), runtimes, ChunkPolicy(window, 5.0, 2))
     return Updater(config, journal or Journal(), received)
 
@@ -154,14 +159,24 @@ def test_every_state_and_event_pair(state: State, kind: EventKind, keys: Keys) -
 
 @pytest.mark.parametrize(
     "kind",
-    [EventKind.ARTIFACT_VERIFIED, EventKind.ARTIFACT_REJECTED, EventKind.MODEL_LOADED, EventKind.LOAD_FAILED,
-     EventKind.SELF_TEST_PASSED, EventKind.SELF_TEST_FAILED, EventKind.ABORTED],
+    [
+        EventKind.ARTIFACT_VERIFIED,
+        EventKind.ARTIFACT_REJECTED,
+        EventKind.MODEL_LOADED,
+        EventKind.LOAD_FAILED,
+        EventKind.SELF_TEST_PASSED,
+        EventKind.SELF_TEST_FAILED,
+        EventKind.ABORTED,
+    ],
 )
 def test_a_result_of_a_superseded_attempt_is_ignored(kind: EventKind, keys: Keys) -> None:
     state = {
-        EventKind.ARTIFACT_VERIFIED: State.VERIFYING, EventKind.ARTIFACT_REJECTED: State.VERIFYING,
-        EventKind.MODEL_LOADED: State.LOADING, EventKind.LOAD_FAILED: State.LOADING,
-        EventKind.SELF_TEST_PASSED: State.SELF_TEST, EventKind.SELF_TEST_FAILED: State.SELF_TEST,
+        EventKind.ARTIFACT_VERIFIED: State.VERIFYING,
+        EventKind.ARTIFACT_REJECTED: State.VERIFYING,
+        EventKind.MODEL_LOADED: State.LOADING,
+        EventKind.LOAD_FAILED: State.LOADING,
+        EventKind.SELF_TEST_PASSED: State.SELF_TEST,
+        EventKind.SELF_TEST_FAILED: State.SELF_TEST,
         EventKind.ABORTED: State.SELF_TEST,
     }[kind]
     up = _in_state(state, keys)
@@ -185,8 +200,13 @@ def test_the_happy_path_saves_before_every_step_that_cannot_be_undone(keys: Keys
     assert saved.installed_sequences == {"demo": 7} and saved.outcome is Outcome.ACTIVE
     assert saved.desired_generation == 1
     kinds = [pb.EventKind.Name(a.kind) for a in _of(actions, Emit)]
-    assert kinds == ["EVENT_KIND_UPDATE_STARTED", "EVENT_KIND_DOWNLOADED", "EVENT_KIND_VERIFIED",
-                     "EVENT_KIND_SELF_TEST_PASSED", "EVENT_KIND_ACTIVATED"]
+    assert kinds == [
+        "EVENT_KIND_UPDATE_STARTED",
+        "EVENT_KIND_DOWNLOADED",
+        "EVENT_KIND_VERIFIED",
+        "EVENT_KIND_SELF_TEST_PASSED",
+        "EVENT_KIND_ACTIVATED",
+    ]
     assert up.state is State.ACTIVE
     assert _of(actions, Activate)[0].model is MODEL
     assert _of(actions, PruneModels)[-1].keep == {release.sha256}
@@ -349,8 +369,11 @@ def test_generations_handled_before_are_only_reported(keys: Keys) -> None:
 def test_self_test_failure_and_load_failure_keep_the_active_model(keys: Keys) -> None:
     for failure in (SelfTestFailed, LoadFailed):
         up = _in_state(State.SELF_TEST if failure is SelfTestFailed else State.LOADING, keys)
-        event = failure(up.attempt, "labels differ") if failure is SelfTestFailed else failure(
-            up.attempt, "load_failed", "no")
+        event = (
+            failure(up.attempt, "labels differ")
+            if failure is SelfTestFailed
+            else failure(up.attempt, "load_failed", "no")
+        )
         actions = up.handle(event, NOW)
         assert up.state is State.FAILED
         assert up.journal.active.manifest().version == "v1"  # type: ignore[union-attr]
