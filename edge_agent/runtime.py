@@ -274,7 +274,11 @@ class FunctionModel:
     """
 
     def __init__(
-        self, n_features: int, fn: Callable[[np.ndarray], Prediction], *, runtime: str = "memory",
+        self,
+        n_features: int,
+        fn: Callable[[np.ndarray], Prediction],
+        *,
+        runtime: str = "memory",
         accepts_missing: bool = False,
     ) -> None:
         self.runtime = runtime

@@ -104,7 +104,9 @@ def _check_regressor(
         return SelfTestResult(True, agreement, max_err, f"max error {max_err:.3g} <= tolerance {tolerance:.3g}")
     worst = int(np.argmax(row_err))
     return SelfTestResult(
-        False, agreement, max_err,
+        False,
+        agreement,
+        max_err,
         f"max error {max_err:.3g} > tolerance {tolerance:.3g} (vector {worst}: "
         f"expected {expected[worst].tolist()}, got {got[worst].tolist()})",
     )

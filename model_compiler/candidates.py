@@ -1,0 +1,106 @@
+"""Candidate artifacts: every (target, quantization, variant) the compiler may build for a model.
+
+A candidate is just bytes plus how they were made; the compiler measures each against the gate and keeps
+the ones asked for. Emitters are deterministic (no timestamps, no random names), so the same model and
+calibration data always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from model_compiler.dense import DenseModel
+from model_compiler.errors import UnsupportedModelError
+from model_compiler.forest import Forest
+from protocols.v1 import messages_pb2 as pb
+
+ONNX_DENSE_REQUIREMENT = "onnxruntime>=1.17 (opset 17)"
+ONNX_TREES_REQUIREMENT = "onnxruntime>=1.20 (ai.onnx.ml opset 5 TreeEnsemble)"
+TFLITE_REQUIREMENT = "ai-edge-litert>=1.2 or tflite-runtime>=2.14 (builtin ops only)"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str  # file name, e.g. "model.int8.onnx"
+    target: str  # "onnx" | "tflite"
+    quantization: str  # "none" | "int8"
+    variant: str  # how INT8 weights are scaled: "per-channel" | "per-tensor" ("" for fp32)
+    data: bytes
+    compile_s: float
+
+    @property
+    def format(self) -> int:
+        return pb.ARTIFACT_FORMAT_ONNX if self.target == "onnx" else pb.ARTIFACT_FORMAT_TFLITE
+
+    @property
+    def runtime(self) -> str:
+        return "onnxruntime" if self.target == "onnx" else "tflite"
+
+
+def _timed(build: Callable[[], bytes]) -> tuple[bytes, float]:
+    start = time.perf_counter()
+    data = build()
+    return data, time.perf_counter() - start
+
+
+def _onnx_bytes(model: object) -> bytes:
+    return model.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
+
+
+def plan(model: DenseModel | Forest, target: str, quantizations: list[str]) -> list[tuple[str, str]]:
+    """(quantization, variant) pairs to build for one target; refuses what the family cannot do."""
+    if isinstance(model, Forest):
+        if target == "tflite":
+            raise UnsupportedModelError(f"TFLite target for {model.estimator} (tree ensembles compile to ONNX)")
+        if quantizations == ["int8"]:
+            raise UnsupportedModelError(
+                f"INT8 quantization of {model.estimator} (tree ensembles shrink losslessly instead; use none or auto)"
+            )
+        return [("none", "")]
+    pairs = []
+    for q in quantizations:
+        if q == "none":
+            pairs.append(("none", ""))
+        else:  # the smaller variant first: on a tie in size class it is tried first
+            pairs.extend([("int8", "per-tensor"), ("int8", "per-channel")])
+    return pairs
+
+
+def build(
+    model: DenseModel | Forest, target: str, quantization: str, variant: str, calibration_x: np.ndarray
+) -> Candidate:
+    suffix = ".int8" if quantization == "int8" else ""
+    per_channel = variant == "per-channel"
+    if target == "onnx":
+        if isinstance(model, Forest):
+            from model_compiler.onnx_forest import forest_to_onnx
+
+            data, seconds = _timed(lambda: _onnx_bytes(forest_to_onnx(model)))
+        elif quantization == "int8":
+            from model_compiler.onnx_dense import dense_to_onnx_int8
+
+            data, seconds = _timed(
+                lambda: _onnx_bytes(dense_to_onnx_int8(model, calibration_x, per_channel=per_channel))
+            )
+        else:
+            from model_compiler.onnx_dense import dense_to_onnx
+
+            data, seconds = _timed(lambda: _onnx_bytes(dense_to_onnx(model)))
+        name = f"model{suffix}.onnx"
+    else:
+        from model_compiler.tflite_dense import dense_to_tflite
+
+        assert isinstance(model, DenseModel)
+        data, seconds = _timed(lambda: dense_to_tflite(model, int8=quantization == "int8", per_channel=per_channel))
+        name = f"model{suffix}.tflite"
+    return Candidate(name, target, quantization, variant, data, seconds)
+
+
+def requirement(model: DenseModel | Forest, target: str) -> str:
+    if target == "tflite":
+        return TFLITE_REQUIREMENT
+    return ONNX_TREES_REQUIREMENT if isinstance(model, Forest) else ONNX_DENSE_REQUIREMENT

@@ -1,0 +1,65 @@
+"""`edgefleet compile MODEL.joblib --data DATA.npz --target onnx|tflite|all --quantize none|int8|auto --out DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from model_compiler.types import QUANTIZE_CHOICES, TARGET_CHOICES
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "compile",
+        help="compile a fitted scikit-learn model to gated ONNX / TFLite artifacts and a manifest fragment",
+        description="Compile a joblib-saved scikit-learn estimator or Pipeline. Every candidate is checked "
+        "against the source estimator on the held-out data; one outside the tolerance is refused.",
+    )
+    p.add_argument("model", help="fitted estimator or Pipeline saved with joblib (trusted: it is a pickle)")
+    p.add_argument("--data", required=True, help=".npz with arrays X and y of held-out data (calibration + gate)")
+    p.add_argument("--target", choices=TARGET_CHOICES, default="onnx")
+    p.add_argument(
+        "--quantize", choices=QUANTIZE_CHOICES, default="auto", help="auto: the smallest artifact that passes the gate"
+    )
+    p.add_argument("--out", required=True, help="directory for the artifacts and manifest.fragment.json")
+    p.add_argument("--reference", help=".npz with array X (training data) for the drift reference profile")
+    p.add_argument("--max-accuracy-drop", type=float, default=0.5, help="points of accuracy (default 0.5)")
+    p.add_argument("--min-agreement", type=float, default=0.99, help="share of labels kept (default 0.99)")
+    p.add_argument("--max-error-increase", type=float, default=1.0, help="regressors: %% RMSE rise (default 1)")
+    p.add_argument("--self-test-vectors", type=int, default=16)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from model_compiler import CompileError, Gate, GateRefusedError, compile_estimator, load_data, load_estimator
+
+    try:
+        estimator = load_estimator(args.model)
+        x, y = load_data(args.data)
+        reference = load_data(args.reference, need_y=False)[0] if args.reference else None
+        gate = Gate(
+            max_accuracy_drop_pts=args.max_accuracy_drop,
+            min_agreement=args.min_agreement,
+            max_error_increase_pct=args.max_error_increase,
+        )
+        result = compile_estimator(
+            estimator,
+            x,
+            y,
+            target=args.target,
+            quantize=args.quantize,
+            reference_X=reference,
+            gate=gate,
+            n_self_test=args.self_test_vectors,
+        )
+    except GateRefusedError as exc:
+        print(f"edgefleet compile: refused by the accuracy gate\n{exc}", file=sys.stderr)
+        return 3
+    except CompileError as exc:
+        print(f"edgefleet compile: {exc}", file=sys.stderr)
+        return 2
+    print(result.report.table())
+    for path in result.write(args.out):
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    return 0

@@ -1,0 +1,207 @@
+"""`compile_estimator`: a fitted estimator in, gated artifacts and a manifest fragment out.
+
+Steps: read the estimator into a DenseModel or Forest (families.py); build every candidate the options
+allow (candidates.py); load each in the very runtime adapter devices use (edge_agent.runtime) and judge
+it against the source estimator on the held-out data (gate.py); keep, per target, the fp32 artifact
+(`none`), the smallest passing INT8 one (`int8`) or the smallest passing one (`auto`); then embed
+self-test vectors that every kept artifact passes through edge_agent.selftest, and the reference profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.runtime import LoadedModel, Prediction, load_model
+from edge_agent.selftest import run_self_test
+from model_compiler import gate as gates
+from model_compiler.candidates import Candidate, build, plan, requirement
+from model_compiler.errors import BadInputError, CompileError, GateRefusedError
+from model_compiler.families import Analysis, analyse, label_str
+from model_compiler.manifest import FRAGMENT_FILE, artifact_record, estimator_digest, fragment_json, io_schema
+from model_compiler.profile import reference_profile
+from model_compiler.report import CandidateReport, CompileReport
+from model_compiler.types import QUANTIZE_CHOICES, TARGET_CHOICES, TARGETS
+from model_compiler.vectors import build_self_test, pick_classifier_rows, pick_regressor_rows
+from protocols.v1 import messages_pb2 as pb
+
+
+@dataclass
+class BuiltArtifact:
+    artifact: pb.Artifact
+    data: bytes
+
+
+@dataclass
+class CompileResult:
+    artifacts: list[BuiltArtifact]
+    fragment: pb.Manifest
+    report: CompileReport
+
+    def write(self, out_dir: Path) -> list[Path]:
+        """Write the artifacts and manifest.fragment.json into out_dir; returns the paths written."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for built in self.artifacts:
+            path = out_dir / built.artifact.name
+            path.write_bytes(built.data)
+            paths.append(path)
+        path = out_dir / FRAGMENT_FILE
+        path.write_text(fragment_json(self.fragment), encoding="utf-8")
+        paths.append(path)
+        return paths
+
+
+def _check_data(x: Any, y: Any, n_features: int, what: str) -> np.ndarray:
+    try:
+        x = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(f"{what}: X is not numeric: {exc}") from None
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != n_features:
+        raise BadInputError(f"{what}: X must have shape (rows>=1, {n_features}), got {x.shape}")
+    if y is not None and len(y) != x.shape[0]:
+        raise BadInputError(f"{what}: X has {x.shape[0]} rows but y has {len(y)}")
+    if np.isinf(x).any():
+        raise BadInputError(f"{what}: X holds infinite values (or values too large for float32)")
+    return x
+
+
+def _source_outputs(estimator: Any, x: np.ndarray, classifier: bool) -> list[str] | np.ndarray:
+    try:
+        predicted = estimator.predict(x)
+    except Exception as exc:  # sklearn raises many types for data it cannot take (NaN without imputer, ...)
+        raise BadInputError(f"the estimator cannot predict on this data: {exc}") from None
+    return [label_str(v) for v in predicted] if classifier else np.asarray(predicted, dtype=np.float64)
+
+
+def _run(model: LoadedModel, x: np.ndarray) -> Prediction:
+    return model.predict(x)
+
+
+def compile_estimator(
+    estimator: Any,
+    X: Any,
+    y: Any,
+    *,
+    target: str = "onnx",
+    quantize: str = "auto",  # noqa: N803 (sklearn's X)
+    reference_X: np.ndarray | None = None,
+    gate: gates.Gate | None = None,
+    n_self_test: int = 16,  # noqa: N803
+) -> CompileResult:
+    """Compile a fitted estimator or Pipeline; X, y are held-out data for calibration and the gate."""
+    if target not in TARGET_CHOICES:
+        raise CompileError(f"unknown target {target!r} (choose from {', '.join(TARGET_CHOICES)})")
+    if quantize not in QUANTIZE_CHOICES:
+        raise CompileError(f"unknown quantization {quantize!r} (choose from {', '.join(QUANTIZE_CHOICES)})")
+    gate = gate or gates.Gate()
+    analysis = analyse(estimator)
+    model = analysis.model
+    x = _check_data(X, y, model.n_features, "held-out data")
+    ref_x = x if reference_X is None else _check_data(reference_X, None, model.n_features, "reference data")
+    if y is None:
+        raise BadInputError("held-out data: y is missing")
+    source = _source_outputs(estimator, x, analysis.classifier)
+    io = io_schema(
+        n_features=model.n_features,
+        classifier=analysis.classifier,
+        class_labels=analysis.class_labels,
+        n_outputs=model.n_outputs,
+        feature_names=analysis.feature_names,
+        accepts_missing=model.accepts_missing,
+    )
+    if analysis.classifier:
+        y_labels = [label_str(v) for v in np.asarray(y).ravel()]
+        source_metrics = gates.source_metrics_classifier(list(source), y_labels)
+    else:
+        y_values = np.asarray(y, dtype=np.float64)
+        source_metrics = gates.source_metrics_regressor(np.asarray(source), y_values)
+    report = CompileReport(analysis.estimator, model.family, analysis.classifier, source_metrics)
+
+    targets = list(TARGETS) if target == "all" else [target]
+    if target == "all" and model.family == "trees":
+        targets = ["onnx"]  # tree ensembles have no TFLite form; a TFLite-only device cannot take them
+    quantizations = ["none", "int8"] if quantize == "auto" else [quantize]
+    kept: list[tuple[Candidate, pb.Artifact, Prediction, LoadedModel]] = []
+    for t in targets:
+        trials = []
+        for q, variant in plan(model, t, quantizations):
+            candidate = build(model, t, q, variant, ref_x)
+            record = artifact_record(candidate, classifier=analysis.classifier, requirement=requirement(model, t))
+            loaded = load_model(record, candidate.data, io)
+            prediction = _run(loaded, x)
+            if analysis.classifier:
+                assert prediction.labels is not None
+                verdict = gates.judge_classifier(prediction.labels, list(source), y_labels, gate)
+            else:
+                assert prediction.values is not None
+                verdict = gates.judge_regressor(prediction.values, np.asarray(source), y_values, gate)
+            record.metrics.update(verdict.metrics)
+            trials.append((candidate, record, prediction, loaded, verdict))
+        passing = [tr for tr in trials if tr[4].passed]
+        chosen = min(passing, key=lambda tr: len(tr[0].data)) if passing else None
+        for candidate, _, _, _, verdict in trials:
+            report.candidates.append(
+                CandidateReport(
+                    candidate.name,
+                    t,
+                    candidate.quantization,
+                    candidate.variant,
+                    len(candidate.data),
+                    candidate.compile_s,
+                    dict(verdict.metrics),
+                    verdict.passed,
+                    verdict.reason,
+                    chosen=chosen is not None and candidate is chosen[0],
+                )
+            )
+        if chosen is None:
+            raise GateRefusedError(
+                f"no {t} artifact of {analysis.estimator} passed the accuracy gate\n{report.table()}", report
+            )
+        kept.append(chosen[:4])
+
+    fragment = pb.Manifest(io=io, source_model_sha256=estimator_digest(estimator))
+    fragment.metrics.update(source_metrics)
+    fragment.self_test.CopyFrom(_self_test(analysis, x, source, kept, n_self_test))
+    ref_source = source if reference_X is None else _source_outputs(estimator, ref_x, analysis.classifier)
+    fragment.reference.CopyFrom(
+        reference_profile(ref_x, ref_source, class_labels=analysis.class_labels, feature_names=analysis.feature_names)
+    )
+    built = []
+    for candidate, record, _, loaded in kept:
+        result = run_self_test(loaded, fragment.self_test, io)
+        if not result.passed:  # would mean the vectors are wrong, never the model: a compiler bug
+            raise CompileError(f"{candidate.name} fails its own self-test: {result.detail}")
+        fragment.artifacts.append(record)
+        built.append(BuiltArtifact(record, candidate.data))
+    return CompileResult(built, fragment, report)
+
+
+def _self_test(
+    analysis: Analysis,
+    x: np.ndarray,
+    source: list[str] | np.ndarray,
+    kept: list[tuple[Candidate, pb.Artifact, Prediction, LoadedModel]],
+    n: int,
+) -> pb.SelfTest:
+    # fp32 first: its outputs are the expected ones
+    ordered = sorted(kept, key=lambda k: (k[0].quantization != "none", k[0].target != "onnx"))
+    predictions = [k[2] for k in ordered]
+    if analysis.classifier:
+        scores = [p.scores for p in predictions]
+        assert all(s is not None for s in scores)
+        rows = pick_classifier_rows([p.labels or [] for p in predictions], list(source), scores[0], n)  # type: ignore[arg-type]
+        outputs: list[np.ndarray] = scores  # type: ignore[assignment]
+        labels = list(source)
+    else:
+        outputs = [p.values for p in predictions]  # type: ignore[misc]
+        rows = pick_regressor_rows(outputs[0], n)
+        labels = None
+    if not rows:
+        raise CompileError("no held-out row on which every artifact agrees with the source: no self-test possible")
+    return build_self_test(x, rows, outputs, labels)

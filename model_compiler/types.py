@@ -1,0 +1,18 @@
+"""Names shared across the compiler."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Target = Literal["onnx", "tflite"]
+Quantization = Literal["none", "int8"]
+Activation = Literal["identity", "relu", "tanh", "logistic"]
+
+TARGETS: tuple[str, ...] = ("onnx", "tflite")
+TARGET_CHOICES: tuple[str, ...] = ("onnx", "tflite", "all")
+QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8", "auto")
+
+# tensor names inside every artifact: the runtime contract (edge_agent.runtime) reads these
+INPUT_NAME = "input"
+SCORES_NAME = "scores"  # classifiers: (rows, n_classes); probabilities where the estimator has them
+VALUES_NAME = "values"  # regressors: (rows, n_outputs)

@@ -1,0 +1,70 @@
+"""Self-test vectors: held-out rows with the outputs every artifact of the release must reproduce.
+
+One `SelfTest` serves all artifacts of a manifest (fp32 and INT8, ONNX and TFLite), so:
+- classifiers: only rows on which every artifact and the source estimator give the same label are used,
+  those with the widest top-1/top-2 score margin first (a device's float rounding must not flip them),
+  taken round-robin over the labels so each class is exercised;
+- regressors: rows spread evenly over the range of predictions;
+- expected outputs are those of the reference artifact (the first: fp32 where built), and the tolerance
+  covers the largest difference any artifact shows from it, times a safety factor, with a small floor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from protocols.v1 import messages_pb2 as pb
+
+SAFETY_FACTOR = 4.0
+REL_FLOOR = 1e-4  # of the outputs' magnitude
+
+
+def _margins(scores: np.ndarray) -> np.ndarray:
+    if scores.shape[1] < 2:
+        return np.abs(scores[:, 0])
+    top2 = np.sort(scores, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def pick_classifier_rows(
+    labels_per_artifact: list[list[str]], source_labels: list[str], scores: np.ndarray, n: int
+) -> list[int]:
+    agree = np.ones(len(source_labels), dtype=bool)
+    for labels in labels_per_artifact:
+        agree &= np.asarray(labels, dtype=object) == np.asarray(source_labels, dtype=object)
+    margin = _margins(scores)
+    by_label: dict[str, list[int]] = {}
+    for i in sorted(np.flatnonzero(agree), key=lambda i: (-margin[i], i)):
+        by_label.setdefault(source_labels[i], []).append(int(i))
+    picked: list[int] = []
+    queues = [by_label[k] for k in sorted(by_label)]
+    while len(picked) < n and any(queues):
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(q.pop(0))
+    return sorted(picked)
+
+
+def pick_regressor_rows(values: np.ndarray, n: int) -> list[int]:
+    order = np.argsort(values.reshape(len(values), -1)[:, 0], kind="stable")
+    if len(order) <= n:
+        return sorted(order.tolist())
+    return sorted({int(order[i]) for i in np.linspace(0, len(order) - 1, n).round().astype(int)})
+
+
+def build_self_test(
+    x: np.ndarray, rows: list[int], outputs_per_artifact: list[np.ndarray], labels: list[str] | None
+) -> pb.SelfTest:
+    """Vectors for `rows` of `x`; outputs_per_artifact[0] is the reference (scores or values)."""
+    reference = np.asarray(outputs_per_artifact[0], dtype=np.float64).reshape(len(x), -1)[rows]
+    worst = 0.0
+    for out in outputs_per_artifact[1:]:
+        other = np.asarray(out, dtype=np.float64).reshape(len(x), -1)[rows]
+        worst = max(worst, float(np.abs(other - reference).max(initial=0.0)))
+    magnitude = max(1.0, float(np.abs(reference).max(initial=0.0)))
+    test = pb.SelfTest(abs_tolerance=max(REL_FLOOR * magnitude, SAFETY_FACTOR * worst), min_label_agreement=1.0)
+    for k, i in enumerate(rows):
+        vector = test.vectors.add(input=np.asarray(x[i], dtype=np.float32).tolist(), expected=reference[k].tolist())
+        if labels is not None:
+            vector.expected_label = labels[i]
+    return test
