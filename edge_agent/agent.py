@@ -34,7 +34,7 @@ from edge_agent.restore import restore
 from edge_agent.sampler import Sampler
 from edge_agent.serving import ModelSlot, ServingModel
 from edge_agent.store import DiskModelStore, ModelStore
-from edge_agent.telemetry import Telemetry, prediction_strings
+from edge_agent.telemetry import Telemetry
 from edge_agent.transport import Transport, TransportError
 from edge_agent.types import LoadModelFn, SelfTestFn
 from edge_agent.updater import Updater, UpdaterConfig
@@ -207,9 +207,11 @@ class Agent:
             raise
         latency_us = (time.perf_counter() - started) * 1e6
         self._telemetry.record(serving, rows, prediction, latency_us, label)
-        if self._sampler.rate > 0:
-            self._sampler.offer(serving, rows, prediction_strings(prediction), label, self.clock.now().wall_ms)
+        self._sampler.offer(serving, rows, prediction, label, self._now_ms)
         return Inference(prediction, serving.ref, latency_us)
+
+    def _now_ms(self) -> int:
+        return self.clock.now().wall_ms
 
     @property
     def serving(self) -> ServingModel | None:

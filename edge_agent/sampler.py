@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from edge_agent.serving import ServingModel
+from edge_agent.telemetry import prediction_strings
 from protocols import SCHEMA_VERSION
 from protocols.v1 import messages_pb2 as pb
 
@@ -26,24 +29,33 @@ class Sampler:
         self._model: pb.ModelRef | None = None
 
     def offer(
-        self, serving: ServingModel, x: np.ndarray, predictions: list[str], label: str | None, ts_ms: int
+        self, serving: ServingModel, x: np.ndarray, prediction: Any, label: str | None, now_ms: Callable[[], int]
     ) -> None:
+        """Maybe keep some rows of this call. The prediction's strings and the time are worked out only
+        for a row that is kept: most calls keep none, and should cost next to nothing."""
         if self.rate <= 0 or self.max_per_window <= 0:
             return
         with self._lock:
-            for row, prediction in zip(x, predictions, strict=False):
-                if len(self._samples) >= self.max_per_window:
-                    return
+            room = self.max_per_window - len(self._samples)
+            picked: list[int] = []
+            for i in range(len(x) if room > 0 else 0):
                 if self._rng.random() < self.rate:
-                    self._model = serving.ref
-                    self._samples.append(
-                        pb.Sample(
-                            input=row.astype(np.float32).tolist(),
-                            prediction=prediction,
-                            label=label if label is not None and len(x) == 1 else "",
-                            ts_ms=ts_ms,
-                        )
+                    picked.append(i)
+                    if len(picked) == room:
+                        break
+            if not picked:
+                return
+            strings, ts_ms = prediction_strings(prediction), now_ms()
+            self._model = serving.ref
+            for i in picked:
+                self._samples.append(
+                    pb.Sample(
+                        input=x[i].astype(np.float32).tolist(),
+                        prediction=strings[i],
+                        label=label if label is not None and len(x) == 1 else "",
+                        ts_ms=ts_ms,
                     )
+                )
 
     def drain(self, device_id: str, seq: int) -> pb.SampleBatch | None:
         """The samples of the window now ending (None if there are none); the budget starts again."""

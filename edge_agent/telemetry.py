@@ -9,6 +9,8 @@ last edge in the last one. `inference_count` counts rows; latency is one sample 
 
 from __future__ import annotations
 
+import bisect
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +67,75 @@ def _first_values(prediction: Any) -> np.ndarray | None:
     return values[:, 0] if values.ndim > 1 else values.reshape(-1)
 
 
+Counts = np.ndarray | list[int]  # dense counts, or the positions to bump by one (cheaper for a few rows)
+
+
+def _add(total: np.ndarray | None, counts: Counts | None) -> None:
+    if total is None or counts is None:
+        return
+    if isinstance(counts, list):
+        for position in counts:
+            total[position] += 1
+    else:
+        total += counts
+
+
+SMALL_BATCH_ROWS = 4  # up to this many rows, plain Python beats numpy's per-call overhead
+
+
+@dataclass(frozen=True)
+class FeatureBins:
+    """The reference profile's bins of every feature, laid out to count a batch cheaply: a value's bin is
+    the number of the feature's inner edges at or below it (values outside the edges land in the end
+    bins). Counts are flat: each feature's bins after the previous feature's."""
+
+    indexes: tuple[int, ...]  # the input column of each profiled feature
+    inner: tuple[tuple[float, ...], ...]  # inner edges of each feature (all edges but the first and last)
+    offsets: tuple[int, ...]  # where each feature's counts start
+    sizes: tuple[int, ...]  # bins of each feature
+    padded: np.ndarray  # (F, max_bins - 1) the inner edges, +inf where a feature has fewer bins
+
+    @classmethod
+    def of(cls, profiles: Any) -> FeatureBins | None:
+        kept = [(int(p.index), [float(e) for e in p.bin_edges]) for p in profiles if len(p.bin_edges) >= 2]
+        if not kept:
+            return None
+        sizes = tuple(len(edges) - 1 for _, edges in kept)
+        padded = np.full((len(kept), max(sizes) - 1), np.inf)
+        for row, (_, edges) in enumerate(kept):
+            padded[row, : len(edges) - 2] = edges[1:-1]
+        offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+        inner = tuple(tuple(edges[1:-1]) for _, edges in kept)
+        return cls(tuple(i for i, _ in kept), inner, offsets, sizes, padded)
+
+    @property
+    def total(self) -> int:
+        return self.offsets[-1] + self.sizes[-1]
+
+    def count(self, x: np.ndarray) -> Counts:
+        """The rows' counts: for a small batch the flat positions to bump, else dense flat counts.
+        A missing value (NaN) counts in no bin; a feature beyond x's columns is skipped."""
+        width = x.shape[1]
+        if x.shape[0] <= SMALL_BATCH_ROWS:
+            positions = []
+            for row in x.tolist():
+                for index, inner, offset in zip(self.indexes, self.inner, self.offsets, strict=True):
+                    if index < width and math.isfinite(value := row[index]):
+                        positions.append(offset + bisect.bisect_right(inner, value))
+            return positions
+        keep = [k for k, index in enumerate(self.indexes) if index < width]
+        columns = x[:, [self.indexes[k] for k in keep]].astype(np.float64, copy=False)
+        bins = (columns[:, :, None] >= self.padded[keep][None, :, :]).sum(axis=2)
+        flat = (bins + np.asarray([self.offsets[k] for k in keep])[None, :])[np.isfinite(columns)]
+        return np.bincount(flat, minlength=self.total)
+
+    def split(self, flat: np.ndarray) -> list[tuple[int, list[int]]]:
+        return [
+            (index, flat[start : start + size].tolist())
+            for index, start, size in zip(self.indexes, self.offsets, self.sizes, strict=True)
+        ]
+
+
 @dataclass
 class _Window:
     start_ms: int
@@ -76,8 +147,10 @@ class _Window:
     latency_high: float = 0.0
     labelled: int = 0
     correct: int = 0
-    features: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # (index, edges, counts)
+    bins: FeatureBins | None = None
+    feature_counts: np.ndarray | None = None  # flat, see FeatureBins
     class_labels: list[str] = field(default_factory=list)
+    class_positions: dict[str, int] = field(default_factory=dict)
     value_edges: np.ndarray | None = None
     predictions: np.ndarray | None = None
 
@@ -85,40 +158,41 @@ class _Window:
         if self.serving is None:
             return
         manifest = self.serving.manifest
-        for profile in manifest.reference.features:
-            if len(profile.bin_edges) >= 2:
-                edges = np.asarray(profile.bin_edges, dtype=np.float64)
-                self.features.append((profile.index, edges, np.zeros(len(edges) - 1, dtype=np.int64)))
+        self.bins = FeatureBins.of(manifest.reference.features)
+        if self.bins is not None:
+            self.feature_counts = np.zeros(self.bins.total, dtype=np.int64)
         reference = manifest.reference.predictions
         self.class_labels = list(reference.labels) or list(manifest.io.class_labels)
         if self.class_labels:
+            self.class_positions = {label: i for i, label in enumerate(self.class_labels)}
             self.predictions = np.zeros(len(self.class_labels), dtype=np.int64)
         elif len(reference.bin_edges) >= 2:
             self.value_edges = np.asarray(reference.bin_edges, dtype=np.float64)
             self.predictions = np.zeros(len(self.value_edges) - 1, dtype=np.int64)
 
     def add_latency(self, latency_us: float) -> None:
-        self.latency[int(np.searchsorted(LATENCY_BOUNDS_US, latency_us, side="left"))] += 1
+        self.latency[bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)] += 1
         self.latency_low = min(self.latency_low, latency_us)
         self.latency_high = max(self.latency_high, latency_us)
 
-    def add_sketches(self, x: np.ndarray, prediction: Any) -> None:
-        for index, edges, counts in self.features:
-            if index < x.shape[1]:
-                column = x[:, index]
-                column = column[np.isfinite(column)]  # a missing value (NaN) is in no bin
-                counts += np.bincount(bin_index(edges, column), minlength=len(counts))
-        if self.predictions is None:
-            return
-        if self.class_labels and prediction.labels is not None:
-            positions = {label: i for i, label in enumerate(self.class_labels)}
-            for label in prediction.labels:
-                if str(label) in positions:
-                    self.predictions[positions[str(label)]] += 1
-        elif self.value_edges is not None:
-            values = _first_values(prediction)
-            if values is not None:
-                self.predictions += np.bincount(bin_index(self.value_edges, values), minlength=len(self.predictions))
+    def sketch(self, x: np.ndarray, prediction: Any) -> tuple[Counts | None, Counts | None]:
+        """The batch's feature and prediction counts (computed outside the lock; added by add_sketch)."""
+        features = self.bins.count(x) if self.bins is not None else None
+        predictions: np.ndarray | list[int] | None = None
+        if self.predictions is not None:
+            if self.class_labels and prediction.labels is not None:
+                positions = self.class_positions
+                predictions = [positions[label] for label in map(str, prediction.labels) if label in positions]
+            elif self.value_edges is not None:
+                values = _first_values(prediction)
+                if values is not None:
+                    found = bin_index(self.value_edges, values[np.isfinite(values)])
+                    predictions = np.bincount(found, minlength=len(self.predictions))
+        return features, predictions
+
+    def add_sketch(self, features: Counts | None, predictions: Counts | None) -> None:
+        _add(self.feature_counts, features)
+        _add(self.predictions, predictions)
 
 
 class Telemetry:
@@ -136,8 +210,12 @@ class Telemetry:
         self, serving: ServingModel, x: np.ndarray, prediction: Any, latency_us: float, label: str | None = None
     ) -> None:
         rows = int(x.shape[0])
+        window = self._window
+        # the bins belong to the window's model: a call that straddled a swap adds no sketch
+        sketch = window.sketch(x, prediction) if window.serving is serving else (None, None)
         with self._lock:
-            window = self._window
+            if self._window is not window:  # rotated meanwhile: count in the new window, without sketch
+                window, sketch = self._window, (None, None)
             window.inferences += rows
             self.total_inferences += rows
             window.add_latency(latency_us)
@@ -145,8 +223,7 @@ class Telemetry:
                 window.labelled += 1
                 if prediction.labels is not None and str(prediction.labels[0]) == label:
                     window.correct += 1
-            if window.serving is serving:  # bins belong to the window's model; skip a call that straddled a swap
-                window.add_sketches(x, prediction)
+            window.add_sketch(*sketch)
 
     def record_error(self, latency_us: float | None = None) -> None:
         with self._lock:
@@ -182,8 +259,9 @@ class Telemetry:
             message.latency_p95_us = percentile_from_histogram(LATENCY_BOUNDS_US, window.latency, 0.95, low, high)
         if window.serving is not None:
             message.model.CopyFrom(window.serving.ref)
-        for index, _edges, counts in window.features:
-            message.features.add(index=index, counts=counts.tolist())
+        if window.bins is not None and window.feature_counts is not None:
+            for index, counts in window.bins.split(window.feature_counts):
+                message.features.add(index=index, counts=counts)
         if window.predictions is not None:
             message.predictions.counts.extend(window.predictions.tolist())
             if window.class_labels:

@@ -12,7 +12,7 @@ from edge_agent.journal import InstalledModel
 from edge_agent.runtime import FunctionModel, Prediction
 from edge_agent.sampler import Sampler
 from edge_agent.serving import ServingModel
-from edge_agent.telemetry import LATENCY_BOUNDS_US, Telemetry, bin_index, percentile_from_histogram
+from edge_agent.telemetry import LATENCY_BOUNDS_US, FeatureBins, Telemetry, bin_index, percentile_from_histogram
 from protocols.topics import Channel
 from protocols.v1 import messages_pb2 as pb
 
@@ -125,21 +125,31 @@ def test_a_call_that_straddles_a_swap_counts_but_adds_no_sketch(keys: Keys) -> N
 def test_the_sampler_keeps_a_budgeted_share(keys: Keys) -> None:
     serving = _serving(keys)
     x = np.random.default_rng(0).random((50, 3), dtype=np.float32)
-    labels = [str(v) for v in range(50)]
+    prediction = Prediction([str(v) for v in range(50)], None, None)
+    clock_calls: list[int] = []
+
+    def now_ms() -> int:
+        clock_calls.append(1)
+        return 5
+
     sampler = Sampler(rate=1.0, max_per_window=3, rng=random.Random(1))
-    sampler.offer(serving, x, labels, None, ts_ms=5)
+    sampler.offer(serving, x, prediction, None, now_ms)
+    sampler.offer(serving, x, prediction, None, now_ms)  # the budget is spent: nothing more is kept
     batch = sampler.drain("dev-1", seq=4)
     assert batch is not None and len(batch.samples) == 3 and batch.seq == 4
     assert batch.samples[0].prediction == "0" and batch.samples[0].input == pytest.approx(x[0].tolist())
-    assert batch.model.version == "v1"
+    assert batch.samples[0].ts_ms == 5 and batch.model.version == "v1"
+    assert len(clock_calls) == 1
     assert sampler.drain("dev-1", seq=5) is None
 
     half = Sampler(rate=0.5, max_per_window=1000, rng=random.Random(2))
-    half.offer(serving, np.repeat(x, 20, axis=0), labels * 20, None, ts_ms=5)
+    many = np.repeat(x, 20, axis=0)
+    half.offer(serving, many, Prediction([str(v) for v in range(len(many))], None, None), None, now_ms)
     kept = half.drain("dev-1", 1)
     assert kept is not None and 400 <= len(kept.samples) <= 600
+    assert len({s.prediction for s in kept.samples}) == len(kept.samples)  # rows from all over the batch
     none = Sampler(rate=0.0, max_per_window=10)
-    none.offer(serving, x, labels, None, 5)
+    none.offer(serving, x, prediction, None, now_ms)
     assert none.drain("dev-1", 1) is None
 
 
@@ -160,3 +170,35 @@ def test_the_agent_publishes_windows_and_samples(make_agent: MakeAgent, cloud: F
     samples = [pb.SampleBatch.FromString(p) for p in cloud.payloads("dev-1", Channel.SAMPLES)]
     assert len(samples) == 1 and len(samples[0].samples) == 2 and samples[0].samples[0].label == "v1:pos"
     assert agent.counts == (3, 1)
+
+
+def test_small_and_large_batches_bin_alike_and_match_the_reference_rule() -> None:
+    profiles = [
+        pb.FeatureProfile(index=0, bin_edges=[0.0, 0.25, 0.5, 0.75, 1.0]),
+        pb.FeatureProfile(index=2, bin_edges=[-1.0, 0.0, 1.0]),
+        pb.FeatureProfile(index=1, bin_edges=[5.0, 6.0]),  # a single bin
+        pb.FeatureProfile(index=9, bin_edges=[0.0, 1.0, 2.0]),  # beyond the input's columns: skipped
+    ]
+    bins = FeatureBins.of(profiles)
+    assert bins is not None and bins.sizes == (4, 2, 1, 2)
+    rng = np.random.default_rng(3)
+    x = rng.choice([-2.0, -1.0, 0.0, 0.1, 0.25, 0.5, 0.9, 1.0, 3.0, np.nan], size=(40, 3)).astype(np.float32)
+
+    dense = bins.count(x)
+    assert isinstance(dense, np.ndarray)
+    small = np.zeros(bins.total, dtype=np.int64)
+    for start in range(0, len(x), 2):
+        positions = bins.count(x[start : start + 2])
+        assert isinstance(positions, list)
+        for position in positions:
+            small[position] += 1
+    assert dense.tolist() == small.tolist()
+
+    expected = []
+    for profile in profiles[:3]:
+        column = x[:, profile.index]
+        column = column[np.isfinite(column)]
+        edges = np.asarray(profile.bin_edges)
+        expected += np.bincount(bin_index(edges, column), minlength=len(edges) - 1).tolist()
+    assert dense.tolist()[: len(expected)] == expected
+    assert dense.tolist()[len(expected) :] == [0, 0]
