@@ -123,10 +123,13 @@ class FeatureBins:
                     if index < width and math.isfinite(value := row[index]):
                         positions.append(offset + bisect.bisect_right(inner, value))
             return positions
-        keep = [k for k, index in enumerate(self.indexes) if index < width]
-        columns = x[:, [self.indexes[k] for k in keep]].astype(np.float64, copy=False)
-        bins = (columns[:, :, None] >= self.padded[keep][None, :, :]).sum(axis=2)
-        flat = (bins + np.asarray([self.offsets[k] for k in keep])[None, :])[np.isfinite(columns)]
+        indexes, offsets, padded = np.asarray(self.indexes), np.asarray(self.offsets), self.padded
+        if max(self.indexes) >= width:
+            keep = indexes < width
+            indexes, offsets, padded = indexes[keep], offsets[keep], padded[keep]
+        columns = x[:, indexes]
+        bins = (columns[:, :, None] >= padded[None, :, :]).sum(axis=2)
+        flat = (bins + offsets)[np.isfinite(columns)]
         return np.bincount(flat, minlength=self.total)
 
     def split(self, flat: np.ndarray) -> list[tuple[int, list[int]]]:
@@ -183,6 +186,8 @@ class _Window:
             if self.class_labels and prediction.labels is not None:
                 positions = self.class_positions
                 predictions = [positions[label] for label in map(str, prediction.labels) if label in positions]
+                if len(predictions) > SMALL_BATCH_ROWS:
+                    predictions = np.bincount(predictions, minlength=len(self.class_labels))
             elif self.value_edges is not None:
                 values = _first_values(prediction)
                 if values is not None:
