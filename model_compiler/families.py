@@ -141,6 +141,8 @@ def _mlp(est: Any, n_features: int, segments: tuple[Segment, ...]) -> DenseModel
     w_out = np.asarray(est.coefs_[-1], dtype=np.float64)
     b_out = np.asarray(est.intercepts_[-1], dtype=np.float64)
     if name == "MLPRegressor":
+        if est.out_activation_ != "identity":
+            raise UnsupportedModelError(f"{name}(loss={est.loss!r}) (output activation {est.out_activation_!r})")
         layers = (*hidden, Layer(_f32(w_out), _f32(b_out), "identity"))
         return DenseModel("mlp", name, n_features, segments, layers, False, False, w_out.shape[1])
     if est.out_activation_ == "logistic":

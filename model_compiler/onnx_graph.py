@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from model_compiler.preprocess import NumericSegment, Segment, is_identity
 from model_compiler.types import INPUT_NAME
 
+_ARITHMETIC = {"sub": "Sub", "div": "Div", "mul": "Mul", "add": "Add"}
 OPSET = 17  # onnxruntime >= 1.14
 IR_VERSION = 8
 
@@ -81,12 +82,11 @@ def emit_preprocessing(g: GraphBuilder, segments: list[Segment], n_features: int
             v = INPUT_NAME
             if not np.array_equal(s.columns, np.arange(n_features)):
                 v = g.op("Gather", [v, g.const(s.columns, "i")], axis=1)
-            if s.fill is not None:
-                v = g.op("Where", [g.op("IsNaN", [v]), g.const(s.fill, "f"), v])
-            if s.offset is not None:
-                v = g.op("Sub", [v, g.const(s.offset, "o")])
-            if s.scale is not None:
-                v = g.op("Mul", [v, g.const(s.scale, "s")])
+            for op in s.ops:
+                if op.kind == "fill":
+                    v = g.op("Where", [g.op("IsNaN", [v]), g.const(op.value, "f"), v])
+                else:
+                    v = g.op(_ARITHMETIC[op.kind], [v, g.const(op.value, op.kind[0])])
         else:
             v = g.op("Gather", [INPUT_NAME, g.const(np.array([s.column], dtype=np.int64), "i")], axis=1)
             if s.fill is not None:

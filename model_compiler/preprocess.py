@@ -1,33 +1,37 @@
 """Preprocessing steps (scalers, imputation, one-hot encoding, column transformers) as plain data.
 
 A fitted preprocessing chain is traced column by column into `Segment`s that the emitters turn into
-standard ops (Gather, IsNaN/Where, Sub, Mul, Equal/Cast, Concat), never `ai.onnx.ml` ops: such graphs
-load faster and quantize cleanly, and the scaling stays *before* the first layer instead of being folded
-into its weights (folding loses accuracy under INT8).
+standard ops (Gather, IsNaN/Where, Sub, Div, Mul, Add, Equal/Cast, Concat), never `ai.onnx.ml` ops: such
+graphs load faster and quantize cleanly, and the scaling stays *before* the first layer instead of being
+folded into its weights (folding loses accuracy under INT8).
 
-Each output column of the chain is one of:
-    numeric  y = (fill_nan(x[col], fill) - offset) * scale
-    one-hot  y = 1.0 if fill_nan(x[col], fill) == category else 0.0
-Consecutive numeric columns form a `NumericSegment`; the one-hot columns of one source column form a
-`OneHotSegment`. `apply_segments` is the numpy reference the emitted graphs are tested against.
+Each column keeps scikit-learn's own sequence of float operations, not a folded equivalent:
+StandardScaler is `(x - mean) / scale`, MinMaxScaler `x * scale + min`, SimpleImputer fills NaN. On
+float32 inputs the artifact then computes bit for bit what scikit-learn computes, which matters for a
+tree that splits between two values one float32 step apart.
+
+Output columns: numeric (a chain of `Op`s on one source column) or one-hot (1.0 where the source column,
+after imputation, equals a category). Consecutive numeric columns with the same chain of op kinds form a
+`NumericSegment`; the one-hot columns of one source column an `OneHotSegment`. `apply_segments` is the
+numpy reference the emitted graphs are tested against.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from model_compiler.errors import UnsupportedModelError
 
+OpKind = Literal["fill", "sub", "div", "mul", "add"]
+
 
 @dataclass(frozen=True)
 class _Num:
     col: int
-    fill: float | None = None
-    offset: float = 0.0
-    scale: float = 1.0
+    ops: tuple[tuple[OpKind, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,15 @@ class _OneHot:
 
 
 @dataclass(frozen=True)
+class Op:
+    kind: OpKind  # fill: NaN -> value; sub/div/mul/add: elementwise with value
+    value: np.ndarray  # float32, one per column of the segment
+
+
+@dataclass(frozen=True)
 class NumericSegment:
     columns: np.ndarray  # int64 source columns
-    fill: np.ndarray | None  # float32 per column, where imputed (NaN elsewhere means "not imputed")
-    offset: np.ndarray | None
-    scale: np.ndarray | None
+    ops: tuple[Op, ...]
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,12 @@ def _name(step: Any) -> str:
     return type(step).__name__
 
 
+def _numeric(c: Any, step: Any) -> _Num:
+    if not isinstance(c, _Num):
+        raise UnsupportedModelError(f"{_name(step)} after one-hot encoding")
+    return c
+
+
 def trace_step(step: Any, state: list[Any]) -> list[Any]:
     """The output columns of a fitted preprocessing `step` applied to columns `state`."""
     from sklearn.compose import ColumnTransformer
@@ -73,16 +87,22 @@ def trace_step(step: Any, state: list[Any]) -> list[Any]:
             state = trace_step(sub, state)
         return state
     if isinstance(step, StandardScaler):
-        n = len(state)
-        mean = step.mean_ if step.with_mean else np.zeros(n)
-        scale = step.scale_ if step.with_std else np.ones(n)
-        return [_affine(c, float(m), 1.0 / float(s), step) for c, m, s in zip(state, mean, scale, strict=True)]
+        out = []
+        for j, c in enumerate(state):
+            ops = list(_numeric(c, step).ops)
+            if step.with_mean:
+                ops.append(("sub", float(step.mean_[j])))
+            if step.with_std:
+                ops.append(("div", float(step.scale_[j])))
+            out.append(_Num(c.col, tuple(ops)))
+        return out
     if isinstance(step, MinMaxScaler):
         if step.clip:
             raise UnsupportedModelError("MinMaxScaler(clip=True)")
-        # sklearn: y = x * scale_ + min_  ==  (x - (-min_ / scale_)) * scale_
-        pairs = zip(state, step.min_, step.scale_, strict=True)
-        return [_affine(c, -float(m) / float(s), float(s), step) for c, m, s in pairs]
+        return [
+            _Num(c.col, (*_numeric(c, step).ops, ("mul", float(step.scale_[j])), ("add", float(step.min_[j]))))
+            for j, c in enumerate(state)
+        ]
     if isinstance(step, SimpleImputer):
         return _trace_imputer(step, state)
     if isinstance(step, OneHotEncoder):
@@ -90,15 +110,6 @@ def trace_step(step: Any, state: list[Any]) -> list[Any]:
     if isinstance(step, ColumnTransformer):
         return _trace_column_transformer(step, state)
     raise UnsupportedModelError(f"{_name(step)} as a preprocessing step")
-
-
-def _affine(c: Any, offset: float, scale: float, step: Any) -> _Num:
-    if not isinstance(c, _Num):
-        raise UnsupportedModelError(f"{_name(step)} after one-hot encoding")
-    if c.scale == 0.0 or not np.isfinite(scale) or not np.isfinite(offset):
-        raise UnsupportedModelError(f"{_name(step)} with a degenerate (zero or infinite) scale")
-    # (((x - o1) * s1) - o2) * s2  ==  (x - (o1 + o2 / s1)) * (s1 * s2)
-    return replace(c, offset=c.offset + offset / c.scale, scale=c.scale * scale)
 
 
 def _trace_imputer(step: Any, state: list[Any]) -> list[Any]:
@@ -111,13 +122,7 @@ def _trace_imputer(step: Any, state: list[Any]) -> list[Any]:
     for c, fill in zip(state, stats, strict=True):
         if np.isnan(fill):  # an all-missing column that sklearn drops (keep_empty_features=False)
             continue
-        if not isinstance(c, _Num):
-            raise UnsupportedModelError("SimpleImputer after one-hot encoding")
-        if c.fill is not None:
-            out.append(c)  # already imputed upstream: nothing is missing any more
-            continue
-        # imputing after scaling with f' equals imputing before with the raw value that scales to f'
-        out.append(replace(c, fill=float(fill) / c.scale + c.offset))
+        out.append(_Num(c.col, (*_numeric(c, step).ops, ("fill", float(fill)))))
     return out
 
 
@@ -129,17 +134,20 @@ def _trace_onehot(step: Any, state: list[Any]) -> list[Any]:
     drop = step.drop_idx_ if step.drop_idx_ is not None else [None] * len(state)
     out: list[Any] = []
     for c, cats, dropped in zip(state, step.categories_, drop, strict=True):
-        if not isinstance(c, _Num) or c.offset != 0.0 or c.scale != 1.0:
-            raise UnsupportedModelError("OneHotEncoder after scaling or another encoder")
+        kinds = [k for k, _ in _numeric(c, step).ops]
+        if kinds not in ([], ["fill"]):
+            raise UnsupportedModelError("OneHotEncoder after scaling")
         if cats.dtype.kind not in "iuf":
             raise UnsupportedModelError(f"OneHotEncoder with non-numeric categories ({cats.dtype})")
         values = np.asarray(cats, dtype=np.float64)
         if np.isnan(values).any():
             raise UnsupportedModelError("OneHotEncoder with NaN as a category")
-        for i, v in enumerate(values):
-            if dropped is not None and i == dropped:
-                continue
-            out.append(_OneHot(col=c.col, fill=c.fill, category=float(v)))
+        fill = c.ops[0][1] if kinds else None
+        out.extend(
+            _OneHot(col=c.col, fill=fill, category=float(v))
+            for i, v in enumerate(values)
+            if dropped is None or i != dropped
+        )
     return out
 
 
@@ -152,9 +160,8 @@ def _trace_column_transformer(step: Any, state: list[Any]) -> list[Any]:
         if isinstance(transformer, str) and transformer == "drop":
             continue
         cols = [state[i] for i in indices[name]]
-        if not cols:
-            continue
-        out.extend(trace_step(transformer, cols))
+        if cols:
+            out.extend(trace_step(transformer, cols))
     return out
 
 
@@ -166,6 +173,10 @@ def trace(steps: list[Any], n_features: int) -> list[Segment]:
     return _segments(state)
 
 
+def _kinds(c: Any) -> tuple[str, ...] | None:
+    return tuple(k for k, _ in c.ops) if isinstance(c, _Num) else None
+
+
 def _segments(state: list[Any]) -> list[Segment]:
     segments: list[Segment] = []
     i = 0
@@ -173,20 +184,13 @@ def _segments(state: list[Any]) -> list[Segment]:
         c = state[i]
         j = i + 1
         if isinstance(c, _Num):
-            while j < len(state) and isinstance(state[j], _Num):
+            while j < len(state) and _kinds(state[j]) == _kinds(c):
                 j += 1
             run = state[i:j]
-            fill = np.array([np.nan if r.fill is None else r.fill for r in run], dtype=np.float32)
-            offset = np.array([r.offset for r in run], dtype=np.float32)
-            scale = np.array([r.scale for r in run], dtype=np.float32)
-            segments.append(
-                NumericSegment(
-                    columns=np.array([r.col for r in run], dtype=np.int64),
-                    fill=None if np.isnan(fill).all() else fill,
-                    offset=None if not offset.any() else offset,
-                    scale=None if (scale == 1.0).all() else scale,
-                )
+            ops = tuple(
+                Op(kind, np.array([r.ops[k][1] for r in run], dtype=np.float32)) for k, (kind, _) in enumerate(c.ops)
             )
+            segments.append(NumericSegment(columns=np.array([r.col for r in run], dtype=np.int64), ops=ops))
         else:
             while j < len(state) and isinstance(state[j], _OneHot) and state[j].col == c.col:
                 j += 1
@@ -200,15 +204,31 @@ def is_identity(segments: list[Segment], n_features: int) -> bool:
     if len(segments) != 1 or not isinstance(segments[0], NumericSegment):
         return False
     s = segments[0]
-    return s.fill is None and s.offset is None and s.scale is None and np.array_equal(s.columns, np.arange(n_features))
+    return not s.ops and np.array_equal(s.columns, np.arange(n_features))
 
 
 def imputes(segments: list[Segment]) -> bool:
-    return any(s.fill is not None for s in segments)
+    return any(
+        (isinstance(s, NumericSegment) and any(op.kind == "fill" for op in s.ops))
+        or (isinstance(s, OneHotSegment) and s.fill is not None)
+        for s in segments
+    )
 
 
 def output_width(segments: list[Segment]) -> int:
     return sum(len(s.columns) if isinstance(s, NumericSegment) else len(s.categories) for s in segments)
+
+
+def apply_op(op: Op, v: np.ndarray) -> np.ndarray:
+    if op.kind == "fill":
+        return np.where(np.isnan(v), op.value, v)
+    if op.kind == "sub":
+        return v - op.value
+    if op.kind == "div":
+        return v / op.value
+    if op.kind == "mul":
+        return v * op.value
+    return v + op.value
 
 
 def apply_segments(segments: list[Segment], x: np.ndarray) -> np.ndarray:
@@ -218,12 +238,8 @@ def apply_segments(segments: list[Segment], x: np.ndarray) -> np.ndarray:
     for s in segments:
         if isinstance(s, NumericSegment):
             v = x[:, s.columns]
-            if s.fill is not None:
-                v = np.where(np.isnan(v) & ~np.isnan(s.fill), s.fill, v)
-            if s.offset is not None:
-                v = v - s.offset
-            if s.scale is not None:
-                v = v * s.scale
+            for op in s.ops:
+                v = apply_op(op, v)
         else:
             v = x[:, [s.column]]
             if s.fill is not None:

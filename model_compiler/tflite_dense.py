@@ -1,8 +1,8 @@
 """Dense networks (linear models, MLPs) to TFLite flatbuffers, written directly from the fitted weights.
 
 No TensorFlow: the flatbuffer schema ships with ai-edge-litert, and a dense network is a short chain of
-builtin ops: GATHER / NOT_EQUAL + SELECT_V2 / SUB / MUL / EQUAL + CAST / CONCATENATION for preprocessing,
-FULLY_CONNECTED (ReLU fused) with TANH or LOGISTIC where needed, SOFTMAX for probabilities.
+builtin ops: GATHER / NOT_EQUAL + SELECT_V2 / SUB, DIV, MUL, ADD / EQUAL + CAST / CONCATENATION for
+preprocessing, FULLY_CONNECTED (ReLU fused) with TANH or LOGISTIC where needed, SOFTMAX for probabilities.
 
 INT8 is TFLite's dynamic-range ("hybrid") form: int8 weights with one scale per output channel, float
 bias; the kernel quantizes each input row on the fly (asymmetrically), so no activation ranges are baked
@@ -19,7 +19,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as s
 
 from model_compiler.dense import DenseModel
-from model_compiler.preprocess import NumericSegment, is_identity
+from model_compiler.preprocess import NumericSegment, Op, is_identity
 from model_compiler.quantize import quantize_weight
 from model_compiler.types import INPUT_NAME, SCORES_NAME, VALUES_NAME
 
@@ -30,6 +30,12 @@ _TYPES = {
     np.dtype(np.bool_): s.TensorType.BOOL,
 }
 _ALIGN = 16
+_ARITHMETIC = {
+    "sub": s.BuiltinOperator.SUB,
+    "div": s.BuiltinOperator.DIV,
+    "mul": s.BuiltinOperator.MUL,
+    "add": s.BuiltinOperator.ADD,
+}
 
 
 class _AlignedBuffer(s.BufferT):  # type: ignore[misc]
@@ -140,10 +146,10 @@ def _emit_preprocessing(f: FlatBuilder, model: DenseModel, x: int) -> tuple[int,
     parts: list[tuple[int, int]] = []
     for seg in segments:
         if isinstance(seg, NumericSegment):
-            width, columns, fill = len(seg.columns), seg.columns, seg.fill
+            width, columns, ops = len(seg.columns), seg.columns, list(seg.ops)
         else:
             width, columns = 1, np.array([seg.column])
-            fill = None if seg.fill is None else np.array([seg.fill], dtype=np.float32)
+            ops = [] if seg.fill is None else [Op("fill", np.array([seg.fill], dtype=np.float32))]
         v = x
         if width != model.n_features or not np.array_equal(columns, np.arange(model.n_features)):
             axis = _options(s.GatherOptionsT, axis=1, batchDims=0)
@@ -154,14 +160,13 @@ def _emit_preprocessing(f: FlatBuilder, model: DenseModel, x: int) -> tuple[int,
                 s.BuiltinOptions.GatherOptions,
                 axis,
             )
-        if fill is not None:  # NaN is the one value that differs from itself
-            missing = _binary(f, B.NOT_EQUAL, v, v, width, np.bool_)
-            v = f.op(B.SELECT_V2, [missing, f.const(fill.astype(np.float32)), v], [f.activation(width)])
+        for op in ops:
+            if op.kind == "fill":  # NaN is the one value that differs from itself
+                missing = _binary(f, B.NOT_EQUAL, v, v, width, np.bool_)
+                v = f.op(B.SELECT_V2, [missing, f.const(op.value), v], [f.activation(width)])
+            else:
+                v = _binary(f, _ARITHMETIC[op.kind], v, f.const(op.value), width)
         if isinstance(seg, NumericSegment):
-            if seg.offset is not None:
-                v = _binary(f, B.SUB, v, f.const(seg.offset), width)
-            if seg.scale is not None:
-                v = _binary(f, B.MUL, v, f.const(seg.scale), width)
             parts.append((v, width))
         else:
             k = len(seg.categories)

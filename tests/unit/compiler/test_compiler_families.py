@@ -1,0 +1,178 @@
+"""Every supported family, compiled, loaded in the real runtime (onnxruntime / ai-edge-litert) through the
+agent's own adapter, and compared with scikit-learn on rows the model was not trained on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from compiler_kit import Split, fit_quietly, sk_labels
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import (
+    LinearRegression,
+    LogisticRegression,
+    Ridge,
+    SGDClassifier,
+    SGDRegressor,
+)
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+from sklearn.svm import LinearSVC
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+from edge_agent.runtime import load_model
+from model_compiler import compile_estimator
+
+CLASSIFIERS: dict[str, Any] = {
+    "logreg": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)),
+    "sgd": lambda: make_pipeline(StandardScaler(), SGDClassifier(random_state=0)),
+    "linear_svc": lambda: make_pipeline(MinMaxScaler(), LinearSVC(random_state=0)),
+    "mlp": lambda: make_pipeline(StandardScaler(), MLPClassifier((16,), max_iter=100, random_state=0)),
+    "mlp_tanh": lambda: make_pipeline(
+        MinMaxScaler(), MLPClassifier((8, 8), activation="tanh", max_iter=80, random_state=0)
+    ),
+    "decision_tree": lambda: DecisionTreeClassifier(max_depth=8, random_state=0),
+    "random_forest": lambda: RandomForestClassifier(n_estimators=8, random_state=0),
+    "random_forest_shallow": lambda: RandomForestClassifier(n_estimators=8, max_depth=4, random_state=0),
+    "extra_trees": lambda: ExtraTreesClassifier(n_estimators=8, random_state=0),
+    "gradient_boosting": lambda: GradientBoostingClassifier(n_estimators=5, max_depth=2, random_state=0),
+    "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(max_iter=5, random_state=0),
+    "scaled_forest": lambda: make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=4, random_state=0)),
+}
+REGRESSORS: dict[str, Any] = {
+    "linear_regression": lambda: LinearRegression(),
+    "ridge": lambda: make_pipeline(StandardScaler(), Ridge()),
+    "sgd": lambda: make_pipeline(StandardScaler(), SGDRegressor(random_state=0)),
+    "mlp": lambda: make_pipeline(
+        StandardScaler(), MLPRegressor(hidden_layer_sizes=(16,), max_iter=300, random_state=0)
+    ),
+    "decision_tree": lambda: DecisionTreeRegressor(max_depth=5, random_state=0),
+    "random_forest": lambda: RandomForestRegressor(n_estimators=5, random_state=0),
+    "extra_trees": lambda: ExtraTreesRegressor(n_estimators=5, random_state=0),
+    "gradient_boosting": lambda: GradientBoostingRegressor(n_estimators=10, random_state=0),
+    "hist_gradient_boosting": lambda: HistGradientBoostingRegressor(max_iter=10, random_state=0),
+}
+DENSE = {"logreg", "sgd", "linear_svc", "mlp", "mlp_tanh", "linear_regression", "ridge"}
+# (name, target): tree ensembles have no TFLite form (refusal tested in test_compiler_errors)
+CLASSIFIER_CASES = [(n, t) for n in sorted(CLASSIFIERS) for t in ("onnx", "tflite") if t == "onnx" or n in DENSE]
+REGRESSOR_CASES = [(n, t) for n in sorted(REGRESSORS) for t in ("onnx", "tflite") if t == "onnx" or n in DENSE]
+
+
+def _compiled_predictions(estimator: Any, data: Split, target: str, quantize: str) -> list[Any]:
+    result = compile_estimator(estimator, data.x_test, data.y_test, target=target, quantize=quantize)
+    assert [b.artifact.runtime for b in result.artifacts] == ["onnxruntime" if target == "onnx" else "tflite"]
+    built = result.artifacts[0]
+    model = load_model(built.artifact, built.data, result.fragment.io)
+    assert model.runtime == built.artifact.runtime
+    return [model.predict(data.x_test), result]
+
+
+@pytest.mark.parametrize(("name", "target"), CLASSIFIER_CASES)
+@pytest.mark.parametrize("dataset", ["digits", "cancer"])
+def test_classifier_artifact_predicts_like_sklearn(
+    name: str, target: str, dataset: str, request: pytest.FixtureRequest
+) -> None:
+    data: Split = request.getfixturevalue(dataset)
+    estimator = fit_quietly(CLASSIFIERS[name](), data.x_train, data.y_train)
+    prediction, result = _compiled_predictions(estimator, data, target, "none")
+    x32 = data.x_test.astype(np.float32)  # what a device sends
+    expected = sk_labels(estimator, x32)
+    agreement = np.mean(np.array(prediction.labels) == np.array(expected))
+    assert agreement >= 0.99, f"{name}/{target}: agreement {agreement}"
+    assert result.artifacts[0].artifact.metrics["agreement"] == pytest.approx(agreement)
+    assert prediction.scores.shape == (len(data.x_test), len(estimator.classes_))
+    if hasattr(estimator, "predict_proba") and name != "sgd":
+        np.testing.assert_allclose(prediction.scores, estimator.predict_proba(x32), atol=2e-4)
+    if name not in DENSE and name != "scaled_forest":  # trees split exactly like sklearn on float32 inputs
+        assert agreement == 1.0
+
+
+@pytest.mark.parametrize(("name", "target"), REGRESSOR_CASES)
+def test_regressor_artifact_predicts_like_sklearn(name: str, target: str, diabetes: Split) -> None:
+    estimator = fit_quietly(REGRESSORS[name](), diabetes.x_train, diabetes.y_train)
+    prediction, _ = _compiled_predictions(estimator, diabetes, target, "none")
+    expected = estimator.predict(diabetes.x_test.astype(np.float32))  # what a device sends
+    assert prediction.values.shape == expected.shape
+    np.testing.assert_allclose(prediction.values, expected, rtol=1e-4, atol=1e-3 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_int8_mlp_keeps_accuracy_and_shrinks(target: str, digits: Split) -> None:
+    estimator = fit_quietly(
+        make_pipeline(StandardScaler(), MLPClassifier((64, 32), max_iter=60, random_state=0)),
+        digits.x_train,
+        digits.y_train,
+    )
+    fp32 = compile_estimator(estimator, digits.x_test, digits.y_test, target=target, quantize="none")
+    int8 = compile_estimator(
+        estimator, digits.x_test, digits.y_test, target=target, quantize="int8", reference_X=digits.x_train
+    )
+    small, big = int8.artifacts[0].artifact, fp32.artifacts[0].artifact
+    assert small.quantization == "int8" and big.quantization == "none"
+    assert small.size_bytes < 0.35 * big.size_bytes
+    assert small.metrics["agreement"] >= 0.99
+    assert small.metrics["accuracy_delta_pts"] >= -0.5
+    model = load_model(small, int8.artifacts[0].data, int8.fragment.io)
+    labels = model.predict(digits.x_test).labels
+    assert np.mean(np.array(labels) == np.array(sk_labels(estimator, digits.x_test))) >= 0.99
+
+
+def test_all_targets_give_onnx_and_tflite_for_dense_models(cancer: Split) -> None:
+    estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(cancer.x_train, cancer.y_train)
+    result = compile_estimator(estimator, cancer.x_test, cancer.y_test, target="all", quantize="none")
+    assert sorted(b.artifact.runtime for b in result.artifacts) == ["onnxruntime", "tflite"]
+    assert list(result.fragment.io.class_labels) == ["0", "1"]
+
+
+def _mixed_data(split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """breast_cancer plus a categorical column (values 0..3), with NaN holes in two numeric columns."""
+    rng = np.random.default_rng(0)
+
+    def add(x: np.ndarray) -> np.ndarray:
+        x = np.column_stack([x[:, :8], (x[:, 0] > np.median(x[:, 0])).astype(float) + 2 * (x[:, 1] > 20)])
+        holes = rng.random((len(x), 2)) < 0.1
+        x[:, 2:4][holes] = np.nan
+        return x
+
+    return add(split.x_train), add(split.x_test), split.y_train, split.y_test
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_pipeline_with_imputer_and_one_hot_encoder(target: str, cancer: Split) -> None:
+    x_train, x_test, y_train, y_test = _mixed_data(cancer)
+    numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+    prep = ColumnTransformer([("num", numeric, list(range(8))), ("cat", OneHotEncoder(handle_unknown="ignore"), [8])])
+    estimator = make_pipeline(prep, LogisticRegression(max_iter=500)).fit(x_train, y_train)
+    result = compile_estimator(estimator, x_test, y_test, target=target, quantize="none")
+    assert result.fragment.io.accepts_missing
+    model = load_model(result.artifacts[0].artifact, result.artifacts[0].data, result.fragment.io)
+    prediction = model.predict(x_test)
+    np.testing.assert_allclose(prediction.scores, estimator.predict_proba(x_test), atol=1e-4)
+    unseen = x_test[:3].copy()
+    unseen[:, 8] = 7.0  # a category never seen in training: all-zero one-hot, like handle_unknown="ignore"
+    np.testing.assert_allclose(model.predict(unseen).scores, estimator.predict_proba(unseen), atol=1e-4)
+
+
+def test_hist_gradient_boosting_routes_missing_values_like_sklearn(cancer: Split) -> None:
+    x_train = cancer.x_train.copy()
+    x_train[::7, 0] = np.nan
+    x_test = cancer.x_test.copy()
+    x_test[::5, 0] = np.nan
+    estimator = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(x_train, cancer.y_train)
+    result = compile_estimator(estimator, x_test, cancer.y_test, quantize="none")
+    assert result.fragment.io.accepts_missing
+    model = load_model(result.artifacts[0].artifact, result.artifacts[0].data, result.fragment.io)
+    assert model.predict(x_test).labels == sk_labels(estimator, x_test)
