@@ -85,6 +85,7 @@ class MosquittoBroker:
         self._write_config()
         for attempt in range(_START_ATTEMPTS):
             if self._try_start():
+                self._fixed_port = True  # a later start() (after stop()) comes back on the same URL
                 return self
             # the port we picked was taken between free_port() and bind(): pick another, unless pinned
             if self._fixed_port or attempt == _START_ATTEMPTS - 1:
@@ -104,7 +105,6 @@ class MosquittoBroker:
     def restart(self) -> MosquittoBroker:
         """Stop and start again on the same port (clients reconnect to the same URL)."""
         self.stop()
-        self._fixed_port = True
         return self.start()
 
     def log_text(self) -> str:
