@@ -13,13 +13,13 @@ restart with is returned as a SaveJournal action ahead of the step that depends 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edge_agent.artifact_choice import choose_artifact
 from edge_agent.chunks import ChunkPolicy, ChunkTracker
 from edge_agent.clock import Instant
-from edge_agent.errors import AgentError, MalformedPayloadError, NoCompatibleArtifactError
+from edge_agent.errors import AgentError
 from edge_agent.journal import ChunkLayout, InstalledModel, Journal, LastError, Outcome, PendingUpdate
 from edge_agent.updater_types import (
     IN_PROGRESS,
@@ -188,25 +188,6 @@ class Updater:
         actions[0] = Emit(first.kind, first.deployment_id, pending.target, first.error)
         return actions
 
-    def _choose(self, manifest: pb.Manifest, desired: pb.DesiredState) -> tuple[pb.Artifact, ChunkLayout | None]:
-        on_disk = self.journal.models_on_disk()
-        locations = {loc.sha256: loc for loc in desired.artifacts}
-        usable = [a for r in self.config.runtimes for a in manifest.artifacts if a.runtime == r]
-        if not usable:
-            offered = sorted({a.runtime for a in manifest.artifacts})
-            raise NoCompatibleArtifactError(
-                f"manifest {manifest.model_id} v{manifest.version} offers runtimes {offered}, "
-                f"this device has {list(self.config.runtimes)}"
-            )
-        for artifact in usable:
-            if artifact.sha256 in on_disk:
-                return artifact, None
-        for artifact in usable:
-            location = locations.get(artifact.sha256)
-            if location is not None:
-                return artifact, _layout(artifact, location)
-        raise MalformedPayloadError(f"desired state has no download location for artifact {usable[0].sha256}")
-
     # ------------------------------------------------------------------------------------------ handlers
 
     def _on_started(self, _event: Event, _now: Instant) -> list[Action]:
@@ -249,7 +230,7 @@ class Updater:
             manifest = trust.verify_manifest(
                 desired.manifest, self.config.root, now_ms=now.wall_ms, installed_sequence=installed
             )
-            artifact, layout = self._choose(manifest, desired)
+            artifact, layout = choose_artifact(manifest, desired, self.config.runtimes, self.journal.models_on_disk())
         except (trust.VerificationError, AgentError) as exc:
             return actions + self._fail(generation, deployment_id, exc.code, str(exc))
 
@@ -426,21 +407,6 @@ class Updater:
             PruneModels(self.journal.models_on_disk()),
             Report(),
         ]
-
-
-def _layout(artifact: pb.Artifact, location: pb.ArtifactLocation) -> ChunkLayout:
-    if location.size_bytes != artifact.size_bytes:
-        raise trust.SizeMismatchError(
-            f"artifact {artifact.name}: download location says {location.size_bytes} bytes, "
-            f"manifest says {artifact.size_bytes}"
-        )
-    expected = math.ceil(location.size_bytes / location.chunk_size) if location.chunk_size else -1
-    if location.chunk_size == 0 or location.total_chunks != expected:
-        raise MalformedPayloadError(
-            f"artifact {artifact.name}: {location.total_chunks} chunks of {location.chunk_size} bytes "
-            f"cannot hold {location.size_bytes} bytes"
-        )
-    return ChunkLayout(location.sha256, location.size_bytes, location.chunk_size, location.total_chunks)
 
 
 def _inner_manifest(model: InstalledModel) -> bytes:
