@@ -33,6 +33,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from simulator.fleet import SimulatedFleet
 
     console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # piped output: don't squeeze the tables into 80 columns
     if args.devices < 1:
         console.print("[red]error:[/] --devices must be at least 1")
         return 2

@@ -13,7 +13,7 @@ from cloud import fleet, monitoring, registry
 from cloud.pipeline import PipelineResult
 from simulator.fleet import DeviceRun
 
-TOP_FEATURES = 3
+HASH_KEYS = ("dataset_hash", "parameters_sha256", "run_id")
 
 
 @dataclass
@@ -41,28 +41,29 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
     mv = registry.get_model_version(session, result.model_id, result.version)
     manifest = registry.manifest_of(mv)
     model = Table(title=f"Model {result.model_id} v{result.version} (sequence {result.sequence})")
-    for column in ("artifact", "runtime", "quantization", "size", "accuracy", "agreement with sklearn"):
-        model.add_column(column)
+    for column in ("artifact", "runtime", "quantization", "size", "accuracy", "agreement"):
+        model.add_column(column, no_wrap=True)
     for artifact in manifest.artifacts:
         model.add_row(
             artifact.name, artifact.runtime, artifact.quantization, f"{artifact.size_bytes / 1024:.1f} KiB",
             _fmt(artifact.metrics.get("accuracy"), ".3f"), _fmt(artifact.metrics.get("agreement"), ".3f"),
         )
     console.print(model)
-    lineage = ", ".join(f"{k}={v[:16]}" for k, v in sorted(manifest.lineage.items()))
+    lineage = ", ".join(f"{k}={v[:12] if k in HASH_KEYS else v}" for k, v in sorted(manifest.lineage.items()))
     console.print(f"scikit-learn accuracy {result.metrics['accuracy']:.3f}; lineage: {lineage}")
 
     devices = Table(title="Devices (as reported to and ingested by the cloud)")
     for column in ("device", "site", "model", "state", "inferences", "errors", "p50 µs", "p95 µs", "accuracy",
-                   f"top-{TOP_FEATURES} feature PSI"):
-        devices.add_column(column, justify="right" if column not in ("device", "site", "model", "state") else "left")
+                   "max PSI"):
+        devices.add_column(column, justify="right" if column not in ("device", "site", "model", "state") else "left",
+                           no_wrap=True)
     rows: dict[str, dict[str, object]] = {}
     for device_id in facts.device_ids:
         device = fleet.get_device(session, device_id)
         summary = monitoring.telemetry_summary(session, device_id)
         report = monitoring.device_drift(session, device_id, model_id=result.model_id, version=result.version)
         ranked = sorted((f for f in report.features if f.psi is not None), key=lambda f: -(f.psi or 0.0))
-        top = ranked[:TOP_FEATURES]
+        top = ranked[:1]
         rows[device_id] = {
             "state": device.update_state, "version": device.active_version,
             "inferences": summary.inference_count, "accuracy": summary.accuracy,
@@ -74,7 +75,7 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
             device.update_state, str(summary.inference_count), str(summary.error_count),
             _fmt(summary.latency_p50_us, ".0f"), _fmt(summary.latency_p95_us, ".0f"),
             _fmt(summary.accuracy, ".3f"),
-            ", ".join(f"f{f.index}={f.psi:.2f}" + ("*" if f.drifted else "") for f in top),
+            f"{top[0].psi:.2f} (f{top[0].index})" if top else "-",
         )
     console.print(devices)
 
