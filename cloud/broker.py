@@ -5,7 +5,7 @@ Production uses Mosquitto or a broker cluster; the tests run the same MQTT check
 
 amqtt 0.12.1 speaks MQTT 3.1.1 only: MQTT 5 clients are refused with "unsupported protocol version"
 (`PahoTransport` falls back to 3.1.1 on its own; `EmbeddedBroker.mqtt_protocol` says so up front).
-Three amqtt defects are patched in `EdgeFleetAmqttBroker`:
+amqtt defects patched in `EdgeFleetAmqttBroker`:
 
 * Retained-message leak: on every connect amqtt sends the new client the retained messages matching
   *any* filter that *any* client ever subscribed to (`_handle_client_session` loops over the broker-wide
@@ -15,7 +15,8 @@ Three amqtt defects are patched in `EdgeFleetAmqttBroker`:
   so a cloud worker on a shared subscription would silently receive nothing. We implement them: each
   message goes to one connected member of each matching group, round robin, and (as MQTT 5 says) shared
   subscriptions get no retained messages.
-* Stuck client clean-up on Python 3.11 (see `_stop_handler`), which made shutdown hang at random.
+* Stuck client clean-up on Python 3.11 (see `_stop_handler`), which made shutdown hang at random, and
+  sockets left open by clients that disconnect before CONNECT (see `_initialize_client_session`).
 
 Known limits kept as they are: amqtt fans messages out asynchronously, so a message published just before
 a client subscribes may reach it twice (live and retained; QoS 1 consumers are idempotent anyway). It does
@@ -27,6 +28,7 @@ relies on retained state rather than on queued messages. It sets no message size
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
@@ -34,7 +36,9 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
@@ -67,6 +71,18 @@ class EdgeFleetAmqttBroker(Broker):
         # full shared filter -> [(session, qos)], and a round-robin counter per shared filter
         self._shared: dict[str, list[tuple[Session, int]]] = {}
         self._shared_turn: dict[str, Iterator[int]] = {}
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        # amqtt leaves the connection open when a client goes away before sending CONNECT (a port probe,
+        # a health check); close it, or every such probe leaks a socket until garbage collection
+        try:
+            return await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+        except (AMQTTError, MQTTError, NoDataError):
+            with contextlib.suppress(Exception):
+                await writer.close()
+            raise
 
     async def _stop_handler(self, handler: BrokerProtocolHandler) -> None:
         # ProtocolHandler.stop() cancels the reader task and waits for it to end. On Python 3.11,
@@ -237,6 +253,9 @@ class EmbeddedBroker:
         future = asyncio.run_coroutine_threadsafe(broker.shutdown(), loop)
         try:
             future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            log.warning("embedded broker did not shut down within %s s; closing its connections", timeout_s)
         except Exception:  # a failed shutdown must still stop the loop and free the port
             log.exception("embedded broker shutdown failed")
         loop.call_soon_threadsafe(loop.stop)
