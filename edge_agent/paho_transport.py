@@ -72,6 +72,17 @@ def parse_broker_url(url: str) -> BrokerAddress:
     return BrokerAddress(parts.hostname, port or _DEFAULT_PORTS[scheme], tls=scheme == "mqtts")
 
 
+def check_topic_name(topic: str) -> str:
+    """Return topic if a message may be published to it: non-empty, no wildcards, no NUL."""
+    if not isinstance(topic, str) or not topic:
+        raise TransportError(f"cannot publish to {topic!r}: the topic must be a non-empty string")
+    if "+" in topic or "#" in topic:
+        raise TransportError(f"cannot publish to {topic!r}: topic names cannot contain wildcards")
+    if "\x00" in topic:
+        raise TransportError(f"cannot publish to {topic!r}: topic names cannot contain NUL")
+    return topic
+
+
 def check_topic_filter(topic_filter: str) -> str:
     """Return topic_filter if MQTT allows it (`#` last and alone in its level, `+` alone in its level)."""
     if not isinstance(topic_filter, str) or not topic_filter:
@@ -193,6 +204,7 @@ class PahoTransport:
         return self._ready.wait(timeout_s)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        check_topic_name(topic)
         if qos not in (0, 1, 2):
             raise TransportError(f"qos must be 0, 1 or 2, got {qos!r}")
         try:
