@@ -115,9 +115,11 @@ def test_a_tampered_artifact_is_refused_and_the_old_model_keeps_serving(loop: Lo
         cloud.engine, cloud.store, cloud.signer, TrainingConfig(model_id=MODEL_ID, params={"C": 0.3})
     )
     with cloud.session() as session:
-        artifacts = registry.artifacts_of(session, registry.get_model_version(session, MODEL_ID, v2.version).id)
-    for record in artifacts:  # flip one byte of each stored artifact, keeping its size
-        path = cloud.store.path_of(record.sha256)  # type: ignore[union-attr]
+        mv = registry.get_model_version(session, MODEL_ID, v2.version)
+        digests = [record.sha256 for record in registry.artifacts_of(session, mv.id)]
+    assert digests
+    for sha256 in digests:  # flip one byte of each stored artifact, keeping its size
+        path = cloud.store.path_of(sha256)  # type: ignore[union-attr]
         data = bytearray(path.read_bytes())
         data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data))
