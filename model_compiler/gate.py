@@ -63,8 +63,8 @@ def judge_classifier(labels: list[str], source_labels: list[str], y_labels: list
     problems = []
     if -delta_pts > gate.max_accuracy_drop_pts + 1e-9:
         problems.append(
-            f"accuracy {accuracy:.4f} is {-delta_pts:.2f} points below the source's {source_accuracy:.4f} "
-            f"(allowed: {gate.max_accuracy_drop_pts:.2f})"
+            f"accuracy {accuracy:.4f} vs the source's {source_accuracy:.4f}: {delta_pts:+.2f} points "
+            f"(allowed: no worse than {-gate.max_accuracy_drop_pts:+.2f})"
         )
     if agreement + 1e-12 < gate.min_agreement:
         problems.append(f"label agreement {agreement:.4f} < {gate.min_agreement:.4f}")
@@ -88,8 +88,8 @@ def judge_regressor(values: np.ndarray, source_values: np.ndarray, y: np.ndarray
     problems = []
     if increase > gate.max_error_increase_pct + 1e-9:
         problems.append(
-            f"RMSE {mine['rmse']:.5g} is {increase:.2f}% above the source's {theirs['rmse']:.5g} "
-            f"(allowed: {gate.max_error_increase_pct:.2f}%)"
+            f"RMSE {mine['rmse']:.5g} vs the source's {theirs['rmse']:.5g}: {increase:+.2f}% "
+            f"(allowed: at most {gate.max_error_increase_pct:+.2f}%)"
         )
     if agreement + 1e-12 < gate.min_agreement:
         within = f"within {gate.regression_rel_tolerance} std"

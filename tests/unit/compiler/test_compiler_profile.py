@@ -1,0 +1,59 @@
+"""The reference profile: quantile bins per feature and the prediction histogram."""
+
+from __future__ import annotations
+
+import numpy as np
+from compiler_kit import Split
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from model_compiler import compile_estimator
+from model_compiler.profile import bin_index, feature_edges, reference_profile
+
+
+def test_quantile_bins_have_unique_edges_and_count_every_finite_value() -> None:
+    rng = np.random.default_rng(0)
+    column = rng.normal(size=1000)
+    edges = feature_edges(column)
+    assert len(edges) == 11 and np.all(np.diff(edges) > 0)
+    counts = np.bincount(bin_index(edges, column), minlength=10)
+    assert counts.sum() == 1000 and counts.min() >= 90  # quantile bins: about 100 each
+    coarse = feature_edges(np.repeat([0.0, 1.0, 2.0], 50))
+    assert np.all(np.diff(coarse) > 0) and len(coarse) <= 4
+
+
+def test_out_of_range_values_go_to_the_end_bins_and_constants_get_one_bin() -> None:
+    edges = np.array([0.0, 1.0, 2.0, 3.0])
+    assert bin_index(edges, np.array([-5.0, 0.0, 0.99, 1.0, 2.5, 3.0, 99.0])).tolist() == [0, 0, 0, 1, 2, 2, 2]
+    constant = feature_edges(np.full(20, 4.0))
+    assert constant.tolist() == [4.0, 4.0]
+    assert bin_index(constant, np.array([1.0, 4.0, 9.0])).tolist() == [0, 0, 0]
+
+
+def test_profile_skips_missing_values_and_histograms_predictions() -> None:
+    x = np.array([[1.0, 5.0], [2.0, np.nan], [3.0, 5.0], [4.0, 5.0]])
+    profile = reference_profile(x, ["a", "b", "a", "a"], class_labels=["a", "b", "c"], feature_names=["f", "g"])
+    assert profile.n_rows == 4
+    assert [f.name for f in profile.features] == ["f", "g"]
+    assert sum(profile.features[0].counts) == 4
+    assert list(profile.features[1].counts) == [3]  # constant, NaN not counted
+    assert list(profile.predictions.labels) == ["a", "b", "c"]
+    assert list(profile.predictions.counts) == [3, 1, 0]
+    regression = reference_profile(x, np.linspace(0, 1, 4), class_labels=[], feature_names=[])
+    assert len(regression.predictions.bin_edges) == 11 and sum(regression.predictions.counts) == 4
+
+
+def test_compiled_fragment_profiles_the_reference_data(digits: Split, diabetes: Split) -> None:
+    estimator = make_pipeline(StandardScaler(), LogisticRegression()).fit(digits.x_train, digits.y_train)
+    result = compile_estimator(estimator, digits.x_test, digits.y_test, reference_X=digits.x_train)
+    reference = result.fragment.reference
+    assert reference.n_rows == len(digits.x_train)
+    assert len(reference.features) == 64
+    assert all(sum(f.counts) == len(digits.x_train) for f in reference.features)
+    assert all(len(f.bin_edges) == len(f.counts) + 1 for f in reference.features)
+    assert sum(reference.predictions.counts) == len(digits.x_train)
+    without = compile_estimator(estimator, digits.x_test, digits.y_test)  # falls back to the held-out data
+    assert without.fragment.reference.n_rows == len(digits.x_test)
+    ridge = compile_estimator(Ridge().fit(diabetes.x_train, diabetes.y_train), diabetes.x_test, diabetes.y_test)
+    assert len(ridge.fragment.reference.predictions.bin_edges) == 11
