@@ -10,18 +10,22 @@ Behaviour worth knowing:
 * MQTT 5 is the default. A broker that only speaks 3.1.1 (the embedded amqtt broker) answers
   "unsupported protocol version"; we then switch to 3.1.1 on the same client, as paho itself does when
   it steps down from 3.1.1 to 3.1, so that nothing queued is lost. `protocol` says what is in use.
-* A refused connection (bad credentials, not authorised) is logged once per distinct reason and kept in
-  `last_error`; paho keeps retrying with backoff, so fixing the broker side needs no restart here.
+* A refused connection (bad credentials, not authorised), an unreachable broker or a failed TLS
+  handshake is logged once per distinct reason and kept in `last_error` (None while all is well); paho
+  keeps retrying with backoff, so fixing the broker side needs no restart here.
 * paho's return codes and ValueErrors become `TransportError`. Exceptions raised by our handlers are
   logged and swallowed: they must never kill paho's network thread.
 
-Imports only paho, the standard library and `protocols` (this module ships in the `agent` extra).
+Imports only paho, the standard library, `protocols` and `edge_agent.transport` (it ships in the `agent`
+extra).
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -96,6 +100,25 @@ def check_topic_filter(topic_filter: str) -> str:
     return topic_filter
 
 
+def _tls_context(ca_file: str | None, on_handshake_failure: Callable[[BaseException], None]) -> ssl.SSLContext:
+    """A verifying client context (system CAs, or ca_file) whose sockets close themselves when the TLS
+    handshake fails. paho leaves such a socket open until garbage collection, and its on_connect_fail
+    callback does not say why; this tells us, through on_handshake_failure."""
+
+    class HandshakeClosingSocket(ssl.SSLSocket):
+        def do_handshake(self, block: bool = False) -> None:
+            try:
+                super().do_handshake(block)
+            except OSError as exc:  # ssl.SSLError is an OSError
+                on_handshake_failure(exc)
+                self.close()
+                raise
+
+    context = ssl.create_default_context(cafile=ca_file)
+    context.sslsocket_class = HandshakeClosingSocket
+    return context
+
+
 class PahoTransport:
     """A `Transport` over one paho-mqtt client and its network thread."""
 
@@ -135,6 +158,7 @@ class PahoTransport:
         self._ready = threading.Event()  # link up and subscriptions acknowledged
         self._restore_mid: int | None = None
         self._started = False
+        self._handshake_failure: str | None = None
         self._on_message: MessageHandler = lambda _topic, _payload: None
         self._on_connect: ConnectHandler = lambda: None
 
@@ -150,7 +174,7 @@ class PahoTransport:
             client.will_set(will.topic, will.payload, will.qos, will.retain)
         if self.address.tls:
             try:
-                client.tls_set(ca_certs=tls_ca)
+                client.tls_set_context(_tls_context(tls_ca, self._note_handshake_failure))
             except (OSError, ValueError) as exc:
                 raise TransportError(f"cannot set up TLS with CA bundle {tls_ca!r}: {exc}") from exc
         client.on_connect = self._handle_connect
@@ -273,7 +297,15 @@ class PahoTransport:
             self._become_ready()
 
     def _handle_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
-        self._record_error(f"cannot reach broker {self.address.host}:{self.address.port}", level=logging.INFO)
+        detail, self._handshake_failure = self._handshake_failure, None
+        where = f"{self.address.host}:{self.address.port}"
+        if detail is not None:
+            self._record_error(f"TLS handshake with broker {where} failed: {detail}")
+        else:
+            self._record_error(f"cannot reach broker {where}", level=logging.INFO)
+
+    def _note_handshake_failure(self, exc: BaseException) -> None:
+        self._handshake_failure = str(exc)
 
     def _handle_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any

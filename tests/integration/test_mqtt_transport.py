@@ -240,3 +240,28 @@ def test_transport_is_usable_through_the_protocol_type(mqtt_broker) -> None:
         assert transport.wait_connected(10)
     finally:
         transport.stop()
+
+
+def test_tls_connection_with_the_right_ca(make_mosquitto, make_transport, tmp_path) -> None:
+    from support.tls import make_tls_files
+
+    tls = make_tls_files(tmp_path / "pki")
+    broker = make_mosquitto(tls=tls)
+    assert broker.url.startswith("mqtts://")
+    _sub, inbox = make_transport("ef/tls", broker=broker, tls_ca=str(tls.ca_path))
+    pub, _ = make_transport(broker=broker, tls_ca=str(tls.ca_path))
+    pub.publish("ef/tls", b"encrypted")
+    assert inbox.wait_for(1)
+    assert inbox.messages == [("ef/tls", b"encrypted")]
+
+
+def test_tls_connection_with_an_untrusted_certificate_fails_visibly(make_mosquitto, make_transport, tmp_path) -> None:
+    from support.tls import make_tls_files
+
+    broker = make_mosquitto(tls=make_tls_files(tmp_path / "pki"))
+    stranger = make_tls_files(tmp_path / "other", name="stranger")
+    client, _ = make_transport(broker=broker, tls_ca=str(stranger.ca_path), connect=False)
+    client.start()
+    assert wait_until(lambda: client.last_error, 10)
+    assert "CERTIFICATE_VERIFY_FAILED" in (client.last_error or "")
+    assert not client.connected

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import IO
 
 from support.net import free_port, port_accepts
+from support.tls import TlsFiles
 
 _START_ATTEMPTS = 5
 
@@ -51,6 +52,7 @@ class MosquittoBroker:
         port: int | None = None,
         users: dict[str, str] | None = None,
         persistence: bool = False,
+        tls: TlsFiles | None = None,
         binary: str | None = None,
         start_timeout_s: float = 10.0,
     ) -> None:
@@ -65,6 +67,7 @@ class MosquittoBroker:
         self.port = port or free_port()
         self.users = dict(users or {})
         self.persistence = persistence
+        self.tls = tls
         self.start_timeout_s = start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -73,7 +76,7 @@ class MosquittoBroker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -139,6 +142,10 @@ class MosquittoBroker:
             lines.append("autosave_interval 0")
         if self.users:
             lines.append(f"password_file {self._write_password_file()}")
+        if self.tls:
+            lines.append(f"cafile {self.tls.ca_path}")
+            lines.append(f"certfile {self.tls.cert_path}")
+            lines.append(f"keyfile {self.tls.key_path}")
         if os.geteuid() == 0:
             lines.append("user root")  # otherwise mosquitto drops to 'mosquitto', who cannot read our temp dir
         self.config_path.write_text("\n".join(lines) + "\n")
