@@ -33,7 +33,7 @@ class Candidate:
     compile_s: float
 
     @property
-    def format(self) -> int:
+    def format(self) -> pb.ArtifactFormat:
         return pb.ARTIFACT_FORMAT_ONNX if self.target == "onnx" else pb.ARTIFACT_FORMAT_TFLITE
 
     @property

@@ -14,6 +14,7 @@ scikit-learn's ties (and so its argmax) exact.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -82,8 +83,8 @@ def _single_target(forest: Forest) -> bool:
     return all(int((t.value[t.left < 0] != 0.0).sum(axis=1).max(initial=0)) <= 1 for t in forest.trees)
 
 
-def _ensemble_attrs(arrays: _Arrays, n_targets: int) -> dict[str, object]:
-    attrs: dict[str, object] = {
+def _ensemble_attrs(arrays: _Arrays, n_targets: int) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
         "n_targets": n_targets,
         "aggregate_function": _SUM,
         "post_transform": 0,
@@ -124,8 +125,8 @@ def _emit_trees(g: GraphBuilder, forest: Forest, x: str) -> str:
         arrays.add(tree, np.full(len(tree.left), t), leaf_ids)
         rows.append(table)
     ids = g.op("TreeEnsemble", [x], domain="ai.onnx.ml", **_ensemble_attrs(arrays, len(forest.trees)))
-    table = g.const(np.concatenate(rows).astype(np.float32), "v")
-    picked = g.op("Gather", [table, g.op("Cast", [ids], to=onnx.TensorProto.INT64)], axis=0)  # (rows, trees, targets)
+    values = g.const(np.concatenate(rows).astype(np.float32), "v")
+    picked = g.op("Gather", [values, g.op("Cast", [ids], to=onnx.TensorProto.INT64)], axis=0)  # (rows, trees, targets)
     return g.op("ReduceSum", [picked, g.const(np.array([1], np.int64), "a")], keepdims=0)
 
 

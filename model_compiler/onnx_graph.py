@@ -30,13 +30,14 @@ class GraphBuilder:
         self._count += 1
         return f"{prefix}{self._count}"
 
-    def const(self, value: np.ndarray | float, prefix: str = "c") -> str:
+    def const(self, value: np.ndarray | np.generic | float, prefix: str = "c") -> str:
         name = self.name(prefix)
         self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], n_outputs: int = 1, *, domain: str = "", **attrs: Any) -> str:
-        outputs = [self.name() for _ in range(n_outputs)]
+    def op(self, op_type: str, inputs: list[str], *, domain: str = "", **attrs: Any) -> str:
+        """Append a node with one output; returns the output's name."""
+        outputs = [self.name()]
         self.nodes.append(helper.make_node(op_type, inputs, outputs, domain=domain or None, **attrs))
         return outputs[0]
 
