@@ -129,7 +129,7 @@ class _OutputDecoder:
             labels = [_label_str(v) for v in raw]
         else:
             assert scores is not None
-            labels = [self.class_labels[i] for i in np.argmax(scores, axis=1)]
+            labels = [self.class_labels[i] for i in scores.argmax(axis=1).tolist()]
         return Prediction(labels=labels, values=None, scores=scores)
 
 
@@ -159,13 +159,16 @@ def check_input(x: Any, n_features: int, accepts_missing: bool) -> np.ndarray:
         raise InputError(f"expected shape (rows>=1, {n_features}), got {tuple(x.shape)}")
     if x.dtype.kind not in "fiub":
         raise InputError(f"expected a numeric (float32) tensor, got dtype {x.dtype}")
-    with np.errstate(over="ignore"):
-        x = np.ascontiguousarray(x, dtype=np.float32)
-    if accepts_missing:
-        if np.isinf(x).any():
-            raise InputError("input holds infinite values (or values too large for float32)")
-    elif not np.isfinite(x).all():
-        raise InputError("input holds NaN or infinite values (or values too large for float32)")
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
+        with np.errstate(over="ignore"):  # too large for float32 -> inf, refused below
+            x = np.ascontiguousarray(x, dtype=np.float32)
+    # one float64 sum (it cannot overflow on float32 values) is NaN or inf exactly when an element is
+    if not np.isfinite(np.add.reduce(x, axis=None, dtype=np.float64)):
+        if accepts_missing:
+            if np.isinf(x).any():
+                raise InputError("input holds infinite values (or values too large for float32)")
+        else:
+            raise InputError("input holds NaN or infinite values (or values too large for float32)")
     return x
 
 
