@@ -1,0 +1,105 @@
+"""`pip install '.[agent]'` gives a working agent with none of the cloud's packages.
+
+A fresh virtualenv gets only the `agent` extra; the test checks that fastapi, sqlmodel, scikit-learn and
+skl2onnx are absent, then provisions a device with that venv's `edgefleet` and runs `edgefleet agent run`
+against a real cloud stack, which deploys a model it must download, verify, self-test and activate.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import venv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support import wait_until
+
+from cloud.models import DeploymentCreate
+from cloud.pipeline import TrainingConfig, run_training_pipeline
+from cloud.service import CloudService
+from cloud.settings import CloudSettings
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CLOUD_ONLY = ("fastapi", "sqlmodel", "sklearn", "skl2onnx", "uvicorn", "amqtt")
+
+
+@pytest.fixture(scope="module")
+def agent_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtualenv with `edgefleet[agent]` installed from this checkout (pip's cache makes it quick)."""
+    home = tmp_path_factory.mktemp("agent-venv")
+    venv.EnvBuilder(with_pip=True).create(home)
+    python = home / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"{ROOT}[agent]"],
+        capture_output=True, text=True, timeout=540,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    return home
+
+
+def test_the_agent_extra_installs_no_cloud_package(agent_venv: Path) -> None:
+    python = agent_venv / "bin" / "python"
+    probe = "import importlib.util as u, sys; print(','.join(m for m in sys.argv[1:] if u.find_spec(m)))"
+    found = subprocess.run([str(python), "-c", probe, *CLOUD_ONLY], capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "", f"cloud packages in an agent-only install: {found.stdout}"
+    for needed in ("paho", "onnxruntime", "grpc", "cryptography", "google.protobuf"):
+        check = subprocess.run([str(python), "-c", f"import {needed}"], capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, f"{needed} missing from the agent extra: {check.stderr}"
+
+
+@pytest.fixture
+def cloud(mqtt_broker: Any, tmp_path: Path) -> Iterator[CloudService]:
+    settings = CloudSettings(data_dir=tmp_path / "cloud", mqtt_url=mqtt_broker.url, api_port=0)
+    with CloudService(settings) as service:
+        yield service
+
+
+def test_an_agent_only_install_runs_a_real_agent(
+    agent_venv: Path, cloud: CloudService, mqtt_broker: Any, tmp_path: Path
+) -> None:
+    edgefleet = str(agent_venv / "bin" / "edgefleet")
+    config = tmp_path / "device" / "agent.toml"
+    provision = subprocess.run(
+        [edgefleet, "agent", "provision", "--device-id", "pi-agent-only", "--mqtt-url", mqtt_broker.url,
+         "--root-key", cloud.root_public_key_path, "--state-dir", str(tmp_path / "device" / "state"),
+         "--grpc-address", "", "--out", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert provision.returncode == 0, provision.stdout + provision.stderr
+    env = {**os.environ, "EDGEFLEET_AGENT_MQTT_PROTOCOL": mqtt_broker.mqtt_protocol}
+    env.pop("PYTHONPATH", None)  # the agent must run from its own venv, not from this checkout's packages
+    log = tmp_path / "agent.log"
+    with log.open("w") as out:
+        agent = subprocess.Popen(
+            [edgefleet, "agent", "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT,
+            cwd=tmp_path, env=env,
+        )
+    try:
+        assert cloud.engine is not None and cloud.store is not None and cloud.signer is not None
+        result = run_training_pipeline(cloud.engine, cloud.store, cloud.signer, TrainingConfig(model_id="digits"))
+        cloud.deployer.deploy(DeploymentCreate(model_id="digits", device_ids=["pi-agent-only"]))  # type: ignore[union-attr]
+
+        def device() -> dict[str, Any]:
+            response = httpx.get(f"{cloud.api_url}/api/v1/devices/pi-agent-only", timeout=5)
+            return response.json() if response.status_code == 200 else {}
+
+        assert wait_until(lambda: device().get("update_state") == "active", timeout_s=60), (device(), log.read_text())
+        assert device()["active_version"] == result.version
+        assert agent.poll() is None, log.read_text()
+    finally:
+        agent.terminate()
+        try:
+            agent.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+    assert agent.returncode == 0, log.read_text()
+
+
