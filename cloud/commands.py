@@ -26,10 +26,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up = subparsers.add_parser("up", help="run the cloud stack (broker, ingestion, console API)")
     up.add_argument("--data-dir", type=Path, help="where the database, keys and artifacts live")
     up.add_argument("--mqtt-url", help="use this broker (mqtt://host:port) instead of the embedded one")
+    up.add_argument("--mqtt-port", type=int, default=1883,
+                    help="port of the embedded broker (default 1883; 0 picks a free one)")
     up.add_argument("--database-url", help="use this database (e.g. postgresql://...) instead of SQLite")
     up.add_argument("--host", help="console API host (default 127.0.0.1)")
     up.add_argument("--port", type=int, help="console API port (default 8080; 0 picks a free one)")
     up.set_defaults(func=_up)
+
+    train = subparsers.add_parser("train", help="run the pipeline: train, evaluate, compile, sign, register")
+    train.add_argument("--model-id", default="digits-classifier")
+    train.add_argument("--dataset", default="digits", help="a dataset scikit-learn ships: digits, breast_cancer, ...")
+    train.add_argument("--estimator", default="logreg", help="logreg, mlp or random_forest")
+    train.add_argument("--quantize", default="int8", choices=["none", "int8", "auto"])
+    train.add_argument("--target", default="onnx", help="onnx, tflite or all")
+    train.add_argument("--data-dir", type=Path, help="the same data dir as `edgefleet up` (default .edgefleet)")
+    train.add_argument("--database-url", help="the same database as `edgefleet up`")
+    train.set_defaults(func=_train)
 
     demo = subparsers.add_parser("demo", help="run the whole loop end to end with simulated devices")
     demo.add_argument("--devices", type=int, default=5, help="number of simulated devices (default 5)")
@@ -104,6 +116,37 @@ def _up(args: argparse.Namespace) -> int:
     return run_up(args)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from cloud.artifacts import LocalArtifactStore
+    from cloud.db import create_tables, make_engine
+    from cloud.errors import CloudError
+    from cloud.pipeline import TrainingConfig, run_training_pipeline
+    from cloud.settings import CloudSettings
+    from cloud.signing import KeyStoreError, init_keys, load_signer
+    from model_compiler import CompileError
+
+    overrides = {"data_dir": args.data_dir, "database_url": args.database_url}
+    settings = CloudSettings(**{k: v for k, v in overrides.items() if v is not None})
+    assert settings.keys_dir is not None and settings.artifacts_dir is not None
+    try:
+        if not (settings.keys_dir / "targets.key").exists() and settings.creates_keys_on_start:
+            init_keys(settings.keys_dir)
+        engine = make_engine(settings.database)
+        create_tables(engine)
+        config = TrainingConfig(model_id=args.model_id, dataset=args.dataset, estimator=args.estimator,
+                                target=args.target, quantize=args.quantize)
+        result = run_training_pipeline(engine, LocalArtifactStore(settings.artifacts_dir),
+                                       load_signer(settings.keys_dir), config,
+                                       progress=lambda step: print(f"  {step} ...", flush=True))
+    except (CloudError, CompileError, KeyStoreError, ValueError) as exc:
+        print(f"error: {exc}")
+        return 1
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
+    print(f"registered {result.model_id} v{result.version} (sequence {result.sequence}, run {result.run_id}): "
+          f"{metrics}; artifacts: {', '.join(result.artifact_names)}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from cloud.demo import run_demo
 
@@ -135,18 +178,32 @@ def _deploy(args: argparse.Namespace) -> int:
         "device_ids": [d for d in args.devices.split(",") if d],
         "labels": labels,
     }
-    result = _api_call("POST", f"{args.api}/api/v1/deployments", json=body)
-    print(result)
+    result: dict = _api_call("POST", f"{args.api}/api/v1/deployments", json=body)  # type: ignore[assignment]
+    targets = ", ".join(t["device_id"] for t in result.get("targets", []))
+    print(f"deployment {result['id']}: {result['model_id']} v{result['version']} -> {targets or '(no device)'}")
     return 0
 
 
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in columns))
+    Console().print(table)
+
+
 def _devices(args: argparse.Namespace) -> int:
-    for device in _api_call("GET", f"{args.api}/api/v1/devices"):  # type: ignore[attr-defined]
-        print(device)
+    rows: list[dict] = _api_call("GET", f"{args.api}/api/v1/devices")  # type: ignore[assignment]
+    _print_table(rows, ["id", "online", "active_model_id", "active_version", "update_state", "last_error_code",
+                        "labels"])
     return 0
 
 
 def _models(args: argparse.Namespace) -> int:
-    for model in _api_call("GET", f"{args.api}/api/v1/models"):  # type: ignore[attr-defined]
-        print(model)
+    rows: list[dict] = _api_call("GET", f"{args.api}/api/v1/models")  # type: ignore[assignment]
+    _print_table(rows, sorted({k for row in rows for k in row}))
     return 0

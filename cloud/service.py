@@ -153,9 +153,14 @@ class CloudService:
         if not self.settings.uses_embedded_broker:
             self.mqtt_url = self.settings.mqtt_url
             return
-        from cloud.broker import EmbeddedBroker
+        from cloud.broker import BrokerStartError, EmbeddedBroker
 
-        self.broker = EmbeddedBroker().start()
+        port = self.settings.embedded_mqtt_port
+        try:
+            self.broker = EmbeddedBroker(port=port).start()
+        except BrokerStartError as exc:
+            hint = f"; is another broker on port {port}? use it with --mqtt-url mqtt://127.0.0.1:{port}" if port else ""
+            raise ConfigurationError(f"{exc}{hint}") from None
         self.mqtt_url = self.broker.url
         self.mqtt_protocol = self.broker.mqtt_protocol
 

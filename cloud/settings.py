@@ -35,6 +35,7 @@ class CloudSettings(BaseSettings):
     artifacts_dir: Path | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)  # 0 picks a free port
+    embedded_mqtt_port: int = Field(default=0, ge=0, le=65535)  # the embedded broker's port; 0 picks a free one
     chunk_size_bytes: int = Field(default=DEFAULT_CHUNK_SIZE_BYTES, ge=1024, le=1024 * 1024)
     share_group: str | None = None  # MQTT 5 shared subscription group, so several workers split ingestion
     mqtt_max_queued: int = Field(default=4096, ge=16)  # outgoing messages paho may hold (chunks are 64 KiB)

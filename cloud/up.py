@@ -18,6 +18,7 @@ def run_up(args: argparse.Namespace) -> int:
     overrides = {
         "data_dir": args.data_dir,
         "mqtt_url": args.mqtt_url,
+        "embedded_mqtt_port": args.mqtt_port,
         "database_url": args.database_url,
         "api_host": args.host,
         "api_port": args.port,
