@@ -19,9 +19,11 @@ pytestmark = pytest.mark.integration
 
 def received_by_new_subscriber(broker, make_transport) -> list[tuple[str, bytes]]:
     """The issue's scenario: after one client subscribed to m/+/b, a new client subscribes to z/z/z only."""
+    _witness, seen = make_transport("#", broker=broker)
     pub, _ = make_transport(broker=broker)
     for topic in ("m/a/b", "m/z/b", "z/z/z"):
         pub.publish(topic, topic.encode(), qos=1, retain=True)
+    assert seen.wait_for(3)  # fanned out: what follows meets settled retained state (amqtt fans out later)
     _wide, wide_inbox = make_transport("m/+/b", broker=broker)
     assert wide_inbox.wait_for(2)
     _narrow, narrow_inbox = make_transport("z/z/z", broker=broker)
@@ -36,9 +38,11 @@ def test_new_subscriber_gets_only_its_own_retained_messages(each_broker, make_tr
 
 
 def test_a_device_never_receives_another_devices_desired_state(each_broker, make_transport) -> None:
+    _witness, seen = make_transport("ef/v1/dev/+/desired", broker=each_broker)
     cloud, _ = make_transport(broker=each_broker)
     for device in ("dev-a", "dev-b"):
         cloud.publish(device_topic(device, Channel.DESIRED), f"desired for {device}".encode(), retain=True)
+    assert seen.wait_for(2)
     device_a, inbox_a = make_transport(broker=each_broker, connect=False)
     for topic_filter, qos in device_subscriptions("dev-a"):
         device_a.subscribe(topic_filter, qos)

@@ -69,10 +69,16 @@ def test_delivers_what_matches_the_filters(new_transport: NewTransport) -> None:
 
 
 def test_retained_state_reaches_later_subscribers_until_cleared(new_transport: NewTransport) -> None:
+    witness, seen = new_transport()
+    witness.subscribe("ef/v1/dev/+/desired")
+    started((witness, seen))
     pub, _ = started(new_transport())
     pub.publish("ef/v1/dev/d1/desired", b"v1", retain=True)
     pub.publish("ef/v1/dev/d2/desired", b"v1", retain=True)
     pub.publish("ef/v1/dev/d2/desired", b"", retain=True)
+    # a broker may fan messages out after acknowledging them (amqtt does); wait until they are out, so the
+    # subscriber below meets settled retained state rather than messages still in flight
+    assert seen.wait_for(3)
     sub, inbox = new_transport()
     sub.subscribe("ef/v1/dev/+/desired")
     sub.subscribe("ef/v1/dev/d1/cmd")

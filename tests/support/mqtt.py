@@ -33,7 +33,7 @@ class Inbox:
         with self._lock:
             return len(self._messages)
 
-    def wait_for(self, count: int, timeout_s: float = 5.0) -> bool:
+    def wait_for(self, count: int, timeout_s: float = 10.0) -> bool:
         """True once at least count messages have arrived, False after timeout_s."""
         return bool(wait_until(lambda: len(self) >= count, timeout_s))
 
