@@ -78,10 +78,6 @@ def _source_outputs(estimator: Any, x: np.ndarray, classifier: bool) -> list[str
     return [label_str(v) for v in predicted] if classifier else np.asarray(predicted, dtype=np.float64)
 
 
-def _run(model: LoadedModel, x: np.ndarray) -> Prediction:
-    return model.predict(x)
-
-
 def compile_estimator(
     estimator: Any,
     X: Any,
@@ -101,10 +97,10 @@ def compile_estimator(
     gate = gate or gates.Gate()
     analysis = analyse(estimator)
     model = analysis.model
-    x = _check_data(X, y, model.n_features, "held-out data")
-    ref_x = x if reference_X is None else _check_data(reference_X, None, model.n_features, "reference data")
     if y is None:
         raise BadInputError("held-out data: y is missing")
+    x = _check_data(X, y, model.n_features, "held-out data")
+    ref_x = x if reference_X is None else _check_data(reference_X, None, model.n_features, "reference data")
     source = _source_outputs(estimator, x, analysis.classifier)
     io = io_schema(
         n_features=model.n_features,
@@ -133,7 +129,7 @@ def compile_estimator(
             candidate = build(model, t, q, variant, ref_x)
             record = artifact_record(candidate, classifier=analysis.classifier, requirement=requirement(model, t))
             loaded = load_model(record, candidate.data, io)
-            prediction = _run(loaded, x)
+            prediction = loaded.predict(x)
             if analysis.classifier:
                 assert prediction.labels is not None
                 verdict = gates.judge_classifier(prediction.labels, list(source), y_labels, gate)

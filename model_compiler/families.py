@@ -155,7 +155,3 @@ def _mlp(est: Any, n_features: int, segments: tuple[Segment, ...]) -> DenseModel
         raise UnsupportedModelError(f"{name} with output activation {est.out_activation_!r}")
     layers = (*hidden, Layer(_f32(w_out), _f32(b_out), "identity"))
     return DenseModel("mlp", name, n_features, segments, layers, True, True, len(est.classes_))
-
-
-def family_of(model: DenseModel | Forest) -> str:
-    return model.family

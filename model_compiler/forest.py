@@ -5,7 +5,8 @@ aggregation (sum or average), base values and a post-transform:
     "none"        regressors, and classifiers whose averaged leaves already are probabilities
     "softmax"     multiclass gradient boosting (one tree per class per stage)
     "logistic2"   binary gradient boosting: raw r -> [1 - sigmoid(r), sigmoid(r)]
-    "complement2" binary forests: the leaves hold P(class 1) only -> [1 - p, p] (half the leaf weights)
+    "complement2" binary forests with impure leaves: the leaves hold P(class 1) only -> [1 - p, p]
+                  (one weight per leaf instead of two; pure leaves need one weight either way)
 
 Thresholds are rounded *down* to float32: for any float32 input x, `x <= t` holds exactly when
 `x <= float32_down(t)`, so the artifact splits exactly like scikit-learn on the inputs a device sends.
@@ -88,8 +89,13 @@ def _bagged(
         if getattr(est, "n_outputs_", 1) != 1:
             raise UnsupportedModelError(f"{type(est).__name__} with several outputs")
         k = len(est.classes_)
-        if k == 2:  # keep P(class 1) only
-            built = [_sk_tree(t, _class_fractions(t)[:, 1:], np.array([0])) for t in trees]
+        fractions = [_class_fractions(t) for t in trees]
+        pure = all(
+            ((f[t.tree_.children_left == -1] != 0).sum(axis=1) <= 1).all()
+            for f, t in zip(fractions, trees, strict=True)
+        )
+        if k == 2 and not pure:  # keep P(class 1) only: one weight per leaf instead of two
+            built = [_sk_tree(t, f[:, 1:], np.array([0])) for t, f in zip(trees, fractions, strict=True)]
             return Forest(
                 family,
                 type(est).__name__,
@@ -104,7 +110,7 @@ def _bagged(
                 2,
                 False,
             )
-        built = [_sk_tree(t, _class_fractions(t), np.arange(k)) for t in trees]
+        built = [_sk_tree(t, f, np.arange(k)) for t, f in zip(trees, fractions, strict=True)]
         return Forest(
             family, type(est).__name__, n_features, segments, tuple(built), k, True, np.zeros(k), "none", True, k, False
         )

@@ -13,7 +13,6 @@ scikit-learn's ties (and so its argmax) exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,81 +25,87 @@ from model_compiler.types import SCORES_NAME, VALUES_NAME
 
 ML_OPSET = 5
 IR_VERSION = 10  # the first IR version that knows ai.onnx.ml opset 5
-_SUM = 1
 
 
-@dataclass
 class _Arrays:
-    """The TreeEnsemble attributes, filled tree by tree."""
+    """The TreeEnsemble attributes, built tree by tree with numpy and joined at the end."""
 
-    roots: list[int] = field(default_factory=list)
-    features: list[int] = field(default_factory=list)
-    splits: list[float] = field(default_factory=list)
-    true_ids: list[int] = field(default_factory=list)
-    true_leaf: list[int] = field(default_factory=list)
-    false_ids: list[int] = field(default_factory=list)
-    false_leaf: list[int] = field(default_factory=list)
-    missing_true: list[int] = field(default_factory=list)
-    leaf_targets: list[int] = field(default_factory=list)
-    leaf_weights: list[float] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.n_nodes = 0
+        self.n_leaves = 0
+        self.roots: list[int] = []
+        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in _NODE_FIELDS + _LEAF_FIELDS}
 
     def add(self, tree: Tree, leaf_target: np.ndarray, leaf_weight: np.ndarray) -> None:
         """One tree whose leaf i (in node order) adds leaf_weight[i] to target leaf_target[i]."""
-        internal = np.flatnonzero(tree.left >= 0)
-        leaves = np.flatnonzero(tree.left < 0)
-        node_index = {int(n): len(self.features) + i for i, n in enumerate(internal)}
-        leaf_index = {int(n): len(self.leaf_targets) + i for i, n in enumerate(leaves)}
-        self.leaf_targets.extend(int(t) for t in leaf_target[leaves])
-        self.leaf_weights.extend(float(w) for w in leaf_weight[leaves])
+        is_leaf = tree.left < 0
+        internal, leaves = np.flatnonzero(~is_leaf), np.flatnonzero(is_leaf)
+        # new index of every old node: its place among the internal nodes, or among the leaves
+        index = np.empty(len(is_leaf), dtype=np.int64)
+        index[internal] = self.n_nodes + np.arange(len(internal))
+        index[leaves] = self.n_leaves + np.arange(len(leaves))
+        self.parts["leaf_targets"].append(leaf_target[leaves].astype(np.int64))
+        self.parts["leaf_weights"].append(leaf_weight[leaves].astype(np.float64))
         if internal.size == 0:  # a lone leaf: route through one split that always goes "true"
-            self.roots.append(len(self.features))
-            self._node(0, np.inf, leaf_index[0], 1, leaf_index[0], 1, 1)
-            return
-        self.roots.append(node_index[0])
-        for n in internal:
-            left, right = int(tree.left[n]), int(tree.right[n])
-            self._node(
-                int(tree.feature[n]),
-                float(tree.threshold[n]),
-                node_index.get(left, leaf_index.get(left, -1)),
-                int(left in leaf_index),
-                node_index.get(right, leaf_index.get(right, -1)),
-                int(right in leaf_index),
-                int(tree.missing_left[n]),
-            )
+            node = {
+                "features": [0],
+                "splits": [np.inf],
+                "true_ids": index[:1],
+                "true_leaf": [1],
+                "false_ids": index[:1],
+                "false_leaf": [1],
+                "missing_true": [1],
+            }
+            self.roots.append(self.n_nodes)
+        else:
+            left, right = tree.left[internal], tree.right[internal]
+            node = {
+                "features": tree.feature[internal],
+                "splits": tree.threshold[internal],
+                "true_ids": index[left],
+                "true_leaf": is_leaf[left].astype(np.int64),
+                "false_ids": index[right],
+                "false_leaf": is_leaf[right].astype(np.int64),
+                "missing_true": tree.missing_left[internal].astype(np.int64),
+            }
+            self.roots.append(int(index[0]))
+        for k, v in node.items():
+            self.parts[k].append(np.asarray(v))
+        self.n_nodes += max(len(internal), 1)
+        self.n_leaves += len(leaves)
 
-    def _node(self, feature: int, split: float, t: int, t_leaf: int, f: int, f_leaf: int, missing: int) -> None:
-        self.features.append(feature)
-        self.splits.append(split)
-        self.true_ids.append(t)
-        self.true_leaf.append(t_leaf)
-        self.false_ids.append(f)
-        self.false_leaf.append(f_leaf)
-        self.missing_true.append(missing)
+    def ints(self, name: str) -> list[int]:
+        return np.concatenate(self.parts[name]).astype(np.int64).tolist()
+
+    def floats(self, name: str) -> np.ndarray:
+        return np.concatenate(self.parts[name]).astype(np.float32)
+
+
+_NODE_FIELDS = ["features", "splits", "true_ids", "true_leaf", "false_ids", "false_leaf", "missing_true"]
+_LEAF_FIELDS = ["leaf_targets", "leaf_weights"]
 
 
 def _single_target(forest: Forest) -> bool:
     return all(int((t.value[t.left < 0] != 0.0).sum(axis=1).max(initial=0)) <= 1 for t in forest.trees)
 
 
-def _ensemble_attrs(arrays: _Arrays, n_targets: int) -> dict[str, Any]:
+def _ensemble_attrs(arrays: _Arrays, n_targets: int, missing: bool) -> dict[str, Any]:
+    # aggregate_function (SUM) and post_transform (NONE) are left at their defaults
     attrs: dict[str, Any] = {
         "n_targets": n_targets,
-        "aggregate_function": _SUM,
-        "post_transform": 0,
         "tree_roots": arrays.roots,
-        "nodes_featureids": arrays.features,
-        "nodes_splits": numpy_helper.from_array(np.array(arrays.splits, dtype=np.float32)),
-        "nodes_modes": numpy_helper.from_array(np.zeros(len(arrays.features), dtype=np.uint8)),  # BRANCH_LEQ
-        "nodes_truenodeids": arrays.true_ids,
-        "nodes_trueleafs": arrays.true_leaf,
-        "nodes_falsenodeids": arrays.false_ids,
-        "nodes_falseleafs": arrays.false_leaf,
-        "leaf_targetids": arrays.leaf_targets,
-        "leaf_weights": numpy_helper.from_array(np.array(arrays.leaf_weights, dtype=np.float32)),
+        "nodes_featureids": arrays.ints("features"),
+        "nodes_splits": numpy_helper.from_array(arrays.floats("splits")),
+        "nodes_modes": numpy_helper.from_array(np.zeros(arrays.n_nodes, dtype=np.uint8)),  # BRANCH_LEQ
+        "nodes_truenodeids": arrays.ints("true_ids"),
+        "nodes_trueleafs": arrays.ints("true_leaf"),
+        "nodes_falsenodeids": arrays.ints("false_ids"),
+        "nodes_falseleafs": arrays.ints("false_leaf"),
+        "leaf_targetids": arrays.ints("leaf_targets"),
+        "leaf_weights": numpy_helper.from_array(arrays.floats("leaf_weights")),
     }
-    if any(arrays.missing_true):
-        attrs["nodes_missing_value_tracks_true"] = arrays.missing_true
+    if missing:  # only where NaN can reach the trees: elsewhere the runtime refuses it
+        attrs["nodes_missing_value_tracks_true"] = arrays.ints("missing_true")
     return attrs
 
 
@@ -112,19 +117,21 @@ def _emit_trees(g: GraphBuilder, forest: Forest, x: str) -> str:
             nonzero_first = np.argmax(tree.value != 0.0, axis=1)  # the one non-zero target (0 if none)
             weight = tree.value[np.arange(len(nonzero_first)), nonzero_first]
             arrays.add(tree, tree.targets[nonzero_first], weight)
-        return g.op("TreeEnsemble", [x], domain="ai.onnx.ml", **_ensemble_attrs(arrays, forest.n_targets))
+        attrs = _ensemble_attrs(arrays, forest.n_targets, forest.accepts_missing)
+        return g.op("TreeEnsemble", [x], domain="ai.onnx.ml", **attrs)
     # Leaves with several non-zero values: each tree outputs the row of its leaf in a value table.
     rows = []
     for t, tree in enumerate(forest.trees):
         leaves = np.flatnonzero(tree.left < 0)
         table = np.zeros((len(leaves), forest.n_targets))
         table[:, tree.targets] = tree.value[leaves]
-        first = len(arrays.leaf_targets)
+        first = arrays.n_leaves
         leaf_ids = np.zeros(len(tree.left))
         leaf_ids[leaves] = np.arange(first, first + len(leaves))
         arrays.add(tree, np.full(len(tree.left), t), leaf_ids)
         rows.append(table)
-    ids = g.op("TreeEnsemble", [x], domain="ai.onnx.ml", **_ensemble_attrs(arrays, len(forest.trees)))
+    attrs = _ensemble_attrs(arrays, len(forest.trees), forest.accepts_missing)
+    ids = g.op("TreeEnsemble", [x], domain="ai.onnx.ml", **attrs)
     values = g.const(np.concatenate(rows).astype(np.float32), "v")
     picked = g.op("Gather", [values, g.op("Cast", [ids], to=onnx.TensorProto.INT64)], axis=0)  # (rows, trees, targets)
     return g.op("ReduceSum", [picked, g.const(np.array([1], np.int64), "a")], keepdims=0)
@@ -134,7 +141,7 @@ def forest_to_onnx(forest: Forest) -> onnx.ModelProto:
     g = GraphBuilder()
     x = emit_preprocessing(g, list(forest.segments), forest.n_features)
     y = _emit_trees(g, forest, x)
-    if forest.average:
+    if forest.average and len(forest.trees) > 1:
         y = g.op("Mul", [y, g.const(np.float32(1.0 / len(forest.trees)), "m")])
     if forest.base.any():
         y = g.op("Add", [y, g.const(forest.base.astype(np.float32), "b")])

@@ -59,15 +59,21 @@ class GraphBuilder:
         opsets: dict[str, int] | None = None,
         ir_version: int = IR_VERSION,
     ) -> onnx.ModelProto:
+        # every byte counts in a small model: a one-letter graph name, no producer, unnamed batch dimensions
         graph = helper.make_graph(
             self.nodes,
-            "edgefleet",
-            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", n_features])],
-            [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", width]) for name, width in outputs],
+            "m",
+            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, n_features])],
+            [helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, width]) for name, width in outputs],
             initializer=self.initializers,
         )
-        imports = [helper.make_opsetid(domain, version) for domain, version in (opsets or {"": OPSET}).items()]
-        model = helper.make_model(graph, opset_imports=imports, producer_name="edgefleet", producer_version="1")
+        used = {node.domain for node in self.nodes}  # import only the domains in use ("" is the default one)
+        imports = [
+            helper.make_opsetid(domain, version)
+            for domain, version in (opsets or {"": OPSET}).items()
+            if domain in used or (domain == "" and not used)
+        ]
+        model = helper.make_model(graph, opset_imports=imports)
         model.ir_version = ir_version
         onnx.checker.check_model(model)
         return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,7 @@ def test_cli_builds_are_identical_across_processes(tmp_path: Path, digits: Split
             ],
             check=True,
             cwd=ROOT,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
             capture_output=True,
             timeout=120,
         )

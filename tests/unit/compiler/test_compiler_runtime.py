@@ -141,8 +141,9 @@ def test_labels_come_from_the_predicted_output_when_named(cancer: Split) -> None
     """The contract's other branch: an int64 label tensor (as skl2onnx writes) turned into str."""
     from skl2onnx import to_onnx
 
-    estimator = LogisticRegression(max_iter=5000).fit(cancer.x_train, cancer.y_train)
-    onx = to_onnx(estimator, cancer.x_train[:1].astype(np.float32), options={"zipmap": False}, target_opset=17)
+    estimator = make_pipeline(StandardScaler(), LogisticRegression()).fit(cancer.x_train, cancer.y_train)
+    options = {id(estimator[-1]): {"zipmap": False}}
+    onx = to_onnx(estimator, cancer.x_train[:1].astype(np.float32), options=options, target_opset=17)
     artifact = pb.Artifact(runtime="onnxruntime", predicted_output="label", scores_output="probabilities")
     io = pb.IoSchema(task=pb.TASK_CLASSIFICATION, n_features=N_FEATURES, class_labels=["0", "1"])
     prediction = load_model(artifact, onx.SerializeToString(), io).predict(cancer.x_test)
