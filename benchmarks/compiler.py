@@ -7,14 +7,18 @@ fp32 and (dense families) INT8 artifacts through `compile_estimator`, which also
 Side by side in one run:
   size_bytes / size_ratio         against the fp32 ONNX that skl2onnx makes of the same estimator
   accuracy / accuracy_delta_pts / agreement   on the held-out rows, against scikit-learn
-  latency_b1_us / latency_b64_us  predict() through edge_agent.runtime (what the agent serves), 1 thread
-                                  (scikit-learn is limited to 1 thread too)
+  latency_b1_us / latency_b64_us  one call of the bare runtime (onnxruntime session / TFLite interpreter),
+                                  1 thread; adapter_latency_*: through edge_agent.runtime, what the agent
+                                  serves (input checks and label decoding included); scikit-learn is
+                                  limited to 1 thread too
   latency_b64_ratio               to fp32 in the same runtime;  *_ratio_sklearn: to sklearn's predict
   compile_s                       wall time of compile_estimator for that target/quantization (gate included)
-Latencies are the minimum over interleaved blocks (the machine is shared; the minimum is the least
-disturbed figure). skl2onnx's HistGradientBoosting converter fails under protobuf >= 7.34 (it passes
-numpy bools as ints); the baseline is made with a shim that casts them, only here.
-The last line is one JSON object {"records": [...], "targets": {...}}.
+Latencies are the minimum over interleaved blocks of the calling thread's CPU time (every runtime and
+scikit-learn run on that one thread), so other work on a shared machine does not inflate them;
+wall_latency_b64_us is the wall-clock minimum, for comparison.
+skl2onnx's HistGradientBoosting converter fails under protobuf >= 7.34 (it passes numpy bools as ints);
+the baseline is made with a shim that casts them, only here.
+The last line is one JSON object {"records": [...], "targets": {...}, "context": {...}}.
 """
 
 from __future__ import annotations
@@ -101,8 +105,35 @@ def skl2onnx_fp32(estimator: Any, x: np.ndarray) -> tuple[bytes, Any]:
     return data, ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
 
+def raw_runner(runtime: str, data: bytes, output: str, x: np.ndarray) -> Callable[[], Any]:
+    """One call of the bare runtime on batch x: what the artifact itself costs, without our adapter."""
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        session = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        return lambda: session.run([output], {"input": x})
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data, num_threads=1)
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, list(x.shape), strict=False)
+    interpreter.allocate_tensors()
+    out = next(d["index"] for d in interpreter.get_output_details() if d["name"] == output)
+
+    def run() -> Any:
+        interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(out)
+
+    return run
+
+
 def timed_blocks(functions: dict[str, Callable[[], Any]], blocks: int, block_s: float = 0.02) -> dict[str, float]:
-    """Minimum microseconds per call of each function, measured in interleaved blocks of about block_s."""
+    """Minimum microseconds per call of each function, measured in interleaved blocks of about block_s:
+    CPU time of the calling thread (every runtime here computes on it: one thread each), which time spent
+    waiting for a busy core does not inflate; under "wall:<name>" the wall-clock minimum as well."""
     repeats = {}
     for name, fn in functions.items():
         fn()
@@ -110,12 +141,15 @@ def timed_blocks(functions: dict[str, Callable[[], Any]], blocks: int, block_s: 
         fn()
         repeats[name] = max(3, min(500, int(block_s / max(time.perf_counter() - start, 1e-6))))
     best = {name: float("inf") for name in functions}
+    wall = {name: float("inf") for name in functions}
     for _ in range(blocks):
         for name, fn in functions.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             for _ in range(repeats[name]):
                 fn()
-            best[name] = min(best[name], (time.perf_counter() - start) / repeats[name] * 1e6)
+            best[name] = min(best[name], (time.thread_time() - start_cpu) / repeats[name] * 1e6)
+            wall[name] = min(wall[name], (time.perf_counter() - start) / repeats[name] * 1e6)
+    best.update({f"wall:{name}": us for name, us in wall.items()})
     return best
 
 
@@ -164,8 +198,11 @@ def bench_family(dataset: str, family: str, blocks: int) -> list[dict[str, Any]]
             artifact = result.artifacts[0]
             model = load_model(artifact.artifact, artifact.data, result.fragment.io)
             key = f"{target}/{quantize}"
-            calls[f"{key}/1"] = lambda m=model: m.predict(b1)
-            calls[f"{key}/64"] = lambda m=model: m.predict(b64)
+            output = artifact.artifact.scores_output or artifact.artifact.predicted_output
+            calls[f"{key}/1"] = raw_runner(artifact.artifact.runtime, artifact.data, output, b1)
+            calls[f"{key}/64"] = raw_runner(artifact.artifact.runtime, artifact.data, output, b64)
+            calls[f"adapter/{key}/1"] = lambda m=model: m.predict(b1)
+            calls[f"adapter/{key}/64"] = lambda m=model: m.predict(b64)
             variant = next(c.variant for c in result.report.candidates if c.chosen)
             built.append(
                 {
@@ -209,6 +246,10 @@ def bench_family(dataset: str, family: str, blocks: int) -> list[dict[str, Any]]
                     "latency_b64_ratio": round(latency[f"{key}/64"] / latency[f"{fp32_key}/64"], 3),
                     "latency_b1_ratio_sklearn": round(latency[f"{key}/1"] / latency["sklearn/1"], 3),
                     "latency_b64_ratio_sklearn": round(latency[f"{key}/64"] / latency["sklearn/64"], 3),
+                    "wall_latency_b64_us": round(latency[f"wall:{key}/64"], 2),
+                    "adapter_latency_b1_us": round(latency[f"adapter/{key}/1"], 2),
+                    "adapter_latency_b64_us": round(latency[f"adapter/{key}/64"], 2),
+                    "skl2onnx_latency_b1_us": round(latency["skl2onnx/1"], 2),
                     "skl2onnx_latency_b64_us": round(latency["skl2onnx/64"], 2),
                     "sklearn_latency_b64_us": round(latency["sklearn/64"], 2),
                 }
@@ -285,7 +326,10 @@ def main() -> int:
             for r in rows:
                 log(_line(r))
             log(f"  ({time.perf_counter() - start:.1f}s)")
-    print(json.dumps({"records": records, "targets": check_targets(records)}))
+    import os
+
+    context = {"load_average_1m": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()}
+    print(json.dumps({"records": records, "targets": check_targets(records), "context": context}))
     return 0
 
 
