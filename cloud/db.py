@@ -135,3 +135,13 @@ def insert_ignore(
     statement = statement.returning(pk)
     inserted = session.execute(statement, list(rows)).all()
     return len(inserted)
+
+
+# PostgreSQL aborts one of two transactions that wait on each other (deadlock) or that cannot be serialised;
+# the aborted one is safe to run again from the start.
+_RETRYABLE_SQLSTATES = {"40P01", "40001"}
+
+
+def is_retryable_conflict(exc: BaseException) -> bool:
+    """True for a deadlock or serialisation failure: roll back and run the transaction again."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in _RETRYABLE_SQLSTATES

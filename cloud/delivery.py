@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, update
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from cloud import registry
+from cloud.db import is_retryable_conflict
 from cloud.errors import InvalidRequestError, NotFoundError
 from cloud.fleet import ensure_device, labels_match, list_devices, update_state_name
 from cloud.models import Deployment, DeploymentCreate, DeploymentTarget, Device, ModelVersion
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("all_at_once",)
 _TERMINAL = {"succeeded", "failed", "superseded"}
+_DEPLOY_ATTEMPTS = 5
 
 
 def artifact_location(sha256: str, size_bytes: int, chunk_size: int) -> pb.ArtifactLocation:
@@ -167,9 +171,21 @@ def deploy(
     chunk_size_bytes: int,
     clock: ClockMs = now_ms,
 ) -> Deployment:
-    """Roll request's model version out to its targets: commit, then publish each retained desired state."""
-    deployment, outgoing = plan_deployment(session, request, chunk_size_bytes=chunk_size_bytes, clock=clock)
-    session.commit()
+    """Roll request's model version out to its targets: commit, then publish each retained desired state.
+
+    The plan touches device and deployment rows that ingestion updates concurrently; when PostgreSQL aborts
+    it as a deadlock, it is planned again from the start (nothing was published yet)."""
+    for attempt in range(1, _DEPLOY_ATTEMPTS + 1):
+        try:
+            deployment, outgoing = plan_deployment(session, request, chunk_size_bytes=chunk_size_bytes, clock=clock)
+            session.commit()
+            break
+        except OperationalError as exc:
+            session.rollback()
+            if attempt == _DEPLOY_ATTEMPTS or not is_retryable_conflict(exc):
+                raise
+            log.info("deployment planning hit a conflicting transaction (%s); retrying", exc.orig)
+            time.sleep(0.05 * attempt)
     publish_desired(publisher, outgoing)
     session.refresh(deployment)
     log.info(

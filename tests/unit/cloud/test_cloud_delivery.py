@@ -160,3 +160,44 @@ def test_bad_deployment_requests_are_refused(any_engine: Engine, deployer: Deplo
         deployer.deploy(DeploymentCreate(model_id="m", device_ids=["a"], strategy="canary"))
     with Session(any_engine) as session:
         assert delivery.list_deployments(session) == []
+
+
+@pytest.mark.postgres
+def test_a_deploy_that_deadlocks_with_another_writer_is_retried(
+    postgres_url: str, broker: MemoryBroker, register
+) -> None:
+    """Ingestion updates device rows while a deploy updates them too; PostgreSQL breaks a lock cycle by
+    aborting one transaction. Here the deploy waits first, so it is the one aborted: it must retry."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from cloud.db import create_tables, make_engine
+
+    engine = make_engine(postgres_url)
+    create_tables(engine)
+    try:
+        with Session(engine) as session:
+            register(session, "m", {"model.onnx": b"0123456789"})
+        for device_id in ("d1", "d2"):
+            report(engine, device_id, ts_ms=1)
+        cloud = MemoryTransport(broker)
+        cloud.start()
+        deployer = Deployer(engine, cloud, chunk_size_bytes=CHUNK)
+        result: list[object] = []
+        with engine.connect() as other:
+            other.execute(text("SET deadlock_timeout = '3s'"))  # let the deploy be the one that detects it
+            other.execute(text("UPDATE device SET agent_version = 'x' WHERE id = 'd2'"))  # holds d2
+            worker = threading.Thread(
+                target=lambda: result.append(deployer.deploy(DeploymentCreate(model_id="m", device_ids=["d1", "d2"])))
+            )
+            worker.start()  # locks d1, then waits for d2
+            time.sleep(0.5)
+            other.execute(text("UPDATE device SET agent_version = 'x' WHERE id = 'd1'"))  # the cycle
+            other.commit()
+            worker.join(timeout=30)
+        assert result and getattr(result[0], "status", None) == "in_progress"
+        assert desired(broker, "d1") is not None and desired(broker, "d2") is not None
+    finally:
+        engine.dispose()
