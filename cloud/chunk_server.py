@@ -27,7 +27,7 @@ from cloud.artifacts import ArtifactStore
 from cloud.errors import CloudError
 from cloud.models import ArtifactRecord, Deployment, DeploymentTarget
 from cloud.types import Publisher
-from cloud.worker import BatchWorker
+from cloud.worker import BatchWorker, MessageConsumer
 from edge_agent.transport import TransportError
 from protocols import SCHEMA_VERSION
 from protocols.topics import Channel, TopicError, device_topic, parse_device_topic
@@ -69,7 +69,7 @@ class ChunkStats:
             return {k: v for k, v in vars(self).items() if k != "lock"}
 
 
-class ChunkServer:
+class ChunkServer(MessageConsumer):
     def __init__(
         self,
         engine: Engine,
@@ -89,19 +89,6 @@ class ChunkServer:
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self.worker: BatchWorker[tuple[str, bytes]] = BatchWorker("edgefleet-chunks", self.handle_batch, batch_size=32)
-
-    def start(self) -> None:
-        self.worker.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self.worker.stop(timeout_s)
-
-    def submit(self, topic: str, payload: bytes) -> None:
-        """Transport-thread entry point: queue the request and return."""
-        self.worker.submit((topic, payload))
-
-    def drain(self, timeout_s: float) -> bool:
-        return self.worker.drain(timeout_s)
 
     def handle_batch(self, messages: list[tuple[str, bytes]]) -> None:
         for topic, payload in messages:

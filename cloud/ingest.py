@@ -26,7 +26,7 @@ from cloud import delivery, fleet
 from cloud.db import insert_ignore
 from cloud.models import EventRecord, SampleRecord, TelemetryRecord
 from cloud.types import ClockMs, now_ms
-from cloud.worker import BatchWorker
+from cloud.worker import BatchWorker, MessageConsumer
 from protocols.topics import Channel, TopicError, parse_device_topic
 from protocols.v1 import messages_pb2 as pb
 
@@ -125,7 +125,7 @@ def sample_rows(device_id: str, b: pb.SampleBatch) -> list[dict[str, Any]]:
     ]
 
 
-class Ingestor:
+class Ingestor(MessageConsumer):
     def __init__(
         self,
         engine: Engine,
@@ -142,19 +142,6 @@ class Ingestor:
         self.worker: BatchWorker[tuple[str, bytes]] = BatchWorker(
             "edgefleet-ingest", self.process, max_queue=max_queue, batch_size=batch_size
         )
-
-    def start(self) -> None:
-        self.worker.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self.worker.stop(timeout_s)
-
-    def submit(self, topic: str, payload: bytes) -> None:
-        """Transport-thread entry point: queue the message and return."""
-        self.worker.submit((topic, payload))
-
-    def drain(self, timeout_s: float) -> bool:
-        return self.worker.drain(timeout_s)
 
     def process(self, messages: list[tuple[str, bytes]]) -> None:
         """Store a batch in one transaction (falling back to one transaction per message)."""

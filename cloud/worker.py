@@ -79,3 +79,23 @@ class BatchWorker(Generic[T]):
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+
+class MessageConsumer:
+    """Base of the cloud's MQTT consumers: messages arrive on the transport's thread through `submit` and
+    are handled on `self.worker`'s thread. Subclasses create `self.worker` in their constructor."""
+
+    worker: BatchWorker[tuple[str, bytes]]
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.worker.stop(timeout_s)
+
+    def submit(self, topic: str, payload: bytes) -> None:
+        """Transport-thread entry point: queue the message and return."""
+        self.worker.submit((topic, payload))
+
+    def drain(self, timeout_s: float) -> bool:
+        return self.worker.drain(timeout_s)
