@@ -265,3 +265,15 @@ def test_tls_connection_with_an_untrusted_certificate_fails_visibly(make_mosquit
     assert wait_until(lambda: client.last_error, 10)
     assert "CERTIFICATE_VERIFY_FAILED" in (client.last_error or "")
     assert not client.connected
+
+
+def test_a_burst_of_qos1_messages_arrives_complete(each_broker, make_transport) -> None:
+    # a cloud worker subscribed to every device sees bursts; mosquitto's default queue of 1000 messages per
+    # client drops part of this one (the test broker raises it, as a production config must)
+    _sub, inbox = make_transport("ef/burst/#", broker=each_broker)
+    pub, _ = make_transport(broker=each_broker, max_queued=6000)
+    sent = [str(i).encode() for i in range(5000)]
+    for payload in sent:
+        pub.publish("ef/burst/t", payload, qos=1)
+    assert inbox.wait_for(len(sent), 60)
+    assert sorted(set(inbox.payloads()), key=int) == sent

@@ -131,6 +131,9 @@ class MosquittoBroker:
             f"listener {self.port} {self.host}",
             f"allow_anonymous {'false' if self.users else 'true'}",
             f"persistence {'true' if self.persistence else 'false'}",
+            # mosquitto's default (1000 queued QoS 1 messages per client) drops a burst to a busy subscriber
+            # ("Outgoing messages are being dropped"); a cloud worker subscribed to every device needs more
+            "max_queued_messages 100000",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
