@@ -27,7 +27,9 @@ class AgentSettings(BaseSettings):
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
-    mqtt_protocol: Literal["5", "3.1.1"] = "5"  # the transport steps down to 3.1.1 by itself if needed
+    # 3.1.1: a device needs nothing from MQTT 5 (shared subscriptions are for cloud workers), every broker
+    # speaks it, and the embedded amqtt broker cannot parse an MQTT 5 CONNECT that carries a will.
+    mqtt_protocol: Literal["5", "3.1.1"] = "3.1.1"
     tls_ca: Path | None = None  # CA bundle for an mqtts:// broker
     root_key_path: Path = Path("/etc/edgefleet/root.pub")
     state_dir: Path = Path("/var/lib/edgefleet")
