@@ -16,7 +16,8 @@ amqtt defects patched in `EdgeFleetAmqttBroker`:
   message goes to one connected member of each matching group, round robin, and (as MQTT 5 says) shared
   subscriptions get no retained messages.
 * Stuck client clean-up on Python 3.11 (see `_stop_handler`), which made shutdown hang at random, and
-  sockets left open by clients that disconnect before CONNECT (see `_initialize_client_session`).
+  sockets left open (by clients that leave before CONNECT, by ended sessions, and by clients that
+  reconnect while the broker shuts down; see `stream_connected` and `shutdown`).
 
 Known limits kept as they are: amqtt fans messages out asynchronously, so a message published just before
 a client subscribes may reach it twice (live and retained; QoS 1 consumers are idempotent anyway). It does
@@ -28,7 +29,6 @@ relies on retained state rather than on queued messages. It sets no message size
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import threading
@@ -36,9 +36,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
@@ -71,18 +69,33 @@ class EdgeFleetAmqttBroker(Broker):
         # full shared filter -> [(session, qos)], and a round-robin counter per shared filter
         self._shared: dict[str, list[tuple[Session, int]]] = {}
         self._shared_turn: dict[str, Iterator[int]] = {}
+        self._connections: set[asyncio.StreamWriter] = set()
 
-    async def _initialize_client_session(
-        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
-    ) -> tuple[BrokerProtocolHandler, Session]:
-        # amqtt leaves the connection open when a client goes away before sending CONNECT (a port probe,
-        # a health check); close it, or every such probe leaks a socket until garbage collection
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        # amqtt does not close every connection it is done with (nor those still open at shutdown), which
+        # leaves sockets to the garbage collector; track them and close each one when its session ends
+        self._connections.add(writer)
         try:
-            return await super()._initialize_client_session(reader, writer, remote_address, remote_port)
-        except (AMQTTError, MQTTError, NoDataError):
-            with contextlib.suppress(Exception):
-                await writer.close()
-            raise
+            await super().stream_connected(reader, writer, listener_name)
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+
+    async def shutdown(self) -> None:
+        # amqtt closes its listeners only after cleaning up sessions, so a client reconnecting meanwhile gets a
+        # fresh session nobody cleans up. Stop accepting first, and close whatever is still open at the end.
+        # (Not Server.close(): on Python 3.11 an accept already under way then fails and leaks its socket.)
+        loop = asyncio.get_running_loop()
+        for server in self._servers.values():
+            if isinstance(server.instance, asyncio.Server):
+                for sock in server.instance.sockets:
+                    loop.remove_reader(sock.fileno())
+        await super().shutdown()
+        for writer in list(self._connections):
+            writer.close()
+        await asyncio.sleep(0)  # let the transports finish closing
 
     async def _stop_handler(self, handler: BrokerProtocolHandler) -> None:
         # ProtocolHandler.stop() cancels the reader task and waits for it to end. On Python 3.11,
@@ -294,5 +307,6 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
         task.cancel()
     if pending:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(asyncio.sleep(0))  # transports closed by the cancelled tasks finish closing
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()

@@ -26,8 +26,10 @@ class MosquittoError(RuntimeError):
 
 
 def mosquitto_binary() -> str | None:
-    """Path of the mosquitto broker binary: $EDGEFLEET_MOSQUITTO, then PATH, then /usr/sbin."""
-    candidates = [os.environ.get("EDGEFLEET_MOSQUITTO"), shutil.which("mosquitto"), "/usr/sbin/mosquitto"]
+    """Path of the mosquitto broker binary: $EDGEFLEET_MOSQUITTO if set (set it to a path that does not
+    exist to test as on a machine without mosquitto), else PATH, else /usr/sbin/mosquitto."""
+    override = os.environ.get("EDGEFLEET_MOSQUITTO")
+    candidates = [override] if override is not None else [shutil.which("mosquitto"), "/usr/sbin/mosquitto"]
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
