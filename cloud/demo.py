@@ -63,7 +63,6 @@ def run_demo(args: argparse.Namespace) -> int:
             with SimulatedFleet(
                 device_ids,
                 mqtt_url=cloud.mqtt_url or "",
-                mqtt_protocol=cloud.mqtt_protocol,
                 root_key_path=Path(cloud.root_public_key_path),
                 state_root=data_dir / "devices",
                 labels=lambda d: {"site": "drifted" if d in drifted else "baseline"},

@@ -58,6 +58,7 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
         devices.add_column(column, justify="right" if column not in ("device", "site", "model", "state") else "left",
                            no_wrap=True)
     rows: dict[str, dict[str, object]] = {}
+    psi_by_device: dict[str, dict[int, float]] = {}
     for device_id in facts.device_ids:
         device = fleet.get_device(session, device_id)
         summary = monitoring.telemetry_summary(session, device_id)
@@ -68,8 +69,8 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
             "state": device.update_state, "version": device.active_version,
             "inferences": summary.inference_count, "accuracy": summary.accuracy,
             "p50_us": summary.latency_p50_us, "p95_us": summary.latency_p95_us,
-            "psi": {f.index: f.psi for f in report.features if f.psi is not None},
         }
+        psi_by_device[device_id] = {f.index: f.psi for f in report.features if f.psi is not None}
         devices.add_row(
             device_id, device.labels.get("site", ""), f"{device.active_model_id} v{device.active_version}",
             device.update_state, str(summary.inference_count), str(summary.error_count),
@@ -94,8 +95,7 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
         f = fleet_by_index[index]
         cells = [_fmt(f.psi, ".2f") + ("*" if f.drifted else "")]
         for device_id in facts.device_ids:
-            value = rows[device_id]["psi"].get(index)  # type: ignore[union-attr]
-            cells.append(_fmt(value, ".2f"))
+            cells.append(_fmt(psi_by_device[device_id].get(index), ".2f"))
         drift.add_row(f.name or f"f{index}", *cells)
     console.print(drift)
     if facts.drifted:
@@ -104,4 +104,8 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
             f"{facts.drift_shift} std on {', '.join(sorted(facts.drifted))}"
         )
     console.print(f"rollout to {len(facts.device_ids)} devices took {facts.rollout_s:.1f}s")
-    return {"devices": rows, "fleet_drifted": [f.index for f in fleet_report.features if f.drifted]}
+    return {
+        "devices": rows,
+        "psi": psi_by_device,
+        "fleet_drifted": [f.index for f in fleet_report.features if f.drifted],
+    }

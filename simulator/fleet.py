@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class SimulatedFleet:
         root_key_path: Path,
         state_root: Path,
         labels: Callable[[str], dict[str, str]] = lambda _id: {},
-        mqtt_protocol: str = "5",
+        mqtt_protocol: Literal["5", "3.1.1"] = "3.1.1",
         telemetry_interval_s: float = 3600.0,
         sample_rate: float = 0.05,
         transport_factory: TransportFactory = default_transport,
