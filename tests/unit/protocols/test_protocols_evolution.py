@@ -1,0 +1,52 @@
+"""The evolution rules of protocols/EVOLUTION.md, checked on the generated code: a v1 reader accepts what
+a later v1 writer sends (unknown fields and enum values), and a signed manifest keeps its exact bytes."""
+
+from __future__ import annotations
+
+from protocols.v1 import messages_pb2 as pb
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _unknown_fields() -> bytes:
+    # field 900 as a varint (wire type 0) and field 901 as bytes (wire type 2): what a newer writer might add
+    return _varint(900 << 3 | 0) + _varint(42) + _varint(901 << 3 | 2) + _varint(3) + b"new"
+
+
+def test_a_reader_ignores_fields_a_newer_writer_added() -> None:
+    window = pb.TelemetryWindow(schema_version=2, device_id="pi-01", seq=7, inference_count=10)
+    parsed = pb.TelemetryWindow.FromString(window.SerializeToString() + _unknown_fields())
+    assert (parsed.device_id, parsed.seq, parsed.inference_count) == ("pi-01", 7, 10)
+    assert parsed.schema_version == 2  # a higher schema version is read, not refused
+
+
+def test_an_unknown_enum_value_reads_as_a_number_not_an_error() -> None:
+    event = pb.LifecycleEvent(device_id="pi-01", kind=pb.EVENT_KIND_ACTIVATED)
+    wire = bytearray(event.SerializeToString())
+    kind_tag = bytes([5 << 3 | 0])
+    at = wire.index(kind_tag + bytes([pb.EVENT_KIND_ACTIVATED]))
+    wire[at + 1] = 99  # a kind this reader does not know
+    parsed = pb.LifecycleEvent.FromString(bytes(wire))
+    assert parsed.kind == 99 and parsed.device_id == "pi-01"
+    assert pb.EventKind.Name(pb.EVENT_KIND_UNSPECIFIED) == "EVENT_KIND_UNSPECIFIED"
+
+
+def test_unknown_fields_survive_a_round_trip_so_signatures_hold() -> None:
+    # A relay that parses and re-serializes a manifest must not drop what it does not understand.
+    manifest_bytes = pb.Manifest(model_id="m", sequence=3).SerializeToString() + _unknown_fields()
+    again = pb.Manifest.FromString(manifest_bytes).SerializeToString()
+    assert again == manifest_bytes
+
+
+def test_every_top_level_payload_starts_with_schema_version() -> None:
+    for message in (pb.TelemetryWindow, pb.SampleBatch, pb.LifecycleEvent, pb.DesiredState, pb.ReportedState,
+                    pb.Presence, pb.ArtifactChunkRequest, pb.ArtifactChunk, pb.SignedManifest):
+        field = message.DESCRIPTOR.fields_by_number[1]
+        assert field.name == "schema_version", message.DESCRIPTOR.name
