@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 from sqlalchemy import Engine
@@ -27,7 +27,7 @@ from cloud.artifacts import ArtifactStore
 from cloud.errors import CloudError
 from cloud.models import ArtifactRecord, Deployment, DeploymentTarget
 from cloud.types import Publisher
-from cloud.worker import BatchWorker, MessageConsumer
+from cloud.worker import BatchWorker, Counters, MessageConsumer
 from edge_agent.transport import TransportError
 from protocols import SCHEMA_VERSION
 from protocols.topics import Channel, TopicError, device_topic, parse_device_topic
@@ -51,22 +51,12 @@ class Entitlement:
 
 
 @dataclass
-class ChunkStats:
+class ChunkStats(Counters):
     requests: int = 0
     chunks_sent: int = 0
     bytes_sent: int = 0
     errors_sent: int = 0
     malformed: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, **deltas: int) -> None:
-        with self.lock:
-            for name, delta in deltas.items():
-                setattr(self, name, getattr(self, name) + delta)
-
-    def snapshot(self) -> dict[str, int]:
-        with self.lock:
-            return {k: v for k, v in vars(self).items() if k != "lock"}
 
 
 class ChunkServer(MessageConsumer):

@@ -11,10 +11,9 @@ do not parse, or whose device_id contradicts the topic, are logged, counted and 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -26,7 +25,7 @@ from cloud import delivery, fleet
 from cloud.db import insert_ignore
 from cloud.models import EventRecord, SampleRecord, TelemetryRecord
 from cloud.types import ClockMs, now_ms
-from cloud.worker import BatchWorker, MessageConsumer
+from cloud.worker import BatchWorker, Counters, MessageConsumer
 from protocols.topics import Channel, TopicError, parse_device_topic
 from protocols.v1 import messages_pb2 as pb
 
@@ -47,23 +46,13 @@ class MalformedMessage(ValueError):
 
 
 @dataclass
-class IngestStats:
+class IngestStats(Counters):
     received: int = 0
     stored: int = 0  # rows inserted (telemetry windows, events, samples)
     duplicates: int = 0  # rows skipped because their (device_id, seq) was already stored
     device_updates: int = 0
     malformed: int = 0
     failed: int = 0  # well-formed messages the database refused
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, **deltas: int) -> None:
-        with self.lock:
-            for name, delta in deltas.items():
-                setattr(self, name, getattr(self, name) + delta)
-
-    def snapshot(self) -> dict[str, int]:
-        with self.lock:
-            return {k: v for k, v in vars(self).items() if k != "lock"}
 
 
 def decode(topic: str, payload: bytes) -> tuple[str, Channel, Any]:
