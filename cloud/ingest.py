@@ -68,9 +68,13 @@ def decode(topic: str, payload: bytes) -> tuple[str, Channel, Any]:
         message = decoder.FromString(payload)
     except DecodeError as exc:
         raise MalformedMessage(f"{topic}: payload is not a {decoder.__name__}: {exc}") from None
-    claimed = getattr(message, "device_id", "")
-    if claimed and claimed != parsed.device_id:
-        raise MalformedMessage(f"{topic}: payload names device {claimed!r}")
+    # Every device->cloud payload names its device and schema version: a payload without them (garbage
+    # that happens to parse as an empty message, or a forged one) must not mark a device offline or add a
+    # window dated 1970.
+    if message.schema_version < 1:
+        raise MalformedMessage(f"{topic}: payload has no schema_version")
+    if message.device_id != parsed.device_id:
+        raise MalformedMessage(f"{topic}: payload names device {message.device_id!r}, not {parsed.device_id!r}")
     return parsed.device_id, parsed.channel, message
 
 

@@ -34,7 +34,7 @@ def test_two_workers_share_the_load_and_store_each_window_once(
     device, _ = make_transport()
     try:
         for seq in range(1, 41):
-            window = pb.TelemetryWindow(device_id=f"dev-{seq % 4}", seq=seq, inference_count=1)
+            window = pb.TelemetryWindow(schema_version=1, device_id=f"dev-{seq % 4}", seq=seq, inference_count=1)
             device.publish(device_topic(f"dev-{seq % 4}", Channel.TELEMETRY), window.SerializeToString())
 
         def stored() -> int:

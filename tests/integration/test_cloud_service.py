@@ -62,7 +62,9 @@ def test_device_gets_fetches_verifies_and_reports_a_deployment(
         *[f for f, _ in device_subscriptions(device_id)], broker=type("B", (), {"url": service.mqtt_url})(),
         protocol=service.mqtt_protocol,
     )  # fmt: skip
-    hello = pb.ReportedState(device_id=device_id, seq=1, ts_ms=int(time.time() * 1000), labels={"site": "lab"})
+    hello = pb.ReportedState(
+        schema_version=1, device_id=device_id, seq=1, ts_ms=int(time.time() * 1000), labels={"site": "lab"}
+    )
     device.publish(device_topic(device_id, Channel.REPORTED), hello.SerializeToString(), retain=True)
     assert wait_until(lambda: _get(service, f"/api/v1/devices/{device_id}") is not None, 10)
 
@@ -85,13 +87,13 @@ def test_device_gets_fetches_verifies_and_reports_a_deployment(
     assert not any(c.error for c in chunks)
     verify_artifact(manifest.artifacts[0], b"".join(c.data for c in chunks))
 
-    done = pb.ReportedState(
+    done = pb.ReportedState(schema_version=1,
         device_id=device_id, seq=2, ts_ms=int(time.time() * 1000), deployment_id=state.deployment_id,
         desired_generation=state.generation, update_state=pb.UPDATE_STATE_ACTIVE, labels={"site": "lab"},
         active_model=pb.ModelRef(model_id="digits", version=manifest.version, sequence=manifest.sequence),
     )  # fmt: skip
     device.publish(device_topic(device_id, Channel.REPORTED), done.SerializeToString(), retain=True)
-    window = pb.TelemetryWindow(
+    window = pb.TelemetryWindow(schema_version=1,
         device_id=device_id, seq=1, window_start_ms=1, window_end_ms=2, inference_count=7,
         model=pb.ModelRef(model_id="digits", version=manifest.version),
         features=[pb.FeatureSketch(index=0, counts=[3, 4])],

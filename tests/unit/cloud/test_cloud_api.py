@@ -49,6 +49,7 @@ def ingest(engine: Engine, device_id: str, channel: Channel, message: object) ->
 
 def window(device_id: str, seq: int, counts: list[int], *, labelled: int = 0, correct: int = 0) -> pb.TelemetryWindow:
     return pb.TelemetryWindow(
+        schema_version=1,
         device_id=device_id,
         seq=seq,
         window_start_ms=seq * 1000,
@@ -109,7 +110,12 @@ def test_post_deployment_publishes_and_reports_per_device_status(
 ) -> None:
     with Session(engine) as session:
         register(session, "m")
-    ingest(engine, "dev-1", Channel.REPORTED, pb.ReportedState(device_id="dev-1", ts_ms=1, labels={"site": "x"}))
+    ingest(
+        engine,
+        "dev-1",
+        Channel.REPORTED,
+        pb.ReportedState(schema_version=1, device_id="dev-1", ts_ms=1, labels={"site": "x"}),
+    )
     response = client.post(
         "/api/v1/deployments", json={"model_id": "m", "labels": {"site": "x"}, "device_ids": ["dev-2"]}
     )
@@ -119,6 +125,7 @@ def test_post_deployment_publishes_and_reports_per_device_status(
     assert {t["device_id"] for t in created["targets"]} == {"dev-1", "dev-2"}
     assert len(broker.retained_for("ef/v1/dev/+/desired")) == 2
     done = pb.ReportedState(
+        schema_version=1,
         device_id="dev-1",
         ts_ms=2,
         deployment_id=created["id"],
@@ -137,9 +144,14 @@ def test_post_deployment_publishes_and_reports_per_device_status(
 def test_devices_telemetry_summary_and_drift(client: TestClient, engine: Engine, register) -> None:
     with Session(engine) as session:
         register(session, "m")
-    presence = pb.Presence(device_id="dev-1", online=True, ts_ms=5)
+    presence = pb.Presence(schema_version=1, device_id="dev-1", online=True, ts_ms=5)
     ingest(engine, "dev-1", Channel.PRESENCE, presence)
-    ingest(engine, "dev-1", Channel.REPORTED, pb.ReportedState(device_id="dev-1", ts_ms=5, labels={"site": "n"}))
+    ingest(
+        engine,
+        "dev-1",
+        Channel.REPORTED,
+        pb.ReportedState(schema_version=1, device_id="dev-1", ts_ms=5, labels={"site": "n"}),
+    )
     ingest(engine, "dev-1", Channel.TELEMETRY, window("dev-1", 1, [25, 25, 25, 25], labelled=10, correct=9))
     ingest(engine, "dev-1", Channel.TELEMETRY, window("dev-1", 2, [0, 0, 10, 90], labelled=10, correct=7))
     ingest(engine, "dev-2", Channel.TELEMETRY, window("dev-2", 1, [25, 25, 25, 25]))

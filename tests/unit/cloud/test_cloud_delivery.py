@@ -34,7 +34,7 @@ def desired(broker: MemoryBroker, device_id: str) -> pb.DesiredState | None:
 
 
 def report(engine: Engine, device_id: str, **fields: object) -> None:
-    state = pb.ReportedState(device_id=device_id, **fields)  # type: ignore[arg-type]
+    state = pb.ReportedState(schema_version=1, device_id=device_id, **fields)  # type: ignore[arg-type]
     Ingestor(engine).process([(device_topic(device_id, Channel.REPORTED), state.SerializeToString())])
 
 
@@ -117,8 +117,8 @@ def test_a_device_that_appears_later_gets_the_matching_label_deployment(
         register(session, "m")
     deployment = deployer.deploy(DeploymentCreate(model_id="m", labels={"site": "north"}))
     assert not broker.retained_for("ef/v1/dev/+/desired")
-    late = pb.ReportedState(device_id="late", ts_ms=5, labels={"site": "north"})
-    other = pb.ReportedState(device_id="other", ts_ms=5, labels={"site": "south"})
+    late = pb.ReportedState(schema_version=1, device_id="late", ts_ms=5, labels={"site": "north"})
+    other = pb.ReportedState(schema_version=1, device_id="other", ts_ms=5, labels={"site": "south"})
     Ingestor(any_engine, deployer=deployer).process(
         [(device_topic(d.device_id, Channel.REPORTED), d.SerializeToString()) for d in (late, other)]
     )

@@ -56,10 +56,15 @@ def test_the_same_telemetry_twice_is_stored_once(any_engine: Engine) -> None:
 
 def test_events_and_samples_are_idempotent(any_engine: Engine) -> None:
     event = pb.LifecycleEvent(
-        device_id="dev-1", seq=5, ts_ms=7, kind=pb.EVENT_KIND_SELF_TEST_FAILED, error=pb.ErrorInfo(code="self_test")
+        schema_version=1,
+        device_id="dev-1",
+        seq=5,
+        ts_ms=7,
+        kind=pb.EVENT_KIND_SELF_TEST_FAILED,
+        error=pb.ErrorInfo(code="self_test"),
     )
     batch = pb.SampleBatch(
-        device_id="dev-1", seq=3, samples=[pb.Sample(input=[1.0, 2.0], prediction="a", label="b")] * 2
+        schema_version=1, device_id="dev-1", seq=3, samples=[pb.Sample(input=[1.0, 2.0], prediction="a", label="b")] * 2
     )
     messages = [
         (device_topic("dev-1", Channel.EVENTS), event.SerializeToString()),
@@ -76,9 +81,30 @@ def test_events_and_samples_are_idempotent(any_engine: Engine) -> None:
         assert session.exec(select(SampleRecord)).first().input == [1.0, 2.0]
 
 
+def test_payloads_without_device_or_schema_version_are_refused(any_engine: Engine) -> None:
+    """Garbage that happens to parse as an empty message must not mark a device offline or store a window."""
+    ingestor = Ingestor(any_engine, clock=clock)
+    online = pb.Presence(schema_version=1, device_id="dev-1", online=True, ts_ms=NOW_MS)
+    ingestor.process([(device_topic("dev-1", Channel.PRESENCE), online.SerializeToString())])
+    no_version = pb.Presence(device_id="dev-1", online=False, ts_ms=NOW_MS + 1).SerializeToString()
+    no_device = pb.TelemetryWindow(schema_version=1, seq=1, inference_count=3).SerializeToString()
+    ingestor.process(
+        [
+            (device_topic("dev-1", Channel.PRESENCE), b"xx"),  # parses as an empty Presence
+            (device_topic("dev-1", Channel.PRESENCE), no_version),
+            (device_topic("dev-1", Channel.TELEMETRY), b"xx"),
+            (device_topic("dev-1", Channel.TELEMETRY), no_device),
+        ]
+    )
+    assert ingestor.stats.snapshot()["malformed"] == 4
+    assert count(any_engine, TelemetryRecord) == 0
+    with Session(any_engine) as session:
+        assert fleet.get_device(session, "dev-1").online is True
+
+
 def test_malformed_payloads_are_counted_and_skipped(any_engine: Engine) -> None:
     ingestor = Ingestor(any_engine, clock=clock)
-    spoofed = pb.TelemetryWindow(device_id="dev-2", seq=1).SerializeToString()
+    spoofed = pb.TelemetryWindow(schema_version=1, device_id="dev-2", seq=1).SerializeToString()
     ingestor.process(
         [
             (device_topic("dev-1", Channel.TELEMETRY), b"\xff\xff\xff not protobuf"),
@@ -103,6 +129,7 @@ def test_one_poison_message_costs_only_itself(any_engine: Engine) -> None:
 
 def test_reported_state_and_presence_register_and_update_devices(any_engine: Engine) -> None:
     report = pb.ReportedState(
+        schema_version=1,
         device_id="dev-1",
         seq=2,
         ts_ms=NOW_MS - 10,
@@ -114,8 +141,10 @@ def test_reported_state_and_presence_register_and_update_devices(any_engine: Eng
         runtimes=["onnxruntime"],
         desired_generation=4,
     )
-    older = pb.ReportedState(device_id="dev-1", seq=1, ts_ms=NOW_MS - 20, update_state=pb.UPDATE_STATE_IDLE)
-    online = pb.Presence(device_id="dev-1", online=True, ts_ms=NOW_MS + 60_000)  # device clock ahead
+    older = pb.ReportedState(
+        schema_version=1, device_id="dev-1", seq=1, ts_ms=NOW_MS - 20, update_state=pb.UPDATE_STATE_IDLE
+    )
+    online = pb.Presence(schema_version=1, device_id="dev-1", online=True, ts_ms=NOW_MS + 60_000)  # device clock ahead
     ingestor = Ingestor(any_engine, clock=clock)
     ingestor.process(
         [
@@ -130,7 +159,9 @@ def test_reported_state_and_presence_register_and_update_devices(any_engine: Eng
         assert device.labels == {"site": "north"}
         assert (device.active_model_id, device.active_version, device.update_state) == ("m", "1", "failed")
         assert (device.last_error_code, device.reported_generation) == ("bad_signature", 4)
-    offline = pb.Presence(device_id="dev-1", online=False, ts_ms=NOW_MS - 50)  # the will: written at connect
+    offline = pb.Presence(
+        schema_version=1, device_id="dev-1", online=False, ts_ms=NOW_MS - 50
+    )  # the will: written at connect
     ingestor.process([(device_topic("dev-1", Channel.PRESENCE), offline.SerializeToString())])
     with Session(any_engine) as session:
         assert not fleet.get_device(session, "dev-1").online
@@ -146,10 +177,13 @@ def test_worker_takes_messages_off_the_transport_thread(engine: Engine) -> None:
     cloud.start()
     ingestor.start()
     try:
-        will = Will(device_topic("dev-9", Channel.PRESENCE), pb.Presence(device_id="dev-9").SerializeToString())
+        will = Will(
+            device_topic("dev-9", Channel.PRESENCE),
+            pb.Presence(schema_version=1, device_id="dev-9").SerializeToString(),
+        )
         device = MemoryTransport(broker, will=will)
         device.start()
-        online = pb.Presence(device_id="dev-9", online=True, ts_ms=NOW_MS).SerializeToString()
+        online = pb.Presence(schema_version=1, device_id="dev-9", online=True, ts_ms=NOW_MS).SerializeToString()
         device.publish(device_topic("dev-9", Channel.PRESENCE), online, retain=True)
         for seq in range(1, 11):
             device.publish(*telemetry("dev-9", seq))

@@ -28,9 +28,9 @@ def test_sketches_over_other_bins_are_ignored_not_fatal(engine: Engine, register
     with Session(engine) as session:
         register(session, "m")  # reference: features 0 and 1, four bins each
     windows = [
-        pb.TelemetryWindow(device_id="d", seq=1, model=pb.ModelRef(model_id="m", version="1"),
+        pb.TelemetryWindow(schema_version=1, device_id="d", seq=1, model=pb.ModelRef(model_id="m", version="1"),
                            features=[pb.FeatureSketch(index=0, counts=[5, 5, 5, 5])]),
-        pb.TelemetryWindow(device_id="d", seq=2, model=pb.ModelRef(model_id="m", version="1"),
+        pb.TelemetryWindow(schema_version=1, device_id="d", seq=2, model=pb.ModelRef(model_id="m", version="1"),
                            features=[pb.FeatureSketch(index=0, counts=[1, 2]), pb.FeatureSketch(index=7, counts=[1])]),
     ]  # fmt: skip
     Ingestor(engine).process([(device_topic("d", Channel.TELEMETRY), w.SerializeToString()) for w in windows])
