@@ -80,13 +80,21 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
 
 def create_tables(engine: Engine) -> None:
     """Create the schema (PostgreSQL, if the engine has one) and every table; safe to call again."""
+    from sqlalchemy.exc import OperationalError
+
     import cloud.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+    from cloud.errors import ConfigurationError
 
     schema = _ENGINE_SCHEMAS.get(engine)
-    if schema and engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-    SQLModel.metadata.create_all(engine)
+    try:
+        if schema and engine.dialect.name == "postgresql":
+            with engine.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        SQLModel.metadata.create_all(engine)
+    except OperationalError as exc:  # the first contact with the database: say which one and why, briefly
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        url = engine.url.render_as_string(hide_password=True)
+        raise ConfigurationError(f"cannot use the database {url}: {reason}") from None
 
 
 def drop_schema(engine: Engine) -> None:

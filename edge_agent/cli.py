@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+_BROKER_WARNING_AFTER_S = 10.0
+
 
 def register(subparsers: Any) -> None:
     agent = subparsers.add_parser("agent", help="run or provision the device agent")
@@ -102,9 +104,9 @@ def provision_command(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    import logging
     import signal
     import threading
+    import time
 
     from edge_agent.agent import Agent
     from edge_agent.config import load_settings
@@ -113,10 +115,10 @@ def run_command(args: argparse.Namespace) -> int:
     from edge_agent.grpc_server import start_grpc_server
     from edge_agent.transport import TransportError
 
-    log = logging.getLogger("edgefleet.agent")
     try:
         settings = load_settings(args.config)
-        agent = Agent(settings, transport_for(settings))
+        transport = transport_for(settings)
+        agent = Agent(settings, transport)
     except (AgentError, TransportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -128,10 +130,16 @@ def run_command(args: argparse.Namespace) -> int:
         agent.start()
         if settings.grpc_address:
             grpc_server = start_grpc_server(agent, settings.grpc_address)
-            log.info("local inference API on %s (port %d)", settings.grpc_address, grpc_server.port)
+            host = settings.grpc_address.rpartition(":")[0]
+            print(f"local inference API (gRPC) on {host}:{grpc_server.port}", flush=True)
         print(f"agent {settings.device_id} running (Ctrl-C to stop)", flush=True)
+        started, warned = time.monotonic(), False
         while not stopping.wait(1.0):
-            pass
+            # Say so, once, when the broker stays out of reach: paho keeps retrying quietly in the background.
+            if not warned and not transport.connected and time.monotonic() - started > _BROKER_WARNING_AFTER_S:
+                warned = True
+                print(f"warning: cannot reach the MQTT broker {settings.mqtt_url} yet "
+                      f"({transport.last_error or 'no answer'}); still trying", file=sys.stderr, flush=True)
     except (AgentError, TransportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
