@@ -9,6 +9,22 @@ from typing import Any
 from model_compiler.types import QUANTIZE_CHOICES, TARGET_CHOICES
 
 
+def _number(kind: type, low: float, high: float | None = None) -> Any:
+    """An argparse type: a number of `kind` within [low, high], else a one-line usage error."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {bounds}")
+        return value
+
+    return parse
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "compile",
@@ -18,16 +34,21 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("model", help="fitted estimator or Pipeline saved with joblib (trusted: it is a pickle)")
     p.add_argument("--data", required=True, help=".npz with arrays X and y of held-out data (calibration + gate)")
-    p.add_argument("--target", choices=TARGET_CHOICES, default="onnx")
+    p.add_argument("--target", choices=TARGET_CHOICES, default="onnx", help="(default onnx)")
     p.add_argument(
-        "--quantize", choices=QUANTIZE_CHOICES, default="auto", help="auto: the smallest artifact that passes the gate"
+        "--quantize", choices=QUANTIZE_CHOICES, default="auto",
+        help="auto (default): the smallest artifact that passes the gate",
     )
     p.add_argument("--out", required=True, help="directory for the artifacts and manifest.fragment.json")
     p.add_argument("--reference", help=".npz with array X (training data) for the drift reference profile")
-    p.add_argument("--max-accuracy-drop", type=float, default=0.5, help="points of accuracy (default 0.5)")
-    p.add_argument("--min-agreement", type=float, default=0.99, help="share of labels kept (default 0.99)")
-    p.add_argument("--max-error-increase", type=float, default=1.0, help="regressors: %% RMSE rise (default 1)")
-    p.add_argument("--self-test-vectors", type=int, default=16)
+    p.add_argument("--max-accuracy-drop", type=_number(float, 0.0, 100.0), default=0.5,
+                   help="points of accuracy (default 0.5)")
+    p.add_argument("--min-agreement", type=_number(float, 0.0, 1.0), default=0.99,
+                   help="share of labels kept, 0..1 (default 0.99)")
+    p.add_argument("--max-error-increase", type=_number(float, 0.0), default=1.0,
+                   help="regressors: %% RMSE rise (default 1)")
+    p.add_argument("--self-test-vectors", type=_number(int, 1, 10_000), default=16,
+                   help="rows embedded as self-test vectors (default 16)")
     p.set_defaults(func=run)
 
 
@@ -60,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgefleet compile: {exc}", file=sys.stderr)
         return 2
     print(result.report.table())
-    for path in result.write(args.out):
+    try:
+        written = result.write(args.out)
+    except OSError as exc:
+        print(f"edgefleet compile: cannot write to {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    for path in written:
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
     return 0
