@@ -254,7 +254,14 @@ class EmbeddedBroker:
 
     async def _start_on_loop(self) -> None:
         self._broker = self.broker_class(broker_config(self.host, self.port))
-        await self._broker.start()
+        # amqtt logs a failed start (say, a port in use) with a full traceback; start() reports it in one line
+        broker_log = logging.getLogger("amqtt.broker")
+        level = broker_log.level
+        broker_log.setLevel(logging.CRITICAL)
+        try:
+            await self._broker.start()
+        finally:
+            broker_log.setLevel(level)
         if self.port == 0:
             server = self._broker._servers["default"].instance
             self.port = server.sockets[0].getsockname()[1]
