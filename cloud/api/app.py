@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from cloud.api.deps import AppServices
@@ -30,6 +32,12 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
         if exc.status_code >= 500:
             log.error("%s: %s", exc.code, exc)
         return JSONResponse(status_code=exc.status_code, content={"error": exc.code, "detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # the same {"error", "detail"} shape as every other refusal; detail lists what FastAPI found
+        body = {"error": "invalid_request", "detail": jsonable_encoder(exc.errors())}
+        return JSONResponse(status_code=422, content=body)
 
     app.include_router(health.router)
     for module in (devices, models, deployments, metadata):

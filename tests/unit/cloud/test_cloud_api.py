@@ -138,7 +138,10 @@ def test_post_deployment_publishes_and_reports_per_device_status(
     assert [d["id"] for d in client.get("/api/v1/deployments", params={"model_id": "m"}).json()] == [created["id"]]
     assert client.post("/api/v1/deployments", json={"model_id": "m"}).status_code == 422
     assert client.post("/api/v1/deployments", json={"model_id": "zzz", "device_ids": ["a"]}).status_code == 404
-    assert client.post("/api/v1/deployments", json={"device_ids": ["a"]}).status_code == 422  # no model_id
+    no_model = client.post("/api/v1/deployments", json={"device_ids": ["a"]})
+    assert (no_model.status_code, no_model.json()["error"]) == (422, "invalid_request")  # one error shape
+    not_json = client.post("/api/v1/deployments", content=b"{nope", headers={"content-type": "application/json"})
+    assert (not_json.status_code, not_json.json()["error"]) == (422, "invalid_request")
 
 
 def test_devices_telemetry_summary_and_drift(client: TestClient, engine: Engine, register) -> None:
