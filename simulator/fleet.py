@@ -105,9 +105,13 @@ class SimulatedFleet:
                 pending.append(device_id)
         return pending
 
-    def run_inference(self, per_device: int) -> list[DeviceRun]:
-        """Each device infers on `per_device` rows of its stream, one row per call, with the true label."""
-        with ThreadPoolExecutor(max_workers=min(8, len(self.devices)) or 1, thread_name_prefix="sim") as pool:
+    def run_inference(self, per_device: int, *, parallel: int = 1) -> list[DeviceRun]:
+        """Each device infers on `per_device` rows of its stream, one row per call, with the true label.
+
+        Devices take turns by default: real devices each have their own CPU, while simulated ones share
+        this machine's, so running them at once would make each device's latency figures mostly measure
+        the wait for the interpreter lock. `parallel` > 1 is for load tests."""
+        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(self.devices))), thread_name_prefix="sim") as pool:
             return list(pool.map(lambda d: _infer(d, per_device), self.devices.values()))
 
     def flush_telemetry(self) -> int:
