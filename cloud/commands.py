@@ -121,24 +121,22 @@ def _train(args: argparse.Namespace) -> int:
     from cloud.db import create_tables, make_engine
     from cloud.errors import CloudError
     from cloud.pipeline import TrainingConfig, run_training_pipeline
+    from cloud.service import load_or_create_signer
     from cloud.settings import CloudSettings
-    from cloud.signing import KeyStoreError, init_keys, load_signer
     from model_compiler import CompileError
 
     overrides = {"data_dir": args.data_dir, "database_url": args.database_url}
     settings = CloudSettings(**{k: v for k, v in overrides.items() if v is not None})
-    assert settings.keys_dir is not None and settings.artifacts_dir is not None
+    assert settings.artifacts_dir is not None
     try:
-        if not (settings.keys_dir / "targets.key").exists() and settings.creates_keys_on_start:
-            init_keys(settings.keys_dir)
+        signer = load_or_create_signer(settings)
         engine = make_engine(settings.database)
         create_tables(engine)
         config = TrainingConfig(model_id=args.model_id, dataset=args.dataset, estimator=args.estimator,
                                 target=args.target, quantize=args.quantize)
-        result = run_training_pipeline(engine, LocalArtifactStore(settings.artifacts_dir),
-                                       load_signer(settings.keys_dir), config,
+        result = run_training_pipeline(engine, LocalArtifactStore(settings.artifacts_dir), signer, config,
                                        progress=lambda step: print(f"  {step} ...", flush=True))
-    except (CloudError, CompileError, KeyStoreError, ValueError) as exc:
+    except (CloudError, CompileError, ValueError) as exc:
         print(f"error: {exc}")
         return 1
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())

@@ -46,6 +46,19 @@ def default_client_id() -> str:
     return f"edgefleet-cloud-{socket.gethostname()[:24]}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+def load_or_create_signer(settings: CloudSettings) -> Signer:
+    """The signer in settings.keys_dir; development creates the keys on first use, production never does."""
+    keys_dir = settings.keys_dir
+    assert keys_dir is not None
+    if not (keys_dir / "targets.key").exists() and settings.creates_keys_on_start:
+        init_keys(keys_dir)
+        log.warning("created signing keys in %s; devices must pin %s", keys_dir, keys_dir / "root.pub")
+    try:
+        return load_signer(keys_dir)
+    except KeyStoreError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 class CloudService:
     def __init__(self, settings: CloudSettings | None = None) -> None:
         self.settings = settings or CloudSettings()
@@ -165,15 +178,7 @@ class CloudService:
         self.mqtt_protocol = self.broker.mqtt_protocol
 
     def _load_signer(self) -> Signer:
-        keys_dir = self.settings.keys_dir
-        assert keys_dir is not None
-        if not (keys_dir / "targets.key").exists() and self.settings.creates_keys_on_start:
-            init_keys(keys_dir)
-            log.warning("created signing keys in %s; devices must pin %s", keys_dir, keys_dir / "root.pub")
-        try:
-            return load_signer(keys_dir)
-        except KeyStoreError as exc:
-            raise ConfigurationError(str(exc)) from None
+        return load_or_create_signer(self.settings)
 
     def _start_messaging(self) -> None:
         from edge_agent.paho_transport import PahoTransport
