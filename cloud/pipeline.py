@@ -147,6 +147,7 @@ def run_training_pipeline(
     steps = _Steps(progress)
     with steps.step("load data"):
         split = load_dataset(config.dataset, test_size=config.test_size, seed=config.seed)
+    version_of_code = code_version()  # git runs once per pipeline, not per use
     parameters = {
         "estimator": config.estimator, **config.params, "test_size": config.test_size, "seed": config.seed,
         "target": config.target, "quantize": config.quantize,
@@ -157,7 +158,7 @@ def run_training_pipeline(
             n_rows=len(split.X_train) + len(split.X_test), n_features=split.X_train.shape[1],
         ))
         run = registry.start_run(session, PipelineRunCreate(
-            pipeline="train", code_version=code_version(), parameters=parameters, dataset_hash=split.content_hash,
+            pipeline="train", code_version=version_of_code, parameters=parameters, dataset_hash=split.content_hash,
         ))
         run_id = run.id
     try:
@@ -179,7 +180,7 @@ def run_training_pipeline(
             manifest.model_id = config.model_id
             manifest.lineage.update({
                 "dataset": config.dataset, "dataset_hash": split.content_hash, "run_id": run_id,
-                "code_version": code_version(), "estimator": config.estimator,
+                "code_version": version_of_code, "estimator": config.estimator,
                 "parameters_sha256": hashlib.sha256(repr(sorted(parameters.items())).encode()).hexdigest(),
             })
             for key, value in metrics.items():
