@@ -40,25 +40,16 @@ from amqtt.broker import Broker
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
+from protocols.topics import TopicError, split_shared_filter
+
 log = logging.getLogger(__name__)
 
-SHARE_PREFIX = "$share/"
 _STOP_HANDLER_RETRY_S = 0.25
 _STOP_HANDLER_ATTEMPTS = 40
 
 
 class BrokerStartError(RuntimeError):
     """The embedded broker could not start (port taken, bad address)."""
-
-
-def split_shared_filter(topic_filter: str) -> tuple[str, str] | None:
-    """`$share/{group}/{filter}` -> (group, filter); None for an ordinary filter; ValueError if malformed."""
-    if not topic_filter.startswith(SHARE_PREFIX):
-        return None
-    group, sep, inner = topic_filter[len(SHARE_PREFIX) :].partition("/")
-    if not group or not sep or not inner or any(c in group for c in "+#"):
-        raise ValueError(f"malformed shared subscription {topic_filter!r}")
-    return group, inner
 
 
 class EdgeFleetAmqttBroker(Broker):
@@ -135,10 +126,10 @@ class EdgeFleetAmqttBroker(Broker):
     async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
         topic_filter, qos = subscription
         try:
-            shared = split_shared_filter(topic_filter)
-        except ValueError:
+            group, _inner = split_shared_filter(topic_filter)
+        except TopicError:
             return 0x80
-        if shared is None:
+        if group is None:
             return await super().add_subscription(subscription, session)
         members = self._shared.setdefault(topic_filter, [])
         members[:] = [(s, q) for s, q in members if s.client_id != session.client_id]
@@ -173,7 +164,7 @@ class EdgeFleetAmqttBroker(Broker):
         if topic is None or data is None:
             return
         for shared_filter, members in self._shared.items():
-            _group, inner = split_shared_filter(shared_filter) or ("", shared_filter)
+            _group, inner = split_shared_filter(shared_filter)
             if not self._matches(topic, inner):
                 continue
             online = [(s, q) for s, q in members if s.transitions.state == "connected"]

@@ -30,6 +30,7 @@ from cloud.types import Publisher
 from cloud.worker import BatchWorker, Counters, MessageConsumer
 from edge_agent.transport import TransportError
 from protocols import SCHEMA_VERSION
+from protocols.chunking import ChunkLayout
 from protocols.topics import Channel, TopicError, device_topic, parse_device_topic
 from protocols.v1 import messages_pb2 as pb
 
@@ -38,16 +39,6 @@ log = logging.getLogger(__name__)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_INDEXES_PER_REQUEST = 1024
 PUBLISH_BACKOFF_S = 5.0
-
-
-@dataclass(frozen=True)
-class Entitlement:
-    size_bytes: int
-    chunk_size: int
-
-    @property
-    def total_chunks(self) -> int:
-        return -(-self.size_bytes // self.chunk_size)
 
 
 @dataclass
@@ -75,7 +66,7 @@ class ChunkServer(MessageConsumer):
         self.max_indexes = max_indexes
         self.stats = ChunkStats()
         # positive entitlements only: a granted (device, artifact) pair is never revoked
-        self._cache: OrderedDict[tuple[str, str], Entitlement] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], ChunkLayout] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self.worker: BatchWorker[tuple[str, bytes]] = BatchWorker("edgefleet-chunks", self.handle_batch, batch_size=32)
@@ -127,7 +118,7 @@ class ChunkServer(MessageConsumer):
             else:
                 self._send_chunk(device_id, sha, index, rid, entitlement)
 
-    def entitlement(self, device_id: str, sha256: str) -> Entitlement | None:
+    def entitlement(self, device_id: str, sha256: str) -> ChunkLayout | None:
         key = (device_id, sha256)
         with self._cache_lock:
             if key in self._cache:
@@ -144,7 +135,7 @@ class ChunkServer(MessageConsumer):
             row = session.exec(query).first()
         if row is None:
             return None
-        found = Entitlement(size_bytes=int(row[0]), chunk_size=int(row[1]))
+        found = ChunkLayout.of(sha256, int(row[0]), int(row[1]))
         with self._cache_lock:
             self._cache[key] = found
             if len(self._cache) > self._cache_size:
@@ -156,14 +147,13 @@ class ChunkServer(MessageConsumer):
             query = select(ArtifactRecord.sha256).where(ArtifactRecord.sha256 == sha256)
             return session.exec(query).first() is not None
 
-    def _send_chunk(self, device_id: str, sha: str, index: int, rid: str, entitlement: Entitlement) -> None:
-        total = entitlement.total_chunks
-        if index >= total:
+    def _send_chunk(self, device_id: str, sha: str, index: int, rid: str, layout: ChunkLayout) -> None:
+        total = layout.total_chunks
+        if not layout.has(index):
             return self._send_error(device_id, sha, index, rid, f"bad_index: {index} not below {total}", total)
-        offset = index * entitlement.chunk_size
-        expected = min(entitlement.chunk_size, entitlement.size_bytes - offset)
+        offset, expected = layout.offset(index), layout.length(index)
         try:
-            data = self.store.read_chunk(sha, offset, entitlement.chunk_size)
+            data = self.store.read_chunk(sha, offset, layout.chunk_size)
         except CloudError as exc:
             data, reason = b"", str(exc)
         else:

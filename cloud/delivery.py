@@ -13,7 +13,6 @@ succeeded/failed when the report answers that target's generation, and rolls the
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,7 @@ from cloud.fleet import ensure_device, labels_match, list_devices, update_state_
 from cloud.models import Deployment, DeploymentCreate, DeploymentTarget, Device, ModelVersion
 from cloud.types import ClockMs, Publisher, now_ms
 from protocols import SCHEMA_VERSION
+from protocols.chunking import ChunkLayout
 from protocols.topics import Channel, TopicError, device_topic, validate_device_id
 from protocols.v1 import messages_pb2 as pb
 
@@ -41,9 +41,7 @@ _DEPLOY_ATTEMPTS = 5
 
 
 def artifact_location(sha256: str, size_bytes: int, chunk_size: int) -> pb.ArtifactLocation:
-    return pb.ArtifactLocation(
-        sha256=sha256, size_bytes=size_bytes, chunk_size=chunk_size, total_chunks=math.ceil(size_bytes / chunk_size)
-    )
+    return ChunkLayout.of(sha256, size_bytes, chunk_size).location()
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from cloud import registry
 from cloud.artifacts import ArtifactStore
 from cloud.db import session_scope
 from cloud.models import DatasetCreate, PipelineRunCreate
-from cloud.signing import Signer
+from protocols.signing import Signer
 
 DATASETS = ("digits", "breast_cancer", "iris", "wine")
 ESTIMATORS = ("logreg", "mlp", "random_forest")

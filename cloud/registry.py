@@ -29,8 +29,8 @@ from cloud.models import (
     PipelineRun,
     PipelineRunCreate,
 )
-from cloud.signing import Signer
 from cloud.types import ClockMs, now_ms
+from protocols.signing import Signer
 from protocols.trust import VerificationError, verify_artifact
 from protocols.v1 import messages_pb2 as pb
 

@@ -34,7 +34,8 @@ from cloud.inbox import Inbox
 from cloud.ingest import Ingestor
 from cloud.models import ModelVersion
 from cloud.settings import CloudSettings
-from cloud.signing import KeyStoreError, Signer, init_keys, load_signer
+from cloud.signing import KeyStoreError, init_keys, load_signer
+from protocols.signing import Signer
 from protocols.v1 import messages_pb2 as pb
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Key management and manifest signing: the cloud's half of the trust chain (see protocols.trust).
+"""The cloud's key store: key files on disk, loaded into the pure signers of `protocols.signing`.
 
 `init_keys(dir)` writes:
     root.key / root.pub             the root key pair. Keep root.key offline after provisioning; devices
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from protocols import SCHEMA_VERSION
-from protocols.trust import TARGETS_ROLE, key_id
+from protocols.signing import Signer, delegate, raw_public
 from protocols.v1 import messages_pb2 as pb
 
 DEFAULT_DELEGATION_DAYS = 365
@@ -28,10 +26,6 @@ DEFAULT_DELEGATION_DAYS = 365
 
 class KeyStoreError(Exception):
     """A key directory that is missing, incomplete or unreadable."""
-
-
-def raw_public(private: Ed25519PrivateKey) -> bytes:
-    return private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def _write_private(path: Path, key: Ed25519PrivateKey) -> None:
@@ -53,45 +47,6 @@ def _read_private(path: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyStoreError(f"{path} is not an Ed25519 private key")
     return key
-
-
-def delegate(
-    root: Ed25519PrivateKey, targets_public: bytes, *, now_ms: int, valid_days: float
-) -> pb.SignedDelegation:
-    """The root key's signed statement that `targets_public` may sign manifests for valid_days."""
-    delegation = pb.KeyDelegation(
-        key_id=key_id(targets_public),
-        public_key=targets_public,
-        role=TARGETS_ROLE,
-        issued_at_ms=now_ms,
-        not_after_ms=now_ms + int(valid_days * 86_400_000),
-    )
-    body = delegation.SerializeToString(deterministic=True)
-    return pb.SignedDelegation(
-        delegation=body, root_key_id=key_id(raw_public(root)), root_signature=root.sign(body)
-    )
-
-
-@dataclass
-class Signer:
-    """Signs manifests with the online targets key and attaches the root's delegation of it."""
-
-    targets_key: Ed25519PrivateKey
-    delegation: pb.SignedDelegation
-
-    @property
-    def key_id(self) -> str:
-        return key_id(raw_public(self.targets_key))
-
-    def sign(self, manifest: pb.Manifest) -> pb.SignedManifest:
-        body = manifest.SerializeToString(deterministic=True)
-        return pb.SignedManifest(
-            schema_version=SCHEMA_VERSION,
-            manifest=body,
-            key_id=self.key_id,
-            signature=self.targets_key.sign(body),
-            delegations=[self.delegation],
-        )
 
 
 def init_keys(

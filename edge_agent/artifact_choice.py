@@ -8,12 +8,11 @@ manifest.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 from edge_agent.errors import MalformedPayloadError, NoCompatibleArtifactError
-from edge_agent.journal import ChunkLayout
 from protocols import trust
+from protocols.chunking import ChunkLayout, ChunkLayoutError
 from protocols.v1 import messages_pb2 as pb
 
 
@@ -48,10 +47,7 @@ def chunk_layout(artifact: pb.Artifact, location: pb.ArtifactLocation) -> ChunkL
             f"artifact {artifact.name}: download location says {location.size_bytes} bytes, "
             f"manifest says {artifact.size_bytes}"
         )
-    expected = math.ceil(location.size_bytes / location.chunk_size) if location.chunk_size else -1
-    if location.chunk_size == 0 or location.total_chunks != expected:
-        raise MalformedPayloadError(
-            f"artifact {artifact.name}: {location.total_chunks} chunks of {location.chunk_size} bytes "
-            f"cannot hold {location.size_bytes} bytes"
-        )
-    return ChunkLayout(location.sha256, location.size_bytes, location.chunk_size, location.total_chunks)
+    try:
+        return ChunkLayout.from_location(location)
+    except ChunkLayoutError as exc:
+        raise MalformedPayloadError(f"artifact {artifact.name}: {exc}") from None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from protocols.chunking import ChunkLayout
 from protocols.v1 import messages_pb2 as pb
 
 JOURNAL_VERSION = 1
@@ -55,22 +56,6 @@ def artifact_of(manifest: pb.Manifest, sha256: str) -> pb.Artifact:
         if artifact.sha256 == sha256:
             return artifact
     raise KeyError(f"manifest {manifest.model_id} has no artifact {sha256}")
-
-
-@dataclass(frozen=True)
-class ChunkLayout:
-    """How an artifact is cut into chunks for download (from the desired state's ArtifactLocation)."""
-
-    sha256: str
-    size_bytes: int
-    chunk_size: int
-    total_chunks: int
-
-    def offset(self, index: int) -> int:
-        return index * self.chunk_size
-
-    def length(self, index: int) -> int:
-        return max(0, min(self.chunk_size, self.size_bytes - self.offset(index)))
 
 
 @dataclass(frozen=True)

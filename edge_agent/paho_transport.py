@@ -37,6 +37,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.transport import ConnectHandler, MessageHandler, TransportError, Will
+from protocols import topics
 
 log = logging.getLogger(__name__)
 
@@ -76,28 +77,12 @@ def parse_broker_url(url: str) -> BrokerAddress:
     return BrokerAddress(parts.hostname, port or _DEFAULT_PORTS[scheme], tls=scheme == "mqtts")
 
 
-def check_topic_name(topic: str) -> str:
-    """Return topic if a message may be published to it: non-empty, no wildcards, no NUL."""
-    if not isinstance(topic, str) or not topic:
-        raise TransportError(f"cannot publish to {topic!r}: the topic must be a non-empty string")
-    if "+" in topic or "#" in topic:
-        raise TransportError(f"cannot publish to {topic!r}: topic names cannot contain wildcards")
-    if "\x00" in topic:
-        raise TransportError(f"cannot publish to {topic!r}: topic names cannot contain NUL")
-    return topic
-
-
-def check_topic_filter(topic_filter: str) -> str:
-    """Return topic_filter if MQTT allows it (`#` last and alone in its level, `+` alone in its level)."""
-    if not isinstance(topic_filter, str) or not topic_filter:
-        raise TransportError(f"topic filter must be a non-empty string, got {topic_filter!r}")
-    levels = topic_filter.split("/")
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != len(levels) - 1):
-            raise TransportError(f"invalid topic filter {topic_filter!r}: '#' must be the whole last level")
-        if "+" in level and level != "+":
-            raise TransportError(f"invalid topic filter {topic_filter!r}: '+' must be a whole level")
-    return topic_filter
+def _check(rule: Callable[[str], str], value: str) -> None:
+    """Apply a topic rule from protocols.topics, turning its TopicError into this port's TransportError."""
+    try:
+        rule(value)
+    except topics.TopicError as exc:
+        raise TransportError(str(exc)) from None
 
 
 def _tls_context(ca_file: str | None, on_handshake_failure: Callable[[BaseException], None]) -> ssl.SSLContext:
@@ -228,7 +213,7 @@ class PahoTransport:
         return self._ready.wait(timeout_s)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        check_topic_name(topic)
+        _check(topics.check_topic_name, topic)
         if qos not in (0, 1, 2):
             raise TransportError(f"qos must be 0, 1 or 2, got {qos!r}")
         try:
@@ -245,7 +230,7 @@ class PahoTransport:
             raise TransportError(f"cannot publish to {topic!r}: {mqtt.error_string(info.rc)}")
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
-        check_topic_filter(topic_filter)
+        _check(topics.check_topic_filter, topic_filter)
         if qos not in (0, 1, 2):
             raise TransportError(f"qos must be 0, 1 or 2, got {qos!r}")
         with self._lock:

@@ -20,7 +20,7 @@ from edge_agent.artifact_choice import choose_artifact
 from edge_agent.chunks import ChunkPolicy, ChunkTracker
 from edge_agent.clock import Instant
 from edge_agent.errors import AgentError
-from edge_agent.journal import ChunkLayout, InstalledModel, Journal, LastError, Outcome, PendingUpdate
+from edge_agent.journal import InstalledModel, Journal, LastError, Outcome, PendingUpdate
 from edge_agent.updater_types import (
     IN_PROGRESS,
     SETTLED,
@@ -52,6 +52,7 @@ from edge_agent.updater_types import (
     WriteChunk,
 )
 from protocols import trust
+from protocols.chunking import ChunkLayout, ChunkLayoutError
 from protocols.v1 import messages_pb2 as pb
 
 _TRUST_CODES = frozenset(
@@ -293,22 +294,17 @@ class Updater:
         pending, tracker = self.journal.pending, self._tracker
         assert pending is not None and pending.layout is not None and tracker is not None
         chunk, layout = event.chunk, pending.layout
-        if chunk.sha256 != layout.sha256 or chunk.index >= layout.total_chunks:
+        if chunk.sha256 != layout.sha256 or not layout.has(chunk.index):
             return []  # not for the artifact we are fetching
         index = chunk.index
         problem = ""
         if chunk.error:
             problem = f"the cloud could not serve chunk {index}: {chunk.error}"
-        elif (
-            chunk.total_chunks != layout.total_chunks
-            or chunk.offset != layout.offset(index)
-            or len(chunk.data) != layout.length(index)
-        ):
-            problem = (
-                f"chunk {index} does not fit the layout (offset {chunk.offset}, {len(chunk.data)} bytes, "
-                f"{chunk.total_chunks} chunks; expected offset {layout.offset(index)}, "
-                f"{layout.length(index)} bytes, {layout.total_chunks} chunks)"
-            )
+        else:
+            try:
+                layout.check(chunk)
+            except ChunkLayoutError as exc:
+                problem = f"chunk {index} does not fit the layout ({exc})"
         if problem:
             if index in tracker.received:
                 return []

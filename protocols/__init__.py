@@ -1,12 +1,21 @@
-"""The wire contract shared by cloud and device: protobuf messages, topic map, trust checks.
+"""The wire contract shared by cloud and device: protobuf messages, topic map, chunk layout, error codes,
+and both halves of the trust chain (signing and verification).
 
 Nothing here does I/O. The gRPC stubs (`protocols.v1.agent_pb2_grpc`) need grpcio and are imported
-only where a gRPC server or client runs. The agent depends on this package and never on `cloud` or `model_compiler`.
+only where a gRPC server or client runs. The agent depends on this package and never on `cloud` or
+`model_compiler`.
+
+    topics.py     the MQTT topic map and grammar (names, filters, `$share/` subscriptions)
+    chunking.py   how an artifact is cut into chunks (layout, chunk i of these bytes)
+    codes.py      the error codes that travel on the wire (one StrEnum)
+    trust.py      verification: what a device checks before it acts
+    signing.py    the pure half of signing (keys in memory, no files): what the cloud and test kits sign with
 """
 
-from protocols import topics, trust
-from protocols.v1 import agent_pb2, messages_pb2
-
+# first, so that submodules can import it while this package initialises
 SCHEMA_VERSION = 1
 
-__all__ = ["SCHEMA_VERSION", "agent_pb2", "messages_pb2", "topics", "trust"]
+from protocols import chunking, codes, signing, topics, trust  # noqa: E402
+from protocols.v1 import agent_pb2, messages_pb2  # noqa: E402
+
+__all__ = ["SCHEMA_VERSION", "agent_pb2", "chunking", "codes", "messages_pb2", "signing", "topics", "trust"]

@@ -127,16 +127,71 @@ def cloud_subscriptions(share_group: str | None = None) -> list[tuple[str, int]]
         (f"{DEVICE_ROOT}/+/{ch.value}", ch.spec.qos) for ch in Channel if ch.spec.direction is Direction.UP
     ]
     if share_group:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", share_group):
-            raise TopicError(f"invalid share group {share_group!r}")
-        filters = [(f"$share/{share_group}/{f}", q) for f, q in filters]
+        filters = [(shared_filter(share_group, f), q) for f, q in filters]
     return filters
 
 
+# ------------------------------------------------------------------------ MQTT grammar (names, filters)
+
+
+def check_topic_name(topic: str) -> str:
+    """Return topic if a message may be published to it: non-empty, no wildcards, no NUL."""
+    if not isinstance(topic, str) or not topic:
+        raise TopicError(f"cannot publish to {topic!r}: the topic must be a non-empty string")
+    if "+" in topic or "#" in topic:
+        raise TopicError(f"cannot publish to {topic!r}: topic names cannot contain wildcards")
+    if "\x00" in topic:
+        raise TopicError(f"cannot publish to {topic!r}: topic names cannot contain NUL")
+    return topic
+
+
+def check_topic_filter(topic_filter: str) -> str:
+    """Return topic_filter if MQTT allows it: `#` only as the whole last level, `+` only as a whole level,
+    and a `$share/{group}/{filter}` well formed (see split_shared_filter)."""
+    if not isinstance(topic_filter, str) or not topic_filter:
+        raise TopicError(f"topic filter must be a non-empty string, got {topic_filter!r}")
+    if "\x00" in topic_filter:
+        raise TopicError(f"invalid topic filter {topic_filter!r}: filters cannot contain NUL")
+    _group, inner = split_shared_filter(topic_filter)
+    levels = inner.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            raise TopicError(f"invalid topic filter {topic_filter!r}: '#' must be the whole last level")
+        if "+" in level and level != "+":
+            raise TopicError(f"invalid topic filter {topic_filter!r}: '+' must be a whole level")
+    return topic_filter
+
+
+SHARE_PREFIX = "$share/"
+_SHARE_GROUP = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def shared_filter(group: str, topic_filter: str) -> str:
+    """The MQTT 5 shared subscription `$share/{group}/{filter}`: brokers hand each message to one member."""
+    if not isinstance(group, str) or not _SHARE_GROUP.match(group):
+        raise TopicError(f"invalid share group {group!r}: use A-Z a-z 0-9 _ -")
+    if topic_filter.startswith(SHARE_PREFIX):
+        raise TopicError(f"{topic_filter!r} is already a shared subscription")
+    return f"{SHARE_PREFIX}{group}/{topic_filter}"
+
+
+def split_shared_filter(topic_filter: str) -> tuple[str | None, str]:
+    """`$share/{group}/{filter}` -> (group, filter); an ordinary filter -> (None, filter).
+
+    The one rule every part uses (MQTT 5, 4.8.2): the group is a non-empty level without wildcards, and a
+    filter must follow it. Anything else starting with `$share/` raises TopicError."""
+    if not topic_filter.startswith(SHARE_PREFIX):
+        return None, topic_filter
+    group, sep, inner = topic_filter[len(SHARE_PREFIX) :].partition("/")
+    if not group or not sep or not inner or any(c in group for c in "+#"):
+        raise TopicError(f"malformed shared subscription {topic_filter!r}: expected $share/GROUP/FILTER")
+    return group, inner
+
+
 def topic_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT filter matching (`+` one level, `#` the rest), $-topics excluded from wildcard roots."""
-    if topic_filter.startswith("$share/"):
-        topic_filter = topic_filter.split("/", 2)[2]
+    """MQTT filter matching (`+` one level, `#` the rest), $-topics excluded from wildcard roots; a shared
+    subscription matches what its inner filter matches."""
+    _group, topic_filter = split_shared_filter(topic_filter)
     f_parts = topic_filter.split("/")
     t_parts = topic.split("/")
     if topic.startswith("$") and f_parts[0] in ("+", "#"):

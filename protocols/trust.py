@@ -25,41 +25,42 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
+from protocols.codes import ErrorCode
 from protocols.v1 import messages_pb2 as pb
 
 TARGETS_ROLE = "targets"
 
 
 class VerificationError(Exception):
-    code = "verification_failed"
+    code = ErrorCode.VERIFICATION_FAILED
 
 
 class MalformedManifestError(VerificationError):
-    code = "malformed"
+    code = ErrorCode.MALFORMED
 
 
 class UnknownKeyError(VerificationError):
-    code = "unknown_key"
+    code = ErrorCode.UNKNOWN_KEY
 
 
 class BadSignatureError(VerificationError):
-    code = "bad_signature"
+    code = ErrorCode.BAD_SIGNATURE
 
 
 class ExpiredError(VerificationError):
-    code = "expired"
+    code = ErrorCode.EXPIRED
 
 
 class RollbackError(VerificationError):
-    code = "rollback"
+    code = ErrorCode.ROLLBACK
 
 
 class DigestMismatchError(VerificationError):
-    code = "digest_mismatch"
+    code = ErrorCode.DIGEST_MISMATCH
 
 
 class SizeMismatchError(VerificationError):
-    code = "size_mismatch"
+    code = ErrorCode.SIZE_MISMATCH
 
 
 def key_id(public_key_raw: bytes) -> str:

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from cloud.signing import Signer, init_keys, load_signer
+from cloud.signing import init_keys, load_signer
 from edge_agent.runtime import FunctionModel, Prediction, RuntimeLoadError
 from edge_agent.transport import MemoryBroker, MemoryTransport
 from protocols import SCHEMA_VERSION
+from protocols.signing import Signer
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 

@@ -11,7 +11,8 @@ from cloud import registry
 from cloud.artifacts import MemoryArtifactStore
 from cloud.errors import ArtifactMismatchError, ConflictError, InvalidRequestError, NotFoundError
 from cloud.models import DatasetCreate, PipelineRunCreate
-from cloud.signing import Signer, load_root_public
+from cloud.signing import load_root_public
+from protocols.signing import Signer
 from protocols.trust import TrustedRoot, verify_manifest
 from protocols.v1 import messages_pb2 as pb
 

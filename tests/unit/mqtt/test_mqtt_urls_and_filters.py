@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloud.broker import split_shared_filter
-from edge_agent.paho_transport import BrokerAddress, check_topic_filter, check_topic_name, parse_broker_url
+from edge_agent.paho_transport import BrokerAddress, parse_broker_url
 from edge_agent.transport import TransportError
 
 
@@ -48,51 +47,3 @@ def test_bad_broker_urls_say_what_is_wrong(url: str, complaint: str) -> None:
 def test_non_string_url_is_a_transport_error() -> None:
     with pytest.raises(TransportError):
         parse_broker_url(None)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    "topic_filter", ["a", "a/b", "#", "a/#", "+", "+/b/+", "ef/v1/dev/+/telemetry", "$share/g/ef/v1/dev/+/x"]
-)
-def test_valid_topic_filters_pass(topic_filter: str) -> None:
-    assert check_topic_filter(topic_filter) == topic_filter
-
-
-@pytest.mark.parametrize(
-    ("topic_filter", "complaint"),
-    [("", "non-empty"), ("a/#/b", "'#'"), ("a#", "'#'"), ("a/b#", "'#'"), ("a+/b", "'\\+'"), ("a/+b", "'\\+'")],
-)
-def test_invalid_topic_filters_are_refused(topic_filter: str, complaint: str) -> None:
-    with pytest.raises(TransportError, match=complaint):
-        check_topic_filter(topic_filter)
-
-
-@pytest.mark.parametrize(
-    ("topic_filter", "expected"),
-    [
-        ("ef/v1/dev/+/telemetry", None),
-        ("$share/ingest/ef/v1/dev/+/telemetry", ("ingest", "ef/v1/dev/+/telemetry")),
-        ("$share/g/#", ("g", "#")),
-        ("$SYS/broker/uptime", None),
-    ],
-)
-def test_shared_filters_split_into_group_and_filter(topic_filter: str, expected: tuple[str, str] | None) -> None:
-    assert split_shared_filter(topic_filter) == expected
-
-
-@pytest.mark.parametrize("topic_filter", ["$share/", "$share/g", "$share//a", "$share/g/", "$share/g+/a", "$share/#/a"])
-def test_malformed_shared_filters_are_refused(topic_filter: str) -> None:
-    with pytest.raises(ValueError, match="malformed shared subscription"):
-        split_shared_filter(topic_filter)
-
-
-@pytest.mark.parametrize("topic", ["a", "ef/v1/dev/d1/telemetry", "a//b", "/a"])
-def test_valid_topic_names_pass(topic: str) -> None:
-    assert check_topic_name(topic) == topic
-
-
-@pytest.mark.parametrize(
-    ("topic", "complaint"), [("", "non-empty"), ("a/+", "wildcards"), ("#", "wildcards"), ("a\x00b", "NUL")]
-)
-def test_invalid_topic_names_are_refused(topic: str, complaint: str) -> None:
-    with pytest.raises(TransportError, match=complaint):
-        check_topic_name(topic)

@@ -1,0 +1,70 @@
+"""The pure half of signing: keys held in memory, statements signed, no files (protocols.trust checks them).
+
+The cloud keeps its keys on disk (`cloud` key store) and signs through these functions; the agent's tests
+and the benchmarks make signed fake releases with them, so neither needs any cloud code.
+
+    delegate(root, public, ...)   the root's SignedDelegation: `public` may sign for a role until expiry
+    Signer(key, delegation)       signs Manifests with a delegated key, attaching its delegation
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocols import SCHEMA_VERSION
+from protocols.trust import TARGETS_ROLE, key_id
+from protocols.v1 import messages_pb2 as pb
+
+_MS_PER_DAY = 86_400_000
+
+
+def raw_public(private: Ed25519PrivateKey) -> bytes:
+    """The raw 32-byte Ed25519 public key (what devices pin and what key ids are computed from)."""
+    return private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def delegate(
+    root: Ed25519PrivateKey,
+    delegated_public: bytes,
+    *,
+    now_ms: int,
+    valid_days: float,
+    role: str = TARGETS_ROLE,
+) -> pb.SignedDelegation:
+    """The root key's signed statement that `delegated_public` may sign for `role` for valid_days."""
+    delegation = pb.KeyDelegation(
+        key_id=key_id(delegated_public),
+        public_key=delegated_public,
+        role=role,
+        issued_at_ms=now_ms,
+        not_after_ms=now_ms + int(valid_days * _MS_PER_DAY),
+    )
+    body = delegation.SerializeToString(deterministic=True)
+    return pb.SignedDelegation(
+        delegation=body, root_key_id=key_id(raw_public(root)), root_signature=root.sign(body)
+    )
+
+
+@dataclass
+class Signer:
+    """Signs manifests with a delegated targets key and attaches the root's delegation of it."""
+
+    targets_key: Ed25519PrivateKey
+    delegation: pb.SignedDelegation
+
+    @property
+    def key_id(self) -> str:
+        return key_id(raw_public(self.targets_key))
+
+    def sign(self, manifest: pb.Manifest) -> pb.SignedManifest:
+        body = manifest.SerializeToString(deterministic=True)
+        return pb.SignedManifest(
+            schema_version=SCHEMA_VERSION,
+            manifest=body,
+            key_id=self.key_id,
+            signature=self.targets_key.sign(body),
+            delegations=[self.delegation],
+        )
