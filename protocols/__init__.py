@@ -8,7 +8,9 @@ only where a gRPC server or client runs. The agent depends on this package and n
     topics.py     the MQTT topic map and grammar (names, filters, `$share/` subscriptions)
     chunking.py   how an artifact is cut into chunks (layout, chunk i of these bytes)
     codes.py      the error codes that travel on the wire (one StrEnum)
-    trust.py      verification: what a device checks before it acts
+    trust.py      verification: what a device checks before it acts (manifests, artifact bytes, signatures)
+    roots.py      the root of trust: versioned root metadata naming which keys hold which role
+    assignment.py the director's signed per-device assignment, and checking a whole desired state
     signing.py    the pure half of signing (keys in memory, no files): what the cloud and test kits sign with
 """
 

@@ -21,6 +21,11 @@ class ErrorCode(StrEnum):
     ROLLBACK = "rollback"
     DIGEST_MISMATCH = "digest_mismatch"
     SIZE_MISMATCH = "size_mismatch"
+    REVOKED = "revoked"  # a key a root version has revoked
+    WRONG_FLEET = "wrong_fleet"  # signed metadata of another fleet
+    WRONG_DEVICE = "wrong_device"  # an assignment addressed to another device
+    REPLAY = "replay"  # an assignment counter not above the last one accepted
+    NOT_ASSIGNED = "not_assigned"  # a manifest the assignment does not name
 
     # the agent (edge_agent.errors)
     AGENT_ERROR = "agent_error"
@@ -55,6 +60,11 @@ VERIFICATION_CODES = frozenset(
         ErrorCode.ROLLBACK,
         ErrorCode.DIGEST_MISMATCH,
         ErrorCode.SIZE_MISMATCH,
+        ErrorCode.REVOKED,
+        ErrorCode.WRONG_FLEET,
+        ErrorCode.WRONG_DEVICE,
+        ErrorCode.REPLAY,
+        ErrorCode.NOT_ASSIGNED,
     }
 )
 

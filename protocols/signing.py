@@ -5,6 +5,8 @@ and the benchmarks make signed fake releases with them, so neither needs any clo
 
     delegate(root, public, ...)   the root's SignedDelegation: `public` may sign for a role until expiry
     Signer(key, delegation)       signs Manifests with a delegated key, attaching its delegation
+    role_key / sign_root          a root version (protocols.roots): which keys hold which role
+    sign_assignment               the director's per-device assignment (protocols.assignment)
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class Signer:
     """Signs manifests with a delegated targets key and attaches the root's delegation of it."""
 
     targets_key: Ed25519PrivateKey
-    delegation: pb.SignedDelegation
+    delegation: pb.SignedDelegation | None = None  # for agents that predate root metadata
 
     @property
     def key_id(self) -> str:
@@ -66,5 +68,53 @@ class Signer:
             manifest=body,
             key_id=self.key_id,
             signature=self.targets_key.sign(body),
-            delegations=[self.delegation],
+            delegations=[self.delegation] if self.delegation is not None else [],
         )
+
+
+def role_key(public: bytes, role: str, *, not_after_ms: int = 0) -> pb.RoleKey:
+    return pb.RoleKey(key_id=key_id(public), public_key=public, role=role, not_after_ms=not_after_ms)
+
+
+def sign_root(metadata: pb.RootMetadata, *root_keys: Ed25519PrivateKey) -> pb.SignedRootMetadata:
+    """Root metadata signed by each of root_keys (a rotation: the old version's root key and the new one)."""
+    body = metadata.SerializeToString(deterministic=True)
+    return pb.SignedRootMetadata(
+        root=body,
+        signatures=[pb.KeySignature(key_id=key_id(raw_public(k)), signature=k.sign(body)) for k in root_keys],
+    )
+
+
+def sign_assignment(director_key: Ed25519PrivateKey, assignment: pb.Assignment) -> pb.SignedAssignment:
+    body = assignment.SerializeToString(deterministic=True)
+    return pb.SignedAssignment(
+        assignment=body, key_id=key_id(raw_public(director_key)), signature=director_key.sign(body)
+    )
+
+
+def first_root(fleet: str, keys: list[pb.RoleKey], *, now_ms: int) -> pb.RootMetadata:
+    """Version 1 of a fleet's root metadata (sign it with its own root key; devices pin it)."""
+    return pb.RootMetadata(fleet=fleet, version=1, issued_at_ms=now_ms, keys=keys)
+
+
+def next_root(
+    current: pb.RootMetadata,
+    *,
+    now_ms: int,
+    add: list[pb.RoleKey] | tuple[pb.RoleKey, ...] = (),
+    remove_key_ids: frozenset[str] | set[str] = frozenset(),
+    revoke_key_ids: frozenset[str] | set[str] = frozenset(),
+) -> pb.RootMetadata:
+    """The version after `current`: keys added, removed (retired) or revoked (retired and refused by id).
+
+    Sign it with a root key of `current` and one of its own (`sign_root(next, old_root, new_root)`)."""
+    dropped = set(remove_key_ids) | set(revoke_key_ids)
+    kept = [k for k in current.keys if k.key_id not in dropped]
+    revoked = sorted(set(current.revoked_key_ids) | set(revoke_key_ids))
+    return pb.RootMetadata(
+        fleet=current.fleet,
+        version=current.version + 1,
+        issued_at_ms=now_ms,
+        keys=[*kept, *add],
+        revoked_key_ids=revoked,
+    )

@@ -11,6 +11,11 @@ Errors (all subclasses of VerificationError, each with a stable `code` that agen
     ├── BadSignatureError           code "bad_signature"      a signature that does not verify
     ├── ExpiredError                code "expired"            manifest or delegation past its expiry
     ├── RollbackError               code "rollback"           sequence not above the installed one
+    ├── RevokedKeyError             code "revoked"            a key a root version revoked
+    ├── WrongFleetError             code "wrong_fleet"        metadata of another fleet
+    ├── WrongDeviceError            code "wrong_device"       an assignment addressed to another device
+    ├── ReplayError                 code "replay"             an assignment counter not above the last
+    ├── NotAssignedError            code "not_assigned"       a manifest the assignment does not name
     ├── DigestMismatchError         code "digest_mismatch"    artifact bytes differ from the manifest
     └── SizeMismatchError           code "size_mismatch"      artifact length differs from the manifest
 """
@@ -55,6 +60,26 @@ class RollbackError(VerificationError):
     code = ErrorCode.ROLLBACK
 
 
+class RevokedKeyError(VerificationError):
+    code = ErrorCode.REVOKED
+
+
+class WrongFleetError(VerificationError):
+    code = ErrorCode.WRONG_FLEET
+
+
+class WrongDeviceError(VerificationError):
+    code = ErrorCode.WRONG_DEVICE
+
+
+class ReplayError(VerificationError):
+    code = ErrorCode.REPLAY
+
+
+class NotAssignedError(VerificationError):
+    code = ErrorCode.NOT_ASSIGNED
+
+
 class DigestMismatchError(VerificationError):
     code = ErrorCode.DIGEST_MISMATCH
 
@@ -68,7 +93,8 @@ def key_id(public_key_raw: bytes) -> str:
     return hashlib.sha256(public_key_raw).hexdigest()[:16]
 
 
-def _verify(public_key_raw: bytes, signature: bytes, data: bytes) -> bool:
+def verify_signature(public_key_raw: bytes, signature: bytes, data: bytes) -> bool:
+    """True when `signature` is public_key_raw's Ed25519 signature over data (never raises)."""
     try:
         Ed25519PublicKey.from_public_bytes(public_key_raw).verify(signature, data)
     except (InvalidSignature, ValueError):
@@ -108,7 +134,7 @@ def delegated_keys(
     expired: set[str] = set()
     for signed in delegations:
         root_key = roots.get(signed.root_key_id)
-        if root_key is None or not _verify(root_key, signed.root_signature, signed.delegation):
+        if root_key is None or not verify_signature(root_key, signed.root_signature, signed.delegation):
             continue
         delegation = pb.KeyDelegation()
         try:
@@ -142,7 +168,7 @@ def verify_manifest(
         if signed.key_id in keys.expired:
             raise ExpiredError(f"the delegation of signing key {signed.key_id} has expired")
         raise UnknownKeyError(f"signing key {signed.key_id or '(none)'} is not delegated by a trusted root key")
-    if not _verify(delegation.public_key, signed.signature, signed.manifest):
+    if not verify_signature(delegation.public_key, signed.signature, signed.manifest):
         raise BadSignatureError(f"manifest signature by key {signed.key_id} does not verify")
     manifest = pb.Manifest()
     try:

@@ -260,6 +260,84 @@ class SignedManifest(_message.Message):
     delegations: _containers.RepeatedCompositeFieldContainer[SignedDelegation]
     def __init__(self, schema_version: _Optional[int] = ..., manifest: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ..., delegations: _Optional[_Iterable[_Union[SignedDelegation, _Mapping]]] = ...) -> None: ...
 
+class RoleKey(_message.Message):
+    __slots__ = ("key_id", "public_key", "role", "not_after_ms")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    public_key: bytes
+    role: str
+    not_after_ms: int
+    def __init__(self, key_id: _Optional[str] = ..., public_key: _Optional[bytes] = ..., role: _Optional[str] = ..., not_after_ms: _Optional[int] = ...) -> None: ...
+
+class RootMetadata(_message.Message):
+    __slots__ = ("fleet", "version", "issued_at_ms", "keys", "revoked_key_ids")
+    FLEET_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    fleet: str
+    version: int
+    issued_at_ms: int
+    keys: _containers.RepeatedCompositeFieldContainer[RoleKey]
+    revoked_key_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, fleet: _Optional[str] = ..., version: _Optional[int] = ..., issued_at_ms: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[RoleKey, _Mapping]]] = ..., revoked_key_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class KeySignature(_message.Message):
+    __slots__ = ("key_id", "signature")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    signature: bytes
+    def __init__(self, key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class SignedRootMetadata(_message.Message):
+    __slots__ = ("root", "signatures")
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    root: bytes
+    signatures: _containers.RepeatedCompositeFieldContainer[KeySignature]
+    def __init__(self, root: _Optional[bytes] = ..., signatures: _Optional[_Iterable[_Union[KeySignature, _Mapping]]] = ...) -> None: ...
+
+class TrustChain(_message.Message):
+    __slots__ = ("schema_version", "roots")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROOTS_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    roots: _containers.RepeatedCompositeFieldContainer[SignedRootMetadata]
+    def __init__(self, schema_version: _Optional[int] = ..., roots: _Optional[_Iterable[_Union[SignedRootMetadata, _Mapping]]] = ...) -> None: ...
+
+class Assignment(_message.Message):
+    __slots__ = ("fleet", "device_id", "deployment_id", "counter", "manifest_sha256", "issued_at_ms", "expires_at_ms")
+    FLEET_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    fleet: str
+    device_id: str
+    deployment_id: str
+    counter: int
+    manifest_sha256: str
+    issued_at_ms: int
+    expires_at_ms: int
+    def __init__(self, fleet: _Optional[str] = ..., device_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., counter: _Optional[int] = ..., manifest_sha256: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class SignedAssignment(_message.Message):
+    __slots__ = ("assignment", "key_id", "signature")
+    ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    assignment: bytes
+    key_id: str
+    signature: bytes
+    def __init__(self, assignment: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class ArtifactLocation(_message.Message):
     __slots__ = ("sha256", "size_bytes", "chunk_size", "total_chunks")
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -273,7 +351,7 @@ class ArtifactLocation(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., chunk_size: _Optional[int] = ..., total_chunks: _Optional[int] = ...) -> None: ...
 
 class DesiredState(_message.Message):
-    __slots__ = ("schema_version", "device_id", "deployment_id", "generation", "manifest", "artifacts", "issued_at_ms")
+    __slots__ = ("schema_version", "device_id", "deployment_id", "generation", "manifest", "artifacts", "issued_at_ms", "assignment", "trust")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -281,6 +359,8 @@ class DesiredState(_message.Message):
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    TRUST_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     device_id: str
     deployment_id: str
@@ -288,7 +368,9 @@ class DesiredState(_message.Message):
     manifest: SignedManifest
     artifacts: _containers.RepeatedCompositeFieldContainer[ArtifactLocation]
     issued_at_ms: int
-    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., generation: _Optional[int] = ..., manifest: _Optional[_Union[SignedManifest, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[ArtifactLocation, _Mapping]]] = ..., issued_at_ms: _Optional[int] = ...) -> None: ...
+    assignment: SignedAssignment
+    trust: TrustChain
+    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., generation: _Optional[int] = ..., manifest: _Optional[_Union[SignedManifest, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[ArtifactLocation, _Mapping]]] = ..., issued_at_ms: _Optional[int] = ..., assignment: _Optional[_Union[SignedAssignment, _Mapping]] = ..., trust: _Optional[_Union[TrustChain, _Mapping]] = ...) -> None: ...
 
 class ArtifactChunk(_message.Message):
     __slots__ = ("schema_version", "sha256", "index", "total_chunks", "offset", "data", "request_id", "error")
