@@ -49,6 +49,9 @@ def register(subparsers: Any) -> None:
                    help="regressors: %% RMSE rise (default 1)")
     p.add_argument("--self-test-vectors", type=_number(int, 1, 10_000), default=16,
                    help="rows embedded as self-test vectors (default 16)")
+    p.add_argument("--self-test-from", choices=("synthetic", "heldout"), default="synthetic",
+                   help="synthetic (default): vectors drawn from the reference profile, no real row in the "
+                        "manifest; heldout: real held-out rows (readable by anyone who reads a desired state)")
     p.set_defaults(func=run)
 
 
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             reference_X=reference,
             gate=gate,
             n_self_test=args.self_test_vectors,
+            self_test_from=args.self_test_from,
         )
     except GateRefusedError as exc:
         print(f"edgefleet compile: refused by the accuracy gate\n{exc}", file=sys.stderr)

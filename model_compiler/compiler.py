@@ -24,9 +24,12 @@ from model_compiler.families import Analysis, analyse, label_str
 from model_compiler.manifest import FRAGMENT_FILE, artifact_record, estimator_digest, fragment_json, io_schema
 from model_compiler.profile import reference_profile
 from model_compiler.report import CandidateReport, CompileReport
-from model_compiler.types import QUANTIZE_CHOICES, TARGET_CHOICES, TARGETS
-from model_compiler.vectors import build_self_test, pick_classifier_rows, pick_regressor_rows
+from model_compiler.types import QUANTIZE_CHOICES, SELF_TEST_SOURCES, TARGET_CHOICES, TARGETS
+from model_compiler.vectors import build_self_test, pick_classifier_rows, pick_regressor_rows, synthetic_inputs
 from protocols.v1 import messages_pb2 as pb
+
+# synthetic rows drawn to pick self-test vectors from (only rows every artifact agrees on are kept)
+SYNTHETIC_POOL_ROWS = 512
 
 
 @dataclass
@@ -88,8 +91,14 @@ def compile_estimator(
     reference_X: np.ndarray | None = None,
     gate: gates.Gate | None = None,
     n_self_test: int = 16,  # noqa: N803
+    self_test_from: str = "synthetic",
 ) -> CompileResult:
-    """Compile a fitted estimator or Pipeline; X, y are held-out data for calibration and the gate."""
+    """Compile a fitted estimator or Pipeline; X, y are held-out data for calibration and the gate.
+
+    Self-test vectors are drawn from the reference profile (`self_test_from="synthetic"`, the default:
+    no real row leaves in the manifest) or, by explicit choice, taken from the held-out rows ("heldout")."""
+    if self_test_from not in SELF_TEST_SOURCES:
+        raise CompileError(f"unknown self-test source {self_test_from!r} (choose from {', '.join(SELF_TEST_SOURCES)})")
     if target not in TARGET_CHOICES:
         raise CompileError(f"unknown target {target!r} (choose from {', '.join(TARGET_CHOICES)})")
     if quantize not in QUANTIZE_CHOICES:
@@ -163,11 +172,17 @@ def compile_estimator(
 
     fragment = pb.Manifest(io=io, source_model_sha256=estimator_digest(estimator))
     fragment.metrics.update(source_metrics)
-    fragment.self_test.CopyFrom(_self_test(analysis, x, source, kept, n_self_test))
     ref_source = source if reference_X is None else _source_outputs(estimator, ref_x, analysis.classifier)
     fragment.reference.CopyFrom(
         reference_profile(ref_x, ref_source, class_labels=analysis.class_labels, feature_names=analysis.feature_names)
     )
+    if self_test_from == "synthetic":
+        vector_x = synthetic_inputs(fragment.reference, max(SYNTHETIC_POOL_ROWS, 16 * n_self_test))
+        vector_source = _source_outputs(estimator, vector_x, analysis.classifier)
+        vector_kept = [(c, r, loaded.predict(vector_x), loaded) for c, r, _, loaded in kept]
+    else:
+        vector_x, vector_source, vector_kept = x, source, kept
+    fragment.self_test.CopyFrom(_self_test(analysis, vector_x, vector_source, vector_kept, n_self_test))
     built = []
     for candidate, record, _, loaded in kept:
         result = run_self_test(loaded, fragment.self_test, io)

@@ -11,6 +11,8 @@ Activation = Literal["identity", "relu", "tanh", "logistic"]
 TARGETS: tuple[str, ...] = ("onnx", "tflite")
 TARGET_CHOICES: tuple[str, ...] = ("onnx", "tflite", "all")
 QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8", "auto")
+# where self-test vectors come from: drawn from the reference profile (default), or held-out rows
+SELF_TEST_SOURCES: tuple[str, ...] = ("synthetic", "heldout")
 
 # tensor names inside every artifact: the runtime contract (edge_agent.runtime) reads these
 INPUT_NAME = "input"

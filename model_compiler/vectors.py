@@ -1,4 +1,8 @@
-"""Self-test vectors: held-out rows with the outputs every artifact of the release must reproduce.
+"""Self-test vectors: inputs with the outputs every artifact of the release must reproduce.
+
+Vectors travel inside the manifest, readable by anyone who can read a desired state, so by default they
+are synthetic: drawn from the reference profile's per-feature bins (`synthetic_inputs`), never a
+customer's rows. Held-out rows are used only when asked for (`self_test_from="heldout"`).
 
 One `SelfTest` serves all artifacts of a manifest (fp32 and INT8, ONNX and TFLite), so:
 - classifiers: only rows on which every artifact and the source estimator give the same label are used,
@@ -50,6 +54,24 @@ def pick_regressor_rows(values: np.ndarray, n: int) -> list[int]:
     if len(order) <= n:
         return sorted(order.tolist())
     return sorted({int(order[i]) for i in np.linspace(0, len(order) - 1, n).round().astype(int)})
+
+
+def synthetic_inputs(profile: pb.ReferenceProfile, n_rows: int, seed: int = 0) -> np.ndarray:
+    """n_rows float32 inputs drawn feature by feature from the profile: a bin with probability proportional
+    to its reference count, then a uniform value inside it. Features are drawn independently, so rows
+    carry no joint information about the data the model was trained or tested on."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n_rows, len(profile.features)), dtype=np.float32)
+    for feature in profile.features:
+        edges = np.asarray(feature.bin_edges, dtype=np.float64)
+        counts = np.asarray(feature.counts, dtype=np.float64)
+        if edges.size < 2 or counts.sum() <= 0:
+            x[:, feature.index] = edges[0] if edges.size else 0.0
+            continue
+        bins = rng.choice(len(counts), size=n_rows, p=counts / counts.sum())
+        low, high = edges[bins], edges[np.minimum(bins + 1, len(edges) - 1)]
+        x[:, feature.index] = (low + rng.random(n_rows) * (high - low)).astype(np.float32)
+    return x
 
 
 def build_self_test(

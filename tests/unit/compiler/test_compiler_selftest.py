@@ -110,3 +110,31 @@ def test_compiled_vectors_pass_in_every_artifact_and_catch_a_swapped_model(digit
     swapped = compile_estimator(other, digits.x_test, digits.y_test, quantize="none").artifacts[0]
     model = load_model(swapped.artifact, swapped.data, result.fragment.io)
     assert not run_self_test(model, test, result.fragment.io).passed
+
+
+def _rows_of(test: pb.SelfTest) -> set[tuple[float, ...]]:
+    return {tuple(np.float32(v) for v in vector.input) for vector in test.vectors}
+
+
+def test_vectors_are_synthetic_by_default_and_no_held_out_or_training_row_leaks(digits: Split) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    estimator = LogisticRegression(max_iter=300).fit(digits.x_train, digits.y_train)
+    result = compile_estimator(estimator, digits.x_test, digits.y_test, reference_X=digits.x_train, quantize="none")
+    vectors = _rows_of(result.fragment.self_test)
+    real = {tuple(np.float32(v) for v in row) for row in np.vstack([digits.x_train, digits.x_test])}
+    assert len(vectors) == 16 and not vectors & real
+    # still a real test: every vector's label is the source model's, and several classes are exercised
+    inputs = np.array([list(v.input) for v in result.fragment.self_test.vectors], dtype=np.float32)
+    expected = [v.expected_label for v in result.fragment.self_test.vectors]
+    assert [str(p) for p in estimator.predict(inputs)] == expected
+    assert len(set(expected)) >= 3
+
+
+def test_held_out_rows_only_by_explicit_choice(digits: Split) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    estimator = LogisticRegression(max_iter=300).fit(digits.x_train, digits.y_train)
+    result = compile_estimator(estimator, digits.x_test, digits.y_test, quantize="none", self_test_from="heldout")
+    real = {tuple(np.float32(v) for v in row) for row in digits.x_test}
+    assert _rows_of(result.fragment.self_test) <= real
