@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from cloud.identity.passwords import hash_password, password_file
 from support.net import free_port, port_accepts
 from support.tls import TlsFiles
 
@@ -156,16 +157,9 @@ class MosquittoBroker:
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def _write_password_file(self) -> Path:
-        tool = mosquitto_passwd_binary()
-        if tool is None:
-            raise MosquittoError("mosquitto_passwd not found: cannot create a password file")
+        # the hashes EdgeFleet writes for production brokers, so every auth test checks that format too
         path = self.workdir / "passwords"
-        path.unlink(missing_ok=True)
-        for i, (user, password) in enumerate(self.users.items()):
-            args = [tool, "-b"] + (["-c"] if i == 0 else []) + [str(path), user, password]
-            done = subprocess.run(args, capture_output=True, timeout=10, check=False)
-            if done.returncode != 0:
-                raise MosquittoError(f"mosquitto_passwd failed: {done.stderr.decode(errors='replace')}")
+        path.write_text(password_file({user: hash_password(pw) for user, pw in self.users.items()}))
         path.chmod(0o600)
         return path
 
