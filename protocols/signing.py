@@ -55,7 +55,7 @@ class Signer:
     """Signs manifests with a delegated targets key and attaches the root's delegation of it."""
 
     targets_key: Ed25519PrivateKey
-    delegation: pb.SignedDelegation | None = None  # for agents that predate root metadata
+    delegation: pb.SignedDelegation
 
     @property
     def key_id(self) -> str:
@@ -68,7 +68,7 @@ class Signer:
             manifest=body,
             key_id=self.key_id,
             signature=self.targets_key.sign(body),
-            delegations=[self.delegation] if self.delegation is not None else [],
+            delegations=[self.delegation],
         )
 
 

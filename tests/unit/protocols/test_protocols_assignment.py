@@ -8,7 +8,7 @@ from protocols import trust
 from protocols.assignment import verify_desired
 from protocols.codes import ErrorCode
 from protocols.roots import DIRECTOR_ROLE, TARGETS_ROLE
-from protocols.signing import Signer, raw_public
+from protocols.signing import Signer, delegate, raw_public
 from protocols.trust import key_id
 from protocols.v1 import messages_pb2 as pb
 
@@ -82,7 +82,8 @@ def test_an_assignment_signed_by_the_targets_key_is_refused() -> None:
 
 def test_a_manifest_signed_by_the_director_key_is_refused() -> None:
     keys = FleetKeys()
-    signed = Signer(keys.director).sign(pb.Manifest(model_id="m", sequence=1))
+    delegation = delegate(keys.root, raw_public(keys.director), now_ms=NOW_MS, valid_days=1)
+    signed = Signer(keys.director, delegation).sign(pb.Manifest(model_id="m", sequence=1))
     with pytest.raises(trust.UnknownKeyError):
         check(keys, keys.desired("pi-01", 1, signed))
 
