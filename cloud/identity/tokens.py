@@ -1,0 +1,103 @@
+"""Operators' API tokens: a role each (viewer < deployer < admin), shown once, stored as a hash.
+
+A token reads `ef_<id>_<secret>`: the id is public (lists, the audit log), the secret 32 random bytes. The
+console API reads it from `Authorization: Bearer ...`; every mutating call needs deployer or admin, token
+and audit management needs admin (see `cloud.api.auth`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlmodel import Session, col, select
+
+from cloud.errors import InvalidRequestError, NotFoundError
+from cloud.identity.records import ApiToken
+from cloud.types import now_ms
+
+TOKEN_PREFIX = "ef_"
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    DEPLOYER = "deployer"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, required: Role) -> bool:
+        return self.rank >= required.rank
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Who made a request: the token's id and name, and its role."""
+
+    token_id: str
+    name: str
+    role: Role
+
+    @property
+    def actor(self) -> str:
+        return f"token {self.token_id} ({self.name})"
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_token(
+    session: Session, *, name: str, role: Role | str, created_by: str = "", ttl_days: float | None = None
+) -> tuple[ApiToken, str]:
+    """A new token row and its full text (shown once; only the hash is kept)."""
+    try:
+        role = Role(role)
+    except ValueError:
+        raise InvalidRequestError(f"unknown role {role!r}: use {', '.join(Role)}") from None
+    if not name or len(name) > 128 or "\x00" in name:
+        raise InvalidRequestError("a token needs a name of 1-128 characters")
+    token_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    expires = None if ttl_days is None else now_ms() + int(ttl_days * 86_400_000)
+    row = ApiToken(
+        id=token_id, name=name, role=role.value, secret_sha256=_digest(secret), created_by=created_by,
+        expires_at_ms=expires,
+    )  # fmt: skip
+    session.add(row)
+    return row, f"{TOKEN_PREFIX}{token_id}_{secret}"
+
+
+def authenticate(session: Session, token: str, *, now: int | None = None) -> Operator | None:
+    """The operator a token belongs to, or None for anything unknown, revoked, expired or malformed."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    token_id, sep, secret = token[len(TOKEN_PREFIX) :].partition("_")
+    if not sep or not token_id or not secret or len(token_id) > 32:
+        return None
+    row = session.get(ApiToken, token_id)
+    if row is None or not hmac.compare_digest(row.secret_sha256, _digest(secret)):
+        return None
+    current = now_ms() if now is None else now
+    if row.revoked_at_ms is not None or (row.expires_at_ms is not None and row.expires_at_ms <= current):
+        return None
+    return Operator(row.id, row.name, Role(row.role))
+
+
+def revoke_token(session: Session, token_id: str) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFoundError(f"no API token {token_id!r}")
+    if row.revoked_at_ms is None:
+        row.revoked_at_ms = now_ms()
+        session.add(row)
+    return row
+
+
+def list_tokens(session: Session) -> list[ApiToken]:
+    return list(session.exec(select(ApiToken).order_by(col(ApiToken.created_at_ms))))
