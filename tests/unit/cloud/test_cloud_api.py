@@ -9,10 +9,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from cloud.api import AppServices, create_app
-from cloud.delivery import Deployer
-from cloud.ingest import Ingestor
-from cloud.models import DatasetCreate, PipelineRunCreate
+from cloud.db.tables import DatasetCreate, PipelineRunCreate
+from cloud.monitoring import Ingestor
 from cloud.registry import register_dataset, start_run
+from cloud.rollout import Deployer
 from cloud.settings import CloudSettings
 from edge_agent.transport import MemoryBroker, MemoryTransport
 from protocols.topics import Channel, device_topic

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud.artifacts import ArtifactStore, LocalArtifactStore, MemoryArtifactStore
 from cloud.errors import ArtifactCorruptError, ArtifactNotFoundError, InvalidRequestError
+from cloud.registry.artifacts import ArtifactStore, LocalArtifactStore, MemoryArtifactStore
 
 
 @pytest.fixture(params=["local", "memory"])

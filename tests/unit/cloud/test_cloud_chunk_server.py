@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from cloud.artifacts import MemoryArtifactStore
-from cloud.chunk_server import ChunkServer
-from cloud.delivery import Deployer
-from cloud.models import DeploymentCreate
+from cloud.db.tables import DeploymentCreate
+from cloud.registry.artifacts import MemoryArtifactStore
+from cloud.rollout import Deployer
+from cloud.rollout.chunk_server import ChunkServer
 from edge_agent.transport import MemoryBroker, MemoryTransport
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb

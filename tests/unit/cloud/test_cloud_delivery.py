@@ -4,11 +4,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from cloud import delivery, fleet
-from cloud.delivery import Deployer
+from cloud import fleet, rollout
+from cloud.db.tables import DeploymentCreate
 from cloud.errors import InvalidRequestError, NotFoundError
-from cloud.ingest import Ingestor
-from cloud.models import DeploymentCreate
+from cloud.monitoring import Ingestor
+from cloud.rollout import Deployer
 from edge_agent.transport import MemoryBroker, MemoryTransport
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
@@ -57,7 +57,7 @@ def test_deploy_publishes_retained_desired_state_to_the_targets_only(
     assert len(broker.retained_for("ef/v1/dev/+/desired")) == 2
     with Session(any_engine) as session:
         assert fleet.get_device(session, "dev-1").desired_generation == 1  # registered by the deployment
-        assert [t.device_id for t in delivery.targets_of(session, deployment.id)] == ["dev-1", "dev-2"]
+        assert [t.device_id for t in rollout.targets_of(session, deployment.id)] == ["dev-1", "dev-2"]
 
 
 def test_every_change_bumps_the_generation_and_supersedes_the_old_target(
@@ -72,8 +72,8 @@ def test_every_change_bumps_the_generation_and_supersedes_the_old_target(
     assert state is not None and (state.generation, state.deployment_id) == (2, second.id)
     assert pb.Manifest.FromString(state.manifest.manifest).sequence == 2
     with Session(any_engine) as session:
-        assert delivery.get_deployment(session, first.id).status == "superseded"
-        assert delivery.get_deployment(session, second.id).status == "in_progress"
+        assert rollout.get_deployment(session, first.id).status == "superseded"
+        assert rollout.get_deployment(session, second.id).status == "in_progress"
 
 
 def test_label_selector_and_reported_outcomes(
@@ -88,12 +88,12 @@ def test_label_selector_and_reported_outcomes(
     report(any_engine, "a", ts_ms=2, deployment_id=deployment.id, desired_generation=1,
            update_state=pb.UPDATE_STATE_ACTIVE)  # fmt: skip
     with Session(any_engine) as session:
-        assert delivery.get_deployment(session, deployment.id).status == "in_progress"
+        assert rollout.get_deployment(session, deployment.id).status == "in_progress"
     report(any_engine, "b", ts_ms=2, deployment_id=deployment.id, desired_generation=1,
            update_state=pb.UPDATE_STATE_FAILED, last_error=pb.ErrorInfo(code="self_test_failed"))  # fmt: skip
     with Session(any_engine) as session:
-        assert delivery.get_deployment(session, deployment.id).status == "partial"
-        targets = {t.device_id: t for t in delivery.targets_of(session, deployment.id)}
+        assert rollout.get_deployment(session, deployment.id).status == "partial"
+        targets = {t.device_id: t for t in rollout.targets_of(session, deployment.id)}
         assert targets["a"].status == "succeeded"
         assert (targets["b"].status, targets["b"].error_code) == ("failed", "self_test_failed")
 
@@ -107,7 +107,7 @@ def test_a_report_for_an_older_generation_does_not_move_the_target(
     report(any_engine, "a", ts_ms=2, deployment_id=deployment.id, desired_generation=0,
            update_state=pb.UPDATE_STATE_ACTIVE)  # fmt: skip
     with Session(any_engine) as session:
-        assert delivery.targets_of(session, deployment.id)[0].status == "pending"
+        assert rollout.targets_of(session, deployment.id)[0].status == "pending"
 
 
 def test_a_device_that_appears_later_gets_the_matching_label_deployment(
@@ -159,7 +159,7 @@ def test_bad_deployment_requests_are_refused(any_engine: Engine, deployer: Deplo
     with pytest.raises(InvalidRequestError, match="not supported"):
         deployer.deploy(DeploymentCreate(model_id="m", device_ids=["a"], strategy="canary"))
     with Session(any_engine) as session:
-        assert delivery.list_deployments(session) == []
+        assert rollout.list_deployments(session) == []
 
 
 @pytest.mark.postgres

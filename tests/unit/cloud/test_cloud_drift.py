@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from cloud import drift
+from cloud.monitoring import drift
 
 
 def test_psi_of_a_known_shift() -> None:

@@ -5,9 +5,9 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from cloud import fleet
-from cloud.inbox import Inbox
-from cloud.ingest import Ingestor
-from cloud.models import Device, EventRecord, SampleRecord, TelemetryRecord
+from cloud.db.tables import Device, EventRecord, SampleRecord, TelemetryRecord
+from cloud.monitoring import Ingestor
+from cloud.mqtt.router import MessageRouter
 from edge_agent.transport import MemoryBroker, MemoryTransport, Will
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
@@ -173,7 +173,7 @@ def test_worker_takes_messages_off_the_transport_thread(engine: Engine) -> None:
     cloud = MemoryTransport(broker)
     ingestor = Ingestor(engine, clock=clock, batch_size=3)
     requests: list[tuple[str, bytes]] = []
-    Inbox(ingestor.submit, lambda t, p: requests.append((t, p))).attach(cloud)
+    MessageRouter(ingestor.submit, lambda t, p: requests.append((t, p))).attach(cloud)
     cloud.start()
     ingestor.start()
     try:
@@ -204,7 +204,7 @@ def test_worker_takes_messages_off_the_transport_thread(engine: Engine) -> None:
 @pytest.mark.parametrize("share_group", [None, "workers"])
 def test_inbox_subscribes_to_every_device_to_cloud_channel(share_group: str | None) -> None:
     transport = MemoryTransport(MemoryBroker())
-    Inbox(lambda t, p: None, lambda t, p: None, share_group=share_group).attach(transport)
+    MessageRouter(lambda t, p: None, lambda t, p: None, share_group=share_group).attach(transport)
     filters = set(transport._filters)
     assert len(filters) == 6
     assert all(f.startswith("$share/workers/") for f in filters) == bool(share_group)

@@ -4,8 +4,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from cloud.ingest import Ingestor
-from cloud.monitoring import device_drift, histogram_quantile
+from cloud.monitoring import Ingestor, device_drift, histogram_quantile
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 

@@ -8,10 +8,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from cloud import registry
-from cloud.artifacts import MemoryArtifactStore
+from cloud.db.tables import DatasetCreate, PipelineRunCreate
 from cloud.errors import ArtifactMismatchError, ConflictError, InvalidRequestError, NotFoundError
-from cloud.models import DatasetCreate, PipelineRunCreate
-from cloud.signing import load_root_public
+from cloud.registry.artifacts import MemoryArtifactStore
+from cloud.registry.keys import load_root_public
 from protocols.signing import Signer
 from protocols.trust import TrustedRoot, verify_manifest
 from protocols.v1 import messages_pb2 as pb

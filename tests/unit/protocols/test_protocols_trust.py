@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.signing import KeyStoreError, init_keys, load_root_public, load_signer
+from cloud.errors import KeyStoreError
+from cloud.registry.keys import init_keys, load_root_public, load_signer
 from protocols import trust
 from protocols.signing import Signer, delegate, raw_public
 from protocols.v1 import messages_pb2 as pb

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from cloud.db import insert_ignore
-from cloud.errors import NotFoundError
-from cloud.models import Device
+from cloud.db import fetch_or_raise, insert_ignore
+from cloud.db.tables import Device
 from cloud.types import ClockMs, now_ms
 from protocols.topics import validate_device_id
 from protocols.v1 import messages_pb2 as pb
@@ -35,10 +34,7 @@ def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool
 
 
 def get_device(session: Session, device_id: str) -> Device:
-    found = session.get(Device, device_id)
-    if found is None:
-        raise NotFoundError(f"no device {device_id}")
-    return found
+    return fetch_or_raise(session, Device, device_id, missing=f"no device {device_id}")
 
 
 def list_devices(

@@ -2,12 +2,12 @@
 
 A device may fetch only artifacts of deployments that target it; it names chunks by index in the chunk
 size its desired state announced (the deployment's `chunk_size_bytes`). Every index gets an answer, with
-`error` set ("<code>: <why>") when the chunk cannot be served, so a device never waits on silence for a
-refusal. Payloads that do not parse are logged, counted, and answered with an error on the device's
-data topic when the topic names a device.
+`error` set ("<code>: <why>", built by `protocols.codes.chunk_error`) when the chunk cannot be served,
+so a device never waits on silence for a refusal. Payloads that do not parse are logged, counted, and
+answered with an error on the device's data topic when the topic names a device.
 
-Error codes: malformed_request, device_mismatch, unknown_artifact, not_entitled, bad_index,
-too_many_indexes, artifact_unavailable.
+Error codes (`protocols.codes.ErrorCode`): malformed_request, device_mismatch, unknown_artifact,
+not_entitled, bad_index, too_many_indexes, artifact_unavailable.
 """
 
 from __future__ import annotations
@@ -23,14 +23,15 @@ from google.protobuf.message import DecodeError
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from cloud.artifacts import ArtifactStore
+from cloud.db.tables import ArtifactRecord, Deployment, DeploymentTarget
 from cloud.errors import CloudError
-from cloud.models import ArtifactRecord, Deployment, DeploymentTarget
+from cloud.mqtt.worker import BatchWorker, Counters, MessageConsumer
+from cloud.registry.artifacts import ArtifactStore
 from cloud.types import Publisher
-from cloud.worker import BatchWorker, Counters, MessageConsumer
 from edge_agent.transport import TransportError
 from protocols import SCHEMA_VERSION
 from protocols.chunking import ChunkLayout
+from protocols.codes import ErrorCode, chunk_error
 from protocols.topics import Channel, TopicError, device_topic, parse_device_topic
 from protocols.v1 import messages_pb2 as pb
 
@@ -91,7 +92,8 @@ class ChunkServer(MessageConsumer):
         except DecodeError as exc:
             self.stats.add(malformed=1)
             log.warning("malformed artifact request from %s: %s", device_id, exc)
-            self._send_error(device_id, "", 0, "", "malformed_request: payload is not an ArtifactChunkRequest")
+            why = "payload is not an ArtifactChunkRequest"
+            self._send_error(device_id, "", 0, "", ErrorCode.MALFORMED_REQUEST, why)
             return
         self.serve(device_id, request)
 
@@ -99,22 +101,25 @@ class ChunkServer(MessageConsumer):
         rid, sha = request.request_id, request.sha256
         if request.device_id and request.device_id != device_id:
             self.stats.add(malformed=1)
-            return self._send_error(device_id, sha, 0, rid, f"device_mismatch: request names {request.device_id!r}")
+            why = f"request names {request.device_id!r}"
+            return self._send_error(device_id, sha, 0, rid, ErrorCode.DEVICE_MISMATCH, why)
         if not _SHA256.match(sha):
             self.stats.add(malformed=1)
-            return self._send_error(device_id, sha, 0, rid, "malformed_request: sha256 is not a hex digest")
+            return self._send_error(device_id, sha, 0, rid, ErrorCode.MALFORMED_REQUEST, "sha256 is not a hex digest")
         if not request.indexes:
             self.stats.add(malformed=1)
-            return self._send_error(device_id, sha, 0, rid, "malformed_request: no chunk indexes")
+            return self._send_error(device_id, sha, 0, rid, ErrorCode.MALFORMED_REQUEST, "no chunk indexes")
         entitlement = self.entitlement(device_id, sha)
         if entitlement is None:
-            code = "not_entitled" if self._known(sha) else "unknown_artifact"
+            code = ErrorCode.NOT_ENTITLED if self._known(sha) else ErrorCode.UNKNOWN_ARTIFACT
             log.warning("%s: device %s asked for artifact %s", code, device_id, sha)
-            return self._send_error(device_id, sha, request.indexes[0], rid, f"{code}: artifact {sha[:12]}...")
+            return self._send_error(device_id, sha, request.indexes[0], rid, code, f"artifact {sha[:12]}...")
         for position, index in enumerate(request.indexes):
             if position >= self.max_indexes:
-                self._send_error(device_id, sha, index, rid, f"too_many_indexes: at most {self.max_indexes}",
-                                 entitlement.total_chunks)
+                self._send_error(
+                    device_id, sha, index, rid, ErrorCode.TOO_MANY_INDEXES, f"at most {self.max_indexes}",
+                    entitlement.total_chunks,
+                )
             else:
                 self._send_chunk(device_id, sha, index, rid, entitlement)
 
@@ -150,7 +155,8 @@ class ChunkServer(MessageConsumer):
     def _send_chunk(self, device_id: str, sha: str, index: int, rid: str, layout: ChunkLayout) -> None:
         total = layout.total_chunks
         if not layout.has(index):
-            return self._send_error(device_id, sha, index, rid, f"bad_index: {index} not below {total}", total)
+            why = f"{index} not below {total}"
+            return self._send_error(device_id, sha, index, rid, ErrorCode.BAD_INDEX, why, total)
         offset, expected = layout.offset(index), layout.length(index)
         try:
             data = self.store.read_chunk(sha, offset, layout.chunk_size)
@@ -160,7 +166,8 @@ class ChunkServer(MessageConsumer):
             reason = f"read {len(data)} bytes, expected {expected}"
         if len(data) != expected:
             log.error("artifact %s chunk %d unavailable: %s", sha, index, reason)
-            return self._send_error(device_id, sha, index, rid, "artifact_unavailable: try again later", total)
+            why = "try again later"
+            return self._send_error(device_id, sha, index, rid, ErrorCode.ARTIFACT_UNAVAILABLE, why, total)
         chunk = pb.ArtifactChunk(
             schema_version=SCHEMA_VERSION, sha256=sha, index=index, total_chunks=total, offset=offset, data=data,
             request_id=rid,
@@ -168,9 +175,12 @@ class ChunkServer(MessageConsumer):
         self._publish(device_id, chunk)
         self.stats.add(chunks_sent=1, bytes_sent=len(data))
 
-    def _send_error(self, device_id: str, sha: str, index: int, rid: str, error: str, total: int = 0) -> None:
+    def _send_error(
+        self, device_id: str, sha: str, index: int, rid: str, code: ErrorCode, why: str, total: int = 0
+    ) -> None:
         chunk = pb.ArtifactChunk(
-            schema_version=SCHEMA_VERSION, sha256=sha, index=index, total_chunks=total, request_id=rid, error=error
+            schema_version=SCHEMA_VERSION, sha256=sha, index=index, total_chunks=total, request_id=rid,
+            error=chunk_error(code, why),
         )
         self._publish(device_id, chunk)
         self.stats.add(errors_sent=1)

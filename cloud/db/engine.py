@@ -1,4 +1,4 @@
-"""Database plumbing: engines for SQLite and PostgreSQL, table creation, and insert-or-ignore.
+"""Engines for SQLite and PostgreSQL, table creation, schema clean-up and the commit-or-roll-back session.
 
 One code path serves both dialects. SQLite gets WAL and a busy timeout so the ingestion worker and the API
 threads can share a file; PostgreSQL is reached through psycopg 3 (`postgresql+psycopg://`; plain
@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, create_engine
 
 from cloud.errors import ConfigurationError
@@ -82,7 +81,7 @@ def create_tables(engine: Engine) -> None:
     """Create the schema (PostgreSQL, if the engine has one) and every table; safe to call again."""
     from sqlalchemy.exc import OperationalError
 
-    import cloud.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+    import cloud.db.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
     from cloud.errors import ConfigurationError
 
     schema = _ENGINE_SCHEMAS.get(engine)
@@ -118,38 +117,3 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
-
-
-def insert_ignore(
-    session: Session, model: type[SQLModel], rows: Sequence[dict[str, Any]], unique_columns: Sequence[str]
-) -> int:
-    """INSERT rows, skipping any whose unique key already exists; return how many were inserted.
-
-    Idempotent ingestion rests on this: a message delivered twice (QoS 1 redelivery, a retained replay,
-    two workers) lands once. Works on SQLite and PostgreSQL (both speak ON CONFLICT DO NOTHING).
-    """
-    if not rows:
-        return 0
-    table = model.__table__  # type: ignore[attr-defined]
-    dialect = session.get_bind().dialect.name
-    pk = next(iter(table.primary_key.columns))
-    statement: Any
-    if dialect == "postgresql":
-        statement = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(unique_columns))
-    elif dialect == "sqlite":
-        statement = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(unique_columns))
-    else:
-        raise ConfigurationError(f"insert_ignore does not support the {dialect} dialect")
-    statement = statement.returning(pk)
-    inserted = session.execute(statement, list(rows)).all()
-    return len(inserted)
-
-
-# PostgreSQL aborts one of two transactions that wait on each other (deadlock) or that cannot be serialised;
-# the aborted one is safe to run again from the start.
-_RETRYABLE_SQLSTATES = {"40P01", "40001"}
-
-
-def is_retryable_conflict(exc: BaseException) -> bool:
-    """True for a deadlock or serialisation failure: roll back and run the transaction again."""
-    return getattr(getattr(exc, "orig", None), "sqlstate", None) in _RETRYABLE_SQLSTATES

@@ -1,9 +1,11 @@
-"""Tables of the ML metadata store and the fleet, one model family per resource (SQLModel).
+"""The database tables of the ML metadata store and the fleet, one model family per resource (SQLModel).
+
+Named `tables`, not `models`: in this product a "model" is an ML model.
 
 Family pattern: `XBase` (shared fields) -> `XCreate` (what a caller supplies) / `X` (the table) /
 `XPublic` (what the API returns). Times are epoch milliseconds (`*_ms`) in BIGINT columns, so both
 dialects store the same thing; structured values are JSON columns. The unique keys carry idempotency:
-ingestion inserts with `db.insert_ignore`, so a repeated (device_id, seq) lands once.
+ingestion inserts with `cloud.db.insert_ignore`, so a repeated (device_id, seq) lands once.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from cloud.db.statuses import DeploymentStatus, RunStatus, TargetStatus
 from cloud.types import now_ms
 
 
@@ -60,7 +63,7 @@ class PipelineRunCreate(PipelineRunBase):
 
 class PipelineRun(PipelineRunBase, table=True):
     id: str = Field(primary_key=True, max_length=64)
-    status: str = "running"  # running | succeeded | failed
+    status: str = RunStatus.RUNNING
     metrics: dict[str, float] = _json(default_factory=dict)
     step_timings_s: dict[str, float] = _json(default_factory=dict)
     error: str | None = None
@@ -172,7 +175,7 @@ class Deployment(DeploymentBase, table=True):
     model_version_id: int = Field(foreign_key="modelversion.id", index=True)
     model_id: str
     version: str
-    status: str = "in_progress"  # in_progress | succeeded | failed | partial | superseded
+    status: str = DeploymentStatus.IN_PROGRESS
     chunk_size_bytes: int
     created_at_ms: int = _ms(default_factory=now_ms)
 
@@ -187,7 +190,7 @@ class DeploymentPublic(DeploymentBase):
 
 class DeploymentTargetBase(SQLModel):
     generation: int = _ms()
-    status: str = "pending"  # pending | in_progress | succeeded | failed | superseded
+    status: str = TargetStatus.PENDING
     error_code: str | None = None
     error_message: str | None = None
     updated_at_ms: int = _ms(default_factory=now_ms)

@@ -10,7 +10,7 @@ from rich.table import Table
 from sqlmodel import Session
 
 from cloud import fleet, monitoring, registry
-from cloud.pipeline import PipelineResult
+from cloud.training.pipeline import PipelineResult
 from simulator.fleet import DeviceRun
 
 HASH_KEYS = ("dataset_hash", "parameters_sha256", "run_id")

@@ -1,15 +1,13 @@
-"""The model registry and ML metadata store: datasets, pipeline runs, model versions, lineage.
+"""Model versions (a signed manifest plus its artifacts, sequences allocated per model id) and lineage.
 
-Plain functions over a Session; they know nothing of HTTP or MQTT and leave committing to the caller
-(except where a savepoint is needed to retry a sequence allocation). A model version is a signed manifest
-plus its artifacts: `register_model_version` allocates the next sequence for the model id, writes it into
-the manifest, signs it and stores everything, so sequences stay monotonic even with several writers.
+`register_model_version` allocates the next sequence for the model id, writes it into the manifest, signs
+it and stores everything, so sequences stay monotonic even with several writers. The caller commits
+(except where a savepoint is needed to retry a sequence allocation).
 """
 
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,17 +16,11 @@ from sqlalchemy import func, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from cloud.artifacts import ArtifactStore
-from cloud.db import insert_ignore
-from cloud.errors import ArtifactMismatchError, ConflictError, InvalidRequestError, NotFoundError
-from cloud.models import (
-    ArtifactRecord,
-    Dataset,
-    DatasetCreate,
-    ModelVersion,
-    PipelineRun,
-    PipelineRunCreate,
-)
+from cloud.db import fetch_or_raise
+from cloud.db.tables import ArtifactRecord, Dataset, ModelVersion, PipelineRun
+from cloud.errors import ArtifactMismatchError, ConflictError, InvalidRequestError
+from cloud.registry.artifacts import ArtifactStore
+from cloud.registry.runs import get_run
 from cloud.types import ClockMs, now_ms
 from protocols.signing import Signer
 from protocols.trust import VerificationError, verify_artifact
@@ -36,93 +28,6 @@ from protocols.v1 import messages_pb2 as pb
 
 _SEQUENCE_ATTEMPTS = 5
 _FORMATS = {pb.ARTIFACT_FORMAT_ONNX: "onnx", pb.ARTIFACT_FORMAT_TFLITE: "tflite"}
-
-
-# ---------------------------------------------------------------- datasets
-
-
-def content_hash(*parts: bytes) -> str:
-    """sha256 over length-prefixed parts (e.g. X.tobytes(), y.tobytes()), so (ab, c) != (a, bc)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.hexdigest()
-
-
-def register_dataset(session: Session, dataset: DatasetCreate) -> Dataset:
-    """Record a dataset by content hash; registering the same content again returns the first record."""
-    insert_ignore(session, Dataset, [dataset.model_dump()], ["content_hash"])
-    return get_dataset(session, dataset.content_hash)
-
-
-def get_dataset(session: Session, content_hash: str) -> Dataset:
-    found = session.get(Dataset, content_hash)
-    if found is None:
-        raise NotFoundError(f"no dataset {content_hash}")
-    return found
-
-
-def list_datasets(session: Session) -> list[Dataset]:
-    return list(session.exec(select(Dataset).order_by(col(Dataset.created_at_ms).desc())))
-
-
-# ---------------------------------------------------------------- pipeline runs
-
-
-def start_run(session: Session, run: PipelineRunCreate, *, run_id: str | None = None) -> PipelineRun:
-    """Open a pipeline run. Passing the id of an existing run resumes it (returns it unchanged)."""
-    if run_id is not None and (existing := session.get(PipelineRun, run_id)) is not None:
-        return existing
-    if run.dataset_hash is not None:
-        get_dataset(session, run.dataset_hash)  # a clear error rather than a foreign-key failure
-    record = PipelineRun(id=run_id or uuid.uuid4().hex, **run.model_dump())
-    session.add(record)
-    session.flush()
-    return record
-
-
-def get_run(session: Session, run_id: str) -> PipelineRun:
-    found = session.get(PipelineRun, run_id)
-    if found is None:
-        raise NotFoundError(f"no pipeline run {run_id}")
-    return found
-
-
-def record_step(session: Session, run_id: str, step: str, seconds: float) -> PipelineRun:
-    run = get_run(session, run_id)
-    run.step_timings_s = {**run.step_timings_s, step: round(float(seconds), 6)}  # reassign: JSON is not tracked
-    session.add(run)
-    return run
-
-
-def finish_run(
-    session: Session,
-    run_id: str,
-    *,
-    status: str = "succeeded",
-    metrics: Mapping[str, float] | None = None,
-    step_timings_s: Mapping[str, float] | None = None,
-    error: str | None = None,
-    clock: ClockMs = now_ms,
-) -> PipelineRun:
-    if status not in ("succeeded", "failed"):
-        raise InvalidRequestError(f"a run finishes as 'succeeded' or 'failed', not {status!r}")
-    run = get_run(session, run_id)
-    run.status = status
-    run.metrics = {**run.metrics, **{k: float(v) for k, v in (metrics or {}).items()}}
-    run.step_timings_s = {**run.step_timings_s, **dict(step_timings_s or {})}
-    run.error = error
-    run.finished_at_ms = clock()
-    session.add(run)
-    return run
-
-
-def list_runs(session: Session) -> list[PipelineRun]:
-    return list(session.exec(select(PipelineRun).order_by(col(PipelineRun.started_at_ms).desc())))
-
-
-# ---------------------------------------------------------------- model versions
 
 
 def lock_model_id(session: Session, model_id: str) -> None:
@@ -281,18 +186,12 @@ def get_model_version(session: Session, model_id: str, version: str | None = Non
         query = query.order_by(col(ModelVersion.sequence).desc())
     else:
         query = query.where(ModelVersion.version == version)
-    found = session.exec(query).first()
-    if found is None:
-        what = f"{model_id} version {version}" if version is not None else f"model {model_id}"
-        raise NotFoundError(f"no {what}")
-    return found
+    what = f"{model_id} version {version}" if version is not None else f"model {model_id}"
+    return fetch_or_raise(session, query, missing=f"no {what}")
 
 
 def get_model_version_by_id(session: Session, model_version_id: int) -> ModelVersion:
-    found = session.get(ModelVersion, model_version_id)
-    if found is None:
-        raise NotFoundError(f"no model version #{model_version_id}")
-    return found
+    return fetch_or_raise(session, ModelVersion, model_version_id, missing=f"no model version #{model_version_id}")
 
 
 def list_model_versions(session: Session, model_id: str | None = None) -> list[ModelVersion]:

@@ -1,7 +1,7 @@
 """Telemetry read-outs: per-device summaries and drift reports, per device and fleet-wide.
 
 Reads TelemetryRecord rows, merges their sketches (counts add up) and hands them to the pure statistics
-in `cloud.drift`, comparing against the reference profile embedded in the model version's manifest.
+in `cloud.monitoring.drift`, comparing against the reference profile embedded in the model version's manifest.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 from sqlmodel import Session, col, select
 
-from cloud import drift, registry
+from cloud import registry
+from cloud.db.tables import TelemetryRecord
 from cloud.errors import NotFoundError
-from cloud.models import TelemetryRecord
+from cloud.monitoring import drift
 from protocols.v1 import messages_pb2 as pb
 
 

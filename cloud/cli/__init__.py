@@ -1,16 +1,23 @@
-"""The `edgefleet` command. Each part registers its own subcommands; heavy imports happen inside the
-handlers, so `edgefleet agent ...` works on a device that has only the `agent` extra installed."""
+"""The `edgefleet` command (`main`). Each part registers its own subcommands; heavy imports happen inside
+the handlers, so `edgefleet agent ...` works on a device that has only the `agent` extra installed.
+
+The cloud's commands live one module per command group here: `keys`, `up`, `train`, `demo` (+
+`demo_report`) and `remote` (deploy, devices, models: clients of a running cloud's API).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Sequence
 
 # module providing `register(subparsers)` for each group of subcommands, in help order
 SUBCOMMAND_MODULES = [
-    "cloud.commands",  # keys, up, demo, deploy, devices
+    "cloud.cli.keys",  # keys init / keys show
+    "cloud.cli.up",  # up
+    "cloud.cli.train",  # train
+    "cloud.cli.demo",  # demo
+    "cloud.cli.remote",  # deploy, devices, models
     "model_compiler.cli",  # compile
     "edge_agent.cli",  # agent run / agent provision
 ]
@@ -41,7 +48,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(func(args) or 0)
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,9 +19,9 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from cloud import registry
-from cloud.artifacts import ArtifactStore
-from cloud.db import session_scope
-from cloud.models import DatasetCreate, PipelineRunCreate
+from cloud.db import RunStatus, session_scope
+from cloud.db.tables import DatasetCreate, PipelineRunCreate
+from cloud.registry.artifacts import ArtifactStore
 from protocols.signing import Signer
 
 DATASETS = ("digits", "breast_cancer", "iris", "wine")
@@ -193,7 +193,7 @@ def run_training_pipeline(
                 result_version, result_sequence = version.version, version.sequence
     except Exception as exc:
         with session_scope(engine) as session:
-            registry.finish_run(session, run_id, status="failed", step_timings_s=steps.timings, error=str(exc))
+            registry.finish_run(session, run_id, status=RunStatus.FAILED, step_timings_s=steps.timings, error=str(exc))
         raise
     with session_scope(engine) as session:
         registry.finish_run(session, run_id, metrics=metrics, step_timings_s=steps.timings)

@@ -1,4 +1,6 @@
-"""The cloud's MQTT inbox: subscribes to every device->cloud channel and routes each message by channel.
+"""The cloud's message router: subscribes to every device->cloud channel and routes each message by channel.
+
+(Called `Inbox` before; renamed because `edge_agent/inbox.py` and a test recorder use that name too.)
 
 Artifact requests go to the chunk server, everything else to ingestion; both queue the message and
 return at once, as transport callbacks must. With a share group the subscriptions are MQTT 5 shared
@@ -18,7 +20,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, bytes], None]
 
 
-class Inbox:
+class MessageRouter:
     def __init__(self, ingest: Handler, artifact_requests: Handler, *, share_group: str | None = None) -> None:
         self.ingest = ingest
         self.artifact_requests = artifact_requests

@@ -12,22 +12,35 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ACTIVATION_TIMEOUT_S = 90.0
 INGEST_TIMEOUT_S = 30.0
 DRIFTED_FEATURES = 3
 
 
+def register(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser("demo", help="run the whole loop end to end with simulated devices")
+    demo.add_argument("--devices", type=int, default=5, help="number of simulated devices (default 5)")
+    demo.add_argument("--data-dir", type=Path, help="where to keep the demo's data (default: a new temp dir)")
+    demo.add_argument("--mqtt-url", help="use this broker instead of the embedded one")
+    demo.add_argument("--database-url", help="use this database instead of SQLite")
+    demo.add_argument("--inferences", type=int, default=200, help="inferences per device (default 200)")
+    demo.add_argument("--estimator", default="logreg", choices=["logreg", "mlp"], help="model to train")
+    demo.add_argument("--drift", type=float, default=1.5,
+                      help="shift (in std units) injected into a few features on half the devices")
+    demo.set_defaults(func=run_demo)
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    # imported here, not above: every `edgefleet` command imports this module to register `demo`
+    import numpy as np
     from rich.console import Console
 
-    from cloud.demo_report import DemoFacts, render_summary
+    from cloud.cli.demo_report import DemoFacts, render_summary
+    from cloud.db.tables import DeploymentCreate
     from cloud.errors import CloudError
-    from cloud.models import DeploymentCreate
-    from cloud.pipeline import TrainingConfig, run_training_pipeline
     from cloud.service import CloudService
     from cloud.settings import CloudSettings
+    from cloud.training.pipeline import TrainingConfig, run_training_pipeline
     from protocols.v1 import messages_pb2 as pb
     from simulator.data import DataStream, Drift
     from simulator.fleet import SimulatedFleet

@@ -6,6 +6,19 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    up = subparsers.add_parser("up", help="run the cloud stack (broker, ingestion, console API)")
+    up.add_argument("--data-dir", type=Path, help="where the database, keys and artifacts live")
+    up.add_argument("--mqtt-url", help="use this broker (mqtt://host:port) instead of the embedded one")
+    up.add_argument("--mqtt-port", type=int, default=1883,
+                    help="port of the embedded broker (default 1883; 0 picks a free one)")
+    up.add_argument("--database-url", help="use this database (e.g. postgresql://...) instead of SQLite")
+    up.add_argument("--host", help="console API host (default 127.0.0.1)")
+    up.add_argument("--port", type=int, help="console API port (default 8080; 0 picks a free one)")
+    up.set_defaults(func=run_up)
 
 
 def run_up(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""The cloud's key store: key files on disk, loaded into the pure signers of `protocols.signing`.
+"""The cloud's key store: key files on disk, loaded into the pure signers of `protocols.signing`, and the
+rule for when the cloud may create them (`load_or_create_signer`).
 
 `init_keys(dir)` writes:
     root.key / root.pub             the root key pair. Keep root.key offline after provisioning; devices
@@ -11,21 +12,25 @@ Private keys are PKCS#8 PEM files with mode 0600.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud.errors import ConfigurationError, KeyStoreError
 from protocols.signing import Signer, delegate, raw_public
 from protocols.v1 import messages_pb2 as pb
 
+if TYPE_CHECKING:
+    from cloud.settings import CloudSettings
+
+log = logging.getLogger(__name__)
+
 DEFAULT_DELEGATION_DAYS = 365
-
-
-class KeyStoreError(Exception):
-    """A key directory that is missing, incomplete or unreadable."""
 
 
 def _write_private(path: Path, key: Ed25519PrivateKey) -> None:
@@ -83,3 +88,16 @@ def load_root_public(directory: Path) -> bytes:
     if len(data) != 32:
         raise KeyStoreError(f"{directory / 'root.pub'} is not a raw 32-byte Ed25519 public key")
     return data
+
+
+def load_or_create_signer(settings: CloudSettings) -> Signer:
+    """The signer in settings.keys_dir; development creates the keys on first use, production never does."""
+    keys_dir = settings.keys_dir
+    assert keys_dir is not None
+    if not (keys_dir / "targets.key").exists() and settings.creates_keys_on_start:
+        init_keys(keys_dir)
+        log.warning("created signing keys in %s; devices must pin %s", keys_dir, keys_dir / "root.pub")
+    try:
+        return load_signer(keys_dir)
+    except KeyStoreError as exc:
+        raise ConfigurationError(str(exc)) from None

@@ -21,11 +21,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from cloud import delivery, fleet
+from cloud import fleet, rollout
 from cloud.db import insert_ignore
-from cloud.models import EventRecord, SampleRecord, TelemetryRecord
+from cloud.db.tables import EventRecord, SampleRecord, TelemetryRecord
+from cloud.errors import MalformedMessage
+from cloud.mqtt.worker import BatchWorker, Counters, MessageConsumer
 from cloud.types import ClockMs, now_ms
-from cloud.worker import BatchWorker, Counters, MessageConsumer
 from protocols.topics import Channel, TopicError, parse_device_topic
 from protocols.v1 import messages_pb2 as pb
 
@@ -39,10 +40,6 @@ DECODERS: dict[Channel, type[Message]] = {
     Channel.PRESENCE: pb.Presence,
 }
 _DB_RETRY_DELAYS_S = (0.2, 1.0, 3.0)
-
-
-class MalformedMessage(ValueError):
-    """A payload that cannot become a row (does not parse, or contradicts its topic)."""
 
 
 @dataclass
@@ -123,7 +120,7 @@ class Ingestor(MessageConsumer):
         self,
         engine: Engine,
         *,
-        deployer: delivery.Deployer | None = None,
+        deployer: rollout.Deployer | None = None,
         batch_size: int = 200,
         max_queue: int = 10_000,
         clock: ClockMs = now_ms,
@@ -189,7 +186,7 @@ class Ingestor(MessageConsumer):
                     apply = fleet.apply_reported if channel is Channel.REPORTED else fleet.apply_presence
                     change = apply(session, device_id, msg, clock=self.clock)
                     if channel is Channel.REPORTED and change.applied:
-                        delivery.record_report(session, device_id, msg, clock=self.clock)
+                        rollout.record_report(session, device_id, msg, clock=self.clock)
                     if change.labels_changed:
                         changed.append(device_id)
                     updates += 1
