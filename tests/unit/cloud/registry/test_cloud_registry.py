@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from cloud import registry
+from cloud.db import RunStatus
 from cloud.db.tables import DatasetCreate, PipelineRunCreate
 from cloud.errors import ArtifactMismatchError, ConflictError, InvalidRequestError, NotFoundError
 from cloud.registry.artifacts import MemoryArtifactStore
@@ -45,7 +46,7 @@ def test_pipeline_run_start_resume_and_finish(any_engine: Engine) -> None:
         registry.finish_run(session, run.id, metrics={"accuracy": 0.9}, step_timings_s={"compile": 0.5})
         session.commit()
         stored = registry.get_run(session, run.id)
-        assert stored.status == "succeeded"
+        assert stored.status == RunStatus.SUCCEEDED
         assert stored.metrics == {"accuracy": 0.9}
         assert stored.step_timings_s == {"fit": 1.5, "compile": 0.5}
         assert stored.finished_at_ms is not None

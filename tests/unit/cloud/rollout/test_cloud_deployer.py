@@ -5,6 +5,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from cloud import fleet, rollout
+from cloud.db import DeploymentStatus, TargetStatus
 from cloud.db.tables import DeploymentCreate
 from cloud.errors import InvalidRequestError, NotFoundError
 from cloud.monitoring import Ingestor
@@ -45,7 +46,7 @@ def test_deploy_publishes_retained_desired_state_to_the_targets_only(
         mv = register(session, "m", {"model.onnx": b"0123456789"})
     report(any_engine, "bystander", ts_ms=1)
     deployment = deployer.deploy(DeploymentCreate(model_id="m", device_ids=["dev-1", "dev-2"]))
-    assert deployment.version == mv.version and deployment.status == "in_progress"
+    assert deployment.version == mv.version and deployment.status == DeploymentStatus.IN_PROGRESS
     state = desired(broker, "dev-1")
     assert state is not None
     assert (state.device_id, state.deployment_id, state.generation) == ("dev-1", deployment.id, 1)
@@ -72,8 +73,8 @@ def test_every_change_bumps_the_generation_and_supersedes_the_old_target(
     assert state is not None and (state.generation, state.deployment_id) == (2, second.id)
     assert pb.Manifest.FromString(state.manifest.manifest).sequence == 2
     with Session(any_engine) as session:
-        assert rollout.get_deployment(session, first.id).status == "superseded"
-        assert rollout.get_deployment(session, second.id).status == "in_progress"
+        assert rollout.get_deployment(session, first.id).status == DeploymentStatus.SUPERSEDED
+        assert rollout.get_deployment(session, second.id).status == DeploymentStatus.IN_PROGRESS
 
 
 def test_label_selector_and_reported_outcomes(
@@ -88,14 +89,14 @@ def test_label_selector_and_reported_outcomes(
     report(any_engine, "a", ts_ms=2, deployment_id=deployment.id, desired_generation=1,
            update_state=pb.UPDATE_STATE_ACTIVE)  # fmt: skip
     with Session(any_engine) as session:
-        assert rollout.get_deployment(session, deployment.id).status == "in_progress"
+        assert rollout.get_deployment(session, deployment.id).status == DeploymentStatus.IN_PROGRESS
     report(any_engine, "b", ts_ms=2, deployment_id=deployment.id, desired_generation=1,
            update_state=pb.UPDATE_STATE_FAILED, last_error=pb.ErrorInfo(code="self_test_failed"))  # fmt: skip
     with Session(any_engine) as session:
-        assert rollout.get_deployment(session, deployment.id).status == "partial"
+        assert rollout.get_deployment(session, deployment.id).status == DeploymentStatus.PARTIAL
         targets = {t.device_id: t for t in rollout.targets_of(session, deployment.id)}
-        assert targets["a"].status == "succeeded"
-        assert (targets["b"].status, targets["b"].error_code) == ("failed", "self_test_failed")
+        assert targets["a"].status == TargetStatus.SUCCEEDED
+        assert (targets["b"].status, targets["b"].error_code) == (TargetStatus.FAILED, "self_test_failed")
 
 
 def test_a_report_for_an_older_generation_does_not_move_the_target(
@@ -107,7 +108,7 @@ def test_a_report_for_an_older_generation_does_not_move_the_target(
     report(any_engine, "a", ts_ms=2, deployment_id=deployment.id, desired_generation=0,
            update_state=pb.UPDATE_STATE_ACTIVE)  # fmt: skip
     with Session(any_engine) as session:
-        assert rollout.targets_of(session, deployment.id)[0].status == "pending"
+        assert rollout.targets_of(session, deployment.id)[0].status == TargetStatus.PENDING
 
 
 def test_a_device_that_appears_later_gets_the_matching_label_deployment(
@@ -197,7 +198,7 @@ def test_a_deploy_that_deadlocks_with_another_writer_is_retried(
             other.execute(text("UPDATE device SET agent_version = 'x' WHERE id = 'd1'"))  # the cycle
             other.commit()
             worker.join(timeout=30)
-        assert result and getattr(result[0], "status", None) == "in_progress"
+        assert result and getattr(result[0], "status", None) == DeploymentStatus.IN_PROGRESS
         assert desired(broker, "d1") is not None and desired(broker, "d2") is not None
     finally:
         engine.dispose()
