@@ -28,7 +28,7 @@ from skl2onnx import to_onnx  # noqa: E402
 from sklearn.ensemble import RandomForestClassifier  # noqa: E402
 from support.mosquitto import MosquittoBroker  # noqa: E402
 
-from cloud.signing import init_keys, load_signer  # noqa: E402
+from cloud.registry.keys import init_keys, load_signer  # noqa: E402
 from edge_agent.agent import Agent  # noqa: E402
 from edge_agent.config import load_settings  # noqa: E402
 from edge_agent.connect import transport_for  # noqa: E402

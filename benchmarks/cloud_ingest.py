@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import text  # noqa: E402
 
 from cloud.db import create_tables, drop_schema, make_engine  # noqa: E402
-from cloud.ingest import Ingestor  # noqa: E402
+from cloud.monitoring import Ingestor  # noqa: E402
 from protocols.topics import Channel, device_topic  # noqa: E402
 from protocols.v1 import messages_pb2 as pb  # noqa: E402
 

@@ -6,9 +6,15 @@
     │   └── ArtifactNotFoundError   404  "artifact_not_found"
     ├── ConflictError               409  "conflict"           a unique key already taken
     ├── InvalidRequestError         422  "invalid_request"    a request that cannot be carried out as given
-    │   └── ArtifactMismatchError   422  "artifact_mismatch"  artifact bytes differ from their manifest entry
+    │   ├── ArtifactMismatchError   422  "artifact_mismatch"  artifact bytes differ from their manifest entry
+    │   └── MalformedMessage        422  "malformed_message"  a device message that cannot become a row
     ├── ArtifactCorruptError        500  "artifact_corrupt"   stored bytes no longer match their digest
-    └── ConfigurationError          500  "configuration"      settings that cannot work (or are unsafe)
+    ├── ConfigurationError          500  "configuration"      settings that cannot work (or are unsafe)
+    │   └── KeyStoreError           500  "key_store"          a key directory missing, incomplete or unreadable
+    └── BrokerStartError            500  "broker_start"       the embedded MQTT broker could not start
+
+MalformedMessage is also a ValueError and BrokerStartError a RuntimeError, as they were before they joined
+this tree, so code that catches the builtin keeps working.
 """
 
 from __future__ import annotations
@@ -48,3 +54,21 @@ class ArtifactCorruptError(CloudError):
 
 class ConfigurationError(CloudError):
     code = "configuration"
+
+
+class MalformedMessage(InvalidRequestError, ValueError):
+    """A payload that cannot become a row (does not parse, or contradicts its topic)."""
+
+    code = "malformed_message"
+
+
+class KeyStoreError(ConfigurationError):
+    """A key directory that is missing, incomplete or unreadable."""
+
+    code = "key_store"
+
+
+class BrokerStartError(CloudError, RuntimeError):
+    """The embedded broker could not start (port taken, bad address)."""
+
+    code = "broker_start"

@@ -25,16 +25,14 @@ from sqlmodel import Session
 
 from cloud import registry
 from cloud.api import AppServices, create_app
-from cloud.artifacts import LocalArtifactStore
-from cloud.chunk_server import ChunkServer
 from cloud.db import create_tables, make_engine, session_scope
-from cloud.delivery import Deployer
-from cloud.errors import ConfigurationError
-from cloud.inbox import Inbox
-from cloud.ingest import Ingestor
-from cloud.models import ModelVersion
+from cloud.db.tables import ModelVersion
+from cloud.errors import BrokerStartError, ConfigurationError
+from cloud.monitoring import Ingestor
+from cloud.mqtt.router import MessageRouter
+from cloud.registry import LocalArtifactStore, load_or_create_signer
+from cloud.rollout import ChunkServer, Deployer
 from cloud.settings import CloudSettings
-from cloud.signing import KeyStoreError, init_keys, load_signer
 from protocols.signing import Signer
 from protocols.v1 import messages_pb2 as pb
 
@@ -47,23 +45,10 @@ def default_client_id() -> str:
     return f"edgefleet-cloud-{socket.gethostname()[:24]}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def load_or_create_signer(settings: CloudSettings) -> Signer:
-    """The signer in settings.keys_dir; development creates the keys on first use, production never does."""
-    keys_dir = settings.keys_dir
-    assert keys_dir is not None
-    if not (keys_dir / "targets.key").exists() and settings.creates_keys_on_start:
-        init_keys(keys_dir)
-        log.warning("created signing keys in %s; devices must pin %s", keys_dir, keys_dir / "root.pub")
-    try:
-        return load_signer(keys_dir)
-    except KeyStoreError as exc:
-        raise ConfigurationError(str(exc)) from None
-
-
 class CloudService:
     def __init__(self, settings: CloudSettings | None = None) -> None:
         self.settings = settings or CloudSettings()
-        self.broker: Any = None  # cloud.broker.EmbeddedBroker when we run one
+        self.broker: Any = None  # cloud.mqtt.broker.EmbeddedBroker when we run one
         self.engine: Engine | None = None
         self.store: LocalArtifactStore | None = None
         self.signer: Signer | None = None
@@ -167,7 +152,7 @@ class CloudService:
         if not self.settings.uses_embedded_broker:
             self.mqtt_url = self.settings.mqtt_url
             return
-        from cloud.broker import BrokerStartError, EmbeddedBroker
+        from cloud.mqtt.broker import EmbeddedBroker  # amqtt only when the broker is ours
 
         port = self.settings.embedded_mqtt_port
         try:
@@ -200,7 +185,7 @@ class CloudService:
             self.engine, deployer=self.deployer, batch_size=s.ingest_batch_size, max_queue=s.ingest_queue_max
         )
         self.chunk_server = ChunkServer(self.engine, self.store, self.transport)
-        Inbox(self.ingestor.submit, self.chunk_server.submit, share_group=s.share_group).attach(self.transport)
+        MessageRouter(self.ingestor.submit, self.chunk_server.submit, share_group=s.share_group).attach(self.transport)
         self.transport.set_connect_handler(self._on_connect)
         self.ingestor.start()
         self.chunk_server.start()

@@ -24,7 +24,7 @@ from support.database import (
 from support.mosquitto import MosquittoBroker, mosquitto_binary
 from support.mqtt import Inbox
 
-from cloud.broker import EmbeddedBroker
+from cloud.mqtt.broker import EmbeddedBroker
 from edge_agent.paho_transport import PahoTransport
 
 BROKER_ENV = "EDGEFLEET_TEST_BROKER"  # "embedded" or "mosquitto" forces the mqtt_broker fixture's choice

@@ -2,7 +2,7 @@
 
 `create_app(settings, services)` builds the app; `AppServices` carries what the routes need (database
 engine, deployer, health probes). Routes stay thin: data access lives in cloud.registry / cloud.fleet /
-cloud.delivery / cloud.monitoring, and CloudError subclasses become JSON errors in one place (app.py).
+cloud.rollout / cloud.monitoring, and CloudError subclasses become JSON errors in one place (app.py).
 """
 
 from cloud.api.app import create_app

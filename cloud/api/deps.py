@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from cloud.delivery import Deployer
+from cloud.rollout import Deployer
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Response shapes the API adds on top of the table families in cloud.models."""
+"""Response shapes the API adds on top of the table families in cloud.db.tables."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cloud.models import ArtifactPublic, DeploymentPublic, DeploymentTargetPublic, ModelVersionPublic
+from cloud.db.tables import ArtifactPublic, DeploymentPublic, DeploymentTargetPublic, ModelVersionPublic
 
 
 class ErrorBody(BaseModel):

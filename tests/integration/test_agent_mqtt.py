@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from support import wait_until
 
-from cloud.signing import init_keys, load_signer
+from cloud.registry.keys import init_keys, load_signer
 from edge_agent.agent import Agent
 from edge_agent.config import load_settings
 from edge_agent.connect import transport_for

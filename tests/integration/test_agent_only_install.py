@@ -18,10 +18,10 @@ import httpx
 import pytest
 from support import wait_until
 
-from cloud.models import DeploymentCreate
-from cloud.pipeline import TrainingConfig, run_training_pipeline
+from cloud.db.tables import DeploymentCreate
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
+from cloud.training.pipeline import TrainingConfig, run_training_pipeline
 
 pytestmark = pytest.mark.integration
 

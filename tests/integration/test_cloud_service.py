@@ -14,9 +14,9 @@ import httpx
 import pytest
 from support import wait_until
 
+from cloud.registry.keys import load_root_public
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
-from cloud.signing import load_root_public
 from protocols.topics import Channel, device_subscriptions, device_topic
 from protocols.trust import TrustedRoot, verify_artifact, verify_manifest
 from protocols.v1 import messages_pb2 as pb

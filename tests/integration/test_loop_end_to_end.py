@@ -18,11 +18,11 @@ import pytest
 from support import wait_until
 
 from cloud import registry
-from cloud.models import DeploymentCreate
-from cloud.pipeline import PipelineResult, TrainingConfig, run_training_pipeline
+from cloud.db.tables import DeploymentCreate
+from cloud.registry.keys import init_keys, load_signer
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
-from cloud.signing import init_keys, load_signer
+from cloud.training.pipeline import PipelineResult, TrainingConfig, run_training_pipeline
 from protocols.v1 import messages_pb2 as pb
 from simulator.fleet import SimulatedFleet
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import amqtt.broker
 import pytest
 
-from cloud.broker import EdgeFleetAmqttBroker, EmbeddedBroker
+from cloud.mqtt.amqtt_fixes import EdgeFleetAmqttBroker
+from cloud.mqtt.broker import EmbeddedBroker
 from protocols.topics import Channel, device_subscriptions, device_topic
 
 pytestmark = pytest.mark.integration

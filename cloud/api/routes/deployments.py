@@ -5,16 +5,16 @@ from collections import Counter
 from fastapi import APIRouter
 from sqlmodel import Session
 
-from cloud import delivery
+from cloud import rollout
 from cloud.api.deps import ServicesDep, SessionDep
 from cloud.api.schemas import DeploymentDetail
-from cloud.models import Deployment, DeploymentCreate, DeploymentPublic, DeploymentTargetPublic
+from cloud.db.tables import Deployment, DeploymentCreate, DeploymentPublic, DeploymentTargetPublic
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
 
 def _detail(session: Session, deployment: Deployment) -> DeploymentDetail:
-    targets = delivery.targets_of(session, deployment.id)
+    targets = rollout.targets_of(session, deployment.id)
     return DeploymentDetail(
         **DeploymentPublic.model_validate(deployment).model_dump(),
         targets=[DeploymentTargetPublic.model_validate(t) for t in targets],
@@ -24,12 +24,12 @@ def _detail(session: Session, deployment: Deployment) -> DeploymentDetail:
 
 @router.get("", response_model=list[DeploymentPublic])
 def list_deployments(session: SessionDep, model_id: str | None = None) -> list[Deployment]:
-    return delivery.list_deployments(session, model_id=model_id)
+    return rollout.list_deployments(session, model_id=model_id)
 
 
 @router.get("/{deployment_id}", response_model=DeploymentDetail)
 def get_deployment(session: SessionDep, deployment_id: str) -> DeploymentDetail:
-    return _detail(session, delivery.get_deployment(session, deployment_id))
+    return _detail(session, rollout.get_deployment(session, deployment_id))
 
 
 @router.post("", response_model=DeploymentDetail, status_code=201)

@@ -7,8 +7,8 @@ from sqlmodel import col, select
 
 from cloud import fleet, monitoring
 from cloud.api.deps import SessionDep
+from cloud.db.tables import Device, DevicePublic, EventPublic, EventRecord
 from cloud.errors import InvalidRequestError
-from cloud.models import DevicePublic, EventPublic, EventRecord
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 
@@ -28,12 +28,12 @@ def list_devices(
     session: SessionDep,
     label: Annotated[list[str], Query(description="key=value; repeat to require several")] = [],  # noqa: B006
     online: bool | None = None,
-) -> list[fleet.Device]:
+) -> list[Device]:
     return fleet.list_devices(session, labels=parse_labels(label), online=online)
 
 
 @router.get("/{device_id}", response_model=DevicePublic)
-def get_device(session: SessionDep, device_id: str) -> fleet.Device:
+def get_device(session: SessionDep, device_id: str) -> Device:
     return fleet.get_device(session, device_id)
 
 

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from cloud import registry
 from cloud.api.deps import SessionDep
-from cloud.models import Dataset, DatasetPublic, PipelineRun, PipelineRunPublic
+from cloud.db.tables import Dataset, DatasetPublic, PipelineRun, PipelineRunPublic
 
 router = APIRouter(tags=["metadata"])
 

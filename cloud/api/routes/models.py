@@ -8,7 +8,7 @@ from google.protobuf.json_format import MessageToDict
 from cloud import monitoring, registry
 from cloud.api.deps import SessionDep
 from cloud.api.schemas import ModelSummary, ModelVersionDetail
-from cloud.models import ArtifactPublic, ModelVersion, ModelVersionPublic
+from cloud.db.tables import ArtifactPublic, ModelVersion, ModelVersionPublic
 
 router = APIRouter(prefix="/models", tags=["models"])
 

@@ -12,10 +12,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from cloud import registry
-from cloud.artifacts import MemoryArtifactStore
 from cloud.db import create_tables, make_engine
-from cloud.models import ModelVersion
-from cloud.signing import init_keys, load_signer
+from cloud.db.tables import ModelVersion
+from cloud.registry.artifacts import MemoryArtifactStore
+from cloud.registry.keys import init_keys, load_signer
 from protocols.signing import Signer
 from protocols.v1 import messages_pb2 as pb
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.signing import KeyStoreError, init_keys, load_root_public, load_signer
 from protocols import trust
 from protocols.signing import Signer, delegate, raw_public
 from protocols.v1 import messages_pb2 as pb
@@ -17,10 +16,27 @@ from protocols.v1 import messages_pb2 as pb
 NOW_MS = int(time.time() * 1000)
 
 
+@dataclass(frozen=True)
+class Keys:
+    """A key hierarchy in memory: the root and the targets key it delegated to (no key files: the cloud's
+    key store has its own tests in tests/unit/cloud/registry/test_cloud_keys.py)."""
+
+    root: Ed25519PrivateKey
+    signer: Signer
+
+    @property
+    def root_public(self) -> bytes:
+        return raw_public(self.root)
+
+
+def _hierarchy() -> Keys:
+    root, targets = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    return Keys(root, Signer(targets, delegate(root, raw_public(targets), now_ms=NOW_MS, valid_days=365)))
+
+
 @pytest.fixture
-def keys(tmp_path: Path) -> Path:
-    init_keys(tmp_path / "keys")
-    return tmp_path / "keys"
+def keys() -> Keys:
+    return _hierarchy()
 
 
 def _manifest(sequence: int = 5, expires_at_ms: int = 0, data: bytes = b"model-bytes") -> pb.Manifest:
@@ -35,24 +51,24 @@ def _manifest(sequence: int = 5, expires_at_ms: int = 0, data: bytes = b"model-b
     )
 
 
-def _root(keys: Path) -> trust.TrustedRoot:
-    return trust.TrustedRoot.of(load_root_public(keys))
+def _root(keys: Keys) -> trust.TrustedRoot:
+    return trust.TrustedRoot.of(keys.root_public)
 
 
-def test_a_manifest_signed_by_the_delegated_key_verifies(keys: Path) -> None:
-    signed = load_signer(keys).sign(_manifest())
+def test_a_manifest_signed_by_the_delegated_key_verifies(keys: Keys) -> None:
+    signed = keys.signer.sign(_manifest())
     manifest = trust.verify_manifest(signed, _root(keys), now_ms=NOW_MS, installed_sequence=4)
     assert (manifest.model_id, manifest.sequence) == ("digits", 5)
 
 
-def test_signed_manifest_survives_the_wire(keys: Path) -> None:
-    wire = load_signer(keys).sign(_manifest()).SerializeToString()
+def test_signed_manifest_survives_the_wire(keys: Keys) -> None:
+    wire = keys.signer.sign(_manifest()).SerializeToString()
     again = pb.SignedManifest.FromString(wire)
     assert trust.verify_manifest(again, _root(keys), now_ms=NOW_MS).model_id == "digits"
 
 
-def test_a_changed_manifest_byte_is_a_bad_signature(keys: Path) -> None:
-    signed = load_signer(keys).sign(_manifest())
+def test_a_changed_manifest_byte_is_a_bad_signature(keys: Keys) -> None:
+    signed = keys.signer.sign(_manifest())
     tampered = bytearray(signed.manifest)
     tampered[-1] ^= 0x01
     signed.manifest = bytes(tampered)
@@ -61,27 +77,27 @@ def test_a_changed_manifest_byte_is_a_bad_signature(keys: Path) -> None:
     assert info.value.code == "bad_signature"
 
 
-def test_a_key_the_root_never_delegated_is_unknown(keys: Path, tmp_path: Path) -> None:
-    other = init_keys(tmp_path / "other").parent  # a whole other key hierarchy
-    signed = load_signer(other).sign(_manifest())
+def test_a_key_the_root_never_delegated_is_unknown(keys: Keys) -> None:
+    other = _hierarchy()  # a whole other key hierarchy
+    signed = other.signer.sign(_manifest())
     with pytest.raises(trust.UnknownKeyError) as info:
         trust.verify_manifest(signed, _root(keys), now_ms=NOW_MS)
     assert info.value.code == "unknown_key"
 
 
-def test_a_self_made_delegation_is_not_trusted(keys: Path) -> None:
+def test_a_self_made_delegation_is_not_trusted(keys: Keys) -> None:
     # An attacker signs its own delegation with its own "root": the pinned root did not sign it.
     fake_root = Ed25519PrivateKey.generate()
     attacker = Ed25519PrivateKey.generate()
     forged = delegate(fake_root, raw_public(attacker), now_ms=NOW_MS, valid_days=1)
-    forged.root_key_id = trust.key_id(load_root_public(keys))  # claims to be the real root
+    forged.root_key_id = trust.key_id(keys.root_public)  # claims to be the real root
     signed = Signer(attacker, forged).sign(_manifest())
     with pytest.raises(trust.UnknownKeyError):
         trust.verify_manifest(signed, _root(keys), now_ms=NOW_MS)
 
 
-def test_an_expired_delegation_is_refused_as_expired(keys: Path) -> None:
-    root_private = _load_root_private(keys)
+def test_an_expired_delegation_is_refused_as_expired(keys: Keys) -> None:
+    root_private = keys.root
     targets = Ed25519PrivateKey.generate()
     old = delegate(root_private, raw_public(targets), now_ms=NOW_MS - 10 * 86_400_000, valid_days=1)
     signed = Signer(targets, old).sign(_manifest())
@@ -89,16 +105,16 @@ def test_an_expired_delegation_is_refused_as_expired(keys: Path) -> None:
         trust.verify_manifest(signed, _root(keys), now_ms=NOW_MS)
 
 
-def test_an_expired_manifest_is_refused(keys: Path) -> None:
-    signed = load_signer(keys).sign(_manifest(expires_at_ms=NOW_MS - 1))
+def test_an_expired_manifest_is_refused(keys: Keys) -> None:
+    signed = keys.signer.sign(_manifest(expires_at_ms=NOW_MS - 1))
     with pytest.raises(trust.ExpiredError) as info:
         trust.verify_manifest(signed, _root(keys), now_ms=NOW_MS)
     assert info.value.code == "expired"
 
 
 @pytest.mark.parametrize("installed", [5, 6])
-def test_a_sequence_not_above_the_installed_one_is_a_rollback(keys: Path, installed: int) -> None:
-    signed = load_signer(keys).sign(_manifest(sequence=5))
+def test_a_sequence_not_above_the_installed_one_is_a_rollback(keys: Keys, installed: int) -> None:
+    signed = keys.signer.sign(_manifest(sequence=5))
     with pytest.raises(trust.RollbackError) as info:
         trust.verify_manifest(signed, _root(keys), now_ms=NOW_MS, installed_sequence=installed)
     assert info.value.code == "rollback"
@@ -113,30 +129,8 @@ def test_artifact_bytes_are_checked_for_size_then_digest() -> None:
         trust.verify_artifact(artifact, b"model-byteZ")
 
 
-def test_rotating_the_root_key_keeps_both_pins_valid(keys: Path, tmp_path: Path) -> None:
-    new = init_keys(tmp_path / "new").parent
-    both = trust.TrustedRoot.of(load_root_public(keys), load_root_public(new))
-    for directory in (keys, new):
-        assert trust.verify_manifest(load_signer(directory).sign(_manifest()), both, now_ms=NOW_MS)
-
-
-def test_init_keys_refuses_to_overwrite_and_private_keys_are_private(keys: Path) -> None:
-    with pytest.raises(KeyStoreError, match="refusing to overwrite"):
-        init_keys(keys)
-    assert (keys / "root.key").stat().st_mode & 0o077 == 0
-    assert (keys / "targets.key").stat().st_mode & 0o077 == 0
-
-
-def test_missing_keys_give_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(KeyStoreError, match="edgefleet keys init"):
-        load_signer(tmp_path)
-    with pytest.raises(KeyStoreError, match="edgefleet keys init"):
-        load_root_public(tmp_path)
-
-
-def _load_root_private(keys: Path) -> Ed25519PrivateKey:
-    from cryptography.hazmat.primitives import serialization
-
-    key = serialization.load_pem_private_key((keys / "root.key").read_bytes(), password=None)
-    assert isinstance(key, Ed25519PrivateKey)
-    return key
+def test_rotating_the_root_key_keeps_both_pins_valid(keys: Keys) -> None:
+    new = _hierarchy()
+    both = trust.TrustedRoot.of(keys.root_public, new.root_public)
+    for hierarchy in (keys, new):
+        assert trust.verify_manifest(hierarchy.signer.sign(_manifest()), both, now_ms=NOW_MS)

@@ -1,0 +1,81 @@
+"""`edgefleet deploy|devices|models`: thin clients of a running cloud's console API (over HTTP)."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_API = "http://127.0.0.1:8080"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    deploy = subparsers.add_parser("deploy", help="roll a model version out to devices")
+    deploy.add_argument("model_id")
+    deploy.add_argument("--version", help="model version (default: the latest)")
+    deploy.add_argument("--devices", default="", help="comma-separated device ids")
+    deploy.add_argument("--label", action="append", default=[], help="KEY=VALUE device label selector")
+    deploy.add_argument("--api", default=DEFAULT_API, help=f"console API (default {DEFAULT_API})")
+    deploy.set_defaults(func=_deploy)
+
+    devices = subparsers.add_parser("devices", help="list devices and their state")
+    devices.add_argument("--api", default=DEFAULT_API)
+    devices.set_defaults(func=_devices)
+
+    models = subparsers.add_parser("models", help="list registered model versions")
+    models.add_argument("--api", default=DEFAULT_API)
+    models.set_defaults(func=_models)
+
+
+def _api_call(method: str, url: str, **kwargs: object) -> object:
+    import httpx
+
+    try:
+        response = httpx.request(method, url, timeout=10.0, **kwargs)  # type: ignore[arg-type]
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"error: cannot reach the console API at {url}: {exc}") from None
+    if response.status_code >= 400:
+        raise SystemExit(f"error: {response.status_code} {response.text}")
+    return response.json()
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    labels = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --label takes KEY=VALUE, got {item!r}")
+        labels[key] = value
+    body = {
+        "model_id": args.model_id,
+        "version": args.version,
+        "device_ids": [d for d in args.devices.split(",") if d],
+        "labels": labels,
+    }
+    result: dict = _api_call("POST", f"{args.api}/api/v1/deployments", json=body)  # type: ignore[assignment]
+    targets = ", ".join(t["device_id"] for t in result.get("targets", []))
+    print(f"deployment {result['id']}: {result['model_id']} v{result['version']} -> {targets or '(no device)'}")
+    return 0
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in columns))
+    Console().print(table)
+
+
+def _devices(args: argparse.Namespace) -> int:
+    rows: list[dict] = _api_call("GET", f"{args.api}/api/v1/devices")  # type: ignore[assignment]
+    _print_table(rows, ["id", "online", "active_model_id", "active_version", "update_state", "last_error_code",
+                        "labels"])
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    rows: list[dict] = _api_call("GET", f"{args.api}/api/v1/models")  # type: ignore[assignment]
+    _print_table(rows, sorted({k for row in rows for k in row}))
+    return 0

@@ -1,0 +1,58 @@
+"""`edgefleet up`: the cloud stack as a long-running service, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    up = subparsers.add_parser("up", help="run the cloud stack (broker, ingestion, console API)")
+    up.add_argument("--data-dir", type=Path, help="where the database, keys and artifacts live")
+    up.add_argument("--mqtt-url", help="use this broker (mqtt://host:port) instead of the embedded one")
+    up.add_argument("--mqtt-port", type=int, default=1883,
+                    help="port of the embedded broker (default 1883; 0 picks a free one)")
+    up.add_argument("--database-url", help="use this database (e.g. postgresql://...) instead of SQLite")
+    up.add_argument("--host", help="console API host (default 127.0.0.1)")
+    up.add_argument("--port", type=int, help="console API port (default 8080; 0 picks a free one)")
+    up.set_defaults(func=run_up)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from cloud.errors import CloudError
+    from cloud.service import CloudService
+    from cloud.settings import CloudSettings
+
+    overrides = {
+        "data_dir": args.data_dir,
+        "mqtt_url": args.mqtt_url,
+        "embedded_mqtt_port": args.mqtt_port,
+        "database_url": args.database_url,
+        "api_host": args.host,
+        "api_port": args.port,
+    }
+    try:
+        settings = CloudSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        print(f"error: bad settings: {exc}", file=sys.stderr)
+        return 2
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    try:
+        with CloudService(settings) as service:
+            print(f"console API  {service.api_url}  (OpenAPI docs at {service.api_url}/docs)")
+            print(f"MQTT broker  {service.mqtt_url}")
+            print(f"database     {settings.database}")
+            print(f"root key     {service.root_public_key_path}  (pin it on devices: edgefleet agent provision)")
+            print("running; Ctrl-C stops", flush=True)
+            stopping.wait()
+    except CloudError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,119 @@
+"""Engines for SQLite and PostgreSQL, table creation, schema clean-up and the commit-or-roll-back session.
+
+One code path serves both dialects. SQLite gets WAL and a busy timeout so the ingestion worker and the API
+threads can share a file; PostgreSQL is reached through psycopg 3 (`postgresql+psycopg://`; plain
+`postgresql://` URLs are rewritten). An optional schema puts every table in its own PostgreSQL namespace:
+tests use it to isolate runs, an operator can use it to host several fleets in one database.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event, text
+from sqlmodel import Session, SQLModel, create_engine
+
+from cloud.errors import ConfigurationError
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_ENGINE_SCHEMAS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def normalise_database_url(url: str) -> str:
+    """Rewrite driverless PostgreSQL URLs to psycopg 3, the driver EdgeFleet installs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    if not url.startswith(("sqlite:", "postgresql+psycopg://")):
+        raise ConfigurationError(f"unsupported database URL {url.split('://')[0]}://...: use sqlite:/// or postgresql://")
+    return url
+
+
+def make_engine(url: str, *, schema: str | None = None, echo: bool = False) -> Engine:
+    url = normalise_database_url(url)
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, echo=echo)
+    connect_args: dict[str, Any] = {}
+    if schema is not None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ConfigurationError(f"invalid schema name {schema!r}")
+        connect_args["options"] = f"-csearch_path={schema}"
+    engine = create_engine(url, echo=echo, pool_pre_ping=True, connect_args=connect_args)
+    if schema is not None:
+        _ENGINE_SCHEMAS[engine] = schema
+    return engine
+
+
+def _sqlite_engine(url: str, *, echo: bool) -> Engine:
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # the ingestion worker and API threads share the engine, so connections cross threads
+    engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # take transaction control from pysqlite, whose implicit BEGIN breaks SAVEPOINTs (SQLAlchemy docs)
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        # IMMEDIATE: take the write lock up front, so two writers queue on busy_timeout instead of one
+        # failing with SQLITE_BUSY when its read transaction tries to become a write transaction. The price:
+        # every transaction, reads included, holds the lock until it ends, so keep sessions short and never
+        # open a second session inside a first one on the same thread (it would wait for busy_timeout).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the schema (PostgreSQL, if the engine has one) and every table; safe to call again."""
+    from sqlalchemy.exc import OperationalError
+
+    import cloud.db.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+    from cloud.errors import ConfigurationError
+
+    schema = _ENGINE_SCHEMAS.get(engine)
+    try:
+        if schema and engine.dialect.name == "postgresql":
+            with engine.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        SQLModel.metadata.create_all(engine)
+    except OperationalError as exc:  # the first contact with the database: say which one and why, briefly
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        url = engine.url.render_as_string(hide_password=True)
+        raise ConfigurationError(f"cannot use the database {url}: {reason}") from None
+
+
+def drop_schema(engine: Engine) -> None:
+    """Drop the engine's PostgreSQL schema with everything in it (test clean-up); other engines: drop tables."""
+    schema = _ENGINE_SCHEMAS.get(engine)
+    if schema and engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    else:
+        SQLModel.metadata.drop_all(engine)
+    engine.dispose()
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits when the block succeeds and rolls back when it raises."""
+    with Session(engine) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

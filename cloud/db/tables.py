@@ -1,0 +1,274 @@
+"""The database tables of the ML metadata store and the fleet, one model family per resource (SQLModel).
+
+Named `tables`, not `models`: in this product a "model" is an ML model.
+
+Family pattern: `XBase` (shared fields) -> `XCreate` (what a caller supplies) / `X` (the table) /
+`XPublic` (what the API returns). Times are epoch milliseconds (`*_ms`) in BIGINT columns, so both
+dialects store the same thing; structured values are JSON columns. The unique keys carry idempotency:
+ingestion inserts with `cloud.db.insert_ignore`, so a repeated (device_id, seq) lands once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from cloud.db.statuses import DeploymentStatus, RunStatus, TargetStatus
+from cloud.types import now_ms
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(sa_type=JSON, **kwargs)
+
+
+def _ms(**kwargs: Any) -> Any:
+    return Field(sa_type=BigInteger, **kwargs)
+
+
+# ---------------------------------------------------------------- ML metadata store
+
+
+class DatasetBase(SQLModel):
+    name: str
+    n_rows: int = Field(sa_type=BigInteger)
+    n_features: int
+
+
+class DatasetCreate(DatasetBase):
+    content_hash: str
+
+
+class Dataset(DatasetBase, table=True):
+    content_hash: str = Field(primary_key=True, max_length=128)
+    created_at_ms: int = _ms(default_factory=now_ms)
+
+
+class DatasetPublic(DatasetBase):
+    content_hash: str
+    created_at_ms: int
+
+
+class PipelineRunBase(SQLModel):
+    pipeline: str
+    code_version: str = ""
+    parameters: dict[str, Any] = _json(default_factory=dict)
+    dataset_hash: str | None = Field(default=None, foreign_key="dataset.content_hash")
+
+
+class PipelineRunCreate(PipelineRunBase):
+    pass
+
+
+class PipelineRun(PipelineRunBase, table=True):
+    id: str = Field(primary_key=True, max_length=64)
+    status: str = RunStatus.RUNNING
+    metrics: dict[str, float] = _json(default_factory=dict)
+    step_timings_s: dict[str, float] = _json(default_factory=dict)
+    error: str | None = None
+    started_at_ms: int = _ms(default_factory=now_ms)
+    finished_at_ms: int | None = _ms(default=None)
+
+
+class PipelineRunPublic(PipelineRunBase):
+    id: str
+    status: str
+    metrics: dict[str, float]
+    step_timings_s: dict[str, float]
+    error: str | None
+    started_at_ms: int
+    finished_at_ms: int | None
+
+
+class ModelVersionBase(SQLModel):
+    model_id: str = Field(index=True)
+    version: str
+    sequence: int = Field(sa_type=BigInteger)
+    run_id: str | None = Field(default=None, foreign_key="pipelinerun.id")
+    metrics: dict[str, float] = _json(default_factory=dict)
+    lineage: dict[str, str] = _json(default_factory=dict)
+
+
+class ModelVersion(ModelVersionBase, table=True):
+    __table_args__ = (
+        UniqueConstraint("model_id", "sequence", name="uq_modelversion_sequence"),
+        UniqueConstraint("model_id", "version", name="uq_modelversion_version"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    signed_manifest: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    signing_key_id: str = ""
+    created_at_ms: int = _ms(default_factory=now_ms)
+
+
+class ModelVersionPublic(ModelVersionBase):
+    id: int
+    signing_key_id: str
+    created_at_ms: int
+
+
+class ArtifactBase(SQLModel):
+    name: str
+    format: str  # "onnx" | "tflite"
+    runtime: str
+    quantization: str = "none"
+    size_bytes: int = Field(sa_type=BigInteger)
+
+
+class ArtifactRecord(ArtifactBase, table=True):
+    # The same bytes may belong to several model versions (a re-registered build), hence the pair.
+    sha256: str = Field(primary_key=True, max_length=64)
+    model_version_id: int = Field(primary_key=True, foreign_key="modelversion.id")
+    storage_path: str = ""  # where the store keeps it (informational: the store addresses by sha256)
+
+
+class ArtifactPublic(ArtifactBase):
+    sha256: str
+
+
+# ---------------------------------------------------------------- fleet
+
+
+class DeviceBase(SQLModel):
+    labels: dict[str, str] = _json(default_factory=dict)
+    online: bool = False
+    last_seen_ms: int | None = _ms(default=None)
+    agent_version: str = ""
+    runtimes: list[str] = _json(default_factory=list)
+    active_model_id: str | None = None
+    active_version: str | None = None
+    active_sequence: int | None = _ms(default=None)
+    active_artifact_sha256: str | None = None
+    update_state: str = "unknown"  # idle | downloading | ... | active | failed (UpdateState, lower case)
+    last_error_code: str | None = None
+    last_error_message: str | None = None
+    deployment_id: str | None = None  # the deployment of the desired state the cloud last published
+    desired_generation: int = _ms(default=0)
+    reported_generation: int = _ms(default=0)  # the desired generation the device last answered
+
+
+class Device(DeviceBase, table=True):
+    id: str = Field(primary_key=True, max_length=64)
+    reported_seq: int = _ms(default=0)
+    reported_ts_ms: int = _ms(default=0)
+    registered_at_ms: int = _ms(default_factory=now_ms)
+
+
+class DevicePublic(DeviceBase):
+    id: str
+    registered_at_ms: int
+
+
+class DeploymentBase(SQLModel):
+    device_ids: list[str] = _json(default_factory=list)  # explicit targets
+    labels: dict[str, str] = _json(default_factory=dict)  # selector: every label must match
+    strategy: str = "all_at_once"
+
+
+class DeploymentCreate(DeploymentBase):
+    model_id: str
+    version: str | None = None  # None: the latest version of model_id
+
+
+class Deployment(DeploymentBase, table=True):
+    id: str = Field(primary_key=True, max_length=64)
+    model_version_id: int = Field(foreign_key="modelversion.id", index=True)
+    model_id: str
+    version: str
+    status: str = DeploymentStatus.IN_PROGRESS
+    chunk_size_bytes: int
+    created_at_ms: int = _ms(default_factory=now_ms)
+
+
+class DeploymentPublic(DeploymentBase):
+    id: str
+    model_id: str
+    version: str
+    status: str
+    created_at_ms: int
+
+
+class DeploymentTargetBase(SQLModel):
+    generation: int = _ms()
+    status: str = TargetStatus.PENDING
+    error_code: str | None = None
+    error_message: str | None = None
+    updated_at_ms: int = _ms(default_factory=now_ms)
+
+
+class DeploymentTarget(DeploymentTargetBase, table=True):
+    deployment_id: str = Field(primary_key=True, foreign_key="deployment.id")
+    device_id: str = Field(primary_key=True, foreign_key="device.id", index=True)
+
+
+class DeploymentTargetPublic(DeploymentTargetBase):
+    device_id: str
+
+
+# ---------------------------------------------------------------- what devices send
+
+
+class TelemetryRecord(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("device_id", "seq", name="uq_telemetry_device_seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(index=True)
+    seq: int = _ms()
+    window_start_ms: int = _ms()
+    window_end_ms: int = _ms(index=True)
+    model_id: str = ""
+    model_version: str = ""
+    model_sequence: int = _ms(default=0)
+    inference_count: int = _ms(default=0)
+    error_count: int = _ms(default=0)
+    latency_p50_us: float = 0.0
+    latency_p95_us: float = 0.0
+    latency_histogram: dict[str, list[float]] = _json(default_factory=dict)  # {"bounds": [...], "counts": [...]}
+    labelled_count: int = _ms(default=0)
+    correct_count: int = _ms(default=0)
+    feature_counts: dict[str, list[int]] = _json(default_factory=dict)  # feature index -> bin counts
+    prediction_counts: dict[str, Any] = _json(default_factory=dict)  # {"labels"|"bin_edges", "counts"}
+    cpu_percent: float = 0.0
+    rss_bytes: int = _ms(default=0)
+    received_at_ms: int = _ms(default_factory=now_ms)
+
+
+class EventRecord(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("device_id", "seq", name="uq_event_device_seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(index=True)
+    seq: int = _ms()
+    ts_ms: int = _ms()
+    kind: str  # EventKind without its prefix, lower case: "activated", "self_test_failed", ...
+    deployment_id: str = ""
+    model_id: str = ""
+    model_version: str = ""
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class SampleRecord(SQLModel, table=True):
+    """One sampled inference; a SampleBatch of n samples becomes n rows sharing (device_id, batch_seq)."""
+
+    __table_args__ = (UniqueConstraint("device_id", "batch_seq", "position", name="uq_sample_device_seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(index=True)
+    batch_seq: int = _ms()
+    position: int
+    model_id: str = ""
+    model_version: str = ""
+    input: list[float] = _json(default_factory=list)
+    prediction: str = ""
+    label: str | None = None
+    ts_ms: int = _ms()
+
+
+class EventPublic(SQLModel):
+    device_id: str
+    seq: int
+    ts_ms: int
+    kind: str
+    deployment_id: str
+    model_id: str
+    model_version: str
+    error_code: str | None
+    error_message: str | None

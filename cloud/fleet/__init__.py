@@ -1,0 +1,26 @@
+"""The fleet: devices as the cloud knows them (registration, labels, presence, reported state), as plain
+functions over a Session. What devices *send* is turned into rows by `cloud.monitoring.ingest`; what they
+are *told* is decided by `cloud.rollout`.
+"""
+
+from cloud.fleet.devices import (
+    DeviceChange,
+    apply_presence,
+    apply_reported,
+    ensure_device,
+    get_device,
+    labels_match,
+    list_devices,
+    update_state_name,
+)
+
+__all__ = [
+    "DeviceChange",
+    "apply_presence",
+    "apply_reported",
+    "ensure_device",
+    "get_device",
+    "labels_match",
+    "list_devices",
+    "update_state_name",
+]

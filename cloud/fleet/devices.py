@@ -1,0 +1,113 @@
+"""Fleet state: devices, their labels, presence and reported state (functions over a Session).
+
+Devices register themselves: the first ReportedState or Presence from an unknown id creates its row.
+ReportedState is a full snapshot, applied unless it is older than the one already applied (retained
+replays and redeliveries arrive out of order). Presence is applied in arrival order: the broker publishes
+a device's last will (written when it connected, so with an old timestamp) after its online message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, select
+
+from cloud.db import fetch_or_raise, insert_ignore
+from cloud.db.tables import Device
+from cloud.types import ClockMs, now_ms
+from protocols.topics import validate_device_id
+from protocols.v1 import messages_pb2 as pb
+
+
+def update_state_name(value: int) -> str:
+    """UpdateState enum value -> "active", "failed", ... ("unknown" for values this build does not know)."""
+    try:
+        return pb.UpdateState.Name(value).removeprefix("UPDATE_STATE_").lower()  # type: ignore[arg-type]
+    except ValueError:
+        return "unknown"
+
+
+def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """True when every selector label is present with the same value (an empty selector matches nothing)."""
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def get_device(session: Session, device_id: str) -> Device:
+    return fetch_or_raise(session, Device, device_id, missing=f"no device {device_id}")
+
+
+def list_devices(
+    session: Session, *, labels: Mapping[str, str] | None = None, online: bool | None = None
+) -> list[Device]:
+    query = select(Device).order_by(col(Device.id))
+    if online is not None:
+        query = query.where(Device.online == online)
+    devices = list(session.exec(query))
+    if labels:
+        devices = [d for d in devices if labels_match(labels, d.labels)]
+    return devices
+
+
+def ensure_device(session: Session, device_id: str, *, clock: ClockMs = now_ms) -> tuple[Device, bool]:
+    """The device's row, created if missing (race-free across workers). Returns (device, created)."""
+    validate_device_id(device_id)
+    created = insert_ignore(session, Device, [{"id": device_id, "registered_at_ms": clock()}], ["id"]) > 0
+    device = session.get(Device, device_id, populate_existing=True)
+    assert device is not None
+    return device, created
+
+
+@dataclass(frozen=True)
+class DeviceChange:
+    device: Device
+    created: bool
+    labels_changed: bool
+    applied: bool  # False when the message was stale and left the row as it was
+
+
+def apply_reported(
+    session: Session, device_id: str, report: pb.ReportedState, *, clock: ClockMs = now_ms
+) -> DeviceChange:
+    device, created = ensure_device(session, device_id, clock=clock)
+    if report.ts_ms and report.ts_ms < device.reported_ts_ms:
+        return DeviceChange(device, created, labels_changed=False, applied=False)
+    device.reported_seq = report.seq
+    device.reported_ts_ms = report.ts_ms
+    _saw(device, report.ts_ms, clock)
+    labels_changed = False
+    if report.labels and dict(report.labels) != device.labels:
+        device.labels = dict(report.labels)
+        labels_changed = True
+    if report.agent_version:
+        device.agent_version = report.agent_version
+    device.runtimes = list(report.runtimes)
+    active = report.active_model  # an unset submessage reads as empty strings and zeros
+    device.active_model_id = active.model_id or None
+    device.active_version = active.version or None
+    device.active_sequence = active.sequence or None
+    device.active_artifact_sha256 = active.artifact_sha256 or None
+    device.update_state = update_state_name(report.update_state)
+    device.last_error_code = report.last_error.code or None
+    device.last_error_message = report.last_error.message or None
+    device.reported_generation = report.desired_generation
+    session.add(device)
+    return DeviceChange(device, created, labels_changed or created, applied=True)
+
+
+def apply_presence(
+    session: Session, device_id: str, presence: pb.Presence, *, clock: ClockMs = now_ms
+) -> DeviceChange:
+    device, created = ensure_device(session, device_id, clock=clock)
+    device.online = presence.online
+    if presence.agent_version:
+        device.agent_version = presence.agent_version
+    _saw(device, presence.ts_ms, clock)
+    session.add(device)
+    return DeviceChange(device, created, labels_changed=created, applied=True)
+
+
+def _saw(device: Device, ts_ms: int, clock: ClockMs) -> None:
+    # device clocks drift: never let a device claim to have been seen in the future
+    seen = min(ts_ms, clock()) if ts_ms else clock()
+    device.last_seen_ms = max(device.last_seen_ms or 0, seen)

@@ -1,0 +1,206 @@
+"""Ingestion: device->cloud messages become rows, idempotently and in batches.
+
+TelemetryWindow, LifecycleEvent and SampleBatch are keyed by (device_id, seq) and inserted with
+insert-or-ignore, so QoS 1 redeliveries, retained replays and several workers on a shared subscription
+never double-count. ReportedState and Presence update the Device row (registering unknown devices) and
+move deployment targets along. Work happens on a BatchWorker thread, one transaction per batch; if a
+batch fails, its messages are retried one by one so one poison message costs only itself. Payloads that
+do not parse, or whose device_id contradicts the topic, are logged, counted and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from cloud import fleet, rollout
+from cloud.db import insert_ignore
+from cloud.db.tables import EventRecord, SampleRecord, TelemetryRecord
+from cloud.errors import MalformedMessage
+from cloud.mqtt.worker import BatchWorker, Counters, MessageConsumer
+from cloud.types import ClockMs, now_ms
+from protocols.topics import Channel, TopicError, parse_device_topic
+from protocols.v1 import messages_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+DECODERS: dict[Channel, type[Message]] = {
+    Channel.TELEMETRY: pb.TelemetryWindow,
+    Channel.EVENTS: pb.LifecycleEvent,
+    Channel.SAMPLES: pb.SampleBatch,
+    Channel.REPORTED: pb.ReportedState,
+    Channel.PRESENCE: pb.Presence,
+}
+_DB_RETRY_DELAYS_S = (0.2, 1.0, 3.0)
+
+
+@dataclass
+class IngestStats(Counters):
+    received: int = 0
+    stored: int = 0  # rows inserted (telemetry windows, events, samples)
+    duplicates: int = 0  # rows skipped because their (device_id, seq) was already stored
+    device_updates: int = 0
+    malformed: int = 0
+    failed: int = 0  # well-formed messages the database refused
+
+
+def decode(topic: str, payload: bytes) -> tuple[str, Channel, Any]:
+    """(device_id, channel, message) of a device->cloud message, or MalformedMessage saying why not."""
+    try:
+        parsed = parse_device_topic(topic)
+    except TopicError as exc:
+        raise MalformedMessage(str(exc)) from None
+    decoder = DECODERS.get(parsed.channel)
+    if decoder is None:
+        raise MalformedMessage(f"{parsed.channel.value} is not an ingestion channel")
+    try:
+        message = decoder.FromString(payload)
+    except DecodeError as exc:
+        raise MalformedMessage(f"{topic}: payload is not a {decoder.__name__}: {exc}") from None
+    # Every device->cloud payload names its device and schema version: a payload without them (garbage
+    # that happens to parse as an empty message, or a forged one) must not mark a device offline or add a
+    # window dated 1970.
+    if message.schema_version < 1:
+        raise MalformedMessage(f"{topic}: payload has no schema_version")
+    if message.device_id != parsed.device_id:
+        raise MalformedMessage(f"{topic}: payload names device {message.device_id!r}, not {parsed.device_id!r}")
+    return parsed.device_id, parsed.channel, message
+
+
+def telemetry_row(device_id: str, w: pb.TelemetryWindow, received_ms: int) -> dict[str, Any]:
+    return {
+        "device_id": device_id, "seq": w.seq, "window_start_ms": w.window_start_ms, "window_end_ms": w.window_end_ms,
+        "model_id": w.model.model_id, "model_version": w.model.version, "model_sequence": w.model.sequence,
+        "inference_count": w.inference_count, "error_count": w.error_count,
+        "latency_p50_us": w.latency_p50_us, "latency_p95_us": w.latency_p95_us,
+        "latency_histogram": {"bounds": list(w.latency_us.bounds), "counts": list(w.latency_us.counts)},
+        "labelled_count": w.labelled_count, "correct_count": w.correct_count,
+        "feature_counts": {str(f.index): list(f.counts) for f in w.features},
+        "prediction_counts": {
+            "labels": list(w.predictions.labels), "bin_edges": list(w.predictions.bin_edges),
+            "counts": list(w.predictions.counts),
+        },
+        "cpu_percent": w.cpu_percent, "rss_bytes": w.rss_bytes, "received_at_ms": received_ms,
+    }  # fmt: skip
+
+
+def event_row(device_id: str, e: pb.LifecycleEvent) -> dict[str, Any]:
+    try:
+        kind = pb.EventKind.Name(e.kind).removeprefix("EVENT_KIND_").lower()  # type: ignore[arg-type]
+    except ValueError:
+        kind = f"unknown_{e.kind}"
+    return {
+        "device_id": device_id, "seq": e.seq, "ts_ms": e.ts_ms, "kind": kind, "deployment_id": e.deployment_id,
+        "model_id": e.model.model_id, "model_version": e.model.version,
+        "error_code": e.error.code or None, "error_message": e.error.message or None,
+    }  # fmt: skip
+
+
+def sample_rows(device_id: str, b: pb.SampleBatch) -> list[dict[str, Any]]:
+    return [
+        {
+            "device_id": device_id, "batch_seq": b.seq, "position": i, "model_id": b.model.model_id,
+            "model_version": b.model.version, "input": list(s.input), "prediction": s.prediction,
+            "label": s.label or None, "ts_ms": s.ts_ms,
+        }  # fmt: skip
+        for i, s in enumerate(b.samples)
+    ]
+
+
+class Ingestor(MessageConsumer):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        deployer: rollout.Deployer | None = None,
+        batch_size: int = 200,
+        max_queue: int = 10_000,
+        clock: ClockMs = now_ms,
+    ) -> None:
+        self.engine = engine
+        self.deployer = deployer
+        self.clock = clock
+        self.stats = IngestStats()
+        self.worker: BatchWorker[tuple[str, bytes]] = BatchWorker(
+            "edgefleet-ingest", self.process, max_queue=max_queue, batch_size=batch_size
+        )
+
+    def process(self, messages: list[tuple[str, bytes]]) -> None:
+        """Store a batch in one transaction (falling back to one transaction per message)."""
+        self.stats.add(received=len(messages))
+        decoded = []
+        for topic, payload in messages:
+            if not payload:
+                continue  # a cleared retained message: nothing to store
+            try:
+                decoded.append(decode(topic, payload))
+            except MalformedMessage as exc:
+                self.stats.add(malformed=1)
+                log.warning("skipping malformed message: %s", exc)
+        if not decoded:
+            return
+        try:
+            self._with_db_retries(lambda: self._store(decoded))
+        except Exception as exc:
+            log.warning("batch of %d failed (%s); storing one by one", len(decoded), exc)
+            for item in decoded:
+                try:
+                    self._store([item])
+                except Exception:
+                    self.stats.add(failed=1)
+                    log.exception("could not store %s from %s", item[1].value, item[0])
+
+    def _with_db_retries(self, action: Callable[[], None]) -> None:
+        for delay in _DB_RETRY_DELAYS_S:
+            try:
+                return action()
+            except OperationalError as exc:  # database unreachable or busy: wait rather than lose the batch
+                log.warning("database unavailable (%s); retrying in %.1f s", exc.orig, delay)
+                time.sleep(delay)
+        action()
+
+    def _store(self, decoded: list[tuple[str, Channel, Any]]) -> None:
+        received = self.clock()
+        telemetry: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        samples: list[dict[str, Any]] = []
+        changed: list[str] = []
+        updates = 0
+        with Session(self.engine) as session:
+            for device_id, channel, msg in decoded:
+                if channel is Channel.TELEMETRY:
+                    telemetry.append(telemetry_row(device_id, msg, received))
+                elif channel is Channel.EVENTS:
+                    events.append(event_row(device_id, msg))
+                elif channel is Channel.SAMPLES:
+                    samples.extend(sample_rows(device_id, msg))
+                else:
+                    apply = fleet.apply_reported if channel is Channel.REPORTED else fleet.apply_presence
+                    change = apply(session, device_id, msg, clock=self.clock)
+                    if channel is Channel.REPORTED and change.applied:
+                        rollout.record_report(session, device_id, msg, clock=self.clock)
+                    if change.labels_changed:
+                        changed.append(device_id)
+                    updates += 1
+                    session.flush()
+            stored = insert_ignore(session, TelemetryRecord, telemetry, ["device_id", "seq"])
+            stored += insert_ignore(session, EventRecord, events, ["device_id", "seq"])
+            sample_stored = insert_ignore(session, SampleRecord, samples, ["device_id", "batch_seq", "position"])
+            session.commit()
+        rows = len(telemetry) + len(events) + len(samples)
+        self.stats.add(stored=stored + sample_stored, duplicates=rows - stored - sample_stored, device_updates=updates)
+        log.debug("stored %d of %d rows, %d device updates", stored + sample_stored, rows, updates)
+        if self.deployer is not None:
+            for device_id in dict.fromkeys(changed):
+                try:
+                    self.deployer.reconcile_device(device_id)
+                except Exception:
+                    log.exception("could not reconcile new device %s", device_id)

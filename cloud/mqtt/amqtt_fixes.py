@@ -1,0 +1,166 @@
+"""amqtt 0.12.1 with its defects patched: `EdgeFleetAmqttBroker`, the broker class `EmbeddedBroker` runs.
+
+amqtt defects patched in `EdgeFleetAmqttBroker`:
+
+* Retained-message leak: on every connect amqtt sends the new client the retained messages matching
+  *any* filter that *any* client ever subscribed to (`_handle_client_session` loops over the broker-wide
+  `_subscriptions`). With per-device retained desired state that would hand one device's state to another.
+  We send retained messages only for filters the session really holds, at the QoS it holds them with.
+* No shared subscriptions: amqtt treats `$share/{group}/{filter}` as a literal filter that never matches,
+  so a cloud worker on a shared subscription would silently receive nothing. We implement them: each
+  message goes to one connected member of each matching group, round robin, and (as MQTT 5 says) shared
+  subscriptions get no retained messages.
+* Stuck client clean-up on Python 3.11 (see `_stop_handler`), which made shutdown hang at random, and
+  sockets left open (by clients that leave before CONNECT, by ended sessions, and by clients that
+  reconnect while the broker shuts down; see `stream_connected` and `shutdown`).
+
+Known limits kept as they are: amqtt fans messages out asynchronously, so a message published just before
+a client subscribes may reach it twice (live and retained; QoS 1 consumers are idempotent anyway). It does
+not queue QoS 1 messages for offline sessions of anonymous clients, so the cloud-to-device direction
+relies on retained state rather than on queued messages. It sets no message size limit below MQTT's
+256 MiB (tested with 1 MiB). It has no authentication here: anonymous clients on the loopback address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from amqtt.broker import Broker
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import Session
+
+from protocols.topics import TopicError, split_shared_filter
+
+log = logging.getLogger(__name__)
+
+_STOP_HANDLER_RETRY_S = 0.25
+_STOP_HANDLER_ATTEMPTS = 40
+
+
+class EdgeFleetAmqttBroker(Broker):
+    """amqtt's Broker with the retained-message leak fixed and MQTT shared subscriptions added."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # full shared filter -> [(session, qos)], and a round-robin counter per shared filter
+        self._shared: dict[str, list[tuple[Session, int]]] = {}
+        self._shared_turn: dict[str, Iterator[int]] = {}
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        # amqtt does not close every connection it is done with (nor those still open at shutdown), which
+        # leaves sockets to the garbage collector; track them and close each one when its session ends
+        self._connections.add(writer)
+        try:
+            await super().stream_connected(reader, writer, listener_name)
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+
+    async def shutdown(self) -> None:
+        # amqtt closes its listeners only after cleaning up sessions, so a client reconnecting meanwhile gets a
+        # fresh session nobody cleans up. Stop accepting first, and close whatever is still open at the end.
+        # (Not Server.close(): on Python 3.11 an accept already under way then fails and leaks its socket.)
+        loop = asyncio.get_running_loop()
+        for server in self._servers.values():
+            if isinstance(server.instance, asyncio.Server):
+                for sock in server.instance.sockets:
+                    loop.remove_reader(sock.fileno())
+        await super().shutdown()
+        for writer in list(self._connections):
+            writer.close()
+        await asyncio.sleep(0)  # let the transports finish closing
+
+    async def _stop_handler(self, handler: BrokerProtocolHandler) -> None:
+        # ProtocolHandler.stop() cancels the reader task and waits for it to end. On Python 3.11,
+        # asyncio.wait_for can swallow that cancellation when the read it wraps completes at the same moment
+        # (cpython gh-86296); the reader then waits for the next packet, up to the keep-alive, and so do
+        # broker shutdown and the session's clean-up. Cancelling again until it ends closes the race.
+        stopping = asyncio.ensure_future(super()._stop_handler(handler))
+        try:
+            for _attempt in range(_STOP_HANDLER_ATTEMPTS):
+                done, _ = await asyncio.wait({stopping}, timeout=_STOP_HANDLER_RETRY_S)
+                if done:
+                    return stopping.result()
+                reader = getattr(handler, "_reader_task", None)
+                if reader is not None and not reader.done():
+                    reader.cancel()
+        except asyncio.CancelledError:
+            stopping.cancel()
+            raise
+        log.warning("a client handler did not stop; abandoning it")
+        stopping.cancel()
+
+    def _held_qos(self, topic_filter: str, session: Session) -> int | None:
+        for held_session, qos in self._subscriptions.get(topic_filter, []):
+            if held_session.client_id == session.client_id:
+                return qos
+        return None
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        # amqtt calls this on connect for every filter of every client; only the session's own filters count
+        qos = self._held_qos(subscription[0], session)
+        if qos is None:
+            return
+        await super()._publish_retained_messages_for_subscription((subscription[0], qos), session)
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        topic_filter, qos = subscription
+        try:
+            group, _inner = split_shared_filter(topic_filter)
+        except TopicError:
+            return 0x80
+        if group is None:
+            return await super().add_subscription(subscription, session)
+        members = self._shared.setdefault(topic_filter, [])
+        members[:] = [(s, q) for s, q in members if s.client_id != session.client_id]
+        members.append((session, qos))
+        self._shared_turn.setdefault(topic_filter, itertools.count())
+        return qos
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        if a_filter in self._shared:
+            members = self._shared[a_filter]
+            before = len(members)
+            members[:] = [(s, q) for s, q in members if s.client_id != session.client_id]
+            return before - len(members)
+        return super()._del_subscription(a_filter, session)
+
+    async def _del_all_subscriptions(self, session: Session) -> None:
+        for shared_filter in list(self._shared):
+            self._del_subscription(shared_filter, session)
+            if not self._shared[shared_filter]:
+                del self._shared[shared_filter]
+                self._shared_turn.pop(shared_filter, None)
+        await super()._del_all_subscriptions(session)
+
+    async def _broadcast_message(
+        self,
+        session: Session | None,
+        topic: str | None,
+        data: bytes | bytearray | None,
+        force_qos: int | None = None,
+    ) -> None:
+        await super()._broadcast_message(session, topic, data, force_qos)
+        if topic is None or data is None:
+            return
+        for shared_filter, members in self._shared.items():
+            _group, inner = split_shared_filter(shared_filter)
+            if not self._matches(topic, inner):
+                continue
+            online = [(s, q) for s, q in members if s.transitions.state == "connected"]
+            if not online:
+                continue
+            target, sub_qos = online[next(self._shared_turn[shared_filter]) % len(online)]
+            handler = self._get_handler(target)
+            if handler is not None:
+                qos = sub_qos if force_qos is None else force_qos
+                self._tasks_queue.append(asyncio.ensure_future(handler.mqtt_publish(topic, data, qos, retain=False)))

@@ -1,0 +1,158 @@
+"""The embedded MQTT broker: amqtt on its own event loop in a background thread.
+
+It is the default broker for `edgefleet up` and `edgefleet demo` (one machine, nothing to install).
+Production uses Mosquitto or a broker cluster; the tests run the same MQTT checks against both.
+
+amqtt 0.12.1 speaks MQTT 3.1.1 only: MQTT 5 clients are refused with "unsupported protocol version"
+(`PahoTransport` falls back to 3.1.1 on its own; `EmbeddedBroker.mqtt_protocol` says so up front).
+The amqtt defects it works around are patched in `cloud.mqtt.amqtt_fixes`; its known limits are
+listed there too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from types import TracebackType
+from typing import Any
+
+from amqtt.broker import Broker
+
+from cloud.errors import BrokerStartError
+from cloud.mqtt.amqtt_fixes import EdgeFleetAmqttBroker
+
+log = logging.getLogger(__name__)
+
+
+def broker_config(host: str, port: int) -> dict[str, Any]:
+    """amqtt config: one TCP listener, anonymous access, no packet/event logging and no $SYS chatter."""
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+
+
+class EmbeddedBroker:
+    """An MQTT 3.1.1 broker in this process. `start()` returns once it accepts connections."""
+
+    kind = "embedded"
+    mqtt_protocol = "3.1.1"
+    broker_class: type[Broker] = EdgeFleetAmqttBroker  # tests swap in amqtt's own Broker to watch its bugs
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, start_timeout_s: float = 10.0) -> None:
+        self.host = host
+        self.port = port
+        self._start_timeout_s = start_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._broker: Broker | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> EmbeddedBroker:
+        if self.running:
+            return self
+        _quiet_chatty_loggers()
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._start_on_loop())
+            except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+                failure.append(exc)
+                ready.set()
+                _close_loop(loop)
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                _close_loop(loop)
+
+        self._thread = threading.Thread(target=run, name=f"edgefleet-broker-{self.port}", daemon=True)
+        self._thread.start()
+        if not ready.wait(self._start_timeout_s):
+            raise BrokerStartError(f"embedded broker did not start within {self._start_timeout_s} s")
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise BrokerStartError(f"embedded broker could not listen on {self.host}:{self.port}: {failure[0]}")
+        log.info("embedded MQTT broker listening on %s", self.url)
+        return self
+
+    async def _start_on_loop(self) -> None:
+        self._broker = self.broker_class(broker_config(self.host, self.port))
+        # amqtt logs a failed start (say, a port in use) with a full traceback; start() reports it in one line
+        broker_log = logging.getLogger("amqtt.broker")
+        level = broker_log.level
+        broker_log.setLevel(logging.CRITICAL)
+        try:
+            await self._broker.start()
+        finally:
+            broker_log.setLevel(level)
+        if self.port == 0:
+            server = self._broker._servers["default"].instance
+            self.port = server.sockets[0].getsockname()[1]
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        loop, thread, broker = self._loop, self._thread, self._broker
+        if loop is None or thread is None or broker is None or not thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(broker.shutdown(), loop)
+        try:
+            future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            log.warning("embedded broker did not shut down within %s s; closing its connections", timeout_s)
+        except Exception:  # a failed shutdown must still stop the loop and free the port
+            log.exception("embedded broker shutdown failed")
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout_s)
+        self._thread = None
+        self._broker = None
+
+    def restart(self) -> EmbeddedBroker:
+        """Stop and start again on the same port; sessions and retained messages are lost, as amqtt keeps
+        them in memory."""
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _quiet_chatty_loggers() -> None:
+    """amqtt and its state machine library log every connection at INFO; keep them at WARNING unless the
+    user has set their levels explicitly."""
+    for name in ("amqtt", "transitions"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left (client handlers, timers) and close the loop without 'pending task' noise."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(asyncio.sleep(0))  # transports closed by the cancelled tasks finish closing
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()

@@ -1,0 +1,51 @@
+"""Rollout: putting a model version on devices and following it there.
+
+`status` holds the pure rules (a target's status from a device's report, a deployment's status rolled up
+from its targets'); `plan` decides who gets which desired state and writes it, uncommitted;
+`deployments` reads deployment rows and moves them along as devices report; `deployer` commits a plan and
+then publishes it (the one way to deploy); `chunk_server` serves artifact chunks to entitled devices.
+"""
+
+from cloud.rollout.chunk_server import ChunkServer, ChunkStats
+from cloud.rollout.deployer import Deployer, publish_desired
+from cloud.rollout.deployments import (
+    get_deployment,
+    list_deployments,
+    model_version_of,
+    record_report,
+    refresh_status,
+    targets_of,
+)
+from cloud.rollout.plan import (
+    STRATEGIES,
+    Outgoing,
+    artifact_location,
+    plan_deployment,
+    plan_for_new_device,
+    plan_republish,
+    resolve_targets,
+)
+from cloud.rollout.status import TERMINAL, roll_up, target_status_for
+
+__all__ = [
+    "STRATEGIES",
+    "TERMINAL",
+    "ChunkServer",
+    "ChunkStats",
+    "Deployer",
+    "Outgoing",
+    "artifact_location",
+    "get_deployment",
+    "list_deployments",
+    "model_version_of",
+    "plan_deployment",
+    "plan_for_new_device",
+    "plan_republish",
+    "publish_desired",
+    "record_report",
+    "refresh_status",
+    "resolve_targets",
+    "roll_up",
+    "target_status_for",
+    "targets_of",
+]

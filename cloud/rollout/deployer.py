@@ -1,0 +1,97 @@
+"""The Deployer: rollout decisions committed, then published; the one way the API, ingestion and the
+service roll models out.
+
+The database is written and committed first, then the messages go out, so a device never holds a desired
+state the cloud has no record of (the chunk server checks entitlement against those rows). A publish
+that fails after the commit is logged, not raised; `republish_all` sends every current desired state again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from cloud.db import is_retryable_conflict
+from cloud.db.tables import Deployment, DeploymentCreate
+from cloud.rollout.plan import Outgoing, plan_deployment, plan_for_new_device, plan_republish
+from cloud.types import ClockMs, Publisher, now_ms
+from protocols.topics import Channel, device_topic
+
+log = logging.getLogger(__name__)
+
+_DEPLOY_ATTEMPTS = 5
+
+
+def publish_desired(publisher: Publisher, outgoing: Iterable[Outgoing]) -> int:
+    """Publish each desired state retained; returns how many went out. A failed publish is logged and
+    skipped, not raised: the decision is already committed, and `Deployer.republish_all` re-sends it."""
+    spec = Channel.DESIRED.spec
+    sent = 0
+    for item in outgoing:
+        topic = device_topic(item.device_id, Channel.DESIRED)
+        try:
+            publisher.publish(topic, item.state.SerializeToString(), qos=spec.qos, retain=spec.retain)
+        except Exception:
+            log.exception("could not publish the desired state of %s", item.device_id)
+            continue
+        sent += 1
+    return sent
+
+
+class Deployer:
+    """Rollout bound to an engine and a publisher: what the API, the ingestor and the service call."""
+
+    def __init__(self, engine: Engine, publisher: Publisher, *, chunk_size_bytes: int, clock: ClockMs = now_ms) -> None:
+        self.engine = engine
+        self.publisher = publisher
+        self.chunk_size_bytes = chunk_size_bytes
+        self.clock = clock
+
+    def deploy(self, request: DeploymentCreate, session: Session | None = None) -> Deployment:
+        """Roll request's model version out to its targets: commit, then publish each retained desired state.
+        Runs in `session` when given (the API's request session), else in a session of its own."""
+        if session is not None:
+            return self._deploy(session, request)
+        with Session(self.engine, expire_on_commit=False) as own:
+            return self._deploy(own, request)
+
+    def _deploy(self, session: Session, request: DeploymentCreate) -> Deployment:
+        # The plan touches device and deployment rows that ingestion updates concurrently; when PostgreSQL
+        # aborts it as a deadlock, it is planned again from the start (nothing was published yet).
+        for attempt in range(1, _DEPLOY_ATTEMPTS + 1):
+            try:
+                deployment, outgoing = plan_deployment(
+                    session, request, chunk_size_bytes=self.chunk_size_bytes, clock=self.clock
+                )
+                session.commit()
+                break
+            except OperationalError as exc:
+                session.rollback()
+                if attempt == _DEPLOY_ATTEMPTS or not is_retryable_conflict(exc):
+                    raise
+                log.info("deployment planning hit a conflicting transaction (%s); retrying", exc.orig)
+                time.sleep(0.05 * attempt)
+        publish_desired(self.publisher, outgoing)
+        session.refresh(deployment)
+        log.info(
+            "deployment %s: %s v%s to %d device(s)",
+            deployment.id, deployment.model_id, deployment.version, len(outgoing),
+        )
+        return deployment
+
+    def reconcile_device(self, device_id: str) -> int:
+        """Publish a matching label deployment to a new or relabelled device; returns messages sent."""
+        with Session(self.engine) as session:
+            outgoing = plan_for_new_device(session, device_id, clock=self.clock)
+            session.commit()
+        return publish_desired(self.publisher, outgoing)
+
+    def republish_all(self) -> int:
+        with Session(self.engine) as session:
+            outgoing = plan_republish(session, clock=self.clock)
+        return publish_desired(self.publisher, outgoing)

@@ -1,0 +1,71 @@
+"""Deployment rows after planning: reading them, and moving their status along as devices report.
+
+`record_report` advances a device's DeploymentTarget when a ReportedState answers that target's
+generation; `refresh_status` then rolls the deployment's status up with the pure rules of
+`cloud.rollout.status`.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from cloud import registry
+from cloud.db import TargetStatus, fetch_or_raise
+from cloud.db.tables import Deployment, DeploymentTarget, ModelVersion
+from cloud.fleet import update_state_name
+from cloud.rollout.status import roll_up, target_status_for
+from cloud.types import ClockMs, now_ms
+from protocols.v1 import messages_pb2 as pb
+
+
+def refresh_status(session: Session, deployment_id: str) -> str:
+    """Roll a deployment's status up from its targets' statuses; returns the new status."""
+    deployment = session.get(Deployment, deployment_id)
+    if deployment is None:
+        return "unknown"
+    query = select(DeploymentTarget.status).where(DeploymentTarget.deployment_id == deployment_id)
+    status = roll_up(session.exec(query))
+    if status != deployment.status:
+        deployment.status = status
+        session.add(deployment)
+    return status
+
+
+def record_report(session: Session, device_id: str, report: pb.ReportedState, *, clock: ClockMs = now_ms) -> None:
+    """Advance the device's DeploymentTarget when the report answers that target's generation."""
+    if not report.deployment_id:
+        return
+    target = session.get(DeploymentTarget, (report.deployment_id, device_id))
+    if target is None or target.status == TargetStatus.SUPERSEDED or report.desired_generation != target.generation:
+        return
+    status = target_status_for(update_state_name(report.update_state))
+    if status is None or status == target.status:
+        return
+    failed = status == TargetStatus.FAILED
+    target.status = status
+    target.error_code = (report.last_error.code or None) if failed else None
+    target.error_message = (report.last_error.message or None) if failed else None
+    target.updated_at_ms = clock()
+    session.add(target)
+    session.flush()
+    refresh_status(session, target.deployment_id)
+
+
+def get_deployment(session: Session, deployment_id: str) -> Deployment:
+    return fetch_or_raise(session, Deployment, deployment_id, missing=f"no deployment {deployment_id}")
+
+
+def list_deployments(session: Session, *, model_id: str | None = None) -> list[Deployment]:
+    query = select(Deployment).order_by(col(Deployment.created_at_ms).desc())
+    if model_id is not None:
+        query = query.where(Deployment.model_id == model_id)
+    return list(session.exec(query))
+
+
+def targets_of(session: Session, deployment_id: str) -> list[DeploymentTarget]:
+    query = select(DeploymentTarget).where(DeploymentTarget.deployment_id == deployment_id)
+    return list(session.exec(query.order_by(col(DeploymentTarget.device_id))))
+
+
+def model_version_of(session: Session, deployment: Deployment) -> ModelVersion:
+    return registry.get_model_version_by_id(session, deployment.model_version_id)

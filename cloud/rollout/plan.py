@@ -1,0 +1,174 @@
+"""Deployment planning: resolve target devices, bump their desired generation, build each DesiredState.
+
+Every function here writes rows without committing and returns the desired states to publish
+(`Outgoing`); `cloud.rollout.deployer` commits, then publishes. Each device's desired state is one retained
+QoS 1 message on `ef/v1/dev/{id}/desired`; its `generation` increases with every change for that device.
+A device that appears later (or changes labels) and matches a label selector gets the newest matching
+deployment through `plan_for_new_device`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from cloud import registry
+from cloud.db import DeploymentStatus, TargetStatus
+from cloud.db.tables import Deployment, DeploymentCreate, DeploymentTarget, Device
+from cloud.errors import InvalidRequestError
+from cloud.fleet import ensure_device, labels_match, list_devices
+from cloud.rollout.deployments import refresh_status
+from cloud.rollout.status import TERMINAL
+from cloud.types import ClockMs, now_ms
+from protocols import SCHEMA_VERSION
+from protocols.chunking import ChunkLayout
+from protocols.topics import TopicError, validate_device_id
+from protocols.v1 import messages_pb2 as pb
+
+STRATEGIES = ("all_at_once",)
+
+
+def artifact_location(sha256: str, size_bytes: int, chunk_size: int) -> pb.ArtifactLocation:
+    return ChunkLayout.of(sha256, size_bytes, chunk_size).location()
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A desired state to publish once the transaction that decided it has committed."""
+
+    device_id: str
+    state: pb.DesiredState
+
+
+def _desired_state(
+    session: Session, deployment: Deployment, device_id: str, generation: int, clock: ClockMs
+) -> pb.DesiredState:
+    mv = registry.get_model_version_by_id(session, deployment.model_version_id)
+    return pb.DesiredState(
+        schema_version=SCHEMA_VERSION,
+        device_id=device_id,
+        deployment_id=deployment.id,
+        generation=generation,
+        manifest=registry.signed_manifest_of(mv),
+        artifacts=[
+            artifact_location(a.sha256, a.size_bytes, deployment.chunk_size_bytes)
+            for a in registry.artifacts_of(session, mv.id or 0)
+        ],
+        issued_at_ms=clock(),
+    )
+
+
+def _next_generation(session: Session, device_id: str) -> int:
+    statement = (
+        update(Device)
+        .where(col(Device.id) == device_id)
+        .values(desired_generation=col(Device.desired_generation) + 1)
+        .returning(col(Device.desired_generation))
+    )
+    return int(session.execute(statement).scalar_one())  # atomic: concurrent deploys never share a number
+
+
+def _target_device(session: Session, deployment: Deployment, device_id: str, clock: ClockMs) -> Outgoing:
+    """Make device_id a target of deployment: supersede its open targets, bump its generation."""
+    device, _ = ensure_device(session, device_id, clock=clock)
+    open_targets = session.exec(
+        select(DeploymentTarget).where(
+            DeploymentTarget.device_id == device_id, col(DeploymentTarget.status).not_in(TERMINAL)
+        )
+    )
+    touched = set()
+    for old in open_targets:
+        old.status, old.updated_at_ms = TargetStatus.SUPERSEDED, clock()
+        session.add(old)
+        touched.add(old.deployment_id)
+    generation = _next_generation(session, device_id)
+    session.add(DeploymentTarget(deployment_id=deployment.id, device_id=device_id, generation=generation))
+    device.deployment_id = deployment.id
+    device.desired_generation = generation
+    session.add(device)
+    session.flush()
+    for deployment_id in touched:
+        refresh_status(session, deployment_id)
+    return Outgoing(device_id, _desired_state(session, deployment, device_id, generation, clock))
+
+
+def resolve_targets(session: Session, device_ids: Sequence[str], labels: dict[str, str]) -> list[str]:
+    """Explicit ids (registered or not: a retained desired state waits for them) plus label matches."""
+    for device_id in device_ids:
+        try:
+            validate_device_id(device_id)
+        except TopicError as exc:
+            raise InvalidRequestError(str(exc)) from None
+    chosen = dict.fromkeys(device_ids)
+    if labels:
+        chosen.update(dict.fromkeys(d.id for d in list_devices(session, labels=labels)))
+    return list(chosen)
+
+
+def plan_deployment(
+    session: Session, request: DeploymentCreate, *, chunk_size_bytes: int, clock: ClockMs = now_ms
+) -> tuple[Deployment, list[Outgoing]]:
+    """Write the deployment and its targets (not committed) and return the desired states to publish."""
+    if request.strategy not in STRATEGIES:
+        raise InvalidRequestError(f"strategy {request.strategy!r} is not supported yet (use {STRATEGIES})")
+    if not request.device_ids and not request.labels:
+        raise InvalidRequestError("a deployment needs device_ids, a label selector, or both")
+    mv = registry.get_model_version(session, request.model_id, request.version)
+    device_ids = resolve_targets(session, request.device_ids, request.labels)
+    deployment = Deployment(
+        id=uuid.uuid4().hex[:16],
+        model_version_id=mv.id or 0,
+        model_id=mv.model_id,
+        version=mv.version,
+        device_ids=list(request.device_ids),
+        labels=dict(request.labels),
+        strategy=request.strategy,
+        chunk_size_bytes=chunk_size_bytes,
+        created_at_ms=clock(),
+    )
+    session.add(deployment)
+    session.flush()
+    outgoing = [_target_device(session, deployment, device_id, clock) for device_id in device_ids]
+    refresh_status(session, deployment.id)
+    return deployment, outgoing
+
+
+def plan_for_new_device(session: Session, device_id: str, *, clock: ClockMs = now_ms) -> list[Outgoing]:
+    """For a device that just registered or changed labels: join the newest label deployment it matches,
+    unless it already has that deployment or a newer one."""
+    device = session.get(Device, device_id)
+    if device is None or not device.labels:
+        return []
+    current = session.get(Deployment, device.deployment_id) if device.deployment_id else None
+    candidates = session.exec(
+        select(Deployment)
+        .where(col(Deployment.status) != DeploymentStatus.SUPERSEDED)
+        .order_by(col(Deployment.created_at_ms).desc())
+    )
+    for deployment in candidates:
+        if current is not None and deployment.created_at_ms <= current.created_at_ms:
+            return []
+        if labels_match(deployment.labels, device.labels):
+            if session.get(DeploymentTarget, (deployment.id, device_id)) is not None:
+                return []
+            outgoing = _target_device(session, deployment, device_id, clock)
+            refresh_status(session, deployment.id)
+            return [outgoing]
+    return []
+
+
+def plan_republish(session: Session, *, clock: ClockMs = now_ms) -> list[Outgoing]:
+    """Every device's current desired state at its current generation (for a broker that lost retained
+    messages, e.g. a restarted embedded broker); devices see an unchanged generation and do nothing new."""
+    devices = session.exec(select(Device).where(col(Device.deployment_id).is_not(None)))
+    outgoing = []
+    for device in devices:
+        deployment = session.get(Deployment, device.deployment_id)
+        if deployment is not None:
+            state = _desired_state(session, deployment, device.id, device.desired_generation, clock)
+            outgoing.append(Outgoing(device.id, state))
+    return outgoing

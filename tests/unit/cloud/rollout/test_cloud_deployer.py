@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from cloud import fleet, rollout
+from cloud.db import DeploymentStatus, TargetStatus
+from cloud.db.tables import DeploymentCreate
+from cloud.errors import InvalidRequestError, NotFoundError
+from cloud.monitoring import Ingestor
+from cloud.rollout import Deployer
+from edge_agent.transport import MemoryBroker, MemoryTransport
+from protocols.topics import Channel, device_topic
+from protocols.v1 import messages_pb2 as pb
+
+CHUNK = 4
+
+
+@pytest.fixture
+def broker() -> MemoryBroker:
+    return MemoryBroker()
+
+
+@pytest.fixture
+def deployer(any_engine: Engine, broker: MemoryBroker) -> Deployer:
+    cloud = MemoryTransport(broker)
+    cloud.start()
+    return Deployer(any_engine, cloud, chunk_size_bytes=CHUNK)
+
+
+def desired(broker: MemoryBroker, device_id: str) -> pb.DesiredState | None:
+    found = broker.retained_for(device_topic(device_id, Channel.DESIRED))
+    return pb.DesiredState.FromString(found[0][1]) if found else None
+
+
+def report(engine: Engine, device_id: str, **fields: object) -> None:
+    state = pb.ReportedState(schema_version=1, device_id=device_id, **fields)  # type: ignore[arg-type]
+    Ingestor(engine).process([(device_topic(device_id, Channel.REPORTED), state.SerializeToString())])
+
+
+def test_deploy_publishes_retained_desired_state_to_the_targets_only(
+    any_engine: Engine, deployer: Deployer, broker: MemoryBroker, register
+) -> None:
+    with Session(any_engine) as session:
+        mv = register(session, "m", {"model.onnx": b"0123456789"})
+    report(any_engine, "bystander", ts_ms=1)
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", device_ids=["dev-1", "dev-2"]))
+    assert deployment.version == mv.version and deployment.status == DeploymentStatus.IN_PROGRESS
+    state = desired(broker, "dev-1")
+    assert state is not None
+    assert (state.device_id, state.deployment_id, state.generation) == ("dev-1", deployment.id, 1)
+    [location] = state.artifacts
+    assert (location.size_bytes, location.chunk_size, location.total_chunks) == (10, CHUNK, 3)
+    assert pb.Manifest.FromString(state.manifest.manifest).model_id == "m"
+    assert desired(broker, "dev-2") is not None
+    assert desired(broker, "bystander") is None
+    assert len(broker.retained_for("ef/v1/dev/+/desired")) == 2
+    with Session(any_engine) as session:
+        assert fleet.get_device(session, "dev-1").desired_generation == 1  # registered by the deployment
+        assert [t.device_id for t in rollout.targets_of(session, deployment.id)] == ["dev-1", "dev-2"]
+
+
+def test_every_change_bumps_the_generation_and_supersedes_the_old_target(
+    any_engine: Engine, deployer: Deployer, broker: MemoryBroker, register
+) -> None:
+    with Session(any_engine) as session:
+        register(session, "m")
+        register(session, "m")
+    first = deployer.deploy(DeploymentCreate(model_id="m", version="1", device_ids=["dev-1"]))
+    second = deployer.deploy(DeploymentCreate(model_id="m", device_ids=["dev-1"]))
+    state = desired(broker, "dev-1")
+    assert state is not None and (state.generation, state.deployment_id) == (2, second.id)
+    assert pb.Manifest.FromString(state.manifest.manifest).sequence == 2
+    with Session(any_engine) as session:
+        assert rollout.get_deployment(session, first.id).status == DeploymentStatus.SUPERSEDED
+        assert rollout.get_deployment(session, second.id).status == DeploymentStatus.IN_PROGRESS
+
+
+def test_label_selector_and_reported_outcomes(
+    any_engine: Engine, deployer: Deployer, broker: MemoryBroker, register
+) -> None:
+    with Session(any_engine) as session:
+        register(session, "m")
+    for device_id, site in (("a", "north"), ("b", "north"), ("c", "south")):
+        report(any_engine, device_id, ts_ms=1, labels={"site": site})
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", labels={"site": "north"}))
+    assert desired(broker, "a") and desired(broker, "b") and desired(broker, "c") is None
+    report(any_engine, "a", ts_ms=2, deployment_id=deployment.id, desired_generation=1,
+           update_state=pb.UPDATE_STATE_ACTIVE)  # fmt: skip
+    with Session(any_engine) as session:
+        assert rollout.get_deployment(session, deployment.id).status == DeploymentStatus.IN_PROGRESS
+    report(any_engine, "b", ts_ms=2, deployment_id=deployment.id, desired_generation=1,
+           update_state=pb.UPDATE_STATE_FAILED, last_error=pb.ErrorInfo(code="self_test_failed"))  # fmt: skip
+    with Session(any_engine) as session:
+        assert rollout.get_deployment(session, deployment.id).status == DeploymentStatus.PARTIAL
+        targets = {t.device_id: t for t in rollout.targets_of(session, deployment.id)}
+        assert targets["a"].status == TargetStatus.SUCCEEDED
+        assert (targets["b"].status, targets["b"].error_code) == (TargetStatus.FAILED, "self_test_failed")
+
+
+def test_a_report_for_an_older_generation_does_not_move_the_target(
+    any_engine: Engine, deployer: Deployer, register
+) -> None:
+    with Session(any_engine) as session:
+        register(session, "m")
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", device_ids=["a"]))
+    report(any_engine, "a", ts_ms=2, deployment_id=deployment.id, desired_generation=0,
+           update_state=pb.UPDATE_STATE_ACTIVE)  # fmt: skip
+    with Session(any_engine) as session:
+        assert rollout.targets_of(session, deployment.id)[0].status == TargetStatus.PENDING
+
+
+def test_a_device_that_appears_later_gets_the_matching_label_deployment(
+    any_engine: Engine, broker: MemoryBroker, deployer: Deployer, register
+) -> None:
+    with Session(any_engine) as session:
+        register(session, "m")
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", labels={"site": "north"}))
+    assert not broker.retained_for("ef/v1/dev/+/desired")
+    late = pb.ReportedState(schema_version=1, device_id="late", ts_ms=5, labels={"site": "north"})
+    other = pb.ReportedState(schema_version=1, device_id="other", ts_ms=5, labels={"site": "south"})
+    Ingestor(any_engine, deployer=deployer).process(
+        [(device_topic(d.device_id, Channel.REPORTED), d.SerializeToString()) for d in (late, other)]
+    )
+    state = desired(broker, "late")
+    assert state is not None and (state.deployment_id, state.generation) == (deployment.id, 1)
+    assert desired(broker, "other") is None
+    # a second report from the same device changes nothing
+    Ingestor(any_engine, deployer=deployer).process(
+        [(device_topic("late", Channel.REPORTED), late.SerializeToString())]
+    )
+    assert desired(broker, "late").generation == 1  # type: ignore[union-attr]
+
+
+def test_republish_restores_lost_retained_state_without_a_new_generation(
+    any_engine: Engine, deployer: Deployer, register
+) -> None:
+    with Session(any_engine) as session:
+        register(session, "m")
+    deployer.deploy(DeploymentCreate(model_id="m", device_ids=["a", "b"]))
+    fresh = MemoryBroker()  # a restarted broker that kept nothing
+    deployer.publisher = transport = MemoryTransport(fresh)
+    transport.start()
+    assert deployer.republish_all() == 2
+    assert desired(fresh, "a").generation == 1  # type: ignore[union-attr]
+
+
+def test_bad_deployment_requests_are_refused(any_engine: Engine, deployer: Deployer, register) -> None:
+    with Session(any_engine) as session:
+        register(session, "m")
+    with pytest.raises(NotFoundError):
+        deployer.deploy(DeploymentCreate(model_id="nope", device_ids=["a"]))
+    with pytest.raises(NotFoundError):
+        deployer.deploy(DeploymentCreate(model_id="m", version="42", device_ids=["a"]))
+    with pytest.raises(InvalidRequestError, match="device_ids"):
+        deployer.deploy(DeploymentCreate(model_id="m"))
+    with pytest.raises(InvalidRequestError, match="invalid device id"):
+        deployer.deploy(DeploymentCreate(model_id="m", device_ids=["a/#"]))
+    with pytest.raises(InvalidRequestError, match="not supported"):
+        deployer.deploy(DeploymentCreate(model_id="m", device_ids=["a"], strategy="canary"))
+    with Session(any_engine) as session:
+        assert rollout.list_deployments(session) == []
+
+
+@pytest.mark.postgres
+def test_a_deploy_that_deadlocks_with_another_writer_is_retried(
+    postgres_url: str, broker: MemoryBroker, register
+) -> None:
+    """Ingestion updates device rows while a deploy updates them too; PostgreSQL breaks a lock cycle by
+    aborting one transaction. Here the deploy waits first, so it is the one aborted: it must retry."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from cloud.db import create_tables, make_engine
+
+    engine = make_engine(postgres_url)
+    create_tables(engine)
+    try:
+        with Session(engine) as session:
+            register(session, "m", {"model.onnx": b"0123456789"})
+        for device_id in ("d1", "d2"):
+            report(engine, device_id, ts_ms=1)
+        cloud = MemoryTransport(broker)
+        cloud.start()
+        deployer = Deployer(engine, cloud, chunk_size_bytes=CHUNK)
+        result: list[object] = []
+        with engine.connect() as other:
+            other.execute(text("SET deadlock_timeout = '3s'"))  # let the deploy be the one that detects it
+            other.execute(text("UPDATE device SET agent_version = 'x' WHERE id = 'd2'"))  # holds d2
+            worker = threading.Thread(
+                target=lambda: result.append(deployer.deploy(DeploymentCreate(model_id="m", device_ids=["d1", "d2"])))
+            )
+            worker.start()  # locks d1, then waits for d2
+            time.sleep(0.5)
+            other.execute(text("UPDATE device SET agent_version = 'x' WHERE id = 'd1'"))  # the cycle
+            other.commit()
+            worker.join(timeout=30)
+        assert result and getattr(result[0], "status", None) == DeploymentStatus.IN_PROGRESS
+        assert desired(broker, "d1") is not None and desired(broker, "d2") is not None
+    finally:
+        engine.dispose()
