@@ -2,6 +2,9 @@
 (`cloud.api.app`). Code that raises them knows nothing of HTTP.
 
     CloudError                      500  "internal"
+    ├── NotAuthenticatedError       401  "not_authenticated"  no API token, or one that is unknown, revoked, expired
+    ├── ForbiddenError              403  "forbidden"          the token's role does not allow this call
+    │   └── EnrollmentRefused       403  "enrollment_refused" an enrollment token unknown, used, expired, misaddressed
     ├── NotFoundError               404  "not_found"          no such device, model version, deployment ...
     │   └── ArtifactNotFoundError   404  "artifact_not_found"
     ├── ConflictError               409  "conflict"           a unique key already taken
@@ -23,6 +26,22 @@ from __future__ import annotations
 class CloudError(Exception):
     status_code = 500
     code = "internal"
+
+
+class NotAuthenticatedError(CloudError):
+    status_code = 401
+    code = "not_authenticated"
+
+
+class ForbiddenError(CloudError):
+    status_code = 403
+    code = "forbidden"
+
+
+class EnrollmentRefused(ForbiddenError):
+    """One message for every reason, so that a wrong token tells an attacker nothing."""
+
+    code = "enrollment_refused"
 
 
 class NotFoundError(CloudError):

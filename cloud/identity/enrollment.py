@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from cloud.errors import CloudError, ConflictError, InvalidRequestError
+from cloud.errors import ConflictError, EnrollmentRefused, InvalidRequestError
 from cloud.identity.passwords import hash_password, new_secret
 from cloud.identity.records import DeviceCredential, EnrollmentToken
 from cloud.types import now_ms
@@ -26,13 +26,6 @@ from protocols.topics import TopicError, validate_device_id
 TOKEN_PREFIX = "efe_"
 DEFAULT_TTL_S = 24 * 3600
 MAX_TTL_S = 30 * 24 * 3600
-
-
-class EnrollmentRefused(CloudError):
-    """A token that is unknown, used, expired, or for another device (one message for all: no oracle)."""
-
-    status_code = 403
-    code = "enrollment_refused"
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-import cloud.identity.records  # noqa: F401  (registers the identity tables)
-from cloud.errors import ConflictError, InvalidRequestError
+from cloud.errors import ConflictError, EnrollmentRefused, InvalidRequestError
 from cloud.identity.enrollment import (
-    EnrollmentRefused,
     create_enrollment_token,
     is_enrolled,
     live_password_hashes,

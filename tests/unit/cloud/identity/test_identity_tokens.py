@@ -4,7 +4,6 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-import cloud.identity.records  # noqa: F401  (registers the identity tables)
 from cloud.errors import InvalidRequestError, NotFoundError
 from cloud.identity import audit
 from cloud.identity.tokens import Role, authenticate, create_token, list_tokens, revoke_token
