@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from agent_kit import Keys
 
-from edge_agent.cli import register
+from edge_agent.cli import main, register
 from edge_agent.config import load_settings
 
 
@@ -117,3 +117,13 @@ def test_provision_refuses_a_key_that_is_not_a_root_key(tmp_path: Path, capsys: 
         str(tmp_path / "a.toml"),
     )
     assert code == 1 and "32-byte" in capsys.readouterr().err
+
+
+def test_the_agent_command_provisions_on_its_own(tmp_path: Path, keys: Keys) -> None:
+    """`edgefleet-agent provision ...` (edge_agent.cli.main) does what `edgefleet agent provision` does."""
+    out = tmp_path / "agent.toml"
+    argv = ["--log-level", "INFO", "provision", "--device-id", "pi-8", "--mqtt-url", "mqtt://localhost:1883",
+            "--root-key", str(keys.root_path), "--state-dir", str(tmp_path / "state"), "--out", str(out)]
+    assert main(argv) == 0
+    assert load_settings(out).device_id == "pi-8"
+    assert main([]) == 2  # no command: help, and a usage error code
