@@ -61,6 +61,7 @@ from edge_agent.updater_types import (
     WriteChunk,
 )
 from protocols import SCHEMA_VERSION, trust
+from protocols.codes import ErrorCode
 from protocols.topics import Channel, device_subscriptions, device_topic
 from protocols.v1 import messages_pb2 as pb
 
@@ -308,7 +309,7 @@ class Agent:
                 self._run_action(action)
             except Exception as exc:  # noqa: BLE001 - I/O failed: fail the update, keep serving
                 log.error("agent %s: %s failed: %s", self.device_id, type(action).__name__, exc)
-                code = getattr(exc, "code", "agent_error")
+                code = getattr(exc, "code", ErrorCode.AGENT_ERROR)
                 attempt = getattr(action, "attempt", None)
                 if attempt is not None:
                     self._dispatch(Aborted(attempt, code, str(exc)))

@@ -16,6 +16,7 @@ import numpy as np
 
 from edge_agent.agent import Agent
 from edge_agent.errors import ConfigError, NoModelError
+from protocols.codes import ErrorCode
 from protocols.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class EdgeInferenceService(agent_pb2_grpc.EdgeInferenceServicer):
         except NoModelError as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except Exception as exc:  # noqa: BLE001 - mapped to a status code, never kills the server
-            if getattr(exc, "code", None) == "bad_input" or isinstance(exc, ValueError):
+            if getattr(exc, "code", None) == ErrorCode.BAD_INPUT or isinstance(exc, ValueError):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             log.exception("Predict failed")
             context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")

@@ -10,7 +10,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-from edge_agent.errors import LOAD_FAILED, StoreError, error_code
+from edge_agent.errors import StoreError, error_code
 from edge_agent.store import ModelStore
 from edge_agent.types import LoadModelFn, SelfTestFn
 from edge_agent.updater_types import (
@@ -26,6 +26,7 @@ from edge_agent.updater_types import (
     VerifyArtifact,
 )
 from protocols import trust
+from protocols.codes import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def load_model(load: LoadModelFn, action: LoadModel) -> Event:
     try:
         model = load(action.artifact, action.data, action.io)
     except Exception as exc:  # noqa: BLE001 - whatever the runtime raises, the update fails cleanly
-        return LoadFailed(action.attempt, error_code(exc, LOAD_FAILED), f"{type(exc).__name__}: {exc}")
+        return LoadFailed(action.attempt, error_code(exc, ErrorCode.LOAD_FAILED), f"{type(exc).__name__}: {exc}")
     return ModelLoaded(action.attempt, model)
 
 

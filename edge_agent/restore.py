@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from edge_agent.errors import LOAD_FAILED, SELF_TEST_FAILED, error_code
+from edge_agent.errors import error_code
 from edge_agent.journal import InstalledModel, Journal, LastError, Outcome
 from edge_agent.serving import ServingModel
 from edge_agent.store import ModelStore
 from edge_agent.types import LoadModelFn, SelfTestFn
 from protocols import trust
+from protocols.codes import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,10 @@ def load_installed(
     try:
         model = load(artifact, data, manifest.io)
     except Exception as exc:  # noqa: BLE001
-        raise _RestoreFailed(error_code(exc, LOAD_FAILED), f"{type(exc).__name__}: {exc}") from None
+        raise _RestoreFailed(error_code(exc, ErrorCode.LOAD_FAILED), f"{type(exc).__name__}: {exc}") from None
     result = self_test(model, manifest.self_test, manifest.io)
     if not result.passed:
-        raise _RestoreFailed(SELF_TEST_FAILED, result.detail or "self-test failed")
+        raise _RestoreFailed(ErrorCode.SELF_TEST_FAILED, result.detail or "self-test failed")
     return ServingModel.of(model, installed)
 
 
@@ -64,7 +65,7 @@ def restore(journal: Journal, store: ModelStore, load: LoadModelFn, self_test: S
         try:
             serving = load_installed(installed, store, load, self_test)
         except Exception as exc:  # noqa: BLE001 - any failure means: this model cannot serve
-            code = error_code(exc, LOAD_FAILED)
+            code = error_code(exc, ErrorCode.LOAD_FAILED)
             log.error("cannot restore model %s: %s", installed.artifact_sha256[:12], exc)
             failures.append((installed, LastError(code, f"restoring the model at start: {exc}")))
             continue

@@ -9,9 +9,9 @@ Artifact contract (kept by `model_compiler`): one float32 input `[-1, n_features
 turned into `str`; regressors: values); when it is empty, a classifier's label is
 `io.class_labels[argmax(scores)]` taken from `artifact.scores_output`.
 
-Errors:
+Errors (both in the agent's tree, `edge_agent.errors`):
     RuntimeLoadError   code "load_failed"   the runtime is missing or cannot load the artifact
-    InputError         code "bad_input"     wrong shape, dtype or non-finite values (a ValueError)
+    BadInputError      code "bad_input"     wrong shape, dtype or non-finite values (a ValueError)
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge_agent.errors import BadInputError, RuntimeLoadError
 from protocols.v1 import messages_pb2 as pb
 
 ONNXRUNTIME = "onnxruntime"
@@ -32,16 +33,8 @@ TFLITE = "tflite"
 _RUNTIME_MODULES = {ONNXRUNTIME: "onnxruntime", TFLITE: "ai_edge_litert"}
 
 
-class RuntimeLoadError(Exception):
-    """The runtime is not installed, or it cannot load these bytes as a model of this schema."""
-
-    code = "load_failed"
-
-
-class InputError(ValueError):
-    """An input batch the model cannot take: wrong shape or dtype, or values that are not finite."""
-
-    code = "bad_input"
+# the runtime's input errors are the agent's BadInputError; `InputError` is the name this module used
+InputError = BadInputError
 
 
 @dataclass(frozen=True)
@@ -63,7 +56,7 @@ class LoadedModel(Protocol):
     n_features: int
 
     def predict(self, x: np.ndarray) -> Prediction:
-        """x (rows, n_features), cast to float32; raises InputError. Safe to call from several threads."""
+        """x (rows, n_features), cast to float32; raises BadInputError. Safe to call from several threads."""
         ...
 
 
@@ -149,16 +142,16 @@ def _as_scores(raw: Any, class_labels: list[str]) -> np.ndarray:
 
 
 def check_input(x: Any, n_features: int, accepts_missing: bool) -> np.ndarray:
-    """The batch as a contiguous float32 (rows, n_features) array, or InputError saying what is wrong."""
+    """The batch as a contiguous float32 (rows, n_features) array, or BadInputError saying what is wrong."""
     if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
         except (ValueError, TypeError) as exc:
-            raise InputError(f"input is not an array: {exc}") from None
+            raise BadInputError(f"input is not an array: {exc}") from None
     if x.ndim != 2 or x.shape[1] != n_features or x.shape[0] == 0:
-        raise InputError(f"expected shape (rows>=1, {n_features}), got {tuple(x.shape)}")
+        raise BadInputError(f"expected shape (rows>=1, {n_features}), got {tuple(x.shape)}")
     if x.dtype.kind not in "fiub":
-        raise InputError(f"expected a numeric (float32) tensor, got dtype {x.dtype}")
+        raise BadInputError(f"expected a numeric (float32) tensor, got dtype {x.dtype}")
     if x.dtype != np.float32 or not x.flags.c_contiguous:
         with np.errstate(over="ignore"):  # too large for float32 -> inf, refused below
             x = np.ascontiguousarray(x, dtype=np.float32)
@@ -166,9 +159,9 @@ def check_input(x: Any, n_features: int, accepts_missing: bool) -> np.ndarray:
     if not np.isfinite(np.add.reduce(x, axis=None, dtype=np.float64)):
         if accepts_missing:
             if np.isinf(x).any():
-                raise InputError("input holds infinite values (or values too large for float32)")
+                raise BadInputError("input holds infinite values (or values too large for float32)")
         else:
-            raise InputError("input holds NaN or infinite values (or values too large for float32)")
+            raise BadInputError("input holds NaN or infinite values (or values too large for float32)")
     return x
 
 
@@ -211,7 +204,7 @@ class _OnnxModel:
         try:
             results = self._session.run(self._outputs, {self._input: batch})
         except Exception as exc:
-            raise InputError(f"onnxruntime rejected the input: {exc}") from None
+            raise BadInputError(f"onnxruntime rejected the input: {exc}") from None
         return self._decoder.decode(dict(zip(self._outputs, results, strict=True)), batch.shape[0])
 
 
@@ -263,7 +256,7 @@ class _TfliteModel:
                 self._interpreter.invoke()
                 outputs = {n: self._interpreter.get_tensor(i) for n, i in self._outputs.items()}
             except (ValueError, RuntimeError) as exc:
-                raise InputError(f"TFLite rejected the input: {exc}") from None
+                raise BadInputError(f"TFLite rejected the input: {exc}") from None
         return self._decoder.decode(outputs, rows)
 
 

@@ -53,11 +53,8 @@ from edge_agent.updater_types import (
 )
 from protocols import trust
 from protocols.chunking import ChunkLayout, ChunkLayoutError
+from protocols.codes import VERIFICATION_CODES, ErrorCode
 from protocols.v1 import messages_pb2 as pb
-
-_TRUST_CODES = frozenset(
-    {"bad_signature", "unknown_key", "expired", "rollback", "digest_mismatch", "size_mismatch", "malformed"}
-)
 
 
 @dataclass(frozen=True)
@@ -80,9 +77,9 @@ class UpdaterView:
 
 
 def event_kind_for(code: str) -> pb.EventKind:
-    if code in _TRUST_CODES:
+    if code in VERIFICATION_CODES:
         return pb.EVENT_KIND_VERIFICATION_FAILED
-    if code == "self_test_failed":
+    if code == ErrorCode.SELF_TEST_FAILED:
         return pb.EVENT_KIND_SELF_TEST_FAILED
     return pb.EVENT_KIND_ERROR
 
@@ -309,7 +306,7 @@ class Updater:
             if index in tracker.received:
                 return []
             if not tracker.mark_lost(index):
-                return self._fail_pending("download_failed", f"{problem}; out of retries")
+                return self._fail_pending(ErrorCode.DOWNLOAD_FAILED, f"{problem}; out of retries")
             return self._request(now)
         if not tracker.mark_received(index):
             return []  # a duplicate
@@ -330,7 +327,7 @@ class Updater:
             return []
         if not within_retries:
             return self._fail_pending(
-                "download_failed",
+                ErrorCode.DOWNLOAD_FAILED,
                 f"chunks {late} did not arrive after {self.config.chunks.max_retries} retries",
             )
         return self._request(now)
@@ -365,7 +362,7 @@ class Updater:
         if self._stale(event):
             return []
         if isinstance(event, SelfTestFailed):
-            return self._fail_pending("self_test_failed", event.detail)
+            return self._fail_pending(ErrorCode.SELF_TEST_FAILED, event.detail)
         return self._fail_pending(event.code, event.message)
 
     def _on_loaded(self, event: Event, _now: Instant) -> list[Action]:
