@@ -29,8 +29,8 @@ _EXPORTS = {
     "SystemClock": "edge_agent.clock",
     "offline_will": "edge_agent.messages",
     "start_grpc_server": "edge_agent.grpc_server",
-    "State": "edge_agent.updater_types",
-    "Updater": "edge_agent.updater",
+    "State": "edge_agent.update.states",
+    "Updater": "edge_agent.update.machine",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -7,7 +7,7 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError, Message
 
 from edge_agent.errors import MalformedPayloadError
-from edge_agent.updater_types import ChunkReceived, DesiredCleared, DesiredReceived, Event
+from edge_agent.update.events import ChunkReceived, DesiredCleared, DesiredReceived, Event
 from protocols.topics import Channel, Direction, TopicError, parse_device_topic
 from protocols.v1 import messages_pb2 as pb
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from edge_agent.errors import NoModelError
-from edge_agent.journal import InstalledModel
 from edge_agent.types import LoadedModelLike
+from edge_agent.update.journal import InstalledModel
 from protocols.v1 import messages_pb2 as pb
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_agent.chunks import ChunkPolicy, ChunkTracker
+from edge_agent.update.chunks import ChunkPolicy, ChunkTracker
 
 
 def test_the_window_fills_as_chunks_arrive() -> None:

@@ -7,9 +7,9 @@ from agent_kit import FakeCloud, Keys, MakeAgent, is_state, make_release
 
 from edge_agent.clock import ManualClock
 from edge_agent.errors import StoreError
-from edge_agent.journal import ChunkLayout, InstalledModel, Journal, PendingUpdate
 from edge_agent.store import MemoryModelStore
 from edge_agent.transport import MemoryTransport
+from edge_agent.update.journal import ChunkLayout, InstalledModel, Journal, PendingUpdate
 from protocols.topics import Channel
 from protocols.v1 import messages_pb2 as pb
 

@@ -7,7 +7,7 @@ from agent_kit import Keys, chunk_of, desired_state, make_release
 
 from edge_agent.errors import MalformedPayloadError
 from edge_agent.inbox import parse_inbound
-from edge_agent.updater_types import ChunkReceived, DesiredCleared, DesiredReceived
+from edge_agent.update.events import ChunkReceived, DesiredCleared, DesiredReceived
 from protocols.v1 import messages_pb2 as pb
 
 DESIRED = "ef/v1/dev/dev-1/desired"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent.errors import StoreError
-from edge_agent.journal import ChunkLayout, InstalledModel, Journal, LastError, Outcome, PendingUpdate
 from edge_agent.store import DiskModelStore, MemoryModelStore, ModelStore
+from edge_agent.update.journal import ChunkLayout, InstalledModel, Journal, LastError, Outcome, PendingUpdate
 
 DATA = bytes(range(256)) * 3
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -7,9 +7,9 @@ import threading
 import numpy as np
 from agent_kit import FakeCloud, Keys, MakeAgent, is_state, make_release, model_bytes
 
-from edge_agent.journal import InstalledModel
 from edge_agent.runtime import FunctionModel, Prediction
 from edge_agent.serving import ModelSlot, ServingModel
+from edge_agent.update.journal import InstalledModel
 from protocols.v1 import messages_pb2 as pb
 
 THREADS = 4

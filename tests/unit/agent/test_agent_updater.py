@@ -7,42 +7,44 @@ import itertools
 import pytest
 from agent_kit import Keys, Release, chunk_of, desired_state, make_release, model_bytes
 
-from edge_agent.chunks import ChunkPolicy
 from edge_agent.clock import Instant
-from edge_agent.journal import Journal, Outcome
-from edge_agent.updater import TRANSITIONS, Updater, UpdaterConfig
-from edge_agent.updater_types import (
-    Aborted,
+from edge_agent.update.actions import (
     Action,
     Activate,
-    ArtifactRejected,
-    ArtifactVerified,
     BeginDownload,
-    ChunkReceived,
     CommitDownload,
-    Connected,
-    DesiredCleared,
-    DesiredReceived,
     DiscardDownload,
     Emit,
-    Event,
-    EventKind,
-    LoadFailed,
     LoadModel,
-    ModelLoaded,
     PruneModels,
     Report,
     RequestChunks,
     RunSelfTest,
     SaveJournal,
-    SelfTestFailed,
-    SelfTestPassed,
-    Started,
-    State,
-    Tick,
     VerifyArtifact,
     WriteChunk,
 )
+from edge_agent.update.chunks import ChunkPolicy
+from edge_agent.update.events import (
+    Aborted,
+    ArtifactRejected,
+    ArtifactVerified,
+    ChunkReceived,
+    Connected,
+    DesiredCleared,
+    DesiredReceived,
+    Event,
+    EventKind,
+    LoadFailed,
+    ModelLoaded,
+    SelfTestFailed,
+    SelfTestPassed,
+    Started,
+    Tick,
+)
+from edge_agent.update.journal import Journal, Outcome
+from edge_agent.update.machine import TRANSITIONS, Updater, UpdaterConfig
+from edge_agent.update.states import State
 from protocols import trust
 from protocols.v1 import messages_pb2 as pb
 
@@ -387,7 +389,7 @@ def test_the_table_names_only_real_states() -> None:
 
 
 def test_saved_journals_round_trip(keys: Keys) -> None:
-    from edge_agent.journal import decode_journal, encode_journal
+    from edge_agent.update.journal import decode_journal, encode_journal
 
     up = _updater(keys)
     actions = _activate(up, make_release(keys.signer, "v1", 1), 1)

@@ -13,17 +13,15 @@ from collections.abc import Callable
 from edge_agent.errors import StoreError, error_code
 from edge_agent.store import ModelStore
 from edge_agent.types import LoadModelFn, SelfTestFn
-from edge_agent.updater_types import (
+from edge_agent.update.actions import LoadModel, RunSelfTest, VerifyArtifact
+from edge_agent.update.events import (
     ArtifactRejected,
     ArtifactVerified,
     Event,
     LoadFailed,
-    LoadModel,
     ModelLoaded,
-    RunSelfTest,
     SelfTestFailed,
     SelfTestPassed,
-    VerifyArtifact,
 )
 from protocols import trust
 from protocols.codes import ErrorCode

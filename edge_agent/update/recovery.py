@@ -1,21 +1,24 @@
-"""Bring the active model back at start: load it from the store, check its digest, re-run its self-test.
+"""Crash recovery at start: read the journal, bring the serving model back, square a download with the disk.
 
+`load_journal` reads the journal (starting afresh, with an error to report, if it is unreadable).
+`restore` brings the active model back: load it from the store, check its digest, re-run its self-test.
 If it cannot serve any more (a corrupt file, a runtime that changed), fall back to the previous model.
 A model that fails here is dropped from the journal, and its desired generation is handled again when
 the retained desired state next arrives; its installed sequence is lowered by one so that exactly that
 manifest may be installed again (anything older is still refused as a rollback).
+`resume_download` finds the chunks a pending download already has, after a crash between two steps.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from edge_agent.errors import error_code
-from edge_agent.journal import InstalledModel, Journal, LastError, Outcome
+from edge_agent.errors import StoreError, error_code
 from edge_agent.serving import ServingModel
 from edge_agent.store import ModelStore
 from edge_agent.types import LoadModelFn, SelfTestFn
+from edge_agent.update.journal import InstalledModel, Journal, LastError, Outcome
 from protocols import trust
 from protocols.codes import ErrorCode
 
@@ -88,3 +91,40 @@ def restore(journal: Journal, store: ModelStore, load: LoadModelFn, self_test: S
         last_error=failures[0][1],
     )
     return Restored(journal, serving, failures)
+
+
+def load_journal(store: ModelStore, device_id: str) -> tuple[Journal, list[LastError]]:
+    """The saved journal (a fresh one on first start), and the errors to report if it could not be read."""
+    try:
+        return store.load_journal() or Journal(), []
+    except StoreError as exc:
+        log.error("agent %s: starting without a journal: %s", device_id, exc)
+        return Journal(), [LastError(exc.code, f"journal unreadable, starting afresh: {exc}")]
+
+
+def save_journal(store: ModelStore, journal: Journal, device_id: str) -> None:
+    """Save the journal at start; a failure is logged (the agent still serves), not raised."""
+    try:
+        store.save_journal(journal)
+    except StoreError as exc:
+        log.error("agent %s: cannot save the journal: %s", device_id, exc)
+
+
+def resume_download(store: ModelStore, journal: Journal, device_id: str) -> tuple[Journal, set[int]]:
+    """The chunks already downloaded for the pending update, squaring the journal with the disk after a
+    crash between two steps (a download committed but not yet journalled, or a partial file lost)."""
+    pending = journal.pending
+    if pending is None or pending.layout is None:
+        return journal, set()
+    sha256 = pending.layout.sha256
+    try:
+        if store.has_download(sha256):
+            return journal, store.received_chunks(sha256)
+        if store.has_model(sha256):  # committed: verify it from the models
+            journal = journal.with_(pending=replace(pending, layout=None))
+            save_journal(store, journal, device_id)
+            return journal, set()
+        store.begin_download(sha256, pending.layout.size_bytes)
+    except StoreError as exc:
+        log.error("agent %s: cannot resume the download of %s: %s", device_id, sha256[:12], exc)
+    return journal, set()
