@@ -28,7 +28,7 @@ _EXPORTS = {
     "ManualClock": "edge_agent.clock",
     "SystemClock": "edge_agent.clock",
     "offline_will": "edge_agent.messages",
-    "start_grpc_server": "edge_agent.grpc_server",
+    "start_grpc_server": "edge_agent.serving.grpc_server",
     "State": "edge_agent.update.states",
     "Updater": "edge_agent.update.machine",
 }

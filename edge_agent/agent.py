@@ -26,15 +26,15 @@ import numpy as np
 
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentSettings
+from edge_agent.downlink import parse_inbound
 from edge_agent.errors import BadInputError, MalformedPayloadError, NoModelError
 from edge_agent.executor import Executor
-from edge_agent.inbox import parse_inbound
 from edge_agent.messages import SeqCounter, presence
 from edge_agent.outbox import Outbox
-from edge_agent.sampler import Sampler
-from edge_agent.serving import ModelSlot, ServingModel
+from edge_agent.serving.sampler import Sampler
+from edge_agent.serving.slot import ModelSlot, ServingModel
+from edge_agent.serving.telemetry import Telemetry
 from edge_agent.store import DiskModelStore, ModelStore
-from edge_agent.telemetry import Telemetry
 from edge_agent.transport import Transport
 from edge_agent.types import LoadModelFn, SelfTestFn
 from edge_agent.update import jobs, recovery
@@ -87,12 +87,12 @@ class Agent:
         self.store: ModelStore = store if store is not None else DiskModelStore(settings.state_dir)
         self.clock: Clock = clock or SystemClock()
         if load_model is None or runtimes is None:
-            from edge_agent import runtime  # onnxruntime & co. only when no runtime was plugged in
+            from edge_agent.serving import runtime  # onnxruntime & co. only when no runtime was plugged in
 
             load_model = load_model or runtime.load_model
             runtimes = runtimes if runtimes is not None else runtime.available_runtimes()
         if run_self_test is None:
-            from edge_agent.selftest import run_self_test as default_self_test
+            from edge_agent.serving.selftest import run_self_test as default_self_test
 
             run_self_test = default_self_test
         self._load_model: LoadModelFn = load_model

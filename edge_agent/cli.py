@@ -146,7 +146,7 @@ def run_command(args: argparse.Namespace) -> int:
     from edge_agent.config import load_settings
     from edge_agent.connect import transport_for
     from edge_agent.errors import AgentError
-    from edge_agent.grpc_server import start_grpc_server
+    from edge_agent.serving.grpc_server import start_grpc_server
     from edge_agent.transport import TransportError
 
     try:

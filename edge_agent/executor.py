@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_agent.outbox import Outbox
-from edge_agent.serving import ModelSlot, ServingModel
+from edge_agent.serving.slot import ModelSlot, ServingModel
 from edge_agent.store import ModelStore
 from edge_agent.types import LoadModelFn, SelfTestFn
 from edge_agent.update import jobs

@@ -16,9 +16,9 @@ from google.protobuf.message import Message
 
 from edge_agent.clock import Clock
 from edge_agent.messages import SeqCounter, lifecycle_event, reported_state
-from edge_agent.sampler import Sampler
-from edge_agent.serving import ServingModel
-from edge_agent.telemetry import Telemetry
+from edge_agent.serving.sampler import Sampler
+from edge_agent.serving.slot import ServingModel
+from edge_agent.serving.telemetry import Telemetry
 from edge_agent.transport import Transport, TransportError
 from edge_agent.update.actions import Emit
 from edge_agent.update.machine import UpdaterView

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field, replace
 
 from edge_agent.errors import StoreError, error_code
-from edge_agent.serving import ServingModel
+from edge_agent.serving.slot import ServingModel
 from edge_agent.store import ModelStore
 from edge_agent.types import LoadModelFn, SelfTestFn
 from edge_agent.update.journal import InstalledModel, Journal, LastError, Outcome

@@ -33,7 +33,7 @@ NEVER_ON_A_DEVICE = ("cloud", "model_compiler", *CLOUD_ONLY)
 # every module the agent's command needs to run, imported eagerly (the CLI itself defers them)
 AGENT_MODULES = (
     "edge_agent.cli", "edge_agent.agent", "edge_agent.config", "edge_agent.connect", "edge_agent.paho_transport",
-    "edge_agent.grpc_server", "edge_agent.runtime", "edge_agent.selftest",
+    "edge_agent.serving.grpc_server", "edge_agent.serving.runtime", "edge_agent.serving.selftest",
 )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from cloud.signing import init_keys, load_signer
-from edge_agent.runtime import FunctionModel, Prediction, RuntimeLoadError
+from edge_agent.serving.runtime import FunctionModel, Prediction, RuntimeLoadError
 from edge_agent.transport import MemoryBroker, MemoryTransport
 from protocols import SCHEMA_VERSION
 from protocols.signing import Signer

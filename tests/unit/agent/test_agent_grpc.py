@@ -9,7 +9,7 @@ import pytest
 from agent_kit import FakeCloud, Keys, MakeAgent, is_state, make_release
 
 from edge_agent.agent import Agent
-from edge_agent.grpc_server import start_grpc_server
+from edge_agent.serving.grpc_server import start_grpc_server
 from protocols.v1 import agent_pb2, agent_pb2_grpc
 from protocols.v1 import messages_pb2 as pb
 

@@ -25,7 +25,7 @@ def test_importing_the_transport_does_not_load_a_runtime() -> None:
 
 def test_the_agent_never_imports_the_cloud_or_the_compiler() -> None:
     code = (
-        "import sys, edge_agent.agent, edge_agent.cli, edge_agent.grpc_server, edge_agent.connect;"
+        "import sys, edge_agent.agent, edge_agent.cli, edge_agent.serving.grpc_server, edge_agent.connect;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('cloud', 'model_compiler', 'sklearn', 'fastapi', 'sqlmodel')))"
     )

@@ -7,8 +7,8 @@ import threading
 import numpy as np
 from agent_kit import FakeCloud, Keys, MakeAgent, is_state, make_release, model_bytes
 
-from edge_agent.runtime import FunctionModel, Prediction
-from edge_agent.serving import ModelSlot, ServingModel
+from edge_agent.serving.runtime import FunctionModel, Prediction
+from edge_agent.serving.slot import ModelSlot, ServingModel
 from edge_agent.update.journal import InstalledModel
 from protocols.v1 import messages_pb2 as pb
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from agent_kit import FakeCloud, Keys, MakeAgent, fake_load_model, is_state, make_release
 
-from edge_agent.runtime import FunctionModel, Prediction
-from edge_agent.sampler import Sampler
-from edge_agent.serving import ServingModel
-from edge_agent.telemetry import LATENCY_BOUNDS_US, FeatureBins, Telemetry, bin_index, percentile_from_histogram
+from edge_agent.serving.runtime import FunctionModel, Prediction
+from edge_agent.serving.sampler import Sampler
+from edge_agent.serving.slot import ServingModel
+from edge_agent.serving.telemetry import LATENCY_BOUNDS_US, FeatureBins, Telemetry, bin_index, percentile_from_histogram
 from edge_agent.update.journal import InstalledModel
 from protocols.topics import Channel
 from protocols.v1 import messages_pb2 as pb

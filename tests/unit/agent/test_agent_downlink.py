@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from agent_kit import Keys, chunk_of, desired_state, make_release
 
+from edge_agent.downlink import parse_inbound
 from edge_agent.errors import MalformedPayloadError
-from edge_agent.inbox import parse_inbound
 from edge_agent.update.events import ChunkReceived, DesiredCleared, DesiredReceived
 from protocols.v1 import messages_pb2 as pb
 

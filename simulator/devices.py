@@ -1,4 +1,6 @@
-"""A fleet of simulated devices in one process, each running the real `edge_agent.Agent`.
+"""Simulated devices: a fleet of them in one process, each running the real `edge_agent.Agent`.
+
+(Named `devices`, not `fleet`, so it does not read as the cloud's fleet registry.)
 
 Every device has its own settings, state directory, MQTT connection and data stream, exactly as a real
 device would; only the data it infers on is synthetic. (A thread-per-device agent: fine for tens of

@@ -1,4 +1,5 @@
-"""Turn an MQTT message addressed to the agent into an updater event, or say why it cannot be one (pure)."""
+"""The downlink: turn an MQTT message the cloud sent to this device into an update event, or say why it
+cannot be one (pure). (Named for the direction it parses, not "inbox", which the cloud uses for a router.)"""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.resources import CpuMeter, rss_bytes
-from edge_agent.serving import ServingModel
+from edge_agent.serving.slot import ServingModel
 from protocols import SCHEMA_VERSION
 from protocols.v1 import messages_pb2 as pb
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.runtime import LoadedModel
+from edge_agent.serving.runtime import LoadedModel
 from protocols.v1 import messages_pb2 as pb
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.serving import ServingModel
-from edge_agent.telemetry import prediction_strings
+from edge_agent.serving.slot import ServingModel
+from edge_agent.serving.telemetry import prediction_strings
 from protocols import SCHEMA_VERSION
 from protocols.v1 import messages_pb2 as pb
 
