@@ -3,7 +3,8 @@ and the telemetry timer."""
 
 from __future__ import annotations
 
-from agent_kit import FakeCloud, Keys, MakeAgent, is_state, make_release
+from support.fake_cloud import FakeCloud, MakeAgent, is_state
+from support.releases import Keys, make_release
 
 from edge_agent.clock import ManualClock
 from edge_agent.errors import StoreError

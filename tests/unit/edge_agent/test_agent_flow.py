@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from agent_kit import FakeCloud, Keys, MakeAgent, is_state, make_keys, make_release, model_bytes
+from support.fake_cloud import FakeCloud, MakeAgent, is_state
+from support.releases import Keys, make_keys, make_release, model_bytes
 
 from edge_agent.clock import ManualClock
 from edge_agent.store import DiskModelStore

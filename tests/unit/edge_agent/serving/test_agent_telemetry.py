@@ -6,7 +6,8 @@ import random
 
 import numpy as np
 import pytest
-from agent_kit import FakeCloud, Keys, MakeAgent, fake_load_model, is_state, make_release
+from support.fake_cloud import FakeCloud, MakeAgent, is_state
+from support.releases import Keys, fake_load_model, make_release
 
 from edge_agent.serving.runtime import FunctionModel, Prediction
 from edge_agent.serving.sampler import Sampler

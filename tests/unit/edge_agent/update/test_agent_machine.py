@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from agent_kit import Keys, Release, chunk_of, desired_state, make_release, model_bytes
+from support.releases import Keys, Release, chunk_of, desired_state, make_release, model_bytes
 
 from edge_agent.clock import Instant
 from edge_agent.update.actions import (
@@ -381,11 +381,6 @@ def test_self_test_failure_and_load_failure_keep_the_active_model(keys: Keys) ->
         assert up.journal.active.manifest().version == "v1"  # type: ignore[union-attr]
         assert not _of(actions, Activate) and not _of(actions, RunSelfTest)
         assert _of(actions, PruneModels)[0].keep == {up.journal.active.artifact_sha256}  # type: ignore[union-attr]
-
-
-def test_the_table_names_only_real_states() -> None:
-    assert all(t.targets <= set(State) for t in TRANSITIONS.values())
-    assert all(isinstance(s, State) and isinstance(k, EventKind) for s, k in TRANSITIONS)
 
 
 def test_saved_journals_round_trip(keys: Keys) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_kit import FakeCloud, Keys, MakeAgent, fake_load_model, make_keys
+from support.fake_cloud import FakeCloud, MakeAgent
+from support.releases import Keys, fake_load_model, make_keys
 
 from edge_agent.agent import Agent
 from edge_agent.config import load_settings
@@ -27,7 +28,7 @@ def broker() -> MemoryBroker:
 
 @pytest.fixture
 def cloud(broker: MemoryBroker) -> FakeCloud:
-    return FakeCloud(broker)
+    return FakeCloud.in_memory(broker)
 
 
 @pytest.fixture

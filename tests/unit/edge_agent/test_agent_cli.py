@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 import pytest
-from agent_kit import Keys
+from support.releases import Keys
 
 from edge_agent.cli import main, register
 from edge_agent.config import load_settings

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from agent_kit import FakeCloud, Keys, MakeAgent, is_state, make_release
+from support.fake_cloud import FakeCloud, MakeAgent, is_state
+from support.releases import Keys, make_release
 
 from edge_agent.agent import Agent
 from edge_agent.serving.grpc_server import start_grpc_server

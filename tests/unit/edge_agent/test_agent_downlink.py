@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from agent_kit import Keys, chunk_of, desired_state, make_release
+from support.releases import Keys, chunk_of, desired_state, make_release
 
 from edge_agent.downlink import parse_inbound
 from edge_agent.errors import MalformedPayloadError

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from agent_kit import FakeCloud, Keys, MakeAgent, is_state, make_release, model_bytes
+from support.fake_cloud import FakeCloud, MakeAgent, is_state
+from support.releases import Keys, make_release, model_bytes
 
 from edge_agent.serving.runtime import FunctionModel, Prediction
 from edge_agent.serving.slot import ModelSlot, ServingModel
