@@ -22,17 +22,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
-
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentSettings
 from edge_agent.downlink import parse_inbound
-from edge_agent.errors import BadInputError, MalformedPayloadError, NoModelError
+from edge_agent.errors import MalformedPayloadError, NoModelError
 from edge_agent.executor import Executor
 from edge_agent.messages import SeqCounter, presence
 from edge_agent.outbox import Outbox
 from edge_agent.serving.sampler import Sampler
-from edge_agent.serving.slot import ModelSlot, ServingModel
+from edge_agent.serving.slot import ModelSlot, ServingModel, as_rows
 from edge_agent.serving.telemetry import Telemetry
 from edge_agent.store import DiskModelStore, ModelStore
 from edge_agent.transport import Transport
@@ -186,7 +184,7 @@ class Agent:
 
     def infer(self, x: Any, label: str | None = None) -> Inference:
         """Like predict, also saying which model answered and how long it took."""
-        rows = _as_rows(x)
+        rows = as_rows(x)
         started = time.perf_counter()
         try:
             serving, prediction = self._slot.predict(rows)
@@ -294,15 +292,3 @@ class Agent:
     @property
     def update_state(self) -> State:
         return self._updater.state if self._updater else State.IDLE
-
-
-def _as_rows(x: Any) -> np.ndarray:
-    try:
-        rows = np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise BadInputError(f"input is not numeric: {exc}") from None
-    if rows.ndim == 1:
-        rows = rows.reshape(1, -1)
-    if rows.ndim != 2:
-        raise BadInputError(f"expected one row or a 2-D batch of rows, got an array of shape {rows.shape}")
-    return rows

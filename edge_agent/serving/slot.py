@@ -1,4 +1,5 @@
-"""The model slot: which model answers predictions, swapped atomically.
+"""The model slot: which model answers predictions, swapped atomically; and `as_rows`, the input check
+in front of it.
 
 `predict` reads the slot exactly once and uses that model to the end, so a call in flight during a swap
 is answered by the old model, every call after it by the new one, and none sees a half-loaded model
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.errors import NoModelError
+from edge_agent.errors import BadInputError, NoModelError
 from edge_agent.types import LoadedModelLike
 from edge_agent.update.journal import InstalledModel
 from protocols.v1 import messages_pb2 as pb
@@ -55,3 +56,16 @@ class ModelSlot:
         if serving is None:
             raise NoModelError("no model is active on this device yet")
         return serving, serving.model.predict(x)
+
+
+def as_rows(x: Any) -> np.ndarray:
+    """x as a float32 batch of rows (one row becomes a batch of one); BadInputError if it is not numeric."""
+    try:
+        rows = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(f"input is not numeric: {exc}") from None
+    if rows.ndim == 1:
+        rows = rows.reshape(1, -1)
+    if rows.ndim != 2:
+        raise BadInputError(f"expected one row or a 2-D batch of rows, got an array of shape {rows.shape}")
+    return rows
