@@ -26,16 +26,16 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import numpy as np  # noqa: E402
 from skl2onnx import to_onnx  # noqa: E402
 from sklearn.ensemble import RandomForestClassifier  # noqa: E402
+from support.fake_cloud import CHUNK_REQUESTS, FakeCloud  # noqa: E402
 from support.mosquitto import MosquittoBroker  # noqa: E402
+from support.releases import Release, make_keys  # noqa: E402
 
-from cloud.registry.keys import init_keys, load_signer  # noqa: E402
 from edge_agent.agent import Agent  # noqa: E402
 from edge_agent.config import load_settings  # noqa: E402
 from edge_agent.connect import transport_for  # noqa: E402
 from edge_agent.paho_transport import PahoTransport  # noqa: E402
-from edge_agent.runtime import load_model  # noqa: E402
-from protocols import SCHEMA_VERSION  # noqa: E402
-from protocols.topics import Channel, device_topic  # noqa: E402
+from edge_agent.serving.runtime import load_model  # noqa: E402
+from protocols.signing import Signer  # noqa: E402
 from protocols.v1 import messages_pb2 as pb  # noqa: E402
 
 WINDOWS = (1, 4, 16)
@@ -51,7 +51,7 @@ def build_model(trees: int) -> tuple[bytes, Any, np.ndarray]:
     return onx.SerializeToString(), model, x
 
 
-def signed_manifest(keys: Path, data: bytes, model: Any, x: np.ndarray, sequence: int) -> pb.SignedManifest:
+def signed_manifest(signer: Signer, data: bytes, model: Any, x: np.ndarray, sequence: int) -> pb.SignedManifest:
     manifest = pb.Manifest(
         model_id="rf",
         version=str(sequence),
@@ -72,57 +72,20 @@ def signed_manifest(keys: Path, data: bytes, model: Any, x: np.ndarray, sequence
         edges = np.quantile(x[:, i], np.linspace(0, 1, 11)).tolist()
         manifest.reference.features.add(index=i, bin_edges=edges, counts=[len(x) // 10] * 10)
     manifest.reference.predictions.labels.extend(["0", "1"])
-    return load_signer(keys).sign(manifest)
+    return signer.sign(manifest)
 
 
-class ChunkCloud:
-    def __init__(self, url: str, data: bytes, chunk_size: int) -> None:
-        self.data, self.chunk_size = data, chunk_size
-        self.transport = PahoTransport(url, "bench-cloud")
-        self.transport.set_message_handler(self.on_request)
-        self.transport.subscribe("ef/v1/dev/+/artifact/req")
-        self.transport.start()
-        if not self.transport.wait_connected(10):
-            raise SystemExit("the benchmark cloud could not connect")
-
-    def on_request(self, _topic: str, payload: bytes) -> None:
-        request = pb.ArtifactChunkRequest.FromString(payload)
-        total = -(-len(self.data) // self.chunk_size)
-        for index in request.indexes:
-            offset = index * self.chunk_size
-            chunk = pb.ArtifactChunk(
-                schema_version=SCHEMA_VERSION,
-                sha256=request.sha256,
-                index=index,
-                total_chunks=total,
-                offset=offset,
-                data=self.data[offset : offset + self.chunk_size],
-                request_id=request.request_id,
-            )
-            self.transport.publish(device_topic(request.device_id, Channel.ARTIFACT_DATA), chunk.SerializeToString())
-
-    def deploy(self, device_id: str, signed: pb.SignedManifest, generation: int) -> None:
-        size = len(self.data)
-        desired = pb.DesiredState(
-            schema_version=SCHEMA_VERSION,
-            device_id=device_id,
-            generation=generation,
-            manifest=signed,
-            artifacts=[
-                pb.ArtifactLocation(
-                    sha256=hashlib.sha256(self.data).hexdigest(),
-                    size_bytes=size,
-                    chunk_size=self.chunk_size,
-                    total_chunks=-(-size // self.chunk_size),
-                )
-            ],
-        )
-        topic = device_topic(device_id, Channel.DESIRED)
-        self.transport.publish(topic, desired.SerializeToString(), qos=1, retain=True)
+def _chunk_cloud(url: str, chunk_size: int) -> FakeCloud:
+    """The tests' fake cloud over a real MQTT client, answering chunk requests only."""
+    transport = PahoTransport(url, "bench-cloud")
+    cloud = FakeCloud(transport, chunk_size=chunk_size, topic_filter=CHUNK_REQUESTS)
+    if not transport.wait_connected(10):
+        raise SystemExit("the benchmark cloud could not connect")
+    return cloud
 
 
 def time_update(
-    url: str, root_pub: Path, state: Path, window: int, cloud: ChunkCloud, signed: pb.SignedManifest, device_id: str
+    url: str, root_pub: Path, state: Path, window: int, cloud: FakeCloud, release: Release, device_id: str
 ) -> float:
     settings = load_settings(
         device_id=device_id,
@@ -139,7 +102,7 @@ def time_update(
         if not agent.transport.wait_connected(10):
             raise SystemExit("the agent could not connect")
         started = time.perf_counter()
-        cloud.deploy(device_id, signed, generation=1)
+        cloud.deploy(device_id, release, generation=1)
         if not agent.wait_for(lambda s: s.update_state == pb.UPDATE_STATE_ACTIVE, 120):
             raise SystemExit(f"update did not finish: {agent.status()}")
         return time.perf_counter() - started
@@ -169,16 +132,18 @@ def main() -> int:
     results: dict[str, Any] = {"artifact_bytes": len(data), "chunk_bytes": args.chunk_kib * 1024, "updates": []}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        root_pub = init_keys(tmp / "keys")
-        signed = signed_manifest(tmp / "keys", data, model, x, 1)
+        keys = make_keys(tmp / "keys")
+        root_pub = keys.root_path
+        signed = signed_manifest(keys.signer, data, model, x, 1)
+        release = Release.of(signed, [data])
         with MosquittoBroker(tmp / "mosquitto") as broker:
-            cloud = ChunkCloud(broker.url, data, args.chunk_kib * 1024)
+            cloud = _chunk_cloud(broker.url, args.chunk_kib * 1024)
             try:
                 for window in WINDOWS:
                     times = []
                     for run in range(args.repeats):
                         device = f"bench-w{window}-r{run}"
-                        times.append(time_update(broker.url, root_pub, tmp / device, window, cloud, signed, device))
+                        times.append(time_update(broker.url, root_pub, tmp / device, window, cloud, release, device))
                     median = statistics.median(times)
                     rate = round(len(data) / median / 1e6, 2)
                     results["updates"].append({"chunk_window": window, "median_s": round(median, 3), "mb_per_s": rate})

@@ -52,7 +52,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.svm import LinearSVC  # noqa: E402
 from sklearn.tree import DecisionTreeClassifier  # noqa: E402
 
-from edge_agent.runtime import load_model  # noqa: E402
+from edge_agent.serving.runtime import load_model  # noqa: E402
 from model_compiler import GateRefusedError, compile_estimator  # noqa: E402
 
 FAMILIES: dict[str, Callable[[], Any]] = {

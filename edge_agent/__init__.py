@@ -2,6 +2,14 @@
 
 The public surface is re-exported here lazily (PEP 562), so that `import edge_agent.transport` stays
 light and onnxruntime is imported only by code that runs a model.
+
+    cli.py        the device's own command, `edgefleet-agent` (also `edgefleet agent`)
+    agent.py      wiring, threads and the public API; executor.py turns update actions into I/O;
+                  outbox.py publishes; downlink.py parses what the cloud sends
+    update/       the update path: a pure state machine with one transition table, and its journal
+    serving/      the model slot, runtimes, self-test, sampling, telemetry, the local gRPC API
+    transport.py paho_transport.py broker_url.py connect.py   the MQTT port and its adapters
+    store.py config.py errors.py messages.py clock.py types.py resources.py
 """
 
 from __future__ import annotations
@@ -28,9 +36,9 @@ _EXPORTS = {
     "ManualClock": "edge_agent.clock",
     "SystemClock": "edge_agent.clock",
     "offline_will": "edge_agent.messages",
-    "start_grpc_server": "edge_agent.grpc_server",
-    "State": "edge_agent.updater_types",
-    "Updater": "edge_agent.updater",
+    "start_grpc_server": "edge_agent.serving.grpc_server",
+    "State": "edge_agent.update.states",
+    "Updater": "edge_agent.update.machine",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

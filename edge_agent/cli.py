@@ -1,20 +1,54 @@
-"""`edgefleet agent run` and `edgefleet agent provision`. Heavy imports happen inside the handlers."""
+"""The device's command: `edgefleet-agent run|provision`, also reachable as `edgefleet agent run|provision`.
+
+`main` is the `edgefleet-agent` console script, so a device never imports `cloud`; `register` lets the
+cloud's `edgefleet` command offer the same subcommands. Heavy imports happen inside the handlers.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 _BROKER_WARNING_AFTER_S = 10.0
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgefleet-agent", description="Run or provision an EdgeFleet device agent.")
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    commands = parser.add_subparsers(dest="agent_command", metavar="COMMAND")
+    _add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `edgefleet-agent` console script."""
+    import logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
 def register(subparsers: Any) -> None:
+    """Add `agent run|provision` to another command's subparsers (the cloud's `edgefleet`)."""
     agent = subparsers.add_parser("agent", help="run or provision the device agent")
     commands = agent.add_subparsers(dest="agent_command", metavar="AGENT_COMMAND", required=True)
+    _add_commands(commands)
 
+
+def _add_commands(commands: Any) -> None:
     run = commands.add_parser("run", help="run the agent until SIGINT/SIGTERM")
     run.add_argument("--config", required=True, type=Path, help="TOML file written by `agent provision`")
     run.set_defaults(func=run_command)
@@ -112,7 +146,7 @@ def run_command(args: argparse.Namespace) -> int:
     from edge_agent.config import load_settings
     from edge_agent.connect import transport_for
     from edge_agent.errors import AgentError
-    from edge_agent.grpc_server import start_grpc_server
+    from edge_agent.serving.grpc_server import start_grpc_server
     from edge_agent.transport import TransportError
 
     try:
@@ -148,3 +182,7 @@ def run_command(args: argparse.Namespace) -> int:
             grpc_server.stop()
         agent.stop()
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

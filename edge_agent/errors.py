@@ -1,58 +1,73 @@
-"""The agent's exceptions. Each carries a stable `code`, the one reported in ReportedState.last_error and
-LifecycleEvent.error (trust errors from `protocols.trust` keep their own codes).
+"""The agent's exceptions, one tree. Each carries a stable `code` from `protocols.codes.ErrorCode`, the one
+reported in ReportedState.last_error and LifecycleEvent.error (trust errors from `protocols.trust` keep
+their own codes).
 
     AgentError                      code "agent_error"
     ├── ConfigError                 code "bad_config"          settings that cannot be used
     ├── StoreError                  code "store_failed"        the state directory cannot be read/written
     ├── MalformedPayloadError       code "malformed_payload"   an MQTT message we cannot accept
     ├── NoModelError                code "no_model"            predict() before any model is active
-    ├── BadInputError               code "bad_input"           input that is not rows of numbers
+    ├── BadInputError               code "bad_input"           input that is not rows of numbers, or not the
+    │                                                          shape/dtype/finite values a model takes (a ValueError)
     ├── NoCompatibleArtifactError   code "no_compatible_artifact"
-    └── DownloadError               code "download_failed"     chunks missing after the retries
+    ├── DownloadError               code "download_failed"     chunks missing after the retries
+    ├── RuntimeLoadError            code "load_failed"         the runtime is missing or cannot load the artifact
+    └── TransportError              code "agent_error"         bad broker URL, refused credentials, publish failed
+                                                               (re-exported by edge_agent.transport, its home port)
 """
 
 from __future__ import annotations
 
+from protocols.codes import ErrorCode
+
 
 class AgentError(Exception):
-    code = "agent_error"
+    code: str = ErrorCode.AGENT_ERROR
 
 
 class ConfigError(AgentError):
-    code = "bad_config"
+    code = ErrorCode.BAD_CONFIG
 
 
 class StoreError(AgentError):
-    code = "store_failed"
+    code = ErrorCode.STORE_FAILED
 
 
 class MalformedPayloadError(AgentError):
-    code = "malformed_payload"
+    code = ErrorCode.MALFORMED_PAYLOAD
 
 
 class NoModelError(AgentError):
-    code = "no_model"
+    code = ErrorCode.NO_MODEL
 
 
 class NoCompatibleArtifactError(AgentError):
-    code = "no_compatible_artifact"
+    code = ErrorCode.NO_COMPATIBLE_ARTIFACT
 
 
 class DownloadError(AgentError):
-    code = "download_failed"
+    code = ErrorCode.DOWNLOAD_FAILED
 
 
-LOAD_FAILED = "load_failed"
-SELF_TEST_FAILED = "self_test_failed"
+class BadInputError(AgentError, ValueError):
+    """Input the agent or a runtime rejects: not rows of numbers, wrong shape or dtype, values not finite."""
+
+    code = ErrorCode.BAD_INPUT
+
+
+class RuntimeLoadError(AgentError):
+    """The runtime is not installed, or it cannot load these bytes as a model of this schema."""
+
+    code = ErrorCode.LOAD_FAILED
+
+
+class TransportError(AgentError):
+    """The transport could not do what was asked (bad URL, refused credentials, publish failed).
+
+    No code of its own: the agent reports it as "agent_error", as it did before it joined the tree."""
 
 
 def error_code(exc: BaseException, default: str) -> str:
     """The stable code of an exception from any part (ours, protocols.trust, the runtime), else default."""
     code = getattr(exc, "code", None)
     return code if isinstance(code, str) and code else default
-
-
-class BadInputError(AgentError, ValueError):
-    """Input the agent rejects before any model sees it (the runtime's InputError shares the code)."""
-
-    code = "bad_input"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 import threading
 
-from edge_agent.journal import InstalledModel, LastError
 from edge_agent.transport import Will
-from edge_agent.updater import UpdaterView
+from edge_agent.update.journal import InstalledModel, LastError
+from edge_agent.update.machine import UpdaterView
 from protocols import SCHEMA_VERSION
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb

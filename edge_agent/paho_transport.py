@@ -26,9 +26,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -36,45 +34,18 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge_agent.broker_url import BrokerAddress, parse_broker_url
 from edge_agent.transport import ConnectHandler, MessageHandler, TransportError, Will
 from protocols import topics
+
+# BrokerAddress and parse_broker_url live in edge_agent.broker_url; importable from here as before
+__all__ = ["BrokerAddress", "MqttProtocol", "PahoTransport", "parse_broker_url"]
 
 log = logging.getLogger(__name__)
 
 MqttProtocol = Literal["3.1.1", "5"]
 _PAHO_PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
-_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _UNSUPPORTED_PROTOCOL_VERSION = 132  # CONNACK reason; paho maps 3.1.1's return code 1 onto it
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """`mqtt://host:port` or `mqtts://host:port` -> BrokerAddress; TransportError says what is wrong."""
-    if not isinstance(url, str) or not url.strip():
-        raise TransportError(f"broker URL must be a non-empty string like mqtt://host:1883, got {url!r}")
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        raise TransportError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
-    try:
-        port = parts.port
-    except ValueError:
-        raise TransportError(f"broker URL {url!r}: port must be a number from 1 to 65535") from None
-    if not parts.hostname:
-        raise TransportError(f"broker URL {url!r} has no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise TransportError(f"broker URL {url!r}: no path, query or fragment allowed")
-    if parts.username is not None or parts.password is not None:
-        raise TransportError(f"broker URL {url!r}: pass credentials as username=/password=, not in the URL")
-    if port == 0:
-        raise TransportError(f"broker URL {url!r}: port must be a number from 1 to 65535")
-    return BrokerAddress(parts.hostname, port or _DEFAULT_PORTS[scheme], tls=scheme == "mqtts")
 
 
 def _check(rule: Callable[[str], str], value: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edge_agent.errors import StoreError
-from edge_agent.journal import Journal, decode_journal, encode_journal
+from edge_agent.update.journal import Journal, decode_journal, encode_journal
 
 _SHA256_HEX = frozenset("0123456789abcdef")
 

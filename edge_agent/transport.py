@@ -12,7 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from edge_agent.errors import TransportError
 from protocols.topics import topic_matches
+
+__all__ = [
+    "ConnectHandler",
+    "MemoryBroker",
+    "MemoryTransport",
+    "MessageHandler",
+    "Transport",
+    "TransportError",  # defined in edge_agent.errors (the agent's tree); imported from here by the cloud
+    "Will",
+]
 
 MessageHandler = Callable[[str, bytes], None]
 ConnectHandler = Callable[[], None]
@@ -26,10 +37,6 @@ class Will:
     payload: bytes
     qos: int = 1
     retain: bool = True
-
-
-class TransportError(Exception):
-    """The transport could not do what was asked (bad URL, refused credentials, publish failed)."""
 
 
 class Transport(Protocol):

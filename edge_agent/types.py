@@ -1,8 +1,8 @@
 """Shared type aliases and the structural types the agent needs from its runtime.
 
-The agent's modules code against these Protocols rather than importing `edge_agent.runtime` at module
+The agent's modules code against these Protocols rather than importing `edge_agent.serving.runtime` at module
 level, so the pure core (and its unit tests) run without onnxruntime, and a test can plug in a small fake
-model. `edge_agent.runtime.load_model` / `edge_agent.selftest.run_self_test` satisfy them.
+model. `edge_agent.serving.runtime.load_model` / `edge_agent.serving.selftest.run_self_test` satisfy them.
 """
 
 from __future__ import annotations

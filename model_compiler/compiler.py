@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.runtime import LoadedModel, Prediction, load_model
-from edge_agent.selftest import run_self_test
+from edge_agent.serving.runtime import LoadedModel, Prediction, load_model
+from edge_agent.serving.selftest import run_self_test
 from model_compiler import gate as gates
 from model_compiler.candidates import Candidate, build, plan, requirement
 from model_compiler.errors import BadInputError, CompileError, GateRefusedError

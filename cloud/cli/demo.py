@@ -43,7 +43,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from cloud.training.pipeline import TrainingConfig, run_training_pipeline
     from protocols.v1 import messages_pb2 as pb
     from simulator.data import DataStream, Drift
-    from simulator.fleet import SimulatedFleet
+    from simulator.devices import SimulatedFleet
 
     console = Console()
     if not console.is_terminal:

@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from cloud import fleet, monitoring, registry
 from cloud.training.pipeline import PipelineResult
-from simulator.fleet import DeviceRun
+from simulator.devices import DeviceRun
 
 HASH_KEYS = ("dataset_hash", "parameters_sha256", "run_id")
 

@@ -18,13 +18,15 @@ import grpc
 import numpy as np
 import pytest
 from support import wait_until
+from support.fake_cloud import CHUNK_REQUESTS, FakeCloud
+from support.releases import Release, make_keys
 
-from cloud.registry.keys import init_keys, load_signer
 from edge_agent.agent import Agent
 from edge_agent.config import load_settings
 from edge_agent.connect import transport_for
-from edge_agent.grpc_server import start_grpc_server
-from protocols import SCHEMA_VERSION
+from edge_agent.serving.grpc_server import start_grpc_server
+from protocols.chunking import chunk_count
+from protocols.signing import Signer
 from protocols.topics import Channel, device_topic
 from protocols.v1 import agent_pb2, agent_pb2_grpc
 from protocols.v1 import messages_pb2 as pb
@@ -48,7 +50,7 @@ def onnx_model() -> tuple[bytes, Any, np.ndarray]:
     return onx.SerializeToString(), model, x
 
 
-def _release(keys_dir: Path, data: bytes, model: Any, x: np.ndarray, sequence: int) -> pb.SignedManifest:
+def _release(signer: Signer, data: bytes, model: Any, x: np.ndarray, sequence: int) -> pb.SignedManifest:
     manifest = pb.Manifest(
         model_id="lr",
         version=str(sequence),
@@ -75,55 +77,7 @@ def _release(keys_dir: Path, data: bytes, model: Any, x: np.ndarray, sequence: i
     manifest.self_test.min_label_agreement = 1.0
     for i in range(3):
         manifest.reference.features.add(index=i, bin_edges=[-2, -1, 0, 1, 2], counts=[1, 1, 1, 1])
-    return load_signer(keys_dir).sign(manifest)
-
-
-class MiniCloud:
-    """Answers chunk requests and publishes desired states, over a real transport."""
-
-    def __init__(self, transport: Any, artifacts: dict[str, bytes]) -> None:
-        self.transport, self.artifacts, self.requests = transport, artifacts, 0
-        transport.set_message_handler(self.on_message)
-        transport.subscribe("ef/v1/dev/+/artifact/req")
-
-    def on_message(self, topic: str, payload: bytes) -> None:
-        request = pb.ArtifactChunkRequest.FromString(payload)
-        self.requests += 1
-        data = self.artifacts[request.sha256]
-        for index in request.indexes:
-            offset = index * CHUNK_SIZE
-            chunk = pb.ArtifactChunk(
-                schema_version=SCHEMA_VERSION,
-                sha256=request.sha256,
-                index=index,
-                total_chunks=-(-len(data) // CHUNK_SIZE),
-                offset=offset,
-                data=data[offset : offset + CHUNK_SIZE],
-                request_id=request.request_id,
-            )
-            self.transport.publish(device_topic(request.device_id, Channel.ARTIFACT_DATA), chunk.SerializeToString())
-
-    def deploy(self, device_id: str, signed: pb.SignedManifest, generation: int) -> None:
-        manifest = pb.Manifest.FromString(signed.manifest)
-        artifact = manifest.artifacts[0]
-        desired = pb.DesiredState(
-            schema_version=SCHEMA_VERSION,
-            device_id=device_id,
-            deployment_id="dep-1",
-            generation=generation,
-            manifest=signed,
-            artifacts=[
-                pb.ArtifactLocation(
-                    sha256=artifact.sha256,
-                    size_bytes=artifact.size_bytes,
-                    chunk_size=CHUNK_SIZE,
-                    total_chunks=-(-artifact.size_bytes // CHUNK_SIZE),
-                )
-            ],
-        )
-        self.transport.publish(
-            device_topic(device_id, Channel.DESIRED), desired.SerializeToString(), qos=1, retain=True
-        )
+    return signer.sign(manifest)
 
 
 def _settings(tmp_path: Path, broker: Any, root_pub: Path, **extra: Any) -> Any:
@@ -142,12 +96,13 @@ def _settings(tmp_path: Path, broker: Any, root_pub: Path, **extra: Any) -> Any:
 
 def test_real_agent_real_broker_real_onnx(tmp_path: Path, mqtt_broker: Any, make_transport: Any, onnx_model) -> None:  # type: ignore[no-untyped-def]
     data, model, x = onnx_model
-    root_pub = init_keys(tmp_path / "keys")
-    signed = _release(tmp_path / "keys", data, model, x, sequence=1)
+    keys = make_keys(tmp_path / "keys")
+    root_pub = keys.root_path
+    signed = _release(keys.signer, data, model, x, sequence=1)
     cloud_transport, _ = make_transport()
-    cloud = MiniCloud(cloud_transport, {hashlib.sha256(data).hexdigest(): data})
+    cloud = FakeCloud(cloud_transport, chunk_size=CHUNK_SIZE, topic_filter=CHUNK_REQUESTS, start=False)
     _watcher, watched = make_transport("ef/v1/dev/pi-int-1/#")
-    cloud.deploy("pi-int-1", signed, generation=1)
+    cloud.deploy("pi-int-1", Release.of(signed, [data]), generation=1)
 
     settings = _settings(tmp_path, mqtt_broker, root_pub)
     agent = Agent(settings, transport_for(settings, reconnect_min_s=0.1, reconnect_max_s=1.0))
@@ -159,7 +114,7 @@ def test_real_agent_real_broker_real_onnx(tmp_path: Path, mqtt_broker: Any, make
         )
         batch = x[100:140]
         assert agent.predict(batch).labels == [str(v) for v in model.predict(batch)]
-        assert cloud.requests >= -(-len(data) // CHUNK_SIZE) // 4
+        assert len(cloud.requests) >= chunk_count(len(data), CHUNK_SIZE) // 4
 
         server = start_grpc_server(agent, "127.0.0.1:0")
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -190,10 +145,10 @@ def test_real_agent_real_broker_real_onnx(tmp_path: Path, mqtt_broker: Any, make
     again.start()
     try:
         assert again.predict(x[:5]).labels == [str(v) for v in model.predict(x[:5])]  # served at once
-        requests = cloud.requests
+        requests = len(cloud.requests)
         assert again.wait_for(lambda s: s.update_state == pb.UPDATE_STATE_ACTIVE, 10)
         time.sleep(0.3)  # the retained desired state arrives again: nothing is fetched
-        assert cloud.requests == requests
+        assert len(cloud.requests) == requests
     finally:
         again.stop()
 
@@ -201,7 +156,7 @@ def test_real_agent_real_broker_real_onnx(tmp_path: Path, mqtt_broker: Any, make
 def test_agent_run_command_serves_and_exits_cleanly_on_sigterm(
     tmp_path: Path, mqtt_broker: Any, make_transport: Any
 ) -> None:
-    root_pub = init_keys(tmp_path / "keys")
+    root_pub = make_keys(tmp_path / "keys").root_path
     config = tmp_path / "etc" / "agent.toml"
     script = (
         "import sys, argparse, logging\nfrom edge_agent.cli import register\n"

@@ -1,8 +1,10 @@
 """`pip install '.[agent]'` gives a working agent with none of the cloud's packages.
 
 A fresh virtualenv gets only the `agent` extra; the test checks that fastapi, sqlmodel, scikit-learn and
-skl2onnx are absent, then provisions a device with that venv's `edgefleet` and runs `edgefleet agent run`
-against a real cloud stack, which deploys a model it must download, verify, self-test and activate.
+skl2onnx are absent, then provisions a device with that venv's `edgefleet-agent` and runs
+`edgefleet-agent run` against a real cloud stack, which deploys a model it must download, verify,
+self-test and activate. The agent runs with `-X importtime` (PYTHONPROFILEIMPORTTIME) so the test can
+prove that the device never imported `cloud` (which the checkout installs too) nor a cloud-only package.
 """
 
 from __future__ import annotations
@@ -27,6 +29,22 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOUD_ONLY = ("fastapi", "sqlmodel", "sklearn", "skl2onnx", "uvicorn", "amqtt")
+NEVER_ON_A_DEVICE = ("cloud", "model_compiler", *CLOUD_ONLY)
+# every module the agent's command needs to run, imported eagerly (the CLI itself defers them)
+AGENT_MODULES = (
+    "edge_agent.cli", "edge_agent.agent", "edge_agent.config", "edge_agent.connect", "edge_agent.paho_transport",
+    "edge_agent.serving.grpc_server", "edge_agent.serving.runtime", "edge_agent.serving.selftest",
+)
+
+
+def _forbidden(modules: list[str]) -> list[str]:
+    """The modules in `modules` that belong to a package a device must never import."""
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in NEVER_ON_A_DEVICE))
+
+
+def _imported(importtime_log: str) -> list[str]:
+    """Module names from `-X importtime` lines: `import time: self | cumulative | <indent>name`."""
+    return [line.rsplit("|", 1)[1].strip() for line in importtime_log.splitlines() if line.startswith("import time:")]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +72,27 @@ def test_the_agent_extra_installs_no_cloud_package(agent_venv: Path) -> None:
         assert check.returncode == 0, f"{needed} missing from the agent extra: {check.stderr}"
 
 
+def test_the_agent_modules_import_nothing_of_the_cloud(agent_venv: Path) -> None:
+    python = agent_venv / "bin" / "python"
+    probe = "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]; print(' '.join(sys.modules))"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    found = subprocess.run(
+        [str(python), "-c", probe, *AGENT_MODULES], capture_output=True, text=True, timeout=120, env=env, cwd=agent_venv
+    )
+    assert found.returncode == 0, found.stderr
+    modules = found.stdout.split()
+    assert "edge_agent.paho_transport" in modules  # the probe did import the agent
+    assert _forbidden(modules) == []
+
+
+def test_the_agent_command_is_installed_and_answers(agent_venv: Path) -> None:
+    helped = subprocess.run(
+        [str(agent_venv / "bin" / "edgefleet-agent"), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert helped.returncode == 0, helped.stderr
+    assert "provision" in helped.stdout and "run" in helped.stdout
+
+
 @pytest.fixture
 def cloud(mqtt_broker: Any, tmp_path: Path) -> Iterator[CloudService]:
     settings = CloudSettings(data_dir=tmp_path / "cloud", mqtt_url=mqtt_broker.url, api_port=0)
@@ -64,10 +103,10 @@ def cloud(mqtt_broker: Any, tmp_path: Path) -> Iterator[CloudService]:
 def test_an_agent_only_install_runs_a_real_agent(
     agent_venv: Path, cloud: CloudService, mqtt_broker: Any, tmp_path: Path
 ) -> None:
-    edgefleet = str(agent_venv / "bin" / "edgefleet")
+    edgefleet_agent = str(agent_venv / "bin" / "edgefleet-agent")
     config = tmp_path / "device" / "agent.toml"
     provision = subprocess.run(
-        [edgefleet, "agent", "provision", "--device-id", "pi-agent-only", "--mqtt-url", mqtt_broker.url,
+        [edgefleet_agent, "provision", "--device-id", "pi-agent-only", "--mqtt-url", mqtt_broker.url,
          "--root-key", cloud.root_public_key_path, "--state-dir", str(tmp_path / "device" / "state"),
          "--grpc-address", "", "--out", str(config)],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
@@ -75,11 +114,11 @@ def test_an_agent_only_install_runs_a_real_agent(
     assert provision.returncode == 0, provision.stdout + provision.stderr
     env = dict(os.environ)  # the agent's default protocol must work with Mosquitto and the embedded broker
     env.pop("PYTHONPATH", None)  # the agent must run from its own venv, not from this checkout's packages
-    log = tmp_path / "agent.log"
-    with log.open("w") as out:
+    env["PYTHONPROFILEIMPORTTIME"] = "1"  # = -X importtime: every module the agent process imports, on stderr
+    log, imports = tmp_path / "agent.log", tmp_path / "agent-imports.log"
+    with log.open("w") as out, imports.open("w") as err:
         agent = subprocess.Popen(
-            [edgefleet, "agent", "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT,
-            cwd=tmp_path, env=env,
+            [edgefleet_agent, "run", "--config", str(config)], stdout=out, stderr=err, cwd=tmp_path, env=env
         )
     try:
         assert cloud.engine is not None and cloud.store is not None and cloud.signer is not None
@@ -90,7 +129,9 @@ def test_an_agent_only_install_runs_a_real_agent(
             response = httpx.get(f"{cloud.api_url}/api/v1/devices/pi-agent-only", timeout=5)
             return response.json() if response.status_code == 200 else {}
 
-        assert wait_until(lambda: device().get("update_state") == "active", timeout_s=60), (device(), log.read_text())
+        assert wait_until(lambda: device().get("update_state") == "active", timeout_s=60), (
+            device(), log.read_text(), imports.read_text()[-3000:]
+        )
         assert device()["active_version"] == result.version
         assert agent.poll() is None, log.read_text()
     finally:
@@ -100,6 +141,9 @@ def test_an_agent_only_install_runs_a_real_agent(
         except subprocess.TimeoutExpired:
             agent.kill()
             agent.wait()
-    assert agent.returncode == 0, log.read_text()
+    assert agent.returncode == 0, log.read_text() + imports.read_text()[-3000:]
+    imported = _imported(imports.read_text())
+    assert "edge_agent.agent" in imported and "edge_agent.paho_transport" in imported  # the log is complete
+    assert _forbidden(imported) == [], "a device imported cloud code"
 
 

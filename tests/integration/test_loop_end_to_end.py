@@ -24,7 +24,7 @@ from cloud.service import CloudService
 from cloud.settings import CloudSettings
 from cloud.training.pipeline import PipelineResult, TrainingConfig, run_training_pipeline
 from protocols.v1 import messages_pb2 as pb
-from simulator.fleet import SimulatedFleet
+from simulator.devices import SimulatedFleet
 
 pytestmark = pytest.mark.integration
 

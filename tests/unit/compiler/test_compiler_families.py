@@ -33,7 +33,7 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from edge_agent.runtime import load_model
+from edge_agent.serving.runtime import load_model
 from model_compiler import compile_estimator
 
 CLASSIFIERS: dict[str, Any] = {

@@ -15,7 +15,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from edge_agent.runtime import (
+from edge_agent.serving.runtime import (
     FunctionModel,
     InputError,
     LoadedModel,

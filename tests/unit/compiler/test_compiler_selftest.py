@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from compiler_kit import Split
 
-from edge_agent.runtime import FunctionModel, InputError, Prediction, load_model
-from edge_agent.selftest import run_self_test
+from edge_agent.serving.runtime import FunctionModel, InputError, Prediction, load_model
+from edge_agent.serving.selftest import run_self_test
 from model_compiler import compile_estimator
 from protocols.v1 import messages_pb2 as pb
 

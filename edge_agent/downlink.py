@@ -1,0 +1,53 @@
+"""The downlink: turn an MQTT message the cloud sent to this device into an update event, or say why it
+cannot be one (pure). (Named for the direction it parses, not "inbox", which the cloud uses for a router.)"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+from edge_agent.errors import MalformedPayloadError
+from edge_agent.update.events import ChunkReceived, DesiredCleared, DesiredReceived, Event
+from protocols.topics import Channel, Direction, TopicError, parse_device_topic
+from protocols.v1 import messages_pb2 as pb
+
+
+def parse_inbound(device_id: str, topic: str, payload: bytes) -> Event | None:
+    """The event a message stands for; None for a message the agent need not act on (a `cmd`: no
+    command is defined in v1 of the wire contract yet). Raises MalformedPayloadError otherwise."""
+    try:
+        parsed = parse_device_topic(topic)
+    except TopicError as exc:
+        raise MalformedPayloadError(str(exc)) from None
+    if parsed.device_id != device_id:
+        raise MalformedPayloadError(f"message on {topic!r} is for device {parsed.device_id!r}, not {device_id!r}")
+    channel = parsed.channel
+    if channel.spec.direction is not Direction.DOWN:
+        raise MalformedPayloadError(f"{channel.value!r} is a device-to-cloud channel, not one the agent reads")
+    if channel is Channel.DESIRED:
+        if not payload:
+            return DesiredCleared()
+        desired = _decode(pb.DesiredState, payload, topic)
+        if desired.device_id != device_id:
+            raise MalformedPayloadError(f"desired state names device {desired.device_id!r}, not {device_id!r}")
+        if not desired.HasField("manifest") or not desired.manifest.manifest:
+            raise MalformedPayloadError(f"desired state generation {desired.generation} carries no manifest")
+        return DesiredReceived(desired)
+    if channel is Channel.ARTIFACT_DATA:
+        chunk = _decode(pb.ArtifactChunk, payload, topic)
+        if len(chunk.sha256) != 64:
+            said = f" (the cloud says: {chunk.error})" if chunk.error else ""
+            raise MalformedPayloadError(f"artifact chunk without a sha256 ({chunk.sha256!r}){said}")
+        return ChunkReceived(chunk)
+    return None
+
+
+M = TypeVar("M", bound=Message)
+
+
+def _decode(message_type: type[M], payload: bytes, topic: str) -> M:
+    try:
+        return message_type.FromString(payload)
+    except (DecodeError, ValueError) as exc:
+        raise MalformedPayloadError(f"{topic}: not a {message_type.__name__}: {exc}") from None

@@ -1,0 +1,112 @@
+"""What the update machine knows between events, and the steps every handler shares (pure: no I/O).
+
+`UpdateContext` holds the journal (the part that survives a restart), the current state, the attempt
+counter that makes stale background results recognisable, and the chunk tracker of a download. The
+handlers (`edge_agent.update.handlers`) change it through these helpers and plain assignments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge_agent.clock import Instant
+from edge_agent.update.actions import Action, DiscardDownload, Emit, PruneModels, Report, RequestChunks, SaveJournal
+from edge_agent.update.chunks import ChunkPolicy, ChunkTracker
+from edge_agent.update.events import Event
+from edge_agent.update.journal import InstalledModel, Journal, LastError, Outcome
+from edge_agent.update.states import State
+from protocols import trust
+from protocols.chunking import ChunkLayout
+from protocols.codes import VERIFICATION_CODES, ErrorCode
+from protocols.v1 import messages_pb2 as pb
+
+
+@dataclass(frozen=True)
+class UpdaterConfig:
+    root: trust.TrustedRoot
+    runtimes: tuple[str, ...]  # runtimes this device can use, most preferred first
+    chunks: ChunkPolicy = ChunkPolicy()
+
+
+def event_kind_for(code: str) -> pb.EventKind:
+    """The LifecycleEvent kind that reports a failure with this code."""
+    if code in VERIFICATION_CODES:
+        return pb.EVENT_KIND_VERIFICATION_FAILED
+    if code == ErrorCode.SELF_TEST_FAILED:
+        return pb.EVENT_KIND_SELF_TEST_FAILED
+    return pb.EVENT_KIND_ERROR
+
+
+class UpdateContext:
+    def __init__(self, config: UpdaterConfig, journal: Journal, received_chunks: set[int] | None = None) -> None:
+        self.config = config
+        self.journal = journal
+        self.attempt = 0
+        self._requests = 0
+        self.tracker: ChunkTracker | None = None
+        pending = journal.pending
+        if pending is None:
+            self.state = {Outcome.IDLE: State.IDLE, Outcome.ACTIVE: State.ACTIVE, Outcome.FAILED: State.FAILED}[
+                journal.outcome
+            ]
+        elif pending.layout is None:
+            self.state = State.VERIFYING
+        else:
+            self.state = State.DOWNLOADING
+            self.tracker = self.new_tracker(pending.layout, received_chunks or set())
+
+    def new_tracker(self, layout: ChunkLayout, received: set[int]) -> ChunkTracker:
+        valid = {i for i in received if 0 <= i < layout.total_chunks}
+        return ChunkTracker(layout.total_chunks, self.config.chunks, received=valid)
+
+    def save(self, **changes: object) -> SaveJournal:
+        self.journal = self.journal.with_(**changes)
+        return SaveJournal(self.journal)
+
+    def request(self, now: Instant, also: list[int] | None = None) -> list[Action]:
+        assert self.tracker is not None and self.journal.pending is not None
+        layout = self.journal.pending.layout
+        assert layout is not None
+        indexes = sorted(set(also or []) | set(self.tracker.next_batch(now.mono_s)))
+        if not indexes:
+            return []
+        self._requests += 1
+        request_id = f"{self.journal.boot_count}.{self.journal.pending.generation}.{self._requests}"
+        return [RequestChunks(layout.sha256, tuple(indexes), request_id)]
+
+    def discard_pending(self) -> list[Action]:
+        pending = self.journal.pending
+        self.tracker = None
+        self.attempt += 1  # whatever the old attempt still has running in the background is now stale
+        if pending is not None and pending.layout is not None:
+            return [DiscardDownload(pending.layout.sha256)]
+        return []
+
+    def fail(
+        self, generation: int, deployment_id: str, code: str, message: str, model: InstalledModel | None = None
+    ) -> list[Action]:
+        """Give up on the update of `generation`; `model` is the target the failure event names, if known."""
+        error = LastError(code, message)
+        actions: list[Action] = [Emit(event_kind_for(code), deployment_id, model, error)]
+        actions += self.discard_pending()
+        self.state = State.FAILED
+        actions.append(
+            self.save(
+                pending=None,
+                desired_generation=generation,
+                deployment_id=deployment_id,
+                outcome=Outcome.FAILED,
+                last_error=error,
+            )
+        )
+        # a committed artifact of a failed update is not needed; active and previous stay
+        actions += [PruneModels(self.journal.models_on_disk()), Report()]
+        return actions
+
+    def fail_pending(self, code: str, message: str) -> list[Action]:
+        pending = self.journal.pending
+        assert pending is not None
+        return self.fail(pending.generation, pending.deployment_id, code, message, model=pending.target)
+
+    def stale(self, event: Event) -> bool:
+        return getattr(event, "attempt", None) != self.attempt

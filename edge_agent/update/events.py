@@ -1,0 +1,134 @@
+"""What the update machine reacts to: messages from the cloud, timers, and the results of its own actions.
+
+Results of background work (verify, load, self-test) carry the `attempt` that asked for them, so that a
+result arriving after the update was superseded is recognised and dropped. Each event's `kind` is the
+column it has in the transition table (`edge_agent.update.table`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar
+
+from protocols.v1 import messages_pb2 as pb
+
+
+class EventKind(Enum):
+    STARTED = "started"
+    CONNECTED = "connected"
+    DESIRED = "desired"
+    DESIRED_CLEARED = "desired_cleared"
+    CHUNK = "chunk"
+    TICK = "tick"
+    ARTIFACT_VERIFIED = "artifact_verified"
+    ARTIFACT_REJECTED = "artifact_rejected"
+    MODEL_LOADED = "model_loaded"
+    LOAD_FAILED = "load_failed"
+    SELF_TEST_PASSED = "self_test_passed"
+    SELF_TEST_FAILED = "self_test_failed"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class Started:
+    kind: ClassVar[EventKind] = EventKind.STARTED
+
+
+@dataclass(frozen=True)
+class Connected:
+    kind: ClassVar[EventKind] = EventKind.CONNECTED
+
+
+@dataclass(frozen=True)
+class DesiredReceived:
+    desired: pb.DesiredState
+    kind: ClassVar[EventKind] = EventKind.DESIRED
+
+
+@dataclass(frozen=True)
+class DesiredCleared:
+    kind: ClassVar[EventKind] = EventKind.DESIRED_CLEARED
+
+
+@dataclass(frozen=True)
+class ChunkReceived:
+    chunk: pb.ArtifactChunk
+    kind: ClassVar[EventKind] = EventKind.CHUNK
+
+
+@dataclass(frozen=True)
+class Tick:
+    kind: ClassVar[EventKind] = EventKind.TICK
+
+
+@dataclass(frozen=True)
+class ArtifactVerified:
+    attempt: int
+    data: bytes
+    kind: ClassVar[EventKind] = EventKind.ARTIFACT_VERIFIED
+
+
+@dataclass(frozen=True)
+class ArtifactRejected:
+    attempt: int
+    code: str
+    message: str
+    kind: ClassVar[EventKind] = EventKind.ARTIFACT_REJECTED
+
+
+@dataclass(frozen=True)
+class ModelLoaded:
+    attempt: int
+    model: Any
+    kind: ClassVar[EventKind] = EventKind.MODEL_LOADED
+
+
+@dataclass(frozen=True)
+class LoadFailed:
+    attempt: int
+    code: str
+    message: str
+    kind: ClassVar[EventKind] = EventKind.LOAD_FAILED
+
+
+@dataclass(frozen=True)
+class SelfTestPassed:
+    attempt: int
+    model: Any
+    detail: str = ""
+    kind: ClassVar[EventKind] = EventKind.SELF_TEST_PASSED
+
+
+@dataclass(frozen=True)
+class SelfTestFailed:
+    attempt: int
+    detail: str
+    kind: ClassVar[EventKind] = EventKind.SELF_TEST_FAILED
+
+
+@dataclass(frozen=True)
+class Aborted:
+    """An action of this attempt failed in I/O (e.g. the disk is full): the update cannot go on."""
+
+    attempt: int
+    code: str
+    message: str
+    kind: ClassVar[EventKind] = EventKind.ABORTED
+
+
+Event = (
+    Started
+    | Connected
+    | DesiredReceived
+    | DesiredCleared
+    | ChunkReceived
+    | Tick
+    | ArtifactVerified
+    | ArtifactRejected
+    | ModelLoaded
+    | LoadFailed
+    | SelfTestPassed
+    | SelfTestFailed
+    | Aborted
+)

@@ -1,0 +1,297 @@
+"""The update machine's handlers: one function per row kind of the transition table (pure: no I/O).
+
+Each takes the machine's context, the event and the time, changes the context and returns the actions
+for the agent to carry out, in order. Every change the agent must survive a restart with is returned as
+a SaveJournal action ahead of the step that depends on it. `edge_agent.update.table` says which
+(state, event) pairs reach which handler, and which states each may leave the machine in.
+"""
+
+from __future__ import annotations
+
+from edge_agent.clock import Instant
+from edge_agent.errors import AgentError
+from edge_agent.update.actions import (
+    Action,
+    Activate,
+    BeginDownload,
+    CommitDownload,
+    Emit,
+    LoadModel,
+    PruneModels,
+    Report,
+    RunSelfTest,
+    VerifyArtifact,
+    WriteChunk,
+)
+from edge_agent.update.artifact_choice import choose_artifact
+from edge_agent.update.context import UpdateContext
+from edge_agent.update.events import (
+    Aborted,
+    ArtifactRejected,
+    ArtifactVerified,
+    ChunkReceived,
+    DesiredReceived,
+    Event,
+    LoadFailed,
+    ModelLoaded,
+    SelfTestFailed,
+    SelfTestPassed,
+)
+from edge_agent.update.journal import InstalledModel, Outcome, PendingUpdate
+from edge_agent.update.states import State
+from protocols import trust
+from protocols.chunking import ChunkLayout, ChunkLayoutError
+from protocols.codes import ErrorCode
+from protocols.v1 import messages_pb2 as pb
+
+# ---------------------------------------------------------------------------------------- any state
+
+
+def on_started(up: UpdateContext, _event: Event, _now: Instant) -> list[Action]:
+    pending = up.journal.pending
+    if pending is None:
+        return [Report()]
+    if up.state is State.DOWNLOADING:
+        assert up.tracker is not None
+        if not up.tracker.complete:
+            return [Report()]  # the chunks are asked for once connected
+        up.state = State.VERIFYING
+    downloaded = pending.layout is not None
+    return [VerifyArtifact(up.attempt, pending.target.artifact(), downloaded), Report()]
+
+
+def on_desired(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
+    assert isinstance(event, DesiredReceived)
+    desired = event.desired
+    seen = _seen_before(up, desired)
+    if seen is not None:
+        return seen
+    active = up.journal.active
+    if active is not None and desired.manifest.manifest == _inner_manifest(active):
+        return _already_active(up, desired, now)
+    actions: list[Action] = [Emit(pb.EVENT_KIND_UPDATE_STARTED, desired.deployment_id)]
+    try:
+        model_id = _unverified_model_id(desired.manifest.manifest)
+        installed = up.journal.installed_sequences.get(model_id) if model_id is not None else None
+        manifest = trust.verify_manifest(
+            desired.manifest, up.config.root, now_ms=now.wall_ms, installed_sequence=installed
+        )
+        artifact, layout = choose_artifact(manifest, desired, up.config.runtimes, up.journal.models_on_disk())
+    except (trust.VerificationError, AgentError) as exc:
+        return actions + up.fail(desired.generation, desired.deployment_id, exc.code, str(exc))
+    return actions + _begin(up, desired, artifact, layout, now)
+
+
+def _seen_before(up: UpdateContext, desired: pb.DesiredState) -> list[Action] | None:
+    """The answer to a desired state handled before or stale; None for one to act on."""
+    pending = up.journal.pending
+    current = pending.generation if pending else up.journal.desired_generation
+    if pending is not None and desired.generation == pending.generation:
+        return []  # already working on it (a re-delivery after reconnect)
+    if desired.generation < current or (
+        pending is None and desired.generation == current and up.journal.outcome is not Outcome.IDLE
+    ):
+        return [Report()]  # handled before, or stale: say where we are, fetch nothing
+    return None
+
+
+def _begin(
+    up: UpdateContext, desired: pb.DesiredState, artifact: pb.Artifact, layout: ChunkLayout | None, now: Instant
+) -> list[Action]:
+    """Start on a verified desired state: reuse the download in progress if it is the same artifact."""
+    pending, old_tracker = up.journal.pending, up.tracker
+    reuse = pending is not None and layout is not None and pending.layout == layout and old_tracker is not None
+    actions: list[Action] = []
+    if reuse:
+        up.tracker, up.attempt = None, up.attempt + 1
+    else:
+        actions += up.discard_pending()
+    target = InstalledModel(desired.manifest.SerializeToString(), artifact.sha256)
+    new_pending = PendingUpdate(desired.generation, desired.deployment_id, target, layout)
+    if layout is None:  # the artifact is already on disk (a re-signed active or previous model)
+        up.state = State.VERIFYING
+        return actions + [up.save(pending=new_pending), VerifyArtifact(up.attempt, artifact, False), Report()]
+    if not reuse:
+        actions.append(BeginDownload(layout.sha256, layout.size_bytes))
+    up.tracker = old_tracker if reuse else up.new_tracker(layout, set())
+    assert up.tracker is not None
+    up.state = State.DOWNLOADING
+    actions.append(up.save(pending=new_pending))
+    if up.tracker.complete:
+        up.state = State.VERIFYING
+        return actions + [VerifyArtifact(up.attempt, artifact, True), Report()]
+    return actions + up.request(now) + [Report()]
+
+
+def _already_active(up: UpdateContext, desired: pb.DesiredState, now: Instant) -> list[Action]:
+    """The desired manifest is the one we serve (e.g. a new generation for other reasons): no download."""
+    try:
+        trust.verify_manifest(desired.manifest, up.config.root, now_ms=now.wall_ms)
+    except trust.VerificationError as exc:
+        return up.fail(desired.generation, desired.deployment_id, exc.code, str(exc))
+    actions = up.discard_pending()
+    up.state = State.ACTIVE
+    actions.append(
+        up.save(
+            pending=None,
+            desired_generation=desired.generation,
+            deployment_id=desired.deployment_id,
+            outcome=Outcome.ACTIVE,
+            last_error=None,
+        )
+    )
+    return actions + [Report()]
+
+
+def on_cleared(up: UpdateContext, _event: Event, _now: Instant) -> list[Action]:
+    if up.state is State.IDLE and up.journal.pending is None:
+        return []
+    actions = up.discard_pending()
+    up.state = State.IDLE
+    actions += [
+        up.save(pending=None, outcome=Outcome.IDLE, deployment_id="", last_error=None),
+        PruneModels(up.journal.models_on_disk()),
+        Report(),
+    ]
+    return actions
+
+
+# ---------------------------------------------------------------------------------------- downloading
+
+
+def on_connected(up: UpdateContext, _event: Event, now: Instant) -> list[Action]:
+    assert up.tracker is not None
+    return up.request(now, also=up.tracker.renew(now.mono_s))
+
+
+def on_chunk(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
+    assert isinstance(event, ChunkReceived)
+    pending, tracker = up.journal.pending, up.tracker
+    assert pending is not None and pending.layout is not None and tracker is not None
+    chunk, layout = event.chunk, pending.layout
+    if chunk.sha256 != layout.sha256 or not layout.has(chunk.index):
+        return []  # not for the artifact we are fetching
+    index = chunk.index
+    problem = ""
+    if chunk.error:
+        problem = f"the cloud could not serve chunk {index}: {chunk.error}"
+    else:
+        try:
+            layout.check(chunk)
+        except ChunkLayoutError as exc:
+            problem = f"chunk {index} does not fit the layout ({exc})"
+    if problem:
+        if index in tracker.received:
+            return []
+        if not tracker.mark_lost(index):
+            return up.fail_pending(ErrorCode.DOWNLOAD_FAILED, f"{problem}; out of retries")
+        return up.request(now)
+    if not tracker.mark_received(index):
+        return []  # a duplicate
+    actions: list[Action] = [WriteChunk(up.attempt, layout.sha256, index, chunk.offset, bytes(chunk.data))]
+    if not tracker.complete:
+        return actions + up.request(now)
+    up.state = State.VERIFYING
+    return actions + [
+        Emit(pb.EVENT_KIND_DOWNLOADED, pending.deployment_id, pending.target),
+        VerifyArtifact(up.attempt, pending.target.artifact(), True),
+        Report(),
+    ]
+
+
+def on_tick(up: UpdateContext, _event: Event, now: Instant) -> list[Action]:
+    assert up.tracker is not None
+    late, within_retries = up.tracker.expire(now.mono_s)
+    if not late:
+        return []
+    if not within_retries:
+        return up.fail_pending(
+            ErrorCode.DOWNLOAD_FAILED,
+            f"chunks {late} did not arrive after {up.config.chunks.max_retries} retries",
+        )
+    return up.request(now)
+
+
+# ---------------------------------------------------------------------------------------- installing
+
+
+def on_verified(up: UpdateContext, event: Event, _now: Instant) -> list[Action]:
+    assert isinstance(event, ArtifactVerified)
+    if up.stale(event):
+        return []
+    pending = up.journal.pending
+    assert pending is not None
+    actions: list[Action] = []
+    if pending.layout is not None:
+        # from here on the artifact is a model on disk: a restart re-verifies it, never re-downloads
+        actions += [
+            CommitDownload(up.attempt, pending.layout.sha256),
+            up.save(pending=PendingUpdate(pending.generation, pending.deployment_id, pending.target, None)),
+        ]
+        up.tracker = None
+    manifest = pending.target.manifest()
+    up.state = State.LOADING
+    return actions + [
+        Emit(pb.EVENT_KIND_VERIFIED, pending.deployment_id, pending.target),
+        LoadModel(up.attempt, pending.target.artifact(), event.data, manifest.io),
+        Report(),
+    ]
+
+
+def on_failure_result(up: UpdateContext, event: Event, _now: Instant) -> list[Action]:
+    assert isinstance(event, ArtifactRejected | LoadFailed | Aborted | SelfTestFailed)
+    if up.stale(event):
+        return []
+    if isinstance(event, SelfTestFailed):
+        return up.fail_pending(ErrorCode.SELF_TEST_FAILED, event.detail)
+    return up.fail_pending(event.code, event.message)
+
+
+def on_loaded(up: UpdateContext, event: Event, _now: Instant) -> list[Action]:
+    assert isinstance(event, ModelLoaded)
+    if up.stale(event):
+        return []
+    pending = up.journal.pending
+    assert pending is not None
+    manifest = pending.target.manifest()
+    up.state = State.SELF_TEST
+    return [RunSelfTest(up.attempt, event.model, manifest.self_test, manifest.io), Report()]
+
+
+def on_self_test_passed(up: UpdateContext, event: Event, _now: Instant) -> list[Action]:
+    assert isinstance(event, SelfTestPassed)
+    if up.stale(event):
+        return []
+    pending = up.journal.pending
+    assert pending is not None
+    manifest = pending.target.manifest()
+    up.state = State.ACTIVE
+    return [
+        Emit(pb.EVENT_KIND_SELF_TEST_PASSED, pending.deployment_id, pending.target),
+        up.save(
+            active=pending.target,
+            previous=up.journal.active,
+            installed_sequences={**up.journal.installed_sequences, manifest.model_id: manifest.sequence},
+            desired_generation=pending.generation,
+            deployment_id=pending.deployment_id,
+            outcome=Outcome.ACTIVE,
+            last_error=None,
+            pending=None,
+        ),
+        Activate(event.model, pending.target),
+        Emit(pb.EVENT_KIND_ACTIVATED, pending.deployment_id, pending.target),
+        PruneModels(up.journal.models_on_disk()),
+        Report(),
+    ]
+
+
+def _inner_manifest(model: InstalledModel) -> bytes:
+    return pb.SignedManifest.FromString(model.signed_manifest).manifest
+
+
+def _unverified_model_id(manifest_bytes: bytes) -> str | None:
+    """Only to look up the installed sequence to pass to verify_manifest; never trusted beyond that."""
+    try:
+        return pb.Manifest.FromString(manifest_bytes).model_id
+    except Exception:  # noqa: BLE001 - verify_manifest reports malformed bytes properly
+        return None

@@ -1,0 +1,130 @@
+"""Crash recovery at start: read the journal, bring the serving model back, square a download with the disk.
+
+`load_journal` reads the journal (starting afresh, with an error to report, if it is unreadable).
+`restore` brings the active model back: load it from the store, check its digest, re-run its self-test.
+If it cannot serve any more (a corrupt file, a runtime that changed), fall back to the previous model.
+A model that fails here is dropped from the journal, and its desired generation is handled again when
+the retained desired state next arrives; its installed sequence is lowered by one so that exactly that
+manifest may be installed again (anything older is still refused as a rollback).
+`resume_download` finds the chunks a pending download already has, after a crash between two steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+
+from edge_agent.errors import StoreError, error_code
+from edge_agent.serving.slot import ServingModel
+from edge_agent.store import ModelStore
+from edge_agent.types import LoadModelFn, SelfTestFn
+from edge_agent.update.journal import InstalledModel, Journal, LastError, Outcome
+from protocols import trust
+from protocols.codes import ErrorCode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Restored:
+    journal: Journal
+    serving: ServingModel | None
+    failures: list[tuple[InstalledModel, LastError]] = field(default_factory=list)
+
+    @property
+    def rolled_back(self) -> bool:
+        return bool(self.failures) and self.serving is not None
+
+
+class _RestoreFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def load_installed(
+    installed: InstalledModel, store: ModelStore, load: LoadModelFn, self_test: SelfTestFn
+) -> ServingModel:
+    """Load a journalled model ready to serve; raise an exception with a `.code` if it cannot."""
+    manifest = installed.manifest()
+    artifact = installed.artifact()
+    data = store.read_model(installed.artifact_sha256)
+    trust.verify_artifact(artifact, data)
+    try:
+        model = load(artifact, data, manifest.io)
+    except Exception as exc:  # noqa: BLE001
+        raise _RestoreFailed(error_code(exc, ErrorCode.LOAD_FAILED), f"{type(exc).__name__}: {exc}") from None
+    result = self_test(model, manifest.self_test, manifest.io)
+    if not result.passed:
+        raise _RestoreFailed(ErrorCode.SELF_TEST_FAILED, result.detail or "self-test failed")
+    return ServingModel.of(model, installed)
+
+
+def restore(journal: Journal, store: ModelStore, load: LoadModelFn, self_test: SelfTestFn) -> Restored:
+    failures: list[tuple[InstalledModel, LastError]] = []
+    for installed in (journal.active, journal.previous):
+        if installed is None:
+            continue
+        try:
+            serving = load_installed(installed, store, load, self_test)
+        except Exception as exc:  # noqa: BLE001 - any failure means: this model cannot serve
+            code = error_code(exc, ErrorCode.LOAD_FAILED)
+            log.error("cannot restore model %s: %s", installed.artifact_sha256[:12], exc)
+            failures.append((installed, LastError(code, f"restoring the model at start: {exc}")))
+            continue
+        break
+    else:
+        serving = None
+    if not failures:
+        return Restored(journal, serving)
+    sequences = dict(journal.installed_sequences)
+    for installed, _error in failures:
+        manifest = installed.manifest()
+        if sequences.get(manifest.model_id, 0) >= manifest.sequence:
+            sequences[manifest.model_id] = manifest.sequence - 1
+    journal = journal.with_(
+        active=serving.installed if serving else None,
+        previous=None,
+        installed_sequences=sequences,
+        desired_generation=0,  # handle the retained desired state again
+        outcome=Outcome.IDLE,
+        last_error=failures[0][1],
+    )
+    return Restored(journal, serving, failures)
+
+
+def load_journal(store: ModelStore, device_id: str) -> tuple[Journal, list[LastError]]:
+    """The saved journal (a fresh one on first start), and the errors to report if it could not be read."""
+    try:
+        return store.load_journal() or Journal(), []
+    except StoreError as exc:
+        log.error("agent %s: starting without a journal: %s", device_id, exc)
+        return Journal(), [LastError(exc.code, f"journal unreadable, starting afresh: {exc}")]
+
+
+def save_journal(store: ModelStore, journal: Journal, device_id: str) -> None:
+    """Save the journal at start; a failure is logged (the agent still serves), not raised."""
+    try:
+        store.save_journal(journal)
+    except StoreError as exc:
+        log.error("agent %s: cannot save the journal: %s", device_id, exc)
+
+
+def resume_download(store: ModelStore, journal: Journal, device_id: str) -> tuple[Journal, set[int]]:
+    """The chunks already downloaded for the pending update, squaring the journal with the disk after a
+    crash between two steps (a download committed but not yet journalled, or a partial file lost)."""
+    pending = journal.pending
+    if pending is None or pending.layout is None:
+        return journal, set()
+    sha256 = pending.layout.sha256
+    try:
+        if store.has_download(sha256):
+            return journal, store.received_chunks(sha256)
+        if store.has_model(sha256):  # committed: verify it from the models
+            journal = journal.with_(pending=replace(pending, layout=None))
+            save_journal(store, journal, device_id)
+            return journal, set()
+        store.begin_download(sha256, pending.layout.size_bytes)
+    except StoreError as exc:
+        log.error("agent %s: cannot resume the download of %s: %s", device_id, sha256[:12], exc)
+    return journal, set()

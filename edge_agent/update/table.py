@@ -1,0 +1,83 @@
+"""The update machine's transition table: ONE literal, one row per (state, event kind) pair it accepts.
+
+    IDLE/ACTIVE/FAILED --desired--> DOWNLOADING --all chunks--> VERIFYING --digest ok--> LOADING
+        --loaded--> SELF_TEST --passed--> ACTIVE
+    any failure ----------------------------------------------------------------------> FAILED
+    (the previous model keeps serving throughout; only ACTIVE swaps it)
+
+Each row names its handler (`edge_agent.update.handlers`) and every state that handler may leave the
+machine in; a test drives each row and checks the machine lands in one of them. Pairs missing from the
+table are ignored (a chunk after the download finished, a stale background result). Rows are grouped by
+state, so "what does VERIFYING accept?" is read off one block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edge_agent.clock import Instant
+from edge_agent.update import handlers as h
+from edge_agent.update.actions import Action
+from edge_agent.update.context import UpdateContext
+from edge_agent.update.events import Event
+from edge_agent.update.events import EventKind as E
+from edge_agent.update.states import State
+
+Handler = Callable[[UpdateContext, Event, Instant], list[Action]]
+
+IDLE, DOWNLOADING, VERIFYING, LOADING = State.IDLE, State.DOWNLOADING, State.VERIFYING, State.LOADING
+SELF_TEST, ACTIVE, FAILED = State.SELF_TEST, State.ACTIVE, State.FAILED
+
+
+@dataclass(frozen=True)
+class Transition:
+    handler: Handler
+    targets: frozenset[State]  # the states the handler may leave the machine in
+
+    def __init__(self, handler: Handler, targets: set[State]) -> None:
+        object.__setattr__(self, "handler", handler)
+        object.__setattr__(self, "targets", frozenset(targets))
+
+
+TRANSITIONS: dict[tuple[State, E], Transition] = {
+    # IDLE
+    (IDLE, E.STARTED): Transition(h.on_started, {IDLE}),
+    (IDLE, E.DESIRED): Transition(h.on_desired, {IDLE, DOWNLOADING, VERIFYING, ACTIVE, FAILED}),
+    (IDLE, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+    # DOWNLOADING
+    (DOWNLOADING, E.STARTED): Transition(h.on_started, {DOWNLOADING, VERIFYING}),
+    (DOWNLOADING, E.CONNECTED): Transition(h.on_connected, {DOWNLOADING}),
+    (DOWNLOADING, E.CHUNK): Transition(h.on_chunk, {DOWNLOADING, VERIFYING, FAILED}),
+    (DOWNLOADING, E.TICK): Transition(h.on_tick, {DOWNLOADING, FAILED}),
+    (DOWNLOADING, E.ABORTED): Transition(h.on_failure_result, {DOWNLOADING, FAILED}),
+    (DOWNLOADING, E.DESIRED): Transition(h.on_desired, {DOWNLOADING, VERIFYING, ACTIVE, FAILED}),
+    (DOWNLOADING, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+    # VERIFYING
+    (VERIFYING, E.STARTED): Transition(h.on_started, {VERIFYING}),
+    (VERIFYING, E.ARTIFACT_VERIFIED): Transition(h.on_verified, {VERIFYING, LOADING}),
+    (VERIFYING, E.ARTIFACT_REJECTED): Transition(h.on_failure_result, {VERIFYING, FAILED}),
+    (VERIFYING, E.ABORTED): Transition(h.on_failure_result, {VERIFYING, FAILED}),
+    (VERIFYING, E.DESIRED): Transition(h.on_desired, {VERIFYING, DOWNLOADING, ACTIVE, FAILED}),
+    (VERIFYING, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+    # LOADING
+    (LOADING, E.MODEL_LOADED): Transition(h.on_loaded, {LOADING, SELF_TEST}),
+    (LOADING, E.LOAD_FAILED): Transition(h.on_failure_result, {LOADING, FAILED}),
+    (LOADING, E.ABORTED): Transition(h.on_failure_result, {LOADING, FAILED}),
+    (LOADING, E.DESIRED): Transition(h.on_desired, {LOADING, DOWNLOADING, VERIFYING, ACTIVE, FAILED}),
+    (LOADING, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+    # SELF_TEST
+    (SELF_TEST, E.SELF_TEST_PASSED): Transition(h.on_self_test_passed, {SELF_TEST, ACTIVE}),
+    (SELF_TEST, E.SELF_TEST_FAILED): Transition(h.on_failure_result, {SELF_TEST, FAILED}),
+    (SELF_TEST, E.ABORTED): Transition(h.on_failure_result, {SELF_TEST, FAILED}),
+    (SELF_TEST, E.DESIRED): Transition(h.on_desired, {SELF_TEST, DOWNLOADING, VERIFYING, ACTIVE, FAILED}),
+    (SELF_TEST, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+    # ACTIVE
+    (ACTIVE, E.STARTED): Transition(h.on_started, {ACTIVE}),
+    (ACTIVE, E.DESIRED): Transition(h.on_desired, {ACTIVE, DOWNLOADING, VERIFYING, FAILED}),
+    (ACTIVE, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+    # FAILED
+    (FAILED, E.STARTED): Transition(h.on_started, {FAILED}),
+    (FAILED, E.DESIRED): Transition(h.on_desired, {FAILED, DOWNLOADING, VERIFYING, ACTIVE}),
+    (FAILED, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+}

@@ -1,0 +1,64 @@
+"""The local inference API over real gRPC (in-process server on a port the OS picks)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from support.fake_cloud import FakeCloud, MakeAgent, is_state
+from support.releases import Keys, make_release
+
+from edge_agent.agent import Agent
+from edge_agent.serving.grpc_server import start_grpc_server
+from protocols.v1 import agent_pb2, agent_pb2_grpc
+from protocols.v1 import messages_pb2 as pb
+
+
+@pytest.fixture
+def serve() -> Iterator:  # type: ignore[type-arg]
+    servers, channels = [], []
+
+    def start(agent: Agent) -> agent_pb2_grpc.EdgeInferenceStub:
+        server = start_grpc_server(agent, "127.0.0.1:0")
+        servers.append(server)
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        channels.append(channel)
+        return agent_pb2_grpc.EdgeInferenceStub(channel)
+
+    yield start
+    for channel in channels:
+        channel.close()
+    for server in servers:
+        server.stop(0)
+
+
+def test_predict_and_status(make_agent: MakeAgent, cloud: FakeCloud, keys: Keys, serve) -> None:  # type: ignore[no-untyped-def]
+    agent = make_agent()
+    stub = serve(agent)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(agent_pb2.PredictRequest(values=[0.9, 0.1, 0.1]), timeout=5)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    cloud.deploy("dev-1", make_release(keys.signer, "v1", 1), generation=1)
+    assert agent.wait_for(lambda s: is_state(s, pb.UPDATE_STATE_ACTIVE, 1), 5)
+    reply = stub.Predict(agent_pb2.PredictRequest(values=[0.9, 0.1, 0.1, 0.1, 0.1, 0.1], rows=2), timeout=5)
+    assert list(reply.labels) == ["v1:pos", "v1:neg"]
+    assert reply.model.version == "v1" and reply.latency_us > 0
+    labelled = stub.Predict(agent_pb2.PredictRequest(values=[0.9, 0.1, 0.1], label="v1:pos"), timeout=5)
+    assert list(labelled.labels) == ["v1:pos"]
+
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(agent_pb2.PredictRequest(values=[1.0, 2.0], rows=1), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "expected 1 row(s) x 3 features = 3 values, got 2" in str(info.value.details())
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(agent_pb2.PredictRequest(values=[float("nan"), 0.0, 0.0]), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    status = stub.Status(agent_pb2.StatusRequest(), timeout=5)
+    assert status.state.update_state == pb.UPDATE_STATE_ACTIVE
+    assert status.state.active_model.version == "v1"
+    assert (status.inference_count, status.error_count) == (3, 1)
+    window = agent.flush_telemetry()
+    assert window is not None and (window.labelled_count, window.correct_count) == (1, 1)

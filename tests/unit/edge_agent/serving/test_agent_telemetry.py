@@ -1,0 +1,205 @@
+"""Telemetry windows: drift sketches over the reference bins, latency percentiles, accuracy, samples."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from support.fake_cloud import FakeCloud, MakeAgent, is_state
+from support.releases import Keys, fake_load_model, make_release
+
+from edge_agent.serving.runtime import FunctionModel, Prediction
+from edge_agent.serving.sampler import Sampler
+from edge_agent.serving.slot import ServingModel
+from edge_agent.serving.telemetry import LATENCY_BOUNDS_US, FeatureBins, Telemetry, bin_index, percentile_from_histogram
+from edge_agent.update.journal import InstalledModel
+from protocols.topics import Channel
+from protocols.v1 import messages_pb2 as pb
+
+
+def _serving(keys: Keys, tag: str = "v1", regressor_edges: list[float] | None = None) -> ServingModel:
+    release = make_release(keys.signer, tag, 1)
+    if regressor_edges is not None:
+        manifest = release.manifest
+        manifest.io.task = pb.TASK_REGRESSION
+        manifest.io.ClearField("class_labels")
+        manifest.reference.predictions.ClearField("labels")
+        manifest.reference.predictions.bin_edges.extend(regressor_edges)
+        release.signed = keys.signer.sign(manifest)
+        model = FunctionModel(3, lambda x: Prediction(None, x[:, 0] * 10, None))
+    else:
+        model = fake_load_model(release.manifest.artifacts[0], release.artifacts[release.sha256], release.manifest.io)
+    return ServingModel.of(model, InstalledModel(release.signed.SerializeToString(), release.sha256))
+
+
+def test_values_outside_the_edges_go_to_the_end_bins() -> None:
+    edges = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    values = np.array([-1.0, 0.0, 0.1, 0.3, 0.6, 0.99, 1.0, 5.0])
+    assert bin_index(edges, values).tolist() == [0, 0, 0, 1, 2, 3, 3, 3]
+
+
+def test_a_window_counts_features_predictions_and_accuracy(keys: Keys) -> None:
+    serving = _serving(keys)
+    telemetry = Telemetry("dev-1", start_ms=1000, serving=serving)
+    x = np.array([[-1, 0.1, 0.1], [0.1, 0.3, 0.3], [0.3, 0.6, 0.6], [0.6, 0.99, 0.99], [0.99, 5, 5]], np.float32)
+    telemetry.record(serving, x, serving.model.predict(x), latency_us=120.0)
+    for row, label in (([0.9, 0, 0], "v1:pos"), ([0.9, 0, 0], "v1:neg"), ([0.1, 0, 0], "v1:neg")):
+        one = np.array([row], np.float32)
+        telemetry.record(serving, one, serving.model.predict(one), latency_us=80.0, label=label)
+    telemetry.record_error(latency_us=50.0)
+
+    window = telemetry.close_window(end_ms=5000, seq=7, next_serving=serving)
+    assert window is not None
+    assert (window.device_id, window.seq, window.window_start_ms, window.window_end_ms) == ("dev-1", 7, 1000, 5000)
+    assert (window.inference_count, window.error_count) == (8, 1)
+    assert (window.labelled_count, window.correct_count) == (3, 2)
+    assert window.model.version == "v1"
+    features = {f.index: list(f.counts) for f in window.features}
+    assert features[0] == [2 + 1, 1, 1, 3]  # -1 and 0.1, plus the labelled 0.1 row, in bin 0; 0.9 x2 + 0.99
+    assert features[1] == [4, 1, 1, 2]
+    assert list(window.predictions.labels) == ["v1:neg", "v1:pos"]
+    assert list(window.predictions.counts) == [3 + 1, 2 + 2]  # 0.6 and 0.99 are over the 0.5 threshold
+    assert sum(window.latency_us.counts) == 5 and list(window.latency_us.bounds) == list(LATENCY_BOUNDS_US)
+    assert window.rss_bytes > 0
+
+    following = telemetry.close_window(end_ms=6000, seq=8, next_serving=serving)
+    assert following is not None
+    assert following.window_start_ms == 5000 and following.inference_count == 0
+    assert telemetry.total_inferences == 8 and telemetry.total_errors == 1
+
+
+def test_an_idle_window_without_a_model_is_not_sent() -> None:
+    telemetry = Telemetry("dev-1", 0)
+    assert telemetry.close_window(1, 1, None) is None
+    telemetry.record_error()
+    window = telemetry.close_window(2, 2, None)
+    assert window is not None and window.error_count == 1 and not window.HasField("model")
+
+
+def test_percentiles_come_from_the_histogram_within_a_bucket(keys: Keys) -> None:
+    serving = _serving(keys)
+    telemetry = Telemetry("dev-1", 0, serving)
+    x = np.array([[0.9, 0, 0]], np.float32)
+    prediction = serving.model.predict(x)
+    for latency in [100.0] * 50 + [1000.0] * 45 + [20_000.0] * 5:
+        telemetry.record(serving, x, prediction, latency)
+    window = telemetry.close_window(1, 1, serving)
+    assert window is not None
+    assert 79 <= window.latency_p50_us <= 100
+    assert 794 <= window.latency_p95_us <= 1000
+    empty = telemetry.close_window(2, 2, serving)
+    assert empty is not None
+    assert empty.latency_p50_us == 0 and empty.latency_p95_us == 0
+
+
+@pytest.mark.parametrize("q", [0.0, 0.5, 0.99, 1.0])
+def test_a_single_value_is_its_own_percentile(q: float) -> None:
+    counts = [0] * (len(LATENCY_BOUNDS_US) + 1)
+    counts[20] = 3
+    assert percentile_from_histogram(LATENCY_BOUNDS_US, counts, q, 1000.0, 1000.0) == pytest.approx(1000.0)
+
+
+def test_a_regressor_counts_predictions_over_the_reference_bins(keys: Keys) -> None:
+    serving = _serving(keys, regressor_edges=[0.0, 2.0, 5.0, 10.0])
+    telemetry = Telemetry("dev-1", 0, serving)
+    x = np.array([[0.1, 0, 0], [0.3, 0, 0], [0.9, 0, 0], [2.0, 0, 0]], np.float32)  # predictions 1, 3, 9, 20
+    telemetry.record(serving, x, serving.model.predict(x), 10.0)
+    window = telemetry.close_window(1, 1, serving)
+    assert window is not None
+    assert list(window.predictions.bin_edges) == [0.0, 2.0, 5.0, 10.0]
+    assert list(window.predictions.counts) == [1, 1, 2]
+    assert not window.predictions.labels
+
+
+def test_a_call_that_straddles_a_swap_counts_but_adds_no_sketch(keys: Keys) -> None:
+    old, new = _serving(keys, "v1"), _serving(keys, "v2")
+    telemetry = Telemetry("dev-1", 0, new)
+    x = np.array([[0.9, 0, 0]], np.float32)
+    telemetry.record(old, x, old.model.predict(x), 10.0)
+    window = telemetry.close_window(1, 1, new)
+    assert window is not None
+    assert window.inference_count == 1 and sum(window.predictions.counts) == 0
+    assert all(sum(f.counts) == 0 for f in window.features)
+
+
+def test_the_sampler_keeps_a_budgeted_share(keys: Keys) -> None:
+    serving = _serving(keys)
+    x = np.random.default_rng(0).random((50, 3), dtype=np.float32)
+    prediction = Prediction([str(v) for v in range(50)], None, None)
+    clock_calls: list[int] = []
+
+    def now_ms() -> int:
+        clock_calls.append(1)
+        return 5
+
+    sampler = Sampler(rate=1.0, max_per_window=3, rng=random.Random(1))
+    sampler.offer(serving, x, prediction, None, now_ms)
+    sampler.offer(serving, x, prediction, None, now_ms)  # the budget is spent: nothing more is kept
+    batch = sampler.drain("dev-1", seq=4)
+    assert batch is not None and len(batch.samples) == 3 and batch.seq == 4
+    assert batch.samples[0].prediction == "0" and batch.samples[0].input == pytest.approx(x[0].tolist())
+    assert batch.samples[0].ts_ms == 5 and batch.model.version == "v1"
+    assert len(clock_calls) == 1
+    assert sampler.drain("dev-1", seq=5) is None
+
+    half = Sampler(rate=0.5, max_per_window=1000, rng=random.Random(2))
+    many = np.repeat(x, 20, axis=0)
+    half.offer(serving, many, Prediction([str(v) for v in range(len(many))], None, None), None, now_ms)
+    kept = half.drain("dev-1", 1)
+    assert kept is not None and 400 <= len(kept.samples) <= 600
+    assert len({s.prediction for s in kept.samples}) == len(kept.samples)  # rows from all over the batch
+    none = Sampler(rate=0.0, max_per_window=10)
+    none.offer(serving, x, prediction, None, now_ms)
+    assert none.drain("dev-1", 1) is None
+
+
+def test_the_agent_publishes_windows_and_samples(make_agent: MakeAgent, cloud: FakeCloud, keys: Keys) -> None:
+    agent = make_agent(sample_rate=1.0, sample_max_per_window=2)
+    cloud.deploy("dev-1", make_release(keys.signer, "v1", 1), generation=1)
+    assert agent.wait_for(lambda s: is_state(s, pb.UPDATE_STATE_ACTIVE, 1), 5)
+    agent.predict([0.9, 0.1, 0.1], label="v1:pos")
+    agent.predict(np.array([[0.1, 0.2, 0.3], [0.95, 0.5, 0.5]]))
+    with pytest.raises(ValueError, match="expected shape"):
+        agent.predict([1.0, 2.0])
+    window = agent.flush_telemetry()
+    assert window is not None
+    assert (window.inference_count, window.error_count, window.labelled_count, window.correct_count) == (3, 1, 1, 1)
+    assert window.model.version == "v1"
+    sent = [pb.TelemetryWindow.FromString(p) for p in cloud.payloads("dev-1", Channel.TELEMETRY)]
+    assert sent[-1] == window
+    samples = [pb.SampleBatch.FromString(p) for p in cloud.payloads("dev-1", Channel.SAMPLES)]
+    assert len(samples) == 1 and len(samples[0].samples) == 2 and samples[0].samples[0].label == "v1:pos"
+    assert agent.counts == (3, 1)
+
+
+def test_small_and_large_batches_bin_alike_and_match_the_reference_rule() -> None:
+    profiles = [
+        pb.FeatureProfile(index=0, bin_edges=[0.0, 0.25, 0.5, 0.75, 1.0]),
+        pb.FeatureProfile(index=2, bin_edges=[-1.0, 0.0, 1.0]),
+        pb.FeatureProfile(index=1, bin_edges=[5.0, 6.0]),  # a single bin
+        pb.FeatureProfile(index=9, bin_edges=[0.0, 1.0, 2.0]),  # beyond the input's columns: skipped
+    ]
+    bins = FeatureBins.of(profiles)
+    assert bins is not None and bins.sizes == (4, 2, 1, 2)
+    rng = np.random.default_rng(3)
+    x = rng.choice([-2.0, -1.0, 0.0, 0.1, 0.25, 0.5, 0.9, 1.0, 3.0, np.nan], size=(40, 3)).astype(np.float32)
+
+    dense = bins.count(x)
+    assert isinstance(dense, np.ndarray)
+    small = np.zeros(bins.total, dtype=np.int64)
+    for start in range(0, len(x), 2):
+        positions = bins.count(x[start : start + 2])
+        assert isinstance(positions, list)
+        for position in positions:
+            small[position] += 1
+    assert dense.tolist() == small.tolist()
+
+    expected = []
+    for profile in profiles[:3]:
+        column = x[:, profile.index]
+        column = column[np.isfinite(column)]
+        edges = np.asarray(profile.bin_edges)
+        expected += np.bincount(bin_index(edges, column), minlength=len(edges) - 1).tolist()
+    assert dense.tolist()[: len(expected)] == expected
+    assert dense.tolist()[len(expected) :] == [0, 0]

@@ -1,0 +1,393 @@
+"""The update state machine, pure: every (state, event) pair, and the order of its actions."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from support.releases import Keys, Release, chunk_of, desired_state, make_release, model_bytes
+
+from edge_agent.clock import Instant
+from edge_agent.update.actions import (
+    Action,
+    Activate,
+    BeginDownload,
+    CommitDownload,
+    DiscardDownload,
+    Emit,
+    LoadModel,
+    PruneModels,
+    Report,
+    RequestChunks,
+    RunSelfTest,
+    SaveJournal,
+    VerifyArtifact,
+    WriteChunk,
+)
+from edge_agent.update.chunks import ChunkPolicy
+from edge_agent.update.events import (
+    Aborted,
+    ArtifactRejected,
+    ArtifactVerified,
+    ChunkReceived,
+    Connected,
+    DesiredCleared,
+    DesiredReceived,
+    Event,
+    EventKind,
+    LoadFailed,
+    ModelLoaded,
+    SelfTestFailed,
+    SelfTestPassed,
+    Started,
+    Tick,
+)
+from edge_agent.update.journal import Journal, Outcome
+from edge_agent.update.machine import TRANSITIONS, Updater, UpdaterConfig
+from edge_agent.update.states import State
+from protocols import trust
+from protocols.v1 import messages_pb2 as pb
+
+NOW = Instant(wall_ms=1_800_000_000_000, mono_s=100.0)
+DEVICE = "dev-1"
+MODEL = object()
+
+
+def _later(seconds: float) -> Instant:
+    return Instant(NOW.wall_ms + int(seconds * 1000), NOW.mono_s + seconds)
+
+
+def _updater(
+    keys: Keys,
+    journal: Journal | None = None,
+    runtimes: tuple[str, ...] = ("onnxruntime",),
+    received: set[int] | None = None,
+    window: int = 8,
+) -> Updater:
+    config = UpdaterConfig(trust.TrustedRoot.of(keys.root_public), runtimes, ChunkPolicy(window, 5.0, 2))
+    return Updater(config, journal or Journal(), received)
+
+
+def _of(actions: list[Action], kind: type) -> list:  # type: ignore[type-arg]
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def _download(up: Updater, release: Release, generation: int) -> list[Action]:
+    actions = up.handle(DesiredReceived(desired_state(DEVICE, release, generation)), NOW)
+    data = release.artifacts[release.sha256]
+    for index in range(-(-len(data) // 16)):
+        actions += up.handle(ChunkReceived(chunk_of(data, index)), NOW)
+    return actions
+
+
+def _activate(up: Updater, release: Release, generation: int) -> list[Action]:
+    actions = _download(up, release, generation)
+    actions += up.handle(ArtifactVerified(up.attempt, release.artifacts[release.sha256]), NOW)
+    actions += up.handle(ModelLoaded(up.attempt, MODEL), NOW)
+    actions += up.handle(SelfTestPassed(up.attempt, MODEL), NOW)
+    return actions
+
+
+def _in_state(state: State, keys: Keys) -> Updater:
+    """An updater driven into `state` with v1 active (except IDLE/FAILED from scratch)."""
+    up = _updater(keys)
+    v1 = make_release(keys.signer, "v1", 1)
+    if state is State.IDLE:
+        return up
+    if state is State.FAILED:
+        up.handle(DesiredReceived(desired_state(DEVICE, make_release(keys.signer, "v1", 1, runtime="tflite"), 1)), NOW)
+        return up
+    _activate(up, v1, 1)
+    if state is State.ACTIVE:
+        return up
+    v2 = make_release(keys.signer, "v2", 2, data=model_bytes("v2", pad=40))
+    up.handle(DesiredReceived(desired_state(DEVICE, v2, 2)), NOW)
+    if state is State.DOWNLOADING:
+        return up
+    data = v2.artifacts[v2.sha256]
+    for index in range(-(-len(data) // 16)):
+        up.handle(ChunkReceived(chunk_of(data, index)), NOW)
+    if state is State.VERIFYING:
+        return up
+    up.handle(ArtifactVerified(up.attempt, data), NOW)
+    if state is State.LOADING:
+        return up
+    up.handle(ModelLoaded(up.attempt, MODEL), NOW)
+    assert state is State.SELF_TEST
+    return up
+
+
+def _sample_event(kind: EventKind, up: Updater, keys: Keys) -> Event:
+    pending = up.journal.pending
+    attempt = up.attempt
+    if kind is EventKind.CHUNK:
+        data = model_bytes("v2", pad=40)
+        chunk = chunk_of(data, 1)
+        if pending is not None and pending.layout is not None:
+            chunk.sha256 = pending.layout.sha256
+        return ChunkReceived(chunk)
+    samples: dict[EventKind, Event] = {
+        EventKind.STARTED: Started(),
+        EventKind.CONNECTED: Connected(),
+        EventKind.DESIRED: DesiredReceived(desired_state(DEVICE, make_release(keys.signer, "v3", 3), 3)),
+        EventKind.DESIRED_CLEARED: DesiredCleared(),
+        EventKind.TICK: Tick(),
+        EventKind.ARTIFACT_VERIFIED: ArtifactVerified(attempt, model_bytes("v2", pad=40)),
+        EventKind.ARTIFACT_REJECTED: ArtifactRejected(attempt, "digest_mismatch", "bytes differ"),
+        EventKind.MODEL_LOADED: ModelLoaded(attempt, MODEL),
+        EventKind.LOAD_FAILED: LoadFailed(attempt, "load_failed", "runtime said no"),
+        EventKind.SELF_TEST_PASSED: SelfTestPassed(attempt, MODEL),
+        EventKind.SELF_TEST_FAILED: SelfTestFailed(attempt, "labels differ"),
+        EventKind.ABORTED: Aborted(attempt, "store_failed", "disk full"),
+    }
+    return samples[kind]
+
+
+@pytest.mark.parametrize(("state", "kind"), list(itertools.product(State, EventKind)), ids=lambda v: v.name)
+def test_every_state_and_event_pair(state: State, kind: EventKind, keys: Keys) -> None:
+    up = _in_state(state, keys)
+    assert up.state is state
+    journal_before = up.journal
+    actions = up.handle(_sample_event(kind, up, keys), _later(60))  # late enough for every chunk timeout
+    transition = TRANSITIONS.get((state, kind))
+    if transition is None:
+        assert actions == [] and up.state is state and up.journal is journal_before
+    else:
+        assert up.state in transition.targets, (state, kind, up.state)
+        # whenever the state changes, the new state is reported
+        if up.state is not state:
+            assert any(isinstance(a, Report) for a in actions)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        EventKind.ARTIFACT_VERIFIED,
+        EventKind.ARTIFACT_REJECTED,
+        EventKind.MODEL_LOADED,
+        EventKind.LOAD_FAILED,
+        EventKind.SELF_TEST_PASSED,
+        EventKind.SELF_TEST_FAILED,
+        EventKind.ABORTED,
+    ],
+)
+def test_a_result_of_a_superseded_attempt_is_ignored(kind: EventKind, keys: Keys) -> None:
+    state = {
+        EventKind.ARTIFACT_VERIFIED: State.VERIFYING,
+        EventKind.ARTIFACT_REJECTED: State.VERIFYING,
+        EventKind.MODEL_LOADED: State.LOADING,
+        EventKind.LOAD_FAILED: State.LOADING,
+        EventKind.SELF_TEST_PASSED: State.SELF_TEST,
+        EventKind.SELF_TEST_FAILED: State.SELF_TEST,
+        EventKind.ABORTED: State.SELF_TEST,
+    }[kind]
+    up = _in_state(state, keys)
+    event = _sample_event(kind, up, keys)
+    stale = type(event)(**{**vars(event), "attempt": up.attempt - 1})
+    assert up.handle(stale, NOW) == [] and up.state is state
+
+
+def test_the_happy_path_saves_before_every_step_that_cannot_be_undone(keys: Keys) -> None:
+    up = _updater(keys)
+    release = make_release(keys.signer, "v1", 7, data=model_bytes("v1", pad=30))
+    actions = _activate(up, release, 1)
+    names = [type(a).__name__ for a in actions]
+    assert names.index("BeginDownload") < names.index("SaveJournal") < names.index("RequestChunks")
+    commit = names.index("CommitDownload")
+    assert names[commit + 1] == "SaveJournal"  # the pending update now points at the committed model
+    activate = names.index("Activate")
+    assert names[activate - 1] == "SaveJournal"
+    saved = actions[activate - 1].journal  # type: ignore[union-attr]
+    assert saved.active.artifact_sha256 == release.sha256 and saved.pending is None
+    assert saved.installed_sequences == {"demo": 7} and saved.outcome is Outcome.ACTIVE
+    assert saved.desired_generation == 1
+    kinds = [pb.EventKind.Name(a.kind) for a in _of(actions, Emit)]
+    assert kinds == [
+        "EVENT_KIND_UPDATE_STARTED",
+        "EVENT_KIND_DOWNLOADED",
+        "EVENT_KIND_VERIFIED",
+        "EVENT_KIND_SELF_TEST_PASSED",
+        "EVENT_KIND_ACTIVATED",
+    ]
+    assert up.state is State.ACTIVE
+    assert _of(actions, Activate)[0].model is MODEL
+    assert _of(actions, PruneModels)[-1].keep == {release.sha256}
+
+
+def test_the_previous_model_is_remembered_and_the_rest_pruned(keys: Keys) -> None:
+    up = _updater(keys)
+    v1, v2, v3 = (make_release(keys.signer, f"v{i}", i) for i in (1, 2, 3))
+    _activate(up, v1, 1)
+    _activate(up, v2, 2)
+    actions = _activate(up, v3, 3)
+    assert up.journal.previous.artifact_sha256 == v2.sha256  # type: ignore[union-attr]
+    assert _of(actions, PruneModels)[-1].keep == {v2.sha256, v3.sha256}
+
+
+def test_the_window_bounds_chunks_in_flight(keys: Keys) -> None:
+    up = _updater(keys, window=3)
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=120))
+    actions = up.handle(DesiredReceived(desired_state(DEVICE, release, 1)), NOW)
+    assert [r.indexes for r in _of(actions, RequestChunks)] == [(0, 1, 2)]
+    data = release.artifacts[release.sha256]
+    actions = up.handle(ChunkReceived(chunk_of(data, 1)), NOW)
+    assert [r.indexes for r in _of(actions, RequestChunks)] == [(3,)]
+    assert [(w.index, w.offset) for w in _of(actions, WriteChunk)] == [(1, 16)]
+    assert up.handle(ChunkReceived(chunk_of(data, 1)), NOW) == []  # a duplicate
+    other = chunk_of(model_bytes("other"), 0)
+    assert up.handle(ChunkReceived(other), NOW) == []  # not the artifact being fetched
+
+
+def test_a_damaged_or_refused_chunk_is_asked_for_again_then_fails(keys: Keys) -> None:
+    up = _updater(keys, window=2)
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=40))
+    up.handle(DesiredReceived(desired_state(DEVICE, release, 1)), NOW)
+    data = release.artifacts[release.sha256]
+    short = chunk_of(data, 0)
+    short.data = short.data[:-1]
+    actions = up.handle(ChunkReceived(short), NOW)
+    assert [r.indexes for r in _of(actions, RequestChunks)] == [(0,)] and not _of(actions, WriteChunk)
+    refused = chunk_of(data, 0)
+    refused.ClearField("data")
+    refused.error = "artifact_unavailable: try later"
+    up.handle(ChunkReceived(refused), NOW)
+    actions = up.handle(ChunkReceived(refused), NOW)  # third strike with max_retries=2
+    assert up.state is State.FAILED
+    assert up.journal.last_error.code == "download_failed"  # type: ignore[union-attr]
+    assert "artifact_unavailable" in up.journal.last_error.message  # type: ignore[union-attr]
+    assert _of(actions, DiscardDownload)[0].sha256 == release.sha256
+
+
+def test_chunks_time_out_and_are_asked_for_again(keys: Keys) -> None:
+    up = _updater(keys, window=2)
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=40))
+    up.handle(DesiredReceived(desired_state(DEVICE, release, 1)), NOW)
+    assert up.handle(Tick(), _later(4.9)) == []
+    actions = up.handle(Tick(), _later(5.0))
+    assert [r.indexes for r in _of(actions, RequestChunks)] == [(0, 1)]
+    up.handle(Tick(), _later(10.0))
+    actions = up.handle(Tick(), _later(15.0))
+    assert up.state is State.FAILED and "did not arrive" in up.journal.last_error.message  # type: ignore[union-attr]
+    assert pb.EventKind.Name(_of(actions, Emit)[0].kind) == "EVENT_KIND_ERROR"
+
+
+def test_a_reconnect_asks_again_for_chunks_in_flight_without_counting_a_retry(keys: Keys) -> None:
+    up = _updater(keys, window=2)
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=40))
+    up.handle(DesiredReceived(desired_state(DEVICE, release, 1)), NOW)
+    for _ in range(5):
+        actions = up.handle(Connected(), NOW)
+        assert [r.indexes for r in _of(actions, RequestChunks)] == [(0, 1)]
+    assert up.state is State.DOWNLOADING
+
+
+def test_a_restart_mid_download_asks_only_for_missing_chunks(keys: Keys) -> None:
+    up = _updater(keys, window=8)
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=40))
+    up.handle(DesiredReceived(desired_state(DEVICE, release, 1)), NOW)
+    data = release.artifacts[release.sha256]
+    up.handle(ChunkReceived(chunk_of(data, 0)), NOW)
+    up.handle(ChunkReceived(chunk_of(data, 2)), NOW)
+    total = -(-len(data) // 16)
+
+    again = _updater(keys, journal=up.journal, received={0, 2, 99})
+    assert again.state is State.DOWNLOADING
+    assert _of(again.handle(Started(), NOW), RequestChunks) == []
+    actions = again.handle(Connected(), NOW)
+    assert [r.indexes for r in _of(actions, RequestChunks)] == [tuple(i for i in range(total) if i not in (0, 2))]
+
+
+def test_a_restart_after_the_download_verifies_without_fetching(keys: Keys) -> None:
+    up = _updater(keys)
+    release = make_release(keys.signer, "v1", 1)
+    _download(up, release, 1)
+    data = release.artifacts[release.sha256]
+    total = -(-len(data) // 16)
+    again = _updater(keys, journal=up.journal, received=set(range(total)))
+    actions = again.handle(Started(), NOW)
+    assert again.state is State.VERIFYING and _of(actions, VerifyArtifact)[0].downloaded
+    up.handle(ArtifactVerified(up.attempt, data), NOW)  # committed: the journal says the model is on disk
+    third = _updater(keys, journal=up.journal)
+    assert third.state is State.VERIFYING
+    assert not _of(third.handle(Started(), NOW), VerifyArtifact)[0].downloaded
+
+
+def test_a_lower_or_equal_sequence_is_a_rollback(keys: Keys) -> None:
+    up = _updater(keys)
+    _activate(up, make_release(keys.signer, "v5", 5), 1)
+    for sequence in (5, 4):
+        old = make_release(keys.signer, f"old{sequence}", sequence)
+        up.handle(DesiredReceived(desired_state(DEVICE, old, 1 + sequence)), NOW)
+        assert up.state is State.FAILED and up.journal.last_error.code == "rollback"  # type: ignore[union-attr]
+    assert up.journal.active.manifest().version == "v5"  # type: ignore[union-attr]
+
+
+def test_the_preferred_runtime_wins_and_an_artifact_on_disk_is_not_fetched(keys: Keys) -> None:
+    v1 = make_release(keys.signer, "v1", 1)
+    up = _updater(keys, runtimes=("tflite", "onnxruntime"))
+    _activate(up, v1, 1)
+    both = make_release(keys.signer, "v2", 2, extra=[("tflite", b"tflite-bytes")])
+    actions = up.handle(DesiredReceived(desired_state(DEVICE, both, 2)), NOW)
+    assert _of(actions, BeginDownload)[0].sha256 == both.manifest.artifacts[1].sha256  # the tflite one
+
+    # v1's artifact re-signed under a newer sequence (how a cloud rolls back): already on disk
+    resigned = make_release(keys.signer, "v1b", 3, data=v1.artifacts[v1.sha256])
+    actions = up.handle(DesiredReceived(desired_state(DEVICE, resigned, 3)), NOW)
+    assert not _of(actions, BeginDownload) and not _of(actions, RequestChunks)
+    verify = _of(actions, VerifyArtifact)[0]
+    assert up.state is State.VERIFYING and not verify.downloaded
+    actions = up.handle(ArtifactVerified(up.attempt, v1.artifacts[v1.sha256]), NOW)
+    assert not _of(actions, CommitDownload) and _of(actions, LoadModel)
+
+
+def test_no_usable_runtime_or_no_location_is_refused(keys: Keys) -> None:
+    up = _updater(keys)
+    up.handle(DesiredReceived(desired_state(DEVICE, make_release(keys.signer, "v1", 1, runtime="tflite"), 1)), NOW)
+    assert up.journal.last_error.code == "no_compatible_artifact"  # type: ignore[union-attr]
+    desired = desired_state(DEVICE, make_release(keys.signer, "v2", 2), 2)
+    desired.ClearField("artifacts")
+    up.handle(DesiredReceived(desired), NOW)
+    assert up.journal.last_error.code == "malformed_payload"  # type: ignore[union-attr]
+    desired = desired_state(DEVICE, make_release(keys.signer, "v3", 3), 3)
+    desired.artifacts[0].total_chunks += 1
+    up.handle(DesiredReceived(desired), NOW)
+    assert up.journal.last_error.code == "malformed_payload"  # type: ignore[union-attr]
+
+
+def test_generations_handled_before_are_only_reported(keys: Keys) -> None:
+    up = _updater(keys)
+    v1 = make_release(keys.signer, "v1", 1)
+    _activate(up, v1, 5)
+    for generation in (5, 4):
+        actions = up.handle(DesiredReceived(desired_state(DEVICE, v1, generation)), NOW)
+        assert actions == [Report()]
+    v2 = make_release(keys.signer, "v2", 2)
+    up.handle(DesiredReceived(desired_state(DEVICE, v2, 6)), NOW)
+    assert up.state is State.DOWNLOADING
+    assert up.handle(DesiredReceived(desired_state(DEVICE, v2, 6)), NOW) == []  # already on it
+    assert up.view().desired_generation == 6 and up.view().last_error is None
+
+
+def test_self_test_failure_and_load_failure_keep_the_active_model(keys: Keys) -> None:
+    for failure in (SelfTestFailed, LoadFailed):
+        up = _in_state(State.SELF_TEST if failure is SelfTestFailed else State.LOADING, keys)
+        event = (
+            failure(up.attempt, "labels differ")
+            if failure is SelfTestFailed
+            else failure(up.attempt, "load_failed", "no")
+        )
+        actions = up.handle(event, NOW)
+        assert up.state is State.FAILED
+        assert up.journal.active.manifest().version == "v1"  # type: ignore[union-attr]
+        assert not _of(actions, Activate) and not _of(actions, RunSelfTest)
+        assert _of(actions, PruneModels)[0].keep == {up.journal.active.artifact_sha256}  # type: ignore[union-attr]
+
+
+def test_saved_journals_round_trip(keys: Keys) -> None:
+    from edge_agent.update.journal import decode_journal, encode_journal
+
+    up = _updater(keys)
+    actions = _activate(up, make_release(keys.signer, "v1", 1), 1)
+    actions += up.handle(DesiredReceived(desired_state(DEVICE, make_release(keys.signer, "v2", 2), 2)), NOW)
+    for save in _of(actions, SaveJournal):
+        assert decode_journal(encode_journal(save.journal)) == save.journal

@@ -1,0 +1,31 @@
+"""The transition table on its own: real states and kinds only, handlers from the handlers module, and the
+rows a reader relies on. (That each handler lands only in its declared targets is driven, pair by pair,
+in test_agent_machine.py.)"""
+
+from __future__ import annotations
+
+from edge_agent.update import handlers
+from edge_agent.update.events import EventKind
+from edge_agent.update.machine import TRANSITIONS
+from edge_agent.update.states import IN_PROGRESS, SETTLED, State
+
+
+def test_the_table_names_only_real_states() -> None:
+    assert all(t.targets <= set(State) for t in TRANSITIONS.values())
+    assert all(isinstance(s, State) and isinstance(k, EventKind) for s, k in TRANSITIONS)
+
+
+def test_every_handler_is_a_handler_function() -> None:
+    assert all(getattr(handlers, t.handler.__name__) is t.handler for t in TRANSITIONS.values())
+
+
+def test_every_state_takes_a_desired_state_and_its_clearing() -> None:
+    for state in State:
+        assert TRANSITIONS[(state, EventKind.DESIRED)].handler is handlers.on_desired
+        assert TRANSITIONS[(state, EventKind.DESIRED_CLEARED)].targets == {State.IDLE}
+
+
+def test_only_an_update_in_progress_can_be_aborted() -> None:
+    aborting = {state for state, kind in TRANSITIONS if kind is EventKind.ABORTED}
+    assert aborting == IN_PROGRESS
+    assert not aborting & SETTLED
