@@ -8,7 +8,7 @@ Side by side in one run:
   size_bytes / size_ratio         against the fp32 ONNX that skl2onnx makes of the same estimator
   accuracy / accuracy_delta_pts / agreement   on the held-out rows, against scikit-learn
   latency_b1_us / latency_b64_us  one call of the bare runtime (onnxruntime session / TFLite interpreter),
-                                  1 thread; adapter_latency_*: through edge_agent.runtime, what the agent
+                                  1 thread; adapter_latency_*: through edge_agent.serving.runtime, what the agent
                                   serves (input checks and label decoding included); scikit-learn is
                                   limited to 1 thread too
   latency_b64_ratio               to fp32 in the same runtime;  *_ratio_sklearn: to sklearn's predict

@@ -1,10 +1,10 @@
 """`compile_estimator`: a fitted estimator in, gated artifacts and a manifest fragment out.
 
 Steps: read the estimator into a DenseModel or Forest (families.py); build every candidate the options
-allow (candidates.py); load each in the very runtime adapter devices use (edge_agent.runtime) and judge
+allow (candidates.py); load each in the very runtime adapter devices use (edge_agent.serving.runtime) and judge
 it against the source estimator on the held-out data (gate.py); keep, per target, the fp32 artifact
 (`none`), the smallest passing INT8 one (`int8`) or the smallest passing one (`auto`); then embed
-self-test vectors that every kept artifact passes through edge_agent.selftest, and the reference profile.
+self-test vectors that every kept artifact passes through edge_agent.serving.selftest, and the reference profile.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8", "auto")
 # where self-test vectors come from: drawn from the reference profile (default), or held-out rows
 SELF_TEST_SOURCES: tuple[str, ...] = ("synthetic", "heldout")
 
-# tensor names inside every artifact: the runtime contract (edge_agent.runtime) reads these
+# tensor names inside every artifact: the runtime contract (edge_agent.serving.runtime) reads these
 INPUT_NAME = "input"
 SCORES_NAME = "scores"  # classifiers: (rows, n_classes); probabilities where the estimator has them
 VALUES_NAME = "values"  # regressors: (rows, n_outputs)

@@ -1,4 +1,4 @@
-"""edge_agent.selftest.run_self_test: passes the compiler's own vectors, fails (never raises) otherwise."""
+"""edge_agent.serving.selftest.run_self_test: passes the compiler's own vectors, fails (never raises) otherwise."""
 
 from __future__ import annotations
 

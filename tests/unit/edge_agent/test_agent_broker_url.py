@@ -1,4 +1,4 @@
-"""Pure helpers of the MQTT layer: broker URLs, topic filters, shared-subscription filters."""
+"""Broker URLs (edge_agent.broker_url): mqtt:// and mqtts:// parsed, everything else refused saying why."""
 
 from __future__ import annotations
 
