@@ -85,12 +85,12 @@ def _chunk_cloud(url: str, chunk_size: int) -> FakeCloud:
 
 
 def time_update(
-    url: str, root_pub: Path, state: Path, window: int, cloud: FakeCloud, release: Release, device_id: str
+    url: str, trust_path: Path, state: Path, window: int, cloud: FakeCloud, release: Release, device_id: str
 ) -> float:
     settings = load_settings(
         device_id=device_id,
         mqtt_url=url,
-        root_key_path=root_pub,
+        trust_path=trust_path,
         state_dir=state,
         grpc_address="",
         chunk_window=window,
@@ -133,9 +133,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         keys = make_keys(tmp / "keys")
-        root_pub = keys.root_path
+        trust_path = keys.trust_path
         signed = signed_manifest(keys.signer, data, model, x, 1)
-        release = Release.of(signed, [data])
+        release = Release.of(signed, [data], keys)
         with MosquittoBroker(tmp / "mosquitto") as broker:
             cloud = _chunk_cloud(broker.url, args.chunk_kib * 1024)
             try:
@@ -143,7 +143,7 @@ def main() -> int:
                     times = []
                     for run in range(args.repeats):
                         device = f"bench-w{window}-r{run}"
-                        times.append(time_update(broker.url, root_pub, tmp / device, window, cloud, release, device))
+                        times.append(time_update(broker.url, trust_path, tmp / device, window, cloud, release, device))
                     median = statistics.median(times)
                     rate = round(len(data) / median / 1e6, 2)
                     results["updates"].append({"chunk_window": window, "median_s": round(median, 3), "mb_per_s": rate})
@@ -152,7 +152,7 @@ def main() -> int:
                 settings = load_settings(
                     device_id="bench-serve",
                     mqtt_url=broker.url,
-                    root_key_path=root_pub,
+                    trust_path=trust_path,
                     state_dir=tmp / "bench-w1-r0",
                     grpc_address="",
                     telemetry_interval_s=3600,

@@ -8,6 +8,7 @@
     ├── NotFoundError               404  "not_found"          no such device, model version, deployment ...
     │   └── ArtifactNotFoundError   404  "artifact_not_found"
     ├── ConflictError               409  "conflict"           a unique key already taken
+    ├── PayloadTooLargeError        413  "payload_too_large"  a request body over the configured cap
     ├── InvalidRequestError         422  "invalid_request"    a request that cannot be carried out as given
     │   ├── ArtifactMismatchError   422  "artifact_mismatch"  artifact bytes differ from their manifest entry
     │   └── MalformedMessage        422  "malformed_message"  a device message that cannot become a row
@@ -56,6 +57,11 @@ class ArtifactNotFoundError(NotFoundError):
 class ConflictError(CloudError):
     status_code = 409
     code = "conflict"
+
+
+class PayloadTooLargeError(CloudError):
+    status_code = 413
+    code = "payload_too_large"
 
 
 class InvalidRequestError(CloudError):

@@ -1,10 +1,11 @@
 """The whole cloud stack in one process: what `edgefleet up` runs until interrupted.
 
 Start order: MQTT broker (embedded unless `mqtt_url` names one), database (tables created), artifact
-store, signer (development creates missing keys), then one MQTT connection shared by ingestion and the
-chunk server, then the console API on uvicorn in a thread. `stop()` undoes it in reverse. Several
-`CloudService`s may run against the same broker and database (give them a `share_group`): each has its
-own MQTT client id, and everything they share lives in the database.
+store, key store (development creates missing keys; the fleet is the one its root metadata names), then
+one MQTT connection shared by ingestion and the chunk server (the trust chain published retained on
+every connect), the refresher thread, then the console API on uvicorn in a thread. `stop()` undoes it
+in reverse. Several `CloudService`s may run against the same broker and database (give them a
+`share_group`): each has its own MQTT client id, and everything they share lives in the database.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -30,8 +32,9 @@ from cloud.db.tables import ModelVersion
 from cloud.errors import BrokerStartError, ConfigurationError
 from cloud.monitoring import Ingestor
 from cloud.mqtt.router import MessageRouter
-from cloud.registry import LocalArtifactStore, load_or_create_signer
-from cloud.rollout import ChunkServer, Deployer
+from cloud.registry import KeyStore, LocalArtifactStore, load_or_create_keys
+from cloud.registry.keys import CHAIN_FILE
+from cloud.rollout import ChunkServer, Deployer, Director, FreshnessPolicy, Refresher
 from cloud.settings import CloudSettings
 from protocols.signing import Signer
 from protocols.v1 import messages_pb2 as pb
@@ -51,11 +54,12 @@ class CloudService:
         self.broker: Any = None  # cloud.mqtt.broker.EmbeddedBroker when we run one
         self.engine: Engine | None = None
         self.store: LocalArtifactStore | None = None
-        self.signer: Signer | None = None
+        self.keys: KeyStore | None = None
         self.transport: Any = None  # edge_agent.paho_transport.PahoTransport
         self.deployer: Deployer | None = None
         self.ingestor: Ingestor | None = None
         self.chunk_server: ChunkServer | None = None
+        self.refresher: Refresher | None = None
         self.mqtt_url: str | None = None
         self.mqtt_protocol = "5"
         self.api_url: str | None = None
@@ -74,8 +78,9 @@ class CloudService:
             create_tables(self.engine)
             assert s.artifacts_dir is not None
             self.store = LocalArtifactStore(s.artifacts_dir)
-            self.signer = self._load_signer()
+            self.keys = load_or_create_keys(s)
             self._start_messaging()
+            self._start_refresher()
             self._start_api()
         except BaseException:
             self.stop()
@@ -89,6 +94,9 @@ class CloudService:
             if self._server_thread is not None:
                 self._server_thread.join(10)
             self._server = self._server_thread = None
+        if self.refresher is not None:
+            self.refresher.stop()
+            self.refresher = None
         if self.transport is not None:
             self.transport.stop()
             self.transport = None
@@ -124,10 +132,11 @@ class CloudService:
         self, manifest: pb.Manifest, artifacts: Mapping[str, bytes], *, run_id: str | None = None
     ) -> ModelVersion:
         """Sign and store a model version with this service's signer and artifact store (committed)."""
-        assert self.store is not None and self.signer is not None, "start() first"
+        assert self.store is not None, "start() first"
         with self.session() as session:
             mv = registry.register_model_version(
-                session, manifest, artifacts, store=self.store, signer=self.signer, run_id=run_id
+                session, manifest, artifacts, store=self.store, signer=self.signer, run_id=run_id,
+                valid_days=self.settings.manifest_valid_days,
             )
             session.flush()
             session.expunge(mv)
@@ -143,8 +152,21 @@ class CloudService:
         }
 
     @property
-    def root_public_key_path(self) -> str:
-        return str(self.settings.keys_dir / "root.pub") if self.settings.keys_dir else ""
+    def signer(self) -> Signer:
+        """The manifest signer: read from the key store each time, so a rotated targets key is used at once."""
+        assert self.keys is not None, "start() first"
+        return self.keys.manifest_signer()
+
+    @property
+    def fleet(self) -> str:
+        assert self.keys is not None, "start() first"
+        return self.keys.fleet
+
+    @property
+    def trust_chain_path(self) -> Path:
+        """The TrustChain file devices pin at provisioning."""
+        assert self.settings.keys_dir is not None
+        return self.settings.keys_dir / CHAIN_FILE
 
     # -- parts ------------------------------------------------------------------------------------------------
 
@@ -163,14 +185,12 @@ class CloudService:
         self.mqtt_url = self.broker.url
         self.mqtt_protocol = self.broker.mqtt_protocol
 
-    def _load_signer(self) -> Signer:
-        return load_or_create_signer(self.settings)
-
     def _start_messaging(self) -> None:
         from edge_agent.paho_transport import PahoTransport
 
         s = self.settings
         assert self.engine is not None and self.store is not None and self.mqtt_url is not None
+        assert self.keys is not None
         self.transport = PahoTransport(
             self.mqtt_url,
             s.mqtt_client_id or default_client_id(),
@@ -180,12 +200,15 @@ class CloudService:
             protocol=self.mqtt_protocol,  # type: ignore[arg-type]
             max_queued=s.mqtt_max_queued,
         )
-        self.deployer = Deployer(self.engine, self.transport, chunk_size_bytes=s.chunk_size_bytes)
+        director = Director.from_keys(self.keys, assignment_valid_s=s.assignment_valid_s)
+        fleet = director.fleet
+        self.deployer = Deployer(self.engine, self.transport, director=director, chunk_size_bytes=s.chunk_size_bytes)
         self.ingestor = Ingestor(
             self.engine, deployer=self.deployer, batch_size=s.ingest_batch_size, max_queue=s.ingest_queue_max
         )
-        self.chunk_server = ChunkServer(self.engine, self.store, self.transport)
-        MessageRouter(self.ingestor.submit, self.chunk_server.submit, share_group=s.share_group).attach(self.transport)
+        self.chunk_server = ChunkServer(self.engine, self.store, self.transport, fleet=fleet)
+        router = MessageRouter(self.ingestor.submit, self.chunk_server.submit, fleet=fleet, share_group=s.share_group)
+        router.attach(self.transport)
         self.transport.set_connect_handler(self._on_connect)
         self.ingestor.start()
         self.chunk_server.start()
@@ -194,7 +217,22 @@ class CloudService:
             # not fatal: the transport keeps reconnecting, and ingestion starts when the broker is back
             log.warning("MQTT broker %s not reachable yet (%s); retrying", self.mqtt_url, self.transport.last_error)
 
+    def _start_refresher(self) -> None:
+        s = self.settings
+        assert self.deployer is not None and self.keys is not None
+        policy = FreshnessPolicy(
+            assignment_valid_ms=s.assignment_valid_s * 1000,
+            manifest_valid_ms=int(s.manifest_valid_days * 86_400_000),
+        )
+        self.refresher = Refresher(self.deployer, self.keys, policy, interval_s=s.refresh_interval_s).start()
+
     def _on_connect(self) -> None:
+        # the trust chain on every connect: retained, so devices that join or return find the newest root
+        if self.deployer is not None:
+            try:
+                self.deployer.publish_trust()
+            except Exception:
+                log.exception("could not publish the trust chain")
         # a broker we just started holds no retained state: give every device its desired state again
         if self.broker is not None and not self._republished and self.deployer is not None:
             self._republished = True

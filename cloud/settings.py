@@ -41,6 +41,15 @@ class CloudSettings(BaseSettings):
     mqtt_max_queued: int = Field(default=4096, ge=16)  # outgoing messages paho may hold (chunks are 64 KiB)
     ingest_batch_size: int = Field(default=200, ge=1)
     ingest_queue_max: int = Field(default=10_000, ge=1)
+    # the console API answers 413 to a larger request body, before reading it (cloud.api.limits)
+    max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Freshness (see README "Trust"): a signed statement must lapse eventually so a stolen or withheld one
+    # stops working, and must never lapse on a device that does nothing wrong, so the cloud re-signs well
+    # before expiry. A manifest says what a release is and changes rarely: 90 days. An assignment says what a
+    # device should run now: 7 days, so a device offline for a week still installs what it finds retained.
+    manifest_valid_days: float = Field(default=90.0, gt=0)
+    assignment_valid_s: int = Field(default=7 * 86_400, ge=60)
+    refresh_interval_s: float = Field(default=60.0, gt=0)  # how often the refresher looks
 
     @field_validator("database_url")
     @classmethod
@@ -84,6 +93,11 @@ class CloudSettings(BaseSettings):
             problems.append("database_url is SQLite (one process only): use postgresql://")
         if problems:
             raise ConfigurationError("refusing production settings:\n  - " + "\n  - ".join(problems))
+
+    @property
+    def creates_operator_token_on_start(self) -> bool:
+        """Development writes an admin token to <data_dir>/operator.token; production wants one made on purpose."""
+        return self.environment == "development"
 
     @property
     def creates_keys_on_start(self) -> bool:

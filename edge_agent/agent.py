@@ -38,11 +38,12 @@ from edge_agent.types import LoadModelFn, SelfTestFn
 from edge_agent.update import jobs, recovery
 from edge_agent.update.actions import Emit
 from edge_agent.update.chunks import ChunkPolicy
+from edge_agent.update.context import REFUSAL_EVENT_INTERVAL_S
 from edge_agent.update.events import Connected, Event, Started, Tick
 from edge_agent.update.journal import LastError
 from edge_agent.update.machine import Updater, UpdaterConfig
 from edge_agent.update.states import State
-from protocols import trust
+from protocols.roots import RootOfTrust
 from protocols.topics import Channel, device_subscriptions
 from protocols.v1 import messages_pb2 as pb
 
@@ -75,7 +76,7 @@ class Agent:
         load_model: LoadModelFn | None = None,
         run_self_test: SelfTestFn | None = None,
         runtimes: list[str] | None = None,
-        root_key: bytes | None = None,
+        trust: RootOfTrust | None = None,
         tick_interval_s: float = 0.2,
         rng: random.Random | None = None,
     ) -> None:
@@ -96,11 +97,13 @@ class Agent:
         self._load_model: LoadModelFn = load_model
         self._run_self_test: SelfTestFn = run_self_test
         self.runtimes = list(runtimes)
-        self._root = trust.TrustedRoot.of(root_key if root_key is not None else settings.read_root_key())
+        self._root = trust if trust is not None else settings.read_trust()
+        self.fleet = self._root.fleet
+        self._refused_at_s: dict[str, float] = {}  # malformed downward messages: one event per reason a minute
         self._tick_interval_s = tick_interval_s
         self._slot = ModelSlot()
         self._sampler = Sampler(settings.sample_rate, settings.sample_max_per_window, rng)
-        self._outbox = Outbox(self.device_id, transport, self.clock, self._sampler)
+        self._outbox = Outbox(self.device_id, self.fleet, transport, self.clock, self._sampler)
         self._updater: Updater | None = None
         self._queue: queue.Queue[Any] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name=f"edgefleet-agent-{self.device_id}", daemon=True)
@@ -139,6 +142,7 @@ class Agent:
         self._next_flush_s = now.mono_s + self.settings.telemetry_interval_s
         journal, received = recovery.resume_download(self.store, journal, self.device_id)
         config = UpdaterConfig(
+            self.device_id,
             self._root,
             _order_runtimes(self.runtimes, self.settings.runtime_preference),
             ChunkPolicy(self.settings.chunk_window, self.settings.chunk_timeout_s, self.settings.chunk_max_retries),
@@ -158,7 +162,7 @@ class Agent:
         self._queue.put(announce)  # first in the queue: ahead of anything the transport delivers
         self.transport.set_message_handler(self._on_transport_message)
         self.transport.set_connect_handler(self._on_transport_connect)
-        for topic_filter, qos in device_subscriptions(self.device_id):
+        for topic_filter, qos in device_subscriptions(self.device_id, fleet=self.fleet):
             self.transport.subscribe(topic_filter, qos)
         self._worker.start()
         self._jobs.start()
@@ -271,10 +275,14 @@ class Agent:
 
     def _handle_message(self, topic: str, payload: bytes) -> None:
         try:
-            event = parse_inbound(self.device_id, topic, payload)
+            event = parse_inbound(self.device_id, topic, payload, fleet=self.fleet)
         except MalformedPayloadError as exc:
             log.warning("agent %s: malformed message on %s: %s", self.device_id, topic, exc)
-            self._outbox.emit(Emit(pb.EVENT_KIND_ERROR, error=LastError(exc.code, str(exc))))
+            now_s = self.clock.now().mono_s
+            last = self._refused_at_s.get(exc.code)
+            if last is None or now_s - last >= REFUSAL_EVENT_INTERVAL_S:
+                self._refused_at_s[exc.code] = now_s
+                self._outbox.emit(Emit(pb.EVENT_KIND_ERROR, error=LastError(exc.code, str(exc))))
             return
         if event is None:
             log.info("agent %s: ignoring message on %s (no handler in this version)", self.device_id, topic)

@@ -53,12 +53,12 @@ def _add_commands(commands: Any) -> None:
     run.add_argument("--config", required=True, type=Path, help="TOML file written by `agent provision`")
     run.set_defaults(func=run_command)
 
-    provision = commands.add_parser("provision", help="write a device's config file and pin the root key")
+    provision = commands.add_parser("provision", help="write a device's config file and pin the fleet's trust chain")
     provision.add_argument("--device-id", required=True)
     provision.add_argument("--mqtt-url", required=True, help="mqtt://host:1883 or mqtts://host:8883")
-    provision.add_argument("--root-key", required=True, type=Path, help="root.pub from `edgefleet keys init`")
+    provision.add_argument("--trust", required=True, type=Path, help="trust.chain from `edgefleet keys init`")
     provision.add_argument("--state-dir", required=True, type=Path)
-    provision.add_argument("--out", required=True, type=Path, help="config file to write (root.pub goes beside it)")
+    provision.add_argument("--out", required=True, type=Path, help="config file to write (trust.chain goes beside it)")
     provision.add_argument("--mqtt-username")
     provision.add_argument("--mqtt-password")
     provision.add_argument("--tls-ca", type=Path)
@@ -81,7 +81,7 @@ def _toml_value(value: Any) -> str:
 
 
 def render_config(values: dict[str, Any]) -> str:
-    lines = ["# EdgeFleet agent configuration (written by `edgefleet agent provision`)."]
+    lines = ["# EdgeFleet agent configuration (written by `edgefleet-agent provision`)."]
     lines += [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None]
     return "\n".join(lines) + "\n"
 
@@ -89,21 +89,27 @@ def render_config(values: dict[str, Any]) -> str:
 def provision_command(args: argparse.Namespace) -> int:
     import os
 
+    from google.protobuf.message import DecodeError
+
     from edge_agent.config import load_settings
     from edge_agent.errors import ConfigError
     from edge_agent.store import write_atomically
+    from protocols.roots import RootOfTrust
+    from protocols.trust import VerificationError
+    from protocols.v1 import messages_pb2 as pb
 
     out: Path = args.out.resolve()
     if out.exists() and not args.force:
         print(f"error: {out} exists; pass --force to overwrite it", file=sys.stderr)
         return 1
     try:
-        root_key = args.root_key.read_bytes()
+        chain = args.trust.read_bytes()
+        fleet = RootOfTrust.from_chain(pb.TrustChain.FromString(chain)).fleet
     except OSError as exc:
-        print(f"error: cannot read the root key {args.root_key}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"error: cannot read the trust chain {args.trust}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    if len(root_key) != 32:
-        print(f"error: {args.root_key} is not a raw 32-byte Ed25519 public key (root.pub)", file=sys.stderr)
+    except (DecodeError, VerificationError) as exc:
+        print(f"error: {args.trust} is not a valid trust chain (trust.chain): {exc}", file=sys.stderr)
         return 1
     labels: dict[str, str] = {}
     for item in args.label:
@@ -118,22 +124,22 @@ def provision_command(args: argparse.Namespace) -> int:
         "mqtt_username": args.mqtt_username,
         "mqtt_password": args.mqtt_password,
         "tls_ca": str(args.tls_ca.resolve()) if args.tls_ca else None,
-        "root_key_path": str(out.parent / "root.pub"),
+        "trust_path": str(out.parent / "trust.chain"),
         "state_dir": str(args.state_dir.resolve()),
         "grpc_address": args.grpc_address,
         "labels": labels or None,
     }
     try:
         # validate before writing anything; explicit values here, not the environment's
-        load_settings(**{k: v for k, v in values.items() if v is not None})
+        load_settings(**{k: v for k, v in values.items() if v is not None and k != "trust_path"})
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(out.parent / "root.pub", root_key, mode=0o644)
+    write_atomically(out.parent / "trust.chain", chain, mode=0o644)
     write_atomically(out, render_config(values).encode(), mode=0o600 if args.mqtt_password else 0o644)
-    os.chmod(out.parent / "root.pub", 0o644)
-    print(f"wrote {out} and {out.parent / 'root.pub'}")
+    os.chmod(out.parent / "trust.chain", 0o644)
+    print(f"wrote {out} and {out.parent / 'trust.chain'} (fleet {fleet})")
     return 0
 
 

@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from google.protobuf.message import DecodeError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from edge_agent.errors import ConfigError
+from protocols.roots import RootOfTrust
 from protocols.topics import TopicError, validate_device_id
+from protocols.trust import VerificationError
+from protocols.v1 import messages_pb2 as pb
 
 MQTT_SCHEMES = ("mqtt", "mqtts")  # what PahoTransport speaks
 
@@ -31,7 +35,7 @@ class AgentSettings(BaseSettings):
     # speaks it, and the embedded amqtt broker cannot parse an MQTT 5 CONNECT that carries a will.
     mqtt_protocol: Literal["5", "3.1.1"] = "3.1.1"
     tls_ca: Path | None = None  # CA bundle for an mqtts:// broker
-    root_key_path: Path = Path("/etc/edgefleet/root.pub")
+    trust_path: Path = Path("/etc/edgefleet/trust.chain")  # the fleet's TrustChain pinned at provisioning
     state_dir: Path = Path("/var/lib/edgefleet")
     grpc_address: str = "127.0.0.1:50051"  # "" disables the local gRPC API
     telemetry_interval_s: float = Field(60.0, gt=0)
@@ -84,17 +88,17 @@ class AgentSettings(BaseSettings):
         # explicit arguments beat the environment, which beats the config file
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
-    def read_root_key(self) -> bytes:
-        """The pinned root public key (raw 32-byte Ed25519, as `cloud.signing.init_keys` writes root.pub)."""
+    def read_trust(self) -> RootOfTrust:
+        """The pinned root of trust: the TrustChain file (`trust.chain` from `edgefleet keys init`), its
+        first version self-signed, every later one signed by the one before. The fleet comes from it."""
         try:
-            data = self.root_key_path.read_bytes()
+            data = self.trust_path.read_bytes()
         except OSError as exc:
-            raise ConfigError(f"root_key_path: cannot read {self.root_key_path}: {exc.strerror or exc}") from None
-        if len(data) != 32:
-            raise ConfigError(
-                f"root_key_path: {self.root_key_path} holds {len(data)} bytes, not a raw 32-byte Ed25519 public key"
-            )
-        return data
+            raise ConfigError(f"trust_path: cannot read {self.trust_path}: {exc.strerror or exc}") from None
+        try:
+            return RootOfTrust.from_chain(pb.TrustChain.FromString(data))
+        except (DecodeError, VerificationError) as exc:
+            raise ConfigError(f"trust_path: {self.trust_path} is not a valid trust chain: {exc}") from None
 
 
 def _explain(exc: ValidationError) -> str:

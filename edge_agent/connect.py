@@ -17,7 +17,7 @@ def transport_for(settings: AgentSettings, **overrides: Any) -> PahoTransport:
     kwargs: dict[str, Any] = {
         "username": settings.mqtt_username,
         "password": settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
-        "will": offline_will(settings.device_id),
+        "will": offline_will(settings.device_id, fleet=settings.read_trust().fleet),
         "tls_ca": str(settings.tls_ca) if settings.tls_ca else None,
         "protocol": settings.mqtt_protocol,
     }

@@ -8,18 +8,24 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError, Message
 
 from edge_agent.errors import MalformedPayloadError
-from edge_agent.update.events import ChunkReceived, DesiredCleared, DesiredReceived, Event
-from protocols.topics import Channel, Direction, TopicError, parse_device_topic
+from edge_agent.update.events import ChunkReceived, DesiredReceived, Event, TrustReceived
+from protocols.topics import Channel, Direction, TopicError, parse_device_topic, trust_topic
 from protocols.v1 import messages_pb2 as pb
 
 
-def parse_inbound(device_id: str, topic: str, payload: bytes) -> Event | None:
+def parse_inbound(device_id: str, topic: str, payload: bytes, *, fleet: str) -> Event | None:
     """The event a message stands for; None for a message the agent need not act on (a `cmd`: no
-    command is defined in v1 of the wire contract yet). Raises MalformedPayloadError otherwise."""
+    command is defined in v1 of the wire contract yet; an empty retained desired state: clearing one is
+    not signed, so it changes nothing). Raises MalformedPayloadError otherwise. Nothing here is trusted:
+    the update machine verifies every desired state and trust chain before acting on it."""
+    if topic == trust_topic(fleet):
+        return TrustReceived(_decode(pb.TrustChain, payload, topic)) if payload else None
     try:
         parsed = parse_device_topic(topic)
     except TopicError as exc:
         raise MalformedPayloadError(str(exc)) from None
+    if parsed.fleet != fleet:
+        raise MalformedPayloadError(f"message on {topic!r} is for fleet {parsed.fleet!r}, not {fleet!r}")
     if parsed.device_id != device_id:
         raise MalformedPayloadError(f"message on {topic!r} is for device {parsed.device_id!r}, not {device_id!r}")
     channel = parsed.channel
@@ -27,13 +33,8 @@ def parse_inbound(device_id: str, topic: str, payload: bytes) -> Event | None:
         raise MalformedPayloadError(f"{channel.value!r} is a device-to-cloud channel, not one the agent reads")
     if channel is Channel.DESIRED:
         if not payload:
-            return DesiredCleared()
-        desired = _decode(pb.DesiredState, payload, topic)
-        if desired.device_id != device_id:
-            raise MalformedPayloadError(f"desired state names device {desired.device_id!r}, not {device_id!r}")
-        if not desired.HasField("manifest") or not desired.manifest.manifest:
-            raise MalformedPayloadError(f"desired state generation {desired.generation} carries no manifest")
-        return DesiredReceived(desired)
+            return None
+        return DesiredReceived(_decode(pb.DesiredState, payload, topic))
     if channel is Channel.ARTIFACT_DATA:
         chunk = _decode(pb.ArtifactChunk, payload, topic)
         if len(chunk.sha256) != 64:

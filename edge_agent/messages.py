@@ -43,11 +43,11 @@ def presence(device_id: str, online: bool, ts_ms: int) -> pb.Presence:
     )
 
 
-def offline_will(device_id: str, ts_ms: int = 0) -> Will:
+def offline_will(device_id: str, *, fleet: str, ts_ms: int = 0) -> Will:
     """The last will to give the transport: the broker publishes it (retained) when the agent vanishes."""
     payload = presence(device_id, online=False, ts_ms=ts_ms).SerializeToString()
     spec = Channel.PRESENCE.spec
-    return Will(device_topic(device_id, Channel.PRESENCE), payload, qos=spec.qos, retain=spec.retain)
+    return Will(device_topic(device_id, Channel.PRESENCE, fleet=fleet), payload, qos=spec.qos, retain=spec.retain)
 
 
 def reported_state(

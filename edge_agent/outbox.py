@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 
 class Outbox:
-    def __init__(self, device_id: str, transport: Transport, clock: Clock, sampler: Sampler) -> None:
+    def __init__(self, device_id: str, fleet: str, transport: Transport, clock: Clock, sampler: Sampler) -> None:
         self.device_id = device_id
+        self.fleet = fleet
         self.transport = transport
         self.clock = clock
         self.seq = SeqCounter(0)
@@ -47,9 +48,8 @@ class Outbox:
     def publish(self, channel: Channel, message: Message) -> None:
         spec = channel.spec
         try:
-            self.transport.publish(
-                device_topic(self.device_id, channel), message.SerializeToString(), qos=spec.qos, retain=spec.retain
-            )
+            topic = device_topic(self.device_id, channel, fleet=self.fleet)
+            self.transport.publish(topic, message.SerializeToString(), qos=spec.qos, retain=spec.retain)
         except TransportError as exc:
             log.warning("agent %s: cannot publish on %s: %s", self.device_id, channel.value, exc)
 

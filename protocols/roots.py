@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from protocols import trust
+from protocols import SCHEMA_VERSION, trust
 from protocols.v1 import messages_pb2 as pb
 
 ROOT_ROLE = "root"
@@ -58,6 +58,11 @@ class RootOfTrust:
 
     signed: pb.SignedRootMetadata
     metadata: pb.RootMetadata
+    history: tuple[pb.SignedRootMetadata, ...] = ()  # every version from the pinned one to this one
+
+    def chain(self) -> pb.TrustChain:
+        """The versions that lead here from the pin: what a device keeps to re-check its root at start."""
+        return pb.TrustChain(schema_version=SCHEMA_VERSION, roots=self.history or (self.signed,))
 
     @classmethod
     def pin(cls, signed: pb.SignedRootMetadata, *, fleet: str | None = None) -> RootOfTrust:
@@ -67,7 +72,14 @@ class RootOfTrust:
             raise trust.WrongFleetError(f"root metadata is for fleet {metadata.fleet!r}, not {fleet!r}")
         if not _signed_by_one_of(signed, _root_keys(metadata)):
             raise trust.BadSignatureError(f"root v{metadata.version} is not signed by one of its own root keys")
-        return cls(signed, metadata)
+        return cls(signed, metadata, (signed,))
+
+    @classmethod
+    def from_chain(cls, chain: pb.TrustChain, *, fleet: str | None = None) -> RootOfTrust:
+        """Pin the chain's first version, then follow the rest (what provisioning does with trust.chain)."""
+        if not chain.roots:
+            raise trust.MalformedManifestError("an empty trust chain")
+        return cls.pin(chain.roots[0], fleet=fleet).advance(chain.roots)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, fleet: str | None = None) -> RootOfTrust:
@@ -125,5 +137,5 @@ class RootOfTrust:
                 )
             if not _signed_by_one_of(signed, _root_keys(metadata)):
                 raise trust.BadSignatureError(f"root v{metadata.version} is not signed by one of its own root keys")
-            current = RootOfTrust(signed, metadata)
+            current = RootOfTrust(signed, metadata, (*(current.history or (current.signed,)), signed))
         return current

@@ -1,11 +1,15 @@
 """The MQTT topic map: pure functions to build, parse and match EdgeFleet topics.
 
 Layout (version 1):
-    ef/v1/dev/{device_id}/{channel}     per-device traffic, both directions
-    ef/v1/art/{sha256}/{chunk_index}    content-addressed artifact chunks (fleet-wide)
+    ef/v1/{fleet}/dev/{device_id}/{channel}     per-device traffic, both directions
+    ef/v1/{fleet}/trust                         the fleet's TrustChain (retained, cloud -> every device)
+    ef/v1/{fleet}/art/{sha256}/{chunk_index}    content-addressed artifact chunks (reserved)
 
-Device ids are 1-64 characters of [A-Za-z0-9_.-], starting with a letter or digit, so they can never
-contain MQTT wildcards or level separators.
+The fleet level keeps setups that share a broker apart (two clouds never answer each other's devices, and
+retained messages of one never show up as devices of the other) and gives broker ACLs one subtree per
+fleet. A device learns its fleet from the root metadata it pins. Device ids are 1-64 characters of
+[A-Za-z0-9_.-], fleet names 1-32 of [a-z0-9-], both starting with a letter or digit, so neither can hold
+MQTT wildcards or level separators.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 PREFIX = "ef/v1"
-DEVICE_ROOT = f"{PREFIX}/dev"
-ARTIFACT_ROOT = f"{PREFIX}/art"
+DEFAULT_FLEET = "default"  # for tests and tools; the agent and the cloud always name their own fleet
 
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_FLEET = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 
 class TopicError(ValueError):
@@ -75,56 +79,84 @@ def validate_device_id(device_id: str) -> str:
     return device_id
 
 
-def device_topic(device_id: str, channel: Channel | str) -> str:
+def validate_fleet(fleet: str) -> str:
+    """Return fleet unchanged, or raise TopicError: 1-32 of a-z 0-9 -, starting with a letter or digit."""
+    if not isinstance(fleet, str) or not _FLEET.match(fleet):
+        raise TopicError(f"invalid fleet name {fleet!r}: use 1-32 of a-z 0-9 -, starting with a letter or digit")
+    return fleet
+
+
+def fleet_root(fleet: str = DEFAULT_FLEET) -> str:
+    return f"{PREFIX}/{validate_fleet(fleet)}"
+
+
+def device_topic(device_id: str, channel: Channel | str, *, fleet: str = DEFAULT_FLEET) -> str:
     channel = Channel(channel)
-    return f"{DEVICE_ROOT}/{validate_device_id(device_id)}/{channel.value}"
+    return f"{fleet_root(fleet)}/dev/{validate_device_id(device_id)}/{channel.value}"
+
+
+def trust_topic(fleet: str = DEFAULT_FLEET) -> str:
+    """Where the cloud keeps the fleet's TrustChain retained; every device of the fleet reads it."""
+    return f"{fleet_root(fleet)}/trust"
+
+
+def acl_pattern(channel: Channel, *, fleet: str) -> str:
+    """A channel's topic with Mosquitto's `%u` (the connecting user name) in place of the device id."""
+    return f"{fleet_root(fleet)}/dev/%u/{channel.value}"
 
 
 @dataclass(frozen=True)
 class DeviceTopic:
+    fleet: str
     device_id: str
     channel: Channel
 
 
 def parse_device_topic(topic: str) -> DeviceTopic:
-    """Split `ef/v1/dev/{id}/{channel}` into its parts; raise TopicError for anything else."""
-    head = DEVICE_ROOT + "/"
-    if not topic.startswith(head):
+    """Split `ef/v1/{fleet}/dev/{id}/{channel}` into its parts; raise TopicError for anything else."""
+    head = PREFIX + "/"
+    fleet, sep, rest = topic[len(head) :].partition("/") if topic.startswith(head) else ("", "", "")
+    kind, sep2, rest = rest.partition("/")
+    if not sep or not sep2 or kind != "dev":
         raise TopicError(f"not a device topic: {topic!r}")
-    device_id, sep, rest = topic[len(head) :].partition("/")
+    validate_fleet(fleet)
+    device_id, sep, channel_name = rest.partition("/")
     if not sep:
         raise TopicError(f"device topic without a channel: {topic!r}")
     validate_device_id(device_id)
     try:
-        channel = Channel(rest)
+        channel = Channel(channel_name)
     except ValueError:
-        raise TopicError(f"unknown channel {rest!r} in {topic!r}") from None
-    return DeviceTopic(device_id, channel)
+        raise TopicError(f"unknown channel {channel_name!r} in {topic!r}") from None
+    return DeviceTopic(fleet, device_id, channel)
 
 
-def artifact_chunk_topic(sha256: str, index: int) -> str:
+def artifact_chunk_topic(sha256: str, index: int, *, fleet: str = DEFAULT_FLEET) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise TopicError(f"not a sha256 hex digest: {sha256!r}")
     if index < 0:
         raise TopicError(f"negative chunk index: {index}")
-    return f"{ARTIFACT_ROOT}/{sha256}/{index}"
+    return f"{fleet_root(fleet)}/art/{sha256}/{index}"
 
 
-def device_subscriptions(device_id: str) -> list[tuple[str, int]]:
-    """The (filter, qos) pairs an agent subscribes to: every cloud->device channel of its own."""
-    return [
-        (device_topic(device_id, ch), ch.spec.qos) for ch in Channel if ch.spec.direction is Direction.DOWN
+def device_subscriptions(device_id: str, *, fleet: str = DEFAULT_FLEET) -> list[tuple[str, int]]:
+    """The (filter, qos) pairs an agent subscribes to: every cloud->device channel of its own, and the
+    fleet's trust topic."""
+    own = [
+        (device_topic(device_id, ch, fleet=fleet), ch.spec.qos) for ch in Channel if ch.spec.direction is Direction.DOWN
     ]
+    return [*own, (trust_topic(fleet), 1)]
 
 
-def cloud_subscriptions(share_group: str | None = None) -> list[tuple[str, int]]:
-    """The (filter, qos) pairs the cloud subscribes to: every device->cloud channel of every device.
+def cloud_subscriptions(share_group: str | None = None, *, fleet: str = DEFAULT_FLEET) -> list[tuple[str, int]]:
+    """The (filter, qos) pairs the cloud subscribes to: every device->cloud channel of every device of its
+    fleet (and of no other fleet on the same broker).
 
     With share_group, filters become MQTT 5 shared subscriptions (`$share/{group}/...`) so that several
     cloud workers split the load.
     """
     filters = [
-        (f"{DEVICE_ROOT}/+/{ch.value}", ch.spec.qos) for ch in Channel if ch.spec.direction is Direction.UP
+        (f"{fleet_root(fleet)}/dev/+/{ch.value}", ch.spec.qos) for ch in Channel if ch.spec.direction is Direction.UP
     ]
     if share_group:
         filters = [(shared_filter(share_group, f), q) for f, q in filters]

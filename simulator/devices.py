@@ -56,7 +56,7 @@ class SimulatedFleet:
         device_ids: Sequence[str],
         *,
         mqtt_url: str,
-        root_key_path: Path,
+        trust_path: Path,
         state_root: Path,
         labels: Callable[[str], dict[str, str]] = lambda _id: {},
         mqtt_protocol: Literal["5", "3.1.1"] = "3.1.1",
@@ -70,7 +70,7 @@ class SimulatedFleet:
                 device_id=device_id,
                 mqtt_url=mqtt_url,
                 mqtt_protocol=mqtt_protocol,
-                root_key_path=root_key_path,
+                trust_path=trust_path,  # the TrustChain file the agent pins (edge_agent.AgentSettings)
                 state_dir=state_root / device_id,
                 grpc_address="",
                 telemetry_interval_s=telemetry_interval_s,

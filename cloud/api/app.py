@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from cloud.api.auth import API_PREFIX, check_routes
 from cloud.api.deps import AppServices
-from cloud.api.routes import deployments, devices, health, metadata, models
+from cloud.api.limits import BodySizeLimit, reject_nul
+from cloud.api.routes import audit, deployments, devices, health, metadata, models, tokens
 from cloud.errors import CloudError
 from cloud.settings import CloudSettings
 
@@ -23,7 +25,9 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
         version="1",
         description="Fleet, model registry, deployments, telemetry and drift of an EdgeFleet installation.",
         docs_url="/docs",
+        dependencies=[Depends(reject_nul)],
     )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
     app.state.services = services
     app.state.settings = settings
 
@@ -31,15 +35,21 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
     async def _cloud_error(_request: Request, exc: CloudError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("%s: %s", exc.code, exc)
-        return JSONResponse(status_code=exc.status_code, content={"error": exc.code, "detail": str(exc)})
+        headers = getattr(exc, "headers", None)  # e.g. WWW-Authenticate on a 401
+        return JSONResponse(
+            status_code=exc.status_code, content={"error": exc.code, "detail": str(exc)}, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # the same {"error", "detail"} shape as every other refusal; detail lists what FastAPI found
-        body = {"error": "invalid_request", "detail": jsonable_encoder(exc.errors())}
+        # the offending input is left out: it may be a 10,000-item list, or text that cannot be echoed
+        errors = [{k: v for k, v in error.items() if k != "input"} for error in exc.errors()]
+        body = {"error": "invalid_request", "detail": jsonable_encoder(errors)}
         return JSONResponse(status_code=422, content=body)
 
     app.include_router(health.router)
-    for module in (devices, models, deployments, metadata):
-        app.include_router(module.router, prefix="/api/v1")
+    for module in (devices, models, deployments, metadata, tokens, audit):
+        app.include_router(module.router, prefix=API_PREFIX)
+    check_routes(app)  # every /api/v1 route has made a role decision, or the app does not start
     return app

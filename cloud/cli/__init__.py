@@ -1,8 +1,9 @@
 """The `edgefleet` command (`main`). Each part registers its own subcommands; heavy imports happen inside
 the handlers, so `edgefleet agent ...` works on a device that has only the `agent` extra installed.
 
-The cloud's commands live one module per command group here: `keys`, `up`, `train`, `demo` (+
-`demo_report`) and `remote` (deploy, devices, models: clients of a running cloud's API).
+The cloud's commands live one module per command group here: `keys`, `up`, `train`, `tokens`, `demo` (+
+`demo_report`) and `remote` (deploy, devices, models: clients of a running cloud's API; they find the
+token `up` wrote through `operator_token`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ SUBCOMMAND_MODULES = [
     "cloud.cli.keys",  # keys init / keys show
     "cloud.cli.up",  # up
     "cloud.cli.train",  # train
+    "cloud.cli.tokens",  # tokens create / list / revoke
     "cloud.cli.demo",  # demo
     "cloud.cli.remote",  # deploy, devices, models
+    "cloud.cli.broker",  # broker-config
     "model_compiler.cli",  # compile
     "edge_agent.cli",  # agent run / agent provision
 ]

@@ -58,12 +58,13 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         with CloudService(settings) as cloud:
-            assert cloud.engine is not None and cloud.store is not None and cloud.signer is not None
-            console.print(f"  cloud up: broker {cloud.mqtt_url}, console API {cloud.api_url}")
+            assert cloud.engine is not None and cloud.store is not None
+            console.print(f"  cloud up: fleet {cloud.fleet}, broker {cloud.mqtt_url}, console API {cloud.api_url}")
             with console.status("pipeline") as status:
                 result = run_training_pipeline(
                     cloud.engine, cloud.store, cloud.signer,
-                    TrainingConfig(estimator=args.estimator, model_id="digits-classifier"),
+                    TrainingConfig(estimator=args.estimator, model_id="digits-classifier",
+                                   manifest_valid_days=settings.manifest_valid_days),
                     progress=lambda step: status.update(f"pipeline: {step}"),
                 )
             console.print(
@@ -76,7 +77,7 @@ def run_demo(args: argparse.Namespace) -> int:
             with SimulatedFleet(
                 device_ids,
                 mqtt_url=cloud.mqtt_url or "",
-                root_key_path=Path(cloud.root_public_key_path),
+                trust_path=cloud.trust_chain_path,
                 state_root=data_dir / "devices",
                 labels=lambda d: {"site": "drifted" if d in drifted else "baseline"},
             ) as fleet:

@@ -1,8 +1,15 @@
-"""`edgefleet deploy|devices|models`: thin clients of a running cloud's console API (over HTTP)."""
+"""`edgefleet deploy|devices|models`: thin clients of a running cloud's console API (over HTTP).
+
+They send an operator token: --token, else $EDGEFLEET_TOKEN, else the file `edgefleet up` wrote in
+development (`<data_dir>/operator.token`; see cloud.cli.operator_token).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
 DEFAULT_API = "http://127.0.0.1:8080"
 
@@ -24,12 +31,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.add_argument("--api", default=DEFAULT_API)
     models.set_defaults(func=_models)
 
+    for parser in (deploy, devices, models):
+        parser.add_argument("--token", help="operator API token (default: $EDGEFLEET_TOKEN, else the token "
+                                            "file `edgefleet up` wrote in the data dir)")
+        parser.add_argument("--data-dir", type=Path, help="where to look for operator.token "
+                                                          "(default: $EDGEFLEET_DATA_DIR or .edgefleet)")
 
-def _api_call(method: str, url: str, **kwargs: object) -> object:
+
+def _token(args: argparse.Namespace) -> str:
+    from cloud.cli.operator_token import TOKEN_FILE, resolve_token
+
+    data_dir = args.data_dir or Path(os.environ.get("EDGEFLEET_DATA_DIR", ".edgefleet"))
+    token = resolve_token(args.token, data_dir)
+    if token is None:
+        print(f"error: no API token: pass --token or set EDGEFLEET_TOKEN (create one with `edgefleet tokens create "
+              f"--name NAME --role deployer`; in development `edgefleet up` writes {data_dir / TOKEN_FILE})",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return token
+
+
+def _api_call(args: argparse.Namespace, method: str, url: str, **kwargs: object) -> object:
     import httpx
 
+    headers = {"Authorization": f"Bearer {_token(args)}"}
     try:
-        response = httpx.request(method, url, timeout=10.0, **kwargs)  # type: ignore[arg-type]
+        response = httpx.request(method, url, timeout=10.0, headers=headers, **kwargs)  # type: ignore[arg-type]
     except httpx.HTTPError as exc:
         raise SystemExit(f"error: cannot reach the console API at {url}: {exc}") from None
     if response.status_code >= 400:
@@ -50,7 +77,7 @@ def _deploy(args: argparse.Namespace) -> int:
         "device_ids": [d for d in args.devices.split(",") if d],
         "labels": labels,
     }
-    result: dict = _api_call("POST", f"{args.api}/api/v1/deployments", json=body)  # type: ignore[assignment]
+    result: dict = _api_call(args, "POST", f"{args.api}/api/v1/deployments", json=body)  # type: ignore[assignment]
     targets = ", ".join(t["device_id"] for t in result.get("targets", []))
     print(f"deployment {result['id']}: {result['model_id']} v{result['version']} -> {targets or '(no device)'}")
     return 0
@@ -69,13 +96,13 @@ def _print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 def _devices(args: argparse.Namespace) -> int:
-    rows: list[dict] = _api_call("GET", f"{args.api}/api/v1/devices")  # type: ignore[assignment]
+    rows: list[dict] = _api_call(args, "GET", f"{args.api}/api/v1/devices")  # type: ignore[assignment]
     _print_table(rows, ["id", "online", "active_model_id", "active_version", "update_state", "last_error_code",
                         "labels"])
     return 0
 
 
 def _models(args: argparse.Namespace) -> int:
-    rows: list[dict] = _api_call("GET", f"{args.api}/api/v1/models")  # type: ignore[assignment]
+    rows: list[dict] = _api_call(args, "GET", f"{args.api}/api/v1/models")  # type: ignore[assignment]
     _print_table(rows, sorted({k for row in rows for k in row}))
     return 0

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from cloud.db import create_tables, make_engine
     from cloud.errors import CloudError
-    from cloud.registry import LocalArtifactStore, load_or_create_signer
+    from cloud.registry import LocalArtifactStore, load_or_create_keys
     from cloud.settings import CloudSettings
     from cloud.training.pipeline import TrainingConfig, run_training_pipeline
     from model_compiler import CompileError
@@ -30,11 +30,12 @@ def _train(args: argparse.Namespace) -> int:
     settings = CloudSettings(**{k: v for k, v in overrides.items() if v is not None})
     assert settings.artifacts_dir is not None
     try:
-        signer = load_or_create_signer(settings)
+        signer = load_or_create_keys(settings).manifest_signer()
         engine = make_engine(settings.database)
         create_tables(engine)
         config = TrainingConfig(model_id=args.model_id, dataset=args.dataset, estimator=args.estimator,
-                                target=args.target, quantize=args.quantize)
+                                target=args.target, quantize=args.quantize,
+                                manifest_valid_days=settings.manifest_valid_days)
         result = run_training_pipeline(engine, LocalArtifactStore(settings.artifacts_dir), signer, config,
                                        progress=lambda step: print(f"  {step} ...", flush=True))
     except (CloudError, CompileError, ValueError) as exc:

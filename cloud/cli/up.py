@@ -7,6 +7,11 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cloud.service import CloudService
+    from cloud.settings import CloudSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,10 +54,27 @@ def run_up(args: argparse.Namespace) -> int:
             print(f"console API  {service.api_url}  (OpenAPI docs at {service.api_url}/docs)")
             print(f"MQTT broker  {service.mqtt_url}")
             print(f"database     {settings.database}")
-            print(f"root key     {service.root_public_key_path}  (pin it on devices: edgefleet agent provision)")
+            print(f"fleet        {service.fleet}")
+            print(f"trust chain  {service.trust_chain_path}  (pin it on devices: edgefleet-agent provision --trust)")
+            print(f"API token    {_operator_token(service, settings)}")
             print("running; Ctrl-C stops", flush=True)
             stopping.wait()
     except CloudError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _operator_token(service: CloudService, settings: CloudSettings) -> str:
+    """Where the operator's token is: development creates one on first start; production never does."""
+    from cloud.cli.operator_token import ensure_dev_token
+
+    engine = service.engine
+    assert engine is not None
+    if not settings.creates_operator_token_on_start:
+        return "none created (production): edgefleet tokens create --name NAME --role admin --database-url ..."
+    found = ensure_dev_token(engine, settings.data_dir)
+    if found is None:
+        return "admin tokens exist but none is in the data dir: ask an admin, or edgefleet tokens create"
+    path, created = found
+    return f"{path} ({'created, admin' if created else 'admin'}; the CLI reads it, or send it as a Bearer token)"

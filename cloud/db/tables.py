@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from cloud.db.bounds import MAX_DEPLOYMENT_DEVICES, DeviceId, LabelSelector, Text
 from cloud.db.statuses import DeploymentStatus, RunStatus, TargetStatus
 from cloud.types import now_ms
 
@@ -166,8 +167,13 @@ class DeploymentBase(SQLModel):
 
 
 class DeploymentCreate(DeploymentBase):
-    model_id: str
-    version: str | None = None  # None: the latest version of model_id
+    """What a caller asks for; bounded (cloud.db.bounds) so a request is refused before planning starts."""
+
+    model_id: Text
+    version: Text | None = None  # None: the latest version of model_id
+    device_ids: list[DeviceId] = Field(default_factory=list, max_length=MAX_DEPLOYMENT_DEVICES)
+    labels: LabelSelector = Field(default_factory=dict)
+    strategy: Text = "all_at_once"
 
 
 class Deployment(DeploymentBase, table=True):
@@ -272,3 +278,18 @@ class EventPublic(SQLModel):
     model_version: str
     error_code: str | None
     error_message: str | None
+
+
+class AssignmentRecord(SQLModel, table=True):
+    """The signed assignment last published to a device (one row per device), kept so that the refresher
+    knows when it lapses and a republish sends the very same bytes. A table of its own rather than columns
+    on Device, so a database made before assignments existed gains it with `create_tables`."""
+
+    device_id: str = Field(primary_key=True, max_length=64)
+    deployment_id: str = Field(index=True)
+    counter: int = _ms()
+    manifest_sha256: str = ""
+    root_version: int = _ms(default=0)  # the root version whose director key signed it
+    issued_at_ms: int = _ms()
+    expires_at_ms: int = _ms(index=True)
+    signed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

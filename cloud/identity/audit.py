@@ -11,6 +11,9 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from cloud.identity.records import AuditEntry
+from cloud.identity.tokens import Operator
+
+CLI_ACTOR = "cli"  # local commands that work on the database directly (`edgefleet tokens ...`)
 
 
 def record(
@@ -19,6 +22,14 @@ def record(
     entry = AuditEntry(actor=actor, role=role, action=action, target=target[:256], detail=detail or {})
     session.add(entry)
     return entry
+
+
+def record_by(
+    session: Session, operator: Operator, action: str, target: str = "", detail: dict[str, Any] | None = None
+) -> AuditEntry:
+    """An audit row for a change an API operator made (actor: token id and name, and its role)."""
+    return record(session, actor=operator.actor, role=operator.role.value, action=action, target=target,
+                  detail=detail)
 
 
 def entries(session: Session, *, limit: int = 100, before_id: int | None = None) -> list[AuditEntry]:

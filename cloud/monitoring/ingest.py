@@ -5,7 +5,8 @@ insert-or-ignore, so QoS 1 redeliveries, retained replays and several workers on
 never double-count. ReportedState and Presence update the Device row (registering unknown devices) and
 move deployment targets along. Work happens on a BatchWorker thread, one transaction per batch; if a
 batch fails, its messages are retried one by one so one poison message costs only itself. Payloads that
-do not parse, or whose device_id contradicts the topic, are logged, counted and skipped.
+do not parse, or whose device_id contradicts the topic, are logged, counted and skipped; so are
+messages of another fleet (counted as `foreign`), which would otherwise appear as ghost devices.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from cloud.db.tables import EventRecord, SampleRecord, TelemetryRecord
 from cloud.errors import MalformedMessage
 from cloud.mqtt.worker import BatchWorker, Counters, MessageConsumer
 from cloud.types import ClockMs, now_ms
-from protocols.topics import Channel, TopicError, parse_device_topic
+from protocols.topics import DEFAULT_FLEET, Channel, TopicError, parse_device_topic
 from protocols.v1 import messages_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -49,15 +50,23 @@ class IngestStats(Counters):
     duplicates: int = 0  # rows skipped because their (device_id, seq) was already stored
     device_updates: int = 0
     malformed: int = 0
+    foreign: int = 0  # messages of another fleet, dropped
     failed: int = 0  # well-formed messages the database refused
 
 
-def decode(topic: str, payload: bytes) -> tuple[str, Channel, Any]:
-    """(device_id, channel, message) of a device->cloud message, or MalformedMessage saying why not."""
+class ForeignFleet(MalformedMessage):
+    """A well-formed topic of another fleet: not ours to store."""
+
+
+def decode(topic: str, payload: bytes, *, fleet: str = DEFAULT_FLEET) -> tuple[str, Channel, Any]:
+    """(device_id, channel, message) of a device->cloud message of `fleet`, or MalformedMessage saying why
+    not (ForeignFleet for a message of another fleet)."""
     try:
         parsed = parse_device_topic(topic)
     except TopicError as exc:
         raise MalformedMessage(str(exc)) from None
+    if parsed.fleet != fleet:
+        raise ForeignFleet(f"{topic}: a message of fleet {parsed.fleet!r}, this cloud serves {fleet!r}")
     decoder = DECODERS.get(parsed.channel)
     if decoder is None:
         raise MalformedMessage(f"{parsed.channel.value} is not an ingestion channel")
@@ -121,12 +130,14 @@ class Ingestor(MessageConsumer):
         engine: Engine,
         *,
         deployer: rollout.Deployer | None = None,
+        fleet: str = DEFAULT_FLEET,
         batch_size: int = 200,
         max_queue: int = 10_000,
         clock: ClockMs = now_ms,
     ) -> None:
         self.engine = engine
         self.deployer = deployer
+        self.fleet = deployer.fleet if deployer is not None else fleet
         self.clock = clock
         self.stats = IngestStats()
         self.worker: BatchWorker[tuple[str, bytes]] = BatchWorker(
@@ -141,7 +152,10 @@ class Ingestor(MessageConsumer):
             if not payload:
                 continue  # a cleared retained message: nothing to store
             try:
-                decoded.append(decode(topic, payload))
+                decoded.append(decode(topic, payload, fleet=self.fleet))
+            except ForeignFleet as exc:
+                self.stats.add(foreign=1)
+                log.debug("dropping: %s", exc)
             except MalformedMessage as exc:
                 self.stats.add(malformed=1)
                 log.warning("skipping malformed message: %s", exc)

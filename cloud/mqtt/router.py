@@ -3,8 +3,11 @@
 (Called `Inbox` before; renamed because `edge_agent/inbox.py` and a test recorder use that name too.)
 
 Artifact requests go to the chunk server, everything else to ingestion; both queue the message and
-return at once, as transport callbacks must. With a share group the subscriptions are MQTT 5 shared
-subscriptions, so several cloud workers split the fleet's traffic.
+return at once, as transport callbacks must. It subscribes to its own fleet's device topics only, so
+another setup on the same broker is never heard; a message of another fleet that arrives anyway (a
+broad subscription by someone else's client id, a misconfigured bridge) is counted and dropped. With a
+share group the subscriptions are MQTT 5 shared subscriptions, so several cloud workers split the
+fleet's traffic.
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ Handler = Callable[[str, bytes], None]
 
 
 class MessageRouter:
-    def __init__(self, ingest: Handler, artifact_requests: Handler, *, share_group: str | None = None) -> None:
+    def __init__(
+        self, ingest: Handler, artifact_requests: Handler, *, fleet: str, share_group: str | None = None
+    ) -> None:
         self.ingest = ingest
         self.artifact_requests = artifact_requests
-        self.subscriptions = cloud_subscriptions(share_group)
+        self.fleet = fleet
+        self.subscriptions = cloud_subscriptions(share_group, fleet=fleet)
         self.unroutable = 0
+        self.foreign = 0  # messages of another fleet
 
     def attach(self, transport: Transport) -> None:
         """Route transport's messages here and subscribe (the transport re-subscribes after reconnects)."""
@@ -35,11 +42,16 @@ class MessageRouter:
 
     def route(self, topic: str, payload: bytes) -> None:
         try:
-            channel = parse_device_topic(topic).channel
+            parsed = parse_device_topic(topic)
         except TopicError as exc:
             self.unroutable += 1
             log.warning("ignoring message on %s: %s", topic, exc)
             return
+        if parsed.fleet != self.fleet:
+            self.foreign += 1
+            log.debug("ignoring a message of fleet %s on %s", parsed.fleet, topic)
+            return
+        channel = parsed.channel
         if channel is Channel.ARTIFACT_REQUEST:
             self.artifact_requests(topic, payload)
         else:

@@ -7,7 +7,7 @@ The names below are the registry's public surface: callers write `registry.get_m
 
 from cloud.registry.artifacts import ArtifactStore, LocalArtifactStore, MemoryArtifactStore, sha256_hex
 from cloud.registry.datasets import content_hash, get_dataset, list_datasets, register_dataset
-from cloud.registry.keys import init_keys, load_or_create_signer, load_root_public, load_signer
+from cloud.registry.keys import KeyStore, load_or_create_keys
 from cloud.registry.runs import finish_run, get_run, list_runs, record_step, start_run
 from cloud.registry.versions import (
     artifacts_of,
@@ -21,11 +21,13 @@ from cloud.registry.versions import (
     next_sequence,
     register_model_version,
     register_signed_model_version,
+    resign_manifest,
     signed_manifest_of,
 )
 
 __all__ = [
     "ArtifactStore",
+    "KeyStore",
     "LocalArtifactStore",
     "MemoryArtifactStore",
     "artifacts_of",
@@ -35,15 +37,12 @@ __all__ = [
     "get_model_version",
     "get_model_version_by_id",
     "get_run",
-    "init_keys",
     "lineage",
     "list_datasets",
     "list_model_versions",
     "list_models",
     "list_runs",
-    "load_or_create_signer",
-    "load_root_public",
-    "load_signer",
+    "load_or_create_keys",
     "lock_model_id",
     "manifest_of",
     "next_sequence",
@@ -51,6 +50,7 @@ __all__ = [
     "register_dataset",
     "register_model_version",
     "register_signed_model_version",
+    "resign_manifest",
     "sha256_hex",
     "signed_manifest_of",
     "start_run",

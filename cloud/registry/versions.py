@@ -1,7 +1,9 @@
 """Model versions (a signed manifest plus its artifacts, sequences allocated per model id) and lineage.
 
 `register_model_version` allocates the next sequence for the model id, writes it into the manifest, signs
-it and stores everything, so sequences stay monotonic even with several writers. The caller commits
+it with an expiry (`manifest_valid_days` ahead; the refresher re-signs it with `resign_manifest` before it
+lapses) and stores everything, so sequences stay monotonic even with several writers. A sequence is
+informational for devices (they order desired states by the assignment counter). The caller commits
 (except where a savepoint is needed to retry a sequence allocation).
 """
 
@@ -27,6 +29,8 @@ from protocols.trust import VerificationError, verify_artifact
 from protocols.v1 import messages_pb2 as pb
 
 _SEQUENCE_ATTEMPTS = 5
+_MS_PER_DAY = 86_400_000
+DEFAULT_MANIFEST_VALID_DAYS = 90.0  # see CloudSettings.manifest_valid_days
 _FORMATS = {pb.ARTIFACT_FORMAT_ONNX: "onnx", pb.ARTIFACT_FORMAT_TFLITE: "tflite"}
 
 
@@ -113,6 +117,7 @@ def register_model_version(
     signer: Signer,
     run_id: str | None = None,
     clock: ClockMs = now_ms,
+    valid_days: float = DEFAULT_MANIFEST_VALID_DAYS,
 ) -> ModelVersion:
     """Allocate the next sequence for manifest.model_id, sign the manifest with it and store it all.
 
@@ -127,6 +132,7 @@ def register_model_version(
     _check_artifacts(manifest, artifacts, fill_in=True)
     if not manifest.created_at_ms:
         manifest.created_at_ms = clock()
+    manifest.expires_at_ms = clock() + int(valid_days * _MS_PER_DAY)
     auto_version = not manifest.version
     lock_model_id(session, manifest.model_id)
     for _ in range(_SEQUENCE_ATTEMPTS):
@@ -166,6 +172,21 @@ def register_signed_model_version(
         return _store(session, manifest, signed, artifacts, store, run_id)
     except IntegrityError:
         raise ConflictError(f"{manifest.model_id} sequence {manifest.sequence} or its version is taken") from None
+
+
+def resign_manifest(
+    session: Session, model_version: ModelVersion, signer: Signer, *, expires_at_ms: int
+) -> pb.SignedManifest:
+    """Sign model_version's manifest again, unchanged but for its expiry, with signer (the current targets
+    key) and store it in place of the old one. The caller commits and re-assigns the devices running it,
+    since the manifest's digest (what assignments name) changed."""
+    manifest = manifest_of(model_version)
+    manifest.expires_at_ms = expires_at_ms
+    signed = signer.sign(manifest)
+    model_version.signed_manifest = signed.SerializeToString()
+    model_version.signing_key_id = signed.key_id
+    session.add(model_version)
+    return signed
 
 
 def _version_taken(session: Session, model_id: str, version: str) -> bool:

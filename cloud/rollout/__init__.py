@@ -2,8 +2,10 @@
 
 `status` holds the pure rules (a target's status from a device's report, a deployment's status rolled up
 from its targets'); `plan` decides who gets which desired state and writes it, uncommitted;
-`deployments` reads deployment rows and moves them along as devices report; `deployer` commits a plan and
-then publishes it (the one way to deploy); `chunk_server` serves artifact chunks to entitled devices.
+`deployments` reads deployment rows and moves them along as devices report; `director` signs each
+device's assignment; `deployer` commits a plan and then publishes it (the one way to deploy);
+`freshness` decides what needs re-signing and `refresher` does it on a thread; `chunk_server` serves
+artifact chunks to entitled devices.
 """
 
 from cloud.rollout.chunk_server import ChunkServer, ChunkStats
@@ -16,30 +18,43 @@ from cloud.rollout.deployments import (
     refresh_status,
     targets_of,
 )
+from cloud.rollout.director import Director
+from cloud.rollout.freshness import AssignmentFacts, FreshnessPolicy, ManifestFacts, assignments_due, manifests_due
 from cloud.rollout.plan import (
     STRATEGIES,
     Outgoing,
     artifact_location,
     plan_deployment,
     plan_for_new_device,
+    plan_reassign,
     plan_republish,
     resolve_targets,
 )
+from cloud.rollout.refresher import Refresher, RefreshReport
 from cloud.rollout.status import TERMINAL, roll_up, target_status_for
 
 __all__ = [
     "STRATEGIES",
     "TERMINAL",
+    "AssignmentFacts",
     "ChunkServer",
     "ChunkStats",
     "Deployer",
+    "Director",
+    "FreshnessPolicy",
+    "ManifestFacts",
     "Outgoing",
+    "RefreshReport",
+    "Refresher",
     "artifact_location",
+    "assignments_due",
     "get_deployment",
     "list_deployments",
+    "manifests_due",
     "model_version_of",
     "plan_deployment",
     "plan_for_new_device",
+    "plan_reassign",
     "plan_republish",
     "publish_desired",
     "record_report",

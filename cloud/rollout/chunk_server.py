@@ -4,7 +4,8 @@ A device may fetch only artifacts of deployments that target it; it names chunks
 size its desired state announced (the deployment's `chunk_size_bytes`). Every index gets an answer, with
 `error` set ("<code>: <why>", built by `protocols.codes.chunk_error`) when the chunk cannot be served,
 so a device never waits on silence for a refusal. Payloads that do not parse are logged, counted, and
-answered with an error on the device's data topic when the topic names a device.
+answered with an error on the device's data topic when the topic names a device. Requests of another
+fleet are counted (`foreign`) and dropped unanswered: that fleet's cloud answers them.
 
 Error codes (`protocols.codes.ErrorCode`): malformed_request, device_mismatch, unknown_artifact,
 not_entitled, bad_index, too_many_indexes, artifact_unavailable.
@@ -32,7 +33,7 @@ from edge_agent.transport import TransportError
 from protocols import SCHEMA_VERSION
 from protocols.chunking import ChunkLayout
 from protocols.codes import ErrorCode, chunk_error
-from protocols.topics import Channel, TopicError, device_topic, parse_device_topic
+from protocols.topics import DEFAULT_FLEET, Channel, TopicError, device_topic, parse_device_topic
 from protocols.v1 import messages_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class ChunkStats(Counters):
     bytes_sent: int = 0
     errors_sent: int = 0
     malformed: int = 0
+    foreign: int = 0
 
 
 class ChunkServer(MessageConsumer):
@@ -58,12 +60,14 @@ class ChunkServer(MessageConsumer):
         store: ArtifactStore,
         publisher: Publisher,
         *,
+        fleet: str = DEFAULT_FLEET,
         max_indexes: int = MAX_INDEXES_PER_REQUEST,
         cache_size: int = 4096,
     ) -> None:
         self.engine = engine
         self.store = store
         self.publisher = publisher
+        self.fleet = fleet
         self.max_indexes = max_indexes
         self.stats = ChunkStats()
         # positive entitlements only: a granted (device, artifact) pair is never revoked
@@ -82,11 +86,15 @@ class ChunkServer(MessageConsumer):
     def handle(self, topic: str, payload: bytes) -> None:
         self.stats.add(requests=1)
         try:
-            device_id = parse_device_topic(topic).device_id
+            parsed = parse_device_topic(topic)
         except TopicError as exc:
             self.stats.add(malformed=1)
             log.warning("artifact request on a topic that names no device: %s", exc)
             return
+        if parsed.fleet != self.fleet:
+            self.stats.add(foreign=1)
+            return
+        device_id = parsed.device_id
         try:
             request = pb.ArtifactChunkRequest.FromString(payload)
         except DecodeError as exc:
@@ -187,7 +195,7 @@ class ChunkServer(MessageConsumer):
 
     def _publish(self, device_id: str, chunk: pb.ArtifactChunk) -> None:
         spec = Channel.ARTIFACT_DATA.spec
-        topic = device_topic(device_id, Channel.ARTIFACT_DATA)
+        topic = device_topic(device_id, Channel.ARTIFACT_DATA, fleet=self.fleet)
         payload = chunk.SerializeToString()
         deadline = time.monotonic() + PUBLISH_BACKOFF_S
         while True:

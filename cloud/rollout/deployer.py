@@ -4,13 +4,15 @@ service roll models out.
 The database is written and committed first, then the messages go out, so a device never holds a desired
 state the cloud has no record of (the chunk server checks entitlement against those rows). A publish
 that fails after the commit is logged, not raised; `republish_all` sends every current desired state again.
+Assignments are signed by the Deployer's `director`, which the refresher replaces after a key rotation;
+everything goes to the director's fleet's topics.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
@@ -18,22 +20,26 @@ from sqlmodel import Session
 
 from cloud.db import is_retryable_conflict
 from cloud.db.tables import Deployment, DeploymentCreate
-from cloud.rollout.plan import Outgoing, plan_deployment, plan_for_new_device, plan_republish
+from cloud.rollout.director import Director
+from cloud.rollout.plan import Outgoing, plan_deployment, plan_for_new_device, plan_reassign, plan_republish
 from cloud.types import ClockMs, Publisher, now_ms
-from protocols.topics import Channel, device_topic
+from protocols.topics import Channel, device_topic, trust_topic
+from protocols.v1 import messages_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 _DEPLOY_ATTEMPTS = 5
 
+BeforeCommit = Callable[[Session, Deployment], object]
 
-def publish_desired(publisher: Publisher, outgoing: Iterable[Outgoing]) -> int:
+
+def publish_desired(publisher: Publisher, outgoing: Iterable[Outgoing], *, fleet: str) -> int:
     """Publish each desired state retained; returns how many went out. A failed publish is logged and
     skipped, not raised: the decision is already committed, and `Deployer.republish_all` re-sends it."""
     spec = Channel.DESIRED.spec
     sent = 0
     for item in outgoing:
-        topic = device_topic(item.device_id, Channel.DESIRED)
+        topic = device_topic(item.device_id, Channel.DESIRED, fleet=fleet)
         try:
             publisher.publish(topic, item.state.SerializeToString(), qos=spec.qos, retain=spec.retain)
         except Exception:
@@ -46,28 +52,53 @@ def publish_desired(publisher: Publisher, outgoing: Iterable[Outgoing]) -> int:
 class Deployer:
     """Rollout bound to an engine and a publisher: what the API, the ingestor and the service call."""
 
-    def __init__(self, engine: Engine, publisher: Publisher, *, chunk_size_bytes: int, clock: ClockMs = now_ms) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        publisher: Publisher,
+        *,
+        director: Director,
+        chunk_size_bytes: int,
+        clock: ClockMs = now_ms,
+    ) -> None:
         self.engine = engine
         self.publisher = publisher
+        self.director = director  # replaced whole (one reference assignment) when the keys change
         self.chunk_size_bytes = chunk_size_bytes
         self.clock = clock
 
-    def deploy(self, request: DeploymentCreate, session: Session | None = None) -> Deployment:
-        """Roll request's model version out to its targets: commit, then publish each retained desired state.
-        Runs in `session` when given (the API's request session), else in a session of its own."""
-        if session is not None:
-            return self._deploy(session, request)
-        with Session(self.engine, expire_on_commit=False) as own:
-            return self._deploy(own, request)
+    @property
+    def fleet(self) -> str:
+        return self.director.fleet
 
-    def _deploy(self, session: Session, request: DeploymentCreate) -> Deployment:
+    def publish_trust(self, trust: pb.TrustChain | None = None) -> None:
+        """Keep the fleet's trust chain retained on its trust topic, where every device reads rotations."""
+        chain = trust if trust is not None else self.director.trust
+        self.publisher.publish(trust_topic(self.fleet), chain.SerializeToString(), qos=1, retain=True)
+
+    def deploy(
+        self, request: DeploymentCreate, session: Session | None = None, *, before_commit: BeforeCommit | None = None
+    ) -> Deployment:
+        """Roll request's model version out to its targets: commit, then publish each retained desired state.
+        Runs in `session` when given (the API's request session), else in a session of its own.
+        `before_commit(session, deployment)` writes in the same transaction (the API's audit row), so the
+        deployment and its record commit together or not at all; it runs again if planning is retried."""
+        if session is not None:
+            return self._deploy(session, request, before_commit)
+        with Session(self.engine, expire_on_commit=False) as own:
+            return self._deploy(own, request, before_commit)
+
+    def _deploy(self, session: Session, request: DeploymentCreate, before_commit: BeforeCommit | None) -> Deployment:
         # The plan touches device and deployment rows that ingestion updates concurrently; when PostgreSQL
         # aborts it as a deadlock, it is planned again from the start (nothing was published yet).
+        director = self.director
         for attempt in range(1, _DEPLOY_ATTEMPTS + 1):
             try:
                 deployment, outgoing = plan_deployment(
-                    session, request, chunk_size_bytes=self.chunk_size_bytes, clock=self.clock
+                    session, request, director=director, chunk_size_bytes=self.chunk_size_bytes, clock=self.clock
                 )
+                if before_commit is not None:
+                    before_commit(session, deployment)
                 session.commit()
                 break
             except OperationalError as exc:
@@ -76,7 +107,7 @@ class Deployer:
                     raise
                 log.info("deployment planning hit a conflicting transaction (%s); retrying", exc.orig)
                 time.sleep(0.05 * attempt)
-        publish_desired(self.publisher, outgoing)
+        publish_desired(self.publisher, outgoing, fleet=director.fleet)
         session.refresh(deployment)
         log.info(
             "deployment %s: %s v%s to %d device(s)",
@@ -86,12 +117,27 @@ class Deployer:
 
     def reconcile_device(self, device_id: str) -> int:
         """Publish a matching label deployment to a new or relabelled device; returns messages sent."""
+        director = self.director
         with Session(self.engine) as session:
-            outgoing = plan_for_new_device(session, device_id, clock=self.clock)
+            outgoing = plan_for_new_device(session, device_id, director=director, clock=self.clock)
             session.commit()
-        return publish_desired(self.publisher, outgoing)
+        return publish_desired(self.publisher, outgoing, fleet=director.fleet)
 
     def republish_all(self) -> int:
+        """The trust chain and every current desired state again (a broker that lost retained messages)."""
+        director = self.director
+        self.publish_trust(director.trust)
         with Session(self.engine) as session:
-            outgoing = plan_republish(session, clock=self.clock)
-        return publish_desired(self.publisher, outgoing)
+            outgoing = plan_republish(session, director=director, clock=self.clock)
+            session.commit()  # assignments re-signed for a changed key are recorded
+        return publish_desired(self.publisher, outgoing, fleet=director.fleet)
+
+    def reassign(self, device_ids: list[str]) -> int:
+        """Fresh assignments (next counter, same release) for device_ids: committed, then published."""
+        if not device_ids:
+            return 0
+        director = self.director
+        with Session(self.engine) as session:
+            outgoing = plan_reassign(session, device_ids, director=director, clock=self.clock)
+            session.commit()
+        return publish_desired(self.publisher, outgoing, fleet=director.fleet)

@@ -2,9 +2,12 @@
 
 Every function here writes rows without committing and returns the desired states to publish
 (`Outgoing`); `cloud.rollout.deployer` commits, then publishes. Each device's desired state is one retained
-QoS 1 message on `ef/v1/dev/{id}/desired`; its `generation` increases with every change for that device.
+QoS 1 message on `ef/v1/{fleet}/dev/{id}/desired` carrying the director's signed assignment (its counter
+is the device's `generation`, which increases with every change for that device) and the fleet's trust
+chain. The assignment last sent to each device is kept (`AssignmentRecord`) for the refresher.
 A device that appears later (or changes labels) and matches a label selector gets the newest matching
-deployment through `plan_for_new_device`.
+deployment through `plan_for_new_device`; `plan_reassign` gives devices a fresh assignment (next counter,
+same deployment) when theirs nears expiry, their manifest was re-signed, or the director key changed.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from sqlmodel import Session, col, select
 
 from cloud import registry
 from cloud.db import DeploymentStatus, TargetStatus
-from cloud.db.tables import Deployment, DeploymentCreate, DeploymentTarget, Device
+from cloud.db.tables import AssignmentRecord, Deployment, DeploymentCreate, DeploymentTarget, Device
 from cloud.errors import InvalidRequestError
 from cloud.fleet import ensure_device, labels_match, list_devices
 from cloud.rollout.deployments import refresh_status
+from cloud.rollout.director import Director
 from cloud.rollout.status import TERMINAL
 from cloud.types import ClockMs, now_ms
 from protocols import SCHEMA_VERSION
@@ -45,20 +49,54 @@ class Outgoing:
 
 
 def _desired_state(
-    session: Session, deployment: Deployment, device_id: str, generation: int, clock: ClockMs
+    session: Session,
+    director: Director,
+    deployment: Deployment,
+    device_id: str,
+    generation: int,
+    clock: ClockMs,
+    *,
+    reuse: bool = False,
 ) -> pb.DesiredState:
+    """The desired state of device_id at `generation`, its assignment signed and recorded.
+
+    With reuse, the assignment already recorded for this very (deployment, counter, manifest, root
+    version) is sent again byte for byte (a republish), rather than a new one with the same counter."""
     mv = registry.get_model_version_by_id(session, deployment.model_version_id)
+    manifest = registry.signed_manifest_of(mv)
+    now = clock()
+    assignment = director.assignment(device_id, deployment.id, generation, manifest, now_ms=now)
+    record = session.get(AssignmentRecord, device_id)
+    same = record is not None and (record.deployment_id, record.counter, record.manifest_sha256,
+                                   record.root_version) == (deployment.id, generation, assignment.manifest_sha256,
+                                                            director.root_version)  # fmt: skip
+    if reuse and same and record is not None:
+        signed = pb.SignedAssignment.FromString(record.signed)
+    else:
+        signed = director.sign(assignment)
+        fields = {
+            "deployment_id": deployment.id, "counter": generation, "manifest_sha256": assignment.manifest_sha256,
+            "root_version": director.root_version, "issued_at_ms": assignment.issued_at_ms,
+            "expires_at_ms": assignment.expires_at_ms, "signed": signed.SerializeToString(),
+        }  # fmt: skip
+        if record is None:
+            record = AssignmentRecord(device_id=device_id, **fields)
+        else:
+            record.sqlmodel_update(fields)
+        session.add(record)
     return pb.DesiredState(
         schema_version=SCHEMA_VERSION,
         device_id=device_id,
         deployment_id=deployment.id,
         generation=generation,
-        manifest=registry.signed_manifest_of(mv),
+        manifest=manifest,
         artifacts=[
             artifact_location(a.sha256, a.size_bytes, deployment.chunk_size_bytes)
             for a in registry.artifacts_of(session, mv.id or 0)
         ],
-        issued_at_ms=clock(),
+        issued_at_ms=now,
+        assignment=signed,
+        trust=director.trust,
     )
 
 
@@ -72,7 +110,9 @@ def _next_generation(session: Session, device_id: str) -> int:
     return int(session.execute(statement).scalar_one())  # atomic: concurrent deploys never share a number
 
 
-def _target_device(session: Session, deployment: Deployment, device_id: str, clock: ClockMs) -> Outgoing:
+def _target_device(
+    session: Session, director: Director, deployment: Deployment, device_id: str, clock: ClockMs
+) -> Outgoing:
     """Make device_id a target of deployment: supersede its open targets, bump its generation."""
     device, _ = ensure_device(session, device_id, clock=clock)
     open_targets = session.exec(
@@ -93,7 +133,7 @@ def _target_device(session: Session, deployment: Deployment, device_id: str, clo
     session.flush()
     for deployment_id in touched:
         refresh_status(session, deployment_id)
-    return Outgoing(device_id, _desired_state(session, deployment, device_id, generation, clock))
+    return Outgoing(device_id, _desired_state(session, director, deployment, device_id, generation, clock))
 
 
 def resolve_targets(session: Session, device_ids: Sequence[str], labels: dict[str, str]) -> list[str]:
@@ -110,9 +150,17 @@ def resolve_targets(session: Session, device_ids: Sequence[str], labels: dict[st
 
 
 def plan_deployment(
-    session: Session, request: DeploymentCreate, *, chunk_size_bytes: int, clock: ClockMs = now_ms
+    session: Session,
+    request: DeploymentCreate,
+    *,
+    director: Director,
+    chunk_size_bytes: int,
+    clock: ClockMs = now_ms,
 ) -> tuple[Deployment, list[Outgoing]]:
-    """Write the deployment and its targets (not committed) and return the desired states to publish."""
+    """Write the deployment and its targets (not committed) and return the desired states to publish.
+
+    Any registered version may be deployed, an older one included: a rollback is an ordinary deployment
+    whose assignments carry each device's next counter."""
     if request.strategy not in STRATEGIES:
         raise InvalidRequestError(f"strategy {request.strategy!r} is not supported yet (use {STRATEGIES})")
     if not request.device_ids and not request.labels:
@@ -132,12 +180,14 @@ def plan_deployment(
     )
     session.add(deployment)
     session.flush()
-    outgoing = [_target_device(session, deployment, device_id, clock) for device_id in device_ids]
+    outgoing = [_target_device(session, director, deployment, device_id, clock) for device_id in device_ids]
     refresh_status(session, deployment.id)
     return deployment, outgoing
 
 
-def plan_for_new_device(session: Session, device_id: str, *, clock: ClockMs = now_ms) -> list[Outgoing]:
+def plan_for_new_device(
+    session: Session, device_id: str, *, director: Director, clock: ClockMs = now_ms
+) -> list[Outgoing]:
     """For a device that just registered or changed labels: join the newest label deployment it matches,
     unless it already has that deployment or a newer one."""
     device = session.get(Device, device_id)
@@ -155,20 +205,48 @@ def plan_for_new_device(session: Session, device_id: str, *, clock: ClockMs = no
         if labels_match(deployment.labels, device.labels):
             if session.get(DeploymentTarget, (deployment.id, device_id)) is not None:
                 return []
-            outgoing = _target_device(session, deployment, device_id, clock)
+            outgoing = _target_device(session, director, deployment, device_id, clock)
             refresh_status(session, deployment.id)
             return [outgoing]
     return []
 
 
-def plan_republish(session: Session, *, clock: ClockMs = now_ms) -> list[Outgoing]:
-    """Every device's current desired state at its current generation (for a broker that lost retained
-    messages, e.g. a restarted embedded broker); devices see an unchanged generation and do nothing new."""
+def plan_republish(session: Session, *, director: Director, clock: ClockMs = now_ms) -> list[Outgoing]:
+    """Every device's current desired state at its current counter (for a broker that lost retained
+    messages, e.g. a restarted embedded broker): the recorded assignment is sent again where it is still
+    the current one, so devices see a counter they already hold and do nothing new."""
     devices = session.exec(select(Device).where(col(Device.deployment_id).is_not(None)))
     outgoing = []
     for device in devices:
         deployment = session.get(Deployment, device.deployment_id)
         if deployment is not None:
-            state = _desired_state(session, deployment, device.id, device.desired_generation, clock)
+            state = _desired_state(
+                session, director, deployment, device.id, device.desired_generation, clock, reuse=True
+            )
             outgoing.append(Outgoing(device.id, state))
+    return outgoing
+
+
+def plan_reassign(
+    session: Session, device_ids: Sequence[str], *, director: Director, clock: ClockMs = now_ms
+) -> list[Outgoing]:
+    """A fresh assignment (next counter, same deployment, the manifest as now stored) for each device that
+    has a deployment. The target keeps its status: the release did not change, only its signatures."""
+    outgoing = []
+    for device_id in device_ids:
+        device = session.get(Device, device_id)
+        deployment = session.get(Deployment, device.deployment_id) if device and device.deployment_id else None
+        if device is None or deployment is None:
+            continue
+        generation = _next_generation(session, device_id)
+        target = session.get(DeploymentTarget, (deployment.id, device_id))
+        if target is not None and target.status != TargetStatus.SUPERSEDED:
+            # reports name the counter they answer: follow it, or the device's next report is ignored
+            target.generation = generation
+            session.add(target)
+        device.desired_generation = generation  # keep the loaded row in step with the UPDATE above
+        session.add(device)
+        state = _desired_state(session, director, deployment, device_id, generation, clock)
+        outgoing.append(Outgoing(device_id, state))
+    session.flush()
     return outgoing

@@ -53,6 +53,7 @@ class TrainingConfig:
     seed: int = 0
     target: str = "onnx"
     quantize: str = "int8"
+    manifest_valid_days: float = 90.0  # CloudSettings.manifest_valid_days; the refresher re-signs before it lapses
 
 
 @dataclass
@@ -188,7 +189,8 @@ def run_training_pipeline(
             blobs = {built.artifact.name: built.data for built in compiled.artifacts}
             with session_scope(engine) as session:
                 version = registry.register_model_version(
-                    session, manifest, blobs, store=store, signer=signer, run_id=run_id
+                    session, manifest, blobs, store=store, signer=signer, run_id=run_id,
+                    valid_days=config.manifest_valid_days,
                 )
                 result_version, result_sequence = version.version, version.sequence
     except Exception as exc:

@@ -18,12 +18,16 @@ from edge_agent.update.states import State
 from protocols import trust
 from protocols.chunking import ChunkLayout
 from protocols.codes import VERIFICATION_CODES, ErrorCode
+from protocols.roots import RootOfTrust
 from protocols.v1 import messages_pb2 as pb
+
+REFUSAL_EVENT_INTERVAL_S = 60.0  # at most one event per refusal reason per minute: garbage cannot flood the cloud
 
 
 @dataclass(frozen=True)
 class UpdaterConfig:
-    root: trust.TrustedRoot
+    device_id: str
+    root: RootOfTrust  # the root pinned at provisioning; the journal may hold a newer verified version
     runtimes: tuple[str, ...]  # runtimes this device can use, most preferred first
     chunks: ChunkPolicy = ChunkPolicy()
 
@@ -44,6 +48,8 @@ class UpdateContext:
         self.attempt = 0
         self._requests = 0
         self.tracker: ChunkTracker | None = None
+        self.root = self._stored_root(journal)
+        self._last_refusal_s: dict[str, float] = {}
         pending = journal.pending
         if pending is None:
             self.state = {Outcome.IDLE: State.IDLE, Outcome.ACTIVE: State.ACTIVE, Outcome.FAILED: State.FAILED}[
@@ -54,6 +60,35 @@ class UpdateContext:
         else:
             self.state = State.DOWNLOADING
             self.tracker = self.new_tracker(pending.layout, received_chunks or set())
+
+    def _stored_root(self, journal: Journal) -> RootOfTrust:
+        """The newest root this device verified (kept in the journal), re-checked from the pinned one."""
+        if not journal.root:
+            return self.config.root
+        try:
+            return self.config.root.advance(pb.TrustChain.FromString(journal.root).roots)
+        except (trust.VerificationError, ValueError):
+            return self.config.root  # a journal root that does not follow from the pin is not trusted
+
+    @property
+    def accepted_counter(self) -> int:
+        """The counter of the newest signed assignment accepted; only a higher one is acted on."""
+        pending = self.journal.pending
+        return max(self.journal.desired_generation, pending.generation if pending else 0)
+
+    def accept(self, root: RootOfTrust) -> None:
+        """Take a verified root: the next save persists it with the step it starts."""
+        self.root = root
+        keep = b"" if root is self.config.root else root.chain().SerializeToString(deterministic=True)
+        self.journal = self.journal.with_(root=keep)
+
+    def refuse(self, code: str, message: str, now: Instant) -> list[Action]:
+        """A refused message changes no state; the cloud hears of each reason at most once a minute."""
+        last = self._last_refusal_s.get(code)
+        if last is not None and now.mono_s - last < REFUSAL_EVENT_INTERVAL_S:
+            return []
+        self._last_refusal_s[code] = now.mono_s
+        return [Emit(event_kind_for(code), "", None, LastError(code, message))]
 
     def new_tracker(self, layout: ChunkLayout, received: set[int]) -> ChunkTracker:
         valid = {i for i in received if 0 <= i < layout.total_chunks}

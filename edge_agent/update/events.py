@@ -18,7 +18,7 @@ class EventKind(Enum):
     STARTED = "started"
     CONNECTED = "connected"
     DESIRED = "desired"
-    DESIRED_CLEARED = "desired_cleared"
+    TRUST = "trust"
     CHUNK = "chunk"
     TICK = "tick"
     ARTIFACT_VERIFIED = "artifact_verified"
@@ -47,8 +47,11 @@ class DesiredReceived:
 
 
 @dataclass(frozen=True)
-class DesiredCleared:
-    kind: ClassVar[EventKind] = EventKind.DESIRED_CLEARED
+class TrustReceived:
+    """The fleet's retained TrustChain: newer root versions to follow (verified by the handler)."""
+
+    chain: pb.TrustChain
+    kind: ClassVar[EventKind] = EventKind.TRUST
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ Event = (
     Started
     | Connected
     | DesiredReceived
-    | DesiredCleared
+    | TrustReceived
     | ChunkReceived
     | Tick
     | ArtifactVerified

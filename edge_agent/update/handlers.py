@@ -36,10 +36,12 @@ from edge_agent.update.events import (
     ModelLoaded,
     SelfTestFailed,
     SelfTestPassed,
+    TrustReceived,
 )
 from edge_agent.update.journal import InstalledModel, Outcome, PendingUpdate
 from edge_agent.update.states import State
 from protocols import trust
+from protocols.assignment import verify_desired
 from protocols.chunking import ChunkLayout, ChunkLayoutError
 from protocols.codes import ErrorCode
 from protocols.v1 import messages_pb2 as pb
@@ -61,42 +63,55 @@ def on_started(up: UpdateContext, _event: Event, _now: Instant) -> list[Action]:
 
 
 def on_desired(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
+    """Act on a desired state only once everything in it verifies; a refusal changes no state at all."""
     assert isinstance(event, DesiredReceived)
-    desired = event.desired
-    seen = _seen_before(up, desired)
-    if seen is not None:
-        return seen
+    desired, accepted = event.desired, up.accepted_counter
+    try:
+        verified = verify_desired(
+            desired, up.root, device_id=up.config.device_id, last_counter=accepted - 1, now_ms=now.wall_ms
+        )
+    except trust.VerificationError as exc:
+        return up.refuse(exc.code, str(exc), now)
+    counter, deployment_id = verified.assignment.counter, verified.assignment.deployment_id
+    if counter == accepted:  # the director signs one assignment per counter: this is a re-delivery
+        return [] if up.journal.pending is not None else [Report()]
+    up.accept(verified.root)
+    if verified.manifest is None:
+        return _clear(up, counter)
     active = up.journal.active
     if active is not None and desired.manifest.manifest == _inner_manifest(active):
-        return _already_active(up, desired, now)
-    actions: list[Action] = [Emit(pb.EVENT_KIND_UPDATE_STARTED, desired.deployment_id)]
+        return _already_active(up, counter, deployment_id)
+    actions: list[Action] = [Emit(pb.EVENT_KIND_UPDATE_STARTED, deployment_id)]
     try:
-        model_id = _unverified_model_id(desired.manifest.manifest)
-        installed = up.journal.installed_sequences.get(model_id) if model_id is not None else None
-        manifest = trust.verify_manifest(
-            desired.manifest, up.config.root, now_ms=now.wall_ms, installed_sequence=installed
+        artifact, layout = choose_artifact(
+            verified.manifest, desired, up.config.runtimes, up.journal.models_on_disk()
         )
-        artifact, layout = choose_artifact(manifest, desired, up.config.runtimes, up.journal.models_on_disk())
     except (trust.VerificationError, AgentError) as exc:
-        return actions + up.fail(desired.generation, desired.deployment_id, exc.code, str(exc))
-    return actions + _begin(up, desired, artifact, layout, now)
+        return actions + up.fail(counter, deployment_id, exc.code, str(exc))
+    return actions + _begin(up, desired, counter, deployment_id, artifact, layout, now)
 
 
-def _seen_before(up: UpdateContext, desired: pb.DesiredState) -> list[Action] | None:
-    """The answer to a desired state handled before or stale; None for one to act on."""
-    pending = up.journal.pending
-    current = pending.generation if pending else up.journal.desired_generation
-    if pending is not None and desired.generation == pending.generation:
-        return []  # already working on it (a re-delivery after reconnect)
-    if desired.generation < current or (
-        pending is None and desired.generation == current and up.journal.outcome is not Outcome.IDLE
-    ):
-        return [Report()]  # handled before, or stale: say where we are, fetch nothing
-    return None
+def on_trust(up: UpdateContext, event: Event, _now: Instant) -> list[Action]:
+    """Follow newer root versions from the fleet's retained trust chain; never changes the update state."""
+    assert isinstance(event, TrustReceived)
+    try:
+        newer = up.root.advance(event.chain.roots)
+    except trust.VerificationError as exc:
+        return up.refuse(exc.code, f"trust chain refused: {exc}", _now)
+    if newer.version == up.root.version:
+        return []
+    up.accept(newer)
+    return [up.save()]
 
 
 def _begin(
-    up: UpdateContext, desired: pb.DesiredState, artifact: pb.Artifact, layout: ChunkLayout | None, now: Instant
+    up: UpdateContext,
+    desired: pb.DesiredState,
+    counter: int,
+    deployment_id: str,
+    artifact: pb.Artifact,
+    layout: ChunkLayout | None,
+    now: Instant,
 ) -> list[Action]:
     """Start on a verified desired state: reuse the download in progress if it is the same artifact."""
     pending, old_tracker = up.journal.pending, up.tracker
@@ -107,7 +122,7 @@ def _begin(
     else:
         actions += up.discard_pending()
     target = InstalledModel(desired.manifest.SerializeToString(), artifact.sha256)
-    new_pending = PendingUpdate(desired.generation, desired.deployment_id, target, layout)
+    new_pending = PendingUpdate(counter, deployment_id, target, layout)
     if layout is None:  # the artifact is already on disk (a re-signed active or previous model)
         up.state = State.VERIFYING
         return actions + [up.save(pending=new_pending), VerifyArtifact(up.attempt, artifact, False), Report()]
@@ -123,19 +138,15 @@ def _begin(
     return actions + up.request(now) + [Report()]
 
 
-def _already_active(up: UpdateContext, desired: pb.DesiredState, now: Instant) -> list[Action]:
-    """The desired manifest is the one we serve (e.g. a new generation for other reasons): no download."""
-    try:
-        trust.verify_manifest(desired.manifest, up.config.root, now_ms=now.wall_ms)
-    except trust.VerificationError as exc:
-        return up.fail(desired.generation, desired.deployment_id, exc.code, str(exc))
+def _already_active(up: UpdateContext, counter: int, deployment_id: str) -> list[Action]:
+    """The assigned manifest is the one we serve (a new assignment for other reasons): no download."""
     actions = up.discard_pending()
     up.state = State.ACTIVE
     actions.append(
         up.save(
             pending=None,
-            desired_generation=desired.generation,
-            deployment_id=desired.deployment_id,
+            desired_generation=counter,
+            deployment_id=deployment_id,
             outcome=Outcome.ACTIVE,
             last_error=None,
         )
@@ -143,13 +154,12 @@ def _already_active(up: UpdateContext, desired: pb.DesiredState, now: Instant) -
     return actions + [Report()]
 
 
-def on_cleared(up: UpdateContext, _event: Event, _now: Instant) -> list[Action]:
-    if up.state is State.IDLE and up.journal.pending is None:
-        return []
+def _clear(up: UpdateContext, counter: int) -> list[Action]:
+    """A signed assignment of no model: stop any update, keep serving what is active, report IDLE."""
     actions = up.discard_pending()
     up.state = State.IDLE
     actions += [
-        up.save(pending=None, outcome=Outcome.IDLE, deployment_id="", last_error=None),
+        up.save(pending=None, desired_generation=counter, outcome=Outcome.IDLE, deployment_id="", last_error=None),
         PruneModels(up.journal.models_on_disk()),
         Report(),
     ]
@@ -264,14 +274,12 @@ def on_self_test_passed(up: UpdateContext, event: Event, _now: Instant) -> list[
         return []
     pending = up.journal.pending
     assert pending is not None
-    manifest = pending.target.manifest()
     up.state = State.ACTIVE
     return [
         Emit(pb.EVENT_KIND_SELF_TEST_PASSED, pending.deployment_id, pending.target),
         up.save(
             active=pending.target,
             previous=up.journal.active,
-            installed_sequences={**up.journal.installed_sequences, manifest.model_id: manifest.sequence},
             desired_generation=pending.generation,
             deployment_id=pending.deployment_id,
             outcome=Outcome.ACTIVE,
@@ -287,11 +295,3 @@ def on_self_test_passed(up: UpdateContext, event: Event, _now: Instant) -> list[
 
 def _inner_manifest(model: InstalledModel) -> bytes:
     return pb.SignedManifest.FromString(model.signed_manifest).manifest
-
-
-def _unverified_model_id(manifest_bytes: bytes) -> str | None:
-    """Only to look up the installed sequence to pass to verify_manifest; never trusted beyond that."""
-    try:
-        return pb.Manifest.FromString(manifest_bytes).model_id
-    except Exception:  # noqa: BLE001 - verify_manifest reports malformed bytes properly
-        return None

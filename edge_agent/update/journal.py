@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -78,8 +78,8 @@ class LastError:
 class Journal:
     active: InstalledModel | None = None
     previous: InstalledModel | None = None
-    installed_sequences: dict[str, int] = field(default_factory=dict)
-    desired_generation: int = 0  # the last desired generation that ended (see outcome)
+    desired_generation: int = 0  # the counter of the last signed assignment that ended (see outcome)
+    root: bytes = b""  # TrustChain of the root versions followed since provisioning (b"": none yet)
     deployment_id: str = ""
     outcome: Outcome = Outcome.IDLE
     last_error: LastError | None = None
@@ -118,8 +118,8 @@ def encode_journal(journal: Journal) -> bytes:
         "version": JOURNAL_VERSION,
         "active": _model_to_dict(journal.active),
         "previous": _model_to_dict(journal.previous),
-        "installed_sequences": dict(journal.installed_sequences),
         "desired_generation": journal.desired_generation,
+        "root": _b64(journal.root),
         "deployment_id": journal.deployment_id,
         "outcome": journal.outcome.value,
         "last_error": None
@@ -160,8 +160,8 @@ def decode_journal(data: bytes) -> Journal:
         return Journal(
             active=_model_from_dict(doc["active"]),
             previous=_model_from_dict(doc["previous"]),
-            installed_sequences={str(k): int(v) for k, v in doc["installed_sequences"].items()},
             desired_generation=int(doc["desired_generation"]),
+            root=base64.b64decode(doc.get("root", "")),
             deployment_id=str(doc["deployment_id"]),
             outcome=Outcome(doc["outcome"]),
             last_error=None if error is None else LastError(str(error["code"]), str(error["message"])),

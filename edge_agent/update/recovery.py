@@ -77,16 +77,11 @@ def restore(journal: Journal, store: ModelStore, load: LoadModelFn, self_test: S
         serving = None
     if not failures:
         return Restored(journal, serving)
-    sequences = dict(journal.installed_sequences)
-    for installed, _error in failures:
-        manifest = installed.manifest()
-        if sequences.get(manifest.model_id, 0) >= manifest.sequence:
-            sequences[manifest.model_id] = manifest.sequence - 1
     journal = journal.with_(
         active=serving.installed if serving else None,
         previous=None,
-        installed_sequences=sequences,
-        desired_generation=0,  # handle the retained desired state again
+        # accept the retained assignment again (its counter, not an older one): it is installed anew
+        desired_generation=max(0, journal.desired_generation - 1),
         outcome=Outcome.IDLE,
         last_error=failures[0][1],
     )

@@ -4,6 +4,8 @@
         --loaded--> SELF_TEST --passed--> ACTIVE
     any failure ----------------------------------------------------------------------> FAILED
     (the previous model keeps serving throughout; only ACTIVE swaps it)
+    a desired state acts only once its signed assignment and manifest verify; a refused one, and a
+    trust chain (newer root versions), leave the state where it was
 
 Each row names its handler (`edge_agent.update.handlers`) and every state that handler may leave the
 machine in; a test drives each row and checks the machine lands in one of them. Pairs missing from the
@@ -44,40 +46,40 @@ TRANSITIONS: dict[tuple[State, E], Transition] = {
     # IDLE
     (IDLE, E.STARTED): Transition(h.on_started, {IDLE}),
     (IDLE, E.DESIRED): Transition(h.on_desired, {IDLE, DOWNLOADING, VERIFYING, ACTIVE, FAILED}),
-    (IDLE, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+    (IDLE, E.TRUST): Transition(h.on_trust, {IDLE}),
     # DOWNLOADING
     (DOWNLOADING, E.STARTED): Transition(h.on_started, {DOWNLOADING, VERIFYING}),
     (DOWNLOADING, E.CONNECTED): Transition(h.on_connected, {DOWNLOADING}),
     (DOWNLOADING, E.CHUNK): Transition(h.on_chunk, {DOWNLOADING, VERIFYING, FAILED}),
     (DOWNLOADING, E.TICK): Transition(h.on_tick, {DOWNLOADING, FAILED}),
     (DOWNLOADING, E.ABORTED): Transition(h.on_failure_result, {DOWNLOADING, FAILED}),
-    (DOWNLOADING, E.DESIRED): Transition(h.on_desired, {DOWNLOADING, VERIFYING, ACTIVE, FAILED}),
-    (DOWNLOADING, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+    (DOWNLOADING, E.DESIRED): Transition(h.on_desired, {DOWNLOADING, VERIFYING, ACTIVE, FAILED, IDLE}),
+    (DOWNLOADING, E.TRUST): Transition(h.on_trust, {DOWNLOADING}),
     # VERIFYING
     (VERIFYING, E.STARTED): Transition(h.on_started, {VERIFYING}),
     (VERIFYING, E.ARTIFACT_VERIFIED): Transition(h.on_verified, {VERIFYING, LOADING}),
     (VERIFYING, E.ARTIFACT_REJECTED): Transition(h.on_failure_result, {VERIFYING, FAILED}),
     (VERIFYING, E.ABORTED): Transition(h.on_failure_result, {VERIFYING, FAILED}),
-    (VERIFYING, E.DESIRED): Transition(h.on_desired, {VERIFYING, DOWNLOADING, ACTIVE, FAILED}),
-    (VERIFYING, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+    (VERIFYING, E.DESIRED): Transition(h.on_desired, {VERIFYING, DOWNLOADING, ACTIVE, FAILED, IDLE}),
+    (VERIFYING, E.TRUST): Transition(h.on_trust, {VERIFYING}),
     # LOADING
     (LOADING, E.MODEL_LOADED): Transition(h.on_loaded, {LOADING, SELF_TEST}),
     (LOADING, E.LOAD_FAILED): Transition(h.on_failure_result, {LOADING, FAILED}),
     (LOADING, E.ABORTED): Transition(h.on_failure_result, {LOADING, FAILED}),
-    (LOADING, E.DESIRED): Transition(h.on_desired, {LOADING, DOWNLOADING, VERIFYING, ACTIVE, FAILED}),
-    (LOADING, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+    (LOADING, E.DESIRED): Transition(h.on_desired, {LOADING, DOWNLOADING, VERIFYING, ACTIVE, FAILED, IDLE}),
+    (LOADING, E.TRUST): Transition(h.on_trust, {LOADING}),
     # SELF_TEST
     (SELF_TEST, E.SELF_TEST_PASSED): Transition(h.on_self_test_passed, {SELF_TEST, ACTIVE}),
     (SELF_TEST, E.SELF_TEST_FAILED): Transition(h.on_failure_result, {SELF_TEST, FAILED}),
     (SELF_TEST, E.ABORTED): Transition(h.on_failure_result, {SELF_TEST, FAILED}),
-    (SELF_TEST, E.DESIRED): Transition(h.on_desired, {SELF_TEST, DOWNLOADING, VERIFYING, ACTIVE, FAILED}),
-    (SELF_TEST, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+    (SELF_TEST, E.DESIRED): Transition(h.on_desired, {SELF_TEST, DOWNLOADING, VERIFYING, ACTIVE, FAILED, IDLE}),
+    (SELF_TEST, E.TRUST): Transition(h.on_trust, {SELF_TEST}),
     # ACTIVE
     (ACTIVE, E.STARTED): Transition(h.on_started, {ACTIVE}),
-    (ACTIVE, E.DESIRED): Transition(h.on_desired, {ACTIVE, DOWNLOADING, VERIFYING, FAILED}),
-    (ACTIVE, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+    (ACTIVE, E.DESIRED): Transition(h.on_desired, {ACTIVE, DOWNLOADING, VERIFYING, FAILED, IDLE}),
+    (ACTIVE, E.TRUST): Transition(h.on_trust, {ACTIVE}),
     # FAILED
     (FAILED, E.STARTED): Transition(h.on_started, {FAILED}),
-    (FAILED, E.DESIRED): Transition(h.on_desired, {FAILED, DOWNLOADING, VERIFYING, ACTIVE}),
-    (FAILED, E.DESIRED_CLEARED): Transition(h.on_cleared, {IDLE}),
+    (FAILED, E.DESIRED): Transition(h.on_desired, {FAILED, DOWNLOADING, VERIFYING, ACTIVE, IDLE}),
+    (FAILED, E.TRUST): Transition(h.on_trust, {FAILED}),
 }

@@ -80,12 +80,12 @@ def _release(signer: Signer, data: bytes, model: Any, x: np.ndarray, sequence: i
     return signer.sign(manifest)
 
 
-def _settings(tmp_path: Path, broker: Any, root_pub: Path, **extra: Any) -> Any:
+def _settings(tmp_path: Path, broker: Any, trust_path: Path, **extra: Any) -> Any:
     return load_settings(
         device_id="pi-int-1",
         mqtt_url=broker.url,
         mqtt_protocol=broker.mqtt_protocol,
-        root_key_path=root_pub,
+        trust_path=trust_path,
         state_dir=tmp_path / "state",
         grpc_address="",
         chunk_window=4,
@@ -97,14 +97,13 @@ def _settings(tmp_path: Path, broker: Any, root_pub: Path, **extra: Any) -> Any:
 def test_real_agent_real_broker_real_onnx(tmp_path: Path, mqtt_broker: Any, make_transport: Any, onnx_model) -> None:  # type: ignore[no-untyped-def]
     data, model, x = onnx_model
     keys = make_keys(tmp_path / "keys")
-    root_pub = keys.root_path
     signed = _release(keys.signer, data, model, x, sequence=1)
     cloud_transport, _ = make_transport()
     cloud = FakeCloud(cloud_transport, chunk_size=CHUNK_SIZE, topic_filter=CHUNK_REQUESTS, start=False)
-    _watcher, watched = make_transport("ef/v1/dev/pi-int-1/#")
-    cloud.deploy("pi-int-1", Release.of(signed, [data]), generation=1)
+    _watcher, watched = make_transport(f"ef/v1/{keys.fleet}/dev/pi-int-1/#")
+    cloud.deploy("pi-int-1", Release.of(signed, [data], keys), generation=1)
 
-    settings = _settings(tmp_path, mqtt_broker, root_pub)
+    settings = _settings(tmp_path, mqtt_broker, keys.trust_path)
     agent = Agent(settings, transport_for(settings, reconnect_min_s=0.1, reconnect_max_s=1.0))
     agent.start()
     server = None
@@ -129,11 +128,11 @@ def test_real_agent_real_broker_real_onnx(tmp_path: Path, mqtt_broker: Any, make
             status = stub.Status(agent_pb2.StatusRequest(), timeout=5)
             assert status.state.active_model.sequence == 1 and status.inference_count == 42
 
-        presence = device_topic("pi-int-1", Channel.PRESENCE)
+        presence = device_topic("pi-int-1", Channel.PRESENCE, fleet=keys.fleet)
         assert wait_until(lambda: any(pb.Presence.FromString(p).online for p in watched.payloads(presence)), 10)
         window = agent.flush_telemetry()
         assert window is not None and window.inference_count == 42
-        telemetry = device_topic("pi-int-1", Channel.TELEMETRY)
+        telemetry = device_topic("pi-int-1", Channel.TELEMETRY, fleet=keys.fleet)
         assert wait_until(lambda: watched.payloads(telemetry), 10)
     finally:
         if server is not None:
@@ -156,7 +155,7 @@ def test_real_agent_real_broker_real_onnx(tmp_path: Path, mqtt_broker: Any, make
 def test_agent_run_command_serves_and_exits_cleanly_on_sigterm(
     tmp_path: Path, mqtt_broker: Any, make_transport: Any
 ) -> None:
-    root_pub = make_keys(tmp_path / "keys").root_path
+    keys = make_keys(tmp_path / "keys")
     config = tmp_path / "etc" / "agent.toml"
     script = (
         "import sys, argparse, logging\nfrom edge_agent.cli import register\n"
@@ -174,8 +173,8 @@ def test_agent_run_command_serves_and_exits_cleanly_on_sigterm(
         "pi-cli-1",
         "--mqtt-url",
         mqtt_broker.url,
-        "--root-key",
-        str(root_pub),
+        "--trust",
+        str(keys.trust_path),
         "--state-dir",
         str(tmp_path / "state"),
         "--out",
@@ -186,7 +185,7 @@ def test_agent_run_command_serves_and_exits_cleanly_on_sigterm(
     subprocess.run(provision, cwd=ROOT, check=True, timeout=60, capture_output=True)
     with config.open("a") as fh:
         fh.write(f'mqtt_protocol = "{mqtt_broker.mqtt_protocol}"\n')
-    _watcher, watched = make_transport("ef/v1/dev/pi-cli-1/presence")
+    _watcher, watched = make_transport(f"ef/v1/{keys.fleet}/dev/pi-cli-1/presence")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = tmp_path / "agent.log"
     with log.open("w") as output:

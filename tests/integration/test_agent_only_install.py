@@ -20,6 +20,7 @@ import httpx
 import pytest
 from support import wait_until
 
+from cloud.cli.operator_token import ensure_dev_token
 from cloud.db.tables import DeploymentCreate
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
@@ -107,7 +108,7 @@ def test_an_agent_only_install_runs_a_real_agent(
     config = tmp_path / "device" / "agent.toml"
     provision = subprocess.run(
         [edgefleet_agent, "provision", "--device-id", "pi-agent-only", "--mqtt-url", mqtt_broker.url,
-         "--root-key", cloud.root_public_key_path, "--state-dir", str(tmp_path / "device" / "state"),
+         "--trust", cloud.trust_chain_path, "--state-dir", str(tmp_path / "device" / "state"),
          "--grpc-address", "", "--out", str(config)],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
@@ -125,8 +126,12 @@ def test_an_agent_only_install_runs_a_real_agent(
         result = run_training_pipeline(cloud.engine, cloud.store, cloud.signer, TrainingConfig(model_id="digits"))
         cloud.deployer.deploy(DeploymentCreate(model_id="digits", device_ids=["pi-agent-only"]))  # type: ignore[union-attr]
 
+        found = ensure_dev_token(cloud.engine, cloud.settings.data_dir)  # as `edgefleet up` does in development
+        assert found is not None
+        headers = {"Authorization": f"Bearer {found[0].read_text().strip()}"}
+
         def device() -> dict[str, Any]:
-            response = httpx.get(f"{cloud.api_url}/api/v1/devices/pi-agent-only", timeout=5)
+            response = httpx.get(f"{cloud.api_url}/api/v1/devices/pi-agent-only", timeout=5, headers=headers)
             return response.json() if response.status_code == 200 else {}
 
         assert wait_until(lambda: device().get("update_state") == "active", timeout_s=60), (

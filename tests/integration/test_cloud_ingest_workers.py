@@ -15,7 +15,7 @@ from cloud.db import create_tables, make_engine
 from cloud.db.tables import TelemetryRecord
 from cloud.monitoring import Ingestor
 from cloud.mqtt.router import MessageRouter
-from protocols.topics import Channel, device_topic
+from protocols.topics import DEFAULT_FLEET, Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ def test_two_workers_share_the_load_and_store_each_window_once(
     workers = [Ingestor(engine, batch_size=10) for _ in range(2)]
     for worker in workers:
         transport, _ = make_transport()
-        MessageRouter(worker.submit, lambda t, p: None, share_group="ingest").attach(transport)
+        MessageRouter(worker.submit, lambda t, p: None, fleet=DEFAULT_FLEET, share_group="ingest").attach(transport)
         worker.start()
     device, _ = make_transport()
     try:

@@ -1,6 +1,7 @@
 """The cloud stack end to end over a real MQTT broker, a real database and the HTTP API: a device
-registers, gets a deployment as retained desired state, fetches the artifact in chunks, verifies it,
-reports success and sends telemetry (twice: stored once)."""
+registers, gets a deployment as retained desired state (checked as a device checks it, against the trust
+chain it pinned), fetches the artifact in chunks, verifies it, reports success and sends telemetry
+(twice: stored once). Two clouds on one broker keep to their own fleets."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import httpx
 import pytest
 from support import wait_until
 
-from cloud.registry.keys import load_root_public
+from cloud.cli.operator_token import ensure_dev_token
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
-from protocols.topics import Channel, device_subscriptions, device_topic
-from protocols.trust import TrustedRoot, verify_artifact, verify_manifest
+from protocols.assignment import verify_desired
+from protocols.roots import RootOfTrust
+from protocols.topics import Channel, device_subscriptions, device_topic, trust_topic
+from protocols.trust import verify_artifact
 from protocols.v1 import messages_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -44,8 +47,17 @@ def service(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -
         yield running
 
 
+def operator_headers(service: CloudService) -> dict[str, str]:
+    """An admin token, made the way `edgefleet up` makes it in development."""
+    assert service.engine is not None
+    found = ensure_dev_token(service.engine, service.settings.data_dir)
+    assert found is not None
+    return {"Authorization": f"Bearer {found[0].read_text().strip()}"}
+
+
 def api(service: CloudService, method: str, path: str, **kwargs: Any) -> Any:
-    response = httpx.request(method, f"{service.api_url}{path}", timeout=10, **kwargs)
+    response = httpx.request(method, f"{service.api_url}{path}", timeout=10, headers=operator_headers(service),
+                             **kwargs)
     assert response.status_code < 400, response.text
     return response.json()
 
@@ -57,31 +69,36 @@ def test_device_gets_fetches_verifies_and_reports_a_deployment(
     mv = service.register_model_version(manifest_for(ARTIFACT), {"model.onnx": ARTIFACT})
     assert api(service, "GET", "/healthz")["status"] == "ok"
 
-    device_id = "pi-001"
+    device_id, fleet = "pi-001", service.fleet
+    # what provisioning pins: the first root version of the chain file `edgefleet up` names
+    pinned = RootOfTrust.pin(pb.TrustChain.FromString(service.trust_chain_path.read_bytes()).roots[0], fleet=fleet)
     device, inbox = make_transport(
-        *[f for f, _ in device_subscriptions(device_id)], broker=type("B", (), {"url": service.mqtt_url})(),
+        *[f for f, _ in device_subscriptions(device_id, fleet=fleet)],
+        broker=type("B", (), {"url": service.mqtt_url})(),
         protocol=service.mqtt_protocol,
     )  # fmt: skip
     hello = pb.ReportedState(
         schema_version=1, device_id=device_id, seq=1, ts_ms=int(time.time() * 1000), labels={"site": "lab"}
     )
-    device.publish(device_topic(device_id, Channel.REPORTED), hello.SerializeToString(), retain=True)
+    device.publish(device_topic(device_id, Channel.REPORTED, fleet=fleet), hello.SerializeToString(), retain=True)
     assert wait_until(lambda: _get(service, f"/api/v1/devices/{device_id}") is not None, 10)
+    assert wait_until(lambda: inbox.payloads(trust_topic(fleet)), 10)  # retained since the service started
 
     created = api(service, "POST", "/api/v1/deployments", json={"model_id": "digits", "labels": {"site": "lab"}})
     assert created["version"] == mv.version and [t["device_id"] for t in created["targets"]] == [device_id]
 
-    desired_topic = device_topic(device_id, Channel.DESIRED)
+    desired_topic = device_topic(device_id, Channel.DESIRED, fleet=fleet)
     assert wait_until(lambda: inbox.payloads(desired_topic), 10)
     state = pb.DesiredState.FromString(inbox.payloads(desired_topic)[-1])
-    root = TrustedRoot.of(load_root_public(service.settings.keys_dir))
-    manifest = verify_manifest(state.manifest, root, now_ms=int(time.time() * 1000))
+    verified = verify_desired(state, pinned, device_id=device_id, last_counter=0, now_ms=int(time.time() * 1000))
+    manifest = verified.manifest
+    assert manifest is not None
     [location] = state.artifacts
     assert (location.chunk_size, location.total_chunks) == (65536, 3)
 
     request = pb.ArtifactChunkRequest(device_id=device_id, request_id="q", sha256=location.sha256, indexes=[0, 1, 2])
-    device.publish(device_topic(device_id, Channel.ARTIFACT_REQUEST), request.SerializeToString())
-    data_topic = device_topic(device_id, Channel.ARTIFACT_DATA)
+    device.publish(device_topic(device_id, Channel.ARTIFACT_REQUEST, fleet=fleet), request.SerializeToString())
+    data_topic = device_topic(device_id, Channel.ARTIFACT_DATA, fleet=fleet)
     assert wait_until(lambda: len(inbox.payloads(data_topic)) >= 3, 10)
     chunks = sorted((pb.ArtifactChunk.FromString(p) for p in inbox.payloads(data_topic)), key=lambda c: c.index)
     assert not any(c.error for c in chunks)
@@ -92,14 +109,14 @@ def test_device_gets_fetches_verifies_and_reports_a_deployment(
         desired_generation=state.generation, update_state=pb.UPDATE_STATE_ACTIVE, labels={"site": "lab"},
         active_model=pb.ModelRef(model_id="digits", version=manifest.version, sequence=manifest.sequence),
     )  # fmt: skip
-    device.publish(device_topic(device_id, Channel.REPORTED), done.SerializeToString(), retain=True)
+    device.publish(device_topic(device_id, Channel.REPORTED, fleet=fleet), done.SerializeToString(), retain=True)
     window = pb.TelemetryWindow(schema_version=1,
         device_id=device_id, seq=1, window_start_ms=1, window_end_ms=2, inference_count=7,
         model=pb.ModelRef(model_id="digits", version=manifest.version),
         features=[pb.FeatureSketch(index=0, counts=[3, 4])],
     )  # fmt: skip
     for _ in range(2):
-        device.publish(device_topic(device_id, Channel.TELEMETRY), window.SerializeToString())
+        device.publish(device_topic(device_id, Channel.TELEMETRY, fleet=fleet), window.SerializeToString())
 
     deployment_path = f"/api/v1/deployments/{created['id']}"
     assert wait_until(lambda: api(service, "GET", deployment_path)["status"] == "succeeded", 10)
@@ -112,7 +129,7 @@ def test_device_gets_fetches_verifies_and_reports_a_deployment(
 
 
 def _get(service: CloudService, path: str) -> Any:
-    response = httpx.get(f"{service.api_url}{path}", timeout=5)
+    response = httpx.get(f"{service.api_url}{path}", timeout=5, headers=operator_headers(service))
     return response.json() if response.status_code == 200 else None
 
 
@@ -120,7 +137,22 @@ def test_a_second_start_reuses_keys_and_data(tmp_path: Path) -> None:
     settings = CloudSettings(data_dir=tmp_path, api_port=0)
     with CloudService(settings) as first:
         first.register_model_version(manifest_for(b"abc"), {"model.onnx": b"abc"})
-        key_id = first.signer.key_id if first.signer else None
+        key_id, fleet = first.signer.key_id, first.fleet
     with CloudService(settings) as second:
-        assert second.signer is not None and second.signer.key_id == key_id
+        assert (second.signer.key_id, second.fleet) == (key_id, fleet)
         assert [m["model_id"] for m in api(second, "GET", "/api/v1/models")] == ["digits"]
+
+
+def test_two_clouds_on_one_broker_keep_to_their_own_fleets(tmp_path: Path, mqtt_broker: Any, make_transport) -> None:  # type: ignore[no-untyped-def]
+    clouds = [
+        CloudService(CloudSettings(data_dir=tmp_path / name, mqtt_url=mqtt_broker.url, api_port=0))
+        for name in ("a", "b")
+    ]
+    with clouds[0] as a, clouds[1] as b:
+        assert a.fleet != b.fleet and a.transport.wait_connected(10) and b.transport.wait_connected(10)
+        device, _inbox = make_transport(broker=mqtt_broker)
+        hello = pb.ReportedState(schema_version=1, device_id="pi-a", seq=1, ts_ms=int(time.time() * 1000))
+        device.publish(device_topic("pi-a", Channel.REPORTED, fleet=a.fleet), hello.SerializeToString(), retain=True)
+        assert wait_until(lambda: _get(a, "/api/v1/devices/pi-a") is not None, 10)
+        time.sleep(0.5)
+        assert _get(b, "/api/v1/devices/pi-a") is None  # no ghost device in the other setup

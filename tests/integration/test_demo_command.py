@@ -28,4 +28,4 @@ def test_demo_runs_the_loop_and_prints_a_summary(tmp_path: Path) -> None:
         assert "active" in row and " 60 " in row, f"{device}: {row!r}\n{out}"
     assert "Drift per feature" in out and "drift injected" in out
     assert (data_dir / "edgefleet.db").is_file()
-    assert (data_dir / "keys" / "root.pub").is_file()
+    assert (data_dir / "keys" / "trust.chain").is_file()

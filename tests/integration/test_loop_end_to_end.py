@@ -18,8 +18,9 @@ import pytest
 from support import wait_until
 
 from cloud import registry
+from cloud.cli.operator_token import ensure_dev_token
 from cloud.db.tables import DeploymentCreate
-from cloud.registry.keys import init_keys, load_signer
+from cloud.registry.keys import KeyStore
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
 from cloud.training.pipeline import PipelineResult, TrainingConfig, run_training_pipeline
@@ -55,16 +56,19 @@ def loop(mqtt_broker: Any, database_url: str, tmp_path: Path) -> Iterator[Loop]:
         data_dir=tmp_path / "cloud", mqtt_url=mqtt_broker.url, database_url=database_url, api_port=0
     )
     with CloudService(settings) as cloud:
-        assert cloud.engine is not None and cloud.store is not None and cloud.signer is not None
+        assert cloud.engine is not None and cloud.store is not None
         v1 = run_training_pipeline(cloud.engine, cloud.store, cloud.signer, TrainingConfig(model_id=MODEL_ID))
         fleet = SimulatedFleet(
             DEVICES,
             mqtt_url=mqtt_broker.url,
             mqtt_protocol=mqtt_broker.mqtt_protocol,
-            root_key_path=Path(cloud.root_public_key_path),
+            trust_path=cloud.trust_chain_path,
             state_root=tmp_path / "devices",
         )
-        with fleet, httpx.Client(base_url=cloud.api_url or "", timeout=10) as api:
+        found = ensure_dev_token(cloud.engine, settings.data_dir)  # the admin token `up` makes in development
+        assert found is not None
+        headers = {"Authorization": f"Bearer {found[0].read_text().strip()}"}
+        with fleet, httpx.Client(base_url=cloud.api_url or "", timeout=10, headers=headers) as api:
             cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=v1.version, device_ids=DEVICES))  # type: ignore[union-attr]
             assert fleet.wait_all(_active(v1.version), TIMEOUT_S) == []
             yield Loop(cloud, fleet, v1, api)
@@ -144,16 +148,22 @@ def test_a_manifest_signed_by_an_unknown_key_is_refused(loop: Loop, tmp_path: Pa
         blobs = {a.name: cloud.store.get(a.sha256) for a in manifest.artifacts}
         manifest.sequence = registry.next_sequence(session, MODEL_ID)
         manifest.version = f"{manifest.sequence}-rogue"
-    rogue = load_signer(init_keys(tmp_path / "rogue-keys").parent)  # a key hierarchy the devices never pinned
+    rogue_keys = KeyStore(tmp_path / "rogue-keys")  # a key hierarchy the devices never pinned
+    rogue_keys.init(cloud.fleet)
+    rogue = rogue_keys.manifest_signer()
     with cloud.session() as session:
         registry.register_signed_model_version(session, rogue.sign(manifest), blobs, store=cloud.store)
 
     target = DEVICES[1]
     cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=manifest.version, device_ids=[target]))  # type: ignore[union-attr]
     agent = loop.fleet.devices[target].agent
-    assert agent.wait_for(_failed_with("unknown_key"), TIMEOUT_S), agent.status()
-    assert _serving_version(loop, target) == loop.v1.version
+    # the device refuses it without changing any state, keeps serving v1, and tells the cloud why
     assert wait_until(
-        lambda: loop.api.get(f"/api/v1/devices/{target}").json().get("last_error_code") == "unknown_key",
+        lambda: any(
+            e.get("error_code") == "unknown_key" and e.get("kind") == "verification_failed"
+            for e in loop.api.get(f"/api/v1/devices/{target}/events").json()
+        ),
         timeout_s=20,
     )
+    assert agent.status().update_state == pb.UPDATE_STATE_ACTIVE and not agent.status().last_error.code
+    assert _serving_version(loop, target) == loop.v1.version

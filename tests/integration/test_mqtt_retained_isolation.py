@@ -39,7 +39,7 @@ def test_new_subscriber_gets_only_its_own_retained_messages(each_broker, make_tr
 
 
 def test_a_device_never_receives_another_devices_desired_state(each_broker, make_transport) -> None:
-    _witness, seen = make_transport("ef/v1/dev/+/desired", broker=each_broker)
+    _witness, seen = make_transport("ef/v1/default/dev/+/desired", broker=each_broker)
     cloud, _ = make_transport(broker=each_broker)
     for device in ("dev-a", "dev-b"):
         cloud.publish(device_topic(device, Channel.DESIRED), f"desired for {device}".encode(), retain=True)

@@ -45,7 +45,7 @@ def test_retained_message_reaches_late_subscriber_and_empty_payload_clears_it(ea
     kept, cleared = device_topic("dev-1", Channel.DESIRED), device_topic("dev-2", Channel.DESIRED)
     pub.publish(kept, b"state-1", qos=1, retain=True)
     pub.publish(cleared, b"state-2", qos=1, retain=True)
-    _first, first_inbox = make_transport("ef/v1/dev/+/desired", broker=each_broker)
+    _first, first_inbox = make_transport("ef/v1/default/dev/+/desired", broker=each_broker)
     assert first_inbox.wait_for(2)
     # amqtt fans out live messages asynchronously, so a message published just before a subscription
     # can arrive twice (live and retained); QoS 1 consumers must be idempotent anyway
@@ -55,7 +55,7 @@ def test_retained_message_reaches_late_subscriber_and_empty_payload_clears_it(ea
     pub.publish(cleared, b"", qos=1, retain=True)  # MQTT: an empty retained payload deletes the retained message
     assert first_inbox.wait_for(first_count + 1)  # ...and reaches current subscribers as an ordinary message
     assert first_inbox.messages[-1] == (cleared, b"")
-    _late, late_inbox = make_transport("ef/v1/dev/+/desired", broker=each_broker)
+    _late, late_inbox = make_transport("ef/v1/default/dev/+/desired", broker=each_broker)
     assert late_inbox.wait_for(1)
     pub.publish(kept, b"sentinel", qos=1)  # arrives after any retained message the broker would still send
     assert wait_until(lambda: (kept, b"sentinel") in late_inbox.messages)
@@ -123,10 +123,10 @@ def test_qos1_published_while_offline_is_sent_after_mosquitto_restarts(make_mosq
 
 
 def test_shared_subscription_splits_messages_between_workers(each_broker, make_transport) -> None:
-    shared = "$share/ingest/ef/v1/dev/+/telemetry"
+    shared = "$share/ingest/ef/v1/default/dev/+/telemetry"
     _w1, inbox1 = make_transport(shared, broker=each_broker)
     _w2, inbox2 = make_transport(shared, broker=each_broker)
-    _all, inbox_all = make_transport("ef/v1/dev/+/telemetry", broker=each_broker)
+    _all, inbox_all = make_transport("ef/v1/default/dev/+/telemetry", broker=each_broker)
     pub, _ = make_transport(broker=each_broker)
     sent = [str(i).encode() for i in range(20)]
     for payload in sent:

@@ -14,13 +14,13 @@ from typing import Any
 from edge_agent.transport import MemoryBroker, MemoryTransport, Transport
 from protocols.chunking import ChunkLayout
 from protocols.codes import ErrorCode, chunk_error
-from protocols.topics import Channel, device_topic
+from protocols.topics import Channel, device_topic, fleet_root
 from protocols.v1 import messages_pb2 as pb
-from support.releases import Release, desired_state
+from support.releases import FLEET, Release, desired_state
 
 MakeAgent = Callable[..., Any]  # the agent tests' make_agent fixture: make_agent(device_id="dev-1", **settings)
-EVERY_DEVICE = "ef/v1/dev/#"  # records everything devices send
-CHUNK_REQUESTS = "ef/v1/dev/+/artifact/req"  # answers chunk requests only
+EVERY_DEVICE = f"{fleet_root(FLEET)}/dev/#"  # records everything devices send
+CHUNK_REQUESTS = f"{fleet_root(FLEET)}/dev/+/artifact/req"  # answers chunk requests only
 
 
 class FakeCloud:
@@ -67,7 +67,7 @@ class FakeCloud:
 
     def deploy(self, device_id: str, release: Release, generation: int, deployment_id: str = "dep-1") -> None:
         payload = self.desired(device_id, release, generation, deployment_id)
-        self.transport.publish(device_topic(device_id, Channel.DESIRED), payload, qos=1, retain=True)
+        self.transport.publish(device_topic(device_id, Channel.DESIRED, fleet=FLEET), payload, qos=1, retain=True)
 
     def send(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.transport.publish(topic, payload, qos=1, retain=retain)
@@ -108,11 +108,11 @@ class FakeCloud:
                 chunk.error = chunk_error(ErrorCode.ARTIFACT_UNAVAILABLE, "test says no")
             elif index in self.corrupt:
                 chunk.data = bytes(b ^ 0xFF for b in chunk.data)
-            self.send(device_topic(request.device_id, Channel.ARTIFACT_DATA), chunk.SerializeToString())
+            self.send(device_topic(request.device_id, Channel.ARTIFACT_DATA, fleet=FLEET), chunk.SerializeToString())
 
     def payloads(self, device_id: str, channel: Channel) -> list[bytes]:
         with self._lock:
-            return list(self.received.get(device_topic(device_id, channel), []))
+            return list(self.received.get(device_topic(device_id, channel, fleet=FLEET), []))
 
     def events(self, device_id: str) -> list[pb.LifecycleEvent]:
         return [pb.LifecycleEvent.FromString(p) for p in self.payloads(device_id, Channel.EVENTS)]
@@ -126,7 +126,7 @@ class FakeCloud:
 
     def retained(self, device_id: str, channel: Channel) -> bytes | None:
         assert self.broker is not None, "retained() needs the in-memory broker"
-        found = self.broker.retained_for(device_topic(device_id, channel))
+        found = self.broker.retained_for(device_topic(device_id, channel, fleet=FLEET))
         return found[0][1] if found else None
 
 

@@ -1,7 +1,8 @@
 """Signed fake releases for the agent's tests and benchmarks, with keys made in memory (no cloud code).
 
-Keys come from `protocols.signing` (the pure half the cloud signs through too); only root.pub is written,
-because devices read their pinned root key from a file. The fake model is real code behind the
+Keys come from `protocols.signing` (the pure half the cloud signs through too): a root, a targets key that
+signs manifests and a director key that signs per-device assignments, named in root version 1; only
+trust.chain is written, because devices read the chain they pin from a file. The fake model is real code behind the
 runtime's own interface (`FunctionModel`): the artifact bytes are a JSON spec, and every label it
 predicts carries the release tag, so a test can tell which model answered.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,30 +21,86 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent.errors import RuntimeLoadError
 from edge_agent.serving.runtime import FunctionModel, Prediction
 from protocols import SCHEMA_VERSION
+from protocols.assignment import manifest_digest
 from protocols.chunking import ChunkLayout
-from protocols.signing import Signer, delegate, raw_public
+from protocols.roots import DIRECTOR_ROLE, ROOT_ROLE, TARGETS_ROLE, RootOfTrust
+from protocols.signing import Signer, first_root, next_root, raw_public, role_key, sign_assignment, sign_root
+from protocols.trust import key_id
 from protocols.v1 import messages_pb2 as pb
 
 N_FEATURES = 3
 EDGES = [0.0, 0.25, 0.5, 0.75, 1.0]
-DELEGATION_DAYS = 365.0
+
+
+FLEET = "test"
+
+
+class FleetSigner(Signer):
+    """Signs manifests like the cloud's targets key, and remembers its fleet so that a release can be
+    assigned to devices (`desired_state`) without passing the keys around again."""
+
+    keys: Keys
 
 
 @dataclass(frozen=True)
 class Keys:
-    signer: Signer
-    root_public: bytes
-    root_path: Path  # root.pub, the raw public key a device pins
+    fleet: str
+    root: Ed25519PrivateKey
+    targets: Ed25519PrivateKey
+    director: Ed25519PrivateKey
+    chain: pb.TrustChain
+    trust_path: Path  # trust.chain, what a device pins
+
+    @property
+    def signer(self) -> FleetSigner:
+        signer = FleetSigner(self.targets)
+        signer.keys = self
+        return signer
+
+    def pinned(self) -> RootOfTrust:
+        return RootOfTrust.from_chain(self.chain)
+
+    def assign(
+        self,
+        device_id: str,
+        counter: int,
+        signed: pb.SignedManifest | None,
+        *,
+        deployment_id: str = "dep-1",
+        expires_at_ms: int | None = None,
+        key: Ed25519PrivateKey | None = None,
+    ) -> pb.SignedAssignment:
+        """The director's signed assignment of `signed` (None: no model) to device_id, as `counter`."""
+        now = int(time.time() * 1000)
+        assignment = pb.Assignment(
+            fleet=self.fleet,
+            device_id=device_id,
+            deployment_id=deployment_id,
+            counter=counter,
+            manifest_sha256="" if signed is None else manifest_digest(signed),
+            issued_at_ms=now,
+            expires_at_ms=0 if expires_at_ms is None else expires_at_ms,  # 0: no expiry (tests use fixed clocks)
+        )
+        return sign_assignment(key or self.director, assignment)
 
 
-def make_keys(directory: Path, *, valid_days: float = DELEGATION_DAYS) -> Keys:
-    """A root key and a targets key it delegates to, in memory; writes directory/root.pub."""
-    root, targets = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    delegation = delegate(root, raw_public(targets), now_ms=int(time.time() * 1000), valid_days=valid_days)
+def make_keys(directory: Path, *, fleet: str = FLEET) -> Keys:
+    """A fleet's root, targets and director keys in memory; writes directory/trust.chain (root v1)."""
+    root, targets, director = (Ed25519PrivateKey.generate() for _ in range(3))
+    metadata = first_root(
+        fleet,
+        [
+            role_key(raw_public(root), ROOT_ROLE),
+            role_key(raw_public(targets), TARGETS_ROLE),
+            role_key(raw_public(director), DIRECTOR_ROLE),
+        ],
+        now_ms=int(time.time() * 1000),
+    )
+    chain = pb.TrustChain(schema_version=SCHEMA_VERSION, roots=[sign_root(metadata, root)])
     directory.mkdir(parents=True, exist_ok=True)
-    root_path = directory / "root.pub"
-    root_path.write_bytes(raw_public(root))
-    return Keys(Signer(targets, delegation), raw_public(root), root_path)
+    trust_path = directory / "trust.chain"
+    trust_path.write_bytes(chain.SerializeToString())
+    return Keys(fleet, root, targets, director, chain, trust_path)
 
 
 def model_bytes(tag: str, *, threshold: float = 0.5, broken: bool = False, delay_s: float = 0.0, pad: int = 0) -> bytes:
@@ -78,6 +135,7 @@ class Release:
     signed: pb.SignedManifest
     manifest: pb.Manifest
     artifacts: dict[str, bytes]
+    keys: Keys | None = None  # the fleet that signed it (assignments are signed with its director key)
 
     @property
     def sha256(self) -> str:
@@ -88,10 +146,10 @@ class Release:
         return self.manifest.version
 
     @classmethod
-    def of(cls, signed: pb.SignedManifest, artifacts: list[bytes]) -> Release:
+    def of(cls, signed: pb.SignedManifest, artifacts: list[bytes], keys: Keys | None = None) -> Release:
         """A release of a manifest signed elsewhere (e.g. a real ONNX model's) and the bytes it names."""
         blobs = {hashlib.sha256(blob).hexdigest(): blob for blob in artifacts}
-        return cls(signed, pb.Manifest.FromString(signed.manifest), blobs)
+        return cls(signed, pb.Manifest.FromString(signed.manifest), blobs, keys)
 
 
 def make_release(
@@ -142,7 +200,7 @@ def make_release(
         manifest.reference.features.add(index=index, name=f"f{index}", bin_edges=EDGES, counts=[1, 1, 1, 1])
     manifest.reference.predictions.labels.extend(labels_of(tag))
     manifest.reference.predictions.counts.extend([2, 2])
-    return Release(signer.sign(manifest), manifest, artifacts)
+    return Release(signer.sign(manifest), manifest, artifacts, getattr(signer, "keys", None))
 
 
 def location_of(data: bytes, chunk_size: int) -> pb.ArtifactLocation:
@@ -151,25 +209,44 @@ def location_of(data: bytes, chunk_size: int) -> pb.ArtifactLocation:
 
 def desired_state(
     device_id: str,
-    signed: pb.SignedManifest | Release,
+    release: Release,
     generation: int,
     deployment_id: str = "dep-1",
     chunk_size: int = 16,
-    artifacts: list[bytes] | None = None,
+    *,
+    keys: Keys | None = None,
+    expires_at_ms: int | None = None,
 ) -> pb.DesiredState:
-    """The DesiredState deploying a release (or a signed manifest with the artifact bytes it names)."""
-    if isinstance(signed, Release):
-        artifacts, signed = list(signed.artifacts.values()), signed.signed
+    """The DesiredState assigning a release to device_id as assignment `generation` (the signed counter),
+    signed by the release's fleet (or `keys`), with the fleet's trust chain, as the cloud sends it."""
+    keys = keys or release.keys
+    assert keys is not None, "a release made with make_keys(...).signer, or keys=..."
     return pb.DesiredState(
         schema_version=SCHEMA_VERSION,
         device_id=device_id,
         deployment_id=deployment_id,
         generation=generation,
-        manifest=signed,
-        artifacts=[location_of(data, chunk_size) for data in artifacts or []],
+        manifest=release.signed,
+        artifacts=[location_of(data, chunk_size) for data in release.artifacts.values()],
         issued_at_ms=int(time.time() * 1000),
+        assignment=keys.assign(
+            device_id, generation, release.signed, deployment_id=deployment_id, expires_at_ms=expires_at_ms
+        ),
+        trust=keys.chain,
     )
 
 
 def chunk_of(data: bytes, index: int, chunk_size: int = 16) -> pb.ArtifactChunk:
     return ChunkLayout.for_bytes(data, chunk_size).chunk(data, index)
+
+
+def rotate_director(keys: Keys) -> Keys:
+    """The same fleet after `keys rotate --role director`: a new director key named in root version 2."""
+    new = Ed25519PrivateKey.generate()
+    current = pb.RootMetadata.FromString(keys.chain.roots[-1].root)
+    old_id = key_id(raw_public(keys.director))
+    metadata = next_root(
+        current, now_ms=int(time.time() * 1000), add=[role_key(raw_public(new), DIRECTOR_ROLE)], remove_key_ids={old_id}
+    )
+    chain = pb.TrustChain(schema_version=SCHEMA_VERSION, roots=[*keys.chain.roots, sign_root(metadata, keys.root)])
+    return replace(keys, director=new, chain=chain)

@@ -2,25 +2,30 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from sqlmodel import col, select
 
 from cloud import fleet, monitoring
+from cloud.api.auth import api_router
 from cloud.api.deps import SessionDep
+from cloud.db.bounds import MAX_SELECTOR_LABELS, check_selector
 from cloud.db.tables import Device, DevicePublic, EventPublic, EventRecord
 from cloud.errors import InvalidRequestError
 
-router = APIRouter(prefix="/devices", tags=["devices"])
+router = api_router(prefix="/devices", tags=["devices"])
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:
+    """key=value filters as a selector, held to the same rules as a deployment's (cloud.db.bounds)."""
+    if len(items) > MAX_SELECTOR_LABELS:
+        raise InvalidRequestError(f"at most {MAX_SELECTOR_LABELS} label filters, not {len(items)}")
     labels = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InvalidRequestError(f"label filters look like key=value, not {item!r}")
         labels[key] = value
-    return labels
+    return check_selector(labels)
 
 
 @router.get("", response_model=list[DevicePublic])

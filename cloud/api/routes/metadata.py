@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from cloud import registry
+from cloud.api.auth import api_router
 from cloud.api.deps import SessionDep
 from cloud.db.tables import Dataset, DatasetPublic, PipelineRun, PipelineRunPublic
 
-router = APIRouter(tags=["metadata"])
+router = api_router(tags=["metadata"])
 
 
 @router.get("/datasets", response_model=list[DatasetPublic])

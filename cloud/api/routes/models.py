@@ -2,15 +2,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
 from google.protobuf.json_format import MessageToDict
 
 from cloud import monitoring, registry
+from cloud.api.auth import api_router
 from cloud.api.deps import SessionDep
 from cloud.api.schemas import ModelSummary, ModelVersionDetail
 from cloud.db.tables import ArtifactPublic, ModelVersion, ModelVersionPublic
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = api_router(prefix="/models", tags=["models"])
 
 LATEST = "latest"
 

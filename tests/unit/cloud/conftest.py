@@ -15,8 +15,10 @@ from cloud import registry
 from cloud.db import create_tables, make_engine
 from cloud.db.tables import ModelVersion
 from cloud.registry.artifacts import MemoryArtifactStore
-from cloud.registry.keys import init_keys, load_signer
+from cloud.registry.keys import KeyStore
+from cloud.rollout.director import Director
 from protocols.signing import Signer
+from protocols.topics import DEFAULT_FLEET
 from protocols.v1 import messages_pb2 as pb
 
 
@@ -42,14 +44,25 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 @pytest.fixture(scope="session")
 def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A key store of the default fleet (the one `protocols.topics` functions default to), made once."""
     directory = tmp_path_factory.mktemp("keys")
-    init_keys(directory)
+    KeyStore(directory).init(DEFAULT_FLEET)
     return directory
 
 
 @pytest.fixture
-def signer(keys_dir: Path) -> Signer:
-    return load_signer(keys_dir)
+def keys(keys_dir: Path) -> KeyStore:
+    return KeyStore(keys_dir)
+
+
+@pytest.fixture
+def signer(keys: KeyStore) -> Signer:
+    return keys.manifest_signer()
+
+
+@pytest.fixture
+def director(keys: KeyStore) -> Director:
+    return Director.from_keys(keys)
 
 
 @pytest.fixture

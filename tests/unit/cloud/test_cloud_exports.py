@@ -11,12 +11,14 @@ import cloud
 
 # the sub-packages that re-export a public surface, and the names in them that are sub-modules
 PACKAGES = {
-    "cloud.api": {"app", "deps", "routes", "schemas"},
-    "cloud.db": {"engine", "sql", "statuses", "tables"},
+    "cloud.api": {"app", "auth", "deps", "limits", "routes", "schemas"},
+    "cloud.db": {"bounds", "engine", "sql", "statuses", "tables"},
     "cloud.fleet": {"devices"},
     "cloud.monitoring": {"drift", "ingest", "summaries"},
     "cloud.registry": {"artifacts", "datasets", "keys", "runs", "versions"},
-    "cloud.rollout": {"chunk_server", "deployer", "deployments", "plan", "status"},
+    "cloud.rollout": {
+        "chunk_server", "deployer", "deployments", "director", "freshness", "plan", "refresher", "status",
+    },
 }
 
 

@@ -53,7 +53,7 @@ def make_agent(tmp_path: Path, broker: MemoryBroker, keys: Keys) -> Iterator[Mak
         values: dict[str, Any] = {
             "device_id": device_id,
             "state_dir": tmp_path / "state" / device_id,
-            "root_key_path": keys.root_path,
+            "trust_path": keys.trust_path,
             "grpc_address": "",
             "telemetry_interval_s": 3600.0,
             "sample_rate": 0.0,
@@ -64,7 +64,7 @@ def make_agent(tmp_path: Path, broker: MemoryBroker, keys: Keys) -> Iterator[Mak
         settings = load_settings(**values)
         agent = Agent(
             settings,
-            transport or MemoryTransport(broker, will=offline_will(device_id)),
+            transport or MemoryTransport(broker, will=offline_will(device_id, fleet=keys.fleet)),
             store=store,
             clock=clock,
             load_model=load_model,

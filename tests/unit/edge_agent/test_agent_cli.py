@@ -28,8 +28,8 @@ def test_provision_writes_a_config_that_loads(tmp_path: Path, keys: Keys, capsys
         "pi-7",
         "--mqtt-url",
         "mqtts://broker.example:8883",
-        "--root-key",
-        str(keys.root_path),
+        "--trust",
+        str(keys.trust_path),
         "--state-dir",
         str(tmp_path / "state"),
         "--out",
@@ -51,8 +51,8 @@ def test_provision_writes_a_config_that_loads(tmp_path: Path, keys: Keys, capsys
     assert settings.mqtt_password is not None and settings.mqtt_password.get_secret_value() == 'se"cret'
     assert settings.labels == {"site": "lab", "tier": "canary"}
     assert settings.grpc_address == "" and settings.state_dir == tmp_path / "state"
-    assert settings.root_key_path == out.parent / "root.pub"
-    assert settings.read_root_key() == keys.root_public
+    assert settings.trust_path == out.parent / "trust.chain"
+    assert settings.read_trust().fleet == keys.fleet
     assert out.stat().st_mode & 0o777 == 0o600  # it holds a password
 
     assert (
@@ -63,8 +63,8 @@ def test_provision_writes_a_config_that_loads(tmp_path: Path, keys: Keys, capsys
             "pi-7",
             "--mqtt-url",
             "mqtt://b",
-            "--root-key",
-            str(keys.root_path),
+            "--trust",
+            str(keys.trust_path),
             "--state-dir",
             str(tmp_path),
             "--out",
@@ -93,15 +93,15 @@ def test_provision_refuses_bad_values(
         flat += ["--label", base["--label"]]
     out = tmp_path / "agent.toml"
     code = _run(
-        "agent", "provision", *flat, "--root-key", str(keys.root_path), "--state-dir", str(tmp_path), "--out", str(out)
+        "agent", "provision", *flat, "--trust", str(keys.trust_path), "--state-dir", str(tmp_path), "--out", str(out)
     )
     assert code == 1 and message in capsys.readouterr().err
     assert not out.exists()
 
 
-def test_provision_refuses_a_key_that_is_not_a_root_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_provision_refuses_a_file_that_is_not_a_trust_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = tmp_path / "root.pub"
-    key.write_bytes(b"-----BEGIN PUBLIC KEY-----")
+    key.write_bytes(b"x" * 32)  # what devices pinned before root metadata: refused with a clear message
     code = _run(
         "agent",
         "provision",
@@ -109,21 +109,21 @@ def test_provision_refuses_a_key_that_is_not_a_root_key(tmp_path: Path, capsys: 
         "pi-7",
         "--mqtt-url",
         "mqtt://b",
-        "--root-key",
+        "--trust",
         str(key),
         "--state-dir",
         str(tmp_path),
         "--out",
         str(tmp_path / "a.toml"),
     )
-    assert code == 1 and "32-byte" in capsys.readouterr().err
+    assert code == 1 and "not a valid trust chain" in capsys.readouterr().err
 
 
 def test_the_agent_command_provisions_on_its_own(tmp_path: Path, keys: Keys) -> None:
     """`edgefleet-agent provision ...` (edge_agent.cli.main) does what `edgefleet agent provision` does."""
     out = tmp_path / "agent.toml"
     argv = ["--log-level", "INFO", "provision", "--device-id", "pi-8", "--mqtt-url", "mqtt://localhost:1883",
-            "--root-key", str(keys.root_path), "--state-dir", str(tmp_path / "state"), "--out", str(out)]
+            "--trust", str(keys.trust_path), "--state-dir", str(tmp_path / "state"), "--out", str(out)]
     assert main(argv) == 0
     assert load_settings(out).device_id == "pi-8"
     assert main([]) == 2  # no command: help, and a usage error code

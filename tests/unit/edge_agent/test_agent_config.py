@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.releases import Keys
 
 from edge_agent.config import AgentSettings, load_settings
 from edge_agent.errors import ConfigError
+from protocols.v1 import messages_pb2 as pb
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -19,7 +21,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_defaults_use_the_device_paths() -> None:
     settings = AgentSettings(device_id="pi-1")
     assert settings.state_dir == Path("/var/lib/edgefleet")
-    assert settings.root_key_path == Path("/etc/edgefleet/root.pub")
+    assert settings.trust_path == Path("/etc/edgefleet/trust.chain")
     assert settings.grpc_address == "127.0.0.1:50051"
     assert settings.runtime_preference == ["onnxruntime", "tflite"]
 
@@ -63,13 +65,17 @@ def test_a_missing_or_broken_file_is_a_clear_error(tmp_path: Path) -> None:
         load_settings(_write(tmp_path, "device_id = "))
 
 
-def test_the_root_key_must_be_a_raw_ed25519_key(tmp_path: Path) -> None:
-    key = tmp_path / "root.pub"
-    key.write_bytes(b"x" * 31)
-    settings = load_settings(device_id="pi-1", root_key_path=key)
-    with pytest.raises(ConfigError, match="root_key_path: .* 31 bytes"):
-        settings.read_root_key()
-    key.write_bytes(b"k" * 32)
-    assert settings.read_root_key() == b"k" * 32
-    with pytest.raises(ConfigError, match="root_key_path: cannot read"):
-        load_settings(device_id="pi-1", root_key_path=tmp_path / "nope").read_root_key()
+def test_the_trust_chain_must_verify_from_its_first_version(tmp_path: Path, keys: Keys) -> None:
+    settings = load_settings(device_id="pi-1", trust_path=keys.trust_path)
+    assert settings.read_trust().fleet == keys.fleet and settings.read_trust().version == 1
+    bad = tmp_path / "trust.chain"
+    bad.write_bytes(b"\xff" * 31)
+    with pytest.raises(ConfigError, match="trust_path: .* not a valid trust chain"):
+        load_settings(device_id="pi-1", trust_path=bad).read_trust()
+    forged = pb.TrustChain.FromString(keys.chain.SerializeToString())
+    forged.roots[0].signatures[0].signature = bytes(64)
+    bad.write_bytes(forged.SerializeToString())
+    with pytest.raises(ConfigError, match="not signed"):
+        load_settings(device_id="pi-1", trust_path=bad).read_trust()
+    with pytest.raises(ConfigError, match="trust_path: cannot read"):
+        load_settings(device_id="pi-1", trust_path=tmp_path / "nope").read_trust()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from support.fake_cloud import FakeCloud, MakeAgent, is_state
-from support.releases import Keys, make_keys, make_release, model_bytes
+from support.releases import Keys, desired_state, make_keys, make_release, model_bytes, rotate_director
 
 from edge_agent.clock import ManualClock
 from edge_agent.store import DiskModelStore
-from protocols.topics import Channel, device_topic
+from protocols.topics import Channel, device_topic, trust_topic
 from protocols.v1 import messages_pb2 as pb
 
 ACTIVE, FAILED, IDLE = pb.UPDATE_STATE_ACTIVE, pb.UPDATE_STATE_FAILED, pb.UPDATE_STATE_IDLE
@@ -81,11 +83,16 @@ def _unknown_key(keys: Keys, tmp: object) -> object:
     return make_release(other.signer, "v2", 2)
 
 
+# refused signed metadata changes no state at all (test_refused_metadata_changes_nothing_on_the_device)
+METADATA_REFUSALS = {
+    "bad_signature": (_bad_signature, 2**63),  # once, this froze a device for good
+    "unknown_key": (_unknown_key, 2),
+    "expired": (lambda keys, _: make_release(keys.signer, "v2", 2, expires_at_ms=1000), 2),
+    "replay": (lambda keys, _: make_release(keys.signer, "v0", 1, data=model_bytes("v0")), 0),
+}
+
+# an update that verifies but cannot be installed fails and says why; the previous model keeps serving
 REFUSALS = {
-    "bad_signature": (_bad_signature, "VERIFICATION_FAILED"),
-    "unknown_key": (_unknown_key, "VERIFICATION_FAILED"),
-    "expired": (lambda keys, _: make_release(keys.signer, "v2", 2, expires_at_ms=1000), "VERIFICATION_FAILED"),
-    "rollback": (lambda keys, _: make_release(keys.signer, "v0", 1, data=model_bytes("v0")), "VERIFICATION_FAILED"),
     "size_mismatch": (lambda keys, _: make_release(keys.signer, "v2", 2, size_bytes=7), "VERIFICATION_FAILED"),
     "self_test_failed": (lambda keys, _: make_release(keys.signer, "v2", 2, wrong_self_test=True), "SELF_TEST_FAILED"),
     "no_compatible_artifact": (lambda keys, _: make_release(keys.signer, "v2", 2, runtime="tflite"), "ERROR"),
@@ -232,30 +239,61 @@ def test_a_newer_generation_supersedes_a_download_in_progress(
     assert not store.has_model(old.sha256) and store.received_chunks(old.sha256) == set()
 
 
-def test_clearing_the_desired_state_keeps_the_model_serving(
+@pytest.mark.parametrize("code", sorted(METADATA_REFUSALS))
+def test_refused_metadata_changes_nothing_on_the_device(
+    code: str, make_agent: MakeAgent, cloud: FakeCloud, keys: Keys, tmp_path: Path
+) -> None:
+    agent = make_agent()
+    cloud.deploy("dev-1", make_release(keys.signer, "v1", 1), generation=1)
+    assert agent.wait_for(lambda s: is_state(s, ACTIVE, 1), 5)
+    journal = tmp_path / "state" / "dev-1" / "journal.json"
+    before = journal.read_bytes()
+    make, counter = METADATA_REFUSALS[code]
+    cloud.deploy("dev-1", make(keys, tmp_path), generation=counter, deployment_id="dep-evil")
+    assert _wait(lambda: any(e.error.code == code for e in cloud.events("dev-1")))
+    refusal = [e for e in cloud.events("dev-1") if e.error.code == code][0]
+    assert refusal.kind == pb.EVENT_KIND_VERIFICATION_FAILED and refusal.deployment_id == ""  # unsigned: not repeated
+    state = agent.status()
+    assert is_state(state, ACTIVE, 1) and not state.last_error.code and _label(agent) == "v1:pos"
+    assert journal.read_bytes() == before  # no journal write, no counter
+    # and the next honest assignment installs as if nothing had happened
+    cloud.deploy("dev-1", make_release(keys.signer, "v2", 2), generation=2)
+    assert agent.wait_for(lambda s: is_state(s, ACTIVE, 2), 5)
+
+
+def test_an_unsigned_clear_changes_nothing_and_a_signed_one_stops_the_deployment(
     make_agent: MakeAgent, cloud: FakeCloud, keys: Keys
 ) -> None:
     agent = make_agent()
     cloud.deploy("dev-1", make_release(keys.signer, "v1", 1), generation=1)
     assert agent.wait_for(lambda s: is_state(s, ACTIVE, 1), 5)
-    cloud.send(device_topic("dev-1", Channel.DESIRED), b"", retain=True)
-    assert agent.wait_for(lambda s: s.update_state == IDLE, 5)
-    assert _label(agent) == "v1:pos"
+    cloud.send(device_topic("dev-1", Channel.DESIRED, fleet=keys.fleet), b"", retain=True)
+    cloud.deploy("dev-1", make_release(keys.signer, "v1", 1), generation=0)  # a replay, handled after the clear
+    assert _wait(lambda: any(e.error.code == "replay" for e in cloud.events("dev-1")))
+    assert is_state(agent.status(), ACTIVE, 1)
+    cleared = pb.DesiredState(device_id="dev-1", assignment=keys.assign("dev-1", 2, None), trust=keys.chain)
+    cloud.send(device_topic("dev-1", Channel.DESIRED, fleet=keys.fleet), cleared.SerializeToString(), retain=True)
+    assert agent.wait_for(lambda s: is_state(s, IDLE, 2), 5)
+    assert _label(agent) == "v1:pos"  # still serving: a cleared deployment does not take the model away
 
 
 def test_malformed_payloads_are_reported_and_survived(make_agent: MakeAgent, cloud: FakeCloud, keys: Keys) -> None:
     agent = make_agent()
-    desired = device_topic("dev-1", Channel.DESIRED)
-    cloud.send(desired, b"\xff\xff\xff\xff")
-    cloud.send(desired, cloud.desired("dev-2", make_release(keys.signer, "v1", 1), 1))  # someone else's
-    cloud.send(desired, pb.DesiredState(device_id="dev-1", generation=3).SerializeToString())  # no manifest
-    cloud.send(device_topic("dev-1", Channel.ARTIFACT_DATA), b"\x0a\x05")
-    cloud.send(device_topic("dev-1", Channel.COMMAND), b"anything")  # no command defined yet: ignored
-    agent._on_transport_message("ef/v1/dev/dev-1/nonsense", b"x")  # a broker delivering what we never asked
-    agent._on_transport_message("ef/v1/dev/dev-9/desired", b"x")
-    agent._on_transport_message("ef/v1/dev/dev-1/telemetry", b"x")
-    malformed = 7
-    assert _wait(lambda: sum(e.error.code == "malformed_payload" for e in cloud.events("dev-1")) == malformed)
+    desired = device_topic("dev-1", Channel.DESIRED, fleet=keys.fleet)
+    for _ in range(50):  # a flood: the cloud hears of each reason once a minute, not 50 times
+        cloud.send(desired, b"\xff\xff\xff\xff")
+        cloud.send(desired, cloud.desired("dev-2", make_release(keys.signer, "v1", 1), 1))  # someone else's
+        cloud.send(desired, pb.DesiredState(device_id="dev-1", generation=3).SerializeToString())  # unsigned
+        cloud.send(device_topic("dev-1", Channel.ARTIFACT_DATA, fleet=keys.fleet), b"\x0a\x05")
+    cloud.send(device_topic("dev-1", Channel.COMMAND, fleet=keys.fleet), b"anything")  # no command yet: ignored
+    agent._on_transport_message("ef/v1/test/dev/dev-1/nonsense", b"x")  # a broker delivering what we never asked
+    agent._on_transport_message("ef/v1/test/dev/dev-9/desired", b"x")
+    agent._on_transport_message("ef/v1/other/dev/dev-1/desired", b"x")
+    expected = {"malformed_payload", "wrong_device", "malformed"}
+    assert _wait(lambda: {e.error.code for e in cloud.events("dev-1")} >= expected)
+    assert _wait(lambda: False, 0.3) is False  # give stragglers time to arrive
+    codes = [e.error.code for e in cloud.events("dev-1") if e.error.code]
+    assert sorted(codes) == sorted(expected), codes
 
     cloud.deploy("dev-1", make_release(keys.signer, "v1", 1), generation=1)
     assert agent.wait_for(lambda s: is_state(s, ACTIVE, 1), 5)
@@ -287,3 +325,51 @@ def _wait(predicate, timeout_s: float = 5.0) -> bool:  # type: ignore[no-untyped
     from support import wait_until
 
     return bool(wait_until(predicate, timeout_s))
+
+
+def test_a_device_offline_past_expiry_serves_on_and_installs_the_refreshed_assignment(
+    make_agent: MakeAgent, broker: object, cloud: FakeCloud, keys: Keys
+) -> None:
+    clock = ManualClock()
+    agent = make_agent(clock=clock)
+    cloud.deploy("dev-1", make_release(keys.signer, "v1", 1), generation=1)
+    assert agent.wait_for(lambda s: is_state(s, ACTIVE, 1), 5)
+    # v2 is assigned while the device is away; by the time it is back, the assignment has lapsed
+    v2 = make_release(keys.signer, "v2", 2)
+    lapses = clock.now().wall_ms + 3_600_000
+    clock.advance(2 * 3600)
+    stale = desired_state("dev-1", v2, 2, chunk_size=cloud.chunk_size, expires_at_ms=lapses)
+    cloud.artifacts.update(v2.artifacts)
+    cloud.send(device_topic("dev-1", Channel.DESIRED, fleet=keys.fleet), stale.SerializeToString(), retain=True)
+    assert _wait(lambda: any(e.error.code == "expired" for e in cloud.events("dev-1")))
+    assert is_state(agent.status(), ACTIVE, 1) and _label(agent) == "v1:pos"  # never stops serving
+    # the cloud refreshes it (a new counter, a new expiry): the device installs it
+    fresh = desired_state("dev-1", v2, 3, chunk_size=cloud.chunk_size, expires_at_ms=clock.now().wall_ms + 86_400_000)
+    cloud.send(device_topic("dev-1", Channel.DESIRED, fleet=keys.fleet), fresh.SerializeToString(), retain=True)
+    assert agent.wait_for(lambda s: is_state(s, ACTIVE, 3), 5) and _label(agent) == "v2:pos"
+
+
+def test_rotated_keys_reach_the_device_over_the_trust_topic_and_survive_a_restart(
+    make_agent: MakeAgent, cloud: FakeCloud, keys: Keys, tmp_path: Path
+) -> None:
+    fleet = make_keys(tmp_path / "fleet", fleet=keys.fleet)  # a fleet of this test's own: its keys rotate
+    agent = make_agent(trust_path=fleet.trust_path)
+    rotated = rotate_director(fleet)
+    cloud.send(trust_topic(fleet.fleet), rotated.chain.SerializeToString())  # not retained: the journal must keep it
+    old_director = fleet.director
+    # the old director key is retired: an assignment it signs (with no chain attached) is refused ...
+    stale = desired_state("dev-1", make_release(fleet.signer, "v1", 1), 1, chunk_size=cloud.chunk_size)
+    stale.ClearField("trust")
+    stale.assignment.CopyFrom(fleet.assign("dev-1", 1, stale.manifest, key=old_director))
+    cloud.artifacts.update(make_release(fleet.signer, "v1", 1).artifacts)
+    cloud.send(device_topic("dev-1", Channel.DESIRED, fleet=keys.fleet), stale.SerializeToString())
+    assert _wait(lambda: any(e.error.code == "unknown_key" for e in cloud.events("dev-1")))
+    agent.stop()
+    # ... also after a restart (the followed root is in the journal), while the new key's is installed
+    again = make_agent(trust_path=fleet.trust_path)
+    release = make_release(rotated.signer, "v2", 2)
+    fresh = desired_state("dev-1", release, 2, chunk_size=cloud.chunk_size)
+    fresh.ClearField("trust")  # no chain in the message: the device must already know the new key
+    cloud.artifacts.update(release.artifacts)
+    cloud.send(device_topic("dev-1", Channel.DESIRED, fleet=keys.fleet), fresh.SerializeToString(), retain=True)
+    assert again.wait_for(lambda s: is_state(s, ACTIVE, 2), 5)

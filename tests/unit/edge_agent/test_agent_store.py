@@ -27,7 +27,7 @@ def _journal() -> Journal:
     return Journal(
         active=model,
         previous=None,
-        installed_sequences={"demo": 3},
+        root=b"\x0a\x02ab",
         desired_generation=4,
         deployment_id="dep",
         outcome=Outcome.FAILED,

@@ -6,13 +6,16 @@ from protocols.topics import (
     Channel,
     Direction,
     TopicError,
+    acl_pattern,
     artifact_chunk_topic,
     cloud_subscriptions,
     device_subscriptions,
     device_topic,
     parse_device_topic,
     topic_matches,
+    trust_topic,
     validate_device_id,
+    validate_fleet,
 )
 
 
@@ -29,15 +32,26 @@ def test_invalid_device_ids_are_refused(device_id: str) -> None:
 
 @pytest.mark.parametrize("channel", list(Channel))
 def test_device_topic_round_trips_for_every_channel(channel: Channel) -> None:
-    topic = device_topic("pi-01", channel)
-    assert topic == f"ef/v1/dev/pi-01/{channel.value}"
+    topic = device_topic("pi-01", channel, fleet="lab")
+    assert topic == f"ef/v1/lab/dev/pi-01/{channel.value}"
     parsed = parse_device_topic(topic)
-    assert (parsed.device_id, parsed.channel) == ("pi-01", channel)
+    assert (parsed.fleet, parsed.device_id, parsed.channel) == ("lab", "pi-01", channel)
 
 
 @pytest.mark.parametrize(
     "topic",
-    ["ef/v2/dev/pi/telemetry", "ef/v1/dev/pi", "ef/v1/dev/pi/nope", "ef/v1/dev/a+b/telemetry", "x", ""],
+    [
+        "ef/v2/lab/dev/pi/telemetry",
+        "ef/v1/lab/dev/pi",
+        "ef/v1/lab/dev/pi/nope",
+        "ef/v1/lab/dev/a+b/telemetry",
+        "ef/v1/dev/pi/telemetry",  # no fleet level
+        "ef/v1/Lab/dev/pi/telemetry",  # not a fleet name
+        "ef/v1/lab/art/pi/telemetry",
+        "ef/v1/lab/trust",
+        "x",
+        "",
+    ],
 )
 def test_parse_refuses_foreign_topics(topic: str) -> None:
     with pytest.raises(TopicError):
@@ -45,24 +59,27 @@ def test_parse_refuses_foreign_topics(topic: str) -> None:
 
 
 def test_device_subscribes_only_to_its_own_downstream_channels() -> None:
-    subs = dict(device_subscriptions("pi-01"))
+    subs = dict(device_subscriptions("pi-01", fleet="lab"))
     assert set(subs) == {
-        "ef/v1/dev/pi-01/desired",
-        "ef/v1/dev/pi-01/artifact/data",
-        "ef/v1/dev/pi-01/cmd",
+        "ef/v1/lab/dev/pi-01/desired",
+        "ef/v1/lab/dev/pi-01/artifact/data",
+        "ef/v1/lab/dev/pi-01/cmd",
+        "ef/v1/lab/trust",
     }
     assert all(qos == 1 for qos in subs.values())
 
 
 def test_cloud_subscribes_to_every_upstream_channel_and_can_share() -> None:
-    plain = [f for f, _ in cloud_subscriptions()]
+    plain = [f for f, _ in cloud_subscriptions(fleet="lab")]
     ups = [c for c in Channel if c.spec.direction is Direction.UP]
     assert len(plain) == len(ups)
     for channel in ups:
-        assert topic_matches(f"ef/v1/dev/+/{channel.value}", device_topic("d1", channel))
-        assert any(topic_matches(f, device_topic("d1", channel)) for f in plain)
-    shared = [f for f, _ in cloud_subscriptions("workers")]
-    assert all(f.startswith("$share/workers/ef/v1/dev/+/") for f in shared)
+        assert topic_matches(f"ef/v1/lab/dev/+/{channel.value}", device_topic("d1", channel, fleet="lab"))
+        assert any(topic_matches(f, device_topic("d1", channel, fleet="lab")) for f in plain)
+        # another fleet on the same broker is not ours
+        assert not any(topic_matches(f, device_topic("d1", channel, fleet="other")) for f in plain)
+    shared = [f for f, _ in cloud_subscriptions("workers", fleet="lab")]
+    assert all(f.startswith("$share/workers/ef/v1/lab/dev/+/") for f in shared)
     with pytest.raises(TopicError):
         cloud_subscriptions("bad/group")
 
@@ -92,8 +109,16 @@ def test_topic_matches_follows_mqtt_rules(pattern: str, topic: str, expected: bo
 
 def test_artifact_chunk_topic_is_content_addressed() -> None:
     digest = "ab" * 32
-    assert artifact_chunk_topic(digest, 3) == f"ef/v1/art/{digest}/3"
+    assert artifact_chunk_topic(digest, 3, fleet="lab") == f"ef/v1/lab/art/{digest}/3"
     with pytest.raises(TopicError):
         artifact_chunk_topic("not-a-digest", 0)
     with pytest.raises(TopicError):
         artifact_chunk_topic(digest, -1)
+
+
+def test_fleet_names_are_checked_and_acl_patterns_name_the_user() -> None:
+    assert trust_topic("lab") == "ef/v1/lab/trust"
+    assert acl_pattern(Channel.TELEMETRY, fleet="lab") == "ef/v1/lab/dev/%u/telemetry"
+    for bad in ["", "Lab", "a/b", "+", "#", "-x", "x" * 33]:
+        with pytest.raises(TopicError, match="invalid fleet"):
+            validate_fleet(bad)

@@ -1,46 +1,20 @@
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from cloud.api import AppServices, create_app
 from cloud.db.tables import DatasetCreate, PipelineRunCreate
 from cloud.monitoring import Ingestor
 from cloud.registry import register_dataset, start_run
-from cloud.rollout import Deployer
-from cloud.settings import CloudSettings
-from edge_agent.transport import MemoryBroker, MemoryTransport
+from edge_agent.transport import MemoryBroker
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 
-with warnings.catch_warnings():
-    # starlette 1.x asks for `httpx2` in its test client and warns (an error under -W error) when it finds
-    # only httpx; the client works the same with either
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+if TYPE_CHECKING:
     from fastapi.testclient import TestClient
-
-
-@pytest.fixture
-def broker() -> MemoryBroker:
-    return MemoryBroker()
-
-
-@pytest.fixture
-def client(engine: Engine, broker: MemoryBroker, tmp_path: Path) -> Iterator[TestClient]:
-    transport = MemoryTransport(broker)
-    transport.start()
-    services = AppServices(
-        engine=engine,
-        deployer=Deployer(engine, transport, chunk_size_bytes=1024),
-        probes={"mqtt": lambda: {"connected": transport.connected}},
-    )
-    with TestClient(create_app(CloudSettings(data_dir=tmp_path), services)) as test_client:
-        yield test_client
 
 
 def ingest(engine: Engine, device_id: str, channel: Channel, message: object) -> None:
@@ -123,7 +97,7 @@ def test_post_deployment_publishes_and_reports_per_device_status(
     created = response.json()
     assert created["version"] == "1" and created["counts"] == {"pending": 2}
     assert {t["device_id"] for t in created["targets"]} == {"dev-1", "dev-2"}
-    assert len(broker.retained_for("ef/v1/dev/+/desired")) == 2
+    assert len(broker.retained_for("ef/v1/default/dev/+/desired")) == 2
     done = pb.ReportedState(
         schema_version=1,
         device_id="dev-1",

@@ -9,7 +9,7 @@ from cloud.db.tables import Device, EventRecord, SampleRecord, TelemetryRecord
 from cloud.monitoring import Ingestor
 from cloud.mqtt.router import MessageRouter
 from edge_agent.transport import MemoryBroker, MemoryTransport, Will
-from protocols.topics import Channel, device_topic
+from protocols.topics import DEFAULT_FLEET, Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 
 NOW_MS = 1_700_000_000_000
@@ -109,7 +109,7 @@ def test_malformed_payloads_are_counted_and_skipped(any_engine: Engine) -> None:
         [
             (device_topic("dev-1", Channel.TELEMETRY), b"\xff\xff\xff not protobuf"),
             (device_topic("dev-1", Channel.TELEMETRY), spoofed),  # payload claims another device
-            ("ef/v1/dev/dev-1/unknown", b"x"),
+            ("ef/v1/default/dev/dev-1/unknown", b"x"),
             ("elsewhere/topic", b"x"),
             (device_topic("dev-1", Channel.REPORTED), b""),  # a cleared retained message: ignored quietly
             telemetry("dev-1", 9),
@@ -173,7 +173,7 @@ def test_worker_takes_messages_off_the_transport_thread(engine: Engine) -> None:
     cloud = MemoryTransport(broker)
     ingestor = Ingestor(engine, clock=clock, batch_size=3)
     requests: list[tuple[str, bytes]] = []
-    MessageRouter(ingestor.submit, lambda t, p: requests.append((t, p))).attach(cloud)
+    MessageRouter(ingestor.submit, lambda t, p: requests.append((t, p)), fleet=DEFAULT_FLEET).attach(cloud)
     cloud.start()
     ingestor.start()
     try:
@@ -204,7 +204,7 @@ def test_worker_takes_messages_off_the_transport_thread(engine: Engine) -> None:
 @pytest.mark.parametrize("share_group", [None, "workers"])
 def test_inbox_subscribes_to_every_device_to_cloud_channel(share_group: str | None) -> None:
     transport = MemoryTransport(MemoryBroker())
-    MessageRouter(lambda t, p: None, lambda t, p: None, share_group=share_group).attach(transport)
+    MessageRouter(lambda t, p: None, lambda t, p: None, fleet=DEFAULT_FLEET, share_group=share_group).attach(transport)
     filters = set(transport._filters)
     assert len(filters) == 6
     assert all(f.startswith("$share/workers/") for f in filters) == bool(share_group)

@@ -12,9 +12,9 @@ from cloud.db import RunStatus
 from cloud.db.tables import DatasetCreate, PipelineRunCreate
 from cloud.errors import ArtifactMismatchError, ConflictError, InvalidRequestError, NotFoundError
 from cloud.registry.artifacts import MemoryArtifactStore
-from cloud.registry.keys import load_root_public
+from cloud.registry.keys import KeyStore
+from protocols.roots import TARGETS_ROLE
 from protocols.signing import Signer
-from protocols.trust import TrustedRoot, verify_manifest
 from protocols.v1 import messages_pb2 as pb
 
 
@@ -57,7 +57,7 @@ def test_pipeline_run_start_resume_and_finish(any_engine: Engine) -> None:
 
 
 def test_model_versions_get_monotonic_sequences_and_verifiable_signatures(
-    any_engine: Engine, signer: Signer, store: MemoryArtifactStore, make_manifest, keys_dir
+    any_engine: Engine, signer: Signer, store: MemoryArtifactStore, make_manifest, keys: KeyStore
 ) -> None:
     data = {"model.onnx": b"weights"}
     with Session(any_engine) as session:
@@ -72,9 +72,12 @@ def test_model_versions_get_monotonic_sequences_and_verifiable_signatures(
         assert other.sequence == 1
         latest = registry.get_model_version(session, "digits")
         assert latest.sequence == 3
-        root = TrustedRoot.of(load_root_public(keys_dir))
-        manifest = verify_manifest(registry.signed_manifest_of(latest), root, now_ms=int(time.time() * 1000))
+        signed, now = registry.signed_manifest_of(latest), int(time.time() * 1000)
+        keys.root_of_trust().verify(TARGETS_ROLE, signed.key_id, signed.signature, signed.manifest, now)
+        manifest = registry.manifest_of(latest)
         assert manifest.sequence == 3 and manifest.model_id == "digits"
+        # registered with an expiry: 90 days by default (the refresher re-signs before it lapses)
+        assert abs(manifest.expires_at_ms - (now + 90 * 86_400_000)) < 60_000
         assert store.get(manifest.artifacts[0].sha256) == b"weights"
         [artifact] = registry.artifacts_of(session, latest.id)
         assert (artifact.format, artifact.runtime, artifact.size_bytes) == ("onnx", "onnxruntime", 7)

@@ -8,7 +8,7 @@ from sqlmodel import Session
 
 from cloud.db.tables import DeploymentCreate
 from cloud.registry.artifacts import MemoryArtifactStore
-from cloud.rollout import Deployer
+from cloud.rollout import Deployer, Director
 from cloud.rollout.chunk_server import ChunkServer
 from edge_agent.transport import MemoryBroker, MemoryTransport
 from protocols.topics import Channel, device_topic
@@ -32,13 +32,16 @@ class Recorder:
 
 
 @pytest.fixture
-def setup(engine: Engine, store: MemoryArtifactStore, register) -> tuple[ChunkServer, Recorder]:
+def setup(
+    engine: Engine, store: MemoryArtifactStore, register, director: Director
+) -> tuple[ChunkServer, Recorder]:
     with Session(engine) as session:
         register(session, "m", {"model.onnx": ARTIFACT})
         register(session, "other", {"other.onnx": b"secret model"})
     cloud = MemoryTransport(MemoryBroker())
     cloud.start()
-    Deployer(engine, cloud, chunk_size_bytes=CHUNK).deploy(DeploymentCreate(model_id="m", device_ids=["dev-1"]))
+    deployer = Deployer(engine, cloud, director=director, chunk_size_bytes=CHUNK)
+    deployer.deploy(DeploymentCreate(model_id="m", device_ids=["dev-1"]))
     recorder = Recorder()
     return ChunkServer(engine, store, recorder, max_indexes=4), recorder
 
@@ -94,12 +97,13 @@ def test_malformed_requests_are_answered_with_an_error_when_possible(setup) -> N
     assert server.stats.snapshot()["malformed"] == 5
 
 
-def test_a_missing_artifact_file_is_reported_not_crashed_on(engine: Engine, register) -> None:
+def test_a_missing_artifact_file_is_reported_not_crashed_on(engine: Engine, register, director: Director) -> None:
     with Session(engine) as session:
         register(session, "m", {"model.onnx": ARTIFACT})
     cloud = MemoryTransport(MemoryBroker())
     cloud.start()
-    Deployer(engine, cloud, chunk_size_bytes=CHUNK).deploy(DeploymentCreate(model_id="m", device_ids=["dev-1"]))
+    deployer = Deployer(engine, cloud, director=director, chunk_size_bytes=CHUNK)
+    deployer.deploy(DeploymentCreate(model_id="m", device_ids=["dev-1"]))
     recorder = Recorder()
     server = ChunkServer(engine, MemoryArtifactStore(), recorder)  # an empty store: the bytes are gone
     ask(server, "dev-1", SHA, [0])

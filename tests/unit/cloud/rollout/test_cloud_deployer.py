@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -9,7 +10,7 @@ from cloud.db import DeploymentStatus, TargetStatus
 from cloud.db.tables import DeploymentCreate
 from cloud.errors import InvalidRequestError, NotFoundError
 from cloud.monitoring import Ingestor
-from cloud.rollout import Deployer
+from cloud.rollout import Deployer, Director
 from edge_agent.transport import MemoryBroker, MemoryTransport
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
@@ -23,10 +24,10 @@ def broker() -> MemoryBroker:
 
 
 @pytest.fixture
-def deployer(any_engine: Engine, broker: MemoryBroker) -> Deployer:
+def deployer(any_engine: Engine, broker: MemoryBroker, director: Director) -> Deployer:
     cloud = MemoryTransport(broker)
     cloud.start()
-    return Deployer(any_engine, cloud, chunk_size_bytes=CHUNK)
+    return Deployer(any_engine, cloud, director=director, chunk_size_bytes=CHUNK)
 
 
 def desired(broker: MemoryBroker, device_id: str) -> pb.DesiredState | None:
@@ -55,7 +56,7 @@ def test_deploy_publishes_retained_desired_state_to_the_targets_only(
     assert pb.Manifest.FromString(state.manifest.manifest).model_id == "m"
     assert desired(broker, "dev-2") is not None
     assert desired(broker, "bystander") is None
-    assert len(broker.retained_for("ef/v1/dev/+/desired")) == 2
+    assert len(broker.retained_for("ef/v1/default/dev/+/desired")) == 2
     with Session(any_engine) as session:
         assert fleet.get_device(session, "dev-1").desired_generation == 1  # registered by the deployment
         assert [t.device_id for t in rollout.targets_of(session, deployment.id)] == ["dev-1", "dev-2"]
@@ -117,7 +118,7 @@ def test_a_device_that_appears_later_gets_the_matching_label_deployment(
     with Session(any_engine) as session:
         register(session, "m")
     deployment = deployer.deploy(DeploymentCreate(model_id="m", labels={"site": "north"}))
-    assert not broker.retained_for("ef/v1/dev/+/desired")
+    assert not broker.retained_for("ef/v1/default/dev/+/desired")
     late = pb.ReportedState(schema_version=1, device_id="late", ts_ms=5, labels={"site": "north"})
     other = pb.ReportedState(schema_version=1, device_id="other", ts_ms=5, labels={"site": "south"})
     Ingestor(any_engine, deployer=deployer).process(
@@ -155,8 +156,10 @@ def test_bad_deployment_requests_are_refused(any_engine: Engine, deployer: Deplo
         deployer.deploy(DeploymentCreate(model_id="m", version="42", device_ids=["a"]))
     with pytest.raises(InvalidRequestError, match="device_ids"):
         deployer.deploy(DeploymentCreate(model_id="m"))
-    with pytest.raises(InvalidRequestError, match="invalid device id"):
-        deployer.deploy(DeploymentCreate(model_id="m", device_ids=["a/#"]))
+    with pytest.raises(ValidationError, match="device_ids"):  # the request schema refuses it first
+        DeploymentCreate(model_id="m", device_ids=["a/#"])
+    with pytest.raises(InvalidRequestError, match="invalid device id"):  # and the planner too, unvalidated
+        deployer.deploy(DeploymentCreate.model_construct(model_id="m", device_ids=["a/#"]))
     with pytest.raises(InvalidRequestError, match="not supported"):
         deployer.deploy(DeploymentCreate(model_id="m", device_ids=["a"], strategy="canary"))
     with Session(any_engine) as session:
@@ -165,7 +168,7 @@ def test_bad_deployment_requests_are_refused(any_engine: Engine, deployer: Deplo
 
 @pytest.mark.postgres
 def test_a_deploy_that_deadlocks_with_another_writer_is_retried(
-    postgres_url: str, broker: MemoryBroker, register
+    postgres_url: str, broker: MemoryBroker, register, director: Director
 ) -> None:
     """Ingestion updates device rows while a deploy updates them too; PostgreSQL breaks a lock cycle by
     aborting one transaction. Here the deploy waits first, so it is the one aborted: it must retry."""
@@ -185,7 +188,7 @@ def test_a_deploy_that_deadlocks_with_another_writer_is_retried(
             report(engine, device_id, ts_ms=1)
         cloud = MemoryTransport(broker)
         cloud.start()
-        deployer = Deployer(engine, cloud, chunk_size_bytes=CHUNK)
+        deployer = Deployer(engine, cloud, director=director, chunk_size_bytes=CHUNK)
         result: list[object] = []
         with engine.connect() as other:
             other.execute(text("SET deadlock_timeout = '3s'"))  # let the deploy be the one that detects it

@@ -31,7 +31,6 @@ from edge_agent.update.events import (
     ArtifactVerified,
     ChunkReceived,
     Connected,
-    DesiredCleared,
     DesiredReceived,
     Event,
     EventKind,
@@ -41,11 +40,11 @@ from edge_agent.update.events import (
     SelfTestPassed,
     Started,
     Tick,
+    TrustReceived,
 )
 from edge_agent.update.journal import Journal, Outcome
 from edge_agent.update.machine import TRANSITIONS, Updater, UpdaterConfig
 from edge_agent.update.states import State
-from protocols import trust
 from protocols.v1 import messages_pb2 as pb
 
 NOW = Instant(wall_ms=1_800_000_000_000, mono_s=100.0)
@@ -64,7 +63,7 @@ def _updater(
     received: set[int] | None = None,
     window: int = 8,
 ) -> Updater:
-    config = UpdaterConfig(trust.TrustedRoot.of(keys.root_public), runtimes, ChunkPolicy(window, 5.0, 2))
+    config = UpdaterConfig(DEVICE, keys.pinned(), runtimes, ChunkPolicy(window, 5.0, 2))
     return Updater(config, journal or Journal(), received)
 
 
@@ -130,7 +129,7 @@ def _sample_event(kind: EventKind, up: Updater, keys: Keys) -> Event:
         EventKind.STARTED: Started(),
         EventKind.CONNECTED: Connected(),
         EventKind.DESIRED: DesiredReceived(desired_state(DEVICE, make_release(keys.signer, "v3", 3), 3)),
-        EventKind.DESIRED_CLEARED: DesiredCleared(),
+        EventKind.TRUST: TrustReceived(keys.chain),
         EventKind.TICK: Tick(),
         EventKind.ARTIFACT_VERIFIED: ArtifactVerified(attempt, model_bytes("v2", pad=40)),
         EventKind.ARTIFACT_REJECTED: ArtifactRejected(attempt, "digest_mismatch", "bytes differ"),
@@ -199,7 +198,7 @@ def test_the_happy_path_saves_before_every_step_that_cannot_be_undone(keys: Keys
     assert names[activate - 1] == "SaveJournal"
     saved = actions[activate - 1].journal  # type: ignore[union-attr]
     assert saved.active.artifact_sha256 == release.sha256 and saved.pending is None
-    assert saved.installed_sequences == {"demo": 7} and saved.outcome is Outcome.ACTIVE
+    assert saved.outcome is Outcome.ACTIVE
     assert saved.desired_generation == 1
     kinds = [pb.EventKind.Name(a.kind) for a in _of(actions, Emit)]
     assert kinds == [
@@ -312,14 +311,23 @@ def test_a_restart_after_the_download_verifies_without_fetching(keys: Keys) -> N
     assert not _of(third.handle(Started(), NOW), VerifyArtifact)[0].downloaded
 
 
-def test_a_lower_or_equal_sequence_is_a_rollback(keys: Keys) -> None:
+def test_an_operator_rollback_to_an_older_release_is_a_new_assignment_and_installs(keys: Keys) -> None:
     up = _updater(keys)
     _activate(up, make_release(keys.signer, "v5", 5), 1)
-    for sequence in (5, 4):
-        old = make_release(keys.signer, f"old{sequence}", sequence)
-        up.handle(DesiredReceived(desired_state(DEVICE, old, 1 + sequence)), NOW)
-        assert up.state is State.FAILED and up.journal.last_error.code == "rollback"  # type: ignore[union-attr]
-    assert up.journal.active.manifest().version == "v5"  # type: ignore[union-attr]
+    older = make_release(keys.signer, "v4", 4)  # a lower manifest sequence: order comes from the counter
+    _activate(up, older, 2)
+    assert up.state is State.ACTIVE and up.journal.active.manifest().version == "v4"  # type: ignore[union-attr]
+
+
+def test_a_replayed_older_assignment_changes_nothing(keys: Keys) -> None:
+    up = _updater(keys)
+    old = desired_state(DEVICE, make_release(keys.signer, "v1", 1), 1)
+    _activate(up, make_release(keys.signer, "v2", 2), 2)
+    journal = up.journal
+    actions = up.handle(DesiredReceived(old), NOW)
+    assert up.journal is journal and up.state is State.ACTIVE
+    assert [a.error.code for a in _of(actions, Emit)] == ["replay"]  # type: ignore[union-attr]
+    assert not _of(actions, SaveJournal)
 
 
 def test_the_preferred_runtime_wins_and_an_artifact_on_disk_is_not_fetched(keys: Keys) -> None:
@@ -354,13 +362,13 @@ def test_no_usable_runtime_or_no_location_is_refused(keys: Keys) -> None:
     assert up.journal.last_error.code == "malformed_payload"  # type: ignore[union-attr]
 
 
-def test_generations_handled_before_are_only_reported(keys: Keys) -> None:
+def test_a_redelivered_assignment_is_only_reported_and_an_older_one_refused(keys: Keys) -> None:
     up = _updater(keys)
     v1 = make_release(keys.signer, "v1", 1)
     _activate(up, v1, 5)
-    for generation in (5, 4):
-        actions = up.handle(DesiredReceived(desired_state(DEVICE, v1, generation)), NOW)
-        assert actions == [Report()]
+    assert up.handle(DesiredReceived(desired_state(DEVICE, v1, 5)), NOW) == [Report()]
+    refused = up.handle(DesiredReceived(desired_state(DEVICE, v1, 4)), NOW)
+    assert [type(a) for a in refused] == [Emit] and up.view().desired_generation == 5
     v2 = make_release(keys.signer, "v2", 2)
     up.handle(DesiredReceived(desired_state(DEVICE, v2, 6)), NOW)
     assert up.state is State.DOWNLOADING

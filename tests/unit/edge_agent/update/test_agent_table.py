@@ -19,10 +19,11 @@ def test_every_handler_is_a_handler_function() -> None:
     assert all(getattr(handlers, t.handler.__name__) is t.handler for t in TRANSITIONS.values())
 
 
-def test_every_state_takes_a_desired_state_and_its_clearing() -> None:
+def test_every_state_takes_a_desired_state_and_a_trust_chain_that_keeps_it() -> None:
     for state in State:
         assert TRANSITIONS[(state, EventKind.DESIRED)].handler is handlers.on_desired
-        assert TRANSITIONS[(state, EventKind.DESIRED_CLEARED)].targets == {State.IDLE}
+        assert state in TRANSITIONS[(state, EventKind.DESIRED)].targets  # a refusal stays put
+        assert TRANSITIONS[(state, EventKind.TRUST)].targets == {state}
 
 
 def test_only_an_update_in_progress_can_be_aborted() -> None:

@@ -1,0 +1,114 @@
+"""Who may call what: the bearer-token check every /api/v1 route passes through.
+
+Each router under /api/v1 is built by `api_router(minimum=...)`, which attaches one `Authorize` dependency:
+reads (GET, HEAD) need the router's minimum role (viewer by default), every other method needs at least
+deployer, and admin routers (tokens, audit) need admin for everything. `check_routes` refuses an app
+with an /api/v1 route that has no `Authorize`, so a route cannot be added without a role decision.
+An unknown, revoked or expired token, or none, is a 401 with `WWW-Authenticate: Bearer`; a role too
+low is a 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import fastapi.routing
+from fastapi import APIRouter, Depends, FastAPI, Request
+
+from cloud.api.deps import SessionDep
+from cloud.errors import ConfigurationError, ForbiddenError, NotAuthenticatedError
+from cloud.identity.tokens import Operator, Role, authenticate
+
+API_PREFIX = "/api/v1"
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class BearerRequired(NotAuthenticatedError):
+    """A 401 that tells the client which scheme to use (RFC 6750)."""
+
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+class Authorize:
+    """The dependency: authenticate the bearer token, then require `minimum` (or deployer to mutate)."""
+
+    def __init__(self, minimum: Role = Role.VIEWER) -> None:
+        self.minimum = minimum
+
+    def required_for(self, method: str) -> Role:
+        if method.upper() in READ_METHODS:
+            return self.minimum
+        return max(self.minimum, Role.DEPLOYER, key=lambda role: role.rank)
+
+    def __call__(self, request: Request, session: SessionDep) -> Operator:
+        token = bearer_token(request)
+        operator = authenticate(session, token) if token else None
+        if operator is None:
+            raise BearerRequired(
+                "an API token is required: send 'Authorization: Bearer ef_...' (edgefleet tokens create)"
+                if token is None
+                else "the API token is unknown, revoked or expired"
+            )
+        required = self.required_for(request.method)
+        if not operator.role.allows(required):
+            raise ForbiddenError(f"{request.method} {request.url.path} needs the {required} role; "
+                                 f"token {operator.token_id} is {operator.role}")
+        request.state.operator = operator
+        return operator
+
+
+def api_router(*, prefix: str = "", tags: list[str], minimum: Role = Role.VIEWER) -> APIRouter:
+    """A router for /api/v1 whose every route passes `Authorize(minimum)`."""
+    return APIRouter(prefix=prefix, tags=list(tags), dependencies=[Depends(Authorize(minimum))])
+
+
+def current_operator(request: Request) -> Operator:
+    """The operator `Authorize` admitted (it runs first: router dependencies precede the route's own)."""
+    operator = getattr(request.state, "operator", None)
+    if operator is None:
+        raise ConfigurationError(f"{request.url.path} reads the operator but has no Authorize dependency")
+    return operator  # type: ignore[no-any-return]
+
+
+OperatorDep = Annotated[Operator, Depends(current_operator)]
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    path: str
+    methods: frozenset[str]
+    authorizer: Authorize | None  # the Authorize among its dependencies (router or route level)
+
+
+def _iter_effective(app: FastAPI) -> Iterator[Any]:
+    # FastAPI >= 0.160 keeps included routers as _IncludedRouter entries in app.routes and resolves each
+    # route's prefix and router dependencies lazily; iter_route_contexts yields those effective routes
+    # (older versions copy them into app.routes as APIRoutes).
+    iter_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    yield from (iter_contexts(app.routes) if iter_contexts is not None else app.routes)
+
+
+def api_routes(app: FastAPI) -> list[RouteInfo]:
+    """Every route under /api/v1 as served (prefixes and router dependencies applied)."""
+    found = []
+    for route in _iter_effective(app):
+        path, dependant = getattr(route, "path", None), getattr(route, "dependant", None)
+        if not path or not path.startswith(API_PREFIX) or dependant is None:
+            continue
+        authorizer = next((d.call for d in dependant.dependencies if isinstance(d.call, Authorize)), None)
+        found.append(RouteInfo(path, frozenset(getattr(route, "methods", None) or ()), authorizer))
+    return found
+
+
+def check_routes(app: FastAPI) -> None:
+    """Refuse an app with an /api/v1 route that skips the role check."""
+    unguarded = [f"{sorted(r.methods)} {r.path}" for r in api_routes(app) if r.authorizer is None]
+    if unguarded:
+        raise ConfigurationError("routes without a role decision (build them with api_router): " + ", ".join(unguarded))

@@ -1,0 +1,134 @@
+"""The refresher: keeps every live signed statement fresh, on a thread of the service.
+
+Each `tick` does, in this order (the decisions are `cloud.rollout.freshness`, pure):
+  1. keys: when the key store's chain has a newer root version than the deployer's director (a `keys
+     rotate` or `keys revoke` ran while the service was up), load the new director and publish the trust
+     chain retained on the fleet's trust topic;
+  2. manifests of live model versions (ones some device is assigned) that near expiry, or whose targets
+     key is no longer current, are re-signed and stored in place;
+  3. devices whose assignment nears expiry, names a re-signed manifest, or was signed under an older root
+     get a new assignment (next counter, same release), published retained.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, select
+
+from cloud import registry
+from cloud.db.tables import AssignmentRecord, Deployment, Device, ModelVersion
+from cloud.registry.keys import KeyStore
+from cloud.rollout.deployer import Deployer
+from cloud.rollout.director import Director
+from cloud.rollout.freshness import AssignmentFacts, FreshnessPolicy, ManifestFacts, assignments_due, manifests_due
+from protocols.assignment import manifest_digest
+from protocols.roots import TARGETS_ROLE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    trust_published: bool = False
+    manifests_resigned: int = 0
+    devices_reassigned: int = 0
+
+
+class Refresher:
+    def __init__(self, deployer: Deployer, keys: KeyStore, policy: FreshnessPolicy, *, interval_s: float) -> None:
+        self.deployer = deployer
+        self.keys = keys
+        self.policy = policy
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> RefreshReport:
+        trust_published = self._follow_keys()
+        resigned = self._resign_manifests()
+        return RefreshReport(trust_published, resigned, self._reassign())
+
+    def _follow_keys(self) -> bool:
+        if self.keys.latest().version == self.deployer.director.root_version:
+            return False
+        valid_s = self.deployer.director.assignment_valid_ms // 1000
+        self.deployer.director = Director.from_keys(self.keys, assignment_valid_s=valid_s)
+        self.deployer.publish_trust()
+        log.info("root version %d published to fleet %s", self.deployer.director.root_version, self.deployer.fleet)
+        return True
+
+    def _live(self, session: Session) -> list[tuple[Device, ModelVersion]]:
+        query = (
+            select(Device, ModelVersion)
+            .join(Deployment, col(Deployment.id) == col(Device.deployment_id))
+            .join(ModelVersion, col(ModelVersion.id) == col(Deployment.model_version_id))
+        )
+        return list(session.exec(query).all())
+
+    def _resign_manifests(self) -> int:
+        now = self.deployer.clock()
+        targets = {k.key_id for k in self.keys.latest().keys if k.role == TARGETS_ROLE}
+        with Session(self.deployer.engine) as session:
+            versions = {mv.id: mv for _device, mv in self._live(session)}
+            facts = [
+                ManifestFacts(mv.id or 0, mv.signing_key_id, registry.manifest_of(mv).expires_at_ms)
+                for mv in versions.values()
+            ]
+            due = manifests_due(facts, now_ms=now, policy=self.policy, targets_key_ids=targets)
+            if not due:
+                return 0
+            signer = self.keys.manifest_signer()
+            for model_version_id in due:
+                registry.resign_manifest(
+                    session, versions[model_version_id], signer, expires_at_ms=now + self.policy.manifest_valid_ms
+                )
+            session.commit()
+        log.info("re-signed %d manifest(s)", len(due))
+        return len(due)
+
+    def _reassign(self) -> int:
+        director = self.deployer.director
+        with Session(self.deployer.engine) as session:
+            facts = []
+            for device, mv in self._live(session):
+                record = session.get(AssignmentRecord, device.id)
+                current = manifest_digest(registry.signed_manifest_of(mv))
+                if record is None:
+                    facts.append(AssignmentFacts(device.id, current, None))
+                else:
+                    facts.append(AssignmentFacts(
+                        device.id, current, record.manifest_sha256, record.expires_at_ms, record.root_version
+                    ))  # fmt: skip
+        due = assignments_due(
+            facts, now_ms=self.deployer.clock(), policy=self.policy, root_version=director.root_version
+        )
+        sent = self.deployer.reassign(due)
+        if due:
+            log.info("re-assigned %d device(s), %d published", len(due), sent)
+        return len(due)
+
+    # -- the thread -------------------------------------------------------------------------------------------
+
+    def start(self) -> Refresher:
+        self._thread = threading.Thread(target=self._run, name="edgefleet-refresher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def _run(self) -> None:
+        # a tick at once: a cloud that was down may come back with statements already near expiry
+        while True:
+            try:
+                self.tick()
+            except Exception:  # a database hiccup must not end refreshing for good
+                log.exception("refresh failed; trying again in %.0f s", self.interval_s)
+            if self._stop.wait(self.interval_s):
+                return
