@@ -240,13 +240,18 @@ def chunk_of(data: bytes, index: int, chunk_size: int = 16) -> pb.ArtifactChunk:
     return ChunkLayout.for_bytes(data, chunk_size).chunk(data, index)
 
 
-def rotate_director(keys: Keys) -> Keys:
-    """The same fleet after `keys rotate --role director`: a new director key named in root version 2."""
+def rotate_director(keys: Keys, *, revoke: bool = False) -> Keys:
+    """The same fleet after `keys rotate --role director` (or, with revoke, `keys revoke` of the director
+    key and a new one): a new director key named in the next root version."""
     new = Ed25519PrivateKey.generate()
     current = pb.RootMetadata.FromString(keys.chain.roots[-1].root)
-    old_id = key_id(raw_public(keys.director))
+    old_id = {key_id(raw_public(keys.director))}
     metadata = next_root(
-        current, now_ms=int(time.time() * 1000), add=[role_key(raw_public(new), DIRECTOR_ROLE)], remove_key_ids={old_id}
+        current,
+        now_ms=int(time.time() * 1000),
+        add=[role_key(raw_public(new), DIRECTOR_ROLE)],
+        remove_key_ids=set() if revoke else old_id,
+        revoke_key_ids=old_id if revoke else set(),
     )
     chain = pb.TrustChain(schema_version=SCHEMA_VERSION, roots=[*keys.chain.roots, sign_root(metadata, keys.root)])
     return replace(keys, director=new, chain=chain)

@@ -72,25 +72,6 @@ def test_a_restart_serves_the_model_at_once_and_fetches_nothing(
     assert started[-1].seq > started[0].seq  # seq keeps increasing across restarts
 
 
-def _bad_signature(keys: Keys, _tmp: object) -> object:
-    release = make_release(keys.signer, "v2", 2)
-    release.signed.signature = bytes(64)
-    return release
-
-
-def _unknown_key(keys: Keys, tmp: object) -> object:
-    other = make_keys(tmp / "other-keys")  # type: ignore[operator]
-    return make_release(other.signer, "v2", 2)
-
-
-# refused signed metadata changes no state at all (test_refused_metadata_changes_nothing_on_the_device)
-METADATA_REFUSALS = {
-    "bad_signature": (_bad_signature, 2**63),  # once, this froze a device for good
-    "unknown_key": (_unknown_key, 2),
-    "expired": (lambda keys, _: make_release(keys.signer, "v2", 2, expires_at_ms=1000), 2),
-    "replay": (lambda keys, _: make_release(keys.signer, "v0", 1, data=model_bytes("v0")), 0),
-}
-
 # an update that verifies but cannot be installed fails and says why; the previous model keeps serving
 REFUSALS = {
     "size_mismatch": (lambda keys, _: make_release(keys.signer, "v2", 2, size_bytes=7), "VERIFICATION_FAILED"),
@@ -237,28 +218,6 @@ def test_a_newer_generation_supersedes_a_download_in_progress(
     assert _label(agent) == "v2:pos"
     store = DiskModelStore(agent.settings.state_dir)
     assert not store.has_model(old.sha256) and store.received_chunks(old.sha256) == set()
-
-
-@pytest.mark.parametrize("code", sorted(METADATA_REFUSALS))
-def test_refused_metadata_changes_nothing_on_the_device(
-    code: str, make_agent: MakeAgent, cloud: FakeCloud, keys: Keys, tmp_path: Path
-) -> None:
-    agent = make_agent()
-    cloud.deploy("dev-1", make_release(keys.signer, "v1", 1), generation=1)
-    assert agent.wait_for(lambda s: is_state(s, ACTIVE, 1), 5)
-    journal = tmp_path / "state" / "dev-1" / "journal.json"
-    before = journal.read_bytes()
-    make, counter = METADATA_REFUSALS[code]
-    cloud.deploy("dev-1", make(keys, tmp_path), generation=counter, deployment_id="dep-evil")
-    assert _wait(lambda: any(e.error.code == code for e in cloud.events("dev-1")))
-    refusal = [e for e in cloud.events("dev-1") if e.error.code == code][0]
-    assert refusal.kind == pb.EVENT_KIND_VERIFICATION_FAILED and refusal.deployment_id == ""  # unsigned: not repeated
-    state = agent.status()
-    assert is_state(state, ACTIVE, 1) and not state.last_error.code and _label(agent) == "v1:pos"
-    assert journal.read_bytes() == before  # no journal write, no counter
-    # and the next honest assignment installs as if nothing had happened
-    cloud.deploy("dev-1", make_release(keys.signer, "v2", 2), generation=2)
-    assert agent.wait_for(lambda s: is_state(s, ACTIVE, 2), 5)
 
 
 def test_an_unsigned_clear_changes_nothing_and_a_signed_one_stops_the_deployment(
