@@ -12,7 +12,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from google.protobuf.message import DecodeError
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from edge_agent.errors import ConfigError
@@ -28,6 +28,8 @@ class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGEFLEET_AGENT_", extra="forbid", frozen=True)
 
     device_id: str
+    # production refuses what only a lab should do: an anonymous broker, credentials over plain MQTT
+    environment: Literal["development", "production"] = "development"
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
@@ -75,6 +77,20 @@ class AgentSettings(BaseSettings):
             if not sep or not host or not port.isdigit() or int(port) > 65535:
                 raise ValueError(f"expected host:port (or empty to disable), got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _production(self) -> AgentSettings:
+        if self.environment != "production":
+            return self
+        problems = []
+        if self.mqtt_username is None or self.mqtt_password is None:
+            problems.append("an anonymous broker: set mqtt_username and mqtt_password (provision with --token)")
+        host = urlsplit(self.mqtt_url).hostname
+        if urlsplit(self.mqtt_url).scheme != "mqtts" and host not in ("127.0.0.1", "localhost", "::1"):
+            problems.append(f"plain mqtt:// to {host}: use mqtts:// (the broker's fleet CA as tls_ca)")
+        if problems:
+            raise ValueError("production refuses " + "; ".join(problems))
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -79,3 +79,24 @@ def test_the_trust_chain_must_verify_from_its_first_version(tmp_path: Path, keys
         load_settings(device_id="pi-1", trust_path=bad).read_trust()
     with pytest.raises(ConfigError, match="trust_path: cannot read"):
         load_settings(device_id="pi-1", trust_path=tmp_path / "nope").read_trust()
+
+
+@pytest.mark.parametrize(
+    ("values", "refused"),
+    [
+        ({"mqtt_url": "mqtts://broker.example:8883"}, "anonymous broker"),
+        ({"mqtt_url": "mqtt://broker.example:1883", "mqtt_username": "pi-01", "mqtt_password": "pw"}, "plain mqtt://"),
+    ],
+)
+def test_production_refuses_an_anonymous_or_plain_text_broker(values: dict[str, str], refused: str) -> None:
+    with pytest.raises(ConfigError, match=refused):
+        load_settings(device_id="pi-01", environment="production", **values)
+    load_settings(device_id="pi-01", **values)  # development lets a lab do it
+
+
+def test_production_takes_credentials_over_tls() -> None:
+    settings = load_settings(
+        device_id="pi-01", environment="production", mqtt_url="mqtts://broker.example:8883",
+        mqtt_username="pi-01", mqtt_password="pw",
+    )  # fmt: skip
+    assert settings.environment == "production"
