@@ -18,7 +18,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_KEY = "unknown_key"
     BAD_SIGNATURE = "bad_signature"
     EXPIRED = "expired"
-    ROLLBACK = "rollback"
+    ROLLBACK = "rollback"  # retired: agents no longer send it (the assignment counter orders installs)
     DIGEST_MISMATCH = "digest_mismatch"
     SIZE_MISMATCH = "size_mismatch"
     REVOKED = "revoked"  # a key a root version has revoked

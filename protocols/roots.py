@@ -7,7 +7,7 @@ rotation needs the old root's consent. Keys carry a role ("root", "targets" for 
 for per-device assignments) and an optional expiry; a version may revoke a key id outright.
 
 Refusals raise the `protocols.trust` errors (each with its wire code): unknown_key, revoked, expired,
-bad_signature, wrong_fleet, malformed, rollback.
+bad_signature, wrong_fleet, malformed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from protocols import SCHEMA_VERSION, trust
 from protocols.v1 import messages_pb2 as pb
 
 ROOT_ROLE = "root"
-TARGETS_ROLE = trust.TARGETS_ROLE
+TARGETS_ROLE = "targets"
 DIRECTOR_ROLE = "director"
 ROLES = (ROOT_ROLE, TARGETS_ROLE, DIRECTOR_ROLE)
 

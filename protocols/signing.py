@@ -1,12 +1,15 @@
-"""The pure half of signing: keys held in memory, statements signed, no files (protocols.trust checks them).
+"""The pure half of signing: keys held in memory, statements signed, no files (protocols.roots,
+protocols.assignment and protocols.trust check them).
 
-The cloud keeps its keys on disk (`cloud` key store) and signs through these functions; the agent's tests
-and the benchmarks make signed fake releases with them, so neither needs any cloud code.
+Every key is named by versioned root metadata (protocols.roots), one role each: *root* signs root
+versions, *targets* signs Manifests, *director* signs per-device Assignments. The cloud keeps its keys on
+disk (`cloud` key store) and signs through these functions; the agent's tests and the benchmarks make
+signed fake releases with them, so neither needs any cloud code.
 
-    delegate(root, public, ...)   the root's SignedDelegation: `public` may sign for a role until expiry
-    Signer(key, delegation)       signs Manifests with a delegated key, attaching its delegation
-    role_key / sign_root          a root version (protocols.roots): which keys hold which role
-    sign_assignment               the director's per-device assignment (protocols.assignment)
+    role_key / first_root / next_root   a root version: which keys hold which role (and which are revoked)
+    sign_root                           a root version signed by root keys (old and new on a rotation)
+    Signer(targets_key)                 signs Manifests with a targets key
+    sign_assignment                     the director's per-device assignment (protocols.assignment)
 """
 
 from __future__ import annotations
@@ -17,10 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols import SCHEMA_VERSION
-from protocols.trust import TARGETS_ROLE, key_id
+from protocols.trust import key_id
 from protocols.v1 import messages_pb2 as pb
-
-_MS_PER_DAY = 86_400_000
 
 
 def raw_public(private: Ed25519PrivateKey) -> bytes:
@@ -28,34 +29,11 @@ def raw_public(private: Ed25519PrivateKey) -> bytes:
     return private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def delegate(
-    root: Ed25519PrivateKey,
-    delegated_public: bytes,
-    *,
-    now_ms: int,
-    valid_days: float,
-    role: str = TARGETS_ROLE,
-) -> pb.SignedDelegation:
-    """The root key's signed statement that `delegated_public` may sign for `role` for valid_days."""
-    delegation = pb.KeyDelegation(
-        key_id=key_id(delegated_public),
-        public_key=delegated_public,
-        role=role,
-        issued_at_ms=now_ms,
-        not_after_ms=now_ms + int(valid_days * _MS_PER_DAY),
-    )
-    body = delegation.SerializeToString(deterministic=True)
-    return pb.SignedDelegation(
-        delegation=body, root_key_id=key_id(raw_public(root)), root_signature=root.sign(body)
-    )
-
-
 @dataclass
 class Signer:
-    """Signs manifests with a delegated targets key and attaches the root's delegation of it."""
+    """Signs manifests with a targets key (one that root metadata names in the targets role)."""
 
     targets_key: Ed25519PrivateKey
-    delegation: pb.SignedDelegation | None = None  # root metadata names the key; kept for old tests
 
     @property
     def key_id(self) -> str:
@@ -68,7 +46,6 @@ class Signer:
             manifest=body,
             key_id=self.key_id,
             signature=self.targets_key.sign(body),
-            delegations=[] if self.delegation is None else [self.delegation],
         )
 
 

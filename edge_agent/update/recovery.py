@@ -4,8 +4,8 @@
 `restore` brings the active model back: load it from the store, check its digest, re-run its self-test.
 If it cannot serve any more (a corrupt file, a runtime that changed), fall back to the previous model.
 A model that fails here is dropped from the journal, and its desired generation is handled again when
-the retained desired state next arrives; its installed sequence is lowered by one so that exactly that
-manifest may be installed again (anything older is still refused as a rollback).
+the retained desired state next arrives; the last accepted assignment counter is lowered by one so that
+exactly the retained assignment may be accepted again (anything older is still refused as a replay).
 `resume_download` finds the chunks a pending download already has, after a crash between two steps.
 """
 

@@ -2,7 +2,7 @@
 verified, chunked delivery -> self-test -> activation -> inference -> telemetry -> console API.
 
 And the refusals a running agent must make while it keeps serving its previous model: a tampered
-artifact (digest mismatch) and a manifest signed by a key the pinned root never delegated.
+artifact (digest mismatch) and a manifest signed by a key the pinned root never named.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols import SCHEMA_VERSION
 from protocols.roots import DIRECTOR_ROLE, ROOT_ROLE, TARGETS_ROLE, RootOfTrust
-from protocols.signing import Signer, delegate, first_root, next_root, raw_public, role_key, sign_assignment, sign_root
+from protocols.signing import Signer, first_root, next_root, raw_public, role_key, sign_assignment, sign_root
 from protocols.trust import key_id
 from protocols.v1 import messages_pb2 as pb
 
@@ -80,8 +80,7 @@ class FleetKeys:
             expires_at_ms=expires_at_ms,
             artifacts=[pb.Artifact(name="model.onnx", sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))],
         )
-        delegation = delegate(self.root, raw_public(self.targets), now_ms=NOW_MS, valid_days=365)
-        return Signer(self.targets, delegation).sign(manifest)
+        return Signer(self.targets).sign(manifest)
 
     def assignment(
         self,

@@ -5,10 +5,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from support.fleet_keys import DAY_MS, NOW_MS, FleetKeys
 
 from protocols import trust
-from protocols.assignment import verify_desired
+from protocols.assignment import manifest_digest, verify_assigned_manifest, verify_desired
 from protocols.codes import ErrorCode
 from protocols.roots import DIRECTOR_ROLE, TARGETS_ROLE
-from protocols.signing import Signer, delegate, raw_public
+from protocols.signing import Signer, raw_public
 from protocols.trust import key_id
 from protocols.v1 import messages_pb2 as pb
 
@@ -82,8 +82,7 @@ def test_an_assignment_signed_by_the_targets_key_is_refused() -> None:
 
 def test_a_manifest_signed_by_the_director_key_is_refused() -> None:
     keys = FleetKeys()
-    delegation = delegate(keys.root, raw_public(keys.director), now_ms=NOW_MS, valid_days=1)
-    signed = Signer(keys.director, delegation).sign(pb.Manifest(model_id="m", sequence=1))
+    signed = Signer(keys.director).sign(pb.Manifest(model_id="m", sequence=1))
     with pytest.raises(trust.UnknownKeyError):
         check(keys, keys.desired("pi-01", 1, signed))
 
@@ -104,8 +103,40 @@ def test_an_expired_assignment_is_refused_for_installing() -> None:
 
 def test_an_expired_manifest_is_refused() -> None:
     keys = FleetKeys()
-    with pytest.raises(trust.ExpiredError):
+    with pytest.raises(trust.ExpiredError) as refused:
         check(keys, keys.desired("pi-01", 1, keys.manifest(expires_at_ms=NOW_MS - 1)))
+    assert refused.value.code == ErrorCode.EXPIRED
+
+
+def test_a_desired_state_verifies_after_a_trip_over_the_wire() -> None:
+    keys = FleetKeys()
+    wire = keys.desired("pi-01", 1, keys.manifest("m", 3)).SerializeToString()
+    verified = check(keys, pb.DesiredState.FromString(wire))
+    assert (verified.manifest.model_id, verified.manifest.sequence) == ("m", 3)
+
+
+def _assigned(keys: FleetKeys, signed: pb.SignedManifest) -> pb.Assignment:
+    """An assignment naming exactly these manifest bytes (what even a stolen director key could sign)."""
+    return pb.Assignment(fleet=keys.fleet, device_id="pi-01", counter=1, manifest_sha256=manifest_digest(signed))
+
+
+def test_a_changed_manifest_byte_is_a_bad_signature_even_when_assigned() -> None:
+    keys = FleetKeys()
+    signed = keys.manifest()
+    tampered = bytearray(signed.manifest)
+    tampered[-1] ^= 0x01
+    signed.manifest = bytes(tampered)
+    with pytest.raises(trust.BadSignatureError) as refused:
+        verify_assigned_manifest(signed, _assigned(keys, signed), keys.pinned(), now_ms=NOW_MS)
+    assert refused.value.code == ErrorCode.BAD_SIGNATURE
+
+
+def test_a_manifest_signed_by_another_fleets_targets_key_is_unknown_even_when_assigned() -> None:
+    keys = FleetKeys()
+    signed = FleetKeys().manifest()  # a whole other key hierarchy
+    with pytest.raises(trust.UnknownKeyError) as refused:
+        verify_assigned_manifest(signed, _assigned(keys, signed), keys.pinned(), now_ms=NOW_MS)
+    assert refused.value.code == ErrorCode.UNKNOWN_KEY
 
 
 def test_another_fleets_assignment_is_refused() -> None:

@@ -6,7 +6,8 @@ from protocols.codes import ErrorCode, chunk_error, chunk_error_code
 
 def test_every_trust_error_code_is_a_verification_code() -> None:
     classes = [trust.VerificationError, *trust.VerificationError.__subclasses__()]
-    assert {cls.code for cls in classes} == codes.VERIFICATION_CODES
+    # `rollback` is retired (nothing raises it any more) but keeps its meaning: a verification refusal
+    assert {cls.code for cls in classes} == codes.VERIFICATION_CODES - {ErrorCode.ROLLBACK}
     assert all(isinstance(cls.code, ErrorCode) for cls in classes)
 
 

@@ -3,6 +3,9 @@ a later v1 writer sends (unknown fields and enum values), and a signed manifest 
 
 from __future__ import annotations
 
+from support.fleet_keys import NOW_MS, FleetKeys
+
+from protocols.assignment import verify_desired
 from protocols.v1 import messages_pb2 as pb
 
 
@@ -50,3 +53,16 @@ def test_every_top_level_payload_starts_with_schema_version() -> None:
                     pb.Presence, pb.ArtifactChunkRequest, pb.ArtifactChunk, pb.SignedManifest):
         field = message.DESCRIPTOR.fields_by_number[1]
         assert field.name == "schema_version", message.DESCRIPTOR.name
+
+
+def test_deprecated_manifest_delegations_stay_on_the_wire_unwritten_and_ignored() -> None:
+    field = pb.SignedManifest.DESCRIPTOR.fields_by_name["delegations"]
+    assert field.number == 5 and field.GetOptions().deprecated  # kept (never removed), marked deprecated
+    keys = FleetKeys()
+    signed = keys.manifest("m", 2)
+    assert not signed.delegations  # nothing writes it any more
+    # what an older cloud attached: a device ignores it and verifies through its root metadata alone
+    signed.delegations.add(delegation=b"old", root_key_id="0" * 16, root_signature=bytes(64))
+    desired = pb.DesiredState.FromString(keys.desired("pi-01", 1, signed).SerializeToString())
+    verified = verify_desired(desired, keys.pinned(), device_id="pi-01", last_counter=0, now_ms=NOW_MS)
+    assert verified.manifest is not None and verified.manifest.sequence == 2
