@@ -20,21 +20,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import text  # noqa: E402
+from sqlmodel import Session  # noqa: E402
 
 from cloud.db import create_tables, drop_schema, make_engine  # noqa: E402
+from cloud.identity.enrollment import enroll_device  # noqa: E402
 from cloud.monitoring import Ingestor  # noqa: E402
 from protocols.topics import Channel, device_topic  # noqa: E402
 from protocols.v1 import messages_pb2 as pb  # noqa: E402
 
 BATCH_SIZES = (1, 50, 200)
+DEVICES = [f"dev-{i:02d}" for i in range(20)]
 
 
 def messages(n: int) -> list[tuple[str, bytes]]:
     out = []
     for seq in range(1, n + 1):
-        device_id = f"dev-{seq % 20:02d}"
+        device_id = DEVICES[seq % len(DEVICES)]
         window = pb.TelemetryWindow(
-            device_id=device_id, seq=seq, window_start_ms=seq, window_end_ms=seq + 1, inference_count=100,
+            schema_version=1, device_id=device_id, seq=seq, window_start_ms=seq, window_end_ms=seq + 1,
+            inference_count=100,
             model=pb.ModelRef(model_id="m", version="1"), latency_p50_us=120.0, latency_p95_us=300.0,
             latency_us=pb.Histogram(bounds=[100, 200, 400, 800], counts=[40, 40, 15, 5, 0]),
             features=[pb.FeatureSketch(index=i, counts=[10, 20, 40, 20, 10]) for i in range(8)],
@@ -48,6 +52,10 @@ def run(url: str, schema: str | None, batch_size: int, msgs: list[tuple[str, byt
     engine = make_engine(url, schema=schema)
     create_tables(engine)
     try:
+        with Session(engine) as session:  # the cloud stores only enrolled devices' messages
+            for device_id in DEVICES:
+                enroll_device(session, device_id)
+            session.commit()
         ingestor = Ingestor(engine)
         rates = {}
         for phase in ("first", "replay"):

@@ -40,9 +40,15 @@ class ForbiddenError(CloudError):
 
 
 class EnrollmentRefused(ForbiddenError):
-    """One message for every reason, so that a wrong token tells an attacker nothing."""
+    """One message for every reason, so that a wrong token tells an attacker nothing; `reason` is for the
+    audit log (which only admins read), never for the response."""
 
     code = "enrollment_refused"
+    MESSAGE = "enrollment token refused: unknown, already used, expired or for another device"
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(self.MESSAGE)
+        self.reason = reason
 
 
 class NotFoundError(CloudError):

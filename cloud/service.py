@@ -253,6 +253,7 @@ class CloudService:
         services = AppServices(
             engine=self.engine,
             deployer=self.deployer,
+            device_mqtt_url=s.device_mqtt_url or self.mqtt_url,
             probes={
                 "mqtt": lambda: {"connected": bool(self.transport and self.transport.connected), "url": self.mqtt_url},
                 "ingest": lambda: self.ingestor.stats.snapshot() if self.ingestor else None,

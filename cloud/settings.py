@@ -30,6 +30,10 @@ class CloudSettings(BaseSettings):
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
     mqtt_tls_ca: Path | None = None
+    # What enrolled devices are told (POST /api/v1/enroll): the broker URL they should use (None: the
+    # cloud's own, e.g. the embedded broker's) and the CA that signed its certificate (None: mqtt_tls_ca)
+    device_mqtt_url: str | None = None
+    device_tls_ca: Path | None = None
     mqtt_client_id: str | None = None  # None: "edgefleet-cloud-<host>-<pid>", unique per worker
     keys_dir: Path | None = None
     artifacts_dir: Path | None = None

@@ -7,7 +7,6 @@ cloud's `edgefleet` command offer the same subcommands. Heavy imports happen ins
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,10 +52,19 @@ def _add_commands(commands: Any) -> None:
     run.add_argument("--config", required=True, type=Path, help="TOML file written by `agent provision`")
     run.set_defaults(func=run_command)
 
-    provision = commands.add_parser("provision", help="write a device's config file and pin the fleet's trust chain")
+    provision = commands.add_parser(
+        "provision", help="write a device's config file and pin the fleet's trust chain",
+        description="Either spend an enrollment token (--token, --cloud-url; everything else comes from the cloud) "
+                    "or give the broker and trust chain yourself (--mqtt-url, --trust).",
+    )  # fmt: skip
     provision.add_argument("--device-id", required=True)
-    provision.add_argument("--mqtt-url", required=True, help="mqtt://host:1883 or mqtts://host:8883")
-    provision.add_argument("--trust", required=True, type=Path, help="trust.chain from `edgefleet keys init`")
+    provision.add_argument("--token", help="enrollment token from `edgefleet devices enroll` (single use)")
+    provision.add_argument("--cloud-url", help="the console API the token is for, e.g. https://cloud.example:8080")
+    provision.add_argument("--cloud-ca", type=Path, help="CA certificate to verify an https --cloud-url")
+    provision.add_argument("--mqtt-url", help="mqtt://host:1883 or mqtts://host:8883 (with --token: overrides "
+                                              "the URL the cloud names)")
+    provision.add_argument("--trust", type=Path, help="trust.chain from `edgefleet keys init` (with --token: "
+                                                      "the chain the cloud sends must start from the same root)")
     provision.add_argument("--state-dir", required=True, type=Path)
     provision.add_argument("--out", required=True, type=Path, help="config file to write (trust.chain goes beside it)")
     provision.add_argument("--mqtt-username")
@@ -68,78 +76,105 @@ def _add_commands(commands: Any) -> None:
     provision.set_defaults(func=provision_command)
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
-def render_config(values: dict[str, Any]) -> str:
-    lines = ["# EdgeFleet agent configuration (written by `edgefleet-agent provision`)."]
-    lines += [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None]
-    return "\n".join(lines) + "\n"
-
-
 def provision_command(args: argparse.Namespace) -> int:
-    import os
-
-    from google.protobuf.message import DecodeError
-
-    from edge_agent.config import load_settings
-    from edge_agent.errors import ConfigError
-    from edge_agent.store import write_atomically
-    from protocols.roots import RootOfTrust
-    from protocols.trust import VerificationError
-    from protocols.v1 import messages_pb2 as pb
+    """Exit 0 on success; 1 for a local problem (file exists, bad value or chain); 2 when enrollment with
+    the cloud fails (token refused, cloud unreachable, an answer that is not an enrollment)."""
+    from edge_agent.errors import ConfigError, EnrollmentError
 
     out: Path = args.out.resolve()
     if out.exists() and not args.force:
         print(f"error: {out} exists; pass --force to overwrite it", file=sys.stderr)
         return 1
     try:
-        chain = args.trust.read_bytes()
-        fleet = RootOfTrust.from_chain(pb.TrustChain.FromString(chain)).fleet
-    except OSError as exc:
-        print(f"error: cannot read the trust chain {args.trust}: {exc.strerror or exc}", file=sys.stderr)
+        if args.token is not None:
+            return _provision_by_token(args, out)
+        return _provision_by_hand(args, out)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (DecodeError, VerificationError) as exc:
-        print(f"error: {args.trust} is not a valid trust chain (trust.chain): {exc}", file=sys.stderr)
-        return 1
-    labels: dict[str, str] = {}
-    for item in args.label:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"error: --label takes KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 1
-        labels[key] = value
-    values: dict[str, Any] = {
+    except EnrollmentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _common_values(args: argparse.Namespace, labels: dict[str, str]) -> dict[str, Any]:
+    return {
         "device_id": args.device_id,
-        "mqtt_url": args.mqtt_url,
-        "mqtt_username": args.mqtt_username,
-        "mqtt_password": args.mqtt_password,
-        "tls_ca": str(args.tls_ca.resolve()) if args.tls_ca else None,
-        "trust_path": str(out.parent / "trust.chain"),
         "state_dir": str(args.state_dir.resolve()),
         "grpc_address": args.grpc_address,
         "labels": labels or None,
     }
+
+
+def _read_chain(path: Path) -> bytes:
+    from edge_agent.errors import ConfigError
+    from edge_agent.provision import chain_fleet
+
     try:
-        # validate before writing anything; explicit values here, not the environment's
-        load_settings(**{k: v for k, v in values.items() if v is not None and k != "trust_path"})
+        chain = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the trust chain {path}: {exc.strerror or exc}") from None
+    chain_fleet(chain, str(path))
+    return chain
+
+
+def _provision_by_hand(args: argparse.Namespace, out: Path) -> int:
+    from edge_agent.errors import ConfigError
+    from edge_agent.provision import chain_fleet, parse_labels, write_device_files
+
+    if args.cloud_url is not None or args.cloud_ca is not None:
+        raise ConfigError("--cloud-url and --cloud-ca go with --token")
+    if args.mqtt_url is None or args.trust is None:
+        raise ConfigError("give --token and --cloud-url (enrollment), or --mqtt-url and --trust")
+    chain = _read_chain(args.trust)
+    values = {
+        **_common_values(args, parse_labels(args.label)),
+        "mqtt_url": args.mqtt_url,
+        "mqtt_username": args.mqtt_username,
+        "mqtt_password": args.mqtt_password,
+        "tls_ca": str(args.tls_ca.resolve()) if args.tls_ca else None,
+    }
+    chain_path = write_device_files(out, values, chain)
+    print(f"wrote {out} and {chain_path} (fleet {chain_fleet(chain, str(args.trust))})")
+    return 0
+
+
+def _provision_by_token(args: argparse.Namespace, out: Path) -> int:
+    from edge_agent.config import load_settings
+    from edge_agent.enroll import enroll
+    from edge_agent.errors import ConfigError, EnrollmentError
+    from edge_agent.provision import chain_fleet, parse_labels, same_root, write_device_files
+
+    if args.cloud_url is None:
+        raise ConfigError("--token needs --cloud-url (the console API that issued it)")
+    if args.mqtt_username is not None or args.mqtt_password is not None:
+        raise ConfigError("with --token the broker credentials come from the cloud: drop --mqtt-username/--password")
+    labels = parse_labels(args.label)
+    pinned = _read_chain(args.trust) if args.trust is not None else None
+    # check here what can be checked before the token is spent: it works once
+    local = {**_common_values(args, labels), "mqtt_url": args.mqtt_url or "mqtt://localhost:1883"}
+    load_settings(**{k: v for k, v in local.items() if v is not None})
+    answer = enroll(args.cloud_url, args.token, args.device_id, cloud_ca=args.cloud_ca)
+    try:
+        fleet = chain_fleet(answer.trust_chain, f"the trust chain from {args.cloud_url}")
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(out.parent / "trust.chain", chain, mode=0o644)
-    write_atomically(out, render_config(values).encode(), mode=0o600 if args.mqtt_password else 0o644)
-    os.chmod(out.parent / "trust.chain", 0o644)
-    print(f"wrote {out} and {out.parent / 'trust.chain'} (fleet {fleet})")
+        raise EnrollmentError(str(exc)) from None
+    if pinned is not None and not same_root(answer.trust_chain, pinned):
+        raise EnrollmentError(f"the cloud's trust chain does not start from the root in {args.trust}; not using it")
+    values = {
+        **_common_values(args, {**labels, **answer.labels}),  # the operator's labels win, as in the cloud
+        "mqtt_url": args.mqtt_url or answer.mqtt_url,
+        "mqtt_username": answer.username,
+        "mqtt_password": answer.password,
+        "tls_ca": str(args.tls_ca.resolve()) if args.tls_ca else None,
+    }
+    try:
+        chain_path = write_device_files(
+            out, values, answer.trust_chain, tls_ca_pem=answer.tls_ca if args.tls_ca is None else None
+        )
+    except ConfigError as exc:  # e.g. a broker URL from the cloud that the agent cannot use
+        raise EnrollmentError(f"the enrollment cannot be used: {exc}") from None
+    print(f"enrolled {answer.device_id} in fleet {fleet}; wrote {out} (credentials, mode 0600) and {chain_path}")
     return 0
 
 

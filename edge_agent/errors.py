@@ -12,8 +12,10 @@ their own codes).
     ├── NoCompatibleArtifactError   code "no_compatible_artifact"
     ├── DownloadError               code "download_failed"     chunks missing after the retries
     ├── RuntimeLoadError            code "load_failed"         the runtime is missing or cannot load the artifact
-    └── TransportError              code "agent_error"         bad broker URL, refused credentials, publish failed
-                                                               (re-exported by edge_agent.transport, its home port)
+    ├── TransportError              code "agent_error"         bad broker URL, refused credentials, publish failed
+    │                                                          (re-exported by edge_agent.transport, its home port)
+    └── EnrollmentError             code "agent_error"         `provision --token`: the cloud refused the token,
+                                                               could not be reached, or answered nonsense
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ class TransportError(AgentError):
     """The transport could not do what was asked (bad URL, refused credentials, publish failed).
 
     No code of its own: the agent reports it as "agent_error", as it did before it joined the tree."""
+
+
+class EnrollmentError(AgentError):
+    """Provisioning by token failed; the message is one line saying why and what to do."""
 
 
 def error_code(exc: BaseException, default: str) -> str:

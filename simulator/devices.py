@@ -3,14 +3,16 @@
 (Named `devices`, not `fleet`, so it does not read as the cloud's fleet registry.)
 
 Every device has its own settings, state directory, MQTT connection and data stream, exactly as a real
-device would; only the data it infers on is synthetic. (A thread-per-device agent: fine for tens of
-devices; thousands on one event loop are a later step.)
+device would; only the data it infers on is synthetic. A cloud ignores devices it has not enrolled, so
+enroll them first (`cloud.identity.enrollment.enroll_device`, or `edgefleet devices enroll` and a token)
+and pass each one's broker password in `passwords`: the device id is its user name. (A thread-per-device
+agent: fine for tens of devices; thousands on one event loop are a later step.)
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,7 @@ class SimulatedFleet:
         trust_path: Path,
         state_root: Path,
         labels: Callable[[str], dict[str, str]] = lambda _id: {},
+        passwords: Mapping[str, str] | None = None,
         mqtt_protocol: Literal["5", "3.1.1"] = "3.1.1",
         telemetry_interval_s: float = 3600.0,
         sample_rate: float = 0.05,
@@ -66,9 +69,12 @@ class SimulatedFleet:
     ) -> None:
         self.devices: dict[str, SimulatedDevice] = {}
         for device_id in device_ids:
+            password = (passwords or {}).get(device_id)
             settings = AgentSettings(
                 device_id=device_id,
                 mqtt_url=mqtt_url,
+                mqtt_username=device_id if password is not None else None,
+                mqtt_password=password,
                 mqtt_protocol=mqtt_protocol,
                 trust_path=trust_path,  # the TrustChain file the agent pins (edge_agent.AgentSettings)
                 state_dir=state_root / device_id,

@@ -2,8 +2,10 @@
 
 Each router under /api/v1 is built by `api_router(minimum=...)`, which attaches one `Authorize` dependency:
 reads (GET, HEAD) need the router's minimum role (viewer by default), every other method needs at least
-deployer, and admin routers (tokens, audit) need admin for everything. `check_routes` refuses an app
-with an /api/v1 route that has no `Authorize`, so a route cannot be added without a role decision.
+deployer, and admin routers (tokens, audit) need admin for everything. A route anyone may call (only
+`POST /api/v1/enroll`, where a device spends its enrollment token) is built by `public_router()`, which
+says so with the `Public` marker. `check_routes` refuses an app with an /api/v1 route that has neither,
+so a route cannot be added without a role decision.
 An unknown, revoked or expired token, or none, is a 401 with `WWW-Authenticate: Bearer`; a role too
 low is a 403.
 """
@@ -64,6 +66,19 @@ class Authorize:
         return operator
 
 
+class Public:
+    """The marker of a route that needs no operator token: a decision made on purpose, visible to
+    check_routes (the route authenticates its caller some other way, e.g. by an enrollment token)."""
+
+    def __call__(self) -> None:
+        return None
+
+
+def public_router(*, prefix: str = "", tags: list[str]) -> APIRouter:
+    """A router for /api/v1 whose routes anyone may call; each must check its caller itself."""
+    return APIRouter(prefix=prefix, tags=list(tags), dependencies=[Depends(Public())])
+
+
 def api_router(*, prefix: str = "", tags: list[str], minimum: Role = Role.VIEWER) -> APIRouter:
     """A router for /api/v1 whose every route passes `Authorize(minimum)`."""
     return APIRouter(prefix=prefix, tags=list(tags), dependencies=[Depends(Authorize(minimum))])
@@ -85,6 +100,7 @@ class RouteInfo:
     path: str
     methods: frozenset[str]
     authorizer: Authorize | None  # the Authorize among its dependencies (router or route level)
+    public: bool = False  # built by public_router: open on purpose
 
 
 def _iter_effective(app: FastAPI) -> Iterator[Any]:
@@ -103,12 +119,13 @@ def api_routes(app: FastAPI) -> list[RouteInfo]:
         if not path or not path.startswith(API_PREFIX) or dependant is None:
             continue
         authorizer = next((d.call for d in dependant.dependencies if isinstance(d.call, Authorize)), None)
-        found.append(RouteInfo(path, frozenset(getattr(route, "methods", None) or ()), authorizer))
+        public = any(isinstance(d.call, Public) for d in dependant.dependencies)
+        found.append(RouteInfo(path, frozenset(getattr(route, "methods", None) or ()), authorizer, public))
     return found
 
 
 def check_routes(app: FastAPI) -> None:
-    """Refuse an app with an /api/v1 route that skips the role check."""
-    unguarded = [f"{sorted(r.methods)} {r.path}" for r in api_routes(app) if r.authorizer is None]
+    """Refuse an app with an /api/v1 route that skips the role check without being marked public."""
+    unguarded = [f"{sorted(r.methods)} {r.path}" for r in api_routes(app) if r.authorizer is None and not r.public]
     if unguarded:
         raise ConfigurationError("routes without a role decision (build them with api_router): " + ", ".join(unguarded))

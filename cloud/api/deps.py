@@ -17,6 +17,8 @@ from cloud.rollout import Deployer
 class AppServices:
     engine: Engine
     deployer: Deployer
+    # the broker URL enrolled devices are told to use (settings.device_mqtt_url, else the cloud's own)
+    device_mqtt_url: str | None = None
     # name -> probe returning a JSON-able status (e.g. {"connected": True}); shown by /healthz
     probes: dict[str, Callable[[], Any]] = field(default_factory=dict)
 

@@ -6,8 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from cloud.db.bounds import Text
+from cloud.db.bounds import DeviceId, LabelSelector, Text
 from cloud.db.tables import ArtifactPublic, DeploymentPublic, DeploymentTargetPublic, ModelVersionPublic
+from cloud.identity.enrollment import DEFAULT_TTL_S, MAX_TTL_S
 from cloud.identity.tokens import Role
 
 
@@ -69,3 +70,48 @@ class AuditEntryPublic(BaseModel):
     action: str
     target: str
     detail: dict[str, Any]
+
+
+class EnrollmentTokenCreate(BaseModel):
+    device_id: DeviceId | None = None  # when set, only this device may enroll with the token
+    labels: LabelSelector = Field(default_factory=dict)  # fixed on the device: its reports cannot change them
+    ttl_s: int = Field(default=DEFAULT_TTL_S, ge=60, le=MAX_TTL_S)
+
+
+class EnrollmentTokenPublic(BaseModel):
+    """An enrollment token as lists show it: never its secret or the secret's hash."""
+
+    id: str
+    labels: dict[str, str]
+    device_id: str | None
+    created_at_ms: int
+    expires_at_ms: int
+    used_at_ms: int | None
+    used_by: str | None
+
+
+class EnrollmentTokenCreated(EnrollmentTokenPublic):
+    token: str  # the full token text, shown this once
+
+
+class EnrollRequest(BaseModel):
+    token: str = Field(max_length=256)
+    device_id: DeviceId
+
+
+class EnrollAnswer(BaseModel):
+    """What a device needs to join the fleet, sent once: the password is not stored anywhere readable."""
+
+    device_id: str
+    fleet: str
+    mqtt_url: str
+    username: str
+    password: str
+    labels: dict[str, str]
+    trust_chain: str  # base64 of the TrustChain bytes (trust.chain) the device pins
+    tls_ca: str | None  # PEM of the CA that signed the broker's certificate, when there is one
+
+
+class DeviceRevoked(BaseModel):
+    device_id: str
+    revoked: bool  # False: its credentials were already revoked

@@ -3,7 +3,7 @@ the handlers, so `edgefleet agent ...` works on a device that has only the `agen
 
 The cloud's commands live one module per command group here: `keys`, `up`, `train`, `tokens`, `demo` (+
 `demo_report`) and `remote` (deploy, devices, models: clients of a running cloud's API; they find the
-token `up` wrote through `operator_token`).
+token `up` wrote through `operator_token`), with `enroll` (devices enroll / revoke).
 """
 
 from __future__ import annotations

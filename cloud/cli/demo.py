@@ -38,6 +38,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from cloud.cli.demo_report import DemoFacts, render_summary
     from cloud.db.tables import DeploymentCreate
     from cloud.errors import CloudError
+    from cloud.identity.enrollment import enroll_device
     from cloud.service import CloudService
     from cloud.settings import CloudSettings
     from cloud.training.pipeline import TrainingConfig, run_training_pipeline
@@ -74,14 +75,21 @@ def run_demo(args: argparse.Namespace) -> int:
             )
             device_ids = [f"demo-{i:02d}" for i in range(1, args.devices + 1)]
             drifted = set(device_ids[1::2]) if args.drift else set()
+
+            def site(device_id: str) -> dict[str, str]:
+                return {"site": "drifted" if device_id in drifted else "baseline"}
+
+            with cloud.session() as session:  # the in-process shortcut for `devices enroll` + `provision --token`
+                passwords = {d: enroll_device(session, d, site(d)).password for d in device_ids}
             with SimulatedFleet(
                 device_ids,
                 mqtt_url=cloud.mqtt_url or "",
                 trust_path=cloud.trust_chain_path,
                 state_root=data_dir / "devices",
-                labels=lambda d: {"site": "drifted" if d in drifted else "baseline"},
+                labels=site,
+                passwords=passwords,
             ) as fleet:
-                console.print(f"  {len(device_ids)} simulated devices started (real edge_agent code)")
+                console.print(f"  {len(device_ids)} devices enrolled and started (simulated, real edge_agent code)")
                 deployment = cloud.deployer.deploy(  # type: ignore[union-attr]
                     DeploymentCreate(model_id=result.model_id, version=result.version, device_ids=device_ids)
                 )

@@ -1,15 +1,19 @@
 """`edgefleet deploy|devices|models`: thin clients of a running cloud's console API (over HTTP).
 
 They send an operator token: --token, else $EDGEFLEET_TOKEN, else the file `edgefleet up` wrote in
-development (`<data_dir>/operator.token`; see cloud.cli.operator_token).
+development (`<data_dir>/operator.token`; see cloud.cli.operator_token). HTTP is the standard library's
+`urllib`: httpx is a test dependency only, and a user's `cloud` install does not have it.
+`devices enroll|revoke` live in cloud.cli.enroll.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_API = "http://127.0.0.1:8080"
 
@@ -23,19 +27,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--api", default=DEFAULT_API, help=f"console API (default {DEFAULT_API})")
     deploy.set_defaults(func=_deploy)
 
-    devices = subparsers.add_parser("devices", help="list devices and their state")
+    devices = subparsers.add_parser("devices", help="list devices and their state; enroll or revoke one")
     devices.add_argument("--api", default=DEFAULT_API)
     devices.set_defaults(func=_devices)
+    from cloud.cli.enroll import register_device_actions
+
+    register_device_actions(devices, add_client_args)
 
     models = subparsers.add_parser("models", help="list registered model versions")
     models.add_argument("--api", default=DEFAULT_API)
     models.set_defaults(func=_models)
 
     for parser in (deploy, devices, models):
-        parser.add_argument("--token", help="operator API token (default: $EDGEFLEET_TOKEN, else the token "
-                                            "file `edgefleet up` wrote in the data dir)")
-        parser.add_argument("--data-dir", type=Path, help="where to look for operator.token "
-                                                          "(default: $EDGEFLEET_DATA_DIR or .edgefleet)")
+        add_client_args(parser)
+
+
+def add_client_args(parser: argparse.ArgumentParser, *, with_api: bool = False, **defaults: Any) -> None:
+    """--token and --data-dir (and --api when with_api); `defaults` (e.g. default=argparse.SUPPRESS, so that a
+    sub-command does not overwrite what its parent parsed) apply to each."""
+    if with_api:
+        parser.add_argument("--api", help=f"console API (default {DEFAULT_API})", **defaults)
+    parser.add_argument("--token", help="operator API token (default: $EDGEFLEET_TOKEN, else the token "
+                                        "file `edgefleet up` wrote in the data dir)", **defaults)
+    parser.add_argument("--data-dir", type=Path, help="where to look for operator.token "
+                                                      "(default: $EDGEFLEET_DATA_DIR or .edgefleet)", **defaults)
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -51,17 +66,25 @@ def _token(args: argparse.Namespace) -> str:
     return token
 
 
-def _api_call(args: argparse.Namespace, method: str, url: str, **kwargs: object) -> object:
-    import httpx
+def api_call(args: argparse.Namespace, method: str, url: str, *, json_body: object = None) -> Any:
+    """The JSON answer of one console API call with the operator's token; SystemExit saying why not."""
+    import urllib.error
+    import urllib.request
 
-    headers = {"Authorization": f"Bearer {_token(args)}"}
+    headers = {"Authorization": f"Bearer {_token(args)}", "Accept": "application/json"}
+    data = None
+    if json_body is not None:
+        data, headers["Content-Type"] = json.dumps(json_body).encode(), "application/json"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        response = httpx.request(method, url, timeout=10.0, headers=headers, **kwargs)  # type: ignore[arg-type]
-    except httpx.HTTPError as exc:
-        raise SystemExit(f"error: cannot reach the console API at {url}: {exc}") from None
-    if response.status_code >= 400:
-        raise SystemExit(f"error: {response.status_code} {response.text}")
-    return response.json()
+        with urllib.request.urlopen(request, timeout=10.0) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"error: {exc.code} {exc.read().decode(errors='replace')}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SystemExit(f"error: cannot reach the console API at {url}: {reason}") from None
+    return json.loads(body) if body else None
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -77,7 +100,7 @@ def _deploy(args: argparse.Namespace) -> int:
         "device_ids": [d for d in args.devices.split(",") if d],
         "labels": labels,
     }
-    result: dict = _api_call(args, "POST", f"{args.api}/api/v1/deployments", json=body)  # type: ignore[assignment]
+    result: dict = api_call(args, "POST", f"{args.api}/api/v1/deployments", json_body=body)
     targets = ", ".join(t["device_id"] for t in result.get("targets", []))
     print(f"deployment {result['id']}: {result['model_id']} v{result['version']} -> {targets or '(no device)'}")
     return 0
@@ -96,13 +119,13 @@ def _print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 def _devices(args: argparse.Namespace) -> int:
-    rows: list[dict] = _api_call(args, "GET", f"{args.api}/api/v1/devices")  # type: ignore[assignment]
+    rows: list[dict] = api_call(args, "GET", f"{args.api}/api/v1/devices")
     _print_table(rows, ["id", "online", "active_model_id", "active_version", "update_state", "last_error_code",
                         "labels"])
     return 0
 
 
 def _models(args: argparse.Namespace) -> int:
-    rows: list[dict] = _api_call(args, "GET", f"{args.api}/api/v1/models")  # type: ignore[assignment]
+    rows: list[dict] = api_call(args, "GET", f"{args.api}/api/v1/models")
     _print_table(rows, sorted({k for row in rows for k in row}))
     return 0

@@ -55,7 +55,7 @@ def run_up(args: argparse.Namespace) -> int:
             print(f"MQTT broker  {service.mqtt_url}")
             print(f"database     {settings.database}")
             print(f"fleet        {service.fleet}")
-            print(f"trust chain  {service.trust_chain_path}  (pin it on devices: edgefleet-agent provision --trust)")
+            print(f"trust chain  {service.trust_chain_path}  (devices get it by enrolling: edgefleet devices enroll)")
             print(f"API token    {_operator_token(service, settings)}")
             print("running; Ctrl-C stops", flush=True)
             stopping.wait()

@@ -1,6 +1,10 @@
 """Fleet state: devices, their labels, presence and reported state (functions over a Session).
 
-Devices register themselves: the first ReportedState or Presence from an unknown id creates its row.
+Devices do not register themselves: a row comes from enrollment (`enroll_row`, called when a token is
+redeemed) or from an operator deploying to an id ahead of its enrollment; ingestion applies reports only
+for enrolled devices (`cloud.monitoring.ingest`). The labels an enrollment fixed win over the ones a device
+reports, so a device cannot label itself into a deployment.
+
 ReportedState is a full snapshot, applied unless it is older than the one already applied (retained
 replays and redeliveries arrive out of order). Presence is applied in arrival order: the broker publishes
 a device's last will (written when it connected, so with an old timestamp) after its online message.
@@ -58,6 +62,14 @@ def ensure_device(session: Session, device_id: str, *, clock: ClockMs = now_ms) 
     return device, created
 
 
+def enroll_row(session: Session, device_id: str, labels: Mapping[str, str], *, clock: ClockMs = now_ms) -> Device:
+    """The row of a device being enrolled, created if missing, carrying the enrollment's labels."""
+    device, _ = ensure_device(session, device_id, clock=clock)
+    device.labels = {**device.labels, **labels}
+    session.add(device)
+    return device
+
+
 @dataclass(frozen=True)
 class DeviceChange:
     device: Device
@@ -67,18 +79,27 @@ class DeviceChange:
 
 
 def apply_reported(
-    session: Session, device_id: str, report: pb.ReportedState, *, clock: ClockMs = now_ms
+    session: Session,
+    device_id: str,
+    report: pb.ReportedState,
+    *,
+    clock: ClockMs = now_ms,
+    enrolled_labels: Mapping[str, str] | None = None,
 ) -> DeviceChange:
+    """Apply a snapshot; `enrolled_labels` (fixed at enrollment) override the device's own label values."""
     device, created = ensure_device(session, device_id, clock=clock)
     if report.ts_ms and report.ts_ms < device.reported_ts_ms:
         return DeviceChange(device, created, labels_changed=False, applied=False)
+    first_report = device.reported_ts_ms == 0 and device.reported_seq == 0
     device.reported_seq = report.seq
     device.reported_ts_ms = report.ts_ms
     _saw(device, report.ts_ms, clock)
-    labels_changed = False
-    if report.labels and dict(report.labels) != device.labels:
-        device.labels = dict(report.labels)
-        labels_changed = True
+    labels_changed = first_report  # a device's first report: check it against label deployments
+    if report.labels:
+        labels = {**dict(report.labels), **(enrolled_labels or {})}
+        if labels != device.labels:
+            device.labels = labels
+            labels_changed = True
     if report.agent_version:
         device.agent_version = report.agent_version
     device.runtimes = list(report.runtimes)

@@ -6,4 +6,7 @@ acl.py             the access rules (a device: its own upward topics out, its ow
                    Mosquitto and enforced by the embedded broker
 ca.py              the fleet's certificate authority and the broker's server certificate
 broker_config.py   `edgefleet broker-config`: everything a production Mosquitto needs, in one folder
+enrollment.py      single-use enrollment tokens -> a device's credentials and row (the only way in);
+                   `enroll_device` is the in-process shortcut for development and tests
+redemption.py      one redemption as the console API performs it, with its audit rows
 """

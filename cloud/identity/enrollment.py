@@ -5,6 +5,9 @@ will carry); the device presents it once (`edgefleet-agent provision --token ...
 user name (its device id) and a random password, of which the cloud keeps only the hash. Redeeming is a
 conditional update (`used_at_ms IS NULL`), so two devices racing with one token cannot both win.
 A device id that already holds live credentials can only be re-enrolled with a token naming it.
+Redeeming also creates the device's row (with the token's labels) in the caller's transaction: enrollment
+is the only way a device enters the fleet (`enroll_device` does the same without a token, for development
+and tests). `enrolled_labels` is what ingestion asks, once per batch, before storing anything.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cloud.errors import ConflictError, EnrollmentRefused, InvalidRequestError
+from cloud.fleet import enroll_row
 from cloud.identity.passwords import hash_password, new_secret
 from cloud.identity.records import DeviceCredential, EnrollmentToken
 from cloud.types import now_ms
@@ -61,37 +66,74 @@ def create_enrollment_token(
     return row, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
 
+def token_id_of(token: str) -> str | None:
+    """The public part of an enrollment token's text (for lists and the audit log), or None if it has none."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    token_id, sep, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
+    return token_id if token_id and sep and secret else None
+
+
+def list_enrollment_tokens(session: Session, *, limit: int = 1000) -> list[EnrollmentToken]:
+    """Newest first."""
+    query = select(EnrollmentToken).order_by(col(EnrollmentToken.created_at_ms).desc()).limit(limit)
+    return list(session.exec(query))
+
+
 def redeem(session: Session, token: str, device_id: str) -> Enrolled:
     """Spend `token` for `device_id`: its credentials, created now. The caller commits."""
     try:
         validate_device_id(device_id)
     except TopicError as exc:
         raise InvalidRequestError(str(exc)) from None
-    refused = EnrollmentRefused("enrollment token refused: unknown, already used, expired or for another device")
-    token_id, sep, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
-    row = session.get(EnrollmentToken, token_id) if token.startswith(TOKEN_PREFIX) and sep and secret else None
-    if row is None or not hmac.compare_digest(row.secret_sha256, _digest(secret)):
-        raise refused
+    token_id = token_id_of(token)
+    secret = token.removeprefix(f"{TOKEN_PREFIX}{token_id}_") if token_id else ""
+    row = session.get(EnrollmentToken, token_id) if token_id and secret else None
+    if row is None:
+        raise EnrollmentRefused("unknown token")
+    if not hmac.compare_digest(row.secret_sha256, _digest(secret)):
+        raise EnrollmentRefused("wrong secret")
     now = now_ms()
-    if row.expires_at_ms <= now or (row.device_id is not None and row.device_id != device_id):
-        raise refused
+    if row.expires_at_ms <= now:
+        raise EnrollmentRefused("expired")
+    if row.device_id is not None and row.device_id != device_id:
+        raise EnrollmentRefused(f"token is for device {row.device_id}")
+    if row.used_at_ms is not None:  # before the conflict check: a spent token learns nothing about ids
+        raise EnrollmentRefused("already used")
     existing = session.get(DeviceCredential, device_id)
     if existing is not None and existing.revoked_at_ms is None and row.device_id != device_id:
         raise ConflictError(f"device {device_id} is already enrolled; re-enroll it with a token that names it")
-    spent = session.execute(
+    spent = session.execute(  # conditional: of two racing redemptions, exactly one changes the row
         update(EnrollmentToken)
         .where(col(EnrollmentToken.id) == token_id, col(EnrollmentToken.used_at_ms).is_(None))
         .values(used_at_ms=now, used_by=device_id)
     )
     if spent.rowcount != 1:  # type: ignore[attr-defined]
-        raise refused
-    password = new_secret()
+        raise EnrollmentRefused("already used")
+    return _issue(session, device_id, dict(row.labels), existing)
+
+
+def enroll_device(session: Session, device_id: str, labels: Mapping[str, str] | None = None) -> Enrolled:
+    """Enroll device_id without a token (development, the demo, tests): fresh credentials and its row,
+    replacing any it had. Operators enroll devices with tokens; this is the in-process shortcut."""
+    try:
+        validate_device_id(device_id)
+    except TopicError as exc:
+        raise InvalidRequestError(str(exc)) from None
+    return _issue(session, device_id, dict(labels or {}), session.get(DeviceCredential, device_id))
+
+
+def _issue(session: Session, device_id: str, labels: dict[str, str], existing: DeviceCredential | None) -> Enrolled:
+    password, now = new_secret(), now_ms()
     if existing is None:
-        session.add(DeviceCredential(device_id=device_id, password_hash=hash_password(password)))
+        session.add(DeviceCredential(device_id=device_id, password_hash=hash_password(password), labels=labels))
     else:
         existing.password_hash, existing.revoked_at_ms, existing.created_at_ms = hash_password(password), None, now
+        existing.labels = labels
         session.add(existing)
-    return Enrolled(device_id, password, dict(row.labels))
+    enroll_row(session, device_id, labels)
+    session.flush()
+    return Enrolled(device_id, password, labels)
 
 
 def revoke_device(session: Session, device_id: str) -> bool:
@@ -107,6 +149,17 @@ def revoke_device(session: Session, device_id: str) -> bool:
 def is_enrolled(session: Session, device_id: str) -> bool:
     credential = session.get(DeviceCredential, device_id)
     return credential is not None and credential.revoked_at_ms is None
+
+
+def enrolled_labels(session: Session, device_ids: Collection[str]) -> dict[str, dict[str, str]]:
+    """device id -> the labels its enrollment fixed, for each of device_ids holding live credentials
+    (one query; ids missing from the answer are not enrolled, or revoked)."""
+    if not device_ids:
+        return {}
+    query = select(DeviceCredential.device_id, DeviceCredential.labels).where(
+        col(DeviceCredential.device_id).in_(list(device_ids)), col(DeviceCredential.revoked_at_ms).is_(None)
+    )
+    return {device_id: dict(labels or {}) for device_id, labels in session.exec(query)}
 
 
 def live_password_hashes(session: Session) -> dict[str, str]:

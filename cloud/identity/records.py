@@ -57,5 +57,7 @@ class DeviceCredential(SQLModel, table=True):
 
     device_id: str = Field(primary_key=True, max_length=64)
     password_hash: str = Field(max_length=256)
+    # the labels its enrollment fixed: the device's own reports cannot change these keys
+    labels: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
     created_at_ms: int = Field(sa_type=BigInteger, default_factory=now_ms)
     revoked_at_ms: int | None = Field(default=None, sa_type=BigInteger)

@@ -2,11 +2,15 @@
 
 TelemetryWindow, LifecycleEvent and SampleBatch are keyed by (device_id, seq) and inserted with
 insert-or-ignore, so QoS 1 redeliveries, retained replays and several workers on a shared subscription
-never double-count. ReportedState and Presence update the Device row (registering unknown devices) and
-move deployment targets along. Work happens on a BatchWorker thread, one transaction per batch; if a
-batch fails, its messages are retried one by one so one poison message costs only itself. Payloads that
-do not parse, or whose device_id contradicts the topic, are logged, counted and skipped; so are
-messages of another fleet (counted as `foreign`), which would otherwise appear as ghost devices.
+never double-count. ReportedState and Presence update the Device row and move deployment targets along.
+Nothing is stored for a device without live (enrolled, unrevoked) credentials: its messages are dropped and
+counted as `unenrolled` (one query per batch decides), so messages alone never create a device. Every
+decoded message must also mean something possible (`protocols.validation.check_upward`: ranges, counts that
+agree, no timestamp from the future); one that does not is dropped whole and counted as `implausible`, per
+rule in `Ingestor.implausible_rules`, and logged once per rule. Work happens on a BatchWorker thread, one
+transaction per batch; if a batch fails, its messages are retried one by one so one poison message costs
+only itself. Payloads that do not parse, or whose device_id contradicts the topic, are logged, counted
+and skipped; so are messages of another fleet (counted as `foreign`), which would otherwise appear as ghost devices.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from cloud import fleet, rollout
 from cloud.db import insert_ignore
 from cloud.db.tables import EventRecord, SampleRecord, TelemetryRecord
 from cloud.errors import MalformedMessage
+from cloud.identity.enrollment import enrolled_labels
 from cloud.mqtt.worker import BatchWorker, Counters, MessageConsumer
 from cloud.types import ClockMs, now_ms
 from protocols.topics import DEFAULT_FLEET, Channel, TopicError, parse_device_topic
 from protocols.v1 import messages_pb2 as pb
+from protocols.validation import ImplausibleMessage, check_upward
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,7 @@ DECODERS: dict[Channel, type[Message]] = {
     Channel.PRESENCE: pb.Presence,
 }
 _DB_RETRY_DELAYS_S = (0.2, 1.0, 3.0)
+_MAX_WARNED_DEVICES = 1_000  # unenrolled ids warned about by name; past that, only counted (forged ids are endless)
 
 
 @dataclass
@@ -51,6 +58,8 @@ class IngestStats(Counters):
     device_updates: int = 0
     malformed: int = 0
     foreign: int = 0  # messages of another fleet, dropped
+    unenrolled: int = 0  # messages from a device id without live credentials, dropped
+    implausible: int = 0  # well-formed messages that cannot be true (protocols.validation), dropped
     failed: int = 0  # well-formed messages the database refused
 
 
@@ -140,6 +149,8 @@ class Ingestor(MessageConsumer):
         self.fleet = deployer.fleet if deployer is not None else fleet
         self.clock = clock
         self.stats = IngestStats()
+        self.implausible_rules: dict[str, int] = {}  # rule -> messages refused under it (under stats.lock)
+        self._warned_devices: set[str] = set()
         self.worker: BatchWorker[tuple[str, bytes]] = BatchWorker(
             "edgefleet-ingest", self.process, max_queue=max_queue, batch_size=batch_size
         )
@@ -152,7 +163,11 @@ class Ingestor(MessageConsumer):
             if not payload:
                 continue  # a cleared retained message: nothing to store
             try:
-                decoded.append(decode(topic, payload, fleet=self.fleet))
+                item = decode(topic, payload, fleet=self.fleet)
+                check_upward(item[2], self.clock())
+                decoded.append(item)
+            except ImplausibleMessage as exc:
+                self._refuse(exc, topic)
             except ForeignFleet as exc:
                 self.stats.add(foreign=1)
                 log.debug("dropping: %s", exc)
@@ -172,6 +187,14 @@ class Ingestor(MessageConsumer):
                     self.stats.add(failed=1)
                     log.exception("could not store %s from %s", item[1].value, item[0])
 
+    def _refuse(self, exc: ImplausibleMessage, topic: str) -> None:
+        with self.stats.lock:
+            self.stats.implausible += 1
+            first = exc.rule not in self.implausible_rules
+            self.implausible_rules[exc.rule] = self.implausible_rules.get(exc.rule, 0) + 1
+        if first:  # once per rule: a misbehaving device repeats itself, the log should not
+            log.warning("refusing implausible messages (%s), first: %s: %s", exc.rule, topic, exc)
+
     def _with_db_retries(self, action: Callable[[], None]) -> None:
         for delay in _DB_RETRY_DELAYS_S:
             try:
@@ -189,7 +212,11 @@ class Ingestor(MessageConsumer):
         changed: list[str] = []
         updates = 0
         with Session(self.engine) as session:
+            enrolled = enrolled_labels(session, {device_id for device_id, _, _ in decoded})
+            unenrolled = [device_id for device_id, _, _ in decoded if device_id not in enrolled]
             for device_id, channel, msg in decoded:
+                if device_id not in enrolled:
+                    continue
                 if channel is Channel.TELEMETRY:
                     telemetry.append(telemetry_row(device_id, msg, received))
                 elif channel is Channel.EVENTS:
@@ -197,8 +224,12 @@ class Ingestor(MessageConsumer):
                 elif channel is Channel.SAMPLES:
                     samples.extend(sample_rows(device_id, msg))
                 else:
-                    apply = fleet.apply_reported if channel is Channel.REPORTED else fleet.apply_presence
-                    change = apply(session, device_id, msg, clock=self.clock)
+                    if channel is Channel.REPORTED:
+                        change = fleet.apply_reported(
+                            session, device_id, msg, clock=self.clock, enrolled_labels=enrolled[device_id]
+                        )
+                    else:
+                        change = fleet.apply_presence(session, device_id, msg, clock=self.clock)
                     if channel is Channel.REPORTED and change.applied:
                         rollout.record_report(session, device_id, msg, clock=self.clock)
                     if change.labels_changed:
@@ -210,7 +241,11 @@ class Ingestor(MessageConsumer):
             sample_stored = insert_ignore(session, SampleRecord, samples, ["device_id", "batch_seq", "position"])
             session.commit()
         rows = len(telemetry) + len(events) + len(samples)
-        self.stats.add(stored=stored + sample_stored, duplicates=rows - stored - sample_stored, device_updates=updates)
+        self.stats.add(
+            stored=stored + sample_stored, duplicates=rows - stored - sample_stored, device_updates=updates,
+            unenrolled=len(unenrolled),
+        )
+        self._warn_unenrolled(unenrolled)
         log.debug("stored %d of %d rows, %d device updates", stored + sample_stored, rows, updates)
         if self.deployer is not None:
             for device_id in dict.fromkeys(changed):
@@ -218,3 +253,9 @@ class Ingestor(MessageConsumer):
                     self.deployer.reconcile_device(device_id)
                 except Exception:
                     log.exception("could not reconcile new device %s", device_id)
+
+    def _warn_unenrolled(self, device_ids: list[str]) -> None:
+        for device_id in dict.fromkeys(device_ids):
+            if device_id not in self._warned_devices and len(self._warned_devices) < _MAX_WARNED_DEVICES:
+                self._warned_devices.add(device_id)
+                log.warning("dropping messages from %s: not enrolled, or revoked (edgefleet devices enroll)", device_id)

@@ -1,7 +1,8 @@
 """`pip install '.[agent]'` gives a working agent with none of the cloud's packages.
 
 A fresh virtualenv gets only the `agent` extra; the test checks that fastapi, sqlmodel, scikit-learn and
-skl2onnx are absent, then provisions a device with that venv's `edgefleet-agent` and runs
+skl2onnx are absent, then provisions a device with that venv's `edgefleet-agent` (spending an enrollment
+token, as a real device does) and runs
 `edgefleet-agent run` against a real cloud stack, which deploys a model it must download, verify,
 self-test and activate. The agent runs with `-X importtime` (PYTHONPROFILEIMPORTTIME) so the test can
 prove that the device never imported `cloud` (which the checkout installs too) nor a cloud-only package.
@@ -105,16 +106,24 @@ def test_an_agent_only_install_runs_a_real_agent(
     agent_venv: Path, cloud: CloudService, mqtt_broker: Any, tmp_path: Path
 ) -> None:
     edgefleet_agent = str(agent_venv / "bin" / "edgefleet-agent")
-    config = tmp_path / "device" / "agent.toml"
-    provision = subprocess.run(
-        [edgefleet_agent, "provision", "--device-id", "pi-agent-only", "--mqtt-url", mqtt_broker.url,
-         "--trust", cloud.trust_chain_path, "--state-dir", str(tmp_path / "device" / "state"),
-         "--grpc-address", "", "--out", str(config)],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
-    )
-    assert provision.returncode == 0, provision.stdout + provision.stderr
+    assert cloud.engine is not None
+    found = ensure_dev_token(cloud.engine, cloud.settings.data_dir)  # as `edgefleet up` does in development
+    assert found is not None
+    headers = {"Authorization": f"Bearer {found[0].read_text().strip()}"}
+    # what `edgefleet devices enroll --device-id pi-agent-only` asks the console API for
+    created = httpx.post(f"{cloud.api_url}/api/v1/enrollment-tokens", json={"device_id": "pi-agent-only"},
+                         headers=headers, timeout=10)
+    assert created.status_code == 201, created.text
     env = dict(os.environ)  # the agent's default protocol must work with Mosquitto and the embedded broker
     env.pop("PYTHONPATH", None)  # the agent must run from its own venv, not from this checkout's packages
+    config = tmp_path / "device" / "agent.toml"
+    provision = subprocess.run(
+        [edgefleet_agent, "provision", "--token", created.json()["token"], "--cloud-url", str(cloud.api_url),
+         "--device-id", "pi-agent-only", "--state-dir", str(tmp_path / "device" / "state"),
+         "--grpc-address", "", "--out", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env,
+    )
+    assert provision.returncode == 0, provision.stdout + provision.stderr
     env["PYTHONPROFILEIMPORTTIME"] = "1"  # = -X importtime: every module the agent process imports, on stderr
     log, imports = tmp_path / "agent.log", tmp_path / "agent-imports.log"
     with log.open("w") as out, imports.open("w") as err:
@@ -126,9 +135,6 @@ def test_an_agent_only_install_runs_a_real_agent(
         result = run_training_pipeline(cloud.engine, cloud.store, cloud.signer, TrainingConfig(model_id="digits"))
         cloud.deployer.deploy(DeploymentCreate(model_id="digits", device_ids=["pi-agent-only"]))  # type: ignore[union-attr]
 
-        found = ensure_dev_token(cloud.engine, cloud.settings.data_dir)  # as `edgefleet up` does in development
-        assert found is not None
-        headers = {"Authorization": f"Bearer {found[0].read_text().strip()}"}
 
         def device() -> dict[str, Any]:
             response = httpx.get(f"{cloud.api_url}/api/v1/devices/pi-agent-only", timeout=5, headers=headers)

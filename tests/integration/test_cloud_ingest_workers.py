@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 from support import wait_until
+from support.enrollment import enroll
 
 from cloud.db import create_tables, make_engine
 from cloud.db.tables import TelemetryRecord
@@ -26,6 +27,7 @@ def test_two_workers_share_the_load_and_store_each_window_once(
 ) -> None:
     engine = make_engine(database_url)
     create_tables(engine)
+    enroll(engine, *(f"dev-{i}" for i in range(4)))
     workers = [Ingestor(engine, batch_size=10) for _ in range(2)]
     for worker in workers:
         transport, _ = make_transport()

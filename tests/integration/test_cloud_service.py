@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from support import wait_until
+from support.enrollment import enroll
 
 from cloud.cli.operator_token import ensure_dev_token
 from cloud.service import CloudService
@@ -70,6 +71,7 @@ def test_device_gets_fetches_verifies_and_reports_a_deployment(
     assert api(service, "GET", "/healthz")["status"] == "ok"
 
     device_id, fleet = "pi-001", service.fleet
+    enroll(service, device_id)  # the cloud ignores devices it has not enrolled
     # what provisioning pins: the first root version of the chain file `edgefleet up` names
     pinned = RootOfTrust.pin(pb.TrustChain.FromString(service.trust_chain_path.read_bytes()).roots[0], fleet=fleet)
     device, inbox = make_transport(
@@ -150,6 +152,7 @@ def test_two_clouds_on_one_broker_keep_to_their_own_fleets(tmp_path: Path, mqtt_
     ]
     with clouds[0] as a, clouds[1] as b:
         assert a.fleet != b.fleet and a.transport.wait_connected(10) and b.transport.wait_connected(10)
+        enroll(a, "pi-a")
         device, _inbox = make_transport(broker=mqtt_broker)
         hello = pb.ReportedState(schema_version=1, device_id="pi-a", seq=1, ts_ms=int(time.time() * 1000))
         device.publish(device_topic("pi-a", Channel.REPORTED, fleet=a.fleet), hello.SerializeToString(), retain=True)

@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from support import wait_until
+from support.enrollment import enroll
 
 from cloud import registry
 from cloud.cli.operator_token import ensure_dev_token
@@ -64,6 +65,7 @@ def loop(mqtt_broker: Any, database_url: str, tmp_path: Path) -> Iterator[Loop]:
             mqtt_protocol=mqtt_broker.mqtt_protocol,
             trust_path=cloud.trust_chain_path,
             state_root=tmp_path / "devices",
+            passwords=enroll(cloud, *DEVICES),
         )
         found = ensure_dev_token(cloud.engine, settings.data_dir)  # the admin token `up` makes in development
         assert found is not None

@@ -25,6 +25,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 TokenFor = Callable[[str], str]
+DEVICE_MQTT_URL = "mqtts://broker.test:8883"  # what enrolled devices are told to use
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def broker() -> MemoryBroker:
 
 
 @pytest.fixture
-def app(engine: Engine, broker: MemoryBroker, tmp_path: Path, director: Director) -> FastAPI:
+def app(engine: Engine, broker: MemoryBroker, tmp_path: Path, director: Director, keys_dir: Path) -> FastAPI:
     transport = MemoryTransport(broker)
     transport.start()
     services = AppServices(
@@ -41,7 +42,8 @@ def app(engine: Engine, broker: MemoryBroker, tmp_path: Path, director: Director
         deployer=Deployer(engine, transport, director=director, chunk_size_bytes=1024),
         probes={"mqtt": lambda: {"connected": transport.connected}},
     )
-    return create_app(CloudSettings(data_dir=tmp_path), services)
+    settings = CloudSettings(data_dir=tmp_path, keys_dir=keys_dir, device_mqtt_url=DEVICE_MQTT_URL)
+    return create_app(settings, services)
 
 
 @pytest.fixture

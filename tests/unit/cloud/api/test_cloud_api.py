@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
+from support.enrollment import enroll
 
 from cloud.db.tables import DatasetCreate, PipelineRunCreate
 from cloud.monitoring import Ingestor
@@ -84,6 +85,7 @@ def test_post_deployment_publishes_and_reports_per_device_status(
 ) -> None:
     with Session(engine) as session:
         register(session, "m")
+    enroll(engine, "dev-1")
     ingest(
         engine,
         "dev-1",
@@ -121,6 +123,7 @@ def test_post_deployment_publishes_and_reports_per_device_status(
 def test_devices_telemetry_summary_and_drift(client: TestClient, engine: Engine, register) -> None:
     with Session(engine) as session:
         register(session, "m")
+    enroll(engine, "dev-1", "dev-2")
     presence = pb.Presence(schema_version=1, device_id="dev-1", online=True, ts_ms=5)
     ingest(engine, "dev-1", Channel.PRESENCE, presence)
     ingest(

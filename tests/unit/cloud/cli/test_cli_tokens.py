@@ -4,44 +4,20 @@ finding their token (flag, environment, file) against a real console API on uvic
 from __future__ import annotations
 
 import os
-import socket
 import stat
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import uvicorn
 from sqlalchemy import Engine
 from sqlmodel import Session, select
-from support.net import wait_until
 
-from cloud.api import AppServices, create_app
 from cloud.cli import main
 from cloud.cli.operator_token import TOKEN_ENV, ensure_dev_token, token_path
 from cloud.cli.up import _operator_token
-from cloud.db import make_engine
 from cloud.identity.records import ApiToken, AuditEntry
 from cloud.identity.tokens import authenticate
-from cloud.rollout import Deployer
-from cloud.rollout.director import Director
 from cloud.settings import CloudSettings
-from edge_agent.transport import MemoryBroker, MemoryTransport
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def db_engine(data_dir: Path) -> Iterator[Engine]:
-    """The database `edgefleet tokens` and `up` use by default for data_dir."""
-    main(["tokens", "list", "--data-dir", str(data_dir)])  # creates the tables
-    engine = make_engine(CloudSettings(data_dir=data_dir).database)
-    yield engine
-    engine.dispose()
 
 
 def test_tokens_create_list_revoke_on_the_database(data_dir: Path, db_engine: Engine, capsys) -> None:
@@ -91,23 +67,6 @@ def test_production_up_never_creates_a_token(data_dir: Path, db_engine: Engine) 
     assert "none created" in line and not token_path(data_dir).exists()
     with Session(db_engine) as session:
         assert session.exec(select(ApiToken)).all() == []
-
-
-@pytest.fixture
-def api_url(db_engine: Engine, data_dir: Path, director: Director) -> Iterator[str]:
-    transport = MemoryTransport(MemoryBroker())
-    transport.start()
-    deployer = Deployer(db_engine, transport, director=director, chunk_size_bytes=1024)
-    services = AppServices(engine=db_engine, deployer=deployer)
-    app = create_app(CloudSettings(data_dir=data_dir), services)
-    sock = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    assert wait_until(lambda: server.started)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(5)
 
 
 def test_remote_commands_find_the_token(api_url: str, data_dir: Path, db_engine: Engine, monkeypatch,

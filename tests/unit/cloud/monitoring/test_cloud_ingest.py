@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
+from support.enrollment import enroll
 
 from cloud import fleet
 from cloud.db.tables import Device, EventRecord, SampleRecord, TelemetryRecord
@@ -15,8 +16,19 @@ from protocols.v1 import messages_pb2 as pb
 NOW_MS = 1_700_000_000_000
 
 
+ENROLLED = ("dev-1", "dev-2", "dev-9")
+
+
 def clock() -> int:
     return NOW_MS
+
+
+@pytest.fixture(autouse=True)
+def _enrolled(request: pytest.FixtureRequest) -> None:
+    """The devices these tests hear from are enrolled (the cloud drops messages from any other id)."""
+    for name in ("any_engine", "engine"):
+        if name in request.fixturenames:
+            enroll(request.getfixturevalue(name), *ENROLLED)
 
 
 def telemetry(device_id: str, seq: int, **fields: object) -> tuple[str, bytes]:
@@ -121,13 +133,13 @@ def test_malformed_payloads_are_counted_and_skipped(any_engine: Engine) -> None:
 
 def test_one_poison_message_costs_only_itself(any_engine: Engine) -> None:
     ingestor = Ingestor(any_engine, clock=clock)
-    poison = telemetry("dev-1", 2**64 - 1)  # valid protobuf, but too large for a BIGINT column
+    poison = telemetry("dev-1", 2**64 - 1)  # valid protobuf, but too large for a BIGINT column: refused unread
     ingestor.process([telemetry("dev-1", 1), poison, telemetry("dev-1", 3)])
     assert count(any_engine, TelemetryRecord) == 2
-    assert ingestor.stats.snapshot()["failed"] == 1
+    assert ingestor.stats.snapshot()["implausible"] == 1 and ingestor.implausible_rules == {"out_of_range": 1}
 
 
-def test_reported_state_and_presence_register_and_update_devices(any_engine: Engine) -> None:
+def test_reported_state_and_presence_update_enrolled_devices(any_engine: Engine) -> None:
     report = pb.ReportedState(
         schema_version=1,
         device_id="dev-1",
@@ -165,7 +177,7 @@ def test_reported_state_and_presence_register_and_update_devices(any_engine: Eng
     ingestor.process([(device_topic("dev-1", Channel.PRESENCE), offline.SerializeToString())])
     with Session(any_engine) as session:
         assert not fleet.get_device(session, "dev-1").online
-    assert count(any_engine, Device) == 1
+    assert count(any_engine, Device) == len(ENROLLED)
 
 
 def test_worker_takes_messages_off_the_transport_thread(engine: Engine) -> None:

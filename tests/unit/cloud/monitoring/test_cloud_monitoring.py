@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
+from support.enrollment import enroll
 
 from cloud.monitoring import Ingestor, device_drift, histogram_quantile
 from protocols.topics import Channel, device_topic
@@ -26,6 +27,7 @@ def test_histogram_quantile_edges() -> None:
 def test_sketches_over_other_bins_are_ignored_not_fatal(engine: Engine, register) -> None:
     with Session(engine) as session:
         register(session, "m")  # reference: features 0 and 1, four bins each
+    enroll(engine, "d")
     windows = [
         pb.TelemetryWindow(schema_version=1, device_id="d", seq=1, model=pb.ModelRef(model_id="m", version="1"),
                            features=[pb.FeatureSketch(index=0, counts=[5, 5, 5, 5])]),

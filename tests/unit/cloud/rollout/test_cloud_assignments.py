@@ -8,6 +8,7 @@ import time
 
 from sqlalchemy import Engine
 from sqlmodel import Session
+from support.enrollment import enroll
 
 from cloud import fleet
 from cloud.db.tables import AssignmentRecord, DeploymentCreate
@@ -99,6 +100,7 @@ def test_republish_sends_the_recorded_assignment_byte_for_byte(
 def test_messages_of_another_fleet_are_counted_and_dropped(engine: Engine, director: Director, register) -> None:
     ghost = pb.ReportedState(schema_version=1, device_id="ghost", ts_ms=1)
     ours = pb.ReportedState(schema_version=1, device_id="real", ts_ms=1)
+    enroll(engine, "real", "ghost")  # even an enrolled id is not ours to store on another fleet's topic
     ingestor = Ingestor(engine, fleet=DEFAULT_FLEET)
     ingestor.process([
         (device_topic("ghost", Channel.REPORTED, fleet="other-lab"), ghost.SerializeToString()),
@@ -106,7 +108,8 @@ def test_messages_of_another_fleet_are_counted_and_dropped(engine: Engine, direc
     ])  # fmt: skip
     assert ingestor.stats.foreign == 1
     with Session(engine) as session:
-        assert [d.id for d in fleet.list_devices(session)] == ["real"]
+        assert fleet.get_device(session, "real").reported_ts_ms == 1
+        assert fleet.get_device(session, "ghost").reported_ts_ms == 0
 
     sent: list[str] = []
     server = ChunkServer(engine, MemoryArtifactStore(), _Recorder(sent), fleet=DEFAULT_FLEET)

@@ -4,11 +4,13 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session
+from support.enrollment import enroll
 
 from cloud import fleet, rollout
 from cloud.db import DeploymentStatus, TargetStatus
 from cloud.db.tables import DeploymentCreate
 from cloud.errors import InvalidRequestError, NotFoundError
+from cloud.identity.enrollment import is_enrolled
 from cloud.monitoring import Ingestor
 from cloud.rollout import Deployer, Director
 from edge_agent.transport import MemoryBroker, MemoryTransport
@@ -36,6 +38,11 @@ def desired(broker: MemoryBroker, device_id: str) -> pb.DesiredState | None:
 
 
 def report(engine: Engine, device_id: str, **fields: object) -> None:
+    """A report from an enrolled device (enrolled here on first use: the cloud drops others' messages)."""
+    with Session(engine) as session:
+        known = is_enrolled(session, device_id)
+    if not known:
+        enroll(engine, device_id)
     state = pb.ReportedState(schema_version=1, device_id=device_id, **fields)  # type: ignore[arg-type]
     Ingestor(engine).process([(device_topic(device_id, Channel.REPORTED), state.SerializeToString())])
 
@@ -119,6 +126,7 @@ def test_a_device_that_appears_later_gets_the_matching_label_deployment(
         register(session, "m")
     deployment = deployer.deploy(DeploymentCreate(model_id="m", labels={"site": "north"}))
     assert not broker.retained_for("ef/v1/default/dev/+/desired")
+    enroll(any_engine, "late", "other")  # enrolled without labels: their first reports bring them
     late = pb.ReportedState(schema_version=1, device_id="late", ts_ms=5, labels={"site": "north"})
     other = pb.ReportedState(schema_version=1, device_id="other", ts_ms=5, labels={"site": "south"})
     Ingestor(any_engine, deployer=deployer).process(
