@@ -166,3 +166,19 @@ def live_password_hashes(session: Session) -> dict[str, str]:
     """device id -> password hash of every device whose credentials are not revoked (for the broker)."""
     query = select(DeviceCredential).where(col(DeviceCredential.revoked_at_ms).is_(None))
     return {c.device_id: c.password_hash for c in session.exec(query)}
+
+
+def expected_devices(session: Session, device_ids: Collection[str]) -> set[str]:
+    """Those of device_ids the fleet knows or awaits: live credentials, or named by an unused, unexpired
+    enrollment token (a deployment may wait for a device that is about to enroll)."""
+    if not device_ids:
+        return set()
+    ids = list(device_ids)
+    found = set(enrolled_labels(session, ids))
+    waiting = select(EnrollmentToken.device_id).where(
+        col(EnrollmentToken.device_id).in_(ids),
+        col(EnrollmentToken.used_at_ms).is_(None),
+        col(EnrollmentToken.expires_at_ms) > now_ms(),
+    )
+    found.update(d for d in session.exec(waiting) if d is not None)
+    return found

@@ -24,6 +24,7 @@ from cloud.db import DeploymentStatus, TargetStatus
 from cloud.db.tables import AssignmentRecord, Deployment, DeploymentCreate, DeploymentTarget, Device
 from cloud.errors import InvalidRequestError
 from cloud.fleet import ensure_device, labels_match, list_devices
+from cloud.identity.enrollment import expected_devices
 from cloud.rollout.deployments import refresh_status
 from cloud.rollout.director import Director
 from cloud.rollout.status import TERMINAL
@@ -137,12 +138,20 @@ def _target_device(
 
 
 def resolve_targets(session: Session, device_ids: Sequence[str], labels: dict[str, str]) -> list[str]:
-    """Explicit ids (registered or not: a retained desired state waits for them) plus label matches."""
+    """Explicit ids plus label matches. An explicit id must be enrolled, or named by an enrollment token
+    not yet spent (its retained desired state then waits for it): a typo or a made-up id is refused rather
+    than becoming a device row that nothing will ever answer for."""
     for device_id in device_ids:
         try:
             validate_device_id(device_id)
         except TopicError as exc:
             raise InvalidRequestError(str(exc)) from None
+    unknown = sorted(set(device_ids) - expected_devices(session, device_ids))
+    if unknown:
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise InvalidRequestError(
+            f"not enrolled: {', '.join(unknown[:10])}{more} (enroll first: edgefleet devices enroll --device-id ...)"
+        )
     chosen = dict.fromkeys(device_ids)
     if labels:
         chosen.update(dict.fromkeys(d.id for d in list_devices(session, labels=labels)))

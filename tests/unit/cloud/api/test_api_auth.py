@@ -9,6 +9,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlmodel import Session, select
+from support.enrollment import enroll
 
 from cloud.api.auth import API_PREFIX, api_router, api_routes, check_routes
 from cloud.errors import ConfigurationError
@@ -53,6 +54,7 @@ def test_reads_need_a_token_and_the_routes_role(anonymous: TestClient, token_for
 def test_changes_need_deployer_or_admin(anonymous: TestClient, token_for, engine: Engine, register) -> None:
     with Session(engine) as session:
         register(session, "m")
+    enroll(engine, "dev-1")
     body = {"model_id": "m", "device_ids": ["dev-1"]}
     assert anonymous.post("/api/v1/deployments", json=body).status_code == 401
     assert anonymous.post("/api/v1/deployments", json=body, headers=bearer(token_for("viewer"))).status_code == 403
@@ -131,6 +133,7 @@ def test_every_change_is_audited_and_admins_page_the_log(
     with Session(engine) as session:
         register(session, "m")
     deployer = token_for("deployer")
+    enroll(engine, "dev-1", "dev-2")
     deployment = anonymous.post("/api/v1/deployments", json={"model_id": "m", "device_ids": ["dev-1", "dev-2"]},
                                 headers=bearer(deployer)).json()
     token = client.post("/api/v1/tokens", json={"name": "ci", "role": "viewer"}).json()
@@ -178,6 +181,7 @@ def test_the_audit_row_commits_with_the_deployment_or_not_at_all(
         audit.record(session, actor="x", action="deployment.create", target=deployment.id)
         raise RuntimeError("audit store unavailable")
 
+    enroll(engine, "a")
     with pytest.raises(RuntimeError):
         deployer.deploy(DeploymentCreate(model_id="m", device_ids=["a"]), before_commit=failing_audit)
     with Session(engine) as session:

@@ -85,7 +85,7 @@ def test_post_deployment_publishes_and_reports_per_device_status(
 ) -> None:
     with Session(engine) as session:
         register(session, "m")
-    enroll(engine, "dev-1")
+    enroll(engine, "dev-1", "dev-2")
     ingest(
         engine,
         "dev-1",

@@ -48,6 +48,7 @@ def test_a_desired_state_verifies_the_way_a_device_checks_it(
     broker = MemoryBroker()
     with Session(any_engine) as session:
         mv = register(session, "m")
+    enroll(any_engine, "d1")
     deployment = deployer_on(any_engine, broker, director).deploy(DeploymentCreate(model_id="m", device_ids=["d1"]))
     state = desired(broker, "d1")
     verified = verify_desired(state, pinned(director), device_id="d1", last_counter=0, now_ms=now_ms())
@@ -69,6 +70,7 @@ def test_a_rollback_is_a_new_assignment_the_device_accepts(
         register(session, "m")
         register(session, "m")
     deployer = deployer_on(any_engine, broker, director)
+    enroll(any_engine, "d1")
     deployer.deploy(DeploymentCreate(model_id="m", version="2", device_ids=["d1"]))
     root = pinned(director)
     newer = verify_desired(desired(broker, "d1"), root, device_id="d1", last_counter=0, now_ms=now_ms())
@@ -86,6 +88,7 @@ def test_republish_sends_the_recorded_assignment_byte_for_byte(
         register(session, "m")
     broker = MemoryBroker()
     deployer = deployer_on(any_engine, broker, director)
+    enroll(any_engine, "d1")
     deployer.deploy(DeploymentCreate(model_id="m", device_ids=["d1"]))
     before = desired(broker, "d1").assignment
     fresh = MemoryBroker()  # a restarted broker that kept nothing

@@ -5,6 +5,7 @@ import hashlib
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
+from support.enrollment import enroll
 
 from cloud.db.tables import DeploymentCreate
 from cloud.registry.artifacts import MemoryArtifactStore
@@ -41,6 +42,7 @@ def setup(
     cloud = MemoryTransport(MemoryBroker())
     cloud.start()
     deployer = Deployer(engine, cloud, director=director, chunk_size_bytes=CHUNK)
+    enroll(engine, "dev-1")
     deployer.deploy(DeploymentCreate(model_id="m", device_ids=["dev-1"]))
     recorder = Recorder()
     return ChunkServer(engine, store, recorder, max_indexes=4), recorder
@@ -103,6 +105,7 @@ def test_a_missing_artifact_file_is_reported_not_crashed_on(engine: Engine, regi
     cloud = MemoryTransport(MemoryBroker())
     cloud.start()
     deployer = Deployer(engine, cloud, director=director, chunk_size_bytes=CHUNK)
+    enroll(engine, "dev-1")
     deployer.deploy(DeploymentCreate(model_id="m", device_ids=["dev-1"]))
     recorder = Recorder()
     server = ChunkServer(engine, MemoryArtifactStore(), recorder)  # an empty store: the bytes are gone

@@ -10,7 +10,7 @@ from cloud import fleet, rollout
 from cloud.db import DeploymentStatus, TargetStatus
 from cloud.db.tables import DeploymentCreate
 from cloud.errors import InvalidRequestError, NotFoundError
-from cloud.identity.enrollment import is_enrolled
+from cloud.identity.enrollment import create_enrollment_token, enroll_device, is_enrolled, revoke_device
 from cloud.monitoring import Ingestor
 from cloud.rollout import Deployer, Director
 from edge_agent.transport import MemoryBroker, MemoryTransport
@@ -53,6 +53,7 @@ def test_deploy_publishes_retained_desired_state_to_the_targets_only(
     with Session(any_engine) as session:
         mv = register(session, "m", {"model.onnx": b"0123456789"})
     report(any_engine, "bystander", ts_ms=1)
+    enroll(any_engine, "dev-1", "dev-2")
     deployment = deployer.deploy(DeploymentCreate(model_id="m", device_ids=["dev-1", "dev-2"]))
     assert deployment.version == mv.version and deployment.status == DeploymentStatus.IN_PROGRESS
     state = desired(broker, "dev-1")
@@ -75,6 +76,7 @@ def test_every_change_bumps_the_generation_and_supersedes_the_old_target(
     with Session(any_engine) as session:
         register(session, "m")
         register(session, "m")
+    enroll(any_engine, "dev-1")
     first = deployer.deploy(DeploymentCreate(model_id="m", version="1", device_ids=["dev-1"]))
     second = deployer.deploy(DeploymentCreate(model_id="m", device_ids=["dev-1"]))
     state = desired(broker, "dev-1")
@@ -112,6 +114,7 @@ def test_a_report_for_an_older_generation_does_not_move_the_target(
 ) -> None:
     with Session(any_engine) as session:
         register(session, "m")
+    enroll(any_engine, "a")
     deployment = deployer.deploy(DeploymentCreate(model_id="m", device_ids=["a"]))
     report(any_engine, "a", ts_ms=2, deployment_id=deployment.id, desired_generation=0,
            update_state=pb.UPDATE_STATE_ACTIVE)  # fmt: skip
@@ -147,6 +150,7 @@ def test_republish_restores_lost_retained_state_without_a_new_generation(
 ) -> None:
     with Session(any_engine) as session:
         register(session, "m")
+    enroll(any_engine, "a", "b")
     deployer.deploy(DeploymentCreate(model_id="m", device_ids=["a", "b"]))
     fresh = MemoryBroker()  # a restarted broker that kept nothing
     deployer.publisher = transport = MemoryTransport(fresh)
@@ -170,8 +174,34 @@ def test_bad_deployment_requests_are_refused(any_engine: Engine, deployer: Deplo
         deployer.deploy(DeploymentCreate.model_construct(model_id="m", device_ids=["a/#"]))
     with pytest.raises(InvalidRequestError, match="not supported"):
         deployer.deploy(DeploymentCreate(model_id="m", device_ids=["a"], strategy="canary"))
+    with pytest.raises(InvalidRequestError, match=r"not enrolled: a, typo-01 \("):
+        deployer.deploy(DeploymentCreate(model_id="m", device_ids=["typo-01", "a"]))
     with Session(any_engine) as session:
         assert rollout.list_deployments(session) == []
+        assert fleet.list_devices(session) == []  # a refused id leaves no device row behind
+
+
+def test_a_device_named_by_an_unspent_token_may_be_targeted_before_it_enrolls(
+    any_engine: Engine, deployer: Deployer, broker: MemoryBroker, register
+) -> None:
+    with Session(any_engine) as session:
+        register(session, "m")
+        create_enrollment_token(session, device_id="coming")
+        expired, _ = create_enrollment_token(session, device_id="too-late", ttl_s=60)
+        expired.expires_at_ms = 1
+        session.add(expired)
+        session.commit()
+    deployer.deploy(DeploymentCreate(model_id="m", device_ids=["coming"]))
+    assert desired(broker, "coming") is not None  # retained, waiting for the device
+    with pytest.raises(InvalidRequestError, match="not enrolled: too-late"):
+        deployer.deploy(DeploymentCreate(model_id="m", device_ids=["too-late"]))
+    with Session(any_engine) as session:
+        revoke_device(session, "coming")  # no credential yet: the token still awaits it
+        enroll_device(session, "gone")
+        revoke_device(session, "gone")
+        session.commit()
+    with pytest.raises(InvalidRequestError, match="not enrolled: gone"):
+        deployer.deploy(DeploymentCreate(model_id="m", device_ids=["gone"]))
 
 
 @pytest.mark.postgres

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
+from support.enrollment import enroll
 
 from cloud import registry, rollout
 from cloud.db import TargetStatus
@@ -51,6 +52,7 @@ def world(any_engine: Engine, tmp_path: Path, store, make_manifest):  # type: ig
             session, make_manifest("m", data), data, store=store, signer=keys.manifest_signer(), clock=clock
         )
         session.commit()
+    enroll(any_engine, "d1", "d2")
     deployment = deployer.deploy(DeploymentCreate(model_id="m", device_ids=["d1", "d2"]))
     return keys, clock, broker, deployer, deployment, Refresher(deployer, keys, POLICY, interval_s=60)
 
