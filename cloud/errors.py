@@ -70,6 +70,15 @@ class PayloadTooLargeError(CloudError):
     code = "payload_too_large"
 
 
+class TooManyRequestsError(CloudError):
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class InvalidRequestError(CloudError):
     status_code = 422
     code = "invalid_request"

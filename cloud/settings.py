@@ -47,6 +47,8 @@ class CloudSettings(BaseSettings):
     ingest_queue_max: int = Field(default=10_000, ge=1)
     # the console API answers 413 to a larger request body, before reading it (cloud.api.limits)
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # refused enrollments per client address per minute before it gets 429 (cloud.api.throttle)
+    enroll_refusals_per_minute: int = Field(default=10, ge=1)
     # Freshness (see README "Trust"): a signed statement must lapse eventually so a stolen or withheld one
     # stops working, and must never lapse on a device that does nothing wrong, so the cloud re-signs well
     # before expiry. A manifest says what a release is and changes rarely: 90 days. An assignment says what a

@@ -13,6 +13,7 @@ from cloud.api.auth import API_PREFIX, check_routes
 from cloud.api.deps import AppServices
 from cloud.api.limits import BodySizeLimit, reject_nul
 from cloud.api.routes import audit, deployments, devices, enrollment, health, metadata, models, tokens
+from cloud.api.throttle import RefusalThrottle
 from cloud.errors import CloudError
 from cloud.settings import CloudSettings
 
@@ -30,6 +31,7 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
     app.state.services = services
     app.state.settings = settings
+    app.state.enroll_throttle = RefusalThrottle(settings.enroll_refusals_per_minute, 60.0)
 
     @app.exception_handler(CloudError)
     async def _cloud_error(_request: Request, exc: CloudError) -> JSONResponse:

@@ -1,6 +1,7 @@
 """Attacks on enrollment tokens, over HTTP against a real cloud stack and database: a spent token used
 again, an expired one, one addressed to another device, two devices racing for one token (exactly one
-wins), and brute force, which learns nothing: every refusal is the same 403 and enrolls nobody."""
+wins), and brute force, which learns nothing: every refusal is the same 403 and enrolls nobody, and a
+client refused too often is answered 429 without the database or the audit log being touched."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from cloud.cli.operator_token import ensure_dev_token
 from cloud.db.tables import Device
-from cloud.identity.records import DeviceCredential, EnrollmentToken
+from cloud.identity.records import AuditEntry, DeviceCredential, EnrollmentToken
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
 
@@ -23,8 +24,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def cloud(tmp_path: Path, database_url: str) -> Iterator[CloudService]:
-    settings = CloudSettings(data_dir=tmp_path / "cloud", database_url=database_url, api_port=0)
+def cloud(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Iterator[CloudService]:
+    extra = getattr(request, "param", {})  # settings a test asks for with indirect parametrisation
+    settings = CloudSettings(data_dir=tmp_path / "cloud", database_url=database_url, api_port=0, **extra)
     with CloudService(settings) as service:
         yield service
 
@@ -113,6 +115,7 @@ def test_racing_redemptions_of_one_token_have_exactly_one_winner(cloud: CloudSer
         assert row is not None and row.used_by == winner
 
 
+@pytest.mark.parametrize("cloud", [{"enroll_refusals_per_minute": 1000}], indirect=True)  # see the next test
 def test_brute_force_gets_no_oracle(cloud: CloudService) -> None:
     real = new_token(cloud)
     real_id = real.split("_")[1]
@@ -130,3 +133,15 @@ def test_brute_force_gets_no_oracle(cloud: CloudService) -> None:
             select(EnrollmentToken).where(col(EnrollmentToken.used_at_ms).is_not(None))
         ).all()
         assert [r.used_by for r in refused] == ["pi-01"]
+
+
+def test_a_flood_of_guesses_is_cut_off_before_it_reaches_the_database(cloud: CloudService) -> None:
+    limit = cloud.settings.enroll_refusals_per_minute
+    answers = [enroll(cloud, f"efe_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}", "guess") for _ in range(50)]
+    assert [a.status_code for a in answers] == [403] * limit + [429] * (50 - limit)
+    assert answers[-1].json()["error"] == "too_many_requests"
+    assert 1 <= int(answers[-1].headers["retry-after"]) <= 60
+    with Session(cloud.engine) as session:
+        audited = session.exec(select(AuditEntry).where(AuditEntry.action == "device.enroll_refused")).all()
+    assert len(audited) == limit  # the cut-off attempts wrote nothing
+    assert enrolled_ids(cloud) == [] and device_ids(cloud) == []

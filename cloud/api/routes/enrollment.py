@@ -1,8 +1,10 @@
 """Enrollment: tokens (admin), the one public route a device calls to spend one, and revocation (admin).
 
 `POST /api/v1/enroll` needs no operator token (the enrollment token is the credential) and answers every
-refused token with the same 403, so probing it tells nothing. Redemption, the device's row and the audit
-row commit together (cloud.identity.redemption); then label deployments the device matches reach it.
+refused token with the same 403, so probing it tells nothing; a client refused too often in a minute gets
+429 for a while (cloud.api.throttle), so a flood of guesses cannot fill the audit log. Redemption, the
+device's row and the audit row commit together (cloud.identity.redemption); then label deployments the
+device matches reach it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from cloud.api.schemas import (
     EnrollmentTokenPublic,
     EnrollRequest,
 )
-from cloud.errors import ConfigurationError, NotFoundError
+from cloud.api.throttle import RefusalThrottle
+from cloud.errors import ConfigurationError, EnrollmentRefused, NotFoundError, TooManyRequestsError
 from cloud.identity import audit, enrollment
 from cloud.identity.records import DeviceCredential, EnrollmentToken
 from cloud.identity.redemption import enroll_with_token
@@ -71,7 +74,16 @@ def revoke_device(session: SessionDep, operator: OperatorDep, device_id: str) ->
 def enroll(request: Request, services: ServicesDep, body: EnrollRequest) -> EnrollAnswer:
     """A device spends its enrollment token: broker credentials, the trust chain to pin, where to connect."""
     settings: CloudSettings = request.app.state.settings
-    enrolled = enroll_with_token(services.engine, body.token, body.device_id)
+    throttle: RefusalThrottle = request.app.state.enroll_throttle
+    client = request.client.host if request.client else "unknown"
+    wait_s = throttle.retry_after_s(client)
+    if wait_s:
+        raise TooManyRequestsError(f"too many refused enrollments from {client}; retry in {wait_s} s", wait_s)
+    try:
+        enrolled = enroll_with_token(services.engine, body.token, body.device_id)
+    except EnrollmentRefused:
+        throttle.note_refusal(client)
+        raise
     try:
         services.deployer.reconcile_device(enrolled.device_id)  # label deployments it already matches
     except Exception:  # enrolled all the same; the next label change or deployment reaches it
