@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import MosquittoBroker, mosquitto_binary
 
 pytestmark = pytest.mark.integration
 
@@ -29,3 +30,20 @@ def test_demo_runs_the_loop_and_prints_a_summary(tmp_path: Path) -> None:
     assert "Drift per feature" in out and "drift injected" in out
     assert (data_dir / "edgefleet.db").is_file()
     assert (data_dir / "keys" / "trust.chain").is_file()
+
+
+@pytest.mark.skipif(mosquitto_binary() is None, reason="needs the mosquitto binary")
+def test_demo_twice_on_one_broker_succeeds_both_times(tmp_path: Path) -> None:
+    """The first run's retained desired states (another root key, counter 1) stay on the broker; the second
+    run's devices must neither be frozen by them nor mistake them for their own."""
+    env = {**os.environ, "COLUMNS": "160"}
+    with MosquittoBroker(tmp_path / "broker", persistence=True) as broker:
+        for run in ("first", "second"):
+            done = subprocess.run(
+                [sys.executable, "-m", "cloud.cli", "demo", "--devices", "2", "--inferences", "20",
+                 "--mqtt-url", broker.url, "--data-dir", str(tmp_path / run)],
+                capture_output=True, text=True, timeout=240, env=env,
+            )
+            out = done.stdout + done.stderr
+            assert done.returncode == 0, f"{run} run:\n{out}"
+            assert "all devices active" in out, f"{run} run:\n{out}"
