@@ -5,7 +5,9 @@ from its targets'); `plan` decides who gets which desired state and writes it, u
 `deployments` reads deployment rows and moves them along as devices report; `director` signs each
 device's assignment; `deployer` commits a plan and then publishes it (the one way to deploy);
 `freshness` decides what needs re-signing and `refresher` does it on a thread; `chunk_server` serves
-artifact chunks to entitled devices.
+artifact chunks to entitled devices. `waves` (who goes in which wave of a staged rollout, who is skipped
+and why) and `gates` (is a wave's new model at least as good as the old one, on the fleet's telemetry) are
+the pure core of the staged-rollout controller.
 """
 
 from cloud.rollout.chunk_server import ChunkServer, ChunkStats

@@ -1,0 +1,148 @@
+"""Quality gates: is a wave's new model at least as good as what its devices ran before? Pure: no I/O.
+
+A wave is judged on the fleet's own telemetry since activation (`ArmFigures` for the new model on the
+wave's devices) against a baseline (the previous model, on the same devices before, or on the devices
+still running it). Each gate answers PASS, WAIT (too little evidence yet: fewer than `min_devices`
+devices with `min_inferences` inferences each between them) or BREACH, with the value and the threshold,
+so the console and the CLI can show why. Install failures judge at once: a release that does not even
+install needs no statistics. The verdict is BREACH if any gate breached, else WAIT if any waits, else PASS.
+
+Gates:
+  install_failures   share of the wave's devices whose update failed (self-test, download, load)
+  error_rate         inference errors / inferences, absolute (a baseline can only make it stricter)
+  p95_latency        p95 latency against the baseline's p95 (a ratio)
+  prediction_shift   PSI of the prediction distribution against the baseline's
+  shadow_agreement   on-device agreement with the previous model run in shadow on sampled inputs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from cloud.monitoring.drift import psi
+
+
+class Decision(StrEnum):
+    PASS = "pass"
+    WAIT = "wait"
+    BREACH = "breach"
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    max_install_failure_share: float = 0.0
+    max_error_rate: float = 0.01
+    max_error_rate_increase: float = 0.005  # over the baseline's, when there is one
+    max_p95_ratio: float = 1.5
+    max_prediction_psi: float = 0.25  # the "significant shift" rule of thumb (cloud.monitoring.drift)
+    min_shadow_agreement: float = 0.9
+    min_devices: int = 1
+    min_inferences: int = 200  # across the wave, before a rate, a latency or a distribution may judge
+
+
+@dataclass(frozen=True)
+class ArmFigures:
+    """One model's figures on a set of devices over a period, summed from telemetry windows."""
+
+    devices: int = 0  # devices that contributed at least one window
+    inferences: int = 0
+    errors: int = 0
+    p95_latency_us: float | None = None  # the worst device's p95 (a fleet p95 would need the histograms)
+    predictions: Mapping[str, int] = field(default_factory=dict)  # label (or bin) -> count
+    shadow_compared: int = 0
+    shadow_agreed: int = 0
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.inferences if self.inferences else None
+
+
+@dataclass(frozen=True)
+class InstallTally:
+    targets: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    decision: Decision
+    value: float | None
+    threshold: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: Decision
+    gates: list[GateResult]
+
+    @property
+    def breaches(self) -> list[GateResult]:
+        return [g for g in self.gates if g.decision is Decision.BREACH]
+
+
+def judge(policy: GatePolicy, install: InstallTally, new: ArmFigures, baseline: ArmFigures | None) -> Verdict:
+    gates = [_install(policy, install)]
+    if new.devices < policy.min_devices or new.inferences < policy.min_inferences:
+        detail = (f"{new.devices} device(s), {new.inferences} inference(s) so far; judging needs "
+                  f"{policy.min_devices} and {policy.min_inferences}")
+        gates += [GateResult(name, Decision.WAIT, None, threshold, detail) for name, threshold in (
+            ("error_rate", policy.max_error_rate), ("p95_latency", policy.max_p95_ratio),
+            ("prediction_shift", policy.max_prediction_psi), ("shadow_agreement", policy.min_shadow_agreement),
+        )]  # fmt: skip
+    else:
+        gates += [_errors(policy, new, baseline), _latency(policy, new, baseline), _shift(policy, new, baseline),
+                  _agreement(policy, new)]  # fmt: skip
+    decisions = {g.decision for g in gates}
+    overall = next(d for d in (Decision.BREACH, Decision.WAIT, Decision.PASS) if d in decisions)
+    return Verdict(overall, gates)
+
+
+def _install(policy: GatePolicy, install: InstallTally) -> GateResult:
+    share = install.failed / install.targets if install.targets else 0.0
+    decision = Decision.BREACH if share > policy.max_install_failure_share else Decision.PASS
+    return GateResult("install_failures", decision, share, policy.max_install_failure_share,
+                      f"{install.failed} of {install.targets} device(s) failed to install")
+
+
+def _errors(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -> GateResult:
+    rate = new.error_rate or 0.0
+    limit = policy.max_error_rate
+    base = baseline.error_rate if baseline is not None else None
+    if base is not None:
+        limit = min(limit, base + policy.max_error_rate_increase)
+    detail = f"{new.errors} error(s) in {new.inferences}" + (f"; previous model {base:.4f}" if base is not None else "")
+    return GateResult("error_rate", Decision.BREACH if rate > limit else Decision.PASS, rate, limit, detail)
+
+
+def _latency(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -> GateResult:
+    if new.p95_latency_us is None or baseline is None or not baseline.p95_latency_us:
+        return GateResult("p95_latency", Decision.PASS, None, policy.max_p95_ratio, "no baseline to compare with")
+    ratio = new.p95_latency_us / baseline.p95_latency_us
+    decision = Decision.BREACH if ratio > policy.max_p95_ratio else Decision.PASS
+    return GateResult("p95_latency", decision, ratio, policy.max_p95_ratio,
+                      f"p95 {new.p95_latency_us:.0f} µs against {baseline.p95_latency_us:.0f} µs")
+
+
+def _shift(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -> GateResult:
+    if baseline is None or not sum(baseline.predictions.values()) or not sum(new.predictions.values()):
+        return GateResult("prediction_shift", Decision.PASS, None, policy.max_prediction_psi,
+                          "no prediction distribution to compare with")
+    labels = sorted(set(baseline.predictions) | set(new.predictions))
+    value = psi([baseline.predictions.get(k, 0) for k in labels], [new.predictions.get(k, 0) for k in labels])
+    decision = Decision.BREACH if value > policy.max_prediction_psi else Decision.PASS
+    return GateResult("prediction_shift", decision, value, policy.max_prediction_psi,
+                      f"PSI over {len(labels)} prediction label(s)")
+
+
+def _agreement(policy: GatePolicy, new: ArmFigures) -> GateResult:
+    if not new.shadow_compared:
+        return GateResult("shadow_agreement", Decision.PASS, None, policy.min_shadow_agreement,
+                          "no shadow comparisons reported")
+    share = new.shadow_agreed / new.shadow_compared
+    decision = Decision.BREACH if share < policy.min_shadow_agreement else Decision.PASS
+    return GateResult("shadow_agreement", decision, share, policy.min_shadow_agreement,
+                      f"{new.shadow_agreed} of {new.shadow_compared} shadowed inputs agreed")

@@ -1,0 +1,62 @@
+"""Quality gates: each judges only with enough evidence, names its value and threshold, and any breach wins."""
+
+from __future__ import annotations
+
+from cloud.rollout.gates import ArmFigures, Decision, GatePolicy, InstallTally, judge
+
+POLICY = GatePolicy(min_devices=2, min_inferences=100)
+BASELINE = ArmFigures(devices=10, inferences=10_000, errors=10, p95_latency_us=200.0,
+                      predictions={"0": 5000, "1": 5000})  # fmt: skip
+HEALTHY = ArmFigures(devices=2, inferences=400, errors=0, p95_latency_us=210.0, predictions={"0": 190, "1": 210},
+                     shadow_compared=100, shadow_agreed=97)  # fmt: skip
+ALL_INSTALLED = InstallTally(targets=2, failed=0)
+
+
+def decisions(verdict) -> dict[str, Decision]:  # type: ignore[no-untyped-def]
+    return {g.gate: g.decision for g in verdict.gates}
+
+
+def test_a_healthy_wave_passes_every_gate() -> None:
+    verdict = judge(POLICY, ALL_INSTALLED, HEALTHY, BASELINE)
+    assert verdict.decision is Decision.PASS and verdict.breaches == []
+    assert set(decisions(verdict)) == {"install_failures", "error_rate", "p95_latency", "prediction_shift",
+                                       "shadow_agreement"}  # fmt: skip
+
+
+def test_too_little_evidence_waits_but_a_failed_install_breaches_at_once() -> None:
+    early = ArmFigures(devices=1, inferences=20, errors=20)  # all errors, but too few to judge
+    assert judge(POLICY, ALL_INSTALLED, early, BASELINE).decision is Decision.WAIT
+    failed = judge(POLICY, InstallTally(targets=2, failed=1), early, BASELINE)
+    assert failed.decision is Decision.BREACH
+    assert [(g.gate, g.value) for g in failed.breaches] == [("install_failures", 0.5)]
+
+
+def test_each_kind_of_misbehaviour_breaches_its_own_gate() -> None:
+    cases = {
+        "error_rate": ArmFigures(**{**HEALTHY.__dict__, "errors": 12}),  # 3 % against 0.1 % before
+        "p95_latency": ArmFigures(**{**HEALTHY.__dict__, "p95_latency_us": 400.0}),
+        "prediction_shift": ArmFigures(**{**HEALTHY.__dict__, "predictions": {"0": 390, "1": 10}}),
+        "shadow_agreement": ArmFigures(**{**HEALTHY.__dict__, "shadow_agreed": 50}),
+    }
+    for gate, figures in cases.items():
+        verdict = judge(POLICY, ALL_INSTALLED, figures, BASELINE)
+        assert verdict.decision is Decision.BREACH, gate
+        assert [g.gate for g in verdict.breaches] == [gate]
+        breach = verdict.breaches[0]
+        assert breach.value is not None and breach.detail
+
+
+def test_the_baseline_makes_the_error_gate_stricter_never_looser() -> None:
+    noisy = ArmFigures(devices=10, inferences=10_000, errors=900)  # the previous model failed 9 %
+    slightly_worse = ArmFigures(devices=2, inferences=1000, errors=20)  # 2 %: better than before, over 1 %
+    assert decisions(judge(POLICY, ALL_INSTALLED, slightly_worse, noisy))["error_rate"] is Decision.BREACH
+    assert decisions(judge(POLICY, ALL_INSTALLED, slightly_worse, None))["error_rate"] is Decision.BREACH
+    fine = ArmFigures(devices=2, inferences=1000, errors=5)  # 0.5 %, baseline 0.1 % + 0.5 % allowed
+    assert decisions(judge(POLICY, ALL_INSTALLED, fine, BASELINE))["error_rate"] is Decision.PASS
+
+
+def test_without_a_baseline_only_the_absolute_gates_judge() -> None:
+    verdict = judge(POLICY, ALL_INSTALLED, HEALTHY, None)
+    assert verdict.decision is Decision.PASS
+    skipped = {g.gate: g.value for g in verdict.gates if g.value is None}
+    assert set(skipped) == {"p95_latency", "prediction_shift"}
