@@ -70,7 +70,7 @@ def _windows(
     return list(session.exec(query))
 
 
-def _latency(rows: Sequence[TelemetryRecord]) -> tuple[float | None, float | None]:
+def latency_quantiles(rows: Sequence[TelemetryRecord]) -> tuple[float | None, float | None]:
     hists = [r.latency_histogram for r in rows if r.latency_histogram.get("counts")]
     bounds = {tuple(h.get("bounds", [])) for h in hists}
     if hists and len(hists) == len(rows) and len(bounds) == 1:
@@ -92,7 +92,7 @@ def telemetry_summary(session: Session, device_id: str, *, since_ms: int | None 
     errors = sum(r.error_count for r in rows)
     labelled = sum(r.labelled_count for r in rows)
     correct = sum(r.correct_count for r in rows)
-    p50, p95 = _latency(rows)
+    p50, p95 = latency_quantiles(rows)
     models = list(dict.fromkeys(f"{r.model_id}@{r.model_version}" for r in rows if r.model_id))
     return TelemetrySummary(
         device_id=device_id,

@@ -47,7 +47,7 @@ class ArmFigures:
     """One model's figures on a set of devices over a period, summed from telemetry windows."""
 
     devices: int = 0  # devices that contributed at least one window
-    inferences: int = 0
+    inferences: int = 0  # answered; a failed inference counts in errors only (as the agent reports them)
     errors: int = 0
     p95_latency_us: float | None = None  # the worst device's p95 (a fleet p95 would need the histograms)
     predictions: Mapping[str, int] = field(default_factory=dict)  # label (or bin) -> count
@@ -56,7 +56,8 @@ class ArmFigures:
 
     @property
     def error_rate(self) -> float | None:
-        return self.errors / self.inferences if self.inferences else None
+        attempts = self.inferences + self.errors
+        return self.errors / attempts if attempts else None
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,9 @@ def _errors(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) ->
     base = baseline.error_rate if baseline is not None else None
     if base is not None:
         limit = min(limit, base + policy.max_error_rate_increase)
-    detail = f"{new.errors} error(s) in {new.inferences}" + (f"; previous model {base:.4f}" if base is not None else "")
+    detail = f"{new.errors} error(s) in {new.inferences + new.errors}"
+    if base is not None:
+        detail += f"; previous model {base:.4f}"
     return GateResult("error_rate", Decision.BREACH if rate > limit else Decision.PASS, rate, limit, detail)
 
 
