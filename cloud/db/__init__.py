@@ -5,10 +5,11 @@ insert-or-ignore, retryable conflicts). Nothing here knows a business rule; the 
 
 from cloud.db.engine import create_tables, drop_schema, make_engine, normalise_database_url, session_scope
 from cloud.db.sql import fetch_or_raise, insert_ignore, is_retryable_conflict
-from cloud.db.statuses import DeploymentStatus, RunStatus, TargetStatus
+from cloud.db.statuses import DeploymentStatus, RolloutState, RunStatus, TargetStatus
 
 __all__ = [
     "DeploymentStatus",
+    "RolloutState",
     "RunStatus",
     "TargetStatus",
     "create_tables",

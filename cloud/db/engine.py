@@ -83,6 +83,7 @@ def create_tables(engine: Engine) -> None:
 
     import cloud.db.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
     import cloud.identity.records  # noqa: F401
+    import cloud.rollout.records  # noqa: F401
     from cloud.errors import ConfigurationError
 
     schema = _ENGINE_SCHEMAS.get(engine)

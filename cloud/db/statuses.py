@@ -36,3 +36,19 @@ class DeploymentStatus(StrEnum):
     FAILED = "failed"
     PARTIAL = "partial"  # every live target finished, some succeeded and some failed
     SUPERSEDED = "superseded"  # every target was superseded
+    ROLLED_BACK = "rolled_back"  # a staged rollout breached a gate (or an operator said so) and was undone
+    CANCELLED = "cancelled"  # an operator stopped a staged rollout; opened waves keep what they have
+
+
+class RolloutState(StrEnum):
+    """Rollout.state: where the staged-rollout controller stands (`cloud.rollout.progress`)."""
+
+    RUNNING = "running"  # a wave is open and being judged, or dwelling before the next
+    PAUSED = "paused"  # a gate breached under on_breach=pause, or an operator paused it
+    COMPLETED = "completed"  # every wave opened and passed
+    ROLLED_BACK = "rolled_back"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RolloutState.COMPLETED, RolloutState.ROLLED_BACK, RolloutState.CANCELLED)
