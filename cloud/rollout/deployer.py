@@ -22,6 +22,8 @@ from cloud.db import is_retryable_conflict
 from cloud.db.tables import Deployment, DeploymentCreate
 from cloud.rollout.director import Director
 from cloud.rollout.plan import Outgoing, plan_deployment, plan_for_new_device, plan_reassign, plan_republish
+from cloud.rollout.policy import RolloutPolicy
+from cloud.rollout.staged import plan_staged
 from cloud.types import ClockMs, Publisher, now_ms
 from protocols.topics import Channel, device_topic, trust_topic
 from protocols.v1 import messages_pb2 as pb
@@ -77,26 +79,37 @@ class Deployer:
         self.publisher.publish(trust_topic(self.fleet), chain.SerializeToString(), qos=1, retain=True)
 
     def deploy(
-        self, request: DeploymentCreate, session: Session | None = None, *, before_commit: BeforeCommit | None = None
-    ) -> Deployment:
+        self, request: DeploymentCreate, session: Session | None = None, *, before_commit: BeforeCommit | None = None,
+        staged: RolloutPolicy | None = None,
+    ) -> Deployment:  # fmt: skip
         """Roll request's model version out to its targets: commit, then publish each retained desired state.
         Runs in `session` when given (the API's request session), else in a session of its own.
         `before_commit(session, deployment)` writes in the same transaction (the API's audit row), so the
-        deployment and its record commit together or not at all; it runs again if planning is retried."""
+        deployment and its record commit together or not at all; it runs again if planning is retried.
+        With `staged`, only the plan is committed (a `Rollout`): the rollout controller opens its waves."""
         if session is not None:
-            return self._deploy(session, request, before_commit)
+            return self._deploy(session, request, before_commit, staged)
         with Session(self.engine, expire_on_commit=False) as own:
-            return self._deploy(own, request, before_commit)
+            return self._deploy(own, request, before_commit, staged)
 
-    def _deploy(self, session: Session, request: DeploymentCreate, before_commit: BeforeCommit | None) -> Deployment:
+    def _deploy(
+        self, session: Session, request: DeploymentCreate, before_commit: BeforeCommit | None,
+        staged: RolloutPolicy | None,
+    ) -> Deployment:  # fmt: skip
         # The plan touches device and deployment rows that ingestion updates concurrently; when PostgreSQL
         # aborts it as a deadlock, it is planned again from the start (nothing was published yet).
         director = self.director
         for attempt in range(1, _DEPLOY_ATTEMPTS + 1):
             try:
-                deployment, outgoing = plan_deployment(
-                    session, request, director=director, chunk_size_bytes=self.chunk_size_bytes, clock=self.clock
-                )
+                if staged is None:
+                    deployment, outgoing = plan_deployment(
+                        session, request, director=director, chunk_size_bytes=self.chunk_size_bytes, clock=self.clock
+                    )
+                else:
+                    deployment, _ = plan_staged(
+                        session, request, staged, chunk_size_bytes=self.chunk_size_bytes, clock=self.clock
+                    )
+                    outgoing = []
                 if before_commit is not None:
                     before_commit(session, deployment)
                 session.commit()

@@ -10,21 +10,24 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from cloud import registry
-from cloud.db import TargetStatus, fetch_or_raise
+from cloud.db import RolloutState, TargetStatus, fetch_or_raise
 from cloud.db.tables import Deployment, DeploymentTarget, ModelVersion
 from cloud.fleet import update_state_name
-from cloud.rollout.status import roll_up, target_status_for
+from cloud.rollout.records import Rollout
+from cloud.rollout.status import roll_up, rollout_status, target_status_for
 from cloud.types import ClockMs, now_ms
 from protocols.v1 import messages_pb2 as pb
 
 
 def refresh_status(session: Session, deployment_id: str) -> str:
-    """Roll a deployment's status up from its targets' statuses; returns the new status."""
+    """Roll a deployment's status up from its targets' statuses; returns the new status. A staged rollout
+    stays in progress until its controller finishes it, and then says how it ended (`rollout_status`)."""
     deployment = session.get(Deployment, deployment_id)
     if deployment is None:
         return "unknown"
     query = select(DeploymentTarget.status).where(DeploymentTarget.deployment_id == deployment_id)
-    status = roll_up(session.exec(query))
+    staged = session.get(Rollout, deployment_id)
+    status = rollout_status(RolloutState(staged.state), session.exec(query)) if staged else roll_up(session.exec(query))
     if status != deployment.status:
         deployment.status = status
         session.add(deployment)

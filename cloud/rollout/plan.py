@@ -20,13 +20,14 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cloud import registry
-from cloud.db import DeploymentStatus, TargetStatus
+from cloud.db import DeploymentStatus, RolloutState, TargetStatus
 from cloud.db.tables import AssignmentRecord, Deployment, DeploymentCreate, DeploymentTarget, Device
 from cloud.errors import InvalidRequestError
 from cloud.fleet import ensure_device, labels_match, list_devices
 from cloud.identity.enrollment import expected_devices
 from cloud.rollout.deployments import refresh_status
 from cloud.rollout.director import Director
+from cloud.rollout.records import Rollout
 from cloud.rollout.status import TERMINAL
 from cloud.types import ClockMs, now_ms
 from protocols import SCHEMA_VERSION
@@ -203,14 +204,18 @@ def plan_for_new_device(
     if device is None or not device.labels:
         return []
     current = session.get(Deployment, device.deployment_id) if device.deployment_id else None
+    ended = (DeploymentStatus.SUPERSEDED, DeploymentStatus.ROLLED_BACK, DeploymentStatus.CANCELLED)
     candidates = session.exec(
         select(Deployment)
-        .where(col(Deployment.status) != DeploymentStatus.SUPERSEDED)
+        .where(col(Deployment.status).not_in(ended))
         .order_by(col(Deployment.created_at_ms).desc())
     )
     for deployment in candidates:
         if current is not None and deployment.created_at_ms <= current.created_at_ms:
             return []
+        staged = session.get(Rollout, deployment.id)
+        if staged is not None and not RolloutState(staged.state).finished:
+            continue  # a staged rollout's waves were fixed when it started; it is joined once it completes
         if labels_match(deployment.labels, device.labels):
             if session.get(DeploymentTarget, (deployment.id, device_id)) is not None:
                 return []
@@ -258,4 +263,13 @@ def plan_reassign(
         state = _desired_state(session, director, deployment, device_id, generation, clock)
         outgoing.append(Outgoing(device_id, state))
     session.flush()
+    return outgoing
+
+
+def target_devices(
+    session: Session, director: Director, deployment: Deployment, device_ids: Sequence[str], clock: ClockMs = now_ms
+) -> list[Outgoing]:
+    """Make each of device_ids a target of deployment now (a staged rollout opening a wave)."""
+    outgoing = [_target_device(session, director, deployment, device_id, clock) for device_id in device_ids]
+    refresh_status(session, deployment.id)
     return outgoing

@@ -13,13 +13,13 @@ Each `tick` does, in this order (the decisions are `cloud.rollout.freshness`, pu
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
 from cloud import registry
 from cloud.db.tables import AssignmentRecord, Deployment, Device, ModelVersion
+from cloud.periodic import Periodic
 from cloud.registry.keys import KeyStore
 from cloud.rollout.deployer import Deployer
 from cloud.rollout.director import Director
@@ -37,14 +37,17 @@ class RefreshReport:
     devices_reassigned: int = 0
 
 
-class Refresher:
+class Refresher(Periodic):
+    """`start()` runs `tick` on a thread every interval_s, at once first: a cloud that was down may come
+    back with statements already near expiry."""
+
+    name = "edgefleet-refresher"
+
     def __init__(self, deployer: Deployer, keys: KeyStore, policy: FreshnessPolicy, *, interval_s: float) -> None:
         self.deployer = deployer
         self.keys = keys
         self.policy = policy
         self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def tick(self) -> RefreshReport:
         trust_published = self._follow_keys()
@@ -109,26 +112,3 @@ class Refresher:
         if due:
             log.info("re-assigned %d device(s), %d published", len(due), sent)
         return len(due)
-
-    # -- the thread -------------------------------------------------------------------------------------------
-
-    def start(self) -> Refresher:
-        self._thread = threading.Thread(target=self._run, name="edgefleet-refresher", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
-
-    def _run(self) -> None:
-        # a tick at once: a cloud that was down may come back with statements already near expiry
-        while True:
-            try:
-                self.tick()
-            except Exception:  # a database hiccup must not end refreshing for good
-                log.exception("refresh failed; trying again in %.0f s", self.interval_s)
-            if self._stop.wait(self.interval_s):
-                return

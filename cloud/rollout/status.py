@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cloud.db.statuses import DeploymentStatus, TargetStatus
+from cloud.db.statuses import DeploymentStatus, RolloutState, TargetStatus
 
 # a target in one of these has its answer: the device finished (either way) or another deployment took over
 TERMINAL = frozenset({TargetStatus.SUCCEEDED, TargetStatus.FAILED, TargetStatus.SUPERSEDED})
@@ -34,6 +34,18 @@ def roll_up(target_statuses: Iterable[str]) -> DeploymentStatus:
     if all(s == TargetStatus.FAILED for s in live):
         return DeploymentStatus.FAILED
     return DeploymentStatus.PARTIAL
+
+
+def rollout_status(state: RolloutState, target_statuses: Iterable[str]) -> DeploymentStatus:
+    """A staged rollout's deployment status: in progress while its controller runs it (or it is paused),
+    rolled back or cancelled as it ended, else rolled up from its targets once every wave is open."""
+    if state is RolloutState.ROLLED_BACK:
+        return DeploymentStatus.ROLLED_BACK
+    if state is RolloutState.CANCELLED:
+        return DeploymentStatus.CANCELLED
+    if not state.finished:
+        return DeploymentStatus.IN_PROGRESS
+    return roll_up(target_statuses)
 
 
 def target_status_for(update_state: str) -> TargetStatus | None:

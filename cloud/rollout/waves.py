@@ -5,9 +5,9 @@ A strategy cuts the eligible targets into waves: `all_at_once` is one wave; `can
 with `first_wave` devices and multiplies the size by `growth` each wave. The controller opens a wave only
 after the previous one has passed its gates and has dwelt `dwell_s`.
 
-The order is a stable hash of (rollout id, device id): reproducible for one rollout (the dry run shows
-exactly what will happen), different between rollouts (the same devices are not always the canaries),
-and independent of the order the ids arrived in.
+The order is a stable hash of (seed, device id), the seed being the release ("model@version"):
+reproducible (a dry run shows exactly what the real rollout will do), different from release to release
+(the same devices are not always the canaries), and independent of the order the ids arrived in.
 """
 
 from __future__ import annotations
@@ -102,9 +102,9 @@ def wave_sizes(strategy: Strategy, total: int) -> list[int]:
     return sizes
 
 
-def stable_order(rollout_id: str, device_ids: Iterable[str]) -> list[str]:
+def stable_order(seed: str, device_ids: Iterable[str]) -> list[str]:
     def key(device_id: str) -> bytes:
-        return hashlib.sha256(f"{rollout_id}\0{device_id}".encode()).digest()
+        return hashlib.sha256(f"{seed}\0{device_id}".encode()).digest()
 
     return sorted(set(device_ids), key=key)
 
@@ -119,7 +119,7 @@ def skip_reason(candidate: Candidate, needs: Requirements, *, include_offline: b
     return None
 
 
-def plan_waves(rollout_id: str, candidates: Sequence[Candidate], strategy: Strategy, needs: Requirements) -> WavePlan:
+def plan_waves(seed: str, candidates: Sequence[Candidate], strategy: Strategy, needs: Requirements) -> WavePlan:
     skipped: dict[str, SkipReason] = {}
     eligible: list[str] = []
     for candidate in candidates:
@@ -128,7 +128,7 @@ def plan_waves(rollout_id: str, candidates: Sequence[Candidate], strategy: Strat
             eligible.append(candidate.device_id)
         else:
             skipped[candidate.device_id] = reason
-    ordered = stable_order(rollout_id, eligible)
+    ordered = stable_order(seed, eligible)
     waves, start = [], 0
     for size in wave_sizes(strategy, len(ordered)):
         waves.append(ordered[start : start + size])

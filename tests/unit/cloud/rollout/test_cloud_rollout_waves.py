@@ -37,7 +37,7 @@ def test_wave_sizes_cover_every_device_once(strategy: Strategy, total: int, size
     assert sum(sizes) == total
 
 
-def test_the_order_is_stable_for_a_rollout_and_differs_between_rollouts() -> None:
+def test_the_order_is_stable_for_a_release_and_differs_between_releases() -> None:
     first = stable_order("r1", IDS)
     assert stable_order("r1", list(reversed(IDS))) == first  # however the ids arrived
     assert stable_order("r2", IDS) != first

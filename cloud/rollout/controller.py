@@ -1,0 +1,268 @@
+"""The staged-rollout controller: steps every running rollout, and carries out operators' pause, resume,
+cancel and rollback. Its state is all in the database (`cloud.rollout.records`), so a restarted cloud goes
+on where it was, and any number of cloud processes may run it at once.
+
+A step reads the rollout, claims it by bumping `revision` with a conditional UPDATE (a second process
+stepping the same rollout finds the revision moved and backs off: no step is taken twice), judges the open
+wave on the fleet's telemetry (`figures` + `gates`), decides with the pure rules of `progress`, writes the
+outcome and its decision row, commits, and only then publishes the desired states it decided (as the
+Deployer does). Baseline: the previous model most of the wave ran, on those same devices, in the
+`baseline_lookback_ms` before the wave opened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from cloud.db import RolloutState, TargetStatus
+from cloud.db.tables import Deployment, DeploymentCreate, Device
+from cloud.errors import ConflictError, NotFoundError
+from cloud.identity.enrollment import expected_devices
+from cloud.periodic import Periodic
+from cloud.rollout.deployer import Deployer, publish_desired
+from cloud.rollout.deployments import refresh_status, targets_of
+from cloud.rollout.figures import figures_for
+from cloud.rollout.gates import GatePolicy, InstallTally, Verdict, judge
+from cloud.rollout.plan import Outgoing, plan_deployment, target_devices
+from cloud.rollout.progress import Action, OnBreach, Position, next_action
+from cloud.rollout.records import Rollout, RolloutDecision
+
+log = logging.getLogger(__name__)
+
+CONTROLLER = "controller"
+DAY_MS = 86_400_000
+
+
+class RolloutController(Periodic):
+    name = "edgefleet-rollouts"
+
+    def __init__(self, deployer: Deployer, *, interval_s: float = 10.0, baseline_lookback_ms: int = DAY_MS) -> None:
+        self.deployer = deployer
+        self.interval_s = interval_s
+        self.baseline_lookback_ms = baseline_lookback_ms
+
+    @property
+    def clock(self) -> Callable[[], int]:
+        return self.deployer.clock
+
+    def tick(self) -> dict[str, Action]:
+        """One step of every running rollout; deployment id -> what it did (claimed elsewhere: absent)."""
+        with Session(self.deployer.engine) as session:
+            running = list(session.exec(select(Rollout.deployment_id).where(Rollout.state == RolloutState.RUNNING)))
+        done = {}
+        for deployment_id in running:
+            action = self.step(deployment_id)
+            if action is not None:
+                done[deployment_id] = action
+        return done
+
+    def step(self, deployment_id: str) -> Action | None:
+        director = self.deployer.director
+        with Session(self.deployer.engine, expire_on_commit=False) as session:
+            rollout = session.get(Rollout, deployment_id)
+            if rollout is None or rollout.state != RolloutState.RUNNING or not self._claim(session, rollout):
+                return None
+            deployment = session.get(Deployment, deployment_id)
+            assert deployment is not None  # a foreign key
+            now = self.clock()
+            verdict = self._judge(session, rollout, deployment) if rollout.current_wave >= 0 else None
+            action = next_action(_position(rollout), verdict.decision if verdict else None, now)
+            outgoing = self._apply(session, rollout, deployment, action, verdict, now)
+            session.commit()
+        if action is not Action.WAIT:
+            log.info("rollout %s: %s (wave %d of %d)", deployment_id, action.value, rollout.current_wave + 1,
+                     len(rollout.waves))  # fmt: skip
+        publish_desired(self.deployer.publisher, outgoing, fleet=director.fleet)
+        return action
+
+    # -- operators ------------------------------------------------------------------------------------------
+
+    def pause(self, deployment_id: str, actor: str) -> Rollout:
+        return self._operate(deployment_id, actor, "pause", {RolloutState.RUNNING}, RolloutState.PAUSED)
+
+    def resume(self, deployment_id: str, actor: str) -> Rollout:
+        return self._operate(deployment_id, actor, "resume", {RolloutState.PAUSED}, RolloutState.RUNNING)
+
+    def cancel(self, deployment_id: str, actor: str) -> Rollout:
+        allowed = {RolloutState.RUNNING, RolloutState.PAUSED}
+        return self._operate(deployment_id, actor, "cancel", allowed, RolloutState.CANCELLED)
+
+    def rollback(self, deployment_id: str, actor: str) -> Rollout:
+        allowed = {RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.COMPLETED}
+        return self._operate(deployment_id, actor, "rollback", allowed, RolloutState.ROLLED_BACK)
+
+    def _operate(
+        self, deployment_id: str, actor: str, action: str, allowed: set[RolloutState], to: RolloutState
+    ) -> Rollout:
+        director = self.deployer.director
+        outgoing: list[Outgoing] = []
+        with Session(self.deployer.engine, expire_on_commit=False) as session:
+            rollout = session.get(Rollout, deployment_id)
+            if rollout is None:
+                raise NotFoundError(f"no staged rollout {deployment_id}")
+            if RolloutState(rollout.state) not in allowed or not self._claim(session, rollout):
+                raise ConflictError(f"rollout {deployment_id} is {rollout.state}: cannot {action} it now")
+            deployment = session.get(Deployment, deployment_id)
+            assert deployment is not None
+            now = self.clock()
+            detail: dict[str, Any] = {}
+            if to is RolloutState.ROLLED_BACK:
+                outgoing, detail = self._roll_back(session, rollout, deployment)
+            if to is RolloutState.RUNNING:  # judged afresh: the stall timer and the dwell start again
+                rollout.wave_opened_ms, rollout.wave_passed_ms = now, None
+            rollout.state, rollout.reason, rollout.updated_at_ms = to, f"{action} by {actor}", now
+            session.add(rollout)
+            _decide(session, rollout, action, actor, detail, now)
+            session.flush()
+            refresh_status(session, deployment_id)
+            session.commit()
+        publish_desired(self.deployer.publisher, outgoing, fleet=director.fleet)
+        return rollout
+
+    # -- a step's parts -------------------------------------------------------------------------------------
+
+    def _claim(self, session: Session, rollout: Rollout) -> bool:
+        claimed = session.execute(
+            update(Rollout)
+            .where(col(Rollout.deployment_id) == rollout.deployment_id, col(Rollout.revision) == rollout.revision)
+            .values(revision=rollout.revision + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            session.rollback()
+            return False
+        rollout.revision += 1  # the row already holds it; keep the loaded object in step
+        return True
+
+    def _judge(self, session: Session, rollout: Rollout, deployment: Deployment) -> Verdict:
+        wave = rollout.waves[rollout.current_wave]
+        opened = {d for w in rollout.waves[: rollout.current_wave + 1] for d in w}
+        statuses = [t.status for t in targets_of(session, deployment.id) if t.device_id in opened]
+        install = InstallTally(len(opened), statuses.count(TargetStatus.FAILED))
+        since = rollout.wave_opened_ms or 0
+        new = figures_for(session, wave, deployment.model_id, deployment.version, since_ms=since)
+        baseline = None
+        common = Counter(rollout.previous.get(d, "") for d in wave if rollout.previous.get(d)).most_common(1)
+        if common:
+            model_id, _, version = common[0][0].rpartition("@")
+            baseline = figures_for(session, wave, model_id, version, since_ms=since - self.baseline_lookback_ms,
+                                   until_ms=since)  # fmt: skip
+            if baseline.inferences + baseline.errors == 0:
+                baseline = None
+        policy = GatePolicy(**rollout.gates)
+        policy = replace(policy, min_devices=min(policy.min_devices, len(wave)))  # a wave of 1 can judge
+        return judge(policy, install, new, baseline)
+
+    def _apply(
+        self, session: Session, rollout: Rollout, deployment: Deployment, action: Action, verdict: Verdict | None,
+        now: int,
+    ) -> list[Outgoing]:  # fmt: skip
+        outgoing: list[Outgoing] = []
+        gates = _verdict_json(verdict, now) if verdict else {}
+        if gates and gates["decision"] != rollout.last_verdict.get("decision"):
+            _decide(session, rollout, f"verdict_{gates['decision']}", CONTROLLER, gates, now)
+        if gates:
+            rollout.last_verdict = gates
+        detail: dict[str, Any] = {"verdict": gates} if gates else {}
+        if action is Action.OPEN_WAVE:
+            outgoing = self._open_next_wave(session, rollout, deployment, now)
+            detail = {"devices": len(rollout.waves[rollout.current_wave])}
+        elif action is Action.PASSED:
+            rollout.wave_passed_ms = now
+        elif action is Action.COMPLETE:
+            rollout.state, rollout.reason = RolloutState.COMPLETED, "every wave passed its gates"
+        elif action in (Action.PAUSE, Action.STALLED):
+            rollout.state = RolloutState.PAUSED
+            rollout.reason = (_breach_reason(verdict) if action is Action.PAUSE else
+                              f"wave {rollout.current_wave + 1} gathered too little telemetry to judge within "
+                              f"{rollout.max_wait_s} s")  # fmt: skip
+        elif action is Action.ROLLBACK:
+            outgoing, undone = self._roll_back(session, rollout, deployment)
+            detail.update(undone)
+            rollout.state, rollout.reason = RolloutState.ROLLED_BACK, _breach_reason(verdict)
+        if action is not Action.WAIT:
+            _decide(session, rollout, action.value, CONTROLLER, detail, now)
+        rollout.updated_at_ms = now
+        session.add(rollout)
+        session.flush()
+        refresh_status(session, deployment.id)
+        return outgoing
+
+    def _open_next_wave(self, session: Session, rollout: Rollout, deployment: Deployment, now: int) -> list[Outgoing]:
+        index = rollout.current_wave + 1
+        wave = rollout.waves[index]
+        devices = {d.id: d for d in session.exec(select(Device).where(col(Device.id).in_(wave)))}
+        previous = dict(rollout.previous)
+        for device_id in wave:
+            device = devices.get(device_id)
+            active = device is not None and device.active_model_id and device.active_version
+            previous[device_id] = f"{device.active_model_id}@{device.active_version}" if active else ""  # type: ignore[union-attr]
+        rollout.previous = previous
+        rollout.current_wave, rollout.wave_opened_ms, rollout.wave_passed_ms = index, now, None
+        rollout.reason = f"wave {index + 1} of {len(rollout.waves)} open"
+        return target_devices(session, self.deployer.director, deployment, wave, self.clock)
+
+    def _roll_back(self, session: Session, rollout: Rollout, deployment: Deployment) -> tuple[list[Outgoing], dict]:
+        """Each opened device still on this deployment goes back to the model it ran before, as an ordinary
+        new deployment per previous version (next counter: devices accept it as the rollback it is)."""
+        opened = [d for w in rollout.waves[: rollout.current_wave + 1] for d in w]
+        live = {t.device_id for t in targets_of(session, deployment.id) if t.status != TargetStatus.SUPERSEDED}
+        enrolled = expected_devices(session, [d for d in opened if d in live])
+        groups: dict[str, list[str]] = defaultdict(list)
+        for device_id in opened:
+            if device_id in enrolled:
+                groups[rollout.previous.get(device_id, "")].append(device_id)
+        outgoing: list[Outgoing] = []
+        restored: dict[str, int] = {}
+        for previous, device_ids in groups.items():
+            if not previous:
+                continue  # it ran nothing before: it keeps this model (the agent's probation guards it)
+            model_id, _, version = previous.rpartition("@")
+            request = DeploymentCreate(model_id=model_id, version=version, device_ids=device_ids)
+            try:
+                _, planned = plan_deployment(
+                    session, request, director=self.deployer.director,
+                    chunk_size_bytes=deployment.chunk_size_bytes, clock=self.clock,
+                )  # fmt: skip
+            except NotFoundError:
+                log.warning("rollout %s: previous model %s is gone; %d device(s) keep the new one",
+                            deployment.id, previous, len(device_ids))  # fmt: skip
+                continue
+            outgoing += planned
+            restored[previous] = len(device_ids)
+        kept = sum(len(ids) for prev, ids in groups.items() if prev not in restored)
+        return outgoing, {"restored": restored, "kept_new_model": kept}
+
+
+def _position(rollout: Rollout) -> Position:
+    strategy = rollout.strategy
+    return Position(
+        state=RolloutState(rollout.state), current_wave=rollout.current_wave, wave_count=len(rollout.waves),
+        wave_opened_ms=rollout.wave_opened_ms, wave_passed_ms=rollout.wave_passed_ms,
+        dwell_ms=int(float(strategy.get("dwell_s", 0)) * 1000), max_wait_ms=rollout.max_wait_s * 1000,
+        on_breach=OnBreach(rollout.on_breach),
+    )  # fmt: skip
+
+
+def _verdict_json(verdict: Verdict, now: int) -> dict[str, Any]:
+    return {"decision": verdict.decision.value, "at_ms": now,
+            "gates": [{**asdict(g), "decision": g.decision.value} for g in verdict.gates]}  # fmt: skip
+
+
+def _breach_reason(verdict: Verdict | None) -> str:
+    if verdict is None or not verdict.breaches:
+        return "breach"
+    return "; ".join(f"{g.gate} {g.value:.4g} over {g.threshold:.4g} ({g.detail})" if g.value is not None
+                     else g.gate for g in verdict.breaches)[:500]  # fmt: skip
+
+
+def _decide(session: Session, rollout: Rollout, action: str, actor: str, detail: dict[str, Any], now: int) -> None:
+    session.add(RolloutDecision(deployment_id=rollout.deployment_id, at_ms=now, wave=rollout.current_wave,
+                                action=action, actor=actor, detail=detail))  # fmt: skip
