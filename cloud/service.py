@@ -34,7 +34,7 @@ from cloud.monitoring import Ingestor
 from cloud.mqtt.router import MessageRouter
 from cloud.registry import KeyStore, LocalArtifactStore, load_or_create_keys
 from cloud.registry.keys import CHAIN_FILE
-from cloud.rollout import ChunkServer, Deployer, Director, FreshnessPolicy, Refresher
+from cloud.rollout import ChunkServer, Deployer, Director, FreshnessPolicy, Refresher, RolloutController
 from cloud.settings import CloudSettings
 from protocols.signing import Signer
 from protocols.v1 import messages_pb2 as pb
@@ -60,6 +60,7 @@ class CloudService:
         self.ingestor: Ingestor | None = None
         self.chunk_server: ChunkServer | None = None
         self.refresher: Refresher | None = None
+        self.rollouts: RolloutController | None = None
         self.mqtt_url: str | None = None
         self.mqtt_protocol = "5"
         self.api_url: str | None = None
@@ -81,6 +82,8 @@ class CloudService:
             self.keys = load_or_create_keys(s)
             self._start_messaging()
             self._start_refresher()
+            assert self.deployer is not None
+            self.rollouts = RolloutController(self.deployer, interval_s=s.rollout_tick_s).start()
             self._start_api()
         except BaseException:
             self.stop()
@@ -94,9 +97,10 @@ class CloudService:
             if self._server_thread is not None:
                 self._server_thread.join(10)
             self._server = self._server_thread = None
-        if self.refresher is not None:
-            self.refresher.stop()
-            self.refresher = None
+        for periodic in (self.refresher, self.rollouts):
+            if periodic is not None:
+                periodic.stop()
+        self.refresher = self.rollouts = None
         if self.transport is not None:
             self.transport.stop()
             self.transport = None
@@ -253,6 +257,7 @@ class CloudService:
         services = AppServices(
             engine=self.engine,
             deployer=self.deployer,
+            rollouts=self.rollouts,
             device_mqtt_url=s.device_mqtt_url or self.mqtt_url,
             probes={
                 "mqtt": lambda: {"connected": bool(self.transport and self.transport.connected), "url": self.mqtt_url},

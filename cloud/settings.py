@@ -56,6 +56,7 @@ class CloudSettings(BaseSettings):
     manifest_valid_days: float = Field(default=90.0, gt=0)
     assignment_valid_s: int = Field(default=7 * 86_400, ge=60)
     refresh_interval_s: float = Field(default=60.0, gt=0)  # how often the refresher looks
+    rollout_tick_s: float = Field(default=10.0, gt=0)  # how often the rollout controller judges open waves
 
     @field_validator("database_url")
     @classmethod

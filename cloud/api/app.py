@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from cloud.api.auth import API_PREFIX, check_routes
 from cloud.api.deps import AppServices
 from cloud.api.limits import BodySizeLimit, reject_nul
-from cloud.api.routes import audit, deployments, devices, enrollment, health, metadata, models, tokens
+from cloud.api.routes import audit, deployments, devices, enrollment, health, metadata, models, rollouts, tokens
 from cloud.api.throttle import RefusalThrottle
 from cloud.errors import CloudError
 from cloud.settings import CloudSettings
@@ -51,7 +51,7 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
         return JSONResponse(status_code=422, content=body)
 
     app.include_router(health.router)
-    for module in (devices, models, deployments, metadata, tokens, audit, enrollment):
+    for module in (devices, models, deployments, rollouts, metadata, tokens, audit, enrollment):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(enrollment.public, prefix=API_PREFIX)
     check_routes(app)  # every /api/v1 route has made a role decision, or the app does not start

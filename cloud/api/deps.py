@@ -10,13 +10,14 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from cloud.rollout import Deployer
+from cloud.rollout import Deployer, RolloutController
 
 
 @dataclass
 class AppServices:
     engine: Engine
     deployer: Deployer
+    rollouts: RolloutController | None = None  # None in apps built without the controller (some tests)
     # the broker URL enrolled devices are told to use (settings.device_mqtt_url, else the cloud's own)
     device_mqtt_url: str | None = None
     # name -> probe returning a JSON-able status (e.g. {"connected": True}); shown by /healthz

@@ -7,9 +7,16 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from cloud.db.bounds import DeviceId, LabelSelector, Text
-from cloud.db.tables import ArtifactPublic, DeploymentPublic, DeploymentTargetPublic, ModelVersionPublic
+from cloud.db.tables import (
+    ArtifactPublic,
+    DeploymentCreate,
+    DeploymentPublic,
+    DeploymentTargetPublic,
+    ModelVersionPublic,
+)
 from cloud.identity.enrollment import DEFAULT_TTL_S, MAX_TTL_S
 from cloud.identity.tokens import Role
+from cloud.rollout.policy import RolloutPolicy
 
 
 class ErrorBody(BaseModel):
@@ -115,3 +122,48 @@ class EnrollAnswer(BaseModel):
 class DeviceRevoked(BaseModel):
     device_id: str
     revoked: bool  # False: its credentials were already revoked
+
+
+class RolloutCreate(BaseModel):
+    """A staged rollout: what to deploy where (as for a deployment) and how (`rollout`)."""
+
+    deployment: DeploymentCreate
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+
+
+class RolloutPlanView(BaseModel):
+    model_id: str
+    version: str
+    targets: int
+    waves: list[list[str]]
+    skipped: dict[str, str]  # device id -> why it is left out
+
+
+class RolloutDecisionView(BaseModel):
+    at_ms: int
+    wave: int  # 0-based index of the wave open at the time; -1 before the first
+    action: str
+    actor: str
+    detail: dict[str, Any]
+
+
+class RolloutView(BaseModel):
+    deployment_id: str
+    model_id: str
+    version: str
+    state: str
+    reason: str
+    strategy: dict[str, Any]
+    gates: dict[str, Any]
+    on_breach: str
+    wave_sizes: list[int]
+    current_wave: int
+    wave_opened_ms: int | None
+    wave_passed_ms: int | None
+    devices_done: int  # targets in opened waves that installed the model
+    devices_failed: int
+    skipped: dict[str, str]
+    last_verdict: dict[str, Any]
+    created_at_ms: int
+    updated_at_ms: int
+    decisions: list[RolloutDecisionView] = Field(default_factory=list)

@@ -7,10 +7,13 @@ device's assignment; `deployer` commits a plan and then publishes it (the one wa
 `freshness` decides what needs re-signing and `refresher` does it on a thread; `chunk_server` serves
 artifact chunks to entitled devices. `waves` (who goes in which wave of a staged rollout, who is skipped
 and why) and `gates` (is a wave's new model at least as good as the old one, on the fleet's telemetry) are
-the pure core of the staged-rollout controller.
+the pure core of the staged-rollout controller; `policy` is what an operator asks for, `staged` plans it,
+`figures` reads the telemetry the gates judge, `records` holds its state and decisions, `progress` (pure)
+decides each step and `controller` takes the steps, on a thread and for operators.
 """
 
 from cloud.rollout.chunk_server import ChunkServer, ChunkStats
+from cloud.rollout.controller import RolloutController
 from cloud.rollout.deployer import Deployer, publish_desired
 from cloud.rollout.deployments import (
     get_deployment,
@@ -32,6 +35,7 @@ from cloud.rollout.plan import (
     plan_republish,
     resolve_targets,
 )
+from cloud.rollout.policy import GateRequest, RolloutPolicy
 from cloud.rollout.refresher import Refresher, RefreshReport
 from cloud.rollout.status import TERMINAL, roll_up, target_status_for
 
@@ -44,10 +48,13 @@ __all__ = [
     "Deployer",
     "Director",
     "FreshnessPolicy",
+    "GateRequest",
     "ManifestFacts",
     "Outgoing",
     "RefreshReport",
     "Refresher",
+    "RolloutController",
+    "RolloutPolicy",
     "artifact_location",
     "assignments_due",
     "get_deployment",

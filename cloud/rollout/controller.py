@@ -37,6 +37,7 @@ from cloud.rollout.records import Rollout, RolloutDecision
 log = logging.getLogger(__name__)
 
 CONTROLLER = "controller"
+BeforeCommit = Callable[[Session], object]
 DAY_MS = 86_400_000
 
 
@@ -84,23 +85,26 @@ class RolloutController(Periodic):
 
     # -- operators ------------------------------------------------------------------------------------------
 
-    def pause(self, deployment_id: str, actor: str) -> Rollout:
-        return self._operate(deployment_id, actor, "pause", {RolloutState.RUNNING}, RolloutState.PAUSED)
+    def pause(self, deployment_id: str, actor: str, *, before_commit: BeforeCommit | None = None) -> Rollout:
+        return self._operate(deployment_id, actor, "pause", {RolloutState.RUNNING}, RolloutState.PAUSED, before_commit)
 
-    def resume(self, deployment_id: str, actor: str) -> Rollout:
-        return self._operate(deployment_id, actor, "resume", {RolloutState.PAUSED}, RolloutState.RUNNING)
+    def resume(self, deployment_id: str, actor: str, *, before_commit: BeforeCommit | None = None) -> Rollout:
+        return self._operate(deployment_id, actor, "resume", {RolloutState.PAUSED}, RolloutState.RUNNING, before_commit)
 
-    def cancel(self, deployment_id: str, actor: str) -> Rollout:
+    def cancel(self, deployment_id: str, actor: str, *, before_commit: BeforeCommit | None = None) -> Rollout:
         allowed = {RolloutState.RUNNING, RolloutState.PAUSED}
-        return self._operate(deployment_id, actor, "cancel", allowed, RolloutState.CANCELLED)
+        return self._operate(deployment_id, actor, "cancel", allowed, RolloutState.CANCELLED, before_commit)
 
-    def rollback(self, deployment_id: str, actor: str) -> Rollout:
+    def rollback(self, deployment_id: str, actor: str, *, before_commit: BeforeCommit | None = None) -> Rollout:
         allowed = {RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.COMPLETED}
-        return self._operate(deployment_id, actor, "rollback", allowed, RolloutState.ROLLED_BACK)
+        return self._operate(deployment_id, actor, "rollback", allowed, RolloutState.ROLLED_BACK, before_commit)
 
     def _operate(
-        self, deployment_id: str, actor: str, action: str, allowed: set[RolloutState], to: RolloutState
-    ) -> Rollout:
+        self, deployment_id: str, actor: str, action: str, allowed: set[RolloutState], to: RolloutState,
+        before_commit: BeforeCommit | None,
+    ) -> Rollout:  # fmt: skip
+        """Move the rollout to `to` if its state allows; `before_commit(session)` writes in the same
+        transaction (the API's audit row)."""
         director = self.deployer.director
         outgoing: list[Outgoing] = []
         with Session(self.deployer.engine, expire_on_commit=False) as session:
@@ -122,6 +126,8 @@ class RolloutController(Periodic):
             _decide(session, rollout, action, actor, detail, now)
             session.flush()
             refresh_status(session, deployment_id)
+            if before_commit is not None:
+                before_commit(session)
             session.commit()
         publish_desired(self.deployer.publisher, outgoing, fleet=director.fleet)
         return rollout

@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from cloud.api import AppServices, create_app
 from cloud.identity.tokens import Role, create_token
-from cloud.rollout import Deployer, Director
+from cloud.rollout import Deployer, Director, RolloutController
 from cloud.settings import CloudSettings
 from edge_agent.transport import MemoryBroker, MemoryTransport
 
@@ -37,9 +37,11 @@ def broker() -> MemoryBroker:
 def app(engine: Engine, broker: MemoryBroker, tmp_path: Path, director: Director, keys_dir: Path) -> FastAPI:
     transport = MemoryTransport(broker)
     transport.start()
+    deployer = Deployer(engine, transport, director=director, chunk_size_bytes=1024)
     services = AppServices(
         engine=engine,
-        deployer=Deployer(engine, transport, director=director, chunk_size_bytes=1024),
+        deployer=deployer,
+        rollouts=RolloutController(deployer),  # not started: the API steps it, tests step it by hand
         probes={"mqtt": lambda: {"connected": transport.connected}},
     )
     settings = CloudSettings(data_dir=tmp_path, keys_dir=keys_dir, device_mqtt_url=DEVICE_MQTT_URL)
