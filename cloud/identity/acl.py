@@ -14,6 +14,7 @@ from enum import StrEnum
 from protocols.topics import Channel, Direction, acl_pattern, fleet_root, topic_matches, trust_topic
 
 USER_PLACEHOLDER = "%u"  # Mosquitto's pattern substitution: the connecting client's user name
+CLOUD_USER = "edgefleet-cloud"  # the cloud's own broker user; no device may take this name
 
 
 class Access(StrEnum):
@@ -39,6 +40,14 @@ def device_grants(fleet: str) -> list[Grant]:
 
 def cloud_grants(fleet: str) -> list[Grant]:
     return [Grant(Access.READWRITE, f"{fleet_root(fleet)}/#")]
+
+
+def grants_for(username: str | None, fleet: str, cloud_user: str = CLOUD_USER) -> list[Grant]:
+    """The grants a broker user holds: the cloud's for `cloud_user`, a device's for anyone else named,
+    none for an anonymous client. Mosquitto gets the same split as `user` and `pattern` lines."""
+    if not username:
+        return []
+    return cloud_grants(fleet) if username == cloud_user else device_grants(fleet)
 
 
 def render_mosquitto_acl(fleet: str, cloud_user: str) -> str:

@@ -19,11 +19,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud.identity.acl import render_mosquitto_acl
+from cloud.identity.acl import CLOUD_USER, render_mosquitto_acl
 from cloud.identity.ca import write_server_pki
 from cloud.identity.passwords import hash_password, new_secret, password_file, read_password_file
 
-CLOUD_USER = "edgefleet-cloud"
+__all__ = ["CLOUD_USER", "TLS_PORT", "BrokerConfig"]
+
 TLS_PORT = 8883
 
 
