@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amqtt.broker import Broker
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -78,12 +79,17 @@ def start_mosquitto(workdir: Path) -> SecuredBroker:
     return SecuredBroker("mosquitto", broker, password, passwords, tls_ca=str(config.directory / "ca.crt"))
 
 
-def start_embedded(workdir: Path, database_url: str, *, recheck_s: float = 3600.0) -> SecuredBroker:
+def start_embedded(
+    workdir: Path, database_url: str, *, recheck_s: float = 3600.0, broker_class: type[Broker] | None = None
+) -> SecuredBroker:
     engine = make_engine(database_url)
     create_tables(engine)
     with Session(engine) as session:
         passwords = {d: enroll_device(session, d).password for d in DEVICES}
         session.commit()
     password = cloud_password(workdir)
-    broker = EmbeddedBroker(authority=BrokerAuthority(engine, FLEET, password), recheck_s=recheck_s).start()
+    broker = EmbeddedBroker(authority=BrokerAuthority(engine, FLEET, password), recheck_s=recheck_s)
+    if broker_class is not None:
+        broker.broker_class = broker_class
+    broker.start()
     return SecuredBroker("embedded", broker, password, passwords, engine=engine)
