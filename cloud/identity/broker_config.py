@@ -10,7 +10,8 @@
 
 Run it again after devices are enrolled or revoked (`--refresh` rewrites passwd and acl only, keeping the
 CA and the cloud's password), then reload the broker (`kill -HUP`, `systemctl reload mosquitto`): a
-revoked device is refused from its next connection.
+revoked device is then refused, and dropped if connected. (The embedded broker needs none of this: it
+reads the database; see `cloud.mqtt.broker_auth`.)
 """
 
 from __future__ import annotations
