@@ -126,6 +126,7 @@ def test_a_device_cannot_post_as_another_or_read_anothers_topics(secured: Secure
         device_topic("pi-02", Channel.DESIRED, fleet=FLEET),  # another device's downward topic
         f"ef/v1/{FLEET}/dev/+/desired",  # every device's, by wildcard
         f"ef/v1/{FLEET}/#", "#", "ef/v1/other-fleet/#",  # the whole fleet, everything, another fleet
+        f"$share/g/ef/v1/{FLEET}/dev/pi-02/desired",  # another's, through a shared subscription
         device_topic("pi-01", Channel.DESIRED, fleet=FLEET), trust_topic(FLEET),
     )  # fmt: skip
     _two, two_inbox = _client(
