@@ -1,11 +1,12 @@
 """The whole cloud stack in one process: what `edgefleet up` runs until interrupted.
 
-Start order: MQTT broker (embedded unless `mqtt_url` names one), database (tables created), artifact
-store, key store (development creates missing keys; the fleet is the one its root metadata names), then
-one MQTT connection shared by ingestion and the chunk server (the trust chain published retained on
-every connect), the refresher thread, then the console API on uvicorn in a thread. `stop()` undoes it
-in reverse. Several `CloudService`s may run against the same broker and database (give them a
-`share_group`): each has its own MQTT client id, and everything they share lives in the database.
+Start order: database (tables created), artifact store, key store (development creates missing keys; the
+fleet is the one its root metadata names), MQTT broker (embedded unless `mqtt_url` names one; it reads
+device credentials from the database and needs the fleet for its ACL), then one MQTT connection shared
+by ingestion and the chunk server (the trust chain published retained on every connect), the refresher
+thread, then the console API on uvicorn in a thread. `stop()` undoes it in reverse. Several
+`CloudService`s may run against the same broker and database (give them a `share_group`): each has its
+own MQTT client id, and everything they share lives in the database.
 """
 
 from __future__ import annotations
@@ -74,12 +75,12 @@ class CloudService:
         s = self.settings
         try:
             s.data_dir.mkdir(parents=True, exist_ok=True)
-            self._start_broker()
             self.engine = make_engine(s.database)
             create_tables(self.engine)
             assert s.artifacts_dir is not None
             self.store = LocalArtifactStore(s.artifacts_dir)
             self.keys = load_or_create_keys(s)
+            self._start_broker()
             self._start_messaging()
             self._start_refresher()
             assert self.deployer is not None
@@ -179,10 +180,16 @@ class CloudService:
             self.mqtt_url = self.settings.mqtt_url
             return
         from cloud.mqtt.broker import EmbeddedBroker  # amqtt only when the broker is ours
+        from cloud.mqtt.broker_auth import BrokerAuthority, cloud_password
 
-        port = self.settings.embedded_mqtt_port
+        s = self.settings
+        authority = None
+        if s.embedded_broker_auth:
+            assert self.engine is not None and self.keys is not None
+            authority = BrokerAuthority(self.engine, self.keys.fleet, cloud_password(s.data_dir))
+        port = s.embedded_mqtt_port
         try:
-            self.broker = EmbeddedBroker(port=port).start()
+            self.broker = EmbeddedBroker(port=port, authority=authority, recheck_s=s.embedded_broker_recheck_s).start()
         except BrokerStartError as exc:
             hint = f"; is another broker on port {port}? use it with --mqtt-url mqtt://127.0.0.1:{port}" if port else ""
             raise ConfigurationError(f"{exc}{hint}") from None
@@ -195,11 +202,12 @@ class CloudService:
         s = self.settings
         assert self.engine is not None and self.store is not None and self.mqtt_url is not None
         assert self.keys is not None
+        username, password = self._mqtt_credentials()
         self.transport = PahoTransport(
             self.mqtt_url,
             s.mqtt_client_id or default_client_id(),
-            username=s.mqtt_username,
-            password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
+            username=username,
+            password=password,
             tls_ca=str(s.mqtt_tls_ca) if s.mqtt_tls_ca else None,
             protocol=self.mqtt_protocol,  # type: ignore[arg-type]
             max_queued=s.mqtt_max_queued,
@@ -220,6 +228,22 @@ class CloudService:
         if not self.transport.wait_connected(_START_TIMEOUT_S):
             # not fatal: the transport keeps reconnecting, and ingestion starts when the broker is back
             log.warning("MQTT broker %s not reachable yet (%s); retrying", self.mqtt_url, self.transport.last_error)
+
+    def _mqtt_credentials(self) -> tuple[str | None, str | None]:
+        """The cloud's broker user: its own on an embedded broker that checks (see cloud.mqtt.broker_auth)."""
+        s = self.settings
+        if self.broker is not None and self.broker.authority is not None:
+            from cloud.identity.acl import CLOUD_USER
+            from cloud.mqtt.broker_auth import cloud_password
+
+            return CLOUD_USER, cloud_password(s.data_dir)
+        return s.mqtt_username, s.mqtt_password.get_secret_value() if s.mqtt_password else None
+
+    def revoked_device(self, device_id: str) -> None:
+        """Called after a revocation commits: an embedded broker drops the device now, not at its next recheck."""
+        if self.broker is not None and self.broker.authority is not None:
+            dropped = self.broker.recheck_now()
+            log.info("revoked %s; disconnected %s", device_id, dropped or "nobody")
 
     def _start_refresher(self) -> None:
         s = self.settings
@@ -259,6 +283,7 @@ class CloudService:
             deployer=self.deployer,
             rollouts=self.rollouts,
             device_mqtt_url=s.device_mqtt_url or self.mqtt_url,
+            on_device_revoked=self.revoked_device,
             probes={
                 "mqtt": lambda: {"connected": bool(self.transport and self.transport.connected), "url": self.mqtt_url},
                 "ingest": lambda: self.ingestor.stats.snapshot() if self.ingestor else None,

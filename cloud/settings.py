@@ -40,6 +40,10 @@ class CloudSettings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)  # 0 picks a free port
     embedded_mqtt_port: int = Field(default=0, ge=0, le=65535)  # the embedded broker's port; 0 picks a free one
+    # the embedded broker checks device credentials and the ACL as Mosquitto does (off: anyone, anywhere),
+    # and disconnects devices revoked meanwhile every embedded_broker_recheck_s (and at once on revoke)
+    embedded_broker_auth: bool = True
+    embedded_broker_recheck_s: float = Field(default=30.0, gt=0)
     chunk_size_bytes: int = Field(default=DEFAULT_CHUNK_SIZE_BYTES, ge=1024, le=1024 * 1024)
     share_group: str | None = None  # MQTT 5 shared subscription group, so several workers split ingestion
     mqtt_max_queued: int = Field(default=4096, ge=16)  # outgoing messages paho may hold (chunks are 64 KiB)
@@ -91,7 +95,7 @@ class CloudSettings(BaseSettings):
         """Refuse what is fine on a laptop and unsafe in production, saying what to set instead."""
         problems: list[str] = []
         if self.uses_embedded_broker:
-            problems.append("mqtt_url is 'embedded' (no authentication, no TLS): set EDGEFLEET_MQTT_URL")
+            problems.append("mqtt_url is 'embedded' (one process, no TLS): set EDGEFLEET_MQTT_URL")
         elif self.mqtt_url.startswith("mqtt://") and not _is_loopback(self.mqtt_url):
             problems.append("mqtt_url is plain mqtt:// to another host: use mqtts://")
         if self.mqtt_username is None and not self.uses_embedded_broker:

@@ -22,6 +22,8 @@ class AppServices:
     device_mqtt_url: str | None = None
     # name -> probe returning a JSON-able status (e.g. {"connected": True}); shown by /healthz
     probes: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    # called with a device id once its revocation is committed (the embedded broker disconnects it)
+    on_device_revoked: Callable[[str], None] | None = None
 
 
 def get_services(request: Request) -> AppServices:

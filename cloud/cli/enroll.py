@@ -80,6 +80,6 @@ def _revoke(args: argparse.Namespace) -> int:
 
     result = api_call(args, "POST", f"{args.api}/api/v1/devices/{args.device_id}/revoke")
     state = "revoked" if result["revoked"] else "was already revoked"
-    print(f"device {result['device_id']} {state}: the broker refuses it from its next reload, the cloud "
-          "ignores its messages now")
+    print(f"device {result['device_id']} {state}: the cloud ignores its messages now and an embedded broker "
+          "drops it now; a Mosquitto after `edgefleet broker-config --refresh` and a reload")
     return 0

@@ -8,12 +8,15 @@ refused. The same grants render to a Mosquitto `acl_file` and back the embedded 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from protocols.topics import Channel, Direction, acl_pattern, fleet_root, topic_matches, trust_topic
 
 USER_PLACEHOLDER = "%u"  # Mosquitto's pattern substitution: the connecting client's user name
+CLOUD_USER = "edgefleet-cloud"  # the cloud's own broker user; no device may take this name
 
 
 class Access(StrEnum):
@@ -41,6 +44,20 @@ def cloud_grants(fleet: str) -> list[Grant]:
     return [Grant(Access.READWRITE, f"{fleet_root(fleet)}/#")]
 
 
+def grants_for(username: str | None, fleet: str, cloud_user: str = CLOUD_USER) -> Sequence[Grant]:
+    """The grants a broker user holds: the cloud's for `cloud_user`, a device's for anyone else named,
+    none for an anonymous client. Mosquitto gets the same split as `user` and `pattern` lines."""
+    if not username:
+        return ()
+    return _fleet_grants(fleet, username == cloud_user)
+
+
+@lru_cache(maxsize=64)
+def _fleet_grants(fleet: str, cloud: bool) -> tuple[Grant, ...]:
+    # the embedded broker asks on every PUBLISH and SUBSCRIBE: build the (immutable) grants once per fleet
+    return tuple(cloud_grants(fleet) if cloud else device_grants(fleet))
+
+
 def render_mosquitto_acl(fleet: str, cloud_user: str) -> str:
     lines = [
         f"# EdgeFleet fleet {fleet}: written by `edgefleet broker-config`; anything not granted is denied",
@@ -53,7 +70,7 @@ def render_mosquitto_acl(fleet: str, cloud_user: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def is_allowed(grants: list[Grant], username: str, access: Access, topic: str) -> bool:
+def is_allowed(grants: Sequence[Grant], username: str, access: Access, topic: str) -> bool:
     """Whether `username` may `access` `topic` (a topic name, or a filter being subscribed to).
 
     A subscription filter is allowed only when a grant's filter covers it level by level: a device

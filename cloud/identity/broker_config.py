@@ -10,7 +10,8 @@
 
 Run it again after devices are enrolled or revoked (`--refresh` rewrites passwd and acl only, keeping the
 CA and the cloud's password), then reload the broker (`kill -HUP`, `systemctl reload mosquitto`): a
-revoked device is refused from its next connection.
+revoked device is then refused, and dropped if connected. (The embedded broker needs none of this: it
+reads the database; see `cloud.mqtt.broker_auth`.)
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud.identity.acl import render_mosquitto_acl
+from cloud.identity.acl import CLOUD_USER, render_mosquitto_acl
 from cloud.identity.ca import write_server_pki
 from cloud.identity.passwords import hash_password, new_secret, password_file, read_password_file
 
-CLOUD_USER = "edgefleet-cloud"
+__all__ = ["CLOUD_USER", "TLS_PORT", "BrokerConfig"]
+
 TLS_PORT = 8883
 
 

@@ -137,7 +137,8 @@ def _issue(session: Session, device_id: str, labels: dict[str, str], existing: D
 
 
 def revoke_device(session: Session, device_id: str) -> bool:
-    """Withdraw a device's broker credentials (the broker refuses it from its next reload). True if it had any."""
+    """Withdraw a device's broker credentials: the embedded broker refuses it at once (and drops it within its
+    recheck), Mosquitto after its next reload. True if it had any."""
     credential = session.get(DeviceCredential, device_id)
     if credential is None or credential.revoked_at_ms is not None:
         return False

@@ -10,6 +10,13 @@ amqtt defects patched in `EdgeFleetAmqttBroker`:
   so a cloud worker on a shared subscription would silently receive nothing. We implement them: each
   message goes to one connected member of each matching group, round robin, and (as MQTT 5 says) shared
   subscriptions get no retained messages.
+* CONNECT acted on before authentication: amqtt deletes the existing session of a clean-session CONNECT's
+  client id, copies a persistent CONNECT's will and credentials onto the existing session, and takes over
+  (disconnects) a connected client with that id, all before it asks the auth plugins, so anyone naming
+  a device's client id could wipe its subscriptions or knock it off. We authenticate right after reading
+  the CONNECT and refuse (CONNACK 5) before touching any session (`_initialize_client_session`).
+* Shared subscriptions bypassed the topic check (our own `add_subscription` branch): the inner filter
+  is checked like any SUBSCRIBE.
 * Stuck client clean-up on Python 3.11 (see `_stop_handler`), which made shutdown hang at random, and
   sockets left open (by clients that leave before CONNECT, by ended sessions, and by clients that
   reconnect while the broker shuts down; see `stream_connected` and `shutdown`).
@@ -18,7 +25,7 @@ Known limits kept as they are: amqtt fans messages out asynchronously, so a mess
 a client subscribes may reach it twice (live and retained; QoS 1 consumers are idempotent anyway). It does
 not queue QoS 1 messages for offline sessions of anonymous clients, so the cloud-to-device direction
 relies on retained state rather than on queued messages. It sets no message size limit below MQTT's
-256 MiB (tested with 1 MiB). It has no authentication here: anonymous clients on the loopback address.
+256 MiB (tested with 1 MiB). Authentication and topic checks are plugins (`cloud.mqtt.auth_plugins`).
 """
 
 from __future__ import annotations
@@ -29,9 +36,14 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
+from amqtt.contexts import Action, ListenerConfig
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
+from amqtt.utils import gen_client_id
 
 from protocols.topics import TopicError, split_shared_filter
 
@@ -39,6 +51,7 @@ log = logging.getLogger(__name__)
 
 _STOP_HANDLER_RETRY_S = 0.25
 _STOP_HANDLER_ATTEMPTS = 40
+_AUTHENTICATED = "edgefleet_authenticated"  # set on a Session (amqtt's Session is unhashable: no set of them)
 
 
 class EdgeFleetAmqttBroker(Broker):
@@ -76,6 +89,61 @@ class EdgeFleetAmqttBroker(Broker):
         for writer in list(self._connections):
             writer.close()
         await asyncio.sleep(0)  # let the transports finish closing
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        # amqtt's version with the authentication moved up: nothing below runs for a refused CONNECT
+        try:
+            handler, session = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+        except MQTTError:
+            await writer.close()
+            raise
+        except (AMQTTError, NoDataError) as exc:
+            raise AMQTTError(exc) from exc
+        if not await super()._authenticate(session, None):  # type: ignore[arg-type]  # the listener is unused
+            log.info("refused CONNECT from %s:%s (user %r)", remote_address, remote_port, session.username)
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError("not authorized")
+        if session.clean_session:
+            if session.client_id:
+                await self._delete_session(session.client_id)
+            else:
+                session.client_id = gen_client_id()
+            session.parent = 0
+        elif session.client_id in self._sessions:
+            existing, _ = self._sessions[session.client_id]
+            for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive",
+                         "username", "password"):  # fmt: skip
+                setattr(existing, name, getattr(session, name))
+            session = existing
+            session.parent = 1
+        else:
+            session.parent = 0
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
+        setattr(session, _AUTHENTICATED, True)
+        return handler, session
+
+    async def _authenticate(self, session: Session, _: ListenerConfig) -> bool:
+        # decided in _initialize_client_session, before amqtt touched any session
+        return bool(getattr(session, _AUTHENTICATED, False))
+
+    async def disconnect_clients(self, client_ids: set[str]) -> list[str]:
+        """Drop the connected clients with these ids, without their wills (a revoked device's last word
+        is not published); returns those that were connected."""
+        dropped = []
+        for client_id in client_ids:
+            session, handler = self._sessions.get(client_id, (None, None))
+            if session is None or handler is None or session.transitions.state != "connected":
+                continue
+            session.will_flag = False
+            setattr(session, _AUTHENTICATED, False)
+            await handler.handle_connection_closed()
+            dropped.append(client_id)
+        return dropped
 
     async def _stop_handler(self, handler: BrokerProtocolHandler) -> None:
         # ProtocolHandler.stop() cancels the reader task and waits for it to end. On Python 3.11,
@@ -120,6 +188,8 @@ class EdgeFleetAmqttBroker(Broker):
             return 0x80
         if group is None:
             return await super().add_subscription(subscription, session)
+        if not await self._topic_filtering(session, _inner, Action.SUBSCRIBE):
+            return 0x80
         members = self._shared.setdefault(topic_filter, [])
         members[:] = [(s, q) for s, q in members if s.client_id != session.client_id]
         members.append((session, qos))

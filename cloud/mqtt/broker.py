@@ -7,6 +7,11 @@ amqtt 0.12.1 speaks MQTT 3.1.1 only: MQTT 5 clients are refused with "unsupporte
 (`PahoTransport` falls back to 3.1.1 on its own; `EmbeddedBroker.mqtt_protocol` says so up front).
 The amqtt defects it works around are patched in `cloud.mqtt.amqtt_fixes`; its known limits are
 listed there too.
+
+Given a `BrokerAuthority` (what `CloudService` passes unless `embedded_broker_auth` is off) it enforces the
+identities and grants a production Mosquitto gets from `edgefleet broker-config`, and it goes further on
+revocation: every `recheck_s`, and at once on `recheck_now()` (the revoke API calls it), it disconnects
+connected devices whose credentials were revoked. Without one it lets anyone in, anywhere.
 """
 
 from __future__ import annotations
@@ -21,15 +26,22 @@ from amqtt.broker import Broker
 
 from cloud.errors import BrokerStartError
 from cloud.mqtt.amqtt_fixes import EdgeFleetAmqttBroker
+from cloud.mqtt.auth_plugins import auth_plugins_config
+from cloud.mqtt.broker_auth import BrokerAuthority
 
 log = logging.getLogger(__name__)
 
 
-def broker_config(host: str, port: int) -> dict[str, Any]:
-    """amqtt config: one TCP listener, anonymous access, no packet/event logging and no $SYS chatter."""
+def broker_config(host: str, port: int, authority: BrokerAuthority | None = None) -> dict[str, Any]:
+    """amqtt config: one TCP listener, no packet/event logging and no $SYS chatter; the authority's checks,
+    or anonymous access without one."""
+    plugins = (
+        auth_plugins_config(authority) if authority is not None
+        else {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+    )  # fmt: skip
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        "plugins": plugins,
     }
 
 
@@ -40,10 +52,21 @@ class EmbeddedBroker:
     mqtt_protocol = "3.1.1"
     broker_class: type[Broker] = EdgeFleetAmqttBroker  # tests swap in amqtt's own Broker to watch its bugs
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, start_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        authority: BrokerAuthority | None = None,
+        recheck_s: float = 30.0,
+        start_timeout_s: float = 10.0,
+    ) -> None:
         self.host = host
         self.port = port
+        self.authority = authority
+        self.recheck_s = recheck_s
         self._start_timeout_s = start_timeout_s
+        self._recheck_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._broker: Broker | None = None
@@ -92,7 +115,7 @@ class EmbeddedBroker:
         return self
 
     async def _start_on_loop(self) -> None:
-        self._broker = self.broker_class(broker_config(self.host, self.port))
+        self._broker = self.broker_class(broker_config(self.host, self.port, self.authority))
         # amqtt logs a failed start (say, a port in use) with a full traceback; start() reports it in one line
         broker_log = logging.getLogger("amqtt.broker")
         level = broker_log.level
@@ -104,11 +127,44 @@ class EmbeddedBroker:
         if self.port == 0:
             server = self._broker._servers["default"].instance
             self.port = server.sockets[0].getsockname()[1]
+        if self.authority is not None:
+            self._recheck_task = asyncio.ensure_future(self._recheck_forever())
+
+    # -- revocation --------------------------------------------------------------------------------------
+
+    def recheck_now(self, timeout_s: float = 10.0) -> list[str]:
+        """Disconnect connected devices whose credentials are revoked; returns their ids. Thread-safe."""
+        loop = self._loop
+        if self.authority is None or loop is None or not self.running:
+            return []
+        return asyncio.run_coroutine_threadsafe(self._recheck(), loop).result(timeout_s)
+
+    async def _recheck_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.recheck_s)
+            try:
+                await self._recheck()
+            except Exception:  # the database may be down for a while; try again next round
+                log.exception("could not recheck connected devices' credentials")
+
+    async def _recheck(self) -> list[str]:
+        broker, authority = self._broker, self.authority
+        if broker is None or authority is None or not isinstance(broker, EdgeFleetAmqttBroker):
+            return []
+        connected = {s.username for s, _h in broker.sessions.values() if s.username and s.transitions.is_connected()}
+        revoked = await asyncio.get_running_loop().run_in_executor(None, authority.revoked_among, connected)
+        dropped = await broker.disconnect_clients(revoked)
+        if dropped:
+            log.info("disconnected revoked device(s): %s", ", ".join(sorted(dropped)))
+        return dropped
 
     def stop(self, timeout_s: float = 10.0) -> None:
         loop, thread, broker = self._loop, self._thread, self._broker
         if loop is None or thread is None or broker is None or not thread.is_alive():
             return
+        if self._recheck_task is not None:
+            loop.call_soon_threadsafe(self._recheck_task.cancel)
+            self._recheck_task = None
         future = asyncio.run_coroutine_threadsafe(broker.shutdown(), loop)
         try:
             future.result(timeout_s)

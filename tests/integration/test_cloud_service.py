@@ -71,13 +71,13 @@ def test_device_gets_fetches_verifies_and_reports_a_deployment(
     assert api(service, "GET", "/healthz")["status"] == "ok"
 
     device_id, fleet = "pi-001", service.fleet
-    enroll(service, device_id)  # the cloud ignores devices it has not enrolled
+    password = enroll(service, device_id)[device_id]  # the cloud ignores devices it has not enrolled
     # what provisioning pins: the first root version of the chain file `edgefleet up` names
     pinned = RootOfTrust.pin(pb.TrustChain.FromString(service.trust_chain_path.read_bytes()).roots[0], fleet=fleet)
     device, inbox = make_transport(
         *[f for f, _ in device_subscriptions(device_id, fleet=fleet)],
         broker=type("B", (), {"url": service.mqtt_url})(),
-        protocol=service.mqtt_protocol,
+        protocol=service.mqtt_protocol, client_id=device_id, username=device_id, password=password,
     )  # fmt: skip
     hello = pb.ReportedState(
         schema_version=1, device_id=device_id, seq=1, ts_ms=int(time.time() * 1000), labels={"site": "lab"}

@@ -2,11 +2,18 @@
 pytest's pythonpath). Fixtures built on these live in tests/conftest.py."""
 
 from support.database import postgres_url_from_env
-from support.mosquitto import MosquittoBroker, MosquittoError, mosquitto_binary, mosquitto_passwd_binary
+from support.mosquitto import (
+    ConfiguredMosquitto,
+    MosquittoBroker,
+    MosquittoError,
+    mosquitto_binary,
+    mosquitto_passwd_binary,
+)
 from support.mqtt import Inbox
 from support.net import free_port, port_accepts, wait_until
 
 __all__ = [
+    "ConfiguredMosquitto",
     "Inbox",
     "MosquittoBroker",
     "MosquittoError",

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from cloud.identity.broker_config import BrokerConfig
 from cloud.identity.passwords import hash_password, password_file
 from support.net import free_port, port_accepts
 from support.tls import TlsFiles
@@ -191,3 +192,25 @@ class MosquittoBroker:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+class ConfiguredMosquitto(MosquittoBroker):
+    """Mosquitto started with a config folder written by BrokerConfig (plus test-only logging)."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        super().__init__(config.directory / "run", port=config.tls_port)
+        self.config = config
+
+    @property
+    def url(self) -> str:
+        return f"mqtts://localhost:{self.port}"
+
+    def _write_config(self) -> None:
+        lines = [self.config.conf_path.read_text(), "log_dest stderr", "log_type all"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else mosquitto drops to 'mosquitto', who cannot read the temp dir
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def reload(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGHUP)

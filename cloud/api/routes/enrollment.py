@@ -60,13 +60,21 @@ def list_enrollment_tokens(session: SessionDep) -> list[EnrollmentToken]:
 
 
 @router.post("/devices/{device_id}/revoke", response_model=DeviceRevoked)
-def revoke_device(session: SessionDep, operator: OperatorDep, device_id: str) -> DeviceRevoked:
-    """Withdraw the device's broker credentials; ingestion drops its messages from now on."""
+def revoke_device(
+    session: SessionDep, services: ServicesDep, operator: OperatorDep, device_id: str
+) -> DeviceRevoked:
+    """Withdraw the device's broker credentials; ingestion drops its messages from now on, and an embedded
+    broker in this process disconnects it at once (Mosquitto refuses it after its next reload)."""
     if session.get(DeviceCredential, device_id) is None:
         raise NotFoundError(f"no enrolled device {device_id}")
     revoked = enrollment.revoke_device(session, device_id)
     audit.record_by(session, operator, "device.revoke", device_id, {"had_live_credentials": revoked})
     session.commit()
+    if services.on_device_revoked is not None:
+        try:
+            services.on_device_revoked(device_id)
+        except Exception:  # revoked all the same; the broker's periodic recheck drops it
+            log.exception("could not disconnect revoked device %s now", device_id)
     return DeviceRevoked(device_id=device_id, revoked=revoked)
 
 
