@@ -3,7 +3,8 @@ the handlers, so `edgefleet agent ...` works on a device that has only the `agen
 
 The cloud's commands live one module per command group here: `keys`, `up`, `train`, `tokens`, `demo` (+
 `demo_report`) and `remote` (deploy, devices, models: clients of a running cloud's API; they find the
-token `up` wrote through `operator_token`), with `enroll` (devices enroll / revoke).
+token `up` wrote through `operator_token`), with `enroll` (devices enroll / revoke) and `rollout` (staged
+rollouts: plan, start, follow, steer).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ SUBCOMMAND_MODULES = [
     "cloud.cli.tokens",  # tokens create / list / revoke
     "cloud.cli.demo",  # demo
     "cloud.cli.remote",  # deploy, devices, models
+    "cloud.cli.rollout",  # rollout plan / start / status / list / pause / resume / cancel / rollback
     "cloud.cli.broker",  # broker-config
     "model_compiler.cli",  # compile
     "edge_agent.cli",  # agent run / agent provision

@@ -10,8 +10,8 @@ install needs no statistics. The verdict is BREACH if any gate breached, else WA
 Gates:
   install_failures   share of the wave's devices whose update failed (self-test, download, load)
   error_rate         inference errors / inferences, absolute (a baseline can only make it stricter)
-  p95_latency        p95 latency against the baseline's p95 (a ratio)
-  prediction_shift   PSI of the prediction distribution against the baseline's
+  p95_latency        p95 latency against the baseline's p95 (a ratio, and a minimum increase in µs)
+  prediction_shift   PSI of the prediction distribution against the baseline's, when also significant
   shadow_agreement   on-device agreement with the previous model run in shadow on sampled inputs
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from cloud.monitoring.drift import psi
+from cloud.monitoring.drift import chi_square, psi
 
 
 class Decision(StrEnum):
@@ -36,7 +36,12 @@ class GatePolicy:
     max_error_rate: float = 0.01
     max_error_rate_increase: float = 0.005  # over the baseline's, when there is one
     max_p95_ratio: float = 1.5
+    # ...and only when p95 also grew by this much: jitter of a few dozen µs on a busy device is no regression
+    min_p95_increase_us: float = 250.0
     max_prediction_psi: float = 0.25  # the "significant shift" rule of thumb (cloud.monitoring.drift)
+    # PSI of a few dozen predictions is noisy: a shift breaches only when it is also unlikely by chance
+    # (chi-square p-value of the new counts against the baseline's proportions below this)
+    shift_significance: float = 0.01
     min_shadow_agreement: float = 0.9
     min_devices: int = 1
     min_inferences: int = 200  # across the wave, before a rate, a latency or a distribution may judge
@@ -125,7 +130,8 @@ def _latency(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -
     if new.p95_latency_us is None or baseline is None or not baseline.p95_latency_us:
         return GateResult("p95_latency", Decision.PASS, None, policy.max_p95_ratio, "no baseline to compare with")
     ratio = new.p95_latency_us / baseline.p95_latency_us
-    decision = Decision.BREACH if ratio > policy.max_p95_ratio else Decision.PASS
+    slower = ratio > policy.max_p95_ratio and new.p95_latency_us - baseline.p95_latency_us > policy.min_p95_increase_us
+    decision = Decision.BREACH if slower else Decision.PASS
     return GateResult("p95_latency", decision, ratio, policy.max_p95_ratio,
                       f"p95 {new.p95_latency_us:.0f} µs against {baseline.p95_latency_us:.0f} µs")
 
@@ -135,10 +141,12 @@ def _shift(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -> 
         return GateResult("prediction_shift", Decision.PASS, None, policy.max_prediction_psi,
                           "no prediction distribution to compare with")
     labels = sorted(set(baseline.predictions) | set(new.predictions))
-    value = psi([baseline.predictions.get(k, 0) for k in labels], [new.predictions.get(k, 0) for k in labels])
-    decision = Decision.BREACH if value > policy.max_prediction_psi else Decision.PASS
-    return GateResult("prediction_shift", decision, value, policy.max_prediction_psi,
-                      f"PSI over {len(labels)} prediction label(s)")
+    before = [baseline.predictions.get(k, 0) for k in labels]
+    after = [new.predictions.get(k, 0) for k in labels]
+    value, (_, p_value) = psi(before, after), chi_square(before, after)
+    shifted = value > policy.max_prediction_psi and p_value < policy.shift_significance
+    return GateResult("prediction_shift", Decision.BREACH if shifted else Decision.PASS, value,
+                      policy.max_prediction_psi, f"PSI over {len(labels)} prediction label(s), p={p_value:.2g}")
 
 
 def _agreement(policy: GatePolicy, new: ArmFigures) -> GateResult:

@@ -18,7 +18,9 @@ class GateRequest(BaseModel):
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     max_error_rate_increase: float = Field(default=0.005, ge=0, le=1)
     max_p95_ratio: float = Field(default=1.5, ge=1, le=100)
+    min_p95_increase_us: float = Field(default=250.0, ge=0, le=60_000_000)
     max_prediction_psi: float = Field(default=0.25, ge=0, le=10)
+    shift_significance: float = Field(default=0.01, gt=0, le=1)
     min_shadow_agreement: float = Field(default=0.9, ge=0, le=1)
     min_devices: int = Field(default=1, ge=0, le=10_000)  # 0 with min_inferences 0: judge on installs only
     min_inferences: int = Field(default=200, ge=0, le=10_000_000)

@@ -34,7 +34,7 @@ def test_too_little_evidence_waits_but_a_failed_install_breaches_at_once() -> No
 def test_each_kind_of_misbehaviour_breaches_its_own_gate() -> None:
     cases = {
         "error_rate": ArmFigures(**{**HEALTHY.__dict__, "errors": 12}),  # 3 % against 0.1 % before
-        "p95_latency": ArmFigures(**{**HEALTHY.__dict__, "p95_latency_us": 400.0}),
+        "p95_latency": ArmFigures(**{**HEALTHY.__dict__, "p95_latency_us": 500.0}),
         "prediction_shift": ArmFigures(**{**HEALTHY.__dict__, "predictions": {"0": 390, "1": 10}}),
         "shadow_agreement": ArmFigures(**{**HEALTHY.__dict__, "shadow_agreed": 50}),
     }
@@ -60,3 +60,18 @@ def test_without_a_baseline_only_the_absolute_gates_judge() -> None:
     assert verdict.decision is Decision.PASS
     skipped = {g.gate: g.value for g in verdict.gates if g.value is None}
     assert set(skipped) == {"p95_latency", "prediction_shift"}
+
+
+def test_a_shift_seen_in_a_handful_of_predictions_is_not_yet_a_breach() -> None:
+    few = ArmFigures(**{**HEALTHY.__dict__, "inferences": 12, "predictions": {"0": 9, "1": 3}})
+    verdict = judge(GatePolicy(min_devices=2, min_inferences=10), ALL_INSTALLED, few, BASELINE)
+    shift = next(g for g in verdict.gates if g.gate == "prediction_shift")
+    assert shift.value is not None and shift.value > 0.25  # large PSI...
+    assert shift.decision is Decision.PASS and "p=" in shift.detail  # ...but 12 predictions prove nothing
+
+
+def test_a_slower_p95_breaches_only_when_it_is_also_slower_by_enough_to_matter() -> None:
+    jitter = ArmFigures(**{**HEALTHY.__dict__, "p95_latency_us": 420.0})  # 2.1x, but only 220 µs more
+    assert decisions(judge(POLICY, ALL_INSTALLED, jitter, BASELINE))["p95_latency"] is Decision.PASS
+    strict = GatePolicy(min_devices=2, min_inferences=100, min_p95_increase_us=0)
+    assert decisions(judge(strict, ALL_INSTALLED, jitter, BASELINE))["p95_latency"] is Decision.BREACH
