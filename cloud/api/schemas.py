@@ -147,6 +147,13 @@ class RolloutDecisionView(BaseModel):
     detail: dict[str, Any]
 
 
+class GateSampleView(BaseModel):
+    at_ms: int
+    wave: int
+    decision: str
+    values: dict[str, float | None]
+
+
 class RolloutView(BaseModel):
     deployment_id: str
     model_id: str

@@ -32,7 +32,7 @@ from cloud.rollout.figures import figures_for
 from cloud.rollout.gates import GatePolicy, InstallTally, Verdict, judge
 from cloud.rollout.plan import Outgoing, plan_deployment, target_devices
 from cloud.rollout.progress import Action, OnBreach, Position, next_action
-from cloud.rollout.records import Rollout, RolloutDecision
+from cloud.rollout.records import Rollout, RolloutDecision, RolloutGateSample
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,14 @@ DAY_MS = 86_400_000
 class RolloutController(Periodic):
     name = "edgefleet-rollouts"
 
-    def __init__(self, deployer: Deployer, *, interval_s: float = 10.0, baseline_lookback_ms: int = DAY_MS) -> None:
+    def __init__(
+        self, deployer: Deployer, *, interval_s: float = 10.0, baseline_lookback_ms: int = DAY_MS,
+        sample_every_ms: int = 30_000,
+    ) -> None:  # fmt: skip
         self.deployer = deployer
         self.interval_s = interval_s
         self.baseline_lookback_ms = baseline_lookback_ms
+        self.sample_every_ms = sample_every_ms  # how often the gate values are kept for the console
 
     @property
     def clock(self) -> Callable[[], int]:
@@ -172,8 +176,14 @@ class RolloutController(Periodic):
     ) -> list[Outgoing]:  # fmt: skip
         outgoing: list[Outgoing] = []
         gates = _verdict_json(verdict, now) if verdict else {}
-        if gates and gates["decision"] != rollout.last_verdict.get("decision"):
+        changed = bool(gates) and gates["decision"] != rollout.last_verdict.get("decision")
+        if changed:
             _decide(session, rollout, f"verdict_{gates['decision']}", CONTROLLER, gates, now)
+        if verdict is not None and (changed or now - (rollout.last_sample_ms or 0) >= self.sample_every_ms):
+            session.add(RolloutGateSample(deployment_id=rollout.deployment_id, at_ms=now, wave=rollout.current_wave,
+                                          decision=verdict.decision.value,
+                                          values={g.gate: g.value for g in verdict.gates}))  # fmt: skip
+            rollout.last_sample_ms = now
         if gates:
             rollout.last_verdict = gates
         detail: dict[str, Any] = {"verdict": gates} if gates else {}

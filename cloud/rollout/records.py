@@ -6,6 +6,7 @@ A Rollout holds the whole plan (waves of device ids, devices skipped and why), w
 conditional update, so two cloud processes stepping the same rollout never both act
 (`cloud.rollout.controller`). `RolloutDecision` is append-only: every wave opened, every verdict that
 changed, every breach, pause, resume, cancel and rollback, with who decided and the gate values.
+`RolloutGateSample` is the gate values over time, sampled.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Rollout(SQLModel, table=True):
     wave_opened_ms: int | None = Field(default=None, sa_type=BigInteger)
     wave_passed_ms: int | None = Field(default=None, sa_type=BigInteger)  # first PASS of the open wave
     last_verdict: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    last_sample_ms: int | None = Field(default=None, sa_type=BigInteger)  # of the newest RolloutGateSample
     revision: int = Field(default=0, sa_type=BigInteger)
     created_at_ms: int = Field(sa_type=BigInteger, default_factory=now_ms)
     updated_at_ms: int = Field(sa_type=BigInteger, default_factory=now_ms)
@@ -51,3 +53,17 @@ class RolloutDecision(SQLModel, table=True):
     action: str = Field(max_length=32)  # cloud.rollout.progress.Action, or an operator's pause/resume/...
     actor: str = Field(default="controller", max_length=160)
     detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class RolloutGateSample(SQLModel, table=True):
+    """The open wave's gate values at one step, kept at most every `sample_every_ms` (and on every change of
+    verdict): the time series the console draws."""
+
+    __tablename__ = "rollout_gate_sample"
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment_id: str = Field(index=True, max_length=64)
+    at_ms: int = Field(sa_type=BigInteger)
+    wave: int
+    decision: str = Field(max_length=16)
+    values: dict[str, float | None] = Field(default_factory=dict, sa_type=JSON)  # gate -> value

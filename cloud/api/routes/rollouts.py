@@ -10,13 +10,13 @@ from sqlmodel import Session, col, select
 
 from cloud.api.auth import OperatorDep, api_router
 from cloud.api.deps import ServicesDep, SessionDep
-from cloud.api.schemas import RolloutCreate, RolloutDecisionView, RolloutPlanView, RolloutView
+from cloud.api.schemas import GateSampleView, RolloutCreate, RolloutDecisionView, RolloutPlanView, RolloutView
 from cloud.db import TargetStatus
 from cloud.db.tables import Deployment
 from cloud.errors import ConfigurationError, NotFoundError
 from cloud.identity import audit
 from cloud.rollout import RolloutController, targets_of
-from cloud.rollout.records import Rollout, RolloutDecision
+from cloud.rollout.records import Rollout, RolloutDecision, RolloutGateSample
 from cloud.rollout.staged import preview
 
 router = api_router(prefix="/rollouts", tags=["rollouts"])
@@ -88,6 +88,16 @@ def list_rollouts(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)
 @router.get("/{deployment_id}", response_model=RolloutView)
 def get_rollout(session: SessionDep, deployment_id: str) -> RolloutView:
     return view(session, _get(session, deployment_id), decisions=200)
+
+
+@router.get("/{deployment_id}/gates", response_model=list[GateSampleView])
+def gate_samples(
+    session: SessionDep, deployment_id: str, limit: Annotated[int, Query(ge=1, le=5000)] = 1000
+) -> list[RolloutGateSample]:
+    """The gate values over time (oldest first): what the console charts."""
+    _get(session, deployment_id)
+    query = select(RolloutGateSample).where(RolloutGateSample.deployment_id == deployment_id)
+    return list(reversed(session.exec(query.order_by(col(RolloutGateSample.id).desc()).limit(limit)).all()))
 
 
 @router.post("/{deployment_id}/{action}", response_model=RolloutView)

@@ -37,6 +37,7 @@ def test_the_dry_run_shows_the_waves_the_rollout_then_gets(client: TestClient, e
     rollout = created.json()
     assert rollout["state"] == "running" and rollout["current_wave"] == 0 and rollout["wave_sizes"] == [2, 4, 2]
     assert [d["action"] for d in rollout["decisions"]] == ["open_wave"]
+    assert client.get(f"/api/v1/rollouts/{rollout['deployment_id']}/gates").json() == []  # nothing judged yet
     detail = client.get(f"/api/v1/rollouts/{rollout['deployment_id']}").json()
     assert detail["deployment_id"] == rollout["deployment_id"]
     targets = client.get(f"/api/v1/deployments/{rollout['deployment_id']}").json()["targets"]

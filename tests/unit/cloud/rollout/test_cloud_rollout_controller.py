@@ -20,7 +20,7 @@ from cloud.rollout import Deployer, Director, get_deployment
 from cloud.rollout.controller import RolloutController
 from cloud.rollout.policy import GateRequest, RolloutPolicy
 from cloud.rollout.progress import Action
-from cloud.rollout.records import Rollout, RolloutDecision
+from cloud.rollout.records import Rollout, RolloutDecision, RolloutGateSample
 from edge_agent.transport import MemoryBroker, MemoryTransport
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
@@ -152,6 +152,11 @@ def test_waves_open_one_by_one_as_each_passes_and_dwells(world) -> None:  # type
         assert rollout is not None and rollout.state == RolloutState.COMPLETED
         assert rollout.last_verdict["decision"] == "pass"
     assert decisions(deployer.engine, deployment.id).count("open_wave") == 3
+    with Session(deployer.engine) as session:
+        samples = session.exec(select(RolloutGateSample).where(RolloutGateSample.deployment_id == deployment.id)).all()
+    judged = sum(a is not None for a in seen) - 1  # every step judged the open wave, but the very first
+    assert len(samples) == judged  # 35 s between steps, sampled every 30 s: every judged step is kept
+    assert {s.wave for s in samples} == {0, 1, 2} and all(s.values["error_rate"] == 0.0 for s in samples)
 
 
 def test_a_model_that_errors_is_stopped_in_its_first_wave_and_rolled_back(world) -> None:  # type: ignore[no-untyped-def]
