@@ -9,9 +9,11 @@ How it works:
 * A new process starts from the spool file: whatever was not acknowledged is sent again. A message the
   broker had but did not acknowledge before a crash arrives twice; the cloud stores (device_id, seq) once.
 * MQTT 5 only: PUBACK reason 16 (no matching subscribers) means the broker threw the message away. A
-  non-retained one stays in the spool and is sent again after the next connect, at most
+  non-retained one stays in the spool and is sent again after 1, 2, 4, ... s, at most
   `no_subscriber_resends` times, then dropped and counted in `unheard`. The cloud's persistent session
-  makes this rare; a retained message is kept by the broker anyway.
+  makes this rare, except on Mosquitto 2.0 with shared subscriptions: it restores a persistent session's
+  `$share` subscriptions not at all after a restart, so until the cloud reconnects and subscribes again
+  nobody hears. A retained message is kept by the broker anyway.
 * QoS 0 messages and topics `spool_filter` refuses go straight to paho, as before.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.paho_transport import PahoTransport
 from edge_agent.spool import Spool, Spooled
-from edge_agent.transport import ConnectHandler, TransportError
+from edge_agent.transport import TransportError
 from protocols import topics
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ class SpooledPahoTransport(PahoTransport):
         spool_max_messages: int = 10_000,
         spool_filter: Callable[[str], bool] = lambda _topic: True,
         window: int = 100,
-        no_subscriber_resends: int = 5,
+        no_subscriber_resends: int = 6,
         **kwargs: Any,
     ) -> None:
         super().__init__(url, client_id, **kwargs)
@@ -64,14 +67,11 @@ class SpooledPahoTransport(PahoTransport):
         self._wake = threading.Event()
         self._inflight: dict[int, Spooled] = {}  # paho message id -> message (pump thread only)
         self._last_handed = 0  # highest spool id handed to paho
-        self._parked: dict[int, Spooled] = {}  # spool id -> message no subscriber took (MQTT 5)
+        self._parked: dict[int, tuple[Spooled, float]] = {}  # spool id -> (message no one took, resend at)
         self._resent: dict[int, int] = {}  # spool id -> times sent again after reason 16
-        self._resend_parked = False
         self._pump_thread: threading.Thread | None = None
         self._pumping = False
-        self._user_on_connect: ConnectHandler = lambda: None
         self._client.on_publish = self._handle_publish
-        super().set_connect_handler(self._handle_ready)
 
     @property
     def spool(self) -> Spool | None:
@@ -113,19 +113,11 @@ class SpooledPahoTransport(PahoTransport):
         spool.add(topic, payload, qos, retain)
         self._wake.set()
 
-    def set_connect_handler(self, handler: ConnectHandler) -> None:
-        self._user_on_connect = handler
-
     # -- paho's network thread ---------------------------------------------------------------------------
 
     def _handle_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode, _props: Any) -> None:
         self._acks.put((mid, reason.value if reason is not None else 0))
         self._wake.set()
-
-    def _handle_ready(self) -> None:
-        self._resend_parked = True
-        self._wake.set()
-        self._user_on_connect()
 
     # -- the pump thread -------------------------------------------------------------------------------
 
@@ -138,17 +130,18 @@ class SpooledPahoTransport(PahoTransport):
                 continue
             try:
                 self._take_acks(spool)
-                if self._resend_parked:
-                    self._resend_parked = False
-                    parked, self._parked = self._parked, {}
-                    for message in parked.values():
-                        if self._hand(message):
-                            self._resent[message.id] = self._resent.get(message.id, 0) + 1
-                        else:
-                            self._parked[message.id] = message
+                self._resend_due()
                 self._fill(spool)
             except Exception:  # noqa: BLE001 - the pump must outlive a bad moment (a closed spool, a full disk)
                 log.exception("outbox spool pump of %s", self.client_id)
+
+    def _resend_due(self) -> None:
+        now = time.monotonic()
+        for message in [message for message, due in self._parked.values() if due <= now]:
+            if not self._hand(message):
+                return
+            del self._parked[message.id]
+            self._resent[message.id] = self._resent.get(message.id, 0) + 1
 
     def _fill(self, spool: Spool) -> None:
         room = self._window - len(self._inflight)
@@ -180,7 +173,7 @@ class SpooledPahoTransport(PahoTransport):
             if code == NO_MATCHING_SUBSCRIBERS and not message.retain:
                 resends = self._resent.get(message.id, 0)
                 if resends < self._resends:
-                    self._parked[message.id] = message
+                    self._parked[message.id] = (message, time.monotonic() + 2.0**resends)
                     continue
                 self.unheard += 1
                 log.warning("no subscriber took %s after %d resends; dropped", message.topic, resends)
