@@ -77,6 +77,11 @@ class SpooledPahoTransport(PahoTransport):
     def spool(self) -> Spool | None:
         return self._spool
 
+    @property
+    def parked(self) -> int:
+        """Messages waiting to be sent again because no subscriber took them (MQTT 5 PUBACK reason 16)."""
+        return len(self._parked)
+
     def start(self) -> None:
         if self._spool is None:
             self._spool = Spool(self.spool_path, max_messages=self.spool_max_messages)
