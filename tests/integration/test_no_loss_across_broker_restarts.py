@@ -1,7 +1,8 @@
 """Nothing lost across broker restarts and outages: a real Mosquitto with persistence on, a real cloud
 (persistent MQTT session, QoS 1) and 3 real agents (disk spool) sending a telemetry window every second.
 
-The broker restarts once, then stops for 60 s and comes back. Every window each agent published must be
+The cloud restarts once (its worker comes back under the same client id), the broker restarts once,
+then the broker stops for 60 s and comes back. Every window each agent published must be
 stored exactly once: none lost (the agents kept them on disk until the broker acknowledged them, the
 broker kept them for the cloud's session), none stored twice (redeliveries meet the (device_id, seq) key).
 
@@ -88,6 +89,14 @@ class Setup:
     fleet: SimulatedFleet
     log: WindowLog
     transports: dict[str, RecordingTransport]
+    stack: list[Any]
+
+    def restart_cloud(self, away_s: float) -> None:
+        """Stop the cloud, let the agents talk to nobody for away_s, start a new one on the same data_dir."""
+        self.cloud.stop()
+        time.sleep(away_s)
+        self.cloud = CloudService(self.cloud.settings).start()
+        self.stack.append(self.cloud)
 
 
 @pytest.fixture
@@ -122,7 +131,7 @@ def make_setup(tmp_path: Path, database_url: str) -> Iterator[Any]:
         cloud.deployer.deploy(DeploymentCreate(model_id="nl", version=v1.version, device_ids=DEVICES))
         active = fleet.wait_all(lambda s: s.update_state == pb.UPDATE_STATE_ACTIVE, 60)
         assert active == [], f"never active: {active}"
-        return Setup(broker, cloud, fleet, log, transports)
+        return Setup(broker, cloud, fleet, log, transports, stack)
 
     yield make
     for item in reversed(stack):
@@ -161,7 +170,13 @@ def wait_drained(setup: Setup) -> dict[str, Any]:
 
 def test_no_window_lost_or_duplicated_across_a_restart_and_a_60s_outage(make_setup: Any) -> None:
     setup = make_setup()
-    time.sleep(3)
+    time.sleep(2)
+    client_id = setup.cloud.transport.client_id
+    setup.restart_cloud(away_s=3)
+    assert setup.cloud.transport.client_id == client_id  # the same session, found again
+    after_cloud_restart = wait_drained(setup)
+    assert sum(after_cloud_restart["lost"].values()) == 0, after_cloud_restart
+
     setup.broker.restart()  # SIGTERM: Mosquitto saves sessions (and what they have queued) first
     assert setup.cloud.transport.wait_connected(15)
     time.sleep(3)
