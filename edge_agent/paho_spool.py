@@ -58,11 +58,12 @@ class SpooledPahoTransport(PahoTransport):
         self.spool_path = Path(spool_path)
         self.spool_max_messages = spool_max_messages
         self.unheard = 0  # messages no subscriber received after every resend (MQTT 5 only)
+        self.resent = 0  # times a message was sent again after reason 16
         self.refused = 0  # messages the broker refused (PUBACK reason >= 128): resending would not help
         self._spool: Spool | None = Spool(self.spool_path, max_messages=spool_max_messages)
         self._filter = spool_filter
         self._window = window
-        self._resends = no_subscriber_resends
+        self._max_resends = no_subscriber_resends
         self._acks: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._inflight: dict[int, Spooled] = {}  # paho message id -> message (pump thread only)
@@ -147,6 +148,7 @@ class SpooledPahoTransport(PahoTransport):
                 return
             del self._parked[message.id]
             self._resent[message.id] = self._resent.get(message.id, 0) + 1
+            self.resent += 1
 
     def _fill(self, spool: Spool) -> None:
         room = self._window - len(self._inflight)
@@ -177,7 +179,7 @@ class SpooledPahoTransport(PahoTransport):
                 continue  # a QoS 0 or unspooled message
             if code == NO_MATCHING_SUBSCRIBERS and not message.retain:
                 resends = self._resent.get(message.id, 0)
-                if resends < self._resends:
+                if resends < self._max_resends:
                     self._parked[message.id] = (message, time.monotonic() + 2.0**resends)
                     continue
                 self.unheard += 1

@@ -212,14 +212,20 @@ def test_shared_subscriptions_and_mqtt5_agents_lose_nothing_across_a_restart(mak
     see the next test), and MQTT 5 agents resend what the broker answered with reason 16 meanwhile."""
     setup = make_setup(share_group="ingest", device_protocol="5")
     time.sleep(2)
+    setup.cloud.transport.stop()  # the cloud comes back 3 s after the broker: windows meet no $share subscriber
     setup.broker.restart()
-    assert setup.cloud.transport.wait_connected(15)
     time.sleep(3)
+    setup.cloud.transport.start()
+    assert setup.cloud.transport.wait_connected(15)
+    time.sleep(2)
     result = wait_drained(setup)
     assert result["lost"] == {d: 0 for d in DEVICES}, result
     assert result["repeated_rows"] == 0 and result["unsent_but_stored"] == {d: 0 for d in DEVICES}, result
+    resent = {d: t.inner.resent for d, t in setup.transports.items()}
+    assert all(n > 0 for n in resent.values()), resent  # reason 16 happened, and was answered by resending
     assert all(t.inner.unheard == 0 for t in setup.transports.values())
-    print(f"\nshared subscription, MQTT 5 agents, one restart: sent {result['sent']}, lost {result['lost']}")
+    print(f"\nshared subscription, MQTT 5 agents, one restart: sent {result['sent']}, resent after reason 16 "
+          f"{resent}, lost {result['lost']}")
 
 
 def test_mosquitto_restores_a_persistent_session_but_not_its_shared_subscriptions(
