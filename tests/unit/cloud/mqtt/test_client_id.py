@@ -82,3 +82,13 @@ def test_client_ids_stay_short_and_safe() -> None:
     long_id = cloud_client_id("f" * 80, "worker with spaces/and#wildcards+" * 3)
     assert len(long_id) <= 100 and " " not in long_id and "#" not in long_id and "+" not in long_id
     assert long_id != cloud_client_id("f" * 80, "another worker" * 8)
+
+
+def test_worker_name_and_session_expiry_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloud.settings import CloudSettings
+
+    assert CloudSettings().mqtt_session_expiry_s == 86_400  # a day: a weekend-long outage needs more
+    monkeypatch.setenv("EDGEFLEET_WORKER_NAME", "ingest-7")
+    monkeypatch.setenv("EDGEFLEET_MQTT_SESSION_EXPIRY_S", "600")
+    settings = CloudSettings()
+    assert (settings.worker_name, settings.mqtt_session_expiry_s) == ("ingest-7", 600)
