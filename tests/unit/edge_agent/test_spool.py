@@ -78,3 +78,35 @@ def test_a_smaller_bound_on_reopening_trims_at_the_next_add(tmp_path: Path) -> N
 def test_refuses_a_useless_bound(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_messages"):
         Spool(tmp_path / "s.sqlite", max_messages=0)
+
+
+def test_what_was_added_survives_the_process_being_killed(tmp_path: Path) -> None:
+    """SIGKILL right after add() returns: no close, no clean exit (what paho's in-memory queue cannot survive)."""
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\nfrom edge_agent.spool import Spool\n"
+        f"spool = Spool({str(tmp_path / 'k.sqlite')!r})\n"
+        "for i in range(25):\n    spool.add('t', str(i).encode())\n"
+        "print('added', flush=True)\nsys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[3],
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "added"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        if child.stdin is not None:
+            child.stdin.close()
+        if child.stdout is not None:
+            child.stdout.close()
+    spool = Spool(tmp_path / "k.sqlite")
+    try:
+        assert [m.payload for m in spool.after(0, 100)] == [str(i).encode() for i in range(25)]
+    finally:
+        spool.close()
