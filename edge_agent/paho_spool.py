@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -116,7 +117,12 @@ class SpooledPahoTransport(PahoTransport):
             raise TransportError(str(exc)) from None
         if qos not in (1, 2):
             raise TransportError(f"qos must be 0, 1 or 2, got {qos!r}")
-        spool.add(topic, payload, qos, retain)
+        try:
+            spool.add(topic, payload, qos, retain)
+        except sqlite3.Error as exc:  # a full disk, or stop() closing the spool meanwhile: paho's memory then
+            log.warning("outbox spool %s: %s; message to %s kept in memory only", self.spool_path, exc, topic)
+            super().publish(topic, payload, qos, retain)
+            return
         self._wake.set()
 
     # -- paho's network thread ---------------------------------------------------------------------------
