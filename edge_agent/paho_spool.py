@@ -75,6 +75,8 @@ class SpooledPahoTransport(PahoTransport):
         self._pumping = False
         self._client.on_publish = self._handle_publish
 
+    stop_drain_s = 2.0  # a stop while connected waits this long for the broker to take what is spooled
+
     @property
     def spool(self) -> Spool | None:
         return self._spool
@@ -95,6 +97,7 @@ class SpooledPahoTransport(PahoTransport):
         super().start()
 
     def stop(self) -> None:
+        self._drain(self.stop_drain_s)
         super().stop()  # no paho callbacks after this: every acknowledgement is in self._acks
         thread, self._pump_thread = self._pump_thread, None
         if thread is not None:
@@ -124,6 +127,16 @@ class SpooledPahoTransport(PahoTransport):
             super().publish(topic, payload, qos, retain)
             return
         self._wake.set()
+
+    def _drain(self, timeout_s: float) -> None:
+        """While connected, wait (at most timeout_s) until the broker has everything spooled but parked:
+        the last words of a stopping agent (its final window, presence offline) go out now, not next start."""
+        spool, deadline = self._spool, time.monotonic() + timeout_s
+        while spool is not None and self._pump_thread is not None and self.connected:
+            if len(spool) <= len(self._parked) or time.monotonic() >= deadline:
+                return
+            self._wake.set()
+            time.sleep(0.01)
 
     # -- paho's network thread ---------------------------------------------------------------------------
 
