@@ -6,6 +6,7 @@ How it works:
   order, at most `window` unacknowledged at a time (the spool, not paho's memory, is the queue).
 * paho's `on_publish` (the broker's PUBACK) queues (message id, reason); the pump removes the message from
   the spool. Only the pump touches the id map, so an acknowledgement can never overtake its own publish.
+* `stop()` while connected waits up to `stop_drain_s` (2 s) for the broker to take what is spooled.
 * A new process starts from the spool file: whatever was not acknowledged is sent again. A message the
   broker had but did not acknowledge before a crash arrives twice; the cloud stores (device_id, seq) once.
 * MQTT 5 only: PUBACK reason 16 (no matching subscribers) means the broker threw the message away. A
