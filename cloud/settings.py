@@ -34,7 +34,13 @@ class CloudSettings(BaseSettings):
     # cloud's own, e.g. the embedded broker's) and the CA that signed its certificate (None: mqtt_tls_ca)
     device_mqtt_url: str | None = None
     device_tls_ca: Path | None = None
-    mqtt_client_id: str | None = None  # None: "edgefleet-cloud-<host>-<pid>", unique per worker
+    # The cloud keeps a persistent MQTT session (cloud.mqtt.client_id): its client id is mqtt_client_id, or
+    # "edgefleet-cloud-<fleet>-<worker_name>" (None: host + a digest of data_dir); the broker keeps what
+    # devices send for mqtt_session_expiry_s while the worker is away
+    mqtt_client_id: str | None = None
+    worker_name: str | None = None
+    mqtt_session_expiry_s: int = Field(default=86_400, ge=0)
+    mqtt_reconnect_max_s: float = Field(default=30.0, gt=0)  # longest wait between reconnect attempts
     keys_dir: Path | None = None
     artifacts_dir: Path | None = None
     api_host: str = "127.0.0.1"
