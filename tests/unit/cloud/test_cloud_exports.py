@@ -11,10 +11,10 @@ import cloud
 
 # the sub-packages that re-export a public surface, and the names in them that are sub-modules
 PACKAGES = {
-    "cloud.api": {"app", "auth", "deps", "limits", "routes", "schemas"},
+    "cloud.api": {"app", "auth", "deps", "docs", "limits", "routes", "schemas", "throttle"},
     "cloud.db": {"bounds", "engine", "sql", "statuses", "tables"},
     "cloud.fleet": {"devices"},
-    "cloud.monitoring": {"drift", "ingest", "summaries"},
+    "cloud.monitoring": {"drift", "ingest", "metrics", "summaries"},
     "cloud.registry": {"artifacts", "datasets", "keys", "runs", "versions"},
     "cloud.rollout": {
         "chunk_server", "deployer", "deployments", "director", "freshness", "plan", "refresher", "status",
