@@ -34,7 +34,6 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
     app.state.services = services
     app.state.settings = settings
     app.state.enroll_throttle = RefusalThrottle(settings.enroll_refusals_per_minute, 60.0)
-    app.state.metrics_registry = metrics.registry_for(settings, services)
 
     @app.exception_handler(CloudError)
     async def _cloud_error(_request: Request, exc: CloudError) -> JSONResponse:

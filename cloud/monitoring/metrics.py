@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, case, func
+from sqlalchemy import case, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -73,10 +73,13 @@ def _by_enum(rows: Iterable[tuple[str | None, int]], known: Iterable[str]) -> di
 
 
 class FleetCollector(Collector):
+    """Reads through the session it is given: the request's own, since on SQLite every transaction holds the
+    write lock (cloud.db.engine), so a second session in the same request would wait for the first."""
+
     def __init__(
-        self, engine: Engine, *, ingest: IngestCounters | None = None, max_versions: int = 20, lookback_s: int = 300
+        self, session: Session, *, ingest: IngestCounters | None = None, max_versions: int = 20, lookback_s: int = 300
     ) -> None:
-        self.engine = engine
+        self.session = session
         self.ingest = ingest
         self.max_versions = max_versions
         self.lookback_s = lookback_s
@@ -85,10 +88,9 @@ class FleetCollector(Collector):
         return []  # nothing to check at registration; collect() needs the database
 
     def collect(self) -> Iterator[Metric]:
-        with Session(self.engine) as session:
-            yield from self._fleet(session)
-            yield from self._rollout(session)
-            yield from self._models(session)
+        yield from self._fleet(self.session)
+        yield from self._rollout(self.session)
+        yield from self._models(self.session)
         yield from self._ingestion()
 
     def _fleet(self, session: Session) -> Iterator[Metric]:
@@ -195,7 +197,8 @@ class FleetCollector(Collector):
 
 
 def metrics_registry(collector: Collector) -> CollectorRegistry:
-    """A registry of its own per app (not the global one), so two apps in one process do not collide."""
+    """A registry of its own per scrape (not the global one): nothing is kept between scrapes but the
+    database and the ingestor's counters, and two apps in one process do not collide."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return registry
