@@ -24,8 +24,9 @@ from sqlalchemy import case, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from cloud.db.statuses import DeploymentStatus, TargetStatus
+from cloud.db.statuses import DeploymentStatus, RolloutState, TargetStatus
 from cloud.db.tables import Deployment, DeploymentTarget, Device, TelemetryRecord
+from cloud.rollout.records import Rollout
 from cloud.types import now_ms
 from protocols.v1 import messages_pb2 as pb
 
@@ -129,6 +130,11 @@ class FleetCollector(Collector):
                                    "deployment) by status.", labels=["status"])
         for status, n in _by_enum(targets, list(TargetStatus)).items():
             family.add_metric([status], n)
+        yield family
+        rollouts = session.exec(select(Rollout.state, func.count()).group_by(col(Rollout.state))).all()
+        family = GaugeMetricFamily("edgefleet_rollouts", "Staged rollouts by state.", labels=["state"])
+        for state, n in _by_enum(rollouts, list(RolloutState)).items():
+            family.add_metric([state], n)
         yield family
 
     def _recent_models(self, session: Session) -> dict[tuple[str, str], ModelFigures]:

@@ -140,6 +140,8 @@ def test_metrics_say_what_the_fleet_sent(fleet: CloudService, make_transport: Ca
     assert series(m, "edgefleet_devices_by_model_version") == {("digits", "1"): 2, ("none", "none"): 1}
     assert series(m, "edgefleet_deployments")[("in_progress",)] == 1
     assert series(m, "edgefleet_deployment_targets")[("pending",)] == 3
+    assert series(m, "edgefleet_rollouts") == {(state,): 0 for state in ("running", "paused", "completed",
+                                                                         "rolled_back", "cancelled")}
 
     assert series(m, "edgefleet_model_recent_inferences") == {("digits", "1"): 400, ("digits", "2"): 10}
     assert series(m, "edgefleet_model_recent_errors") == {("digits", "1"): 3, ("digits", "2"): 0}
