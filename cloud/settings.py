@@ -67,6 +67,13 @@ class CloudSettings(BaseSettings):
     assignment_valid_s: int = Field(default=7 * 86_400, ge=60)
     refresh_interval_s: float = Field(default=60.0, gt=0)  # how often the refresher looks
     rollout_tick_s: float = Field(default=10.0, gt=0)  # how often the rollout controller judges open waves
+    # GET /metrics (Prometheus): fleet figures name devices' models and counts, so production wants a viewer
+    # token (a scraper's bearer token file); None means "production: yes, development: no". False leaves it
+    # open, for a scraper on a trusted network.
+    metrics_require_token: bool | None = None
+    # label cardinality: the N most common model versions get their own series, the rest are "other"
+    metrics_max_model_versions: int = Field(default=20, ge=1, le=500)
+    metrics_telemetry_lookback_s: int = Field(default=300, ge=10)  # per-model figures cover windows this recent
 
     @field_validator("database_url")
     @classmethod
@@ -115,6 +122,10 @@ class CloudSettings(BaseSettings):
     def creates_operator_token_on_start(self) -> bool:
         """Development writes an admin token to <data_dir>/operator.token; production wants one made on purpose."""
         return self.environment == "development"
+
+    @property
+    def metrics_needs_token(self) -> bool:
+        return self.environment == "production" if self.metrics_require_token is None else self.metrics_require_token
 
     @property
     def creates_keys_on_start(self) -> bool:
