@@ -18,6 +18,7 @@ from cloud.api.routes import (
     deployments,
     devices,
     enrollment,
+    experiments,
     health,
     metadata,
     metrics,
@@ -66,7 +67,7 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     add_offline_docs(app)
-    for module in (devices, models, deployments, rollouts, metadata, tokens, audit, enrollment):
+    for module in (devices, models, deployments, rollouts, experiments, metadata, tokens, audit, enrollment):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(enrollment.public, prefix=API_PREFIX)
     check_routes(app)  # every /api/v1 (and /metrics) route has made a role decision, or the app does not start

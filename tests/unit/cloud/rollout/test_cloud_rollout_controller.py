@@ -5,89 +5,25 @@ cancel and roll back, and two controllers stepping the same rollouts never take 
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from support.enrollment import enroll
+from support.telemetry_fleet import Clock, TelemetryFleet, version_of
 
 from cloud.db import DeploymentStatus, RolloutState, create_tables, make_engine
 from cloud.db.tables import DeploymentCreate
 from cloud.errors import ConflictError, InvalidRequestError
-from cloud.monitoring import Ingestor
 from cloud.rollout import Deployer, Director, get_deployment
 from cloud.rollout.controller import RolloutController
 from cloud.rollout.policy import GateRequest, RolloutPolicy
 from cloud.rollout.progress import Action
 from cloud.rollout.records import Rollout, RolloutDecision, RolloutGateSample
 from edge_agent.transport import MemoryBroker, MemoryTransport
-from protocols.topics import Channel, device_topic
-from protocols.v1 import messages_pb2 as pb
 
 DEVICES = [f"pi-{i:02d}" for i in range(10)]
 GATES = GateRequest(min_devices=1, min_inferences=50)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = int(time.time() * 1000)
-
-    def __call__(self) -> int:
-        return self.ms
-
-
-def version_of(state: pb.DesiredState) -> str:
-    return pb.Manifest.FromString(state.manifest.manifest).version
-
-
-class Fleet:
-    """Devices that do what real agents would: install what they are assigned, report it, send windows."""
-
-    def __init__(self, engine: Engine, broker: MemoryBroker, clock: Clock) -> None:
-        self.engine, self.broker, self.clock = engine, broker, clock
-        self.seq: dict[str, int] = {}
-        self.error_share: dict[str, float] = {}  # version -> share of inferences that fail
-
-    def _send(self, device_id: str, channel: Channel, message: object) -> None:
-        Ingestor(self.engine).process([(device_topic(device_id, channel), message.SerializeToString())])  # type: ignore[attr-defined]
-
-    def _next(self, device_id: str) -> int:
-        self.seq[device_id] = self.seq.get(device_id, 0) + 1
-        return self.seq[device_id]
-
-    def desired(self, device_id: str) -> pb.DesiredState | None:
-        found = self.broker.retained_for(device_topic(device_id, Channel.DESIRED))
-        return pb.DesiredState.FromString(found[0][1]) if found else None
-
-    def running(self, device_id: str, version: str, deployment_id: str = "", generation: int = 0) -> None:
-        self._send(device_id, Channel.REPORTED, pb.ReportedState(
-            schema_version=1, device_id=device_id, seq=self._next(device_id), ts_ms=self.clock.ms,
-            active_model=pb.ModelRef(model_id="m", version=version, sequence=int(version)),
-            update_state=pb.UPDATE_STATE_ACTIVE, deployment_id=deployment_id, desired_generation=generation,
-            runtimes=["onnxruntime"], agent_version="0.4.0",
-        ))  # fmt: skip
-
-    def window(self, device_id: str, version: str, inferences: int = 100) -> None:
-        errors = int(inferences * self.error_share.get(version, 0.0))
-        self._send(device_id, Channel.TELEMETRY, pb.TelemetryWindow(
-            schema_version=1, device_id=device_id, seq=self._next(device_id),
-            window_start_ms=self.clock.ms - 1000, window_end_ms=self.clock.ms,
-            model=pb.ModelRef(model_id="m", version=version, sequence=int(version)),
-            inference_count=inferences - errors, error_count=errors,
-            latency_us=pb.Histogram(bounds=[100, 200], counts=[inferences - errors, 0, 0]),
-            predictions=pb.PredictionProfile(labels=["a", "b"], counts=[(inferences - errors) // 2,
-                                                                        (inferences - errors + 1) // 2]),
-        ))  # fmt: skip
-
-    def live(self) -> None:
-        """Every device installs its desired model if it has one, then reports a window of what it runs."""
-        for device_id in DEVICES:
-            state = self.desired(device_id)
-            version = version_of(state) if state else "1"
-            if state is not None:
-                self.running(device_id, version, state.deployment_id, state.generation)
-            self.window(device_id, version)
 
 
 @pytest.fixture
@@ -101,7 +37,7 @@ def world(any_engine: Engine, register, director: Director):  # type: ignore[no-
         register(session, "m")
         register(session, "m")
     enroll(any_engine, *DEVICES)
-    fleet = Fleet(any_engine, broker, clock)
+    fleet = TelemetryFleet(any_engine, broker, clock, DEVICES)
     clock.ms -= 600_000  # ten minutes on v1 before the rollout: the baseline
     for device_id in DEVICES:
         fleet.running(device_id, "1")
@@ -110,7 +46,7 @@ def world(any_engine: Engine, register, director: Director):  # type: ignore[no-
     return deployer, RolloutController(deployer), fleet, clock
 
 
-def versions(fleet: Fleet) -> dict[str, str]:
+def versions(fleet: TelemetryFleet) -> dict[str, str]:
     found = {}
     for device_id in DEVICES:
         state = fleet.desired(device_id)
