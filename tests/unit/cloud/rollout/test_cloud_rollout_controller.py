@@ -1,14 +1,17 @@
 """The staged-rollout controller on a real database: waves open one by one as the fleet's own telemetry
 passes the gates, a model that misbehaves in its first wave is rolled back there, operators pause, resume,
-cancel and roll back, and two controllers stepping the same rollouts never take a step twice."""
+cancel and roll back, a restarted cloud goes on where it was, and two cloud processes stepping the same
+rollouts never take a step twice."""
 
 from __future__ import annotations
 
-import threading
+import multiprocessing
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
+from support.controller_process import run_controller
 from support.enrollment import enroll
 from support.telemetry_fleet import Clock, TelemetryFleet, version_of
 
@@ -149,47 +152,50 @@ def test_a_selector_that_matches_nothing_or_only_unfit_devices_is_refused(world)
 
 
 @pytest.mark.postgres
-def test_two_controllers_never_take_the_same_step_twice(postgres_url: str, register, director: Director) -> None:
-    """Two cloud processes' controllers (each its own engine and connections) step the same rollouts as fast
-    as they can: every wave is opened once, and every decision row is unique."""
+def test_two_cloud_processes_never_take_the_same_step_twice(
+    postgres_url: str, register, director: Director, keys_dir: Path
+) -> None:
+    """Two processes, each with its own controller, engine and connections, step the same rollouts as fast
+    as they can: every wave is opened exactly once."""
     engine = make_engine(postgres_url)
     create_tables(engine)
     with Session(engine) as session:
         register(session, "m")
     enroll(engine, *DEVICES)
-    broker = MemoryBroker()
-    controllers = []
-    for _ in range(2):
-        own = make_engine(postgres_url)
-        transport = MemoryTransport(broker)
-        transport.start()
-        controllers.append(RolloutController(Deployer(own, transport, director=director, chunk_size_bytes=1024)))
+    transport = MemoryTransport(MemoryBroker())
+    transport.start()
+    deployer = Deployer(engine, transport, director=director, chunk_size_bytes=1024)
     policy = RolloutPolicy(strategy="waves", first_wave=1, growth=1, dwell_s=0,
                            gates=GateRequest(min_devices=0, min_inferences=0))  # fmt: skip
-    ids = [controllers[0].deployer.deploy(DeploymentCreate(model_id="m", device_ids=DEVICES[i::3]), staged=policy).id
+    ids = [deployer.deploy(DeploymentCreate(model_id="m", device_ids=DEVICES[i::3]), staged=policy).id
            for i in range(3)]  # fmt: skip
-    errors: list[BaseException] = []
-
-    def run(controller: RolloutController) -> None:
-        try:
-            for _ in range(30):
-                controller.tick()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in controllers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
+    spawn = multiprocessing.get_context("spawn")
+    processes = [spawn.Process(target=run_controller, args=(postgres_url, str(keys_dir), 30)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(180)
+        assert process.exitcode == 0
     with Session(engine) as session:
         for deployment_id in ids:
             rollout = session.get(Rollout, deployment_id)
-            assert rollout is not None
+            assert rollout is not None and rollout.state == RolloutState.COMPLETED
             opened = decisions(engine, deployment_id).count("open_wave")
             assert opened == len(rollout.waves), (deployment_id, decisions(engine, deployment_id))
-            assert rollout.revision >= opened
-    for controller in controllers:
-        controller.deployer.engine.dispose()
     engine.dispose()
+
+
+def test_a_restarted_cloud_goes_on_where_the_rollout_was(world) -> None:  # type: ignore[no-untyped-def]
+    deployer, controller, fleet, clock = world
+    policy = RolloutPolicy(strategy="waves", first_wave=2, growth=2, dwell_s=0, gates=GATES)
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", version="2", device_ids=DEVICES), staged=policy)
+    assert controller.step(deployment.id) is Action.OPEN_WAVE
+    fleet.live()
+    controller.stop()  # the cloud goes down; a new process builds everything anew from the database
+    again = RolloutController(Deployer(deployer.engine, deployer.publisher, director=deployer.director,
+                                       chunk_size_bytes=1024, clock=clock))  # fmt: skip
+    assert again.step(deployment.id) is Action.OPEN_WAVE  # the second wave, not the first again
+    with Session(deployer.engine) as session:
+        rollout = session.get(Rollout, deployment.id)
+        assert rollout is not None and rollout.current_wave == 1
+    assert decisions(deployer.engine, deployment.id) == ["open_wave", "verdict_pass", "open_wave"]
