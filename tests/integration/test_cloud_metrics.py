@@ -104,7 +104,10 @@ def drained(service: CloudService, received: int) -> None:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudService]:
-    with CloudService(CloudSettings(data_dir=tmp_path_factory.mktemp("cloud"), api_port=0)) as service:
+    # broker auth off: the test sends as an unenrolled id too, to see ingestion count what a broker without
+    # our ACL would let through (with auth on, the embedded broker refuses it before ingestion sees it)
+    settings = CloudSettings(data_dir=tmp_path_factory.mktemp("cloud"), api_port=0, embedded_broker_auth=False)
+    with CloudService(settings) as service:
         yield service
 
 
