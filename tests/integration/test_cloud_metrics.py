@@ -63,10 +63,13 @@ def series(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
 
 
 class Device:
-    def __init__(self, service: CloudService, make_transport: Callable[..., Any], device_id: str) -> None:
+    def __init__(
+        self, service: CloudService, make_transport: Callable[..., Any], device_id: str, password: str | None = None
+    ) -> None:
         self.service, self.device_id, self.seq = service, device_id, 0
         broker = type("B", (), {"url": service.mqtt_url})()
-        self.transport, _ = make_transport(broker=broker, protocol=service.mqtt_protocol)
+        credentials = {"client_id": device_id, "username": device_id, "password": password} if password else {}
+        self.transport, _ = make_transport(broker=broker, protocol=service.mqtt_protocol, **credentials)
 
     def send(self, channel: Channel, message: Any) -> None:
         payload = message if isinstance(message, bytes) else message.SerializeToString()
@@ -178,9 +181,9 @@ def test_many_model_versions_stay_within_a_bounded_number_of_series(
     service = start(tmp_path, metrics_max_model_versions=3)
     try:
         ids = [f"pi-{i:02d}" for i in range(12)]
-        enroll(service, *ids)
+        passwords = enroll(service, *ids)
         for i, device_id in enumerate(ids):
-            device = Device(service, make_transport, device_id)
+            device = Device(service, make_transport, device_id, passwords[device_id])
             # 3 versions on two devices each, 6 on one device each, which send more inferences
             version = ("digits", str(i % 3)) if i < 6 else ("model", f"v{i}")
             device.report(version)
