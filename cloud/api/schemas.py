@@ -39,6 +39,7 @@ class ModelVersionDetail(ModelVersionPublic):
 class DeploymentDetail(DeploymentPublic):
     targets: list[DeploymentTargetPublic]
     counts: dict[str, int]  # targets per status
+    waiting: str | None = None  # why an unfinished deployment has not finished, in one line
 
 
 class Health(BaseModel):
