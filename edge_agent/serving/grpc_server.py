@@ -73,16 +73,20 @@ class GrpcServer:
 
 
 def start_grpc_server(agent: Agent, address: str, *, max_workers: int = 4) -> GrpcServer:
-    """Serve EdgeInference on address ("host:port"; port 0 picks a free one, see .port)."""
+    """Serve EdgeInference on address ("host:port"; port 0 picks a free one, see .port).
+
+    SO_REUSEPORT is off: gRPC turns it on by default, so a second agent on the same port would bind as well
+    and local apps' calls would land on either agent at random; now the second one is refused."""
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"edgefleet-grpc-{agent.device_id}")
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"edgefleet-grpc-{agent.device_id}"),
+        options=[("grpc.so_reuseport", 0)],
     )
     agent_pb2_grpc.add_EdgeInferenceServicer_to_server(EdgeInferenceService(agent), server)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:
-        raise ConfigError(f"grpc_address: cannot listen on {address}: {exc}") from None
+        raise ConfigError(f"grpc_address: cannot listen on {address} (is another agent using it?): {exc}") from None
     if port == 0:
-        raise ConfigError(f"grpc_address: cannot listen on {address}")
+        raise ConfigError(f"grpc_address: cannot listen on {address} (is another agent using it?)")
     server.start()
     return GrpcServer(server, port)

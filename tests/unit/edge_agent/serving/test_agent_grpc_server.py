@@ -10,6 +10,7 @@ from support.fake_cloud import FakeCloud, MakeAgent, is_state
 from support.releases import Keys, make_release
 
 from edge_agent.agent import Agent
+from edge_agent.errors import ConfigError
 from edge_agent.serving.grpc_server import start_grpc_server
 from protocols.v1 import agent_pb2, agent_pb2_grpc
 from protocols.v1 import messages_pb2 as pb
@@ -62,3 +63,17 @@ def test_predict_and_status(make_agent: MakeAgent, cloud: FakeCloud, keys: Keys,
     assert (status.inference_count, status.error_count) == (3, 1)
     window = agent.flush_telemetry()
     assert window is not None and (window.labelled_count, window.correct_count) == (1, 1)
+
+
+def test_a_second_agent_cannot_share_the_port(make_agent: MakeAgent) -> None:
+    """gRPC binds with SO_REUSEPORT by default: two agents on one port would split local apps' calls at
+    random between them. The second must be refused, the first keep serving."""
+    first = start_grpc_server(make_agent("pi-01"), "127.0.0.1:0")
+    try:
+        with pytest.raises(ConfigError, match="another agent"):
+            start_grpc_server(make_agent("pi-02"), f"127.0.0.1:{first.port}")
+        with grpc.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+            status = agent_pb2_grpc.EdgeInferenceStub(channel).Status(agent_pb2.StatusRequest(), timeout=5)
+        assert status.state.device_id == "pi-01"
+    finally:
+        first.stop(0)
