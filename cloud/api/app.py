@@ -14,6 +14,7 @@ from cloud.api.deps import AppServices
 from cloud.api.limits import BodySizeLimit, reject_nul
 from cloud.api.routes import audit, deployments, devices, enrollment, health, metadata, models, rollouts, tokens
 from cloud.api.throttle import RefusalThrottle
+from cloud.console import mount_console
 from cloud.errors import CloudError
 from cloud.settings import CloudSettings
 
@@ -54,5 +55,6 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
     for module in (devices, models, deployments, rollouts, metadata, tokens, audit, enrollment):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(enrollment.public, prefix=API_PREFIX)
+    mount_console(app)  # the web console under /console (and / redirects there)
     check_routes(app)  # every /api/v1 route has made a role decision, or the app does not start
     return app
