@@ -183,7 +183,8 @@ def model_page(session: Session, model_id: str) -> dict[str, Any]:
 
 def drift_page(session: Session, model_id: str, version: str, hours: float) -> dict[str, Any]:
     since = now_ms() - int(hours * 3_600_000)
-    report = monitoring.fleet_drift(session, model_id, version, since_ms=since)  # NotFoundError: unknown version
+    wanted = None if version == "latest" else version  # as the API reads it
+    report = monitoring.fleet_drift(session, model_id, wanted, since_ms=since)  # NotFoundError: unknown version
     devices = sorted(report.devices, key=lambda d: -(d.max_psi or 0))[:DRIFT_HEAT_DEVICES]
     names = [f.name or f"f{f.index}" for f in report.features]
     grid: list[list[float | None]] = []
