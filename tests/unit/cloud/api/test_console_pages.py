@@ -92,7 +92,8 @@ def test_cross_site_posts_are_refused(app: FastAPI, token_for, engine: Engine, r
     for headers in ({}, {"Origin": "https://evil.example"}, {"Referer": "https://evil.example/console"}):
         response = client.post("/console/rollouts", data=body, headers=headers)
         assert response.status_code == 403 and "Origin/Referer" in response.text, headers
-    assert client.post("/console/rollouts", data=body, headers={"Referer": f"{BASE}/console/rollouts"}).status_code == 303
+    same_site = {"Referer": f"{BASE}/console/rollouts"}
+    assert client.post("/console/rollouts", data=body, headers=same_site).status_code == 303
     with Session(engine) as session:
         assert len(session.exec(select(Rollout)).all()) == 1
 
@@ -128,7 +129,9 @@ def test_unknown_ids_and_bad_input_are_pages_not_errors(app: FastAPI, token_for,
     assert client.get("/console/models/m/versions/latest/drift?hours=-5").status_code == 200
 
 
-def test_viewers_see_no_buttons_and_cannot_act_deployers_can(app: FastAPI, token_for, engine: Engine, fleet: None) -> None:
+def test_viewers_see_no_buttons_and_cannot_act_deployers_can(
+    app: FastAPI, token_for, engine: Engine, fleet: None
+) -> None:
     admin = signed_in(app, token_for("admin"))
     body = {"model_id": "m", "devices": ", ".join(DEVICES), "strategy": "waves", "first_wave": "2", "growth": "2"}
     preview = admin.post("/console/rollouts/plan", data=body, headers=ORIGIN)
