@@ -9,7 +9,8 @@
     setInterval(function () {
       var active = document.activeElement;
       var typing = active && (active.tagName === "INPUT" || active.tagName === "SELECT" || active.tagName === "TEXTAREA");
-      if (!editing && !typing && document.visibilityState === "visible") { window.location.reload(); }
+      var still = document.body.hasAttribute("data-refresh");  // removing the attribute stops it
+      if (still && !editing && !typing && document.visibilityState === "visible") { window.location.reload(); }
     }, seconds * 1000);
   }
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
