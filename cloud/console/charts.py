@@ -133,9 +133,9 @@ def line_chart(
             out.append(f'<line class="grid" x1="{MARGIN_LEFT}" x2="{width - MARGIN_RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
                        f'stroke="#e5e7eb"/><text x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" '
                        f'font-size="10" fill="#6b7280">{escape(format_value(tick))}{escape(unit)}</text>')  # fmt: skip
-    for x in (x_low, (x_low + x_high) / 2, x_high):
+    for x, anchor in ((x_low, "start"), ((x_low + x_high) / 2, "middle"), (x_high, "end")):
         label = format_time(x) if time_axis else format_value(x)
-        out.append(f'<text class="x-tick" x="{px(x):.1f}" y="{height - 8}" text-anchor="middle" font-size="10" '
+        out.append(f'<text class="x-tick" x="{px(x):.1f}" y="{height - 8}" text-anchor="{anchor}" font-size="10" '
                    f'fill="#6b7280">{escape(label)}</text>')  # fmt: skip
     if threshold is not None and math.isfinite(threshold):
         y = py(threshold)
