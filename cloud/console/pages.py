@@ -89,7 +89,7 @@ class ConsoleRoute(APIRoute):
             except access.CrossSiteRequest as exc:
                 return error_page(request, 403, str(exc))
             except RequestValidationError:
-                return error_page(request, 404, "no such page (a parameter was not understood)")
+                return error_page(request, 422, "a parameter of this page was not understood")
             except CloudError as exc:
                 if exc.status_code >= 500:
                     log.error("console %s: %s", request.url.path, exc)

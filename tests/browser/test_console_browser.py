@@ -180,10 +180,12 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         shot("fleet")
 
         # one device: its charts have points, its events are listed
-        wait_for(lambda: browser.get(f"{base}/console/devices/{DEVICES[0]}") or
-                 count("#device-charts svg.line-chart g.series circle.point") >= 5 * 3, 20, "device charts")  # fmt: skip
+        points = "#device-charts svg.line-chart g.series circle.point"
+        device_page = f"{base}/console/devices/{DEVICES[0]}"
+        wait_for(lambda: browser.get(device_page) or count(points) >= 5 * 3, 20, "device charts")
         still()
-        titles = [svg.get_attribute("aria-label") for svg in browser.find_elements(By.CSS_SELECTOR, "#device-charts svg")]
+        drawn = browser.find_elements(By.CSS_SELECTOR, "#device-charts svg")
+        titles = [svg.get_attribute("aria-label") for svg in drawn]
         assert titles == ["Throughput", "Latency", "Errors per window", "CPU", "Memory (resident)"]
         assert "activated" in find("#events").text
         shot("device")

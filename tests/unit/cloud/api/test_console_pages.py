@@ -83,6 +83,15 @@ def test_a_bad_token_is_refused_and_a_good_one_kept_in_a_strict_cookie(app: Fast
     assert client.get("/console").status_code == 303
 
 
+def test_over_https_the_cookie_is_secure(app: FastAPI, token_for) -> None:
+    client = Client(app, base_url="https://testserver", follow_redirects=False)
+    response = client.post("/console/signin", data={"token": token_for("viewer")},
+                           headers={"Origin": "https://testserver"})  # fmt: skip
+    assert response.status_code == 303 and "secure" in response.headers["set-cookie"].lower()
+    wrong_scheme = client.post("/console/signin", data={"token": token_for("viewer")}, headers=ORIGIN)
+    assert wrong_scheme.status_code == 403  # http://testserver is another origin than https://testserver
+
+
 def test_cross_site_posts_are_refused(app: FastAPI, token_for, engine: Engine, register) -> None:
     with Session(engine) as session:
         register(session, "m")
