@@ -207,8 +207,8 @@ def bar_chart(
     zero = py(0.0)
     show_labels = slot >= 18
     for i, (label, value) in enumerate(bars):
-        x = MARGIN_LEFT + i * slot + slot * 0.15
-        w = max(slot * 0.7, 1.0)
+        w = min(max(slot * 0.7, 1.0), 64.0)  # one bar alone stays a bar, not a wall
+        x = MARGIN_LEFT + i * slot + (slot - w) / 2
         if value is None or not math.isfinite(value):
             out.append(f'<rect class="bar" data-label="{_attr(label)}" data-value="" x="{x:.1f}" y="{zero - 2:.1f}" '
                        f'width="{w:.1f}" height="2" fill="{NO_DATA}"><title>{escape(label)}: no data</title></rect>')
