@@ -115,9 +115,14 @@ class Traffic:
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    from selenium.common.exceptions import WebDriverException
+
     deadline = time.monotonic() + timeout
     while True:
-        value = condition()
+        try:
+            value = condition()
+        except WebDriverException:  # the page was being replaced (a stale or not-yet-there element)
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
@@ -166,7 +171,8 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         assert "/console/signin" in browser.current_url
         find("#token").send_keys("ef_not_a_token")
         find("#signin").click()
-        assert "unknown, revoked or expired" in find("#signin-error").text
+        assert "unknown, revoked or expired" in wait_for(lambda: count("#signin-error") and find("#signin-error").text,
+                                                         10, "the refusal")
         shot("signin-refused")
         find("#token").send_keys(token)
         find("#signin").click()
@@ -192,16 +198,19 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
 
         # models: both versions with lineage and compiled artifacts
         find("header nav a[href='/console/models']").click()
+        wait_for(lambda: count(f"a[href='/console/models/{MODEL_ID}']"), 10, "the models page")
         find(f"a[href='/console/models/{MODEL_ID}']").click()
+        wait_for(lambda: count("section.version") == 2, 10, "the model page")
         assert count("section.version") == 2 and count("table.artifacts tbody tr") >= 2
         assert "Lineage" in find("main").text
         shot("model")
         find(f"section[id='version-{v1.version}'] a[href$='/drift']").click()
-        assert count("svg.heat-map rect.cell") >= len(DEVICES)
+        wait_for(lambda: count("svg.heat-map rect.cell") >= len(DEVICES), 10, "the drift heat map")
         shot("drift")
 
         # a rollout from the form: preview the waves, then start it
         find("header nav a[href='/console/rollouts']").click()
+        wait_for(lambda: count("#start-form"), 10, "the rollout form")
         Select(find("#model_id")).select_by_value(MODEL_ID)
         find("#version").send_keys(v2.version)
         find("#devices").send_keys(", ".join(DEVICES))
@@ -210,10 +219,12 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
                              ("#max_p95_ratio", "100")):  # fmt: skip
             find(field).send_keys(value)
         find("#preview").click()
-        assert count("li.plan-wave") == 2 and "Dry run" in find("#plan").text
+        wait_for(lambda: count("#plan, #form-errors"), 10, "the dry run")
+        assert count("li.plan-wave") == 2, find("main").text
+        assert "Dry run" in find("#plan").text
         shot("rollout-preview")
         find("#start-button").click()
-        assert "done=start" in browser.current_url
+        wait_for(lambda: "done=start" in browser.current_url, 10, "the rollout page")
         assert find("#rollout-state").text == "running"
 
         # the canary wave is judged on live telemetry: gate charts fill with points
@@ -227,7 +238,7 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         shot("rollout-running")
 
         find("#action-pause").click()
-        assert "done=pause" in browser.current_url
+        wait_for(lambda: "done=pause" in browser.current_url, 10, "the pause")
         assert find("#rollout-state").text == "paused"
         still()
         assert count("#action-resume") == 1 and count("#action-pause") == 0
@@ -242,7 +253,7 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         shot("rollout-rolled-back")
 
         find("header form[action='/console/signout'] button").click()
-        assert "/console/signin" in browser.current_url
+        wait_for(lambda: "/console/signin" in browser.current_url, 10, "signing out")
         browser.get(f"{base}/console")
         assert "/console/signin" in browser.current_url
     assert len(shots) == 9 and all((artifacts / name).stat().st_size > 5000 for name in shots)
