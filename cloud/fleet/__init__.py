@@ -12,6 +12,7 @@ from cloud.fleet.devices import (
     get_device,
     labels_match,
     list_devices,
+    mark_revoked,
     update_state_name,
 )
 
@@ -24,5 +25,6 @@ __all__ = [
     "get_device",
     "labels_match",
     "list_devices",
+    "mark_revoked",
     "update_state_name",
 ]

@@ -70,6 +70,15 @@ def enroll_row(session: Session, device_id: str, labels: Mapping[str, str], *, c
     return device
 
 
+def mark_revoked(session: Session, device_id: str) -> None:
+    """A revoked device is offline from the cloud's view: its broker drops it without its will, and the
+    cloud ignores whatever it still sends, so nothing else would ever say so."""
+    device = session.get(Device, device_id)
+    if device is not None and device.online:
+        device.online = False
+        session.add(device)
+
+
 @dataclass(frozen=True)
 class DeviceChange:
     device: Device

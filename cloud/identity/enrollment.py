@@ -22,7 +22,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cloud.errors import ConflictError, EnrollmentRefused, InvalidRequestError
-from cloud.fleet import enroll_row
+from cloud.fleet import enroll_row, mark_revoked
 from cloud.identity.passwords import hash_password, new_secret
 from cloud.identity.records import DeviceCredential, EnrollmentToken
 from cloud.types import now_ms
@@ -144,6 +144,7 @@ def revoke_device(session: Session, device_id: str) -> bool:
         return False
     credential.revoked_at_ms = now_ms()
     session.add(credential)
+    mark_revoked(session, device_id)
     return True
 
 

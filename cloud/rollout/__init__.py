@@ -22,6 +22,7 @@ from cloud.rollout.deployments import (
     record_report,
     refresh_status,
     targets_of,
+    waiting_reason,
 )
 from cloud.rollout.director import Director
 from cloud.rollout.freshness import AssignmentFacts, FreshnessPolicy, ManifestFacts, assignments_due, manifests_due
@@ -72,4 +73,5 @@ __all__ = [
     "roll_up",
     "target_status_for",
     "targets_of",
+    "waiting_reason",
 ]

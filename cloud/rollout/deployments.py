@@ -10,8 +10,8 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from cloud import registry
-from cloud.db import RolloutState, TargetStatus, fetch_or_raise
-from cloud.db.tables import Deployment, DeploymentTarget, ModelVersion
+from cloud.db import DeploymentStatus, RolloutState, TargetStatus, fetch_or_raise
+from cloud.db.tables import Deployment, DeploymentTarget, Device, ModelVersion
 from cloud.fleet import update_state_name
 from cloud.rollout.records import Rollout
 from cloud.rollout.status import roll_up, rollout_status, target_status_for
@@ -72,3 +72,29 @@ def targets_of(session: Session, deployment_id: str) -> list[DeploymentTarget]:
 
 def model_version_of(session: Session, deployment: Deployment) -> ModelVersion:
     return registry.get_model_version_by_id(session, deployment.model_version_id)
+
+
+def waiting_reason(session: Session, deployment: Deployment, targets: list[DeploymentTarget]) -> str | None:
+    """Why an unfinished deployment has not finished, in one line: no target yet, or which devices have not
+    answered and whether they are offline (None once it has finished)."""
+    if deployment.status != DeploymentStatus.IN_PROGRESS:
+        return None
+    staged = session.get(Rollout, deployment.id)
+    if staged is not None and staged.reason:
+        return f"staged rollout {staged.state}: {staged.reason}"
+    if not targets:
+        return f"no device matches {deployment.labels} yet: it reaches devices that enroll with those labels"
+    open_ids = [t.device_id for t in targets if t.status in (TargetStatus.PENDING, TargetStatus.IN_PROGRESS)]
+    devices = {d.id: d for d in session.exec(select(Device).where(col(Device.id).in_(open_ids)))}
+    offline = [d for d in open_ids if d not in devices or not devices[d].online]
+    online = [d for d in open_ids if d not in offline]
+
+    def some(ids: list[str]) -> str:
+        return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+    parts = []
+    if offline:
+        parts.append(f"{len(offline)} offline ({some(offline)}): their desired state waits for them, retained")
+    if online:
+        parts.append(f"{len(online)} online still updating or silent ({some(online)})")
+    return f"waiting for {len(open_ids)} device(s): " + "; ".join(parts)

@@ -20,6 +20,7 @@ def _detail(session: Session, deployment: Deployment) -> DeploymentDetail:
         **DeploymentPublic.model_validate(deployment).model_dump(),
         targets=[DeploymentTargetPublic.model_validate(t) for t in targets],
         counts=dict(Counter(t.status for t in targets)),
+        waiting=rollout.waiting_reason(session, deployment, targets),
     )
 
 

@@ -148,7 +148,14 @@ def test_a_newly_enrolled_device_joins_the_label_deployment_it_matches(
 def test_revoking_a_device_withdraws_its_credentials(client: TestClient, anonymous: TestClient, engine: Engine) -> None:
     token = new_token(client)["token"]
     assert anonymous.post("/api/v1/enroll", json={"token": token, "device_id": "pi-01"}).status_code == 200
+    with Session(engine) as session:
+        row = session.get(Device, "pi-01")
+        assert row is not None
+        row.online = True  # it connected and said so
+        session.add(row)
+        session.commit()
     assert client.post("/api/v1/devices/pi-01/revoke").json() == {"device_id": "pi-01", "revoked": True}
+    assert client.get("/api/v1/devices/pi-01").json()["online"] is False  # dropped without a will: say so
     assert client.post("/api/v1/devices/pi-01/revoke").json() == {"device_id": "pi-01", "revoked": False}
     assert client.post("/api/v1/devices/ghost/revoke").status_code == 404
     with Session(engine) as session:

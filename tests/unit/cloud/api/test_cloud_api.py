@@ -151,3 +151,19 @@ def test_devices_telemetry_summary_and_drift(client: TestClient, engine: Engine,
     assert fleet["device_id"] is None and fleet["windows"] == 3
     assert {line["device_id"]: line["drifted_features"] for line in fleet["devices"]} == {"dev-1": [0], "dev-2": []}
     assert client.get("/api/v1/devices/dev-1/events").json() == []
+
+
+def test_an_unfinished_deployment_says_what_it_waits_for(client: TestClient, engine: Engine, register) -> None:
+    with Session(engine) as session:
+        register(session, "m")
+    enroll(engine, "dev-1", "dev-2")
+    ingest(engine, "dev-2", Channel.PRESENCE, pb.Presence(schema_version=1, device_id="dev-2", online=True, ts_ms=1))
+    created = client.post("/api/v1/deployments", json={"model_id": "m", "device_ids": ["dev-1", "dev-2"]}).json()
+    assert created["waiting"] == ("waiting for 2 device(s): 1 offline (dev-1): their desired state waits for them, "
+                                  "retained; 1 online still updating or silent (dev-2)")  # fmt: skip
+    for device_id in ("dev-1", "dev-2"):
+        ingest(engine, device_id, Channel.REPORTED, pb.ReportedState(
+            schema_version=1, device_id=device_id, seq=5, ts_ms=5, deployment_id=created["id"],
+            desired_generation=1, update_state=pb.UPDATE_STATE_ACTIVE))  # fmt: skip
+    done = client.get(f"/api/v1/deployments/{created['id']}").json()
+    assert done["status"] == "succeeded" and done["waiting"] is None
