@@ -27,6 +27,7 @@ from cloud.api.routes import (
     tokens,
 )
 from cloud.api.throttle import RefusalThrottle
+from cloud.console import mount_console
 from cloud.errors import CloudError
 from cloud.settings import CloudSettings
 
@@ -70,5 +71,6 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
     for module in (devices, models, deployments, rollouts, experiments, metadata, tokens, audit, enrollment):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(enrollment.public, prefix=API_PREFIX)
+    mount_console(app)  # the web console under /console (and / redirects there)
     check_routes(app)  # every /api/v1 (and /metrics) route has made a role decision, or the app does not start
     return app

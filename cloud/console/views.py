@@ -1,0 +1,253 @@
+"""What each console page shows, read from the database with bounded queries and turned into charts.
+
+Each function returns a plain dict for its template. Queries are capped (the newest N windows, events,
+versions, rollouts), so a page costs the same on a fleet that has run for a year as on one started today.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from cloud import monitoring, registry
+from cloud.console import charts
+from cloud.db.tables import Deployment, Device, EventRecord, ModelVersion, TelemetryRecord
+from cloud.errors import CloudError, NotFoundError
+from cloud.identity import audit
+from cloud.monitoring.summaries import latency_quantiles
+from cloud.rollout import targets_of
+from cloud.rollout.records import Rollout, RolloutDecision, RolloutGateSample
+from cloud.types import now_ms
+
+MAX_DEVICES = 500  # rows on the fleet page
+FLEET_RECENT_MS = 15 * 60_000  # "health at a glance": the last quarter hour of telemetry
+FLEET_RECENT_ROWS = 5000
+DEVICE_WINDOWS = 120  # the newest telemetry windows charted on a device page
+DEVICE_EVENTS = 50
+MAX_VERSIONS = 20
+MAX_ROLLOUTS = 50
+GATE_SAMPLES = 500
+DECISIONS = 200
+DRIFT_HEAT_DEVICES = 40
+PSI_HIGH = 0.25  # monitoring.drift: a PSI above 0.25 is a significant shift
+
+# gate name (RolloutGateSample.values) -> the policy field holding its limit, and whether it is a floor
+GATE_LIMITS = {
+    "install_failures": ("max_install_failure_share", False),
+    "error_rate": ("max_error_rate", False),
+    "p95_latency": ("max_p95_ratio", False),
+    "prediction_shift": ("max_prediction_psi", False),
+    "shadow_agreement": ("min_shadow_agreement", True),
+}
+ACTIONS_BY_STATE = {
+    "running": ("pause", "cancel", "rollback"),
+    "paused": ("resume", "cancel", "rollback"),
+    "completed": ("rollback",),
+}
+
+
+def _version_of(device: Device) -> str:
+    return f"{device.active_model_id}@{device.active_version}" if device.active_model_id else "none"
+
+
+def health_of(device: Device, error_rate: float | None) -> str:
+    """One word for the fleet table: failed, errors, offline, updating or ok."""
+    if device.update_state == "failed":
+        return "failed"
+    if error_rate is not None and error_rate > 0.01:
+        return "errors"
+    if not device.online:
+        return "offline"
+    if device.update_state not in ("active", "idle", "unknown"):
+        return "updating"
+    return "ok"
+
+
+def fleet_page(session: Session) -> dict[str, Any]:
+    devices = list(session.exec(select(Device).order_by(col(Device.id)).limit(MAX_DEVICES)))
+    since = now_ms() - FLEET_RECENT_MS
+    recent = session.exec(
+        select(TelemetryRecord).where(TelemetryRecord.window_end_ms >= since)
+        .order_by(col(TelemetryRecord.window_end_ms).desc()).limit(FLEET_RECENT_ROWS)
+    ).all()  # fmt: skip
+    by_device: dict[str, list[TelemetryRecord]] = defaultdict(list)
+    for row in reversed(recent):
+        by_device[row.device_id].append(row)
+    rows = []
+    for device in devices:
+        windows = by_device.get(device.id, [])
+        inferences = sum(w.inference_count for w in windows)
+        errors = sum(w.error_count for w in windows)
+        rate = errors / (inferences + errors) if inferences + errors else None
+        _p50, p95 = latency_quantiles(windows) if windows else (None, None)
+        rows.append({
+            "device": device, "version": _version_of(device), "inferences": inferences, "error_rate": rate,
+            "p95_ms": p95 / 1000 if p95 is not None else None, "health": health_of(device, rate),
+            "trend": charts.sparkline([w.inference_count for w in windows[-30:]]),
+        })  # fmt: skip
+    versions: Counter[str] = Counter(str(r["version"]) for r in rows)
+    health = Counter(r["health"] for r in rows)
+    online = sum(1 for d in devices if d.online)
+    return {
+        "rows": rows, "online": online, "total": len(devices), "truncated": len(devices) >= MAX_DEVICES,
+        "health": dict(health),
+        "versions_chart": charts.bar_chart([(k, float(n)) for k, n in sorted(versions.items())],
+                                           title="Devices per running version", width=520, height=200),
+        "health_chart": charts.bar_chart([(k, float(health.get(k, 0))) for k in
+                                          ("ok", "updating", "offline", "errors", "failed")],
+                                         title="Devices by health", width=400, height=200,
+                                         colors=("#16a34a", "#2563eb", "#6b7280", "#ea580c", "#dc2626")),
+    }  # fmt: skip
+
+
+def device_page(session: Session, device_id: str) -> dict[str, Any]:
+    device = session.get(Device, device_id)
+    if device is None:
+        raise NotFoundError(f"no device {device_id!r}")
+    windows = list(reversed(session.exec(
+        select(TelemetryRecord).where(TelemetryRecord.device_id == device_id)
+        .order_by(col(TelemetryRecord.window_end_ms).desc()).limit(DEVICE_WINDOWS)
+    ).all()))  # fmt: skip
+    events = session.exec(
+        select(EventRecord).where(EventRecord.device_id == device_id)
+        .order_by(col(EventRecord.seq).desc()).limit(DEVICE_EVENTS)
+    ).all()  # fmt: skip
+
+    def series(name: str, values: list[float | None], color: str | None = None) -> charts.Series:
+        return charts.Series(name, [(float(w.window_end_ms), v) for w, v in zip(windows, values, strict=True)], color)
+
+    def per_second(w: TelemetryRecord) -> float | None:
+        span = (w.window_end_ms - w.window_start_ms) / 1000
+        return w.inference_count / span if span > 0 else None
+
+    figures = {
+        "throughput": charts.line_chart([series("inferences/s", [per_second(w) for w in windows])],
+                                        title="Throughput", unit="/s"),
+        "latency": charts.line_chart([series("p50", [w.latency_p50_us / 1000 for w in windows]),
+                                      series("p95", [w.latency_p95_us / 1000 for w in windows], charts.PALETTE[1])],
+                                     title="Latency", unit=" ms"),
+        "errors": charts.line_chart([series("errors", [float(w.error_count) for w in windows], charts.PALETTE[1])],
+                                    title="Errors per window"),
+        "cpu": charts.line_chart([series("CPU", [w.cpu_percent for w in windows], charts.PALETTE[3])],
+                                 title="CPU", unit="%"),
+        "memory": charts.line_chart([series("RSS", [w.rss_bytes / 2**20 for w in windows], charts.PALETTE[2])],
+                                    title="Memory (resident)", unit=" MiB"),
+    }  # fmt: skip
+    drift = None
+    if windows:
+        try:
+            report = monitoring.device_drift(session, device_id, since_ms=windows[0].window_start_ms)
+        except CloudError:
+            report = None
+        if report is not None:
+            drift = {"report": report, "chart": _feature_psi_chart(report, "Input drift per feature (PSI)")}
+    return {"device": device, "windows": windows, "events": events, "figures": figures, "drift": drift,
+            "version": _version_of(device)}  # fmt: skip
+
+
+def _feature_psi_chart(report: monitoring.DriftReport, title: str) -> str:
+    return charts.bar_chart([(f.name or f"f{f.index}", f.psi) for f in report.features], title=title,
+                            threshold=PSI_HIGH, width=640, height=220)  # fmt: skip
+
+
+def models_page(session: Session) -> dict[str, Any]:
+    models = registry.list_models(session)
+    return {"models": models}
+
+
+def model_page(session: Session, model_id: str) -> dict[str, Any]:
+    versions = list(session.exec(
+        select(ModelVersion).where(ModelVersion.model_id == model_id)
+        .order_by(col(ModelVersion.sequence).desc()).limit(MAX_VERSIONS)
+    ))  # fmt: skip
+    if not versions:
+        raise NotFoundError(f"no model {model_id!r}")
+    details = []
+    for mv in versions:
+        details.append({"mv": mv, "lineage": registry.lineage(session, mv.model_id, mv.version),
+                        "artifacts": registry.artifacts_of(session, mv.id or 0)})  # fmt: skip
+    metric_names = sorted({k for mv in versions for k in mv.metrics})
+    oldest_first = list(reversed(versions))
+    metrics_chart = charts.line_chart(
+        [charts.Series(name, [(float(mv.sequence), mv.metrics.get(name)) for mv in oldest_first])
+         for name in metric_names[:6]],
+        title="Metrics by version (sequence)", time_axis=False, y_min=None,
+    ) if metric_names else ""  # fmt: skip
+    running = Counter(
+        d.active_version for d in session.exec(select(Device).where(Device.active_model_id == model_id).limit(5000))
+    )
+    return {"model_id": model_id, "versions": details, "metrics_chart": metrics_chart, "running": running}
+
+
+def drift_page(session: Session, model_id: str, version: str, hours: float) -> dict[str, Any]:
+    since = now_ms() - int(hours * 3_600_000)
+    wanted = None if version == "latest" else version  # as the API reads it
+    report = monitoring.fleet_drift(session, model_id, wanted, since_ms=since)  # NotFoundError: unknown version
+    devices = sorted(report.devices, key=lambda d: -(d.max_psi or 0))[:DRIFT_HEAT_DEVICES]
+    names = [f.name or f"f{f.index}" for f in report.features]
+    grid: list[list[float | None]] = []
+    for line in devices:
+        per_device = monitoring.device_drift(session, line.device_id, model_id=report.model_id,
+                                             version=report.version, since_ms=since)  # fmt: skip
+        psi = {f.index: f.psi for f in per_device.features}
+        grid.append([psi.get(f.index) for f in report.features])
+    heat = charts.heat_map([d.device_id for d in devices], names, grid, high=PSI_HIGH,
+                           title="PSI per device and feature")  # fmt: skip
+    return {
+        "report": report, "hours": hours, "heat_map": heat,
+        "feature_chart": _feature_psi_chart(report, "Fleet input drift per feature (PSI)"),
+        "device_chart": charts.bar_chart([(d.device_id, d.max_psi) for d in devices], threshold=PSI_HIGH,
+                                         title="Largest feature PSI per device", height=220),
+    }  # fmt: skip
+
+
+def rollouts_page(session: Session) -> dict[str, Any]:
+    from cloud.api.routes.rollouts import view
+
+    rows = session.exec(select(Rollout).order_by(col(Rollout.created_at_ms).desc()).limit(MAX_ROLLOUTS))
+    return {"rollouts": [view(session, r) for r in rows], "models": registry.list_models(session)}
+
+
+def rollout_page(session: Session, deployment_id: str) -> dict[str, Any]:
+    from cloud.api.routes.rollouts import view
+
+    rollout = session.get(Rollout, deployment_id)
+    if rollout is None:
+        raise NotFoundError(f"no staged rollout {deployment_id!r}")
+    deployment = session.get(Deployment, deployment_id)
+    summary = view(session, rollout)
+    statuses = {t.device_id: t.status for t in targets_of(session, deployment_id)}
+    waves = []
+    for i, wave in enumerate(rollout.waves):
+        stage = "open" if i == rollout.current_wave else ("done" if i < rollout.current_wave else "pending")
+        waves.append({"number": i + 1, "stage": stage, "devices": [(d, statuses.get(d, "")) for d in wave]})
+    samples = list(reversed(session.exec(
+        select(RolloutGateSample).where(RolloutGateSample.deployment_id == deployment_id)
+        .order_by(col(RolloutGateSample.id).desc()).limit(GATE_SAMPLES)
+    ).all()))  # fmt: skip
+    decisions = list(reversed(session.exec(
+        select(RolloutDecision).where(RolloutDecision.deployment_id == deployment_id)
+        .order_by(col(RolloutDecision.id).desc()).limit(DECISIONS)
+    ).all()))  # fmt: skip
+    markers = [charts.Marker(float(d.at_ms), f"{d.action} (wave {d.wave + 1}) by {d.actor}") for d in decisions]
+    gate_names = list(dict.fromkeys(name for s in samples for name in s.values))
+    gate_charts = []
+    for name in gate_names:
+        field, _floor = GATE_LIMITS.get(name, ("", False))
+        limit = rollout.gates.get(field)
+        threshold = float(limit) if isinstance(limit, int | float) else None
+        points = [(float(s.at_ms), s.values.get(name)) for s in samples]
+        gate_charts.append(charts.line_chart([charts.Series(name, points)], title=f"Gate: {name}",
+                                             threshold=threshold, markers=markers, width=560, height=190))  # fmt: skip
+    verdict_gates = rollout.last_verdict.get("gates", []) if isinstance(rollout.last_verdict, dict) else []
+    return {
+        "rollout": rollout, "summary": summary, "deployment": deployment, "waves": waves, "decisions": decisions,
+        "gate_charts": gate_charts, "samples": len(samples), "verdict_gates": verdict_gates,
+        "actions": ACTIONS_BY_STATE.get(rollout.state, ()),
+    }  # fmt: skip
+
+
+def audit_page(session: Session) -> dict[str, Any]:
+    return {"entries": audit.entries(session, limit=200)}

@@ -1,0 +1,259 @@
+"""The console in a real browser: Debian's chromium, headless, driven by selenium against a running cloud
+with trained models, simulated devices sending telemetry, and a staged rollout started from the console's
+form, then paused and rolled back with its buttons. What is drawn is checked (charts with points, the
+rollout's state) and a screenshot of every page is kept: in $EDGEFLEET_TEST_ARTIFACTS/console when set,
+else in the test's tmp_path.
+
+Skips when chromium or chromedriver is absent, except under CI (CI=true), where `.ci/run` installs both
+and a skip would hide a console nobody looked at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from support.enrollment import enroll
+
+from cloud.cli.operator_token import ensure_dev_token
+from cloud.db.tables import DeploymentCreate
+from cloud.service import CloudService
+from cloud.settings import CloudSettings
+from cloud.training.pipeline import TrainingConfig, run_training_pipeline
+from edge_agent.errors import NoModelError
+from protocols.v1 import messages_pb2 as pb
+from simulator.devices import SimulatedFleet
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+MODEL_ID = "digits-classifier"
+DEVICES = [f"web-{i:02d}" for i in range(4)]
+CHROMIUM = os.environ.get("EDGEFLEET_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("EDGEFLEET_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+def _browser_or_skip() -> None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (os.path.exists(p) or shutil.which(p))]
+    if not missing:
+        return
+    message = f"browser tests need {' and '.join(missing)} (apt-get install chromium chromium-driver)"
+    if os.environ.get("CI"):
+        pytest.fail(message + "; .ci/run installs them")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    root = os.environ.get("EDGEFLEET_TEST_ARTIFACTS")
+    folder = Path(root) / "console" if root else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    _browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1100", "--no-first-run", "--disable-extensions"):  # fmt: skip
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def cloud(mqtt_broker: Any, database_url: str, tmp_path: Path) -> Iterator[tuple[CloudService, str]]:
+    settings = CloudSettings(data_dir=tmp_path / "cloud", mqtt_url=mqtt_broker.url, database_url=database_url,
+                             api_port=0, rollout_tick_s=0.5)  # fmt: skip
+    with CloudService(settings) as service:
+        found = ensure_dev_token(service.engine, settings.data_dir)  # type: ignore[arg-type]
+        assert found is not None
+        yield service, found[0].read_text().strip()
+
+
+class Traffic:
+    """Every device answers 20 requests and sends a telemetry window about every 0.3 s, until stopped."""
+
+    def __init__(self, fleet: SimulatedFleet, rows: np.ndarray) -> None:
+        self.fleet, self.rows = fleet, rows.astype(np.float32)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        for _ in range(1000):
+            if self._stop.wait(0.3):
+                return
+            for device in self.fleet.devices.values():
+                try:
+                    device.agent.predict(self.rows[:20])
+                except NoModelError:
+                    continue
+            self.fleet.flush_telemetry()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    from selenium.common.exceptions import WebDriverException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except WebDriverException:  # the page was being replaced (a stale or not-yet-there element)
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
+    cloud: tuple[CloudService, str], mqtt_broker: Any, tmp_path: Path, browser: Any, artifacts: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    service, token = cloud
+    assert service.engine is not None and service.store is not None and service.deployer is not None
+    v1 = run_training_pipeline(service.engine, service.store, service.signer, TrainingConfig(model_id=MODEL_ID))
+    v2 = run_training_pipeline(service.engine, service.store, service.signer,
+                               TrainingConfig(model_id=MODEL_ID, params={"C": 0.5}))  # fmt: skip
+    fleet = SimulatedFleet(DEVICES, mqtt_url=mqtt_broker.url, mqtt_protocol=mqtt_broker.mqtt_protocol,
+                           trust_path=service.trust_chain_path, state_root=tmp_path / "devices",
+                           passwords=enroll(service, *DEVICES, labels={"site": "lab"}))  # fmt: skip
+    base = service.api_url
+    shots: list[str] = []
+
+    def shot(name: str) -> None:
+        path = artifacts / f"{len(shots) + 1:02d}-{name}.png"
+        assert browser.save_screenshot(str(path)), path
+        shots.append(path.name)
+
+    def find(css: str) -> Any:
+        return browser.find_element(By.CSS_SELECTOR, css)
+
+    def count(css: str) -> int:
+        return len(browser.find_elements(By.CSS_SELECTOR, css))
+
+    def still() -> None:
+        browser.execute_script("document.body.removeAttribute('data-refresh')")  # no reload under our clicks
+
+    with fleet, Traffic(fleet, v1.split.X_test):
+        service.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=v1.version, device_ids=DEVICES))
+        assert fleet.wait_all(lambda s: s.update_state == pb.UPDATE_STATE_ACTIVE and s.active_model.version
+                              == v1.version, 60) == []  # fmt: skip
+
+        # signed out: any page leads to the sign-in form
+        browser.get(f"{base}/")
+        assert "/console/signin" in browser.current_url
+        find("#token").send_keys("ef_not_a_token")
+        find("#signin").click()
+        assert "unknown, revoked or expired" in wait_for(lambda: count("#signin-error") and find("#signin-error").text,
+                                                         10, "the refusal")
+        shot("signin-refused")
+        find("#token").send_keys(token)
+        find("#signin").click()
+
+        # the fleet: every device, online, running v1
+        wait_for(lambda: count("tr.device-row") == len(DEVICES), 10, "the fleet table")
+        assert find("#who").get_attribute("data-role") == "admin"
+        wait_for(lambda: browser.refresh() or find("#online-count").text == str(len(DEVICES)), 20, "devices online")
+        assert f"{MODEL_ID}@{v1.version}" in find("#devices").text
+        assert count("svg.bar-chart rect.bar") >= 2
+        shot("fleet")
+
+        # one device: its charts have points, its events are listed
+        points = "#device-charts svg.line-chart g.series circle.point"
+        device_page = f"{base}/console/devices/{DEVICES[0]}"
+        wait_for(lambda: browser.get(device_page) or count(points) >= 5 * 3, 20, "device charts")
+        still()
+        drawn = browser.find_elements(By.CSS_SELECTOR, "#device-charts svg")
+        titles = [svg.get_attribute("aria-label") for svg in drawn]
+        assert titles == ["Throughput", "Latency", "Errors per window", "CPU", "Memory (resident)"]
+        assert "activated" in find("#events").text
+        shot("device")
+
+        # models: both versions with lineage and compiled artifacts
+        find("header nav a[href='/console/models']").click()
+        wait_for(lambda: count(f"a[href='/console/models/{MODEL_ID}']"), 10, "the models page")
+        find(f"a[href='/console/models/{MODEL_ID}']").click()
+        wait_for(lambda: count("section.version") == 2, 10, "the model page")
+        assert count("section.version") == 2 and count("table.artifacts tbody tr") >= 2
+        assert "Lineage" in find("main").text
+        shot("model")
+        find(f"section[id='version-{v1.version}'] a[href$='/drift']").click()
+        wait_for(lambda: count("svg.heat-map rect.cell") >= len(DEVICES), 10, "the drift heat map")
+        shot("drift")
+
+        # a rollout from the form: preview the waves, then start it
+        find("header nav a[href='/console/rollouts']").click()
+        wait_for(lambda: count("#start-form"), 10, "the rollout form")
+        Select(find("#model_id")).select_by_value(MODEL_ID)
+        find("#version").send_keys(v2.version)
+        find("#devices").send_keys(", ".join(DEVICES))
+        Select(find("#strategy")).select_by_value("canary")
+        for field, value in (("#canary", "2"), ("#dwell_s", "600"), ("#min_inferences", "20"), ("#min_devices", "2"),
+                             ("#max_p95_ratio", "100")):  # fmt: skip
+            find(field).send_keys(value)
+        find("#preview").click()
+        wait_for(lambda: count("#plan, #form-errors"), 10, "the dry run")
+        assert count("li.plan-wave") == 2, find("main").text
+        assert "Dry run" in find("#plan").text
+        shot("rollout-preview")
+        find("#start-button").click()
+        wait_for(lambda: "done=start" in browser.current_url, 10, "the rollout page")
+        assert find("#rollout-state").text == "running"
+
+        # the canary wave is judged on live telemetry: gate charts fill with points
+        def judged() -> bool:
+            browser.refresh()
+            return count("#gate-charts svg.line-chart circle.point") >= 3
+
+        wait_for(judged, 30, "gate values charted")
+        still()
+        assert count("div.wave") == 2 and find("div.wave.open") is not None
+        shot("rollout-running")
+
+        find("#action-pause").click()
+        wait_for(lambda: "done=pause" in browser.current_url, 10, "the pause")
+        assert find("#rollout-state").text == "paused"
+        still()
+        assert count("#action-resume") == 1 and count("#action-pause") == 0
+        assert "pause" in find("#decisions").text
+        shot("rollout-paused")
+
+        find("#action-rollback").click()
+        browser.switch_to.alert.accept()  # "Rollback rollout ...?"
+        wait_for(lambda: "done=rollback" in browser.current_url, 10, "the rollback")
+        assert find("#rollout-state").text == "rolled_back"
+        assert count("#actions") == 0  # nothing left to steer
+        shot("rollout-rolled-back")
+
+        find("header form[action='/console/signout'] button").click()
+        wait_for(lambda: "/console/signin" in browser.current_url, 10, "signing out")
+        browser.get(f"{base}/console")
+        assert "/console/signin" in browser.current_url
+    assert len(shots) == 9 and all((artifacts / name).stat().st_size > 5000 for name in shots)

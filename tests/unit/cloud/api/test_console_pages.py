@@ -1,0 +1,183 @@
+"""The web console over HTTP: sign-in with a token kept in a strict cookie, every page behind it, roles
+deciding what is shown and allowed, cross-site posts refused, unknown ids a 404 page, and steering a
+rollout writing the same audit rows as the API."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+from support.enrollment import enroll
+
+from cloud.db.tables import EventRecord, TelemetryRecord
+from cloud.identity.records import AuditEntry
+from cloud.rollout.records import Rollout
+from cloud.types import now_ms
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+from conftest import TestClient as Client  # noqa: E402  (imported under the conftest's warning filter)
+
+BASE = "http://testserver"
+ORIGIN = {"Origin": BASE}
+DEVICES = [f"pi-{i:02d}" for i in range(6)]
+
+
+def signed_in(app: FastAPI, token: str) -> TestClient:
+    client = Client(app, base_url=BASE, follow_redirects=False)
+    response = client.post("/console/signin", data={"token": token, "next": "/console"}, headers=ORIGIN)
+    assert response.status_code == 303 and response.headers["location"] == "/console", response.text
+    return client
+
+
+@pytest.fixture
+def fleet(engine: Engine, register) -> None:
+    with Session(engine) as session:
+        version = register(session, "m").version
+    enroll(engine, *DEVICES, labels={"site": "lab"})
+    start = now_ms() - 60_000
+    with Session(engine) as session:
+        for i in range(12):
+            session.add(TelemetryRecord(
+                device_id="pi-00", seq=i, window_start_ms=start + i * 5000, window_end_ms=start + (i + 1) * 5000,
+                model_id="m", model_version=version, inference_count=100 + i, error_count=i % 3,
+                latency_p50_us=800, latency_p95_us=1500 + i, cpu_percent=10 + i, rss_bytes=50_000_000 + i,
+                feature_counts={"0": [1, 2, 3, 4]},
+            ))  # fmt: skip
+        session.add(EventRecord(device_id="pi-00", seq=1, ts_ms=start, kind="activated", model_id="m",
+                                model_version=version))  # fmt: skip
+        session.commit()
+
+
+def test_without_a_cookie_every_page_sends_the_browser_to_sign_in(anonymous: TestClient) -> None:
+    assert anonymous.get("/", follow_redirects=False).headers["location"] == "/console"
+    for path in ("/console", "/console/devices/pi-00", "/console/models", "/console/rollouts", "/console/x/y"):
+        response = anonymous.get(path, follow_redirects=False)
+        assert response.status_code == 303, path
+        assert response.headers["location"].startswith("/console/signin?next=%2Fconsole"), path
+    page = anonymous.get("/console/signin")
+    assert page.status_code == 200 and 'name="token"' in page.text
+    assert "<script src=\"/console/static/console.js\"" in page.text and "http" not in page.text.split("<main>")[0]
+    assert anonymous.get("/console/static/console.css").status_code == 200
+    assert anonymous.get("/console/static/app.py").status_code == 404
+
+
+def test_a_bad_token_is_refused_and_a_good_one_kept_in_a_strict_cookie(app: FastAPI, token_for) -> None:
+    client = Client(app, base_url=BASE, follow_redirects=False)
+    refused = client.post("/console/signin", data={"token": "ef_nope_nope"}, headers=ORIGIN)
+    assert refused.status_code == 401 and "unknown, revoked or expired" in refused.text
+    token = token_for("viewer")
+    response = client.post("/console/signin", data={"token": token, "next": "https://evil.example/"}, headers=ORIGIN)
+    assert response.status_code == 303 and response.headers["location"] == "/console"  # never another site
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
+    assert "secure" not in cookie  # plain http here; https would add Secure
+    assert client.get("/console").status_code == 200
+    out = client.post("/console/signout", headers=ORIGIN)
+    assert out.status_code == 303 and 'edgefleet_console=""' in out.headers["set-cookie"]
+    client.cookies.clear()
+    assert client.get("/console").status_code == 303
+
+
+def test_over_https_the_cookie_is_secure(app: FastAPI, token_for) -> None:
+    client = Client(app, base_url="https://testserver", follow_redirects=False)
+    response = client.post("/console/signin", data={"token": token_for("viewer")},
+                           headers={"Origin": "https://testserver"})  # fmt: skip
+    assert response.status_code == 303 and "secure" in response.headers["set-cookie"].lower()
+    wrong_scheme = client.post("/console/signin", data={"token": token_for("viewer")}, headers=ORIGIN)
+    assert wrong_scheme.status_code == 403  # http://testserver is another origin than https://testserver
+
+
+def test_cross_site_posts_are_refused(app: FastAPI, token_for, engine: Engine, register) -> None:
+    with Session(engine) as session:
+        register(session, "m")
+    enroll(engine, *DEVICES)
+    client = signed_in(app, token_for("admin"))
+    body = {"model_id": "m", "devices": ", ".join(DEVICES), "strategy": "waves", "first_wave": "2"}
+    for headers in ({}, {"Origin": "https://evil.example"}, {"Referer": "https://evil.example/console"}):
+        response = client.post("/console/rollouts", data=body, headers=headers)
+        assert response.status_code == 403 and "Origin/Referer" in response.text, headers
+    same_site = {"Referer": f"{BASE}/console/rollouts"}
+    assert client.post("/console/rollouts", data=body, headers=same_site).status_code == 303
+    with Session(engine) as session:
+        assert len(session.exec(select(Rollout)).all()) == 1
+
+
+def test_pages_show_the_fleet_a_device_and_the_models(app: FastAPI, token_for, fleet: None) -> None:
+    client = signed_in(app, token_for("viewer"))
+    page = client.get("/console")
+    assert page.status_code == 200 and page.text.count('class="device-row"') == len(DEVICES)
+    assert "Devices per running version" in page.text
+    device = client.get("/console/devices/pi-00")
+    assert device.status_code == 200
+    for title in ("Throughput", "Latency", "Errors per window", "CPU", "Memory (resident)"):
+        assert f'aria-label="{title}"' in device.text, title
+    assert device.text.count('data-points="12"') >= 5 and "activated" in device.text
+    assert 'class="chart bar-chart"' in device.text  # drift per feature
+    models = client.get("/console/models")
+    assert models.status_code == 200 and 'href="/console/models/m"' in models.text
+    model = client.get("/console/models/m")
+    assert model.status_code == 200 and "Compiled artifacts" in model.text and "Lineage" in model.text
+    drift = client.get("/console/models/m/versions/latest/drift?hours=2")
+    assert drift.status_code == 200 and 'class="chart heat-map"' in drift.text and 'data-row="pi-00"' in drift.text
+
+
+def test_unknown_ids_and_bad_input_are_pages_not_errors(app: FastAPI, token_for, fleet: None) -> None:
+    client = signed_in(app, token_for("viewer"))
+    for path in ("/console/devices/nope", "/console/models/nope", "/console/rollouts/nope",
+                 "/console/models/m/versions/9.9/drift", "/console/models/m/versions/latest/drift?hours=abc",
+                 "/console/nowhere", "/console/devices/%00"):  # fmt: skip
+        response = client.get(path)
+        assert response.status_code in (404, 422), (path, response.status_code)
+        assert response.headers["content-type"].startswith("text/html"), path
+    assert client.get("/console/models/m/versions/latest/drift?hours=nan").status_code == 200
+    assert client.get("/console/models/m/versions/latest/drift?hours=-5").status_code == 200
+
+
+def test_viewers_see_no_buttons_and_cannot_act_deployers_can(
+    app: FastAPI, token_for, engine: Engine, fleet: None
+) -> None:
+    admin = signed_in(app, token_for("admin"))
+    body = {"model_id": "m", "devices": ", ".join(DEVICES), "strategy": "waves", "first_wave": "2", "growth": "2"}
+    preview = admin.post("/console/rollouts/plan", data=body, headers=ORIGIN)
+    assert preview.status_code == 200 and preview.text.count('class="plan-wave"') == 2
+    with Session(engine) as session:
+        assert session.exec(select(Rollout)).all() == []  # a dry run writes nothing
+    bad = admin.post("/console/rollouts", data={**body, "growth": "0.5"}, headers=ORIGIN)
+    assert bad.status_code == 422 and "growth" in bad.text
+    started = admin.post("/console/rollouts", data=body, headers=ORIGIN)
+    assert started.status_code == 303, started.text
+    rollout_page = started.headers["location"].split("?")[0]
+    rollout_id = rollout_page.rsplit("/", 1)[1]
+
+    viewer = signed_in(app, token_for("viewer"))
+    page = viewer.get(rollout_page)
+    assert page.status_code == 200 and 'id="rollout-state">running' in page.text and "action-pause" not in page.text
+    assert "Start a rollout" not in viewer.get("/console/rollouts").text
+    assert viewer.post(f"{rollout_page}/pause", headers=ORIGIN).status_code == 403
+    assert viewer.post("/console/rollouts", data=body, headers=ORIGIN).status_code == 403
+    assert viewer.get("/console/audit").status_code == 403
+
+    deployer = signed_in(app, token_for("deployer"))
+    assert "action-pause" in deployer.get(rollout_page).text
+    paused = deployer.post(f"{rollout_page}/pause", headers=ORIGIN)
+    assert paused.status_code == 303 and paused.headers["location"].endswith("?done=pause")
+    page = deployer.get(paused.headers["location"])
+    assert 'id="rollout-state">paused' in page.text and "action-resume" in page.text and "pause done" in page.text
+    again = deployer.post(f"{rollout_page}/pause", headers=ORIGIN)
+    assert again.status_code == 409 and "cannot pause" in again.text
+    assert deployer.post(f"{rollout_page}/explode", headers=ORIGIN).status_code == 404
+    assert deployer.post("/console/rollouts/nope/pause", headers=ORIGIN).status_code == 404
+    assert deployer.post(f"{rollout_page}/rollback", headers=ORIGIN).status_code == 303
+    assert 'id="rollout-state">rolled_back' in deployer.get(rollout_page).text
+    with Session(engine) as session:
+        rows = session.exec(select(AuditEntry).order_by(AuditEntry.id)).all()  # type: ignore[arg-type]
+        assert [(r.action, r.target) for r in rows] == [("rollout.create", rollout_id), ("rollout.pause", rollout_id),
+                                                        ("rollout.rollback", rollout_id)]  # fmt: skip
+        assert rows[1].role == "deployer" and rows[0].role == "admin"
+    audit = admin.get("/console/audit")
+    assert audit.status_code == 200 and "rollout.rollback" in audit.text
