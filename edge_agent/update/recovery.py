@@ -30,6 +30,7 @@ class Restored:
     journal: Journal
     serving: ServingModel | None
     failures: list[tuple[InstalledModel, LastError]] = field(default_factory=list)
+    previous: ServingModel | None = None  # loaded too while the active model is on probation
 
     @property
     def rolled_back(self) -> bool:
@@ -76,7 +77,7 @@ def restore(journal: Journal, store: ModelStore, load: LoadModelFn, self_test: S
     else:
         serving = None
     if not failures:
-        return Restored(journal, serving)
+        return Restored(journal, serving, previous=_previous_on_probation(journal, store, load, self_test))
     journal = journal.with_(
         active=serving.installed if serving else None,
         previous=None,
@@ -84,8 +85,23 @@ def restore(journal: Journal, store: ModelStore, load: LoadModelFn, self_test: S
         desired_generation=max(0, journal.desired_generation - 1),
         outcome=Outcome.IDLE,
         last_error=failures[0][1],
+        probation=None,
     )
     return Restored(journal, serving, failures)
+
+
+def _previous_on_probation(
+    journal: Journal, store: ModelStore, load: LoadModelFn, self_test: SelfTestFn
+) -> ServingModel | None:
+    """The previous model, loaded again when the active one is on probation (None if it cannot be: the
+    probation then goes on without shadowing, and a rollback tries to load it again)."""
+    if journal.probation is None or journal.previous is None:
+        return None
+    try:
+        return load_installed(journal.previous, store, load, self_test)
+    except Exception as exc:  # noqa: BLE001
+        log.error("cannot load the previous model %s for the probation: %s", journal.previous.artifact_sha256[:12], exc)
+        return None
 
 
 def load_journal(store: ModelStore, device_id: str) -> tuple[Journal, list[LastError]]:
