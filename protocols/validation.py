@@ -13,7 +13,8 @@ Per message:
     timestamps at most FUTURE_SKEW_MS ahead of the cloud's clock (a device clock far ahead would otherwise
     make every later, honest report look stale)
     TelemetryWindow: start <= end, window at most MAX_WINDOW_MS long, errors <= inferences,
-                     correct <= labelled <= inferences, shadow agreed <= compared, p50 <= p95 latency, 0 <= cpu% <= MAX_CPU_PERCENT
+                     correct <= labelled <= inferences, shadow agreed <= compared, p50 <= p95 latency,
+                     0 <= cpu% <= MAX_CPU_PERCENT
 """
 
 from __future__ import annotations

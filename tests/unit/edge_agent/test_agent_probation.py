@@ -124,7 +124,7 @@ def test_errors_on_probation_roll_back_by_themselves_with_no_broker(
         except RuntimeError:
             failures += 1
     assert agent.wait_for(lambda s: is_state(s, FAILED, 2), 5), agent.status()
-    assert 0 < failures
+    assert failures > 0
     assert str(agent.predict(FAILING).labels[0]) == "v1:pos"  # v1 serves again, and does not fail
     state = agent.status()
     assert state.last_error.code == ErrorCode.PROBATION_FAILED and state.active_model.version == "v1"

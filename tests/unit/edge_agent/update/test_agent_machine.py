@@ -35,12 +35,12 @@ from edge_agent.update.events import (
     DesiredReceived,
     Event,
     EventKind,
+    HealthCheck,
     LoadFailed,
     ModelLoaded,
     SelfTestFailed,
     SelfTestPassed,
     Started,
-    HealthCheck,
     Tick,
     TrustReceived,
 )
@@ -64,9 +64,9 @@ def _updater(
     runtimes: tuple[str, ...] = ("onnxruntime",),
     received: set[int] | None = None,
     window: int = 8,
-    probation: ProbationPolicy = ProbationPolicy(),
+    probation: ProbationPolicy | None = None,
 ) -> Updater:
-    config = UpdaterConfig(DEVICE, keys.pinned(), runtimes, ChunkPolicy(window, 5.0, 2), probation)
+    config = UpdaterConfig(DEVICE, keys.pinned(), runtimes, ChunkPolicy(window, 5.0, 2), probation or ProbationPolicy())
     return Updater(config, journal or Journal(), received)
 
 
