@@ -106,13 +106,9 @@ class Agent:
         self._slot = ModelSlot()
         self._sampler = Sampler(settings.sample_rate, settings.sample_max_per_window, rng)
         self._outbox = Outbox(self.device_id, self.fleet, transport, self.clock, self._sampler)
-        self._kept = KeptModel(
-            rate=settings.shadow_rate,
-            record=lambda *figures: self._outbox.telemetry.record_shadow(*figures),
-            rng=random.Random(rng.random() if rng is not None else None),
-            tolerance=settings.shadow_tolerance,
-            name=f"edgefleet-agent-{self.device_id}-shadow",
-        )
+        shadow_figures = lambda *figures: self._outbox.telemetry.record_shadow(*figures)  # noqa: E731
+        rng_shadow = random.Random(rng.random() if rng is not None else None)
+        self._kept = KeptModel(settings, shadow_figures, rng_shadow, f"edgefleet-agent-{self.device_id}-shadow")
         self._probation = settings.probation_policy()
         self._updater: Updater | None = None
         self._queue: queue.Queue[Any] = queue.Queue()

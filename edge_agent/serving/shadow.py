@@ -20,7 +20,7 @@ import queue
 import random
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,6 +29,14 @@ from edge_agent.serving.slot import ServingModel
 log = logging.getLogger(__name__)
 
 RecordFn = Callable[[int, int, int], None]  # (compared, agreed, dropped)
+
+
+class ShadowSettings(Protocol):  # what KeptModel reads of the agent's settings
+    @property
+    def shadow_rate(self) -> float: ...
+
+    @property
+    def shadow_tolerance(self) -> float: ...
 QUEUE_SIZE = 32  # shadow calls waiting; more are dropped (and counted)
 _STOP = None
 
@@ -108,8 +116,9 @@ class Shadow:
 class KeptModel:
     """The previous model kept loaded while the new one is on probation, with its shadow (thread-safe)."""
 
-    def __init__(self, *, rate: float, record: RecordFn, rng: random.Random, tolerance: float, name: str) -> None:
-        self._rate, self._record, self._rng, self._tolerance, self._name = rate, record, rng, tolerance, name
+    def __init__(self, settings: ShadowSettings, record: RecordFn, rng: random.Random, name: str) -> None:
+        self._rate, self._tolerance = settings.shadow_rate, settings.shadow_tolerance
+        self._record, self._rng, self._name = record, rng, name
         self._lock = threading.Lock()
         self._shadow: Shadow | None = None
         self._baseline = (0, 0)
