@@ -86,7 +86,7 @@ class Shadow:
         except queue.Full:
             self._record(0, 0, int(rows.shape[0]))
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float = 1.0) -> None:
         """Stop shadowing: queued work is dropped (uncounted), the worker ends."""
         self._stopped.set()
         if not self._thread.is_alive():

@@ -105,9 +105,18 @@ class UpdateContext:
         return [Emit(event_kind_for(code), "", None, LastError(code, message))]
 
     def new_probation(self, now: Instant) -> Probation | None:
-        """The probation an activation starts now: None when disabled or with no model to fall back to."""
-        policy = self.config.probation
-        if policy.probation_s <= 0 or self.journal.active is None:
+        """The probation an activation starts now: None when disabled, with no model to fall back to, or
+        when it activates the previous model again (a rollback the cloud ordered is not judged against the
+        model it rolls back from)."""
+        policy, journal = self.config.probation, self.journal
+        if policy.probation_s <= 0 or journal.active is None:
+            return None
+        target = journal.pending.target if journal.pending else None
+        if (
+            target is not None
+            and journal.previous is not None
+            and target.artifact_sha256 == journal.previous.artifact_sha256
+        ):
             return None
         return Probation(until_ms=now.wall_ms + int(policy.probation_s * 1000))
 

@@ -83,6 +83,16 @@ def test_only_an_activation_with_a_model_to_fall_back_to_starts_a_probation(keys
     assert disabled.state is State.ACTIVE
 
 
+def test_the_cloud_rolling_back_to_the_previous_model_starts_no_probation(keys: Keys) -> None:
+    v1 = make_release(keys.signer, "v1", 1)
+    up = _updater(keys)
+    _activate(up, keys, "v1", 1, v1)
+    _activate(up, keys, "v2", 2)
+    actions = _activate(up, keys, "v1", 3, v1)  # an operator's rollback: a new assignment of v1
+    assert up.state is State.ACTIVE and up.journal.probation is None
+    assert not _of(actions, Activate)[0].keep_previous and isinstance(actions[0], EndProbation)
+
+
 def test_the_error_rate_judges_only_from_the_minimum_of_calls_then_rolls_back(keys: Keys) -> None:
     up = _on_probation(keys)
     v1, v2 = up.journal.previous, up.journal.active
