@@ -7,13 +7,13 @@ by ingestion and the chunk server (the trust chain published retained on every c
 thread, then the console API on uvicorn in a thread. `stop()` undoes it in reverse. Several
 `CloudService`s may run against the same broker and database (give them a `share_group`): each has its
 own MQTT client id, and everything they share lives in the database.
+The MQTT session is persistent (a stable client id per worker, `cloud.mqtt.client_id`; clean_start off,
+QoS 1 subscriptions), so what devices send while the cloud or the broker restarts waits in the broker.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import socket
 import threading
 import time
@@ -32,6 +32,7 @@ from cloud.db import create_tables, make_engine, session_scope
 from cloud.db.tables import ModelVersion
 from cloud.errors import BrokerStartError, ConfigurationError
 from cloud.monitoring import Ingestor
+from cloud.mqtt.client_id import ClientIdLease, lease_client_id
 from cloud.mqtt.router import MessageRouter
 from cloud.registry import KeyStore, LocalArtifactStore, load_or_create_keys
 from cloud.registry.keys import CHAIN_FILE
@@ -45,10 +46,6 @@ log = logging.getLogger(__name__)
 _START_TIMEOUT_S = 15.0
 
 
-def default_client_id() -> str:
-    return f"edgefleet-cloud-{socket.gethostname()[:24]}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
 class CloudService:
     def __init__(self, settings: CloudSettings | None = None) -> None:
         self.settings = settings or CloudSettings()
@@ -57,6 +54,7 @@ class CloudService:
         self.store: LocalArtifactStore | None = None
         self.keys: KeyStore | None = None
         self.transport: Any = None  # edge_agent.paho_transport.PahoTransport
+        self.client_lease: ClientIdLease | None = None
         self.deployer: Deployer | None = None
         self.ingestor: Ingestor | None = None
         self.chunk_server: ChunkServer | None = None
@@ -105,6 +103,9 @@ class CloudService:
         if self.transport is not None:
             self.transport.stop()
             self.transport = None
+        if self.client_lease is not None:
+            self.client_lease.release()
+            self.client_lease = None
         for worker in (self.ingestor, self.chunk_server):
             if worker is not None:
                 worker.stop()
@@ -203,9 +204,15 @@ class CloudService:
         assert self.engine is not None and self.store is not None and self.mqtt_url is not None
         assert self.keys is not None
         username, password = self._mqtt_credentials()
+        self.client_lease = lease_client_id(
+            s.data_dir, self.keys.fleet, worker_name=s.worker_name, client_id=s.mqtt_client_id
+        )
         self.transport = PahoTransport(
             self.mqtt_url,
-            s.mqtt_client_id or default_client_id(),
+            self.client_lease.client_id,
+            clean_start=False,  # the broker keeps our subscriptions and queues for us while we are away
+            session_expiry_s=s.mqtt_session_expiry_s,
+            reconnect_max_s=s.mqtt_reconnect_max_s,
             username=username,
             password=password,
             tls_ca=str(s.mqtt_tls_ca) if s.mqtt_tls_ca else None,

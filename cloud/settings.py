@@ -34,7 +34,13 @@ class CloudSettings(BaseSettings):
     # cloud's own, e.g. the embedded broker's) and the CA that signed its certificate (None: mqtt_tls_ca)
     device_mqtt_url: str | None = None
     device_tls_ca: Path | None = None
-    mqtt_client_id: str | None = None  # None: "edgefleet-cloud-<host>-<pid>", unique per worker
+    # The cloud keeps a persistent MQTT session (cloud.mqtt.client_id): its client id is mqtt_client_id, or
+    # "edgefleet-cloud-<fleet>-<worker_name>" (None: host + a digest of data_dir); the broker keeps what
+    # devices send for mqtt_session_expiry_s while the worker is away
+    mqtt_client_id: str | None = None
+    worker_name: str | None = None
+    mqtt_session_expiry_s: int = Field(default=86_400, ge=0)
+    mqtt_reconnect_max_s: float = Field(default=30.0, gt=0)  # longest wait between reconnect attempts
     keys_dir: Path | None = None
     artifacts_dir: Path | None = None
     api_host: str = "127.0.0.1"
@@ -61,6 +67,13 @@ class CloudSettings(BaseSettings):
     assignment_valid_s: int = Field(default=7 * 86_400, ge=60)
     refresh_interval_s: float = Field(default=60.0, gt=0)  # how often the refresher looks
     rollout_tick_s: float = Field(default=10.0, gt=0)  # how often the rollout controller judges open waves
+    # GET /metrics (Prometheus): fleet figures name devices' models and counts, so production wants a viewer
+    # token (a scraper's bearer token file); None means "production: yes, development: no". False leaves it
+    # open, for a scraper on a trusted network.
+    metrics_require_token: bool | None = None
+    # label cardinality: the N most common model versions get their own series, the rest are "other"
+    metrics_max_model_versions: int = Field(default=20, ge=1, le=500)
+    metrics_telemetry_lookback_s: int = Field(default=300, ge=10)  # per-model figures cover windows this recent
 
     @field_validator("database_url")
     @classmethod
@@ -109,6 +122,10 @@ class CloudSettings(BaseSettings):
     def creates_operator_token_on_start(self) -> bool:
         """Development writes an admin token to <data_dir>/operator.token; production wants one made on purpose."""
         return self.environment == "development"
+
+    @property
+    def metrics_needs_token(self) -> bool:
+        return self.environment == "production" if self.metrics_require_token is None else self.metrics_require_token
 
     @property
     def creates_keys_on_start(self) -> bool:

@@ -49,6 +49,9 @@ class AgentSettings(BaseSettings):
     chunk_window: int = Field(8, ge=1, le=256)
     chunk_timeout_s: float = Field(10.0, gt=0)
     chunk_max_retries: int = Field(5, ge=0, le=1000)
+    # upward QoS 1 messages wait on disk (state_dir/outbox.sqlite) until the broker has them; past this
+    # many the oldest are dropped and counted (edge_agent.spool)
+    outbox_max_messages: int = Field(10_000, ge=1)
     # probation: after an activation the previous model stays loaded (memory: two models resident) for
     # probation_s, shadowing a share of the calls, and the agent rolls back by itself on a failed health
     # check; 0 lets the previous model go at once (no shadowing, no local rollback)

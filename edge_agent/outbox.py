@@ -3,7 +3,7 @@
 One `Outbox` per agent owns the sequence counter all of them share, the last ReportedState (which
 `Agent.status()` and `Agent.wait_for()` read under `changed`), and the telemetry window being filled.
 A publish that fails is logged, never raised: the agent keeps serving while the link is down, and QoS 1
-messages queue in the transport until it is back.
+messages queue in the transport until it is back (on disk: `edge_agent.paho_spool`).
 """
 
 from __future__ import annotations

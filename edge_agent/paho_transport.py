@@ -16,8 +16,8 @@ Behaviour worth knowing:
 * paho's return codes and ValueErrors become `TransportError`. Exceptions raised by our handlers are
   logged and swallowed: they must never kill paho's network thread.
 
-Imports only paho, the standard library, `protocols` and `edge_agent.transport` (it ships in the `agent`
-extra).
+Imports only paho, the standard library, `protocols` and `edge_agent` (it ships in the `agent` extra).
+`edge_agent.paho_spool.SpooledPahoTransport` adds a disk spool for what the agent publishes.
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ def _check(rule: Callable[[str], str], value: str) -> None:
 
 def _tls_context(ca_file: str | None, on_handshake_failure: Callable[[BaseException], None]) -> ssl.SSLContext:
     """A verifying client context (system CAs, or ca_file) whose sockets close themselves when the TLS
-    handshake fails. paho leaves such a socket open until garbage collection, and its on_connect_fail
-    callback does not say why; this tells us, through on_handshake_failure."""
+    handshake fails (paho leaves them open, and on_connect_fail does not say why: on_handshake_failure does)."""
 
     class HandshakeClosingSocket(ssl.SSLSocket):
         def do_handshake(self, block: bool = False) -> None:
@@ -173,9 +172,8 @@ class PahoTransport:
         self._ready.clear()
         self._client.disconnect()  # a clean DISCONNECT: the broker does not publish our will
         self._client.loop_stop()
-        # loop_stop() leaves the socket and loop_start()'s wake-up socket pair open until the client is
-        # garbage collected (paho issue #627); close them now so stop/start cycles leak no descriptors.
-        # Queued messages live elsewhere and survive.
+        # loop_stop() leaves the sockets open until garbage collection (paho issue #627): close them so
+        # stop/start cycles leak no descriptors (queued messages live elsewhere and survive)
         reset = getattr(self._client, "_reset_sockets", None)
         if reset is not None:
             reset()
@@ -184,6 +182,10 @@ class PahoTransport:
         return self._ready.wait(timeout_s)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self._send(topic, payload, qos, retain)
+
+    def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
+        """Hand a message to paho; returns paho's message id (on_publish names it once the broker has it)."""
         _check(topics.check_topic_name, topic)
         if qos not in (0, 1, 2):
             raise TransportError(f"qos must be 0, 1 or 2, got {qos!r}")
@@ -194,11 +196,12 @@ class PahoTransport:
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
             if qos == 0:
                 log.debug("offline: dropped QoS 0 message to %s", topic)
-            return  # QoS 1/2: paho keeps it and sends it after the next connect
+            return info.mid  # QoS 1/2: paho keeps it and sends it after the next connect
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             raise TransportError(f"outgoing queue full; message to {topic!r} not queued")
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise TransportError(f"cannot publish to {topic!r}: {mqtt.error_string(info.rc)}")
+        return info.mid
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         _check(topics.check_topic_filter, topic_filter)

@@ -3,7 +3,9 @@
 `create_app(settings, services)` builds the app; `AppServices` carries what the routes need (database
 engine, deployer, health probes). Every /api/v1 route needs a bearer token (`auth`: viewer reads, deployer
 or admin writes, admin manages tokens and reads the audit log); every change writes an audit row in its
-own transaction. Requests are bounded (`limits`: body size, NUL; `cloud.db.bounds`: lists, selectors).
+own transaction. `/healthz`, `/docs` and `/redoc` (assets served locally, `docs`) are open; `/metrics`
+(Prometheus) wants a viewer token unless settings leave it open. Requests are bounded (`limits`: body
+size, NUL; `cloud.db.bounds`: lists, selectors).
 Routes stay thin: data access lives in cloud.registry / cloud.fleet / cloud.rollout / cloud.monitoring /
 cloud.identity, and CloudError subclasses become JSON errors in one place (app.py).
 """

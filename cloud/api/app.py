@@ -11,8 +11,21 @@ from fastapi.responses import JSONResponse
 
 from cloud.api.auth import API_PREFIX, check_routes
 from cloud.api.deps import AppServices
+from cloud.api.docs import add_offline_docs
 from cloud.api.limits import BodySizeLimit, reject_nul
-from cloud.api.routes import audit, deployments, devices, enrollment, health, metadata, models, rollouts, tokens
+from cloud.api.routes import (
+    audit,
+    deployments,
+    devices,
+    enrollment,
+    experiments,
+    health,
+    metadata,
+    metrics,
+    models,
+    rollouts,
+    tokens,
+)
 from cloud.api.throttle import RefusalThrottle
 from cloud.errors import CloudError
 from cloud.settings import CloudSettings
@@ -25,7 +38,8 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
         title="EdgeFleet console API",
         version="1",
         description="Fleet, model registry, deployments, telemetry and drift of an EdgeFleet installation.",
-        docs_url="/docs",
+        docs_url=None,  # add_offline_docs serves /docs and /redoc without a CDN
+        redoc_url=None,
         dependencies=[Depends(reject_nul)],
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
@@ -51,8 +65,10 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
         return JSONResponse(status_code=422, content=body)
 
     app.include_router(health.router)
-    for module in (devices, models, deployments, rollouts, metadata, tokens, audit, enrollment):
+    app.include_router(metrics.router)
+    add_offline_docs(app)
+    for module in (devices, models, deployments, rollouts, experiments, metadata, tokens, audit, enrollment):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(enrollment.public, prefix=API_PREFIX)
-    check_routes(app)  # every /api/v1 route has made a role decision, or the app does not start
+    check_routes(app)  # every /api/v1 (and /metrics) route has made a role decision, or the app does not start
     return app

@@ -4,8 +4,10 @@ Each router under /api/v1 is built by `api_router(minimum=...)`, which attaches 
 reads (GET, HEAD) need the router's minimum role (viewer by default), every other method needs at least
 deployer, and admin routers (tokens, audit) need admin for everything. A route anyone may call (only
 `POST /api/v1/enroll`, where a device spends its enrollment token) is built by `public_router()`, which
-says so with the `Public` marker. `check_routes` refuses an app with an /api/v1 route that has neither,
-so a route cannot be added without a role decision.
+says so with the `Public` marker. `GET /metrics` lives outside /api/v1 (where scrapers look) yet is guarded
+the same way: `ScrapeAuthorize` wants a viewer token unless settings leave it open (`metrics_needs_token`).
+`check_routes` refuses an app with an /api/v1 or /metrics route that has neither, so a route cannot be
+added without a role decision.
 An unknown, revoked or expired token, or none, is a 401 with `WWW-Authenticate: Bearer`; a role too
 low is a 403.
 """
@@ -24,6 +26,7 @@ from cloud.errors import ConfigurationError, ForbiddenError, NotAuthenticatedErr
 from cloud.identity.tokens import Operator, Role, authenticate
 
 API_PREFIX = "/api/v1"
+SCRAPE_PATHS = frozenset({"/metrics"})  # operator routes outside API_PREFIX, walked by api_routes too
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -49,7 +52,13 @@ class Authorize:
             return self.minimum
         return max(self.minimum, Role.DEPLOYER, key=lambda role: role.rank)
 
-    def __call__(self, request: Request, session: SessionDep) -> Operator:
+    def waived(self, request: Request) -> bool:
+        """True when configuration opens the route to anyone (never, here; see ScrapeAuthorize)."""
+        return False
+
+    def __call__(self, request: Request, session: SessionDep) -> Operator | None:
+        if self.waived(request):
+            return None
         token = bearer_token(request)
         operator = authenticate(session, token) if token else None
         if operator is None:
@@ -64,6 +73,14 @@ class Authorize:
                                  f"token {operator.token_id} is {operator.role}")
         request.state.operator = operator
         return operator
+
+
+class ScrapeAuthorize(Authorize):
+    """Authorize(viewer) for Prometheus (a bearer token file), waived when settings leave /metrics open
+    for a scraper on a trusted network (`CloudSettings.metrics_needs_token`)."""
+
+    def waived(self, request: Request) -> bool:
+        return not request.app.state.settings.metrics_needs_token
 
 
 class Public:
@@ -112,11 +129,11 @@ def _iter_effective(app: FastAPI) -> Iterator[Any]:
 
 
 def api_routes(app: FastAPI) -> list[RouteInfo]:
-    """Every route under /api/v1 as served (prefixes and router dependencies applied)."""
+    """Every route under /api/v1, and /metrics, as served (prefixes and router dependencies applied)."""
     found = []
     for route in _iter_effective(app):
         path, dependant = getattr(route, "path", None), getattr(route, "dependant", None)
-        if not path or not path.startswith(API_PREFIX) or dependant is None:
+        if not path or not (path.startswith(API_PREFIX) or path in SCRAPE_PATHS) or dependant is None:
             continue
         authorizer = next((d.call for d in dependant.dependencies if isinstance(d.call, Authorize)), None)
         public = any(isinstance(d.call, Public) for d in dependant.dependencies)
@@ -125,7 +142,7 @@ def api_routes(app: FastAPI) -> list[RouteInfo]:
 
 
 def check_routes(app: FastAPI) -> None:
-    """Refuse an app with an /api/v1 route that skips the role check without being marked public."""
+    """Refuse an app with an /api/v1 (or /metrics) route that skips the role check without being marked public."""
     unguarded = [f"{sorted(r.methods)} {r.path}" for r in api_routes(app) if r.authorizer is None and not r.public]
     if unguarded:
         raise ConfigurationError("routes without a role decision (build them with api_router): " + ", ".join(unguarded))

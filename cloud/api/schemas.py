@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -174,3 +174,45 @@ class RolloutView(BaseModel):
     created_at_ms: int
     updated_at_ms: int
     decisions: list[RolloutDecisionView] = Field(default_factory=list)
+
+
+class ExperimentCreate(BaseModel):
+    model_id: Text
+    version_a: Text
+    version_b: Text
+    device_ids: list[DeviceId] = Field(default_factory=list, max_length=10_000)
+    labels: LabelSelector = Field(default_factory=dict)
+    share_b: float = Field(default=0.5, gt=0, lt=1)
+    metric: Literal["accuracy", "error_rate"] = "accuracy"
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    min_trials: int = Field(default=100, ge=1, le=100_000_000)
+
+
+class ArmView(BaseModel):
+    arm: str
+    version: str
+    devices: int  # devices that sent telemetry for this arm
+    assigned: int  # devices in this arm
+    trials: int
+    successes: int
+    rate: float | None
+    interval: tuple[float, float] | None  # 95 % Wilson interval
+
+
+class ExperimentView(BaseModel):
+    id: str
+    model_id: str
+    metric: str
+    state: str
+    winner: str | None  # the arm promoted, once promoted
+    leader: str | None  # the arm significantly better now, if any
+    p_value: float | None
+    alpha: float
+    min_trials: int
+    arms: list[ArmView]
+    created_at_ms: int
+    ended_at_ms: int | None
+
+
+class PromoteRequest(BaseModel):
+    arm: Literal["a", "b"] | None = None  # None: the significant winner (409 while there is none)

@@ -4,7 +4,7 @@ the handlers, so `edgefleet agent ...` works on a device that has only the `agen
 The cloud's commands live one module per command group here: `keys`, `up`, `train`, `tokens`, `demo` (+
 `demo_report`) and `remote` (deploy, devices, models: clients of a running cloud's API; they find the
 token `up` wrote through `operator_token`), with `enroll` (devices enroll / revoke) and `rollout` (staged
-rollouts: plan, start, follow, steer).
+rollouts: plan, start, follow, steer) and `experiment` (A/B experiments).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = [
     "cloud.cli.demo",  # demo
     "cloud.cli.remote",  # deploy, devices, models
     "cloud.cli.rollout",  # rollout plan / start / status / list / pause / resume / cancel / rollback
+    "cloud.cli.experiment",  # experiment start / status / list / promote / stop
     "cloud.cli.broker",  # broker-config
     "model_compiler.cli",  # compile
     "edge_agent.cli",  # agent run / agent provision

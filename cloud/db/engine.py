@@ -82,6 +82,7 @@ def create_tables(engine: Engine) -> None:
     from sqlalchemy.exc import OperationalError
 
     import cloud.db.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+    import cloud.experiments.records  # noqa: F401
     import cloud.identity.records  # noqa: F401
     import cloud.rollout.records  # noqa: F401
     from cloud.errors import ConfigurationError

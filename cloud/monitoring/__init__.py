@@ -1,6 +1,7 @@
 """Monitoring: what devices send, stored and read back. `ingest` turns device->cloud messages into rows
 (idempotently, in batches); `summaries` reads telemetry back as per-device summaries and drift reports;
-`drift` holds the pure drift statistics they use (PSI, JS distance, chi-square, Benjamini-Hochberg).
+`drift` holds the pure drift statistics they use (PSI, JS distance, chi-square, Benjamini-Hochberg);
+`metrics` reads fleet, rollout, telemetry and ingestion figures for Prometheus (GET /metrics) at scrape time.
 """
 
 from cloud.monitoring.ingest import Ingestor, IngestStats, decode

@@ -53,6 +53,7 @@ _MAX_WARNED_DEVICES = 1_000  # unenrolled ids warned about by name; past that, o
 @dataclass
 class IngestStats(Counters):
     received: int = 0
+    accepted: int = 0  # messages of enrolled devices stored or applied (redeliveries included)
     stored: int = 0  # rows inserted (telemetry windows, events, samples)
     duplicates: int = 0  # rows skipped because their (device_id, seq) was already stored
     device_updates: int = 0
@@ -244,7 +245,7 @@ class Ingestor(MessageConsumer):
         rows = len(telemetry) + len(events) + len(samples)
         self.stats.add(
             stored=stored + sample_stored, duplicates=rows - stored - sample_stored, device_updates=updates,
-            unenrolled=len(unenrolled),
+            unenrolled=len(unenrolled), accepted=len(decoded) - len(unenrolled),
         )
         self._warn_unenrolled(unenrolled)
         log.debug("stored %d of %d rows, %d device updates", stored + sample_stored, rows, updates)

@@ -17,6 +17,10 @@ amqtt defects patched in `EdgeFleetAmqttBroker`:
   the CONNECT and refuse (CONNACK 5) before touching any session (`_initialize_client_session`).
 * Shared subscriptions bypassed the topic check (our own `add_subscription` branch): the inner filter
   is checked like any SUBSCRIBE.
+* Broadcast lost to a concurrent SUBSCRIBE: `_run_broadcast` iterates the live subscription dict and
+  lists while it awaits the topic check (which, with our auth plugins, really yields), so a client
+  subscribing meanwhile raised "dictionary changed size during iteration" and the message reached none of
+  the remaining subscribers. We iterate snapshots (`_run_broadcast`, amqtt's body otherwise unchanged).
 * Stuck client clean-up on Python 3.11 (see `_stop_handler`), which made shutdown hang at random, and
   sockets left open (by clients that leave before CONNECT, by ended sessions, and by clients that
   reconnect while the broker shuts down; see `stream_connected` and `shutdown`).
@@ -33,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +46,7 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action, ListenerConfig
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
@@ -211,6 +217,28 @@ class EdgeFleetAmqttBroker(Broker):
                 del self._shared[shared_filter]
                 self._shared_turn.pop(shared_filter, None)
         await super()._del_all_subscriptions(session)
+
+    async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
+        """amqtt 0.12.1's `_run_broadcast`, iterating snapshots of the subscriptions (see the module doc)."""
+        broadcast = await self._broadcast_queue.get()
+        for k_filter, subscriptions in list(self._subscriptions.items()):
+            if not self._matches(broadcast["topic"], k_filter):
+                continue
+            for target_session, sub_qos in list(subscriptions):
+                qos = broadcast.get("qos", sub_qos)
+                if not await self._topic_filtering(target_session, topic=broadcast["topic"], action=Action.RECEIVE):
+                    continue
+                # a persistent, authenticated session that is away keeps QoS 1/2 messages [MQTT 3.1.2.4]
+                if (target_session.transitions.state != "connected" and not target_session.clean_session
+                        and qos in (QOS_1, QOS_2) and not target_session.is_anonymous):  # fmt: skip
+                    await self._retain_broadcast_message(broadcast, qos, target_session)
+                    continue
+                if target_session.transitions.state != "connected":
+                    continue
+                handler = self._get_handler(target_session)
+                if handler:
+                    publish = handler.mqtt_publish(broadcast["topic"], broadcast["data"], qos, retain=False)
+                    running_tasks.append(asyncio.ensure_future(publish))
 
     async def _broadcast_message(
         self,

@@ -1,13 +1,18 @@
-"""The embedded broker's life cycle: ports, start/stop/restart, clean shutdown with clients attached."""
+"""The embedded broker's life cycle: ports, start/stop/restart, clean shutdown with clients attached; and a
+broadcast that a concurrent SUBSCRIBE used to cut short."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import pytest
-from support import port_accepts
+from amqtt.broker import Broker
+from support import port_accepts, wait_until
 
 from cloud.errors import BrokerStartError
+from cloud.mqtt.amqtt_fixes import EdgeFleetAmqttBroker
 from cloud.mqtt.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
@@ -79,3 +84,40 @@ def test_chatty_third_party_loggers_are_kept_at_warning() -> None:
     with EmbeddedBroker():
         assert logging.getLogger("amqtt").getEffectiveLevel() >= logging.WARNING
         assert logging.getLogger("transitions").getEffectiveLevel() >= logging.WARNING
+
+
+class _SlowTopicCheck(EdgeFleetAmqttBroker):
+    """A topic check that yields to the event loop, as our auth plugin's does (it reads the database)."""
+
+    async def _topic_filtering(self, *args: Any, **kwargs: Any) -> bool:
+        await asyncio.sleep(0.002)
+        return True
+
+
+class _AmqttBroadcast(_SlowTopicCheck):
+    """amqtt 0.12.1's own `_run_broadcast` (iterating the live subscriptions), to show what we fixed."""
+
+    _run_broadcast = Broker._run_broadcast
+
+
+@pytest.mark.parametrize("broker_class", [_AmqttBroadcast, _SlowTopicCheck], ids=["amqtt", "edgefleet"])
+def test_a_subscribe_during_a_broadcast_loses_nothing(broker_class: type[Broker], make_transport: Any) -> None:
+    """Two subscribers on different filters while a third client keeps subscribing: with amqtt's own
+    broadcast loop the new filters change the dict it iterates across an await, and the rest of that
+    message's subscribers get nothing."""
+    broker = EmbeddedBroker()
+    broker.broker_class = broker_class
+    with broker:
+        _, hash_inbox = make_transport("t/#", broker=broker)
+        _, plus_inbox = make_transport("t/+", broker=broker)
+        churn, _ = make_transport(broker=broker)
+        publisher, _ = make_transport(broker=broker)
+        for i in range(40):
+            publisher.publish("t/x", str(i).encode(), qos=1)
+            churn.subscribe(f"s/{i}")
+        patience = 3 if broker_class is _AmqttBroadcast else 10  # the broken loop never completes: do not wait long
+        complete = wait_until(lambda: len(hash_inbox) == 40 and len(plus_inbox) == 40, timeout_s=patience)
+        if broker_class is _AmqttBroadcast:
+            assert not complete, "amqtt's broadcast loop no longer loses messages: drop our copy of it"
+        else:
+            assert complete, (len(hash_inbox), len(plus_inbox))

@@ -9,24 +9,17 @@ import pytest
 
 import cloud
 
-# the sub-packages that re-export a public surface, and the names in them that are sub-modules
-PACKAGES = {
-    "cloud.api": {"app", "auth", "deps", "limits", "routes", "schemas", "throttle"},
-    "cloud.db": {"bounds", "engine", "sql", "statuses", "tables"},
-    "cloud.fleet": {"devices"},
-    "cloud.monitoring": {"drift", "ingest", "summaries"},
-    "cloud.registry": {"artifacts", "datasets", "keys", "runs", "versions"},
-    "cloud.rollout": {
-        "chunk_server", "controller", "deployer", "deployments", "director", "figures", "freshness", "gates",
-        "plan", "policy", "progress", "records", "refresher", "staged", "status", "waves",
-    },
-}
+# the sub-packages that re-export a public surface
+PACKAGES = ["cloud.api", "cloud.db", "cloud.fleet", "cloud.monitoring", "cloud.registry", "cloud.rollout"]
 
 
-@pytest.mark.parametrize("name", sorted(PACKAGES))
+@pytest.mark.parametrize("name", PACKAGES)
 def test_cloud_package_exports_are_complete(name: str) -> None:
     package = importlib.import_module(name)
-    public = {n for n in vars(package) if not n.startswith("_")} - PACKAGES[name]
+    # its sub-modules are attributes once anything imported them (which depends on the tests run before):
+    # they are not the surface, so they are left out by name, whichever are loaded
+    submodules = {m.name for m in pkgutil.iter_modules(package.__path__)}
+    public = {n for n in vars(package) if not n.startswith("_")} - submodules
     assert set(package.__all__) == public
     assert all(getattr(package, n) is not None for n in package.__all__)
 

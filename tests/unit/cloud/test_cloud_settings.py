@@ -52,3 +52,14 @@ def test_production_refuses_unsafe_defaults_and_says_what_to_set(tmp_path: Path)
     )  # fmt: skip
     assert not ok.creates_keys_on_start
     assert "secret" not in repr(ok)
+
+
+def test_metrics_need_a_token_in_production_unless_left_open(tmp_path: Path) -> None:
+    production = {
+        "environment": "production", "mqtt_url": "mqtts://broker.example:8883", "mqtt_username": "cloud",
+        "database_url": "postgresql://db/edgefleet",
+    }  # fmt: skip
+    assert CloudSettings(**production).metrics_needs_token  # type: ignore[arg-type]
+    assert not CloudSettings(**production, metrics_require_token=False).metrics_needs_token  # type: ignore[arg-type]
+    assert not CloudSettings(data_dir=tmp_path).metrics_needs_token  # development: open
+    assert CloudSettings(data_dir=tmp_path, metrics_require_token=True).metrics_needs_token

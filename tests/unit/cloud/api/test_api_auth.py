@@ -188,3 +188,21 @@ def test_the_audit_row_commits_with_the_deployment_or_not_at_all(
         assert session.exec(select(Deployment)).all() == []
         assert session.exec(select(AuditEntry)).all() == []
     assert broker.retained_for("ef/v1/dev/+/desired") == []
+
+
+def test_metrics_outside_api_v1_is_walked_and_guarded_too(app: FastAPI) -> None:
+    from cloud.api.auth import ScrapeAuthorize
+
+    [scrape] = [r for r in api_routes(app) if r.path == "/metrics"]
+    assert isinstance(scrape.authorizer, ScrapeAuthorize) and scrape.authorizer.required_for("GET") is Role.VIEWER
+    bare = FastAPI()
+    bare.add_api_route("/metrics", lambda: None)  # a /metrics with no role decision
+    with pytest.raises(ConfigurationError, match="/metrics"):
+        check_routes(bare)
+
+
+def test_metrics_follow_the_setting(anonymous: TestClient, app: FastAPI, token_for) -> None:
+    assert anonymous.get("/metrics").status_code == 200  # development: open unless asked otherwise
+    app.state.settings = app.state.settings.model_copy(update={"metrics_require_token": True})
+    assert anonymous.get("/metrics").status_code == 401
+    assert anonymous.get("/metrics", headers=bearer(token_for(Role.VIEWER))).status_code == 200

@@ -1,93 +1,32 @@
 """The staged-rollout controller on a real database: waves open one by one as the fleet's own telemetry
 passes the gates, a model that misbehaves in its first wave is rolled back there, operators pause, resume,
-cancel and roll back, and two controllers stepping the same rollouts never take a step twice."""
+cancel and roll back, a restarted cloud goes on where it was, and two cloud processes stepping the same
+rollouts never take a step twice."""
 
 from __future__ import annotations
 
-import threading
-import time
+import multiprocessing
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
+from support.controller_process import run_controller
 from support.enrollment import enroll
+from support.telemetry_fleet import Clock, TelemetryFleet, version_of
 
 from cloud.db import DeploymentStatus, RolloutState, create_tables, make_engine
 from cloud.db.tables import DeploymentCreate
 from cloud.errors import ConflictError, InvalidRequestError
-from cloud.monitoring import Ingestor
 from cloud.rollout import Deployer, Director, get_deployment
 from cloud.rollout.controller import RolloutController
 from cloud.rollout.policy import GateRequest, RolloutPolicy
 from cloud.rollout.progress import Action
 from cloud.rollout.records import Rollout, RolloutDecision, RolloutGateSample
 from edge_agent.transport import MemoryBroker, MemoryTransport
-from protocols.topics import Channel, device_topic
-from protocols.v1 import messages_pb2 as pb
 
 DEVICES = [f"pi-{i:02d}" for i in range(10)]
 GATES = GateRequest(min_devices=1, min_inferences=50)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = int(time.time() * 1000)
-
-    def __call__(self) -> int:
-        return self.ms
-
-
-def version_of(state: pb.DesiredState) -> str:
-    return pb.Manifest.FromString(state.manifest.manifest).version
-
-
-class Fleet:
-    """Devices that do what real agents would: install what they are assigned, report it, send windows."""
-
-    def __init__(self, engine: Engine, broker: MemoryBroker, clock: Clock) -> None:
-        self.engine, self.broker, self.clock = engine, broker, clock
-        self.seq: dict[str, int] = {}
-        self.error_share: dict[str, float] = {}  # version -> share of inferences that fail
-
-    def _send(self, device_id: str, channel: Channel, message: object) -> None:
-        Ingestor(self.engine).process([(device_topic(device_id, channel), message.SerializeToString())])  # type: ignore[attr-defined]
-
-    def _next(self, device_id: str) -> int:
-        self.seq[device_id] = self.seq.get(device_id, 0) + 1
-        return self.seq[device_id]
-
-    def desired(self, device_id: str) -> pb.DesiredState | None:
-        found = self.broker.retained_for(device_topic(device_id, Channel.DESIRED))
-        return pb.DesiredState.FromString(found[0][1]) if found else None
-
-    def running(self, device_id: str, version: str, deployment_id: str = "", generation: int = 0) -> None:
-        self._send(device_id, Channel.REPORTED, pb.ReportedState(
-            schema_version=1, device_id=device_id, seq=self._next(device_id), ts_ms=self.clock.ms,
-            active_model=pb.ModelRef(model_id="m", version=version, sequence=int(version)),
-            update_state=pb.UPDATE_STATE_ACTIVE, deployment_id=deployment_id, desired_generation=generation,
-            runtimes=["onnxruntime"], agent_version="0.4.0",
-        ))  # fmt: skip
-
-    def window(self, device_id: str, version: str, inferences: int = 100) -> None:
-        errors = int(inferences * self.error_share.get(version, 0.0))
-        self._send(device_id, Channel.TELEMETRY, pb.TelemetryWindow(
-            schema_version=1, device_id=device_id, seq=self._next(device_id),
-            window_start_ms=self.clock.ms - 1000, window_end_ms=self.clock.ms,
-            model=pb.ModelRef(model_id="m", version=version, sequence=int(version)),
-            inference_count=inferences - errors, error_count=errors,
-            latency_us=pb.Histogram(bounds=[100, 200], counts=[inferences - errors, 0, 0]),
-            predictions=pb.PredictionProfile(labels=["a", "b"], counts=[(inferences - errors) // 2,
-                                                                        (inferences - errors + 1) // 2]),
-        ))  # fmt: skip
-
-    def live(self) -> None:
-        """Every device installs its desired model if it has one, then reports a window of what it runs."""
-        for device_id in DEVICES:
-            state = self.desired(device_id)
-            version = version_of(state) if state else "1"
-            if state is not None:
-                self.running(device_id, version, state.deployment_id, state.generation)
-            self.window(device_id, version)
 
 
 @pytest.fixture
@@ -101,7 +40,7 @@ def world(any_engine: Engine, register, director: Director):  # type: ignore[no-
         register(session, "m")
         register(session, "m")
     enroll(any_engine, *DEVICES)
-    fleet = Fleet(any_engine, broker, clock)
+    fleet = TelemetryFleet(any_engine, broker, clock, DEVICES)
     clock.ms -= 600_000  # ten minutes on v1 before the rollout: the baseline
     for device_id in DEVICES:
         fleet.running(device_id, "1")
@@ -110,7 +49,7 @@ def world(any_engine: Engine, register, director: Director):  # type: ignore[no-
     return deployer, RolloutController(deployer), fleet, clock
 
 
-def versions(fleet: Fleet) -> dict[str, str]:
+def versions(fleet: TelemetryFleet) -> dict[str, str]:
     found = {}
     for device_id in DEVICES:
         state = fleet.desired(device_id)
@@ -213,47 +152,50 @@ def test_a_selector_that_matches_nothing_or_only_unfit_devices_is_refused(world)
 
 
 @pytest.mark.postgres
-def test_two_controllers_never_take_the_same_step_twice(postgres_url: str, register, director: Director) -> None:
-    """Two cloud processes' controllers (each its own engine and connections) step the same rollouts as fast
-    as they can: every wave is opened once, and every decision row is unique."""
+def test_two_cloud_processes_never_take_the_same_step_twice(
+    postgres_url: str, register, director: Director, keys_dir: Path
+) -> None:
+    """Two processes, each with its own controller, engine and connections, step the same rollouts as fast
+    as they can: every wave is opened exactly once."""
     engine = make_engine(postgres_url)
     create_tables(engine)
     with Session(engine) as session:
         register(session, "m")
     enroll(engine, *DEVICES)
-    broker = MemoryBroker()
-    controllers = []
-    for _ in range(2):
-        own = make_engine(postgres_url)
-        transport = MemoryTransport(broker)
-        transport.start()
-        controllers.append(RolloutController(Deployer(own, transport, director=director, chunk_size_bytes=1024)))
+    transport = MemoryTransport(MemoryBroker())
+    transport.start()
+    deployer = Deployer(engine, transport, director=director, chunk_size_bytes=1024)
     policy = RolloutPolicy(strategy="waves", first_wave=1, growth=1, dwell_s=0,
                            gates=GateRequest(min_devices=0, min_inferences=0))  # fmt: skip
-    ids = [controllers[0].deployer.deploy(DeploymentCreate(model_id="m", device_ids=DEVICES[i::3]), staged=policy).id
+    ids = [deployer.deploy(DeploymentCreate(model_id="m", device_ids=DEVICES[i::3]), staged=policy).id
            for i in range(3)]  # fmt: skip
-    errors: list[BaseException] = []
-
-    def run(controller: RolloutController) -> None:
-        try:
-            for _ in range(30):
-                controller.tick()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in controllers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
+    spawn = multiprocessing.get_context("spawn")
+    processes = [spawn.Process(target=run_controller, args=(postgres_url, str(keys_dir), 30)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(180)
+        assert process.exitcode == 0
     with Session(engine) as session:
         for deployment_id in ids:
             rollout = session.get(Rollout, deployment_id)
-            assert rollout is not None
+            assert rollout is not None and rollout.state == RolloutState.COMPLETED
             opened = decisions(engine, deployment_id).count("open_wave")
             assert opened == len(rollout.waves), (deployment_id, decisions(engine, deployment_id))
-            assert rollout.revision >= opened
-    for controller in controllers:
-        controller.deployer.engine.dispose()
     engine.dispose()
+
+
+def test_a_restarted_cloud_goes_on_where_the_rollout_was(world) -> None:  # type: ignore[no-untyped-def]
+    deployer, controller, fleet, clock = world
+    policy = RolloutPolicy(strategy="waves", first_wave=2, growth=2, dwell_s=0, gates=GATES)
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", version="2", device_ids=DEVICES), staged=policy)
+    assert controller.step(deployment.id) is Action.OPEN_WAVE
+    fleet.live()
+    controller.stop()  # the cloud goes down; a new process builds everything anew from the database
+    again = RolloutController(Deployer(deployer.engine, deployer.publisher, director=deployer.director,
+                                       chunk_size_bytes=1024, clock=clock))  # fmt: skip
+    assert again.step(deployment.id) is Action.OPEN_WAVE  # the second wave, not the first again
+    with Session(deployer.engine) as session:
+        rollout = session.get(Rollout, deployment.id)
+        assert rollout is not None and rollout.current_wave == 1
+    assert decisions(deployer.engine, deployment.id) == ["open_wave", "verdict_pass", "open_wave"]

@@ -1,0 +1,192 @@
+"""Staged rollouts on a simulated fleet of real agents (the embedded broker, SQLite, the real controller):
+
+  all_at_once_s      one deployment of a good new version, until every device runs it
+  staged_rollout_s   a canary + growing waves (dwell 0) of another good version, until every device runs it
+  bad model          a version that passes its self-test but predicts only two classes in the field (a
+                     one-stump random forest): is it stopped in its first wave, and how many gate periods
+                     (controller ticks) pass from its first canary activation until they run the previous
+                     model again
+  api_p50/p99_ms     GET /api/v1/devices at 100 concurrent clients while the fleet reports
+
+    .venv/bin/python benchmarks/rollout.py [--devices 200] [--tick 1.0]
+
+Prints one JSON object last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+from sqlmodel import Session  # noqa: E402
+
+from cloud.cli.operator_token import ensure_dev_token  # noqa: E402
+from cloud.db.tables import DeploymentCreate  # noqa: E402
+from cloud.identity.enrollment import enroll_device  # noqa: E402
+from cloud.rollout.records import Rollout  # noqa: E402
+from cloud.service import CloudService  # noqa: E402
+from cloud.settings import CloudSettings  # noqa: E402
+from cloud.training.pipeline import TrainingConfig, run_training_pipeline  # noqa: E402
+from edge_agent.errors import NoModelError  # noqa: E402
+from protocols.v1 import messages_pb2 as pb  # noqa: E402
+from simulator.devices import SimulatedFleet  # noqa: E402
+
+MODEL_ID = "digits-classifier"
+
+
+class Traffic:
+    """Each device answers the same 10 rows and sends a telemetry window every `period_s`."""
+
+    def __init__(self, fleet: SimulatedFleet, rows: np.ndarray, period_s: float) -> None:
+        self.fleet, self.rows, self.period_s = fleet, rows[:10].astype(np.float32), period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            for device in self.fleet.devices.values():
+                with contextlib.suppress(NoModelError):  # not installed yet
+                    device.agent.predict(self.rows)
+            self.fleet.flush_telemetry()
+
+
+def running(fleet: SimulatedFleet, version: str) -> set[str]:
+    return {d for d, dev in fleet.devices.items()
+            if dev.agent.status().update_state == pb.UPDATE_STATE_ACTIVE
+            and dev.agent.status().active_model.version == version}  # fmt: skip
+
+
+def wait_for(predicate: Any, timeout_s: float, poll_s: float = 0.1) -> float | None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(poll_s)
+    return None
+
+
+def api_latency(url: str, token: str, clients: int = 100, per_client: int = 10) -> tuple[float, float, float]:
+    """p50 and p99 (ms) of GET /api/v1/devices with `clients` concurrent keep-alive clients; errors share."""
+    latencies: list[float] = []
+    failures = 0
+    lock = threading.Lock()
+
+    def client(_: int) -> None:
+        nonlocal failures
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            for _ in range(per_client):
+                start = time.perf_counter()
+                ok = http.get("/api/v1/devices").status_code == 200
+                with lock:
+                    latencies.append((time.perf_counter() - start) * 1000)
+                    failures += not ok
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(client, range(clients)))
+    ordered = sorted(latencies)
+    return statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))], failures / max(1, len(ordered))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--tick", type=float, default=1.0, help="controller period (the gate period), s")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args()
+    result: dict[str, Any] = {"devices": args.devices, "gate_period_s": args.tick}
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = CloudSettings(data_dir=Path(tmp) / "cloud", api_port=0, mqtt_port=0, rollout_tick_s=args.tick)
+        with CloudService(settings) as cloud:
+            assert cloud.engine is not None and cloud.store is not None and cloud.deployer is not None
+            train = [TrainingConfig(model_id=MODEL_ID), TrainingConfig(model_id=MODEL_ID, params={"C": 0.5}),
+                     TrainingConfig(model_id=MODEL_ID, params={"C": 0.25}),
+                     TrainingConfig(model_id=MODEL_ID, estimator="random_forest",
+                                    params={"n_estimators": 1, "max_depth": 1}, quantize="auto")]  # fmt: skip
+            v1, v2, v3, bad = (run_training_pipeline(cloud.engine, cloud.store, cloud.signer, c) for c in train)
+            ids = [f"bench-{i:04d}" for i in range(args.devices)]
+            with Session(cloud.engine) as session:
+                passwords = {d: enroll_device(session, d).password for d in ids}
+                session.commit()
+            found = ensure_dev_token(cloud.engine, settings.data_dir)
+            assert found is not None
+            token = found[0].read_text().strip()
+            fleet = SimulatedFleet(ids, mqtt_url=cloud.mqtt_url or "", trust_path=cloud.trust_chain_path,
+                                   state_root=Path(tmp) / "devices", passwords=passwords)  # fmt: skip
+            with fleet:
+                traffic = Traffic(fleet, v1.split.X_test, period_s=max(1.0, args.tick))
+                traffic.start()
+                try:
+                    cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=v1.version, device_ids=ids))
+                    assert wait_for(lambda: len(running(fleet, v1.version)) == len(ids), args.timeout) is not None
+                    time.sleep(3 * max(1.0, args.tick))  # a baseline of v1 telemetry
+
+                    start = time.monotonic()
+                    cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=v2.version, device_ids=ids))
+                    done = wait_for(lambda: len(running(fleet, v2.version)) == len(ids), args.timeout)
+                    result["all_at_once_s"] = None if done is None else round(time.monotonic() - start, 2)
+                    time.sleep(3 * max(1.0, args.tick))
+
+                    api = httpx.Client(base_url=cloud.api_url or "", timeout=30,
+                                       headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+                    policy = {"strategy": "waves", "first_wave": 10, "growth": 2, "dwell_s": 0,
+                              "gates": {"min_devices": 5, "min_inferences": 50, "max_p95_ratio": 100}}  # fmt: skip
+                    start = time.monotonic()
+                    staged = api.post("/api/v1/rollouts", json={
+                        "deployment": {"model_id": MODEL_ID, "version": v3.version, "device_ids": ids},
+                        "rollout": policy}).json()  # fmt: skip
+                    done = wait_for(lambda: len(running(fleet, v3.version)) == len(ids), args.timeout)
+                    result["staged_rollout_s"] = None if done is None else round(time.monotonic() - start, 2)
+                    result["staged_waves"] = staged["wave_sizes"]
+                    time.sleep(3 * max(1.0, args.tick))
+
+                    canary = {**policy, "strategy": "canary", "canary": 10}
+                    bad_rollout = api.post("/api/v1/rollouts", json={
+                        "deployment": {"model_id": MODEL_ID, "version": bad.version, "device_ids": ids},
+                        "rollout": canary}).json()  # fmt: skip
+                    first_wave = wait_for(lambda: len(running(fleet, bad.version)) > 0, args.timeout, poll_s=0.02)
+                    activated = time.monotonic()
+                    back = wait_for(lambda: not running(fleet, bad.version)
+                                    and len(running(fleet, v3.version)) == len(ids), args.timeout)  # fmt: skip
+                    with Session(cloud.engine) as session:
+                        rollout = session.get(Rollout, bad_rollout["deployment_id"])
+                        assert rollout is not None
+                        stopped = rollout.state == "rolled_back" and rollout.current_wave == 0
+                        result["bad_model_reason"] = rollout.reason
+                    result["bad_model_stopped_in_first_wave"] = bool(first_wave is not None and stopped)
+                    recovered_s = None if back is None else time.monotonic() - activated
+                    result["recovered_s"] = None if recovered_s is None else round(recovered_s, 2)
+                    result["recovered_in_gate_periods"] = (None if recovered_s is None
+                                                           else round(recovered_s / args.tick, 1))  # fmt: skip
+                    p50, p99, failed = api_latency(cloud.api_url or "", token)
+                    result.update(api_p50_ms=round(p50, 1), api_p99_ms=round(p99, 1), api_failed_share=failed)
+                    api.close()
+                finally:
+                    traffic.stop()
+    if result.get("all_at_once_s") and result.get("staged_rollout_s"):
+        result["staged_over_all_at_once"] = round(result["staged_rollout_s"] / result["all_at_once_s"], 2)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
