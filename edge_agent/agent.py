@@ -37,7 +37,7 @@ from edge_agent.serving.telemetry import Telemetry
 from edge_agent.store import DiskModelStore, ModelStore
 from edge_agent.transport import Transport
 from edge_agent.types import LoadModelFn, SelfTestFn
-from edge_agent.update import jobs, probation, recovery
+from edge_agent.update import jobs, recovery
 from edge_agent.update.actions import Emit
 from edge_agent.update.chunks import ChunkPolicy
 from edge_agent.update.context import REFUSAL_EVENT_INTERVAL_S
@@ -140,16 +140,14 @@ class Agent:
         self._started = True
         journal, problems = recovery.load_journal(self.store, self.device_id)
         journal = journal.with_(boot_count=journal.boot_count + 1)
-        journal, crash_loop = probation.count_boot(journal, self._probation)  # rolls back before serving
-        restored = recovery.restore(journal, self.store, self._load_model, self._run_self_test)
+        restored = recovery.restore(journal, self.store, self._load_model, self._run_self_test, self._probation)
         journal = restored.journal
         recovery.save_journal(self.store, journal, self.device_id)
         self._outbox.seq = SeqCounter(journal.boot_count)
         self._slot.swap(restored.serving)
         now = self.clock.now()
         self._outbox.telemetry = Telemetry(self.device_id, now.wall_ms, restored.serving)
-        if restored.serving is not None:
-            self._kept.keep(restored.previous, restored.serving, (0, 0))
+        self._kept.keep(restored.previous, restored.serving, (0, 0))
         self._next_flush_s = now.mono_s + self.settings.telemetry_interval_s
         journal, received = recovery.resume_download(self.store, journal, self.device_id)
         config = UpdaterConfig(
@@ -169,8 +167,8 @@ class Agent:
                 self._outbox.emit(Emit(pb.EVENT_KIND_ERROR, model=installed, error=error))
             if restored.rolled_back:
                 self._outbox.emit(Emit(pb.EVENT_KIND_ROLLED_BACK, model=journal.active, error=restored.failures[0][1]))
-            if crash_loop is not None:
-                self._outbox.emit(crash_loop)
+            if restored.crash_loop is not None:
+                self._outbox.emit(restored.crash_loop)
             self._dispatch(Started())
 
         self._queue.put(announce)  # first in the queue: ahead of anything the transport delivers

@@ -128,10 +128,10 @@ class KeptModel:
         shadow = self._shadow
         return None if shadow is None else shadow.previous
 
-    def keep(self, previous: ServingModel | None, new: ServingModel, counts: tuple[int, int]) -> None:
+    def keep(self, previous: ServingModel | None, new: ServingModel | None, counts: tuple[int, int]) -> None:
         """Keep `previous` (None: nothing to keep) while `new` serves; `counts` = (inferences, errors) so far."""
         shadow = None
-        if previous is not None:
+        if previous is not None and new is not None:
             shadow = Shadow(
                 previous, new, rate=self._rate, record=self._record, rng=self._rng, tolerance=self._tolerance,
                 name=self._name,
