@@ -7,6 +7,7 @@ Threads (named, daemonic, joined by stop(); no global state, so many agents can 
     edgefleet-agent-{id}        handles every message, timer and job result in order: the transport's
                                 callback only enqueues, so a slow step never stalls the MQTT loop
     edgefleet-agent-{id}-jobs   reads + verifies, loads and self-tests artifacts in the background
+    edgefleet-agent-{id}-shadow while a model is on probation: runs sampled calls through the previous one
 Callers' threads run `predict` concurrently; it never waits for the agent's threads.
 """
 
@@ -30,6 +31,7 @@ from edge_agent.executor import Executor
 from edge_agent.messages import SeqCounter, presence
 from edge_agent.outbox import Outbox
 from edge_agent.serving.sampler import Sampler
+from edge_agent.serving.shadow import KeptModel
 from edge_agent.serving.slot import ModelSlot, ServingModel, as_rows
 from edge_agent.serving.telemetry import Telemetry
 from edge_agent.store import DiskModelStore, ModelStore
@@ -39,7 +41,7 @@ from edge_agent.update import jobs, recovery
 from edge_agent.update.actions import Emit
 from edge_agent.update.chunks import ChunkPolicy
 from edge_agent.update.context import REFUSAL_EVENT_INTERVAL_S
-from edge_agent.update.events import Connected, Event, Started, Tick
+from edge_agent.update.events import Connected, Event, HealthCheck, Started, Tick
 from edge_agent.update.journal import LastError
 from edge_agent.update.machine import Updater, UpdaterConfig
 from edge_agent.update.states import State
@@ -104,6 +106,10 @@ class Agent:
         self._slot = ModelSlot()
         self._sampler = Sampler(settings.sample_rate, settings.sample_max_per_window, rng)
         self._outbox = Outbox(self.device_id, self.fleet, transport, self.clock, self._sampler)
+        shadow_figures = lambda *figures: self._outbox.telemetry.record_shadow(*figures)  # noqa: E731
+        rng_shadow = random.Random(rng.random() if rng is not None else None)
+        self._kept = KeptModel(settings, shadow_figures, rng_shadow, f"edgefleet-agent-{self.device_id}-shadow")
+        self._probation = settings.probation_policy()
         self._updater: Updater | None = None
         self._queue: queue.Queue[Any] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name=f"edgefleet-agent-{self.device_id}", daemon=True)
@@ -113,6 +119,8 @@ class Agent:
             store=self.store,
             outbox=self._outbox,
             slot=self._slot,
+            kept=self._kept,
+            counts=lambda: self.counts,
             job_runner=self._jobs,
             load_model=self._load_model,
             run_self_test=self._run_self_test,
@@ -132,13 +140,14 @@ class Agent:
         self._started = True
         journal, problems = recovery.load_journal(self.store, self.device_id)
         journal = journal.with_(boot_count=journal.boot_count + 1)
-        restored = recovery.restore(journal, self.store, self._load_model, self._run_self_test)
+        restored = recovery.restore(journal, self.store, self._load_model, self._run_self_test, self._probation)
         journal = restored.journal
         recovery.save_journal(self.store, journal, self.device_id)
         self._outbox.seq = SeqCounter(journal.boot_count)
         self._slot.swap(restored.serving)
         now = self.clock.now()
         self._outbox.telemetry = Telemetry(self.device_id, now.wall_ms, restored.serving)
+        self._kept.keep(restored.previous, restored.serving, (0, 0))
         self._next_flush_s = now.mono_s + self.settings.telemetry_interval_s
         journal, received = recovery.resume_download(self.store, journal, self.device_id)
         config = UpdaterConfig(
@@ -146,6 +155,7 @@ class Agent:
             self._root,
             _order_runtimes(self.runtimes, self.settings.runtime_preference),
             ChunkPolicy(self.settings.chunk_window, self.settings.chunk_timeout_s, self.settings.chunk_max_retries),
+            self._probation,
         )
         self._updater = Updater(config, journal, received)
 
@@ -157,6 +167,8 @@ class Agent:
                 self._outbox.emit(Emit(pb.EVENT_KIND_ERROR, model=installed, error=error))
             if restored.rolled_back:
                 self._outbox.emit(Emit(pb.EVENT_KIND_ROLLED_BACK, model=journal.active, error=restored.failures[0][1]))
+            if restored.crash_loop is not None:
+                self._outbox.emit(restored.crash_loop)
             self._dispatch(Started())
 
         self._queue.put(announce)  # first in the queue: ahead of anything the transport delivers
@@ -177,6 +189,7 @@ class Agent:
             self._queue.put(_STOP)
             self._worker.join(JOIN_TIMEOUT_S)
         self._jobs.stop(JOIN_TIMEOUT_S)
+        self._kept.release()
         self.transport.stop()
 
     # ------------------------------------------------------------------------------------------ serving
@@ -200,6 +213,7 @@ class Agent:
         latency_us = (time.perf_counter() - started) * 1e6
         self._outbox.telemetry.record(serving, rows, prediction, latency_us, label)
         self._sampler.offer(serving, rows, prediction, label, self._now_ms)
+        self._kept.offer(serving, rows, prediction)  # never blocks: the shadow runs on its own thread
         return Inference(prediction, serving.ref, latency_us)
 
     def _now_ms(self) -> int:
@@ -264,6 +278,7 @@ class Agent:
             self._next_tick_s = now.mono_s + self._tick_interval_s
             if self.transport.connected:  # while offline, chunk deadlines do not run out
                 self._dispatch(Tick())
+            self._dispatch(HealthCheck(*self._kept.since_kept(self.counts)))  # offline too: probation runs
         if now.mono_s >= self._next_flush_s:
             self._next_flush_s = now.mono_s + self.settings.telemetry_interval_s
             self._outbox.flush_telemetry(self._slot.current)

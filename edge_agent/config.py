@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from edge_agent.errors import ConfigError
+from edge_agent.update.context import ProbationPolicy
 from protocols.roots import RootOfTrust
 from protocols.topics import TopicError, validate_device_id
 from protocols.trust import VerificationError
@@ -51,6 +52,15 @@ class AgentSettings(BaseSettings):
     # upward QoS 1 messages wait on disk (state_dir/outbox.sqlite) until the broker has them; past this
     # many the oldest are dropped and counted (edge_agent.spool)
     outbox_max_messages: int = Field(10_000, ge=1)
+    # probation: after an activation the previous model stays loaded (memory: two models resident) for
+    # probation_s, shadowing a share of the calls, and the agent rolls back by itself on a failed health
+    # check; 0 lets the previous model go at once (no shadowing, no local rollback)
+    probation_s: float = Field(600.0, ge=0)
+    shadow_rate: float = Field(0.1, ge=0, le=1)  # share of calls also run through the previous model; 0: none
+    shadow_tolerance: float = Field(1e-3, ge=0)  # regressors agree within this (relative and absolute)
+    probation_max_error_rate: float = Field(0.2, ge=0, le=1)
+    probation_min_inferences: int = Field(50, ge=1)  # the error rate counts from this many calls on
+    probation_max_restarts: int = Field(3, ge=1)  # this many starts while on probation is a crash loop
 
     @field_validator("device_id")
     @classmethod
@@ -106,6 +116,11 @@ class AgentSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # explicit arguments beat the environment, which beats the config file
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def probation_policy(self) -> ProbationPolicy:
+        return ProbationPolicy(
+            self.probation_s, self.probation_max_error_rate, self.probation_min_inferences, self.probation_max_restarts
+        )
 
     def read_trust(self) -> RootOfTrust:
         """The pinned root of trust: the TrustChain file (`trust.chain` from `edgefleet keys init`), its

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_agent.outbox import Outbox
+from edge_agent.serving.shadow import KeptModel
 from edge_agent.serving.slot import ModelSlot, ServingModel
 from edge_agent.store import ModelStore
 from edge_agent.types import LoadModelFn, SelfTestFn
-from edge_agent.update import jobs
+from edge_agent.update import jobs, recovery
 from edge_agent.update.actions import (
     Action,
     Activate,
@@ -23,10 +24,12 @@ from edge_agent.update.actions import (
     CommitDownload,
     DiscardDownload,
     Emit,
+    EndProbation,
     LoadModel,
     PruneModels,
     Report,
     RequestChunks,
+    RollBack,
     RunSelfTest,
     SaveJournal,
     VerifyArtifact,
@@ -50,6 +53,8 @@ class Executor:
         store: ModelStore,
         outbox: Outbox,
         slot: ModelSlot,
+        kept: KeptModel,
+        counts: Callable[[], tuple[int, int]],
         job_runner: jobs.JobRunner,
         load_model: LoadModelFn,
         run_self_test: SelfTestFn,
@@ -61,6 +66,8 @@ class Executor:
         self._store = store
         self._outbox = outbox
         self._slot = slot
+        self._kept = kept  # the previous model during a probation
+        self._counts = counts  # (inferences, errors) since start
         self._jobs = job_runner
         self._load_model = load_model
         self._run_self_test = run_self_test
@@ -81,6 +88,8 @@ class Executor:
             LoadModel: self._load,
             RunSelfTest: self._self_test,
             Activate: self._activate,
+            RollBack: self._roll_back,
+            EndProbation: lambda _a: self._end_probation(),
         }
 
     def execute(self, actions: list[Action]) -> None:
@@ -119,4 +128,19 @@ class Executor:
     def _activate(self, action: Activate) -> None:
         new = ServingModel.of(action.model, action.installed)
         self._outbox.flush_telemetry(new)  # the window so far belongs to the old model
-        self._slot.swap(new)
+        old = self._slot.swap(new)
+        # on probation the replaced model stays loaded (shadowed, to roll back to); else it is let go
+        self._kept.keep(old if action.keep_previous else None, new, self._counts())
+
+    def _end_probation(self) -> None:
+        self._kept.release()  # the previous model is let go (it stays on disk)
+
+    def _roll_back(self, action: RollBack) -> None:
+        """Swap the previous model back in: the one kept loaded, else loaded again (the failed model keeps
+        serving meanwhile, so no call is dropped)."""
+        previous = self._kept.release()
+        if previous is None or previous.installed != action.installed:
+            previous = recovery.load_installed(action.installed, self._store, self._load_model, self._run_self_test)
+        self._outbox.flush_telemetry(previous)  # the window so far belongs to the failed model
+        self._slot.swap(previous)
+        self._kept.keep(None, previous, self._counts())

@@ -70,6 +70,7 @@ def reported_state(
         agent_version=AGENT_VERSION,
         labels=labels,
         runtimes=runtimes,
+        probation_until_ms=view.probation_until_ms,
     )
     for field, value in (
         ("active_model", model_ref(view.active)),

@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     DOWNLOAD_FAILED = "download_failed"
     LOAD_FAILED = "load_failed"
     SELF_TEST_FAILED = "self_test_failed"
+    PROBATION_FAILED = "probation_failed"  # the agent rolled back by itself: errors or a crash loop on probation
 
     # the cloud's chunk server (prefix of ArtifactChunk.error)
     MALFORMED_REQUEST = "malformed_request"

@@ -13,7 +13,8 @@ Per message:
     timestamps at most FUTURE_SKEW_MS ahead of the cloud's clock (a device clock far ahead would otherwise
     make every later, honest report look stale)
     TelemetryWindow: start <= end, window at most MAX_WINDOW_MS long, errors <= inferences,
-                     correct <= labelled <= inferences, p50 <= p95 latency, 0 <= cpu% <= MAX_CPU_PERCENT
+                     correct <= labelled <= inferences, shadow agreed <= compared, p50 <= p95 latency,
+                     0 <= cpu% <= MAX_CPU_PERCENT
 """
 
 from __future__ import annotations
@@ -117,6 +118,10 @@ def _check_window(window: pb.TelemetryWindow, now_ms: int) -> None:
         raise ImplausibleMessage(
             "counts_contradict",
             f"correct {window.correct_count}, labelled {window.labelled_count}, inferences {window.inference_count}",
+        )
+    if window.shadow_agreed > window.shadow_compared:
+        raise ImplausibleMessage(
+            "counts_contradict", f"{window.shadow_agreed} shadow rows agreed > {window.shadow_compared} compared"
         )
     if window.latency_p50_us < 0 or window.latency_p50_us > window.latency_p95_us:
         raise ImplausibleMessage(

@@ -235,6 +235,9 @@ class TelemetryRecord(SQLModel, table=True):
     prediction_counts: dict[str, Any] = _json(default_factory=dict)  # {"labels"|"bin_edges", "counts"}
     cpu_percent: float = 0.0
     rss_bytes: int = _ms(default=0)
+    shadow_compared: int = _ms(default=0)  # rows a device on probation also ran through the previous model
+    shadow_agreed: int = _ms(default=0)  # ... of which both models gave the same answer
+    shadow_dropped: int = _ms(default=0)  # rows sampled for shadowing but dropped (the shadow queue was full)
     received_at_ms: int = _ms(default_factory=now_ms)
 
 

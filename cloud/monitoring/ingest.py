@@ -108,6 +108,7 @@ def telemetry_row(device_id: str, w: pb.TelemetryWindow, received_ms: int) -> di
             "counts": list(w.predictions.counts),
         },
         "cpu_percent": w.cpu_percent, "rss_bytes": w.rss_bytes, "received_at_ms": received_ms,
+        "shadow_compared": w.shadow_compared, "shadow_agreed": w.shadow_agreed, "shadow_dropped": w.shadow_dropped,
     }  # fmt: skip
 
 

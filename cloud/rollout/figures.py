@@ -2,7 +2,7 @@
 
 One query per arm, bounded by the devices and the period; latency quantiles come from the windows' merged
 histograms when they share bounds (cloud.monitoring.summaries.latency_quantiles), predictions are summed
-per label.
+per label, and the on-device shadow comparisons (devices on probation) are summed for `shadow_agreement`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def arm_figures(rows: Sequence[TelemetryRecord]) -> ArmFigures:
         errors=sum(r.error_count for r in rows),
         p95_latency_us=p95,
         predictions=dict(predictions),
+        shadow_compared=sum(r.shadow_compared for r in rows),
+        shadow_agreed=sum(r.shadow_agreed for r in rows),
     )
 
 

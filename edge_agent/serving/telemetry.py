@@ -156,6 +156,9 @@ class _Window:
     class_positions: dict[str, int] = field(default_factory=dict)
     value_edges: np.ndarray | None = None
     predictions: np.ndarray | None = None
+    shadow_compared: int = 0  # rows also answered by the previous model (probation), off the request path
+    shadow_agreed: int = 0
+    shadow_dropped: int = 0  # rows sampled for shadowing but dropped: the shadow queue was full
 
     def __post_init__(self) -> None:
         if self.serving is None:
@@ -237,6 +240,13 @@ class Telemetry:
             if latency_us is not None:
                 self._window.add_latency(latency_us)
 
+    def record_shadow(self, compared: int, agreed: int, dropped: int = 0) -> None:
+        """Shadow figures (from the shadow thread): they count in the window open when they arrive."""
+        with self._lock:
+            self._window.shadow_compared += compared
+            self._window.shadow_agreed += agreed
+            self._window.shadow_dropped += dropped
+
     def close_window(self, end_ms: int, seq: int, next_serving: ServingModel | None) -> pb.TelemetryWindow | None:
         """End the current window and open the next, for next_serving. Returns the window as a message,
         or None if it is not worth sending (no model served and nothing happened)."""
@@ -257,6 +267,9 @@ class Telemetry:
             correct_count=window.correct,
             cpu_percent=self._cpu.percent(),
             rss_bytes=rss_bytes(),
+            shadow_compared=window.shadow_compared,
+            shadow_agreed=window.shadow_agreed,
+            shadow_dropped=window.shadow_dropped,
         )
         if window.latency_high > 0:
             low, high = window.latency_low, window.latency_high

@@ -78,10 +78,24 @@ class RunSelfTest:
 
 @dataclass(frozen=True)
 class Activate:
-    """Swap the serving model (the journal naming it is saved just before)."""
+    """Swap the serving model (the journal naming it is saved just before); with `keep_previous` the model it
+    replaces stays loaded for the probation (shadowed, ready to roll back to), else it is let go."""
 
     model: Any
     installed: InstalledModel
+    keep_previous: bool = False
+
+
+@dataclass(frozen=True)
+class RollBack:
+    """Swap the previous model back in (the one kept loaded, else loaded again) and stop shadowing."""
+
+    installed: InstalledModel
+
+
+@dataclass(frozen=True)
+class EndProbation:
+    """The probation is over (passed, or superseded): stop shadowing and unload the previous model."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,8 @@ Action = (
     | LoadModel
     | RunSelfTest
     | Activate
+    | RollBack
+    | EndProbation
     | SaveJournal
     | PruneModels
     | Emit

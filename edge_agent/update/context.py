@@ -13,7 +13,7 @@ from edge_agent.clock import Instant
 from edge_agent.update.actions import Action, DiscardDownload, Emit, PruneModels, Report, RequestChunks, SaveJournal
 from edge_agent.update.chunks import ChunkPolicy, ChunkTracker
 from edge_agent.update.events import Event
-from edge_agent.update.journal import InstalledModel, Journal, LastError, Outcome
+from edge_agent.update.journal import InstalledModel, Journal, LastError, Outcome, Probation
 from edge_agent.update.states import State
 from protocols import trust
 from protocols.chunking import ChunkLayout
@@ -25,11 +25,23 @@ REFUSAL_EVENT_INTERVAL_S = 60.0  # at most one event per refusal reason per minu
 
 
 @dataclass(frozen=True)
+class ProbationPolicy:
+    """How long a newly activated model is on probation, and the local health check that rolls it back.
+    `probation_s` 0 disables probation (the previous model is let go at activation)."""
+
+    probation_s: float = 0.0
+    max_error_rate: float = 0.2  # errors / (inferences + errors) above this fails the probation ...
+    min_inferences: int = 50  # ... once at least this many calls were counted
+    max_restarts: int = 3  # this many agent starts while on probation is a crash loop: roll back at start
+
+
+@dataclass(frozen=True)
 class UpdaterConfig:
     device_id: str
     root: RootOfTrust  # the root pinned at provisioning; the journal may hold a newer verified version
     runtimes: tuple[str, ...]  # runtimes this device can use, most preferred first
     chunks: ChunkPolicy = ChunkPolicy()
+    probation: ProbationPolicy = ProbationPolicy()
 
 
 def event_kind_for(code: str) -> pb.EventKind:
@@ -55,6 +67,8 @@ class UpdateContext:
             self.state = {Outcome.IDLE: State.IDLE, Outcome.ACTIVE: State.ACTIVE, Outcome.FAILED: State.FAILED}[
                 journal.outcome
             ]
+            if self.state is State.ACTIVE and journal.probation is not None:
+                self.state = State.PROBATION
         elif pending.layout is None:
             self.state = State.VERIFYING
         else:
@@ -89,6 +103,22 @@ class UpdateContext:
             return []
         self._last_refusal_s[code] = now.mono_s
         return [Emit(event_kind_for(code), "", None, LastError(code, message))]
+
+    def new_probation(self, now: Instant) -> Probation | None:
+        """The probation an activation starts now: None when disabled, with no model to fall back to, or
+        when it activates the previous model again (a rollback the cloud ordered is not judged against the
+        model it rolls back from)."""
+        policy, journal = self.config.probation, self.journal
+        if policy.probation_s <= 0 or journal.active is None:
+            return None
+        target = journal.pending.target if journal.pending else None
+        if (
+            target is not None
+            and journal.previous is not None
+            and target.artifact_sha256 == journal.previous.artifact_sha256
+        ):
+            return None
+        return Probation(until_ms=now.wall_ms + int(policy.probation_s * 1000))
 
     def new_tracker(self, layout: ChunkLayout, received: set[int]) -> ChunkTracker:
         valid = {i for i in received if 0 <= i < layout.total_chunks}

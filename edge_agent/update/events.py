@@ -28,6 +28,7 @@ class EventKind(Enum):
     SELF_TEST_PASSED = "self_test_passed"
     SELF_TEST_FAILED = "self_test_failed"
     ABORTED = "aborted"
+    HEALTH = "health"
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,16 @@ class Aborted:
     kind: ClassVar[EventKind] = EventKind.ABORTED
 
 
+@dataclass(frozen=True)
+class HealthCheck:
+    """The serving model's figures since it was activated (or since the agent started), sent every tick
+    whether connected or not: what a model on probation is judged on."""
+
+    inferences: int
+    errors: int
+    kind: ClassVar[EventKind] = EventKind.HEALTH
+
+
 Event = (
     Started
     | Connected
@@ -134,4 +145,5 @@ Event = (
     | SelfTestPassed
     | SelfTestFailed
     | Aborted
+    | HealthCheck
 )

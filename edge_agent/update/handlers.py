@@ -83,9 +83,7 @@ def on_desired(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
         return _already_active(up, counter, deployment_id)
     actions: list[Action] = [Emit(pb.EVENT_KIND_UPDATE_STARTED, deployment_id)]
     try:
-        artifact, layout = choose_artifact(
-            verified.manifest, desired, up.config.runtimes, up.journal.models_on_disk()
-        )
+        artifact, layout = choose_artifact(verified.manifest, desired, up.config.runtimes, up.journal.models_on_disk())
     except (trust.VerificationError, AgentError) as exc:
         return actions + up.fail(counter, deployment_id, exc.code, str(exc))
     return actions + _begin(up, desired, counter, deployment_id, artifact, layout, now)
@@ -268,13 +266,15 @@ def on_loaded(up: UpdateContext, event: Event, _now: Instant) -> list[Action]:
     return [RunSelfTest(up.attempt, event.model, manifest.self_test, manifest.io), Report()]
 
 
-def on_self_test_passed(up: UpdateContext, event: Event, _now: Instant) -> list[Action]:
+def on_self_test_passed(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
+    """Activate; with a previous model to fall back to, the new one starts its probation (`update.probation`)."""
     assert isinstance(event, SelfTestPassed)
     if up.stale(event):
         return []
     pending = up.journal.pending
     assert pending is not None
-    up.state = State.ACTIVE
+    probation = up.new_probation(now)
+    up.state = State.ACTIVE if probation is None else State.PROBATION
     return [
         Emit(pb.EVENT_KIND_SELF_TEST_PASSED, pending.deployment_id, pending.target),
         up.save(
@@ -285,8 +285,9 @@ def on_self_test_passed(up: UpdateContext, event: Event, _now: Instant) -> list[
             outcome=Outcome.ACTIVE,
             last_error=None,
             pending=None,
+            probation=probation,
         ),
-        Activate(event.model, pending.target),
+        Activate(event.model, pending.target, keep_previous=probation is not None),
         Emit(pb.EVENT_KIND_ACTIVATED, pending.deployment_id, pending.target),
         PruneModels(up.journal.models_on_disk()),
         Report(),

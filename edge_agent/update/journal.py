@@ -75,6 +75,15 @@ class LastError:
 
 
 @dataclass(frozen=True)
+class Probation:
+    """The active model is on probation until `until_ms` (wall clock: it survives a restart); `restarts`
+    counts the agent's starts since it was activated (a crash loop rolls it back)."""
+
+    until_ms: int
+    restarts: int = 0
+
+
+@dataclass(frozen=True)
 class Journal:
     active: InstalledModel | None = None
     previous: InstalledModel | None = None
@@ -85,6 +94,7 @@ class Journal:
     last_error: LastError | None = None
     pending: PendingUpdate | None = None
     boot_count: int = 0  # bumped on every start; the high half of every seq the agent sends
+    probation: Probation | None = None  # the active model is on probation; `previous` is what it rolls back to
 
     def with_(self, **changes: Any) -> Journal:
         return replace(self, **changes)
@@ -134,6 +144,9 @@ def encode_journal(journal: Journal) -> bytes:
             "layout": None if pending.layout is None else vars(pending.layout),
         },
         "boot_count": journal.boot_count,
+        "probation": None
+        if journal.probation is None
+        else {"until_ms": journal.probation.until_ms, "restarts": journal.probation.restarts},
     }
     return json.dumps(doc, indent=1, sort_keys=True).encode()
 
@@ -157,6 +170,7 @@ def decode_journal(data: bytes) -> Journal:
                 layout=None if layout is None else ChunkLayout(**layout),
             )
         error = doc["last_error"]
+        probation = doc.get("probation")
         return Journal(
             active=_model_from_dict(doc["active"]),
             previous=_model_from_dict(doc["previous"]),
@@ -167,6 +181,9 @@ def decode_journal(data: bytes) -> Journal:
             last_error=None if error is None else LastError(str(error["code"]), str(error["message"])),
             pending=pending,
             boot_count=int(doc.get("boot_count", 0)),
+            probation=None
+            if probation is None
+            else Probation(int(probation["until_ms"]), int(probation.get("restarts", 0))),
         )
     except (KeyError, TypeError, AssertionError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a valid journal: {exc!r}") from None

@@ -30,6 +30,7 @@ class UpdaterView:
     deployment_id: str
     desired_generation: int
     last_error: LastError | None
+    probation_until_ms: int = 0  # the active model is on probation until then (0: it is not)
 
 
 class Updater(UpdateContext):
@@ -48,4 +49,5 @@ class Updater(UpdateContext):
             deployment_id=pending.deployment_id if pending else self.journal.deployment_id,
             desired_generation=pending.generation if pending else self.journal.desired_generation,
             last_error=None if pending else self.journal.last_error,
+            probation_until_ms=self.journal.probation.until_ms if self.journal.probation else 0,
         )

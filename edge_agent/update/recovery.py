@@ -6,6 +6,8 @@ If it cannot serve any more (a corrupt file, a runtime that changed), fall back 
 A model that fails here is dropped from the journal, and its desired generation is handled again when
 the retained desired state next arrives; the last accepted assignment counter is lowered by one so that
 exactly the retained assignment may be accepted again (anything older is still refused as a replay).
+A model on probation counts the start as a restart first, and a crash loop rolls it back before anything
+serves (`edge_agent.update.probation.count_boot`); with no crash loop its previous model is loaded too.
 `resume_download` finds the chunks a pending download already has, after a crash between two steps.
 """
 
@@ -18,7 +20,10 @@ from edge_agent.errors import StoreError, error_code
 from edge_agent.serving.slot import ServingModel
 from edge_agent.store import ModelStore
 from edge_agent.types import LoadModelFn, SelfTestFn
+from edge_agent.update.actions import Emit
+from edge_agent.update.context import ProbationPolicy
 from edge_agent.update.journal import InstalledModel, Journal, LastError, Outcome
+from edge_agent.update.probation import count_boot
 from protocols import trust
 from protocols.codes import ErrorCode
 
@@ -30,6 +35,8 @@ class Restored:
     journal: Journal
     serving: ServingModel | None
     failures: list[tuple[InstalledModel, LastError]] = field(default_factory=list)
+    previous: ServingModel | None = None  # loaded too while the active model is on probation
+    crash_loop: Emit | None = None  # the ROLLED_BACK event of a model on probation that kept restarting
 
     @property
     def rolled_back(self) -> bool:
@@ -60,7 +67,10 @@ def load_installed(
     return ServingModel.of(model, installed)
 
 
-def restore(journal: Journal, store: ModelStore, load: LoadModelFn, self_test: SelfTestFn) -> Restored:
+def restore(
+    journal: Journal, store: ModelStore, load: LoadModelFn, self_test: SelfTestFn, policy: ProbationPolicy
+) -> Restored:
+    journal, crash_loop = count_boot(journal, policy)
     failures: list[tuple[InstalledModel, LastError]] = []
     for installed in (journal.active, journal.previous):
         if installed is None:
@@ -76,7 +86,8 @@ def restore(journal: Journal, store: ModelStore, load: LoadModelFn, self_test: S
     else:
         serving = None
     if not failures:
-        return Restored(journal, serving)
+        previous = _previous_on_probation(journal, store, load, self_test)
+        return Restored(journal, serving, previous=previous, crash_loop=crash_loop)
     journal = journal.with_(
         active=serving.installed if serving else None,
         previous=None,
@@ -84,8 +95,23 @@ def restore(journal: Journal, store: ModelStore, load: LoadModelFn, self_test: S
         desired_generation=max(0, journal.desired_generation - 1),
         outcome=Outcome.IDLE,
         last_error=failures[0][1],
+        probation=None,
     )
-    return Restored(journal, serving, failures)
+    return Restored(journal, serving, failures, crash_loop=crash_loop)
+
+
+def _previous_on_probation(
+    journal: Journal, store: ModelStore, load: LoadModelFn, self_test: SelfTestFn
+) -> ServingModel | None:
+    """The previous model, loaded again when the active one is on probation (None if it cannot be: the
+    probation then goes on without shadowing, and a rollback tries to load it again)."""
+    if journal.probation is None or journal.previous is None:
+        return None
+    try:
+        return load_installed(journal.previous, store, load, self_test)
+    except Exception as exc:  # noqa: BLE001
+        log.error("cannot load the previous model %s for the probation: %s", journal.previous.artifact_sha256[:12], exc)
+        return None
 
 
 def load_journal(store: ModelStore, device_id: str) -> tuple[Journal, list[LastError]]:

@@ -1,7 +1,10 @@
 """The states of the update machine, their wire names, and the two groups the table is written in.
 
-    IDLE/ACTIVE/FAILED (settled)  the machine waits for a desired state; the serving model (if any) serves
-    DOWNLOADING ... SELF_TEST     an update is in progress; the previous model keeps serving throughout
+IDLE/ACTIVE/FAILED (settled)  the machine waits for a desired state; the serving model (if any) serves
+DOWNLOADING ... SELF_TEST     an update is in progress; the previous model keeps serving throughout
+PROBATION                     the new model serves, the previous one stays loaded (shadowing, rolling
+                              back by itself on a failed health check); on the wire it is ACTIVE, with
+                              ReportedState.probation_until_ms saying until when
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ class State(Enum):
     LOADING = "loading"
     SELF_TEST = "self_test"
     ACTIVE = "active"
+    PROBATION = "probation"
     FAILED = "failed"
 
     @property
@@ -32,8 +36,9 @@ _WIRE_STATES = {
     State.LOADING: pb.UPDATE_STATE_LOADING,
     State.SELF_TEST: pb.UPDATE_STATE_SELF_TEST,
     State.ACTIVE: pb.UPDATE_STATE_ACTIVE,
+    State.PROBATION: pb.UPDATE_STATE_ACTIVE,  # the desired state is reached; the cloud sees probation_until_ms
     State.FAILED: pb.UPDATE_STATE_FAILED,
 }
 
 IN_PROGRESS = frozenset({State.DOWNLOADING, State.VERIFYING, State.LOADING, State.SELF_TEST})
-SETTLED = frozenset({State.IDLE, State.ACTIVE, State.FAILED})
+SETTLED = frozenset({State.IDLE, State.ACTIVE, State.FAILED, State.PROBATION})

@@ -1,9 +1,10 @@
 """The update machine's transition table: ONE literal, one row per (state, event kind) pair it accepts.
 
-    IDLE/ACTIVE/FAILED --desired--> DOWNLOADING --all chunks--> VERIFYING --digest ok--> LOADING
-        --loaded--> SELF_TEST --passed--> ACTIVE
+    IDLE/ACTIVE/FAILED/PROBATION --desired--> DOWNLOADING --all chunks--> VERIFYING --digest ok--> LOADING
+        --loaded--> SELF_TEST --passed--> ACTIVE, or PROBATION when there is a previous model to fall back to
+    PROBATION --health: time over--> ACTIVE;  --health: error rate too high--> FAILED (rolled back)
     any failure ----------------------------------------------------------------------> FAILED
-    (the previous model keeps serving throughout; only ACTIVE swaps it)
+    (the previous model keeps serving throughout; only ACTIVE/PROBATION swap it, a rollback swaps it back)
     a desired state acts only once its signed assignment and manifest verify; a refused one, and a
     trust chain (newer root versions), leave the state where it was
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from edge_agent.clock import Instant
 from edge_agent.update import handlers as h
+from edge_agent.update import probation as p
 from edge_agent.update.actions import Action
 from edge_agent.update.context import UpdateContext
 from edge_agent.update.events import Event
@@ -29,7 +31,7 @@ from edge_agent.update.states import State
 Handler = Callable[[UpdateContext, Event, Instant], list[Action]]
 
 IDLE, DOWNLOADING, VERIFYING, LOADING = State.IDLE, State.DOWNLOADING, State.VERIFYING, State.LOADING
-SELF_TEST, ACTIVE, FAILED = State.SELF_TEST, State.ACTIVE, State.FAILED
+SELF_TEST, ACTIVE, FAILED, PROBATION = State.SELF_TEST, State.ACTIVE, State.FAILED, State.PROBATION
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ TRANSITIONS: dict[tuple[State, E], Transition] = {
     (LOADING, E.DESIRED): Transition(h.on_desired, {LOADING, DOWNLOADING, VERIFYING, ACTIVE, FAILED, IDLE}),
     (LOADING, E.TRUST): Transition(h.on_trust, {LOADING}),
     # SELF_TEST
-    (SELF_TEST, E.SELF_TEST_PASSED): Transition(h.on_self_test_passed, {SELF_TEST, ACTIVE}),
+    (SELF_TEST, E.SELF_TEST_PASSED): Transition(h.on_self_test_passed, {SELF_TEST, ACTIVE, PROBATION}),
     (SELF_TEST, E.SELF_TEST_FAILED): Transition(h.on_failure_result, {SELF_TEST, FAILED}),
     (SELF_TEST, E.ABORTED): Transition(h.on_failure_result, {SELF_TEST, FAILED}),
     (SELF_TEST, E.DESIRED): Transition(h.on_desired, {SELF_TEST, DOWNLOADING, VERIFYING, ACTIVE, FAILED, IDLE}),
@@ -78,6 +80,11 @@ TRANSITIONS: dict[tuple[State, E], Transition] = {
     (ACTIVE, E.STARTED): Transition(h.on_started, {ACTIVE}),
     (ACTIVE, E.DESIRED): Transition(h.on_desired, {ACTIVE, DOWNLOADING, VERIFYING, FAILED, IDLE}),
     (ACTIVE, E.TRUST): Transition(h.on_trust, {ACTIVE}),
+    # PROBATION (the new model serves; the previous one stays loaded: shadowed, and ready to roll back to)
+    (PROBATION, E.STARTED): Transition(h.on_started, {PROBATION}),
+    (PROBATION, E.HEALTH): Transition(p.on_health, {PROBATION, ACTIVE, FAILED}),
+    (PROBATION, E.DESIRED): Transition(p.on_desired_in_probation, {PROBATION, DOWNLOADING, VERIFYING, FAILED, IDLE}),
+    (PROBATION, E.TRUST): Transition(h.on_trust, {PROBATION}),
     # FAILED
     (FAILED, E.STARTED): Transition(h.on_started, {FAILED}),
     (FAILED, E.DESIRED): Transition(h.on_desired, {FAILED, DOWNLOADING, VERIFYING, ACTIVE, IDLE}),

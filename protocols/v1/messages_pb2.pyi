@@ -429,7 +429,7 @@ class ErrorInfo(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReportedState(_message.Message):
-    __slots__ = ("schema_version", "device_id", "seq", "ts_ms", "active_model", "previous_model", "update_state", "deployment_id", "desired_generation", "last_error", "agent_version", "labels", "runtimes")
+    __slots__ = ("schema_version", "device_id", "seq", "ts_ms", "active_model", "previous_model", "update_state", "deployment_id", "desired_generation", "last_error", "agent_version", "labels", "runtimes", "probation_until_ms")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -450,6 +450,7 @@ class ReportedState(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     RUNTIMES_FIELD_NUMBER: _ClassVar[int]
+    PROBATION_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     device_id: str
     seq: int
@@ -463,7 +464,8 @@ class ReportedState(_message.Message):
     agent_version: str
     labels: _containers.ScalarMap[str, str]
     runtimes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., active_model: _Optional[_Union[ModelRef, _Mapping]] = ..., previous_model: _Optional[_Union[ModelRef, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, str]] = ..., deployment_id: _Optional[str] = ..., desired_generation: _Optional[int] = ..., last_error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., agent_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtimes: _Optional[_Iterable[str]] = ...) -> None: ...
+    probation_until_ms: int
+    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., active_model: _Optional[_Union[ModelRef, _Mapping]] = ..., previous_model: _Optional[_Union[ModelRef, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, str]] = ..., deployment_id: _Optional[str] = ..., desired_generation: _Optional[int] = ..., last_error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., agent_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtimes: _Optional[_Iterable[str]] = ..., probation_until_ms: _Optional[int] = ...) -> None: ...
 
 class Presence(_message.Message):
     __slots__ = ("schema_version", "device_id", "online", "ts_ms", "agent_version")
@@ -516,7 +518,7 @@ class FeatureSketch(_message.Message):
     def __init__(self, index: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TelemetryWindow(_message.Message):
-    __slots__ = ("schema_version", "device_id", "seq", "window_start_ms", "window_end_ms", "model", "inference_count", "error_count", "latency_us", "latency_p50_us", "latency_p95_us", "labelled_count", "correct_count", "features", "predictions", "cpu_percent", "rss_bytes")
+    __slots__ = ("schema_version", "device_id", "seq", "window_start_ms", "window_end_ms", "model", "inference_count", "error_count", "latency_us", "latency_p50_us", "latency_p95_us", "labelled_count", "correct_count", "features", "predictions", "cpu_percent", "rss_bytes", "shadow_compared", "shadow_agreed", "shadow_dropped")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -534,6 +536,9 @@ class TelemetryWindow(_message.Message):
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
     RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_COMPARED_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_AGREED_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_DROPPED_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     device_id: str
     seq: int
@@ -551,7 +556,10 @@ class TelemetryWindow(_message.Message):
     predictions: PredictionProfile
     cpu_percent: float
     rss_bytes: int
-    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., window_start_ms: _Optional[int] = ..., window_end_ms: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., inference_count: _Optional[int] = ..., error_count: _Optional[int] = ..., latency_us: _Optional[_Union[Histogram, _Mapping]] = ..., latency_p50_us: _Optional[float] = ..., latency_p95_us: _Optional[float] = ..., labelled_count: _Optional[int] = ..., correct_count: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureSketch, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ...) -> None: ...
+    shadow_compared: int
+    shadow_agreed: int
+    shadow_dropped: int
+    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., window_start_ms: _Optional[int] = ..., window_end_ms: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., inference_count: _Optional[int] = ..., error_count: _Optional[int] = ..., latency_us: _Optional[_Union[Histogram, _Mapping]] = ..., latency_p50_us: _Optional[float] = ..., latency_p95_us: _Optional[float] = ..., labelled_count: _Optional[int] = ..., correct_count: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureSketch, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., shadow_compared: _Optional[int] = ..., shadow_agreed: _Optional[int] = ..., shadow_dropped: _Optional[int] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("input", "prediction", "label", "ts_ms")

@@ -103,8 +103,15 @@ def make_keys(directory: Path, *, fleet: str = FLEET) -> Keys:
     return Keys(fleet, root, targets, director, chain, trust_path)
 
 
-def model_bytes(tag: str, *, threshold: float = 0.5, broken: bool = False, delay_s: float = 0.0, pad: int = 0) -> bytes:
+def model_bytes(
+    tag: str, *, threshold: float = 0.5, broken: bool = False, delay_s: float = 0.0, pad: int = 0,
+    fails_on_negative: bool = False,
+) -> bytes:  # fmt: skip
+    """A fake model's bytes; `fails_on_negative`: predict raises for a batch with a negative last feature
+    (a model that loads and passes its self-test, then fails in service)."""
     spec = {"tag": tag, "threshold": threshold, "broken": broken, "delay_s": delay_s, "pad": "x" * pad}
+    if fails_on_negative:
+        spec["fails_on_negative"] = True
     return json.dumps(spec).encode()
 
 
@@ -120,11 +127,14 @@ def fake_load_model(artifact: pb.Artifact, data: bytes, io: pb.IoSchema) -> Func
     if spec["broken"]:
         raise RuntimeLoadError("this artifact cannot be loaded")
     tag, threshold, delay_s = spec["tag"], spec["threshold"], spec["delay_s"]
+    fails_on_negative = bool(spec.get("fails_on_negative"))
     neg, pos = labels_of(tag)
 
     def predict(x: np.ndarray) -> Prediction:
         if delay_s:
             time.sleep(delay_s)
+        if fails_on_negative and (x[:, -1] < 0).any():
+            raise RuntimeError(f"model {tag} failed")
         return Prediction([pos if row[0] > threshold else neg for row in x], None, None)
 
     return FunctionModel(io.n_features, predict, runtime=artifact.runtime)
@@ -255,3 +265,38 @@ def rotate_director(keys: Keys, *, revoke: bool = False) -> Keys:
     )
     chain = pb.TrustChain(schema_version=SCHEMA_VERSION, roots=[*keys.chain.roots, sign_root(metadata, keys.root)])
     return replace(keys, director=new, chain=chain)
+
+
+def onnx_release(signer: Signer, version: str, sequence: int, *, feature: int = 0, model_id: str = "lr") -> Release:
+    """A real ONNX release: a LogisticRegression (skl2onnx, test-only imports) of N_FEATURES inputs that
+    learned `x[feature] > 0.5`, with labels "0"/"1" (so that two versions can agree on a label)."""
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(sequence)
+    x = rng.uniform(size=(400, N_FEATURES)).astype(np.float32)
+    y = (x[:, feature] > 0.5).astype(np.int64)
+    model = LogisticRegression(C=100.0).fit(x, y)
+    data = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17).SerializeToString()
+    manifest = pb.Manifest(
+        model_id=model_id,
+        version=version,
+        sequence=sequence,
+        created_at_ms=int(time.time() * 1000),
+        io=pb.IoSchema(
+            inputs=[pb.TensorSpec(name="X", dtype="float32", shape=[-1, N_FEATURES])],
+            task=pb.TASK_CLASSIFICATION,
+            class_labels=["0", "1"],
+            n_features=N_FEATURES,
+        ),
+    )
+    manifest.artifacts.add(
+        name="model.onnx", format=pb.ARTIFACT_FORMAT_ONNX, sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data), runtime="onnxruntime", predicted_output="label", scores_output="probabilities",
+    )  # fmt: skip
+    for row, label in zip(x[:10], model.predict(x[:10]), strict=True):
+        manifest.self_test.vectors.add(input=row.tolist(), expected_label=str(label))
+    manifest.self_test.min_label_agreement = 1.0
+    for index in range(N_FEATURES):
+        manifest.reference.features.add(index=index, name=f"f{index}", bin_edges=EDGES, counts=[1, 1, 1, 1])
+    return Release(signer.sign(manifest), manifest, {manifest.artifacts[0].sha256: data}, getattr(signer, "keys", None))

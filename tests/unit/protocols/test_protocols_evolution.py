@@ -66,3 +66,13 @@ def test_deprecated_manifest_delegations_stay_on_the_wire_unwritten_and_ignored(
     desired = pb.DesiredState.FromString(keys.desired("pi-01", 1, signed).SerializeToString())
     verified = verify_desired(desired, keys.pinned(), device_id="pi-01", last_counter=0, now_ms=NOW_MS)
     assert verified.manifest is not None and verified.manifest.sequence == 2
+
+
+def test_a_window_and_a_report_of_an_agent_before_probation_read_as_no_shadowing_and_no_probation() -> None:
+    old_window = pb.TelemetryWindow(schema_version=1, device_id="pi-01", seq=1, inference_count=10)
+    window = pb.TelemetryWindow.FromString(old_window.SerializeToString())
+    assert (window.shadow_compared, window.shadow_agreed, window.shadow_dropped) == (0, 0, 0)
+    old_state = pb.ReportedState(schema_version=1, device_id="pi-01", update_state=pb.UPDATE_STATE_ACTIVE)
+    assert pb.ReportedState.FromString(old_state.SerializeToString()).probation_until_ms == 0
+    numbers = {f.name: f.number for f in pb.TelemetryWindow.DESCRIPTOR.fields}
+    assert (numbers["shadow_compared"], numbers["shadow_agreed"], numbers["shadow_dropped"]) == (18, 19, 20)

@@ -5,20 +5,25 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 from support.enrollment import enroll
 
+from cloud.db.tables import TelemetryRecord
 from cloud.monitoring import Ingestor
 from cloud.rollout.figures import figures_for
-from cloud.rollout.gates import ArmFigures
+from cloud.rollout.gates import ArmFigures, Decision, GatePolicy, InstallTally, judge
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 
 NOW = int(time.time() * 1000)
 
 
-def window(device_id: str, seq: int, version: str, *, ok: int, errors: int, slow: bool, labels: list[int]) -> bytes:
+def window(
+    device_id: str, seq: int, version: str, *, ok: int, errors: int, slow: bool, labels: list[int],
+    shadow: tuple[int, int, int] = (0, 0, 0),
+) -> bytes:  # fmt: skip
     latency = [0, 0, ok] if slow else [ok, 0, 0]  # bins <=100 µs, <=200 µs, above
+    compared, agreed, dropped = shadow
     return pb.TelemetryWindow(
         schema_version=1, device_id=device_id, seq=seq,
         window_start_ms=NOW - 60_000 + seq * 1000, window_end_ms=NOW - 59_000 + seq * 1000,
@@ -26,6 +31,7 @@ def window(device_id: str, seq: int, version: str, *, ok: int, errors: int, slow
         inference_count=ok, error_count=errors,
         latency_us=pb.Histogram(bounds=[100, 200], counts=latency),
         predictions=pb.PredictionProfile(labels=["cat", "dog"], counts=labels),
+        shadow_compared=compared, shadow_agreed=agreed, shadow_dropped=dropped,
     ).SerializeToString()  # fmt: skip
 
 
@@ -49,3 +55,37 @@ def test_each_arm_sums_its_own_model_version_devices_and_period(any_engine: Engi
     assert (old.devices, old.inferences, old.predictions) == (1, 100, {"cat": 50, "dog": 50})
     assert old.p95_latency_us is not None and old.p95_latency_us <= 100
     assert later == ArmFigures()  # nothing ended after NOW
+
+
+def test_shadow_comparisons_are_stored_and_summed_and_low_agreement_breaches_the_gate(any_engine: Engine) -> None:
+    enroll(any_engine, "a", "b")
+    messages = [
+        ("a", window("a", 1, "2", ok=300, errors=0, slow=False, labels=[150, 150], shadow=(30, 12, 2))),
+        ("b", window("b", 1, "2", ok=300, errors=0, slow=False, labels=[150, 150], shadow=(20, 8, 0))),
+        ("b", window("b", 2, "1", ok=300, errors=0, slow=False, labels=[150, 150])),  # an agent before probation
+    ]
+    Ingestor(any_engine).process([(device_topic(d, Channel.TELEMETRY), m) for d, m in messages])
+    with Session(any_engine) as session:
+        stored = {(r.device_id, r.seq): r for r in session.exec(select(TelemetryRecord))}
+        new = figures_for(session, ["a", "b"], "m", "2", since_ms=0)
+        old = figures_for(session, ["a", "b"], "m", "1", since_ms=0)
+    a, b_old = stored[("a", 1)], stored[("b", 2)]
+    assert (a.shadow_compared, a.shadow_agreed, a.shadow_dropped) == (30, 12, 2)
+    assert (b_old.shadow_compared, b_old.shadow_agreed, b_old.shadow_dropped) == (0, 0, 0)
+    assert (new.shadow_compared, new.shadow_agreed) == (50, 20)
+    assert (old.shadow_compared, old.shadow_agreed) == (0, 0)
+
+    policy = GatePolicy(min_devices=2, min_inferences=100, min_shadow_agreement=0.9)
+    verdict = judge(policy, InstallTally(targets=2, failed=0), new, old)
+    assert [(g.gate, g.value) for g in verdict.breaches] == [("shadow_agreement", 0.4)]
+    assert verdict.decision is Decision.BREACH
+    quiet = judge(policy, InstallTally(targets=2, failed=0), old, None)  # nothing shadowed: no evidence
+    assert "shadow_agreement" not in [g.gate for g in quiet.breaches]
+
+
+def test_a_window_claiming_more_shadow_agreement_than_comparisons_is_dropped(any_engine: Engine) -> None:
+    enroll(any_engine, "a")
+    bad = window("a", 1, "2", ok=10, errors=0, slow=False, labels=[5, 5], shadow=(3, 4, 0))
+    ingestor = Ingestor(any_engine)
+    ingestor.process([(device_topic("a", Channel.TELEMETRY), bad)])
+    assert ingestor.stats.implausible == 1

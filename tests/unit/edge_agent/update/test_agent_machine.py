@@ -25,6 +25,7 @@ from edge_agent.update.actions import (
     WriteChunk,
 )
 from edge_agent.update.chunks import ChunkPolicy
+from edge_agent.update.context import ProbationPolicy
 from edge_agent.update.events import (
     Aborted,
     ArtifactRejected,
@@ -34,6 +35,7 @@ from edge_agent.update.events import (
     DesiredReceived,
     Event,
     EventKind,
+    HealthCheck,
     LoadFailed,
     ModelLoaded,
     SelfTestFailed,
@@ -62,8 +64,9 @@ def _updater(
     runtimes: tuple[str, ...] = ("onnxruntime",),
     received: set[int] | None = None,
     window: int = 8,
+    probation: ProbationPolicy | None = None,
 ) -> Updater:
-    config = UpdaterConfig(DEVICE, keys.pinned(), runtimes, ChunkPolicy(window, 5.0, 2))
+    config = UpdaterConfig(DEVICE, keys.pinned(), runtimes, ChunkPolicy(window, 5.0, 2), probation or ProbationPolicy())
     return Updater(config, journal or Journal(), received)
 
 
@@ -88,10 +91,14 @@ def _activate(up: Updater, release: Release, generation: int) -> list[Action]:
 
 
 def _in_state(state: State, keys: Keys) -> Updater:
-    """An updater driven into `state` with v1 active (except IDLE/FAILED from scratch)."""
-    up = _updater(keys)
+    """An updater driven into `state` with v1 active (except IDLE/FAILED from scratch; PROBATION: v2 on it)."""
+    up = _updater(keys, probation=ProbationPolicy(probation_s=600 if state is State.PROBATION else 0))
     v1 = make_release(keys.signer, "v1", 1)
     if state is State.IDLE:
+        return up
+    if state is State.PROBATION:
+        _activate(up, v1, 1)
+        _activate(up, make_release(keys.signer, "v2", 2), 2)
         return up
     if state is State.FAILED:
         up.handle(DesiredReceived(desired_state(DEVICE, make_release(keys.signer, "v1", 1, runtime="tflite"), 1)), NOW)
@@ -138,6 +145,7 @@ def _sample_event(kind: EventKind, up: Updater, keys: Keys) -> Event:
         EventKind.SELF_TEST_PASSED: SelfTestPassed(attempt, MODEL),
         EventKind.SELF_TEST_FAILED: SelfTestFailed(attempt, "labels differ"),
         EventKind.ABORTED: Aborted(attempt, "store_failed", "disk full"),
+        EventKind.HEALTH: HealthCheck(100, 50),
     }
     return samples[kind]
 

@@ -4,7 +4,7 @@ in test_agent_machine.py.)"""
 
 from __future__ import annotations
 
-from edge_agent.update import handlers
+from edge_agent.update import handlers, probation
 from edge_agent.update.events import EventKind
 from edge_agent.update.machine import TRANSITIONS
 from edge_agent.update.states import IN_PROGRESS, SETTLED, State
@@ -16,12 +16,14 @@ def test_the_table_names_only_real_states() -> None:
 
 
 def test_every_handler_is_a_handler_function() -> None:
-    assert all(getattr(handlers, t.handler.__name__) is t.handler for t in TRANSITIONS.values())
+    modules = (handlers, probation)
+    assert all(any(getattr(m, t.handler.__name__, None) is t.handler for m in modules) for t in TRANSITIONS.values())
 
 
 def test_every_state_takes_a_desired_state_and_a_trust_chain_that_keeps_it() -> None:
     for state in State:
-        assert TRANSITIONS[(state, EventKind.DESIRED)].handler is handlers.on_desired
+        expected = probation.on_desired_in_probation if state is State.PROBATION else handlers.on_desired
+        assert TRANSITIONS[(state, EventKind.DESIRED)].handler is expected
         assert state in TRANSITIONS[(state, EventKind.DESIRED)].targets  # a refusal stays put
         assert TRANSITIONS[(state, EventKind.TRUST)].targets == {state}
 
