@@ -26,7 +26,7 @@ from typing import Any
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentSettings
 from edge_agent.downlink import parse_inbound
-from edge_agent.errors import MalformedPayloadError, NoModelError
+from edge_agent.errors import BadInputError, MalformedPayloadError, NoModelError
 from edge_agent.executor import Executor
 from edge_agent.messages import SeqCounter, presence
 from edge_agent.outbox import Outbox
@@ -205,8 +205,8 @@ class Agent:
         started = time.perf_counter()
         try:
             serving, prediction = self._slot.predict(rows)
-        except NoModelError:
-            raise
+        except (NoModelError, BadInputError):  # the caller's mistake, not the model's: not an inference error,
+            raise  # so a buggy local client cannot fail a rollout's error gate or the probation health check
         except Exception:
             self._outbox.telemetry.record_error((time.perf_counter() - started) * 1e6)
             raise

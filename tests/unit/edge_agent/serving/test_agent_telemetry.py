@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 from support.fake_cloud import FakeCloud, MakeAgent, is_state
-from support.releases import Keys, fake_load_model, make_release
+from support.releases import Keys, fake_load_model, make_release, model_bytes
 
 from edge_agent.serving.runtime import FunctionModel, Prediction
 from edge_agent.serving.sampler import Sampler
@@ -156,12 +156,15 @@ def test_the_sampler_keeps_a_budgeted_share(keys: Keys) -> None:
 
 def test_the_agent_publishes_windows_and_samples(make_agent: MakeAgent, cloud: FakeCloud, keys: Keys) -> None:
     agent = make_agent(sample_rate=1.0, sample_max_per_window=2)
-    cloud.deploy("dev-1", make_release(keys.signer, "v1", 1), generation=1)
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", fails_on_negative=True))
+    cloud.deploy("dev-1", release, generation=1)
     assert agent.wait_for(lambda s: is_state(s, pb.UPDATE_STATE_ACTIVE, 1), 5)
     agent.predict([0.9, 0.1, 0.1], label="v1:pos")
     agent.predict(np.array([[0.1, 0.2, 0.3], [0.95, 0.5, 0.5]]))
     with pytest.raises(ValueError, match="expected shape"):
-        agent.predict([1.0, 2.0])
+        agent.predict([1.0, 2.0])  # the caller's mistake: refused, not counted against the model
+    with pytest.raises(Exception, match="model v1 failed"):
+        agent.predict([0.5, 0.5, -1.0])  # the model failing in service: an inference error
     window = agent.flush_telemetry()
     assert window is not None
     assert (window.inference_count, window.error_count, window.labelled_count, window.correct_count) == (3, 1, 1, 1)
