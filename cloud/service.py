@@ -27,6 +27,7 @@ from sqlmodel import Session
 
 from cloud import registry
 from cloud.api import AppServices, create_app
+from cloud.api.listen import listen_socket
 from cloud.db import create_tables, make_engine, session_scope
 from cloud.db.tables import ModelVersion
 from cloud.errors import BrokerStartError, ConfigurationError
@@ -262,7 +263,7 @@ class CloudService:
         )
         app = create_app(s, services)
         try:
-            sock = socket.create_server((s.api_host, s.api_port))
+            sock = listen_socket(s.api_host, s.api_port)
         except OSError as exc:
             raise ConfigurationError(f"cannot listen on {s.api_host}:{s.api_port}: {exc}") from None
         port = sock.getsockname()[1]
