@@ -186,7 +186,8 @@ def ratios(results: list[dict]) -> dict[str, float]:
         if candidate != "after" or before is None:
             continue
         if test == "keepalive":
-            out[f"{database} keepalive p50 before/after"] = round(before["keepalive_p50_ms"] / after["keepalive_p50_ms"], 1)
+            ratio = before["keepalive_p50_ms"] / after["keepalive_p50_ms"]
+            out[f"{database} keepalive p50 before/after"] = round(ratio, 1)
         elif before["rps"] and after["rps"]:
             out[f"{database} {path} c={clients} rps after/before"] = round(after["rps"] / before["rps"], 2)
     return out

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from cloud.db import read_only
 from cloud.db.engine import API_THREADS

@@ -2,9 +2,10 @@
 
 One code path serves both dialects. SQLite gets WAL and a busy timeout so the ingestion worker and the API
 threads can share a file; a `read_only` engine's transactions on SQLite begin deferred, so readers run
-side by side under WAL instead of queueing for the write lock; PostgreSQL is reached through psycopg 3 (`postgresql+psycopg://`; plain
-`postgresql://` URLs are rewritten). An optional schema puts every table in its own PostgreSQL namespace:
-tests use it to isolate runs, an operator can use it to host several fleets in one database.
+side by side under WAL instead of queueing for the write lock. PostgreSQL is reached through psycopg 3
+(`postgresql+psycopg://`; plain `postgresql://` URLs are rewritten). An optional schema puts every table
+in its own PostgreSQL namespace: tests use it to isolate runs, an operator can use it to host several
+fleets in one database.
 """
 
 from __future__ import annotations
