@@ -176,6 +176,9 @@ def plan_deployment(
         raise InvalidRequestError("a deployment needs device_ids, a label selector, or both")
     mv = registry.get_model_version(session, request.model_id, request.version)
     device_ids = resolve_targets(session, request.device_ids, request.labels)
+    if not device_ids:  # a selector alone that matches nothing: most likely a mistyped label
+        selector = ",".join(f"{k}={v}" for k, v in sorted(request.labels.items()))
+        raise InvalidRequestError(f"no device matches the labels {selector} (see: edgefleet devices)")
     deployment = Deployment(
         id=uuid.uuid4().hex[:16],
         model_version_id=mv.id or 0,
