@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--version", help="model version (default: the latest)")
     deploy.add_argument("--devices", default="", help="device ids, comma-separated: 'pi-01,pi-02'")
     deploy.add_argument("--label", action="append", default=[], help="KEY=VALUE device label selector")
+    deploy.add_argument("--wait-for-devices", action="store_true",
+                        help="accept a --label selector that matches no device yet: devices that join later get it")
     deploy.add_argument("--api", default=DEFAULT_API, help=f"console API (default {DEFAULT_API})")
     deploy.set_defaults(func=_deploy)
 
@@ -120,6 +122,7 @@ def _deploy(args: argparse.Namespace) -> int:
         "version": args.version,
         "device_ids": split_ids(args.devices),
         "labels": labels,
+        "wait_for_devices": args.wait_for_devices,
     }
     result: dict = api_call(args, "POST", f"{args.api}/api/v1/deployments", json_body=body)
     targets = ", ".join(t["device_id"] for t in result.get("targets", []))

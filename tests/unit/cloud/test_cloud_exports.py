@@ -11,7 +11,7 @@ import cloud
 
 # the sub-packages that re-export a public surface, and the names in them that are sub-modules
 PACKAGES = {
-    "cloud.api": {"app", "auth", "deps", "limits", "routes", "schemas"},
+    "cloud.api": {"app", "auth", "deps", "limits", "listen", "routes", "schemas", "throttle"},
     "cloud.db": {"bounds", "engine", "sql", "statuses", "tables"},
     "cloud.fleet": {"devices"},
     "cloud.monitoring": {"drift", "ingest", "summaries"},

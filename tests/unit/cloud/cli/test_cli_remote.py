@@ -113,7 +113,8 @@ def test_a_selector_that_matches_nothing_fails_with_one_line_and_status_1(fleet:
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr.splitlines() == ["error: no device matches the labels site=moon (see: edgefleet devices)"]
+    assert result.stderr.splitlines() == ["error: no device matches the labels site=moon (see: edgefleet devices; "
+                                          "to wait for devices that join later: --wait-for-devices)"]
 
 
 def test_a_validation_error_is_one_line(fleet: list[str]) -> None:
