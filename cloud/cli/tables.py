@@ -11,7 +11,10 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @dataclass(frozen=True)
@@ -31,13 +34,10 @@ def print_rows(rows: list[dict[str, Any]], columns: Sequence[Column], *, as_json
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text  # plain text: a label like "[x]" is not rich markup
 
-    # no rules between columns: the divider is a space, plus one of right padding
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    table = compact_table()
     columns = [c for c in columns if not c.optional or any(c.value(row) not in (None, "") for row in rows)]
     cells = [[_text(column.value(row)) for column in columns] for row in rows]
     for i, column in enumerate(columns):
@@ -49,6 +49,15 @@ def print_rows(rows: list[dict[str, Any]], columns: Sequence[Column], *, as_json
     for line in cells:
         table.add_row(*(Text(cell) for cell in line))
     Console().print(table)
+
+
+def compact_table(title: str | None = None) -> Table:
+    """A rich Table without rules between columns (the divider is a space, plus one of padding): a
+    boxed table spends 3 columns per column on borders, which 80 columns cannot spare."""
+    from rich import box
+    from rich.table import Table
+
+    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
 
 
 def _text(value: Any) -> str:
