@@ -3,11 +3,14 @@ clients (no keep-alive), before and after the fixes, side by side in one run.
 
     .venv/bin/python benchmarks/console_api.py [--postgres postgresql://...] [--seconds 3]
 
-Candidates, each served by uvicorn in its own process (so the load generator does not share its GIL):
+Candidates, each served by uvicorn in its own process (so the load generator does not share its GIL), all
+up at once and measured in turn at each level, so that a change in the machine's load hits them alike:
   before: the listening socket from socket.create_server (no TCP_NODELAY on connections), the engine as it
-          was (default QueuePool 5+10, 30 s pool timeout, SQLite: every transaction BEGIN IMMEDIATE)
-  after:  cloud.api.listen.listen_socket and cloud.db.make_engine as they are now
-Prints one JSON object last: {"results": [...], "ratios": {...}}; ratios are before/after.
+          was (default QueuePool 5+10, 30 s pool timeout, SQLite: every transaction BEGIN IMMEDIATE) and the
+          session dependency as it was (a sync generator, no bound on sessions)
+  after:  cloud.api.listen.listen_socket, cloud.db.make_engine and cloud.api.deps.get_session as they are
+  after+httptools: the same on uvicorn's httptools parser and uvloop (only if both are installed)
+Prints one JSON object last: {"results": [...], "ratios": {...}}; ratios compare after with before.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cloud.api.deps import ServicesDep  # noqa: E402  (FastAPI resolves the override's annotation here)
 
 PATHS = ("/api/v1/models", "/api/v1/devices")
 CONCURRENCY = (1, 30, 100)
@@ -79,10 +85,19 @@ def seed(url: str, schema: str | None) -> str:
     return token
 
 
+def _legacy_get_session(services: Any) -> Iterator[Any]:
+    """cloud.api.deps.get_session as it was: a session per request, however many requests are in."""
+    from sqlmodel import Session
+
+    with Session(services.engine) as session:
+        yield session
+
+
 def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: Any) -> None:
     import uvicorn
 
     from cloud.api import AppServices, create_app
+    from cloud.api.deps import get_session
     from cloud.api.listen import listen_socket
     from cloud.db import make_engine
     from cloud.settings import CloudSettings
@@ -94,9 +109,27 @@ def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: A
         engine = make_engine(url, schema=schema)
         sock = listen_socket("127.0.0.1", 0)
     app = create_app(CloudSettings(data_dir=Path(data_dir)), AppServices(engine=engine, deployer=None))  # type: ignore[arg-type]
+    if candidate == "before":
+
+        def legacy(services: ServicesDep) -> Iterator[Any]:
+            yield from _legacy_get_session(services)
+
+        app.dependency_overrides[get_session] = legacy
     ports.put(sock.getsockname()[1])
-    config = uvicorn.Config(app, log_level="error", lifespan="off", access_log=False)
+    # h11 and asyncio pinned for the others: uvicorn's "auto" picks uvloop when installed, and uvloop sets
+    # TCP_NODELAY on every TCP socket itself, which would hide the difference being measured
+    fast = {"http": "h11", "loop": "asyncio"}
+    if candidate == "after+httptools":
+        fast = {"http": "httptools", "loop": "uvloop"}
+    config = uvicorn.Config(app, log_level="error", lifespan="off", access_log=False, **fast)  # type: ignore[arg-type]
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def candidates() -> list[str]:
+    import importlib.util
+
+    fast = all(importlib.util.find_spec(name) for name in ("httptools", "uvloop"))
+    return ["before", "after", "after+httptools"] if fast else ["before", "after"]
 
 
 def keepalive_ms(port: int, token: str, n: int = 200) -> dict[str, float]:
@@ -155,41 +188,50 @@ async def _load(port: int, path: str, token: str, clients: int, seconds: float) 
             "p50_ms": round(statistics.median(ok), 1) if ok else None, "p99_ms": round(_p99(ok), 1) if ok else None}
 
 
-def run_candidate(candidate: str, url: str, schema: str | None, token: str, seconds: float) -> list[dict]:
+def run_all(names: list[str], url: str, schema: str | None, token: str, seconds: float) -> list[dict]:
     ctx = mp.get_context("spawn")
-    ports = ctx.Queue()
+    database = "postgresql" if schema else "sqlite"
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as data_dir:
-        server = ctx.Process(target=_serve, args=(candidate, url, schema, data_dir, ports), daemon=True)
-        server.start()
+        servers, ports = {}, {}
         try:
-            port = ports.get(timeout=60)
-            time.sleep(0.5)
-            database = "postgresql" if schema else "sqlite"
-            rows = [{"candidate": candidate, "database": database, "test": "keepalive", **keepalive_ms(port, token)}]
+            for name in names:
+                queue = ctx.Queue()
+                servers[name] = ctx.Process(target=_serve, args=(name, url, schema, data_dir, queue), daemon=True)
+                servers[name].start()
+                ports[name] = queue.get(timeout=60)
+            time.sleep(1.0)
+            for name in names:
+                rows.append({"candidate": name, "database": database, "test": "keepalive",
+                             **keepalive_ms(ports[name], token)})
             for path in PATHS:
                 for clients in CONCURRENCY:
-                    row = asyncio.run(_load(port, path, token, clients, seconds))
-                    rows.append({"candidate": candidate, "database": database, "test": "concurrent", **row})
-                    print(rows[-1], file=sys.stderr)
-                    time.sleep(1.0)  # let timed-out requests drain before the next level
+                    for name in names:
+                        row = asyncio.run(_load(ports[name], path, token, clients, seconds))
+                        rows.append({"candidate": name, "database": database, "test": "concurrent", **row})
+                        print(rows[-1], file=sys.stderr)
+                        time.sleep(1.0)  # let timed-out requests drain before the next run
         finally:
-            server.terminate()
-            server.join(10)
+            for server in servers.values():
+                server.terminate()
+                server.join(10)
     return rows
 
 
-def ratios(results: list[dict]) -> dict[str, float]:
-    out: dict[str, float] = {}
+def ratios(results: list[dict]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
     keyed = {(r["candidate"], r["database"], r["test"], r.get("path"), r.get("clients")): r for r in results}
     for (candidate, database, test, path, clients), after in keyed.items():
         before = keyed.get(("before", database, test, path, clients))
-        if candidate != "after" or before is None:
+        if candidate == "before" or before is None:
             continue
         if test == "keepalive":
             ratio = before["keepalive_p50_ms"] / after["keepalive_p50_ms"]
-            out[f"{database} keepalive p50 before/after"] = round(ratio, 1)
+            out[f"{database} keepalive p50 before/{candidate}"] = round(ratio, 1)
         elif before["rps"] and after["rps"]:
-            out[f"{database} {path} c={clients} rps after/before"] = round(after["rps"] / before["rps"], 2)
+            out[f"{database} {path} c={clients} rps {candidate}/before"] = round(after["rps"] / before["rps"], 2)
+        elif after["rps"]:
+            out[f"{database} {path} c={clients} rps {candidate}/before"] = None  # before: no request succeeded
     return out
 
 
@@ -197,7 +239,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--postgres", help="also measure on this PostgreSQL (a throw-away schema is used)")
     parser.add_argument("--seconds", type=float, default=3.0, help="per concurrency level")
-    parser.add_argument("--only", choices=["before", "after"], help="one candidate only")
+    parser.add_argument("--only", help="one candidate only (before, after, after+httptools)")
     args = parser.parse_args()
     from cloud.db import drop_schema, make_engine
 
@@ -209,9 +251,8 @@ def main() -> None:
         for url, schema in targets:
             token = seed(url, schema)
             try:
-                for candidate in ("before", "after"):
-                    if args.only in (None, candidate):
-                        results += run_candidate(candidate, url, schema, token, args.seconds)
+                names = [name for name in candidates() if args.only in (None, name)]
+                results += run_all(names, url, schema, token, args.seconds)
             finally:
                 if schema:
                     drop_schema(make_engine(url, schema=schema))
