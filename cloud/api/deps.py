@@ -34,7 +34,8 @@ class AppServices:
     session_slots: asyncio.Semaphore | None = field(default=None, repr=False)
 
 
-def get_services(request: Request) -> AppServices:
+async def get_services(request: Request) -> AppServices:
+    # async: no I/O here, and a sync dependency would cost a hop to a worker thread per request
     return request.app.state.services  # type: ignore[no-any-return]
 
 
