@@ -79,6 +79,17 @@ class TooManyRequestsError(CloudError):
         self.headers = {"Retry-After": str(retry_after_s)}
 
 
+class ServiceUnavailableError(CloudError):
+    """Busy for now (e.g. no database connection free within the pool timeout): retry later."""
+
+    status_code = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class InvalidRequestError(CloudError):
     status_code = 422
     code = "invalid_request"

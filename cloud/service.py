@@ -14,7 +14,6 @@ QoS 1 subscriptions), so what devices send while the cloud or the broker restart
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -28,6 +27,7 @@ from sqlmodel import Session
 
 from cloud import registry
 from cloud.api import AppServices, create_app
+from cloud.api.listen import listen_socket
 from cloud.db import create_tables, make_engine, session_scope
 from cloud.db.tables import ModelVersion
 from cloud.errors import BrokerStartError, ConfigurationError
@@ -299,7 +299,7 @@ class CloudService:
         )
         app = create_app(s, services)
         try:
-            sock = socket.create_server((s.api_host, s.api_port))
+            sock = listen_socket(s.api_host, s.api_port)
         except OSError as exc:
             raise ConfigurationError(f"cannot listen on {s.api_host}:{s.api_port}: {exc}") from None
         port = sock.getsockname()[1]

@@ -21,13 +21,12 @@ from typing import Annotated, Any
 import fastapi.routing
 from fastapi import APIRouter, Depends, FastAPI, Request
 
-from cloud.api.deps import SessionDep
+from cloud.api.deps import READ_METHODS, SessionDep
 from cloud.errors import ConfigurationError, ForbiddenError, NotAuthenticatedError
 from cloud.identity.tokens import Operator, Role, authenticate
 
 API_PREFIX = "/api/v1"
 SCRAPE_PATHS = frozenset({"/metrics"})  # operator routes outside API_PREFIX, walked by api_routes too
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class BearerRequired(NotAuthenticatedError):

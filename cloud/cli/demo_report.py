@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 from sqlmodel import Session
 
 from cloud import fleet, monitoring, registry
+from cloud.cli.tables import compact_table
 from cloud.training.pipeline import PipelineResult
 from simulator.devices import DeviceRun
 
@@ -40,7 +40,7 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
     result = facts.result
     mv = registry.get_model_version(session, result.model_id, result.version)
     manifest = registry.manifest_of(mv)
-    model = Table(title=f"Model {result.model_id} v{result.version} (sequence {result.sequence})")
+    model = compact_table(f"Model {result.model_id} v{result.version} (sequence {result.sequence})")
     for column in ("artifact", "runtime", "quantization", "size", "accuracy", "agreement"):
         model.add_column(column, no_wrap=True)
     for artifact in manifest.artifacts:
@@ -52,10 +52,10 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
     lineage = ", ".join(f"{k}={v[:12] if k in HASH_KEYS else v}" for k, v in sorted(manifest.lineage.items()))
     console.print(f"scikit-learn accuracy {result.metrics['accuracy']:.3f}; lineage: {lineage}")
 
-    devices = Table(title="Devices (as reported to and ingested by the cloud)")
-    for column in ("device", "site", "model", "state", "inferences", "errors", "p50 µs", "p95 µs", "accuracy",
-                   "max PSI"):
-        devices.add_column(column, justify="right" if column not in ("device", "site", "model", "state") else "left",
+    # short titles, and the version alone (the model is in the table above): ten columns in 80
+    devices = compact_table(f"Devices running {result.model_id} (as reported to and ingested by the cloud)")
+    for column in ("device", "site", "version", "state", "infer", "err", "p50µs", "p95µs", "acc", "PSI max"):
+        devices.add_column(column, justify="right" if column not in ("device", "site", "version", "state") else "left",
                            no_wrap=True)
     rows: dict[str, dict[str, object]] = {}
     psi_by_device: dict[str, dict[int, float]] = {}
@@ -72,7 +72,7 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
         }
         psi_by_device[device_id] = {f.index: f.psi for f in report.features if f.psi is not None}
         devices.add_row(
-            device_id, device.labels.get("site", ""), f"{device.active_model_id} v{device.active_version}",
+            device_id, device.labels.get("site", ""), device.active_version or "-",
             device.update_state, str(summary.inference_count), str(summary.error_count),
             _fmt(summary.latency_p50_us, ".0f"), _fmt(summary.latency_p95_us, ".0f"),
             _fmt(summary.accuracy, ".3f"),
@@ -81,7 +81,7 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
     console.print(devices)
 
     fleet_report = monitoring.fleet_drift(session, result.model_id, result.version)
-    drift = Table(title="Drift per feature against the training data (PSI; * = drifted)")
+    drift = compact_table("Drift per feature against the training data (PSI; * = drifted)")
     drift.add_column("feature")
     drift.add_column("fleet", justify="right")
     for device_id in facts.device_ids:

@@ -3,7 +3,8 @@
 They send an operator token: --token, else $EDGEFLEET_TOKEN, else the file `edgefleet up` wrote in
 development (`<data_dir>/operator.token`; see cloud.cli.operator_token). HTTP is the standard library's
 `urllib`: httpx is a test dependency only, and a user's `cloud` install does not have it.
-`devices enroll|revoke` live in cloud.cli.enroll.
+`devices enroll|revoke` live in cloud.cli.enroll; tables and --json in cloud.cli.tables. A refusal by the
+API is one line on stderr, `error: <detail>`, and exit status 1.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cloud.cli.tables import Column, labels_text, print_rows
+
 DEFAULT_API = "http://127.0.0.1:8080"
 
 
@@ -22,20 +25,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy = subparsers.add_parser("deploy", help="roll a model version out to devices")
     deploy.add_argument("model_id")
     deploy.add_argument("--version", help="model version (default: the latest)")
-    deploy.add_argument("--devices", default="", help="comma-separated device ids")
+    deploy.add_argument("--devices", default="", help="device ids, comma-separated: 'pi-01,pi-02'")
     deploy.add_argument("--label", action="append", default=[], help="KEY=VALUE device label selector")
+    deploy.add_argument("--wait-for-devices", action="store_true",
+                        help="accept a --label selector that matches no device yet: devices that join later get it")
     deploy.add_argument("--api", default=DEFAULT_API, help=f"console API (default {DEFAULT_API})")
     deploy.set_defaults(func=_deploy)
 
     devices = subparsers.add_parser("devices", help="list devices and their state; enroll or revoke one")
     devices.add_argument("--api", default=DEFAULT_API)
+    devices.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
     devices.set_defaults(func=_devices)
     from cloud.cli.enroll import register_device_actions
 
     register_device_actions(devices, add_client_args)
 
-    models = subparsers.add_parser("models", help="list registered model versions")
+    models = subparsers.add_parser("models", help="list registered models and their latest version")
     models.add_argument("--api", default=DEFAULT_API)
+    models.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
     models.set_defaults(func=_models)
 
     for parser in (deploy, devices, models):
@@ -80,11 +87,27 @@ def api_call(args: argparse.Namespace, method: str, url: str, *, json_body: obje
         with urllib.request.urlopen(request, timeout=10.0) as response:
             body = response.read()
     except urllib.error.HTTPError as exc:
-        raise SystemExit(f"error: {exc.code} {exc.read().decode(errors='replace')}") from None
+        raise SystemExit(f"error: {error_detail(exc.code, exc.read())}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise SystemExit(f"error: cannot reach the console API at {url}: {reason}") from None
     return json.loads(body) if body else None
+
+
+def error_detail(status: int, body: bytes) -> str:
+    """One line from an API refusal: its `detail` (each problem of a 422 as `field: message`)."""
+    try:
+        detail = json.loads(body)["detail"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {status}: {body.decode(errors='replace').strip()[:200] or 'no detail'}"
+    if isinstance(detail, list):  # FastAPI's validation errors
+        detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg')}" for e in detail)
+    return " ".join(str(detail).split())
+
+
+def split_ids(text: str) -> list[str]:
+    """'pi-01, pi-02,,' -> ['pi-01', 'pi-02']"""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -97,8 +120,9 @@ def _deploy(args: argparse.Namespace) -> int:
     body = {
         "model_id": args.model_id,
         "version": args.version,
-        "device_ids": [d for d in args.devices.split(",") if d],
+        "device_ids": split_ids(args.devices),
         "labels": labels,
+        "wait_for_devices": args.wait_for_devices,
     }
     result: dict = api_call(args, "POST", f"{args.api}/api/v1/deployments", json_body=body)
     targets = ", ".join(t["device_id"] for t in result.get("targets", []))
@@ -106,26 +130,30 @@ def _deploy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(rows: list[dict], columns: list[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table()
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in columns))
-    Console().print(table)
-
-
 def _devices(args: argparse.Namespace) -> int:
     rows: list[dict] = api_call(args, "GET", f"{args.api}/api/v1/devices")
-    _print_table(rows, ["id", "online", "active_model_id", "active_version", "update_state", "last_error_code",
-                        "labels"])
+    print_rows(rows, DEVICE_COLUMNS, as_json=args.json)
     return 0
 
 
 def _models(args: argparse.Namespace) -> int:
     rows: list[dict] = api_call(args, "GET", f"{args.api}/api/v1/models")
-    _print_table(rows, sorted({k for row in rows for k in row}))
+    print_rows(rows, MODEL_COLUMNS, as_json=args.json)
     return 0
+
+
+DEVICE_COLUMNS = [
+    Column("device", lambda r: r["id"], key=True),
+    Column("online", lambda r: r["online"]),
+    Column("model", lambda r: r["active_model_id"], key=True),
+    Column("version", lambda r: r["active_version"], key=True),
+    Column("state", lambda r: r["update_state"], key=True),
+    Column("error", lambda r: r["last_error_code"], optional=True),  # a column only when a device has one
+    Column("labels", lambda r: labels_text(r["labels"])),
+]
+MODEL_COLUMNS = [
+    Column("model", lambda r: r["model_id"], key=True),
+    Column("latest", lambda r: r["latest_version"], key=True),
+    Column("sequence", lambda r: r["latest_sequence"]),
+    Column("versions", lambda r: r["versions"]),
+]

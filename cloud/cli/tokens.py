@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--ttl-days", type=float, help="expire after this many days (default: never)")
     create.set_defaults(func=_create)
     listing = actions.add_parser("list", help="list tokens (never their secrets)")
+    listing.add_argument("--json", action="store_true", help="print JSON (as GET /api/v1/tokens) instead of a table")
     listing.set_defaults(func=_list)
     revoke = actions.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id")
@@ -68,17 +69,23 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from cloud.api.schemas import TokenPublic
+    from cloud.cli.tables import Column, print_rows
     from cloud.identity import tokens
     from cloud.types import now_ms
 
     with _session(args) as session:
-        rows = tokens.list_tokens(session)
-    print(f"{'id':<14}{'role':<10}{'state':<9}name")
+        rows = [TokenPublic.model_validate(row, from_attributes=True).model_dump()
+                for row in tokens.list_tokens(session)]
     now = now_ms()
-    for row in rows:
-        expired = row.expires_at_ms is not None and row.expires_at_ms <= now
-        state = "revoked" if row.revoked_at_ms is not None else "expired" if expired else "active"
-        print(f"{row.id:<14}{row.role:<10}{state:<9}{row.name}")
+
+    def state(row: dict) -> str:
+        expired = row["expires_at_ms"] is not None and row["expires_at_ms"] <= now
+        return "revoked" if row["revoked_at_ms"] is not None else "expired" if expired else "active"
+
+    columns = [Column("id", lambda r: r["id"], key=True), Column("role", lambda r: r["role"]),
+               Column("state", state), Column("name", lambda r: r["name"])]
+    print_rows(rows, columns, as_json=args.json)
     return 0
 
 

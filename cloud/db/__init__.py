@@ -3,7 +3,7 @@ their status columns may hold (`statuses`) and the SQL helpers every part shares
 insert-or-ignore, retryable conflicts). Nothing here knows a business rule; the parts above it do.
 """
 
-from cloud.db.engine import create_tables, drop_schema, make_engine, normalise_database_url, session_scope
+from cloud.db.engine import create_tables, drop_schema, make_engine, normalise_database_url, read_only, session_scope
 from cloud.db.sql import fetch_or_raise, insert_ignore, is_retryable_conflict
 from cloud.db.statuses import DeploymentStatus, RolloutState, RunStatus, TargetStatus
 
@@ -19,5 +19,6 @@ __all__ = [
     "is_retryable_conflict",
     "make_engine",
     "normalise_database_url",
+    "read_only",
     "session_scope",
 ]

@@ -1,9 +1,11 @@
 """Engines for SQLite and PostgreSQL, table creation, schema clean-up and the commit-or-roll-back session.
 
 One code path serves both dialects. SQLite gets WAL and a busy timeout so the ingestion worker and the API
-threads can share a file; PostgreSQL is reached through psycopg 3 (`postgresql+psycopg://`; plain
-`postgresql://` URLs are rewritten). An optional schema puts every table in its own PostgreSQL namespace:
-tests use it to isolate runs, an operator can use it to host several fleets in one database.
+threads can share a file; a `read_only` engine's transactions on SQLite begin deferred, so readers run
+side by side under WAL instead of queueing for the write lock. PostgreSQL is reached through psycopg 3
+(`postgresql+psycopg://`; plain `postgresql://` URLs are rewritten). An optional schema puts every table
+in its own PostgreSQL namespace: tests use it to isolate runs, an operator can use it to host several
+fleets in one database.
 """
 
 from __future__ import annotations
@@ -22,6 +24,17 @@ from cloud.errors import ConfigurationError
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _ENGINE_SCHEMAS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+_READ_ONLY = "edgefleet_read_only"
+
+# The pool fits the threads that use it: the API runs sync routes and dependencies on anyio's default
+# thread limiter (40 at once, one session each), plus the ingestor, chunk server, refresher and republisher.
+# Past that a request waits POOL_TIMEOUT_S for a connection and then fails (503), rather than hanging for
+# SQLAlchemy's default 30 s while its client gives up.
+API_THREADS = 40
+POOL_SIZE = 10  # kept open between bursts
+MAX_OVERFLOW = API_THREADS  # opened for a burst, closed when returned
+POOL_TIMEOUT_S = 5.0
+_POOL = {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW, "pool_timeout": POOL_TIMEOUT_S}
 
 
 def normalise_database_url(url: str) -> str:
@@ -43,7 +56,7 @@ def make_engine(url: str, *, schema: str | None = None, echo: bool = False) -> E
         if not _SCHEMA_NAME.match(schema):
             raise ConfigurationError(f"invalid schema name {schema!r}")
         connect_args["options"] = f"-csearch_path={schema}"
-    engine = create_engine(url, echo=echo, pool_pre_ping=True, connect_args=connect_args)
+    engine = create_engine(url, echo=echo, pool_pre_ping=True, connect_args=connect_args, **_POOL)
     if schema is not None:
         _ENGINE_SCHEMAS[engine] = schema
     return engine
@@ -54,7 +67,7 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     # the ingestion worker and API threads share the engine, so connections cross threads
-    engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}, **_POOL)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -72,9 +85,17 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
         # failing with SQLITE_BUSY when its read transaction tries to become a write transaction. The price:
         # every transaction, reads included, holds the lock until it ends, so keep sessions short and never
         # open a second session inside a first one on the same thread (it would wait for busy_timeout).
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only sessions (read_only below) begin deferred: a WAL reader takes no lock and waits for none.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine (pool, events) for sessions that only read, e.g. the API's GETs. On SQLite their
+    transactions begin deferred; a write in one would fail with SQLITE_BUSY when another writer got there
+    first, so use it only where nothing is written. On PostgreSQL it changes nothing."""
+    return engine.execution_options(**{_READ_ONLY: True})
 
 
 def create_tables(engine: Engine) -> None:

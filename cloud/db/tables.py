@@ -174,6 +174,9 @@ class DeploymentCreate(DeploymentBase):
     device_ids: list[DeviceId] = Field(default_factory=list, max_length=MAX_DEPLOYMENT_DEVICES)
     labels: LabelSelector = Field(default_factory=dict)
     strategy: Text = "all_at_once"
+    # a label selector that matches no device yet is refused unless asked for: it waits for devices
+    # that enroll (or report) with those labels later
+    wait_for_devices: bool = False
 
 
 class Deployment(DeploymentBase, table=True):

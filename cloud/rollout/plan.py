@@ -177,6 +177,10 @@ def plan_deployment(
         raise InvalidRequestError("a deployment needs device_ids, a label selector, or both")
     mv = registry.get_model_version(session, request.model_id, request.version)
     device_ids = resolve_targets(session, request.device_ids, request.labels)
+    if not device_ids and not request.wait_for_devices:  # a selector alone that matches nothing: a typo?
+        selector = ",".join(f"{k}={v}" for k, v in sorted(request.labels.items()))
+        raise InvalidRequestError(f"no device matches the labels {selector} (see: edgefleet devices; "
+                                  "to wait for devices that join later: --wait-for-devices)")
     deployment = Deployment(
         id=uuid.uuid4().hex[:16],
         model_version_id=mv.id or 0,

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 def test_demo_runs_the_loop_and_prints_a_summary(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
-    env = {**os.environ, "COLUMNS": "160"}
+    env = {**os.environ, "COLUMNS": "80"}  # a small terminal: every table fits, nothing is cut
     done = subprocess.run(
         [sys.executable, "-m", "cloud.cli", "demo", "--devices", "3", "--inferences", "60",
          "--data-dir", str(data_dir)],
@@ -28,6 +28,10 @@ def test_demo_runs_the_loop_and_prints_a_summary(tmp_path: Path) -> None:
         row = next((line for line in out.splitlines() if line.lstrip("│ ").startswith(device)), "")
         assert "active" in row and " 60 " in row, f"{device}: {row!r}\n{out}"
     assert "Drift per feature" in out and "drift injected" in out
+    tables = [line for line in done.stdout.splitlines() if line.startswith(("artifact", "model.", "device", "demo-",
+                                                                             "feature", "f", "─"))]
+    wide = [line for line in tables if len(line) > 80]
+    assert not wide and "…" not in done.stdout, wide
     assert (data_dir / "edgefleet.db").is_file()
     assert (data_dir / "keys" / "trust.chain").is_file()
 

@@ -137,7 +137,8 @@ def test_a_newly_enrolled_device_joins_the_label_deployment_it_matches(
 ) -> None:
     with Session(engine) as session:
         register(session, "m")
-    deployment = client.post("/api/v1/deployments", json={"model_id": "m", "labels": {"site": "lab"}}).json()
+    body = {"model_id": "m", "labels": {"site": "lab"}, "wait_for_devices": True}
+    deployment = client.post("/api/v1/deployments", json=body).json()
     assert deployment["targets"] == []
     token = new_token(client, labels={"site": "lab"})["token"]
     assert anonymous.post("/api/v1/enroll", json={"token": token, "device_id": "pi-01"}).status_code == 200

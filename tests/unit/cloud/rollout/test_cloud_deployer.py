@@ -127,7 +127,7 @@ def test_a_device_that_appears_later_gets_the_matching_label_deployment(
 ) -> None:
     with Session(any_engine) as session:
         register(session, "m")
-    deployment = deployer.deploy(DeploymentCreate(model_id="m", labels={"site": "north"}))
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", labels={"site": "north"}, wait_for_devices=True))
     assert not broker.retained_for("ef/v1/default/dev/+/desired")
     enroll(any_engine, "late", "other")  # enrolled without labels: their first reports bring them
     late = pb.ReportedState(schema_version=1, device_id="late", ts_ms=5, labels={"site": "north"})
@@ -176,6 +176,8 @@ def test_bad_deployment_requests_are_refused(any_engine: Engine, deployer: Deplo
         deployer.deploy(DeploymentCreate(model_id="m", device_ids=["a"], strategy="canary"))
     with pytest.raises(InvalidRequestError, match=r"not enrolled: a, typo-01 \("):
         deployer.deploy(DeploymentCreate(model_id="m", device_ids=["typo-01", "a"]))
+    with pytest.raises(InvalidRequestError, match="no device matches the labels rack=7,site=lab"):
+        deployer.deploy(DeploymentCreate(model_id="m", labels={"site": "lab", "rack": "7"}))
     with Session(any_engine) as session:
         assert rollout.list_deployments(session) == []
         assert fleet.list_devices(session) == []  # a refused id leaves no device row behind

@@ -1,0 +1,263 @@
+"""Console API speed: small responses on a kept-alive connection, and GETs at 1, 30 and 100 concurrent
+clients (no keep-alive), before and after the fixes, side by side in one run.
+
+    .venv/bin/python benchmarks/console_api.py [--postgres postgresql://...] [--seconds 3]
+
+Candidates, each served by uvicorn in its own process (so the load generator does not share its GIL), all
+up at once and measured in turn at each level, so that a change in the machine's load hits them alike:
+  before: the listening socket from socket.create_server (no TCP_NODELAY on connections), the engine as it
+          was (default QueuePool 5+10, 30 s pool timeout, SQLite: every transaction BEGIN IMMEDIATE) and the
+          session dependency as it was (a sync generator, no bound on sessions)
+  after:  cloud.api.listen.listen_socket, cloud.db.make_engine and cloud.api.deps.get_session as they are
+  after+httptools: the same on uvicorn's httptools parser and uvloop (only if both are installed)
+Prints one JSON object last: {"results": [...], "ratios": {...}}; ratios compare after with before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import secrets
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cloud.api.deps import ServicesDep  # noqa: E402  (FastAPI resolves the override's annotation here)
+
+PATHS = ("/api/v1/models", "/api/v1/devices")
+CONCURRENCY = (1, 30, 100)
+TIMEOUT_S = 10.0
+
+
+def _legacy_engine(url: str, schema: str | None) -> Any:
+    """The engine as cloud/db/engine.py made it before this change (for the 'before' candidate)."""
+    from sqlalchemy import event
+    from sqlmodel import create_engine
+
+    if not url.startswith("sqlite"):
+        options = {"options": f"-csearch_path={schema}"} if schema else {}
+        return create_engine(url, pool_pre_ping=True, connect_args=options)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        for pragma in ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=30000"):
+            dbapi_connection.execute(f"PRAGMA {pragma}")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def seed(url: str, schema: str | None) -> str:
+    """Tables, 40 devices, 5 models x 4 versions and an operator token; returns the token."""
+    from sqlmodel import Session
+
+    from cloud.db import create_tables, make_engine
+    from cloud.db.tables import Device, ModelVersion
+    from cloud.identity.tokens import Role, create_token
+
+    engine = make_engine(url, schema=schema)
+    create_tables(engine)
+    with Session(engine) as session:
+        for i in range(1, 41):
+            session.add(Device(id=f"pi-{i:02d}", labels={"site": "lab", "rack": str(i % 4)}, online=True,
+                               active_model_id="iris", active_version="1.0.3", update_state="active"))
+        for m in range(5):
+            for v in range(4):
+                session.add(ModelVersion(model_id=f"model-{m}", version=f"1.0.{v}", sequence=v + 1,
+                                         signed_manifest=b"\x00" * 512, metrics={"accuracy": 0.9}))
+        _, token = create_token(session, name="bench", role=Role.VIEWER, created_by="bench")
+        session.commit()
+    engine.dispose()
+    return token
+
+
+def _legacy_get_session(services: Any) -> Iterator[Any]:
+    """cloud.api.deps.get_session as it was: a session per request, however many requests are in."""
+    from sqlmodel import Session
+
+    with Session(services.engine) as session:
+        yield session
+
+
+def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: Any) -> None:
+    import uvicorn
+
+    from cloud.api import AppServices, create_app
+    from cloud.api.deps import get_session
+    from cloud.api.listen import listen_socket
+    from cloud.db import make_engine
+    from cloud.settings import CloudSettings
+
+    if candidate == "before":
+        engine = _legacy_engine(url, schema)
+        sock = socket.create_server(("127.0.0.1", 0))
+    else:
+        engine = make_engine(url, schema=schema)
+        sock = listen_socket("127.0.0.1", 0)
+    app = create_app(CloudSettings(data_dir=Path(data_dir)), AppServices(engine=engine, deployer=None))  # type: ignore[arg-type]
+    if candidate == "before":
+
+        def legacy(services: ServicesDep) -> Iterator[Any]:
+            yield from _legacy_get_session(services)
+
+        app.dependency_overrides[get_session] = legacy
+    ports.put(sock.getsockname()[1])
+    # h11 and asyncio pinned for the others: uvicorn's "auto" picks uvloop when installed, and uvloop sets
+    # TCP_NODELAY on every TCP socket itself, which would hide the difference being measured
+    fast = {"http": "h11", "loop": "asyncio"}
+    if candidate == "after+httptools":
+        fast = {"http": "httptools", "loop": "uvloop"}
+    config = uvicorn.Config(app, log_level="error", lifespan="off", access_log=False, **fast)  # type: ignore[arg-type]
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def candidates() -> list[str]:
+    import importlib.util
+
+    fast = all(importlib.util.find_spec(name) for name in ("httptools", "uvloop"))
+    return ["before", "after", "after+httptools"] if fast else ["before", "after"]
+
+
+def keepalive_ms(port: int, token: str, n: int = 200) -> dict[str, float]:
+    """Median and p99 of n sequential GETs of one device on one kept-alive connection (http.client)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT_S)
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        conn.request("GET", "/api/v1/devices/pi-01", headers={"Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+        times.append((time.perf_counter() - start) * 1000)
+    conn.close()
+    return {"keepalive_p50_ms": round(statistics.median(times), 2), "keepalive_p99_ms": round(_p99(times), 2)}
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+async def _one(port: int, request: bytes) -> tuple[float, int]:
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            answer = await reader.read()  # Connection: close, so the server ends the stream
+            writer.close()
+        status = int(answer.split(b" ", 2)[1]) if answer else 0
+    except (TimeoutError, OSError):
+        status = 0
+    return (time.perf_counter() - start) * 1000, status
+
+
+async def _load(port: int, path: str, token: str, clients: int, seconds: float) -> dict[str, Any]:
+    """`clients` closed-loop clients, each a new connection per request, for `seconds`."""
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    results: list[tuple[float, int]] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        while time.perf_counter() < deadline:
+            results.append(await _one(port, request))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - start
+    ok = [ms for ms, status in results if status == 200]
+    return {"path": path, "clients": clients, "requests": len(results), "ok": len(ok),
+            "failed": len(results) - len(ok), "rps": round(len(ok) / elapsed, 1),
+            "p50_ms": round(statistics.median(ok), 1) if ok else None, "p99_ms": round(_p99(ok), 1) if ok else None}
+
+
+def run_all(names: list[str], url: str, schema: str | None, token: str, seconds: float) -> list[dict]:
+    ctx = mp.get_context("spawn")
+    database = "postgresql" if schema else "sqlite"
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as data_dir:
+        servers, ports = {}, {}
+        try:
+            for name in names:
+                queue = ctx.Queue()
+                servers[name] = ctx.Process(target=_serve, args=(name, url, schema, data_dir, queue), daemon=True)
+                servers[name].start()
+                ports[name] = queue.get(timeout=60)
+            time.sleep(1.0)
+            for name in names:
+                rows.append({"candidate": name, "database": database, "test": "keepalive",
+                             **keepalive_ms(ports[name], token)})
+            for path in PATHS:
+                for clients in CONCURRENCY:
+                    for name in names:
+                        row = asyncio.run(_load(ports[name], path, token, clients, seconds))
+                        rows.append({"candidate": name, "database": database, "test": "concurrent", **row})
+                        print(rows[-1], file=sys.stderr)
+                        time.sleep(1.0)  # let timed-out requests drain before the next run
+        finally:
+            for server in servers.values():
+                server.terminate()
+                server.join(10)
+    return rows
+
+
+def ratios(results: list[dict]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    keyed = {(r["candidate"], r["database"], r["test"], r.get("path"), r.get("clients")): r for r in results}
+    for (candidate, database, test, path, clients), after in keyed.items():
+        before = keyed.get(("before", database, test, path, clients))
+        if candidate == "before" or before is None:
+            continue
+        if test == "keepalive":
+            ratio = before["keepalive_p50_ms"] / after["keepalive_p50_ms"]
+            out[f"{database} keepalive p50 before/{candidate}"] = round(ratio, 1)
+        elif before["rps"] and after["rps"]:
+            out[f"{database} {path} c={clients} rps {candidate}/before"] = round(after["rps"] / before["rps"], 2)
+        elif after["rps"]:
+            out[f"{database} {path} c={clients} rps {candidate}/before"] = None  # before: no request succeeded
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--postgres", help="also measure on this PostgreSQL (a throw-away schema is used)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per concurrency level")
+    parser.add_argument("--only", help="one candidate only (before, after, after+httptools)")
+    args = parser.parse_args()
+    from cloud.db import drop_schema, make_engine
+
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        targets: list[tuple[str, str | None]] = [(f"sqlite:///{tmp}/bench.db", None)]
+        if args.postgres:
+            targets.append((args.postgres, f"bench_{secrets.token_hex(4)}"))
+        for url, schema in targets:
+            token = seed(url, schema)
+            try:
+                names = [name for name in candidates() if args.only in (None, name)]
+                results += run_all(names, url, schema, token, args.seconds)
+            finally:
+                if schema:
+                    drop_schema(make_engine(url, schema=schema))
+    print(json.dumps({"benchmark": "console_api", "results": results, "ratios": ratios(results)}))
+
+
+if __name__ == "__main__":
+    main()
