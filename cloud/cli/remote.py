@@ -22,14 +22,20 @@ DEFAULT_API = "http://127.0.0.1:8080"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    deploy = subparsers.add_parser("deploy", help="roll a model version out to devices")
+    from cloud.cli.rollout import add_strategy_args, duration_s
+
+    deploy = subparsers.add_parser("deploy", help="roll a model version out to devices (staged with --strategy)")
     deploy.add_argument("model_id")
     deploy.add_argument("--version", help="model version (default: the latest)")
     deploy.add_argument("--devices", default="", help="device ids, comma-separated: 'pi-01,pi-02'")
-    deploy.add_argument("--label", action="append", default=[], help="KEY=VALUE device label selector")
+    deploy.add_argument("--label", "--to", action="append", default=[], help="KEY=VALUE device label selector")
     deploy.add_argument("--wait-for-devices", action="store_true",
                         help="accept a --label selector that matches no device yet: devices that join later get it")
+    add_strategy_args(deploy, default="all_at_once")  # canary or waves: a staged rollout (edgefleet rollout)
+    deploy.add_argument("--wait", action="store_true", help="follow the rollout until every device answered")
+    deploy.add_argument("--timeout", type=duration_s, default=24 * 3600.0, help="give up waiting after this")
     deploy.add_argument("--api", default=DEFAULT_API, help=f"console API (default {DEFAULT_API})")
+    deploy.add_argument("--json", action="store_true", help="print the API's JSON answer")
     deploy.set_defaults(func=_deploy)
 
     devices = subparsers.add_parser("devices", help="list devices and their state; enroll or revoke one")
@@ -111,6 +117,10 @@ def split_ids(text: str) -> list[str]:
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    if args.strategy != "all_at_once":
+        from cloud.cli.rollout import start_rollout
+
+        return start_rollout(args)
     labels = {}
     for item in args.label:
         key, sep, value = item.partition("=")
@@ -125,9 +135,32 @@ def _deploy(args: argparse.Namespace) -> int:
         "wait_for_devices": args.wait_for_devices,
     }
     result: dict = api_call(args, "POST", f"{args.api}/api/v1/deployments", json_body=body)
+    if args.json and not args.wait:
+        print(json.dumps(result, indent=2))
+        return 0
     targets = ", ".join(t["device_id"] for t in result.get("targets", []))
     print(f"deployment {result['id']}: {result['model_id']} v{result['version']} -> {targets or '(no device)'}")
-    return 0
+    return follow_deployment(args, result["id"], args.timeout) if args.wait else 0
+
+
+def follow_deployment(args: argparse.Namespace, deployment_id: str, timeout_s: float, poll_s: float = 2.0) -> int:
+    """Print a line whenever the deployment's counts change, until it finishes (0: succeeded; 1: otherwise)."""
+    import time
+
+    deadline, last = time.monotonic() + timeout_s, ""
+    while True:
+        found = api_call(args, "GET", f"{args.api}/api/v1/deployments/{deployment_id}")
+        counts = ", ".join(f"{status} {n}" for status, n in sorted(found["counts"].items()))
+        line = f"{found['status']:<11} {counts}" + (f"  ({found['waiting']})" if found.get("waiting") else "")
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if found["status"] != "in_progress":
+            return 0 if found["status"] == "succeeded" else 1
+        if time.monotonic() >= deadline:
+            print(f"still in progress after {timeout_s:.0f} s", file=sys.stderr)
+            return 1
+        time.sleep(poll_s)
 
 
 def _devices(args: argparse.Namespace) -> int:

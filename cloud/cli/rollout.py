@@ -54,8 +54,13 @@ def add_target_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_id")
     parser.add_argument("--version", help="model version (default: the latest)")
     parser.add_argument("--devices", default="", help="comma-separated device ids")
-    parser.add_argument("--label", action="append", default=[], help="KEY=VALUE device label selector")
-    parser.add_argument("--strategy", choices=("canary", "waves", "all_at_once"), default="canary")
+    parser.add_argument("--label", "--to", action="append", default=[], help="KEY=VALUE device label selector")
+    add_strategy_args(parser, default="canary")
+
+
+def add_strategy_args(parser: argparse.ArgumentParser, *, default: str) -> None:
+    """How to roll out: the strategy, its waves and the quality gates (shared with `edgefleet deploy`)."""
+    parser.add_argument("--strategy", choices=("canary", "waves", "all_at_once"), default=default)
     parser.add_argument("--canary", type=float, default=0.05, help="first wave of a canary: a count, or a share < 1")
     parser.add_argument("--first-wave", type=float, default=0.1, help="first wave of waves: a count or a share")
     parser.add_argument("--growth", type=float, default=2.0, help="each wave this many times the one before")
@@ -123,6 +128,11 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace) -> int:
+    return start_rollout(args)
+
+
+def start_rollout(args: argparse.Namespace) -> int:
+    """Start a staged rollout from parsed target and strategy arguments (`rollout start`, `deploy --strategy`)."""
     rollout = api_call(args, "POST", f"{args.api}/api/v1/rollouts", json_body=request_body(args))
     if args.json and not args.wait:
         print(json.dumps(rollout, indent=2))

@@ -1,6 +1,7 @@
-"""A staged rollout on real parts, driven as an operator would: `edgefleet rollout plan` and `rollout
-start --wait` against a running cloud, real agents serving traffic and sending telemetry, the controller
-judging each wave on it. The canary wave gets the new version first; the rest only after it passed."""
+"""A staged rollout on real parts, driven as an operator would: `edgefleet rollout plan` and `edgefleet
+deploy --strategy canary --wait` against a running cloud, real agents serving traffic and sending
+telemetry, the controller judging each wave on it. The canary wave gets the new version first; the rest
+only after it passed. Then `deploy --wait` (all at once) back to the first version."""
 
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ def test_a_canary_then_the_rest_from_the_command_line(
         canaries = [c.strip(",") for c in canaries]
         assert len(canaries) == 2 and set(canaries) <= set(DEVICES), plan.stdout
 
-        started = _cli(service, token, "rollout", "start", MODEL_ID, *target, "--wait", "--timeout", "90s")
+        started = _cli(service, token, "deploy", MODEL_ID, *target, "--wait", "--timeout", "90s")
         assert started.returncode == 0, started.stdout + started.stderr
         lines = started.stdout.splitlines()
         assert lines[0].startswith("rollout ") and "waves 2+3" in lines[0], started.stdout
@@ -120,3 +121,8 @@ def test_a_canary_then_the_rest_from_the_command_line(
             assert rollout is not None and sorted(rollout.waves[0]) == sorted(canaries)  # the dry run was the plan
         again = _cli(service, token, "rollout", "pause", rollout_id)
         assert again.returncode != 0 and "completed" in again.stderr
+        # back to v1 at once (no --strategy), followed until every device answered
+        back = _cli(service, token, "deploy", MODEL_ID, "--version", v1.version, "--devices", ",".join(DEVICES),
+                    "--wait", "--timeout", "60s")  # fmt: skip
+        assert back.returncode == 0 and back.stdout.splitlines()[-1].startswith("succeeded"), back.stdout
+        assert fleet.wait_all(_active(v1.version), 30) == []
