@@ -10,6 +10,7 @@ fleets in one database.
 
 from __future__ import annotations
 
+import logging
 import re
 import weakref
 from collections.abc import Iterator
@@ -99,13 +100,15 @@ def read_only(engine: Engine) -> Engine:
 
 
 def create_tables(engine: Engine) -> None:
-    """Create the schema (PostgreSQL, if the engine has one) and every table; safe to call again."""
+    """Create the schema (PostgreSQL, if the engine has one) and every table, and add the columns a newer
+    version added to existing tables (cloud.db.schema_sync); safe to call again."""
     from sqlalchemy.exc import OperationalError
 
     import cloud.db.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
     import cloud.experiments.records  # noqa: F401
     import cloud.identity.records  # noqa: F401
     import cloud.rollout.records  # noqa: F401
+    from cloud.db.schema_sync import add_missing_columns
     from cloud.errors import ConfigurationError
 
     schema = _ENGINE_SCHEMAS.get(engine)
@@ -114,6 +117,9 @@ def create_tables(engine: Engine) -> None:
             with engine.begin() as conn:
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         SQLModel.metadata.create_all(engine)
+        added = add_missing_columns(engine, SQLModel.metadata, schema if engine.dialect.name == "postgresql" else None)
+        if added:
+            logging.getLogger(__name__).info("added columns a newer version needs: %s", ", ".join(added))
     except OperationalError as exc:  # the first contact with the database: say which one and why, briefly
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         url = engine.url.render_as_string(hide_password=True)
