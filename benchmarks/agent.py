@@ -107,7 +107,8 @@ def measure_child(variant: str, rt: str, paths: dict[str, Any], n_features: int)
     port = free_port()
     command = [sys.executable, __file__, "--child", "--variant", variant, "--runtime", rt, "--device", f"bench-{rt}",
                "--mqtt", paths["mqtt"], "--trust", str(paths["trust"]), "--state", str(paths[rt]),
-               "--grpc", f"127.0.0.1:{port}", "--manifest", str(paths["manifest"]), "--artifact", str(paths[f"{rt}_bytes"])]  # fmt: skip
+               "--grpc", f"127.0.0.1:{port}", "--manifest", str(paths["manifest"]),
+               "--artifact", str(paths[f"{rt}_bytes"])]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     spawned = time.monotonic()
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=ROOT)  # noqa: S603
@@ -144,6 +145,7 @@ def build(tmp: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
     from edge_agent.agent import Agent
     from edge_agent.config import load_settings
     from edge_agent.messages import offline_will
+    from edge_agent.serving.runtime import runtime_for
     from edge_agent.transport import MemoryBroker, MemoryTransport
     from model_compiler.compiler import compile_estimator
     from protocols.v1 import messages_pb2 as pb
@@ -160,7 +162,7 @@ def build(tmp: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
     paths: dict[str, Any] = {"trust": keys.trust_path, "manifest": tmp / "manifest.pb"}
     paths["manifest"].write_bytes(manifest.SerializeToString())
     for built in compiled.artifacts:
-        rt = built.artifact.runtime or ("tflite" if built.artifact.format == pb.ARTIFACT_FORMAT_TFLITE else "onnxruntime")
+        rt = runtime_for(built.artifact)
         paths[f"{rt}_bytes"] = tmp / built.artifact.name
         paths[f"{rt}_bytes"].write_bytes(built.data)
         assert hashlib.sha256(built.data).hexdigest() == built.artifact.sha256

@@ -92,7 +92,12 @@ class RuntimeTuning:
 
 
 def load_model(
-    artifact: pb.Artifact, data: bytes, io: pb.IoSchema, *, threads: int | None = None, tuning: RuntimeTuning | None = None
+    artifact: pb.Artifact,
+    data: bytes,
+    io: pb.IoSchema,
+    *,
+    threads: int | None = None,
+    tuning: RuntimeTuning | None = None,
 ) -> LoadedModel:
     """Load verified artifact bytes in the runtime the artifact names. Raises RuntimeLoadError."""
     tuning = tuning or RuntimeTuning()
