@@ -50,11 +50,11 @@ class Sampler:
         with self._lock:
             room = self.max_per_window - len(self._samples)
             picked: list[int] = []
-            while self._skip < rows:
-                if len(picked) < room:
-                    picked.append(max(self._skip, 0))
+            while self._skip < rows and len(picked) < room:
+                picked.append(max(self._skip, 0))
                 self._skip += 1 + self._gap()
-            self._skip -= rows
+            # the window's budget spent: no more draws until drain() opens the next one
+            self._skip = 1 << 62 if len(picked) == room else self._skip - rows
             if not picked:
                 return
             strings, ts_ms = prediction_strings(prediction), now_ms()
@@ -74,6 +74,7 @@ class Sampler:
         with self._lock:
             samples, self._samples = self._samples, []
             model, self._model = self._model, None
+            self._skip = self._gap()
         if not samples:
             return None
         batch = pb.SampleBatch(schema_version=SCHEMA_VERSION, device_id=device_id, seq=seq, samples=samples)

@@ -31,6 +31,7 @@ from protocols.v1 import messages_pb2 as pb
 __all__ = ["LATENCY_BOUNDS_US", "FeatureBins", "Telemetry", "bin_index", "percentile_from_histogram"]
 SKETCH_EXACT_ROWS = 1024  # rows of a window all sketched; past that, a thinning sample
 PENDING_ROWS = 256  # rows buffered before one vectorised count
+_NEVER = 1 << 62
 
 
 def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -149,6 +150,7 @@ class _Window:
 
     def __post_init__(self) -> None:
         if self.serving is None:
+            self.next_sketch = _NEVER
             return
         manifest = self.serving.manifest
         self.bins = FeatureBins.of(manifest.reference.features)
@@ -164,6 +166,8 @@ class _Window:
             self.predictions = np.zeros(len(self.value_edges) - 1, dtype=np.int64)
         if self.bins is not None or self.predictions is not None:
             self.pending = np.empty((PENDING_ROWS, self.serving.n_features), dtype=np.float32)
+        else:
+            self.next_sketch = _NEVER
 
     def add_latency(self, latency_us: float) -> None:
         self.latency[bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)] += 1
@@ -236,13 +240,19 @@ class Telemetry:
         self, serving: ServingModel, x: np.ndarray, prediction: Any, latency_us: float, label: str | None = None
     ) -> None:
         rows = x.shape[0]
-        with self._lock:
+        with self._lock:  # kept short: every predict passes here
             window = self._window
-            if window.serving is serving:  # the bins are the window's model's: a call across a swap adds none
+            first = window.inferences
+            # the bins are the window's model's: a call across a swap adds no sketch
+            if first + rows > window.next_sketch and window.serving is serving:
                 window.keep(x, prediction)
-            window.inferences += rows
+            window.inferences = first + rows
             self.total_inferences += rows
-            window.add_latency(latency_us)
+            window.latency[bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)] += 1
+            if latency_us < window.latency_low:
+                window.latency_low = latency_us
+            if latency_us > window.latency_high:
+                window.latency_high = latency_us
             if label is not None and rows == 1:  # a true label speaks for one row
                 window.labelled += 1
                 if prediction.labels is not None and str(prediction.labels[0]) == label:
