@@ -11,7 +11,7 @@ configuration (this file run with --child: it imports the agent only, never clou
     lean    the agent as it is now (edge_agent defaults)
 A child serves gRPC, talks to a private Mosquitto, and is measured after 2 s idle. first_inference_s runs
 from spawning the lean onnxruntime child to its first gRPC Predict answer (the model cached on disk).
-Predict overhead interleaves bare and agent calls in rounds (the machine is shared) and takes the median.
+Predict overhead alternates bare and agent calls one by one (the machine is shared); medians per call.
 Prints one JSON object last.
 """
 
@@ -184,15 +184,6 @@ def build(tmp: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
     return split, manifest, broker, paths
 
 
-def per_call_us(fn: Any, x: Any, seconds: float) -> float:
-    samples, deadline = [], time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        fn(x)
-        samples.append((time.perf_counter() - t0) * 1e6)
-    return statistics.median(samples)
-
-
 def overhead(paths: dict[str, Any], manifest: Any, x_test: Any, seconds: float, rounds: int) -> dict[str, Any]:
     """Median agent / bare runtime time per call at batch 1 and 64, interleaved in rounds; and the window."""
     import numpy as np
@@ -213,16 +204,18 @@ def overhead(paths: dict[str, Any], manifest: Any, x_test: Any, seconds: float, 
         out: dict[str, Any] = {}
         for rows in (1, 64):
             batches = [x[i : i + rows] for i in range(0, len(x) - rows, rows)][:64]
-            cycle = {"i": 0}
 
-            def call(fn: Any, _x: Any, cycle: dict[str, int] = cycle, batches: list[Any] = batches) -> None:
-                cycle["i"] = (cycle["i"] + 1) % len(batches)
-                fn(batches[cycle["i"]])
-
-            bare_us, agent_us = [], []
+            bare_us, agent_us = [], []  # call by call, alternating: both see the same neighbours' load
             for _ in range(rounds):
-                bare_us.append(per_call_us(lambda b: call(bare.predict, b), None, seconds / 2))
-                agent_us.append(per_call_us(lambda b: call(agent.predict, b), None, seconds / 2))
+                deadline = time.perf_counter() + seconds
+                while time.perf_counter() < deadline:
+                    batch = batches[len(bare_us) % len(batches)]
+                    t0 = time.perf_counter()
+                    bare.predict(batch)
+                    t1 = time.perf_counter()
+                    agent.predict(batch)
+                    agent_us.append((time.perf_counter() - t1) * 1e6)
+                    bare_us.append((t1 - t0) * 1e6)
             b, a = statistics.median(bare_us), statistics.median(agent_us)
             out[f"b{rows}"] = {"bare_us": round(b, 1), "agent_us": round(a, 1), "ratio": round(a / b, 3)}
             print(f"batch {rows}: bare {b:.1f} µs, agent {a:.1f} µs, x{a / b:.3f}", file=sys.stderr)

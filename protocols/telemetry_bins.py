@@ -25,11 +25,15 @@ def sparse_pairs(counts: Sequence[int]) -> list[int]:
 
 
 def pack_features(sketches: Iterable[tuple[int, Sequence[int]]]) -> list[int]:
-    """[index, n_bins, counts...] per feature with any count, concatenated."""
+    """Per feature with any count: a header n_bins * 2 + (1 if its index is not the previous one's + 1),
+    the index only then, and its counts; concatenated. Indexes mostly follow on: a byte saved per feature."""
     flat: list[int] = []
+    expected = 0
     for index, counts in sketches:
         if any(counts):
-            flat += (index, len(counts), *counts)
+            jumped = index != expected
+            flat += (len(counts) * 2 + jumped, *((index,) if jumped else ()), *counts)
+            expected = index + 1
     return flat
 
 
@@ -48,9 +52,14 @@ def latency_histogram(w: pb.TelemetryWindow) -> tuple[list[float], list[int]]:
 def feature_sketches(w: pb.TelemetryWindow) -> dict[int, list[int]]:
     """{feature index: counts} of a window in either encoding (a truncated compact list ends early)."""
     found = {f.index: list(f.counts) for f in w.features}
-    flat, at = list(w.feature_counts), 0
-    while at + 2 <= len(flat):
-        index, size = flat[at], flat[at + 1]
-        found[index] = flat[at + 2 : at + 2 + size]
-        at += 2 + size
+    flat, at, index = list(w.feature_counts), 0, 0
+    while at < len(flat):
+        size, jumped = divmod(flat[at], 2)
+        at += 1
+        if jumped:
+            if at >= len(flat):
+                break
+            index, at = flat[at], at + 1
+        found[index] = flat[at : at + size]
+        at, index = at + size, index + 1
     return found

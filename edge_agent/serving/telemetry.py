@@ -209,8 +209,8 @@ class _Window:
             return
         if self.class_positions:
             positions = self.class_positions
-            found = [positions[o] for o in map(str, outputs) if o in positions]
-            self.predictions += np.bincount(np.asarray(found, dtype=np.int64), minlength=len(self.predictions))
+            hits = [positions[o] for o in map(str, outputs) if o in positions]
+            self.predictions += np.bincount(np.asarray(hits, dtype=np.int64), minlength=len(self.predictions))
         elif self.value_edges is not None:
             values = np.asarray([o for o in outputs if o is not None], dtype=np.float64)
             found = bin_index(self.value_edges, values[np.isfinite(values)])
