@@ -25,7 +25,7 @@ def test_a_64_feature_window_fits_in_1_kb_and_reads_back_as_the_old_encoding() -
     latency, sketches = _figures()
     common = {"schema_version": 1, "device_id": "d1", "seq": 9, "window_start_ms": 1, "window_end_ms": 60_001,
               "model": pb.ModelRef(model_id="digits", version="3", sequence=3), "inference_count": 3000,
-              "latency_p50_us": 412.5, "latency_p95_us": 800.0, "cpu_percent": 3.5, "rss_bytes": 80_000_000}  # fmt: skip
+              "latency_p50_us": 412.5, "latency_p95_us": 800.0, "cpu_percent": 3.5, "rss_bytes": 8_000_000}  # fmt: skip
     profile = pb.PredictionProfile(labels=[str(i) for i in range(10)], counts=[12] * 10)
     old = pb.TelemetryWindow(**common, predictions=profile,
                              latency_us=pb.Histogram(bounds=LATENCY_BOUNDS_US, counts=latency),
