@@ -100,6 +100,9 @@ class Outbox:
             window = self.telemetry.close_window(self.clock.now().wall_ms, self.seq.next(), next_serving)
             if window is None:
                 return None
+            drops = getattr(self.transport, "spool_drops", None)  # a disk spool's (edge_agent.paho_spool)
+            if drops is not None and any((found := drops()).values()):
+                window.spool_dropped.CopyFrom(pb.SpoolDrops(**found))
             self.publish(Channel.TELEMETRY, window)
             batch = self._sampler.drain(self.device_id, self.seq.next())
             if batch is not None:

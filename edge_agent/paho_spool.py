@@ -82,6 +82,11 @@ class SpooledPahoTransport(PahoTransport):
     def spool(self) -> Spool | None:
         return self._spool
 
+    def spool_drops(self) -> dict[str, int]:
+        """Messages the full spool dropped, per kind (the agent reports them in its telemetry windows)."""
+        spool = self._spool
+        return spool.drops() if spool is not None else {}
+
     @property
     def parked(self) -> int:
         """Messages waiting to be sent again because no subscriber took them (MQTT 5 PUBACK reason 16)."""

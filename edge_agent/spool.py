@@ -19,13 +19,25 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# what a message is worth keeping, by the channel its topic ends with: lower goes first when full
+KINDS = ("samples", "telemetry", "events")
+_PRIORITY = {"samples": 0, "telemetry": 1}
+_EVENTS = 2  # events, reported, presence and anything else
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,
     qos INTEGER NOT NULL, retain INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters VALUES ('dropped', 0);
+INSERT OR IGNORE INTO counters VALUES ('dropped_samples', 0);
+INSERT OR IGNORE INTO counters VALUES ('dropped_telemetry', 0);
+INSERT OR IGNORE INTO counters VALUES ('dropped_events', 0);
 """
+
+
+def priority_of(topic: str) -> int:
+    return _PRIORITY.get(topic.rpartition("/")[2], _EVENTS)
 
 
 @dataclass(frozen=True)
@@ -51,22 +63,32 @@ class Spool:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        if "priority" not in columns:  # a spool file of an older agent: its messages count as events
+            self._db.execute(f"ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT {_EVENTS}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS by_priority ON messages (priority, id)")
         self._count = int(self._db.execute("SELECT count(*) FROM messages").fetchone()[0])
 
     def add(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
-        """Store a message; returns its id. Drops (and counts) the oldest when the spool is full."""
+        """Store a message; returns its id. When the spool is full, drops (and counts) the oldest message
+        of the lowest priority, which may be this one."""
         with self._lock:
             self._db.execute("BEGIN")
             cursor = self._db.execute(
-                "INSERT INTO messages (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
-                (topic, payload, qos, int(retain)),
+                "INSERT INTO messages (topic, payload, qos, retain, priority) VALUES (?, ?, ?, ?, ?)",
+                (topic, payload, qos, int(retain), priority_of(topic)),
             )
             self._count += 1
             excess = self._count - self.max_messages
             if excess > 0:
-                self._db.execute(
-                    "DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?)", (excess,)
-                )
+                victims = self._db.execute(
+                    "SELECT id, priority FROM messages ORDER BY priority, id LIMIT ?", (excess,)
+                ).fetchall()
+                self._db.executemany("DELETE FROM messages WHERE id = ?", [(v[0],) for v in victims])
+                for priority in {v[1] for v in victims}:
+                    kind = KINDS[min(max(priority, 0), _EVENTS)]
+                    n = sum(1 for v in victims if v[1] == priority)
+                    self._db.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, f"dropped_{kind}"))
                 self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (excess,))
                 self._count -= excess
             self._db.execute("COMMIT")
@@ -106,6 +128,12 @@ class Spool:
         """Messages dropped because the spool was full, over the file's lifetime."""
         with self._lock:
             return int(self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()[0])
+
+    def drops(self) -> dict[str, int]:
+        """Messages dropped because the spool was full, per kind (samples, telemetry, events)."""
+        with self._lock:
+            rows = self._db.execute("SELECT name, value FROM counters WHERE name LIKE 'dropped_%'").fetchall()
+        return {name.removeprefix("dropped_"): int(value) for name, value in rows}
 
     def close(self) -> None:
         with self._lock:

@@ -33,6 +33,7 @@ from cloud.errors import MalformedMessage
 from cloud.identity.enrollment import enrolled_labels
 from cloud.mqtt.worker import BatchWorker, Counters, MessageConsumer
 from cloud.types import ClockMs, now_ms
+from protocols.telemetry_bins import feature_sketches, latency_histogram
 from protocols.topics import DEFAULT_FLEET, Channel, TopicError, parse_device_topic
 from protocols.v1 import messages_pb2 as pb
 from protocols.validation import ImplausibleMessage, check_upward
@@ -100,9 +101,9 @@ def telemetry_row(device_id: str, w: pb.TelemetryWindow, received_ms: int) -> di
         "model_id": w.model.model_id, "model_version": w.model.version, "model_sequence": w.model.sequence,
         "inference_count": w.inference_count, "error_count": w.error_count,
         "latency_p50_us": w.latency_p50_us, "latency_p95_us": w.latency_p95_us,
-        "latency_histogram": {"bounds": list(w.latency_us.bounds), "counts": list(w.latency_us.counts)},
+        "latency_histogram": dict(zip(("bounds", "counts"), latency_histogram(w), strict=True)),
         "labelled_count": w.labelled_count, "correct_count": w.correct_count,
-        "feature_counts": {str(f.index): list(f.counts) for f in w.features},
+        "feature_counts": {str(index): counts for index, counts in feature_sketches(w).items()},
         "prediction_counts": {
             "labels": list(w.predictions.labels), "bin_edges": list(w.predictions.bin_edges),
             "counts": list(w.predictions.counts),

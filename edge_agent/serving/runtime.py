@@ -73,8 +73,36 @@ def runtime_for(artifact: pb.Artifact) -> str:
     return ONNXRUNTIME
 
 
-def load_model(artifact: pb.Artifact, data: bytes, io: pb.IoSchema, *, threads: int = 1) -> LoadedModel:
+@dataclass(frozen=True)
+class RuntimeTuning:
+    """How a runtime may use the board. The defaults suit a small device serving one small model: one
+    thread per call (a pool would mostly wait on the GIL and cost a stack each), no spinning (a spinning
+    pool burns a core between calls), and no memory arena / pattern planning, which keep buffers of the
+    largest batch seen for the process's lifetime (tens of MB) to save a malloc that costs microseconds."""
+
+    threads: int = 1
+    spinning: bool = False
+    memory_arena: bool = False
+    memory_pattern: bool = False
+
+    @classmethod
+    def stock(cls) -> RuntimeTuning:
+        """onnxruntime's own defaults (as the agent ran before): for comparison in benchmarks/agent.py."""
+        return cls(threads=1, spinning=True, memory_arena=True, memory_pattern=True)
+
+
+def load_model(
+    artifact: pb.Artifact,
+    data: bytes,
+    io: pb.IoSchema,
+    *,
+    threads: int | None = None,
+    tuning: RuntimeTuning | None = None,
+) -> LoadedModel:
     """Load verified artifact bytes in the runtime the artifact names. Raises RuntimeLoadError."""
+    tuning = tuning or RuntimeTuning()
+    if threads is not None:
+        tuning = RuntimeTuning(threads, tuning.spinning, tuning.memory_arena, tuning.memory_pattern)
     runtime = runtime_for(artifact)
     if runtime not in _RUNTIME_MODULES:
         raise RuntimeLoadError(f"unknown runtime {runtime!r} (known: {', '.join(_RUNTIME_MODULES)})")
@@ -89,8 +117,8 @@ def load_model(artifact: pb.Artifact, data: bytes, io: pb.IoSchema, *, threads: 
     if not artifact.predicted_output and not io.class_labels:
         raise RuntimeLoadError("labels come from scores, but the io schema has no class_labels")
     if runtime == ONNXRUNTIME:
-        return _OnnxModel(artifact, data, io, threads)
-    return _TfliteModel(artifact, data, io, threads)
+        return _OnnxModel(artifact, data, io, tuning)
+    return _TfliteModel(artifact, data, io, tuning.threads)
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -168,15 +196,29 @@ def check_input(x: Any, n_features: int, accepts_missing: bool) -> np.ndarray:
 # ---------------------------------------------------------------- onnxruntime
 
 
+def session_options(tuning: RuntimeTuning) -> Any:
+    """onnxruntime SessionOptions for `tuning` (tests read them back)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = tuning.threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.enable_cpu_mem_arena = tuning.memory_arena
+    options.enable_mem_pattern = tuning.memory_pattern
+    spinning = "1" if tuning.spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
+    return options
+
+
 class _OnnxModel:
     runtime = ONNXRUNTIME
 
-    def __init__(self, artifact: pb.Artifact, data: bytes, io: pb.IoSchema, threads: int) -> None:
+    def __init__(self, artifact: pb.Artifact, data: bytes, io: pb.IoSchema, tuning: RuntimeTuning) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        options = session_options(tuning)
         options.log_severity_level = 3  # errors only: the agent reports load failures itself
         try:
             self._session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])

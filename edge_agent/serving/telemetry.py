@@ -5,12 +5,17 @@ Everything here is a count over fixed bins, so windows merge across devices by a
 bounds are fixed (log-spaced, 10 per decade, 10 µs .. 10 s) and the feature / prediction bins are those
 of the model's reference profile. Values below the first edge count in the first bin, values above the
 last edge in the last one. `inference_count` counts rows; latency is one sample per predict call.
+
+The sketches (feature and prediction counts) cost far more than the bookkeeping, so predict only copies
+the rows to sketch into a buffer, counted in one vectorised pass when it fills or the window closes. Every
+row of a window is sketched up to SKETCH_EXACT_ROWS; past that every k-th, k growing with the rows seen, so
+a busy device keeps drift figures (over a sample) without paying per row. The window goes out compact
+(protocols.telemetry_bins).
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +25,13 @@ import numpy as np
 from edge_agent.resources import CpuMeter, rss_bytes
 from edge_agent.serving.slot import ServingModel
 from protocols import SCHEMA_VERSION
+from protocols.telemetry_bins import LATENCY_BOUNDS_US, pack_features, sparse_pairs
 from protocols.v1 import messages_pb2 as pb
 
-LATENCY_BOUNDS_US: tuple[float, ...] = tuple(round(10 ** (1 + i / 10), 3) for i in range(61))
+__all__ = ["LATENCY_BOUNDS_US", "FeatureBins", "Telemetry", "bin_index", "percentile_from_histogram"]
+SKETCH_EXACT_ROWS = 1024  # rows of a window all sketched; past that, a thinning sample
+PENDING_ROWS = 256  # rows buffered before one vectorised count
+_NEVER = 1 << 62
 
 
 def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -67,22 +76,6 @@ def _first_values(prediction: Any) -> np.ndarray | None:
     return values[:, 0] if values.ndim > 1 else values.reshape(-1)
 
 
-Counts = np.ndarray | list[int]  # dense counts, or the positions to bump by one (cheaper for a few rows)
-
-
-def _add(total: np.ndarray | None, counts: Counts | None) -> None:
-    if total is None or counts is None:
-        return
-    if isinstance(counts, list):
-        for position in counts:
-            total[position] += 1
-    else:
-        total += counts
-
-
-SMALL_BATCH_ROWS = 4  # up to this many rows, plain Python beats numpy's per-call overhead
-
-
 @dataclass(frozen=True)
 class FeatureBins:
     """The reference profile's bins of every feature, laid out to count a batch cheaply: a value's bin is
@@ -90,7 +83,6 @@ class FeatureBins:
     bins). Counts are flat: each feature's bins after the previous feature's."""
 
     indexes: tuple[int, ...]  # the input column of each profiled feature
-    inner: tuple[tuple[float, ...], ...]  # inner edges of each feature (all edges but the first and last)
     offsets: tuple[int, ...]  # where each feature's counts start
     sizes: tuple[int, ...]  # bins of each feature
     padded: np.ndarray  # (F, max_bins - 1) the inner edges, +inf where a feature has fewer bins
@@ -105,32 +97,24 @@ class FeatureBins:
         for row, (_, edges) in enumerate(kept):
             padded[row, : len(edges) - 2] = edges[1:-1]
         offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(sizes)[:-1]]))
-        inner = tuple(tuple(edges[1:-1]) for _, edges in kept)
-        return cls(tuple(i for i, _ in kept), inner, offsets, sizes, padded)
+        return cls(tuple(i for i, _ in kept), offsets, sizes, padded)
 
     @property
     def total(self) -> int:
         return self.offsets[-1] + self.sizes[-1]
 
-    def count(self, x: np.ndarray) -> Counts:
-        """The rows' counts: for a small batch the flat positions to bump, else dense flat counts.
-        A missing value (NaN) counts in no bin; a feature beyond x's columns is skipped."""
-        width = x.shape[1]
-        if x.shape[0] <= SMALL_BATCH_ROWS:
-            positions = []
-            for row in x.tolist():
-                for index, inner, offset in zip(self.indexes, self.inner, self.offsets, strict=True):
-                    if index < width and math.isfinite(value := row[index]):
-                        positions.append(offset + bisect.bisect_right(inner, value))
-            return positions
+    def count(self, x: np.ndarray) -> np.ndarray:
+        """The rows' dense flat counts. A missing value (NaN) counts in no bin; a feature beyond x's columns
+        is skipped. One comparison per inner edge over the whole batch (not per row): numpy's pace."""
         indexes, offsets, padded = np.asarray(self.indexes), np.asarray(self.offsets), self.padded
-        if max(self.indexes) >= width:
-            keep = indexes < width
+        if max(self.indexes) >= x.shape[1]:
+            keep = indexes < x.shape[1]
             indexes, offsets, padded = indexes[keep], offsets[keep], padded[keep]
-        columns = x[:, indexes]
-        bins = (columns[:, :, None] >= padded[None, :, :]).sum(axis=2)
-        flat = (bins + offsets)[np.isfinite(columns)]
-        return np.bincount(flat, minlength=self.total)
+        columns = x[:, indexes].astype(np.float64)
+        bins = np.broadcast_to(offsets, columns.shape).copy()
+        for edge in padded.T:
+            bins += columns >= edge
+        return np.bincount(bins[np.isfinite(columns)], minlength=self.total)
 
     def split(self, flat: np.ndarray) -> list[tuple[int, list[int]]]:
         return [
@@ -159,9 +143,14 @@ class _Window:
     shadow_compared: int = 0  # rows also answered by the previous model (probation), off the request path
     shadow_agreed: int = 0
     shadow_dropped: int = 0  # rows sampled for shadowing but dropped: the shadow queue was full
+    pending: np.ndarray | None = None  # rows to sketch, counted in one pass (see the module's docstring)
+    pending_rows: int = 0
+    pending_outputs: list[Any] = field(default_factory=list)  # their predictions (labels or first values)
+    next_sketch: int = 0  # the row number (inferences) of the next row to sketch
 
     def __post_init__(self) -> None:
         if self.serving is None:
+            self.next_sketch = _NEVER
             return
         manifest = self.serving.manifest
         self.bins = FeatureBins.of(manifest.reference.features)
@@ -175,32 +164,65 @@ class _Window:
         elif len(reference.bin_edges) >= 2:
             self.value_edges = np.asarray(reference.bin_edges, dtype=np.float64)
             self.predictions = np.zeros(len(self.value_edges) - 1, dtype=np.int64)
+        if self.bins is not None or self.predictions is not None:
+            self.pending = np.empty((PENDING_ROWS, self.serving.n_features), dtype=np.float32)
+        else:
+            self.next_sketch = _NEVER
 
     def add_latency(self, latency_us: float) -> None:
         self.latency[bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)] += 1
         self.latency_low = min(self.latency_low, latency_us)
         self.latency_high = max(self.latency_high, latency_us)
 
-    def sketch(self, x: np.ndarray, prediction: Any) -> tuple[Counts | None, Counts | None]:
-        """The batch's feature and prediction counts (computed outside the lock; added by add_sketch)."""
-        features = self.bins.count(x) if self.bins is not None else None
-        predictions: np.ndarray | list[int] | None = None
-        if self.predictions is not None:
-            if self.class_labels and prediction.labels is not None:
-                positions = self.class_positions
-                predictions = [positions[label] for label in map(str, prediction.labels) if label in positions]
-                if len(predictions) > SMALL_BATCH_ROWS:
-                    predictions = np.bincount(predictions, minlength=len(self.class_labels))
-            elif self.value_edges is not None:
-                values = _first_values(prediction)
-                if values is not None:
-                    found = bin_index(self.value_edges, values[np.isfinite(values)])
-                    predictions = np.bincount(found, minlength=len(self.predictions))
-        return features, predictions
+    def keep(self, x: np.ndarray, prediction: Any) -> None:
+        """Queue the rows due for sketching (called with the window's row count before adding x's)."""
+        rows, first = x.shape[0], self.inferences
+        if self.pending is None or first + rows <= self.next_sketch:
+            return
+        if first < SKETCH_EXACT_ROWS:
+            picked = slice(0, min(rows, SKETCH_EXACT_ROWS - first))
+            self.next_sketch = first + picked.stop
+        else:  # one row of this call: the one at next_sketch (or the first, after a call larger than k)
+            at = max(self.next_sketch - first, 0)
+            picked = slice(at, at + 1)
+            self.next_sketch = first + at + 1 + first // SKETCH_EXACT_ROWS
+        chosen = x[picked]
+        outputs = _outputs(prediction, picked)
+        if self.pending_rows + chosen.shape[0] > PENDING_ROWS:
+            self.drain()
+        if chosen.shape[0] > PENDING_ROWS:
+            self._count(chosen, outputs)
+            return
+        self.pending[self.pending_rows : self.pending_rows + chosen.shape[0]] = chosen
+        self.pending_rows += chosen.shape[0]
+        self.pending_outputs.extend(outputs)
 
-    def add_sketch(self, features: Counts | None, predictions: Counts | None) -> None:
-        _add(self.feature_counts, features)
-        _add(self.predictions, predictions)
+    def drain(self) -> None:
+        if self.pending is not None and self.pending_rows:
+            self._count(self.pending[: self.pending_rows], self.pending_outputs)
+        self.pending_rows, self.pending_outputs = 0, []
+
+    def _count(self, x: np.ndarray, outputs: list[Any]) -> None:
+        if self.bins is not None and self.feature_counts is not None and x.shape[1]:
+            self.feature_counts += self.bins.count(x)
+        if self.predictions is None:
+            return
+        if self.class_positions:
+            positions = self.class_positions
+            hits = [positions[o] for o in map(str, outputs) if o in positions]
+            self.predictions += np.bincount(np.asarray(hits, dtype=np.int64), minlength=len(self.predictions))
+        elif self.value_edges is not None:
+            values = np.asarray([o for o in outputs if o is not None], dtype=np.float64)
+            found = bin_index(self.value_edges, values[np.isfinite(values)])
+            self.predictions += np.bincount(found, minlength=len(self.predictions))
+
+
+def _outputs(prediction: Any, picked: slice) -> list[Any]:
+    """What the prediction histogram counts for the picked rows: labels, or first values."""
+    if prediction.labels is not None:
+        return list(prediction.labels[picked])
+    values = _first_values(prediction)
+    return [None] * (picked.stop - picked.start) if values is None else values[picked].tolist()
 
 
 class Telemetry:
@@ -217,21 +239,24 @@ class Telemetry:
     def record(
         self, serving: ServingModel, x: np.ndarray, prediction: Any, latency_us: float, label: str | None = None
     ) -> None:
-        rows = int(x.shape[0])
-        window = self._window
-        # the bins belong to the window's model: a call that straddled a swap adds no sketch
-        sketch = window.sketch(x, prediction) if window.serving is serving else (None, None)
-        with self._lock:
-            if self._window is not window:  # rotated meanwhile: count in the new window, without sketch
-                window, sketch = self._window, (None, None)
-            window.inferences += rows
+        rows = x.shape[0]
+        with self._lock:  # kept short: every predict passes here
+            window = self._window
+            first = window.inferences
+            # the bins are the window's model's: a call across a swap adds no sketch
+            if first + rows > window.next_sketch and window.serving is serving:
+                window.keep(x, prediction)
+            window.inferences = first + rows
             self.total_inferences += rows
-            window.add_latency(latency_us)
+            window.latency[bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)] += 1
+            if latency_us < window.latency_low:
+                window.latency_low = latency_us
+            if latency_us > window.latency_high:
+                window.latency_high = latency_us
             if label is not None and rows == 1:  # a true label speaks for one row
                 window.labelled += 1
                 if prediction.labels is not None and str(prediction.labels[0]) == label:
                     window.correct += 1
-            window.add_sketch(*sketch)
 
     def record_error(self, latency_us: float | None = None) -> None:
         with self._lock:
@@ -254,6 +279,7 @@ class Telemetry:
             window, self._window = self._window, _Window(end_ms, next_serving)
         if window.serving is None and window.inferences == 0 and window.errors == 0:
             return None
+        window.drain()
         message = pb.TelemetryWindow(
             schema_version=SCHEMA_VERSION,
             device_id=self.device_id,
@@ -262,7 +288,7 @@ class Telemetry:
             window_end_ms=end_ms,
             inference_count=window.inferences,
             error_count=window.errors,
-            latency_us=pb.Histogram(bounds=LATENCY_BOUNDS_US, counts=window.latency),
+            latency_bins=sparse_pairs(window.latency),
             labelled_count=window.labelled,
             correct_count=window.correct,
             cpu_percent=self._cpu.percent(),
@@ -278,8 +304,7 @@ class Telemetry:
         if window.serving is not None:
             message.model.CopyFrom(window.serving.ref)
         if window.bins is not None and window.feature_counts is not None:
-            for index, counts in window.bins.split(window.feature_counts):
-                message.features.add(index=index, counts=counts)
+            message.feature_counts.extend(pack_features(window.bins.split(window.feature_counts)))
         if window.predictions is not None:
             message.predictions.counts.extend(window.predictions.tolist())
             if window.class_labels:

@@ -518,7 +518,7 @@ class FeatureSketch(_message.Message):
     def __init__(self, index: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TelemetryWindow(_message.Message):
-    __slots__ = ("schema_version", "device_id", "seq", "window_start_ms", "window_end_ms", "model", "inference_count", "error_count", "latency_us", "latency_p50_us", "latency_p95_us", "labelled_count", "correct_count", "features", "predictions", "cpu_percent", "rss_bytes", "shadow_compared", "shadow_agreed", "shadow_dropped")
+    __slots__ = ("schema_version", "device_id", "seq", "window_start_ms", "window_end_ms", "model", "inference_count", "error_count", "latency_us", "latency_p50_us", "latency_p95_us", "labelled_count", "correct_count", "features", "predictions", "cpu_percent", "rss_bytes", "shadow_compared", "shadow_agreed", "shadow_dropped", "latency_bins", "feature_counts", "spool_dropped")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -539,6 +539,9 @@ class TelemetryWindow(_message.Message):
     SHADOW_COMPARED_FIELD_NUMBER: _ClassVar[int]
     SHADOW_AGREED_FIELD_NUMBER: _ClassVar[int]
     SHADOW_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BINS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_DROPPED_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     device_id: str
     seq: int
@@ -559,7 +562,20 @@ class TelemetryWindow(_message.Message):
     shadow_compared: int
     shadow_agreed: int
     shadow_dropped: int
-    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., window_start_ms: _Optional[int] = ..., window_end_ms: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., inference_count: _Optional[int] = ..., error_count: _Optional[int] = ..., latency_us: _Optional[_Union[Histogram, _Mapping]] = ..., latency_p50_us: _Optional[float] = ..., latency_p95_us: _Optional[float] = ..., labelled_count: _Optional[int] = ..., correct_count: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureSketch, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., shadow_compared: _Optional[int] = ..., shadow_agreed: _Optional[int] = ..., shadow_dropped: _Optional[int] = ...) -> None: ...
+    latency_bins: _containers.RepeatedScalarFieldContainer[int]
+    feature_counts: _containers.RepeatedScalarFieldContainer[int]
+    spool_dropped: SpoolDrops
+    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., window_start_ms: _Optional[int] = ..., window_end_ms: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., inference_count: _Optional[int] = ..., error_count: _Optional[int] = ..., latency_us: _Optional[_Union[Histogram, _Mapping]] = ..., latency_p50_us: _Optional[float] = ..., latency_p95_us: _Optional[float] = ..., labelled_count: _Optional[int] = ..., correct_count: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureSketch, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., shadow_compared: _Optional[int] = ..., shadow_agreed: _Optional[int] = ..., shadow_dropped: _Optional[int] = ..., latency_bins: _Optional[_Iterable[int]] = ..., feature_counts: _Optional[_Iterable[int]] = ..., spool_dropped: _Optional[_Union[SpoolDrops, _Mapping]] = ...) -> None: ...
+
+class SpoolDrops(_message.Message):
+    __slots__ = ("events", "telemetry", "samples")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    events: int
+    telemetry: int
+    samples: int
+    def __init__(self, events: _Optional[int] = ..., telemetry: _Optional[int] = ..., samples: _Optional[int] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("input", "prediction", "label", "ts_ms")

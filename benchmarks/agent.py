@@ -1,0 +1,290 @@
+"""The agent on a small board: idle memory, threads, start to first answer, predict overhead and the size of
+a telemetry window, each side by side with the bare runtime in one run.
+
+    .venv/bin/python benchmarks/agent.py [--seconds 1.5] [--rounds 7]
+
+The model is sklearn's digits MLP (64 features, 10 classes) compiled by model_compiler to ONNX and TFLite and
+installed through the real update path. Memory, threads and start-up are measured in a child process per
+configuration (this file run with --child: it imports the agent only, never cloud or model_compiler):
+    bare    the runtime alone with the model loaded (import + load_model)
+    stock   the agent as it was: runtime defaults (spinning thread pools, memory arena), gRPC with 4 workers
+    lean    the agent as it is now (edge_agent defaults)
+A child serves gRPC, talks to a private Mosquitto, and is measured after 2 s idle. first_inference_s runs
+from spawning the lean onnxruntime child to its first gRPC Predict answer (the model cached on disk).
+Predict overhead alternates bare and agent calls one by one (the machine is shared); medians per call.
+Prints one JSON object last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+RUNTIMES = ("onnxruntime", "tflite")
+VARIANTS = ("bare", "stock", "lean")
+
+
+# ------------------------------------------------------------------------------------- the child (agent only)
+
+
+def child(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from edge_agent.serving import runtime
+    from protocols.v1 import messages_pb2 as pb
+
+    tuning = runtime.RuntimeTuning.stock() if args.variant == "stock" else runtime.RuntimeTuning()
+    if args.variant == "bare":
+        manifest = pb.Manifest.FromString(Path(args.manifest).read_bytes())
+        artifact = next(a for a in manifest.artifacts if runtime.runtime_for(a) == args.runtime)
+        model = runtime.load_model(artifact, Path(args.artifact).read_bytes(), manifest.io)
+        model.predict([[0.0] * model.n_features])
+        print("ready", flush=True)
+        sys.stdin.read()  # until the parent closes it
+        return 0
+    from edge_agent.agent import Agent
+    from edge_agent.config import load_settings
+    from edge_agent.connect import transport_for
+    from edge_agent.serving.grpc_server import start_grpc_server
+
+    settings = load_settings(
+        device_id=args.device, mqtt_url=args.mqtt, trust_path=args.trust, state_dir=args.state,
+        grpc_address=args.grpc, telemetry_interval_s=3600, runtime_preference=[args.runtime],
+    )  # fmt: skip
+    agent = Agent(settings, transport_for(settings), load_model=partial(runtime.load_model, tuning=tuning),
+                  runtimes=[args.runtime])  # fmt: skip
+    agent.start()
+    server = start_grpc_server(agent, settings.grpc_address, **({"max_workers": 4} if args.variant == "stock" else {}))
+    print(f"ready {server.port}", flush=True)
+    sys.stdin.read()
+    server.stop()
+    agent.stop()
+    return 0
+
+
+# ------------------------------------------------------------------------------------- the parent
+
+
+def proc_status(pid: int) -> tuple[float, int]:
+    text = Path(f"/proc/{pid}/status").read_text()
+    rss_kb = int(re.search(r"VmRSS:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
+    threads = int(re.search(r"Threads:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
+    return rss_kb / 1024, threads
+
+
+def first_answer(port: int, n_features: int, deadline: float) -> None:
+    import grpc
+
+    from protocols.v1 import agent_pb2, agent_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = agent_pb2_grpc.EdgeInferenceStub(channel)
+        while True:
+            try:
+                stub.Predict(agent_pb2.PredictRequest(values=[0.0] * n_features, rows=1), timeout=1)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+
+
+def measure_child(variant: str, rt: str, paths: dict[str, Any], n_features: int) -> dict[str, Any]:
+    from support.net import free_port
+
+    port = free_port()
+    command = [sys.executable, __file__, "--child", "--variant", variant, "--runtime", rt, "--device", f"bench-{rt}",
+               "--mqtt", paths["mqtt"], "--trust", str(paths["trust"]), "--state", str(paths[rt]),
+               "--grpc", f"127.0.0.1:{port}", "--manifest", str(paths["manifest"]),
+               "--artifact", str(paths[f"{rt}_bytes"])]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    spawned = time.monotonic()
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=ROOT)  # noqa: S603
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode().split()
+        if not line or line[0] != "ready":
+            raise SystemExit(f"child {variant}/{rt} did not start")
+        result: dict[str, Any] = {}
+        if variant != "bare":
+            first_answer(int(line[1]), n_features, spawned + 30)
+            result["first_inference_s"] = round(time.monotonic() - spawned, 3)
+        time.sleep(2.0)
+        rss_mb, threads = proc_status(proc.pid)
+        return {**result, "rss_mb": round(rss_mb, 1), "threads": threads}
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def build(tmp: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """The digits MLP compiled for both runtimes, installed (cached) in one state dir per runtime."""
+    import hashlib
+
+    from support.fake_cloud import FakeCloud
+    from support.releases import Release, make_keys
+
+    from cloud.training.pipeline import build_estimator, load_dataset
+    from edge_agent.agent import Agent
+    from edge_agent.config import load_settings
+    from edge_agent.messages import offline_will
+    from edge_agent.serving.runtime import runtime_for
+    from edge_agent.transport import MemoryBroker, MemoryTransport
+    from model_compiler.compiler import compile_estimator
+    from protocols.v1 import messages_pb2 as pb
+
+    split = load_dataset("digits", test_size=0.3, seed=0)
+    estimator = build_estimator("mlp", {}, 0).fit(split.X_train, split.y_train)
+    compiled = compile_estimator(estimator, split.X_test, split.y_test, target="all", quantize="none")
+    keys = make_keys(tmp / "keys")
+    manifest = pb.Manifest()
+    manifest.CopyFrom(compiled.fragment)
+    manifest.model_id, manifest.version, manifest.sequence = "digits", "1", 1
+    manifest.created_at_ms = int(time.time() * 1000)
+    release = Release.of(keys.signer.sign(manifest), [b.data for b in compiled.artifacts], keys)
+    paths: dict[str, Any] = {"trust": keys.trust_path, "manifest": tmp / "manifest.pb"}
+    paths["manifest"].write_bytes(manifest.SerializeToString())
+    for built in compiled.artifacts:
+        rt = runtime_for(built.artifact)
+        paths[f"{rt}_bytes"] = tmp / built.artifact.name
+        paths[f"{rt}_bytes"].write_bytes(built.data)
+        assert hashlib.sha256(built.data).hexdigest() == built.artifact.sha256
+    broker = MemoryBroker()
+    cloud = FakeCloud.in_memory(broker, chunk_size=64 * 1024)
+    for rt in RUNTIMES:
+        paths[rt] = tmp / f"state-{rt}"
+        settings = load_settings(device_id=f"bench-{rt}", state_dir=paths[rt], trust_path=keys.trust_path,
+                                 grpc_address="", telemetry_interval_s=3600, runtime_preference=[rt])  # fmt: skip
+        agent = Agent(settings, MemoryTransport(broker, will=offline_will(settings.device_id, fleet=keys.fleet)),
+                      runtimes=[rt], tick_interval_s=0.05)  # fmt: skip
+        agent.start()
+        cloud.deploy(settings.device_id, release, generation=1)
+        ok = agent.wait_for(lambda s: s.update_state == pb.UPDATE_STATE_ACTIVE, 60)
+        agent.stop()
+        if not ok:
+            raise SystemExit(f"install on {rt} did not finish: {agent.status()}")
+    cloud.transport.stop()
+    return split, manifest, broker, paths
+
+
+def overhead(paths: dict[str, Any], manifest: Any, x_test: Any, seconds: float, rounds: int) -> dict[str, Any]:
+    """Median agent / bare runtime time per call at batch 1 and 64, interleaved in rounds; and the window."""
+    import numpy as np
+
+    from edge_agent.agent import Agent
+    from edge_agent.config import load_settings
+    from edge_agent.serving.runtime import load_model
+    from edge_agent.transport import MemoryBroker, MemoryTransport
+
+    settings = load_settings(device_id="bench-onnxruntime", state_dir=paths["onnxruntime"], trust_path=paths["trust"],
+                             grpc_address="", telemetry_interval_s=3600)  # fmt: skip
+    agent = Agent(settings, MemoryTransport(MemoryBroker()), runtimes=["onnxruntime"])
+    agent.start()
+    try:
+        artifact = next(a for a in manifest.artifacts if a.runtime == "onnxruntime")
+        bare = load_model(artifact, paths["onnxruntime_bytes"].read_bytes(), manifest.io)
+        x = np.asarray(x_test, dtype=np.float32)
+        out: dict[str, Any] = {}
+        for rows in (1, 64):
+            batches = [x[i : i + rows] for i in range(0, len(x) - rows, rows)][:64]
+
+            bare_us, agent_us = [], []  # call by call, alternating: both see the same neighbours' load
+            for _ in range(rounds):
+                deadline = time.perf_counter() + seconds
+                while time.perf_counter() < deadline:
+                    batch = batches[len(bare_us) % len(batches)]
+                    t0 = time.perf_counter()
+                    bare.predict(batch)
+                    t1 = time.perf_counter()
+                    agent.predict(batch)
+                    agent_us.append((time.perf_counter() - t1) * 1e6)
+                    bare_us.append((t1 - t0) * 1e6)
+            b, a = statistics.median(bare_us), statistics.median(agent_us)
+            out[f"b{rows}"] = {"bare_us": round(b, 1), "agent_us": round(a, 1), "ratio": round(a / b, 3)}
+            print(f"batch {rows}: bare {b:.1f} µs, agent {a:.1f} µs, x{a / b:.3f}", file=sys.stderr)
+        window = agent.flush_telemetry()
+        assert window is not None and len(window.features) + len(window.feature_counts) > 0
+        out["window"] = {"bytes": window.ByteSize(), "inferences": window.inference_count,
+                         "legacy_bytes": legacy_size(window)}  # fmt: skip
+        return out
+    finally:
+        agent.stop()
+
+
+def legacy_size(window: Any) -> int:
+    """The same window in the old encoding (every bin of every feature, the latency bounds spelled out)."""
+    from cloud.monitoring.ingest import telemetry_row
+    from protocols.v1 import messages_pb2 as pb
+
+    row = telemetry_row(window.device_id, window, 0)
+    old = pb.TelemetryWindow()
+    old.CopyFrom(window)
+    old.ClearField("feature_counts")
+    old.ClearField("latency_bins")
+    old.latency_us.bounds.extend(row["latency_histogram"]["bounds"])
+    old.latency_us.counts.extend(row["latency_histogram"]["counts"])
+    for index, counts in row["feature_counts"].items():
+        old.features.add(index=int(index), counts=counts)
+    return old.ByteSize()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=1.5, help="per round, bare and agent together")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    for name in ("variant", "runtime", "device", "mqtt", "trust", "state", "grpc", "manifest", "artifact"):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    sys.path.insert(1, str(ROOT / "tests"))
+    from support.mosquitto import MosquittoBroker
+
+    results: dict[str, Any] = {"memory": {}}
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        split, manifest, _, paths = build(tmp)
+        n_features = manifest.io.n_features
+        with MosquittoBroker(tmp / "mosquitto") as broker:
+            paths["mqtt"] = broker.url
+            for rt in RUNTIMES:
+                for variant in VARIANTS:
+                    figures = measure_child(variant, rt, paths, n_features)
+                    results["memory"][f"{rt}_{variant}"] = figures
+                    print(f"{rt:<12} {variant:<6} {figures}", file=sys.stderr)
+        serving = overhead(paths, manifest, split.X_test, args.seconds, args.rounds)
+    memory = results["memory"]
+    results["serving"] = serving
+    results.update(
+        rss_mb_onnxruntime=memory["onnxruntime_lean"]["rss_mb"],
+        rss_mb_litert=memory["tflite_lean"]["rss_mb"],
+        threads_onnxruntime=memory["onnxruntime_lean"]["threads"],
+        predict_overhead_b1=serving["b1"]["ratio"],
+        predict_overhead_b64=serving["b64"]["ratio"],
+        first_inference_s=memory["onnxruntime_lean"]["first_inference_s"],
+        telemetry_window_bytes=serving["window"]["bytes"],
+    )
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

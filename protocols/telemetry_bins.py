@@ -1,0 +1,65 @@
+"""The fixed latency buckets of a TelemetryWindow and its compact encoding, for writers and readers alike.
+
+A window is mostly counts. The compact fields (`latency_bins`, `feature_counts`, see messages.proto) drop
+what the reader already knows (the latency bounds are fixed) and what carries nothing (empty buckets,
+features with no counts), so a window of a 64-feature model fits in about 1 KB. Readers accept both forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from protocols.v1 import messages_pb2 as pb
+
+# log-spaced, 10 per decade, 10 µs .. 10 s; the last bucket is open-ended
+LATENCY_BOUNDS_US: tuple[float, ...] = tuple(round(10 ** (1 + i / 10), 3) for i in range(61))
+
+
+def sparse_pairs(counts: Sequence[int]) -> list[int]:
+    """[bucket, count, ...] of the non-empty buckets."""
+    pairs: list[int] = []
+    for bucket, count in enumerate(counts):
+        if count:
+            pairs += (bucket, int(count))
+    return pairs
+
+
+def pack_features(sketches: Iterable[tuple[int, Sequence[int]]]) -> list[int]:
+    """Per feature with any count: a header n_bins * 2 + (1 if its index is not the previous one's + 1),
+    the index only then, and its counts; concatenated. Indexes mostly follow on: a byte saved per feature."""
+    flat: list[int] = []
+    expected = 0
+    for index, counts in sketches:
+        if any(counts):
+            jumped = index != expected
+            flat += (len(counts) * 2 + jumped, *((index,) if jumped else ()), *counts)
+            expected = index + 1
+    return flat
+
+
+def latency_histogram(w: pb.TelemetryWindow) -> tuple[list[float], list[int]]:
+    """(bounds, counts) of a window in either encoding."""
+    if w.latency_bins:
+        counts = [0] * (len(LATENCY_BOUNDS_US) + 1)
+        pairs = list(w.latency_bins)
+        for bucket, count in zip(pairs[::2], pairs[1::2], strict=False):
+            if bucket < len(counts):
+                counts[bucket] += count
+        return list(LATENCY_BOUNDS_US), counts
+    return list(w.latency_us.bounds), list(w.latency_us.counts)
+
+
+def feature_sketches(w: pb.TelemetryWindow) -> dict[int, list[int]]:
+    """{feature index: counts} of a window in either encoding (a truncated compact list ends early)."""
+    found = {f.index: list(f.counts) for f in w.features}
+    flat, at, index = list(w.feature_counts), 0, 0
+    while at < len(flat):
+        size, jumped = divmod(flat[at], 2)
+        at += 1
+        if jumped:
+            if at >= len(flat):
+                break
+            index, at = flat[at], at + 1
+        found[index] = flat[at : at + size]
+        at, index = at + size, index + 1
+    return found
