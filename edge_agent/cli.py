@@ -1,4 +1,4 @@
-"""The device's command: `edgefleet-agent run|provision`, also reachable as `edgefleet agent run|provision`.
+"""The device's command: `edgefleet-agent run|provision|bundle`, also reachable as `edgefleet agent ...`.
 
 `main` is the `edgefleet-agent` console script, so a device never imports `cloud`; `register` lets the
 cloud's `edgefleet` command offer the same subcommands. Heavy imports happen inside the handlers.
@@ -74,6 +74,39 @@ def _add_commands(commands: Any) -> None:
     provision.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="device label")
     provision.add_argument("--force", action="store_true", help="overwrite an existing config file")
     provision.set_defaults(func=provision_command)
+
+    bundle = commands.add_parser(
+        "bundle", help="build an offline install tarball for a device (wheels, install.sh, systemd unit)",
+        description="Build, on any machine with PyPI access, a tarball that installs the agent on a device "
+                    "with no network: copy it over, unpack, `sudo ./install.sh`.",
+    )  # fmt: skip
+    bundle.add_argument("--arch", required=True, choices=["aarch64", "x86_64"], help="the device's CPU")
+    bundle.add_argument("--python", default="3.11", help="the device's python3 version (default 3.11)")
+    bundle.add_argument("--runtime", default="both", choices=["onnx", "litert", "both"],
+                        help="inference runtime(s) to include (default both)")
+    bundle.add_argument("--out", required=True, type=Path, help="tarball to write, e.g. edgefleet-pi.tar.gz")
+    bundle.add_argument("--source", type=Path, help="EdgeFleet checkout to build the agent wheel from "
+                                                    "(default: the one this command runs from)")
+    bundle.add_argument("--wheel-cache", type=Path, help="keep downloaded wheels here, keyed by their inputs")
+    bundle.set_defaults(func=bundle_command)
+
+
+def bundle_command(args: argparse.Namespace) -> int:
+    from edge_agent.bundle import BundleError, BundleSpec, build_bundle, checkout_root
+
+    source = args.source or checkout_root()
+    if source is None:
+        print("error: not running from an EdgeFleet checkout; pass --source DIR", file=sys.stderr)
+        return 1
+    try:
+        spec = BundleSpec(arch=args.arch, python=args.python, runtime=args.runtime)
+        out = build_bundle(spec, args.out.resolve(), source=source.resolve(), wheel_cache=args.wheel_cache)
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); on the device: tar xzf {out.name} && "
+          f"sudo ./{spec.name}/install.sh")
+    return 0
 
 
 def provision_command(args: argparse.Namespace) -> int:
@@ -187,6 +220,7 @@ def run_command(args: argparse.Namespace) -> int:
     from edge_agent.config import load_settings
     from edge_agent.connect import transport_for
     from edge_agent.errors import AgentError
+    from edge_agent.sdnotify import Notifier
     from edge_agent.serving.grpc_server import start_grpc_server
     from edge_agent.transport import TransportError
 
@@ -201,6 +235,7 @@ def run_command(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
     grpc_server = None
+    systemd = Notifier()
     try:
         agent.start()
         if settings.grpc_address:
@@ -208,8 +243,12 @@ def run_command(args: argparse.Namespace) -> int:
             host = settings.grpc_address.rpartition(":")[0]
             print(f"local inference API (gRPC) on {host}:{grpc_server.port}", flush=True)
         print(f"agent {settings.device_id} running (Ctrl-C to stop)", flush=True)
+        systemd.ready(f"agent {settings.device_id} running")
         started, warned = time.monotonic(), False
-        while not stopping.wait(1.0):
+        # the loop wakes at least as often as systemd's watchdog wants a ping
+        tick = min(1.0, systemd.watchdog_interval_s or 1.0)
+        while not stopping.wait(tick):
+            systemd.watchdog()
             # Say so, once, when the broker stays out of reach: paho keeps retrying quietly in the background.
             if not warned and not transport.connected and time.monotonic() - started > _BROKER_WARNING_AFTER_S:
                 warned = True
@@ -219,6 +258,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        systemd.stopping()
         if grpc_server is not None:
             grpc_server.stop()
         agent.stop()

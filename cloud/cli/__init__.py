@@ -25,7 +25,7 @@ SUBCOMMAND_MODULES = [
     "cloud.cli.experiment",  # experiment start / status / list / promote / stop
     "cloud.cli.broker",  # broker-config
     "model_compiler.cli",  # compile
-    "edge_agent.cli",  # agent run / agent provision
+    "edge_agent.cli",  # agent run / agent provision / agent bundle
 ]
 
 
