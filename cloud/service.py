@@ -190,11 +190,15 @@ class CloudService:
             authority = BrokerAuthority(self.engine, self.keys.fleet, cloud_password(s.data_dir))
         port = s.embedded_mqtt_port
         try:
-            self.broker = EmbeddedBroker(port=port, authority=authority, recheck_s=s.embedded_broker_recheck_s).start()
+            self.broker = EmbeddedBroker(
+                s.embedded_mqtt_host, port, authority=authority, recheck_s=s.embedded_broker_recheck_s
+            ).start()
         except BrokerStartError as exc:
             hint = f"; is another broker on port {port}? use it with --mqtt-url mqtt://127.0.0.1:{port}" if port else ""
             raise ConfigurationError(f"{exc}{hint}") from None
-        self.mqtt_url = self.broker.url
+        # the cloud's own client reaches it on loopback even when it listens on every address
+        wildcard = s.embedded_mqtt_host in ("0.0.0.0", "::", "")
+        self.mqtt_url = f"mqtt://127.0.0.1:{self.broker.port}" if wildcard else self.broker.url
         self.mqtt_protocol = self.broker.mqtt_protocol
 
     def _start_messaging(self) -> None:

@@ -46,6 +46,9 @@ class CloudSettings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)  # 0 picks a free port
     embedded_mqtt_port: int = Field(default=0, ge=0, le=65535)  # the embedded broker's port; 0 picks a free one
+    # where the embedded broker listens: loopback by default; 0.0.0.0 lets devices on the LAN reach it (plain
+    # TCP with device passwords: a lab, not production)
+    embedded_mqtt_host: str = "127.0.0.1"
     # the embedded broker checks device credentials and the ACL as Mosquitto does (off: anyone, anywhere),
     # and disconnects devices revoked meanwhile every embedded_broker_recheck_s (and at once on revoke)
     embedded_broker_auth: bool = True

@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--mqtt-url", help="use this broker (mqtt://host:port) instead of the embedded one")
     up.add_argument("--mqtt-port", type=int, default=1883,
                     help="port of the embedded broker (default 1883; 0 picks a free one)")
+    up.add_argument("--mqtt-host", help="address the embedded broker listens on (default 127.0.0.1; "
+                                        "0.0.0.0 for devices on the LAN)")
     up.add_argument("--database-url", help="use this database (e.g. postgresql://...) instead of SQLite")
     up.add_argument("--host", help="console API host (default 127.0.0.1)")
     up.add_argument("--port", type=int, help="console API port (default 8080; 0 picks a free one)")
@@ -37,6 +39,7 @@ def run_up(args: argparse.Namespace) -> int:
         "data_dir": args.data_dir,
         "mqtt_url": args.mqtt_url,
         "embedded_mqtt_port": args.mqtt_port,
+        "embedded_mqtt_host": args.mqtt_host,
         "database_url": args.database_url,
         "api_host": args.host,
         "api_port": args.port,

@@ -159,3 +159,19 @@ def test_two_clouds_on_one_broker_keep_to_their_own_fleets(tmp_path: Path, mqtt_
         assert wait_until(lambda: _get(a, "/api/v1/devices/pi-a") is not None, 10)
         time.sleep(0.5)
         assert _get(b, "/api/v1/devices/pi-a") is None  # no ghost device in the other setup
+
+
+def test_the_embedded_broker_can_listen_for_devices_on_the_lan(tmp_path: Path) -> None:
+    """--mqtt-host 0.0.0.0: the broker listens on every address (devices elsewhere reach it), while the
+    cloud's own client still uses loopback."""
+    import socket
+
+    settings = CloudSettings(data_dir=tmp_path / "cloud", api_port=0, embedded_mqtt_host="0.0.0.0")
+    with CloudService(settings) as service:
+        assert service.broker is not None and service.transport.wait_connected(10)
+        assert service.mqtt_url == f"mqtt://127.0.0.1:{service.broker.port}"
+        server = service.broker._broker._servers["default"].instance  # type: ignore[union-attr]
+        assert {s.getsockname()[0] for s in server.sockets} == {"0.0.0.0"}
+        lan = socket.gethostbyname(socket.gethostname())  # this machine's own non-loopback address, if any
+        with socket.create_connection((lan, service.broker.port), timeout=5):
+            pass
