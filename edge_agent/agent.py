@@ -28,7 +28,8 @@ from edge_agent.config import AgentSettings
 from edge_agent.downlink import parse_inbound
 from edge_agent.errors import BadInputError, MalformedPayloadError, NoModelError
 from edge_agent.executor import Executor
-from edge_agent.messages import SeqCounter, presence
+from edge_agent.facts import FactsReader
+from edge_agent.messages import AGENT_VERSION, SeqCounter, presence
 from edge_agent.outbox import Outbox
 from edge_agent.serving.sampler import Sampler
 from edge_agent.serving.shadow import KeptModel
@@ -87,11 +88,16 @@ class Agent:
         self.transport = transport
         self.store: ModelStore = store if store is not None else DiskModelStore(settings.state_dir)
         self.clock: Clock = clock or SystemClock()
-        if load_model is None or runtimes is None:
-            from edge_agent.serving import runtime  # onnxruntime & co. only when no runtime was plugged in
+        precheck, versions = None, {}
+        if load_model is None or runtimes is None:  # onnxruntime & co. only when no runtime was plugged in
+            from edge_agent.serving import isolated, probe, runtime
 
-            load_model = load_model or runtime.load_model
-            runtimes = runtimes if runtimes is not None else runtime.available_runtimes()
+            if load_model is None:
+                load_model = runtime.load_model
+                precheck = isolated.check_in_child if settings.isolate_loads else None
+            if runtimes is None:  # only runtimes whose import works in a child process
+                versions = {f.name: f.version for f in probe.probe_runtimes(settings.state_dir, AGENT_VERSION)}
+                runtimes = list(versions)
         if run_self_test is None:
             from edge_agent.serving.selftest import run_self_test as default_self_test
 
@@ -99,6 +105,7 @@ class Agent:
         self._load_model: LoadModelFn = load_model
         self._run_self_test: SelfTestFn = run_self_test
         self.runtimes = list(runtimes)
+        self._facts = FactsReader(settings.state_dir, [(r, versions.get(r, "")) for r in self.runtimes])
         self._root = trust if trust is not None else settings.read_trust()
         self.fleet = self._root.fleet
         self._refused_at_s: dict[str, float] = {}  # malformed downward messages: one event per reason a minute
@@ -127,6 +134,7 @@ class Agent:
             post=self._post,
             dispatch=self._dispatch,
             report=self._report,
+            precheck=precheck,
         )
         self._started = self._stopped = False
         self._next_tick_s = self._next_flush_s = 0.0
@@ -310,7 +318,9 @@ class Agent:
 
     def _report(self) -> None:
         assert self._updater is not None
-        self._outbox.report(self._updater.view(), dict(self.settings.labels), self.runtimes)
+        crashed = self._updater.journal.crashed_runtimes  # a runtime that killed the agent is not offered
+        runtimes = [r for r in self.runtimes if r not in crashed]
+        self._outbox.report(self._updater.view(), dict(self.settings.labels), runtimes, self._facts.read())
 
     @property
     def update_state(self) -> State:
