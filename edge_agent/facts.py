@@ -8,6 +8,7 @@ REFRESH_S, since a report can follow every state change.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import platform
@@ -53,10 +54,8 @@ class FactsReader:
         if temperature is not None:
             facts.temperature_c = temperature
         facts.throttled = _throttled()
-        try:
+        with contextlib.suppress(OSError):
             facts.disk_free_bytes = shutil.disk_usage(self._state_dir).free
-        except OSError:
-            pass
         return facts
 
 

@@ -22,10 +22,19 @@ _FILES = ("artifact.pb", "model.bin", "io.pb", "self_test.pb")
 
 
 def check_in_child(
-    artifact: pb.Artifact, data: bytes, io: pb.IoSchema, self_test: pb.SelfTest | None, timeout_s: float = CHILD_TIMEOUT_S
+    artifact: pb.Artifact,
+    data: bytes,
+    io: pb.IoSchema,
+    self_test: pb.SelfTest | None,
+    timeout_s: float = CHILD_TIMEOUT_S,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="edgefleet-load-") as tmp:
-        blobs = (artifact.SerializeToString(), data, io.SerializeToString(), (self_test or pb.SelfTest()).SerializeToString())
+        blobs = (
+            artifact.SerializeToString(),
+            data,
+            io.SerializeToString(),
+            (self_test or pb.SelfTest()).SerializeToString(),
+        )
         for name, blob in zip(_FILES, blobs, strict=True):
             (Path(tmp) / name).write_bytes(blob)
         try:
@@ -49,7 +58,11 @@ def _child(directory: str) -> int:
     from edge_agent.serving.selftest import run_self_test
 
     raw = [(Path(directory) / name).read_bytes() for name in _FILES]
-    artifact, io, self_test = pb.Artifact.FromString(raw[0]), pb.IoSchema.FromString(raw[2]), pb.SelfTest.FromString(raw[3])
+    artifact, io, self_test = (
+        pb.Artifact.FromString(raw[0]),
+        pb.IoSchema.FromString(raw[2]),
+        pb.SelfTest.FromString(raw[3]),
+    )
     model = load_model(artifact, raw[1], io)
     result = run_self_test(model, self_test, io)
     return 0 if result.passed else 3

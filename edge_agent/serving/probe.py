@@ -37,7 +37,8 @@ def probe_runtimes(state_dir: Path, agent_version: str, timeout_s: float = PROBE
     """The runtimes whose import succeeds in a child process, in preference order (cached)."""
     cache_path = Path(state_dir) / CACHE_FILE
     cache = _read_cache(cache_path)
-    found, fresh = [], {}
+    found: list[RuntimeFound] = []
+    fresh: dict[str, object] = {}
     for name, (module, dist) in RUNTIMES.items():
         key = _key(agent_version, module, dist)
         if key is None:

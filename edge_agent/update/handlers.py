@@ -85,7 +85,8 @@ def on_desired(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
         return _already_active(up, counter, deployment_id)
     actions: list[Action] = [Emit(pb.EVENT_KIND_UPDATE_STARTED, deployment_id)]
     try:
-        artifact, layout = choose_artifact(verified.manifest, desired, up.usable_runtimes(), up.journal.models_on_disk())
+        runtimes, on_disk = up.usable_runtimes(), up.journal.models_on_disk()
+        artifact, layout = choose_artifact(verified.manifest, desired, runtimes, on_disk)
     except (trust.VerificationError, AgentError) as exc:
         return actions + up.fail(counter, deployment_id, exc.code, str(exc))
     return actions + begin(up, desired, counter, deployment_id, artifact, layout, now)
