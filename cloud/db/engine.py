@@ -98,6 +98,23 @@ def read_only(engine: Engine) -> Engine:
     return engine.execution_options(**{_READ_ONLY: True})
 
 
+# columns added to existing tables after their first release: create_all adds tables, never columns
+_NEW_COLUMNS = {"device": {"facts": "JSON"}}
+
+
+def _add_new_columns(engine: Engine, schema: str | None) -> None:
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    for table, columns in _NEW_COLUMNS.items():
+        have = {c["name"] for c in inspector.get_columns(table, schema=schema)}
+        qualified = f'"{schema}"."{table}"' if schema and engine.dialect.name == "postgresql" else f'"{table}"'
+        for name, sql_type in columns.items():
+            if name not in have:
+                with engine.begin() as conn:
+                    conn.execute(text(f'ALTER TABLE {qualified} ADD COLUMN "{name}" {sql_type}'))
+
+
 def create_tables(engine: Engine) -> None:
     """Create the schema (PostgreSQL, if the engine has one) and every table; safe to call again."""
     from sqlalchemy.exc import OperationalError
@@ -114,6 +131,7 @@ def create_tables(engine: Engine) -> None:
             with engine.begin() as conn:
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         SQLModel.metadata.create_all(engine)
+        _add_new_columns(engine, schema)
     except OperationalError as exc:  # the first contact with the database: say which one and why, briefly
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         url = engine.url.render_as_string(hide_password=True)

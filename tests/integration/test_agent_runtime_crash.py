@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import wait_until
 from support.fake_cloud import FakeCloud
 from support.releases import Keys, Release, make_keys
 
