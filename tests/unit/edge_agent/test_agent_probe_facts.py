@@ -52,7 +52,9 @@ def test_facts_from_a_raspberry_pi_like_root(tmp_path: Path) -> None:
     (root / "etc").mkdir(parents=True)
     (root / "etc/os-release").write_text('NAME="Debian GNU/Linux"\nPRETTY_NAME="Raspbian GNU/Linux 12 (bookworm)"\n')
     (root / "proc").mkdir()
-    (root / "proc/cpuinfo").write_text("processor\t: 0\nCPU part\t: 0xd08\n\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n")
+    (root / "proc/cpuinfo").write_text(
+        "processor\t: 0\nCPU part\t: 0xd08\n\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n"
+    )
     (root / "proc/meminfo").write_text("MemTotal:        3884000 kB\nMemFree:  100 kB\nMemAvailable:    3000000 kB\n")
     for zone, milli in (("thermal_zone0", "48312"), ("thermal_zone1", "51500")):
         (root / "sys/class/thermal" / zone).mkdir(parents=True)
