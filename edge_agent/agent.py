@@ -37,7 +37,7 @@ from edge_agent.serving.slot import ModelSlot, ServingModel, as_rows
 from edge_agent.serving.telemetry import Telemetry
 from edge_agent.store import DiskModelStore, ModelStore
 from edge_agent.transport import Transport
-from edge_agent.types import LoadModelFn, SelfTestFn
+from edge_agent.types import LoadModelFn, PrecheckFn, SelfTestFn
 from edge_agent.update import jobs, recovery
 from edge_agent.update.actions import Emit
 from edge_agent.update.chunks import ChunkPolicy
@@ -88,16 +88,12 @@ class Agent:
         self.transport = transport
         self.store: ModelStore = store if store is not None else DiskModelStore(settings.state_dir)
         self.clock: Clock = clock or SystemClock()
-        precheck, versions = None, {}
+        precheck: PrecheckFn | None = None
+        versions: dict[str, str] = {}
         if load_model is None or runtimes is None:  # onnxruntime & co. only when no runtime was plugged in
-            from edge_agent.serving import isolated, probe, runtime
+            from edge_agent.serving.probe import real_runtimes
 
-            if load_model is None:
-                load_model = runtime.load_model
-                precheck = isolated.check_in_child if settings.isolate_loads else None
-            if runtimes is None:  # only runtimes whose import works in a child process
-                versions = {f.name: f.version for f in probe.probe_runtimes(settings.state_dir, AGENT_VERSION)}
-                runtimes = list(versions)
+            load_model, runtimes, versions, precheck = real_runtimes(settings, load_model, runtimes, AGENT_VERSION)
         if run_self_test is None:
             from edge_agent.serving.selftest import run_self_test as default_self_test
 

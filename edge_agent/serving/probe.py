@@ -16,6 +16,11 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge_agent.config import AgentSettings
+    from edge_agent.types import LoadModelFn, PrecheckFn
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,24 @@ _MEMO: dict[str, dict[str, object]] = {}
 class RuntimeFound:
     name: str
     version: str
+
+
+def real_runtimes(
+    settings: AgentSettings, load_model: LoadModelFn | None, runtimes: list[str] | None, agent_version: str
+) -> tuple[LoadModelFn, list[str], dict[str, str], PrecheckFn | None]:
+    """What the agent uses when no runtime was plugged in: the real loader (checked in a child process
+    first, unless disabled) and the runtimes that import, with their versions."""
+    from edge_agent.serving import isolated, runtime
+
+    precheck = None
+    if load_model is None:
+        load_model = runtime.load_model
+        precheck = isolated.check_in_child if settings.isolate_loads else None
+    versions: dict[str, str] = {}
+    if runtimes is None:
+        versions = {f.name: f.version for f in probe_runtimes(settings.state_dir, agent_version)}
+        runtimes = list(versions)
+    return load_model, runtimes, versions, precheck
 
 
 def probe_runtimes(state_dir: Path, agent_version: str, timeout_s: float = PROBE_TIMEOUT_S) -> list[RuntimeFound]:
