@@ -30,7 +30,8 @@ from edge_agent.config import AgentSettings
 from edge_agent.downlink import parse_inbound
 from edge_agent.errors import BadInputError, MalformedPayloadError, NoModelError
 from edge_agent.executor import Executor
-from edge_agent.messages import SeqCounter, presence
+from edge_agent.facts import FactsReader
+from edge_agent.messages import AGENT_VERSION, SeqCounter, presence
 from edge_agent.outbox import Outbox
 from edge_agent.serving.sampler import Sampler
 from edge_agent.serving.shadow import KeptModel
@@ -38,7 +39,7 @@ from edge_agent.serving.slot import ModelSlot, ServingModel, as_rows
 from edge_agent.serving.telemetry import Telemetry
 from edge_agent.store import DiskModelStore, ModelStore
 from edge_agent.transport import Transport
-from edge_agent.types import LoadModelFn, SelfTestFn
+from edge_agent.types import LoadModelFn, PrecheckFn, SelfTestFn
 from edge_agent.update import jobs, recovery
 from edge_agent.update.actions import Emit
 from edge_agent.update.chunks import ChunkPolicy
@@ -89,11 +90,12 @@ class Agent:
         self.transport = transport
         self.store: ModelStore = store if store is not None else DiskModelStore(settings.state_dir)
         self.clock: Clock = clock or SystemClock()
-        if load_model is None or runtimes is None:
-            from edge_agent.serving import runtime  # onnxruntime & co. only when no runtime was plugged in
+        precheck: PrecheckFn | None = None
+        versions: dict[str, str] = {}
+        if load_model is None or runtimes is None:  # onnxruntime & co. only when no runtime was plugged in
+            from edge_agent.serving.probe import real_runtimes
 
-            load_model = load_model or runtime.load_model
-            runtimes = runtimes if runtimes is not None else runtime.available_runtimes()
+            load_model, runtimes, versions, precheck = real_runtimes(settings, load_model, runtimes, AGENT_VERSION)
         if run_self_test is None:
             from edge_agent.serving.selftest import run_self_test as default_self_test
 
@@ -101,6 +103,7 @@ class Agent:
         self._load_model: LoadModelFn = load_model
         self._run_self_test: SelfTestFn = run_self_test
         self.runtimes = list(runtimes)
+        self._facts = FactsReader(settings.state_dir, [(r, versions.get(r, "")) for r in self.runtimes])
         self._root = trust if trust is not None else settings.read_trust()
         self.fleet = self._root.fleet
         self._refused_at_s: dict[str, float] = {}  # malformed downward messages: one event per reason a minute
@@ -129,6 +132,7 @@ class Agent:
             post=self._post,
             dispatch=self._dispatch,
             report=self._report,
+            precheck=precheck,
         )
         self._started = self._stopped = False
         self._next_tick_s = self._next_flush_s = 0.0
@@ -317,7 +321,9 @@ class Agent:
 
     def _report(self) -> None:
         assert self._updater is not None
-        self._outbox.report(self._updater.view(), dict(self.settings.labels), self.runtimes)
+        crashed = self._updater.journal.crashed_runtimes  # a runtime that killed the agent is not offered
+        runtimes = [r for r in self.runtimes if r not in crashed]
+        self._outbox.report(self._updater.view(), dict(self.settings.labels), runtimes, self._facts.read())
 
     @property
     def update_state(self) -> State:

@@ -61,6 +61,9 @@ class AgentSettings(BaseSettings):
     probation_max_error_rate: float = Field(0.2, ge=0, le=1)
     probation_min_inferences: int = Field(50, ge=1)  # the error rate counts from this many calls on
     probation_max_restarts: int = Field(3, ge=1)  # this many starts while on probation is a crash loop
+    # load + self-test each new model in a child process first, so a runtime that segfaults kills only the
+    # child (costs one interpreter start per update); the journal's load counter backs it up either way
+    isolate_loads: bool = True
 
     @field_validator("device_id")
     @classmethod

@@ -12,6 +12,7 @@ their own codes).
     ├── NoCompatibleArtifactError   code "no_compatible_artifact"
     ├── DownloadError               code "download_failed"     chunks missing after the retries
     ├── RuntimeLoadError            code "load_failed"         the runtime is missing or cannot load the artifact
+    ├── RuntimeCrashedError         code "runtime_crashed"     loading it killed a child process (a signal)
     ├── TransportError              code "agent_error"         bad broker URL, refused credentials, publish failed
     │                                                          (re-exported by edge_agent.transport, its home port)
     └── EnrollmentError             code "agent_error"         `provision --token`: the cloud refused the token,
@@ -61,6 +62,12 @@ class RuntimeLoadError(AgentError):
     """The runtime is not installed, or it cannot load these bytes as a model of this schema."""
 
     code = ErrorCode.LOAD_FAILED
+
+
+class RuntimeCrashedError(AgentError):
+    """Loading the model killed the process that tried it (a child process, by a signal)."""
+
+    code = ErrorCode.RUNTIME_CRASHED
 
 
 class TransportError(AgentError):

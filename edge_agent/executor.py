@@ -15,7 +15,7 @@ from edge_agent.outbox import Outbox
 from edge_agent.serving.shadow import KeptModel
 from edge_agent.serving.slot import ModelSlot, ServingModel
 from edge_agent.store import ModelStore
-from edge_agent.types import LoadModelFn, SelfTestFn
+from edge_agent.types import LoadModelFn, PrecheckFn, SelfTestFn
 from edge_agent.update import jobs, recovery
 from edge_agent.update.actions import (
     Action,
@@ -61,6 +61,7 @@ class Executor:
         post: Callable[[Event], None],
         dispatch: Callable[[Event], None],
         report: Callable[[], None],
+        precheck: PrecheckFn | None = None,
     ) -> None:
         self.device_id = device_id
         self._store = store
@@ -71,6 +72,7 @@ class Executor:
         self._jobs = job_runner
         self._load_model = load_model
         self._run_self_test = run_self_test
+        self._precheck = precheck
         self._post = post  # queue an event for the agent's thread (from the job thread)
         self._dispatch = dispatch  # hand an event to the machine now (on the agent's thread)
         self._report = report
@@ -120,7 +122,7 @@ class Executor:
         self._jobs.submit(lambda: self._post(jobs.verify_artifact(self._store, action)))
 
     def _load(self, action: LoadModel) -> None:
-        self._jobs.submit(lambda: self._post(jobs.load_model(self._load_model, action)))
+        self._jobs.submit(lambda: self._post(jobs.load_model(self._load_model, action, self._precheck)))
 
     def _self_test(self, action: RunSelfTest) -> None:
         self._jobs.submit(lambda: self._post(jobs.run_self_test(self._run_self_test, action)))

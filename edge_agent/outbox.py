@@ -65,7 +65,9 @@ class Outbox:
         )
         self.publish(Channel.EVENTS, event)
 
-    def report(self, view: UpdaterView, labels: dict[str, str], runtimes: list[str]) -> None:
+    def report(
+        self, view: UpdaterView, labels: dict[str, str], runtimes: list[str], facts: pb.DeviceFacts | None = None
+    ) -> None:
         state = reported_state(
             view,
             device_id=self.device_id,
@@ -74,6 +76,8 @@ class Outbox:
             labels=labels,
             runtimes=runtimes,
         )
+        if facts is not None:
+            state.facts.CopyFrom(facts)
         with self.changed:
             self._reported = state
             self.changed.notify_all()

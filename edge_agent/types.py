@@ -45,3 +45,5 @@ class SelfTestResultLike(Protocol):
 LoadModelFn = Callable[[pb.Artifact, bytes, pb.IoSchema], LoadedModelLike]
 SelfTestFn = Callable[[LoadedModelLike, pb.SelfTest, pb.IoSchema], SelfTestResultLike]
 RuntimesFn = Callable[[], list[str]]
+# raises RuntimeCrashedError if loading (+ self-testing) the artifact kills a child process
+PrecheckFn = Callable[[pb.Artifact, bytes, pb.IoSchema, "pb.SelfTest | None"], None]

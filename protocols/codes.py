@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     LOAD_FAILED = "load_failed"
     SELF_TEST_FAILED = "self_test_failed"
     PROBATION_FAILED = "probation_failed"  # the agent rolled back by itself: errors or a crash loop on probation
+    RUNTIME_CRASHED = "runtime_crashed"  # loading the model killed the process (or its child): runtime shunned
 
     # the cloud's chunk server (prefix of ArtifactChunk.error)
     MALFORMED_REQUEST = "malformed_request"

@@ -82,6 +82,7 @@ class SimulatedFleet:
                 telemetry_interval_s=telemetry_interval_s,
                 sample_rate=sample_rate,
                 labels=labels(device_id),
+                isolate_loads=False,  # one process simulates the fleet: no child process per device and update
             )
             self.devices[device_id] = SimulatedDevice(settings, Agent(settings, transport_factory(settings)))
 

@@ -136,6 +136,9 @@ class DeviceBase(SQLModel):
     last_seen_ms: int | None = _ms(default=None)
     agent_version: str = ""
     runtimes: list[str] = _json(default_factory=list)
+    # the device's DeviceFacts as JSON (architecture, os, python_version, runtimes, cpu_*, memory_*,
+    # temperature_c, throttled, disk_free_bytes); {} until an agent that reports them does
+    facts: dict[str, Any] = _json(default_factory=dict)
     active_model_id: str | None = None
     active_version: str | None = None
     active_sequence: int | None = _ms(default=None)

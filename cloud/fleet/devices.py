@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -112,6 +113,8 @@ def apply_reported(
     if report.agent_version:
         device.agent_version = report.agent_version
     device.runtimes = list(report.runtimes)
+    if report.HasField("facts"):  # an older agent sends none: keep what is known
+        device.facts = facts_of(report.facts)
     active = report.active_model  # an unset submessage reads as empty strings and zeros
     device.active_model_id = active.model_id or None
     device.active_version = active.version or None
@@ -141,3 +144,22 @@ def _saw(device: Device, ts_ms: int, clock: ClockMs) -> None:
     # device clocks drift: never let a device claim to have been seen in the future
     seen = min(ts_ms, clock()) if ts_ms else clock()
     device.last_seen_ms = max(device.last_seen_ms or 0, seen)
+
+
+def facts_of(facts: pb.DeviceFacts) -> dict[str, Any]:
+    """DeviceFacts as the JSON the API shows: numbers stay numbers, fields the device could not read are left out."""
+    found: dict[str, Any] = {
+        "architecture": facts.architecture,
+        "os": facts.os,
+        "python_version": facts.python_version,
+        "runtimes": {r.name: r.version for r in facts.runtimes},
+        "cpu_count": facts.cpu_count,
+        "cpu_model": facts.cpu_model,
+        "memory_total_bytes": facts.memory_total_bytes,
+        "memory_available_bytes": facts.memory_available_bytes,
+        "throttled": facts.throttled,
+        "disk_free_bytes": facts.disk_free_bytes,
+    }
+    if facts.HasField("temperature_c"):
+        found["temperature_c"] = round(facts.temperature_c, 1)
+    return {k: v for k, v in found.items() if v not in ("", 0, {})}

@@ -45,7 +45,8 @@ def candidates(session: Session, device_ids: Sequence[str]) -> list[Candidate]:
         if row is None:  # enrolled-to-be (an unspent token names it): nothing known yet, assumed able
             found.append(Candidate(device_id, online=False))
         else:
-            found.append(Candidate(device_id, row.online, tuple(row.runtimes), row.agent_version))
+            arch = str((row.facts or {}).get("architecture", ""))
+            found.append(Candidate(device_id, row.online, tuple(row.runtimes), row.agent_version, arch))
     return found
 
 

@@ -29,6 +29,7 @@ class StrategyKind(StrEnum):
 
 class SkipReason(StrEnum):
     NO_RUNTIME = "no_runtime"  # the device lacks every runtime the release's artifacts need
+    WRONG_ARCH = "wrong_arch"  # the release's artifacts are built for other CPU architectures
     AGENT_TOO_OLD = "agent_too_old"
     OFFLINE = "offline"
 
@@ -61,12 +62,15 @@ class Candidate:
     online: bool = True
     runtimes: tuple[str, ...] = ()  # empty: not reported yet, assumed able
     agent_version: str = ""
+    architecture: str = ""  # platform.machine() of the device ("aarch64"); empty: not reported, assumed able
 
 
 @dataclass(frozen=True)
 class Requirements:
     runtimes: frozenset[str] = frozenset()  # the release runs on a device with any one of these
     min_agent_version: str = ""
+    # empty: any architecture (today's artifacts are arch-independent); a per-arch artifact names its own
+    architectures: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,8 @@ def stable_order(seed: str, device_ids: Iterable[str]) -> list[str]:
 def skip_reason(candidate: Candidate, needs: Requirements, *, include_offline: bool) -> SkipReason | None:
     if needs.runtimes and candidate.runtimes and not needs.runtimes.intersection(candidate.runtimes):
         return SkipReason.NO_RUNTIME
+    if needs.architectures and candidate.architecture and candidate.architecture not in needs.architectures:
+        return SkipReason.WRONG_ARCH
     if needs.min_agent_version and _older(candidate.agent_version, needs.min_agent_version):
         return SkipReason.AGENT_TOO_OLD
     if not include_offline and not candidate.online:

@@ -64,6 +64,7 @@ class LoadModel:
     artifact: pb.Artifact
     data: bytes
     io: pb.IoSchema
+    self_test: pb.SelfTest | None = None  # for the check in a child process (`edge_agent.serving.isolated`)
 
 
 @dataclass(frozen=True)

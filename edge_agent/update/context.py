@@ -70,7 +70,8 @@ class UpdateContext:
             if self.state is State.ACTIVE and journal.probation is not None:
                 self.state = State.PROBATION
         elif pending.layout is None:
-            self.state = State.VERIFYING
+            # a load journalled as started but never ended: it killed the process (`update.crash`)
+            self.state = State.LOADING if pending.load_attempts else State.VERIFYING
         else:
             self.state = State.DOWNLOADING
             self.tracker = self.new_tracker(pending.layout, received_chunks or set())
@@ -89,6 +90,10 @@ class UpdateContext:
         """The counter of the newest signed assignment accepted; only a higher one is acted on."""
         pending = self.journal.pending
         return max(self.journal.desired_generation, pending.generation if pending else 0)
+
+    def usable_runtimes(self) -> list[str]:
+        """The device's runtimes in preference order, less those whose load killed the agent."""
+        return [r for r in self.config.runtimes if r not in self.journal.crashed_runtimes]
 
     def accept(self, root: RootOfTrust) -> None:
         """Take a verified root: the next save persists it with the step it starts."""

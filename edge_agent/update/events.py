@@ -25,6 +25,7 @@ class EventKind(Enum):
     ARTIFACT_REJECTED = "artifact_rejected"
     MODEL_LOADED = "model_loaded"
     LOAD_FAILED = "load_failed"
+    LOAD_CRASHED = "load_crashed"
     SELF_TEST_PASSED = "self_test_passed"
     SELF_TEST_FAILED = "self_test_failed"
     ABORTED = "aborted"
@@ -97,6 +98,15 @@ class LoadFailed:
 
 
 @dataclass(frozen=True)
+class LoadCrashed:
+    """Loading (or self-testing) the model killed the child process that tried it first."""
+
+    attempt: int
+    message: str
+    kind: ClassVar[EventKind] = EventKind.LOAD_CRASHED
+
+
+@dataclass(frozen=True)
 class SelfTestPassed:
     attempt: int
     model: Any
@@ -142,6 +152,7 @@ Event = (
     | ArtifactRejected
     | ModelLoaded
     | LoadFailed
+    | LoadCrashed
     | SelfTestPassed
     | SelfTestFailed
     | Aborted

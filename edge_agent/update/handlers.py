@@ -8,6 +8,8 @@ a SaveJournal action ahead of the step that depends on it. `edge_agent.update.ta
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from edge_agent.clock import Instant
 from edge_agent.errors import AgentError
 from edge_agent.update.actions import (
@@ -83,10 +85,11 @@ def on_desired(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
         return _already_active(up, counter, deployment_id)
     actions: list[Action] = [Emit(pb.EVENT_KIND_UPDATE_STARTED, deployment_id)]
     try:
-        artifact, layout = choose_artifact(verified.manifest, desired, up.config.runtimes, up.journal.models_on_disk())
+        runtimes, on_disk = up.usable_runtimes(), up.journal.models_on_disk()
+        artifact, layout = choose_artifact(verified.manifest, desired, runtimes, on_disk)
     except (trust.VerificationError, AgentError) as exc:
         return actions + up.fail(counter, deployment_id, exc.code, str(exc))
-    return actions + _begin(up, desired, counter, deployment_id, artifact, layout, now)
+    return actions + begin(up, desired, counter, deployment_id, artifact, layout, now)
 
 
 def on_trust(up: UpdateContext, event: Event, _now: Instant) -> list[Action]:
@@ -102,7 +105,7 @@ def on_trust(up: UpdateContext, event: Event, _now: Instant) -> list[Action]:
     return [up.save()]
 
 
-def _begin(
+def begin(
     up: UpdateContext,
     desired: pb.DesiredState,
     counter: int,
@@ -120,7 +123,7 @@ def _begin(
     else:
         actions += up.discard_pending()
     target = InstalledModel(desired.manifest.SerializeToString(), artifact.sha256)
-    new_pending = PendingUpdate(counter, deployment_id, target, layout)
+    new_pending = PendingUpdate(counter, deployment_id, target, layout, desired=desired.SerializeToString())
     if layout is None:  # the artifact is already on disk (a re-signed active or previous model)
         up.state = State.VERIFYING
         return actions + [up.save(pending=new_pending), VerifyArtifact(up.attempt, artifact, False), Report()]
@@ -232,16 +235,15 @@ def on_verified(up: UpdateContext, event: Event, _now: Instant) -> list[Action]:
     actions: list[Action] = []
     if pending.layout is not None:
         # from here on the artifact is a model on disk: a restart re-verifies it, never re-downloads
-        actions += [
-            CommitDownload(up.attempt, pending.layout.sha256),
-            up.save(pending=PendingUpdate(pending.generation, pending.deployment_id, pending.target, None)),
-        ]
+        actions.append(CommitDownload(up.attempt, pending.layout.sha256))
         up.tracker = None
+    # journalled before the load: a start that finds it still set knows the load killed the process
+    actions.append(up.save(pending=replace(pending, layout=None, load_attempts=pending.load_attempts + 1)))
     manifest = pending.target.manifest()
     up.state = State.LOADING
     return actions + [
         Emit(pb.EVENT_KIND_VERIFIED, pending.deployment_id, pending.target),
-        LoadModel(up.attempt, pending.target.artifact(), event.data, manifest.io),
+        LoadModel(up.attempt, pending.target.artifact(), event.data, manifest.io, manifest.self_test),
         Report(),
     ]
 

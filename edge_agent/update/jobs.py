@@ -10,14 +10,15 @@ import queue
 import threading
 from collections.abc import Callable
 
-from edge_agent.errors import StoreError, error_code
+from edge_agent.errors import RuntimeCrashedError, StoreError, error_code
 from edge_agent.store import ModelStore
-from edge_agent.types import LoadModelFn, SelfTestFn
+from edge_agent.types import LoadModelFn, PrecheckFn, SelfTestFn
 from edge_agent.update.actions import LoadModel, RunSelfTest, VerifyArtifact
 from edge_agent.update.events import (
     ArtifactRejected,
     ArtifactVerified,
     Event,
+    LoadCrashed,
     LoadFailed,
     ModelLoaded,
     SelfTestFailed,
@@ -39,9 +40,13 @@ def verify_artifact(store: ModelStore, action: VerifyArtifact) -> Event:
     return ArtifactVerified(action.attempt, data)
 
 
-def load_model(load: LoadModelFn, action: LoadModel) -> Event:
+def load_model(load: LoadModelFn, action: LoadModel, precheck: PrecheckFn | None = None) -> Event:
     try:
+        if precheck is not None:  # in a child process first: a segfault there leaves the agent running
+            precheck(action.artifact, action.data, action.io, action.self_test)
         model = load(action.artifact, action.data, action.io)
+    except RuntimeCrashedError as exc:
+        return LoadCrashed(action.attempt, str(exc))
     except Exception as exc:  # noqa: BLE001 - whatever the runtime raises, the update fails cleanly
         return LoadFailed(action.attempt, error_code(exc, ErrorCode.LOAD_FAILED), f"{type(exc).__name__}: {exc}")
     return ModelLoaded(action.attempt, model)

@@ -66,6 +66,9 @@ class PendingUpdate:
     deployment_id: str
     target: InstalledModel
     layout: ChunkLayout | None
+    # loads started (journalled before each): one still set at start means the load killed the process
+    load_attempts: int = 0
+    desired: bytes = b""  # the verified DesiredState: another artifact of it is the fallback after a crash
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class Journal:
     pending: PendingUpdate | None = None
     boot_count: int = 0  # bumped on every start; the high half of every seq the agent sends
     probation: Probation | None = None  # the active model is on probation; `previous` is what it rolls back to
+    crashed_runtimes: frozenset[str] = frozenset()  # runtimes whose load killed the agent: never chosen again
 
     def with_(self, **changes: Any) -> Journal:
         return replace(self, **changes)
@@ -142,11 +146,14 @@ def encode_journal(journal: Journal) -> bytes:
             "deployment_id": pending.deployment_id,
             "target": _model_to_dict(pending.target),
             "layout": None if pending.layout is None else vars(pending.layout),
+            "load_attempts": pending.load_attempts,
+            "desired": _b64(pending.desired),
         },
         "boot_count": journal.boot_count,
         "probation": None
         if journal.probation is None
         else {"until_ms": journal.probation.until_ms, "restarts": journal.probation.restarts},
+        "crashed_runtimes": sorted(journal.crashed_runtimes),
     }
     return json.dumps(doc, indent=1, sort_keys=True).encode()
 
@@ -168,6 +175,8 @@ def decode_journal(data: bytes) -> Journal:
                 deployment_id=str(pending_doc["deployment_id"]),
                 target=target,
                 layout=None if layout is None else ChunkLayout(**layout),
+                load_attempts=int(pending_doc.get("load_attempts", 0)),
+                desired=base64.b64decode(pending_doc.get("desired", "")),
             )
         error = doc["last_error"]
         probation = doc.get("probation")
@@ -184,6 +193,7 @@ def decode_journal(data: bytes) -> Journal:
             probation=None
             if probation is None
             else Probation(int(probation["until_ms"]), int(probation.get("restarts", 0))),
+            crashed_runtimes=frozenset(str(r) for r in doc.get("crashed_runtimes", [])),
         )
     except (KeyError, TypeError, AssertionError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a valid journal: {exc!r}") from None

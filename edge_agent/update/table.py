@@ -4,6 +4,7 @@
         --loaded--> SELF_TEST --passed--> ACTIVE, or PROBATION when there is a previous model to fall back to
     PROBATION --health: time over--> ACTIVE;  --health: error rate too high--> FAILED (rolled back)
     any failure ----------------------------------------------------------------------> FAILED
+    LOADING --the load crashed (a child, or the agent: seen at the next start)--> another artifact, or FAILED
     (the previous model keeps serving throughout; only ACTIVE/PROBATION swap it, a rollback swaps it back)
     a desired state acts only once its signed assignment and manifest verify; a refused one, and a
     trust chain (newer root versions), leave the state where it was
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_agent.clock import Instant
+from edge_agent.update import crash as c
 from edge_agent.update import handlers as h
 from edge_agent.update import probation as p
 from edge_agent.update.actions import Action
@@ -64,7 +66,9 @@ TRANSITIONS: dict[tuple[State, E], Transition] = {
     (VERIFYING, E.ABORTED): Transition(h.on_failure_result, {VERIFYING, FAILED}),
     (VERIFYING, E.DESIRED): Transition(h.on_desired, {VERIFYING, DOWNLOADING, ACTIVE, FAILED, IDLE}),
     (VERIFYING, E.TRUST): Transition(h.on_trust, {VERIFYING}),
-    # LOADING
+    # LOADING (a start here means the journalled load killed the process: `update.crash`)
+    (LOADING, E.STARTED): Transition(c.on_load_interrupted, {VERIFYING, DOWNLOADING, FAILED}),
+    (LOADING, E.LOAD_CRASHED): Transition(c.on_load_crashed, {LOADING, DOWNLOADING, VERIFYING, FAILED}),
     (LOADING, E.MODEL_LOADED): Transition(h.on_loaded, {LOADING, SELF_TEST}),
     (LOADING, E.LOAD_FAILED): Transition(h.on_failure_result, {LOADING, FAILED}),
     (LOADING, E.ABORTED): Transition(h.on_failure_result, {LOADING, FAILED}),

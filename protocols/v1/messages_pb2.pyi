@@ -429,7 +429,7 @@ class ErrorInfo(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReportedState(_message.Message):
-    __slots__ = ("schema_version", "device_id", "seq", "ts_ms", "active_model", "previous_model", "update_state", "deployment_id", "desired_generation", "last_error", "agent_version", "labels", "runtimes", "probation_until_ms")
+    __slots__ = ("schema_version", "device_id", "seq", "ts_ms", "active_model", "previous_model", "update_state", "deployment_id", "desired_generation", "last_error", "agent_version", "labels", "runtimes", "probation_until_ms", "facts")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -451,6 +451,7 @@ class ReportedState(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     RUNTIMES_FIELD_NUMBER: _ClassVar[int]
     PROBATION_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    FACTS_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     device_id: str
     seq: int
@@ -465,7 +466,42 @@ class ReportedState(_message.Message):
     labels: _containers.ScalarMap[str, str]
     runtimes: _containers.RepeatedScalarFieldContainer[str]
     probation_until_ms: int
-    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., active_model: _Optional[_Union[ModelRef, _Mapping]] = ..., previous_model: _Optional[_Union[ModelRef, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, str]] = ..., deployment_id: _Optional[str] = ..., desired_generation: _Optional[int] = ..., last_error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., agent_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtimes: _Optional[_Iterable[str]] = ..., probation_until_ms: _Optional[int] = ...) -> None: ...
+    facts: DeviceFacts
+    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., active_model: _Optional[_Union[ModelRef, _Mapping]] = ..., previous_model: _Optional[_Union[ModelRef, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, str]] = ..., deployment_id: _Optional[str] = ..., desired_generation: _Optional[int] = ..., last_error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., agent_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtimes: _Optional[_Iterable[str]] = ..., probation_until_ms: _Optional[int] = ..., facts: _Optional[_Union[DeviceFacts, _Mapping]] = ...) -> None: ...
+
+class RuntimeInfo(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class DeviceFacts(_message.Message):
+    __slots__ = ("architecture", "os", "python_version", "runtimes", "cpu_count", "cpu_model", "memory_total_bytes", "memory_available_bytes", "temperature_c", "throttled", "disk_free_bytes")
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    OS_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUNTIMES_FIELD_NUMBER: _ClassVar[int]
+    CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CPU_MODEL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_C_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    architecture: str
+    os: str
+    python_version: str
+    runtimes: _containers.RepeatedCompositeFieldContainer[RuntimeInfo]
+    cpu_count: int
+    cpu_model: str
+    memory_total_bytes: int
+    memory_available_bytes: int
+    temperature_c: float
+    throttled: str
+    disk_free_bytes: int
+    def __init__(self, architecture: _Optional[str] = ..., os: _Optional[str] = ..., python_version: _Optional[str] = ..., runtimes: _Optional[_Iterable[_Union[RuntimeInfo, _Mapping]]] = ..., cpu_count: _Optional[int] = ..., cpu_model: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., temperature_c: _Optional[float] = ..., throttled: _Optional[str] = ..., disk_free_bytes: _Optional[int] = ...) -> None: ...
 
 class Presence(_message.Message):
     __slots__ = ("schema_version", "device_id", "online", "ts_ms", "agent_version")

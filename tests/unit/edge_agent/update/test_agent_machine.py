@@ -36,6 +36,7 @@ from edge_agent.update.events import (
     Event,
     EventKind,
     HealthCheck,
+    LoadCrashed,
     LoadFailed,
     ModelLoaded,
     SelfTestFailed,
@@ -142,6 +143,7 @@ def _sample_event(kind: EventKind, up: Updater, keys: Keys) -> Event:
         EventKind.ARTIFACT_REJECTED: ArtifactRejected(attempt, "digest_mismatch", "bytes differ"),
         EventKind.MODEL_LOADED: ModelLoaded(attempt, MODEL),
         EventKind.LOAD_FAILED: LoadFailed(attempt, "load_failed", "runtime said no"),
+        EventKind.LOAD_CRASHED: LoadCrashed(attempt, "the child died of SIGSEGV"),
         EventKind.SELF_TEST_PASSED: SelfTestPassed(attempt, MODEL),
         EventKind.SELF_TEST_FAILED: SelfTestFailed(attempt, "labels differ"),
         EventKind.ABORTED: Aborted(attempt, "store_failed", "disk full"),
@@ -315,8 +317,9 @@ def test_a_restart_after_the_download_verifies_without_fetching(keys: Keys) -> N
     assert again.state is State.VERIFYING and _of(actions, VerifyArtifact)[0].downloaded
     up.handle(ArtifactVerified(up.attempt, data), NOW)  # committed: the journal says the model is on disk
     third = _updater(keys, journal=up.journal)
-    assert third.state is State.VERIFYING
+    assert third.state is State.LOADING  # the load was journalled as started: it is tried again (update.crash)
     assert not _of(third.handle(Started(), NOW), VerifyArtifact)[0].downloaded
+    assert third.state is State.VERIFYING
 
 
 def test_an_operator_rollback_to_an_older_release_is_a_new_assignment_and_installs(keys: Keys) -> None:

@@ -4,7 +4,7 @@ in test_agent_machine.py.)"""
 
 from __future__ import annotations
 
-from edge_agent.update import handlers, probation
+from edge_agent.update import crash, handlers, probation
 from edge_agent.update.events import EventKind
 from edge_agent.update.machine import TRANSITIONS
 from edge_agent.update.states import IN_PROGRESS, SETTLED, State
@@ -16,7 +16,7 @@ def test_the_table_names_only_real_states() -> None:
 
 
 def test_every_handler_is_a_handler_function() -> None:
-    modules = (handlers, probation)
+    modules = (handlers, probation, crash)
     assert all(any(getattr(m, t.handler.__name__, None) is t.handler for m in modules) for t in TRANSITIONS.values())
 
 
