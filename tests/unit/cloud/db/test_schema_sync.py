@@ -19,19 +19,19 @@ def _drop(engine: Engine, table: str, column: str) -> None:
 
 
 def test_an_older_database_gains_the_new_columns_with_their_defaults(any_engine: Engine) -> None:
-    with any_engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO device (id, labels, online, agent_version, runtimes, update_state, desired_generation, "
-            "reported_generation, reported_seq, reported_ts_ms, registered_at_ms) "
-            "VALUES ('old-1', '{}', TRUE, '', '[]', 'idle', 0, 0, 0, 0, 1)"
-        ))
-    for column in ("labels", "online", "last_error_code"):  # a JSON, a boolean and a nullable text column
+    for column in ("labels", "online", "last_error_code", "facts"):  # JSON, boolean, nullable text, JSON
         _drop(any_engine, "device", column)
     _drop(any_engine, "device_credential", "labels")
+    with any_engine.begin() as conn:  # a row the older version wrote
+        conn.execute(text(
+            "INSERT INTO device (id, agent_version, runtimes, update_state, desired_generation, "
+            "reported_generation, reported_seq, reported_ts_ms, registered_at_ms) "
+            "VALUES ('old-1', '', '[]', 'idle', 0, 0, 0, 0, 1)"
+        ))
     create_tables(any_engine)  # what the cloud does on every start
     with Session(any_engine) as session:
         old = session.get(Device, "old-1")
-        assert old is not None and (old.labels, old.online, old.last_error_code) == ({}, False, None)
+        assert old is not None and (old.labels, old.online, old.last_error_code, old.facts) == ({}, False, None, {})
     create_tables(any_engine)  # and again: nothing left to add
 
 
