@@ -36,8 +36,11 @@ DEVICE = "pi-crash-1"
 SEGFAULT_ON_LOAD = """
 import os, signal
 __version__ = "9.9.9-segfaults-on-load"
+class ExecutionMode:  # the options the agent sets are all there: only loading a model crashes
+    ORT_SEQUENTIAL = 0
 class SessionOptions:
-    pass
+    def add_session_config_entry(self, key, value):
+        pass
 class InferenceSession:
     def __init__(self, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGSEGV)  # what a broken aarch64 wheel did
