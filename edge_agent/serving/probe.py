@@ -111,6 +111,12 @@ def _probe(module: str, dist: str, timeout_s: float) -> dict[str, object]:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {"ok": False, "why": f"import took over {timeout_s:g} s"}
+    except OSError:  # no child can run here (e.g. under qemu-user without binfmt): try it in this process
+        try:
+            imported = importlib.import_module(top)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
+            return {"ok": False, "why": f"import {module} failed: {exc}"}
+        return {"ok": True, "version": str(getattr(imported, "__version__", "")) or _dist_version(dist)}
     if done.returncode != 0:
         how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
         tail = done.stderr.strip().splitlines()[-1:] or [""]
