@@ -7,8 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from cloud.cli.remote import DEFAULT_API, add_client_args, api_call
-from cloud.cli.rollout import device_list, labels_of
+from cloud.cli.remote import DEFAULT_API, add_client_args, api_call, labels_of, split_ids
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,7 +70,7 @@ def _print(args: argparse.Namespace, experiment: Any) -> int:
 
 def _start(args: argparse.Namespace) -> int:
     body = {"model_id": args.model_id, "version_a": args.version_a, "version_b": args.version_b,
-            "device_ids": device_list(args.devices), "labels": labels_of(args.label), "share_b": args.share_b,
+            "device_ids": split_ids(args.devices), "labels": labels_of(args.label), "share_b": args.share_b,
             "metric": args.metric, "alpha": args.alpha, "min_trials": args.min_trials}  # fmt: skip
     return _print(args, api_call(args, "POST", f"{args.api}/api/v1/experiments", json_body=body))
 

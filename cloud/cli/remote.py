@@ -116,17 +116,23 @@ def split_ids(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def labels_of(items: list[str]) -> dict[str, str]:
+    """['site=lab', ' zone = b'] -> {'site': 'lab', 'zone': 'b'}; SystemExit for an item without '='."""
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --label takes KEY=VALUE, got {item!r}")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
 def _deploy(args: argparse.Namespace) -> int:
     if args.strategy != "all_at_once":
         from cloud.cli.rollout import start_rollout
 
         return start_rollout(args)
-    labels = {}
-    for item in args.label:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: --label takes KEY=VALUE, got {item!r}")
-        labels[key] = value
+    labels = labels_of(args.label)
     body = {
         "model_id": args.model_id,
         "version": args.version,

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from cloud.cli.remote import DEFAULT_API, add_client_args, api_call
+from cloud.cli.remote import DEFAULT_API, add_client_args, api_call, labels_of, split_ids
 
 ACTIONS = ("pause", "resume", "cancel", "rollback")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
@@ -84,23 +84,9 @@ def duration_s(text: str) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
 
 
-def labels_of(items: list[str]) -> dict[str, str]:
-    labels = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: --label takes KEY=VALUE, got {item!r}")
-        labels[key.strip()] = value.strip()
-    return labels
-
-
-def device_list(text: str) -> list[str]:
-    return [d.strip() for d in text.split(",") if d.strip()]
-
-
 def request_body(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "deployment": {"model_id": args.model_id, "version": args.version, "device_ids": device_list(args.devices),
+        "deployment": {"model_id": args.model_id, "version": args.version, "device_ids": split_ids(args.devices),
                        "labels": labels_of(args.label)},
         "rollout": {
             "strategy": args.strategy, "canary": args.canary, "first_wave": args.first_wave, "growth": args.growth,
