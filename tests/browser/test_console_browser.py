@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from support.enrollment import enroll
+from support.fleet_traffic import Traffic, cloud_with_token
 
-from cloud.cli.operator_token import ensure_dev_token
 from cloud.db.tables import DeploymentCreate
 from cloud.service import CloudService
-from cloud.settings import CloudSettings
 from cloud.training.pipeline import TrainingConfig, run_training_pipeline
-from edge_agent.errors import NoModelError
 from protocols.v1 import messages_pb2 as pb
 from simulator.devices import SimulatedFleet
 
@@ -78,40 +74,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def cloud(mqtt_broker: Any, database_url: str, tmp_path: Path) -> Iterator[tuple[CloudService, str]]:
-    settings = CloudSettings(data_dir=tmp_path / "cloud", mqtt_url=mqtt_broker.url, database_url=database_url,
-                             api_port=0, rollout_tick_s=0.5)  # fmt: skip
-    with CloudService(settings) as service:
-        found = ensure_dev_token(service.engine, settings.data_dir)  # type: ignore[arg-type]
-        assert found is not None
-        yield service, found[0].read_text().strip()
-
-
-class Traffic:
-    """Every device answers 20 requests and sends a telemetry window about every 0.3 s, until stopped."""
-
-    def __init__(self, fleet: SimulatedFleet, rows: np.ndarray) -> None:
-        self.fleet, self.rows = fleet, rows.astype(np.float32)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        for _ in range(1000):
-            if self._stop.wait(0.3):
-                return
-            for device in self.fleet.devices.values():
-                try:
-                    device.agent.predict(self.rows[:20])
-                except NoModelError:
-                    continue
-            self.fleet.flush_telemetry()
+    with cloud_with_token(mqtt_broker, database_url, tmp_path / "cloud") as found:
+        yield found
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -161,7 +125,7 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
     def still() -> None:
         browser.execute_script("document.body.removeAttribute('data-refresh')")  # no reload under our clicks
 
-    with fleet, Traffic(fleet, v1.split.X_test):
+    with fleet, Traffic(fleet, v1.split.X_test, rounds=1000):
         service.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=v1.version, device_ids=DEVICES))
         assert fleet.wait_all(lambda s: s.update_state == pb.UPDATE_STATE_ACTIVE and s.active_model.version
                               == v1.version, 60) == []  # fmt: skip

@@ -8,23 +8,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from sqlmodel import Session
 from support.enrollment import enroll
+from support.fleet_traffic import Traffic, cloud_with_token
 
-from cloud.cli.operator_token import ensure_dev_token
 from cloud.db.tables import DeploymentCreate
 from cloud.rollout.records import Rollout
 from cloud.service import CloudService
-from cloud.settings import CloudSettings
 from cloud.training.pipeline import TrainingConfig, run_training_pipeline
-from edge_agent.errors import NoModelError
 from protocols.v1 import messages_pb2 as pb
 from simulator.devices import SimulatedFleet
 
@@ -38,43 +34,10 @@ def _active(version: str) -> Any:
     return lambda s: s.update_state == pb.UPDATE_STATE_ACTIVE and s.active_model.version == version
 
 
-class Traffic:
-    """Every device answers the same 20 requests and sends a telemetry window, about every 0.3 s, until
-    stopped: stationary traffic, so only a model change can move the prediction distribution."""
-
-    def __init__(self, fleet: SimulatedFleet, rows: np.ndarray) -> None:
-        self.fleet, self.rows = fleet, rows.astype(np.float32)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        for _ in range(2000):  # bounded: ~10 minutes at most
-            if self._stop.wait(0.3):
-                return
-            for device in self.fleet.devices.values():
-                try:
-                    device.agent.predict(self.rows[:20])
-                except NoModelError:  # not installed yet: a real client would retry too
-                    continue
-            self.fleet.flush_telemetry()
-
-
 @pytest.fixture
 def cloud(mqtt_broker: Any, database_url: str, tmp_path: Path) -> Iterator[tuple[CloudService, str]]:
-    settings = CloudSettings(data_dir=tmp_path / "cloud", mqtt_url=mqtt_broker.url, database_url=database_url,
-                             api_port=0, rollout_tick_s=0.5)  # fmt: skip
-    with CloudService(settings) as service:
-        found = ensure_dev_token(service.engine, settings.data_dir)  # type: ignore[arg-type]
-        assert found is not None
-        yield service, found[0].read_text().strip()
+    with cloud_with_token(mqtt_broker, database_url, tmp_path / "cloud") as found:
+        yield found
 
 
 def _cli(cloud: CloudService, token: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,59 @@
+"""Live traffic for tests of staged rollouts: a running cloud with its development admin token, and
+simulated devices answering requests and sending telemetry windows in the background."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cloud.cli.operator_token import ensure_dev_token
+from cloud.service import CloudService
+from cloud.settings import CloudSettings
+from edge_agent.errors import NoModelError
+from simulator.devices import SimulatedFleet
+
+
+@contextmanager
+def cloud_with_token(broker: Any, database_url: str, data_dir: Path) -> Iterator[tuple[CloudService, str]]:
+    """A CloudService on `broker` whose rollout controller ticks every 0.5 s, and the admin token `up` made."""
+    settings = CloudSettings(data_dir=data_dir, mqtt_url=broker.url, database_url=database_url, api_port=0,
+                             rollout_tick_s=0.5)  # fmt: skip
+    with CloudService(settings) as service:
+        found = ensure_dev_token(service.engine, settings.data_dir)  # type: ignore[arg-type]
+        assert found is not None
+        yield service, found[0].read_text().strip()
+
+
+class Traffic:
+    """Every device answers the same 20 requests and sends a telemetry window, about every 0.3 s, until
+    stopped (at most `rounds` times): stationary traffic, so only a model change can move the prediction
+    distribution."""
+
+    def __init__(self, fleet: SimulatedFleet, rows: np.ndarray, *, rounds: int = 2000) -> None:
+        self.fleet, self.rows, self.rounds = fleet, rows.astype(np.float32), rounds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        for _ in range(self.rounds):  # bounded: ~10 minutes at most by default
+            if self._stop.wait(0.3):
+                return
+            for device in self.fleet.devices.values():
+                try:
+                    device.agent.predict(self.rows[:20])
+                except NoModelError:  # not installed yet: a real client would retry too
+                    continue
+            self.fleet.flush_telemetry()
