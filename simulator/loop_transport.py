@@ -93,6 +93,7 @@ class LoopTransport:
         self._ready = threading.Event()
         self._running = False
         self._task: asyncio.Task[None] | None = None
+        self.closing: asyncio.Task[None] | None = None  # stop() on the loop: await this to know the link is closed
         self._client: gmqtt.Client | None = None
         self._lost: asyncio.Event | None = None
         self._suback: dict[int, asyncio.Future[list[int]]] = {}
@@ -120,7 +121,7 @@ class LoopTransport:
             self._running = False
         self._ready.clear()
         if self._on_loop():
-            self._loop.create_task(self._end())
+            self.closing = self._loop.create_task(self._end())
         elif not self._loop.is_closed():
             with contextlib.suppress(Exception):  # the loop may stop meanwhile: then nothing is left to close
                 asyncio.run_coroutine_threadsafe(self._end(), self._loop).result(CONNECT_TIMEOUT_S)
