@@ -126,6 +126,7 @@ class Agent:
             self.device_id,
             store=self.store,
             outbox=self._outbox,
+            transport=transport,
             slot=self._slot,
             kept=self._kept,
             counts=lambda: self.counts,
