@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from edge_agent.agent import Agent
-from edge_agent.config import AgentSettings
+from edge_agent.config import AgentSettings, Secret
 from edge_agent.facts import FactsReader, FactsSource
 from edge_agent.messages import AGENT_VERSION, offline_will
 from edge_agent.runner import LoopRunner
@@ -123,7 +123,7 @@ class AgentHost(DeviceGroup):
                 device_id=spec.device_id,
                 mqtt_url=mqtt_url,
                 mqtt_username=spec.device_id if spec.password is not None else None,
-                mqtt_password=spec.password,
+                mqtt_password=Secret(spec.password) if spec.password is not None else None,
                 mqtt_protocol=mqtt_protocol,
                 trust_path=trust_path,
                 state_dir=state_root / spec.device_id,
