@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CONTROLLER = "controller"
 BeforeCommit = Callable[[Session], object]
+OPERATOR_CLAIM_ATTEMPTS = 20
 DAY_MS = 86_400_000
 
 
@@ -109,14 +110,30 @@ class RolloutController(Periodic):
     ) -> Rollout:  # fmt: skip
         """Move the rollout to `to` if its state allows; `before_commit(session)` writes in the same
         transaction (the API's audit row)."""
+        # A controller step may claim the same revision between our read and our claim (it steps whenever
+        # telemetry lands): that is no reason to refuse an operator, so read again and retry. Only a state that
+        # does not allow the action is a conflict.
+        for _attempt in range(OPERATOR_CLAIM_ATTEMPTS):
+            done = self._operate_once(deployment_id, actor, action, allowed, to, before_commit)
+            if done is not None:
+                return done
+        raise ConflictError(f"rollout {deployment_id} is busy: cannot {action} it now, try again")
+
+    def _operate_once(
+        self, deployment_id: str, actor: str, action: str, allowed: set[RolloutState], to: RolloutState,
+        before_commit: BeforeCommit | None,
+    ) -> Rollout | None:  # fmt: skip
+        """The rollout after the action; None when another step claimed it first."""
         director = self.deployer.director
         outgoing: list[Outgoing] = []
         with Session(self.deployer.engine, expire_on_commit=False) as session:
             rollout = session.get(Rollout, deployment_id)
             if rollout is None:
                 raise NotFoundError(f"no staged rollout {deployment_id}")
-            if RolloutState(rollout.state) not in allowed or not self._claim(session, rollout):
+            if RolloutState(rollout.state) not in allowed:
                 raise ConflictError(f"rollout {deployment_id} is {rollout.state}: cannot {action} it now")
+            if not self._claim(session, rollout):
+                return None
             deployment = session.get(Deployment, deployment_id)
             assert deployment is not None
             now = self.clock()
