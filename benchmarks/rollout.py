@@ -42,10 +42,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.fleet_traffic
 
 import httpx  # noqa: E402
-import numpy as np  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
+from support.fleet_traffic import Traffic  # noqa: E402
 
 from cloud.cli.operator_token import ensure_dev_token  # noqa: E402
 from cloud.db.tables import DeploymentCreate  # noqa: E402
@@ -54,34 +55,10 @@ from cloud.rollout.records import Rollout, RolloutDecision  # noqa: E402
 from cloud.service import CloudService  # noqa: E402
 from cloud.settings import CloudSettings  # noqa: E402
 from cloud.training.pipeline import TrainingConfig, run_training_pipeline  # noqa: E402
-from edge_agent.errors import NoModelError  # noqa: E402
 from protocols.v1 import messages_pb2 as pb  # noqa: E402
 from simulator.devices import SimulatedFleet  # noqa: E402
 
 MODEL_ID = "digits-classifier"
-
-
-class Traffic:
-    """Each device answers the same 10 rows and sends a telemetry window every `period_s`."""
-
-    def __init__(self, fleet: SimulatedFleet, rows: np.ndarray, period_s: float) -> None:
-        self.fleet, self.rows, self.period_s = fleet, rows[:10].astype(np.float32), period_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.period_s):
-            for device in self.fleet.devices.values():
-                with contextlib.suppress(NoModelError):  # not installed yet
-                    device.agent.predict(self.rows)
-            self.fleet.flush_telemetry()
 
 
 def running(fleet: SimulatedFleet, version: str) -> set[str]:
@@ -223,7 +200,9 @@ def main() -> int:
                                    state_root=Path(tmp) / "devices", passwords=passwords,
                                    mqtt_protocol="5" if args.broker == "mosquitto" else "3.1.1")  # fmt: skip
             with fleet:
-                traffic = Traffic(fleet, v1.split.X_test, period_s=args.telemetry_period)
+                # every device answers 10 rows and sends a window each telemetry period
+                traffic = Traffic(fleet, v1.split.X_test, rounds=10**9, period_s=args.telemetry_period,
+                                  rows_per_round=10)
                 traffic.start()
                 try:
                     cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=v1.version, device_ids=ids))
