@@ -55,6 +55,9 @@ class CloudSettings(BaseSettings):
     embedded_broker_recheck_s: float = Field(default=30.0, gt=0)
     chunk_size_bytes: int = Field(default=DEFAULT_CHUNK_SIZE_BYTES, ge=1024, le=1024 * 1024)
     share_group: str | None = None  # MQTT 5 shared subscription group, so several workers split ingestion
+    # publish each artifact once, retained, on the fleet-wide topics (devices then ask only for gaps)
+    artifact_fanout: bool = True
+    fanout_sweep_interval_s: float = Field(default=30.0, gt=0)  # how often unneeded retained chunks are cleared
     mqtt_max_queued: int = Field(default=4096, ge=16)  # outgoing messages paho may hold (chunks are 64 KiB)
     ingest_batch_size: int = Field(default=200, ge=1)
     ingest_queue_max: int = Field(default=10_000, ge=1)

@@ -22,6 +22,7 @@ from sqlmodel import Session
 from cloud.db import is_retryable_conflict
 from cloud.db.tables import Deployment, DeploymentCreate
 from cloud.rollout.director import Director
+from cloud.rollout.fanout import FanoutPublisher
 from cloud.rollout.plan import Outgoing, plan_deployment, plan_for_new_device, plan_reassign, plan_republish
 from cloud.rollout.policy import RolloutPolicy
 from cloud.rollout.staged import plan_staged
@@ -38,9 +39,20 @@ T = TypeVar("T")
 Plan = Callable[[Session], tuple[T, list[Outgoing]]]  # writes its rows, returns (result, desired states to send)
 
 
-def publish_desired(publisher: Publisher, outgoing: Iterable[Outgoing], *, fleet: str) -> int:
+def publish_desired(
+    publisher: Publisher, outgoing: Iterable[Outgoing], *, fleet: str, fanout: FanoutPublisher | None = None,
+    again: bool = False,
+) -> int:  # fmt: skip
     """Publish each desired state retained; returns how many went out. A failed publish is logged and
-    skipped, not raised: the decision is already committed, and `Deployer.republish_all` re-sends it."""
+    skipped, not raised: the decision is already committed, and `Deployer.republish_all` re-sends it.
+    With fanout, the artifacts' chunks are made retained on the fleet-wide topics first (once per artifact,
+    whatever the number of devices: `cloud.rollout.fanout`) and each desired state names them."""
+    outgoing = list(outgoing)
+    if fanout is not None and outgoing:
+        try:
+            fanout.offer([loc for item in outgoing for loc in item.state.artifacts], again=again)
+        except Exception:  # devices then ask for every chunk on their own topics, as without fan-out
+            log.exception("could not offer the artifacts on the fleet-wide topics")
     spec = Channel.DESIRED.spec
     sent = 0
     for item in outgoing:
@@ -65,9 +77,11 @@ class Deployer:
         director: Director,
         chunk_size_bytes: int,
         clock: ClockMs = now_ms,
+        fanout: FanoutPublisher | None = None,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
+        self.fanout = fanout  # None: every device asks for every chunk on its own topics
         self.director = director  # replaced whole (one reference assignment) when the keys change
         self.chunk_size_bytes = chunk_size_bytes
         self.clock = clock
@@ -75,6 +89,10 @@ class Deployer:
     @property
     def fleet(self) -> str:
         return self.director.fleet
+
+    def publish(self, outgoing: Iterable[Outgoing], *, fleet: str | None = None, again: bool = False) -> int:
+        """Publish committed desired states (`publish_desired` with this deployer's publisher and fan-out)."""
+        return publish_desired(self.publisher, outgoing, fleet=fleet or self.fleet, fanout=self.fanout, again=again)
 
     def publish_trust(self, trust: pb.TrustChain | None = None) -> None:
         """Keep the fleet's trust chain retained on its trust topic, where every device reads rotations."""
@@ -115,7 +133,7 @@ class Deployer:
             return deployment, outgoing
 
         deployment, outgoing = self._commit_with_retries(session, plan)
-        publish_desired(self.publisher, outgoing, fleet=director.fleet)
+        self.publish(outgoing, fleet=director.fleet)
         session.refresh(deployment)
         log.info(
             "deployment %s: %s v%s to %d device(s)",
@@ -128,7 +146,7 @@ class Deployer:
         for callers that plan several deployments in one transaction (experiments)."""
         with Session(self.engine, expire_on_commit=False) as session:
             result, outgoing = self._commit_with_retries(session, plan)
-        publish_desired(self.publisher, outgoing, fleet=self.director.fleet)
+        self.publish(outgoing)
         return result
 
     def _commit_with_retries(self, session: Session, plan: Plan[T]) -> tuple[T, list[Outgoing]]:
@@ -153,7 +171,7 @@ class Deployer:
         with Session(self.engine) as session:
             outgoing = plan_for_new_device(session, device_id, director=director, clock=self.clock)
             session.commit()
-        return publish_desired(self.publisher, outgoing, fleet=director.fleet)
+        return self.publish(outgoing, fleet=director.fleet)
 
     def republish_all(self) -> int:
         """The trust chain and every current desired state again (a broker that lost retained messages)."""
@@ -162,7 +180,7 @@ class Deployer:
         with Session(self.engine) as session:
             outgoing = plan_republish(session, director=director, clock=self.clock)
             session.commit()  # assignments re-signed for a changed key are recorded
-        return publish_desired(self.publisher, outgoing, fleet=director.fleet)
+        return self.publish(outgoing, fleet=director.fleet, again=True)
 
     def reassign(self, device_ids: list[str]) -> int:
         """Fresh assignments (next counter, same release) for device_ids: committed, then published."""
@@ -172,4 +190,4 @@ class Deployer:
         with Session(self.engine) as session:
             outgoing = plan_reassign(session, device_ids, director=director, clock=self.clock)
             session.commit()
-        return publish_desired(self.publisher, outgoing, fleet=director.fleet)
+        return self.publish(outgoing, fleet=director.fleet)
