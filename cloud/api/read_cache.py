@@ -1,8 +1,8 @@
 """Short-lived answers for the console API's hottest reads, and what empties them.
 
 A console or dashboard polls the same few lists; at 100 concurrent clients each GET costing a database
-transaction put p99 past a second on SQLite. `ReadCache` keeps an answer for `ttl_s` (a second for lists, a
-couple for token verdicts) and is single-flight: concurrent misses of one key share one load, so 100
+transaction put p99 past a second on SQLite. `ReadCache` keeps an answer for `ttl_s` (a second for lists, two
+for API token records) and is single-flight: concurrent misses of one key share one load, so 100
 clients arriving together cost one query. A cache of 0 s keeps nothing and shares nothing (the setting's
 "off").
 
