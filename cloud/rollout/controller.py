@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 CONTROLLER = "controller"
 BeforeCommit = Callable[[Session], object]
-OPERATOR_CLAIM_ATTEMPTS = 20
 DAY_MS = 86_400_000
+_OPERATOR_CLAIMS = 3
 
 
 class RolloutController(Periodic):
@@ -110,30 +110,10 @@ class RolloutController(Periodic):
     ) -> Rollout:  # fmt: skip
         """Move the rollout to `to` if its state allows; `before_commit(session)` writes in the same
         transaction (the API's audit row)."""
-        # A controller step may claim the same revision between our read and our claim (it steps whenever
-        # telemetry lands): that is no reason to refuse an operator, so read again and retry. Only a state that
-        # does not allow the action is a conflict.
-        for _attempt in range(OPERATOR_CLAIM_ATTEMPTS):
-            done = self._operate_once(deployment_id, actor, action, allowed, to, before_commit)
-            if done is not None:
-                return done
-        raise ConflictError(f"rollout {deployment_id} is busy: cannot {action} it now, try again")
-
-    def _operate_once(
-        self, deployment_id: str, actor: str, action: str, allowed: set[RolloutState], to: RolloutState,
-        before_commit: BeforeCommit | None,
-    ) -> Rollout | None:  # fmt: skip
-        """The rollout after the action; None when another step claimed it first."""
         director = self.deployer.director
         outgoing: list[Outgoing] = []
         with Session(self.deployer.engine, expire_on_commit=False) as session:
-            rollout = session.get(Rollout, deployment_id)
-            if rollout is None:
-                raise NotFoundError(f"no staged rollout {deployment_id}")
-            if RolloutState(rollout.state) not in allowed:
-                raise ConflictError(f"rollout {deployment_id} is {rollout.state}: cannot {action} it now")
-            if not self._claim(session, rollout):
-                return None
+            rollout = self._claim_for_operator(session, deployment_id, action, allowed)
             deployment = session.get(Deployment, deployment_id)
             assert deployment is not None
             now = self.clock()
@@ -152,6 +132,22 @@ class RolloutController(Periodic):
             session.commit()
         self.deployer.publish(outgoing, fleet=director.fleet)
         return rollout
+
+    def _claim_for_operator(self, session: Session, deployment_id: str, action: str,
+                            allowed: set[RolloutState]) -> Rollout:  # fmt: skip
+        """The rollout, claimed, if its state allows `action`. A claim lost to a controller step that committed
+        meanwhile (woken by telemetry, steps come often) is tried again on the row as that step left it."""
+        state = ""
+        for _ in range(_OPERATOR_CLAIMS):
+            rollout = session.get(Rollout, deployment_id, populate_existing=True)
+            if rollout is None:
+                raise NotFoundError(f"no staged rollout {deployment_id}")
+            state = rollout.state
+            if RolloutState(state) not in allowed:
+                break
+            if self._claim(session, rollout):
+                return rollout
+        raise ConflictError(f"rollout {deployment_id} is {state}: cannot {action} it now")
 
     # -- a step's parts -------------------------------------------------------------------------------------
 

@@ -177,6 +177,20 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         wait_for(lambda: count("svg.heat-map rect.cell") >= len(DEVICES), 10, "the drift heat map")
         shot("drift")
 
+        # the plain deployment of v1: listed, and on its own page every device has it
+        find("header nav a[href='/console/deployments']").click()
+        wait_for(lambda: count("tr.deployment-row") == 1, 10, "the deployments page")
+        wait_for(lambda: browser.refresh() or find("tr.deployment-row").get_attribute("data-status") == "succeeded",
+                 20, "the deployment succeeded")  # fmt: skip
+        still()
+        shot("deployments")
+        find("tr.deployment-row a").click()
+        wait_for(lambda: count("tr.target-row") == len(DEVICES), 10, "the deployment page")
+        still()
+        assert find("#deployment-status").text == "succeeded"
+        assert count("tr.target-row[data-status='succeeded']") == len(DEVICES)
+        shot("deployment")
+
         # a rollout from the form: preview the waves, then start it
         find("header nav a[href='/console/rollouts']").click()
         wait_for(lambda: count("#start-form"), 10, "the rollout form")
@@ -225,4 +239,4 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         wait_for(lambda: "/console/signin" in browser.current_url, 10, "signing out")
         browser.get(f"{base}/console")
         assert "/console/signin" in browser.current_url
-    assert len(shots) == 9 and all((artifacts / name).stat().st_size > 5000 for name in shots)
+    assert len(shots) == 11 and all((artifacts / name).stat().st_size > 5000 for name in shots)
