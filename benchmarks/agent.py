@@ -12,11 +12,13 @@ configuration (this file run with --child: it imports the agent only, never clou
     lean    the agent as it is now (edge_agent defaults, malloc arenas capped as `edgefleet-agent run` does)
 and, to price each change on its own, the lean agent with that one change undone:
     +pydantic   pydantic-settings imported (what the old settings class loaded)
-    +crypto     cryptography's Ed25519 imported at start (now only on the first signature check)
+    +crypto     cryptography's Ed25519 imported at start, as checking the trust chain and the retained desired
+                state at every start did (now checked once per content, edge_agent.config / update.handlers)
     +arenas     glibc's default malloc arenas (no MALLOC_ARENA_MAX / mallopt)
     +workers4   a gRPC pool of 4 workers
     +runtime    the runtime's own defaults (RuntimeTuning.stock())
-A child serves gRPC, talks to a private Mosquitto, and is measured after 2 s idle. first_inference_s runs
+A child serves gRPC, talks to a private Mosquitto holding what the cloud keeps retained for it (its
+signed desired state, the trust chain: received at every start), and is measured after 2 s idle. first_inference_s runs
 from spawning the lean onnxruntime child to its first gRPC Predict answer (the model cached on disk).
 Predict overhead alternates bare and agent calls one by one (the machine is shared); medians per call.
 Prints one JSON object last.
@@ -202,6 +204,18 @@ def build(tmp: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
     return split, manifest, broker, paths
 
 
+def retain_like_the_cloud(memory_broker: Any, url: str) -> None:
+    """What the cloud keeps retained for each device (its desired state, the fleet's trust chain), put on
+    the real broker: every child receives it on connect, as an agent in the field does at each start."""
+    from urllib.parse import urlsplit
+
+    from paho.mqtt import client, publish
+
+    parts = urlsplit(url)
+    retained = [(topic, payload, 1, True) for topic, payload in memory_broker._retained.items()]
+    publish.multiple(retained, hostname=parts.hostname, port=parts.port or 1883, protocol=client.MQTTv311)
+
+
 def overhead(paths: dict[str, Any], manifest: Any, x_test: Any, seconds: float, rounds: int) -> dict[str, Any]:
     """Median agent / bare runtime time per call at batch 1 and 64, interleaved in rounds; and the window."""
     import numpy as np
@@ -279,10 +293,11 @@ def main() -> int:
     results: dict[str, Any] = {"memory": {}}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        split, manifest, _, paths = build(tmp)
+        split, manifest, memory_broker, paths = build(tmp)
         n_features = manifest.io.n_features
         with MosquittoBroker(tmp / "mosquitto") as broker:
             paths["mqtt"] = broker.url
+            retain_like_the_cloud(memory_broker, broker.url)
             for rt in RUNTIMES:
                 for variant in VARIANTS:
                     figures = measure_child(variant, rt, paths, n_features)
