@@ -17,6 +17,7 @@ and, to price each change on its own, the lean agent with that one change undone
     +arenas     glibc's default malloc arenas (no MALLOC_ARENA_MAX / mallopt)
     +workers4   a gRPC pool of 4 workers
     +runtime    the runtime's own defaults (RuntimeTuning.stock())
+and the lean agent of a device that needs no local API (-grpc: grpc_address "", grpc never imported).
 A child serves gRPC, talks to a private Mosquitto holding what the cloud keeps retained for it (its
 signed desired state, the trust chain: received at every start), and is measured after 2 s idle. first_inference_s runs
 from spawning the lean onnxruntime child to its first gRPC Predict answer (the model cached on disk).
@@ -43,7 +44,7 @@ sys.path[:0] = [str(ROOT)]
 
 RUNTIMES = ("onnxruntime", "tflite")
 UNDONE = ("+pydantic", "+crypto", "+arenas", "+workers4", "+runtime")  # one lean change undone each
-VARIANTS = ("bare", "stock", "lean", *UNDONE)
+VARIANTS = ("bare", "stock", "lean", *UNDONE, "-grpc")  # -grpc: lean without the local gRPC API (grpc_address "")
 
 
 # ------------------------------------------------------------------------------------- the child (agent only)
@@ -77,7 +78,6 @@ def child(args: argparse.Namespace) -> int:
     from edge_agent.agent import Agent
     from edge_agent.config import load_settings
     from edge_agent.connect import transport_for
-    from edge_agent.serving.grpc_server import start_grpc_server
 
     settings = load_settings(
         device_id=args.device, mqtt_url=args.mqtt, trust_path=args.trust, state_dir=args.state,
@@ -86,6 +86,14 @@ def child(args: argparse.Namespace) -> int:
     agent = Agent(settings, transport_for(settings), load_model=partial(runtime.load_model, tuning=tuning),
                   runtimes=[args.runtime])  # fmt: skip
     agent.start()
+    if args.variant == "-grpc":
+        agent.wait_for(lambda s: s.HasField("active_model"), 30)
+        print("ready", flush=True)
+        sys.stdin.read()
+        agent.stop()
+        return 0
+    from edge_agent.serving.grpc_server import start_grpc_server
+
     server = start_grpc_server(agent, settings.grpc_address, **({"max_workers": 4} if "+workers4" in undone else {}))
     print(f"ready {server.port}", flush=True)
     sys.stdin.read()
@@ -138,7 +146,7 @@ def measure_child(variant: str, rt: str, paths: dict[str, Any], n_features: int)
         if not line or line[0] != "ready":
             raise SystemExit(f"child {variant}/{rt} did not start")
         result: dict[str, Any] = {}
-        if variant != "bare":
+        if variant not in ("bare", "-grpc"):
             first_answer(int(line[1]), n_features, spawned + 30)
             result["first_inference_s"] = round(time.monotonic() - spawned, 3)
         time.sleep(2.0)
@@ -316,6 +324,8 @@ def main() -> int:
     results.update(
         rss_mb_onnxruntime=memory["onnxruntime_lean"]["rss_mb"],
         rss_mb_litert=memory["tflite_lean"]["rss_mb"],
+        rss_mb_onnxruntime_no_grpc=memory["onnxruntime_-grpc"]["rss_mb"],
+        rss_mb_litert_no_grpc=memory["tflite_-grpc"]["rss_mb"],
         threads_onnxruntime=memory["onnxruntime_lean"]["threads"],
         predict_overhead_b1=serving["b1"]["ratio"],
         predict_overhead_b64=serving["b64"]["ratio"],
