@@ -17,7 +17,7 @@ and, to price each change on its own, the lean agent with that one change undone
     +arenas     glibc's default malloc arenas (no MALLOC_ARENA_MAX / mallopt)
     +workers4   a gRPC pool of 4 workers
     +runtime    the runtime's own defaults (RuntimeTuning.stock())
-and the lean agent of a device that needs no local API (-grpc: grpc_address "", grpc never imported).
+and the lean agent of a device that needs no local API (nogrpc: grpc_address "", grpc never imported).
 A child serves gRPC, talks to a private Mosquitto holding what the cloud keeps retained for it (its
 signed desired state, the trust chain: received at every start), and is measured after 2 s idle. first_inference_s runs
 from spawning the lean onnxruntime child to its first gRPC Predict answer (the model cached on disk).
@@ -44,7 +44,7 @@ sys.path[:0] = [str(ROOT)]
 
 RUNTIMES = ("onnxruntime", "tflite")
 UNDONE = ("+pydantic", "+crypto", "+arenas", "+workers4", "+runtime")  # one lean change undone each
-VARIANTS = ("bare", "stock", "lean", *UNDONE, "-grpc")  # -grpc: lean without the local gRPC API (grpc_address "")
+VARIANTS = ("bare", "stock", "lean", *UNDONE, "nogrpc")  # nogrpc: lean without the local gRPC API (grpc_address "")
 
 
 # ------------------------------------------------------------------------------------- the child (agent only)
@@ -86,7 +86,7 @@ def child(args: argparse.Namespace) -> int:
     agent = Agent(settings, transport_for(settings), load_model=partial(runtime.load_model, tuning=tuning),
                   runtimes=[args.runtime])  # fmt: skip
     agent.start()
-    if args.variant == "-grpc":
+    if args.variant == "nogrpc":
         agent.wait_for(lambda s: s.HasField("active_model"), 30)
         print("ready", flush=True)
         sys.stdin.read()
@@ -146,7 +146,7 @@ def measure_child(variant: str, rt: str, paths: dict[str, Any], n_features: int)
         if not line or line[0] != "ready":
             raise SystemExit(f"child {variant}/{rt} did not start")
         result: dict[str, Any] = {}
-        if variant not in ("bare", "-grpc"):
+        if variant not in ("bare", "nogrpc"):
             first_answer(int(line[1]), n_features, spawned + 30)
             result["first_inference_s"] = round(time.monotonic() - spawned, 3)
         time.sleep(2.0)
@@ -324,8 +324,8 @@ def main() -> int:
     results.update(
         rss_mb_onnxruntime=memory["onnxruntime_lean"]["rss_mb"],
         rss_mb_litert=memory["tflite_lean"]["rss_mb"],
-        rss_mb_onnxruntime_no_grpc=memory["onnxruntime_-grpc"]["rss_mb"],
-        rss_mb_litert_no_grpc=memory["tflite_-grpc"]["rss_mb"],
+        rss_mb_onnxruntime_no_grpc=memory["onnxruntime_nogrpc"]["rss_mb"],
+        rss_mb_litert_no_grpc=memory["tflite_nogrpc"]["rss_mb"],
         threads_onnxruntime=memory["onnxruntime_lean"]["threads"],
         predict_overhead_b1=serving["b1"]["ratio"],
         predict_overhead_b64=serving["b64"]["ratio"],
