@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from support.enrollment import enroll
 
-from cloud.db.tables import Device, EventRecord, TelemetryRecord
+from cloud.db.tables import DeploymentCreate, DeploymentTarget, Device, EventRecord, TelemetryRecord
 from cloud.identity.records import AuditEntry
 from cloud.rollout.records import Rollout
 from cloud.types import now_ms
@@ -152,6 +152,32 @@ def test_a_device_page_and_the_fleet_table_show_its_facts_and_spool_drops(
     assert "aarch64 · 4.0 GiB · 72 °C · throttled" in row and "dropped 2 telemetry, 40 samples" in row
     other = client.get("/console/devices/pi-01").text.split('id="device-facts"')[1].split("</dl>")[0]
     assert "<dd>–</dd>" in other and "<dd>none</dd>" in other  # an agent that reports no facts yet
+
+
+def test_plain_deployments_have_a_list_and_a_page_with_each_target(
+    app: FastAPI, token_for, engine: Engine, fleet: None
+) -> None:
+    deployment = app.state.services.deployer.deploy(DeploymentCreate(model_id="m", device_ids=DEVICES[:3]))
+    with Session(engine) as session:  # one device said its install failed
+        target = session.get(DeploymentTarget, (deployment.id, DEVICES[2]))
+        assert target is not None
+        target.status, target.error_code, target.error_message = "failed", "bad_signature", "signature mismatch"
+        session.add(target)
+        session.commit()
+    client = signed_in(app, token_for("viewer"))
+    fleet_page = client.get("/console")
+    assert 'href="/console/deployments"' in fleet_page.text  # reachable from the nav
+    listing = client.get("/console/deployments")
+    assert listing.status_code == 200 and listing.text.count('class="deployment-row"') == 1
+    assert f'href="/console/deployments/{deployment.id}"' in listing.text and "1 failed" in listing.text
+    page = client.get(f"/console/deployments/{deployment.id}")
+    assert page.status_code == 200 and 'id="deployment-status">in_progress' in page.text
+    assert page.text.count('class="target-row"') == 3 and 'data-status="failed"' in page.text
+    assert "bad_signature" in page.text and 'id="waiting"' in page.text and "rollout-link" not in page.text
+    for device_id in DEVICES[:3]:
+        assert f'href="/console/devices/{device_id}"' in page.text
+    missing = client.get("/console/deployments/nope")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
 
 
 def test_unknown_ids_and_bad_input_are_pages_not_errors(app: FastAPI, token_for, fleet: None) -> None:
