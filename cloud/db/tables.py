@@ -139,6 +139,9 @@ class DeviceBase(SQLModel):
     # the device's DeviceFacts as JSON (architecture, os, python_version, runtimes, cpu_*, memory_*,
     # temperature_c, throttled, disk_free_bytes); {} until an agent that reports them does
     facts: dict[str, Any] = _json(default_factory=dict)
+    # messages the device's outbox spool dropped while full, totals since its spool file was created:
+    # {"events", "telemetry", "samples", "as_of_ms" (end of the telemetry window that said so)}; {} if none
+    spool_dropped: dict[str, int] = _json(default_factory=dict)
     active_model_id: str | None = None
     active_version: str | None = None
     active_sequence: int | None = _ms(default=None)

@@ -225,6 +225,9 @@ class Ingestor(MessageConsumer):
                     continue
                 if channel is Channel.TELEMETRY:
                     telemetry.append(telemetry_row(device_id, msg, received))
+                    if fleet.apply_spool_drops(session, device_id, msg):
+                        updates += 1
+                        session.flush()
                 elif channel is Channel.EVENTS:
                     events.append(event_row(device_id, msg))
                 elif channel is Channel.SAMPLES:
