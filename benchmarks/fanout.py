@@ -2,12 +2,12 @@
 per rollout on the fleet-wide topics (after), side by side in one run, on Mosquitto, with real agents.
 
 For each fleet size and each mode a fresh Mosquitto, cloud (SQLite) and fleet of simulated devices (the
-real agent code) run one all-at-once deployment of the digits MLP (INT8 ONNX) until every device runs it.
+real agent code) run one all-at-once deployment of a digits MLP (INT8 ONNX) until every device runs it.
 Every message the cloud publishes in that window is counted (topic + payload bytes, as a broker receives
 it less the fixed MQTT header), then split into artifact chunks (fan-out or per device) and the rest
 (desired states, the trust chain).
 
-    .venv/bin/python benchmarks/fanout.py [--devices 20,100] [--chunk-size 4096]
+    .venv/bin/python benchmarks/fanout.py [--devices 20,100] [--chunk-size 4096] [--hidden 1024]
 
 Devices past ~140 in one process never connect (paho's select(), see benchmarks/rollout.py). Prints one
 JSON object last: {"records": [{devices, mode, rollout_s, cloud_bytes, cloud_bytes_per_device, ...}],
@@ -66,7 +66,7 @@ class Meter:
         transport.publish = publish  # every part of the cloud publishes through this one transport object
 
 
-def run(devices: int, fanout: bool, chunk_size: int, timeout_s: float) -> dict[str, Any]:
+def run(devices: int, fanout: bool, chunk_size: int, hidden: int, timeout_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp)) as mosquitto:
         settings = CloudSettings(
             data_dir=Path(tmp) / "cloud", api_port=0, mqtt_url=mosquitto.url, chunk_size_bytes=chunk_size,
@@ -74,9 +74,8 @@ def run(devices: int, fanout: bool, chunk_size: int, timeout_s: float) -> dict[s
         )  # fmt: skip
         with CloudService(settings) as cloud:
             assert cloud.engine is not None and cloud.store is not None and cloud.deployer is not None
-            release = run_training_pipeline(
-                cloud.engine, cloud.store, cloud.signer, TrainingConfig(model_id=MODEL_ID, estimator="mlp")
-            )
+            config = TrainingConfig(model_id=MODEL_ID, estimator="mlp", params={"hidden_layer_sizes": (hidden,)})
+            release = run_training_pipeline(cloud.engine, cloud.store, cloud.signer, config)
             with cloud.session() as session:
                 mv = registry.get_model_version(session, MODEL_ID, release.version)
                 artifact_bytes = max(a.size_bytes for a in registry.artifacts_of(session, mv.id or 0))
@@ -118,13 +117,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", default="20,100", help="fleet sizes, comma-separated (each <= ~140)")
     parser.add_argument("--chunk-size", type=int, default=4096)
+    parser.add_argument("--hidden", type=int, default=1024, help="MLP hidden units (1024: an ~80 KB INT8 artifact)")
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
     records = []
     for devices in (int(n) for n in args.devices.split(",")):
         for fanout in (False, True):
             with contextlib.suppress(KeyboardInterrupt):
-                records.append(run(devices, fanout, args.chunk_size, args.timeout))
+                records.append(run(devices, fanout, args.chunk_size, args.hidden, args.timeout))
             print(json.dumps(records[-1]), file=sys.stderr, flush=True)
     ratios = {}
     for devices in {r["devices"] for r in records}:

@@ -329,7 +329,10 @@ class CloudService:
             device_mqtt_url=s.device_mqtt_url or self.mqtt_url,
             on_device_revoked=self.revoked_device,
             probes={
-                "mqtt": lambda: {"connected": bool(self.transport and self.transport.connected), "url": self.mqtt_url},
+                "mqtt": lambda: {
+                    "connected": bool(self.transport and self.transport.connected), "url": self.mqtt_url,
+                    "shared_subscriptions": bool(self.router and self.router.shared),
+                },
                 "ingest": lambda: self.ingestor.stats.snapshot() if self.ingestor else None,
                 "chunks": lambda: self.chunk_server.stats.snapshot() if self.chunk_server else None,
                 "fanout": lambda: self.fanout.stats.snapshot() if self.fanout else None,
