@@ -89,6 +89,8 @@ class CloudService:
             self._start_refresher()
             assert self.deployer is not None
             self.rollouts = RolloutController(self.deployer, interval_s=s.rollout_tick_s).start()
+            assert self.ingestor is not None
+            self.ingestor.on_stored = self.rollouts.wake  # gates judge once their telemetry is stored
             self._start_api()
         except BaseException:
             self.stop()

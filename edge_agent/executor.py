@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from edge_agent.outbox import Outbox
 from edge_agent.serving.shadow import KeptModel
@@ -48,6 +48,10 @@ from protocols.v1 import messages_pb2 as pb
 log = logging.getLogger(__name__)
 
 
+class JobSubmitter(Protocol):  # the agent's runner (edge_agent.runner), or a bare jobs.JobRunner
+    def submit(self, job: Callable[[], None]) -> None: ...
+
+
 class Executor:
     def __init__(
         self,
@@ -59,7 +63,7 @@ class Executor:
         slot: ModelSlot,
         kept: KeptModel,
         counts: Callable[[], tuple[int, int]],
-        job_runner: jobs.JobRunner,
+        job_runner: JobSubmitter,
         load_model: LoadModelFn,
         run_self_test: SelfTestFn,
         post: Callable[[Event], None],

@@ -7,7 +7,8 @@ handlers (`edge_agent.update.handlers`) change it through these helpers and plai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from edge_agent.clock import Instant
 from edge_agent.update.actions import (
@@ -52,6 +53,8 @@ class UpdaterConfig:
     runtimes: tuple[str, ...]  # runtimes this device can use, most preferred first
     chunks: ChunkPolicy = ChunkPolicy()
     probation: ProbationPolicy = ProbationPolicy()
+    # runtime -> "<agent version>|<runtime version>": what a crash mark is stamped with (update.crash_marks)
+    crash_stamps: Mapping[str, str] = field(default_factory=dict)
 
 
 def event_kind_for(code: str) -> pb.EventKind:
