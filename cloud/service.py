@@ -71,6 +71,7 @@ class CloudService:
         self._server: Any = None  # uvicorn.Server
         self._server_thread: threading.Thread | None = None
         self._republished = False
+        self.router: MessageRouter | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -163,6 +164,8 @@ class CloudService:
             "ingest": self.ingestor.stats.snapshot() if self.ingestor else None,
             "chunks": self.chunk_server.stats.snapshot() if self.chunk_server else None,
             "fanout": self.fanout.stats.snapshot() if self.fanout else None,
+            "shared_subscriptions": bool(self.router and self.router.shared),
+            "chunk_request_members": list(self.ownership.members) if self.ownership else [],
         }
 
     @property
@@ -241,12 +244,13 @@ class CloudService:
         self.ingestor = Ingestor(
             self.engine, deployer=self.deployer, batch_size=s.ingest_batch_size, max_queue=s.ingest_queue_max
         )
-        if not s.share_group:  # every process hears every chunk request: the live ones split the devices
-            self.ownership = Ownership(self.engine, fleet=fleet, member_id=self.client_lease.client_id).start()
-        owns = self.ownership.owns if self.ownership is not None else None
-        self.chunk_server = ChunkServer(self.engine, self.store, self.transport, fleet=fleet, owns=owns)
-        router = MessageRouter(self.ingestor.submit, self.chunk_server.submit, fleet=fleet, share_group=s.share_group)
-        router.attach(self.transport)
+        # where every process hears every chunk request (no shared subscription), the live ones split devices
+        self.ownership = Ownership(self.engine, fleet=fleet, member_id=self.client_lease.client_id).start()
+        self.chunk_server = ChunkServer(self.engine, self.store, self.transport, fleet=fleet, owns=self._answers)
+        self.router = MessageRouter(
+            self.ingestor.submit, self.chunk_server.submit, fleet=fleet, share_group=s.share_group
+        )
+        self.router.attach(self.transport)
         self.transport.set_connect_handler(self._on_connect)
         self.ingestor.start()
         self.chunk_server.start()
@@ -282,7 +286,21 @@ class CloudService:
         )
         self.refresher = Refresher(self.deployer, self.keys, policy, interval_s=s.refresh_interval_s).start()
 
+    def _answers(self, device_id: str) -> bool:
+        """Whether this process answers device_id's chunk requests."""
+        if self.router is not None and self.router.shared:
+            return True  # the broker hands each request to one member of the share group
+        return self.ownership is None or self.ownership.owns(device_id)
+
     def _on_connect(self) -> None:
+        if self.router is not None and self.router.shared and self.broker is None and self.transport.protocol != "5":
+            log.warning(
+                "the broker at %s refused MQTT 5, so it has no shared subscriptions (NATS, RabbitMQ): share group "
+                "%r set aside. Every cloud process now hears every device message: ingestion stays exact (its "
+                "inserts are idempotent) and the live processes split the chunk requests between them",
+                self.mqtt_url, self.settings.share_group,
+            )  # fmt: skip
+            self.router.unshare(self.transport)
         # the trust chain on every connect: retained, so devices that join or return find the newest root
         if self.deployer is not None:
             try:
@@ -313,7 +331,10 @@ class CloudService:
             device_mqtt_url=s.device_mqtt_url or self.mqtt_url,
             on_device_revoked=self.revoked_device,
             probes={
-                "mqtt": lambda: {"connected": bool(self.transport and self.transport.connected), "url": self.mqtt_url},
+                "mqtt": lambda: {
+                    "connected": bool(self.transport and self.transport.connected), "url": self.mqtt_url,
+                    "shared_subscriptions": bool(self.router and self.router.shared),
+                },
                 "ingest": lambda: self.ingestor.stats.snapshot() if self.ingestor else None,
                 "chunks": lambda: self.chunk_server.stats.snapshot() if self.chunk_server else None,
                 "fanout": lambda: self.fanout.stats.snapshot() if self.fanout else None,

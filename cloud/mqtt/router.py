@@ -31,6 +31,7 @@ class MessageRouter:
         self.artifact_requests = artifact_requests
         self.fleet = fleet
         self.subscriptions = cloud_subscriptions(share_group, fleet=fleet)
+        self.shared = share_group is not None
         self.unroutable = 0
         self.foreign = 0  # messages of another fleet
 
@@ -39,6 +40,15 @@ class MessageRouter:
         transport.set_message_handler(self.route)
         for topic_filter, qos in self.subscriptions:
             transport.subscribe(topic_filter, qos)
+
+    def unshare(self, transport: Transport) -> None:
+        """Trade the shared subscriptions for plain ones (a broker without them would deliver nothing):
+        every worker then hears every message."""
+        plain = cloud_subscriptions(fleet=self.fleet)
+        for (shared_filter, _), (topic_filter, qos) in zip(self.subscriptions, plain, strict=True):
+            transport.unsubscribe(shared_filter)
+            transport.subscribe(topic_filter, qos)
+        self.subscriptions, self.shared = plain, False
 
     def route(self, topic: str, payload: bytes) -> None:
         try:

@@ -4,12 +4,14 @@
 from its targets'); `plan` decides who gets which desired state and writes it, uncommitted;
 `deployments` reads deployment rows and moves them along as devices report; `director` signs each
 device's assignment; `deployer` commits a plan and then publishes it (the one way to deploy);
-`freshness` decides what needs re-signing and `refresher` does it on a thread; `chunk_server` serves
-artifact chunks to entitled devices. `waves` (who goes in which wave of a staged rollout, who is skipped
-and why) and `gates` (is a wave's new model at least as good as the old one, on the fleet's telemetry) are
-the pure core of the staged-rollout controller; `policy` is what an operator asks for, `staged` plans it,
-`figures` reads the telemetry the gates judge, `records` holds its state and decisions, `progress` (pure)
-decides each step and `controller` takes the steps, on a thread and for operators.
+`freshness` decides what needs re-signing and `refresher` does it on a thread; `fanout` publishes each
+artifact's chunks once, retained, on the fleet-wide topics (and clears them when no longer needed);
+`chunk_server` serves the chunks a device still lacks to entitled devices. `waves` (who goes in which
+wave of a staged rollout, who is skipped and why) and `gates` (is a wave's new model at least as good as
+the old one, on the fleet's telemetry) are the pure core of the staged-rollout controller; `policy` is
+what an operator asks for, `staged` plans it, `figures` reads the telemetry the gates judge, `records`
+holds its state and decisions, `progress` (pure) decides each step and `controller` takes the steps, on a
+thread and for operators.
 """
 
 from cloud.rollout.chunk_server import ChunkServer, ChunkStats
@@ -25,6 +27,7 @@ from cloud.rollout.deployments import (
     waiting_reason,
 )
 from cloud.rollout.director import Director
+from cloud.rollout.fanout import FanoutPublisher, FanoutStats, FanoutSweeper
 from cloud.rollout.freshness import AssignmentFacts, FreshnessPolicy, ManifestFacts, assignments_due, manifests_due
 from cloud.rollout.plan import (
     STRATEGIES,
@@ -48,6 +51,9 @@ __all__ = [
     "ChunkStats",
     "Deployer",
     "Director",
+    "FanoutPublisher",
+    "FanoutStats",
+    "FanoutSweeper",
     "FreshnessPolicy",
     "GateRequest",
     "ManifestFacts",

@@ -17,7 +17,14 @@ from support import mosquitto_binary, wait_until
 from support.secured_brokers import FLEET, SecuredBroker, start_embedded, start_mosquitto
 
 from cloud.identity.broker_config import CLOUD_USER, BrokerConfig
-from protocols.topics import Channel, cloud_subscriptions, device_topic, trust_topic
+from protocols.topics import (
+    Channel,
+    artifact_chunk_filter,
+    artifact_chunk_topic,
+    cloud_subscriptions,
+    device_topic,
+    trust_topic,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -149,6 +156,28 @@ def test_a_device_cannot_post_as_another_or_read_anothers_topics(secured: Secure
         [(device_topic("pi-01", Channel.DESIRED, fleet=FLEET), b"for pi-01"), (trust_topic(FLEET), b"chain")]
     )
     assert two_inbox.messages == [(device_topic("pi-02", Channel.DESIRED, fleet=FLEET), b"for pi-02 only")]
+
+
+@_brokers()
+def test_a_device_cannot_plant_or_clear_fleet_wide_artifact_chunks(secured: SecuredBroker, make_transport: Any) -> None:
+    sb = secured
+    sha = "ab" * 32
+    genuine, spare = artifact_chunk_topic(sha, 4096, 0, fleet=FLEET), artifact_chunk_topic(sha, 4096, 1, fleet=FLEET)
+    cloud, cloud_inbox = _cloud(make_transport, sb)
+    cloud.publish(genuine, b"genuine chunk", retain=True)
+    one, _ = _client(make_transport, sb, "pi-01", sb.passwords["pi-01"])
+    one.publish(genuine, b"planted", retain=True)  # overwrite the retained chunk
+    one.publish(spare, b"planted", retain=True)  # plant one the cloud never published
+    one.publish(genuine, b"", retain=True)  # clear the genuine one: the fleet would fall back to requests
+    one.publish(device_topic("pi-01", Channel.TELEMETRY, fleet=FLEET), b"honest")  # after the others, in order
+    assert cloud_inbox.wait_for(1)
+    # every device of the fleet may read the chunks, and finds only what the cloud published
+    _two, two_inbox = _client(
+        make_transport, sb, "pi-02", sb.passwords["pi-02"], artifact_chunk_filter(sha, 4096, fleet=FLEET)
+    )
+    assert two_inbox.wait_for(1)
+    wait_until(lambda: len(two_inbox) > 1, 1.0)  # anything else would arrive by now
+    assert two_inbox.messages == [(genuine, b"genuine chunk")]
 
 
 @_brokers()

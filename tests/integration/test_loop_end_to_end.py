@@ -106,6 +106,11 @@ def test_the_loop_delivers_serves_and_reports(loop: Loop) -> None:
     lineage = loop.api.get(f"/api/v1/models/{MODEL_ID}/versions/{loop.v1.version}/lineage").json()
     assert lineage["dataset"]["content_hash"] == split.content_hash
 
+    # one upload for the rollout: every chunk went out once on the fleet-wide topics, none per device
+    status = loop.cloud.status()
+    assert status["fanout"]["artifacts_published"] == 1 and status["fanout"]["chunks_published"] >= 1, status
+    assert status["chunks"]["chunks_sent"] == 0, status
+
 
 def _serving_version(loop: Loop, device_id: str) -> str:
     agent = loop.fleet.devices[device_id].agent

@@ -14,7 +14,7 @@ from typing import Any
 from edge_agent.transport import MemoryBroker, MemoryTransport, Transport
 from protocols.chunking import ChunkLayout
 from protocols.codes import ErrorCode, chunk_error
-from protocols.topics import Channel, device_topic, fleet_root
+from protocols.topics import Channel, artifact_chunk_filter, artifact_chunk_topic, device_topic, fleet_root
 from protocols.v1 import messages_pb2 as pb
 from support.releases import FLEET, Release, desired_state
 
@@ -65,8 +65,24 @@ class FakeCloud:
         state = desired_state(device_id, release, generation, deployment_id, self.chunk_size)
         return state.SerializeToString()
 
-    def deploy(self, device_id: str, release: Release, generation: int, deployment_id: str = "dep-1") -> None:
+    def deploy(
+        self, device_id: str, release: Release, generation: int, deployment_id: str = "dep-1", *,
+        fanout: bool = False, withhold: frozenset[int] = frozenset(),
+    ) -> None:  # fmt: skip
+        """Publish the desired state; with fanout, first every chunk (but those in withhold) retained on the
+        fleet-wide topics, as `cloud.rollout.fanout` does, and name them in the desired state."""
         payload = self.desired(device_id, release, generation, deployment_id)
+        if fanout:
+            state = pb.DesiredState.FromString(payload)
+            for location in state.artifacts:
+                data = self.artifacts[location.sha256]
+                layout = ChunkLayout.for_bytes(data, self.chunk_size)
+                for index in range(layout.total_chunks):
+                    if index not in withhold:
+                        topic = artifact_chunk_topic(location.sha256, self.chunk_size, index, fleet=FLEET)
+                        self.send(topic, layout.chunk(data, index).SerializeToString(), retain=True)
+                location.fanout_filter = artifact_chunk_filter(location.sha256, self.chunk_size, fleet=FLEET)
+            payload = state.SerializeToString()
         self.transport.publish(device_topic(device_id, Channel.DESIRED, fleet=FLEET), payload, qos=1, retain=True)
 
     def send(self, topic: str, payload: bytes, retain: bool = False) -> None:

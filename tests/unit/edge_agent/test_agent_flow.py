@@ -53,6 +53,16 @@ def test_happy_path_downloads_verifies_and_activates(make_agent: MakeAgent, clou
     assert pb.Presence.FromString(cloud.retained("dev-1", Channel.PRESENCE) or b"").online
 
 
+def test_with_fanout_the_agent_asks_only_for_the_chunk_that_did_not_come(
+    make_agent: MakeAgent, cloud: FakeCloud, keys: Keys
+) -> None:
+    agent = make_agent(chunk_timeout_s=0.5)
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=100))
+    cloud.deploy("dev-1", release, generation=1, fanout=True, withhold=frozenset({2}))
+    assert agent.wait_for(lambda s: is_state(s, ACTIVE, 1), 5), agent.status()
+    assert cloud.chunks_requested() == [2]  # every other chunk came from the fleet-wide topics
+
+
 def test_a_restart_serves_the_model_at_once_and_fetches_nothing(
     make_agent: MakeAgent, cloud: FakeCloud, keys: Keys
 ) -> None:

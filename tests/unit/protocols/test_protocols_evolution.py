@@ -76,3 +76,8 @@ def test_a_window_and_a_report_of_an_agent_before_probation_read_as_no_shadowing
     assert pb.ReportedState.FromString(old_state.SerializeToString()).probation_until_ms == 0
     numbers = {f.name: f.number for f in pb.TelemetryWindow.DESCRIPTOR.fields}
     assert (numbers["shadow_compared"], numbers["shadow_agreed"], numbers["shadow_dropped"]) == (18, 19, 20)
+
+
+def test_an_artifact_location_of_an_older_cloud_reads_as_no_fanout() -> None:
+    old = pb.ArtifactLocation(sha256="ab" * 32, size_bytes=10, chunk_size=4, total_chunks=3)
+    assert pb.ArtifactLocation.FromString(old.SerializeToString()).fanout_filter == ""  # per-device requests only
