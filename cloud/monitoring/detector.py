@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -73,28 +73,33 @@ class Finding:
         return None if self.psi is None or self.psi_null is None else self.psi - self.psi_null
 
 
-def _measure(reference: np.ndarray, sample: Sample, policy: DriftPolicy) -> Finding:
-    observed = np.asarray(sample.counts, dtype=float)
-    n = int(observed.sum())
-    empty = Finding(sample.scope, sample.device_id, sample.window_end_ms, sample.target, n, tested=False,
-                    p_value=None, q_value=None, chi_square=None, ks=None, ks_upper=None, psi=None, psi_null=None,
-                    js_distance=None, drifted=False)  # fmt: skip
-    if n <= 0 or reference.sum() <= 0:
-        return empty
-    chi = stats.chi_square_two_sample(reference, observed)
-    ks = stats.binned_ks(reference, observed)
-    tested = n >= policy.min_rows and chi.dof > 0
-    return replace(
-        empty,
-        tested=tested,
-        p_value=min(1.0, 2 * min(chi.p_value, ks.p_value)) if tested else None,
-        chi_square=chi.statistic,
-        ks=ks.statistic,
-        ks_upper=ks.upper,
-        psi=stats.psi(reference, observed),
-        psi_null=stats.psi_expected_null(len(reference), float(reference.sum()), n),
-        js_distance=stats.js_distance(reference, observed),
-    )
+_COLUMNS = ("n", "tested", "p", "chi", "ks", "ks_upper", "psi", "psi_null", "js")
+
+
+def _measure(reference: np.ndarray, samples: Sequence[Sample], policy: DriftPolicy) -> dict[str, np.ndarray]:
+    """The statistics of the samples of one target as columns, tested as one array (NaN: not measured)."""
+    observed = np.asarray([s.counts for s in samples], dtype=float).reshape(len(samples), len(reference))
+    n = observed.sum(axis=1)
+    measured = (n > 0) & (reference.sum() > 0)
+    columns = {name: np.full(len(samples), np.nan) for name in _COLUMNS}
+    columns["n"], columns["tested"] = n, np.zeros(len(samples))
+    if measured.any():
+        live = observed[measured]
+        chi = stats.chi_square_two_sample(reference, live)
+        ks = stats.binned_ks(reference, live)
+        columns["tested"][measured] = (n[measured] >= policy.min_rows) & (chi.dof > 0)
+        for name, values in {
+            "p": np.minimum(1.0, 2 * np.minimum(chi.p_value, ks.p_value)), "chi": chi.statistic,
+            "ks": ks.statistic, "ks_upper": ks.upper, "psi": stats.psi(reference, live),
+            "psi_null": stats.psi_expected_null(len(reference), reference.sum(), n[measured]),
+            "js": stats.js_distance(reference, live),
+        }.items():  # fmt: skip
+            columns[name][measured] = values
+    return columns
+
+
+def _value(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
 
 
 def detect(
@@ -102,20 +107,43 @@ def detect(
 ) -> list[Finding]:
     """One finding per sample, in order; `drifted` decided over all of them as one family."""
     refs = {k: np.asarray(v, dtype=float) for k, v in reference.items()}
-    for s in samples:
+    by_target: dict[int, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
         if s.target not in refs:
             raise ValueError(f"no reference for target {s.target}")
         if len(s.counts) != len(refs[s.target]):
             raise ValueError(f"target {s.target}: {len(s.counts)} bins, the reference has {len(refs[s.target])}")
-    findings = [_measure(refs[s.target], s, policy) for s in samples]
-    tested = [i for i, f in enumerate(findings) if f.tested]
-    q_values = stats.fdr_adjust([findings[i].p_value or 1.0 for i in tested], policy.fdr)
-    for i, q in zip(tested, q_values, strict=True):
-        f = findings[i]
-        excess = f.excess_psi or 0.0
-        drifted = bool(q <= policy.alpha and excess >= policy.min_effect_psi)
-        findings[i] = replace(f, q_value=float(q), drifted=drifted)
-    return findings
+        by_target[s.target].append(i)
+    table = {name: np.full(len(samples), np.nan) for name in _COLUMNS}
+    for target, positions in by_target.items():
+        for name, values in _measure(refs[target], [samples[i] for i in positions], policy).items():
+            table[name][positions] = values
+    tested = table["tested"] == 1
+    q = np.full(len(samples), np.nan)
+    q[tested] = stats.fdr_adjust(table["p"][tested], policy.fdr)
+    excess = table["psi"] - table["psi_null"]
+    drifted = tested & (q <= policy.alpha) & (excess >= policy.min_effect_psi)
+    rows = zip(*(table[name].tolist() for name in _COLUMNS), q.tolist(), drifted.tolist(), strict=True)
+    return [
+        Finding(
+            s.scope,
+            s.device_id,
+            s.window_end_ms,
+            s.target,
+            int(n),
+            tested=bool(t),
+            p_value=_value(p) if t else None,
+            q_value=_value(qv),
+            chi_square=_value(chi),
+            ks=_value(ks),
+            ks_upper=_value(up),
+            psi=_value(v),
+            psi_null=_value(null),
+            js_distance=_value(js),
+            drifted=bool(d),
+        )  # fmt: skip
+        for s, (n, t, p, chi, ks, up, v, null, js, qv, d) in zip(samples, rows, strict=True)
+    ]
 
 
 @dataclass(frozen=True)
