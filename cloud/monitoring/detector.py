@@ -76,27 +76,27 @@ class Finding:
 _COLUMNS = ("n", "tested", "p", "chi", "ks", "ks_upper", "psi", "psi_null", "js")
 
 
-def _measure(reference: np.ndarray, samples: Sequence[Sample], policy: DriftPolicy) -> dict[str, np.ndarray]:
-    """The statistics of the samples of one target as columns, tested as one array (NaN: not measured)."""
-    observed = np.asarray([s.counts for s in samples], dtype=float).reshape(len(samples), len(reference))
-    n = observed.sum(axis=1)
-    measured = (n > 0) & (reference.sum() > 0)
-    columns = {name: np.full(len(samples), np.nan) for name in _COLUMNS}
-    columns["n"], columns["tested"] = n, np.zeros(len(samples))
+def _measure(reference: np.ndarray, observed: np.ndarray, policy: DriftPolicy) -> dict[str, np.ndarray]:
+    """The statistics of samples over the same number of bins as columns, one row per sample against its
+    own reference row, all as one array computation (NaN: not measured)."""
+    n, ref_n = observed.sum(axis=1), reference.sum(axis=1)
+    measured = (n > 0) & (ref_n > 0)
+    columns = {name: np.full(len(observed), np.nan) for name in _COLUMNS}
+    columns["n"], columns["tested"] = n, np.zeros(len(observed))
     if measured.any():
-        live = observed[measured]
-        chi = stats.chi_square_two_sample(reference, live)
-        g = stats.g_test(reference, live)
-        ks = stats.binned_ks(reference, live)
+        ref, live = reference[measured], observed[measured]
+        chi = stats.chi_square_two_sample(ref, live)
+        g = stats.g_test(ref, live)
+        ks = stats.binned_ks(ref, live)
         # Pearson's tail is too light for a sparse bin running high, G's for one running empty: the larger
         # p-value of the two holds its level down to the 1e-4 a family of thousands needs
         homogeneity = np.maximum(chi.p_value, g.p_value)
         columns["tested"][measured] = (n[measured] >= policy.min_rows) & (chi.dof > 0)
         for name, values in {
             "p": np.minimum(1.0, 2 * np.minimum(homogeneity, ks.p_value)), "chi": chi.statistic,
-            "ks": ks.statistic, "ks_upper": ks.upper, "psi": stats.psi(reference, live),
-            "psi_null": stats.psi_expected_null(len(reference), reference.sum(), n[measured]),
-            "js": stats.js_distance(reference, live),
+            "ks": ks.statistic, "ks_upper": ks.upper, "psi": stats.psi(ref, live),
+            "psi_null": stats.psi_expected_null(reference.shape[1], ref_n[measured], n[measured]),
+            "js": stats.js_distance(ref, live),
         }.items():  # fmt: skip
             columns[name][measured] = values
     return columns
@@ -111,16 +111,18 @@ def detect(
 ) -> list[Finding]:
     """One finding per sample, in order; `drifted` decided over all of them as one family."""
     refs = {k: np.asarray(v, dtype=float) for k, v in reference.items()}
-    by_target: dict[int, list[int]] = defaultdict(list)
+    by_bins: dict[int, list[int]] = defaultdict(list)  # samples over as many bins compute as one array
     for i, s in enumerate(samples):
         if s.target not in refs:
             raise ValueError(f"no reference for target {s.target}")
         if len(s.counts) != len(refs[s.target]):
             raise ValueError(f"target {s.target}: {len(s.counts)} bins, the reference has {len(refs[s.target])}")
-        by_target[s.target].append(i)
+        by_bins[len(s.counts)].append(i)
     table = {name: np.full(len(samples), np.nan) for name in _COLUMNS}
-    for target, positions in by_target.items():
-        for name, values in _measure(refs[target], [samples[i] for i in positions], policy).items():
+    for bins, positions in by_bins.items():
+        reference_rows = np.stack([refs[samples[i].target] for i in positions])
+        observed = np.asarray([samples[i].counts for i in positions], dtype=float).reshape(len(positions), bins)
+        for name, values in _measure(reference_rows, observed, policy).items():
             table[name][positions] = values
     tested = table["tested"] == 1
     q = np.full(len(samples), np.nan)
