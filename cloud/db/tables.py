@@ -278,6 +278,21 @@ class SampleRecord(SQLModel, table=True):
     prediction: str = ""
     label: str | None = None
     ts_ms: int = _ms()
+    prediction_id: str = Field(default="", index=True)  # the device's id, else "{batch_seq}:{position}"
+
+
+class FeedbackRecord(SQLModel, table=True):
+    """A label that arrived after its prediction (API or the device's feedback topic); the first one for a
+    (device, prediction) wins, so redeliveries change nothing."""
+
+    __table_args__ = (UniqueConstraint("device_id", "prediction_id", name="uq_feedback_device_prediction"),)
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(index=True)
+    prediction_id: str
+    label: str
+    ts_ms: int = _ms()
+    received_at_ms: int = _ms()
+    source: str = "api"  # api | mqtt
 
 
 class EventPublic(SQLModel):
