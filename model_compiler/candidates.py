@@ -16,6 +16,7 @@ import numpy as np
 from model_compiler.dense import DenseModel
 from model_compiler.errors import UnsupportedModelError
 from model_compiler.forest import Forest
+from model_compiler.preprocess import has_lookup
 from protocols.v1 import messages_pb2 as pb
 
 ONNX_DENSE_REQUIREMENT = "onnxruntime>=1.17 (opset 17)"
@@ -51,11 +52,21 @@ def _onnx_bytes(model: object) -> bytes:
     return model.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
 
 
+def tflite_refusal(model: DenseModel | Forest) -> str | None:
+    """Why `model` has no TFLite form, or None when it has one."""
+    if isinstance(model, Forest):
+        return "tree ensembles compile to ONNX only: TFLite has no tree operator"
+    if has_lookup(list(model.segments)):
+        return "an OrdinalEncoder compiles to ONNX only: the TFLite emitter has no category lookup"
+    return None
+
+
 def plan(model: DenseModel | Forest, target: str, quantizations: list[str]) -> list[tuple[str, str]]:
     """(quantization, variant) pairs to build for one target; refuses what the family cannot do."""
+    reason = tflite_refusal(model) if target == "tflite" else None
+    if reason:
+        raise UnsupportedModelError(f"TFLite target for {model.estimator} ({reason})")
     if isinstance(model, Forest):
-        if target == "tflite":
-            raise UnsupportedModelError(f"TFLite target for {model.estimator} (tree ensembles compile to ONNX)")
         if quantizations == ["int8"]:
             raise UnsupportedModelError(
                 f"INT8 quantization of {model.estimator} (tree ensembles shrink losslessly instead; use none or auto)"

@@ -85,8 +85,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgefleet compile: {exc}", file=sys.stderr)
         return 2
     print(result.report.table())
-    if args.target == "all" and result.report.family == "trees":
-        print("note: tree ensembles compile to ONNX only (TFLite has no tree operator); no TFLite artifact built")
     try:
         written = result.write(args.out)
     except OSError as exc:

@@ -18,10 +18,18 @@ import numpy as np
 from edge_agent.serving.runtime import LoadedModel, Prediction, load_model
 from edge_agent.serving.selftest import run_self_test
 from model_compiler import gate as gates
-from model_compiler.candidates import Candidate, build, plan, requirement
+from model_compiler.candidates import Candidate, build, plan, requirement, tflite_refusal
 from model_compiler.errors import BadInputError, CompileError, GateRefusedError
 from model_compiler.families import Analysis, analyse, label_str
-from model_compiler.manifest import FRAGMENT_FILE, artifact_record, estimator_digest, fragment_json, io_schema
+from model_compiler.manifest import (
+    FRAGMENT_FILE,
+    NOTES_KEY,
+    artifact_record,
+    estimator_digest,
+    fragment_json,
+    io_schema,
+)
+from model_compiler.preprocess import compares_scaled_categories
 from model_compiler.profile import reference_profile
 from model_compiler.report import CandidateReport, CompileReport
 from model_compiler.types import QUANTIZE_CHOICES, SELF_TEST_SOURCES, TARGET_CHOICES, TARGETS
@@ -73,7 +81,12 @@ def _check_data(x: Any, y: Any, n_features: int, what: str) -> np.ndarray:
     return x
 
 
-def _source_outputs(estimator: Any, x: np.ndarray, classifier: bool) -> list[str] | np.ndarray:
+def _source_outputs(estimator: Any, x: np.ndarray, classifier: bool, float64: bool = False) -> list[str] | np.ndarray:
+    """The estimator's predictions on what a device sends (float32 values). With `float64`, scikit-learn
+    computes on them in float64: on float32 input it scales in float32 and then misses the float64
+    categories a OneHotEncoder after scaling was fitted on (the artifact compares within a tolerance)."""
+    if float64:
+        x = np.asarray(x, dtype=np.float64)
     try:
         predicted = estimator.predict(x)
     except Exception as exc:  # sklearn raises many types for data it cannot take (NaN without imputer, ...)
@@ -109,8 +122,9 @@ def compile_estimator(
     if y is None:
         raise BadInputError("held-out data: y is missing")
     x = _check_data(X, y, model.n_features, "held-out data")
+    wide = compares_scaled_categories(list(model.segments))
     ref_x = x if reference_X is None else _check_data(reference_X, None, model.n_features, "reference data")
-    source = _source_outputs(estimator, x, analysis.classifier)
+    source = _source_outputs(estimator, x, analysis.classifier, wide)
     io = io_schema(
         n_features=model.n_features,
         classifier=analysis.classifier,
@@ -128,8 +142,10 @@ def compile_estimator(
     report = CompileReport(analysis.estimator, model.family, analysis.classifier, source_metrics)
 
     targets = list(TARGETS) if target == "all" else [target]
-    if target == "all" and model.family == "trees":
-        targets = ["onnx"]  # tree ensembles have no TFLite form; a TFLite-only device cannot take them
+    no_tflite = tflite_refusal(model) if target == "all" else None
+    if no_tflite:  # a TFLite-only device cannot take this model; the ONNX artifact serves the others
+        targets = ["onnx"]
+        report.notes.append(f"no TFLite artifact: {no_tflite}")
     quantizations = ["none", "int8"] if quantize == "auto" else [quantize]
     kept: list[tuple[Candidate, pb.Artifact, Prediction, LoadedModel]] = []
     for t in targets:
@@ -171,14 +187,16 @@ def compile_estimator(
         kept.append(chosen[:4])
 
     fragment = pb.Manifest(io=io, source_model_sha256=estimator_digest(estimator))
+    if report.notes:
+        fragment.lineage[NOTES_KEY] = "; ".join(report.notes)
     fragment.metrics.update(source_metrics)
-    ref_source = source if reference_X is None else _source_outputs(estimator, ref_x, analysis.classifier)
+    ref_source = source if reference_X is None else _source_outputs(estimator, ref_x, analysis.classifier, wide)
     fragment.reference.CopyFrom(
         reference_profile(ref_x, ref_source, class_labels=analysis.class_labels, feature_names=analysis.feature_names)
     )
     if self_test_from == "synthetic":
         vector_x = synthetic_inputs(fragment.reference, max(SYNTHETIC_POOL_ROWS, 16 * n_self_test))
-        vector_source = _source_outputs(estimator, vector_x, analysis.classifier)
+        vector_source = _source_outputs(estimator, vector_x, analysis.classifier, wide)
         vector_kept = [(c, r, loaded.predict(vector_x), loaded) for c, r, _, loaded in kept]
     else:
         vector_x, vector_source, vector_kept = x, source, kept

@@ -73,16 +73,18 @@ def analyse(estimator: Any) -> Analysis:
     except NotFittedError:
         raise BadInputError(f"{type(estimator).__name__} is not fitted") from None
     steps: list[Any] = []
+    names: list[str] = []
     final = estimator
     if isinstance(estimator, Pipeline):
         steps = [s for _, s in estimator.steps[:-1]]
+        names = [n for n, _ in estimator.steps[:-1]]
         final = estimator.steps[-1][1]
         if final is None or final == "passthrough":
             raise UnsupportedModelError("Pipeline without a final estimator")
     n_features = getattr(estimator, "n_features_in_", None)
     if n_features is None:
         raise UnsupportedModelError(f"{type(estimator).__name__} without n_features_in_")
-    segments = tuple(trace(steps, int(n_features)))
+    segments = tuple(trace(steps, int(n_features), names))
     name = type(final).__name__
     described = f"Pipeline({', '.join(type(s).__name__ for s in [*steps, final])})" if steps else name
     model: DenseModel | Forest

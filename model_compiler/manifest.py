@@ -16,6 +16,8 @@ from model_compiler.types import INPUT_NAME, SCORES_NAME, VALUES_NAME
 from protocols.v1 import messages_pb2 as pb
 
 FRAGMENT_FILE = "manifest.fragment.json"
+# lineage key of the compiler's notes on what it did not build and why (e.g. no TFLite form)
+NOTES_KEY = "compiler_notes"
 
 
 def io_schema(

@@ -26,6 +26,7 @@ class CompileReport:
     classifier: bool
     source_metrics: dict[str, float]
     candidates: list[CandidateReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was not built and why (also in the manifest's lineage)
 
     def table(self) -> str:
         """A fixed-width table of candidates, then the reasons for any refusals."""
@@ -46,4 +47,5 @@ class CompileReport:
         source = ", ".join(f"{k}={v:.4g}" for k, v in self.source_metrics.items() if k != "n_rows")
         lines.append(f"source estimator on {int(self.source_metrics.get('n_rows', 0))} held-out rows: {source}")
         lines.extend(f"  {c.name} ({c.variant or 'fp32'}) refused: {c.reason}" for c in self.candidates if not c.passed)
+        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)

@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression, PoissonRegressor
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OrdinalEncoder, StandardScaler
 from sklearn.svm import SVC
 
 from model_compiler import (
@@ -40,8 +40,14 @@ def _logreg(data: Split) -> Any:
         (lambda: SVC(), "SVC"),
         (lambda: PoissonRegressor(), "PoissonRegressor"),
         (lambda: make_pipeline(PCA(4), LogisticRegression()), "PCA as a preprocessing step"),
-        (lambda: make_pipeline(MinMaxScaler(clip=True), LogisticRegression()), "MinMaxScaler(clip=True)"),
-        (lambda: make_pipeline(StandardScaler(), OneHotEncoder(), LogisticRegression()), "OneHotEncoder after scaling"),
+        (
+            lambda: make_pipeline(StandardScaler(), FunctionTransformer(np.sin), LogisticRegression()),
+            "step 'functiontransformer': FunctionTransformer(func=sin): only numpy's log, log1p, exp, sqrt, abs",
+        ),
+        (
+            lambda: make_pipeline(MinMaxScaler(), OrdinalEncoder(), LogisticRegression()),
+            "step 'ordinalencoder': OrdinalEncoder after scaling",
+        ),
         (
             lambda: make_pipeline(StandardScaler(), MLPRegressor(loss="poisson", max_iter=5)),
             "MLPRegressor(loss='poisson')",

@@ -29,12 +29,20 @@ from sklearn.linear_model import (
 )
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+from sklearn.preprocessing import (
+    FunctionTransformer,
+    MaxAbsScaler,
+    MinMaxScaler,
+    OneHotEncoder,
+    OrdinalEncoder,
+    RobustScaler,
+    StandardScaler,
+)
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from edge_agent.serving.runtime import load_model
-from model_compiler import compile_estimator
+from model_compiler import UnsupportedModelError, compile_estimator
 
 CLASSIFIERS: dict[str, Any] = {
     "logreg": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)),
@@ -176,3 +184,59 @@ def test_hist_gradient_boosting_routes_missing_values_like_sklearn(cancer: Split
     assert result.fragment.io.accepts_missing
     model = load_model(result.artifacts[0].artifact, result.artifacts[0].data, result.fragment.io)
     assert model.predict(x_test).labels == sk_labels(estimator, x_test)
+
+
+def _rich_preprocessing() -> Any:
+    """Every numeric preprocessing step the compiler traces, in one ColumnTransformer."""
+    return ColumnTransformer(
+        [
+            ("robust", RobustScaler(), [0, 1]),
+            ("maxabs", MaxAbsScaler(), [4, 5]),
+            ("log", make_pipeline(FunctionTransformer(np.log1p), StandardScaler()), [6, 7]),
+            ("clip", make_pipeline(StandardScaler(), MinMaxScaler(clip=True)), [0, 4]),
+            ("indicator", SimpleImputer(strategy="median", add_indicator=True), [2, 3]),
+            # scaled, then one-hot encoded, with the missing value as a category of its own
+            ("cat", make_pipeline(StandardScaler(), OneHotEncoder(handle_unknown="ignore")), [8]),
+        ]
+    )
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_scalers_functions_and_one_hot_after_scaling(target: str, cancer: Split) -> None:
+    x_train, x_test, y_train, y_test = _mixed_data(cancer)
+    x_train[::11, 8], x_test[::11, 8] = np.nan, np.nan
+    x_test[:4, 0] = 1e6  # outside the training range: the clipped branch stays within (0, 1)
+    estimator = make_pipeline(_rich_preprocessing(), LogisticRegression(max_iter=1000)).fit(x_train, y_train)
+    result = compile_estimator(estimator, x_test, y_test, target=target, quantize="none")
+    assert result.fragment.io.accepts_missing
+    model = load_model(result.artifacts[0].artifact, result.artifacts[0].data, result.fragment.io)
+    # float64 in: on float32 input scikit-learn scales in float32 and misses its own float64 categories
+    np.testing.assert_allclose(model.predict(x_test).scores, estimator.predict_proba(x_test), atol=1e-4)
+
+
+def _ordinal_pipeline(split: Split) -> tuple[Any, np.ndarray, np.ndarray]:
+    x_train, x_test, y_train, _ = _mixed_data(split)
+    prep = ColumnTransformer(
+        [
+            ("num", make_pipeline(SimpleImputer(), StandardScaler()), list(range(8))),
+            ("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), [8]),
+        ]
+    )
+    return make_pipeline(prep, LogisticRegression(max_iter=500)).fit(x_train, y_train), x_test, x_train
+
+
+def test_ordinal_encoder_compiles_to_onnx_and_all_notes_the_missing_tflite(cancer: Split) -> None:
+    estimator, x_test, _ = _ordinal_pipeline(cancer)
+    result = compile_estimator(estimator, x_test, cancer.y_test, target="all", quantize="none")
+    assert [b.artifact.runtime for b in result.artifacts] == ["onnxruntime"]
+    note = result.fragment.lineage["compiler_notes"]
+    assert "no TFLite artifact" in note and "OrdinalEncoder" in note
+    assert result.report.notes == [note]
+    assert f"note: {note}" in result.report.table()
+    model = load_model(result.artifacts[0].artifact, result.artifacts[0].data, result.fragment.io)
+    unseen = x_test[:5].copy()
+    unseen[:, 8] = 9.0  # never seen: encoded as -1, as the encoder was told
+    for rows in (x_test, unseen):
+        np.testing.assert_allclose(model.predict(rows).scores, estimator.predict_proba(rows), atol=1e-4)
+    with pytest.raises(UnsupportedModelError, match="TFLite target for LogisticRegression .*OrdinalEncoder"):
+        compile_estimator(estimator, x_test, cancer.y_test, target="tflite")
