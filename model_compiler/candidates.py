@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model_compiler.converted import Converted
 from model_compiler.dense import DenseModel
 from model_compiler.errors import UnsupportedModelError
 from model_compiler.forest import Forest
@@ -21,6 +22,7 @@ from protocols.v1 import messages_pb2 as pb
 
 ONNX_DENSE_REQUIREMENT = "onnxruntime>=1.17 (opset 17)"
 ONNX_TREES_REQUIREMENT = "onnxruntime>=1.20 (ai.onnx.ml opset 5 TreeEnsemble)"
+ONNX_CONVERTED_REQUIREMENT = "onnxruntime>=1.17 (opset 17, ai.onnx.ml opset 1)"
 TFLITE_REQUIREMENT = "ai-edge-litert>=1.2 or tflite-runtime>=2.14 (builtin ops only)"
 
 
@@ -52,8 +54,13 @@ def _onnx_bytes(model: object) -> bytes:
     return model.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
 
 
-def tflite_refusal(model: DenseModel | Forest) -> str | None:
+Model = DenseModel | Forest | Converted
+
+
+def tflite_refusal(model: Model) -> str | None:
     """Why `model` has no TFLite form, or None when it has one."""
+    if isinstance(model, Converted):
+        return f"{model.estimator} compiles to ONNX only, through skl2onnx"
     if isinstance(model, Forest):
         return "tree ensembles compile to ONNX only: TFLite has no tree operator"
     if has_lookup(list(model.segments)):
@@ -61,7 +68,16 @@ def tflite_refusal(model: DenseModel | Forest) -> str | None:
     return None
 
 
-def plan(model: DenseModel | Forest, target: str, quantizations: list[str]) -> list[tuple[str, str]]:
+def label_dtype(model: Model) -> str | None:
+    """dtype of the artifact's label output ("int64" / "string"), or None when labels come from scores."""
+    if isinstance(model, Converted) and model.classifier:
+        from model_compiler.onnx_converted import label_dtype as converted_label_dtype
+
+        return converted_label_dtype(model)
+    return None
+
+
+def plan(model: Model, target: str, quantizations: list[str]) -> list[tuple[str, str]]:
     """(quantization, variant) pairs to build for one target; refuses what the family cannot do."""
     reason = tflite_refusal(model) if target == "tflite" else None
     if reason:
@@ -71,6 +87,10 @@ def plan(model: DenseModel | Forest, target: str, quantizations: list[str]) -> l
             raise UnsupportedModelError(
                 f"INT8 quantization of {model.estimator} (tree ensembles shrink losslessly instead; use none or auto)"
             )
+        return [("none", "")]
+    if isinstance(model, Converted):
+        if quantizations == ["int8"]:
+            raise UnsupportedModelError(f"INT8 quantization of {model.estimator} (fp32 only; use none or auto)")
         return [("none", "")]
     pairs = []
     for q in quantizations:
@@ -82,12 +102,16 @@ def plan(model: DenseModel | Forest, target: str, quantizations: list[str]) -> l
 
 
 def build(
-    model: DenseModel | Forest, target: str, quantization: str, variant: str, calibration_x: np.ndarray
+    model: Model, target: str, quantization: str, variant: str, calibration_x: np.ndarray
 ) -> Candidate:
     suffix = ".int8" if quantization == "int8" else ""
     per_channel = variant == "per-channel"
     if target == "onnx":
-        if isinstance(model, Forest):
+        if isinstance(model, Converted):
+            from model_compiler.onnx_converted import converted_to_onnx
+
+            data, seconds = _timed(lambda: _onnx_bytes(converted_to_onnx(model)))
+        elif isinstance(model, Forest):
             from model_compiler.onnx_forest import forest_to_onnx
 
             data, seconds = _timed(lambda: _onnx_bytes(forest_to_onnx(model)))
@@ -111,7 +135,9 @@ def build(
     return Candidate(name, target, quantization, variant, data, seconds)
 
 
-def requirement(model: DenseModel | Forest, target: str) -> str:
+def requirement(model: Model, target: str) -> str:
     if target == "tflite":
         return TFLITE_REQUIREMENT
+    if isinstance(model, Converted):
+        return ONNX_CONVERTED_REQUIREMENT
     return ONNX_TREES_REQUIREMENT if isinstance(model, Forest) else ONNX_DENSE_REQUIREMENT

@@ -18,7 +18,7 @@ import numpy as np
 from edge_agent.serving.runtime import LoadedModel, Prediction, load_model
 from edge_agent.serving.selftest import run_self_test
 from model_compiler import gate as gates
-from model_compiler.candidates import Candidate, build, plan, requirement, tflite_refusal
+from model_compiler.candidates import Candidate, build, label_dtype, plan, requirement, tflite_refusal
 from model_compiler.errors import BadInputError, CompileError, GateRefusedError
 from model_compiler.families import Analysis, analyse, label_str
 from model_compiler.manifest import (
@@ -132,6 +132,7 @@ def compile_estimator(
         n_outputs=model.n_outputs,
         feature_names=analysis.feature_names,
         accepts_missing=model.accepts_missing,
+        label_dtype=label_dtype(model),
     )
     if analysis.classifier:
         y_labels = [label_str(v) for v in np.asarray(y).ravel()]
@@ -152,7 +153,12 @@ def compile_estimator(
         trials = []
         for q, variant in plan(model, t, quantizations):
             candidate = build(model, t, q, variant, ref_x)
-            record = artifact_record(candidate, classifier=analysis.classifier, requirement=requirement(model, t))
+            record = artifact_record(
+                candidate,
+                classifier=analysis.classifier,
+                requirement=requirement(model, t),
+                label_output=label_dtype(model) is not None,
+            )
             loaded = load_model(record, candidate.data, io)
             prediction = loaded.predict(x)
             if analysis.classifier:

@@ -18,3 +18,4 @@ SELF_TEST_SOURCES: tuple[str, ...] = ("synthetic", "heldout")
 INPUT_NAME = "input"
 SCORES_NAME = "scores"  # classifiers: (rows, n_classes); probabilities where the estimator has them
 VALUES_NAME = "values"  # regressors: (rows, n_outputs)
+LABEL_NAME = "label"  # classifiers converted by skl2onnx (SVC, k-NN, naive Bayes): (rows,) int64 or string

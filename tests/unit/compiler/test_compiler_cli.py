@@ -26,7 +26,8 @@ def files(tmp_path_factory: pytest.TempPathFactory, digits: Split) -> Path:
         digits.y_train,
     )
     joblib.dump(model, root / "model.joblib")
-    joblib.dump(KNeighborsClassifier().fit(digits.x_train, digits.y_train), root / "knn.joblib")
+    knn = KNeighborsClassifier(metric="cosine").fit(digits.x_train, digits.y_train)
+    joblib.dump(knn, root / "knn.joblib")
     np.savez(root / "data.npz", X=digits.x_test, y=digits.y_test)
     np.savez(root / "train.npz", X=digits.x_train)
     return root
@@ -91,7 +92,7 @@ def test_refused_gate_exits_3_with_figures(files: Path, tmp_path: Path, capsys: 
 @pytest.mark.parametrize(
     ("model", "data", "message"),
     [
-        ("knn.joblib", "data.npz", "not supported yet: KNeighborsClassifier"),
+        ("knn.joblib", "data.npz", "not supported yet: KNeighborsClassifier(metric='cosine')"),
         ("missing.joblib", "data.npz", "model file not found"),
         ("model.joblib", "train.npz", "must hold arrays X and y"),
         ("data.npz", "data.npz", "cannot read"),

@@ -27,6 +27,8 @@ from sklearn.linear_model import (
     SGDClassifier,
     SGDRegressor,
 )
+from sklearn.naive_bayes import BernoulliNB, GaussianNB, MultinomialNB
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import (
@@ -38,7 +40,7 @@ from sklearn.preprocessing import (
     RobustScaler,
     StandardScaler,
 )
-from sklearn.svm import LinearSVC
+from sklearn.svm import SVC, SVR, LinearSVC, NuSVC, NuSVR
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from edge_agent.serving.runtime import load_model
@@ -240,3 +242,110 @@ def test_ordinal_encoder_compiles_to_onnx_and_all_notes_the_missing_tflite(cance
         np.testing.assert_allclose(model.predict(rows).scores, estimator.predict_proba(rows), atol=1e-4)
     with pytest.raises(UnsupportedModelError, match="TFLite target for LogisticRegression .*OrdinalEncoder"):
         compile_estimator(estimator, x_test, cancer.y_test, target="tflite")
+
+
+# SVMs, k-NN and naive Bayes go through skl2onnx, behind the compiler's own preprocessing
+CONVERTED_CLASSIFIERS: dict[str, Any] = {
+    "svc_rbf": lambda: make_pipeline(StandardScaler(), SVC()),
+    "svc_linear": lambda: make_pipeline(StandardScaler(), SVC(kernel="linear")),
+    "nu_svc": lambda: make_pipeline(MinMaxScaler(), NuSVC(nu=0.2)),
+    "knn": lambda: make_pipeline(StandardScaler(), KNeighborsClassifier()),
+    "knn_manhattan": lambda: make_pipeline(MaxAbsScaler(), KNeighborsClassifier(7, metric="manhattan")),
+    "gaussian_nb": lambda: GaussianNB(),
+    "multinomial_nb": lambda: make_pipeline(MinMaxScaler(), MultinomialNB()),
+    "bernoulli_nb": lambda: make_pipeline(StandardScaler(), BernoulliNB()),
+}
+CONVERTED_REGRESSORS: dict[str, Any] = {
+    "svr_rbf": lambda: make_pipeline(StandardScaler(), SVR(C=50.0)),
+    "svr_linear": lambda: make_pipeline(StandardScaler(), SVR(kernel="linear", C=10.0)),
+    "nu_svr": lambda: make_pipeline(StandardScaler(), NuSVR(C=50.0)),
+    "knn": lambda: make_pipeline(StandardScaler(), KNeighborsRegressor(5)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONVERTED_CLASSIFIERS))
+@pytest.mark.parametrize("dataset", ["digits", "cancer"])
+def test_converted_classifier_names_its_labels_and_predicts_like_sklearn(
+    name: str, dataset: str, request: pytest.FixtureRequest
+) -> None:
+    data: Split = request.getfixturevalue(dataset)
+    estimator = fit_quietly(CONVERTED_CLASSIFIERS[name](), data.x_train, data.y_train)
+    prediction, result = _compiled_predictions(estimator, data, "onnx", "auto")
+    artifact = result.artifacts[0].artifact
+    assert (artifact.quantization, artifact.predicted_output, artifact.scores_output) == ("none", "label", "scores")
+    assert [(o.name, o.dtype) for o in result.fragment.io.outputs] == [("label", "int64"), ("scores", "float32")]
+    x32 = data.x_test.astype(np.float32)  # what a device sends
+    agreement = np.mean(np.array(prediction.labels) == np.array(sk_labels(estimator, x32)))
+    assert agreement >= 0.99, f"{name}: agreement {agreement}"
+    assert prediction.scores.shape[0] == len(data.x_test)
+    if name.endswith("_nb"):
+        np.testing.assert_allclose(prediction.scores, estimator.predict_proba(x32), atol=1e-4)
+    if name.startswith("knn"):  # equidistant neighbours (digits' integer pixels) may be picked in another order
+        same = np.isclose(prediction.scores, estimator.predict_proba(x32), atol=1e-4).all(axis=1)
+        assert same.mean() >= 0.99
+
+
+@pytest.mark.parametrize("name", sorted(CONVERTED_REGRESSORS))
+def test_converted_regressor_predicts_like_sklearn(name: str, diabetes: Split) -> None:
+    estimator = fit_quietly(CONVERTED_REGRESSORS[name](), diabetes.x_train, diabetes.y_train)
+    prediction, result = _compiled_predictions(estimator, diabetes, "onnx", "auto")
+    assert result.artifacts[0].artifact.predicted_output == "values"
+    expected = estimator.predict(diabetes.x_test.astype(np.float32))
+    np.testing.assert_allclose(prediction.values, expected, rtol=1e-4, atol=1e-3 * np.abs(expected).max())
+
+
+def test_converted_families_behind_imputer_and_one_hot_with_string_labels(cancer: Split) -> None:
+    x_train, x_test, y_train, y_test = _mixed_data(cancer)
+    names = np.array(["benign", "malignant"])
+    numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+    prep = ColumnTransformer([("num", numeric, list(range(8))), ("cat", OneHotEncoder(handle_unknown="ignore"), [8])])
+    estimator = make_pipeline(prep, SVC()).fit(x_train, names[y_train])
+    result = compile_estimator(estimator, x_test, names[y_test], target="all")
+    assert [b.artifact.runtime for b in result.artifacts] == ["onnxruntime"]
+    assert "no TFLite artifact: SVC compiles to ONNX only" in result.fragment.lineage["compiler_notes"]
+    assert result.fragment.io.outputs[0].dtype == "string"
+    model = load_model(result.artifacts[0].artifact, result.artifacts[0].data, result.fragment.io)
+    assert model.predict(x_test).labels == sk_labels(estimator, x_test.astype(np.float32))
+    with pytest.raises(UnsupportedModelError, match="TFLite target for SVC"):
+        compile_estimator(estimator, x_test, names[y_test], target="tflite")
+    with pytest.raises(UnsupportedModelError, match="INT8 quantization of SVC"):
+        compile_estimator(estimator, x_test, names[y_test], quantize="int8")
+
+
+def _categorical_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two categorical columns (12 and 40 categories, some missing) that decide the target with a numeric one."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 4))
+    x[:, 0] = rng.integers(0, 12, n)
+    x[:, 2] = rng.integers(0, 40, n) * 2.0  # categories need not be 0..k-1
+    x[::13, 0] = np.nan
+    x[::7, 3] = np.nan
+    label = ((x[:, 0] % 3 == 0) ^ (x[:, 1] > 0.5)) | (x[:, 2] % 10 == 2)
+    value = x[:, 1] * np.nan_to_num(x[:, 0]) + (x[:, 2] % 6)
+    return x, label.astype(int), value
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor", "multiclass"])
+def test_hist_gradient_boosting_with_categorical_features(kind: str) -> None:
+    x_train, label_train, value_train = _categorical_data(1500, 0)
+    x_test, label_test, value_test = _categorical_data(600, 1)
+    x_test[:7, 0] = 99.0  # a category never seen in training: routed like a missing value, as scikit-learn does
+    x_test[7:12, 2] = 3.0
+    make = HistGradientBoostingRegressor if kind == "regressor" else HistGradientBoostingClassifier
+    estimator = make(max_iter=15, categorical_features=[0, 2], random_state=0)
+    y_train, y_test = (value_train, value_test) if kind == "regressor" else (label_train, label_test)
+    if kind == "multiclass":
+        y_train, y_test = y_train + (x_train[:, 1] > 0.8), y_test + (x_test[:, 1] > 0.8)
+    estimator.fit(x_train, y_train)
+    assert any(p.nodes["is_categorical"].any() for stage in estimator._predictors for p in stage)
+    result = compile_estimator(estimator, x_test, y_test, target="all")
+    assert [b.artifact.runtime for b in result.artifacts] == ["onnxruntime"]
+    assert result.report.estimator == make.__name__ and result.fragment.io.accepts_missing
+    model = load_model(result.artifacts[0].artifact, result.artifacts[0].data, result.fragment.io)
+    prediction = model.predict(x_test)
+    x32 = x_test.astype(np.float32)
+    if kind == "regressor":
+        np.testing.assert_allclose(prediction.values, estimator.predict(x32), rtol=1e-5, atol=1e-5)
+    else:
+        assert prediction.labels == sk_labels(estimator, x32)  # trees split exactly like scikit-learn
+        np.testing.assert_allclose(prediction.scores, estimator.predict_proba(x32), atol=1e-5)
