@@ -239,7 +239,7 @@ def bench_family(dataset: str, family: str, blocks: int) -> list[dict[str, Any]]
         calls["skl2onnx/64"] = lambda: sk_session.run(None, {sk_input: b64})
     built: list[dict[str, Any]] = []
     targets = ["onnx", "tflite"] if family in DENSE else ["onnx"]
-    quantizations = ["none", "int8"] if family in DENSE else ["none"]
+    quantizations = ["none", "int8", "fp16"] if family in DENSE else ["none"]
     for target in targets:
         for quantize in quantizations:
             start = time.perf_counter()
@@ -322,7 +322,7 @@ def bench_family(dataset: str, family: str, blocks: int) -> list[dict[str, Any]]
                     "sklearn_latency_b64_us": round(latency["sklearn/64"], 2),
                 }
             )
-        if b["quantization"] == "int8":
+        if b["quantization"] in ("int8", "fp16"):
             fp32 = next(o for o in built if o["target"] == b["target"] and o["quantization"] == "none")
             record["size_ratio_to_fp32"] = round(b["size_bytes"] / fp32["size_bytes"], 4)
         records.append(record)

@@ -30,8 +30,8 @@ TFLITE_REQUIREMENT = "ai-edge-litert>=1.2 or tflite-runtime>=2.14 (builtin ops o
 class Candidate:
     name: str  # file name, e.g. "model.int8.onnx"
     target: str  # "onnx" | "tflite"
-    quantization: str  # "none" | "int8"
-    variant: str  # how INT8 weights are scaled: "per-channel" | "per-tensor" ("" for fp32)
+    quantization: str  # "none" | "int8" | "fp16"
+    variant: str  # how INT8 weights are scaled: "per-channel" | "per-tensor"; "fp16" (weights); "" for fp32
     data: bytes
     compile_s: float
 
@@ -55,6 +55,8 @@ def _onnx_bytes(model: object) -> bytes:
 
 
 Model = DenseModel | Forest | Converted
+# what `--quantize auto` tries, for dense models; the smallest that passes the gate is kept
+QUANTIZATIONS_AUTO = ["none", "int8", "fp16"]
 
 
 def tflite_refusal(model: Model) -> str | None:
@@ -82,20 +84,19 @@ def plan(model: Model, target: str, quantizations: list[str]) -> list[tuple[str,
     reason = tflite_refusal(model) if target == "tflite" else None
     if reason:
         raise UnsupportedModelError(f"TFLite target for {model.estimator} ({reason})")
-    if isinstance(model, Forest):
-        if quantizations == ["int8"]:
+    if isinstance(model, Forest | Converted):
+        if quantizations not in (["none"], QUANTIZATIONS_AUTO):
+            why = "tree ensembles shrink losslessly instead" if isinstance(model, Forest) else "fp32 only"
             raise UnsupportedModelError(
-                f"INT8 quantization of {model.estimator} (tree ensembles shrink losslessly instead; use none or auto)"
+                f"{quantizations[0].upper()} quantization of {model.estimator} ({why}; use none or auto)"
             )
-        return [("none", "")]
-    if isinstance(model, Converted):
-        if quantizations == ["int8"]:
-            raise UnsupportedModelError(f"INT8 quantization of {model.estimator} (fp32 only; use none or auto)")
         return [("none", "")]
     pairs = []
     for q in quantizations:
         if q == "none":
             pairs.append(("none", ""))
+        elif q == "fp16":
+            pairs.append(("fp16", "fp16"))
         else:  # the smaller variant first: on a tie in size class it is tried first
             pairs.extend([("int8", "per-tensor"), ("int8", "per-channel")])
     return pairs
@@ -104,7 +105,7 @@ def plan(model: Model, target: str, quantizations: list[str]) -> list[tuple[str,
 def build(
     model: Model, target: str, quantization: str, variant: str, calibration_x: np.ndarray
 ) -> Candidate:
-    suffix = ".int8" if quantization == "int8" else ""
+    suffix = {"int8": ".int8", "fp16": ".fp16"}.get(quantization, "")
     per_channel = variant == "per-channel"
     if target == "onnx":
         if isinstance(model, Converted):
@@ -124,13 +125,18 @@ def build(
         else:
             from model_compiler.onnx_dense import dense_to_onnx
 
-            data, seconds = _timed(lambda: _onnx_bytes(dense_to_onnx(model)))
+            fp16 = quantization == "fp16"
+            data, seconds = _timed(lambda: _onnx_bytes(dense_to_onnx(model, fp16_weights=fp16)))
         name = f"model{suffix}.onnx"
     else:
         from model_compiler.tflite_dense import dense_to_tflite
 
         assert isinstance(model, DenseModel)
-        data, seconds = _timed(lambda: dense_to_tflite(model, int8=quantization == "int8", per_channel=per_channel))
+        data, seconds = _timed(
+            lambda: dense_to_tflite(
+                model, int8=quantization == "int8", per_channel=per_channel, fp16_weights=quantization == "fp16"
+            )
+        )
         name = f"model{suffix}.tflite"
     return Candidate(name, target, quantization, variant, data, seconds)
 

@@ -3,7 +3,8 @@
 Steps: read the estimator into a DenseModel or Forest (families.py); build every candidate the options
 allow (candidates.py); load each in the very runtime adapter devices use (edge_agent.serving.runtime) and judge
 it against the source estimator on the held-out data (gate.py); keep, per target, the fp32 artifact
-(`none`), the smallest passing INT8 one (`int8`) or the smallest passing one (`auto`); then embed
+(`none`), the smallest passing INT8 one (`int8`), the FP16-weight one (`fp16`) or the smallest passing
+one of all these (`auto`, which writes what it kept and why into the manifest's lineage); then embed
 self-test vectors that every kept artifact passes through edge_agent.serving.selftest, and the reference profile.
 """
 
@@ -18,10 +19,19 @@ import numpy as np
 from edge_agent.serving.runtime import LoadedModel, Prediction, load_model
 from edge_agent.serving.selftest import run_self_test
 from model_compiler import gate as gates
-from model_compiler.candidates import Candidate, build, label_dtype, plan, requirement, tflite_refusal
+from model_compiler.candidates import (
+    QUANTIZATIONS_AUTO,
+    Candidate,
+    build,
+    label_dtype,
+    plan,
+    requirement,
+    tflite_refusal,
+)
 from model_compiler.errors import BadInputError, CompileError, GateRefusedError
 from model_compiler.families import Analysis, analyse, label_str
 from model_compiler.manifest import (
+    CHOICE_KEY,
     FRAGMENT_FILE,
     NOTES_KEY,
     artifact_record,
@@ -147,7 +157,7 @@ def compile_estimator(
     if no_tflite:  # a TFLite-only device cannot take this model; the ONNX artifact serves the others
         targets = ["onnx"]
         report.notes.append(f"no TFLite artifact: {no_tflite}")
-    quantizations = ["none", "int8"] if quantize == "auto" else [quantize]
+    quantizations = list(QUANTIZATIONS_AUTO) if quantize == "auto" else [quantize]
     kept: list[tuple[Candidate, pb.Artifact, Prediction, LoadedModel]] = []
     for t in targets:
         trials = []
@@ -186,6 +196,8 @@ def compile_estimator(
                     chosen=chosen is not None and candidate is chosen[0],
                 )
             )
+        if chosen is not None and quantize == "auto":
+            report.choices[t] = _why_chosen(chosen[0], [(c, v) for c, _, _, _, v in trials])
         if chosen is None:
             raise GateRefusedError(
                 f"no {t} artifact of {analysis.estimator} passed the accuracy gate\n{report.table()}", report
@@ -195,6 +207,8 @@ def compile_estimator(
     fragment = pb.Manifest(io=io, source_model_sha256=estimator_digest(estimator))
     if report.notes:
         fragment.lineage[NOTES_KEY] = "; ".join(report.notes)
+    for t, why in report.choices.items():
+        fragment.lineage[f"{CHOICE_KEY}.{t}"] = why
     fragment.metrics.update(source_metrics)
     ref_source = source if reference_X is None else _source_outputs(estimator, ref_x, analysis.classifier, wide)
     fragment.reference.CopyFrom(
@@ -215,6 +229,23 @@ def compile_estimator(
         fragment.artifacts.append(record)
         built.append(BuiltArtifact(record, candidate.data))
     return CompileResult(built, fragment, report)
+
+
+def _describe(c: Candidate) -> str:
+    return c.quantization if c.variant in ("", c.quantization) else f"{c.quantization} {c.variant}"
+
+
+def _why_chosen(chosen: Candidate, trials: list[tuple[Candidate, gates.Verdict]]) -> str:
+    """One line for the manifest: what `--quantize auto` kept, and why over each other candidate."""
+    passed = [c for c, v in trials if v.passed]
+    others = [f"{_describe(c)} {len(c.data):,} B" for c in passed if c is not chosen]
+    refused = [f"{_describe(c)} {len(c.data):,} B: {v.reason}" for c, v in trials if not v.passed]
+    line = f"auto kept {_describe(chosen)} ({len(chosen.data):,} B): the smallest of {len(passed)} passing the gate"
+    if others:
+        line += f" (also passed: {', '.join(others)})"
+    if refused:
+        line += f"; refused by the gate: {'; '.join(refused)}"
+    return line
 
 
 def _self_test(

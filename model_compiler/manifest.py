@@ -18,6 +18,8 @@ from protocols.v1 import messages_pb2 as pb
 FRAGMENT_FILE = "manifest.fragment.json"
 # lineage key of the compiler's notes on what it did not build and why (e.g. no TFLite form)
 NOTES_KEY = "compiler_notes"
+# lineage key prefix (then ".onnx" / ".tflite") of what `--quantize auto` kept per target, and why
+CHOICE_KEY = "compiler_choice"
 
 
 def io_schema(

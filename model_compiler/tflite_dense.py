@@ -26,6 +26,7 @@ from model_compiler.types import INPUT_NAME, SCORES_NAME, VALUES_NAME
 
 _TYPES = {
     np.dtype(np.float32): s.TensorType.FLOAT32,
+    np.dtype(np.float16): s.TensorType.FLOAT16,
     np.dtype(np.int32): s.TensorType.INT32,
     np.dtype(np.int8): s.TensorType.INT8,
     np.dtype(np.bool_): s.TensorType.BOOL,
@@ -78,6 +79,10 @@ class FlatBuilder:
         buf.data = value
         self.buffers.append(buf)
         return self._tensor(name, list(value.shape), value.dtype, len(self.buffers) - 1, quant, None)
+
+    def constant_shaped(self, shape: list[int]) -> int:
+        """A float32 tensor of fixed shape computed at run time (a dequantized weight matrix)."""
+        return self._tensor("", shape, np.dtype(np.float32), 0, None, None)
 
     def activation(self, width: int, dtype: type = np.float32, name: str = "") -> int:
         """A [batch, width] tensor computed at run time (the batch is resizable)."""
@@ -224,8 +229,11 @@ def _emit_preprocessing(f: FlatBuilder, model: DenseModel, x: int) -> tuple[int,
     return _concat(f, parts)
 
 
-def dense_to_tflite(model: DenseModel, *, int8: bool = False, per_channel: bool = True) -> bytes:
-    """The TFLite flatbuffer of `model`: fp32, or with int8 dynamic-range weights."""
+def dense_to_tflite(
+    model: DenseModel, *, int8: bool = False, per_channel: bool = True, fp16_weights: bool = False
+) -> bytes:
+    """The TFLite flatbuffer of `model`: fp32, with int8 dynamic-range weights, or with float16 weights
+    that DEQUANTIZE turns into float32 (TFLite's own float16 form: half the bytes, fp32 arithmetic)."""
     B = s.BuiltinOperator  # noqa: N806
     f = FlatBuilder()
     x = f.activation(model.n_features, name=INPUT_NAME)
@@ -244,6 +252,9 @@ def dense_to_tflite(model: DenseModel, *, int8: bool = False, per_channel: bool 
                 quantizedDimension=0,
             )
             w = f.const(np.ascontiguousarray(qw.q.T), quant=quant)
+        elif fp16_weights:
+            half = f.const(np.ascontiguousarray(layer.weight.T.astype(np.float16)))
+            w = f.op(B.DEQUANTIZE, [half], [f.constant_shaped(list(layer.weight.T.shape))])
         else:
             w = f.const(np.ascontiguousarray(layer.weight.T.astype(np.float32)))
         fc = _options(

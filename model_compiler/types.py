@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Literal
 
 Target = Literal["onnx", "tflite"]
-Quantization = Literal["none", "int8"]
+Quantization = Literal["none", "int8", "fp16"]
 Activation = Literal["identity", "relu", "tanh", "logistic"]
 
 TARGETS: tuple[str, ...] = ("onnx", "tflite")
 TARGET_CHOICES: tuple[str, ...] = ("onnx", "tflite", "all")
-QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8", "auto")
+QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8", "fp16", "auto")
 # where self-test vectors come from: drawn from the reference profile (default), or held-out rows
 SELF_TEST_SOURCES: tuple[str, ...] = ("synthetic", "heldout")
 
