@@ -152,7 +152,8 @@ def _binary(f: FlatBuilder, builtin: int, a: int, b: int, width: int, dtype: typ
     return f.op(builtin, [a, b], [f.activation(width, dtype)])
 
 
-def _emit_ops(f: FlatBuilder, v: int, ops: tuple[Op, ...], width: int) -> int:
+def _emit_ops(f: FlatBuilder, v: int, ops: tuple[Op, ...], width: int, nan: bool) -> int:
+    """The chain `ops` on v; `nan`: NaN may arrive (the model imputes it later) and must stay NaN."""
     B = s.BuiltinOperator  # noqa: N806
     for op in ops:
         if op.lookup is not None:  # tflite_refusal() keeps such models away from this emitter
@@ -165,6 +166,10 @@ def _emit_ops(f: FlatBuilder, v: int, ops: tuple[Op, ...], width: int) -> int:
             v = f.op(B.LOG, [v], [f.activation(width)])
         elif op.kind in _UNARY:
             v = f.op(_UNARY[op.kind], [v], [f.activation(width)])
+        elif op.kind in ("max", "min") and nan:  # TFLite's MAXIMUM / MINIMUM turn NaN into the bound
+            missing = _binary(f, B.NOT_EQUAL, v, v, width, np.bool_)
+            bounded = _binary(f, _ARITHMETIC[op.kind], v, f.const(op.value), width)
+            v = f.op(B.SELECT_V2, [missing, v, bounded], [f.activation(width)])
         else:
             v = _binary(f, _ARITHMETIC[op.kind], v, f.const(op.value), width)
     return v
@@ -212,7 +217,7 @@ def _emit_preprocessing(f: FlatBuilder, model: DenseModel, x: int) -> tuple[int,
         if isinstance(seg, IndicatorSegment):
             parts.append((_cast_float(f, _binary(f, B.NOT_EQUAL, v, v, width, np.bool_), width), width))
             continue
-        v = _emit_ops(f, v, seg.ops, width)
+        v = _emit_ops(f, v, seg.ops, width, model.accepts_missing)
         if isinstance(seg, NumericSegment):
             parts.append((v, width))
             continue

@@ -349,3 +349,16 @@ def test_hist_gradient_boosting_with_categorical_features(kind: str) -> None:
     else:
         assert prediction.labels == sk_labels(estimator, x32)  # trees split exactly like scikit-learn
         np.testing.assert_allclose(prediction.scores, estimator.predict_proba(x32), atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_clipped_scaler_keeps_missing_values_for_the_imputer_after_it(target: str, cancer: Split) -> None:
+    """numpy's clip keeps NaN (so the imputer after it fills them); TFLite's MAXIMUM would not."""
+    x_train, x_test = cancer.x_train.copy(), cancer.x_test.copy()
+    x_train[::5, 0], x_test[::5, 0], x_test[1::5, 3] = np.nan, np.nan, np.nan
+    estimator = make_pipeline(
+        MinMaxScaler(clip=True), SimpleImputer(strategy="constant", fill_value=-3.0), LogisticRegression(max_iter=500)
+    ).fit(x_train, cancer.y_train)
+    result = compile_estimator(estimator, x_test, cancer.y_test, target=target, quantize="none")
+    model = load_model(result.artifacts[0].artifact, result.artifacts[0].data, result.fragment.io)
+    np.testing.assert_allclose(model.predict(x_test).scores, estimator.predict_proba(x_test), atol=1e-5)
