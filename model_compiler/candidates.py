@@ -17,7 +17,7 @@ from model_compiler.converted import Converted
 from model_compiler.dense import DenseModel
 from model_compiler.errors import UnsupportedModelError
 from model_compiler.forest import Forest
-from model_compiler.preprocess import has_lookup
+from model_compiler.segments import has_lookup
 from protocols.v1 import messages_pb2 as pb
 
 ONNX_DENSE_REQUIREMENT = "onnxruntime>=1.17 (opset 17)"

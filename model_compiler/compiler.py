@@ -39,9 +39,9 @@ from model_compiler.manifest import (
     fragment_json,
     io_schema,
 )
-from model_compiler.preprocess import compares_scaled_categories
 from model_compiler.profile import reference_profile
 from model_compiler.report import CandidateReport, CompileReport
+from model_compiler.segments import compares_scaled_categories
 from model_compiler.types import QUANTIZE_CHOICES, SELF_TEST_SOURCES, TARGET_CHOICES, TARGETS
 from model_compiler.vectors import build_self_test, pick_classifier_rows, pick_regressor_rows, synthetic_inputs
 from protocols.v1 import messages_pb2 as pb

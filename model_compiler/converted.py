@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from model_compiler.errors import UnsupportedModelError
-from model_compiler.preprocess import Segment, imputes
+from model_compiler.segments import Segment, imputes
 
 # class name -> family, for the estimators skl2onnx converts that fit on a small device
 CONVERTED_FAMILIES = {

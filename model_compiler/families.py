@@ -18,7 +18,8 @@ from model_compiler.converted import CONVERTED_FAMILIES, Converted, converted_fr
 from model_compiler.dense import DenseModel, Layer
 from model_compiler.errors import BadInputError, UnsupportedModelError
 from model_compiler.forest import Forest, forest_from
-from model_compiler.preprocess import Segment, output_width, trace
+from model_compiler.preprocess import trace
+from model_compiler.segments import Segment, output_width
 
 # predict = argmax(X @ coef_.T + intercept_) (classes_[d > 0] when binary)
 LINEAR_CLASSIFIERS = {

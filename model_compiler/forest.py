@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from model_compiler.errors import UnsupportedModelError
-from model_compiler.preprocess import Segment, imputes
+from model_compiler.segments import Segment, imputes
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 
 from model_compiler.converted import Converted
 from model_compiler.onnx_graph import IR_VERSION, OPSET, GraphBuilder, emit_preprocessing
-from model_compiler.preprocess import output_width
+from model_compiler.segments import output_width
 from model_compiler.types import INPUT_NAME, LABEL_NAME, SCORES_NAME, VALUES_NAME
 
 _PREFIX = "s"

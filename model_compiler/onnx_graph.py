@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model_compiler.preprocess import IndicatorSegment, Lookup, NumericSegment, Op, Segment, is_identity
+from model_compiler.segments import IndicatorSegment, Lookup, NumericSegment, Op, Segment, is_identity
 from model_compiler.types import INPUT_NAME
 
 _ARITHMETIC = {"sub": "Sub", "div": "Div", "mul": "Mul", "add": "Add", "max": "Max", "min": "Min"}

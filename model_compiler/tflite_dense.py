@@ -20,8 +20,8 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as s
 
 from model_compiler.dense import DenseModel
-from model_compiler.preprocess import IndicatorSegment, NumericSegment, OneHotSegment, Op, is_identity
 from model_compiler.quantize import quantize_weight
+from model_compiler.segments import IndicatorSegment, NumericSegment, OneHotSegment, Op, is_identity
 from model_compiler.types import INPUT_NAME, SCORES_NAME, VALUES_NAME
 
 _TYPES = {

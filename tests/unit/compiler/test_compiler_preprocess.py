@@ -20,7 +20,8 @@ from sklearn.preprocessing import (
     StandardScaler,
 )
 
-from model_compiler.preprocess import apply_segments, is_identity, output_width, trace
+from model_compiler.preprocess import trace
+from model_compiler.segments import apply_segments, is_identity, output_width
 
 
 def _categorical(x: np.ndarray) -> np.ndarray:
