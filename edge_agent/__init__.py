@@ -4,7 +4,8 @@ The public surface is re-exported here lazily (PEP 562), so that `import edge_ag
 light and onnxruntime is imported only by code that runs a model.
 
     cli.py        the device's own command, `edgefleet-agent` (also `edgefleet agent`)
-    agent.py      wiring, threads and the public API; executor.py turns update actions into I/O;
+    agent.py      wiring and the public API; runner.py runs its steps (own threads, or a shared event
+                  loop in the simulator); executor.py turns update actions into I/O;
                   outbox.py publishes; downlink.py parses what the cloud sends
     update/       the update path: a pure state machine with one transition table, and its journal
     serving/      the model slot, runtimes, self-test, sampling, telemetry, the local gRPC API
@@ -32,6 +33,10 @@ _EXPORTS = {
     "DiskModelStore": "edge_agent.store",
     "MemoryModelStore": "edge_agent.store",
     "ModelStore": "edge_agent.store",
+    "AgentRunner": "edge_agent.runner",
+    "LoopRunner": "edge_agent.runner",
+    "ThreadRunner": "edge_agent.runner",
+    "FactsSource": "edge_agent.facts",
     "Clock": "edge_agent.clock",
     "ManualClock": "edge_agent.clock",
     "SystemClock": "edge_agent.clock",

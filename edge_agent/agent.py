@@ -3,20 +3,20 @@ offers the public API (start/stop, predict/infer, status/wait_for). The I/O of u
 (`edge_agent.executor`), everything the agent publishes goes through its outbox (`edge_agent.outbox`),
 and what happens at start after a crash is `edge_agent.update.recovery`'s.
 
-Threads (named, daemonic, joined by stop(); no global state, so many agents can share a process):
+What runs it is its runner (`edge_agent.runner`). On a device, the `ThreadRunner` (named, daemonic
+threads, joined by stop(); no global state, so many agents can share a process):
     edgefleet-agent-{id}        handles every message, timer and job result in order: the transport's
                                 callback only enqueues, so a slow step never stalls the MQTT loop
     edgefleet-agent-{id}-jobs   reads + verifies, loads and self-tests artifacts in the background
+In the simulator, a `LoopRunner` runs the same steps on a shared event loop. Either way:
     edgefleet-agent-{id}-shadow while a model is on probation: runs sampled calls through the previous one
-Callers' threads run `predict` concurrently; it never waits for the agent's threads.
+Callers' threads run `predict` concurrently; it never waits for the agent's steps.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import random
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -30,9 +30,10 @@ from edge_agent.config import AgentSettings
 from edge_agent.downlink import parse_inbound
 from edge_agent.errors import BadInputError, MalformedPayloadError, NoModelError
 from edge_agent.executor import Executor
-from edge_agent.facts import FactsReader
+from edge_agent.facts import FactsReader, FactsSource
 from edge_agent.messages import AGENT_VERSION, SeqCounter, presence
 from edge_agent.outbox import Outbox
+from edge_agent.runner import AgentRunner, ThreadRunner
 from edge_agent.serving.sampler import Sampler
 from edge_agent.serving.shadow import KeptModel
 from edge_agent.serving.slot import ModelSlot, ServingModel, as_rows
@@ -40,7 +41,7 @@ from edge_agent.serving.telemetry import Telemetry
 from edge_agent.store import DiskModelStore, ModelStore
 from edge_agent.transport import Transport
 from edge_agent.types import LoadModelFn, PrecheckFn, SelfTestFn
-from edge_agent.update import jobs, recovery
+from edge_agent.update import crash_marks, recovery
 from edge_agent.update.actions import Emit
 from edge_agent.update.chunks import ChunkPolicy
 from edge_agent.update.context import REFUSAL_EVENT_INTERVAL_S
@@ -53,9 +54,6 @@ from protocols.topics import Channel, device_subscriptions
 from protocols.v1 import messages_pb2 as pb
 
 log = logging.getLogger(__name__)
-
-_STOP = object()
-JOIN_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,11 @@ class Agent:
         trust: RootOfTrust | None = None,
         tick_interval_s: float = 0.2,
         rng: random.Random | None = None,
+        runner: AgentRunner | None = None,
+        facts: FactsSource | None = None,
     ) -> None:
+        """runner: what runs the agent's steps and jobs (default: its own two threads); facts: what the
+        device reports it is (default: read from /proc, /sys and /etc; the simulator passes made-up ones)."""
         self.settings = settings
         self.device_id = settings.device_id
         self.transport = transport
@@ -103,7 +105,10 @@ class Agent:
         self._load_model: LoadModelFn = load_model
         self._run_self_test: SelfTestFn = run_self_test
         self.runtimes = list(runtimes)
-        self._facts = FactsReader(settings.state_dir, [(r, versions.get(r, "")) for r in self.runtimes])
+        if facts is None:
+            facts = FactsReader(settings.state_dir, [(r, versions.get(r, "")) for r in self.runtimes])
+        self._facts: FactsSource = facts
+        self._crash_stamps = {r: crash_marks.stamp(AGENT_VERSION, versions.get(r, "")) for r in self.runtimes}
         self._root = trust if trust is not None else settings.read_trust()
         self.fleet = self._root.fleet
         self._refused_at_s: dict[str, float] = {}  # malformed downward messages: one event per reason a minute
@@ -116,17 +121,16 @@ class Agent:
         self._kept = KeptModel(settings, shadow_figures, rng_shadow, f"edgefleet-agent-{self.device_id}-shadow")
         self._probation = settings.probation_policy()
         self._updater: Updater | None = None
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._worker = threading.Thread(target=self._run, name=f"edgefleet-agent-{self.device_id}", daemon=True)
-        self._jobs = jobs.JobRunner(f"edgefleet-agent-{self.device_id}-jobs")
+        self._runner: AgentRunner = runner if runner is not None else ThreadRunner(f"edgefleet-agent-{self.device_id}")
         self._executor = Executor(
             self.device_id,
             store=self.store,
             outbox=self._outbox,
+            transport=transport,
             slot=self._slot,
             kept=self._kept,
             counts=lambda: self.counts,
-            job_runner=self._jobs,
+            job_runner=self._runner,
             load_model=self._load_model,
             run_self_test=self._run_self_test,
             post=self._post,
@@ -146,7 +150,9 @@ class Agent:
         self._started = True
         journal, problems = recovery.load_journal(self.store, self.device_id)
         journal = journal.with_(boot_count=journal.boot_count + 1)
-        restored = recovery.restore(journal, self.store, self._load_model, self._run_self_test, self._probation)
+        restored = recovery.restore(
+            journal, self.store, self._load_model, self._run_self_test, self._probation, self._crash_stamps
+        )
         journal = restored.journal
         recovery.save_journal(self.store, journal, self.device_id)
         self._outbox.seq = SeqCounter(journal.boot_count)
@@ -162,6 +168,7 @@ class Agent:
             _order_runtimes(self.runtimes, self.settings.runtime_preference),
             ChunkPolicy(self.settings.chunk_window, self.settings.chunk_timeout_s, self.settings.chunk_max_retries),
             self._probation,
+            self._crash_stamps,
         )
         self._updater = Updater(config, journal, received)
 
@@ -177,13 +184,12 @@ class Agent:
                 self._outbox.emit(restored.crash_loop)
             self._dispatch(Started())
 
-        self._queue.put(announce)  # first in the queue: ahead of anything the transport delivers
+        self._runner.post(announce)  # first in the queue: ahead of anything the transport delivers
         self.transport.set_message_handler(self._on_transport_message)
         self.transport.set_connect_handler(self._on_transport_connect)
         for topic_filter, qos in device_subscriptions(self.device_id, fleet=self.fleet):
             self.transport.subscribe(topic_filter, qos)
-        self._worker.start()
-        self._jobs.start()
+        self._runner.start(self._step, self._tick_interval_s, self._say_goodbye)
         self.transport.start()
 
     def stop(self) -> None:
@@ -191,12 +197,17 @@ class Agent:
         if not self._started or self._stopped:
             return
         self._stopped = True
-        if self._worker.is_alive():
-            self._queue.put(_STOP)
-            self._worker.join(JOIN_TIMEOUT_S)
-        self._jobs.stop(JOIN_TIMEOUT_S)
+        self._runner.stop()
         self._kept.release()
         self.transport.stop()
+
+    def halt(self) -> None:
+        """Stop as a crash would: no last telemetry, no offline presence (the broker's will says it)."""
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
+        self._runner.halt()
+        self._kept.release()
 
     # ------------------------------------------------------------------------------------------ serving
 
@@ -254,29 +265,25 @@ class Agent:
     # ------------------------------------------------------------------------------------------ worker
 
     def _on_transport_message(self, topic: str, payload: bytes) -> None:
-        self._queue.put(partial(self._handle_message, topic, payload))
+        self._runner.post(partial(self._handle_message, topic, payload))
 
     def _on_transport_connect(self) -> None:
-        self._queue.put(self._handle_connect)
+        self._runner.post(self._handle_connect)
 
     def _post(self, event: Event) -> None:
-        self._queue.put(partial(self._dispatch, event))
+        self._runner.post(partial(self._dispatch, event))
 
-    def _run(self) -> None:
-        while True:
-            try:
-                item = self._queue.get(timeout=self._tick_interval_s)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                break
-            try:
-                if item is not None:
-                    item()
-                self._housekeeping()
-            except Exception:  # noqa: BLE001 - the agent's loop must outlive any bug in one step
-                log.exception("agent %s: unexpected error", self.device_id)
-            self._outbox.notify()
+    def _step(self, item: Callable[[], None] | None) -> None:
+        """One step, run by the runner: a queued item (None on a tick), then the timers."""
+        try:
+            if item is not None:
+                item()
+            self._housekeeping()
+        except Exception:  # noqa: BLE001 - the agent's loop must outlive any bug in one step
+            log.exception("agent %s: unexpected error", self.device_id)
+        self._outbox.notify()
+
+    def _say_goodbye(self) -> None:
         try:
             self._outbox.flush_telemetry(self._slot.current)
             self._outbox.publish(Channel.PRESENCE, presence(self.device_id, False, self.clock.now().wall_ms))

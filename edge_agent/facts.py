@@ -17,10 +17,17 @@ import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from protocols.v1 import messages_pb2 as pb
 
 REFRESH_S = 30.0
+
+
+class FactsSource(Protocol):
+    """What the agent asks for the facts it reports: `FactsReader` on a device, made-up ones in a simulation."""
+
+    def read(self) -> pb.DeviceFacts: ...
 
 
 class FactsReader:

@@ -5,8 +5,11 @@
 Every device has its own settings, state directory, MQTT connection and data stream, exactly as a real
 device would; only the data it infers on is synthetic. A cloud ignores devices it has not enrolled, so
 enroll them first (`cloud.identity.enrollment.enroll_device`, or `edgefleet devices enroll` and a token)
-and pass each one's broker password in `passwords`: the device id is its user name. (A thread-per-device
-agent: fine for tens of devices; thousands on one event loop are a later step.)
+and pass each one's broker password in `passwords`: the device id is its user name.
+
+`SimulatedFleet` gives each agent its own threads and paho client: fine for tens of devices (paho's
+select() fails past file descriptor 1024). `simulator.host.AgentHost` runs thousands on one event loop;
+both offer the `DeviceGroup` operations below.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from edge_agent.agent import Agent
-from edge_agent.config import AgentSettings
+from edge_agent.config import AgentSettings, Secret
 from edge_agent.transport import Transport
 from protocols.v1 import messages_pb2 as pb
 from simulator.data import DataStream
@@ -52,7 +55,43 @@ def default_transport(settings: AgentSettings) -> Transport:
     return transport_for(settings)
 
 
-class SimulatedFleet:
+class DeviceGroup:
+    """What every simulated fleet offers over its `devices`: waiting on reported states, inference on
+    attached data streams, and telemetry flushes."""
+
+    devices: dict[str, SimulatedDevice]
+
+    def attach_streams(self, streams: dict[str, DataStream]) -> None:
+        for device_id, stream in streams.items():
+            self.devices[device_id].stream = stream
+
+    def wait_all(self, predicate: Callable[[pb.ReportedState], bool], timeout_s: float) -> list[str]:
+        """Wait until every device's reported state satisfies predicate; return the ids that never did."""
+        deadline = time.monotonic() + timeout_s
+        pending = []
+        for device_id, device in self.devices.items():
+            if not device.agent.wait_for(predicate, max(0.0, deadline - time.monotonic())):
+                pending.append(device_id)
+        return pending
+
+    def count(self, predicate: Callable[[pb.ReportedState], bool]) -> int:
+        """How many devices' reported state satisfies predicate now."""
+        return sum(1 for device in self.devices.values() if predicate(device.agent.status()))
+
+    def run_inference(self, per_device: int, *, parallel: int = 1) -> list[DeviceRun]:
+        """Each device infers on `per_device` rows of its stream, one row per call, with the true label.
+
+        Devices take turns by default: real devices each have their own CPU, while simulated ones share
+        this machine's, so running them at once would make each device's latency figures mostly measure
+        the wait for the interpreter lock. `parallel` > 1 is for load tests."""
+        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(self.devices))), thread_name_prefix="sim") as pool:
+            return list(pool.map(lambda d: _infer(d, per_device), self.devices.values()))
+
+    def flush_telemetry(self) -> int:
+        return sum(1 for d in self.devices.values() if d.agent.flush_telemetry() is not None)
+
+
+class SimulatedFleet(DeviceGroup):
     def __init__(
         self,
         device_ids: Sequence[str],
@@ -74,7 +113,7 @@ class SimulatedFleet:
                 device_id=device_id,
                 mqtt_url=mqtt_url,
                 mqtt_username=device_id if password is not None else None,
-                mqtt_password=password,
+                mqtt_password=Secret(password) if password is not None else None,
                 mqtt_protocol=mqtt_protocol,
                 trust_path=trust_path,  # the TrustChain file the agent pins (edge_agent.AgentSettings)
                 state_dir=state_root / device_id,
@@ -100,31 +139,6 @@ class SimulatedFleet:
     def stop(self) -> None:
         for device in self.devices.values():
             device.agent.stop()
-
-    def attach_streams(self, streams: dict[str, DataStream]) -> None:
-        for device_id, stream in streams.items():
-            self.devices[device_id].stream = stream
-
-    def wait_all(self, predicate: Callable[[pb.ReportedState], bool], timeout_s: float) -> list[str]:
-        """Wait until every device's reported state satisfies predicate; return the ids that never did."""
-        deadline = time.monotonic() + timeout_s
-        pending = []
-        for device_id, device in self.devices.items():
-            if not device.agent.wait_for(predicate, max(0.0, deadline - time.monotonic())):
-                pending.append(device_id)
-        return pending
-
-    def run_inference(self, per_device: int, *, parallel: int = 1) -> list[DeviceRun]:
-        """Each device infers on `per_device` rows of its stream, one row per call, with the true label.
-
-        Devices take turns by default: real devices each have their own CPU, while simulated ones share
-        this machine's, so running them at once would make each device's latency figures mostly measure
-        the wait for the interpreter lock. `parallel` > 1 is for load tests."""
-        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(self.devices))), thread_name_prefix="sim") as pool:
-            return list(pool.map(lambda d: _infer(d, per_device), self.devices.values()))
-
-    def flush_telemetry(self) -> int:
-        return sum(1 for d in self.devices.values() if d.agent.flush_telemetry() is not None)
 
 
 def _infer(device: SimulatedDevice, n: int) -> DeviceRun:

@@ -1,23 +1,36 @@
-"""One contract for every Transport adapter: the in-memory one, and paho on Mosquitto and on the embedded
-broker. Code above the transport is unit-tested on the memory adapter, so it must behave like the real one
-in everything listed here."""
+"""One contract for every Transport adapter: the in-memory one, and paho and the simulator's asyncio
+adapter (gmqtt, many clients on one event loop) on Mosquitto and on the embedded broker. Code above the
+transport is unit-tested on the memory adapter, so it must behave like the real ones in everything listed
+here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 
 import pytest
 from support import Inbox
 
 from edge_agent.transport import MemoryBroker, MemoryTransport, Transport
+from simulator.loop_thread import LoopThread
+from simulator.loop_transport import LoopTransport
 
 pytestmark = pytest.mark.integration
 
 NewTransport = Callable[[], tuple[Transport, Inbox]]
 
 
-@pytest.fixture(params=["memory", "paho-mosquitto", "paho-embedded"])
-def new_transport(request: pytest.FixtureRequest, make_transport) -> NewTransport:
+_numbers = itertools.count()
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[LoopThread]:
+    with LoopThread() as loop:
+        yield loop
+
+
+@pytest.fixture(params=["memory", "paho-mosquitto", "paho-embedded", "loop-mosquitto", "loop-embedded"])
+def new_transport(request: pytest.FixtureRequest, make_transport) -> Iterator[NewTransport]:
     """new_transport() -> (transport, inbox), not yet started."""
     if request.param == "memory":
         memory_broker = MemoryBroker()
@@ -27,9 +40,27 @@ def new_transport(request: pytest.FixtureRequest, make_transport) -> NewTranspor
             transport.set_message_handler(inbox)
             return transport, inbox
 
-        return new_memory
-    broker = request.getfixturevalue(request.param.removeprefix("paho-") + "_broker")
-    return lambda: make_transport(broker=broker, connect=False)
+        yield new_memory
+        return
+    adapter, _, broker_kind = request.param.partition("-")
+    broker = request.getfixturevalue(broker_kind + "_broker")
+    if adapter == "paho":
+        yield lambda: make_transport(broker=broker, connect=False)
+        return
+    loop = request.getfixturevalue("loop_thread").loop
+    made: list[LoopTransport] = []
+
+    def new_loop_transport() -> tuple[Transport, Inbox]:
+        transport = LoopTransport(broker.url, f"loop-{next(_numbers)}", loop=loop, protocol=broker.mqtt_protocol,
+                                  reconnect_min_s=0.1, reconnect_max_s=1.0)  # fmt: skip
+        inbox = Inbox()
+        transport.set_message_handler(inbox)
+        made.append(transport)
+        return transport, inbox
+
+    yield new_loop_transport
+    for transport in made:
+        transport.stop()
 
 
 def started(pair: tuple[Transport, Inbox]) -> tuple[Transport, Inbox]:
@@ -98,3 +129,26 @@ def test_qos1_published_before_connecting_is_delivered(new_transport: NewTranspo
     started((pub, Inbox()))
     assert inbox.wait_for(1)
     assert inbox.messages == [("ef/early", b"queued")]
+
+
+def test_unsubscribed_filters_stop_delivering(new_transport: NewTransport) -> None:
+    sub, inbox = new_transport()
+    sub.subscribe("ef/v1/art/#")
+    sub.subscribe("ef/v1/dev/d1/cmd")
+    started((sub, inbox))
+    pub, _ = started(new_transport())
+    pub.publish("ef/v1/art/abc/0", b"before")
+    assert inbox.wait_for(1)
+    sub.unsubscribe("ef/v1/art/#")
+    sub.unsubscribe("ef/v1/never/subscribed")  # a no-op, not an error
+    # a fence on sub's own connection: once it comes back, the broker has handled the UNSUBSCRIBE sent before it
+    sub.publish("ef/v1/dev/d1/cmd", b"fence")
+    assert inbox.wait_for(2)
+    pub.publish("ef/v1/art/abc/1", b"after")
+    pub.publish("ef/v1/dev/d1/cmd", b"sentinel")  # still subscribed: arrives after anything sent before it
+    assert inbox.wait_for(3)
+    assert inbox.messages == [
+        ("ef/v1/art/abc/0", b"before"),
+        ("ef/v1/dev/d1/cmd", b"fence"),
+        ("ef/v1/dev/d1/cmd", b"sentinel"),
+    ]

@@ -35,7 +35,7 @@ def cloud(broker: MemoryBroker) -> FakeCloud:
 
 @pytest.fixture
 def make_agent(tmp_path: Path, broker: MemoryBroker, keys: Keys) -> Iterator[MakeAgent]:
-    """make_agent(device_id="dev-1", *, start=True, store=None, clock=None, runtimes=None, **settings).
+    """make_agent(device_id="dev-1", *, start=True, store=None, clock=None, runtimes=None, runner=None, **settings).
 
     Agents get a state dir under tmp_path named after the device (so a second agent with the same id is a
     restart of the first), the fake model loader, a fast tick, and are stopped after the test."""
@@ -50,6 +50,7 @@ def make_agent(tmp_path: Path, broker: MemoryBroker, keys: Keys) -> Iterator[Mak
         runtimes: list[str] | None = None,
         load_model: Any = fake_load_model,
         transport: Any = None,
+        runner: Any = None,
         **overrides: Any,
     ) -> Agent:
         values: dict[str, Any] = {
@@ -72,6 +73,7 @@ def make_agent(tmp_path: Path, broker: MemoryBroker, keys: Keys) -> Iterator[Mak
             load_model=load_model,
             runtimes=runtimes if runtimes is not None else ["onnxruntime"],
             tick_interval_s=0.01,
+            runner=runner,
         )
         agents.append(agent)
         if start:

@@ -1,0 +1,85 @@
+"""What the simulator's asyncio MQTT adapter does beyond the shared transport contract: it steps down to
+MQTT 3.1.1 for a broker that only speaks that, a dropped link fires the device's will and comes back by
+itself, and many clients share one event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from support import Inbox, wait_until
+
+from edge_agent.transport import Will
+from simulator.loop_thread import LoopThread
+from simulator.loop_transport import LoopTransport
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[LoopThread]:
+    with LoopThread() as loop:
+        yield loop
+
+
+def _transport(broker, loop_thread: LoopThread, client_id: str, **kwargs) -> LoopTransport:  # type: ignore[no-untyped-def]
+    kwargs.setdefault("reconnect_min_s", 0.1)
+    kwargs.setdefault("reconnect_max_s", 0.5)
+    return LoopTransport(broker.url, client_id, loop=loop_thread.loop, **kwargs)
+
+
+def test_a_broker_without_mqtt5_is_spoken_to_in_311(embedded_broker, loop_thread: LoopThread) -> None:
+    transport = _transport(embedded_broker, loop_thread, "asks-for-5", protocol="5")
+    transport.start()
+    try:
+        assert transport.wait_connected(10), transport.last_error
+        assert transport.protocol == "3.1.1"
+    finally:
+        transport.stop()
+
+
+def test_a_dropped_link_fires_the_will_and_comes_back(each_broker, loop_thread: LoopThread) -> None:
+    witness = _transport(each_broker, loop_thread, "witness", protocol=each_broker.mqtt_protocol)
+    seen = Inbox()
+    witness.set_message_handler(seen)
+    witness.subscribe("ef/v1/dev/d1/presence")
+    witness.start()
+    device = _transport(each_broker, loop_thread, "d1", protocol=each_broker.mqtt_protocol,
+                        will=Will("ef/v1/dev/d1/presence", b"offline"))  # fmt: skip
+    reconnects: list[bool] = []
+    device.set_connect_handler(lambda: reconnects.append(True))
+    device.start()
+    try:
+        assert witness.wait_connected(10) and device.wait_connected(10)
+        device.drop(offline_s=0.5)
+        assert seen.wait_for(1, timeout_s=10)  # the broker noticed a lost link, not a goodbye
+        assert seen.messages[0] == ("ef/v1/dev/d1/presence", b"offline")
+        device.publish("ef/v1/dev/d1/presence", b"back", qos=1)  # while offline: queued, sent on reconnect
+        assert wait_until(lambda: len(reconnects) == 2, timeout_s=10)
+        assert seen.wait_for(2, timeout_s=10)
+        assert seen.messages[1] == ("ef/v1/dev/d1/presence", b"back")
+    finally:
+        device.stop()
+        witness.stop()
+
+
+def test_many_clients_share_one_loop(mosquitto_broker, loop_thread: LoopThread) -> None:
+    sub = _transport(mosquitto_broker, loop_thread, "sub")
+    inbox = Inbox()
+    sub.set_message_handler(inbox)
+    sub.subscribe("ef/many/+")
+    sub.start()
+    clients = [_transport(mosquitto_broker, loop_thread, f"c{n}") for n in range(60)]
+    for client in clients:
+        client.start()
+    try:
+        assert sub.wait_connected(10)
+        assert all(client.wait_connected(20) for client in clients)
+        for n, client in enumerate(clients):
+            client.publish(f"ef/many/{n}", str(n).encode())
+        assert inbox.wait_for(len(clients), timeout_s=20)
+        assert sorted(int(p) for _t, p in inbox.messages) == list(range(len(clients)))
+    finally:
+        for client in clients:
+            client.stop()
+        sub.stop()

@@ -1,0 +1,132 @@
+"""The runners that drive an agent: the device's two threads and the simulator's shared event loop keep
+the same promises (steps in order, early posts first, ticks, jobs in order and apart from the steps, a
+goodbye on stop and none on halt), and the real agent updates itself on either."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from support.fake_cloud import FakeCloud, MakeAgent, is_state
+from support.releases import Keys, make_release, model_bytes
+
+from edge_agent.runner import AgentRunner, LoopRunner, ThreadRunner
+from protocols.topics import Channel
+from protocols.v1 import messages_pb2 as pb
+from simulator.loop_thread import LoopThread
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[LoopThread]:
+    with LoopThread() as loop:
+        yield loop
+
+
+@pytest.fixture
+def job_pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(2) as pool:
+        yield pool
+
+
+@pytest.fixture(params=["thread", "loop"])
+def new_runner(request: pytest.FixtureRequest) -> Callable[[], AgentRunner]:
+    if request.param == "thread":
+        return lambda: ThreadRunner("test-runner")
+    loop = request.getfixturevalue("loop_thread")
+    pool = request.getfixturevalue("job_pool")
+    return lambda: LoopRunner(loop.loop, pool)
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_steps_run_in_order_with_early_posts_first_and_ticks_between(new_runner) -> None:  # type: ignore[no-untyped-def]
+    runner = new_runner()
+    seen: list[object] = []
+    step_threads: set[str] = set()
+
+    def step(item) -> None:  # type: ignore[no-untyped-def]
+        step_threads.add(threading.current_thread().name)
+        seen.append("tick" if item is None else item())
+
+    runner.post(lambda: "early")
+    runner.start(step, 0.01, lambda: seen.append("goodbye"))
+    for n in range(5):
+        runner.post(lambda n=n: n)
+    assert _wait(lambda: seen.count("tick") >= 3)  # idle: ticks keep coming
+    runner.stop()
+    items = [s for s in seen if s != "tick"]
+    assert items == ["early", 0, 1, 2, 3, 4, "goodbye"]
+    assert len(step_threads) == 1
+    runner.post(lambda: "late")  # after stop: nobody runs it, nothing raises
+    time.sleep(0.05)
+    assert "late" not in seen
+
+
+def test_jobs_run_in_order_one_at_a_time_off_the_steps(new_runner) -> None:  # type: ignore[no-untyped-def]
+    runner = new_runner()
+    step_thread: list[str] = []
+    runner.start(lambda _item: step_thread.append(threading.current_thread().name), 0.05, lambda: None)
+    running, done, overlaps = [0], [], []
+    lock = threading.Lock()
+
+    def job(n: int) -> None:
+        with lock:
+            running[0] += 1
+            overlaps.append(running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+            done.append((n, threading.current_thread().name))
+
+    for n in range(6):
+        runner.submit(lambda n=n: job(n))
+    runner.submit(lambda: 1 / 0)  # a failing job is logged, later ones still run
+    runner.submit(lambda: job(6))
+    assert _wait(lambda: len(done) == 7)
+    assert [n for n, _ in done] == list(range(7))
+    assert max(overlaps) == 1
+    assert not {name for _, name in done} & set(step_thread)
+    runner.stop()
+
+
+def test_halt_ends_without_the_goodbye_and_drops_what_is_queued(new_runner) -> None:  # type: ignore[no-untyped-def]
+    runner = new_runner()
+    seen: list[object] = []
+    gate = threading.Event()
+    runner.start(lambda item: seen.append(item() if item else None), 0.01, lambda: seen.append("goodbye"))
+    runner.post(lambda: gate.wait(5))  # holds the step context while more queue up
+    runner.post(lambda: "queued")
+    halting = threading.Thread(target=runner.halt)
+    halting.start()
+    time.sleep(0.05)
+    gate.set()
+    halting.join(5)
+    time.sleep(0.05)
+    assert "goodbye" not in seen
+    if isinstance(runner, LoopRunner):  # the loop drops what is queued; the thread's queue runs up to the halt
+        assert "queued" not in seen
+
+
+def test_the_real_agent_updates_itself_on_a_shared_loop(
+    make_agent: MakeAgent, cloud: FakeCloud, keys: Keys, loop_thread: LoopThread, job_pool: ThreadPoolExecutor
+) -> None:
+    agents = [make_agent(f"dev-{n}", runner=LoopRunner(loop_thread.loop, job_pool)) for n in range(3)]
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=100))
+    for agent in agents:
+        cloud.deploy(agent.device_id, release, generation=1)
+    for agent in agents:
+        assert agent.wait_for(lambda s: is_state(s, pb.UPDATE_STATE_ACTIVE, 1), 5), agent.status()
+        assert str(agent.predict([0.9, 0.1, 0.1]).labels[0]) == "v1:pos"
+    assert cloud.event_kinds("dev-0")[-1] == "ACTIVATED"
+    agents[0].stop()  # the goodbye runs on the loop: an offline presence
+    assert not pb.Presence.FromString(cloud.retained("dev-0", Channel.PRESENCE) or b"").online
