@@ -1,6 +1,6 @@
 """`compile_estimator`: a fitted estimator in, gated artifacts and a manifest fragment out.
 
-Steps: read the estimator into a DenseModel or Forest (families.py); build every candidate the options
+Steps: read the estimator into a DenseModel, Forest or Converted (families.py); build every candidate the options
 allow (candidates.py); load each in the very runtime adapter devices use (edge_agent.serving.runtime) and judge
 it against the source estimator on the held-out data (gate.py); keep, per target, the fp32 artifact
 (`none`), the smallest passing INT8 one (`int8`), the FP16-weight one (`fp16`) or the smallest passing
@@ -132,9 +132,9 @@ def compile_estimator(
     if y is None:
         raise BadInputError("held-out data: y is missing")
     x = _check_data(X, y, model.n_features, "held-out data")
-    wide = compares_scaled_categories(list(model.segments))
+    as_f64 = compares_scaled_categories(list(model.segments))  # see _source_outputs
     ref_x = x if reference_X is None else _check_data(reference_X, None, model.n_features, "reference data")
-    source = _source_outputs(estimator, x, analysis.classifier, wide)
+    source = _source_outputs(estimator, x, analysis.classifier, as_f64)
     io = io_schema(
         n_features=model.n_features,
         classifier=analysis.classifier,
@@ -210,13 +210,13 @@ def compile_estimator(
     for t, why in report.choices.items():
         fragment.lineage[f"{CHOICE_KEY}.{t}"] = why
     fragment.metrics.update(source_metrics)
-    ref_source = source if reference_X is None else _source_outputs(estimator, ref_x, analysis.classifier, wide)
+    ref_source = source if reference_X is None else _source_outputs(estimator, ref_x, analysis.classifier, as_f64)
     fragment.reference.CopyFrom(
         reference_profile(ref_x, ref_source, class_labels=analysis.class_labels, feature_names=analysis.feature_names)
     )
     if self_test_from == "synthetic":
         vector_x = synthetic_inputs(fragment.reference, max(SYNTHETIC_POOL_ROWS, 16 * n_self_test))
-        vector_source = _source_outputs(estimator, vector_x, analysis.classifier, wide)
+        vector_source = _source_outputs(estimator, vector_x, analysis.classifier, as_f64)
         vector_kept = [(c, r, loaded.predict(vector_x), loaded) for c, r, _, loaded in kept]
     else:
         vector_x, vector_source, vector_kept = x, source, kept
