@@ -19,15 +19,20 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
+
+from pydantic import SecretStr
 
 from edge_agent.agent import Agent
 from edge_agent.config import AgentSettings
 from edge_agent.facts import FactsReader, FactsSource
 from edge_agent.messages import AGENT_VERSION, offline_will
 from edge_agent.runner import LoopRunner
+from edge_agent.store import DiskModelStore
 from edge_agent.types import LoadedModelLike, LoadModelFn
+from protocols.topics import validate_device_id
 from protocols.v1 import messages_pb2 as pb
 from simulator.devices import DeviceGroup, SimulatedDevice
 from simulator.loop_thread import LoopThread
@@ -117,23 +122,27 @@ class AgentHost(DeviceGroup):
         self.devices: dict[str, SimulatedDevice] = {}
         self._specs = {spec.device_id: spec for spec in devices}
         self._settings: dict[str, AgentSettings] = {}
-        overrides = dict(settings_overrides or {})
+        # validated once, then copied per device: pydantic-settings costs milliseconds per instance
+        template = AgentSettings(
+            device_id=devices[0].device_id if devices else "template",
+            mqtt_url=mqtt_url,
+            mqtt_protocol=mqtt_protocol,
+            trust_path=trust_path,
+            grpc_address="",
+            telemetry_interval_s=telemetry_interval_s,
+            sample_rate=sample_rate,
+            isolate_loads=False,  # no child process per device and update
+            **dict(settings_overrides or {}),  # type: ignore[arg-type]
+        )
         for spec in devices:
-            self._settings[spec.device_id] = AgentSettings(
-                device_id=spec.device_id,
-                mqtt_url=mqtt_url,
-                mqtt_username=spec.device_id if spec.password is not None else None,
-                mqtt_password=spec.password,
-                mqtt_protocol=mqtt_protocol,
-                trust_path=trust_path,
-                state_dir=state_root / spec.device_id,
-                grpc_address="",
-                telemetry_interval_s=telemetry_interval_s,
-                sample_rate=sample_rate,
-                labels=spec.labels,
-                isolate_loads=False,  # no child process per device and update
-                **overrides,  # type: ignore[arg-type]
-            )
+            validate_device_id(spec.device_id)
+            self._settings[spec.device_id] = template.model_copy(update={
+                "device_id": spec.device_id,
+                "mqtt_username": spec.device_id if spec.password is not None else None,
+                "mqtt_password": SecretStr(spec.password) if spec.password is not None else None,
+                "state_dir": state_root / spec.device_id,
+                "labels": dict(spec.labels),
+            })  # fmt: skip
         first = next(iter(self._settings.values()), None)
         versions: dict[str, str] = {}
         if first is not None and (load_model is None or runtimes is None):
@@ -178,6 +187,7 @@ class AgentHost(DeviceGroup):
         agent = Agent(
             settings,
             transport,
+            store=DiskModelStore(settings.state_dir, sync=False),  # a simulated power cut is a crash(): no fsync
             load_model=self.models,
             runtimes=self._runtimes,
             trust=self.trust,
@@ -189,7 +199,12 @@ class AgentHost(DeviceGroup):
         return SimulatedDevice(settings, agent)
 
     def start(self, device_ids: Sequence[str] | None = None) -> None:
-        for device_id in device_ids if device_ids is not None else list(self.devices):
+        chosen = list(device_ids) if device_ids is not None else list(self.devices)
+        for n in range(0, len(chosen), 50):  # on the loop, in batches: the loop keeps serving in between
+            self._loop.call(partial(self._start_on_loop, chosen[n : n + 50]))
+
+    def _start_on_loop(self, device_ids: list[str]) -> None:
+        for device_id in device_ids:
             self.devices[device_id].agent.start()
 
     def stop(self, device_ids: Sequence[str] | None = None) -> None:
