@@ -12,7 +12,11 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
   cloud_bytes_per_device MQTT payload bytes the cloud published during the rollout, per device
   rss_kb_per_device      the workers' resident memory growth from imports-done to rollout-done, per device
 
-    .venv/bin/python benchmarks/fleet.py [--sizes 100,1000] [--workers 2]
+    .venv/bin/python benchmarks/fleet.py [--sizes 100,1000] [--workers 2] [--database-url postgresql://...]
+
+The cloud keeps its data in SQLite unless --database-url names a PostgreSQL server (a production part:
+SQLite's single writer locks up under a thousand devices); each fleet size then gets a database of its
+own on that server, dropped afterwards.
 
 Prints one JSON object last: {"records": [...]}, one record per fleet size.
 """
@@ -23,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -116,11 +121,35 @@ def wait_for(count: Any, target: int, timeout_s: float, poll_s: float = 0.2) -> 
     return None
 
 
-def measure(size: int, workers: int, timeout_s: float, workdir: Path) -> dict[str, Any]:
-    record: dict[str, Any] = {"devices": size, "workers": workers}
-    with MosquittoBroker(workdir / "mosquitto") as broker:
+@contextlib.contextmanager
+def fresh_database(server_url: str | None, name: str) -> Any:
+    """A new, empty PostgreSQL database on server_url (yields its URL), dropped afterwards; None: SQLite."""
+    if server_url is None:
+        yield None
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def measure(size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"devices": size, "workers": workers,
+                              "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
+    with MosquittoBroker(workdir / "mosquitto") as broker, \
+            fresh_database(database_url, f"edgefleet_fleet_{size}_{os.getpid()}") as db_url:  # fmt: skip
         record["fanout_floor_s"] = _round(fanout_floor(broker.url, size, timeout_s))
-        settings = CloudSettings(data_dir=workdir / "cloud", api_port=0, mqtt_url=broker.url)
+        settings = CloudSettings(data_dir=workdir / "cloud", api_port=0, mqtt_url=broker.url,
+                                 **({"database_url": db_url} if db_url else {}))  # fmt: skip
         with CloudService(settings) as cloud:
             assert cloud.engine is not None and cloud.store is not None and cloud.deployer is not None
             model: PipelineResult = run_training_pipeline(cloud.engine, cloud.store, cloud.signer, MODEL)
@@ -176,11 +205,12 @@ def main() -> int:
     parser.add_argument("--sizes", default="100,1000", help="fleet sizes, comma-separated (default 100,1000)")
     parser.add_argument("--workers", type=int, default=2, help="simulator worker processes (default 2)")
     parser.add_argument("--timeout", type=float, default=600.0, help="per phase, seconds")
+    parser.add_argument("--database-url", help="a PostgreSQL server for the cloud (default: SQLite)")
     args = parser.parse_args()
     records = []
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):
         with tempfile.TemporaryDirectory(prefix=f"fleet-{size}-") as tmp:
-            record = measure(size, args.workers, args.timeout, Path(tmp))
+            record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url)
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))
