@@ -152,4 +152,5 @@ def _runs(version: str, state: pb.ReportedState) -> bool:
 
 def _state_and_version(state: pb.ReportedState) -> str:
     name = pb.UpdateState.Name(state.update_state).removeprefix("UPDATE_STATE_").lower()
-    return f"{name} {state.active_model.version}".strip()
+    why = f" ({state.last_error.code})" if state.update_state == pb.UPDATE_STATE_FAILED else ""
+    return f"{name} {state.active_model.version}{why}".strip()
