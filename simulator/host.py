@@ -9,6 +9,11 @@ artifact digest (`SharedModels`; a session is read-only once loaded, and the dig
 Each device still downloads, verifies, loads (a cache hit) and self-tests its artifact itself.
 
 Devices report made-up hardware (`DeviceSpec.facts`) where the scenario gives some, else this machine's.
+Their store does not fsync (`DiskModelStore(sync=False)`): a simulated power cut is `crash()`.
+
+Still one thread per device: while a new model is on probation with a previous one kept, the agent's
+shadow (`edge_agent.serving.shadow`) runs on a thread of its own; for thousands of devices updating from
+one model to the next, pass `settings_overrides={"shadow_rate": 0}` (no shadowing) or expect that many.
 """
 
 from __future__ import annotations
