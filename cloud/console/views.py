@@ -17,6 +17,7 @@ from cloud.console import charts, device_facts
 from cloud.db.tables import Deployment, DeploymentTarget, Device, EventRecord, ModelVersion, TelemetryRecord
 from cloud.errors import CloudError, NotFoundError
 from cloud.identity import audit
+from cloud.monitoring import feedback
 from cloud.monitoring.summaries import latency_quantiles
 from cloud.rollout import targets_of, waiting_reason
 from cloud.rollout.records import Rollout, RolloutDecision, RolloutGateSample
@@ -199,8 +200,9 @@ def drift_page(session: Session, model_id: str, version: str, hours: float) -> d
         grid.append([psi.get(f.index) for f in report.features])
     heat = charts.heat_map([d.device_id for d in devices], names, grid, high=PSI_HIGH,
                            title="PSI per device and feature")  # fmt: skip
+    accuracy = feedback.field_accuracy(session, report.model_id, report.version, by="device", since_ms=since)
     return {
-        "report": report, "hours": hours, "heat_map": heat,
+        "report": report, "hours": hours, "heat_map": heat, "accuracy": accuracy,
         "feature_chart": _feature_psi_chart(report, "Fleet input drift per feature (PSI)"),
         "device_chart": charts.bar_chart([(d.device_id, d.max_psi) for d in devices], threshold=PSI_HIGH,
                                          title="Largest feature PSI per device", height=220),

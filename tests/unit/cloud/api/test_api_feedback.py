@@ -6,6 +6,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from support.enrollment import enroll
 
+from cloud.console import views
 from cloud.monitoring import Ingestor
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
@@ -39,3 +40,6 @@ def test_labels_posted_to_the_api_give_accuracy_per_device_with_an_interval(
     assert line["low"] < 0.75 < line["high"]
     assert client.get("/api/v1/models/m/versions/latest/accuracy?by=week").status_code == 422
     assert client.get("/api/v1/audit").json()[0]["action"] == "feedback.record"
+    with Session(engine) as session:  # the console's drift page shows the same line
+        (shown,) = views.drift_page(session, "m", "latest", hours=1e6)["accuracy"]
+    assert (shown.key, shown.labelled, shown.correct) == ("d1", 4, 3)

@@ -125,6 +125,7 @@ def test_pages_show_the_fleet_a_device_and_the_models(app: FastAPI, token_for, f
     drift = client.get("/console/models/m/versions/latest/drift?hours=2")
     assert drift.status_code == 200 and 'class="chart heat-map"' in drift.text and 'data-row="pi-00"' in drift.text
     assert "drift alert" in drift.text.lower() and "tests in one family" in drift.text
+    assert "No sampled prediction of this version has a label yet" in drift.text
 
 
 def test_a_device_page_and_the_fleet_table_show_its_facts_and_spool_drops(
