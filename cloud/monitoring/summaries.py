@@ -112,6 +112,9 @@ def telemetry_summary(session: Session, device_id: str, *, since_ms: int | None 
     )
 
 
+WINDOWS_TESTED = 120  # per device, its latest windows are tested one by one (two hours of 1-minute windows)
+
+
 @dataclass(frozen=True)
 class DeviceDriftLine:
     device_id: str
@@ -208,13 +211,15 @@ def drift_report(
     profile: pb.ReferenceProfile, rows: Sequence[TelemetryRecord], model_id: str, version: str,
     device_id: str | None, policy: detector.DriftPolicy = detector.DEFAULT_POLICY,
 ) -> DriftReport:  # fmt: skip
-    """One family over every window, every device's range and (fleet-wide) the fleet's sum."""
+    """One family over each device's latest windows (WINDOWS_TESTED), every device's whole range and
+    (fleet-wide) the fleet's sum. Older windows count in the sums: a report over months stays bounded."""
     reference = _Profile(profile, rows)
     windows = [reference.read(r) for r in rows]
     by_device: dict[str, list[_Window]] = defaultdict(list)
     for w in windows:
         by_device[w.device_id].append(w)
-    samples = [s for w in windows for s in _samples("window", w.device_id, w.end_ms, (w.features, w.predictions))]
+    recent = [w for own in by_device.values() for w in own[-WINDOWS_TESTED:]]  # rows come oldest first
+    samples = [s for w in recent for s in _samples("window", w.device_id, w.end_ms, (w.features, w.predictions))]
     for device, own in sorted(by_device.items()):
         samples += _samples("device", device, None, _sum(own))
     if device_id is None:

@@ -96,3 +96,20 @@ def test_prediction_labels_align_and_views_read_the_excess_psi() -> None:
     view = drift.prediction_view(finding)
     assert view.n_observed == 100 and view.level == "significant" and view.drifted
     assert drift.prediction_view(None).level == "no_data"
+
+
+def test_a_report_tests_each_devices_latest_windows_and_sums_the_rest() -> None:
+    from types import SimpleNamespace
+
+    from cloud.monitoring import summaries
+    from protocols.v1 import messages_pb2 as pb
+
+    profile = pb.ReferenceProfile(n_rows=1000)
+    profile.features.add(index=0, name="f0", bin_edges=[0, 1, 2, 3, 4], counts=[250] * 4)
+    rows = [
+        SimpleNamespace(device_id="d", window_end_ms=i, feature_counts={"0": [25, 25, 25, 25]}, prediction_counts={})
+        for i in range(summaries.WINDOWS_TESTED + 30)
+    ]
+    report = summaries.drift_report(profile, rows, "m", "1", "d")  # type: ignore[arg-type]
+    assert report.tests == summaries.WINDOWS_TESTED + 1  # the latest windows, then the device's whole range
+    assert report.features[0].n_observed == 100 * len(rows)
