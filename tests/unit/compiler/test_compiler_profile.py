@@ -68,3 +68,16 @@ def test_compiled_fragment_profiles_the_reference_data(digits: Split, diabetes: 
     assert without.fragment.reference.n_rows == len(digits.x_test)
     ridge = compile_estimator(Ridge().fit(diabetes.x_train, diabetes.y_train), diabetes.x_test, diabetes.y_test)
     assert len(ridge.fragment.reference.predictions.bin_edges) == 11
+
+
+def test_the_agent_counts_float32_inputs_into_the_same_mass_point_bins() -> None:
+    from edge_agent.serving.telemetry import FeatureBins
+
+    rng = np.random.default_rng(2)
+    x = np.column_stack([np.where(rng.random(2000) < 0.95, 0.1, rng.normal(size=2000)), rng.normal(size=2000)])
+    profile = reference_profile(x, ["a"] * len(x), class_labels=["a"], feature_names=["mostly", "normal"])
+    live = x.astype(np.float32)  # what devices feed: 0.1 becomes 0.100000001
+    counts = FeatureBins.of(profile.features).count(live)  # type: ignore[union-attr]
+    first = len(profile.features[0].counts)
+    assert counts[:first].tolist() == list(profile.features[0].counts)
+    assert counts[first:].sum() == len(x)
