@@ -118,6 +118,8 @@ def test_pages_show_the_fleet_a_device_and_the_models(app: FastAPI, token_for, f
         assert f'aria-label="{title}"' in device.text, title
     assert device.text.count('data-points="12"') >= 5 and "activated" in device.text
     assert 'class="chart bar-chart"' in device.text  # drift per feature
+    # 120 rows of 1:2:3:4 against a flat 100-row reference: p = 0.014 is not proof enough, so no alert
+    assert "Drift alert" not in device.text and "Input drift of m@" in device.text
     models = client.get("/console/models")
     assert models.status_code == 200 and 'href="/console/models/m"' in models.text
     model = client.get("/console/models/m")
@@ -180,6 +182,24 @@ def test_plain_deployments_have_a_list_and_a_page_with_each_target(
         assert f'href="/console/devices/{device_id}"' in page.text
     missing = client.get("/console/deployments/nope")
     assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+
+
+def test_drift_alerts_show_on_the_device_and_the_drift_pages(app: FastAPI, token_for, fleet: None,
+                                                             engine: Engine) -> None:  # fmt: skip
+    start = now_ms() - 30_000
+    with Session(engine) as session:
+        for i in range(3):  # pi-01's feature 1 all in its top bin: drift no reference of 100 rows can hide
+            session.add(TelemetryRecord(
+                device_id="pi-01", seq=i, window_start_ms=start + i * 5000, window_end_ms=start + (i + 1) * 5000,
+                model_id="m", model_version="1", inference_count=200, feature_counts={"1": [0, 0, 0, 200]},
+            ))  # fmt: skip
+        session.commit()
+    client = signed_in(app, token_for("viewer"))
+    device = client.get("/console/devices/pi-01")
+    assert device.status_code == 200 and "<strong>Drift alert</strong> on f1, in 3 window(s)" in device.text
+    drift = client.get("/console/models/m/versions/latest/drift?hours=2")
+    assert drift.status_code == 200 and "<strong>Drift alert</strong>" in drift.text
+    assert 'Driven by: <a href="/console/devices/pi-01">pi-01</a> (f1;' in drift.text
 
 
 def test_unknown_ids_and_bad_input_are_pages_not_errors(app: FastAPI, token_for, fleet: None) -> None:
