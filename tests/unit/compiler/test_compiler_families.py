@@ -27,7 +27,7 @@ from sklearn.linear_model import (
     SGDClassifier,
     SGDRegressor,
 )
-from sklearn.naive_bayes import BernoulliNB, GaussianNB, MultinomialNB
+from sklearn.naive_bayes import BernoulliNB, ComplementNB, GaussianNB, MultinomialNB
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
@@ -254,6 +254,7 @@ CONVERTED_CLASSIFIERS: dict[str, Any] = {
     "gaussian_nb": lambda: GaussianNB(),
     "multinomial_nb": lambda: make_pipeline(MinMaxScaler(), MultinomialNB()),
     "bernoulli_nb": lambda: make_pipeline(StandardScaler(), BernoulliNB()),
+    "complement_nb": lambda: make_pipeline(MinMaxScaler(), ComplementNB()),
 }
 CONVERTED_REGRESSORS: dict[str, Any] = {
     "svr_rbf": lambda: make_pipeline(StandardScaler(), SVR(C=50.0)),
