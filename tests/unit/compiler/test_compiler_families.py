@@ -248,6 +248,8 @@ def test_ordinal_encoder_compiles_to_onnx_and_all_notes_the_missing_tflite(cance
 CONVERTED_CLASSIFIERS: dict[str, Any] = {
     "svc_rbf": lambda: make_pipeline(StandardScaler(), SVC()),
     "svc_linear": lambda: make_pipeline(StandardScaler(), SVC(kernel="linear")),
+    "svc_poly": lambda: make_pipeline(StandardScaler(), SVC(kernel="poly", degree=2)),
+    "svc_sigmoid": lambda: make_pipeline(StandardScaler(), SVC(kernel="sigmoid", gamma=0.01)),
     "nu_svc": lambda: make_pipeline(MinMaxScaler(), NuSVC(nu=0.2)),
     "knn": lambda: make_pipeline(StandardScaler(), KNeighborsClassifier()),
     "knn_manhattan": lambda: make_pipeline(MaxAbsScaler(), KNeighborsClassifier(7, metric="manhattan")),
