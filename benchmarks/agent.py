@@ -12,11 +12,14 @@ configuration (this file run with --child: it imports the agent only, never clou
     lean    the agent as it is now (edge_agent defaults, malloc arenas capped as `edgefleet-agent run` does)
 and, to price each change on its own, the lean agent with that one change undone:
     +pydantic   pydantic-settings imported (what the old settings class loaded)
-    +crypto     cryptography's Ed25519 imported at start (now only on the first signature check)
+    +crypto     cryptography's Ed25519 imported at start, as checking the trust chain and the retained desired
+                state at every start did (now checked once per content, edge_agent.config / update.handlers)
     +arenas     glibc's default malloc arenas (no MALLOC_ARENA_MAX / mallopt)
     +workers4   a gRPC pool of 4 workers
     +runtime    the runtime's own defaults (RuntimeTuning.stock())
-A child serves gRPC, talks to a private Mosquitto, and is measured after 2 s idle. first_inference_s runs
+and the lean agent of a device that needs no local API (nogrpc: grpc_address "", grpc never imported).
+A child serves gRPC, talks to a private Mosquitto holding what the cloud keeps retained for it (its
+signed desired state, the trust chain: received at every start), and is measured after 2 s idle. first_inference_s runs
 from spawning the lean onnxruntime child to its first gRPC Predict answer (the model cached on disk).
 Predict overhead alternates bare and agent calls one by one (the machine is shared); medians per call.
 Prints one JSON object last.
@@ -41,7 +44,7 @@ sys.path[:0] = [str(ROOT)]
 
 RUNTIMES = ("onnxruntime", "tflite")
 UNDONE = ("+pydantic", "+crypto", "+arenas", "+workers4", "+runtime")  # one lean change undone each
-VARIANTS = ("bare", "stock", "lean", *UNDONE)
+VARIANTS = ("bare", "stock", "lean", *UNDONE, "nogrpc")  # nogrpc: lean without the local gRPC API (grpc_address "")
 
 
 # ------------------------------------------------------------------------------------- the child (agent only)
@@ -75,7 +78,6 @@ def child(args: argparse.Namespace) -> int:
     from edge_agent.agent import Agent
     from edge_agent.config import load_settings
     from edge_agent.connect import transport_for
-    from edge_agent.serving.grpc_server import start_grpc_server
 
     settings = load_settings(
         device_id=args.device, mqtt_url=args.mqtt, trust_path=args.trust, state_dir=args.state,
@@ -84,6 +86,14 @@ def child(args: argparse.Namespace) -> int:
     agent = Agent(settings, transport_for(settings), load_model=partial(runtime.load_model, tuning=tuning),
                   runtimes=[args.runtime])  # fmt: skip
     agent.start()
+    if args.variant == "nogrpc":
+        agent.wait_for(lambda s: s.HasField("active_model"), 30)
+        print("ready", flush=True)
+        sys.stdin.read()
+        agent.stop()
+        return 0
+    from edge_agent.serving.grpc_server import start_grpc_server
+
     server = start_grpc_server(agent, settings.grpc_address, **({"max_workers": 4} if "+workers4" in undone else {}))
     print(f"ready {server.port}", flush=True)
     sys.stdin.read()
@@ -136,7 +146,7 @@ def measure_child(variant: str, rt: str, paths: dict[str, Any], n_features: int)
         if not line or line[0] != "ready":
             raise SystemExit(f"child {variant}/{rt} did not start")
         result: dict[str, Any] = {}
-        if variant != "bare":
+        if variant not in ("bare", "nogrpc"):
             first_answer(int(line[1]), n_features, spawned + 30)
             result["first_inference_s"] = round(time.monotonic() - spawned, 3)
         time.sleep(2.0)
@@ -200,6 +210,18 @@ def build(tmp: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
             raise SystemExit(f"install on {rt} did not finish: {agent.status()}")
     cloud.transport.stop()
     return split, manifest, broker, paths
+
+
+def retain_like_the_cloud(memory_broker: Any, url: str) -> None:
+    """What the cloud keeps retained for each device (its desired state, the fleet's trust chain), put on
+    the real broker: every child receives it on connect, as an agent in the field does at each start."""
+    from urllib.parse import urlsplit
+
+    from paho.mqtt import client, publish
+
+    parts = urlsplit(url)
+    retained = [(topic, payload, 1, True) for topic, payload in memory_broker._retained.items()]
+    publish.multiple(retained, hostname=parts.hostname, port=parts.port or 1883, protocol=client.MQTTv311)
 
 
 def overhead(paths: dict[str, Any], manifest: Any, x_test: Any, seconds: float, rounds: int) -> dict[str, Any]:
@@ -279,10 +301,11 @@ def main() -> int:
     results: dict[str, Any] = {"memory": {}}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        split, manifest, _, paths = build(tmp)
+        split, manifest, memory_broker, paths = build(tmp)
         n_features = manifest.io.n_features
         with MosquittoBroker(tmp / "mosquitto") as broker:
             paths["mqtt"] = broker.url
+            retain_like_the_cloud(memory_broker, broker.url)
             for rt in RUNTIMES:
                 for variant in VARIANTS:
                     figures = measure_child(variant, rt, paths, n_features)
@@ -301,6 +324,8 @@ def main() -> int:
     results.update(
         rss_mb_onnxruntime=memory["onnxruntime_lean"]["rss_mb"],
         rss_mb_litert=memory["tflite_lean"]["rss_mb"],
+        rss_mb_onnxruntime_no_grpc=memory["onnxruntime_nogrpc"]["rss_mb"],
+        rss_mb_litert_no_grpc=memory["tflite_nogrpc"]["rss_mb"],
         threads_onnxruntime=memory["onnxruntime_lean"]["threads"],
         predict_overhead_b1=serving["b1"]["ratio"],
         predict_overhead_b64=serving["b64"]["ratio"],

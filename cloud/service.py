@@ -70,7 +70,6 @@ class CloudService:
         self.api_url: str | None = None
         self._server: Any = None  # uvicorn.Server
         self._server_thread: threading.Thread | None = None
-        self._republished = False
         self.router: MessageRouter | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------
@@ -307,9 +306,10 @@ class CloudService:
                 self.deployer.publish_trust()
             except Exception:
                 log.exception("could not publish the trust chain")
-        # a broker we just started holds no retained state: give every device its desired state again
-        if self.broker is not None and not self._republished and self.deployer is not None:
-            self._republished = True
+        # our embedded broker keeps retained state in memory only: after its first start, and after every
+        # restart of it (the only way its connection comes back), give every device its desired state again;
+        # once was not enough: a device that had not read its desired state before a restart never got it
+        if self.broker is not None and self.deployer is not None:
             threading.Thread(target=self._republish, name="edgefleet-republish", daemon=True).start()
 
     def _republish(self) -> None:

@@ -9,7 +9,9 @@ costs ~15 MB of resident memory for one file read at start (benchmarks/agent.py 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -29,6 +31,7 @@ if typing.TYPE_CHECKING:
     from protocols.roots import RootOfTrust
 
 ENV_PREFIX = "EDGEFLEET_AGENT_"
+TRUST_MEMO = "trust.verified"  # in state_dir: the digest of the trust.chain bytes whose signatures passed
 MQTT_SCHEMES = ("mqtt", "mqtts")  # what PahoTransport speaks
 
 
@@ -128,10 +131,23 @@ class AgentSettings:
             data = self.trust_path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"trust_path: cannot read {self.trust_path}: {exc.strerror or exc}") from None
+        # The signatures are checked once per content of the file, not at every start: checking them loads
+        # cryptography (~8 MB resident for the agent's lifetime). The memo only names a digest of bytes that
+        # passed; other bytes (a new or tampered file) are checked in full.
+        memo = self.state_dir / TRUST_MEMO
+        digest = hashlib.sha256(data).hexdigest()
         try:
-            return RootOfTrust.from_chain(pb.TrustChain.FromString(data))
+            verified = memo.read_text().strip() == digest
+        except OSError:
+            verified = False
+        try:
+            root = RootOfTrust.from_chain(pb.TrustChain.FromString(data), already_verified=verified)
         except (DecodeError, VerificationError) as exc:
             raise ConfigError(f"trust_path: {self.trust_path} is not a valid trust chain: {exc}") from None
+        if not verified:
+            with contextlib.suppress(OSError):  # no state dir yet, or read-only: the next start checks again
+                memo.write_text(digest + "\n")
+        return root
 
 
 def field_names() -> list[str]:

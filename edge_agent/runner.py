@@ -120,8 +120,8 @@ class LoopRunner:
             self._step, self._tick_s, self._on_stop = step, tick_s, on_stop
             early, self._early = self._early, []
         for item in early:
-            self._loop.call_soon_threadsafe(self._run, item)
-        self._loop.call_soon_threadsafe(self._tick)
+            self._schedule(self._run, item)
+        self._schedule(self._tick)
 
     def post(self, item: Item) -> None:
         with self._lock:
@@ -130,7 +130,7 @@ class LoopRunner:
             if self._step is None:
                 self._early.append(item)
                 return
-        self._loop.call_soon_threadsafe(self._run, item)
+        self._schedule(self._run, item)
 
     def submit(self, job: Item) -> None:
         with self._lock:
@@ -204,6 +204,12 @@ class LoopRunner:
             return asyncio.get_running_loop() is self._loop
         except RuntimeError:
             return False
+
+    def _schedule(self, fn: Callable[..., None], *args: object) -> None:
+        if self._on_loop():
+            self._loop.call_soon(fn, *args)  # no wake-up write needed: the loop is running this very code
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
 
     def _drain_jobs(self) -> None:
         while True:

@@ -3,9 +3,11 @@
     compile_estimator(estimator, X, y, target="onnx", quantize="auto", reference_X=None, gate=None)
         -> CompileResult(artifacts=[BuiltArtifact(artifact, data)], fragment=pb.Manifest, report)
 
-Families: linear models, MLPs, tree ensembles, and Pipelines of StandardScaler / MinMaxScaler /
-SimpleImputer / OneHotEncoder (ColumnTransformer too) in front of them. Targets: ONNX (fp32, INT8) for
-onnxruntime, TFLite (fp32, INT8) for linear models and MLPs. See protocols/MANIFEST.md for the fragment.
+Families: linear models, MLPs, tree ensembles (HistGradientBoosting with categorical features too), SVMs,
+k-NN and naive Bayes (through skl2onnx), behind Pipelines of scalers, SimpleImputer, OneHotEncoder,
+OrdinalEncoder, elementwise FunctionTransformers and ColumnTransformers (README: "What the compiler
+takes"). Targets: ONNX (fp32, INT8) for onnxruntime, TFLite (fp32, INT8) for linear models and MLPs
+without an OrdinalEncoder. See protocols/MANIFEST.md for the fragment.
 """
 
 from model_compiler.compiler import BuiltArtifact, CompileResult, compile_estimator

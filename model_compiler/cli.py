@@ -1,4 +1,5 @@
-"""`edgefleet compile MODEL.joblib --data DATA.npz --target onnx|tflite|all --quantize none|int8|auto --out DIR`."""
+"""`edgefleet compile MODEL.joblib --data DATA.npz --out DIR`, with `--target onnx|tflite|all` and
+`--quantize none|int8|fp16|auto`."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--target", choices=TARGET_CHOICES, default="onnx", help="(default onnx)")
     p.add_argument(
         "--quantize", choices=QUANTIZE_CHOICES, default="auto",
-        help="auto (default): the smallest artifact that passes the gate",
+        help="auto (default): the smallest of fp32, INT8 and FP16-weight artifacts that passes the gate "
+        "(the choice and why: manifest lineage compiler_choice.<target>)",
     )
     p.add_argument("--out", required=True, help="directory for the artifacts and manifest.fragment.json")
     p.add_argument("--reference", help=".npz with array X (training data) for the drift reference profile")
@@ -85,8 +87,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgefleet compile: {exc}", file=sys.stderr)
         return 2
     print(result.report.table())
-    if args.target == "all" and result.report.family == "trees":
-        print("note: tree ensembles compile to ONNX only (TFLite has no tree operator); no TFLite artifact built")
     try:
         written = result.write(args.out)
     except OSError as exc:

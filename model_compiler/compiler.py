@@ -1,9 +1,10 @@
 """`compile_estimator`: a fitted estimator in, gated artifacts and a manifest fragment out.
 
-Steps: read the estimator into a DenseModel or Forest (families.py); build every candidate the options
+Steps: read the estimator into a DenseModel, Forest or Converted (families.py); build every candidate the options
 allow (candidates.py); load each in the very runtime adapter devices use (edge_agent.serving.runtime) and judge
 it against the source estimator on the held-out data (gate.py); keep, per target, the fp32 artifact
-(`none`), the smallest passing INT8 one (`int8`) or the smallest passing one (`auto`); then embed
+(`none`), the smallest passing INT8 one (`int8`), the FP16-weight one (`fp16`) or the smallest passing
+one of all these (`auto`, which writes what it kept and why into the manifest's lineage); then embed
 self-test vectors that every kept artifact passes through edge_agent.serving.selftest, and the reference profile.
 """
 
@@ -18,12 +19,29 @@ import numpy as np
 from edge_agent.serving.runtime import LoadedModel, Prediction, load_model
 from edge_agent.serving.selftest import run_self_test
 from model_compiler import gate as gates
-from model_compiler.candidates import Candidate, build, plan, requirement
+from model_compiler.candidates import (
+    QUANTIZATIONS_AUTO,
+    Candidate,
+    build,
+    label_dtype,
+    plan,
+    requirement,
+    tflite_refusal,
+)
 from model_compiler.errors import BadInputError, CompileError, GateRefusedError
 from model_compiler.families import Analysis, analyse, label_str
-from model_compiler.manifest import FRAGMENT_FILE, artifact_record, estimator_digest, fragment_json, io_schema
+from model_compiler.manifest import (
+    CHOICE_KEY,
+    FRAGMENT_FILE,
+    NOTES_KEY,
+    artifact_record,
+    estimator_digest,
+    fragment_json,
+    io_schema,
+)
 from model_compiler.profile import reference_profile
 from model_compiler.report import CandidateReport, CompileReport
+from model_compiler.segments import compares_scaled_categories
 from model_compiler.types import QUANTIZE_CHOICES, SELF_TEST_SOURCES, TARGET_CHOICES, TARGETS
 from model_compiler.vectors import build_self_test, pick_classifier_rows, pick_regressor_rows, synthetic_inputs
 from protocols.v1 import messages_pb2 as pb
@@ -73,7 +91,12 @@ def _check_data(x: Any, y: Any, n_features: int, what: str) -> np.ndarray:
     return x
 
 
-def _source_outputs(estimator: Any, x: np.ndarray, classifier: bool) -> list[str] | np.ndarray:
+def _source_outputs(estimator: Any, x: np.ndarray, classifier: bool, float64: bool = False) -> list[str] | np.ndarray:
+    """The estimator's predictions on what a device sends (float32 values). With `float64`, scikit-learn
+    computes on them in float64: on float32 input it scales in float32 and then misses the float64
+    categories a OneHotEncoder after scaling was fitted on (the artifact compares within a tolerance)."""
+    if float64:
+        x = np.asarray(x, dtype=np.float64)
     try:
         predicted = estimator.predict(x)
     except Exception as exc:  # sklearn raises many types for data it cannot take (NaN without imputer, ...)
@@ -109,8 +132,9 @@ def compile_estimator(
     if y is None:
         raise BadInputError("held-out data: y is missing")
     x = _check_data(X, y, model.n_features, "held-out data")
+    as_f64 = compares_scaled_categories(list(model.segments))  # see _source_outputs
     ref_x = x if reference_X is None else _check_data(reference_X, None, model.n_features, "reference data")
-    source = _source_outputs(estimator, x, analysis.classifier)
+    source = _source_outputs(estimator, x, analysis.classifier, as_f64)
     io = io_schema(
         n_features=model.n_features,
         classifier=analysis.classifier,
@@ -118,6 +142,7 @@ def compile_estimator(
         n_outputs=model.n_outputs,
         feature_names=analysis.feature_names,
         accepts_missing=model.accepts_missing,
+        label_dtype=label_dtype(model),
     )
     if analysis.classifier:
         y_labels = [label_str(v) for v in np.asarray(y).ravel()]
@@ -128,15 +153,22 @@ def compile_estimator(
     report = CompileReport(analysis.estimator, model.family, analysis.classifier, source_metrics)
 
     targets = list(TARGETS) if target == "all" else [target]
-    if target == "all" and model.family == "trees":
-        targets = ["onnx"]  # tree ensembles have no TFLite form; a TFLite-only device cannot take them
-    quantizations = ["none", "int8"] if quantize == "auto" else [quantize]
+    no_tflite = tflite_refusal(model) if target == "all" else None
+    if no_tflite:  # a TFLite-only device cannot take this model; the ONNX artifact serves the others
+        targets = ["onnx"]
+        report.notes.append(f"no TFLite artifact: {no_tflite}")
+    quantizations = list(QUANTIZATIONS_AUTO) if quantize == "auto" else [quantize]
     kept: list[tuple[Candidate, pb.Artifact, Prediction, LoadedModel]] = []
     for t in targets:
         trials = []
         for q, variant in plan(model, t, quantizations):
             candidate = build(model, t, q, variant, ref_x)
-            record = artifact_record(candidate, classifier=analysis.classifier, requirement=requirement(model, t))
+            record = artifact_record(
+                candidate,
+                classifier=analysis.classifier,
+                requirement=requirement(model, t),
+                label_output=label_dtype(model) is not None,
+            )
             loaded = load_model(record, candidate.data, io)
             prediction = loaded.predict(x)
             if analysis.classifier:
@@ -164,6 +196,8 @@ def compile_estimator(
                     chosen=chosen is not None and candidate is chosen[0],
                 )
             )
+        if chosen is not None and quantize == "auto":
+            report.choices[t] = _why_chosen(chosen[0], [(c, v) for c, _, _, _, v in trials])
         if chosen is None:
             raise GateRefusedError(
                 f"no {t} artifact of {analysis.estimator} passed the accuracy gate\n{report.table()}", report
@@ -171,14 +205,18 @@ def compile_estimator(
         kept.append(chosen[:4])
 
     fragment = pb.Manifest(io=io, source_model_sha256=estimator_digest(estimator))
+    if report.notes:
+        fragment.lineage[NOTES_KEY] = "; ".join(report.notes)
+    for t, why in report.choices.items():
+        fragment.lineage[f"{CHOICE_KEY}.{t}"] = why
     fragment.metrics.update(source_metrics)
-    ref_source = source if reference_X is None else _source_outputs(estimator, ref_x, analysis.classifier)
+    ref_source = source if reference_X is None else _source_outputs(estimator, ref_x, analysis.classifier, as_f64)
     fragment.reference.CopyFrom(
         reference_profile(ref_x, ref_source, class_labels=analysis.class_labels, feature_names=analysis.feature_names)
     )
     if self_test_from == "synthetic":
         vector_x = synthetic_inputs(fragment.reference, max(SYNTHETIC_POOL_ROWS, 16 * n_self_test))
-        vector_source = _source_outputs(estimator, vector_x, analysis.classifier)
+        vector_source = _source_outputs(estimator, vector_x, analysis.classifier, as_f64)
         vector_kept = [(c, r, loaded.predict(vector_x), loaded) for c, r, _, loaded in kept]
     else:
         vector_x, vector_source, vector_kept = x, source, kept
@@ -191,6 +229,23 @@ def compile_estimator(
         fragment.artifacts.append(record)
         built.append(BuiltArtifact(record, candidate.data))
     return CompileResult(built, fragment, report)
+
+
+def _describe(c: Candidate) -> str:
+    return c.quantization if c.variant in ("", c.quantization) else f"{c.quantization} {c.variant}"
+
+
+def _why_chosen(chosen: Candidate, trials: list[tuple[Candidate, gates.Verdict]]) -> str:
+    """One line for the manifest: what `--quantize auto` kept, and why over each other candidate."""
+    passed = [c for c, v in trials if v.passed]
+    others = [f"{_describe(c)} {len(c.data):,} B" for c in passed if c is not chosen]
+    refused = [f"{_describe(c)} {len(c.data):,} B: {v.reason}" for c, v in trials if not v.passed]
+    line = f"auto kept {_describe(chosen)} ({len(chosen.data):,} B): the smallest of {len(passed)} passing the gate"
+    if others:
+        line += f" (also passed: {', '.join(others)})"
+    if refused:
+        line += f"; refused by the gate: {'; '.join(refused)}"
+    return line
 
 
 def _self_test(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model_compiler.preprocess import Segment, apply_segments, imputes
+from model_compiler.segments import Segment, apply_segments, imputes
 from model_compiler.types import Activation
 
 

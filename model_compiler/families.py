@@ -1,7 +1,8 @@
 """Which scikit-learn estimators the compiler takes, and how each becomes a `DenseModel` or a `Forest`.
 
-Supported: linear models, MLPs and tree ensembles, alone or at the end of a Pipeline whose earlier steps
-are StandardScaler, MinMaxScaler, SimpleImputer, OneHotEncoder or a ColumnTransformer of those. The
+Supported: linear models, MLPs and tree ensembles (read here), SVMs, k-NN and naive Bayes (converted by
+skl2onnx, see converted.py), alone or at the end of a Pipeline of the preprocessing steps preprocess.py
+traces (scalers, SimpleImputer, OneHotEncoder, OrdinalEncoder, FunctionTransformer, ColumnTransformer). The
 list of linear models is explicit: a model outside it (say PoissonRegressor, whose link is not the
 identity) must be refused, not compiled wrongly.
 """
@@ -13,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from model_compiler.converted import CONVERTED_FAMILIES, Converted, converted_from
 from model_compiler.dense import DenseModel, Layer
 from model_compiler.errors import BadInputError, UnsupportedModelError
 from model_compiler.forest import Forest, forest_from
-from model_compiler.preprocess import Segment, output_width, trace
+from model_compiler.preprocess import trace
+from model_compiler.segments import Segment, output_width
 
 # predict = argmax(X @ coef_.T + intercept_) (classes_[d > 0] when binary)
 LINEAR_CLASSIFIERS = {
@@ -48,7 +51,7 @@ MLP_ACTIVATIONS = {"identity", "relu", "tanh", "logistic"}
 
 @dataclass(frozen=True)
 class Analysis:
-    model: DenseModel | Forest
+    model: DenseModel | Forest | Converted
     classifier: bool
     class_labels: list[str]
     feature_names: list[str]
@@ -73,20 +76,28 @@ def analyse(estimator: Any) -> Analysis:
     except NotFittedError:
         raise BadInputError(f"{type(estimator).__name__} is not fitted") from None
     steps: list[Any] = []
+    names: list[str] = []
     final = estimator
     if isinstance(estimator, Pipeline):
         steps = [s for _, s in estimator.steps[:-1]]
+        names = [n for n, _ in estimator.steps[:-1]]
         final = estimator.steps[-1][1]
         if final is None or final == "passthrough":
             raise UnsupportedModelError("Pipeline without a final estimator")
+    name = type(final).__name__
+    described = f"Pipeline({', '.join(type(s).__name__ for s in [*steps, final])})" if steps else name
+    categorical = getattr(final, "_preprocessor", None)
+    if categorical is not None and type(final).__name__.startswith("HistGradientBoosting"):
+        # its categorical features pass its own OrdinalEncoder first: traced like any preprocessing step
+        steps, names = [*steps, categorical], [*names, f"{type(final).__name__}'s categorical encoder"]
     n_features = getattr(estimator, "n_features_in_", None)
     if n_features is None:
         raise UnsupportedModelError(f"{type(estimator).__name__} without n_features_in_")
-    segments = tuple(trace(steps, int(n_features)))
-    name = type(final).__name__
-    described = f"Pipeline({', '.join(type(s).__name__ for s in [*steps, final])})" if steps else name
-    model: DenseModel | Forest
-    if name in LINEAR_CLASSIFIERS or name in LINEAR_REGRESSORS:
+    segments = tuple(trace(steps, int(n_features), names))
+    model: DenseModel | Forest | Converted
+    if name in CONVERTED_FAMILIES:
+        model = converted_from(final, int(n_features), segments)
+    elif name in LINEAR_CLASSIFIERS or name in LINEAR_REGRESSORS:
         model = _linear(final, int(n_features), segments)
     elif name in ("MLPClassifier", "MLPRegressor"):
         model = _mlp(final, int(n_features), segments)

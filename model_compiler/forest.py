@@ -14,13 +14,13 @@ Thresholds are rounded *down* to float32: for any float32 input x, `x <= t` hold
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from model_compiler.errors import UnsupportedModelError
-from model_compiler.preprocess import Segment, imputes
+from model_compiler.segments import Segment, imputes
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class Tree:
     missing_left: np.ndarray  # bool per node: NaN goes left
     value: np.ndarray  # float64 (n_nodes, len(targets)): what each leaf adds
     targets: np.ndarray  # int64: output targets this tree contributes to
+    # categorical splits (HistGradientBoosting): node -> the category codes that go left; any other code
+    # goes right, NaN (missing or unknown) follows missing_left
+    left_sets: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -169,8 +172,8 @@ def _gradient_boosting(est: Any, classifier: bool, n_features: int, segments: tu
 
 def _hist_gradient_boosting(est: Any, classifier: bool, n_features: int, segments: tuple[Segment, ...]) -> Forest:
     name = type(est).__name__
-    if est._preprocessor is not None or getattr(est, "is_categorical_", None) is not None:
-        raise UnsupportedModelError(f"{name} with categorical features")
+    # categorical features: est._preprocessor (an OrdinalEncoder, traced into `segments` by families.py)
+    # turns categories into codes 0..k-1 and unknown ones into NaN; the trees split on sets of codes
     if type(est._loss.link).__name__ not in ("IdentityLink", "LogitLink", "MultinomialLogit"):
         raise UnsupportedModelError(f"{name}(loss={est.loss!r})")
     base = np.asarray(est._baseline_prediction, dtype=np.float64).reshape(-1)
@@ -179,9 +182,11 @@ def _hist_gradient_boosting(est: Any, classifier: bool, n_features: int, segment
     for stage in est._predictors:
         for j, predictor in enumerate(stage):
             nodes = predictor.nodes
-            if nodes["is_categorical"].any():
-                raise UnsupportedModelError(f"{name} with categorical splits")
             leaf = nodes["is_leaf"].astype(bool)
+            left_sets = {
+                int(i): _bitset_members(predictor.raw_left_cat_bitsets[nodes["bitset_idx"][i]])
+                for i in np.flatnonzero(nodes["is_categorical"].astype(bool) & ~leaf)
+            }
             trees.append(
                 Tree(
                     feature=np.where(leaf, -1, nodes["feature_idx"].astype(np.int64)),
@@ -191,6 +196,7 @@ def _hist_gradient_boosting(est: Any, classifier: bool, n_features: int, segment
                     missing_left=nodes["missing_go_to_left"].astype(bool),
                     value=nodes["value"].astype(np.float64).reshape(-1, 1),
                     targets=np.array([j]),
+                    left_sets=left_sets,
                 )
             )
     post = "none"
@@ -198,6 +204,12 @@ def _hist_gradient_boosting(est: Any, classifier: bool, n_features: int, segment
         post = "softmax" if k > 1 else "logistic2"
     n_outputs = len(est.classes_) if classifier else 1
     return Forest("trees", name, n_features, segments, tuple(trees), k, False, base, post, classifier, n_outputs, True)
+
+
+def _bitset_members(words: np.ndarray) -> np.ndarray:
+    """The codes whose bit is set in a scikit-learn category bitset (uint32 words, bit c % 32 of word c // 32)."""
+    bits = np.unpackbits(np.asarray(words, dtype="<u4").view(np.uint8), bitorder="little")
+    return np.flatnonzero(bits).astype(np.float32)
 
 
 def forest_from(est: Any, n_features: int, segments: tuple[Segment, ...]) -> Forest:

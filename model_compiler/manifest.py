@@ -12,10 +12,14 @@ from typing import Any
 from google.protobuf import json_format
 
 from model_compiler.candidates import Candidate
-from model_compiler.types import INPUT_NAME, SCORES_NAME, VALUES_NAME
+from model_compiler.types import INPUT_NAME, LABEL_NAME, SCORES_NAME, VALUES_NAME
 from protocols.v1 import messages_pb2 as pb
 
 FRAGMENT_FILE = "manifest.fragment.json"
+# lineage key of the compiler's notes on what it did not build and why (e.g. no TFLite form)
+NOTES_KEY = "compiler_notes"
+# lineage key prefix (then ".onnx" / ".tflite") of what `--quantize auto` kept per target, and why
+CHOICE_KEY = "compiler_choice"
 
 
 def io_schema(
@@ -26,11 +30,15 @@ def io_schema(
     n_outputs: int,
     feature_names: list[str],
     accepts_missing: bool,
+    label_dtype: str | None = None,
 ) -> pb.IoSchema:
     output = SCORES_NAME if classifier else VALUES_NAME
+    outputs = [pb.TensorSpec(name=output, dtype="float32", shape=[-1, n_outputs])]
+    if label_dtype:  # classifiers converted by skl2onnx name their predicted labels too
+        outputs.insert(0, pb.TensorSpec(name=LABEL_NAME, dtype=label_dtype, shape=[-1]))
     return pb.IoSchema(
         inputs=[pb.TensorSpec(name=INPUT_NAME, dtype="float32", shape=[-1, n_features])],
-        outputs=[pb.TensorSpec(name=output, dtype="float32", shape=[-1, n_outputs])],
+        outputs=outputs,
         task=pb.TASK_CLASSIFICATION if classifier else pb.TASK_REGRESSION,
         class_labels=class_labels,
         n_features=n_features,
@@ -39,7 +47,9 @@ def io_schema(
     )
 
 
-def artifact_record(candidate: Candidate, *, classifier: bool, requirement: str) -> pb.Artifact:
+def artifact_record(
+    candidate: Candidate, *, classifier: bool, requirement: str, label_output: bool = False
+) -> pb.Artifact:
     """What the manifest says about one artifact (metrics are added once measured)."""
     return pb.Artifact(
         name=candidate.name,
@@ -49,7 +59,7 @@ def artifact_record(candidate: Candidate, *, classifier: bool, requirement: str)
         quantization=candidate.quantization,
         runtime=candidate.runtime,
         runtime_requirement=requirement,
-        predicted_output="" if classifier else VALUES_NAME,
+        predicted_output=(LABEL_NAME if label_output else "") if classifier else VALUES_NAME,
         scores_output=SCORES_NAME if classifier else "",
     )
 

@@ -1,9 +1,10 @@
 """Dense networks (linear models, MLPs) to ONNX: plain standard ops in fp32, static QDQ in INT8.
 
 fp32: preprocessing (Sub/Mul, ...), then Gemm + activation per layer, then Softmax for probabilistic
-classifiers. INT8 is the same graph with QuantizeLinear/DequantizeLinear pairs around each Gemm input
-(uint8 activations, 7-bit int8 weights per channel or per tensor, int32 bias), the layout onnxruntime fuses into integer
-kernels at load time. A ReLU feeding the next layer is dropped: that layer's uint8 quantizer has zero
+classifiers. FP16 (weight-only) is that graph with float16 weight matrices behind a Cast. INT8 is the
+same graph with QuantizeLinear/DequantizeLinear pairs around each Gemm input (uint8 activations, 7-bit
+int8 weights per channel or per tensor, int32 bias), the layout onnxruntime fuses into integer kernels
+at load time. A ReLU feeding the next layer is dropped: that layer's uint8 quantizer has zero
 point 0, so it already clamps negatives to zero.
 """
 
@@ -31,11 +32,17 @@ def _finish(g: GraphBuilder, model: DenseModel, a: str) -> onnx.ModelProto:
     return g.model(model.n_features, [(name, model.n_outputs)])
 
 
-def dense_to_onnx(model: DenseModel) -> onnx.ModelProto:
+def dense_to_onnx(model: DenseModel, *, fp16_weights: bool = False) -> onnx.ModelProto:
+    """fp32; with fp16_weights the weight matrices are stored as float16 and cast to float32 (folded
+    once at load): half the bytes, fp32 arithmetic."""
     g = GraphBuilder()
     a = emit_preprocessing(g, list(model.segments), model.n_features)
     for layer in model.layers:
-        a = g.op("Gemm", [a, g.const(layer.weight, "w"), g.const(layer.bias, "b")])
+        if fp16_weights:
+            w = g.op("Cast", [g.const(layer.weight.astype(np.float16), "w")], to=onnx.TensorProto.FLOAT)
+        else:
+            w = g.const(layer.weight, "w")
+        a = g.op("Gemm", [a, w, g.const(layer.bias, "b")])
         if layer.activation != "identity":
             a = g.op(_ACTIVATION_OPS[layer.activation], [a])
     return _finish(g, model, a)

@@ -34,6 +34,7 @@ class _Arrays:
         self.n_nodes = 0
         self.n_leaves = 0
         self.roots: list[int] = []
+        self.members: list[float] = []  # the sets of BRANCH_MEMBER nodes, in node order, each closed by NaN
         self.parts: dict[str, list[np.ndarray]] = {k: [] for k in _NODE_FIELDS + _LEAF_FIELDS}
 
     def add(self, tree: Tree, leaf_target: np.ndarray, leaf_weight: np.ndarray) -> None:
@@ -55,6 +56,7 @@ class _Arrays:
                 "false_ids": index[:1],
                 "false_leaf": [1],
                 "missing_true": [1],
+                "modes": [BRANCH_LEQ],
             }
             self.roots.append(self.n_nodes)
         else:
@@ -67,7 +69,11 @@ class _Arrays:
                 "false_ids": index[right],
                 "false_leaf": is_leaf[right].astype(np.int64),
                 "missing_true": tree.missing_left[internal].astype(np.int64),
+                "modes": [BRANCH_MEMBER if int(i) in tree.left_sets else BRANCH_LEQ for i in internal],
             }
+            for i in internal:
+                if int(i) in tree.left_sets:
+                    self.members.extend([*tree.left_sets[int(i)].tolist(), float("nan")])
             self.roots.append(int(index[0]))
         for k, v in node.items():
             self.parts[k].append(np.asarray(v))
@@ -81,7 +87,8 @@ class _Arrays:
         return np.concatenate(self.parts[name]).astype(np.float32)
 
 
-_NODE_FIELDS = ["features", "splits", "true_ids", "true_leaf", "false_ids", "false_leaf", "missing_true"]
+_NODE_FIELDS = ["features", "splits", "true_ids", "true_leaf", "false_ids", "false_leaf", "missing_true", "modes"]
+BRANCH_LEQ, BRANCH_MEMBER = 0, 6  # TreeEnsemble's nodes_modes
 _LEAF_FIELDS = ["leaf_targets", "leaf_weights"]
 
 
@@ -96,7 +103,7 @@ def _ensemble_attrs(arrays: _Arrays, n_targets: int, missing: bool) -> dict[str,
         "tree_roots": arrays.roots,
         "nodes_featureids": arrays.ints("features"),
         "nodes_splits": numpy_helper.from_array(arrays.floats("splits")),
-        "nodes_modes": numpy_helper.from_array(np.zeros(arrays.n_nodes, dtype=np.uint8)),  # BRANCH_LEQ
+        "nodes_modes": numpy_helper.from_array(np.concatenate(arrays.parts["modes"]).astype(np.uint8)),
         "nodes_truenodeids": arrays.ints("true_ids"),
         "nodes_trueleafs": arrays.ints("true_leaf"),
         "nodes_falsenodeids": arrays.ints("false_ids"),
@@ -104,6 +111,8 @@ def _ensemble_attrs(arrays: _Arrays, n_targets: int, missing: bool) -> dict[str,
         "leaf_targetids": arrays.ints("leaf_targets"),
         "leaf_weights": numpy_helper.from_array(arrays.floats("leaf_weights")),
     }
+    if arrays.members:
+        attrs["membership_values"] = numpy_helper.from_array(np.array(arrays.members, dtype=np.float32))
     if missing:  # only where NaN can reach the trees: elsewhere the runtime refuses it
         attrs["nodes_missing_value_tracks_true"] = arrays.ints("missing_true")
     return attrs

@@ -12,10 +12,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model_compiler.preprocess import NumericSegment, Segment, is_identity
+from model_compiler.segments import IndicatorSegment, Lookup, NumericSegment, Op, Segment, is_identity
 from model_compiler.types import INPUT_NAME
 
-_ARITHMETIC = {"sub": "Sub", "div": "Div", "mul": "Mul", "add": "Add"}
+_ARITHMETIC = {"sub": "Sub", "div": "Div", "mul": "Mul", "add": "Add", "max": "Max", "min": "Min"}
+_UNARY = {"log": "Log", "exp": "Exp", "sqrt": "Sqrt", "abs": "Abs"}
 OPSET = 17  # onnxruntime >= 1.14
 IR_VERSION = 8
 
@@ -79,25 +80,58 @@ class GraphBuilder:
         return model
 
 
+def _emit_ops(g: GraphBuilder, v: str, ops: tuple[Op, ...]) -> str:
+    for op in ops:
+        if op.lookup is not None:
+            v = _emit_lookup(g, v, op.lookup)
+        elif op.kind == "fill":
+            v = g.op("Where", [g.op("IsNaN", [v]), g.const(op.value, "f"), v])
+        elif op.kind == "log1p":
+            v = g.op("Log", [g.op("Add", [v, g.const(np.float32(1.0), "o")])])
+        elif op.kind in _UNARY:
+            v = g.op(_UNARY[op.kind], [v])
+        else:
+            v = g.op(_ARITHMETIC[op.kind], [v, g.const(op.value, op.kind[0])])
+    return v
+
+
+def _emit_lookup(g: GraphBuilder, v: str, lookup: Lookup) -> str:
+    """One column (rows, 1) through an OrdinalEncoder: Equal against the keys, MatMul with the codes."""
+    hit = g.op("Cast", [g.op("Equal", [v, g.const(lookup.keys, "k")])], to=TensorProto.FLOAT)
+    coded = g.op("MatMul", [hit, g.const(lookup.codes.reshape(-1, 1), "k")])
+    found = g.op("Greater", [g.op("MatMul", [hit, g.const(np.ones((len(lookup.keys), 1), np.float32), "k")]),
+                             g.const(np.float32(0.5), "h")])
+    out = g.op("Where", [found, coded, g.const(np.float32(lookup.unknown), "u")])
+    if not (np.isnan(lookup.missing) and np.isnan(lookup.unknown)) and lookup.missing != lookup.unknown:
+        out = g.op("Where", [g.op("IsNaN", [v]), g.const(np.float32(lookup.missing), "u"), out])
+    return out
+
+
 def emit_preprocessing(g: GraphBuilder, segments: list[Segment], n_features: int) -> str:
     """Standard-op graph computing `preprocess.apply_segments`; returns the name of its output."""
     if is_identity(segments, n_features):
         return INPUT_NAME
     parts = []
     for s in segments:
+        if isinstance(s, IndicatorSegment):
+            v = g.op("Gather", [INPUT_NAME, g.const(s.columns, "i")], axis=1)
+            parts.append(g.op("Cast", [g.op("IsNaN", [v])], to=TensorProto.FLOAT))
+            continue
         if isinstance(s, NumericSegment):
             v = INPUT_NAME
             if not np.array_equal(s.columns, np.arange(n_features)):
                 v = g.op("Gather", [v, g.const(s.columns, "i")], axis=1)
-            for op in s.ops:
-                if op.kind == "fill":
-                    v = g.op("Where", [g.op("IsNaN", [v]), g.const(op.value, "f"), v])
-                else:
-                    v = g.op(_ARITHMETIC[op.kind], [v, g.const(op.value, op.kind[0])])
-        else:
-            v = g.op("Gather", [INPUT_NAME, g.const(np.array([s.column], dtype=np.int64), "i")], axis=1)
-            if s.fill is not None:
-                v = g.op("Where", [g.op("IsNaN", [v]), g.const(np.float32(s.fill), "f"), v])
-            v = g.op("Cast", [g.op("Equal", [v, g.const(s.categories, "k")])], to=TensorProto.FLOAT)
-        parts.append(v)
+            parts.append(_emit_ops(g, v, s.ops))
+            continue
+        v = g.op("Gather", [INPUT_NAME, g.const(np.array([s.column], dtype=np.int64), "i")], axis=1)
+        v = _emit_ops(g, v, s.ops)
+        if s.tolerance is None:
+            hit = g.op("Equal", [v, g.const(s.categories, "k")])
+        else:  # computed in float32 here, in float64 by scikit-learn: equal within a tolerance
+            distance = g.op("Abs", [g.op("Sub", [v, g.const(s.categories, "k")])])
+            hit = g.op("LessOrEqual", [distance, g.const(s.tolerance, "t")])
+        hot = g.op("Cast", [hit], to=TensorProto.FLOAT)
+        if s.nan_category:
+            hot = g.op("Concat", [hot, g.op("Cast", [g.op("IsNaN", [v])], to=TensorProto.FLOAT)], axis=1)
+        parts.append(hot)
     return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1)

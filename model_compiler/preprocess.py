@@ -1,67 +1,60 @@
-"""Preprocessing steps (scalers, imputation, one-hot encoding, column transformers) as plain data.
+"""Tracing fitted preprocessing steps (scalers, imputation, encoders, elementwise functions, column
+transformers) into `segments.Segment`s, which the emitters turn into standard ops.
 
-A fitted preprocessing chain is traced column by column into `Segment`s that the emitters turn into
-standard ops (Gather, IsNaN/Where, Sub, Div, Mul, Add, Equal/Cast, Concat), never `ai.onnx.ml` ops: such
-graphs load faster and quantize cleanly, and the scaling stays *before* the first layer instead of being
-folded into its weights (folding loses accuracy under INT8).
+Standard ops (Gather, IsNaN/Where, Sub, Div, Mul, Add, Max/Min, Log/Exp/Sqrt/Abs, Equal/Cast, MatMul,
+Concat), never `ai.onnx.ml` ops: such graphs load faster and quantize cleanly, and the scaling stays
+*before* the first layer instead of being folded into its weights (folding loses accuracy under INT8).
 
 Each column keeps scikit-learn's own sequence of float operations, not a folded equivalent:
-StandardScaler is `(x - mean) / scale`, MinMaxScaler `x * scale + min`, SimpleImputer fills NaN. The
-artifact then differs from scikit-learn by float32 rounding only, which matters for a tree that splits
-between two training values one float32 step apart (folding into one multiply-add flipped 0.6% of the
-digits predictions of a scaled random forest; this order flips about half as many).
-
-Output columns: numeric (a chain of `Op`s on one source column) or one-hot (1.0 where the source column,
-after imputation, equals a category). Consecutive numeric columns with the same chain of op kinds form a
-`NumericSegment`; the one-hot columns of one source column an `OneHotSegment`. `apply_segments` is the
-numpy reference the emitted graphs are tested against.
+StandardScaler is `(x - mean) / scale`, MinMaxScaler `x * scale + min` (then clipped when `clip=True`),
+SimpleImputer fills NaN. The artifact then differs from scikit-learn by float32 rounding only, which
+matters for a tree that splits between two training values one float32 step apart (folding into one
+multiply-add flipped 0.6% of the digits predictions of a scaled random forest; this order flips about
+half as many). A step the compiler cannot trace is refused, naming it (`step 'name': ...`).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from model_compiler.errors import UnsupportedModelError
+from model_compiler.segments import (
+    UNARY,
+    IndicatorSegment,
+    Lookup,
+    NumericSegment,
+    OneHotSegment,
+    Op,
+    OpKind,
+    Segment,
+)
 
-OpKind = Literal["fill", "sub", "div", "mul", "add"]
+# FunctionTransformer functions that are one elementwise ONNX op (log1p: Log after Add 1)
+_FUNCTIONS = {np.log: "log", np.log1p: "log1p", np.exp: "exp", np.sqrt: "sqrt", np.abs: "abs"}
+# one-hot after arithmetic: |value - category| <= ONEHOT_TOLERANCE x max(1, |category|)
+ONEHOT_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
 class _Num:
     col: int
-    ops: tuple[tuple[OpKind, float], ...] = ()
+    ops: tuple[tuple[OpKind, Any], ...] = ()
 
 
 @dataclass(frozen=True)
 class _OneHot:
     col: int
-    fill: float | None
-    category: float
+    ops: tuple[tuple[OpKind, Any], ...]
+    category: float  # NaN: the missing-value category
 
 
 @dataclass(frozen=True)
-class Op:
-    kind: OpKind  # fill: NaN -> value; sub/div/mul/add: elementwise with value
-    value: np.ndarray  # float32, one per column of the segment
-
-
-@dataclass(frozen=True)
-class NumericSegment:
-    columns: np.ndarray  # int64 source columns
-    ops: tuple[Op, ...]
-
-
-@dataclass(frozen=True)
-class OneHotSegment:
-    column: int
-    fill: float | None
-    categories: np.ndarray  # float32, one output column each
-
-
-Segment = NumericSegment | OneHotSegment
+class _Indicator:
+    col: int  # 1.0 where the source column is NaN (SimpleImputer(add_indicator=True))
 
 
 def _name(step: Any) -> str:
@@ -69,9 +62,38 @@ def _name(step: Any) -> str:
 
 
 def _numeric(c: Any, step: Any) -> _Num:
-    if not isinstance(c, _Num):
+    if isinstance(c, _OneHot):
         raise UnsupportedModelError(f"{_name(step)} after one-hot encoding")
+    if isinstance(c, _Indicator):
+        raise UnsupportedModelError(f"{_name(step)} after a missing-value indicator")
     return c
+
+
+def _is_identity_function(step: Any) -> bool:
+    """FunctionTransformer that leaves values as they are: ColumnTransformer's passthrough, or the
+    check_array that HistGradientBoosting's own preprocessor runs on numeric columns."""
+    func = step.func
+    if func is None:
+        return True
+    from sklearn.utils.validation import check_array
+
+    return isinstance(func, functools.partial) and func.func is check_array
+
+
+def _function(step: Any, state: list[Any]) -> list[Any]:
+    kind: OpKind | None = _FUNCTIONS.get(step.func)  # type: ignore[assignment]
+    if kind is None or step.kw_args:
+        func = getattr(step.func, "__name__", repr(step.func))
+        raise UnsupportedModelError(
+            f"FunctionTransformer(func={func}{', kw_args' if step.kw_args else ''}): only numpy's "
+            f"{', '.join(_FUNCTIONS.values())} map to ONNX ops"
+        )
+    unary: tuple[OpKind, Any] = (kind, None)
+    return [_Num(c.col, (*_numeric(c, step).ops, unary)) for c in state]
+
+
+def _scale(step: Any, state: list[Any], ops_of: Any) -> list[Any]:
+    return [_Num(c.col, (*_numeric(c, step).ops, *ops_of(j))) for j, c in enumerate(state)]
 
 
 def trace_step(step: Any, state: list[Any]) -> list[Any]:
@@ -79,78 +101,138 @@ def trace_step(step: Any, state: list[Any]) -> list[Any]:
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import (
+        FunctionTransformer,
+        MaxAbsScaler,
+        MinMaxScaler,
+        OneHotEncoder,
+        OrdinalEncoder,
+        RobustScaler,
+        StandardScaler,
+    )
 
     if step is None or (isinstance(step, str) and step == "passthrough"):
         return state
-    if isinstance(step, FunctionTransformer) and step.func is None:  # identity (ColumnTransformer's passthrough)
-        return state
+    if isinstance(step, FunctionTransformer):
+        return state if _is_identity_function(step) else _function(step, state)
     if isinstance(step, Pipeline):
-        for _, sub in step.steps:
-            state = trace_step(sub, state)
+        for name, sub in step.steps:
+            state = _named(name, sub, state)
         return state
     if isinstance(step, StandardScaler):
-        out = []
-        for j, c in enumerate(state):
-            ops = list(_numeric(c, step).ops)
-            if step.with_mean:
-                ops.append(("sub", float(step.mean_[j])))
-            if step.with_std:
-                ops.append(("div", float(step.scale_[j])))
-            out.append(_Num(c.col, tuple(ops)))
-        return out
+        return _scale(
+            step,
+            state,
+            lambda j: ([("sub", float(step.mean_[j]))] if step.with_mean else [])
+            + ([("div", float(step.scale_[j]))] if step.with_std else []),
+        )
+    if isinstance(step, RobustScaler):
+        return _scale(
+            step,
+            state,
+            lambda j: ([("sub", float(step.center_[j]))] if step.with_centering else [])
+            + ([("div", float(step.scale_[j]))] if step.with_scaling else []),
+        )
+    if isinstance(step, MaxAbsScaler):
+        return _scale(step, state, lambda j: [("div", float(step.scale_[j]))])
     if isinstance(step, MinMaxScaler):
-        if step.clip:
-            raise UnsupportedModelError("MinMaxScaler(clip=True)")
-        return [
-            _Num(c.col, (*_numeric(c, step).ops, ("mul", float(step.scale_[j])), ("add", float(step.min_[j]))))
-            for j, c in enumerate(state)
-        ]
+        low, high = step.feature_range
+        clip = [("max", float(low)), ("min", float(high))] if step.clip else []
+        return _scale(step, state, lambda j: [("mul", float(step.scale_[j])), ("add", float(step.min_[j])), *clip])
     if isinstance(step, SimpleImputer):
         return _trace_imputer(step, state)
     if isinstance(step, OneHotEncoder):
         return _trace_onehot(step, state)
+    if isinstance(step, OrdinalEncoder):
+        return _trace_ordinal(step, state)
     if isinstance(step, ColumnTransformer):
         return _trace_column_transformer(step, state)
     raise UnsupportedModelError(f"{_name(step)} as a preprocessing step")
 
 
+def _named(name: str, step: Any, state: list[Any]) -> list[Any]:
+    """trace_step, with the step's name in any refusal (a pipeline may hold several of one class)."""
+    try:
+        return trace_step(step, state)
+    except UnsupportedModelError as exc:
+        if exc.what.startswith("step "):
+            raise
+        raise UnsupportedModelError(f"step {name!r}: {exc.what}") from None
+
+
 def _trace_imputer(step: Any, state: list[Any]) -> list[Any]:
-    if step.add_indicator:
-        raise UnsupportedModelError("SimpleImputer(add_indicator=True)")
     if not (isinstance(step.missing_values, float) and np.isnan(step.missing_values)):
         raise UnsupportedModelError(f"SimpleImputer(missing_values={step.missing_values!r}) (only NaN)")
     stats = np.asarray(step.statistics_, dtype=np.float64)
-    out = []
+    out: list[Any] = []
     for c, fill in zip(state, stats, strict=True):
         if np.isnan(fill):  # an all-missing column that sklearn drops (keep_empty_features=False)
             continue
         out.append(_Num(c.col, (*_numeric(c, step).ops, ("fill", float(fill)))))
+    if step.add_indicator:
+        for j in step.indicator_.features_:
+            c = _numeric(state[j], step)
+            if any(kind not in ("sub", "div", "mul", "add") for kind, _ in c.ops):  # these keep NaN as NaN
+                raise UnsupportedModelError("SimpleImputer(add_indicator=True) after a step other than scaling")
+            out.append(_Indicator(c.col))
     return out
 
 
-def _trace_onehot(step: Any, state: list[Any]) -> list[Any]:
+def _categories(step: Any, cats: np.ndarray) -> np.ndarray:
+    if cats.dtype.kind not in "iuf":
+        raise UnsupportedModelError(f"{_name(step)} with non-numeric categories ({cats.dtype}): send numbers")
+    return np.asarray(cats, dtype=np.float64)
+
+
+def _exact(ops: tuple[tuple[OpKind, Any], ...]) -> bool:
+    """Whether a chain gives values a device computes exactly (no float arithmetic on them)."""
+    return all(kind in ("fill", "lookup") for kind, _ in ops)
+
+
+def _refuse_infrequent(step: Any) -> None:
     if getattr(step, "infrequent_categories_", None) is not None and any(
         cats is not None for cats in step.infrequent_categories_
     ):
-        raise UnsupportedModelError("OneHotEncoder with infrequent categories (min_frequency / max_categories)")
+        raise UnsupportedModelError(f"{_name(step)} with infrequent categories (min_frequency / max_categories)")
+
+
+def _trace_onehot(step: Any, state: list[Any]) -> list[Any]:
+    _refuse_infrequent(step)
     drop = step.drop_idx_ if step.drop_idx_ is not None else [None] * len(state)
     out: list[Any] = []
     for c, cats, dropped in zip(state, step.categories_, drop, strict=True):
-        kinds = [k for k, _ in _numeric(c, step).ops]
-        if kinds not in ([], ["fill"]):
-            raise UnsupportedModelError("OneHotEncoder after scaling")
-        if cats.dtype.kind not in "iuf":
-            raise UnsupportedModelError(f"OneHotEncoder with non-numeric categories ({cats.dtype})")
-        values = np.asarray(cats, dtype=np.float64)
-        if np.isnan(values).any():
-            raise UnsupportedModelError("OneHotEncoder with NaN as a category")
-        fill = c.ops[0][1] if kinds else None
+        ops = _numeric(c, step).ops
+        values = _categories(step, cats)
+        if not _exact(ops):
+            finite = np.unique(values[~np.isnan(values)])
+            tolerance = ONEHOT_TOLERANCE * np.maximum(1.0, np.abs(finite))
+            if finite.size > 1 and (np.diff(finite) <= 2 * tolerance[1:]).any():
+                raise UnsupportedModelError(
+                    "OneHotEncoder after scaling, with categories too close to tell apart in float32"
+                )
         out.extend(
-            _OneHot(col=c.col, fill=fill, category=float(v))
+            _OneHot(col=c.col, ops=ops, category=float(v))
             for i, v in enumerate(values)
             if dropped is None or i != dropped
         )
+    return out
+
+
+def _trace_ordinal(step: Any, state: list[Any]) -> list[Any]:
+    _refuse_infrequent(step)
+    # scikit-learn raises on an unknown category unless told to encode it; a device cannot raise on one
+    # row of a batch, so there the model sees it as missing (NaN), as HistGradientBoosting's own encoder does
+    unknown = float(step.unknown_value) if step.handle_unknown == "use_encoded_value" else float("nan")
+    out: list[Any] = []
+    for c, cats in zip(state, step.categories_, strict=True):
+        ops = _numeric(c, step).ops
+        if not _exact(ops):
+            raise UnsupportedModelError("OrdinalEncoder after scaling")
+        values = _categories(step, cats)
+        keys = values[~np.isnan(values)]
+        missing = float(step.encoded_missing_value) if np.isnan(values).any() else unknown
+        lookup = Lookup(keys.astype(np.float32), np.arange(len(keys), dtype=np.float32), missing, unknown)
+        out.append(_Num(c.col, (*ops, ("lookup", lookup))))
     return out
 
 
@@ -164,20 +246,35 @@ def _trace_column_transformer(step: Any, state: list[Any]) -> list[Any]:
             continue
         cols = [state[i] for i in indices[name]]
         if cols:
-            out.extend(trace_step(transformer, cols))
+            out.extend(_named(name, transformer, cols))
     return out
 
 
-def trace(steps: list[Any], n_features: int) -> list[Segment]:
+def trace(steps: list[Any], n_features: int, names: list[str] | None = None) -> list[Segment]:
     """Segments computing the output of `steps` (fitted, in order) from `n_features` raw columns."""
     state: list[Any] = [_Num(col=j) for j in range(n_features)]
-    for step in steps:
-        state = trace_step(step, state)
+    for i, step in enumerate(steps):
+        state = _named(names[i], step, state) if names else trace_step(step, state)
     return _segments(state)
 
 
 def _kinds(c: Any) -> tuple[str, ...] | None:
-    return tuple(k for k, _ in c.ops) if isinstance(c, _Num) else None
+    if not isinstance(c, _Num) or any(kind == "lookup" for kind, _ in c.ops):
+        return None  # a lookup column is a segment of its own
+    return tuple(k for k, _ in c.ops)
+
+
+def _ops(chains: list[tuple[tuple[OpKind, Any], ...]]) -> tuple[Op, ...]:
+    """The Ops of columns whose chains have the same kinds: values side by side, one per column."""
+    ops = []
+    for k, (kind, value) in enumerate(chains[0]):
+        if kind == "lookup":
+            ops.append(Op(kind, np.zeros(0, np.float32), value))
+        elif kind in UNARY:
+            ops.append(Op(kind, np.zeros(0, np.float32)))
+        else:
+            ops.append(Op(kind, np.array([chain[k][1] for chain in chains], dtype=np.float32)))
+    return tuple(ops)
 
 
 def _segments(state: list[Any]) -> list[Segment]:
@@ -187,66 +284,24 @@ def _segments(state: list[Any]) -> list[Segment]:
         c = state[i]
         j = i + 1
         if isinstance(c, _Num):
-            while j < len(state) and _kinds(state[j]) == _kinds(c):
+            kinds = _kinds(c)
+            while kinds is not None and j < len(state) and _kinds(state[j]) == kinds:
                 j += 1
             run = state[i:j]
-            ops = tuple(
-                Op(kind, np.array([r.ops[k][1] for r in run], dtype=np.float32)) for k, (kind, _) in enumerate(c.ops)
-            )
-            segments.append(NumericSegment(columns=np.array([r.col for r in run], dtype=np.int64), ops=ops))
-        else:
-            while j < len(state) and isinstance(state[j], _OneHot) and state[j].col == c.col:
+            columns = np.array([r.col for r in run], dtype=np.int64)
+            segments.append(NumericSegment(columns=columns, ops=_ops([r.ops for r in run])))
+        elif isinstance(c, _Indicator):
+            while j < len(state) and isinstance(state[j], _Indicator):
                 j += 1
-            cats = np.array([r.category for r in state[i:j]], dtype=np.float32)
-            segments.append(OneHotSegment(column=c.col, fill=c.fill, categories=cats))
+            segments.append(IndicatorSegment(np.array([r.col for r in state[i:j]], dtype=np.int64)))
+        else:
+            while j < len(state) and isinstance(state[j], _OneHot) and (state[j].col, state[j].ops) == (c.col, c.ops):
+                j += 1
+            cats = np.array([r.category for r in state[i:j]], dtype=np.float64)
+            finite = cats[~np.isnan(cats)].astype(np.float32)
+            tolerance = None
+            if not _exact(c.ops):
+                tolerance = (ONEHOT_TOLERANCE * np.maximum(1.0, np.abs(finite))).astype(np.float32)
+            segments.append(OneHotSegment(c.col, _ops([c.ops]), finite, bool(np.isnan(cats).any()), tolerance))
         i = j
     return segments
-
-
-def is_identity(segments: list[Segment], n_features: int) -> bool:
-    if len(segments) != 1 or not isinstance(segments[0], NumericSegment):
-        return False
-    s = segments[0]
-    return not s.ops and np.array_equal(s.columns, np.arange(n_features))
-
-
-def imputes(segments: list[Segment]) -> bool:
-    return any(
-        (isinstance(s, NumericSegment) and any(op.kind == "fill" for op in s.ops))
-        or (isinstance(s, OneHotSegment) and s.fill is not None)
-        for s in segments
-    )
-
-
-def output_width(segments: list[Segment]) -> int:
-    return sum(len(s.columns) if isinstance(s, NumericSegment) else len(s.categories) for s in segments)
-
-
-def apply_op(op: Op, v: np.ndarray) -> np.ndarray:
-    if op.kind == "fill":
-        return np.where(np.isnan(v), op.value, v)
-    if op.kind == "sub":
-        return v - op.value
-    if op.kind == "div":
-        return v / op.value
-    if op.kind == "mul":
-        return v * op.value
-    return v + op.value
-
-
-def apply_segments(segments: list[Segment], x: np.ndarray) -> np.ndarray:
-    """Reference implementation in float32, the arithmetic the emitted graphs do."""
-    x = np.asarray(x, dtype=np.float32)
-    parts = []
-    for s in segments:
-        if isinstance(s, NumericSegment):
-            v = x[:, s.columns]
-            for op in s.ops:
-                v = apply_op(op, v)
-        else:
-            v = x[:, [s.column]]
-            if s.fill is not None:
-                v = np.where(np.isnan(v), np.float32(s.fill), v)
-            v = (v == s.categories).astype(np.float32)
-        parts.append(v.astype(np.float32))
-    return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]

@@ -26,6 +26,8 @@ class CompileReport:
     classifier: bool
     source_metrics: dict[str, float]
     candidates: list[CandidateReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was not built and why (also in the manifest's lineage)
+    choices: dict[str, str] = field(default_factory=dict)  # target -> what --quantize auto kept and why
 
     def table(self) -> str:
         """A fixed-width table of candidates, then the reasons for any refusals."""
@@ -46,4 +48,6 @@ class CompileReport:
         source = ", ".join(f"{k}={v:.4g}" for k, v in self.source_metrics.items() if k != "n_rows")
         lines.append(f"source estimator on {int(self.source_metrics.get('n_rows', 0))} held-out rows: {source}")
         lines.extend(f"  {c.name} ({c.variant or 'fp32'}) refused: {c.reason}" for c in self.candidates if not c.passed)
+        lines.extend(f"note: {note}" for note in self.notes)
+        lines.extend(f"{target}: {why}" for target, why in self.choices.items())
         return "\n".join(lines)

@@ -1,8 +1,9 @@
 """Dense networks (linear models, MLPs) to TFLite flatbuffers, written directly from the fitted weights.
 
 No TensorFlow: the flatbuffer schema ships with ai-edge-litert, and a dense network is a short chain of
-builtin ops: GATHER / NOT_EQUAL + SELECT_V2 / SUB, DIV, MUL, ADD / EQUAL + CAST / CONCATENATION for
-preprocessing, FULLY_CONNECTED (ReLU fused) with TANH or LOGISTIC where needed, SOFTMAX for probabilities.
+builtin ops: GATHER / NOT_EQUAL + SELECT_V2 / SUB, DIV, MUL, ADD, MAXIMUM, MINIMUM / LOG, EXP, SQRT,
+ABS / EQUAL or LESS_EQUAL + CAST / CONCATENATION for preprocessing (OrdinalEncoder has no form here),
+FULLY_CONNECTED (ReLU fused) with TANH or LOGISTIC where needed, SOFTMAX for probabilities.
 
 INT8 is TFLite's dynamic-range ("hybrid") form: int8 weights with one scale per output channel, float
 bias; the kernel quantizes each input row on the fly (asymmetrically), so no activation ranges are baked
@@ -19,12 +20,13 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as s
 
 from model_compiler.dense import DenseModel
-from model_compiler.preprocess import NumericSegment, Op, is_identity
 from model_compiler.quantize import quantize_weight
+from model_compiler.segments import IndicatorSegment, NumericSegment, OneHotSegment, Op, is_identity
 from model_compiler.types import INPUT_NAME, SCORES_NAME, VALUES_NAME
 
 _TYPES = {
     np.dtype(np.float32): s.TensorType.FLOAT32,
+    np.dtype(np.float16): s.TensorType.FLOAT16,
     np.dtype(np.int32): s.TensorType.INT32,
     np.dtype(np.int8): s.TensorType.INT8,
     np.dtype(np.bool_): s.TensorType.BOOL,
@@ -35,6 +37,14 @@ _ARITHMETIC = {
     "div": s.BuiltinOperator.DIV,
     "mul": s.BuiltinOperator.MUL,
     "add": s.BuiltinOperator.ADD,
+    "max": s.BuiltinOperator.MAXIMUM,
+    "min": s.BuiltinOperator.MINIMUM,
+}
+_UNARY = {
+    "log": s.BuiltinOperator.LOG,
+    "exp": s.BuiltinOperator.EXP,
+    "sqrt": s.BuiltinOperator.SQRT,
+    "abs": s.BuiltinOperator.ABS,
 }
 
 
@@ -69,6 +79,10 @@ class FlatBuilder:
         buf.data = value
         self.buffers.append(buf)
         return self._tensor(name, list(value.shape), value.dtype, len(self.buffers) - 1, quant, None)
+
+    def constant_shaped(self, shape: list[int]) -> int:
+        """A float32 tensor of fixed shape computed at run time (a dequantized weight matrix)."""
+        return self._tensor("", shape, np.dtype(np.float32), 0, None, None)
 
     def activation(self, width: int, dtype: type = np.float32, name: str = "") -> int:
         """A [batch, width] tensor computed at run time (the batch is resizable)."""
@@ -138,6 +152,49 @@ def _binary(f: FlatBuilder, builtin: int, a: int, b: int, width: int, dtype: typ
     return f.op(builtin, [a, b], [f.activation(width, dtype)])
 
 
+def _emit_ops(f: FlatBuilder, v: int, ops: tuple[Op, ...], width: int, nan: bool) -> int:
+    """The chain `ops` on v; `nan`: NaN may arrive (the model imputes it later) and must stay NaN."""
+    B = s.BuiltinOperator  # noqa: N806
+    for op in ops:
+        if op.lookup is not None:  # tflite_refusal() keeps such models away from this emitter
+            raise ValueError("OrdinalEncoder has no TFLite form here")
+        if op.kind == "fill":  # NaN is the one value that differs from itself
+            missing = _binary(f, B.NOT_EQUAL, v, v, width, np.bool_)
+            v = f.op(B.SELECT_V2, [missing, f.const(op.value), v], [f.activation(width)])
+        elif op.kind == "log1p":
+            v = _binary(f, B.ADD, v, f.const(np.ones(1, np.float32)), width)
+            v = f.op(B.LOG, [v], [f.activation(width)])
+        elif op.kind in _UNARY:
+            v = f.op(_UNARY[op.kind], [v], [f.activation(width)])
+        elif op.kind in ("max", "min") and nan:  # TFLite's MAXIMUM / MINIMUM turn NaN into the bound
+            missing = _binary(f, B.NOT_EQUAL, v, v, width, np.bool_)
+            bounded = _binary(f, _ARITHMETIC[op.kind], v, f.const(op.value), width)
+            v = f.op(B.SELECT_V2, [missing, v, bounded], [f.activation(width)])
+        else:
+            v = _binary(f, _ARITHMETIC[op.kind], v, f.const(op.value), width)
+    return v
+
+
+def _cast_float(f: FlatBuilder, v: int, width: int) -> int:
+    cast = _options(s.CastOptionsT, inDataType=s.TensorType.BOOL, outDataType=s.TensorType.FLOAT32)
+    return f.op(s.BuiltinOperator.CAST, [v], [f.activation(width)], s.BuiltinOptions.CastOptions, cast)
+
+
+def _concat(f: FlatBuilder, parts: list[tuple[int, int]]) -> tuple[int, int]:
+    if len(parts) == 1:
+        return parts[0]
+    total = sum(w for _, w in parts)
+    concat = _options(s.ConcatenationOptionsT, axis=1, fusedActivationFunction=0)
+    out = f.op(
+        s.BuiltinOperator.CONCATENATION,
+        [p for p, _ in parts],
+        [f.activation(total)],
+        s.BuiltinOptions.ConcatenationOptions,
+        concat,
+    )
+    return out, total
+
+
 def _emit_preprocessing(f: FlatBuilder, model: DenseModel, x: int) -> tuple[int, int]:
     segments = list(model.segments)
     if is_identity(segments, model.n_features):
@@ -145,11 +202,8 @@ def _emit_preprocessing(f: FlatBuilder, model: DenseModel, x: int) -> tuple[int,
     B = s.BuiltinOperator  # noqa: N806
     parts: list[tuple[int, int]] = []
     for seg in segments:
-        if isinstance(seg, NumericSegment):
-            width, columns, ops = len(seg.columns), seg.columns, list(seg.ops)
-        else:
-            width, columns = 1, np.array([seg.column])
-            ops = [] if seg.fill is None else [Op("fill", np.array([seg.fill], dtype=np.float32))]
+        columns = np.array([seg.column]) if isinstance(seg, OneHotSegment) else seg.columns
+        width = len(columns)
         v = x
         if width != model.n_features or not np.array_equal(columns, np.arange(model.n_features)):
             axis = _options(s.GatherOptionsT, axis=1, batchDims=0)
@@ -160,31 +214,31 @@ def _emit_preprocessing(f: FlatBuilder, model: DenseModel, x: int) -> tuple[int,
                 s.BuiltinOptions.GatherOptions,
                 axis,
             )
-        for op in ops:
-            if op.kind == "fill":  # NaN is the one value that differs from itself
-                missing = _binary(f, B.NOT_EQUAL, v, v, width, np.bool_)
-                v = f.op(B.SELECT_V2, [missing, f.const(op.value), v], [f.activation(width)])
-            else:
-                v = _binary(f, _ARITHMETIC[op.kind], v, f.const(op.value), width)
+        if isinstance(seg, IndicatorSegment):
+            parts.append((_cast_float(f, _binary(f, B.NOT_EQUAL, v, v, width, np.bool_), width), width))
+            continue
+        v = _emit_ops(f, v, seg.ops, width, model.accepts_missing)
         if isinstance(seg, NumericSegment):
             parts.append((v, width))
-        else:
-            k = len(seg.categories)
-            hit = _binary(f, B.EQUAL, v, f.const(seg.categories.astype(np.float32)), k, np.bool_)
-            cast = _options(s.CastOptionsT, inDataType=s.TensorType.BOOL, outDataType=s.TensorType.FLOAT32)
-            parts.append((f.op(B.CAST, [hit], [f.activation(k)], s.BuiltinOptions.CastOptions, cast), k))
-    if len(parts) == 1:
-        return parts[0]
-    total = sum(w for _, w in parts)
-    concat = _options(s.ConcatenationOptionsT, axis=1, fusedActivationFunction=0)
-    out = f.op(
-        B.CONCATENATION, [p for p, _ in parts], [f.activation(total)], s.BuiltinOptions.ConcatenationOptions, concat
-    )
-    return out, total
+            continue
+        k = len(seg.categories)
+        categories = f.const(seg.categories.astype(np.float32))
+        if seg.tolerance is None:
+            hit = _binary(f, B.EQUAL, v, categories, k, np.bool_)
+        else:  # computed in float32 here, in float64 by scikit-learn: equal within a tolerance
+            distance = f.op(B.ABS, [_binary(f, B.SUB, v, categories, k)], [f.activation(k)])
+            hit = _binary(f, B.LESS_EQUAL, distance, f.const(seg.tolerance), k, np.bool_)
+        parts.append((_cast_float(f, hit, k), k))
+        if seg.nan_category:
+            parts.append((_cast_float(f, _binary(f, B.NOT_EQUAL, v, v, 1, np.bool_), 1), 1))
+    return _concat(f, parts)
 
 
-def dense_to_tflite(model: DenseModel, *, int8: bool = False, per_channel: bool = True) -> bytes:
-    """The TFLite flatbuffer of `model`: fp32, or with int8 dynamic-range weights."""
+def dense_to_tflite(
+    model: DenseModel, *, int8: bool = False, per_channel: bool = True, fp16_weights: bool = False
+) -> bytes:
+    """The TFLite flatbuffer of `model`: fp32, with int8 dynamic-range weights, or with float16 weights
+    that DEQUANTIZE turns into float32 (TFLite's own float16 form: half the bytes, fp32 arithmetic)."""
     B = s.BuiltinOperator  # noqa: N806
     f = FlatBuilder()
     x = f.activation(model.n_features, name=INPUT_NAME)
@@ -203,6 +257,9 @@ def dense_to_tflite(model: DenseModel, *, int8: bool = False, per_channel: bool 
                 quantizedDimension=0,
             )
             w = f.const(np.ascontiguousarray(qw.q.T), quant=quant)
+        elif fp16_weights:
+            half = f.const(np.ascontiguousarray(layer.weight.T.astype(np.float16)))
+            w = f.op(B.DEQUANTIZE, [half], [f.constant_shaped(list(layer.weight.T.shape))])
         else:
             w = f.const(np.ascontiguousarray(layer.weight.T.astype(np.float32)))
         fc = _options(

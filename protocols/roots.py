@@ -65,21 +65,27 @@ class RootOfTrust:
         return pb.TrustChain(schema_version=SCHEMA_VERSION, roots=self.history or (self.signed,))
 
     @classmethod
-    def pin(cls, signed: pb.SignedRootMetadata, *, fleet: str | None = None) -> RootOfTrust:
+    def pin(cls, signed: pb.SignedRootMetadata, *, fleet: str | None = None, _check: bool = True) -> RootOfTrust:
         """The root a device is provisioned with: it must be signed by one of its own root keys."""
         metadata = parse_root(signed)
         if fleet is not None and metadata.fleet != fleet:
             raise trust.WrongFleetError(f"root metadata is for fleet {metadata.fleet!r}, not {fleet!r}")
-        if not _signed_by_one_of(signed, _root_keys(metadata)):
+        if _check and not _signed_by_one_of(signed, _root_keys(metadata)):
             raise trust.BadSignatureError(f"root v{metadata.version} is not signed by one of its own root keys")
         return cls(signed, metadata, (signed,))
 
     @classmethod
-    def from_chain(cls, chain: pb.TrustChain, *, fleet: str | None = None) -> RootOfTrust:
-        """Pin the chain's first version, then follow the rest (what provisioning does with trust.chain)."""
+    def from_chain(
+        cls, chain: pb.TrustChain, *, fleet: str | None = None, already_verified: bool = False
+    ) -> RootOfTrust:
+        """Pin the chain's first version, then follow the rest (what provisioning does with trust.chain).
+
+        already_verified: these exact bytes passed this check before (a device's memo of its pinned file,
+        keyed by their digest); the same walk, without checking the signatures again."""
         if not chain.roots:
             raise trust.MalformedManifestError("an empty trust chain")
-        return cls.pin(chain.roots[0], fleet=fleet).advance(chain.roots)
+        check = not already_verified
+        return cls.pin(chain.roots[0], fleet=fleet, _check=check).advance(chain.roots, _check=check)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, fleet: str | None = None) -> RootOfTrust:
@@ -115,7 +121,7 @@ class RootOfTrust:
         if not trust.verify_signature(public, signature, body):
             raise trust.BadSignatureError(f"signature by {role} key {key_id} does not verify")
 
-    def advance(self, chain: Iterable[pb.SignedRootMetadata]) -> RootOfTrust:
+    def advance(self, chain: Iterable[pb.SignedRootMetadata], *, _check: bool = True) -> RootOfTrust:
         """Follow newer versions in `chain` one at a time; return the newest reached (self if none).
 
         Versions at or below ours are skipped (a replayed chain changes nothing); a gap stops the walk; a
@@ -131,11 +137,11 @@ class RootOfTrust:
             metadata = parse_root(signed)
             if metadata.fleet != current.fleet:
                 raise trust.WrongFleetError(f"root v{metadata.version} is for fleet {metadata.fleet!r}")
-            if not _signed_by_one_of(signed, _root_keys(current.metadata)):
+            if _check and not _signed_by_one_of(signed, _root_keys(current.metadata)):
                 raise trust.BadSignatureError(
                     f"root v{metadata.version} is not signed by a root key of v{current.version}"
                 )
-            if not _signed_by_one_of(signed, _root_keys(metadata)):
+            if _check and not _signed_by_one_of(signed, _root_keys(metadata)):
                 raise trust.BadSignatureError(f"root v{metadata.version} is not signed by one of its own root keys")
             current = RootOfTrust(signed, metadata, (*(current.history or (current.signed,)), signed))
         return current

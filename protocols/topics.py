@@ -47,6 +47,7 @@ class ChannelSpec:
 class Channel(StrEnum):
     TELEMETRY = "telemetry"
     SAMPLES = "samples"
+    FEEDBACK = "feedback"
     EVENTS = "events"
     REPORTED = "reported"
     PRESENCE = "presence"
@@ -63,6 +64,7 @@ class Channel(StrEnum):
 CHANNEL_SPECS: dict[Channel, ChannelSpec] = {
     Channel.TELEMETRY: ChannelSpec(Direction.UP, qos=1, retain=False),
     Channel.SAMPLES: ChannelSpec(Direction.UP, qos=1, retain=False),
+    Channel.FEEDBACK: ChannelSpec(Direction.UP, qos=1, retain=False),
     Channel.EVENTS: ChannelSpec(Direction.UP, qos=1, retain=False),
     Channel.REPORTED: ChannelSpec(Direction.UP, qos=1, retain=True),
     Channel.PRESENCE: ChannelSpec(Direction.UP, qos=1, retain=True),

@@ -141,3 +141,6 @@ def check_upward(message: Message, now_ms: int) -> None:
     elif isinstance(message, pb.SampleBatch):
         for sample in message.samples:
             _check_not_future(sample.ts_ms, now_ms, "sample timestamp")
+    elif isinstance(message, pb.FeedbackBatch):
+        for item in message.items:
+            _check_not_future(item.ts_ms, now_ms, "feedback timestamp")

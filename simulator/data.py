@@ -30,12 +30,14 @@ class Drift:
 
 @dataclass
 class DataStream:
-    """Rows (x, label) drawn with replacement from a held-out set, optionally drifted."""
+    """Rows (x, label) drawn with replacement from a held-out set, optionally drifted, with this device's
+    own gaussian noise (`noise`, in units of each feature's std) so no two devices see the same rows."""
 
     X: np.ndarray
     y: np.ndarray
     seed: int = 0
     drift: Drift = field(default_factory=Drift)
+    noise: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.X) != len(self.y) or len(self.X) == 0:
@@ -45,7 +47,10 @@ class DataStream:
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         idx = self._rng.integers(0, len(self.X), size=n)
-        X = self.drift.apply(self.X[idx].astype(np.float32), self._std).astype(np.float32)
+        X = self.X[idx].astype(np.float32)
+        if self.noise > 0:
+            X = (X + self._rng.normal(0.0, self.noise, X.shape) * self._std).astype(np.float32)
+        X = self.drift.apply(X, self._std).astype(np.float32)
         return X, self.y[idx]
 
     def rows(self, n: int) -> Iterator[tuple[np.ndarray, object]]:

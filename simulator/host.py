@@ -9,16 +9,23 @@ artifact digest (`SharedModels`; a session is read-only once loaded, and the dig
 Each device still downloads, verifies, loads (a cache hit) and self-tests its artifact itself.
 
 Devices report made-up hardware (`DeviceSpec.facts`) where the scenario gives some, else this machine's.
+Their store does not fsync (`DiskModelStore(sync=False)`): a simulated power cut is `crash()`.
+
+Still one thread per device: while a new model is on probation with a previous one kept, the agent's
+shadow (`edge_agent.serving.shadow`) runs on a thread of its own; for thousands of devices updating from
+one model to the next, pass `settings_overrides={"shadow_rate": 0}` (no shadowing) or expect that many.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +34,9 @@ from edge_agent.config import AgentSettings, Secret
 from edge_agent.facts import FactsReader, FactsSource
 from edge_agent.messages import AGENT_VERSION, offline_will
 from edge_agent.runner import LoopRunner
+from edge_agent.store import DiskModelStore
 from edge_agent.types import LoadedModelLike, LoadModelFn
+from protocols.topics import validate_device_id
 from protocols.v1 import messages_pb2 as pb
 from simulator.devices import DeviceGroup, SimulatedDevice
 from simulator.loop_thread import LoopThread
@@ -117,22 +126,27 @@ class AgentHost(DeviceGroup):
         self.devices: dict[str, SimulatedDevice] = {}
         self._specs = {spec.device_id: spec for spec in devices}
         self._settings: dict[str, AgentSettings] = {}
-        overrides = dict(settings_overrides or {})
+        # one template, copied per device (dataclasses.replace validates each copy again: it is cheap)
+        template = AgentSettings(
+            device_id=devices[0].device_id if devices else "template",
+            mqtt_url=mqtt_url,
+            mqtt_protocol=mqtt_protocol,
+            trust_path=trust_path,
+            grpc_address="",
+            telemetry_interval_s=telemetry_interval_s,
+            sample_rate=sample_rate,
+            isolate_loads=False,  # no child process per device and update
+            **dict(settings_overrides or {}),  # type: ignore[arg-type]
+        )
         for spec in devices:
-            self._settings[spec.device_id] = AgentSettings(
+            validate_device_id(spec.device_id)
+            self._settings[spec.device_id] = dataclasses.replace(
+                template,
                 device_id=spec.device_id,
-                mqtt_url=mqtt_url,
                 mqtt_username=spec.device_id if spec.password is not None else None,
                 mqtt_password=Secret(spec.password) if spec.password is not None else None,
-                mqtt_protocol=mqtt_protocol,
-                trust_path=trust_path,
                 state_dir=state_root / spec.device_id,
-                grpc_address="",
-                telemetry_interval_s=telemetry_interval_s,
-                sample_rate=sample_rate,
-                labels=spec.labels,
-                isolate_loads=False,  # no child process per device and update
-                **overrides,  # type: ignore[arg-type]
+                labels=dict(spec.labels),
             )
         first = next(iter(self._settings.values()), None)
         versions: dict[str, str] = {}
@@ -178,6 +192,7 @@ class AgentHost(DeviceGroup):
         agent = Agent(
             settings,
             transport,
+            store=DiskModelStore(settings.state_dir, sync=False),  # a simulated power cut is a crash(): no fsync
             load_model=self.models,
             runtimes=self._runtimes,
             trust=self.trust,
@@ -189,7 +204,12 @@ class AgentHost(DeviceGroup):
         return SimulatedDevice(settings, agent)
 
     def start(self, device_ids: Sequence[str] | None = None) -> None:
-        for device_id in device_ids if device_ids is not None else list(self.devices):
+        chosen = list(device_ids) if device_ids is not None else list(self.devices)
+        for n in range(0, len(chosen), 50):  # on the loop, in batches: the loop keeps serving in between
+            self._loop.call(partial(self._start_on_loop, chosen[n : n + 50]))
+
+    def _start_on_loop(self, device_ids: list[str]) -> None:
+        for device_id in device_ids:
             self.devices[device_id].agent.start()
 
     def stop(self, device_ids: Sequence[str] | None = None) -> None:

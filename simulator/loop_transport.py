@@ -274,7 +274,7 @@ class LoopTransport:
         will = None
         if self._will is not None:
             will = gmqtt.Message(self._will.topic, self._will.payload, qos=self._will.qos, retain=self._will.retain)
-        client = gmqtt.Client(self.client_id, clean_session=True, will_message=will, logger=log)
+        client = gmqtt.Client(self.client_id, clean_session=True, will_message=will, logger=_gmqtt_log)
         client.set_config({"reconnect_retries": _NO_RECONNECTS})
         username, password = self._credentials
         if username is not None:

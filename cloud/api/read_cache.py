@@ -1,14 +1,14 @@
 """Short-lived answers for the console API's hottest reads, and what empties them.
 
 A console or dashboard polls the same few lists; at 100 concurrent clients each GET costing a database
-transaction put p99 past a second on SQLite. `ReadCache` keeps an answer for `ttl_s` (a second for lists, a
-couple for token verdicts) and is single-flight: concurrent misses of one key share one load, so 100
+transaction put p99 past a second on SQLite. `ReadCache` keeps an answer for `ttl_s` (a second for lists, two
+for API token records) and is single-flight: concurrent misses of one key share one load, so 100
 clients arriving together cost one query. A cache of 0 s keeps nothing and shares nothing (the setting's
 "off").
 
-Staleness is bounded two ways. A write through this process (any request that is not GET/HEAD/OPTIONS,
-API or console) empties the list cache as its response starts, i.e. after its commit, so a client reads
-its own writes; a load that began before that point is not kept (the generation counter). Writes made
+Staleness is bounded two ways. A write through this process (any successful request that is not
+GET/HEAD/OPTIONS, API or console) empties the list cache as its response starts, i.e. after its commit,
+so a client reads its own writes; a load that began before that point is not kept (the generation counter). Writes made
 elsewhere (the ingestor, the rollout controller, another cloud process, the CLI on the database) show after
 at most `ttl_s`.
 """
@@ -89,8 +89,10 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 
 
 class ForgetReadsOnWrite:
-    """ASGI middleware: after a request that may write (not GET/HEAD/OPTIONS) the list cache is emptied,
-    as its response starts (its transaction has committed by then) and again when it ends."""
+    """ASGI middleware: after a request that may write (not GET/HEAD/OPTIONS) and succeeded the list cache is
+    emptied, as its response starts (its transaction has committed by then) and again when it ends. A
+    refused one (4xx, 5xx) changed nothing: it leaves the cache alone, so requests without a token cannot
+    keep emptying it."""
 
     def __init__(self, app: ASGIApp, cache: ReadCache[Any]) -> None:
         self.app, self.cache = app, cache
@@ -100,12 +102,17 @@ class ForgetReadsOnWrite:
             await self.app(scope, receive, send)
             return
 
+        succeeded = False
+
         async def send_after_forgetting(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            nonlocal succeeded
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                succeeded = True
                 self.cache.clear()
             await send(message)
 
         try:
             await self.app(scope, receive, send_after_forgetting)
         finally:
-            self.cache.clear()
+            if succeeded:
+                self.cache.clear()

@@ -18,6 +18,8 @@ from cloud.identity.enrollment import DEFAULT_TTL_S, MAX_TTL_S
 from cloud.identity.tokens import Role
 from cloud.rollout.policy import RolloutPolicy
 
+MAX_FEEDBACK_ITEMS = 10_000  # labels in one POST /feedback
+
 
 class ErrorBody(BaseModel):
     error: str  # stable machine code (CloudError.code)
@@ -217,3 +219,29 @@ class ExperimentView(BaseModel):
 
 class PromoteRequest(BaseModel):
     arm: Literal["a", "b"] | None = None  # None: the significant winner (409 while there is none)
+
+
+class FeedbackItem(BaseModel):
+    device_id: DeviceId
+    prediction_id: Text = Field(min_length=1)  # the device's id, or "{batch_seq}:{position}" of its sample
+    label: Text = Field(min_length=1)  # the true class label, or a regression target as text
+    ts_ms: int | None = Field(default=None, ge=0)  # when the truth became known (default: now)
+
+
+class FeedbackCreate(BaseModel):
+    labels: list[FeedbackItem] = Field(min_length=1, max_length=MAX_FEEDBACK_ITEMS)
+
+
+class FeedbackStored(BaseModel):
+    received: int
+    stored: int  # new labels; the rest were already recorded (the first label of a prediction wins)
+
+
+class AccuracyLinePublic(BaseModel):
+    key: str  # the model version, device id or window start (ms), by the request's `by`
+    labelled: int
+    correct: int | None
+    accuracy: float | None
+    low: float | None  # 95 % interval
+    high: float | None
+    mean_abs_error: float | None = None

@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = [
     "cloud.cli.train",  # train
     "cloud.cli.tokens",  # tokens create / list / revoke
     "cloud.cli.demo",  # demo
+    "cloud.cli.sim",  # sim run
     "cloud.cli.remote",  # deploy, devices, models
     "cloud.cli.rollout",  # rollout plan / start / status / list / pause / resume / cancel / rollback
     "cloud.cli.experiment",  # experiment start / status / list / promote / stop

@@ -44,7 +44,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from cloud.training.pipeline import TrainingConfig, run_training_pipeline
     from protocols.v1 import messages_pb2 as pb
     from simulator.data import DataStream, Drift
-    from simulator.devices import SimulatedFleet
+    from simulator.host import AgentHost, DeviceSpec
 
     console = Console()
     if not console.is_terminal:
@@ -81,13 +81,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
             with cloud.session() as session:  # the in-process shortcut for `devices enroll` + `provision --token`
                 passwords = {d: enroll_device(session, d, site(d)).password for d in device_ids}
-            with SimulatedFleet(
-                device_ids,
+            with AgentHost(  # every device a real agent, all on one event loop, each with its own MQTT link
+                [DeviceSpec(d, site(d), passwords[d]) for d in device_ids],
                 mqtt_url=cloud.mqtt_url or "",
                 trust_path=cloud.trust_chain_path,
                 state_root=data_dir / "devices",
-                labels=site,
-                passwords=passwords,
             ) as fleet:
                 console.print(f"  {len(device_ids)} devices enrolled and started (simulated, real edge_agent code)")
                 deployment = cloud.deployer.deploy(  # type: ignore[union-attr]

@@ -13,7 +13,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from cloud import monitoring, registry
-from cloud.console import charts
+from cloud.console import charts, device_facts
 from cloud.db.tables import Deployment, DeploymentTarget, Device, EventRecord, ModelVersion, TelemetryRecord
 from cloud.errors import CloudError, NotFoundError
 from cloud.identity import audit
@@ -88,6 +88,7 @@ def fleet_page(session: Session) -> dict[str, Any]:
             "device": device, "version": _version_of(device), "inferences": inferences, "error_rate": rate,
             "p95_ms": p95 / 1000 if p95 is not None else None, "health": health_of(device, rate),
             "trend": charts.sparkline([w.inference_count for w in windows[-30:]]),
+            "hardware": device_facts.summary(device.facts), "spool": device_facts.spool_text(device.spool_dropped),
         })  # fmt: skip
     versions: Counter[str] = Counter(str(r["version"]) for r in rows)
     health = Counter(r["health"] for r in rows)
@@ -146,7 +147,8 @@ def device_page(session: Session, device_id: str) -> dict[str, Any]:
         if report is not None:
             drift = {"report": report, "chart": _feature_psi_chart(report, "Input drift per feature (PSI)")}
     return {"device": device, "windows": windows, "events": events, "figures": figures, "drift": drift,
-            "version": _version_of(device)}  # fmt: skip
+            "version": _version_of(device),
+            "facts": device_facts.fact_rows(device.facts, device.spool_dropped)}  # fmt: skip
 
 
 def _feature_psi_chart(report: monitoring.DriftReport, title: str) -> str:

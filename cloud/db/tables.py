@@ -139,6 +139,9 @@ class DeviceBase(SQLModel):
     # the device's DeviceFacts as JSON (architecture, os, python_version, runtimes, cpu_*, memory_*,
     # temperature_c, throttled, disk_free_bytes); {} until an agent that reports them does
     facts: dict[str, Any] = _json(default_factory=dict)
+    # messages the device's outbox spool dropped while full, totals since its spool file was created:
+    # {"events", "telemetry", "samples", "as_of_ms" (end of the telemetry window that said so)}; {} if none
+    spool_dropped: dict[str, int] = _json(default_factory=dict)
     active_model_id: str | None = None
     active_version: str | None = None
     active_sequence: int | None = _ms(default=None)
@@ -275,6 +278,21 @@ class SampleRecord(SQLModel, table=True):
     prediction: str = ""
     label: str | None = None
     ts_ms: int = _ms()
+    prediction_id: str = Field(default="", index=True)  # the device's id, else "{batch_seq}:{position}"
+
+
+class FeedbackRecord(SQLModel, table=True):
+    """A label that arrived after its prediction (API or the device's feedback topic); the first one for a
+    (device, prediction) wins, so redeliveries change nothing."""
+
+    __table_args__ = (UniqueConstraint("device_id", "prediction_id", name="uq_feedback_device_prediction"),)
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(index=True)
+    prediction_id: str
+    label: str
+    ts_ms: int = _ms()
+    received_at_ms: int = _ms()
+    source: str = "api"  # api | mqtt
 
 
 class EventPublic(SQLModel):

@@ -4,7 +4,8 @@ end it by promoting an arm to every device of the experiment, or by stopping it.
 The split is the stable hash order of `cloud.rollout.waves` seeded with the experiment id: the first
 `share_b` of the targets run version B, the rest version A; a device stays in its arm for the whole
 experiment. Results are read from the telemetry each arm's devices sent for their arm's version since the
-experiment started. Everything is committed first and published after, as the Deployer does.
+experiment started. Start and promote plan through `Deployer.commit_plan`: committed first (planned again on
+a conflicting transaction), published after.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import select as sql_select
 from sqlmodel import Session, col
 
 from cloud import registry
-from cloud.db.tables import DeploymentCreate, TelemetryRecord
+from cloud.db.tables import Deployment, DeploymentCreate, TelemetryRecord
 from cloud.errors import ConflictError, InvalidRequestError, NotFoundError
 from cloud.experiments.records import Experiment, ExperimentState, Metric
 from cloud.experiments.stats import Comparison, Proportion, compare, wilson_interval
@@ -69,8 +70,8 @@ def start(deployer: Deployer, request: ExperimentRequest, *, actor_audit: Audit 
     """Split the targets, deploy each arm's version to its devices, record the experiment; then publish."""
     if not 0 < request.share_b < 1:
         raise InvalidRequestError(f"share_b is the share of devices on version B, in (0, 1), not {request.share_b}")
-    director = deployer.director
-    with Session(deployer.engine, expire_on_commit=False) as session:
+
+    def plan(session: Session) -> tuple[Experiment, list[Outgoing]]:
         a = registry.get_model_version(session, request.model_id, request.version_a)
         b = registry.get_model_version(session, request.model_id, request.version_b)
         if a.id == b.id:
@@ -86,10 +87,7 @@ def start(deployer: Deployer, request: ExperimentRequest, *, actor_audit: Audit 
         deployments = {}
         for arm, mv in (("a", a), ("b", b)):
             devices = [d for d in ordered if arms[d] == arm]
-            deployment, planned = plan_deployment(
-                session, DeploymentCreate(model_id=mv.model_id, version=mv.version, device_ids=devices),
-                director=director, chunk_size_bytes=deployer.chunk_size_bytes, clock=deployer.clock,
-            )  # fmt: skip
+            deployment, planned = _plan_release(session, deployer, mv.model_id, mv.version, devices)
             deployments[arm] = deployment.id
             outgoing += planned
         experiment = Experiment(
@@ -97,12 +95,9 @@ def start(deployer: Deployer, request: ExperimentRequest, *, actor_audit: Audit 
             deployment_a=deployments["a"], deployment_b=deployments["b"], metric=request.metric,
             alpha=request.alpha, min_trials=request.min_trials, arms=arms, created_at_ms=deployer.clock(),
         )  # fmt: skip
-        session.add(experiment)
-        if actor_audit is not None:
-            actor_audit(session, experiment)
-        session.commit()
-    deployer.publish(outgoing, fleet=director.fleet)
-    return experiment
+        return _recorded(session, experiment, actor_audit), outgoing
+
+    return deployer.commit_plan(plan)
 
 
 def results(session: Session, experiment: Experiment) -> Results:
@@ -138,29 +133,37 @@ def promote(
 ) -> Experiment:
     """Deploy one arm's version to every device of the experiment (the winner when arm is None: refused
     with 409 until there is a significant one) and end the experiment."""
-    director = deployer.director
-    with Session(deployer.engine, expire_on_commit=False) as session:
+
+    def plan(session: Session) -> tuple[Experiment, list[Outgoing]]:
         experiment = _running(session, experiment_id)
-        if arm is None:
-            arm = results(session, experiment).comparison.winner
-            if arm is None:
-                raise ConflictError(f"experiment {experiment_id} has no significant winner yet; promote an arm "
-                                    f"explicitly (arm=a or arm=b) or wait for more telemetry")  # fmt: skip
-        if arm not in ARMS:
-            raise InvalidRequestError(f"arm is 'a' or 'b', not {arm!r}")
-        version = experiment.version_a if arm == "a" else experiment.version_b
-        deployment, outgoing = plan_deployment(
-            session,
-            DeploymentCreate(model_id=experiment.model_id, version=version, device_ids=sorted(experiment.arms)),
-            director=director, chunk_size_bytes=deployer.chunk_size_bytes, clock=deployer.clock,
-        )  # fmt: skip
-        experiment.state, experiment.winner = ExperimentState.PROMOTED, arm
+        chosen = arm if arm is not None else results(session, experiment).comparison.winner
+        if chosen is None:
+            raise ConflictError(f"experiment {experiment_id} has no significant winner yet; promote an arm "
+                                f"explicitly (arm=a or arm=b) or wait for more telemetry")  # fmt: skip
+        if chosen not in ARMS:
+            raise InvalidRequestError(f"arm is 'a' or 'b', not {chosen!r}")
+        version = experiment.version_a if chosen == "a" else experiment.version_b
+        deployment, outgoing = _plan_release(session, deployer, experiment.model_id, version, sorted(experiment.arms))
+        experiment.state, experiment.winner = ExperimentState.PROMOTED, chosen
         experiment.promoted_deployment, experiment.ended_at_ms = deployment.id, now_ms()
-        session.add(experiment)
-        if actor_audit is not None:
-            actor_audit(session, experiment)
-        session.commit()
-    deployer.publish(outgoing, fleet=director.fleet)
+        return _recorded(session, experiment, actor_audit), outgoing
+
+    return deployer.commit_plan(plan)
+
+
+def _plan_release(
+    session: Session, deployer: Deployer, model_id: str, version: str, device_ids: list[str]
+) -> tuple[Deployment, list[Outgoing]]:
+    request = DeploymentCreate(model_id=model_id, version=version, device_ids=device_ids)
+    return plan_deployment(session, request, director=deployer.director, chunk_size_bytes=deployer.chunk_size_bytes,
+                           clock=deployer.clock)  # fmt: skip
+
+
+def _recorded(session: Session, experiment: Experiment, actor_audit: Audit | None) -> Experiment:
+    """The experiment added to the plan's transaction, with the caller's audit row beside it."""
+    session.add(experiment)
+    if actor_audit is not None:
+        actor_audit(session, experiment)
     return experiment
 
 

@@ -128,6 +128,23 @@ def apply_reported(
     return DeviceChange(device, created, labels_changed or created, applied=True)
 
 
+def apply_spool_drops(session: Session, device_id: str, window: pb.TelemetryWindow) -> bool:
+    """Keep the newest spool drop totals a telemetry window carries (by window end: windows arrive out of
+    order after an outage); True if the device row changed."""
+    if not window.HasField("spool_dropped"):
+        return False
+    device, _ = ensure_device(session, device_id)
+    if window.window_end_ms < int(device.spool_dropped.get("as_of_ms", 0)):
+        return False
+    drops = window.spool_dropped
+    device.spool_dropped = {
+        "events": drops.events, "telemetry": drops.telemetry, "samples": drops.samples,
+        "as_of_ms": window.window_end_ms,
+    }  # fmt: skip
+    session.add(device)
+    return True
+
+
 def apply_presence(
     session: Session, device_id: str, presence: pb.Presence, *, clock: ClockMs = now_ms
 ) -> DeviceChange:

@@ -28,7 +28,7 @@ from sqlmodel import Session
 
 from cloud import fleet, rollout
 from cloud.db import insert_ignore
-from cloud.db.tables import EventRecord, SampleRecord, TelemetryRecord
+from cloud.db.tables import EventRecord, FeedbackRecord, SampleRecord, TelemetryRecord
 from cloud.errors import MalformedMessage
 from cloud.identity.enrollment import enrolled_labels
 from cloud.mqtt.worker import BatchWorker, Counters, MessageConsumer
@@ -44,6 +44,7 @@ DECODERS: dict[Channel, type[Message]] = {
     Channel.TELEMETRY: pb.TelemetryWindow,
     Channel.EVENTS: pb.LifecycleEvent,
     Channel.SAMPLES: pb.SampleBatch,
+    Channel.FEEDBACK: pb.FeedbackBatch,
     Channel.REPORTED: pb.ReportedState,
     Channel.PRESENCE: pb.Presence,
 }
@@ -130,9 +131,19 @@ def sample_rows(device_id: str, b: pb.SampleBatch) -> list[dict[str, Any]]:
         {
             "device_id": device_id, "batch_seq": b.seq, "position": i, "model_id": b.model.model_id,
             "model_version": b.model.version, "input": list(s.input), "prediction": s.prediction,
-            "label": s.label or None, "ts_ms": s.ts_ms,
+            "label": s.label or None, "ts_ms": s.ts_ms, "prediction_id": s.prediction_id or f"{b.seq}:{i}",
         }  # fmt: skip
         for i, s in enumerate(b.samples)
+    ]
+
+
+def feedback_rows(device_id: str, b: pb.FeedbackBatch, received_ms: int) -> list[dict[str, Any]]:
+    """The batch's labels; an item without a prediction id or a label says nothing and is left out."""
+    return [
+        {"device_id": device_id, "prediction_id": f.prediction_id, "label": f.label, "ts_ms": f.ts_ms or received_ms,
+         "received_at_ms": received_ms, "source": "mqtt"}  # fmt: skip
+        for f in b.items
+        if f.prediction_id and f.label
     ]
 
 
@@ -215,6 +226,7 @@ class Ingestor(MessageConsumer):
         telemetry: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         samples: list[dict[str, Any]] = []
+        feedback: list[dict[str, Any]] = []
         changed: list[str] = []
         updates = reports = 0
         with Session(self.engine) as session:
@@ -225,10 +237,15 @@ class Ingestor(MessageConsumer):
                     continue
                 if channel is Channel.TELEMETRY:
                     telemetry.append(telemetry_row(device_id, msg, received))
+                    if fleet.apply_spool_drops(session, device_id, msg):
+                        updates += 1
+                        session.flush()
                 elif channel is Channel.EVENTS:
                     events.append(event_row(device_id, msg))
                 elif channel is Channel.SAMPLES:
                     samples.extend(sample_rows(device_id, msg))
+                elif channel is Channel.FEEDBACK:
+                    feedback.extend(feedback_rows(device_id, msg, received))
                 else:
                     if channel is Channel.REPORTED:
                         change = fleet.apply_reported(
@@ -246,8 +263,9 @@ class Ingestor(MessageConsumer):
             windows = insert_ignore(session, TelemetryRecord, telemetry, ["device_id", "seq"])
             stored = windows + insert_ignore(session, EventRecord, events, ["device_id", "seq"])
             sample_stored = insert_ignore(session, SampleRecord, samples, ["device_id", "batch_seq", "position"])
+            sample_stored += insert_ignore(session, FeedbackRecord, feedback, ["device_id", "prediction_id"])
             session.commit()
-        rows = len(telemetry) + len(events) + len(samples)
+        rows = len(telemetry) + len(events) + len(samples) + len(feedback)
         self.stats.add(
             stored=stored + sample_stored, duplicates=rows - stored - sample_stored, device_updates=updates,
             unenrolled=len(unenrolled), accepted=len(decoded) - len(unenrolled),

@@ -1,5 +1,9 @@
 """Two-sample statistics on binned counts (pure: numpy, plus scipy.special for two distribution tails).
 
+Each function takes one sample per side (1-d counts, scalar results) or many (2-d, one test per row,
+array results; a 1-d side is shared by every row), so a report's thousands of tests run as a few array
+operations per feature.
+
 Devices send counts over the reference profile's bins; the reference itself is a sample (the training
 rows), so every test here is a *two-sample* test: it pools both samples for its expectation instead of
 treating the reference proportions as exact (which inflates false positives as the live side grows).
@@ -23,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy.special import chdtrc, kolmogorov
@@ -35,145 +39,157 @@ MIN_EXPECTED = 5.0  # Cochran's rule of thumb for the chi-square approximation
 SMOOTHING = 0.5  # Jeffreys: half a count added to every bin for the effect sizes
 
 
-def _pair(a: Counts, b: Counts) -> tuple[np.ndarray, np.ndarray]:
+def _pair(a: Counts, b: Counts) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Both as (samples, bins) float arrays (a 1-d side broadcasts); True when both came 1-d."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if x.ndim != 1 or y.ndim != 1:
-        raise ValueError("counts must be 1-d sequences")
-    if x.shape != y.shape:
-        raise ValueError(f"bin count mismatch: {len(x)} and {len(y)} bins")
+    if x.ndim not in (1, 2) or y.ndim not in (1, 2) or x.size == 0 and y.size == 0:
+        raise ValueError("counts must be 1-d (one sample) or 2-d (one sample per row)")
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"bin count mismatch: {x.shape[-1]} and {y.shape[-1]} bins")
     if (x < 0).any() or (y < 0).any() or not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("counts must be finite and non-negative")
-    return x, y
+    single = x.ndim == 1 and y.ndim == 1
+    x2, y2 = np.atleast_2d(x), np.atleast_2d(y)
+    rows = max(x2.shape[0], y2.shape[0])
+    return np.broadcast_to(x2, (rows, x2.shape[1])), np.broadcast_to(y2, (rows, y2.shape[1])), single
+
+
+def _out(values: np.ndarray, single: bool) -> Any:
+    return float(values[0]) if single else values
 
 
 @dataclass(frozen=True)
 class TestResult:
-    statistic: float
-    dof: int  # 0: nothing to test (one bin left after merging, or an empty sample)
-    p_value: float
+    statistic: Any  # float, or an array with one value per sample (2-d input)
+    dof: Any  # 0: nothing to test (one bin left after merging, or an empty sample)
+    p_value: Any
+
+
+def _merge(x: np.ndarray, y: np.ndarray, min_expected: float) -> tuple[np.ndarray, np.ndarray]:
+    pooled = x + y
+    small = np.minimum(x.sum(axis=1), y.sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where(small > 0, min_expected * pooled.sum(axis=1) / small, np.inf)  # pooled rows a bin needs
+    rows, bins = x.shape
+    group = np.zeros((rows, bins), dtype=np.int64)
+    current, acc = np.zeros(rows, dtype=np.int64), np.zeros(rows)
+    for j in range(bins):
+        group[:, j] = current
+        acc += pooled[:, j]
+        full = acc >= need
+        current = current + full
+        acc[full] = 0.0
+    # a remainder that never reached `need` joins the group before it
+    open_group = (acc > 0) & (current > 0)
+    group = np.where(open_group[:, None] & (group == current[:, None]), group - 1, group)
+    index = (np.repeat(np.arange(rows), bins), group.ravel())
+    mx, my = np.zeros((rows, bins)), np.zeros((rows, bins))
+    np.add.at(mx, index, x.ravel())
+    np.add.at(my, index, y.ravel())
+    return mx, my
 
 
 def merge_sparse_bins(a: Counts, b: Counts, min_expected: float = MIN_EXPECTED) -> tuple[np.ndarray, np.ndarray]:
-    """Merge adjacent bins (left to right, the last remainder into its left neighbour) until each bin's
+    """Merge adjacent bins (left to right, a last remainder into its left neighbour) until each bin's
     pooled count, scaled to the smaller sample, reaches `min_expected`. Bins are ordered, so neighbours
-    are the natural partners."""
-    x, y = _pair(a, b)
-    pooled, small = x + y, min(x.sum(), y.sum())
-    total = pooled.sum()
-    if total <= 0 or small <= 0:
-        return x, y
-    need = min_expected * total / small  # pooled rows a bin needs
-    groups: list[list[int]] = []
-    acc, current = 0.0, []
-    for i, value in enumerate(pooled):
-        current.append(i)
-        acc += value
-        if acc >= need:
-            groups.append(current)
-            acc, current = 0.0, []
-    if current:
-        if groups:
-            groups[-1].extend(current)
+    are the natural partners. Merged bins are returned first, emptied ones dropped (1-d input) or left
+    as zero columns (2-d input)."""
+    x, y, single = _pair(a, b)
+    mx, my = _merge(x, y, min_expected)
+    if single:
+        keep = (mx[0] + my[0]) > 0
+        return mx[0][keep], my[0][keep]
+    return mx, my
+
+
+def _homogeneity(a: Counts, b: Counts, min_expected: float, likelihood_ratio: bool) -> TestResult:
+    x, y, single = _pair(a, b)
+    mx, my = _merge(x, y, min_expected)
+    pooled = mx + my
+    total, nx, ny = pooled.sum(axis=1), mx.sum(axis=1), my.sum(axis=1)
+    testable = (nx > 0) & (ny > 0)
+    dof = np.where(testable, np.maximum((pooled > 0).sum(axis=1) - 1, 0), 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(total[:, None] > 0, pooled / total[:, None], 0.0)
+        ex, ey = share * nx[:, None], share * ny[:, None]
+        if likelihood_ratio:
+            terms = np.where(mx > 0, mx * np.log(mx / ex), 0.0) + np.where(my > 0, my * np.log(my / ey), 0.0)
+            statistic = np.maximum(2.0 * terms.sum(axis=1), 0.0)
         else:
-            groups.append(current)
-    return np.array([x[g].sum() for g in groups]), np.array([y[g].sum() for g in groups])
-
-
-def _expected(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pooled = x + y
-    share = pooled / pooled.sum()
-    return share * x.sum(), share * y.sum()
+            terms = np.where(ex > 0, (mx - ex) ** 2 / ex, 0.0) + np.where(ey > 0, (my - ey) ** 2 / ey, 0.0)
+            statistic = terms.sum(axis=1)
+    statistic = np.where(dof > 0, statistic, 0.0)
+    p_value = np.where(dof > 0, chdtrc(np.maximum(dof, 1), statistic), 1.0)
+    return TestResult(_out(statistic, single), int(dof[0]) if single else dof, _out(p_value, single))
 
 
 def chi_square_two_sample(a: Counts, b: Counts, min_expected: float = MIN_EXPECTED) -> TestResult:
-    """Pearson's chi-square test of homogeneity of two binned samples."""
-    x, y = merge_sparse_bins(a, b, min_expected)
-    if x.sum() <= 0 or y.sum() <= 0 or len(x) < 2:
-        return TestResult(0.0, 0, 1.0)
-    ex, ey = _expected(x, y)
-    statistic = float(np.sum((x - ex) ** 2 / ex) + np.sum((y - ey) ** 2 / ey))
-    dof = len(x) - 1
-    return TestResult(statistic, dof, float(chdtrc(dof, statistic)))
+    """Pearson's chi-square test of homogeneity of two binned samples (rows of 2-d input: one test each)."""
+    return _homogeneity(a, b, min_expected, likelihood_ratio=False)
 
 
 def g_test(a: Counts, b: Counts, min_expected: float = MIN_EXPECTED) -> TestResult:
     """The likelihood-ratio (G) test of homogeneity; same null distribution as the chi-square."""
-    x, y = merge_sparse_bins(a, b, min_expected)
-    if x.sum() <= 0 or y.sum() <= 0 or len(x) < 2:
-        return TestResult(0.0, 0, 1.0)
-    ex, ey = _expected(x, y)
-
-    def term(observed: np.ndarray, expected: np.ndarray) -> float:
-        mask = observed > 0
-        return float(np.sum(observed[mask] * np.log(observed[mask] / expected[mask])))
-
-    statistic = max(0.0, 2.0 * (term(x, ex) + term(y, ey)))
-    dof = len(x) - 1
-    return TestResult(statistic, dof, float(chdtrc(dof, statistic)))
+    return _homogeneity(a, b, min_expected, likelihood_ratio=True)
 
 
 @dataclass(frozen=True)
 class KsResult:
-    statistic: float  # max |F_a - F_b| over the bin edges: <= the continuous statistic
-    upper: float  # the continuous statistic is at most this (statistic + the largest bin mass)
-    p_value: float  # from `statistic`: conservative for the continuous test
-
-
-def _ks_tail(d: float, n: float, m: float) -> float:
-    """P(D >= d) for two samples of n and m, asymptotic with Stephens' small-sample correction."""
-    if d <= 0:
-        return 1.0
-    en = math.sqrt(n * m / (n + m))
-    return float(min(1.0, kolmogorov((en + 0.12 + 0.11 / en) * d)))
+    statistic: Any  # max |F_a - F_b| over the bin edges: <= the continuous statistic
+    upper: Any  # the continuous statistic is at most this (statistic + the largest bin mass)
+    p_value: Any  # from `statistic`: conservative for the continuous test
 
 
 def binned_ks(a: Counts, b: Counts) -> KsResult:
-    x, y = _pair(a, b)
-    n, m = x.sum(), y.sum()
-    if n <= 0 or m <= 0:
-        return KsResult(0.0, 1.0, 1.0)
-    p, q = x / n, y / m
-    d = float(np.max(np.abs(np.cumsum(p) - np.cumsum(q))))
-    # inside a bin both CDFs rise by at most that bin's mass, so the unseen gap is bounded by it
-    upper = min(1.0, d + float(np.max(np.maximum(p, q))))
-    return KsResult(d, upper, _ks_tail(d, n, m))
+    x, y, single = _pair(a, b)
+    n, m = x.sum(axis=1), y.sum(axis=1)
+    ok = (n > 0) & (m > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p, q = x / np.where(ok, n, 1)[:, None], y / np.where(ok, m, 1)[:, None]
+        d = np.where(ok, np.max(np.abs(np.cumsum(p, axis=1) - np.cumsum(q, axis=1)), axis=1), 0.0)
+        # inside a bin both CDFs rise by at most that bin's mass, so the unseen gap is bounded by it
+        upper = np.where(ok, np.minimum(1.0, d + np.max(np.maximum(p, q), axis=1)), 1.0)
+        # P(D >= d), asymptotic with Stephens' small-sample correction
+        en = np.sqrt(np.where(ok, n * m / np.where(ok, n + m, 1), 1.0))
+        p_value = np.where(ok & (d > 0), np.minimum(1.0, kolmogorov((en + 0.12 + 0.11 / en) * d)), 1.0)
+    return KsResult(_out(d, single), _out(upper, single), _out(p_value, single))
 
 
 def smoothed(counts: Counts, smoothing: float = SMOOTHING) -> np.ndarray:
     arr = np.asarray(counts, dtype=float)
-    return (arr + smoothing) / (arr.sum() + smoothing * len(arr))
+    return (arr + smoothing) / (arr.sum(axis=-1, keepdims=True) + smoothing * arr.shape[-1])
 
 
-def psi(a: Counts, b: Counts, smoothing: float = SMOOTHING) -> float:
+def psi(a: Counts, b: Counts, smoothing: float = SMOOTHING) -> Any:
     """Population Stability Index of b against a, on smoothed proportions."""
-    x, y = _pair(a, b)
-    if x.sum() <= 0 or y.sum() <= 0:
+    x, y, single = _pair(a, b)
+    if (x.sum(axis=1) <= 0).any() or (y.sum(axis=1) <= 0).any():
         raise ValueError("counts sum to zero")
     p, q = smoothed(x, smoothing), smoothed(y, smoothing)
-    return float(np.sum((q - p) * np.log(q / p)))
+    return _out(np.sum((q - p) * np.log(q / p), axis=1), single)
 
 
-def psi_expected_null(bins: int, n_a: float, n_b: float) -> float:
+def psi_expected_null(bins: int, n_a: Any, n_b: Any) -> Any:
     """PSI expected between two samples of sizes n_a and n_b from one distribution over `bins` bins:
     PSI is close to the chi-square statistic over the harmonic sample size, (bins - 1)(1/n_a + 1/n_b)."""
-    if n_a <= 0 or n_b <= 0:
-        return math.inf
-    return max(bins - 1, 0) * (1.0 / n_a + 1.0 / n_b)
+    a, b = np.asarray(n_a, dtype=float), np.asarray(n_b, dtype=float)
+    with np.errstate(divide="ignore"):
+        value = np.where((a > 0) & (b > 0), max(bins - 1, 0) * (1.0 / a + 1.0 / b), math.inf)
+    return float(value) if value.ndim == 0 else value
 
 
-def js_distance(a: Counts, b: Counts) -> float:
+def js_distance(a: Counts, b: Counts) -> Any:
     """Jensen-Shannon distance, base 2, in [0, 1] (finite with empty bins, no smoothing needed)."""
-    x, y = _pair(a, b)
-    if x.sum() <= 0 or y.sum() <= 0:
+    x, y, single = _pair(a, b)
+    n, m = x.sum(axis=1), y.sum(axis=1)
+    if (n <= 0).any() or (m <= 0).any():
         raise ValueError("counts sum to zero")
-    p, q = x / x.sum(), y / y.sum()
+    p, q = x / n[:, None], y / m[:, None]
     mid = (p + q) / 2
-
-    def kl(v: np.ndarray) -> float:
-        mask = v > 0
-        return float(np.sum(v[mask] * np.log2(v[mask] / mid[mask])))
-
-    return math.sqrt(min(max(0.0, (kl(p) + kl(q)) / 2), 1.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(p > 0, p * np.log2(p / mid), 0.0).sum(axis=1)
+        kl_q = np.where(q > 0, q * np.log2(q / mid), 0.0).sum(axis=1)
+    return _out(np.sqrt(np.clip((kl_p + kl_q) / 2, 0.0, 1.0)), single)
 
 
 def fdr_adjust(p_values: Sequence[float] | np.ndarray, method: FdrMethod = "bh") -> np.ndarray:

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 CONTROLLER = "controller"
 BeforeCommit = Callable[[Session], object]
 DAY_MS = 86_400_000
+_OPERATOR_CLAIMS = 3
 
 
 class RolloutController(Periodic):
@@ -112,11 +113,7 @@ class RolloutController(Periodic):
         director = self.deployer.director
         outgoing: list[Outgoing] = []
         with Session(self.deployer.engine, expire_on_commit=False) as session:
-            rollout = session.get(Rollout, deployment_id)
-            if rollout is None:
-                raise NotFoundError(f"no staged rollout {deployment_id}")
-            if RolloutState(rollout.state) not in allowed or not self._claim(session, rollout):
-                raise ConflictError(f"rollout {deployment_id} is {rollout.state}: cannot {action} it now")
+            rollout = self._claim_for_operator(session, deployment_id, action, allowed)
             deployment = session.get(Deployment, deployment_id)
             assert deployment is not None
             now = self.clock()
@@ -135,6 +132,22 @@ class RolloutController(Periodic):
             session.commit()
         self.deployer.publish(outgoing, fleet=director.fleet)
         return rollout
+
+    def _claim_for_operator(self, session: Session, deployment_id: str, action: str,
+                            allowed: set[RolloutState]) -> Rollout:  # fmt: skip
+        """The rollout, claimed, if its state allows `action`. A claim lost to a controller step that committed
+        meanwhile (woken by telemetry, steps come often) is tried again on the row as that step left it."""
+        state = ""
+        for _ in range(_OPERATOR_CLAIMS):
+            rollout = session.get(Rollout, deployment_id, populate_existing=True)
+            if rollout is None:
+                raise NotFoundError(f"no staged rollout {deployment_id}")
+            state = rollout.state
+            if RolloutState(state) not in allowed:
+                break
+            if self._claim(session, rollout):
+                return rollout
+        raise ConflictError(f"rollout {deployment_id} is {state}: cannot {action} it now")
 
     # -- a step's parts -------------------------------------------------------------------------------------
 

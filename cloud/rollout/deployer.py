@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 _DEPLOY_ATTEMPTS = 5
 
 BeforeCommit = Callable[[Session, Deployment], object]
+T = TypeVar("T")
+Plan = Callable[[Session], tuple[T, list[Outgoing]]]  # writes its rows, returns (result, desired states to send)
 
 
 def publish_desired(
@@ -114,30 +117,22 @@ class Deployer:
         self, session: Session, request: DeploymentCreate, before_commit: BeforeCommit | None,
         staged: RolloutPolicy | None,
     ) -> Deployment:  # fmt: skip
-        # The plan touches device and deployment rows that ingestion updates concurrently; when PostgreSQL
-        # aborts it as a deadlock, it is planned again from the start (nothing was published yet).
         director = self.director
-        for attempt in range(1, _DEPLOY_ATTEMPTS + 1):
-            try:
-                if staged is None:
-                    deployment, outgoing = plan_deployment(
-                        session, request, director=director, chunk_size_bytes=self.chunk_size_bytes, clock=self.clock
-                    )
-                else:
-                    deployment, _ = plan_staged(
-                        session, request, staged, chunk_size_bytes=self.chunk_size_bytes, clock=self.clock
-                    )
-                    outgoing = []
-                if before_commit is not None:
-                    before_commit(session, deployment)
-                session.commit()
-                break
-            except OperationalError as exc:
-                session.rollback()
-                if attempt == _DEPLOY_ATTEMPTS or not is_retryable_conflict(exc):
-                    raise
-                log.info("deployment planning hit a conflicting transaction (%s); retrying", exc.orig)
-                time.sleep(0.05 * attempt)
+
+        def plan(session: Session) -> tuple[Deployment, list[Outgoing]]:
+            if staged is None:
+                deployment, outgoing = plan_deployment(
+                    session, request, director=director, chunk_size_bytes=self.chunk_size_bytes, clock=self.clock
+                )
+            else:
+                deployment, _ = plan_staged(session, request, staged, chunk_size_bytes=self.chunk_size_bytes,
+                                            clock=self.clock)  # fmt: skip
+                outgoing = []
+            if before_commit is not None:
+                before_commit(session, deployment)
+            return deployment, outgoing
+
+        deployment, outgoing = self._commit_with_retries(session, plan)
         self.publish(outgoing, fleet=director.fleet)
         session.refresh(deployment)
         log.info(
@@ -145,6 +140,30 @@ class Deployer:
             deployment.id, deployment.model_id, deployment.version, len(outgoing),
         )
         return deployment
+
+    def commit_plan(self, plan: Plan[T]) -> T:
+        """Run `plan(session)` in a session of its own, commit, then publish the desired states it returns;
+        for callers that plan several deployments in one transaction (experiments)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            result, outgoing = self._commit_with_retries(session, plan)
+        self.publish(outgoing)
+        return result
+
+    def _commit_with_retries(self, session: Session, plan: Plan[T]) -> tuple[T, list[Outgoing]]:
+        # A plan touches device and deployment rows that ingestion updates concurrently; when PostgreSQL
+        # aborts it as a deadlock, it is planned again from the start (nothing was published yet).
+        for attempt in range(1, _DEPLOY_ATTEMPTS + 1):
+            try:
+                planned = plan(session)
+                session.commit()
+                return planned
+            except OperationalError as exc:
+                session.rollback()
+                if attempt == _DEPLOY_ATTEMPTS or not is_retryable_conflict(exc):
+                    raise
+                log.info("deployment planning hit a conflicting transaction (%s); retrying", exc.orig)
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def reconcile_device(self, device_id: str) -> int:
         """Publish a matching label deployment to a new or relabelled device; returns messages sent."""

@@ -113,6 +113,8 @@ class Journal:
     # ... while the agent and the runtime are the versions they were then: runtime -> stamp (update.crash_marks)
     crash_stamps: dict[str, str] = field(default_factory=dict)
     restoring: Restoring | None = None
+    # "<counter>:<sha256>" of the last desired state that verified: its re-delivery is not checked again
+    verified_desired: str = ""
 
     def with_(self, **changes: Any) -> Journal:
         return replace(self, **changes)
@@ -170,6 +172,7 @@ def encode_journal(journal: Journal) -> bytes:
         else {"until_ms": journal.probation.until_ms, "restarts": journal.probation.restarts},
         "crashed_runtimes": sorted(journal.crashed_runtimes),
         "crash_stamps": dict(journal.crash_stamps),
+        "verified_desired": journal.verified_desired,
         "restoring": None
         if journal.restoring is None
         else {"artifact_sha256": journal.restoring.artifact_sha256, "attempts": journal.restoring.attempts},
@@ -216,6 +219,7 @@ def decode_journal(data: bytes) -> Journal:
             else Probation(int(probation["until_ms"]), int(probation.get("restarts", 0))),
             crashed_runtimes=frozenset(str(r) for r in doc.get("crashed_runtimes", [])),
             crash_stamps={str(k): str(v) for k, v in doc.get("crash_stamps", {}).items()},
+            verified_desired=str(doc.get("verified_desired", "")),
             restoring=None
             if restoring is None
             else Restoring(str(restoring["artifact_sha256"]), int(restoring["attempts"])),

@@ -616,16 +616,40 @@ class SpoolDrops(_message.Message):
     def __init__(self, events: _Optional[int] = ..., telemetry: _Optional[int] = ..., samples: _Optional[int] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("input", "prediction", "label", "ts_ms")
+    __slots__ = ("input", "prediction", "label", "ts_ms", "prediction_id")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     TS_MS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
     input: _containers.RepeatedScalarFieldContainer[float]
     prediction: str
     label: str
     ts_ms: int
-    def __init__(self, input: _Optional[_Iterable[float]] = ..., prediction: _Optional[str] = ..., label: _Optional[str] = ..., ts_ms: _Optional[int] = ...) -> None: ...
+    prediction_id: str
+    def __init__(self, input: _Optional[_Iterable[float]] = ..., prediction: _Optional[str] = ..., label: _Optional[str] = ..., ts_ms: _Optional[int] = ..., prediction_id: _Optional[str] = ...) -> None: ...
+
+class Feedback(_message.Message):
+    __slots__ = ("prediction_id", "label", "ts_ms")
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    prediction_id: str
+    label: str
+    ts_ms: int
+    def __init__(self, prediction_id: _Optional[str] = ..., label: _Optional[str] = ..., ts_ms: _Optional[int] = ...) -> None: ...
+
+class FeedbackBatch(_message.Message):
+    __slots__ = ("schema_version", "device_id", "seq", "items")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    device_id: str
+    seq: int
+    items: _containers.RepeatedCompositeFieldContainer[Feedback]
+    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., items: _Optional[_Iterable[_Union[Feedback, _Mapping]]] = ...) -> None: ...
 
 class SampleBatch(_message.Message):
     __slots__ = ("schema_version", "device_id", "seq", "model", "samples")

@@ -78,7 +78,8 @@ def cloud(mqtt_broker: Any, database_url: str, tmp_path: Path) -> Iterator[tuple
         yield found
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, page: Any = None) -> Any:
+    """page: the browser, whose address and visible text a timeout reports."""
     from selenium.common.exceptions import WebDriverException
 
     deadline = time.monotonic() + timeout
@@ -90,7 +91,10 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            seen = (
+                "" if page is None else f" at {page.current_url}: {page.find_element('tag name', 'body').text[:800]!r}"
+            )
+            raise AssertionError(f"timed out waiting for {what}{seen}")
         time.sleep(0.25)
 
 
@@ -135,8 +139,9 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         assert "/console/signin" in browser.current_url
         find("#token").send_keys("ef_not_a_token")
         find("#signin").click()
-        assert "unknown, revoked or expired" in wait_for(lambda: count("#signin-error") and find("#signin-error").text,
-                                                         10, "the refusal")
+        assert "unknown, revoked or expired" in wait_for(
+            lambda: count("#signin-error") and find("#signin-error").text, 10, "the refusal"
+        )
         shot("signin-refused")
         find("#token").send_keys(token)
         find("#signin").click()
@@ -172,6 +177,20 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         wait_for(lambda: count("svg.heat-map rect.cell") >= len(DEVICES), 10, "the drift heat map")
         shot("drift")
 
+        # the plain deployment of v1: listed, and on its own page every device has it
+        find("header nav a[href='/console/deployments']").click()
+        wait_for(lambda: count("tr.deployment-row") == 1, 10, "the deployments page")
+        wait_for(lambda: browser.refresh() or find("tr.deployment-row").get_attribute("data-status") == "succeeded",
+                 20, "the deployment succeeded")  # fmt: skip
+        still()
+        shot("deployments")
+        find("tr.deployment-row a").click()
+        wait_for(lambda: count("tr.target-row") == len(DEVICES), 10, "the deployment page")
+        still()
+        assert find("#deployment-status").text == "succeeded"
+        assert count("tr.target-row[data-status='succeeded']") == len(DEVICES)
+        shot("deployment")
+
         # a rollout from the form: preview the waves, then start it
         find("header nav a[href='/console/rollouts']").click()
         wait_for(lambda: count("#start-form"), 10, "the rollout form")
@@ -202,7 +221,7 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         shot("rollout-running")
 
         find("#action-pause").click()
-        wait_for(lambda: "done=pause" in browser.current_url, 10, "the pause")
+        wait_for(lambda: "done=pause" in browser.current_url, 10, "the pause", browser)
         assert find("#rollout-state").text == "paused"
         still()
         assert count("#action-resume") == 1 and count("#action-pause") == 0
@@ -220,4 +239,4 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         wait_for(lambda: "/console/signin" in browser.current_url, 10, "signing out")
         browser.get(f"{base}/console")
         assert "/console/signin" in browser.current_url
-    assert len(shots) == 9 and all((artifacts / name).stat().st_size > 5000 for name in shots)
+    assert len(shots) == 11 and all((artifacts / name).stat().st_size > 5000 for name in shots)

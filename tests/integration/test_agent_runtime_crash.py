@@ -257,3 +257,46 @@ def test_a_runtime_whose_import_segfaults_is_not_advertised(
     assert state is not None and list(state.runtimes) == ["tflite"]
     assert [r.name for r in state.facts.runtimes] == ["tflite"] and state.facts.runtimes[0].version
     assert not _crash_errors(cloud)
+
+
+def test_an_active_model_whose_runtime_crashes_at_restore_is_given_up_and_an_upgrade_lifts_the_ban(
+    tmp_path: Path, mqtt_broker: Any, setup: tuple[Keys, FakeCloud], compiled: list[Any]
+) -> None:
+    """The ALREADY-active model crashes while it is restored at start (here: the runtime was swapped for a
+    broken build under the agent); after two such deaths the agent comes back with no model and says why.
+    Then the runtime changes version (the fix): the mark is cleared and the runtime is offered and used."""
+    keys, cloud = setup
+    config = _config(tmp_path, mqtt_broker, keys)
+    healthy = tmp_path / "no-fake"  # nothing shadows the real onnxruntime
+    healthy.mkdir()
+    agent = AgentProcess(config, healthy, tmp_path / "agent.log")
+    cloud.deploy(DEVICE, _release(keys, compiled, 1, ("onnxruntime",)), generation=1)
+    agent.start()
+    try:
+        assert _until(agent, lambda: _serving(cloud, "v1", "onnxruntime"), 60), agent.log.read_text()
+    finally:
+        agent.stop()
+
+    broken = AgentProcess(config, _fake_runtime(tmp_path, SEGFAULT_ON_LOAD), tmp_path / "agent.log")
+    broken.start()
+    try:
+        assert _until(broken, lambda: bool(_crash_errors(cloud)), 120), broken.log.read_text()
+        time.sleep(1.0)  # it stays up now: no crash loop
+        assert broken.supervise(), broken.exits
+    finally:
+        broken.stop()
+    assert broken.exits.count(-11) == 2, broken.exits  # MAX_LOAD_ATTEMPTS deaths, then it gave the model up
+    (error,) = _crash_errors(cloud)
+    assert "onnxruntime" in error.error.message and "at start" in error.error.message
+    state = _reported(cloud)
+    assert state is not None and not state.HasField("active_model") and list(state.runtimes) == ["tflite"]
+
+    fixed = AgentProcess(config, healthy, tmp_path / "agent.log")  # onnxruntime's version changed back
+    fixed.start()
+    try:
+        assert _until(fixed, lambda: "onnxruntime" in (_reported(cloud) or pb.ReportedState()).runtimes, 60)
+        cloud.deploy(DEVICE, _release(keys, compiled, 2, ("onnxruntime",)), generation=2)
+        assert _until(fixed, lambda: _serving(cloud, "v2", "onnxruntime"), 60), fixed.log.read_text()
+    finally:
+        fixed.stop()
+    assert fixed.exits == []

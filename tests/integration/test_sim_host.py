@@ -1,6 +1,6 @@
 """The simulator's AgentHost: real agents on one event loop get a real rollout from a real cloud over a real
 broker, load the artifact once between them, report the hardware they were given, and come back from a
-dropped link and from a crash."""
+dropped link and from a crash; a ProcessFleet does the same across worker processes."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from cloud.settings import CloudSettings
 from cloud.training.pipeline import PipelineResult, TrainingConfig, run_training_pipeline
 from protocols.v1 import messages_pb2 as pb
 from simulator.host import AgentHost, DeviceSpec
+from simulator.process_fleet import ProcessFleet
 
 pytestmark = pytest.mark.integration
 
@@ -72,3 +73,19 @@ def test_a_rollout_reaches_every_agent_on_the_loop(cloud_and_model, mqtt_broker:
                 return device is not None and device.facts.get("cpu_model") == PI.cpu_model
 
         assert wait_until(cloud_sees_the_pi, timeout_s=20)
+
+
+def test_a_process_fleet_spreads_devices_over_workers(cloud_and_model, mqtt_broker: Any, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cloud, v1 = cloud_and_model
+    ids = [f"proc-{n}" for n in range(4)]
+    passwords = enroll(cloud, *ids)
+    fleet = ProcessFleet([DeviceSpec(d, password=passwords[d]) for d in ids], workers=2, mqtt_url=mqtt_broker.url,
+                         mqtt_protocol=mqtt_broker.mqtt_protocol, trust_path=cloud.trust_chain_path,
+                         state_root=tmp_path / "devices")  # fmt: skip
+    with fleet:
+        assert len(fleet.baseline_rss_kb) == 2 and all(kb > 0 for kb in fleet.baseline_rss_kb)
+        assert wait_until(lambda: fleet.connected() == 4, timeout_s=30)
+        cloud.deployer.deploy(DeploymentCreate(model_id="m", version=v1.version, device_ids=ids))  # type: ignore[union-attr]
+        assert wait_until(lambda: fleet.running(v1.version) == 4, timeout_s=60), fleet.state_counts()
+        assert fleet.state_counts() == {f"active {v1.version}": 4}
+        assert all(kb > 0 for kb in fleet.rss_kb())

@@ -2,15 +2,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Query, Request, Response
 from google.protobuf.json_format import MessageToDict
 from pydantic import TypeAdapter
 
 from cloud import monitoring, registry
 from cloud.api.auth import api_router
 from cloud.api.deps import SessionDep, cached_json
-from cloud.api.schemas import ModelSummary, ModelVersionDetail
+from cloud.api.schemas import AccuracyLinePublic, ModelSummary, ModelVersionDetail
 from cloud.db.tables import ArtifactPublic, ModelVersion, ModelVersionPublic
+from cloud.monitoring import feedback
 
 router = api_router(prefix="/models", tags=["models"])
 
@@ -58,3 +59,14 @@ def fleet_drift(
     session: SessionDep, model_id: str, version: str, since_ms: int | None = None
 ) -> monitoring.DriftReport:
     return monitoring.fleet_drift(session, model_id, _version(version), since_ms=since_ms)
+
+
+@router.get("/{model_id}/versions/{version}/accuracy", response_model=list[AccuracyLinePublic])
+def field_accuracy(
+    session: SessionDep, model_id: str, version: str, by: feedback.GroupBy = "device",
+    window_s: int = Query(default=3600, ge=1, le=366 * 86_400), since_ms: int | None = None,
+) -> list[feedback.AccuracyLine]:  # fmt: skip
+    """Accuracy (regressors: mean absolute error) of this version's sampled predictions that have a label
+    from the field, per device, per window of `window_s` or for the whole version, with 95 % intervals."""
+    return feedback.field_accuracy(session, model_id, _version(version), by=by, window_ms=window_s * 1000,
+                                   since_ms=since_ms)  # fmt: skip

@@ -78,3 +78,33 @@ def test_impossible_experiments_are_refused(lab) -> None:  # type: ignore[no-unt
                             ({"device_ids": DEVICES[:1]}, "at least two devices")]:  # fmt: skip
         with pytest.raises(InvalidRequestError, match=needle):
             experiments.start(deployer, request(**changes))
+
+
+class _Deadlock(Exception):
+    sqlstate = "40P01"  # what psycopg reports when PostgreSQL aborts a transaction as a deadlock victim
+
+
+def test_start_and_promote_are_planned_again_after_a_deadlock(lab, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Both go through Deployer.commit_plan, which rolls back and plans again when the database aborts the
+    transaction as a deadlock (seen on PostgreSQL with ingestion writing the same device rows)."""
+    from sqlalchemy.exc import OperationalError
+
+    from cloud.experiments import service
+
+    deployer, fleet = lab
+    real, failures = service.plan_deployment, []
+
+    def deadlocking_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not failures:
+            failures.append(1)
+            raise OperationalError("UPDATE device ...", {}, _Deadlock())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service, "plan_deployment", deadlocking_once)
+    experiment = experiments.start(deployer, request())
+    assert failures == [1] and len(experiment.arms) == len(DEVICES)
+    assert {version_of(fleet.desired(d)) for d in DEVICES} == {"1", "2"}  # type: ignore[arg-type]
+    failures.clear()
+    promoted = experiments.promote(deployer, experiment.id, "a")
+    assert failures == [1] and promoted.state == ExperimentState.PROMOTED
+    assert {version_of(fleet.desired(d)) for d in DEVICES} == {"1"}  # type: ignore[arg-type]

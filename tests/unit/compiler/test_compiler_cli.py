@@ -13,6 +13,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from cloud.cli import main
 
@@ -26,7 +27,10 @@ def files(tmp_path_factory: pytest.TempPathFactory, digits: Split) -> Path:
         digits.y_train,
     )
     joblib.dump(model, root / "model.joblib")
-    joblib.dump(KNeighborsClassifier().fit(digits.x_train, digits.y_train), root / "knn.joblib")
+    knn = KNeighborsClassifier(metric="cosine").fit(digits.x_train, digits.y_train)
+    joblib.dump(knn, root / "knn.joblib")
+    svc = make_pipeline(StandardScaler(), SVC()).fit(digits.x_train, digits.y_train)
+    joblib.dump(svc, root / "svc.joblib")
     np.savez(root / "data.npz", X=digits.x_test, y=digits.y_test)
     np.savez(root / "train.npz", X=digits.x_train)
     return root
@@ -67,6 +71,22 @@ def test_compile_writes_artifacts_and_fragment(files: Path, tmp_path: Path, caps
         assert artifact["metrics"]["agreement"] >= 0.99
 
 
+def test_all_targets_of_an_onnx_only_family_say_why_in_output_and_fragment(
+    files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["compile", str(files / "svc.joblib"), "--data", str(files / "data.npz"), "--target", "all"]
+    code = main([*args, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "note: no TFLite artifact: SVC compiles to ONNX only, through skl2onnx" in printed
+    assert "onnx: auto kept none (" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.fragment.json", "model.onnx"]
+    fragment = json.loads((out / "manifest.fragment.json").read_text())
+    assert fragment["lineage"]["compiler_notes"] == "no TFLite artifact: SVC compiles to ONNX only, through skl2onnx"
+    assert fragment["artifacts"][0]["predicted_output"] == "label"
+
+
 def test_refused_gate_exits_3_with_figures(files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         [
@@ -91,7 +111,7 @@ def test_refused_gate_exits_3_with_figures(files: Path, tmp_path: Path, capsys: 
 @pytest.mark.parametrize(
     ("model", "data", "message"),
     [
-        ("knn.joblib", "data.npz", "not supported yet: KNeighborsClassifier"),
+        ("knn.joblib", "data.npz", "not supported yet: KNeighborsClassifier(metric='cosine')"),
         ("missing.joblib", "data.npz", "model file not found"),
         ("model.joblib", "train.npz", "must hold arrays X and y"),
         ("data.npz", "data.npz", "cannot read"),

@@ -16,6 +16,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from model_compiler import compile_estimator
 from model_compiler.manifest import fragment_json
@@ -35,7 +36,12 @@ def _mlp(data: Split) -> object:
         _mlp,
         lambda d: RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0).fit(d.x_train, d.y_train),
         lambda d: HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(d.x_train, d.y_train),
+        # categorical splits (set-membership nodes) and skl2onnx's graph behind the compiler's preprocessing
+        lambda d: HistGradientBoostingClassifier(max_iter=3, categorical_features=list(range(32, 40)), random_state=0)
+        .fit(d.x_train, d.y_train),
+        lambda d: make_pipeline(StandardScaler(), SVC()).fit(d.x_train, d.y_train),
     ],
+    ids=["mlp", "forest", "hgb", "hgb_categorical", "svc"],
 )
 def test_same_inputs_give_identical_bytes(make: object, digits: Split) -> None:
     first = compile_estimator(

@@ -66,7 +66,7 @@ def test_a_missing_or_broken_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_the_trust_chain_must_verify_from_its_first_version(tmp_path: Path, keys: Keys) -> None:
-    settings = load_settings(device_id="pi-1", trust_path=keys.trust_path)
+    settings = load_settings(device_id="pi-1", trust_path=keys.trust_path, state_dir=tmp_path)
     assert settings.read_trust().fleet == keys.fleet and settings.read_trust().version == 1
     bad = tmp_path / "trust.chain"
     bad.write_bytes(b"\xff" * 31)
@@ -142,3 +142,31 @@ def test_loading_settings_does_not_import_pydantic_or_cryptography() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_trust_chain_is_checked_once_per_content_and_again_when_it_changes(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from protocols import trust
+
+    checked: list[bytes] = []
+    real = trust.verify_signature
+
+    def counting(public_key: bytes, signature: bytes, data: bytes) -> bool:
+        checked.append(data)
+        return real(public_key, signature, data)
+
+    monkeypatch.setattr(trust, "verify_signature", counting)
+    chain = tmp_path / "trust.chain"
+    chain.write_bytes(keys.chain.SerializeToString())
+    settings = load_settings(device_id="pi-1", trust_path=chain, state_dir=tmp_path)
+    first = settings.read_trust()
+    assert checked and (tmp_path / "trust.verified").exists()
+    checked.clear()
+    again = settings.read_trust()  # the next start: same bytes, no signature check (no cryptography loaded)
+    assert checked == [] and again.fleet == first.fleet and again.version == first.version
+    forged = pb.TrustChain.FromString(keys.chain.SerializeToString())
+    forged.roots[0].signatures[0].signature = bytes(64)
+    chain.write_bytes(forged.SerializeToString())  # the file changed under the memo: checked in full
+    with pytest.raises(ConfigError, match="not signed"):
+        settings.read_trust()

@@ -106,6 +106,9 @@ def test_a_list_is_served_from_the_cache_until_a_write_through_the_api(client: T
         session.add(Device(id="pi-02"))
     assert [d["id"] for d in client.get("/api/v1/devices").json()] == ["pi-01"]  # within api_read_cache_s
     assert client.get("/api/v1/devices", params={"label": "site=lab"}).json() == []  # another key: its own load
+    refused = client.post("/api/v1/tokens", json={"name": "x"}, headers={"Authorization": "Bearer ef_x_y"})
+    assert refused.status_code == 401  # a refused request changed nothing: the cache stays
+    assert [d["id"] for d in client.get("/api/v1/devices").json()] == ["pi-01"]
     assert client.post("/api/v1/tokens", json={"name": "any write", "role": "viewer"}).status_code == 201
     assert [d["id"] for d in client.get("/api/v1/devices").json()] == ["pi-01", "pi-02"]  # emptied by the write
 

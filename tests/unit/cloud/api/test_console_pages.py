@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from support.enrollment import enroll
 
-from cloud.db.tables import DeploymentCreate, DeploymentTarget, EventRecord, TelemetryRecord
+from cloud.db.tables import DeploymentCreate, DeploymentTarget, Device, EventRecord, TelemetryRecord
 from cloud.identity.records import AuditEntry
 from cloud.rollout.records import Rollout
 from cloud.types import now_ms
@@ -124,6 +124,35 @@ def test_pages_show_the_fleet_a_device_and_the_models(app: FastAPI, token_for, f
     assert model.status_code == 200 and "Compiled artifacts" in model.text and "Lineage" in model.text
     drift = client.get("/console/models/m/versions/latest/drift?hours=2")
     assert drift.status_code == 200 and 'class="chart heat-map"' in drift.text and 'data-row="pi-00"' in drift.text
+    assert "drift alert" in drift.text.lower() and "tests in one family" in drift.text
+
+
+def test_a_device_page_and_the_fleet_table_show_its_facts_and_spool_drops(
+    app: FastAPI, engine: Engine, token_for, fleet: None
+) -> None:
+    with Session(engine) as session:
+        device = session.get(Device, "pi-00")
+        assert device is not None
+        device.facts = {
+            "architecture": "aarch64", "os": "Debian GNU/Linux 12 (bookworm)", "python_version": "3.11.2",
+            "runtimes": {"tflite": "1.4.0"}, "cpu_count": 4, "cpu_model": "Cortex-A72",
+            "memory_total_bytes": 4 * 2**30, "memory_available_bytes": 3 * 2**30, "temperature_c": 71.5,
+            "throttled": "0x50005", "disk_free_bytes": 12 * 2**30,
+        }  # fmt: skip
+        device.spool_dropped = {"events": 0, "telemetry": 2, "samples": 40, "as_of_ms": now_ms()}
+        session.add(device)
+        session.commit()
+    client = signed_in(app, token_for("viewer"))
+    page = client.get("/console/devices/pi-00").text
+    shown = page.split('id="device-facts"')[1].split("</dl>")[0]
+    for text in ("aarch64", "Debian GNU/Linux 12 (bookworm)", "3.11.2", "tflite 1.4.0", "4 × Cortex-A72",
+                 "3.0 GiB free of 4.0 GiB", "71.5 °C", "0x50005: under-voltage now, throttled now",
+                 "12.0 GiB", "2 telemetry, 40 samples"):  # fmt: skip
+        assert text in shown, (text, shown)
+    row = client.get("/console").text.split('data-device="pi-00"')[1].split("</tr>")[0]
+    assert "aarch64 · 4.0 GiB · 72 °C · throttled" in row and "dropped 2 telemetry, 40 samples" in row
+    other = client.get("/console/devices/pi-01").text.split('id="device-facts"')[1].split("</dl>")[0]
+    assert "<dd>–</dd>" in other and "<dd>none</dd>" in other  # an agent that reports no facts yet
 
 
 def test_plain_deployments_have_a_list_and_a_page_with_each_target(

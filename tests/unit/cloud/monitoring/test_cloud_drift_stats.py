@@ -93,3 +93,20 @@ def test_bad_inputs_raise_value_errors() -> None:
         stats.psi([1, 1], [0, 0])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         stats.fdr_adjust([0.5, 1.5])
+
+
+def test_rows_of_a_2d_input_are_tested_as_one_sample_each() -> None:
+    rng = np.random.default_rng(5)
+    reference = rng.multinomial(2000, np.full(6, 1 / 6))
+    windows = np.vstack([rng.multinomial(n, [0.3, 0.2, 0.2, 0.1, 0.1, 0.1]) for n in (8, 60, 400)])
+    for test in (stats.chi_square_two_sample, stats.g_test):
+        batch = test(reference, windows)
+        for row, window in enumerate(windows):
+            one = test(reference, window)
+            assert (batch.statistic[row], batch.p_value[row], batch.dof[row]) == pytest.approx(
+                (one.statistic, one.p_value, one.dof)
+            )
+    ks = stats.binned_ks(reference, windows)
+    assert ks.p_value[2] == pytest.approx(stats.binned_ks(reference, windows[2]).p_value)
+    assert stats.psi(reference, windows)[1] == pytest.approx(stats.psi(reference, windows[1]))
+    assert stats.js_distance(reference, windows)[0] == pytest.approx(stats.js_distance(reference, windows[0]))

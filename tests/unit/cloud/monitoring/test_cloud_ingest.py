@@ -235,5 +235,5 @@ def test_inbox_subscribes_to_every_device_to_cloud_channel(share_group: str | No
     transport = MemoryTransport(MemoryBroker())
     MessageRouter(lambda t, p: None, lambda t, p: None, fleet=DEFAULT_FLEET, share_group=share_group).attach(transport)
     filters = set(transport._filters)
-    assert len(filters) == 6
+    assert len(filters) == 7  # every UP channel, feedback included
     assert all(f.startswith("$share/workers/") for f in filters) == bool(share_group)

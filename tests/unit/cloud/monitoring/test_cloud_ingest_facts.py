@@ -71,3 +71,27 @@ def test_facts_are_stored_shown_and_feed_the_planner(any_engine: Engine) -> None
     assert plan.skipped == {"pi-1": SkipReason.WRONG_ARCH}  # unknown architecture: assumed able
     plan = plan_waves("r", list(found.values()), Strategy(), Requirements(runtimes=frozenset({"onnxruntime"})))
     assert plan.skipped == {"pi-1": SkipReason.NO_RUNTIME, "old-1": SkipReason.NO_RUNTIME}
+
+
+def _window(device_id: str, seq: int, end_ms: int, drops: pb.SpoolDrops | None) -> tuple[str, bytes]:
+    window = pb.TelemetryWindow(
+        schema_version=1, device_id=device_id, seq=seq, window_start_ms=end_ms - 60_000, window_end_ms=end_ms
+    )
+    if drops is not None:
+        window.spool_dropped.CopyFrom(drops)
+    return device_topic(device_id, Channel.TELEMETRY), window.SerializeToString()
+
+
+def test_spool_drop_counts_are_kept_newest_window_first_and_shown(any_engine: Engine) -> None:
+    ingestor = Ingestor(any_engine, clock=lambda: NOW_MS)
+    ingestor.process([_window("pi-1", 1, NOW_MS - 120_000, pb.SpoolDrops(samples=40, telemetry=2))])
+    ingestor.process([
+        _window("pi-1", 3, NOW_MS, pb.SpoolDrops(samples=90, telemetry=3, events=1)),
+        _window("pi-1", 2, NOW_MS - 60_000, pb.SpoolDrops(samples=60, telemetry=3)),  # late, older: ignored
+        _window("pi-1", 4, NOW_MS, None),  # nothing dropped (the agent leaves the field out): keep the totals
+        _window("old-1", 1, NOW_MS, None),
+    ])  # fmt: skip
+    with Session(any_engine) as session:
+        shown = DevicePublic.model_validate(fleet.get_device(session, "pi-1")).model_dump()
+        assert shown["spool_dropped"] == {"events": 1, "telemetry": 3, "samples": 90, "as_of_ms": NOW_MS}
+        assert fleet.get_device(session, "old-1").spool_dropped == {}

@@ -142,6 +142,29 @@ def test_operators_pause_resume_cancel_and_roll_back(world) -> None:  # type: ig
     ]  # fmt: skip
 
 
+def test_an_operator_action_wins_over_a_controller_step_committed_meanwhile(world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Woken by telemetry, the controller steps often; a step that commits between an operator's read and
+    claim must not turn a legitimate pause into a 409 (PostgreSQL: on SQLite the operator's transaction holds
+    the write lock from its first read, so no step commits meanwhile)."""
+    deployer, controller, _, _ = world
+    if deployer.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite serialises the operator's transaction with every step")
+    policy = RolloutPolicy(strategy="waves", first_wave=2, dwell_s=0, gates=GATES)
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", version="2", device_ids=DEVICES), staged=policy)
+    controller.step(deployment.id)
+    real_claim, steps = controller._claim, []
+
+    def step_first(session, rollout):  # type: ignore[no-untyped-def]
+        if not steps:
+            steps.append("stepping")  # the step claims too: only the operator's first claim is raced
+            steps[0] = controller.step(deployment.id)  # commits revision + 1 in its own session
+        return real_claim(session, rollout)
+
+    monkeypatch.setattr(controller, "_claim", step_first)
+    paused = controller.pause(deployment.id, "alice")
+    assert steps == [Action.WAIT] and paused.state == RolloutState.PAUSED
+
+
 def test_a_selector_that_matches_nothing_or_only_unfit_devices_is_refused(world) -> None:  # type: ignore[no-untyped-def]
     deployer, _, _, _ = world
     policy = RolloutPolicy(strategy="canary", canary=1)

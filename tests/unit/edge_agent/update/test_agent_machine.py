@@ -416,6 +416,34 @@ def test_saved_journals_round_trip(keys: Keys) -> None:
         assert decode_journal(encode_journal(save.journal)) == save.journal
 
 
+def test_the_retained_desired_state_redelivered_after_a_restart_is_not_verified_again(
+    keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from protocols import trust
+
+    up = _updater(keys)
+    v1 = make_release(keys.signer, "v1", 1)
+    retained = desired_state(DEVICE, v1, 5)
+    up.handle(DesiredReceived(retained), NOW)  # what the broker keeps and re-delivers on every connect
+    data = v1.artifacts[v1.sha256]
+    for index in range(-(-len(data) // 16)):
+        up.handle(ChunkReceived(chunk_of(data, index)), NOW)
+    up.handle(ArtifactVerified(up.attempt, data), NOW)
+    up.handle(ModelLoaded(up.attempt, MODEL), NOW)
+    saves = up.handle(SelfTestPassed(up.attempt, MODEL), NOW)
+    assert up.state is State.ACTIVE
+    journal = [a for a in saves if isinstance(a, SaveJournal)][-1].journal
+    restarted = _updater(keys, journal=decode_journal(encode_journal(journal)))
+    checks: list[bytes] = []
+    real = trust.verify_signature
+    monkeypatch.setattr(trust, "verify_signature", lambda *args: checks.append(args[2]) or real(*args))
+    assert restarted.handle(DesiredReceived(retained), NOW) == [Report()]
+    assert checks == []  # no signature checked: cryptography stays unloaded on a device that only restarts
+    changed = desired_state(DEVICE, v1, 5)
+    changed.assignment.signature = bytes(64)  # other bytes under the same counter: checked (and refused)
+    assert [type(a) for a in restarted.handle(DesiredReceived(changed), NOW)] == [Emit] and checks
+
+
 def _fanout_desired(release: Release, generation: int, chunk_size: int = 16) -> pb.DesiredState:
     desired = desired_state(DEVICE, release, generation, chunk_size=chunk_size)
     for location in desired.artifacts:

@@ -1,0 +1,156 @@
+"""`ProcessFleet`: more simulated devices than one process holds, as several worker processes each running
+an `AgentHost` for a slice of the fleet (one interpreter lock per process: the agents' steps spread over
+the machine's cores).
+
+The parent talks to the workers over pipes with a few named queries (what the caller needs of a fleet
+it cannot touch directly): how many devices are connected, how many run a given version, the state
+counts, and each worker's memory. Worker processes start with "spawn", so nothing of the parent (a cloud,
+a broker client) is copied into them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from protocols.v1 import messages_pb2 as pb
+from simulator.host import DeviceSpec
+
+__all__ = ["ProcessFleet", "rss_kb"]
+
+START_TIMEOUT_S = 600.0
+
+
+def rss_kb(pid: int | None = None) -> int:
+    """Resident memory of a process (this one by default), in KiB, from /proc."""
+    try:
+        with open(f"/proc/{pid or os.getpid()}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class ProcessFleet:
+    def __init__(self, devices: Sequence[DeviceSpec], *, workers: int, **host_kwargs: Any) -> None:
+        """host_kwargs go to each worker's AgentHost (they must pickle: str, Path, numbers)."""
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        workers = min(workers, max(1, len(devices)))
+        self.size = len(devices)
+        self._slices = [list(devices[n::workers]) for n in range(workers)]
+        self._host_kwargs = host_kwargs
+        self._pipes: list[multiprocessing.connection.Connection] = []
+        self._processes: list[multiprocessing.process.BaseProcess] = []
+        self.baseline_rss_kb: list[int] = []  # each worker's memory once imports are done, before its agents
+
+    def __enter__(self) -> ProcessFleet:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        for n, devices in enumerate(self._slices):
+            parent, child = context.Pipe()
+            process = context.Process(target=_worker, args=(child, devices, self._host_kwargs),
+                                      name=f"edgefleet-sim-worker-{n}", daemon=True)  # fmt: skip
+            process.start()
+            child.close()
+            self._pipes.append(parent)
+            self._processes.append(process)
+        self.baseline_rss_kb = [self._receive(pipe, START_TIMEOUT_S) for pipe in self._pipes]
+        self._ask("start", timeout_s=START_TIMEOUT_S)
+
+    def connected(self) -> int:
+        return sum(self._ask("connected"))
+
+    def running(self, version: str) -> int:
+        """Devices whose reported state is active with this model version."""
+        return sum(self._ask("running", version))
+
+    def state_counts(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for counts in self._ask("state_counts"):
+            for key, n in counts.items():
+                total[key] = total.get(key, 0) + n
+        return total
+
+    def rss_kb(self) -> list[int]:
+        return [rss_kb(p.pid) for p in self._processes]
+
+    def stop(self) -> None:
+        if not self._processes:
+            return
+        with contextlib.suppress(OSError, EOFError, TimeoutError):  # a worker that died has nothing to stop
+            self._ask("stop", timeout_s=120)
+        for process in self._processes:
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+        self._processes, self._pipes = [], []
+
+    def _ask(self, *command: Any, timeout_s: float = 60.0) -> list[Any]:
+        for pipe in self._pipes:
+            pipe.send(command)
+        return [self._receive(pipe, timeout_s) for pipe in self._pipes]
+
+    @staticmethod
+    def _receive(pipe: multiprocessing.connection.Connection, timeout_s: float) -> Any:
+        if not pipe.poll(timeout_s):
+            raise TimeoutError(f"a simulator worker did not answer within {timeout_s:g} s")
+        reply = pipe.recv()
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+
+def _worker(
+    pipe: multiprocessing.connection.Connection, devices: list[DeviceSpec], host_kwargs: dict[str, Any]
+) -> None:
+    with contextlib.suppress(ImportError):  # the runtime's own memory is not the devices'
+        import onnxruntime  # noqa: F401
+    from simulator.host import AgentHost
+
+    pipe.send(rss_kb())
+    host = AgentHost(devices, **host_kwargs)
+    while True:
+        command, *args = pipe.recv()
+        try:
+            if command == "start":
+                host.start()
+                reply: Any = None
+            elif command == "connected":
+                reply = sum(1 for t in host.transports.values() if t.connected)
+            elif command == "running":
+                reply = host.count(partial(_runs, str(args[0])))
+            elif command == "state_counts":
+                reply = {str(k): v for k, v in host.status_counts(_state_and_version).items()}
+            elif command == "stop":
+                host.stop()
+                pipe.send(None)
+                return
+            else:
+                reply = ValueError(f"unknown command {command!r}")
+        except Exception as exc:  # noqa: BLE001 - the parent hears about it; the worker keeps serving
+            reply = exc
+        pipe.send(reply)
+
+
+def _runs(version: str, state: pb.ReportedState) -> bool:
+    return state.update_state == pb.UPDATE_STATE_ACTIVE and state.active_model.version == version
+
+
+def _state_and_version(state: pb.ReportedState) -> str:
+    name = pb.UpdateState.Name(state.update_state).removeprefix("UPDATE_STATE_").lower()
+    why = f" ({state.last_error.code})" if state.update_state == pb.UPDATE_STATE_FAILED else ""
+    return f"{name} {state.active_model.version}{why}".strip()

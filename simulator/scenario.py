@@ -1,0 +1,222 @@
+"""A simulation scenario as a TOML file: who the devices are, what data they see, and what happens when.
+
+    [scenario]      name, duration_s (the timeline's length), seed, telemetry_interval_s
+    [model]         what the cloud trains and deploys: estimator (logreg | mlp | random_forest), dataset
+    [[groups]]      name, count, labels, hardware (architecture, cpu_model, cpu_count, memory_mb, os),
+                    [groups.data]: rate_hz (inferences per device per second), noise (per-device gaussian
+                    noise, in units of each feature's std)
+    [[events]]      at_s and action, one of
+                      deploy          the model to `group` (default: every device)
+                      drift           `group`'s data: `features` (indexes; default the `top` most varied),
+                                      `shift` (std units), `scale`, `kind` sudden | gradual (over
+                                      `ramp_s`) | recurring (on for `period_s`, off for `period_s`)
+                      disconnect      `devices` of `group` lose their link for `offline_s`
+                      crash           `devices` of `group` crash; restarted after `restart_after_s`
+                      broker_restart  the cloud's embedded broker stops and starts again
+
+`load_scenario(path)` parses and validates; every problem is a `ScenarioError` whose message names the
+file and the field (`events[2].group: no group named 'feild'`). The scenario is data only: running it is
+`simulator.scenario_run`'s.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from protocols.topics import TopicError, validate_device_id
+from protocols.v1 import messages_pb2 as pb
+
+__all__ = ["Event", "Group", "Scenario", "ScenarioError", "load_scenario", "parse_scenario"]
+
+DATASETS = ("digits",)  # bundled with scikit-learn: no download
+
+
+class ScenarioError(ValueError):
+    """The scenario file cannot be used; the message says where and why, one problem per line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hardware(_Strict):
+    architecture: str = ""
+    cpu_model: str = ""
+    cpu_count: int = Field(0, ge=0)
+    memory_mb: int = Field(0, ge=0)
+    os: str = ""
+
+    def facts(self) -> pb.DeviceFacts:
+        return pb.DeviceFacts(architecture=self.architecture, cpu_model=self.cpu_model, cpu_count=self.cpu_count,
+                              memory_total_bytes=self.memory_mb << 20, os=self.os)  # fmt: skip
+
+
+class DataSpec(_Strict):
+    rate_hz: float = Field(2.0, ge=0, le=100)
+    noise: float = Field(0.0, ge=0, le=10)
+
+
+class Group(_Strict):
+    name: str
+    count: int = Field(ge=1, le=10_000)
+    labels: dict[str, str] = Field(default_factory=dict)
+    hardware: Hardware | None = None
+    data: DataSpec = Field(default_factory=DataSpec)
+
+    @model_validator(mode="after")
+    def _names(self) -> Group:
+        try:
+            validate_device_id(self.name)
+            for key, value in self.labels.items():
+                validate_device_id(key)
+                validate_device_id(value)
+        except TopicError as exc:
+            raise ValueError(f"group names, label keys and values follow the device-id rules: {exc}") from None
+        return self
+
+    def device_ids(self) -> list[str]:
+        return [f"{self.name}-{n:04d}" for n in range(1, self.count + 1)]
+
+
+class _EventBase(_Strict):
+    at_s: float = Field(ge=0)
+    group: str | None = None  # None: every device
+
+
+class Deploy(_EventBase):
+    action: Literal["deploy"]
+
+
+class Drift(_EventBase):
+    action: Literal["drift"]
+    features: list[int] = Field(default_factory=list)
+    top: int = Field(3, ge=1)
+    shift: float = 1.5
+    scale: float = Field(1.0, gt=0)
+    kind: Literal["sudden", "gradual", "recurring"] = "sudden"
+    ramp_s: float = Field(10.0, gt=0)
+    period_s: float = Field(5.0, gt=0)
+
+    def strength(self, since_s: float) -> float:
+        """How much of the drift applies since_s after it began: 0..1."""
+        if since_s < 0:
+            return 0.0
+        if self.kind == "gradual":
+            return min(1.0, since_s / self.ramp_s)
+        if self.kind == "recurring":
+            return 1.0 if int(since_s // self.period_s) % 2 == 0 else 0.0
+        return 1.0
+
+
+class Disconnect(_EventBase):
+    action: Literal["disconnect"]
+    devices: int = Field(1, ge=1)
+    offline_s: float = Field(5.0, gt=0)
+
+
+class Crash(_EventBase):
+    action: Literal["crash"]
+    devices: int = Field(1, ge=1)
+    restart_after_s: float = Field(3.0, ge=0)
+
+
+class BrokerRestart(_EventBase):
+    action: Literal["broker_restart"]
+
+
+Event = Annotated[Deploy | Drift | Disconnect | Crash | BrokerRestart, Field(discriminator="action")]
+
+
+class ScenarioInfo(_Strict):
+    name: str
+    duration_s: float = Field(gt=0, le=24 * 3600)
+    seed: int = 0
+    telemetry_interval_s: float = Field(5.0, gt=0)
+
+
+class ModelSpec(_Strict):
+    estimator: Literal["logreg", "mlp", "random_forest"] = "logreg"
+    dataset: Literal[DATASETS] = "digits"  # type: ignore[valid-type]
+
+
+class Scenario(_Strict):
+    scenario: ScenarioInfo
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    groups: list[Group] = Field(min_length=1)
+    events: list[Event] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        problems = []
+        names = [g.name for g in self.groups]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"groups: the name {name!r} is used twice")
+        by_name = {g.name: g for g in self.groups}
+        for n, event in enumerate(self.events):
+            where = f"events[{n}]"
+            if event.group is not None and event.group not in by_name:
+                problems.append(f"{where}.group: no group named {event.group!r} (groups: {', '.join(names)})")
+            if event.at_s > self.scenario.duration_s:
+                problems.append(f"{where}.at_s: {event.at_s:g} is after the end (duration_s = "
+                                f"{self.scenario.duration_s:g})")  # fmt: skip
+            size = by_name[event.group].count if event.group in by_name else self.size
+            if isinstance(event, Disconnect | Crash) and event.devices > size:
+                problems.append(f"{where}.devices: {event.devices} but the group has only {size}")
+        if self.size > 10_000:
+            problems.append(f"groups: {self.size} devices in all; at most 10,000")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def size(self) -> int:
+        return sum(g.count for g in self.groups)
+
+    def group(self, name: str) -> Group:
+        return next(g for g in self.groups if g.name == name)
+
+    def devices_of(self, group: str | None) -> list[str]:
+        chosen = self.groups if group is None else [self.group(group)]
+        return [d for g in chosen for d in g.device_ids()]
+
+
+def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            if error["loc"]:
+                lines.append(f"{source}: {_where(error['loc'])}: {message}")
+            else:  # the cross-field checks: one line per problem, each naming its own field
+                lines.extend(f"{source}: {problem}" for problem in message.split("; "))
+        raise ScenarioError("\n".join(lines)) from None
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ScenarioError(f"cannot read the scenario {path}: {exc.strerror or exc}") from None
+    return parse_scenario(text, str(path))
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]" if parts else f"[{item}]"]
+        elif item in ("deploy", "drift", "disconnect", "crash", "broker_restart"):
+            continue  # the discriminator's branch: the action is already in the file
+        else:
+            parts.append(str(item))
+    return ".".join(parts)

@@ -1,0 +1,89 @@
+"""`edgefleet sim run` on a small scenario (8 devices, embedded parts): the rollout reaches every device
+through a link drop, a crash and a broker restart, drifted inputs cost accuracy, and the report says so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cloud.cli import main
+
+pytestmark = pytest.mark.integration
+
+SCENARIO = """
+[scenario]
+name = "small"
+duration_s = 14
+seed = 3
+telemetry_interval_s = 2
+
+[[groups]]
+name = "steady"
+count = 4
+hardware = { architecture = "aarch64", cpu_model = "Raspberry Pi 4 Model B", cpu_count = 4, memory_mb = 2048 }
+data = { rate_hz = 4 }
+
+[[groups]]
+name = "shifted"
+count = 4
+labels = { site = "field" }
+data = { rate_hz = 4 }
+
+[[events]]
+at_s = 0
+action = "deploy"
+
+[[events]]
+at_s = 1
+action = "drift"
+group = "shifted"
+shift = 4.0
+top = 8
+
+[[events]]
+at_s = 2
+action = "disconnect"
+group = "shifted"
+devices = 2
+offline_s = 2
+
+[[events]]
+at_s = 3
+action = "crash"
+group = "steady"
+restart_after_s = 1
+
+[[events]]
+at_s = 7
+action = "broker_restart"
+"""
+
+
+def test_a_small_scenario_runs_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "small.toml"
+    path.write_text(SCENARIO)
+    report_path = tmp_path / "report.json"
+    code = main(["sim", "run", str(path), "--data-dir", str(tmp_path / "run"), "--json", str(report_path)])
+    out = capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert code == 0, (out, report["failures"])
+    assert report["devices"] == 8 and report["failures"] == {}
+    assert report["rollout_s"] is not None and report["rollout_s"] < 60
+    groups = {g["name"]: g for g in report["groups"]}
+    assert groups["steady"]["running_deployed"] == groups["shifted"]["running_deployed"] == 4
+    assert groups["steady"]["crashes"] == 1 and groups["shifted"]["disconnects"] == 2
+    assert groups["shifted"]["drifted"] and not groups["steady"]["drifted"]
+    assert groups["steady"]["inferences"] > 50 and groups["shifted"]["inferences"] > 50
+    assert groups["shifted"]["accuracy"] < groups["steady"]["accuracy"] - 0.1
+    kinds = " | ".join(what for _t, what in report["timeline"])
+    assert "crashed steady-" in kinds and "restarted steady-" in kinds and "broker restarted" in kinds
+    assert "small: model v1" in out and "report:" in out
+
+
+def test_a_bad_scenario_is_refused_with_its_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(SCENARIO.replace('group = "shifted"\nshift', 'group = "shiftd"\nshift'))
+    assert main(["sim", "run", str(path), "--data-dir", str(tmp_path / "run")]) == 2
+    assert "events[1].group: no group named 'shiftd'" in capsys.readouterr().out
