@@ -160,7 +160,7 @@ class UpdateContext:
     def fanout(self, pending: PendingUpdate | None = None) -> str | None:
         """The fan-out filter of a download (the pending one by default), from the desired state it keeps."""
         pending = pending or self.journal.pending
-        if pending is None or pending.layout is None or not pending.desired:
+        if pending is None or pending.layout is None or not pending.desired or pending.fanout_failed:
             return None
         return fanout_filter(pb.DesiredState.FromString(pending.desired), pending.layout, self.root.fleet)
 

@@ -250,6 +250,20 @@ def on_tick(up: UpdateContext, _event: Event, now: Instant) -> list[Action]:
 # ---------------------------------------------------------------------------------------- installing
 
 
+def _fetch_again_per_device(up: UpdateContext, now: Instant) -> list[Action]:
+    """The fleet-wide chunks made a wrong artifact (which chunk is bad cannot be told: chunks carry no hash
+    of their own): start over, every chunk asked for on the device's own topics. Once only: a second
+    mismatch fails the update as without fan-out."""
+    pending = up.journal.pending
+    assert pending is not None and pending.layout is not None
+    actions = up.discard_pending()  # leaves the fan-out topics
+    retry = replace(pending, fanout_failed=True)
+    up.tracker = up.new_tracker(pending.layout, set())
+    up.state = State.DOWNLOADING
+    actions += [BeginDownload(pending.layout.sha256, pending.layout.size_bytes), up.save(pending=retry)]
+    return actions + up.request(now) + [Report()]
+
+
 def on_verified(up: UpdateContext, event: Event, _now: Instant) -> list[Action]:
     assert isinstance(event, ArtifactVerified)
     if up.stale(event):
@@ -272,10 +286,12 @@ def on_verified(up: UpdateContext, event: Event, _now: Instant) -> list[Action]:
     ]
 
 
-def on_failure_result(up: UpdateContext, event: Event, _now: Instant) -> list[Action]:
+def on_failure_result(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
     assert isinstance(event, ArtifactRejected | LoadFailed | Aborted | SelfTestFailed)
     if up.stale(event):
         return []
+    if isinstance(event, ArtifactRejected) and event.code == ErrorCode.DIGEST_MISMATCH and up.fanout() is not None:
+        return _fetch_again_per_device(up, now)
     if isinstance(event, SelfTestFailed):
         return up.fail_pending(ErrorCode.SELF_TEST_FAILED, event.detail)
     return up.fail_pending(event.code, event.message)

@@ -69,6 +69,8 @@ class PendingUpdate:
     # loads started (journalled before each): one still set at start means the load killed the process
     load_attempts: int = 0
     desired: bytes = b""  # the verified DesiredState: another artifact of it is the fallback after a crash
+    # the chunks from the fleet-wide topics made an artifact whose digest is wrong: fetch it all per device
+    fanout_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ def encode_journal(journal: Journal) -> bytes:
             "layout": None if pending.layout is None else vars(pending.layout),
             "load_attempts": pending.load_attempts,
             "desired": _b64(pending.desired),
+            "fanout_failed": pending.fanout_failed,
         },
         "boot_count": journal.boot_count,
         "probation": None
@@ -196,6 +199,7 @@ def decode_journal(data: bytes) -> Journal:
                 layout=None if layout is None else ChunkLayout(**layout),
                 load_attempts=int(pending_doc.get("load_attempts", 0)),
                 desired=base64.b64decode(pending_doc.get("desired", "")),
+                fanout_failed=bool(pending_doc.get("fanout_failed", False)),
             )
         error = doc["last_error"]
         probation = doc.get("probation")

@@ -5,6 +5,7 @@
     PROBATION --health: time over--> ACTIVE;  --health: error rate too high--> FAILED (rolled back)
     any failure ----------------------------------------------------------------------> FAILED
     LOADING --the load crashed (a child, or the agent: seen at the next start)--> another artifact, or FAILED
+    VERIFYING --digest wrong, chunks from the fleet-wide topics--> DOWNLOADING again, every chunk per device
     (the previous model keeps serving throughout; only ACTIVE/PROBATION swap it, a rollback swaps it back)
     a desired state acts only once its signed assignment and manifest verify; a refused one, and a
     trust chain (newer root versions), leave the state where it was
@@ -62,7 +63,7 @@ TRANSITIONS: dict[tuple[State, E], Transition] = {
     # VERIFYING
     (VERIFYING, E.STARTED): Transition(h.on_started, {VERIFYING}),
     (VERIFYING, E.ARTIFACT_VERIFIED): Transition(h.on_verified, {VERIFYING, LOADING}),
-    (VERIFYING, E.ARTIFACT_REJECTED): Transition(h.on_failure_result, {VERIFYING, FAILED}),
+    (VERIFYING, E.ARTIFACT_REJECTED): Transition(h.on_failure_result, {VERIFYING, DOWNLOADING, FAILED}),
     (VERIFYING, E.ABORTED): Transition(h.on_failure_result, {VERIFYING, FAILED}),
     (VERIFYING, E.DESIRED): Transition(h.on_desired, {VERIFYING, DOWNLOADING, ACTIVE, FAILED, IDLE}),
     (VERIFYING, E.TRUST): Transition(h.on_trust, {VERIFYING}),

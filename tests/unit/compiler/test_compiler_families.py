@@ -27,7 +27,7 @@ from sklearn.linear_model import (
     SGDClassifier,
     SGDRegressor,
 )
-from sklearn.naive_bayes import BernoulliNB, GaussianNB, MultinomialNB
+from sklearn.naive_bayes import BernoulliNB, ComplementNB, GaussianNB, MultinomialNB
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
@@ -248,12 +248,15 @@ def test_ordinal_encoder_compiles_to_onnx_and_all_notes_the_missing_tflite(cance
 CONVERTED_CLASSIFIERS: dict[str, Any] = {
     "svc_rbf": lambda: make_pipeline(StandardScaler(), SVC()),
     "svc_linear": lambda: make_pipeline(StandardScaler(), SVC(kernel="linear")),
+    "svc_poly": lambda: make_pipeline(StandardScaler(), SVC(kernel="poly", degree=2)),
+    "svc_sigmoid": lambda: make_pipeline(StandardScaler(), SVC(kernel="sigmoid", gamma=0.01)),
     "nu_svc": lambda: make_pipeline(MinMaxScaler(), NuSVC(nu=0.2)),
     "knn": lambda: make_pipeline(StandardScaler(), KNeighborsClassifier()),
     "knn_manhattan": lambda: make_pipeline(MaxAbsScaler(), KNeighborsClassifier(7, metric="manhattan")),
     "gaussian_nb": lambda: GaussianNB(),
     "multinomial_nb": lambda: make_pipeline(MinMaxScaler(), MultinomialNB()),
     "bernoulli_nb": lambda: make_pipeline(StandardScaler(), BernoulliNB()),
+    "complement_nb": lambda: make_pipeline(MinMaxScaler(), ComplementNB()),
 }
 CONVERTED_REGRESSORS: dict[str, Any] = {
     "svr_rbf": lambda: make_pipeline(StandardScaler(), SVR(C=50.0)),

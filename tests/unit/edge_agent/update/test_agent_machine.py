@@ -488,3 +488,31 @@ def test_a_replaced_or_failed_fanout_download_leaves_its_topics(keys: Keys) -> N
     assert len(_of(actions, FollowFanout)) == 1
     actions = up.handle(Started(), NOW)  # after a restart mid-download: followed again
     assert len(_of(actions, FollowFanout)) == 1
+
+
+def test_a_wrong_digest_from_fanout_chunks_is_fetched_again_per_device_once(keys: Keys) -> None:
+    up = _updater(keys, window=4)
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=60))
+    data = release.artifacts[release.sha256]
+    total = ChunkLayout.for_bytes(data, 16).total_chunks
+    up.handle(DesiredReceived(_fanout_desired(release, 1)), NOW)
+    for index in range(total):
+        chunk = chunk_of(data, index)
+        if index == 1:
+            chunk.data = bytes(b ^ 0xFF for b in chunk.data)  # the right length, the wrong bytes
+        actions = up.handle(ChunkReceived(chunk), NOW)
+    assert up.state is State.VERIFYING
+    actions = up.handle(ArtifactRejected(up.attempt, "digest_mismatch", "bad digest"), NOW)
+    assert up.state is State.DOWNLOADING and _of(actions, LeaveFanout) and _of(actions, DiscardDownload)
+    assert [r.indexes for r in _of(actions, RequestChunks)] == [(0, 1, 2, 3)]  # all again, per device
+    assert up.journal.pending is not None and up.journal.pending.fanout_failed
+    restored = decode_journal(encode_journal(up.journal)).pending  # and it survives a restart
+    assert restored is not None and restored.fanout_failed
+    assert _of(up.handle(Started(), NOW), FollowFanout) == []
+    for index in range(total):
+        chunk = chunk_of(data, index)
+        if index == 1:
+            chunk.data = bytes(b ^ 0xFF for b in chunk.data)  # wrong again: now it fails as without fan-out
+        up.handle(ChunkReceived(chunk), NOW)
+    up.handle(ArtifactRejected(up.attempt, "digest_mismatch", "bad digest"), NOW)
+    assert up.state is State.FAILED
