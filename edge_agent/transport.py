@@ -120,7 +120,7 @@ class MemoryTransport:
     def start(self) -> None:
         self._online = True
         self.broker.attach(self)
-        for topic_filter in self._filters:
+        for topic_filter in list(self._filters):  # a retained message's handler may subscribe to more
             self._send_retained(topic_filter)
         queued, self._queued = self._queued, []
         for topic, payload, retain in queued:

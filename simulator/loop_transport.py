@@ -89,6 +89,7 @@ class LoopTransport:
         self._gate = connect_gate
         self._lock = threading.Lock()
         self._filters: dict[str, int] = {}
+        self._restored: set[str] = set()  # the filters the last connect subscribed to
         self._queued: collections.deque[tuple[str, bytes, int, bool]] = collections.deque()
         self._ready = threading.Event()
         self._running = False
@@ -223,6 +224,7 @@ class LoopTransport:
             topic, payload, qos, retain = self._queued.popleft()
             client.publish(topic, payload, qos=qos, retain=retain)
         self._ready.set()
+        self._catch_up_subscriptions(client)
         try:
             self._on_connect()
         except Exception:
@@ -258,11 +260,24 @@ class LoopTransport:
     async def _restore_subscriptions(self, client: gmqtt.Client) -> None:
         with self._lock:
             filters = list(self._filters.items())
+        self._restored = {f for f, _q in filters}
         mid = client.subscribe([gmqtt.Subscription(f, qos=q) for f, q in filters])
         codes = await asyncio.wait_for(self._suback_for(mid), SUBACK_TIMEOUT_S)
         refused = [f for (f, _q), code in zip(filters, codes, strict=False) if code >= 0x80]
         if refused:
             self._record_error(f"broker refused subscriptions: {', '.join(refused)}")
+
+    def _catch_up_subscriptions(self, client: gmqtt.Client) -> None:
+        """Filters added or removed while the handshake ran (a retained message delivered on subscribing can
+        make the agent subscribe at once): subscribe() and unsubscribe() only reach the broker once ready."""
+        with self._lock:
+            current = dict(self._filters)
+        restored, self._restored = self._restored, set()
+        for topic_filter, qos in current.items():
+            if topic_filter not in restored:
+                client.subscribe(gmqtt.Subscription(topic_filter, qos=qos))
+        for topic_filter in restored - current.keys():
+            client.unsubscribe(topic_filter)
 
     def _suback_for(self, mid: int) -> asyncio.Future[list[int]]:
         future = self._suback.get(mid)

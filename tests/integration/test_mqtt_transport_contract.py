@@ -152,3 +152,32 @@ def test_unsubscribed_filters_stop_delivering(new_transport: NewTransport) -> No
         ("ef/v1/dev/d1/cmd", b"fence"),
         ("ef/v1/dev/d1/cmd", b"sentinel"),
     ]
+
+
+def test_a_filter_added_by_a_retained_message_at_connect_is_subscribed(new_transport: NewTransport) -> None:
+    """An agent subscribes to an artifact's chunks as soon as its retained desired state arrives, which can be
+    while the transport is still restoring its subscriptions."""
+    pub, _ = started(new_transport())
+    pub.publish("ef/v1/dev/d1/desired", b"state", retain=True)
+    sub, inbox = new_transport()
+
+    def on_message(topic: str, payload: bytes) -> None:
+        inbox(topic, payload)
+        if topic == "ef/v1/dev/d1/desired":
+            sub.subscribe("ef/v1/art/abc/+")
+
+    sub.set_message_handler(on_message)
+    sub.subscribe("ef/v1/dev/d1/desired")
+    sub.subscribe("ef/v1/dev/d1/cmd")
+    started((sub, inbox))
+    assert inbox.wait_for(1)
+    sub.publish("ef/v1/dev/d1/cmd", b"fence")  # once back, the broker has handled any SUBSCRIBE sent before it
+    assert inbox.wait_for(2)
+    pub.publish("ef/v1/art/abc/0", b"chunk")
+    assert inbox.wait_for(3)
+    assert inbox.messages == [
+        ("ef/v1/dev/d1/desired", b"state"),
+        ("ef/v1/dev/d1/cmd", b"fence"),
+        ("ef/v1/art/abc/0", b"chunk"),
+    ]
+    pub.publish("ef/v1/dev/d1/desired", b"", retain=True)
