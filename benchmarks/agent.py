@@ -7,8 +7,15 @@ The model is sklearn's digits MLP (64 features, 10 classes) compiled by model_co
 installed through the real update path. Memory, threads and start-up are measured in a child process per
 configuration (this file run with --child: it imports the agent only, never cloud or model_compiler):
     bare    the runtime alone with the model loaded (import + load_model)
-    stock   the agent as it was: runtime defaults (spinning thread pools, memory arena), gRPC with 4 workers
-    lean    the agent as it is now (edge_agent defaults)
+    stock   the agent as it was: runtime defaults (spinning thread pools, memory arena), gRPC with 4 workers,
+            pydantic-settings and cryptography imported at start, glibc's default malloc arenas
+    lean    the agent as it is now (edge_agent defaults, malloc arenas capped as `edgefleet-agent run` does)
+and, to price each change on its own, the lean agent with that one change undone:
+    +pydantic   pydantic-settings imported (what the old settings class loaded)
+    +crypto     cryptography's Ed25519 imported at start (now only on the first signature check)
+    +arenas     glibc's default malloc arenas (no MALLOC_ARENA_MAX / mallopt)
+    +workers4   a gRPC pool of 4 workers
+    +runtime    the runtime's own defaults (RuntimeTuning.stock())
 A child serves gRPC, talks to a private Mosquitto, and is measured after 2 s idle. first_inference_s runs
 from spawning the lean onnxruntime child to its first gRPC Predict answer (the model cached on disk).
 Predict overhead alternates bare and agent calls one by one (the machine is shared); medians per call.
@@ -33,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 RUNTIMES = ("onnxruntime", "tflite")
-VARIANTS = ("bare", "stock", "lean")
+UNDONE = ("+pydantic", "+crypto", "+arenas", "+workers4", "+runtime")  # one lean change undone each
+VARIANTS = ("bare", "stock", "lean", *UNDONE)
 
 
 # ------------------------------------------------------------------------------------- the child (agent only)
@@ -42,10 +50,20 @@ VARIANTS = ("bare", "stock", "lean")
 def child(args: argparse.Namespace) -> int:
     from functools import partial
 
+    from edge_agent.resources import limit_malloc_arenas
+
+    undone = set(UNDONE) if args.variant == "stock" else {args.variant}
+    if "+arenas" not in undone and args.variant != "bare":
+        limit_malloc_arenas()
+    if "+pydantic" in undone:
+        import pydantic_settings  # noqa: F401
+    if "+crypto" in undone:
+        import cryptography.hazmat.primitives.asymmetric.ed25519  # noqa: F401
+
     from edge_agent.serving import runtime
     from protocols.v1 import messages_pb2 as pb
 
-    tuning = runtime.RuntimeTuning.stock() if args.variant == "stock" else runtime.RuntimeTuning()
+    tuning = runtime.RuntimeTuning.stock() if "+runtime" in undone else runtime.RuntimeTuning()
     if args.variant == "bare":
         manifest = pb.Manifest.FromString(Path(args.manifest).read_bytes())
         artifact = next(a for a in manifest.artifacts if runtime.runtime_for(a) == args.runtime)
@@ -66,7 +84,7 @@ def child(args: argparse.Namespace) -> int:
     agent = Agent(settings, transport_for(settings), load_model=partial(runtime.load_model, tuning=tuning),
                   runtimes=[args.runtime])  # fmt: skip
     agent.start()
-    server = start_grpc_server(agent, settings.grpc_address, **({"max_workers": 4} if args.variant == "stock" else {}))
+    server = start_grpc_server(agent, settings.grpc_address, **({"max_workers": 4} if "+workers4" in undone else {}))
     print(f"ready {server.port}", flush=True)
     sys.stdin.read()
     server.stop()
@@ -109,7 +127,7 @@ def measure_child(variant: str, rt: str, paths: dict[str, Any], n_features: int)
                "--mqtt", paths["mqtt"], "--trust", str(paths["trust"]), "--state", str(paths[rt]),
                "--grpc", f"127.0.0.1:{port}", "--manifest", str(paths["manifest"]),
                "--artifact", str(paths[f"{rt}_bytes"])]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MALLOC_ARENA_MAX")}
     spawned = time.monotonic()
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=ROOT)  # noqa: S603
     try:
@@ -273,6 +291,13 @@ def main() -> int:
         serving = overhead(paths, manifest, split.X_test, args.seconds, args.rounds)
     memory = results["memory"]
     results["serving"] = serving
+    # what each lean change saves: lean with it undone minus lean, MB resident, per runtime (same run)
+    results["rss_saved_mb"] = {
+        rt: {undo: round(memory[f"{rt}_{undo}"]["rss_mb"] - memory[f"{rt}_lean"]["rss_mb"], 1) for undo in UNDONE}
+        for rt in RUNTIMES
+    }
+    for rt in RUNTIMES:
+        print(f"{rt:<12} saved by each change (MB): {results['rss_saved_mb'][rt]}", file=sys.stderr)
     results.update(
         rss_mb_onnxruntime=memory["onnxruntime_lean"]["rss_mb"],
         rss_mb_litert=memory["tflite_lean"]["rss_mb"],

@@ -8,9 +8,12 @@ up at once and measured in turn at each level, so that a change in the machine's
   before: the listening socket from socket.create_server (no TCP_NODELAY on connections), the engine as it
           was (default QueuePool 5+10, 30 s pool timeout, SQLite: every transaction BEGIN IMMEDIATE) and the
           session dependency as it was (a sync generator, no bound on sessions)
-  after:  cloud.api.listen.listen_socket, cloud.db.make_engine and cloud.api.deps.get_session as they are
+  no-cache: cloud.api.listen.listen_socket, cloud.db.make_engine and cloud.api.deps.get_session as they are,
+          with the read and token caches off (api_read_cache_s=0, api_token_cache_s=0)
+  after:  the same with the caches as configured by default (lists 1 s, token records 2 s)
   after+httptools: the same on uvicorn's httptools parser and uvloop (only if both are installed)
-Prints one JSON object last: {"results": [...], "ratios": {...}}; ratios compare after with before.
+Prints one JSON object last: {"results": [...], "ratios": {...}}; ratios compare requests/s with before's
+and p99 with no-cache's (the caches' own effect).
 """
 
 from __future__ import annotations
@@ -108,7 +111,9 @@ def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: A
     else:
         engine = make_engine(url, schema=schema)
         sock = listen_socket("127.0.0.1", 0)
-    app = create_app(CloudSettings(data_dir=Path(data_dir)), AppServices(engine=engine, deployer=None))  # type: ignore[arg-type]
+    caches = {} if candidate.startswith("after") else {"api_read_cache_s": 0, "api_token_cache_s": 0}
+    settings = CloudSettings(data_dir=Path(data_dir), **caches)  # type: ignore[arg-type]
+    app = create_app(settings, AppServices(engine=engine, deployer=None))  # type: ignore[arg-type]
     if candidate == "before":
 
         def legacy(services: ServicesDep) -> Iterator[Any]:
@@ -129,7 +134,7 @@ def candidates() -> list[str]:
     import importlib.util
 
     fast = all(importlib.util.find_spec(name) for name in ("httptools", "uvloop"))
-    return ["before", "after", "after+httptools"] if fast else ["before", "after"]
+    return ["before", "no-cache", "after", "after+httptools"] if fast else ["before", "no-cache", "after"]
 
 
 def keepalive_ms(port: int, token: str, n: int = 200) -> dict[str, float]:
@@ -223,6 +228,11 @@ def ratios(results: list[dict]) -> dict[str, float | None]:
     keyed = {(r["candidate"], r["database"], r["test"], r.get("path"), r.get("clients")): r for r in results}
     for (candidate, database, test, path, clients), after in keyed.items():
         before = keyed.get(("before", database, test, path, clients))
+        uncached = keyed.get(("no-cache", database, test, path, clients))
+        cached = candidate.startswith("after") and test == "concurrent"
+        if cached and uncached and uncached["p99_ms"] and after["p99_ms"]:
+            ratio = uncached["p99_ms"] / after["p99_ms"]
+            out[f"{database} {path} c={clients} p99 no-cache/{candidate}"] = round(ratio, 1)
         if candidate == "before" or before is None:
             continue
         if test == "keepalive":
@@ -239,7 +249,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--postgres", help="also measure on this PostgreSQL (a throw-away schema is used)")
     parser.add_argument("--seconds", type=float, default=3.0, help="per concurrency level")
-    parser.add_argument("--only", help="one candidate only (before, after, after+httptools)")
+    parser.add_argument("--only", help="one candidate only (before, no-cache, after, after+httptools)")
     args = parser.parse_args()
     from cloud.db import drop_schema, make_engine
 

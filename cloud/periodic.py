@@ -1,12 +1,15 @@
 """A background thread that calls `tick()` every `interval_s`, first at once, surviving a failed tick.
 
 The cloud's periodic workers (the refresher, the rollout controller) subclass it: a database hiccup must
-not end their work for good, and `stop()` must return promptly."""
+not end their work for good, and `stop()` must return promptly. `wake()` asks for a tick now rather than at
+the end of the interval (the rollout controller is woken when the telemetry its gates need is stored); woken
+ticks come at most every `min_gap_s`, so a stream of wake-ups costs a bounded number of ticks."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Self
 
 log = logging.getLogger(__name__)
@@ -15,12 +18,21 @@ log = logging.getLogger(__name__)
 class Periodic:
     name = "edgefleet-periodic"
     interval_s: float
+    min_gap_s: float = 0.2
 
     def tick(self) -> Any:
         raise NotImplementedError
 
+    def wake(self) -> None:
+        """Tick as soon as the current tick (if any) ends and min_gap_s has passed; a no-op when not started.
+        Cheap and thread-safe: callers on hot paths (ingestion) may call it on every batch."""
+        wake = getattr(self, "_wake", None)
+        if wake is not None:
+            wake.set()
+
     def start(self) -> Self:
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
         return self
@@ -30,14 +42,19 @@ class Periodic:
         if stop is None or thread is None:
             return
         stop.set()
+        self._wake.set()
         thread.join(10)
         self._thread = None
 
     def _run(self) -> None:
         while True:
+            started = time.monotonic()
             try:
                 self.tick()
             except Exception:
                 log.exception("%s: tick failed; trying again in %.0f s", self.name, self.interval_s)
-            if self._stop.wait(self.interval_s):
+            self._wake.wait(self.interval_s)
+            self._wake.clear()  # wake-ups during the tick or the wait are all served by the next tick
+            gap = min(self.min_gap_s, self.interval_s) - (time.monotonic() - started)
+            if self._stop.wait(max(0.0, gap)):
                 return

@@ -33,10 +33,12 @@ from cloud.db.tables import ModelVersion
 from cloud.errors import BrokerStartError, ConfigurationError
 from cloud.monitoring import Ingestor
 from cloud.mqtt.client_id import ClientIdLease, lease_client_id
+from cloud.mqtt.ownership import Ownership
 from cloud.mqtt.router import MessageRouter
 from cloud.registry import KeyStore, LocalArtifactStore, load_or_create_keys
 from cloud.registry.keys import CHAIN_FILE
 from cloud.rollout import ChunkServer, Deployer, Director, FreshnessPolicy, Refresher, RolloutController
+from cloud.rollout.fanout import FanoutPublisher, FanoutSweeper
 from cloud.settings import CloudSettings
 from protocols.signing import Signer
 from protocols.v1 import messages_pb2 as pb
@@ -58,6 +60,9 @@ class CloudService:
         self.deployer: Deployer | None = None
         self.ingestor: Ingestor | None = None
         self.chunk_server: ChunkServer | None = None
+        self.fanout: FanoutPublisher | None = None
+        self.sweeper: FanoutSweeper | None = None
+        self.ownership: Ownership | None = None
         self.refresher: Refresher | None = None
         self.rollouts: RolloutController | None = None
         self.mqtt_url: str | None = None
@@ -82,6 +87,8 @@ class CloudService:
             self._start_refresher()
             assert self.deployer is not None
             self.rollouts = RolloutController(self.deployer, interval_s=s.rollout_tick_s).start()
+            assert self.ingestor is not None
+            self.ingestor.on_stored = self.rollouts.wake  # gates judge once their telemetry is stored
             self._start_api()
         except BaseException:
             self.stop()
@@ -95,10 +102,10 @@ class CloudService:
             if self._server_thread is not None:
                 self._server_thread.join(10)
             self._server = self._server_thread = None
-        for periodic in (self.refresher, self.rollouts):
+        for periodic in (self.refresher, self.rollouts, self.sweeper, self.ownership):
             if periodic is not None:
                 periodic.stop()
-        self.refresher = self.rollouts = None
+        self.refresher = self.rollouts = self.sweeper = self.ownership = None
         if self.transport is not None:
             self.transport.stop()
             self.transport = None
@@ -154,6 +161,7 @@ class CloudService:
             "mqtt_connected": bool(self.transport and self.transport.connected),
             "ingest": self.ingestor.stats.snapshot() if self.ingestor else None,
             "chunks": self.chunk_server.stats.snapshot() if self.chunk_server else None,
+            "fanout": self.fanout.stats.snapshot() if self.fanout else None,
         }
 
     @property
@@ -224,17 +232,26 @@ class CloudService:
         )
         director = Director.from_keys(self.keys, assignment_valid_s=s.assignment_valid_s)
         fleet = director.fleet
-        self.deployer = Deployer(self.engine, self.transport, director=director, chunk_size_bytes=s.chunk_size_bytes)
+        if s.artifact_fanout:
+            self.fanout = FanoutPublisher(self.engine, self.store, self.transport, fleet=fleet)
+        self.deployer = Deployer(
+            self.engine, self.transport, director=director, chunk_size_bytes=s.chunk_size_bytes, fanout=self.fanout
+        )
         self.ingestor = Ingestor(
             self.engine, deployer=self.deployer, batch_size=s.ingest_batch_size, max_queue=s.ingest_queue_max
         )
-        self.chunk_server = ChunkServer(self.engine, self.store, self.transport, fleet=fleet)
+        if not s.share_group:  # every process hears every chunk request: the live ones split the devices
+            self.ownership = Ownership(self.engine, fleet=fleet, member_id=self.client_lease.client_id).start()
+        owns = self.ownership.owns if self.ownership is not None else None
+        self.chunk_server = ChunkServer(self.engine, self.store, self.transport, fleet=fleet, owns=owns)
         router = MessageRouter(self.ingestor.submit, self.chunk_server.submit, fleet=fleet, share_group=s.share_group)
         router.attach(self.transport)
         self.transport.set_connect_handler(self._on_connect)
         self.ingestor.start()
         self.chunk_server.start()
         self.transport.start()
+        if self.fanout is not None:
+            self.sweeper = FanoutSweeper(self.fanout, interval_s=s.fanout_sweep_interval_s).start()
         if not self.transport.wait_connected(_START_TIMEOUT_S):
             # not fatal: the transport keeps reconnecting, and ingestion starts when the broker is back
             log.warning("MQTT broker %s not reachable yet (%s); retrying", self.mqtt_url, self.transport.last_error)
@@ -299,6 +316,7 @@ class CloudService:
                 "mqtt": lambda: {"connected": bool(self.transport and self.transport.connected), "url": self.mqtt_url},
                 "ingest": lambda: self.ingestor.stats.snapshot() if self.ingestor else None,
                 "chunks": lambda: self.chunk_server.stats.snapshot() if self.chunk_server else None,
+                "fanout": lambda: self.fanout.stats.snapshot() if self.fanout else None,
             },
         )
         app = create_app(s, services)

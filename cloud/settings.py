@@ -55,11 +55,20 @@ class CloudSettings(BaseSettings):
     embedded_broker_recheck_s: float = Field(default=30.0, gt=0)
     chunk_size_bytes: int = Field(default=DEFAULT_CHUNK_SIZE_BYTES, ge=1024, le=1024 * 1024)
     share_group: str | None = None  # MQTT 5 shared subscription group, so several workers split ingestion
+    # publish each artifact once, retained, on the fleet-wide topics (devices then ask only for gaps)
+    artifact_fanout: bool = True
+    fanout_sweep_interval_s: float = Field(default=30.0, gt=0)  # how often unneeded retained chunks are cleared
     mqtt_max_queued: int = Field(default=4096, ge=16)  # outgoing messages paho may hold (chunks are 64 KiB)
     ingest_batch_size: int = Field(default=200, ge=1)
     ingest_queue_max: int = Field(default=10_000, ge=1)
     # the console API answers 413 to a larger request body, before reading it (cloud.api.limits)
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # The console API keeps list answers (devices, models, deployments, rollouts) this long; a write through
+    # the API or console empties them at once, other writers (ingestion, controller) show within this time.
+    # It keeps what the database says of an API token id for api_token_cache_s (a revocation through the API
+    # applies at once, one made on the database within this time). 0 turns either off.
+    api_read_cache_s: float = Field(default=1.0, ge=0, le=60)
+    api_token_cache_s: float = Field(default=2.0, ge=0, le=60)
     # refused enrollments per client address per minute before it gets 429 (cloud.api.throttle)
     enroll_refusals_per_minute: int = Field(default=10, ge=1)
     # Freshness (see README "Trust"): a signed statement must lapse eventually so a stolen or withheld one

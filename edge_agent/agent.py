@@ -41,7 +41,7 @@ from edge_agent.serving.telemetry import Telemetry
 from edge_agent.store import DiskModelStore, ModelStore
 from edge_agent.transport import Transport
 from edge_agent.types import LoadModelFn, PrecheckFn, SelfTestFn
-from edge_agent.update import recovery
+from edge_agent.update import crash_marks, recovery
 from edge_agent.update.actions import Emit
 from edge_agent.update.chunks import ChunkPolicy
 from edge_agent.update.context import REFUSAL_EVENT_INTERVAL_S
@@ -108,6 +108,7 @@ class Agent:
         if facts is None:
             facts = FactsReader(settings.state_dir, [(r, versions.get(r, "")) for r in self.runtimes])
         self._facts: FactsSource = facts
+        self._crash_stamps = {r: crash_marks.stamp(AGENT_VERSION, versions.get(r, "")) for r in self.runtimes}
         self._root = trust if trust is not None else settings.read_trust()
         self.fleet = self._root.fleet
         self._refused_at_s: dict[str, float] = {}  # malformed downward messages: one event per reason a minute
@@ -125,6 +126,7 @@ class Agent:
             self.device_id,
             store=self.store,
             outbox=self._outbox,
+            transport=transport,
             slot=self._slot,
             kept=self._kept,
             counts=lambda: self.counts,
@@ -148,7 +150,9 @@ class Agent:
         self._started = True
         journal, problems = recovery.load_journal(self.store, self.device_id)
         journal = journal.with_(boot_count=journal.boot_count + 1)
-        restored = recovery.restore(journal, self.store, self._load_model, self._run_self_test, self._probation)
+        restored = recovery.restore(
+            journal, self.store, self._load_model, self._run_self_test, self._probation, self._crash_stamps
+        )
         journal = restored.journal
         recovery.save_journal(self.store, journal, self.device_id)
         self._outbox.seq = SeqCounter(journal.boot_count)
@@ -164,6 +168,7 @@ class Agent:
             _order_runtimes(self.runtimes, self.settings.runtime_preference),
             ChunkPolicy(self.settings.chunk_window, self.settings.chunk_timeout_s, self.settings.chunk_max_retries),
             self._probation,
+            self._crash_stamps,
         )
         self._updater = Updater(config, journal, received)
 

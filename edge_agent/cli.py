@@ -220,10 +220,12 @@ def run_command(args: argparse.Namespace) -> int:
     from edge_agent.config import load_settings
     from edge_agent.connect import transport_for
     from edge_agent.errors import AgentError
+    from edge_agent.resources import limit_malloc_arenas
     from edge_agent.sdnotify import Notifier
     from edge_agent.serving.grpc_server import start_grpc_server
     from edge_agent.transport import TransportError
 
+    limit_malloc_arenas()  # before any thread starts (the systemd unit sets MALLOC_ARENA_MAX itself)
     try:
         settings = load_settings(args.config)
         transport = transport_for(settings)

@@ -2,38 +2,71 @@
 variables prefixed EDGEFLEET_AGENT_ (e.g. EDGEFLEET_AGENT_MQTT_URL; lists and dicts as JSON).
 
 A setting that cannot be used raises ConfigError with one line per bad field, naming it.
+
+Plain stdlib (dataclass + tomllib + json) rather than pydantic-settings: on a 1 GB board pydantic's core
+costs ~15 MB of resident memory for one file read at start (benchmarks/agent.py measures it).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import os
 import tomllib
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from google.protobuf.message import DecodeError
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
-
 from edge_agent.errors import ConfigError
 from edge_agent.update.context import ProbationPolicy
-from protocols.roots import RootOfTrust
 from protocols.topics import TopicError, validate_device_id
-from protocols.trust import VerificationError
-from protocols.v1 import messages_pb2 as pb
 
+if typing.TYPE_CHECKING:
+    from protocols.roots import RootOfTrust
+
+ENV_PREFIX = "EDGEFLEET_AGENT_"
 MQTT_SCHEMES = ("mqtt", "mqtts")  # what PahoTransport speaks
 
 
-class AgentSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EDGEFLEET_AGENT_", extra="forbid", frozen=True)
+class Secret:
+    """A string kept out of reprs and logs (the broker password)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _bounds(*, gt: float | None = None, ge: float | None = None, le: float | None = None) -> dict[str, float | None]:
+    return {"gt": gt, "ge": ge, "le": le}
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Every field may come from the file, the environment or keyword arguments (which win, in that order)."""
 
     device_id: str
     # production refuses what only a lab should do: an anonymous broker, credentials over plain MQTT
     environment: Literal["development", "production"] = "development"
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_username: str | None = None
-    mqtt_password: SecretStr | None = None
+    mqtt_password: Secret | None = None
     # 3.1.1: a device needs nothing from MQTT 5 (shared subscriptions are for cloud workers), every broker
     # speaks it, and the embedded amqtt broker cannot parse an MQTT 5 CONNECT that carries a will.
     mqtt_protocol: Literal["5", "3.1.1"] = "3.1.1"
@@ -41,84 +74,40 @@ class AgentSettings(BaseSettings):
     trust_path: Path = Path("/etc/edgefleet/trust.chain")  # the fleet's TrustChain pinned at provisioning
     state_dir: Path = Path("/var/lib/edgefleet")
     grpc_address: str = "127.0.0.1:50051"  # "" disables the local gRPC API
-    telemetry_interval_s: float = Field(60.0, gt=0)
-    sample_rate: float = Field(0.01, ge=0, le=1)
-    sample_max_per_window: int = Field(20, ge=0)
-    runtime_preference: list[str] = Field(default_factory=lambda: ["onnxruntime", "tflite"])
-    labels: dict[str, str] = Field(default_factory=dict)
-    chunk_window: int = Field(8, ge=1, le=256)
-    chunk_timeout_s: float = Field(10.0, gt=0)
-    chunk_max_retries: int = Field(5, ge=0, le=1000)
+    telemetry_interval_s: float = field(default=60.0, metadata=_bounds(gt=0))
+    sample_rate: float = field(default=0.01, metadata=_bounds(ge=0, le=1))
+    sample_max_per_window: int = field(default=20, metadata=_bounds(ge=0))
+    runtime_preference: list[str] = field(default_factory=lambda: ["onnxruntime", "tflite"])
+    labels: dict[str, str] = field(default_factory=dict)
+    chunk_window: int = field(default=8, metadata=_bounds(ge=1, le=256))
+    chunk_timeout_s: float = field(default=10.0, metadata=_bounds(gt=0))
+    chunk_max_retries: int = field(default=5, metadata=_bounds(ge=0, le=1000))
     # upward QoS 1 messages wait on disk (state_dir/outbox.sqlite) until the broker has them; past this
     # many the oldest are dropped and counted (edge_agent.spool)
-    outbox_max_messages: int = Field(10_000, ge=1)
+    outbox_max_messages: int = field(default=10_000, metadata=_bounds(ge=1))
     # probation: after an activation the previous model stays loaded (memory: two models resident) for
     # probation_s, shadowing a share of the calls, and the agent rolls back by itself on a failed health
     # check; 0 lets the previous model go at once (no shadowing, no local rollback)
-    probation_s: float = Field(600.0, ge=0)
-    shadow_rate: float = Field(0.1, ge=0, le=1)  # share of calls also run through the previous model; 0: none
-    shadow_tolerance: float = Field(1e-3, ge=0)  # regressors agree within this (relative and absolute)
-    probation_max_error_rate: float = Field(0.2, ge=0, le=1)
-    probation_min_inferences: int = Field(50, ge=1)  # the error rate counts from this many calls on
-    probation_max_restarts: int = Field(3, ge=1)  # this many starts while on probation is a crash loop
+    probation_s: float = field(default=600.0, metadata=_bounds(ge=0))
+    # share of calls also run through the previous model; 0: none
+    shadow_rate: float = field(default=0.1, metadata=_bounds(ge=0, le=1))
+    # regressors agree within this (relative and absolute)
+    shadow_tolerance: float = field(default=1e-3, metadata=_bounds(ge=0))
+    probation_max_error_rate: float = field(default=0.2, metadata=_bounds(ge=0, le=1))
+    # the error rate counts from this many calls on
+    probation_min_inferences: int = field(default=50, metadata=_bounds(ge=1))
+    # this many starts while on probation is a crash loop
+    probation_max_restarts: int = field(default=3, metadata=_bounds(ge=1))
     # load + self-test each new model in a child process first, so a runtime that segfaults kills only the
     # child (costs one interpreter start per update); the journal's load counter backs it up either way
     isolate_loads: bool = True
 
-    @field_validator("device_id")
-    @classmethod
-    def _device_id(cls, value: str) -> str:
-        try:
-            return validate_device_id(value)
-        except TopicError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("mqtt_url")
-    @classmethod
-    def _mqtt_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in MQTT_SCHEMES or not parts.hostname:
-            raise ValueError(f"expected a URL like mqtt://host:1883 (schemes {', '.join(MQTT_SCHEMES)}), got {value!r}")
-        try:
-            parts.port  # noqa: B018 - raises for a port that is not a number
-        except ValueError as exc:
-            raise ValueError(f"bad port in {value!r}: {exc}") from None
-        return value
-
-    @field_validator("grpc_address")
-    @classmethod
-    def _grpc_address(cls, value: str) -> str:
-        if value:
-            host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit() or int(port) > 65535:
-                raise ValueError(f"expected host:port (or empty to disable), got {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _production(self) -> AgentSettings:
-        if self.environment != "production":
-            return self
-        problems = []
-        if self.mqtt_username is None or self.mqtt_password is None:
-            problems.append("an anonymous broker: set mqtt_username and mqtt_password (provision with --token)")
-        host = urlsplit(self.mqtt_url).hostname
-        if urlsplit(self.mqtt_url).scheme != "mqtts" and host not in ("127.0.0.1", "localhost", "::1"):
-            problems.append(f"plain mqtt:// to {host}: use mqtts:// (the broker's fleet CA as tls_ca)")
+    def __post_init__(self) -> None:
+        values, problems = _checked({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if problems:
-            raise ValueError("production refuses " + "; ".join(problems))
-        return self
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # explicit arguments beat the environment, which beats the config file
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+            raise ConfigError(_explain(problems))
+        for name, value in values.items():
+            object.__setattr__(self, name, value)  # frozen: the checked, converted values
 
     def probation_policy(self) -> ProbationPolicy:
         return ProbationPolicy(
@@ -128,6 +117,13 @@ class AgentSettings(BaseSettings):
     def read_trust(self) -> RootOfTrust:
         """The pinned root of trust: the TrustChain file (`trust.chain` from `edgefleet keys init`), its
         first version self-signed, every later one signed by the one before. The fleet comes from it."""
+        # here, not at the top: signature checks pull in cryptography, which only this and updates need
+        from google.protobuf.message import DecodeError
+
+        from protocols.roots import RootOfTrust
+        from protocols.trust import VerificationError
+        from protocols.v1 import messages_pb2 as pb
+
         try:
             data = self.trust_path.read_bytes()
         except OSError as exc:
@@ -138,28 +134,230 @@ class AgentSettings(BaseSettings):
             raise ConfigError(f"trust_path: {self.trust_path} is not a valid trust chain: {exc}") from None
 
 
-def _explain(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "(settings)"
-        lines.append(f"{field}: {error['msg']}")
-    return "invalid agent settings:\n  " + "\n  ".join(lines)
+def field_names() -> list[str]:
+    """The names a config file or EDGEFLEET_AGENT_* variable may set."""
+    return [f.name for f in dataclasses.fields(AgentSettings)]
 
 
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> AgentSettings:
     """Settings from config_file (TOML; optional), the environment and overrides; ConfigError if unusable."""
-    settings_cls: type[AgentSettings] = AgentSettings
+    values: dict[str, Any] = {}
     if config_file is not None:
         path = Path(config_file)
         try:
-            tomllib.loads(path.read_text())
+            values.update(tomllib.loads(path.read_text()))
         except OSError as exc:
             raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from None
-        config = SettingsConfigDict(**{**AgentSettings.model_config, "toml_file": path})  # type: ignore[typeddict-item]
-        settings_cls = type("AgentSettingsFromFile", (AgentSettings,), {"model_config": config})
+    problems: list[str] = []
+    values.update(_from_environment(os.environ, problems))
+    values.update(overrides)
+    known = set(field_names())
+    problems += [f"{name}: unknown setting" for name in values if name not in known]
+    if "device_id" not in values:
+        problems.append("device_id: required (no default)")
+    problems += _checked({k: v for k, v in values.items() if k in known})[1]
+    if problems:
+        raise ConfigError(_explain(problems))
+    return AgentSettings(**values)
+
+
+# ------------------------------------------------------------------------------------- checking values
+
+
+def _explain(problems: list[str]) -> str:
+    return "invalid agent settings:\n  " + "\n  ".join(problems)
+
+
+def _from_environment(environ: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    """EDGEFLEET_AGENT_<FIELD> (any case) for the known fields; lists and dicts are JSON."""
+    by_upper = {key.upper(): value for key, value in environ.items()}
+    values: dict[str, Any] = {}
+    for name in field_names():
+        raw = by_upper.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        if name in ("runtime_preference", "labels"):
+            try:
+                values[name] = json.loads(raw)
+            except ValueError:
+                problems.append(f"{name}: {ENV_PREFIX}{name.upper()} must be JSON, got {raw!r}")
+                continue
+        else:
+            values[name] = raw
+    return values
+
+
+def _checked(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The values converted to their field's type and checked; one problem line per bad field."""
+    hints = typing.get_type_hints(AgentSettings)
+    bounds = {f.name: f.metadata for f in dataclasses.fields(AgentSettings)}
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, value in values.items():
+        if name not in hints:
+            continue
+        try:
+            converted = _convert(hints[name], value)
+            _check_bounds(converted, bounds[name])
+            out[name] = _VALIDATORS.get(name, _same)(converted)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{name}: {exc}")
+    if not problems:
+        try:
+            _check_production({**_defaults(), **out})
+        except ValueError as exc:
+            problems.append(f"environment: {exc}")
+    return out, problems
+
+
+def _defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(AgentSettings) if f.default is not dataclasses.MISSING}
+
+
+def _convert(hint: Any, value: Any) -> Any:  # noqa: C901 - one branch per field type, flat
+    """value as `hint` (the types AgentSettings uses); strings from the environment are parsed."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, _UnionType) and type(None) in args:
+        if value is None:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+        if text not in args:
+            raise ValueError(f"expected one of {', '.join(repr(a) for a in args)}, got {value!r}")
+        return text
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {value!r}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str | os.PathLike):
+            raise TypeError(f"expected a path, got {value!r}")
+        return Path(value)
+    if hint is Secret:
+        if isinstance(value, Secret):
+            return value
+        if not isinstance(value, str):
+            raise TypeError("expected a string")  # the value itself stays out of the message
+        return Secret(value)
+    if hint is bool:
+        return _to_bool(value)
+    if hint is int:
+        return _to_int(value)
+    if hint is float:
+        return _to_float(value)
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise TypeError(f"expected a list of strings, got {value!r}")
+        return list(value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise TypeError(f"expected a table of string values, got {value!r}")
+        return dict(value)
+    raise TypeError(f"no converter for {hint!r}")  # a new field type: teach _convert
+
+
+_UnionType = type(int | None)
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, str | int) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"expected a whole number, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected a whole number, got {value!r}")
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"expected a number, got {value!r}")
     try:
-        return settings_cls(**overrides)
-    except ValidationError as exc:
-        raise ConfigError(_explain(exc)) from None
+        number = float(value) if isinstance(value, int | float | str) else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
+
+
+def _check_bounds(value: Any, bounds: Mapping[str, Any]) -> None:
+    gt, ge, le = bounds.get("gt"), bounds.get("ge"), bounds.get("le")
+    if gt is not None and not value > gt:
+        raise ValueError(f"must be greater than {gt}, got {value!r}")
+    if ge is not None and not value >= ge:
+        raise ValueError(f"must be at least {ge}, got {value!r}")
+    if le is not None and not value <= le:
+        raise ValueError(f"must be at most {le}, got {value!r}")
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _device_id(value: str) -> str:
+    try:
+        return validate_device_id(value)
+    except TopicError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _mqtt_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in MQTT_SCHEMES or not parts.hostname:
+        raise ValueError(f"expected a URL like mqtt://host:1883 (schemes {', '.join(MQTT_SCHEMES)}), got {value!r}")
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"bad port in {value!r}: {exc}") from None
+    return value
+
+
+def _grpc_address(value: str) -> str:
+    if value:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"expected host:port (or empty to disable), got {value!r}")
+    return value
+
+
+_VALIDATORS: dict[str, Callable[[Any], Any]] = {
+    "device_id": _device_id,
+    "mqtt_url": _mqtt_url,
+    "grpc_address": _grpc_address,
+}
+
+
+def _check_production(values: Mapping[str, Any]) -> None:
+    if values.get("environment") != "production":
+        return
+    problems = []
+    if values.get("mqtt_username") is None or values.get("mqtt_password") is None:
+        problems.append("an anonymous broker: set mqtt_username and mqtt_password (provision with --token)")
+    url = urlsplit(values["mqtt_url"])
+    if url.scheme != "mqtts" and url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        problems.append(f"plain mqtt:// to {url.hostname}: use mqtts:// (the broker's fleet CA as tls_ca)")
+    if problems:
+        raise ValueError("production refuses " + "; ".join(problems))

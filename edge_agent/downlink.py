@@ -9,7 +9,7 @@ from google.protobuf.message import DecodeError, Message
 
 from edge_agent.errors import MalformedPayloadError
 from edge_agent.update.events import ChunkReceived, DesiredReceived, Event, TrustReceived
-from protocols.topics import Channel, Direction, TopicError, parse_device_topic, trust_topic
+from protocols.topics import Channel, Direction, TopicError, artifacts_root, parse_device_topic, trust_topic
 from protocols.v1 import messages_pb2 as pb
 
 
@@ -20,6 +20,8 @@ def parse_inbound(device_id: str, topic: str, payload: bytes, *, fleet: str) -> 
     the update machine verifies every desired state and trust chain before acting on it."""
     if topic == trust_topic(fleet):
         return TrustReceived(_decode(pb.TrustChain, payload, topic)) if payload else None
+    if topic.startswith(artifacts_root(fleet) + "/"):
+        return _fanout_chunk(topic, payload) if payload else None  # empty: the cloud cleared a retained chunk
     try:
         parsed = parse_device_topic(topic)
     except TopicError as exc:
@@ -42,6 +44,16 @@ def parse_inbound(device_id: str, topic: str, payload: bytes, *, fleet: str) -> 
             raise MalformedPayloadError(f"artifact chunk without a sha256 ({chunk.sha256!r}){said}")
         return ChunkReceived(chunk)
     return None
+
+
+def _fanout_chunk(topic: str, payload: bytes) -> ChunkReceived:
+    """A chunk from the fleet-wide topics (`.../art/{sha256}/{chunk_size}/{index}`): it must be the chunk
+    its topic names; the update machine then checks it against the layout like any other."""
+    chunk = _decode(pb.ArtifactChunk, payload, topic)
+    *_, sha256, _chunk_size, index = topic.split("/")
+    if chunk.error or chunk.sha256 != sha256 or str(chunk.index) != index:
+        raise MalformedPayloadError(f"{topic}: carries chunk {chunk.index} of {chunk.sha256[:12]!r}")
+    return ChunkReceived(chunk)
 
 
 M = TypeVar("M", bound=Message)

@@ -15,6 +15,7 @@ from edge_agent.outbox import Outbox
 from edge_agent.serving.shadow import KeptModel
 from edge_agent.serving.slot import ModelSlot, ServingModel
 from edge_agent.store import ModelStore
+from edge_agent.transport import Transport
 from edge_agent.types import LoadModelFn, PrecheckFn, SelfTestFn
 from edge_agent.update import jobs, recovery
 from edge_agent.update.actions import (
@@ -25,6 +26,8 @@ from edge_agent.update.actions import (
     DiscardDownload,
     Emit,
     EndProbation,
+    FollowFanout,
+    LeaveFanout,
     LoadModel,
     PruneModels,
     Report,
@@ -56,6 +59,7 @@ class Executor:
         *,
         store: ModelStore,
         outbox: Outbox,
+        transport: Transport,
         slot: ModelSlot,
         kept: KeptModel,
         counts: Callable[[], tuple[int, int]],
@@ -70,6 +74,7 @@ class Executor:
         self.device_id = device_id
         self._store = store
         self._outbox = outbox
+        self._transport = transport  # subscriptions only; everything published goes through the outbox
         self._slot = slot
         self._kept = kept  # the previous model during a probation
         self._counts = counts  # (inferences, errors) since start
@@ -82,6 +87,8 @@ class Executor:
         self._report = report
         self._run: dict[type[Any], Callable[[Any], None]] = {
             RequestChunks: self._request_chunks,
+            FollowFanout: lambda a: self._transport.subscribe(a.topic_filter, 1),
+            LeaveFanout: lambda a: self._transport.unsubscribe(a.topic_filter),
             WriteChunk: lambda a: self._store.write_chunk(a.sha256, a.index, a.offset, a.data),
             Emit: self._outbox.emit,
             Report: lambda _a: self._report(),

@@ -215,6 +215,15 @@ class PahoTransport:
             if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
                 raise TransportError(f"cannot subscribe to {topic_filter!r}: {mqtt.error_string(rc)}")
 
+    def unsubscribe(self, topic_filter: str) -> None:
+        with self._lock:
+            known = self._filters.pop(topic_filter, None) is not None
+            send_now = self._link_up
+        if known and send_now:
+            rc, _mid = self._client.unsubscribe(topic_filter)
+            if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                raise TransportError(f"cannot unsubscribe from {topic_filter!r}: {mqtt.error_string(rc)}")
+
     def set_message_handler(self, handler: MessageHandler) -> None:
         self._on_message = handler
 

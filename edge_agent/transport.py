@@ -56,6 +56,9 @@ class Transport(Protocol):
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         """Subscribe now if connected, and again after every reconnect."""
 
+    def unsubscribe(self, topic_filter: str) -> None:
+        """Stop receiving topic_filter's messages, now and after reconnects (a filter never subscribed: no-op)."""
+
     def set_message_handler(self, handler: MessageHandler) -> None:
         """handler(topic, payload) runs on the transport's thread: hand work off, return quickly."""
 
@@ -149,6 +152,9 @@ class MemoryTransport:
         self._filters[topic_filter] = qos
         if self._online:
             self._send_retained(topic_filter)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        self._filters.pop(topic_filter, None)
 
     def set_message_handler(self, handler: MessageHandler) -> None:
         self._on_message = handler

@@ -1,7 +1,10 @@
 """The reference profile a device compares its live inputs and predictions against (drift monitoring).
 
-Per feature: up to `n_bins` quantile bins with unique edges (a constant feature gets one bin), and the
-count of reference rows in each. Predictions: counts per class label (classifiers) or a `n_bins`
+Per feature: up to `n_bins` quantile bins with unique edges, and the count of reference rows in each. A
+feature that is mostly one value (>= MASS_SHARE of the rows, constants included) gets mass-point bins
+instead: one bin holding just that value, and quantile bins below and above it (an empty one on a side
+with no reference rows), so a shift off or onto the value is still seen; with plain quantile bins such a
+feature collapses into a single bin and can never drift. Predictions: counts per class label (classifiers) or a `n_bins`
 equal-width histogram (regressors). Binning rule, shared with the agent (see protocols/MANIFEST.md):
     bin = searchsorted(edges[1:-1], x, side="right")
 so values below the first edge land in bin 0, values above the last edge in the last bin, and NaN
@@ -15,6 +18,8 @@ import numpy as np
 from protocols.v1 import messages_pb2 as pb
 
 DEFAULT_BINS = 10
+MASS_SHARE = 0.5
+MIN_SIDE_BINS = 3  # bins on each side of a mass point (fewer when the side has fewer distinct values)
 
 
 def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -23,13 +28,35 @@ def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def feature_edges(column: np.ndarray, n_bins: int = DEFAULT_BINS) -> np.ndarray:
-    finite = column[np.isfinite(column)]
+    finite = column[np.isfinite(column)].astype(np.float64)
     if finite.size == 0:
         return np.array([0.0, 0.0])
-    edges = np.unique(np.quantile(finite.astype(np.float64), np.linspace(0.0, 1.0, n_bins + 1)))
-    if edges.size < 2:  # constant: one bin [v, v]
-        return np.array([edges[0], edges[0]])
-    return edges
+    values, counts = np.unique(finite, return_counts=True)
+    if counts.max() >= MASS_SHARE * finite.size:
+        return _mass_point_edges(finite, float(values[np.argmax(counts)]), n_bins)
+    return np.unique(np.quantile(finite, np.linspace(0.0, 1.0, n_bins + 1)))
+
+
+def _mass_point_edges(finite: np.ndarray, value: float, n_bins: int) -> np.ndarray:
+    # devices bin float32 inputs: the value's bin spans its float32 rounding up to the next float32
+    as32 = float(np.float32(value))
+    low = min(value, as32)
+    high = float(np.nextafter(np.float32(max(value, as32)), np.float32(np.inf)))
+    below, above = finite[finite < low], finite[finite >= high]
+
+    def side_bins(side: np.ndarray) -> int:
+        share = round((n_bins - 1) * side.size / finite.size)
+        return max(min(MIN_SIDE_BINS, np.unique(side).size), share, 1)
+
+    if below.size:
+        lower = np.quantile(below, np.linspace(0.0, 1.0, side_bins(below) + 1))[:-1]
+    else:
+        lower = np.array([np.nextafter(low, -np.inf)])
+    upper = np.quantile(above, np.linspace(0.0, 1.0, side_bins(above) + 1))[1:] if above.size else np.array([])
+    upper = upper[upper > high]
+    if upper.size == 0:
+        upper = np.array([np.nextafter(high, np.inf)])
+    return np.unique(np.concatenate([lower, [low, high], upper]))
 
 
 def _counts(edges: np.ndarray, values: np.ndarray) -> list[int]:

@@ -70,7 +70,9 @@ def synthetic_inputs(profile: pb.ReferenceProfile, n_rows: int, seed: int = 0) -
             continue
         bins = rng.choice(len(counts), size=n_rows, p=counts / counts.sum())
         low, high = edges[bins], edges[np.minimum(bins + 1, len(edges) - 1)]
-        x[:, feature.index] = (low + rng.random(n_rows) * (high - low)).astype(np.float32)
+        drawn = (low + rng.random(n_rows) * (high - low)).astype(np.float32)
+        # a mass-point bin is one float32 wide: rounding up would carry the value into the next bin
+        x[:, feature.index] = np.where(drawn.astype(np.float64) >= high, np.float32(low), drawn)
     return x
 
 

@@ -14,10 +14,28 @@ only where a gRPC server or client runs. The agent depends on this package and n
     signing.py    the pure half of signing (keys in memory, no files): what the cloud and test kits sign with
 """
 
-# first, so that submodules can import it while this package initialises
+import importlib
+from typing import Any
+
 SCHEMA_VERSION = 1
 
-from protocols import chunking, codes, signing, topics, trust  # noqa: E402
-from protocols.v1 import agent_pb2, messages_pb2  # noqa: E402
+# Submodules load on first use (PEP 562), so that a device importing only the topic map or the messages does
+# not pay for cryptography (~10 MB resident) until it checks a signature.
+_SUBMODULES = {
+    "chunking": "protocols.chunking",
+    "codes": "protocols.codes",
+    "signing": "protocols.signing",
+    "topics": "protocols.topics",
+    "trust": "protocols.trust",
+    "agent_pb2": "protocols.v1.agent_pb2",
+    "messages_pb2": "protocols.v1.messages_pb2",
+}
 
 __all__ = ["SCHEMA_VERSION", "agent_pb2", "chunking", "codes", "messages_pb2", "signing", "topics", "trust"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _SUBMODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'protocols' has no attribute {name!r}")
+    return importlib.import_module(module)

@@ -3,7 +3,9 @@
 Layout (version 1):
     ef/v1/{fleet}/dev/{device_id}/{channel}     per-device traffic, both directions
     ef/v1/{fleet}/trust                         the fleet's TrustChain (retained, cloud -> every device)
-    ef/v1/{fleet}/art/{sha256}/{chunk_index}    content-addressed artifact chunks (reserved)
+    ef/v1/{fleet}/art/{sha256}/{chunk_size}/{index}
+                                                content-addressed artifact chunks, retained, published
+                                                once per rollout (cloud -> every device of the fleet)
 
 The fleet level keeps setups that share a broker apart (two clouds never answer each other's devices, and
 retained messages of one never show up as devices of the other) and gives broker ACLs one subtree per
@@ -23,6 +25,7 @@ DEFAULT_FLEET = "default"  # for tests and tools; the agent and the cloud always
 
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _FLEET = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class TopicError(ValueError):
@@ -131,12 +134,28 @@ def parse_device_topic(topic: str) -> DeviceTopic:
     return DeviceTopic(fleet, device_id, channel)
 
 
-def artifact_chunk_topic(sha256: str, index: int, *, fleet: str = DEFAULT_FLEET) -> str:
-    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise TopicError(f"not a sha256 hex digest: {sha256!r}")
+def artifact_chunk_topic(sha256: str, chunk_size: int, index: int, *, fleet: str = DEFAULT_FLEET) -> str:
+    """Where chunk `index` of an artifact cut into `chunk_size` pieces is kept retained for the whole fleet.
+
+    Content-addressed: the same bytes in the same layout always have the same topics, so one copy serves
+    every rollout and every device that needs them (each checks them against its signed manifest)."""
     if index < 0:
         raise TopicError(f"negative chunk index: {index}")
-    return f"{fleet_root(fleet)}/art/{sha256}/{index}"
+    return f"{artifact_chunk_filter(sha256, chunk_size, fleet=fleet)[:-1]}{index}"
+
+
+def artifact_chunk_filter(sha256: str, chunk_size: int, *, fleet: str = DEFAULT_FLEET) -> str:
+    """The filter an agent subscribes to for every chunk of one artifact in one layout."""
+    if not _SHA256.fullmatch(sha256):
+        raise TopicError(f"not a sha256 hex digest: {sha256!r}")
+    if chunk_size <= 0:
+        raise TopicError(f"chunk size must be positive, got {chunk_size}")
+    return f"{artifacts_root(fleet)}/{sha256}/{chunk_size}/+"
+
+
+def artifacts_root(fleet: str = DEFAULT_FLEET) -> str:
+    """The fleet's artifact subtree: devices may read it, only the cloud may write it."""
+    return f"{fleet_root(fleet)}/art"
 
 
 def device_subscriptions(device_id: str, *, fleet: str = DEFAULT_FLEET) -> list[tuple[str, int]]:

@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import hashlib
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from protocols.codes import ErrorCode
 from protocols.v1 import messages_pb2 as pb
 
@@ -90,6 +87,11 @@ def key_id(public_key_raw: bytes) -> str:
 
 def verify_signature(public_key_raw: bytes, signature: bytes, data: bytes) -> bool:
     """True when `signature` is public_key_raw's Ed25519 signature over data (never raises)."""
+    # here, not at the top: cryptography costs a device ~10 MB resident, and most imports of this module only
+    # want the error classes
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         Ed25519PublicKey.from_public_bytes(public_key_raw).verify(signature, data)
     except (InvalidSignature, ValueError):

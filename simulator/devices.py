@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from edge_agent.agent import Agent
-from edge_agent.config import AgentSettings
+from edge_agent.config import AgentSettings, Secret
 from edge_agent.transport import Transport
 from protocols.v1 import messages_pb2 as pb
 from simulator.data import DataStream
@@ -113,7 +113,7 @@ class SimulatedFleet(DeviceGroup):
                 device_id=device_id,
                 mqtt_url=mqtt_url,
                 mqtt_username=device_id if password is not None else None,
-                mqtt_password=password,
+                mqtt_password=Secret(password) if password is not None else None,
                 mqtt_protocol=mqtt_protocol,
                 trust_path=trust_path,  # the TrustChain file the agent pins (edge_agent.AgentSettings)
                 state_dir=state_root / device_id,

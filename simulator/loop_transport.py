@@ -146,6 +146,12 @@ class LoopTransport:
         if self.connected:
             self._call(self._subscribe_now, topic_filter, qos)
 
+    def unsubscribe(self, topic_filter: str) -> None:
+        with self._lock:
+            known = self._filters.pop(topic_filter, None) is not None
+        if known and self.connected:
+            self._call(self._unsubscribe_now, topic_filter)
+
     def set_message_handler(self, handler: MessageHandler) -> None:
         self._on_message = handler
 
@@ -312,6 +318,10 @@ class LoopTransport:
     def _subscribe_now(self, topic_filter: str, qos: int) -> None:
         if self._client is not None and self._ready.is_set():
             self._client.subscribe(gmqtt.Subscription(topic_filter, qos=qos))
+
+    def _unsubscribe_now(self, topic_filter: str) -> None:
+        if self._client is not None and self._ready.is_set():
+            self._client.unsubscribe(topic_filter)
 
     def _drop_now(self, offline_s: float) -> None:
         self._offline_until = self._loop.time() + offline_s

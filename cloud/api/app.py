@@ -13,6 +13,7 @@ from cloud.api.auth import API_PREFIX, check_routes
 from cloud.api.deps import AppServices
 from cloud.api.docs import add_offline_docs
 from cloud.api.limits import BodySizeLimit, reject_nul
+from cloud.api.read_cache import ForgetReadsOnWrite, ReadCache
 from cloud.api.routes import (
     audit,
     deployments,
@@ -44,6 +45,9 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
         dependencies=[Depends(reject_nul)],
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
+    app.state.read_cache = ReadCache[bytes](settings.api_read_cache_s)  # list answers (cloud.api.read_cache)
+    app.state.token_cache = ReadCache[object](settings.api_token_cache_s, max_entries=4096)  # cloud.api.auth
+    app.add_middleware(ForgetReadsOnWrite, cache=app.state.read_cache)
     app.state.services = services
     app.state.settings = settings
     app.state.enroll_throttle = RefusalThrottle(settings.enroll_refusals_per_minute, 60.0)

@@ -10,6 +10,11 @@ the same way: `ScrapeAuthorize` wants a viewer token unless settings leave it op
 added without a role decision.
 An unknown, revoked or expired token, or none, is a 401 with `WWW-Authenticate: Bearer`; a role too
 low is a 403.
+
+The check is async and keeps what the database said of a token id for `api_token_cache_s` (2 s; the
+secret is still hashed and compared on every request), so a request whose route needs no database takes
+no session and no worker thread. Revoking through the API forgets the id at once; a revocation made
+elsewhere (`edgefleet tokens revoke` on the database, another cloud process) takes effect within that time.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from typing import Annotated, Any
 import fastapi.routing
 from fastapi import APIRouter, Depends, FastAPI, Request
 
-from cloud.api.deps import READ_METHODS, SessionDep
+from cloud.api.deps import READ_METHODS, AppServices, read_in_thread
+from cloud.api.read_cache import ReadCache
 from cloud.errors import ConfigurationError, ForbiddenError, NotAuthenticatedError
-from cloud.identity.tokens import Operator, Role, authenticate
+from cloud.identity.tokens import Operator, Role, TokenRecord, find_token, parse_token, verdict
 
 API_PREFIX = "/api/v1"
 SCRAPE_PATHS = frozenset({"/metrics"})  # operator routes outside API_PREFIX, walked by api_routes too
@@ -55,11 +61,11 @@ class Authorize:
         """True when configuration opens the route to anyone (never, here; see ScrapeAuthorize)."""
         return False
 
-    def __call__(self, request: Request, session: SessionDep) -> Operator | None:
+    async def __call__(self, request: Request) -> Operator | None:
         if self.waived(request):
             return None
         token = bearer_token(request)
-        operator = authenticate(session, token) if token else None
+        operator = await authenticate_cached(request, token) if token else None
         if operator is None:
             raise BearerRequired(
                 "an API token is required: send 'Authorization: Bearer ef_...' (edgefleet tokens create)"
@@ -72,6 +78,21 @@ class Authorize:
                                  f"token {operator.token_id} is {operator.role}")
         request.state.operator = operator
         return operator
+
+
+async def authenticate_cached(request: Request, token: str) -> Operator | None:
+    """cloud.identity.tokens.authenticate with the token id's record from the app's token cache."""
+    parsed = parse_token(token)
+    if parsed is None:
+        return None
+    token_id, secret = parsed
+    services: AppServices = request.app.state.services
+    cache: ReadCache[TokenRecord | None] = request.app.state.token_cache
+
+    async def load() -> TokenRecord | None:
+        return await read_in_thread(services, lambda session: find_token(session, token_id))
+
+    return verdict(await cache.get(token_id, load), secret)
 
 
 class ScrapeAuthorize(Authorize):

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from pydantic import TypeAdapter
 from sqlalchemy import Engine
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+# READ_METHODS: methods whose routes never write: cloud.api.auth lets a viewer call them, get_session reads
+# only, and they leave the read cache as it is
+from cloud.api.read_cache import READ_METHODS, ReadCache
 from cloud.db import read_only
 from cloud.db.engine import API_THREADS
 from cloud.errors import ServiceUnavailableError
 from cloud.rollout import Deployer, RolloutController
 
-# methods whose routes never write: cloud.api.auth lets a viewer call them, get_session reads only
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+V = TypeVar("V")
 
 
 @dataclass
@@ -50,11 +53,9 @@ async def get_session(request: Request, services: ServicesDep) -> AsyncIterator[
     request ends, also while the request waits for a worker thread; unbounded, 100 concurrent requests
     took every pooled connection while those that held the threads waited for one: nobody finished. The
     wait for a slot is here on the event loop, where it occupies no thread."""
-    if services.session_slots is None:
-        services.session_slots = asyncio.Semaphore(API_THREADS)
     # a GET reads: on SQLite its transaction then runs beside others instead of queueing for the write lock
     engine = read_only(services.engine) if request.method in READ_METHODS else services.engine
-    async with services.session_slots:
+    async with _slots(services):
         session = Session(engine)
         try:
             yield session
@@ -65,3 +66,41 @@ async def get_session(request: Request, services: ServicesDep) -> AsyncIterator[
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _slots(services: AppServices) -> asyncio.Semaphore:
+    if services.session_slots is None:
+        services.session_slots = asyncio.Semaphore(API_THREADS)
+    return services.session_slots
+
+
+async def read_in_thread(services: AppServices, read: Callable[[Session], V]) -> V:
+    """`read(session)` on a worker thread with a read-only session of its own, within the same bound on
+    sessions as get_session; for async routes and dependencies that need the database only sometimes."""
+
+    def run() -> V:
+        with Session(read_only(services.engine)) as session:
+            return read(session)
+
+    async with _slots(services):
+        try:
+            return await run_in_threadpool(run)
+        except PoolTimeout:
+            raise ServiceUnavailableError("the cloud is busy: no database connection free; retry shortly") from None
+
+
+async def cached_json(
+    request: Request, key: Hashable, read: Callable[[Session], Any], shape: TypeAdapter[Any]
+) -> Response:
+    """A list route's answer from the read cache (cloud.api.read_cache): on a miss `read(session)` runs and
+    its result is validated and rendered as `shape` once, on the worker thread, and the JSON bytes kept."""
+    services: AppServices = request.app.state.services
+    cache: ReadCache[bytes] = request.app.state.read_cache
+
+    def render(session: Session) -> bytes:
+        return shape.dump_json(shape.validate_python(read(session), from_attributes=True))
+
+    async def load() -> bytes:
+        return await read_in_thread(services, render)
+
+    return Response(await cache.get(key, load), media_type="application/json")

@@ -223,6 +223,16 @@ def rollout_page(
     return render(request, "rollout.html", **views.rollout_page(session, deployment_id), notice=notice)
 
 
+@router.get("/console/deployments")
+def deployments_page(request: Request, session: DbSession, _operator: SignedIn) -> HTMLResponse:
+    return render(request, "deployments.html", **views.deployments_page(session))
+
+
+@router.get("/console/deployments/{deployment_id}")
+def deployment_page(request: Request, session: DbSession, _operator: SignedIn, deployment_id: str) -> HTMLResponse:
+    return render(request, "deployment.html", **views.deployment_page(session, deployment_id))
+
+
 @router.get("/console/audit")
 def audit_page(request: Request, session: DbSession, operator: SignedIn) -> HTMLResponse:
     access.require(operator, Role.ADMIN)

@@ -9,15 +9,16 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from cloud import monitoring, registry
 from cloud.console import charts
-from cloud.db.tables import Deployment, Device, EventRecord, ModelVersion, TelemetryRecord
+from cloud.db.tables import Deployment, DeploymentTarget, Device, EventRecord, ModelVersion, TelemetryRecord
 from cloud.errors import CloudError, NotFoundError
 from cloud.identity import audit
 from cloud.monitoring.summaries import latency_quantiles
-from cloud.rollout import targets_of
+from cloud.rollout import targets_of, waiting_reason
 from cloud.rollout.records import Rollout, RolloutDecision, RolloutGateSample
 from cloud.types import now_ms
 
@@ -28,6 +29,7 @@ DEVICE_WINDOWS = 120  # the newest telemetry windows charted on a device page
 DEVICE_EVENTS = 50
 MAX_VERSIONS = 20
 MAX_ROLLOUTS = 50
+MAX_DEPLOYMENTS = 100
 GATE_SAMPLES = 500
 DECISIONS = 200
 DRIFT_HEAT_DEVICES = 40
@@ -246,6 +248,33 @@ def rollout_page(session: Session, deployment_id: str) -> dict[str, Any]:
         "rollout": rollout, "summary": summary, "deployment": deployment, "waves": waves, "decisions": decisions,
         "gate_charts": gate_charts, "samples": len(samples), "verdict_gates": verdict_gates,
         "actions": ACTIONS_BY_STATE.get(rollout.state, ()),
+    }  # fmt: skip
+
+
+def deployments_page(session: Session) -> dict[str, Any]:
+    """The newest deployments, plain and staged, each with its targets counted by status (one grouped query)."""
+    rows = list(session.exec(select(Deployment).order_by(col(Deployment.created_at_ms).desc()).limit(MAX_DEPLOYMENTS)))
+    ids = [d.id for d in rows]
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    grouped = select(DeploymentTarget.deployment_id, DeploymentTarget.status, func.count()).where(
+        col(DeploymentTarget.deployment_id).in_(ids)).group_by(DeploymentTarget.deployment_id, DeploymentTarget.status)
+    for deployment_id, status, n in session.exec(grouped):
+        counts[deployment_id][status] = n
+    staged = set(session.exec(select(Rollout.deployment_id).where(col(Rollout.deployment_id).in_(ids))))
+    return {"deployments": [{"deployment": d, "counts": counts[d.id], "targets": sum(counts[d.id].values()),
+                             "staged": d.id in staged} for d in rows]}  # fmt: skip
+
+
+def deployment_page(session: Session, deployment_id: str) -> dict[str, Any]:
+    """One deployment: where each target device stands in it, and why it waits when it does."""
+    deployment = session.get(Deployment, deployment_id)
+    if deployment is None:
+        raise NotFoundError(f"no deployment {deployment_id!r}")
+    targets = targets_of(session, deployment_id)
+    return {
+        "deployment": deployment, "targets": targets, "counts": Counter(t.status for t in targets),
+        "waiting": waiting_reason(session, deployment, targets),
+        "staged": session.get(Rollout, deployment_id) is not None,
     }  # fmt: skip
 
 

@@ -302,3 +302,27 @@ class AssignmentRecord(SQLModel, table=True):
     issued_at_ms: int = _ms()
     expires_at_ms: int = _ms(index=True)
     signed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class FanoutRecord(SQLModel, table=True):
+    """An artifact whose chunks are kept retained on the fleet-wide topics (`cloud.rollout.fanout`): one row
+    per (fleet, artifact, chunk size), claimed by the one process that publishes them, deleted by the one
+    that clears them once no open deployment needs them."""
+
+    fleet: str = Field(primary_key=True, max_length=32)
+    sha256: str = Field(primary_key=True, max_length=64)
+    chunk_size: int = Field(primary_key=True, sa_type=BigInteger)
+    size_bytes: int = _ms()
+    claimed_at_ms: int = _ms()  # a claim that never got published is taken over after a while
+    published_at_ms: int = _ms(default=0)  # 0: claimed, being published
+    used_at_ms: int = _ms(default=0)  # last time a desired state pointed devices at it
+
+
+class CloudMember(SQLModel, table=True):
+    """A running cloud process that answers chunk requests, seen every few seconds (`cloud.mqtt.ownership`):
+    without MQTT 5 shared subscriptions every process hears every request, and the live members split the
+    devices between them."""
+
+    member_id: str = Field(primary_key=True, max_length=128)
+    fleet: str = Field(max_length=32, index=True)
+    seen_at_ms: int = _ms()

@@ -23,7 +23,7 @@ from cloud.db.tables import DeploymentCreate, TelemetryRecord
 from cloud.errors import ConflictError, InvalidRequestError, NotFoundError
 from cloud.experiments.records import Experiment, ExperimentState, Metric
 from cloud.experiments.stats import Comparison, Proportion, compare, wilson_interval
-from cloud.rollout.deployer import Deployer, publish_desired
+from cloud.rollout.deployer import Deployer
 from cloud.rollout.plan import Outgoing, plan_deployment, resolve_targets
 from cloud.rollout.waves import stable_order
 from cloud.types import now_ms
@@ -101,7 +101,7 @@ def start(deployer: Deployer, request: ExperimentRequest, *, actor_audit: Audit 
         if actor_audit is not None:
             actor_audit(session, experiment)
         session.commit()
-    publish_desired(deployer.publisher, outgoing, fleet=director.fleet)
+    deployer.publish(outgoing, fleet=director.fleet)
     return experiment
 
 
@@ -160,7 +160,7 @@ def promote(
         if actor_audit is not None:
             actor_audit(session, experiment)
         session.commit()
-    publish_desired(deployer.publisher, outgoing, fleet=director.fleet)
+    deployer.publish(outgoing, fleet=director.fleet)
     return experiment
 
 

@@ -1,7 +1,9 @@
 """Who may publish and read what on the broker: the rules as data, rendered for Mosquitto and checked here.
 
 A device (broker user name = its device id) may publish only on its own upward channels and read only its
-own downward channels and its fleet's trust topic; the cloud's user may do anything under its fleet.
+own downward channels, its fleet's trust topic and its fleet's artifact chunks (`ef/v1/{fleet}/art/#`,
+content-addressed, retained, checked by the device against its signed manifest); the cloud's user may do
+anything under its fleet.
 Nothing else is granted, so anonymous clients, other fleets' subtrees and wildcards spanning devices are
 refused. The same grants render to a Mosquitto `acl_file` and back the embedded broker's checks.
 """
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 
-from protocols.topics import Channel, Direction, acl_pattern, fleet_root, topic_matches, trust_topic
+from protocols.topics import Channel, Direction, acl_pattern, artifacts_root, fleet_root, topic_matches, trust_topic
 
 USER_PLACEHOLDER = "%u"  # Mosquitto's pattern substitution: the connecting client's user name
 CLOUD_USER = "edgefleet-cloud"  # the cloud's own broker user; no device may take this name
@@ -37,7 +39,9 @@ class Grant:
 def device_grants(fleet: str) -> list[Grant]:
     up = [Grant(Access.WRITE, acl_pattern(ch, fleet=fleet)) for ch in Channel if ch.spec.direction is Direction.UP]
     down = [Grant(Access.READ, acl_pattern(ch, fleet=fleet)) for ch in Channel if ch.spec.direction is Direction.DOWN]
-    return [*up, *down, Grant(Access.READ, trust_topic(fleet))]
+    # artifact chunks are fleet-wide and content-addressed: read-only, so no device can plant or clear one
+    fanout = Grant(Access.READ, f"{artifacts_root(fleet)}/#")
+    return [*up, *down, Grant(Access.READ, trust_topic(fleet)), fanout]
 
 
 def cloud_grants(fleet: str) -> list[Grant]:
@@ -64,7 +68,8 @@ def render_mosquitto_acl(fleet: str, cloud_user: str) -> str:
         f"user {cloud_user}",
         *(f"topic {g.access.value} {g.topic}" for g in cloud_grants(fleet)),
         "",
-        "# every device: its own upward channels out; its own downward channels and the fleet's trust in",
+        "# every device: its own upward channels out; its own downward channels, the fleet's trust and the",
+        "# fleet's artifact chunks in",
         *(f"pattern {g.access.value} {g.topic}" for g in device_grants(fleet)),
     ]
     return "\n".join(lines) + "\n"

@@ -73,20 +73,52 @@ def create_token(
     return row, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
 
-def authenticate(session: Session, token: str, *, now: int | None = None) -> Operator | None:
-    """The operator a token belongs to, or None for anything unknown, revoked, expired or malformed."""
+@dataclass(frozen=True)
+class TokenRecord:
+    """What the database says of a token id: enough to judge a presented secret without the session
+    (the API keeps these for a couple of seconds, see cloud.api.auth)."""
+
+    id: str
+    name: str
+    role: Role
+    secret_sha256: str
+    revoked_at_ms: int | None
+    expires_at_ms: int | None
+
+
+def parse_token(token: str) -> tuple[str, str] | None:
+    """`ef_<id>_<secret>` as (id, secret), or None when it cannot be one of ours."""
     if not token.startswith(TOKEN_PREFIX):
         return None
     token_id, sep, secret = token[len(TOKEN_PREFIX) :].partition("_")
     if not sep or not token_id or not secret or len(token_id) > 32:
         return None
+    return token_id, secret
+
+
+def find_token(session: Session, token_id: str) -> TokenRecord | None:
     row = session.get(ApiToken, token_id)
-    if row is None or not hmac.compare_digest(row.secret_sha256, _digest(secret)):
+    if row is None:
+        return None
+    return TokenRecord(row.id, row.name, Role(row.role), row.secret_sha256, row.revoked_at_ms, row.expires_at_ms)
+
+
+def verdict(record: TokenRecord | None, secret: str, *, now: int | None = None) -> Operator | None:
+    """The operator when `secret` is the record's and the token is neither revoked nor expired."""
+    if record is None or not hmac.compare_digest(record.secret_sha256, _digest(secret)):
         return None
     current = now_ms() if now is None else now
-    if row.revoked_at_ms is not None or (row.expires_at_ms is not None and row.expires_at_ms <= current):
+    if record.revoked_at_ms is not None or (record.expires_at_ms is not None and record.expires_at_ms <= current):
         return None
-    return Operator(row.id, row.name, Role(row.role))
+    return Operator(record.id, record.name, record.role)
+
+
+def authenticate(session: Session, token: str, *, now: int | None = None) -> Operator | None:
+    """The operator a token belongs to, or None for anything unknown, revoked, expired or malformed."""
+    parsed = parse_token(token)
+    if parsed is None:
+        return None
+    return verdict(find_token(session, parsed[0]), parsed[1], now=now)
 
 
 def revoke_token(session: Session, token_id: str) -> ApiToken:

@@ -149,6 +149,9 @@ class Ingestor(MessageConsumer):
     ) -> None:
         self.engine = engine
         self.deployer = deployer
+        # called after a commit that stored telemetry windows or device reports: what rollout gates judge (the
+        # service wakes its rollout controller with it, so a gate judges without waiting for its next tick)
+        self.on_stored: Callable[[], None] | None = None
         self.fleet = deployer.fleet if deployer is not None else fleet
         self.clock = clock
         self.stats = IngestStats()
@@ -213,7 +216,7 @@ class Ingestor(MessageConsumer):
         events: list[dict[str, Any]] = []
         samples: list[dict[str, Any]] = []
         changed: list[str] = []
-        updates = 0
+        updates = reports = 0
         with Session(self.engine) as session:
             enrolled = enrolled_labels(session, {device_id for device_id, _, _ in decoded})
             unenrolled = [device_id for device_id, _, _ in decoded if device_id not in enrolled]
@@ -235,12 +238,13 @@ class Ingestor(MessageConsumer):
                         change = fleet.apply_presence(session, device_id, msg, clock=self.clock)
                     if channel is Channel.REPORTED and change.applied:
                         rollout.record_report(session, device_id, msg, clock=self.clock)
+                        reports += 1
                     if change.labels_changed:
                         changed.append(device_id)
                     updates += 1
                     session.flush()
-            stored = insert_ignore(session, TelemetryRecord, telemetry, ["device_id", "seq"])
-            stored += insert_ignore(session, EventRecord, events, ["device_id", "seq"])
+            windows = insert_ignore(session, TelemetryRecord, telemetry, ["device_id", "seq"])
+            stored = windows + insert_ignore(session, EventRecord, events, ["device_id", "seq"])
             sample_stored = insert_ignore(session, SampleRecord, samples, ["device_id", "batch_seq", "position"])
             session.commit()
         rows = len(telemetry) + len(events) + len(samples)
@@ -250,6 +254,8 @@ class Ingestor(MessageConsumer):
         )
         self._warn_unenrolled(unenrolled)
         log.debug("stored %d of %d rows, %d device updates", stored + sample_stored, rows, updates)
+        if self.on_stored is not None and (windows or reports):
+            self.on_stored()
         if self.deployer is not None:
             for device_id in dict.fromkeys(changed):
                 try:

@@ -1,7 +1,8 @@
 """Telemetry read-outs: per-device summaries and drift reports, per device and fleet-wide.
 
-Reads TelemetryRecord rows, merges their sketches (counts add up) and hands them to the pure statistics
-in `cloud.monitoring.drift`, comparing against the reference profile embedded in the model version's manifest.
+Reads TelemetryRecord rows and turns their sketches into samples for `cloud.monitoring.detector`: each
+window, each device's sum over its windows and, fleet-wide, the fleet's sum (counts add up), all compared
+with the reference profile embedded in the model version's manifest, in one false-discovery family.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlmodel import Session, col, select
 from cloud import registry
 from cloud.db.tables import TelemetryRecord
 from cloud.errors import NotFoundError
-from cloud.monitoring import drift
+from cloud.monitoring import detector, drift
 from protocols.v1 import messages_pb2 as pb
 
 
@@ -116,7 +117,10 @@ class DeviceDriftLine:
     device_id: str
     n_observed: int
     max_psi: float | None
-    drifted_features: list[int]
+    drifted_features: list[int]  # drifted in one of its windows or over its whole range
+    predictions_drifted: bool = False
+    drifted_windows: int = 0  # its windows with a drifted feature or prediction histogram
+    share: float = 0.0  # its part of the fleet's excess divergence over the drifted targets (attribution)
 
 
 @dataclass(frozen=True)
@@ -125,56 +129,131 @@ class DriftReport:
     version: str
     device_id: str | None  # None: fleet-wide
     windows: int
-    features: list[drift.FeatureDrift]
+    features: list[drift.FeatureDrift]  # over the whole range: the device's, or the fleet's summed counts
     predictions: drift.PredictionDrift
     ignored_sketches: int = 0  # feature sketches whose bins do not match the reference profile
     devices: list[DeviceDriftLine] = field(default_factory=list)  # fleet-wide reports: one line per device
+    alert: bool = False  # any drifted sample in the report's family (a window, a device, the fleet's sum)
+    drifted_windows: int = 0
+    tests: int = 0  # hypotheses in the report's false-discovery family
+    attribution: detector.Attribution | None = None  # who and what drives the alert
+    policy: detector.DriftPolicy = detector.DEFAULT_POLICY
 
 
-def _reference(profile: pb.ReferenceProfile) -> list[drift.ReferenceFeature]:
-    return [drift.ReferenceFeature(f.index, f.name, list(f.counts)) for f in profile.features]
+@dataclass
+class _Window:
+    device_id: str
+    end_ms: int
+    features: dict[int, list[int]]
+    predictions: list[float] | None  # on the report's prediction bins
 
 
-def _prediction_drift(profile: pb.PredictionProfile, rows: Sequence[TelemetryRecord]) -> drift.PredictionDrift:
-    if profile.labels:
-        observed: dict[str, float] = defaultdict(float)
-        for r in rows:
-            p = r.prediction_counts
-            for label, count in zip(p.get("labels", []), p.get("counts", []), strict=False):
-                observed[label] += count
-        labels, counts = list(observed), list(observed.values())
-        ref, obs = drift.align_labelled(list(profile.labels), list(profile.counts), labels, counts)
-        return drift.prediction_drift(ref, obs)
-    binned = [r.prediction_counts.get("counts", []) for r in rows]
-    binned = [c for c in binned if len(c) == len(profile.counts)]
-    obs_bins = [sum(c) for c in zip(*binned, strict=True)] if binned else []
-    return drift.prediction_drift(list(profile.counts), obs_bins)
+class _Profile:
+    """The reference counts per target, and how to read a window's sketches onto them."""
 
+    def __init__(self, profile: pb.ReferenceProfile, rows: Sequence[TelemetryRecord]) -> None:
+        self.features = [drift.ReferenceFeature(f.index, f.name, list(f.counts)) for f in profile.features]
+        self.counts: dict[int, list[float]] = {f.index: [float(c) for c in f.counts] for f in self.features}
+        self.labels: list[str] = list(profile.predictions.labels)
+        self.has_predictions = sum(profile.predictions.counts) > 0
+        if self.has_predictions:
+            prediction_counts = [float(c) for c in profile.predictions.counts]
+            if self.labels:  # a class the reference never predicted gets a bin of its own
+                seen = dict.fromkeys(label for r in rows for label in r.prediction_counts.get("labels", []))
+                extras = [label for label in seen if label not in set(self.labels)]
+                self.labels += extras
+                prediction_counts += [0.0] * len(extras)
+            self.counts[detector.PREDICTIONS] = prediction_counts
+        self.ignored = 0
 
-def _report(
-    profile: pb.ReferenceProfile, rows: Sequence[TelemetryRecord], model_id: str, version: str, device_id: str | None
-) -> DriftReport:
-    reference = _reference(profile)
-    bins = {f.index: len(f.counts) for f in reference}
-    sketches: list[dict[int, list[int]]] = []
-    ignored = 0
-    for r in rows:
-        sketch = {}
-        for key, counts in r.feature_counts.items():
+    def read(self, row: TelemetryRecord) -> _Window:
+        features = {}
+        for key, counts in row.feature_counts.items():
             # a sketch over other bins than the reference's (a buggy or mismatched agent) cannot be compared
-            if key.isdigit() and bins.get(int(key)) == len(counts):
-                sketch[int(key)] = counts
+            if key.isdigit() and int(key) in self.counts and len(self.counts[int(key)]) == len(counts):
+                features[int(key)] = counts
             else:
-                ignored += 1
-        sketches.append(sketch)
+                self.ignored += 1
+        return _Window(row.device_id, row.window_end_ms, features, self._predictions(row))
+
+    def _predictions(self, row: TelemetryRecord) -> list[float] | None:
+        if not self.has_predictions:
+            return None
+        p = row.prediction_counts
+        counts = [float(c) for c in p.get("counts", [])]
+        if self.labels:
+            by_label = dict(zip(p.get("labels", []), counts, strict=False))
+            return [by_label.get(label, 0.0) for label in self.labels]
+        return counts if len(counts) == len(self.counts[detector.PREDICTIONS]) else None
+
+
+def _sum(windows: Sequence[_Window]) -> _Sums:
+    features = drift.merge_counts(w.features for w in windows)
+    predictions = [w.predictions for w in windows if w.predictions is not None]
+    return features, [sum(c) for c in zip(*predictions, strict=True)] if predictions else None
+
+
+_Sums = tuple[dict[int, list[int]], list[float] | None]  # feature counts, prediction counts
+
+
+def _samples(scope: detector.Scope, device_id: str | None, end_ms: int | None, sums: _Sums) -> list[detector.Sample]:
+    features, predictions = sums
+    samples = [detector.Sample(scope, device_id, end_ms, index, counts) for index, counts in features.items()]
+    if predictions is not None and sum(predictions) > 0:
+        samples.append(detector.Sample(scope, device_id, end_ms, detector.PREDICTIONS, predictions))
+    return samples
+
+
+def drift_report(
+    profile: pb.ReferenceProfile, rows: Sequence[TelemetryRecord], model_id: str, version: str,
+    device_id: str | None, policy: detector.DriftPolicy = detector.DEFAULT_POLICY,
+) -> DriftReport:  # fmt: skip
+    """One family over every window, every device's range and (fleet-wide) the fleet's sum."""
+    reference = _Profile(profile, rows)
+    windows = [reference.read(r) for r in rows]
+    by_device: dict[str, list[_Window]] = defaultdict(list)
+    for w in windows:
+        by_device[w.device_id].append(w)
+    samples = [s for w in windows for s in _samples("window", w.device_id, w.end_ms, (w.features, w.predictions))]
+    for device, own in sorted(by_device.items()):
+        samples += _samples("device", device, None, _sum(own))
+    if device_id is None:
+        samples += _samples("fleet", None, None, _sum(windows))
+    findings = detector.detect(reference.counts, samples, policy)
+    whole = "fleet" if device_id is None else "device"
+    summary = {f.target: f for f in findings if f.scope == whole}
+    drifted_windows = {(f.device_id, f.window_end_ms) for f in findings if f.scope == "window" and f.drifted}
+    attribution = detector.attribute(findings)
+    shares = {a.device_id: a.share for a in attribution.devices}
+    lines = []
+    if device_id is None:
+        for device in sorted(by_device):
+            own_range = [f for f in findings if f.scope == "device" and f.device_id == device]
+            drifted = {f.target for f in findings if f.device_id == device and f.drifted}
+            values = [f.psi for f in own_range if f.psi is not None and f.target != detector.PREDICTIONS]
+            lines.append(DeviceDriftLine(
+                device_id=device,
+                n_observed=max((f.n_observed for f in own_range if f.target != detector.PREDICTIONS), default=0),
+                max_psi=max(values) if values else None,
+                drifted_features=sorted(t for t in drifted if t != detector.PREDICTIONS),
+                predictions_drifted=detector.PREDICTIONS in drifted,
+                drifted_windows=sum(1 for d, _ in drifted_windows if d == device),
+                share=shares.get(device, 0.0),
+            ))  # fmt: skip
     return DriftReport(
         model_id=model_id,
         version=version,
         device_id=device_id,
         windows=len(rows),
-        features=drift.feature_drift(reference, drift.merge_counts(sketches)),
-        predictions=_prediction_drift(profile.predictions, rows),
-        ignored_sketches=ignored,
+        features=[drift.feature_view(f, summary.get(f.index)) for f in reference.features],
+        predictions=drift.prediction_view(summary.get(detector.PREDICTIONS)),
+        ignored_sketches=reference.ignored,
+        devices=lines,
+        alert=attribution.alert,
+        drifted_windows=len(drifted_windows),
+        tests=sum(1 for f in findings if f.tested),
+        attribution=attribution,
+        policy=policy,
     )
 
 
@@ -191,7 +270,7 @@ def device_drift(
         model_id, version = with_model[-1].model_id, with_model[-1].model_version
     mv = registry.get_model_version(session, model_id, version)
     rows = _windows(session, device_id=device_id, model_id=mv.model_id, version=mv.version, since_ms=since_ms)
-    return _report(registry.manifest_of(mv).reference, rows, mv.model_id, mv.version, device_id)
+    return drift_report(registry.manifest_of(mv).reference, rows, mv.model_id, mv.version, device_id)
 
 
 def fleet_drift(
@@ -199,21 +278,5 @@ def fleet_drift(
 ) -> DriftReport:
     """Drift of every device's inputs merged, plus a line per device, for one model version."""
     mv = registry.get_model_version(session, model_id, version)
-    profile = registry.manifest_of(mv).reference
     rows = _windows(session, model_id=mv.model_id, version=mv.version, since_ms=since_ms)
-    report = _report(profile, rows, mv.model_id, mv.version, None)
-    by_device: dict[str, list[TelemetryRecord]] = defaultdict(list)
-    for r in rows:
-        by_device[r.device_id].append(r)
-    for device_id, device_rows in sorted(by_device.items()):
-        features = _report(profile, device_rows, mv.model_id, mv.version, device_id).features
-        values = [f.psi for f in features if f.psi is not None]
-        report.devices.append(
-            DeviceDriftLine(
-                device_id=device_id,
-                n_observed=max((f.n_observed for f in features), default=0),
-                max_psi=max(values) if values else None,
-                drifted_features=[f.index for f in features if f.drifted],
-            )
-        )
-    return report
+    return drift_report(registry.manifest_of(mv).reference, rows, mv.model_id, mv.version, None)

@@ -5,7 +5,12 @@ size its desired state announced (the deployment's `chunk_size_bytes`). Every in
 `error` set ("<code>: <why>", built by `protocols.codes.chunk_error`) when the chunk cannot be served,
 so a device never waits on silence for a refusal. Payloads that do not parse are logged, counted, and
 answered with an error on the device's data topic when the topic names a device. Requests of another
-fleet are counted (`foreign`) and dropped unanswered: that fleet's cloud answers them.
+fleet are counted (`foreign`) and dropped unanswered: that fleet's cloud answers them. Where every cloud
+process hears every request (no shared subscription), `owns` says which devices this one answers
+(`cloud.mqtt.ownership`); the others' are counted (`not_mine`) and left to their owner.
+
+Most chunks do not come this way any more: the deployer publishes each artifact once on the fleet-wide
+topics (`cloud.rollout.fanout`), and devices ask here only for the chunks that did not reach them.
 
 Error codes (`protocols.codes.ErrorCode`): malformed_request, device_mismatch, unknown_artifact,
 not_entitled, bad_index, too_many_indexes, artifact_unavailable.
@@ -18,6 +23,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -51,6 +57,7 @@ class ChunkStats(Counters):
     errors_sent: int = 0
     malformed: int = 0
     foreign: int = 0
+    not_mine: int = 0
 
 
 class ChunkServer(MessageConsumer):
@@ -63,12 +70,14 @@ class ChunkServer(MessageConsumer):
         fleet: str = DEFAULT_FLEET,
         max_indexes: int = MAX_INDEXES_PER_REQUEST,
         cache_size: int = 4096,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.publisher = publisher
         self.fleet = fleet
         self.max_indexes = max_indexes
+        self.owns = owns  # None: answer every device of the fleet (the broker splits them, or we are alone)
         self.stats = ChunkStats()
         # positive entitlements only: a granted (device, artifact) pair is never revoked
         self._cache: OrderedDict[tuple[str, str], ChunkLayout] = OrderedDict()
@@ -95,6 +104,9 @@ class ChunkServer(MessageConsumer):
             self.stats.add(foreign=1)
             return
         device_id = parsed.device_id
+        if self.owns is not None and not self.owns(device_id):
+            self.stats.add(not_mine=1)
+            return
         try:
             request = pb.ArtifactChunkRequest.FromString(payload)
         except DecodeError as exc:

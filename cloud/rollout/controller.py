@@ -26,7 +26,7 @@ from cloud.db.tables import Deployment, DeploymentCreate, Device
 from cloud.errors import ConflictError, NotFoundError
 from cloud.identity.enrollment import expected_devices
 from cloud.periodic import Periodic
-from cloud.rollout.deployer import Deployer, publish_desired
+from cloud.rollout.deployer import Deployer
 from cloud.rollout.deployments import refresh_status, targets_of
 from cloud.rollout.figures import figures_for
 from cloud.rollout.gates import GatePolicy, InstallTally, Verdict, judge
@@ -84,7 +84,7 @@ class RolloutController(Periodic):
         if action is not Action.WAIT:
             log.info("rollout %s: %s (wave %d of %d)", deployment_id, action.value, rollout.current_wave + 1,
                      len(rollout.waves))  # fmt: skip
-        publish_desired(self.deployer.publisher, outgoing, fleet=director.fleet)
+        self.deployer.publish(outgoing, fleet=director.fleet)
         return action
 
     # -- operators ------------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ class RolloutController(Periodic):
             if before_commit is not None:
                 before_commit(session)
             session.commit()
-        publish_desired(self.deployer.publisher, outgoing, fleet=director.fleet)
+        self.deployer.publish(outgoing, fleet=director.fleet)
         return rollout
 
     # -- a step's parts -------------------------------------------------------------------------------------

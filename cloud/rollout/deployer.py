@@ -21,6 +21,7 @@ from sqlmodel import Session
 from cloud.db import is_retryable_conflict
 from cloud.db.tables import Deployment, DeploymentCreate
 from cloud.rollout.director import Director
+from cloud.rollout.fanout import FanoutPublisher
 from cloud.rollout.plan import Outgoing, plan_deployment, plan_for_new_device, plan_reassign, plan_republish
 from cloud.rollout.policy import RolloutPolicy
 from cloud.rollout.staged import plan_staged
@@ -35,9 +36,20 @@ _DEPLOY_ATTEMPTS = 5
 BeforeCommit = Callable[[Session, Deployment], object]
 
 
-def publish_desired(publisher: Publisher, outgoing: Iterable[Outgoing], *, fleet: str) -> int:
+def publish_desired(
+    publisher: Publisher, outgoing: Iterable[Outgoing], *, fleet: str, fanout: FanoutPublisher | None = None,
+    again: bool = False,
+) -> int:  # fmt: skip
     """Publish each desired state retained; returns how many went out. A failed publish is logged and
-    skipped, not raised: the decision is already committed, and `Deployer.republish_all` re-sends it."""
+    skipped, not raised: the decision is already committed, and `Deployer.republish_all` re-sends it.
+    With fanout, the artifacts' chunks are made retained on the fleet-wide topics first (once per artifact,
+    whatever the number of devices: `cloud.rollout.fanout`) and each desired state names them."""
+    outgoing = list(outgoing)
+    if fanout is not None and outgoing:
+        try:
+            fanout.offer([loc for item in outgoing for loc in item.state.artifacts], again=again)
+        except Exception:  # devices then ask for every chunk on their own topics, as without fan-out
+            log.exception("could not offer the artifacts on the fleet-wide topics")
     spec = Channel.DESIRED.spec
     sent = 0
     for item in outgoing:
@@ -62,9 +74,11 @@ class Deployer:
         director: Director,
         chunk_size_bytes: int,
         clock: ClockMs = now_ms,
+        fanout: FanoutPublisher | None = None,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
+        self.fanout = fanout  # None: every device asks for every chunk on its own topics
         self.director = director  # replaced whole (one reference assignment) when the keys change
         self.chunk_size_bytes = chunk_size_bytes
         self.clock = clock
@@ -72,6 +86,10 @@ class Deployer:
     @property
     def fleet(self) -> str:
         return self.director.fleet
+
+    def publish(self, outgoing: Iterable[Outgoing], *, fleet: str | None = None, again: bool = False) -> int:
+        """Publish committed desired states (`publish_desired` with this deployer's publisher and fan-out)."""
+        return publish_desired(self.publisher, outgoing, fleet=fleet or self.fleet, fanout=self.fanout, again=again)
 
     def publish_trust(self, trust: pb.TrustChain | None = None) -> None:
         """Keep the fleet's trust chain retained on its trust topic, where every device reads rotations."""
@@ -120,7 +138,7 @@ class Deployer:
                     raise
                 log.info("deployment planning hit a conflicting transaction (%s); retrying", exc.orig)
                 time.sleep(0.05 * attempt)
-        publish_desired(self.publisher, outgoing, fleet=director.fleet)
+        self.publish(outgoing, fleet=director.fleet)
         session.refresh(deployment)
         log.info(
             "deployment %s: %s v%s to %d device(s)",
@@ -134,7 +152,7 @@ class Deployer:
         with Session(self.engine) as session:
             outgoing = plan_for_new_device(session, device_id, director=director, clock=self.clock)
             session.commit()
-        return publish_desired(self.publisher, outgoing, fleet=director.fleet)
+        return self.publish(outgoing, fleet=director.fleet)
 
     def republish_all(self) -> int:
         """The trust chain and every current desired state again (a broker that lost retained messages)."""
@@ -143,7 +161,7 @@ class Deployer:
         with Session(self.engine) as session:
             outgoing = plan_republish(session, director=director, clock=self.clock)
             session.commit()  # assignments re-signed for a changed key are recorded
-        return publish_desired(self.publisher, outgoing, fleet=director.fleet)
+        return self.publish(outgoing, fleet=director.fleet, again=True)
 
     def reassign(self, device_ids: list[str]) -> int:
         """Fresh assignments (next counter, same release) for device_ids: committed, then published."""
@@ -153,4 +171,4 @@ class Deployer:
         with Session(self.engine) as session:
             outgoing = plan_reassign(session, device_ids, director=director, clock=self.clock)
             session.commit()
-        return publish_desired(self.publisher, outgoing, fleet=director.fleet)
+        return self.publish(outgoing, fleet=director.fleet)

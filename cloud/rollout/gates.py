@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from cloud.monitoring.drift import chi_square, psi
+from cloud.monitoring import stats
 
 
 class Decision(StrEnum):
@@ -143,7 +143,8 @@ def _shift(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -> 
     labels = sorted(set(baseline.predictions) | set(new.predictions))
     before = [baseline.predictions.get(k, 0) for k in labels]
     after = [new.predictions.get(k, 0) for k in labels]
-    value, (_, p_value) = psi(before, after), chi_square(before, after)
+    # both sides are samples: the two-sample test, not the baseline taken as exact proportions
+    value, p_value = stats.psi(before, after), stats.chi_square_two_sample(before, after).p_value
     shifted = value > policy.max_prediction_psi and p_value < policy.shift_significance
     return GateResult("prediction_shift", Decision.BREACH if shifted else Decision.PASS, value,
                       policy.max_prediction_psi, f"PSI over {len(labels)} prediction label(s), p={p_value:.2g}")

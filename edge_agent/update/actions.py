@@ -22,6 +22,20 @@ class RequestChunks:
 
 
 @dataclass(frozen=True)
+class FollowFanout:
+    """Subscribe to the fleet-wide retained chunks of the artifact being downloaded."""
+
+    topic_filter: str
+
+
+@dataclass(frozen=True)
+class LeaveFanout:
+    """Unsubscribe from them: the download ended (done, failed or replaced)."""
+
+    topic_filter: str
+
+
+@dataclass(frozen=True)
 class BeginDownload:
     sha256: str
     size_bytes: int
@@ -126,6 +140,8 @@ class Report:
 
 Action = (
     RequestChunks
+    | FollowFanout
+    | LeaveFanout
     | BeginDownload
     | WriteChunk
     | DiscardDownload

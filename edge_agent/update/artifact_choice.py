@@ -3,7 +3,8 @@
 The first runtime in the device's preference order that the manifest offers wins; among its artifacts one
 already on disk (the active or previous model's bytes, re-signed under a newer sequence) needs no
 download. Otherwise the desired state must say where the artifact's chunks are, consistently with the
-manifest.
+manifest. A location may also name the fleet-wide topics where the cloud keeps the chunks retained
+(`fanout_filter`); it is used only when it is exactly the filter the layout and the fleet give.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 from edge_agent.errors import MalformedPayloadError, NoCompatibleArtifactError
 from protocols import trust
 from protocols.chunking import ChunkLayout, ChunkLayoutError
+from protocols.topics import TopicError, artifact_chunk_filter
 from protocols.v1 import messages_pb2 as pb
 
 
@@ -51,3 +53,16 @@ def chunk_layout(artifact: pb.Artifact, location: pb.ArtifactLocation) -> ChunkL
         return ChunkLayout.from_location(location)
     except ChunkLayoutError as exc:
         raise MalformedPayloadError(f"artifact {artifact.name}: {exc}") from None
+
+
+def fanout_filter(desired: pb.DesiredState, layout: ChunkLayout, fleet: str) -> str | None:
+    """The topic filter of the layout's fleet-wide chunks, if the desired state offers them; None otherwise
+    (an older cloud, or a filter that is not the one content addressing gives: never follow another)."""
+    try:
+        expected = artifact_chunk_filter(layout.sha256, layout.chunk_size, fleet=fleet)
+    except TopicError:
+        return None
+    for location in desired.artifacts:
+        if location.sha256 == layout.sha256 and location.fanout_filter == expected:
+            return expected
+    return None

@@ -7,13 +7,24 @@ handlers (`edge_agent.update.handlers`) change it through these helpers and plai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from edge_agent.clock import Instant
-from edge_agent.update.actions import Action, DiscardDownload, Emit, PruneModels, Report, RequestChunks, SaveJournal
+from edge_agent.update.actions import (
+    Action,
+    DiscardDownload,
+    Emit,
+    LeaveFanout,
+    PruneModels,
+    Report,
+    RequestChunks,
+    SaveJournal,
+)
+from edge_agent.update.artifact_choice import fanout_filter
 from edge_agent.update.chunks import ChunkPolicy, ChunkTracker
 from edge_agent.update.events import Event
-from edge_agent.update.journal import InstalledModel, Journal, LastError, Outcome, Probation
+from edge_agent.update.journal import InstalledModel, Journal, LastError, Outcome, PendingUpdate, Probation
 from edge_agent.update.states import State
 from protocols import trust
 from protocols.chunking import ChunkLayout
@@ -42,6 +53,8 @@ class UpdaterConfig:
     runtimes: tuple[str, ...]  # runtimes this device can use, most preferred first
     chunks: ChunkPolicy = ChunkPolicy()
     probation: ProbationPolicy = ProbationPolicy()
+    # runtime -> "<agent version>|<runtime version>": what a crash mark is stamped with (update.crash_marks)
+    crash_stamps: Mapping[str, str] = field(default_factory=dict)
 
 
 def event_kind_for(code: str) -> pb.EventKind:
@@ -144,12 +157,23 @@ class UpdateContext:
         request_id = f"{self.journal.boot_count}.{self.journal.pending.generation}.{self._requests}"
         return [RequestChunks(layout.sha256, tuple(indexes), request_id)]
 
+    def fanout(self, pending: PendingUpdate | None = None) -> str | None:
+        """The fan-out filter of a download (the pending one by default), from the desired state it keeps."""
+        pending = pending or self.journal.pending
+        if pending is None or pending.layout is None or not pending.desired:
+            return None
+        return fanout_filter(pb.DesiredState.FromString(pending.desired), pending.layout, self.root.fleet)
+
+    def leave_fanout(self, pending: PendingUpdate | None = None) -> list[Action]:
+        topic_filter = self.fanout(pending)
+        return [] if topic_filter is None else [LeaveFanout(topic_filter)]
+
     def discard_pending(self) -> list[Action]:
         pending = self.journal.pending
         self.tracker = None
         self.attempt += 1  # whatever the old attempt still has running in the background is now stale
         if pending is not None and pending.layout is not None:
-            return [DiscardDownload(pending.layout.sha256)]
+            return [*self.leave_fanout(pending), DiscardDownload(pending.layout.sha256)]
         return []
 
     def fail(

@@ -4,7 +4,8 @@ process (pure: no I/O).
     LOADING --load_crashed (the child process that loads first died)--> fallback or FAILED
     LOADING --started (the journal says a load began and never ended)--> VERIFYING (load again), or,
         after MAX_LOAD_ATTEMPTS such starts, fallback or FAILED
-    fallback: the runtime is journalled as crashed (never chosen nor advertised again), the cloud hears
+    fallback: the runtime is journalled as crashed (not chosen nor advertised again until the agent or the
+        runtime changes version, `update.crash_marks`), the cloud hears
         `runtime_crashed`, and another artifact of the same manifest in a runtime that still works is
         installed (DOWNLOADING / VERIFYING); with none, FAILED. The serving model is never touched.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from edge_agent.clock import Instant
 from edge_agent.errors import AgentError
+from edge_agent.update import crash_marks
 from edge_agent.update.actions import Action, Emit, Report, VerifyArtifact
 from edge_agent.update.artifact_choice import choose_artifact
 from edge_agent.update.context import UpdateContext
@@ -53,7 +55,7 @@ def _crashed(up: UpdateContext, why: str, now: Instant) -> list[Action]:
     pending = up.journal.pending
     assert pending is not None
     runtime = pending.target.artifact().runtime
-    up.journal = up.journal.with_(crashed_runtimes=up.journal.crashed_runtimes | {runtime})
+    up.journal = crash_marks.mark(up.journal, runtime, up.config.crash_stamps)
     fallback = _fallback(up, pending.target.manifest(), pending.desired)
     if fallback is None:
         message = f"{why}; runtime {runtime} is disabled and no other artifact fits this device"

@@ -18,6 +18,8 @@ from edge_agent.update.actions import (
     BeginDownload,
     CommitDownload,
     Emit,
+    FollowFanout,
+    LeaveFanout,
     LoadModel,
     PruneModels,
     Report,
@@ -58,7 +60,9 @@ def on_started(up: UpdateContext, _event: Event, _now: Instant) -> list[Action]:
     if up.state is State.DOWNLOADING:
         assert up.tracker is not None
         if not up.tracker.complete:
-            return [Report()]  # the chunks are asked for once connected
+            topic_filter = up.fanout()  # subscribed now, awaited once connected
+            follow: list[Action] = [] if topic_filter is None else [FollowFanout(topic_filter)]
+            return [*follow, Report()]  # the chunks are asked for once connected
         up.state = State.VERIFYING
     downloaded = pending.layout is not None
     return [VerifyArtifact(up.attempt, pending.target.artifact(), downloaded), Report()]
@@ -117,6 +121,7 @@ def begin(
     """Start on a verified desired state: reuse the download in progress if it is the same artifact."""
     pending, old_tracker = up.journal.pending, up.tracker
     reuse = pending is not None and layout is not None and pending.layout == layout and old_tracker is not None
+    old_filter = up.fanout() if reuse else None
     actions: list[Action] = []
     if reuse:
         up.tracker, up.attempt = None, up.attempt + 1
@@ -135,7 +140,14 @@ def begin(
     actions.append(up.save(pending=new_pending))
     if up.tracker.complete:
         up.state = State.VERIFYING
-        return actions + [VerifyArtifact(up.attempt, artifact, True), Report()]
+        return actions + [*up.leave_fanout(), VerifyArtifact(up.attempt, artifact, True), Report()]
+    topic_filter = up.fanout()
+    if old_filter is not None and old_filter != topic_filter:
+        actions.append(LeaveFanout(old_filter))
+    if topic_filter is not None:
+        # one copy for the whole fleet: wait for the retained chunks, ask only for what does not come
+        up.tracker.expect_fanout(now.mono_s)
+        actions.append(FollowFanout(topic_filter))
     return actions + up.request(now) + [Report()]
 
 
@@ -172,6 +184,8 @@ def _clear(up: UpdateContext, counter: int) -> list[Action]:
 
 def on_connected(up: UpdateContext, _event: Event, now: Instant) -> list[Action]:
     assert up.tracker is not None
+    if up.fanout() is not None:  # the (re)subscription brings the retained chunks again
+        up.tracker.expect_fanout(now.mono_s)
     return up.request(now, also=up.tracker.renew(now.mono_s))
 
 
@@ -199,11 +213,13 @@ def on_chunk(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
         return up.request(now)
     if not tracker.mark_received(index):
         return []  # a duplicate
+    tracker.fanout_progress(now.mono_s)
     actions: list[Action] = [WriteChunk(up.attempt, layout.sha256, index, chunk.offset, bytes(chunk.data))]
     if not tracker.complete:
         return actions + up.request(now)
     up.state = State.VERIFYING
     return actions + [
+        *up.leave_fanout(),
         Emit(pb.EVENT_KIND_DOWNLOADED, pending.deployment_id, pending.target),
         VerifyArtifact(up.attempt, pending.target.artifact(), True),
         Report(),

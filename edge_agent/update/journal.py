@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -87,6 +87,15 @@ class Probation:
 
 
 @dataclass(frozen=True)
+class Restoring:
+    """A model being loaded at start (journalled before the load, cleared after): still set at the next
+    start means that load killed the process; `attempts` counts such starts in a row."""
+
+    artifact_sha256: str
+    attempts: int
+
+
+@dataclass(frozen=True)
 class Journal:
     active: InstalledModel | None = None
     previous: InstalledModel | None = None
@@ -98,7 +107,10 @@ class Journal:
     pending: PendingUpdate | None = None
     boot_count: int = 0  # bumped on every start; the high half of every seq the agent sends
     probation: Probation | None = None  # the active model is on probation; `previous` is what it rolls back to
-    crashed_runtimes: frozenset[str] = frozenset()  # runtimes whose load killed the agent: never chosen again
+    crashed_runtimes: frozenset[str] = frozenset()  # runtimes whose load killed the agent: not chosen again ...
+    # ... while the agent and the runtime are the versions they were then: runtime -> stamp (update.crash_marks)
+    crash_stamps: dict[str, str] = field(default_factory=dict)
+    restoring: Restoring | None = None
 
     def with_(self, **changes: Any) -> Journal:
         return replace(self, **changes)
@@ -154,6 +166,10 @@ def encode_journal(journal: Journal) -> bytes:
         if journal.probation is None
         else {"until_ms": journal.probation.until_ms, "restarts": journal.probation.restarts},
         "crashed_runtimes": sorted(journal.crashed_runtimes),
+        "crash_stamps": dict(journal.crash_stamps),
+        "restoring": None
+        if journal.restoring is None
+        else {"artifact_sha256": journal.restoring.artifact_sha256, "attempts": journal.restoring.attempts},
     }
     return json.dumps(doc, indent=1, sort_keys=True).encode()
 
@@ -180,6 +196,7 @@ def decode_journal(data: bytes) -> Journal:
             )
         error = doc["last_error"]
         probation = doc.get("probation")
+        restoring = doc.get("restoring")
         return Journal(
             active=_model_from_dict(doc["active"]),
             previous=_model_from_dict(doc["previous"]),
@@ -194,6 +211,10 @@ def decode_journal(data: bytes) -> Journal:
             if probation is None
             else Probation(int(probation["until_ms"]), int(probation.get("restarts", 0))),
             crashed_runtimes=frozenset(str(r) for r in doc.get("crashed_runtimes", [])),
+            crash_stamps={str(k): str(v) for k, v in doc.get("crash_stamps", {}).items()},
+            restoring=None
+            if restoring is None
+            else Restoring(str(restoring["artifact_sha256"]), int(restoring["attempts"])),
         )
     except (KeyError, TypeError, AssertionError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a valid journal: {exc!r}") from None

@@ -339,16 +339,18 @@ class SignedAssignment(_message.Message):
     def __init__(self, assignment: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class ArtifactLocation(_message.Message):
-    __slots__ = ("sha256", "size_bytes", "chunk_size", "total_chunks")
+    __slots__ = ("sha256", "size_bytes", "chunk_size", "total_chunks", "fanout_filter")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    FANOUT_FILTER_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     size_bytes: int
     chunk_size: int
     total_chunks: int
-    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., chunk_size: _Optional[int] = ..., total_chunks: _Optional[int] = ...) -> None: ...
+    fanout_filter: str
+    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., chunk_size: _Optional[int] = ..., total_chunks: _Optional[int] = ..., fanout_filter: _Optional[str] = ...) -> None: ...
 
 class DesiredState(_message.Message):
     __slots__ = ("schema_version", "device_id", "deployment_id", "generation", "manifest", "artifacts", "issued_at_ms", "assignment", "trust")

@@ -129,3 +129,26 @@ def test_qos1_published_before_connecting_is_delivered(new_transport: NewTranspo
     started((pub, Inbox()))
     assert inbox.wait_for(1)
     assert inbox.messages == [("ef/early", b"queued")]
+
+
+def test_unsubscribed_filters_stop_delivering(new_transport: NewTransport) -> None:
+    sub, inbox = new_transport()
+    sub.subscribe("ef/v1/art/#")
+    sub.subscribe("ef/v1/dev/d1/cmd")
+    started((sub, inbox))
+    pub, _ = started(new_transport())
+    pub.publish("ef/v1/art/abc/0", b"before")
+    assert inbox.wait_for(1)
+    sub.unsubscribe("ef/v1/art/#")
+    sub.unsubscribe("ef/v1/never/subscribed")  # a no-op, not an error
+    # a fence on sub's own connection: once it comes back, the broker has handled the UNSUBSCRIBE sent before it
+    sub.publish("ef/v1/dev/d1/cmd", b"fence")
+    assert inbox.wait_for(2)
+    pub.publish("ef/v1/art/abc/1", b"after")
+    pub.publish("ef/v1/dev/d1/cmd", b"sentinel")  # still subscribed: arrives after anything sent before it
+    assert inbox.wait_for(3)
+    assert inbox.messages == [
+        ("ef/v1/art/abc/0", b"before"),
+        ("ef/v1/dev/d1/cmd", b"fence"),
+        ("ef/v1/dev/d1/cmd", b"sentinel"),
+    ]

@@ -2,16 +2,19 @@ from __future__ import annotations
 
 from collections import Counter
 
+from fastapi import Request, Response
+from pydantic import TypeAdapter
 from sqlmodel import Session
 
 from cloud import rollout
 from cloud.api.auth import OperatorDep, api_router
-from cloud.api.deps import ServicesDep, SessionDep
+from cloud.api.deps import ServicesDep, SessionDep, cached_json
 from cloud.api.schemas import DeploymentDetail
 from cloud.db.tables import Deployment, DeploymentCreate, DeploymentPublic, DeploymentTargetPublic
 from cloud.identity import audit
 
 router = api_router(prefix="/deployments", tags=["deployments"])
+DEPLOYMENT_LIST = TypeAdapter(list[DeploymentPublic])
 
 
 def _detail(session: Session, deployment: Deployment) -> DeploymentDetail:
@@ -25,8 +28,9 @@ def _detail(session: Session, deployment: Deployment) -> DeploymentDetail:
 
 
 @router.get("", response_model=list[DeploymentPublic])
-def list_deployments(session: SessionDep, model_id: str | None = None) -> list[Deployment]:
-    return rollout.list_deployments(session, model_id=model_id)
+async def list_deployments(request: Request, model_id: str | None = None) -> Response:
+    read = lambda s: rollout.list_deployments(s, model_id=model_id)  # noqa: E731
+    return await cached_json(request, ("deployments", model_id), read, DEPLOYMENT_LIST)
 
 
 @router.get("/{deployment_id}", response_model=DeploymentDetail)

@@ -2,17 +2,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Query
+from fastapi import Query, Request, Response
+from pydantic import TypeAdapter
 from sqlmodel import col, select
 
 from cloud import fleet, monitoring
 from cloud.api.auth import api_router
-from cloud.api.deps import SessionDep
+from cloud.api.deps import SessionDep, cached_json
 from cloud.db.bounds import MAX_SELECTOR_LABELS, check_selector
 from cloud.db.tables import Device, DevicePublic, EventPublic, EventRecord
 from cloud.errors import InvalidRequestError
 
 router = api_router(prefix="/devices", tags=["devices"])
+DEVICE_LIST = TypeAdapter(list[DevicePublic])
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:
@@ -29,12 +31,14 @@ def parse_labels(items: list[str]) -> dict[str, str]:
 
 
 @router.get("", response_model=list[DevicePublic])
-def list_devices(
-    session: SessionDep,
+async def list_devices(
+    request: Request,
     label: Annotated[list[str], Query(description="key=value; repeat to require several")] = [],  # noqa: B006
     online: bool | None = None,
-) -> list[Device]:
-    return fleet.list_devices(session, labels=parse_labels(label), online=online)
+) -> Response:
+    labels = parse_labels(label)
+    key = ("devices", tuple(sorted(labels.items())), online)
+    return await cached_json(request, key, lambda s: fleet.list_devices(s, labels=labels, online=online), DEVICE_LIST)
 
 
 @router.get("/{device_id}", response_model=DevicePublic)

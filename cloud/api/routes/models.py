@@ -2,17 +2,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Request, Response
 from google.protobuf.json_format import MessageToDict
+from pydantic import TypeAdapter
 
 from cloud import monitoring, registry
 from cloud.api.auth import api_router
-from cloud.api.deps import SessionDep
+from cloud.api.deps import SessionDep, cached_json
 from cloud.api.schemas import ModelSummary, ModelVersionDetail
 from cloud.db.tables import ArtifactPublic, ModelVersion, ModelVersionPublic
 
 router = api_router(prefix="/models", tags=["models"])
 
 LATEST = "latest"
+MODEL_LIST = TypeAdapter(list[ModelSummary])
 
 
 def _version(version: str) -> str | None:
@@ -20,8 +23,8 @@ def _version(version: str) -> str | None:
 
 
 @router.get("", response_model=list[ModelSummary])
-def list_models(session: SessionDep) -> list[dict[str, Any]]:
-    return registry.list_models(session)
+async def list_models(request: Request) -> Response:
+    return await cached_json(request, "models", registry.list_models, MODEL_LIST)
 
 
 @router.get("/{model_id}/versions", response_model=list[ModelVersionPublic])

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Query, status
+from fastapi import Query, Request, Response, status
+from pydantic import TypeAdapter
 from sqlmodel import Session, col, select
 
 from cloud.api.auth import OperatorDep, api_router
-from cloud.api.deps import ServicesDep, SessionDep
+from cloud.api.deps import ServicesDep, SessionDep, cached_json
 from cloud.api.schemas import GateSampleView, RolloutCreate, RolloutDecisionView, RolloutPlanView, RolloutView
 from cloud.db import TargetStatus
 from cloud.db.tables import Deployment
@@ -21,6 +22,7 @@ from cloud.rollout.staged import preview
 
 router = api_router(prefix="/rollouts", tags=["rollouts"])
 ACTIONS = ("pause", "resume", "cancel", "rollback")
+ROLLOUT_LIST = TypeAdapter(list[RolloutView])
 
 
 def view(session: Session, rollout: Rollout, *, decisions: int = 0) -> RolloutView:
@@ -80,9 +82,12 @@ def create_rollout(
 
 
 @router.get("", response_model=list[RolloutView])
-def list_rollouts(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[RolloutView]:
-    rows = session.exec(select(Rollout).order_by(col(Rollout.created_at_ms).desc()).limit(limit))
-    return [view(session, r) for r in rows]
+async def list_rollouts(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
+    def read(session: Session) -> list[RolloutView]:
+        rows = session.exec(select(Rollout).order_by(col(Rollout.created_at_ms).desc()).limit(limit))
+        return [view(session, r) for r in rows]
+
+    return await cached_json(request, ("rollouts", limit), read, ROLLOUT_LIST)
 
 
 @router.get("/{deployment_id}", response_model=RolloutView)

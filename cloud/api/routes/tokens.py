@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import status
+from fastapi import Request, status
 
 from cloud.api.auth import OperatorDep, api_router
 from cloud.api.deps import SessionDep
@@ -31,9 +31,10 @@ def create_token(session: SessionDep, operator: OperatorDep, body: TokenCreate) 
 
 
 @router.delete("/{token_id}", response_model=TokenPublic)
-def revoke_token(session: SessionDep, operator: OperatorDep, token_id: str) -> ApiToken:
+def revoke_token(request: Request, session: SessionDep, operator: OperatorDep, token_id: str) -> ApiToken:
     row = tokens.revoke_token(session, token_id)
     audit.record_by(session, operator, "token.revoke", row.id, {"name": row.name})
     session.commit()
+    request.app.state.token_cache.forget(token_id)  # refused from the next request on, not in 2 s
     session.refresh(row)
     return row

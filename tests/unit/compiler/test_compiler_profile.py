@@ -23,12 +23,23 @@ def test_quantile_bins_have_unique_edges_and_count_every_finite_value() -> None:
     assert np.all(np.diff(coarse) > 0) and len(coarse) <= 4
 
 
-def test_out_of_range_values_go_to_the_end_bins_and_constants_get_one_bin() -> None:
+def test_out_of_range_values_go_to_the_end_bins() -> None:
     edges = np.array([0.0, 1.0, 2.0, 3.0])
     assert bin_index(edges, np.array([-5.0, 0.0, 0.99, 1.0, 2.5, 3.0, 99.0])).tolist() == [0, 0, 0, 1, 2, 2, 2]
-    constant = feature_edges(np.full(20, 4.0))
-    assert constant.tolist() == [4.0, 4.0]
-    assert bin_index(constant, np.array([1.0, 4.0, 9.0])).tolist() == [0, 0, 0]
+
+
+def test_a_mostly_one_value_feature_gets_a_bin_for_the_value_and_bins_around_it() -> None:
+    rng = np.random.default_rng(0)
+    column = np.concatenate([np.zeros(940), rng.integers(1, 17, 60)]).astype(np.float64)  # 94 % zeros
+    edges = feature_edges(column)
+    counts = np.bincount(bin_index(edges, column), minlength=len(edges) - 1)
+    assert np.all(np.diff(edges) > 0)
+    assert counts[0] == 0 and counts[1] == 940  # below (empty), the mass point, then
+    assert len(counts) == 5 and counts[2:].sum() == 60  # quantile bins above it
+    # devices feed float32: the value and its float32 rounding share its bin
+    constant = feature_edges(np.full(20, 0.1))
+    live = np.array([0.1, np.float32(0.1), 0.05, 0.2])
+    assert bin_index(constant, live).tolist() == [1, 1, 0, 2]
 
 
 def test_profile_skips_missing_values_and_histograms_predictions() -> None:
@@ -37,7 +48,7 @@ def test_profile_skips_missing_values_and_histograms_predictions() -> None:
     assert profile.n_rows == 4
     assert [f.name for f in profile.features] == ["f", "g"]
     assert sum(profile.features[0].counts) == 4
-    assert list(profile.features[1].counts) == [3]  # constant, NaN not counted
+    assert list(profile.features[1].counts) == [0, 3, 0]  # constant: its value and empty sides; NaN not counted
     assert list(profile.predictions.labels) == ["a", "b", "c"]
     assert list(profile.predictions.counts) == [3, 1, 0]
     regression = reference_profile(x, np.linspace(0, 1, 4), class_labels=[], feature_names=[])

@@ -100,3 +100,45 @@ def test_production_takes_credentials_over_tls() -> None:
         mqtt_username="pi-01", mqtt_password="pw",
     )  # fmt: skip
     assert settings.environment == "production"
+
+
+def test_environment_strings_become_the_fields_types(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEFLEET_AGENT_ISOLATE_LOADS", "false")
+    monkeypatch.setenv("EDGEFLEET_AGENT_SAMPLE_RATE", "0.5")
+    monkeypatch.setenv("edgefleet_agent_state_dir", "/tmp/pi")  # any case, like the variables' usual reading
+    monkeypatch.setenv("EDGEFLEET_AGENT_RUNTIME_PREFERENCE", '["tflite"]')
+    monkeypatch.setenv("EDGEFLEET_AGENT_MQTT_PASSWORD", "s3cret")
+    settings = load_settings(device_id="pi-1")
+    assert settings.isolate_loads is False and settings.sample_rate == 0.5
+    assert settings.state_dir == Path("/tmp/pi") and settings.runtime_preference == ["tflite"]
+    assert settings.mqtt_password is not None and settings.mqtt_password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_every_bad_field_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEFLEET_AGENT_LABELS", "site=lab")
+    with pytest.raises(ConfigError) as info:
+        load_settings(device_id="pi-1", chunk_window="many", isolate_loads="maybe", colour="red")
+    message = str(info.value)
+    for field in ("labels", "chunk_window", "isolate_loads", "colour"):
+        assert f"\n  {field}:" in message, message
+    assert "must be JSON" in message and "unknown setting" in message
+
+
+def test_constructing_settings_directly_checks_them_too() -> None:
+    with pytest.raises(ConfigError, match="\n  sample_rate: must be at most 1"):
+        AgentSettings(device_id="pi-1", sample_rate=2)
+    settings = AgentSettings(device_id="pi-1", state_dir="/srv/pi", mqtt_password="pw")  # type: ignore[arg-type]
+    assert settings.state_dir == Path("/srv/pi") and settings.mqtt_password is not None
+
+
+def test_loading_settings_does_not_import_pydantic_or_cryptography() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from edge_agent.config import load_settings; load_settings(device_id='pi-1');"
+        "print(sorted(m for m in ('pydantic', 'cryptography') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

@@ -50,3 +50,15 @@ def test_malformed_messages_say_why(topic: str, payload: bytes, reason: str) -> 
     with pytest.raises(MalformedPayloadError, match=reason) as info:
         parse(topic, payload)
     assert info.value.code == "malformed_payload"
+
+
+def test_fleet_wide_chunks_must_be_the_chunk_their_topic_names() -> None:
+    chunk = chunk_of(b"abcdef", 0, chunk_size=4)
+    topic = f"ef/v1/test/art/{chunk.sha256}/4/0"
+    event = parse(topic, chunk.SerializeToString())
+    assert isinstance(event, ChunkReceived) and event.chunk.data == b"abcd"
+    assert parse(topic, b"") is None  # the cloud cleared it: nothing to do
+    with pytest.raises(MalformedPayloadError, match="carries chunk 0"):
+        parse(f"ef/v1/test/art/{chunk.sha256}/4/1", chunk.SerializeToString())
+    with pytest.raises(MalformedPayloadError, match="carries chunk"):
+        parse(f"ef/v1/test/art/{'0' * 64}/4/0", chunk.SerializeToString())

@@ -7,6 +7,7 @@ from protocols.topics import (
     Direction,
     TopicError,
     acl_pattern,
+    artifact_chunk_filter,
     artifact_chunk_topic,
     cloud_subscriptions,
     device_subscriptions,
@@ -109,11 +110,19 @@ def test_topic_matches_follows_mqtt_rules(pattern: str, topic: str, expected: bo
 
 def test_artifact_chunk_topic_is_content_addressed() -> None:
     digest = "ab" * 32
-    assert artifact_chunk_topic(digest, 3, fleet="lab") == f"ef/v1/lab/art/{digest}/3"
+    assert artifact_chunk_topic(digest, 4096, 3, fleet="lab") == f"ef/v1/lab/art/{digest}/4096/3"
+    assert artifact_chunk_filter(digest, 4096, fleet="lab") == f"ef/v1/lab/art/{digest}/4096/+"
+    chunk0 = artifact_chunk_topic(digest, 4096, 0, fleet="lab")
+    assert topic_matches(artifact_chunk_filter(digest, 4096, fleet="lab"), chunk0)
+    assert not topic_matches(artifact_chunk_filter(digest, 8192, fleet="lab"), chunk0)
     with pytest.raises(TopicError):
-        artifact_chunk_topic("not-a-digest", 0)
+        artifact_chunk_topic("not-a-digest", 4096, 0)
     with pytest.raises(TopicError):
-        artifact_chunk_topic(digest, -1)
+        artifact_chunk_topic(digest, 4096, -1)
+    with pytest.raises(TopicError):
+        artifact_chunk_filter(digest, 0)
+    with pytest.raises(TopicError):
+        artifact_chunk_filter("AB" * 32, 4096)  # upper case is another topic: refused, not normalised
 
 
 def test_fleet_names_are_checked_and_acl_patterns_name_the_user() -> None:

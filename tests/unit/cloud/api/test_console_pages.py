@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from support.enrollment import enroll
 
-from cloud.db.tables import EventRecord, TelemetryRecord
+from cloud.db.tables import DeploymentCreate, DeploymentTarget, EventRecord, TelemetryRecord
 from cloud.identity.records import AuditEntry
 from cloud.rollout.records import Rollout
 from cloud.types import now_ms
@@ -124,6 +124,32 @@ def test_pages_show_the_fleet_a_device_and_the_models(app: FastAPI, token_for, f
     assert model.status_code == 200 and "Compiled artifacts" in model.text and "Lineage" in model.text
     drift = client.get("/console/models/m/versions/latest/drift?hours=2")
     assert drift.status_code == 200 and 'class="chart heat-map"' in drift.text and 'data-row="pi-00"' in drift.text
+
+
+def test_plain_deployments_have_a_list_and_a_page_with_each_target(
+    app: FastAPI, token_for, engine: Engine, fleet: None
+) -> None:
+    deployment = app.state.services.deployer.deploy(DeploymentCreate(model_id="m", device_ids=DEVICES[:3]))
+    with Session(engine) as session:  # one device said its install failed
+        target = session.get(DeploymentTarget, (deployment.id, DEVICES[2]))
+        assert target is not None
+        target.status, target.error_code, target.error_message = "failed", "bad_signature", "signature mismatch"
+        session.add(target)
+        session.commit()
+    client = signed_in(app, token_for("viewer"))
+    fleet_page = client.get("/console")
+    assert 'href="/console/deployments"' in fleet_page.text  # reachable from the nav
+    listing = client.get("/console/deployments")
+    assert listing.status_code == 200 and listing.text.count('class="deployment-row"') == 1
+    assert f'href="/console/deployments/{deployment.id}"' in listing.text and "1 failed" in listing.text
+    page = client.get(f"/console/deployments/{deployment.id}")
+    assert page.status_code == 200 and 'id="deployment-status">in_progress' in page.text
+    assert page.text.count('class="target-row"') == 3 and 'data-status="failed"' in page.text
+    assert "bad_signature" in page.text and 'id="waiting"' in page.text and "rollout-link" not in page.text
+    for device_id in DEVICES[:3]:
+        assert f'href="/console/devices/{device_id}"' in page.text
+    missing = client.get("/console/deployments/nope")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
 
 
 def test_unknown_ids_and_bad_input_are_pages_not_errors(app: FastAPI, token_for, fleet: None) -> None:

@@ -25,6 +25,11 @@ DEV = device_grants(FLEET)
         ("pi-01", Access.WRITE, "ef/v1/other/dev/pi-01/telemetry", False),  # another fleet
         ("+", Access.READ, "ef/v1/lab/dev/+/desired", False),  # a user name that is a wildcard
         ("", Access.READ, "ef/v1/lab/trust", False),
+        # fan-out chunks: every device reads, none writes (planting or clearing a retained chunk)
+        ("pi-01", Access.READ, f"ef/v1/lab/art/{'ab' * 32}/4096/+", True),
+        ("pi-01", Access.READ, f"ef/v1/lab/art/{'ab' * 32}/4096/0", True),
+        ("pi-01", Access.WRITE, f"ef/v1/lab/art/{'ab' * 32}/4096/0", False),
+        ("pi-01", Access.READ, f"ef/v1/other/art/{'ab' * 32}/4096/+", False),
     ],
 )
 def test_device_rules(user: str, access: Access, topic: str, allowed: bool) -> None:

@@ -1,46 +1,84 @@
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import pytest
 
-from cloud.monitoring import drift
+from cloud.monitoring import detector, drift
+from cloud.monitoring.detector import DriftPolicy, Sample
+
+TRUTH = np.full(10, 0.1)
+REFERENCE_ROWS = 5000
 
 
-def test_psi_of_a_known_shift() -> None:
-    # (0.25 - 0.5) ln(0.5) + (0.75 - 0.5) ln(1.5)
-    expected = 0.25 * math.log(2) + 0.25 * math.log(1.5)
-    assert drift.psi([50, 50], [25, 75]) == pytest.approx(expected)
-    assert drift.psi([10, 20, 30], [1, 2, 3]) == pytest.approx(0.0)
+def _reference(features: int) -> dict[int, list[float]]:
+    rng = np.random.default_rng(0)
+    return {i: rng.multinomial(REFERENCE_ROWS, TRUTH).tolist() for i in range(features)}
 
 
-def test_psi_floors_empty_bins_with_epsilon() -> None:
-    value = drift.psi([50, 50], [100, 0], eps=1e-4)
-    expected = (1 - 0.5) * math.log(1 / 0.5) + (1e-4 - 0.5) * math.log(1e-4 / 0.5)
-    assert value == pytest.approx(expected)
-    assert math.isfinite(value)
+def _shifted(share: float) -> np.ndarray:
+    """Bin probabilities with `share` of the mass moved from the lower half to the upper half."""
+    p = TRUTH.copy()
+    p[:5] -= share / 5
+    p[5:] += share / 5
+    return p
 
 
-def test_js_distance_bounds() -> None:
-    assert drift.js_distance([1, 1], [5, 5]) == pytest.approx(0.0)
-    assert drift.js_distance([1, 0], [0, 1]) == pytest.approx(1.0)
-    assert drift.js_distance([50, 50], [25, 75]) == pytest.approx(drift.js_distance([25, 75], [50, 50]))
+def test_clean_windows_across_devices_raise_no_alert() -> None:
+    rng = np.random.default_rng(1)
+    reference = _reference(8)
+    samples = [
+        Sample("window", f"d{d}", w, i, rng.multinomial(int(rng.integers(50, 500)), TRUTH))
+        for d in range(20) for w in range(10) for i in range(8)
+    ]  # fmt: skip
+    findings = detector.detect(reference, samples)
+    assert len(findings) == len(samples) and all(f.tested for f in findings)
+    assert not any(f.drifted for f in findings)
+    assert not detector.attribute(findings).alert
 
 
-def test_chi_square_statistic_and_p_value() -> None:
-    statistic, p_value = drift.chi_square([1, 1], [30, 70])
-    assert statistic == pytest.approx(16.0)
-    assert p_value == pytest.approx(6.334e-5, rel=1e-3)  # chi2(df=1).sf(16)
-    _, same = drift.chi_square([1, 1], [50, 50])
-    assert same == pytest.approx(1.0)
+def test_a_shifted_feature_on_one_device_is_found_and_attributed() -> None:
+    rng = np.random.default_rng(2)
+    reference = _reference(4)
+    samples = [Sample("device", f"d{d}", None, i, rng.multinomial(500, TRUTH)) for d in range(10) for i in range(4)]
+    samples.append(Sample("device", "odd", None, 2, rng.multinomial(500, _shifted(0.2))))
+    findings = detector.detect(reference, samples)
+    assert [(f.device_id, f.target) for f in findings if f.drifted] == [("odd", 2)]
+    odd = findings[-1]
+    assert odd.q_value is not None and odd.q_value <= 0.01 and (odd.excess_psi or 0) > 0.02
+    attribution = detector.attribute(findings)
+    assert attribution.alert and attribution.devices[0].device_id == "odd"
+    assert attribution.devices[0].features == [2] and attribution.devices[0].share > 0.5  # the rest: noise elsewhere
 
 
-def test_benjamini_hochberg_matches_the_textbook_procedure() -> None:
-    p_values = [0.01, 0.04, 0.03, 0.20]
-    # sorted 0.01, 0.03, 0.04, 0.20 vs 0.0125, 0.025, 0.0375, 0.05: largest k with p_(k) <= k/m*alpha is 1
-    assert drift.benjamini_hochberg(p_values, alpha=0.05) == [True, False, False, False]
-    assert drift.benjamini_hochberg([0.001, 0.002, 0.003], alpha=0.05) == [True, True, True]
-    assert drift.benjamini_hochberg([]) == []
+def test_too_few_rows_are_not_tested_and_a_negligible_shift_is_not_an_alert() -> None:
+    rng = np.random.default_rng(3)
+    reference = {0: (np.full(10, 0.1) * 1e6).tolist()}
+    tiny = Sample("window", "d", 1, 0, [0, 0, 0, 0, 0, 0, 0, 0, 0, 20])  # all in one bin, but 20 rows
+    huge = Sample("device", "d", None, 0, rng.multinomial(2_000_000, _shifted(0.02)))  # significant, tiny effect
+    small, large = detector.detect(reference, [tiny, huge])
+    assert not small.tested and small.p_value is None and not small.drifted
+    assert large.p_value is not None and large.p_value < 1e-6
+    assert not large.drifted
+    assert detector.detect(reference, [huge], DriftPolicy(min_effect_psi=0.0))[0].drifted
+
+
+def test_one_family_over_all_samples() -> None:
+    # the same borderline p-value passes alone and not among many clean samples
+    rng = np.random.default_rng(4)
+    reference = _reference(1)
+    borderline = Sample("window", "d", 0, 0, rng.multinomial(400, _shifted(0.12)))
+    (alone,) = detector.detect(reference, [borderline], DriftPolicy(alpha=0.05))
+    assert alone.p_value is not None and 1e-4 < alone.p_value < 0.05 and alone.drifted
+    crowd = [Sample("window", "d", w, 0, rng.multinomial(400, TRUTH)) for w in range(1, 500)]
+    among = detector.detect(reference, [borderline, *crowd], DriftPolicy(alpha=0.05))[0]
+    assert among.p_value == alone.p_value and not among.drifted
+
+
+def test_mismatched_bins_or_unknown_targets_are_refused() -> None:
+    with pytest.raises(ValueError, match="bins"):
+        detector.detect({0: [1.0, 2.0]}, [Sample("window", "d", 0, 0, [1, 2, 3])])
+    with pytest.raises(ValueError, match="no reference"):
+        detector.detect({0: [1.0, 2.0]}, [Sample("window", "d", 0, 7, [1, 2])])
 
 
 def test_merge_counts_sums_and_refuses_mismatched_bins() -> None:
@@ -50,32 +88,11 @@ def test_merge_counts_sums_and_refuses_mismatched_bins() -> None:
         drift.merge_counts([{0: [1, 2]}, {0: [1, 2, 3]}])
 
 
-def test_bad_inputs_raise_value_errors() -> None:
-    with pytest.raises(ValueError, match="mismatch"):
-        drift.psi([1, 2], [1, 2, 3])
-    with pytest.raises(ValueError, match="zero"):
-        drift.psi([1, 1], [0, 0])
-    with pytest.raises(ValueError, match="non-negative"):
-        drift.psi([1, 1], [-1, 3])
-
-
-def test_feature_drift_levels_and_multiple_testing() -> None:
-    reference = [drift.ReferenceFeature(i, f"f{i}", [250, 250, 250, 250]) for i in range(3)]
-    observed = {0: [250, 250, 250, 250], 1: [100, 150, 300, 450], 2: [260, 240, 255, 245]}
-    by_index = {
-        f.index: f for f in drift.feature_drift(reference + [drift.ReferenceFeature(3, "f3", [1, 1])], observed)
-    }
-    assert by_index[0].level == "stable" and not by_index[0].drifted
-    assert by_index[1].level == "significant" and by_index[1].drifted
-    assert by_index[2].level == "stable" and not by_index[2].drifted
-    assert by_index[3].level == "no_data" and by_index[3].psi is None and by_index[3].n_observed == 0
-    assert by_index[1].p_value is not None and by_index[1].p_value < 1e-6
-
-
-def test_prediction_drift_aligns_labels() -> None:
+def test_prediction_labels_align_and_views_read_the_excess_psi() -> None:
     ref, obs = drift.align_labelled(["a", "b"], [50, 50], ["b", "c", "a"], [10, 5, 85])
     assert ref == [50.0, 50.0, 0.0]
     assert obs == [85.0, 10.0, 5.0]
-    result = drift.prediction_drift(ref, obs)
-    assert result.n_observed == 100 and result.level == "significant"
-    assert drift.prediction_drift([1, 1], [0, 0]).level == "no_data"
+    (finding,) = detector.detect({detector.PREDICTIONS: ref}, [Sample("device", "d", None, detector.PREDICTIONS, obs)])
+    view = drift.prediction_view(finding)
+    assert view.n_observed == 100 and view.level == "significant" and view.drifted
+    assert drift.prediction_view(None).level == "no_data"

@@ -66,6 +66,23 @@ def test_the_same_telemetry_twice_is_stored_once(any_engine: Engine) -> None:
         assert (row.model_id, row.model_version, row.inference_count) == ("m", "1", 10)
 
 
+def test_storing_telemetry_or_a_report_calls_on_stored_and_presence_does_not(any_engine: Engine) -> None:
+    ingestor = Ingestor(any_engine, clock=clock)
+    calls: list[int] = []
+    ingestor.on_stored = lambda: calls.append(1)  # the service wakes its rollout controller with it
+    presence = pb.Presence(schema_version=1, device_id="dev-1", online=True, ts_ms=NOW_MS)
+    ingestor.process([(device_topic("dev-1", Channel.PRESENCE), presence.SerializeToString())])
+    assert calls == []
+    ingestor.process([telemetry("dev-1", 1)])
+    assert calls == [1]
+    ingestor.process([telemetry("dev-1", 1)])  # a duplicate stores nothing new
+    assert calls == [1]
+    report = pb.ReportedState(schema_version=1, device_id="dev-1", seq=1, ts_ms=NOW_MS - 10,
+                              update_state=pb.UPDATE_STATE_ACTIVE)  # fmt: skip
+    ingestor.process([(device_topic("dev-1", Channel.REPORTED), report.SerializeToString())])
+    assert calls == [1, 1]
+
+
 def test_events_and_samples_are_idempotent(any_engine: Engine) -> None:
     event = pb.LifecycleEvent(
         schema_version=1,

@@ -141,3 +141,10 @@ def test_a_full_outgoing_queue_is_waited_out_not_dropped(setup) -> None:
     server.publisher = Flaky()
     ask(server, "dev-1", SHA, [0, 1, 2])
     assert [c.index for c in recorder.chunks()] == [0, 1, 2]
+
+
+def test_requests_of_devices_another_process_owns_are_left_to_it(setup, engine: Engine, store) -> None:
+    _server, recorder = setup
+    server = ChunkServer(engine, store, recorder, owns=lambda device_id: device_id != "dev-1")
+    ask(server, "dev-1", SHA, [0])
+    assert recorder.sent == [] and server.stats.snapshot()["not_mine"] == 1

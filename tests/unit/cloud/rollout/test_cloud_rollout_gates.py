@@ -63,7 +63,7 @@ def test_without_a_baseline_only_the_absolute_gates_judge() -> None:
 
 
 def test_a_shift_seen_in_a_handful_of_predictions_is_not_yet_a_breach() -> None:
-    few = ArmFigures(**{**HEALTHY.__dict__, "inferences": 12, "predictions": {"0": 9, "1": 3}})
+    few = ArmFigures(**{**HEALTHY.__dict__, "inferences": 12, "predictions": {"0": 10, "1": 2}})
     verdict = judge(GatePolicy(min_devices=2, min_inferences=10), ALL_INSTALLED, few, BASELINE)
     shift = next(g for g in verdict.gates if g.gate == "prediction_shift")
     assert shift.value is not None and shift.value > 0.25  # large PSI...

@@ -32,3 +32,24 @@ def test_renew_resets_deadlines_without_a_retry() -> None:
     assert tracker.renew(5.0) == [0, 1]
     assert tracker.expire(5.5) == ([], True)
     assert tracker.retries == {}
+
+
+def test_fanout_chunks_are_awaited_then_asked_for_without_a_retry_counted() -> None:
+    tracker = ChunkTracker(4, ChunkPolicy(window=8, timeout_s=1.0, max_retries=0))
+    tracker.expect_fanout(0.0)
+    assert tracker.next_batch(0.0) == []  # nothing is requested while the fan-out may still bring it
+    tracker.mark_received(0)
+    tracker.fanout_progress(0.8)  # chunks keep coming: the rest get more time
+    assert tracker.expire(1.5) == ([], True)
+    late, ok = tracker.expire(1.8)
+    assert late == [1, 2, 3] and ok and tracker.retries == {}  # with max_retries 0 a counted retry would fail
+    assert tracker.next_batch(1.8) == [1, 2, 3]  # now asked for on the device's own topics
+    assert tracker.expected == set()
+
+
+def test_renew_after_a_reconnect_asks_again_only_for_requested_chunks() -> None:
+    tracker = ChunkTracker(4, ChunkPolicy(window=1, timeout_s=1.0, max_retries=1))
+    assert tracker.next_batch(0.0) == [0]
+    tracker.expect_fanout(0.0)  # the others come from the fan-out
+    assert tracker.renew(2.0) == [0]
+    assert tracker.expire(2.5) == ([], True)

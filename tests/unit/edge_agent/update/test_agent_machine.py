@@ -15,6 +15,8 @@ from edge_agent.update.actions import (
     CommitDownload,
     DiscardDownload,
     Emit,
+    FollowFanout,
+    LeaveFanout,
     LoadModel,
     PruneModels,
     Report,
@@ -48,6 +50,8 @@ from edge_agent.update.events import (
 from edge_agent.update.journal import Journal, Outcome
 from edge_agent.update.machine import TRANSITIONS, Updater, UpdaterConfig
 from edge_agent.update.states import State
+from protocols.chunking import ChunkLayout
+from protocols.topics import artifact_chunk_filter
 from protocols.v1 import messages_pb2 as pb
 
 NOW = Instant(wall_ms=1_800_000_000_000, mono_s=100.0)
@@ -410,3 +414,49 @@ def test_saved_journals_round_trip(keys: Keys) -> None:
     actions += up.handle(DesiredReceived(desired_state(DEVICE, make_release(keys.signer, "v2", 2), 2)), NOW)
     for save in _of(actions, SaveJournal):
         assert decode_journal(encode_journal(save.journal)) == save.journal
+
+
+def _fanout_desired(release: Release, generation: int, chunk_size: int = 16) -> pb.DesiredState:
+    desired = desired_state(DEVICE, release, generation, chunk_size=chunk_size)
+    for location in desired.artifacts:
+        location.fanout_filter = artifact_chunk_filter(location.sha256, chunk_size, fleet=release.keys.fleet)
+    return desired
+
+
+def test_with_fanout_the_device_follows_the_fleet_topics_and_asks_only_for_what_does_not_come(keys: Keys) -> None:
+    up = _updater(keys, window=4)
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=60))
+    data = release.artifacts[release.sha256]
+    total = ChunkLayout.for_bytes(data, 16).total_chunks
+    actions = up.handle(DesiredReceived(_fanout_desired(release, 1)), NOW)
+    follow = _of(actions, FollowFanout)
+    assert [f.topic_filter for f in follow] == [f"ef/v1/{keys.fleet}/art/{release.sha256}/16/+"]
+    assert _of(actions, RequestChunks) == []  # nothing asked per device while the retained chunks come
+    for index in range(total - 1):  # all but the last arrive from the fan-out ...
+        assert _of(up.handle(ChunkReceived(chunk_of(data, index)), NOW), RequestChunks) == []
+    actions = up.handle(Tick(), _later(6))  # ... the last does not: asked for on the device's own topic
+    assert [r.indexes for r in _of(actions, RequestChunks)] == [(total - 1,)]
+    actions = up.handle(ChunkReceived(chunk_of(data, total - 1)), _later(6))
+    assert [a.topic_filter for a in _of(actions, LeaveFanout)] == [follow[0].topic_filter]
+    assert up.state is State.VERIFYING
+
+
+def test_a_fanout_filter_other_than_the_content_address_is_not_followed(keys: Keys) -> None:
+    up = _updater(keys)
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=60))
+    desired = desired_state(DEVICE, release, 1)
+    desired.artifacts[0].fanout_filter = f"ef/v1/{keys.fleet}/dev/other-device/artifact/data"  # unsigned wrapper
+    actions = up.handle(DesiredReceived(desired), NOW)
+    assert _of(actions, FollowFanout) == [] and _of(actions, RequestChunks)
+
+
+def test_a_replaced_or_failed_fanout_download_leaves_its_topics(keys: Keys) -> None:
+    up = _updater(keys)
+    v1 = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=60))
+    v2 = make_release(keys.signer, "v2", 2, data=model_bytes("v2", pad=60))
+    first = _of(up.handle(DesiredReceived(_fanout_desired(v1, 1)), NOW), FollowFanout)
+    actions = up.handle(DesiredReceived(_fanout_desired(v2, 2)), NOW)
+    assert [a.topic_filter for a in _of(actions, LeaveFanout)] == [first[0].topic_filter]
+    assert len(_of(actions, FollowFanout)) == 1
+    actions = up.handle(Started(), NOW)  # after a restart mid-download: followed again
+    assert len(_of(actions, FollowFanout)) == 1

@@ -1,0 +1,111 @@
+"""Short-lived answers for the console API's hottest reads, and what empties them.
+
+A console or dashboard polls the same few lists; at 100 concurrent clients each GET costing a database
+transaction put p99 past a second on SQLite. `ReadCache` keeps an answer for `ttl_s` (a second for lists, a
+couple for token verdicts) and is single-flight: concurrent misses of one key share one load, so 100
+clients arriving together cost one query. A cache of 0 s keeps nothing and shares nothing (the setting's
+"off").
+
+Staleness is bounded two ways. A write through this process (any request that is not GET/HEAD/OPTIONS,
+API or console) empties the list cache as its response starts, i.e. after its commit, so a client reads
+its own writes; a load that began before that point is not kept (the generation counter). Writes made
+elsewhere (the ingestor, the rollout controller, another cloud process, the CLI on the database) show after
+at most `ttl_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+V = TypeVar("V")
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class ReadCache(Generic[V]):
+    """key -> value for `ttl_s`, at most `max_entries` keys, loads shared between concurrent callers."""
+
+    def __init__(self, ttl_s: float, *, max_entries: int = 256, clock: Callable[[], float] = time.monotonic):
+        self.ttl_s, self.max_entries, self._clock = ttl_s, max_entries, clock
+        self._values: dict[Hashable, tuple[float, V]] = {}  # key -> (expires at, value)
+        self._loading: dict[Hashable, asyncio.Task[V]] = {}
+        self._generation = 0  # bumped by forget/clear: a load started before is not kept
+        self.loads = 0  # how many loads ran (tests and benchmarks read it)
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl_s > 0
+
+    async def get(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
+        if not self.enabled:
+            self.loads += 1
+            return await load()
+        hit = self._values.get(key)
+        if hit is not None and hit[0] > self._clock():
+            return hit[1]
+        task = self._loading.get(key)
+        if task is None or task.get_loop() is not asyncio.get_running_loop():
+            task = asyncio.ensure_future(self._load(key, load, self._generation))
+            task.add_done_callback(_retrieve)
+            self._loading[key] = task
+        # shielded: a caller that goes away (client disconnect) does not cancel the others' shared load
+        return await asyncio.shield(task)
+
+    async def _load(self, key: Hashable, load: Callable[[], Awaitable[V]], generation: int) -> V:
+        try:
+            self.loads += 1
+            value = await load()
+            if generation == self._generation:
+                self._keep(key, value)
+            return value
+        finally:
+            self._loading.pop(key, None)
+
+    def _keep(self, key: Hashable, value: V) -> None:
+        now = self._clock()
+        if len(self._values) >= self.max_entries:
+            self._values = {k: v for k, v in self._values.items() if v[0] > now}
+        if len(self._values) < self.max_entries:  # still full of live entries: serve without keeping
+            self._values[key] = (now + self.ttl_s, value)
+
+    def forget(self, key: Hashable) -> None:
+        self._generation += 1
+        self._values.pop(key, None)
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._values.clear()
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # every waiter may have gone (cancelled) before a failed load ended: mark its error as seen
+    if not task.cancelled():
+        task.exception()
+
+
+class ForgetReadsOnWrite:
+    """ASGI middleware: after a request that may write (not GET/HEAD/OPTIONS) the list cache is emptied,
+    as its response starts (its transaction has committed by then) and again when it ends."""
+
+    def __init__(self, app: ASGIApp, cache: ReadCache[Any]) -> None:
+        self.app, self.cache = app, cache
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in READ_METHODS:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_after_forgetting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.cache.clear()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_after_forgetting)
+        finally:
+            self.cache.clear()

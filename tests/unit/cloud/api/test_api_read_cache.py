@@ -1,0 +1,132 @@
+"""The console API's short-lived read cache (cloud.api.read_cache): one load for many concurrent misses, kept
+for its TTL, emptied by a write through the API, and a load that straddles a write is not kept."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from cloud.api.read_cache import ReadCache
+from cloud.db import session_scope
+from cloud.db.tables import Device
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_concurrent_misses_share_one_load_and_the_answer_lives_its_ttl() -> None:
+    clock = Clock()
+    cache: ReadCache[int] = ReadCache(1.0, clock=clock)
+    gate = asyncio.Event()
+
+    async def load() -> int:
+        await gate.wait()
+        return cache.loads
+
+    async def run() -> list[int]:
+        waiting = [asyncio.ensure_future(cache.get("k", load)) for _ in range(50)]
+        await asyncio.sleep(0)
+        gate.set()
+        return await asyncio.gather(*waiting)
+
+    assert asyncio.run(run()) == [1] * 50 and cache.loads == 1
+    assert asyncio.run(cache.get("k", load)) == 1  # within the TTL: kept
+    clock.now += 1.01
+    assert asyncio.run(cache.get("k", load)) == 2 and cache.loads == 2  # past it: loaded again
+
+
+def test_a_load_that_began_before_a_clear_is_served_but_not_kept() -> None:
+    cache: ReadCache[str] = ReadCache(60.0)
+
+    async def run() -> tuple[str, str]:
+        async def stale() -> str:
+            cache.clear()  # a write commits while this load reads
+            return "before the write"
+
+        first = await cache.get("k", stale)
+
+        async def fresh() -> str:
+            return "after the write"
+
+        return first, await cache.get("k", fresh)
+
+    assert asyncio.run(run()) == ("before the write", "after the write")
+
+
+def test_a_failed_load_reaches_every_waiter_and_is_not_kept() -> None:
+    cache: ReadCache[str] = ReadCache(60.0)
+
+    async def broken() -> str:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("database gone")
+
+    async def run() -> list[object]:
+        return await asyncio.gather(*(cache.get("k", broken) for _ in range(3)), return_exceptions=True)
+
+    assert [type(e) for e in asyncio.run(run())] == [RuntimeError] * 3 and cache.loads == 1
+
+    async def works() -> str:
+        return "back"
+
+    assert asyncio.run(cache.get("k", works)) == "back"
+
+
+def test_zero_seconds_keeps_and_shares_nothing() -> None:
+    cache: ReadCache[int] = ReadCache(0.0)
+
+    async def load() -> int:
+        return cache.loads
+
+    assert [asyncio.run(cache.get("k", load)) for _ in range(3)] == [1, 2, 3]
+
+
+def test_a_list_is_served_from_the_cache_until_a_write_through_the_api(client: TestClient, engine: Engine) -> None:
+    with session_scope(engine) as session:
+        session.add(Device(id="pi-01"))
+    assert [d["id"] for d in client.get("/api/v1/devices").json()] == ["pi-01"]
+    with session_scope(engine) as session:  # a write the API does not see (the ingestor's, say)
+        session.add(Device(id="pi-02"))
+    assert [d["id"] for d in client.get("/api/v1/devices").json()] == ["pi-01"]  # within api_read_cache_s
+    assert client.get("/api/v1/devices", params={"label": "site=lab"}).json() == []  # another key: its own load
+    assert client.post("/api/v1/tokens", json={"name": "any write", "role": "viewer"}).status_code == 201
+    assert [d["id"] for d in client.get("/api/v1/devices").json()] == ["pi-01", "pi-02"]  # emptied by the write
+
+
+def test_100_concurrent_list_requests_cost_one_query_and_one_token_lookup(
+    app: FastAPI, token_for: Callable[[str], str]
+) -> None:
+    headers = bearer(token_for("viewer"))
+
+    async def run() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=headers) as http:
+            answers = await asyncio.gather(*(http.get("/api/v1/models") for _ in range(100)))
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(run()) == [200] * 100
+    assert app.state.read_cache.loads == 1 and app.state.token_cache.loads == 1
+
+
+@pytest.mark.parametrize("path", ["/api/v1/models", "/api/v1/devices", "/api/v1/deployments", "/api/v1/rollouts"])
+def test_cached_lists_still_need_a_token(anonymous: TestClient, client: TestClient, path: str) -> None:
+    assert client.get(path).status_code == 200  # now cached
+    assert anonymous.get(path).status_code == 401
+    assert anonymous.get(path, headers=bearer("ef_abc_wrong")).status_code == 401
