@@ -202,7 +202,8 @@ class Agent:
         self.transport.stop()
 
     def halt(self) -> None:
-        """Stop as a crash would: no last telemetry, no offline presence (the broker's will says it)."""
+        """Stop as a crash would: no last telemetry, no offline presence. The transport is left to the caller,
+        who drops the link without a goodbye so that the broker's will says it (simulator.host.crash)."""
         if not self._started or self._stopped:
             return
         self._stopped = True

@@ -19,7 +19,6 @@ one model to the next, pass `settings_overrides={"shadow_rate": 0}` (no shadowin
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -36,7 +35,6 @@ from edge_agent.messages import AGENT_VERSION, offline_will
 from edge_agent.runner import LoopRunner
 from edge_agent.store import DiskModelStore
 from edge_agent.types import LoadedModelLike, LoadModelFn
-from protocols.topics import validate_device_id
 from protocols.v1 import messages_pb2 as pb
 from simulator.devices import DeviceGroup, SimulatedDevice
 from simulator.loop_thread import LoopThread
@@ -126,27 +124,22 @@ class AgentHost(DeviceGroup):
         self.devices: dict[str, SimulatedDevice] = {}
         self._specs = {spec.device_id: spec for spec in devices}
         self._settings: dict[str, AgentSettings] = {}
-        # one template, copied per device (dataclasses.replace validates each copy again: it is cheap)
-        template = AgentSettings(
-            device_id=devices[0].device_id if devices else "template",
-            mqtt_url=mqtt_url,
-            mqtt_protocol=mqtt_protocol,
-            trust_path=trust_path,
-            grpc_address="",
-            telemetry_interval_s=telemetry_interval_s,
-            sample_rate=sample_rate,
-            isolate_loads=False,  # no child process per device and update
-            **dict(settings_overrides or {}),  # type: ignore[arg-type]
-        )
+        overrides = dict(settings_overrides or {})
         for spec in devices:
-            validate_device_id(spec.device_id)
-            self._settings[spec.device_id] = dataclasses.replace(
-                template,
+            self._settings[spec.device_id] = AgentSettings(
                 device_id=spec.device_id,
+                mqtt_url=mqtt_url,
                 mqtt_username=spec.device_id if spec.password is not None else None,
                 mqtt_password=Secret(spec.password) if spec.password is not None else None,
+                mqtt_protocol=mqtt_protocol,
+                trust_path=trust_path,
                 state_dir=state_root / spec.device_id,
+                grpc_address="",
+                telemetry_interval_s=telemetry_interval_s,
+                sample_rate=sample_rate,
                 labels=dict(spec.labels),
+                isolate_loads=False,  # no child process per device and update
+                **overrides,  # type: ignore[arg-type]
             )
         first = next(iter(self._settings.values()), None)
         versions: dict[str, str] = {}
