@@ -63,23 +63,32 @@ class _Arrays:
         """One tree whose leaf i (in node order) adds leaf_weight[i] to target leaf_target[i]."""
         feature, threshold, left, right = tree.feature.tolist(), tree.threshold.tolist(), tree.left, tree.right
         missing, targets, weights = tree.missing_left.tolist(), leaf_target.tolist(), leaf_weight.tolist()
-        # a reference is (is_leaf, index); children are resolved before their parent (post-order)
-        ref: dict[int, tuple[int, int]] = {}
-        stack = [(0, False)]
-        while stack:
-            i, expanded = stack.pop()
-            if left[i] < 0:
-                ref[i] = (1, self.leaf(int(targets[i]), float(weights[i])))
-            elif not expanded:
-                stack.extend([(i, True), (int(left[i]), False), (int(right[i]), False)])
-            elif ref[int(left[i])] == ref[int(right[i])]:
-                ref[i] = ref[int(left[i])]
+        # a reference is (is_leaf, index); scikit-learn numbers children after their parent, so walking the
+        # nodes backwards resolves both children of a node before the node
+        split = np.flatnonzero(left >= 0)
+        if not ((left[split] > split).all() and (right[split] > split).all()):
+            raise ValueError("tree nodes must be numbered after their parent")
+        lefts, rights, sets = left.tolist(), right.tolist(), tree.left_sets
+        ref: list[tuple[int, int]] = [(0, 0)] * len(lefts)
+        leaf_ids, leaves = self._leaf_ids, self.leaves
+        for i in range(len(lefts) - 1, -1, -1):
+            a = lefts[i]
+            if a < 0:
+                key = (targets[i], weights[i])
+                found = leaf_ids.get(key)
+                if found is None:
+                    found = leaf_ids[key] = len(leaves)
+                    leaves.append(key)
+                ref[i] = (1, found)
+                continue
+            true, false = ref[a], ref[rights[i]]
+            if true == false:
+                ref[i] = true
+            elif i in sets:
+                members = tuple(sets[i].tolist())
+                ref[i] = (0, self._node((feature[i], 0.0, BRANCH_MEMBER, true, false, missing[i], members)))
             else:
-                members = tuple(tree.left_sets[i].tolist()) if i in tree.left_sets else None
-                mode = BRANCH_MEMBER if members is not None else BRANCH_LEQ
-                split = 0.0 if members is not None else float(threshold[i])
-                key = (int(feature[i]), split, mode, ref[int(left[i])], ref[int(right[i])], bool(missing[i]), members)
-                ref[i] = (0, self._node(key))
+                ref[i] = (0, self._node((feature[i], threshold[i], BRANCH_LEQ, true, false, missing[i], None)))
         is_leaf, index = ref[0]
         if is_leaf:  # a lone leaf: route through one split that always goes "true"
             index = self._node((0, float("inf"), BRANCH_LEQ, (1, index), (1, index), True, None))
