@@ -347,8 +347,8 @@ def check_targets(records: list[dict[str, Any]]) -> dict[str, Any]:
             "met": all(r.get("latency_b64_ratio", 9) <= 0.8 for r in mlp_int8 if r["target"] == "onnx"),
             "figures": {r["dataset"]: r.get("latency_b64_ratio") for r in mlp_int8 if r["target"] == "onnx"},
         },
-        "trees_size_le_0.4x_skl2onnx_identical_predictions": {
-            "met": all((r["size_ratio"] or 0) <= 0.4 and r["agreement"] == 1.0 for r in trees),
+        "trees_size_le_0.25x_skl2onnx_identical_predictions": {
+            "met": all((r["size_ratio"] or 0) <= 0.25 and r["agreement"] == 1.0 for r in trees),
             "figures": {f"{r['dataset']}/{r['family']}": [r["size_ratio"], r["agreement"]] for r in trees},
         },
         "converted_families_agree_ge_0.99": {

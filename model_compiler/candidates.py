@@ -17,6 +17,7 @@ from model_compiler.converted import Converted
 from model_compiler.dense import DenseModel
 from model_compiler.errors import UnsupportedModelError
 from model_compiler.forest import Forest
+from model_compiler.onnx_pack import pack_attribute_ints
 from model_compiler.segments import has_lookup
 from protocols.v1 import messages_pb2 as pb
 
@@ -51,7 +52,8 @@ def _timed(build: Callable[[], bytes]) -> tuple[bytes, float]:
 
 
 def _onnx_bytes(model: object) -> bytes:
-    return model.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
+    # packed attribute ints: the same model in fewer bytes (tree ensembles shrink by about a quarter)
+    return pack_attribute_ints(model.SerializeToString(deterministic=True))  # type: ignore[attr-defined]
 
 
 Model = DenseModel | Forest | Converted

@@ -2,8 +2,9 @@
 
 Why not skl2onnx's TreeEnsembleClassifier/Regressor: those store every node's mode as a string, every
 leaf's id twice, hit rates, and a weight for every class at every leaf, zeros included. TreeEnsemble
-stores split modes as one byte, leaves apart from nodes, and one weight per leaf; the artifact shrinks
-losslessly to a third of skl2onnx's size or less. Its one limit: a leaf feeds one target. When some
+stores split modes as one byte, leaves apart from nodes, one weight per leaf, and each distinct leaf once
+for the whole ensemble (see _Arrays); with its integer lists written packed (onnx_pack.py) the artifact
+shrinks losslessly to a quarter of skl2onnx's size or less. Its one limit: a leaf feeds one target. When some
 leaves hold several non-zero class fractions (a depth-limited multiclass forest), each tree instead
 outputs the row of its leaf in a (leaves x classes) value table, which Gather + ReduceSum then add up.
 
@@ -28,63 +29,73 @@ IR_VERSION = 10  # the first IR version that knows ai.onnx.ml opset 5
 
 
 class _Arrays:
-    """The TreeEnsemble attributes, built tree by tree with numpy and joined at the end."""
+    """The TreeEnsemble attributes, shared across the whole ensemble.
+
+    TreeEnsemble refers to leaves by index, and several nodes may name the same leaf, so a leaf is stored
+    once per distinct (target, weight), across all trees; a split whose two sides reach the same leaf is
+    dropped (its subtree gives that leaf whatever the input). Lossless: every input still reaches leaves
+    of the same weights. Internal nodes cannot be shared: onnxruntime (1.20+) refuses a node reached
+    twice ("cycle or shared internal node")."""
 
     def __init__(self) -> None:
-        self.n_nodes = 0
-        self.n_leaves = 0
         self.roots: list[int] = []
         self.members: list[float] = []  # the sets of BRANCH_MEMBER nodes, in node order, each closed by NaN
-        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in _NODE_FIELDS + _LEAF_FIELDS}
+        self.nodes: list[tuple[Any, ...]] = []  # (feature, split, mode, true, false, missing, members)
+        self.leaves: list[tuple[int, float]] = []
+        self._leaf_ids: dict[tuple[int, float], int] = {}
+
+    @property
+    def n_leaves(self) -> int:
+        return len(self.leaves)
+
+    def leaf(self, target: int, weight: float) -> int:
+        key = (target, weight)
+        if key not in self._leaf_ids:
+            self._leaf_ids[key] = len(self.leaves)
+            self.leaves.append(key)
+        return self._leaf_ids[key]
+
+    def _node(self, key: tuple[Any, ...]) -> int:
+        self.nodes.append(key)
+        return len(self.nodes) - 1
 
     def add(self, tree: Tree, leaf_target: np.ndarray, leaf_weight: np.ndarray) -> None:
         """One tree whose leaf i (in node order) adds leaf_weight[i] to target leaf_target[i]."""
-        is_leaf = tree.left < 0
-        internal, leaves = np.flatnonzero(~is_leaf), np.flatnonzero(is_leaf)
-        # new index of every old node: its place among the internal nodes, or among the leaves
-        index = np.empty(len(is_leaf), dtype=np.int64)
-        index[internal] = self.n_nodes + np.arange(len(internal))
-        index[leaves] = self.n_leaves + np.arange(len(leaves))
-        self.parts["leaf_targets"].append(leaf_target[leaves].astype(np.int64))
-        self.parts["leaf_weights"].append(leaf_weight[leaves].astype(np.float64))
-        if internal.size == 0:  # a lone leaf: route through one split that always goes "true"
-            node = {
-                "features": [0],
-                "splits": [np.inf],
-                "true_ids": index[:1],
-                "true_leaf": [1],
-                "false_ids": index[:1],
-                "false_leaf": [1],
-                "missing_true": [1],
-                "modes": [BRANCH_LEQ],
-            }
-            self.roots.append(self.n_nodes)
-        else:
-            left, right = tree.left[internal], tree.right[internal]
-            node = {
-                "features": tree.feature[internal],
-                "splits": tree.threshold[internal],
-                "true_ids": index[left],
-                "true_leaf": is_leaf[left].astype(np.int64),
-                "false_ids": index[right],
-                "false_leaf": is_leaf[right].astype(np.int64),
-                "missing_true": tree.missing_left[internal].astype(np.int64),
-                "modes": [BRANCH_MEMBER if int(i) in tree.left_sets else BRANCH_LEQ for i in internal],
-            }
-            for i in internal:
-                if int(i) in tree.left_sets:
-                    self.members.extend([*tree.left_sets[int(i)].tolist(), float("nan")])
-            self.roots.append(int(index[0]))
-        for k, v in node.items():
-            self.parts[k].append(np.asarray(v))
-        self.n_nodes += max(len(internal), 1)
-        self.n_leaves += len(leaves)
+        feature, threshold, left, right = tree.feature.tolist(), tree.threshold.tolist(), tree.left, tree.right
+        missing, targets, weights = tree.missing_left.tolist(), leaf_target.tolist(), leaf_weight.tolist()
+        # a reference is (is_leaf, index); scikit-learn numbers children after their parent, so walking the
+        # nodes backwards resolves both children of a node before the node
+        split = np.flatnonzero(left >= 0)
+        if not ((left[split] > split).all() and (right[split] > split).all()):
+            raise ValueError("tree nodes must be numbered after their parent")
+        lefts, rights, sets = left.tolist(), right.tolist(), tree.left_sets
+        ref: list[tuple[int, int]] = [(0, 0)] * len(lefts)
+        leaf_ids, leaves = self._leaf_ids, self.leaves
+        for i in range(len(lefts) - 1, -1, -1):
+            a = lefts[i]
+            if a < 0:
+                key = (targets[i], weights[i])
+                found = leaf_ids.get(key)
+                if found is None:
+                    found = leaf_ids[key] = len(leaves)
+                    leaves.append(key)
+                ref[i] = (1, found)
+                continue
+            true, false = ref[a], ref[rights[i]]
+            if true == false:
+                ref[i] = true
+            elif i in sets:
+                members = tuple(sets[i].tolist())
+                ref[i] = (0, self._node((feature[i], 0.0, BRANCH_MEMBER, true, false, missing[i], members)))
+            else:
+                ref[i] = (0, self._node((feature[i], threshold[i], BRANCH_LEQ, true, false, missing[i], None)))
+        is_leaf, index = ref[0]
+        if is_leaf:  # a lone leaf: route through one split that always goes "true"
+            index = self._node((0, float("inf"), BRANCH_LEQ, (1, index), (1, index), True, None))
+        self.roots.append(index)
 
-    def ints(self, name: str) -> list[int]:
-        return np.concatenate(self.parts[name]).astype(np.int64).tolist()
-
-    def floats(self, name: str) -> np.ndarray:
-        return np.concatenate(self.parts[name]).astype(np.float32)
+    def node_field(self, k: int) -> list[Any]:
+        return [n[k] for n in self.nodes]
 
 
 _NODE_FIELDS = ["features", "splits", "true_ids", "true_leaf", "false_ids", "false_leaf", "missing_true", "modes"]
@@ -98,23 +109,27 @@ def _single_target(forest: Forest) -> bool:
 
 def _ensemble_attrs(arrays: _Arrays, n_targets: int, missing: bool) -> dict[str, Any]:
     # aggregate_function (SUM) and post_transform (NONE) are left at their defaults
+    true, false = arrays.node_field(3), arrays.node_field(4)
+    for n in arrays.nodes:
+        if n[6] is not None:
+            arrays.members.extend([*n[6], float("nan")])
     attrs: dict[str, Any] = {
         "n_targets": n_targets,
         "tree_roots": arrays.roots,
-        "nodes_featureids": arrays.ints("features"),
-        "nodes_splits": numpy_helper.from_array(arrays.floats("splits")),
-        "nodes_modes": numpy_helper.from_array(np.concatenate(arrays.parts["modes"]).astype(np.uint8)),
-        "nodes_truenodeids": arrays.ints("true_ids"),
-        "nodes_trueleafs": arrays.ints("true_leaf"),
-        "nodes_falsenodeids": arrays.ints("false_ids"),
-        "nodes_falseleafs": arrays.ints("false_leaf"),
-        "leaf_targetids": arrays.ints("leaf_targets"),
-        "leaf_weights": numpy_helper.from_array(arrays.floats("leaf_weights")),
+        "nodes_featureids": arrays.node_field(0),
+        "nodes_splits": numpy_helper.from_array(np.array(arrays.node_field(1), dtype=np.float32)),
+        "nodes_modes": numpy_helper.from_array(np.array(arrays.node_field(2), dtype=np.uint8)),
+        "nodes_truenodeids": [r[1] for r in true],
+        "nodes_trueleafs": [r[0] for r in true],
+        "nodes_falsenodeids": [r[1] for r in false],
+        "nodes_falseleafs": [r[0] for r in false],
+        "leaf_targetids": [t for t, _ in arrays.leaves],
+        "leaf_weights": numpy_helper.from_array(np.array([w for _, w in arrays.leaves], dtype=np.float32)),
     }
     if arrays.members:
         attrs["membership_values"] = numpy_helper.from_array(np.array(arrays.members, dtype=np.float32))
     if missing:  # only where NaN can reach the trees: elsewhere the runtime refuses it
-        attrs["nodes_missing_value_tracks_true"] = arrays.ints("missing_true")
+        attrs["nodes_missing_value_tracks_true"] = [int(m) for m in arrays.node_field(5)]
     return attrs
 
 
@@ -128,20 +143,24 @@ def _emit_trees(g: GraphBuilder, forest: Forest, x: str) -> str:
             arrays.add(tree, tree.targets[nonzero_first], weight)
         attrs = _ensemble_attrs(arrays, forest.n_targets, forest.accepts_missing)
         return g.op("TreeEnsemble", [x], domain="ai.onnx.ml", **attrs)
-    # Leaves with several non-zero values: each tree outputs the row of its leaf in a value table.
-    rows = []
+    # Leaves with several non-zero values: each tree outputs the row of its leaf in a value table, which
+    # holds each distinct row once.
+    rows: dict[bytes, int] = {}
+    table: list[np.ndarray] = []
     for t, tree in enumerate(forest.trees):
-        leaves = np.flatnonzero(tree.left < 0)
-        table = np.zeros((len(leaves), forest.n_targets))
-        table[:, tree.targets] = tree.value[leaves]
-        first = arrays.n_leaves
-        leaf_ids = np.zeros(len(tree.left))
-        leaf_ids[leaves] = np.arange(first, first + len(leaves))
-        arrays.add(tree, np.full(len(tree.left), t), leaf_ids)
-        rows.append(table)
+        full = np.zeros((len(tree.left), forest.n_targets), dtype=np.float32)
+        full[:, tree.targets] = tree.value
+        row_ids = np.zeros(len(tree.left))
+        for i in np.flatnonzero(tree.left < 0):
+            key = full[i].tobytes()
+            if key not in rows:
+                rows[key] = len(table)
+                table.append(full[i])
+            row_ids[i] = rows[key]
+        arrays.add(tree, np.full(len(tree.left), t), row_ids)
     attrs = _ensemble_attrs(arrays, len(forest.trees), forest.accepts_missing)
     ids = g.op("TreeEnsemble", [x], domain="ai.onnx.ml", **attrs)
-    values = g.const(np.concatenate(rows).astype(np.float32), "v")
+    values = g.const(np.stack(table), "v")
     picked = g.op("Gather", [values, g.op("Cast", [ids], to=onnx.TensorProto.INT64)], axis=0)  # (rows, trees, targets)
     return g.op("ReduceSum", [picked, g.const(np.array([1], np.int64), "a")], keepdims=0)
 
