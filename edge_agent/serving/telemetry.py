@@ -301,8 +301,9 @@ class Telemetry:
             low, high = window.latency_low, window.latency_high
             message.latency_p50_us = percentile_from_histogram(LATENCY_BOUNDS_US, window.latency, 0.5, low, high)
             message.latency_p95_us = percentile_from_histogram(LATENCY_BOUNDS_US, window.latency, 0.95, low, high)
-        if window.serving is not None:
-            message.model.CopyFrom(window.serving.ref)
+        if window.serving is not None:  # named, not described: the artifact (sha256, runtime) is in ReportedState
+            ref = window.serving.ref
+            message.model.CopyFrom(pb.ModelRef(model_id=ref.model_id, version=ref.version, sequence=ref.sequence))
         if window.bins is not None and window.feature_counts is not None:
             message.feature_counts.extend(pack_features(window.bins.split(window.feature_counts)))
         if window.predictions is not None:
