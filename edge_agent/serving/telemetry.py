@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = ["LATENCY_BOUNDS_US", "FeatureBins", "Telemetry", "bin_index", "percen
 SKETCH_EXACT_ROWS = 1024  # rows of a window all sketched; past that, a thinning sample
 PENDING_ROWS = 256  # rows buffered before one vectorised count
 _NEVER = 1 << 62
+_latency_bucket = partial(bisect.bisect_left, LATENCY_BOUNDS_US)  # bound once: record() runs per call
 
 
 def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -123,7 +125,7 @@ class FeatureBins:
         ]
 
 
-@dataclass
+@dataclass(slots=True)  # slots: record() reads and writes these on every predict
 class _Window:
     start_ms: int
     serving: ServingModel | None
@@ -170,7 +172,7 @@ class _Window:
             self.next_sketch = _NEVER
 
     def add_latency(self, latency_us: float) -> None:
-        self.latency[bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)] += 1
+        self.latency[_latency_bucket(latency_us)] += 1
         self.latency_low = min(self.latency_low, latency_us)
         self.latency_high = max(self.latency_high, latency_us)
 
@@ -248,7 +250,7 @@ class Telemetry:
                 window.keep(x, prediction)
             window.inferences = first + rows
             self.total_inferences += rows
-            window.latency[bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)] += 1
+            window.latency[_latency_bucket(latency_us)] += 1
             if latency_us < window.latency_low:
                 window.latency_low = latency_us
             if latency_us > window.latency_high:
