@@ -26,7 +26,7 @@ import numpy as np
 from edge_agent.resources import CpuMeter, rss_bytes
 from edge_agent.serving.slot import ServingModel
 from protocols import SCHEMA_VERSION
-from protocols.telemetry_bins import LATENCY_BOUNDS_US, pack_features, sparse_pairs
+from protocols.telemetry_bins import LATENCY_BOUNDS_US, pack_features_implied, sparse_pairs
 from protocols.v1 import messages_pb2 as pb
 
 __all__ = ["LATENCY_BOUNDS_US", "FeatureBins", "Telemetry", "bin_index", "percentile_from_histogram"]
@@ -138,6 +138,7 @@ class _Window:
     correct: int = 0
     bins: FeatureBins | None = None
     feature_counts: np.ndarray | None = None  # flat, see FeatureBins
+    sketched: int = 0  # rows counted into feature_counts
     class_labels: list[str] = field(default_factory=list)
     class_positions: dict[str, int] = field(default_factory=dict)
     value_edges: np.ndarray | None = None
@@ -207,6 +208,7 @@ class _Window:
     def _count(self, x: np.ndarray, outputs: list[Any]) -> None:
         if self.bins is not None and self.feature_counts is not None and x.shape[1]:
             self.feature_counts += self.bins.count(x)
+            self.sketched += x.shape[0]
         if self.predictions is None:
             return
         if self.class_positions:
@@ -307,7 +309,8 @@ class Telemetry:
             ref = window.serving.ref
             message.model.CopyFrom(pb.ModelRef(model_id=ref.model_id, version=ref.version, sequence=ref.sequence))
         if window.bins is not None and window.feature_counts is not None:
-            message.feature_counts.extend(pack_features(window.bins.split(window.feature_counts)))
+            sketches = window.bins.split(window.feature_counts)
+            message.feature_counts_implied.extend(pack_features_implied(sketches, window.sketched))
         if window.predictions is not None:
             message.predictions.counts.extend(window.predictions.tolist())
             if window.class_labels:
