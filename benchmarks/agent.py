@@ -260,7 +260,7 @@ def overhead(paths: dict[str, Any], manifest: Any, x_test: Any, seconds: float, 
             out[f"b{rows}"] = {"bare_us": round(b, 1), "agent_us": round(a, 1), "ratio": round(a / b, 3)}
             print(f"batch {rows}: bare {b:.1f} µs, agent {a:.1f} µs, x{a / b:.3f}", file=sys.stderr)
         window = agent.flush_telemetry()
-        assert window is not None and len(window.features) + len(window.feature_counts) > 0
+        assert window is not None and len(window.features) + len(window.feature_counts_implied) > 0
         out["window"] = {"bytes": window.ByteSize(), "inferences": window.inference_count,
                          "legacy_bytes": legacy_size(window)}  # fmt: skip
         return out
@@ -277,6 +277,7 @@ def legacy_size(window: Any) -> int:
     old = pb.TelemetryWindow()
     old.CopyFrom(window)
     old.ClearField("feature_counts")
+    old.ClearField("feature_counts_implied")
     old.ClearField("latency_bins")
     old.latency_us.bounds.extend(row["latency_histogram"]["bounds"])
     old.latency_us.counts.extend(row["latency_histogram"]["counts"])

@@ -14,16 +14,18 @@ Both take items posted before `start` (the agent queues its announcement first) 
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import concurrent.futures
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edge_agent.update.jobs import JobRunner
+
+if TYPE_CHECKING:  # asyncio (and the ssl it pulls in) only where a LoopRunner runs: a device never does
+    import asyncio
+    import concurrent.futures
 
 __all__ = ["AgentRunner", "Item", "LoopRunner", "Step", "ThreadRunner"]
 
@@ -183,6 +185,8 @@ class LoopRunner:
         if self._on_loop():
             self._finish(say_goodbye)
             return
+        import concurrent.futures
+
         done = concurrent.futures.Future[None]()
 
         def finish() -> None:
@@ -200,6 +204,8 @@ class LoopRunner:
             log.warning("runner: the loop did not run the last step within %ss", JOIN_TIMEOUT_S)
 
     def _on_loop(self) -> bool:
+        import asyncio  # already loaded: this runner's loop is an asyncio loop
+
         try:
             return asyncio.get_running_loop() is self._loop
         except RuntimeError:

@@ -37,6 +37,22 @@ def pack_features(sketches: Iterable[tuple[int, Sequence[int]]]) -> list[int]:
     return flat
 
 
+def pack_features_implied(sketches: Iterable[tuple[int, Sequence[int]]], rows: int) -> list[int]:
+    """[rows, then per feature with any count: a header n_sent * 4 + implied * 2 + jumped, the index only
+    after a gap, the sent counts]. A feature whose counts add up to `rows` leaves its last bin out (the
+    reader works it out): a varint or two saved per feature."""
+    flat: list[int] = [rows]
+    expected = 0
+    for index, counts in sketches:
+        if any(counts):
+            jumped = index != expected
+            implied = len(counts) >= 2 and sum(counts) == rows
+            sent = counts[:-1] if implied else counts
+            flat += (len(sent) * 4 + implied * 2 + jumped, *((index,) if jumped else ()), *sent)
+            expected = index + 1
+    return flat
+
+
 def latency_histogram(w: pb.TelemetryWindow) -> tuple[list[float], list[int]]:
     """(bounds, counts) of a window in either encoding."""
     if w.latency_bins:
@@ -61,5 +77,18 @@ def feature_sketches(w: pb.TelemetryWindow) -> dict[int, list[int]]:
                 break
             index, at = flat[at], at + 1
         found[index] = flat[at : at + size]
+        at, index = at + size, index + 1
+    implied_flat = list(w.feature_counts_implied)
+    rows, at, index = (implied_flat[0] if implied_flat else 0), 1, 0
+    while at < len(implied_flat):
+        header = implied_flat[at]
+        size, implied, jumped = header // 4, header // 2 % 2, header % 2
+        at += 1
+        if jumped:
+            if at >= len(implied_flat):
+                break
+            index, at = implied_flat[at], at + 1
+        counts = implied_flat[at : at + size]
+        found[index] = [*counts, max(rows - sum(counts), 0)] if implied else counts
         at, index = at + size, index + 1
     return found

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -25,13 +26,14 @@ import numpy as np
 from edge_agent.resources import CpuMeter, rss_bytes
 from edge_agent.serving.slot import ServingModel
 from protocols import SCHEMA_VERSION
-from protocols.telemetry_bins import LATENCY_BOUNDS_US, pack_features, sparse_pairs
+from protocols.telemetry_bins import LATENCY_BOUNDS_US, pack_features_implied, sparse_pairs
 from protocols.v1 import messages_pb2 as pb
 
 __all__ = ["LATENCY_BOUNDS_US", "FeatureBins", "Telemetry", "bin_index", "percentile_from_histogram"]
 SKETCH_EXACT_ROWS = 1024  # rows of a window all sketched; past that, a thinning sample
 PENDING_ROWS = 256  # rows buffered before one vectorised count
 _NEVER = 1 << 62
+_latency_bucket = partial(bisect.bisect_left, LATENCY_BOUNDS_US)  # bound once: record() runs per call
 
 
 def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -123,7 +125,7 @@ class FeatureBins:
         ]
 
 
-@dataclass
+@dataclass(slots=True)  # slots: record() reads and writes these on every predict
 class _Window:
     start_ms: int
     serving: ServingModel | None
@@ -136,6 +138,7 @@ class _Window:
     correct: int = 0
     bins: FeatureBins | None = None
     feature_counts: np.ndarray | None = None  # flat, see FeatureBins
+    sketched: int = 0  # rows counted into feature_counts
     class_labels: list[str] = field(default_factory=list)
     class_positions: dict[str, int] = field(default_factory=dict)
     value_edges: np.ndarray | None = None
@@ -170,7 +173,7 @@ class _Window:
             self.next_sketch = _NEVER
 
     def add_latency(self, latency_us: float) -> None:
-        self.latency[bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)] += 1
+        self.latency[_latency_bucket(latency_us)] += 1
         self.latency_low = min(self.latency_low, latency_us)
         self.latency_high = max(self.latency_high, latency_us)
 
@@ -205,6 +208,7 @@ class _Window:
     def _count(self, x: np.ndarray, outputs: list[Any]) -> None:
         if self.bins is not None and self.feature_counts is not None and x.shape[1]:
             self.feature_counts += self.bins.count(x)
+            self.sketched += x.shape[0]
         if self.predictions is None:
             return
         if self.class_positions:
@@ -248,7 +252,7 @@ class Telemetry:
                 window.keep(x, prediction)
             window.inferences = first + rows
             self.total_inferences += rows
-            window.latency[bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)] += 1
+            window.latency[_latency_bucket(latency_us)] += 1
             if latency_us < window.latency_low:
                 window.latency_low = latency_us
             if latency_us > window.latency_high:
@@ -301,10 +305,12 @@ class Telemetry:
             low, high = window.latency_low, window.latency_high
             message.latency_p50_us = percentile_from_histogram(LATENCY_BOUNDS_US, window.latency, 0.5, low, high)
             message.latency_p95_us = percentile_from_histogram(LATENCY_BOUNDS_US, window.latency, 0.95, low, high)
-        if window.serving is not None:
-            message.model.CopyFrom(window.serving.ref)
+        if window.serving is not None:  # named, not described: the artifact (sha256, runtime) is in ReportedState
+            ref = window.serving.ref
+            message.model.CopyFrom(pb.ModelRef(model_id=ref.model_id, version=ref.version, sequence=ref.sequence))
         if window.bins is not None and window.feature_counts is not None:
-            message.feature_counts.extend(pack_features(window.bins.split(window.feature_counts)))
+            sketches = window.bins.split(window.feature_counts)
+            message.feature_counts_implied.extend(pack_features_implied(sketches, window.sketched))
         if window.predictions is not None:
             message.predictions.counts.extend(window.predictions.tolist())
             if window.class_labels:

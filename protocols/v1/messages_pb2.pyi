@@ -556,7 +556,7 @@ class FeatureSketch(_message.Message):
     def __init__(self, index: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TelemetryWindow(_message.Message):
-    __slots__ = ("schema_version", "device_id", "seq", "window_start_ms", "window_end_ms", "model", "inference_count", "error_count", "latency_us", "latency_p50_us", "latency_p95_us", "labelled_count", "correct_count", "features", "predictions", "cpu_percent", "rss_bytes", "shadow_compared", "shadow_agreed", "shadow_dropped", "latency_bins", "feature_counts", "spool_dropped")
+    __slots__ = ("schema_version", "device_id", "seq", "window_start_ms", "window_end_ms", "model", "inference_count", "error_count", "latency_us", "latency_p50_us", "latency_p95_us", "labelled_count", "correct_count", "features", "predictions", "cpu_percent", "rss_bytes", "shadow_compared", "shadow_agreed", "shadow_dropped", "latency_bins", "feature_counts", "spool_dropped", "feature_counts_implied")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -580,6 +580,7 @@ class TelemetryWindow(_message.Message):
     LATENCY_BINS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     SPOOL_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_COUNTS_IMPLIED_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     device_id: str
     seq: int
@@ -603,7 +604,8 @@ class TelemetryWindow(_message.Message):
     latency_bins: _containers.RepeatedScalarFieldContainer[int]
     feature_counts: _containers.RepeatedScalarFieldContainer[int]
     spool_dropped: SpoolDrops
-    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., window_start_ms: _Optional[int] = ..., window_end_ms: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., inference_count: _Optional[int] = ..., error_count: _Optional[int] = ..., latency_us: _Optional[_Union[Histogram, _Mapping]] = ..., latency_p50_us: _Optional[float] = ..., latency_p95_us: _Optional[float] = ..., labelled_count: _Optional[int] = ..., correct_count: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureSketch, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., shadow_compared: _Optional[int] = ..., shadow_agreed: _Optional[int] = ..., shadow_dropped: _Optional[int] = ..., latency_bins: _Optional[_Iterable[int]] = ..., feature_counts: _Optional[_Iterable[int]] = ..., spool_dropped: _Optional[_Union[SpoolDrops, _Mapping]] = ...) -> None: ...
+    feature_counts_implied: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., window_start_ms: _Optional[int] = ..., window_end_ms: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., inference_count: _Optional[int] = ..., error_count: _Optional[int] = ..., latency_us: _Optional[_Union[Histogram, _Mapping]] = ..., latency_p50_us: _Optional[float] = ..., latency_p95_us: _Optional[float] = ..., labelled_count: _Optional[int] = ..., correct_count: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureSketch, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., shadow_compared: _Optional[int] = ..., shadow_agreed: _Optional[int] = ..., shadow_dropped: _Optional[int] = ..., latency_bins: _Optional[_Iterable[int]] = ..., feature_counts: _Optional[_Iterable[int]] = ..., spool_dropped: _Optional[_Union[SpoolDrops, _Mapping]] = ..., feature_counts_implied: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SpoolDrops(_message.Message):
     __slots__ = ("events", "telemetry", "samples")

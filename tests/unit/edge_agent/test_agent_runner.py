@@ -130,3 +130,17 @@ def test_the_real_agent_updates_itself_on_a_shared_loop(
     assert cloud.event_kinds("dev-0")[-1] == "ACTIVATED"
     agents[0].stop()  # the goodbye runs on the loop: an offline presence
     assert not pb.Presence.FromString(cloud.retained("dev-0", Channel.PRESENCE) or b"").online
+
+
+def test_a_device_agent_does_not_import_asyncio() -> None:
+    """asyncio (about 30 modules, and ssl with it) belongs to LoopRunner, the simulator's: a device's idle
+    agent leaves it out. A regression shows here rather than as a megabyte or two in benchmarks/agent.py."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from edge_agent.agent import Agent; from edge_agent.connect import transport_for;"
+        "print(sorted(m for m in ('asyncio', 'concurrent.futures') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

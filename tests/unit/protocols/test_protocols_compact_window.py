@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from cloud.monitoring.ingest import telemetry_row
-from protocols.telemetry_bins import LATENCY_BOUNDS_US, pack_features, sparse_pairs
+from protocols.telemetry_bins import LATENCY_BOUNDS_US, pack_features, pack_features_implied, sparse_pairs
 from protocols.v1 import messages_pb2 as pb
 
 
@@ -43,3 +43,21 @@ def test_features_after_a_gap_keep_their_indexes() -> None:
     sketches = [(3, [1, 2]), (4, [5]), (9, [0, 7, 0])]
     window = pb.TelemetryWindow(feature_counts=pack_features(sketches))
     assert telemetry_row("d", window, 0)["feature_counts"] == {"3": [1, 2], "4": [5], "9": [0, 7, 0]}
+
+
+def test_the_implied_form_leaves_each_full_features_last_bin_out_and_reads_back_the_same() -> None:
+    latency, sketches = _figures()
+    sketches[7] = (7, [60, 0, 59])  # a row with a missing value: 119 of 120 counted, all its bins sent
+    sketches[9] = (9, [0] * 10)  # all missing: left out, as in feature_counts
+    compact = pb.TelemetryWindow(feature_counts=pack_features(sketches))
+    implied = pb.TelemetryWindow(feature_counts_implied=pack_features_implied(sketches, 120))
+    expected = {str(i): c for i, c in sketches if any(c)}
+    assert telemetry_row("d", compact, 0)["feature_counts"] == expected
+    assert telemetry_row("d", implied, 0)["feature_counts"] == expected
+    assert implied.ByteSize() <= compact.ByteSize() - 50  # a 1-byte count per full feature (61), less the rows
+
+
+def test_implied_features_after_a_gap_keep_their_indexes() -> None:
+    sketches = [(3, [1, 2]), (4, [3]), (9, [0, 3, 0]), (10, [1, 1])]
+    window = pb.TelemetryWindow(feature_counts_implied=pack_features_implied(sketches, 3))
+    assert telemetry_row("d", window, 0)["feature_counts"] == {"3": [1, 2], "4": [3], "9": [0, 3, 0], "10": [1, 1]}

@@ -56,6 +56,9 @@ def test_a_window_counts_features_predictions_and_accuracy(keys: Keys) -> None:
     assert (window.inference_count, window.error_count) == (8, 1)
     assert (window.labelled_count, window.correct_count) == (3, 2)
     assert window.model.version == "v1"
+    # the window names its model only; the artifact's sha256 (66 B of every window) is in ReportedState
+    assert window.model == pb.ModelRef(model_id=serving.ref.model_id, version="v1", sequence=serving.ref.sequence)
+    assert serving.ref.artifact_sha256 and serving.ref.runtime
     features = feature_sketches(window)
     assert features[0] == [2 + 1, 1, 1, 3]  # -1 and 0.1, plus the labelled 0.1 row, in bin 0; 0.9 x2 + 0.99
     assert features[1] == [4, 1, 1, 2]
