@@ -11,14 +11,14 @@
   api_p50/p99_ms     GET /api/v1/devices at 100 concurrent clients (kept-alive, in a process of their own)
                      while the fleet reports
 
-    .venv/bin/python benchmarks/rollout.py [--devices 120] [--tick 1.0] [--telemetry-period 1.0] [--bad-trials 2]
-        [--broker mosquitto|embedded]
+    .venv/bin/python benchmarks/rollout.py [--devices 200] [--tick 1.0] [--telemetry-period 1.0] [--bad-trials 2]
+        [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
 
-The broker defaults to a Mosquitto of its own (a production part; the binary must be installed). All
-agents run in this one process, and paho-mqtt waits on its socket with select(), which cannot watch a file
-descriptor numbered 1024 or above: with ~7 descriptors per agent (socket, wake-up pair, spool database),
-agents past ~140 never connect (seen: 140 of 200). Until the simulator runs its agents in several
-processes (the fleet-scale issue), use --devices 120 or fewer.
+The broker defaults to a Mosquitto of its own (a production part; the binary must be installed). The
+devices are real agents on one `simulator.host.AgentHost` (one asyncio loop, one MQTT connection each, models
+shared per artifact digest); `SimulatedFleet`'s paho clients stopped at ~140 agents per process (select()
+cannot watch a descriptor numbered 1024 or above). --database-url runs the cloud on PostgreSQL instead of
+its SQLite file.
 
 Prints one JSON object last.
 """
@@ -45,26 +45,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.fleet_traffic
 
 import httpx  # noqa: E402
-from sqlmodel import Session, select  # noqa: E402
+from sqlmodel import Session, col, select  # noqa: E402
 from support.fleet_traffic import Traffic  # noqa: E402
 
 from cloud.cli.operator_token import ensure_dev_token  # noqa: E402
-from cloud.db.tables import DeploymentCreate  # noqa: E402
+from cloud.db.tables import DeploymentCreate, Device  # noqa: E402
 from cloud.identity.enrollment import enroll_device  # noqa: E402
 from cloud.rollout.records import Rollout, RolloutDecision  # noqa: E402
 from cloud.service import CloudService  # noqa: E402
 from cloud.settings import CloudSettings  # noqa: E402
 from cloud.training.pipeline import TrainingConfig, run_training_pipeline  # noqa: E402
 from protocols.v1 import messages_pb2 as pb  # noqa: E402
-from simulator.devices import SimulatedFleet  # noqa: E402
+from simulator.devices import DeviceGroup  # noqa: E402
+from simulator.host import AgentHost, DeviceSpec  # noqa: E402
 
 MODEL_ID = "digits-classifier"
 
 
-def running(fleet: SimulatedFleet, version: str) -> set[str]:
+def running(fleet: DeviceGroup, version: str) -> set[str]:
     return {d for d, dev in fleet.devices.items()
             if dev.agent.status().update_state == pb.UPDATE_STATE_ACTIVE
             and dev.agent.status().active_model.version == version}  # fmt: skip
+
+
+def cloud_sees(cloud: CloudService, ids: list[str], version: str) -> bool:
+    """Whether the cloud's registry has every device reporting `version` active. A rollout takes each
+    device's previous model from there, so a canary started before the registry caught up with the agents
+    would roll those devices back to an older model (seen at 200 devices: 5 of 10 went back two versions)."""
+    assert cloud.engine is not None
+    with Session(cloud.engine) as session:
+        query = select(Device.id).where(col(Device.id).in_(ids), Device.active_version == version,
+                                        Device.update_state == "active")  # fmt: skip
+        return len(session.exec(query).all()) == len(ids)
 
 
 def wait_for(predicate: Any, timeout_s: float, poll_s: float = 0.1) -> float | None:
@@ -101,12 +113,13 @@ def api_latency(url: str, token: str, clients: int = 100, per_client: int = 10) 
     return statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))], failures / max(1, len(ordered))
 
 
-def bad_model_trial(cloud: CloudService, fleet: SimulatedFleet, api: httpx.Client, ids: list[str], bad: str,
+def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, ids: list[str], bad: str,
                     good: str, policy: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """A canary of a version that misbehaves in the field, on a fleet running `good`: is it stopped in its
     first wave, when did the controller decide (s after the first canary activated), and when was every
     device back on `good` (s, and in gate periods)."""
     assert cloud.engine is not None
+    assert wait_for(lambda: cloud_sees(cloud, ids, good), args.timeout) is not None, "registry never caught up"
     started = api.post("/api/v1/rollouts", json={
         "deployment": {"model_id": MODEL_ID, "version": bad, "device_ids": ids}, "rollout": policy}).json()  # fmt: skip
     first_wave = wait_for(lambda: len(running(fleet, bad)) > 0, args.timeout, poll_s=0.02)
@@ -169,11 +182,12 @@ class Mosquitto:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--devices", type=int, default=120, help="at most ~140 in one process (see above)")
+    parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--tick", type=float, default=1.0, help="controller period (the gate period), s")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--broker", choices=("mosquitto", "embedded"), default="mosquitto")
     parser.add_argument("--telemetry-period", type=float, default=1.0, help="s between telemetry windows")
+    parser.add_argument("--database-url", default=None, help="default: a SQLite file in the temporary folder")
     parser.add_argument("--bad-trials", type=int, default=2, help="bad-model canaries per candidate")
     args = parser.parse_args()
     result: dict[str, Any] = {"devices": args.devices, "gate_period_s": args.tick, "broker": args.broker,
@@ -181,7 +195,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         broker_url = stack.enter_context(Mosquitto(Path(tmp))).url if args.broker == "mosquitto" else None
         settings = CloudSettings(data_dir=Path(tmp) / "cloud", api_port=0, mqtt_port=0, rollout_tick_s=args.tick,
-                                 mqtt_url=broker_url)  # fmt: skip
+                                 mqtt_url=broker_url, database_url=args.database_url)  # fmt: skip
         with CloudService(settings) as cloud:
             assert cloud.engine is not None and cloud.store is not None and cloud.deployer is not None
             train = [TrainingConfig(model_id=MODEL_ID), TrainingConfig(model_id=MODEL_ID, params={"C": 0.5}),
@@ -196,9 +210,9 @@ def main() -> int:
             found = ensure_dev_token(cloud.engine, settings.data_dir)
             assert found is not None
             token = found[0].read_text().strip()
-            fleet = SimulatedFleet(ids, mqtt_url=cloud.mqtt_url or "", trust_path=cloud.trust_chain_path,
-                                   state_root=Path(tmp) / "devices", passwords=passwords,
-                                   mqtt_protocol="5" if args.broker == "mosquitto" else "3.1.1")  # fmt: skip
+            fleet = AgentHost([DeviceSpec(d, password=passwords[d]) for d in ids], mqtt_url=cloud.mqtt_url or "",
+                              trust_path=cloud.trust_chain_path, state_root=Path(tmp) / "devices",
+                              mqtt_protocol="5" if args.broker == "mosquitto" else "3.1.1")  # fmt: skip
             with fleet:
                 # every device answers 10 rows and sends a window each telemetry period
                 traffic = Traffic(fleet, v1.split.X_test, rounds=10**9, period_s=args.telemetry_period,

@@ -15,7 +15,7 @@ from cloud.cli.operator_token import ensure_dev_token
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
 from edge_agent.errors import NoModelError
-from simulator.devices import SimulatedFleet
+from simulator.devices import DeviceGroup
 
 
 @contextmanager
@@ -32,9 +32,11 @@ def cloud_with_token(broker: Any, database_url: str, data_dir: Path) -> Iterator
 class Traffic:
     """Every device answers the same `rows_per_round` requests and sends a telemetry window every `period_s`
     (0.3 s), until stopped (at most `rounds` times): stationary traffic, so only a model change can move the
-    prediction distribution. A context manager, or start() and stop()."""
+    prediction distribution. Any `DeviceGroup` (a `SimulatedFleet` or an `AgentHost`): it uses only their
+    `devices` and `flush_telemetry()`, and an agent's predict() may be called from any thread. A context
+    manager, or start() and stop()."""
 
-    def __init__(self, fleet: SimulatedFleet, rows: np.ndarray, *, rounds: int = 2000, period_s: float = 0.3,
+    def __init__(self, fleet: DeviceGroup, rows: np.ndarray, *, rounds: int = 2000, period_s: float = 0.3,
                  rows_per_round: int = 20) -> None:  # fmt: skip
         self.fleet, self.rows, self.rounds = fleet, rows[:rows_per_round].astype(np.float32), rounds
         self.period_s = period_s
