@@ -4,7 +4,9 @@ Why not skl2onnx's TreeEnsembleClassifier/Regressor: those store every node's mo
 leaf's id twice, hit rates, and a weight for every class at every leaf, zeros included. TreeEnsemble
 stores split modes as one byte, leaves apart from nodes, one weight per leaf, and each distinct leaf once
 for the whole ensemble (see _Arrays); with its integer lists written packed (onnx_pack.py) the artifact
-shrinks losslessly to a quarter of skl2onnx's size or less. Its one limit: a leaf feeds one target. When some
+shrinks losslessly to about a quarter of skl2onnx's size or less (ensembles; a lone small tree
+keeps the graph's fixed bytes). FP16 leaf weights are not an option: the operator requires leaf_weights
+to have the input's type. Its one limit: a leaf feeds one target. When some
 leaves hold several non-zero class fractions (a depth-limited multiclass forest), each tree instead
 outputs the row of its leaf in a (leaves x classes) value table, which Gather + ReduceSum then add up.
 
