@@ -9,7 +9,7 @@
                      telemetry is stored (recovered_in_gate_periods, as `edgefleet up` runs it) and judging
                      on its tick only (recovered_in_gate_periods_tick_only); medians, each trial listed
   api_p50/p99_ms     GET /api/v1/devices at 100 concurrent clients (kept-alive, in a process of their own)
-                     while the fleet reports
+                     while the fleet reports; api_idle_fleet_p50/p99_ms the same once the agents are idle
 
     .venv/bin/python benchmarks/rollout.py [--devices 200] [--tick 1.0] [--telemetry-period 1.0] [--bad-trials 2]
         [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
@@ -271,6 +271,12 @@ def main() -> int:
                     api.close()
                 finally:
                     traffic.stop()
+                # side by side: the same clients with the agents idle (no requests, no telemetry), to tell the
+                # API's own latency from this process sharing its cores with 200 reporting agents
+                with mp.get_context("spawn").Pool(1) as pool:
+                    p50, p99, failed = pool.apply(api_latency, (cloud.api_url or "", token))
+                result.update(api_idle_fleet_p50_ms=round(p50, 1), api_idle_fleet_p99_ms=round(p99, 1),
+                              api_idle_fleet_failed_share=failed)  # fmt: skip
     if result.get("all_at_once_s") and result.get("staged_rollout_s"):
         result["staged_over_all_at_once"] = round(result["staged_rollout_s"] / result["all_at_once_s"], 2)
     print(json.dumps(result))
