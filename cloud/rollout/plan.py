@@ -36,6 +36,7 @@ from protocols.topics import TopicError, validate_device_id
 from protocols.v1 import messages_pb2 as pb
 
 STRATEGIES = ("all_at_once",)
+_IN_BATCH = 500  # ids per IN (...) query: well inside every database's parameter limit
 
 
 def artifact_location(sha256: str, size_bytes: int, chunk_size: int) -> pb.ArtifactLocation:
@@ -50,6 +51,24 @@ class Outgoing:
     state: pb.DesiredState
 
 
+@dataclass(frozen=True)
+class Release:
+    """What every target of one deployment is sent alike: read once per plan, not once per device (a
+    1,000-device deployment spent a fifth of its planning re-reading the same artifact rows)."""
+
+    manifest: pb.SignedManifest
+    artifacts: tuple[pb.ArtifactLocation, ...]
+
+    @classmethod
+    def of(cls, session: Session, deployment: Deployment) -> Release:
+        mv = registry.get_model_version_by_id(session, deployment.model_version_id)
+        locations = tuple(
+            artifact_location(a.sha256, a.size_bytes, deployment.chunk_size_bytes)
+            for a in registry.artifacts_of(session, mv.id or 0)
+        )
+        return cls(registry.signed_manifest_of(mv), locations)
+
+
 def _desired_state(
     session: Session,
     director: Director,
@@ -59,13 +78,14 @@ def _desired_state(
     clock: ClockMs,
     *,
     reuse: bool = False,
+    release: Release | None = None,
 ) -> pb.DesiredState:
     """The desired state of device_id at `generation`, its assignment signed and recorded.
 
     With reuse, the assignment already recorded for this very (deployment, counter, manifest, root
     version) is sent again byte for byte (a republish), rather than a new one with the same counter."""
-    mv = registry.get_model_version_by_id(session, deployment.model_version_id)
-    manifest = registry.signed_manifest_of(mv)
+    release = release or Release.of(session, deployment)
+    manifest = release.manifest
     now = clock()
     assignment = director.assignment(device_id, deployment.id, generation, manifest, now_ms=now)
     record = session.get(AssignmentRecord, device_id)
@@ -92,14 +112,30 @@ def _desired_state(
         deployment_id=deployment.id,
         generation=generation,
         manifest=manifest,
-        artifacts=[
-            artifact_location(a.sha256, a.size_bytes, deployment.chunk_size_bytes)
-            for a in registry.artifacts_of(session, mv.id or 0)
-        ],
+        artifacts=list(release.artifacts),
         issued_at_ms=now,
         assignment=signed,
         trust=director.trust,
     )
+
+
+def _load_assignments(session: Session, device_ids: Sequence[str]) -> list[AssignmentRecord]:
+    """The devices' assignment records, read in a few queries rather than one per device. The caller holds
+    the returned list while planning: the session keeps only weak references to unchanged rows, and its
+    `get` then finds them without a query."""
+    rows: list[AssignmentRecord] = []
+    for start in range(0, len(device_ids), _IN_BATCH):
+        batch = list(device_ids[start : start + _IN_BATCH])
+        rows += session.exec(select(AssignmentRecord).where(col(AssignmentRecord.device_id).in_(batch))).all()
+    return rows
+
+
+def _target_all(
+    session: Session, director: Director, deployment: Deployment, device_ids: Sequence[str], clock: ClockMs
+) -> list[Outgoing]:
+    release = Release.of(session, deployment)
+    held = _load_assignments(session, device_ids)  # noqa: F841 - kept alive for the session's identity map
+    return [_target_device(session, director, deployment, d, clock, release) for d in device_ids]
 
 
 def _next_generation(session: Session, device_id: str) -> int:
@@ -113,7 +149,8 @@ def _next_generation(session: Session, device_id: str) -> int:
 
 
 def _target_device(
-    session: Session, director: Director, deployment: Deployment, device_id: str, clock: ClockMs
+    session: Session, director: Director, deployment: Deployment, device_id: str, clock: ClockMs,
+    release: Release | None = None,
 ) -> Outgoing:
     """Make device_id a target of deployment: supersede its open targets, bump its generation."""
     device, _ = ensure_device(session, device_id, clock=clock)
@@ -135,7 +172,8 @@ def _target_device(
     session.flush()
     for deployment_id in touched:
         refresh_status(session, deployment_id)
-    return Outgoing(device_id, _desired_state(session, director, deployment, device_id, generation, clock))
+    state = _desired_state(session, director, deployment, device_id, generation, clock, release=release)
+    return Outgoing(device_id, state)
 
 
 def resolve_targets(session: Session, device_ids: Sequence[str], labels: dict[str, str]) -> list[str]:
@@ -194,7 +232,7 @@ def plan_deployment(
     )
     session.add(deployment)
     session.flush()
-    outgoing = [_target_device(session, director, deployment, device_id, clock) for device_id in device_ids]
+    outgoing = _target_all(session, director, deployment, device_ids, clock)
     refresh_status(session, deployment.id)
     return deployment, outgoing
 
@@ -274,6 +312,6 @@ def target_devices(
     session: Session, director: Director, deployment: Deployment, device_ids: Sequence[str], clock: ClockMs = now_ms
 ) -> list[Outgoing]:
     """Make each of device_ids a target of deployment now (a staged rollout opening a wave)."""
-    outgoing = [_target_device(session, director, deployment, device_id, clock) for device_id in device_ids]
+    outgoing = _target_all(session, director, deployment, device_ids, clock)
     refresh_status(session, deployment.id)
     return outgoing
