@@ -20,7 +20,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cloud import registry
-from cloud.db import DeploymentStatus, RolloutState, TargetStatus
+from cloud.db import DeploymentStatus, RolloutState, TargetStatus, insert_ignore
 from cloud.db.tables import AssignmentRecord, Deployment, DeploymentCreate, DeploymentTarget, Device
 from cloud.errors import InvalidRequestError
 from cloud.fleet import ensure_device, labels_match, list_devices
@@ -134,8 +134,24 @@ def _target_all(
     session: Session, director: Director, deployment: Deployment, device_ids: Sequence[str], clock: ClockMs
 ) -> list[Outgoing]:
     release = Release.of(session, deployment)
+    devices = _ensure_devices(session, device_ids, clock)
     held = _load_assignments(session, device_ids)  # noqa: F841 - kept alive for the session's identity map
-    return [_target_device(session, director, deployment, d, clock, release) for d in device_ids]
+    return [_target_device(session, director, deployment, d, clock, release, devices[d]) for d in device_ids]
+
+
+def _ensure_devices(session: Session, device_ids: Sequence[str], clock: ClockMs) -> dict[str, Device]:
+    """`ensure_device` for many: the rows created where missing and read fresh, one insert and one select
+    per batch rather than both per device."""
+    devices: dict[str, Device] = {}
+    for start in range(0, len(device_ids), _IN_BATCH):
+        batch = list(device_ids[start : start + _IN_BATCH])
+        for device_id in batch:
+            validate_device_id(device_id)
+        now = clock()
+        insert_ignore(session, Device, [{"id": d, "registered_at_ms": now} for d in batch], ["id"])
+        query = select(Device).where(col(Device.id).in_(batch)).execution_options(populate_existing=True)
+        devices.update((device.id, device) for device in session.exec(query))
+    return devices
 
 
 def _next_generation(session: Session, device_id: str) -> int:
@@ -151,9 +167,11 @@ def _next_generation(session: Session, device_id: str) -> int:
 def _target_device(
     session: Session, director: Director, deployment: Deployment, device_id: str, clock: ClockMs,
     release: Release | None = None,
+    device: Device | None = None,
 ) -> Outgoing:
     """Make device_id a target of deployment: supersede its open targets, bump its generation."""
-    device, _ = ensure_device(session, device_id, clock=clock)
+    if device is None:
+        device, _ = ensure_device(session, device_id, clock=clock)
     open_targets = session.exec(
         select(DeploymentTarget).where(
             DeploymentTarget.device_id == device_id, col(DeploymentTarget.status).not_in(TERMINAL)
