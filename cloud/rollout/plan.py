@@ -160,6 +160,10 @@ def _next_generation(session: Session, device_id: str) -> int:
         .where(col(Device.id) == device_id)
         .values(desired_generation=col(Device.desired_generation) + 1)
         .returning(col(Device.desired_generation))
+        # every caller sets the loaded row's desired_generation itself; the ORM's default ("evaluate") would
+        # test every object in the session against the WHERE clause: O(n^2) over a deployment's targets,
+        # 25 s of a 40 s deploy() to 1,000 devices
+        .execution_options(synchronize_session=False)
     )
     return int(session.execute(statement).scalar_one())  # atomic: concurrent deploys never share a number
 
