@@ -8,6 +8,8 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          of real agents on one event loop) started until every device is connected
   rollout_s              deploy() until every device reports the version active: verified (signature,
                          digest), fetched in chunks, loaded, self-tested, activated, reported
+  deploy_s               of rollout_s, the cloud's deploy() alone: the deployment planned (a target row, a
+                         signed assignment per device), committed, every desired state published
   rollout_over_floor     rollout_s / fanout_floor_s
   cloud_bytes_per_device MQTT payload bytes the cloud published during the rollout, per device
   rss_kb_per_device      the workers' resident memory growth from imports-done to rollout-done, per device
@@ -171,6 +173,7 @@ def measure(size: int, workers: int, timeout_s: float, workdir: Path, database_u
                 sent[0] = 0
                 start = time.perf_counter()
                 cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=model.version, device_ids=ids))
+                record["deploy_s"] = round(time.perf_counter() - start, 2)
                 done = wait_for(lambda: fleet.running(model.version), size, timeout_s)
                 record["rollout_s"] = None if done is None else round(time.perf_counter() - start, 2)
                 record["cloud_bytes_per_device"] = round(sent[0] / size)

@@ -15,7 +15,7 @@ from cloud.db.tables import AssignmentRecord, DeploymentCreate
 from cloud.monitoring import Ingestor
 from cloud.mqtt.router import MessageRouter
 from cloud.registry.artifacts import MemoryArtifactStore
-from cloud.rollout import ChunkServer, Deployer, Director
+from cloud.rollout import ChunkServer, Deployer, Director, plan
 from edge_agent.transport import MemoryBroker, MemoryTransport
 from protocols.assignment import manifest_digest, verify_desired
 from protocols.roots import RootOfTrust
@@ -79,6 +79,34 @@ def test_a_rollback_is_a_new_assignment_the_device_accepts(
         desired(broker, "d1"), root, device_id="d1", last_counter=newer.assignment.counter, now_ms=now_ms()
     )
     assert older.assignment.counter == 2 and older.manifest is not None and older.manifest.sequence == 1
+
+
+def test_a_redeployment_read_in_batches_records_and_sends_each_devices_next_assignment(
+    any_engine: Engine, director: Director, register, monkeypatch
+) -> None:
+    # the plan reads the devices' assignment records a batch at a time (2 here), not one query per device
+    monkeypatch.setattr(plan, "_IN_BATCH", 2)
+    with Session(any_engine) as session:
+        register(session, "m")
+        register(session, "m")
+    broker = MemoryBroker()
+    deployer = deployer_on(any_engine, broker, director)
+    devices = ["d1", "d2", "d3", "d4", "d5"]
+    enroll(any_engine, *devices)
+    deployer.deploy(DeploymentCreate(model_id="m", version="1", device_ids=devices[:3]))  # d4, d5: no record yet
+    second = deployer.deploy(DeploymentCreate(model_id="m", version="2", device_ids=devices))
+    root = pinned(director)
+    for device_id in devices:
+        expected = 2 if device_id in devices[:3] else 1
+        state = desired(broker, device_id)
+        verified = verify_desired(state, root, device_id=device_id, last_counter=expected - 1, now_ms=now_ms())
+        assert (verified.assignment.counter, verified.assignment.deployment_id) == (expected, second.id)
+        assert verified.manifest is not None and verified.manifest.version == "2"
+        assert [a.chunk_size for a in state.artifacts] == [1024]
+        with Session(any_engine) as session:
+            record = session.get(AssignmentRecord, device_id)
+            assert record is not None and (record.deployment_id, record.counter) == (second.id, expected)
+            assert record.signed == state.assignment.SerializeToString()
 
 
 def test_republish_sends_the_recorded_assignment_byte_for_byte(
