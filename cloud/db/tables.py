@@ -35,6 +35,8 @@ class DatasetBase(SQLModel):
     name: str
     n_rows: int = Field(sa_type=BigInteger)
     n_features: int
+    kind: str = "bundled"  # bundled (a named reference set) | field (rows from the fleet, bytes in the store)
+    provenance: dict[str, Any] = _json(default_factory=dict)  # devices, window, model versions, label source
 
 
 class DatasetCreate(DatasetBase):
@@ -344,3 +346,36 @@ class CloudMember(SQLModel, table=True):
     member_id: str = Field(primary_key=True, max_length=128)
     fleet: str = Field(max_length=32, index=True)
     seen_at_ms: int = _ms()
+
+
+# ---------------------------------------------------------------- retraining: aliases and run inputs
+
+
+class ModelAlias(SQLModel, table=True):
+    """Where an alias (champion, challenger, production) of a model points now; every move is an AliasMove."""
+
+    model_id: str = Field(primary_key=True, max_length=255)
+    alias: str = Field(primary_key=True, max_length=64)
+    version: str
+    updated_at_ms: int = _ms(default_factory=now_ms)
+
+
+class AliasMove(SQLModel, table=True):
+    """Append-only history of alias moves: who pointed which alias where, when and why."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: str = Field(index=True)
+    alias: str
+    from_version: str | None = None  # None: the alias was new
+    to_version: str
+    actor: str
+    reason: str = ""
+    ts_ms: int = _ms(default_factory=now_ms)
+
+
+class RunInput(SQLModel, table=True):
+    """Every dataset version a pipeline run read, and in which role (reference, field_train, field_eval)."""
+
+    run_id: str = Field(primary_key=True, foreign_key="pipelinerun.id", max_length=64)
+    dataset_hash: str = Field(primary_key=True, foreign_key="dataset.content_hash", max_length=128)
+    role: str = Field(primary_key=True, max_length=32)
