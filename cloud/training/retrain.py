@@ -106,11 +106,13 @@ def _recipe(session: Session, model_id: str, version: str) -> dict[str, Any]:
     if run is None or "dataset" not in mv.lineage:
         raise InvalidRequestError(f"{model_id} v{version} has no training run in the registry: cannot retrain it")
     params = dict(run.parameters)
-    known = {"estimator", "test_size", "seed", "target", "quantize", "field_datasets", "trigger", "champion"}
+    # a `train` run spreads the estimator's parameters among its own; a `retrain` run keeps them apart
+    known = {"estimator", "test_size", "seed", "target", "quantize"}
+    estimator_params = params.get("estimator_params", {k: v for k, v in params.items() if k not in known})
     return {
         "dataset": mv.lineage["dataset"],
         "estimator": params.get("estimator", mv.lineage.get("estimator", "logreg")),
-        "params": {k: v for k, v in params.items() if k not in known},
+        "params": dict(estimator_params),
         "test_size": float(params.get("test_size", 0.3)),
         "seed": int(params.get("seed", 0)),
         "target": str(params.get("target", "onnx")),
@@ -173,7 +175,8 @@ def retrain(
     reference = load_dataset(recipe["dataset"], test_size=recipe["test_size"], seed=recipe["seed"])
     datasets = {"reference": reference.content_hash, "field": field_dataset, **parts}
     parameters = {
-        "estimator": recipe["estimator"], **recipe["params"], "test_size": recipe["test_size"], "seed": recipe["seed"],
+        "estimator": recipe["estimator"], "estimator_params": recipe["params"], "test_size": recipe["test_size"],
+        "seed": recipe["seed"],
         "target": recipe["target"], "quantize": recipe["quantize"], "trigger": trigger.kind.value,
         "champion": champion_version, "field_datasets": {k: v for k, v in datasets.items() if k != "reference"},
         "margin": policy.margin.margin, "max_reference_loss": policy.margin.max_reference_loss,
