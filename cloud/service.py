@@ -155,6 +155,23 @@ class CloudService:
             session.expunge(mv)
         return mv
 
+    def retrain(self, model_id: str, *, trigger: Any, actor: str, policy: Any = None, targets: list[str] | None = None,
+                **options: Any) -> Any:  # fmt: skip
+        """A champion/challenger retrain (`cloud.training.retrain`) with this service's store, signer and
+        deployer; a winner's canary goes to the devices running the model (or `targets`)."""
+        from cloud.training import retrain as loop
+
+        assert self.engine is not None and self.store is not None and self.deployer is not None, "start() first"
+        deployer = self.deployer
+        if targets is None:
+            with self.session() as session:
+                targets = loop.devices_running(session, model_id)
+        return loop.retrain(
+            self.engine, self.store, self.signer, model_id, trigger=trigger, actor=actor, targets=targets,
+            policy=policy or loop.RetrainPolicy(manifest_valid_days=self.settings.manifest_valid_days),
+            deploy=lambda request, staged: deployer.deploy(request, staged=staged), **options,
+        )
+
     def status(self) -> dict[str, Any]:
         return {
             "api_url": self.api_url,
@@ -330,6 +347,7 @@ class CloudService:
             rollouts=self.rollouts,
             device_mqtt_url=s.device_mqtt_url or self.mqtt_url,
             on_device_revoked=self.revoked_device,
+            retrain=self.retrain,
             probes={
                 "mqtt": lambda: {
                     "connected": bool(self.transport and self.transport.connected), "url": self.mqtt_url,

@@ -36,6 +36,8 @@ class AppServices:
     probes: dict[str, Callable[[], Any]] = field(default_factory=dict)
     # called with a device id once its revocation is committed (the embedded broker disconnects it)
     on_device_revoked: Callable[[str], None] | None = None
+    # runs a champion/challenger retrain (CloudService.retrain); None in apps built without a store
+    retrain: Callable[..., Any] | None = None
     # requests holding a session at once (made on first use, inside the server's event loop)
     session_slots: asyncio.Semaphore | None = field(default=None, repr=False)
 

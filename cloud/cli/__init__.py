@@ -4,7 +4,8 @@ the handlers, so `edgefleet agent ...` works on a device that has only the `agen
 The cloud's commands live one module per command group here: `keys`, `up`, `train`, `tokens`, `demo` (+
 `demo_report`) and `remote` (deploy, devices, models: clients of a running cloud's API; they find the
 token `up` wrote through `operator_token`), with `enroll` (devices enroll / revoke) and `rollout` (staged
-rollouts: plan, start, follow, steer) and `experiment` (A/B experiments).
+rollouts: plan, start, follow, steer), `experiment` (A/B experiments) and `pipeline` (fleet datasets and
+champion/challenger retraining, one step per command).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ SUBCOMMAND_MODULES = [
     "cloud.cli.keys",  # keys init / keys show
     "cloud.cli.up",  # up
     "cloud.cli.train",  # train
+    "cloud.cli.pipeline",  # data snapshot / list, pipeline check / snapshot / retrain / promote / aliases
     "cloud.cli.tokens",  # tokens create / list / revoke
     "cloud.cli.demo",  # demo
     "cloud.cli.sim",  # sim run

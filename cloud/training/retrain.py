@@ -23,11 +23,11 @@ from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from cloud import registry
 from cloud.db import RunStatus, session_scope
-from cloud.db.tables import DatasetCreate, Deployment, DeploymentCreate, PipelineRunCreate, RunInput
+from cloud.db.tables import DatasetCreate, Deployment, DeploymentCreate, Device, PipelineRunCreate, RunInput
 from cloud.errors import InvalidRequestError, NotFoundError
 from cloud.registry import aliases, field_data
 from cloud.registry.artifacts import ArtifactStore
@@ -88,6 +88,12 @@ class _Timer:
         return self.timings
 
 
+def devices_running(session: Session, model_id: str) -> list[str]:
+    """The devices whose active model is `model_id`: where a challenger's canary goes by default."""
+    query = select(Device.id).where(Device.active_model_id == model_id)
+    return sorted(session.exec(query))
+
+
 def current_champion(session: Session, model_id: str) -> str:
     """The champion alias's version; the first time, the latest version becomes champion (recorded)."""
     try:
@@ -107,7 +113,7 @@ def _recipe(session: Session, model_id: str, version: str) -> dict[str, Any]:
         raise InvalidRequestError(f"{model_id} v{version} has no training run in the registry: cannot retrain it")
     params = dict(run.parameters)
     # a `train` run spreads the estimator's parameters among its own; a `retrain` run keeps them apart
-    known = {"estimator", "test_size", "seed", "target", "quantize"}
+    known = {"estimator", "test_size", "seed", "target", "quantize", "model_id"}
     estimator_params = params.get("estimator_params", {k: v for k, v in params.items() if k not in known})
     return {
         "dataset": mv.lineage["dataset"],
@@ -175,8 +181,8 @@ def retrain(
     reference = load_dataset(recipe["dataset"], test_size=recipe["test_size"], seed=recipe["seed"])
     datasets = {"reference": reference.content_hash, "field": field_dataset, **parts}
     parameters = {
-        "estimator": recipe["estimator"], "estimator_params": recipe["params"], "test_size": recipe["test_size"],
-        "seed": recipe["seed"],
+        "model_id": model_id, "estimator": recipe["estimator"], "estimator_params": recipe["params"],
+        "test_size": recipe["test_size"], "seed": recipe["seed"],
         "target": recipe["target"], "quantize": recipe["quantize"], "trigger": trigger.kind.value,
         "champion": champion_version, "field_datasets": {k: v for k, v in datasets.items() if k != "reference"},
         "margin": policy.margin.margin, "max_reference_loss": policy.margin.max_reference_loss,

@@ -1,0 +1,234 @@
+"""`edgefleet data snapshot|list` and `edgefleet pipeline check|snapshot|retrain|promote|aliases`: the
+retraining loop one step per command, against the same data dir and database as `up`, so cron, Airflow or
+Argo can drive it:
+
+    edgefleet pipeline check M && edgefleet pipeline retrain M --trigger drift \\
+        && edgefleet rollout start M --version <challenger> --strategy canary     # (a running cloud's API)
+    edgefleet pipeline promote M <version> --reason "canary passed"
+
+Exit codes: 0 done (a trigger fired, a challenger won), 3 nothing to do (no trigger, no winner), 1 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+from pathlib import Path
+from typing import Any
+
+NOTHING_TO_DO = 3
+
+
+def _store_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="the same data dir as `edgefleet up` (default .edgefleet)")
+    parser.add_argument("--database-url", help="the same database as `edgefleet up`")
+
+
+def _selection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_id")
+    parser.add_argument("--version", action="append", default=[], help="only samples of this version (repeatable)")
+    parser.add_argument("--device", action="append", default=[], help="only samples from this device (repeatable)")
+    parser.add_argument("--since-ms", type=int, help="only samples at or after this time (epoch ms)")
+    parser.add_argument("--until-ms", type=int, help="only samples before this time (epoch ms)")
+    _store_args(parser)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="versioned datasets from the fleet's labelled samples")
+    data_actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    snap = data_actions.add_parser("snapshot", help="labelled samples -> a content-addressed dataset version")
+    _selection_args(snap)
+    snap.set_defaults(func=_snapshot)
+    listing = data_actions.add_parser("list", help="dataset versions, newest first, with their provenance")
+    _store_args(listing)
+    listing.set_defaults(func=_list)
+
+    pipeline = subparsers.add_parser("pipeline", help="champion/challenger retraining, one step per command")
+    steps = pipeline.add_subparsers(dest="pipeline_command", metavar="STEP", required=True)
+    check = steps.add_parser("check", help="does a trigger fire now (drift, accuracy drop, schedule)? exit 0 if so")
+    check.add_argument("model_id")
+    check.add_argument("--every-s", type=float, help="also fire when the last retrain is older than this")
+    check.add_argument("--max-accuracy-drop", type=float, default=0.05)
+    check.add_argument("--since-ms", type=int, help="judge only data at or after this time (epoch ms)")
+    _store_args(check)
+    check.set_defaults(func=_check)
+    psnap = steps.add_parser("snapshot", help="the same as `edgefleet data snapshot`")
+    _selection_args(psnap)
+    psnap.set_defaults(func=_snapshot)
+    retrain = steps.add_parser("retrain", help="train a challenger, judge it against the champion, register a winner")
+    retrain.add_argument("model_id")
+    retrain.add_argument("--dataset", help="a field dataset version to use (default: snapshot every labelled sample)")
+    retrain.add_argument("--trigger", default="operator", choices=("operator", "drift", "accuracy", "schedule"))
+    retrain.add_argument("--reason", default="", help="why (kept in the run and the alias history)")
+    retrain.add_argument("--actor", default=getpass.getuser(), help="who (default: this user)")
+    retrain.add_argument("--margin", type=float, default=0.02, help="field gain's 95 %% low bound must beat this")
+    retrain.add_argument("--max-reference-loss", type=float, default=0.03)
+    retrain.add_argument("--min-field-rows", type=int, default=30)
+    _store_args(retrain)
+    retrain.set_defaults(func=_retrain)
+    promote = steps.add_parser("promote", help="point champion and production at a version (after its canary)")
+    promote.add_argument("model_id")
+    promote.add_argument("version")
+    promote.add_argument("--reason", required=True)
+    promote.add_argument("--actor", default=getpass.getuser())
+    _store_args(promote)
+    promote.set_defaults(func=_promote)
+    shown = steps.add_parser("aliases", help="where champion, challenger and production point, and every move")
+    shown.add_argument("model_id")
+    _store_args(shown)
+    shown.set_defaults(func=_aliases)
+
+
+def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(settings, engine, store) of the data dir and database `up` uses."""
+    from cloud.db import create_tables, make_engine
+    from cloud.registry import LocalArtifactStore
+    from cloud.settings import CloudSettings
+
+    overrides = {"data_dir": args.data_dir, "database_url": args.database_url}
+    settings = CloudSettings(**{k: v for k, v in overrides.items() if v is not None})
+    assert settings.artifacts_dir is not None
+    engine = make_engine(settings.database)
+    create_tables(engine)
+    return settings, engine, LocalArtifactStore(settings.artifacts_dir)
+
+
+def _guarded(run: Any, args: argparse.Namespace) -> int:
+    from cloud.errors import CloudError
+    from model_compiler import CompileError
+
+    try:
+        return int(run(args))
+    except (CloudError, CompileError, ValueError) as exc:
+        print(f"error: {exc}")
+        return 1
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        from cloud.db import session_scope
+        from cloud.registry import field_data
+
+        _, engine, store = _open(args)
+        selection = field_data.Selection(args.model_id, tuple(args.version), tuple(args.device), args.since_ms,
+                                         args.until_ms)  # fmt: skip
+        with session_scope(engine) as session:
+            dataset = field_data.snapshot(session, store, selection)
+            print(f"dataset {dataset.content_hash} ({dataset.n_rows} rows, {dataset.n_features} features)")
+            print(json.dumps(dataset.provenance, indent=2, sort_keys=True))
+        return 0
+
+    return _guarded(run, args)
+
+
+def _list(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        from cloud import registry
+        from cloud.db import session_scope
+
+        _, engine, _ = _open(args)
+        with session_scope(engine) as session:
+            for d in registry.list_datasets(session):
+                devices = d.provenance.get("devices") or []
+                origin = d.provenance.get("split_of")
+                part = d.provenance.get("part")
+                where = f"part {part} of {str(origin)[:12]}" if origin else f"{len(devices)} device(s)" if devices else "-"
+                print(f"{d.content_hash[:16]}  {d.kind:<7} {d.name:<28} {d.n_rows:>7} rows  {where}")
+        return 0
+
+    return _guarded(run, args)
+
+
+def _check(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        from cloud.db import session_scope
+        from cloud.training import watch
+        from cloud.training.triggers import TriggerPolicy
+        from cloud.types import now_ms
+
+        _, engine, _ = _open(args)
+        policy = TriggerPolicy(max_accuracy_drop=args.max_accuracy_drop, every_s=args.every_s)
+        with session_scope(engine) as session:
+            fired = watch.detect(session, args.model_id, policy, now_ms=now_ms(), since_ms=args.since_ms)
+        if fired is None:
+            print("no trigger: nothing to do")
+            return NOTHING_TO_DO
+        print(f"{fired.kind.value}: {fired.reason}")
+        return 0
+
+    return _guarded(run, args)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        from cloud.registry import load_or_create_keys
+        from cloud.training import champion as rule
+        from cloud.training import retrain as loop
+        from cloud.training.triggers import Trigger, TriggerKind
+
+        settings, engine, store = _open(args)
+        policy = loop.RetrainPolicy(
+            margin=rule.MarginPolicy(margin=args.margin, max_reference_loss=args.max_reference_loss,
+                                     min_field_rows=args.min_field_rows),
+            on_win="approval", manifest_valid_days=settings.manifest_valid_days,
+        )  # fmt: skip
+        trigger = Trigger(TriggerKind(args.trigger), f"{args.actor}: {args.reason or args.trigger}")
+        result = loop.retrain(
+            engine, store, load_or_create_keys(settings).manifest_signer(), args.model_id, trigger=trigger,
+            actor=args.actor, policy=policy, field_dataset=args.dataset,
+            progress=lambda step: print(f"  {step} ...", flush=True),
+        )  # fmt: skip
+        print(describe(result))
+        if result.challenger is None:
+            return NOTHING_TO_DO
+        print(f"next: edgefleet rollout start {args.model_id} --version {result.challenger} --strategy canary")
+        return 0
+
+    return _guarded(run, args)
+
+
+def describe(result: Any) -> str:
+    """A retrain's outcome in a few lines (also the demo's)."""
+    won = f", challenger v{result.challenger}" if result.challenger else ""
+    lines = [f"retrain run {result.run_id[:8]} ({result.trigger.kind.value}): champion v{result.champion} -> "
+             f"{result.verdict.outcome.value.upper()}{won}"]  # fmt: skip
+    for c in (result.field_eval, result.reference):
+        low, high = c.gain_interval() or (0.0, 0.0)
+        lines.append(f"  {c.name:<9} n={c.n:<4} champion {c.champion_accuracy or 0:.3f}  challenger "
+                     f"{c.challenger_accuracy or 0:.3f}  gain {c.gain or 0:+.3f} "
+                     f"[{low:+.3f}, {high:+.3f}]")  # fmt: skip
+    lines.append("  " + "; ".join(result.verdict.reasons))
+    lines.append("  datasets: " + ", ".join(f"{role} {digest[:12]}" for role, digest in result.datasets.items()))
+    return "\n".join(lines)
+
+
+def _promote(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        from cloud.db import session_scope
+        from cloud.training import retrain as loop
+
+        _, engine, _ = _open(args)
+        with session_scope(engine) as session:
+            moved = loop.promote(session, args.model_id, args.version, actor=args.actor, reason=args.reason)
+        print(f"{args.model_id} v{args.version}: " + (", ".join(moved) + " moved" if moved else "already there"))
+        return 0
+
+    return _guarded(run, args)
+
+
+def _aliases(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        from cloud.db import session_scope
+        from cloud.registry import aliases
+
+        _, engine, _ = _open(args)
+        with session_scope(engine) as session:
+            for alias, version in sorted(aliases.current(session, args.model_id).items()):
+                print(f"{alias:<11} v{version}")
+            for m in aliases.history(session, args.model_id):
+                moved = f"{m.from_version or '-':>4} -> {m.to_version:<4}"
+                print(f"  {m.ts_ms}  {m.alias:<11} {moved} by {m.actor}: {m.reason}")
+        return 0
+
+    return _guarded(run, args)
