@@ -133,7 +133,9 @@ def _list(args: argparse.Namespace) -> int:
                 devices = d.provenance.get("devices") or []
                 origin = d.provenance.get("split_of")
                 part = d.provenance.get("part")
-                where = f"part {part} of {str(origin)[:12]}" if origin else f"{len(devices)} device(s)" if devices else "-"
+                where = f"{len(devices)} device(s)" if devices else "-"
+                if origin:
+                    where = f"part {part} of {str(origin)[:12]}"
                 print(f"{d.content_hash[:16]}  {d.kind:<7} {d.name:<28} {d.n_rows:>7} rows  {where}")
         return 0
 
