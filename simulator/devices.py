@@ -78,14 +78,15 @@ class DeviceGroup:
         """How many devices' reported state satisfies predicate now."""
         return sum(1 for device in self.devices.values() if predicate(device.agent.status()))
 
-    def run_inference(self, per_device: int, *, parallel: int = 1) -> list[DeviceRun]:
-        """Each device infers on `per_device` rows of its stream, one row per call, with the true label.
+    def run_inference(self, per_device: int, *, parallel: int = 1, labelled: bool = True) -> list[DeviceRun]:
+        """Each device infers on `per_device` rows of its stream, one row per call, with the true label
+        (`labelled=False`: without it, as a real device that learns the truth only later, if at all).
 
         Devices take turns by default: real devices each have their own CPU, while simulated ones share
         this machine's, so running them at once would make each device's latency figures mostly measure
         the wait for the interpreter lock. `parallel` > 1 is for load tests."""
         with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(self.devices))), thread_name_prefix="sim") as pool:
-            return list(pool.map(lambda d: _infer(d, per_device), self.devices.values()))
+            return list(pool.map(lambda d: _infer(d, per_device, labelled), self.devices.values()))
 
     def flush_telemetry(self) -> int:
         return sum(1 for d in self.devices.values() if d.agent.flush_telemetry() is not None)
@@ -141,13 +142,13 @@ class SimulatedFleet(DeviceGroup):
             device.agent.stop()
 
 
-def _infer(device: SimulatedDevice, n: int) -> DeviceRun:
+def _infer(device: SimulatedDevice, n: int, labelled: bool = True) -> DeviceRun:
     if device.stream is None:
         raise ValueError(f"device {device.settings.device_id} has no data stream")
     errors = correct = 0
     for x, label in device.stream.rows(n):
         try:
-            prediction = device.agent.predict(np.asarray(x, dtype=np.float32), label=str(label))
+            prediction = device.agent.predict(np.asarray(x, dtype=np.float32), label=str(label) if labelled else None)
         except Exception:  # an inference error is counted by the agent's telemetry and here
             errors += 1
             continue

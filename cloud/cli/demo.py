@@ -2,7 +2,10 @@
 
 train -> evaluate -> compile (INT8 ONNX) -> sign -> register with lineage -> start broker + cloud ->
 start N devices running the real agent -> deploy over MQTT -> devices verify, fetch in chunks, self-test,
-activate -> infer on held-out data (drift injected on every other device) -> telemetry back -> summary.
+activate -> infer on held-out data (drift injected on every other device) -> telemetry and samples back ->
+labels back through the feedback API -> summary -> then the loop closes (`demo_loop`): the drift alert
+triggers a retrain, the challenger beats the champion on field data, goes out as a gated canary, and the
+drifted devices' accuracy recovers.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 
 ACTIVATION_TIMEOUT_S = 90.0
 INGEST_TIMEOUT_S = 30.0
-DRIFTED_FEATURES = 3
+DRIFTED_FEATURES = 6
+SAMPLE_RATE = 0.5  # of inferences sampled back to the cloud (a real fleet samples far fewer)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,8 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--database-url", help="use this database instead of SQLite")
     demo.add_argument("--inferences", type=int, default=200, help="inferences per device (default 200)")
     demo.add_argument("--estimator", default="logreg", choices=["logreg", "mlp"], help="model to train")
-    demo.add_argument("--drift", type=float, default=1.5,
+    demo.add_argument("--drift", type=float, default=3.0,
                       help="shift (in std units) injected into a few features on half the devices")
+    demo.add_argument("--no-retrain", dest="retrain", action="store_false",
+                      help="stop after the drift summary (no labels-back, retrain and canary)")
     demo.set_defaults(func=run_demo)
 
 
@@ -35,16 +41,19 @@ def run_demo(args: argparse.Namespace) -> int:
     import numpy as np
     from rich.console import Console
 
+    from cloud.cli.demo_loop import LoopSetup, close_the_loop, send_labels, settle
     from cloud.cli.demo_report import DemoFacts, render_summary
     from cloud.db.tables import DeploymentCreate
     from cloud.errors import CloudError
     from cloud.identity.enrollment import enroll_device
+    from cloud.identity.tokens import create_token
     from cloud.service import CloudService
     from cloud.settings import CloudSettings
     from cloud.training.pipeline import TrainingConfig, run_training_pipeline
     from protocols.v1 import messages_pb2 as pb
-    from simulator.data import DataStream, Drift
+    from simulator.data import Drift
     from simulator.host import AgentHost, DeviceSpec
+    from simulator.labeller import Annotator, LabelledStream
 
     console = Console()
     if not console.is_terminal:
@@ -86,6 +95,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 mqtt_url=cloud.mqtt_url or "",
                 trust_path=cloud.trust_chain_path,
                 state_root=data_dir / "devices",
+                sample_rate=SAMPLE_RATE,
+                settings_overrides={"sample_max_per_window": 100_000},
             ) as fleet:
                 console.print(f"  {len(device_ids)} devices enrolled and started (simulated, real edge_agent code)")
                 deployment = cloud.deployer.deploy(  # type: ignore[union-attr]
@@ -104,22 +115,30 @@ def run_demo(args: argparse.Namespace) -> int:
                 console.print(f"  deployment {deployment.id[:8]}: all devices active in {rollout_s:.1f}s")
                 split = result.split
                 drift_features = tuple(int(i) for i in np.argsort(-split.X_train.std(axis=0))[:DRIFTED_FEATURES])
-                fleet.attach_streams({
-                    d: DataStream(
+                streams = {
+                    d: LabelledStream(
                         split.X_test, split.y_test, seed=i,
                         drift=Drift(drift_features, shift=args.drift) if d in drifted else Drift(),
                     )
                     for i, d in enumerate(device_ids)
-                })
-                with console.status(f"devices: {args.inferences} inferences each"):
-                    runs = fleet.run_inference(args.inferences)
+                }
+                fleet.attach_streams(streams)  # type: ignore[arg-type]
+                with cloud.session() as session:
+                    _, token = create_token(session, name="demo-labeller", role="deployer", created_by="demo")
+                setup = LoopSetup(cloud, fleet, Annotator(streams), token, result.model_id, device_ids, drifted,
+                                  args.inferences, {})  # fmt: skip
+                with console.status(f"devices: {args.inferences} inferences each (the truth unknown to them)"):
+                    runs = fleet.run_inference(args.inferences, labelled=False)
                     fleet.flush_telemetry()
-                expected = {r.device_id: r.inferences for r in runs}
-                with console.status("cloud: ingesting telemetry"):
-                    missing = _wait_for_telemetry(cloud, expected, INGEST_TIMEOUT_S)
+                setup.expected.update({r.device_id: r.inferences for r in runs})
+                with console.status("cloud: ingesting telemetry and samples"):
+                    missing = settle(setup, INGEST_TIMEOUT_S)
                 if missing:
                     console.print(f"[red]error:[/] telemetry never arrived from: {', '.join(missing)}")
                     return 1
+                labels = send_labels(setup)
+                console.print(f"  {labels} sampled predictions labelled later by the simulator's annotator, sent "
+                              f"back through POST /api/v1/feedback")  # fmt: skip
                 facts = DemoFacts(
                     result=result, deployment_id=deployment.id, device_ids=device_ids, drifted=drifted,
                     drift_features=drift_features, drift_shift=args.drift, runs=runs, rollout_s=rollout_s,
@@ -127,6 +146,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 )
                 with cloud.session() as session:
                     render_summary(console, session, facts)
+                if args.retrain and drifted:
+                    close_the_loop(console, setup, result.version, settings.manifest_valid_days)
     except CloudError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 1
@@ -134,7 +155,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_for_telemetry(cloud: object, expected: dict[str, int], timeout_s: float) -> list[str]:
+def wait_for_telemetry(cloud: object, expected: dict[str, int], timeout_s: float) -> list[str]:
     """Poll the metadata store until each device's ingested inference count reaches what it ran."""
     from cloud import monitoring
 

@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from cloud import fleet, monitoring, registry
 from cloud.cli.tables import compact_table
+from cloud.monitoring import feedback
 from cloud.training.pipeline import PipelineResult
 from simulator.devices import DeviceRun
 
@@ -59,6 +60,9 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
                            no_wrap=True)
     rows: dict[str, dict[str, object]] = {}
     psi_by_device: dict[str, dict[int, float]] = {}
+    # accuracy from the labels that came back (the devices infer without knowing the truth), else telemetry's
+    lines = feedback.field_accuracy(session, result.model_id, result.version, by="device")
+    labelled = {x.key: x.accuracy for x in lines}
     for device_id in facts.device_ids:
         device = fleet.get_device(session, device_id)
         summary = monitoring.telemetry_summary(session, device_id)
@@ -67,7 +71,7 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
         top = ranked[:1]
         rows[device_id] = {
             "state": device.update_state, "version": device.active_version,
-            "inferences": summary.inference_count, "accuracy": summary.accuracy,
+            "inferences": summary.inference_count, "accuracy": labelled.get(device_id, summary.accuracy),
             "p50_us": summary.latency_p50_us, "p95_us": summary.latency_p95_us,
         }
         psi_by_device[device_id] = {f.index: f.psi for f in report.features if f.psi is not None}
@@ -75,7 +79,7 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
             device_id, device.labels.get("site", ""), device.active_version or "-",
             device.update_state, str(summary.inference_count), str(summary.error_count),
             _fmt(summary.latency_p50_us, ".0f"), _fmt(summary.latency_p95_us, ".0f"),
-            _fmt(summary.accuracy, ".3f"),
+            _fmt(labelled.get(device_id, summary.accuracy), ".3f"),
             f"{top[0].psi:.2f} (f{top[0].index})" if top else "-",
         )
     console.print(devices)

@@ -47,6 +47,7 @@ class RetrainPolicy:
     canary: float = 1  # devices (>= 1) or a share (< 1) in the canary wave
     dwell_s: float = 60.0
     min_inferences: int = 200  # per gate judgement, as in any rollout
+    gate_overrides: dict[str, float] = field(default_factory=dict)  # other GateRequest fields, by name
     manifest_valid_days: float = 90.0
 
 
@@ -225,7 +226,8 @@ def rollout_policy(policy: RetrainPolicy) -> RolloutPolicy:
     from the champion on drifted inputs, so prediction shift and shadow agreement with the champion are
     not held against it (its quality was judged on labelled data instead). Installs, errors and latency
     are gated as usual."""
-    gates = GateRequest(max_prediction_psi=10.0, min_shadow_agreement=0.0, min_inferences=policy.min_inferences)
+    gates = GateRequest(**{"max_prediction_psi": 10.0, "min_shadow_agreement": 0.0,
+                           "min_inferences": policy.min_inferences, **policy.gate_overrides})  # fmt: skip
     return RolloutPolicy(strategy="canary", canary=policy.canary, dwell_s=policy.dwell_s, gates=gates)
 
 
