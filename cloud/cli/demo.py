@@ -147,7 +147,9 @@ def run_demo(args: argparse.Namespace) -> int:
                 with cloud.session() as session:
                     render_summary(console, session, facts)
                 if args.retrain and drifted:
-                    close_the_loop(console, setup, result.version, settings.manifest_valid_days)
+                    closed = close_the_loop(console, setup, result.version, settings.manifest_valid_days)
+                    if closed.get("rollout_state") not in (None, "completed"):
+                        return 1  # a challenger that loses is an answer; a canary that never completes is not
     except CloudError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 1
