@@ -1,10 +1,10 @@
-"""`edgefleet data snapshot|list` and `edgefleet pipeline check|snapshot|retrain|promote|aliases`: the
+"""`edgefleet data snapshot|list` and `edgefleet pipeline check|snapshot|retrain|rollout|promote|aliases`: the
 retraining loop one step per command, against the same data dir and database as `up`, so cron, Airflow or
 Argo can drive it:
 
     edgefleet pipeline check M && edgefleet pipeline retrain M --trigger drift \\
-        && edgefleet rollout start M --version <challenger> --strategy canary     # (a running cloud's API)
-    edgefleet pipeline promote M <version> --reason "canary passed"
+        && edgefleet pipeline rollout M <challenger>     # a running cloud's controller opens the waves
+    edgefleet pipeline promote M <challenger> --reason "canary passed"
 
 Exit codes: 0 done (a trigger fired, a challenger won), 3 nothing to do (no trigger, no winner), 1 error.
 """
@@ -67,6 +67,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retrain.add_argument("--min-field-rows", type=int, default=30)
     _store_args(retrain)
     retrain.set_defaults(func=_retrain)
+    rollout = steps.add_parser("rollout", help="hand a challenger to a gated canary (a running cloud's controller "
+                                               "opens its waves)")
+    rollout.add_argument("model_id")
+    rollout.add_argument("version")
+    rollout.add_argument("--devices", default="", help="comma-separated targets (default: the devices running it)")
+    rollout.add_argument("--canary", type=float, default=1, help="first wave: a count, or a share < 1")
+    rollout.add_argument("--dwell-s", type=float, default=300.0, help="watch a passed wave this long")
+    rollout.add_argument("--min-inferences", type=int, default=200)
+    _store_args(rollout)
+    rollout.set_defaults(func=_rollout)
     promote = steps.add_parser("promote", help="point champion and production at a version (after its canary)")
     promote.add_argument("model_id")
     promote.add_argument("version")
@@ -184,7 +194,7 @@ def _retrain(args: argparse.Namespace) -> int:
         print(describe(result))
         if result.challenger is None:
             return NOTHING_TO_DO
-        print(f"next: edgefleet rollout start {args.model_id} --version {result.challenger} --strategy canary")
+        print(f"next: edgefleet pipeline rollout {args.model_id} {result.challenger}")
         return 0
 
     return _guarded(run, args)
@@ -203,6 +213,32 @@ def describe(result: Any) -> str:
     lines.append("  " + "; ".join(result.verdict.reasons))
     lines.append("  datasets: " + ", ".join(f"{role} {digest[:12]}" for role, digest in result.datasets.items()))
     return "\n".join(lines)
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        from cloud.db import session_scope
+        from cloud.db.tables import DeploymentCreate
+        from cloud.rollout.staged import plan_staged
+        from cloud.training import retrain as loop
+
+        settings, engine, _ = _open(args)
+        policy = loop.rollout_policy(loop.RetrainPolicy(canary=args.canary, dwell_s=args.dwell_s,
+                                                        min_inferences=args.min_inferences))  # fmt: skip
+        with session_scope(engine) as session:
+            targets = [d.strip() for d in args.devices.split(",") if d.strip()]
+            targets = targets or loop.devices_running(session, args.model_id)
+            if not targets:
+                print(f"error: no device runs {args.model_id}; name the targets with --devices")
+                return 1
+            request = DeploymentCreate(model_id=args.model_id, version=args.version, device_ids=targets)
+            deployment, rollout = plan_staged(session, request, policy, chunk_size_bytes=settings.chunk_size_bytes)
+            deployment_id, waves = deployment.id, [len(w) for w in rollout.waves]
+        print(f"canary rollout {deployment_id} of {args.model_id} v{args.version}: waves of {waves} device(s); "
+              f"follow it with `edgefleet rollout status {deployment_id}`")
+        return 0
+
+    return _guarded(run, args)
 
 
 def _promote(args: argparse.Namespace) -> int:
