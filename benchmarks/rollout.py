@@ -45,11 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.fleet_traffic
 
 import httpx  # noqa: E402
-from sqlmodel import Session, col, select  # noqa: E402
+from sqlmodel import Session, select  # noqa: E402
 from support.fleet_traffic import Traffic  # noqa: E402
 
 from cloud.cli.operator_token import ensure_dev_token  # noqa: E402
-from cloud.db.tables import DeploymentCreate, Device  # noqa: E402
+from cloud.db.tables import DeploymentCreate  # noqa: E402
 from cloud.identity.enrollment import enroll_device  # noqa: E402
 from cloud.rollout.records import Rollout, RolloutDecision  # noqa: E402
 from cloud.service import CloudService  # noqa: E402
@@ -66,17 +66,6 @@ def running(fleet: DeviceGroup, version: str) -> set[str]:
     return {d for d, dev in fleet.devices.items()
             if dev.agent.status().update_state == pb.UPDATE_STATE_ACTIVE
             and dev.agent.status().active_model.version == version}  # fmt: skip
-
-
-def cloud_sees(cloud: CloudService, ids: list[str], version: str) -> bool:
-    """Whether the cloud's registry has every device reporting `version` active. A rollout takes each
-    device's previous model from there, so a canary started before the registry caught up with the agents
-    would roll those devices back to an older model (seen at 200 devices: 5 of 10 went back two versions)."""
-    assert cloud.engine is not None
-    with Session(cloud.engine) as session:
-        query = select(Device.id).where(col(Device.id).in_(ids), Device.active_version == version,
-                                        Device.update_state == "active")  # fmt: skip
-        return len(session.exec(query).all()) == len(ids)
 
 
 def wait_for(predicate: Any, timeout_s: float, poll_s: float = 0.1) -> float | None:
@@ -119,7 +108,6 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
     first wave, when did the controller decide (s after the first canary activated), and when was every
     device back on `good` (s, and in gate periods)."""
     assert cloud.engine is not None
-    assert wait_for(lambda: cloud_sees(cloud, ids, good), args.timeout) is not None, "registry never caught up"
     started = api.post("/api/v1/rollouts", json={
         "deployment": {"model_id": MODEL_ID, "version": bad, "device_ids": ids}, "rollout": policy}).json()  # fmt: skip
     first_wave = wait_for(lambda: len(running(fleet, bad)) > 0, args.timeout, poll_s=0.02)
