@@ -10,8 +10,14 @@ up at once and measured in turn at each level, so that a change in the machine's
           session dependency as it was (a sync generator, no bound on sessions)
   no-cache: cloud.api.listen.listen_socket, cloud.db.make_engine and cloud.api.deps.get_session as they are,
           with the read and token caches off (api_read_cache_s=0, api_token_cache_s=0)
-  after:  the same with the caches as configured by default (lists 1 s, token records 2 s)
-  after+httptools: the same on uvicorn's httptools parser and uvloop (only if both are installed)
+  after-no-lane: the same with the caches as configured by default (lists 1 s, token records 2 s), every
+          request through FastAPI's routing and dependencies (cloud.api.fast_reads' lane taken out)
+  after:  the same with the fast lane: a repeated GET of a cached list is answered before routing
+  after+httptools: the same on uvicorn's httptools parser and uvloop (only if both are installed; what
+          `edgefleet up` runs then, uvicorn's "auto")
+The load generator runs in this process on uvloop when installed (a new connection per request costs the
+client as much as the server); each row says how busy it was (`client_cpu`: its CPU seconds per second),
+so a row where it nears 1.0 measured the client as much as the server.
 Prints one JSON object last: {"results": [...], "ratios": {...}}; ratios compare requests/s with before's
 and p99 with no-cache's (the caches' own effect).
 """
@@ -111,9 +117,13 @@ def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: A
     else:
         engine = make_engine(url, schema=schema)
         sock = listen_socket("127.0.0.1", 0)
+    from cloud.api.fast_reads import FastReads
+
     caches = {} if candidate.startswith("after") else {"api_read_cache_s": 0, "api_token_cache_s": 0}
     settings = CloudSettings(data_dir=Path(data_dir), **caches)  # type: ignore[arg-type]
     app = create_app(settings, AppServices(engine=engine, deployer=None))  # type: ignore[arg-type]
+    if candidate in ("before", "no-cache", "after-no-lane"):  # the middleware stack is built on first call
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not FastReads]
     if candidate == "before":
 
         def legacy(services: ServicesDep) -> Iterator[Any]:
@@ -134,7 +144,8 @@ def candidates() -> list[str]:
     import importlib.util
 
     fast = all(importlib.util.find_spec(name) for name in ("httptools", "uvloop"))
-    return ["before", "no-cache", "after", "after+httptools"] if fast else ["before", "no-cache", "after"]
+    names = ["before", "no-cache", "after-no-lane", "after"]
+    return [*names, "after+httptools"] if fast else names
 
 
 def keepalive_ms(port: int, token: str, n: int = 200) -> dict[str, float]:
@@ -184,13 +195,23 @@ async def _load(port: int, path: str, token: str, clients: int, seconds: float) 
         while time.perf_counter() < deadline:
             results.append(await _one(port, request))
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client() for _ in range(clients)))
     elapsed = time.perf_counter() - start
+    client_cpu = (time.process_time() - cpu) / elapsed
     ok = [ms for ms, status in results if status == 200]
-    return {"path": path, "clients": clients, "requests": len(results), "ok": len(ok),
-            "failed": len(results) - len(ok), "rps": round(len(ok) / elapsed, 1),
+    return {"path": path, "clients": clients, "client_cpu": round(client_cpu, 2), "requests": len(results),
+            "ok": len(ok), "failed": len(results) - len(ok), "rps": round(len(ok) / elapsed, 1),
             "p50_ms": round(statistics.median(ok), 1) if ok else None, "p99_ms": round(_p99(ok), 1) if ok else None}
+
+
+def _run(coroutine: Any) -> Any:
+    """asyncio.run, on uvloop when installed: the load generator's own cost is then a third lower."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 def run_all(names: list[str], url: str, schema: str | None, token: str, seconds: float) -> list[dict]:
@@ -212,7 +233,7 @@ def run_all(names: list[str], url: str, schema: str | None, token: str, seconds:
             for path in PATHS:
                 for clients in CONCURRENCY:
                     for name in names:
-                        row = asyncio.run(_load(ports[name], path, token, clients, seconds))
+                        row = _run(_load(ports[name], path, token, clients, seconds))
                         rows.append({"candidate": name, "database": database, "test": "concurrent", **row})
                         print(rows[-1], file=sys.stderr)
                         time.sleep(1.0)  # let timed-out requests drain before the next run
@@ -229,6 +250,11 @@ def ratios(results: list[dict]) -> dict[str, float | None]:
     for (candidate, database, test, path, clients), after in keyed.items():
         before = keyed.get(("before", database, test, path, clients))
         uncached = keyed.get(("no-cache", database, test, path, clients))
+        laneless = keyed.get(("after-no-lane", database, test, path, clients))
+        if candidate in ("after", "after+httptools") and test == "concurrent" and laneless and laneless["p99_ms"] \
+                and after["p99_ms"]:
+            ratio = laneless["p99_ms"] / after["p99_ms"]
+            out[f"{database} {path} c={clients} p99 after-no-lane/{candidate}"] = round(ratio, 1)
         cached = candidate.startswith("after") and test == "concurrent"
         if cached and uncached and uncached["p99_ms"] and after["p99_ms"]:
             ratio = uncached["p99_ms"] / after["p99_ms"]
@@ -249,7 +275,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--postgres", help="also measure on this PostgreSQL (a throw-away schema is used)")
     parser.add_argument("--seconds", type=float, default=3.0, help="per concurrency level")
-    parser.add_argument("--only", help="one candidate only (before, no-cache, after, after+httptools)")
+    parser.add_argument("--only", help="candidates to run, comma-separated (before, no-cache, after-no-lane, "
+                                       "after, after+httptools)")
     args = parser.parse_args()
     from cloud.db import drop_schema, make_engine
 
@@ -261,7 +288,7 @@ def main() -> None:
         for url, schema in targets:
             token = seed(url, schema)
             try:
-                names = [name for name in candidates() if args.only in (None, name)]
+                names = [name for name in candidates() if args.only is None or name in args.only.split(",")]
                 results += run_all(names, url, schema, token, args.seconds)
             finally:
                 if schema:

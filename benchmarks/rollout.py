@@ -12,7 +12,7 @@
                      while the fleet reports; api_idle_fleet_p50/p99_ms the same once the agents are idle
 
     .venv/bin/python benchmarks/rollout.py [--devices 200] [--tick 1.0] [--telemetry-period 1.0] [--bad-trials 2]
-        [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
+        [--bad-only] [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
 
 The broker defaults to a Mosquitto of its own (a production part; the binary must be installed). The
 devices are real agents on one `simulator.host.AgentHost` (one asyncio loop, one MQTT connection each, models
@@ -49,7 +49,7 @@ from sqlmodel import Session, col, select  # noqa: E402
 from support.fleet_traffic import Traffic  # noqa: E402
 
 from cloud.cli.operator_token import ensure_dev_token  # noqa: E402
-from cloud.db.tables import DeploymentCreate, Device  # noqa: E402
+from cloud.db.tables import DeploymentCreate, TelemetryRecord  # noqa: E402
 from cloud.identity.enrollment import enroll_device  # noqa: E402
 from cloud.rollout.records import Rollout, RolloutDecision  # noqa: E402
 from cloud.service import CloudService  # noqa: E402
@@ -66,17 +66,6 @@ def running(fleet: DeviceGroup, version: str) -> set[str]:
     return {d for d, dev in fleet.devices.items()
             if dev.agent.status().update_state == pb.UPDATE_STATE_ACTIVE
             and dev.agent.status().active_model.version == version}  # fmt: skip
-
-
-def cloud_sees(cloud: CloudService, ids: list[str], version: str) -> bool:
-    """Whether the cloud's registry has every device reporting `version` active. A rollout takes each
-    device's previous model from there, so a canary started before the registry caught up with the agents
-    would roll those devices back to an older model (seen at 200 devices: 5 of 10 went back two versions)."""
-    assert cloud.engine is not None
-    with Session(cloud.engine) as session:
-        query = select(Device.id).where(col(Device.id).in_(ids), Device.active_version == version,
-                                        Device.update_state == "active")  # fmt: skip
-        return len(session.exec(query).all()) == len(ids)
 
 
 def wait_for(predicate: Any, timeout_s: float, poll_s: float = 0.1) -> float | None:
@@ -119,7 +108,6 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
     first wave, when did the controller decide (s after the first canary activated), and when was every
     device back on `good` (s, and in gate periods)."""
     assert cloud.engine is not None
-    assert wait_for(lambda: cloud_sees(cloud, ids, good), args.timeout) is not None, "registry never caught up"
     started = api.post("/api/v1/rollouts", json={
         "deployment": {"model_id": MODEL_ID, "version": bad, "device_ids": ids}, "rollout": policy}).json()  # fmt: skip
     first_wave = wait_for(lambda: len(running(fleet, bad)) > 0, args.timeout, poll_s=0.02)
@@ -132,13 +120,36 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
         rollback = select(RolloutDecision.at_ms).where(RolloutDecision.deployment_id == rollout.deployment_id,
                                                        RolloutDecision.action == "rollback")  # fmt: skip
         decided = session.exec(rollback).first()
+        judgeable = judgeable_at_ms(session, bad, policy["gates"], since_ms=int(activated_ms) - 1000)
         stopped = rollout.state == "rolled_back" and rollout.current_wave == 0
         return {
             "stopped_in_first_wave": bool(first_wave is not None and stopped), "reason": rollout.reason,
             "decided_s": None if decided is None else round((decided - activated_ms) / 1000, 2),
+            # where the time went: until the gates had enough bad-model telemetry stored to judge, the controller
+            # after that, and from its decision until every device ran the previous model again
+            "judgeable_s": None if judgeable is None else round((judgeable - activated_ms) / 1000, 2),
+            "controller_lag_s": None if None in (decided, judgeable) else round((decided - judgeable) / 1000, 2),
+            "rollback_s": None if None in (decided, recovered_s) else round(activated_ms / 1000 + (recovered_s or 0)
+                                                                              - decided / 1000, 2),
             "recovered_s": None if recovered_s is None else round(recovered_s, 2),
             "recovered_in_gate_periods": None if recovered_s is None else round(recovered_s / args.tick, 1),
         }  # fmt: skip
+
+
+def judgeable_at_ms(session: Session, version: str, gates: dict[str, Any], since_ms: int) -> int | None:
+    """When the telemetry of `version` stored since since_ms first held the gates' minimum devices and
+    inferences (ms)."""
+    rows = session.exec(select(TelemetryRecord).where(TelemetryRecord.model_version == version,
+                                                      TelemetryRecord.received_at_ms >= since_ms)
+                        .order_by(col(TelemetryRecord.received_at_ms))).all()  # fmt: skip
+    devices: set[str] = set()
+    inferences = 0
+    for row in rows:
+        devices.add(row.device_id)
+        inferences += row.inference_count + row.error_count
+        if len(devices) >= gates["min_devices"] and inferences >= gates["min_inferences"]:
+            return row.received_at_ms
+    return None
 
 
 class Mosquitto:
@@ -189,6 +200,8 @@ def main() -> int:
     parser.add_argument("--telemetry-period", type=float, default=1.0, help="s between telemetry windows")
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in the temporary folder")
     parser.add_argument("--bad-trials", type=int, default=2, help="bad-model canaries per candidate")
+    parser.add_argument("--bad-only", action="store_true",
+                        help="only the bad-model trials (on v1): no all-at-once, staged or API figures")
     args = parser.parse_args()
     result: dict[str, Any] = {"devices": args.devices, "gate_period_s": args.tick, "broker": args.broker,
                               "telemetry_period_s": args.telemetry_period}
@@ -223,24 +236,27 @@ def main() -> int:
                     assert wait_for(lambda: len(running(fleet, v1.version)) == len(ids), args.timeout) is not None
                     time.sleep(3 * max(1.0, args.tick))  # a baseline of v1 telemetry
 
-                    start = time.monotonic()
-                    cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=v2.version, device_ids=ids))
-                    done = wait_for(lambda: len(running(fleet, v2.version)) == len(ids), args.timeout)
-                    result["all_at_once_s"] = None if done is None else round(time.monotonic() - start, 2)
-                    time.sleep(3 * max(1.0, args.tick))
-
                     api = httpx.Client(base_url=cloud.api_url or "", timeout=30,
                                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
                     policy = {"strategy": "waves", "first_wave": 10, "growth": 2, "dwell_s": 0,
                               "gates": {"min_devices": 5, "min_inferences": 50, "max_p95_ratio": 100}}  # fmt: skip
-                    start = time.monotonic()
-                    staged = api.post("/api/v1/rollouts", json={
-                        "deployment": {"model_id": MODEL_ID, "version": v3.version, "device_ids": ids},
-                        "rollout": policy}).json()  # fmt: skip
-                    done = wait_for(lambda: len(running(fleet, v3.version)) == len(ids), args.timeout)
-                    result["staged_rollout_s"] = None if done is None else round(time.monotonic() - start, 2)
-                    result["staged_waves"] = staged["wave_sizes"]
-                    time.sleep(3 * max(1.0, args.tick))
+                    good = v1.version
+                    if not args.bad_only:
+                        start = time.monotonic()
+                        cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=v2.version, device_ids=ids))
+                        done = wait_for(lambda: len(running(fleet, v2.version)) == len(ids), args.timeout)
+                        result["all_at_once_s"] = None if done is None else round(time.monotonic() - start, 2)
+                        time.sleep(3 * max(1.0, args.tick))
+
+                        start = time.monotonic()
+                        staged = api.post("/api/v1/rollouts", json={
+                            "deployment": {"model_id": MODEL_ID, "version": v3.version, "device_ids": ids},
+                            "rollout": policy}).json()  # fmt: skip
+                        done = wait_for(lambda: len(running(fleet, v3.version)) == len(ids), args.timeout)
+                        result["staged_rollout_s"] = None if done is None else round(time.monotonic() - start, 2)
+                        result["staged_waves"] = staged["wave_sizes"]
+                        time.sleep(3 * max(1.0, args.tick))
+                        good = v3.version
 
                     canary = {**policy, "strategy": "canary", "canary": 10}
                     assert cloud.ingestor is not None and cloud.rollouts is not None
@@ -249,7 +265,7 @@ def main() -> int:
                     # wake it), and woken as soon as telemetry is stored (as the service wires it)
                     for woken in (False, True) * args.bad_trials:
                         cloud.ingestor.on_stored = cloud.rollouts.wake if woken else None
-                        trial = bad_model_trial(cloud, fleet, api, ids, bad.version, v3.version, canary, args)
+                        trial = bad_model_trial(cloud, fleet, api, ids, bad.version, good, canary, args)
                         trials.append({"woken": woken, **trial})
                         print(trials[-1], file=sys.stderr)
                         time.sleep(3 * max(1.0, args.tick))
@@ -263,6 +279,8 @@ def main() -> int:
                         result[f"bad_model_decided_s{suffix}"] = statistics.median(t["decided_s"] or 0 for t in mine)
                     result["bad_model_stopped_in_first_wave"] = all(t["stopped_in_first_wave"] for t in trials)
                     result["bad_model_reason"] = trials[-1]["reason"]
+                    if args.bad_only:
+                        return _finish(result)
                     # the clients in a process of their own: 100 client threads sharing this process's GIL with
                     # the server and the agents would measure the load generator as much as the API
                     with mp.get_context("spawn").Pool(1) as pool:
@@ -277,6 +295,10 @@ def main() -> int:
                     p50, p99, failed = pool.apply(api_latency, (cloud.api_url or "", token))
                 result.update(api_idle_fleet_p50_ms=round(p50, 1), api_idle_fleet_p99_ms=round(p99, 1),
                               api_idle_fleet_failed_share=failed)  # fmt: skip
+    return _finish(result)
+
+
+def _finish(result: dict[str, Any]) -> int:
     if result.get("all_at_once_s") and result.get("staged_rollout_s"):
         result["staged_over_all_at_once"] = round(result["staged_rollout_s"] / result["all_at_once_s"], 2)
     print(json.dumps(result))

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from cloud.api.auth import API_PREFIX, check_routes
 from cloud.api.deps import AppServices
 from cloud.api.docs import add_offline_docs
+from cloud.api.fast_reads import FastReads, ReadRoutes
 from cloud.api.limits import BodySizeLimit, reject_nul
 from cloud.api.read_cache import ForgetReadsOnWrite, ReadCache
 from cloud.api.routes import (
@@ -50,6 +51,10 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
     app.state.read_cache = ReadCache[bytes](settings.api_read_cache_s)  # list answers (cloud.api.read_cache)
     app.state.token_cache = ReadCache[object](settings.api_token_cache_s, max_entries=4096)  # cloud.api.auth
     app.add_middleware(ForgetReadsOnWrite, cache=app.state.read_cache)
+    app.state.read_routes = ReadRoutes()
+    # outermost: a repeated GET of a cached list skips routing and dependencies (cloud.api.fast_reads)
+    app.add_middleware(FastReads, routes=app.state.read_routes, reads=app.state.read_cache,
+                       tokens=app.state.token_cache)  # fmt: skip
     app.state.services = services
     app.state.settings = settings
     app.state.enroll_throttle = RefusalThrottle(settings.enroll_refusals_per_minute, 60.0)

@@ -77,6 +77,7 @@ class Authorize:
             raise ForbiddenError(f"{request.method} {request.url.path} needs the {required} role; "
                                  f"token {operator.token_id} is {operator.role}")
         request.state.operator = operator
+        request.state.required_role = required  # what cloud.api.fast_reads checks a repeated GET against
         return operator
 
 

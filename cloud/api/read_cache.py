@@ -56,6 +56,11 @@ class ReadCache(Generic[V]):
         # shielded: a caller that goes away (client disconnect) does not cancel the others' shared load
         return await asyncio.shield(task)
 
+    def peek(self, key: Hashable) -> V | None:
+        """The value kept for key if still fresh, else None; never loads (the fast lane's look-up)."""
+        hit = self._values.get(key)
+        return hit[1] if hit is not None and hit[0] > self._clock() else None
+
     async def _load(self, key: Hashable, load: Callable[[], Awaitable[V]], generation: int) -> V:
         try:
             self.loads += 1

@@ -216,6 +216,9 @@ class DeploymentTargetBase(SQLModel):
 class DeploymentTarget(DeploymentTargetBase, table=True):
     deployment_id: str = Field(primary_key=True, foreign_key="deployment.id")
     device_id: str = Field(primary_key=True, foreign_key="device.id", index=True)
+    # "model@version" the device itself named as its previous model when it reported this deployment's model
+    # active ("" until then, or if it ran none): what a rollback of this deployment returns it to
+    previous_model: str = ""
 
 
 class DeploymentTargetPublic(DeploymentTargetBase):

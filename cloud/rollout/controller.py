@@ -22,7 +22,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cloud.db import RolloutState, TargetStatus
-from cloud.db.tables import Deployment, DeploymentCreate, Device
+from cloud.db.tables import Deployment, DeploymentCreate, DeploymentTarget, Device
 from cloud.errors import ConflictError, NotFoundError
 from cloud.identity.enrollment import expected_devices
 from cloud.periodic import Periodic
@@ -239,15 +239,19 @@ class RolloutController(Periodic):
         return target_devices(session, self.deployer.director, deployment, wave, self.clock)
 
     def _roll_back(self, session: Session, rollout: Rollout, deployment: Deployment) -> tuple[list[Outgoing], dict]:
-        """Each opened device still on this deployment goes back to the model it ran before, as an ordinary
-        new deployment per previous version (next counter: devices accept it as the rollback it is)."""
+        """Each opened device still on this deployment goes back to the model it ran before (`_return_to`), as
+        an ordinary new deployment per previous version (next counter: devices accept it as the rollback it
+        is)."""
         opened = [d for w in rollout.waves[: rollout.current_wave + 1] for d in w]
-        live = {t.device_id for t in targets_of(session, deployment.id) if t.status != TargetStatus.SUPERSEDED}
+        live = {t.device_id: t for t in targets_of(session, deployment.id) if t.status != TargetStatus.SUPERSEDED}
         enrolled = expected_devices(session, [d for d in opened if d in live])
+        devices = {d.id: d for d in session.exec(select(Device).where(col(Device.id).in_(list(enrolled))))}
         groups: dict[str, list[str]] = defaultdict(list)
         for device_id in opened:
             if device_id in enrolled:
-                groups[rollout.previous.get(device_id, "")].append(device_id)
+                back = _return_to(live[device_id], devices.get(device_id), deployment,
+                                  rollout.previous.get(device_id, ""))  # fmt: skip
+                groups[back].append(device_id)
         outgoing: list[Outgoing] = []
         restored: dict[str, int] = {}
         for previous, device_ids in groups.items():
@@ -268,6 +272,24 @@ class RolloutController(Periodic):
             restored[previous] = len(device_ids)
         kept = sum(len(ids) for prev, ids in groups.items() if prev not in restored)
         return outgoing, {"restored": restored, "kept_new_model": kept}
+
+
+def _return_to(target: DeploymentTarget, device: Device | None, deployment: Deployment, at_open: str) -> str:
+    """The model ("model@version", "" for none) a rollback returns one device to: the model it ran just
+    before this deployment's, on the best evidence there is. The registry's device row can lag the device
+    (its reports wait in the ingestion queue; a rollout started right after another saw rows still naming the
+    model before last), so a guess made when the wave opened is the last resort:
+      1. the previous model the device itself named when it reported this deployment's model active (the one
+         it keeps loaded on probation);
+      2. it never reported this deployment's model active: the model its latest report names, which it keeps;
+      3. what its device row named when the wave opened."""
+    if target.previous_model:
+        return target.previous_model
+    if device is not None and device.active_model_id and device.active_version:
+        running = f"{device.active_model_id}@{device.active_version}"
+        if running != f"{deployment.model_id}@{deployment.version}":
+            return running
+    return at_open
 
 
 def _position(rollout: Rollout) -> Position:

@@ -46,6 +46,9 @@ def record_report(session: Session, device_id: str, report: pb.ReportedState, *,
         return
     failed = status == TargetStatus.FAILED
     target.status = status
+    previous = report.previous_model
+    if status == TargetStatus.SUCCEEDED and previous.model_id and previous.version:
+        target.previous_model = f"{previous.model_id}@{previous.version}"  # the device's word, not our guess
     target.error_code = (report.last_error.code or None) if failed else None
     target.error_message = (report.last_error.message or None) if failed else None
     target.updated_at_ms = clock()

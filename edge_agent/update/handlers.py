@@ -24,6 +24,7 @@ from edge_agent.update.actions import (
     LoadModel,
     PruneModels,
     Report,
+    RollBack,
     RunSelfTest,
     VerifyArtifact,
     WriteChunk,
@@ -69,8 +70,9 @@ def on_started(up: UpdateContext, _event: Event, _now: Instant) -> list[Action]:
     return [VerifyArtifact(up.attempt, pending.target.artifact(), downloaded), Report()]
 
 
-def on_desired(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
-    """Act on a desired state only once everything in it verifies; a refusal changes no state at all."""
+def on_desired(up: UpdateContext, event: Event, now: Instant, *, previous_loaded: bool = False) -> list[Action]:
+    """Act on a desired state only once everything in it verifies; a refusal changes no state at all.
+    `previous_loaded`: the previous model is still loaded (a probation), so going back to it is a swap."""
     assert isinstance(event, DesiredReceived)
     desired, accepted = event.desired, up.accepted_counter
     digest = hashlib.sha256(desired.SerializeToString(deterministic=True)).hexdigest()
@@ -92,9 +94,11 @@ def on_desired(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
     up.accept(verified.root)
     if verified.manifest is None:
         return _clear(up, counter)
-    active = up.journal.active
+    active, previous = up.journal.active, up.journal.previous
     if active is not None and desired.manifest.manifest == _inner_manifest(active):
         return _already_active(up, counter, deployment_id)
+    if previous_loaded and previous is not None and desired.manifest.manifest == _inner_manifest(previous):
+        return _back_to_loaded_previous(up, counter, deployment_id)
     actions: list[Action] = [Emit(pb.EVENT_KIND_UPDATE_STARTED, deployment_id)]
     try:
         runtimes, on_disk = up.usable_runtimes(), up.journal.models_on_disk()
@@ -173,6 +177,35 @@ def _already_active(up: UpdateContext, counter: int, deployment_id: str) -> list
         )
     )
     return actions + [Report()]
+
+
+def _back_to_loaded_previous(up: UpdateContext, counter: int, deployment_id: str) -> list[Action]:
+    """The cloud assigns the previous model while it is still loaded (the new one is on probation): swap it
+    back in at once, as a local rollback does. It verified, loaded and passed its self-test when it was
+    installed and served until the activation; going through download, verify, load and self-test again
+    took most of a second per device of a staged rollout's recovery. The journal then reads as after any
+    activation of it: the model it replaces is the previous one, and no probation starts (as
+    `UpdateContext.new_probation` decides for a rollback the cloud ordered)."""
+    journal = up.journal
+    assert journal.previous is not None
+    actions = up.discard_pending()
+    up.state = State.ACTIVE
+    return actions + [
+        Emit(pb.EVENT_KIND_UPDATE_STARTED, deployment_id),
+        up.save(
+            active=journal.previous,
+            previous=journal.active,
+            desired_generation=counter,
+            deployment_id=deployment_id,
+            outcome=Outcome.ACTIVE,
+            last_error=None,
+            pending=None,
+            probation=None,
+        ),
+        RollBack(journal.previous),
+        Emit(pb.EVENT_KIND_ACTIVATED, deployment_id, journal.previous),
+        Report(),
+    ]
 
 
 def _clear(up: UpdateContext, counter: int) -> list[Action]:

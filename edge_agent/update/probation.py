@@ -64,11 +64,14 @@ def on_health(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
 
 
 def on_desired_in_probation(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
-    """A desired state while on probation: another model ends the probation and goes the usual way; a
-    refusal, a re-delivery or a new assignment of the model on probation lets the probation go on."""
+    """A desired state while on probation: another model ends the probation and goes the usual way; the
+    previous model (the cloud rolls back) is swapped back in at once, still loaded; a refusal, a re-delivery
+    or a new assignment of the model on probation lets the probation go on."""
     probation, active = up.journal.probation, up.journal.active
     up.journal = up.journal.with_(probation=None)
-    actions = handlers.on_desired(up, event, now)
+    actions = handlers.on_desired(up, event, now, previous_loaded=True)
+    if any(isinstance(a, RollBack) for a in actions):
+        return actions  # the swap ends the probation (stops shadowing, lets the model it replaces go)
     if up.state is State.PROBATION or (up.state is State.ACTIVE and up.journal.active == active):
         up.state = State.PROBATION
         up.journal = up.journal.with_(probation=probation)

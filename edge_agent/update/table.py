@@ -88,7 +88,8 @@ TRANSITIONS: dict[tuple[State, E], Transition] = {
     # PROBATION (the new model serves; the previous one stays loaded: shadowed, and ready to roll back to)
     (PROBATION, E.STARTED): Transition(h.on_started, {PROBATION}),
     (PROBATION, E.HEALTH): Transition(p.on_health, {PROBATION, ACTIVE, FAILED}),
-    (PROBATION, E.DESIRED): Transition(p.on_desired_in_probation, {PROBATION, DOWNLOADING, VERIFYING, FAILED, IDLE}),
+    (PROBATION, E.DESIRED): Transition(p.on_desired_in_probation,
+                                        {PROBATION, DOWNLOADING, VERIFYING, ACTIVE, FAILED, IDLE}),
     (PROBATION, E.TRUST): Transition(h.on_trust, {PROBATION}),
     # FAILED
     (FAILED, E.STARTED): Transition(h.on_started, {FAILED}),

@@ -36,6 +36,8 @@ class TelemetryFleet:
         self.seq: dict[str, int] = {}
         self.error_share: dict[str, float] = {}  # version -> share of inferences that fail
         self.accuracy: dict[str, float] = {}  # version -> share of labelled inferences that are right
+        self.active: dict[str, str] = {}  # device -> the version it runs (what its agent would know)
+        self.previous: dict[str, str] = {}  # device -> the version it ran before that (reported, as agents do)
 
     def _send(self, device_id: str, channel: Channel, message: object) -> None:
         Ingestor(self.engine).process([(device_topic(device_id, channel), message.SerializeToString())])  # type: ignore[attr-defined]
@@ -48,10 +50,21 @@ class TelemetryFleet:
         found = self.broker.retained_for(device_topic(device_id, Channel.DESIRED))
         return pb.DesiredState.FromString(found[0][1]) if found else None
 
+    def install(self, device_id: str, version: str) -> None:
+        """The device activates `version` (the previous one stays its `previous`), reporting nothing yet."""
+        if self.active.get(device_id) != version:
+            if device_id in self.active:
+                self.previous[device_id] = self.active[device_id]
+            self.active[device_id] = version
+
     def running(self, device_id: str, version: str, deployment_id: str = "", generation: int = 0) -> None:
+        """The device runs `version` and says so (with the model it ran before, as agents report it)."""
+        self.install(device_id, version)
+        previous = self.previous.get(device_id)
         self._send(device_id, Channel.REPORTED, pb.ReportedState(
             schema_version=1, device_id=device_id, seq=self._next(device_id), ts_ms=self.clock.ms,
             active_model=pb.ModelRef(model_id="m", version=version, sequence=int(version)),
+            previous_model=pb.ModelRef(model_id="m", version=previous, sequence=int(previous)) if previous else None,
             update_state=pb.UPDATE_STATE_ACTIVE, deployment_id=deployment_id, desired_generation=generation,
             runtimes=["onnxruntime"], agent_version="0.4.0",
         ))  # fmt: skip

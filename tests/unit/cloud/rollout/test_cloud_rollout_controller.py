@@ -119,6 +119,30 @@ def test_a_model_that_errors_is_stopped_in_its_first_wave_and_rolled_back(world)
     assert controller.step(deployment.id) is None  # finished: nothing more happens
 
 
+def test_a_rollback_returns_devices_to_what_they_ran_not_to_a_stale_registry_row(
+    world, any_engine: Engine, register
+) -> None:  # type: ignore[no-untyped-def]
+    """The devices took version 2, but their reports still wait in the ingestion queue when a canary of 3
+    opens: their registry rows say 1. The canaries then report 3 active, naming 2 as their previous model,
+    and 3 breaches: they go back to 2, the model they ran, not to the row's 1."""
+    deployer, controller, fleet, clock = world
+    with Session(any_engine) as session:
+        register(session, "m")  # version 3
+    deployer.deploy(DeploymentCreate(model_id="m", version="2", device_ids=DEVICES))
+    for device_id in DEVICES:
+        fleet.install(device_id, "2")  # activated; its report has not reached the registry yet
+    fleet.error_share["3"] = 0.2
+    policy = RolloutPolicy(strategy="canary", canary=2, dwell_s=60, gates=GATES)
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", version="3", device_ids=DEVICES), staged=policy)
+    assert controller.step(deployment.id) is Action.OPEN_WAVE
+    canaries = [d for d, v in versions(fleet).items() if v == "3"]
+    assert len(canaries) == 2
+    fleet.live()
+    clock.ms += 10_000
+    assert controller.step(deployment.id) is Action.ROLLBACK
+    assert {d: versions(fleet)[d] for d in canaries} == {d: "2" for d in canaries}
+
+
 def test_operators_pause_resume_cancel_and_roll_back(world) -> None:  # type: ignore[no-untyped-def]
     deployer, controller, fleet, clock = world
     policy = RolloutPolicy(strategy="waves", first_wave=2, dwell_s=0, gates=GATES, on_breach="pause")

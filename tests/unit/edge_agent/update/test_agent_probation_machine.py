@@ -83,14 +83,37 @@ def test_only_an_activation_with_a_model_to_fall_back_to_starts_a_probation(keys
     assert disabled.state is State.ACTIVE
 
 
-def test_the_cloud_rolling_back_to_the_previous_model_starts_no_probation(keys: Keys) -> None:
+def test_the_cloud_rolling_back_during_the_probation_swaps_the_loaded_previous_model_in_at_once(keys: Keys) -> None:
     v1 = make_release(keys.signer, "v1", 1)
     up = _updater(keys)
     _activate(up, keys, "v1", 1, v1)
     _activate(up, keys, "v2", 2)
-    actions = _activate(up, keys, "v1", 3, v1)  # an operator's rollback: a new assignment of v1
+    on_v1, on_v2 = up.journal.previous, up.journal.active
+    # a staged rollout's rollback: a new assignment of v1, still loaded: no download, verify, load, self-test
+    actions = up.handle(DesiredReceived(desired_state("dev-1", v1, 3)), NOW)
     assert up.state is State.ACTIVE and up.journal.probation is None
-    assert not _of(actions, Activate)[0].keep_previous and isinstance(actions[0], EndProbation)
+    assert _of(actions, RollBack) == [RollBack(on_v1)] and not _of(actions, Activate)  # type: ignore[arg-type]
+    assert not _of(actions, EndProbation)  # RollBack lets the replaced model go itself; none first
+    saved = _of(actions, SaveJournal)[-1].journal
+    assert actions.index(_of(actions, SaveJournal)[-1]) < actions.index(_of(actions, RollBack)[0])  # journalled first
+    assert (saved.active, saved.previous, saved.desired_generation, saved.outcome) == (on_v1, on_v2, 3, Outcome.ACTIVE)
+    assert [e.kind for e in _of(actions, Emit)] == [pb.EVENT_KIND_UPDATE_STARTED, pb.EVENT_KIND_ACTIVATED]
+    assert up.view().state.wire == pb.UPDATE_STATE_ACTIVE and up.view().desired_generation == 3
+    assert up.handle(DesiredReceived(desired_state("dev-1", v1, 3)), NOW) == [Report()]  # a re-delivery: nothing
+
+
+def test_the_cloud_rolling_back_after_the_probation_loads_the_model_again_and_starts_no_probation(
+    keys: Keys,
+) -> None:
+    v1 = make_release(keys.signer, "v1", 1)
+    up = _updater(keys)
+    _activate(up, keys, "v1", 1, v1)
+    _activate(up, keys, "v2", 2)
+    up.handle(HealthCheck(1, 0), Instant(NOW.wall_ms + 600_000, NOW.mono_s + 600))  # passed: v1 let go
+    assert up.state is State.ACTIVE
+    actions = _activate(up, keys, "v1", 3, v1)  # an operator's rollback, later: v1 is no longer loaded
+    assert up.state is State.ACTIVE and up.journal.probation is None
+    assert not _of(actions, Activate)[0].keep_previous and not _of(actions, RollBack)
 
 
 def test_the_error_rate_judges_only_from_the_minimum_of_calls_then_rolls_back(keys: Keys) -> None:
