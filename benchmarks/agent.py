@@ -7,7 +7,7 @@ The model is sklearn's digits MLP (64 features, 10 classes) compiled by model_co
 installed through the real update path. Memory, threads and start-up are measured in a child process per
 configuration (this file run with --child: it imports the agent only, never cloud or model_compiler):
     bare    the runtime alone with the model loaded (import + load_model)
-    stock   the agent as it was: runtime defaults (spinning thread pools, memory arena), gRPC with 4 workers,
+    stock   the agent as it was: runtime defaults (spinning thread pools, memory arena), grpcio with 4 workers,
             pydantic-settings and cryptography imported at start, glibc's default malloc arenas
     lean    the agent as it is now (edge_agent defaults, malloc arenas capped as `edgefleet-agent run` does)
 and, to price each change on its own, the lean agent with that one change undone:
@@ -15,7 +15,7 @@ and, to price each change on its own, the lean agent with that one change undone
     +crypto     cryptography's Ed25519 imported at start, as checking the trust chain and the retained desired
                 state at every start did (now checked once per content, edge_agent.config / update.handlers)
     +arenas     glibc's default malloc arenas (no MALLOC_ARENA_MAX / mallopt)
-    +workers4   a gRPC pool of 4 workers
+    +grpcio     the local gRPC API served by grpcio (4 workers) instead of grpclib
     +runtime    the runtime's own defaults (RuntimeTuning.stock())
 and the lean agent of a device that needs no local API (nogrpc: grpc_address "", grpc never imported).
 A child serves gRPC, talks to a private Mosquitto holding what the cloud keeps retained for it (its
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 RUNTIMES = ("onnxruntime", "tflite")
-UNDONE = ("+pydantic", "+crypto", "+arenas", "+workers4", "+runtime")  # one lean change undone each
+UNDONE = ("+pydantic", "+crypto", "+arenas", "+grpcio", "+runtime")  # one lean change undone each
 VARIANTS = ("bare", "stock", "lean", *UNDONE, "nogrpc")  # nogrpc: lean without the local gRPC API (grpc_address "")
 
 
@@ -94,12 +94,39 @@ def child(args: argparse.Namespace) -> int:
         return 0
     from edge_agent.serving.grpc_server import start_grpc_server
 
-    server = start_grpc_server(agent, settings.grpc_address, **({"max_workers": 4} if "+workers4" in undone else {}))
+    server = (start_grpcio_server if "+grpcio" in undone else start_grpc_server)(agent, settings.grpc_address)
     print(f"ready {server.port}", flush=True)
     sys.stdin.read()
     server.stop()
     agent.stop()
     return 0
+
+
+def start_grpcio_server(agent: Any, address: str) -> Any:
+    """The local API as the agent served it before (grpcio, a pool of 4 workers), same handlers."""
+    from concurrent import futures
+    from types import SimpleNamespace
+
+    import grpc
+
+    from edge_agent.serving import grpc_server
+    from protocols.v1 import agent_pb2_grpc
+
+    class Service(agent_pb2_grpc.EdgeInferenceServicer):
+        def Predict(self, request: Any, context: Any) -> Any:
+            try:
+                return grpc_server.predict(agent, request)
+            except grpc_server.CallError as exc:
+                context.abort(grpc.StatusCode[exc.status.name], exc.message)
+
+        def Status(self, request: Any, context: Any) -> Any:
+            return grpc_server.status(agent, request)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
+    agent_pb2_grpc.add_EdgeInferenceServicer_to_server(Service(), server)
+    port = server.add_insecure_port(address)
+    server.start()
+    return SimpleNamespace(port=port, stop=lambda: server.stop(1).wait(2))
 
 
 # ------------------------------------------------------------------------------------- the parent
