@@ -9,7 +9,8 @@ configuration (this file run with --child: it imports the agent only, never clou
     bare    the runtime alone with the model loaded (import + load_model)
     stock   the agent as it was: runtime defaults (spinning thread pools, memory arena), grpcio with 4 workers,
             pydantic-settings and cryptography imported at start, glibc's default malloc arenas
-    lean    the agent as it is now (edge_agent defaults, malloc arenas capped as `edgefleet-agent run` does)
+    lean    the agent as it is now, made as `edgefleet-agent run` makes it (edge_agent defaults, runtimes probed
+            and cached, malloc arenas capped)
 and, to price each change on its own, the lean agent with that one change undone:
     +pydantic   pydantic-settings imported (what the old settings class loaded)
     +crypto     cryptography's Ed25519 imported at start, as checking the trust chain and the retained desired
@@ -27,14 +28,13 @@ Prints one JSON object last.
 
 from __future__ import annotations
 
+# The child imports this module too: what only the parent needs (statistics, subprocess, tempfile, which pull
+# decimal, fractions, shutil, bz2, lzma) is imported where it is used, so the child holds the agent's modules only.
 import argparse
 import json
 import os
 import re
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -83,8 +83,10 @@ def child(args: argparse.Namespace) -> int:
         device_id=args.device, mqtt_url=args.mqtt, trust_path=args.trust, state_dir=args.state,
         grpc_address=args.grpc, telemetry_interval_s=3600, runtime_preference=[args.runtime],
     )  # fmt: skip
-    agent = Agent(settings, transport_for(settings), load_model=partial(runtime.load_model, tuning=tuning),
-                  runtimes=[args.runtime])  # fmt: skip
+    # as `edgefleet-agent run` makes it: the runtimes that import here (probed once in a child, then cached in
+    # the state dir) and the real loader; only +runtime plugs a loader in, with the runtime's own defaults
+    plugged = partial(runtime.load_model, tuning=tuning) if "+runtime" in undone else None
+    agent = Agent(settings, transport_for(settings), load_model=plugged)
     agent.start()
     if args.variant == "nogrpc":
         agent.wait_for(lambda s: s.HasField("active_model"), 30)
@@ -157,6 +159,8 @@ def first_answer(port: int, n_features: int, deadline: float) -> None:
 
 
 def measure_child(variant: str, rt: str, paths: dict[str, Any], n_features: int) -> dict[str, Any]:
+    import subprocess
+
     from support.net import free_port
 
     port = free_port()
@@ -199,7 +203,8 @@ def build(tmp: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
     from cloud.training.pipeline import build_estimator, load_dataset
     from edge_agent.agent import Agent
     from edge_agent.config import load_settings
-    from edge_agent.messages import offline_will
+    from edge_agent.messages import AGENT_VERSION, offline_will
+    from edge_agent.serving.probe import probe_runtimes
     from edge_agent.serving.runtime import runtime_for
     from edge_agent.transport import MemoryBroker, MemoryTransport
     from model_compiler.compiler import compile_estimator
@@ -235,6 +240,7 @@ def build(tmp: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
         agent.stop()
         if not ok:
             raise SystemExit(f"install on {rt} did not finish: {agent.status()}")
+        probe_runtimes(paths[rt], AGENT_VERSION)  # cached in the state dir, as after a device's first start
     cloud.transport.stop()
     return split, manifest, broker, paths
 
@@ -253,6 +259,8 @@ def retain_like_the_cloud(memory_broker: Any, url: str) -> None:
 
 def overhead(paths: dict[str, Any], manifest: Any, x_test: Any, seconds: float, rounds: int) -> dict[str, Any]:
     """Median agent / bare runtime time per call at batch 1 and 64, interleaved in rounds; and the window."""
+    import statistics
+
     import numpy as np
 
     from edge_agent.agent import Agent
@@ -323,6 +331,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         return child(args)
+    import tempfile
+
     sys.path.insert(1, str(ROOT / "tests"))
     from support.mosquitto import MosquittoBroker
 

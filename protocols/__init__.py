@@ -1,9 +1,8 @@
 """The wire contract shared by cloud and device: protobuf messages, topic map, chunk layout, error codes,
 and both halves of the trust chain (signing and verification).
 
-Nothing here does I/O. The gRPC stubs are imported only where a gRPC server or client runs:
-`protocols.v1.agent_pb2_grpc` (grpcio: clients, e.g. an app on the device) and `protocols.v1.agent_grpc`
-(grpclib: the agent's server). The agent depends on this package and never on `cloud` or
+Nothing here does I/O. The gRPC stubs (`protocols.v1.agent_pb2_grpc`) need grpcio and are imported
+only where a gRPC server or client runs. The agent depends on this package and never on `cloud` or
 `model_compiler`.
 
     topics.py     the MQTT topic map and grammar (names, filters, `$share/` subscriptions)

@@ -23,19 +23,16 @@ def main() -> int:
         f"-I{include}",
         f"--python_out={ROOT}",
         f"--pyi_out={ROOT}",
-        f"--grpc_python_out={ROOT}",  # agent_pb2_grpc.py: grpcio stubs, for clients (apps, tests, benchmarks)
-        # agent_grpc.py: grpclib stubs, for the agent's server (a pure-Python gRPC: ~11 MB less resident)
-        f"--plugin=protoc-gen-grpclib_python={Path(sys.executable).parent / 'protoc-gen-grpclib_python'}",
-        f"--grpclib_python_out={ROOT}",
+        f"--grpc_python_out={ROOT}",
         *protos,
     ]
     code = protoc.main(args)
     if code != 0:
         print("protoc failed", file=sys.stderr)
         return int(code)
-    # messages.proto has no service: drop its empty grpc modules.
-    for empty in ("messages_pb2_grpc.py", "messages_grpc.py"):
-        (ROOT / "protocols" / "v1" / empty).unlink(missing_ok=True)
+    # messages.proto has no service: drop its empty grpc module.
+    empty = ROOT / "protocols" / "v1" / "messages_pb2_grpc.py"
+    empty.unlink(missing_ok=True)
     print("generated:", ", ".join(protos))
     return 0
 

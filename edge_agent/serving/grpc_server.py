@@ -15,17 +15,19 @@ import asyncio
 import logging
 import socket
 import threading
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from grpclib.const import Status
+from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server, Stream
 
 from edge_agent.agent import Agent
 from edge_agent.errors import ConfigError, NoModelError
 from protocols.codes import ErrorCode
-from protocols.v1 import agent_grpc, agent_pb2
+from protocols.v1 import agent_pb2
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +81,25 @@ def status(agent: Agent, request: agent_pb2.StatusRequest) -> agent_pb2.StatusRe
     return agent_pb2.StatusResponse(state=agent.status(), inference_count=inferences, error_count=errors)
 
 
-class EdgeInferenceService(agent_grpc.EdgeInferenceBase):
+class EdgeInferenceService:
+    """The service's handlers, one per rpc of the proto (named alike), served by grpclib."""
+
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+
+    def __mapping__(self) -> dict[str, Handler]:
+        # read from the proto's descriptor, as grpclib's generated code would say it (that module would also
+        # import grpclib's client and http: ~0.2 MB an agent does not need)
+        service = agent_pb2.DESCRIPTOR.services_by_name["EdgeInference"]
+        return {
+            f"/{service.full_name}/{method.name}": Handler(
+                getattr(self, method.name),
+                Cardinality.UNARY_UNARY,
+                getattr(agent_pb2, method.input_type.name),
+                getattr(agent_pb2, method.output_type.name),
+            )
+            for method in service.methods
+        }
 
     async def Predict(self, stream: Stream[agent_pb2.PredictRequest, agent_pb2.PredictResponse]) -> None:
         request = await stream.recv_message()
@@ -98,12 +116,32 @@ class EdgeInferenceService(agent_grpc.EdgeInferenceBase):
         await stream.send_message(status(self.agent, request))
 
 
+class _Server(Server):
+    """grpclib's Server, also closing the connections of local apps at stop (asyncio's server of Python
+    3.11 leaves them open, and a connection left open holds its socket until the process ends)."""
+
+    def __init__(self, handlers: list[Any]) -> None:
+        super().__init__(handlers)
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> Any:
+        protocol = super()._protocol_factory()
+        self._connections.add(protocol)
+        return protocol
+
+    def drop_connections(self) -> None:
+        for protocol in list(self._connections):
+            connection = getattr(protocol, "connection", None)  # set once the connection is made
+            if connection is not None:
+                connection.close()
+
+
 @dataclass
 class GrpcServer:
     """A running server: its port, and stop()."""
 
     port: int
-    _server: Server
+    _server: _Server
     _loop: asyncio.AbstractEventLoop
     _thread: threading.Thread
 
@@ -113,11 +151,13 @@ class GrpcServer:
             return
 
         async def close() -> None:
-            self._server.close()
+            self._server.close()  # listens no more; calls under way are cancelled
             try:
                 await asyncio.wait_for(self._server.wait_closed(), max(grace_s, 0.01))
             except TimeoutError:
                 log.warning("gRPC server: calls still under way after %.1f s, dropped", grace_s)
+            self._server.drop_connections()
+            await asyncio.sleep(0)  # the transports' closing callbacks run (they close the sockets)
 
         try:
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(grace_s + 5)
@@ -154,8 +194,8 @@ def start_grpc_server(agent: Agent, address: str) -> GrpcServer:
     thread = threading.Thread(target=loop.run_forever, name=f"edgefleet-grpc-{agent.device_id}", daemon=True)
     thread.start()
 
-    async def start() -> Server:
-        server = Server([EdgeInferenceService(agent)])  # made on its loop: grpclib binds the running one
+    async def start() -> _Server:
+        server = _Server([EdgeInferenceService(agent)])  # made on its loop: grpclib binds the running one
         await server.start(sock=sock)
         return server
 
