@@ -7,15 +7,16 @@ The model is sklearn's digits MLP (64 features, 10 classes) compiled by model_co
 installed through the real update path. Memory, threads and start-up are measured in a child process per
 configuration (this file run with --child: it imports the agent only, never cloud or model_compiler):
     bare    the runtime alone with the model loaded (import + load_model)
-    stock   the agent as it was: runtime defaults (spinning thread pools, memory arena), gRPC with 4 workers,
+    stock   the agent as it was: runtime defaults (spinning thread pools, memory arena), grpcio with 4 workers,
             pydantic-settings and cryptography imported at start, glibc's default malloc arenas
-    lean    the agent as it is now (edge_agent defaults, malloc arenas capped as `edgefleet-agent run` does)
+    lean    the agent as it is now, made as `edgefleet-agent run` makes it (edge_agent defaults, runtimes probed
+            and cached, malloc arenas capped)
 and, to price each change on its own, the lean agent with that one change undone:
     +pydantic   pydantic-settings imported (what the old settings class loaded)
     +crypto     cryptography's Ed25519 imported at start, as checking the trust chain and the retained desired
                 state at every start did (now checked once per content, edge_agent.config / update.handlers)
     +arenas     glibc's default malloc arenas (no MALLOC_ARENA_MAX / mallopt)
-    +workers4   a gRPC pool of 4 workers
+    +grpcio     the local gRPC API served by grpcio (4 workers) instead of grpclib
     +runtime    the runtime's own defaults (RuntimeTuning.stock())
 and the lean agent of a device that needs no local API (nogrpc: grpc_address "", grpc never imported).
 A child serves gRPC, talks to a private Mosquitto holding what the cloud keeps retained for it (its
@@ -27,14 +28,13 @@ Prints one JSON object last.
 
 from __future__ import annotations
 
+# The child imports this module too: what only the parent needs (statistics, subprocess, tempfile, which pull
+# decimal, fractions, shutil, bz2, lzma) is imported where it is used, so the child holds the agent's modules only.
 import argparse
 import json
 import os
 import re
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 RUNTIMES = ("onnxruntime", "tflite")
-UNDONE = ("+pydantic", "+crypto", "+arenas", "+workers4", "+runtime")  # one lean change undone each
+UNDONE = ("+pydantic", "+crypto", "+arenas", "+grpcio", "+runtime")  # one lean change undone each
 VARIANTS = ("bare", "stock", "lean", *UNDONE, "nogrpc")  # nogrpc: lean without the local gRPC API (grpc_address "")
 
 
@@ -83,8 +83,10 @@ def child(args: argparse.Namespace) -> int:
         device_id=args.device, mqtt_url=args.mqtt, trust_path=args.trust, state_dir=args.state,
         grpc_address=args.grpc, telemetry_interval_s=3600, runtime_preference=[args.runtime],
     )  # fmt: skip
-    agent = Agent(settings, transport_for(settings), load_model=partial(runtime.load_model, tuning=tuning),
-                  runtimes=[args.runtime])  # fmt: skip
+    # as `edgefleet-agent run` makes it: the runtimes that import here (probed once in a child, then cached in
+    # the state dir) and the real loader; only +runtime plugs a loader in, with the runtime's own defaults
+    plugged = partial(runtime.load_model, tuning=tuning) if "+runtime" in undone else None
+    agent = Agent(settings, transport_for(settings), load_model=plugged)
     agent.start()
     if args.variant == "nogrpc":
         agent.wait_for(lambda s: s.HasField("active_model"), 30)
@@ -94,12 +96,39 @@ def child(args: argparse.Namespace) -> int:
         return 0
     from edge_agent.serving.grpc_server import start_grpc_server
 
-    server = start_grpc_server(agent, settings.grpc_address, **({"max_workers": 4} if "+workers4" in undone else {}))
+    server = (start_grpcio_server if "+grpcio" in undone else start_grpc_server)(agent, settings.grpc_address)
     print(f"ready {server.port}", flush=True)
     sys.stdin.read()
     server.stop()
     agent.stop()
     return 0
+
+
+def start_grpcio_server(agent: Any, address: str) -> Any:
+    """The local API as the agent served it before (grpcio, a pool of 4 workers), same handlers."""
+    from concurrent import futures
+    from types import SimpleNamespace
+
+    import grpc
+
+    from edge_agent.serving import grpc_server
+    from protocols.v1 import agent_pb2_grpc
+
+    class Service(agent_pb2_grpc.EdgeInferenceServicer):
+        def Predict(self, request: Any, context: Any) -> Any:
+            try:
+                return grpc_server.predict(agent, request)
+            except grpc_server.CallError as exc:
+                context.abort(grpc.StatusCode[exc.status.name], exc.message)
+
+        def Status(self, request: Any, context: Any) -> Any:
+            return grpc_server.status(agent, request)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
+    agent_pb2_grpc.add_EdgeInferenceServicer_to_server(Service(), server)
+    port = server.add_insecure_port(address)
+    server.start()
+    return SimpleNamespace(port=port, stop=lambda: server.stop(1).wait(2))
 
 
 # ------------------------------------------------------------------------------------- the parent
@@ -130,6 +159,8 @@ def first_answer(port: int, n_features: int, deadline: float) -> None:
 
 
 def measure_child(variant: str, rt: str, paths: dict[str, Any], n_features: int) -> dict[str, Any]:
+    import subprocess
+
     from support.net import free_port
 
     port = free_port()
@@ -172,7 +203,8 @@ def build(tmp: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
     from cloud.training.pipeline import build_estimator, load_dataset
     from edge_agent.agent import Agent
     from edge_agent.config import load_settings
-    from edge_agent.messages import offline_will
+    from edge_agent.messages import AGENT_VERSION, offline_will
+    from edge_agent.serving.probe import probe_runtimes
     from edge_agent.serving.runtime import runtime_for
     from edge_agent.transport import MemoryBroker, MemoryTransport
     from model_compiler.compiler import compile_estimator
@@ -208,6 +240,7 @@ def build(tmp: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
         agent.stop()
         if not ok:
             raise SystemExit(f"install on {rt} did not finish: {agent.status()}")
+        probe_runtimes(paths[rt], AGENT_VERSION)  # cached in the state dir, as after a device's first start
     cloud.transport.stop()
     return split, manifest, broker, paths
 
@@ -226,6 +259,8 @@ def retain_like_the_cloud(memory_broker: Any, url: str) -> None:
 
 def overhead(paths: dict[str, Any], manifest: Any, x_test: Any, seconds: float, rounds: int) -> dict[str, Any]:
     """Median agent / bare runtime time per call at batch 1 and 64, interleaved in rounds; and the window."""
+    import statistics
+
     import numpy as np
 
     from edge_agent.agent import Agent
@@ -296,6 +331,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         return child(args)
+    import tempfile
+
     sys.path.insert(1, str(ROOT / "tests"))
     from support.mosquitto import MosquittoBroker
 

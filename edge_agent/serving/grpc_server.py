@@ -2,91 +2,207 @@
 
 Status codes: INVALID_ARGUMENT for input of the wrong shape or values (the message says expected vs
 got), FAILED_PRECONDITION while no model is active, INTERNAL for anything else (logged).
+
+The server is grpclib (pure-Python HTTP/2 on asyncio) on one thread of its own: on the wire it is the same
+gRPC that any client speaks (grpcio's included), and it costs a device ~4 MB resident and one thread where
+grpcio's server cost ~15 MB and eight (benchmarks/agent.py). Calls run on that thread one at a time, inline:
+an answer takes tens of microseconds, less than a hop to a worker thread would.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from concurrent import futures
+import socket
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import numpy as np
+from grpclib.const import Cardinality, Handler, Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Server, Stream
 
 from edge_agent.agent import Agent
 from edge_agent.errors import ConfigError, NoModelError
 from protocols.codes import ErrorCode
-from protocols.v1 import agent_pb2, agent_pb2_grpc
+from protocols.v1 import agent_pb2
 
 log = logging.getLogger(__name__)
 
+_START_TIMEOUT_S = 10.0
 
-class EdgeInferenceService(agent_pb2_grpc.EdgeInferenceServicer):
+
+class CallError(Exception):
+    """A call's answer is this status: raised by the handlers below, turned into the server's own error."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def predict(agent: Agent, request: agent_pb2.PredictRequest) -> agent_pb2.PredictResponse:
+    """One Predict call, whatever the server. Raises CallError."""
+    serving = agent.serving
+    if serving is None:
+        raise CallError(Status.FAILED_PRECONDITION, "no model is active on this device yet")
+    rows = request.rows or 1
+    n_features = serving.n_features
+    if len(request.values) != rows * n_features:
+        raise CallError(
+            Status.INVALID_ARGUMENT,
+            f"expected {rows} row(s) x {n_features} features = {rows * n_features} values, got {len(request.values)}",
+        )
+    x = np.asarray(request.values, dtype=np.float32).reshape(rows, n_features)
+    try:
+        inference = agent.infer(x, label=request.label or None)
+    except NoModelError as exc:
+        raise CallError(Status.FAILED_PRECONDITION, str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - mapped to a status code, never kills the server
+        if getattr(exc, "code", None) == ErrorCode.BAD_INPUT or isinstance(exc, ValueError):
+            raise CallError(Status.INVALID_ARGUMENT, str(exc)) from None
+        log.exception("Predict failed")
+        raise CallError(Status.INTERNAL, f"{type(exc).__name__}: {exc}") from None
+    prediction = inference.prediction
+    response = agent_pb2.PredictResponse(latency_us=inference.latency_us)
+    response.model.CopyFrom(inference.model)
+    if prediction.labels is not None:
+        response.labels.extend(str(label) for label in prediction.labels)
+    if prediction.values is not None:
+        response.values.extend(np.asarray(prediction.values, dtype=np.float32).reshape(-1).tolist())
+    return response
+
+
+def status(agent: Agent, request: agent_pb2.StatusRequest) -> agent_pb2.StatusResponse:
+    """One Status call, whatever the server."""
+    inferences, errors = agent.counts
+    return agent_pb2.StatusResponse(state=agent.status(), inference_count=inferences, error_count=errors)
+
+
+class EdgeInferenceService:
+    """The service's handlers, one per rpc of the proto (named alike), served by grpclib."""
+
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
-    def Predict(self, request: agent_pb2.PredictRequest, context: grpc.ServicerContext) -> agent_pb2.PredictResponse:
-        serving = self.agent.serving
-        if serving is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no model is active on this device yet")
-        assert serving is not None
-        rows = request.rows or 1
-        n_features = serving.n_features
-        if len(request.values) != rows * n_features:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"expected {rows} row(s) x {n_features} features = {rows * n_features} values, "
-                f"got {len(request.values)}",
+    def __mapping__(self) -> dict[str, Handler]:
+        # read from the proto's descriptor, as grpclib's generated code would say it (that module would also
+        # import grpclib's client and http: ~0.2 MB an agent does not need)
+        service = agent_pb2.DESCRIPTOR.services_by_name["EdgeInference"]
+        return {
+            f"/{service.full_name}/{method.name}": Handler(
+                getattr(self, method.name),
+                Cardinality.UNARY_UNARY,
+                getattr(agent_pb2, method.input_type.name),
+                getattr(agent_pb2, method.output_type.name),
             )
-        x = np.asarray(request.values, dtype=np.float32).reshape(rows, n_features)
-        try:
-            inference = self.agent.infer(x, label=request.label or None)
-        except NoModelError as exc:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except Exception as exc:  # noqa: BLE001 - mapped to a status code, never kills the server
-            if getattr(exc, "code", None) == ErrorCode.BAD_INPUT or isinstance(exc, ValueError):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            log.exception("Predict failed")
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        prediction = inference.prediction
-        response = agent_pb2.PredictResponse(latency_us=inference.latency_us)
-        response.model.CopyFrom(inference.model)
-        if prediction.labels is not None:
-            response.labels.extend(str(label) for label in prediction.labels)
-        if prediction.values is not None:
-            response.values.extend(np.asarray(prediction.values, dtype=np.float32).reshape(-1).tolist())
-        return response
+            for method in service.methods
+        }
 
-    def Status(self, request: agent_pb2.StatusRequest, context: grpc.ServicerContext) -> agent_pb2.StatusResponse:
-        inferences, errors = self.agent.counts
-        return agent_pb2.StatusResponse(state=self.agent.status(), inference_count=inferences, error_count=errors)
+    async def Predict(self, stream: Stream[agent_pb2.PredictRequest, agent_pb2.PredictResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None  # unary: grpclib has read the one message or failed the call
+        try:
+            response = predict(self.agent, request)
+        except CallError as exc:
+            raise GRPCError(exc.status, exc.message) from None
+        await stream.send_message(response)
+
+    async def Status(self, stream: Stream[agent_pb2.StatusRequest, agent_pb2.StatusResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await stream.send_message(status(self.agent, request))
+
+
+class _Server(Server):
+    """grpclib's Server, also closing the connections of local apps at stop (asyncio's server of Python
+    3.11 leaves them open, and a connection left open holds its socket until the process ends)."""
+
+    def __init__(self, handlers: list[Any]) -> None:
+        super().__init__(handlers)
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> Any:
+        protocol = super()._protocol_factory()
+        self._connections.add(protocol)
+        return protocol
+
+    def drop_connections(self) -> None:
+        for protocol in list(self._connections):
+            connection = getattr(protocol, "connection", None)  # set once the connection is made
+            if connection is not None:
+                connection.close()
 
 
 @dataclass
 class GrpcServer:
-    server: Any  # grpc.Server
+    """A running server: its port, and stop()."""
+
     port: int
+    _server: _Server
+    _loop: asyncio.AbstractEventLoop
+    _thread: threading.Thread
 
     def stop(self, grace_s: float = 1.0) -> None:
-        self.server.stop(grace_s).wait(grace_s + 1)
+        """Stop listening, give calls under way up to grace_s to finish, then end the thread."""
+        if not self._thread.is_alive():
+            return
+
+        async def close() -> None:
+            self._server.close()  # listens no more; calls under way are cancelled
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), max(grace_s, 0.01))
+            except TimeoutError:
+                log.warning("gRPC server: calls still under way after %.1f s, dropped", grace_s)
+            self._server.drop_connections()
+            await asyncio.sleep(0)  # the transports' closing callbacks run (they close the sockets)
+
+        try:
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(grace_s + 5)
+        finally:
+            _end(self._loop, self._thread)
 
 
-def start_grpc_server(agent: Agent, address: str, *, max_workers: int = 4) -> GrpcServer:
-    """Serve EdgeInference on address ("host:port"; port 0 picks a free one, see .port).
+def _end(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    if not thread.is_alive():
+        loop.close()
 
-    SO_REUSEPORT is off: gRPC turns it on by default, so a second agent on the same port would bind as well
-    and local apps' calls would land on either agent at random; now the second one is refused."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"edgefleet-grpc-{agent.device_id}"),
-        options=[("grpc.so_reuseport", 0)],
-    )
-    agent_pb2_grpc.add_EdgeInferenceServicer_to_server(EdgeInferenceService(agent), server)
+
+def _listen(address: str) -> socket.socket:
+    """A listening socket on "host:port" (port 0: one the OS picks). No SO_REUSEPORT: with it (grpcio's
+    default) a second agent on the same port would bind as well and local apps' calls would land on either
+    agent at random; now the second one is refused."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:
+        return socket.create_server((host, int(port)), family=family, reuse_port=False)
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"grpc_address: cannot listen on {address} (is another agent using it?): {exc}") from None
-    if port == 0:
-        raise ConfigError(f"grpc_address: cannot listen on {address} (is another agent using it?)")
-    server.start()
-    return GrpcServer(server, port)
+
+
+def start_grpc_server(agent: Agent, address: str) -> GrpcServer:
+    """Serve EdgeInference on address ("host:port"; port 0 picks a free one, see .port) from a thread of its
+    own (edgefleet-grpc-{device id}). Raises ConfigError when it cannot listen there."""
+    sock = _listen(address)
+    port = int(sock.getsockname()[1])
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name=f"edgefleet-grpc-{agent.device_id}", daemon=True)
+    thread.start()
+
+    async def start() -> _Server:
+        server = _Server([EdgeInferenceService(agent)])  # made on its loop: grpclib binds the running one
+        await server.start(sock=sock)
+        return server
+
+    try:
+        server = asyncio.run_coroutine_threadsafe(start(), loop).result(_START_TIMEOUT_S)
+    except BaseException:
+        sock.close()
+        _end(loop, thread)
+        raise
+    return GrpcServer(port, server, loop, thread)

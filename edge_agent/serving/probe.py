@@ -7,7 +7,6 @@ version and location, so a start costs a child process only after an install or 
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -94,10 +93,31 @@ def _key(agent_version: str, module: str, dist: str) -> str | None:
         mtime = int(os.stat(origin).st_mtime) if origin else 0
     except OSError:
         mtime = 0
-    return f"{agent_version}|{module}|{_dist_version(dist)}|{origin}|{mtime}"
+    return f"{agent_version}|{module}|{_installed_version(dist, origin)}|{origin}|{mtime}"
+
+
+def _installed_version(dist: str, origin: str | None) -> str:
+    """The version in the name of the `NAME-VERSION.dist-info` folder beside the package, read at every start:
+    importlib.metadata would give the same string but costs the agent ~0.7 MB resident for as long as it runs
+    (it imports zipfile, csv and email's parser), so it is only the fallback (egg or unusual layouts)."""
+    if origin:
+        package = Path(origin)
+        site = package.parent.parent if package.name == "__init__.py" else package.parent
+        name = dist.replace("-", "_").lower()
+        try:
+            with os.scandir(site) as entries:
+                for entry in entries:
+                    stem, _, suffix = entry.name.rpartition(".")
+                    if suffix == "dist-info" and stem.lower().startswith(name + "-"):
+                        return stem[len(name) + 1 :]
+        except OSError:
+            pass
+    return _dist_version(dist)
 
 
 def _dist_version(dist: str) -> str:
+    import importlib.metadata
+
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:

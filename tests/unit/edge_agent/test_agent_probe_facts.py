@@ -73,3 +73,16 @@ def test_unreadable_facts_stay_unset(tmp_path: Path) -> None:
     facts = FactsReader(tmp_path / "missing", [], root=tmp_path / "nothing").read()
     assert facts.os == "" and facts.memory_total_bytes == 0 and not facts.HasField("temperature_c")
     assert facts.disk_free_bytes == 0 and facts.architecture  # platform.machine() is always there
+
+
+def test_the_installed_version_is_read_from_the_dist_info_folder_beside_the_package(tmp_path: Path) -> None:
+    """At every start, without importlib.metadata (what it imports stays resident for the agent's life)."""
+    package = tmp_path / "site" / "ai_edge_litert"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (tmp_path / "site" / "ai_edge_litert_extra-9.9.dist-info").mkdir()  # another distribution, not ours
+    (tmp_path / "site" / "AI_Edge_LiteRT-1.4.0.dist-info").mkdir()
+    assert probe._installed_version("ai-edge-litert", str(package / "__init__.py")) == "1.4.0"
+    assert probe._installed_version("ai-edge-litert", str(package)) == "1.4.0"  # a namespace package's folder
+    # no dist-info folder: importlib.metadata says (here: not installed at all)
+    assert probe._installed_version("no-such-dist-here", str(tmp_path / "site" / "x" / "__init__.py")) == ""
