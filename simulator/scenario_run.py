@@ -5,11 +5,18 @@ own data stream, and the timeline of deploys, drift and faults played out, then 
 Time on the timeline is wall time from the start of the run (after training and enrollment). The
 progress callback hears one line a second; the report says per group how many devices run the deployed
 version, how many failed and why, what they inferred and how well, and which faults hit them.
+
+Network profiles put a shaping proxy (simulator.netem) between the devices and the broker; faults inside a
+device (disk full, clock skew) go through simulator.faults. Every targeted device's update ends one of
+three ways, and the report says which per group and per network profile: updated (with the time from its
+deploy to running the version: p50/p95), failed (the agent's reported error, or the error event it sent
+last: a refusal changes no state), or still under way when the drain time ran out (its state then).
 """
 
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,8 +29,21 @@ from edge_agent.errors import NoModelError
 from protocols.v1 import messages_pb2 as pb
 from simulator.data import DataStream
 from simulator.data import Drift as DriftShape
+from simulator.faults import FaultHooks
 from simulator.host import AgentHost, DeviceSpec
-from simulator.scenario import BrokerRestart, Crash, Deploy, Disconnect, Drift, Scenario, ScenarioError
+from simulator.netem import NetworkProfile, NetworkShaper
+from simulator.scenario import (
+    BrokerRestart,
+    ClockSkew,
+    Corrupt,
+    Crash,
+    Deploy,
+    Disconnect,
+    DiskFull,
+    Drift,
+    Scenario,
+    ScenarioError,
+)
 
 __all__ = ["DeviceOutcome", "GroupReport", "RunReport", "run_scenario"]
 
@@ -44,6 +64,25 @@ class DeviceOutcome:
     correct: int = 0
     disconnects: int = 0
     crashes: int = 0
+    network: str = ""  # its profile's name ("" when not shaped)
+    outcome: str = ""  # of its update: updated | failed | pending ("" when no deploy targeted it)
+    update_s: float | None = None  # deploy to running the version
+    link_drops: int = 0  # the profile's random drops (Poisson) and connections TCP gave up on
+    link_stalls: int = 0  # retransmission stalls
+    corrupted_chunks: int = 0
+
+
+@dataclass
+class UpdateSummary:
+    """How the updates of some devices ended."""
+
+    targeted: int = 0
+    updated: int = 0
+    failed: int = 0
+    pending: int = 0  # still under way when the drain time ran out
+    update_p50_s: float | None = None
+    update_p95_s: float | None = None
+    reasons: dict[str, int] = field(default_factory=dict)  # error code -> devices (failed and pending)
 
 
 @dataclass
@@ -58,6 +97,11 @@ class GroupReport:
     disconnects: int
     crashes: int
     drifted: bool
+    network: str = ""
+    updates: UpdateSummary = field(default_factory=UpdateSummary)
+    link_drops: int = 0
+    link_stalls: int = 0
+    corrupted_chunks: int = 0
 
 
 @dataclass
@@ -69,6 +113,7 @@ class RunReport:
     rollout_s: float | None  # first deploy until every device it targeted runs the version (None: never)
     groups: list[GroupReport]
     failures: dict[str, str]  # device -> reason, for devices that did not end on the deployed version
+    networks: dict[str, UpdateSummary] = field(default_factory=dict)  # per network profile
     timeline: list[tuple[float, str]] = field(default_factory=list)
     devices_detail: list[DeviceOutcome] = field(default_factory=list)
 
@@ -102,33 +147,59 @@ def run_scenario(
                                         TrainingConfig(model_id=MODEL_ID, estimator=scenario.model.estimator,
                                                        seed=scenario.scenario.seed))  # fmt: skip
         group_of = {d: g.name for g in scenario.groups for d in g.device_ids()}
-        specs = []
-        with cloud.session() as session:
-            for group in scenario.groups:
-                labels = {"group": group.name, **group.labels}
-                facts = group.hardware.facts() if group.hardware is not None else None
-                for device_id in group.device_ids():
-                    password = enroll_device(session, device_id, labels).password
-                    specs.append(DeviceSpec(device_id, labels, password, facts))
-        progress(f"model v{trained.version} registered; starting {len(specs)} devices")
-        host = AgentHost(specs, mqtt_url=cloud.mqtt_url or "", mqtt_protocol="3.1.1",
-                         trust_path=cloud.trust_chain_path, state_root=data_dir / "devices",
-                         telemetry_interval_s=scenario.scenario.telemetry_interval_s)  # fmt: skip
-        with host:
-            play = _Timeline(scenario, host, trained, group_of, progress)
-            play.deploy = lambda ids: cloud.deployer.deploy(  # type: ignore[union-attr]
-                DeploymentCreate(model_id=MODEL_ID, version=trained.version, device_ids=ids))
-            play.restart_broker = lambda: cloud.broker.restart()
-            play.run()
-            host.flush_telemetry()
-            return play.report()
+        shaper = _shaper(scenario, group_of, cloud.mqtt_url or "") if scenario.shaped else None
+        try:
+            if shaper is not None:
+                progress(f"network profiles: devices connect through the shaping proxy at {shaper.start()}")
+            hooks = FaultHooks()
+            specs = []
+            with cloud.session() as session:
+                for group in scenario.groups:
+                    labels = {"group": group.name, **group.labels}
+                    facts = group.hardware.facts() if group.hardware is not None else None
+                    for device_id in group.device_ids():
+                        password = enroll_device(session, device_id, labels).password
+                        url = shaper.url if shaper is not None else None
+                        specs.append(DeviceSpec(device_id, labels, password, facts, url))
+            progress(f"model v{trained.version} registered; starting {len(specs)} devices")
+            host = AgentHost(specs, mqtt_url=cloud.mqtt_url or "", mqtt_protocol="3.1.1",
+                             trust_path=cloud.trust_chain_path, state_root=data_dir / "devices",
+                             telemetry_interval_s=scenario.scenario.telemetry_interval_s, hooks=hooks)  # fmt: skip
+            with host:
+                play = _Timeline(scenario, host, trained, group_of, progress, hooks, shaper)
+                play.deploy = lambda ids: cloud.deployer.deploy(  # type: ignore[union-attr]
+                    DeploymentCreate(model_id=MODEL_ID, version=trained.version, device_ids=ids)
+                )
+                play.restart_broker = lambda: cloud.broker.restart()
+                play.run()
+                host.flush_telemetry()
+                return play.report()
+        finally:
+            if shaper is not None:
+                shaper.stop()
+
+
+def _shaper(scenario: Scenario, group_of: dict[str, str], broker_url: str) -> NetworkShaper:
+    """The proxy every device connects through, each shaped by its group's profile (unshaped: none)."""
+    unshaped = NetworkProfile()
+
+    def profile_of(device_id: str) -> NetworkProfile:
+        network = scenario.group(group_of[device_id]).network if device_id in group_of else None
+        return scenario.profile(network) if network else unshaped
+
+    return NetworkShaper(broker_url, profile_of, seed=scenario.scenario.seed)
 
 
 class _Timeline:
     def __init__(self, scenario: Scenario, host: AgentHost, trained: Any, group_of: dict[str, str],
-                 progress: Callable[[str], None]) -> None:  # fmt: skip
+                 progress: Callable[[str], None], hooks: FaultHooks | None = None,
+                 shaper: NetworkShaper | None = None) -> None:  # fmt: skip
         self.scenario, self.host, self.trained = scenario, host, trained
         self.group_of, self.progress = group_of, progress
+        self.hooks, self.shaper = hooks or FaultHooks(), shaper
+        self.deployed_at: dict[str, float] = {}  # device -> when its (latest) deploy was sent
+        self.updated_at: dict[str, float] = {}  # device -> when it first ran the version after that
+        self.refill: dict[str, float] = {}  # device -> when its full disk frees up
         self.deploy: Callable[[list[str]], Any] = lambda _ids: None
         self.restart_broker: Callable[[], Any] = lambda: None
         self.rng = random.Random(scenario.scenario.seed)
@@ -139,7 +210,8 @@ class _Timeline:
             group = scenario.group(group_of[device_id])
             self.streams[device_id] = DataStream(split.X_test, split.y_test, seed=scenario.scenario.seed * 100_003 + n,
                                                  noise=group.data.noise)  # fmt: skip
-        self.outcomes = {d: DeviceOutcome(d, g, "", "") for d, g in group_of.items()}
+        self.outcomes = {d: DeviceOutcome(d, g, "", "", network=scenario.group(g).network or "")
+                         for d, g in group_of.items()}  # fmt: skip
         self.due = dict.fromkeys(group_of, 0.0)
         self.drifts: list[tuple[float, Drift]] = []
         self.crashed: dict[str, float] = {}  # device -> when to restart it
@@ -162,6 +234,11 @@ class _Timeline:
                     del self.crashed[device_id]
                     self.host.restart(device_id)
                     self._note(now, f"restarted {device_id}")
+            for device_id, when in list(self.refill.items()):
+                if when <= now:
+                    del self.refill[device_id]
+                    self.hooks.fill_disk(device_id, False)
+                    self._note(now, f"disk of {device_id} has room again")
             self._apply_drift(now)
             self._infer(now - last)
             last = now
@@ -170,7 +247,7 @@ class _Timeline:
                 next_progress = now + 1.0
                 self.progress(self._progress_line(now))
             end = self.scenario.scenario.duration_s
-            settled = self.rollout_s is not None or not self.targeted or now >= end + DRAIN_TIMEOUT_S
+            settled = not self._under_way() or now >= end + DRAIN_TIMEOUT_S
             if now >= end and settled:  # past the end, a rollout still under way gets DRAIN_TIMEOUT_S more
                 break
             time.sleep(STEP_S)
@@ -179,6 +256,10 @@ class _Timeline:
         devices = self.scenario.devices_of(event.group)
         where = event.group or "all"
         if isinstance(event, Deploy):
+            for device_id in devices:
+                self.deployed_at[device_id] = now
+                self.updated_at.pop(device_id, None)
+                self.hooks.last_errors.pop(device_id, None)  # what went wrong before this deploy is history
             self.deploy(devices)
             self.targeted |= set(devices)
             if self.first_deploy_s is None:
@@ -190,7 +271,10 @@ class _Timeline:
             self._note(now, f"{event.kind} drift on {where}: shift {event.shift:g}, scale {event.scale:g}")
         elif isinstance(event, Disconnect):
             for device_id in self.rng.sample(devices, event.devices):
-                self.host.disconnect(device_id, event.offline_s)
+                if self.shaper is not None:  # cut at the proxy: both ends see the link die
+                    self.shaper.cut(device_id, event.offline_s)
+                else:
+                    self.host.disconnect(device_id, event.offline_s)
                 self.outcomes[device_id].disconnects += 1
                 self._note(now, f"disconnected {device_id} for {event.offline_s:g}s")
         elif isinstance(event, Crash):
@@ -202,6 +286,21 @@ class _Timeline:
         elif isinstance(event, BrokerRestart):
             self.restart_broker()
             self._note(now, "broker restarted")
+        elif isinstance(event, DiskFull):
+            for device_id in self.rng.sample(devices, event.devices):
+                self.hooks.fill_disk(device_id)
+                if event.for_s > 0:
+                    self.refill[device_id] = now + event.for_s
+                self._note(now, f"disk of {device_id} full" + (f" for {event.for_s:g}s" if event.for_s else ""))
+        elif isinstance(event, ClockSkew):
+            for device_id in self.rng.sample(devices, event.devices):
+                self.hooks.skew(device_id, event.offset_s)
+                self._note(now, f"clock of {device_id} moved by {event.offset_s:+g}s")
+        elif isinstance(event, Corrupt):
+            assert self.shaper is not None  # a corrupt event makes the scenario shaped
+            for device_id in self.rng.sample(devices, event.devices):
+                self.shaper.corrupt(device_id, event.chunks)
+                self._note(now, f"next {event.chunks} artifact chunk(s) to {device_id} corrupted")
 
     def _apply_drift(self, now: float) -> None:
         shapes: dict[str, DriftShape] = {}
@@ -238,11 +337,28 @@ class _Timeline:
                 outcome.correct += bool(prediction.labels and prediction.labels[0] == str(label))
 
     def _check_rollout(self, now: float) -> None:
+        for device_id in self.deployed_at.keys() - self.updated_at.keys():
+            if self._runs(device_id):
+                self.updated_at[device_id] = now
         if self.rollout_s is not None or not self.targeted or self.first_deploy_s is None:
             return
-        if all(self._runs(d) for d in self.targeted):
+        if len(self.updated_at) == len(self.deployed_at):
             self.rollout_s = now - self.first_deploy_s
             self._note(now, f"every targeted device runs v{self.trained.version}")
+
+    def _failure(self, device_id: str) -> str | None:
+        """Why the device's update failed ("code: message"); None while it has not (or has succeeded)."""
+        if device_id in self.updated_at:
+            return None
+        state = self.host.devices[device_id].agent.status()
+        if state.update_state == pb.UPDATE_STATE_FAILED:
+            return f"{state.last_error.code}: {state.last_error.message}"
+        if state.update_state in (pb.UPDATE_STATE_IDLE, pb.UPDATE_STATE_ACTIVE) and device_id not in self.crashed:
+            return self.hooks.last_errors.get(device_id)  # refused the deploy: no state changed, an event sent
+        return None
+
+    def _under_way(self) -> bool:
+        return any(self._failure(d) is None for d in self.deployed_at.keys() - self.updated_at.keys())
 
     def _runs(self, device_id: str) -> bool:
         state = self.host.devices[device_id].agent.status()
@@ -261,12 +377,25 @@ class _Timeline:
 
     def report(self) -> RunReport:
         failures = {}
+        links = self.shaper.links() if self.shaper is not None else {}
         for device_id, outcome in self.outcomes.items():
             state = self.host.devices[device_id].agent.status()
             outcome.state = pb.UpdateState.Name(state.update_state).removeprefix("UPDATE_STATE_").lower()
             outcome.version = state.active_model.version
             if state.HasField("last_error"):
                 outcome.error = f"{state.last_error.code}: {state.last_error.message}"
+            link = links.get(device_id)
+            if link is not None:
+                outcome.link_drops, outcome.link_stalls = link.drops, link.stalls
+                outcome.corrupted_chunks = link.corrupted
+            if device_id in self.deployed_at:
+                failure = self._failure(device_id)
+                if device_id in self.updated_at:
+                    outcome.outcome = "updated"
+                    outcome.update_s = round(self.updated_at[device_id] - self.deployed_at[device_id], 2)
+                else:
+                    outcome.outcome = "failed" if failure else "pending"
+                    outcome.error = failure or outcome.error
             if device_id in self.targeted and not self._runs(device_id):
                 failures[device_id] = outcome.error or f"still {outcome.state}"
         drifted = {d for _t, e in self.drifts for d in self.scenario.devices_of(e.group)}
@@ -281,11 +410,48 @@ class _Timeline:
                 inferences=inferences, errors=sum(o.errors for o in members),
                 accuracy=round(sum(o.correct for o in members) / inferences, 4) if inferences else None,
                 disconnects=sum(o.disconnects for o in members), crashes=sum(o.crashes for o in members),
-                drifted=any(o.device_id in drifted for o in members),
+                drifted=any(o.device_id in drifted for o in members), network=group.network or "",
+                updates=_summarise(members), link_drops=sum(o.link_drops for o in members),
+                link_stalls=sum(o.link_stalls for o in members),
+                corrupted_chunks=sum(o.corrupted_chunks for o in members),
             ))  # fmt: skip
+        by_network: dict[str, list[DeviceOutcome]] = {}
+        for outcome in self.outcomes.values():
+            by_network.setdefault(outcome.network or "unshaped", []).append(outcome)
         return RunReport(
             scenario=self.scenario.scenario.name, devices=len(self.outcomes), version=self.trained.version,
             duration_s=self.scenario.scenario.duration_s,
             rollout_s=None if self.rollout_s is None else round(self.rollout_s, 2),
             groups=groups, failures=failures, timeline=self.log, devices_detail=list(self.outcomes.values()),
+            networks={name: _summarise(members) for name, members in sorted(by_network.items())},
         )  # fmt: skip
+
+
+def _summarise(outcomes: list[DeviceOutcome]) -> UpdateSummary:
+    summary = UpdateSummary()
+    times = []
+    for outcome in outcomes:
+        if not outcome.outcome:
+            continue
+        summary.targeted += 1
+        if outcome.outcome == "updated":
+            summary.updated += 1
+            assert outcome.update_s is not None
+            times.append(outcome.update_s)
+            continue
+        if outcome.outcome == "failed":
+            summary.failed += 1
+        else:
+            summary.pending += 1
+        code = outcome.error.partition(":")[0] if outcome.error else f"still {outcome.state}"
+        summary.reasons[code] = summary.reasons.get(code, 0) + 1
+    if times:
+        summary.update_p50_s = round(statistics.median(times), 2)
+        summary.update_p95_s = round(_percentile(times, 0.95), 2)
+    return summary
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """The nearest-rank percentile: a value some device really took."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 1)) - 1))]
