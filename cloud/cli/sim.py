@@ -57,7 +57,7 @@ def run_sim(args: argparse.Namespace) -> int:
 
     table = Table(title=f"{report.scenario}: model v{report.version}, rollout "
                         + (f"{report.rollout_s:.1f}s" if report.rollout_s is not None else "not complete"))  # fmt: skip
-    for column in ("group", "network", "devices", "running", "failed", "update p50/p95 s", "inferences", "errors",
+    for column in ("group", "network", "devices", "running", "failed", "p50/p95 s", "inferences", "errors",
                    "accuracy", "drift", "disconnects", "crashes"):  # fmt: skip
         table.add_column(column, justify="left" if column in ("group", "network", "drift") else "right")
     for g in report.groups:
@@ -68,7 +68,7 @@ def run_sim(args: argparse.Namespace) -> int:
     console.print(table)
     if any(g.network for g in report.groups):
         links = Table(title="updates per network profile")
-        for column in ("network", "targeted", "updated", "failed", "under way", "update p50/p95 s", "reasons"):
+        for column in ("network", "targeted", "updated", "failed", "under way", "p50/p95 s", "reasons"):
             links.add_column(column, justify="left" if column in ("network", "reasons") else "right")
         for name, u in report.networks.items():
             reasons = ", ".join(f"{code} x{n}" for code, n in sorted(u.reasons.items())) or "-"

@@ -1,0 +1,102 @@
+"""`edgefleet sim run` with network profiles and device faults (embedded parts, 8 devices): devices on 3G
+and on a custom satellite link update through the shaping proxy, one of them through a corrupted chunk;
+a device whose disk is full and one whose clock is 8 days ahead fail, each with its reason; the report
+says so per group and per network profile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cloud.cli import main
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+SCENARIO = """
+[scenario]
+name = "links"
+duration_s = 6
+seed = 5
+telemetry_interval_s = 2
+
+[networks.slow-sat]
+base = "satellite"
+disconnects_per_hour = 0
+bandwidth_kbps = 500
+
+[[groups]]
+name = "cell"
+count = 3
+network = "3g"
+data = { rate_hz = 2 }
+
+[[groups]]
+name = "sky"
+count = 2
+network = "slow-sat"
+
+[[groups]]
+name = "lab"
+count = 1
+
+[[groups]]
+name = "full"
+count = 1
+
+[[groups]]
+name = "skewed"
+count = 1
+
+[[events]]
+at_s = 0
+action = "clock_skew"
+group = "skewed"
+offset_s = 691200
+
+[[events]]
+at_s = 0
+action = "disk_full"
+group = "full"
+
+[[events]]
+at_s = 0
+action = "corrupt"
+group = "cell"
+chunks = 1
+
+[[events]]
+at_s = 0.5
+action = "deploy"
+"""
+
+
+def test_profiles_and_faults_end_every_update_with_an_outcome(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "links.toml"
+    path.write_text(SCENARIO)
+    report_path = tmp_path / "report.json"
+    code = main(["sim", "run", str(path), "--data-dir", str(tmp_path / "run"), "--json", str(report_path)])
+    out = capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert code == 1, out  # two devices failed, as they should
+    groups = {g["name"]: g for g in report["groups"]}
+    assert groups["cell"]["network"] == "3g" and groups["sky"]["network"] == "slow-sat"
+    for name in ("cell", "sky", "lab"):
+        assert groups[name]["updates"]["updated"] == groups[name]["devices"], (name, report["failures"])
+    assert groups["cell"]["corrupted_chunks"] == 1  # tampered on its way, refused, fetched again
+    assert set(report["failures"]) == {"full-0001", "skewed-0001"}
+    assert "No space left on device" in report["failures"]["full-0001"]
+    assert "expired" in report["failures"]["skewed-0001"]
+    assert groups["full"]["updates"]["failed"] == groups["skewed"]["updates"]["failed"] == 1
+    networks = report["networks"]
+    assert networks["3g"]["updated"] == 3 and networks["slow-sat"]["updated"] == 2
+    assert networks["unshaped"] == {**networks["unshaped"], "targeted": 3, "updated": 1, "failed": 2, "pending": 0}
+    # a satellite round trip is 0.6 s and an update takes several: never faster than that
+    assert networks["slow-sat"]["update_p50_s"] >= 0.6
+    assert networks["slow-sat"]["update_p95_s"] >= networks["slow-sat"]["update_p50_s"]
+    details = {d["device_id"]: d for d in report["devices_detail"]}
+    assert details["full-0001"]["outcome"] == "failed" and details["cell-0001"]["outcome"] == "updated"
+    assert "updates per network profile" in out and "slow-sat" in out
