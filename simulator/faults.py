@@ -11,7 +11,9 @@
   refuses the device's messages stamped more than 5 minutes in its future (README "Trust").
 * What the device told the cloud went wrong: `EventTap` wraps its transport and keeps the last error of
   each lifecycle event it publishes (refusals are events only, not part of the reported state), so the
-  report can give a reason even when the cloud never heard it (a skewed clock's events are refused).
+  report can give a reason even when the cloud never heard it (a skewed clock's events are refused). It
+  also shows the sample batches the device sends to `FaultHooks.on_samples` (simulator.labels: delayed
+  labels for the sampled predictions).
 
 `FaultHooks` holds all of it per device id and survives an agent's crash and restart (the state dir does
 too): a restarted agent gets the same clock, the same disk, a new tap on the same record.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from edge_agent.clock import Clock, Instant
 from edge_agent.store import ModelStore
@@ -105,8 +107,10 @@ class FullDiskStore:
 class EventTap:
     """A Transport that passes everything through and notes the error of each lifecycle event published."""
 
-    def __init__(self, inner: Transport, record: dict[str, str], device_id: str) -> None:
+    def __init__(self, inner: Transport, record: dict[str, str], device_id: str,
+                 on_samples: Callable[[str, pb.SampleBatch], None] | None = None) -> None:  # fmt: skip
         self._inner, self._record, self._device_id = inner, record, device_id
+        self._on_samples = on_samples
 
     @property
     def connected(self) -> bool:
@@ -127,6 +131,10 @@ class EventTap:
             event.ParseFromString(payload)
             if event.HasField("error") and event.error.code:
                 self._record[self._device_id] = f"{event.error.code}: {event.error.message}"
+        elif self._on_samples is not None and topic.endswith("/samples"):
+            batch = pb.SampleBatch()
+            batch.ParseFromString(payload)
+            self._on_samples(self._device_id, batch)
         self._inner.publish(topic, payload, qos, retain)
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
@@ -150,6 +158,7 @@ class FaultHooks:
         self.clocks: dict[str, SkewedClock] = {}
         self.disks: dict[str, Disk] = {}
         self.last_errors: dict[str, str] = {}  # device -> "code: message" of the last error event it sent
+        self.on_samples: Callable[[str, pb.SampleBatch], None] | None = None  # set before the devices start
 
     def clock(self, device_id: str) -> Clock | None:
         with self._lock:
@@ -160,7 +169,7 @@ class FaultHooks:
             return FullDiskStore(store, self.disks.setdefault(device_id, Disk()))
 
     def transport(self, device_id: str, transport: Transport) -> Transport:
-        return EventTap(transport, self.last_errors, device_id)
+        return EventTap(transport, self.last_errors, device_id, self.on_samples)
 
     def skew(self, device_id: str, offset_s: float) -> None:
         self.clock(device_id)

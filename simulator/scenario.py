@@ -1,13 +1,16 @@
 """A simulation scenario as a TOML file: who the devices are, what data they see, and what happens when.
 
-    [scenario]      name, duration_s (the timeline's length), seed, telemetry_interval_s
+    [scenario]      name, duration_s (the timeline's length), seed, telemetry_interval_s, sample_rate (the
+                    share of predictions each device samples), accuracy_window_s (the report's windows)
     [model]         what the cloud trains and deploys: estimator (logreg | mlp | random_forest), dataset
     [networks.NAME] a custom link: base (a named profile to start from), latency_ms, jitter_ms, loss,
                     bandwidth_kbps, disconnects_per_hour, outage_s (simulator.netem.NetworkProfile)
     [[groups]]      name, count, labels, hardware (architecture, cpu_model, cpu_count, memory_mb, os),
                     network (wired, wifi-good, wifi-poor, 4g, 3g, satellite, intermittent or a custom
                     one; none: straight to the broker), [groups.data]: rate_hz (inferences per device per
-                    second), noise (per-device gaussian noise, in units of each feature's std)
+                    second), noise (per-device gaussian noise, in units of each feature's std),
+                    label_delay_s (none: a label comes with each prediction; else the labels of sampled
+                    predictions arrive this long after, as feedback), labelled (the share that ever does)
     [[events]]      at_s and action, one of
                       deploy          the model to `group` (default: every device)
                       drift           `group`'s data: `features` (indexes; default the `top` most varied),
@@ -20,6 +23,8 @@
                       clock_skew      `devices` of `group` get their wall clock moved by `offset_s` (signed)
                       corrupt         `devices` of `group` get one byte flipped in each of their next
                                       `chunks` artifact chunks (between broker and device)
+                      label_shift     `group`'s class prior: `prior` maps class labels to relative weights
+                                      (others 1), `kind` sudden | gradual (over `ramp_s`)
 
 `load_scenario(path)` parses and validates; every problem is a `ScenarioError` whose message names the
 file and the field (`events[2].group: no group named 'feild'`). The scenario is data only: running it is
@@ -66,6 +71,8 @@ class Hardware(_Strict):
 class DataSpec(_Strict):
     rate_hz: float = Field(2.0, ge=0, le=100)
     noise: float = Field(0.0, ge=0, le=10)
+    label_delay_s: float | None = Field(None, ge=0, le=24 * 3600)
+    labelled: float = Field(1.0, ge=0, le=1)
 
 
 class Group(_Strict):
@@ -155,10 +162,30 @@ class Corrupt(_EventBase):
     chunks: int = Field(1, ge=1)
 
 
+class LabelShift(_EventBase):
+    action: Literal["label_shift"]
+    prior: dict[str, float] = Field(min_length=1)
+    kind: Literal["sudden", "gradual"] = "sudden"
+    ramp_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _weights(self) -> LabelShift:
+        if any(w < 0 for w in self.prior.values()):
+            raise ValueError("prior: weights must not be negative")
+        return self
+
+    def weights(self, since_s: float) -> dict[str, float]:
+        """The class weights since_s after the shift began (a gradual one moves from 1 to its weight)."""
+        strength = 1.0 if self.kind == "sudden" else max(0.0, min(1.0, since_s / self.ramp_s))
+        return {label: 1.0 + (w - 1.0) * strength for label, w in self.prior.items()}
+
+
 Event = Annotated[
-    Deploy | Drift | Disconnect | Crash | BrokerRestart | DiskFull | ClockSkew | Corrupt, Field(discriminator="action")
+    Deploy | Drift | Disconnect | Crash | BrokerRestart | DiskFull | ClockSkew | Corrupt | LabelShift,
+    Field(discriminator="action"),
 ]
-_ACTIONS = ("deploy", "drift", "disconnect", "crash", "broker_restart", "disk_full", "clock_skew", "corrupt")
+_ACTIONS = ("deploy", "drift", "disconnect", "crash", "broker_restart", "disk_full", "clock_skew", "corrupt",
+            "label_shift")  # fmt: skip
 
 
 class CustomNetwork(_Strict):
@@ -183,6 +210,8 @@ class ScenarioInfo(_Strict):
     duration_s: float = Field(gt=0, le=24 * 3600)
     seed: int = 0
     telemetry_interval_s: float = Field(5.0, gt=0)
+    sample_rate: float = Field(0.05, ge=0, le=1)
+    accuracy_window_s: float = Field(10.0, gt=0)
 
 
 class ModelSpec(_Strict):

@@ -26,11 +26,14 @@ from typing import Any
 import numpy as np
 
 from edge_agent.errors import NoModelError
+from edge_agent.transport import TransportError
+from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 from simulator.data import DataStream
 from simulator.data import Drift as DriftShape
 from simulator.faults import FaultHooks
 from simulator.host import AgentHost, DeviceSpec
+from simulator.labels import DelayedLabels
 from simulator.netem import NetworkProfile, NetworkShaper
 from simulator.scenario import (
     BrokerRestart,
@@ -41,6 +44,7 @@ from simulator.scenario import (
     Disconnect,
     DiskFull,
     Drift,
+    LabelShift,
     Scenario,
     ScenarioError,
 )
@@ -50,6 +54,7 @@ __all__ = ["DeviceOutcome", "GroupReport", "RunReport", "run_scenario"]
 MODEL_ID = "scenario-model"
 STEP_S = 0.05
 DRAIN_TIMEOUT_S = 20.0  # after the timeline: how long deploys still under way may take to finish
+INGEST_WAIT_S = 15.0  # after the run: how long the cloud may take to store the last samples and labels
 
 
 @dataclass
@@ -105,6 +110,28 @@ class GroupReport:
 
 
 @dataclass
+class AccuracyWindow:
+    """The cloud's field accuracy (sampled predictions with a label) of predictions made in one window."""
+
+    start_s: float  # from the start of the timeline
+    labelled: int
+    accuracy: float | None
+    low: float | None  # 95 % interval
+    high: float | None
+
+
+@dataclass
+class LabelFlow:
+    """Delayed labels: how many sampled predictions were seen, labelled, delivered, still owed at the end."""
+
+    sampled: int = 0
+    queued: int = 0
+    delivered: int = 0
+    owed: int = 0
+    stored_by_cloud: int = 0
+
+
+@dataclass
 class RunReport:
     scenario: str
     devices: int
@@ -114,6 +141,8 @@ class RunReport:
     groups: list[GroupReport]
     failures: dict[str, str]  # device -> reason, for devices that did not end on the deployed version
     networks: dict[str, UpdateSummary] = field(default_factory=dict)  # per network profile
+    accuracy_windows: list[AccuracyWindow] = field(default_factory=list)
+    labels: LabelFlow = field(default_factory=LabelFlow)
     timeline: list[tuple[float, str]] = field(default_factory=list)
     devices_detail: list[DeviceOutcome] = field(default_factory=list)
 
@@ -152,6 +181,15 @@ def run_scenario(
             if shaper is not None:
                 progress(f"network profiles: devices connect through the shaping proxy at {shaper.start()}")
             hooks = FaultHooks()
+            data = {d: scenario.group(g).data for d, g in group_of.items()}
+            delayed = {d: spec for d, spec in data.items() if spec.label_delay_s is not None}
+            late_labels = DelayedLabels(
+                {d: spec.label_delay_s or 0.0 for d, spec in delayed.items()},
+                {d: spec.labelled for d, spec in delayed.items()},
+                seed=scenario.scenario.seed,
+            )
+            if delayed:
+                hooks.on_samples = late_labels.sampled
             specs = []
             with cloud.session() as session:
                 for group in scenario.groups:
@@ -164,19 +202,55 @@ def run_scenario(
             progress(f"model v{trained.version} registered; starting {len(specs)} devices")
             host = AgentHost(specs, mqtt_url=cloud.mqtt_url or "", mqtt_protocol="3.1.1",
                              trust_path=cloud.trust_chain_path, state_root=data_dir / "devices",
-                             telemetry_interval_s=scenario.scenario.telemetry_interval_s, hooks=hooks)  # fmt: skip
+                             telemetry_interval_s=scenario.scenario.telemetry_interval_s, hooks=hooks,
+                             sample_rate=scenario.scenario.sample_rate)  # fmt: skip
             with host:
-                play = _Timeline(scenario, host, trained, group_of, progress, hooks, shaper)
+                play = _Timeline(scenario, host, trained, group_of, progress, hooks, shaper, late_labels)
                 play.deploy = lambda ids: cloud.deployer.deploy(  # type: ignore[union-attr]
                     DeploymentCreate(model_id=MODEL_ID, version=trained.version, device_ids=ids)
                 )
                 play.restart_broker = lambda: cloud.broker.restart()
                 play.run()
                 host.flush_telemetry()
-                return play.report()
+                play.send_labels()
+                report = play.report()
+            report.accuracy_windows, report.labels.stored_by_cloud = _field_accuracy(cloud, scenario, play)
+            return report
         finally:
             if shaper is not None:
                 shaper.stop()
+
+
+def _field_accuracy(cloud: Any, scenario: Scenario, play: _Timeline) -> tuple[list[AccuracyWindow], int]:
+    """What the cloud makes of the samples and labels, once it has stored what the devices sent."""
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from cloud.db.tables import FeedbackRecord, SampleRecord
+    from cloud.monitoring.feedback import field_accuracy
+
+    def counts() -> tuple[int, int]:
+        with cloud.session() as session:
+            samples = session.exec(select(func.count()).select_from(SampleRecord)).one()
+            labels = session.exec(select(func.count()).select_from(FeedbackRecord)).one()
+        return int(samples), int(labels)
+
+    deadline, last, stable_since = time.monotonic() + INGEST_WAIT_S, (-1, -1), time.monotonic()
+    while time.monotonic() < deadline:  # ingestion is asynchronous: wait until the counts stop moving
+        now_counts = counts()
+        if now_counts != last:
+            last, stable_since = now_counts, time.monotonic()
+        elif now_counts[1] >= play.labels_sent and time.monotonic() - stable_since >= 1.0:
+            break
+        time.sleep(0.2)
+    window_ms = int(scenario.scenario.accuracy_window_s * 1000)
+    with cloud.session() as session:
+        lines = field_accuracy(session, MODEL_ID, by="window", window_ms=window_ms, since_ms=play.start_wall_ms)
+    windows = [AccuracyWindow(round((int(line.key) - play.start_wall_ms) / 1000, 1), line.labelled,
+                              None if line.accuracy is None else round(line.accuracy, 4),
+                              None if line.low is None else round(line.low, 4),
+                              None if line.high is None else round(line.high, 4)) for line in lines]  # fmt: skip
+    return windows, last[1]
 
 
 def _shaper(scenario: Scenario, group_of: dict[str, str], broker_url: str) -> NetworkShaper:
@@ -193,10 +267,15 @@ def _shaper(scenario: Scenario, group_of: dict[str, str], broker_url: str) -> Ne
 class _Timeline:
     def __init__(self, scenario: Scenario, host: AgentHost, trained: Any, group_of: dict[str, str],
                  progress: Callable[[str], None], hooks: FaultHooks | None = None,
-                 shaper: NetworkShaper | None = None) -> None:  # fmt: skip
+                 shaper: NetworkShaper | None = None, labels: DelayedLabels | None = None) -> None:  # fmt: skip
         self.scenario, self.host, self.trained = scenario, host, trained
         self.group_of, self.progress = group_of, progress
         self.hooks, self.shaper = hooks or FaultHooks(), shaper
+        self.labels = labels or DelayedLabels({}, {})
+        self.label_shifts: list[tuple[float, LabelShift]] = []
+        self.labels_sent = 0
+        self.fleet = host.trust.fleet if host.trust is not None else ""
+        self.start_wall_ms = int(time.time() * 1000)
         self.deployed_at: dict[str, float] = {}  # device -> when its (latest) deploy was sent
         self.updated_at: dict[str, float] = {}  # device -> when it first ran the version after that
         self.refill: dict[str, float] = {}  # device -> when its full disk frees up
@@ -223,6 +302,7 @@ class _Timeline:
     def run(self) -> None:
         events = sorted(self.scenario.events, key=lambda e: e.at_s)
         start = time.monotonic()
+        self.start_wall_ms = int(time.time() * 1000)
         next_progress = 0.0
         last = 0.0
         while True:
@@ -241,6 +321,7 @@ class _Timeline:
                     self._note(now, f"disk of {device_id} has room again")
             self._apply_drift(now)
             self._infer(now - last)
+            self.send_labels()
             last = now
             self._check_rollout(now)
             if now >= next_progress:
@@ -286,6 +367,10 @@ class _Timeline:
         elif isinstance(event, BrokerRestart):
             self.restart_broker()
             self._note(now, "broker restarted")
+        elif isinstance(event, LabelShift):
+            self.label_shifts.append((now, event))
+            prior = ", ".join(f"{label}: {w:g}" for label, w in event.prior.items())
+            self._note(now, f"{event.kind} label shift on {where}: {prior}")
         elif isinstance(event, DiskFull):
             for device_id in self.rng.sample(devices, event.devices):
                 self.hooks.fill_disk(device_id)
@@ -312,6 +397,24 @@ class _Timeline:
                 shapes[device_id] = shape  # a later drift on the same device replaces an earlier one
         for device_id, stream in self.streams.items():
             stream.drift = shapes.get(device_id, DriftShape())
+        weights: dict[str, dict[str, float]] = {}
+        for began, shift in self.label_shifts:
+            prior = shift.weights(now - began)
+            for device_id in self.scenario.devices_of(shift.group):
+                weights[device_id] = prior  # a later shift on the same device replaces an earlier one
+        for device_id, prior in weights.items():
+            self.streams[device_id].class_weights = prior
+
+    def send_labels(self) -> None:
+        """Labels that have come due go up from their device, on its feedback topic."""
+        for device_id, batch in self.labels.due().items():
+            transport = self.host.transports[device_id]
+            topic = device_topic(device_id, Channel.FEEDBACK, fleet=self.fleet)
+            try:
+                transport.publish(topic, batch.SerializeToString(), qos=1)
+            except TransportError:  # its outbox is full (a long outage): those labels are lost, as in the field
+                continue
+            self.labels_sent += len(batch.items)
 
     def _infer(self, elapsed_s: float) -> None:
         for device_id, stream in self.streams.items():
@@ -325,9 +428,14 @@ class _Timeline:
             self.due[device_id] -= n
             agent = self.host.devices[device_id].agent
             outcome = self.outcomes[device_id]
+            delayed = self.labels.delays(device_id)
             for x, label in stream.rows(n):
                 try:
-                    prediction = agent.predict(x, label=str(label))
+                    if delayed:  # the truth comes later, for sampled predictions only
+                        prediction = agent.predict(x)
+                        self.labels.predicted(device_id, x, str(label))
+                    else:
+                        prediction = agent.predict(x, label=str(label))
                 except NoModelError:
                     continue  # nothing deployed yet: a real caller would get the same refusal
                 except Exception:  # noqa: BLE001 - the agent counted it in its telemetry too
@@ -424,6 +532,8 @@ class _Timeline:
             rollout_s=None if self.rollout_s is None else round(self.rollout_s, 2),
             groups=groups, failures=failures, timeline=self.log, devices_detail=list(self.outcomes.values()),
             networks={name: _summarise(members) for name, members in sorted(by_network.items())},
+            labels=LabelFlow(sampled=self.labels.sampled_rows, queued=self.labels.queued,
+                             delivered=self.labels_sent, owed=self.labels.owed),
         )  # fmt: skip
 
 

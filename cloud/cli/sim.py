@@ -74,6 +74,14 @@ def run_sim(args: argparse.Namespace) -> int:
             reasons = ", ".join(f"{code} x{n}" for code, n in sorted(u.reasons.items())) or "-"
             links.add_row(name, str(u.targeted), str(u.updated), str(u.failed), str(u.pending), _times(u), reasons)
         console.print(links)
+    if report.accuracy_windows:
+        flow = report.labels
+        heading = (f"field accuracy per window (the cloud's, from sampled predictions and their labels; "
+                   f"delayed labels: {flow.delivered} delivered, {flow.owed} still owed):")  # fmt: skip
+        console.print(heading, highlight=False)
+        for w in report.accuracy_windows:
+            accuracy = "-" if w.accuracy is None else f"{w.accuracy:.3f} [{w.low:.3f}, {w.high:.3f}]"
+            console.print(f"  t={w.start_s:6.1f}s  labelled {w.labelled:5d}  accuracy {accuracy}", highlight=False)
     for device_id, reason in sorted(report.failures.items()):
         console.print(f"  [red]{device_id}[/]: {reason}", highlight=False)
     payload = json.dumps(report.to_json(), indent=2)
