@@ -54,6 +54,9 @@ __all__ = ["DeviceOutcome", "GroupReport", "RunReport", "run_scenario"]
 MODEL_ID = "scenario-model"
 STEP_S = 0.05
 DRAIN_TIMEOUT_S = 20.0  # after the timeline: how long deploys still under way may take to finish
+# devices whose update is looked at per step (a status() copy each): all of them in a small fleet, a
+# rotating slice of a large one, so time to update is exact to a step up to this many devices under way
+CHECKS_PER_STEP = 500
 INGEST_WAIT_S = 15.0  # after the run: how long the cloud may take to store the last samples and labels
 
 
@@ -279,6 +282,8 @@ class _Timeline:
         self.deployed_at: dict[str, float] = {}  # device -> when its (latest) deploy was sent
         self.updated_at: dict[str, float] = {}  # device -> when it first ran the version after that
         self.refill: dict[str, float] = {}  # device -> when its full disk frees up
+        self.failed: dict[str, str] = {}  # device -> why its update failed, as last looked at
+        self._to_check: list[str] = []  # the rest of the current round of checks
         self.deploy: Callable[[list[str]], Any] = lambda _ids: None
         self.restart_broker: Callable[[], Any] = lambda: None
         self.rng = random.Random(scenario.scenario.seed)
@@ -340,6 +345,7 @@ class _Timeline:
             for device_id in devices:
                 self.deployed_at[device_id] = now
                 self.updated_at.pop(device_id, None)
+                self.failed.pop(device_id, None)
                 self.hooks.last_errors.pop(device_id, None)  # what went wrong before this deploy is history
             self.deploy(devices)
             self.targeted |= set(devices)
@@ -445,9 +451,19 @@ class _Timeline:
                 outcome.correct += bool(prediction.labels and prediction.labels[0] == str(label))
 
     def _check_rollout(self, now: float) -> None:
-        for device_id in self.deployed_at.keys() - self.updated_at.keys():
+        if not self._to_check:
+            self._to_check = sorted(self.deployed_at.keys() - self.updated_at.keys())
+        chosen, self._to_check = self._to_check[:CHECKS_PER_STEP], self._to_check[CHECKS_PER_STEP:]
+        for device_id in chosen:
+            if device_id in self.updated_at:
+                continue
             if self._runs(device_id):
                 self.updated_at[device_id] = now
+                self.failed.pop(device_id, None)
+            elif (failure := self._failure(device_id)) is not None:
+                self.failed[device_id] = failure
+            else:
+                self.failed.pop(device_id, None)
         if self.rollout_s is not None or not self.targeted or self.first_deploy_s is None:
             return
         if len(self.updated_at) == len(self.deployed_at):
@@ -466,7 +482,7 @@ class _Timeline:
         return None
 
     def _under_way(self) -> bool:
-        return any(self._failure(d) is None for d in self.deployed_at.keys() - self.updated_at.keys())
+        return len(self.updated_at) + len(self.failed) < len(self.deployed_at)
 
     def _runs(self, device_id: str) -> bool:
         state = self.host.devices[device_id].agent.status()
