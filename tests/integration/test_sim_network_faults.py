@@ -1,6 +1,7 @@
-"""`edgefleet sim run` with network profiles and device faults (embedded parts, 8 devices): devices on 3G
+"""`edgefleet sim run` with network profiles and device faults (embedded parts, 9 devices): devices on 3G
 and on a custom satellite link update through the shaping proxy, one of them through a corrupted chunk;
-a device whose disk is full and one whose clock is 8 days ahead fail, each with its reason; the report
+a device whose disk is full and one whose clock is 8 days ahead fail, each with its reason (one 30 days
+behind updates); the report
 says so per group and per network profile."""
 
 from __future__ import annotations
@@ -49,11 +50,21 @@ count = 1
 name = "skewed"
 count = 1
 
+[[groups]]
+name = "behind"
+count = 1
+
 [[events]]
 at_s = 0
 action = "clock_skew"
 group = "skewed"
 offset_s = 691200
+
+[[events]]
+at_s = 0
+action = "clock_skew"
+group = "behind"
+offset_s = -2592000
 
 [[events]]
 at_s = 0
@@ -84,7 +95,7 @@ def test_profiles_and_faults_end_every_update_with_an_outcome(
     assert code == 1, out  # two devices failed, as they should
     groups = {g["name"]: g for g in report["groups"]}
     assert groups["cell"]["network"] == "3g" and groups["sky"]["network"] == "slow-sat"
-    for name in ("cell", "sky", "lab"):
+    for name in ("cell", "sky", "lab", "behind"):  # a clock 30 days behind: nothing has expired yet
         assert groups[name]["updates"]["updated"] == groups[name]["devices"], (name, report["failures"])
     assert groups["cell"]["corrupted_chunks"] == 1  # tampered on its way, refused, fetched again
     assert set(report["failures"]) == {"full-0001", "skewed-0001"}
@@ -93,7 +104,7 @@ def test_profiles_and_faults_end_every_update_with_an_outcome(
     assert groups["full"]["updates"]["failed"] == groups["skewed"]["updates"]["failed"] == 1
     networks = report["networks"]
     assert networks["3g"]["updated"] == 3 and networks["slow-sat"]["updated"] == 2
-    assert networks["unshaped"] == {**networks["unshaped"], "targeted": 3, "updated": 1, "failed": 2, "pending": 0}
+    assert networks["unshaped"] == {**networks["unshaped"], "targeted": 4, "updated": 2, "failed": 2, "pending": 0}
     # a satellite round trip is 0.6 s and an update takes several: never faster than that
     assert networks["slow-sat"]["update_p50_s"] >= 0.6
     assert networks["slow-sat"]["update_p95_s"] >= networks["slow-sat"]["update_p50_s"]
