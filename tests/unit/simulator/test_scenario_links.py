@@ -169,3 +169,20 @@ def test_the_tap_notes_error_events_and_shows_sample_batches() -> None:
     tap.publish("ef/v1/f/dev/d1/events", pb.LifecycleEvent(device_id="d1").SerializeToString())  # no error
     tap.publish("ef/v1/f/dev/d1/samples", pb.SampleBatch(seq=4).SerializeToString())
     assert hooks.last_errors == {"d1": "expired: too late"} and seen == [("d1", 4)]
+
+
+def test_update_outcomes_are_summarised_with_nearest_rank_percentiles() -> None:
+    from simulator.scenario_run import DeviceOutcome, _summarise
+
+    outcomes = [DeviceOutcome(f"d{n}", "g", "active", "1", outcome="updated", update_s=float(n)) for n in range(1, 21)]
+    outcomes += [
+        DeviceOutcome("f1", "g", "failed", "", error="digest_mismatch: bad bytes", outcome="failed"),
+        DeviceOutcome("f2", "g", "idle", "", error="expired: too late", outcome="failed"),
+        DeviceOutcome("p1", "g", "downloading", "", outcome="pending"),
+        DeviceOutcome("n1", "g", "idle", ""),  # never targeted
+    ]
+    summary = _summarise(outcomes)
+    assert (summary.targeted, summary.updated, summary.failed, summary.pending) == (23, 20, 2, 1)
+    assert summary.update_p50_s == 10.5 and summary.update_p95_s == 19.0
+    assert summary.reasons == {"digest_mismatch": 1, "expired": 1, "still downloading": 1}
+    assert _summarise([]).update_p50_s is None
