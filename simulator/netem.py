@@ -116,8 +116,8 @@ class _Direction:
     def __init__(self, profile: NetworkProfile, rng: random.Random, now: float) -> None:
         self.profile, self.rng = profile, rng
         rate = profile.bandwidth_kbps * 1000 / 8
-        # a burst of ~10 ms of traffic (at least one read): what the link's buffers let through at once
-        self.bucket = TokenBucket(rate, max(READ_BYTES, rate / 100), now) if rate > 0 else None
+        # a burst of ~10 ms of traffic, at least two segments; a larger read waits its turn (runs into debt)
+        self.bucket = TokenBucket(rate, max(2 * SEGMENT_BYTES, rate / 100), now) if rate > 0 else None
         self.last_due = now
         self.stalls = 0
 

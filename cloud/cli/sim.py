@@ -76,8 +76,8 @@ def run_sim(args: argparse.Namespace) -> int:
         console.print(links)
     if report.accuracy_windows:
         flow = report.labels
-        heading = (f"field accuracy per window (the cloud's, from sampled predictions and their labels; "
-                   f"delayed labels: {flow.delivered} delivered, {flow.owed} still owed):")  # fmt: skip
+        late = f"; delayed labels: {flow.delivered} delivered, {flow.owed} still owed" if flow.queued else ""
+        heading = f"field accuracy per window (the cloud's, from sampled predictions and their labels{late}):"
         console.print(heading, highlight=False)
         for w in report.accuracy_windows:
             accuracy = "-" if w.accuracy is None else f"{w.accuracy:.3f} [{w.low:.3f}, {w.high:.3f}]"
