@@ -1,8 +1,7 @@
 """`edgefleet sim run` with network profiles and device faults (embedded parts, 9 devices): devices on 3G
-and on a custom satellite link update through the shaping proxy, one of them through a corrupted chunk;
-a device whose disk is full and one whose clock is 8 days ahead fail, each with its reason (one 30 days
-behind updates); the report
-says so per group and per network profile."""
+and on a custom satellite link update through the shaping proxy, one of them through a corrupted chunk,
+one after its link was cut; a device whose disk is full and one whose clock is 8 days ahead fail, each
+with its reason (one 30 days behind updates); the report says so per group and per network profile."""
 
 from __future__ import annotations
 
@@ -78,6 +77,12 @@ group = "cell"
 chunks = 1
 
 [[events]]
+at_s = 0.2
+action = "disconnect"
+group = "sky"
+offline_s = 1.5
+
+[[events]]
 at_s = 0.5
 action = "deploy"
 """
@@ -98,6 +103,7 @@ def test_profiles_and_faults_end_every_update_with_an_outcome(
     for name in ("cell", "sky", "lab", "behind"):  # a clock 30 days behind: nothing has expired yet
         assert groups[name]["updates"]["updated"] == groups[name]["devices"], (name, report["failures"])
     assert groups["cell"]["corrupted_chunks"] == 1  # tampered on its way, refused, fetched again
+    assert groups["sky"]["disconnects"] == 1  # cut at the proxy before the deploy, and updated once back
     assert set(report["failures"]) == {"full-0001", "skewed-0001"}
     assert "No space left on device" in report["failures"]["full-0001"]
     assert "expired" in report["failures"]["skewed-0001"]

@@ -285,3 +285,48 @@ def test_a_client_that_sends_no_connect_is_dropped_and_the_proxy_keeps_serving()
         writer.close()
 
     run_shaped(PROFILES["wired"], body)
+
+
+def test_a_chunk_in_an_mqtt5_publish_is_found_past_its_properties() -> None:
+    chunk = pb.ArtifactChunk(sha256="ef" * 32, index=0, data=b"\x01" * 32)
+    properties = bytes([0x01, 0x01])  # payload format indicator = 1
+    body = _str(b"ef/v1/f/dev/d/artifact/data") + (9).to_bytes(2, "big") + _varint(len(properties)) + properties
+    body += chunk.SerializeToString()
+    packet = bytes([0x32]) + _varint(len(body)) + body
+    tampered = corrupt_chunk(packet, mqtt5=True)
+    assert (
+        tampered is not None and tampered[: len(packet) - chunk.ByteSize()] == packet[: len(packet) - chunk.ByteSize()]
+    )
+    got = pb.ArtifactChunk()
+    got.ParseFromString(tampered[len(packet) - chunk.ByteSize() :])
+    assert got.data != chunk.data and got.sha256 == chunk.sha256
+
+
+def test_with_the_broker_down_clients_are_dropped_and_served_again_once_it_is_back() -> None:
+    async def main() -> None:
+        sink = Sink()
+        server = await asyncio.start_server(sink.handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()  # the broker is down
+        proxy = ShapingProxy(f"mqtt://127.0.0.1:{port}", lambda _device: PROFILES["wired"])
+        proxy_port = await proxy.start()
+        try:
+            reader, writer = await dial(proxy_port)
+            writer.write(connect_packet("dev-1"))
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # dropped: its link looks dead
+            assert proxy.links["dev-1"].connections == 0
+            server = await asyncio.start_server(sink.handle, "127.0.0.1", port)  # back on the same port
+            _reader, writer = await dial(proxy_port)
+            writer.write(connect_packet("dev-1"))
+            await _until(lambda: sink.connections == 1)
+            assert proxy.links["dev-1"].connections == 1
+        finally:
+            await proxy.close()
+            for writer in [*_clients, *sink.writers]:
+                writer.close()
+            _clients.clear()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
