@@ -1,7 +1,8 @@
 """A simulation scenario as a TOML file: who the devices are, what data they see, and what happens when.
 
     [scenario]      name, duration_s (the timeline's length), seed, telemetry_interval_s, sample_rate (the
-                    share of predictions each device samples), accuracy_window_s (the report's windows)
+                    share of predictions each device samples), accuracy_window_s (the report's windows),
+                    broker (embedded | mosquitto: one the run starts, so broker_restart restarts it)
     [model]         what the cloud trains and deploys: estimator (logreg | mlp | random_forest), dataset
     [networks.NAME] a custom link: base (a named profile to start from), latency_ms, jitter_ms, loss,
                     bandwidth_kbps, disconnects_per_hour, outage_s (simulator.netem.NetworkProfile)
@@ -18,7 +19,7 @@
                                       `ramp_s`) | recurring (on for `period_s`, off for `period_s`)
                       disconnect      `devices` of `group` lose their link for `offline_s`
                       crash           `devices` of `group` crash; restarted after `restart_after_s`
-                      broker_restart  the cloud's embedded broker stops and starts again
+                      broker_restart  the run's broker (embedded or its own mosquitto) stops and starts again
                       disk_full       `devices` of `group` cannot write model bytes (for `for_s`; 0: to the end)
                       clock_skew      `devices` of `group` get their wall clock moved by `offset_s` (signed)
                       corrupt         `devices` of `group` get one byte flipped in each of their next
@@ -212,6 +213,7 @@ class ScenarioInfo(_Strict):
     telemetry_interval_s: float = Field(5.0, gt=0)
     sample_rate: float = Field(0.05, ge=0, le=1)
     accuracy_window_s: float = Field(10.0, gt=0)
+    broker: Literal["embedded", "mosquitto"] = "embedded"  # a mosquitto of the run's own (simulator.broker)
 
 
 class ModelSpec(_Strict):

@@ -29,6 +29,7 @@ from edge_agent.errors import NoModelError
 from edge_agent.transport import TransportError
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
+from simulator.broker import BrokerError, OwnedMosquitto
 from simulator.data import DataStream
 from simulator.data import Drift as DriftShape
 from simulator.faults import FaultHooks
@@ -161,14 +162,33 @@ def run_scenario(
     database_url: str | None = None,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> RunReport:
+    restarts = any(isinstance(e, BrokerRestart) for e in scenario.events)
+    if scenario.scenario.broker == "mosquitto":
+        if mqtt_url is not None:
+            raise ScenarioError('broker = "mosquitto" starts a broker of its own: run without --mqtt-url')
+        try:
+            owned = OwnedMosquitto(data_dir / "mosquitto")
+            owned.start()
+        except BrokerError as exc:
+            raise ScenarioError(str(exc)) from None
+        try:
+            return _run(scenario, data_dir, owned.url, database_url, progress, owned)
+        finally:
+            owned.stop()
+    if mqtt_url is not None and restarts:
+        raise ScenarioError('broker_restart needs a broker the scenario owns: run without --mqtt-url (the embedded '
+                            'one) or with broker = "mosquitto"')  # fmt: skip
+    return _run(scenario, data_dir, mqtt_url, database_url, progress, None)
+
+
+def _run(scenario: Scenario, data_dir: Path, mqtt_url: str | None, database_url: str | None,
+         progress: Callable[[str], None], owned: OwnedMosquitto | None) -> RunReport:  # fmt: skip
     from cloud.db.tables import DeploymentCreate
     from cloud.identity.enrollment import enroll_device
     from cloud.service import CloudService
     from cloud.settings import CloudSettings
     from cloud.training.pipeline import TrainingConfig, run_training_pipeline
 
-    if mqtt_url is not None and any(isinstance(e, BrokerRestart) for e in scenario.events):
-        raise ScenarioError("broker_restart needs the embedded broker: run without --mqtt-url")
     overrides: dict[str, Any] = {"data_dir": data_dir, "api_port": 0, "mqtt_url": mqtt_url,
                                  "database_url": database_url}  # fmt: skip
     settings = CloudSettings(**{k: v for k, v in overrides.items() if v is not None})
@@ -212,7 +232,7 @@ def run_scenario(
                 play.deploy = lambda ids: cloud.deployer.deploy(  # type: ignore[union-attr]
                     DeploymentCreate(model_id=MODEL_ID, version=trained.version, device_ids=ids)
                 )
-                play.restart_broker = lambda: cloud.broker.restart()
+                play.restart_broker = owned.restart if owned is not None else lambda: cloud.broker.restart()
                 play.run()
                 host.flush_telemetry()
                 play.send_labels()

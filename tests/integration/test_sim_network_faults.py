@@ -117,3 +117,58 @@ def test_profiles_and_faults_end_every_update_with_an_outcome(
     details = {d["device_id"]: d for d in report["devices_detail"]}
     assert details["full-0001"]["outcome"] == "failed" and details["cell-0001"]["outcome"] == "updated"
     assert "updates per network profile" in out and "slow-sat" in out
+
+
+OWN_MOSQUITTO = """
+[scenario]
+name = "restart"
+duration_s = 5
+seed = 4
+broker = "mosquitto"
+
+[networks.slow]
+base = "3g"
+bandwidth_kbps = 16
+disconnects_per_hour = 0
+
+[[groups]]
+name = "slow"
+count = 3
+network = "slow"
+
+[[groups]]
+name = "near"
+count = 2
+
+[[events]]
+at_s = 0
+action = "deploy"
+
+[[events]]
+at_s = 1
+action = "broker_restart"
+"""
+
+
+def test_a_mosquitto_the_scenario_owns_restarts_mid_rollout_and_every_update_completes(tmp_path: Path) -> None:
+    path = tmp_path / "restart.toml"
+    path.write_text(OWN_MOSQUITTO)
+    report_path = tmp_path / "report.json"
+    code = main(["sim", "run", str(path), "--data-dir", str(tmp_path / "run"), "--json", str(report_path)])
+    report = json.loads(report_path.read_text())
+    assert code == 0, report["failures"]
+    assert (tmp_path / "run" / "mosquitto" / "mosquitto.db").exists()  # saved at the restart: retained kept
+    assert report["networks"]["slow"]["updated"] == 3 and report["networks"]["unshaped"]["updated"] == 2
+    # 1.7 KB at 16 kbit/s is over a second: the slow devices were still fetching when the broker went away
+    assert report["networks"]["slow"]["update_p50_s"] > 1.0
+    assert "broker restarted" in " | ".join(what for _t, what in report["timeline"])
+
+
+def test_broker_restart_against_a_broker_the_run_does_not_own_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "restart.toml"
+    path.write_text(OWN_MOSQUITTO.replace('broker = "mosquitto"\n', ""))
+    args = ["sim", "run", str(path), "--data-dir", str(tmp_path / "run"), "--mqtt-url", "mqtt://127.0.0.1:1883"]
+    assert main(args) == 2
+    assert "broker_restart needs a broker the scenario owns" in capsys.readouterr().out
