@@ -26,21 +26,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from edge_agent.agent import Agent
+from edge_agent.clock import Clock
 from edge_agent.config import AgentSettings, Secret
 from edge_agent.facts import FactsReader, FactsSource
 from edge_agent.messages import AGENT_VERSION, offline_will
 from edge_agent.runner import LoopRunner
-from edge_agent.store import DiskModelStore
+from edge_agent.store import DiskModelStore, ModelStore
+from edge_agent.transport import Transport
 from edge_agent.types import LoadedModelLike, LoadModelFn
 from protocols.v1 import messages_pb2 as pb
 from simulator.devices import DeviceGroup, SimulatedDevice
 from simulator.loop_thread import LoopThread
 from simulator.loop_transport import LoopTransport
 
-__all__ = ["AgentHost", "DeviceSpec", "SharedModels", "StaticFacts"]
+__all__ = ["AgentHost", "DeviceHooks", "DeviceSpec", "SharedModels", "StaticFacts"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,17 @@ class DeviceSpec:
     labels: dict[str, str] = field(default_factory=dict)
     password: str | None = None  # the broker password enrollment gave it (the user name is the device id)
     facts: pb.DeviceFacts | None = None  # the hardware it claims to be; None: this machine's
+    mqtt_url: str | None = None  # where it connects, if not the host's broker (e.g. a shaping proxy)
+
+
+class DeviceHooks(Protocol):
+    """How a scenario reaches into a device for faults (simulator.faults): called on every (re)start."""
+
+    def store(self, device_id: str, store: ModelStore) -> ModelStore: ...
+
+    def clock(self, device_id: str) -> Clock | None: ...
+
+    def transport(self, device_id: str, transport: Transport) -> Transport: ...
 
 
 class StaticFacts:
@@ -115,7 +128,9 @@ class AgentHost(DeviceGroup):
         load_model: LoadModelFn | None = None,
         runtimes: list[str] | None = None,
         settings_overrides: dict[str, object] | None = None,
+        hooks: DeviceHooks | None = None,
     ) -> None:
+        self._hooks = hooks
         self._loop = LoopThread("edgefleet-sim-host")
         self._jobs = ThreadPoolExecutor(job_threads, thread_name_prefix="edgefleet-sim-jobs")
         self._gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -128,7 +143,7 @@ class AgentHost(DeviceGroup):
         for spec in devices:
             self._settings[spec.device_id] = AgentSettings(
                 device_id=spec.device_id,
-                mqtt_url=mqtt_url,
+                mqtt_url=spec.mqtt_url or mqtt_url,
                 mqtt_username=spec.device_id if spec.password is not None else None,
                 mqtt_password=Secret(spec.password) if spec.password is not None else None,
                 mqtt_protocol=mqtt_protocol,
@@ -182,10 +197,13 @@ class AgentHost(DeviceGroup):
         )
         spec = self._specs[device_id]
         facts: FactsSource = StaticFacts(spec.facts) if spec.facts is not None else self._machine_facts
+        store: ModelStore = DiskModelStore(settings.state_dir, sync=False)  # a simulated power cut is a crash()
+        hooks = self._hooks
         agent = Agent(
             settings,
-            transport,
-            store=DiskModelStore(settings.state_dir, sync=False),  # a simulated power cut is a crash(): no fsync
+            transport if hooks is None else hooks.transport(device_id, transport),
+            store=store if hooks is None else hooks.store(device_id, store),
+            clock=None if hooks is None else hooks.clock(device_id),
             load_model=self.models,
             runtimes=self._runtimes,
             trust=self.trust,

@@ -57,14 +57,31 @@ def run_sim(args: argparse.Namespace) -> int:
 
     table = Table(title=f"{report.scenario}: model v{report.version}, rollout "
                         + (f"{report.rollout_s:.1f}s" if report.rollout_s is not None else "not complete"))  # fmt: skip
-    for column in ("group", "devices", "running", "failed", "inferences", "errors", "accuracy", "drift",
-                   "disconnects", "crashes"):  # fmt: skip
-        table.add_column(column, justify="left" if column in ("group", "drift") else "right")
+    for column in ("group", "network", "devices", "running", "failed", "p50/p95 s", "inferences", "errors",
+                   "accuracy", "drift", "disconnects", "crashes"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("group", "network", "drift") else "right")
     for g in report.groups:
-        table.add_row(g.name, str(g.devices), str(g.running_deployed), str(g.failed), str(g.inferences), str(g.errors),
+        table.add_row(g.name, g.network or "-", str(g.devices), str(g.running_deployed), str(g.failed),
+                      _times(g.updates), str(g.inferences), str(g.errors),
                       "-" if g.accuracy is None else f"{g.accuracy:.3f}", "yes" if g.drifted else "no",
-                      str(g.disconnects), str(g.crashes))  # fmt: skip
+                      str(g.disconnects + g.link_drops), str(g.crashes))  # fmt: skip
     console.print(table)
+    if any(g.network for g in report.groups):
+        links = Table(title="updates per network profile")
+        for column in ("network", "targeted", "updated", "failed", "under way", "p50/p95 s", "reasons"):
+            links.add_column(column, justify="left" if column in ("network", "reasons") else "right")
+        for name, u in report.networks.items():
+            reasons = ", ".join(f"{code} x{n}" for code, n in sorted(u.reasons.items())) or "-"
+            links.add_row(name, str(u.targeted), str(u.updated), str(u.failed), str(u.pending), _times(u), reasons)
+        console.print(links)
+    if report.accuracy_windows:
+        flow = report.labels
+        late = f"; delayed labels: {flow.delivered} delivered, {flow.owed} still owed" if flow.queued else ""
+        heading = f"field accuracy per window (the cloud's, from sampled predictions and their labels{late}):"
+        console.print(heading, highlight=False)
+        for w in report.accuracy_windows:
+            accuracy = "-" if w.accuracy is None else f"{w.accuracy:.3f} [{w.low:.3f}, {w.high:.3f}]"
+            console.print(f"  t={w.start_s:6.1f}s  labelled {w.labelled:5d}  accuracy {accuracy}", highlight=False)
     for device_id, reason in sorted(report.failures.items()):
         console.print(f"  [red]{device_id}[/]: {reason}", highlight=False)
     payload = json.dumps(report.to_json(), indent=2)
@@ -75,3 +92,8 @@ def run_sim(args: argparse.Namespace) -> int:
         path.write_text(payload + "\n")
         console.print(f"report: {path}")
     return 1 if report.failures else 0
+
+
+def _times(updates: object) -> str:
+    p50, p95 = getattr(updates, "update_p50_s", None), getattr(updates, "update_p95_s", None)
+    return "-" if p50 is None else f"{p50:.1f} / {p95:.1f}"

@@ -65,7 +65,9 @@ def test_not_toml_and_a_missing_file_are_clear(tmp_path: Path) -> None:
 
 
 def test_drift_strength_follows_its_kind() -> None:
-    scenario = parse_scenario(MINIMAL + """
+    scenario = parse_scenario(
+        MINIMAL
+        + """
 [[events]]
 at_s = 1
 action = "drift"
@@ -81,7 +83,8 @@ period_s = 2
 [[events]]
 at_s = 2
 action = "crash"
-""")
+"""
+    )
     gradual, recurring, crash = scenario.events
     assert isinstance(gradual, Drift) and isinstance(recurring, Drift) and isinstance(crash, Crash)
     assert [gradual.strength(t) for t in (-1, 0, 2, 4, 9)] == [0.0, 0.0, 0.5, 1.0, 1.0]
