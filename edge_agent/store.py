@@ -7,8 +7,8 @@
     downloads/{sha256}.chunks       indexes of the chunks already in .part, one per line (appended
                                     after the chunk's bytes are synced, so a power cut loses at most
                                     the chunk being written, and a restart asks only for the rest)
-With `sync=False` nothing is fsynced (the same files, the same order of writes, none of the waits): for
-simulated devices, thousands to a disk, whose power never fails.
+With `sync=False` nothing is fsynced and the journal is overwritten in place (the same files, the same
+order of writes, none of the waits): for simulated devices, thousands to a disk, whose power never fails.
 `MemoryModelStore` keeps the same in dicts, for unit tests.
 """
 
@@ -170,6 +170,20 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600, sync: bool = Tr
     _fsync_dir(path.parent, sync)
 
 
+def overwrite(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace path's content with data in place: not crash-safe, for files no power cut ever reaches.
+
+    Neither a rename over the old file nor a truncation to zero: ext4 (auto_da_alloc) writes the new
+    blocks out at once on both, whereas this stays in the page cache. A simulated device's journal
+    saved 1.3 ms -> 0.05 ms each on this machine, with 500 devices on a loop that waits for it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, mode)
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
 class DiskModelStore:
     def __init__(self, state_dir: Path, *, sync: bool = True) -> None:
         self.root = Path(state_dir)
@@ -209,7 +223,10 @@ class DiskModelStore:
 
     def save_journal(self, journal: Journal) -> None:
         try:
-            write_atomically(self.journal_path, encode_journal(journal), sync=self._sync)
+            if self._sync:
+                write_atomically(self.journal_path, encode_journal(journal))
+            else:
+                overwrite(self.journal_path, encode_journal(journal))
         except OSError as exc:
             raise StoreError(f"cannot write {self.journal_path}: {exc}") from None
 

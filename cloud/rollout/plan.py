@@ -79,16 +79,18 @@ def _desired_state(
     *,
     reuse: bool = False,
     release: Release | None = None,
+    records: dict[str, AssignmentRecord] | None = None,
 ) -> pb.DesiredState:
     """The desired state of device_id at `generation`, its assignment signed and recorded.
 
     With reuse, the assignment already recorded for this very (deployment, counter, manifest, root
-    version) is sent again byte for byte (a republish), rather than a new one with the same counter."""
+    version) is sent again byte for byte (a republish), rather than a new one with the same counter.
+    `records`: the assignment records of a batch of devices, read beforehand (a device not in it has none)."""
     release = release or Release.of(session, deployment)
     manifest = release.manifest
     now = clock()
     assignment = director.assignment(device_id, deployment.id, generation, manifest, now_ms=now)
-    record = session.get(AssignmentRecord, device_id)
+    record = records.get(device_id) if records is not None else session.get(AssignmentRecord, device_id)
     same = record is not None and (record.deployment_id, record.counter, record.manifest_sha256,
                                    record.root_version) == (deployment.id, generation, assignment.manifest_sha256,
                                                             director.root_version)  # fmt: skip
@@ -120,9 +122,7 @@ def _desired_state(
 
 
 def _load_assignments(session: Session, device_ids: Sequence[str]) -> list[AssignmentRecord]:
-    """The devices' assignment records, read in a few queries rather than one per device. The caller holds
-    the returned list while planning: the session keeps only weak references to unchanged rows, and its
-    `get` then finds them without a query."""
+    """The devices' assignment records, read in a few queries rather than one per device."""
     rows: list[AssignmentRecord] = []
     for start in range(0, len(device_ids), _IN_BATCH):
         batch = list(device_ids[start : start + _IN_BATCH])
@@ -133,10 +133,67 @@ def _load_assignments(session: Session, device_ids: Sequence[str]) -> list[Assig
 def _target_all(
     session: Session, director: Director, deployment: Deployment, device_ids: Sequence[str], clock: ClockMs
 ) -> list[Outgoing]:
+    """`_target_device` for many devices, its statements run once per batch of ids rather than per device:
+    open targets superseded, generations bumped, targets and assignment records written, and each
+    superseded deployment's status rolled up once (per device, a redeploy to 1,000 devices rolled each
+    superseded deployment up 1,000 times)."""
     release = Release.of(session, deployment)
     devices = _ensure_devices(session, device_ids, clock)
-    held = _load_assignments(session, device_ids)  # noqa: F841 - kept alive for the session's identity map
-    return [_target_device(session, director, deployment, d, clock, release, devices[d]) for d in device_ids]
+    records = {record.device_id: record for record in _load_assignments(session, device_ids)}
+    touched = _supersede_open_targets(session, device_ids, clock)
+    generations = _next_generations(session, device_ids)
+    now = clock()
+    outgoing = []
+    for device_id in device_ids:
+        generation = generations[device_id]
+        session.add(DeploymentTarget(deployment_id=deployment.id, device_id=device_id, generation=generation,
+                                     updated_at_ms=now))  # fmt: skip
+        device = devices[device_id]
+        device.deployment_id, device.desired_generation = deployment.id, generation
+        session.add(device)
+        state = _desired_state(session, director, deployment, device_id, generation, clock, release=release,
+                               records=records)  # fmt: skip
+        outgoing.append(Outgoing(device_id, state))
+    session.flush()
+    for deployment_id in sorted(touched - {deployment.id}):
+        refresh_status(session, deployment_id)
+    return outgoing
+
+
+def _supersede_open_targets(session: Session, device_ids: Sequence[str], clock: ClockMs) -> set[str]:
+    """Mark the devices' unfinished targets superseded; returns the deployments they belonged to."""
+    touched: set[str] = set()
+    now = clock()
+    for start in range(0, len(device_ids), _IN_BATCH):
+        batch = list(device_ids[start : start + _IN_BATCH])
+        query = select(DeploymentTarget).where(
+            col(DeploymentTarget.device_id).in_(batch), col(DeploymentTarget.status).not_in(TERMINAL)
+        )
+        for old in session.exec(query):
+            old.status, old.updated_at_ms = TargetStatus.SUPERSEDED, now
+            session.add(old)
+            touched.add(old.deployment_id)
+    return touched
+
+
+def _next_generations(session: Session, device_ids: Sequence[str]) -> dict[str, int]:
+    """`_next_generation` for many devices: one UPDATE ... RETURNING per batch, each row still bumped
+    atomically (concurrent deploys never share a number)."""
+    generations: dict[str, int] = {}
+    for start in range(0, len(device_ids), _IN_BATCH):
+        batch = list(device_ids[start : start + _IN_BATCH])
+        statement = (
+            update(Device)
+            .where(col(Device.id).in_(batch))
+            .values(desired_generation=col(Device.desired_generation) + 1)
+            .returning(col(Device.id), col(Device.desired_generation))
+            .execution_options(synchronize_session=False)  # the caller sets the loaded rows (see below)
+        )
+        generations.update((device_id, int(generation)) for device_id, generation in session.execute(statement))
+    missing = set(device_ids) - generations.keys()
+    if missing:  # _ensure_devices created every row in this transaction: only a bug gets here
+        raise AssertionError(f"no device row for {sorted(missing)[:5]}")
+    return generations
 
 
 def _ensure_devices(session: Session, device_ids: Sequence[str], clock: ClockMs) -> dict[str, Device]:

@@ -12,7 +12,8 @@ from cloud.db.tables import DeploymentCreate
 from cloud.errors import InvalidRequestError, NotFoundError
 from cloud.identity.enrollment import create_enrollment_token, enroll_device, is_enrolled, revoke_device
 from cloud.monitoring import Ingestor
-from cloud.rollout import Deployer, Director
+from cloud.rollout import Deployer, Director, plan
+from cloud.rollout.deployments import refresh_status
 from edge_agent.transport import MemoryBroker, MemoryTransport
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
@@ -85,6 +86,40 @@ def test_every_change_bumps_the_generation_and_supersedes_the_old_target(
     with Session(any_engine) as session:
         assert rollout.get_deployment(session, first.id).status == DeploymentStatus.SUPERSEDED
         assert rollout.get_deployment(session, second.id).status == DeploymentStatus.IN_PROGRESS
+
+
+def test_a_redeploy_in_batches_supersedes_every_open_target_and_rolls_each_old_deployment_up_once(
+    any_engine: Engine, deployer: Deployer, broker: MemoryBroker, register, monkeypatch
+) -> None:
+    # the plan supersedes, bumps and inserts a batch of ids at a time (2 here), not per device
+    monkeypatch.setattr(plan, "_IN_BATCH", 2)
+    with Session(any_engine) as session:
+        register(session, "m")
+        register(session, "m")
+    devices = ["a", "b", "c", "d", "e"]
+    enroll(any_engine, *devices)
+    north = deployer.deploy(DeploymentCreate(model_id="m", version="1", device_ids=["a", "b", "c"]))
+    south = deployer.deploy(DeploymentCreate(model_id="m", version="1", device_ids=["c", "d"]))  # c: generation 2
+    report(any_engine, "a", ts_ms=2, deployment_id=north.id, desired_generation=1,
+           update_state=pb.UPDATE_STATE_ACTIVE)  # fmt: skip
+    rolled_up = []
+    monkeypatch.setattr(plan, "refresh_status", lambda s, d: rolled_up.append(d) or refresh_status(s, d))
+    third = deployer.deploy(DeploymentCreate(model_id="m", version="2", device_ids=devices))
+    assert sorted(rolled_up) == sorted([north.id, south.id, third.id])  # each once, whatever the device count
+    expected = {"a": 2, "b": 2, "c": 3, "d": 2, "e": 1}
+    for device_id, generation in expected.items():
+        state = desired(broker, device_id)
+        assert state is not None and (state.deployment_id, state.generation) == (third.id, generation)
+        assert pb.Assignment.FromString(state.assignment.assignment).counter == generation
+    with Session(any_engine) as session:
+        assert {d: fleet.get_device(session, d).desired_generation for d in devices} == expected
+        old = {t.device_id: t.status for t in rollout.targets_of(session, north.id)}
+        assert old == {"a": TargetStatus.SUCCEEDED, "b": TargetStatus.SUPERSEDED, "c": TargetStatus.SUPERSEDED}
+        assert rollout.get_deployment(session, north.id).status == DeploymentStatus.SUCCEEDED  # a: its one live
+        assert rollout.get_deployment(session, south.id).status == DeploymentStatus.SUPERSEDED
+        targets = rollout.targets_of(session, third.id)
+        assert {t.device_id: t.generation for t in targets} == expected
+        assert {t.status for t in targets} == {TargetStatus.PENDING}
 
 
 def test_label_selector_and_reported_outcomes(
