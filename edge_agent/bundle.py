@@ -118,22 +118,35 @@ def download_dependencies(spec: BundleSpec, agent_wheel: Path, into: Path, cache
     target = (cache / f"{spec.name}-{key}") if cache is not None else into
     if (target / ".complete").is_file():
         return target
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    # Each build downloads into a directory of its own: builds sharing the cache at the same moment (test
+    # runs on one CI machine) must not empty each other's downloads, nor a wheelhouse another is copying.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
     constraints = partial / "constraints.txt"
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in PINS[spec.arch].items()))
     platforms = [arg for tag in _PLATFORM_TAGS for arg in ("--platform", tag.format(arch=spec.arch))]
-    _pip(
-        "download", "--only-binary=:all:", *platforms, "--python-version", spec.python, "--implementation", "cp",
-        "--abi", spec.abi, "--abi", "abi3", "--abi", "none", "--constraint", str(constraints),
-        "--dest", str(partial), f"{agent_wheel}[{EXTRAS[spec.runtime]}]", "pip",
-    )  # fmt: skip
+    try:
+        _pip(
+            "download", "--only-binary=:all:", *platforms, "--python-version", spec.python, "--implementation", "cp",
+            "--abi", spec.abi, "--abi", "abi3", "--abi", "none", "--constraint", str(constraints),
+            "--dest", str(partial), f"{agent_wheel}[{EXTRAS[spec.runtime]}]", "pip",
+        )  # fmt: skip
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     for stray in partial.glob("edgefleet-*.whl"):  # the agent's own wheel is built fresh each time
         stray.unlink()
     (partial / ".complete").write_text(key + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
+    if cache is None:
+        return partial
+    try:
+        partial.rename(target)  # atomic: others see the whole wheelhouse or none
+        return target
+    except OSError:  # the name is taken: another build published the same wheelhouse first
+        pass
+    if not (target / ".complete").is_file():
+        return partial  # a stray directory holds the name: use this build's own download
+    shutil.rmtree(partial, ignore_errors=True)
     return target
 
 

@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -150,13 +151,20 @@ def test_the_aarch64_bundle_runs_a_real_agent_under_qemu(
     assert x86_code == 0, x86.log.read_text()[-5000:]
 
 
-def _received(sock: socket.socket) -> list[bytes]:
-    messages = []
+def _received(sock: socket.socket, limit_s: float = 10.0) -> list[bytes]:
+    """What the agent has told "systemd" so far (queued in the socket since it started).
+
+    Bounded: the agent pings every second, about as long as the socket's timeout, so reading until a quiet
+    second could go on for as long as the agent runs.
+    """
+    messages, deadline = [], time.monotonic() + limit_s
+    sock.settimeout(0.2)
     try:
-        while True:
+        while time.monotonic() < deadline:
             messages.append(sock.recv(4096))
     except TimeoutError:
-        return messages
+        pass
+    return messages
 
 
 def _deploy_both_models(cloud: CloudService, headers: dict[str, str], arm: Device, x86: Device) -> None:
