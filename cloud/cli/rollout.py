@@ -155,7 +155,12 @@ def progress_line(rollout: dict[str, Any]) -> str:
     waves = len(rollout["wave_sizes"])
     wave = f"wave {rollout['current_wave'] + 1}/{waves}" if rollout["current_wave"] >= 0 else "not started"
     verdict = rollout.get("last_verdict") or {}
-    gates = ", ".join(f"{g['gate']} {g['decision']}" for g in verdict.get("gates", []) if g["decision"] != "pass")
+    unsettled = [g for g in verdict.get("gates", []) if g["decision"] != "pass"]
+    details = {g.get("detail", "") for g in unsettled}
+    if unsettled and all(g["decision"] == "wait" for g in unsettled) and len(details) == 1 and "" not in details:
+        gates = details.pop()  # every gate waits for the same evidence: say what it is, once
+    else:
+        gates = ", ".join(f"{g['gate']} {g['decision']}" for g in unsettled)
     return (f"{rollout['state']:<11} {wave:<11} done {rollout['devices_done']:>5} failed {rollout['devices_failed']:>4}"
             f"  {verdict.get('decision', '-')}{' (' + gates + ')' if gates else ''}")  # fmt: skip
 
@@ -171,9 +176,12 @@ def _status(args: argparse.Namespace) -> int:
     print(progress_line(rollout))
     if rollout["reason"]:
         print(f"reason: {rollout['reason']}")
-    for gate in (rollout.get("last_verdict") or {}).get("gates", []):
+    gates = (rollout.get("last_verdict") or {}).get("gates", [])
+    for gate in gates:
         value = "-" if gate["value"] is None else f"{gate['value']:.4g}"
         print(f"  {gate['gate']:<17} {gate['decision']:<6} {value:>8} (limit {gate['threshold']:.4g})")
+        if gate.get("detail") and gate["decision"] != "pass":
+            print(f"    {gate['detail']}")
     for decision in rollout["decisions"][-10:]:
         when = time.strftime("%H:%M:%S", time.localtime(decision["at_ms"] / 1000))
         print(f"  {when} wave {decision['wave'] + 1}: {decision['action']} by {decision['actor']}")

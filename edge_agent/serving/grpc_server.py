@@ -182,7 +182,8 @@ def _listen(address: str) -> socket.socket:
     try:
         return socket.create_server((host, int(port)), family=family, reuse_port=False)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"grpc_address: cannot listen on {address} (is another agent using it?): {exc}") from None
+        raise ConfigError(f"grpc_address: cannot listen on {address} (another agent on this machine? give this one "
+                          f"its own: grpc_address in its config, or EDGEFLEET_AGENT_GRPC_ADDRESS): {exc}") from None
 
 
 def start_grpc_server(agent: Agent, address: str) -> GrpcServer:

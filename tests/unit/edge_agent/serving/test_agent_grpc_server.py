@@ -72,7 +72,7 @@ def test_a_second_agent_cannot_share_the_port(make_agent: MakeAgent) -> None:
     random between them. The second must be refused, the first keep serving."""
     first = start_grpc_server(make_agent("pi-01"), "127.0.0.1:0")
     try:
-        with pytest.raises(ConfigError, match="another agent"):
+        with pytest.raises(ConfigError, match="another agent.*EDGEFLEET_AGENT_GRPC_ADDRESS"):
             start_grpc_server(make_agent("pi-02"), f"127.0.0.1:{first.port}")
         with grpc.insecure_channel(f"127.0.0.1:{first.port}") as channel:
             status = agent_pb2_grpc.EdgeInferenceStub(channel).Status(agent_pb2.StatusRequest(), timeout=5)
