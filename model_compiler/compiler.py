@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.serving.columns import STRING
 from edge_agent.serving.runtime import LoadedModel, Prediction, load_model
 from edge_agent.serving.selftest import run_self_test
 from model_compiler import gate as gates
@@ -27,6 +28,15 @@ from model_compiler.candidates import (
     plan,
     requirement,
     tflite_refusal,
+)
+from model_compiler.columns import (
+    check_named,
+    column_specs,
+    decode_frame,
+    encode_frame,
+    frame_dtypes,
+    is_frame,
+    snap_codes,
 )
 from model_compiler.errors import BadInputError, CompileError, GateRefusedError
 from model_compiler.families import Analysis, analyse, label_str
@@ -91,11 +101,23 @@ def _check_data(x: Any, y: Any, n_features: int, what: str) -> np.ndarray:
     return x
 
 
-def _source_outputs(estimator: Any, x: np.ndarray, classifier: bool, float64: bool = False) -> list[str] | np.ndarray:
+def _typed_data(x: Any, y: Any, n_features: int, specs: list[pb.ColumnSpec], what: str) -> np.ndarray:
+    """Held-out or reference data as the float batch a device sends: a DataFrame through its named
+    columns (strings become category codes), anything else as a numeric matrix."""
+    if is_frame(x):
+        if y is not None and len(y) != len(x):
+            raise BadInputError(f"{what}: X has {len(x)} rows but y has {len(y)}")
+        if x.shape[1] != n_features:
+            raise BadInputError(f"{what}: X must have {n_features} columns, got {x.shape[1]}")
+        return encode_frame(x, specs, what)
+    return _check_data(x, y, n_features, what)
+
+
+def _source_outputs(estimator: Any, x: Any, classifier: bool, float64: bool = False) -> list[str] | np.ndarray:
     """The estimator's predictions on what a device sends (float32 values). With `float64`, scikit-learn
     computes on them in float64: on float32 input it scales in float32 and then misses the float64
     categories a OneHotEncoder after scaling was fitted on (the artifact compares within a tolerance)."""
-    if float64:
+    if float64 and not is_frame(x):
         x = np.asarray(x, dtype=np.float64)
     try:
         predicted = estimator.predict(x)
@@ -131,10 +153,27 @@ def compile_estimator(
     model = analysis.model
     if y is None:
         raise BadInputError("held-out data: y is missing")
-    x = _check_data(X, y, model.n_features, "held-out data")
+    check_named(X, analysis.feature_names, analysis.raw)
+    specs: list[pb.ColumnSpec] = []
+    if analysis.feature_names or model.accepts_missing:  # named and/or per-column missing values to tell
+        specs = column_specs(
+            n_features=model.n_features,
+            feature_names=analysis.feature_names,
+            dtypes=frame_dtypes(X) if is_frame(X) else None,
+            raw=analysis.raw,
+            segments=list(model.segments),
+            native_missing=getattr(model, "native_missing", False),
+        )
+    # a model fitted on a DataFrame is given one (decoded from what a device sends) when its data is one
+    by_frame = is_frame(X) or bool(analysis.raw.categories)
+    x = _typed_data(X, y, model.n_features, specs, "held-out data")
     as_f64 = compares_scaled_categories(list(model.segments))  # see _source_outputs
-    ref_x = x if reference_X is None else _check_data(reference_X, None, model.n_features, "reference data")
-    source = _source_outputs(estimator, x, analysis.classifier, as_f64)
+    ref_x = x if reference_X is None else _typed_data(reference_X, None, model.n_features, specs, "reference data")
+
+    def source_of(rows: np.ndarray) -> list[str] | np.ndarray:
+        return _source_outputs(estimator, decode_frame(rows, specs) if by_frame else rows, analysis.classifier, as_f64)
+
+    source = source_of(x)
     io = io_schema(
         n_features=model.n_features,
         classifier=analysis.classifier,
@@ -144,6 +183,7 @@ def compile_estimator(
         accepts_missing=model.accepts_missing,
         label_dtype=label_dtype(model),
     )
+    io.columns.extend(specs)
     if analysis.classifier:
         y_labels = [label_str(v) for v in np.asarray(y).ravel()]
         source_metrics = gates.source_metrics_classifier(list(source), y_labels)
@@ -210,13 +250,22 @@ def compile_estimator(
     for t, why in report.choices.items():
         fragment.lineage[f"{CHOICE_KEY}.{t}"] = why
     fragment.metrics.update(source_metrics)
-    ref_source = source if reference_X is None else _source_outputs(estimator, ref_x, analysis.classifier, as_f64)
+    ref_source = source if reference_X is None else source_of(ref_x)
+    categories = {j: list(c.categories) for j, c in enumerate(specs) if c.dtype == STRING}
     fragment.reference.CopyFrom(
-        reference_profile(ref_x, ref_source, class_labels=analysis.class_labels, feature_names=analysis.feature_names)
+        reference_profile(
+            ref_x,
+            ref_source,
+            class_labels=analysis.class_labels,
+            feature_names=analysis.feature_names,
+            categories=categories,
+        )
     )
     if self_test_from == "synthetic":
         vector_x = synthetic_inputs(fragment.reference, max(SYNTHETIC_POOL_ROWS, 16 * n_self_test))
-        vector_source = _source_outputs(estimator, vector_x, analysis.classifier, as_f64)
+        if specs:
+            vector_x = snap_codes(vector_x, specs)
+        vector_source = source_of(vector_x)
         vector_kept = [(c, r, loaded.predict(vector_x), loaded) for c, r, _, loaded in kept]
     else:
         vector_x, vector_source, vector_kept = x, source, kept

@@ -32,7 +32,8 @@ class DenseModel:
     layers: tuple[Layer, ...]
     softmax: bool  # classifiers with probabilities: softmax over the last layer
     classifier: bool
-    n_outputs: int  # classes (classifiers) or targets (regressors)
+    n_outputs: int  # classes (classifiers) or targets (regressors); multilabel: labels
+    multilabel: bool = False  # outputs: one probability per label (sigmoid), a label set per row
 
     @property
     def accepts_missing(self) -> bool:

@@ -18,7 +18,7 @@ from model_compiler.converted import CONVERTED_FAMILIES, Converted, converted_fr
 from model_compiler.dense import DenseModel, Layer
 from model_compiler.errors import BadInputError, UnsupportedModelError
 from model_compiler.forest import Forest, forest_from
-from model_compiler.preprocess import trace
+from model_compiler.preprocess import RawColumns, trace
 from model_compiler.segments import Segment, output_width
 
 # predict = argmax(X @ coef_.T + intercept_) (classes_[d > 0] when binary)
@@ -56,6 +56,8 @@ class Analysis:
     class_labels: list[str]
     feature_names: list[str]
     estimator: str  # e.g. "Pipeline(StandardScaler, MLPClassifier)"
+    raw: RawColumns  # string columns' categories, and which columns refuse unknown / missing values
+    multilabel: bool = False  # several labels per row (MLPClassifier on a 2-D indicator y)
 
 
 def label_str(v: Any) -> str:
@@ -93,7 +95,8 @@ def analyse(estimator: Any) -> Analysis:
     n_features = getattr(estimator, "n_features_in_", None)
     if n_features is None:
         raise UnsupportedModelError(f"{type(estimator).__name__} without n_features_in_")
-    segments = tuple(trace(steps, int(n_features), names))
+    raw = RawColumns()
+    segments = tuple(trace(steps, int(n_features), names, raw))
     model: DenseModel | Forest | Converted
     if name in CONVERTED_FAMILIES:
         model = converted_from(final, int(n_features), segments)
@@ -113,7 +116,8 @@ def analyse(estimator: Any) -> Analysis:
     if len(set(labels)) != len(labels):
         raise UnsupportedModelError(f"{name} whose class labels collide as text: {labels}")
     names = [str(n) for n in getattr(estimator, "feature_names_in_", [])]
-    return Analysis(model, classifier, labels, names, described)
+    multilabel = isinstance(model, DenseModel) and model.multilabel
+    return Analysis(model, classifier, labels, names, described, raw, multilabel)
 
 
 def _f32(a: Any) -> np.ndarray:

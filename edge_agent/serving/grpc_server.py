@@ -1,7 +1,9 @@
 """The local inference API: the EdgeInference service of protocols/v1/agent.proto over gRPC.
 
+A batch comes as a row-major float matrix, or as named columns for a model whose manifest names its
+columns (edge_agent.serving.columns builds the float batch from them, numpy only).
 Status codes: INVALID_ARGUMENT for input of the wrong shape or values (the message says expected vs
-got), FAILED_PRECONDITION while no model is active, INTERNAL for anything else (logged).
+got, and names the column), FAILED_PRECONDITION while no model is active, INTERNAL for anything else (logged).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import grpc
 import numpy as np
 
 from edge_agent.agent import Agent
-from edge_agent.errors import ConfigError, NoModelError
+from edge_agent.errors import BadInputError, ConfigError, NoModelError
+from edge_agent.serving.columns import STRING, encode_columns, missing_refused
 from protocols.codes import ErrorCode
 from protocols.v1 import agent_pb2, agent_pb2_grpc
 
@@ -31,15 +34,10 @@ class EdgeInferenceService(agent_pb2_grpc.EdgeInferenceServicer):
         if serving is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no model is active on this device yet")
         assert serving is not None
-        rows = request.rows or 1
-        n_features = serving.n_features
-        if len(request.values) != rows * n_features:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"expected {rows} row(s) x {n_features} features = {rows * n_features} values, "
-                f"got {len(request.values)}",
-            )
-        x = np.asarray(request.values, dtype=np.float32).reshape(rows, n_features)
+        if request.columns:
+            x = self._named_batch(request, serving.manifest.io, context)
+        else:
+            x = self._matrix_batch(request, serving, context)
         try:
             inference = self.agent.infer(x, label=request.label or None)
         except NoModelError as exc:
@@ -57,6 +55,52 @@ class EdgeInferenceService(agent_pb2_grpc.EdgeInferenceServicer):
         if prediction.values is not None:
             response.values.extend(np.asarray(prediction.values, dtype=np.float32).reshape(-1).tolist())
         return response
+
+    @staticmethod
+    def _matrix_batch(request: agent_pb2.PredictRequest, serving: Any, context: grpc.ServicerContext) -> np.ndarray:
+        rows = request.rows or 1
+        n_features = serving.n_features
+        if len(request.values) != rows * n_features:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"expected {rows} row(s) x {n_features} features = {rows * n_features} values, "
+                f"got {len(request.values)}",
+            )
+        x = np.asarray(request.values, dtype=np.float32).reshape(rows, n_features)
+        refused = missing_refused(serving.manifest.io.columns, x)
+        if refused is not None:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"column {refused!r}: missing value, which this model does not accept"
+            )
+        return x
+
+    @staticmethod
+    def _named_batch(request: agent_pb2.PredictRequest, io: Any, context: grpc.ServicerContext) -> np.ndarray:
+        """The float batch from named columns (numpy only), or INVALID_ARGUMENT naming the column."""
+        if not io.columns:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "this model's manifest names no input columns: send the batch as values (rows x n_features)",
+            )
+        specs = {c.name: c for c in io.columns}
+        values: dict[str, Any] = {}
+        missing: dict[str, np.ndarray] = {}
+        for column in request.columns:
+            if column.name in values:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"column {column.name!r} sent twice")
+            spec = specs.get(column.name)
+            text = spec is not None and spec.dtype == STRING
+            if spec is not None and (column.numbers if text else column.strings):
+                want = "strings" if text else "numbers"
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"column {column.name!r} ({spec.dtype}): send {want}")
+            values[column.name] = list(column.strings) if text else np.asarray(column.numbers, dtype=np.float64)
+            if column.missing:
+                missing[column.name] = np.asarray(column.missing, dtype=bool)
+        try:
+            return encode_columns(io.columns, values, missing, rows=request.rows or None)
+        except BadInputError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        raise AssertionError("unreachable")  # context.abort raises
 
     def Status(self, request: agent_pb2.StatusRequest, context: grpc.ServicerContext) -> agent_pb2.StatusResponse:
         inferences, errors = self.agent.counts
