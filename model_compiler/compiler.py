@@ -133,7 +133,7 @@ def compile_estimator(
     *,
     target: str = "onnx",
     quantize: str = "auto",  # noqa: N803 (sklearn's X)
-    reference_X: np.ndarray | None = None,
+    reference_X: Any = None,
     gate: gates.Gate | None = None,
     n_self_test: int = 16,  # noqa: N803
     self_test_from: str = "synthetic",
