@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.serving.columns import STRING
-from edge_agent.serving.runtime import LoadedModel, Prediction, load_model
+from edge_agent.serving.runtime import MULTILABEL_SEPARATOR, LoadedModel, Prediction, load_model
 from edge_agent.serving.selftest import run_self_test
 from model_compiler import gate as gates
 from model_compiler.candidates import (
@@ -113,7 +113,15 @@ def _typed_data(x: Any, y: Any, n_features: int, specs: list[pb.ColumnSpec], wha
     return _check_data(x, y, n_features, what)
 
 
-def _source_outputs(estimator: Any, x: Any, classifier: bool, float64: bool = False) -> list[str] | np.ndarray:
+def label_sets(indicator: Any, labels: list[str]) -> list[str]:
+    """Multilabel rows (a 0/1 indicator matrix) as the agent labels them: the labels that are on, joined."""
+    on = np.asarray(indicator).reshape(len(indicator), len(labels)) > 0.5
+    return [MULTILABEL_SEPARATOR.join(labels[j] for j in np.flatnonzero(row)) for row in on]
+
+
+def _source_outputs(
+    estimator: Any, x: Any, classifier: bool, float64: bool = False, multilabel: list[str] | None = None
+) -> list[str] | np.ndarray:
     """The estimator's predictions on what a device sends (float32 values). With `float64`, scikit-learn
     computes on them in float64: on float32 input it scales in float32 and then misses the float64
     categories a OneHotEncoder after scaling was fitted on (the artifact compares within a tolerance)."""
@@ -123,6 +131,8 @@ def _source_outputs(estimator: Any, x: Any, classifier: bool, float64: bool = Fa
         predicted = estimator.predict(x)
     except Exception as exc:  # sklearn raises many types for data it cannot take (NaN without imputer, ...)
         raise BadInputError(f"the estimator cannot predict on this data: {exc}") from None
+    if multilabel is not None:
+        return label_sets(predicted, multilabel)
     return [label_str(v) for v in predicted] if classifier else np.asarray(predicted, dtype=np.float64)
 
 
@@ -170,8 +180,12 @@ def compile_estimator(
     as_f64 = compares_scaled_categories(list(model.segments))  # see _source_outputs
     ref_x = x if reference_X is None else _typed_data(reference_X, None, model.n_features, specs, "reference data")
 
+    multilabel = analysis.class_labels if analysis.multilabel else None
+    labelled = analysis.classifier or analysis.multilabel  # judged on labels (a multilabel row: its label set)
+
     def source_of(rows: np.ndarray) -> list[str] | np.ndarray:
-        return _source_outputs(estimator, decode_frame(rows, specs) if by_frame else rows, analysis.classifier, as_f64)
+        given = decode_frame(rows, specs) if by_frame else rows
+        return _source_outputs(estimator, given, analysis.classifier, as_f64, multilabel)
 
     source = source_of(x)
     io = io_schema(
@@ -184,13 +198,18 @@ def compile_estimator(
         label_dtype=label_dtype(model),
     )
     io.columns.extend(specs)
-    if analysis.classifier:
-        y_labels = [label_str(v) for v in np.asarray(y).ravel()]
+    if multilabel is not None:  # the artifact outputs the probabilities ("values"); see TASK_MULTILABEL
+        io.task = pb.TASK_MULTILABEL
+    if labelled:
+        if multilabel is not None:
+            y_labels = label_sets(y, multilabel)
+        else:
+            y_labels = [label_str(v) for v in np.asarray(y).ravel()]
         source_metrics = gates.source_metrics_classifier(list(source), y_labels)
     else:
         y_values = np.asarray(y, dtype=np.float64)
         source_metrics = gates.source_metrics_regressor(np.asarray(source), y_values)
-    report = CompileReport(analysis.estimator, model.family, analysis.classifier, source_metrics)
+    report = CompileReport(analysis.estimator, model.family, labelled, source_metrics)
 
     targets = list(TARGETS) if target == "all" else [target]
     no_tflite = tflite_refusal(model) if target == "all" else None
@@ -211,7 +230,7 @@ def compile_estimator(
             )
             loaded = load_model(record, candidate.data, io)
             prediction = loaded.predict(x)
-            if analysis.classifier:
+            if labelled:
                 assert prediction.labels is not None
                 verdict = gates.judge_classifier(prediction.labels, list(source), y_labels, gate)
             else:

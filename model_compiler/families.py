@@ -111,12 +111,12 @@ def analyse(estimator: Any) -> Analysis:
         raise UnsupportedModelError(
             f"{described}: its preprocessing gives {width} columns, {name} takes {final.n_features_in_}"
         )
+    multilabel = isinstance(model, DenseModel) and model.multilabel
     classifier = model.classifier
-    labels = [label_str(c) for c in final.classes_] if classifier else []
+    labels = [label_str(c) for c in final.classes_] if classifier or multilabel else []
     if len(set(labels)) != len(labels):
         raise UnsupportedModelError(f"{name} whose class labels collide as text: {labels}")
     names = [str(n) for n in getattr(estimator, "feature_names_in_", [])]
-    multilabel = isinstance(model, DenseModel) and model.multilabel
     return Analysis(model, classifier, labels, names, described, raw, multilabel)
 
 
@@ -161,8 +161,12 @@ def _mlp(est: Any, n_features: int, segments: tuple[Segment, ...]) -> DenseModel
         layers = (*hidden, Layer(_f32(w_out), _f32(b_out), "identity"))
         return DenseModel("mlp", name, n_features, segments, layers, False, False, w_out.shape[1])
     if est.out_activation_ == "logistic":
-        if getattr(est._label_binarizer, "y_type_", "binary") != "binary":
-            raise UnsupportedModelError(f"{name} with multilabel targets")
+        y_type = getattr(est._label_binarizer, "y_type_", "binary")
+        if y_type == "multilabel-indicator":  # one sigmoid per label: the artifact outputs the probabilities
+            layers = (*hidden, Layer(_f32(w_out), _f32(b_out), "logistic"))
+            return DenseModel("mlp", name, n_features, segments, layers, False, False, w_out.shape[1], True)
+        if y_type != "binary":
+            raise UnsupportedModelError(f"{name} with {y_type} targets")
         # binary: sigmoid(z) == softmax([-z/2, z/2])[1]
         w_out = np.concatenate([-w_out, w_out], axis=1) * 0.5
         b_out = np.concatenate([-b_out, b_out]) * 0.5

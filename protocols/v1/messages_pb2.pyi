@@ -18,6 +18,7 @@ class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_UNSPECIFIED: _ClassVar[Task]
     TASK_CLASSIFICATION: _ClassVar[Task]
     TASK_REGRESSION: _ClassVar[Task]
+    TASK_MULTILABEL: _ClassVar[Task]
 
 class UpdateState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -49,6 +50,7 @@ ARTIFACT_FORMAT_TFLITE: ArtifactFormat
 TASK_UNSPECIFIED: Task
 TASK_CLASSIFICATION: Task
 TASK_REGRESSION: Task
+TASK_MULTILABEL: Task
 UPDATE_STATE_UNSPECIFIED: UpdateState
 UPDATE_STATE_IDLE: UpdateState
 UPDATE_STATE_DOWNLOADING: UpdateState

@@ -146,3 +146,40 @@ def test_strings_need_a_dataframe(data) -> None:  # type: ignore[no-untyped-def]
     model = make_pipeline(mixed_front(), LogisticRegression(max_iter=1000)).fit(x_train, y_train)
     with pytest.raises(UnsupportedModelError, match="DataFrame"):
         compile_estimator(model, np.zeros((3, 4)), y_test[:3])
+
+
+def test_multilabel_mlp_compiles_gates_and_serves() -> None:
+    """MLPClassifier on a 2-D indicator y: one sigmoid per label; the artifact outputs the probabilities,
+    the agent labels each row with its labels above one half (as scikit-learn's predict), every target."""
+    from sklearn.datasets import make_multilabel_classification
+    from sklearn.preprocessing import StandardScaler
+
+    from edge_agent.serving.selftest import run_self_test
+    from model_compiler.compiler import label_sets
+    from protocols.v1 import messages_pb2 as pb
+
+    x, y = make_multilabel_classification(n_samples=600, n_features=10, n_classes=4, random_state=0)
+    model = fit_quietly(
+        make_pipeline(StandardScaler(), MLPClassifier((24,), max_iter=300, random_state=0)), x[:400], y[:400]
+    )
+    result = compile_estimator(model, x[400:], y[400:], target="all", quantize="none")
+    io = result.fragment.io
+    assert io.task == pb.TASK_MULTILABEL and list(io.class_labels) == ["0", "1", "2", "3"]
+    assert {b.artifact.format for b in result.artifacts} == {pb.ARTIFACT_FORMAT_ONNX, pb.ARTIFACT_FORMAT_TFLITE}
+    rows = x[400:].astype(np.float32)
+    expected = label_sets(model.predict(rows), list(io.class_labels))
+    assert "" in expected and any("," in e for e in expected)  # rows with no label and with several
+    for built in result.artifacts:
+        assert built.artifact.metrics["agreement"] == 1.0
+        loaded = load_model(built.artifact, built.data, io)
+        prediction = loaded.predict(rows)
+        assert prediction.labels == expected
+        np.testing.assert_allclose(prediction.values, model.predict_proba(rows), atol=1e-5)
+        assert run_self_test(loaded, result.fragment.self_test, io).passed
+    # an agent that predates TASK_MULTILABEL reads it as unspecified: it serves the probabilities as values
+    # and checks the self-test on them
+    old_io = pb.IoSchema()
+    old_io.CopyFrom(io)
+    old_io.task = pb.TASK_UNSPECIFIED
+    old = load_model(result.artifacts[0].artifact, result.artifacts[0].data, old_io)
+    assert old.predict(rows).labels is None and run_self_test(old, result.fragment.self_test, old_io).passed
