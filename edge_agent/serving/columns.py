@@ -34,42 +34,20 @@ def is_missing_string(v: Any) -> bool:
 
 def encode_string_column(spec: pb.ColumnSpec, values: Sequence[Any], missing: np.ndarray | None = None) -> np.ndarray:
     """Codes of a string column: index in spec.categories; unknown -> len(categories); missing -> NaN."""
-    index = {c: i for i, c in enumerate(spec.categories)}
-    unknown = float(len(spec.categories))
-    out = np.empty(len(values), dtype=np.float32)
-    bad: list[str] = []
-    for i, v in enumerate(values):
-        if (missing is not None and missing[i]) or is_missing_string(v):
-            out[i] = np.nan
-            continue
-        code = index.get(str(v))
-        if code is None:
-            bad.append(str(v))
-            out[i] = unknown
-        else:
-            out[i] = code
-    if bad and spec.refuses_unknown:
-        shown = ", ".join(repr(b) for b in sorted(set(bad))[:5])
-        raise BadInputError(f"column {spec.name!r}: unknown categor{'y' if len(set(bad)) == 1 else 'ies'} {shown}")
-    return out
-
-
-def encode_number_column(spec: pb.ColumnSpec, values: Any, missing: np.ndarray | None = None) -> np.ndarray:
-    try:
-        with np.errstate(over="ignore"):
-            out = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise BadInputError(f"column {spec.name!r} ({spec.dtype}): values are not numbers") from None
-    out = out.reshape(-1).copy()
+    index = {c: float(i) for i, c in enumerate(spec.categories)}
+    out = np.array([index.get(v, -1.0) for v in values], dtype=np.float32)  # -1: not a known category (yet)
+    for i in np.flatnonzero(out < 0).tolist():  # rare: unknown, missing, or a category sent as a non-str
+        v = values[i]
+        code = None if is_missing_string(v) else index.get(str(v))
+        out[i] = np.nan if is_missing_string(v) else (len(index) if code is None else code)
     if missing is not None:
         out[missing] = np.nan
-    if np.isinf(out).any():
-        raise BadInputError(f"column {spec.name!r}: infinite value")
-    if spec.dtype == INTEGER:
-        finite = out[np.isfinite(out)]
-        if (finite != np.round(finite)).any():
-            raise BadInputError(f"column {spec.name!r} (integer): value {finite[finite != np.round(finite)][0]!r}")
-    return out.astype(np.float32)
+    if spec.refuses_unknown:
+        unknown = {str(values[i]) for i in np.flatnonzero(out == len(index)).tolist()}
+        if unknown:
+            shown = ", ".join(repr(b) for b in sorted(unknown)[:5])
+            raise BadInputError(f"column {spec.name!r}: unknown categor{'y' if len(unknown) == 1 else 'ies'} {shown}")
+    return out
 
 
 def encode_columns(
@@ -81,12 +59,12 @@ def encode_columns(
 ) -> np.ndarray:
     """The float32 batch for `columns` (the manifest's io.columns) from named column values: a sequence
     of strings (string columns) or numbers per name. `missing` optionally marks missing rows per name."""
-    known = {c.name for c in columns}
-    extra = sorted(set(values) - known)
-    if extra:
-        raise BadInputError(f"unknown column(s) {', '.join(map(repr, extra))}; the model takes {sorted(known)}")
-    absent = [c.name for c in columns if c.name not in values]
-    if absent:
+    if len(values) != len(columns) or any(c.name not in values for c in columns):
+        known = {c.name for c in columns}
+        extra = sorted(set(values) - known)
+        if extra:
+            raise BadInputError(f"unknown column(s) {', '.join(map(repr, extra))}; the model takes {sorted(known)}")
+        absent = [c.name for c in columns if c.name not in values]
         raise BadInputError(f"missing column(s) {', '.join(map(repr, absent))}")
     lengths = {len(values[c.name]) for c in columns}
     if len(lengths) != 1 or (rows is not None and lengths != {rows}):
@@ -104,11 +82,36 @@ def encode_columns(
                 raise BadInputError(f"column {spec.name!r}: {mask.size} missing flags for {n} rows")
         if spec.dtype == STRING:
             out[:, j] = encode_string_column(spec, values[spec.name], mask)
-        else:
-            out[:, j] = encode_number_column(spec, values[spec.name], mask)
-        if not spec.accepts_missing and np.isnan(out[:, j]).any():
-            raise BadInputError(f"column {spec.name!r}: missing value, which this model does not accept")
+            continue
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # too large for float32 -> inf, refused below
+                out[:, j] = values[spec.name]
+        except (TypeError, ValueError):
+            raise BadInputError(f"column {spec.name!r} ({spec.dtype}): values are not numbers") from None
+        if mask is not None:
+            out[mask, j] = np.nan
+    _check(columns, out)
     return out
+
+
+def _check(columns: Sequence[pb.ColumnSpec], out: np.ndarray) -> None:
+    """Whole-batch checks (one numpy pass each, not one per column): infinities, missing values where a
+    column takes none, fractions in integer columns."""
+    if not np.isfinite(np.add.reduce(out, axis=None, dtype=np.float64)):
+        bad = np.isinf(out).any(axis=0)
+        if bad.any():
+            raise BadInputError(f"column {columns[int(np.argmax(bad))].name!r}: infinite value (or too large)")
+        refused = np.isnan(out).any(axis=0) & ~np.array([c.accepts_missing for c in columns])
+        if refused.any():
+            name = columns[int(np.argmax(refused))].name
+            raise BadInputError(f"column {name!r}: missing value, which this model does not accept")
+    integers = [j for j, c in enumerate(columns) if c.dtype == INTEGER]
+    if integers:
+        part = out[:, integers]
+        fraction = np.isfinite(part) & (part != np.round(part))
+        if fraction.any():
+            row, k = np.argwhere(fraction)[0]
+            raise BadInputError(f"column {columns[integers[k]].name!r} (integer): value {float(part[row, k])!r}")
 
 
 def missing_refused(columns: Sequence[pb.ColumnSpec], x: np.ndarray) -> str | None:
