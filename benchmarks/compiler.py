@@ -24,7 +24,8 @@ Side by side in one run:
   latency_b64_ratio               to fp32 in the same runtime;  *_ratio_sklearn: to sklearn's predict
   compile_s                       wall time of compile_estimator for that target/quantization (gate included)
   named_encode_b64_us             mixed_named: the agent's encoding of 64 rows of named columns into the
-                                  float batch (edge_agent.serving.columns), paid per gRPC call before the runtime
+                                  float batch (edge_agent.serving.columns.ColumnCodec, as the gRPC server
+                                  keeps one per model), paid per call before the runtime
 Latencies are the minimum over interleaved blocks of the calling thread's CPU time (every runtime and
 scikit-learn run on that one thread), so other work on a shared machine does not inflate them;
 wall_latency_b64_us is the wall-clock minimum, for comparison.
@@ -68,7 +69,7 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler  #
 from sklearn.svm import SVC, LinearSVC  # noqa: E402
 from sklearn.tree import DecisionTreeClassifier  # noqa: E402
 
-from edge_agent.serving.columns import encode_columns  # noqa: E402
+from edge_agent.serving.columns import ColumnCodec  # noqa: E402
 from edge_agent.serving.runtime import load_model  # noqa: E402
 from model_compiler import GateRefusedError, compile_estimator  # noqa: E402
 from model_compiler.columns import encode_frame  # noqa: E402
@@ -330,7 +331,8 @@ def bench_family(dataset: str, family: str, blocks: int) -> list[dict[str, Any]]
                 b1, b64 = rows[:1], rows[:64]
                 # what the agent does per gRPC call before the runtime: named columns to the float batch
                 columns = {c.name: _wire_values(s64[c.name], c.dtype) for c in specs}
-                calls["encode/64"] = lambda s=specs, c=columns: encode_columns(s, c)
+                codec = ColumnCodec(specs)
+                calls["encode/64"] = lambda k=codec, c=columns: k.encode(c)
             artifact = result.artifacts[0]
             model = load_model(artifact.artifact, artifact.data, result.fragment.io)
             key = f"{target}/{quantize}"

@@ -16,6 +16,7 @@ device computes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,9 +33,98 @@ def is_missing_string(v: Any) -> bool:
     return v is None or (isinstance(v, float) and v != v)
 
 
-def encode_string_column(spec: pb.ColumnSpec, values: Sequence[Any], missing: np.ndarray | None = None) -> np.ndarray:
-    """Codes of a string column: index in spec.categories; unknown -> len(categories); missing -> NaN."""
-    index = {c: float(i) for i, c in enumerate(spec.categories)}
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    dtype: str
+    index: dict[str, float]  # string columns: category -> code
+    accepts_missing: bool
+    refuses_unknown: bool
+
+
+class ColumnCodec:
+    """A manifest's io.columns read once into plain Python data (protobuf field reads cost more than
+    the encoding itself), encoding any number of batches. The gRPC server keeps one per serving model."""
+
+    def __init__(self, columns: Sequence[pb.ColumnSpec]) -> None:
+        self.columns = [
+            _Column(
+                c.name,
+                c.dtype,
+                {k: float(i) for i, k in enumerate(c.categories)} if c.dtype == STRING else {},
+                c.accepts_missing,
+                c.refuses_unknown,
+            )
+            for c in columns
+        ]
+        self.names = {c.name for c in self.columns}
+        self.refuses_missing = np.array([not c.accepts_missing for c in self.columns], dtype=bool)
+        self.integers = [j for j, c in enumerate(self.columns) if c.dtype == INTEGER]
+
+    def encode(
+        self, values: Mapping[str, Any], missing: Mapping[str, Any] | None = None, *, rows: int | None = None
+    ) -> np.ndarray:
+        """The float32 batch from named column values: a sequence of strings (string columns) or numbers
+        per name; `missing` optionally marks missing rows per name. BadInputError names the column."""
+        columns = self.columns
+        if len(values) != len(columns) or not self.names.issuperset(values):
+            extra = sorted(set(values) - self.names)
+            if extra:
+                raise BadInputError(
+                    f"unknown column(s) {', '.join(map(repr, extra))}; the model takes {sorted(self.names)}"
+                )
+            absent = [c.name for c in columns if c.name not in values]
+            raise BadInputError(f"missing column(s) {', '.join(map(repr, absent))}")
+        lengths = {len(values[c.name]) for c in columns}
+        if len(lengths) != 1 or (rows is not None and lengths != {rows}):
+            sizes = {c.name: len(values[c.name]) for c in columns}
+            raise BadInputError(f"columns differ in length (or from rows={rows}): {sizes}")
+        n = lengths.pop()
+        if n == 0:
+            raise BadInputError("no rows")
+        out = np.empty((n, len(columns)), dtype=np.float32)
+        for j, column in enumerate(columns):
+            mask = None
+            if missing is not None and len(missing.get(column.name, ())):
+                mask = np.asarray(missing[column.name], dtype=bool)
+                if mask.shape != (n,):
+                    raise BadInputError(f"column {column.name!r}: {mask.size} missing flags for {n} rows")
+            if column.dtype == STRING:
+                out[:, j] = _codes(column, values[column.name], mask)
+                continue
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):  # too large for float32 -> inf, refused below
+                    out[:, j] = values[column.name]
+            except (TypeError, ValueError):
+                raise BadInputError(f"column {column.name!r} ({column.dtype}): values are not numbers") from None
+            if mask is not None:
+                out[mask, j] = np.nan
+        self._check(out)
+        return out
+
+    def _check(self, out: np.ndarray) -> None:
+        """Whole-batch checks (one numpy pass each, not one per column): infinities, missing values where
+        a column takes none, fractions in integer columns."""
+        if not np.isfinite(np.add.reduce(out, axis=None, dtype=np.float64)):
+            bad = np.isinf(out).any(axis=0)
+            if bad.any():
+                raise BadInputError(f"column {self.columns[int(np.argmax(bad))].name!r}: infinite value (or too large)")
+            refused = np.isnan(out).any(axis=0) & self.refuses_missing
+            if refused.any():
+                name = self.columns[int(np.argmax(refused))].name
+                raise BadInputError(f"column {name!r}: missing value, which this model does not accept")
+        if self.integers:
+            part = out[:, self.integers]
+            fraction = np.isfinite(part) & (part != np.round(part))
+            if fraction.any():
+                row, k = np.argwhere(fraction)[0]
+                name = self.columns[self.integers[k]].name
+                raise BadInputError(f"column {name!r} (integer): value {float(part[row, k])!r}")
+
+
+def _codes(column: _Column, values: Sequence[Any], missing: np.ndarray | None) -> np.ndarray:
+    """Codes of a string column: index in its categories; unknown -> len(categories); missing -> NaN."""
+    index = column.index
     out = np.array([index.get(v, -1.0) for v in values], dtype=np.float32)  # -1: not a known category (yet)
     for i in np.flatnonzero(out < 0).tolist():  # rare: unknown, missing, or a category sent as a non-str
         v = values[i]
@@ -42,76 +132,24 @@ def encode_string_column(spec: pb.ColumnSpec, values: Sequence[Any], missing: np
         out[i] = np.nan if is_missing_string(v) else (len(index) if code is None else code)
     if missing is not None:
         out[missing] = np.nan
-    if spec.refuses_unknown:
+    if column.refuses_unknown:
         unknown = {str(values[i]) for i in np.flatnonzero(out == len(index)).tolist()}
         if unknown:
             shown = ", ".join(repr(b) for b in sorted(unknown)[:5])
-            raise BadInputError(f"column {spec.name!r}: unknown categor{'y' if len(unknown) == 1 else 'ies'} {shown}")
+            raise BadInputError(f"column {column.name!r}: unknown categor{'y' if len(unknown) == 1 else 'ies'} {shown}")
     return out
 
 
 def encode_columns(
     columns: Sequence[pb.ColumnSpec],
     values: Mapping[str, Any],
-    missing: Mapping[str, np.ndarray] | None = None,
+    missing: Mapping[str, Any] | None = None,
     *,
     rows: int | None = None,
 ) -> np.ndarray:
-    """The float32 batch for `columns` (the manifest's io.columns) from named column values: a sequence
-    of strings (string columns) or numbers per name. `missing` optionally marks missing rows per name."""
-    if len(values) != len(columns) or any(c.name not in values for c in columns):
-        known = {c.name for c in columns}
-        extra = sorted(set(values) - known)
-        if extra:
-            raise BadInputError(f"unknown column(s) {', '.join(map(repr, extra))}; the model takes {sorted(known)}")
-        absent = [c.name for c in columns if c.name not in values]
-        raise BadInputError(f"missing column(s) {', '.join(map(repr, absent))}")
-    lengths = {len(values[c.name]) for c in columns}
-    if len(lengths) != 1 or (rows is not None and lengths != {rows}):
-        sizes = {c.name: len(values[c.name]) for c in columns}
-        raise BadInputError(f"columns differ in length (or from rows={rows}): {sizes}")
-    n = lengths.pop()
-    if n == 0:
-        raise BadInputError("no rows")
-    out = np.empty((n, len(columns)), dtype=np.float32)
-    for j, spec in enumerate(columns):
-        mask = None
-        if missing is not None and len(missing.get(spec.name, ())):
-            mask = np.asarray(missing[spec.name], dtype=bool)
-            if mask.shape != (n,):
-                raise BadInputError(f"column {spec.name!r}: {mask.size} missing flags for {n} rows")
-        if spec.dtype == STRING:
-            out[:, j] = encode_string_column(spec, values[spec.name], mask)
-            continue
-        try:
-            with np.errstate(over="ignore", invalid="ignore"):  # too large for float32 -> inf, refused below
-                out[:, j] = values[spec.name]
-        except (TypeError, ValueError):
-            raise BadInputError(f"column {spec.name!r} ({spec.dtype}): values are not numbers") from None
-        if mask is not None:
-            out[mask, j] = np.nan
-    _check(columns, out)
-    return out
-
-
-def _check(columns: Sequence[pb.ColumnSpec], out: np.ndarray) -> None:
-    """Whole-batch checks (one numpy pass each, not one per column): infinities, missing values where a
-    column takes none, fractions in integer columns."""
-    if not np.isfinite(np.add.reduce(out, axis=None, dtype=np.float64)):
-        bad = np.isinf(out).any(axis=0)
-        if bad.any():
-            raise BadInputError(f"column {columns[int(np.argmax(bad))].name!r}: infinite value (or too large)")
-        refused = np.isnan(out).any(axis=0) & ~np.array([c.accepts_missing for c in columns])
-        if refused.any():
-            name = columns[int(np.argmax(refused))].name
-            raise BadInputError(f"column {name!r}: missing value, which this model does not accept")
-    integers = [j for j, c in enumerate(columns) if c.dtype == INTEGER]
-    if integers:
-        part = out[:, integers]
-        fraction = np.isfinite(part) & (part != np.round(part))
-        if fraction.any():
-            row, k = np.argwhere(fraction)[0]
-            raise BadInputError(f"column {columns[integers[k]].name!r} (integer): value {float(part[row, k])!r}")
+    """The float32 batch for `columns` (the manifest's io.columns) from named column values (see
+    ColumnCodec.encode; a caller encoding many batches keeps a ColumnCodec)."""
+    return ColumnCodec(columns).encode(values, missing, rows=rows)
 
 
 def missing_refused(columns: Sequence[pb.ColumnSpec], x: np.ndarray) -> str | None:

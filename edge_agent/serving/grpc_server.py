@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_agent.agent import Agent
 from edge_agent.errors import BadInputError, ConfigError, NoModelError
-from edge_agent.serving.columns import STRING, encode_columns, missing_refused
+from edge_agent.serving.columns import STRING, ColumnCodec, missing_refused
 from protocols.codes import ErrorCode
 from protocols.v1 import agent_pb2, agent_pb2_grpc
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class EdgeInferenceService(agent_pb2_grpc.EdgeInferenceServicer):
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        self._codec: tuple[Any, ColumnCodec] | None = None  # (serving model, its columns read once)
 
     def Predict(self, request: agent_pb2.PredictRequest, context: grpc.ServicerContext) -> agent_pb2.PredictResponse:
         serving = self.agent.serving
@@ -35,7 +36,7 @@ class EdgeInferenceService(agent_pb2_grpc.EdgeInferenceServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no model is active on this device yet")
         assert serving is not None
         if request.columns:
-            x = self._named_batch(request, serving.manifest.io, context)
+            x = self._named_batch(request, self._codec_of(serving), context)
         else:
             x = self._matrix_batch(request, serving, context)
         try:
@@ -74,15 +75,23 @@ class EdgeInferenceService(agent_pb2_grpc.EdgeInferenceServicer):
             )
         return x
 
+    def _codec_of(self, serving: Any) -> ColumnCodec:
+        cached = self._codec  # one read: a concurrent call may replace it, never half-way
+        if cached is None or cached[0] is not serving:
+            cached = self._codec = (serving, ColumnCodec(serving.manifest.io.columns))
+        return cached[1]
+
     @staticmethod
-    def _named_batch(request: agent_pb2.PredictRequest, io: Any, context: grpc.ServicerContext) -> np.ndarray:
+    def _named_batch(
+        request: agent_pb2.PredictRequest, codec: ColumnCodec, context: grpc.ServicerContext
+    ) -> np.ndarray:
         """The float batch from named columns (numpy only), or INVALID_ARGUMENT naming the column."""
-        if not io.columns:
+        if not codec.columns:
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "this model's manifest names no input columns: send the batch as values (rows x n_features)",
             )
-        specs = {c.name: c for c in io.columns}
+        specs = {c.name: c for c in codec.columns}
         values: dict[str, Any] = {}
         missing: dict[str, np.ndarray] = {}
         for column in request.columns:
@@ -97,7 +106,7 @@ class EdgeInferenceService(agent_pb2_grpc.EdgeInferenceServicer):
             if column.missing:
                 missing[column.name] = np.asarray(column.missing, dtype=bool)
         try:
-            return encode_columns(io.columns, values, missing, rows=request.rows or None)
+            return codec.encode(values, missing, rows=request.rows or None)
         except BadInputError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         raise AssertionError("unreachable")  # context.abort raises
