@@ -183,3 +183,21 @@ def test_multilabel_mlp_compiles_gates_and_serves() -> None:
     old_io.task = pb.TASK_UNSPECIFIED
     old = load_model(result.artifacts[0].artifact, result.artifacts[0].data, old_io)
     assert old.predict(rows).labels is None and run_self_test(old, result.fragment.self_test, old_io).passed
+
+
+def test_the_agents_telemetry_counts_string_columns_per_category(data) -> None:  # type: ignore[no-untyped-def]
+    """The agent's own drift sketch (FeatureBins over the reference profile) counts a string column's
+    codes per category, unknown ones in the last bin, missing ones nowhere."""
+    from edge_agent.serving.telemetry import FeatureBins
+
+    x_train, y_train, x_test, y_test = data
+    model = make_pipeline(mixed_front(), LogisticRegression(max_iter=1000)).fit(x_train, y_train)
+    fragment = compile_estimator(model, x_test, y_test, quantize="none").fragment
+    live = x_test.iloc[:50].copy()
+    live.loc[:4, "city"] = "marseille"
+    bins = FeatureBins.of(fragment.reference.features)
+    assert bins is not None
+    sketches = dict(bins.split(bins.count(encode_frame(live, list(fragment.io.columns), "live"))))
+    city = next(f for f in fragment.reference.features if f.name == "city")
+    expected = [int((live["city"] == c).sum()) for c in city.categories] + [5]
+    assert list(sketches[city.index]) == expected
