@@ -46,7 +46,8 @@ def activate(z: np.ndarray, activation: Activation) -> np.ndarray:
     if activation == "tanh":
         return np.tanh(z)
     if activation == "logistic":
-        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+        with np.errstate(over="ignore"):  # exp(-z) overflows to inf for z << 0: 1 / inf is the right 0
+            return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
     return z
 
 
