@@ -15,7 +15,7 @@ device computes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,3 +163,37 @@ def missing_refused(columns: Sequence[pb.ColumnSpec], x: np.ndarray) -> str | No
         if not spec.accepts_missing:
             return spec.name
     return None
+
+
+def recoder(
+    source: Sequence[pb.ColumnSpec], target: Sequence[pb.ColumnSpec]
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A function taking rows encoded for `source`'s columns to rows encoded for `target`'s (columns by
+    name; a string category to its code among the target's categories, or the target's unknown code), for
+    running one model's input through another (the shadowed previous model). Identity where either
+    manifest names no columns (older manifests: same float matrix) or both name the same; None when the
+    target needs a column the source lacks."""
+    if not len(source) or not len(target) or list(source) == list(target):
+        return lambda rows: rows
+    position = {c.name: j for j, c in enumerate(source)}
+    if any(c.name not in position for c in target):
+        return None
+    order = np.array([position[c.name] for c in target], dtype=np.int64)
+    tables: dict[int, np.ndarray] = {}
+    for k, c in enumerate(target):
+        s = source[int(order[k])]
+        if c.dtype == STRING and list(s.categories) != list(c.categories):
+            index = {cat: i for i, cat in enumerate(c.categories)}
+            unknown = len(c.categories)
+            tables[k] = np.array([index.get(cat, unknown) for cat in s.categories] + [unknown], dtype=np.float32)
+
+    def recode(rows: np.ndarray) -> np.ndarray:
+        out = np.ascontiguousarray(rows[:, order])
+        for k, table in tables.items():
+            v = out[:, k]
+            known = ~np.isnan(v)
+            codes = np.clip(np.round(v[known]), 0, len(table) - 1).astype(np.int64)
+            v[known] = table[codes]
+        return out
+
+    return recode

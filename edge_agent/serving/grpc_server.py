@@ -39,15 +39,13 @@ class EdgeInferenceService(agent_pb2_grpc.EdgeInferenceServicer):
             x = self._named_batch(request, self._codec_of(serving), context)
         else:
             x = self._matrix_batch(request, serving, context)
-        try:
-            inference = self.agent.infer(x, label=request.label or None)
-        except NoModelError as exc:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except Exception as exc:  # noqa: BLE001 - mapped to a status code, never kills the server
-            if getattr(exc, "code", None) == ErrorCode.BAD_INPUT or isinstance(exc, ValueError):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            log.exception("Predict failed")
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        inference = self._infer(x, request, context)
+        if request.columns and inference.model != serving.ref and self._columns_changed(serving):
+            # a swap between encoding and inference: the codes were the previous model's, and the new one
+            # names other columns or categories: ask it again with its own
+            now = self.agent.serving
+            assert now is not None
+            inference = self._infer(self._named_batch(request, self._codec_of(now), context), request, context)
         prediction = inference.prediction
         response = agent_pb2.PredictResponse(latency_us=inference.latency_us)
         response.model.CopyFrom(inference.model)
@@ -56,6 +54,22 @@ class EdgeInferenceService(agent_pb2_grpc.EdgeInferenceServicer):
         if prediction.values is not None:
             response.values.extend(np.asarray(prediction.values, dtype=np.float32).reshape(-1).tolist())
         return response
+
+    def _columns_changed(self, before: Any) -> bool:
+        now = self.agent.serving
+        return now is not None and list(now.manifest.io.columns) != list(before.manifest.io.columns)
+
+    def _infer(self, x: np.ndarray, request: agent_pb2.PredictRequest, context: grpc.ServicerContext) -> Any:
+        try:
+            return self.agent.infer(x, label=request.label or None)
+        except NoModelError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except Exception as exc:  # noqa: BLE001 - mapped to a status code, never kills the server
+            if getattr(exc, "code", None) == ErrorCode.BAD_INPUT or isinstance(exc, ValueError):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            log.exception("Predict failed")
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        raise AssertionError("unreachable")  # context.abort raises
 
     @staticmethod
     def _matrix_batch(request: agent_pb2.PredictRequest, serving: Any, context: grpc.ServicerContext) -> np.ndarray:

@@ -73,3 +73,30 @@ def test_the_matrix_form_is_checked_per_column_too() -> None:
     rows[0, 1] = math.nan
     assert missing_refused(SPECS, rows) == "visits"
     assert missing_refused([], rows) is None  # a manifest before named columns: the runtime's own check
+
+
+def test_rows_for_one_model_are_recoded_for_another() -> None:
+    """The shadowed previous model may know other categories, in another order, and other columns:
+    rows encoded for the new model reach it as it would have encoded the same named values."""
+    from edge_agent.serving.columns import recoder
+
+    previous = [
+        pb.ColumnSpec(name="plan", dtype="string", categories=["pro", "free"]),
+        pb.ColumnSpec(name="city", dtype="string", categories=["paris", "nice"], accepts_missing=True),
+        pb.ColumnSpec(name="age", dtype="float", accepts_missing=True),
+    ]
+    values = {
+        "age": [30.0, 41.0, 50.0],
+        "visits": [1, 2, 3],
+        "city": ["nice", "lyon", None],  # lyon: unknown to the previous model
+        "plan": ["pro", "free", "free"],
+    }
+    new_rows = encode_columns(SPECS, values)
+    recode = recoder(SPECS, previous)
+    assert recode is not None
+    del values["visits"]
+    np.testing.assert_array_equal(recode(new_rows), encode_columns(previous, values))
+    same = recoder(SPECS, SPECS)
+    assert same is not None and same(new_rows) is new_rows
+    assert recoder(SPECS, [*previous, pb.ColumnSpec(name="colour", dtype="string")]) is None
+    assert recoder([], previous) is not None  # an older manifest: the same float matrix
