@@ -7,7 +7,11 @@ builds fp32 and (dense families) INT8 artifacts through `compile_estimator`, whi
 `mixed` is breast_cancer's first 10 columns with 5% missing values plus two categorical columns (codes
 0, 10, ..., 50 and 0..3); there every family sits behind a ColumnTransformer (median SimpleImputer and
 a scaler on the numbers, OneHotEncoder on the categories), except HistGradientBoosting, which takes NaN
-itself, and `hgb_categorical`, which takes the two columns as categorical features. SVC, k-NN and naive
+itself, and `hgb_categorical`, which takes the two columns as categorical features. `mixed_named` is the
+same data as a DataFrame with named columns, the two categorical ones as strings (pandas category
+dtype): the pipelines select columns by name, and the compiler's artifacts take the batch a device builds
+from named columns (strings as category codes); skl2onnx's baseline takes one input per column (string
+tensors for the categories), and HistGradientBoosting treats the category columns as categorical. SVC, k-NN and naive
 Bayes go through skl2onnx inside the compiler (ONNX fp32 only); the baseline is skl2onnx's own
 conversion of the whole pipeline.
 Side by side in one run:
@@ -19,6 +23,9 @@ Side by side in one run:
                                   limited to 1 thread too
   latency_b64_ratio               to fp32 in the same runtime;  *_ratio_sklearn: to sklearn's predict
   compile_s                       wall time of compile_estimator for that target/quantization (gate included)
+  named_encode_b64_us             mixed_named: the agent's encoding of 64 rows of named columns into the
+                                  float batch (edge_agent.serving.columns.ColumnCodec, as the gRPC server
+                                  keeps one per model), paid per call before the runtime
 Latencies are the minimum over interleaved blocks of the calling thread's CPU time (every runtime and
 scikit-learn run on that one thread), so other work on a shared machine does not inflate them;
 wall_latency_b64_us is the wall-clock minimum, for comparison.
@@ -62,8 +69,10 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler  #
 from sklearn.svm import SVC, LinearSVC  # noqa: E402
 from sklearn.tree import DecisionTreeClassifier  # noqa: E402
 
+from edge_agent.serving.columns import ColumnCodec  # noqa: E402
 from edge_agent.serving.runtime import load_model  # noqa: E402
 from model_compiler import GateRefusedError, compile_estimator  # noqa: E402
+from model_compiler.columns import encode_frame  # noqa: E402
 
 FAMILIES: dict[str, Callable[[], Any]] = {
     "logreg": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
@@ -87,7 +96,7 @@ DENSE = {"logreg", "linear_svc", "sgd", "mlp"}
 CONVERTED = {"svc_rbf", "svc_linear", "knn", "gaussian_nb", "multinomial_nb", "bernoulli_nb"}  # via skl2onnx
 TREES = set(FAMILIES) - DENSE - CONVERTED
 # columns hgb_categorical declares categorical (digits: the 8 pixels of the central row, 17 values each)
-CATEGORICAL = {"digits": list(range(32, 40)), "mixed": [10, 11]}
+CATEGORICAL: dict[str, Any] = {"digits": list(range(32, 40)), "mixed": [10, 11], "mixed_named": "from_dtype"}
 MIXED_NUMERIC, MIXED_CATEGORICAL = list(range(10)), [10, 11]
 
 
@@ -104,7 +113,24 @@ def load_mixed(return_X_y: bool = True) -> tuple[np.ndarray, np.ndarray]:  # noq
     return np.column_stack([numeric, informative, noise]), y
 
 
-DATASETS = {"digits": load_digits, "breast_cancer": load_breast_cancer, "mixed": load_mixed}
+def load_mixed_named(return_X_y: bool = True) -> tuple[Any, np.ndarray]:  # noqa: N803
+    """`mixed` as a DataFrame: f0..f9 (floats with holes), grade and noise (strings, category dtype)."""
+    import pandas as pd
+
+    x, y = load_mixed()
+    frame = pd.DataFrame(x[:, :10], columns=[f"f{j}" for j in range(10)])
+    frame["grade"] = pd.Categorical([f"grade-{int(v) // 10}" for v in x[:, 10]])
+    frame["noise"] = pd.Categorical([["red", "green", "blue", "grey"][int(v)] for v in x[:, 11]])
+    return frame, y
+
+
+DATASETS = {
+    "digits": load_digits,
+    "breast_cancer": load_breast_cancer,
+    "mixed": load_mixed,
+    "mixed_named": load_mixed_named,
+}
+NAMED = {"mixed_named": ([f"f{j}" for j in range(10)], ["grade", "noise"])}
 
 
 def make_estimator(dataset: str, family: str) -> Any | None:
@@ -115,14 +141,15 @@ def make_estimator(dataset: str, family: str) -> Any | None:
             return None
         return HistGradientBoostingClassifier(max_iter=100, random_state=0, categorical_features=CATEGORICAL[dataset])
     estimator = FAMILIES[family]()
-    if dataset != "mixed" or family == "hist_gradient_boosting":
+    if dataset not in ("mixed", *NAMED) or family == "hist_gradient_boosting":
         return estimator
+    numeric, categorical = NAMED.get(dataset, (MIXED_NUMERIC, MIXED_CATEGORICAL))
     final = estimator[-1] if hasattr(estimator, "steps") else estimator
     scaler = MinMaxScaler() if family == "multinomial_nb" else StandardScaler()  # MultinomialNB: no negatives
     front = ColumnTransformer(
         [
-            ("num", make_pipeline(SimpleImputer(strategy="median"), scaler), MIXED_NUMERIC),
-            ("cat", OneHotEncoder(handle_unknown="ignore"), MIXED_CATEGORICAL),
+            ("num", make_pipeline(SimpleImputer(strategy="median"), scaler), numeric),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
         ]
     )
     return make_pipeline(front, final)
@@ -156,13 +183,46 @@ def skl2onnx_fp32(estimator: Any, x: np.ndarray) -> tuple[bytes, Any]:
     try:
         with warnings.catch_warnings():  # skl2onnx reads SVC's probA_, which scikit-learn 1.9 deprecates
             warnings.simplefilter("ignore", FutureWarning)
-            model = to_onnx(estimator, x[:1].astype(np.float32), options=options, target_opset=opsets)
+            sample = _float32_sample(x) if hasattr(x, "columns") else x[:1].astype(np.float32)
+            model = to_onnx(estimator, sample, options=options, target_opset=opsets)
     finally:
         container.make_node = original
     data = model.SerializeToString()
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     return data, ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+
+def _wire_values(column: Any, dtype: str) -> Any:
+    """A DataFrame column as a gRPC Column carries it: strings (None when missing) or float64 numbers."""
+    if dtype == "string":
+        return [None if v != v else str(v) for v in column.astype(object).tolist()]
+    return column.to_numpy(dtype=np.float64)
+
+
+def _float32_sample(frame: Any) -> Any:
+    """A DataFrame's first row for skl2onnx, which makes one input per column: numbers as float32 (its
+    Imputer has no double kernel in onnxruntime), categories as strings."""
+    row = frame.iloc[:1].copy()
+    for name in row.columns:
+        kind = row[name].dtype.kind
+        row[name] = row[name].astype(np.float32) if kind in "fiub" else row[name].astype(str).astype(object)
+    return row
+
+
+def skl2onnx_feeds(session: Any, x: Any) -> dict[str, Any]:
+    """skl2onnx's inputs: one float matrix, or (a DataFrame) one (rows, 1) tensor per column."""
+    inputs = session.get_inputs()
+    if not hasattr(x, "columns"):
+        return {inputs[0].name: x}
+    feeds = {}
+    for i in inputs:
+        column = x[i.name]
+        if i.type == "tensor(string)":
+            feeds[i.name] = column.astype(str).to_numpy().reshape(-1, 1)
+        else:
+            feeds[i.name] = column.to_numpy(dtype=np.float32).reshape(-1, 1)
+    return feeds
 
 
 def raw_runner(runtime: str, data: bytes, output: str, x: np.ndarray) -> Callable[[], Any]:
@@ -222,11 +282,13 @@ def bench_family(dataset: str, family: str, blocks: int) -> list[dict[str, Any]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         estimator = estimator.fit(x_train, y_train)
-    x32 = x_test.astype(np.float32)
-    b1, b64 = x32[:1], x32[:64]
+    named = dataset in NAMED
+    x32 = None if named else x_test.astype(np.float32)
+    s1, s64 = (x_test.iloc[:1], x_test.iloc[:64]) if named else (x32[:1], x32[:64])  # type: ignore[index]
+    b1, b64 = s1, s64  # the runtimes' batches: for named data, what a device builds (set after compiling)
     calls: dict[str, Callable[[], Any]] = {
-        "sklearn/1": lambda: estimator.predict(b1),
-        "sklearn/64": lambda: estimator.predict(b64),
+        "sklearn/1": lambda: estimator.predict(s1),
+        "sklearn/64": lambda: estimator.predict(s64),
     }
     sk_size: bytes | None = None
     try:
@@ -234,9 +296,9 @@ def bench_family(dataset: str, family: str, blocks: int) -> list[dict[str, Any]]
     except Exception as exc:  # skl2onnx lacks a converter for some options (categorical HistGradientBoosting)
         log(f"  skl2onnx cannot convert {dataset}/{family}: {type(exc).__name__}: {str(exc)[:120]}")
     else:
-        sk_input = sk_session.get_inputs()[0].name
-        calls["skl2onnx/1"] = lambda: sk_session.run(None, {sk_input: b1})
-        calls["skl2onnx/64"] = lambda: sk_session.run(None, {sk_input: b64})
+        feeds1, feeds64 = skl2onnx_feeds(sk_session, s1), skl2onnx_feeds(sk_session, s64)
+        calls["skl2onnx/1"] = lambda: sk_session.run(None, feeds1)
+        calls["skl2onnx/64"] = lambda: sk_session.run(None, feeds64)
     built: list[dict[str, Any]] = []
     targets = ["onnx", "tflite"] if family in DENSE else ["onnx"]
     quantizations = ["none", "int8", "fp16"] if family in DENSE else ["none"]
@@ -263,14 +325,22 @@ def bench_family(dataset: str, family: str, blocks: int) -> list[dict[str, Any]]
                 )
                 continue
             seconds = time.perf_counter() - start
+            if named and b1 is s1:  # the float batch a device builds from the named columns
+                specs = list(result.fragment.io.columns)
+                rows = encode_frame(x_test, specs, "held-out data")
+                b1, b64 = rows[:1], rows[:64]
+                # what the agent does per gRPC call before the runtime: named columns to the float batch
+                columns = {c.name: _wire_values(s64[c.name], c.dtype) for c in specs}
+                codec = ColumnCodec(specs)
+                calls["encode/64"] = lambda k=codec, c=columns: k.encode(c)
             artifact = result.artifacts[0]
             model = load_model(artifact.artifact, artifact.data, result.fragment.io)
             key = f"{target}/{quantize}"
             output = artifact.artifact.predicted_output or artifact.artifact.scores_output
             calls[f"{key}/1"] = raw_runner(artifact.artifact.runtime, artifact.data, output, b1)
             calls[f"{key}/64"] = raw_runner(artifact.artifact.runtime, artifact.data, output, b64)
-            calls[f"adapter/{key}/1"] = lambda m=model: m.predict(b1)
-            calls[f"adapter/{key}/64"] = lambda m=model: m.predict(b64)
+            calls[f"adapter/{key}/1"] = lambda m=model, b=b1: m.predict(b)
+            calls[f"adapter/{key}/64"] = lambda m=model, b=b64: m.predict(b)
             variant = next(c.variant for c in result.report.candidates if c.chosen)
             built.append(
                 {
@@ -322,6 +392,8 @@ def bench_family(dataset: str, family: str, blocks: int) -> list[dict[str, Any]]
                     "sklearn_latency_b64_us": round(latency["sklearn/64"], 2),
                 }
             )
+        if "encode/64" in latency:  # named columns: the agent's encoding of a 64-row batch, before the runtime
+            record["named_encode_b64_us"] = round(latency["encode/64"], 2)
         if b["quantization"] in ("int8", "fp16"):
             fp32 = next(o for o in built if o["target"] == b["target"] and o["quantization"] == "none")
             record["size_ratio_to_fp32"] = round(b["size_bytes"] / fp32["size_bytes"], 4)

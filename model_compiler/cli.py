@@ -1,4 +1,4 @@
-"""`edgefleet compile MODEL.joblib --data DATA.npz --out DIR`, with `--target onnx|tflite|all` and
+"""`edgefleet compile MODEL.joblib --data DATA.npz|.csv|.parquet|.pkl --out DIR`, with `--target onnx|tflite|all` and
 `--quantize none|int8|fp16|auto`."""
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ def register(subparsers: Any) -> None:
         "against the source estimator on the held-out data; one outside the tolerance is refused.",
     )
     p.add_argument("model", help="fitted estimator or Pipeline saved with joblib (trusted: it is a pickle)")
-    p.add_argument("--data", required=True, help=".npz with arrays X and y of held-out data (calibration + gate)")
+    p.add_argument(
+        "--data", required=True,
+        help="held-out data (calibration + gate): .npz with arrays X and y, or a DataFrame as .csv, .parquet or "
+        "a pickle (.pkl/.joblib, trusted) whose --label column is y",
+    )
+    p.add_argument("--label", default="y", help="label column of DataFrame data (default y)")
     p.add_argument("--target", choices=TARGET_CHOICES, default="onnx", help="(default onnx)")
     p.add_argument(
         "--quantize", choices=QUANTIZE_CHOICES, default="auto",
@@ -42,7 +47,11 @@ def register(subparsers: Any) -> None:
         "(the choice and why: manifest lineage compiler_choice.<target>)",
     )
     p.add_argument("--out", required=True, help="directory for the artifacts and manifest.fragment.json")
-    p.add_argument("--reference", help=".npz with array X (training data) for the drift reference profile")
+    p.add_argument(
+        "--reference",
+        help="training data for the drift reference profile (.npz with array X, or a DataFrame file as for "
+        "--data; its label column, if any, is left out)",
+    )
     p.add_argument("--max-accuracy-drop", type=_number(float, 0.0, 100.0), default=0.5,
                    help="points of accuracy (default 0.5)")
     p.add_argument("--min-agreement", type=_number(float, 0.0, 1.0), default=0.99,
@@ -62,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         estimator = load_estimator(args.model)
-        x, y = load_data(args.data)
-        reference = load_data(args.reference, need_y=False)[0] if args.reference else None
+        x, y = load_data(args.data, label=args.label)
+        reference = load_data(args.reference, need_y=False, label=args.label)[0] if args.reference else None
         gate = Gate(
             max_accuracy_drop_pts=args.max_accuracy_drop,
             min_agreement=args.min_agreement,

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.serving.runtime import LoadedModel, Prediction, load_model
+from edge_agent.serving.columns import STRING
+from edge_agent.serving.runtime import MULTILABEL_SEPARATOR, LoadedModel, Prediction, load_model
 from edge_agent.serving.selftest import run_self_test
 from model_compiler import gate as gates
 from model_compiler.candidates import (
@@ -27,6 +28,15 @@ from model_compiler.candidates import (
     plan,
     requirement,
     tflite_refusal,
+)
+from model_compiler.columns import (
+    check_named,
+    column_specs,
+    decode_frame,
+    encode_frame,
+    frame_dtypes,
+    is_frame,
+    snap_codes,
 )
 from model_compiler.errors import BadInputError, CompileError, GateRefusedError
 from model_compiler.families import Analysis, analyse, label_str
@@ -91,16 +101,38 @@ def _check_data(x: Any, y: Any, n_features: int, what: str) -> np.ndarray:
     return x
 
 
-def _source_outputs(estimator: Any, x: np.ndarray, classifier: bool, float64: bool = False) -> list[str] | np.ndarray:
+def _typed_data(x: Any, y: Any, n_features: int, specs: list[pb.ColumnSpec], what: str) -> np.ndarray:
+    """Held-out or reference data as the float batch a device sends: a DataFrame through its named
+    columns (strings become category codes), anything else as a numeric matrix."""
+    if is_frame(x):
+        if y is not None and len(y) != len(x):
+            raise BadInputError(f"{what}: X has {len(x)} rows but y has {len(y)}")
+        if x.shape[1] != n_features:
+            raise BadInputError(f"{what}: X must have {n_features} columns, got {x.shape[1]}")
+        return encode_frame(x, specs, what)
+    return _check_data(x, y, n_features, what)
+
+
+def label_sets(indicator: Any, labels: list[str]) -> list[str]:
+    """Multilabel rows (a 0/1 indicator matrix) as the agent labels them: the labels that are on, joined."""
+    on = np.asarray(indicator).reshape(len(indicator), len(labels)) > 0.5
+    return [MULTILABEL_SEPARATOR.join(labels[j] for j in np.flatnonzero(row)) for row in on]
+
+
+def _source_outputs(
+    estimator: Any, x: Any, classifier: bool, float64: bool = False, multilabel: list[str] | None = None
+) -> list[str] | np.ndarray:
     """The estimator's predictions on what a device sends (float32 values). With `float64`, scikit-learn
     computes on them in float64: on float32 input it scales in float32 and then misses the float64
     categories a OneHotEncoder after scaling was fitted on (the artifact compares within a tolerance)."""
-    if float64:
+    if float64 and not is_frame(x):
         x = np.asarray(x, dtype=np.float64)
     try:
         predicted = estimator.predict(x)
     except Exception as exc:  # sklearn raises many types for data it cannot take (NaN without imputer, ...)
         raise BadInputError(f"the estimator cannot predict on this data: {exc}") from None
+    if multilabel is not None:
+        return label_sets(predicted, multilabel)
     return [label_str(v) for v in predicted] if classifier else np.asarray(predicted, dtype=np.float64)
 
 
@@ -111,7 +143,7 @@ def compile_estimator(
     *,
     target: str = "onnx",
     quantize: str = "auto",  # noqa: N803 (sklearn's X)
-    reference_X: np.ndarray | None = None,
+    reference_X: Any = None,
     gate: gates.Gate | None = None,
     n_self_test: int = 16,  # noqa: N803
     self_test_from: str = "synthetic",
@@ -131,10 +163,31 @@ def compile_estimator(
     model = analysis.model
     if y is None:
         raise BadInputError("held-out data: y is missing")
-    x = _check_data(X, y, model.n_features, "held-out data")
+    check_named(X, analysis.feature_names, analysis.raw)
+    specs: list[pb.ColumnSpec] = []
+    if analysis.feature_names or model.accepts_missing:  # named and/or per-column missing values to tell
+        specs = column_specs(
+            n_features=model.n_features,
+            feature_names=analysis.feature_names,
+            dtypes=frame_dtypes(X) if is_frame(X) else None,
+            raw=analysis.raw,
+            segments=list(model.segments),
+            native_missing=getattr(model, "native_missing", False),
+        )
+    # a model fitted on a DataFrame is given one (decoded from what a device sends) when its data is one
+    by_frame = is_frame(X) or bool(analysis.raw.categories)
+    x = _typed_data(X, y, model.n_features, specs, "held-out data")
     as_f64 = compares_scaled_categories(list(model.segments))  # see _source_outputs
-    ref_x = x if reference_X is None else _check_data(reference_X, None, model.n_features, "reference data")
-    source = _source_outputs(estimator, x, analysis.classifier, as_f64)
+    ref_x = x if reference_X is None else _typed_data(reference_X, None, model.n_features, specs, "reference data")
+
+    multilabel = analysis.class_labels if analysis.multilabel else None
+    labelled = analysis.classifier or analysis.multilabel  # judged on labels (a multilabel row: its label set)
+
+    def source_of(rows: np.ndarray) -> list[str] | np.ndarray:
+        given = decode_frame(rows, specs) if by_frame else rows
+        return _source_outputs(estimator, given, analysis.classifier, as_f64, multilabel)
+
+    source = source_of(x)
     io = io_schema(
         n_features=model.n_features,
         classifier=analysis.classifier,
@@ -144,13 +197,19 @@ def compile_estimator(
         accepts_missing=model.accepts_missing,
         label_dtype=label_dtype(model),
     )
-    if analysis.classifier:
-        y_labels = [label_str(v) for v in np.asarray(y).ravel()]
+    io.columns.extend(specs)
+    if multilabel is not None:  # the artifact outputs the probabilities ("values"); see TASK_MULTILABEL
+        io.task = pb.TASK_MULTILABEL
+    if labelled:
+        if multilabel is not None:
+            y_labels = label_sets(y, multilabel)
+        else:
+            y_labels = [label_str(v) for v in np.asarray(y).ravel()]
         source_metrics = gates.source_metrics_classifier(list(source), y_labels)
     else:
         y_values = np.asarray(y, dtype=np.float64)
         source_metrics = gates.source_metrics_regressor(np.asarray(source), y_values)
-    report = CompileReport(analysis.estimator, model.family, analysis.classifier, source_metrics)
+    report = CompileReport(analysis.estimator, model.family, labelled, source_metrics)
 
     targets = list(TARGETS) if target == "all" else [target]
     no_tflite = tflite_refusal(model) if target == "all" else None
@@ -171,7 +230,7 @@ def compile_estimator(
             )
             loaded = load_model(record, candidate.data, io)
             prediction = loaded.predict(x)
-            if analysis.classifier:
+            if labelled:
                 assert prediction.labels is not None
                 verdict = gates.judge_classifier(prediction.labels, list(source), y_labels, gate)
             else:
@@ -210,13 +269,22 @@ def compile_estimator(
     for t, why in report.choices.items():
         fragment.lineage[f"{CHOICE_KEY}.{t}"] = why
     fragment.metrics.update(source_metrics)
-    ref_source = source if reference_X is None else _source_outputs(estimator, ref_x, analysis.classifier, as_f64)
+    ref_source = source if reference_X is None else source_of(ref_x)
+    categories = {j: list(c.categories) for j, c in enumerate(specs) if c.dtype == STRING}
     fragment.reference.CopyFrom(
-        reference_profile(ref_x, ref_source, class_labels=analysis.class_labels, feature_names=analysis.feature_names)
+        reference_profile(
+            ref_x,
+            ref_source,
+            class_labels=analysis.class_labels,
+            feature_names=analysis.feature_names,
+            categories=categories,
+        )
     )
     if self_test_from == "synthetic":
         vector_x = synthetic_inputs(fragment.reference, max(SYNTHETIC_POOL_ROWS, 16 * n_self_test))
-        vector_source = _source_outputs(estimator, vector_x, analysis.classifier, as_f64)
+        if specs:
+            vector_x = snap_codes(vector_x, specs)
+        vector_source = source_of(vector_x)
         vector_kept = [(c, r, loaded.predict(vector_x), loaded) for c, r, _, loaded in kept]
     else:
         vector_x, vector_source, vector_kept = x, source, kept

@@ -32,7 +32,8 @@ class DenseModel:
     layers: tuple[Layer, ...]
     softmax: bool  # classifiers with probabilities: softmax over the last layer
     classifier: bool
-    n_outputs: int  # classes (classifiers) or targets (regressors)
+    n_outputs: int  # classes (classifiers) or targets (regressors); multilabel: labels
+    multilabel: bool = False  # outputs: one probability per label (sigmoid), a label set per row
 
     @property
     def accepts_missing(self) -> bool:
@@ -45,7 +46,8 @@ def activate(z: np.ndarray, activation: Activation) -> np.ndarray:
     if activation == "tanh":
         return np.tanh(z)
     if activation == "logistic":
-        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+        with np.errstate(over="ignore"):  # exp(-z) overflows to inf for z << 0: 1 / inf is the right 0
+            return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
     return z
 
 

@@ -18,7 +18,7 @@ from model_compiler.converted import CONVERTED_FAMILIES, Converted, converted_fr
 from model_compiler.dense import DenseModel, Layer
 from model_compiler.errors import BadInputError, UnsupportedModelError
 from model_compiler.forest import Forest, forest_from
-from model_compiler.preprocess import trace
+from model_compiler.preprocess import RawColumns, trace
 from model_compiler.segments import Segment, output_width
 
 # predict = argmax(X @ coef_.T + intercept_) (classes_[d > 0] when binary)
@@ -56,6 +56,8 @@ class Analysis:
     class_labels: list[str]
     feature_names: list[str]
     estimator: str  # e.g. "Pipeline(StandardScaler, MLPClassifier)"
+    raw: RawColumns  # string columns' categories, and which columns refuse unknown / missing values
+    multilabel: bool = False  # several labels per row (MLPClassifier on a 2-D indicator y)
 
 
 def label_str(v: Any) -> str:
@@ -93,7 +95,8 @@ def analyse(estimator: Any) -> Analysis:
     n_features = getattr(estimator, "n_features_in_", None)
     if n_features is None:
         raise UnsupportedModelError(f"{type(estimator).__name__} without n_features_in_")
-    segments = tuple(trace(steps, int(n_features), names))
+    raw = RawColumns()
+    segments = tuple(trace(steps, int(n_features), names, raw))
     model: DenseModel | Forest | Converted
     if name in CONVERTED_FAMILIES:
         model = converted_from(final, int(n_features), segments)
@@ -108,12 +111,13 @@ def analyse(estimator: Any) -> Analysis:
         raise UnsupportedModelError(
             f"{described}: its preprocessing gives {width} columns, {name} takes {final.n_features_in_}"
         )
+    multilabel = isinstance(model, DenseModel) and model.multilabel
     classifier = model.classifier
-    labels = [label_str(c) for c in final.classes_] if classifier else []
+    labels = [label_str(c) for c in final.classes_] if classifier or multilabel else []
     if len(set(labels)) != len(labels):
         raise UnsupportedModelError(f"{name} whose class labels collide as text: {labels}")
     names = [str(n) for n in getattr(estimator, "feature_names_in_", [])]
-    return Analysis(model, classifier, labels, names, described)
+    return Analysis(model, classifier, labels, names, described, raw, multilabel)
 
 
 def _f32(a: Any) -> np.ndarray:
@@ -157,8 +161,12 @@ def _mlp(est: Any, n_features: int, segments: tuple[Segment, ...]) -> DenseModel
         layers = (*hidden, Layer(_f32(w_out), _f32(b_out), "identity"))
         return DenseModel("mlp", name, n_features, segments, layers, False, False, w_out.shape[1])
     if est.out_activation_ == "logistic":
-        if getattr(est._label_binarizer, "y_type_", "binary") != "binary":
-            raise UnsupportedModelError(f"{name} with multilabel targets")
+        y_type = getattr(est._label_binarizer, "y_type_", "binary")
+        if y_type == "multilabel-indicator":  # one sigmoid per label: the artifact outputs the probabilities
+            layers = (*hidden, Layer(_f32(w_out), _f32(b_out), "logistic"))
+            return DenseModel("mlp", name, n_features, segments, layers, False, False, w_out.shape[1], True)
+        if y_type != "binary":
+            raise UnsupportedModelError(f"{name} with {y_type} targets")
         # binary: sigmoid(z) == softmax([-z/2, z/2])[1]
         w_out = np.concatenate([-w_out, w_out], axis=1) * 0.5
         b_out = np.concatenate([-b_out, b_out]) * 0.5

@@ -86,6 +86,9 @@ class _Arrays:
             true, false = ref[a], ref[rights[i]]
             if true == false:
                 ref[i] = true
+            elif i in sets and not len(sets[i]):
+                # a split that sends only missing values left (no category): no value is <= -inf
+                ref[i] = (0, self._node((feature[i], float("-inf"), BRANCH_LEQ, true, false, missing[i], None)))
             elif i in sets:
                 members = tuple(sets[i].tolist())
                 ref[i] = (0, self._node((feature[i], 0.0, BRANCH_MEMBER, true, false, missing[i], members)))

@@ -15,8 +15,9 @@ half as many). A step the compiler cannot trace is refused, naming it (`step 'na
 
 from __future__ import annotations
 
+import contextvars
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,38 @@ class _OneHot:
 @dataclass(frozen=True)
 class _Indicator:
     col: int  # 1.0 where the source column is NaN (SimpleImputer(add_indicator=True))
+
+
+@dataclass
+class RawColumns:
+    """What the encoders tell about the raw input columns, gathered while tracing: the categories of
+    each string column (a device sends category i as the number i), which raise on an unknown category,
+    which raise on a missing value."""
+
+    categories: dict[int, list[str]] = field(default_factory=dict)
+    refuses_unknown: set[int] = field(default_factory=set)
+    refuses_missing: set[int] = field(default_factory=set)
+
+    def code(self, col: int, category: str) -> float:
+        known = self.categories.setdefault(col, [])
+        if category not in known:
+            known.append(category)
+        return float(known.index(category))
+
+
+_RAW: contextvars.ContextVar[RawColumns] = contextvars.ContextVar("raw_columns")
+
+
+def _raw() -> RawColumns:
+    raw = _RAW.get(None)
+    if raw is None:  # trace_step called on its own (tests): notes go nowhere
+        raw = RawColumns()
+        _RAW.set(raw)
+    return raw
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
 
 
 def _name(step: Any) -> str:
@@ -163,10 +196,14 @@ def _named(name: str, step: Any, state: list[Any]) -> list[Any]:
 def _trace_imputer(step: Any, state: list[Any]) -> list[Any]:
     if not (isinstance(step.missing_values, float) and np.isnan(step.missing_values)):
         raise UnsupportedModelError(f"SimpleImputer(missing_values={step.missing_values!r}) (only NaN)")
-    stats = np.asarray(step.statistics_, dtype=np.float64)
     out: list[Any] = []
-    for c, fill in zip(state, stats, strict=True):
-        if np.isnan(fill):  # an all-missing column that sklearn drops (keep_empty_features=False)
+    for c, fill in zip(state, step.statistics_, strict=True):
+        if isinstance(fill, str):  # a string column: filled with that category's code
+            if c.ops:
+                raise UnsupportedModelError("SimpleImputer on strings after another step")
+            out.append(_Num(c.col, (("fill", _raw().code(c.col, fill)),)))
+            continue
+        if _is_missing(fill) or np.isnan(float(fill)):  # all-missing column sklearn drops (keep_empty_features=False)
             continue
         out.append(_Num(c.col, (*_numeric(c, step).ops, ("fill", float(fill)))))
     if step.add_indicator:
@@ -178,10 +215,22 @@ def _trace_imputer(step: Any, state: list[Any]) -> list[Any]:
     return out
 
 
-def _categories(step: Any, cats: np.ndarray) -> np.ndarray:
-    if cats.dtype.kind not in "iuf":
-        raise UnsupportedModelError(f"{_name(step)} with non-numeric categories ({cats.dtype}): send numbers")
-    return np.asarray(cats, dtype=np.float64)
+def _categories(step: Any, cats: np.ndarray, c: Any) -> np.ndarray:
+    """The categories as the numbers a device sends: themselves, or for strings their codes (RawColumns)."""
+    if cats.dtype.kind in "iuf":
+        return np.asarray(cats, dtype=np.float64)
+    if not all(_is_missing(v) or isinstance(v, str) for v in cats):
+        raise UnsupportedModelError(f"{_name(step)} with categories of mixed types ({cats.dtype})")
+    if any(kind != "fill" for kind, _ in c.ops):
+        raise UnsupportedModelError(f"{_name(step)} on strings after a step other than SimpleImputer")
+    raw = _raw()
+    if step.handle_unknown == "error":
+        raw.refuses_unknown.add(c.col)
+    return np.array([np.nan if _is_missing(v) else raw.code(c.col, str(v)) for v in cats], dtype=np.float64)
+
+
+def _fills(ops: tuple[tuple[OpKind, Any], ...]) -> bool:
+    return any(kind == "fill" for kind, _ in ops)
 
 
 def _exact(ops: tuple[tuple[OpKind, Any], ...]) -> bool:
@@ -202,7 +251,9 @@ def _trace_onehot(step: Any, state: list[Any]) -> list[Any]:
     out: list[Any] = []
     for c, cats, dropped in zip(state, step.categories_, drop, strict=True):
         ops = _numeric(c, step).ops
-        values = _categories(step, cats)
+        values = _categories(step, cats, c)
+        if step.handle_unknown == "error" and not np.isnan(values).any() and not _fills(ops):
+            _raw().refuses_missing.add(c.col)  # scikit-learn raises on NaN it has no category for
         if not _exact(ops):
             finite = np.unique(values[~np.isnan(values)])
             tolerance = ONEHOT_TOLERANCE * np.maximum(1.0, np.abs(finite))
@@ -228,7 +279,9 @@ def _trace_ordinal(step: Any, state: list[Any]) -> list[Any]:
         ops = _numeric(c, step).ops
         if not _exact(ops):
             raise UnsupportedModelError("OrdinalEncoder after scaling")
-        values = _categories(step, cats)
+        values = _categories(step, cats, c)
+        if step.handle_unknown == "error" and not np.isnan(values).any() and not _fills(ops):
+            _raw().refuses_missing.add(c.col)  # scikit-learn raises on NaN it has no category for
         keys = values[~np.isnan(values)]
         missing = float(step.encoded_missing_value) if np.isnan(values).any() else unknown
         lookup = Lookup(keys.astype(np.float32), np.arange(len(keys), dtype=np.float32), missing, unknown)
@@ -250,11 +303,18 @@ def _trace_column_transformer(step: Any, state: list[Any]) -> list[Any]:
     return out
 
 
-def trace(steps: list[Any], n_features: int, names: list[str] | None = None) -> list[Segment]:
-    """Segments computing the output of `steps` (fitted, in order) from `n_features` raw columns."""
-    state: list[Any] = [_Num(col=j) for j in range(n_features)]
-    for i, step in enumerate(steps):
-        state = _named(names[i], step, state) if names else trace_step(step, state)
+def trace(
+    steps: list[Any], n_features: int, names: list[str] | None = None, raw: RawColumns | None = None
+) -> list[Segment]:
+    """Segments computing the output of `steps` (fitted, in order) from `n_features` raw columns; what
+    the encoders tell about the raw columns goes into `raw`."""
+    token = _RAW.set(raw if raw is not None else RawColumns())
+    try:
+        state: list[Any] = [_Num(col=j) for j in range(n_features)]
+        for i, step in enumerate(steps):
+            state = _named(names[i], step, state) if names else trace_step(step, state)
+    finally:
+        _RAW.reset(token)
     return _segments(state)
 
 

@@ -71,17 +71,22 @@ def reference_profile(
     class_labels: list[str],
     feature_names: list[str],
     n_bins: int = DEFAULT_BINS,
+    categories: dict[int, list[str]] | None = None,
 ) -> pb.ReferenceProfile:
-    """Profile of reference inputs `x` and the source model's predictions on them."""
+    """Profile of reference inputs `x` and the source model's predictions on them. A string column
+    (`categories[j]`, sent as codes 0..k-1, unknown as k) gets one bin per category and a last one for
+    unknown categories: its drift is counts per category."""
     x = np.asarray(x, dtype=np.float64)
     profile = pb.ReferenceProfile(n_rows=x.shape[0])
     for j in range(x.shape[1]):
-        edges = feature_edges(x[:, j], n_bins)
+        cats = (categories or {}).get(j)
+        edges = np.arange(len(cats) + 2) - 0.5 if cats is not None else feature_edges(x[:, j], n_bins)
         profile.features.add(
             index=j,
             name=feature_names[j] if j < len(feature_names) else "",
             bin_edges=edges.tolist(),
             counts=_counts(edges, x[:, j]),
+            categories=cats or [],
         )
     if class_labels:
         seen = np.asarray(predictions, dtype=object)

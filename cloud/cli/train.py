@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# `edgefleet compile`'s choices (model_compiler.types.QUANTIZE_CHOICES; not imported: it would load the
+# compiler for every command line; tests/unit/cloud/test_train_cli.py keeps the two equal)
+QUANTIZE_CHOICES = ("none", "int8", "fp16", "auto")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="run the pipeline: train, evaluate, compile, sign, register")
     train.add_argument("--model-id", default="digits-classifier")
     train.add_argument("--dataset", default="digits", help="a dataset scikit-learn ships: digits, breast_cancer, ...")
     train.add_argument("--estimator", default="logreg", help="logreg, mlp or random_forest")
-    train.add_argument("--quantize", default="int8", choices=["none", "int8", "auto"])
+    train.add_argument(
+        "--quantize", default="int8", choices=QUANTIZE_CHOICES,
+        help="as `edgefleet compile`: none, int8 (default), fp16 (weights), or auto (the smallest passing the gate)",
+    )
     train.add_argument("--target", default="onnx", help="onnx, tflite or all")
     train.add_argument("--data-dir", type=Path, help="the same data dir as `edgefleet up` (default .edgefleet)")
     train.add_argument("--database-url", help="the same database as `edgefleet up`")

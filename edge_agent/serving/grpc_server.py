@@ -1,7 +1,9 @@
 """The local inference API: the EdgeInference service of protocols/v1/agent.proto over gRPC.
 
+A batch comes as a row-major float matrix, or as named columns for a model whose manifest names its
+columns (edge_agent.serving.columns builds the float batch from them, numpy only).
 Status codes: INVALID_ARGUMENT for input of the wrong shape or values (the message says expected vs
-got), FAILED_PRECONDITION while no model is active, INTERNAL for anything else (logged).
+got, and names the column), FAILED_PRECONDITION while no model is active, INTERNAL for anything else (logged).
 
 The server is grpclib (pure-Python HTTP/2 on asyncio) on one thread of its own: on the wire it is the same
 gRPC that any client speaks (grpcio's included), and it costs a device ~4 MB resident and one thread where
@@ -25,7 +27,8 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Server, Stream
 
 from edge_agent.agent import Agent
-from edge_agent.errors import ConfigError, NoModelError
+from edge_agent.errors import BadInputError, ConfigError, NoModelError
+from edge_agent.serving.columns import STRING, ColumnCodec, missing_refused
 from protocols.codes import ErrorCode
 from protocols.v1 import agent_pb2
 
@@ -43,28 +46,34 @@ class CallError(Exception):
         self.message = message
 
 
-def predict(agent: Agent, request: agent_pb2.PredictRequest) -> agent_pb2.PredictResponse:
+class ColumnCodecs:
+    """The serving model's column codec, read from its manifest once per model (a swap makes a new one)."""
+
+    def __init__(self) -> None:
+        self._cached: tuple[Any, ColumnCodec] | None = None
+
+    def of(self, serving: Any) -> ColumnCodec:
+        cached = self._cached  # one read: a concurrent call may replace it, never half-way
+        if cached is None or cached[0] is not serving:
+            cached = self._cached = (serving, ColumnCodec(serving.manifest.io.columns))
+        return cached[1]
+
+
+def predict(agent: Agent, request: agent_pb2.PredictRequest, codecs: ColumnCodecs | None = None,
+            ) -> agent_pb2.PredictResponse:  # fmt: skip
     """One Predict call, whatever the server. Raises CallError."""
     serving = agent.serving
     if serving is None:
         raise CallError(Status.FAILED_PRECONDITION, "no model is active on this device yet")
-    rows = request.rows or 1
-    n_features = serving.n_features
-    if len(request.values) != rows * n_features:
-        raise CallError(
-            Status.INVALID_ARGUMENT,
-            f"expected {rows} row(s) x {n_features} features = {rows * n_features} values, got {len(request.values)}",
-        )
-    x = np.asarray(request.values, dtype=np.float32).reshape(rows, n_features)
-    try:
-        inference = agent.infer(x, label=request.label or None)
-    except NoModelError as exc:
-        raise CallError(Status.FAILED_PRECONDITION, str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - mapped to a status code, never kills the server
-        if getattr(exc, "code", None) == ErrorCode.BAD_INPUT or isinstance(exc, ValueError):
-            raise CallError(Status.INVALID_ARGUMENT, str(exc)) from None
-        log.exception("Predict failed")
-        raise CallError(Status.INTERNAL, f"{type(exc).__name__}: {exc}") from None
+    codecs = codecs or ColumnCodecs()
+    x = _named_batch(request, codecs.of(serving)) if request.columns else _matrix_batch(request, serving)
+    inference = _infer(agent, x, request)
+    if request.columns and inference.model != serving.ref and _columns_changed(agent, serving):
+        # a swap between encoding and inference: the codes were the previous model's, and the new one
+        # names other columns or categories: ask it again with its own
+        now = agent.serving
+        assert now is not None
+        inference = _infer(agent, _named_batch(request, codecs.of(now)), request)
     prediction = inference.prediction
     response = agent_pb2.PredictResponse(latency_us=inference.latency_us)
     response.model.CopyFrom(inference.model)
@@ -73,6 +82,63 @@ def predict(agent: Agent, request: agent_pb2.PredictRequest) -> agent_pb2.Predic
     if prediction.values is not None:
         response.values.extend(np.asarray(prediction.values, dtype=np.float32).reshape(-1).tolist())
     return response
+
+
+def _columns_changed(agent: Agent, before: Any) -> bool:
+    now = agent.serving
+    return now is not None and list(now.manifest.io.columns) != list(before.manifest.io.columns)
+
+
+def _infer(agent: Agent, x: np.ndarray, request: agent_pb2.PredictRequest) -> Any:
+    try:
+        return agent.infer(x, label=request.label or None)
+    except NoModelError as exc:
+        raise CallError(Status.FAILED_PRECONDITION, str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - mapped to a status code, never kills the server
+        if getattr(exc, "code", None) == ErrorCode.BAD_INPUT or isinstance(exc, ValueError):
+            raise CallError(Status.INVALID_ARGUMENT, str(exc)) from None
+        log.exception("Predict failed")
+        raise CallError(Status.INTERNAL, f"{type(exc).__name__}: {exc}") from None
+
+
+def _matrix_batch(request: agent_pb2.PredictRequest, serving: Any) -> np.ndarray:
+    rows = request.rows or 1
+    n_features = serving.n_features
+    if len(request.values) != rows * n_features:
+        raise CallError(
+            Status.INVALID_ARGUMENT,
+            f"expected {rows} row(s) x {n_features} features = {rows * n_features} values, got {len(request.values)}",
+        )
+    x = np.asarray(request.values, dtype=np.float32).reshape(rows, n_features)
+    refused = missing_refused(serving.manifest.io.columns, x)
+    if refused is not None:
+        raise CallError(Status.INVALID_ARGUMENT, f"column {refused!r}: missing value, which this model does not accept")
+    return x
+
+
+def _named_batch(request: agent_pb2.PredictRequest, codec: ColumnCodec) -> np.ndarray:
+    """The float batch from named columns (numpy only), or INVALID_ARGUMENT naming the column."""
+    if not codec.columns:
+        raise CallError(Status.INVALID_ARGUMENT,
+                        "this model's manifest names no input columns: send the batch as values (rows x n_features)")
+    specs = {c.name: c for c in codec.columns}
+    values: dict[str, Any] = {}
+    missing: dict[str, np.ndarray] = {}
+    for column in request.columns:
+        if column.name in values:
+            raise CallError(Status.INVALID_ARGUMENT, f"column {column.name!r} sent twice")
+        spec = specs.get(column.name)
+        text = spec is not None and spec.dtype == STRING
+        if spec is not None and (column.numbers if text else column.strings):
+            want = "strings" if text else "numbers"
+            raise CallError(Status.INVALID_ARGUMENT, f"column {column.name!r} ({spec.dtype}): send {want}")
+        values[column.name] = list(column.strings) if text else np.asarray(column.numbers, dtype=np.float64)
+        if column.missing:
+            missing[column.name] = np.asarray(column.missing, dtype=bool)
+    try:
+        return codec.encode(values, missing, rows=request.rows or None)
+    except BadInputError as exc:
+        raise CallError(Status.INVALID_ARGUMENT, str(exc)) from None
 
 
 def status(agent: Agent, request: agent_pb2.StatusRequest) -> agent_pb2.StatusResponse:
@@ -86,6 +152,7 @@ class EdgeInferenceService:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        self.codecs = ColumnCodecs()
 
     def __mapping__(self) -> dict[str, Handler]:
         # read from the proto's descriptor, as grpclib's generated code would say it (that module would also
@@ -105,7 +172,7 @@ class EdgeInferenceService:
         request = await stream.recv_message()
         assert request is not None  # unary: grpclib has read the one message or failed the call
         try:
-            response = predict(self.agent, request)
+            response = predict(self.agent, request, self.codecs)
         except CallError as exc:
             raise GRPCError(exc.status, exc.message) from None
         await stream.send_message(response)

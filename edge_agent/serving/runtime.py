@@ -33,6 +33,8 @@ TFLITE = "tflite"
 _RUNTIME_MODULES = {ONNXRUNTIME: "onnxruntime", TFLITE: "ai_edge_litert"}
 
 
+# multilabel models: a row's label is its labels joined by this ("" for none)
+MULTILABEL_SEPARATOR = ","
 # the runtime's input errors are the agent's BadInputError; `InputError` is the name this module used
 InputError = BadInputError
 
@@ -129,6 +131,7 @@ class _OutputDecoder:
 
     def __init__(self, artifact: pb.Artifact, io: pb.IoSchema) -> None:
         self.classifier = io.task == pb.TASK_CLASSIFICATION
+        self.multilabel = io.task == pb.TASK_MULTILABEL
         self.predicted = artifact.predicted_output
         self.scores = artifact.scores_output if self.classifier else ""
         self.class_labels = list(io.class_labels)
@@ -142,6 +145,11 @@ class _OutputDecoder:
             scores = _as_scores(outputs[self.scores], self.class_labels)
         if not self.classifier:
             values = np.asarray(outputs[self.predicted], dtype=np.float32)
+            if self.multilabel:  # per-label probabilities: a row's labels are those above one half
+                values = values.reshape(rows, -1)
+                on = values > 0.5
+                labels = [MULTILABEL_SEPARATOR.join(self.class_labels[j] for j in np.flatnonzero(r)) for r in on]
+                return Prediction(labels=labels, values=values, scores=values)
             if values.ndim == 2 and values.shape[1] == 1:
                 values = values[:, 0]
             return Prediction(labels=None, values=values.reshape(rows, *values.shape[1:]), scores=None)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge_agent.serving.columns import recoder
 from edge_agent.serving.slot import ServingModel
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,10 @@ class Shadow:
         name: str = "edgefleet-shadow",
     ) -> None:
         self.previous, self.new = previous, new
+        # rows come encoded for the new model's named columns; the previous one may know other categories
+        self._recode = recoder(new.manifest.io.columns, previous.manifest.io.columns)
+        if self._recode is None:  # it needs a column the new model is not sent: nothing to compare
+            rate = 0.0
         self._rate, self._record, self._rng, self._tolerance = rate, record, rng, tolerance
         self._queue: queue.Queue[tuple[np.ndarray, Any] | None] = queue.Queue(queue_size)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -105,7 +110,8 @@ class Shadow:
         while (item := self._queue.get()) is not _STOP and not self._stopped.is_set():
             rows, answered = item
             try:
-                old = self.previous.model.predict(rows)
+                assert self._recode is not None
+                old = self.previous.model.predict(self._recode(rows))
             except Exception as exc:  # noqa: BLE001 - the previous model's failure is not the answer's
                 log.debug("shadow call failed: %s", exc)
                 continue

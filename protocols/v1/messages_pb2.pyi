@@ -18,6 +18,7 @@ class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_UNSPECIFIED: _ClassVar[Task]
     TASK_CLASSIFICATION: _ClassVar[Task]
     TASK_REGRESSION: _ClassVar[Task]
+    TASK_MULTILABEL: _ClassVar[Task]
 
 class UpdateState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -49,6 +50,7 @@ ARTIFACT_FORMAT_TFLITE: ArtifactFormat
 TASK_UNSPECIFIED: Task
 TASK_CLASSIFICATION: Task
 TASK_REGRESSION: Task
+TASK_MULTILABEL: Task
 UPDATE_STATE_UNSPECIFIED: UpdateState
 UPDATE_STATE_IDLE: UpdateState
 UPDATE_STATE_DOWNLOADING: UpdateState
@@ -80,7 +82,7 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class IoSchema(_message.Message):
-    __slots__ = ("inputs", "outputs", "task", "class_labels", "n_features", "feature_names", "accepts_missing")
+    __slots__ = ("inputs", "outputs", "task", "class_labels", "n_features", "feature_names", "accepts_missing", "columns")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +90,7 @@ class IoSchema(_message.Message):
     N_FEATURES_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     ACCEPTS_MISSING_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     outputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     task: Task
@@ -95,7 +98,22 @@ class IoSchema(_message.Message):
     n_features: int
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     accepts_missing: bool
-    def __init__(self, inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., task: _Optional[_Union[Task, str]] = ..., class_labels: _Optional[_Iterable[str]] = ..., n_features: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., accepts_missing: _Optional[bool] = ...) -> None: ...
+    columns: _containers.RepeatedCompositeFieldContainer[ColumnSpec]
+    def __init__(self, inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., task: _Optional[_Union[Task, str]] = ..., class_labels: _Optional[_Iterable[str]] = ..., n_features: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., accepts_missing: _Optional[bool] = ..., columns: _Optional[_Iterable[_Union[ColumnSpec, _Mapping]]] = ...) -> None: ...
+
+class ColumnSpec(_message.Message):
+    __slots__ = ("name", "dtype", "categories", "accepts_missing", "refuses_unknown")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_MISSING_FIELD_NUMBER: _ClassVar[int]
+    REFUSES_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    accepts_missing: bool
+    refuses_unknown: bool
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ..., accepts_missing: _Optional[bool] = ..., refuses_unknown: _Optional[bool] = ...) -> None: ...
 
 class Artifact(_message.Message):
     __slots__ = ("name", "format", "sha256", "size_bytes", "quantization", "runtime", "runtime_requirement", "predicted_output", "scores_output", "metrics")
@@ -149,16 +167,18 @@ class SelfTest(_message.Message):
     def __init__(self, vectors: _Optional[_Iterable[_Union[SelfTestVector, _Mapping]]] = ..., abs_tolerance: _Optional[float] = ..., min_label_agreement: _Optional[float] = ...) -> None: ...
 
 class FeatureProfile(_message.Message):
-    __slots__ = ("index", "name", "bin_edges", "counts")
+    __slots__ = ("index", "name", "bin_edges", "counts", "categories")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     BIN_EDGES_FIELD_NUMBER: _ClassVar[int]
     COUNTS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     index: int
     name: str
     bin_edges: _containers.RepeatedScalarFieldContainer[float]
     counts: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., bin_edges: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., bin_edges: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ..., categories: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictionProfile(_message.Message):
     __slots__ = ("labels", "bin_edges", "counts")

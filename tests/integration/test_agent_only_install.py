@@ -30,7 +30,8 @@ from cloud.training.pipeline import TrainingConfig, run_training_pipeline
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-CLOUD_ONLY = ("fastapi", "sqlmodel", "sklearn", "skl2onnx", "uvicorn", "amqtt", "pydantic")  # pydantic: ~15 MB
+# pydantic: ~15 MB; pandas / pyarrow: the compiler reads DataFrames, a device builds inputs with numpy
+CLOUD_ONLY = ("fastapi", "sqlmodel", "sklearn", "skl2onnx", "uvicorn", "amqtt", "pydantic", "pandas", "pyarrow")
 NOT_NEEDED = ("grpc",)  # grpcio: the agent serves its gRPC API with grpclib, ~11 MB less resident
 NEVER_ON_A_DEVICE = ("cloud", "model_compiler", *CLOUD_ONLY)
 # every module the agent's command needs to run, imported eagerly (the CLI itself defers them)

@@ -81,3 +81,22 @@ def test_a_window_and_a_report_of_an_agent_before_probation_read_as_no_shadowing
 def test_an_artifact_location_of_an_older_cloud_reads_as_no_fanout() -> None:
     old = pb.ArtifactLocation(sha256="ab" * 32, size_bytes=10, chunk_size=4, total_chunks=3)
     assert pb.ArtifactLocation.FromString(old.SerializeToString()).fanout_filter == ""  # per-device requests only
+
+
+def test_named_columns_are_additive_fields() -> None:
+    """io.columns, FeatureProfile.categories and PredictRequest.columns are new field numbers: a manifest
+    or request written before them parses as before (no columns), and one written with them keeps its
+    old fields for an old reader."""
+    from protocols.v1 import agent_pb2
+
+    old = pb.IoSchema(n_features=3, accepts_missing=True, feature_names=["a", "b", "c"])
+    parsed = pb.IoSchema.FromString(old.SerializeToString())
+    assert list(parsed.columns) == [] and parsed.n_features == 3
+    new = pb.IoSchema(n_features=1, columns=[pb.ColumnSpec(name="city", dtype="string", categories=["nice"])])
+    assert pb.IoSchema.DESCRIPTOR.fields_by_name["columns"].number == 8
+    assert pb.FeatureProfile.DESCRIPTOR.fields_by_name["categories"].number == 5
+    assert agent_pb2.PredictRequest.DESCRIPTOR.fields_by_name["columns"].number == 4
+    assert pb.IoSchema.FromString(new.SerializeToString()).columns[0].categories == ["nice"]
+    request = agent_pb2.PredictRequest(values=[1.0, 2.0], rows=1)
+    assert agent_pb2.PredictRequest.FromString(request.SerializeToString()).columns == []
+    assert pb.Task.Name(3) == "TASK_MULTILABEL"  # new value; an older agent reads it as a plain number

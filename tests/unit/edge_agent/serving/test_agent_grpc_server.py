@@ -79,3 +79,18 @@ def test_a_second_agent_cannot_share_the_port(make_agent: MakeAgent) -> None:
         assert status.state.device_id == "pi-01"
     finally:
         first.stop(0)
+
+
+def test_named_columns_to_a_model_without_named_columns_are_refused(  # type: ignore[no-untyped-def]
+    make_agent: MakeAgent, cloud: FakeCloud, keys: Keys, serve
+) -> None:
+    agent = make_agent()
+    stub = serve(agent)
+    cloud.deploy("dev-1", make_release(keys.signer, "v1", 1), generation=1)
+    assert agent.wait_for(lambda s: is_state(s, pb.UPDATE_STATE_ACTIVE, 1), 5)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(agent_pb2.PredictRequest(columns=[agent_pb2.Column(name="f0", numbers=[1.0])]), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "names no input columns: send the batch as values" in str(info.value.details())
+    reply = stub.Predict(agent_pb2.PredictRequest(values=[0.9, 0.1, 0.1]), timeout=5)  # the matrix form still works
+    assert list(reply.labels) == ["v1:pos"]
