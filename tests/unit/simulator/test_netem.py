@@ -199,7 +199,7 @@ def test_bandwidth_paces_a_large_send() -> None:
 def test_loss_stalls_the_stream_but_loses_nothing() -> None:
     async def body(proxy: ShapingProxy, sink: Sink, port: int) -> None:
         _reader, writer = await dial(port)
-        payload = connect_packet("dev-1") + b"".join(bytes([n % 256]) * 1000 for n in range(60))
+        payload = connect_packet("dev-1") + b"".join(bytes([n % 256]) * 1000 for n in range(100))
         for n in range(0, len(payload), 1000):  # many small writes: many chances of a loss
             writer.write(payload[n : n + 1000])
             await asyncio.sleep(0.002)
@@ -213,7 +213,7 @@ def test_loss_stalls_the_stream_but_loses_nothing() -> None:
             await _until(lambda: not link._live)
             assert link.stalls > 0
 
-    run_shaped(NetworkProfile(loss=0.05), body)
+    run_shaped(NetworkProfile(loss=0.1), body)
 
 
 def test_a_cut_closes_both_sides_and_keeps_the_device_off_for_a_while() -> None:
