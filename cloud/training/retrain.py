@@ -172,6 +172,9 @@ def retrain(
         if field_rows.model_id != model_id:
             raise InvalidRequestError(f"dataset {field_dataset[:12]} holds {field_rows.model_id} data, not {model_id}")
         train_rows, eval_rows = field_data.split(field_rows.rows, policy.eval_share)
+        if not train_rows or not eval_rows:
+            raise InvalidRequestError(f"{len(field_rows.rows)} labelled field row(s): too few to hold some out "
+                                      f"for the judgement and train on the rest")  # fmt: skip
         parts = {}
         for role, rows in (("field_train", train_rows), ("field_eval", eval_rows)):
             record = field_data.store_rows(session, store, model_id, rows, name=f"{model_id}-{role}", origin={
