@@ -106,7 +106,7 @@ def current_champion(session: Session, model_id: str) -> str:
         return latest.version
 
 
-def _recipe(session: Session, model_id: str, version: str) -> dict[str, Any]:
+def recipe_of(session: Session, model_id: str, version: str) -> dict[str, Any]:
     """How the champion was made: its reference dataset, estimator, parameters, split and compile target."""
     mv = registry.get_model_version(session, model_id, version)
     run = registry.get_run(session, mv.run_id) if mv.run_id else None
@@ -162,7 +162,7 @@ def retrain(
     step("snapshot")
     with session_scope(engine) as session:
         champion_version = current_champion(session, model_id)
-        recipe = _recipe(session, model_id, champion_version)
+        recipe = recipe_of(session, model_id, champion_version)
         champion_mv = registry.get_model_version(session, model_id, champion_version)
         champion_manifest = registry.manifest_of(champion_mv)
         if field_dataset is None:
