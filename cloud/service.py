@@ -35,6 +35,7 @@ from cloud.monitoring import Ingestor
 from cloud.mqtt.client_id import ClientIdLease, lease_client_id
 from cloud.mqtt.ownership import Ownership
 from cloud.mqtt.router import MessageRouter
+from cloud.periodic import Periodic
 from cloud.registry import KeyStore, LocalArtifactStore, load_or_create_keys
 from cloud.registry.keys import CHAIN_FILE
 from cloud.rollout import ChunkServer, Deployer, Director, FreshnessPolicy, Refresher, RolloutController
@@ -65,6 +66,7 @@ class CloudService:
         self.ownership: Ownership | None = None
         self.refresher: Refresher | None = None
         self.rollouts: RolloutController | None = None
+        self.autoretrain: Periodic | None = None
         self.mqtt_url: str | None = None
         self.mqtt_protocol = "5"
         self.api_url: str | None = None
@@ -90,6 +92,11 @@ class CloudService:
             self.rollouts = RolloutController(self.deployer, interval_s=s.rollout_tick_s).start()
             assert self.ingestor is not None
             self.ingestor.on_stored = self.rollouts.wake  # gates judge once their telemetry is stored
+            if s.retrain_check_s > 0:
+                from cloud.training.autoretrain import AutoRetrainer
+
+                self.autoretrain = AutoRetrainer(self.engine, self.store, self._auto_retrain,
+                                                 interval_s=s.retrain_check_s).start()  # fmt: skip
             self._start_api()
         except BaseException:
             self.stop()
@@ -103,10 +110,10 @@ class CloudService:
             if self._server_thread is not None:
                 self._server_thread.join(10)
             self._server = self._server_thread = None
-        for periodic in (self.refresher, self.rollouts, self.sweeper, self.ownership):
+        for periodic in (self.refresher, self.rollouts, self.sweeper, self.ownership, self.autoretrain):
             if periodic is not None:
                 periodic.stop()
-        self.refresher = self.rollouts = self.sweeper = self.ownership = None
+        self.refresher = self.rollouts = self.sweeper = self.ownership = self.autoretrain = None
         if self.transport is not None:
             self.transport.stop()
             self.transport = None
@@ -171,6 +178,13 @@ class CloudService:
             policy=policy or loop.RetrainPolicy(manifest_valid_days=self.settings.manifest_valid_days),
             deploy=lambda request, staged: deployer.deploy(request, staged=staged), **options,
         )
+
+    def _auto_retrain(self, model_id: str, **options: Any) -> Any:
+        from cloud.training import retrain as loop
+
+        policy = loop.RetrainPolicy(on_win=self.settings.retrain_on_win,
+                                    manifest_valid_days=self.settings.manifest_valid_days)  # fmt: skip
+        return self.retrain(model_id, policy=policy, **options)
 
     def status(self) -> dict[str, Any]:
         return {

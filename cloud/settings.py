@@ -79,6 +79,10 @@ class CloudSettings(BaseSettings):
     assignment_valid_s: int = Field(default=7 * 86_400, ge=60)
     refresh_interval_s: float = Field(default=60.0, gt=0)  # how often the refresher looks
     rollout_tick_s: float = Field(default=10.0, gt=0)  # how often the rollout controller judges open waves
+    # the cloud's own retrain triggers (cloud.training.autoretrain): how often it looks (0: never; cron can run
+    # `edgefleet pipeline check` instead), and what a winning challenger does: wait for approval or go canary
+    retrain_check_s: float = Field(default=0.0, ge=0)
+    retrain_on_win: Literal["approval", "canary"] = "approval"
     # GET /metrics (Prometheus): fleet figures name devices' models and counts, so production wants a viewer
     # token (a scraper's bearer token file); None means "production: yes, development: no". False leaves it
     # open, for a scraper on a trusted network.

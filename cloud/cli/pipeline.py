@@ -1,4 +1,4 @@
-"""`edgefleet data snapshot|list` and `edgefleet pipeline check|snapshot|retrain|rollout|promote|aliases`: the
+"""`edgefleet data snapshot|list`, `edgefleet pipeline check|snapshot|retrain|evaluate|rollout|promote|aliases`: the
 retraining loop one step per command, against the same data dir and database as `up`, so cron, Airflow or
 Argo can drive it:
 
@@ -67,6 +67,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retrain.add_argument("--min-field-rows", type=int, default=30)
     _store_args(retrain)
     retrain.set_defaults(func=_retrain)
+    evaluate = steps.add_parser("evaluate", help="judge a registered challenger against the champion again, on a "
+                                                 "field dataset version (registers nothing)")
+    evaluate.add_argument("model_id")
+    evaluate.add_argument("challenger", help="the version to judge")
+    evaluate.add_argument("--dataset", required=True, help="a field dataset version (from `data snapshot`)")
+    evaluate.add_argument("--champion", help="judge against this version (default: the champion alias)")
+    evaluate.add_argument("--margin", type=float, default=0.02)
+    evaluate.add_argument("--max-reference-loss", type=float, default=0.03)
+    evaluate.add_argument("--min-field-rows", type=int, default=30)
+    _store_args(evaluate)
+    evaluate.set_defaults(func=_evaluate)
     rollout = steps.add_parser("rollout", help="hand a challenger to a gated canary (a running cloud's controller "
                                                "opens its waves)")
     rollout.add_argument("model_id")
@@ -205,14 +216,30 @@ def describe(result: Any) -> str:
     won = f", challenger v{result.challenger}" if result.challenger else ""
     lines = [f"retrain run {result.run_id[:8]} ({result.trigger.kind.value}): champion v{result.champion} -> "
              f"{result.verdict.outcome.value.upper()}{won}"]  # fmt: skip
-    for c in (result.field_eval, result.reference):
-        low, high = c.gain_interval() or (0.0, 0.0)
-        lines.append(f"  {c.name:<9} n={c.n:<4} champion {c.champion_accuracy or 0:.3f}  challenger "
-                     f"{c.challenger_accuracy or 0:.3f}  gain {c.gain or 0:+.3f} "
-                     f"[{low:+.3f}, {high:+.3f}]")  # fmt: skip
-    lines.append("  " + "; ".join(result.verdict.reasons))
+    lines += _comparison_lines(result)
     lines.append("  datasets: " + ", ".join(f"{role} {digest[:12]}" for role, digest in result.datasets.items()))
     return "\n".join(lines)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        from cloud.db import session_scope
+        from cloud.training import champion as rule
+        from cloud.training import watch
+        from cloud.training.rejudge import judge_versions
+
+        _, engine, store = _open(args)
+        policy = rule.MarginPolicy(margin=args.margin, max_reference_loss=args.max_reference_loss,
+                                   min_field_rows=args.min_field_rows)  # fmt: skip
+        with session_scope(engine) as session:
+            champion = args.champion or watch.champion_version(session, args.model_id)
+            judged = judge_versions(session, store, args.model_id, champion, args.challenger, args.dataset, policy)
+        print(f"v{judged.challenger} against champion v{judged.champion} on dataset {judged.field_dataset[:12]}: "
+              f"{judged.verdict.outcome.value.upper()}")
+        print("\n".join(_comparison_lines(judged)))
+        return 0 if judged.verdict.outcome == rule.Outcome.WIN else NOTHING_TO_DO
+
+    return _guarded(run, args)
 
 
 def _rollout(args: argparse.Namespace) -> int:
@@ -239,6 +266,17 @@ def _rollout(args: argparse.Namespace) -> int:
         return 0
 
     return _guarded(run, args)
+
+
+def _comparison_lines(judged: Any) -> list[str]:
+    lines = []
+    for c in (judged.field_eval, judged.reference):
+        low, high = c.gain_interval() or (0.0, 0.0)
+        lines.append(f"  {c.name:<9} n={c.n:<4} champion {c.champion_accuracy or 0:.3f}  challenger "
+                     f"{c.challenger_accuracy or 0:.3f}  gain {c.gain or 0:+.3f} "
+                     f"[{low:+.3f}, {high:+.3f}]")  # fmt: skip
+    lines.append("  " + "; ".join(judged.verdict.reasons))
+    return lines
 
 
 def _promote(args: argparse.Namespace) -> int:

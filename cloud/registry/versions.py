@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from cloud.db import fetch_or_raise
-from cloud.db.tables import ArtifactRecord, Dataset, ModelVersion, PipelineRun
+from cloud.db.tables import ArtifactRecord, Dataset, ModelVersion, PipelineRun, RunInput
 from cloud.errors import ArtifactMismatchError, ConflictError, InvalidRequestError
 from cloud.registry.artifacts import ArtifactStore
 from cloud.registry.runs import get_run
@@ -263,4 +263,9 @@ def lineage(session: Session, model_id: str, version: str | None = None) -> dict
         "dataset": dataset.model_dump() if dataset else None,
         "parameters": run.parameters if run else {},
         "artifacts": [a.model_dump(exclude={"storage_path"}) for a in artifacts_of(session, mv.id or 0)],
+        # every dataset version the run read, by role (a retrain: reference, field, field_train, field_eval)
+        "inputs": [
+            {"role": i.role, **session.get(Dataset, i.dataset_hash).model_dump()}  # type: ignore[union-attr]
+            for i in session.exec(select(RunInput).where(RunInput.run_id == mv.run_id).order_by(col(RunInput.role)))
+        ] if run else [],
     }

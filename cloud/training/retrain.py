@@ -106,7 +106,7 @@ def current_champion(session: Session, model_id: str) -> str:
         return latest.version
 
 
-def _recipe(session: Session, model_id: str, version: str) -> dict[str, Any]:
+def recipe_of(session: Session, model_id: str, version: str) -> dict[str, Any]:
     """How the champion was made: its reference dataset, estimator, parameters, split and compile target."""
     mv = registry.get_model_version(session, model_id, version)
     run = registry.get_run(session, mv.run_id) if mv.run_id else None
@@ -162,7 +162,7 @@ def retrain(
     step("snapshot")
     with session_scope(engine) as session:
         champion_version = current_champion(session, model_id)
-        recipe = _recipe(session, model_id, champion_version)
+        recipe = recipe_of(session, model_id, champion_version)
         champion_mv = registry.get_model_version(session, model_id, champion_version)
         champion_manifest = registry.manifest_of(champion_mv)
         if field_dataset is None:
@@ -172,6 +172,9 @@ def retrain(
         if field_rows.model_id != model_id:
             raise InvalidRequestError(f"dataset {field_dataset[:12]} holds {field_rows.model_id} data, not {model_id}")
         train_rows, eval_rows = field_data.split(field_rows.rows, policy.eval_share)
+        if not train_rows or not eval_rows:
+            raise InvalidRequestError(f"{len(field_rows.rows)} labelled field row(s): too few to hold some out "
+                                      f"for the judgement and train on the rest")  # fmt: skip
         parts = {}
         for role, rows in (("field_train", train_rows), ("field_eval", eval_rows)):
             record = field_data.store_rows(session, store, model_id, rows, name=f"{model_id}-{role}", origin={

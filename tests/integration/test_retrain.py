@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from cloud import registry
 from cloud.db import create_tables, make_engine
 from cloud.db.tables import ModelVersion, RunInput, SampleRecord
+from cloud.errors import InvalidRequestError
 from cloud.monitoring import feedback
 from cloud.registry import MemoryArtifactStore, aliases, field_data
 from cloud.registry.keys import KeyStore
@@ -81,6 +82,8 @@ def test_a_challenger_that_wins_on_drifted_field_data_is_registered_with_its_lin
         mv = registry.get_model_version(session, MODEL, won.challenger)
         lineage = registry.manifest_of(mv).lineage
         assert lineage["field_dataset_hash"] == inputs["field"] and lineage["trigger"] == "operator"
+        read = registry.lineage(session, MODEL, won.challenger)["inputs"]
+        assert {i["role"]: i["content_hash"] for i in read} == inputs
         run = registry.get_run(session, won.run_id)
         assert run.status == "succeeded" and run.metrics["won"] == 1.0 and run.pipeline == "retrain"
         assert aliases.current(session, MODEL) == {"champion": champion.version, "challenger": won.challenger}
@@ -98,3 +101,17 @@ def test_a_challenger_that_wins_on_drifted_field_data_is_registered_with_its_lin
     with Session(engine) as session:
         assert len(session.exec(select(ModelVersion)).all()) == 2
         assert registry.get_run(session, lost.run_id).metrics["won"] == 0.0
+
+
+def test_too_little_field_data_is_refused_before_any_run_is_recorded(engine: Engine, tmp_path: Path) -> None:
+    keys = KeyStore(tmp_path / "keys")
+    keys.init(DEFAULT_FLEET)
+    store = MemoryArtifactStore()
+    champion = run_training_pipeline(engine, store, keys.manifest_signer(), TrainingConfig(model_id=MODEL))
+    with pytest.raises(InvalidRequestError, match="nothing to snapshot"):
+        loop.retrain(engine, store, keys.manifest_signer(), MODEL, trigger=by_operator("ana", "x"), actor="ana")
+    _field(engine, champion, "d1", Drift(), 1, seed=1)
+    with pytest.raises(InvalidRequestError, match="too few to hold some out"):
+        loop.retrain(engine, store, keys.manifest_signer(), MODEL, trigger=by_operator("ana", "x"), actor="ana")
+    with Session(engine) as session:
+        assert [run.pipeline for run in registry.list_runs(session)] == ["train"]

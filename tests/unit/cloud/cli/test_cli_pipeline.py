@@ -55,6 +55,12 @@ def test_the_loop_step_by_step_on_the_database(data_dir: Path, db_engine: Engine
     assert main(["pipeline", "retrain", "digits-classifier", "--trigger", "accuracy", "--actor", "ana", *where]) == 0
     out = capsys.readouterr().out
     assert "champion v1 -> WIN, challenger v2" in out and "next: edgefleet pipeline rollout digits-classifier 2" in out
+    digest = next(line.split()[1] for line in snapshot.splitlines() if line.startswith("dataset "))
+    # judged again on the snapshot, before approval: it still wins against v1; v1 against itself does not
+    assert main(["pipeline", "evaluate", "digits-classifier", "2", "--dataset", digest, *where]) == 0
+    assert "v2 against champion v1" in capsys.readouterr().out
+    assert main(["pipeline", "evaluate", "digits-classifier", "1", "--dataset", digest, *where]) == 3
+    assert "LOSE" in capsys.readouterr().out
     assert main(["pipeline", "rollout", "digits-classifier", "2", *where]) == 0
     assert "waves of [1] device(s)" in capsys.readouterr().out
     with Session(db_engine) as session:
