@@ -241,7 +241,8 @@ class TelemetryRecord(SQLModel, table=True):
     labelled_count: int = _ms(default=0)
     correct_count: int = _ms(default=0)
     feature_counts: dict[str, list[int]] = _json(default_factory=dict)  # feature index -> bin counts
-    prediction_counts: dict[str, Any] = _json(default_factory=dict)  # {"labels"|"bin_edges", "counts"}
+    # {"labels"|"bin_edges", "counts"} and, from agents that send it, "confidence" (rows per confidence bin)
+    prediction_counts: dict[str, Any] = _json(default_factory=dict)
     cpu_percent: float = 0.0
     rss_bytes: int = _ms(default=0)
     shadow_compared: int = _ms(default=0)  # rows a device on probation also ran through the previous model
@@ -279,6 +280,9 @@ class SampleRecord(SQLModel, table=True):
     label: str | None = None
     ts_ms: int = _ms()
     prediction_id: str = Field(default="", index=True)  # the device's id, else "{batch_seq}:{position}"
+    # the odds the sampler kept this row with (weight 1 / p: Horvitz-Thompson); None: an older agent's
+    inclusion_probability: float | None = None
+    confidence: float | None = None  # classifiers: the top-class probability, when the agent sent it
 
 
 class FeedbackRecord(SQLModel, table=True):

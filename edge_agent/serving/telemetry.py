@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.resources import CpuMeter, rss_bytes
+from edge_agent.serving.confidence import top_class
 from edge_agent.serving.slot import ServingModel
 from protocols import SCHEMA_VERSION
 from protocols.telemetry_bins import LATENCY_BOUNDS_US, pack_features_implied, sparse_pairs
@@ -143,6 +144,9 @@ class _Window:
     class_positions: dict[str, int] = field(default_factory=dict)
     value_edges: np.ndarray | None = None
     predictions: np.ndarray | None = None
+    confidence_edges: np.ndarray | None = None  # the manifest's reference.confidence bins (classifiers)
+    confidence: np.ndarray | None = None  # rows per confidence bin
+    pending_confidence: list[float] = field(default_factory=list)  # of the pending rows that had scores
     shadow_compared: int = 0  # rows also answered by the previous model (probation), off the request path
     shadow_agreed: int = 0
     shadow_dropped: int = 0  # rows sampled for shadowing but dropped: the shadow queue was full
@@ -167,7 +171,10 @@ class _Window:
         elif len(reference.bin_edges) >= 2:
             self.value_edges = np.asarray(reference.bin_edges, dtype=np.float64)
             self.predictions = np.zeros(len(self.value_edges) - 1, dtype=np.int64)
-        if self.bins is not None or self.predictions is not None:
+        if len(manifest.reference.confidence.bin_edges) >= 2:
+            self.confidence_edges = np.asarray(manifest.reference.confidence.bin_edges, dtype=np.float64)
+            self.confidence = np.zeros(len(self.confidence_edges) - 1, dtype=np.int64)
+        if self.bins is not None or self.predictions is not None or self.confidence is not None:
             self.pending = np.empty((PENDING_ROWS, self.serving.n_features), dtype=np.float32)
         else:
             self.next_sketch = _NEVER
@@ -191,21 +198,28 @@ class _Window:
             self.next_sketch = first + at + 1 + first // SKETCH_EXACT_ROWS
         chosen = x[picked]
         outputs = _outputs(prediction, picked)
+        scores = prediction.scores if self.confidence is not None else None
+        confidence = None if scores is None else top_class(scores[picked])
         if self.pending_rows + chosen.shape[0] > PENDING_ROWS:
             self.drain()
         if chosen.shape[0] > PENDING_ROWS:
-            self._count(chosen, outputs)
+            self._count(chosen, outputs, [] if confidence is None else confidence.tolist())
             return
         self.pending[self.pending_rows : self.pending_rows + chosen.shape[0]] = chosen
         self.pending_rows += chosen.shape[0]
         self.pending_outputs.extend(outputs)
+        if confidence is not None:
+            self.pending_confidence.extend(confidence.tolist())
 
     def drain(self) -> None:
         if self.pending is not None and self.pending_rows:
-            self._count(self.pending[: self.pending_rows], self.pending_outputs)
-        self.pending_rows, self.pending_outputs = 0, []
+            self._count(self.pending[: self.pending_rows], self.pending_outputs, self.pending_confidence)
+        self.pending_rows, self.pending_outputs, self.pending_confidence = 0, [], []
 
-    def _count(self, x: np.ndarray, outputs: list[Any]) -> None:
+    def _count(self, x: np.ndarray, outputs: list[Any], confidence: list[float]) -> None:
+        if self.confidence is not None and self.confidence_edges is not None and confidence:
+            found = bin_index(self.confidence_edges, np.asarray(confidence, dtype=np.float64))
+            self.confidence += np.bincount(found, minlength=len(self.confidence))
         if self.bins is not None and self.feature_counts is not None and x.shape[1]:
             self.feature_counts += self.bins.count(x)
             self.sketched += x.shape[0]
@@ -311,6 +325,8 @@ class Telemetry:
         if window.bins is not None and window.feature_counts is not None:
             sketches = window.bins.split(window.feature_counts)
             message.feature_counts_implied.extend(pack_features_implied(sketches, window.sketched))
+        if window.confidence is not None and window.confidence.any():
+            message.confidence_counts.extend(window.confidence.tolist())
         if window.predictions is not None:
             message.predictions.counts.extend(window.predictions.tolist())
             if window.class_labels:
