@@ -31,6 +31,7 @@ from protocols.telemetry_bins import LATENCY_BOUNDS_US, pack_features_implied, s
 from protocols.v1 import messages_pb2 as pb
 
 __all__ = ["LATENCY_BOUNDS_US", "FeatureBins", "Telemetry", "bin_index", "percentile_from_histogram"]
+OVERFILL_RATIO, OVERFILL_MIN_COUNT = 2.0, 10  # a bin holding twice its reference share, and 10 rows or more
 SKETCH_EXACT_ROWS = 1024  # rows of a window all sketched; past that, a thinning sample
 PENDING_ROWS = 256  # rows buffered before one vectorised count
 _NEVER = 1 << 62
@@ -235,6 +236,24 @@ class _Window:
             self.predictions += np.bincount(found, minlength=len(self.predictions))
 
 
+def over_filled(window: _Window) -> np.ndarray | None:
+    """The bins (flat, as FeatureBins counts them) holding at least OVERFILL_RATIO times their reference
+    share of the window's rows: where the inputs moved to, a hint the sampler favours (not a verdict: the
+    cloud's detector decides drift)."""
+    bins, counts = window.bins, window.feature_counts
+    if bins is None or counts is None or window.serving is None or window.sketched == 0:
+        return None
+    reference = {int(p.index): list(p.counts) for p in window.serving.manifest.reference.features}
+    flat = np.concatenate([
+        np.asarray(reference[i], dtype=np.float64) if len(reference.get(i, [])) == size else np.zeros(size)
+        for i, size in zip(bins.indexes, bins.sizes, strict=True)
+    ])  # fmt: skip
+    totals = np.repeat(np.add.reduceat(flat, np.asarray(bins.offsets)), bins.sizes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reference_share = np.where(totals > 0, flat / totals, np.inf)  # no reference: never flagged
+    return (counts >= OVERFILL_MIN_COUNT) & (counts / window.sketched >= OVERFILL_RATIO * reference_share)
+
+
 def _outputs(prediction: Any, picked: slice) -> list[Any]:
     """What the prediction histogram counts for the picked rows: labels, or first values."""
     if prediction.labels is not None:
@@ -253,6 +272,8 @@ class Telemetry:
         self._cpu = CpuMeter()
         self.total_inferences = 0
         self.total_errors = 0
+        # the last closed window's model, bins and over-filled bins (over_filled), for the sampler
+        self.flagged: tuple[ServingModel | None, FeatureBins | None, np.ndarray | None] = (None, None, None)
 
     def record(
         self, serving: ServingModel, x: np.ndarray, prediction: Any, latency_us: float, label: str | None = None
@@ -298,6 +319,7 @@ class Telemetry:
         if window.serving is None and window.inferences == 0 and window.errors == 0:
             return None
         window.drain()
+        self.flagged = (window.serving, window.bins, over_filled(window))
         message = pb.TelemetryWindow(
             schema_version=SCHEMA_VERSION,
             device_id=self.device_id,
