@@ -299,6 +299,26 @@ class FeedbackRecord(SQLModel, table=True):
     source: str = "api"  # api | mqtt
 
 
+class AlertRecord(SQLModel, table=True):
+    """A drift or accuracy alert of one model version (cloud.monitoring.alerts): one row per alert key,
+    active until the evaluation no longer finds it, then cleared (kept, with when); raised again, the same
+    row. Workers evaluate alike; a raise or clear is a conditional UPDATE, so exactly one announces it."""
+
+    __table_args__ = (UniqueConstraint("key", name="uq_alert_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    key: str  # "{kind}:{model_id}@{version}"
+    kind: str  # drift | accuracy
+    model_id: str = Field(index=True)
+    model_version: str
+    active: bool = Field(default=True, index=True)
+    summary: str = ""
+    devices: list[str] = _json(default_factory=list)  # the devices driving it, most first (at most a few)
+    detail: dict[str, Any] = _json(default_factory=dict)
+    raised_at_ms: int = _ms()
+    updated_at_ms: int = _ms()
+    cleared_at_ms: int | None = Field(default=None, sa_type=BigInteger)
+
+
 class EventPublic(SQLModel):
     device_id: str
     seq: int
