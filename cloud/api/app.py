@@ -15,6 +15,7 @@ from cloud.api.docs import add_offline_docs
 from cloud.api.limits import BodySizeLimit, reject_nul
 from cloud.api.read_cache import ForgetReadsOnWrite, ReadCache
 from cloud.api.routes import (
+    alerts,
     audit,
     deployments,
     devices,
@@ -73,7 +74,8 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     add_offline_docs(app)
-    for module in (devices, models, deployments, rollouts, experiments, feedback, metadata, tokens, audit, enrollment):
+    for module in (devices, models, deployments, rollouts, experiments, feedback, metadata, tokens, audit, enrollment,
+                   alerts):  # fmt: skip
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(enrollment.public, prefix=API_PREFIX)
     mount_console(app)  # the web console under /console (and / redirects there)

@@ -129,3 +129,4 @@ def test_an_accuracy_drop_below_the_stated_accuracy_raises_an_accuracy_alert(eng
 def _line(*, labelled: int, weighted: float, high: float) -> alerts.feedback.AccuracyLine:
     return alerts.feedback.AccuracyLine("1", labelled, None, None, None, None, weighted=weighted,
                                         weighted_low=weighted - 0.01, weighted_high=high)  # fmt: skip
+
