@@ -4,19 +4,29 @@ hanging receiver that never holds up the caller."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from support.enrollment import enroll
 
 from cloud.monitoring.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSender, sign, verify
+from cloud.service import CloudService
+from cloud.settings import CloudSettings
+from protocols.topics import Channel, device_topic
+from protocols.v1 import messages_pb2 as pb
 
 pytestmark = pytest.mark.integration
 
 SECRET = "s3cret-for-tests"
+ARTIFACT = b"model bytes" * 100
 
 
 class Receiver:
@@ -128,3 +138,51 @@ def test_a_hanging_receiver_never_blocks_the_caller_and_the_queue_is_bounded(rec
         assert sender.stats.snapshot()["dropped"] == 50 - sum(accepted)
     finally:
         sender.stop(timeout_s=2)
+
+
+def test_a_cloud_service_announces_a_drift_alert_to_its_webhook_and_its_metrics(
+    receivers: list[Receiver], tmp_path: Path
+) -> None:
+    """The wiring end to end: settings -> the service's alert monitor -> a signed POST and /metrics."""
+    receiver = Receiver([])
+    receivers.append(receiver)
+    settings = CloudSettings(
+        data_dir=tmp_path / "cloud", api_port=0, alert_interval_s=0.2, alert_webhook_url=receiver.url,
+        alert_webhook_secret=SECRET,  # type: ignore[arg-type]  (pydantic makes it a SecretStr)
+    )  # fmt: skip
+    with CloudService(settings) as service:
+        manifest = pb.Manifest(model_id="digits", metrics={"accuracy": 0.95})
+        manifest.artifacts.add(name="model.onnx", format=pb.ARTIFACT_FORMAT_ONNX, runtime="onnxruntime",
+                               sha256=hashlib.sha256(ARTIFACT).hexdigest(), size_bytes=len(ARTIFACT))  # fmt: skip
+        for index in range(2):
+            manifest.reference.features.add(index=index, bin_edges=[0, 1, 2, 3, 4], counts=[250] * 4)
+        version = service.register_model_version(manifest, {"model.onnx": ARTIFACT}).version
+        devices = ["d0", "d1", "odd"]
+        enroll(service, *devices)
+        end = int(time.time() * 1000) - 1_000
+        assert service.ingestor is not None
+        service.ingestor.process([
+            (device_topic(d, Channel.TELEMETRY, fleet=service.fleet), pb.TelemetryWindow(
+                schema_version=1, device_id=d, seq=seq, window_start_ms=end - 60_000 * seq,
+                window_end_ms=end - 60_000 * (seq - 1), model=pb.ModelRef(model_id="digits", version=version),
+                inference_count=200,
+                features=[pb.FeatureSketch(index=0, counts=[50] * 4),
+                          pb.FeatureSketch(index=1, counts=[0, 0, 0, 200] if d == "odd" else [50] * 4)],
+            ).SerializeToString())
+            for d in devices for seq in (1, 2)
+        ])  # fmt: skip
+        deadline = time.monotonic() + 15
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert receiver.received, "no webhook call within 15 s"
+        call = receiver.received[0]
+        assert receiver.verified == [True] and call["event"] == "alert.raised"
+        alert = call["body"]["alert"]  # type: ignore[index]
+        assert alert["key"] == f"drift:digits@{version}" and alert["devices"] == ["odd"]
+        assert alert["detail"]["drivers"][0]["features"] == [1]
+        text = httpx.get(f"{service.api_url}/metrics", timeout=10).text
+        values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                  for f in text_string_to_metric_families(text) for s in f.samples}  # fmt: skip
+        assert values[("edgefleet_alerts_active", (("kind", "drift"),))] == 1
+        assert values[("edgefleet_alert_webhook_events_total", (("outcome", "delivered"),))] == 1
+        assert values[("edgefleet_alert_transitions_total", (("event", "raised"),))] == 1
