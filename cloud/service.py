@@ -296,10 +296,9 @@ class CloudService:
             return
         assert self.engine is not None
         webhook = None
-        if s.alert_webhook_url is not None and s.alert_webhook_secret is not None:
-            webhook = WebhookSender(
-                s.alert_webhook_url, s.alert_webhook_secret.get_secret_value(), max_queue=s.alert_webhook_queue
-            )
+        if s.alert_webhook_url is not None and s.alert_webhook_signing_key is not None:
+            key = s.alert_webhook_signing_key.get_secret_value()
+            webhook = WebhookSender(s.alert_webhook_url, key, max_queue=s.alert_webhook_queue)
         policy = AlertPolicy(drift_lookback_s=s.alert_drift_lookback_s, accuracy_lookback_s=s.alert_accuracy_lookback_s,
                              accuracy_drop=s.alert_accuracy_drop)  # fmt: skip
         self.alerts = AlertMonitor(self.engine, policy, interval_s=s.alert_interval_s, webhook=webhook).start()

@@ -88,13 +88,13 @@ class CloudSettings(BaseSettings):
     metrics_telemetry_lookback_s: int = Field(default=300, ge=10)  # per-model figures cover windows this recent
     # alerts (cloud.monitoring.alerts): drift and field-accuracy alerts are evaluated every alert_interval_s
     # (0: never) and shown in the console and /metrics; with a webhook URL each raise and clear is also POSTed
-    # there as JSON signed with HMAC-SHA256 of alert_webhook_secret (required with a URL)
+    # there as JSON signed with HMAC-SHA256 of alert_webhook_signing_key (required with a URL)
     alert_interval_s: float = Field(default=60.0, ge=0)
     alert_drift_lookback_s: int = Field(default=3_600, ge=60)
     alert_accuracy_lookback_s: int = Field(default=7 * 86_400, ge=60)
     alert_accuracy_drop: float = Field(default=0.05, ge=0, le=1)
     alert_webhook_url: str | None = None
-    alert_webhook_secret: SecretStr | None = None
+    alert_webhook_signing_key: SecretStr | None = None
     alert_webhook_queue: int = Field(default=1_000, ge=1)
     metrics_max_alert_devices: int = Field(default=20, ge=0, le=500)  # devices named as metric labels
 
@@ -116,9 +116,11 @@ class CloudSettings(BaseSettings):
         if self.alert_webhook_url is not None:
             if not self.alert_webhook_url.startswith(("https://", "http://")):
                 raise ConfigurationError(f"alert_webhook_url must be an http(s) URL, got {self.alert_webhook_url!r}")
-            if self.alert_webhook_secret is None or not self.alert_webhook_secret.get_secret_value():
-                raise ConfigurationError("alert_webhook_url is set without alert_webhook_secret: receivers could not "
-                                         "tell the cloud's alerts from forged ones; set EDGEFLEET_ALERT_WEBHOOK_SECRET")
+            key = self.alert_webhook_signing_key
+            if key is None or not key.get_secret_value():
+                raise ConfigurationError("alert_webhook_url is set without alert_webhook_signing_key: receivers could "
+                                         "not tell the cloud's alerts from forged ones; set "
+                                         "EDGEFLEET_ALERT_WEBHOOK_SIGNING_KEY")  # fmt: skip
         if self.environment == "production":
             self.check_production()
         return self

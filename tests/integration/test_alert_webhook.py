@@ -148,7 +148,7 @@ def test_a_cloud_service_announces_a_drift_alert_to_its_webhook_and_its_metrics(
     receivers.append(receiver)
     settings = CloudSettings(
         data_dir=tmp_path / "cloud", api_port=0, alert_interval_s=0.2, alert_webhook_url=receiver.url,
-        alert_webhook_secret=SECRET,  # type: ignore[arg-type]  (pydantic makes it a SecretStr)
+        alert_webhook_signing_key=SECRET,  # type: ignore[arg-type]  (pydantic makes it a SecretStr)
     )  # fmt: skip
     with CloudService(settings) as service:
         manifest = pb.Manifest(model_id="digits", metrics={"accuracy": 0.95})
