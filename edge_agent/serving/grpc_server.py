@@ -39,9 +39,12 @@ class EdgeInferenceService(agent_pb2_grpc.EdgeInferenceServicer):
                 f"expected {rows} row(s) x {n_features} features = {rows * n_features} values, "
                 f"got {len(request.values)}",
             )
+        ids = list(request.prediction_ids) or None
+        if ids is not None and len(ids) != rows:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{len(ids)} prediction_ids for {rows} row(s)")
         x = np.asarray(request.values, dtype=np.float32).reshape(rows, n_features)
         try:
-            inference = self.agent.infer(x, label=request.label or None)
+            inference = self.agent.infer(x, label=request.label or None, prediction_id=ids)
         except NoModelError as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except Exception as exc:  # noqa: BLE001 - mapped to a status code, never kills the server

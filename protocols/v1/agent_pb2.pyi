@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PredictRequest(_message.Message):
-    __slots__ = ("values", "rows", "label")
+    __slots__ = ("values", "rows", "label", "prediction_ids")
     VALUES_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_IDS_FIELD_NUMBER: _ClassVar[int]
     values: _containers.RepeatedScalarFieldContainer[float]
     rows: int
     label: str
-    def __init__(self, values: _Optional[_Iterable[float]] = ..., rows: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
+    prediction_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., rows: _Optional[int] = ..., label: _Optional[str] = ..., prediction_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("labels", "values", "model", "latency_us")
