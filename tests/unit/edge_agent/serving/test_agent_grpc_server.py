@@ -12,8 +12,8 @@ from support.releases import Keys, make_release
 from edge_agent.agent import Agent
 from edge_agent.errors import ConfigError
 from edge_agent.serving.grpc_server import start_grpc_server
-from protocols.v1 import agent_pb2, agent_pb2_grpc
 from protocols.topics import Channel
+from protocols.v1 import agent_pb2, agent_pb2_grpc
 from protocols.v1 import messages_pb2 as pb
 
 
