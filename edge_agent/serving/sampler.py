@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.serving.confidence import top_class
-from edge_agent.serving.sample_budget import DailyBudget, ms_to_midnight
+from edge_agent.serving.sample_budget import DAY_MS, DailyBudget, ms_to_midnight
 from edge_agent.serving.slot import ServingModel
 from edge_agent.serving.telemetry import FeatureBins, prediction_strings
 from protocols import SCHEMA_VERSION
@@ -40,6 +40,7 @@ from protocols.v1 import messages_pb2 as pb
 _NEVER = 1 << 62
 _FRAMING_BYTES = 3  # a Sample's tag and length inside its batch
 _FIRST_GUESS_BYTES = 300  # per sample, until one has been measured
+_BATCH_BYTES = 64  # a SampleBatch's own fields (device id, seq, model), kept out of a window's byte cap
 _SMOOTHING = 0.3  # weight of the newest window in the traffic estimates
 BYTE_CAP_WINDOWS = 4  # a window may spend up to this many windows' share of the day's budget
 
@@ -68,11 +69,15 @@ class Sampler:
         self._lock = threading.Lock()
         self._samples: list[pb.Sample] = []
         self._model: pb.ModelRef | None = None
-        self._flagged: tuple[ServingModel, FeatureBins, np.ndarray] | None = None
+        self._flagged: tuple[ServingModel, np.ndarray, np.ndarray, np.ndarray] | None = None  # serving, cols, lo, hi
         # this window's odds and caps
         self.base = max(min(rate, 1.0), 0.0)
         self._p_max = min(1.0, self.base * favour)
-        self._byte_cap: float = math.inf if budget is None else budget.limit - budget.spent
+        # until the first window ends: a full day's share, as if the day had just begun
+        self._byte_cap: float = math.inf
+        if budget is not None:
+            share = BYTE_CAP_WINDOWS * budget.limit * window_ms / DAY_MS
+            self._byte_cap = min(budget.limit - budget.spent, max(share, _FIRST_GUESS_BYTES)) - _BATCH_BYTES
         self._window_bytes = 0
         # traffic, for pacing the next window
         self._rows = 0  # offered this window (racy increments: an estimate)
@@ -91,18 +96,34 @@ class Sampler:
         return int(math.log(1.0 - self._rng.random()) / math.log(1.0 - self._p_max))
 
     def flag_bins(self, serving: ServingModel | None, bins: FeatureBins | None, flagged: np.ndarray | None) -> None:
-        """Favour rows of `serving` that fall in the flagged bins (flat, as FeatureBins counts them)."""
+        """Favour rows of `serving` that fall in the flagged bins (flat, as FeatureBins counts them). Kept as
+        (column, low, high) intervals, so checking a candidate row is one comparison per flagged bin."""
+        if serving is None or bins is None or flagged is None or not flagged.any():
+            with self._lock:
+                self._flagged = None
+            return
+        columns, lows, highs = [], [], []
+        for flat in np.flatnonzero(flagged).tolist():
+            f = int(np.searchsorted(bins.offsets, flat, side="right")) - 1
+            k, size = flat - bins.offsets[f], bins.sizes[f]
+            columns.append(bins.indexes[f])
+            lows.append(-np.inf if k == 0 else float(bins.padded[f, k - 1]))
+            highs.append(np.inf if k == size - 1 else float(bins.padded[f, k]))
         with self._lock:
-            ok = serving is not None and bins is not None and flagged is not None and flagged.any()
-            self._flagged = (serving, bins, flagged) if ok else None  # type: ignore[assignment]
+            self._flagged = (serving, np.asarray(columns), np.asarray(lows), np.asarray(highs))
 
-    def _is_favoured(self, serving: ServingModel, x: np.ndarray, confidence: float | None) -> bool:
+    def _is_favoured(self, serving: ServingModel, row: np.ndarray, confidence: float | None) -> bool:
         if confidence is not None and confidence < self.low_confidence:
             return True
         flagged = self._flagged
         if flagged is None or flagged[0] is not serving:
             return False
-        return bool((flagged[1].count(x) * flagged[2]).any())
+        _, columns, lows, highs = flagged
+        if columns[-1] >= row.shape[0]:  # a row narrower than the profile: only the columns it has
+            keep = columns < row.shape[0]
+            columns, lows, highs = columns[keep], lows[keep], highs[keep]
+        values = row[columns]
+        return bool(((values >= lows) & (values < highs)).any())
 
     def offer(
         self, serving: ServingModel, x: np.ndarray, prediction: Any, label: str | None, now_ms: Callable[[], int],
@@ -127,7 +148,7 @@ class Sampler:
                 self._skip += 1 + self._gap()
                 top = top_class(scores[i : i + 1]) if scores is not None else None
                 confidence = None if top is None else float(top[0])
-                favoured = self.favour > 1 and self._is_favoured(serving, x[i : i + 1], confidence)
+                favoured = self.favour > 1 and self._is_favoured(serving, x[i], confidence)
                 self._candidates += 1
                 self._favoured += favoured
                 p = min(1.0, self.base * (self.favour if favoured else 1.0))
@@ -163,14 +184,14 @@ class Sampler:
         with self._lock:
             samples, self._samples = self._samples, []
             model, self._model = self._model, None
-            spent, self._window_bytes = self._window_bytes, 0
-            self._pace(samples, spent, now_ms)
+            self._window_bytes = 0
+            batch = None
+            if samples:
+                batch = pb.SampleBatch(schema_version=SCHEMA_VERSION, device_id=device_id, seq=seq, samples=samples)
+                if model is not None:
+                    batch.model.CopyFrom(model)
+            self._pace(samples, batch.ByteSize() if batch is not None else 0, now_ms)  # the exact bytes shipped
             self._skip = self._gap()
-        if not samples:
-            return None
-        batch = pb.SampleBatch(schema_version=SCHEMA_VERSION, device_id=device_id, seq=seq, samples=samples)
-        if model is not None:
-            batch.model.CopyFrom(model)
         return batch
 
     def _pace(self, samples: list[pb.Sample], spent: int, now_ms: int | None) -> None:
@@ -193,7 +214,8 @@ class Sampler:
         self.base = max(min(self.rate, allowance / demand, 1.0), 0.0)
         self._p_max = min(1.0, self.base * self.favour)
         # room for one sample at least: a share smaller than a sample still ships one, at its odds
-        self._byte_cap = min(remaining, max(BYTE_CAP_WINDOWS * allowance, self._bytes_per_sample or _FIRST_GUESS_BYTES))
+        per_sample = self._bytes_per_sample or _FIRST_GUESS_BYTES
+        self._byte_cap = min(remaining, max(BYTE_CAP_WINDOWS * allowance, per_sample)) - _BATCH_BYTES
 
 
 def _mix(old: float, new: float) -> float:
