@@ -221,6 +221,8 @@ def test_the_alert_list_shows_drift_and_accuracy_alerts(app: FastAPI, token_for,
     assert "active" in rows[0] and "accuracy" in rows[0] and "field accuracy 0.610" in rows[0]
     assert '<a href="/console/devices/pi-03">pi-03</a>' in rows[0]
     assert "cleared" in rows[1] and "drift" in rows[1] and "driven by pi-01" in rows[1]
+    fleet = client.get("/console")
+    assert '<a href="/console/alerts">1 active alert(s)</a>' in fleet.text and "field accuracy 0.610" in fleet.text
 
 
 def test_unknown_ids_and_bad_input_are_pages_not_errors(app: FastAPI, token_for, fleet: None) -> None:
