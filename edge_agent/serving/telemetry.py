@@ -1,5 +1,5 @@
 """Windowed telemetry -> pb.TelemetryWindow: counts, errors, latency histogram, accuracy on labelled
-inputs, drift sketches and the prediction histogram.
+inputs, drift sketches, the prediction histogram and (classifiers) the confidence histogram.
 
 Everything here is a count over fixed bins, so windows merge across devices by adding: the latency
 bounds are fixed (log-spaced, 10 per decade, 10 µs .. 10 s) and the feature / prediction bins are those
@@ -147,7 +147,7 @@ class _Window:
     predictions: np.ndarray | None = None
     confidence_edges: np.ndarray | None = None  # the manifest's reference.confidence bins (classifiers)
     confidence: np.ndarray | None = None  # rows per confidence bin
-    pending_confidence: list[float] = field(default_factory=list)  # of the pending rows that had scores
+    pending_scores: list[np.ndarray] = field(default_factory=list)  # score rows of the pending rows that had them
     shadow_compared: int = 0  # rows also answered by the previous model (probation), off the request path
     shadow_agreed: int = 0
     shadow_dropped: int = 0  # rows sampled for shadowing but dropped: the shadow queue was full
@@ -199,28 +199,32 @@ class _Window:
             self.next_sketch = first + at + 1 + first // SKETCH_EXACT_ROWS
         chosen = x[picked]
         outputs = _outputs(prediction, picked)
-        scores = prediction.scores if self.confidence is not None else None
-        confidence = None if scores is None else top_class(scores[picked])
+        scores = getattr(prediction, "scores", None) if self.confidence is not None else None
+        chosen_scores = [] if scores is None else [scores[picked]]  # a view: the top class is taken in _count
         if self.pending_rows + chosen.shape[0] > PENDING_ROWS:
             self.drain()
         if chosen.shape[0] > PENDING_ROWS:
-            self._count(chosen, outputs, [] if confidence is None else confidence.tolist())
+            self._count(chosen, outputs, chosen_scores)
             return
         self.pending[self.pending_rows : self.pending_rows + chosen.shape[0]] = chosen
         self.pending_rows += chosen.shape[0]
         self.pending_outputs.extend(outputs)
-        if confidence is not None:
-            self.pending_confidence.extend(confidence.tolist())
+        self.pending_scores += chosen_scores
 
     def drain(self) -> None:
         if self.pending is not None and self.pending_rows:
-            self._count(self.pending[: self.pending_rows], self.pending_outputs, self.pending_confidence)
-        self.pending_rows, self.pending_outputs, self.pending_confidence = 0, [], []
+            self._count(self.pending[: self.pending_rows], self.pending_outputs, self.pending_scores)
+        self.pending_rows, self.pending_outputs, self.pending_scores = 0, [], []
 
-    def _count(self, x: np.ndarray, outputs: list[Any], confidence: list[float]) -> None:
-        if self.confidence is not None and self.confidence_edges is not None and confidence:
-            found = bin_index(self.confidence_edges, np.asarray(confidence, dtype=np.float64))
-            self.confidence += np.bincount(found, minlength=len(self.confidence))
+    def _count(self, x: np.ndarray, outputs: list[Any], scores: list[np.ndarray]) -> None:
+        if self.confidence is not None and self.confidence_edges is not None and scores:
+            try:
+                top = top_class(np.concatenate(scores))
+            except ValueError:  # score rows of different widths: a model that changes its classes mid-window
+                top = None
+            if top is not None:
+                found = bin_index(self.confidence_edges, top)
+                self.confidence += np.bincount(found, minlength=len(self.confidence))
         if self.bins is not None and self.feature_counts is not None and x.shape[1]:
             self.feature_counts += self.bins.count(x)
             self.sketched += x.shape[0]
