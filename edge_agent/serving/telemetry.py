@@ -200,7 +200,8 @@ class _Window:
         chosen = x[picked]
         outputs = _outputs(prediction, picked)
         scores = getattr(prediction, "scores", None) if self.confidence is not None else None
-        chosen_scores = [] if scores is None else [scores[picked]]  # a view: the top class is taken in _count
+        # a view (a runtime returns fresh outputs per call): the top class is taken per drained batch, in _count
+        chosen_scores = [] if scores is None else [scores[picked]]
         if self.pending_rows + chosen.shape[0] > PENDING_ROWS:
             self.drain()
         if chosen.shape[0] > PENDING_ROWS:
