@@ -7,7 +7,8 @@ what device_drift / fleet_drift compute once the rows are read back). The rule b
     .venv/bin/python benchmarks/drift.py [--reps 10] [--reference-rows 5000] [--quick]
 
 Data: 64 features, 48 standard normal and 16 that are 94 % zero (the rest integers 1..16, like digits'
-border pixels); a classifier labels x0 + x1 > 0; 50 devices. Scenarios:
+border pixels); a classifier labels x0 + x1 > 0 (and scores it, so windows carry a confidence
+histogram); 50 devices. Scenarios:
   clean        1,000 windows of 50..500 rows (50 devices x 20): a report per window (what a device check
                sees), one fleet report over all of them, and 200 windows each at 50, 100 and 300 rows
   one device   a 0.5 sigma shift of one feature on one of 50 devices: flagged in its first window of 500
@@ -16,6 +17,10 @@ border pixels); a classifier labels x0 + x1 > 0; 50 devices. Scenarios:
                report after each: the first window count that flags the feature (20 at most)
   few devices  2 of 50 devices shifted 1.5 sigma on 3 features (5 windows of 500 rows each): a fleet alert
                naming those two?
+  confidence   one device whose x0 and x1 become negatively correlated (rho): every feature's marginal is
+               unchanged, so no input test can see it, but x0 + x1 crowds the decision boundary and the model's
+               top-class probability drops (the classifier's scores are sigmoid(2 (x0 + x1))); windows of 500
+               rows added one by one: the first window count whose report flags the device's confidence
   mass point   one device's share of non-zero values of a 94 %-zero feature goes from 6 % to 15 %
   wire         bytes of a 500-row window for 64 features, serialized
 Prints one JSON object last.
@@ -44,20 +49,26 @@ from cloud.monitoring.ingest import telemetry_row  # noqa: E402
 from cloud.monitoring.summaries import DriftReport, drift_report  # noqa: E402
 from edge_agent.serving.slot import ServingModel  # noqa: E402
 from edge_agent.serving.telemetry import Telemetry  # noqa: E402
-from model_compiler.profile import reference_profile  # noqa: E402
+from model_compiler.profile import confidence_profile, reference_profile  # noqa: E402
 from protocols.v1 import messages_pb2 as pb  # noqa: E402
 
 N_FEATURES, N_NORMAL, N_DEVICES = 64, 48, 50
 MASS_ZERO_SHARE = 0.94
 SHIFTED_FEATURE, MASS_FEATURE = 3, 50
 POWER_SHIFTS = (0.1, 0.2, 0.3, 0.5, 1.0)
+CONFIDENCE_RHOS = (0.2, 0.4, 0.6)
 MAX_WINDOWS = 20
 WINDOW_MS = 60_000
 
 
-def draw(rng: np.random.Generator, rows: int, shift: dict[int, float] | None = None, zero_share: float = 0.94) -> Any:
+def draw(
+    rng: np.random.Generator, rows: int, shift: dict[int, float] | None = None, zero_share: float = 0.94,
+    rho: float = 0.0,
+) -> Any:  # fmt: skip
     x = np.empty((rows, N_FEATURES))
     x[:, :N_NORMAL] = rng.normal(size=(rows, N_NORMAL))
+    if rho:  # x1 = -rho x0 + sqrt(1 - rho^2) z: still standard normal, but x0 + x1 has variance 2 - 2 rho
+        x[:, 1] = -rho * x[:, 0] + np.sqrt(1 - rho**2) * x[:, 1]
     nonzero = rng.random((rows, N_FEATURES - N_NORMAL)) >= zero_share
     x[:, N_NORMAL:] = np.where(nonzero, rng.integers(1, 17, size=nonzero.shape), 0)
     for feature, sigma in (shift or {}).items():
@@ -69,10 +80,18 @@ def labels(x: np.ndarray) -> np.ndarray:
     return np.where(x[:, 0] + x[:, 1] > 0, "1", "0")
 
 
+def scores(x: np.ndarray) -> np.ndarray:
+    p = 1.0 / (1.0 + np.exp(-2.0 * (x[:, 0].astype(np.float64) + x[:, 1])))
+    return np.stack([1 - p, p], axis=1).astype(np.float32)
+
+
 def serving_model(reference_rows: int) -> ServingModel:
     rng = np.random.default_rng(0)
     x = draw(rng, reference_rows).astype(np.float64)
     profile = reference_profile(x, labels(x), class_labels=["0", "1"], feature_names=[f"f{i}" for i in range(64)])
+    confidence = confidence_profile(scores(x))
+    assert confidence is not None
+    profile.confidence.CopyFrom(confidence)
     manifest = pb.Manifest(
         model_id="bench", version="1", sequence=1, reference=profile,
         io=pb.IoSchema(task=pb.TASK_CLASSIFICATION, class_labels=["0", "1"], n_features=N_FEATURES),
@@ -88,12 +107,15 @@ class Fleet:
         self.serving, self.rng, self.seq = serving, np.random.default_rng(seed), 0
         self.bytes: list[int] = []
 
-    def window(self, device: str, rows: int, shift: dict[int, float] | None = None, zero_share: float = 0.94) -> Any:
+    def window(
+        self, device: str, rows: int, shift: dict[int, float] | None = None, zero_share: float = 0.94,
+        rho: float = 0.0,
+    ) -> Any:  # fmt: skip
         self.seq += 1
         start = self.seq * WINDOW_MS
         telemetry = Telemetry(device, start, self.serving)
-        x = draw(self.rng, rows, shift, zero_share)
-        telemetry.record(self.serving, x, SimpleNamespace(labels=labels(x), values=None), 150.0)
+        x = draw(self.rng, rows, shift, zero_share, rho)
+        telemetry.record(self.serving, x, SimpleNamespace(labels=labels(x), values=None, scores=scores(x)), 150.0)
         message = telemetry.close_window(start + WINDOW_MS, self.seq, self.serving)
         assert message is not None
         self.bytes.append(len(message.SerializeToString()))
@@ -271,6 +293,33 @@ def few_devices(serving: ServingModel, reps: int) -> dict[str, Any]:
     }
 
 
+def confidence_power(serving: ServingModel, reps: int) -> dict[str, Any]:
+    """Windows until a device's confidence drift is flagged, and how often an input feature was (its
+    marginals do not move: any feature flagged is a false alert)."""
+    table: dict[str, Any] = {}
+    for rho in CONFIDENCE_RHOS:
+        first_windows: list[int | None] = []
+        feature_flags = 0
+        for rep in range(reps):
+            fleet = Fleet(serving, 20_000 + 1000 * rep + int(rho * 100))
+            rows: list[Any] = []
+            first = None
+            for k in range(1, MAX_WINDOWS + 1):
+                rows.append(fleet.window("dev", 500, rho=rho))
+                result = report(serving, rows, "dev")
+                feature_flags += any(f.drifted for f in result.features)
+                if result.confidence is not None and result.confidence.drifted:
+                    first = k
+                    break
+            first_windows.append(first)
+        table[str(rho)] = {
+            "first_window": first_windows,
+            "rate_by_windows": {k: sum(f is not None and f <= k for f in first_windows) / reps for k in (1, 5, 10, 20)},
+            "reports_with_a_feature_flagged": feature_flags,
+        }
+    return table
+
+
 def mass_point(serving: ServingModel, reps: int) -> dict[str, Any]:
     found = 0
     for rep in range(reps):
@@ -295,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         ("one_device_0_5sigma", lambda: one_device(serving, args.reps)),
         ("power", lambda: power(serving, args.reps)),
         ("few_devices_1_5sigma", lambda: few_devices(serving, max(args.reps // 2, 1))),
+        ("confidence_drift", lambda: confidence_power(serving, args.reps)),
         ("mass_point", lambda: mass_point(serving, args.reps)),
     ):
         t = time.perf_counter()
@@ -315,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         "shifted_device_rank": max(one["ranks"]) if one["ranks"] else None,
         "few_device_fleet_alert": results["few_devices_1_5sigma"]["named_both_first"] == 1.0,
         "window_bytes": max(sizes.bytes),
+        "windows_to_detect_confidence": {
+            rho: (max(v["first_window"]) if None not in v["first_window"] else None)
+            for rho, v in results["confidence_drift"].items()
+        },
         "seconds": round(time.perf_counter() - started, 1),
         **results,
     }

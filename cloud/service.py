@@ -32,6 +32,9 @@ from cloud.db import create_tables, make_engine, session_scope
 from cloud.db.tables import ModelVersion
 from cloud.errors import BrokerStartError, ConfigurationError
 from cloud.monitoring import Ingestor
+from cloud.monitoring.alert_monitor import AlertMonitor
+from cloud.monitoring.alerts import AlertPolicy
+from cloud.monitoring.webhook import WebhookSender
 from cloud.mqtt.client_id import ClientIdLease, lease_client_id
 from cloud.mqtt.ownership import Ownership
 from cloud.mqtt.router import MessageRouter
@@ -67,6 +70,7 @@ class CloudService:
         self.refresher: Refresher | None = None
         self.rollouts: RolloutController | None = None
         self.autoretrain: Periodic | None = None
+        self.alerts: AlertMonitor | None = None
         self.mqtt_url: str | None = None
         self.mqtt_protocol = "5"
         self.api_url: str | None = None
@@ -97,6 +101,7 @@ class CloudService:
 
                 self.autoretrain = AutoRetrainer(self.engine, self.store, self._auto_retrain,
                                                  interval_s=s.retrain_check_s).start()  # fmt: skip
+            self._start_alerts()
             self._start_api()
         except BaseException:
             self.stop()
@@ -110,10 +115,10 @@ class CloudService:
             if self._server_thread is not None:
                 self._server_thread.join(10)
             self._server = self._server_thread = None
-        for periodic in (self.refresher, self.rollouts, self.sweeper, self.ownership, self.autoretrain):
+        for periodic in (self.refresher, self.rollouts, self.sweeper, self.ownership, self.autoretrain, self.alerts):
             if periodic is not None:
                 periodic.stop()
-        self.refresher = self.rollouts = self.sweeper = self.ownership = self.autoretrain = None
+        self.refresher = self.rollouts = self.sweeper = self.ownership = self.autoretrain = self.alerts = None
         if self.transport is not None:
             self.transport.stop()
             self.transport = None
@@ -316,6 +321,19 @@ class CloudService:
         )
         self.refresher = Refresher(self.deployer, self.keys, policy, interval_s=s.refresh_interval_s).start()
 
+    def _start_alerts(self) -> None:
+        s = self.settings
+        if s.alert_interval_s <= 0:
+            return
+        assert self.engine is not None
+        webhook = None
+        if s.alert_webhook_url is not None and s.alert_webhook_signing_key is not None:
+            key = s.alert_webhook_signing_key.get_secret_value()
+            webhook = WebhookSender(s.alert_webhook_url, key, max_queue=s.alert_webhook_queue)
+        policy = AlertPolicy(drift_lookback_s=s.alert_drift_lookback_s, accuracy_lookback_s=s.alert_accuracy_lookback_s,
+                             accuracy_drop=s.alert_accuracy_drop)  # fmt: skip
+        self.alerts = AlertMonitor(self.engine, policy, interval_s=s.alert_interval_s, webhook=webhook).start()
+
     def _answers(self, device_id: str) -> bool:
         """Whether this process answers device_id's chunk requests."""
         if self.router is not None and self.router.shared:
@@ -370,6 +388,7 @@ class CloudService:
                 "ingest": lambda: self.ingestor.stats.snapshot() if self.ingestor else None,
                 "chunks": lambda: self.chunk_server.stats.snapshot() if self.chunk_server else None,
                 "fanout": lambda: self.fanout.stats.snapshot() if self.fanout else None,
+                "alerts": lambda: self.alerts.counters() if self.alerts else None,
             },
         )
         app = create_app(s, services)

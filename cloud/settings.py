@@ -90,6 +90,17 @@ class CloudSettings(BaseSettings):
     # label cardinality: the N most common model versions get their own series, the rest are "other"
     metrics_max_model_versions: int = Field(default=20, ge=1, le=500)
     metrics_telemetry_lookback_s: int = Field(default=300, ge=10)  # per-model figures cover windows this recent
+    # alerts (cloud.monitoring.alerts): drift and field-accuracy alerts are evaluated every alert_interval_s
+    # (0: never) and shown in the console and /metrics; with a webhook URL each raise and clear is also POSTed
+    # there as JSON signed with HMAC-SHA256 of alert_webhook_signing_key (required with a URL)
+    alert_interval_s: float = Field(default=60.0, ge=0)
+    alert_drift_lookback_s: int = Field(default=3_600, ge=60)
+    alert_accuracy_lookback_s: int = Field(default=7 * 86_400, ge=60)
+    alert_accuracy_drop: float = Field(default=0.05, ge=0, le=1)
+    alert_webhook_url: str | None = None
+    alert_webhook_signing_key: SecretStr | None = None
+    alert_webhook_queue: int = Field(default=1_000, ge=1)
+    metrics_max_alert_devices: int = Field(default=20, ge=0, le=500)  # devices named as metric labels
 
     @field_validator("database_url")
     @classmethod
@@ -106,6 +117,14 @@ class CloudSettings(BaseSettings):
             self.keys_dir = self.data_dir / "keys"
         if self.artifacts_dir is None:
             self.artifacts_dir = self.data_dir / "artifacts"
+        if self.alert_webhook_url is not None:
+            if not self.alert_webhook_url.startswith(("https://", "http://")):
+                raise ConfigurationError(f"alert_webhook_url must be an http(s) URL, got {self.alert_webhook_url!r}")
+            key = self.alert_webhook_signing_key
+            if key is None or not key.get_secret_value():
+                raise ConfigurationError("alert_webhook_url is set without alert_webhook_signing_key: receivers could "
+                                         "not tell the cloud's alerts from forged ones; set "
+                                         "EDGEFLEET_ALERT_WEBHOOK_SIGNING_KEY")  # fmt: skip
         if self.environment == "production":
             self.check_production()
         return self
@@ -129,6 +148,9 @@ class CloudSettings(BaseSettings):
             problems.append("mqtt_url is plain mqtt:// to another host: use mqtts://")
         if self.mqtt_username is None and not self.uses_embedded_broker:
             problems.append("no MQTT credentials: set EDGEFLEET_MQTT_USERNAME and EDGEFLEET_MQTT_PASSWORD")
+        webhook = self.alert_webhook_url
+        if webhook is not None and webhook.startswith("http://") and not _is_loopback(webhook):
+            problems.append("alert_webhook_url is plain http:// to another host: use https://")
         if self.database.startswith("sqlite"):
             problems.append("database_url is SQLite (one process only): use postgresql://")
         if problems:

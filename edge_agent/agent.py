@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from time import perf_counter
@@ -34,6 +34,7 @@ from edge_agent.facts import FactsReader, FactsSource
 from edge_agent.messages import AGENT_VERSION, SeqCounter, presence
 from edge_agent.outbox import Outbox
 from edge_agent.runner import AgentRunner, ThreadRunner
+from edge_agent.serving.sample_budget import BUDGET_FILE, DailyBudget
 from edge_agent.serving.sampler import Sampler
 from edge_agent.serving.shadow import KeptModel
 from edge_agent.serving.slot import ModelSlot, ServingModel, as_rows
@@ -114,7 +115,12 @@ class Agent:
         self._refused_at_s: dict[str, float] = {}  # malformed downward messages: one event per reason a minute
         self._tick_interval_s = tick_interval_s
         self._slot = ModelSlot()
-        self._sampler = Sampler(settings.sample_rate, settings.sample_max_per_window, rng)
+        self._sampler = Sampler(
+            settings.sample_rate, settings.sample_max_per_window, rng,
+            budget=DailyBudget(settings.sample_bytes_per_day, settings.state_dir / BUDGET_FILE),
+            window_ms=int(settings.telemetry_interval_s * 1000), favour=settings.sample_favour,
+            low_confidence=settings.sample_low_confidence,
+        )  # fmt: skip
         self._outbox = Outbox(self.device_id, self.fleet, transport, self.clock, self._sampler)
         shadow_figures = lambda *figures: self._outbox.telemetry.record_shadow(*figures)  # noqa: E731
         rng_shadow = random.Random(rng.random() if rng is not None else None)
@@ -212,17 +218,21 @@ class Agent:
 
     # ------------------------------------------------------------------------------------------ serving
 
-    def predict(self, x: Any, label: str | None = None) -> Any:
+    def predict(self, x: Any, label: str | None = None, prediction_id: str | Sequence[str] | None = None) -> Any:
         """Predict rows of x (one row, or a 2-D batch) with the active model; returns its Prediction.
+        `prediction_id` (one per row): the caller's name for the prediction, carried by a sampled row so a
+        label that arrives later (the feedback topic, POST /api/v1/feedback) finds it.
         Raises NoModelError before a model is active, an error with code "bad_input" for a bad x."""
-        return self._serve(x, label)[1]
+        return self._serve(x, label, prediction_id)[1]
 
-    def infer(self, x: Any, label: str | None = None) -> Inference:
+    def infer(self, x: Any, label: str | None = None, prediction_id: str | Sequence[str] | None = None) -> Inference:
         """Like predict, also saying which model answered and how long it took."""
-        serving, prediction, latency_us = self._serve(x, label)
+        serving, prediction, latency_us = self._serve(x, label, prediction_id)
         return Inference(prediction, serving.ref, latency_us)
 
-    def _serve(self, x: Any, label: str | None) -> tuple[ServingModel, Any, float]:
+    def _serve(
+        self, x: Any, label: str | None, prediction_id: str | Sequence[str] | None = None
+    ) -> tuple[ServingModel, Any, float]:
         # the hot path: every step here is paid on each call, so each is a few hundred ns at most
         rows = x if type(x) is np.ndarray and x.ndim == 2 and x.dtype == np.float32 else as_rows(x)
         started = perf_counter()
@@ -235,7 +245,8 @@ class Agent:
             raise
         latency_us = (perf_counter() - started) * 1e6
         self._outbox.telemetry.record(serving, rows, prediction, latency_us, label)
-        self._sampler.offer(serving, rows, prediction, label, self._now_ms)
+        ids = [prediction_id] if isinstance(prediction_id, str) else prediction_id
+        self._sampler.offer(serving, rows, prediction, label, self._now_ms, ids)
         self._kept.offer(serving, rows, prediction)  # never blocks: the shadow runs on its own thread
         return serving, prediction, latency_us
 

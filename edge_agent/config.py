@@ -80,6 +80,13 @@ class AgentSettings:
     telemetry_interval_s: float = field(default=60.0, metadata=_bounds(gt=0))
     sample_rate: float = field(default=0.01, metadata=_bounds(ge=0, le=1))
     sample_max_per_window: int = field(default=20, metadata=_bounds(ge=0))
+    # bytes of samples a day (UTC), paced over the day's windows and persisted in state_dir: 2 MB a day is
+    # 60 MB a month, a few per cent of a small 4G plan, and ~6,000 samples of 64 features
+    sample_bytes_per_day: int = field(default=2_000_000, metadata=_bounds(ge=0))
+    # the sampler multiplies the odds of rows worth a label: those the model is unsure of (top-class
+    # probability below sample_low_confidence) and those in bins the last window over-filled
+    sample_favour: float = field(default=4.0, metadata=_bounds(ge=1))
+    sample_low_confidence: float = field(default=0.7, metadata=_bounds(ge=0, le=1))
     runtime_preference: list[str] = field(default_factory=lambda: ["onnxruntime", "tflite"])
     labels: dict[str, str] = field(default_factory=dict)
     chunk_window: int = field(default=8, metadata=_bounds(ge=1, le=256))

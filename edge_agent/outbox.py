@@ -108,7 +108,8 @@ class Outbox:
             if drops is not None and any((found := drops()).values()):
                 window.spool_dropped.CopyFrom(pb.SpoolDrops(**found))
             self.publish(Channel.TELEMETRY, window)
-            batch = self._sampler.drain(self.device_id, self.seq.next())
+            self._sampler.flag_bins(*self.telemetry.flagged)
+            batch = self._sampler.drain(self.device_id, self.seq.next(), window.window_end_ms)
             if batch is not None:
                 self.publish(Channel.SAMPLES, batch)
             return window

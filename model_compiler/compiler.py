@@ -49,7 +49,7 @@ from model_compiler.manifest import (
     fragment_json,
     io_schema,
 )
-from model_compiler.profile import reference_profile
+from model_compiler.profile import confidence_profile, reference_profile
 from model_compiler.report import CandidateReport, CompileReport
 from model_compiler.segments import compares_scaled_categories
 from model_compiler.types import QUANTIZE_CHOICES, SELF_TEST_SOURCES, TARGET_CHOICES, TARGETS
@@ -280,6 +280,10 @@ def compile_estimator(
             categories=categories,
         )
     )
+    if analysis.classifier:  # the first kept artifact's scores: what a device serving it will count
+        confidence = confidence_profile(kept[0][3].predict(ref_x).scores)
+        if confidence is not None:
+            fragment.reference.confidence.CopyFrom(confidence)
     if self_test_from == "synthetic":
         vector_x = synthetic_inputs(fragment.reference, max(SYNTHETIC_POOL_ROWS, 16 * n_self_test))
         if specs:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_agent.serving.confidence import are_probabilities, top_class
+from protocols.telemetry_bins import CONFIDENCE_EDGES
 from protocols.v1 import messages_pb2 as pb
 
 DEFAULT_BINS = 10
@@ -100,3 +102,14 @@ def reference_profile(
             profile.predictions.bin_edges.extend(edges.tolist())
             profile.predictions.counts.extend(_counts(edges, values))
     return profile
+
+
+def confidence_profile(scores: np.ndarray | None) -> pb.PredictionProfile | None:
+    """The reference rows' top-class probability over CONFIDENCE_EDGES (the artifact's own scores, so
+    the reference is what a device computes), or None when the scores are not probabilities."""
+    if not are_probabilities(scores):
+        return None
+    values = top_class(scores)
+    assert values is not None
+    edges = np.asarray(CONFIDENCE_EDGES, dtype=np.float64)
+    return pb.PredictionProfile(bin_edges=CONFIDENCE_EDGES, counts=_counts(edges, values))

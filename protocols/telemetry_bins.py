@@ -14,6 +14,11 @@ from protocols.v1 import messages_pb2 as pb
 # log-spaced, 10 per decade, 10 µs .. 10 s; the last bucket is open-ended
 LATENCY_BOUNDS_US: tuple[float, ...] = tuple(round(10 ** (1 + i / 10), 3) for i in range(61))
 
+# The bins of a classifier's top-class probability (confidence drift): finer near 1, where a confident
+# model puts most rows and where a drop shows first. The compiler writes them into the manifest's
+# reference.confidence; agents count over the manifest's edges, so these can change without an agent update.
+CONFIDENCE_EDGES: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
 
 def sparse_pairs(counts: Sequence[int]) -> list[int]:
     """[bucket, count, ...] of the non-empty buckets."""

@@ -127,6 +127,9 @@ def _check_window(window: pb.TelemetryWindow, now_ms: int) -> None:
         raise ImplausibleMessage(
             "latency_contradicts", f"p50 {window.latency_p50_us} us, p95 {window.latency_p95_us} us"
         )
+    confident = sum(window.confidence_counts)
+    if confident > window.inference_count:
+        raise ImplausibleMessage("counts_contradict", f"{confident} confidence counts > {window.inference_count} rows")
     if not 0.0 <= window.cpu_percent <= MAX_CPU_PERCENT:
         raise ImplausibleMessage("out_of_range", f"cpu_percent = {window.cpu_percent}")
 
@@ -141,6 +144,11 @@ def check_upward(message: Message, now_ms: int) -> None:
     elif isinstance(message, pb.SampleBatch):
         for sample in message.samples:
             _check_not_future(sample.ts_ms, now_ms, "sample timestamp")
+            if not 0.0 <= sample.inclusion_probability <= 1.0 or not 0.0 <= sample.confidence <= 1.0:
+                raise ImplausibleMessage(
+                    "out_of_range",
+                    f"sample inclusion_probability {sample.inclusion_probability}, confidence {sample.confidence}",
+                )
     elif isinstance(message, pb.FeedbackBatch):
         for item in message.items:
             _check_not_future(item.ts_ms, now_ms, "feedback timestamp")

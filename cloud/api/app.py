@@ -16,6 +16,7 @@ from cloud.api.fast_reads import FastReads, ReadRoutes
 from cloud.api.limits import BodySizeLimit, reject_nul
 from cloud.api.read_cache import ForgetReadsOnWrite, ReadCache
 from cloud.api.routes import (
+    alerts,
     audit,
     deployments,
     devices,
@@ -80,7 +81,7 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
     app.include_router(metrics.router)
     add_offline_docs(app)
     for module in (devices, models, retraining, deployments, rollouts, experiments, feedback, metadata, tokens, audit,
-                   enrollment):
+                   enrollment, alerts):  # fmt: skip
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(enrollment.public, prefix=API_PREFIX)
     mount_console(app)  # the web console under /console (and / redirects there)

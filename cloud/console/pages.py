@@ -28,6 +28,7 @@ from cloud.console import access, charts, views
 from cloud.errors import CloudError, ConfigurationError, NotFoundError
 from cloud.identity import audit
 from cloud.identity.tokens import Operator, Role
+from cloud.monitoring import alerts as monitoring_alerts
 from cloud.types import now_ms
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,8 @@ def static(name: str) -> Response:
 
 @router.get("/console")
 def fleet_page(request: Request, session: DbSession, _operator: SignedIn) -> HTMLResponse:
-    return render(request, "fleet.html", **views.fleet_page(session))
+    active = monitoring_alerts.listing(session, include_cleared=False)
+    return render(request, "fleet.html", **views.fleet_page(session), active_alerts=active)
 
 
 @router.get("/console/devices/{device_id}")
@@ -208,6 +210,11 @@ def drift_page(
 ) -> HTMLResponse:
     hours = min(max(hours, 0.05), 24 * 7) if math.isfinite(hours) else 1.0
     return render(request, "drift.html", **views.drift_page(session, model_id, version, hours))
+
+
+@router.get("/console/alerts")
+def alerts_page(request: Request, session: DbSession, _operator: SignedIn) -> HTMLResponse:
+    return render(request, "alerts.html", alerts=monitoring_alerts.listing(session))
 
 
 @router.get("/console/rollouts")

@@ -246,7 +246,8 @@ class TelemetryRecord(SQLModel, table=True):
     labelled_count: int = _ms(default=0)
     correct_count: int = _ms(default=0)
     feature_counts: dict[str, list[int]] = _json(default_factory=dict)  # feature index -> bin counts
-    prediction_counts: dict[str, Any] = _json(default_factory=dict)  # {"labels"|"bin_edges", "counts"}
+    # {"labels"|"bin_edges", "counts"} and, from agents that send it, "confidence" (rows per confidence bin)
+    prediction_counts: dict[str, Any] = _json(default_factory=dict)
     cpu_percent: float = 0.0
     rss_bytes: int = _ms(default=0)
     shadow_compared: int = _ms(default=0)  # rows a device on probation also ran through the previous model
@@ -284,6 +285,9 @@ class SampleRecord(SQLModel, table=True):
     label: str | None = None
     ts_ms: int = _ms()
     prediction_id: str = Field(default="", index=True)  # the device's id, else "{batch_seq}:{position}"
+    # the odds the sampler kept this row with (weight 1 / p: Horvitz-Thompson); None: an older agent's
+    inclusion_probability: float | None = None
+    confidence: float | None = None  # classifiers: the top-class probability, when the agent sent it
 
 
 class FeedbackRecord(SQLModel, table=True):
@@ -298,6 +302,26 @@ class FeedbackRecord(SQLModel, table=True):
     ts_ms: int = _ms()
     received_at_ms: int = _ms()
     source: str = "api"  # api | mqtt
+
+
+class AlertRecord(SQLModel, table=True):
+    """A drift or accuracy alert of one model version (cloud.monitoring.alerts): one row per alert key,
+    active until the evaluation no longer finds it, then cleared (kept, with when); raised again, the same
+    row. Workers evaluate alike; a raise or clear is a conditional UPDATE, so exactly one announces it."""
+
+    __table_args__ = (UniqueConstraint("key", name="uq_alert_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    key: str  # "{kind}:{model_id}@{version}"
+    kind: str  # drift | accuracy
+    model_id: str = Field(index=True)
+    model_version: str
+    active: bool = Field(default=True, index=True)
+    summary: str = ""
+    devices: list[str] = _json(default_factory=list)  # the devices driving it, most first (at most a few)
+    detail: dict[str, Any] = _json(default_factory=dict)
+    raised_at_ms: int = _ms()
+    updated_at_ms: int = _ms()
+    cleared_at_ms: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class EventPublic(SQLModel):

@@ -2,7 +2,8 @@
 
 A report compares many samples with the reference profile: each telemetry window of each device, each
 device's whole range, the fleet's sum, for every feature and for the prediction histogram. Each sample is
-one hypothesis; all of them share one Benjamini-Hochberg (or -Yekutieli) family, so adding devices,
+one hypothesis (the confidence histogram of a classifier too: its top-class probability over fixed bins,
+tested like a feature); all of them share one Benjamini-Hochberg (or -Yekutieli) family, so adding devices,
 features or windows does not add false alerts. A sample is *drifted* only when all three hold:
 
     enough rows      n >= min_rows (a 50-row window is tested, a 5-row one is not)
@@ -28,6 +29,8 @@ from cloud.monitoring import stats
 
 Scope = Literal["window", "device", "fleet"]
 PREDICTIONS = -1  # the target of a prediction-histogram sample (features have their index)
+CONFIDENCE = -2  # the target of a confidence-histogram sample (a classifier's top-class probability)
+OUTPUTS = (PREDICTIONS, CONFIDENCE)  # targets that are the model's outputs, not its inputs
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class Sample:
     scope: Scope
     device_id: str | None  # None: the fleet
     window_end_ms: int | None  # None: summed over windows
-    target: int  # feature index, or PREDICTIONS
+    target: int  # feature index, PREDICTIONS or CONFIDENCE
     counts: Sequence[float] | np.ndarray  # over the reference's bins for `target`
 
 
@@ -158,6 +161,7 @@ class DeviceAttribution:
     features: list[int]  # drifted in this device's windows or its whole range
     predictions: bool  # its prediction histogram drifted
     share: float  # of the fleet's excess divergence over the drifted targets (n x excess PSI)
+    confidence: bool = False  # its confidence histogram drifted
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ class Attribution:
     alert: bool  # any drifted sample: the fleet's sum, a device's range or a window
     fleet_features: list[int]  # drifted in the fleet's summed counts
     fleet_predictions: bool
+    fleet_confidence: bool = False
     devices: list[DeviceAttribution] = field(default_factory=list)  # drivers first
 
 
@@ -186,9 +191,10 @@ def attribute(findings: Sequence[Finding]) -> Attribution:
     devices = [
         DeviceAttribution(
             device_id=d,
-            features=sorted(t for t in per_device[d] if t != PREDICTIONS),
+            features=sorted(t for t in per_device[d] if t not in OUTPUTS),
             predictions=PREDICTIONS in per_device[d],
             share=weight[d] / total if total > 0 else 0.0,
+            confidence=CONFIDENCE in per_device[d],
         )
         for d in per_device
     ]
@@ -196,7 +202,8 @@ def attribute(findings: Sequence[Finding]) -> Attribution:
     fleet = [f for f in drifted if f.scope == "fleet"]
     return Attribution(
         alert=bool(drifted),
-        fleet_features=sorted(f.target for f in fleet if f.target != PREDICTIONS),
+        fleet_features=sorted(f.target for f in fleet if f.target not in OUTPUTS),
         fleet_predictions=any(f.target == PREDICTIONS for f in fleet),
+        fleet_confidence=any(f.target == CONFIDENCE for f in fleet),
         devices=devices,
     )

@@ -108,6 +108,7 @@ def telemetry_row(device_id: str, w: pb.TelemetryWindow, received_ms: int) -> di
         "prediction_counts": {
             "labels": list(w.predictions.labels), "bin_edges": list(w.predictions.bin_edges),
             "counts": list(w.predictions.counts),
+            **({"confidence": list(w.confidence_counts)} if w.confidence_counts else {}),
         },
         "cpu_percent": w.cpu_percent, "rss_bytes": w.rss_bytes, "received_at_ms": received_ms,
         "shadow_compared": w.shadow_compared, "shadow_agreed": w.shadow_agreed, "shadow_dropped": w.shadow_dropped,
@@ -132,6 +133,7 @@ def sample_rows(device_id: str, b: pb.SampleBatch) -> list[dict[str, Any]]:
             "device_id": device_id, "batch_seq": b.seq, "position": i, "model_id": b.model.model_id,
             "model_version": b.model.version, "input": list(s.input), "prediction": s.prediction,
             "label": s.label or None, "ts_ms": s.ts_ms, "prediction_id": s.prediction_id or f"{b.seq}:{i}",
+            "inclusion_probability": s.inclusion_probability or None, "confidence": s.confidence or None,
         }  # fmt: skip
         for i, s in enumerate(b.samples)
     ]

@@ -25,7 +25,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from cloud.db.statuses import DeploymentStatus, RolloutState, TargetStatus
-from cloud.db.tables import Deployment, DeploymentTarget, Device, TelemetryRecord
+from cloud.db.tables import AlertRecord, Deployment, DeploymentTarget, Device, TelemetryRecord
 from cloud.rollout.records import Rollout
 from cloud.types import now_ms
 from protocols.v1 import messages_pb2 as pb
@@ -37,6 +37,8 @@ UPDATE_STATES = ["unknown", *(n.removeprefix("UPDATE_STATE_").lower() for n in p
 REFUSAL_REASONS = ("malformed", "foreign", "unenrolled", "implausible", "failed")  # IngestStats fields
 
 IngestCounters = Callable[[], dict[str, int] | None]
+ALERT_KINDS = ("drift", "accuracy")  # cloud.monitoring.alerts.KINDS
+WEBHOOK_OUTCOMES = ("queued", "delivered", "retried", "failed", "dropped")  # WebhookStats fields
 
 
 @dataclass
@@ -78,10 +80,13 @@ class FleetCollector(Collector):
     write lock (cloud.db.engine), so a second session in the same request would wait for the first."""
 
     def __init__(
-        self, session: Session, *, ingest: IngestCounters | None = None, max_versions: int = 20, lookback_s: int = 300
-    ) -> None:
+        self, session: Session, *, ingest: IngestCounters | None = None, max_versions: int = 20, lookback_s: int = 300,
+        alert_counters: IngestCounters | None = None, max_alert_devices: int = 20,
+    ) -> None:  # fmt: skip
         self.session = session
         self.ingest = ingest
+        self.alert_counters = alert_counters
+        self.max_alert_devices = max_alert_devices
         self.max_versions = max_versions
         self.lookback_s = lookback_s
 
@@ -93,6 +98,7 @@ class FleetCollector(Collector):
         yield from self._rollout(self.session)
         yield from self._models(self.session)
         yield from self._ingestion()
+        yield from self._alerts(self.session)
 
     def _fleet(self, session: Session) -> Iterator[Metric]:
         total, online = session.exec(
@@ -200,6 +206,55 @@ class FleetCollector(Collector):
                                   value=counts.get("stored", 0))
         yield CounterMetricFamily("edgefleet_ingest_rows_duplicate", "Rows skipped as redeliveries.",
                                   value=counts.get("duplicates", 0))
+
+
+    def _alerts(self, session: Session) -> Iterator[Metric]:
+        """Active alerts (every worker reads the same rows): counts per kind, one series per alerting model
+        version (bounded like the others) and per named device (at most max_alert_devices, the devices named
+        by the most alerts; the rest summed as other)."""
+        rows = session.exec(select(AlertRecord).where(col(AlertRecord.active).is_(True))).all()
+        family = GaugeMetricFamily("edgefleet_alerts_active", "Active alerts, by kind.", labels=["kind"])
+        for kind, n in _by_enum([(r.kind, 1) for r in rows], ALERT_KINDS).items():
+            family.add_metric([kind], n)
+        yield family
+        per_version = GaugeMetricFamily("edgefleet_alert_active", "1 for each model version with an active alert "
+                                        "of this kind (the most recent ones; the rest add up as other).",
+                                        labels=["kind", "model_id", "version"])  # fmt: skip
+        for kind in ALERT_KINDS:
+            mine = {(r.model_id, r.model_version): 1.0 for r in rows if r.kind == kind}
+            for (model_id, version), n in bounded(mine, self.max_versions).items():
+                per_version.add_metric([kind, model_id, version], n)
+        yield per_version
+        named: dict[tuple[str, str], float] = {}
+        for r in rows:
+            for device in r.devices:
+                named[(r.kind, device)] = named.get((r.kind, device), 0.0) + 1.0
+        devices = GaugeMetricFamily("edgefleet_alert_devices", "Active alerts naming a device as a driver (at most "
+                                    "the cap's devices by name; the rest as other).", labels=["kind", "device_id"])
+        ranked = sorted(named.items(), key=lambda kv: (-kv[1], kv[0]))
+        rest: dict[str, float] = {}
+        for (kind, device), n in ranked[: self.max_alert_devices]:
+            devices.add_metric([kind, device], n)
+        for (kind, _), n in ranked[self.max_alert_devices :]:
+            rest[kind] = rest.get(kind, 0.0) + n
+        for kind, n in rest.items():
+            devices.add_metric([kind, OTHER], n)
+        yield devices
+        counts = self.alert_counters() if self.alert_counters is not None else None
+        if counts is None:
+            return  # this process runs no alert monitor
+        transitions = CounterMetricFamily("edgefleet_alert_transitions", "Alerts this process raised or cleared.",
+                                          labels=["event"])  # fmt: skip
+        for event in ("raised", "cleared"):
+            transitions.add_metric([event], counts.get(event, 0))
+        yield transitions
+        yield CounterMetricFamily("edgefleet_alert_evaluations", "Alert evaluations this process ran.",
+                                  value=counts.get("evaluations", 0))  # fmt: skip
+        webhook = CounterMetricFamily("edgefleet_alert_webhook_events", "Alert webhook events of this process, by "
+                                      "outcome.", labels=["outcome"])  # fmt: skip
+        for outcome in WEBHOOK_OUTCOMES:
+            webhook.add_metric([outcome], counts.get(f"webhook_{outcome}", 0))
+        yield webhook
 
 
 def metrics_registry(collector: Collector) -> CollectorRegistry:

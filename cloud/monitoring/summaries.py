@@ -2,7 +2,9 @@
 
 Reads TelemetryRecord rows and turns their sketches into samples for `cloud.monitoring.detector`: each
 window, each device's sum over its windows and, fleet-wide, the fleet's sum (counts add up), all compared
-with the reference profile embedded in the model version's manifest, in one false-discovery family.
+with the reference profile embedded in the model version's manifest, in one false-discovery family. The
+model's outputs are tested alongside the inputs: the prediction histogram and, for classifiers whose
+manifest has a confidence reference, the histogram of the top-class probability.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class DeviceDriftLine:
     max_psi: float | None
     drifted_features: list[int]  # drifted in one of its windows or over its whole range
     predictions_drifted: bool = False
+    confidence_drifted: bool = False
     drifted_windows: int = 0  # its windows with a drifted feature or prediction histogram
     share: float = 0.0  # its part of the fleet's excess divergence over the drifted targets (attribution)
 
@@ -141,6 +144,7 @@ class DriftReport:
     tests: int = 0  # hypotheses in the report's false-discovery family
     attribution: detector.Attribution | None = None  # who and what drives the alert
     policy: detector.DriftPolicy = detector.DEFAULT_POLICY
+    confidence: drift.PredictionDrift | None = None  # classifiers whose manifest has a confidence reference
 
 
 @dataclass
@@ -149,6 +153,7 @@ class _Window:
     end_ms: int
     features: dict[int, list[int]]
     predictions: list[float] | None  # on the report's prediction bins
+    confidence: list[float] | None = None  # on the reference's confidence bins
 
 
 class _Profile:
@@ -167,6 +172,9 @@ class _Profile:
                 self.labels += extras
                 prediction_counts += [0.0] * len(extras)
             self.counts[detector.PREDICTIONS] = prediction_counts
+        self.has_confidence = sum(profile.confidence.counts) > 0
+        if self.has_confidence:
+            self.counts[detector.CONFIDENCE] = [float(c) for c in profile.confidence.counts]
         self.ignored = 0
 
     def read(self, row: TelemetryRecord) -> _Window:
@@ -177,7 +185,16 @@ class _Profile:
                 features[int(key)] = counts
             else:
                 self.ignored += 1
-        return _Window(row.device_id, row.window_end_ms, features, self._predictions(row))
+        return _Window(row.device_id, row.window_end_ms, features, self._predictions(row), self._confidence(row))
+
+    def _confidence(self, row: TelemetryRecord) -> list[float] | None:
+        counts = row.prediction_counts.get("confidence") if self.has_confidence else None
+        if not counts:
+            return None
+        if len(counts) != len(self.counts[detector.CONFIDENCE]):
+            self.ignored += 1
+            return None
+        return [float(c) for c in counts]
 
     def _predictions(self, row: TelemetryRecord) -> list[float] | None:
         if not self.has_predictions:
@@ -190,20 +207,25 @@ class _Profile:
         return counts if len(counts) == len(self.counts[detector.PREDICTIONS]) else None
 
 
+def _add(histograms: Sequence[list[float] | None]) -> list[float] | None:
+    present = [h for h in histograms if h is not None]
+    return [sum(c) for c in zip(*present, strict=True)] if present else None
+
+
 def _sum(windows: Sequence[_Window]) -> _Sums:
     features = drift.merge_counts(w.features for w in windows)
-    predictions = [w.predictions for w in windows if w.predictions is not None]
-    return features, [sum(c) for c in zip(*predictions, strict=True)] if predictions else None
+    return features, _add([w.predictions for w in windows]), _add([w.confidence for w in windows])
 
 
-_Sums = tuple[dict[int, list[int]], list[float] | None]  # feature counts, prediction counts
+_Sums = tuple[dict[int, list[int]], list[float] | None, list[float] | None]  # features, predictions, confidence
 
 
 def _samples(scope: detector.Scope, device_id: str | None, end_ms: int | None, sums: _Sums) -> list[detector.Sample]:
-    features, predictions = sums
+    features, predictions, confidence = sums
     samples = [detector.Sample(scope, device_id, end_ms, index, counts) for index, counts in features.items()]
-    if predictions is not None and sum(predictions) > 0:
-        samples.append(detector.Sample(scope, device_id, end_ms, detector.PREDICTIONS, predictions))
+    for target, counts in ((detector.PREDICTIONS, predictions), (detector.CONFIDENCE, confidence)):
+        if counts is not None and sum(counts) > 0:
+            samples.append(detector.Sample(scope, device_id, end_ms, target, counts))
     return samples
 
 
@@ -219,7 +241,9 @@ def drift_report(
     for w in windows:
         by_device[w.device_id].append(w)
     recent = [w for own in by_device.values() for w in own[-WINDOWS_TESTED:]]  # rows come oldest first
-    samples = [s for w in recent for s in _samples("window", w.device_id, w.end_ms, (w.features, w.predictions))]
+    samples = [
+        s for w in recent for s in _samples("window", w.device_id, w.end_ms, (w.features, w.predictions, w.confidence))
+    ]
     for device, own in sorted(by_device.items()):
         samples += _samples("device", device, None, _sum(own))
     if device_id is None:
@@ -235,13 +259,14 @@ def drift_report(
         for device in sorted(by_device):
             own_range = [f for f in findings if f.scope == "device" and f.device_id == device]
             drifted = {f.target for f in findings if f.device_id == device and f.drifted}
-            values = [f.psi for f in own_range if f.psi is not None and f.target != detector.PREDICTIONS]
+            values = [f.psi for f in own_range if f.psi is not None and f.target not in detector.OUTPUTS]
             lines.append(DeviceDriftLine(
                 device_id=device,
-                n_observed=max((f.n_observed for f in own_range if f.target != detector.PREDICTIONS), default=0),
+                n_observed=max((f.n_observed for f in own_range if f.target not in detector.OUTPUTS), default=0),
                 max_psi=max(values) if values else None,
-                drifted_features=sorted(t for t in drifted if t != detector.PREDICTIONS),
+                drifted_features=sorted(t for t in drifted if t not in detector.OUTPUTS),
                 predictions_drifted=detector.PREDICTIONS in drifted,
+                confidence_drifted=detector.CONFIDENCE in drifted,
                 drifted_windows=sum(1 for d, _ in drifted_windows if d == device),
                 share=shares.get(device, 0.0),
             ))  # fmt: skip
@@ -259,6 +284,7 @@ def drift_report(
         tests=sum(1 for f in findings if f.tested),
         attribution=attribution,
         policy=policy,
+        confidence=drift.prediction_view(summary.get(detector.CONFIDENCE)) if reference.has_confidence else None,
     )
 
 

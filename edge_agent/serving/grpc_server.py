@@ -67,13 +67,16 @@ def predict(agent: Agent, request: agent_pb2.PredictRequest, codecs: ColumnCodec
         raise CallError(Status.FAILED_PRECONDITION, "no model is active on this device yet")
     codecs = codecs or ColumnCodecs()
     x = _named_batch(request, codecs.of(serving)) if request.columns else _matrix_batch(request, serving)
-    inference = _infer(agent, x, request)
+    ids = list(request.prediction_ids) or None
+    if ids is not None and len(ids) != len(x):
+        raise CallError(Status.INVALID_ARGUMENT, f"{len(ids)} prediction_ids for {len(x)} row(s)")
+    inference = _infer(agent, x, request, ids)
     if request.columns and inference.model != serving.ref and _columns_changed(agent, serving):
         # a swap between encoding and inference: the codes were the previous model's, and the new one
         # names other columns or categories: ask it again with its own
         now = agent.serving
         assert now is not None
-        inference = _infer(agent, _named_batch(request, codecs.of(now)), request)
+        inference = _infer(agent, _named_batch(request, codecs.of(now)), request, ids)
     prediction = inference.prediction
     response = agent_pb2.PredictResponse(latency_us=inference.latency_us)
     response.model.CopyFrom(inference.model)
@@ -89,9 +92,9 @@ def _columns_changed(agent: Agent, before: Any) -> bool:
     return now is not None and list(now.manifest.io.columns) != list(before.manifest.io.columns)
 
 
-def _infer(agent: Agent, x: np.ndarray, request: agent_pb2.PredictRequest) -> Any:
+def _infer(agent: Agent, x: np.ndarray, request: agent_pb2.PredictRequest, ids: list[str] | None) -> Any:
     try:
-        return agent.infer(x, label=request.label or None)
+        return agent.infer(x, label=request.label or None, prediction_id=ids)
     except NoModelError as exc:
         raise CallError(Status.FAILED_PRECONDITION, str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - mapped to a status code, never kills the server

@@ -1,5 +1,5 @@
 """Windowed telemetry -> pb.TelemetryWindow: counts, errors, latency histogram, accuracy on labelled
-inputs, drift sketches and the prediction histogram.
+inputs, drift sketches, the prediction histogram and (classifiers) the confidence histogram.
 
 Everything here is a count over fixed bins, so windows merge across devices by adding: the latency
 bounds are fixed (log-spaced, 10 per decade, 10 µs .. 10 s) and the feature / prediction bins are those
@@ -24,12 +24,14 @@ from typing import Any
 import numpy as np
 
 from edge_agent.resources import CpuMeter, rss_bytes
+from edge_agent.serving.confidence import top_class
 from edge_agent.serving.slot import ServingModel
 from protocols import SCHEMA_VERSION
 from protocols.telemetry_bins import LATENCY_BOUNDS_US, pack_features_implied, sparse_pairs
 from protocols.v1 import messages_pb2 as pb
 
 __all__ = ["LATENCY_BOUNDS_US", "FeatureBins", "Telemetry", "bin_index", "percentile_from_histogram"]
+OVERFILL_RATIO, OVERFILL_MIN_COUNT = 2.0, 10  # a bin holding twice its reference share, and 10 rows or more
 SKETCH_EXACT_ROWS = 1024  # rows of a window all sketched; past that, a thinning sample
 PENDING_ROWS = 256  # rows buffered before one vectorised count
 _NEVER = 1 << 62
@@ -143,6 +145,9 @@ class _Window:
     class_positions: dict[str, int] = field(default_factory=dict)
     value_edges: np.ndarray | None = None
     predictions: np.ndarray | None = None
+    confidence_edges: np.ndarray | None = None  # the manifest's reference.confidence bins (classifiers)
+    confidence: np.ndarray | None = None  # rows per confidence bin
+    pending_scores: list[np.ndarray] = field(default_factory=list)  # score rows of the pending rows that had them
     shadow_compared: int = 0  # rows also answered by the previous model (probation), off the request path
     shadow_agreed: int = 0
     shadow_dropped: int = 0  # rows sampled for shadowing but dropped: the shadow queue was full
@@ -167,7 +172,10 @@ class _Window:
         elif len(reference.bin_edges) >= 2:
             self.value_edges = np.asarray(reference.bin_edges, dtype=np.float64)
             self.predictions = np.zeros(len(self.value_edges) - 1, dtype=np.int64)
-        if self.bins is not None or self.predictions is not None:
+        if len(manifest.reference.confidence.bin_edges) >= 2:
+            self.confidence_edges = np.asarray(manifest.reference.confidence.bin_edges, dtype=np.float64)
+            self.confidence = np.zeros(len(self.confidence_edges) - 1, dtype=np.int64)
+        if self.bins is not None or self.predictions is not None or self.confidence is not None:
             self.pending = np.empty((PENDING_ROWS, self.serving.n_features), dtype=np.float32)
         else:
             self.next_sketch = _NEVER
@@ -191,21 +199,33 @@ class _Window:
             self.next_sketch = first + at + 1 + first // SKETCH_EXACT_ROWS
         chosen = x[picked]
         outputs = _outputs(prediction, picked)
+        scores = getattr(prediction, "scores", None) if self.confidence is not None else None
+        # a view (a runtime returns fresh outputs per call): the top class is taken per drained batch, in _count
+        chosen_scores = [] if scores is None else [scores[picked]]
         if self.pending_rows + chosen.shape[0] > PENDING_ROWS:
             self.drain()
         if chosen.shape[0] > PENDING_ROWS:
-            self._count(chosen, outputs)
+            self._count(chosen, outputs, chosen_scores)
             return
         self.pending[self.pending_rows : self.pending_rows + chosen.shape[0]] = chosen
         self.pending_rows += chosen.shape[0]
         self.pending_outputs.extend(outputs)
+        self.pending_scores += chosen_scores
 
     def drain(self) -> None:
         if self.pending is not None and self.pending_rows:
-            self._count(self.pending[: self.pending_rows], self.pending_outputs)
-        self.pending_rows, self.pending_outputs = 0, []
+            self._count(self.pending[: self.pending_rows], self.pending_outputs, self.pending_scores)
+        self.pending_rows, self.pending_outputs, self.pending_scores = 0, [], []
 
-    def _count(self, x: np.ndarray, outputs: list[Any]) -> None:
+    def _count(self, x: np.ndarray, outputs: list[Any], scores: list[np.ndarray]) -> None:
+        if self.confidence is not None and self.confidence_edges is not None and scores:
+            try:
+                top = top_class(np.concatenate(scores))
+            except ValueError:  # score rows of different widths: a model that changes its classes mid-window
+                top = None
+            if top is not None:
+                found = bin_index(self.confidence_edges, top)
+                self.confidence += np.bincount(found, minlength=len(self.confidence))
         if self.bins is not None and self.feature_counts is not None and x.shape[1]:
             self.feature_counts += self.bins.count(x)
             self.sketched += x.shape[0]
@@ -219,6 +239,24 @@ class _Window:
             values = np.asarray([o for o in outputs if o is not None], dtype=np.float64)
             found = bin_index(self.value_edges, values[np.isfinite(values)])
             self.predictions += np.bincount(found, minlength=len(self.predictions))
+
+
+def over_filled(window: _Window) -> np.ndarray | None:
+    """The bins (flat, as FeatureBins counts them) holding at least OVERFILL_RATIO times their reference
+    share of the window's rows: where the inputs moved to, a hint the sampler favours (not a verdict: the
+    cloud's detector decides drift)."""
+    bins, counts = window.bins, window.feature_counts
+    if bins is None or counts is None or window.serving is None or window.sketched == 0:
+        return None
+    reference = {int(p.index): list(p.counts) for p in window.serving.manifest.reference.features}
+    flat = np.concatenate([
+        np.asarray(reference[i], dtype=np.float64) if len(reference.get(i, [])) == size else np.zeros(size)
+        for i, size in zip(bins.indexes, bins.sizes, strict=True)
+    ])  # fmt: skip
+    totals = np.repeat(np.add.reduceat(flat, np.asarray(bins.offsets)), bins.sizes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reference_share = np.where(totals > 0, flat / totals, np.inf)  # no reference: never flagged
+    return (counts >= OVERFILL_MIN_COUNT) & (counts / window.sketched >= OVERFILL_RATIO * reference_share)
 
 
 def _outputs(prediction: Any, picked: slice) -> list[Any]:
@@ -239,6 +277,8 @@ class Telemetry:
         self._cpu = CpuMeter()
         self.total_inferences = 0
         self.total_errors = 0
+        # the last closed window's model, bins and over-filled bins (over_filled), for the sampler
+        self.flagged: tuple[ServingModel | None, FeatureBins | None, np.ndarray | None] = (None, None, None)
 
     def record(
         self, serving: ServingModel, x: np.ndarray, prediction: Any, latency_us: float, label: str | None = None
@@ -284,6 +324,7 @@ class Telemetry:
         if window.serving is None and window.inferences == 0 and window.errors == 0:
             return None
         window.drain()
+        self.flagged = (window.serving, window.bins, over_filled(window))
         message = pb.TelemetryWindow(
             schema_version=SCHEMA_VERSION,
             device_id=self.device_id,
@@ -311,6 +352,8 @@ class Telemetry:
         if window.bins is not None and window.feature_counts is not None:
             sketches = window.bins.split(window.feature_counts)
             message.feature_counts_implied.extend(pack_features_implied(sketches, window.sketched))
+        if window.confidence is not None and window.confidence.any():
+            message.confidence_counts.extend(window.confidence.tolist())
         if window.predictions is not None:
             message.predictions.counts.extend(window.predictions.tolist())
             if window.class_labels:

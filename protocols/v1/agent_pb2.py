@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protocols.v1 import messages_pb2 as protocols_dot_v1_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protocols/v1/agent.proto\x12\x0c\x65\x64gefleet.v1\x1a\x1bprotocols/v1/messages.proto\"d\n\x0ePredictRequest\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x0c\n\x04rows\x18\x02 \x01(\r\x12\r\n\x05label\x18\x03 \x01(\t\x12%\n\x07\x63olumns\x18\x04 \x03(\x0b\x32\x14.edgefleet.v1.Column\"I\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07numbers\x18\x02 \x03(\x01\x12\x0f\n\x07strings\x18\x03 \x03(\t\x12\x0f\n\x07missing\x18\x04 \x03(\x08\"l\n\x0fPredictResponse\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\x12%\n\x05model\x18\x03 \x01(\x0b\x32\x16.edgefleet.v1.ModelRef\x12\x12\n\nlatency_us\x18\x04 \x01(\x01\"\x0f\n\rStatusRequest\"j\n\x0eStatusResponse\x12*\n\x05state\x18\x01 \x01(\x0b\x32\x1b.edgefleet.v1.ReportedState\x12\x17\n\x0finference_count\x18\x02 \x01(\x04\x12\x13\n\x0b\x65rror_count\x18\x03 \x01(\x04\x32\x9c\x01\n\rEdgeInference\x12\x46\n\x07Predict\x12\x1c.edgefleet.v1.PredictRequest\x1a\x1d.edgefleet.v1.PredictResponse\x12\x43\n\x06Status\x12\x1b.edgefleet.v1.StatusRequest\x1a\x1c.edgefleet.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protocols/v1/agent.proto\x12\x0c\x65\x64gefleet.v1\x1a\x1bprotocols/v1/messages.proto\"|\n\x0ePredictRequest\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x0c\n\x04rows\x18\x02 \x01(\r\x12\r\n\x05label\x18\x03 \x01(\t\x12%\n\x07\x63olumns\x18\x04 \x03(\x0b\x32\x14.edgefleet.v1.Column\x12\x16\n\x0eprediction_ids\x18\x05 \x03(\t\"I\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07numbers\x18\x02 \x03(\x01\x12\x0f\n\x07strings\x18\x03 \x03(\t\x12\x0f\n\x07missing\x18\x04 \x03(\x08\"l\n\x0fPredictResponse\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\x12%\n\x05model\x18\x03 \x01(\x0b\x32\x16.edgefleet.v1.ModelRef\x12\x12\n\nlatency_us\x18\x04 \x01(\x01\"\x0f\n\rStatusRequest\"j\n\x0eStatusResponse\x12*\n\x05state\x18\x01 \x01(\x0b\x32\x1b.edgefleet.v1.ReportedState\x12\x17\n\x0finference_count\x18\x02 \x01(\x04\x12\x13\n\x0b\x65rror_count\x18\x03 \x01(\x04\x32\x9c\x01\n\rEdgeInference\x12\x46\n\x07Predict\x12\x1c.edgefleet.v1.PredictRequest\x1a\x1d.edgefleet.v1.PredictResponse\x12\x43\n\x06Status\x12\x1b.edgefleet.v1.StatusRequest\x1a\x1c.edgefleet.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protocols.v1.agent_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PREDICTREQUEST']._serialized_start=71
-  _globals['_PREDICTREQUEST']._serialized_end=171
-  _globals['_COLUMN']._serialized_start=173
-  _globals['_COLUMN']._serialized_end=246
-  _globals['_PREDICTRESPONSE']._serialized_start=248
-  _globals['_PREDICTRESPONSE']._serialized_end=356
-  _globals['_STATUSREQUEST']._serialized_start=358
-  _globals['_STATUSREQUEST']._serialized_end=373
-  _globals['_STATUSRESPONSE']._serialized_start=375
-  _globals['_STATUSRESPONSE']._serialized_end=481
-  _globals['_EDGEINFERENCE']._serialized_start=484
-  _globals['_EDGEINFERENCE']._serialized_end=640
+  _globals['_PREDICTREQUEST']._serialized_end=195
+  _globals['_COLUMN']._serialized_start=197
+  _globals['_COLUMN']._serialized_end=270
+  _globals['_PREDICTRESPONSE']._serialized_start=272
+  _globals['_PREDICTRESPONSE']._serialized_end=380
+  _globals['_STATUSREQUEST']._serialized_start=382
+  _globals['_STATUSREQUEST']._serialized_end=397
+  _globals['_STATUSRESPONSE']._serialized_start=399
+  _globals['_STATUSRESPONSE']._serialized_end=505
+  _globals['_EDGEINFERENCE']._serialized_start=508
+  _globals['_EDGEINFERENCE']._serialized_end=664
 # @@protoc_insertion_point(module_scope)

@@ -191,14 +191,16 @@ class PredictionProfile(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[str]] = ..., bin_edges: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReferenceProfile(_message.Message):
-    __slots__ = ("features", "predictions", "n_rows")
+    __slots__ = ("features", "predictions", "n_rows", "confidence")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     features: _containers.RepeatedCompositeFieldContainer[FeatureProfile]
     predictions: PredictionProfile
     n_rows: int
-    def __init__(self, features: _Optional[_Iterable[_Union[FeatureProfile, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., n_rows: _Optional[int] = ...) -> None: ...
+    confidence: PredictionProfile
+    def __init__(self, features: _Optional[_Iterable[_Union[FeatureProfile, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., n_rows: _Optional[int] = ..., confidence: _Optional[_Union[PredictionProfile, _Mapping]] = ...) -> None: ...
 
 class Manifest(_message.Message):
     __slots__ = ("model_id", "version", "sequence", "created_at_ms", "expires_at_ms", "artifacts", "io", "self_test", "reference", "source_model_sha256", "metrics", "lineage")
@@ -576,7 +578,7 @@ class FeatureSketch(_message.Message):
     def __init__(self, index: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TelemetryWindow(_message.Message):
-    __slots__ = ("schema_version", "device_id", "seq", "window_start_ms", "window_end_ms", "model", "inference_count", "error_count", "latency_us", "latency_p50_us", "latency_p95_us", "labelled_count", "correct_count", "features", "predictions", "cpu_percent", "rss_bytes", "shadow_compared", "shadow_agreed", "shadow_dropped", "latency_bins", "feature_counts", "spool_dropped", "feature_counts_implied")
+    __slots__ = ("schema_version", "device_id", "seq", "window_start_ms", "window_end_ms", "model", "inference_count", "error_count", "latency_us", "latency_p50_us", "latency_p95_us", "labelled_count", "correct_count", "features", "predictions", "cpu_percent", "rss_bytes", "shadow_compared", "shadow_agreed", "shadow_dropped", "latency_bins", "feature_counts", "spool_dropped", "feature_counts_implied", "confidence_counts")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -601,6 +603,7 @@ class TelemetryWindow(_message.Message):
     FEATURE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     SPOOL_DROPPED_FIELD_NUMBER: _ClassVar[int]
     FEATURE_COUNTS_IMPLIED_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     device_id: str
     seq: int
@@ -625,7 +628,8 @@ class TelemetryWindow(_message.Message):
     feature_counts: _containers.RepeatedScalarFieldContainer[int]
     spool_dropped: SpoolDrops
     feature_counts_implied: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., window_start_ms: _Optional[int] = ..., window_end_ms: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., inference_count: _Optional[int] = ..., error_count: _Optional[int] = ..., latency_us: _Optional[_Union[Histogram, _Mapping]] = ..., latency_p50_us: _Optional[float] = ..., latency_p95_us: _Optional[float] = ..., labelled_count: _Optional[int] = ..., correct_count: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureSketch, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., shadow_compared: _Optional[int] = ..., shadow_agreed: _Optional[int] = ..., shadow_dropped: _Optional[int] = ..., latency_bins: _Optional[_Iterable[int]] = ..., feature_counts: _Optional[_Iterable[int]] = ..., spool_dropped: _Optional[_Union[SpoolDrops, _Mapping]] = ..., feature_counts_implied: _Optional[_Iterable[int]] = ...) -> None: ...
+    confidence_counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., window_start_ms: _Optional[int] = ..., window_end_ms: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., inference_count: _Optional[int] = ..., error_count: _Optional[int] = ..., latency_us: _Optional[_Union[Histogram, _Mapping]] = ..., latency_p50_us: _Optional[float] = ..., latency_p95_us: _Optional[float] = ..., labelled_count: _Optional[int] = ..., correct_count: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureSketch, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., shadow_compared: _Optional[int] = ..., shadow_agreed: _Optional[int] = ..., shadow_dropped: _Optional[int] = ..., latency_bins: _Optional[_Iterable[int]] = ..., feature_counts: _Optional[_Iterable[int]] = ..., spool_dropped: _Optional[_Union[SpoolDrops, _Mapping]] = ..., feature_counts_implied: _Optional[_Iterable[int]] = ..., confidence_counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SpoolDrops(_message.Message):
     __slots__ = ("events", "telemetry", "samples")
@@ -638,18 +642,22 @@ class SpoolDrops(_message.Message):
     def __init__(self, events: _Optional[int] = ..., telemetry: _Optional[int] = ..., samples: _Optional[int] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("input", "prediction", "label", "ts_ms", "prediction_id")
+    __slots__ = ("input", "prediction", "label", "ts_ms", "prediction_id", "inclusion_probability", "confidence")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     TS_MS_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     input: _containers.RepeatedScalarFieldContainer[float]
     prediction: str
     label: str
     ts_ms: int
     prediction_id: str
-    def __init__(self, input: _Optional[_Iterable[float]] = ..., prediction: _Optional[str] = ..., label: _Optional[str] = ..., ts_ms: _Optional[int] = ..., prediction_id: _Optional[str] = ...) -> None: ...
+    inclusion_probability: float
+    confidence: float
+    def __init__(self, input: _Optional[_Iterable[float]] = ..., prediction: _Optional[str] = ..., label: _Optional[str] = ..., ts_ms: _Optional[int] = ..., prediction_id: _Optional[str] = ..., inclusion_probability: _Optional[float] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class Feedback(_message.Message):
     __slots__ = ("prediction_id", "label", "ts_ms")

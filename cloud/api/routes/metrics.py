@@ -22,5 +22,7 @@ def metrics(request: Request, session: SessionDep, services: ServicesDep) -> Res
         ingest=services.probes.get("ingest"),
         max_versions=settings.metrics_max_model_versions,
         lookback_s=settings.metrics_telemetry_lookback_s,
+        alert_counters=services.probes.get("alerts"),
+        max_alert_devices=settings.metrics_max_alert_devices,
     )
     return Response(generate_latest(metrics_registry(collector)), media_type=CONTENT_TYPE_LATEST)

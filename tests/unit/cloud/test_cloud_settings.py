@@ -63,3 +63,18 @@ def test_metrics_need_a_token_in_production_unless_left_open(tmp_path: Path) -> 
     assert not CloudSettings(**production, metrics_require_token=False).metrics_needs_token  # type: ignore[arg-type]
     assert not CloudSettings(data_dir=tmp_path).metrics_needs_token  # development: open
     assert CloudSettings(data_dir=tmp_path, metrics_require_token=True).metrics_needs_token
+
+
+def test_an_alert_webhook_needs_a_signing_key_and_https_in_production(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="EDGEFLEET_ALERT_WEBHOOK_SIGNING_KEY"):
+        CloudSettings(data_dir=tmp_path, alert_webhook_url="https://hooks.example/edgefleet")
+    with pytest.raises(ConfigurationError, match="http"):
+        CloudSettings(data_dir=tmp_path, alert_webhook_url="ftp://x", alert_webhook_signing_key="k")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="alert_webhook_url is plain http://"):
+        CloudSettings(
+            environment="production", mqtt_url="mqtts://broker.example:8883", mqtt_username="cloud",
+            mqtt_password="pw", database_url="postgresql://db/edgefleet",
+            alert_webhook_url="http://hooks.example/", alert_webhook_signing_key="k",  # type: ignore[arg-type]
+        )  # fmt: skip
+    ok = CloudSettings(data_dir=tmp_path, alert_webhook_url="http://127.0.0.1:9000/", alert_webhook_signing_key="k-v")  # type: ignore[arg-type]
+    assert "k-v" not in repr(ok)

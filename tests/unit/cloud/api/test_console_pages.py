@@ -202,6 +202,29 @@ def test_drift_alerts_show_on_the_device_and_the_drift_pages(app: FastAPI, token
     assert 'Driven by: <a href="/console/devices/pi-01">pi-01</a> (f1;' in drift.text
 
 
+def test_the_alert_list_shows_drift_and_accuracy_alerts(app: FastAPI, token_for, engine: Engine) -> None:
+    from cloud.monitoring import alerts
+
+    with Session(engine) as session:
+        found = [
+            alerts.Alert("drift", "m", "1", "m@1: input/output drift on 1 device(s); driven by pi-01", ["pi-01"]),
+            alerts.Alert("accuracy", "m", "2", "m@2: field accuracy 0.610 (95 % 0.52-0.70, 90 labels) below the "
+                         "stated 0.950 less 0.05", ["pi-03"]),
+        ]  # fmt: skip
+        alerts.apply(session, found, clock=lambda: now_ms() - 60_000)
+        alerts.apply(session, found[1:], clock=now_ms)  # the drift has gone: cleared, still listed
+        session.commit()
+    client = signed_in(app, token_for("viewer"))
+    page = client.get("/console/alerts")
+    assert page.status_code == 200 and 'href="/console/alerts" class="here"' in page.text
+    rows = page.text.split('<tbody>')[1].split("</tr>")
+    assert "active" in rows[0] and "accuracy" in rows[0] and "field accuracy 0.610" in rows[0]
+    assert '<a href="/console/devices/pi-03">pi-03</a>' in rows[0]
+    assert "cleared" in rows[1] and "drift" in rows[1] and "driven by pi-01" in rows[1]
+    fleet = client.get("/console")
+    assert '<a href="/console/alerts">1 active alert(s)</a>' in fleet.text and "field accuracy 0.610" in fleet.text
+
+
 def test_unknown_ids_and_bad_input_are_pages_not_errors(app: FastAPI, token_for, fleet: None) -> None:
     client = signed_in(app, token_for("viewer"))
     for path in ("/console/devices/nope", "/console/models/nope", "/console/rollouts/nope",

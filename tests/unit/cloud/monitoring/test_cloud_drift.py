@@ -113,3 +113,40 @@ def test_a_report_tests_each_devices_latest_windows_and_sums_the_rest() -> None:
     report = summaries.drift_report(profile, rows, "m", "1", "d")  # type: ignore[arg-type]
     assert report.tests == summaries.WINDOWS_TESTED + 1  # the latest windows, then the device's whole range
     assert report.features[0].n_observed == 100 * len(rows)
+
+
+def test_confidence_drift_is_tested_like_a_feature_and_named_per_device() -> None:
+    from types import SimpleNamespace
+
+    from cloud.monitoring import summaries
+    from protocols.telemetry_bins import CONFIDENCE_EDGES
+    from protocols.v1 import messages_pb2 as pb
+
+    rng = np.random.default_rng(7)
+    sure = np.array([0.01, 0.01, 0.02, 0.02, 0.03, 0.04, 0.07, 0.1, 0.2, 0.5])  # a confident model
+    unsure = np.array([0.02, 0.04, 0.08, 0.1, 0.12, 0.12, 0.12, 0.1, 0.15, 0.15])  # the same model on new inputs
+    profile = pb.ReferenceProfile(n_rows=5000)
+    profile.features.add(index=0, name="f0", bin_edges=[0, 1, 2, 3, 4], counts=[1250] * 4)
+    profile.confidence.bin_edges.extend(CONFIDENCE_EDGES)
+    profile.confidence.counts.extend(rng.multinomial(5000, sure).tolist())
+
+    def row(device: str, end: int, p: np.ndarray, confidence: bool = True) -> SimpleNamespace:
+        counts = {"confidence": rng.multinomial(300, p).tolist()} if confidence else {}
+        features = {"0": rng.multinomial(300, [0.25] * 4).tolist()}
+        return SimpleNamespace(device_id=device, window_end_ms=end, feature_counts=features, prediction_counts=counts)
+
+    rows = [row(f"d{d}", w, sure) for d in range(6) for w in range(5)] + [row("odd", w, unsure) for w in range(5)]
+    rows.append(row("old-agent", 1, sure, confidence=False))  # an agent that sends no confidence: no sample
+    two_bins = {"confidence": [1, 2]}
+    rows.append(SimpleNamespace(device_id="bad", window_end_ms=1, feature_counts={}, prediction_counts=two_bins))
+    report = summaries.drift_report(profile, rows, "m", "1", None)  # type: ignore[arg-type]
+    assert report.confidence is not None and report.confidence.drifted
+    assert report.ignored_sketches == 1  # the two-bin confidence histogram cannot be compared
+    lines = {line.device_id: line for line in report.devices}
+    assert lines["odd"].confidence_drifted and not lines["odd"].drifted_features
+    assert not any(lines[f"d{d}"].confidence_drifted for d in range(6))
+    assert report.attribution is not None and report.attribution.devices[0].device_id == "odd"
+    assert report.attribution.devices[0].confidence and report.attribution.fleet_confidence
+    # no confidence reference (a regressor, an older compiler): nothing about confidence at all
+    profile.ClearField("confidence")
+    assert summaries.drift_report(profile, rows, "m", "1", None).confidence is None  # type: ignore[arg-type]

@@ -65,3 +65,43 @@ def test_labels_from_the_topic_and_the_api_join_sampled_predictions(engine: Engi
     assert (by_device["d2"].labelled, by_device["d2"].correct) == (2, 1)
     assert [(x.key, x.labelled, x.correct) for x in overall] == [("1", 5, 3)]
     assert sum(x.labelled for x in windows) == 5
+
+
+def test_horvitz_thompson_undoes_a_sampler_that_favours_hard_rows() -> None:
+    """A fleet serves 10,000 rows: 2,000 hard ones (50 % right) and 8,000 easy ones (95 % right), so the
+    true accuracy is 0.86. The sampler keeps hard rows with p = 0.2 and easy ones with p = 0.02."""
+    import random
+
+    rng = random.Random(11)
+    triples: list[tuple[str, str, str, float | None]] = []
+    for n, right, p in ((2_000, 0.5, 0.2), (8_000, 0.95, 0.02)):  # hard rows, then easy ones
+        for _ in range(n):
+            if rng.random() < p:
+                truth = "a" if rng.random() < right else "b"
+                triples.append(("v", "a", truth, p))
+    (line,) = feedback.summarise(triples)
+    assert line.accuracy is not None and line.accuracy < 0.7  # the plain mean: mostly hard rows
+    assert line.weighted == pytest.approx(0.86, abs=0.03)
+    assert line.weighted_low is not None and line.weighted_high is not None
+    assert line.weighted_low <= 0.86 <= line.weighted_high
+    assert line.effective_n is not None and line.effective_n < line.labelled  # unequal weights cost precision
+    # without probabilities (older agents) every sample weighs 1: the weighted view is the plain one
+    (plain,) = feedback.summarise([(k, pr, t) for k, pr, t, _ in triples])
+    assert plain.weighted == pytest.approx(plain.accuracy) and plain.effective_n == pytest.approx(plain.labelled)
+    (errors,) = feedback.summarise([("v", "1", "2", 0.5), ("v", "1", "1", 0.05)], regression=True)
+    assert errors.mean_abs_error == pytest.approx(0.5) and errors.weighted == pytest.approx(2 / 22)
+
+
+def test_ingested_samples_carry_their_inclusion_probability_into_the_weighted_view(engine: Engine, register) -> None:
+    with Session(engine) as session:
+        register(session, "m")
+    enroll(engine, "d1")
+    ingestor = Ingestor(engine, clock=lambda: NOW_MS)
+    batch = _samples("d1", 1, [("a", "a"), ("a", "b"), ("a", "a")])
+    for sample, p in zip(batch.samples, (0.5, 0.05, 0.5), strict=True):
+        sample.inclusion_probability, sample.confidence = p, 0.9
+    ingestor.process([(device_topic("d1", Channel.SAMPLES), batch.SerializeToString())])
+    with Session(engine) as session:
+        (line,) = feedback.field_accuracy(session, "m", "1", by="version")
+    assert (line.labelled, line.correct) == (3, 2)
+    assert line.weighted == pytest.approx(4 / 24)  # the wrong row stands for 20 rows, the right ones for 2 each

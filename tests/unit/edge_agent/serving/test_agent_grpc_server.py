@@ -12,6 +12,7 @@ from support.releases import Keys, make_release
 from edge_agent.agent import Agent
 from edge_agent.errors import ConfigError
 from edge_agent.serving.grpc_server import start_grpc_server
+from protocols.topics import Channel
 from protocols.v1 import agent_pb2, agent_pb2_grpc
 from protocols.v1 import messages_pb2 as pb
 
@@ -65,6 +66,24 @@ def test_predict_and_status(make_agent: MakeAgent, cloud: FakeCloud, keys: Keys,
     assert (status.inference_count, status.error_count) == (3, 0)
     window = agent.flush_telemetry()
     assert window is not None and (window.labelled_count, window.correct_count) == (1, 1)
+
+
+def test_prediction_ids_travel_with_sampled_rows(make_agent: MakeAgent, cloud: FakeCloud, keys: Keys, serve) -> None:  # type: ignore[no-untyped-def]
+    agent = make_agent(sample_rate=1.0, sample_max_per_window=10)
+    stub = serve(agent)
+    cloud.deploy("dev-1", make_release(keys.signer, "v1", 1), generation=1)
+    assert agent.wait_for(lambda s: is_state(s, pb.UPDATE_STATE_ACTIVE, 1), 5)
+    request = agent_pb2.PredictRequest(values=[0.9, 0.1, 0.1, 0.1, 0.1, 0.1], rows=2, prediction_ids=["a-1", "a-2"])
+    assert list(stub.Predict(request, timeout=5).labels) == ["v1:pos", "v1:neg"]
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(agent_pb2.PredictRequest(values=[0.9, 0.1, 0.1], prediction_ids=["x", "y"]), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "2 prediction_ids for 1 row(s)" in str(
+        info.value.details()
+    )
+    agent.flush_telemetry()
+    (batch,) = [pb.SampleBatch.FromString(p) for p in cloud.payloads("dev-1", Channel.SAMPLES)]
+    assert [s.prediction_id for s in batch.samples] == ["a-1", "a-2"]
+    assert all(s.inclusion_probability == 1.0 for s in batch.samples)
 
 
 def test_a_second_agent_cannot_share_the_port(make_agent: MakeAgent) -> None:
