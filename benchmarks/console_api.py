@@ -15,6 +15,7 @@ up at once and measured in turn at each level, so that a change in the machine's
   after:  the same with the fast lane: a repeated GET of a cached list is answered before routing
   after+httptools: the same on uvicorn's httptools parser and uvloop (only if both are installed; what
           `edgefleet up` runs then, uvicorn's "auto")
+  after+httptools x2: the same in two processes sharing the port (SO_REUSEPORT), as two API processes would
 The load generator runs in this process on uvloop when installed (a new connection per request costs the
 client as much as the server); each row says how busy it was (`client_cpu`: its CPU seconds per second),
 so a row where it nears 1.0 measured the client as much as the server.
@@ -102,7 +103,18 @@ def _legacy_get_session(services: Any) -> Iterator[Any]:
         yield session
 
 
-def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: Any) -> None:
+def _shared_socket(port: int) -> socket.socket:
+    """A listening socket with SO_REUSEPORT on port (0: a free one): several processes bind the same port and
+    the kernel spreads the connections between them (several API processes on one machine)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(2048)
+    return sock
+
+
+def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: Any, port: int = 0) -> None:
     import uvicorn
 
     from cloud.api import AppServices, create_app
@@ -116,7 +128,7 @@ def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: A
         sock = socket.create_server(("127.0.0.1", 0))
     else:
         engine = make_engine(url, schema=schema)
-        sock = listen_socket("127.0.0.1", 0)
+        sock = _shared_socket(port) if candidate.endswith(" x2") else listen_socket("127.0.0.1", 0)
     from cloud.api.fast_reads import FastReads
 
     caches = {} if candidate.startswith("after") else {"api_read_cache_s": 0, "api_token_cache_s": 0}
@@ -134,7 +146,7 @@ def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: A
     # h11 and asyncio pinned for the others: uvicorn's "auto" picks uvloop when installed, and uvloop sets
     # TCP_NODELAY on every TCP socket itself, which would hide the difference being measured
     fast = {"http": "h11", "loop": "asyncio"}
-    if candidate == "after+httptools":
+    if candidate.startswith("after+httptools"):
         fast = {"http": "httptools", "loop": "uvloop"}
     config = uvicorn.Config(app, log_level="error", lifespan="off", access_log=False, **fast)  # type: ignore[arg-type]
     uvicorn.Server(config).run(sockets=[sock])
@@ -145,7 +157,7 @@ def candidates() -> list[str]:
 
     fast = all(importlib.util.find_spec(name) for name in ("httptools", "uvloop"))
     names = ["before", "no-cache", "after-no-lane", "after"]
-    return [*names, "after+httptools"] if fast else names
+    return [*names, "after+httptools", "after+httptools x2"] if fast else names
 
 
 def keepalive_ms(port: int, token: str, n: int = 200) -> dict[str, float]:
@@ -226,6 +238,12 @@ def run_all(names: list[str], url: str, schema: str | None, token: str, seconds:
                 servers[name] = ctx.Process(target=_serve, args=(name, url, schema, data_dir, queue), daemon=True)
                 servers[name].start()
                 ports[name] = queue.get(timeout=60)
+                if name.endswith(" x2"):  # a second process on the same port
+                    second = ctx.Process(target=_serve, args=(name, url, schema, data_dir, queue, ports[name]),
+                                         daemon=True)  # fmt: skip
+                    second.start()
+                    queue.get(timeout=60)
+                    servers[name + " (2)"] = second
             time.sleep(1.0)
             for name in names:
                 rows.append({"candidate": name, "database": database, "test": "keepalive",
@@ -251,8 +269,8 @@ def ratios(results: list[dict]) -> dict[str, float | None]:
         before = keyed.get(("before", database, test, path, clients))
         uncached = keyed.get(("no-cache", database, test, path, clients))
         laneless = keyed.get(("after-no-lane", database, test, path, clients))
-        if candidate in ("after", "after+httptools") and test == "concurrent" and laneless and laneless["p99_ms"] \
-                and after["p99_ms"]:
+        laned = candidate.startswith("after") and candidate != "after-no-lane" and test == "concurrent"
+        if laned and laneless and laneless["p99_ms"] and after["p99_ms"]:
             ratio = laneless["p99_ms"] / after["p99_ms"]
             out[f"{database} {path} c={clients} p99 after-no-lane/{candidate}"] = round(ratio, 1)
         cached = candidate.startswith("after") and test == "concurrent"

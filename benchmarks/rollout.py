@@ -107,13 +107,25 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
     """A canary of a version that misbehaves in the field, on a fleet running `good`: is it stopped in its
     first wave, when did the controller decide (s after the first canary activated), and when was every
     device back on `good` (s, and in gate periods)."""
-    assert cloud.engine is not None
+    assert cloud.engine is not None and cloud.rollouts is not None
+    steps_ms: list[float] = []
+    step = cloud.rollouts.step
+
+    def timed_step(deployment_id: str) -> Any:  # how long the controller's steps take, while this trial runs
+        begun = time.perf_counter()
+        try:
+            return step(deployment_id)
+        finally:
+            steps_ms.append((time.perf_counter() - begun) * 1000)
+
+    cloud.rollouts.step = timed_step  # type: ignore[method-assign]
     started = api.post("/api/v1/rollouts", json={
         "deployment": {"model_id": MODEL_ID, "version": bad, "device_ids": ids}, "rollout": policy}).json()  # fmt: skip
     first_wave = wait_for(lambda: len(running(fleet, bad)) > 0, args.timeout, poll_s=0.02)
     activated, activated_ms = time.monotonic(), time.time() * 1000
     back = wait_for(lambda: not running(fleet, bad) and len(running(fleet, good)) == len(ids), args.timeout)
     recovered_s = None if back is None else time.monotonic() - activated
+    cloud.rollouts.step = step  # type: ignore[method-assign]
     with Session(cloud.engine) as session:
         rollout = session.get(Rollout, started["deployment_id"])
         assert rollout is not None
@@ -131,6 +143,8 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
             "controller_lag_s": None if None in (decided, judgeable) else round((decided - judgeable) / 1000, 2),
             "rollback_s": None if None in (decided, recovered_s) else round(activated_ms / 1000 + (recovered_s or 0)
                                                                               - decided / 1000, 2),
+            "steps": len(steps_ms), "step_median_ms": round(statistics.median(steps_ms), 1) if steps_ms else None,
+            "step_max_ms": round(max(steps_ms), 1) if steps_ms else None,
             "recovered_s": None if recovered_s is None else round(recovered_s, 2),
             "recovered_in_gate_periods": None if recovered_s is None else round(recovered_s / args.tick, 1),
         }  # fmt: skip

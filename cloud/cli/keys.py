@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 DEFAULT_DIR = Path(".edgefleet/keys")
@@ -18,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     init.set_defaults(func=_keys_init)
     show = keys_sub.add_parser("show", help="print the fleet, the root version and every key by role")
     show.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    show.add_argument("--json", action="store_true", help="print JSON (fleet, root_version, keys) instead")
     show.set_defaults(func=_keys_show)
     rotate = keys_sub.add_parser("rotate", help="replace a role's key in a new root version")
     rotate.add_argument("--role", required=True, choices=("root", "targets", "director"))
@@ -42,7 +44,7 @@ def _run(args: argparse.Namespace, action: str) -> int:
         elif action == "revoke":
             store.revoke(args.key_id)
             print(f"revoked {args.key_id}")
-        _print_keys(store)
+        _print_keys(store, as_json=getattr(args, "json", False))
     except CloudError as exc:
         print(f"error: {exc}")
         return 1
@@ -70,11 +72,16 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     return _run(args, "revoke")
 
 
-def _print_keys(store: object) -> None:
+def _print_keys(store: object, *, as_json: bool = False) -> None:
     from cloud.registry.keys import KeyStore
 
     assert isinstance(store, KeyStore)
     latest = store.latest()
+    if as_json:
+        keys = [{"role": k.role, "key_id": k.key_id} for k in sorted(latest.keys, key=lambda k: (k.role, k.key_id))]
+        print(json.dumps({"fleet": latest.fleet, "root_version": latest.version, "directory": str(store.directory),
+                          "keys": keys, "revoked_key_ids": list(latest.revoked_key_ids)}, indent=2))  # fmt: skip
+        return
     print(f"fleet {latest.fleet}, root version {latest.version}  ({store.directory})")
     for key in sorted(latest.keys, key=lambda k: (k.role, k.key_id)):
         print(f"  {key.role:<9} {key.key_id}")

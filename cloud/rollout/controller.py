@@ -29,7 +29,7 @@ from cloud.periodic import Periodic
 from cloud.rollout.deployer import Deployer
 from cloud.rollout.deployments import refresh_status, targets_of
 from cloud.rollout.figures import figures_for
-from cloud.rollout.gates import GatePolicy, InstallTally, Verdict, judge
+from cloud.rollout.gates import ArmFigures, GatePolicy, InstallTally, Verdict, judge
 from cloud.rollout.plan import Outgoing, plan_deployment, target_devices
 from cloud.rollout.progress import Action, OnBreach, Position, next_action
 from cloud.rollout.records import Rollout, RolloutDecision, RolloutGateSample
@@ -40,6 +40,7 @@ CONTROLLER = "controller"
 BeforeCommit = Callable[[Session], object]
 DAY_MS = 86_400_000
 _OPERATOR_CLAIMS = 3
+_MAX_BASELINES = 1024  # waves' baselines kept; past that they are read afresh
 
 
 class RolloutController(Periodic):
@@ -53,6 +54,11 @@ class RolloutController(Periodic):
         self.interval_s = interval_s
         self.baseline_lookback_ms = baseline_lookback_ms
         self.sample_every_ms = sample_every_ms  # how often the gate values are kept for the console
+        # (deployment, wave, model@version, wave opened at) -> the baseline's figures: they cover a span that
+        # ended when the wave opened, so they are read once per wave, not on every step (a day of a wave's
+        # telemetry, re-read up to 5 times a second while telemetry arrives); windows of that span that
+        # arrive after it opened are left out
+        self._baselines: dict[tuple[str, int, str, int], ArmFigures] = {}
 
     @property
     def clock(self) -> Callable[[], int]:
@@ -174,14 +180,27 @@ class RolloutController(Periodic):
         baseline = None
         common = Counter(rollout.previous.get(d, "") for d in wave if rollout.previous.get(d)).most_common(1)
         if common:
-            model_id, _, version = common[0][0].rpartition("@")
-            baseline = figures_for(session, wave, model_id, version, since_ms=since - self.baseline_lookback_ms,
-                                   until_ms=since)  # fmt: skip
-            if baseline.inferences + baseline.errors == 0:
-                baseline = None
+            baseline = self._baseline(session, rollout, wave, common[0][0], since)
         policy = GatePolicy(**rollout.gates)
         policy = replace(policy, min_devices=min(policy.min_devices, len(wave)))  # a wave of 1 can judge
         return judge(policy, install, new, baseline)
+
+    def _baseline(self, session: Session, rollout: Rollout, wave: list[str], previous: str,
+                  since: int) -> ArmFigures | None:  # fmt: skip
+        """The previous model's figures on the wave's devices in the lookback before the wave opened (None
+        without any), read once per wave."""
+        key = (rollout.deployment_id, rollout.current_wave, previous, since)
+        found = self._baselines.get(key)
+        if found is None:
+            model_id, _, version = previous.rpartition("@")
+            found = figures_for(session, wave, model_id, version, since_ms=since - self.baseline_lookback_ms,
+                                until_ms=since)  # fmt: skip
+            if found.inferences + found.errors == 0:
+                return None  # nothing yet: asked again next step
+            if len(self._baselines) >= _MAX_BASELINES:
+                self._baselines.clear()
+            self._baselines[key] = found
+        return found
 
     def _apply(
         self, session: Session, rollout: Rollout, deployment: Deployment, action: Action, verdict: Verdict | None,

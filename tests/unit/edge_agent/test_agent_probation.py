@@ -201,3 +201,22 @@ def test_probation_zero_lets_the_previous_model_go_at_once(
     _settle(agent, make_release(keys.signer, "v2", 2), 2, cloud)
     assert agent.update_state is State.ACTIVE and agent._kept.previous is None
     assert agent.status().probation_until_ms == 0
+
+
+def test_the_cloud_rolling_back_during_the_probation_gets_the_kept_model_back_without_reloading_it(
+    make_agent: MakeAgent, cloud: FakeCloud, keys: Keys
+) -> None:
+    agent = make_agent(probation_s=600)
+    v1 = make_release(keys.signer, "v1", 1)
+    _settle(agent, v1, 1, cloud)
+    _settle(agent, make_release(keys.signer, "v2", 2), 2, cloud)
+    kept = agent._kept.previous
+    assert kept is not None and agent.update_state is State.PROBATION
+    before = len(cloud.events(agent.device_id))
+    _settle(agent, v1, 3, cloud)  # a staged rollout's rollback: v1 again, under the next counter
+    assert str(agent.predict(POS).labels[0]) == "v1:pos"
+    assert agent.update_state is State.ACTIVE and agent._kept.previous is None  # probation over, v2 let go
+    assert agent.status().previous_model.version == "v2" and agent.status().probation_until_ms == 0
+    assert wait_until(lambda: "ACTIVATED" in cloud.event_kinds(agent.device_id)[before:], 5)
+    kinds = cloud.event_kinds(agent.device_id)[before:]
+    assert "VERIFIED" not in kinds and "SELF_TEST_PASSED" not in kinds, kinds  # the kept one, swapped back in

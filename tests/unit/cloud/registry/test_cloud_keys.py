@@ -3,6 +3,7 @@ that a device following the chain accepts after every step, and the refusals."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -167,6 +168,11 @@ def test_keys_cli_init_show_rotate_revoke(tmp_path: Path, capsys: pytest.Capture
     assert f"revoked {director}" in out and "root version 3" in out
     assert main(["keys", "show", "--dir", str(keys_dir)]) == 0
     assert f"revoked   {director}" in capsys.readouterr().out
+    assert main(["keys", "show", "--dir", str(keys_dir), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["fleet"], shown["root_version"]) == ("plant-7", 3)
+    assert director in shown["revoked_key_ids"]
+    assert {k["role"] for k in shown["keys"]} == {"root", "targets", "director"}
     assert main(["keys", "revoke", key_of(KeyStore(keys_dir), ROOT_ROLE), "--dir", str(keys_dir)]) == 1
     assert "rotate it" in capsys.readouterr().out
     assert_signs_for_a_device_pinned_at_v1(KeyStore(keys_dir))

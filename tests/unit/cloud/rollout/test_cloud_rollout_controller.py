@@ -9,7 +9,7 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlmodel import Session, col, select
 from support.controller_process import run_controller
 from support.enrollment import enroll
@@ -141,6 +141,37 @@ def test_a_rollback_returns_devices_to_what_they_ran_not_to_a_stale_registry_row
     clock.ms += 10_000
     assert controller.step(deployment.id) is Action.ROLLBACK
     assert {d: versions(fleet)[d] for d in canaries} == {d: "2" for d in canaries}
+
+
+def test_the_baseline_is_read_once_per_wave_not_on_every_step(world) -> None:  # type: ignore[no-untyped-def]
+    """The previous model's figures cover a span that ended when the wave opened: a step reads only the new
+    model's telemetry (the baseline was a day of the wave's windows, re-read on every step)."""
+    deployer, controller, fleet, clock = world
+    policy = RolloutPolicy(strategy="canary", canary=2, dwell_s=3600, gates=GATES)
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", version="2", device_ids=DEVICES), staged=policy)
+    assert controller.step(deployment.id) is Action.OPEN_WAVE
+    reads: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT") and "FROM telemetryrecord" in statement:
+            reads.append(statement)
+
+    event.listen(deployer.engine, "before_cursor_execute", count)
+    try:
+        steps = []
+        for _ in range(3):
+            fleet.live()
+            clock.ms += 10_000
+            steps.append(controller.step(deployment.id))
+    finally:
+        event.remove(deployer.engine, "before_cursor_execute", count)
+    assert steps[0] is Action.PASSED  # judged against the baseline: it passed
+    with Session(deployer.engine) as session:
+        rollout = session.get(Rollout, deployment.id)
+        assert rollout is not None
+        details = {g["gate"]: g["detail"] for g in rollout.last_verdict["gates"]}
+        assert "against" in details["p95_latency"], details  # judged against the previous model's figures
+    assert len(reads) == 3 + 1  # the new model's figures each step, the baseline once
 
 
 def test_operators_pause_resume_cancel_and_roll_back(world) -> None:  # type: ignore[no-untyped-def]
