@@ -24,7 +24,7 @@ from cloud.training.pipeline import TrainingConfig, run_training_pipeline
 from protocols.v1 import messages_pb2 as pb
 from simulator.devices import SimulatedFleet
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]  # ~40 s alone; over 300 s at load 20
 
 MODEL_ID = "digits-classifier"
 DEVICES = [f"st-{i:02d}" for i in range(5)]
