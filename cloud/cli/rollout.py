@@ -70,6 +70,7 @@ def add_strategy_args(parser: argparse.ArgumentParser, *, default: str) -> None:
     parser.add_argument("--on-breach", choices=("rollback", "pause"), default="rollback")
     parser.add_argument("--max-error-rate", type=float, default=0.01)
     parser.add_argument("--max-p95-ratio", type=float, default=1.5)
+    parser.add_argument("--min-p95-increase-us", type=float, default=250.0, help="and p95 grew by this many µs")
     parser.add_argument("--max-prediction-psi", type=float, default=0.25)
     parser.add_argument("--min-devices", type=int, default=1)
     parser.add_argument("--min-inferences", type=int, default=200)
@@ -93,6 +94,7 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
             "dwell_s": args.dwell, "share": args.share, "include_offline": not args.skip_offline,
             "on_breach": args.on_breach, "max_wait_s": int(args.max_wait),
             "gates": {"max_error_rate": args.max_error_rate, "max_p95_ratio": args.max_p95_ratio,
+                      "min_p95_increase_us": args.min_p95_increase_us,
                       "max_prediction_psi": args.max_prediction_psi, "min_devices": args.min_devices,
                       "min_inferences": args.min_inferences},
         },
