@@ -14,6 +14,7 @@ from cloud.fleet.devices import (
     labels_match,
     list_devices,
     mark_revoked,
+    read_devices,
     update_state_name,
 )
 
@@ -28,5 +29,6 @@ __all__ = [
     "labels_match",
     "list_devices",
     "mark_revoked",
+    "read_devices",
     "update_state_name",
 ]

@@ -12,7 +12,7 @@ a device's last will (written when it connected, so with an old timestamp) after
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,8 @@ from cloud.db.tables import Device
 from cloud.types import ClockMs, now_ms
 from protocols.topics import validate_device_id
 from protocols.v1 import messages_pb2 as pb
+
+_IN_BATCH = 500  # ids per IN (...) query: well inside every database's parameter limit
 
 
 def update_state_name(value: int) -> str:
@@ -63,6 +65,16 @@ def ensure_device(session: Session, device_id: str, *, clock: ClockMs = now_ms) 
     return device, created
 
 
+def read_devices(session: Session, device_ids: Iterable[str]) -> dict[str, Device]:
+    """The rows of those of device_ids that have one, read fresh, in a query per 500 ids."""
+    ids = list(dict.fromkeys(device_ids))
+    found: dict[str, Device] = {}
+    for start in range(0, len(ids), _IN_BATCH):
+        query = select(Device).where(col(Device.id).in_(ids[start : start + _IN_BATCH]))
+        found.update((device.id, device) for device in session.exec(query.execution_options(populate_existing=True)))
+    return found
+
+
 def enroll_row(session: Session, device_id: str, labels: Mapping[str, str], *, clock: ClockMs = now_ms) -> Device:
     """The row of a device being enrolled, created if missing, carrying the enrollment's labels."""
     device, _ = ensure_device(session, device_id, clock=clock)
@@ -95,9 +107,12 @@ def apply_reported(
     *,
     clock: ClockMs = now_ms,
     enrolled_labels: Mapping[str, str] | None = None,
+    device: Device | None = None,
 ) -> DeviceChange:
-    """Apply a snapshot; `enrolled_labels` (fixed at enrollment) override the device's own label values."""
-    device, created = ensure_device(session, device_id, clock=clock)
+    """Apply a snapshot; `enrolled_labels` (fixed at enrollment) override the device's own label values.
+    `device`: the row, already read in this session (ingestion reads a batch's rows at once); else it is
+    read, or created, here."""
+    device, created = (device, False) if device is not None else ensure_device(session, device_id, clock=clock)
     if report.ts_ms and report.ts_ms < device.reported_ts_ms:
         return DeviceChange(device, created, labels_changed=False, applied=False)
     first_report = device.reported_ts_ms == 0 and device.reported_seq == 0
@@ -146,9 +161,10 @@ def apply_spool_drops(session: Session, device_id: str, window: pb.TelemetryWind
 
 
 def apply_presence(
-    session: Session, device_id: str, presence: pb.Presence, *, clock: ClockMs = now_ms
+    session: Session, device_id: str, presence: pb.Presence, *, clock: ClockMs = now_ms, device: Device | None = None
 ) -> DeviceChange:
-    device, created = ensure_device(session, device_id, clock=clock)
+    """Apply an online/offline message; `device` as for `apply_reported`."""
+    device, created = (device, False) if device is not None else ensure_device(session, device_id, clock=clock)
     device.online = presence.online
     if presence.agent_version:
         device.agent_version = presence.agent_version

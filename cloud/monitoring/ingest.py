@@ -49,6 +49,7 @@ DECODERS: dict[Channel, type[Message]] = {
     Channel.PRESENCE: pb.Presence,
 }
 _DB_RETRY_DELAYS_S = (0.2, 1.0, 3.0)
+_ROW_CHANNELS = (Channel.REPORTED, Channel.PRESENCE)  # the messages that update the device's row
 _MAX_WARNED_DEVICES = 1_000  # unenrolled ids warned about by name; past that, only counted (forged ids are endless)
 
 
@@ -230,10 +231,16 @@ class Ingestor(MessageConsumer):
         samples: list[dict[str, Any]] = []
         feedback: list[dict[str, Any]] = []
         changed: list[str] = []
+        moved: set[str] = set()  # deployments whose targets moved: rolled up once at the end of the batch
         updates = reports = 0
         with Session(self.engine) as session:
             enrolled = enrolled_labels(session, {device_id for device_id, _, _ in decoded})
             unenrolled = [device_id for device_id, _, _ in decoded if device_id not in enrolled]
+            # the rows reports and presence update, read at once (an enrolled device has one, but for a race
+            # with its revocation: then apply_* reads or creates it as before)
+            device_rows = fleet.read_devices(
+                session, (d for d, channel, _ in decoded if d in enrolled and channel in _ROW_CHANNELS)
+            )
             for device_id, channel, msg in decoded:
                 if device_id not in enrolled:
                     continue
@@ -249,19 +256,23 @@ class Ingestor(MessageConsumer):
                 elif channel is Channel.FEEDBACK:
                     feedback.extend(feedback_rows(device_id, msg, received))
                 else:
+                    row = device_rows.get(device_id)
                     if channel is Channel.REPORTED:
-                        change = fleet.apply_reported(
-                            session, device_id, msg, clock=self.clock, enrolled_labels=enrolled[device_id]
-                        )
+                        change = fleet.apply_reported(session, device_id, msg, clock=self.clock,
+                                                      enrolled_labels=enrolled[device_id], device=row)  # fmt: skip
                     else:
-                        change = fleet.apply_presence(session, device_id, msg, clock=self.clock)
+                        change = fleet.apply_presence(session, device_id, msg, clock=self.clock, device=row)
                     if channel is Channel.REPORTED and change.applied:
-                        rollout.record_report(session, device_id, msg, clock=self.clock)
+                        deployment_id = rollout.record_report(session, device_id, msg, clock=self.clock, refresh=False)
+                        if deployment_id is not None:
+                            moved.add(deployment_id)
                         reports += 1
                     if change.labels_changed:
                         changed.append(device_id)
                     updates += 1
                     session.flush()
+            for deployment_id in sorted(moved):
+                rollout.refresh_status(session, deployment_id)
             windows = insert_ignore(session, TelemetryRecord, telemetry, ["device_id", "seq"])
             stored = windows + insert_ignore(session, EventRecord, events, ["device_id", "seq"])
             sample_stored = insert_ignore(session, SampleRecord, samples, ["device_id", "batch_seq", "position"])

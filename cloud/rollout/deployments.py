@@ -25,7 +25,9 @@ def refresh_status(session: Session, deployment_id: str) -> str:
     deployment = session.get(Deployment, deployment_id)
     if deployment is None:
         return "unknown"
-    query = select(DeploymentTarget.status).where(DeploymentTarget.deployment_id == deployment_id)
+    # the rules depend only on which statuses occur, not how often: the database answers with a handful of
+    # rows rather than one per target (ingestion rolls a 10,000-device deployment up after each batch)
+    query = select(DeploymentTarget.status).where(DeploymentTarget.deployment_id == deployment_id).distinct()
     staged = session.get(Rollout, deployment_id)
     status = rollout_status(RolloutState(staged.state), session.exec(query)) if staged else roll_up(session.exec(query))
     if status != deployment.status:
@@ -34,16 +36,20 @@ def refresh_status(session: Session, deployment_id: str) -> str:
     return status
 
 
-def record_report(session: Session, device_id: str, report: pb.ReportedState, *, clock: ClockMs = now_ms) -> None:
-    """Advance the device's DeploymentTarget when the report answers that target's generation."""
+def record_report(
+    session: Session, device_id: str, report: pb.ReportedState, *, clock: ClockMs = now_ms, refresh: bool = True
+) -> str | None:
+    """Advance the device's DeploymentTarget when the report answers that target's generation; returns the
+    id of the deployment whose target moved (None if none did). refresh=False leaves rolling that
+    deployment's status up to the caller (ingestion does it once per batch, not once per report)."""
     if not report.deployment_id:
-        return
+        return None
     target = session.get(DeploymentTarget, (report.deployment_id, device_id))
     if target is None or target.status == TargetStatus.SUPERSEDED or report.desired_generation != target.generation:
-        return
+        return None
     status = target_status_for(update_state_name(report.update_state))
     if status is None or status == target.status:
-        return
+        return None
     failed = status == TargetStatus.FAILED
     target.status = status
     previous = report.previous_model
@@ -53,8 +59,10 @@ def record_report(session: Session, device_id: str, report: pb.ReportedState, *,
     target.error_message = (report.last_error.message or None) if failed else None
     target.updated_at_ms = clock()
     session.add(target)
-    session.flush()
-    refresh_status(session, target.deployment_id)
+    if refresh:
+        session.flush()
+        refresh_status(session, target.deployment_id)
+    return target.deployment_id
 
 
 def get_deployment(session: Session, deployment_id: str) -> Deployment:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy
 from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -142,6 +143,45 @@ def test_label_selector_and_reported_outcomes(
         targets = {t.device_id: t for t in rollout.targets_of(session, deployment.id)}
         assert targets["a"].status == TargetStatus.SUCCEEDED
         assert (targets["b"].status, targets["b"].error_code) == (TargetStatus.FAILED, "self_test_failed")
+
+
+def test_a_batch_of_reports_reads_the_device_rows_once_and_rolls_the_deployment_up_once(
+    any_engine: Engine, deployer: Deployer, register
+) -> None:
+    with Session(any_engine) as session:
+        register(session, "m")
+    devices = [f"d{n}" for n in range(6)]
+    enroll(any_engine, *devices)
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", device_ids=devices))
+    batch = []
+    for n, device_id in enumerate(devices):
+        state = pb.UPDATE_STATE_FAILED if n == 0 else pb.UPDATE_STATE_ACTIVE
+        error = pb.ErrorInfo(code="self_test_failed") if n == 0 else None
+        for seq, update_state in enumerate((pb.UPDATE_STATE_DOWNLOADING, state), start=1):  # two reports each
+            report_ = pb.ReportedState(schema_version=1, device_id=device_id, seq=seq, ts_ms=seq,
+                                       deployment_id=deployment.id, desired_generation=1, update_state=update_state,
+                                       last_error=error if seq == 2 else None)  # fmt: skip
+            batch.append((device_topic(device_id, Channel.REPORTED), report_.SerializeToString()))
+        online = pb.Presence(schema_version=1, device_id=device_id, online=True, ts_ms=3)
+        batch.append((device_topic(device_id, Channel.PRESENCE), online.SerializeToString()))
+    statements: list[str] = []
+    listen = lambda _c, _cur, statement, *_a: statements.append(" ".join(statement.split()))  # noqa: E731
+    sqlalchemy.event.listen(any_engine, "before_cursor_execute", listen)
+    try:
+        Ingestor(any_engine).process(batch)
+    finally:
+        sqlalchemy.event.remove(any_engine, "before_cursor_execute", listen)
+    device_reads = [s for s in statements if s.startswith("SELECT device.")]
+    roll_ups = [s for s in statements if s.startswith("SELECT DISTINCT deploymenttarget.status")]
+    assert (len(device_reads), len(roll_ups)) == (1, 1)  # not one per message
+    with Session(any_engine) as session:
+        assert rollout.get_deployment(session, deployment.id).status == DeploymentStatus.PARTIAL
+        targets = {t.device_id: t for t in rollout.targets_of(session, deployment.id)}
+        assert (targets["d0"].status, targets["d0"].error_code) == (TargetStatus.FAILED, "self_test_failed")
+        assert {targets[d].status for d in devices[1:]} == {TargetStatus.SUCCEEDED}
+        rows = [fleet.get_device(session, d) for d in devices]
+        assert all(d.online and d.reported_seq == 2 for d in rows)
+        assert [d.update_state for d in rows] == ["failed"] + ["active"] * 5
 
 
 def test_a_report_for_an_older_generation_does_not_move_the_target(
