@@ -39,7 +39,6 @@ deploy_s 83.9; 900 s after it 5,611 active, 4,389 idle; 103.5 KB per device.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import multiprocessing
@@ -55,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the private Mosquitto the tests use (tests/support/mosquitto.py)
 
-import gmqtt  # noqa: E402
+from fanout_floor import fan_out  # noqa: E402  (benchmarks/, the script's own folder)
 from sqlmodel import Session, select  # noqa: E402
 from support.mosquitto import MosquittoBroker  # noqa: E402
 
@@ -70,67 +69,16 @@ from edge_agent.paho_transport import PahoTransport  # noqa: E402
 from protocols.topics import Channel, device_topic  # noqa: E402
 from protocols.v1 import messages_pb2 as pb  # noqa: E402
 from simulator.host import DeviceSpec  # noqa: E402
-from simulator.loop_thread import LoopThread  # noqa: E402
 from simulator.process_fleet import ProcessFleet  # noqa: E402
 
 MODEL_ID = "fleet-bench"
 # an MLP whose INT8 ONNX artifact is about 100 KB (64 inputs x 1,500 hidden + 1,500 x 10 weights)
 MODEL = TrainingConfig(model_id=MODEL_ID, estimator="mlp", params={"hidden_layer_sizes": (1500,), "max_iter": 60})
-FLOOR_CHUNKS, FLOOR_CHUNK_BYTES = 10, 10_000
 
 
 def fanout_floor(url: str, clients: int, timeout_s: float) -> float | None:
     """Seconds until `clients` fresh gmqtt clients have each read every retained chunk; None on timeout."""
-    host, port = url.removeprefix("mqtt://").split(":")
-    topic = f"floor/{time.monotonic_ns()}"
-
-    async def run() -> float | None:
-        publisher = gmqtt.Client(f"floor-pub-{topic}")
-        await publisher.connect(host, int(port))
-        for n in range(FLOOR_CHUNKS):
-            publisher.publish(f"{topic}/{n}", bytes([n]) * FLOOR_CHUNK_BYTES, qos=1, retain=True)
-        await asyncio.sleep(0.5)  # QoS 1 acknowledged: the retained chunks are in place
-        done = asyncio.Event()
-        complete = [0]
-        gate = asyncio.Semaphore(64)
-        readers = []
-
-        def reader(n: int) -> gmqtt.Client:
-            got: set[str] = set()
-            client = gmqtt.Client(f"floor-{n}")
-
-            def on_message(_c: Any, t: str, _p: bytes, _q: int, _props: Any) -> int:
-                if t not in got:
-                    got.add(t)
-                    if len(got) == FLOOR_CHUNKS:
-                        complete[0] += 1
-                        if complete[0] == clients:
-                            done.set()
-                return 0
-
-            client.on_message = on_message
-            return client
-
-        async def connect(client: gmqtt.Client) -> None:
-            async with gate:
-                await client.connect(host, int(port), keepalive=60)
-            client.subscribe(f"{topic}/#", qos=1)
-
-        start = time.perf_counter()
-        readers = [reader(n) for n in range(clients)]
-        await asyncio.gather(*(connect(c) for c in readers))
-        try:
-            await asyncio.wait_for(done.wait(), timeout_s)
-            elapsed: float | None = time.perf_counter() - start
-        except TimeoutError:
-            elapsed = None
-        for client in [publisher, *readers]:
-            with contextlib.suppress(Exception):
-                await client.disconnect()
-        return elapsed
-
-    with LoopThread("fanout-floor") as loop:
-        return loop.run(run(), timeout_s + 120)
+    return fan_out(url, url, clients, timeout_s, "floor")
 
 
 def wait_for(count: Any, target: int, timeout_s: float, poll_s: float = 0.2) -> float | None:

@@ -18,12 +18,9 @@ Prints one JSON object last: {"records": [...]}, one record per client count.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,66 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the private Mosquitto the tests use (tests/support/mosquitto.py)
 
-import gmqtt  # noqa: E402
+from fanout_floor import fan_out  # noqa: E402  (benchmarks/, the script's own folder)
 from support.mosquitto import MosquittoBroker  # noqa: E402
 
-from simulator.loop_thread import LoopThread  # noqa: E402
 from simulator.netem import PROFILES, NetworkProfile, NetworkShaper  # noqa: E402
-
-CHUNKS, CHUNK_BYTES = 10, 10_000
-
-
-def fan_out(publish_url: str, read_url: str, clients: int, timeout_s: float, tag: str) -> float | None:
-    """Seconds until `clients` fresh clients on read_url have each read every retained chunk published on
-    publish_url; None on timeout."""
-    pub_host, pub_port = publish_url.removeprefix("mqtt://").split(":")
-    host, port = read_url.removeprefix("mqtt://").split(":")
-    topic = f"netem/{tag}/{time.monotonic_ns()}"
-
-    async def run() -> float | None:
-        publisher = gmqtt.Client(f"pub-{tag}")
-        await publisher.connect(pub_host, int(pub_port))
-        for n in range(CHUNKS):
-            publisher.publish(f"{topic}/{n}", bytes([n]) * CHUNK_BYTES, qos=1, retain=True)
-        await asyncio.sleep(0.5)  # acknowledged: the retained chunks are in place
-        done, complete, gate = asyncio.Event(), [0], asyncio.Semaphore(64)
-
-        def reader(n: int) -> gmqtt.Client:
-            got: set[str] = set()
-            client = gmqtt.Client(f"{tag}-{n:05d}")
-
-            def on_message(_c: Any, t: str, _p: bytes, _q: int, _props: Any) -> int:
-                if t not in got:
-                    got.add(t)
-                    if len(got) == CHUNKS:
-                        complete[0] += 1
-                        if complete[0] == clients:
-                            done.set()
-                return 0
-
-            client.on_message = on_message
-            return client
-
-        async def connect(client: gmqtt.Client) -> None:
-            async with gate:
-                await client.connect(host, int(port), keepalive=60)
-            client.subscribe(f"{topic}/#", qos=1)
-
-        readers = [reader(n) for n in range(clients)]
-        start = time.perf_counter()
-        await asyncio.gather(*(connect(c) for c in readers))
-        try:
-            await asyncio.wait_for(done.wait(), timeout_s)
-            elapsed: float | None = time.perf_counter() - start
-        except TimeoutError:
-            elapsed = None
-        for client in [publisher, *readers]:
-            with contextlib.suppress(Exception):
-                await client.disconnect()
-        return elapsed
-
-    with LoopThread(f"netem-{tag}") as loop:
-        return loop.run(run(), timeout_s + 120)
 
 
 def measure(broker_url: str, clients: int, profiles: list[str], timeout_s: float) -> dict[str, Any]:
