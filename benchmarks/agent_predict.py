@@ -117,7 +117,8 @@ def main() -> int:
         base = tmp / "baseline"
         base.mkdir()
         archive = subprocess.run(["git", "archive", args.baseline], cwd=ROOT, capture_output=True, check=True).stdout
-        tarfile.open(fileobj=io.BytesIO(archive)).extractall(base, filter="data")
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(base, filter="data")
         trees = {"baseline": base, "this": ROOT}
         seen: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
         for r in range(args.rounds):
@@ -129,7 +130,8 @@ def main() -> int:
             ratio = statistics.median(run[key]["agent_us"] / run[key]["bare_us"] for run in runs)
             extra = statistics.median(run[key]["agent_us"] - run[key]["bare_us"] for run in runs)
             bare = statistics.median(run[key]["bare_us"] for run in runs)
-            results[f"{name}_{key}"] = {"ratio": round(ratio, 3), "extra_us": round(extra, 2), "bare_us": round(bare, 1)}
+            figures = {"ratio": round(ratio, 3), "extra_us": round(extra, 2), "bare_us": round(bare, 1)}
+            results[f"{name}_{key}"] = figures
             print(f"{name:<8} {key:<9} agent/bare x{ratio:.3f}  +{extra:.2f} µs (bare {bare:.1f} µs)", file=sys.stderr)
     print(json.dumps(results))
     return 0
