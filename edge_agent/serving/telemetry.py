@@ -283,15 +283,29 @@ def _outputs(prediction: Any, picked: slice | None, rows: int) -> Any:
 class Telemetry:
     """Accumulates the current window (thread-safe: predict runs on many threads)."""
 
+    # slots: record() runs on every predict; the totals since start are the closed windows' plus the open one's
+    __slots__ = ("_closed_errors", "_closed_inferences", "_cpu", "_lock", "_window", "device_id", "flagged")
+
     def __init__(self, device_id: str, start_ms: int, serving: ServingModel | None = None) -> None:
         self.device_id = device_id
         self._lock = threading.Lock()
         self._window = _Window(start_ms, serving)
         self._cpu = CpuMeter()
-        self.total_inferences = 0
-        self.total_errors = 0
+        self._closed_inferences = 0
+        self._closed_errors = 0
         # the last closed window's model, bins and over-filled bins (over_filled), for the sampler
         self.flagged: tuple[ServingModel | None, FeatureBins | None, np.ndarray | None] = (None, None, None)
+
+    @property
+    def total_inferences(self) -> int:
+        """Rows predicted since start."""
+        with self._lock:
+            return self._closed_inferences + self._window.inferences
+
+    @property
+    def total_errors(self) -> int:
+        with self._lock:
+            return self._closed_errors + self._window.errors
 
     def record(
         self, serving: ServingModel, x: np.ndarray, prediction: Any, latency_us: float, label: str | None = None
@@ -304,7 +318,6 @@ class Telemetry:
             if first + rows > window.next_sketch and window.serving is serving:
                 window.keep(x, prediction, rows)
             window.inferences = first + rows
-            self.total_inferences += rows
             window.latency[_latency_bucket(latency_us)] += 1
             if latency_us < window.latency_low:
                 window.latency_low = latency_us
@@ -318,7 +331,6 @@ class Telemetry:
     def record_error(self, latency_us: float | None = None) -> None:
         with self._lock:
             self._window.errors += 1
-            self.total_errors += 1
             if latency_us is not None:
                 self._window.add_latency(latency_us)
 
@@ -334,6 +346,8 @@ class Telemetry:
         or None if it is not worth sending (no model served and nothing happened)."""
         with self._lock:
             window, self._window = self._window, _Window(end_ms, next_serving)
+            self._closed_inferences += window.inferences
+            self._closed_errors += window.errors
         if window.serving is None and window.inferences == 0 and window.errors == 0:
             return None
         window.drain()
