@@ -9,6 +9,8 @@ the same neighbours' load. A child alternates bare `load_model(...).predict` and
 at batch 1 and 64, in two phases of the telemetry window: `exact` (the first 1024 rows of a window, every
 row sketched: the window is closed every 1024 rows) and `thin` (past them, every k-th row). It reports
 medians per call; the parent reports per tree the median over rounds of agent / bare and agent - bare (µs).
+Then, in one process, the baseline's Telemetry.record (its telemetry.py loaded from git) against this tree's,
+32 calls of one row each in turn, in both phases: ns per call, medians, and their ratio.
 Prints one JSON object last.
 """
 
@@ -77,6 +79,59 @@ def child(paths_file: str, calls: int) -> int:
         agent.stop()
 
 
+def record_side_by_side(paths_file: Path, baseline: str, samples: int = 2000) -> dict[str, Any]:
+    """ns per Telemetry.record of one row, the baseline's module against this tree's, interleaved."""
+    import pickle
+    import statistics
+    import subprocess
+    import types
+
+    import numpy as np
+
+    from edge_agent.agent import Agent
+    from edge_agent.config import load_settings
+    from edge_agent.serving import telemetry
+    from edge_agent.transport import MemoryBroker, MemoryTransport
+
+    show = ["git", "show", f"{baseline}:edge_agent/serving/telemetry.py"]
+    source = subprocess.run(show, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    old = types.ModuleType("baseline_telemetry")
+    sys.modules[old.__name__] = old  # dataclasses look their module up
+    exec(compile(source, "baseline_telemetry.py", "exec"), old.__dict__)  # noqa: S102 - our own file, from git
+    x_test, paths = pickle.loads(paths_file.read_bytes())
+    settings = load_settings(device_id="bench-onnxruntime", state_dir=paths["onnxruntime"], trust_path=paths["trust"],
+                             grpc_address="", telemetry_interval_s=3600)  # fmt: skip
+    agent = Agent(settings, MemoryTransport(MemoryBroker()), runtimes=["onnxruntime"])
+    agent.start()
+    try:
+        serving = agent.serving
+        assert serving is not None
+        x = np.asarray(x_test, dtype=np.float32)
+        rows = [x[i : i + 1] for i in range(32)]
+        predictions = [serving.model.predict(r) for r in rows]
+        candidates = {"baseline": old.Telemetry("d", 0, serving), "this": telemetry.Telemetry("d", 0, serving)}
+        out: dict[str, Any] = {}
+        for phase in PHASES:
+            ns: dict[str, list[float]] = {name: [] for name in candidates}
+            for _ in range(samples):
+                for name, tel in candidates.items():
+                    seen = tel._window.inferences
+                    if (phase == "exact" and seen + 32 > 1024) or (phase == "thin" and seen < 4096):
+                        tel.close_window(0, 1, serving)
+                        for i in range(4096 if phase == "thin" else 0):
+                            tel.record(serving, rows[i % 32], predictions[i % 32], 30.0)
+                    t0 = time.perf_counter()
+                    for i in range(32):
+                        tel.record(serving, rows[i], predictions[i], 30.0)
+                    ns[name].append((time.perf_counter() - t0) / 32 * 1e9)
+            base, this = statistics.median(ns["baseline"]), statistics.median(ns["this"])
+            out[phase] = {"baseline_ns": round(base), "this_ns": round(this), "ratio": round(this / base, 3)}
+            print(f"record  {phase:<6} baseline {base:.0f} ns, this {this:.0f} ns, x{this / base:.3f}", file=sys.stderr)
+        return out
+    finally:
+        agent.stop()
+
+
 def run_child(tree: Path, paths_file: Path, calls: int) -> dict[str, Any]:
     import subprocess
 
@@ -124,7 +179,8 @@ def main() -> int:
         for r in range(args.rounds):
             for name, tree in (trees.items() if r % 2 == 0 else reversed(trees.items())):
                 seen[name].append(run_child(tree, paths_file, args.calls))
-    results: dict[str, Any] = {"baseline": args.baseline, "rounds": args.rounds, "calls": args.calls}
+        record = record_side_by_side(paths_file, args.baseline)
+    results: dict[str, Any] = {"baseline": args.baseline, "rounds": args.rounds, "calls": args.calls, "record": record}
     for name, runs in seen.items():
         for key in runs[0]:
             ratio = statistics.median(run[key]["agent_us"] / run[key]["bare_us"] for run in runs)
