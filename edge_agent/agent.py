@@ -55,6 +55,7 @@ from protocols.topics import Channel, device_subscriptions
 from protocols.v1 import messages_pb2 as pb
 
 log = logging.getLogger(__name__)
+_FLOAT32 = np.dtype(np.float32)  # compared by identity on the predict path (any other float32 dtype: as_rows)
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ class Agent:
         self, x: Any, label: str | None, prediction_id: str | Sequence[str] | None = None
     ) -> tuple[ServingModel, Any, float]:
         # the hot path: every step here is paid on each call, so each is a few hundred ns at most
-        rows = x if type(x) is np.ndarray and x.ndim == 2 and x.dtype == np.float32 else as_rows(x)
+        rows = x if type(x) is np.ndarray and x.ndim == 2 and x.dtype is _FLOAT32 else as_rows(x)
         started = perf_counter()
         try:
             serving, prediction = self._slot.predict(rows)
@@ -245,7 +246,7 @@ class Agent:
             raise
         latency_us = (perf_counter() - started) * 1e6
         self._outbox.telemetry.record(serving, rows, prediction, latency_us, label)
-        ids = [prediction_id] if isinstance(prediction_id, str) else prediction_id
+        ids = [prediction_id] if prediction_id is not None and isinstance(prediction_id, str) else prediction_id
         self._sampler.offer(serving, rows, prediction, label, self._now_ms, ids)
         self._kept.offer(serving, rows, prediction)  # never blocks: the shadow runs on its own thread
         return serving, prediction, latency_us

@@ -185,32 +185,41 @@ class _Window:
         self.latency_low = min(self.latency_low, latency_us)
         self.latency_high = max(self.latency_high, latency_us)
 
-    def keep(self, x: np.ndarray, prediction: Any) -> None:
-        """Queue the rows due for sketching (called with the window's row count before adding x's)."""
-        rows, first = x.shape[0], self.inferences
-        if self.pending is None or first + rows <= self.next_sketch:
+    def keep(self, x: np.ndarray, prediction: Any, rows: int) -> None:
+        """Queue the rows due for sketching (called, by record, with the window's row count before adding
+        x's, once first + rows > next_sketch). Per call while a window's first rows are all sketched, so
+        plain ints and no slicing when the whole call is kept: the one copy left is the row into `pending`."""
+        first = self.inferences
+        if self.pending is None:
             return
         if first < SKETCH_EXACT_ROWS:
-            picked = slice(0, min(rows, SKETCH_EXACT_ROWS - first))
-            self.next_sketch = first + picked.stop
+            start, stop = 0, min(rows, SKETCH_EXACT_ROWS - first)
+            self.next_sketch = first + stop
         else:  # one row of this call: the one at next_sketch (or the first, after a call larger than k)
-            at = max(self.next_sketch - first, 0)
-            picked = slice(at, at + 1)
-            self.next_sketch = first + at + 1 + first // SKETCH_EXACT_ROWS
-        chosen = x[picked]
-        outputs = _outputs(prediction, picked)
+            start = self.next_sketch - first if self.next_sketch > first else 0
+            stop = start + 1
+            self.next_sketch = first + stop + first // SKETCH_EXACT_ROWS
         scores = getattr(prediction, "scores", None) if self.confidence is not None else None
-        # a view (a runtime returns fresh outputs per call): the top class is taken per drained batch, in _count
-        chosen_scores = [] if scores is None else [scores[picked]]
-        if self.pending_rows + chosen.shape[0] > PENDING_ROWS:
+        if start == 0 and stop == rows:  # the whole call
+            chosen, outputs = x, _outputs(prediction, None, rows)
+        else:
+            picked = slice(start, stop)
+            chosen, outputs = x[picked], _outputs(prediction, picked, rows)
+            if scores is not None:
+                scores = scores[picked]
+        n, filled = stop - start, self.pending_rows
+        if filled + n > PENDING_ROWS:
             self.drain()
-        if chosen.shape[0] > PENDING_ROWS:
-            self._count(chosen, outputs, chosen_scores)
+            filled = 0
+        if n > PENDING_ROWS:
+            self._count(chosen, outputs, [] if scores is None else [scores])
             return
-        self.pending[self.pending_rows : self.pending_rows + chosen.shape[0]] = chosen
-        self.pending_rows += chosen.shape[0]
-        self.pending_outputs.extend(outputs)
-        self.pending_scores += chosen_scores
+        self.pending[filled : filled + n] = chosen
+        self.pending_rows = filled + n
+        self.pending_outputs += outputs
+        if scores is not None:
+            # a view (a runtime returns fresh outputs per call): the top class is taken per drained batch
+            self.pending_scores.append(scores)
 
     def drain(self) -> None:
         if self.pending is not None and self.pending_rows:
@@ -259,26 +268,44 @@ def over_filled(window: _Window) -> np.ndarray | None:
     return (counts >= OVERFILL_MIN_COUNT) & (counts / window.sketched >= OVERFILL_RATIO * reference_share)
 
 
-def _outputs(prediction: Any, picked: slice) -> list[Any]:
-    """What the prediction histogram counts for the picked rows: labels, or first values."""
-    if prediction.labels is not None:
-        return list(prediction.labels[picked])
+def _outputs(prediction: Any, picked: slice | None, rows: int) -> Any:
+    """What the prediction histogram counts for the picked rows (None: all the call's `rows`): labels, or first
+    values. May be the prediction's own label list: it is only read (a runtime returns a fresh one per call)."""
+    labels = prediction.labels
+    if labels is not None:
+        return labels if picked is None else labels[picked]
     values = _first_values(prediction)
-    return [None] * (picked.stop - picked.start) if values is None else values[picked].tolist()
+    if values is None:
+        return [None] * (rows if picked is None else picked.stop - picked.start)
+    return (values if picked is None else values[picked]).tolist()
 
 
 class Telemetry:
     """Accumulates the current window (thread-safe: predict runs on many threads)."""
+
+    # slots: record() runs on every predict; the totals since start are the closed windows' plus the open one's
+    __slots__ = ("_closed_errors", "_closed_inferences", "_cpu", "_lock", "_window", "device_id", "flagged")
 
     def __init__(self, device_id: str, start_ms: int, serving: ServingModel | None = None) -> None:
         self.device_id = device_id
         self._lock = threading.Lock()
         self._window = _Window(start_ms, serving)
         self._cpu = CpuMeter()
-        self.total_inferences = 0
-        self.total_errors = 0
+        self._closed_inferences = 0
+        self._closed_errors = 0
         # the last closed window's model, bins and over-filled bins (over_filled), for the sampler
         self.flagged: tuple[ServingModel | None, FeatureBins | None, np.ndarray | None] = (None, None, None)
+
+    @property
+    def total_inferences(self) -> int:
+        """Rows predicted since start."""
+        with self._lock:
+            return self._closed_inferences + self._window.inferences
+
+    @property
+    def total_errors(self) -> int:
+        with self._lock:
+            return self._closed_errors + self._window.errors
 
     def record(
         self, serving: ServingModel, x: np.ndarray, prediction: Any, latency_us: float, label: str | None = None
@@ -289,9 +316,8 @@ class Telemetry:
             first = window.inferences
             # the bins are the window's model's: a call across a swap adds no sketch
             if first + rows > window.next_sketch and window.serving is serving:
-                window.keep(x, prediction)
+                window.keep(x, prediction, rows)
             window.inferences = first + rows
-            self.total_inferences += rows
             window.latency[_latency_bucket(latency_us)] += 1
             if latency_us < window.latency_low:
                 window.latency_low = latency_us
@@ -305,7 +331,6 @@ class Telemetry:
     def record_error(self, latency_us: float | None = None) -> None:
         with self._lock:
             self._window.errors += 1
-            self.total_errors += 1
             if latency_us is not None:
                 self._window.add_latency(latency_us)
 
@@ -321,6 +346,8 @@ class Telemetry:
         or None if it is not worth sending (no model served and nothing happened)."""
         with self._lock:
             window, self._window = self._window, _Window(end_ms, next_serving)
+            self._closed_inferences += window.inferences
+            self._closed_errors += window.errors
         if window.serving is None and window.inferences == 0 and window.errors == 0:
             return None
         window.drain()

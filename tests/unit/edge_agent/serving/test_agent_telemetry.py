@@ -72,6 +72,13 @@ def test_a_window_counts_features_predictions_and_accuracy(keys: Keys) -> None:
     assert following is not None
     assert following.window_start_ms == 5000 and following.inference_count == 0
     assert telemetry.total_inferences == 8 and telemetry.total_errors == 1
+    # the totals since start are the closed windows' plus the open one's
+    one = x[:1]
+    telemetry.record(serving, one, serving.model.predict(one), latency_us=80.0)
+    telemetry.record_error()
+    assert telemetry.total_inferences == 9 and telemetry.total_errors == 2
+    telemetry.close_window(end_ms=7000, seq=9, next_serving=None)
+    assert telemetry.total_inferences == 9 and telemetry.total_errors == 2
 
 
 def test_an_idle_window_without_a_model_is_not_sent() -> None:
