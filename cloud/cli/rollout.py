@@ -12,14 +12,24 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 import time
 from typing import Any
 
 from cloud.cli.remote import DEFAULT_API, add_client_args, api_call, labels_of, split_ids
+from cloud.cli.tables import Column, print_rows
 
 ACTIONS = ("pause", "resume", "cancel", "rollback")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+# why the planner left a device out (cloud.rollout.waves.SkipReason), in words
+SKIP_REASONS = {
+    "no_runtime": "has none of the runtimes the release's artifacts need",
+    "wrong_arch": "wrong CPU architecture for the release's artifacts",
+    "agent_too_old": "its agent is older than the release needs",
+    "offline": "offline (left out by --skip-offline)",
+}
+SHOWN_PER_WAVE = 40  # ids printed per wave; --json lists them all
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     start = actions.add_parser("start", help="start a staged rollout; its first wave opens at once")
     for parser in (plan, start):
         add_target_args(parser)
+    start.add_argument("--dry-run", action="store_true", help="print the plan (as `rollout plan`), start nothing")
     start.add_argument("--wait", action="store_true", help="follow the rollout until it ends")
     start.add_argument("--timeout", type=duration_s, default=24 * 3600.0, help="give up waiting after this")
     plan.set_defaults(func=_plan)
@@ -103,14 +114,36 @@ def _plan(args: argparse.Namespace) -> int:
     plan = api_call(args, "POST", f"{args.api}/api/v1/rollouts/plan", json_body=request_body(args))
     if args.json:
         print(json.dumps(plan, indent=2))
-        return 0
-    print(f"{plan['model_id']} v{plan['version']}: {plan['targets']} target(s) in {len(plan['waves'])} wave(s)")
-    for index, wave in enumerate(plan["waves"], 1):
-        shown = ", ".join(wave[:8]) + (f", ... ({len(wave) - 8} more)" if len(wave) > 8 else "")
-        print(f"  wave {index}: {len(wave):>5}  {shown}")
-    for device_id, reason in sorted(plan["skipped"].items()):
-        print(f"  skipped  {device_id}: {reason}")
+    else:
+        print("\n".join(plan_lines(plan, staged=args.strategy != "all_at_once")))
     return 0
+
+
+def plan_lines(plan: dict[str, Any], *, staged: bool = True, width: int = 80) -> list[str]:
+    """A plan for people: each wave's devices (offline ones marked: their wave waits for them), then every
+    device left out and why. A plain deploy (staged=False) skips nobody: those devices would fail instead."""
+    offline = set(plan.get("offline", []))
+    planned = sum(len(w) for w in plan["waves"])
+    lines = [
+        f"{plan['model_id']} v{plan['version']}: {plan['targets']} target(s), {planned} in "
+        f"{len(plan['waves'])} wave(s), {len(plan['skipped'])} {'skipped' if staged else 'cannot run it'}"
+    ]
+    for index, wave in enumerate(plan["waves"], 1):
+        names = [f"{d} (offline)" if d in offline else d for d in wave[:SHOWN_PER_WAVE]]
+        if len(wave) > SHOWN_PER_WAVE:
+            names.append(f"... {len(wave) - SHOWN_PER_WAVE} more (--json lists all)")
+        lines.append(f"wave {index}: {len(wave)} device(s)")
+        lines += textwrap.wrap(", ".join(names), width, initial_indent="  ", subsequent_indent="  ",
+                               break_long_words=False, break_on_hyphens=False)  # fmt: skip
+    if offline:
+        lines.append(
+            f"{len(offline)} planned device(s) offline now: their wave waits until they come back "
+            "(--skip-offline leaves them out)"
+        )
+    for device_id, reason in sorted(plan["skipped"].items()):
+        lines.append(f"{'skipped' if staged else 'cannot run it'}: {device_id}")
+        lines.append(f"  {SKIP_REASONS.get(reason, reason)}")
+    return lines
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -119,6 +152,8 @@ def _start(args: argparse.Namespace) -> int:
 
 def start_rollout(args: argparse.Namespace) -> int:
     """Start a staged rollout from parsed target and strategy arguments (`rollout start`, `deploy --strategy`)."""
+    if getattr(args, "dry_run", False):
+        return _plan(args)
     rollout = api_call(args, "POST", f"{args.api}/api/v1/rollouts", json_body=request_body(args))
     if args.json and not args.wait:
         print(json.dumps(rollout, indent=2))
@@ -189,13 +224,23 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = api_call(args, "GET", f"{args.api}/api/v1/rollouts")
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    for r in rows:
-        print(f"{r['deployment_id']}  {r['model_id']} v{r['version']:<6} {progress_line(r)}")
+    print_rows(api_call(args, "GET", f"{args.api}/api/v1/rollouts"), ROLLOUT_COLUMNS, as_json=args.json)
     return 0
+
+
+def _wave(rollout: dict[str, Any]) -> str:
+    return f"{rollout['current_wave'] + 1}/{len(rollout['wave_sizes'])}" if rollout["current_wave"] >= 0 else "-"
+
+
+ROLLOUT_COLUMNS = [
+    Column("rollout", lambda r: r["deployment_id"], key=True),
+    Column("model", lambda r: r["model_id"], key=True),
+    Column("version", lambda r: r["version"], key=True),
+    Column("state", lambda r: r["state"], key=True),
+    Column("wave", _wave, key=True),
+    Column("done", lambda r: r["devices_done"]),
+    Column("failed", lambda r: r["devices_failed"]),
+]  # the gates' verdict: `rollout status ID`
 
 
 def _steer(args: argparse.Namespace) -> int:
