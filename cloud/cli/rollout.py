@@ -136,10 +136,7 @@ def plan_lines(plan: dict[str, Any], *, staged: bool = True, width: int = 80) ->
         lines += textwrap.wrap(", ".join(names), width, initial_indent="  ", subsequent_indent="  ",
                                break_long_words=False, break_on_hyphens=False)  # fmt: skip
     if offline:
-        lines.append(
-            f"{len(offline)} planned device(s) offline now: their wave waits until they come back "
-            "(--skip-offline leaves them out)"
-        )
+        lines.append(f"{len(offline)} planned device(s) offline now: a wave waits for its own (or --skip-offline)")
     for device_id, reason in sorted(plan["skipped"].items()):
         lines.append(f"{'skipped' if staged else 'cannot run it'}: {device_id}")
         lines.append(f"  {SKIP_REASONS.get(reason, reason)}")
