@@ -134,6 +134,9 @@ def _deploy(args: argparse.Namespace) -> int:
         from cloud.cli.rollout import start_rollout
 
         return start_rollout(args)
+    if args.min_agent_version or args.skip_offline:  # a plain deploy targets every match: it would ignore them
+        raise SystemExit("error: --min-agent-version and --skip-offline leave devices out of a staged rollout's "
+                         "plan: add --strategy canary or waves (--dry-run shows who would be left out)")
     labels = labels_of(args.label)
     body = {
         "model_id": args.model_id,

@@ -78,6 +78,7 @@ def add_strategy_args(parser: argparse.ArgumentParser, *, default: str) -> None:
     parser.add_argument("--dwell", type=duration_s, default=300.0, help="watch a passed wave this long (5m, 30s)")
     parser.add_argument("--share", type=float, help="roll out to only this share (0-1) of the targets")
     parser.add_argument("--skip-offline", action="store_true", help="leave offline devices out of the plan")
+    parser.add_argument("--min-agent-version", default="", help="skip devices whose agent is older (e.g. 0.4.0)")
     parser.add_argument("--on-breach", choices=("rollback", "pause"), default="rollback")
     parser.add_argument("--max-error-rate", type=float, default=0.01)
     parser.add_argument("--max-p95-ratio", type=float, default=1.5)
@@ -102,7 +103,7 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
         "rollout": {
             "strategy": args.strategy, "canary": args.canary, "first_wave": args.first_wave, "growth": args.growth,
             "dwell_s": args.dwell, "share": args.share, "include_offline": not args.skip_offline,
-            "on_breach": args.on_breach, "max_wait_s": int(args.max_wait),
+            "on_breach": args.on_breach, "max_wait_s": int(args.max_wait), "min_agent_version": args.min_agent_version,
             "gates": {"max_error_rate": args.max_error_rate, "max_p95_ratio": args.max_p95_ratio,
                       "max_prediction_psi": args.max_prediction_psi, "min_devices": args.min_devices,
                       "min_inferences": args.min_inferences},

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlmodel import Session, col, select
 
@@ -71,7 +71,10 @@ def preview(session: Session, request: DeploymentCreate, policy: RolloutPolicy) 
         selector = ",".join(f"{k}={v}" for k, v in sorted(request.labels.items()))
         raise InvalidRequestError(f"no device matches the selector {selector}")
     found = candidates(session, ids)
-    plan = plan_waves(seed, found, policy.strategy_spec(), requirements(session, mv))
+    needs = requirements(session, mv)
+    if policy.min_agent_version:
+        needs = replace(needs, min_agent_version=policy.min_agent_version)
+    plan = plan_waves(seed, found, policy.strategy_spec(), needs)
     offline = tuple(c.device_id for c in found if not c.online and c.device_id not in plan.skipped)
     return StagedPlan(mv.model_id, mv.version, len(ids), plan, offline)
 

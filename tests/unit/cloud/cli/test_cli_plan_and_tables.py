@@ -103,3 +103,32 @@ def test_devices_with_long_ids_keep_every_column_whole_and_labels_under_the_tabl
     assert lines[0].split() == ["device", "online", "model", "version", "state"]
     assert any(line.split()[:2] == [LONG, "no"] for line in lines)  # "no" whole, not folded to "n" / "o"
     assert f"{LONG}  labels: building=north-wing-annex,site=lab" in lines
+
+
+def test_devices_with_too_old_an_agent_are_skipped_and_named(cli: list[str], db_engine: Engine, capsys) -> None:
+    with Session(db_engine) as session:
+        for device_id, version in (("pi-01", "0.10.0"), (LONG, "0.9.2")):
+            device = session.get(Device, device_id)
+            assert device is not None
+            device.agent_version = version
+            session.add(device)
+        session.commit()
+    assert main(["rollout", "plan", MODEL, "--to", "site=lab", "--min-agent-version", "0.10", "--json", *cli]) == 0
+    plan = json.loads(capsys.readouterr().out)  # "0.9.2" < "0.10" in version order, though not as text
+    assert plan["skipped"] == {LONG: "agent_too_old", "pi-tflite": "no_runtime"} and plan["waves"] == [["pi-01"]]
+    assert main(["deploy", MODEL, "--to", "site=lab", "--min-agent-version", "0.10", "--dry-run", *cli]) == 0
+    out = capsys.readouterr().out
+    assert f"cannot run it: {LONG}\n  {SKIP_REASONS['agent_too_old']}" in out
+    with pytest.raises(SystemExit) as refused:
+        main(["rollout", "plan", MODEL, "--to", "site=lab", "--min-agent-version", "newest", *cli])
+    assert str(refused.value.code).startswith("error: rollout: Value error, 'newest' is not a version")
+    assert "\n" not in str(refused.value.code)
+
+
+def test_a_plain_deploy_refuses_options_it_could_not_honour(cli: list[str], db_engine: Engine) -> None:
+    for option in (["--min-agent-version", "0.10"], ["--skip-offline"]):
+        with pytest.raises(SystemExit) as refused:
+            main(["deploy", MODEL, "--to", "site=lab", *option, *cli])
+        assert "add --strategy canary or waves" in str(refused.value.code)
+    with Session(db_engine) as session:
+        assert session.exec(select(Deployment)).all() == []
