@@ -132,3 +132,10 @@ def test_a_plain_deploy_refuses_options_it_could_not_honour(cli: list[str], db_e
         assert "add --strategy canary or waves" in str(refused.value.code)
     with Session(db_engine) as session:
         assert session.exec(select(Deployment)).all() == []
+
+
+def test_an_empty_experiment_list_says_so(cli: list[str], capsys) -> None:
+    assert main(["experiment", "list", *cli]) == 0
+    assert capsys.readouterr().out.startswith("no experiment yet")
+    assert main(["experiment", "list", "--json", *cli]) == 0
+    assert json.loads(capsys.readouterr().out) == []
