@@ -206,7 +206,7 @@ def _status(args: argparse.Namespace) -> int:
     kind = rollout["strategy"].get("kind", "?")
     print(f"rollout {rollout['deployment_id']}: {rollout['model_id']} v{rollout['version']} ({kind}, "
           f"on breach {rollout['on_breach']})")  # fmt: skip
-    print(progress_line(rollout))
+    print(textwrap.fill(progress_line(rollout), 80, subsequent_indent="  ", break_on_hyphens=False))
     if rollout["reason"]:
         print(f"reason: {rollout['reason']}")
     gates = (rollout.get("last_verdict") or {}).get("gates", [])
@@ -214,7 +214,7 @@ def _status(args: argparse.Namespace) -> int:
         value = "-" if gate["value"] is None else f"{gate['value']:.4g}"
         print(f"  {gate['gate']:<17} {gate['decision']:<6} {value:>8} (limit {gate['threshold']:.4g})")
         if gate.get("detail") and gate["decision"] != "pass":
-            print(f"    {gate['detail']}")
+            print(textwrap.fill(gate["detail"], 80, initial_indent="    ", subsequent_indent="    "))
     for decision in rollout["decisions"][-10:]:
         when = time.strftime("%H:%M:%S", time.localtime(decision["at_ms"] / 1000))
         print(f"  {when} wave {decision['wave'] + 1}: {decision['action']} by {decision['actor']}")

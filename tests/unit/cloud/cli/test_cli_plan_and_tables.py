@@ -139,3 +139,21 @@ def test_an_empty_experiment_list_says_so(cli: list[str], capsys) -> None:
     assert capsys.readouterr().out.startswith("no experiment yet")
     assert main(["experiment", "list", "--json", *cli]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_rollout_status_fits_80_columns(cli: list[str], db_engine: Engine, capsys) -> None:
+    with Session(db_engine) as session:
+        request = DeploymentCreate(model_id=MODEL, version="1", labels={"site": "lab"})
+        deployment, rollout = plan_staged(session, request, RolloutPolicy(canary=1), chunk_size_bytes=1024)
+        deployment_id = deployment.id
+        waiting = "2 device(s), 37 inference(s) so far; judging needs 2 and 200"
+        rollout.state, rollout.current_wave = "running", 0
+        rollout.last_verdict = {"decision": "wait", "gates": [
+            {"gate": g, "decision": "wait", "value": None, "threshold": 0.5, "detail": waiting}
+            for g in ("error_rate", "p95_latency")]}  # fmt: skip
+        session.add(rollout)
+        session.commit()
+    assert main(["rollout", "status", deployment_id, *cli]) == 0
+    out = capsys.readouterr().out
+    _fits(out)
+    assert "judging needs 2 and 200" in " ".join(out.split())
