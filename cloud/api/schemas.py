@@ -140,6 +140,7 @@ class RolloutPlanView(BaseModel):
     targets: int
     waves: list[list[str]]
     skipped: dict[str, str]  # device id -> why it is left out
+    offline: list[str] = Field(default_factory=list)  # planned but offline now: their wave waits for them
 
 
 class RolloutDecisionView(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -41,7 +42,7 @@ def _broker_config(args: argparse.Namespace) -> int:
         config = BrokerConfig(args.out.resolve(), fleet, hosts, args.tls_port, args.local_plain_port)
         password = config.write(devices, refresh=args.refresh)
     except (CloudError, ValueError, OSError) as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"fleet {fleet}: {len(devices)} device(s) may connect; wrote {config.directory}")
     if password is not None:

@@ -61,6 +61,8 @@ def _print(args: argparse.Namespace, experiment: Any) -> int:
     if args.json:
         print(json.dumps(experiment, indent=2))
     elif isinstance(experiment, list):
+        if not experiment:
+            print("no experiment yet (edgefleet experiment start MODEL --a V1 --b V2 --label KEY=VALUE)")
         for item in experiment:
             print("\n".join(summary(item)))
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 DEFAULT_DIR = Path(".edgefleet/keys")
@@ -46,7 +47,7 @@ def _run(args: argparse.Namespace, action: str) -> int:
             print(f"revoked {args.key_id}")
         _print_keys(store, as_json=getattr(args, "json", False))
     except CloudError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     if action == "init":
         print(f"pin {args.dir / CHAIN_FILE} on every device (edgefleet-agent provision --trust ...); "

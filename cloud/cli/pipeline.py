@@ -14,8 +14,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from cloud.cli.tables import Column, print_rows
 
 NOTHING_TO_DO = 3
 
@@ -42,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     snap.set_defaults(func=_snapshot)
     listing = data_actions.add_parser("list", help="dataset versions, newest first, with their provenance")
     _store_args(listing)
+    listing.add_argument("--json", action="store_true", help="every dataset version with its provenance, as JSON")
     listing.set_defaults(func=_list)
 
     pipeline = subparsers.add_parser("pipeline", help="champion/challenger retraining, one step per command")
@@ -97,6 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     promote.set_defaults(func=_promote)
     shown = steps.add_parser("aliases", help="where champion, challenger and production point, and every move")
     shown.add_argument("model_id")
+    shown.add_argument("--json", action="store_true", help="the aliases and their history as JSON")
     _store_args(shown)
     shown.set_defaults(func=_aliases)
 
@@ -122,7 +128,7 @@ def _guarded(run: Any, args: argparse.Namespace) -> int:
     try:
         return int(run(args))
     except (CloudError, CompileError, ValueError) as exc:
-        print(f"error: {exc}")
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
 
 
@@ -150,17 +156,28 @@ def _list(args: argparse.Namespace) -> int:
 
         _, engine, _ = _open(args)
         with session_scope(engine) as session:
-            for d in registry.list_datasets(session):
-                devices = d.provenance.get("devices") or []
-                origin = d.provenance.get("split_of")
-                part = d.provenance.get("part")
-                where = f"{len(devices)} device(s)" if devices else "-"
-                if origin:
-                    where = f"part {part} of {str(origin)[:12]}"
-                print(f"{d.content_hash[:16]}  {d.kind:<7} {d.name:<28} {d.n_rows:>7} rows  {where}")
+            rows = [d.model_dump() for d in registry.list_datasets(session)]
+        print_rows(rows, DATASET_COLUMNS, as_json=args.json)
         return 0
 
     return _guarded(run, args)
+
+
+def _origin(dataset: dict[str, Any]) -> str:
+    provenance = dataset["provenance"] or {}
+    if provenance.get("split_of"):
+        return f"part {provenance.get('part')} of {str(provenance['split_of'])[:12]}"
+    devices = provenance.get("devices") or []
+    return f"{len(devices)} device(s)" if devices else "-"
+
+
+DATASET_COLUMNS = [
+    Column("dataset", lambda d: d["content_hash"][:16], key=True),  # --json: the whole sha256
+    Column("kind", lambda d: d["kind"], key=True),
+    Column("rows", lambda d: d["n_rows"]),
+    Column("name", lambda d: d["name"]),
+    Column("from", _origin),
+]
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -256,7 +273,7 @@ def _rollout(args: argparse.Namespace) -> int:
             targets = [d.strip() for d in args.devices.split(",") if d.strip()]
             targets = targets or loop.devices_running(session, args.model_id)
             if not targets:
-                print(f"error: no device runs {args.model_id}; name the targets with --devices")
+                print(f"error: no device runs {args.model_id}; name the targets with --devices", file=sys.stderr)
                 return 1
             request = DeploymentCreate(model_id=args.model_id, version=args.version, device_ids=targets)
             deployment, rollout = plan_staged(session, request, policy, chunk_size_bytes=settings.chunk_size_bytes)
@@ -296,15 +313,33 @@ def _promote(args: argparse.Namespace) -> int:
 def _aliases(args: argparse.Namespace) -> int:
     def run(args: argparse.Namespace) -> int:
         from cloud.db import session_scope
-        from cloud.registry import aliases
+        from cloud.registry import aliases, get_model_version
 
         _, engine, _ = _open(args)
         with session_scope(engine) as session:
-            for alias, version in sorted(aliases.current(session, args.model_id).items()):
-                print(f"{alias:<11} v{version}")
-            for m in aliases.history(session, args.model_id):
-                moved = f"{m.from_version or '-':>4} -> {m.to_version:<4}"
-                print(f"  {m.ts_ms}  {m.alias:<11} {moved} by {m.actor}: {m.reason}")
+            get_model_version(session, args.model_id)  # an unknown model is an error, not an empty answer
+            current = dict(sorted(aliases.current(session, args.model_id).items()))
+            moves = [m.model_dump(exclude={"id", "model_id"}) for m in aliases.history(session, args.model_id)]
+        if args.json:
+            print(json.dumps({"model_id": args.model_id, "aliases": current, "history": moves}, indent=2))
+            return 0
+        if not current:
+            print(f"{args.model_id}: no alias yet (edgefleet pipeline retrain {args.model_id} sets them)")
+        for alias, version in current.items():
+            print(f"{alias:<11} v{version}")
+        if moves:
+            print()
+            print_rows(moves, ALIAS_MOVE_COLUMNS, as_json=False)
         return 0
 
     return _guarded(run, args)
+
+
+ALIAS_MOVE_COLUMNS = [
+    Column("when (UTC)", lambda m: time.strftime("%Y-%m-%d %H:%M", time.gmtime(m["ts_ms"] / 1000)), key=True),
+    Column("alias", lambda m: m["alias"], key=True),
+    Column("from", lambda m: m["from_version"], key=True),
+    Column("to", lambda m: m["to_version"], key=True),
+    Column("by", lambda m: m["actor"]),
+    Column("reason", lambda m: m["reason"]),
+]

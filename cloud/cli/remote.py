@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--wait-for-devices", action="store_true",
                         help="accept a --label selector that matches no device yet: devices that join later get it")
     add_strategy_args(deploy, default="all_at_once")  # canary or waves: a staged rollout (edgefleet rollout)
+    deploy.add_argument("--dry-run", action="store_true",
+                        help="print who would get it, in which wave, who is skipped and why; change nothing")
     deploy.add_argument("--wait", action="store_true", help="follow the rollout until every device answered")
     deploy.add_argument("--timeout", type=duration_s, default=24 * 3600.0, help="give up waiting after this")
     deploy.add_argument("--api", default=DEFAULT_API, help=f"console API (default {DEFAULT_API})")
@@ -128,10 +130,13 @@ def labels_of(items: list[str]) -> dict[str, str]:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    if args.strategy != "all_at_once":
+    if args.strategy != "all_at_once" or args.dry_run:
         from cloud.cli.rollout import start_rollout
 
         return start_rollout(args)
+    if args.min_agent_version or args.skip_offline:  # a plain deploy targets every match: it would ignore them
+        raise SystemExit("error: --min-agent-version and --skip-offline leave devices out of a staged rollout's "
+                         "plan: add --strategy canary or waves (--dry-run shows who would be left out)")
     labels = labels_of(args.label)
     body = {
         "model_id": args.model_id,

@@ -12,14 +12,24 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 import time
 from typing import Any
 
 from cloud.cli.remote import DEFAULT_API, add_client_args, api_call, labels_of, split_ids
+from cloud.cli.tables import Column, print_rows
 
 ACTIONS = ("pause", "resume", "cancel", "rollback")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+# why the planner left a device out (cloud.rollout.waves.SkipReason), in words
+SKIP_REASONS = {
+    "no_runtime": "has none of the runtimes the release's artifacts need",
+    "wrong_arch": "wrong CPU architecture for the release's artifacts",
+    "agent_too_old": "its agent is older than the release needs",
+    "offline": "offline (left out by --skip-offline)",
+}
+SHOWN_PER_WAVE = 40  # ids printed per wave; --json lists them all
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     start = actions.add_parser("start", help="start a staged rollout; its first wave opens at once")
     for parser in (plan, start):
         add_target_args(parser)
+    start.add_argument("--dry-run", action="store_true", help="print the plan (as `rollout plan`), start nothing")
     start.add_argument("--wait", action="store_true", help="follow the rollout until it ends")
     start.add_argument("--timeout", type=duration_s, default=24 * 3600.0, help="give up waiting after this")
     plan.set_defaults(func=_plan)
@@ -67,6 +78,7 @@ def add_strategy_args(parser: argparse.ArgumentParser, *, default: str) -> None:
     parser.add_argument("--dwell", type=duration_s, default=300.0, help="watch a passed wave this long (5m, 30s)")
     parser.add_argument("--share", type=float, help="roll out to only this share (0-1) of the targets")
     parser.add_argument("--skip-offline", action="store_true", help="leave offline devices out of the plan")
+    parser.add_argument("--min-agent-version", default="", help="skip devices whose agent is older (e.g. 0.4.0)")
     parser.add_argument("--on-breach", choices=("rollback", "pause"), default="rollback")
     parser.add_argument("--max-error-rate", type=float, default=0.01)
     parser.add_argument("--max-p95-ratio", type=float, default=1.5)
@@ -92,7 +104,7 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
         "rollout": {
             "strategy": args.strategy, "canary": args.canary, "first_wave": args.first_wave, "growth": args.growth,
             "dwell_s": args.dwell, "share": args.share, "include_offline": not args.skip_offline,
-            "on_breach": args.on_breach, "max_wait_s": int(args.max_wait),
+            "on_breach": args.on_breach, "max_wait_s": int(args.max_wait), "min_agent_version": args.min_agent_version,
             "gates": {"max_error_rate": args.max_error_rate, "max_p95_ratio": args.max_p95_ratio,
                       "min_p95_increase_us": args.min_p95_increase_us,
                       "max_prediction_psi": args.max_prediction_psi, "min_devices": args.min_devices,
@@ -105,14 +117,33 @@ def _plan(args: argparse.Namespace) -> int:
     plan = api_call(args, "POST", f"{args.api}/api/v1/rollouts/plan", json_body=request_body(args))
     if args.json:
         print(json.dumps(plan, indent=2))
-        return 0
-    print(f"{plan['model_id']} v{plan['version']}: {plan['targets']} target(s) in {len(plan['waves'])} wave(s)")
-    for index, wave in enumerate(plan["waves"], 1):
-        shown = ", ".join(wave[:8]) + (f", ... ({len(wave) - 8} more)" if len(wave) > 8 else "")
-        print(f"  wave {index}: {len(wave):>5}  {shown}")
-    for device_id, reason in sorted(plan["skipped"].items()):
-        print(f"  skipped  {device_id}: {reason}")
+    else:
+        print("\n".join(plan_lines(plan, staged=args.strategy != "all_at_once")))
     return 0
+
+
+def plan_lines(plan: dict[str, Any], *, staged: bool = True, width: int = 80) -> list[str]:
+    """A plan for people: each wave's devices (offline ones marked: their wave waits for them), then every
+    device left out and why. A plain deploy (staged=False) skips nobody: those devices would fail instead."""
+    offline = set(plan.get("offline", []))
+    planned = sum(len(w) for w in plan["waves"])
+    lines = [
+        f"{plan['model_id']} v{plan['version']}: {plan['targets']} target(s), {planned} in "
+        f"{len(plan['waves'])} wave(s), {len(plan['skipped'])} {'skipped' if staged else 'cannot run it'}"
+    ]
+    for index, wave in enumerate(plan["waves"], 1):
+        names = [f"{d} (offline)" if d in offline else d for d in wave[:SHOWN_PER_WAVE]]
+        if len(wave) > SHOWN_PER_WAVE:
+            names.append(f"... {len(wave) - SHOWN_PER_WAVE} more (--json lists all)")
+        lines.append(f"wave {index}: {len(wave)} device(s)")
+        lines += textwrap.wrap(", ".join(names), width, initial_indent="  ", subsequent_indent="  ",
+                               break_long_words=False, break_on_hyphens=False)  # fmt: skip
+    if offline:
+        lines.append(f"{len(offline)} planned device(s) offline now: a wave waits for its own (or --skip-offline)")
+    for device_id, reason in sorted(plan["skipped"].items()):
+        lines.append(f"{'skipped' if staged else 'cannot run it'}: {device_id}")
+        lines.append(f"  {SKIP_REASONS.get(reason, reason)}")
+    return lines
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -121,6 +152,8 @@ def _start(args: argparse.Namespace) -> int:
 
 def start_rollout(args: argparse.Namespace) -> int:
     """Start a staged rollout from parsed target and strategy arguments (`rollout start`, `deploy --strategy`)."""
+    if getattr(args, "dry_run", False):
+        return _plan(args)
     rollout = api_call(args, "POST", f"{args.api}/api/v1/rollouts", json_body=request_body(args))
     if args.json and not args.wait:
         print(json.dumps(rollout, indent=2))
@@ -175,7 +208,7 @@ def _status(args: argparse.Namespace) -> int:
     kind = rollout["strategy"].get("kind", "?")
     print(f"rollout {rollout['deployment_id']}: {rollout['model_id']} v{rollout['version']} ({kind}, "
           f"on breach {rollout['on_breach']})")  # fmt: skip
-    print(progress_line(rollout))
+    print(textwrap.fill(progress_line(rollout), 80, subsequent_indent="  ", break_on_hyphens=False))
     if rollout["reason"]:
         print(f"reason: {rollout['reason']}")
     gates = (rollout.get("last_verdict") or {}).get("gates", [])
@@ -183,7 +216,7 @@ def _status(args: argparse.Namespace) -> int:
         value = "-" if gate["value"] is None else f"{gate['value']:.4g}"
         print(f"  {gate['gate']:<17} {gate['decision']:<6} {value:>8} (limit {gate['threshold']:.4g})")
         if gate.get("detail") and gate["decision"] != "pass":
-            print(f"    {gate['detail']}")
+            print(textwrap.fill(gate["detail"], 80, initial_indent="    ", subsequent_indent="    "))
     for decision in rollout["decisions"][-10:]:
         when = time.strftime("%H:%M:%S", time.localtime(decision["at_ms"] / 1000))
         print(f"  {when} wave {decision['wave'] + 1}: {decision['action']} by {decision['actor']}")
@@ -191,13 +224,23 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = api_call(args, "GET", f"{args.api}/api/v1/rollouts")
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    for r in rows:
-        print(f"{r['deployment_id']}  {r['model_id']} v{r['version']:<6} {progress_line(r)}")
+    print_rows(api_call(args, "GET", f"{args.api}/api/v1/rollouts"), ROLLOUT_COLUMNS, as_json=args.json)
     return 0
+
+
+def _wave(rollout: dict[str, Any]) -> str:
+    return f"{rollout['current_wave'] + 1}/{len(rollout['wave_sizes'])}" if rollout["current_wave"] >= 0 else "-"
+
+
+ROLLOUT_COLUMNS = [
+    Column("rollout", lambda r: r["deployment_id"], key=True),
+    Column("model", lambda r: r["model_id"], key=True),
+    Column("version", lambda r: r["version"], key=True),
+    Column("state", lambda r: r["state"], key=True),
+    Column("wave", _wave, key=True),
+    Column("done", lambda r: r["devices_done"]),
+    Column("failed", lambda r: r["devices_failed"]),
+]  # the gates' verdict: `rollout status ID`
 
 
 def _steer(args: argparse.Namespace) -> int:

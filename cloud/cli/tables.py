@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 
+SHORT = 8  # a column no wider than this (yes/no, counts, states) is never folded; wider free text folds
+
+
 @dataclass(frozen=True)
 class Column:
     title: str
@@ -40,15 +43,23 @@ def print_rows(rows: list[dict[str, Any]], columns: Sequence[Column], *, as_json
     table = compact_table()
     columns = [c for c in columns if not c.optional or any(c.value(row) not in (None, "") for row in rows)]
     cells = [[_text(column.value(row)) for column in columns] for row in rows]
-    for i, column in enumerate(columns):
-        if column.key:  # at least as wide as its longest value, so the ids survive a narrow terminal
-            width = max([len(column.title), *(len(line[i]) for line in cells)])
+    console = Console()
+    widths = [max([len(column.title), *(len(line[i]) for line in cells)]) for i, column in enumerate(columns)]
+    whole = [column.key or width <= SHORT for column, width in zip(columns, widths, strict=True)]
+    needed = sum(w if keep else SHORT for w, keep in zip(widths, whole, strict=True)) + 2 * (len(columns) - 1)
+    # no room for the free text beside long ids: it goes under the table, one line per row, named by its id
+    below = [] if needed <= console.width else [i for i, keep in enumerate(whole) if not keep]
+    for i, (column, width) in enumerate(zip(columns, widths, strict=True)):
+        if whole[i]:  # ids, and short words and numbers, stay whole
             table.add_column(column.title, no_wrap=True, min_width=width)
-        else:
-            table.add_column(column.title, overflow="fold")
+        elif i not in below:
+            table.add_column(column.title, overflow="fold", min_width=SHORT)
     for line in cells:
-        table.add_row(*(Text(cell) for cell in line))
-    Console().print(table)
+        table.add_row(*(Text(cell) for i, cell in enumerate(line) if i not in below))
+    console.print(table)
+    for line in cells if below else []:
+        for i in below:
+            console.print(Text(f"{line[0]}  {columns[i].title}: {line[i]}"), overflow="fold")
 
 
 def compact_table(title: str | None = None) -> Table:

@@ -7,6 +7,7 @@ audit row with actor "cli" in the same transaction.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,7 +61,7 @@ def _create(args: argparse.Namespace) -> int:
                          detail={"name": row.name, "role": role, "ttl_days": args.ttl_days})
             session.commit()
     except CloudError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     print(text)
     print(f"# token {token_id} ({role}); shown once. Use it: --token, EDGEFLEET_TOKEN=... or "
@@ -100,7 +101,7 @@ def _revoke(args: argparse.Namespace) -> int:
                          detail={"name": row.name})
             session.commit()
     except CloudError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"revoked {args.token_id}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 # `edgefleet compile`'s choices (model_compiler.types.QUANTIZE_CHOICES; not imported: it would load the
@@ -46,7 +47,7 @@ def _train(args: argparse.Namespace) -> int:
         result = run_training_pipeline(engine, LocalArtifactStore(settings.artifacts_dir), signer, config,
                                        progress=lambda step: print(f"  {step} ...", flush=True))
     except (CloudError, CompileError, ValueError) as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
     print(f"registered {result.model_id} v{result.version} (sequence {result.sequence}, run {result.run_id}): "

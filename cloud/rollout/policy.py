@@ -40,10 +40,19 @@ class RolloutPolicy(BaseModel):
     gates: GateRequest = Field(default_factory=GateRequest)
     on_breach: Literal["rollback", "pause"] = "rollback"
     max_wait_s: int = Field(default=3600, ge=1, le=7 * 86_400)
+    # devices whose agent is older (or has not said its version) are skipped as agent_too_old
+    min_agent_version: str = Field(default="", max_length=64)
 
     @model_validator(mode="after")
     def _strategy_is_possible(self) -> RolloutPolicy:
         self.strategy_spec()  # raises ValueError (-> 422) for a fractional count
+        if self.min_agent_version:
+            from packaging.version import InvalidVersion, Version
+
+            try:
+                Version(self.min_agent_version)
+            except InvalidVersion:
+                raise ValueError(f"{self.min_agent_version!r} is not a version (e.g. 0.4.0)") from None
         return self
 
     def strategy_spec(self) -> Strategy:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlmodel import Session, col, select
 
@@ -31,6 +31,7 @@ class StagedPlan:
     version: str
     targets: int  # after the share cut, before skipping
     plan: WavePlan
+    offline: tuple[str, ...] = ()  # planned devices offline now: their wave waits until they come back
 
 
 def release_seed(mv: ModelVersion) -> str:
@@ -67,9 +68,15 @@ def preview(session: Session, request: DeploymentCreate, policy: RolloutPolicy) 
     if policy.share is not None and ids:
         ids = stable_order(seed, ids)[: max(1, math.ceil(policy.share * len(ids)))]
     if not ids:
-        raise InvalidRequestError(f"no device matches the selector {request.labels}")
-    plan = plan_waves(seed, candidates(session, ids), policy.strategy_spec(), requirements(session, mv))
-    return StagedPlan(mv.model_id, mv.version, len(ids), plan)
+        selector = ",".join(f"{k}={v}" for k, v in sorted(request.labels.items()))
+        raise InvalidRequestError(f"no device matches the selector {selector}")
+    found = candidates(session, ids)
+    needs = requirements(session, mv)
+    if policy.min_agent_version:
+        needs = replace(needs, min_agent_version=policy.min_agent_version)
+    plan = plan_waves(seed, found, policy.strategy_spec(), needs)
+    offline = tuple(c.device_id for c in found if not c.online and c.device_id not in plan.skipped)
+    return StagedPlan(mv.model_id, mv.version, len(ids), plan, offline)
 
 
 def plan_staged(

@@ -57,7 +57,8 @@ def plan_rollout(session: SessionDep, body: RolloutCreate) -> RolloutPlanView:
     """The waves a rollout would get (which device in which wave, which are skipped and why); writes nothing."""
     staged = preview(session, body.deployment, body.rollout)
     return RolloutPlanView(model_id=staged.model_id, version=staged.version, targets=staged.targets,
-                           waves=staged.plan.waves, skipped={k: v.value for k, v in staged.plan.skipped.items()})
+                           waves=staged.plan.waves, skipped={k: v.value for k, v in staged.plan.skipped.items()},
+                           offline=list(staged.offline))
 
 
 @router.post("", response_model=RolloutView, status_code=status.HTTP_201_CREATED)

@@ -3,6 +3,7 @@ snapshot, check, retrain, rollout, promote, aliases; with the exit codes an orch
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,8 @@ def test_the_loop_step_by_step_on_the_database(data_dir: Path, db_engine: Engine
     where = ["--data-dir", str(data_dir)]
     assert main(["train", *where]) == 0
     assert main(["data", "snapshot", "digits-classifier", *where]) == 1
-    assert "nothing to snapshot" in capsys.readouterr().out
+    refused = capsys.readouterr()  # an error is one line on stderr, nothing on stdout
+    assert "nothing to snapshot" in refused.err and refused.err.count("\n") == 1 and refused.err.startswith("error:")
     assert main(["pipeline", "check", "digits-classifier", *where]) == 3  # no data, no schedule: nothing to do
     capsys.readouterr()
 
@@ -67,14 +69,24 @@ def test_the_loop_step_by_step_on_the_database(data_dir: Path, db_engine: Engine
         rollout = session.exec(select(Rollout)).one()
         assert rollout.waves == [["d1"]] and rollout.gates["max_prediction_psi"] == 10.0
     assert main(["pipeline", "rollout", "digits-classifier", "9", *where]) == 1  # an unknown version
-    capsys.readouterr()
+    assert capsys.readouterr().err == "error: no digits-classifier version 9\n"
 
     assert main(["pipeline", "promote", "digits-classifier", "2", "--reason", "canary passed", *where]) == 0
     assert main(["pipeline", "aliases", "digits-classifier", *where]) == 0
     shown = capsys.readouterr().out
     assert "champion    v2" in shown and "production  v2" in shown and "challenger  v2" in shown
-    assert "by ana: ana: accuracy" in shown and "canary passed" in shown
+    assert "ana: accuracy" in shown and "canary passed" in shown and all(len(line) <= 80 for line in shown.splitlines())
+    assert main(["pipeline", "aliases", "digits-classifier", "--json", *where]) == 0
+    aliases = json.loads(capsys.readouterr().out)
+    assert aliases["aliases"] == {"challenger": "2", "champion": "2", "production": "2"}
+    assert {m["alias"] for m in aliases["history"] if m["reason"] == "canary passed"} == {"champion", "production"}
+    assert main(["pipeline", "aliases", "no-such-model", *where]) == 1
+    assert capsys.readouterr().err == "error: no model no-such-model\n"
     assert main(["data", "list", *where]) == 0
     listing = capsys.readouterr().out
     # the CLI's snapshot and the retrain's own hold the same rows: one dataset version, plus its two parts
     assert listing.count(" field ") == 3 and "bundled" in listing
+    assert all(len(line) <= 80 for line in listing.splitlines())
+    assert main(["data", "list", "--json", *where]) == 0
+    datasets = json.loads(capsys.readouterr().out)
+    assert len(datasets) == 4 and {len(d["content_hash"]) for d in datasets} == {64} and datasets[0]["provenance"]
