@@ -222,6 +222,16 @@ class CloudService:
 
     # -- parts ------------------------------------------------------------------------------------------------
 
+    def _forget_presence(self) -> None:
+        """Our broker starts empty: no device is connected to it yet, whatever the database last heard."""
+        from cloud.fleet import mark_all_offline
+
+        assert self.engine is not None
+        with session_scope(self.engine) as session:
+            was_online = mark_all_offline(session)
+        if was_online:
+            log.info("embedded broker started: %d device(s) offline until they reconnect", was_online)
+
     def _start_broker(self) -> None:
         if not self.settings.uses_embedded_broker:
             self.mqtt_url = self.settings.mqtt_url
@@ -243,6 +253,7 @@ class CloudService:
             hint = f"; is another broker on port {port}? use it with --mqtt-url mqtt://127.0.0.1:{port}" if port else ""
             raise ConfigurationError(f"{exc}{hint}") from None
         # the cloud's own client reaches it on loopback even when it listens on every address
+        self._forget_presence()
         wildcard = s.embedded_mqtt_host in ("0.0.0.0", "::", "")
         self.mqtt_url = f"mqtt://127.0.0.1:{self.broker.port}" if wildcard else self.broker.url
         self.mqtt_protocol = self.broker.mqtt_protocol

@@ -92,6 +92,19 @@ def mark_revoked(session: Session, device_id: str) -> None:
         session.add(device)
 
 
+def mark_all_offline(session: Session) -> int:
+    """Every device offline, until its next presence says otherwise; returns how many were online.
+
+    For a broker that has just started empty (the embedded one keeps no sessions, wills or retained messages
+    across a restart): a device that died while it was down has no will left to say so, and one that is alive
+    reconnects and says it is online."""
+    online = list(session.exec(select(Device).where(col(Device.online).is_(True))))
+    for device in online:
+        device.online = False
+        session.add(device)
+    return len(online)
+
+
 @dataclass(frozen=True)
 class DeviceChange:
     device: Device

@@ -175,3 +175,23 @@ def test_the_embedded_broker_can_listen_for_devices_on_the_lan(tmp_path: Path) -
         lan = socket.gethostbyname(socket.gethostname())  # this machine's own non-loopback address, if any
         with socket.create_connection((lan, service.broker.port), timeout=5):
             pass
+
+
+def test_devices_are_offline_after_a_restart_on_an_embedded_broker(tmp_path: Path) -> None:
+    """The embedded broker keeps no sessions or wills across a restart: a device that died while the cloud was
+    down would otherwise stay online forever (nothing else would ever say it went away)."""
+    from cloud.db import session_scope
+    from cloud.db.tables import Device
+    from cloud.fleet import ensure_device
+
+    settings = CloudSettings(data_dir=tmp_path, api_port=0)
+    with CloudService(settings) as first:
+        assert first.engine is not None
+        with session_scope(first.engine) as session:
+            device, _ = ensure_device(session, "pi-01")
+            device.online = True
+            session.add(device)
+    with CloudService(settings) as second:
+        assert second.engine is not None
+        with session_scope(second.engine) as session:
+            assert session.get(Device, "pi-01").online is False  # type: ignore[union-attr]
