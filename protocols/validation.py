@@ -32,6 +32,9 @@ MAX_WINDOW_MS = 24 * 3_600_000
 MAX_STRING = 4_096
 MAX_REPEATED = 100_000
 MAX_CPU_PERCENT = 100.0 * 256  # all cores of the largest board busy
+# below this a sample's weight 1 / p is no longer a finite float (5e-324 -> inf), and no sampler keeps one row
+# in 1e12; 0 stays "unknown" (older agents)
+MIN_INCLUSION_PROBABILITY = 1e-12
 
 
 class ImplausibleMessage(ValueError):
@@ -144,7 +147,8 @@ def check_upward(message: Message, now_ms: int) -> None:
     elif isinstance(message, pb.SampleBatch):
         for sample in message.samples:
             _check_not_future(sample.ts_ms, now_ms, "sample timestamp")
-            if not 0.0 <= sample.inclusion_probability <= 1.0 or not 0.0 <= sample.confidence <= 1.0:
+            p = sample.inclusion_probability
+            if not (p == 0.0 or MIN_INCLUSION_PROBABILITY <= p <= 1.0) or not 0.0 <= sample.confidence <= 1.0:
                 raise ImplausibleMessage(
                     "out_of_range",
                     f"sample inclusion_probability {sample.inclusion_probability}, confidence {sample.confidence}",

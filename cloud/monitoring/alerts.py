@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import update
+from sqlalchemy import and_, update
 from sqlmodel import Session, col, select
 
 from cloud import registry
 from cloud.db import insert_ignore
-from cloud.db.tables import AlertRecord, SampleRecord, TelemetryRecord
+from cloud.db.tables import AlertRecord, ModelVersion, SampleRecord, TelemetryRecord
 from cloud.errors import NotFoundError
 from cloud.monitoring import feedback, summaries
 from cloud.types import ClockMs, now_ms
@@ -71,8 +71,12 @@ class Transition:
 def _recent_versions(
     session: Session, table: Any, time_column: Any, since_ms: int, limit: int
 ) -> list[tuple[str, str]]:
+    # only versions the registry has: a device naming made-up ones (its telemetry and samples say any model and
+    # version) filled the limit with them, and the real versions' alerts were never evaluated (tests/attacks)
+    registered = and_(col(ModelVersion.model_id) == table.model_id, col(ModelVersion.version) == table.model_version)
     rows = session.exec(
         select(table.model_id, table.model_version)
+        .join(ModelVersion, registered)
         .where(time_column >= since_ms)
         .where(table.model_id != "")
         .group_by(table.model_id, table.model_version)

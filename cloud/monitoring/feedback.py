@@ -106,6 +106,10 @@ def hajek(values: Sequence[float], weights: Sequence[float]) -> tuple[float, flo
     """(estimate, low, high, effective n) of the weighted mean sum(w y) / sum(w): the Horvitz-Thompson
     ratio (Hajek) estimator of a Poisson sample with w = 1 / p, its 95 % normal interval from the
     linearised variance sum(w^2 (y - estimate)^2) / (sum w)^2 x n / (n - 1) (None below 2 samples)."""
+    # every term is a ratio of weights, so dividing them by the largest changes nothing but keeps the squares
+    # finite: one sample claiming p = 1e-200 (a weight of 1e200) overflowed total**2 into a 500 (tests/attacks)
+    top = max(weights)
+    weights = [w / top for w in weights]
     total = sum(weights)
     estimate = sum(w * y for w, y in zip(weights, values, strict=True)) / total
     effective = total**2 / sum(w * w for w in weights)

@@ -24,6 +24,7 @@ from cloud.db.tables import Dataset, DatasetCreate, FeedbackRecord, SampleRecord
 from cloud.errors import InvalidRequestError
 from cloud.registry.artifacts import ArtifactStore
 from cloud.registry.datasets import get_dataset, register_dataset
+from cloud.registry.versions import list_model_versions, manifest_of
 
 FORMAT = "edgefleet.field-dataset.v1"
 FIELD = "field"
@@ -84,15 +85,31 @@ def collect(session: Session, selection: Selection) -> list[FieldRow]:
         query = query.where(SampleRecord.ts_ms >= selection.since_ms)
     if selection.until_ms is not None:
         query = query.where(SampleRecord.ts_ms < selection.until_ms)
+    widths = _widths(session, selection.model_id)
     rows = {}
     for sample, late, source in session.exec(query):
         label, label_source = (late, source) if late is not None else (sample.label, "device")
         if label is None or label == "" or not sample.input:
             continue
+        width = widths.get(sample.model_version, widths.get(None))
+        if width and len(sample.input) != width:
+            # a device's sample of another width (a lie, or a bug) would make canonical_bytes refuse the whole
+            # snapshot, every device's rows with it: it is left out instead (tests/attacks)
+            continue
         row = FieldRow(sample.device_id, sample.prediction_id, sample.model_version, sample.ts_ms, sample.prediction,
                        label, label_source, tuple(float(np.float32(v)) for v in sample.input))  # fmt: skip
         rows[(row.device_id, row.prediction_id)] = row  # a sample stored twice counts once
     return [rows[key] for key in sorted(rows)]
+
+
+def _widths(session: Session, model_id: str) -> dict[str | None, int]:
+    """n_features of each registered version of the model (0: not said), and under None the latest's, for
+    samples naming a version the registry does not know."""
+    out: dict[str | None, int] = {}
+    for mv in list_model_versions(session, model_id):  # newest first
+        out[mv.version] = int(manifest_of(mv).io.n_features)
+        out.setdefault(None, out[mv.version])
+    return out
 
 
 def canonical_bytes(model_id: str, rows: Sequence[FieldRow]) -> bytes:

@@ -35,12 +35,17 @@ from protocols.v1 import agent_pb2
 log = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 10.0
+# a status message travels in the HTTP/2 trailers (grpc-message): one naming a caller's 2 MB column, or
+# thousands of them, overflowed the header limits and the call hung until its deadline (tests/attacks)
+_MAX_MESSAGE_CHARS = 1000
 
 
 class CallError(Exception):
     """A call's answer is this status: raised by the handlers below, turned into the server's own error."""
 
     def __init__(self, status: Status, message: str) -> None:
+        if len(message) > _MAX_MESSAGE_CHARS:
+            message = f"{message[:600]} ...({len(message)} chars)... {message[-300:]}"  # head and tail both say
         super().__init__(message)
         self.status = status
         self.message = message

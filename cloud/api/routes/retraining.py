@@ -5,13 +5,14 @@ POST /models/{id}/aliases/{alias} moves one (an approval, a promotion or a manua
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import status
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from cloud.api.auth import OperatorDep, api_router
 from cloud.api.deps import ServicesDep, SessionDep
+from cloud.db.bounds import no_nul
 from cloud.errors import ServiceUnavailableError
 from cloud.identity import audit
 from cloud.registry import aliases
@@ -21,9 +22,13 @@ from cloud.training.triggers import by_operator
 
 router = api_router(prefix="/models", tags=["retraining"])
 
+# free text kept in the database: a NUL reached PostgreSQL ("text fields cannot contain NUL") as a 500
+# (tests/attacks/test_attack_fast_reads_and_aliases.py); the path parameters are checked app-wide
+NoNul = AfterValidator(no_nul)
+
 
 class RetrainRequest(BaseModel):
-    reason: str = Field(default="", max_length=1000)
+    reason: Annotated[str, NoNul] = Field(default="", max_length=1000)
     on_win: Literal["canary", "approval"] = "approval"
     margin: float = Field(default=0.02, gt=-1, lt=1)
     max_reference_loss: float = Field(default=0.03, ge=0, lt=1)
@@ -68,8 +73,8 @@ class AliasesView(BaseModel):
 
 
 class AliasMoveRequest(BaseModel):
-    version: str = Field(min_length=1, max_length=64)
-    reason: str = Field(min_length=1, max_length=1000)
+    version: Annotated[str, NoNul] = Field(min_length=1, max_length=64)
+    reason: Annotated[str, NoNul] = Field(min_length=1, max_length=1000)
 
 
 def _comparison(c: rule.Comparison) -> ComparisonView:
