@@ -106,8 +106,10 @@ class SimulatedFleet(DeviceGroup):
         telemetry_interval_s: float = 3600.0,
         sample_rate: float = 0.05,
         transport_factory: TransportFactory = default_transport,
+        settings_overrides: dict[str, object] | None = None,
     ) -> None:
         self.devices: dict[str, SimulatedDevice] = {}
+        overrides = dict(settings_overrides or {})
         for device_id in device_ids:
             password = (passwords or {}).get(device_id)
             settings = AgentSettings(
@@ -123,6 +125,7 @@ class SimulatedFleet(DeviceGroup):
                 sample_rate=sample_rate,
                 labels=labels(device_id),
                 isolate_loads=False,  # one process simulates the fleet: no child process per device and update
+                **overrides,  # type: ignore[arg-type]
             )
             self.devices[device_id] = SimulatedDevice(settings, Agent(settings, transport_factory(settings)))
 

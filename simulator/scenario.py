@@ -1,7 +1,8 @@
 """A simulation scenario as a TOML file: who the devices are, what data they see, and what happens when.
 
     [scenario]      name, duration_s (the timeline's length), seed, telemetry_interval_s, sample_rate (the
-                    share of predictions each device samples), accuracy_window_s (the report's windows),
+                    share of predictions each device samples), sample_bytes_per_day (the sampler's budget;
+                    default a device's, scaled to the scenario's windows), accuracy_window_s (the report's windows),
                     broker (embedded | mosquitto: one the run starts, so broker_restart restarts it)
     [model]         what the cloud trains and deploys: estimator (logreg | mlp | random_forest), dataset
     [networks.NAME] a custom link: base (a named profile to start from), latency_ms, jitter_ms, loss,
@@ -212,6 +213,9 @@ class ScenarioInfo(_Strict):
     seed: int = 0
     telemetry_interval_s: float = Field(5.0, gt=0)
     sample_rate: float = Field(0.05, ge=0, le=1)
+    # the sampler's daily byte budget per device; default: a device's (2 MB) scaled by how much shorter this
+    # scenario's windows are than a device's 60 s, so each simulated window may ship what a real one would
+    sample_bytes_per_day: int | None = Field(None, ge=0)
     accuracy_window_s: float = Field(10.0, gt=0)
     broker: Literal["embedded", "mosquitto"] = "embedded"  # a mosquitto of the run's own (simulator.broker)
 

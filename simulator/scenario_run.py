@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.config import AgentSettings
 from edge_agent.errors import NoModelError
 from edge_agent.transport import TransportError
 from protocols.topics import Channel, device_topic
@@ -48,6 +49,7 @@ from simulator.scenario import (
     LabelShift,
     Scenario,
     ScenarioError,
+    ScenarioInfo,
 )
 
 __all__ = ["DeviceOutcome", "GroupReport", "RunReport", "run_scenario"]
@@ -226,7 +228,8 @@ def _run(scenario: Scenario, data_dir: Path, mqtt_url: str | None, database_url:
             host = AgentHost(specs, mqtt_url=cloud.mqtt_url or "", mqtt_protocol="3.1.1",
                              trust_path=cloud.trust_chain_path, state_root=data_dir / "devices",
                              telemetry_interval_s=scenario.scenario.telemetry_interval_s, hooks=hooks,
-                             sample_rate=scenario.scenario.sample_rate)  # fmt: skip
+                             sample_rate=scenario.scenario.sample_rate,
+                             settings_overrides={"sample_bytes_per_day": sample_budget(scenario.scenario)})  # fmt: skip
             with host:
                 play = _Timeline(scenario, host, trained, group_of, progress, hooks, shaper, late_labels)
                 play.deploy = lambda ids: cloud.deployer.deploy(  # type: ignore[union-attr]
@@ -601,3 +604,12 @@ def _percentile(values: list[float], q: float) -> float:
     """The nearest-rank percentile: a value some device really took."""
     ordered = sorted(values)
     return ordered[max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 1)) - 1))]
+
+
+def sample_budget(info: ScenarioInfo) -> int:
+    """The sampler's daily budget for the scenario's devices (ScenarioInfo.sample_bytes_per_day says why)."""
+    if info.sample_bytes_per_day is not None:
+        return info.sample_bytes_per_day
+    # the agent's own defaults (a dataclass's class attributes), not copies of them
+    per_day, window_s = AgentSettings.sample_bytes_per_day, AgentSettings.telemetry_interval_s
+    return int(per_day * max(window_s / info.telemetry_interval_s, 1.0))

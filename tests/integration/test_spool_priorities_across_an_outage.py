@@ -64,7 +64,9 @@ def test_a_full_spool_drops_samples_first_and_loses_no_window_or_event_across_an
 
         fleet = SimulatedFleet([DEVICE], mqtt_url=broker.url, trust_path=cloud.trust_chain_path,
                                state_root=tmp_path / "devices", passwords=enroll(cloud, DEVICE),
-                               telemetry_interval_s=0.5, sample_rate=1.0, transport_factory=factory)  # fmt: skip
+                               telemetry_interval_s=0.5, sample_rate=1.0, transport_factory=factory,
+                               # every row sampled: more than the spool holds (no daily budget in the way)
+                               settings_overrides={"sample_bytes_per_day": 10**9})  # fmt: skip
         fleet.start()
         device = fleet.devices[DEVICE]
         agent = device.agent

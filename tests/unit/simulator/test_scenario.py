@@ -90,3 +90,15 @@ action = "crash"
     assert [gradual.strength(t) for t in (-1, 0, 2, 4, 9)] == [0.0, 0.0, 0.5, 1.0, 1.0]
     assert [recurring.strength(t) for t in (0, 1.9, 2.1, 4.5)] == [1.0, 1.0, 0.0, 1.0]
     assert crash.devices == 1 and crash.restart_after_s == 3.0
+
+
+def test_a_scenarios_sample_budget_is_a_devices_scaled_to_its_shorter_windows() -> None:
+    from edge_agent.config import AgentSettings
+    from simulator.scenario import ScenarioInfo
+    from simulator.scenario_run import sample_budget
+
+    device_day = AgentSettings.sample_bytes_per_day
+    # 1 s windows: 60 of them in a device's one, each allowed what a device's window may ship
+    assert sample_budget(ScenarioInfo(name="s", duration_s=10, telemetry_interval_s=1)) == 60 * device_day
+    assert sample_budget(ScenarioInfo(name="s", duration_s=10, telemetry_interval_s=120)) == device_day
+    assert sample_budget(ScenarioInfo(name="s", duration_s=10, sample_bytes_per_day=5)) == 5
