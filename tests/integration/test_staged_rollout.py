@@ -66,8 +66,7 @@ def test_a_canary_then_the_rest_from_the_command_line(
         # (simulated devices share two busy cores: latency is noise; a loaded machine made p95 100x worse)
         plan = _cli(service, token, "rollout", "plan", MODEL_ID, *target)
         assert plan.returncode == 0, plan.stderr
-        canaries = plan.stdout.splitlines()[1].split()[3:]  # "  wave 1:     2  st-03, st-01"
-        canaries = [c.strip(",") for c in canaries]
+        canaries = wave_members(plan.stdout, 1)
         assert len(canaries) == 2 and set(canaries) <= set(DEVICES), plan.stdout
 
         started = _cli(service, token, "deploy", MODEL_ID, *target, "--wait", "--timeout", "90s")
@@ -90,3 +89,15 @@ def test_a_canary_then_the_rest_from_the_command_line(
                     "--wait", "--timeout", "60s")  # fmt: skip
         assert back.returncode == 0 and back.stdout.splitlines()[-1].startswith("succeeded"), back.stdout
         assert fleet.wait_all(_active(v1.version), 30) == []
+
+
+def wave_members(plan: str, wave: int) -> list[str]:
+    """The device ids `rollout plan` lists under "wave N: k device(s)" (wrapped over indented lines)."""
+    lines = [line.strip() for line in plan.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"wave {wave}:"))
+    members: list[str] = []
+    for line in lines[start + 1 :]:
+        if not line or line.startswith(("wave ", "skipped", "cannot")) or ":" in line:
+            break
+        members += [device.strip() for device in line.split(",") if device.strip()]
+    return members

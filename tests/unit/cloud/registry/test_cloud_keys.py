@@ -159,7 +159,7 @@ def test_keys_cli_init_show_rotate_revoke(tmp_path: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     assert "fleet plant-7, root version 1" in out and str(keys_dir / CHAIN_FILE) in out
     assert main(["keys", "init", "--dir", str(keys_dir)]) == 1
-    assert "refusing to overwrite" in capsys.readouterr().out
+    assert "refusing to overwrite" in capsys.readouterr().err  # errors: one line on stderr
     assert main(["keys", "rotate", "--role", "root", "--dir", str(keys_dir)]) == 0
     assert "root version 2" in capsys.readouterr().out
     director = key_of(KeyStore(keys_dir), DIRECTOR_ROLE)
@@ -174,6 +174,6 @@ def test_keys_cli_init_show_rotate_revoke(tmp_path: Path, capsys: pytest.Capture
     assert director in shown["revoked_key_ids"]
     assert {k["role"] for k in shown["keys"]} == {"root", "targets", "director"}
     assert main(["keys", "revoke", key_of(KeyStore(keys_dir), ROOT_ROLE), "--dir", str(keys_dir)]) == 1
-    assert "rotate it" in capsys.readouterr().out
+    assert "rotate it" in capsys.readouterr().err
     assert_signs_for_a_device_pinned_at_v1(KeyStore(keys_dir))
     assert os.stat(keys_dir / "root.key").st_mode & 0o077 == 0
