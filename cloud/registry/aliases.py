@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
+from cloud.db import insert_ignore
 from cloud.db.tables import AliasMove, ModelAlias
 from cloud.errors import InvalidRequestError, NotFoundError
 from cloud.registry.versions import get_model_version
@@ -36,15 +37,26 @@ def move(
     _check(alias, actor)
     mv = get_model_version(session, model_id, version)
     current = session.get(ModelAlias, (model_id, alias), with_for_update=True)
-    if current is not None and current.version == mv.version:
-        return None
-    now = clock()
-    record = AliasMove(model_id=model_id, alias=alias, from_version=current.version if current else None,
-                       to_version=mv.version, actor=actor, reason=reason[:1000], ts_ms=now)  # fmt: skip
     if current is None:
-        current = ModelAlias(model_id=model_id, alias=alias, version=mv.version, updated_at_ms=now)
-    else:
-        current.version, current.updated_at_ms = mv.version, now
+        # an alias's first move: of several at the same moment one creates the row (ON CONFLICT DO NOTHING
+        # waits for the others' commit), the rest then queue on its row lock like any later move; a plain
+        # INSERT made them fail with a unique violation (500)
+        now = clock()
+        row = {"model_id": model_id, "alias": alias, "version": mv.version, "updated_at_ms": now}
+        if insert_ignore(session, ModelAlias, [row], ["model_id", "alias"]):
+            record = AliasMove(model_id=model_id, alias=alias, from_version=None, to_version=mv.version,
+                               actor=actor, reason=reason[:1000], ts_ms=now)  # fmt: skip
+            session.add(record)
+            session.flush()
+            return record
+        current = session.get(ModelAlias, (model_id, alias), with_for_update=True, populate_existing=True)
+        assert current is not None
+    if current.version == mv.version:
+        return None
+    now = clock()  # taken under the row's lock: the history's times follow its order
+    record = AliasMove(model_id=model_id, alias=alias, from_version=current.version, to_version=mv.version,
+                       actor=actor, reason=reason[:1000], ts_ms=now)  # fmt: skip
+    current.version, current.updated_at_ms = mv.version, now
     session.add(current)
     session.add(record)
     session.flush()
