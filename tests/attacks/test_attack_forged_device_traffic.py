@@ -8,8 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,24 +16,16 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 from support import wait_until
 from support.enrollment import enroll
+from support.real_cloud import cloud
 
 from cloud import fleet, rollout
 from cloud.db.tables import DeploymentCreate, Device, EventRecord, SampleRecord, TelemetryRecord
 from cloud.service import CloudService
-from cloud.settings import CloudSettings
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def cloud(tmp_path: Path, database_url: str, mqtt_broker: Any) -> Iterator[CloudService]:
-    settings = CloudSettings(data_dir=tmp_path / "cloud", database_url=database_url, mqtt_url=mqtt_broker.url,
-                             api_port=0)
-    with CloudService(settings) as service:
-        assert service.transport.wait_connected(10)
-        yield service
+__all__ = ["cloud"]  # the real cloud's fixture (tests/support/real_cloud.py), not the fake one
 
 
 @pytest.fixture

@@ -8,37 +8,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from sqlmodel import Session
 from support import wait_until
 from support.enrollment import enroll
+from support.real_cloud import cloud, publish
 
 from cloud.monitoring.feedback import field_accuracy, summarise
 from cloud.service import CloudService
-from cloud.settings import CloudSettings
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def cloud(tmp_path: Path, database_url: str, mqtt_broker: Any) -> Iterator[CloudService]:
-    settings = CloudSettings(data_dir=tmp_path / "cloud", database_url=database_url, mqtt_url=mqtt_broker.url,
-                             api_port=0)  # fmt: skip
-    with CloudService(settings) as service:
-        assert service.transport.wait_connected(10)
-        yield service
-
-
-@pytest.fixture
-def publish(cloud: CloudService, mqtt_broker: Any, make_transport: Callable[..., Any]) -> Callable[[str, bytes], None]:
-    transport, _inbox = make_transport(broker=mqtt_broker, max_queued=4096)
-    return lambda topic, payload: transport.publish(topic, payload)
+__all__ = ["cloud", "publish"]  # the real cloud's fixtures (tests/support/real_cloud.py), not the fake one
 
 
 def settle(cloud: CloudService, received: int) -> None:
