@@ -5,10 +5,10 @@ the event tap) do what the scenario promises."""
 from __future__ import annotations
 
 import errno
-from pathlib import Path
 
 import numpy as np
 import pytest
+from test_scenario import MINIMAL, ROOT  # the smallest valid scenario, shared with the parser's tests
 
 from edge_agent.store import MemoryModelStore
 from edge_agent.transport import MemoryBroker, MemoryTransport
@@ -18,17 +18,6 @@ from simulator.faults import FaultHooks
 from simulator.labels import DelayedLabels
 from simulator.netem import PROFILES
 from simulator.scenario import LabelShift, ScenarioError, load_scenario, parse_scenario
-
-ROOT = Path(__file__).resolve().parents[3]
-MINIMAL = """
-[scenario]
-name = "t"
-duration_s = 10
-
-[[groups]]
-name = "a"
-count = 3
-"""
 
 
 def test_the_rough_links_example_parses() -> None:
