@@ -35,8 +35,14 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "pi-crash-1"
+# A real fault (reading address 0), as a broken wheel makes: it kills the process in the thread that loads,
+# before the load returns. os.kill(os.getpid(), SIGSEGV) did not: a kill goes to the process (the kernel
+# hands it to the main thread), so the loading thread ran on, saw a session without get_inputs, and the
+# agent could journal a plain load_failed for the release before the signal landed; restarted, it then
+# (rightly) did nothing for that generation (one CI run in three: FAILED, never v2 on TFLite).
+SEGFAULT = "import ctypes\nctypes.string_at(0)\n"
 SEGFAULT_ON_LOAD = """
-import os, signal
+import ctypes
 __version__ = "9.9.9-segfaults-on-load"
 class ExecutionMode:  # the options the agent sets are all there: only loading a model crashes
     ORT_SEQUENTIAL = 0
@@ -45,9 +51,9 @@ class SessionOptions:
         pass
 class InferenceSession:
     def __init__(self, *args, **kwargs):
-        os.kill(os.getpid(), signal.SIGSEGV)  # what a broken aarch64 wheel did
+        ctypes.string_at(0)  # what a broken aarch64 wheel did: SIGSEGV in this thread
 """
-SEGFAULT_ON_IMPORT = "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n"
+SEGFAULT_ON_IMPORT = SEGFAULT
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +190,23 @@ def _serving(cloud: FakeCloud, version: str, runtime: str) -> bool:
 
 def _crash_errors(cloud: FakeCloud) -> list[pb.LifecycleEvent]:
     return [e for e in cloud.events(DEVICE) if e.error.code == ErrorCode.RUNTIME_CRASHED]
+
+
+def test_the_fake_runtime_dies_in_the_loading_thread_before_the_load_returns(tmp_path: Path) -> None:
+    """What the tests below rely on: nothing after the load runs. With SIGSEGV blocked, a kill would stay
+    pending and the caller would go on (as it did, racing the main thread, with os.kill); a fault cannot wait."""
+    site = _fake_runtime(tmp_path, SEGFAULT_ON_LOAD)
+    script = (
+        "import signal, onnxruntime\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGSEGV})\n"
+        "onnxruntime.InferenceSession(b'')\n"
+        "print('the load returned')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, timeout=60
+    )
+    assert done.returncode == -signal.SIGSEGV, (done.returncode, done.stdout, done.stderr)
+    assert b"the load returned" not in done.stdout
 
 
 @pytest.fixture
