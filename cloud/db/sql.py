@@ -45,7 +45,9 @@ def insert_ignore(
     else:
         raise ConfigurationError(f"insert_ignore does not support the {dialect} dialect")
     statement = statement.returning(pk)
-    inserted = session.execute(statement, list(rows)).all()
+    # in key order: two transactions inserting overlapping keys wait on each other in one order, never a cycle
+    ordered = sorted(rows, key=lambda row: tuple((row.get(c) is None, row.get(c)) for c in unique_columns))
+    inserted = session.execute(statement, ordered).all()
     return len(inserted)
 
 

@@ -241,7 +241,9 @@ class Ingestor(MessageConsumer):
             device_rows = fleet.read_devices(
                 session, (d for d, channel, _ in decoded if d in enrolled and channel in _ROW_CHANNELS)
             )
-            for device_id, channel, msg in decoded:
+            # device by device in id order (stable: each device's messages keep their arrival order): every
+            # row this batch locks is locked in one global order, so two workers' batches never deadlock
+            for device_id, channel, msg in sorted(decoded, key=lambda message: message[0]):
                 if device_id not in enrolled:
                     continue
                 if channel is Channel.TELEMETRY:

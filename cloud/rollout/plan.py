@@ -180,8 +180,12 @@ def _next_generations(session: Session, device_ids: Sequence[str]) -> dict[str, 
     """`_next_generation` for many devices: one UPDATE ... RETURNING per batch, each row still bumped
     atomically (concurrent deploys never share a number)."""
     generations: dict[str, int] = {}
-    for start in range(0, len(device_ids), _IN_BATCH):
-        batch = list(device_ids[start : start + _IN_BATCH])
+    ordered = sorted(device_ids)
+    for start in range(0, len(ordered), _IN_BATCH):
+        batch = ordered[start : start + _IN_BATCH]
+        # lock the rows in id order first, as ingestion does (an UPDATE ... IN locks them in scan order)
+        locking = select(col(Device.id)).where(col(Device.id).in_(batch)).order_by(col(Device.id)).with_for_update()
+        session.execute(locking)
         statement = (
             update(Device)
             .where(col(Device.id).in_(batch))
