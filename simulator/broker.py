@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-__all__ = ["BrokerError", "OwnedMosquitto", "mosquitto_binary"]
+__all__ = ["BrokerError", "OwnedMosquitto", "end_mosquitto", "mosquitto_binary"]
 
 START_TIMEOUT_S = 10.0
 
@@ -31,6 +31,20 @@ def mosquitto_binary() -> str | None:
     override = os.environ.get("EDGEFLEET_MOSQUITTO")
     candidates = [override] if override is not None else [shutil.which("mosquitto"), "/usr/sbin/mosquitto"]
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def end_mosquitto(proc: subprocess.Popen[bytes] | None, log: IO[bytes] | None, sig: int = signal.SIGTERM) -> None:
+    """Send a running mosquitto `sig` (SIGTERM: it saves its persistence file; SIGKILL: nothing) and wait,
+    killing it if it has not exited within 10 s; then close its log. (The tests' brokers end the same way.)"""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    if log is not None:
+        log.close()
 
 
 def _free_port() -> int:
@@ -101,17 +115,8 @@ class OwnedMosquitto:
 
     def stop(self) -> None:
         """SIGTERM: mosquitto saves its retained messages and exits."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        proc, self._proc, log, self._log = self._proc, None, self._log, None
+        end_mosquitto(proc, log)
 
     def restart(self) -> None:
         self.stop()

@@ -17,6 +17,7 @@ from typing import IO
 
 from cloud.identity.broker_config import BrokerConfig
 from cloud.identity.passwords import hash_password, password_file
+from simulator.broker import end_mosquitto
 from support.net import free_port, port_accepts
 from support.tls import TlsFiles
 
@@ -181,17 +182,8 @@ class MosquittoBroker:
         return False
 
     def _end(self, sig: signal.Signals) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        proc, self._proc, log, self._log = self._proc, None, self._log, None
+        end_mosquitto(proc, log, sig)
 
 
 class ConfiguredMosquitto(MosquittoBroker):
