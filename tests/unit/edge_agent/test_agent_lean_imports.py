@@ -1,5 +1,6 @@
-"""paho's urllib.request (with http.client and email, ~2.4 MB) is imported on first use, not with paho; it still
-works for whoever uses it (edge_agent.deferred)."""
+"""What the agent imports stays small: paho's urllib.request (with http.client and email, ~2.4 MB) is imported
+on first use, not with paho, and still works for whoever uses it (edge_agent.deferred); tempfile and shutil
+(with bz2 and lzma, ~1.2 MB) are not imported at all."""
 
 from __future__ import annotations
 
@@ -38,3 +39,16 @@ def test_urllib_request_works_for_its_first_users_after_it_was_deferred() -> Non
         "print(urllib.request.Request('http://example.invalid/x').host)"
     )
     assert out == "example.invalid"
+
+
+def test_the_agent_imports_neither_tempfile_nor_shutil() -> None:
+    loaded = _run(
+        "import sys\n"
+        "from edge_agent.agent import Agent\n"
+        "from edge_agent.connect import transport_for\n"
+        "from edge_agent.serving.grpc_server import start_grpc_server\n"
+        "from edge_agent.facts import FactsReader\n"
+        "import edge_agent.cli\n"
+        "print(sorted(m for m in ('tempfile', 'shutil', 'bz2', 'lzma') if m in sys.modules))"
+    )
+    assert loaded == "[]"
