@@ -21,7 +21,8 @@ and, to price each change on its own, the lean agent with that one change undone
 and the lean agent of a device that needs no local API (nogrpc: grpc_address "", grpc never imported).
 A child serves gRPC, talks to a private Mosquitto holding what the cloud keeps retained for it (its
 signed desired state, the trust chain: received at every start), and is measured after 2 s idle. first_inference_s runs
-from spawning the lean onnxruntime child to its first gRPC Predict answer (the model cached on disk).
+from spawning the lean onnxruntime child to its first gRPC Predict answer (the model cached on disk). Packages a
+device does not install but this venv has (PySocks, dnspython: paho's optional imports) are hidden from every child.
 Predict overhead alternates bare and agent calls one by one (the machine is shared); medians per call.
 Prints one JSON object last.
 """
@@ -49,8 +50,15 @@ VARIANTS = ("bare", "stock", "lean", *UNDONE, "nogrpc")  # nogrpc: lean without 
 # ------------------------------------------------------------------------------------- the child (agent only)
 
 
+NOT_ON_A_DEVICE = ("socks", "dns")  # paho's optional PySocks and dnspython: here for the cloud's packages only
+
+
 def child(args: argparse.Namespace) -> int:
     from functools import partial
+
+    # as on a device, which installs the agent extra alone: with PySocks, paho looks up proxies through
+    # urllib.request on every connect, and it imports dnspython whenever it is there
+    sys.modules.update(dict.fromkeys(NOT_ON_A_DEVICE))
 
     from edge_agent.resources import limit_malloc_arenas
 
