@@ -1,8 +1,9 @@
 """A standard-library module imported on its first use rather than when a library imports it.
 
 paho-mqtt imports `urllib.request` at import time (and with it http.client, email and their parsers: about
-2.4 MB resident on x86) for one use, the proxy lookup of a websocket connection, which an agent on plain MQTT
-never makes. `defer("urllib.request")` before paho is imported puts a stand-in in its place: the first
+2.4 MB resident on x86) for one use: the proxy lookup at connect, made only where PySocks is installed (paho's
+`proxy` extra; the agent's extras do not install it), so a device never needs the module.
+`defer("urllib.request")` before paho is imported puts a stand-in in its place: the first
 attribute read on it imports the real module, which then replaces the stand-in everywhere (sys.modules and
 the package's attribute), so later readers get the real one directly.
 """

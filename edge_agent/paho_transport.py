@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from edge_agent.deferred import defer
 
-defer("urllib.request")  # paho imports it for websocket proxies only: ~2.4 MB an agent never uses
+defer("urllib.request")  # paho reads proxies with it only where PySocks is installed: ~2.4 MB
 
 import paho.mqtt.client as mqtt  # noqa: E402 - after defer()
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode  # noqa: E402
