@@ -21,7 +21,8 @@ and, to price each change on its own, the lean agent with that one change undone
 and the lean agent of a device that needs no local API (nogrpc: grpc_address "", grpc never imported).
 A child serves gRPC, talks to a private Mosquitto holding what the cloud keeps retained for it (its
 signed desired state, the trust chain: received at every start), and is measured after 2 s idle. first_inference_s runs
-from spawning the lean onnxruntime child to its first gRPC Predict answer (the model cached on disk).
+from spawning the lean onnxruntime child to its first gRPC Predict answer (the model cached on disk). Packages a
+device does not install but this venv has (PySocks, dnspython: paho's optional imports) are hidden from every child.
 Predict overhead alternates bare and agent calls one by one (the machine is shared); medians per call.
 Prints one JSON object last.
 """
@@ -40,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
 
 RUNTIMES = ("onnxruntime", "tflite")
 UNDONE = ("+pydantic", "+crypto", "+arenas", "+grpcio", "+runtime")  # one lean change undone each
@@ -50,8 +50,15 @@ VARIANTS = ("bare", "stock", "lean", *UNDONE, "nogrpc")  # nogrpc: lean without 
 # ------------------------------------------------------------------------------------- the child (agent only)
 
 
+NOT_ON_A_DEVICE = ("socks", "dns")  # paho's optional PySocks and dnspython: here for the cloud's packages only
+
+
 def child(args: argparse.Namespace) -> int:
     from functools import partial
+
+    # as on a device, which installs the agent extra alone: with PySocks, paho looks up proxies through
+    # urllib.request on every connect, and it imports dnspython whenever it is there
+    sys.modules.update(dict.fromkeys(NOT_ON_A_DEVICE))
 
     from edge_agent.resources import limit_malloc_arenas
 
@@ -257,24 +264,33 @@ def retain_like_the_cloud(memory_broker: Any, url: str) -> None:
     publish.multiple(retained, hostname=parts.hostname, port=parts.port or 1883, protocol=client.MQTTv311)
 
 
-def overhead(paths: dict[str, Any], manifest: Any, x_test: Any, seconds: float, rounds: int) -> dict[str, Any]:
-    """Median agent / bare runtime time per call at batch 1 and 64, interleaved in rounds; and the window."""
-    import statistics
-
-    import numpy as np
-
+def bench_agent(paths: dict[str, Any]) -> tuple[Any, Any]:
+    """The two sides of the predict overhead (here and in benchmarks/agent_predict.py): the onnxruntime agent,
+    started on its cached model (in-memory broker, no gRPC), and the bare runtime with the same model loaded.
+    The caller stops the agent. Only the agent's public API, so it runs against other revisions too."""
     from edge_agent.agent import Agent
     from edge_agent.config import load_settings
     from edge_agent.serving.runtime import load_model
     from edge_agent.transport import MemoryBroker, MemoryTransport
+    from protocols.v1 import messages_pb2 as pb
 
     settings = load_settings(device_id="bench-onnxruntime", state_dir=paths["onnxruntime"], trust_path=paths["trust"],
                              grpc_address="", telemetry_interval_s=3600)  # fmt: skip
     agent = Agent(settings, MemoryTransport(MemoryBroker()), runtimes=["onnxruntime"])
     agent.start()
+    manifest = pb.Manifest.FromString(Path(paths["manifest"]).read_bytes())
+    artifact = next(a for a in manifest.artifacts if a.runtime == "onnxruntime")
+    return agent, load_model(artifact, Path(paths["onnxruntime_bytes"]).read_bytes(), manifest.io)
+
+
+def overhead(paths: dict[str, Any], x_test: Any, seconds: float, rounds: int) -> dict[str, Any]:
+    """Median agent / bare runtime time per call at batch 1 and 64, interleaved in rounds; and the window."""
+    import statistics
+
+    import numpy as np
+
+    agent, bare = bench_agent(paths)
     try:
-        artifact = next(a for a in manifest.artifacts if a.runtime == "onnxruntime")
-        bare = load_model(artifact, paths["onnxruntime_bytes"].read_bytes(), manifest.io)
         x = np.asarray(x_test, dtype=np.float32)
         out: dict[str, Any] = {}
         for rows in (1, 64):
@@ -349,7 +365,7 @@ def main() -> int:
                     figures = measure_child(variant, rt, paths, n_features)
                     results["memory"][f"{rt}_{variant}"] = figures
                     print(f"{rt:<12} {variant:<6} {figures}", file=sys.stderr)
-        serving = overhead(paths, manifest, split.X_test, args.seconds, args.rounds)
+        serving = overhead(paths, split.X_test, args.seconds, args.rounds)
     memory = results["memory"]
     results["serving"] = serving
     # what each lean change saves: lean with it undone minus lean, MB resident, per runtime (same run)
@@ -375,4 +391,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # here, not at import: benchmarks/agent_predict.py's child imports bench_agent from this file and must keep
+    # the agent code of the tree it was pointed at (PYTHONPATH), which may be another revision's
+    sys.path[:0] = [str(ROOT)]
     sys.exit(main())

@@ -10,7 +10,7 @@ at batch 1 and 64, in two phases of the telemetry window: `exact` (the first 102
 row sketched: the window is closed every 1024 rows) and `thin` (past them, every k-th row). It reports
 medians per call; the parent reports per tree the median over rounds of agent / bare and agent - bare (µs).
 Then, in one process, the baseline's Telemetry.record (its telemetry.py loaded from git) against this tree's,
-32 calls of one row each in turn, in both phases: ns per call, medians, and their ratio.
+32 calls of one row each in turn, in both phases: ns per call, medians and means, and their ratios.
 Prints one JSON object last.
 """
 
@@ -34,22 +34,11 @@ def child(paths_file: str, calls: int) -> int:
     import statistics
 
     import numpy as np
-
-    from edge_agent.agent import Agent
-    from edge_agent.config import load_settings
-    from edge_agent.serving.runtime import load_model
-    from edge_agent.transport import MemoryBroker, MemoryTransport
-    from protocols.v1 import messages_pb2 as pb
+    from agent import bench_agent  # benchmarks/agent.py, next to this file: the agent of the tree on PYTHONPATH
 
     x_test, paths = pickle.loads(Path(paths_file).read_bytes())
-    manifest = pb.Manifest.FromString(Path(paths["manifest"]).read_bytes())
-    settings = load_settings(device_id="bench-onnxruntime", state_dir=paths["onnxruntime"], trust_path=paths["trust"],
-                             grpc_address="", telemetry_interval_s=3600)  # fmt: skip
-    agent = Agent(settings, MemoryTransport(MemoryBroker()), runtimes=["onnxruntime"])
-    agent.start()
+    agent, bare = bench_agent(paths)
     try:
-        artifact = next(a for a in manifest.artifacts if a.runtime == "onnxruntime")
-        bare = load_model(artifact, Path(paths["onnxruntime_bytes"]).read_bytes(), manifest.io)
         x = np.asarray(x_test, dtype=np.float32)
         out: dict[str, Any] = {}
         for rows in BATCHES:
@@ -87,11 +76,9 @@ def record_side_by_side(paths_file: Path, baseline: str, samples: int = 2000) ->
     import types
 
     import numpy as np
+    from agent import bench_agent  # benchmarks/agent.py
 
-    from edge_agent.agent import Agent
-    from edge_agent.config import load_settings
     from edge_agent.serving import telemetry
-    from edge_agent.transport import MemoryBroker, MemoryTransport
 
     show = ["git", "show", f"{baseline}:edge_agent/serving/telemetry.py"]
     source = subprocess.run(show, cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -99,10 +86,7 @@ def record_side_by_side(paths_file: Path, baseline: str, samples: int = 2000) ->
     sys.modules[old.__name__] = old  # dataclasses look their module up
     exec(compile(source, "baseline_telemetry.py", "exec"), old.__dict__)  # noqa: S102 - our own file, from git
     x_test, paths = pickle.loads(paths_file.read_bytes())
-    settings = load_settings(device_id="bench-onnxruntime", state_dir=paths["onnxruntime"], trust_path=paths["trust"],
-                             grpc_address="", telemetry_interval_s=3600)  # fmt: skip
-    agent = Agent(settings, MemoryTransport(MemoryBroker()), runtimes=["onnxruntime"])
-    agent.start()
+    agent, _bare = bench_agent(paths)
     try:
         serving = agent.serving
         assert serving is not None
@@ -113,11 +97,13 @@ def record_side_by_side(paths_file: Path, baseline: str, samples: int = 2000) ->
         out: dict[str, Any] = {}
         for phase in PHASES:
             ns: dict[str, list[float]] = {name: [] for name in candidates}
+            opened = {name: 0 for name in candidates}  # total_inferences when the window opened
             for _ in range(samples):
                 for name, tel in candidates.items():
-                    seen = tel._window.inferences
+                    seen = tel.total_inferences - opened[name]  # the window's rows (the API: either revision)
                     if (phase == "exact" and seen + 32 > 1024) or (phase == "thin" and seen < 4096):
                         tel.close_window(0, 1, serving)
+                        opened[name] = tel.total_inferences
                         for i in range(4096 if phase == "thin" else 0):
                             tel.record(serving, rows[i % 32], predictions[i % 32], 30.0)
                     t0 = time.perf_counter()
@@ -125,8 +111,13 @@ def record_side_by_side(paths_file: Path, baseline: str, samples: int = 2000) ->
                         tel.record(serving, rows[i], predictions[i], 30.0)
                     ns[name].append((time.perf_counter() - t0) / 32 * 1e9)
             base, this = statistics.median(ns["baseline"]), statistics.median(ns["this"])
-            out[phase] = {"baseline_ns": round(base), "this_ns": round(this), "ratio": round(this / base, 3)}
-            print(f"record  {phase:<6} baseline {base:.0f} ns, this {this:.0f} ns, x{this / base:.3f}", file=sys.stderr)
+            # the mean too: work done once every n calls (a drain, a fold) is in it, not in the median
+            base_mean, this_mean = statistics.fmean(ns["baseline"]), statistics.fmean(ns["this"])
+            out[phase] = {"baseline_ns": round(base), "this_ns": round(this), "ratio": round(this / base, 3),
+                          "baseline_mean_ns": round(base_mean), "this_mean_ns": round(this_mean),
+                          "mean_ratio": round(this_mean / base_mean, 3)}  # fmt: skip
+            print(f"record  {phase:<6} baseline {base:.0f} ns, this {this:.0f} ns, x{this / base:.3f}; mean "
+                  f"{base_mean:.0f} / {this_mean:.0f} ns, x{this_mean / base_mean:.3f}", file=sys.stderr)  # fmt: skip
         return out
     finally:
         agent.stop()

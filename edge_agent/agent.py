@@ -236,9 +236,12 @@ class Agent:
     ) -> tuple[ServingModel, Any, float]:
         # the hot path: every step here is paid on each call, so each is a few hundred ns at most
         rows = x if type(x) is np.ndarray and x.ndim == 2 and x.dtype is _FLOAT32 else as_rows(x)
+        serving = self._slot.current  # read once, as ModelSlot.predict does (inlined here: a frame less per call)
+        if serving is None:
+            raise NoModelError("no model is active on this device yet")
         started = perf_counter()
         try:
-            serving, prediction = self._slot.predict(rows)
+            prediction = serving.model.predict(rows)
         except (NoModelError, BadInputError):  # the caller's mistake, not the model's: not an inference error,
             raise  # so a buggy local client cannot fail a rollout's error gate or the probation health check
         except Exception:
@@ -246,8 +249,9 @@ class Agent:
             raise
         latency_us = (perf_counter() - started) * 1e6
         self._outbox.telemetry.record(serving, rows, prediction, latency_us, label)
-        ids = [prediction_id] if prediction_id is not None and isinstance(prediction_id, str) else prediction_id
-        self._sampler.offer(serving, rows, prediction, label, self._now_ms, ids)
+        if prediction_id is not None and isinstance(prediction_id, str):
+            prediction_id = [prediction_id]
+        self._sampler.offer(serving, rows, prediction, label, self._now_ms, prediction_id)
         self._kept.offer(serving, rows, prediction)  # never blocks: the shadow runs on its own thread
         return serving, prediction, latency_us
 

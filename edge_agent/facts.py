@@ -12,7 +12,6 @@ import contextlib
 import glob
 import os
 import platform
-import shutil
 import subprocess
 import time
 from collections.abc import Iterable
@@ -62,7 +61,9 @@ class FactsReader:
             facts.temperature_c = temperature
         facts.throttled = _throttled()
         with contextlib.suppress(OSError):
-            facts.disk_free_bytes = shutil.disk_usage(self._state_dir).free
+            # as shutil.disk_usage, without importing shutil (0.4 MB with bz2 and lzma) into the agent
+            disk = os.statvfs(self._state_dir)
+            facts.disk_free_bytes = disk.f_bavail * disk.f_frsize
         return facts
 
 
@@ -110,11 +111,8 @@ def _temperature(root: Path) -> float | None:
 
 def _throttled() -> str:
     """`vcgencmd get_throttled` ("throttled=0x50005" -> "0x50005"); "" where there is no vcgencmd."""
-    tool = shutil.which("vcgencmd")
-    if tool is None:
-        return ""
-    try:
-        done = subprocess.run([tool, "get_throttled"], capture_output=True, text=True, timeout=5, check=False)
+    try:  # no vcgencmd on PATH: FileNotFoundError, an OSError
+        done = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return done.stdout.strip().partition("=")[2] if done.returncode == 0 else ""

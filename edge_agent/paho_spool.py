@@ -29,13 +29,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.reasoncodes import ReasonCode
+from edge_agent.deferred import defer
 
-from edge_agent.paho_transport import PahoTransport
-from edge_agent.spool import Spool, Spooled
-from edge_agent.transport import TransportError
-from protocols import topics
+defer("urllib.request")  # before paho's import, as in edge_agent.paho_transport
+
+import paho.mqtt.client as mqtt  # noqa: E402 - after defer()
+from paho.mqtt.reasoncodes import ReasonCode  # noqa: E402
+
+from edge_agent.paho_transport import PahoTransport  # noqa: E402
+from edge_agent.spool import Spool, Spooled  # noqa: E402
+from edge_agent.transport import TransportError  # noqa: E402
+from protocols import topics  # noqa: E402
 
 log = logging.getLogger(__name__)
 

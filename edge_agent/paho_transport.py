@@ -28,15 +28,19 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
+from edge_agent.deferred import defer
 
-from edge_agent.broker_url import BrokerAddress, parse_broker_url
-from edge_agent.transport import ConnectHandler, MessageHandler, TransportError, Will
-from protocols import topics
+defer("urllib.request")  # paho reads proxies with it only where PySocks is installed: ~2.4 MB
+
+import paho.mqtt.client as mqtt  # noqa: E402 - after defer()
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
+from paho.mqtt.reasoncodes import ReasonCode  # noqa: E402
+
+from edge_agent.broker_url import BrokerAddress, parse_broker_url  # noqa: E402
+from edge_agent.transport import ConnectHandler, MessageHandler, TransportError, Will  # noqa: E402
+from protocols import topics  # noqa: E402
 
 # BrokerAddress and parse_broker_url live in edge_agent.broker_url; importable from here as before
 __all__ = ["BrokerAddress", "MqttProtocol", "PahoTransport", "parse_broker_url"]

@@ -12,7 +12,6 @@ import logging
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from edge_agent.errors import RuntimeCrashedError, RuntimeLoadError
@@ -31,6 +30,8 @@ def check_in_child(
     self_test: pb.SelfTest | None,
     timeout_s: float = CHILD_TIMEOUT_S,
 ) -> None:
+    import tempfile  # here: only an update's load check needs it, and an idle agent need not hold it (~0.8 MB)
+
     with tempfile.TemporaryDirectory(prefix="edgefleet-load-") as tmp:
         blobs = (
             artifact.SerializeToString(),

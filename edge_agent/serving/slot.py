@@ -38,21 +38,17 @@ class ServingModel:
 
 class ModelSlot:
     def __init__(self) -> None:
-        self._current: ServingModel | None = None
+        self.current: ServingModel | None = None  # read-only outside swap(); a plain attribute: read per predict
         self._swap_lock = threading.Lock()
-
-    @property
-    def current(self) -> ServingModel | None:
-        return self._current
 
     def swap(self, new: ServingModel | None) -> ServingModel | None:
         """Put `new` in the slot; return the model it replaces (still answering the calls it began)."""
         with self._swap_lock:
-            old, self._current = self._current, new
+            old, self.current = self.current, new
         return old
 
     def predict(self, x: np.ndarray) -> tuple[ServingModel, Any]:
-        serving = self._current  # the one read: this call keeps this model, whatever swaps meanwhile
+        serving = self.current  # the one read: this call keeps this model, whatever swaps meanwhile
         if serving is None:
             raise NoModelError("no model is active on this device yet")
         return serving, serving.model.predict(x)

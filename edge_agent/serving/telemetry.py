@@ -34,8 +34,10 @@ __all__ = ["LATENCY_BOUNDS_US", "FeatureBins", "Telemetry", "bin_index", "percen
 OVERFILL_RATIO, OVERFILL_MIN_COUNT = 2.0, 10  # a bin holding twice its reference share, and 10 rows or more
 SKETCH_EXACT_ROWS = 1024  # rows of a window all sketched; past that, a thinning sample
 PENDING_ROWS = 256  # rows buffered before one vectorised count
+FOLD_CALLS = 512  # calls appended (unlocked) before they are counted into the window in one pass
 _NEVER = 1 << 62
 _latency_bucket = partial(bisect.bisect_left, LATENCY_BOUNDS_US)  # bound once: record() runs per call
+_LATENCY_BOUNDS = np.asarray(LATENCY_BOUNDS_US, dtype=np.float64)
 
 
 def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -185,11 +187,10 @@ class _Window:
         self.latency_low = min(self.latency_low, latency_us)
         self.latency_high = max(self.latency_high, latency_us)
 
-    def keep(self, x: np.ndarray, prediction: Any, rows: int) -> None:
-        """Queue the rows due for sketching (called, by record, with the window's row count before adding
-        x's, once first + rows > next_sketch). Per call while a window's first rows are all sketched, so
-        plain ints and no slicing when the whole call is kept: the one copy left is the row into `pending`."""
-        first = self.inferences
+    def keep(self, x: np.ndarray, prediction: Any, rows: int, first: int) -> None:
+        """Queue the rows due for sketching (called, by record, with `first` the window's rows before x's, once
+        first + rows > next_sketch). Per call while a window's first rows are all sketched, so plain ints
+        and no slicing when the whole call is kept: the one copy left is the row into `pending`."""
         if self.pending is None:
             return
         if first < SKETCH_EXACT_ROWS:
@@ -281,15 +282,24 @@ def _outputs(prediction: Any, picked: slice | None, rows: int) -> Any:
 
 
 class Telemetry:
-    """Accumulates the current window (thread-safe: predict runs on many threads)."""
+    """Accumulates the current window (thread-safe: predict runs on many threads).
+
+    Most calls (no label, no row due for sketching) only append (rows, latency) to `_calls`, without the
+    lock: a list append is atomic, and the calls are folded into the window, under the lock, every FOLD_CALLS
+    calls and before the window is read or closed. Folding takes the first n calls and deletes exactly those,
+    so a call appended meanwhile waits for the next fold: every call counts once, in the window open at its
+    fold."""
 
     # slots: record() runs on every predict; the totals since start are the closed windows' plus the open one's
-    __slots__ = ("_closed_errors", "_closed_inferences", "_cpu", "_lock", "_window", "device_id", "flagged")
+    __slots__ = ("_calls", "_closed_errors", "_closed_inferences", "_cpu", "_lock", "_seen", "_window", "device_id",
+                 "flagged")  # fmt: skip
 
     def __init__(self, device_id: str, start_ms: int, serving: ServingModel | None = None) -> None:
         self.device_id = device_id
         self._lock = threading.Lock()
         self._window = _Window(start_ms, serving)
+        self._calls: list[tuple[int, float]] = []  # (rows, latency µs) of calls not yet folded into the window
+        self._seen = 0  # the window's rows, folded or not: where its sketches fall (see record)
         self._cpu = CpuMeter()
         self._closed_inferences = 0
         self._closed_errors = 0
@@ -300,6 +310,7 @@ class Telemetry:
     def total_inferences(self) -> int:
         """Rows predicted since start."""
         with self._lock:
+            self._fold()
             return self._closed_inferences + self._window.inferences
 
     @property
@@ -311,15 +322,27 @@ class Telemetry:
         self, serving: ServingModel, x: np.ndarray, prediction: Any, latency_us: float, label: str | None = None
     ) -> None:
         rows = x.shape[0]
-        with self._lock:  # kept short: every predict passes here
-            window = self._window
-            first = window.inferences
+        seen = self._seen
+        # unlocked: _seen only places the sketches (two racing calls may both sketch, or skip, a row; one racing a
+        # close may start the next window's sketch late); the counts
+        # come from _calls and the locked path, exactly
+        self._seen = seen + rows
+        window = self._window
+        if label is None and seen + rows <= window.next_sketch:  # the common call: counted at the next fold
+            calls = self._calls
+            calls.append((rows, latency_us))
+            if len(calls) >= FOLD_CALLS:
+                with self._lock:
+                    self._fold()
+            return
+        with self._lock:
+            window = self._window  # the one open now (a close may have run since the read above)
             # the bins are the window's model's: a call across a swap adds no sketch
-            if first + rows > window.next_sketch and window.serving is serving:
-                window.keep(x, prediction, rows)
-            window.inferences = first + rows
-            window.latency[_latency_bucket(latency_us)] += 1
-            if latency_us < window.latency_low:
+            if seen + rows > window.next_sketch and window.serving is serving:
+                window.keep(x, prediction, rows, seen)
+            window.inferences += rows
+            window.latency[_latency_bucket(latency_us)] += 1  # add_latency, inlined: every row of a window's first
+            if latency_us < window.latency_low:  # 1024 comes this way
                 window.latency_low = latency_us
             if latency_us > window.latency_high:
                 window.latency_high = latency_us
@@ -327,6 +350,23 @@ class Telemetry:
                 window.labelled += 1
                 if prediction.labels is not None and str(prediction.labels[0]) == label:
                     window.correct += 1
+
+    def _fold(self) -> None:
+        """Count the appended calls into the open window (under the lock)."""
+        calls = self._calls
+        n = len(calls)
+        if not n:
+            return
+        folded = calls[:n]
+        del calls[:n]  # exactly those: calls appended since stay for the next fold
+        window = self._window
+        rows = np.fromiter((c[0] for c in folded), dtype=np.int64, count=n)
+        latency = np.fromiter((c[1] for c in folded), dtype=np.float64, count=n)
+        window.inferences += int(rows.sum())
+        buckets = np.bincount(np.searchsorted(_LATENCY_BOUNDS, latency, side="left"), minlength=len(window.latency))
+        window.latency = [a + b for a, b in zip(window.latency, buckets.tolist(), strict=True)]
+        window.latency_low = min(window.latency_low, float(latency.min()))
+        window.latency_high = max(window.latency_high, float(latency.max()))
 
     def record_error(self, latency_us: float | None = None) -> None:
         with self._lock:
@@ -345,7 +385,9 @@ class Telemetry:
         """End the current window and open the next, for next_serving. Returns the window as a message,
         or None if it is not worth sending (no model served and nothing happened)."""
         with self._lock:
+            self._fold()
             window, self._window = self._window, _Window(end_ms, next_serving)
+            self._seen = 0
             self._closed_inferences += window.inferences
             self._closed_errors += window.errors
         if window.serving is None and window.inferences == 0 and window.errors == 0:

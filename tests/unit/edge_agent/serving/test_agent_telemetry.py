@@ -212,3 +212,63 @@ def test_small_and_large_batches_bin_alike_and_match_the_reference_rule() -> Non
         expected += np.bincount(bin_index(edges, column), minlength=len(edges) - 1).tolist()
     assert dense.tolist()[: len(expected)] == expected
     assert dense.tolist()[len(expected) :] == [0, 0]
+
+
+def test_threads_recording_at_once_while_windows_close_count_every_call_once(keys: Keys) -> None:
+    """Most calls are appended without the lock and folded later (Telemetry's docstring): with 6 threads
+    recording at once (batches of 1 and 3, some labelled, some errors) and windows closing meanwhile, the
+    windows' counts and latency samples add up exactly to what was recorded."""
+    import sys
+    import threading
+
+    serving = _serving(keys)
+    telemetry = Telemetry("dev-1", start_ms=0, serving=serving)
+    one, three = np.array([[0.9, 0, 0]], np.float32), np.array([[0.1, 0, 0]] * 3, np.float32)
+    answers = {1: serving.model.predict(one), 3: serving.model.predict(three)}
+    threads_n, calls_n = 6, 3000
+    start, done = threading.Barrier(threads_n + 1), threading.Event()
+
+    def work(seed: int) -> None:
+        start.wait()
+        for i in range(calls_n):
+            x = three if (i + seed) % 4 == 0 else one
+            label = "v1:pos" if x is one and i % 50 == 0 else None
+            telemetry.record(serving, x, answers[x.shape[0]], latency_us=10.0 + i % 900, label=label)
+            if i % 100 == 0:
+                telemetry.record_error(latency_us=5.0)
+
+    windows: list[pb.TelemetryWindow] = []
+
+    def close() -> None:
+        start.wait()
+        while not done.is_set():
+            window = telemetry.close_window(end_ms=1, seq=len(windows), next_serving=serving)
+            assert window is not None
+            windows.append(window)
+
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show up
+    try:
+        workers = [threading.Thread(target=work, args=(seed,)) for seed in range(threads_n)]
+        closer = threading.Thread(target=close)
+        for t in [*workers, closer]:
+            t.start()
+        for t in workers:
+            t.join()
+        done.set()
+        closer.join()
+    finally:
+        sys.setswitchinterval(old_interval)
+    last = telemetry.close_window(end_ms=2, seq=len(windows), next_serving=None)
+    assert last is not None
+    windows.append(last)
+
+    rows = sum(3 if (i + seed) % 4 == 0 else 1 for seed in range(threads_n) for i in range(calls_n))
+    labelled = sum(1 for seed in range(threads_n) for i in range(0, calls_n, 50) if (i + seed) % 4 != 0)
+    errors = threads_n * len(range(0, calls_n, 100))
+    assert len(windows) > 2  # windows did close while the threads recorded
+    assert sum(w.inference_count for w in windows) == rows
+    assert sum(w.error_count for w in windows) == errors
+    assert sum(w.labelled_count for w in windows) == sum(w.correct_count for w in windows) == labelled
+    assert sum(sum(latency_histogram(w)[1]) for w in windows) == threads_n * calls_n + errors
+    assert telemetry.total_inferences == rows and telemetry.total_errors == errors
