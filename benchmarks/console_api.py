@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import secrets
 import socket
 import statistics
@@ -41,6 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import wrk  # noqa: E402  (benchmarks/wrk.py)
 from cloud.api.deps import ServicesDep  # noqa: E402  (FastAPI resolves the override's annotation here)
 
 PATHS = ("/api/v1/models", "/api/v1/devices")
@@ -212,7 +214,7 @@ async def _load(port: int, path: str, token: str, clients: int, seconds: float) 
     elapsed = time.perf_counter() - start
     client_cpu = (time.process_time() - cpu) / elapsed
     ok = [ms for ms, status in results if status == 200]
-    return {"path": path, "clients": clients, "client_cpu": round(client_cpu, 2), "requests": len(results),
+    return {"generator": "python", "keepalive": False, "path": path, "clients": clients, "client_cpu": round(client_cpu, 2), "requests": len(results),
             "ok": len(ok), "failed": len(results) - len(ok), "rps": round(len(ok) / elapsed, 1),
             "p50_ms": round(statistics.median(ok), 1) if ok else None, "p99_ms": round(_p99(ok), 1) if ok else None}
 
@@ -226,7 +228,8 @@ def _run(coroutine: Any) -> Any:
     return uvloop.run(coroutine)
 
 
-def run_all(names: list[str], url: str, schema: str | None, token: str, seconds: float) -> list[dict]:
+def run_all(names: list[str], url: str, schema: str | None, token: str, seconds: float,
+            levels: tuple[int, ...] = CONCURRENCY) -> list[dict]:
     ctx = mp.get_context("spawn")
     database = "postgresql" if schema else "sqlite"
     rows: list[dict] = []
@@ -249,12 +252,14 @@ def run_all(names: list[str], url: str, schema: str | None, token: str, seconds:
                 rows.append({"candidate": name, "database": database, "test": "keepalive",
                              **keepalive_ms(ports[name], token)})
             for path in PATHS:
-                for clients in CONCURRENCY:
-                    for name in names:
-                        row = _run(_load(ports[name], path, token, clients, seconds))
-                        rows.append({"candidate": name, "database": database, "test": "concurrent", **row})
-                        print(rows[-1], file=sys.stderr)
-                        time.sleep(1.0)  # let timed-out requests drain before the next run
+                for clients in levels:
+                    for keepalive in (True, False) if wrk.available() else (False,):
+                        for name in names:
+                            row = wrk.run(f"http://127.0.0.1:{ports[name]}", path, token, clients, seconds,
+                                          keepalive) or _run(_load(ports[name], path, token, clients, seconds))
+                            rows.append({"candidate": name, "database": database, "test": "concurrent", **row})
+                            print(rows[-1], file=sys.stderr)
+                            time.sleep(1.0)  # let timed-out requests drain before the next run
         finally:
             for server in servers.values():
                 server.terminate()
@@ -264,28 +269,27 @@ def run_all(names: list[str], url: str, schema: str | None, token: str, seconds:
 
 def ratios(results: list[dict]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
-    keyed = {(r["candidate"], r["database"], r["test"], r.get("path"), r.get("clients")): r for r in results}
-    for (candidate, database, test, path, clients), after in keyed.items():
-        before = keyed.get(("before", database, test, path, clients))
-        uncached = keyed.get(("no-cache", database, test, path, clients))
-        laneless = keyed.get(("after-no-lane", database, test, path, clients))
+    keyed = {(r["candidate"], r["database"], r["test"], r.get("path"), r.get("clients"), r.get("keepalive")): r
+             for r in results}  # fmt: skip
+    for (candidate, database, test, path, clients, keepalive), after in keyed.items():
+        level = (database, test, path, clients, keepalive)
+        before, uncached, laneless = (keyed.get((name, *level)) for name in ("before", "no-cache", "after-no-lane"))
+        label = f"{database} {path} c={clients} {'keep-alive' if keepalive else 'new-conn'}"
         laned = candidate.startswith("after") and candidate != "after-no-lane" and test == "concurrent"
         if laned and laneless and laneless["p99_ms"] and after["p99_ms"]:
-            ratio = laneless["p99_ms"] / after["p99_ms"]
-            out[f"{database} {path} c={clients} p99 after-no-lane/{candidate}"] = round(ratio, 1)
+            out[f"{label} p99 after-no-lane/{candidate}"] = round(laneless["p99_ms"] / after["p99_ms"], 1)
         cached = candidate.startswith("after") and test == "concurrent"
         if cached and uncached and uncached["p99_ms"] and after["p99_ms"]:
-            ratio = uncached["p99_ms"] / after["p99_ms"]
-            out[f"{database} {path} c={clients} p99 no-cache/{candidate}"] = round(ratio, 1)
+            out[f"{label} p99 no-cache/{candidate}"] = round(uncached["p99_ms"] / after["p99_ms"], 1)
         if candidate == "before" or before is None:
             continue
         if test == "keepalive":
             ratio = before["keepalive_p50_ms"] / after["keepalive_p50_ms"]
             out[f"{database} keepalive p50 before/{candidate}"] = round(ratio, 1)
         elif before["rps"] and after["rps"]:
-            out[f"{database} {path} c={clients} rps {candidate}/before"] = round(after["rps"] / before["rps"], 2)
+            out[f"{label} rps {candidate}/before"] = round(after["rps"] / before["rps"], 2)
         elif after["rps"]:
-            out[f"{database} {path} c={clients} rps {candidate}/before"] = None  # before: no request succeeded
+            out[f"{label} rps {candidate}/before"] = None  # before: no request succeeded
     return out
 
 
@@ -293,6 +297,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--postgres", help="also measure on this PostgreSQL (a throw-away schema is used)")
     parser.add_argument("--seconds", type=float, default=3.0, help="per concurrency level")
+    parser.add_argument("--clients", default=",".join(map(str, CONCURRENCY)),
+                        help="concurrency levels, comma-separated")
     parser.add_argument("--only", help="candidates to run, comma-separated (before, no-cache, after-no-lane, "
                                        "after, after+httptools)")
     args = parser.parse_args()
@@ -307,11 +313,14 @@ def main() -> None:
             token = seed(url, schema)
             try:
                 names = [name for name in candidates() if args.only is None or name in args.only.split(",")]
-                results += run_all(names, url, schema, token, args.seconds)
+                levels = tuple(int(c) for c in args.clients.split(","))
+                results += run_all(names, url, schema, token, args.seconds, levels)
             finally:
                 if schema:
                     drop_schema(make_engine(url, schema=schema))
-    print(json.dumps({"benchmark": "console_api", "results": results, "ratios": ratios(results)}))
+    load = os.getloadavg()
+    print(json.dumps({"benchmark": "console_api", "generator": "wrk" if wrk.available() else "python",
+                      "loadavg": [round(x, 2) for x in load], "results": results, "ratios": ratios(results)}))
 
 
 if __name__ == "__main__":
