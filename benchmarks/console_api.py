@@ -15,8 +15,17 @@ up at once and measured in turn at each level, so that a change in the machine's
   after:  the same with the fast lane: a repeated GET of a cached list is answered before routing
   after+httptools: the same on uvicorn's httptools parser and uvloop (only if both are installed; what
           `edgefleet up` runs then, uvicorn's "auto")
+  after+httptools no-refresh no-freeze: the same as it was before this change: the read cache without
+          refresh ahead (a busy key expired under all its readers once a TTL; REFRESH_SHARE = 0) and the
+          heap not frozen after start (full collections walk every object; cloud.heap)
+  after+httptools no-freeze: refresh ahead, heap not frozen
+  after+httptools: both, what `edgefleet up` runs
   after+httptools x2: the same in two processes sharing the port (SO_REUSEPORT), as two API processes would
-The load generator runs in this process on uvloop when installed (a new connection per request costs the
+  floor:  a bare ASGI app answering fixed bytes on uvicorn + httptools + uvloop: no routing, no auth, no
+          cache; what uvicorn itself costs, the best any single API process can do here
+The load generator is wrk (C, benchmarks/wrk.py) when installed, keep-alive and new-connection side by side;
+without it the Python generator below, new-connection only (each row's `generator` says which).
+The Python load generator runs in this process on uvloop when installed (a new connection per request costs the
 client as much as the server); each row says how busy it was (`client_cpu`: its CPU seconds per second),
 so a row where it nears 1.0 measured the client as much as the server.
 Prints one JSON object last: {"results": [...], "ratios": {...}}; ratios compare requests/s with before's
@@ -43,6 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import wrk  # noqa: E402  (benchmarks/wrk.py)
+
 from cloud.api.deps import ServicesDep  # noqa: E402  (FastAPI resolves the override's annotation here)
 
 PATHS = ("/api/v1/models", "/api/v1/devices")
@@ -125,6 +135,17 @@ def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: A
     from cloud.db import make_engine
     from cloud.settings import CloudSettings
 
+    if candidate == "floor":
+        sock = listen_socket("127.0.0.1", 0)
+        ports.put(sock.getsockname()[1])
+        config = uvicorn.Config(_floor_app, log_level="error", lifespan="off", access_log=False, http="httptools",
+                                loop="uvloop")  # fmt: skip
+        uvicorn.Server(config).run(sockets=[sock])
+        return
+    if "no-refresh" in candidate:  # the read cache as it was: a busy key expired under all its readers
+        from cloud.api import read_cache
+
+        read_cache.REFRESH_SHARE = 0.0
     if candidate == "before":
         engine = _legacy_engine(url, schema)
         sock = socket.create_server(("127.0.0.1", 0))
@@ -150,8 +171,22 @@ def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: A
     fast = {"http": "h11", "loop": "asyncio"}
     if candidate.startswith("after+httptools"):
         fast = {"http": "httptools", "loop": "uvloop"}
+    if candidate.startswith("after+httptools") and "no-freeze" not in candidate:
+        from cloud.heap import freeze_startup_heap
+
+        freeze_startup_heap()  # as `edgefleet up` does
     config = uvicorn.Config(app, log_level="error", lifespan="off", access_log=False, **fast)  # type: ignore[arg-type]
     uvicorn.Server(config).run(sockets=[sock])
+
+
+_FLOOR_BODY = b"[" + b",".join([b'{"id": "pi-00", "labels": {"site": "lab"}, "online": true}'] * 100) + b"]"
+
+
+async def _floor_app(scope: Any, receive: Any, send: Any) -> None:
+    """Fixed bytes, no routing, no auth: what uvicorn alone costs, the floor under any app of ours."""
+    headers = [(b"content-length", str(len(_FLOOR_BODY)).encode()), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": _FLOOR_BODY})
 
 
 def candidates() -> list[str]:
@@ -159,7 +194,9 @@ def candidates() -> list[str]:
 
     fast = all(importlib.util.find_spec(name) for name in ("httptools", "uvloop"))
     names = ["before", "no-cache", "after-no-lane", "after"]
-    return [*names, "after+httptools", "after+httptools x2"] if fast else names
+    both = ["after+httptools no-refresh no-freeze", "after+httptools no-freeze", "after+httptools",
+            "after+httptools x2", "floor"]
+    return [*names, *both] if fast else names
 
 
 def keepalive_ms(port: int, token: str, n: int = 200) -> dict[str, float]:
@@ -214,7 +251,8 @@ async def _load(port: int, path: str, token: str, clients: int, seconds: float) 
     elapsed = time.perf_counter() - start
     client_cpu = (time.process_time() - cpu) / elapsed
     ok = [ms for ms, status in results if status == 200]
-    return {"generator": "python", "keepalive": False, "path": path, "clients": clients, "client_cpu": round(client_cpu, 2), "requests": len(results),
+    return {"generator": "python", "keepalive": False, "path": path, "clients": clients,
+            "client_cpu": round(client_cpu, 2), "requests": len(results),
             "ok": len(ok), "failed": len(results) - len(ok), "rps": round(len(ok) / elapsed, 1),
             "p50_ms": round(statistics.median(ok), 1) if ok else None, "p99_ms": round(_p99(ok), 1) if ok else None}
 
@@ -273,11 +311,17 @@ def ratios(results: list[dict]) -> dict[str, float | None]:
              for r in results}  # fmt: skip
     for (candidate, database, test, path, clients, keepalive), after in keyed.items():
         level = (database, test, path, clients, keepalive)
-        before, uncached, laneless = (keyed.get((name, *level)) for name in ("before", "no-cache", "after-no-lane"))
+        before, uncached, laneless, as_was, floor = (keyed.get((name, *level)) for name in (
+            "before", "no-cache", "after-no-lane", "after+httptools no-refresh no-freeze", "floor"))
         label = f"{database} {path} c={clients} {'keep-alive' if keepalive else 'new-conn'}"
         laned = candidate.startswith("after") and candidate != "after-no-lane" and test == "concurrent"
         if laned and laneless and laneless["p99_ms"] and after["p99_ms"]:
             out[f"{label} p99 after-no-lane/{candidate}"] = round(laneless["p99_ms"] / after["p99_ms"], 1)
+        httptools = candidate.startswith("after+httptools") and test == "concurrent" and after["p99_ms"]
+        if httptools and as_was and as_was["p99_ms"]:
+            out[f"{label} p99 as-was/{candidate}"] = round(as_was["p99_ms"] / after["p99_ms"], 1)
+        if httptools and floor and floor["p99_ms"]:  # how far above what uvicorn alone costs
+            out[f"{label} p99 {candidate}/floor"] = round(after["p99_ms"] / floor["p99_ms"], 1)
         cached = candidate.startswith("after") and test == "concurrent"
         if cached and uncached and uncached["p99_ms"] and after["p99_ms"]:
             out[f"{label} p99 no-cache/{candidate}"] = round(uncached["p99_ms"] / after["p99_ms"], 1)

@@ -38,7 +38,8 @@ def run(url: str, path: str, token: str, clients: int, seconds: float, keepalive
                          check=True).stdout  # fmt: skip
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"generator": "wrk", "keepalive": keepalive, "path": path, "clients": clients, **parse(out), "client_cpu": round(cpu / seconds, 2)}
+    return {"generator": "wrk", "keepalive": keepalive, "path": path, "clients": clients, **parse(out),
+            "client_cpu": round(cpu / seconds, 2)}
 
 
 def parse(out: str) -> dict[str, Any]:
