@@ -267,7 +267,7 @@ def _run(coroutine: Any) -> Any:
 
 
 def run_all(names: list[str], url: str, schema: str | None, token: str, seconds: float,
-            levels: tuple[int, ...] = CONCURRENCY) -> list[dict]:
+            levels: tuple[int, ...] = CONCURRENCY, rounds: int = 1) -> list[dict]:
     ctx = mp.get_context("spawn")
     database = "postgresql" if schema else "sqlite"
     rows: list[dict] = []
@@ -292,17 +292,33 @@ def run_all(names: list[str], url: str, schema: str | None, token: str, seconds:
             for path in PATHS:
                 for clients in levels:
                     for keepalive in (True, False) if wrk.available() else (False,):
+                        runs: dict[str, list[dict]] = {name: [] for name in names}
+                        for _ in range(rounds):  # interleaved: a burst of load on the machine hits all alike
+                            for name in names:
+                                row = wrk.run(f"http://127.0.0.1:{ports[name]}", path, token, clients, seconds,
+                                              keepalive) or _run(_load(ports[name], path, token, clients, seconds))
+                                runs[name].append(row)
+                                print(name, row, file=sys.stderr)
+                                time.sleep(0.5)  # let timed-out requests drain before the next run
                         for name in names:
-                            row = wrk.run(f"http://127.0.0.1:{ports[name]}", path, token, clients, seconds,
-                                          keepalive) or _run(_load(ports[name], path, token, clients, seconds))
-                            rows.append({"candidate": name, "database": database, "test": "concurrent", **row})
-                            print(rows[-1], file=sys.stderr)
-                            time.sleep(1.0)  # let timed-out requests drain before the next run
+                            rows.append({"candidate": name, "database": database, "test": "concurrent",
+                                         **_median_row(runs[name])})
         finally:
             for server in servers.values():
                 server.terminate()
                 server.join(10)
     return rows
+
+
+def _median_row(runs: list[dict]) -> dict[str, Any]:
+    """One row for a candidate's rounds: the median of each figure, and the rounds' p99s as measured."""
+    row = dict(runs[-1])
+    for figure in ("rps", "p50_ms", "p99_ms", "client_cpu", "sched_delay_p99_ms"):
+        values = [r[figure] for r in runs if r.get(figure) is not None]
+        row[figure] = round(statistics.median(values), 2) if values else None
+    row.update(requests=sum(r["requests"] for r in runs), failed=sum(r["failed"] for r in runs),
+               rounds=len(runs), p99_ms_each=[r["p99_ms"] for r in runs])
+    return row
 
 
 def ratios(results: list[dict]) -> dict[str, float | None]:
@@ -343,6 +359,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per concurrency level")
     parser.add_argument("--clients", default=",".join(map(str, CONCURRENCY)),
                         help="concurrency levels, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs per candidate and level, interleaved; rows give medians")
     parser.add_argument("--only", help="candidates to run, comma-separated (before, no-cache, after-no-lane, "
                                        "after, after+httptools)")
     args = parser.parse_args()
@@ -358,7 +376,7 @@ def main() -> None:
             try:
                 names = [name for name in candidates() if args.only is None or name in args.only.split(",")]
                 levels = tuple(int(c) for c in args.clients.split(","))
-                results += run_all(names, url, schema, token, args.seconds, levels)
+                results += run_all(names, url, schema, token, args.seconds, levels, args.rounds)
             finally:
                 if schema:
                     drop_schema(make_engine(url, schema=schema))

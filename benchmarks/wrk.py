@@ -15,6 +15,8 @@ import re
 import resource
 import shutil
 import subprocess
+import threading
+import time
 from typing import Any
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -34,12 +36,41 @@ def run(url: str, path: str, token: str, clients: int, seconds: float, keepalive
     if not keepalive:
         command += ["-H", "Connection: close"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run([*command, url.rstrip("/") + path], capture_output=True, text=True, timeout=seconds + 60,
-                         check=True).stdout  # fmt: skip
+    with SchedulerDelay() as delay:
+        out = subprocess.run([*command, url.rstrip("/") + path], capture_output=True, text=True,
+                             timeout=seconds + 60, check=True).stdout  # fmt: skip
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"generator": "wrk", "keepalive": keepalive, "path": path, "clients": clients, **parse(out),
-            "client_cpu": round(cpu / seconds, 2)}
+            "client_cpu": round(cpu / seconds, 2), "sched_delay_p99_ms": delay.p99_ms()}
+
+
+class SchedulerDelay:
+    """How late a 1 ms sleep wakes up while the load runs (p99, ms): the time a runnable process waits for a
+    core on this machine then, a floor under any server's p99 that no change to the server removes."""
+
+    def __init__(self) -> None:
+        self._late: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._probe, daemon=True)
+
+    def __enter__(self) -> SchedulerDelay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _probe(self) -> None:
+        while not self._stop.is_set():
+            start = time.perf_counter()
+            time.sleep(0.001)
+            self._late.append((time.perf_counter() - start) * 1000 - 1.0)
+
+    def p99_ms(self) -> float | None:
+        ordered = sorted(self._late)
+        return round(ordered[int(0.99 * (len(ordered) - 1))], 2) if ordered else None
 
 
 def parse(out: str) -> dict[str, Any]:
