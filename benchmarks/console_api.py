@@ -334,7 +334,7 @@ def ratios(results: list[dict]) -> dict[str, float | None]:
         if laned and laneless and laneless["p99_ms"] and after["p99_ms"]:
             out[f"{label} p99 after-no-lane/{candidate}"] = round(laneless["p99_ms"] / after["p99_ms"], 1)
         httptools = candidate.startswith("after+httptools") and test == "concurrent" and after["p99_ms"]
-        if httptools and as_was and as_was["p99_ms"]:
+        if httptools and as_was and as_was is not after and as_was["p99_ms"]:
             out[f"{label} p99 as-was/{candidate}"] = round(as_was["p99_ms"] / after["p99_ms"], 1)
         if httptools and floor and floor["p99_ms"]:  # how far above what uvicorn alone costs
             out[f"{label} p99 {candidate}/floor"] = round(after["p99_ms"] / floor["p99_ms"], 1)
