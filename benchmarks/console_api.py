@@ -15,8 +15,17 @@ up at once and measured in turn at each level, so that a change in the machine's
   after:  the same with the fast lane: a repeated GET of a cached list is answered before routing
   after+httptools: the same on uvicorn's httptools parser and uvloop (only if both are installed; what
           `edgefleet up` runs then, uvicorn's "auto")
+  after+httptools no-refresh no-freeze: the same as it was before this change: the read cache without
+          refresh ahead (a busy key expired under all its readers once a TTL; REFRESH_SHARE = 0) and the
+          heap not frozen after start (full collections walk every object; cloud.heap)
+  after+httptools no-freeze: refresh ahead, heap not frozen
+  after+httptools: both, what `edgefleet up` runs
   after+httptools x2: the same in two processes sharing the port (SO_REUSEPORT), as two API processes would
-The load generator runs in this process on uvloop when installed (a new connection per request costs the
+  floor:  a bare ASGI app answering fixed bytes on uvicorn + httptools + uvloop: no routing, no auth, no
+          cache; what uvicorn itself costs, the best any single API process can do here
+The load generator is wrk (C, benchmarks/wrk.py) when installed, keep-alive and new-connection side by side;
+without it the Python generator below, new-connection only (each row's `generator` says which).
+The Python load generator runs in this process on uvloop when installed (a new connection per request costs the
 client as much as the server); each row says how busy it was (`client_cpu`: its CPU seconds per second),
 so a row where it nears 1.0 measured the client as much as the server.
 Prints one JSON object last: {"results": [...], "ratios": {...}}; ratios compare requests/s with before's
@@ -29,6 +38,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import secrets
 import socket
 import statistics
@@ -40,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import wrk  # noqa: E402  (benchmarks/wrk.py)
 
 from cloud.api.deps import ServicesDep  # noqa: E402  (FastAPI resolves the override's annotation here)
 
@@ -123,6 +135,17 @@ def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: A
     from cloud.db import make_engine
     from cloud.settings import CloudSettings
 
+    if candidate == "floor":
+        sock = listen_socket("127.0.0.1", 0)
+        ports.put(sock.getsockname()[1])
+        config = uvicorn.Config(_floor_app, log_level="error", lifespan="off", access_log=False, http="httptools",
+                                loop="uvloop")  # fmt: skip
+        uvicorn.Server(config).run(sockets=[sock])
+        return
+    if "no-refresh" in candidate:  # the read cache as it was: a busy key expired under all its readers
+        from cloud.api import read_cache
+
+        read_cache.REFRESH_SHARE = 0.0
     if candidate == "before":
         engine = _legacy_engine(url, schema)
         sock = socket.create_server(("127.0.0.1", 0))
@@ -148,8 +171,22 @@ def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: A
     fast = {"http": "h11", "loop": "asyncio"}
     if candidate.startswith("after+httptools"):
         fast = {"http": "httptools", "loop": "uvloop"}
+    if candidate.startswith("after+httptools") and "no-freeze" not in candidate:
+        from cloud.heap import freeze_startup_heap
+
+        freeze_startup_heap()  # as `edgefleet up` does
     config = uvicorn.Config(app, log_level="error", lifespan="off", access_log=False, **fast)  # type: ignore[arg-type]
     uvicorn.Server(config).run(sockets=[sock])
+
+
+_FLOOR_BODY = b"[" + b",".join([b'{"id": "pi-00", "labels": {"site": "lab"}, "online": true}'] * 100) + b"]"
+
+
+async def _floor_app(scope: Any, receive: Any, send: Any) -> None:
+    """Fixed bytes, no routing, no auth: what uvicorn alone costs, the floor under any app of ours."""
+    headers = [(b"content-length", str(len(_FLOOR_BODY)).encode()), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": _FLOOR_BODY})
 
 
 def candidates() -> list[str]:
@@ -157,7 +194,9 @@ def candidates() -> list[str]:
 
     fast = all(importlib.util.find_spec(name) for name in ("httptools", "uvloop"))
     names = ["before", "no-cache", "after-no-lane", "after"]
-    return [*names, "after+httptools", "after+httptools x2"] if fast else names
+    both = ["after+httptools no-refresh no-freeze", "after+httptools no-freeze", "after+httptools",
+            "after+httptools x2", "floor"]
+    return [*names, *both] if fast else names
 
 
 def keepalive_ms(port: int, token: str, n: int = 200) -> dict[str, float]:
@@ -212,7 +251,8 @@ async def _load(port: int, path: str, token: str, clients: int, seconds: float) 
     elapsed = time.perf_counter() - start
     client_cpu = (time.process_time() - cpu) / elapsed
     ok = [ms for ms, status in results if status == 200]
-    return {"path": path, "clients": clients, "client_cpu": round(client_cpu, 2), "requests": len(results),
+    return {"generator": "python", "keepalive": False, "path": path, "clients": clients,
+            "client_cpu": round(client_cpu, 2), "requests": len(results),
             "ok": len(ok), "failed": len(results) - len(ok), "rps": round(len(ok) / elapsed, 1),
             "p50_ms": round(statistics.median(ok), 1) if ok else None, "p99_ms": round(_p99(ok), 1) if ok else None}
 
@@ -226,7 +266,8 @@ def _run(coroutine: Any) -> Any:
     return uvloop.run(coroutine)
 
 
-def run_all(names: list[str], url: str, schema: str | None, token: str, seconds: float) -> list[dict]:
+def run_all(names: list[str], url: str, schema: str | None, token: str, seconds: float,
+            levels: tuple[int, ...] = CONCURRENCY, rounds: int = 1) -> list[dict]:
     ctx = mp.get_context("spawn")
     database = "postgresql" if schema else "sqlite"
     rows: list[dict] = []
@@ -249,12 +290,19 @@ def run_all(names: list[str], url: str, schema: str | None, token: str, seconds:
                 rows.append({"candidate": name, "database": database, "test": "keepalive",
                              **keepalive_ms(ports[name], token)})
             for path in PATHS:
-                for clients in CONCURRENCY:
-                    for name in names:
-                        row = _run(_load(ports[name], path, token, clients, seconds))
-                        rows.append({"candidate": name, "database": database, "test": "concurrent", **row})
-                        print(rows[-1], file=sys.stderr)
-                        time.sleep(1.0)  # let timed-out requests drain before the next run
+                for clients in levels:
+                    for keepalive in (True, False) if wrk.available() else (False,):
+                        runs: dict[str, list[dict]] = {name: [] for name in names}
+                        for _ in range(rounds):  # interleaved: a burst of load on the machine hits all alike
+                            for name in names:
+                                row = wrk.run(f"http://127.0.0.1:{ports[name]}", path, token, clients, seconds,
+                                              keepalive) or _run(_load(ports[name], path, token, clients, seconds))
+                                runs[name].append(row)
+                                print(name, row, file=sys.stderr)
+                                time.sleep(0.5)  # let timed-out requests drain before the next run
+                        for name in names:
+                            rows.append({"candidate": name, "database": database, "test": "concurrent",
+                                         **_median_row(runs[name])})
         finally:
             for server in servers.values():
                 server.terminate()
@@ -262,30 +310,46 @@ def run_all(names: list[str], url: str, schema: str | None, token: str, seconds:
     return rows
 
 
+def _median_row(runs: list[dict]) -> dict[str, Any]:
+    """One row for a candidate's rounds: the median of each figure, and the rounds' p99s as measured."""
+    row = dict(runs[-1])
+    for figure in ("rps", "p50_ms", "p99_ms", "client_cpu", "sched_delay_p99_ms"):
+        values = [r[figure] for r in runs if r.get(figure) is not None]
+        row[figure] = round(statistics.median(values), 2) if values else None
+    row.update(requests=sum(r["requests"] for r in runs), failed=sum(r["failed"] for r in runs),
+               rounds=len(runs), p99_ms_each=[r["p99_ms"] for r in runs])
+    return row
+
+
 def ratios(results: list[dict]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
-    keyed = {(r["candidate"], r["database"], r["test"], r.get("path"), r.get("clients")): r for r in results}
-    for (candidate, database, test, path, clients), after in keyed.items():
-        before = keyed.get(("before", database, test, path, clients))
-        uncached = keyed.get(("no-cache", database, test, path, clients))
-        laneless = keyed.get(("after-no-lane", database, test, path, clients))
+    keyed = {(r["candidate"], r["database"], r["test"], r.get("path"), r.get("clients"), r.get("keepalive")): r
+             for r in results}  # fmt: skip
+    for (candidate, database, test, path, clients, keepalive), after in keyed.items():
+        level = (database, test, path, clients, keepalive)
+        before, uncached, laneless, as_was, floor = (keyed.get((name, *level)) for name in (
+            "before", "no-cache", "after-no-lane", "after+httptools no-refresh no-freeze", "floor"))
+        label = f"{database} {path} c={clients} {'keep-alive' if keepalive else 'new-conn'}"
         laned = candidate.startswith("after") and candidate != "after-no-lane" and test == "concurrent"
         if laned and laneless and laneless["p99_ms"] and after["p99_ms"]:
-            ratio = laneless["p99_ms"] / after["p99_ms"]
-            out[f"{database} {path} c={clients} p99 after-no-lane/{candidate}"] = round(ratio, 1)
+            out[f"{label} p99 after-no-lane/{candidate}"] = round(laneless["p99_ms"] / after["p99_ms"], 1)
+        httptools = candidate.startswith("after+httptools") and test == "concurrent" and after["p99_ms"]
+        if httptools and as_was and as_was is not after and as_was["p99_ms"]:
+            out[f"{label} p99 as-was/{candidate}"] = round(as_was["p99_ms"] / after["p99_ms"], 1)
+        if httptools and floor and floor["p99_ms"]:  # how far above what uvicorn alone costs
+            out[f"{label} p99 {candidate}/floor"] = round(after["p99_ms"] / floor["p99_ms"], 1)
         cached = candidate.startswith("after") and test == "concurrent"
         if cached and uncached and uncached["p99_ms"] and after["p99_ms"]:
-            ratio = uncached["p99_ms"] / after["p99_ms"]
-            out[f"{database} {path} c={clients} p99 no-cache/{candidate}"] = round(ratio, 1)
+            out[f"{label} p99 no-cache/{candidate}"] = round(uncached["p99_ms"] / after["p99_ms"], 1)
         if candidate == "before" or before is None:
             continue
         if test == "keepalive":
             ratio = before["keepalive_p50_ms"] / after["keepalive_p50_ms"]
             out[f"{database} keepalive p50 before/{candidate}"] = round(ratio, 1)
         elif before["rps"] and after["rps"]:
-            out[f"{database} {path} c={clients} rps {candidate}/before"] = round(after["rps"] / before["rps"], 2)
+            out[f"{label} rps {candidate}/before"] = round(after["rps"] / before["rps"], 2)
         elif after["rps"]:
-            out[f"{database} {path} c={clients} rps {candidate}/before"] = None  # before: no request succeeded
+            out[f"{label} rps {candidate}/before"] = None  # before: no request succeeded
     return out
 
 
@@ -293,6 +357,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--postgres", help="also measure on this PostgreSQL (a throw-away schema is used)")
     parser.add_argument("--seconds", type=float, default=3.0, help="per concurrency level")
+    parser.add_argument("--clients", default=",".join(map(str, CONCURRENCY)),
+                        help="concurrency levels, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs per candidate and level, interleaved; rows give medians")
     parser.add_argument("--only", help="candidates to run, comma-separated (before, no-cache, after-no-lane, "
                                        "after, after+httptools)")
     args = parser.parse_args()
@@ -307,11 +375,14 @@ def main() -> None:
             token = seed(url, schema)
             try:
                 names = [name for name in candidates() if args.only is None or name in args.only.split(",")]
-                results += run_all(names, url, schema, token, args.seconds)
+                levels = tuple(int(c) for c in args.clients.split(","))
+                results += run_all(names, url, schema, token, args.seconds, levels, args.rounds)
             finally:
                 if schema:
                     drop_schema(make_engine(url, schema=schema))
-    print(json.dumps({"benchmark": "console_api", "results": results, "ratios": ratios(results)}))
+    load = os.getloadavg()
+    print(json.dumps({"benchmark": "console_api", "generator": "wrk" if wrk.available() else "python",
+                      "loadavg": [round(x, 2) for x in load], "results": results, "ratios": ratios(results)}))
 
 
 if __name__ == "__main__":

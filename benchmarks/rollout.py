@@ -8,8 +8,11 @@
                      model again; --bad-trials times each, alternating, with the controller woken when
                      telemetry is stored (recovered_in_gate_periods, as `edgefleet up` runs it) and judging
                      on its tick only (recovered_in_gate_periods_tick_only); medians, each trial listed
-  api_p50/p99_ms     GET /api/v1/devices at 100 concurrent clients (kept-alive, in a process of their own)
-                     while the fleet reports; api_idle_fleet_p50/p99_ms the same once the agents are idle
+  api_p50/p99_ms     GET /api/v1/devices at 100 concurrent kept-alive clients while the fleet reports;
+                     api_new_conn_p50/p99_ms the same with a new connection per request;
+                     api_idle_fleet_* the same once the agents are idle. The clients are wrk (C,
+                     benchmarks/wrk.py) when installed, else 100 httpx threads in a process of their own,
+                     kept-alive only (`api_generator` says which)
 
     .venv/bin/python benchmarks/rollout.py [--devices 200] [--tick 1.0] [--telemetry-period 1.0] [--bad-trials 2]
         [--bad-only] [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
@@ -47,9 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # suppor
 import httpx  # noqa: E402
 from sqlmodel import Session, col, select  # noqa: E402
 from support.fleet_traffic import Traffic  # noqa: E402
+from wrk import run as wrk_run  # noqa: E402  (benchmarks/wrk.py)
 
 from cloud.cli.operator_token import ensure_dev_token  # noqa: E402
 from cloud.db.tables import DeploymentCreate, TelemetryRecord  # noqa: E402
+from cloud.heap import freeze_startup_heap  # noqa: E402
 from cloud.identity.enrollment import enroll_device  # noqa: E402
 from cloud.rollout.records import Rollout, RolloutDecision  # noqa: E402
 from cloud.service import CloudService  # noqa: E402
@@ -100,6 +105,26 @@ def api_latency(url: str, token: str, clients: int = 100, per_client: int = 10) 
         list(pool.map(client, range(clients)))
     ordered = sorted(latencies)
     return statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))], failures / max(1, len(ordered))
+
+
+def api_figures(url: str, token: str, prefix: str = "api") -> dict[str, Any]:
+    """p50/p99 of GET /api/v1/devices at 100 concurrent clients, from wrk when installed (keep-alive and a new
+    connection per request), else from `api_latency` in a process of its own (keep-alive only)."""
+    figures: dict[str, Any] = {}
+    for keepalive, name in ((True, prefix), (False, f"{prefix}_new_conn")):
+        row = wrk_run(url, "/api/v1/devices", token, clients=100, seconds=5, keepalive=keepalive)
+        if row is None:
+            break
+        figures.update({f"{name}_p50_ms": row["p50_ms"], f"{name}_p99_ms": row["p99_ms"], f"{name}_rps": row["rps"],
+                        f"{name}_failed_share": round(row["failed"] / max(1, row["requests"]), 4)})  # fmt: skip
+    if figures:
+        return {"api_generator": "wrk", **figures}
+    # the clients in a process of their own: 100 client threads sharing this process's GIL with the server and
+    # the agents would measure the load generator as much as the API
+    with mp.get_context("spawn").Pool(1) as pool:
+        p50, p99, failed = pool.apply(api_latency, (url, token))
+    return {"api_generator": "python-httpx-threads", f"{prefix}_p50_ms": round(p50, 1),
+            f"{prefix}_p99_ms": round(p99, 1), f"{prefix}_failed_share": failed}
 
 
 def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, ids: list[str], bad: str,
@@ -224,6 +249,7 @@ def main() -> int:
         settings = CloudSettings(data_dir=Path(tmp) / "cloud", api_port=0, mqtt_port=0, rollout_tick_s=args.tick,
                                  mqtt_url=broker_url, database_url=args.database_url)  # fmt: skip
         with CloudService(settings) as cloud:
+            freeze_startup_heap()  # as `edgefleet up` does (cloud.heap)
             assert cloud.engine is not None and cloud.store is not None and cloud.deployer is not None
             train = [TrainingConfig(model_id=MODEL_ID), TrainingConfig(model_id=MODEL_ID, params={"C": 0.5}),
                      TrainingConfig(model_id=MODEL_ID, params={"C": 0.25}),
@@ -295,26 +321,20 @@ def main() -> int:
                     result["bad_model_reason"] = trials[-1]["reason"]
                     if args.bad_only:
                         return _finish(result)
-                    # the clients in a process of their own: 100 client threads sharing this process's GIL with
-                    # the server and the agents would measure the load generator as much as the API
-                    with mp.get_context("spawn").Pool(1) as pool:
-                        p50, p99, failed = pool.apply(api_latency, (cloud.api_url or "", token))
-                    result.update(api_p50_ms=round(p50, 1), api_p99_ms=round(p99, 1), api_failed_share=failed)
+                    result.update(api_figures(cloud.api_url or "", token))
                     api.close()
                 finally:
                     traffic.stop()
                 # side by side: the same clients with the agents idle (no requests, no telemetry), to tell the
                 # API's own latency from this process sharing its cores with 200 reporting agents
-                with mp.get_context("spawn").Pool(1) as pool:
-                    p50, p99, failed = pool.apply(api_latency, (cloud.api_url or "", token))
-                result.update(api_idle_fleet_p50_ms=round(p50, 1), api_idle_fleet_p99_ms=round(p99, 1),
-                              api_idle_fleet_failed_share=failed)  # fmt: skip
+                result.update(api_figures(cloud.api_url or "", token, prefix="api_idle_fleet"))
     return _finish(result)
 
 
 def _finish(result: dict[str, Any]) -> int:
     if result.get("all_at_once_s") and result.get("staged_rollout_s"):
         result["staged_over_all_at_once"] = round(result["staged_rollout_s"] / result["all_at_once_s"], 2)
+    result["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result))
     return 0
 

@@ -32,6 +32,7 @@ def run_up(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from cloud.errors import CloudError
+    from cloud.heap import freeze_startup_heap
     from cloud.service import CloudService
     from cloud.settings import CloudSettings
 
@@ -54,6 +55,7 @@ def run_up(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stopping.set())
     try:
         with CloudService(settings) as service:
+            freeze_startup_heap()  # full collections no longer walk the started stack (cloud.heap)
             print(f"console API  {service.api_url}  (OpenAPI docs at {service.api_url}/docs)")
             print(f"MQTT broker  {service.mqtt_url}")
             print(f"database     {settings.database}")

@@ -29,10 +29,13 @@ class Role(StrEnum):
 
     @property
     def rank(self) -> int:
-        return list(Role).index(self)
+        return _RANKS[self]  # a dict look-up: every fast-lane answer asks it (list(Role).index was 10 us)
 
     def allows(self, required: Role) -> bool:
         return self.rank >= required.rank
+
+
+_RANKS = {role: rank for rank, role in enumerate(Role)}
 
 
 @dataclass(frozen=True)

@@ -133,3 +133,32 @@ def test_cached_lists_still_need_a_token(anonymous: TestClient, client: TestClie
     assert client.get(path).status_code == 200  # now cached
     assert anonymous.get(path).status_code == 401
     assert anonymous.get(path, headers=bearer("ef_abc_wrong")).status_code == 401
+
+
+def test_a_value_due_for_refresh_is_served_while_one_reload_runs_behind_it() -> None:
+    # without refresh ahead every reader of a busy key waited for its reload once a TTL (the p99 stall)
+    clock = Clock()
+    cache: ReadCache[int] = ReadCache(1.0, clock=clock)
+    gate = asyncio.Event()
+
+    async def load() -> int:
+        if cache.loads > 1:
+            await gate.wait()
+        return cache.loads
+
+    async def run() -> None:
+        assert await cache.get("k", load) == 1
+        clock.now += 0.8  # in the last quarter of the TTL: due, still fresh
+        assert cache.peek("k") is None  # the fast lane sends this one to `get`, which starts the reload
+        answers = [await cache.get("k", load) for _ in range(20)]
+        await asyncio.sleep(0)  # the reload starts
+        assert answers == [1] * 20 and cache.loads == 2  # nobody waited; one reload shared by all
+        assert cache.peek("k") == 1  # a reload is under way: the lane keeps answering
+        gate.set()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert cache.peek("k") == 2 and await cache.get("k", load) == 2
+        clock.now += 1.01
+        assert cache.peek("k") is None  # never served past its TTL
+
+    asyncio.run(run())
