@@ -126,7 +126,8 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
         "deployment": {"model_id": MODEL_ID, "version": bad, "device_ids": ids}, "rollout": policy}).json()  # fmt: skip
     first_wave = wait_for(lambda: len(running(fleet, bad)) > 0, args.timeout, poll_s=0.02)
     activated, activated_ms = time.monotonic(), time.time() * 1000
-    back = wait_for(lambda: not running(fleet, bad) and len(running(fleet, good)) == len(ids), args.timeout)
+    back = wait_for(lambda: not running(fleet, bad) and len(running(fleet, good)) == len(ids), args.timeout,
+                    poll_s=0.02)  # fmt: skip
     recovered_s = None if back is None else time.monotonic() - activated
     cloud.rollouts.step = step  # type: ignore[method-assign]
     with Session(cloud.engine) as session:
