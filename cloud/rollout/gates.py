@@ -120,8 +120,9 @@ class Verdict:
 
 def judge(policy: GatePolicy, install: InstallTally, new: ArmFigures, baseline: ArmFigures | None) -> Verdict:
     gates = [_install(policy, install)]
-    if new.devices < policy.min_devices or new.inferences < policy.min_inferences:
-        detail = (f"{new.devices} device(s), {new.inferences} inference(s) so far; judging needs "
+    # failed calls are evidence too: counting answered ones only, a model that fails every call never judged
+    if new.devices < policy.min_devices or new.inferences + new.errors < policy.min_inferences:
+        detail = (f"{new.devices} device(s), {new.inferences + new.errors} inference(s) so far; judging needs "
                   f"{policy.min_devices} and {policy.min_inferences}")
         early = {g.gate: g for g in (_early_errors(policy, new, baseline), _early_shift(policy, new, baseline))
                  if g is not None}  # fmt: skip

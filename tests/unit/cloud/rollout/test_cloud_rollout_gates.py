@@ -150,3 +150,11 @@ def test_the_shift_sequential_test_keeps_its_false_alarm_rate_over_repeated_look
                 alarms += 1
                 break
     assert alarms / waves <= alpha + 3 * math.sqrt(alpha / waves)
+
+
+def test_a_model_that_fails_every_call_is_judged_on_its_failed_calls() -> None:
+    failing = ArmFigures(devices=5, inferences=0, errors=1000)  # not one call answered
+    for alpha in (0.0, 1e-3):  # with or without the early breach
+        verdict = judge(GatePolicy(min_devices=5, min_inferences=50, early_breach_alpha=alpha), ALL_INSTALLED,
+                        failing, BASELINE)  # fmt: skip
+        assert [g.gate for g in verdict.breaches] == ["error_rate"], alpha
