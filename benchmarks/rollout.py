@@ -304,9 +304,10 @@ def main() -> int:
                     for suffix, _woken, _alpha in candidates:
                         mine = [t for t in trials if t["candidate"] == (suffix.lstrip("_") or "sequential")]
                         periods = [t["recovered_in_gate_periods"] for t in mine]
-                        result[f"recovered_in_gate_periods{suffix}"] = (None if None in periods
-                                                                       else statistics.median(periods))  # fmt: skip
-                        result[f"bad_model_decided_s{suffix}"] = statistics.median(t["decided_s"] or 0 for t in mine)
+                        median = None if None in periods else statistics.median(periods)
+                        result[f"recovered_in_gate_periods{suffix}"] = None if median is None else round(median, 2)
+                        decided = statistics.median(t["decided_s"] or 0 for t in mine)
+                        result[f"bad_model_decided_s{suffix}"] = round(decided, 2)
                         result[f"bad_model_trials_within_2_gate_periods{suffix}"] = sum(
                             p is not None and p <= 2 for p in periods)  # fmt: skip
                     result["bad_model_stopped_in_first_wave"] = all(t["stopped_in_first_wave"] for t in trials)
