@@ -5,9 +5,12 @@
   bad model          a version that passes its self-test but predicts only two classes in the field (a
                      one-stump random forest): is it stopped in its first wave, and how many gate periods
                      (controller ticks) pass from its first canary activation until they run the previous
-                     model again; --bad-trials times each, alternating, with the controller woken when
-                     telemetry is stored (recovered_in_gate_periods, as `edgefleet up` runs it) and judging
-                     on its tick only (recovered_in_gate_periods_tick_only); medians, each trial listed
+                     model again; --bad-trials times each, alternating, the controller woken when telemetry
+                     is stored (as `edgefleet up` runs it), its gates with the early sequential breach
+                     (recovered_in_gate_periods) and without it, waiting for min devices x min inferences
+                     (recovered_in_gate_periods_fixed_evidence); --tick-only adds the controller judging on
+                     its tick only (_tick_only); medians, each trial listed. A gate period is the
+                     controller's tick (--tick); woken by telemetry it also steps in between (<= 5/s)
   api_p50/p99_ms     GET /api/v1/devices at 100 concurrent kept-alive clients while the fleet reports;
                      api_new_conn_p50/p99_ms the same with a new connection per request;
                      api_idle_fleet_* the same once the agents are idle. The clients are wrk (C,
@@ -148,7 +151,8 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
         "deployment": {"model_id": MODEL_ID, "version": bad, "device_ids": ids}, "rollout": policy}).json()  # fmt: skip
     first_wave = wait_for(lambda: len(running(fleet, bad)) > 0, args.timeout, poll_s=0.02)
     activated, activated_ms = time.monotonic(), time.time() * 1000
-    back = wait_for(lambda: not running(fleet, bad) and len(running(fleet, good)) == len(ids), args.timeout)
+    back = wait_for(lambda: not running(fleet, bad) and len(running(fleet, good)) == len(ids), args.timeout,
+                    poll_s=0.02)  # fmt: skip
     recovered_s = None if back is None else time.monotonic() - activated
     cloud.rollouts.step = step  # type: ignore[method-assign]
     with Session(cloud.engine) as session:
@@ -158,12 +162,16 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
                                                        RolloutDecision.action == "rollback")  # fmt: skip
         decided = session.exec(rollback).first()
         judgeable = judgeable_at_ms(session, bad, policy["gates"], since_ms=int(activated_ms) - 1000)
+        first_window = judgeable_at_ms(session, bad, {"min_devices": 1, "min_inferences": 1},
+                                       since_ms=int(activated_ms) - 1000)  # fmt: skip
         stopped = rollout.state == "rolled_back" and rollout.current_wave == 0
         return {
             "stopped_in_first_wave": bool(first_wave is not None and stopped), "reason": rollout.reason,
             "decided_s": None if decided is None else round((decided - activated_ms) / 1000, 2),
-            # where the time went: until the gates had enough bad-model telemetry stored to judge, the controller
-            # after that, and from its decision until every device ran the previous model again
+            # where the time went: until the first bad-model window was stored, until the gates had the fixed
+            # minimum evidence (the early breach may decide before: a negative controller_lag_s), the
+            # controller after that, and from its decision until every device ran the previous model again
+            "first_window_s": None if first_window is None else round((first_window - activated_ms) / 1000, 2),
             "judgeable_s": None if judgeable is None else round((judgeable - activated_ms) / 1000, 2),
             "controller_lag_s": None if None in (decided, judgeable) else round((decided - judgeable) / 1000, 2),
             "rollback_s": None if None in (decided, recovered_s) else round(activated_ms / 1000 + (recovered_s or 0)
@@ -239,6 +247,8 @@ def main() -> int:
     parser.add_argument("--telemetry-period", type=float, default=1.0, help="s between telemetry windows")
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in the temporary folder")
     parser.add_argument("--bad-trials", type=int, default=2, help="bad-model canaries per candidate")
+    parser.add_argument("--tick-only", action="store_true",
+                        help="also the bad-model trials with the controller judging on its tick only")
     parser.add_argument("--bad-only", action="store_true",
                         help="only the bad-model trials (on v1): no all-at-once, staged or API figures")
     args = parser.parse_args()
@@ -278,7 +288,7 @@ def main() -> int:
 
                     api = httpx.Client(base_url=cloud.api_url or "", timeout=30,
                                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-                    policy = {"strategy": "waves", "first_wave": 10, "growth": 2, "dwell_s": 0,
+                    policy: dict[str, Any] = {"strategy": "waves", "first_wave": 10, "growth": 2, "dwell_s": 0,
                               "gates": {"min_devices": 5, "min_inferences": 50, "max_p95_ratio": 100}}  # fmt: skip
                     good = v1.version
                     if not args.bad_only:
@@ -301,22 +311,31 @@ def main() -> int:
                     canary = {**policy, "strategy": "canary", "canary": 10}
                     assert cloud.ingestor is not None and cloud.rollouts is not None
                     trials = []
-                    # side by side, alternating: the controller judging on its tick only (the ingestor does not
-                    # wake it), and woken as soon as telemetry is stored (as the service wires it)
-                    for woken in (False, True) * args.bad_trials:
+                    # side by side, alternating: the gates with the early sequential breach, without it (the
+                    # fixed minimum evidence), and optionally the controller judging on its tick only (the
+                    # ingestor does not wake it) rather than as soon as telemetry is stored (as the service does)
+                    candidates = [("", True, None), ("_fixed_evidence", True, 0.0)]
+                    if args.tick_only:
+                        candidates.append(("_tick_only", False, None))
+                    for suffix, woken, alpha in candidates * args.bad_trials:
                         cloud.ingestor.on_stored = cloud.rollouts.wake if woken else None
-                        trial = bad_model_trial(cloud, fleet, api, ids, bad.version, good, canary, args)
-                        trials.append({"woken": woken, **trial})
+                        gates = {**policy["gates"], **({} if alpha is None else {"early_breach_alpha": alpha})}
+                        trial = bad_model_trial(cloud, fleet, api, ids, bad.version, good, {**canary, "gates": gates},
+                                                args)  # fmt: skip
+                        trials.append({"candidate": suffix.lstrip("_") or "sequential", "woken": woken, **trial})
                         print(trials[-1], file=sys.stderr)
                         time.sleep(3 * max(1.0, args.tick))
                     cloud.ingestor.on_stored = cloud.rollouts.wake
                     result["bad_model_trials"] = trials
-                    for woken, suffix in ((True, ""), (False, "_tick_only")):
-                        mine = [t for t in trials if t["woken"] is woken]
+                    for suffix, _woken, _alpha in candidates:
+                        mine = [t for t in trials if t["candidate"] == (suffix.lstrip("_") or "sequential")]
                         periods = [t["recovered_in_gate_periods"] for t in mine]
-                        result[f"recovered_in_gate_periods{suffix}"] = (None if None in periods
-                                                                       else statistics.median(periods))  # fmt: skip
-                        result[f"bad_model_decided_s{suffix}"] = statistics.median(t["decided_s"] or 0 for t in mine)
+                        median = None if None in periods else statistics.median(periods)
+                        result[f"recovered_in_gate_periods{suffix}"] = None if median is None else round(median, 2)
+                        decided = statistics.median(t["decided_s"] or 0 for t in mine)
+                        result[f"bad_model_decided_s{suffix}"] = round(decided, 2)
+                        result[f"bad_model_trials_within_2_gate_periods{suffix}"] = sum(
+                            p is not None and p <= 2 for p in periods)  # fmt: skip
                     result["bad_model_stopped_in_first_wave"] = all(t["stopped_in_first_wave"] for t in trials)
                     result["bad_model_reason"] = trials[-1]["reason"]
                     if args.bad_only:

@@ -165,7 +165,8 @@ class Agent:
         self._outbox.seq = SeqCounter(journal.boot_count)
         self._slot.swap(restored.serving)
         now = self.clock.now()
-        self._outbox.telemetry = Telemetry(self.device_id, now.wall_ms, restored.serving)
+        self._outbox.telemetry = Telemetry(self.device_id, now.wall_ms, restored.serving,
+                                           first_window_rows=self.settings.telemetry_first_window_rows)  # fmt: skip
         self._kept.keep(restored.previous, restored.serving, (0, 0))
         self._next_flush_s = now.mono_s + self.settings.telemetry_interval_s
         journal, received = recovery.resume_download(self.store, journal, self.device_id)
@@ -245,10 +246,12 @@ class Agent:
         except (NoModelError, BadInputError):  # the caller's mistake, not the model's: not an inference error,
             raise  # so a buggy local client cannot fail a rollout's error gate or the probation health check
         except Exception:
-            self._outbox.telemetry.record_error((perf_counter() - started) * 1e6)
+            if self._outbox.telemetry.record_error((perf_counter() - started) * 1e6):
+                self._runner.post(self._flush_first_window)
             raise
         latency_us = (perf_counter() - started) * 1e6
-        self._outbox.telemetry.record(serving, rows, prediction, latency_us, label)
+        if self._outbox.telemetry.record(serving, rows, prediction, latency_us, label):
+            self._runner.post(self._flush_first_window)  # a new model's first window, full enough: send it now
         if prediction_id is not None and isinstance(prediction_id, str):
             prediction_id = [prediction_id]
         self._sampler.offer(serving, rows, prediction, label, self._now_ms, prediction_id)
@@ -278,6 +281,9 @@ class Agent:
     def flush_telemetry(self) -> pb.TelemetryWindow | None:
         """End the telemetry window now: publish it (and the window's samples); return it."""
         return self._outbox.flush_telemetry(self._slot.current)
+
+    def _flush_first_window(self) -> None:
+        self._outbox.flush_telemetry(self._slot.current)
 
     # ------------------------------------------------------------------------------------------ worker
 

@@ -79,6 +79,9 @@ class AgentSettings:
     state_dir: Path = Path("/var/lib/edgefleet")
     grpc_address: str = "127.0.0.1:50051"  # "" disables the local gRPC API
     telemetry_interval_s: float = field(default=60.0, metadata=_bounds(gt=0))
+    # a newly activated model's first window goes out as soon as it holds this many rows (0: at the
+    # interval), so a staged rollout's gates see its first evidence in seconds, not up to an interval later
+    telemetry_first_window_rows: int = field(default=10, metadata=_bounds(ge=0))
     sample_rate: float = field(default=0.01, metadata=_bounds(ge=0, le=1))
     sample_max_per_window: int = field(default=20, metadata=_bounds(ge=0))
     # bytes of samples a day (UTC), paced over the day's windows and persisted in state_dir: 2 MB a day is

@@ -7,6 +7,22 @@ devices with `min_inferences` inferences each between them) or BREACH, with the 
 so the console and the CLI can show why. Install failures judge at once: a release that does not even
 install needs no statistics. The verdict is BREACH if any gate breached, else WAIT if any waits, else PASS.
 
+Early breach (sequential tests): below the minimum evidence a gate may still BREACH, never PASS, when the
+evidence is already overwhelming, so a plainly bad model is stopped on its first telemetry windows instead
+of after min_devices x min_inferences. The two rules are time-uniform: their likelihood ratio is a
+(super)martingale under "the model is fine", so by Ville's inequality the chance that it EVER reaches
+1/early_breach_alpha, however often the controller looks while the wave gathers evidence, is at most
+early_breach_alpha per gate and wave (a false rollback probability of 2 x 1e-3 by default), assuming
+independent inferences. Devices are not independent (one device's odd inputs), hence a floor: at least
+EARLY_MIN_DEVICES devices and EARLY_MIN_ATTEMPTS inferences (capped by the policy's own minimums).
+  error_rate         H0: rate <= the gate's limit. Mixture SPRT over alternatives 2x, 4x, ... the limit (to
+                     0.99): 20 errors in 25 against 1 % breaches; 3 in 25 waits for the full evidence
+  prediction_shift   H0: predictions drawn from the baseline's proportions (smoothed; the baseline is the
+                     previous model's larger sample). Bayes factor of a uniform-Dirichlet multinomial against
+                     them, and the PSI also over its threshold (a shift that matters, not only a real one):
+                     30 predictions in 2 of 10 equally likely labels breach; 30 spread like the baseline wait
+early_breach_alpha = 0 turns this off (the fixed-sample rule alone, as before).
+
 Gates:
   install_failures   share of the wave's devices whose update failed (self-test, download, load)
   error_rate         inference errors / inferences, absolute (a baseline can only make it stricter)
@@ -17,11 +33,20 @@ Gates:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
+
+import numpy as np
+from scipy.special import gammaln, logsumexp
 
 from cloud.monitoring import stats
+
+# an early breach needs at least this much evidence (or the policy's minimums, if smaller)
+EARLY_MIN_DEVICES = 2
+EARLY_MIN_ATTEMPTS = 20
 
 
 class Decision(StrEnum):
@@ -45,6 +70,9 @@ class GatePolicy:
     min_shadow_agreement: float = 0.9
     min_devices: int = 1
     min_inferences: int = 200  # across the wave, before a rate, a latency or a distribution may judge
+    # below those minimums, a breach so clear that "the model is fine" has at most this probability of ever
+    # looking as bad (see the module's docstring) breaches at once; 0: never before the minimums
+    early_breach_alpha: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -92,10 +120,14 @@ class Verdict:
 
 def judge(policy: GatePolicy, install: InstallTally, new: ArmFigures, baseline: ArmFigures | None) -> Verdict:
     gates = [_install(policy, install)]
-    if new.devices < policy.min_devices or new.inferences < policy.min_inferences:
-        detail = (f"{new.devices} device(s), {new.inferences} inference(s) so far; judging needs "
+    # failed calls are evidence too: counting answered ones only, a model that fails every call never judged
+    if new.devices < policy.min_devices or new.inferences + new.errors < policy.min_inferences:
+        detail = (f"{new.devices} device(s), {new.inferences + new.errors} inference(s) so far; judging needs "
                   f"{policy.min_devices} and {policy.min_inferences}")
-        gates += [GateResult(name, Decision.WAIT, None, threshold, detail) for name, threshold in (
+        early = {g.gate: g for g in (_early_errors(policy, new, baseline), _early_shift(policy, new, baseline))
+                 if g is not None}  # fmt: skip
+        gates += [early.get(name) or GateResult(name, Decision.WAIT, None, threshold, detail)
+                  for name, threshold in (
             ("error_rate", policy.max_error_rate), ("p95_latency", policy.max_p95_ratio),
             ("prediction_shift", policy.max_prediction_psi), ("shadow_agreement", policy.min_shadow_agreement),
         )]  # fmt: skip
@@ -124,6 +156,71 @@ def _errors(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) ->
     if base is not None:
         detail += f"; previous model {base:.4f}"
     return GateResult("error_rate", Decision.BREACH if rate > limit else Decision.PASS, rate, limit, detail)
+
+
+def _early_evidence(policy: GatePolicy, new: ArmFigures) -> bool:
+    attempts = new.inferences + new.errors
+    return (policy.early_breach_alpha > 0 and new.devices >= min(EARLY_MIN_DEVICES, policy.min_devices)
+            and attempts >= min(EARLY_MIN_ATTEMPTS, policy.min_inferences))  # fmt: skip
+
+
+def _error_limit(policy: GatePolicy, baseline: ArmFigures | None) -> float:
+    base = baseline.error_rate if baseline is not None else None
+    return policy.max_error_rate if base is None else min(policy.max_error_rate, base + policy.max_error_rate_increase)
+
+
+def error_log_likelihood_ratio(errors: Any, answered: Any, limit: float) -> Any:
+    """log of the mixture likelihood ratio of "error rate q" (q = 2, 4, 8, ... x limit, up to 0.99, equally
+    weighted) against "error rate = limit", for `errors` failed and `answered` good inferences (numbers, or
+    arrays of them). Under any rate <= limit its expectation never grows with more inferences (a
+    supermartingale)."""
+    e, a = np.asarray(errors, dtype=float), np.asarray(answered, dtype=float)
+    if limit <= 0:
+        return np.where(e > 0, math.inf, 0.0)[()]
+    if limit >= 0.99:
+        return np.full(e.shape, -math.inf)[()]  # nothing can be proved worse than (almost) always failing
+    q = np.array(sorted({min(0.99, limit * 2**k) for k in range(1, 64) if limit * 2 ** (k - 1) < 0.99}))
+    ratios = e[..., None] * np.log(q / limit) + a[..., None] * np.log((1 - q) / (1 - limit))
+    return (logsumexp(ratios, axis=-1) - math.log(len(q)))[()]
+
+
+def shift_log_bayes_factor(baseline: list[int], new: list[int]) -> float:
+    """log Bayes factor of "new predictions come from some other distribution" (uniform Dirichlet prior
+    over the labels) against "from the baseline's proportions" (smoothed so that a label the baseline never
+    predicted is rare, not impossible). Under the latter it is a martingale in the new predictions."""
+    q = stats.smoothed(baseline)
+    n = np.asarray(new, dtype=float)
+    prior = np.ones_like(n)
+    marginal = gammaln(prior.sum()) - gammaln(prior.sum() + n.sum()) + np.sum(gammaln(prior + n) - gammaln(prior))
+    return float(marginal - np.sum(n * np.log(q)))
+
+
+def _early_errors(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -> GateResult | None:
+    if not _early_evidence(policy, new) or not new.errors:
+        return None
+    limit = _error_limit(policy, baseline)
+    if error_log_likelihood_ratio(new.errors, new.inferences, limit) < math.log(1 / policy.early_breach_alpha):
+        return None
+    return GateResult("error_rate", Decision.BREACH, new.error_rate, limit,
+                      f"{new.errors} error(s) in {new.inferences + new.errors}: early, the sequential test "
+                      f"(false alarm <= {policy.early_breach_alpha:g})")  # fmt: skip
+
+
+def _early_shift(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -> GateResult | None:
+    if not _early_evidence(policy, new) or baseline is None or not sum(baseline.predictions.values()):
+        return None
+    labels = sorted(set(baseline.predictions) | set(new.predictions))
+    before = [baseline.predictions.get(k, 0) for k in labels]
+    after = [new.predictions.get(k, 0) for k in labels]
+    if sum(after) < min(EARLY_MIN_ATTEMPTS, policy.min_inferences):
+        return None
+    value = float(stats.psi(before, after))
+    if value <= policy.max_prediction_psi or shift_log_bayes_factor(before, after) < math.log(
+            1 / policy.early_breach_alpha):  # fmt: skip
+        return None
+    return GateResult("prediction_shift", Decision.BREACH, value, policy.max_prediction_psi,
+                      f"PSI over {len(labels)} prediction label(s) of {sum(after)} prediction(s): early, the "
+                      f"sequential test (false alarm <= {policy.early_breach_alpha:g})")  # fmt: skip
 
 
 def _latency(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -> GateResult:

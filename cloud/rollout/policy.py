@@ -24,6 +24,8 @@ class GateRequest(BaseModel):
     min_shadow_agreement: float = Field(default=0.9, ge=0, le=1)
     min_devices: int = Field(default=1, ge=0, le=10_000)  # 0 with min_inferences 0: judge on installs only
     min_inferences: int = Field(default=200, ge=0, le=10_000_000)
+    # the false rollback probability of an early breach, per gate and wave (cloud.rollout.gates); 0: off
+    early_breach_alpha: float = Field(default=1e-3, ge=0, le=0.1)
 
     def policy(self) -> GatePolicy:
         return GatePolicy(**self.model_dump())

@@ -157,6 +157,7 @@ class _Window:
     pending_rows: int = 0
     pending_outputs: list[Any] = field(default_factory=list)  # their predictions (labels or first values)
     next_sketch: int = 0  # the row number (inferences) of the next row to sketch
+    flush_at: int = 0  # a new model's first window: due out at this many rows (and errors); 0: at the interval
 
     def __post_init__(self) -> None:
         if self.serving is None:
@@ -292,10 +293,12 @@ class Telemetry:
 
     # slots: record() runs on every predict; the totals since start are the closed windows' plus the open one's
     __slots__ = ("_calls", "_closed_errors", "_closed_inferences", "_cpu", "_lock", "_seen", "_window", "device_id",
-                 "flagged")  # fmt: skip
+                 "first_window_rows", "flagged")  # fmt: skip
 
-    def __init__(self, device_id: str, start_ms: int, serving: ServingModel | None = None) -> None:
+    def __init__(self, device_id: str, start_ms: int, serving: ServingModel | None = None, *,
+                 first_window_rows: int = 0) -> None:  # fmt: skip
         self.device_id = device_id
+        self.first_window_rows = first_window_rows
         self._lock = threading.Lock()
         self._window = _Window(start_ms, serving)
         self._calls: list[tuple[int, float]] = []  # (rows, latency µs) of calls not yet folded into the window
@@ -320,7 +323,8 @@ class Telemetry:
 
     def record(
         self, serving: ServingModel, x: np.ndarray, prediction: Any, latency_us: float, label: str | None = None
-    ) -> None:
+    ) -> bool:
+        """Count one call; True when it fills a new model's first window (time to flush it)."""
         rows = x.shape[0]
         seen = self._seen
         # unlocked: _seen only places the sketches (two racing calls may both sketch, or skip, a row; one racing a
@@ -328,13 +332,15 @@ class Telemetry:
         # come from _calls and the locked path, exactly
         self._seen = seen + rows
         window = self._window
-        if label is None and seen + rows <= window.next_sketch:  # the common call: counted at the next fold
+        # the common call: counted at the next fold (a new model's first window counts under the lock: it is
+        # flushed as soon as it holds first_window_rows)
+        if label is None and seen + rows <= window.next_sketch and not window.flush_at:
             calls = self._calls
             calls.append((rows, latency_us))
             if len(calls) >= FOLD_CALLS:
                 with self._lock:
                     self._fold()
-            return
+            return False
         with self._lock:
             window = self._window  # the one open now (a close may have run since the read above)
             # the bins are the window's model's: a call across a swap adds no sketch
@@ -350,6 +356,7 @@ class Telemetry:
                 window.labelled += 1
                 if prediction.labels is not None and str(prediction.labels[0]) == label:
                     window.correct += 1
+            return bool(window.flush_at) and self._due(window)
 
     def _fold(self) -> None:
         """Count the appended calls into the open window (under the lock)."""
@@ -368,11 +375,20 @@ class Telemetry:
         window.latency_low = min(window.latency_low, float(latency.min()))
         window.latency_high = max(window.latency_high, float(latency.max()))
 
-    def record_error(self, latency_us: float | None = None) -> None:
+    def record_error(self, latency_us: float | None = None) -> bool:
+        """Count a failed call; True when it fills a new model's first window."""
         with self._lock:
             self._window.errors += 1
             if latency_us is not None:
                 self._window.add_latency(latency_us)
+            return bool(self._window.flush_at) and self._due(self._window)
+
+    @staticmethod
+    def _due(window: _Window) -> bool:
+        if window.inferences + window.errors < window.flush_at:
+            return False
+        window.flush_at = 0  # said once: the flush that follows opens an ordinary window
+        return True
 
     def record_shadow(self, compared: int, agreed: int, dropped: int = 0) -> None:
         """Shadow figures (from the shadow thread): they count in the window open when they arrive."""
@@ -388,6 +404,8 @@ class Telemetry:
             self._fold()
             window, self._window = self._window, _Window(end_ms, next_serving)
             self._seen = 0
+            if next_serving is not None and next_serving is not window.serving:  # a model swapped in
+                self._window.flush_at = self.first_window_rows
             self._closed_inferences += window.inferences
             self._closed_errors += window.errors
         if window.serving is None and window.inferences == 0 and window.errors == 0:

@@ -127,7 +127,23 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         return len(browser.find_elements(By.CSS_SELECTOR, css))
 
     def still() -> None:
-        browser.execute_script("document.body.removeAttribute('data-refresh')")  # no reload under our clicks
+        # no reload under our clicks and lookups; the mark tells this document from a reloaded one
+        browser.execute_script("document.body.removeAttribute('data-refresh'); document.body.dataset.held = '1'")
+
+    def steady(condition: Callable[[], Any], load: Callable[[], Any] | None = None) -> Callable[[], Any]:
+        """condition, on a page that no longer reloads itself (the console's data-refresh, every 5 s): a reload
+        landing between a wait and the lookups after it replaced the page under them (a stale or missing
+        element, once in CI). load() (re)loads the page first; a reload that landed meanwhile (the mark
+        gone) makes it false, and the wait tries again."""
+
+        def check() -> Any:
+            if load is not None:
+                load()
+            still()
+            value = condition()
+            return value if value and count("body[data-held]") == 1 else None
+
+        return check
 
     with fleet, Traffic(fleet, v1.split.X_test, rounds=1000):
         service.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=v1.version, device_ids=DEVICES))
@@ -147,9 +163,9 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         find("#signin").click()
 
         # the fleet: every device, online, running v1
-        wait_for(lambda: count("tr.device-row") == len(DEVICES), 10, "the fleet table")
+        wait_for(steady(lambda: count("tr.device-row") == len(DEVICES)), 10, "the fleet table")
         assert find("#who").get_attribute("data-role") == "admin"
-        wait_for(lambda: browser.refresh() or find("#online-count").text == str(len(DEVICES)), 20, "devices online")
+        wait_for(steady(lambda: find("#online-count").text == str(len(DEVICES)), browser.refresh), 20, "devices online")
         assert f"{MODEL_ID}@{v1.version}" in find("#devices").text
         assert count("svg.bar-chart rect.bar") >= 2
         shot("fleet")
@@ -157,8 +173,7 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         # one device: its charts have points, its events are listed
         points = "#device-charts svg.line-chart g.series circle.point"
         device_page = f"{base}/console/devices/{DEVICES[0]}"
-        wait_for(lambda: browser.get(device_page) or count(points) >= 5 * 3, 20, "device charts")
-        still()
+        wait_for(steady(lambda: count(points) >= 5 * 3, lambda: browser.get(device_page)), 20, "device charts")
         drawn = browser.find_elements(By.CSS_SELECTOR, "#device-charts svg")
         titles = [svg.get_attribute("aria-label") for svg in drawn]
         assert titles == ["Throughput", "Latency", "Errors per window", "CPU", "Memory (resident)"]
@@ -174,19 +189,17 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         assert "Lineage" in find("main").text
         shot("model")
         find(f"section[id='version-{v1.version}'] a[href$='/drift']").click()
-        wait_for(lambda: count("svg.heat-map rect.cell") >= len(DEVICES), 10, "the drift heat map")
+        wait_for(steady(lambda: count("svg.heat-map rect.cell") >= len(DEVICES)), 10, "the drift heat map")
         shot("drift")
 
         # the plain deployment of v1: listed, and on its own page every device has it
         find("header nav a[href='/console/deployments']").click()
         wait_for(lambda: count("tr.deployment-row") == 1, 10, "the deployments page")
-        wait_for(lambda: browser.refresh() or find("tr.deployment-row").get_attribute("data-status") == "succeeded",
+        wait_for(steady(lambda: find("tr.deployment-row").get_attribute("data-status") == "succeeded", browser.refresh),
                  20, "the deployment succeeded")  # fmt: skip
-        still()
         shot("deployments")
         find("tr.deployment-row a").click()
-        wait_for(lambda: count("tr.target-row") == len(DEVICES), 10, "the deployment page")
-        still()
+        wait_for(steady(lambda: count("tr.target-row") == len(DEVICES)), 10, "the deployment page")
         assert find("#deployment-status").text == "succeeded"
         assert count("tr.target-row[data-status='succeeded']") == len(DEVICES)
         shot("deployment")
@@ -207,30 +220,25 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         assert "Dry run" in find("#plan").text
         shot("rollout-preview")
         find("#start-button").click()
-        wait_for(lambda: "done=start" in browser.current_url, 10, "the rollout page")
+        wait_for(steady(lambda: "done=start" in browser.current_url), 10, "the rollout page")
         assert find("#rollout-state").text == "running"
 
         # the canary wave is judged on live telemetry: gate charts fill with points
-        def judged() -> bool:
-            browser.refresh()
-            return count("#gate-charts svg.line-chart circle.point") >= 3
-
-        wait_for(judged, 30, "gate values charted")
-        still()
+        wait_for(steady(lambda: count("#gate-charts svg.line-chart circle.point") >= 3, browser.refresh), 30,
+                 "gate values charted")  # fmt: skip
         assert count("div.wave") == 2 and find("div.wave.open") is not None
         shot("rollout-running")
 
         find("#action-pause").click()
-        wait_for(lambda: "done=pause" in browser.current_url, 10, "the pause", browser)
+        wait_for(steady(lambda: "done=pause" in browser.current_url), 10, "the pause", browser)
         assert find("#rollout-state").text == "paused"
-        still()
         assert count("#action-resume") == 1 and count("#action-pause") == 0
         assert "pause" in find("#decisions").text
         shot("rollout-paused")
 
         find("#action-rollback").click()
         browser.switch_to.alert.accept()  # "Rollback rollout ...?"
-        wait_for(lambda: "done=rollback" in browser.current_url, 10, "the rollback")
+        wait_for(steady(lambda: "done=rollback" in browser.current_url), 10, "the rollback")
         assert find("#rollout-state").text == "rolled_back"
         assert count("#actions") == 0  # nothing left to steer
         shot("rollout-rolled-back")

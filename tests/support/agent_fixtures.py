@@ -59,6 +59,7 @@ def make_agent(tmp_path: Path, broker: MemoryBroker, keys: Keys) -> Iterator[Mak
             "trust_path": keys.trust_path,
             "grpc_address": "",
             "telemetry_interval_s": 3600.0,
+            "telemetry_first_window_rows": 0,  # windows only when a test flushes them (or asks for early ones)
             "sample_rate": 0.0,
             "chunk_timeout_s": 5.0,
             "chunk_max_retries": 2,

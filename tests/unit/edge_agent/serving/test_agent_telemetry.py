@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 import pytest
+from support import wait_until
 from support.fake_cloud import FakeCloud, MakeAgent, is_state
 from support.releases import Keys, fake_load_model, make_release, model_bytes
 
@@ -272,3 +274,38 @@ def test_threads_recording_at_once_while_windows_close_count_every_call_once(key
     assert sum(w.labelled_count for w in windows) == sum(w.correct_count for w in windows) == labelled
     assert sum(sum(latency_histogram(w)[1]) for w in windows) == threads_n * calls_n + errors
     assert telemetry.total_inferences == rows and telemetry.total_errors == errors
+
+
+def test_a_new_models_first_window_is_due_once_it_holds_enough_rows(keys: Keys) -> None:
+    v1, v2 = _serving(keys, "v1"), _serving(keys, "v2")
+    telemetry = Telemetry("dev-1", start_ms=1000, serving=v1, first_window_rows=10)
+    one = np.array([[0.9, 0, 0]], np.float32)
+    assert not any(telemetry.record(v1, one, v1.model.predict(one), 80.0) for _ in range(20))  # no swap: no hurry
+    telemetry.close_window(end_ms=2000, seq=1, next_serving=v2)  # v2 activated
+    nine = np.repeat(one, 9, axis=0)
+    assert not telemetry.record(v2, nine, v2.model.predict(nine), 80.0)
+    assert telemetry.record_error(50.0)  # the 10th (a failed call counts: errors are evidence too)
+    assert not telemetry.record(v2, one, v2.model.predict(one), 80.0)  # said once
+    telemetry.close_window(end_ms=2100, seq=2, next_serving=v2)  # that flush: the next window is ordinary
+    assert not any(telemetry.record(v2, one, v2.model.predict(one), 80.0) for _ in range(20))
+
+
+def test_an_agent_sends_a_new_models_first_window_without_waiting_for_the_interval(
+    make_agent: MakeAgent, cloud: FakeCloud, keys: Keys
+) -> None:
+    agent = make_agent(telemetry_first_window_rows=10)  # telemetry_interval_s is an hour
+    for generation, tag in ((1, "v1"), (2, "v2")):
+        cloud.deploy(agent.device_id, make_release(keys.signer, tag, generation), generation=generation)
+        assert agent.wait_for(lambda s, g=generation: is_state(s, pb.UPDATE_STATE_ACTIVE, g), 10), agent.status()
+
+    def v2_windows() -> list[pb.TelemetryWindow]:
+        windows = [pb.TelemetryWindow.FromString(p) for p in cloud.payloads(agent.device_id, Channel.TELEMETRY)]
+        return [w for w in windows if w.model.version == "v2" and w.inference_count]
+
+    for _ in range(9):
+        agent.predict([0.9, 0.1, 0.1])
+    time.sleep(0.5)
+    assert v2_windows() == []
+    agent.predict([0.9, 0.1, 0.1])
+    assert wait_until(lambda: len(v2_windows()) == 1, 5), cloud.payloads(agent.device_id, Channel.TELEMETRY)
+    assert v2_windows()[0].inference_count == 10
