@@ -130,7 +130,9 @@ def _step(engine: Engine, run_id: str, name: str, progress: Progress) -> Iterato
                                 step_timings_s={name: round(time.perf_counter() - started, 4)})  # fmt: skip
         raise
     with session_scope(engine) as session:
-        registry.record_step(session, run_id, name, time.perf_counter() - started)
+        run = registry.record_step(session, run_id, name, time.perf_counter() - started)
+        if run.status == RunStatus.FAILED:  # an earlier try of this step failed; this one did not
+            registry.finish_run(session, run_id)
 
 
 def get_candidate(session: Session, candidate_id: str) -> Candidate:
