@@ -70,7 +70,7 @@ def recipe_of(session: Session, model_id: str, version: str) -> dict[str, Any]:
         raise InvalidRequestError(f"{model_id} v{version} has no training run in the registry: cannot retrain it")
     params = dict(run.parameters)
     # a `train` run spreads the estimator's parameters among its own; a `retrain` run keeps them apart
-    known = {"estimator", "test_size", "seed", "target", "quantize", "model_id"}
+    known = {"estimator", "test_size", "seed", "target", "quantize", "model_id", "profile_from"}
     estimator_params = params.get("estimator_params", {k: v for k, v in params.items() if k not in known})
     return {
         "dataset": mv.lineage["dataset"],
