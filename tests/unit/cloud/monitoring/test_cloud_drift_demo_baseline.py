@@ -29,7 +29,7 @@ def _counts(edges: np.ndarray, column: np.ndarray) -> np.ndarray:
 def _one_demo(profiled: np.ndarray, seed: int) -> tuple[bool, bool]:
     """(a baseline device flagged, every drifted device flagged) for one demo-like report."""
     edges = [feature_edges(profiled[:, j].astype(np.float64)) for j in range(64)]
-    reference = {j: _counts(edges[j], profiled[:, j]) for j in range(64)}
+    reference = {j: _counts(edges[j], profiled[:, j]).tolist() for j in range(64)}
     samples: list[detector.Sample] = []
     fleet = {j: np.zeros(len(reference[j])) for j in range(64)}
     for d in range(5):

@@ -58,7 +58,8 @@ def _complete(world, devices: list[str], controller: RolloutController) -> str: 
         clock.ms += 35_000
     with Session(deployer.engine) as session:
         rollout = session.get(Rollout, deployment.id)
-        assert rollout is not None and rollout.state == RolloutState.COMPLETED, rollout.reason
+        assert rollout is not None
+        assert rollout.state == RolloutState.COMPLETED, rollout.reason
     return str(deployment.id)
 
 
