@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle  # noqa: S403  (only bytes this cloud wrote and whose sha256 its database holds are unpickled)
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -48,6 +49,7 @@ from cloud.training.triggers import Trigger
 from protocols.signing import Signer
 
 CANDIDATE_FORMAT = "edgefleet-candidate/1"
+_HEX = re.compile(r"[0-9a-f]{12,64}")
 Progress = Callable[[str], None]
 
 
@@ -137,8 +139,10 @@ def _step(engine: Engine, run_id: str, name: str, progress: Progress) -> Iterato
 
 def get_candidate(session: Session, candidate_id: str) -> Candidate:
     """A candidate by its id or an unambiguous prefix of at least 12 hex digits."""
+    if not _HEX.fullmatch(candidate_id):
+        raise InvalidRequestError(f"not a candidate id (12 to 64 hex digits): {candidate_id!r}")
     found = session.get(Candidate, candidate_id)
-    if found is None and 12 <= len(candidate_id) < 64:
+    if found is None and len(candidate_id) < 64:
         matches = list(session.exec(select(Candidate).where(col(Candidate.id).startswith(candidate_id)).limit(2)))
         found = matches[0] if len(matches) == 1 else None
     if found is None:
@@ -174,6 +178,7 @@ def train(
     The margin policy is recorded with the run, for `evaluate` in another process to judge by."""
     margin = margin or rule.MarginPolicy()
     progress("snapshot")
+    started = time.perf_counter()
     with session_scope(engine) as session:
         champion = current_champion(session, model_id)
         recipe = recipe_of(session, model_id, champion)
@@ -217,6 +222,7 @@ def train(
         ), run_id=run_id)  # fmt: skip
         run.status, run.error = RunStatus.RUNNING, None  # a failed run of the same inputs, tried again
         session.add(run)
+        registry.record_step(session, run_id, "snapshot", time.perf_counter() - started)
         known_roles = {r.role for r in session.exec(select(RunInput).where(RunInput.run_id == run_id))}
         session.add_all(RunInput(run_id=run_id, dataset_hash=h, role=role)
                         for role, h in datasets.items() if role not in known_roles)  # fmt: skip

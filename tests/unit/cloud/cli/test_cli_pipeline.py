@@ -146,6 +146,8 @@ def test_the_steps_in_separate_processes_hand_on_a_candidate_that_must_be_intact
     document.write_bytes(kept)
     assert main(["pipeline", "register", "0" * 64, *where]) == 1
     assert capsys.readouterr().err.startswith(f"error: no candidate {'0' * 64}")
+    assert main(["pipeline", "compile", candidate[:11] + "%", *where]) == 1  # not a pattern to match with
+    assert "not a candidate id" in capsys.readouterr().err
     with Session(db_engine) as session:
         assert session.get(Candidate, candidate).artifacts == {}  # type: ignore[union-attr]
 
@@ -170,7 +172,8 @@ def test_the_steps_in_separate_processes_hand_on_a_candidate_that_must_be_intact
         moves = aliases.history(session, "digits-classifier")
         assert [(m.alias, m.to_version, m.actor) for m in moves][-1] == ("challenger", "2", "argo")
         run = session.get(PipelineRun, made["run_id"])
-        assert run is not None and {"train", "compile", "evaluate", "sign and register"} <= set(run.step_timings_s)
+        assert run is not None and set(run.step_timings_s) == {"snapshot", "train", "compile", "evaluate",
+                                                               "sign and register"}
 
     # a margin no challenger can beat: a new candidate, which loses; nothing to register (exit 3)
     assert main(["pipeline", "train", "digits-classifier", "--margin", "0.95", "--json", *where]) == 0
