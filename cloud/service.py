@@ -93,7 +93,8 @@ class CloudService:
             self._start_messaging()
             self._start_refresher()
             assert self.deployer is not None
-            self.rollouts = RolloutController(self.deployer, interval_s=s.rollout_tick_s).start()
+            self.rollouts = RolloutController(self.deployer, interval_s=s.rollout_tick_s,
+                                              promote_on_canary=s.promote_on_canary).start()
             assert self.ingestor is not None
             self.ingestor.on_stored = self.rollouts.wake  # gates judge once their telemetry is stored
             if s.retrain_check_s > 0:

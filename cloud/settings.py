@@ -83,6 +83,9 @@ class CloudSettings(BaseSettings):
     # `edgefleet pipeline check` instead), and what a winning challenger does: wait for approval or go canary
     retrain_check_s: float = Field(default=0.0, ge=0)
     retrain_on_win: Literal["approval", "canary"] = "approval"
+    # a challenger's canary that completes on every device running its model moves `champion` and
+    # `production` to it (cloud.rollout.promotion); false: only `edgefleet pipeline promote` moves them
+    promote_on_canary: bool = True
     # GET /metrics (Prometheus): fleet figures name devices' models and counts, so production wants a viewer
     # token (a scraper's bearer token file); None means "production: yes, development: no". False leaves it
     # open, for a scraper on a trusted network.

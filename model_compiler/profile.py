@@ -105,7 +105,7 @@ def reference_profile(
 
 
 def confidence_profile(scores: np.ndarray | None) -> pb.PredictionProfile | None:
-    """The reference rows' top-class probability over CONFIDENCE_EDGES (the artifact's own scores, so
+    """Rows' top-class probability over CONFIDENCE_EDGES (the artifact's own scores, so
     the reference is what a device computes), or None when the scores are not probabilities."""
     if not are_probabilities(scores):
         return None

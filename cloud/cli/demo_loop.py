@@ -2,7 +2,8 @@
 console API's feedback path; the drift alert triggers a retrain; the challenger is judged against the
 champion on held-out reference and field data; the winner goes out as a gated canary through the rollout
 controller while the devices keep serving; then the drifted devices' accuracy, from field labels, before
-and after, and the aliases move (champion, production) with the reason.
+and after, and the aliases move (champion, production: by the rollout controller as the canary completes)
+with the reason.
 """
 
 from __future__ import annotations
@@ -136,9 +137,12 @@ def close_the_loop(console: Console, setup: LoopSetup, champion: str, manifest_v
     settle(setup)
     sent = send_labels(setup)
     with cloud.session() as session:
+        # the controller moved them when the canary completed (promote_on_canary); if it is off, the demo does
         moved = loop.promote(session, setup.model_id, result.challenger, actor="demo",
                              reason=f"canary rollout {result.deployment_id[:8]} completed; gates passed")  # fmt: skip
-    console.print(f"{sent} more labels sent back; {', '.join(moved)} -> v{result.challenger}")
+        mover = aliases.history(session, setup.model_id, aliases.PRODUCTION)[-1].actor
+    by = "the demo" if moved else f"the {mover}, as the canary completed"
+    console.print(f"{sent} more labels sent back; champion, production -> v{result.challenger} (moved by {by})")
     with cloud.session() as session:
         facts["accuracy"] = _render_recovery(console, session, setup, champion, result.challenger)
         facts["aliases"] = aliases.current(session, setup.model_id)

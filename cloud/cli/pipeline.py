@@ -1,12 +1,16 @@
-"""`edgefleet data snapshot|list`, `edgefleet pipeline check|snapshot|retrain|evaluate|rollout|promote|aliases`: the
-retraining loop one step per command, against the same data dir and database as `up`, so cron, Airflow or
-Argo can drive it:
+"""`edgefleet data snapshot|list`, `edgefleet pipeline check|snapshot|train|compile|evaluate|register|retrain|
+rollout|promote|aliases`: the retraining loop one step per command, against the same data dir and database
+as `up`, so cron, Airflow or Argo can drive it, each step in a fresh process (a pod of its own):
 
-    edgefleet pipeline check M && edgefleet pipeline retrain M --trigger drift \\
-        && edgefleet pipeline rollout M <challenger>     # a running cloud's controller opens the waves
-    edgefleet pipeline promote M <challenger> --reason "canary passed"
+    edgefleet pipeline check M && C=$(edgefleet pipeline train M --trigger drift --json | jq -r .candidate) \\
+        && edgefleet pipeline compile $C && edgefleet pipeline evaluate $C && edgefleet pipeline register $C
+    edgefleet pipeline rollout M <challenger>     # a running cloud's controller opens the waves
 
-Exit codes: 0 done (a trigger fired, a challenger won), 3 nothing to do (no trigger, no winner), 1 error.
+`retrain` is train, compile, evaluate and register in one process. Each step is idempotent: run again on the
+same inputs it prints what it made the first time. Exit codes: 0 done (a trigger fired, a candidate was
+trained, compiled or registered, a challenger won), 3 nothing to do (no trigger, a candidate that did not
+win: nothing to register), 1 error (a candidate unknown, missing from the store or changed in it, too little
+data, a bad argument). `--json` prints one JSON object on stdout instead of lines.
 """
 
 from __future__ import annotations
@@ -61,6 +65,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     psnap = steps.add_parser("snapshot", help="the same as `edgefleet data snapshot`")
     _selection_args(psnap)
     psnap.set_defaults(func=_snapshot)
+    train = steps.add_parser("train", help="train a challenger candidate with the champion's recipe; prints its id")
+    train.add_argument("model_id")
+    train.add_argument("--dataset", help="a field dataset version to use (default: snapshot every labelled sample)")
+    train.add_argument("--trigger", default="operator", choices=("operator", "drift", "accuracy", "schedule"))
+    train.add_argument("--reason", default="", help="why (kept in the run and the alias history)")
+    train.add_argument("--actor", default=getpass.getuser(), help="who (default: this user)")
+    train.add_argument("--margin", type=float, default=0.02, help="field gain's 95 %% low bound must beat this")
+    train.add_argument("--max-reference-loss", type=float, default=0.03)
+    train.add_argument("--min-field-rows", type=int, default=30)
+    _json_arg(train)
+    _store_args(train)
+    train.set_defaults(func=_train)
+    compiled = steps.add_parser("compile", help="compile a candidate as the devices will run it")
+    compiled.add_argument("candidate", help="a candidate id (from `pipeline train`; 12 or more leading digits do)")
+    _json_arg(compiled)
+    _store_args(compiled)
+    compiled.set_defaults(func=_compile)
+    registered = steps.add_parser("register", help="sign and register a candidate that won; alias it challenger")
+    registered.add_argument("candidate", help="a candidate id (from `pipeline train`)")
+    registered.add_argument("--actor", default=getpass.getuser(), help="who (default: this user)")
+    _json_arg(registered)
+    _store_args(registered)
+    registered.set_defaults(func=_register)
     retrain = steps.add_parser("retrain", help="train a challenger, judge it against the champion, register a winner")
     retrain.add_argument("model_id")
     retrain.add_argument("--dataset", help="a field dataset version to use (default: snapshot every labelled sample)")
@@ -72,15 +99,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retrain.add_argument("--min-field-rows", type=int, default=30)
     _store_args(retrain)
     retrain.set_defaults(func=_retrain)
-    evaluate = steps.add_parser("evaluate", help="judge a registered challenger against the champion again, on a "
-                                                 "field dataset version (registers nothing)")
-    evaluate.add_argument("model_id")
-    evaluate.add_argument("challenger", help="the version to judge")
-    evaluate.add_argument("--dataset", required=True, help="a field dataset version (from `data snapshot`)")
+    evaluate = steps.add_parser("evaluate", help="judge a candidate against the champion (CANDIDATE), or a registered "
+                                                 "challenger again on a field dataset version (MODEL VERSION "
+                                                 "--dataset D); registers nothing")
+    evaluate.add_argument("model_id", metavar="CANDIDATE|MODEL", help="a candidate id, or a model id")
+    evaluate.add_argument("challenger", nargs="?", metavar="VERSION", help="the registered version to judge")
+    evaluate.add_argument("--dataset", help="a field dataset version (from `data snapshot`), with VERSION")
     evaluate.add_argument("--champion", help="judge against this version (default: the champion alias)")
-    evaluate.add_argument("--margin", type=float, default=0.02)
+    evaluate.add_argument("--margin", type=float, default=0.02, help="with VERSION (a candidate is judged by the "
+                                                                     "policy its train step recorded)")
     evaluate.add_argument("--max-reference-loss", type=float, default=0.03)
     evaluate.add_argument("--min-field-rows", type=int, default=30)
+    _json_arg(evaluate)
     _store_args(evaluate)
     evaluate.set_defaults(func=_evaluate)
     rollout = steps.add_parser("rollout", help="hand a challenger to a gated canary (a running cloud's controller "
@@ -105,6 +135,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     shown.add_argument("--json", action="store_true", help="the aliases and their history as JSON")
     _store_args(shown)
     shown.set_defaults(func=_aliases)
+
+
+def _json_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout instead of lines")
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -238,8 +272,109 @@ def describe(result: Any) -> str:
     return "\n".join(lines)
 
 
+def _train(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        from cloud.training import candidates
+        from cloud.training import champion as rule
+        from cloud.training.triggers import Trigger, TriggerKind
+
+        _, engine, store = _open(args)
+        margin = rule.MarginPolicy(margin=args.margin, max_reference_loss=args.max_reference_loss,
+                                   min_field_rows=args.min_field_rows)  # fmt: skip
+        trigger = Trigger(TriggerKind(args.trigger), f"{args.actor}: {args.reason or args.trigger}")
+        trained = candidates.train(engine, store, args.model_id, trigger=trigger, margin=margin,
+                                   field_dataset=args.dataset, progress=_progress(args))  # fmt: skip
+        if args.json:
+            print(json.dumps({"candidate": trained.id, "model_id": trained.model_id, "run_id": trained.run_id,
+                              "champion": trained.champion, "datasets": trained.datasets, "new": trained.new,
+                              "dropped_labels": trained.dropped_labels}))  # fmt: skip
+        else:
+            print(f"candidate {trained.id}" + ("" if trained.new else " (already trained from these inputs)"))
+            print(f"  run {trained.run_id}, against champion v{trained.champion}; datasets: "
+                  + ", ".join(f"{role} {digest[:12]}" for role, digest in trained.datasets.items()))
+            print(f"next: edgefleet pipeline evaluate {trained.id}")
+        return 0
+
+    return _guarded(run, args)
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    """Step names on stderr, so that stdout stays one JSON object under --json."""
+    return lambda step: print(f"  {step} ...", file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
+def _compile(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        from cloud.training import candidates
+
+        _, engine, store = _open(args)
+        artifacts = candidates.compile_candidate(engine, store, args.candidate, _progress(args))
+        if args.json:
+            print(json.dumps({"candidate": args.candidate, "artifacts": artifacts}))
+        else:
+            print(f"candidate {args.candidate[:12]} compiled: "
+                  + ", ".join(f"{name} {digest[:12]}" for name, digest in sorted(artifacts.items())))  # fmt: skip
+        return 0
+
+    return _guarded(run, args)
+
+
+def _register(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        from cloud.db import session_scope
+        from cloud.registry import load_or_create_keys
+        from cloud.training import candidates
+
+        settings, engine, store = _open(args)
+        signer = load_or_create_keys(settings).manifest_signer()
+        version = candidates.register(engine, store, signer, args.candidate, actor=args.actor,
+                                      manifest_valid_days=settings.manifest_valid_days,
+                                      progress=_progress(args))  # fmt: skip
+        with session_scope(engine) as session:
+            model_id = candidates.get_candidate(session, args.candidate).model_id
+        if args.json:
+            print(json.dumps({"candidate": args.candidate, "model_id": model_id, "version": version}))
+        elif version is None:
+            print(f"candidate {args.candidate[:12]} did not win: nothing to register")
+        else:
+            print(f"{model_id} v{version} registered as challenger")
+            print(f"next: edgefleet pipeline rollout {model_id} {version}")
+        return NOTHING_TO_DO if version is None else 0
+
+    return _guarded(run, args)
+
+
+def _evaluate_candidate(args: argparse.Namespace) -> int:
+    from cloud.training import candidates
+    from cloud.training import champion as rule
+
+    _, engine, store = _open(args)
+    judged = candidates.evaluate(engine, store, args.model_id, _progress(args))
+    won = judged.verdict.outcome == rule.Outcome.WIN
+    if args.json:
+        print(json.dumps({"candidate": judged.candidate, "champion": judged.champion,
+                          "outcome": judged.verdict.outcome.value, "reasons": judged.verdict.reasons,
+                          "field": _comparison(judged.field_eval), "reference": _comparison(judged.reference)}))
+    else:
+        print(f"candidate {judged.candidate[:12]} against champion v{judged.champion}: "
+              f"{judged.verdict.outcome.value.upper()}")
+        print("\n".join(_comparison_lines(judged)))
+    return 0 if won else NOTHING_TO_DO
+
+
+def _comparison(c: Any) -> dict[str, Any]:
+    return {"n": c.n, "champion_accuracy": c.champion_accuracy, "challenger_accuracy": c.challenger_accuracy,
+            "gain": c.gain, "gain_interval": c.gain_interval()}  # fmt: skip
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     def run(args: argparse.Namespace) -> int:
+        if args.challenger is None:
+            if args.dataset or args.champion:
+                raise ValueError("--dataset and --champion judge a registered version: name it (MODEL VERSION)")
+            return _evaluate_candidate(args)
+        if not args.dataset:
+            raise ValueError("judging a registered version needs --dataset (a field dataset version)")
         from cloud.db import session_scope
         from cloud.training import champion as rule
         from cloud.training import watch

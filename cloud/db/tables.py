@@ -406,3 +406,19 @@ class RunInput(SQLModel, table=True):
     run_id: str = Field(primary_key=True, foreign_key="pipelinerun.id", max_length=64)
     dataset_hash: str = Field(primary_key=True, foreign_key="dataset.content_hash", max_length=128)
     role: str = Field(primary_key=True, max_length=32)
+
+
+class Candidate(SQLModel, table=True):
+    """A trained challenger on its way through `pipeline compile|evaluate|register`: the train step's output.
+    `id` is the sha256 of its document in the artifact store (which names the estimator's bytes by their
+    sha256), so separate processes pass it on by name and a changed byte is refused; the later steps'
+    outputs are kept here, so each step run again does nothing new."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    model_id: str = Field(index=True)
+    run_id: str = Field(foreign_key="pipelinerun.id", max_length=64, index=True)
+    champion: str
+    artifacts: dict[str, str] = _json(default_factory=dict)  # compiled: name -> sha256; "manifest" the fragment
+    judgement: dict[str, Any] = _json(default_factory=dict)  # evaluated: outcome, reasons, both comparisons
+    version: str | None = None  # registered as this model version
+    created_at_ms: int = _ms(default_factory=now_ms)

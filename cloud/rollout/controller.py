@@ -32,6 +32,7 @@ from cloud.rollout.figures import figures_for
 from cloud.rollout.gates import ArmFigures, GatePolicy, InstallTally, Verdict, judge
 from cloud.rollout.plan import Outgoing, plan_deployment, target_devices
 from cloud.rollout.progress import Action, OnBreach, Position, next_action
+from cloud.rollout.promotion import promote_completed_canary
 from cloud.rollout.records import Rollout, RolloutDecision, RolloutGateSample
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,10 @@ class RolloutController(Periodic):
 
     def __init__(
         self, deployer: Deployer, *, interval_s: float = 10.0, baseline_lookback_ms: int = DAY_MS,
-        sample_every_ms: int = 30_000,
+        sample_every_ms: int = 30_000, promote_on_canary: bool = True,
     ) -> None:  # fmt: skip
         self.deployer = deployer
+        self.promote_on_canary = promote_on_canary  # a challenger's completed canary moves champion, production
         self.interval_s = interval_s
         self.baseline_lookback_ms = baseline_lookback_ms
         self.sample_every_ms = sample_every_ms  # how often the gate values are kept for the console
@@ -226,6 +228,8 @@ class RolloutController(Periodic):
             rollout.wave_passed_ms = now
         elif action is Action.COMPLETE:
             rollout.state, rollout.reason = RolloutState.COMPLETED, "every wave passed its gates"
+            if self.promote_on_canary:
+                detail["promoted"] = promote_completed_canary(session, deployment, rollout.waves, actor=CONTROLLER)
         elif action in (Action.PAUSE, Action.STALLED):
             rollout.state = RolloutState.PAUSED
             rollout.reason = (_breach_reason(verdict) if action is Action.PAUSE else

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -53,6 +53,10 @@ class TrainingConfig:
     seed: int = 0
     target: str = "onnx"
     quantize: str = "int8"
+    # the rows the reference profile (drift's baseline) describes: the training rows, or the held-out rows
+    # when the field is simulated by drawing from them (the demo): a profile of other rows than the ones
+    # the devices draw from makes every device share those rows' own deviation from it, as drift
+    profile_from: Literal["train", "heldout"] = "train"
     manifest_valid_days: float = 90.0  # CloudSettings.manifest_valid_days; the refresher re-signs before it lapses
 
 
@@ -151,7 +155,7 @@ def run_training_pipeline(
     version_of_code = code_version()  # git runs once per pipeline, not per use
     parameters = {
         "estimator": config.estimator, **config.params, "test_size": config.test_size, "seed": config.seed,
-        "target": config.target, "quantize": config.quantize,
+        "target": config.target, "quantize": config.quantize, "profile_from": config.profile_from,
     }
     with session_scope(engine) as session:
         registry.register_dataset(session, DatasetCreate(
@@ -174,7 +178,7 @@ def run_training_pipeline(
         with steps.step("compile"):
             compiled = compile_estimator(
                 estimator, split.X_test, split.y_test, target=config.target, quantize=config.quantize,
-                reference_X=split.X_train,
+                reference_X=split.X_train if config.profile_from == "train" else split.X_test,
             )
         with steps.step("sign and register"):
             manifest = compiled.fragment

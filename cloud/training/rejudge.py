@@ -16,9 +16,9 @@ from cloud import registry
 from cloud.registry import field_data
 from cloud.registry.artifacts import ArtifactStore
 from cloud.training import champion as rule
+from cloud.training.candidates import recipe_of
 from cloud.training.evaluation import predict_labels
 from cloud.training.pipeline import load_dataset
-from cloud.training.retrain import recipe_of
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from compiler_kit import Split
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
@@ -68,6 +69,20 @@ def test_compiled_fragment_profiles_the_reference_data(digits: Split, diabetes: 
     assert without.fragment.reference.n_rows == len(digits.x_test)
     ridge = compile_estimator(Ridge().fit(diabetes.x_train, diabetes.y_train), diabetes.x_test, diabetes.y_test)
     assert len(ridge.fragment.reference.predictions.bin_edges) == 11
+
+
+def test_the_confidence_reference_is_the_held_out_rows_not_the_rows_the_model_was_fitted_to(digits: Split) -> None:
+    """A model is more confident on its own training rows: a confidence profile of those would make any field
+    from the same distribution look less confident than its reference (confidence drift with no drift)."""
+    estimator = make_pipeline(StandardScaler(), LogisticRegression()).fit(digits.x_train, digits.y_train)
+    result = compile_estimator(estimator, digits.x_test, digits.y_test, reference_X=digits.x_train)
+    confidence = result.fragment.reference.confidence
+    assert sum(confidence.counts) == len(digits.x_test)
+    held_out = estimator.predict_proba(digits.x_test).max(axis=1)
+    top = list(confidence.bin_edges)[-2]  # the highest bin: the most confident rows
+    assert confidence.counts[-1] == pytest.approx((held_out >= top).sum(), abs=3)  # as compiled, not as fitted
+    trained = estimator.predict_proba(digits.x_train).max(axis=1)
+    assert (trained >= top).mean() > confidence.counts[-1] / len(digits.x_test)  # the bias it avoids
 
 
 def test_the_agent_counts_float32_inputs_into_the_same_mass_point_bins() -> None:

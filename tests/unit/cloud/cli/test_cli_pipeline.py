@@ -1,9 +1,13 @@
 """The retraining loop one command at a time, on the database as cron or Airflow would run it: train,
-snapshot, check, retrain, rollout, promote, aliases; with the exit codes an orchestrator branches on."""
+snapshot, check, retrain (or its steps: train, compile, evaluate, register, each in a process of its own),
+rollout, promote, aliases; with the exit codes an orchestrator branches on."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +15,14 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from support.enrollment import enroll
 
+import cloud
+from cloud import registry
 from cloud.cli import main
-from cloud.db.tables import Device, SampleRecord
+from cloud.db.tables import Candidate, Device, ModelVersion, PipelineRun, RunInput, SampleRecord
 from cloud.monitoring import feedback
+from cloud.registry import aliases
 from cloud.rollout.records import Rollout
+from cloud.settings import CloudSettings
 from cloud.training.pipeline import load_dataset
 from simulator.data import DataStream, Drift
 
@@ -90,3 +98,87 @@ def test_the_loop_step_by_step_on_the_database(data_dir: Path, db_engine: Engine
     assert main(["data", "list", "--json", *where]) == 0
     datasets = json.loads(capsys.readouterr().out)
     assert len(datasets) == 4 and {len(d["content_hash"]) for d in datasets} == {64} and datasets[0]["provenance"]
+
+
+def _step(*args: str) -> subprocess.CompletedProcess[str]:
+    """One pipeline step in a fresh process, as an orchestrator's pod runs it."""
+    env = {**os.environ, "PYTHONPATH": str(Path(cloud.__file__).resolve().parent.parent)}
+    return subprocess.run([sys.executable, "-m", "cloud.cli", "pipeline", *args], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+
+
+def test_the_steps_in_separate_processes_hand_on_a_candidate_that_must_be_intact(
+    data_dir: Path, db_engine: Engine, capsys
+) -> None:
+    where = ["--data-dir", str(data_dir)]
+    assert main(["train", *where]) == 0
+    _drifted_field_data(db_engine)
+    capsys.readouterr()
+
+    trained = _step("train", "digits-classifier", "--trigger", "drift", "--actor", "cron", "--json", *where)
+    assert trained.returncode == 0, trained.stderr
+    made = json.loads(trained.stdout)
+    candidate = made["candidate"]
+    assert made["new"] and made["champion"] == "1" and len(candidate) == 64
+    with Session(db_engine) as session:  # the run names what it read
+        roles = {r.role for r in session.exec(select(RunInput).where(RunInput.run_id == made["run_id"]))}
+        assert roles == {"reference", "field", "field_train", "field_eval"}
+        assert session.get(PipelineRun, made["run_id"]).status == "succeeded"  # type: ignore[union-attr]
+    assert main(["pipeline", "train", "digits-classifier", "--json", *where]) == 0  # the same inputs: the same one
+    again = json.loads(capsys.readouterr().out)
+    assert again["candidate"] == candidate and not again["new"]
+
+    # a candidate changed or lost in the store, or never made, is refused with one line, and nothing is compiled
+    store = CloudSettings(data_dir=data_dir).artifacts_dir
+    assert store is not None
+    document = store / candidate[:2] / candidate
+    estimator = store / json.loads(document.read_bytes())["estimator_sha256"][:2]
+    estimator = estimator / json.loads(document.read_bytes())["estimator_sha256"]
+    original = estimator.read_bytes()
+    estimator.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    assert main(["pipeline", "compile", candidate, *where]) == 1
+    assert "no longer matches its digest" in capsys.readouterr().err
+    estimator.write_bytes(original)
+    kept = document.read_bytes()
+    document.unlink()
+    assert main(["pipeline", "evaluate", candidate, *where]) == 1
+    assert capsys.readouterr().err == f"error: no artifact {candidate}\n"
+    document.write_bytes(kept)
+    assert main(["pipeline", "register", "0" * 64, *where]) == 1
+    assert capsys.readouterr().err.startswith(f"error: no candidate {'0' * 64}")
+    assert main(["pipeline", "compile", candidate[:11] + "%", *where]) == 1  # not a pattern to match with
+    assert "not a candidate id" in capsys.readouterr().err
+    with Session(db_engine) as session:
+        assert session.get(Candidate, candidate).artifacts == {}  # type: ignore[union-attr]
+
+    compiled = _step("compile", candidate, "--json", *where)
+    assert compiled.returncode == 0, compiled.stderr
+    assert "manifest" in json.loads(compiled.stdout)["artifacts"]
+    with Session(db_engine) as session:  # the refused try marked the run failed; the good one marks it succeeded
+        assert session.get(PipelineRun, made["run_id"]).status == "succeeded"  # type: ignore[union-attr]
+    judged = _step("evaluate", candidate, "--json", *where)
+    assert judged.returncode == 0, judged.stderr
+    verdict = json.loads(judged.stdout)
+    assert verdict["outcome"] == "win" and verdict["field"]["gain_interval"][0] > 0.02
+    registered = _step("register", candidate, "--actor", "argo", "--json", *where)
+    assert registered.returncode == 0, registered.stderr
+    assert json.loads(registered.stdout) == {"candidate": candidate, "model_id": "digits-classifier", "version": "2"}
+    assert main(["pipeline", "register", candidate[:16], *where]) == 0  # again (by a prefix): the same version
+    assert "digits-classifier v2 registered" in capsys.readouterr().out
+    with Session(db_engine) as session:
+        assert len(session.exec(select(ModelVersion)).all()) == 2
+        lineage = registry.manifest_of(registry.get_model_version(session, "digits-classifier", "2")).lineage
+        assert lineage["candidate"] == candidate and lineage["run_id"] == made["run_id"]
+        moves = aliases.history(session, "digits-classifier")
+        assert [(m.alias, m.to_version, m.actor) for m in moves][-1] == ("challenger", "2", "argo")
+        run = session.get(PipelineRun, made["run_id"])
+        assert run is not None and set(run.step_timings_s) == {"snapshot", "train", "compile", "evaluate",
+                                                               "sign and register"}
+
+    # a margin no challenger can beat: a new candidate, which loses; nothing to register (exit 3)
+    assert main(["pipeline", "train", "digits-classifier", "--margin", "0.95", "--json", *where]) == 0
+    hopeless = json.loads(capsys.readouterr().out)["candidate"]
+    assert main(["pipeline", "evaluate", hopeless, *where]) == 3
+    assert "LOSE" in capsys.readouterr().out
+    assert main(["pipeline", "register", hopeless, *where]) == 3
+    assert "did not win: nothing to register" in capsys.readouterr().out
