@@ -24,6 +24,7 @@ from onnx import numpy_helper
 
 from model_compiler.forest import Forest, Tree
 from model_compiler.onnx_graph import OPSET, GraphBuilder, emit_preprocessing
+from model_compiler.segments import code_domains, nan_reaches_output
 from model_compiler.types import SCORES_NAME, VALUES_NAME
 
 ML_OPSET = 5
@@ -39,7 +40,8 @@ class _Arrays:
     of the same weights. Internal nodes cannot be shared: onnxruntime (1.20+) refuses a node reached
     twice ("cycle or shared internal node")."""
 
-    def __init__(self) -> None:
+    def __init__(self, domains: dict[int, np.ndarray] | None = None) -> None:
+        self.domains = domains or {}  # feature -> the codes it can hold besides NaN (see _category_split)
         self.roots: list[int] = []
         self.members: list[float] = []  # the sets of BRANCH_MEMBER nodes, in node order, each closed by NaN
         self.nodes: list[tuple[Any, ...]] = []  # (feature, split, mode, true, false, missing, members)
@@ -90,8 +92,7 @@ class _Arrays:
                 # a split that sends only missing values left (no category): no value is <= -inf
                 ref[i] = (0, self._node((feature[i], float("-inf"), BRANCH_LEQ, true, false, missing[i], None)))
             elif i in sets:
-                members = tuple(sets[i].tolist())
-                ref[i] = (0, self._node((feature[i], 0.0, BRANCH_MEMBER, true, false, missing[i], members)))
+                ref[i] = (0, self._node(self._category_split(feature[i], sets[i], true, false, missing[i])))
             else:
                 ref[i] = (0, self._node((feature[i], threshold[i], BRANCH_LEQ, true, false, missing[i], None)))
         is_leaf, index = ref[0]
@@ -99,12 +100,37 @@ class _Arrays:
             index = self._node((0, float("inf"), BRANCH_LEQ, (1, index), (1, index), True, None))
         self.roots.append(index)
 
+    def _category_split(self, feature: int, members: np.ndarray, true: Any, false: Any, missing: bool) -> tuple[Any, ...]:
+        """The cheapest node sending the codes in `members` to `true`, the feature's other codes to `false`,
+        NaN by `missing`. A set is 4 bytes a member plus a separator; where the feature's codes are known
+        (an OrdinalEncoder feeds it), the set or its complement (branches swapped) is often one comparison:
+        every code up to c (LEQ c), from c on (GTE c), or c alone (EQ c). NaN fails every comparison, so it
+        still goes where the missing flag says."""
+        domain = self.domains.get(feature)
+        forms = [(members, true, false, missing)]
+        if domain is not None and np.isin(members, domain).all():
+            rest = np.setdiff1d(domain, members)
+            if len(rest):
+                forms.append((rest, false, true, not missing))
+        best: tuple[Any, ...] | None = None
+        for chosen, yes, no, nan_yes in forms:
+            if domain is not None and np.array_equal(chosen, domain[domain <= chosen.max()]):
+                return (feature, float(chosen.max()), BRANCH_LEQ, yes, no, nan_yes, None)
+            if domain is not None and np.array_equal(chosen, domain[domain >= chosen.min()]):
+                return (feature, float(chosen.min()), BRANCH_GTE, yes, no, nan_yes, None)
+            if len(chosen) == 1:
+                return (feature, float(chosen[0]), BRANCH_EQ, yes, no, nan_yes, None)
+            if best is None or len(chosen) < len(best[6]):
+                best = (feature, 0.0, BRANCH_MEMBER, yes, no, nan_yes, tuple(chosen.tolist()))
+        assert best is not None
+        return best
+
     def node_field(self, k: int) -> list[Any]:
         return [n[k] for n in self.nodes]
 
 
 _NODE_FIELDS = ["features", "splits", "true_ids", "true_leaf", "false_ids", "false_leaf", "missing_true", "modes"]
-BRANCH_LEQ, BRANCH_MEMBER = 0, 6  # TreeEnsemble's nodes_modes
+BRANCH_LEQ, BRANCH_GTE, BRANCH_EQ, BRANCH_MEMBER = 0, 2, 4, 6  # TreeEnsemble's nodes_modes
 _LEAF_FIELDS = ["leaf_targets", "leaf_weights"]
 
 
@@ -140,13 +166,15 @@ def _ensemble_attrs(arrays: _Arrays, n_targets: int, missing: bool) -> dict[str,
 
 def _emit_trees(g: GraphBuilder, forest: Forest, x: str) -> str:
     """The summed leaf values of all trees, (rows, n_targets)."""
-    arrays = _Arrays()
+    arrays = _Arrays(code_domains(list(forest.segments)))
+    # the missing flags only where NaN can reach the trees: elsewhere they are a byte a node for nothing
+    missing = forest.native_missing or nan_reaches_output(list(forest.segments), forest.accepts_missing)
     if _single_target(forest):
         for tree in forest.trees:
             nonzero_first = np.argmax(tree.value != 0.0, axis=1)  # the one non-zero target (0 if none)
             weight = tree.value[np.arange(len(nonzero_first)), nonzero_first]
             arrays.add(tree, tree.targets[nonzero_first], weight)
-        attrs = _ensemble_attrs(arrays, forest.n_targets, forest.accepts_missing)
+        attrs = _ensemble_attrs(arrays, forest.n_targets, missing)
         return g.op("TreeEnsemble", [x], domain="ai.onnx.ml", **attrs)
     # Leaves with several non-zero values: each tree outputs the row of its leaf in a value table, which
     # holds each distinct row once.
@@ -163,7 +191,7 @@ def _emit_trees(g: GraphBuilder, forest: Forest, x: str) -> str:
                 table.append(full[i])
             row_ids[i] = rows[key]
         arrays.add(tree, np.full(len(tree.left), t), row_ids)
-    attrs = _ensemble_attrs(arrays, len(forest.trees), forest.accepts_missing)
+    attrs = _ensemble_attrs(arrays, len(forest.trees), missing)
     ids = g.op("TreeEnsemble", [x], domain="ai.onnx.ml", **attrs)
     values = g.const(np.stack(table), "v")
     picked = g.op("Gather", [values, g.op("Cast", [ids], to=onnx.TensorProto.INT64)], axis=0)  # (rows, trees, targets)
