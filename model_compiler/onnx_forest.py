@@ -40,8 +40,9 @@ class _Arrays:
     of the same weights. Internal nodes cannot be shared: onnxruntime (1.20+) refuses a node reached
     twice ("cycle or shared internal node")."""
 
-    def __init__(self, domains: dict[int, np.ndarray] | None = None) -> None:
+    def __init__(self, domains: dict[int, np.ndarray] | None = None, nan: bool = False) -> None:
         self.domains = domains or {}  # feature -> the codes it can hold besides NaN (see _category_split)
+        self.nan = nan  # whether NaN can reach the trees (see _numeric_split)
         self.roots: list[int] = []
         self.members: list[float] = []  # the sets of BRANCH_MEMBER nodes, in node order, each closed by NaN
         self.nodes: list[tuple[Any, ...]] = []  # (feature, split, mode, true, false, missing, members)
@@ -89,39 +90,51 @@ class _Arrays:
             if true == false:
                 ref[i] = true
             elif i in sets and not len(sets[i]):
-                # a split that sends only missing values left (no category): no value is <= -inf
-                ref[i] = (0, self._node((feature[i], float("-inf"), BRANCH_LEQ, true, false, missing[i], None)))
+                # a split that sends only missing values left (no category): every number is >= -inf
+                if not (self.nan and missing[i]):
+                    ref[i] = false
+                else:
+                    ref[i] = (0, self._node((feature[i], float("-inf"), BRANCH_GTE, false, true, False, None)))
             elif i in sets:
                 ref[i] = (0, self._node(self._category_split(feature[i], sets[i], true, false, missing[i])))
+            elif self.nan and missing[i]:
+                ref[i] = (0, self._node((feature[i], threshold[i], BRANCH_GT, false, true, False, None)))
             else:
-                ref[i] = (0, self._node((feature[i], threshold[i], BRANCH_LEQ, true, false, missing[i], None)))
+                ref[i] = (0, self._node((feature[i], threshold[i], BRANCH_LEQ, true, false, False, None)))
         is_leaf, index = ref[0]
         if is_leaf:  # a lone leaf: route through one split that always goes "true"
-            index = self._node((0, float("inf"), BRANCH_LEQ, (1, index), (1, index), True, None))
+            index = self._node((0, float("inf"), BRANCH_LEQ, (1, index), (1, index), False, None))
         self.roots.append(index)
 
     def _category_split(self, feature: int, members: np.ndarray, true: Any, false: Any, missing: bool) -> tuple[Any, ...]:
         """The cheapest node sending the codes in `members` to `true`, the feature's other codes to `false`,
-        NaN by `missing`. A set is 4 bytes a member plus a separator; where the feature's codes are known
-        (an OrdinalEncoder feeds it), the set or its complement (branches swapped) is often one comparison:
-        every code up to c (LEQ c), from c on (GTE c), or c alone (EQ c). NaN fails every comparison, so it
-        still goes where the missing flag says."""
+        NaN to `true` if `missing`. A set is 4 bytes a member plus a separator; where the feature's codes
+        are known (an OrdinalEncoder feeds it), the set or its complement (branches swapped) is often one
+        comparison: every code up to c (LEQ c), from c on (GTE c), or c alone (EQ c). NaN fails every
+        comparison and every set, so where NaN can reach, the form whose false side is NaN's is chosen."""
         domain = self.domains.get(feature)
         forms = [(members, true, false, missing)]
         if domain is not None and np.isin(members, domain).all():
             rest = np.setdiff1d(domain, members)
             if len(rest):
                 forms.append((rest, false, true, not missing))
+            elif self.nan and missing:  # every code and NaN go to `true`
+                forms = [(domain[:0], false, true, False)]
+        if self.nan and any(not nan_yes for *_, nan_yes in forms):
+            forms = [f for f in forms if not f[3]]
         best: tuple[Any, ...] | None = None
         for chosen, yes, no, nan_yes in forms:
+            flag = bool(self.nan and nan_yes)  # only where no form sends NaN the right way by itself
+            if not len(chosen):
+                return (feature, float("-inf"), BRANCH_LEQ, yes, no, flag, None)  # no number is <= -inf
             if domain is not None and np.array_equal(chosen, domain[domain <= chosen.max()]):
-                return (feature, float(chosen.max()), BRANCH_LEQ, yes, no, nan_yes, None)
+                return (feature, float(chosen.max()), BRANCH_LEQ, yes, no, flag, None)
             if domain is not None and np.array_equal(chosen, domain[domain >= chosen.min()]):
-                return (feature, float(chosen.min()), BRANCH_GTE, yes, no, nan_yes, None)
+                return (feature, float(chosen.min()), BRANCH_GTE, yes, no, flag, None)
             if len(chosen) == 1:
-                return (feature, float(chosen[0]), BRANCH_EQ, yes, no, nan_yes, None)
+                return (feature, float(chosen[0]), BRANCH_EQ, yes, no, flag, None)
             if best is None or len(chosen) < len(best[6]):
-                best = (feature, 0.0, BRANCH_MEMBER, yes, no, nan_yes, tuple(chosen.tolist()))
+                best = (feature, 0.0, BRANCH_MEMBER, yes, no, flag, tuple(chosen.tolist()))
         assert best is not None
         return best
 
@@ -130,7 +143,7 @@ class _Arrays:
 
 
 _NODE_FIELDS = ["features", "splits", "true_ids", "true_leaf", "false_ids", "false_leaf", "missing_true", "modes"]
-BRANCH_LEQ, BRANCH_GTE, BRANCH_EQ, BRANCH_MEMBER = 0, 2, 4, 6  # TreeEnsemble's nodes_modes
+BRANCH_LEQ, BRANCH_GTE, BRANCH_GT, BRANCH_EQ, BRANCH_MEMBER = 0, 2, 3, 4, 6  # TreeEnsemble's nodes_modes
 _LEAF_FIELDS = ["leaf_targets", "leaf_weights"]
 
 
@@ -138,7 +151,7 @@ def _single_target(forest: Forest) -> bool:
     return all(int((t.value[t.left < 0] != 0.0).sum(axis=1).max(initial=0)) <= 1 for t in forest.trees)
 
 
-def _ensemble_attrs(arrays: _Arrays, n_targets: int, missing: bool) -> dict[str, Any]:
+def _ensemble_attrs(arrays: _Arrays, n_targets: int) -> dict[str, Any]:
     # aggregate_function (SUM) and post_transform (NONE) are left at their defaults
     true, false = arrays.node_field(3), arrays.node_field(4)
     for n in arrays.nodes:
@@ -159,22 +172,22 @@ def _ensemble_attrs(arrays: _Arrays, n_targets: int, missing: bool) -> dict[str,
     }
     if arrays.members:
         attrs["membership_values"] = numpy_helper.from_array(np.array(arrays.members, dtype=np.float32))
-    if missing:  # only where NaN can reach the trees: elsewhere the runtime refuses it
-        attrs["nodes_missing_value_tracks_true"] = [int(m) for m in arrays.node_field(5)]
+    flags = arrays.node_field(5)
+    if any(flags):  # rare (see _Arrays): splits send NaN the right way by their mode
+        attrs["nodes_missing_value_tracks_true"] = [int(m) for m in flags]
     return attrs
 
 
 def _emit_trees(g: GraphBuilder, forest: Forest, x: str) -> str:
     """The summed leaf values of all trees, (rows, n_targets)."""
-    arrays = _Arrays(code_domains(list(forest.segments)))
-    # the missing flags only where NaN can reach the trees: elsewhere they are a byte a node for nothing
-    missing = forest.native_missing or nan_reaches_output(list(forest.segments), forest.accepts_missing)
+    nan = forest.native_missing or nan_reaches_output(list(forest.segments), forest.accepts_missing)
+    arrays = _Arrays(code_domains(list(forest.segments)), nan)
     if _single_target(forest):
         for tree in forest.trees:
             nonzero_first = np.argmax(tree.value != 0.0, axis=1)  # the one non-zero target (0 if none)
             weight = tree.value[np.arange(len(nonzero_first)), nonzero_first]
             arrays.add(tree, tree.targets[nonzero_first], weight)
-        attrs = _ensemble_attrs(arrays, forest.n_targets, missing)
+        attrs = _ensemble_attrs(arrays, forest.n_targets)
         return g.op("TreeEnsemble", [x], domain="ai.onnx.ml", **attrs)
     # Leaves with several non-zero values: each tree outputs the row of its leaf in a value table, which
     # holds each distinct row once.
@@ -191,7 +204,7 @@ def _emit_trees(g: GraphBuilder, forest: Forest, x: str) -> str:
                 table.append(full[i])
             row_ids[i] = rows[key]
         arrays.add(tree, np.full(len(tree.left), t), row_ids)
-    attrs = _ensemble_attrs(arrays, len(forest.trees), missing)
+    attrs = _ensemble_attrs(arrays, len(forest.trees))
     ids = g.op("TreeEnsemble", [x], domain="ai.onnx.ml", **attrs)
     values = g.const(np.stack(table), "v")
     picked = g.op("Gather", [values, g.op("Cast", [ids], to=onnx.TensorProto.INT64)], axis=0)  # (rows, trees, targets)
