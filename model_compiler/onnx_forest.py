@@ -10,6 +10,10 @@ to have the input's type. Its one limit: a leaf feeds one target. When some
 leaves hold several non-zero class fractions (a depth-limited multiclass forest), each tree instead
 outputs the row of its leaf in a (leaves x classes) value table, which Gather + ReduceSum then add up.
 
+NaN costs no byte a node: each split's mode sends it (NaN fails every comparison and set, so a split
+whose NaN goes left becomes GT with its sides swapped; see _Arrays). HistGradientBoosting's categorical
+columns code NaN and unknown values as one more category (_code_missing).
+
 Aggregation is SUM, with averaging done by one Mul after it, so sums of exact leaf fractions keep
 scikit-learn's ties (and so its argmax) exact.
 """
