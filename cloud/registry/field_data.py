@@ -212,8 +212,12 @@ def provenance(selection: Selection, rows: Sequence[FieldRow], **extra: object) 
         "model_versions": sorted({r.model_version for r in rows}),
         "window_ms": [min(stamps), max(stamps)] if stamps else [],
         "label_sources": dict(sorted(Counter(r.label_source for r in rows).items())),
-        "selection": {"versions": list(selection.versions), "devices": list(selection.devices),
-                      "since_ms": selection.since_ms, "until_ms": selection.until_ms},  # fmt: skip
+        "selection": {
+            "versions": list(selection.versions),
+            "devices": list(selection.devices),
+            "since_ms": selection.since_ms,
+            "until_ms": selection.until_ms,
+        },  # fmt: skip
         **extra,
     }
 
