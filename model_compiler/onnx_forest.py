@@ -51,6 +51,8 @@ class _Arrays:
         self.domains = domains or {}  # feature -> the codes it can hold besides NaN (see _category_split)
         self.nan = nan  # whether NaN can reach the trees: splits then choose their mode by where NaN goes
         self.coded = coded or {}  # feature -> the code its lookup gives NaN and unknown values (_code_missing)
+        self._domain_lists = {f: sorted(float(v) for v in d) for f, d in self.domains.items()}
+        self._domain_sets = {f: set(d) for f, d in self._domain_lists.items()}
         self.roots: list[int] = []
         self.members: list[float] = []  # the sets of BRANCH_MEMBER nodes, in node order, each closed by NaN
         self.nodes: list[tuple[Any, ...]] = []  # (feature, split, mode, true, false, missing, members)
@@ -122,33 +124,36 @@ class _Arrays:
         are known (an OrdinalEncoder feeds it), the set or its complement (branches swapped) is often one
         comparison: every code up to c (LEQ c), from c on (GTE c), or c alone (EQ c). NaN fails every
         comparison and every set, so where NaN can reach, the form whose false side is NaN's is chosen."""
-        domain = self.domains.get(feature)
+        # plain sorted lists, not numpy: this runs once per categorical split (thousands in a large model)
+        domain = self._domain_lists.get(feature)
+        codes = members.tolist()
         nan = self.nan
         if feature in self.coded:  # NaN and unknown values arrive as one more code, free to join either side
-            members = np.append(members, np.float32(self.coded[feature])) if missing else members
+            codes = [*codes, self.coded[feature]] if missing else codes  # the largest code: still sorted
             nan = missing = False
-        forms = [(members, true, false, missing)]
-        if domain is not None and np.isin(members, domain).all():
-            rest = np.setdiff1d(domain, members)
-            if len(rest):
+        forms = [(codes, true, false, missing)]
+        if domain is not None and set(codes) <= self._domain_sets[feature]:
+            taken = set(codes)
+            rest = [d for d in domain if d not in taken]
+            if rest:
                 forms.append((rest, false, true, not missing))
             elif nan and missing:  # every code and NaN go to `true`
-                forms = [(domain[:0], false, true, False)]
+                forms = [([], false, true, False)]
         if nan and any(not nan_yes for *_, nan_yes in forms):
             forms = [f for f in forms if not f[3]]
         best: tuple[Any, ...] | None = None
         for chosen, yes, no, nan_yes in forms:
             flag = bool(nan and nan_yes)  # only where no form sends NaN the right way by itself
-            if not len(chosen):
+            if not chosen:
                 return (feature, float("-inf"), BRANCH_LEQ, yes, no, flag, None)  # no number is <= -inf
-            if domain is not None and np.array_equal(chosen, domain[domain <= chosen.max()]):
-                return (feature, float(chosen.max()), BRANCH_LEQ, yes, no, flag, None)
-            if domain is not None and np.array_equal(chosen, domain[domain >= chosen.min()]):
-                return (feature, float(chosen.min()), BRANCH_GTE, yes, no, flag, None)
+            if domain is not None and chosen == domain[: len(chosen)]:
+                return (feature, chosen[-1], BRANCH_LEQ, yes, no, flag, None)
+            if domain is not None and chosen == domain[len(domain) - len(chosen) :]:
+                return (feature, chosen[0], BRANCH_GTE, yes, no, flag, None)
             if len(chosen) == 1:
-                return (feature, float(chosen[0]), BRANCH_EQ, yes, no, flag, None)
+                return (feature, chosen[0], BRANCH_EQ, yes, no, flag, None)
             if best is None or len(chosen) < len(best[6]):
-                best = (feature, 0.0, BRANCH_MEMBER, yes, no, flag, tuple(chosen.tolist()))
+                best = (feature, 0.0, BRANCH_MEMBER, yes, no, flag, tuple(chosen))
         assert best is not None
         return best
 
