@@ -83,6 +83,40 @@ def imputes(segments: list[Segment]) -> bool:
     return False
 
 
+def nan_reaches_output(segments: list[Segment], accepts_missing: bool) -> bool:
+    """Whether an output column may hold NaN on an accepted input: a raw NaN no op replaces (where the input
+    accepts NaN at all), a lookup's NaN for unknown values, or an op that makes NaN of numbers (log, sqrt of
+    a negative; 0 * inf). One-hot and indicator columns are always 0/1."""
+    for s in segments:
+        if not isinstance(s, NumericSegment):
+            continue
+        nan = accepts_missing
+        for op in s.ops:
+            if op.lookup is not None:
+                nan = bool(np.isnan(op.lookup.unknown)) or (nan and bool(np.isnan(op.lookup.missing)))
+            elif op.kind == "fill":
+                nan = False
+            elif op.kind in ("log", "log1p", "sqrt") or (op.kind in ("mul", "div") and not np.all(op.value)):
+                nan = True
+        if nan:
+            return True
+    return False
+
+
+def code_domains(segments: list[Segment]) -> dict[int, np.ndarray]:
+    """Output column -> the numbers it can hold besides NaN, for columns an OrdinalEncoder lookup ends
+    (its codes, and its outputs for unknown and missing values where those are numbers)."""
+    out: dict[int, np.ndarray] = {}
+    start = 0
+    for s in segments:
+        if isinstance(s, NumericSegment) and len(s.columns) == 1 and s.ops and s.ops[-1].lookup is not None:
+            lookup = s.ops[-1].lookup
+            extra = [v for v in (lookup.unknown, lookup.missing) if not np.isnan(v)]
+            out[start] = np.unique(np.concatenate([lookup.codes, np.array(extra, np.float32)]).astype(np.float32))
+        start += segment_width(s)
+    return out
+
+
 def has_lookup(segments: list[Segment]) -> bool:
     return any(op.lookup is not None for s in segments if not isinstance(s, IndicatorSegment) for op in s.ops)
 

@@ -6,6 +6,13 @@ canonical byte form (rows in (device, prediction id) order, float32 inputs, JSON
 dataset by the sha256 of those bytes. The bytes go into the artifact store under that same digest and the
 dataset's record keeps its provenance: devices, time window, model versions, label sources. The same rows
 always give the same hash, whoever takes the snapshot and whenever: a run that names a hash names its data.
+
+A model with string columns samples their category codes (what its artifact reads: category i as i, an
+unknown one as len(categories), missing as NaN). Its rows keep both: `input`, the codes, which the champion
+and challenger artifacts are run on, and `values`, the codes decoded by the sampled version's manifest
+columns (the category string, None for missing, UNKNOWN for a category the model did not know: the device
+kept no string), which is what the reference data holds and what a retrain on a DataFrame must add to it.
+Rows of purely numeric models carry no `values`, and their bytes are those of before.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from sqlalchemy import and_
@@ -25,9 +33,11 @@ from cloud.errors import InvalidRequestError
 from cloud.registry.artifacts import ArtifactStore
 from cloud.registry.datasets import get_dataset, register_dataset
 from cloud.registry.versions import list_model_versions, manifest_of
+from protocols.v1 import messages_pb2 as pb
 
 FORMAT = "edgefleet.field-dataset.v1"
 FIELD = "field"
+UNKNOWN = "(unknown category)"  # a sampled string code len(categories): the model did not know the string
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ class FieldRow:
     label: str
     label_source: str  # device (known when it predicted) | api | mqtt (came back later)
     input: tuple[float, ...]
+    values: tuple[float | str | None, ...] = ()  # `input` decoded by the manifest's columns (string columns)
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,15 @@ class FieldDataset:
     content_hash: str
     model_id: str
     rows: tuple[FieldRow, ...]
+    columns: tuple[str, ...] = ()  # the input columns' names, where the rows carry decoded values
+
+    def frame(self) -> Any:
+        """The decoded rows as a pandas DataFrame named by the manifest's columns (strings stay strings)."""
+        import pandas as pd
+
+        if not self.columns:
+            raise InvalidRequestError("this field dataset holds no decoded columns (a purely numeric model)")
+        return pd.DataFrame([list(r.values) for r in self.rows], columns=list(self.columns))
 
     @property
     def X(self) -> np.ndarray:
@@ -86,6 +106,7 @@ def collect(session: Session, selection: Selection) -> list[FieldRow]:
     if selection.until_ms is not None:
         query = query.where(SampleRecord.ts_ms < selection.until_ms)
     widths = _widths(session, selection.model_id)
+    specs = _string_columns(session, selection.model_id)
     rows = {}
     for sample, late, source in session.exec(query):
         label, label_source = (late, source) if late is not None else (sample.label, "device")
@@ -98,6 +119,9 @@ def collect(session: Session, selection: Selection) -> list[FieldRow]:
             continue
         row = FieldRow(sample.device_id, sample.prediction_id, sample.model_version, sample.ts_ms, sample.prediction,
                        label, label_source, tuple(float(np.float32(v)) for v in sample.input))  # fmt: skip
+        columns = specs.get(sample.model_version, specs.get(None))
+        if columns:
+            row = replace(row, values=decode(row.input, columns))
         rows[(row.device_id, row.prediction_id)] = row  # a sample stored twice counts once
     return [rows[key] for key in sorted(rows)]
 
@@ -112,18 +136,54 @@ def _widths(session: Session, model_id: str) -> dict[str | None, int]:
     return out
 
 
-def canonical_bytes(model_id: str, rows: Sequence[FieldRow]) -> bytes:
+def _string_columns(session: Session, model_id: str) -> dict[str | None, list[pb.ColumnSpec]]:
+    """The input columns of each registered version that has string columns (None: the latest's)."""
+    out: dict[str | None, list[pb.ColumnSpec]] = {}
+    for mv in list_model_versions(session, model_id):  # newest first
+        columns = list(manifest_of(mv).io.columns)
+        if any(c.dtype == "string" for c in columns):
+            out[mv.version] = columns
+            out.setdefault(None, columns)
+    return out
+
+
+def decode(codes: Sequence[float], columns: Sequence[pb.ColumnSpec]) -> tuple[float | str | None, ...]:
+    """A sampled input as its columns' values: a string column's code as its category (None when missing,
+    UNKNOWN for len(categories) or any other code the manifest does not name); numbers as they are."""
+    out: list[float | str | None] = []
+    for v, c in zip(codes, columns, strict=True):
+        if c.dtype != "string":
+            out.append(float(v))
+        elif v != v:
+            out.append(None)
+        else:
+            i = int(v)
+            out.append(c.categories[i] if i == v and 0 <= i < len(c.categories) else UNKNOWN)
+    return tuple(out)
+
+
+def column_names(session: Session, model_id: str) -> tuple[str, ...]:
+    """The latest version's input column names where its rows are decoded (string columns), else ()."""
+    latest = _string_columns(session, model_id).get(None)
+    return tuple(c.name for c in latest) if latest else ()
+
+
+def canonical_bytes(model_id: str, rows: Sequence[FieldRow], columns: Sequence[str] = ()) -> bytes:
     """One header line, then one JSON line per row, in (device, prediction id) order."""
     ordered = sorted(rows, key=lambda r: (r.device_id, r.prediction_id))
     widths = {len(r.input) for r in ordered}
     if len(widths) > 1:
         raise InvalidRequestError(f"the rows have different numbers of features: {sorted(widths)}")
     n_features = widths.pop() if widths else 0
-    header = {"format": FORMAT, "model_id": model_id, "n_features": n_features, "n_rows": len(ordered)}
+    header: dict[str, Any] = {"format": FORMAT, "model_id": model_id, "n_features": n_features, "n_rows": len(ordered)}
+    if columns:
+        header["columns"] = list(columns)
     lines = [json.dumps(header, sort_keys=True, separators=(",", ":"))]
     for r in ordered:
         values = [r.device_id, r.prediction_id, r.model_version, r.ts_ms, r.prediction, r.label, r.label_source,
                   [float(np.float32(v)) for v in r.input]]  # fmt: skip
+        if r.values:
+            values.append(list(r.values))
         lines.append(json.dumps(values, separators=(",", ":"), ensure_ascii=False))
     return ("\n".join(lines) + "\n").encode()
 
@@ -135,11 +195,13 @@ def parse(data: bytes) -> FieldDataset:
         header = json.loads(head)
         if header.get("format") != FORMAT:
             raise ValueError(f"format {header.get('format')!r}")
-        rows = tuple(FieldRow(d, p, v, int(t), pred, lab, src, tuple(float(x) for x in inp))
-                     for d, p, v, t, pred, lab, src, inp in map(json.loads, body))  # fmt: skip
+        rows = tuple(FieldRow(d, p, v, int(t), pred, lab, src, tuple(float(x) for x in inp),
+                              tuple(decoded[0]) if decoded else ())
+                     for d, p, v, t, pred, lab, src, inp, *decoded in map(json.loads, body))  # fmt: skip
+        columns = tuple(str(c) for c in header.get("columns", ()))
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"not a field dataset ({FORMAT}): {exc}") from None
-    return FieldDataset(hashlib.sha256(data).hexdigest(), str(header["model_id"]), rows)
+    return FieldDataset(hashlib.sha256(data).hexdigest(), str(header["model_id"]), rows, columns)
 
 
 def provenance(selection: Selection, rows: Sequence[FieldRow], **extra: object) -> dict[str, object]:
@@ -150,21 +212,25 @@ def provenance(selection: Selection, rows: Sequence[FieldRow], **extra: object) 
         "model_versions": sorted({r.model_version for r in rows}),
         "window_ms": [min(stamps), max(stamps)] if stamps else [],
         "label_sources": dict(sorted(Counter(r.label_source for r in rows).items())),
-        "selection": {"versions": list(selection.versions), "devices": list(selection.devices),
-                      "since_ms": selection.since_ms, "until_ms": selection.until_ms},  # fmt: skip
+        "selection": {
+            "versions": list(selection.versions),
+            "devices": list(selection.devices),
+            "since_ms": selection.since_ms,
+            "until_ms": selection.until_ms,
+        },  # fmt: skip
         **extra,
     }
 
 
 def store_rows(
     session: Session, store: ArtifactStore, model_id: str, rows: Sequence[FieldRow], *, name: str,
-    origin: dict[str, object],
+    origin: dict[str, object], columns: Sequence[str] = (),
 ) -> Dataset:  # fmt: skip
     """Write rows as a dataset version (bytes in the store, record in the registry); the same rows give
     the same version, and registering it again changes nothing."""
     if not rows:
         raise InvalidRequestError(f"no labelled samples of {model_id} match: nothing to snapshot")
-    data = canonical_bytes(model_id, rows)
+    data = canonical_bytes(model_id, rows, columns if any(r.values for r in rows) else ())
     digest = store.put(data)
     return register_dataset(session, DatasetCreate(
         content_hash=digest, name=name, n_rows=len(rows), n_features=len(rows[0].input), kind=FIELD,
@@ -176,7 +242,8 @@ def snapshot(session: Session, store: ArtifactStore, selection: Selection, *, na
     """Take the selected labelled samples as a dataset version; InvalidRequestError when there are none."""
     rows = collect(session, selection)
     return store_rows(session, store, selection.model_id, rows, name=name or f"{selection.model_id}-field",
-                      origin=provenance(selection, rows))  # fmt: skip
+                      origin=provenance(selection, rows),
+                      columns=column_names(session, selection.model_id))  # fmt: skip
 
 
 def load(session: Session, store: ArtifactStore, content_hash: str) -> FieldDataset:

@@ -9,7 +9,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 from compiler_kit import Split
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
 from sklearn.tree import DecisionTreeRegressor
 
 from model_compiler.families import analyse
@@ -83,3 +85,65 @@ def test_split_with_equal_sides_is_dropped() -> None:
     assert attrs["nodes_featureids"] == [0]  # node 1 is gone, node 0 remains
     x = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0]], np.float32)
     np.testing.assert_array_equal(_run(model.SerializeToString(), x)[0].ravel(), [1.0, 1.0, 2.0])
+
+
+def _with_holes_and_category(x: np.ndarray, seed: int, levels: int) -> np.ndarray:
+    """x with 10% NaN and a last column of category codes 0..levels-1 (NaN-free: holes are added apart)."""
+    rng = np.random.default_rng(seed)
+    out = x.copy()
+    out[rng.random(out.shape) < 0.1] = np.nan
+    return np.column_stack([out, rng.integers(0, levels, len(x)).astype(float) * 10.0])
+
+
+def test_nan_and_unknown_categories_routed_by_split_modes_not_flags(cancer: Split) -> None:
+    """NaN goes where scikit-learn sends it through each split's mode (GT with sides swapped, a set or its
+    complement), so the per-node missing flags are not stored; unknown categories and NaN in the
+    categorical column follow the same path as in scikit-learn."""
+    x_train = _with_holes_and_category(cancer.x_train, 0, 6)
+    categorical = x_train.shape[1] - 1
+    estimator = HistGradientBoostingClassifier(max_iter=30, random_state=0, categorical_features=[categorical])
+    estimator.fit(x_train, cancer.y_train)
+    x_test = _with_holes_and_category(cancer.x_test, 1, 8)  # codes 60 and 70: categories never seen
+    x_test[::7, categorical] = np.nan
+    model = forest_to_onnx(analyse(estimator).model)
+    attrs = _ensemble(model)
+    assert "nodes_missing_value_tracks_true" not in attrs
+    assert set(onnx.numpy_helper.to_array(attrs["nodes_modes"]).tolist()) >= {0, 3}  # LEQ and NaN-left GT
+    scores = _run(pack_attribute_ints(model.SerializeToString()), x_test)[-1]
+    expected = estimator.predict_proba(x_test.astype(np.float32))
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert (scores.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+def test_no_missing_flags_where_an_imputer_fills_every_nan(cancer: Split) -> None:
+    x_train = _with_holes_and_category(cancer.x_train, 0, 2)[:, :-1]
+    estimator = make_pipeline(SimpleImputer(strategy="median"), GradientBoostingClassifier(n_estimators=20))
+    estimator.fit(x_train, cancer.y_train)
+    model = forest_to_onnx(analyse(estimator).model)
+    assert "nodes_missing_value_tracks_true" not in _ensemble(model)
+    x_test = _with_holes_and_category(cancer.x_test, 1, 2)[:, :-1]
+    scores = _run(model.SerializeToString(), x_test)[-1]
+    expected = estimator.predict_proba(x_test)
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert (scores.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+def test_large_boosted_ensemble_split_where_ids_stay_two_bytes(digits: Split, monkeypatch: pytest.MonkeyPatch) -> None:
+    estimator = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(digits.x_train, digits.y_train)
+    forest = analyse(estimator).model
+    small = forest_to_onnx(forest)
+    copies = 2**16 // sum(len(t.left) for t in forest.trees) + 1  # about 2^15 split nodes, 2^15 leaves
+    # each copy's leaves scaled apart, so that they are distinct leaves as in a real large ensemble
+    trees = tuple(replace(t, value=t.value * (1.0 + c / 64)) for c in range(copies) for t in forest.trees)
+    many = replace(forest, trees=trees)
+    parts = forest_to_onnx(many)
+    ensembles = [n for n in parts.graph.node if n.op_type == "TreeEnsemble"]
+    assert len(ensembles) > 1 and len(list(n for n in small.graph.node if n.op_type == "TreeEnsemble")) == 1
+    for node in ensembles:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert max(attrs["nodes_truenodeids"] + attrs["nodes_falsenodeids"]) < 2**14
+    monkeypatch.setattr("model_compiler.onnx_forest._TWO_BYTE_IDS", 2**62)
+    whole = forest_to_onnx(many)
+    split_bytes, whole_bytes = (pack_attribute_ints(m.SerializeToString()) for m in (parts, whole))
+    assert len(split_bytes) < len(whole_bytes)
+    np.testing.assert_allclose(_run(split_bytes, digits.x_test)[-1], _run(whole_bytes, digits.x_test)[-1], atol=1e-6)
