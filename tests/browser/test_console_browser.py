@@ -1,7 +1,7 @@
 """The console in a real browser: Debian's chromium, headless, driven by selenium against a running cloud
 with trained models, simulated devices sending telemetry, and a staged rollout started from the console's
 form, then paused and rolled back with its buttons. What is drawn is checked (charts with points, the
-rollout's state) and a screenshot of every page is kept: in $EDGEFLEET_TEST_ARTIFACTS/console when set,
+rollout's state) and a screenshot of every whole page is kept: in $EDGEFLEET_TEST_ARTIFACTS/console when set,
 else in the test's tmp_path.
 
 Skips when chromium or chromedriver is absent, except under CI (CI=true), where `.ci/run` installs both
@@ -10,6 +10,7 @@ and a skip would hide a console nobody looked at.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import time
@@ -117,7 +118,9 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
 
     def shot(name: str) -> None:
         path = artifacts / f"{len(shots) + 1:02d}-{name}.png"
-        assert browser.save_screenshot(str(path)), path
+        # the whole page, not the window: the charts below the fold are what a reviewer wants to see
+        shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+        path.write_bytes(base64.b64decode(shot["data"]))
         shots.append(path.name)
 
     def find(css: str) -> Any:
@@ -172,6 +175,10 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         wait_for(lambda: count("section.version") == 2, 10, "the model page")
         assert count("section.version") == 2 and count("table.artifacts tbody tr") >= 2
         assert "Lineage" in find("main").text
+        # scores (accuracy, F1) on an axis of their own, not flattened by the row count's
+        scores, others = browser.find_elements(By.CSS_SELECTOR, "#metrics-charts svg.line-chart")
+        assert scores.get_attribute("aria-label").startswith("Scores") and "n_rows" in others.text
+        assert len(scores.find_elements(By.CSS_SELECTOR, "g.series[data-name='accuracy'] circle.point")) == 2
         shot("model")
         find(f"section[id='version-{v1.version}'] a[href$='/drift']").click()
         wait_for(lambda: count("svg.heat-map rect.cell") >= len(DEVICES), 10, "the drift heat map")
