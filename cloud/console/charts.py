@@ -54,6 +54,8 @@ def format_value(value: float | None) -> str:
         return f"{value / 1e6:.3g}M"
     if magnitude >= 1e4:
         return f"{value / 1e3:.3g}k"
+    if magnitude >= 1e3:  # whole: .3g would say 1e+03 for 1000
+        return f"{value:.0f}"
     if magnitude == 0 or magnitude >= 0.01:
         return f"{value:.3g}"
     return f"{value:.2e}"

@@ -108,3 +108,9 @@ def test_x_labels_never_repeat_nor_fall_between_whole_numbers() -> None:
     t0 = 1_700_000_000_000.0  # two gate samples 400 ms apart: one time label per distinct second
     labels = x_labels(charts.line_chart([charts.Series("g", [(t0, 0.0), (t0 + 400, 0.0)])], title="g"))
     assert len(labels) == len(set(labels)) and 1 <= len(labels) <= 2
+
+
+def test_values_in_the_thousands_read_as_whole_numbers() -> None:
+    assert [charts.format_value(v) for v in (1000, 1234.5, -2500, 9999, 12_345)] == [
+        "1000", "1234", "-2500", "9999", "12.3k"]  # fmt: skip
+    assert "e+" not in "".join(charts.format_value(t) for t in charts.nice_ticks(0, 1200))
