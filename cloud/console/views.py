@@ -240,7 +240,7 @@ def rollout_page(session: Session, deployment_id: str) -> dict[str, Any]:
     statuses = {t.device_id: t.status for t in targets_of(session, deployment_id)}
     waves = []
     for i, wave in enumerate(rollout.waves):
-        stage = "open" if i == rollout.current_wave else ("done" if i < rollout.current_wave else "pending")
+        stage = wave_stage(rollout.state, i, rollout.current_wave)
         waves.append({"number": i + 1, "stage": stage, "devices": [(d, statuses.get(d, "")) for d in wave]})
     samples = list(reversed(session.exec(
         select(RolloutGateSample).where(RolloutGateSample.deployment_id == deployment_id)
@@ -265,7 +265,44 @@ def rollout_page(session: Session, deployment_id: str) -> dict[str, Any]:
         "rollout": rollout, "summary": summary, "deployment": deployment, "waves": waves, "decisions": decisions,
         "gate_charts": gate_charts, "samples": len(samples), "verdict_gates": verdict_gates,
         "actions": ACTIONS_BY_STATE.get(rollout.state, ()),
+        "decision_rows": [(d, decision_text(d.detail)) for d in decisions],
     }  # fmt: skip
+
+
+def wave_stage(state: str, index: int, current: int) -> str:
+    """A wave's place in its rollout. The current wave is "open" only while the rollout runs: paused, it
+    waits; rolled back or cancelled, it is stopped (not left "open" under a rollout that is over)."""
+    if index < current or (index == current and state == "completed"):
+        return "done"
+    if index > current:
+        return "pending"
+    return {"running": "open", "paused": "paused"}.get(state, "stopped")
+
+
+def decision_text(detail: object) -> str:
+    """A decision's detail in words: which gates breached or still wait (with why), what a rollback
+    restored; the raw JSON (a verdict is a dozen nested figures) cut at 160 characters told nobody anything."""
+    if not isinstance(detail, dict) or not detail:
+        return ""
+    nested = detail.get("verdict")
+    verdict: dict[str, Any] = nested if isinstance(nested, dict) else detail
+    if isinstance(verdict.get("gates"), list):
+        decision = str(verdict.get("decision", ""))
+        gates = [g for g in verdict["gates"] if isinstance(g, dict)]
+        named = [g for g in gates if g.get("decision") in ("breach", "wait")]
+        if not named:
+            return f"{decision}: all {len(gates)} gates pass"
+        why = (f"{g.get('gate')} {g.get('decision')} ({g.get('detail', '')})" for g in named)
+        return f"{decision}: " + "; ".join(why)
+    if isinstance(detail.get("restored"), dict):
+        restored = ", ".join(f"{version} on {n} device(s)" for version, n in detail["restored"].items()) or "nothing"
+        kept = detail.get("kept_new_model") or 0
+        kept_text = f"; {kept} device(s) had no earlier model and keep the new one" if kept else ""
+        return f"restored {restored}{kept_text}"
+    if "devices" in detail:
+        return f"{detail['devices']} device(s)"
+    text = ", ".join(f"{k}: {v}" for k, v in detail.items())
+    return text if len(text) <= 160 else text[:159] + "…"
 
 
 def deployments_page(session: Session) -> dict[str, Any]:

@@ -288,12 +288,17 @@ def test_viewers_see_no_buttons_and_cannot_act_deployers_can(
     assert paused.status_code == 303 and paused.headers["location"].endswith("?done=pause")
     page = deployer.get(paused.headers["location"])
     assert 'id="rollout-state">paused' in page.text and "action-resume" in page.text and "pause done" in page.text
+    assert 'data-stage="paused"' in page.text and 'data-stage="open"' not in page.text  # its wave waits
     again = deployer.post(f"{rollout_page}/pause", headers=ORIGIN)
     assert again.status_code == 409 and "cannot pause" in again.text
     assert deployer.post(f"{rollout_page}/explode", headers=ORIGIN).status_code == 404
     assert deployer.post("/console/rollouts/nope/pause", headers=ORIGIN).status_code == 404
     assert deployer.post(f"{rollout_page}/rollback", headers=ORIGIN).status_code == 303
-    assert 'id="rollout-state">rolled_back' in deployer.get(rollout_page).text
+    page = deployer.get(rollout_page)
+    assert 'id="rollout-state">rolled_back' in page.text
+    # the rollout is over: its current wave is stopped, not still "open", and the rollback says what it did
+    assert 'data-stage="stopped"' in page.text and 'data-stage="open"' not in page.text
+    assert "restored " in page.text.split('id="decisions"')[1] and '{&#34;' not in page.text
     with Session(engine) as session:
         rows = session.exec(select(AuditEntry).order_by(AuditEntry.id)).all()  # type: ignore[arg-type]
         assert [(r.action, r.target) for r in rows] == [("rollout.create", rollout_id), ("rollout.pause", rollout_id),
