@@ -182,6 +182,10 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         shot("model")
         find(f"section[id='version-{v1.version}'] a[href$='/drift']").click()
         wait_for(lambda: count("svg.heat-map rect.cell") >= len(DEVICES), 10, "the drift heat map")
+        # the feature table names features as the heat map's columns do: f0, f1, ...
+        cells = browser.find_elements(By.CSS_SELECTOR, "#drift-features tbody td:first-child")
+        first_column = [td.text for td in cells]
+        assert first_column[:3] == ["f0", "f1", "f2"], first_column[:3]
         shot("drift")
 
         # the plain deployment of v1: listed, and on its own page every device has it
@@ -240,6 +244,8 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         wait_for(lambda: "done=rollback" in browser.current_url, 10, "the rollback")
         assert find("#rollout-state").text == "rolled_back"
         assert count("#actions") == 0  # nothing left to steer
+        assert count("div.wave.stopped") == 1 and count("div.wave.open") == 0
+        assert f"restored {MODEL_ID}@{v1.version} on 2 device(s)" in find("#decisions").text
         shot("rollout-rolled-back")
 
         find("header form[action='/console/signout'] button").click()
