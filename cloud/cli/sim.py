@@ -24,15 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_sim(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
+    from cloud.cli.sim_report import print_report
     from cloud.errors import CloudError
     from simulator.scenario import ScenarioError, load_scenario
     from simulator.scenario_run import run_scenario
 
     console = Console(stderr=args.json_path == "-")
-    if not console.is_terminal:
-        console.width = max(console.width, 120)  # piped output: don't squeeze the table into 80 columns
     try:
         scenario = load_scenario(args.scenario)
     except ScenarioError as exc:
@@ -55,25 +53,7 @@ def run_sim(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2 if isinstance(exc, ScenarioError) else 1
 
-    table = Table(title=f"{report.scenario}: model v{report.version}, rollout "
-                        + (f"{report.rollout_s:.1f}s" if report.rollout_s is not None else "not complete"))  # fmt: skip
-    for column in ("group", "network", "devices", "running", "failed", "p50/p95 s", "inferences", "errors",
-                   "accuracy", "drift", "disconnects", "crashes"):  # fmt: skip
-        table.add_column(column, justify="left" if column in ("group", "network", "drift") else "right")
-    for g in report.groups:
-        table.add_row(g.name, g.network or "-", str(g.devices), str(g.running_deployed), str(g.failed),
-                      _times(g.updates), str(g.inferences), str(g.errors),
-                      "-" if g.accuracy is None else f"{g.accuracy:.3f}", "yes" if g.drifted else "no",
-                      str(g.disconnects + g.link_drops), str(g.crashes))  # fmt: skip
-    console.print(table)
-    if any(g.network for g in report.groups):
-        links = Table(title="updates per network profile")
-        for column in ("network", "targeted", "updated", "failed", "under way", "p50/p95 s", "reasons"):
-            links.add_column(column, justify="left" if column in ("network", "reasons") else "right")
-        for name, u in report.networks.items():
-            reasons = ", ".join(f"{code} x{n}" for code, n in sorted(u.reasons.items())) or "-"
-            links.add_row(name, str(u.targeted), str(u.updated), str(u.failed), str(u.pending), _times(u), reasons)
-        console.print(links)
+    print_report(report, console)
     if report.accuracy_windows:
         flow = report.labels
         late = f"; delayed labels: {flow.delivered} delivered, {flow.owed} still owed" if flow.queued else ""
@@ -92,8 +72,3 @@ def run_sim(args: argparse.Namespace) -> int:
         path.write_text(payload + "\n")
         console.print(f"report: {path}")
     return 1 if report.failures else 0
-
-
-def _times(updates: object) -> str:
-    p50, p95 = getattr(updates, "update_p50_s", None), getattr(updates, "update_p95_s", None)
-    return "-" if p50 is None else f"{p50:.1f} / {p95:.1f}"

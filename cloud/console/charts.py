@@ -54,6 +54,8 @@ def format_value(value: float | None) -> str:
         return f"{value / 1e6:.3g}M"
     if magnitude >= 1e4:
         return f"{value / 1e3:.3g}k"
+    if magnitude >= 1e3:  # whole: .3g would say 1e+03 for 1000
+        return f"{value:.0f}"
     if magnitude == 0 or magnitude >= 0.01:
         return f"{value:.3g}"
     return f"{value:.2e}"
@@ -133,8 +135,14 @@ def line_chart(
             out.append(f'<line class="grid" x1="{MARGIN_LEFT}" x2="{width - MARGIN_RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
                        f'stroke="#e5e7eb"/><text x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" '
                        f'font-size="10" fill="#6b7280">{escape(format_value(tick))}{escape(unit)}</text>')  # fmt: skip
+    whole_xs = not time_axis and all(float(x).is_integer() for x in xs)
+    drawn: set[str] = set()
     for x, anchor in ((x_low, "start"), ((x_low + x_high) / 2, "middle"), (x_high, "end")):
         label = format_time(x) if time_axis else format_value(x)
+        # no "1.5" between versions 1 and 2, and no second "06:14:53" on a chart under a few seconds long
+        if label in drawn or (whole_xs and not float(x).is_integer()):
+            continue
+        drawn.add(label)
         out.append(f'<text class="x-tick" x="{px(x):.1f}" y="{height - 8}" text-anchor="{anchor}" font-size="10" '
                    f'fill="#6b7280">{escape(label)}</text>')  # fmt: skip
     if threshold is not None and math.isfinite(threshold):

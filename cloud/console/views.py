@@ -173,17 +173,30 @@ def model_page(session: Session, model_id: str) -> dict[str, Any]:
     for mv in versions:
         details.append({"mv": mv, "lineage": registry.lineage(session, mv.model_id, mv.version),
                         "artifacts": registry.artifacts_of(session, mv.id or 0)})  # fmt: skip
-    metric_names = sorted({k for mv in versions for k in mv.metrics})
     oldest_first = list(reversed(versions))
-    metrics_chart = charts.line_chart(
+    metrics_charts = [charts.line_chart(
         [charts.Series(name, [(float(mv.sequence), mv.metrics.get(name)) for mv in oldest_first])
-         for name in metric_names[:6]],
-        title="Metrics by version (sequence)", time_axis=False, y_min=None,
-    ) if metric_names else ""  # fmt: skip
+         for name in names[:6]],
+        title=title, time_axis=False, y_min=None,
+    ) for title, names in _metrics_by_scale(versions)]  # fmt: skip
     running = Counter(
         d.active_version for d in session.exec(select(Device).where(Device.active_model_id == model_id).limit(5000))
     )
-    return {"model_id": model_id, "versions": details, "metrics_chart": metrics_chart, "running": running}
+    return {"model_id": model_id, "versions": details, "metrics_charts": metrics_charts, "running": running}
+
+
+def _metrics_by_scale(versions: list[ModelVersion]) -> list[tuple[str, list[str]]]:
+    """Scores (every value within 0..1: accuracy, F1) and other figures (row counts, losses) get a chart
+    each: on one axis a count of 540 flattens an accuracy of 0.97 against 0.98 into the same line at 0."""
+    names = sorted({k for mv in versions for k, v in mv.metrics.items() if isinstance(v, int | float)})
+
+    def score(name: str) -> bool:
+        values = [mv.metrics[name] for mv in versions if isinstance(mv.metrics.get(name), int | float)]
+        return all(0.0 <= v <= 1.0 for v in values)
+
+    scores, others = [n for n in names if score(n)], [n for n in names if not score(n)]
+    return [(title, group) for title, group in (("Scores by version (sequence)", scores),
+                                                ("Other figures by version (sequence)", others)) if group]  # fmt: skip
 
 
 def drift_page(session: Session, model_id: str, version: str, hours: float) -> dict[str, Any]:
@@ -227,7 +240,7 @@ def rollout_page(session: Session, deployment_id: str) -> dict[str, Any]:
     statuses = {t.device_id: t.status for t in targets_of(session, deployment_id)}
     waves = []
     for i, wave in enumerate(rollout.waves):
-        stage = "open" if i == rollout.current_wave else ("done" if i < rollout.current_wave else "pending")
+        stage = wave_stage(rollout.state, i, rollout.current_wave)
         waves.append({"number": i + 1, "stage": stage, "devices": [(d, statuses.get(d, "")) for d in wave]})
     samples = list(reversed(session.exec(
         select(RolloutGateSample).where(RolloutGateSample.deployment_id == deployment_id)
@@ -252,7 +265,44 @@ def rollout_page(session: Session, deployment_id: str) -> dict[str, Any]:
         "rollout": rollout, "summary": summary, "deployment": deployment, "waves": waves, "decisions": decisions,
         "gate_charts": gate_charts, "samples": len(samples), "verdict_gates": verdict_gates,
         "actions": ACTIONS_BY_STATE.get(rollout.state, ()),
+        "decision_rows": [(d, decision_text(d.detail)) for d in decisions],
     }  # fmt: skip
+
+
+def wave_stage(state: str, index: int, current: int) -> str:
+    """A wave's place in its rollout. The current wave is "open" only while the rollout runs: paused, it
+    waits; rolled back or cancelled, it is stopped (not left "open" under a rollout that is over)."""
+    if index < current or (index == current and state == "completed"):
+        return "done"
+    if index > current:
+        return "pending"
+    return {"running": "open", "paused": "paused"}.get(state, "stopped")
+
+
+def decision_text(detail: object) -> str:
+    """A decision's detail in words: which gates breached or still wait (with why), what a rollback
+    restored; the raw JSON (a verdict is a dozen nested figures) cut at 160 characters told nobody anything."""
+    if not isinstance(detail, dict) or not detail:
+        return ""
+    nested = detail.get("verdict")
+    verdict: dict[str, Any] = nested if isinstance(nested, dict) else detail
+    if isinstance(verdict.get("gates"), list):
+        decision = str(verdict.get("decision", ""))
+        gates = [g for g in verdict["gates"] if isinstance(g, dict)]
+        named = [g for g in gates if g.get("decision") in ("breach", "wait")]
+        if not named:
+            return f"{decision}: all {len(gates)} gates pass"
+        why = (f"{g.get('gate')} {g.get('decision')} ({g.get('detail', '')})" for g in named)
+        return f"{decision}: " + "; ".join(why)
+    if isinstance(detail.get("restored"), dict):
+        restored = ", ".join(f"{version} on {n} device(s)" for version, n in detail["restored"].items()) or "nothing"
+        kept = detail.get("kept_new_model") or 0
+        kept_text = f"; {kept} device(s) had no earlier model and keep the new one" if kept else ""
+        return f"restored {restored}{kept_text}"
+    if "devices" in detail:
+        return f"{detail['devices']} device(s)"
+    text = ", ".join(f"{k}: {v}" for k, v in detail.items())
+    return text if len(text) <= 160 else text[:159] + "…"
 
 
 def deployments_page(session: Session) -> dict[str, Any]:

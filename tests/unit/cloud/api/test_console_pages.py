@@ -4,6 +4,7 @@ rollout writing the same audit rows as the API."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import pytest
@@ -128,6 +129,26 @@ def test_pages_show_the_fleet_a_device_and_the_models(app: FastAPI, token_for, f
     assert drift.status_code == 200 and 'class="chart heat-map"' in drift.text and 'data-row="pi-00"' in drift.text
     assert "drift alert" in drift.text.lower() and "tests in one family" in drift.text
     assert "No sampled prediction of this version has a label yet" in drift.text
+
+
+def test_the_model_page_charts_scores_apart_from_counts(app: FastAPI, token_for, engine: Engine, register) -> None:
+    """A row count of 540 on the accuracy's axis would flatten 0.91 -> 0.97 into one line at 0."""
+    with Session(engine) as session:
+        for accuracy in (0.91, 0.97):
+            mv = register(session, "m")
+            mv.metrics = {"accuracy": accuracy, "f1_macro": accuracy - 0.01, "n_rows": 540}
+            session.add(mv)
+        session.commit()
+    page = signed_in(app, token_for("viewer")).get("/console/models/m")
+    assert page.status_code == 200
+    charts = page.text.split('<div class="charts" id="metrics-charts">')[1].split("</div>")[0]
+    scores, others = charts.split("</svg>")[:2]
+    assert 'aria-label="Scores by version (sequence)"' in scores and 'aria-label="Other figures' in others
+    assert 'data-name="accuracy" data-points="2"' in scores and 'data-name="f1_macro"' in scores
+    assert "n_rows" not in scores and 'data-name="n_rows" data-points="2"' in others
+    # on the scores' own axis the two accuracies are drawn well apart (the plot is ~150 px high)
+    ys = [float(y) for y in re.findall(r'data-name="accuracy".*?cy="([\d.]+)".*?cy="([\d.]+)"', scores)[0]]
+    assert abs(ys[0] - ys[1]) > 50, ys
 
 
 def test_a_device_page_and_the_fleet_table_show_its_facts_and_spool_drops(
@@ -267,12 +288,17 @@ def test_viewers_see_no_buttons_and_cannot_act_deployers_can(
     assert paused.status_code == 303 and paused.headers["location"].endswith("?done=pause")
     page = deployer.get(paused.headers["location"])
     assert 'id="rollout-state">paused' in page.text and "action-resume" in page.text and "pause done" in page.text
+    assert 'data-stage="paused"' in page.text and 'data-stage="open"' not in page.text  # its wave waits
     again = deployer.post(f"{rollout_page}/pause", headers=ORIGIN)
     assert again.status_code == 409 and "cannot pause" in again.text
     assert deployer.post(f"{rollout_page}/explode", headers=ORIGIN).status_code == 404
     assert deployer.post("/console/rollouts/nope/pause", headers=ORIGIN).status_code == 404
     assert deployer.post(f"{rollout_page}/rollback", headers=ORIGIN).status_code == 303
-    assert 'id="rollout-state">rolled_back' in deployer.get(rollout_page).text
+    page = deployer.get(rollout_page)
+    assert 'id="rollout-state">rolled_back' in page.text
+    # the rollout is over: its current wave is stopped, not still "open", and the rollback says what it did
+    assert 'data-stage="stopped"' in page.text and 'data-stage="open"' not in page.text
+    assert "restored " in page.text.split('id="decisions"')[1] and '{&#34;' not in page.text
     with Session(engine) as session:
         rows = session.exec(select(AuditEntry).order_by(AuditEntry.id)).all()  # type: ignore[arg-type]
         assert [(r.action, r.target) for r in rows] == [("rollout.create", rollout_id), ("rollout.pause", rollout_id),

@@ -94,3 +94,23 @@ def test_sparklines_and_ticks() -> None:
     assert ticks[0] <= 0 and ticks[-1] >= 97 and 3 <= len(ticks) <= 7
     assert charts.nice_ticks(5, 5)[0] <= 5
     assert charts.format_value(12_345) == "12.3k" and charts.format_value(None) == "–"
+
+
+def x_labels(svg: str) -> list[str]:
+    return [t.text or "" for t in parse(svg).findall("svg:text[@class='x-tick']", NS)]
+
+
+def test_x_labels_never_repeat_nor_fall_between_whole_numbers() -> None:
+    versions = charts.line_chart([charts.Series("accuracy", [(1.0, 0.97), (2.0, 0.98)])], title="v", time_axis=False)
+    assert x_labels(versions) == ["1", "2"]  # not "1", "1.5", "2": there is no version 1.5
+    three = charts.line_chart([charts.Series("a", [(1.0, 1), (3.0, 2)])], title="v", time_axis=False)
+    assert x_labels(three) == ["1", "2", "3"]
+    t0 = 1_700_000_000_000.0  # two gate samples 400 ms apart: one time label per distinct second
+    labels = x_labels(charts.line_chart([charts.Series("g", [(t0, 0.0), (t0 + 400, 0.0)])], title="g"))
+    assert len(labels) == len(set(labels)) and 1 <= len(labels) <= 2
+
+
+def test_values_in_the_thousands_read_as_whole_numbers() -> None:
+    assert [charts.format_value(v) for v in (1000, 1234.5, -2500, 9999, 12_345)] == [
+        "1000", "1234", "-2500", "9999", "12.3k"]  # fmt: skip
+    assert "e+" not in "".join(charts.format_value(t) for t in charts.nice_ticks(0, 1200))
