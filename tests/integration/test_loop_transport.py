@@ -83,3 +83,48 @@ def test_many_clients_share_one_loop(mosquitto_broker, loop_thread: LoopThread) 
         for client in clients:
             client.stop()
         sub.stop()
+
+
+def test_the_packets_of_one_loop_turn_go_out_in_one_send(mosquitto_broker, loop_thread: LoopThread,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A thousand agents on one loop paid a system call per packet; what one turn writes goes out at once,
+    in order, and a clean stop still sends what it had buffered (its DISCONNECT too: no will)."""
+    import asyncio.selector_events
+
+    witness = _transport(mosquitto_broker, loop_thread, "witness")
+    seen = Inbox()
+    witness.set_message_handler(seen)
+    witness.subscribe("ef/burst/#")
+    witness.start()
+    device = _transport(mosquitto_broker, loop_thread, "burst", will=Will("ef/burst/will", b"offline"))
+    device.start()
+    assert witness.wait_connected(10) and device.wait_connected(10)
+    client = device._client
+    assert client is not None
+    sockname = client._connection._transport.get_extra_info("sockname")
+    sends: list[int] = []
+    write = asyncio.selector_events._SelectorSocketTransport.write
+
+    def counting(self, data):  # type: ignore[no-untyped-def]
+        if self.get_extra_info("sockname") == sockname:
+            sends.append(len(data))
+        return write(self, data)
+
+    monkeypatch.setattr(asyncio.selector_events._SelectorSocketTransport, "write", counting)
+
+    def burst() -> None:  # on the loop, in one turn: as one agent's step would
+        for n in range(10):  # ten: with twenty the witness missed the last, on the old code too
+            device.publish(f"ef/burst/{n}", str(n).encode())
+
+    try:
+        loop_thread.loop.call_soon_threadsafe(burst)
+        assert seen.wait_for(10, timeout_s=10)
+        assert [int(p) for _t, p in seen.messages] == list(range(10))
+        assert len(sends) == 1, sends
+        loop_thread.loop.call_soon_threadsafe(lambda: (device.publish("ef/burst/last", b"last"), device.stop()))
+        assert seen.wait_for(11, timeout_s=10)
+        assert seen.messages[10] == ("ef/burst/last", b"last")
+        assert not seen.wait_for(12, timeout_s=1.0), seen.messages[11:]  # a clean goodbye: no will
+    finally:
+        device.stop()
+        witness.stop()
