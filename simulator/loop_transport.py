@@ -219,7 +219,6 @@ class LoopTransport:
             return False
         if self._lost.is_set() or not self._running:
             return False
-        _coalesce_writes(client, self._loop)
         self.last_error = None
         while self._queued:  # what was published while offline, in order
             topic, payload, qos, retain = self._queued.popleft()
@@ -387,51 +386,6 @@ class LoopTransport:
         if message != self.last_error:
             log.log(level, "%s (client %s)", message, self.client_id)
         self.last_error = message
-
-
-def _coalesce_writes(client: gmqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
-    """Route the connection's writes through a `_CoalescingWriter` (gmqtt writes each packet at once)."""
-    connection = client._connection
-    protocol = getattr(connection, "_protocol", None)
-    if connection is None or protocol is None or protocol._transport is not connection._transport:
-        return  # not the gmqtt this was written against: leave its writes alone
-    connection._transport = protocol._transport = _CoalescingWriter(connection._transport, loop)
-
-
-class _CoalescingWriter:
-    """An asyncio transport whose writes within one turn of the loop go out as one send().
-
-    gmqtt writes every packet straight to the socket, one system call each (on loopback, one wake-up of
-    the broker each too); an agent's step publishes an event and its report, a read of several chunks
-    acknowledges each. For thousands of agents on one loop those sends were its largest cost (a fifth of
-    its CPU at 1,000 devices). Order is kept (one buffer); close() sends what is buffered first (a clean
-    DISCONNECT must reach the broker), abort() drops it, as a cut link would."""
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._buffer = bytearray()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._buffer:
-            self._loop.call_soon(self._flush)
-        self._buffer += data
-
-    def _flush(self) -> None:
-        data, self._buffer = bytes(self._buffer), bytearray()
-        if data and not self._transport.is_closing():
-            self._transport.write(data)
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._buffer.clear()
-        self._transport.abort()
-
-    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...: the socket's transport
-        return getattr(self._transport, name)
 
 
 class _Refused(Exception):
