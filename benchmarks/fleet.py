@@ -34,6 +34,14 @@ planning, batched ingestion and in-place simulated journals, runs in pairs: SQLi
 floor 52.7 s, workers started in 251 s, 2,061 simulated clients dropped by Mosquitto for a missed keepalive
 (a worker's loop of 5,000 agents fell more than 90 s behind) and not all connected within 900 s;
 deploy_s 83.9; 900 s after it 5,611 active, 4,389 idle; 103.5 KB per device.
+
+Measured 2026-12-03 (load 5 to 10), 1,000 devices, SQLite, old -> new run back to back in pairs, new being
+workers that no longer re-run this script (its cloud imports) and a 600 s keepalive: start_s 11.7 -> 5.9,
+8.1 -> 5.0; rollout_s 9.9 -> 11.9, 10.4 -> 12.0 (floor 0.97 to 1.42 s, so 10x to 12x); 11.5 KB of cloud
+payload per device; rss_kb_per_device 168-171 -> 183-188, the libraries the agents load on first use now
+counted as theirs (before, the re-run script had loaded them before the baseline). One send() per loop turn
+per connection, tried and reverted: rollout_s 22.2 and 23.8 against 21.5 and 12.2 (load 8 to 10). 10,000
+devices were not measured again: at load 14 to 17 the old code's run took 4 minutes to reach its workers.
 """
 
 from __future__ import annotations
