@@ -210,7 +210,10 @@ def measure(
     with MosquittoBroker(workdir / "mosquitto") as broker, \
             fresh_database(database_url, f"edgefleet_fleet_{size}_{os.getpid()}") as db_url:  # fmt: skip
         record["fanout_floor_s"] = _round(fanout_floor(broker.url, size, timeout_s))
+        # deploy() publishes a desired state per device at once: paho's default 4,096 queued dropped 5,906
+        # of 10,000 ("outgoing queue full"); the cloud's own limit is not what this measures
         settings = CloudSettings(data_dir=workdir / "cloud", api_port=0, mqtt_url=broker.url,
+                                 mqtt_max_queued=max(4096, 2 * size + 1000),
                                  **({"database_url": db_url} if db_url else {}))  # fmt: skip
         with CloudService(settings) as cloud:
             assert cloud.engine is not None and cloud.store is not None and cloud.deployer is not None
