@@ -34,6 +34,19 @@ planning, batched ingestion and in-place simulated journals, runs in pairs: SQLi
 floor 52.7 s, workers started in 251 s, 2,061 simulated clients dropped by Mosquitto for a missed keepalive
 (a worker's loop of 5,000 agents fell more than 90 s behind) and not all connected within 900 s;
 deploy_s 83.9; 900 s after it 5,611 active, 4,389 idle; 103.5 KB per device.
+
+Measured 2026-12-03 (load 5 to 10), 1,000 devices, SQLite, old -> new run back to back in pairs, new being
+workers that no longer re-run this script (its cloud imports) and a 600 s keepalive: start_s 11.7 -> 5.9,
+8.1 -> 5.0; rollout_s 9.9 -> 11.9, 10.4 -> 12.0 (floor 0.97 to 1.42 s, so 10x to 12x); 11.5 KB of cloud
+payload per device; rss_kb_per_device 168-171 -> 183-188, the libraries the agents load on first use now
+counted as theirs (before, the re-run script had loaded them before the baseline). One send() per loop turn
+per connection, tried and reverted: rollout_s 22.2 and 23.8 against 21.5 and 12.2 (load 8 to 10). 10,000
+devices were not measured again: at load 14 to 17 the old code's run took 4 minutes to reach its workers.
+10,000 devices, new code, load 0.2 to 3.5: floor 9.1 s, start_s 11.2 (was 251), connect_s 12.8, deploy_s
+18.1, no connection lost (the old run at load 14-17: 3,562); 4,094 active within 240 s and 5,906 idle: the
+cloud's paho queue (4,096) had dropped their desired states at deploy, now sized to the fleet here. Run
+again so (load 1 to 2): every device active, rollout_s 128.0 (13.3x the 9.6 s floor), start_s 15.0,
+connect_s 13.8, deploy_s 8.4, 12.7 KB of cloud payload and 149.5 KB of worker RSS per device.
 """
 
 from __future__ import annotations
@@ -72,6 +85,9 @@ from simulator.host import DeviceSpec  # noqa: E402
 from simulator.process_fleet import ProcessFleet  # noqa: E402
 
 MODEL_ID = "fleet-bench"
+# 5,000 agents on one loop send their pings late together when it falls behind (no real device would):
+# at 60 s, Mosquitto dropped 2,061 of 10,000 for it (1.5 x keepalive without a packet)
+SIMULATED_KEEPALIVE_S = 600
 # an MLP whose INT8 ONNX artifact is about 100 KB (64 inputs x 1,500 hidden + 1,500 x 10 weights)
 MODEL = TrainingConfig(model_id=MODEL_ID, estimator="mlp", params={"hidden_layer_sizes": (1500,), "max_iter": 60})
 
@@ -199,7 +215,10 @@ def measure(
     with MosquittoBroker(workdir / "mosquitto") as broker, \
             fresh_database(database_url, f"edgefleet_fleet_{size}_{os.getpid()}") as db_url:  # fmt: skip
         record["fanout_floor_s"] = _round(fanout_floor(broker.url, size, timeout_s))
+        # deploy() publishes a desired state per device at once: paho's default 4,096 queued dropped 5,906
+        # of 10,000 ("outgoing queue full"); the cloud's own limit is not what this measures
         settings = CloudSettings(data_dir=workdir / "cloud", api_port=0, mqtt_url=broker.url,
+                                 mqtt_max_queued=max(4096, 2 * size + 1000),
                                  **({"database_url": db_url} if db_url else {}))  # fmt: skip
         with CloudService(settings) as cloud:
             assert cloud.engine is not None and cloud.store is not None and cloud.deployer is not None
@@ -214,7 +233,8 @@ def measure(
                 session.commit()
             sent = _count_cloud_bytes(cloud)
             fleet = ProcessFleet(specs, workers=workers, mqtt_url=broker.url, mqtt_protocol="3.1.1",
-                                 trust_path=cloud.trust_chain_path, state_root=workdir / "devices")  # fmt: skip
+                                 trust_path=cloud.trust_chain_path, state_root=workdir / "devices",
+                                 keepalive_s=SIMULATED_KEEPALIVE_S)  # fmt: skip
             started = time.perf_counter()
             with fleet:
                 record["start_s"] = round(time.perf_counter() - started, 2)

@@ -129,8 +129,14 @@ class AgentHost(DeviceGroup):
         runtimes: list[str] | None = None,
         settings_overrides: dict[str, object] | None = None,
         hooks: DeviceHooks | None = None,
+        keepalive_s: int = 60,
     ) -> None:
+        """keepalive_s: the MQTT keepalive of every device's connection. Thousands of agents share this loop,
+        so when it falls behind their pings are late together, which no real device's would be; a longer
+        keepalive keeps the broker from dropping them for it (and makes it notice a link that goes silent
+        without closing, as through a partitioning proxy, that much later)."""
         self._hooks = hooks
+        self._keepalive_s = keepalive_s
         self._loop = LoopThread("edgefleet-sim-host")
         self._jobs = ThreadPoolExecutor(job_threads, thread_name_prefix="edgefleet-sim-jobs")
         self._gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -194,6 +200,7 @@ class AgentHost(DeviceGroup):
             protocol=settings.mqtt_protocol,
             connect_gate=self._gate,
             max_queued=settings.outbox_max_messages,
+            keepalive_s=self._keepalive_s,
         )
         spec = self._specs[device_id]
         facts: FactsSource = StaticFacts(spec.facts) if spec.facts is not None else self._machine_facts
