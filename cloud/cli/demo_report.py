@@ -85,7 +85,7 @@ def render_summary(console: Console, session: Session, facts: DemoFacts) -> dict
     console.print(devices)
 
     fleet_report = monitoring.fleet_drift(session, result.model_id, result.version)
-    drift = compact_table("Drift per feature against the reference profile (PSI; * = drifted)")
+    drift = compact_table("Feature drift, PSI (* = drifted)")
     drift.add_column("feature")
     drift.add_column("fleet", justify="right")
     for device_id in facts.device_ids:
