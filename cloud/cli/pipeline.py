@@ -67,13 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     psnap.set_defaults(func=_snapshot)
     train = steps.add_parser("train", help="train a challenger candidate with the champion's recipe; prints its id")
     train.add_argument("model_id")
-    train.add_argument("--dataset", help="a field dataset version to use (default: snapshot every labelled sample)")
-    train.add_argument("--trigger", default="operator", choices=("operator", "drift", "accuracy", "schedule"))
-    train.add_argument("--reason", default="", help="why (kept in the run and the alias history)")
-    train.add_argument("--actor", default=getpass.getuser(), help="who (default: this user)")
-    train.add_argument("--margin", type=float, default=0.02, help="field gain's 95 %% low bound must beat this")
-    train.add_argument("--max-reference-loss", type=float, default=0.03)
-    train.add_argument("--min-field-rows", type=int, default=30)
+    _training_args(train)
     _json_arg(train)
     _store_args(train)
     train.set_defaults(func=_train)
@@ -90,13 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     registered.set_defaults(func=_register)
     retrain = steps.add_parser("retrain", help="train a challenger, judge it against the champion, register a winner")
     retrain.add_argument("model_id")
-    retrain.add_argument("--dataset", help="a field dataset version to use (default: snapshot every labelled sample)")
-    retrain.add_argument("--trigger", default="operator", choices=("operator", "drift", "accuracy", "schedule"))
-    retrain.add_argument("--reason", default="", help="why (kept in the run and the alias history)")
-    retrain.add_argument("--actor", default=getpass.getuser(), help="who (default: this user)")
-    retrain.add_argument("--margin", type=float, default=0.02, help="field gain's 95 %% low bound must beat this")
-    retrain.add_argument("--max-reference-loss", type=float, default=0.03)
-    retrain.add_argument("--min-field-rows", type=int, default=30)
+    _training_args(retrain)
     _store_args(retrain)
     retrain.set_defaults(func=_retrain)
     evaluate = steps.add_parser("evaluate", help="judge a candidate against the champion (CANDIDATE), or a registered "
@@ -478,3 +466,14 @@ ALIAS_MOVE_COLUMNS = [
     Column("by", lambda m: m["actor"]),
     Column("reason", lambda m: m["reason"]),
 ]
+
+
+def _training_args(parser: argparse.ArgumentParser) -> None:
+    """What `train` and `retrain` share: the data, the trigger and the champion/challenger rule's terms."""
+    parser.add_argument("--dataset", help="a field dataset version to use (default: snapshot every labelled sample)")
+    parser.add_argument("--trigger", default="operator", choices=("operator", "drift", "accuracy", "schedule"))
+    parser.add_argument("--reason", default="", help="why (kept in the run and the alias history)")
+    parser.add_argument("--actor", default=getpass.getuser(), help="who (default: this user)")
+    parser.add_argument("--margin", type=float, default=0.02, help="field gain's 95 %% low bound must beat this")
+    parser.add_argument("--max-reference-loss", type=float, default=0.03)
+    parser.add_argument("--min-field-rows", type=int, default=30)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -93,3 +94,31 @@ class TelemetryFleet:
             self.window(device_id, version)
 
 
+
+
+def fleet_on_v1(
+    engine: Engine, register: Any, director: Any, devices: Sequence[str]
+) -> tuple[Any, TelemetryFleet, Clock]:
+    """Model "m" registered at versions 1 and 2, `devices` enrolled and running 1 with ten minutes of
+    telemetry on it (the baseline a rollout of 2 is judged against). Returns (deployer, fleet, clock)."""
+    from sqlmodel import Session
+
+    from cloud.rollout import Deployer
+    from edge_agent.transport import MemoryTransport
+    from support.enrollment import enroll
+
+    clock = Clock()
+    transport = MemoryTransport(broker := MemoryBroker())
+    transport.start()
+    deployer = Deployer(engine, transport, director=director, chunk_size_bytes=1024, clock=clock)
+    with Session(engine) as session:
+        register(session, "m")
+        register(session, "m")
+    enroll(engine, *devices)
+    fleet = TelemetryFleet(engine, broker, clock, devices)
+    clock.ms -= 600_000  # ten minutes on v1 before the rollout: the baseline
+    for device_id in devices:
+        fleet.running(device_id, "1")
+        fleet.window(device_id, "1")
+    clock.ms += 600_000
+    return deployer, fleet, clock

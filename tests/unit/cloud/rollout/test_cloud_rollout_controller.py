@@ -13,7 +13,7 @@ from sqlalchemy import Engine, event
 from sqlmodel import Session, col, select
 from support.controller_process import run_controller
 from support.enrollment import enroll
-from support.telemetry_fleet import Clock, TelemetryFleet, version_of
+from support.telemetry_fleet import TelemetryFleet, fleet_on_v1, version_of
 
 from cloud.db import DeploymentStatus, RolloutState, create_tables, make_engine
 from cloud.db.tables import DeploymentCreate
@@ -31,21 +31,7 @@ GATES = GateRequest(min_devices=1, min_inferences=50)
 
 @pytest.fixture
 def world(any_engine: Engine, register, director: Director):  # type: ignore[no-untyped-def]
-    clock = Clock()
-    broker = MemoryBroker()
-    transport = MemoryTransport(broker)
-    transport.start()
-    deployer = Deployer(any_engine, transport, director=director, chunk_size_bytes=1024, clock=clock)
-    with Session(any_engine) as session:
-        register(session, "m")
-        register(session, "m")
-    enroll(any_engine, *DEVICES)
-    fleet = TelemetryFleet(any_engine, broker, clock, DEVICES)
-    clock.ms -= 600_000  # ten minutes on v1 before the rollout: the baseline
-    for device_id in DEVICES:
-        fleet.running(device_id, "1")
-        fleet.window(device_id, "1")
-    clock.ms += 600_000
+    deployer, fleet, clock = fleet_on_v1(any_engine, register, director, DEVICES)
     return deployer, RolloutController(deployer), fleet, clock
 
 

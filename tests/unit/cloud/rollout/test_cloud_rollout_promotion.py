@@ -7,17 +7,15 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
-from support.enrollment import enroll
-from support.telemetry_fleet import Clock, TelemetryFleet
+from support.telemetry_fleet import fleet_on_v1
 
 from cloud.db import RolloutState
 from cloud.db.tables import DeploymentCreate
 from cloud.registry import aliases
-from cloud.rollout import Deployer, Director
+from cloud.rollout import Director
 from cloud.rollout.controller import RolloutController
 from cloud.rollout.policy import GateRequest, RolloutPolicy
 from cloud.rollout.records import Rollout, RolloutDecision
-from edge_agent.transport import MemoryBroker, MemoryTransport
 
 DEVICES = [f"pi-{i:02d}" for i in range(4)]
 CANARY = RolloutPolicy(strategy="canary", canary=1, dwell_s=60, gates=GateRequest(min_devices=1, min_inferences=50))
@@ -25,20 +23,7 @@ CANARY = RolloutPolicy(strategy="canary", canary=1, dwell_s=60, gates=GateReques
 
 @pytest.fixture
 def world(any_engine: Engine, register, director: Director):  # type: ignore[no-untyped-def]
-    clock = Clock()
-    transport = MemoryTransport(broker := MemoryBroker())
-    transport.start()
-    deployer = Deployer(any_engine, transport, director=director, chunk_size_bytes=1024, clock=clock)
-    with Session(any_engine) as session:
-        register(session, "m")
-        register(session, "m")
-    enroll(any_engine, *DEVICES)
-    fleet = TelemetryFleet(any_engine, broker, clock, DEVICES)
-    clock.ms -= 600_000  # ten minutes on v1 before the rollout: the baseline
-    for device_id in DEVICES:
-        fleet.running(device_id, "1")
-        fleet.window(device_id, "1")
-    clock.ms += 600_000
+    deployer, fleet, clock = fleet_on_v1(any_engine, register, director, DEVICES)
     return deployer, fleet, clock
 
 
