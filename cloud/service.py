@@ -280,6 +280,7 @@ class CloudService:
             tls_ca=str(s.mqtt_tls_ca) if s.mqtt_tls_ca else None,
             protocol=self.mqtt_protocol,  # type: ignore[arg-type]
             max_queued=s.mqtt_max_queued,
+            queue_full_wait_s=s.mqtt_queue_full_wait_s,
         )
         director = Director.from_keys(self.keys, assignment_valid_s=s.assignment_valid_s)
         fleet = director.fleet

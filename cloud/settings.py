@@ -59,6 +59,9 @@ class CloudSettings(BaseSettings):
     artifact_fanout: bool = True
     fanout_sweep_interval_s: float = Field(default=30.0, gt=0)  # how often unneeded retained chunks are cleared
     mqtt_max_queued: int = Field(default=4096, ge=16)  # outgoing messages paho may hold (chunks are 64 KiB)
+    # a publish that finds that queue full while online waits this long for the broker's acks to make room
+    # (a deploy to 10,000 devices publishes 10,000 desired states at once), then fails
+    mqtt_queue_full_wait_s: float = Field(default=30.0, ge=0)
     ingest_batch_size: int = Field(default=200, ge=1)
     ingest_queue_max: int = Field(default=10_000, ge=1)
     # the console API answers 413 to a larger request body, before reading it (cloud.api.limits)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -94,6 +95,7 @@ class PahoTransport:
         clean_start: bool = True,
         session_expiry_s: int = 3600,
         max_queued: int = 1000,
+        queue_full_wait_s: float = 0.0,
         keepalive_s: int = 30,
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 30.0,
@@ -111,6 +113,10 @@ class PahoTransport:
         self._clean_start = clean_start
         self._session_expiry_s = session_expiry_s
         self._keepalive_s = keepalive_s
+        # how long a publish may wait for room when paho's queue is full while online (the broker's acks free it):
+        # the cloud sets it, so a deploy to more devices than the queue holds is slowed down, not cut short; a
+        # device keeps 0 (its spool takes what does not fit)
+        self._queue_full_wait_s = queue_full_wait_s
         self._lock = threading.Lock()
         self._filters: dict[str, int] = {}
         self._link_up = False  # CONNACK accepted; subscriptions may still be in flight
@@ -195,6 +201,11 @@ class PahoTransport:
             raise TransportError(f"qos must be 0, 1 or 2, got {qos!r}")
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE and self._may_wait_for_room():
+                deadline = time.monotonic() + self._queue_full_wait_s
+                while info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE and time.monotonic() < deadline and self.connected:
+                    time.sleep(0.005)  # paho's network thread removes acknowledged messages meanwhile
+                    info = self._client.publish(topic, payload, qos=qos, retain=retain)
         except (ValueError, TypeError) as exc:
             raise TransportError(f"cannot publish to {topic!r}: {exc}") from exc
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
@@ -206,6 +217,11 @@ class PahoTransport:
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise TransportError(f"cannot publish to {topic!r}: {mqtt.error_string(info.rc)}")
         return info.mid
+
+    def _may_wait_for_room(self) -> bool:
+        # never on paho's own thread: the acks that make room are read there
+        return (self._queue_full_wait_s > 0 and self.connected
+                and threading.current_thread() is not getattr(self._client, "_thread", None))  # fmt: skip
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         _check(topics.check_topic_filter, topic_filter)
