@@ -3,12 +3,20 @@
 One query per arm, bounded by the devices and the period; latency quantiles come from the windows' merged
 histograms when they share bounds (cloud.monitoring.summaries.latency_quantiles), predictions are summed
 per label, and the on-device shadow comparisons (devices on probation) are summed for `shadow_agreement`.
+
+No device weighs more than MAX_DEVICE_SHARE times the (lower) median device's volume: a device's counts
+above that are scaled down, its rates and distribution kept. The figures come from devices' own windows,
+so without the cap one compromised device could claim a million clean inferences and dilute every other
+device's errors or prediction shift (a bad model passing), or claim errors enough to roll a good one back.
+Honest fleets with even traffic are not touched; a wave of one device has nobody to be compared with.
+(Latency quantiles come from the merged histograms, uncapped.)
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Collection, Sequence
+from statistics import median_low
 
 from sqlmodel import Session, col, select
 
@@ -16,23 +24,43 @@ from cloud.db.tables import TelemetryRecord
 from cloud.monitoring.summaries import latency_quantiles
 from cloud.rollout.gates import ArmFigures
 
+MAX_DEVICE_SHARE = 4.0  # a device counts for at most this many median devices
+
+
+def device_weights(rows: Sequence[TelemetryRecord]) -> dict[str, float]:
+    """Each device's weight in the arm's sums: 1, or less for a device whose volume (inferences and errors)
+    is above MAX_DEVICE_SHARE x the lower median device's."""
+    volume: Counter[str] = Counter()
+    for row in rows:
+        volume[row.device_id] += row.inference_count + row.error_count
+    if len(volume) < 2:
+        return dict.fromkeys(volume, 1.0)
+    cap = MAX_DEVICE_SHARE * max(1, median_low(volume.values()))
+    return {device: min(1.0, cap / v) if v else 1.0 for device, v in volume.items()}
+
 
 def arm_figures(rows: Sequence[TelemetryRecord]) -> ArmFigures:
-    predictions: Counter[str] = Counter()
+    weight = device_weights(rows)
+    predictions: defaultdict[str, float] = defaultdict(float)
     for row in rows:
         counts = row.prediction_counts
         keys = counts.get("labels") or [f"bin{i}" for i in range(len(counts.get("counts", [])))]
+        w = weight[row.device_id]
         for key, count in zip(keys, counts.get("counts", []), strict=False):
-            predictions[str(key)] += int(count)
+            predictions[str(key)] += int(count) * w
+
+    def total(field: str) -> int:
+        return round(sum(getattr(r, field) * weight[r.device_id] for r in rows))
+
     _, p95 = latency_quantiles(rows) if rows else (None, None)
     return ArmFigures(
-        devices=len({r.device_id for r in rows}),
-        inferences=sum(r.inference_count for r in rows),
-        errors=sum(r.error_count for r in rows),
+        devices=len(weight),
+        inferences=total("inference_count"),
+        errors=total("error_count"),
         p95_latency_us=p95,
-        predictions=dict(predictions),
-        shadow_compared=sum(r.shadow_compared for r in rows),
-        shadow_agreed=sum(r.shadow_agreed for r in rows),
+        predictions={key: round(count) for key, count in predictions.items()},
+        shadow_compared=total("shadow_compared"),
+        shadow_agreed=total("shadow_agreed"),
     )
 
 

@@ -89,3 +89,34 @@ def test_a_window_claiming_more_shadow_agreement_than_comparisons_is_dropped(any
     ingestor = Ingestor(any_engine)
     ingestor.process([(device_topic("a", Channel.TELEMETRY), bad)])
     assert ingestor.stats.implausible == 1
+
+
+def test_one_device_claiming_a_flood_of_clean_inferences_cannot_dilute_the_others_errors(any_engine: Engine) -> None:
+    """Four honest canaries fail 20 % of their calls; a fifth (compromised) claims 10,000,000 clean ones. Summed
+    as they come, the arm's error rate is ~0.001 % and the gate passes a bad model; with each device capped at
+    MAX_DEVICE_SHARE median devices, the error gate still breaches."""
+    honest = ["h1", "h2", "h3", "h4"]
+    enroll(any_engine, *honest, "liar")
+    messages = [(d, window(d, 1, "2", ok=80, errors=20, slow=False, labels=[40, 40])) for d in honest]
+    messages.append(("liar", window("liar", 1, "2", ok=10_000_000, errors=0, slow=False, labels=[5_000_000] * 2)))
+    Ingestor(any_engine).process([(device_topic(d, Channel.TELEMETRY), m) for d, m in messages])
+    with Session(any_engine) as session:
+        new = figures_for(session, [*honest, "liar"], "m", "2", since_ms=0)
+        alone = figures_for(session, honest, "m", "2", since_ms=0)
+    assert alone.errors == 80 and alone.inferences == 320
+    assert new.devices == 5 and new.errors == 80
+    assert new.inferences <= 320 + 4 * 100  # the liar counts for at most 4 median devices
+    policy = GatePolicy(min_devices=5, min_inferences=100, max_error_rate=0.05)
+    verdict = judge(policy, InstallTally(targets=5, failed=0), new, None)
+    assert next(g for g in verdict.gates if g.gate == "error_rate").decision is Decision.BREACH
+
+
+def test_even_traffic_is_summed_as_it_comes(any_engine: Engine) -> None:
+    enroll(any_engine, "a", "b", "c")
+    messages = [(d, window(d, 1, "2", ok=100 + 50 * i, errors=i, slow=False, labels=[60, 40 + 50 * i]))
+                for i, d in enumerate(["a", "b", "c"])]  # fmt: skip
+    Ingestor(any_engine).process([(device_topic(d, Channel.TELEMETRY), m) for d, m in messages])
+    with Session(any_engine) as session:
+        figures = figures_for(session, ["a", "b", "c"], "m", "2", since_ms=0)
+    assert (figures.inferences, figures.errors) == (450, 3)
+    assert figures.predictions == {"cat": 180, "dog": 270}
