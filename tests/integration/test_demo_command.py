@@ -41,7 +41,7 @@ def test_demo_runs_the_loop_closes_it_and_prints_a_summary(tmp_path: Path) -> No
     drifted, baseline = _recovery_row(out, "demo-02"), _recovery_row(out, "demo-01")
     assert drifted[1] == "drifted" and float(drifted[5]) > float(drifted[2]) + 0.2, out
     assert baseline[1] == "baseline" and float(baseline[5]) > 0.9 and float(baseline[2]) > 0.9, out
-    assert "Drift per feature" in out and "drift injected" in out
+    assert "Feature drift, PSI" in out and "drift injected" in out
     tables = [line for line in done.stdout.splitlines() if line.startswith(("artifact", "model.", "device", "demo-",
                                                                              "feature", "f", "─"))]
     wide = [line for line in tables if len(line) > 80]
