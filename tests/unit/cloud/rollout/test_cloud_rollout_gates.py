@@ -86,6 +86,8 @@ def test_a_shift_seen_in_a_handful_of_predictions_is_not_yet_a_breach() -> None:
 def test_a_slower_p95_breaches_only_when_it_is_also_slower_by_enough_to_matter() -> None:
     jitter = ArmFigures(**{**HEALTHY.__dict__, "p95_latency_us": 420.0})  # 2.1x, but only 220 µs more
     assert decisions(judge(POLICY, ALL_INSTALLED, jitter, BASELINE))["p95_latency"] is Decision.PASS
+    latency = next(g for g in judge(POLICY, ALL_INSTALLED, jitter, BASELINE).gates if g.gate == "p95_latency")
+    assert "250 µs or less slower is noise" in latency.detail  # a ratio over its limit that passes says why
     strict = GatePolicy(min_devices=2, min_inferences=100, min_p95_increase_us=0)
     assert decisions(judge(strict, ALL_INSTALLED, jitter, BASELINE))["p95_latency"] is Decision.BREACH
 
