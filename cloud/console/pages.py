@@ -55,7 +55,13 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.2f}%"
 
 
-templates.filters.update(age=_age, num=charts.format_value, time=charts.format_time, percent=_percent)
+def agent_seq(seq: int) -> str:
+    """An agent's message sequence number as "start.n": the high 32 bits count the agent's starts
+    (edge_agent.messages.SeqCounter), so 4294967310 is the 14th message after its first start."""
+    return f"{seq >> 32}.{seq & 0xFFFFFFFF}"
+
+
+templates.filters.update(age=_age, num=charts.format_value, time=charts.format_time, percent=_percent, seq=agent_seq)
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

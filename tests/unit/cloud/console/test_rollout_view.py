@@ -54,3 +54,10 @@ def test_other_details_read_as_words_and_stay_short() -> None:
 )
 def test_only_a_running_rollout_has_an_open_wave(state: str, stages: list[str]) -> None:
     assert [wave_stage(state, i, 1) for i in range(3)] == stages
+
+
+def test_an_agents_sequence_number_reads_as_its_start_and_message() -> None:
+    from cloud.console.pages import agent_seq
+
+    assert agent_seq((1 << 32) + 14) == "1.14"
+    assert agent_seq((3 << 32) + 1) == "3.1"
