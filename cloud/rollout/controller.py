@@ -213,7 +213,10 @@ class RolloutController(Periodic):
         changed = bool(gates) and gates["decision"] != rollout.last_verdict.get("decision")
         if changed:
             _decide(session, rollout, f"verdict_{gates['decision']}", CONTROLLER, gates, now)
-        if verdict is not None and (changed or now - (rollout.last_sample_ms or 0) >= self.sample_every_ms):
+        # a sample also when a gate gets its first value (shadow figures come after the wave's first samples:
+        # the console's chart said "no data yet" beside a verdict of "20 of 20 agreed")
+        if verdict is not None and (changed or _gains_a_value(rollout.last_verdict, verdict)
+                                    or now - (rollout.last_sample_ms or 0) >= self.sample_every_ms):  # fmt: skip
             session.add(RolloutGateSample(deployment_id=rollout.deployment_id, at_ms=now, wave=rollout.current_wave,
                                           decision=verdict.decision.value,
                                           values={g.gate: g.value for g in verdict.gates}))  # fmt: skip
@@ -323,6 +326,12 @@ def _position(rollout: Rollout) -> Position:
         dwell_ms=int(float(strategy.get("dwell_s", 0)) * 1000), max_wait_ms=rollout.max_wait_s * 1000,
         on_breach=OnBreach(rollout.on_breach),
     )  # fmt: skip
+
+
+def _gains_a_value(last: dict[str, Any], verdict: Verdict) -> bool:
+    """True when a gate that had no value in the last verdict has one now."""
+    had = {g.get("gate") for g in last.get("gates", []) if isinstance(g, dict) and g.get("value") is not None}
+    return any(g.value is not None and g.gate not in had for g in verdict.gates)
 
 
 def _verdict_json(verdict: Verdict, now: int) -> dict[str, Any]:

@@ -70,7 +70,7 @@ class TelemetryFleet:
             runtimes=["onnxruntime"], agent_version="0.4.0",
         ))  # fmt: skip
 
-    def window(self, device_id: str, version: str, inferences: int = 100) -> None:
+    def window(self, device_id: str, version: str, inferences: int = 100, shadow: tuple[int, int] = (0, 0)) -> None:
         errors = int(inferences * self.error_share.get(version, 0.0))
         labelled = inferences - errors  # every answer's true label is learned (a feedback loop)
         correct = round(labelled * self.accuracy.get(version, 0.9))
@@ -82,6 +82,7 @@ class TelemetryFleet:
             latency_us=pb.Histogram(bounds=[100, 200], counts=[inferences - errors, 0, 0]),
             predictions=pb.PredictionProfile(labels=["a", "b"], counts=[(inferences - errors) // 2,
                                                                         (inferences - errors + 1) // 2]),
+            shadow_compared=shadow[0], shadow_agreed=shadow[1],
         ))  # fmt: skip
 
     def live(self) -> None:

@@ -263,3 +263,26 @@ def test_a_restarted_cloud_goes_on_where_the_rollout_was(world) -> None:  # type
         rollout = session.get(Rollout, deployment.id)
         assert rollout is not None and rollout.current_wave == 1
     assert decisions(deployer.engine, deployment.id) == ["open_wave", "verdict_pass", "open_wave"]
+
+
+def test_a_gate_that_gets_its_first_value_is_sampled_at_once(world) -> None:  # type: ignore[no-untyped-def]
+    # shadow comparisons arrive after the wave's first judged step; with samples kept every 10 min the console's
+    # shadow chart said "no data yet" beside a verdict of "20 of 20 agreed"
+    deployer, _controller, fleet, clock = world
+    controller = RolloutController(deployer, sample_every_ms=600_000)
+    policy = RolloutPolicy(strategy="canary", canary=2, dwell_s=600, gates=GATES)
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", version="2", device_ids=DEVICES), staged=policy)
+    assert controller.step(deployment.id) is Action.OPEN_WAVE
+    canaries = [d for d, v in versions(fleet).items() if v == "2"]
+    clock.ms += 5_000
+    for device_id in canaries:
+        fleet.window(device_id, "2")
+    controller.step(deployment.id)  # judged: the first sample, shadow_agreement without a value
+    clock.ms += 5_000
+    for device_id in canaries:
+        fleet.window(device_id, "2", shadow=(10, 10))
+    controller.step(deployment.id)
+    with Session(deployer.engine) as session:
+        samples = session.exec(select(RolloutGateSample).where(RolloutGateSample.deployment_id == deployment.id)
+                               .order_by(col(RolloutGateSample.id))).all()  # fmt: skip
+    assert [s.values.get("shadow_agreement") for s in samples] == [None, 1.0]
