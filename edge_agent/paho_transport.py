@@ -201,11 +201,11 @@ class PahoTransport:
             raise TransportError(f"qos must be 0, 1 or 2, got {qos!r}")
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain)
-            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE and self._may_wait_for_room():
-                deadline = time.monotonic() + self._queue_full_wait_s
-                while info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE and time.monotonic() < deadline and self.connected:
-                    time.sleep(0.005)  # paho's network thread removes acknowledged messages meanwhile
-                    info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            deadline = time.monotonic() + self._queue_full_wait_s
+            while (info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE and time.monotonic() < deadline
+                   and self._may_wait_for_room()):  # fmt: skip
+                time.sleep(0.005)  # paho's network thread removes acknowledged messages meanwhile
+                info = self._client.publish(topic, payload, qos=qos, retain=retain)
         except (ValueError, TypeError) as exc:
             raise TransportError(f"cannot publish to {topic!r}: {exc}") from exc
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:

@@ -52,7 +52,7 @@ class ReadCache(Generic[V]):
         hit = self._values.get(key)
         now = self._clock()
         if hit is not None and hit[0] > now:
-            if hit[0] - now < self.ttl_s * REFRESH_SHARE:  # due: reload behind the answer, do not wait for it
+            if self._refresh_due(hit[0], now):  # reload behind the answer, do not wait for it
                 self._loading_task(key, load)
             return hit[1]
         # shielded: a caller that goes away (client disconnect) does not cancel the others' shared load
@@ -73,7 +73,10 @@ class ReadCache(Generic[V]):
         now = self._clock()
         if hit is None or hit[0] <= now:
             return None
-        return hit[1] if hit[0] - now >= self.ttl_s * REFRESH_SHARE or key in self._loading else None
+        return hit[1] if not self._refresh_due(hit[0], now) or key in self._loading else None
+
+    def _refresh_due(self, expires: float, now: float) -> bool:
+        return expires - now < self.ttl_s * REFRESH_SHARE
 
     async def _load(self, key: Hashable, load: Callable[[], Awaitable[V]], generation: int) -> V:
         try:

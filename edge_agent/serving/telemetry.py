@@ -328,8 +328,7 @@ class Telemetry:
         rows = x.shape[0]
         seen = self._seen
         # unlocked: _seen only places the sketches (two racing calls may both sketch, or skip, a row; one racing a
-        # close may start the next window's sketch late); the counts
-        # come from _calls and the locked path, exactly
+        # close may start the next window's sketch late); the counts come from _calls and the locked path, exactly
         self._seen = seen + rows
         window = self._window
         # the common call: counted at the next fold (a new model's first window counts under the lock: it is
