@@ -27,18 +27,19 @@ import numpy as np
 
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentSettings
-from edge_agent.downlink import parse_inbound
+from edge_agent.downlink import CommandReceived, parse_inbound
 from edge_agent.errors import BadInputError, MalformedPayloadError, NoModelError
 from edge_agent.executor import Executor
 from edge_agent.facts import FactsReader, FactsSource
 from edge_agent.messages import AGENT_VERSION, SeqCounter, presence
 from edge_agent.outbox import Outbox
 from edge_agent.runner import AgentRunner, ThreadRunner
+from edge_agent.serving.hints import COMMAND_FILE, CommandKeeper, hint_mask, names_model
 from edge_agent.serving.sample_budget import BUDGET_FILE, DailyBudget
 from edge_agent.serving.sampler import Sampler
 from edge_agent.serving.shadow import KeptModel
 from edge_agent.serving.slot import ModelSlot, ServingModel, as_rows
-from edge_agent.serving.telemetry import Telemetry
+from edge_agent.serving.telemetry import FeatureBins, Telemetry
 from edge_agent.store import DiskModelStore, ModelStore
 from edge_agent.transport import Transport
 from edge_agent.types import LoadModelFn, PrecheckFn, SelfTestFn
@@ -50,6 +51,8 @@ from edge_agent.update.events import Connected, Event, HealthCheck, Started, Tic
 from edge_agent.update.journal import LastError
 from edge_agent.update.machine import Updater, UpdaterConfig
 from edge_agent.update.states import State
+from protocols import commands, trust
+from protocols.codes import ErrorCode
 from protocols.roots import RootOfTrust
 from protocols.topics import Channel, device_subscriptions
 from protocols.v1 import messages_pb2 as pb
@@ -122,6 +125,7 @@ class Agent:
             window_ms=int(settings.telemetry_interval_s * 1000), favour=settings.sample_favour,
             low_confidence=settings.sample_low_confidence,
         )  # fmt: skip
+        self._commands = CommandKeeper(settings.state_dir / COMMAND_FILE)  # the cloud's last accepted command
         self._outbox = Outbox(self.device_id, self.fleet, transport, self.clock, self._sampler)
         shadow_figures = lambda *figures: self._outbox.telemetry.record_shadow(*figures)  # noqa: E731
         rng_shadow = random.Random(rng.random() if rng is not None else None)
@@ -179,6 +183,9 @@ class Agent:
             self._crash_stamps,
         )
         self._updater = Updater(config, journal, received)
+        kept = self._commands.restore(self._updater.root, self.device_id, now.wall_ms)
+        if kept is not None and kept.HasField("sampler_hint"):
+            self._sampler.hint(kept.sampler_hint, kept.expires_at_ms, restored.serving, now.wall_ms)
 
         def announce() -> None:
             self._outbox.emit(Emit(pb.EVENT_KIND_STARTED, model=journal.active))
@@ -333,17 +340,52 @@ class Agent:
         try:
             event = parse_inbound(self.device_id, topic, payload, fleet=self.fleet)
         except MalformedPayloadError as exc:
-            log.warning("agent %s: malformed message on %s: %s", self.device_id, topic, exc)
-            now_s = self.clock.now().mono_s
-            last = self._refused_at_s.get(exc.code)
-            if last is None or now_s - last >= REFUSAL_EVENT_INTERVAL_S:
-                self._refused_at_s[exc.code] = now_s
-                self._outbox.emit(Emit(pb.EVENT_KIND_ERROR, error=LastError(exc.code, str(exc))))
+            self._refuse(topic, exc.code, str(exc))
             return
         if event is None:
             log.info("agent %s: ignoring message on %s (no handler in this version)", self.device_id, topic)
             return
+        if isinstance(event, CommandReceived):
+            self._handle_command(topic, event.payload)
+            return
         self._dispatch(event)
+
+    def _refuse(self, topic: str, code: str, why: str) -> None:
+        """A message refused: logged, and told to the cloud as an error event once per reason a minute."""
+        log.warning("agent %s: refused a message on %s (%s): %s", self.device_id, topic, code, why)
+        now_s = self.clock.now().mono_s
+        last = self._refused_at_s.get(code)
+        if last is None or now_s - last >= REFUSAL_EVENT_INTERVAL_S:
+            self._refused_at_s[code] = now_s
+            self._outbox.emit(Emit(pb.EVENT_KIND_ERROR, error=LastError(code, why)))
+
+    def _handle_command(self, topic: str, payload: bytes) -> None:
+        """A signed command from the cloud (protocols.commands): verified, then kept and acted on."""
+        assert self._updater is not None
+        now_ms = self.clock.now().wall_ms
+        try:
+            signed = commands.parse_signed(payload)
+            command = commands.verify_command(signed, self._updater.root, device_id=self.device_id,
+                                              last_counter=self._commands.counter, now_ms=now_ms)  # fmt: skip
+        except trust.VerificationError as exc:
+            self._refuse(topic, exc.code, str(exc))
+            return
+        if not command.HasField("sampler_hint"):
+            log.info("agent %s: command %d has no body this agent knows", self.device_id, command.counter)
+            self._commands.accept(signed, command)
+            return
+        hint, serving = command.sampler_hint, self._slot.current
+        if serving is not None and names_model(hint, serving.ref):
+            bins = FeatureBins.of(serving.manifest.reference.features)
+            bad = hint_mask(hint, bins)[1] if bins is not None else ["every bin (the profile bins no feature)"]
+            if bad:  # the cloud read another profile than this model's: refused whole, the counter unmoved
+                why = f"sampler hint {command.counter} names {len(bad)} bin(s) {serving.ref.model_id} lacks: {bad[0]}"
+                self._refuse(topic, ErrorCode.MALFORMED, why)
+                return
+        self._commands.accept(signed, command)
+        self._sampler.hint(hint, command.expires_at_ms, serving, now_ms)
+        log.info("agent %s: sampler hint %d: %d bin(s) of %s@%s until %d", self.device_id, command.counter,
+                 len(hint.bins), hint.model.model_id, hint.model.version, command.expires_at_ms)  # fmt: skip
 
     def _dispatch(self, event: Event) -> None:
         assert self._updater is not None

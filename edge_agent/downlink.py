@@ -3,6 +3,7 @@ cannot be one (pure). (Named for the direction it parses, not "inbox", which the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
@@ -13,11 +14,18 @@ from protocols.topics import Channel, Direction, TopicError, artifacts_root, par
 from protocols.v1 import messages_pb2 as pb
 
 
-def parse_inbound(device_id: str, topic: str, payload: bytes, *, fleet: str) -> Event | None:
-    """The event a message stands for; None for a message the agent need not act on (a `cmd`: no
-    command is defined in v1 of the wire contract yet; an empty retained desired state: clearing one is
-    not signed, so it changes nothing). Raises MalformedPayloadError otherwise. Nothing here is trusted:
-    the update machine verifies every desired state and trust chain before acting on it."""
+@dataclass(frozen=True)
+class CommandReceived:
+    """A `cmd` message: a SignedCommand for the agent itself (not the update machine) to verify."""
+
+    payload: bytes
+
+
+def parse_inbound(device_id: str, topic: str, payload: bytes, *, fleet: str) -> Event | CommandReceived | None:
+    """The event a message stands for; None for a message the agent need not act on (an empty retained
+    desired state: clearing one is not signed, so it changes nothing). Raises MalformedPayloadError
+    otherwise. Nothing here is trusted: the update machine verifies every desired state and trust chain
+    before acting on it, the agent every command (protocols.commands)."""
     if topic == trust_topic(fleet):
         return TrustReceived(_decode(pb.TrustChain, payload, topic)) if payload else None
     if topic.startswith(artifacts_root(fleet) + "/"):
@@ -43,6 +51,8 @@ def parse_inbound(device_id: str, topic: str, payload: bytes, *, fleet: str) -> 
             said = f" (the cloud says: {chunk.error})" if chunk.error else ""
             raise MalformedPayloadError(f"artifact chunk without a sha256 ({chunk.sha256!r}){said}")
         return ChunkReceived(chunk)
+    if channel is Channel.COMMAND:
+        return CommandReceived(payload)
     return None
 
 

@@ -108,7 +108,7 @@ class Outbox:
             if drops is not None and any((found := drops()).values()):
                 window.spool_dropped.CopyFrom(pb.SpoolDrops(**found))
             self.publish(Channel.TELEMETRY, window)
-            self._sampler.flag_bins(*self.telemetry.flagged)
+            self._sampler.flag_bins(*self.telemetry.flagged, window.window_end_ms)
             batch = self._sampler.drain(self.device_id, self.seq.next(), window.window_end_ms)
             if batch is not None:
                 self.publish(Channel.SAMPLES, batch)

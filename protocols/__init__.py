@@ -12,6 +12,7 @@ only where a gRPC server or client runs. The agent depends on this package and n
     roots.py      the root of trust: versioned root metadata naming which keys hold which role
     assignment.py the director's signed per-device assignment, and checking a whole desired state
     signing.py    the pure half of signing (keys in memory, no files): what the cloud and test kits sign with
+    commands.py   signed commands to one device on its `cmd` channel (a sampler hint), checked as assignments are
 """
 
 import importlib
@@ -24,6 +25,7 @@ SCHEMA_VERSION = 1
 _SUBMODULES = {
     "chunking": "protocols.chunking",
     "codes": "protocols.codes",
+    "commands": "protocols.commands",
     "signing": "protocols.signing",
     "topics": "protocols.topics",
     "trust": "protocols.trust",
@@ -31,7 +33,7 @@ _SUBMODULES = {
     "messages_pb2": "protocols.v1.messages_pb2",
 }
 
-__all__ = ["SCHEMA_VERSION", "agent_pb2", "chunking", "codes", "messages_pb2", "signing", "topics", "trust"]
+__all__ = ["SCHEMA_VERSION", "agent_pb2", "chunking", "codes", "commands", "messages_pb2", "signing", "topics", "trust"]
 
 
 def __getattr__(name: str) -> Any:

@@ -26,6 +26,7 @@ class ErrorCode(StrEnum):
     WRONG_DEVICE = "wrong_device"  # an assignment addressed to another device
     REPLAY = "replay"  # an assignment counter not above the last one accepted
     NOT_ASSIGNED = "not_assigned"  # a manifest the assignment does not name
+    TOO_LARGE = "too_large"  # a signed command over its size bounds (protocols.commands), refused unread
 
     # the agent (edge_agent.errors)
     AGENT_ERROR = "agent_error"
@@ -67,6 +68,7 @@ VERIFICATION_CODES = frozenset(
         ErrorCode.WRONG_DEVICE,
         ErrorCode.REPLAY,
         ErrorCode.NOT_ASSIGNED,
+        ErrorCode.TOO_LARGE,
     }
 )
 

@@ -20,6 +20,7 @@ Errors (all subclasses of VerificationError, each with a stable `code` that agen
     ├── WrongDeviceError            code "wrong_device"       an assignment addressed to another device
     ├── ReplayError                 code "replay"             an assignment counter not above the last
     ├── NotAssignedError            code "not_assigned"       a manifest the assignment does not name
+    ├── TooLargeError               code "too_large"          a command over its size bounds (protocols.commands)
     ├── DigestMismatchError         code "digest_mismatch"    artifact bytes differ from the manifest
     └── SizeMismatchError           code "size_mismatch"      artifact length differs from the manifest
 """
@@ -70,6 +71,10 @@ class ReplayError(VerificationError):
 
 class NotAssignedError(VerificationError):
     code = ErrorCode.NOT_ASSIGNED
+
+
+class TooLargeError(VerificationError):
+    code = ErrorCode.TOO_LARGE
 
 
 class DigestMismatchError(VerificationError):

@@ -4,8 +4,10 @@ Each row is kept on its own draw (a Poisson sample) with a known inclusion proba
 row, so the cloud can weight it by 1 / p (Horvitz-Thompson) and still estimate fleet accuracy without bias
 while the sampler favours what matters:
 
-    p = min(1, base x favour)   rows the model is unsure of (top-class probability < low_confidence) and
-                                rows falling in a bin the last window over-filled (Telemetry.flagged_bins)
+    p = min(1, base x favour)   rows the model is unsure of (top-class probability < low_confidence),
+                                rows falling in a bin the last window over-filled (Telemetry.flagged) and
+                                rows in a bin the cloud's drift verdicts point at (a SamplerHint, until
+                                it expires, for the model it names)
     p = min(1, base)            every other row
 
 `base` is set at each window's start from the daily byte budget (DailyBudget, persisted): what is left
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.serving.confidence import top_class
+from edge_agent.serving.hints import hint_mask, names_model
 from edge_agent.serving.sample_budget import DAY_MS, DailyBudget, ms_to_midnight
 from edge_agent.serving.slot import ServingModel
 from edge_agent.serving.telemetry import FeatureBins, prediction_strings
@@ -70,6 +73,10 @@ class Sampler:
         self._samples: list[pb.Sample] = []
         self._model: pb.ModelRef | None = None
         self._flagged: tuple[ServingModel, np.ndarray, np.ndarray, np.ndarray] | None = None  # serving, cols, lo, hi
+        # what _flagged merges: the device's own flags (serving, bins, over-filled) and the cloud's hint
+        self._local: tuple[ServingModel | None, FeatureBins | None, np.ndarray | None] = (None, None, None)
+        self._hint: tuple[pb.SamplerHint, int] | None = None  # the hint, its expiry (ms)
+        self.hinted_bins = 0  # bins of the serving model the hint adds
         # this window's odds and caps
         self.base = max(min(rate, 1.0), 0.0)
         self._p_max = min(1.0, self.base * favour)
@@ -95,9 +102,44 @@ class Sampler:
             return _NEVER
         return int(math.log(1.0 - self._rng.random()) / math.log(1.0 - self._p_max))
 
-    def flag_bins(self, serving: ServingModel | None, bins: FeatureBins | None, flagged: np.ndarray | None) -> None:
-        """Favour rows of `serving` that fall in the flagged bins (flat, as FeatureBins counts them). Kept as
-        (column, low, high) intervals, so checking a candidate row is one comparison per flagged bin."""
+    def flag_bins(
+        self, serving: ServingModel | None, bins: FeatureBins | None, flagged: np.ndarray | None,
+        now_ms: int | None = None,
+    ) -> None:  # fmt: skip
+        """Favour rows of `serving` that fall in the flagged bins (flat, as FeatureBins counts them: the bins
+        the last window over-filled), and in the cloud's hinted bins while its hint holds (see hint)."""
+        self._local = (serving, bins, flagged)
+        self._merge(now_ms)
+
+    def hint(self, hint: pb.SamplerHint | None, expires_at_ms: int, serving: ServingModel | None,
+             now_ms: int | None = None) -> list[str]:  # fmt: skip
+        """The cloud's hint (None or no bins: none), favoured beside the device's own flags until
+        `expires_at_ms`, for rows of the model it names (rows of any other model: no effect). Returns the
+        hinted bins it could not place on `serving`'s profile (they are left out)."""
+        self._hint = (hint, expires_at_ms) if hint is not None and len(hint.features) else None
+        if serving is not None and self._local[0] is not serving:  # the flags of another model are moot
+            self._local = (serving, None, None)
+        return self._merge(now_ms)
+
+    def _merge(self, now_ms: int | None) -> list[str]:
+        serving, bins, flagged = self._local
+        if self._hint is not None and now_ms is not None and self._hint[1] <= now_ms:
+            self._hint = None  # expired: the cloud refreshes a hint that still holds well before this
+        bad: list[str] = []
+        self.hinted_bins = 0
+        if serving is not None and self._hint is not None and names_model(self._hint[0], serving.ref):
+            bins = bins if bins is not None else FeatureBins.of(serving.manifest.reference.features)
+            if bins is not None:
+                hinted, bad = hint_mask(self._hint[0], bins)
+                self.hinted_bins = int(hinted.sum())
+                flagged = hinted if flagged is None else flagged | hinted
+        self._set_intervals(serving, bins, flagged)
+        return bad
+
+    def _set_intervals(
+        self, serving: ServingModel | None, bins: FeatureBins | None, flagged: np.ndarray | None
+    ) -> None:
+        """Kept as (column, low, high) intervals, so checking a candidate row is one comparison per bin."""
         if serving is None or bins is None or flagged is None or not flagged.any():
             with self._lock:
                 self._flagged = None

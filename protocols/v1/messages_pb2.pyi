@@ -694,3 +694,41 @@ class SampleBatch(_message.Message):
     model: ModelRef
     samples: _containers.RepeatedCompositeFieldContainer[Sample]
     def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ...) -> None: ...
+
+class SamplerHint(_message.Message):
+    __slots__ = ("model", "features", "bins")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    BINS_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    features: _containers.RepeatedScalarFieldContainer[int]
+    bins: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., features: _Optional[_Iterable[int]] = ..., bins: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Command(_message.Message):
+    __slots__ = ("fleet", "device_id", "counter", "issued_at_ms", "expires_at_ms", "sampler_hint")
+    FLEET_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_HINT_FIELD_NUMBER: _ClassVar[int]
+    fleet: str
+    device_id: str
+    counter: int
+    issued_at_ms: int
+    expires_at_ms: int
+    sampler_hint: SamplerHint
+    def __init__(self, fleet: _Optional[str] = ..., device_id: _Optional[str] = ..., counter: _Optional[int] = ..., issued_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., sampler_hint: _Optional[_Union[SamplerHint, _Mapping]] = ...) -> None: ...
+
+class SignedCommand(_message.Message):
+    __slots__ = ("schema_version", "command", "key_id", "signature")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    command: bytes
+    key_id: str
+    signature: bytes
+    def __init__(self, schema_version: _Optional[int] = ..., command: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support.releases import Keys, chunk_of, desired_state, make_release
 
-from edge_agent.downlink import parse_inbound
+from edge_agent.downlink import CommandReceived, parse_inbound
 from edge_agent.errors import MalformedPayloadError
 from edge_agent.update.events import ChunkReceived, DesiredReceived, TrustReceived
 
@@ -26,7 +26,7 @@ def test_desired_states_chunks_and_commands(keys: Keys) -> None:
     assert parse(DESIRED, b"") is None
     chunk = parse(DATA, chunk_of(b"abc", 0).SerializeToString())
     assert isinstance(chunk, ChunkReceived) and chunk.chunk.data == b"abc"
-    assert parse("ef/v1/test/dev/dev-1/cmd", b"whatever") is None
+    assert parse("ef/v1/test/dev/dev-1/cmd", b"whatever") == CommandReceived(b"whatever")  # verified by the agent
     trust = parse(TRUST, keys.chain.SerializeToString())
     assert isinstance(trust, TrustReceived) and trust.chain == keys.chain
     assert parse(TRUST, b"") is None

@@ -254,7 +254,7 @@ def test_malformed_payloads_are_reported_and_survived(make_agent: MakeAgent, clo
         cloud.send(desired, cloud.desired("dev-2", make_release(keys.signer, "v1", 1), 1))  # someone else's
         cloud.send(desired, pb.DesiredState(device_id="dev-1", generation=3).SerializeToString())  # unsigned
         cloud.send(device_topic("dev-1", Channel.ARTIFACT_DATA, fleet=keys.fleet), b"\x0a\x05")
-    cloud.send(device_topic("dev-1", Channel.COMMAND, fleet=keys.fleet), b"anything")  # no command yet: ignored
+    cloud.send(device_topic("dev-1", Channel.COMMAND, fleet=keys.fleet), b"\xff\xff")  # not a SignedCommand
     agent._on_transport_message("ef/v1/test/dev/dev-1/nonsense", b"x")  # a broker delivering what we never asked
     agent._on_transport_message("ef/v1/test/dev/dev-9/desired", b"x")
     agent._on_transport_message("ef/v1/other/dev/dev-1/desired", b"x")
@@ -262,7 +262,7 @@ def test_malformed_payloads_are_reported_and_survived(make_agent: MakeAgent, clo
     assert _wait(lambda: {e.error.code for e in cloud.events("dev-1")} >= expected)
     assert _wait(lambda: False, 0.3) is False  # give stragglers time to arrive
     codes = [e.error.code for e in cloud.events("dev-1") if e.error.code]
-    assert sorted(codes) == sorted(expected), codes
+    assert sorted(codes) == sorted([*expected, "malformed"]), codes  # "malformed": the desired state and the command
 
     cloud.deploy("dev-1", make_release(keys.signer, "v1", 1), generation=1)
     assert agent.wait_for(lambda s: is_state(s, ACTIVE, 1), 5)
