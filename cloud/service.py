@@ -34,6 +34,7 @@ from cloud.errors import BrokerStartError, ConfigurationError
 from cloud.monitoring import Ingestor
 from cloud.monitoring.alert_monitor import AlertMonitor
 from cloud.monitoring.alerts import AlertPolicy
+from cloud.monitoring.hints import SamplerHinter
 from cloud.monitoring.webhook import WebhookSender
 from cloud.mqtt.client_id import ClientIdLease, lease_client_id
 from cloud.mqtt.ownership import Ownership
@@ -345,7 +346,12 @@ class CloudService:
             webhook = WebhookSender(s.alert_webhook_url, key, max_queue=s.alert_webhook_queue)
         policy = AlertPolicy(drift_lookback_s=s.alert_drift_lookback_s, accuracy_lookback_s=s.alert_accuracy_lookback_s,
                              accuracy_drop=s.alert_accuracy_drop)  # fmt: skip
-        self.alerts = AlertMonitor(self.engine, policy, interval_s=s.alert_interval_s, webhook=webhook).start()
+        hinter = None
+        if s.sampler_hint_ttl_s > 0 and self.transport is not None and self.deployer is not None:
+            deployer = self.deployer
+            hinter = SamplerHinter(self.transport, lambda: deployer.director, ttl_s=s.sampler_hint_ttl_s)
+        self.alerts = AlertMonitor(self.engine, policy, interval_s=s.alert_interval_s, webhook=webhook,
+                                   hinter=hinter).start()  # fmt: skip
 
     def _answers(self, device_id: str) -> bool:
         """Whether this process answers device_id's chunk requests."""

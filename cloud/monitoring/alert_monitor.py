@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from cloud.db.engine import read_only
-from cloud.monitoring import alerts
+from cloud.monitoring import alerts, hints
 from cloud.monitoring.webhook import WebhookSender
 from cloud.mqtt.worker import Counters
 from cloud.periodic import Periodic
@@ -28,6 +28,7 @@ class AlertStats(Counters):
     evaluations: int = 0
     raised: int = 0
     cleared: int = 0
+    hints_sent: int = 0  # sampler hints (and clears) sent to devices
 
 
 class AlertMonitor(Periodic):
@@ -35,13 +36,14 @@ class AlertMonitor(Periodic):
 
     def __init__(
         self, engine: Engine, policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY, *, interval_s: float = 60.0,
-        webhook: WebhookSender | None = None, clock: ClockMs = now_ms,
+        webhook: WebhookSender | None = None, clock: ClockMs = now_ms, hinter: hints.SamplerHinter | None = None,
     ) -> None:  # fmt: skip
         self.engine = engine
         self.policy = policy
         self.interval_s = interval_s
         self.webhook = webhook
         self.clock = clock
+        self.hinter = hinter  # sends drift alerts' devices their sampler hints (None: no hints)
         self.stats = AlertStats()
 
     def tick(self) -> list[alerts.Transition]:
@@ -61,6 +63,11 @@ class AlertMonitor(Periodic):
             log.warning("%s: %s", t.event, t.alert["summary"] or t.alert["key"])
             if self.webhook is not None:
                 self.webhook.send(t.event, {"alert": t.alert})
+        if self.hinter is not None:
+            since = self.clock() - self.policy.drift_lookback_s * 1000
+            with Session(read_only(self.engine)) as session:
+                wanted = hints.wanted_hints(session, found, since)
+            self.stats.add(hints_sent=len(self.hinter.update(wanted)))
         return transitions
 
     def stop(self) -> None:
