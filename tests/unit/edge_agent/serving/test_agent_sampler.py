@@ -17,6 +17,7 @@ from edge_agent.serving.sampler import Sampler
 from edge_agent.serving.slot import ServingModel
 from edge_agent.serving.telemetry import FeatureBins, Telemetry
 from edge_agent.update.journal import InstalledModel
+from protocols.v1 import messages_pb2 as pb
 
 NOON = 1_780_000_000_000 - 1_780_000_000_000 % DAY_MS + DAY_MS // 2  # a UTC noon
 
@@ -138,3 +139,59 @@ def test_a_spent_budget_keeps_nothing_more_today(serving: ServingModel, tmp_path
     sampler.offer(serving, x, serving.model.predict(x), None, lambda: NOON + DAY_MS)
     batch = sampler.drain("dev-1", 3, NOON + DAY_MS + 60_000)
     assert batch is not None and 0 < batch.ByteSize() <= 1_000 * 4
+
+
+def _hint(serving: ServingModel, *pairs: tuple[int, int], model_id: str | None = None) -> pb.SamplerHint:
+    ref = pb.ModelRef(model_id=model_id or serving.ref.model_id, version=serving.ref.version)
+    return pb.SamplerHint(model=ref, features=[f for f, _ in pairs], bins=[k for _, k in pairs])
+
+
+def _share_in(sampler: Sampler, serving: ServingModel, column: int, low: float, seed: int) -> tuple[float, set[float]]:
+    rows = np.random.default_rng(seed).random((20_000, 3)).astype(np.float32)
+    sampler.offer(serving, rows, serving.model.predict(rows), None, lambda: 1)
+    batch = sampler.drain("dev-1", seed)
+    assert batch is not None
+    inside = [s for s in batch.samples if s.input[column] >= low]
+    return len(inside) / len(batch.samples), {round(s.inclusion_probability, 6) for s in inside}
+
+
+def test_the_clouds_hinted_bins_are_favoured_beside_the_devices_own_flags(serving: ServingModel) -> None:
+    bins = FeatureBins.of(serving.manifest.reference.features)
+    assert bins is not None
+    own = np.zeros(bins.total, dtype=bool)
+    own[bins.offsets[0] + 0] = True  # the device flagged feature 0's first bin itself
+    sampler = Sampler(0.05, 100_000, random.Random(4), favour=4.0)
+    sampler.flag_bins(serving, bins, own, 0)
+    before, _ = _share_in(sampler, serving, 2, 0.75, 1)  # feature 2's top bin: a quarter of the rows
+    assert sampler.hint(_hint(serving, (2, 3)), 10_000, serving, 0) == []
+    assert sampler.hinted_bins == 1
+    after, odds = _share_in(sampler, serving, 2, 0.75, 2)
+    assert odds == {0.2}  # favoured 4x, and shipped with those odds (the cloud's weights undo it)
+    # favoured: the hinted quarter and the own-flagged quarter (3/16 outside the hinted one), 4x each:
+    # 4 x .25 / (4 x (.25 + .1875) + .5625) = 0.43
+    assert before == pytest.approx(0.25, abs=0.05) and after == pytest.approx(0.43, abs=0.05)
+    rows = np.random.default_rng(5).random((20_000, 3)).astype(np.float32)
+    sampler.offer(serving, rows, serving.model.predict(rows), None, lambda: 1)
+    batch = sampler.drain("dev-1", 9)
+    assert batch is not None
+    assert {round(s.inclusion_probability, 6) for s in batch.samples if s.input[0] < 0.25} == {0.2}  # its own flag too
+    # a new window's own flags keep the hint; past its expiry the hint is gone
+    sampler.flag_bins(serving, bins, None, 9_999)
+    assert sampler.hinted_bins == 1
+    sampler.flag_bins(serving, bins, None, 10_000)
+    assert sampler.hinted_bins == 0
+    expired, _ = _share_in(sampler, serving, 2, 0.75, 6)
+    assert expired == pytest.approx(0.25, abs=0.05)
+
+
+def test_a_hint_for_another_model_or_with_bins_the_profile_lacks_changes_nothing(serving: ServingModel) -> None:
+    sampler = Sampler(0.05, 100_000, random.Random(5), favour=4.0)
+    sampler.hint(_hint(serving, (2, 3), model_id="another"), 10_000, serving, 0)
+    assert sampler.hinted_bins == 0
+    share, _ = _share_in(sampler, serving, 2, 0.75, 7)
+    assert share == pytest.approx(0.25, abs=0.05)
+    bad = sampler.hint(_hint(serving, (2, 4), (7, 0), (1, 3)), 10_000, serving, 0)
+    assert bad == ["bin 4 of feature 2 (it has 4)", "feature 7 (not binned by the model's profile)"]
+    assert sampler.hinted_bins == 1  # the bin it could place
+    sampler.hint(None, 0, serving, 0)  # an empty hint clears
+    assert sampler.hinted_bins == 0
