@@ -159,6 +159,25 @@ def test_a_device_cannot_post_as_another_or_read_anothers_topics(secured: Secure
 
 
 @_brokers()
+def test_a_device_cannot_send_commands_to_itself_or_another(secured: SecuredBroker, make_transport: Any) -> None:
+    """Only the cloud writes a `cmd` topic (sampler hints): a device's own commands never reach anyone."""
+    sb = secured
+    cloud, _ = _cloud(make_transport, sb)
+    one, self_inbox = _client(make_transport, sb, "pi-01", sb.passwords["pi-01"],
+                              device_topic("pi-01", Channel.COMMAND, fleet=FLEET))  # fmt: skip
+    _two, two_inbox = _client(make_transport, sb, "pi-02", sb.passwords["pi-02"],
+                              device_topic("pi-02", Channel.COMMAND, fleet=FLEET))  # fmt: skip
+    one.publish(device_topic("pi-02", Channel.COMMAND, fleet=FLEET), b"forged hint")  # to another device
+    one.publish(device_topic("pi-01", Channel.COMMAND, fleet=FLEET), b"self-hint")  # to itself
+    cloud.publish(device_topic("pi-02", Channel.COMMAND, fleet=FLEET), b"the cloud's")
+    cloud.publish(device_topic("pi-01", Channel.COMMAND, fleet=FLEET), b"the cloud's")
+    assert two_inbox.wait_for(1) and self_inbox.wait_for(1)
+    wait_until(lambda: len(two_inbox) > 1 or len(self_inbox) > 1, 1.0)  # anything else would arrive by now
+    assert two_inbox.messages == [(device_topic("pi-02", Channel.COMMAND, fleet=FLEET), b"the cloud's")]
+    assert self_inbox.messages == [(device_topic("pi-01", Channel.COMMAND, fleet=FLEET), b"the cloud's")]
+
+
+@_brokers()
 def test_a_device_cannot_plant_or_clear_fleet_wide_artifact_chunks(secured: SecuredBroker, make_transport: Any) -> None:
     sb = secured
     sha = "ab" * 32
