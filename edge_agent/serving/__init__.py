@@ -4,6 +4,7 @@
     runtime.py       the inference interface and its onnxruntime / TFLite adapters (imported lazily)
     selftest.py      a manifest's self-test vectors run against a loaded model
     sampler.py       which inputs and predictions are sent back for drift and retraining
+    hints.py         the cloud's sampler hints: the last accepted command kept, a hint read onto the bins
     telemetry.py     the per-window inference counts, latencies and histograms the cloud monitors
     grpc_server.py   the local inference API (gRPC) other programs on the device call
 
