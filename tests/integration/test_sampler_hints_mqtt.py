@@ -42,7 +42,9 @@ def _serve(agent: Agent, rng: np.random.Generator) -> None:
     assert agent.flush_telemetry() is not None
 
 
-def test_after_a_hint_the_sampled_rows_favour_the_hinted_bin(tmp_path: Path, mqtt_broker: Any, make_transport: Any) -> None:
+def test_after_a_hint_the_sampled_rows_favour_the_hinted_bin(
+    tmp_path: Path, mqtt_broker: Any, make_transport: Any
+) -> None:
     keys = make_keys(tmp_path / "keys")
     release = onnx_release(keys.signer, "1", 1)
     cloud_transport, _ = make_transport()
