@@ -108,7 +108,8 @@ class CloudSettings(BaseSettings):
     alert_webhook_queue: int = Field(default=1_000, ge=1)
     metrics_max_alert_devices: int = Field(default=20, ge=0, le=500)  # devices named as metric labels
     # while a drift alert holds, the devices it names get signed sampler hints (cloud.monitoring.hints) on
-    # their `cmd` topic that expire after this long (refreshed every third of it); 0: no hints
+    # their `cmd` topic that expire after this long (refreshed every third of it, at the alert ticks: keep it
+    # above 3 x alert_interval_s); 0: no hints
     sampler_hint_ttl_s: float = Field(default=900.0, ge=0)
 
     @field_validator("database_url")

@@ -30,7 +30,6 @@ from cloud.monitoring import drift
 from cloud.monitoring.alerts import Alert
 from cloud.rollout.director import Director
 from cloud.types import ClockMs, Publisher, now_ms
-from protocols import SCHEMA_VERSION
 from protocols.commands import MAX_HINT_BINS, sign_command
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
@@ -145,7 +144,6 @@ class SamplerHinter:
         spec = Channel.COMMAND.spec
         try:
             signed = self.command(device_id, model, bins, now)
-            signed.schema_version = SCHEMA_VERSION
             topic = device_topic(device_id, Channel.COMMAND, fleet=self.director().fleet)
             self.publisher.publish(topic, signed.SerializeToString(), qos=spec.qos, retain=spec.retain)
         except Exception:  # the next tick tries again

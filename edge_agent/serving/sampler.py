@@ -77,6 +77,7 @@ class Sampler:
         self._local: tuple[ServingModel | None, FeatureBins | None, np.ndarray | None] = (None, None, None)
         self._hint: tuple[pb.SamplerHint, int] | None = None  # the hint, its expiry (ms)
         self.hinted_bins = 0  # bins of the serving model the hint adds
+        self._merge_lock = threading.Lock()  # one merge at a time (_lock guards what offer() reads)
         # this window's odds and caps
         self.base = max(min(rate, 1.0), 0.0)
         self._p_max = min(1.0, self.base * favour)
@@ -108,18 +109,20 @@ class Sampler:
     ) -> None:  # fmt: skip
         """Favour rows of `serving` that fall in the flagged bins (flat, as FeatureBins counts them: the bins
         the last window over-filled), and in the cloud's hinted bins while its hint holds (see hint)."""
-        self._local = (serving, bins, flagged)
-        self._merge(now_ms)
+        with self._merge_lock:
+            self._local = (serving, bins, flagged)
+            self._merge(now_ms)
 
     def hint(self, hint: pb.SamplerHint | None, expires_at_ms: int, serving: ServingModel | None,
              now_ms: int | None = None) -> list[str]:  # fmt: skip
         """The cloud's hint (None or no bins: none), favoured beside the device's own flags until
         `expires_at_ms`, for rows of the model it names (rows of any other model: no effect). Returns the
         hinted bins it could not place on `serving`'s profile (they are left out)."""
-        self._hint = (hint, expires_at_ms) if hint is not None and len(hint.features) else None
-        if serving is not None and self._local[0] is not serving:  # the flags of another model are moot
-            self._local = (serving, None, None)
-        return self._merge(now_ms)
+        with self._merge_lock:  # the agent's thread takes hints, a caller's may close a window meanwhile
+            self._hint = (hint, expires_at_ms) if hint is not None and len(hint.features) else None
+            if serving is not None and self._local[0] is not serving:  # the flags of another model are moot
+                self._local = (serving, None, None)
+            return self._merge(now_ms)
 
     def _merge(self, now_ms: int | None) -> list[str]:
         serving, bins, flagged = self._local
