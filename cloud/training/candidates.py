@@ -72,17 +72,25 @@ def recipe_of(session: Session, model_id: str, version: str) -> dict[str, Any]:
         raise InvalidRequestError(f"{model_id} v{version} has no training run in the registry: cannot retrain it")
     params = dict(run.parameters)
     # a `train` run spreads the estimator's parameters among its own; a `retrain` run keeps them apart
-    known = {"estimator", "test_size", "seed", "target", "quantize", "model_id", "profile_from"}
+    known = {"estimator", "test_size", "seed", "target", "quantize", "model_id", "profile_from", "pool_size"}
     estimator_params = params.get("estimator_params", {k: v for k, v in params.items() if k not in known})
     return {
         "dataset": mv.lineage["dataset"],
         "estimator": params.get("estimator", mv.lineage.get("estimator", "logreg")),
         "params": dict(estimator_params),
         "test_size": float(params.get("test_size", 0.3)),
+        "pool_size": float(params.get("pool_size", 0.0)),
+        "profile_from": str(params.get("profile_from", "train")),
         "seed": int(params.get("seed", 0)),
         "target": str(params.get("target", "onnx")),
         "quantize": str(params.get("quantize", "int8")),
     }
+
+
+def reference_split(recipe: dict[str, Any]) -> DatasetSplit:
+    """The champion's reference data, split as it was (a candidate of before the pool has no pool_size)."""
+    return load_dataset(recipe["dataset"], test_size=recipe["test_size"], seed=recipe["seed"],
+                        pool_size=recipe.get("pool_size", 0.0))  # fmt: skip
 
 
 def _as_classes(labels: Sequence[str], classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +206,7 @@ def train(
                 "split_of": field_dataset, "part": role, "eval_share": eval_share,
             })  # fmt: skip
             parts[role] = record.content_hash
-    reference = load_dataset(recipe["dataset"], test_size=recipe["test_size"], seed=recipe["seed"])
+    reference = reference_split(recipe)
     datasets = {"reference": reference.content_hash, "field": field_dataset, **parts}
     version_of_code = code_version()
     # the run is named by what determines the candidate: the same inputs find the run they made before
@@ -214,7 +222,7 @@ def train(
                                     int(run.metrics.get("dropped_labels", 0)), new=False)  # fmt: skip
         registry.register_dataset(session, DatasetCreate(
             content_hash=reference.content_hash, name=reference.name, n_features=reference.X_train.shape[1],
-            n_rows=len(reference.X_train) + len(reference.X_test),
+            n_rows=len(reference.X_train) + len(reference.X_test) + len(reference.X_pool),
         ))  # fmt: skip
         run = registry.start_run(session, PipelineRunCreate(
             pipeline="retrain", code_version=version_of_code, dataset_hash=reference.content_hash,
@@ -230,27 +238,33 @@ def train(
         field_X = np.asarray([r.input for r in train_rows], dtype=np.float32).reshape(-1, reference.X_train.shape[1])
         classes = np.unique(reference.y_train)
         field_y, known = _as_classes([r.label for r in train_rows], classes)
-        X = np.vstack([reference.X_train, field_X[known]])
-        y = np.concatenate([reference.y_train, field_y])
+        # a field row that is one of the reference's held-out rows stays out of the fit: the reference side
+        # of the judgement would otherwise score the challenger on rows it learnt
+        held_out = {row.tobytes() for row in reference.X_test}
+        fresh = np.array([row.tobytes() not in held_out for row in field_X[known]], dtype=bool)
+        X = np.vstack([reference.X_train, field_X[known][fresh]])
+        y = np.concatenate([reference.y_train, field_y[fresh]])
         estimator = build_estimator(recipe["estimator"], recipe["params"], recipe["seed"]).fit(X, y)
         document = {
             "format": CANDIDATE_FORMAT, "model_id": model_id, "run_id": run_id, "champion": champion,
             "recipe": recipe, "datasets": datasets, "estimator_format": "pickle",
             "estimator_sha256": store.put(pickle.dumps(estimator, protocol=5)),
-            "fitted_rows": {"reference": len(reference.X_train), "field": int(known.sum())},
+            "fitted_rows": {"reference": len(reference.X_train), "field": int(fresh.sum()),
+                            "field_held_out_left_out": int((~fresh).sum())},
         }  # fmt: skip
         candidate_id = store.put(json.dumps(document, sort_keys=True).encode())
         dropped = int((~known).sum())
         with session_scope(engine) as session:
             session.add(Candidate(id=candidate_id, model_id=model_id, run_id=run_id, champion=champion))
             registry.finish_run(session, run_id, metrics={"field_rows_train": len(train_rows),
-                                                          "dropped_labels": dropped})  # fmt: skip
+                                                          "dropped_labels": dropped,
+                                                          "held_out_rows_left_out": int((~fresh).sum())})  # fmt: skip
     return TrainedCandidate(candidate_id, model_id, run_id, champion, datasets, dropped, new=True)
 
 
 def _estimator_and_reference(store: ArtifactStore, document: dict[str, Any]) -> tuple[Any, DatasetSplit]:
     recipe = document["recipe"]
-    reference = load_dataset(recipe["dataset"], test_size=recipe["test_size"], seed=recipe["seed"])
+    reference = reference_split(recipe)
     if reference.content_hash != document["datasets"]["reference"]:
         raise InvalidRequestError(f"reference dataset {recipe['dataset']} is not the one the candidate was trained on")
     estimator = pickle.loads(_verified(store, document["estimator_sha256"], "estimator"))  # noqa: S301 (digest checked)
@@ -273,8 +287,9 @@ def compile_candidate(engine: Engine, store: ArtifactStore, candidate_id: str,
     with _step(engine, run_id, "compile", progress):
         estimator, reference = _estimator_and_reference(store, document)
         recipe = document["recipe"]
+        profiled = reference.profile_rows(recipe.get("profile_from", "train"))  # the champion's drift baseline
         compiled = compile_estimator(estimator, reference.X_test, reference.y_test, target=recipe["target"],
-                                     quantize=recipe["quantize"], reference_X=reference.X_train)  # fmt: skip
+                                     quantize=recipe["quantize"], reference_X=profiled)  # fmt: skip
         artifacts = {built.artifact.name: store.put(built.data) for built in compiled.artifacts}
         artifacts["manifest"] = store.put(compiled.fragment.SerializeToString())
         with session_scope(engine) as session:
@@ -321,7 +336,7 @@ def evaluate(engine: Engine, store: ArtifactStore, candidate_id: str,
         champion_blobs = {a.name: _verified(store, a.sha256, a.name) for a in champion_manifest.artifacts}
         fragment, blobs = _compiled(store, artifacts)
         recipe = document["recipe"]
-        reference = load_dataset(recipe["dataset"], test_size=recipe["test_size"], seed=recipe["seed"])
+        reference = reference_split(recipe)
         eval_X = np.asarray([r.input for r in eval_rows], dtype=np.float32).reshape(-1, reference.X_test.shape[1])
         field_cmp = rule.compare("field", [r.label for r in eval_rows],
                                  predict_labels(champion_manifest, champion_blobs, eval_X),
