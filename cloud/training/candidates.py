@@ -37,7 +37,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from cloud import registry
-from cloud.db import RunStatus, session_scope
+from cloud.db import RunStatus, insert_ignore, session_scope
 from cloud.db.tables import Candidate, DatasetCreate, PipelineRunCreate, RunInput
 from cloud.errors import ArtifactCorruptError, InvalidRequestError, NotFoundError
 from cloud.registry import aliases, field_data
@@ -231,9 +231,8 @@ def train(
         run.status, run.error = RunStatus.RUNNING, None  # a failed run of the same inputs, tried again
         session.add(run)
         registry.record_step(session, run_id, "snapshot", time.perf_counter() - started)
-        known_roles = {r.role for r in session.exec(select(RunInput).where(RunInput.run_id == run_id))}
-        session.add_all(RunInput(run_id=run_id, dataset_hash=h, role=role)
-                        for role, h in datasets.items() if role not in known_roles)  # fmt: skip
+        insert_ignore(session, RunInput, [{"run_id": run_id, "dataset_hash": h, "role": role}
+                                          for role, h in datasets.items()], ["run_id", "dataset_hash", "role"])
     with _step(engine, run_id, "train", progress):
         field_X = np.asarray([r.input for r in train_rows], dtype=np.float32).reshape(-1, reference.X_train.shape[1])
         classes = np.unique(reference.y_train)
@@ -255,11 +254,16 @@ def train(
         candidate_id = store.put(json.dumps(document, sort_keys=True).encode())
         dropped = int((~known).sum())
         with session_scope(engine) as session:
-            session.add(Candidate(id=candidate_id, model_id=model_id, run_id=run_id, champion=champion))
+            # the same inputs trained in two processes at once: both get here, the first one's candidate stands
+            first = session.exec(select(Candidate).where(Candidate.run_id == run_id)).first()
+            new = first is None and insert_ignore(session, Candidate, [Candidate(
+                id=candidate_id, model_id=model_id, run_id=run_id, champion=champion,
+            ).model_dump()], ["id"]) == 1  # fmt: skip
+            candidate_id = first.id if first is not None else candidate_id
             registry.finish_run(session, run_id, metrics={"field_rows_train": len(train_rows),
                                                           "dropped_labels": dropped,
                                                           "held_out_rows_left_out": int((~fresh).sum())})  # fmt: skip
-    return TrainedCandidate(candidate_id, model_id, run_id, champion, datasets, dropped, new=True)
+    return TrainedCandidate(candidate_id, model_id, run_id, champion, datasets, dropped, new=new)
 
 
 def _estimator_and_reference(store: ArtifactStore, document: dict[str, Any]) -> tuple[Any, DatasetSplit]:

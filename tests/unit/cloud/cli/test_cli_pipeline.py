@@ -18,6 +18,7 @@ from support.enrollment import enroll
 import cloud
 from cloud import registry
 from cloud.cli import main
+from cloud.db import make_engine
 from cloud.db.tables import Candidate, Device, ModelVersion, PipelineRun, RunInput, SampleRecord
 from cloud.monitoring import feedback
 from cloud.registry import aliases
@@ -182,3 +183,30 @@ def test_the_steps_in_separate_processes_hand_on_a_candidate_that_must_be_intact
     assert "LOSE" in capsys.readouterr().out
     assert main(["pipeline", "register", hopeless, *where]) == 3
     assert "did not win: nothing to register" in capsys.readouterr().out
+
+
+def test_train_run_twice_at_once_gives_both_the_same_candidate(data_dir: Path, database_url: str) -> None:
+    """Two orchestrators (or a retry while the first still runs) start `pipeline train` on the same inputs:
+    both train (the run is named by its inputs), neither fails on the other's rows, both print one candidate."""
+    where = ["--data-dir", str(data_dir), "--database-url", database_url]
+    env = {**os.environ, "PYTHONPATH": str(Path(cloud.__file__).resolve().parent.parent)}
+    champion = subprocess.run([sys.executable, "-m", "cloud.cli", "train", *where], capture_output=True, text=True,
+                              env=env, timeout=300)  # fmt: skip
+    assert champion.returncode == 0, champion.stderr
+    engine = make_engine(database_url)
+    try:
+        _drifted_field_data(engine)
+        command = [sys.executable, "-m", "cloud.cli", "pipeline", "train", "digits-classifier", "--json", *where]
+        both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                for _ in range(2)]  # fmt: skip
+        outs = [p.communicate(timeout=300) for p in both]
+        assert [p.returncode for p in both] == [0, 0], outs
+        made = [json.loads(out) for out, _ in outs]
+        assert made[0]["candidate"] == made[1]["candidate"] and made[0]["run_id"] == made[1]["run_id"], made
+        assert sum(m["new"] for m in made) <= 1
+        with Session(engine) as session:
+            assert len(session.exec(select(Candidate)).all()) == 1
+            run = session.get(PipelineRun, made[0]["run_id"])
+            assert run is not None and run.status == "succeeded" and run.error is None
+    finally:
+        engine.dispose()
