@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -118,6 +118,8 @@ class Judgement:
     verdict: rule.Verdict
     field_eval: rule.Comparison
     reference: rule.Comparison
+    policy: rule.MarginPolicy  # what the verdict was judged by
+    recorded: bool = True  # the policy the train step recorded (the one `register` judges by), not one given
 
 
 def _verified(store: ArtifactStore, sha256: str, what: str) -> bytes:
@@ -310,28 +312,40 @@ def _compiled(store: ArtifactStore, artifacts: dict[str, str]) -> tuple[Any, dic
     return fragment, {a.name: _verified(store, artifacts[a.name], a.name) for a in fragment.artifacts}
 
 
-def _judgement(candidate: Candidate) -> Judgement:
+def _judgement(candidate: Candidate, policy: rule.MarginPolicy) -> Judgement:
     stored = candidate.judgement
     return Judgement(candidate.id, candidate.champion,
                      rule.Verdict(rule.Outcome(stored["outcome"]), list(stored["reasons"])),
-                     rule.Comparison(**stored["field"]), rule.Comparison(**stored["reference"]))  # fmt: skip
+                     rule.Comparison(**stored["field"]), rule.Comparison(**stored["reference"]), policy)  # fmt: skip
 
 
-def evaluate(engine: Engine, store: ArtifactStore, candidate_id: str,
-             progress: Progress = lambda _step: None) -> Judgement:  # fmt: skip
+def _recorded_policy(params: dict[str, Any]) -> rule.MarginPolicy:
+    return rule.MarginPolicy(margin=float(params["margin"]), max_reference_loss=float(params["max_reference_loss"]),
+                             min_field_rows=int(params.get("min_field_rows", 30)))  # fmt: skip
+
+
+def evaluate(engine: Engine, store: ArtifactStore, candidate_id: str, progress: Progress = lambda _step: None,
+             *, policy: dict[str, Any] | None = None) -> Judgement:  # fmt: skip
     """Champion and candidate, as the devices run them, on the held-out field and reference rows; judged by
-    the margin policy the run recorded."""
+    the margin policy the run recorded, or with `policy` (margin, max_reference_loss, min_field_rows: any of
+    them) by that policy instead: the same comparisons, judged again; the recorded verdict, the one
+    `register` acts on, stays as it was."""
+    judged = _evaluate(engine, store, candidate_id, progress)
+    if not policy:
+        return judged
+    given = replace(judged.policy, **policy)
+    verdict = rule.judge(judged.field_eval, judged.reference, given)
+    return replace(judged, verdict=verdict, policy=given, recorded=given == judged.policy)
+
+
+def _evaluate(engine: Engine, store: ArtifactStore, candidate_id: str, progress: Progress) -> Judgement:
     artifacts = compile_candidate(engine, store, candidate_id, progress)
     with session_scope(engine) as session:
         candidate = get_candidate(session, candidate_id)
+        margin = _recorded_policy(registry.get_run(session, candidate.run_id).parameters)
         if candidate.judgement:
-            return _judgement(candidate)
+            return _judgement(candidate, margin)
         document = _document(store, candidate)
-        run = registry.get_run(session, candidate.run_id)
-        params = run.parameters
-        margin = rule.MarginPolicy(margin=float(params["margin"]),
-                                   max_reference_loss=float(params["max_reference_loss"]),
-                                   min_field_rows=int(params.get("min_field_rows", 30)))  # fmt: skip
         champion_manifest = registry.manifest_of(registry.get_model_version(session, candidate.model_id,
                                                                             candidate.champion))  # fmt: skip
         eval_rows = field_data.load(session, store, document["datasets"]["field_eval"]).rows
@@ -364,7 +378,7 @@ def evaluate(engine: Engine, store: ArtifactStore, candidate_id: str,
                              "field": asdict(field_cmp), "reference": asdict(ref_cmp)}  # fmt: skip
             session.add(row)
             registry.finish_run(session, run_id, metrics=metrics)
-            return _judgement(row)
+            return _judgement(row, margin)
 
 
 def register(engine: Engine, store: ArtifactStore, signer: Signer, candidate_id: str, *, actor: str,

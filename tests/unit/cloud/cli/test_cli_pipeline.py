@@ -180,7 +180,21 @@ def test_the_steps_in_separate_processes_hand_on_a_candidate_that_must_be_intact
     assert main(["pipeline", "train", "digits-classifier", "--margin", "0.95", "--json", *where]) == 0
     hopeless = json.loads(capsys.readouterr().out)["candidate"]
     assert main(["pipeline", "evaluate", hopeless, *where]) == 3
-    assert "LOSE" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "LOSE" in out and "judged by margin +0.950, max reference loss 0.030, 30 field rows: as its train step " \
+        "recorded them" in out, out
+    # judged again with a margin given here: the same comparisons win, and it says which margin it used
+    assert main(["pipeline", "evaluate", hopeless, "--margin", "0.02", *where]) == 0
+    out = capsys.readouterr().out
+    assert "WIN" in out and "judged by margin +0.020, max reference loss 0.030, 30 field rows: as given here" in out
+    assert main(["pipeline", "evaluate", hopeless[:12], "--margin", "0.02", "--json", *where]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert given["outcome"] == "win" and given["policy"] == {"margin": 0.02, "max_reference_loss": 0.03,
+                                                             "min_field_rows": 30, "min_reference_rows": 30,
+                                                             "source": "given"}  # fmt: skip
+    assert main(["pipeline", "evaluate", hopeless, "--margin", "2", *where]) == 1  # a margin no gain can reach
+    assert capsys.readouterr().err.startswith("error: margin must be in (-1, 1)")
+    # register acts on the verdict recorded at train time, not on one judged with another margin
     assert main(["pipeline", "register", hopeless, *where]) == 3
     assert "did not win: nothing to register" in capsys.readouterr().out
 
