@@ -19,7 +19,7 @@ ACTIVATION_TIMEOUT_S = 90.0
 INGEST_TIMEOUT_S = 30.0
 DRIFTED_FEATURES = 6
 SAMPLE_RATE = 0.5  # of inferences sampled back to the cloud (a real fleet samples far fewer)
-# the digits' 1,797 rows: 45 % to train on, 25 % held out for evaluation, 30 % (539) for the devices to draw from
+# the digits' 1,797 rows: 45 % to train on, 25 % held out for evaluation, 30 % (540) for the devices to draw from
 TEST_SIZE, POOL_SIZE = 0.25, 0.3
 
 
