@@ -295,7 +295,8 @@ def compile_candidate(engine: Engine, store: ArtifactStore, candidate_id: str,
         recipe = document["recipe"]
         profiled = reference.profile_rows(recipe.get("profile_from", "train"))  # the champion's drift baseline
         compiled = compile_estimator(estimator, reference.X_test, reference.y_test, target=recipe["target"],
-                                     quantize=recipe["quantize"], reference_X=profiled)  # fmt: skip
+                                     quantize=recipe["quantize"], reference_X=profiled,
+                                     calibration_X=reference.X_train)  # fmt: skip
         artifacts = {built.artifact.name: store.put(built.data) for built in compiled.artifacts}
         artifacts["manifest"] = store.put(compiled.fragment.SerializeToString())
         with session_scope(engine) as session:

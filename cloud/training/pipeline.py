@@ -202,7 +202,7 @@ def run_training_pipeline(
         with steps.step("compile"):
             compiled = compile_estimator(
                 estimator, split.X_test, split.y_test, target=config.target, quantize=config.quantize,
-                reference_X=reference_X,
+                reference_X=reference_X, calibration_X=split.X_train,  # INT8 ranges of the rows it learnt
             )
         with steps.step("sign and register"):
             manifest = compiled.fragment
