@@ -28,10 +28,10 @@ from cloud.training.pipeline import load_dataset
 from simulator.data import DataStream, Drift
 
 
-def _drifted_field_data(engine: Engine, n: int = 240) -> None:
+def _drifted_field_data(engine: Engine, n: int = 240, shift: float = 3.0) -> None:
     split = load_dataset("digits", test_size=0.3, seed=0)  # the split `train` used
     features = tuple(int(i) for i in np.argsort(-split.X_train.std(axis=0))[:6])
-    X, y = DataStream(split.X_test, split.y_test, seed=5, drift=Drift(features, shift=3.0)).batch(n)
+    X, y = DataStream(split.X_test, split.y_test, seed=5, drift=Drift(features, shift=shift)).batch(n)
     enroll(engine, "d1")
     with Session(engine) as session:
         device = session.get(Device, "d1")
@@ -224,3 +224,22 @@ def test_train_run_twice_at_once_gives_both_the_same_candidate(data_dir: Path, d
             assert run is not None and run.status == "succeeded" and run.error is None
     finally:
         engine.dispose()
+
+
+def test_field_rows_that_are_held_out_reference_rows_are_left_out_of_the_fit(data_dir: Path, db_engine: Engine,
+                                                                              capsys) -> None:  # fmt: skip
+    """A field that sends back the reference's own held-out rows (as the demo's devices once did): a challenger
+    fitted on them would be judged on rows it learnt; they stay out of its fit, and the run says how many."""
+    where = ["--data-dir", str(data_dir)]
+    assert main(["train", *where]) == 0
+    _drifted_field_data(db_engine, shift=0.0)  # undrifted draws from the held-out rows
+    capsys.readouterr()
+    assert main(["pipeline", "train", "digits-classifier", "--json", *where]) == 0
+    made = json.loads(capsys.readouterr().out)
+    with Session(db_engine) as session:
+        metrics = session.get(PipelineRun, made["run_id"]).metrics  # type: ignore[union-attr]
+    store = CloudSettings(data_dir=data_dir).artifacts_dir
+    assert store is not None
+    fitted = json.loads((store / made["candidate"][:2] / made["candidate"]).read_bytes())["fitted_rows"]
+    assert metrics["field_rows_train"] > 50 and metrics["held_out_rows_left_out"] == metrics["field_rows_train"]
+    assert fitted["field"] == 0 and fitted["reference"] == 1257
