@@ -111,10 +111,10 @@ def _measure(data_dir: Path) -> dict[str, Any]:
     fresh_gain = {}
     for site, X in (("drifted", Drift(tuple(drift_features), shift=3.0).apply(X_pool[fresh], std)),
                     ("baseline", X_pool[fresh])):  # fmt: skip
-        right = {v: np.mean([p == t for p, t in zip(predict_labels(manifests[v], blobs[v], X), truth, strict=True)])
+        share = {v: np.mean([p == t for p, t in zip(predict_labels(manifests[v], blobs[v], X), truth, strict=True)])
                  for v in ("1", "2")}  # fmt: skip
-        fresh_gain[site] = {"v1": round(float(right["1"]), 4), "v2": round(float(right["2"]), 4),
-                            "gain": round(float(right["2"] - right["1"]), 4)}  # fmt: skip
+        fresh_gain[site] = {"v1": round(float(share["1"]), 4), "v2": round(float(share["2"]), 4),
+                            "gain": round(float(share["2"] - share["1"]), 4)}  # fmt: skip
     judgement = candidate.judgement
     return {
         "field_train_rows": len(field_train), "field_eval_rows": len(field_eval),
