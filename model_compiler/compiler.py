@@ -147,8 +147,10 @@ def compile_estimator(
     gate: gates.Gate | None = None,
     n_self_test: int = 16,  # noqa: N803
     self_test_from: str = "synthetic",
+    calibration_X: Any = None,  # noqa: N803
 ) -> CompileResult:
-    """Compile a fitted estimator or Pipeline; X, y are held-out data for calibration and the gate.
+    """Compile a fitted estimator or Pipeline; X, y are held-out data for the gate. INT8 activation ranges are
+    calibrated on `calibration_X` (default: `reference_X`, the rows the drift profile describes, else X).
 
     Self-test vectors are drawn from the reference profile (`self_test_from="synthetic"`, the default:
     no real row leaves in the manifest) or, by explicit choice, taken from the held-out rows ("heldout")."""
@@ -179,6 +181,8 @@ def compile_estimator(
     x = _typed_data(X, y, model.n_features, specs, "held-out data")
     as_f64 = compares_scaled_categories(list(model.segments))  # see _source_outputs
     ref_x = x if reference_X is None else _typed_data(reference_X, None, model.n_features, specs, "reference data")
+    cal_x = ref_x if calibration_X is None else _typed_data(calibration_X, None, model.n_features, specs,
+                                                             "calibration data")  # fmt: skip
 
     multilabel = analysis.class_labels if analysis.multilabel else None
     labelled = analysis.classifier or analysis.multilabel  # judged on labels (a multilabel row: its label set)
@@ -221,7 +225,7 @@ def compile_estimator(
     for t in targets:
         trials = []
         for q, variant in plan(model, t, quantizations):
-            candidate = build(model, t, q, variant, ref_x)
+            candidate = build(model, t, q, variant, cal_x)
             record = artifact_record(
                 candidate,
                 classifier=analysis.classifier,

@@ -20,6 +20,7 @@ import getpass
 import json
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +95,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("challenger", nargs="?", metavar="VERSION", help="the registered version to judge")
     evaluate.add_argument("--dataset", help="a field dataset version (from `data snapshot`), with VERSION")
     evaluate.add_argument("--champion", help="judge against this version (default: the champion alias)")
-    evaluate.add_argument("--margin", type=float, default=0.02, help="with VERSION (a candidate is judged by the "
-                                                                     "policy its train step recorded)")
-    evaluate.add_argument("--max-reference-loss", type=float, default=0.03)
-    evaluate.add_argument("--min-field-rows", type=int, default=30)
+    evaluate.add_argument("--margin", type=float, help="the field gain's 95 %% low bound must beat this (default: a "
+                                                        "candidate's as its train step recorded it; 0.02)")
+    evaluate.add_argument("--max-reference-loss", type=float, help="(default: as recorded; 0.03)")
+    evaluate.add_argument("--min-field-rows", type=int, help="(default: as recorded; 30)")
     _json_arg(evaluate)
     _store_args(evaluate)
     evaluate.set_defaults(func=_evaluate)
@@ -337,16 +338,25 @@ def _evaluate_candidate(args: argparse.Namespace) -> int:
     from cloud.training import champion as rule
 
     _, engine, store = _open(args)
-    judged = candidates.evaluate(engine, store, args.model_id, _progress(args))
+    given = {k: v for k, v in (("margin", args.margin), ("max_reference_loss", args.max_reference_loss),
+                               ("min_field_rows", args.min_field_rows)) if v is not None}  # fmt: skip
+    judged = candidates.evaluate(engine, store, args.model_id, _progress(args), policy=given)
     won = judged.verdict.outcome == rule.Outcome.WIN
+    source = "recorded" if judged.recorded else "given"
     if args.json:
         print(json.dumps({"candidate": judged.candidate, "champion": judged.champion,
                           "outcome": judged.verdict.outcome.value, "reasons": judged.verdict.reasons,
+                          "policy": {**asdict(judged.policy), "source": source},
                           "field": _comparison(judged.field_eval), "reference": _comparison(judged.reference)}))
     else:
         print(f"candidate {judged.candidate[:12]} against champion v{judged.champion}: "
               f"{judged.verdict.outcome.value.upper()}")
         print("\n".join(_comparison_lines(judged)))
+        p = judged.policy
+        terms = f"margin {p.margin:+.3f}, max reference loss {p.max_reference_loss:.3f}, {p.min_field_rows} field rows"
+        print(f"  judged by {terms}: " + ("as its train step recorded them" if judged.recorded else
+              "as given here (`register` judges by the ones recorded at train time; train again with "
+              "--margin to change those)"))  # fmt: skip
     return 0 if won else NOTHING_TO_DO
 
 
@@ -369,14 +379,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         from cloud.training.rejudge import judge_versions
 
         _, engine, store = _open(args)
-        policy = rule.MarginPolicy(margin=args.margin, max_reference_loss=args.max_reference_loss,
-                                   min_field_rows=args.min_field_rows)  # fmt: skip
+        given = {k: v for k, v in (("margin", args.margin), ("max_reference_loss", args.max_reference_loss),
+                                   ("min_field_rows", args.min_field_rows)) if v is not None}  # fmt: skip
+        policy = replace(rule.MarginPolicy(), **given)
         with session_scope(engine) as session:
             champion = args.champion or watch.champion_version(session, args.model_id)
             judged = judge_versions(session, store, args.model_id, champion, args.challenger, args.dataset, policy)
         print(f"v{judged.challenger} against champion v{judged.champion} on dataset {judged.field_dataset[:12]}: "
               f"{judged.verdict.outcome.value.upper()}")
         print("\n".join(_comparison_lines(judged)))
+        print(f"  judged by margin {policy.margin:+.3f}, max reference loss {policy.max_reference_loss:.3f}, "
+              f"{policy.min_field_rows} field rows")  # fmt: skip
         return 0 if judged.verdict.outcome == rule.Outcome.WIN else NOTHING_TO_DO
 
     return _guarded(run, args)

@@ -255,13 +255,14 @@ def load(session: Session, store: ArtifactStore, content_hash: str) -> FieldData
 
 
 def split(rows: Sequence[FieldRow], eval_share: float) -> tuple[list[FieldRow], list[FieldRow]]:
-    """(train, eval): each row's side is fixed by a hash of its (device, prediction id), so a row never
-    changes side as the data grows and the split needs no seed."""
+    """(train, eval): each row's side is fixed by a hash of its input's float32 bytes, so a row never changes
+    side as the data grows, the split needs no seed, and an input seen again (on another device, or the
+    same one later) lands on the side it landed on before: the eval part holds no input trained on."""
     if not 0 < eval_share < 1:
         raise InvalidRequestError(f"eval_share must be between 0 and 1, got {eval_share}")
     train: list[FieldRow] = []
     held: list[FieldRow] = []
     for r in rows:
-        key = hashlib.sha256(f"{r.device_id}\x00{r.prediction_id}".encode()).digest()
+        key = hashlib.sha256(np.asarray(r.input, dtype=np.float32).tobytes()).digest()
         (held if int.from_bytes(key[:8], "big") / 2**64 < eval_share else train).append(r)
     return train, held

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from sqlmodel import Session, col, select
 
-from cloud.db import RunStatus, fetch_or_raise
+from cloud.db import RunStatus, fetch_or_raise, insert_ignore
 from cloud.db.tables import PipelineRun, PipelineRunCreate
 from cloud.errors import InvalidRequestError
 from cloud.registry.datasets import get_dataset
@@ -15,15 +15,19 @@ from cloud.types import ClockMs, now_ms
 
 
 def start_run(session: Session, run: PipelineRunCreate, *, run_id: str | None = None) -> PipelineRun:
-    """Open a pipeline run. Passing the id of an existing run resumes it (returns it unchanged)."""
+    """Open a pipeline run. Passing the id of an existing run resumes it (returns it unchanged), also when
+    another process opens it at the same moment (a run id named by its inputs: two of them started at once)."""
     if run_id is not None and (existing := session.get(PipelineRun, run_id)) is not None:
         return existing
     if run.dataset_hash is not None:
         get_dataset(session, run.dataset_hash)  # a clear error rather than a foreign-key failure
     record = PipelineRun(id=run_id or uuid.uuid4().hex, **run.model_dump())
-    session.add(record)
-    session.flush()
-    return record
+    if run_id is None:
+        session.add(record)
+        session.flush()
+        return record
+    insert_ignore(session, PipelineRun, [record.model_dump()], ["id"])
+    return get_run(session, run_id)
 
 
 def get_run(session: Session, run_id: str) -> PipelineRun:

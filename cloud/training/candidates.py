@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from cloud import registry
-from cloud.db import RunStatus, session_scope
+from cloud.db import RunStatus, insert_ignore, session_scope
 from cloud.db.tables import Candidate, DatasetCreate, PipelineRunCreate, RunInput
 from cloud.errors import ArtifactCorruptError, InvalidRequestError, NotFoundError
 from cloud.registry import aliases, field_data
@@ -72,17 +72,25 @@ def recipe_of(session: Session, model_id: str, version: str) -> dict[str, Any]:
         raise InvalidRequestError(f"{model_id} v{version} has no training run in the registry: cannot retrain it")
     params = dict(run.parameters)
     # a `train` run spreads the estimator's parameters among its own; a `retrain` run keeps them apart
-    known = {"estimator", "test_size", "seed", "target", "quantize", "model_id", "profile_from"}
+    known = {"estimator", "test_size", "seed", "target", "quantize", "model_id", "profile_from", "pool_size"}
     estimator_params = params.get("estimator_params", {k: v for k, v in params.items() if k not in known})
     return {
         "dataset": mv.lineage["dataset"],
         "estimator": params.get("estimator", mv.lineage.get("estimator", "logreg")),
         "params": dict(estimator_params),
         "test_size": float(params.get("test_size", 0.3)),
+        "pool_size": float(params.get("pool_size", 0.0)),
+        "profile_from": str(params.get("profile_from", "train")),
         "seed": int(params.get("seed", 0)),
         "target": str(params.get("target", "onnx")),
         "quantize": str(params.get("quantize", "int8")),
     }
+
+
+def reference_split(recipe: dict[str, Any]) -> DatasetSplit:
+    """The champion's reference data, split as it was (a candidate of before the pool has no pool_size)."""
+    return load_dataset(recipe["dataset"], test_size=recipe["test_size"], seed=recipe["seed"],
+                        pool_size=recipe.get("pool_size", 0.0))  # fmt: skip
 
 
 def _as_classes(labels: Sequence[str], classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,6 +118,8 @@ class Judgement:
     verdict: rule.Verdict
     field_eval: rule.Comparison
     reference: rule.Comparison
+    policy: rule.MarginPolicy  # what the verdict was judged by
+    recorded: bool = True  # the policy the train step recorded (the one `register` judges by), not one given
 
 
 def _verified(store: ArtifactStore, sha256: str, what: str) -> bytes:
@@ -198,7 +208,7 @@ def train(
                 "split_of": field_dataset, "part": role, "eval_share": eval_share,
             })  # fmt: skip
             parts[role] = record.content_hash
-    reference = load_dataset(recipe["dataset"], test_size=recipe["test_size"], seed=recipe["seed"])
+    reference = reference_split(recipe)
     datasets = {"reference": reference.content_hash, "field": field_dataset, **parts}
     version_of_code = code_version()
     # the run is named by what determines the candidate: the same inputs find the run they made before
@@ -214,7 +224,7 @@ def train(
                                     int(run.metrics.get("dropped_labels", 0)), new=False)  # fmt: skip
         registry.register_dataset(session, DatasetCreate(
             content_hash=reference.content_hash, name=reference.name, n_features=reference.X_train.shape[1],
-            n_rows=len(reference.X_train) + len(reference.X_test),
+            n_rows=len(reference.X_train) + len(reference.X_test) + len(reference.X_pool),
         ))  # fmt: skip
         run = registry.start_run(session, PipelineRunCreate(
             pipeline="retrain", code_version=version_of_code, dataset_hash=reference.content_hash,
@@ -223,34 +233,44 @@ def train(
         run.status, run.error = RunStatus.RUNNING, None  # a failed run of the same inputs, tried again
         session.add(run)
         registry.record_step(session, run_id, "snapshot", time.perf_counter() - started)
-        known_roles = {r.role for r in session.exec(select(RunInput).where(RunInput.run_id == run_id))}
-        session.add_all(RunInput(run_id=run_id, dataset_hash=h, role=role)
-                        for role, h in datasets.items() if role not in known_roles)  # fmt: skip
+        insert_ignore(session, RunInput, [{"run_id": run_id, "dataset_hash": h, "role": role}
+                                          for role, h in datasets.items()], ["run_id", "dataset_hash", "role"])
     with _step(engine, run_id, "train", progress):
         field_X = np.asarray([r.input for r in train_rows], dtype=np.float32).reshape(-1, reference.X_train.shape[1])
         classes = np.unique(reference.y_train)
         field_y, known = _as_classes([r.label for r in train_rows], classes)
-        X = np.vstack([reference.X_train, field_X[known]])
-        y = np.concatenate([reference.y_train, field_y])
+        # a field row that is one of the reference's held-out rows stays out of the fit: the reference side
+        # of the judgement would otherwise score the challenger on rows it learnt
+        held_out = {row.tobytes() for row in reference.X_test}
+        fresh = np.array([row.tobytes() not in held_out for row in field_X[known]], dtype=bool)
+        X = np.vstack([reference.X_train, field_X[known][fresh]])
+        y = np.concatenate([reference.y_train, field_y[fresh]])
         estimator = build_estimator(recipe["estimator"], recipe["params"], recipe["seed"]).fit(X, y)
         document = {
             "format": CANDIDATE_FORMAT, "model_id": model_id, "run_id": run_id, "champion": champion,
             "recipe": recipe, "datasets": datasets, "estimator_format": "pickle",
             "estimator_sha256": store.put(pickle.dumps(estimator, protocol=5)),
-            "fitted_rows": {"reference": len(reference.X_train), "field": int(known.sum())},
+            "fitted_rows": {"reference": len(reference.X_train), "field": int(fresh.sum()),
+                            "field_held_out_left_out": int((~fresh).sum())},
         }  # fmt: skip
         candidate_id = store.put(json.dumps(document, sort_keys=True).encode())
         dropped = int((~known).sum())
         with session_scope(engine) as session:
-            session.add(Candidate(id=candidate_id, model_id=model_id, run_id=run_id, champion=champion))
+            # the same inputs trained in two processes at once: both get here, the first one's candidate stands
+            first = session.exec(select(Candidate).where(Candidate.run_id == run_id)).first()
+            new = first is None and insert_ignore(session, Candidate, [Candidate(
+                id=candidate_id, model_id=model_id, run_id=run_id, champion=champion,
+            ).model_dump()], ["id"]) == 1  # fmt: skip
+            candidate_id = first.id if first is not None else candidate_id
             registry.finish_run(session, run_id, metrics={"field_rows_train": len(train_rows),
-                                                          "dropped_labels": dropped})  # fmt: skip
-    return TrainedCandidate(candidate_id, model_id, run_id, champion, datasets, dropped, new=True)
+                                                          "dropped_labels": dropped,
+                                                          "held_out_rows_left_out": int((~fresh).sum())})  # fmt: skip
+    return TrainedCandidate(candidate_id, model_id, run_id, champion, datasets, dropped, new=new)
 
 
 def _estimator_and_reference(store: ArtifactStore, document: dict[str, Any]) -> tuple[Any, DatasetSplit]:
     recipe = document["recipe"]
-    reference = load_dataset(recipe["dataset"], test_size=recipe["test_size"], seed=recipe["seed"])
+    reference = reference_split(recipe)
     if reference.content_hash != document["datasets"]["reference"]:
         raise InvalidRequestError(f"reference dataset {recipe['dataset']} is not the one the candidate was trained on")
     estimator = pickle.loads(_verified(store, document["estimator_sha256"], "estimator"))  # noqa: S301 (digest checked)
@@ -273,8 +293,10 @@ def compile_candidate(engine: Engine, store: ArtifactStore, candidate_id: str,
     with _step(engine, run_id, "compile", progress):
         estimator, reference = _estimator_and_reference(store, document)
         recipe = document["recipe"]
+        profiled = reference.profile_rows(recipe.get("profile_from", "train"))  # the champion's drift baseline
         compiled = compile_estimator(estimator, reference.X_test, reference.y_test, target=recipe["target"],
-                                     quantize=recipe["quantize"], reference_X=reference.X_train)  # fmt: skip
+                                     quantize=recipe["quantize"], reference_X=profiled,
+                                     calibration_X=reference.X_train)  # fmt: skip
         artifacts = {built.artifact.name: store.put(built.data) for built in compiled.artifacts}
         artifacts["manifest"] = store.put(compiled.fragment.SerializeToString())
         with session_scope(engine) as session:
@@ -291,28 +313,40 @@ def _compiled(store: ArtifactStore, artifacts: dict[str, str]) -> tuple[Any, dic
     return fragment, {a.name: _verified(store, artifacts[a.name], a.name) for a in fragment.artifacts}
 
 
-def _judgement(candidate: Candidate) -> Judgement:
+def _judgement(candidate: Candidate, policy: rule.MarginPolicy) -> Judgement:
     stored = candidate.judgement
     return Judgement(candidate.id, candidate.champion,
                      rule.Verdict(rule.Outcome(stored["outcome"]), list(stored["reasons"])),
-                     rule.Comparison(**stored["field"]), rule.Comparison(**stored["reference"]))  # fmt: skip
+                     rule.Comparison(**stored["field"]), rule.Comparison(**stored["reference"]), policy)  # fmt: skip
 
 
-def evaluate(engine: Engine, store: ArtifactStore, candidate_id: str,
-             progress: Progress = lambda _step: None) -> Judgement:  # fmt: skip
+def _recorded_policy(params: dict[str, Any]) -> rule.MarginPolicy:
+    return rule.MarginPolicy(margin=float(params["margin"]), max_reference_loss=float(params["max_reference_loss"]),
+                             min_field_rows=int(params.get("min_field_rows", 30)))  # fmt: skip
+
+
+def evaluate(engine: Engine, store: ArtifactStore, candidate_id: str, progress: Progress = lambda _step: None,
+             *, policy: dict[str, Any] | None = None) -> Judgement:  # fmt: skip
     """Champion and candidate, as the devices run them, on the held-out field and reference rows; judged by
-    the margin policy the run recorded."""
+    the margin policy the run recorded, or with `policy` (margin, max_reference_loss, min_field_rows: any of
+    them) by that policy instead: the same comparisons, judged again; the recorded verdict, the one
+    `register` acts on, stays as it was."""
+    judged = _evaluate(engine, store, candidate_id, progress)
+    if not policy:
+        return judged
+    given = replace(judged.policy, **policy)
+    verdict = rule.judge(judged.field_eval, judged.reference, given)
+    return replace(judged, verdict=verdict, policy=given, recorded=given == judged.policy)
+
+
+def _evaluate(engine: Engine, store: ArtifactStore, candidate_id: str, progress: Progress) -> Judgement:
     artifacts = compile_candidate(engine, store, candidate_id, progress)
     with session_scope(engine) as session:
         candidate = get_candidate(session, candidate_id)
+        margin = _recorded_policy(registry.get_run(session, candidate.run_id).parameters)
         if candidate.judgement:
-            return _judgement(candidate)
+            return _judgement(candidate, margin)
         document = _document(store, candidate)
-        run = registry.get_run(session, candidate.run_id)
-        params = run.parameters
-        margin = rule.MarginPolicy(margin=float(params["margin"]),
-                                   max_reference_loss=float(params["max_reference_loss"]),
-                                   min_field_rows=int(params.get("min_field_rows", 30)))  # fmt: skip
         champion_manifest = registry.manifest_of(registry.get_model_version(session, candidate.model_id,
                                                                             candidate.champion))  # fmt: skip
         eval_rows = field_data.load(session, store, document["datasets"]["field_eval"]).rows
@@ -321,7 +355,7 @@ def evaluate(engine: Engine, store: ArtifactStore, candidate_id: str,
         champion_blobs = {a.name: _verified(store, a.sha256, a.name) for a in champion_manifest.artifacts}
         fragment, blobs = _compiled(store, artifacts)
         recipe = document["recipe"]
-        reference = load_dataset(recipe["dataset"], test_size=recipe["test_size"], seed=recipe["seed"])
+        reference = reference_split(recipe)
         eval_X = np.asarray([r.input for r in eval_rows], dtype=np.float32).reshape(-1, reference.X_test.shape[1])
         field_cmp = rule.compare("field", [r.label for r in eval_rows],
                                  predict_labels(champion_manifest, champion_blobs, eval_X),
@@ -345,7 +379,7 @@ def evaluate(engine: Engine, store: ArtifactStore, candidate_id: str,
                              "field": asdict(field_cmp), "reference": asdict(ref_cmp)}  # fmt: skip
             session.add(row)
             registry.finish_run(session, run_id, metrics=metrics)
-            return _judgement(row)
+            return _judgement(row, margin)
 
 
 def register(engine: Engine, store: ArtifactStore, signer: Signer, candidate_id: str, *, actor: str,

@@ -36,11 +36,24 @@ class DatasetSplit:
     X_test: np.ndarray
     y_test: np.ndarray
     feature_names: list[str]
+    # rows kept apart from both for a simulated field to draw from (the demo's devices): neither trained on nor
+    # evaluated on, so a retrain on what the field sent back has not seen the held-out rows it is judged on
+    X_pool: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.float32))
+    y_pool: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
     def content_hash(self) -> str:
-        parts = [a.tobytes() for a in (self.X_train, self.y_train, self.X_test, self.y_test)]
-        return registry.content_hash(*parts)
+        arrays = [self.X_train, self.y_train, self.X_test, self.y_test]
+        if len(self.X_pool):  # without a pool, the hash a two-way split always had
+            arrays += [self.X_pool, self.y_pool]
+        return registry.content_hash(*(a.tobytes() for a in arrays))
+
+    def profile_rows(self, profile_from: str) -> np.ndarray:
+        """The rows a reference profile (drift's baseline) describes."""
+        rows = {"train": self.X_train, "heldout": self.X_test, "pool": self.X_pool}[profile_from]
+        if not len(rows):
+            raise ValueError(f"profile_from={profile_from!r} but the split has no such rows (pool_size is 0)")
+        return rows
 
 
 @dataclass(frozen=True)
@@ -50,13 +63,14 @@ class TrainingConfig:
     estimator: str = "logreg"
     params: dict[str, Any] = field(default_factory=dict)
     test_size: float = 0.3
+    pool_size: float = 0.0  # a share of the rows set apart for a simulated field (`DatasetSplit.X_pool`)
     seed: int = 0
     target: str = "onnx"
     quantize: str = "int8"
-    # the rows the reference profile (drift's baseline) describes: the training rows, or the held-out rows
-    # when the field is simulated by drawing from them (the demo): a profile of other rows than the ones
-    # the devices draw from makes every device share those rows' own deviation from it, as drift
-    profile_from: Literal["train", "heldout"] = "train"
+    # the rows the reference profile (drift's baseline) describes: the training rows, or the pool when the
+    # field is simulated by drawing from it (the demo): a profile of other rows than the ones the devices
+    # draw from makes every device share those rows' own deviation from it, as drift
+    profile_from: Literal["train", "heldout", "pool"] = "train"
     manifest_valid_days: float = 90.0  # CloudSettings.manifest_valid_days; the refresher re-signs before it lapses
 
 
@@ -72,19 +86,27 @@ class PipelineResult:
     artifact_names: list[str]
 
 
-def load_dataset(name: str, *, test_size: float, seed: int) -> DatasetSplit:
-    """One of scikit-learn's bundled datasets (no download), split reproducibly."""
+def load_dataset(name: str, *, test_size: float, seed: int, pool_size: float = 0.0) -> DatasetSplit:
+    """One of scikit-learn's bundled datasets (no download), split reproducibly into train and held-out rows,
+    and with `pool_size` > 0 a third part, disjoint from both, for a simulated field (shares of all rows)."""
     from sklearn import datasets
     from sklearn.model_selection import train_test_split
 
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if not 0 <= pool_size < 1 or not 0 < test_size < 1 or test_size + pool_size >= 1:
+        raise ValueError(f"test_size {test_size} and pool_size {pool_size} must leave rows to train on")
     bunch = getattr(datasets, f"load_{name}")()
     X = np.asarray(bunch.data, dtype=np.float32)
     y = np.asarray(bunch.target)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=y)
     names = [str(n) for n in getattr(bunch, "feature_names", [f"f{i}" for i in range(X.shape[1])])]
-    return DatasetSplit(name, X_train, y_train, X_test, y_test, names)
+    pool: dict[str, np.ndarray] = {}
+    if pool_size > 0:
+        X, X_pool, y, y_pool = train_test_split(X, y, test_size=pool_size, random_state=seed, stratify=y)
+        pool = {"X_pool": X_pool, "y_pool": y_pool}
+        test_size = test_size / (1 - pool_size)  # of what the pool left
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=y)
+    return DatasetSplit(name, X_train, y_train, X_test, y_test, names, **pool)
 
 
 def build_estimator(kind: str, params: dict[str, Any], seed: int) -> Any:
@@ -151,16 +173,18 @@ def run_training_pipeline(
 
     steps = _Steps(progress)
     with steps.step("load data"):
-        split = load_dataset(config.dataset, test_size=config.test_size, seed=config.seed)
+        split = load_dataset(config.dataset, test_size=config.test_size, seed=config.seed, pool_size=config.pool_size)
+        reference_X = split.profile_rows(config.profile_from)
     version_of_code = code_version()  # git runs once per pipeline, not per use
     parameters = {
         "estimator": config.estimator, **config.params, "test_size": config.test_size, "seed": config.seed,
         "target": config.target, "quantize": config.quantize, "profile_from": config.profile_from,
+        **({"pool_size": config.pool_size} if config.pool_size else {}),  # a two-way split's parameters as they were
     }
     with session_scope(engine) as session:
         registry.register_dataset(session, DatasetCreate(
             content_hash=split.content_hash, name=config.dataset,
-            n_rows=len(split.X_train) + len(split.X_test), n_features=split.X_train.shape[1],
+            n_rows=len(split.X_train) + len(split.X_test) + len(split.X_pool), n_features=split.X_train.shape[1],
         ))
         run = registry.start_run(session, PipelineRunCreate(
             pipeline="train", code_version=version_of_code, parameters=parameters, dataset_hash=split.content_hash,
@@ -178,7 +202,7 @@ def run_training_pipeline(
         with steps.step("compile"):
             compiled = compile_estimator(
                 estimator, split.X_test, split.y_test, target=config.target, quantize=config.quantize,
-                reference_X=split.X_train if config.profile_from == "train" else split.X_test,
+                reference_X=reference_X, calibration_X=split.X_train,  # INT8 ranges of the rows it learnt
             )
         with steps.step("sign and register"):
             manifest = compiled.fragment

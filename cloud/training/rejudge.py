@@ -16,9 +16,8 @@ from cloud import registry
 from cloud.registry import field_data
 from cloud.registry.artifacts import ArtifactStore
 from cloud.training import champion as rule
-from cloud.training.candidates import recipe_of
+from cloud.training.candidates import recipe_of, reference_split
 from cloud.training.evaluation import predict_labels
-from cloud.training.pipeline import load_dataset
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ def judge_versions(
     """Champion and challenger on every row of `field_dataset` and on the champion's reference hold-out."""
     rows = field_data.load(session, store, field_dataset)
     recipe = recipe_of(session, model_id, champion)
-    reference = load_dataset(recipe["dataset"], test_size=recipe["test_size"], seed=recipe["seed"])
+    reference = reference_split(recipe)
     X = np.asarray([r.input for r in rows.rows], dtype=np.float32).reshape(-1, reference.X_test.shape[1])
     predictions = {}
     for version in (champion, challenger):

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sqlmodel import Session, select
 from support import MosquittoBroker, mosquitto_binary
+
+from cloud.db import make_engine
+from cloud.db.tables import Candidate
+from cloud.registry import LocalArtifactStore, field_data
+from cloud.settings import CloudSettings
+from cloud.training.candidates import reference_split
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +58,33 @@ def test_demo_runs_the_loop_closes_it_and_prints_a_summary(tmp_path: Path) -> No
     assert not wide and "…" not in done.stdout, wide
     assert (data_dir / "edgefleet.db").is_file()
     assert (data_dir / "keys" / "trust.chain").is_file()
+    _assert_no_evaluation_row_was_trained_on(data_dir)
+
+
+def _rows(X: object) -> set[str]:
+    return {hashlib.sha256(np.asarray(row, dtype=np.float32).tobytes()).hexdigest() for row in X}  # type: ignore[attr-defined]
+
+
+def _assert_no_evaluation_row_was_trained_on(data_dir: Path) -> None:
+    """By content hash: the rows the challenger was judged on (reference held-out, field eval) are none of
+    the rows it was fitted on (reference train, field train), and the devices drew from neither."""
+    settings = CloudSettings(data_dir=data_dir)
+    engine = make_engine(settings.database)
+    store = LocalArtifactStore(settings.artifacts_dir)  # type: ignore[arg-type]
+    try:
+        with Session(engine) as session:
+            candidate = session.exec(select(Candidate).where(Candidate.version == "2")).one()
+            document = json.loads(store.get(candidate.id))
+            field = {role: field_data.load(session, store, document["datasets"][role]).rows
+                     for role in ("field_train", "field_eval")}  # fmt: skip
+    finally:
+        engine.dispose()
+    reference = reference_split(document["recipe"])
+    fitted = _rows(reference.X_train) | _rows(r.input for r in field["field_train"])
+    judged_on = _rows(reference.X_test) | _rows(r.input for r in field["field_eval"])
+    assert len(field["field_train"]) > 100 and len(field["field_eval"]) > 100
+    assert not fitted & judged_on, f"{len(fitted & judged_on)} evaluation rows were trained on"
+    assert not _rows(reference.X_pool) & (_rows(reference.X_train) | _rows(reference.X_test))
 
 
 @pytest.mark.skipif(mosquitto_binary() is None, reason="needs the mosquitto binary")

@@ -18,6 +18,7 @@ from support.enrollment import enroll
 import cloud
 from cloud import registry
 from cloud.cli import main
+from cloud.db import make_engine
 from cloud.db.tables import Candidate, Device, ModelVersion, PipelineRun, RunInput, SampleRecord
 from cloud.monitoring import feedback
 from cloud.registry import aliases
@@ -27,10 +28,10 @@ from cloud.training.pipeline import load_dataset
 from simulator.data import DataStream, Drift
 
 
-def _drifted_field_data(engine: Engine, n: int = 240) -> None:
+def _drifted_field_data(engine: Engine, n: int = 240, shift: float = 3.0) -> None:
     split = load_dataset("digits", test_size=0.3, seed=0)  # the split `train` used
     features = tuple(int(i) for i in np.argsort(-split.X_train.std(axis=0))[:6])
-    X, y = DataStream(split.X_test, split.y_test, seed=5, drift=Drift(features, shift=3.0)).batch(n)
+    X, y = DataStream(split.X_test, split.y_test, seed=5, drift=Drift(features, shift=shift)).batch(n)
     enroll(engine, "d1")
     with Session(engine) as session:
         device = session.get(Device, "d1")
@@ -179,6 +180,66 @@ def test_the_steps_in_separate_processes_hand_on_a_candidate_that_must_be_intact
     assert main(["pipeline", "train", "digits-classifier", "--margin", "0.95", "--json", *where]) == 0
     hopeless = json.loads(capsys.readouterr().out)["candidate"]
     assert main(["pipeline", "evaluate", hopeless, *where]) == 3
-    assert "LOSE" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "LOSE" in out and "judged by margin +0.950, max reference loss 0.030, 30 field rows: as its train step " \
+        "recorded them" in out, out
+    # judged again with a margin given here: the same comparisons win, and it says which margin it used
+    assert main(["pipeline", "evaluate", hopeless, "--margin", "0.02", *where]) == 0
+    out = capsys.readouterr().out
+    assert "WIN" in out and "judged by margin +0.020, max reference loss 0.030, 30 field rows: as given here" in out
+    assert main(["pipeline", "evaluate", hopeless[:12], "--margin", "0.02", "--json", *where]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert given["outcome"] == "win" and given["policy"] == {"margin": 0.02, "max_reference_loss": 0.03,
+                                                             "min_field_rows": 30, "min_reference_rows": 30,
+                                                             "source": "given"}  # fmt: skip
+    assert main(["pipeline", "evaluate", hopeless, "--margin", "2", *where]) == 1  # a margin no gain can reach
+    assert capsys.readouterr().err.startswith("error: margin must be in (-1, 1)")
+    # register acts on the verdict recorded at train time, not on one judged with another margin
     assert main(["pipeline", "register", hopeless, *where]) == 3
     assert "did not win: nothing to register" in capsys.readouterr().out
+
+
+def test_train_run_twice_at_once_gives_both_the_same_candidate(data_dir: Path, database_url: str) -> None:
+    """Two orchestrators (or a retry while the first still runs) start `pipeline train` on the same inputs:
+    both train (the run is named by its inputs), neither fails on the other's rows, both print one candidate."""
+    where = ["--data-dir", str(data_dir), "--database-url", database_url]
+    env = {**os.environ, "PYTHONPATH": str(Path(cloud.__file__).resolve().parent.parent)}
+    champion = subprocess.run([sys.executable, "-m", "cloud.cli", "train", *where], capture_output=True, text=True,
+                              env=env, timeout=300)  # fmt: skip
+    assert champion.returncode == 0, champion.stderr
+    engine = make_engine(database_url)
+    try:
+        _drifted_field_data(engine)
+        command = [sys.executable, "-m", "cloud.cli", "pipeline", "train", "digits-classifier", "--json", *where]
+        both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                for _ in range(2)]  # fmt: skip
+        outs = [p.communicate(timeout=300) for p in both]
+        assert [p.returncode for p in both] == [0, 0], outs
+        made = [json.loads(out) for out, _ in outs]
+        assert made[0]["candidate"] == made[1]["candidate"] and made[0]["run_id"] == made[1]["run_id"], made
+        assert sum(m["new"] for m in made) <= 1
+        with Session(engine) as session:
+            assert len(session.exec(select(Candidate)).all()) == 1
+            run = session.get(PipelineRun, made[0]["run_id"])
+            assert run is not None and run.status == "succeeded" and run.error is None
+    finally:
+        engine.dispose()
+
+
+def test_field_rows_that_are_held_out_reference_rows_are_left_out_of_the_fit(data_dir: Path, db_engine: Engine,
+                                                                              capsys) -> None:  # fmt: skip
+    """A field that sends back the reference's own held-out rows (as the demo's devices once did): a challenger
+    fitted on them would be judged on rows it learnt; they stay out of its fit, and the run says how many."""
+    where = ["--data-dir", str(data_dir)]
+    assert main(["train", *where]) == 0
+    _drifted_field_data(db_engine, shift=0.0)  # undrifted draws from the held-out rows
+    capsys.readouterr()
+    assert main(["pipeline", "train", "digits-classifier", "--json", *where]) == 0
+    made = json.loads(capsys.readouterr().out)
+    with Session(db_engine) as session:
+        metrics = session.get(PipelineRun, made["run_id"]).metrics  # type: ignore[union-attr]
+    store = CloudSettings(data_dir=data_dir).artifacts_dir
+    assert store is not None
+    fitted = json.loads((store / made["candidate"][:2] / made["candidate"]).read_bytes())["fitted_rows"]
+    assert metrics["field_rows_train"] > 50 and metrics["held_out_rows_left_out"] == metrics["field_rows_train"]
+    assert fitted["field"] == 0 and fitted["reference"] == 1257
