@@ -157,7 +157,7 @@ def test_each_label_of_a_multilabel_model_is_tested_on_its_own() -> None:
     device), "a" and "c" are not; label counts over other labels are ignored; no label rates: no lines."""
     from types import SimpleNamespace
 
-    from cloud.monitoring import summaries
+    from cloud.monitoring import alerts, summaries
     from protocols.v1 import messages_pb2 as pb
 
     rng = np.random.default_rng(3)
@@ -187,6 +187,9 @@ def test_each_label_of_a_multilabel_model_is_tested_on_its_own() -> None:
     assert report.attribution is not None and report.attribution.fleet_labels == [1]
     assert report.attribution.devices[0].device_id == "odd" and report.attribution.devices[0].labels == [1]
     assert report.predictions.level == "no_data"
+    alert = alerts.drift_alert(report, alerts.DEFAULT_POLICY)
+    assert alert is not None and "fleet-wide on labels b" in alert.summary and alert.detail["fleet_labels"] == ["b"]
+    assert alert.detail["drivers"][0]["labels"] == ["b"]
     # a manifest without label rates (older compilers, other tasks): no label lines, counts ignored unread
     profile.ClearField("label_rates")
     assert summaries.drift_report(profile, rows, "m", "1", None).labels == []  # type: ignore[arg-type]
