@@ -30,6 +30,7 @@ from onnx import numpy_helper
 from model_compiler.forest import Forest, Tree
 from model_compiler.onnx_graph import OPSET, GraphBuilder, emit_preprocessing
 from model_compiler.segments import NumericSegment, Segment, code_domains, nan_reaches_output, segment_width
+from model_compiler.tree_fold import fold_preprocessing
 from model_compiler.types import SCORES_NAME, VALUES_NAME
 
 ML_OPSET = 5
@@ -273,6 +274,7 @@ def _code_missing(forest: Forest) -> tuple[list[Segment], dict[int, float]]:
 
 def forest_to_onnx(forest: Forest) -> onnx.ModelProto:
     g = GraphBuilder()
+    forest = fold_preprocessing(forest) or forest  # splits on the raw input where they can be (tree_fold.py)
     segments, coded = _code_missing(forest)
     x = emit_preprocessing(g, segments, forest.n_features)
     y = _emit_trees(g, forest, x, segments, coded)
