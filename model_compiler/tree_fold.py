@@ -8,7 +8,11 @@ raw column it came from:
               thresholds of a column at once); NaN goes where f(NaN) goes (the filled value), or where the
               split sent NaN when nothing fills it
     one-hot   (no arithmetic before it): "column for category c <= t" (0 <= t < 1) holds exactly when
-              x != c: a one-category set split on the raw column with its sides swapped
+              x != c: a BRANCH_NEQ split on the raw column (NaN != c holds too, so NaN goes left, as a NaN
+              row's one-hot zeros do; where a fill makes NaN category c, the fold is not made). Not a
+              one-member set with the sides swapped: onnxruntime (1.32) fuses chains of BRANCH_EQ nodes on
+              one feature into a set whenever their true leaves have equal weights, targets ignored, which
+              sent a one-hot chain of a random forest to the wrong class
     missing   indicator: "isnan(x) <= t" holds for every number: x <= +inf
 Every input then reaches the leaf it reached through the preprocessing graph, and the graph (Gather,
 IsNaN, Where, Sub, Div, Equal, Cast, Concat and their constants: 300-600 B in front of a small tree) goes.
@@ -137,7 +141,7 @@ def fold_preprocessing(forest: Forest) -> Forest | None:
     for tree in forest.trees:
         feature, threshold = tree.feature.copy(), tree.threshold.copy()
         left, right, missing = tree.left.copy(), tree.right.copy(), tree.missing_left.copy()
-        sets: dict[int, np.ndarray] = {}
+        unequal: set[int] = set()
         for i in np.flatnonzero(tree.left >= 0).tolist():
             c, t = int(tree.feature[i]), float(tree.threshold[i])
             kind, j, detail = columns[c]
@@ -149,14 +153,14 @@ def fold_preprocessing(forest: Forest) -> Forest | None:
                 if not 0.0 <= t < 1.0:
                     return None
                 threshold[i], missing[i] = np.inf, False
-            else:  # one-hot: left (0 <= t < 1) unless x == category: swap, and send the category left
-                if not 0.0 <= t < 1.0:
+            else:  # one-hot: left (0 <= t < 1) exactly when x != category, NaN included
+                if not 0.0 <= t < 1.0 or not nan_left:
                     return None
                 assert isinstance(detail, float)
-                left[i], right[i], missing[i] = tree.right[i], tree.left[i], not nan_left
-                sets[i] = np.array([detail], dtype=np.float32)
+                threshold[i], missing[i] = detail, True
+                unequal.add(i)
         trees.append(replace(tree, feature=feature, threshold=threshold, left=left, right=right,
-                             missing_left=missing, left_sets=sets))  # fmt: skip
+                             missing_left=missing, left_unequal=frozenset(unequal)))  # fmt: skip
     identity = (NumericSegment(np.arange(forest.n_features, dtype=np.int64), ()),)
     # NaN now reaches the trees raw wherever the input accepts it: each split says where it goes
     return replace(forest, segments=identity, trees=tuple(trees), native_missing=forest.accepts_missing)
