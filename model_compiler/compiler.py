@@ -49,7 +49,7 @@ from model_compiler.manifest import (
     fragment_json,
     io_schema,
 )
-from model_compiler.profile import confidence_profile, reference_profile
+from model_compiler.profile import confidence_profile, label_rates, reference_profile
 from model_compiler.report import CandidateReport, CompileReport
 from model_compiler.segments import compares_scaled_categories
 from model_compiler.types import QUANTIZE_CHOICES, SELF_TEST_SOURCES, TARGET_CHOICES, TARGETS
@@ -291,6 +291,13 @@ def compile_estimator(
         confidence = confidence_profile(kept[0][2].scores)
         if confidence is not None:
             fragment.reference.confidence.CopyFrom(confidence)
+    if multilabel is not None:
+        # one histogram of "the row's label" counts only rows with exactly one label: each label's positive
+        # rate replaces it, on the held-out rows like confidence (what a device serving the artifact counts)
+        fragment.reference.ClearField("predictions")
+        rates = label_rates(kept[0][2].values, multilabel)
+        if rates is not None:
+            fragment.reference.label_rates.CopyFrom(rates)
     if self_test_from == "synthetic":
         vector_x = synthetic_inputs(fragment.reference, max(SYNTHETIC_POOL_ROWS, 16 * n_self_test))
         if specs:

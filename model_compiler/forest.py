@@ -35,6 +35,9 @@ class Tree:
     # categorical splits (HistGradientBoosting): node -> the category codes that go left; any other code
     # goes right, NaN (missing or unknown) follows missing_left
     left_sets: dict[int, np.ndarray] = field(default_factory=dict)
+    # nodes that go left when x != threshold (NaN included): a one-hot split folded onto its raw column
+    # (tree_fold.py)
+    left_unequal: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)

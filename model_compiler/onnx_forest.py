@@ -30,6 +30,7 @@ from onnx import numpy_helper
 from model_compiler.forest import Forest, Tree
 from model_compiler.onnx_graph import OPSET, GraphBuilder, emit_preprocessing
 from model_compiler.segments import NumericSegment, Segment, code_domains, nan_reaches_output, segment_width
+from model_compiler.tree_fold import fold_preprocessing
 from model_compiler.types import SCORES_NAME, VALUES_NAME
 
 ML_OPSET = 5
@@ -83,7 +84,7 @@ class _Arrays:
         split = np.flatnonzero(left >= 0)
         if not ((left[split] > split).all() and (right[split] > split).all()):
             raise ValueError("tree nodes must be numbered after their parent")
-        lefts, rights, sets = left.tolist(), right.tolist(), tree.left_sets
+        lefts, rights, sets, unequal = left.tolist(), right.tolist(), tree.left_sets, tree.left_unequal
         ref: list[tuple[int, int]] = [(0, 0)] * len(lefts)
         leaf_ids, leaves = self._leaf_ids, self.leaves
         for i in range(len(lefts) - 1, -1, -1):
@@ -99,6 +100,8 @@ class _Arrays:
             true, false = ref[a], ref[rights[i]]
             if true == false:
                 ref[i] = true
+            elif i in unequal:  # NaN != t holds: NaN goes left, as the fold made sure it should
+                ref[i] = (0, self._node((feature[i], threshold[i], BRANCH_NEQ, true, false, False, None)))
             elif i in sets and not len(sets[i]) and feature[i] not in self.coded:
                 # a split that sends only missing values left (no category): every number is >= -inf
                 if not (self.nan and missing[i]):
@@ -162,7 +165,7 @@ class _Arrays:
 
 
 _NODE_FIELDS = ["features", "splits", "true_ids", "true_leaf", "false_ids", "false_leaf", "missing_true", "modes"]
-BRANCH_LEQ, BRANCH_GTE, BRANCH_GT, BRANCH_EQ, BRANCH_MEMBER = 0, 2, 3, 4, 6  # TreeEnsemble's nodes_modes
+BRANCH_LEQ, BRANCH_GTE, BRANCH_GT, BRANCH_EQ, BRANCH_NEQ, BRANCH_MEMBER = 0, 2, 3, 4, 5, 6  # TreeEnsemble's nodes_modes
 _LEAF_FIELDS = ["leaf_targets", "leaf_weights"]
 _TWO_BYTE_IDS = 1 << 14  # the first id whose varint takes 3 bytes
 
@@ -271,8 +274,10 @@ def _code_missing(forest: Forest) -> tuple[list[Segment], dict[int, float]]:
     return segments, coded
 
 
-def forest_to_onnx(forest: Forest) -> onnx.ModelProto:
+def forest_to_onnx(forest: Forest, *, fold: bool = True) -> onnx.ModelProto:
+    """The forest as ONNX; with `fold`, its preprocessing folded into the splits where it can be (tree_fold.py)."""
     g = GraphBuilder()
+    forest = (fold_preprocessing(forest) if fold else None) or forest
     segments, coded = _code_missing(forest)
     x = emit_preprocessing(g, segments, forest.n_features)
     y = _emit_trees(g, forest, x, segments, coded)

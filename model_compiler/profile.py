@@ -5,7 +5,8 @@ feature that is mostly one value (>= MASS_SHARE of the rows, constants included)
 instead: one bin holding just that value, and quantile bins below and above it (an empty one on a side
 with no reference rows), so a shift off or onto the value is still seen; with plain quantile bins such a
 feature collapses into a single bin and can never drift. Predictions: counts per class label (classifiers) or a `n_bins`
-equal-width histogram (regressors). Binning rule, shared with the agent (see protocols/MANIFEST.md):
+equal-width histogram (regressors); multilabel models: each label's positive rate instead (`label_rates`).
+Binning rule, shared with the agent (see protocols/MANIFEST.md):
     bin = searchsorted(edges[1:-1], x, side="right")
 so values below the first edge land in bin 0, values above the last edge in the last bin, and NaN
 (a missing value) is not counted.
@@ -113,3 +114,15 @@ def confidence_profile(scores: np.ndarray | None) -> pb.PredictionProfile | None
     assert values is not None
     edges = np.asarray(CONFIDENCE_EDGES, dtype=np.float64)
     return pb.PredictionProfile(bin_edges=CONFIDENCE_EDGES, counts=_counts(edges, values))
+
+
+def label_rates(probabilities: np.ndarray | None, labels: list[str]) -> pb.LabelRates | None:
+    """A multilabel model's rows with each label on (probability > 0.5, as the agent labels a row), from the
+    artifact's own per-label probabilities; None when they are not one column per label."""
+    if probabilities is None:
+        return None
+    values = np.asarray(probabilities)
+    if values.ndim != 2 or values.shape[1] != len(labels):
+        return None
+    positives = (values > 0.5).sum(axis=0)
+    return pb.LabelRates(labels=labels, positives=positives.astype(int).tolist(), rows=values.shape[0])

@@ -133,6 +133,13 @@ def _check_window(window: pb.TelemetryWindow, now_ms: int) -> None:
     confident = sum(window.confidence_counts)
     if confident > window.inference_count:
         raise ImplausibleMessage("counts_contradict", f"{confident} confidence counts > {window.inference_count} rows")
+    if window.label_counts:  # [rows counted, then rows with each label on]: none on more rows than counted
+        counted, *positives = window.label_counts
+        if counted > window.inference_count or any(p > counted for p in positives):
+            raise ImplausibleMessage(
+                "counts_contradict",
+                f"label counts to {max(positives, default=0)} of {counted} rows, {window.inference_count} rows in all",
+            )
     if not 0.0 <= window.cpu_percent <= MAX_CPU_PERCENT:
         raise ImplausibleMessage("out_of_range", f"cpu_percent = {window.cpu_percent}")
 

@@ -1,7 +1,7 @@
 """Alerts where people look: drift and field-accuracy alerts per model version, kept as AlertRecord rows.
 
     drift      the model version's fleet drift report over the last `drift_lookback_s` of telemetry raises
-               an alert (cloud.monitoring.summaries: inputs, predictions or confidence, any window, device
+               an alert (cloud.monitoring.summaries: inputs, predictions, confidence or labels, any window, device
                or the fleet's sum, in one false-discovery family); the alert names the driving devices
     accuracy   a classifier's field accuracy over the last `accuracy_lookback_s`, weighted by the samples'
                inclusion probabilities (cloud.monitoring.feedback, Horvitz-Thompson), is below the accuracy
@@ -98,6 +98,13 @@ def drift_alert(report: summaries.DriftReport, policy: AlertPolicy) -> Alert | N
         what.append("predictions")
     if a.fleet_confidence:
         what.append("confidence")
+    names = [line.name for line in report.labels]  # multilabel: a label's name by its index
+
+    def labels(indexes: list[int]) -> list[str]:
+        return [names[i] if i < len(names) else str(i) for i in indexes]
+
+    if a.fleet_labels:
+        what.append("labels " + ", ".join(labels(a.fleet_labels)[:8]))
     where = f"fleet-wide on {' and '.join(what)}" if what else f"on {len(a.devices)} device(s)"
     summary = f"{report.model_id}@{report.version}: input/output drift {where}"
     if drivers:
@@ -105,11 +112,12 @@ def drift_alert(report: summaries.DriftReport, policy: AlertPolicy) -> Alert | N
         summary += "; driven by " + ", ".join(d.device_id for d in drivers[:3]) + others
     detail = {
         "fleet_features": a.fleet_features, "fleet_predictions": a.fleet_predictions,
-        "fleet_confidence": a.fleet_confidence, "devices_drifted": len(a.devices),
+        "fleet_confidence": a.fleet_confidence, "fleet_labels": labels(a.fleet_labels),
+        "devices_drifted": len(a.devices),
         "drifted_windows": report.drifted_windows, "tests": report.tests, "windows": report.windows,
         "drivers": [
             {"device_id": d.device_id, "features": d.features[:16], "predictions": d.predictions,
-             "confidence": d.confidence, "share": round(d.share, 4)}
+             "confidence": d.confidence, "labels": labels(d.labels)[:16], "share": round(d.share, 4)}
             for d in drivers
         ],
     }  # fmt: skip

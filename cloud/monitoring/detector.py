@@ -3,8 +3,9 @@
 A report compares many samples with the reference profile: each telemetry window of each device, each
 device's whole range, the fleet's sum, for every feature and for the prediction histogram. Each sample is
 one hypothesis (the confidence histogram of a classifier too: its top-class probability over fixed bins,
-tested like a feature); all of them share one Benjamini-Hochberg (or -Yekutieli) family, so adding devices,
-features or windows does not add false alerts. A sample is *drifted* only when all three hold:
+tested like a feature; and each label of a multilabel model: its rows off and on, two bins); all of them
+share one Benjamini-Hochberg (or -Yekutieli) family, so adding devices, features or windows does not add
+false alerts. A sample is *drifted* only when all three hold:
 
     enough rows      n >= min_rows (a 50-row window is tested, a 5-row one is not)
     significant      its q-value <= alpha; its p-value is the smaller of the homogeneity test (the larger
@@ -19,7 +20,7 @@ features or windows does not add false alerts. A sample is *drifted* only when a
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,7 +31,21 @@ from cloud.monitoring import stats
 Scope = Literal["window", "device", "fleet"]
 PREDICTIONS = -1  # the target of a prediction-histogram sample (features have their index)
 CONFIDENCE = -2  # the target of a confidence-histogram sample (a classifier's top-class probability)
-OUTPUTS = (PREDICTIONS, CONFIDENCE)  # targets that are the model's outputs, not its inputs
+LABEL_BASE = -3  # label i of a multilabel model (its positive rate) is the target LABEL_BASE - i
+
+
+def label_target(i: int) -> int:
+    return LABEL_BASE - i
+
+
+def label_index(target: int) -> int | None:
+    """The label a target stands for, or None when it is not a label's."""
+    return LABEL_BASE - target if target <= LABEL_BASE else None
+
+
+def is_output(target: int) -> bool:
+    """Whether a target is the model's output (predictions, confidence, a label), not one of its inputs."""
+    return target < 0
 
 
 @dataclass(frozen=True)
@@ -49,7 +64,7 @@ class Sample:
     scope: Scope
     device_id: str | None  # None: the fleet
     window_end_ms: int | None  # None: summed over windows
-    target: int  # feature index, PREDICTIONS or CONFIDENCE
+    target: int  # feature index, PREDICTIONS, CONFIDENCE or label_target(i)
     counts: Sequence[float] | np.ndarray  # over the reference's bins for `target`
 
 
@@ -162,6 +177,7 @@ class DeviceAttribution:
     predictions: bool  # its prediction histogram drifted
     share: float  # of the fleet's excess divergence over the drifted targets (n x excess PSI)
     confidence: bool = False  # its confidence histogram drifted
+    labels: list[int] = field(default_factory=list)  # multilabel: the labels (indexes) whose positive rate drifted
 
 
 @dataclass(frozen=True)
@@ -170,6 +186,7 @@ class Attribution:
     fleet_features: list[int]  # drifted in the fleet's summed counts
     fleet_predictions: bool
     fleet_confidence: bool = False
+    fleet_labels: list[int] = field(default_factory=list)  # multilabel: labels drifted in the fleet's sum
     devices: list[DeviceAttribution] = field(default_factory=list)  # drivers first
 
 
@@ -191,10 +208,11 @@ def attribute(findings: Sequence[Finding]) -> Attribution:
     devices = [
         DeviceAttribution(
             device_id=d,
-            features=sorted(t for t in per_device[d] if t not in OUTPUTS),
+            features=sorted(t for t in per_device[d] if not is_output(t)),
             predictions=PREDICTIONS in per_device[d],
             share=weight[d] / total if total > 0 else 0.0,
             confidence=CONFIDENCE in per_device[d],
+            labels=_labels(per_device[d]),
         )
         for d in per_device
     ]
@@ -202,8 +220,13 @@ def attribute(findings: Sequence[Finding]) -> Attribution:
     fleet = [f for f in drifted if f.scope == "fleet"]
     return Attribution(
         alert=bool(drifted),
-        fleet_features=sorted(f.target for f in fleet if f.target not in OUTPUTS),
+        fleet_features=sorted(f.target for f in fleet if not is_output(f.target)),
         fleet_predictions=any(f.target == PREDICTIONS for f in fleet),
         fleet_confidence=any(f.target == CONFIDENCE for f in fleet),
+        fleet_labels=_labels(f.target for f in fleet),
         devices=devices,
     )
+
+
+def _labels(targets: Iterable[int]) -> list[int]:
+    return sorted(i for i in map(label_index, targets) if i is not None)

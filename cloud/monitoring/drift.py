@@ -133,3 +133,46 @@ def prediction_view(finding: Finding | None) -> PredictionDrift:
         p_value=finding.p_value,
         q_value=finding.q_value,
     )
+
+
+@dataclass(frozen=True)
+class LabelDrift:
+    """A multilabel model's label: how often it is predicted on, in the reference and in the field."""
+
+    index: int
+    name: str
+    reference_rate: float | None  # share of the reference (held-out) rows predicted with the label on
+    observed_rate: float | None  # share of the observed rows; None: nothing observed
+    n_observed: int
+    psi: float | None
+    p_value: float | None
+    q_value: float | None
+    level: str
+    drifted: bool
+
+
+def label_view(
+    index: int, name: str, reference: Counts, observed: Counts | None, finding: Finding | None
+) -> LabelDrift:
+    """`reference` and `observed`: rows [off, on] for the label, the finding the test of one against the other."""
+
+    def rate(counts: Counts | None) -> float | None:
+        rows = float(sum(counts)) if counts is not None else 0.0
+        return float(counts[1]) / rows if counts is not None and rows else None
+
+    reference_rate = rate(reference)
+    if finding is None or finding.psi is None:
+        n = finding.n_observed if finding else 0
+        return LabelDrift(index, name, reference_rate, None, n, None, None, None, "no_data", drifted=False)
+    return LabelDrift(
+        index=index,
+        name=name,
+        reference_rate=reference_rate,
+        observed_rate=rate(observed),
+        n_observed=finding.n_observed,
+        psi=finding.psi,
+        p_value=finding.p_value,
+        q_value=finding.q_value,
+        level=_level(finding),
+        drifted=finding.drifted,
+    )

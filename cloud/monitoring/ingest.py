@@ -110,6 +110,7 @@ def telemetry_row(device_id: str, w: pb.TelemetryWindow, received_ms: int) -> di
             "labels": list(w.predictions.labels), "bin_edges": list(w.predictions.bin_edges),
             "counts": list(w.predictions.counts),
             **({"confidence": list(w.confidence_counts)} if w.confidence_counts else {}),
+            **({"label_counts": list(w.label_counts)} if w.label_counts else {}),
         },
         "cpu_percent": w.cpu_percent, "rss_bytes": w.rss_bytes, "received_at_ms": received_ms,
         "shadow_compared": w.shadow_compared, "shadow_agreed": w.shadow_agreed, "shadow_dropped": w.shadow_dropped,

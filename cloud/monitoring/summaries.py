@@ -4,7 +4,8 @@ Reads TelemetryRecord rows and turns their sketches into samples for `cloud.moni
 window, each device's sum over its windows and, fleet-wide, the fleet's sum (counts add up), all compared
 with the reference profile embedded in the model version's manifest, in one false-discovery family. The
 model's outputs are tested alongside the inputs: the prediction histogram and, for classifiers whose
-manifest has a confidence reference, the histogram of the top-class probability.
+manifest has a confidence reference, the histogram of the top-class probability; for a multilabel model,
+each label's rows off and on (its positive rate), one test per label.
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ class DeviceDriftLine:
     drifted_features: list[int]  # drifted in one of its windows or over its whole range
     predictions_drifted: bool = False
     confidence_drifted: bool = False
+    drifted_labels: list[int] = field(default_factory=list)  # multilabel: labels whose positive rate drifted
     drifted_windows: int = 0  # its windows with a drifted feature or prediction histogram
     share: float = 0.0  # its part of the fleet's excess divergence over the drifted targets (attribution)
 
@@ -145,6 +147,7 @@ class DriftReport:
     attribution: detector.Attribution | None = None  # who and what drives the alert
     policy: detector.DriftPolicy = detector.DEFAULT_POLICY
     confidence: drift.PredictionDrift | None = None  # classifiers whose manifest has a confidence reference
+    labels: list[drift.LabelDrift] = field(default_factory=list)  # multilabel models: one line per label
 
 
 @dataclass
@@ -154,6 +157,7 @@ class _Window:
     features: dict[int, list[int]]
     predictions: list[float] | None  # on the report's prediction bins
     confidence: list[float] | None = None  # on the reference's confidence bins
+    labels: dict[int, list[float]] = field(default_factory=dict)  # label target -> rows [off, on]
 
 
 class _Profile:
@@ -175,6 +179,11 @@ class _Profile:
         self.has_confidence = sum(profile.confidence.counts) > 0
         if self.has_confidence:
             self.counts[detector.CONFIDENCE] = [float(c) for c in profile.confidence.counts]
+        rates = profile.label_rates
+        usable = rates.rows > 0 and len(rates.positives) == len(rates.labels)
+        self.label_names: list[str] = list(rates.labels) if usable else []
+        for i, positives in enumerate(rates.positives if self.label_names else []):
+            self.counts[detector.label_target(i)] = [float(rates.rows - positives), float(positives)]
         self.ignored = 0
 
     def read(self, row: TelemetryRecord) -> _Window:
@@ -185,7 +194,19 @@ class _Profile:
                 features[int(key)] = counts
             else:
                 self.ignored += 1
-        return _Window(row.device_id, row.window_end_ms, features, self._predictions(row), self._confidence(row))
+        window = _Window(row.device_id, row.window_end_ms, features, self._predictions(row), self._confidence(row))
+        window.labels = self._labels(row)
+        return window
+
+    def _labels(self, row: TelemetryRecord) -> dict[int, list[float]]:
+        counts = row.prediction_counts.get("label_counts") if self.label_names else None
+        if not counts:
+            return {}
+        if len(counts) != len(self.label_names) + 1:  # counted over other labels than the manifest's
+            self.ignored += 1
+            return {}
+        rows, *positives = (float(c) for c in counts)
+        return {detector.label_target(i): [rows - p, p] for i, p in enumerate(positives)}
 
     def _confidence(self, row: TelemetryRecord) -> list[float] | None:
         counts = row.prediction_counts.get("confidence") if self.has_confidence else None
@@ -214,16 +235,22 @@ def _add(histograms: Sequence[list[float] | None]) -> list[float] | None:
 
 def _sum(windows: Sequence[_Window]) -> _Sums:
     features = drift.merge_counts(w.features for w in windows)
-    return features, _add([w.predictions for w in windows]), _add([w.confidence for w in windows])
+    labels: dict[int, list[float]] = {}
+    for w in windows:
+        for target, counts in w.labels.items():
+            labels[target] = [a + b for a, b in zip(labels.get(target, [0.0, 0.0]), counts, strict=True)]
+    return features, _add([w.predictions for w in windows]), _add([w.confidence for w in windows]), labels
 
 
-_Sums = tuple[dict[int, list[int]], list[float] | None, list[float] | None]  # features, predictions, confidence
+# features, predictions, confidence, labels (label target -> rows [off, on])
+_Sums = tuple[dict[int, list[int]], list[float] | None, list[float] | None, dict[int, list[float]]]
 
 
 def _samples(scope: detector.Scope, device_id: str | None, end_ms: int | None, sums: _Sums) -> list[detector.Sample]:
-    features, predictions, confidence = sums
+    features, predictions, confidence, labels = sums
     samples = [detector.Sample(scope, device_id, end_ms, index, counts) for index, counts in features.items()]
-    for target, counts in ((detector.PREDICTIONS, predictions), (detector.CONFIDENCE, confidence)):
+    outputs = [(detector.PREDICTIONS, predictions), (detector.CONFIDENCE, confidence), *labels.items()]
+    for target, counts in outputs:
         if counts is not None and sum(counts) > 0:
             samples.append(detector.Sample(scope, device_id, end_ms, target, counts))
     return samples
@@ -242,12 +269,19 @@ def drift_report(
         by_device[w.device_id].append(w)
     recent = [w for own in by_device.values() for w in own[-WINDOWS_TESTED:]]  # rows come oldest first
     samples = [
-        s for w in recent for s in _samples("window", w.device_id, w.end_ms, (w.features, w.predictions, w.confidence))
+        s
+        for w in recent
+        for s in _samples("window", w.device_id, w.end_ms, (w.features, w.predictions, w.confidence, w.labels))
     ]
+    whole_sums: _Sums | None = None
     for device, own in sorted(by_device.items()):
-        samples += _samples("device", device, None, _sum(own))
+        sums = _sum(own)
+        samples += _samples("device", device, None, sums)
+        whole_sums = sums if device == device_id else whole_sums
     if device_id is None:
-        samples += _samples("fleet", None, None, _sum(windows))
+        whole_sums = _sum(windows)
+        samples += _samples("fleet", None, None, whole_sums)
+    observed_labels = whole_sums[3] if whole_sums else {}  # the report's whole range, per label [off, on]
     findings = detector.detect(reference.counts, samples, policy)
     whole = "fleet" if device_id is None else "device"
     summary = {f.target: f for f in findings if f.scope == whole}
@@ -259,14 +293,15 @@ def drift_report(
         for device in sorted(by_device):
             own_range = [f for f in findings if f.scope == "device" and f.device_id == device]
             drifted = {f.target for f in findings if f.device_id == device and f.drifted}
-            values = [f.psi for f in own_range if f.psi is not None and f.target not in detector.OUTPUTS]
+            values = [f.psi for f in own_range if f.psi is not None and not detector.is_output(f.target)]
             lines.append(DeviceDriftLine(
                 device_id=device,
-                n_observed=max((f.n_observed for f in own_range if f.target not in detector.OUTPUTS), default=0),
+                n_observed=max((f.n_observed for f in own_range if not detector.is_output(f.target)), default=0),
                 max_psi=max(values) if values else None,
-                drifted_features=sorted(t for t in drifted if t not in detector.OUTPUTS),
+                drifted_features=sorted(t for t in drifted if not detector.is_output(t)),
                 predictions_drifted=detector.PREDICTIONS in drifted,
                 confidence_drifted=detector.CONFIDENCE in drifted,
+                drifted_labels=sorted(i for i in map(detector.label_index, drifted) if i is not None),
                 drifted_windows=sum(1 for d, _ in drifted_windows if d == device),
                 share=shares.get(device, 0.0),
             ))  # fmt: skip
@@ -285,6 +320,11 @@ def drift_report(
         attribution=attribution,
         policy=policy,
         confidence=drift.prediction_view(summary.get(detector.CONFIDENCE)) if reference.has_confidence else None,
+        labels=[
+            drift.label_view(i, name, reference.counts[t], observed_labels.get(t), summary.get(t))
+            for i, name in enumerate(reference.label_names)
+            for t in (detector.label_target(i),)
+        ],
     )
 
 

@@ -1,5 +1,6 @@
 """Windowed telemetry -> pb.TelemetryWindow: counts, errors, latency histogram, accuracy on labelled
-inputs, drift sketches, the prediction histogram and (classifiers) the confidence histogram.
+inputs, drift sketches, the prediction histogram, (classifiers) the confidence histogram and (multilabel
+models) the rows each label is predicted on.
 
 Everything here is a count over fixed bins, so windows merge across devices by adding: the latency
 bounds are fixed (log-spaced, 10 per decade, 10 µs .. 10 s) and the feature / prediction bins are those
@@ -149,6 +150,8 @@ class _Window:
     predictions: np.ndarray | None = None
     confidence_edges: np.ndarray | None = None  # the manifest's reference.confidence bins (classifiers)
     confidence: np.ndarray | None = None  # rows per confidence bin
+    label_positives: np.ndarray | None = None  # multilabel: rows per label of reference.label_rates predicted on
+    label_rows: int = 0  # rows counted into label_positives
     pending_scores: list[np.ndarray] = field(default_factory=list)  # score rows of the pending rows that had them
     shadow_compared: int = 0  # rows also answered by the previous model (probation), off the request path
     shadow_agreed: int = 0
@@ -178,10 +181,17 @@ class _Window:
         if len(manifest.reference.confidence.bin_edges) >= 2:
             self.confidence_edges = np.asarray(manifest.reference.confidence.bin_edges, dtype=np.float64)
             self.confidence = np.zeros(len(self.confidence_edges) - 1, dtype=np.int64)
-        if self.bins is not None or self.predictions is not None or self.confidence is not None:
+        if manifest.reference.label_rates.labels:
+            self.label_positives = np.zeros(len(manifest.reference.label_rates.labels), dtype=np.int64)
+        if self.bins is not None or self.predictions is not None or self.scored:
             self.pending = np.empty((PENDING_ROWS, self.serving.n_features), dtype=np.float32)
         else:
             self.next_sketch = _NEVER
+
+    @property
+    def scored(self) -> bool:
+        """Whether sketched rows keep their scores (a multilabel model's scores are its per-label probabilities)."""
+        return self.confidence is not None or self.label_positives is not None
 
     def add_latency(self, latency_us: float) -> None:
         self.latency[_latency_bucket(latency_us)] += 1
@@ -201,7 +211,7 @@ class _Window:
             start = self.next_sketch - first if self.next_sketch > first else 0
             stop = start + 1
             self.next_sketch = first + stop + first // SKETCH_EXACT_ROWS
-        scores = getattr(prediction, "scores", None) if self.confidence is not None else None
+        scores = getattr(prediction, "scores", None) if self.scored else None
         if start == 0 and stop == rows:  # the whole call
             chosen, outputs = x, _outputs(prediction, None, rows)
         else:
@@ -237,6 +247,13 @@ class _Window:
             if top is not None:
                 found = bin_index(self.confidence_edges, top)
                 self.confidence += np.bincount(found, minlength=len(self.confidence))
+        if self.label_positives is not None and scores:
+            # a label is on where its probability is above one half, as the runtime labels the row
+            on = [s.reshape(len(s), -1) > 0.5 for s in scores]
+            if all(o.shape[1] == len(self.label_positives) for o in on):  # else a model other than the manifest's
+                for o in on:
+                    self.label_positives += o.sum(axis=0)
+                    self.label_rows += o.shape[0]
         if self.bins is not None and self.feature_counts is not None and x.shape[1]:
             self.feature_counts += self.bins.count(x)
             self.sketched += x.shape[0]
@@ -440,6 +457,8 @@ class Telemetry:
             message.feature_counts_implied.extend(pack_features_implied(sketches, window.sketched))
         if window.confidence is not None and window.confidence.any():
             message.confidence_counts.extend(window.confidence.tolist())
+        if window.label_positives is not None and window.label_rows:
+            message.label_counts.extend([window.label_rows, *window.label_positives.tolist()])
         if window.predictions is not None:
             message.predictions.counts.extend(window.predictions.tolist())
             if window.class_labels:

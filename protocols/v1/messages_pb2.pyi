@@ -191,16 +191,28 @@ class PredictionProfile(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[str]] = ..., bin_edges: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReferenceProfile(_message.Message):
-    __slots__ = ("features", "predictions", "n_rows", "confidence")
+    __slots__ = ("features", "predictions", "n_rows", "confidence", "label_rates")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_RATES_FIELD_NUMBER: _ClassVar[int]
     features: _containers.RepeatedCompositeFieldContainer[FeatureProfile]
     predictions: PredictionProfile
     n_rows: int
     confidence: PredictionProfile
-    def __init__(self, features: _Optional[_Iterable[_Union[FeatureProfile, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., n_rows: _Optional[int] = ..., confidence: _Optional[_Union[PredictionProfile, _Mapping]] = ...) -> None: ...
+    label_rates: LabelRates
+    def __init__(self, features: _Optional[_Iterable[_Union[FeatureProfile, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., n_rows: _Optional[int] = ..., confidence: _Optional[_Union[PredictionProfile, _Mapping]] = ..., label_rates: _Optional[_Union[LabelRates, _Mapping]] = ...) -> None: ...
+
+class LabelRates(_message.Message):
+    __slots__ = ("labels", "positives", "rows")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    POSITIVES_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    positives: _containers.RepeatedScalarFieldContainer[int]
+    rows: int
+    def __init__(self, labels: _Optional[_Iterable[str]] = ..., positives: _Optional[_Iterable[int]] = ..., rows: _Optional[int] = ...) -> None: ...
 
 class Manifest(_message.Message):
     __slots__ = ("model_id", "version", "sequence", "created_at_ms", "expires_at_ms", "artifacts", "io", "self_test", "reference", "source_model_sha256", "metrics", "lineage")
@@ -578,7 +590,7 @@ class FeatureSketch(_message.Message):
     def __init__(self, index: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TelemetryWindow(_message.Message):
-    __slots__ = ("schema_version", "device_id", "seq", "window_start_ms", "window_end_ms", "model", "inference_count", "error_count", "latency_us", "latency_p50_us", "latency_p95_us", "labelled_count", "correct_count", "features", "predictions", "cpu_percent", "rss_bytes", "shadow_compared", "shadow_agreed", "shadow_dropped", "latency_bins", "feature_counts", "spool_dropped", "feature_counts_implied", "confidence_counts")
+    __slots__ = ("schema_version", "device_id", "seq", "window_start_ms", "window_end_ms", "model", "inference_count", "error_count", "latency_us", "latency_p50_us", "latency_p95_us", "labelled_count", "correct_count", "features", "predictions", "cpu_percent", "rss_bytes", "shadow_compared", "shadow_agreed", "shadow_dropped", "latency_bins", "feature_counts", "spool_dropped", "feature_counts_implied", "confidence_counts", "label_counts")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -604,6 +616,7 @@ class TelemetryWindow(_message.Message):
     SPOOL_DROPPED_FIELD_NUMBER: _ClassVar[int]
     FEATURE_COUNTS_IMPLIED_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COUNTS_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     device_id: str
     seq: int
@@ -629,7 +642,8 @@ class TelemetryWindow(_message.Message):
     spool_dropped: SpoolDrops
     feature_counts_implied: _containers.RepeatedScalarFieldContainer[int]
     confidence_counts: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., window_start_ms: _Optional[int] = ..., window_end_ms: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., inference_count: _Optional[int] = ..., error_count: _Optional[int] = ..., latency_us: _Optional[_Union[Histogram, _Mapping]] = ..., latency_p50_us: _Optional[float] = ..., latency_p95_us: _Optional[float] = ..., labelled_count: _Optional[int] = ..., correct_count: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureSketch, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., shadow_compared: _Optional[int] = ..., shadow_agreed: _Optional[int] = ..., shadow_dropped: _Optional[int] = ..., latency_bins: _Optional[_Iterable[int]] = ..., feature_counts: _Optional[_Iterable[int]] = ..., spool_dropped: _Optional[_Union[SpoolDrops, _Mapping]] = ..., feature_counts_implied: _Optional[_Iterable[int]] = ..., confidence_counts: _Optional[_Iterable[int]] = ...) -> None: ...
+    label_counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., window_start_ms: _Optional[int] = ..., window_end_ms: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., inference_count: _Optional[int] = ..., error_count: _Optional[int] = ..., latency_us: _Optional[_Union[Histogram, _Mapping]] = ..., latency_p50_us: _Optional[float] = ..., latency_p95_us: _Optional[float] = ..., labelled_count: _Optional[int] = ..., correct_count: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureSketch, _Mapping]]] = ..., predictions: _Optional[_Union[PredictionProfile, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., shadow_compared: _Optional[int] = ..., shadow_agreed: _Optional[int] = ..., shadow_dropped: _Optional[int] = ..., latency_bins: _Optional[_Iterable[int]] = ..., feature_counts: _Optional[_Iterable[int]] = ..., spool_dropped: _Optional[_Union[SpoolDrops, _Mapping]] = ..., feature_counts_implied: _Optional[_Iterable[int]] = ..., confidence_counts: _Optional[_Iterable[int]] = ..., label_counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SpoolDrops(_message.Message):
     __slots__ = ("events", "telemetry", "samples")

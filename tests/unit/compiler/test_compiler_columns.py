@@ -169,6 +169,11 @@ def test_multilabel_mlp_compiles_gates_and_serves() -> None:
     rows = x[400:].astype(np.float32)
     expected = label_sets(model.predict(rows), list(io.class_labels))
     assert "" in expected and any("," in e for e in expected)  # rows with no label and with several
+    # its output drift reference: each label's rows on among the held-out rows (no single-label histogram)
+    rates = result.fragment.reference.label_rates
+    assert list(rates.labels) == list(io.class_labels) and rates.rows == len(rows)
+    assert list(rates.positives) == (model.predict(rows) > 0.5).sum(axis=0).tolist()
+    assert not result.fragment.reference.predictions.labels
     for built in result.artifacts:
         assert built.artifact.metrics["agreement"] == 1.0
         loaded = load_model(built.artifact, built.data, io)

@@ -100,3 +100,18 @@ def test_named_columns_are_additive_fields() -> None:
     request = agent_pb2.PredictRequest(values=[1.0, 2.0], rows=1)
     assert agent_pb2.PredictRequest.FromString(request.SerializeToString()).columns == []
     assert pb.Task.Name(3) == "TASK_MULTILABEL"  # new value; an older agent reads it as a plain number
+
+
+def test_per_label_rates_are_additive_fields() -> None:
+    """ReferenceProfile.label_rates (5) and TelemetryWindow.label_counts (35): a profile or window written
+    before them reads as no label rates; one written with them keeps its old fields for an old reader."""
+    assert pb.ReferenceProfile.DESCRIPTOR.fields_by_name["label_rates"].number == 5
+    assert pb.TelemetryWindow.DESCRIPTOR.fields_by_name["label_counts"].number == 35
+    old = pb.ReferenceProfile(n_rows=10, predictions=pb.PredictionProfile(labels=["a"], counts=[4]))
+    parsed = pb.ReferenceProfile.FromString(old.SerializeToString())
+    assert not parsed.HasField("label_rates") and list(parsed.label_rates.labels) == []
+    window = pb.TelemetryWindow(schema_version=1, device_id="pi-01", seq=1, inference_count=5)
+    assert list(pb.TelemetryWindow.FromString(window.SerializeToString()).label_counts) == []
+    window.label_counts.extend([5, 2, 0])
+    new = pb.TelemetryWindow.FromString(window.SerializeToString())
+    assert (new.inference_count, list(new.label_counts)) == (5, [5, 2, 0])

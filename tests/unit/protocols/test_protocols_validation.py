@@ -24,6 +24,7 @@ def test_an_honest_window_passes() -> None:
     check_upward(window(), NOW)
     check_upward(window(inference_count=0, error_count=0, labelled_count=0, correct_count=0,
                         latency_p50_us=0.0, latency_p95_us=0.0), NOW)  # fmt: skip
+    check_upward(window(label_counts=[10, 10, 0, 3]), NOW)  # multilabel: 10 rows counted, per label its rows on
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,8 @@ def test_an_honest_window_passes() -> None:
         ({"error_count": 11}, "counts_contradict"),
         ({"correct_count": 6}, "counts_contradict"),  # correct > labelled: the API once showed accuracy 9.9
         ({"labelled_count": 11, "correct_count": 0}, "counts_contradict"),
+        ({"label_counts": [11, 3]}, "counts_contradict"),  # more rows counted than inferred
+        ({"label_counts": [8, 2, 9]}, "counts_contradict"),  # a label on in more rows than counted
         ({"latency_p50_us": 500.0}, "latency_contradicts"),
         ({"latency_p50_us": -1.0}, "latency_contradicts"),
         ({"cpu_percent": float("nan")}, "not_finite"),

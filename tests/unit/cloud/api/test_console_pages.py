@@ -223,6 +223,41 @@ def test_drift_alerts_show_on_the_device_and_the_drift_pages(app: FastAPI, token
     assert 'Driven by: <a href="/console/devices/pi-01">pi-01</a> (f1;' in drift.text
 
 
+def test_per_label_drift_of_a_multilabel_model_shows_where_prediction_drift_does(
+    app: FastAPI, token_for, engine: Engine, make_manifest, signer, store
+) -> None:
+    """A multilabel model's labels, each its rate on against the reference's: label b, on in 40 % of the
+    reference rows and in every row on pi-02, is named in the alert and flagged in the per-label table."""
+    from cloud import registry
+    from protocols.v1 import messages_pb2 as pb
+
+    manifest = make_manifest("tags", {"model.onnx": b"tags"})
+    manifest.reference.ClearField("predictions")
+    manifest.reference.label_rates.CopyFrom(pb.LabelRates(labels=["a", "b"], positives=[50, 40], rows=100))
+    with Session(engine) as session:
+        registry.register_model_version(session, manifest, {"model.onnx": b"tags"}, store=store, signer=signer)
+        session.commit()
+    enroll(engine, "pi-02")
+    start = now_ms() - 30_000
+    with Session(engine) as session:
+        for i in range(3):
+            session.add(TelemetryRecord(
+                device_id="pi-02", seq=i, window_start_ms=start + i * 5000, window_end_ms=start + (i + 1) * 5000,
+                model_id="tags", model_version="1", inference_count=200,
+                prediction_counts={"labels": [], "bin_edges": [], "counts": [], "label_counts": [200, 101, 200]},
+            ))  # fmt: skip
+        session.commit()
+    client = signed_in(app, token_for("viewer"))
+    device = client.get("/console/devices/pi-02")
+    assert device.status_code == 200 and "<strong>Drift alert</strong> on label(s) b, in 3 window(s)" in device.text
+    assert "Labels on (observed against reference): a 50.50% / 50.00%, b 100.00% / 40.00% · drifted." in device.text
+    drift = client.get("/console/models/tags/versions/latest/drift?hours=2")
+    assert drift.status_code == 200 and "labels b shifted fleet-wide" in drift.text
+    assert 'Driven by: <a href="/console/devices/pi-02">pi-02</a> (label b;' in drift.text
+    rows = re.findall(r"<tr class=\"(\w*)\"><td>(\w)</td>", drift.text.split('id="drift-labels"')[1])
+    assert rows == [("", "a"), ("drifted", "b")]
+
+
 def test_the_alert_list_shows_drift_and_accuracy_alerts(app: FastAPI, token_for, engine: Engine) -> None:
     from cloud.monitoring import alerts
 

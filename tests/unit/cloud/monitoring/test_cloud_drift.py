@@ -150,3 +150,46 @@ def test_confidence_drift_is_tested_like_a_feature_and_named_per_device() -> Non
     # no confidence reference (a regressor, an older compiler): nothing about confidence at all
     profile.ClearField("confidence")
     assert summaries.drift_report(profile, rows, "m", "1", None).confidence is None  # type: ignore[arg-type]
+
+
+def test_each_label_of_a_multilabel_model_is_tested_on_its_own() -> None:
+    """A fleet where one device turns label "b" on 2.5 times as often: "b" is flagged (fleet-wide and on that
+    device), "a" and "c" are not; label counts over other labels are ignored; no label rates: no lines."""
+    from types import SimpleNamespace
+
+    from cloud.monitoring import alerts, summaries
+    from protocols.v1 import messages_pb2 as pb
+
+    rng = np.random.default_rng(3)
+    rates = [0.3, 0.2, 0.6]
+    profile = pb.ReferenceProfile(n_rows=2000)
+    profile.features.add(index=0, name="f0", bin_edges=[0, 1, 2, 3, 4], counts=[500] * 4)
+    profile.label_rates.CopyFrom(pb.LabelRates(labels=["a", "b", "c"], positives=[600, 400, 1200], rows=2000))
+
+    def row(device: str, end: int, on: list[float]) -> SimpleNamespace:
+        counts = {"label_counts": [300, *(int(rng.binomial(300, p)) for p in on)]}
+        features = {"0": rng.multinomial(300, [0.25] * 4).tolist()}
+        return SimpleNamespace(device_id=device, window_end_ms=end, feature_counts=features, prediction_counts=counts)
+
+    rows = [row(f"d{d}", w, rates) for d in range(3) for w in range(4)] + [
+        row("odd", w, [0.3, 0.5, 0.6]) for w in range(4)
+    ]
+    rows.append(
+        SimpleNamespace(device_id="bad", window_end_ms=1, feature_counts={}, prediction_counts={"label_counts": [9, 1]})
+    )
+    report = summaries.drift_report(profile, rows, "m", "1", None)  # type: ignore[arg-type]
+    assert [(line.name, line.drifted) for line in report.labels] == [("a", False), ("b", True), ("c", False)]
+    assert report.labels[1].reference_rate == pytest.approx(0.2) and report.labels[1].n_observed == 16 * 300
+    assert report.ignored_sketches == 1  # counts over two labels cannot be read onto three
+    lines = {line.device_id: line for line in report.devices}
+    assert lines["odd"].drifted_labels == [1] and not lines["odd"].drifted_features
+    assert not any(lines[f"d{d}"].drifted_labels for d in range(3))
+    assert report.attribution is not None and report.attribution.fleet_labels == [1]
+    assert report.attribution.devices[0].device_id == "odd" and report.attribution.devices[0].labels == [1]
+    assert report.predictions.level == "no_data"
+    alert = alerts.drift_alert(report, alerts.DEFAULT_POLICY)
+    assert alert is not None and "fleet-wide on labels b" in alert.summary and alert.detail["fleet_labels"] == ["b"]
+    assert alert.detail["drivers"][0]["labels"] == ["b"]
+    # a manifest without label rates (older compilers, other tasks): no label lines, counts ignored unread
+    profile.ClearField("label_rates")
+    assert summaries.drift_report(profile, rows, "m", "1", None).labels == []  # type: ignore[arg-type]

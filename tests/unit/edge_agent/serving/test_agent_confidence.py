@@ -70,3 +70,43 @@ def test_the_compiler_writes_a_confidence_reference_only_for_probabilities() -> 
     top = top_class(np.array([[0.1, 0.9], [0.6, 0.4]]))
     assert top is not None and top.tolist() == [0.9, 0.6]
     assert isinstance(pb.ReferenceProfile().confidence, pb.PredictionProfile)
+
+
+def _multilabel_serving(keys: Keys, labels: list[str] | None) -> ServingModel:
+    """Three labels; a row's per-label probabilities are its inputs (the runtime's multilabel Prediction)."""
+    release = make_release(keys.signer, "v1", 1)
+    release.manifest.io.task = pb.TASK_MULTILABEL
+    if labels is not None:
+        release.manifest.reference.label_rates.CopyFrom(
+            pb.LabelRates(labels=labels, positives=[1] * len(labels), rows=2)
+        )
+        release.signed = keys.signer.sign(release.manifest)
+    installed = InstalledModel(release.signed.SerializeToString(), release.sha256)
+
+    def predict(x: np.ndarray) -> Prediction:
+        p = x.astype(np.float32)
+        return Prediction([",".join(str(j) for j in np.flatnonzero(r > 0.5)) for r in p], p, p)
+
+    return ServingModel.of(FunctionModel(3, predict), installed)
+
+
+def test_a_multilabel_window_counts_each_labels_rows_on(keys: Keys) -> None:
+    serving = _multilabel_serving(keys, ["a", "b", "c"])
+    telemetry = Telemetry("dev-1", 0, serving)
+    x = np.array([[0.9, 0.6, 0.1], [0.2, 0.7, 0.0], [0.5, 0.1, 0.2], [0.8, 0.9, 0.99]], np.float32)
+    telemetry.record(serving, x[:1], serving.model.predict(x[:1]), latency_us=10.0)
+    telemetry.record(serving, x[1:], serving.model.predict(x[1:]), latency_us=10.0)
+    window = telemetry.close_window(1, 1, serving)
+    assert window is not None
+    assert list(window.label_counts) == [4, 2, 3, 1]  # rows counted, then a, b, c on (0.5 is not above one half)
+    assert not window.confidence_counts  # a multilabel model has no confidence reference
+
+
+def test_no_label_counts_without_label_rates_or_with_other_labels(keys: Keys) -> None:
+    x = np.array([[0.9, 0.6, 0.1]], np.float32)
+    for labels in (None, ["a", "b"]):  # a manifest before label rates; rates over other labels than the model's
+        serving = _multilabel_serving(keys, labels)
+        telemetry = Telemetry("dev-1", 0, serving)
+        telemetry.record(serving, x, serving.model.predict(x), latency_us=10.0)
+        window = telemetry.close_window(1, 1, serving)
+        assert window is not None and not window.label_counts
