@@ -12,7 +12,7 @@ evidence is already overwhelming, so a plainly bad model is stopped on its first
 of after min_devices x min_inferences. The two rules are time-uniform: their likelihood ratio is a
 (super)martingale under "the model is fine", so by Ville's inequality the chance that it EVER reaches
 1/early_breach_alpha, however often the controller looks while the wave gathers evidence, is at most
-early_breach_alpha per gate and wave (a false rollback probability of 2 x 1e-3 by default), assuming
+early_breach_alpha per gate and wave (a false rollback probability of 4 x 1e-3 by default), assuming
 independent inferences. Devices are not independent (one device's odd inputs), hence a floor: at least
 EARLY_MIN_DEVICES devices and EARLY_MIN_ATTEMPTS inferences (capped by the policy's own minimums).
   error_rate         H0: rate <= the gate's limit. Mixture SPRT over alternatives 2x, 4x, ... the limit (to
@@ -21,6 +21,12 @@ EARLY_MIN_DEVICES devices and EARLY_MIN_ATTEMPTS inferences (capped by the polic
                      previous model's larger sample). Bayes factor of a uniform-Dirichlet multinomial against
                      them, and the PSI also over its threshold (a shift that matters, not only a real one):
                      30 predictions in 2 of 10 equally likely labels breach; 30 spread like the baseline wait
+  p95_latency        H0: the new p95 at most the allowed one (max_p95_ratio x the baseline's, and at least
+                     min_p95_increase_us more), so at most 5 % of inferences take longer: the error SPRT on
+                     inferences in histogram buckets wholly above it, from the devices' own histograms
+  shadow_agreement   H0: agreement >= min_shadow_agreement: the error SPRT on disagreements
+These two must also hold on the counts without any one device (see robust_log_ratio): one device's load or
+odd inputs cannot breach alone; asking for more than the time-uniform test keeps its false-alarm bound.
 early_breach_alpha = 0 turns this off (the fixed-sample rule alone, as before).
 
 Gates:
