@@ -142,12 +142,18 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
     steps_ms: list[float] = []
     step = cloud.rollouts.step
 
+    acted_ms: dict[str, float] = {}  # the step that opened the wave, the one that rolled back: ms each took
+
     def timed_step(deployment_id: str) -> Any:  # how long the controller's steps take, while this trial runs
         begun = time.perf_counter()
+        action = None
         try:
-            return step(deployment_id)
+            action = step(deployment_id)
+            return action
         finally:
             steps_ms.append((time.perf_counter() - begun) * 1000)
+            if action is not None and action.value in ("open_wave", "rollback"):
+                acted_ms[action.value] = steps_ms[-1]
 
     cloud.rollouts.step = timed_step  # type: ignore[method-assign]
     started = api.post("/api/v1/rollouts", json={
@@ -196,6 +202,8 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
                 activated_ms / 1000 + min(back_at.values()) - activated - decided / 1000, 2),
             "last_back_s": None if decided is None or not back_at else round(
                 activated_ms / 1000 + max(back_at.values()) - activated - decided / 1000, 2),
+            "open_step_ms": round(acted_ms.get("open_wave", 0), 1),
+            "rollback_step_ms": round(acted_ms.get("rollback", 0), 1),
             "steps": len(steps_ms), "step_median_ms": round(statistics.median(steps_ms), 1) if steps_ms else None,
             "step_max_ms": round(max(steps_ms), 1) if steps_ms else None,
             "recovered_s": None if recovered_s is None else round(recovered_s, 2),
