@@ -9,7 +9,9 @@
                      is stored (as `edgefleet up` runs it), its gates with the early sequential breach
                      (recovered_in_gate_periods) and without it, waiting for min devices x min inferences
                      (recovered_in_gate_periods_fixed_evidence); --tick-only adds the controller judging on
-                     its tick only (_tick_only); medians, each trial listed. A gate period is the
+                     its tick only (_tick_only); with --traffic both (the default) also with every device's
+                     requests and window in one burst each period (_synchronised; the others run each device
+                     on its own phase of the period); medians and ranges, each trial listed. A gate period is the
                      controller's tick (--tick); woken by telemetry it also steps in between (<= 5/s)
   api_p50/p99_ms     GET /api/v1/devices at 100 concurrent kept-alive clients while the fleet reports;
                      api_new_conn_p50/p99_ms the same with a new connection per request;
@@ -18,7 +20,7 @@
                      kept-alive only (`api_generator` says which)
 
     .venv/bin/python benchmarks/rollout.py [--devices 200] [--tick 1.0] [--telemetry-period 1.0] [--bad-trials 2]
-        [--bad-only] [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
+        [--traffic phased|synchronised|both] [--bad-only] [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
 
 The broker defaults to a Mosquitto of its own (a production part; the binary must be installed). The
 devices are real agents on one `simulator.host.AgentHost` (one asyncio loop, one MQTT connection each, models
