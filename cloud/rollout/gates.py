@@ -9,7 +9,7 @@ install needs no statistics. The verdict is BREACH if any gate breached, else WA
 
 Early breach (sequential tests): below the minimum evidence a gate may still BREACH, never PASS, when the
 evidence is already overwhelming, so a plainly bad model is stopped on its first telemetry windows instead
-of after min_devices x min_inferences. The two rules are time-uniform: their likelihood ratio is a
+of after min_devices x min_inferences. The four rules are time-uniform: their likelihood ratio is a
 (super)martingale under "the model is fine", so by Ville's inequality the chance that it EVER reaches
 1/early_breach_alpha, however often the controller looks while the wave gathers evidence, is at most
 early_breach_alpha per gate and wave (a false rollback probability of 4 x 1e-3 by default), assuming
@@ -26,7 +26,8 @@ EARLY_MIN_DEVICES devices and EARLY_MIN_ATTEMPTS inferences (capped by the polic
                      inferences in histogram buckets wholly above it, from the devices' own histograms
   shadow_agreement   H0: agreement >= min_shadow_agreement: the error SPRT on disagreements
 These two must also hold on the counts without any one device (see robust_log_ratio): one device's load or
-odd inputs cannot breach alone; asking for more than the time-uniform test keeps its false-alarm bound.
+odd inputs cannot breach alone; asking for more than the time-uniform test keeps its false-alarm bound. (A
+stall of a host that runs many simulated devices slows them all at once: not independent, not protected.)
 early_breach_alpha = 0 turns this off (the fixed-sample rule alone, as before).
 
 Gates:
@@ -53,6 +54,7 @@ from cloud.monitoring import stats
 # an early breach needs at least this much evidence (or the policy's minimums, if smaller)
 EARLY_MIN_DEVICES = 2
 EARLY_MIN_ATTEMPTS = 20
+P95_TAIL = 0.05  # the share of inferences slower than a p95
 
 
 class Decision(StrEnum):
@@ -281,12 +283,12 @@ def _early_latency(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | N
         return None
     slow = slow_counts(new.latency_bounds, counts, allowed)
     fast = counts.sum(axis=1) - slow
-    if not _early_breach(policy, list(slow), list(fast), 0.05):
+    if not _early_breach(policy, list(slow), list(fast), P95_TAIL):
         return None
     ratio = (new.p95_latency_us or allowed) / baseline.p95_latency_us
     return GateResult("p95_latency", Decision.BREACH, ratio, policy.max_p95_ratio,
                       f"{slow.sum():.0f} of {counts.sum():.0f} inference(s) over {allowed:.0f} µs (p95 "
-                      f"{baseline.p95_latency_us:.0f} µs before; 5 % may be): early, the sequential test on "
+                      f"{baseline.p95_latency_us:.0f} µs before; {P95_TAIL:.0%} may be): early, the sequential test on "
                       f"{len(counts)} device(s) and without any one (false alarm <= {policy.early_breach_alpha:g})")
 
 
