@@ -9,7 +9,9 @@
                      is stored (as `edgefleet up` runs it), its gates with the early sequential breach
                      (recovered_in_gate_periods) and without it, waiting for min devices x min inferences
                      (recovered_in_gate_periods_fixed_evidence); --tick-only adds the controller judging on
-                     its tick only (_tick_only); medians, each trial listed. A gate period is the
+                     its tick only (_tick_only); with --traffic both (the default) also with every device's
+                     requests and window in one burst each period (_synchronised; the others run each device
+                     on its own phase of the period); medians and ranges, each trial listed. A gate period is the
                      controller's tick (--tick); woken by telemetry it also steps in between (<= 5/s)
   api_p50/p99_ms     GET /api/v1/devices at 100 concurrent kept-alive clients while the fleet reports;
                      api_new_conn_p50/p99_ms the same with a new connection per request;
@@ -18,7 +20,7 @@
                      kept-alive only (`api_generator` says which)
 
     .venv/bin/python benchmarks/rollout.py [--devices 200] [--tick 1.0] [--telemetry-period 1.0] [--bad-trials 2]
-        [--bad-only] [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
+        [--traffic phased|synchronised|both] [--bad-only] [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
 
 The broker defaults to a Mosquitto of its own (a production part; the binary must be installed). The
 devices are real agents on one `simulator.host.AgentHost` (one asyncio loop, one MQTT connection each, models
@@ -70,10 +72,13 @@ from simulator.host import AgentHost, DeviceSpec  # noqa: E402
 MODEL_ID = "digits-classifier"
 
 
-def running(fleet: DeviceGroup, version: str) -> set[str]:
-    return {d for d, dev in fleet.devices.items()
-            if dev.agent.status().update_state == pb.UPDATE_STATE_ACTIVE
-            and dev.agent.status().active_model.version == version}  # fmt: skip
+def running(fleet: DeviceGroup, version: str, among: list[str] | None = None) -> set[str]:
+    found = set()
+    for d in fleet.devices if among is None else among:
+        status = fleet.devices[d].agent.status()
+        if status.update_state == pb.UPDATE_STATE_ACTIVE and status.active_model.version == version:
+            found.add(d)
+    return found
 
 
 def wait_for(predicate: Any, timeout_s: float, poll_s: float = 0.1) -> float | None:
@@ -139,20 +144,38 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
     steps_ms: list[float] = []
     step = cloud.rollouts.step
 
+    acted_ms: dict[str, float] = {}  # the step that opened the wave, the one that rolled back: ms each took
+
     def timed_step(deployment_id: str) -> Any:  # how long the controller's steps take, while this trial runs
         begun = time.perf_counter()
+        action = None
         try:
-            return step(deployment_id)
+            action = step(deployment_id)
+            return action
         finally:
             steps_ms.append((time.perf_counter() - begun) * 1000)
+            if action is not None and action.value in ("open_wave", "rollback"):
+                acted_ms[action.value] = steps_ms[-1]
 
     cloud.rollouts.step = timed_step  # type: ignore[method-assign]
     started = api.post("/api/v1/rollouts", json={
         "deployment": {"model_id": MODEL_ID, "version": bad, "device_ids": ids}, "rollout": policy}).json()  # fmt: skip
-    first_wave = wait_for(lambda: len(running(fleet, bad)) > 0, args.timeout, poll_s=0.02)
+    with Session(cloud.engine) as session:
+        opened = session.get(Rollout, started["deployment_id"])
+        assert opened is not None
+        canaries = list(opened.waves[0])  # only they can change: polling 200 agents' status took the GIL from them
+    first_wave = wait_for(lambda: len(running(fleet, bad, canaries)) > 0, args.timeout, poll_s=0.02)
     activated, activated_ms = time.monotonic(), time.time() * 1000
-    back = wait_for(lambda: not running(fleet, bad) and len(running(fleet, good)) == len(ids), args.timeout,
-                    poll_s=0.02)  # fmt: skip
+    back_at: dict[str, float] = {}  # canary -> when it was first seen on `good` again after running `bad`
+
+    def recovered() -> bool:
+        now, on_bad, on_good = time.monotonic(), running(fleet, bad, canaries), running(fleet, good, canaries)
+        back_at.update({d: now for d in on_good if d not in back_at and d in seen_bad})
+        seen_bad.update(on_bad)
+        return not on_bad and len(on_good) == len(canaries)
+
+    seen_bad: set[str] = set()
+    back = wait_for(recovered, args.timeout, poll_s=0.02)
     recovered_s = None if back is None else time.monotonic() - activated
     cloud.rollouts.step = step  # type: ignore[method-assign]
     with Session(cloud.engine) as session:
@@ -176,6 +199,13 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
             "controller_lag_s": None if None in (decided, judgeable) else round((decided - judgeable) / 1000, 2),
             "rollback_s": None if None in (decided, recovered_s) else round(activated_ms / 1000 + (recovered_s or 0)
                                                                               - decided / 1000, 2),
+            # from the decision: the first and the last canary seen back (the rollback's spread over devices)
+            "first_back_s": None if decided is None or not back_at else round(
+                activated_ms / 1000 + min(back_at.values()) - activated - decided / 1000, 2),
+            "last_back_s": None if decided is None or not back_at else round(
+                activated_ms / 1000 + max(back_at.values()) - activated - decided / 1000, 2),
+            "open_step_ms": round(acted_ms.get("open_wave", 0), 1),
+            "rollback_step_ms": round(acted_ms.get("rollback", 0), 1),
             "steps": len(steps_ms), "step_median_ms": round(statistics.median(steps_ms), 1) if steps_ms else None,
             "step_max_ms": round(max(steps_ms), 1) if steps_ms else None,
             "recovered_s": None if recovered_s is None else round(recovered_s, 2),
@@ -249,11 +279,14 @@ def main() -> int:
     parser.add_argument("--bad-trials", type=int, default=2, help="bad-model canaries per candidate")
     parser.add_argument("--tick-only", action="store_true",
                         help="also the bad-model trials with the controller judging on its tick only")
+    parser.add_argument("--traffic", choices=("phased", "synchronised", "both"), default="both",
+                        help="devices' windows each on its own phase of the period, all at once, or both (the "
+                             "bad-model trials side by side; the rest runs phased)")
     parser.add_argument("--bad-only", action="store_true",
                         help="only the bad-model trials (on v1): no all-at-once, staged or API figures")
     args = parser.parse_args()
     result: dict[str, Any] = {"devices": args.devices, "gate_period_s": args.tick, "broker": args.broker,
-                              "telemetry_period_s": args.telemetry_period}
+                              "telemetry_period_s": args.telemetry_period, "traffic": args.traffic}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         broker_url = stack.enter_context(Mosquitto(Path(tmp))).url if args.broker == "mosquitto" else None
         settings = CloudSettings(data_dir=Path(tmp) / "cloud", api_port=0, mqtt_port=0, rollout_tick_s=args.tick,
@@ -278,9 +311,11 @@ def main() -> int:
                               mqtt_protocol="5" if args.broker == "mosquitto" else "3.1.1")  # fmt: skip
             with fleet:
                 # every device answers 10 rows and sends a window each telemetry period
-                traffic = Traffic(fleet, v1.split.X_test, rounds=10**9, period_s=args.telemetry_period,
-                                  rows_per_round=10)
-                traffic.start()
+                def driver(phased: bool) -> Traffic:
+                    return Traffic(fleet, v1.split.X_test, rounds=10**9, period_s=args.telemetry_period,
+                                   rows_per_round=10, phased=phased).start()
+
+                traffic = driver(args.traffic != "synchronised")
                 try:
                     cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=v1.version, device_ids=ids))
                     assert wait_for(lambda: len(running(fleet, v1.version)) == len(ids), args.timeout) is not None
@@ -314,26 +349,44 @@ def main() -> int:
                     # side by side, alternating: the gates with the early sequential breach, without it (the
                     # fixed minimum evidence), and optionally the controller judging on its tick only (the
                     # ingestor does not wake it) rather than as soon as telemetry is stored (as the service does)
-                    candidates = [("", True, None), ("_fixed_evidence", True, 0.0)]
+                    # the traffic driver: each device on its own phase (as a fleet is), or all in one burst
+                    phased = args.traffic != "synchronised"
+                    candidates = [("", True, None, phased), ("_fixed_evidence", True, 0.0, phased)]
+                    if args.traffic == "both":
+                        candidates.append(("_synchronised", True, None, False))
                     if args.tick_only:
-                        candidates.append(("_tick_only", False, None))
-                    for suffix, woken, alpha in candidates * args.bad_trials:
+                        candidates.append(("_tick_only", False, None, phased))
+                    for suffix, woken, alpha, in_phase in candidates * args.bad_trials:
+                        if traffic.phased != in_phase:
+                            traffic.stop()
+                            traffic = driver(in_phase)
+                            time.sleep(2 * max(1.0, args.tick))
                         cloud.ingestor.on_stored = cloud.rollouts.wake if woken else None
                         gates = {**policy["gates"], **({} if alpha is None else {"early_breach_alpha": alpha})}
                         trial = bad_model_trial(cloud, fleet, api, ids, bad.version, good, {**canary, "gates": gates},
                                                 args)  # fmt: skip
-                        trials.append({"candidate": suffix.lstrip("_") or "sequential", "woken": woken, **trial})
+                        trials.append({"candidate": suffix.lstrip("_") or "sequential", "woken": woken,
+                                       "traffic": "phased" if in_phase else "synchronised", **trial})
                         print(trials[-1], file=sys.stderr)
                         time.sleep(3 * max(1.0, args.tick))
                     cloud.ingestor.on_stored = cloud.rollouts.wake
                     result["bad_model_trials"] = trials
-                    for suffix, _woken, _alpha in candidates:
+                    if traffic.phased != (args.traffic != "synchronised"):
+                        traffic.stop()
+                        traffic = driver(args.traffic != "synchronised")
+                    for suffix, *_ in candidates:
                         mine = [t for t in trials if t["candidate"] == (suffix.lstrip("_") or "sequential")]
                         periods = [t["recovered_in_gate_periods"] for t in mine]
                         median = None if None in periods else statistics.median(periods)
                         result[f"recovered_in_gate_periods{suffix}"] = None if median is None else round(median, 2)
                         decided = statistics.median(t["decided_s"] or 0 for t in mine)
                         result[f"bad_model_decided_s{suffix}"] = round(decided, 2)
+                        result[f"recovered_in_gate_periods{suffix}_range"] = (
+                            None if None in periods else [min(periods), max(periods)])
+                        for part in ("rollback_s", "last_back_s"):
+                            values = [t[part] for t in mine if t[part] is not None]
+                            median_s = round(statistics.median(values), 2) if values else None
+                            result[f"bad_model_{part}{suffix}"] = median_s
                         result[f"bad_model_trials_within_2_gate_periods{suffix}"] = sum(
                             p is not None and p <= 2 for p in periods)  # fmt: skip
                     result["bad_model_stopped_in_first_wave"] = all(t["stopped_in_first_wave"] for t in trials)

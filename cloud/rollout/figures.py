@@ -9,7 +9,8 @@ above that are scaled down, its rates and distribution kept. The figures come fr
 so without the cap one compromised device could claim a million clean inferences and dilute every other
 device's errors or prediction shift (a bad model passing), or claim errors enough to roll a good one back.
 Honest fleets with even traffic are not touched; a wave of one device has nobody to be compared with.
-(Latency quantiles come from the merged histograms, uncapped.)
+(Latency quantiles come from the merged histograms, uncapped; the per-device histograms and shadow counts kept
+for the gates' early tests are capped.)
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def arm_figures(rows: Sequence[TelemetryRecord]) -> ArmFigures:
         return round(sum(getattr(r, field) * weight[r.device_id] for r in rows))
 
     _, p95 = latency_quantiles(rows) if rows else (None, None)
+    bounds, device_latency = _device_latency(rows, weight)
+    shadow: defaultdict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for row in rows:
+        if row.shadow_compared:
+            shadow[row.device_id][0] += row.shadow_compared * weight[row.device_id]
+            shadow[row.device_id][1] += row.shadow_agreed * weight[row.device_id]
     return ArmFigures(
         devices=len(weight),
         inferences=total("inference_count"),
@@ -61,7 +68,28 @@ def arm_figures(rows: Sequence[TelemetryRecord]) -> ArmFigures:
         predictions={key: round(count) for key, count in predictions.items()},
         shadow_compared=total("shadow_compared"),
         shadow_agreed=total("shadow_agreed"),
+        latency_bounds=bounds,
+        device_latency=device_latency,
+        device_shadow={device: (c, a) for device, (c, a) in shadow.items()},
     )
+
+
+def _device_latency(rows: Sequence[TelemetryRecord], weight: dict[str, float],
+                    ) -> tuple[tuple[float, ...], dict[str, list[float]]]:  # fmt: skip
+    """Each device's latency histogram (its windows' counts added, times its weight), when every window has
+    one over the same bounds (else nothing: no per-device latency evidence)."""
+    hists = [(r.device_id, r.latency_histogram) for r in rows]
+    bounds = {tuple(h.get("bounds", [])) for _, h in hists}
+    if not hists or len(bounds) != 1:
+        return (), {}
+    common = next(iter(bounds))
+    if not all(len(h.get("counts") or ()) == len(common) + 1 for _, h in hists):  # a window's own, malformed
+        return (), {}
+    found: dict[str, list[float]] = {}
+    for device, h in hists:
+        counts = [c * weight[device] for c in h["counts"]]
+        found[device] = [a + b for a, b in zip(found[device], counts, strict=True)] if device in found else counts
+    return common, found
 
 
 def figures_for(

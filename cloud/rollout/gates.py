@@ -9,10 +9,10 @@ install needs no statistics. The verdict is BREACH if any gate breached, else WA
 
 Early breach (sequential tests): below the minimum evidence a gate may still BREACH, never PASS, when the
 evidence is already overwhelming, so a plainly bad model is stopped on its first telemetry windows instead
-of after min_devices x min_inferences. The two rules are time-uniform: their likelihood ratio is a
+of after min_devices x min_inferences. The four rules are time-uniform: their likelihood ratio is a
 (super)martingale under "the model is fine", so by Ville's inequality the chance that it EVER reaches
 1/early_breach_alpha, however often the controller looks while the wave gathers evidence, is at most
-early_breach_alpha per gate and wave (a false rollback probability of 2 x 1e-3 by default), assuming
+early_breach_alpha per gate and wave (a false rollback probability of 4 x 1e-3 by default), assuming
 independent inferences. Devices are not independent (one device's odd inputs), hence a floor: at least
 EARLY_MIN_DEVICES devices and EARLY_MIN_ATTEMPTS inferences (capped by the policy's own minimums).
   error_rate         H0: rate <= the gate's limit. Mixture SPRT over alternatives 2x, 4x, ... the limit (to
@@ -21,6 +21,13 @@ EARLY_MIN_DEVICES devices and EARLY_MIN_ATTEMPTS inferences (capped by the polic
                      previous model's larger sample). Bayes factor of a uniform-Dirichlet multinomial against
                      them, and the PSI also over its threshold (a shift that matters, not only a real one):
                      30 predictions in 2 of 10 equally likely labels breach; 30 spread like the baseline wait
+  p95_latency        H0: the new p95 at most the allowed one (max_p95_ratio x the baseline's, and at least
+                     min_p95_increase_us more), so at most 5 % of inferences take longer: the error SPRT on
+                     inferences in histogram buckets wholly above it, from the devices' own histograms
+  shadow_agreement   H0: agreement >= min_shadow_agreement: the error SPRT on disagreements
+These two must also hold on the counts without any one device (see robust_log_ratio): one device's load or
+odd inputs cannot breach alone; asking for more than the time-uniform test keeps its false-alarm bound. (A
+stall of a host that runs many simulated devices slows them all at once: not independent, not protected.)
 early_breach_alpha = 0 turns this off (the fixed-sample rule alone, as before).
 
 Gates:
@@ -34,7 +41,7 @@ Gates:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -47,6 +54,7 @@ from cloud.monitoring import stats
 # an early breach needs at least this much evidence (or the policy's minimums, if smaller)
 EARLY_MIN_DEVICES = 2
 EARLY_MIN_ATTEMPTS = 20
+P95_TAIL = 0.05  # the share of inferences slower than a p95
 
 
 class Decision(StrEnum):
@@ -86,6 +94,11 @@ class ArmFigures:
     predictions: Mapping[str, int] = field(default_factory=dict)  # label (or bin) -> count
     shadow_compared: int = 0
     shadow_agreed: int = 0
+    # per device, capped as the sums are, for the early tests' "without any one device": its latency
+    # histogram counts over `latency_bounds` (empty when the windows' bounds differ) and (compared, agreed)
+    latency_bounds: tuple[float, ...] = ()
+    device_latency: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    device_shadow: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def error_rate(self) -> float | None:
@@ -124,8 +137,9 @@ def judge(policy: GatePolicy, install: InstallTally, new: ArmFigures, baseline: 
     if new.devices < policy.min_devices or new.inferences + new.errors < policy.min_inferences:
         detail = (f"{new.devices} device(s), {new.inferences + new.errors} inference(s) so far; judging needs "
                   f"{policy.min_devices} and {policy.min_inferences}")
-        early = {g.gate: g for g in (_early_errors(policy, new, baseline), _early_shift(policy, new, baseline))
-                 if g is not None}  # fmt: skip
+        candidates = (_early_errors(policy, new, baseline), _early_latency(policy, new, baseline),
+                      _early_shift(policy, new, baseline), _early_agreement(policy, new))  # fmt: skip
+        early = {g.gate: g for g in candidates if g is not None}
         gates += [early.get(name) or GateResult(name, Decision.WAIT, None, threshold, detail)
                   for name, threshold in (
             ("error_rate", policy.max_error_rate), ("p95_latency", policy.max_p95_ratio),
@@ -221,6 +235,75 @@ def _early_shift(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | Non
     return GateResult("prediction_shift", Decision.BREACH, value, policy.max_prediction_psi,
                       f"PSI over {len(labels)} prediction label(s) of {sum(after)} prediction(s): early, the "
                       f"sequential test (false alarm <= {policy.early_breach_alpha:g})")  # fmt: skip
+
+
+def robust_log_ratio(bad: Any, good: Any, limit: float) -> Any:
+    """`error_log_likelihood_ratio` of per-device (bad, good) counts (devices on the last axis): on all
+    devices' sums, and on the sums without each device in turn; the smallest. Only the former is the
+    time-uniform test, so asking for both keeps its false-alarm bound, and no one device (its load, its odd
+    inputs) can breach by itself. A single device has nobody to be left out for (a policy of min_devices 1
+    judges on one device)."""
+    b, g = np.asarray(bad, dtype=float), np.asarray(good, dtype=float)
+    total = error_log_likelihood_ratio(b.sum(axis=-1), g.sum(axis=-1), limit)
+    if b.shape[-1] < 2:
+        return total
+    without = error_log_likelihood_ratio(b.sum(axis=-1, keepdims=True) - b, g.sum(axis=-1, keepdims=True) - g, limit)
+    return np.minimum(total, np.min(without, axis=-1))[()]
+
+
+def slow_counts(bounds: Sequence[float], counts: Any, allowed_us: float) -> Any:
+    """Inferences surely slower than `allowed_us` in latency histograms (buckets on the last axis, over
+    `bounds` + an open-ended one): those in buckets wholly above it (a straddling bucket counts as fast)."""
+    lower_edges = np.array([0.0, *bounds])
+    return np.asarray(counts, dtype=float)[..., lower_edges >= allowed_us].sum(axis=-1)
+
+
+def _early_breach(policy: GatePolicy, bad: Sequence[float], good: Sequence[float], limit: float) -> bool:
+    enough = (len(bad) >= min(EARLY_MIN_DEVICES, policy.min_devices)
+              and sum(bad) + sum(good) >= min(EARLY_MIN_ATTEMPTS, policy.min_inferences))  # fmt: skip
+    return enough and float(robust_log_ratio(bad, good, limit)) >= math.log(1 / policy.early_breach_alpha)
+
+
+def latency_threshold_us(policy: GatePolicy, baseline_p95_us: float) -> float:
+    """The p95 the new model may have: the limit's ratio and, below the noise floor, the floor (both must
+    be exceeded to breach, as in the fixed-sample rule)."""
+    return max(baseline_p95_us * policy.max_p95_ratio, baseline_p95_us + policy.min_p95_increase_us)
+
+
+def _early_latency(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -> GateResult | None:
+    """H0: the new p95 is at most the allowed one, so at most 5 % of inferences take longer: the error test
+    on "took longer" per inference. Counted from buckets wholly above the allowed p95 (a latency there
+    surely took longer; a bucket straddling it counts as fast), per device, leaving out any one device."""
+    if (not _early_evidence(policy, new) or baseline is None or not baseline.p95_latency_us
+            or not new.latency_bounds or not new.device_latency):  # fmt: skip
+        return None
+    allowed = latency_threshold_us(policy, baseline.p95_latency_us)
+    counts = np.array([list(c) for c in new.device_latency.values()], dtype=float)
+    if counts.shape[1] != len(new.latency_bounds) + 1:
+        return None
+    slow = slow_counts(new.latency_bounds, counts, allowed)
+    fast = counts.sum(axis=1) - slow
+    if not _early_breach(policy, list(slow), list(fast), P95_TAIL):
+        return None
+    ratio = (new.p95_latency_us or allowed) / baseline.p95_latency_us
+    return GateResult("p95_latency", Decision.BREACH, ratio, policy.max_p95_ratio,
+                      f"{slow.sum():.0f} of {counts.sum():.0f} inference(s) over {allowed:.0f} µs (p95 "
+                      f"{baseline.p95_latency_us:.0f} µs before; {P95_TAIL:.0%} may be): early, the sequential test on "
+                      f"{len(counts)} device(s) and without any one (false alarm <= {policy.early_breach_alpha:g})")
+
+
+def _early_agreement(policy: GatePolicy, new: ArmFigures) -> GateResult | None:
+    """H0: agreement at least min_shadow_agreement: the error test on disagreements, leaving out any one device."""
+    if not _early_evidence(policy, new) or not new.device_shadow:
+        return None
+    compared, agreed = (np.array(c, dtype=float) for c in zip(*new.device_shadow.values(), strict=True))
+    if not _early_breach(policy, list(compared - agreed), list(agreed), 1 - policy.min_shadow_agreement):
+        return None
+    return GateResult("shadow_agreement", Decision.BREACH, agreed.sum() / compared.sum(),
+                      policy.min_shadow_agreement,
+                      f"{agreed.sum():.0f} of {compared.sum():.0f} shadowed inputs agreed: early, the sequential "
+                      f"test on {len(compared)} device(s) and without any one "
+                      f"(false alarm <= {policy.early_breach_alpha:g})")  # fmt: skip
 
 
 def _latency(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -> GateResult:

@@ -4,6 +4,7 @@ simulated devices answering requests and sending telemetry windows in the backgr
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,12 +35,13 @@ class Traffic:
     (0.3 s), until stopped (at most `rounds` times): stationary traffic, so only a model change can move the
     prediction distribution. Any `DeviceGroup` (a `SimulatedFleet` or an `AgentHost`): it uses only their
     `devices` and `flush_telemetry()`, and an agent's predict() may be called from any thread. A context
-    manager, or start() and stop()."""
+    manager, or start() and stop(). `phased`: each device on its own phase of the period (device i of n at
+    i/n of it), as real devices are, instead of every device's requests and window in one burst."""
 
     def __init__(self, fleet: DeviceGroup, rows: np.ndarray, *, rounds: int = 2000, period_s: float = 0.3,
-                 rows_per_round: int = 20) -> None:  # fmt: skip
+                 rows_per_round: int = 20, phased: bool = False) -> None:  # fmt: skip
         self.fleet, self.rows, self.rounds = fleet, rows[:rows_per_round].astype(np.float32), rounds
-        self.period_s = period_s
+        self.period_s, self.phased = period_s, phased
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -58,6 +60,8 @@ class Traffic:
         self.stop()
 
     def _run(self) -> None:
+        if self.phased:
+            return self._run_phased()
         for _ in range(self.rounds):  # bounded: ~10 minutes at most by default
             if self._stop.wait(self.period_s):
                 return
@@ -67,3 +71,17 @@ class Traffic:
                 except NoModelError:  # not installed yet: a real client would retry too
                     continue
             self.fleet.flush_telemetry()
+
+    def _run_phased(self) -> None:
+        devices = list(self.fleet.devices.values())
+        start = time.monotonic()
+        for r in range(self.rounds):
+            for i, device in enumerate(devices):
+                due = start + (r + 1 + i / len(devices)) * self.period_s
+                if self._stop.wait(max(0.0, due - time.monotonic())):
+                    return
+                try:
+                    device.agent.predict(self.rows)
+                except NoModelError:
+                    continue
+                device.agent.flush_telemetry()

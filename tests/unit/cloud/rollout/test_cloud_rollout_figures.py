@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import time
 
 from sqlalchemy import Engine
@@ -12,6 +13,7 @@ from cloud.db.tables import TelemetryRecord
 from cloud.monitoring import Ingestor
 from cloud.rollout.figures import figures_for
 from cloud.rollout.gates import ArmFigures, Decision, GatePolicy, InstallTally, judge
+from protocols.telemetry_bins import LATENCY_BOUNDS_US
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 
@@ -120,3 +122,40 @@ def test_even_traffic_is_summed_as_it_comes(any_engine: Engine) -> None:
         figures = figures_for(session, ["a", "b", "c"], "m", "2", since_ms=0)
     assert (figures.inferences, figures.errors) == (450, 3)
     assert figures.predictions == {"cat": 180, "dog": 270}
+
+
+def timed_window(device_id: str, seq: int, version: str, latency_us: float, rows: int,
+                 shadow: tuple[int, int] = (0, 0)) -> bytes:  # fmt: skip
+    """A window in the agents' compact encoding: every row took `latency_us`."""
+    bucket = bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)
+    return pb.TelemetryWindow(
+        schema_version=1, device_id=device_id, seq=seq,
+        window_start_ms=NOW - 60_000 + seq * 1000, window_end_ms=NOW - 59_000 + seq * 1000,
+        model=pb.ModelRef(model_id="m", version=version, sequence=int(version)),
+        inference_count=rows, latency_p50_us=latency_us, latency_p95_us=latency_us, latency_bins=[bucket, rows],
+        predictions=pb.PredictionProfile(labels=["cat", "dog"], counts=[rows // 2, rows - rows // 2]),
+        shadow_compared=shadow[0], shadow_agreed=shadow[1],
+    ).SerializeToString()  # fmt: skip
+
+
+def test_a_slower_or_disagreeing_canary_pair_is_stopped_on_its_first_windows(any_engine: Engine) -> None:
+    """Two canaries' first windows (12 rows each, the agent's first window is 10) against gates that want 5
+    devices and 50 inferences: 4x slower, or agreeing with the previous model on 5 of 24 shadowed inputs,
+    breaches at once; one device slow (its load) or one device disagreeing (its inputs) waits."""
+    enroll(any_engine, "a", "b")
+    messages = [(d, timed_window(d, 1, "1", 1000.0, 300)) for d in ("a", "b")]  # the previous model
+    messages += [(d, timed_window(d, 2, "2", 4000.0, 12)) for d in ("a", "b")]
+    messages += [(d, timed_window(d, 3, "3", 900.0, 12, shadow=(12, 2 + i))) for i, d in enumerate("ab")]
+    messages += [("a", timed_window("a", 4, "4", 9000.0, 30)), ("b", timed_window("b", 4, "4", 900.0, 30))]
+    messages += [("a", timed_window("a", 5, "5", 900.0, 15, shadow=(15, 0))),
+                 ("b", timed_window("b", 5, "5", 900.0, 15, shadow=(15, 15)))]  # fmt: skip
+    Ingestor(any_engine).process([(device_topic(d, Channel.TELEMETRY), m) for d, m in messages])
+    policy = GatePolicy(min_devices=5, min_inferences=50)
+    with Session(any_engine) as session:
+        baseline = figures_for(session, ["a", "b"], "m", "1", since_ms=0)
+        arms = {v: figures_for(session, ["a", "b"], "m", v, since_ms=0) for v in ("2", "3", "4", "5")}
+    verdicts = {v: judge(policy, InstallTally(targets=2, failed=0), f, baseline) for v, f in arms.items()}
+    assert [g.gate for g in verdicts["2"].breaches] == ["p95_latency"]
+    assert [g.gate for g in verdicts["3"].breaches] == ["shadow_agreement"]
+    assert verdicts["4"].decision is Decision.WAIT and verdicts["5"].decision is Decision.WAIT
+    assert all("early" in v.breaches[0].detail for v in (verdicts["2"], verdicts["3"]))

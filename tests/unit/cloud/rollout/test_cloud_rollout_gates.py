@@ -14,8 +14,12 @@ from cloud.rollout.gates import (
     InstallTally,
     error_log_likelihood_ratio,
     judge,
+    latency_threshold_us,
+    robust_log_ratio,
     shift_log_bayes_factor,
+    slow_counts,
 )
+from protocols.telemetry_bins import LATENCY_BOUNDS_US
 
 POLICY = GatePolicy(min_devices=2, min_inferences=100)
 BASELINE = ArmFigures(devices=10, inferences=10_000, errors=10, p95_latency_us=200.0,
@@ -160,3 +164,93 @@ def test_a_model_that_fails_every_call_is_judged_on_its_failed_calls() -> None:
         verdict = judge(GatePolicy(min_devices=5, min_inferences=50, early_breach_alpha=alpha), ALL_INSTALLED,
                         failing, BASELINE)  # fmt: skip
         assert [g.gate for g in verdict.breaches] == ["error_rate"], alpha
+
+
+# -- early breach of the p95 latency and shadow agreement gates: per device, and without any one device --------
+
+B = len(LATENCY_BOUNDS_US) + 1  # buckets of the agents' fixed latency histogram
+
+
+def latency_histogram(latencies_us) -> list[float]:  # type: ignore[no-untyped-def]
+    """The agent's histogram: bucket i holds (bounds[i-1], bounds[i]], the last is open-ended."""
+    return list(np.bincount(np.searchsorted(LATENCY_BOUNDS_US, latencies_us), minlength=B).astype(float))
+
+
+def arm(device_latencies: dict[str, list[float]], shadow: dict[str, tuple[int, int]] | None = None) -> ArmFigures:
+    hists = {d: latency_histogram(v) for d, v in device_latencies.items()}
+    shadow = shadow or {}
+    return ArmFigures(devices=len(hists), inferences=sum(len(v) for v in device_latencies.values()),
+                      p95_latency_us=float(np.percentile(np.concatenate(list(device_latencies.values())), 95)),
+                      latency_bounds=LATENCY_BOUNDS_US, device_latency=hists,
+                      shadow_compared=sum(c for c, _ in shadow.values()),
+                      shadow_agreed=sum(a for _, a in shadow.values()),
+                      device_shadow={d: (float(c), float(a)) for d, (c, a) in shadow.items()})  # fmt: skip
+
+
+TIMED_BASELINE = ArmFigures(devices=10, inferences=5000, errors=5, p95_latency_us=1000.0)
+
+
+def test_a_clearly_slower_or_disagreeing_model_breaches_before_the_minimum_evidence() -> None:
+    slow = arm({"a": [4000.0] * 12, "b": [4000.0] * 12})  # 4x the previous p95 on both canaries, 24 inferences
+    verdict = judge(SEQUENTIAL, ALL_INSTALLED, slow, TIMED_BASELINE)
+    assert [g.gate for g in verdict.breaches] == ["p95_latency"] and "early" in verdict.breaches[0].detail
+    assert verdict.breaches[0].value == 4.0
+    disagreeing = arm({"a": [900.0] * 12, "b": [900.0] * 12}, shadow={"a": (12, 2), "b": (12, 3)})
+    verdict = judge(SEQUENTIAL, ALL_INSTALLED, disagreeing, TIMED_BASELINE)
+    assert [g.gate for g in verdict.breaches] == ["shadow_agreement"] and "early" in verdict.breaches[0].detail
+    old = GatePolicy(min_devices=5, min_inferences=50, early_breach_alpha=0)  # the fixed-sample rule waits
+    assert judge(old, ALL_INSTALLED, slow, TIMED_BASELINE).decision is Decision.WAIT
+    assert judge(old, ALL_INSTALLED, disagreeing, TIMED_BASELINE).decision is Decision.WAIT
+
+
+def test_one_noisy_device_or_a_slowdown_under_the_noise_floor_does_not_breach_early() -> None:
+    cases = [
+        arm({"a": [9000.0] * 30, "b": [900.0] * 30}),  # one device's load, the other as fast as before
+        arm({"a": [900.0] * 15, "b": [900.0] * 15}, shadow={"a": (15, 0), "b": (15, 15)}),  # one device's inputs
+        arm({"a": [1240.0] * 30, "b": [1240.0] * 30}),  # 1.24x: under the 1.5 ratio
+    ]
+    quick = ArmFigures(devices=10, inferences=5000, p95_latency_us=100.0)  # +250 µs floor: 350 µs allowed
+    for figures, baseline in [(c, TIMED_BASELINE) for c in cases] + [(arm({"a": [340.0] * 30, "b": [340.0] * 30}),
+                                                                      quick)]:  # fmt: skip
+        verdict = judge(SEQUENTIAL, ALL_INSTALLED, figures, baseline)
+        assert verdict.decision is Decision.WAIT, (figures.device_latency, figures.device_shadow)
+    assert judge(SEQUENTIAL, ALL_INSTALLED, arm({"a": [400.0] * 30, "b": [400.0] * 30}), quick).decision is (
+        Decision.BREACH)  # 4x and 300 µs slower: over the floor as well
+
+
+def test_the_latency_sequential_test_keeps_its_false_alarm_rate_over_repeated_looks() -> None:
+    # three devices whose new p95 is exactly the allowed one (on a bucket edge: the test's count is exact there),
+    # looked at every 10 inferences per device up to 300: the chance of ever breaching stays under alpha
+    rng = np.random.default_rng(10)
+    alpha, waves = 0.01, 600
+    policy = GatePolicy(min_devices=5, min_inferences=100_000, early_breach_alpha=alpha)
+    allowed = LATENCY_BOUNDS_US[22]  # 1584.9 µs
+    baseline = ArmFigures(devices=10, inferences=5000, p95_latency_us=allowed / policy.max_p95_ratio)
+    assert latency_threshold_us(policy, allowed / policy.max_p95_ratio) == allowed
+    sigma = 0.6
+    latencies = rng.lognormal(math.log(allowed) - 1.6448536 * sigma, sigma, size=(waves, 3, 300))  # 5 % over
+    buckets = np.searchsorted(LATENCY_BOUNDS_US, latencies)  # the agent's histogram buckets
+    histograms = np.cumsum(buckets[..., None] == np.arange(B), axis=2, dtype=np.int16)  # after each inference
+    histograms = histograms[:, :, 9::10].transpose(0, 2, 1, 3)  # (wave, look, device, bucket)
+    slow = slow_counts(LATENCY_BOUNDS_US, histograms, allowed)  # (wave, look, device)
+    evidence = robust_log_ratio(slow, histograms.sum(axis=-1) - slow, 0.05)
+    alarms = int(np.sum(evidence.max(axis=1) >= math.log(1 / alpha)))
+    assert alarms / waves <= alpha + 3 * math.sqrt(alpha / waves), alarms
+    # the gate itself judges the same way: the looks of a few waves through judge()
+    for w in range(3):
+        for look in (0, 9, 29):
+            figures = ArmFigures(devices=3, inferences=int(histograms[w, look].sum()), p95_latency_us=allowed,
+                                 latency_bounds=LATENCY_BOUNDS_US,
+                                 device_latency={str(d): list(histograms[w, look, d]) for d in range(3)})  # fmt: skip
+            breached = judge(policy, ALL_INSTALLED, figures, baseline).decision is Decision.BREACH
+            assert breached == (evidence[w, look] >= math.log(1 / alpha))
+
+
+def test_the_agreement_sequential_test_keeps_its_false_alarm_rate_over_repeated_looks() -> None:
+    rng = np.random.default_rng(11)
+    alpha, waves, limit = 0.01, 2000, 0.9
+    disagreed = np.cumsum(rng.random((waves, 3, 300)) >= limit, axis=2)[:, :, 9::10].transpose(0, 2, 1)
+    looks = np.arange(10, 301, 10)[None, :, None]
+    evidence = robust_log_ratio(disagreed, looks - disagreed, 1 - limit)  # exactly at the limit
+    alarms = int(np.sum(evidence.max(axis=1) >= math.log(1 / alpha)))
+    assert alarms / waves <= alpha + 3 * math.sqrt(alpha / waves)
