@@ -68,12 +68,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the private Mosquitto the tests use (tests/support/mosquitto.py)
 
 from fanout_floor import fan_out  # noqa: E402  (benchmarks/, the script's own folder)
-from sqlmodel import Session, select  # noqa: E402
+from sqlmodel import Session, col, select  # noqa: E402
 from support.mosquitto import MosquittoBroker  # noqa: E402
 
 from cloud import registry  # noqa: E402
-from cloud.db import make_engine  # noqa: E402
-from cloud.db.tables import DeploymentCreate, TelemetryRecord  # noqa: E402
+from cloud.db import TargetStatus, make_engine  # noqa: E402
+from cloud.db.tables import DeploymentCreate, DeploymentTarget, Device, TelemetryRecord  # noqa: E402
 from cloud.identity.enrollment import enroll_device  # noqa: E402
 from cloud.service import CloudService  # noqa: E402
 from cloud.settings import CloudSettings  # noqa: E402
@@ -206,9 +206,60 @@ def ingest_rate(
         engine.dispose()
 
 
+def succeeded(engine: Any, deployment_id: str) -> int:
+    """Targets of the deployment the cloud has recorded as succeeded (the device reported the model active)."""
+    with Session(engine) as session:
+        return len(session.exec(select(DeploymentTarget.device_id).where(
+            DeploymentTarget.deployment_id == deployment_id,
+            DeploymentTarget.status == TargetStatus.SUCCEEDED)).all())  # fmt: skip
+
+
+def reported(engine: Any) -> int:
+    """Devices whose first report the cloud has stored."""
+    with Session(engine) as session:
+        return len(session.exec(select(Device.id).where(col(Device.reported_ts_ms) > 0)).all())
+
+
+class StageClock:
+    """When each device's reports first said each update state, in seconds from `begin()`: a subscriber of
+    its own on every device's reported topic (--stages only: it costs the benchmark process a little)."""
+
+    def __init__(self, url: str, fleet: str) -> None:
+        self.first: dict[str, dict[str, float]] = {}
+        self._start = time.perf_counter()
+        self._transport = PahoTransport(url, f"bench-stages-{os.getpid()}", protocol="3.1.1", max_queued=1000)
+        self._transport.set_message_handler(self._on_message)
+        self._transport.subscribe(f"ef/v1/{fleet}/dev/+/{Channel.REPORTED.value}", 1)
+
+    def __enter__(self) -> StageClock:
+        self._transport.start()
+        self._transport.wait_connected(30)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._transport.stop()
+
+    def begin(self) -> None:
+        self._start, self.first = time.perf_counter(), {}
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        at = time.perf_counter() - self._start
+        state = pb.UpdateState.Name(pb.ReportedState.FromString(payload).update_state).removeprefix("UPDATE_STATE_")
+        self.first.setdefault(state.lower(), {}).setdefault(topic, at)
+
+    def summary(self) -> dict[str, list[float]]:
+        """Per state: [devices, first, median, 90th percentile, last] seconds."""
+        out = {}
+        for state, times in self.first.items():
+            t = sorted(times.values())
+            out[state] = [len(t), *(round(t[min(len(t) - 1, int(q * len(t)))], 2) for q in (0, 0.5, 0.9)),
+                          round(t[-1], 2)]  # fmt: skip
+        return out
+
+
 def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
-    ingest_workers: Sequence[int] = (), ingest_windows: int = 5000,
+    ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"devices": size, "workers": workers,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
@@ -236,15 +287,31 @@ def measure(
                                  trust_path=cloud.trust_chain_path, state_root=workdir / "devices",
                                  keepalive_s=SIMULATED_KEEPALIVE_S)  # fmt: skip
             started = time.perf_counter()
-            with fleet:
+            clock = StageClock(broker.url, cloud.deployer.fleet) if stages else contextlib.nullcontext()
+            with fleet, clock:
                 record["start_s"] = round(time.perf_counter() - started, 2)
                 record["connect_s"] = _round(wait_for(fleet.connected, size, timeout_s))
+                # a settled fleet: the cloud has taken in every device's first report (each checked against
+                # label deployments), so the rollout is not timed while it still works off the connects
+                settled = time.perf_counter()
+                assert cloud.ingestor is not None
+                if wait_for(lambda: reported(cloud.engine), size, timeout_s) is not None:
+                    cloud.ingestor.drain(timeout_s)
+                record["settle_s"] = round(time.perf_counter() - settled, 2)
                 sent[0] = 0
+                print(f"{size} devices connected; deploying", file=sys.stderr, flush=True)
+                if isinstance(clock, StageClock):
+                    clock.begin()
                 start = time.perf_counter()
-                cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=model.version, device_ids=ids))
+                deployment = cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=model.version,
+                                                                    device_ids=ids))  # fmt: skip
                 record["deploy_s"] = round(time.perf_counter() - start, 2)
                 done = wait_for(lambda: fleet.running(model.version), size, timeout_s)
-                record["rollout_s"] = None if done is None else round(time.perf_counter() - start, 2)
+                record["agents_active_s"] = None if done is None else round(time.perf_counter() - start, 2)
+                seen = wait_for(lambda: succeeded(cloud.engine, deployment.id), size, timeout_s if done else 0)
+                record["rollout_s"] = None if seen is None else round(time.perf_counter() - start, 2)
+                if isinstance(clock, StageClock):
+                    record["stages"] = clock.summary()
                 record["cloud_bytes_per_device"] = round(sent[0] / size)
                 grown = sum(now - base for now, base in zip(fleet.rss_kb(), fleet.baseline_rss_kb, strict=True))
                 record["rss_kb_per_device"] = round(grown / size, 1)
@@ -289,13 +356,18 @@ def main() -> int:
     parser.add_argument("--database-url", help="a PostgreSQL server for the cloud (default: SQLite)")
     parser.add_argument("--ingest-workers", default="1,2", help="ingestion worker counts to time (default 1,2)")
     parser.add_argument("--ingest-windows", type=int, default=5000, help="telemetry windows per timing")
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="also time each update state's first report per device (a subscriber of its own)",
+    )
     args = parser.parse_args()
     ingest_workers = [int(n) for n in args.ingest_workers.split(",") if n.strip()]
     records = []
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):
         with tempfile.TemporaryDirectory(prefix=f"fleet-{size}-") as tmp:
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
-                             args.ingest_windows)  # fmt: skip
+                             args.ingest_windows, args.stages)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))
