@@ -82,7 +82,7 @@ from edge_agent.paho_transport import PahoTransport  # noqa: E402
 from protocols.topics import Channel, device_topic  # noqa: E402
 from protocols.v1 import messages_pb2 as pb  # noqa: E402
 from simulator.host import DeviceSpec  # noqa: E402
-from simulator.process_fleet import ProcessFleet  # noqa: E402
+from simulator.process_fleet import ProcessFleet, cpu_s  # noqa: E402
 
 MODEL_ID = "fleet-bench"
 # 5,000 agents on one loop send their pings late together when it falls behind (no real device would):
@@ -302,6 +302,7 @@ def measure(
                 print(f"{size} devices connected; deploying", file=sys.stderr, flush=True)
                 if isinstance(clock, StageClock):
                     clock.begin()
+                cpu = (cpu_s(), fleet.cpu_s(), broker.cpu_s())
                 start = time.perf_counter()
                 deployment = cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=model.version,
                                                                     device_ids=ids))  # fmt: skip
@@ -310,6 +311,8 @@ def measure(
                 record["agents_active_s"] = None if done is None else round(time.perf_counter() - start, 2)
                 seen = wait_for(lambda: succeeded(cloud.engine, deployment.id), size, timeout_s if done else 0)
                 record["rollout_s"] = None if seen is None else round(time.perf_counter() - start, 2)
+                used = [now - before for now, before in zip((cpu_s(), fleet.cpu_s(), broker.cpu_s()), cpu, strict=True)]
+                record["cpu_s"] = dict(zip(("cloud", "workers", "broker"), (round(u, 1) for u in used), strict=True))
                 if isinstance(clock, StageClock):
                     record["stages"] = clock.summary()
                 record["cloud_bytes_per_device"] = round(sent[0] / size)
