@@ -241,6 +241,9 @@ class Ingestor(MessageConsumer):
             device_rows = fleet.read_devices(
                 session, (d for d, channel, _ in decoded if d in enrolled and channel in _ROW_CHANNELS)
             )
+            targets = rollout.read_targets(
+                session, ((msg.deployment_id, d) for d, channel, msg in decoded if channel is Channel.REPORTED)
+            )  # and the deployment targets reports move
             # device by device in id order (stable: each device's messages keep their arrival order): every
             # row this batch locks is locked in one global order, so two workers' batches never deadlock
             for device_id, channel, msg in sorted(decoded, key=lambda message: message[0]):
@@ -265,7 +268,8 @@ class Ingestor(MessageConsumer):
                     else:
                         change = fleet.apply_presence(session, device_id, msg, clock=self.clock, device=row)
                     if channel is Channel.REPORTED and change.applied:
-                        deployment_id = rollout.record_report(session, device_id, msg, clock=self.clock, refresh=False)
+                        deployment_id = rollout.record_report(session, device_id, msg, clock=self.clock, refresh=False,
+                                                            targets=targets)  # fmt: skip
                         if deployment_id is not None:
                             moved.add(deployment_id)
                         reports += 1
