@@ -175,6 +175,8 @@ def test_a_batch_of_reports_reads_the_device_rows_and_targets_once_and_rolls_the
     target_reads = [s for s in statements if s.startswith("SELECT deploymenttarget.")]
     roll_ups = [s for s in statements if s.startswith("SELECT DISTINCT deploymenttarget.status")]
     assert (len(device_reads), len(target_reads), len(roll_ups)) == (1, 1, 1)  # not one per message
+    row_writes = [s for s in statements if s.startswith(("UPDATE device ", "UPDATE deploymenttarget "))]
+    assert len(row_writes) <= 4, row_writes  # rows written together at the end, not a flush per message (18)
     with Session(any_engine) as session:
         assert rollout.get_deployment(session, deployment.id).status == DeploymentStatus.PARTIAL
         targets = {t.device_id: t for t in rollout.targets_of(session, deployment.id)}
