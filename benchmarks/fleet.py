@@ -6,10 +6,19 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          read 10 retained QoS 1 chunks of 10 KB: what the broker and this machine allow
   connect_s              the simulated fleet (simulator.process_fleet: worker processes, each an AgentHost
                          of real agents on one event loop) started until every device is connected
-  rollout_s              deploy() until every device reports the version active: verified (signature,
-                         digest), fetched in chunks, loaded, self-tested, activated, reported
+  settle_s               then until the cloud has taken in every device's first report (the rollout starts
+                         on a settled fleet, not while the cloud still works off the connects)
+  rollout_s              deploy() until the cloud has recorded every device's target succeeded: each device
+                         verified (signature, digest), fetched in chunks, loaded, self-tested, activated and
+                         reported, and the cloud stored that report
+  agents_active_s        deploy() until every agent says the version is active (its own state: the cloud may
+                         still be behind); the measure of rollout_s before 2026-12-03
   deploy_s               of rollout_s, the cloud's deploy() alone: the deployment planned (a target row, a
                          signed assignment per device), committed, every desired state published
+  cpu_s                  CPU seconds spent during rollout_s by the cloud (this process), the simulator's
+                         workers and the broker: a figure the machine's other load hardly changes
+  stages                 with --stages: per update state, [devices, first, median, 90th pct, last] seconds
+                         from deploy() at which a device's report first said it (a subscriber of its own)
   rollout_over_floor     rollout_s / fanout_floor_s
   cloud_bytes_per_device MQTT payload bytes the cloud published during the rollout, per device
   rss_kb_per_device      the workers' resident memory growth from imports-done to rollout-done, per device
@@ -19,7 +28,7 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          once (QoS 1), timed until the database holds them all
 
     .venv/bin/python benchmarks/fleet.py [--sizes 100,1000] [--workers 2] [--database-url postgresql://...]
-                                         [--ingest-workers 1,2] [--ingest-windows 5000]
+                                         [--ingest-workers 1,2] [--ingest-windows 5000] [--stages]
 
 The cloud keeps its data in SQLite unless --database-url names a PostgreSQL server (a production part:
 SQLite's single writer locks up under a thousand devices); each fleet size then gets a database of its
@@ -47,6 +56,21 @@ devices were not measured again: at load 14 to 17 the old code's run took 4 minu
 cloud's paho queue (4,096) had dropped their desired states at deploy, now sized to the fleet here. Run
 again so (load 1 to 2): every device active, rollout_s 128.0 (13.3x the 9.6 s floor), start_s 15.0,
 connect_s 13.8, deploy_s 8.4, 12.7 KB of cloud payload and 149.5 KB of worker RSS per device.
+
+Measured 2026-12-03 later (load 6 to 30, the machine shared), 1,000 devices, SQLite, rollout_s now until the
+cloud has every report. The old code at load 6-10: agents active at 12.8-16.3 s but the cloud's last report
+stored at 17.5-44.6 s; its ingest thread spent 70% in a session.get per report (plus the autoflush it
+caused) and most of the rest in a flush per message; the refresher's minute tick read one row per device.
+Old -> new (batched target reads, one flush per batch, the refresher's one query, corked agent steps), runs
+back to back at load 20-25: rollout_s 217.3 -> 52.7 (floor 5.9 / 8.5 s: 36.7x -> 6.2x), agents_active_s
+113.0 -> 52.7 (the cloud no longer lags), cpu_s cloud 16.7 -> 7.1, workers 14.6 -> 9.6, broker 1.1 -> 0.9;
+with the cloud changes alone (load 25-30) rollout_s 151.2, cpu_s cloud 10.5, workers 12.0. At load 9-14 the
+old code: rollout_s 33.6 (floor 4.3), cpu_s cloud 9.0, workers 7.2. Cloud payload 11.5 KB per device when the
+fan-out chunks arrive in time, 23-26 KB at load 20+ (devices past the 10 s fan-out deadline ask for chunks
+on their own topics); rss_kb_per_device 178-191 either way.
+10,000 devices were not measured after these changes: at load 20-25 the run was still settling 21 minutes
+in (SQLite, 10,000 first reports each checked against label deployments by its own reconcile_device
+transaction; the fan-out sweeper, ownership and refresher ticks failed on "database is locked" meanwhile).
 """
 
 from __future__ import annotations
@@ -68,12 +92,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the private Mosquitto the tests use (tests/support/mosquitto.py)
 
 from fanout_floor import fan_out  # noqa: E402  (benchmarks/, the script's own folder)
-from sqlmodel import Session, select  # noqa: E402
+from sqlmodel import Session, col, select  # noqa: E402
 from support.mosquitto import MosquittoBroker  # noqa: E402
 
 from cloud import registry  # noqa: E402
-from cloud.db import make_engine  # noqa: E402
-from cloud.db.tables import DeploymentCreate, TelemetryRecord  # noqa: E402
+from cloud.db import TargetStatus, make_engine  # noqa: E402
+from cloud.db.tables import DeploymentCreate, DeploymentTarget, Device, TelemetryRecord  # noqa: E402
 from cloud.identity.enrollment import enroll_device  # noqa: E402
 from cloud.service import CloudService  # noqa: E402
 from cloud.settings import CloudSettings  # noqa: E402
@@ -82,7 +106,7 @@ from edge_agent.paho_transport import PahoTransport  # noqa: E402
 from protocols.topics import Channel, device_topic  # noqa: E402
 from protocols.v1 import messages_pb2 as pb  # noqa: E402
 from simulator.host import DeviceSpec  # noqa: E402
-from simulator.process_fleet import ProcessFleet  # noqa: E402
+from simulator.process_fleet import ProcessFleet, cpu_s  # noqa: E402
 
 MODEL_ID = "fleet-bench"
 # 5,000 agents on one loop send their pings late together when it falls behind (no real device would):
@@ -206,9 +230,60 @@ def ingest_rate(
         engine.dispose()
 
 
+def succeeded(engine: Any, deployment_id: str) -> int:
+    """Targets of the deployment the cloud has recorded as succeeded (the device reported the model active)."""
+    with Session(engine) as session:
+        return len(session.exec(select(DeploymentTarget.device_id).where(
+            DeploymentTarget.deployment_id == deployment_id,
+            DeploymentTarget.status == TargetStatus.SUCCEEDED)).all())  # fmt: skip
+
+
+def reported(engine: Any) -> int:
+    """Devices whose first report the cloud has stored."""
+    with Session(engine) as session:
+        return len(session.exec(select(Device.id).where(col(Device.reported_ts_ms) > 0)).all())
+
+
+class StageClock:
+    """When each device's reports first said each update state, in seconds from `begin()`: a subscriber of
+    its own on every device's reported topic (--stages only: it costs the benchmark process a little)."""
+
+    def __init__(self, url: str, fleet: str) -> None:
+        self.first: dict[str, dict[str, float]] = {}
+        self._start = time.perf_counter()
+        self._transport = PahoTransport(url, f"bench-stages-{os.getpid()}", protocol="3.1.1", max_queued=1000)
+        self._transport.set_message_handler(self._on_message)
+        self._transport.subscribe(f"ef/v1/{fleet}/dev/+/{Channel.REPORTED.value}", 1)
+
+    def __enter__(self) -> StageClock:
+        self._transport.start()
+        self._transport.wait_connected(30)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._transport.stop()
+
+    def begin(self) -> None:
+        self._start, self.first = time.perf_counter(), {}
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        at = time.perf_counter() - self._start
+        state = pb.UpdateState.Name(pb.ReportedState.FromString(payload).update_state).removeprefix("UPDATE_STATE_")
+        self.first.setdefault(state.lower(), {}).setdefault(topic, at)
+
+    def summary(self) -> dict[str, list[float]]:
+        """Per state: [devices, first, median, 90th percentile, last] seconds."""
+        out = {}
+        for state, times in self.first.items():
+            t = sorted(times.values())
+            out[state] = [len(t), *(round(t[min(len(t) - 1, int(q * len(t)))], 2) for q in (0, 0.5, 0.9)),
+                          round(t[-1], 2)]  # fmt: skip
+        return out
+
+
 def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
-    ingest_workers: Sequence[int] = (), ingest_windows: int = 5000,
+    ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"devices": size, "workers": workers,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
@@ -236,15 +311,34 @@ def measure(
                                  trust_path=cloud.trust_chain_path, state_root=workdir / "devices",
                                  keepalive_s=SIMULATED_KEEPALIVE_S)  # fmt: skip
             started = time.perf_counter()
-            with fleet:
+            clock = StageClock(broker.url, cloud.deployer.fleet) if stages else contextlib.nullcontext()
+            with fleet, clock:
                 record["start_s"] = round(time.perf_counter() - started, 2)
                 record["connect_s"] = _round(wait_for(fleet.connected, size, timeout_s))
+                # a settled fleet: the cloud has taken in every device's first report (each checked against
+                # label deployments), so the rollout is not timed while it still works off the connects
+                settled = time.perf_counter()
+                assert cloud.ingestor is not None
+                if wait_for(lambda: reported(cloud.engine), size, timeout_s) is not None:
+                    cloud.ingestor.drain(timeout_s)
+                record["settle_s"] = round(time.perf_counter() - settled, 2)
                 sent[0] = 0
+                print(f"{size} devices connected; deploying", file=sys.stderr, flush=True)
+                if isinstance(clock, StageClock):
+                    clock.begin()
+                cpu = (cpu_s(), fleet.cpu_s(), broker.cpu_s())
                 start = time.perf_counter()
-                cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=model.version, device_ids=ids))
+                deployment = cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=model.version,
+                                                                    device_ids=ids))  # fmt: skip
                 record["deploy_s"] = round(time.perf_counter() - start, 2)
                 done = wait_for(lambda: fleet.running(model.version), size, timeout_s)
-                record["rollout_s"] = None if done is None else round(time.perf_counter() - start, 2)
+                record["agents_active_s"] = None if done is None else round(time.perf_counter() - start, 2)
+                seen = wait_for(lambda: succeeded(cloud.engine, deployment.id), size, timeout_s if done else 0)
+                record["rollout_s"] = None if seen is None else round(time.perf_counter() - start, 2)
+                used = [now - before for now, before in zip((cpu_s(), fleet.cpu_s(), broker.cpu_s()), cpu, strict=True)]
+                record["cpu_s"] = dict(zip(("cloud", "workers", "broker"), (round(u, 1) for u in used), strict=True))
+                if isinstance(clock, StageClock):
+                    record["stages"] = clock.summary()
                 record["cloud_bytes_per_device"] = round(sent[0] / size)
                 grown = sum(now - base for now, base in zip(fleet.rss_kb(), fleet.baseline_rss_kb, strict=True))
                 record["rss_kb_per_device"] = round(grown / size, 1)
@@ -289,13 +383,18 @@ def main() -> int:
     parser.add_argument("--database-url", help="a PostgreSQL server for the cloud (default: SQLite)")
     parser.add_argument("--ingest-workers", default="1,2", help="ingestion worker counts to time (default 1,2)")
     parser.add_argument("--ingest-windows", type=int, default=5000, help="telemetry windows per timing")
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="also time each update state's first report per device (a subscriber of its own)",
+    )
     args = parser.parse_args()
     ingest_workers = [int(n) for n in args.ingest_workers.split(",") if n.strip()]
     records = []
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):
         with tempfile.TemporaryDirectory(prefix=f"fleet-{size}-") as tmp:
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
-                             args.ingest_windows)  # fmt: skip
+                             args.ingest_windows, args.stages)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # asyncio (and the ssl it pulls in) only where a LoopRunner r
     import asyncio
     import concurrent.futures
 
-__all__ = ["AgentRunner", "Item", "LoopRunner", "Step", "ThreadRunner"]
+__all__ = ["AgentRunner", "Cork", "Item", "LoopRunner", "Step", "ThreadRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,14 @@ Step = Callable[["Item | None"], None]  # step(None) is a tick: housekeeping onl
 
 JOIN_TIMEOUT_S = 10.0
 _STOP = object()
+
+
+class Cork(Protocol):
+    """Holds back what one step writes, to send it at once when the step ends (`LoopRunner`'s `cork`)."""
+
+    def cork(self) -> None: ...
+
+    def uncork(self) -> None: ...
 
 
 class AgentRunner(Protocol):
@@ -101,11 +109,17 @@ class ThreadRunner:
 
 
 class LoopRunner:
-    """Steps as callbacks on `loop` (running in some thread), jobs on the shared `jobs` pool."""
+    """Steps as callbacks on `loop` (running in some thread), jobs on the shared `jobs` pool.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, jobs: concurrent.futures.Executor) -> None:
+    cork: corked around every step (the simulator's MQTT client, so that what a step publishes leaves in one
+    socket write when it ends, not one per packet: nothing waits for a later loop turn)."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, jobs: concurrent.futures.Executor, cork: Cork | None = None
+    ) -> None:
         self._loop = loop
         self._pool = jobs
+        self._cork = cork
         self._lock = threading.Lock()
         self._early: list[Item] = []  # posted before start
         self._step: Step | None = None
@@ -153,8 +167,16 @@ class LoopRunner:
     # -- on the loop ---------------------------------------------------------------------------------
 
     def _run(self, item: Item | None) -> None:
-        if not self._finished and self._step is not None:
+        if self._finished or self._step is None:
+            return
+        if self._cork is None:
             self._step(item)
+            return
+        self._cork.cork()
+        try:
+            self._step(item)
+        finally:
+            self._cork.uncork()
 
     def _tick(self) -> None:
         if self._ended:

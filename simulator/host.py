@@ -215,7 +215,7 @@ class AgentHost(DeviceGroup):
             runtimes=self._runtimes,
             trust=self.trust,
             tick_interval_s=self._tick_interval_s,
-            runner=LoopRunner(self._loop.loop, self._jobs),
+            runner=LoopRunner(self._loop.loop, self._jobs, cork=transport),
             facts=facts,
         )
         self.transports[device_id] = transport

@@ -101,6 +101,8 @@ class LoopTransport:
         self._offline_until = 0.0  # loop time before which drop() keeps the link down
         self._on_message: MessageHandler = lambda _t, _p: None
         self._on_connect: ConnectHandler = lambda: None
+        self._corked: list[bytes] | None = None  # packets held back by cork(), in order
+        self._corked_protocol: Any = None
 
     # -- Transport interface ---------------------------------------------------------------------------
 
@@ -164,6 +166,28 @@ class LoopTransport:
     def drop(self, offline_s: float = 0.0) -> None:
         """Cut the connection without a DISCONNECT (the will fires) and stay offline for offline_s."""
         self._call(self._drop_now, offline_s)
+
+    # -- corking (edge_agent.runner.LoopRunner: around each of the agent's steps) ----------------------
+
+    def cork(self) -> None:
+        """On the loop: hold back the packets written from now on until `uncork()`, which sends them in one
+        socket write. A step that publishes an event, a report and a subscription costs one send, not three
+        (each send on loopback also runs the broker's side of TCP); nothing waits for a later loop turn."""
+        connection = getattr(self._client, "_connection", None)
+        protocol = getattr(connection, "_protocol", None)
+        if protocol is None or self._corked is not None:
+            return
+        self._corked, self._corked_protocol = [], protocol
+        protocol.write_data = self._corked.append  # shadows the protocol's method until uncork()
+
+    def uncork(self) -> None:
+        protocol, held = self._corked_protocol, self._corked
+        if protocol is None or held is None:
+            return
+        self._corked = self._corked_protocol = None
+        del protocol.write_data
+        if held:
+            protocol.write_data(b"".join(held))  # dropped there if the link closed meanwhile, as each would be
 
     # -- on the loop -----------------------------------------------------------------------------------
 

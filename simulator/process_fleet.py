@@ -23,7 +23,7 @@ from typing import Any
 from protocols.v1 import messages_pb2 as pb
 from simulator.host import DeviceSpec
 
-__all__ = ["ProcessFleet", "rss_kb"]
+__all__ = ["ProcessFleet", "cpu_s", "rss_kb"]
 
 START_TIMEOUT_S = 600.0
 
@@ -38,6 +38,16 @@ def rss_kb(pid: int | None = None) -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_s(pid: int | None = None) -> float:
+    """CPU time (user + system) a process (this one by default) has used, in seconds, from /proc."""
+    try:
+        with open(f"/proc/{pid or os.getpid()}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
 class ProcessFleet:
@@ -90,6 +100,10 @@ class ProcessFleet:
 
     def rss_kb(self) -> list[int]:
         return [rss_kb(p.pid) for p in self._processes]
+
+    def cpu_s(self) -> float:
+        """CPU time the workers have used so far, in seconds."""
+        return sum(cpu_s(p.pid) for p in self._processes)
 
     def stop(self) -> None:
         if not self._processes:

@@ -242,8 +242,14 @@ class Ingestor(MessageConsumer):
             device_rows = fleet.read_devices(
                 session, (d for d, channel, _ in decoded if d in enrolled and channel in _ROW_CHANNELS)
             )
-            # device by device in id order (stable: each device's messages keep their arrival order): every
-            # row this batch locks is locked in one global order, so two workers' batches never deadlock
+            targets = rollout.read_targets(
+                session, ((msg.deployment_id, d) for d, channel, msg in decoded if channel is Channel.REPORTED)
+            )  # and the deployment targets reports move
+            # device by device in id order (stable: each device's messages keep their arrival order). The rows
+            # are written by one flush at the end, which updates each table's rows in primary key order: every
+            # row this batch locks is locked in one global order, so two workers' batches never deadlock, and
+            # a device with several messages in the batch costs one UPDATE (a flush per message was half the
+            # ingest thread's time in a 1,000-device rollout)
             for device_id, channel, msg in sorted(decoded, key=lambda message: message[0]):
                 if device_id not in enrolled:
                     continue
@@ -251,7 +257,6 @@ class Ingestor(MessageConsumer):
                     telemetry.append(telemetry_row(device_id, msg, received))
                     if fleet.apply_spool_drops(session, device_id, msg):
                         updates += 1
-                        session.flush()
                 elif channel is Channel.EVENTS:
                     events.append(event_row(device_id, msg))
                 elif channel is Channel.SAMPLES:
@@ -266,14 +271,15 @@ class Ingestor(MessageConsumer):
                     else:
                         change = fleet.apply_presence(session, device_id, msg, clock=self.clock, device=row)
                     if channel is Channel.REPORTED and change.applied:
-                        deployment_id = rollout.record_report(session, device_id, msg, clock=self.clock, refresh=False)
+                        deployment_id = rollout.record_report(session, device_id, msg, clock=self.clock, refresh=False,
+                                                            targets=targets)  # fmt: skip
                         if deployment_id is not None:
                             moved.add(deployment_id)
                         reports += 1
                     if change.labels_changed:
                         changed.append(device_id)
                     updates += 1
-                    session.flush()
+            session.flush()
             for deployment_id in sorted(moved):
                 rollout.refresh_status(session, deployment_id)
             windows = insert_ignore(session, TelemetryRecord, telemetry, ["device_id", "seq"])

@@ -7,6 +7,8 @@ generation; `refresh_status` then rolls the deployment's status up with the pure
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from sqlmodel import Session, col, select
 
 from cloud import registry
@@ -36,15 +38,40 @@ def refresh_status(session: Session, deployment_id: str) -> str:
     return status
 
 
+_IN_BATCH = 500  # ids per IN (...) list
+
+
+def read_targets(session: Session, reports: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DeploymentTarget]:
+    """The DeploymentTargets that (deployment id, device id) pairs name, read fresh, a query per deployment
+    and 500 devices: ingestion reads a batch's targets at once rather than one query per report."""
+    by_deployment: dict[str, list[str]] = {}
+    for deployment_id, device_id in dict.fromkeys(reports):
+        if deployment_id:
+            by_deployment.setdefault(deployment_id, []).append(device_id)
+    found: dict[tuple[str, str], DeploymentTarget] = {}
+    for deployment_id, ids in by_deployment.items():
+        for start in range(0, len(ids), _IN_BATCH):
+            query = select(DeploymentTarget).where(
+                DeploymentTarget.deployment_id == deployment_id,
+                col(DeploymentTarget.device_id).in_(ids[start : start + _IN_BATCH]),
+            )
+            for target in session.exec(query.execution_options(populate_existing=True)):
+                found[(target.deployment_id, target.device_id)] = target
+    return found
+
+
 def record_report(
-    session: Session, device_id: str, report: pb.ReportedState, *, clock: ClockMs = now_ms, refresh: bool = True
-) -> str | None:
+    session: Session, device_id: str, report: pb.ReportedState, *, clock: ClockMs = now_ms, refresh: bool = True,
+    targets: Mapping[tuple[str, str], DeploymentTarget] | None = None,
+) -> str | None:  # fmt: skip
     """Advance the device's DeploymentTarget when the report answers that target's generation; returns the
     id of the deployment whose target moved (None if none did). refresh=False leaves rolling that
-    deployment's status up to the caller (ingestion does it once per batch, not once per report)."""
+    deployment's status up to the caller (ingestion does it once per batch, not once per report).
+    targets: the rows `read_targets` read for the batch this report is in (none there: no target)."""
     if not report.deployment_id:
         return None
-    target = session.get(DeploymentTarget, (report.deployment_id, device_id))
+    key = (report.deployment_id, device_id)
+    target = targets.get(key) if targets is not None else session.get(DeploymentTarget, key)
     if target is None or target.status == TargetStatus.SUPERSEDED or report.desired_generation != target.generation:
         return None
     status = target_status_for(update_state_name(report.update_state))

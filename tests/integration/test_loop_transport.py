@@ -83,3 +83,42 @@ def test_many_clients_share_one_loop(mosquitto_broker, loop_thread: LoopThread) 
         for client in clients:
             client.stop()
         sub.stop()
+
+
+def test_what_one_step_publishes_leaves_in_one_socket_write(mosquitto_broker, loop_thread: LoopThread) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge_agent.runner import LoopRunner
+
+    sub = _transport(mosquitto_broker, loop_thread, "sub")
+    inbox = Inbox()
+    sub.set_message_handler(inbox)
+    sub.subscribe("ef/cork/+")
+    device = _transport(mosquitto_broker, loop_thread, "corked")
+    sub.start()
+    device.start()
+    jobs = ThreadPoolExecutor(1)
+    runner = LoopRunner(loop_thread.loop, jobs, cork=device)
+    try:
+        assert sub.wait_connected(10) and device.wait_connected(10)
+        socket = device._client._connection._transport  # type: ignore[union-attr]
+        writes: list[bytes] = []
+        write = socket.write
+        socket.write = lambda data: (writes.append(data), write(data))[1]
+
+        def step() -> None:
+            for n in range(3):
+                device.publish(f"ef/cork/{n}", str(n).encode())
+
+        runner.start(lambda item: item() if item is not None else None, 60.0, lambda: None)
+        runner.post(step)
+        assert inbox.wait_for(3, timeout_s=10)
+        assert inbox.messages == [(f"ef/cork/{n}", str(n).encode()) for n in range(3)]  # all of them, in order
+        assert len(writes) == 1  # one send for the step's three packets
+        device.publish("ef/cork/3", b"3")  # outside a step: sent at once, on its own
+        assert inbox.wait_for(4, timeout_s=10) and len(writes) == 2
+    finally:
+        runner.stop()
+        jobs.shutdown()
+        device.stop()
+        sub.stop()

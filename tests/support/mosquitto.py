@@ -83,6 +83,14 @@ class MosquittoBroker:
     def url(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
+    def cpu_s(self) -> float:
+        """CPU time the broker process has used so far, in seconds (0 when it is not running)."""
+        if self._proc is None:
+            return 0.0
+        from simulator.process_fleet import cpu_s
+
+        return cpu_s(self._proc.pid)
+
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

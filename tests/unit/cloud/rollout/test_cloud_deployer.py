@@ -145,7 +145,7 @@ def test_label_selector_and_reported_outcomes(
         assert (targets["b"].status, targets["b"].error_code) == (TargetStatus.FAILED, "self_test_failed")
 
 
-def test_a_batch_of_reports_reads_the_device_rows_once_and_rolls_the_deployment_up_once(
+def test_a_batch_of_reports_reads_the_device_rows_and_targets_once_and_rolls_the_deployment_up_once(
     any_engine: Engine, deployer: Deployer, register
 ) -> None:
     with Session(any_engine) as session:
@@ -172,8 +172,11 @@ def test_a_batch_of_reports_reads_the_device_rows_once_and_rolls_the_deployment_
     finally:
         sqlalchemy.event.remove(any_engine, "before_cursor_execute", listen)
     device_reads = [s for s in statements if s.startswith("SELECT device.")]
+    target_reads = [s for s in statements if s.startswith("SELECT deploymenttarget.")]
     roll_ups = [s for s in statements if s.startswith("SELECT DISTINCT deploymenttarget.status")]
-    assert (len(device_reads), len(roll_ups)) == (1, 1)  # not one per message
+    assert (len(device_reads), len(target_reads), len(roll_ups)) == (1, 1, 1)  # not one per message
+    row_writes = [s for s in statements if s.startswith(("UPDATE device ", "UPDATE deploymenttarget "))]
+    assert len(row_writes) <= 4, row_writes  # rows written together at the end, not a flush per message (18)
     with Session(any_engine) as session:
         assert rollout.get_deployment(session, deployment.id).status == DeploymentStatus.PARTIAL
         targets = {t.device_id: t for t in rollout.targets_of(session, deployment.id)}

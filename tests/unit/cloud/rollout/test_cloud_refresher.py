@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from sqlalchemy import Engine
 from sqlmodel import Session
 from support.enrollment import enroll
@@ -132,3 +133,18 @@ def test_a_revoked_director_key_is_replaced_in_every_live_assignment(world) -> N
     assert state.assignment.key_id != old
     device_root = RootOfTrust.pin(keys.chain().roots[0])
     assert verify_desired(state, device_root, device_id="d2", last_counter=1, now_ms=clock.ms)
+
+
+def test_a_tick_reads_the_live_assignments_in_one_query_whatever_the_fleet_size(world, any_engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    *_, deployer, _deployment, refresher = world
+    enroll(any_engine, *(f"d{n}" for n in range(3, 13)))
+    deployer.deploy(DeploymentCreate(model_id="m", device_ids=[f"d{n}" for n in range(1, 13)]))
+    statements: list[str] = []
+    listen = lambda _c, _cur, statement, *_a: statements.append(" ".join(statement.split()))  # noqa: E731
+    sqlalchemy.event.listen(any_engine, "before_cursor_execute", listen)
+    try:
+        assert refresher.tick() == rollout.RefreshReport()
+    finally:
+        sqlalchemy.event.remove(any_engine, "before_cursor_execute", listen)
+    assignment_reads = [s for s in statements if "FROM assignmentrecord" in s or "JOIN assignmentrecord" in s]
+    assert len(assignment_reads) == 1  # not one per device (12 here)
