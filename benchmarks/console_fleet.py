@@ -253,8 +253,8 @@ def main() -> int:
                                 fleet.quiet()
                                 time.sleep(2)
                             if args.hold:
-                                print(f"holding {args.hold} s: pid {getattr(fleet, 'pid', os.getpid())}",
-                                      file=sys.stderr, flush=True)  # fmt: skip
+                                print(f"holding {args.hold} s: {fleet.api_url} {data_dir} pid "
+                                      f"{getattr(fleet, 'pid', os.getpid())}", file=sys.stderr, flush=True)  # fmt: skip
                                 time.sleep(args.hold)
                             labels = {"round": n, "fleet": state}
                             rows += measure(fleet.api_url, paths, setup["token"], args.seconds, candidate=name,
