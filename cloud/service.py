@@ -74,7 +74,7 @@ class CloudService:
         self.fanout: FanoutPublisher | None = None
         self.sweeper: FanoutSweeper | None = None
         self.ownership: Ownership | None = None
-        self.refresher: Refresher | None = None
+        self.refresher: Periodic | None = None  # a Refresher; in an API process a KeyFollower
         self.rollouts: RolloutController | None = None
         self.autoretrain: Periodic | None = None
         self.alerts: AlertMonitor | None = None
@@ -134,6 +134,9 @@ class CloudService:
             # steps when an operator acts; the core's controller ticks (steps are claimed in the database)
             self.rollouts = RolloutController(self.deployer, interval_s=s.rollout_tick_s,
                                               promote_on_canary=s.promote_on_canary)  # fmt: skip
+            from cloud.rollout.refresher import KeyFollower
+
+            self.refresher = KeyFollower(self.deployer, self.keys, interval_s=s.refresh_interval_s).start()
             self._serve_api(role.sock)
         except BaseException:
             self.stop()

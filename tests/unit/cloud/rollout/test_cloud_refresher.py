@@ -132,3 +132,17 @@ def test_a_revoked_director_key_is_replaced_in_every_live_assignment(world) -> N
     assert state.assignment.key_id != old
     device_root = RootOfTrust.pin(keys.chain().roots[0])
     assert verify_desired(state, device_root, device_id="d2", last_counter=1, now_ms=clock.ms)
+
+
+def test_an_api_process_follows_a_rotation_without_publishing(world) -> None:  # type: ignore[no-untyped-def]
+    """A console API process's deployer (cloud.api.processes) signs with the rotated keys once its follower
+    ticks; the trust chain is the core refresher's to publish."""
+    from cloud.rollout.refresher import KeyFollower
+
+    keys, _clock, broker, deployer, *_rest = world
+    published = len(broker.retained_for(trust_topic(DEFAULT_FLEET)))
+    follower = KeyFollower(deployer, keys, interval_s=60)
+    assert follower.tick() is False
+    keys.rotate(DIRECTOR_ROLE)
+    assert follower.tick() is True and deployer.director.root_version == 2
+    assert len(broker.retained_for(trust_topic(DEFAULT_FLEET))) == published
