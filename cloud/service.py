@@ -463,9 +463,10 @@ class CloudService:
         # the API processes hold the socket; ours is closed once they do, so that only they accept
         with sock:
             mqtt = (self.mqtt_url, self.mqtt_protocol, self._mqtt_credentials())
-            processes = ApiProcesses(s.api_processes, s, sock, mqtt, probes=self._probes(),
-                                     on_revoked=self.revoked_device)  # fmt: skip
-            self.api_processes = processes.start()
+            # kept before it starts them: a failed start stops (in stop()) the ones already running
+            self.api_processes = ApiProcesses(s.api_processes, s, sock, mqtt, probes=self._probes(),
+                                              on_revoked=self.revoked_device)  # fmt: skip
+            self.api_processes.start()
             self.api_url = _url(s.api_host, sock.getsockname()[1])
 
     def _serve_api(self, sock: socket.socket) -> None:
