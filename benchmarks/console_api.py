@@ -152,13 +152,11 @@ def _serve(candidate: str, url: str, schema: str | None, data_dir: str, ports: A
     else:
         engine = make_engine(url, schema=schema)
         sock = _shared_socket(port) if candidate.endswith(" x2") else listen_socket("127.0.0.1", 0)
-    from cloud.api.fast_reads import FastReads
-
     caches = {} if candidate.startswith("after") else {"api_read_cache_s": 0, "api_token_cache_s": 0}
     settings = CloudSettings(data_dir=Path(data_dir), **caches)  # type: ignore[arg-type]
     app = create_app(settings, AppServices(engine=engine, deployer=None))  # type: ignore[arg-type]
     if candidate in ("before", "no-cache", "after-no-lane"):  # the middleware stack is built on first call
-        app.user_middleware = [m for m in app.user_middleware if m.cls is not FastReads]
+        app.fast_reads = None
     if candidate == "before":
 
         def legacy(services: ServicesDep) -> Iterator[Any]:

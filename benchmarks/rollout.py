@@ -13,7 +13,10 @@
                      requests and window in one burst each period (_synchronised; the others run each device
                      on its own phase of the period); medians and ranges, each trial listed. A gate period is the
                      controller's tick (--tick); woken by telemetry it also steps in between (<= 5/s)
-  api_p50/p99_ms     GET /api/v1/devices at 100 concurrent kept-alive clients while the fleet reports;
+  api_p50/p99_ms     GET /api/v1/devices at 100 concurrent kept-alive clients while the fleet reports, the API
+                     in a process of its own as `edgefleet up` runs it (--api-processes 0: in this process's
+                     thread, beside the cloud's workers and the agents; benchmarks/console_fleet.py compares
+                     the set-ups side by side, with the agents in a process of their own);
                      api_new_conn_p50/p99_ms the same with a new connection per request;
                      api_idle_fleet_* the same once the agents are idle. The clients are wrk (C,
                      benchmarks/wrk.py) when installed, else 100 httpx threads in a process of their own,
@@ -276,6 +279,9 @@ def main() -> int:
     parser.add_argument("--broker", choices=("mosquitto", "embedded"), default="mosquitto")
     parser.add_argument("--telemetry-period", type=float, default=1.0, help="s between telemetry windows")
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in the temporary folder")
+    parser.add_argument("--api-processes", type=int, default=1,
+                        help="the console API in this many processes of its own, as `edgefleet up` runs it (0: in a "
+                             "thread of this process, beside the cloud's workers and the 200 agents)")  # fmt: skip
     parser.add_argument("--bad-trials", type=int, default=2, help="bad-model canaries per candidate")
     parser.add_argument("--tick-only", action="store_true",
                         help="also the bad-model trials with the controller judging on its tick only")
@@ -286,11 +292,13 @@ def main() -> int:
                         help="only the bad-model trials (on v1): no all-at-once, staged or API figures")
     args = parser.parse_args()
     result: dict[str, Any] = {"devices": args.devices, "gate_period_s": args.tick, "broker": args.broker,
-                              "telemetry_period_s": args.telemetry_period, "traffic": args.traffic}
+                              "telemetry_period_s": args.telemetry_period, "traffic": args.traffic,
+                              "api_processes": args.api_processes}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         broker_url = stack.enter_context(Mosquitto(Path(tmp))).url if args.broker == "mosquitto" else None
         settings = CloudSettings(data_dir=Path(tmp) / "cloud", api_port=0, mqtt_port=0, rollout_tick_s=args.tick,
-                                 mqtt_url=broker_url, database_url=args.database_url)  # fmt: skip
+                                 mqtt_url=broker_url, database_url=args.database_url,
+                                 api_processes=args.api_processes)  # fmt: skip
         with CloudService(settings) as cloud:
             freeze_startup_heap()  # as `edgefleet up` does (cloud.heap)
             assert cloud.engine is not None and cloud.store is not None and cloud.deployer is not None

@@ -14,13 +14,14 @@ QoS 1 subscriptions), so what devices send while the cloud or the broker restart
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -48,14 +49,20 @@ from cloud.settings import CloudSettings
 from protocols.signing import Signer
 from protocols.v1 import messages_pb2 as pb
 
+if TYPE_CHECKING:
+    from cloud.api.processes import ApiProcesses, ApiRole
+
 log = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 15.0
 
 
 class CloudService:
-    def __init__(self, settings: CloudSettings | None = None) -> None:
+    def __init__(self, settings: CloudSettings | None = None, *, api_role: ApiRole | None = None) -> None:
+        """api_role: this is one of the core's API processes (cloud.api.processes), not the core."""
         self.settings = settings or CloudSettings()
+        self.api_role = api_role
+        self.api_processes: ApiProcesses | None = None
         self.broker: Any = None  # cloud.mqtt.broker.EmbeddedBroker when we run one
         self.engine: Engine | None = None
         self.store: LocalArtifactStore | None = None
@@ -68,7 +75,7 @@ class CloudService:
         self.fanout: FanoutPublisher | None = None
         self.sweeper: FanoutSweeper | None = None
         self.ownership: Ownership | None = None
-        self.refresher: Refresher | None = None
+        self.refresher: Periodic | None = None  # a Refresher; in an API process a KeyFollower
         self.rollouts: RolloutController | None = None
         self.autoretrain: Periodic | None = None
         self.alerts: AlertMonitor | None = None
@@ -82,6 +89,8 @@ class CloudService:
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     def start(self) -> CloudService:
+        if self.api_role is not None:
+            return self._start_api_process()
         s = self.settings
         try:
             s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +120,34 @@ class CloudService:
         log.info("EdgeFleet cloud up: API %s, MQTT %s", self.api_url, self.mqtt_url)
         return self
 
+    def _start_api_process(self) -> CloudService:
+        """The api role: what the console API needs and nothing that ingests, ticks or brokers."""
+        role, s = self.api_role, self.settings
+        assert role is not None
+        try:
+            self.engine = make_engine(s.database)  # the core made the tables
+            assert s.artifacts_dir is not None
+            self.store = LocalArtifactStore(s.artifacts_dir)
+            self.keys = load_or_create_keys(s)
+            self.mqtt_url, self.mqtt_protocol = role.mqtt_url, role.mqtt_protocol
+            self._start_publisher(clean_start=True)  # no subscriptions: the core hears the devices
+            assert self.deployer is not None
+            # steps when an operator acts; the core's controller ticks (steps are claimed in the database)
+            self.rollouts = RolloutController(self.deployer, interval_s=s.rollout_tick_s,
+                                              promote_on_canary=s.promote_on_canary)  # fmt: skip
+            from cloud.rollout.refresher import KeyFollower
+
+            self.refresher = KeyFollower(self.deployer, self.keys, interval_s=s.refresh_interval_s).start()
+            self._serve_api(role.sock)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def stop(self) -> None:
+        if self.api_processes is not None:
+            self.api_processes.stop()
+            self.api_processes = None
         if self._server is not None:
             self._server.should_exit = True
             if self._server_thread is not None:
@@ -261,35 +297,11 @@ class CloudService:
         self.mqtt_protocol = self.broker.mqtt_protocol
 
     def _start_messaging(self) -> None:
-        from edge_agent.paho_transport import PahoTransport
-
         s = self.settings
-        assert self.engine is not None and self.store is not None and self.mqtt_url is not None
-        assert self.keys is not None
-        username, password = self._mqtt_credentials()
-        self.client_lease = lease_client_id(
-            s.data_dir, self.keys.fleet, worker_name=s.worker_name, client_id=s.mqtt_client_id
-        )
-        self.transport = PahoTransport(
-            self.mqtt_url,
-            self.client_lease.client_id,
-            clean_start=False,  # the broker keeps our subscriptions and queues for us while we are away
-            session_expiry_s=s.mqtt_session_expiry_s,
-            reconnect_max_s=s.mqtt_reconnect_max_s,
-            username=username,
-            password=password,
-            tls_ca=str(s.mqtt_tls_ca) if s.mqtt_tls_ca else None,
-            protocol=self.mqtt_protocol,  # type: ignore[arg-type]
-            max_queued=s.mqtt_max_queued,
-            queue_full_wait_s=s.mqtt_queue_full_wait_s,
-        )
-        director = Director.from_keys(self.keys, assignment_valid_s=s.assignment_valid_s)
-        fleet = director.fleet
-        if s.artifact_fanout:
-            self.fanout = FanoutPublisher(self.engine, self.store, self.transport, fleet=fleet)
-        self.deployer = Deployer(
-            self.engine, self.transport, director=director, chunk_size_bytes=s.chunk_size_bytes, fanout=self.fanout
-        )
+        self._start_publisher(clean_start=False)  # the broker keeps our subscriptions and queues while we are away
+        assert self.engine is not None and self.store is not None and self.keys is not None
+        assert self.client_lease is not None and self.deployer is not None and self.transport is not None
+        fleet = self.deployer.director.fleet
         self.ingestor = Ingestor(
             self.engine, deployer=self.deployer, batch_size=s.ingest_batch_size, max_queue=s.ingest_queue_max
         )
@@ -310,9 +322,51 @@ class CloudService:
             # not fatal: the transport keeps reconnecting, and ingestion starts when the broker is back
             log.warning("MQTT broker %s not reachable yet (%s); retrying", self.mqtt_url, self.transport.last_error)
 
+    def _start_publisher(self, *, clean_start: bool) -> None:
+        """The MQTT connection (under a leased client id) and the deployer that publishes on it; an API process
+        starts it here, the core in _start_messaging, which subscribes it before connecting."""
+        from edge_agent.paho_transport import PahoTransport
+
+        s = self.settings
+        assert self.engine is not None and self.store is not None and self.mqtt_url is not None
+        assert self.keys is not None
+        username, password = self._mqtt_credentials()
+        worker_name, client_id = s.worker_name, s.mqtt_client_id
+        if self.api_role is not None:  # a client id of its own beside the core's
+            from cloud.mqtt.client_id import default_worker_name
+
+            worker_name = f"{worker_name or default_worker_name(s.data_dir)}-api{self.api_role.index}"
+            client_id = None if client_id is None else f"{client_id}-api{self.api_role.index}"
+        self.client_lease = lease_client_id(s.data_dir, self.keys.fleet, worker_name=worker_name, client_id=client_id)
+        self.transport = PahoTransport(
+            self.mqtt_url,
+            self.client_lease.client_id,
+            clean_start=clean_start,
+            session_expiry_s=s.mqtt_session_expiry_s,
+            reconnect_max_s=s.mqtt_reconnect_max_s,
+            username=username,
+            password=password,
+            tls_ca=str(s.mqtt_tls_ca) if s.mqtt_tls_ca else None,
+            protocol=self.mqtt_protocol,  # type: ignore[arg-type]
+            max_queued=s.mqtt_max_queued,
+            queue_full_wait_s=s.mqtt_queue_full_wait_s,
+        )
+        director = Director.from_keys(self.keys, assignment_valid_s=s.assignment_valid_s)
+        if s.artifact_fanout:
+            self.fanout = FanoutPublisher(self.engine, self.store, self.transport, fleet=director.fleet)
+        self.deployer = Deployer(
+            self.engine, self.transport, director=director, chunk_size_bytes=s.chunk_size_bytes, fanout=self.fanout
+        )
+        if self.api_role is not None:
+            self.transport.start()
+            if not self.transport.wait_connected(_START_TIMEOUT_S):
+                log.warning("MQTT broker %s not reachable yet (%s); retrying", self.mqtt_url, self.transport.last_error)
+
     def _mqtt_credentials(self) -> tuple[str | None, str | None]:
         """The cloud's broker user: its own on an embedded broker that checks (see cloud.mqtt.broker_auth)."""
         s = self.settings
+        if self.api_role is not None:
+            return self.api_role.mqtt_credentials
         if self.broker is not None and self.broker.authority is not None:
             from cloud.identity.acl import CLOUD_USER
             from cloud.mqtt.broker_auth import cloud_password
@@ -387,34 +441,66 @@ class CloudService:
         except Exception:
             log.exception("could not republish desired states")
 
+    def _probes(self) -> dict[str, Any]:
+        """What /healthz (and /metrics) show of this process's parts."""
+        return {
+            "mqtt": lambda: {
+                "connected": bool(self.transport and self.transport.connected), "url": self.mqtt_url,
+                "shared_subscriptions": bool(self.router and self.router.shared),
+            },
+            "ingest": lambda: self.ingestor.stats.snapshot() if self.ingestor else None,
+            "chunks": lambda: self.chunk_server.stats.snapshot() if self.chunk_server else None,
+            "fanout": lambda: self.fanout.stats.snapshot() if self.fanout else None,
+            "alerts": lambda: self.alerts.counters() if self.alerts else None,
+        }  # fmt: skip
+
     def _start_api(self) -> None:
+        s = self.settings
+        try:
+            sock = listen_socket(s.api_host, s.api_port)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot listen on {s.api_host}:{s.api_port}: {exc}") from None
+        if s.api_processes == 0:
+            self._serve_api(sock)
+            return
+        from cloud.api.processes import ApiProcesses
+
+        assert self.mqtt_url is not None
+        # the API processes hold the socket; ours is closed once they do, so that only they accept
+        with sock:
+            mqtt = (self.mqtt_url, self.mqtt_protocol, self._mqtt_credentials())
+            # kept before it starts them: a failed start stops (in stop()) the ones already running
+            self.api_processes = ApiProcesses(s.api_processes, s, sock, mqtt, probes=self._probes(),
+                                              on_revoked=self.revoked_device)  # fmt: skip
+            self.api_processes.start()
+            self.api_url = _url(s.api_host, sock.getsockname()[1])
+
+    def _serve_api(self, sock: socket.socket) -> None:
+        """uvicorn on sock in a thread of this process, until stop()."""
         import uvicorn
 
         s = self.settings
         assert self.engine is not None and self.deployer is not None
+        probes = self._probes()
+        on_revoked = self.revoked_device
+        if self.api_role is not None:  # what only the core knows, it is asked for
+            from functools import partial
+
+            from cloud.api.processes import CORE_PROBES
+
+            asked = {name: partial(self.api_role.core.probe, name) for name in CORE_PROBES}
+            probes = {"api_mqtt": probes["mqtt"], **asked}
+            on_revoked = self.api_role.core.revoked
         services = AppServices(
             engine=self.engine,
             deployer=self.deployer,
             rollouts=self.rollouts,
             device_mqtt_url=s.device_mqtt_url or self.mqtt_url,
-            on_device_revoked=self.revoked_device,
+            on_device_revoked=on_revoked,
             retrain=self.retrain,
-            probes={
-                "mqtt": lambda: {
-                    "connected": bool(self.transport and self.transport.connected), "url": self.mqtt_url,
-                    "shared_subscriptions": bool(self.router and self.router.shared),
-                },
-                "ingest": lambda: self.ingestor.stats.snapshot() if self.ingestor else None,
-                "chunks": lambda: self.chunk_server.stats.snapshot() if self.chunk_server else None,
-                "fanout": lambda: self.fanout.stats.snapshot() if self.fanout else None,
-                "alerts": lambda: self.alerts.counters() if self.alerts else None,
-            },
+            probes=probes,
         )
         app = create_app(s, services)
-        try:
-            sock = listen_socket(s.api_host, s.api_port)
-        except OSError as exc:
-            raise ConfigurationError(f"cannot listen on {s.api_host}:{s.api_port}: {exc}") from None
         port = sock.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
@@ -427,5 +513,8 @@ class CloudService:
             if not self._server_thread.is_alive() or time.monotonic() > deadline:
                 raise ConfigurationError(f"the console API did not start on {s.api_host}:{port}")
             time.sleep(0.01)
-        host = f"[{s.api_host}]" if ":" in s.api_host else s.api_host
-        self.api_url = f"http://{host}:{port}"
+        self.api_url = _url(s.api_host, port)
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -45,6 +45,10 @@ class CloudSettings(BaseSettings):
     artifacts_dir: Path | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)  # 0 picks a free port
+    # The console API in this many processes of its own, sharing the listening socket (cloud.api.processes): the
+    # cloud's own workers (ingestion, controller, alerts) then never hold its interpreter lock; 0 serves it from
+    # a thread of the cloud's process. `edgefleet up` runs 1 unless this is set.
+    api_processes: int = Field(default=0, ge=0, le=16)
     embedded_mqtt_port: int = Field(default=0, ge=0, le=65535)  # the embedded broker's port; 0 picks a free one
     # where the embedded broker listens: loopback by default; 0.0.0.0 lets devices on the LAN reach it (plain
     # TCP with device passwords: a lab, not production)

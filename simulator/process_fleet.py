@@ -98,6 +98,15 @@ class ProcessFleet:
                 total[key] = total.get(key, 0) + n
         return total
 
+    def traffic(self, rows: Any, period_s: float, rows_per_round: int = 10) -> None:
+        """Each worker's devices answer `rows` and send a telemetry window every period_s (simulator.traffic),
+        in the worker, until `quiet()`: the load of a reporting fleet without the parent's interpreter lock."""
+        self._ask("traffic", rows, period_s, rows_per_round)
+
+    def quiet(self) -> None:
+        """Stop the traffic `traffic()` started (the agents stay connected)."""
+        self._ask("quiet", timeout_s=120)
+
     def rss_kb(self) -> list[int]:
         return [rss_kb(p.pid) for p in self._processes]
 
@@ -165,6 +174,7 @@ def _worker(
 
     pipe.send(rss_kb())
     host = AgentHost(devices, **host_kwargs)
+    traffic: Any = None
     while True:
         command, *args = pipe.recv()
         try:
@@ -177,7 +187,21 @@ def _worker(
                 reply = host.count(partial(_runs, str(args[0])))
             elif command == "state_counts":
                 reply = {str(k): v for k, v in host.status_counts(_state_and_version).items()}
+            elif command == "traffic":
+                from simulator.traffic import Traffic
+
+                if traffic is not None:
+                    traffic.stop()
+                rows, period_s, rows_per_round = args
+                traffic = Traffic(host, rows, rounds=10**9, period_s=period_s, rows_per_round=rows_per_round).start()
+                reply = None
+            elif command == "quiet":
+                if traffic is not None:
+                    traffic.stop()
+                traffic = reply = None
             elif command == "stop":
+                if traffic is not None:
+                    traffic.stop()
                 host.stop()
                 pipe.send(None)
                 return

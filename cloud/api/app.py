@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from cloud.api.auth import API_PREFIX, check_routes
 from cloud.api.deps import AppServices
 from cloud.api.docs import add_offline_docs
-from cloud.api.fast_reads import FastReads, ReadRoutes
+from cloud.api.fast_reads import ConsoleApp, FastReads, ReadRoutes
 from cloud.api.limits import BodySizeLimit, reject_nul
 from cloud.api.read_cache import ForgetReadsOnWrite, ReadCache
 from cloud.api.routes import (
@@ -39,8 +39,8 @@ from cloud.settings import CloudSettings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
-    app = FastAPI(
+def create_app(settings: CloudSettings, services: AppServices) -> ConsoleApp:
+    app = ConsoleApp(
         title="EdgeFleet console API",
         version="1",
         description="Fleet, model registry, deployments, telemetry and drift of an EdgeFleet installation.",
@@ -49,13 +49,13 @@ def create_app(settings: CloudSettings, services: AppServices) -> FastAPI:
         dependencies=[Depends(reject_nul)],
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
-    app.state.read_cache = ReadCache[bytes](settings.api_read_cache_s)  # list answers (cloud.api.read_cache)
+    # list answers and device pages (cloud.api.read_cache)
+    app.state.read_cache = ReadCache[bytes](settings.api_read_cache_s, max_entries=1024)
     app.state.token_cache = ReadCache[object](settings.api_token_cache_s, max_entries=4096)  # cloud.api.auth
     app.add_middleware(ForgetReadsOnWrite, cache=app.state.read_cache)
     app.state.read_routes = ReadRoutes()
-    # outermost: a repeated GET of a cached list skips routing and dependencies (cloud.api.fast_reads)
-    app.add_middleware(FastReads, routes=app.state.read_routes, reads=app.state.read_cache,
-                       tokens=app.state.token_cache)  # fmt: skip
+    # before everything: a repeated GET of a cached answer skips the stack, routing and dependencies
+    app.fast_reads = FastReads(routes=app.state.read_routes, reads=app.state.read_cache, tokens=app.state.token_cache)
     app.state.services = services
     app.state.settings = settings
     app.state.enroll_throttle = RefusalThrottle(settings.enroll_refusals_per_minute, 60.0)

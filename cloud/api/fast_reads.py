@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from cloud.api.read_cache import ReadCache
 from cloud.identity.tokens import Role, TokenRecord, parse_token, verdict
@@ -42,21 +43,23 @@ class ReadRoutes:
 
 
 class FastReads:
-    """ASGI middleware: answer a GET from the read cache when `ReadRoutes` knows it and the token allows."""
+    """Answers a GET from the read cache when `ReadRoutes` knows it and the token allows (`answer`). The
+    console app (`ConsoleApp`) asks it before anything else, ahead of Starlette's and FastAPI's own
+    middleware (error handling, FastAPI's telemetry hooks: ~10 % of a hit's time, profiled)."""
 
-    def __init__(self, app: ASGIApp, routes: ReadRoutes, reads: ReadCache[bytes],
-                 tokens: ReadCache[Any]) -> None:  # fmt: skip
-        self.app, self.routes, self.reads, self.tokens = app, routes, reads, tokens
+    def __init__(self, routes: ReadRoutes, reads: ReadCache[bytes], tokens: ReadCache[Any]) -> None:
+        self.routes, self.reads, self.tokens = routes, reads, tokens
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def answer(self, scope: Scope, send: Send) -> bool:
+        """Send the cached answer and return True, or return False (the full app answers)."""
         body = self._answer(scope) if scope["type"] == "http" and scope["method"] == "GET" else None
         if body is None:
-            await self.app(scope, receive, send)
-            return
+            return False
         self.routes.served += 1
         headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        return True
 
     def _answer(self, scope: Scope) -> bytes | None:
         known = self.routes.lookup(scope)
@@ -73,6 +76,17 @@ class FastReads:
         record = self.tokens.peek(parsed[0])
         operator = verdict(record, parsed[1]) if isinstance(record, TokenRecord) else None
         return body if operator is not None and operator.role.allows(required) else None
+
+
+class ConsoleApp(FastAPI):
+    """FastAPI whose `fast_reads` (when set) answers what it can before the application's stack runs."""
+
+    fast_reads: FastReads | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_reads is not None and await self.fast_reads.answer(scope, send):
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _bearer(scope: Scope) -> str | None:

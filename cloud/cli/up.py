@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -25,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--database-url", help="use this database (e.g. postgresql://...) instead of SQLite")
     up.add_argument("--host", help="console API host (default 127.0.0.1)")
     up.add_argument("--port", type=int, help="console API port (default 8080; 0 picks a free one)")
+    up.add_argument("--api-processes", type=int,
+                    help="console API processes beside the cloud's own (default 1; 0 serves it from the cloud's "
+                         "process, as before)")  # fmt: skip
     up.set_defaults(func=run_up)
 
 
@@ -44,6 +48,10 @@ def run_up(args: argparse.Namespace) -> int:
         "database_url": args.database_url,
         "api_host": args.host,
         "api_port": args.port,
+        # its own process unless asked otherwise: ingestion and the controller then never hold the API's
+        # interpreter lock (cloud.api.processes)
+        "api_processes": args.api_processes if args.api_processes is not None
+        else None if "EDGEFLEET_API_PROCESSES" in os.environ else 1,
     }
     try:
         settings = CloudSettings(**{k: v for k, v in overrides.items() if v is not None})

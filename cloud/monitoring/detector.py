@@ -19,6 +19,7 @@ false alerts. A sample is *drifted* only when all three hold:
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,7 +122,9 @@ def _measure(reference: np.ndarray, observed: np.ndarray, policy: DriftPolicy) -
 
 
 def _value(x: float) -> float | None:
-    return None if np.isnan(x) else float(x)
+    # math, not numpy: called ~9 times per sample (hundreds of thousands per fleet-wide alert evaluation over
+    # 200 devices), where np.isnan on a Python float cost ~40 % of the evaluation (py-spy)
+    return None if math.isnan(x) else float(x)
 
 
 def detect(

@@ -56,10 +56,8 @@ class Refresher(Periodic):
         return RefreshReport(trust_published, resigned, self._reassign())
 
     def _follow_keys(self) -> bool:
-        if self.keys.latest().version == self.deployer.director.root_version:
+        if not follow_keys(self.deployer, self.keys):
             return False
-        valid_s = self.deployer.director.assignment_valid_ms // 1000
-        self.deployer.director = Director.from_keys(self.keys, assignment_valid_s=valid_s)
         self.deployer.publish_trust()
         log.info("root version %d published to fleet %s", self.deployer.director.root_version, self.deployer.fleet)
         return True
@@ -125,3 +123,25 @@ class Refresher(Periodic):
         if due:
             log.info("re-assigned %d device(s), %d published", len(due), sent)
         return len(due)
+
+
+def follow_keys(deployer: Deployer, keys: KeyStore) -> bool:
+    """Give deployer the director of the key store's newest root version; False when it has it already."""
+    if keys.latest().version == deployer.director.root_version:
+        return False
+    valid_s = deployer.director.assignment_valid_ms // 1000
+    deployer.director = Director.from_keys(keys, assignment_valid_s=valid_s)
+    return True
+
+
+class KeyFollower(Periodic):
+    """A console API process's deployer follows key rotations as the core's refresher does (which publishes
+    the new trust chain: the API process only signs with the new keys)."""
+
+    name = "edgefleet-key-follower"
+
+    def __init__(self, deployer: Deployer, keys: KeyStore, *, interval_s: float) -> None:
+        self.deployer, self.keys, self.interval_s = deployer, keys, interval_s
+
+    def tick(self) -> bool:
+        return follow_keys(self.deployer, self.keys)

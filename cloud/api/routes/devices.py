@@ -4,17 +4,20 @@ from typing import Annotated
 
 from fastapi import Query, Request, Response
 from pydantic import TypeAdapter
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from cloud import fleet, monitoring
 from cloud.api.auth import api_router
 from cloud.api.deps import SessionDep, cached_json
 from cloud.db.bounds import MAX_SELECTOR_LABELS, check_selector
-from cloud.db.tables import Device, DevicePublic, EventPublic, EventRecord
+from cloud.db.tables import DevicePublic, EventPublic, EventRecord
 from cloud.errors import InvalidRequestError
 
 router = api_router(prefix="/devices", tags=["devices"])
 DEVICE_LIST = TypeAdapter(list[DevicePublic])
+DEVICE = TypeAdapter(DevicePublic)
+EVENT_LIST = TypeAdapter(list[EventPublic])
+TELEMETRY = TypeAdapter(monitoring.TelemetrySummary)
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:
@@ -41,22 +44,31 @@ async def list_devices(
     return await cached_json(request, key, lambda s: fleet.list_devices(s, labels=labels, online=online), DEVICE_LIST)
 
 
+# a device's page reads these every few seconds: answered from the read cache like the lists (within
+# api_read_cache_s of what devices report; the fast lane answers repeats before routing)
 @router.get("/{device_id}", response_model=DevicePublic)
-def get_device(session: SessionDep, device_id: str) -> Device:
-    return fleet.get_device(session, device_id)
+async def get_device(request: Request, device_id: str) -> Response:
+    return await cached_json(request, ("device", device_id), lambda s: fleet.get_device(s, device_id), DEVICE)
 
 
 @router.get("/{device_id}/events", response_model=list[EventPublic])
-def device_events(session: SessionDep, device_id: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list:
-    fleet.get_device(session, device_id)
-    query = select(EventRecord).where(EventRecord.device_id == device_id).order_by(col(EventRecord.seq).desc())
-    return list(session.exec(query.limit(limit)))
+async def device_events(request: Request, device_id: str,
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:  # fmt: skip
+    def read(session: Session) -> list[EventRecord]:
+        fleet.get_device(session, device_id)
+        query = select(EventRecord).where(EventRecord.device_id == device_id).order_by(col(EventRecord.seq).desc())
+        return list(session.exec(query.limit(limit)))
+
+    return await cached_json(request, ("device-events", device_id, limit), read, EVENT_LIST)
 
 
 @router.get("/{device_id}/telemetry", response_model=monitoring.TelemetrySummary)
-def device_telemetry(session: SessionDep, device_id: str, since_ms: int | None = None) -> monitoring.TelemetrySummary:
-    fleet.get_device(session, device_id)
-    return monitoring.telemetry_summary(session, device_id, since_ms=since_ms)
+async def device_telemetry(request: Request, device_id: str, since_ms: int | None = None) -> Response:
+    def read(session: Session) -> monitoring.TelemetrySummary:
+        fleet.get_device(session, device_id)
+        return monitoring.telemetry_summary(session, device_id, since_ms=since_ms)
+
+    return await cached_json(request, ("device-telemetry", device_id, since_ms), read, TELEMETRY)
 
 
 @router.get("/{device_id}/drift", response_model=monitoring.DriftReport)

@@ -23,6 +23,7 @@ from cloud.rollout.staged import preview
 router = api_router(prefix="/rollouts", tags=["rollouts"])
 ACTIONS = ("pause", "resume", "cancel", "rollback")
 ROLLOUT_LIST = TypeAdapter(list[RolloutView])
+ROLLOUT = TypeAdapter(RolloutView)
 
 
 def view(session: Session, rollout: Rollout, *, decisions: int = 0) -> RolloutView:
@@ -92,8 +93,11 @@ async def list_rollouts(request: Request, limit: Annotated[int, Query(ge=1, le=5
 
 
 @router.get("/{deployment_id}", response_model=RolloutView)
-def get_rollout(session: SessionDep, deployment_id: str) -> RolloutView:
-    return view(session, _get(session, deployment_id), decisions=200)
+async def get_rollout(request: Request, deployment_id: str) -> Response:
+    """From the read cache like the lists (a step of the controller shows within api_read_cache_s, an
+    operator's action through the API at once)."""
+    return await cached_json(request, ("rollout", deployment_id),
+                             lambda s: view(s, _get(s, deployment_id), decisions=200), ROLLOUT)  # fmt: skip
 
 
 @router.get("/{deployment_id}/gates", response_model=list[GateSampleView])

@@ -76,3 +76,23 @@ def test_the_lane_holds_a_token_to_the_role_the_route_required(app: FastAPI, eng
         key, _ = routes.lookup({"path": "/api/v1/devices", "query_string": b""}) or (None, None)
         routes.remember({"path": "/api/v1/devices", "query_string": b""}, key, Role.ADMIN)  # as if admin-only
         assert client.get("/api/v1/devices").status_code == 200 and served(app) == 0  # the full app decides
+
+
+def test_a_device_pages_reads_take_the_lane_and_an_unknown_device_stays_404(
+    app: FastAPI, engine: Engine, token_for: TokenFor
+) -> None:
+    """What a device's page reads every few seconds (the device, its telemetry, its events) is answered from
+    the read cache like the lists; a refusal (404) is never kept."""
+    with Session(engine) as session:
+        session.add(Device(id="pi-01"))
+        session.commit()
+    with TestClient(app, headers=bearer(token_for(Role.VIEWER))) as client:
+        for path in ("/api/v1/devices/pi-01", "/api/v1/devices/pi-01/telemetry", "/api/v1/devices/pi-01/events"):
+            before = served(app)
+            first = client.get(path)
+            again = client.get(path)
+            assert first.status_code == again.status_code == 200, path
+            assert again.content == first.content and served(app) == before + 1, path
+        for _ in range(2):
+            assert client.get("/api/v1/devices/pi-02/telemetry").status_code == 404
+        assert served(app) == 3

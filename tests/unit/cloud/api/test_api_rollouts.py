@@ -83,3 +83,21 @@ def test_bad_rollout_requests_get_one_clear_error(client: TestClient, engine: En
     assert nothing.status_code == 422 and "no device matches" in nothing.json()["detail"]
     assert client.get("/api/v1/rollouts/none").status_code == 404
     assert client.get("/api/v1/rollouts").json() == []
+
+
+def test_a_rollouts_status_comes_from_the_read_cache_and_an_action_shows_at_once(
+    client: TestClient, engine: Engine, register
+) -> None:
+    """The console polls a rollout's status: a repeat is answered by the fast lane, and an operator's action
+    through the API empties the cache, so the next read shows it."""
+    with Session(engine) as session:
+        register(session, "m")
+    enroll(engine, *DEVICES)
+    rollout_id = client.post("/api/v1/rollouts", json=_body()).json()["deployment_id"]
+    lane = client.app.state.read_routes  # type: ignore[attr-defined]
+    first = client.get(f"/api/v1/rollouts/{rollout_id}")
+    before = lane.served
+    again = client.get(f"/api/v1/rollouts/{rollout_id}")
+    assert again.content == first.content and lane.served == before + 1
+    assert client.post(f"/api/v1/rollouts/{rollout_id}/pause").json()["state"] == "paused"
+    assert client.get(f"/api/v1/rollouts/{rollout_id}").json()["state"] == "paused"

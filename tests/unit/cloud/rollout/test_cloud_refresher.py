@@ -148,3 +148,17 @@ def test_a_tick_reads_the_live_assignments_in_one_query_whatever_the_fleet_size(
         sqlalchemy.event.remove(any_engine, "before_cursor_execute", listen)
     assignment_reads = [s for s in statements if "FROM assignmentrecord" in s or "JOIN assignmentrecord" in s]
     assert len(assignment_reads) == 1  # not one per device (12 here)
+
+
+def test_an_api_process_follows_a_rotation_without_publishing(world) -> None:  # type: ignore[no-untyped-def]
+    """A console API process's deployer (cloud.api.processes) signs with the rotated keys once its follower
+    ticks; the trust chain is the core refresher's to publish."""
+    from cloud.rollout.refresher import KeyFollower
+
+    keys, _clock, broker, deployer, *_rest = world
+    published = len(broker.retained_for(trust_topic(DEFAULT_FLEET)))
+    follower = KeyFollower(deployer, keys, interval_s=60)
+    assert follower.tick() is False
+    keys.rotate(DIRECTOR_ROLE)
+    assert follower.tick() is True and deployer.director.root_version == 2
+    assert len(broker.retained_for(trust_topic(DEFAULT_FLEET))) == published

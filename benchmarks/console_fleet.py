@@ -1,0 +1,284 @@
+"""Console API latency at 100 concurrent clients while a fleet of real agents reports, by where the cloud runs:
+
+  in-process   the cloud (CloudService: ingestion, controller, API) in the benchmark's own process beside the
+               agents' AgentHost loop and their traffic thread, as benchmarks/rollout.py runs it: one
+               interpreter lock for the API, the cloud's workers and 200 agents
+  up-api-thread  the cloud as `edgefleet up --api-processes 0` runs it (`python -m cloud.cli up`: its own process,
+               the API in a thread of it beside ingestion and the controller: one interpreter lock), the agents in
+               a `simulator.process_fleet` worker
+  up           the same with `edgefleet up`'s default: the API in a process of its own (cloud.api.processes)
+  up-api-x2    the same with two API processes (--api-processes 2)
+  floor        a bare uvicorn + httptools + uvloop app answering fixed bytes (benchmarks/console_api.py's), in
+               its own process, measured right after each candidate: what any API process costs at that moment
+
+Each phase (candidate, fleet reporting then idle) is measured with wrk (benchmarks/wrk.py) at 100 clients,
+kept-alive and with a new connection per request, on each path; the floor beside it. Candidates alternate
+(--rounds) so that a change in the machine's load hits them alike. Mosquitto is the broker, SQLite the database
+(or --database-url).
+
+    .venv/bin/python benchmarks/console_fleet.py [--devices 200] [--rounds 1] [--seconds 5] [--tick 1.0]
+
+Prints one JSON object last: {"rows": [...], "summary": {...}, "loadavg": [...]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+import wrk  # noqa: E402  (benchmarks/wrk.py)
+from rollout import MODEL_ID, Mosquitto, wait_for  # noqa: E402  (benchmarks/rollout.py)
+
+CLIENTS = 100
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prepare(data_dir: Path, broker_url: str, devices: int, database_url: str | None) -> dict[str, Any]:
+    """Keys, a trained and signed v1, `devices` enrolled devices and the development admin token, with a cloud
+    started once in this process (then stopped)."""
+    from sqlmodel import Session
+
+    from cloud.cli.operator_token import ensure_dev_token
+    from cloud.identity.enrollment import enroll_device
+    from cloud.service import CloudService
+    from cloud.settings import CloudSettings
+    from cloud.training.pipeline import TrainingConfig, run_training_pipeline
+
+    settings = CloudSettings(data_dir=data_dir, api_port=0, mqtt_url=broker_url, database_url=database_url)
+    with CloudService(settings) as cloud:
+        assert cloud.engine is not None and cloud.store is not None
+        v1 = run_training_pipeline(cloud.engine, cloud.store, cloud.signer, TrainingConfig(model_id=MODEL_ID))
+        ids = [f"bench-{i:04d}" for i in range(devices)]
+        with Session(cloud.engine) as session:
+            passwords = {d: enroll_device(session, d).password for d in ids}
+            session.commit()
+        found = ensure_dev_token(cloud.engine, settings.data_dir)
+        assert found is not None
+        return {"version": v1.version, "rows": v1.split.X_test[:10], "ids": ids, "passwords": passwords,
+                "token": found[0].read_text().strip(), "trust": cloud.trust_chain_path}  # fmt: skip
+
+
+def cloud_env(args: argparse.Namespace) -> dict[str, str]:
+    """The settings both candidates run with (as EDGEFLEET_* variables, which `up` reads too)."""
+    env = {"EDGEFLEET_ROLLOUT_TICK_S": str(args.tick)}
+    if args.database_url:
+        env["EDGEFLEET_DATABASE_URL"] = args.database_url
+    return env
+
+
+@contextlib.contextmanager
+def in_process(data_dir: Path, broker_url: str, setup: dict[str, Any], args: argparse.Namespace) -> Iterator[Any]:
+    """rollout.py's set-up: the cloud and the agents (and their traffic) in this process."""
+    from cloud.heap import freeze_startup_heap
+    from cloud.service import CloudService
+    from cloud.settings import CloudSettings
+    from protocols.v1 import messages_pb2 as pb
+    from simulator.host import AgentHost, DeviceSpec
+    from simulator.traffic import Traffic
+
+    os.environ.update(cloud_env(args))
+    settings = CloudSettings(data_dir=data_dir, api_port=0, mqtt_url=broker_url)
+    with CloudService(settings) as cloud:
+        freeze_startup_heap()
+        specs = [DeviceSpec(d, password=setup["passwords"][d]) for d in setup["ids"]]
+        with AgentHost(specs, mqtt_url=broker_url, trust_path=setup["trust"], state_root=data_dir.parent / "devices",
+                       mqtt_protocol="5") as host:  # fmt: skip
+            traffic: list[Traffic] = []
+
+            class Fleet:
+                api_url = cloud.api_url
+
+                @staticmethod
+                def running() -> int:
+                    version = setup["version"]
+                    return host.count(lambda s: s.update_state == pb.UPDATE_STATE_ACTIVE
+                                      and s.active_model.version == version)  # fmt: skip
+
+                @staticmethod
+                def report() -> None:
+                    traffic.append(Traffic(host, setup["rows"], rounds=10**9, period_s=args.telemetry_period,
+                                           rows_per_round=10).start())  # fmt: skip
+
+                @staticmethod
+                def quiet() -> None:
+                    while traffic:
+                        traffic.pop().stop()
+
+            try:
+                yield Fleet
+            finally:
+                Fleet.quiet()
+
+
+@contextlib.contextmanager
+def own_process(data_dir: Path, broker_url: str, setup: dict[str, Any], args: argparse.Namespace,
+                api_processes: int = 1) -> Iterator[Any]:  # fmt: skip
+    """`edgefleet up` in a process of its own (its API in `api_processes` more), the agents in a ProcessFleet
+    worker."""
+    from simulator.host import DeviceSpec
+    from simulator.process_fleet import ProcessFleet
+
+    port = free_port()
+    env = {**os.environ, **cloud_env(args), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "cloud.cli", "up", "--data-dir", str(data_dir), "--mqtt-url", broker_url,
+               "--port", str(port), "--api-processes", str(api_processes)]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # `up` prints "running; Ctrl-C stops" once everything is up
+            if "running;" in line:
+                break
+        else:
+            raise RuntimeError(f"edgefleet up exited with {process.wait()}")
+        specs = [DeviceSpec(d, password=setup["passwords"][d]) for d in setup["ids"]]
+        with ProcessFleet(specs, workers=args.fleet_workers, mqtt_url=broker_url, trust_path=setup["trust"],
+                          state_root=data_dir.parent / "devices", mqtt_protocol="5") as fleet:  # fmt: skip
+
+            class Fleet:
+                api_url = f"http://127.0.0.1:{port}"
+                pid = process.pid
+
+                @staticmethod
+                def running() -> int:
+                    return fleet.running(setup["version"])
+
+                @staticmethod
+                def report() -> None:
+                    fleet.traffic(setup["rows"], args.telemetry_period)
+
+                @staticmethod
+                def quiet() -> None:
+                    fleet.quiet()
+
+            yield Fleet
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def floor_server() -> tuple[mp.process.BaseProcess, int]:
+    from console_api import _serve  # benchmarks/console_api.py's floor
+
+    context = mp.get_context("spawn")
+    ports = context.Queue()
+    process = context.Process(target=_serve, args=("floor", "", None, "", ports), daemon=True)
+    process.start()
+    return process, int(ports.get(timeout=60))
+
+
+def measure(url: str, paths: list[str], token: str, seconds: float, **labels: Any) -> list[dict[str, Any]]:
+    rows = []
+    for path in paths:
+        for keepalive in (True, False):
+            row = wrk.run(url, path, token, clients=CLIENTS, seconds=seconds, keepalive=keepalive)
+            assert row is not None, "wrk is not installed"
+            rows.append({**labels, **row, "load1": round(os.getloadavg()[0], 2)})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=5.0, help="of wrk load per measurement")
+    parser.add_argument("--tick", type=float, default=1.0, help="the rollout controller's period, s")
+    parser.add_argument("--telemetry-period", type=float, default=1.0, help="s between telemetry windows")
+    parser.add_argument("--fleet-workers", type=int, default=1, help="ProcessFleet workers (own-process)")
+    parser.add_argument("--candidates", default="in-process,up-api-thread,up",
+                        help="of in-process, up-api-thread, up, up-api-x2")
+    parser.add_argument("--paths", default="/api/v1/devices,/api/v1/models,/api/v1/devices/bench-0000/telemetry")
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--hold", type=float, default=0.0, help="s to wait before measuring (to attach py-spy)")
+    args = parser.parse_args()
+    if not wrk.available():
+        print("wrk is not installed", file=sys.stderr)
+        return 2
+    paths = args.paths.split(",")
+    makers = {"in-process": in_process, "up-api-thread": partial(own_process, api_processes=0),
+              "up": own_process, "up-api-x2": partial(own_process, api_processes=2)}
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp)) as broker:
+        data_dir = Path(tmp) / "cloud"
+        setup = prepare(data_dir, broker.url, args.devices, args.database_url)
+        floor, floor_port = floor_server()
+        floor_url = f"http://127.0.0.1:{floor_port}"
+        deployed = False
+        try:
+            for n in range(args.rounds):
+                for name in args.candidates.split(","):
+                    with makers[name](data_dir, broker.url, setup, args) as fleet:
+                        api = httpx.Client(base_url=fleet.api_url, timeout=30,
+                                           headers={"Authorization": f"Bearer {setup['token']}"})  # fmt: skip
+                        if not deployed:
+                            answer = api.post("/api/v1/deployments", json={"model_id": MODEL_ID,
+                                                                           "version": setup["version"],
+                                                                           "device_ids": setup["ids"]})  # fmt: skip
+                            answer.raise_for_status()
+                            deployed = True
+                        took = wait_for(lambda f=fleet: f.running() == args.devices, 600, poll_s=0.5)
+                        assert took is not None, "the fleet did not reach v1"
+                        for path in paths:  # each list once through the full app (the fast lane learns it)
+                            api.get(path).raise_for_status()
+                        for state in ("reporting", "idle"):
+                            if state == "reporting":
+                                fleet.report()
+                                time.sleep(3 * args.telemetry_period)
+                            else:
+                                fleet.quiet()
+                                time.sleep(2)
+                            if args.hold:
+                                print(f"holding {args.hold} s: {fleet.api_url} {data_dir} pid "
+                                      f"{getattr(fleet, 'pid', os.getpid())}", file=sys.stderr, flush=True)  # fmt: skip
+                                time.sleep(args.hold)
+                            labels = {"round": n, "fleet": state}
+                            rows += measure(fleet.api_url, paths, setup["token"], args.seconds, candidate=name,
+                                            **labels)  # fmt: skip
+                            rows += measure(floor_url, paths[:1], setup["token"], args.seconds, candidate="floor",
+                                            beside=name, **labels)  # fmt: skip
+                        api.close()
+        finally:
+            floor.terminate()
+    print(json.dumps({"rows": rows, "summary": summary(rows), "loadavg": [round(x, 2) for x in os.getloadavg()]}))
+    return 0
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The worst p99 (and its p50) of each candidate, fleet state and connection kind, over paths and rounds."""
+    out: dict[str, Any] = {}
+    for row in rows:
+        who = row["candidate"] if row["candidate"] != "floor" else f"floor beside {row['beside']}"
+        key = f"{who} {row['fleet']} {'keepalive' if row['keepalive'] else 'new_conn'}"
+        worst = out.get(key)
+        if worst is None or row["p99_ms"] > worst["p99_ms"]:
+            out[key] = {"p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"], "path": row["path"], "load1": row["load1"]}
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
