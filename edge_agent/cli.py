@@ -15,8 +15,32 @@ from typing import Any
 _BROKER_WARNING_AFTER_S = 10.0
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, measuring the terminal without shutil: argparse imports shutil (and with it bz2
+    and lzma, ~1 MB resident for the agent's lifetime) for its width, in every add_argument."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _terminal_columns() -> int:
+    import os
+
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):
+        return 80
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgefleet-agent", description="Run or provision an EdgeFleet device agent.")
+    description = "Run or provision an EdgeFleet device agent."
+    parser = argparse.ArgumentParser(prog="edgefleet-agent", description=description, formatter_class=HelpFormatter)
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
     commands = parser.add_subparsers(dest="agent_command", metavar="COMMAND")
     _add_commands(commands)
@@ -42,13 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def register(subparsers: Any) -> None:
     """Add `agent run|provision` to another command's subparsers (the cloud's `edgefleet`)."""
-    agent = subparsers.add_parser("agent", help="run or provision the device agent")
+    agent = subparsers.add_parser("agent", help="run or provision the device agent", formatter_class=HelpFormatter)
     commands = agent.add_subparsers(dest="agent_command", metavar="AGENT_COMMAND", required=True)
     _add_commands(commands)
 
 
 def _add_commands(commands: Any) -> None:
-    run = commands.add_parser("run", help="run the agent until SIGINT/SIGTERM")
+    run = commands.add_parser("run", help="run the agent until SIGINT/SIGTERM", formatter_class=HelpFormatter)
     run.add_argument("--config", required=True, type=Path, help="TOML file written by `agent provision`")
     run.set_defaults(func=run_command)
 
@@ -56,6 +80,7 @@ def _add_commands(commands: Any) -> None:
         "provision", help="write a device's config file and pin the fleet's trust chain",
         description="Either spend an enrollment token (--token, --cloud-url; everything else comes from the cloud) "
                     "or give the broker and trust chain yourself (--mqtt-url, --trust).",
+        formatter_class=HelpFormatter,
     )  # fmt: skip
     provision.add_argument("--device-id", required=True)
     provision.add_argument("--token", help="enrollment token from `edgefleet devices enroll` (single use)")
@@ -79,6 +104,7 @@ def _add_commands(commands: Any) -> None:
         "bundle", help="build an offline install tarball for a device (wheels, install.sh, systemd unit)",
         description="Build, on any machine with PyPI access, a tarball that installs the agent on a device "
                     "with no network: copy it over, unpack, `sudo ./install.sh`.",
+        formatter_class=HelpFormatter,
     )  # fmt: skip
     bundle.add_argument("--arch", required=True, choices=["aarch64", "x86_64"], help="the device's CPU")
     bundle.add_argument("--python", default="3.11", help="the device's python3 version (default 3.11)")
@@ -216,11 +242,13 @@ def run_command(args: argparse.Namespace) -> int:
     import threading
     import time
 
+    from edge_agent.resources import limit_malloc_arenas, use_builtin_hashes
+
+    use_builtin_hashes()  # before the agent's modules import hashlib
     from edge_agent.agent import Agent
     from edge_agent.config import load_settings
     from edge_agent.connect import transport_for
     from edge_agent.errors import AgentError
-    from edge_agent.resources import limit_malloc_arenas
     from edge_agent.sdnotify import Notifier
     from edge_agent.serving.grpc_server import start_grpc_server
     from edge_agent.transport import TransportError
