@@ -95,7 +95,8 @@ def _predict(port: int, rows: np.ndarray) -> agent_pb2.PredictResponse:
 def _until(box: Booted, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     if not wait_until(condition, timeout_s=timeout_s):
         journal = box.run(["journalctl", "--no-pager", "-n", "80", "-u", UNIT], check=False).stdout
-        raise AssertionError(f"{what} (after {timeout_s:g} s); the unit: {box.show(UNIT, 'ActiveState', 'SubState', 'Result', 'NRestarts', 'MainPID')}\n{journal}")
+        unit = box.show(UNIT, "ActiveState", "SubState", "Result", "NRestarts", "MainPID")
+        raise AssertionError(f"{what} (after {timeout_s:g} s); the unit: {unit}\n{journal}")
 
 
 def _restarted_after(box: Booted, old_pid: str, restarts: int) -> Callable[[], bool]:

@@ -75,7 +75,7 @@ def systemd_root(cache: Path) -> Path:
 class Booted:
     """The root booted by systemd in a container; `run` executes a command inside (as root)."""
 
-    def __init__(self, root: Path, log: Path, binds: dict[Path, str] | None = None, boot_timeout_s: float = 120) -> None:
+    def __init__(self, root: Path, log: Path, binds: dict[Path, str] | None = None, boot_timeout_s: float = 120):
         self.root, self.log_path, self.binds, self.boot_timeout_s = root, log, binds or {}, boot_timeout_s
         self.leader = 0  # the container's PID 1, as the host sees it
         self._process: subprocess.Popen[bytes] | None = None
