@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 _BROKER_WARNING_AFTER_S = 10.0
+_STALL_LIMIT_MIN_S = 5.0  # a loop stuck this long (or half WatchdogSec, if longer) counts as hung
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -275,10 +276,19 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"agent {settings.device_id} running (Ctrl-C to stop)", flush=True)
         systemd.ready(f"agent {settings.device_id} running")
         started, warned = time.monotonic(), False
-        # the loop wakes at least as often as systemd's watchdog wants a ping
+        # the loop wakes at least as often as systemd's watchdog wants a ping, and pings only while the agent's
+        # own loop steps: a hung step (a deadlock, a call that never returns) then gets the agent restarted
         tick = min(1.0, systemd.watchdog_interval_s or 1.0)
+        stall_limit_s = max(systemd.watchdog_interval_s or 0.0, _STALL_LIMIT_MIN_S)
+        stalled = False
         while not stopping.wait(tick):
-            systemd.watchdog()
+            if agent.loop_stalled_s() < stall_limit_s:
+                systemd.watchdog()
+                stalled = False
+            elif not stalled:
+                stalled = True
+                print(f"error: the agent's loop has not stepped for {agent.loop_stalled_s():.0f} s; no more "
+                      "watchdog pings (systemd restarts the agent)", file=sys.stderr, flush=True)  # fmt: skip
             # Say so, once, when the broker stays out of reach: paho keeps retrying quietly in the background.
             if not warned and not transport.connected and time.monotonic() - started > _BROKER_WARNING_AFTER_S:
                 warned = True
