@@ -15,6 +15,8 @@ and, to price each change on its own, the lean agent with that one change undone
     +pydantic   pydantic-settings imported (what the old settings class loaded)
     +crypto     cryptography's Ed25519 imported at start, as checking the trust chain and the retained desired
                 state at every start did (now checked once per content, edge_agent.config / update.handlers)
+    +openssl    hashlib on OpenSSL's libcrypto (edge_agent.resources.use_builtin_hashes undone; a device on
+                mqtts:// loads libcrypto for ssl anyway, and saves ~0.5 MB of this only)
     +arenas     glibc's default malloc arenas (no MALLOC_ARENA_MAX / mallopt)
     +grpcio     the local gRPC API served by grpcio (4 workers) instead of grpclib
     +runtime    the runtime's own defaults (RuntimeTuning.stock())
@@ -43,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 RUNTIMES = ("onnxruntime", "tflite")
-UNDONE = ("+pydantic", "+crypto", "+arenas", "+grpcio", "+runtime")  # one lean change undone each
+UNDONE = ("+pydantic", "+crypto", "+openssl", "+arenas", "+grpcio", "+runtime")  # one lean change undone each
 VARIANTS = ("bare", "stock", "lean", *UNDONE, "nogrpc")  # nogrpc: lean without the local gRPC API (grpc_address "")
 
 
@@ -60,9 +62,11 @@ def child(args: argparse.Namespace) -> int:
     # urllib.request on every connect, and it imports dnspython whenever it is there
     sys.modules.update(dict.fromkeys(NOT_ON_A_DEVICE))
 
-    from edge_agent.resources import limit_malloc_arenas
+    from edge_agent.resources import limit_malloc_arenas, use_builtin_hashes
 
     undone = set(UNDONE) if args.variant == "stock" else {args.variant}
+    if "+openssl" not in undone and args.variant != "bare":
+        use_builtin_hashes()  # as `edgefleet-agent run` does, before anything imports hashlib
     if "+arenas" not in undone and args.variant != "bare":
         limit_malloc_arenas()
     if "+pydantic" in undone:
@@ -338,7 +342,9 @@ def legacy_size(window: Any) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from edge_agent.cli import HelpFormatter  # argparse's own imports shutil, bz2, lzma: the agent's CLI does not
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--seconds", type=float, default=1.5, help="per round, bare and agent together")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any
 
 import numpy as np
@@ -118,6 +118,7 @@ class Agent:
         self.fleet = self._root.fleet
         self._refused_at_s: dict[str, float] = {}  # malformed downward messages: one event per reason a minute
         self._tick_interval_s = tick_interval_s
+        self._stepped_s = monotonic()  # when the loop last finished a step (it steps at least every tick)
         self._slot = ModelSlot()
         self._sampler = Sampler(
             settings.sample_rate, settings.sample_max_per_window, rng,
@@ -272,6 +273,11 @@ class Agent:
     def serving(self) -> ServingModel | None:
         return self._slot.current
 
+    def loop_stalled_s(self) -> float:
+        """Seconds since the agent's loop last finished a step; it steps at least every tick while it runs, so
+        this grows only when a step hangs (`edgefleet-agent run` then stops pinging systemd's watchdog)."""
+        return monotonic() - self._stepped_s
+
     def status(self) -> pb.ReportedState:
         """The last ReportedState (a copy)."""
         return self._outbox.reported()
@@ -312,6 +318,7 @@ class Agent:
         except Exception:  # noqa: BLE001 - the agent's loop must outlive any bug in one step
             log.exception("agent %s: unexpected error", self.device_id)
         self._outbox.notify()
+        self._stepped_s = monotonic()
 
     def _say_goodbye(self) -> None:
         try:

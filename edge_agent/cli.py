@@ -13,10 +13,35 @@ from pathlib import Path
 from typing import Any
 
 _BROKER_WARNING_AFTER_S = 10.0
+_STALL_LIMIT_MIN_S = 5.0  # a loop stuck this long (or half WatchdogSec, if longer) counts as hung
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, measuring the terminal without shutil: argparse imports shutil (and with it bz2
+    and lzma, ~1 MB resident for the agent's lifetime) for its width, in every add_argument."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _terminal_columns() -> int:
+    import os
+
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):
+        return 80
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgefleet-agent", description="Run or provision an EdgeFleet device agent.")
+    description = "Run or provision an EdgeFleet device agent."
+    parser = argparse.ArgumentParser(prog="edgefleet-agent", description=description, formatter_class=HelpFormatter)
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
     commands = parser.add_subparsers(dest="agent_command", metavar="COMMAND")
     _add_commands(commands)
@@ -42,13 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def register(subparsers: Any) -> None:
     """Add `agent run|provision` to another command's subparsers (the cloud's `edgefleet`)."""
-    agent = subparsers.add_parser("agent", help="run or provision the device agent")
+    agent = subparsers.add_parser("agent", help="run or provision the device agent", formatter_class=HelpFormatter)
     commands = agent.add_subparsers(dest="agent_command", metavar="AGENT_COMMAND", required=True)
     _add_commands(commands)
 
 
 def _add_commands(commands: Any) -> None:
-    run = commands.add_parser("run", help="run the agent until SIGINT/SIGTERM")
+    run = commands.add_parser("run", help="run the agent until SIGINT/SIGTERM", formatter_class=HelpFormatter)
     run.add_argument("--config", required=True, type=Path, help="TOML file written by `agent provision`")
     run.set_defaults(func=run_command)
 
@@ -56,6 +81,7 @@ def _add_commands(commands: Any) -> None:
         "provision", help="write a device's config file and pin the fleet's trust chain",
         description="Either spend an enrollment token (--token, --cloud-url; everything else comes from the cloud) "
                     "or give the broker and trust chain yourself (--mqtt-url, --trust).",
+        formatter_class=HelpFormatter,
     )  # fmt: skip
     provision.add_argument("--device-id", required=True)
     provision.add_argument("--token", help="enrollment token from `edgefleet devices enroll` (single use)")
@@ -79,6 +105,7 @@ def _add_commands(commands: Any) -> None:
         "bundle", help="build an offline install tarball for a device (wheels, install.sh, systemd unit)",
         description="Build, on any machine with PyPI access, a tarball that installs the agent on a device "
                     "with no network: copy it over, unpack, `sudo ./install.sh`.",
+        formatter_class=HelpFormatter,
     )  # fmt: skip
     bundle.add_argument("--arch", required=True, choices=["aarch64", "x86_64"], help="the device's CPU")
     bundle.add_argument("--python", default="3.11", help="the device's python3 version (default 3.11)")
@@ -216,11 +243,13 @@ def run_command(args: argparse.Namespace) -> int:
     import threading
     import time
 
+    from edge_agent.resources import limit_malloc_arenas, use_builtin_hashes
+
+    use_builtin_hashes()  # before the agent's modules import hashlib
     from edge_agent.agent import Agent
     from edge_agent.config import load_settings
     from edge_agent.connect import transport_for
     from edge_agent.errors import AgentError
-    from edge_agent.resources import limit_malloc_arenas
     from edge_agent.sdnotify import Notifier
     from edge_agent.serving.grpc_server import start_grpc_server
     from edge_agent.transport import TransportError
@@ -247,10 +276,19 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"agent {settings.device_id} running (Ctrl-C to stop)", flush=True)
         systemd.ready(f"agent {settings.device_id} running")
         started, warned = time.monotonic(), False
-        # the loop wakes at least as often as systemd's watchdog wants a ping
+        # the loop wakes at least as often as systemd's watchdog wants a ping, and pings only while the agent's
+        # own loop steps: a hung step (a deadlock, a call that never returns) then gets the agent restarted
         tick = min(1.0, systemd.watchdog_interval_s or 1.0)
+        stall_limit_s = max(systemd.watchdog_interval_s or 0.0, _STALL_LIMIT_MIN_S)
+        stalled = False
         while not stopping.wait(tick):
-            systemd.watchdog()
+            if agent.loop_stalled_s() < stall_limit_s:
+                systemd.watchdog()
+                stalled = False
+            elif not stalled:
+                stalled = True
+                print(f"error: the agent's loop has not stepped for {agent.loop_stalled_s():.0f} s; no more "
+                      "watchdog pings (systemd restarts the agent)", file=sys.stderr, flush=True)  # fmt: skip
             # Say so, once, when the broker stays out of reach: paho keeps retrying quietly in the background.
             if not warned and not transport.connected and time.monotonic() - started > _BROKER_WARNING_AFTER_S:
                 warned = True

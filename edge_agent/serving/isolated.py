@@ -3,7 +3,9 @@ segfaults (a broken wheel on aarch64, say) then kills the child, not the agent.
 
 `check_in_child(artifact, data, io, self_test)` returns when the child loaded the model (a Python error in
 the child is left for the in-process load to report with its usual code); it raises RuntimeCrashedError
-when the child died of a signal. Run as `python -m edge_agent.serving.isolated DIR` it is that child.
+when the child died of a signal. Run as `python -m edge_agent.serving.isolated` it is that child, reading the
+artifact, model bytes, IO schema and self-test from its stdin (each a 4-byte big-endian length, then the bytes:
+no temporary files, and no tempfile module kept resident in the agent after its first update).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import logging
 import signal
 import subprocess
 import sys
-from pathlib import Path
+from typing import BinaryIO
 
 from edge_agent.errors import RuntimeCrashedError, RuntimeLoadError
 from protocols.v1 import messages_pb2 as pb
 
 CHILD_TIMEOUT_S = 300.0  # a Pi 3 takes seconds to import onnxruntime; a hang is not a crash
-_FILES = ("artifact.pb", "model.bin", "io.pb", "self_test.pb")
+_PARTS = 4  # artifact, model bytes, io schema, self-test
 
 log = logging.getLogger(__name__)
 
@@ -30,30 +32,26 @@ def check_in_child(
     self_test: pb.SelfTest | None,
     timeout_s: float = CHILD_TIMEOUT_S,
 ) -> None:
-    import tempfile  # here: only an update's load check needs it, and an idle agent need not hold it (~0.8 MB)
-
-    with tempfile.TemporaryDirectory(prefix="edgefleet-load-") as tmp:
-        blobs = (
-            artifact.SerializeToString(),
-            data,
-            io.SerializeToString(),
-            (self_test or pb.SelfTest()).SerializeToString(),
+    blobs = (
+        artifact.SerializeToString(),
+        data,
+        io.SerializeToString(),
+        (self_test or pb.SelfTest()).SerializeToString(),
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "edge_agent.serving.isolated"],
+            input=b"".join(len(blob).to_bytes(4, "big") + blob for blob in blobs),
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
         )
-        for name, blob in zip(_FILES, blobs, strict=True):
-            (Path(tmp) / name).write_bytes(blob)
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", "edge_agent.serving.isolated", tmp],
-                capture_output=True,
-                timeout=timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise RuntimeLoadError(f"loading the {artifact.runtime} artifact took over {timeout_s:g} s") from None
-        except OSError as exc:  # no child can run here (e.g. under qemu-user without binfmt): the journal's
-            # load counter stays the defence against a crashing runtime
-            log.warning("cannot start a child to test-load the model (%s); loading it in process", exc)
-            return
+    except subprocess.TimeoutExpired:
+        raise RuntimeLoadError(f"loading the {artifact.runtime} artifact took over {timeout_s:g} s") from None
+    except OSError as exc:  # no child can run here (e.g. under qemu-user without binfmt): the journal's
+        # load counter stays the defence against a crashing runtime
+        log.warning("cannot start a child to test-load the model (%s); loading it in process", exc)
+        return
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name if -done.returncode in signal.valid_signals() else "?"
         raise RuntimeCrashedError(
@@ -61,11 +59,19 @@ def check_in_child(
         )
 
 
-def _child(directory: str) -> int:
+def _read_parts(stream: BinaryIO) -> list[bytes]:
+    parts = []
+    for _ in range(_PARTS):
+        size = int.from_bytes(stream.read(4), "big")
+        parts.append(stream.read(size))
+    return parts
+
+
+def _child() -> int:
     from edge_agent.serving.runtime import load_model
     from edge_agent.serving.selftest import run_self_test
 
-    raw = [(Path(directory) / name).read_bytes() for name in _FILES]
+    raw = _read_parts(sys.stdin.buffer)
     artifact, io, self_test = (
         pb.Artifact.FromString(raw[0]),
         pb.IoSchema.FromString(raw[2]),
@@ -77,4 +83,4 @@ def _child(directory: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1]))
+    sys.exit(_child())

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support import wait_until
 
+from edge_agent.clock import SystemClock
 from edge_agent.sdnotify import Notifier
 
 
@@ -52,3 +57,30 @@ def test_a_watchdog_meant_for_another_process_is_ignored(tmp_path: Path) -> None
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "x"), "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
     assert notifier.watchdog_interval_s is None
     assert not notifier.ready()  # nobody listens at that path: reported, not raised
+
+
+def test_a_hung_agent_loop_shows_as_stalled_so_the_run_command_stops_pinging(make_agent: Any) -> None:
+    """`edgefleet-agent run` pings systemd's watchdog only while Agent.loop_stalled_s() stays small: a step
+    that hangs (here: the clock it reads blocks) must make it grow, and a loop that steps again reset it."""
+    clock = GatedClock()
+    agent = make_agent(clock=clock)
+    assert wait_until(lambda: agent.loop_stalled_s() < 0.5, timeout_s=5)
+    clock.gate.clear()
+    time.sleep(1.5)
+    stalled = agent.loop_stalled_s()
+    clock.gate.set()
+    assert stalled > 1.0
+    assert wait_until(lambda: agent.loop_stalled_s() < 0.5, timeout_s=5)
+
+
+class GatedClock(SystemClock):
+    """The system clock, whose reads wait while the gate is closed (a step that never returns)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def now(self) -> Any:
+        self.gate.wait(30)
+        return super().now()
