@@ -47,7 +47,7 @@ from edge_agent.update import crash_marks, recovery
 from edge_agent.update.actions import Emit
 from edge_agent.update.chunks import ChunkPolicy
 from edge_agent.update.context import REFUSAL_EVENT_INTERVAL_S
-from edge_agent.update.events import Connected, Event, HealthCheck, Started, Tick
+from edge_agent.update.events import Connected, Event, FanoutSubscribed, HealthCheck, Started, Tick
 from edge_agent.update.journal import LastError
 from edge_agent.update.machine import Updater, UpdaterConfig
 from edge_agent.update.states import State
@@ -203,6 +203,7 @@ class Agent:
         self._runner.post(announce)  # first in the queue: ahead of anything the transport delivers
         self.transport.set_message_handler(self._on_transport_message)
         self.transport.set_connect_handler(self._on_transport_connect)
+        self.transport.set_subscribed_handler(lambda f, granted: self._post(FanoutSubscribed(f, granted)))
         for topic_filter, qos in device_subscriptions(self.device_id, fleet=self.fleet):
             self.transport.subscribe(topic_filter, qos)
         self._runner.start(self._step, self._tick_interval_s, self._say_goodbye)

@@ -40,7 +40,7 @@ from paho.mqtt.properties import Properties  # noqa: E402
 from paho.mqtt.reasoncodes import ReasonCode  # noqa: E402
 
 from edge_agent.broker_url import BrokerAddress, parse_broker_url  # noqa: E402
-from edge_agent.transport import ConnectHandler, MessageHandler, TransportError, Will  # noqa: E402
+from edge_agent.transport import ConnectHandler, MessageHandler, SubscribedHandler, TransportError, Will  # noqa: E402
 from protocols import topics  # noqa: E402
 
 # BrokerAddress and parse_broker_url live in edge_agent.broker_url; importable from here as before
@@ -126,6 +126,8 @@ class PahoTransport:
         self._handshake_failure: str | None = None
         self._on_message: MessageHandler = lambda _topic, _payload: None
         self._on_connect: ConnectHandler = lambda: None
+        self._on_subscribed: SubscribedHandler = lambda _f, _granted: None
+        self._subscribing: dict[int, str] = {}  # message id -> the filter a live subscribe() sent
 
         kwargs: dict[str, Any] = {"client_id": client_id, "protocol": _PAHO_PROTOCOLS[protocol]}
         if protocol == "3.1.1":
@@ -231,7 +233,10 @@ class PahoTransport:
             self._filters[topic_filter] = qos
             send_now = self._link_up
         if send_now:
-            rc, _mid = self._client.subscribe(topic_filter, qos)
+            with self._lock:  # held across the send: the SUBACK (paho's thread) must find the mid
+                rc, mid = self._client.subscribe(topic_filter, qos)
+                if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                    self._subscribing[mid] = topic_filter
             if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
                 raise TransportError(f"cannot subscribe to {topic_filter!r}: {mqtt.error_string(rc)}")
 
@@ -249,6 +254,9 @@ class PahoTransport:
 
     def set_connect_handler(self, handler: ConnectHandler) -> None:
         self._on_connect = handler
+
+    def set_subscribed_handler(self, handler: SubscribedHandler) -> None:
+        self._on_subscribed = handler
 
     # -- paho callbacks (paho's network thread) ------------------------------------------------------
 
@@ -283,6 +291,10 @@ class PahoTransport:
         if mid == self._restore_mid:
             self._restore_mid = None
             self._become_ready()
+        with self._lock:
+            topic_filter = self._subscribing.pop(mid, None)
+        if topic_filter is not None:
+            self._on_subscribed(topic_filter, not failed)
 
     def _handle_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         detail, self._handshake_failure = self._handshake_failure, None

@@ -17,6 +17,7 @@ from protocols.topics import topic_matches
 
 __all__ = [
     "ConnectHandler",
+    "SubscribedHandler",
     "MemoryBroker",
     "MemoryTransport",
     "MessageHandler",
@@ -27,6 +28,7 @@ __all__ = [
 
 MessageHandler = Callable[[str, bytes], None]
 ConnectHandler = Callable[[], None]
+SubscribedHandler = Callable[[str, bool], None]  # (topic filter, granted) when its SUBACK comes
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class Transport(Protocol):
 
     def set_connect_handler(self, handler: ConnectHandler) -> None:
         """Called after every (re)connect, once subscriptions are restored."""
+
+    def set_subscribed_handler(self, handler: SubscribedHandler) -> None:
+        """handler(topic_filter, granted) runs on the transport's thread when the broker acknowledges a
+        subscribe() sent on a live connection (those restored on reconnect: the connect handler)."""
 
 
 class MemoryBroker:
@@ -112,6 +118,7 @@ class MemoryTransport:
         self._queued: list[tuple[str, bytes, bool]] = []
         self._on_message: MessageHandler = lambda _t, _p: None
         self._on_connect: ConnectHandler = lambda: None
+        self._on_subscribed: SubscribedHandler = lambda _f, _granted: None
 
     @property
     def connected(self) -> bool:
@@ -152,6 +159,7 @@ class MemoryTransport:
         self._filters[topic_filter] = qos
         if self._online:
             self._send_retained(topic_filter)
+            self._on_subscribed(topic_filter, True)
 
     def unsubscribe(self, topic_filter: str) -> None:
         self._filters.pop(topic_filter, None)
@@ -161,6 +169,9 @@ class MemoryTransport:
 
     def set_connect_handler(self, handler: ConnectHandler) -> None:
         self._on_connect = handler
+
+    def set_subscribed_handler(self, handler: SubscribedHandler) -> None:
+        self._on_subscribed = handler
 
     def accepts(self, topic: str) -> bool:
         return self._online and any(topic_matches(f, topic) for f in self._filters)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 
 from edge_agent.clock import Clock, Instant
 from edge_agent.store import ModelStore
-from edge_agent.transport import ConnectHandler, MessageHandler, Transport
+from edge_agent.transport import ConnectHandler, MessageHandler, SubscribedHandler, Transport
 from edge_agent.update.journal import Journal
 from protocols.v1 import messages_pb2 as pb
 
@@ -148,6 +148,9 @@ class EventTap:
 
     def set_connect_handler(self, handler: ConnectHandler) -> None:
         self._inner.set_connect_handler(handler)
+
+    def set_subscribed_handler(self, handler: SubscribedHandler) -> None:
+        self._inner.set_subscribed_handler(handler)
 
 
 class FaultHooks:

@@ -32,7 +32,7 @@ import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
 from edge_agent.broker_url import parse_broker_url
-from edge_agent.transport import ConnectHandler, MessageHandler, TransportError, Will
+from edge_agent.transport import ConnectHandler, MessageHandler, SubscribedHandler, TransportError, Will
 from protocols import topics
 
 __all__ = ["LoopTransport"]
@@ -103,6 +103,8 @@ class LoopTransport:
         self._on_connect: ConnectHandler = lambda: None
         self._corked: list[bytes] | None = None  # packets held back by cork(), in order
         self._corked_protocol: Any = None
+        self._on_subscribed: SubscribedHandler = lambda _f, _granted: None
+        self._subscribing: dict[int, str] = {}  # message id -> the filter a live subscribe() sent (loop only)
 
     # -- Transport interface ---------------------------------------------------------------------------
 
@@ -160,6 +162,9 @@ class LoopTransport:
 
     def set_connect_handler(self, handler: ConnectHandler) -> None:
         self._on_connect = handler
+
+    def set_subscribed_handler(self, handler: SubscribedHandler) -> None:
+        self._on_subscribed = handler
 
     # -- faults ----------------------------------------------------------------------------------------
 
@@ -339,6 +344,12 @@ class LoopTransport:
         codes = [int(c) for c in (codes if isinstance(codes, list | tuple) else [codes])]
         if future is not None and not future.done():
             future.set_result(codes)
+        topic_filter = self._subscribing.pop(mid, None)
+        if topic_filter is not None:
+            try:
+                self._on_subscribed(topic_filter, all(c < 0x80 for c in codes))
+            except Exception:
+                log.exception("subscribed handler failed on %s", topic_filter)
 
     def _publish_now(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         client = self._client
@@ -356,7 +367,8 @@ class LoopTransport:
 
     def _subscribe_now(self, topic_filter: str, qos: int) -> None:
         if self._client is not None and self._ready.is_set():
-            self._client.subscribe(gmqtt.Subscription(topic_filter, qos=qos))
+            mid = self._client.subscribe(gmqtt.Subscription(topic_filter, qos=qos))
+            self._subscribing[mid] = topic_filter
 
     def _unsubscribe_now(self, topic_filter: str) -> None:
         if self._client is not None and self._ready.is_set():

@@ -19,6 +19,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,7 @@ class RunReport:
     accuracy_windows: list[AccuracyWindow] = field(default_factory=list)
     labels: LabelFlow = field(default_factory=LabelFlow)
     timeline: list[tuple[float, str]] = field(default_factory=list)
+    events_late_s: float = 0.0  # the most any timeline event fired after its at_s
     devices_detail: list[DeviceOutcome] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -326,8 +328,19 @@ class _Timeline:
         self.first_deploy_s: float | None = None
         self.rollout_s: float | None = None
         self.log: list[tuple[float, str]] = []
+        self.events_late_s = 0.0
+        # deploys run here, one at a time and in order: a deploy to a large fleet takes seconds (planning,
+        # commit, a publish per device), and on the timeline's own thread it held back every fault after it
+        self._deploys: list[tuple[float, str, Future[Any]]] = []  # (fired at, where, its deploy)
 
     def run(self) -> None:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenario-deploy") as self._deployer:
+            self._run()
+            # under way past the drain time: wait for it, so the cloud it uses is not shut under it
+            for _fired, _where, future in self._deploys:
+                future.result()
+
+    def _run(self) -> None:
         events = sorted(self.scenario.events, key=lambda e: e.at_s)
         start = time.monotonic()
         self.start_wall_ms = int(time.time() * 1000)
@@ -336,7 +349,10 @@ class _Timeline:
         while True:
             now = time.monotonic() - start
             while events and events[0].at_s <= now:
-                self._fire(events.pop(0), now)
+                event = events.pop(0)
+                self.events_late_s = max(self.events_late_s, now - event.at_s)
+                self._fire(event, now)
+            self._deploys_done(now)
             for device_id, when in list(self.crashed.items()):
                 if when <= now:
                     del self.crashed[device_id]
@@ -370,7 +386,7 @@ class _Timeline:
                 self.updated_at.pop(device_id, None)
                 self.failed.pop(device_id, None)
                 self.hooks.last_errors.pop(device_id, None)  # what went wrong before this deploy is history
-            self.deploy(devices)
+            self._deploys.append((now, where, self._deployer.submit(self.deploy, devices)))
             self.targeted |= set(devices)
             if self.first_deploy_s is None:
                 self.first_deploy_s = now
@@ -415,6 +431,14 @@ class _Timeline:
             for device_id in self.rng.sample(devices, event.devices):
                 self.shaper.corrupt(device_id, event.chunks)
                 self._note(now, f"next {event.chunks} artifact chunk(s) to {device_id} corrupted")
+
+    def _deploys_done(self, now: float) -> None:
+        """Note each deploy that has finished; one that failed ends the run with its error, as it did when
+        deploys ran on this thread."""
+        while self._deploys and self._deploys[0][2].done():
+            fired, where, future = self._deploys.pop(0)
+            future.result()
+            self._note(now, f"deploy to {where} committed and published ({now - fired:.1f}s)")
 
     def _apply_drift(self, now: float) -> None:
         shapes: dict[str, DriftShape] = {}
@@ -505,7 +529,7 @@ class _Timeline:
         return None
 
     def _under_way(self) -> bool:
-        return len(self.updated_at) + len(self.failed) < len(self.deployed_at)
+        return bool(self._deploys) or len(self.updated_at) + len(self.failed) < len(self.deployed_at)
 
     def _runs(self, device_id: str) -> bool:
         state = self.host.devices[device_id].agent.status()
@@ -569,7 +593,8 @@ class _Timeline:
             scenario=self.scenario.scenario.name, devices=len(self.outcomes), version=self.trained.version,
             duration_s=self.scenario.scenario.duration_s,
             rollout_s=None if self.rollout_s is None else round(self.rollout_s, 2),
-            groups=groups, failures=failures, timeline=self.log, devices_detail=list(self.outcomes.values()),
+            groups=groups, failures=failures, timeline=self.log, events_late_s=round(self.events_late_s, 2),
+            devices_detail=list(self.outcomes.values()),
             networks={name: _summarise(members) for name, members in sorted(by_network.items())},
             labels=LabelFlow(sampled=self.labels.sampled_rows, queued=self.labels.queued,
                              delivered=self.labels_sent, owed=self.labels.owed),

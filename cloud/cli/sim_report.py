@@ -20,6 +20,8 @@ LEFT = {"group", "network", "drift", "reasons"}
 def print_report(report: RunReport, console: Console) -> None:
     rollout = f"{report.rollout_s:.1f}s" if report.rollout_s is not None else "not complete"
     console.print(f"[bold]{report.scenario}[/]: model v{report.version}, rollout {rollout}", highlight=False)
+    if report.events_late_s >= 1.0:  # the machine could not keep up: faults and drift came later than written
+        console.print(f"[yellow]timeline events fired up to {report.events_late_s:.1f}s late[/]", highlight=False)
     updates = _table("updates per group", ("group", "network", "devices", "running", "failed", "p50/p95 s"))
     traffic = _table("traffic per group", ("group", "inferences", "errors", "accuracy", "drift", "disconnects",
                                             "crashes"))  # fmt: skip

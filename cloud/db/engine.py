@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,13 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
+from cloud.db.write_turns import WriteTurns, WriteTurnTimeout
 from cloud.errors import ConfigurationError
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _ENGINE_SCHEMAS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 _READ_ONLY = "edgefleet_read_only"
+_HAS_TURN = "edgefleet_write_turn"  # in a connection's info while its transaction holds the write turn
+BUSY_TIMEOUT_S = 30.0  # how long a SQLite writer waits for the write lock (its turn, then the file lock)
 
 # The pool fits the threads that use it: the API runs sync routes and dependencies on anyio's default
 # thread limiter (40 at once, one session each), plus the ingestor, chunk server, refresher and republisher.
@@ -68,7 +73,9 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     # the ingestion worker and API threads share the engine, so connections cross threads
-    engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}, **_POOL)
+    connect_args = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_S}
+    engine = create_engine(url, echo=echo, connect_args=connect_args, **_POOL)
+    turns = WriteTurns()  # this process's writers take the lock in the order they asked (cloud.db.write_turns)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -77,18 +84,43 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        # IMMEDIATE: take the write lock up front, so two writers queue on busy_timeout instead of one
-        # failing with SQLITE_BUSY when its read transaction tries to become a write transaction. The price:
-        # every transaction, reads included, holds the lock until it ends, so keep sessions short and never
-        # open a second session inside a first one on the same thread (it would wait for busy_timeout).
+        # IMMEDIATE: take the write lock up front, so two writers queue (in this process on its write
+        # turns, between processes on busy_timeout) instead of one failing with SQLITE_BUSY when its read
+        # transaction tries to become a write transaction. The price: every transaction, reads included,
+        # holds the lock until it ends, so keep sessions short and never open a second session inside a
+        # first one on the same thread (it would wait BUSY_TIMEOUT_S for a turn, then fail).
         # Read-only sessions (read_only below) begin deferred: a WAL reader takes no lock and waits for none.
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(_READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+            return
+        try:
+            turns.acquire(BUSY_TIMEOUT_S)
+        except WriteTurnTimeout as exc:  # what SQLite says after its busy timeout, so callers see one error
+            locked = sqlite3.OperationalError(f"database is locked ({exc})")
+            raise OperationalError("BEGIN IMMEDIATE", None, locked) from None
+        conn.info[_HAS_TURN] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _end_turn(conn.info)
+            raise
 
+    def _end_turn(info: dict[str, Any]) -> None:
+        if info.pop(_HAS_TURN, False):
+            turns.release()
+
+    # the turn ends as the transaction does (just before its COMMIT or ROLLBACK runs: the next writer's
+    # BEGIN IMMEDIATE waits the moment that takes in the busy handler); a connection returned to the pool
+    # mid-transaction, or invalidated, gives it back too, so a lost turn cannot stop the process's writes
+    event.listen(engine, "commit", lambda conn: _end_turn(conn.info))
+    event.listen(engine, "rollback", lambda conn: _end_turn(conn.info))
+    event.listen(engine.pool, "checkin", lambda _dbapi, record: _end_turn(record.info))
+    event.listen(engine.pool, "invalidate", lambda _dbapi, record, _exc: _end_turn(record.info))
     return engine
 
 
@@ -102,8 +134,6 @@ def read_only(engine: Engine) -> Engine:
 def create_tables(engine: Engine) -> None:
     """Create the schema (PostgreSQL, if the engine has one) and every table, and add the columns a newer
     version added to existing tables (cloud.db.schema_sync); safe to call again."""
-    from sqlalchemy.exc import OperationalError
-
     import cloud.db.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
     import cloud.experiments.records  # noqa: F401
     import cloud.identity.records  # noqa: F401

@@ -6,7 +6,8 @@ again with one more retry counted; a chunk that needs more than `max_retries` re
 With fan-out (the cloud keeps every chunk retained on fleet-wide topics) the chunks are first *expected*:
 in flight without a request, their deadline pushed back while fan-out chunks keep arriving. One that does
 not come by its deadline becomes missing with no retry counted, and only then is asked for on the
-device's own topics.
+device's own topics. The deadline runs from the broker's SUBACK: before it, the retained chunks cannot come
+(a broker busy with a fleet's subscriptions acknowledges late), so until then they wait `suback_timeout_s`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class ChunkPolicy:
     window: int = 8  # chunks in flight at once
     timeout_s: float = 10.0
     max_retries: int = 5
+    suback_timeout_s: float = 30.0  # fan-out chunks awaited this long while their subscription is unacknowledged
 
 
 @dataclass
@@ -45,12 +47,20 @@ class ChunkTracker:
             self.in_flight[index] = now_s + self.policy.timeout_s
         return batch
 
-    def expect_fanout(self, now_s: float) -> None:
-        """Every missing chunk (and every one already expected) is awaited from the fan-out topics."""
+    def expect_fanout(self, now_s: float, *, subscribed: bool = True) -> None:
+        """Every missing chunk (and every one already expected) is awaited from the fan-out topics: for
+        timeout_s from now once subscribed (the SUBACK came), for suback_timeout_s while not yet."""
+        wait_s = self.policy.timeout_s if subscribed else self.policy.suback_timeout_s
         for index in self.missing():
             self.expected.add(index)
         for index in self.expected:
-            self.in_flight[index] = now_s + self.policy.timeout_s
+            self.in_flight[index] = now_s + wait_s
+
+    def fanout_refused(self) -> None:
+        """The broker refused the fan-out subscription: the chunks expected from it are missing now."""
+        for index in self.expected:
+            self.in_flight.pop(index, None)
+        self.expected.clear()
 
     def fanout_progress(self, now_s: float) -> None:
         """A chunk arrived: the link is busy delivering, so the chunks still expected get more time."""

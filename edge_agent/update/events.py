@@ -20,6 +20,7 @@ class EventKind(Enum):
     DESIRED = "desired"
     TRUST = "trust"
     CHUNK = "chunk"
+    FANOUT_SUBSCRIBED = "fanout_subscribed"
     TICK = "tick"
     ARTIFACT_VERIFIED = "artifact_verified"
     ARTIFACT_REJECTED = "artifact_rejected"
@@ -60,6 +61,15 @@ class TrustReceived:
 class ChunkReceived:
     chunk: pb.ArtifactChunk
     kind: ClassVar[EventKind] = EventKind.CHUNK
+
+
+@dataclass(frozen=True)
+class FanoutSubscribed:
+    """The broker answered a subscription made on a live connection (its SUBACK): granted or refused."""
+
+    topic_filter: str
+    granted: bool
+    kind: ClassVar[EventKind] = EventKind.FANOUT_SUBSCRIBED
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,7 @@ Event = (
     | DesiredReceived
     | TrustReceived
     | ChunkReceived
+    | FanoutSubscribed
     | Tick
     | ArtifactVerified
     | ArtifactRejected

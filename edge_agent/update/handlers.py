@@ -38,6 +38,7 @@ from edge_agent.update.events import (
     ChunkReceived,
     DesiredReceived,
     Event,
+    FanoutSubscribed,
     LoadFailed,
     ModelLoaded,
     SelfTestFailed,
@@ -157,8 +158,9 @@ def begin(
     if old_filter is not None and old_filter != topic_filter:
         actions.append(LeaveFanout(old_filter))
     if topic_filter is not None:
-        # one copy for the whole fleet: wait for the retained chunks, ask only for what does not come
-        up.tracker.expect_fanout(now.mono_s)
+        # one copy for the whole fleet: wait for the retained chunks, ask only for what does not come; the
+        # wait proper starts at the SUBACK (on_fanout_subscribed), as the chunks cannot come before it
+        up.tracker.expect_fanout(now.mono_s, subscribed=False)
         actions.append(FollowFanout(topic_filter))
     return actions + up.request(now) + [Report()]
 
@@ -228,6 +230,17 @@ def on_connected(up: UpdateContext, _event: Event, now: Instant) -> list[Action]
     if up.fanout() is not None:  # the (re)subscription brings the retained chunks again
         up.tracker.expect_fanout(now.mono_s)
     return up.request(now, also=up.tracker.renew(now.mono_s))
+
+
+def on_fanout_subscribed(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
+    assert isinstance(event, FanoutSubscribed) and up.tracker is not None
+    if event.topic_filter != up.fanout():
+        return []  # an earlier download's topics
+    if event.granted:  # the retained chunks come now: the wait for them starts here
+        up.tracker.expect_fanout(now.mono_s)
+        return []
+    up.tracker.fanout_refused()  # refused (an ACL): ask for every chunk on the device's own topics
+    return up.request(now)
 
 
 def on_chunk(up: UpdateContext, event: Event, now: Instant) -> list[Action]:

@@ -56,6 +56,7 @@ TRANSITIONS: dict[tuple[State, E], Transition] = {
     (DOWNLOADING, E.STARTED): Transition(h.on_started, {DOWNLOADING, VERIFYING}),
     (DOWNLOADING, E.CONNECTED): Transition(h.on_connected, {DOWNLOADING}),
     (DOWNLOADING, E.CHUNK): Transition(h.on_chunk, {DOWNLOADING, VERIFYING, FAILED}),
+    (DOWNLOADING, E.FANOUT_SUBSCRIBED): Transition(h.on_fanout_subscribed, {DOWNLOADING}),
     (DOWNLOADING, E.TICK): Transition(h.on_tick, {DOWNLOADING, FAILED}),
     (DOWNLOADING, E.ABORTED): Transition(h.on_failure_result, {DOWNLOADING, FAILED}),
     (DOWNLOADING, E.DESIRED): Transition(h.on_desired, {DOWNLOADING, VERIFYING, ACTIVE, FAILED, IDLE}),

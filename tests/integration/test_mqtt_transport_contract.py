@@ -6,6 +6,7 @@ here."""
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -181,3 +182,22 @@ def test_a_filter_added_by_a_retained_message_at_connect_is_subscribed(new_trans
         ("ef/v1/art/abc/0", b"chunk"),
     ]
     pub.publish("ef/v1/dev/d1/desired", b"", retain=True)
+
+
+def test_a_live_subscription_is_acknowledged_to_the_subscribed_handler(new_transport: NewTransport) -> None:
+    """The agent's wait for fan-out chunks starts at the SUBACK, which each adapter reports: once per filter
+    subscribed on a live connection, after the retained messages it brings were sent (MQTT: the SUBACK
+    comes before them, and they cannot come before it). Subscriptions made offline: the connect handler."""
+    pub, _ = started(new_transport())
+    pub.publish("ef/v1/art/abc/0", b"chunk", retain=True)
+    sub, inbox = new_transport()
+    acked: list[tuple[str, bool]] = []
+    done = threading.Event()
+    sub.set_subscribed_handler(lambda f, granted: (acked.append((f, granted)), done.set()))
+    sub.subscribe("ef/v1/dev/d1/desired")  # before connecting: restored at connect, not reported here
+    started((sub, inbox))
+    sub.subscribe("ef/v1/art/abc/+")
+    assert done.wait(10) and inbox.wait_for(1)
+    assert acked == [("ef/v1/art/abc/+", True)]
+    assert inbox.messages == [("ef/v1/art/abc/0", b"chunk")]
+    pub.publish("ef/v1/art/abc/0", b"", retain=True)

@@ -37,6 +37,7 @@ from edge_agent.update.events import (
     DesiredReceived,
     Event,
     EventKind,
+    FanoutSubscribed,
     HealthCheck,
     LoadCrashed,
     LoadFailed,
@@ -143,6 +144,7 @@ def _sample_event(kind: EventKind, up: Updater, keys: Keys) -> Event:
         EventKind.DESIRED: DesiredReceived(desired_state(DEVICE, make_release(keys.signer, "v3", 3), 3)),
         EventKind.TRUST: TrustReceived(keys.chain),
         EventKind.TICK: Tick(),
+        EventKind.FANOUT_SUBSCRIBED: FanoutSubscribed("ef/v1/f/art/x/16/+", True),
         EventKind.ARTIFACT_VERIFIED: ArtifactVerified(attempt, model_bytes("v2", pad=40)),
         EventKind.ARTIFACT_REJECTED: ArtifactRejected(attempt, "digest_mismatch", "bytes differ"),
         EventKind.MODEL_LOADED: ModelLoaded(attempt, MODEL),
@@ -467,6 +469,33 @@ def test_with_fanout_the_device_follows_the_fleet_topics_and_asks_only_for_what_
     actions = up.handle(ChunkReceived(chunk_of(data, total - 1)), _later(6))
     assert [a.topic_filter for a in _of(actions, LeaveFanout)] == [follow[0].topic_filter]
     assert up.state is State.VERIFYING
+
+
+def test_the_wait_for_fanout_chunks_starts_at_the_suback(keys: Keys) -> None:
+    """A broker busy with a fleet's subscriptions acknowledges late; before its SUBACK the retained chunks
+    cannot come, so a chunk_timeout counted from the desired state made every device ask for every chunk on
+    its own topics (the old code asked at the first tick past 5 s here)."""
+    up = _updater(keys, window=4)
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=60))
+    follow = _of(up.handle(DesiredReceived(_fanout_desired(release, 1)), NOW), FollowFanout)[0]
+    assert _of(up.handle(Tick(), _later(6)), RequestChunks) == []  # no SUBACK yet: nothing could have come
+    assert up.handle(FanoutSubscribed("ef/v1/other/art/x/16/+", True), _later(8)) == []  # not this download's
+    assert up.handle(FanoutSubscribed(follow.topic_filter, True), _later(8)) == []
+    assert _of(up.handle(Tick(), _later(12)), RequestChunks) == []  # 4 s after the SUBACK: still waiting
+    requests = _of(up.handle(Tick(), _later(13.5)), RequestChunks)  # 5.5 s after: what did not come is asked for
+    assert [r.indexes for r in requests] == [(0, 1, 2, 3)]
+
+
+def test_a_fanout_subscription_refused_or_never_acknowledged_falls_back_to_per_device_requests(keys: Keys) -> None:
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=60))
+    refused = _updater(keys, window=4)
+    follow = _of(refused.handle(DesiredReceived(_fanout_desired(release, 1)), NOW), FollowFanout)[0]
+    requests = _of(refused.handle(FanoutSubscribed(follow.topic_filter, False), _later(1)), RequestChunks)
+    assert [r.indexes for r in requests] == [(0, 1, 2, 3)]
+    silent = _updater(keys, window=4)  # no SUBACK ever (a lost one): the subscription's own bound, 30 s
+    silent.handle(DesiredReceived(_fanout_desired(release, 1)), NOW)
+    assert _of(silent.handle(Tick(), _later(29)), RequestChunks) == []
+    assert [r.indexes for r in _of(silent.handle(Tick(), _later(31)), RequestChunks)] == [(0, 1, 2, 3)]
 
 
 def test_a_fanout_filter_other_than_the_content_address_is_not_followed(keys: Keys) -> None:
