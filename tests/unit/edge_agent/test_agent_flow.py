@@ -260,6 +260,7 @@ def test_malformed_payloads_are_reported_and_survived(make_agent: MakeAgent, clo
     agent._on_transport_message("ef/v1/other/dev/dev-1/desired", b"x")
     expected = {"malformed_payload", "wrong_device", "malformed"}
     assert _wait(lambda: {e.error.code for e in cloud.events("dev-1")} >= expected)
+    assert _wait(lambda: [e.error.code for e in cloud.events("dev-1")].count("malformed") >= 2)  # the command's too
     assert _wait(lambda: False, 0.3) is False  # give stragglers time to arrive
     codes = [e.error.code for e in cloud.events("dev-1") if e.error.code]
     assert sorted(codes) == sorted([*expected, "malformed"]), codes  # "malformed": the desired state and the command
