@@ -466,14 +466,14 @@ class CloudService:
         from cloud.api.processes import ApiProcesses
 
         assert self.mqtt_url is not None
-        # the API processes hold the socket; ours is closed once they do, so that only they accept
-        with sock:
-            mqtt = (self.mqtt_url, self.mqtt_protocol, self._mqtt_credentials())
-            # kept before it starts them: a failed start stops (in stop()) the ones already running
-            self.api_processes = ApiProcesses(s.api_processes, s, sock, mqtt, probes=self._probes(),
-                                              on_revoked=self.revoked_device)  # fmt: skip
-            self.api_processes.start()
-            self.api_url = _url(s.api_host, sock.getsockname()[1])
+        # the API processes accept on the socket; the core keeps it (never accepting) to start a replacement
+        # for one that ends, and ApiProcesses.stop() closes it
+        mqtt = (self.mqtt_url, self.mqtt_protocol, self._mqtt_credentials())
+        self.api_url = _url(s.api_host, sock.getsockname()[1])
+        # kept before it starts them: a failed start stops (in stop()) the ones already running
+        self.api_processes = ApiProcesses(s.api_processes, s, sock, mqtt, probes=self._probes(),
+                                          on_revoked=self.revoked_device)  # fmt: skip
+        self.api_processes.start()
 
     def _serve_api(self, sock: socket.socket) -> None:
         """uvicorn on sock in a thread of this process, until stop()."""

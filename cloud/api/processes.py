@@ -28,6 +28,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,8 @@ from cloud.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 120.0  # a spawned interpreter imports FastAPI, SQLAlchemy and the app: seconds on a busy machine
+SUPERVISE_EVERY_S = 1.0
+RESTART_EVERY_S = 5.0  # a process that dies at once is not started in a tight loop
 CORE_PROBES = ("mqtt", "ingest", "chunks", "fanout", "alerts")  # /healthz: the core's connection, not ours
 
 
@@ -87,29 +90,61 @@ class ApiProcesses:
         self._args = (settings, sock, *mqtt)
         self.count, self._probes, self._on_revoked = count, probes, on_revoked
         self.processes: list[multiprocessing.process.BaseProcess] = []
+        self._sock = sock  # kept open (never accepted on here) to start a replacement on
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, name="edgefleet-api-supervisor", daemon=True)
 
     def start(self) -> ApiProcesses:
-        context = multiprocessing.get_context("spawn")  # nothing of the core (threads, connections) is copied
-        pipes = []
-        for index in range(self.count):
-            parent, child = context.Pipe()
-            process = context.Process(target=_main, args=(index, *self._args, child), name=f"edgefleet-api-{index}",
-                                      daemon=True)  # fmt: skip
-            process.start()
-            child.close()
+        started = [self._spawn(index) for index in range(self.count)]
+        for index, (process, pipe) in enumerate(started):
             self.processes.append(process)
-            pipes.append(parent)
-        for index, pipe in enumerate(pipes):
-            if not pipe.poll(START_TIMEOUT_S):
-                raise ConfigurationError(f"console API process {index} did not start within {START_TIMEOUT_S:g} s")
-            try:
-                ready = pipe.recv()
-            except EOFError:
-                ready = "it exited"
-            if ready != "ready":
-                raise ConfigurationError(f"console API process {index} did not start: {ready}")
-            threading.Thread(target=self._serve, args=(pipe,), name=f"edgefleet-api-link-{index}", daemon=True).start()
+            self._await_ready(index, pipe)
+        self._supervisor.start()
         return self
+
+    def _spawn(self, index: int) -> tuple[multiprocessing.process.BaseProcess, multiprocessing.connection.Connection]:
+        context = multiprocessing.get_context("spawn")  # nothing of the core (threads, connections) is copied
+        parent, child = context.Pipe()
+        process = context.Process(target=_main, args=(index, *self._args, child), name=f"edgefleet-api-{index}",
+                                  daemon=True)  # fmt: skip
+        process.start()
+        child.close()
+        return process, parent
+
+    def _await_ready(self, index: int, pipe: multiprocessing.connection.Connection) -> None:
+        if not pipe.poll(START_TIMEOUT_S):
+            raise ConfigurationError(f"console API process {index} did not start within {START_TIMEOUT_S:g} s")
+        try:
+            ready = pipe.recv()
+        except EOFError:
+            ready = "it exited"
+        if ready != "ready":
+            raise ConfigurationError(f"console API process {index} did not start: {ready}")
+        threading.Thread(target=self._serve, args=(pipe,), name=f"edgefleet-api-link-{index}", daemon=True).start()
+
+    def _supervise(self) -> None:
+        """An API process that ends while the cloud runs (killed, out of memory, a crash in a library) is
+        started again on the same socket, at most once per RESTART_EVERY_S each: the cloud's core (ingestion,
+        the controller) never stopped, and without this `edgefleet up` would run on with no console API."""
+        last_start = [0.0] * self.count
+        while not self._stopping.wait(SUPERVISE_EVERY_S):
+            for index, process in enumerate(list(self.processes)):
+                if process.is_alive() or self._stopping.is_set():
+                    continue
+                wait = last_start[index] + RESTART_EVERY_S - time.monotonic()
+                if wait > 0:
+                    continue
+                log.warning("console API process %d ended (exit code %s); starting it again", index,
+                            process.exitcode)  # fmt: skip
+                last_start[index] = time.monotonic()
+                try:
+                    replacement, pipe = self._spawn(index)
+                    self.processes[index] = replacement
+                    self._await_ready(index, pipe)
+                    self.restarts += 1
+                except Exception as exc:  # noqa: BLE001 - tried again after RESTART_EVERY_S
+                    log.error("console API process %d did not start again: %s", index, exc)
 
     def _serve(self, pipe: multiprocessing.connection.Connection) -> None:
         while True:
@@ -137,6 +172,9 @@ class ApiProcesses:
         return all(p.is_alive() for p in self.processes)
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor.is_alive():
+            self._supervisor.join(START_TIMEOUT_S)
         for process in self.processes:
             if process.is_alive():
                 process.terminate()  # SIGTERM: uvicorn finishes the requests in flight
@@ -146,6 +184,7 @@ class ApiProcesses:
                 process.kill()
                 process.join(5)
         self.processes = []
+        self._sock.close()
 
 
 def _main(index: int, settings: Any, sock: socket.socket, mqtt_url: str, mqtt_protocol: str,

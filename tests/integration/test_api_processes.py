@@ -77,3 +77,25 @@ def test_the_api_process_serves_deploys_and_revokes_for_the_core(
 
     cloud.stop()
     assert not process.is_alive()
+
+
+def test_an_api_process_that_dies_is_started_again_on_the_same_port(cloud: CloudService) -> None:
+    """Killed (out of memory, a crash in a library), the console API comes back while the core runs on:
+    without the supervisor `edgefleet up` ran on with nothing answering on its port."""
+    assert cloud.api_processes is not None
+    [first] = cloud.api_processes.processes
+    assert httpx.get(f"{cloud.api_url}/healthz", timeout=10).status_code == 200
+    os.kill(first.pid, 9)  # type: ignore[arg-type]
+    first.join(10)
+
+    def answers_again() -> bool:
+        try:
+            return httpx.get(f"{cloud.api_url}/healthz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert wait_until(answers_again, 120)
+    [second] = cloud.api_processes.processes
+    assert second.pid != first.pid and second.is_alive() and cloud.api_processes.restarts == 1
+    cloud.stop()
+    assert not second.is_alive()
