@@ -12,15 +12,13 @@ test cache directory, keyed by a hash of their inputs; a lock keeps two test run
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
+
+from support.cache_lock import cache_key, cache_locked
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -37,20 +35,6 @@ def qemu(root: Path) -> list[str]:
     return [str(shutil.which("qemu-aarch64-static")), "-L", str(root)]
 
 
-def _key(inputs: object) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _locked(cache: Path) -> Iterator[None]:
-    with (cache / "arm64.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _run(command: list[str], what: str, timeout: float, env: dict[str, str] | None = None) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
@@ -59,9 +43,9 @@ def _run(command: list[str], what: str, timeout: float, env: dict[str, str] | No
 
 def arm64_root(cache: Path) -> Path:
     """The cached root (made on first use): python3 and python3-venv for aarch64."""
-    key = _key({"suite": SUITE, "mirror": MIRROR, "include": INCLUDE, "recipe": _ROOT_RECIPE})
+    key = cache_key({"suite": SUITE, "mirror": MIRROR, "include": INCLUDE, "recipe": _ROOT_RECIPE})
     root = cache / f"arm64-{SUITE}-{key}"
-    with _locked(cache):
+    with cache_locked(cache, "arm64"):
         if (root / ".complete").is_file():
             return root
         partial = root.with_name(root.name + ".partial")
@@ -87,11 +71,11 @@ def installed_agent(root: Path, bundle: Path) -> Path:
     """
     wheels = sorted((bundle / "wheels").glob("*.whl"))
     deps = [w for w in wheels if not w.name.startswith("edgefleet-")]
-    key = _key({"deps": [hashlib.sha256(w.read_bytes()).hexdigest() for w in deps], "root": root.name})
+    key = cache_key({"deps": [hashlib.sha256(w.read_bytes()).hexdigest() for w in deps], "root": root.name})
     prefix = root / "opt" / f"edgefleet-{key}"
     venv, python = prefix / "venv", prefix / "venv" / "bin" / "python"
     env = offline_install_env(root)
-    with _locked(root.parent):
+    with cache_locked(root.parent, "arm64"):
         if not (prefix / ".complete").is_file():
             shutil.rmtree(prefix, ignore_errors=True)
             _run([str(bundle / "install.sh"), "--prefix", str(prefix), "--no-systemd"], "install.sh", 900, env)

@@ -11,17 +11,15 @@ systemd: `--register=no --keep-unit`); commands run inside through `nsenter` int
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
-import json
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+
+from support.cache_lock import cache_key, cache_locked
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -33,25 +31,11 @@ def missing_tools() -> list[str]:
     return [tool for tool in ("debootstrap", "systemd-nspawn", "nsenter") if shutil.which(tool) is None]
 
 
-def _key(inputs: object) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _locked(cache: Path) -> Iterator[None]:
-    with (cache / "systemd-root.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def systemd_root(cache: Path) -> Path:
     """The cached root (made on first use)."""
-    key = _key({"suite": SUITE, "mirror": MIRROR, "include": INCLUDE, "recipe": _ROOT_RECIPE})
+    key = cache_key({"suite": SUITE, "mirror": MIRROR, "include": INCLUDE, "recipe": _ROOT_RECIPE})
     root = cache / f"x86_64-systemd-{SUITE}-{key}"
-    with _locked(cache):
+    with cache_locked(cache, "systemd-root"):
         if (root / ".complete").is_file():
             return root
         partial = root.with_name(root.name + ".partial")

@@ -7,6 +7,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 from sqlmodel import Session, select
+from support.drift_windows import ingest_drift_windows
 from support.enrollment import enroll
 
 from cloud.db.tables import AlertRecord
@@ -17,23 +18,6 @@ from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 
 NOW_MS = 1_700_000_000_000
-CLEAN, SHIFTED = [52, 48, 51, 49], [10, 20, 70, 100]
-
-
-def _telemetry(engine: Engine, devices: list[str], odd: set[str], end_ms: int) -> None:
-    windows = [
-        pb.TelemetryWindow(
-            schema_version=1, device_id=d, seq=end_ms // 1000 + seq, window_start_ms=end_ms - 60_000 + seq,
-            window_end_ms=end_ms + seq, model=pb.ModelRef(model_id="m", version="1"),
-            features=[pb.FeatureSketch(index=0, counts=CLEAN),
-                      pb.FeatureSketch(index=1, counts=SHIFTED if d in odd else CLEAN)],
-            predictions=pb.PredictionProfile(labels=["a", "b"], counts=[99, 101]),
-        )
-        for d in devices for seq in (1, 2, 3)
-    ]  # fmt: skip
-    Ingestor(engine, clock=lambda: end_ms + 60_000).process(
-        [(device_topic(w.device_id, Channel.TELEMETRY), w.SerializeToString()) for w in windows]
-    )
 
 
 def _scrape(session: Session, **kwargs: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -51,7 +35,7 @@ def test_a_drift_alert_is_raised_once_named_exported_and_cleared(any_engine: Eng
         register(session, "m")
     devices = ["d0", "d1", "d2", "odd"]
     enroll(engine, *devices)
-    _telemetry(engine, devices, {"odd"}, NOW_MS - 120_000)
+    ingest_drift_windows(engine, devices, {"odd"}, NOW_MS - 120_000)
     clock = [NOW_MS]
     monitor = AlertMonitor(engine, clock=lambda: clock[0])
     other_worker = AlertMonitor(engine, clock=lambda: clock[0])
@@ -77,7 +61,7 @@ def test_a_drift_alert_is_raised_once_named_exported_and_cleared(any_engine: Eng
     (cleared,) = monitor.tick()
     assert cleared.event == "alert.cleared" and cleared.alert["cleared_at_ms"] == clock[0]
     assert other_worker.tick() == []
-    _telemetry(engine, devices, {"odd"}, clock[0] - 60_000)  # it comes back: the same row, raised again
+    ingest_drift_windows(engine, devices, {"odd"}, clock[0] - 60_000)  # it comes back: the same row, raised again
     (again,) = other_worker.tick()
     assert again.event == "alert.raised" and again.alert["raised_at_ms"] == clock[0]
     with Session(engine) as session:
@@ -129,4 +113,3 @@ def test_an_accuracy_drop_below_the_stated_accuracy_raises_an_accuracy_alert(eng
 def _line(*, labelled: int, weighted: float, high: float) -> alerts.feedback.AccuracyLine:
     return alerts.feedback.AccuracyLine("1", labelled, None, None, None, None, weighted=weighted,
                                         weighted_low=weighted - 0.01, weighted_high=high)  # fmt: skip
-

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 from sqlmodel import Session
+from support.drift_windows import ingest_drift_windows
 from support.enrollment import enroll
 
-from cloud.monitoring import Ingestor
 from cloud.monitoring.alert_monitor import AlertMonitor
 from cloud.monitoring.hints import SamplerHinter, hinted_bins
 from cloud.rollout.director import Director
@@ -17,7 +17,6 @@ from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 
 NOW_MS = 1_700_000_000_000
-CLEAN, SHIFTED = [52, 48, 51, 49], [10, 20, 70, 100]  # shares .05 .1 .35 .5 against .25 each: bins 3, 2
 
 
 class Recorder:
@@ -26,22 +25,6 @@ class Recorder:
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         self.sent.append((topic, payload, qos, retain))
-
-
-def _telemetry(engine: Engine, devices: list[str], odd: set[str], end_ms: int) -> None:
-    windows = [
-        pb.TelemetryWindow(
-            schema_version=1, device_id=d, seq=end_ms // 1000 + seq, window_start_ms=end_ms - 60_000 + seq,
-            window_end_ms=end_ms + seq, model=pb.ModelRef(model_id="m", version="1"),
-            features=[pb.FeatureSketch(index=0, counts=CLEAN),
-                      pb.FeatureSketch(index=1, counts=SHIFTED if d in odd else CLEAN)],
-            predictions=pb.PredictionProfile(labels=["a", "b"], counts=[99, 101]),
-        )
-        for d in devices for seq in (1, 2, 3)
-    ]  # fmt: skip
-    Ingestor(engine, clock=lambda: end_ms + 60_000).process(
-        [(device_topic(w.device_id, Channel.TELEMETRY), w.SerializeToString()) for w in windows]
-    )
 
 
 def _hint(director: Director, sent: tuple[str, bytes, int, bool], last: int, now: int) -> pb.Command:
@@ -58,7 +41,7 @@ def test_a_drift_alerts_devices_get_their_over_filled_bins_refreshed_then_cleare
         register(session, "m")
     devices = ["d0", "d1", "d2", "odd"]
     enroll(engine, *devices)
-    _telemetry(engine, devices, {"odd"}, NOW_MS - 120_000)
+    ingest_drift_windows(engine, devices, {"odd"}, NOW_MS - 120_000)
     clock = [NOW_MS]
     out = Recorder()
     hinter = SamplerHinter(out, lambda: director, ttl_s=900, clock=lambda: clock[0])
