@@ -228,7 +228,7 @@ class _Window:
             return
         self.pending[filled : filled + n] = chosen
         self.pending_rows = filled + n
-        self.pending_outputs += outputs
+        self.pending_outputs.extend(outputs)  # not +=: with numpy 2.4 `list += ndarray` is a ufunc add and raises
         if scores is not None:
             # a view (a runtime returns fresh outputs per call): the top class is taken per drained batch
             self.pending_scores.append(scores)

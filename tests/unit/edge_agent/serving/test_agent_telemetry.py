@@ -309,3 +309,20 @@ def test_an_agent_sends_a_new_models_first_window_without_waiting_for_the_interv
     agent.predict([0.9, 0.1, 0.1])
     assert wait_until(lambda: len(v2_windows()) == 1, 5), cloud.payloads(agent.device_id, Channel.TELEMETRY)
     assert v2_windows()[0].inference_count == 10
+
+
+def test_labels_given_as_an_array_are_counted_like_a_list(keys: Keys) -> None:
+    """A runtime may answer its labels as a numpy array: with numpy 2.4 `list += array` is a ufunc add, which
+    raised in the telemetry path (benchmarks/drift.py crashed there); the window counts them as a list."""
+    serving = _serving(keys)
+    x = np.array([[0.1, 0, 0], [0.9, 0, 0], [0.6, 0, 0]], np.float32)
+    counts = []
+    for as_array in (False, True):
+        telemetry = Telemetry("dev-1", start_ms=1000, serving=serving)
+        answer = serving.model.predict(x)
+        labels = np.asarray(answer.labels) if as_array else list(answer.labels)
+        telemetry.record(serving, x, Prediction(labels, answer.values, answer.scores), latency_us=10.0)
+        window = telemetry.close_window(end_ms=5000, seq=1, next_serving=serving)
+        assert window is not None
+        counts.append(list(window.predictions.counts))
+    assert counts[0] == counts[1] == [1, 2]
