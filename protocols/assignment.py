@@ -46,12 +46,7 @@ def verify_assignment(
         assignment.ParseFromString(signed.assignment)
     except DecodeError as exc:
         raise trust.MalformedManifestError(f"assignment does not parse: {exc}") from None
-    if assignment.fleet != root.fleet:
-        raise trust.WrongFleetError(f"assignment for fleet {assignment.fleet!r}, this device is in {root.fleet!r}")
-    if assignment.device_id != device_id:
-        raise trust.WrongDeviceError(f"assignment for device {assignment.device_id!r}, this is {device_id!r}")
-    if assignment.counter <= last_counter:
-        raise trust.ReplayError(f"assignment counter {assignment.counter} is not above {last_counter}")
+    trust.check_addressed("assignment", assignment, root.fleet, device_id, last_counter)
     if assignment.expires_at_ms and assignment.expires_at_ms <= now_ms:
         raise trust.ExpiredError(f"assignment {assignment.counter} expired at {assignment.expires_at_ms} ms")
     return assignment

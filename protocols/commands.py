@@ -66,12 +66,7 @@ def verify_command(
         command = pb.Command.FromString(signed.command)
     except (DecodeError, ValueError) as exc:
         raise trust.MalformedManifestError(f"signed command bytes do not parse: {exc}") from None
-    if command.fleet != root.fleet:
-        raise trust.WrongFleetError(f"command for fleet {command.fleet!r}, this device is in {root.fleet!r}")
-    if command.device_id != device_id:
-        raise trust.WrongDeviceError(f"command for device {command.device_id!r}, this is {device_id!r}")
-    if command.counter <= last_counter:
-        raise trust.ReplayError(f"command counter {command.counter} is not above {last_counter}")
+    trust.check_addressed("command", command, root.fleet, device_id, last_counter)
     if command.expires_at_ms <= 0:
         raise trust.MalformedManifestError(f"command {command.counter} has no expiry")
     if command.expires_at_ms <= now_ms:

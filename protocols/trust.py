@@ -85,6 +85,18 @@ class SizeMismatchError(VerificationError):
     code = ErrorCode.SIZE_MISMATCH
 
 
+def check_addressed(kind: str, message: pb.Assignment | pb.Command, fleet: str, device_id: str,
+                    last_counter: int) -> None:  # fmt: skip
+    """A director's per-device message (an assignment, a command) must name this fleet and this device and
+    have a counter above the last one this device accepted of its kind; else raise the refusal."""
+    if message.fleet != fleet:
+        raise WrongFleetError(f"{kind} for fleet {message.fleet!r}, this device is in {fleet!r}")
+    if message.device_id != device_id:
+        raise WrongDeviceError(f"{kind} for device {message.device_id!r}, this is {device_id!r}")
+    if message.counter <= last_counter:
+        raise ReplayError(f"{kind} counter {message.counter} is not above {last_counter}")
+
+
 def key_id(public_key_raw: bytes) -> str:
     """Short stable id of an Ed25519 public key: the first 16 hex chars of its sha256."""
     return hashlib.sha256(public_key_raw).hexdigest()[:16]
