@@ -404,8 +404,13 @@ class CloudService:
         if s.sampler_hint_ttl_s > 0 and self.transport is not None and self.deployer is not None:
             deployer = self.deployer
             hinter = SamplerHinter(self.transport, lambda: deployer.director, ttl_s=s.sampler_hint_ttl_s)
+        evaluator = None
+        if s.alert_process:
+            from cloud.monitoring.alert_process import AlertProcess
+
+            evaluator = AlertProcess(s.database).start()  # its imports overlap the rest of the start
         self.alerts = AlertMonitor(self.engine, policy, interval_s=s.alert_interval_s, webhook=webhook,
-                                   hinter=hinter).start()  # fmt: skip
+                                   hinter=hinter, evaluator=evaluator).start()  # fmt: skip
 
     def _answers(self, device_id: str) -> bool:
         """Whether this process answers device_id's chunk requests."""

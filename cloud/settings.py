@@ -104,6 +104,9 @@ class CloudSettings(BaseSettings):
     # (0: never) and shown in the console and /metrics; with a webhook URL each raise and clear is also POSTed
     # there as JSON signed with HMAC-SHA256 of alert_webhook_signing_key (required with a URL)
     alert_interval_s: float = Field(default=60.0, ge=0)
+    # the evaluation in a process of its own, started again if it ends (cloud.monitoring.alert_process): it then
+    # never holds the cloud's interpreter lock (seconds per tick on a big fleet); `edgefleet up` turns it on
+    alert_process: bool = False
     alert_drift_lookback_s: int = Field(default=3_600, ge=60)
     alert_accuracy_lookback_s: int = Field(default=7 * 86_400, ge=60)
     alert_accuracy_drop: float = Field(default=0.05, ge=0, le=1)

@@ -52,6 +52,9 @@ def run_up(args: argparse.Namespace) -> int:
         # interpreter lock (cloud.api.processes)
         "api_processes": args.api_processes if args.api_processes is not None
         else None if "EDGEFLEET_API_PROCESSES" in os.environ else 1,
+        # and the alert evaluation in one of its own (cloud.monitoring.alert_process): it held the cloud's lock
+        # for seconds every minute
+        "alert_process": None if "EDGEFLEET_ALERT_PROCESS" in os.environ else True,
     }
     try:
         settings = CloudSettings(**{k: v for k, v in overrides.items() if v is not None})

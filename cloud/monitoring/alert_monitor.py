@@ -3,6 +3,10 @@ records them, and hands each raise and clear it won to the webhook (if one is co
 
 It runs on its own thread and only reads telemetry that ingestion already committed, so a slow evaluation
 or a dead webhook receiver never holds up ingestion (the webhook's queue is bounded and never waited on).
+The reading (the alerts that hold, the hints they call for) is asked of an evaluator
+(cloud.monitoring.evaluation): on this thread by default, or in a process of its own
+(cloud.monitoring.alert_process, what `edgefleet up` runs) so it never holds this interpreter's lock;
+recording, the webhook and the hints stay here.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from cloud.db.engine import read_only
 from cloud.monitoring import alerts, hints
+from cloud.monitoring.evaluation import Evaluator, InProcess
 from cloud.monitoring.webhook import WebhookSender
 from cloud.mqtt.worker import Counters
 from cloud.periodic import Periodic
@@ -37,22 +41,29 @@ class AlertMonitor(Periodic):
     def __init__(
         self, engine: Engine, policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY, *, interval_s: float = 60.0,
         webhook: WebhookSender | None = None, clock: ClockMs = now_ms, hinter: hints.SamplerHinter | None = None,
+        evaluator: Evaluator | None = None,
     ) -> None:  # fmt: skip
         self.engine = engine
+        self.evaluator = evaluator or InProcess(engine)
         self.policy = policy
         self.interval_s = interval_s
         self.webhook = webhook
         self.clock = clock
         self.hinter = hinter  # sends drift alerts' devices their sampler hints (None: no hints)
         self.stats = AlertStats()
+        self._closing = False
 
     def tick(self) -> list[alerts.Transition]:
-        # the evaluation (seconds, on a big fleet) only reads: on SQLite a read-only session takes no write
-        # lock, so ingestion goes on meanwhile; only the few rows it changes are written, briefly, after
-        with Session(read_only(self.engine)) as session:
-            found = alerts.evaluate(session, self.policy, clock=self.clock)
+        # the evaluation (seconds, on a big fleet) only reads; only the few rows it changes are written,
+        # briefly, after
+        try:
+            evaluation = self.evaluator.evaluate(self.policy, self.clock(), self.hinter is not None)
+        except Exception:
+            if self._closing:  # stop() ended its process under it: nothing to report
+                return []
+            raise
         with Session(self.engine) as session:
-            transitions = alerts.apply(session, found, clock=self.clock)
+            transitions = alerts.apply(session, evaluation.found, clock=self.clock)
             session.commit()
         self.stats.add(
             evaluations=1,
@@ -63,14 +74,13 @@ class AlertMonitor(Periodic):
             log.warning("%s: %s", t.event, t.alert["summary"] or t.alert["key"])
             if self.webhook is not None:
                 self.webhook.send(t.event, {"alert": t.alert})
-        if self.hinter is not None:
-            since = self.clock() - self.policy.drift_lookback_s * 1000
-            with Session(read_only(self.engine)) as session:
-                wanted = hints.wanted_hints(session, found, since)
-            self.stats.add(hints_sent=len(self.hinter.update(wanted)))
+        if self.hinter is not None and evaluation.hints is not None:
+            self.stats.add(hints_sent=len(self.hinter.update(evaluation.hints)))
         return transitions
 
     def stop(self) -> None:
+        self._closing = True
+        self.evaluator.close()  # first: a tick waiting on its process ends at once
         super().stop()
         if self.webhook is not None:
             self.webhook.stop()
@@ -78,6 +88,7 @@ class AlertMonitor(Periodic):
     def counters(self) -> dict[str, int]:
         """This process's alert and webhook counters (for /metrics)."""
         figures = self.stats.snapshot()
+        figures["process_restarts"] = self.evaluator.restarts
         if self.webhook is not None:
             figures.update({f"webhook_{k}": v for k, v in self.webhook.stats.snapshot().items()})
         return figures

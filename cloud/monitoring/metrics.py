@@ -250,6 +250,9 @@ class FleetCollector(Collector):
         yield transitions
         yield CounterMetricFamily("edgefleet_alert_evaluations", "Alert evaluations this process ran.",
                                   value=counts.get("evaluations", 0))  # fmt: skip
+        restarts = counts.get("process_restarts", 0)
+        yield CounterMetricFamily("edgefleet_alert_process_restarts", "Alert evaluation processes this process "
+                                  "started again after one ended.", value=restarts)  # fmt: skip
         webhook = CounterMetricFamily("edgefleet_alert_webhook_events", "Alert webhook events of this process, by "
                                       "outcome.", labels=["outcome"])  # fmt: skip
         for outcome in WEBHOOK_OUTCOMES:
