@@ -8,6 +8,8 @@
                a `simulator.process_fleet` worker
   up           the same with `edgefleet up`'s default: the API in a process of its own (cloud.api.processes)
   up-api-x2    the same with two API processes (--api-processes 2)
+  up-alerts-in-core  `edgefleet up` with the alert evaluation on a thread of the cloud's core process, as before
+               (EDGEFLEET_ALERT_PROCESS=0); `up` runs it in a process of its own (cloud.monitoring.alert_process)
   floor        a bare uvicorn + httptools + uvloop app answering fixed bytes (benchmarks/console_api.py's), in
                its own process, measured right after each candidate: what any API process costs at that moment
 
@@ -133,14 +135,14 @@ def in_process(data_dir: Path, broker_url: str, setup: dict[str, Any], args: arg
 
 @contextlib.contextmanager
 def own_process(data_dir: Path, broker_url: str, setup: dict[str, Any], args: argparse.Namespace,
-                api_processes: int = 1) -> Iterator[Any]:  # fmt: skip
+                api_processes: int = 1, env_extra: dict[str, str] | None = None) -> Iterator[Any]:  # fmt: skip
     """`edgefleet up` in a process of its own (its API in `api_processes` more), the agents in a ProcessFleet
     worker."""
     from simulator.host import DeviceSpec
     from simulator.process_fleet import ProcessFleet
 
     port = free_port()
-    env = {**os.environ, **cloud_env(args), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, **cloud_env(args), **(env_extra or {}), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     command = [sys.executable, "-m", "cloud.cli", "up", "--data-dir", str(data_dir), "--mqtt-url", broker_url,
                "--port", str(port), "--api-processes", str(api_processes)]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -211,7 +213,7 @@ def main() -> int:
     parser.add_argument("--telemetry-period", type=float, default=1.0, help="s between telemetry windows")
     parser.add_argument("--fleet-workers", type=int, default=1, help="ProcessFleet workers (own-process)")
     parser.add_argument("--candidates", default="in-process,up-api-thread,up",
-                        help="of in-process, up-api-thread, up, up-api-x2")
+                        help="of in-process, up-api-thread, up, up-api-x2, up-alerts-in-core")
     parser.add_argument("--paths", default="/api/v1/devices,/api/v1/models,/api/v1/devices/bench-0000/telemetry")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--hold", type=float, default=0.0, help="s to wait before measuring (to attach py-spy)")
@@ -221,7 +223,8 @@ def main() -> int:
         return 2
     paths = args.paths.split(",")
     makers = {"in-process": in_process, "up-api-thread": partial(own_process, api_processes=0),
-              "up": own_process, "up-api-x2": partial(own_process, api_processes=2)}
+              "up": own_process, "up-api-x2": partial(own_process, api_processes=2),
+              "up-alerts-in-core": partial(own_process, env_extra={"EDGEFLEET_ALERT_PROCESS": "0"})}
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp)) as broker:
         data_dir = Path(tmp) / "cloud"
