@@ -30,8 +30,10 @@ from cloud.monitoring.evaluation import Evaluation, evaluate
 
 log = logging.getLogger(__name__)
 
-NICE = 10  # added to the child's niceness: the API process and ingestion first
-TIMEOUT_S = 600.0  # a spawned interpreter's imports and the slowest evaluation seen, with room to spare
+# added to the child's niceness: the API process and ingestion first. Not more: at nice 10 on a machine at
+# load 25-30 the child got ~3 % of a core and a 10 s evaluation took minutes (benchmarks/alert_eval.py)
+NICE = 5
+TIMEOUT_S = 1_800.0  # a hung child, not a slow one: a starved evaluation must still be able to finish
 
 
 class AlertProcess:
