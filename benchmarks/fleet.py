@@ -284,6 +284,7 @@ class StageClock:
 def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
     ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
+    profile: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"devices": size, "workers": workers,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
@@ -327,6 +328,7 @@ def measure(
                 if isinstance(clock, StageClock):
                     clock.begin()
                 cpu = (cpu_s(), fleet.cpu_s(), broker.cpu_s())
+                spies = _profile(profile, {"cloud": os.getpid(), **fleet.worker_pids()}) if profile else []
                 start = time.perf_counter()
                 deployment = cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=model.version,
                                                                     device_ids=ids))  # fmt: skip
@@ -335,6 +337,7 @@ def measure(
                 record["agents_active_s"] = None if done is None else round(time.perf_counter() - start, 2)
                 seen = wait_for(lambda: succeeded(cloud.engine, deployment.id), size, timeout_s if done else 0)
                 record["rollout_s"] = None if seen is None else round(time.perf_counter() - start, 2)
+                _stop_profile(spies)
                 used = [now - before for now, before in zip((cpu_s(), fleet.cpu_s(), broker.cpu_s()), cpu, strict=True)]
                 record["cpu_s"] = dict(zip(("cloud", "workers", "broker"), (round(u, 1) for u in used), strict=True))
                 if isinstance(clock, StageClock):
@@ -371,6 +374,26 @@ def _count_cloud_bytes(cloud: CloudService) -> list[int]:
     return sent
 
 
+def _profile(folder: Path, pids: dict[str, int]) -> list[Any]:
+    """py-spy on each process for the rollout alone (--profile): folded stacks, one file per process."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    return [subprocess.Popen([str(spy), "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--format",
+                              "raw", "--output", str(folder / f"{name}.folded")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]  # fmt: skip
+
+
+def _stop_profile(spies: list[Any]) -> None:
+    import signal
+
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    for spy in spies:
+        spy.wait(60)
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
@@ -388,13 +411,15 @@ def main() -> int:
         action="store_true",
         help="also time each update state's first report per device (a subscriber of its own)",
     )
+    parser.add_argument("--profile", type=Path, help="py-spy the cloud and each worker during the rollout: "
+                        "folded stacks in this folder (py-spy in the venv)")  # fmt: skip
     args = parser.parse_args()
     ingest_workers = [int(n) for n in args.ingest_workers.split(",") if n.strip()]
     records = []
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):
         with tempfile.TemporaryDirectory(prefix=f"fleet-{size}-") as tmp:
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
-                             args.ingest_windows, args.stages)  # fmt: skip
+                             args.ingest_windows, args.stages, args.profile)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))
