@@ -174,11 +174,14 @@ class LoopTransport:
 
     # -- corking (edge_agent.runner.LoopRunner: around each of the agent's steps) ----------------------
 
-    def cork(self) -> bool:
+    def cork(self) -> None:
         """On the loop: hold back the packets written from now on until `uncork()`, which sends them in one
         socket write. A step that publishes an event, a report and a subscription costs one send, not three
-        (each send on loopback also runs the broker's side of TCP); nothing waits for a later loop turn.
-        False when nothing was corked (no connection, or already corked: that cork's uncork sends)."""
+        (each send on loopback also runs the broker's side of TCP); nothing waits for a later loop turn."""
+        self._hold()
+
+    def _hold(self) -> bool:
+        """cork(); False when nothing was corked (no connection, or already corked: that cork's uncork sends)."""
         connection = getattr(self._client, "_connection", None)
         protocol = getattr(connection, "_protocol", None)
         if protocol is None or self._corked is not None:
@@ -208,7 +211,7 @@ class LoopTransport:
         parse = protocol._read_packet
 
         def parse_corked(data: bytes) -> int:
-            corked = self.cork() if self._client is client else False
+            corked = self._hold() if self._client is client else False
             try:
                 return int(parse(data))
             finally:
