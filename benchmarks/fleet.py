@@ -71,6 +71,20 @@ on their own topics); rss_kb_per_device 178-191 either way.
 10,000 devices were not measured after these changes: at load 20-25 the run was still settling 21 minutes
 in (SQLite, 10,000 first reports each checked against label deployments by its own reconcile_device
 transaction; the fan-out sweeper, ownership and refresher ticks failed on "database is locked" meanwhile).
+
+Measured 2026-12-03 (i10speed, load 21 to 35, other helpers' 10,000-device runs beside it), 1,000 devices,
+SQLite, main (old) and this branch (new) alternating, the same script: py-spy of the old rollout (--profile,
+samples of a loaded machine: waits for the interpreter lock count too) put a worker's time in journal saves
+18 % (3 per update, each a durability barrier; ~30 us CPU each when measured alone: mostly waiting), the
+steps' socket writes 13 %, the job threads 20 % (self-test 7 %, the same vectors through the same shared
+session on every device), PUBACKs sent one per received chunk 3 %, desired-state verification 3.5 %, the
+benchmark's own polls 2.5 %; the cloud's in ingestion 25 % (apply_reported 5 %), paho 13 %, deploy 11.5 %.
+With one self-test run per shared model and one PUBACK write per socket read: rollout_s 80.8 -> 69.8 and
+63.1 -> 42.6 (floor 5.5 / 6.4 and 8.6 / 6.6 s: 14.8x -> 10.9x, 7.3x -> 6.5x), cpu_s workers 11.0 -> 9.1
+and 10.1 -> 8.5 (x0.83, x0.84), cloud 7.8 -> 6.9 and 6.9 -> 6.0, broker 0.9 -> 0.9 and 0.9 -> 0.8; a third
+pair at load 28-35, the polls counting rows: rollout_s 75.2 -> 81.0 (floor 6.9 / 8.7 s), workers 11.3 ->
+10.9, cloud 8.0 -> 8.3, broker 1.0 -> 1.0. 11,537 cloud bytes and 182-196 KB of worker RSS per device either
+way. At this load no run came near 3x of the floor; the lead's quiet figure (6.9x) was not re-measured.
 """
 
 from __future__ import annotations
