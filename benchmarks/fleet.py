@@ -71,6 +71,20 @@ on their own topics); rss_kb_per_device 178-191 either way.
 10,000 devices were not measured after these changes: at load 20-25 the run was still settling 21 minutes
 in (SQLite, 10,000 first reports each checked against label deployments by its own reconcile_device
 transaction; the fan-out sweeper, ownership and refresher ticks failed on "database is locked" meanwhile).
+
+Measured 2026-12-03 (i10speed, load 21 to 35, other helpers' 10,000-device runs beside it), 1,000 devices,
+SQLite, main (old) and this branch (new) alternating, the same script: py-spy of the old rollout (--profile,
+samples of a loaded machine: waits for the interpreter lock count too) put a worker's time in journal saves
+18 % (3 per update, each a durability barrier; ~30 us CPU each when measured alone: mostly waiting), the
+steps' socket writes 13 %, the job threads 20 % (self-test 7 %, the same vectors through the same shared
+session on every device), PUBACKs sent one per received chunk 3 %, desired-state verification 3.5 %, the
+benchmark's own polls 2.5 %; the cloud's in ingestion 25 % (apply_reported 5 %), paho 13 %, deploy 11.5 %.
+With one self-test run per shared model and one PUBACK write per socket read: rollout_s 80.8 -> 69.8 and
+63.1 -> 42.6 (floor 5.5 / 6.4 and 8.6 / 6.6 s: 14.8x -> 10.9x, 7.3x -> 6.5x), cpu_s workers 11.0 -> 9.1
+and 10.1 -> 8.5 (x0.83, x0.84), cloud 7.8 -> 6.9 and 6.9 -> 6.0, broker 0.9 -> 0.9 and 0.9 -> 0.8; a third
+pair at load 28-35, the polls counting rows: rollout_s 75.2 -> 81.0 (floor 6.9 / 8.7 s), workers 11.3 ->
+10.9, cloud 8.0 -> 8.3, broker 1.0 -> 1.0. 11,537 cloud bytes and 182-196 KB of worker RSS per device either
+way. At this load no run came near 3x of the floor; the lead's quiet figure (6.9x) was not re-measured.
 """
 
 from __future__ import annotations
@@ -92,7 +106,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the private Mosquitto the tests use (tests/support/mosquitto.py)
 
 from fanout_floor import fan_out  # noqa: E402  (benchmarks/, the script's own folder)
-from sqlmodel import Session, col, select  # noqa: E402
+from sqlmodel import Session, col, func, select  # noqa: E402
 from support.mosquitto import MosquittoBroker  # noqa: E402
 
 from cloud import registry  # noqa: E402
@@ -230,18 +244,22 @@ def ingest_rate(
         engine.dispose()
 
 
+# the polls below run in the cloud's process, five times a second: a count, not the rows (reading 1,000 rows
+# per poll was CPU the benchmark charged to the cloud, more the longer a loaded machine took)
+
+
 def succeeded(engine: Any, deployment_id: str) -> int:
     """Targets of the deployment the cloud has recorded as succeeded (the device reported the model active)."""
     with Session(engine) as session:
-        return len(session.exec(select(DeploymentTarget.device_id).where(
+        return session.exec(select(func.count()).select_from(DeploymentTarget).where(
             DeploymentTarget.deployment_id == deployment_id,
-            DeploymentTarget.status == TargetStatus.SUCCEEDED)).all())  # fmt: skip
+            DeploymentTarget.status == TargetStatus.SUCCEEDED)).one()  # fmt: skip
 
 
 def reported(engine: Any) -> int:
     """Devices whose first report the cloud has stored."""
     with Session(engine) as session:
-        return len(session.exec(select(Device.id).where(col(Device.reported_ts_ms) > 0)).all())
+        return session.exec(select(func.count()).select_from(Device).where(col(Device.reported_ts_ms) > 0)).one()
 
 
 class StageClock:
@@ -284,6 +302,7 @@ class StageClock:
 def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
     ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
+    profile: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"devices": size, "workers": workers,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
@@ -327,14 +346,17 @@ def measure(
                 if isinstance(clock, StageClock):
                     clock.begin()
                 cpu = (cpu_s(), fleet.cpu_s(), broker.cpu_s())
+                spies = _profile(profile, {"cloud": os.getpid(), **fleet.worker_pids()}) if profile else []
                 start = time.perf_counter()
                 deployment = cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=model.version,
                                                                     device_ids=ids))  # fmt: skip
                 record["deploy_s"] = round(time.perf_counter() - start, 2)
-                done = wait_for(lambda: fleet.running(model.version), size, timeout_s)
+                # each poll has every worker copy every agent's reported state: twice a second, not five times
+                done = wait_for(lambda: fleet.running(model.version), size, timeout_s, poll_s=0.5)
                 record["agents_active_s"] = None if done is None else round(time.perf_counter() - start, 2)
                 seen = wait_for(lambda: succeeded(cloud.engine, deployment.id), size, timeout_s if done else 0)
                 record["rollout_s"] = None if seen is None else round(time.perf_counter() - start, 2)
+                _stop_profile(spies)
                 used = [now - before for now, before in zip((cpu_s(), fleet.cpu_s(), broker.cpu_s()), cpu, strict=True)]
                 record["cpu_s"] = dict(zip(("cloud", "workers", "broker"), (round(u, 1) for u in used), strict=True))
                 if isinstance(clock, StageClock):
@@ -371,6 +393,29 @@ def _count_cloud_bytes(cloud: CloudService) -> list[int]:
     return sent
 
 
+def _profile(folder: Path, pids: dict[str, int]) -> list[Any]:
+    """py-spy on each process for the rollout alone (--profile): folded stacks, one file per process."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    spies = []
+    for name, pid in pids.items():
+        command = [str(spy), "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--format", "raw",
+                   "--output", str(folder / f"{name}.folded")]  # fmt: skip
+        spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return spies
+
+
+def _stop_profile(spies: list[Any]) -> None:
+    import signal
+
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    for spy in spies:
+        spy.wait(60)
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
@@ -388,13 +433,15 @@ def main() -> int:
         action="store_true",
         help="also time each update state's first report per device (a subscriber of its own)",
     )
+    parser.add_argument("--profile", type=Path, help="py-spy the cloud and each worker during the rollout: "
+                        "folded stacks in this folder (py-spy in the venv)")  # fmt: skip
     args = parser.parse_args()
     ingest_workers = [int(n) for n in args.ingest_workers.split(",") if n.strip()]
     records = []
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):
         with tempfile.TemporaryDirectory(prefix=f"fleet-{size}-") as tmp:
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
-                             args.ingest_windows, args.stages)  # fmt: skip
+                             args.ingest_windows, args.stages, args.profile)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))

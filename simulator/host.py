@@ -5,8 +5,9 @@ and its own MQTT connection, all on one asyncio event loop.
 What they share, because a real fleet would not notice: the event loop (`edge_agent.runner.LoopRunner`
 runs each agent's steps there; `simulator.loop_transport.LoopTransport` is each one's MQTT client), a small
 thread pool for the slow jobs (verify, load, self-test), and loaded models: one inference session per
-artifact digest (`SharedModels`; a session is read-only once loaded, and the digest names the bytes).
-Each device still downloads, verifies, loads (a cache hit) and self-tests its artifact itself.
+artifact digest (`SharedModels`; a session is read-only once loaded, and the digest names the bytes),
+and self-test results: one run per (model, self-test) (`SharedSelfTests`). Each device still downloads,
+verifies, loads (a cache hit) and self-tests (a cache hit) its artifact itself.
 
 Devices report made-up hardware (`DeviceSpec.facts`) where the scenario gives some, else this machine's.
 Their store does not fsync (`DiskModelStore(sync=False)`): a simulated power cut is `crash()`.
@@ -36,13 +37,13 @@ from edge_agent.messages import AGENT_VERSION, offline_will
 from edge_agent.runner import LoopRunner
 from edge_agent.store import DiskModelStore, ModelStore
 from edge_agent.transport import Transport
-from edge_agent.types import LoadedModelLike, LoadModelFn
+from edge_agent.types import LoadedModelLike, LoadModelFn, SelfTestFn, SelfTestResultLike
 from protocols.v1 import messages_pb2 as pb
 from simulator.devices import DeviceGroup, SimulatedDevice
 from simulator.loop_thread import LoopThread
 from simulator.loop_transport import LoopTransport
 
-__all__ = ["AgentHost", "DeviceHooks", "DeviceSpec", "SharedModels", "StaticFacts"]
+__all__ = ["AgentHost", "DeviceHooks", "DeviceSpec", "SharedModels", "SharedSelfTests", "StaticFacts"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,38 @@ class SharedModels:
         return len(self._models)
 
 
+class SharedSelfTests:
+    """A SelfTestFn that runs each (model, self-test, io schema) once and gives every caller that result.
+
+    The model is one object per artifact digest (`SharedModels`), read-only once loaded, and the vectors are
+    the manifest's: every device of the process would compute the same answer (it was 7 % of a worker's
+    samples in a 1,000-device rollout). Each device still runs its own self-test step and acts on its result.
+    """
+
+    def __init__(self, run: SelfTestFn) -> None:
+        self._run = run
+        self._lock = threading.Lock()
+        # keyed by the model's identity: the value holds the model, so the id is not reused while cached
+        self._results: dict[tuple[int, bytes, bytes], tuple[LoadedModelLike, SelfTestResultLike]] = {}
+        self._running: dict[tuple[int, bytes, bytes], threading.Lock] = {}
+        self.runs = 0  # real runs, for reports and tests
+
+    def __call__(self, model: LoadedModelLike, self_test: pb.SelfTest, io: pb.IoSchema) -> SelfTestResultLike:
+        key = (id(model), self_test.SerializeToString(deterministic=True), io.SerializeToString(deterministic=True))
+        with self._lock:
+            once = self._running.setdefault(key, threading.Lock())
+        with once:  # one run per key even when the job threads ask at once
+            with self._lock:
+                cached = self._results.get(key)
+            if cached is not None and cached[0] is model:
+                return cached[1]
+            result = self._run(model, self_test, io)
+            with self._lock:
+                self._results[key] = (model, result)
+                self.runs += 1
+        return result
+
+
 class AgentHost(DeviceGroup):
     """N agents on one event loop (in a thread of its own): `start()`, then the DeviceGroup operations."""
 
@@ -169,6 +202,9 @@ class AgentHost(DeviceGroup):
 
             load_model, runtimes, versions, _precheck = real_runtimes(first, load_model, runtimes, AGENT_VERSION)
         self.models = SharedModels(load_model) if load_model is not None else None
+        from edge_agent.serving.selftest import run_self_test
+
+        self.self_tests = SharedSelfTests(run_self_test)
         self._runtimes = list(runtimes or [])
         self._machine_facts = FactsReader(state_root, [(r, versions.get(r, "")) for r in self._runtimes])
         self.trust = first.read_trust() if first is not None else None
@@ -212,6 +248,7 @@ class AgentHost(DeviceGroup):
             store=store if hooks is None else hooks.store(device_id, store),
             clock=None if hooks is None else hooks.clock(device_id),
             load_model=self.models,
+            run_self_test=self.self_tests,
             runtimes=self._runtimes,
             trust=self.trust,
             tick_interval_s=self._tick_interval_s,

@@ -110,6 +110,10 @@ class ProcessFleet:
     def rss_kb(self) -> list[int]:
         return [rss_kb(p.pid) for p in self._processes]
 
+    def worker_pids(self) -> dict[str, int]:
+        """{"worker-N": pid} of the running workers (to profile them)."""
+        return {f"worker-{n}": p.pid for n, p in enumerate(self._processes) if p.pid is not None}
+
     def cpu_s(self) -> float:
         """CPU time the workers have used so far, in seconds."""
         return sum(cpu_s(p.pid) for p in self._processes)

@@ -122,3 +122,43 @@ def test_what_one_step_publishes_leaves_in_one_socket_write(mosquitto_broker, lo
         jobs.shutdown()
         device.stop()
         sub.stop()
+
+
+def test_the_qos1_messages_of_one_read_are_acknowledged_in_one_write(mosquitto_broker, loop_thread: LoopThread) -> None:
+    import time
+
+    from edge_agent.paho_transport import PahoTransport
+
+    # paho: twenty QoS 1 publishes in a row from a gmqtt client lose one here (gmqtt, not this change)
+    retainer = PahoTransport(mosquitto_broker.url, "retainer")
+    witness = _transport(mosquitto_broker, loop_thread, "witness")
+    seen = Inbox()
+    witness.set_message_handler(seen)
+    witness.subscribe("ef/acks/+")
+    device = _transport(mosquitto_broker, loop_thread, "acker")
+    inbox = Inbox()
+    device.set_message_handler(inbox)
+    for client in (retainer, witness, device):
+        client.start()
+    try:
+        assert retainer.wait_connected(10) and witness.wait_connected(10) and device.wait_connected(10)
+        for n in range(20):  # an update's retained chunks, stored by the broker before the device asks
+            retainer.publish(f"ef/acks/{n}", bytes(2000), qos=1, retain=True)
+        assert seen.wait_for(20, timeout_s=10)
+        protocol = device._client._connection._protocol  # type: ignore[union-attr]
+        socket = protocol._transport
+        writes: list[bytes] = []
+        write = socket.write
+        socket.write = lambda data: (writes.append(bytes(data)), write(data))[1]
+        reads = [0]
+        parse = protocol._read_packet
+        protocol._read_packet = lambda data: (reads.__setitem__(0, reads[0] + 1), parse(data))[1]
+        device.subscribe("ef/acks/+", 1)
+        loop_thread.loop.call_soon_threadsafe(time.sleep, 0.5)  # the broker's retained burst waits in the socket
+        assert inbox.wait_for(20, timeout_s=10)
+        assert wait_until(lambda: sum(len(w) for w in writes if w[0] == 0x40) >= 20 * 4, timeout_s=5)
+        acks = [w for w in writes if w[0] == 0x40]  # PUBACK packets, 4 bytes each, several to a write
+        assert len(acks) <= reads[0] < 20  # one send per read, where gmqtt alone sent one per message
+    finally:
+        for client in (retainer, witness, device):
+            client.stop()

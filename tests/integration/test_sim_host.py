@@ -52,6 +52,7 @@ def test_a_rollout_reaches_every_agent_on_the_loop(cloud_and_model, mqtt_broker:
         cloud.deployer.deploy(DeploymentCreate(model_id="m", version=v1.version, device_ids=DEVICES))  # type: ignore[union-attr]
         assert host.wait_all(_active(v1.version), 60) == []
         assert host.models is not None and host.models.loads == 1  # one session for the whole fleet
+        assert host.self_tests.runs == 1  # and one self-test run: every device's step had its result
         x = v1.split.X_test[:20].astype("float32")
         answers = {tuple(d.agent.predict(x).labels) for d in host.devices.values()}
         assert len(answers) == 1  # the shared model answers every device alike
