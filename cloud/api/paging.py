@@ -16,12 +16,13 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 from urllib.parse import urlencode
 
-from starlette.requests import Request
-
 from cloud.errors import InvalidRequestError
+
+if TYPE_CHECKING:  # the CLI imports this module (link_next_url) without the web stack
+    from starlette.requests import Request
 
 T = TypeVar("T")
 K = TypeVar("K", str, int)

@@ -66,9 +66,12 @@ async def get_device(request: Request, device_id: str) -> Response:
 
 
 @router.get("/{device_id}/events", response_model=list[EventPublic])
-async def device_events(request: Request, device_id: str,
-                        limit: Annotated[int, Query(ge=1, le=MAX_EVENT_PAGE)] = 100,
-                        cursor: Annotated[str | None, Query(description="from Link rel=next")] = None) -> Response:  # fmt: skip
+async def device_events(
+    request: Request,
+    device_id: str,
+    limit: Annotated[int, Query(ge=1, le=MAX_EVENT_PAGE)] = 100,
+    cursor: Annotated[str | None, Query(description="from the previous page's Link rel=next")] = None,
+) -> Response:
     """A device's events, newest first, a page at a time (older ones behind the `Link` header's next)."""
     before = paging.decode_cursor("events", cursor, int)
 
