@@ -66,7 +66,8 @@ def create_app(settings: CloudSettings, services: AppServices) -> ConsoleApp:
     app.state.enroll_throttle = RefusalThrottle(settings.enroll_refusals_per_minute, 60.0)
     # first of all: a client flooding the paths that need no token is answered 429 before anything runs
     app.public_gate = PublicGate(ClientRate(settings.public_requests_per_s, settings.public_burst),
-                                 metrics_public=not settings.metrics_needs_token)  # fmt: skip
+                                 metrics_public=not settings.metrics_needs_token,
+                                 hold_s=settings.public_refusal_hold_s)  # fmt: skip
     app.health = partial(health.health_answer, app)  # GET /healthz from its cache, before routing
 
     @app.exception_handler(CloudError)

@@ -70,7 +70,8 @@ def test_healthz_is_checked_again_once_its_answer_is_older_than_its_bound(
     assert len(health_queries) == 2
 
 
-@pytest.mark.parametrize("app", [{"public_burst": 5, "public_requests_per_s": 0.1}], indirect=True)
+@pytest.mark.parametrize("app", [{"public_burst": 5, "public_requests_per_s": 0.1, "public_refusal_hold_s": 0.01}],
+                         indirect=True)
 def test_a_flood_of_public_paths_gets_429_while_an_operator_is_served(
     app: FastAPI, anonymous: TestClient, token_for: TokenFor
 ) -> None:
