@@ -27,6 +27,11 @@ if TYPE_CHECKING:  # the CLI imports this module (link_next_url) without the web
 T = TypeVar("T")
 K = TypeVar("K", str, int)
 
+# rows a page of a fleet-sized list (devices, a deployment's targets): by default ~375 KB of device JSON
+# (~40 KB gzipped); a client may ask for up to MAX_PAGE
+DEFAULT_PAGE = 500
+MAX_PAGE = 2000
+
 
 @dataclass(frozen=True)
 class Page(Generic[T]):

@@ -19,9 +19,6 @@ DEVICE_LIST = TypeAdapter(list[DevicePublic])
 DEVICE = TypeAdapter(DevicePublic)
 EVENT_LIST = TypeAdapter(list[EventPublic])
 TELEMETRY = TypeAdapter(monitoring.TelemetrySummary)
-# devices a page: by default ~375 KB of JSON (~40 KB gzipped), at most 4x that; clients follow Link rel=next
-DEVICE_PAGE = 500
-MAX_DEVICE_PAGE = 2000
 MAX_EVENT_PAGE = 1000
 
 
@@ -43,7 +40,7 @@ async def list_devices(
     request: Request,
     label: Annotated[list[str], Query(description="key=value; repeat to require several")] = [],  # noqa: B006
     online: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_DEVICE_PAGE, description="devices per page")] = DEVICE_PAGE,
+    limit: Annotated[int, Query(ge=1, le=paging.MAX_PAGE, description="devices per page")] = paging.DEFAULT_PAGE,
     cursor: Annotated[str | None, Query(description="from the previous page's Link rel=next")] = None,
 ) -> Response:
     """Devices in id order, a page at a time: the next page's URL is in the `Link` header (cloud.api.paging)."""

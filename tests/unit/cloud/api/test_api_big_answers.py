@@ -13,6 +13,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient  # conftest imported it first, quieting its httpx warning
 from sqlalchemy import Engine
+from sqlmodel import Session
+from support.enrollment import enroll
 
 from cloud.api import compression
 from cloud.api.paging import encode_cursor, link_next_url
@@ -127,3 +129,22 @@ def test_a_devices_events_page_newest_first(client: TestClient, engine: Engine) 
     pages = follow(client, "/api/v1/devices/pi-01/events?limit=8")
     assert [len(p) for p in pages] == [8, 8, 8, 6]
     assert [seq for page in pages for seq in page] == list(range(30, 0, -1))
+
+
+def test_a_deployments_targets_page_by_device(client: TestClient, engine: Engine, register: Any) -> None:
+    with Session(engine) as session:
+        register(session, "m")
+    ids = [f"dev-{i:02d}" for i in range(12)]
+    enroll(engine, *ids)
+    created = client.post("/api/v1/deployments", json={"model_id": "m", "device_ids": ids})
+    assert created.status_code == 201, created.text
+    deployment = created.json()["id"]
+    pages = []
+    next_url: str | None = f"/api/v1/deployments/{deployment}/targets?limit=5"
+    while next_url is not None and len(pages) < MAX_PAGES:
+        answer = client.get(next_url)
+        assert answer.status_code == 200, answer.text
+        pages.append([t["device_id"] for t in answer.json()])
+        next_url = answer.links.get("next", {}).get("url")
+    assert pages == [ids[:5], ids[5:10], ids[10:]]
+    assert client.get("/api/v1/deployments/nope/targets").status_code == 404
