@@ -174,6 +174,8 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, float | None]:
                                                               new.get("operator_quiet_p99_ms"))
         out[f"{size} operator flooded p99 old/new"] = ratio(old.get("operator_flooded_p99_ms"),
                                                             new.get("operator_flooded_p99_ms"))
+        out[f"{size} operator flooded p50 old/new"] = ratio(old.get("operator_flooded_p50_ms"),
+                                                            new.get("operator_flooded_p50_ms"))
     return out
 
 
