@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import event
-from sqlmodel import Session
+from support.api_tokens import operator_token
 
-from cloud.identity.tokens import Role, create_token
+from cloud.identity.tokens import Role
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
 
@@ -40,9 +40,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudService]:
 
 def test_a_healthz_flood_gets_429s_while_an_operator_is_served(service: CloudService) -> None:
     assert service.engine is not None
-    with Session(service.engine) as session:
-        _, token = create_token(session, name="operator", role=Role.VIEWER, created_by="test")
-        session.commit()
+    token = operator_token(service, Role.VIEWER, "operator")
     health_queries: list[str] = []
 
     def note(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
