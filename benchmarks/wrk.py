@@ -26,13 +26,16 @@ def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run(url: str, path: str, token: str, clients: int, seconds: float, keepalive: bool) -> dict[str, Any] | None:
-    """`clients` connections for `seconds` on url+path; p50/p99 (ms), requests/s, failures. None: no wrk."""
+def run(url: str, path: str, token: str, clients: int, seconds: float, keepalive: bool,
+        headers: tuple[str, ...] = ()) -> dict[str, Any] | None:  # fmt: skip
+    """`clients` connections for `seconds` on url+path; p50/p99 (ms), requests/s, failures. None: no wrk.
+    An empty token sends no Authorization; `headers` ("Name: value") are sent too."""
     wrk = shutil.which("wrk")
     if wrk is None:
         return None
-    command = [wrk, "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s",
-               "-H", f"Authorization: Bearer {token}"]  # fmt: skip
+    command = [wrk, "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s"]
+    for header in ((f"Authorization: Bearer {token}",) if token else ()) + headers:
+        command += ["-H", header]
     if not keepalive:
         command += ["-H", "Connection: close"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -76,6 +76,15 @@ class CloudSettings(BaseSettings):
     # applies at once, one made on the database within this time). 0 turns either off.
     api_read_cache_s: float = Field(default=1.0, ge=0, le=60)
     api_token_cache_s: float = Field(default=2.0, ge=0, le=60)
+    # /healthz answers from a cache at most this old: one database query and one round of probes a period,
+    # whatever the request rate (cloud.api.routes.health); 0 checks on every request
+    health_cache_s: float = Field(default=1.0, ge=0, le=10)
+    # the paths anyone may call without a token (/healthz, open /metrics, sign-in, static assets, /docs): a
+    # client address gets public_burst requests at once and public_requests_per_s on average, then 429
+    # with Retry-After, held back public_refusal_hold_s so a flooder's connections slow down (cloud.api.public_limit)
+    public_requests_per_s: float = Field(default=20.0, gt=0)
+    public_burst: int = Field(default=100, ge=1)
+    public_refusal_hold_s: float = Field(default=1.0, ge=0, le=10)
     # refused enrollments per client address per minute before it gets 429 (cloud.api.throttle)
     enroll_refusals_per_minute: int = Field(default=10, ge=1)
     # Freshness (see README "Trust"): a signed statement must lapse eventually so a stolen or withheld one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from fastapi import Depends, Request
 from fastapi.encoders import jsonable_encoder
@@ -10,10 +11,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from cloud.api.auth import API_PREFIX, check_routes
+from cloud.api.compression import CachedAnswer, add_compression
 from cloud.api.deps import AppServices
 from cloud.api.docs import add_offline_docs
 from cloud.api.fast_reads import ConsoleApp, FastReads, ReadRoutes
 from cloud.api.limits import BodySizeLimit, reject_nul
+from cloud.api.public_limit import ClientRate, PublicGate
 from cloud.api.read_cache import ForgetReadsOnWrite, ReadCache
 from cloud.api.routes import (
     alerts,
@@ -49,8 +52,10 @@ def create_app(settings: CloudSettings, services: AppServices) -> ConsoleApp:
         dependencies=[Depends(reject_nul)],
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
+    add_compression(app)  # gzip for the full app's big answers; cached ones are gzipped once (CachedAnswer)
     # list answers and device pages (cloud.api.read_cache)
-    app.state.read_cache = ReadCache[bytes](settings.api_read_cache_s, max_entries=1024)
+    app.state.read_cache = ReadCache[CachedAnswer](settings.api_read_cache_s, max_entries=1024)
+    app.state.health_cache = ReadCache[CachedAnswer](settings.health_cache_s, max_entries=1)
     app.state.token_cache = ReadCache[object](settings.api_token_cache_s, max_entries=4096)  # cloud.api.auth
     app.add_middleware(ForgetReadsOnWrite, cache=app.state.read_cache)
     app.state.read_routes = ReadRoutes()
@@ -59,6 +64,11 @@ def create_app(settings: CloudSettings, services: AppServices) -> ConsoleApp:
     app.state.services = services
     app.state.settings = settings
     app.state.enroll_throttle = RefusalThrottle(settings.enroll_refusals_per_minute, 60.0)
+    # first of all: a client flooding the paths that need no token is answered 429 before anything runs
+    app.public_gate = PublicGate(ClientRate(settings.public_requests_per_s, settings.public_burst),
+                                 metrics_public=not settings.metrics_needs_token,
+                                 hold_s=settings.public_refusal_hold_s)  # fmt: skip
+    app.health = partial(health.health_answer, app)  # GET /healthz from its cache, before routing
 
     @app.exception_handler(CloudError)
     async def _cloud_error(_request: Request, exc: CloudError) -> JSONResponse:

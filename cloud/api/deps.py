@@ -16,6 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 # READ_METHODS: methods whose routes never write: cloud.api.auth lets a viewer call them, get_session reads
 # only, and they leave the read cache as it is
+from cloud.api import paging
+from cloud.api.compression import CachedAnswer
 from cloud.api.read_cache import READ_METHODS, ReadCache
 from cloud.db import read_only
 from cloud.db.engine import API_THREADS
@@ -92,22 +94,29 @@ async def read_in_thread(services: AppServices, read: Callable[[Session], V]) ->
 
 
 async def cached_json(
-    request: Request, key: Hashable, read: Callable[[Session], Any], shape: TypeAdapter[Any]
+    request: Request, key: Hashable, read: Callable[[Session], Any], shape: TypeAdapter[Any],
+    *, listing: str | None = None,
 ) -> Response:
     """A list route's answer from the read cache (cloud.api.read_cache): on a miss `read(session)` runs and
-    its result is validated and rendered as `shape` once, on the worker thread, and the JSON bytes kept."""
+    its result is validated and rendered as `shape` once, on the worker thread, and the JSON bytes kept
+    (gzipped once too when big: cloud.api.compression). With `listing`, `read` returns a `paging.Page` and
+    the answer carries the next page's Link (`key` must then hold the limit and the cursor)."""
     services: AppServices = request.app.state.services
-    cache: ReadCache[bytes] = request.app.state.read_cache
+    cache: ReadCache[CachedAnswer] = request.app.state.read_cache
 
-    def render(session: Session) -> bytes:
-        return shape.dump_json(shape.validate_python(read(session), from_attributes=True))
+    def render(session: Session) -> CachedAnswer:
+        found = read(session)
+        headers: tuple[tuple[bytes, bytes], ...] = ()
+        if listing is not None:
+            headers, found = paging.next_link(request, listing, found), found.rows
+        return CachedAnswer.of(shape.dump_json(shape.validate_python(found, from_attributes=True)), headers)
 
-    async def load() -> bytes:
+    async def load() -> CachedAnswer:
         return await read_in_thread(services, render)
 
-    body = await cache.get(key, load)
+    answer = await cache.get(key, load)
     routes = getattr(request.app.state, "read_routes", None)
     required = getattr(request.state, "required_role", None)
     if routes is not None and required is not None and request.method == "GET":
         routes.remember(request.scope, key, required)  # the next such GET may take the fast lane
-    return Response(body, media_type="application/json")
+    return answer.response(request.scope)

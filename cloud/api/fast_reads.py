@@ -13,12 +13,14 @@ lane only ever repeats an answer the full app gave for the same request within t
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from cloud.api.compression import CachedAnswer
+from cloud.api.public_limit import PublicGate
 from cloud.api.read_cache import ReadCache
 from cloud.identity.tokens import Role, TokenRecord, parse_token, verdict
 
@@ -47,21 +49,19 @@ class FastReads:
     console app (`ConsoleApp`) asks it before anything else, ahead of Starlette's and FastAPI's own
     middleware (error handling, FastAPI's telemetry hooks: ~10 % of a hit's time, profiled)."""
 
-    def __init__(self, routes: ReadRoutes, reads: ReadCache[bytes], tokens: ReadCache[Any]) -> None:
+    def __init__(self, routes: ReadRoutes, reads: ReadCache[CachedAnswer], tokens: ReadCache[Any]) -> None:
         self.routes, self.reads, self.tokens = routes, reads, tokens
 
     async def answer(self, scope: Scope, send: Send) -> bool:
         """Send the cached answer and return True, or return False (the full app answers)."""
-        body = self._answer(scope) if scope["type"] == "http" and scope["method"] == "GET" else None
-        if body is None:
+        answer = self._answer(scope) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if answer is None:
             return False
         self.routes.served += 1
-        headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_answer(answer, scope, send)
         return True
 
-    def _answer(self, scope: Scope) -> bytes | None:
+    def _answer(self, scope: Scope) -> CachedAnswer | None:
         known = self.routes.lookup(scope)
         if known is None:
             return None
@@ -79,14 +79,31 @@ class FastReads:
 
 
 class ConsoleApp(FastAPI):
-    """FastAPI whose `fast_reads` (when set) answers what it can before the application's stack runs."""
+    """FastAPI that answers what it can before the application's stack runs: a 429 to a client flooding
+    the public paths (`public_gate`, cloud.api.public_limit), GET /healthz from its cache (`health`,
+    cloud.api.routes.health), a repeated GET of a cached list (`fast_reads`)."""
 
     fast_reads: FastReads | None = None
+    public_gate: PublicGate | None = None
+    health: Callable[[], Awaitable[CachedAnswer]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if self.public_gate is not None and await self.public_gate.refuse(scope, send):
+                return
+            if self.health is not None and scope["path"] == "/healthz" and scope["method"] == "GET":
+                await send_answer(await self.health(), scope, send)
+                return
         if self.fast_reads is not None and await self.fast_reads.answer(scope, send):
             return
         await super().__call__(scope, receive, send)
+
+
+async def send_answer(answer: CachedAnswer, scope: Scope, send: Send, status: int = 200) -> None:
+    """A kept answer as the ASGI messages of a response (gzipped when the request accepts it)."""
+    body, headers = answer.raw_headers(scope)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _bearer(scope: Scope) -> str | None:

@@ -92,7 +92,8 @@ class ReadCache(Generic[V]):
         now = self._clock()
         if len(self._values) >= self.max_entries:
             self._values = {k: v for k, v in self._values.items() if v[0] > now}
-        if len(self._values) < self.max_entries:  # still full of live entries: serve without keeping
+        # a key already kept is replaced (a refresh); a new one only if there is room, else served without keeping
+        if key in self._values or len(self._values) < self.max_entries:
             self._values[key] = (now + self.ttl_s, value)
 
     def forget(self, key: Hashable) -> None:

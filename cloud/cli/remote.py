@@ -83,23 +83,54 @@ def _token(args: argparse.Namespace) -> str:
 
 def api_call(args: argparse.Namespace, method: str, url: str, *, json_body: object = None) -> Any:
     """The JSON answer of one console API call with the operator's token; SystemExit saying why not."""
+    return _exchange(args, method, url, json_body)[0]
+
+
+def api_list(args: argparse.Namespace, url: str, *, max_pages: int = 10_000) -> list[Any]:
+    """Every row of a paged list: its pages one after the other, following each `Link: <...>; rel="next"`
+    (cloud.api.paging)."""
+    from urllib.parse import urljoin
+
+    from cloud.api.paging import link_next_url
+
+    rows: list[Any] = []
+    next_url: str | None = url
+    for _ in range(max_pages):  # a server that keeps linking forever does not keep the CLI forever
+        if next_url is None:
+            break
+        page, headers = _exchange(args, "GET", next_url, None)
+        rows += page
+        following = link_next_url(headers.get("link"))
+        next_url = urljoin(next_url, following) if following else None
+    return rows
+
+
+def _exchange(args: argparse.Namespace, method: str, url: str, json_body: object) -> tuple[Any, Any]:
+    """(the JSON answer, the response headers) of one call; gzip asked for and undone."""
     import urllib.error
     import urllib.request
 
-    headers = {"Authorization": f"Bearer {_token(args)}", "Accept": "application/json"}
+    headers = {"Authorization": f"Bearer {_token(args)}", "Accept": "application/json", "Accept-Encoding": "gzip"}
     data = None
     if json_body is not None:
         data, headers["Content-Type"] = json.dumps(json_body).encode(), "application/json"
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10.0) as response:
-            body = response.read()
+            body, answer_headers = response.read(), response.headers
     except urllib.error.HTTPError as exc:
-        raise SystemExit(f"error: {error_detail(exc.code, exc.read())}") from None
+        raise SystemExit(f"error: {error_detail(exc.code, _gunzipped(exc.read(), exc.headers))}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise SystemExit(f"error: cannot reach the console API at {url}: {reason}") from None
-    return json.loads(body) if body else None
+    body = _gunzipped(body, answer_headers)
+    return (json.loads(body) if body else None), answer_headers
+
+
+def _gunzipped(body: bytes, headers: Any) -> bytes:
+    import gzip
+
+    return gzip.decompress(body) if body and headers.get("content-encoding", "") == "gzip" else body
 
 
 def error_detail(status: int, body: bytes) -> str:
@@ -175,7 +206,7 @@ def follow_deployment(args: argparse.Namespace, deployment_id: str, timeout_s: f
 
 
 def _devices(args: argparse.Namespace) -> int:
-    rows: list[dict] = api_call(args, "GET", f"{args.api}/api/v1/devices")
+    rows: list[dict] = api_list(args, f"{args.api}/api/v1/devices")
     print_rows(rows, DEVICE_COLUMNS, as_json=args.json)
     return 0
 

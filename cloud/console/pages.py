@@ -190,9 +190,9 @@ def static(name: str) -> Response:
 
 
 @router.get("/console")
-def fleet_page(request: Request, session: DbSession, _operator: SignedIn) -> HTMLResponse:
+def fleet_page(request: Request, session: DbSession, _operator: SignedIn, after: str | None = None) -> HTMLResponse:
     active = monitoring_alerts.listing(session, include_cleared=False)
-    return render(request, "fleet.html", **views.fleet_page(session), active_alerts=active)
+    return render(request, "fleet.html", **views.fleet_page(session, after), active_alerts=active)
 
 
 @router.get("/console/devices/{device_id}")

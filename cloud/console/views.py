@@ -68,8 +68,11 @@ def health_of(device: Device, error_rate: float | None) -> str:
     return "ok"
 
 
-def fleet_page(session: Session) -> dict[str, Any]:
-    devices = list(session.exec(select(Device).order_by(col(Device.id)).limit(MAX_DEVICES)))
+def fleet_page(session: Session, after: str | None = None) -> dict[str, Any]:
+    """MAX_DEVICES rows a page in id order, from the id after `after` (keyset: devices enrolled while an
+    operator pages on never shift a page; the API's lists page the same way, cloud.api.paging)."""
+    query = select(Device).order_by(col(Device.id))
+    devices = list(session.exec((query if after is None else query.where(col(Device.id) > after)).limit(MAX_DEVICES)))
     since = now_ms() - FLEET_RECENT_MS
     recent = session.exec(
         select(TelemetryRecord).where(TelemetryRecord.window_end_ms >= since)
@@ -96,6 +99,7 @@ def fleet_page(session: Session) -> dict[str, Any]:
     online = sum(1 for d in devices if d.online)
     return {
         "rows": rows, "online": online, "total": len(devices), "truncated": len(devices) >= MAX_DEVICES,
+        "next_after": devices[-1].id if len(devices) >= MAX_DEVICES else None, "paged": after is not None,
         "health": dict(health),
         "versions_chart": charts.bar_chart([(k, float(n)) for k, n in sorted(versions.items())],
                                            title="Devices per running version", width=520, height=200),

@@ -45,15 +45,21 @@ def get_device(session: Session, device_id: str) -> Device:
 
 
 def list_devices(
-    session: Session, *, labels: Mapping[str, str] | None = None, online: bool | None = None
+    session: Session, *, labels: Mapping[str, str] | None = None, online: bool | None = None,
+    after: str | None = None, limit: int | None = None,
 ) -> list[Device]:
+    """The matching devices in id order; with `after` only ids after it, with `limit` at most that many
+    (read `limit` rows at a time: labels are matched here, not in SQL, so a batch may keep fewer)."""
     query = select(Device).order_by(col(Device.id))
     if online is not None:
         query = query.where(Device.online == online)
-    devices = list(session.exec(query))
-    if labels:
-        devices = [d for d in devices if labels_match(labels, d.labels)]
-    return devices
+    devices: list[Device] = []
+    while True:
+        batch = list(session.exec((query if after is None else query.where(col(Device.id) > after)).limit(limit)))
+        devices += [d for d in batch if not labels or labels_match(labels, d.labels)]
+        if limit is None or len(batch) < limit or len(devices) >= limit:
+            return devices[:limit]
+        after = batch[-1].id
 
 
 def ensure_device(session: Session, device_id: str, *, clock: ClockMs = now_ms) -> tuple[Device, bool]:

@@ -103,9 +103,13 @@ def list_deployments(session: Session, *, model_id: str | None = None) -> list[D
     return list(session.exec(query))
 
 
-def targets_of(session: Session, deployment_id: str) -> list[DeploymentTarget]:
+def targets_of(session: Session, deployment_id: str, *, after: str | None = None,
+               limit: int | None = None) -> list[DeploymentTarget]:  # fmt: skip
+    """A deployment's targets in device id order; with `after` only those after that device, at most `limit`."""
     query = select(DeploymentTarget).where(DeploymentTarget.deployment_id == deployment_id)
-    return list(session.exec(query.order_by(col(DeploymentTarget.device_id))))
+    if after is not None:
+        query = query.where(col(DeploymentTarget.device_id) > after)
+    return list(session.exec(query.order_by(col(DeploymentTarget.device_id)).limit(limit)))
 
 
 def model_version_of(session: Session, deployment: Deployment) -> ModelVersion:

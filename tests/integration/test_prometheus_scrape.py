@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import Session
+from support.api_tokens import operator_token
 from support.enrollment import enroll
 from support.net import free_port
 
-from cloud.identity.tokens import Role, create_token
+from cloud.identity.tokens import Role
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
 
@@ -37,11 +37,7 @@ def cloud(tmp_path: Path) -> Iterator[CloudService]:
 
 
 def viewer_token(service: CloudService) -> str:
-    assert service.engine is not None
-    with Session(service.engine) as session:
-        _, text = create_token(session, name="prometheus", role=Role.VIEWER, created_by="test")
-        session.commit()
-    return text
+    return operator_token(service, Role.VIEWER, "prometheus")
 
 
 @pytest.fixture

@@ -1,20 +1,23 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Annotated
 
-from fastapi import Request, Response
+from fastapi import Query, Request, Response
 from pydantic import TypeAdapter
 from sqlmodel import Session
 
 from cloud import rollout
+from cloud.api import paging
 from cloud.api.auth import OperatorDep, api_router
 from cloud.api.deps import ServicesDep, SessionDep, cached_json
 from cloud.api.schemas import DeploymentDetail
-from cloud.db.tables import Deployment, DeploymentCreate, DeploymentPublic, DeploymentTargetPublic
+from cloud.db.tables import Deployment, DeploymentCreate, DeploymentPublic, DeploymentTarget, DeploymentTargetPublic
 from cloud.identity import audit
 
 router = api_router(prefix="/deployments", tags=["deployments"])
 DEPLOYMENT_LIST = TypeAdapter(list[DeploymentPublic])
+TARGET_LIST = TypeAdapter(list[DeploymentTargetPublic])
 
 
 def _detail(session: Session, deployment: Deployment) -> DeploymentDetail:
@@ -36,6 +39,26 @@ async def list_deployments(request: Request, model_id: str | None = None) -> Res
 @router.get("/{deployment_id}", response_model=DeploymentDetail)
 def get_deployment(session: SessionDep, deployment_id: str) -> DeploymentDetail:
     return _detail(session, rollout.get_deployment(session, deployment_id))
+
+
+@router.get("/{deployment_id}/targets", response_model=list[DeploymentTargetPublic])
+async def deployment_targets(
+    request: Request,
+    deployment_id: str,
+    limit: Annotated[int, Query(ge=1, le=paging.MAX_PAGE, description="targets per page")] = paging.DEFAULT_PAGE,
+    cursor: Annotated[str | None, Query(description="from the previous page's Link rel=next")] = None,
+) -> Response:
+    """A deployment's targets in device id order, a page at a time (next page in `Link`, cloud.api.paging);
+    the deployment itself (`GET /deployments/{id}`) lists them all with their counts."""
+    after = paging.decode_cursor("targets", cursor, str)
+
+    def read(session: Session) -> paging.Page[DeploymentTarget]:
+        rollout.get_deployment(session, deployment_id)  # 404 for an unknown id
+        found = rollout.targets_of(session, deployment_id, after=after, limit=limit + 1)
+        return paging.take_page(found, limit, lambda t: t.device_id)
+
+    key = ("deployment-targets", deployment_id, limit, after)
+    return await cached_json(request, key, read, TARGET_LIST, listing="targets")
 
 
 @router.post("", response_model=DeploymentDetail, status_code=201)

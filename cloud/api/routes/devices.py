@@ -7,10 +7,11 @@ from pydantic import TypeAdapter
 from sqlmodel import Session, col, select
 
 from cloud import fleet, monitoring
+from cloud.api import paging
 from cloud.api.auth import api_router
 from cloud.api.deps import SessionDep, cached_json
 from cloud.db.bounds import MAX_SELECTOR_LABELS, check_selector
-from cloud.db.tables import DevicePublic, EventPublic, EventRecord
+from cloud.db.tables import Device, DevicePublic, EventPublic, EventRecord
 from cloud.errors import InvalidRequestError
 
 router = api_router(prefix="/devices", tags=["devices"])
@@ -18,6 +19,7 @@ DEVICE_LIST = TypeAdapter(list[DevicePublic])
 DEVICE = TypeAdapter(DevicePublic)
 EVENT_LIST = TypeAdapter(list[EventPublic])
 TELEMETRY = TypeAdapter(monitoring.TelemetrySummary)
+MAX_EVENT_PAGE = 1000
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:
@@ -38,10 +40,19 @@ async def list_devices(
     request: Request,
     label: Annotated[list[str], Query(description="key=value; repeat to require several")] = [],  # noqa: B006
     online: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=paging.MAX_PAGE, description="devices per page")] = paging.DEFAULT_PAGE,
+    cursor: Annotated[str | None, Query(description="from the previous page's Link rel=next")] = None,
 ) -> Response:
+    """Devices in id order, a page at a time: the next page's URL is in the `Link` header (cloud.api.paging)."""
     labels = parse_labels(label)
-    key = ("devices", tuple(sorted(labels.items())), online)
-    return await cached_json(request, key, lambda s: fleet.list_devices(s, labels=labels, online=online), DEVICE_LIST)
+    after = paging.decode_cursor("devices", cursor, str)
+
+    def read(session: Session) -> paging.Page[Device]:
+        found = fleet.list_devices(session, labels=labels, online=online, after=after, limit=limit + 1)
+        return paging.take_page(found, limit, lambda d: d.id)
+
+    key = ("devices", tuple(sorted(labels.items())), online, limit, after)
+    return await cached_json(request, key, read, DEVICE_LIST, listing="devices")
 
 
 # a device's page reads these every few seconds: answered from the read cache like the lists (within
@@ -52,14 +63,23 @@ async def get_device(request: Request, device_id: str) -> Response:
 
 
 @router.get("/{device_id}/events", response_model=list[EventPublic])
-async def device_events(request: Request, device_id: str,
-                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:  # fmt: skip
-    def read(session: Session) -> list[EventRecord]:
+async def device_events(
+    request: Request,
+    device_id: str,
+    limit: Annotated[int, Query(ge=1, le=MAX_EVENT_PAGE)] = 100,
+    cursor: Annotated[str | None, Query(description="from the previous page's Link rel=next")] = None,
+) -> Response:
+    """A device's events, newest first, a page at a time (older ones behind the `Link` header's next)."""
+    before = paging.decode_cursor("events", cursor, int)
+
+    def read(session: Session) -> paging.Page[EventRecord]:
         fleet.get_device(session, device_id)
         query = select(EventRecord).where(EventRecord.device_id == device_id).order_by(col(EventRecord.seq).desc())
-        return list(session.exec(query.limit(limit)))
+        if before is not None:
+            query = query.where(col(EventRecord.seq) < before)
+        return paging.take_page(list(session.exec(query.limit(limit + 1))), limit, lambda e: e.seq)
 
-    return await cached_json(request, ("device-events", device_id, limit), read, EVENT_LIST)
+    return await cached_json(request, ("device-events", device_id, limit, before), read, EVENT_LIST, listing="events")
 
 
 @router.get("/{device_id}/telemetry", response_model=monitoring.TelemetrySummary)

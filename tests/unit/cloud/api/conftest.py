@@ -34,7 +34,9 @@ def broker() -> MemoryBroker:
 
 
 @pytest.fixture
-def app(engine: Engine, broker: MemoryBroker, tmp_path: Path, director: Director, keys_dir: Path) -> FastAPI:
+def app(request: pytest.FixtureRequest, engine: Engine, broker: MemoryBroker, tmp_path: Path, director: Director,
+        keys_dir: Path) -> FastAPI:  # fmt: skip
+    """The app; parametrize indirectly with a dict of CloudSettings fields to change its settings."""
     transport = MemoryTransport(broker)
     transport.start()
     deployer = Deployer(engine, transport, director=director, chunk_size_bytes=1024)
@@ -44,7 +46,8 @@ def app(engine: Engine, broker: MemoryBroker, tmp_path: Path, director: Director
         rollouts=RolloutController(deployer),  # not started: the API steps it, tests step it by hand
         probes={"mqtt": lambda: {"connected": transport.connected}},
     )
-    settings = CloudSettings(data_dir=tmp_path, keys_dir=keys_dir, device_mqtt_url=DEVICE_MQTT_URL)
+    overrides = getattr(request, "param", {})
+    settings = CloudSettings(data_dir=tmp_path, keys_dir=keys_dir, device_mqtt_url=DEVICE_MQTT_URL, **overrides)
     return create_app(settings, services)
 
 

@@ -135,6 +135,28 @@ def test_cached_lists_still_need_a_token(anonymous: TestClient, client: TestClie
     assert anonymous.get(path, headers=bearer("ef_abc_wrong")).status_code == 401
 
 
+def test_a_full_cache_keeps_the_refreshed_value_of_a_key_it_holds() -> None:
+    # the health cache holds one key: its refresh ahead was thrown away (the cache was "full"), so every
+    # second the answer expired and all waiting requests stalled on a reload
+    clock = Clock()
+    cache: ReadCache[int] = ReadCache(1.0, max_entries=1, clock=clock)
+
+    async def load() -> int:
+        return cache.loads
+
+    async def run() -> None:
+        assert await cache.get("k", load) == 1
+        clock.now += 0.8  # due for its refresh
+        assert await cache.get("k", load) == 1
+        for _ in range(3):
+            await asyncio.sleep(0)  # the refresh runs
+        assert cache.loads == 2 and cache.peek("k") == 2
+        clock.now += 0.5  # past the first value's TTL, within the refreshed one's
+        assert cache.peek("k") == 2 and cache.loads == 2
+
+    asyncio.run(run())
+
+
 def test_a_value_due_for_refresh_is_served_while_one_reload_runs_behind_it() -> None:
     # without refresh ahead every reader of a busy key waited for its reload once a TTL (the p99 stall)
     clock = Clock()

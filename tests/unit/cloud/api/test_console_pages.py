@@ -4,6 +4,7 @@ rollout writing the same audit rows as the API."""
 
 from __future__ import annotations
 
+import html
 import re
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from support.enrollment import enroll
 
+from cloud.console import views
 from cloud.db.tables import DeploymentCreate, DeploymentTarget, Device, EventRecord, TelemetryRecord
 from cloud.identity.records import AuditEntry
 from cloud.rollout.records import Rollout
@@ -341,3 +343,24 @@ def test_viewers_see_no_buttons_and_cannot_act_deployers_can(
         assert rows[1].role == "deployer" and rows[0].role == "admin"
     audit = admin.get("/console/audit")
     assert audit.status_code == 200 and "rollout.rollback" in audit.text
+
+
+def test_the_fleet_page_pages_by_device_id(app: FastAPI, token_for, engine: Engine,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setattr(views, "MAX_DEVICES", 4)
+    with Session(engine) as session:
+        for i in range(10):
+            session.add(Device(id=f"dev-{i:02d}"))
+        session.commit()
+    client = signed_in(app, token_for("viewer"))
+    seen: list[str] = []
+    url: str | None = "/console"
+    for _ in range(10):  # bounded
+        if url is None:
+            break
+        page = client.get(url)
+        assert page.status_code == 200
+        seen += re.findall(r'class="device-row" data-device="([^"]+)"', page.text)
+        found = re.search(r'id="next-page" href="([^"]+)"', page.text)
+        url = html.unescape(found.group(1)) if found else None
+    assert seen == [f"dev-{i:02d}" for i in range(10)]

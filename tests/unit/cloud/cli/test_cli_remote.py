@@ -122,3 +122,14 @@ def test_a_validation_error_is_one_line(fleet: list[str]) -> None:
         main(["deploy", "vibration", "--devices", "x" * 300, *fleet])
     message = str(refused.value.code)
     assert message.startswith("error: ") and "\n" not in message and "device_ids" in message
+
+
+def test_devices_follows_the_apis_pages(fleet: list[str], db_engine: Engine, capsys) -> None:
+    # 1,203 devices: three pages of the API's 500 (cloud.api.paging); without following Link only 500 show
+    with Session(db_engine) as session:
+        for i in range(1200):
+            session.add(Device(id=f"pi-{i:04d}"))
+        session.commit()
+    assert main(["devices", "--json", *fleet]) == 0
+    ids = [row["id"] for row in json.loads(capsys.readouterr().out)]
+    assert len(ids) == len(set(ids)) == 1203 and ids == sorted(ids)
