@@ -50,9 +50,10 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from scipy.special import gammaln, logsumexp
+from scipy.special import gammaln
 
 from cloud.monitoring import stats
+from protocols.sequential import error_log_likelihood_ratio as error_log_likelihood_ratio  # shared with the agent
 
 # an early breach needs at least this much evidence (or the policy's minimums, if smaller)
 EARLY_MIN_DEVICES = 2
@@ -186,21 +187,6 @@ def _early_evidence(policy: GatePolicy, new: ArmFigures) -> bool:
 def _error_limit(policy: GatePolicy, baseline: ArmFigures | None) -> float:
     base = baseline.error_rate if baseline is not None else None
     return policy.max_error_rate if base is None else min(policy.max_error_rate, base + policy.max_error_rate_increase)
-
-
-def error_log_likelihood_ratio(errors: Any, answered: Any, limit: float) -> Any:
-    """log of the mixture likelihood ratio of "error rate q" (q = 2, 4, 8, ... x limit, up to 0.99, equally
-    weighted) against "error rate = limit", for `errors` failed and `answered` good inferences (numbers, or
-    arrays of them). Under any rate <= limit its expectation never grows with more inferences (a
-    supermartingale)."""
-    e, a = np.asarray(errors, dtype=float), np.asarray(answered, dtype=float)
-    if limit <= 0:
-        return np.where(e > 0, math.inf, 0.0)[()]
-    if limit >= 0.99:
-        return np.full(e.shape, -math.inf)[()]  # nothing can be proved worse than (almost) always failing
-    q = np.array(sorted({min(0.99, limit * 2**k) for k in range(1, 64) if limit * 2 ** (k - 1) < 0.99}))
-    ratios = e[..., None] * np.log(q / limit) + a[..., None] * np.log((1 - q) / (1 - limit))
-    return (logsumexp(ratios, axis=-1) - math.log(len(q)))[()]
 
 
 def shift_log_bayes_factor(baseline: list[int], new: list[int]) -> float:
