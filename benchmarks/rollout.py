@@ -370,6 +370,8 @@ def main() -> int:
                         candidates.append(("_tick_only", False, None, phased, True))
                     if args.unprioritised:  # the ingestor storing the open wave's windows in arrival order
                         candidates.append(("_unprioritised", True, None, phased, False))
+                        if args.traffic == "both":
+                            candidates.append(("_synchronised_unprioritised", True, None, False, False))
                     for suffix, woken, alpha, in_phase, prioritised in candidates * args.bad_trials:
                         if traffic.phased != in_phase:
                             traffic.stop()
