@@ -85,6 +85,12 @@ class RolloutController(Periodic):
         self._publish_watch()
         return done
 
+    def _note_open_wave(self, rollout: Rollout) -> None:
+        if rollout.state == RolloutState.RUNNING and rollout.current_wave >= 0:
+            self._open_waves[rollout.deployment_id] = frozenset(rollout.waves[rollout.current_wave])
+        else:
+            self._open_waves.pop(rollout.deployment_id, None)
+
     def _publish_watch(self) -> None:
         watched = set().union(*self._open_waves.values())
         if watched != self._watched and self.on_watch is not None:
@@ -95,6 +101,8 @@ class RolloutController(Periodic):
         director = self.deployer.director
         with Session(self.deployer.engine, expire_on_commit=False) as session:
             rollout = session.get(Rollout, deployment_id)
+            if rollout is not None:  # as read: another process may take this step (watched all the same)
+                self._note_open_wave(rollout)
             if rollout is None or rollout.state != RolloutState.RUNNING or not self._claim(session, rollout):
                 return None
             deployment = session.get(Deployment, deployment_id)
@@ -104,10 +112,7 @@ class RolloutController(Periodic):
             action = next_action(_position(rollout), verdict.decision if verdict else None, now)
             outgoing = self._apply(session, rollout, deployment, action, verdict, now)
             session.commit()
-        if rollout.state == RolloutState.RUNNING and rollout.current_wave >= 0:
-            self._open_waves[deployment_id] = frozenset(rollout.waves[rollout.current_wave])
-        else:
-            self._open_waves.pop(deployment_id, None)
+        self._note_open_wave(rollout)
         if action is not Action.WAIT:
             log.info("rollout %s: %s (wave %d of %d)", deployment_id, action.value, rollout.current_wave + 1,
                      len(rollout.waves))  # fmt: skip
