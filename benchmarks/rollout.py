@@ -9,7 +9,8 @@
                      is stored (as `edgefleet up` runs it), its gates with the early sequential breach
                      (recovered_in_gate_periods) and without it, waiting for min devices x min inferences
                      (recovered_in_gate_periods_fixed_evidence); --tick-only adds the controller judging on
-                     its tick only (_tick_only); with --traffic both (the default) also with every device's
+                     its tick only (_tick_only); --unprioritised the ingestor storing the canaries' windows in
+                     arrival order rather than ahead of the rest of the fleet's (_unprioritised); with --traffic both (the default) also with every device's
                      requests and window in one burst each period (_synchronised; the others run each device
                      on its own phase of the period); medians and ranges, each trial listed. A gate period is the
                      controller's tick (--tick); woken by telemetry it also steps in between (<= 5/s)
@@ -23,7 +24,7 @@
                      kept-alive only (`api_generator` says which)
 
     .venv/bin/python benchmarks/rollout.py [--devices 200] [--tick 1.0] [--telemetry-period 1.0] [--bad-trials 2]
-        [--traffic phased|synchronised|both] [--bad-only] [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
+        [--traffic phased|synchronised|both] [--bad-only] [--tick-only] [--unprioritised] [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
 
 The broker defaults to a Mosquitto of its own (a production part; the binary must be installed). The
 devices are real agents on one `simulator.host.AgentHost` (one asyncio loop, one MQTT connection each, models
@@ -285,6 +286,9 @@ def main() -> int:
     parser.add_argument("--bad-trials", type=int, default=2, help="bad-model canaries per candidate")
     parser.add_argument("--tick-only", action="store_true",
                         help="also the bad-model trials with the controller judging on its tick only")
+    parser.add_argument("--unprioritised", action="store_true",
+                        help="also the bad-model trials with the ingestor storing the open wave's telemetry in "
+                             "arrival order, behind the rest of the fleet's (as before it stored them first)")
     parser.add_argument("--traffic", choices=("phased", "synchronised", "both"), default="both",
                         help="devices' windows each on its own phase of the period, all at once, or both (the "
                              "bad-model trials side by side; the rest runs phased)")
@@ -359,25 +363,32 @@ def main() -> int:
                     # ingestor does not wake it) rather than as soon as telemetry is stored (as the service does)
                     # the traffic driver: each device on its own phase (as a fleet is), or all in one burst
                     phased = args.traffic != "synchronised"
-                    candidates = [("", True, None, phased), ("_fixed_evidence", True, 0.0, phased)]
+                    candidates = [("", True, None, phased, True), ("_fixed_evidence", True, 0.0, phased, True)]
                     if args.traffic == "both":
-                        candidates.append(("_synchronised", True, None, False))
+                        candidates.append(("_synchronised", True, None, False, True))
                     if args.tick_only:
-                        candidates.append(("_tick_only", False, None, phased))
-                    for suffix, woken, alpha, in_phase in candidates * args.bad_trials:
+                        candidates.append(("_tick_only", False, None, phased, True))
+                    if args.unprioritised:  # the ingestor storing the open wave's windows in arrival order
+                        candidates.append(("_unprioritised", True, None, phased, False))
+                        if args.traffic == "both":
+                            candidates.append(("_synchronised_unprioritised", True, None, False, False))
+                    for suffix, woken, alpha, in_phase, prioritised in candidates * args.bad_trials:
                         if traffic.phased != in_phase:
                             traffic.stop()
                             traffic = driver(in_phase)
                             time.sleep(2 * max(1.0, args.tick))
                         cloud.ingestor.on_stored = cloud.rollouts.wake if woken else None
+                        cloud.rollouts.on_watch = cloud.ingestor.watch if prioritised else None
+                        cloud.ingestor.watch(set())
                         gates = {**policy["gates"], **({} if alpha is None else {"early_breach_alpha": alpha})}
                         trial = bad_model_trial(cloud, fleet, api, ids, bad.version, good, {**canary, "gates": gates},
                                                 args)  # fmt: skip
                         trials.append({"candidate": suffix.lstrip("_") or "sequential", "woken": woken,
+                                       "prioritised": prioritised,
                                        "traffic": "phased" if in_phase else "synchronised", **trial})
                         print(trials[-1], file=sys.stderr)
                         time.sleep(3 * max(1.0, args.tick))
-                    cloud.ingestor.on_stored = cloud.rollouts.wake
+                    cloud.ingestor.on_stored, cloud.rollouts.on_watch = cloud.rollouts.wake, cloud.ingestor.watch
                     result["bad_model_trials"] = trials
                     if traffic.phased != (args.traffic != "synchronised"):
                         traffic.stop()

@@ -334,7 +334,8 @@ class Agent:
             self._next_tick_s = now.mono_s + self._tick_interval_s
             if self.transport.connected:  # while offline, chunk deadlines do not run out
                 self._dispatch(Tick())
-            self._dispatch(HealthCheck(*self._kept.since_kept(self.counts)))  # offline too: probation runs
+            # offline too: probation runs
+            self._dispatch(HealthCheck(*self._kept.since_kept(self.counts), *self._kept.shadow_since_kept()))
         if now.mono_s >= self._next_flush_s:
             self._next_flush_s = now.mono_s + self.settings.telemetry_interval_s
             self._outbox.flush_telemetry(self._slot.current)

@@ -112,6 +112,12 @@ class AgentSettings:
     probation_min_inferences: int = field(default=50, metadata=_bounds(ge=1))
     # this many starts while on probation is a crash loop
     probation_max_restarts: int = field(default=3, metadata=_bounds(ge=1))
+    # the shadow's agreement with the previous model overwhelmingly below this (a sequential test whose
+    # chance of ever rolling back a model that agrees this often is probation_shadow_alpha) rolls back,
+    # cloud or no cloud; 0 (the default) never: a new model may be meant to answer differently (a retrained
+    # challenger, renamed classes), which the cloud's gates know and the device does not
+    probation_min_shadow_agreement: float = field(default=0.0, metadata=_bounds(ge=0, le=1))
+    probation_shadow_alpha: float = field(default=1e-6, metadata=_bounds(gt=0, le=0.5))
     # load + self-test each new model in a child process first, so a runtime that segfaults kills only the
     # child (costs one interpreter start per update); the journal's load counter backs it up either way
     isolate_loads: bool = True
@@ -125,8 +131,9 @@ class AgentSettings:
 
     def probation_policy(self) -> ProbationPolicy:
         return ProbationPolicy(
-            self.probation_s, self.probation_max_error_rate, self.probation_min_inferences, self.probation_max_restarts
-        )
+            self.probation_s, self.probation_max_error_rate, self.probation_min_inferences, self.probation_max_restarts,
+            self.probation_min_shadow_agreement, self.probation_shadow_alpha,
+        )  # fmt: skip
 
     def read_trust(self) -> RootOfTrust:
         """The pinned root of trust: the TrustChain file (`trust.chain` from `edgefleet keys init`), its

@@ -13,6 +13,7 @@ only where a gRPC server or client runs. The agent depends on this package and n
     assignment.py the director's signed per-device assignment, and checking a whole desired state
     signing.py    the pure half of signing (keys in memory, no files): what the cloud and test kits sign with
     commands.py   signed commands to one device on its `cmd` channel (a sampler hint), checked as assignments are
+    sequential.py the sequential test of a bad-outcome rate the cloud's gates and the agent's probation share
 """
 
 import importlib

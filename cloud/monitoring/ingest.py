@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ DECODERS: dict[Channel, type[Message]] = {
     Channel.PRESENCE: pb.Presence,
 }
 _DB_RETRY_DELAYS_S = (0.2, 1.0, 3.0)
+_TELEMETRY_SUFFIX = "/" + Channel.TELEMETRY.value
 _ROW_CHANNELS = (Channel.REPORTED, Channel.PRESENCE)  # the messages that update the device's row
 _MAX_WARNED_DEVICES = 1_000  # unenrolled ids warned about by name; past that, only counted (forged ids are endless)
 
@@ -172,9 +173,25 @@ class Ingestor(MessageConsumer):
         self.stats = IngestStats()
         self.implausible_rules: dict[str, int] = {}  # rule -> messages refused under it (under stats.lock)
         self._warned_devices: set[str] = set()
+        # devices whose telemetry a rollout gate waits for (`watch`): their windows are stored first
+        self._watched: frozenset[str] = frozenset()
         self.worker: BatchWorker[tuple[str, bytes]] = BatchWorker(
-            "edgefleet-ingest", self.process, max_queue=max_queue, batch_size=batch_size
+            "edgefleet-ingest", self.process, max_queue=max_queue, batch_size=batch_size, urgent=self._is_watched
         )
+
+    def watch(self, device_ids: Collection[str]) -> None:
+        """Store these devices' telemetry windows ahead of the rest (the rollout controller's open waves)."""
+        self._watched = frozenset(device_ids)
+
+    def _is_watched(self, message: tuple[str, bytes]) -> bool:
+        """A telemetry window of a watched device (on the transport's thread: cheap, no decoding)."""
+        watched, topic = self._watched, message[0]
+        if not watched or not topic.endswith(_TELEMETRY_SUFFIX):
+            return False
+        try:
+            return parse_device_topic(topic).device_id in watched
+        except TopicError:
+            return False
 
     def process(self, messages: list[tuple[str, bytes]]) -> None:
         """Store a batch in one transaction (falling back to one transaction per message)."""

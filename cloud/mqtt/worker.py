@@ -3,6 +3,11 @@
 Transport callbacks must return quickly, so ingestion and the chunk server take messages off the
 transport's thread through one of these. `submit` blocks when the queue is full: back-pressure on the
 broker connection rather than dropping a QoS 1 message the broker believes delivered.
+
+An `urgent` predicate gives some items a lane of their own, served first and in batches of their own: the
+rollout gates' telemetry (the devices of an open wave) is stored within one small batch instead of behind
+a burst of the whole fleet's windows (a synchronised fleet's 200 windows and their samples took ~2 s to
+store at load 15, the canaries' windows among them; the gates waited for them). Each lane keeps its order.
 """
 
 from __future__ import annotations
@@ -21,12 +26,16 @@ T = TypeVar("T")
 
 class BatchWorker(Generic[T]):
     def __init__(
-        self, name: str, handle_batch: Callable[[list[T]], None], *, max_queue: int = 10_000, batch_size: int = 200
-    ) -> None:
+        self, name: str, handle_batch: Callable[[list[T]], None], *, max_queue: int = 10_000, batch_size: int = 200,
+        urgent: Callable[[T], bool] | None = None,
+    ) -> None:  # fmt: skip
         self.name = name
         self._handle_batch = handle_batch
         self._batch_size = batch_size
+        self.urgent = urgent  # items it holds true for jump the queue (see the module's docstring)
         self._queue: queue.Queue[T] = queue.Queue(maxsize=max_queue)
+        self._urgent: queue.Queue[T] = queue.Queue(maxsize=max_queue)
+        self._ready = threading.Semaphore(0)  # one release per item put in either lane
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -38,16 +47,18 @@ class BatchWorker(Generic[T]):
         self._thread.start()
 
     def submit(self, item: T) -> None:
-        self._queue.put(item)
+        urgent = self.urgent
+        (self._urgent if urgent is not None and urgent(item) else self._queue).put(item)
+        self._ready.release()
 
     @property
     def pending(self) -> int:
-        return self._queue.unfinished_tasks
+        return self._queue.unfinished_tasks + self._urgent.unfinished_tasks
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until every submitted item has been handled; False if timeout_s passed first."""
         deadline = time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks:
+        while self.pending:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.005)
@@ -64,22 +75,20 @@ class BatchWorker(Generic[T]):
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                batch = [self._queue.get(timeout=0.1)]
-            except queue.Empty:
+            if not self._ready.acquire(timeout=0.1):
                 continue
-            while len(batch) < self._batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            # the lane the batch comes from: the urgent one whenever it holds anything
+            lane = self._urgent if not self._urgent.empty() else self._queue
+            batch = [lane.get_nowait()]
+            while len(batch) < self._batch_size and not lane.empty() and self._ready.acquire(blocking=False):
+                batch.append(lane.get_nowait())
             try:
                 self._handle_batch(batch)
             except Exception:  # the handler logs its own failures; this keeps the thread alive regardless
                 log.exception("%s: batch of %d failed", self.name, len(batch))
             finally:
                 for _ in batch:
-                    self._queue.task_done()
+                    lane.task_done()
 
 
 class MessageConsumer:
@@ -116,4 +125,3 @@ class Counters:
     def snapshot(self) -> dict[str, int]:
         with self.lock:
             return {k: v for k, v in vars(self).items() if k != "lock"}
-

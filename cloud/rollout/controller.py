@@ -61,6 +61,11 @@ class RolloutController(Periodic):
         # telemetry, re-read up to 5 times a second while telemetry arrives); windows of that span that
         # arrive after it opened are left out
         self._baselines: dict[tuple[str, int, str, int], ArmFigures] = {}
+        # called with the devices of every open wave whenever they change (the service: the ingestor stores
+        # their telemetry ahead of the rest of the fleet's)
+        self.on_watch: Callable[[set[str]], object] | None = None
+        self._open_waves: dict[str, frozenset[str]] = {}  # running rollout -> its open wave's devices
+        self._watched: set[str] = set()
 
     @property
     def clock(self) -> Callable[[], int]:
@@ -75,12 +80,29 @@ class RolloutController(Periodic):
             action = self.step(deployment_id)
             if action is not None:
                 done[deployment_id] = action
+        for gone in set(self._open_waves) - set(running):  # ended, paused or rolled back elsewhere
+            del self._open_waves[gone]
+        self._publish_watch()
         return done
+
+    def _note_open_wave(self, rollout: Rollout) -> None:
+        if rollout.state == RolloutState.RUNNING and rollout.current_wave >= 0:
+            self._open_waves[rollout.deployment_id] = frozenset(rollout.waves[rollout.current_wave])
+        else:
+            self._open_waves.pop(rollout.deployment_id, None)
+
+    def _publish_watch(self) -> None:
+        watched = set().union(*self._open_waves.values())
+        if watched != self._watched and self.on_watch is not None:
+            self.on_watch(watched)
+        self._watched = watched
 
     def step(self, deployment_id: str) -> Action | None:
         director = self.deployer.director
         with Session(self.deployer.engine, expire_on_commit=False) as session:
             rollout = session.get(Rollout, deployment_id)
+            if rollout is not None:  # as read: another process may take this step (watched all the same)
+                self._note_open_wave(rollout)
             if rollout is None or rollout.state != RolloutState.RUNNING or not self._claim(session, rollout):
                 return None
             deployment = session.get(Deployment, deployment_id)
@@ -90,6 +112,7 @@ class RolloutController(Periodic):
             action = next_action(_position(rollout), verdict.decision if verdict else None, now)
             outgoing = self._apply(session, rollout, deployment, action, verdict, now)
             session.commit()
+        self._note_open_wave(rollout)
         if action is not Action.WAIT:
             log.info("rollout %s: %s (wave %d of %d)", deployment_id, action.value, rollout.current_wave + 1,
                      len(rollout.waves))  # fmt: skip

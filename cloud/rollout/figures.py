@@ -2,7 +2,8 @@
 
 One query per arm, bounded by the devices and the period; latency quantiles come from the windows' merged
 histograms when they share bounds (cloud.monitoring.summaries.latency_quantiles), predictions are summed
-per label, and the on-device shadow comparisons (devices on probation) are summed for `shadow_agreement`.
+per label (and a multilabel model's rows on per label), and the on-device shadow comparisons (devices on
+probation) are summed for `shadow_agreement`.
 
 No device weighs more than MAX_DEVICE_SHARE times the (lower) median device's volume: a device's counts
 above that are scaled down, its rates and distribution kept. The figures come from devices' own windows,
@@ -71,7 +72,23 @@ def arm_figures(rows: Sequence[TelemetryRecord]) -> ArmFigures:
         latency_bounds=bounds,
         device_latency=device_latency,
         device_shadow={device: (c, a) for device, (c, a) in shadow.items()},
+        label_counts=_label_counts(rows, weight),
     )
+
+
+def _label_counts(rows: Sequence[TelemetryRecord], weight: dict[str, float]) -> tuple[int, ...]:
+    """A multilabel model's windows' label counts (rows, then each label's rows on) added up, each device's
+    times its weight; windows counted over another number of labels than most (another manifest) left out."""
+    found = [(r.device_id, r.prediction_counts.get("label_counts") or []) for r in rows]
+    found = [(device, counts) for device, counts in found if len(counts) >= 2]
+    if not found:
+        return ()
+    width = Counter(len(counts) for _, counts in found).most_common(1)[0][0]
+    total = [0.0] * width
+    for device, counts in found:
+        if len(counts) == width:
+            total = [t + float(c) * weight[device] for t, c in zip(total, counts, strict=True)]
+    return tuple(round(t) for t in total)
 
 
 def _device_latency(rows: Sequence[TelemetryRecord], weight: dict[str, float],

@@ -20,7 +20,9 @@ EARLY_MIN_DEVICES devices and EARLY_MIN_ATTEMPTS inferences (capped by the polic
   prediction_shift   H0: predictions drawn from the baseline's proportions (smoothed; the baseline is the
                      previous model's larger sample). Bayes factor of a uniform-Dirichlet multinomial against
                      them, and the PSI also over its threshold (a shift that matters, not only a real one):
-                     30 predictions in 2 of 10 equally likely labels breach; 30 spread like the baseline wait
+                     30 predictions in 2 of 10 equally likely labels breach; 30 spread like the baseline wait.
+                     Multilabel models: each label's rows on against its baseline rate (a uniform Beta), at
+                     early_breach_alpha / labels each (a union bound over the labels)
   p95_latency        H0: the new p95 at most the allowed one (max_p95_ratio x the baseline's, and at least
                      min_p95_increase_us more), so at most 5 % of inferences take longer: the error SPRT on
                      inferences in histogram buckets wholly above it, from the devices' own histograms
@@ -34,7 +36,8 @@ Gates:
   install_failures   share of the wave's devices whose update failed (self-test, download, load)
   error_rate         inference errors / inferences, absolute (a baseline can only make it stricter)
   p95_latency        p95 latency against the baseline's p95 (a ratio, and a minimum increase in µs)
-  prediction_shift   PSI of the prediction distribution against the baseline's, when also significant
+  prediction_shift   PSI of the prediction distribution against the baseline's, when also significant;
+                     multilabel models: each label's positive rate, one test per label in one family
   shadow_agreement   on-device agreement with the previous model run in shadow on sampled inputs
 """
 
@@ -47,9 +50,10 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from scipy.special import gammaln, logsumexp
+from scipy.special import gammaln
 
 from cloud.monitoring import stats
+from protocols.sequential import error_log_likelihood_ratio as error_log_likelihood_ratio  # shared with the agent
 
 # an early breach needs at least this much evidence (or the policy's minimums, if smaller)
 EARLY_MIN_DEVICES = 2
@@ -99,6 +103,8 @@ class ArmFigures:
     latency_bounds: tuple[float, ...] = ()
     device_latency: Mapping[str, Sequence[float]] = field(default_factory=dict)
     device_shadow: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    # multilabel models: the rows counted, then per label (the manifest's label_rates order) the rows on
+    label_counts: tuple[int, ...] = ()
 
     @property
     def error_rate(self) -> float | None:
@@ -183,21 +189,6 @@ def _error_limit(policy: GatePolicy, baseline: ArmFigures | None) -> float:
     return policy.max_error_rate if base is None else min(policy.max_error_rate, base + policy.max_error_rate_increase)
 
 
-def error_log_likelihood_ratio(errors: Any, answered: Any, limit: float) -> Any:
-    """log of the mixture likelihood ratio of "error rate q" (q = 2, 4, 8, ... x limit, up to 0.99, equally
-    weighted) against "error rate = limit", for `errors` failed and `answered` good inferences (numbers, or
-    arrays of them). Under any rate <= limit its expectation never grows with more inferences (a
-    supermartingale)."""
-    e, a = np.asarray(errors, dtype=float), np.asarray(answered, dtype=float)
-    if limit <= 0:
-        return np.where(e > 0, math.inf, 0.0)[()]
-    if limit >= 0.99:
-        return np.full(e.shape, -math.inf)[()]  # nothing can be proved worse than (almost) always failing
-    q = np.array(sorted({min(0.99, limit * 2**k) for k in range(1, 64) if limit * 2 ** (k - 1) < 0.99}))
-    ratios = e[..., None] * np.log(q / limit) + a[..., None] * np.log((1 - q) / (1 - limit))
-    return (logsumexp(ratios, axis=-1) - math.log(len(q)))[()]
-
-
 def shift_log_bayes_factor(baseline: list[int], new: list[int]) -> float:
     """log Bayes factor of "new predictions come from some other distribution" (uniform Dirichlet prior
     over the labels) against "from the baseline's proportions" (smoothed so that a label the baseline never
@@ -220,8 +211,67 @@ def _early_errors(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | No
                       f"(false alarm <= {policy.early_breach_alpha:g})")  # fmt: skip
 
 
+def _per_label(new: ArmFigures, baseline: ArmFigures | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """A multilabel model's rows [off, on] per label (one row per label), before and after; None unless both
+    arms counted the same labels (then the "predicted class" histogram, which counts a row only when exactly
+    one label is on, would miss a label turned on beside others)."""
+    if baseline is None or len(new.label_counts) < 2 or len(baseline.label_counts) != len(new.label_counts):
+        return None
+    if not new.label_counts[0] or not baseline.label_counts[0]:
+        return None
+
+    def off_on(counts: tuple[int, ...]) -> np.ndarray:
+        on = np.minimum(np.asarray(counts[1:], dtype=float), counts[0])
+        return np.stack([counts[0] - on, on], axis=1)
+
+    return off_on(baseline.label_counts), off_on(new.label_counts)
+
+
+def _label_detail(before: np.ndarray, after: np.ndarray, index: int) -> str:
+    rate, was = after[index, 1] / after[index].sum(), before[index, 1] / before[index].sum()
+    return f"label {index} on in {rate:.0%} of {after[index].sum():.0f} row(s) against {was:.0%}"
+
+
+def _early_label_shift(policy: GatePolicy, before: np.ndarray, after: np.ndarray) -> GateResult | None:
+    """Each label's positive rate its own sequential test (Bayes factor of a uniform Beta against the
+    baseline's rate), at early_breach_alpha / labels: over the family, "the model is fine" still has at most
+    early_breach_alpha of ever breaching (a union bound over time-uniform tests)."""
+    if after[0].sum() < min(EARLY_MIN_ATTEMPTS, policy.min_inferences):
+        return None
+    labels = len(after)
+    values = np.atleast_1d(stats.psi(before, after))
+    bound = math.log(labels / policy.early_breach_alpha)
+    shifted = [i for i in range(labels) if values[i] > policy.max_prediction_psi
+               and shift_log_bayes_factor(list(before[i]), list(after[i])) >= bound]  # fmt: skip
+    if not shifted:
+        return None
+    worst = max(shifted, key=lambda i: values[i])
+    return GateResult("prediction_shift", Decision.BREACH, float(values[worst]), policy.max_prediction_psi,
+                      f"{_label_detail(before, after, worst)}; {len(shifted)} of {labels} label(s) shifted: early, "
+                      f"the sequential test per label (false alarm <= {policy.early_breach_alpha:g} over them)")
+
+
+def _label_shift(policy: GatePolicy, before: np.ndarray, after: np.ndarray) -> GateResult:
+    """Each label's rows off and on, two-sample tested against the baseline's: one family (Benjamini-Hochberg,
+    as cloud.monitoring tests drift), a label breaching when significant in it and its PSI over the limit."""
+    values = np.atleast_1d(stats.psi(before, after))
+    q = stats.fdr_adjust(np.atleast_1d(stats.chi_square_two_sample(before, after).p_value))
+    shifted = [i for i in range(len(after))
+               if values[i] > policy.max_prediction_psi and q[i] < policy.shift_significance]  # fmt: skip
+    worst = max(shifted or range(len(after)), key=lambda i: values[i])
+    return GateResult("prediction_shift", Decision.BREACH if shifted else Decision.PASS, float(values[worst]),
+                      policy.max_prediction_psi,
+                      f"{_label_detail(before, after, worst)} (q={q[worst]:.2g}); {len(shifted)} of {len(after)} "
+                      f"label(s) shifted")  # fmt: skip
+
+
 def _early_shift(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -> GateResult | None:
-    if not _early_evidence(policy, new) or baseline is None or not sum(baseline.predictions.values()):
+    if not _early_evidence(policy, new) or baseline is None:
+        return None
+    per_label = _per_label(new, baseline)
+    if per_label is not None:
+        return _early_label_shift(policy, *per_label)
+    if not sum(baseline.predictions.values()):
         return None
     labels = sorted(set(baseline.predictions) | set(new.predictions))
     before = [baseline.predictions.get(k, 0) for k in labels]
@@ -319,6 +369,9 @@ def _latency(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -
 
 
 def _shift(policy: GatePolicy, new: ArmFigures, baseline: ArmFigures | None) -> GateResult:
+    per_label = _per_label(new, baseline)
+    if per_label is not None:
+        return _label_shift(policy, *per_label)
     if baseline is None or not sum(baseline.predictions.values()) or not sum(new.predictions.values()):
         return GateResult("prediction_shift", Decision.PASS, None, policy.max_prediction_psi,
                           "no prediction distribution to compare with")

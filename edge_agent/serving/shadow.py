@@ -128,6 +128,7 @@ class KeptModel:
         self._lock = threading.Lock()
         self._shadow: Shadow | None = None
         self._baseline = (0, 0)
+        self._shadow_counts = [0, 0]  # (compared, agreed) by the current shadow: the probation's evidence
 
     @property
     def previous(self) -> ServingModel | None:
@@ -139,11 +140,12 @@ class KeptModel:
         shadow = None
         if previous is not None and new is not None:
             shadow = Shadow(
-                previous, new, rate=self._rate, record=self._record, rng=self._rng, tolerance=self._tolerance,
+                previous, new, rate=self._rate, record=self._count, rng=self._rng, tolerance=self._tolerance,
                 name=self._name,
             )  # fmt: skip
         with self._lock:
             old, self._shadow, self._baseline = self._shadow, shadow, counts
+            self._shadow_counts = [0, 0]
         if old is not None:
             old.stop()
 
@@ -164,3 +166,14 @@ class KeptModel:
     def since_kept(self, counts: tuple[int, int]) -> tuple[int, int]:
         """(inferences, errors) since the new model began its probation (or this agent started)."""
         return counts[0] - self._baseline[0], counts[1] - self._baseline[1]
+
+    def shadow_since_kept(self) -> tuple[int, int]:
+        """(compared, agreed) by the shadow since the new model began its probation (or this agent started)."""
+        with self._lock:
+            return self._shadow_counts[0], self._shadow_counts[1]
+
+    def _count(self, compared: int, agreed: int, dropped: int) -> None:
+        with self._lock:
+            self._shadow_counts[0] += compared
+            self._shadow_counts[1] += agreed
+        self._record(compared, agreed, dropped)

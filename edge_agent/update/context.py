@@ -44,6 +44,11 @@ class ProbationPolicy:
     max_error_rate: float = 0.2  # errors / (inferences + errors) above this fails the probation ...
     min_inferences: int = 50  # ... once at least this many calls were counted
     max_restarts: int = 3  # this many agent starts while on probation is a crash loop: roll back at start
+    # the shadow: agreement with the previous model overwhelmingly below this (the sequential test at
+    # shadow_alpha: a model that agrees at least this often has at most that chance of EVER being rolled
+    # back on it) rolls back; 0: never on the shadow
+    min_shadow_agreement: float = 0.0
+    shadow_alpha: float = 1e-6
 
 
 @dataclass(frozen=True)

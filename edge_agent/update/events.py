@@ -148,6 +148,8 @@ class HealthCheck:
 
     inferences: int
     errors: int
+    shadow_compared: int = 0  # inputs also run through the previous model (kept on probation) ...
+    shadow_agreed: int = 0  # ... and answered alike
     kind: ClassVar[EventKind] = EventKind.HEALTH
 
 

@@ -3,6 +3,7 @@ rolls back by itself when it fails, with or without a cloud (pure: no I/O, no cl
 
     SELF_TEST --passed--> PROBATION (a previous model to fall back to, probation_s > 0; else ACTIVE)
     PROBATION --health: error rate over the limit--> FAILED (rolled back, "probation_failed")
+    PROBATION --health: shadow agreement overwhelmingly low--> FAILED (rolled back, "probation_failed")
     PROBATION --health: the probation time is over--> ACTIVE (the previous model is unloaded)
     PROBATION --desired: another model--> the update path as from ACTIVE (the probation ends)
     a start while on probation counts a restart; `max_restarts` of them roll back before serving (`count_boot`)
@@ -13,6 +14,7 @@ The handlers here are rows of the transition table (`edge_agent.update.table`) l
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from edge_agent.clock import Instant
@@ -23,6 +25,7 @@ from edge_agent.update.events import Event, HealthCheck
 from edge_agent.update.journal import InstalledModel, Journal, LastError, Outcome
 from edge_agent.update.states import State
 from protocols.codes import ErrorCode
+from protocols.sequential import error_log_likelihood_ratio, even_alternatives
 from protocols.v1 import messages_pb2 as pb
 
 
@@ -57,10 +60,25 @@ def on_health(up: UpdateContext, event: Event, now: Instant) -> list[Action]:
     calls = event.inferences + event.errors
     if calls >= max(1, policy.min_inferences) and event.errors / calls > policy.max_error_rate:
         return _roll_back(up, f"error rate {event.errors}/{calls} above {policy.max_error_rate:g} while on probation")
+    if shadow_disagrees(policy, event.shadow_compared, event.shadow_agreed):
+        return _roll_back(up, f"shadow agreement {event.shadow_agreed}/{event.shadow_compared} with the previous "
+                              f"model, surely below {policy.min_shadow_agreement:g} (sequential test, false alarm "
+                              f"<= {policy.shadow_alpha:g}) while on probation")  # fmt: skip
     if now.wall_ms < probation.until_ms:
         return []
     up.state = State.ACTIVE
     return [up.save(probation=None), EndProbation(), Report()]
+
+
+def shadow_disagrees(policy: ProbationPolicy, compared: int, agreed: int) -> bool:
+    """True when the shadow's disagreements are overwhelming evidence that the new model agrees with the
+    previous one less often than policy.min_shadow_agreement: checked every tick on the counts so far, the
+    time-uniform test keeps a model that agrees that often rolled back with at most policy.shadow_alpha."""
+    limit = 1.0 - policy.min_shadow_agreement
+    if policy.min_shadow_agreement <= 0 or compared <= agreed:
+        return False
+    evidence = error_log_likelihood_ratio(compared - agreed, agreed, limit, even_alternatives(limit))
+    return bool(evidence >= math.log(1 / policy.shadow_alpha))
 
 
 def on_desired_in_probation(up: UpdateContext, event: Event, now: Instant) -> list[Action]:

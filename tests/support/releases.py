@@ -267,15 +267,17 @@ def rotate_director(keys: Keys, *, revoke: bool = False) -> Keys:
     return replace(keys, director=new, chain=chain)
 
 
-def onnx_release(signer: Signer, version: str, sequence: int, *, feature: int = 0, model_id: str = "lr") -> Release:
+def onnx_release(signer: Signer, version: str, sequence: int, *, feature: int = 0, model_id: str = "lr",
+                 inverted: bool = False) -> Release:  # fmt: skip
     """A real ONNX release: a LogisticRegression (skl2onnx, test-only imports) of N_FEATURES inputs that
-    learned `x[feature] > 0.5`, with labels "0"/"1" (so that two versions can agree on a label)."""
+    learned `x[feature] > 0.5` (`inverted`: `<=`), with labels "0"/"1" (so that two versions can agree on a
+    label)."""
     from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(sequence)
     x = rng.uniform(size=(400, N_FEATURES)).astype(np.float32)
-    y = (x[:, feature] > 0.5).astype(np.int64)
+    y = ((x[:, feature] > 0.5) != inverted).astype(np.int64)
     model = LogisticRegression(C=100.0).fit(x, y)
     data = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17).SerializeToString()
     manifest = pb.Manifest(

@@ -220,3 +220,29 @@ def test_the_cloud_rolling_back_during_the_probation_gets_the_kept_model_back_wi
     assert wait_until(lambda: "ACTIVATED" in cloud.event_kinds(agent.device_id)[before:], 5)
     kinds = cloud.event_kinds(agent.device_id)[before:]
     assert "VERIFIED" not in kinds and "SELF_TEST_PASSED" not in kinds, kinds  # the kept one, swapped back in
+
+
+def test_a_shadow_disagreeing_overwhelmingly_rolls_back_by_itself_with_no_broker(
+    make_agent: MakeAgent, cloud: FakeCloud, keys: Keys, lr: tuple[Release, Release, Release]
+) -> None:
+    """Real ONNX models: v2 learned the opposite rule of v1's, so its shadow through v1 disagrees on almost
+    every row; offline, the probation's sequential test (agreement surely below 0.5, false alarm <= 1e-6)
+    swaps v1 back in and says why. (Off by default: the fake models of the tests above never agree and stay.)"""
+    v1 = lr[0]
+    opposite = onnx_release(keys.signer, "2", 2, inverted=True)
+    agent = make_agent(load_model=runtime.load_model, shadow_rate=1.0, probation_min_shadow_agreement=0.5)
+    _settle(agent, v1, 1, cloud)
+    _settle(agent, opposite, 2, cloud)
+    agent.transport.go_offline()  # no cloud from here on
+    x = np.random.default_rng(3).uniform(size=(200, 3)).astype(np.float32)
+    for batch in np.split(x, 20):  # calls of 10 rows: the shadow queue keeps up
+        agent.predict(batch)
+        time.sleep(0.02)
+        if agent.update_state is State.FAILED:
+            break
+    assert agent.wait_for(lambda s: is_state(s, FAILED, 2), 10), agent.status()
+    state = agent.status()
+    assert state.active_model.version == "1" and state.last_error.code == ErrorCode.PROBATION_FAILED
+    assert "shadow agreement" in state.last_error.message and "with the previous model" in state.last_error.message
+    agent.transport.start()
+    assert wait_until(lambda: any(e.kind == pb.EVENT_KIND_ROLLED_BACK for e in cloud.events(agent.device_id)), 10)

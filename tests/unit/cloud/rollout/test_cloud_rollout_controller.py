@@ -105,6 +105,24 @@ def test_a_model_that_errors_is_stopped_in_its_first_wave_and_rolled_back(world)
     assert controller.step(deployment.id) is None  # finished: nothing more happens
 
 
+def test_the_controller_names_its_open_waves_devices_to_the_ingestor(world) -> None:  # type: ignore[no-untyped-def]
+    """Whose telemetry the gates wait for (the service's ingestor stores it first): the open wave's devices,
+    from the tick that opens it until the rollout ends."""
+    deployer, controller, fleet, clock = world
+    watched: list[set[str]] = []
+    controller.on_watch = watched.append
+    fleet.error_share["2"] = 0.2
+    policy = RolloutPolicy(strategy="canary", canary=2, dwell_s=60, gates=GATES)
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", version="2", device_ids=DEVICES), staged=policy)
+    assert controller.tick() == {deployment.id: Action.OPEN_WAVE}
+    canaries = {d for d, v in versions(fleet).items() if v == "2"}
+    assert watched == [canaries] and len(canaries) == 2
+    fleet.live()
+    clock.ms += 10_000
+    assert controller.tick() == {deployment.id: Action.ROLLBACK}
+    assert watched == [canaries, set()]  # rolled back: nothing to wait for
+
+
 def test_a_rollback_returns_devices_to_what_they_ran_not_to_a_stale_registry_row(
     world, any_engine: Engine, register
 ) -> None:  # type: ignore[no-untyped-def]

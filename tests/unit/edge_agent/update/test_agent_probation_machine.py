@@ -32,7 +32,8 @@ from protocols.codes import ErrorCode
 from protocols.v1 import messages_pb2 as pb
 
 NOW = Instant(wall_ms=1_800_000_000_000, mono_s=100.0)
-POLICY = ProbationPolicy(probation_s=600, max_error_rate=0.2, min_inferences=50, max_restarts=3)
+POLICY = ProbationPolicy(probation_s=600, max_error_rate=0.2, min_inferences=50, max_restarts=3,
+                         min_shadow_agreement=0.5, shadow_alpha=1e-6)  # fmt: skip
 
 
 def _updater(keys: Keys, policy: ProbationPolicy = POLICY) -> Updater:
@@ -214,3 +215,70 @@ def test_the_shadow_queue_drops_when_full_and_the_worker_counts_the_rest(keys: K
     dropped = sum(d for _, _, d in figures)
     assert compared + dropped == 10 and dropped >= 7 and compared == sum(a for _, a, _ in figures)
     shadow.stop()
+
+
+def _compiled(x: np.ndarray, y: np.ndarray, version: str, c: float = 1.0) -> ServingModel:
+    """A logistic regression compiled to ONNX, answering in onnxruntime as the agent runs it."""
+    from sklearn.linear_model import LogisticRegression
+
+    from edge_agent.serving.runtime import load_model
+    from model_compiler import compile_estimator
+
+    result = compile_estimator(LogisticRegression(C=c, max_iter=500).fit(x, y), x, y, target="onnx", quantize="none")
+    manifest = pb.Manifest(model_id="blobs", version=version, sequence=int(version), created_at_ms=1)
+    manifest.MergeFrom(result.fragment)
+    artifact = result.artifacts[0]
+    loaded = load_model(artifact.artifact, artifact.data, manifest.io)
+    return ServingModel(loaded, None, manifest, pb.ModelRef(model_id="blobs", version=version))  # type: ignore[arg-type]
+
+
+def _shadowed(previous: ServingModel, new: ServingModel, rows: np.ndarray) -> tuple[int, int]:
+    """(compared, agreed) after the agent's KeptModel shadows every call of 10 rows through the previous model."""
+    from edge_agent.serving.shadow import KeptModel
+
+    class Every:
+        shadow_rate, shadow_tolerance = 1.0, 1e-3
+
+    kept = KeptModel(Every(), lambda *_: None, random.Random(0), "test-shadow")
+    kept.keep(previous, new, (0, 0))
+    try:
+        for start in range(0, len(rows), 10):
+            batch = rows[start : start + 10]
+            kept.offer(new, batch, new.model.predict(batch))
+            for _ in range(500):  # bounded: 5 s per call
+                if kept.shadow_since_kept()[0] >= start + len(batch):
+                    break
+                threading.Event().wait(0.01)
+        return kept.shadow_since_kept()
+    finally:
+        kept.release()
+
+
+def test_a_model_whose_shadow_disagrees_overwhelmingly_is_rolled_back_on_the_device(keys: Keys) -> None:
+    """A real model pair in onnxruntime: the new model was trained on labels moved to the next class, so it
+    hardly ever answers like the previous one; with no cloud at all, the probation's sequential test on the
+    shadow rolls it back, saying why. A retrained, equal model agreeing nearly always goes on with its probation."""
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(n_samples=600, centers=3, n_features=4, random_state=0)
+    x = x.astype(np.float32)
+    previous = _compiled(x, y, "1")
+    scrambled = _compiled(x, (y + 1) % 3, "2")  # trained on labels each moved to the next class
+    equal = _compiled(x, y, "3", c=0.5)
+    live = x[::5][:80]  # 80 live rows
+
+    compared, agreed = _shadowed(previous, scrambled, live)
+    assert compared == 80 and agreed < 20
+    up = _on_probation(keys)
+    actions = up.handle(HealthCheck(inferences=80, errors=0, shadow_compared=compared, shadow_agreed=agreed), NOW)
+    assert up.state is State.FAILED and _of(actions, RollBack)
+    emitted = _of(actions, Emit)[0]
+    assert emitted.kind == pb.EVENT_KIND_ROLLED_BACK and emitted.error.code == ErrorCode.PROBATION_FAILED
+    assert f"shadow agreement {agreed}/80 with the previous model" in emitted.error.message
+
+    compared, agreed = _shadowed(previous, equal, live)
+    assert compared == 80 and agreed >= 76
+    up = _on_probation(keys)
+    assert up.handle(HealthCheck(80, 0, compared, agreed), NOW) == [] and up.state is State.PROBATION
+    # few comparisons, even all disagreeing, are no overwhelming evidence at a false-alarm bound of 1e-6
+    assert up.handle(HealthCheck(15, 0, 15, 0), NOW) == [] and up.state is State.PROBATION
