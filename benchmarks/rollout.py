@@ -10,7 +10,8 @@
                      (recovered_in_gate_periods) and without it, waiting for min devices x min inferences
                      (recovered_in_gate_periods_fixed_evidence); --tick-only adds the controller judging on
                      its tick only (_tick_only); --unprioritised the ingestor storing the canaries' windows in
-                     arrival order rather than ahead of the rest of the fleet's (_unprioritised); with --traffic both (the default) also with every device's
+                     arrival order rather than ahead of the rest of the fleet's (_unprioritised); with
+                     --traffic both (the default) also with every device's
                      requests and window in one burst each period (_synchronised; the others run each device
                      on its own phase of the period); medians and ranges, each trial listed. A gate period is the
                      controller's tick (--tick); woken by telemetry it also steps in between (<= 5/s)
@@ -24,7 +25,8 @@
                      kept-alive only (`api_generator` says which)
 
     .venv/bin/python benchmarks/rollout.py [--devices 200] [--tick 1.0] [--telemetry-period 1.0] [--bad-trials 2]
-        [--traffic phased|synchronised|both] [--bad-only] [--tick-only] [--unprioritised] [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
+        [--traffic phased|synchronised|both] [--bad-only] [--tick-only] [--unprioritised]
+        [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
 
 The broker defaults to a Mosquitto of its own (a production part; the binary must be installed). The
 devices are real agents on one `simulator.host.AgentHost` (one asyncio loop, one MQTT connection each, models

@@ -50,8 +50,12 @@ def test_the_fast_lane_refuses_what_the_full_app_refuses(service: CloudService) 
     _, admin = _token(service, Role.ADMIN)
     routes = service._server.config.app.state.read_routes  # the lane's memory (tests read `served`)
     path = "/api/v1/devices"
-    for _ in range(3):  # the first answer is the full app's; the next ones the lane's
+    # the first answer is the full app's, the next ones (within the cache's age) the lane's; on a loaded
+    # machine three GETs can outlast that age, so ask until the lane has served once (bounded)
+    for _ in range(30):
         assert _get(service, path, _bearer(viewer)).status_code == 200
+        if routes.served >= 1:
+            break
     assert routes.served >= 1
     served = routes.served
     forged_secret = viewer.rsplit("_", 1)[0] + "_" + "A" * 43
