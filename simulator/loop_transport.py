@@ -12,7 +12,8 @@ It keeps the promises of `edge_agent.paho_transport.PahoTransport` that the cont
   device's outbox lives as long as its process.
 * A broker that refuses MQTT 5 ("unsupported protocol version") is asked again in 3.1.1.
 Every method may be called from any thread; gmqtt itself is only touched on the loop. Each reconnect uses
-a fresh gmqtt client: the reconnection logic is ours, gmqtt's own is switched off.
+a fresh gmqtt client: the reconnection logic is ours, gmqtt's own is switched off. A handshake that fails
+(refused, timed out, cut by `drop()`) is one more in `failed_handshakes` and a retry after the backoff.
 
 `drop(offline_s)` cuts the link as a network failure would (no DISCONNECT: the broker publishes the will)
 and keeps it down for `offline_s`: the simulator's network faults.
@@ -79,6 +80,7 @@ class LoopTransport:
         self.client_id = client_id
         self.protocol = protocol
         self.last_error: str | None = None
+        self.failed_handshakes = 0  # connection attempts that did not end connected (each one is retried)
         self._loop = loop
         self._credentials = (username, password)
         self._will = will
@@ -232,21 +234,27 @@ class LoopTransport:
                 if self._filters:
                     await self._restore_subscriptions(client)
         except gmqtt.MQTTConnectError as exc:
+            self.failed_handshakes += 1
             if self.protocol == "5" and getattr(exc, "_code", None) == _UNSUPPORTED_PROTOCOL_VERSION:
                 self._step_down(where)
             else:
                 self._record_error(f"broker {where} refused the connection: {exc}")
             return False
         except _Refused:
+            self.failed_handshakes += 1
             if self.protocol == "5" and client._connection_state.protocol_version == MQTTv311:
                 self._step_down(where)  # gmqtt saw "unsupported protocol version" and wanted to retry in 3.1.1
+            elif self._offline_until > self._loop.time():
+                self._record_error(f"link to {where} cut during the handshake (drop)", logging.INFO)
             else:
                 self._record_error(f"broker {where} closed the connection during the handshake")
             return False
         except (OSError, TimeoutError) as exc:
+            self.failed_handshakes += 1
             self._record_error(f"cannot reach broker {where}: {exc or type(exc).__name__}", logging.INFO)
             return False
         if self._lost.is_set() or not self._running:
+            self.failed_handshakes += self._running  # cut while subscribing: retried like any failed handshake
             return False
         self.last_error = None
         while self._queued:  # what was published while offline, in order
@@ -318,7 +326,7 @@ class LoopTransport:
         will = None
         if self._will is not None:
             will = gmqtt.Message(self._will.topic, self._will.payload, qos=self._will.qos, retain=self._will.retain)
-        client = gmqtt.Client(self.client_id, clean_session=True, will_message=will, logger=_gmqtt_log)
+        client = _Client(self.client_id, clean_session=True, will_message=will, logger=_gmqtt_log)
         client.set_config({"reconnect_retries": _NO_RECONNECTS})
         username, password = self._credentials
         if username is not None:
@@ -422,6 +430,31 @@ class LoopTransport:
         if message != self.last_error:
             log.log(level, "%s (client %s)", message, self.client_id)
         self.last_error = message
+
+
+class _Client(gmqtt.Client):
+    """gmqtt's client, safe to cancel while it opens the TCP connection. Cancelled there (a handshake timed
+    out or cut by drop() under load), asyncio closes the half-made transport at once, and gmqtt's protocol,
+    not yet tied to a connection, failed in connection_lost with "'NoneType' object has no attribute
+    'put_package'" on the event loop. Here the opening finishes in the background and the connection it
+    makes is closed: the attempt just fails, and the transport retries."""
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        opening = asyncio.ensure_future(super()._create_connection(*args, **kwargs))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_unused)
+            raise
+
+
+def _close_unused(opening: asyncio.Future[Any]) -> None:
+    """The connection an abandoned opening made, closed without a word to the broker (or its error read)."""
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    transport = getattr(opening.result(), "_transport", None)
+    if transport is not None:
+        transport.abort()
 
 
 class _Refused(Exception):

@@ -4,7 +4,9 @@ itself, and many clients share one event loop."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 from support import Inbox, wait_until
@@ -122,3 +124,49 @@ def test_what_one_step_publishes_leaves_in_one_socket_write(mosquitto_broker, lo
         jobs.shutdown()
         device.stop()
         sub.stop()
+
+
+def test_a_handshake_cut_at_any_point_is_a_clean_counted_retry(loop_thread: LoopThread) -> None:
+    """A drop() (or a timeout) cancels the handshake wherever it is. Cancelled while gmqtt opened the TCP
+    connection, asyncio closed the half-made link and gmqtt's protocol raised AttributeError ('put_package'
+    on None) on the loop, seen under load at 500 devices. Cut after 0..15 loop turns, against a listener
+    that accepts and never answers, each attempt must just count as failed, with nothing left on the loop."""
+    import asyncio
+
+    problems: list[dict[str, object]] = []
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent_listener() -> asyncio.Server:
+        loop_thread.loop.set_exception_handler(lambda _loop, context: problems.append(context))
+        return await asyncio.start_server(lambda _r, writer: accepted.append(writer), "127.0.0.1", 0)
+
+    server = loop_thread.run(silent_listener(), timeout_s=10)
+    port = server.sockets[0].getsockname()[1]
+
+    async def cut_after(turns: int) -> int:
+        transport = LoopTransport(f"mqtt://127.0.0.1:{port}", f"cut-{turns}", loop=loop_thread.loop,
+                                  protocol="3.1.1")  # fmt: skip
+        transport.start()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        transport.drop(offline_s=60)  # stays down: exactly one attempt
+        for _ in range(20):  # the cut attempt's clean-up, and what a half-made link leaves behind
+            await asyncio.sleep(0.01)
+        failed = transport.failed_handshakes
+        transport.stop()
+        assert transport.closing is not None
+        await transport.closing
+        return failed
+
+    try:
+        failed = [loop_thread.run(cut_after(turns), timeout_s=10) for turns in range(16)]
+    finally:
+        loop_thread.call(partial(_close_all, server, accepted), timeout_s=10)
+    assert problems == []
+    assert all(n <= 1 for n in failed) and sum(failed) >= 8  # cut before the task ran, nothing was tried
+
+
+def _close_all(server: asyncio.Server, links: list[asyncio.StreamWriter]) -> None:
+    for link in links:
+        link.close()
+    server.close()
