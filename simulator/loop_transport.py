@@ -27,7 +27,8 @@ import contextlib
 import logging
 import ssl
 import threading
-from typing import Any, Literal
+from collections.abc import Awaitable
+from typing import Any, Literal, TypeVar
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 # off, give up); this module reports those in its own words, once per distinct reason
 _gmqtt_log = log.getChild("gmqtt")
 _gmqtt_log.setLevel(logging.CRITICAL)
+T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 10.0
 SUBACK_TIMEOUT_S = 10.0
@@ -226,6 +228,7 @@ class LoopTransport:
     async def _connect_once(self) -> bool:
         client = self._new_client()
         self._client, self._lost = client, asyncio.Event()
+        self._subscribing.clear()  # the last connection's message ids
         version = MQTTv50 if self.protocol == "5" else MQTTv311
         where = f"{self.address.host}:{self.address.port}"
         try:
@@ -270,25 +273,27 @@ class LoopTransport:
 
     async def _handshake(self, client: gmqtt.Client, version: int) -> None:
         """client.connect(), unless the broker closes the link first (gmqtt would wait for a CONNACK)."""
+        connecting = client.connect(self.address.host, self.address.port, ssl=self._ssl,
+                                    keepalive=self._keepalive_s, version=version)  # fmt: skip
+        await self._unless_lost(connecting, CONNECT_TIMEOUT_S, "CONNACK")
+
+    async def _unless_lost(self, step: Awaitable[T], timeout_s: float, awaited: str) -> T:
+        """What step returns, unless the link is lost first (_Refused) or timeout_s passes (TimeoutError);
+        either way step is cancelled."""
         assert self._lost is not None
-        connecting = asyncio.ensure_future(
-            client.connect(self.address.host, self.address.port, ssl=self._ssl, keepalive=self._keepalive_s,
-                           version=version)
-        )  # fmt: skip
+        stepping = asyncio.ensure_future(step)
         lost = asyncio.ensure_future(self._lost.wait())
         try:
-            done, _ = await asyncio.wait({connecting, lost}, timeout=CONNECT_TIMEOUT_S,
-                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            done, _ = await asyncio.wait({stepping, lost}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             lost.cancel()
-            if not connecting.done():
-                connecting.cancel()
-        if connecting in done:
-            connecting.result()  # raises what the handshake raised
-        elif lost in done:
+            if not stepping.done():
+                stepping.cancel()
+        if stepping in done:
+            return stepping.result()  # raises what the step raised
+        if lost in done:
             raise _Refused
-        else:
-            raise TimeoutError(f"no CONNACK within {CONNECT_TIMEOUT_S:g} s")
+        raise TimeoutError(f"no {awaited} within {timeout_s:g} s")
 
     def _step_down(self, where: str) -> None:
         log.info("broker %s does not speak MQTT 5; using MQTT 3.1.1", where)
@@ -299,7 +304,14 @@ class LoopTransport:
             filters = list(self._filters.items())
         self._restored = {f for f, _q in filters}
         mid = client.subscribe([gmqtt.Subscription(f, qos=q) for f, q in filters])
-        codes = await asyncio.wait_for(self._suback_for(mid), SUBACK_TIMEOUT_S)
+        acked = self._suback[mid] = self._loop.create_future()
+        try:
+            codes = await self._unless_lost(acked, SUBACK_TIMEOUT_S, "SUBACK")
+        finally:
+            # gone with this attempt: every client numbers its packets from 1, so a future left here (a
+            # cancelled one, after a timeout) was awaited by the next connection's restore, whose
+            # CancelledError ended the reconnect task; the device stayed offline for good
+            self._suback.pop(mid, None)
         refused = [f for (f, _q), code in zip(filters, codes, strict=False) if code >= 0x80]
         if refused:
             self._record_error(f"broker refused subscriptions: {', '.join(refused)}")
@@ -311,16 +323,10 @@ class LoopTransport:
             current = dict(self._filters)
         restored, self._restored = self._restored, set()
         for topic_filter, qos in current.items():
-            if topic_filter not in restored:
-                client.subscribe(gmqtt.Subscription(topic_filter, qos=qos))
+            if topic_filter not in restored:  # its SUBACK reaches the subscribed handler, as a live subscribe()'s
+                self._subscribing[client.subscribe(gmqtt.Subscription(topic_filter, qos=qos))] = topic_filter
         for topic_filter in restored - current.keys():
             client.unsubscribe(topic_filter)
-
-    def _suback_for(self, mid: int) -> asyncio.Future[list[int]]:
-        future = self._suback.get(mid)
-        if future is None:
-            future = self._suback[mid] = self._loop.create_future()
-        return future
 
     def _new_client(self) -> gmqtt.Client:
         will = None
@@ -347,7 +353,9 @@ class LoopTransport:
         if client is self._client and self._lost is not None:
             self._lost.set()
 
-    def _handle_subscribe(self, _client: gmqtt.Client, mid: int, codes: Any, _props: Any) -> None:
+    def _handle_subscribe(self, client: gmqtt.Client, mid: int, codes: Any, _props: Any) -> None:
+        if client is not self._client:
+            return  # a SUBACK to an earlier connection: its message ids are not this one's
         future = self._suback.pop(mid, None)
         codes = [int(c) for c in (codes if isinstance(codes, list | tuple) else [codes])]
         if future is not None and not future.done():

@@ -170,3 +170,53 @@ def _close_all(server: asyncio.Server, links: list[asyncio.StreamWriter]) -> Non
     for link in links:
         link.close()
     server.close()
+
+
+def test_a_subscription_left_unacknowledged_is_retried_on_the_next_link(
+    mosquitto_broker, loop_thread: LoopThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first link's broker accepts the CONNECT and never acknowledges the SUBSCRIBE (a broker falling
+    behind under load; at 300 devices on the embedded broker two devices stayed offline and idle to the
+    end). The attempt times out and the next link, to the real broker, must restore the subscription. The
+    old adapter left the timed-out SUBACK future behind, the next link's subscription (message id 1 again)
+    awaited it, and its CancelledError ended the reconnect task for good."""
+    from simulator import loop_transport
+
+    monkeypatch.setattr(loop_transport, "SUBACK_TIMEOUT_S", 0.5)
+    host, port = mosquitto_broker.url.removeprefix("mqtt://").split(":")
+    links: list[asyncio.StreamWriter] = []
+
+    async def first_link_mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        links.append(writer)
+        if len(links) == 1:  # CONNACK (session not present, accepted), then silence
+            await reader.read(1024)
+            writer.write(b"\x20\x02\x00\x00")
+            return
+        upstream_reader, upstream = await asyncio.open_connection(host, int(port))
+        links.append(upstream)
+        await asyncio.gather(_pipe(reader, upstream), _pipe(upstream_reader, writer), return_exceptions=True)
+
+    async def listen() -> asyncio.Server:
+        return await asyncio.start_server(first_link_mute, "127.0.0.1", 0)
+
+    server = loop_thread.run(listen(), timeout_s=10)
+    url = f"mqtt://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    transport = LoopTransport(url, "resubscribes", loop=loop_thread.loop, protocol="3.1.1", reconnect_min_s=0.1)
+    seen = Inbox()
+    transport.set_message_handler(seen)
+    transport.subscribe("ef/v1/test/resubscribes")
+    transport.start()
+    try:
+        assert transport.wait_connected(10), transport.last_error
+        assert transport.failed_handshakes == 1
+        transport.publish("ef/v1/test/resubscribes", b"through", qos=1)
+        assert seen.wait_for(1, timeout_s=10)  # subscribed on the second link
+    finally:
+        transport.stop()
+        loop_thread.call(partial(_close_all, server, links), timeout_s=10)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+    writer.close()
