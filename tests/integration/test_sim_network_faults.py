@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support.sim_cli import run_scenario_cli
 
 from cloud.cli import main
 
@@ -91,12 +92,7 @@ action = "deploy"
 def test_profiles_and_faults_end_every_update_with_an_outcome(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "links.toml"
-    path.write_text(SCENARIO)
-    report_path = tmp_path / "report.json"
-    code = main(["sim", "run", str(path), "--data-dir", str(tmp_path / "run"), "--json", str(report_path)])
-    out = capsys.readouterr().out
-    report = json.loads(report_path.read_text())
+    code, out, report = run_scenario_cli(tmp_path, "links", SCENARIO, capsys)
     assert code == 1, out  # two devices failed, as they should
     groups = {g["name"]: g for g in report["groups"]}
     assert groups["cell"]["network"] == "3g" and groups["sky"]["network"] == "slow-sat"
@@ -224,12 +220,7 @@ def test_every_update_that_did_not_complete_says_why(tmp_path: Path, capsys: pyt
     """Cut at the deploy and kept offline past the drain time, crashed and not restarted, a full disk: each
     device that does not update has its reason in the report, and none is left without one ("stalled":
     the link up and the update neither done nor failed). The report used to say "still idle" for all three."""
-    path = tmp_path / "outcomes.toml"
-    path.write_text(OUTCOMES)
-    report_path = tmp_path / "report.json"
-    code = main(["sim", "run", str(path), "--data-dir", str(tmp_path / "run"), "--json", str(report_path)])
-    out = capsys.readouterr().out
-    report = json.loads(report_path.read_text())
+    code, out, report = run_scenario_cli(tmp_path, "outcomes", OUTCOMES, capsys)
     assert code == 1, out
     updates = report["updates"]
     assert updates["targeted"] == 7 and updates["updated"] == 3 and updates["stalled"] == 0, updates
