@@ -651,7 +651,8 @@ def _summarise(outcomes: list[DeviceOutcome]) -> UpdateSummary:
         else:
             summary.pending += 1
             summary.stalled += outcome.reason.startswith("stalled:")
-        code = outcome.reason.partition(":")[0] if outcome.reason else f"still {outcome.state}"
+        why = outcome.reason or outcome.error
+        code = why.partition(":")[0] if why else f"still {outcome.state}"
         summary.reasons[code] = summary.reasons.get(code, 0) + 1
     if times:
         summary.update_p50_s = round(statistics.median(times), 2)
