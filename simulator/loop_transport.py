@@ -12,7 +12,8 @@ It keeps the promises of `edge_agent.paho_transport.PahoTransport` that the cont
   device's outbox lives as long as its process.
 * A broker that refuses MQTT 5 ("unsupported protocol version") is asked again in 3.1.1.
 Every method may be called from any thread; gmqtt itself is only touched on the loop. Each reconnect uses
-a fresh gmqtt client: the reconnection logic is ours, gmqtt's own is switched off.
+a fresh gmqtt client: the reconnection logic is ours, gmqtt's own is switched off. A handshake that fails
+(refused, timed out, cut by `drop()`) is one more in `failed_handshakes` and a retry after the backoff.
 
 `drop(offline_s)` cuts the link as a network failure would (no DISCONNECT: the broker publishes the will)
 and keeps it down for `offline_s`: the simulator's network faults.
@@ -26,7 +27,8 @@ import contextlib
 import logging
 import ssl
 import threading
-from typing import Any, Literal
+from collections.abc import Awaitable
+from typing import Any, Literal, TypeVar
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 # off, give up); this module reports those in its own words, once per distinct reason
 _gmqtt_log = log.getChild("gmqtt")
 _gmqtt_log.setLevel(logging.CRITICAL)
+T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 10.0
 SUBACK_TIMEOUT_S = 10.0
@@ -79,6 +82,7 @@ class LoopTransport:
         self.client_id = client_id
         self.protocol = protocol
         self.last_error: str | None = None
+        self.failed_handshakes = 0  # connection attempts that did not end connected (each one is retried)
         self._loop = loop
         self._credentials = (username, password)
         self._will = will
@@ -248,6 +252,7 @@ class LoopTransport:
     async def _connect_once(self) -> bool:
         client = self._new_client()
         self._client, self._lost = client, asyncio.Event()
+        self._subscribing.clear()  # the last connection's message ids
         version = MQTTv50 if self.protocol == "5" else MQTTv311
         where = f"{self.address.host}:{self.address.port}"
         try:
@@ -257,21 +262,27 @@ class LoopTransport:
                 if self._filters:
                     await self._restore_subscriptions(client)
         except gmqtt.MQTTConnectError as exc:
+            self.failed_handshakes += 1
             if self.protocol == "5" and getattr(exc, "_code", None) == _UNSUPPORTED_PROTOCOL_VERSION:
                 self._step_down(where)
             else:
                 self._record_error(f"broker {where} refused the connection: {exc}")
             return False
         except _Refused:
+            self.failed_handshakes += 1
             if self.protocol == "5" and client._connection_state.protocol_version == MQTTv311:
                 self._step_down(where)  # gmqtt saw "unsupported protocol version" and wanted to retry in 3.1.1
+            elif self._offline_until > self._loop.time():
+                self._record_error(f"link to {where} cut during the handshake (drop)", logging.INFO)
             else:
                 self._record_error(f"broker {where} closed the connection during the handshake")
             return False
         except (OSError, TimeoutError) as exc:
+            self.failed_handshakes += 1
             self._record_error(f"cannot reach broker {where}: {exc or type(exc).__name__}", logging.INFO)
             return False
         if self._lost.is_set() or not self._running:
+            self.failed_handshakes += self._running  # cut while subscribing: retried like any failed handshake
             return False
         self.last_error = None
         while self._queued:  # what was published while offline, in order
@@ -287,25 +298,27 @@ class LoopTransport:
 
     async def _handshake(self, client: gmqtt.Client, version: int) -> None:
         """client.connect(), unless the broker closes the link first (gmqtt would wait for a CONNACK)."""
+        connecting = client.connect(self.address.host, self.address.port, ssl=self._ssl,
+                                    keepalive=self._keepalive_s, version=version)  # fmt: skip
+        await self._unless_lost(connecting, CONNECT_TIMEOUT_S, "CONNACK")
+
+    async def _unless_lost(self, step: Awaitable[T], timeout_s: float, awaited: str) -> T:
+        """What step returns, unless the link is lost first (_Refused) or timeout_s passes (TimeoutError);
+        either way step is cancelled."""
         assert self._lost is not None
-        connecting = asyncio.ensure_future(
-            client.connect(self.address.host, self.address.port, ssl=self._ssl, keepalive=self._keepalive_s,
-                           version=version)
-        )  # fmt: skip
+        stepping = asyncio.ensure_future(step)
         lost = asyncio.ensure_future(self._lost.wait())
         try:
-            done, _ = await asyncio.wait({connecting, lost}, timeout=CONNECT_TIMEOUT_S,
-                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            done, _ = await asyncio.wait({stepping, lost}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             lost.cancel()
-            if not connecting.done():
-                connecting.cancel()
-        if connecting in done:
-            connecting.result()  # raises what the handshake raised
-        elif lost in done:
+            if not stepping.done():
+                stepping.cancel()
+        if stepping in done:
+            return stepping.result()  # raises what the step raised
+        if lost in done:
             raise _Refused
-        else:
-            raise TimeoutError(f"no CONNACK within {CONNECT_TIMEOUT_S:g} s")
+        raise TimeoutError(f"no {awaited} within {timeout_s:g} s")
 
     def _step_down(self, where: str) -> None:
         log.info("broker %s does not speak MQTT 5; using MQTT 3.1.1", where)
@@ -316,7 +329,14 @@ class LoopTransport:
             filters = list(self._filters.items())
         self._restored = {f for f, _q in filters}
         mid = client.subscribe([gmqtt.Subscription(f, qos=q) for f, q in filters])
-        codes = await asyncio.wait_for(self._suback_for(mid), SUBACK_TIMEOUT_S)
+        acked = self._suback[mid] = self._loop.create_future()
+        try:
+            codes = await self._unless_lost(acked, SUBACK_TIMEOUT_S, "SUBACK")
+        finally:
+            # gone with this attempt: every client numbers its packets from 1, so a future left here (a
+            # cancelled one, after a timeout) was awaited by the next connection's restore, whose
+            # CancelledError ended the reconnect task; the device stayed offline for good
+            self._suback.pop(mid, None)
         refused = [f for (f, _q), code in zip(filters, codes, strict=False) if code >= 0x80]
         if refused:
             self._record_error(f"broker refused subscriptions: {', '.join(refused)}")
@@ -328,22 +348,16 @@ class LoopTransport:
             current = dict(self._filters)
         restored, self._restored = self._restored, set()
         for topic_filter, qos in current.items():
-            if topic_filter not in restored:
-                client.subscribe(gmqtt.Subscription(topic_filter, qos=qos))
+            if topic_filter not in restored:  # its SUBACK reaches the subscribed handler, as a live subscribe()'s
+                self._subscribing[client.subscribe(gmqtt.Subscription(topic_filter, qos=qos))] = topic_filter
         for topic_filter in restored - current.keys():
             client.unsubscribe(topic_filter)
-
-    def _suback_for(self, mid: int) -> asyncio.Future[list[int]]:
-        future = self._suback.get(mid)
-        if future is None:
-            future = self._suback[mid] = self._loop.create_future()
-        return future
 
     def _new_client(self) -> gmqtt.Client:
         will = None
         if self._will is not None:
             will = gmqtt.Message(self._will.topic, self._will.payload, qos=self._will.qos, retain=self._will.retain)
-        client = gmqtt.Client(self.client_id, clean_session=True, will_message=will, logger=_gmqtt_log)
+        client = _Client(self.client_id, clean_session=True, will_message=will, logger=_gmqtt_log)
         client.set_config({"reconnect_retries": _NO_RECONNECTS})
         username, password = self._credentials
         if username is not None:
@@ -364,7 +378,9 @@ class LoopTransport:
         if client is self._client and self._lost is not None:
             self._lost.set()
 
-    def _handle_subscribe(self, _client: gmqtt.Client, mid: int, codes: Any, _props: Any) -> None:
+    def _handle_subscribe(self, client: gmqtt.Client, mid: int, codes: Any, _props: Any) -> None:
+        if client is not self._client:
+            return  # a SUBACK to an earlier connection: its message ids are not this one's
         future = self._suback.pop(mid, None)
         codes = [int(c) for c in (codes if isinstance(codes, list | tuple) else [codes])]
         if future is not None and not future.done():
@@ -447,6 +463,31 @@ class LoopTransport:
         if message != self.last_error:
             log.log(level, "%s (client %s)", message, self.client_id)
         self.last_error = message
+
+
+class _Client(gmqtt.Client):
+    """gmqtt's client, safe to cancel while it opens the TCP connection. Cancelled there (a handshake timed
+    out or cut by drop() under load), asyncio closes the half-made transport at once, and gmqtt's protocol,
+    not yet tied to a connection, failed in connection_lost with "'NoneType' object has no attribute
+    'put_package'" on the event loop. Here the opening finishes in the background and the connection it
+    makes is closed: the attempt just fails, and the transport retries."""
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        opening = asyncio.ensure_future(super()._create_connection(*args, **kwargs))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_unused)
+            raise
+
+
+def _close_unused(opening: asyncio.Future[Any]) -> None:
+    """The connection an abandoned opening made, closed without a word to the broker (or its error read)."""
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    transport = getattr(opening.result(), "_transport", None)
+    if transport is not None:
+        transport.abort()
 
 
 class _Refused(Exception):

@@ -10,7 +10,10 @@ Network profiles put a shaping proxy (simulator.netem) between the devices and t
 device (disk full, clock skew) go through simulator.faults. Every targeted device's update ends one of
 three ways, and the report says which per group and per network profile: updated (with the time from its
 deploy to running the version: p50/p95), failed (the agent's reported error, or the error event it sent
-last: a refusal changes no state), or still under way when the drain time ran out (its state then).
+last: a refusal changes no state), or still under way when the drain time ran out, with why: its link was
+down (`link_down`: offline at the end, or back for less than LINK_GRACE_S), its agent was down (`crashed`),
+or neither (`stalled`: the link allowed and the update neither completed nor failed). "Every update
+completes when its device's link allows, or fails with a reported reason" is `stalled == 0` in the report.
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ DRAIN_TIMEOUT_S = 20.0  # after the timeline: how long deploys still under way m
 # rotating slice of a large one, so time to update is exact to a step up to this many devices under way
 CHECKS_PER_STEP = 500
 INGEST_WAIT_S = 15.0  # after the run: how long the cloud may take to store the last samples and labels
+# a device whose link came back less than this before the end had no fair chance to finish: the agent asks
+# again for chunks that do not come within its chunk timeout (10 s), so give it that and a margin
+LINK_GRACE_S = 15.0
 
 
 @dataclass
@@ -78,6 +84,8 @@ class DeviceOutcome:
     crashes: int = 0
     network: str = ""  # its profile's name ("" when not shaped)
     outcome: str = ""  # of its update: updated | failed | pending ("" when no deploy targeted it)
+    # for failed and pending: "code: why" (pending: link_down | crashed | stalled, see the module doc)
+    reason: str = ""
     update_s: float | None = None  # deploy to running the version
     link_drops: int = 0  # the profile's random drops (Poisson) and connections TCP gave up on
     link_stalls: int = 0  # retransmission stalls
@@ -92,9 +100,10 @@ class UpdateSummary:
     updated: int = 0
     failed: int = 0
     pending: int = 0  # still under way when the drain time ran out
+    stalled: int = 0  # of those, with the link up and the agent running: nothing explains them (a defect)
     update_p50_s: float | None = None
     update_p95_s: float | None = None
-    reasons: dict[str, int] = field(default_factory=dict)  # error code -> devices (failed and pending)
+    reasons: dict[str, int] = field(default_factory=dict)  # reason code -> devices (failed and pending)
 
 
 @dataclass
@@ -147,6 +156,7 @@ class RunReport:
     rollout_s: float | None  # first deploy until every device it targeted runs the version (None: never)
     groups: list[GroupReport]
     failures: dict[str, str]  # device -> reason, for devices that did not end on the deployed version
+    updates: UpdateSummary = field(default_factory=UpdateSummary)  # every targeted device's
     networks: dict[str, UpdateSummary] = field(default_factory=dict)  # per network profile
     accuracy_windows: list[AccuracyWindow] = field(default_factory=list)
     labels: LabelFlow = field(default_factory=LabelFlow)
@@ -324,6 +334,8 @@ class _Timeline:
         self.due = dict.fromkeys(group_of, 0.0)
         self.drifts: list[tuple[float, Drift]] = []
         self.crashed: dict[str, float] = {}  # device -> when to restart it
+        self.link_up_since: dict[str, float] = {}  # device under way -> when its link was last seen come up
+        self.ended_s = 0.0
         self.targeted: set[str] = set()
         self.first_deploy_s: float | None = None
         self.rollout_s: float | None = None
@@ -374,6 +386,7 @@ class _Timeline:
             end = self.scenario.scenario.duration_s
             settled = not self._under_way() or now >= end + DRAIN_TIMEOUT_S
             if now >= end and settled:  # past the end, a rollout still under way gets DRAIN_TIMEOUT_S more
+                self.ended_s = now
                 break
             time.sleep(STEP_S)
 
@@ -504,6 +517,10 @@ class _Timeline:
         for device_id in chosen:
             if device_id in self.updated_at:
                 continue
+            if self.host.transports[device_id].connected and device_id not in self.crashed:
+                self.link_up_since.setdefault(device_id, now)
+            else:
+                self.link_up_since.pop(device_id, None)
             if self._runs(device_id):
                 self.updated_at[device_id] = now
                 self.failed.pop(device_id, None)
@@ -527,6 +544,20 @@ class _Timeline:
         if state.update_state in (pb.UPDATE_STATE_IDLE, pb.UPDATE_STATE_ACTIVE) and device_id not in self.crashed:
             return self.hooks.last_errors.get(device_id)  # refused the deploy: no state changed, an event sent
         return None
+
+    def _why_under_way(self, device_id: str, state: str) -> str:
+        """Why an update neither completed nor failed by the end ("code: why"; see the module doc)."""
+        since_deploy = self.ended_s - self.deployed_at[device_id]
+        if device_id in self.crashed:
+            return f"crashed: agent down at the end, still {state}"
+        transport = self.host.transports[device_id]
+        if not transport.connected:
+            cause = transport.last_error or "reconnecting"
+            return f"link_down: offline at the end ({cause}), still {state} {since_deploy:.0f}s after its deploy"
+        up_s = self.ended_s - self.link_up_since.get(device_id, self.ended_s)
+        if up_s < LINK_GRACE_S:
+            return f"link_down: link back only {up_s:.0f}s before the end, still {state}"
+        return f"stalled: link up for {up_s:.0f}s, still {state} {since_deploy:.0f}s after its deploy, no error"
 
     def _under_way(self) -> bool:
         return bool(self._deploys) or len(self.updated_at) + len(self.failed) < len(self.deployed_at)
@@ -566,9 +597,10 @@ class _Timeline:
                     outcome.update_s = round(self.updated_at[device_id] - self.deployed_at[device_id], 2)
                 else:
                     outcome.outcome = "failed" if failure else "pending"
+                    outcome.reason = failure or self._why_under_way(device_id, outcome.state)
                     outcome.error = failure or outcome.error
             if device_id in self.targeted and not self._runs(device_id):
-                failures[device_id] = outcome.error or f"still {outcome.state}"
+                failures[device_id] = outcome.reason or outcome.error or f"still {outcome.state}"
         drifted = {d for _t, e in self.drifts for d in self.scenario.devices_of(e.group)}
         groups = []
         for group in self.scenario.groups:
@@ -596,6 +628,7 @@ class _Timeline:
             groups=groups, failures=failures, timeline=self.log, events_late_s=round(self.events_late_s, 2),
             devices_detail=list(self.outcomes.values()),
             networks={name: _summarise(members) for name, members in sorted(by_network.items())},
+            updates=_summarise(list(self.outcomes.values())),
             labels=LabelFlow(sampled=self.labels.sampled_rows, queued=self.labels.queued,
                              delivered=self.labels_sent, owed=self.labels.owed),
         )  # fmt: skip
@@ -617,7 +650,9 @@ def _summarise(outcomes: list[DeviceOutcome]) -> UpdateSummary:
             summary.failed += 1
         else:
             summary.pending += 1
-        code = outcome.error.partition(":")[0] if outcome.error else f"still {outcome.state}"
+            summary.stalled += outcome.reason.startswith("stalled:")
+        why = outcome.reason or outcome.error
+        code = why.partition(":")[0] if why else f"still {outcome.state}"
         summary.reasons[code] = summary.reasons.get(code, 0) + 1
     if times:
         summary.update_p50_s = round(statistics.median(times), 2)

@@ -63,6 +63,11 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.devices < 1:
         console.print("[red]error:[/] --devices must be at least 1")
         return 2
+    if args.mqtt_url is None:
+        from cloud.mqtt.broker import embedded_broker_limit
+
+        if (too_many := embedded_broker_limit(args.devices)) is not None:
+            console.print(f"[yellow]warning:[/] {too_many}", highlight=False, soft_wrap=True)
     data_dir = (args.data_dir or Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))).resolve()
     overrides = {"data_dir": data_dir, "api_port": 0, "mqtt_url": args.mqtt_url, "database_url": args.database_url}
     settings = CloudSettings(**{k: v for k, v in overrides.items() if v is not None})

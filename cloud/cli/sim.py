@@ -36,6 +36,12 @@ def run_sim(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
+    if args.mqtt_url is None and scenario.scenario.broker == "embedded":
+        from cloud.mqtt.broker import embedded_broker_limit
+
+        if (too_many := embedded_broker_limit(scenario.size)) is not None:
+            console.print(f"[yellow]warning:[/] {too_many}, or broker = \"mosquitto\" in [scenario]",
+                          highlight=False, soft_wrap=True)  # fmt: skip
     data_dir = (args.data_dir or Path(tempfile.mkdtemp(prefix="edgefleet-sim-"))).resolve()
     console.print(f"scenario [bold]{scenario.scenario.name}[/]: {scenario.size} devices, "
                   f"{scenario.scenario.duration_s:g}s; data in {data_dir}")  # fmt: skip

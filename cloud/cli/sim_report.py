@@ -32,6 +32,12 @@ def print_report(report: RunReport, console: Console) -> None:
                         "yes" if g.drifted else "no", str(g.disconnects + g.link_drops), str(g.crashes))  # fmt: skip
     console.print(updates)
     console.print(traffic)
+    u = report.updates
+    if u.targeted:  # the claim "every update completes when its link allows, or fails with a reason", checked
+        ended = (f"updates: {u.updated} of {u.targeted} completed, {u.failed} failed with a reason, "
+                 f"{u.pending - u.stalled} under way with a reason (link down, crashed)")  # fmt: skip
+        stalled = f", [red]{u.stalled} stalled with the link up and no reason[/]" if u.stalled else ""
+        console.print(ended + stalled, highlight=False)
     if any(g.network for g in report.groups):
         links = _table("updates per network profile",
                        ("network", "targeted", "updated", "failed", "under way", "p50/p95 s", "reasons"))  # fmt: skip

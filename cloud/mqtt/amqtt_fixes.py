@@ -21,6 +21,11 @@ amqtt defects patched in `EdgeFleetAmqttBroker`:
   lists while it awaits the topic check (which, with our auth plugins, really yields), so a client
   subscribing meanwhile raised "dictionary changed size during iteration" and the message reached none of
   the remaining subscribers. We iterate snapshots (`_run_broadcast`, amqtt's body otherwise unchanged).
+* Work that grows with the fleet squared: amqtt matched every published message against every filter
+  of every client, and every SUBSCRIBE against every retained message (one of each per device: desired
+  state, presence), in Python on the cloud's interpreter. A message now goes straight to the clients of
+  the filter equal to its topic, and only wildcard filters are matched; a filter without wildcards looks
+  up its one retained message (`_run_broadcast`, `_publish_retained_messages_for_subscription`).
 * Stuck client clean-up on Python 3.11 (see `_stop_handler`), which made shutdown hang at random, and
   sockets left open (by clients that leave before CONNECT, by ended sessions, and by clients that
   reconnect while the broker shuts down; see `stream_connected` and `shutdown`).
@@ -69,6 +74,7 @@ class EdgeFleetAmqttBroker(Broker):
         self._shared: dict[str, list[tuple[Session, int]]] = {}
         self._shared_turn: dict[str, Iterator[int]] = {}
         self._connections: set[asyncio.StreamWriter] = set()
+        self._wildcards: list[str] | None = None  # the wildcard filters among _subscriptions' keys (None: stale)
 
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
@@ -181,10 +187,17 @@ class EdgeFleetAmqttBroker(Broker):
         self, subscription: tuple[str, int], session: Session
     ) -> None:
         # amqtt calls this on connect for every filter of every client; only the session's own filters count
-        qos = self._held_qos(subscription[0], session)
+        topic_filter = subscription[0]
+        qos = self._held_qos(topic_filter, session)
         if qos is None:
             return
-        await super()._publish_retained_messages_for_subscription((subscription[0], qos), session)
+        if _has_wildcard(topic_filter):
+            await super()._publish_retained_messages_for_subscription((topic_filter, qos), session)
+            return
+        retained, handler = self._retained_messages.get(topic_filter), self._get_handler(session)
+        if retained is not None and handler is not None:  # as amqtt sends it, in a task of its own
+            publish = handler.mqtt_publish(retained.topic, retained.data, min(qos, retained.qos or qos), retain=True)
+            await asyncio.wait([asyncio.ensure_future(publish)])
 
     async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
         topic_filter, qos = subscription
@@ -193,7 +206,10 @@ class EdgeFleetAmqttBroker(Broker):
         except TopicError:
             return 0x80
         if group is None:
-            return await super().add_subscription(subscription, session)
+            try:
+                return await super().add_subscription(subscription, session)
+            finally:  # after amqtt's await: a broadcast meanwhile may have listed the filters without this one
+                self._wildcards = None
         if not await self._topic_filtering(session, _inner, Action.SUBSCRIBE):
             return 0x80
         members = self._shared.setdefault(topic_filter, [])
@@ -216,14 +232,13 @@ class EdgeFleetAmqttBroker(Broker):
             if not self._shared[shared_filter]:
                 del self._shared[shared_filter]
                 self._shared_turn.pop(shared_filter, None)
+        self._wildcards = None
         await super()._del_all_subscriptions(session)
 
     async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
         """amqtt 0.12.1's `_run_broadcast`, iterating snapshots of the subscriptions (see the module doc)."""
         broadcast = await self._broadcast_queue.get()
-        for k_filter, subscriptions in list(self._subscriptions.items()):
-            if not self._matches(broadcast["topic"], k_filter):
-                continue
+        for subscriptions in self._subscribers_of(broadcast["topic"]):
             for target_session, sub_qos in list(subscriptions):
                 qos = broadcast.get("qos", sub_qos)
                 if not await self._topic_filtering(target_session, topic=broadcast["topic"], action=Action.RECEIVE):
@@ -239,6 +254,14 @@ class EdgeFleetAmqttBroker(Broker):
                 if handler:
                     publish = handler.mqtt_publish(broadcast["topic"], broadcast["data"], qos, retain=False)
                     running_tasks.append(asyncio.ensure_future(publish))
+
+    def _subscribers_of(self, topic: str) -> list[list[tuple[Session, int]]]:
+        """The subscription lists of the filters topic matches: the one equal to it, and wildcard ones."""
+        if self._wildcards is None:
+            self._wildcards = [f for f in self._subscriptions if _has_wildcard(f)]
+        matched = [self._subscriptions.get(topic, [])]
+        matched += [self._subscriptions.get(f, []) for f in self._wildcards if self._matches(topic, f)]
+        return [list(subscriptions) for subscriptions in matched]  # snapshots (see the module doc)
 
     async def _broadcast_message(
         self,
@@ -262,3 +285,7 @@ class EdgeFleetAmqttBroker(Broker):
             if handler is not None:
                 qos = sub_qos if force_qos is None else force_qos
                 self._tasks_queue.append(asyncio.ensure_future(handler.mqtt_publish(topic, data, qos, retain=False)))
+
+
+def _has_wildcard(topic_filter: str) -> bool:
+    return "+" in topic_filter or "#" in topic_filter

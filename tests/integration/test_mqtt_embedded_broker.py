@@ -121,3 +121,33 @@ def test_a_subscribe_during_a_broadcast_loses_nothing(broker_class: type[Broker]
             assert not complete, "amqtt's broadcast loop no longer loses messages: drop our copy of it"
         else:
             assert complete, (len(hash_inbox), len(plus_inbox))
+
+
+class _CountingMatches(EdgeFleetAmqttBroker):
+    """Counts the filter matches the broker makes (its cost per message grew with the fleet)."""
+
+    matches = 0
+
+    def _matches(self, topic: str, a_filter: str) -> bool:
+        type(self).matches += 1
+        return super()._matches(topic, a_filter)
+
+
+def test_a_message_to_one_device_is_not_matched_against_every_devices_filters(make_transport: Any) -> None:
+    """Each device holds filters of its own: a message on one device's topic must not be matched against
+    all of them (amqtt did, and matched each SUBSCRIBE against every retained message: at 500 devices the
+    embedded broker fell behind and 468 devices never got their desired state). Delivery is unchanged: the
+    exact filter and the wildcard one get the message, the other devices nothing, retained state arrives."""
+    broker = EmbeddedBroker()
+    broker.broker_class = _CountingMatches
+    with broker:
+        publisher, _ = make_transport(broker=broker)
+        publisher.publish("d/0/desired", b"kept", qos=1, retain=True)
+        devices = [make_transport(f"d/{i}/desired", f"d/{i}/cmd", broker=broker)[1] for i in range(12)]
+        _, watcher = make_transport("d/+/cmd", broker=broker)
+        assert devices[0].wait_for(1, timeout_s=10) and devices[0].messages[0] == ("d/0/desired", b"kept")
+        _CountingMatches.matches = 0
+        publisher.publish("d/3/cmd", b"one", qos=1)
+        assert devices[3].wait_for(1, timeout_s=10) and watcher.wait_for(1, timeout_s=10)
+        assert _CountingMatches.matches <= 2, _CountingMatches.matches  # the wildcard filter, not 25
+        assert [len(inbox) for inbox in devices] == [1, 0, 0, 1] + [0] * 8

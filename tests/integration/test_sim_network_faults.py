@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support.sim_cli import run_scenario_cli
 
 from cloud.cli import main
 
@@ -91,12 +92,7 @@ action = "deploy"
 def test_profiles_and_faults_end_every_update_with_an_outcome(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "links.toml"
-    path.write_text(SCENARIO)
-    report_path = tmp_path / "report.json"
-    code = main(["sim", "run", str(path), "--data-dir", str(tmp_path / "run"), "--json", str(report_path)])
-    out = capsys.readouterr().out
-    report = json.loads(report_path.read_text())
+    code, out, report = run_scenario_cli(tmp_path, "links", SCENARIO, capsys)
     assert code == 1, out  # two devices failed, as they should
     groups = {g["name"]: g for g in report["groups"]}
     assert groups["cell"]["network"] == "3g" and groups["sky"]["network"] == "slow-sat"
@@ -172,3 +168,69 @@ def test_broker_restart_against_a_broker_the_run_does_not_own_is_refused(
     args = ["sim", "run", str(path), "--data-dir", str(tmp_path / "run"), "--mqtt-url", "mqtt://127.0.0.1:1883"]
     assert main(args) == 2
     assert "broker_restart needs a broker the scenario owns" in capsys.readouterr().out
+
+
+OUTCOMES = """
+[scenario]
+name = "outcomes"
+duration_s = 3
+seed = 6
+
+[[groups]]
+name = "ok"
+count = 3
+
+[[groups]]
+name = "cut"
+count = 2
+
+[[groups]]
+name = "down"
+count = 1
+
+[[groups]]
+name = "full"
+count = 1
+
+[[events]]
+at_s = 0
+action = "disk_full"
+group = "full"
+
+[[events]]
+at_s = 0.3
+action = "deploy"
+
+[[events]]
+at_s = 0.3
+action = "disconnect"
+group = "cut"
+devices = 2
+offline_s = 60
+
+[[events]]
+at_s = 0.3
+action = "crash"
+group = "down"
+restart_after_s = 60
+"""
+
+
+def test_every_update_that_did_not_complete_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Cut at the deploy and kept offline past the drain time, crashed and not restarted, a full disk: each
+    device that does not update has its reason in the report, and none is left without one ("stalled":
+    the link up and the update neither done nor failed). The report used to say "still idle" for all three."""
+    code, out, report = run_scenario_cli(tmp_path, "outcomes", OUTCOMES, capsys)
+    assert code == 1, out
+    updates = report["updates"]
+    assert updates["targeted"] == 7 and updates["updated"] == 3 and updates["stalled"] == 0, updates
+    assert updates["failed"] + updates["pending"] == 4
+    assert updates["reasons"] == {"link_down": 2, "crashed": 1, "agent_error": 1}, updates
+    details = {d["device_id"]: d for d in report["devices_detail"]}
+    for device in details.values():  # every one either completed or says why
+        assert device["outcome"] == "updated" or device["reason"].partition(":")[2].strip(), device
+    assert details["cut-0001"]["reason"].startswith("link_down: offline at the end")
+    assert details["down-0001"]["reason"].startswith("crashed: agent down at the end")
+    assert "No space left on device" in details["full-0001"]["reason"]
+    assert set(report["failures"]) == {"cut-0001", "cut-0002", "down-0001", "full-0001"}
+    assert "updates: 3 of 7 completed, 1 failed with a reason, 3 under way with a reason" in out

@@ -3,12 +3,12 @@ through a link drop, a crash and a broker restart, drifted inputs cost accuracy,
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
+from support.sim_cli import run_scenario_cli
 
 from cloud.cli import main
 
@@ -64,12 +64,7 @@ action = "broker_restart"
 
 
 def test_a_small_scenario_runs_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "small.toml"
-    path.write_text(SCENARIO)
-    report_path = tmp_path / "report.json"
-    code = main(["sim", "run", str(path), "--data-dir", str(tmp_path / "run"), "--json", str(report_path)])
-    out = capsys.readouterr().out
-    report = json.loads(report_path.read_text())
+    code, out, report = run_scenario_cli(tmp_path, "small", SCENARIO, capsys)
     assert code == 0, (out, report["failures"])
     assert report["devices"] == 8 and report["failures"] == {}
     assert report["rollout_s"] is not None and report["rollout_s"] < 60
