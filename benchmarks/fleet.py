@@ -322,7 +322,8 @@ def measure(
                 if wait_for(lambda: reported(cloud.engine), size, timeout_s) is not None:
                     cloud.ingestor.drain(timeout_s)
                 record["settle_s"] = round(time.perf_counter() - settled, 2)
-                sent[0] = 0
+                sent[0] = sent[1] = 0
+                _SENT_BY_KIND.clear()
                 print(f"{size} devices connected; deploying", file=sys.stderr, flush=True)
                 if isinstance(clock, StageClock):
                     clock.begin()
@@ -340,6 +341,9 @@ def measure(
                 if isinstance(clock, StageClock):
                     record["stages"] = clock.summary()
                 record["cloud_bytes_per_device"] = round(sent[0] / size)
+                record["cloud_messages_per_device"] = round(sent[1] / size, 2)
+                record["cloud_sent_by_kind"] = {kind: {"bytes_per_device": round(b / size), "messages": n}
+                                                for kind, (b, n) in sorted(_SENT_BY_KIND.items())}  # fmt: skip
                 grown = sum(now - base for now, base in zip(fleet.rss_kb(), fleet.baseline_rss_kb, strict=True))
                 record["rss_kb_per_device"] = round(grown / size, 1)
                 if done is None:
@@ -359,16 +363,53 @@ def measure(
 
 
 def _count_cloud_bytes(cloud: CloudService) -> list[int]:
-    """Count the payload bytes the cloud publishes (desired states, chunks, trust): [total]."""
-    sent = [0]
+    """Count what the cloud publishes (desired states, chunks, manifests, trust): [payload bytes, messages],
+    and per kind of topic in `_SENT_BY_KIND` ({kind: [bytes, messages]})."""
+    sent = [0, 0]
+    _SENT_BY_KIND.clear()
     publish = cloud.transport.publish
 
     def counting(topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         sent[0] += len(payload)
+        sent[1] += 1
+        kind = _SENT_BY_KIND.setdefault(_topic_kind(topic), [0, 0])
+        kind[0] += len(payload)
+        kind[1] += 1
+        if topic.endswith("/desired") and payload:
+            _desired_parts(payload)
         publish(topic, payload, qos=qos, retain=retain)
 
     cloud.transport.publish = counting
     return sent
+
+
+_SENT_BY_KIND: dict[str, list[int]] = {}
+
+
+def _topic_kind(topic: str) -> str:
+    """`desired`, `artifact/data`, `art/manifest`, `art/chunk`, `trust` or `other`."""
+    levels = topic.split("/")
+    if len(levels) > 3 and levels[3] == "art":
+        return "art/manifest" if len(levels) > 4 and levels[4] == "manifest" else "art/chunk"
+    if levels[-1] == "trust":
+        return "trust"
+    if len(levels) > 5 and levels[3] == "dev":
+        return "/".join(levels[5:])
+    return "other"
+
+
+def _desired_parts(payload: bytes) -> None:
+    """Add a desired state's parts (signed manifest, signed assignment, trust chain, artifact locations)
+    to `_SENT_BY_KIND` as `desired.<field>`: what a per-device message is made of."""
+    state = pb.DesiredState.FromString(payload)
+    for field in ("manifest", "assignment", "trust"):
+        if state.HasField(field):
+            part = _SENT_BY_KIND.setdefault(f"desired.{field}", [0, 0])
+            part[0] += getattr(state, field).ByteSize()
+            part[1] += 1
+    part = _SENT_BY_KIND.setdefault("desired.artifacts", [0, 0])
+    part[0] += sum(location.ByteSize() for location in state.artifacts)
+    part[1] += 1
 
 
 def _round(value: float | None) -> float | None:
