@@ -10,7 +10,7 @@ must have signed the bytes, so a device never acts on a manifest it was not assi
 
 Nothing is trusted before that: the digest to wait for is read from the assignment unverified, which at
 worst subscribes the device to one read-only topic of its own fleet. A manifest that does not come within
-`wait_s` of the subscription being made on a live connection is reported as today's `not_assigned`
+`wait_s` (`AgentSettings.manifest_timeout_s`) of the subscription being made on a live connection is reported as today's `not_assigned`
 refusal (the machine refuses the desired state without it), and the wait goes on: the manifest is still
 taken if it comes later. One desired state is held at a time; a newer one replaces it.
 """
@@ -25,9 +25,6 @@ from google.protobuf.message import DecodeError
 from edge_agent.update.events import DesiredReceived
 from protocols.topics import manifest_topic
 from protocols.v1 import messages_pb2 as pb
-
-MANIFEST_WAIT_S = 30.0  # a broker busy with a fleet's subscriptions can take seconds to deliver
-
 
 @dataclass(frozen=True)
 class ManifestReceived:
@@ -67,7 +64,7 @@ class _Held:
 
 
 class ManifestFetch:
-    def __init__(self, fleet: str, *, wait_s: float = MANIFEST_WAIT_S) -> None:
+    def __init__(self, fleet: str, *, wait_s: float) -> None:
         self.fleet = fleet
         self.wait_s = wait_s
         self._held: _Held | None = None
