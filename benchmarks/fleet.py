@@ -21,6 +21,12 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          from deploy() at which a device's report first said it (a subscriber of its own)
   rollout_over_floor     rollout_s / fanout_floor_s
   cloud_bytes_per_device MQTT payload bytes the cloud published during the rollout, per device
+  cloud_messages_per_device  MQTT messages the cloud published during the rollout, per device
+  cloud_sent_by_kind     the same by topic kind ({kind: {bytes_per_device, messages}}: desired, art/chunk,
+                         art/manifest, artifact/data, trust), and the desired states' parts (desired.manifest,
+                         desired.assignment, desired.trust, desired.artifacts)
+  manifest_by_digest     the cloud setting: with --compare-manifests each size runs with it off (every
+                         desired state carries its manifest, as before) and then on
   rss_kb_per_device      the workers' resident memory growth from imports-done to rollout-done, per device
   ingest_windows_per_s   {N: telemetry windows stored per second} with N ingestion workers (processes, each
                          an Ingestor on an MQTT 5 shared subscription, as `EDGEFLEET_SHARE_GROUP` runs them),
@@ -29,6 +35,7 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
 
     .venv/bin/python benchmarks/fleet.py [--sizes 100,1000] [--workers 2] [--database-url postgresql://...]
                                          [--ingest-workers 1,2] [--ingest-windows 5000] [--stages]
+                                         [--compare-manifests]
 
 The cloud keeps its data in SQLite unless --database-url names a PostgreSQL server (a production part:
 SQLite's single writer locks up under a thousand devices); each fleet size then gets a database of its
@@ -284,8 +291,9 @@ class StageClock:
 def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
     ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
+    manifest_by_digest: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    record: dict[str, Any] = {"devices": size, "workers": workers,
+    record: dict[str, Any] = {"devices": size, "workers": workers, "manifest_by_digest": manifest_by_digest,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
     with MosquittoBroker(workdir / "mosquitto") as broker, \
             fresh_database(database_url, f"edgefleet_fleet_{size}_{os.getpid()}") as db_url:  # fmt: skip
@@ -293,7 +301,7 @@ def measure(
         # deploy() publishes a desired state per device at once: paho's default 4,096 queued dropped 5,906
         # of 10,000 ("outgoing queue full"); the cloud's own limit is not what this measures
         settings = CloudSettings(data_dir=workdir / "cloud", api_port=0, mqtt_url=broker.url,
-                                 mqtt_max_queued=max(4096, 2 * size + 1000),
+                                 mqtt_max_queued=max(4096, 2 * size + 1000), manifest_by_digest=manifest_by_digest,
                                  **({"database_url": db_url} if db_url else {}))  # fmt: skip
         with CloudService(settings) as cloud:
             assert cloud.engine is not None and cloud.store is not None and cloud.deployer is not None
@@ -425,6 +433,11 @@ def main() -> int:
     parser.add_argument("--ingest-workers", default="1,2", help="ingestion worker counts to time (default 1,2)")
     parser.add_argument("--ingest-windows", type=int, default=5000, help="telemetry windows per timing")
     parser.add_argument(
+        "--compare-manifests",
+        action="store_true",
+        help="run each size twice, manifests inside every desired state (as before) then read by digest",
+    )
+    parser.add_argument(
         "--stages",
         action="store_true",
         help="also time each update state's first report per device (a subscriber of its own)",
@@ -432,10 +445,11 @@ def main() -> int:
     args = parser.parse_args()
     ingest_workers = [int(n) for n in args.ingest_workers.split(",") if n.strip()]
     records = []
-    for size in (int(s) for s in args.sizes.split(",") if s.strip()):
+    by_digest = (False, True) if args.compare_manifests else (True,)
+    for size, manifests in ((int(s), m) for s in args.sizes.split(",") if s.strip() for m in by_digest):
         with tempfile.TemporaryDirectory(prefix=f"fleet-{size}-") as tmp:
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
-                             args.ingest_windows, args.stages)  # fmt: skip
+                             args.ingest_windows, args.stages, manifests)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))

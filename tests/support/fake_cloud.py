@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_agent.transport import MemoryBroker, MemoryTransport, Transport
+from protocols.assignment import manifest_digest
 from protocols.chunking import ChunkLayout
 from protocols.codes import ErrorCode, chunk_error
-from protocols.assignment import manifest_digest
 from protocols.topics import (
     Channel,
     artifact_chunk_filter,
