@@ -25,6 +25,9 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
   cloud_sent_by_kind     the same by topic kind ({kind: {bytes_per_device, messages}}: desired, art/chunk,
                          art/manifest, artifact/data, trust), and the desired states' parts (desired.manifest,
                          desired.assignment, desired.trust, desired.artifacts)
+  broker_per_device      Mosquitto's own $SYS totals over the rollout, per device: PUBLISH messages and
+                         payload bytes it received (from devices and the cloud) and sent (to devices, the
+                         cloud's subscriptions, the benchmark's own), i.e. every message of an update
   manifest_by_digest     the cloud setting: with --compare-manifests each size runs with it off (every
                          desired state carries its manifest, as before) and then on
   rss_kb_per_device      the workers' resident memory growth from imports-done to rollout-done, per device
@@ -251,6 +254,48 @@ def reported(engine: Any) -> int:
         return len(session.exec(select(Device.id).where(col(Device.reported_ts_ms) > 0)).all())
 
 
+class CountingMosquitto(MosquittoBroker):
+    """Mosquitto publishing its $SYS counters every second (default: every 10 s)."""
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        with self.config_path.open("a") as conf:
+            conf.write("sys_interval 1\n")
+
+
+class BrokerCounters:
+    """Mosquitto's own totals of PUBLISH packets and payload bytes it received from and sent to every client
+    (devices and cloud alike), read from $SYS: what an update costs on the wire, both directions."""
+
+    TOPICS = ("publish/messages/received", "publish/messages/sent", "publish/bytes/received", "publish/bytes/sent")
+
+    def __init__(self, url: str) -> None:
+        self.values: dict[str, int] = {}
+        self._transport = PahoTransport(url, f"bench-sys-{os.getpid()}", protocol="3.1.1", max_queued=1000)
+        self._transport.set_message_handler(self._on_message)
+        for name in self.TOPICS:
+            self._transport.subscribe(f"$SYS/broker/{name}", 0)
+
+    def __enter__(self) -> BrokerCounters:
+        self._transport.start()
+        self._transport.wait_connected(30)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._transport.stop()
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        with contextlib.suppress(ValueError):
+            self.values[topic.removeprefix("$SYS/broker/")] = int(payload)
+
+    def snapshot(self, wait_s: float = 2.5) -> dict[str, int]:
+        """The counters once the broker has published them again (every second), so they include now."""
+        self.values = {}
+        wait_for(lambda: len(self.values), len(self.TOPICS), wait_s, poll_s=0.1)
+        time.sleep(1.1)  # a full interval later: what was sent just before the call is counted
+        return dict(self.values)
+
+
 class StageClock:
     """When each device's reports first said each update state, in seconds from `begin()`: a subscriber of
     its own on every device's reported topic (--stages only: it costs the benchmark process a little)."""
@@ -295,7 +340,7 @@ def measure(
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"devices": size, "workers": workers, "manifest_by_digest": manifest_by_digest,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
-    with MosquittoBroker(workdir / "mosquitto") as broker, \
+    with CountingMosquitto(workdir / "mosquitto") as broker, BrokerCounters(broker.url) as counters, \
             fresh_database(database_url, f"edgefleet_fleet_{size}_{os.getpid()}") as db_url:  # fmt: skip
         record["fanout_floor_s"] = _round(fanout_floor(broker.url, size, timeout_s))
         # deploy() publishes a desired state per device at once: paho's default 4,096 queued dropped 5,906
@@ -335,6 +380,7 @@ def measure(
                 print(f"{size} devices connected; deploying", file=sys.stderr, flush=True)
                 if isinstance(clock, StageClock):
                     clock.begin()
+                on_wire = counters.snapshot()
                 cpu = (cpu_s(), fleet.cpu_s(), broker.cpu_s())
                 start = time.perf_counter()
                 deployment = cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=model.version,
@@ -349,6 +395,9 @@ def measure(
                 if isinstance(clock, StageClock):
                     record["stages"] = clock.summary()
                 record["cloud_bytes_per_device"] = round(sent[0] / size)
+                after = counters.snapshot()
+                record["broker_per_device"] = {name: round((after.get(name, 0) - on_wire.get(name, 0)) / size, 1)
+                                               for name in BrokerCounters.TOPICS}  # fmt: skip
                 record["cloud_messages_per_device"] = round(sent[1] / size, 2)
                 record["cloud_sent_by_kind"] = {kind: {"bytes_per_device": round(b / size), "messages": n}
                                                 for kind, (b, n) in sorted(_SENT_BY_KIND.items())}  # fmt: skip
