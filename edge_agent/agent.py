@@ -135,7 +135,8 @@ class Agent:
         self._kept = KeptModel(settings, shadow_figures, rng_shadow, f"edgefleet-agent-{self.device_id}-shadow")
         self._probation = settings.probation_policy()
         self._updater: Updater | None = None
-        self._manifests = ManifestFetch(self.fleet, wait_s=settings.manifest_timeout_s)  # a desired state waiting for the manifest it names
+        # a desired state waiting for the manifest it names
+        self._manifests = ManifestFetch(self.fleet, wait_s=settings.manifest_timeout_s)
         self._runner: AgentRunner = runner if runner is not None else ThreadRunner(f"edgefleet-agent-{self.device_id}")
         self._executor = Executor(
             self.device_id,

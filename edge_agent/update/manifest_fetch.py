@@ -10,9 +10,10 @@ must have signed the bytes, so a device never acts on a manifest it was not assi
 
 Nothing is trusted before that: the digest to wait for is read from the assignment unverified, which at
 worst subscribes the device to one read-only topic of its own fleet. A manifest that does not come within
-`wait_s` (`AgentSettings.manifest_timeout_s`) of the subscription being made on a live connection is reported as today's `not_assigned`
-refusal (the machine refuses the desired state without it), and the wait goes on: the manifest is still
-taken if it comes later. One desired state is held at a time; a newer one replaces it.
+`wait_s` (`AgentSettings.manifest_timeout_s`) of the subscription being made on a live connection is
+reported as today's `not_assigned` refusal (the machine refuses the desired state without it), and the
+wait goes on: the manifest is still taken if it comes later. One desired state is held at a time; a
+newer one replaces it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from google.protobuf.message import DecodeError
 from edge_agent.update.events import DesiredReceived
 from protocols.topics import manifest_topic
 from protocols.v1 import messages_pb2 as pb
+
 
 @dataclass(frozen=True)
 class ManifestReceived:
