@@ -362,10 +362,15 @@ def _deployer(engine: Engine, transport: CountingTransport, director: Director, 
     return Deployer(engine, transport, director=director, chunk_size_bytes=CHUNK, manifests=manifests)
 
 
-def _fleet(engine: Engine) -> None:
+@pytest.fixture
+def mixed_fleet(any_engine: Engine, register: Any) -> Engine:
+    """Model "m" registered; new-0..2 report the capability, old-0 names none (an older agent)."""
+    with Session(any_engine) as session:
+        register(session, "m", {"model.onnx": b"0123456789"})
     for n in range(3):
-        report(engine, f"new-{n}", ts_ms=1, capabilities=[MANIFEST_BY_DIGEST])
-    report(engine, "old-0", ts_ms=1)  # an agent that names no capability
+        report(any_engine, f"new-{n}", ts_ms=1, capabilities=[MANIFEST_BY_DIGEST])
+    report(any_engine, "old-0", ts_ms=1)
+    return any_engine
 
 
 def _assigned_digest(state: pb.DesiredState) -> str:
@@ -373,11 +378,9 @@ def _assigned_digest(state: pb.DesiredState) -> str:
 
 
 def test_capable_devices_get_small_desired_states_and_the_manifest_is_retained_once(
-    any_engine: Engine, broker: MemoryBroker, counting: CountingTransport, director: Director, register: Any
+    mixed_fleet: Engine, broker: MemoryBroker, counting: CountingTransport, director: Director
 ) -> None:
-    with Session(any_engine) as session:
-        register(session, "m", {"model.onnx": b"0123456789"})
-    _fleet(any_engine)
+    any_engine = mixed_fleet
     ids = ["new-0", "new-1", "new-2", "old-0"]
     deployer = _deployer(any_engine, counting, director)
     deployer.deploy(DeploymentCreate(model_id="m", device_ids=ids))
@@ -404,11 +407,9 @@ def test_capable_devices_get_small_desired_states_and_the_manifest_is_retained_o
 
 
 def test_without_the_fleet_wide_topic_every_desired_state_carries_its_manifest(
-    any_engine: Engine, broker: MemoryBroker, counting: CountingTransport, director: Director, register: Any
+    mixed_fleet: Engine, broker: MemoryBroker, counting: CountingTransport, director: Director
 ) -> None:
-    with Session(any_engine) as session:
-        register(session, "m", {"model.onnx": b"0123456789"})
-    _fleet(any_engine)
+    any_engine = mixed_fleet
     ids = ["new-0", "new-1", "old-0"]
     _deployer(any_engine, counting, director, by_digest=False).deploy(DeploymentCreate(model_id="m", device_ids=ids))
     assert all((s := desired(broker, d)) is not None and s.HasField("manifest") for d in ids)
