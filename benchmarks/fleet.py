@@ -26,8 +26,8 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          art/manifest, artifact/data, trust), and the desired states' parts (desired.manifest,
                          desired.assignment, desired.trust, desired.artifacts)
   broker_per_device      Mosquitto's own $SYS totals over the rollout, per device: PUBLISH messages and
-                         payload bytes it received (from devices and the cloud) and sent (to devices, the
-                         cloud's subscriptions, the benchmark's own), i.e. every message of an update
+                         bytes it sent (to devices, to the cloud's subscriptions, to the benchmark's own),
+                         and every packet and byte it received (devices and cloud, PUBACKs included)
   manifest_by_digest     the cloud setting: with --compare-manifests each size runs with it off (every
                          desired state carries its manifest, as before) and then on
   rss_kb_per_device      the workers' resident memory growth from imports-done to rollout-done, per device
@@ -264,10 +264,11 @@ class CountingMosquitto(MosquittoBroker):
 
 
 class BrokerCounters:
-    """Mosquitto's own totals of PUBLISH packets and payload bytes it received from and sent to every client
-    (devices and cloud alike), read from $SYS: what an update costs on the wire, both directions."""
+    """Mosquitto's own totals, read from $SYS: PUBLISH packets and their bytes it sent to every client
+    (devices and cloud alike), and every packet and byte it received (PUBLISH, PUBACK, SUBSCRIBE, PINGREQ:
+    Mosquitto 2.0.11 leaves `publish/messages/received` at 0)."""
 
-    TOPICS = ("publish/messages/received", "publish/messages/sent", "publish/bytes/received", "publish/bytes/sent")
+    TOPICS = ("publish/messages/sent", "publish/bytes/sent", "messages/received", "bytes/received")
 
     def __init__(self, url: str) -> None:
         self.values: dict[str, int] = {}
