@@ -81,6 +81,15 @@ on their own topics); rss_kb_per_device 178-191 either way.
 10,000 devices were not measured after these changes: at load 20-25 the run was still settling 21 minutes
 in (SQLite, 10,000 first reports each checked against label deployments by its own reconcile_device
 transaction; the fan-out sweeper, ownership and refresher ticks failed on "database is locked" meanwhile).
+
+Measured 2026-12-03 (i10manifest), 1,000 devices, SQLite, --compare-manifests, two runs (load 15-23, 23-35):
+cloud_bytes_per_device 11,537 -> 881 (13.1x) both times, the desired state 11,418 -> 752 B (its manifest
+was 10,663 B; the trust chain 304, the assignment 219, the locations 173 stay); the cloud's messages per
+device 1.0 either way (+1 manifest for the fleet); Mosquitto's PUBLISHes sent per device 13.2 -> 14.2 at
+the same 131.9 KB (each device still gets the manifest, as its own message); rollout_s 92.3 -> 101.9 and
+92.8 -> 77.0 (not resolved at this load); cpu_s workers 9.9 -> 12.2 and 9.5 -> 13.7 (the subscribe and
+unsubscribe of the manifest topic in the simulator's Python MQTT adapter), cloud 6.4 -> 8.4 and 6.6 -> 8.5
+(this process ran the "inside" arm first both times).
 """
 
 from __future__ import annotations
