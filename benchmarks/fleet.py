@@ -21,6 +21,15 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          from deploy() at which a device's report first said it (a subscriber of its own)
   rollout_over_floor     rollout_s / fanout_floor_s
   cloud_bytes_per_device MQTT payload bytes the cloud published during the rollout, per device
+  cloud_messages_per_device  MQTT messages the cloud published during the rollout, per device
+  cloud_sent_by_kind     the same by topic kind ({kind: {bytes_per_device, messages}}: desired, art/chunk,
+                         art/manifest, artifact/data, trust), and the desired states' parts (desired.manifest,
+                         desired.assignment, desired.trust, desired.artifacts)
+  broker_per_device      Mosquitto's own $SYS totals over the rollout, per device: PUBLISH messages and
+                         bytes it sent (to devices, to the cloud's subscriptions, to the benchmark's own),
+                         and every packet and byte it received (devices and cloud, PUBACKs included)
+  manifest_by_digest     the cloud setting: with --compare-manifests each size runs with it off (every
+                         desired state carries its manifest, as before) and then on
   rss_kb_per_device      the workers' resident memory growth from imports-done to rollout-done, per device
   ingest_windows_per_s   {N: telemetry windows stored per second} with N ingestion workers (processes, each
                          an Ingestor on an MQTT 5 shared subscription, as `EDGEFLEET_SHARE_GROUP` runs them),
@@ -29,6 +38,7 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
 
     .venv/bin/python benchmarks/fleet.py [--sizes 100,1000] [--workers 2] [--database-url postgresql://...]
                                          [--ingest-workers 1,2] [--ingest-windows 5000] [--stages]
+                                         [--compare-manifests]
 
 The cloud keeps its data in SQLite unless --database-url names a PostgreSQL server (a production part:
 SQLite's single writer locks up under a thousand devices); each fleet size then gets a database of its
@@ -85,6 +95,15 @@ and 10.1 -> 8.5 (x0.83, x0.84), cloud 7.8 -> 6.9 and 6.9 -> 6.0, broker 0.9 -> 0
 pair at load 28-35, the polls counting rows: rollout_s 75.2 -> 81.0 (floor 6.9 / 8.7 s), workers 11.3 ->
 10.9, cloud 8.0 -> 8.3, broker 1.0 -> 1.0. 11,537 cloud bytes and 182-196 KB of worker RSS per device either
 way. At this load no run came near 3x of the floor; the lead's quiet figure (6.9x) was not re-measured.
+
+Measured 2026-12-03 (i10manifest), 1,000 devices, SQLite, --compare-manifests, two runs (load 15-23, 23-35):
+cloud_bytes_per_device 11,537 -> 881 (13.1x) both times, the desired state 11,418 -> 752 B (its manifest
+was 10,663 B; the trust chain 304, the assignment 219, the locations 173 stay); the cloud's messages per
+device 1.0 either way (+1 manifest for the fleet); Mosquitto's PUBLISHes sent per device 13.2 -> 14.2 at
+the same 131.9 KB (each device still gets the manifest, as its own message); rollout_s 92.3 -> 101.9 and
+92.8 -> 77.0 (not resolved at this load); cpu_s workers 9.9 -> 12.2 and 9.5 -> 13.7 (the subscribe and
+unsubscribe of the manifest topic in the simulator's Python MQTT adapter), cloud 6.4 -> 8.4 and 6.6 -> 8.5
+(this process ran the "inside" arm first both times).
 """
 
 from __future__ import annotations
@@ -262,6 +281,49 @@ def reported(engine: Any) -> int:
         return session.exec(select(func.count()).select_from(Device).where(col(Device.reported_ts_ms) > 0)).one()
 
 
+class CountingMosquitto(MosquittoBroker):
+    """Mosquitto publishing its $SYS counters every second (default: every 10 s)."""
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        with self.config_path.open("a") as conf:
+            conf.write("sys_interval 1\n")
+
+
+class BrokerCounters:
+    """Mosquitto's own totals, read from $SYS: PUBLISH packets and their bytes it sent to every client
+    (devices and cloud alike), and every packet and byte it received (PUBLISH, PUBACK, SUBSCRIBE, PINGREQ:
+    Mosquitto 2.0.11 leaves `publish/messages/received` at 0)."""
+
+    TOPICS = ("publish/messages/sent", "publish/bytes/sent", "messages/received", "bytes/received")
+
+    def __init__(self, url: str) -> None:
+        self.values: dict[str, int] = {}
+        self._transport = PahoTransport(url, f"bench-sys-{os.getpid()}", protocol="3.1.1", max_queued=1000)
+        self._transport.set_message_handler(self._on_message)
+        for name in self.TOPICS:
+            self._transport.subscribe(f"$SYS/broker/{name}", 0)
+
+    def __enter__(self) -> BrokerCounters:
+        self._transport.start()
+        self._transport.wait_connected(30)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._transport.stop()
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        with contextlib.suppress(ValueError):
+            self.values[topic.removeprefix("$SYS/broker/")] = int(payload)
+
+    def snapshot(self, wait_s: float = 2.5) -> dict[str, int]:
+        """The counters once the broker has published them again (every second), so they include now."""
+        self.values = {}
+        wait_for(lambda: len(self.values), len(self.TOPICS), wait_s, poll_s=0.1)
+        time.sleep(1.1)  # a full interval later: what was sent just before the call is counted
+        return dict(self.values)
+
+
 class StageClock:
     """When each device's reports first said each update state, in seconds from `begin()`: a subscriber of
     its own on every device's reported topic (--stages only: it costs the benchmark process a little)."""
@@ -302,17 +364,17 @@ class StageClock:
 def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
     ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
-    profile: Path | None = None,
+    profile: Path | None = None, manifest_by_digest: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    record: dict[str, Any] = {"devices": size, "workers": workers,
+    record: dict[str, Any] = {"devices": size, "workers": workers, "manifest_by_digest": manifest_by_digest,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
-    with MosquittoBroker(workdir / "mosquitto") as broker, \
+    with CountingMosquitto(workdir / "mosquitto") as broker, BrokerCounters(broker.url) as counters, \
             fresh_database(database_url, f"edgefleet_fleet_{size}_{os.getpid()}") as db_url:  # fmt: skip
         record["fanout_floor_s"] = _round(fanout_floor(broker.url, size, timeout_s))
         # deploy() publishes a desired state per device at once: paho's default 4,096 queued dropped 5,906
         # of 10,000 ("outgoing queue full"); the cloud's own limit is not what this measures
         settings = CloudSettings(data_dir=workdir / "cloud", api_port=0, mqtt_url=broker.url,
-                                 mqtt_max_queued=max(4096, 2 * size + 1000),
+                                 mqtt_max_queued=max(4096, 2 * size + 1000), manifest_by_digest=manifest_by_digest,
                                  **({"database_url": db_url} if db_url else {}))  # fmt: skip
         with CloudService(settings) as cloud:
             assert cloud.engine is not None and cloud.store is not None and cloud.deployer is not None
@@ -341,10 +403,12 @@ def measure(
                 if wait_for(lambda: reported(cloud.engine), size, timeout_s) is not None:
                     cloud.ingestor.drain(timeout_s)
                 record["settle_s"] = round(time.perf_counter() - settled, 2)
-                sent[0] = 0
+                sent[0] = sent[1] = 0
+                _SENT_BY_KIND.clear()
                 print(f"{size} devices connected; deploying", file=sys.stderr, flush=True)
                 if isinstance(clock, StageClock):
                     clock.begin()
+                on_wire = counters.snapshot()
                 cpu = (cpu_s(), fleet.cpu_s(), broker.cpu_s())
                 spies = _profile(profile, {"cloud": os.getpid(), **fleet.worker_pids()}) if profile else []
                 start = time.perf_counter()
@@ -362,6 +426,12 @@ def measure(
                 if isinstance(clock, StageClock):
                     record["stages"] = clock.summary()
                 record["cloud_bytes_per_device"] = round(sent[0] / size)
+                after = counters.snapshot()
+                record["broker_per_device"] = {name: round((after.get(name, 0) - on_wire.get(name, 0)) / size, 1)
+                                               for name in BrokerCounters.TOPICS}  # fmt: skip
+                record["cloud_messages_per_device"] = round(sent[1] / size, 2)
+                record["cloud_sent_by_kind"] = {kind: {"bytes_per_device": round(b / size), "messages": n}
+                                                for kind, (b, n) in sorted(_SENT_BY_KIND.items())}  # fmt: skip
                 grown = sum(now - base for now, base in zip(fleet.rss_kb(), fleet.baseline_rss_kb, strict=True))
                 record["rss_kb_per_device"] = round(grown / size, 1)
                 if done is None:
@@ -381,12 +451,20 @@ def measure(
 
 
 def _count_cloud_bytes(cloud: CloudService) -> list[int]:
-    """Count the payload bytes the cloud publishes (desired states, chunks, trust): [total]."""
-    sent = [0]
+    """Count what the cloud publishes (desired states, chunks, manifests, trust): [payload bytes, messages],
+    and per kind of topic in `_SENT_BY_KIND` ({kind: [bytes, messages]})."""
+    sent = [0, 0]
+    _SENT_BY_KIND.clear()
     publish = cloud.transport.publish
 
     def counting(topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         sent[0] += len(payload)
+        sent[1] += 1
+        kind = _SENT_BY_KIND.setdefault(_topic_kind(topic), [0, 0])
+        kind[0] += len(payload)
+        kind[1] += 1
+        if topic.endswith("/desired") and payload:
+            _desired_parts(payload)
         publish(topic, payload, qos=qos, retain=retain)
 
     cloud.transport.publish = counting
@@ -416,6 +494,35 @@ def _stop_profile(spies: list[Any]) -> None:
         spy.wait(60)
 
 
+_SENT_BY_KIND: dict[str, list[int]] = {}
+
+
+def _topic_kind(topic: str) -> str:
+    """`desired`, `artifact/data`, `art/manifest`, `art/chunk`, `trust` or `other`."""
+    levels = topic.split("/")
+    if len(levels) > 3 and levels[3] == "art":
+        return "art/manifest" if len(levels) > 4 and levels[4] == "manifest" else "art/chunk"
+    if levels[-1] == "trust":
+        return "trust"
+    if len(levels) > 5 and levels[3] == "dev":
+        return "/".join(levels[5:])
+    return "other"
+
+
+def _desired_parts(payload: bytes) -> None:
+    """Add a desired state's parts (signed manifest, signed assignment, trust chain, artifact locations)
+    to `_SENT_BY_KIND` as `desired.<field>`: what a per-device message is made of."""
+    state = pb.DesiredState.FromString(payload)
+    for field in ("manifest", "assignment", "trust"):
+        if state.HasField(field):
+            part = _SENT_BY_KIND.setdefault(f"desired.{field}", [0, 0])
+            part[0] += getattr(state, field).ByteSize()
+            part[1] += 1
+    part = _SENT_BY_KIND.setdefault("desired.artifacts", [0, 0])
+    part[0] += sum(location.ByteSize() for location in state.artifacts)
+    part[1] += 1
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
@@ -429,6 +536,11 @@ def main() -> int:
     parser.add_argument("--ingest-workers", default="1,2", help="ingestion worker counts to time (default 1,2)")
     parser.add_argument("--ingest-windows", type=int, default=5000, help="telemetry windows per timing")
     parser.add_argument(
+        "--compare-manifests",
+        action="store_true",
+        help="run each size twice, manifests inside every desired state (as before) then read by digest",
+    )
+    parser.add_argument(
         "--stages",
         action="store_true",
         help="also time each update state's first report per device (a subscriber of its own)",
@@ -438,10 +550,11 @@ def main() -> int:
     args = parser.parse_args()
     ingest_workers = [int(n) for n in args.ingest_workers.split(",") if n.strip()]
     records = []
-    for size in (int(s) for s in args.sizes.split(",") if s.strip()):
+    by_digest = (False, True) if args.compare_manifests else (True,)
+    for size, manifests in ((int(s), m) for s in args.sizes.split(",") if s.strip() for m in by_digest):
         with tempfile.TemporaryDirectory(prefix=f"fleet-{size}-") as tmp:
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
-                             args.ingest_windows, args.stages, args.profile)  # fmt: skip
+                             args.ingest_windows, args.stages, args.profile, manifests)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))

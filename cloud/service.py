@@ -45,6 +45,7 @@ from cloud.registry import KeyStore, LocalArtifactStore, load_or_create_keys
 from cloud.registry.keys import CHAIN_FILE
 from cloud.rollout import ChunkServer, Deployer, Director, FreshnessPolicy, Refresher, RolloutController
 from cloud.rollout.fanout import FanoutPublisher, FanoutSweeper
+from cloud.rollout.manifests import ManifestPublisher
 from cloud.settings import CloudSettings
 from protocols.signing import Signer
 from protocols.v1 import messages_pb2 as pb
@@ -238,6 +239,8 @@ class CloudService:
             "ingest": self.ingestor.stats.snapshot() if self.ingestor else None,
             "chunks": self.chunk_server.stats.snapshot() if self.chunk_server else None,
             "fanout": self.fanout.stats.snapshot() if self.fanout else None,
+            "manifests_published": self.deployer.manifests.published if self.deployer and self.deployer.manifests
+            else 0,
             "shared_subscriptions": bool(self.router and self.router.shared),
             "chunk_request_members": list(self.ownership.members) if self.ownership else [],
         }
@@ -355,9 +358,9 @@ class CloudService:
         director = Director.from_keys(self.keys, assignment_valid_s=s.assignment_valid_s)
         if s.artifact_fanout:
             self.fanout = FanoutPublisher(self.engine, self.store, self.transport, fleet=director.fleet)
-        self.deployer = Deployer(
-            self.engine, self.transport, director=director, chunk_size_bytes=s.chunk_size_bytes, fanout=self.fanout
-        )
+        manifests = ManifestPublisher(self.transport, fleet=director.fleet) if s.manifest_by_digest else None
+        self.deployer = Deployer(self.engine, self.transport, director=director, chunk_size_bytes=s.chunk_size_bytes,
+                                 fanout=self.fanout, manifests=manifests)  # fmt: skip
         if self.api_role is not None:
             self.transport.start()
             if not self.transport.wait_connected(_START_TIMEOUT_S):

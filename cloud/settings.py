@@ -62,6 +62,9 @@ class CloudSettings(BaseSettings):
     # publish each artifact once, retained, on the fleet-wide topics (devices then ask only for gaps)
     artifact_fanout: bool = True
     fanout_sweep_interval_s: float = Field(default=30.0, gt=0)  # how often unneeded retained chunks are cleared
+    # publish each signed manifest once, retained, on the fleet-wide topic; devices whose agent reads it by
+    # digest then get desired states without it (off: every desired state carries its manifest)
+    manifest_by_digest: bool = True
     mqtt_max_queued: int = Field(default=4096, ge=16)  # outgoing messages paho may hold (chunks are 64 KiB)
     # a publish that finds that queue full while online waits this long for the broker's acks to make room
     # (a deploy to 10,000 devices publishes 10,000 desired states at once), then fails

@@ -15,6 +15,7 @@ Callers' threads run `predict` concurrently; it never waits for the agent's step
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -47,14 +48,15 @@ from edge_agent.update import crash_marks, recovery
 from edge_agent.update.actions import Emit
 from edge_agent.update.chunks import ChunkPolicy
 from edge_agent.update.context import REFUSAL_EVENT_INTERVAL_S
-from edge_agent.update.events import Connected, Event, FanoutSubscribed, HealthCheck, Started, Tick
+from edge_agent.update.events import Connected, DesiredReceived, Event, FanoutSubscribed, HealthCheck, Started, Tick
 from edge_agent.update.journal import LastError
 from edge_agent.update.machine import Updater, UpdaterConfig
+from edge_agent.update.manifest_fetch import ManifestFetch, ManifestReceived, received_digest, wanted_manifest
 from edge_agent.update.states import State
 from protocols import commands, trust
 from protocols.codes import ErrorCode
 from protocols.roots import RootOfTrust
-from protocols.topics import Channel, device_subscriptions
+from protocols.topics import Channel, TopicError, device_subscriptions
 from protocols.v1 import messages_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,8 @@ class Agent:
         self._kept = KeptModel(settings, shadow_figures, rng_shadow, f"edgefleet-agent-{self.device_id}-shadow")
         self._probation = settings.probation_policy()
         self._updater: Updater | None = None
+        # a desired state waiting for the manifest it names
+        self._manifests = ManifestFetch(self.fleet, wait_s=settings.manifest_timeout_s)
         self._runner: AgentRunner = runner if runner is not None else ThreadRunner(f"edgefleet-agent-{self.device_id}")
         self._executor = Executor(
             self.device_id,
@@ -334,6 +338,9 @@ class Agent:
             self._next_tick_s = now.mono_s + self._tick_interval_s
             if self.transport.connected:  # while offline, chunk deadlines do not run out
                 self._dispatch(Tick())
+                late = self._manifests.overdue(now.mono_s)
+                if late is not None:  # refused as a desired state without its manifest, and still awaited
+                    self._dispatch(late)
             # offline too: probation runs
             self._dispatch(HealthCheck(*self._kept.since_kept(self.counts), *self._kept.shadow_since_kept()))
         if now.mono_s >= self._next_flush_s:
@@ -341,6 +348,7 @@ class Agent:
             self._outbox.flush_telemetry(self._slot.current)
 
     def _handle_connect(self) -> None:
+        self._manifests.connected(self.clock.now().mono_s)
         self._outbox.publish(Channel.PRESENCE, presence(self.device_id, True, self.clock.now().wall_ms))
         self._dispatch(Connected())
         self._report()
@@ -357,7 +365,44 @@ class Agent:
         if isinstance(event, CommandReceived):
             self._handle_command(topic, event.payload)
             return
+        if isinstance(event, ManifestReceived):
+            self._handle_manifest(event)
+            return
+        if isinstance(event, DesiredReceived):
+            self._handle_desired(event)
+            return
         self._dispatch(event)
+
+    def _handle_desired(self, event: DesiredReceived) -> None:
+        """Hand the machine a desired state, or hold one that names a manifest it does not carry until that
+        manifest comes from the fleet-wide topic (`edge_agent.update.manifest_fetch`)."""
+        assert self._updater is not None
+        desired, left = event.desired, self._manifests.release()  # a newer desired state replaces a held one
+        sha256 = wanted_manifest(desired)
+        topic = None
+        if sha256 is not None:
+            digest = received_digest(desired)
+            if self._updater.verified_before(digest):  # the retained re-delivery: no manifest needed
+                event = DesiredReceived(desired, received_sha256=digest)
+            else:
+                with contextlib.suppress(TopicError):  # not a digest: the machine refuses it as it came
+                    topic = self._manifests.hold(desired, sha256, digest, self.transport.connected,
+                                                 self.clock.now().mono_s)  # fmt: skip
+        if left is not None and left != topic:
+            self.transport.unsubscribe(left)
+        if topic is not None:
+            self.transport.subscribe(topic, 1)  # (again) brings the retained manifest
+            return
+        self._dispatch(event)
+
+    def _handle_manifest(self, manifest: ManifestReceived) -> None:
+        topic = self._manifests.topic
+        whole = self._manifests.received(manifest)
+        if whole is None:
+            return  # not the one a held desired state names (an earlier one's, re-delivered)
+        if topic is not None:
+            self.transport.unsubscribe(topic)
+        self._dispatch(whole)
 
     def _refuse(self, topic: str, code: str, why: str) -> None:
         """A message refused: logged, and told to the cloud as an error event once per reason a minute."""

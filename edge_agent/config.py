@@ -96,6 +96,9 @@ class AgentSettings:
     chunk_window: int = field(default=8, metadata=_bounds(ge=1, le=256))
     chunk_timeout_s: float = field(default=10.0, metadata=_bounds(gt=0))
     chunk_max_retries: int = field(default=5, metadata=_bounds(ge=0, le=1000))
+    # a manifest read by digest from the fleet-wide topic that has not come this long after subscribing is
+    # reported as not_assigned (and still taken if it comes later)
+    manifest_timeout_s: float = field(default=30.0, metadata=_bounds(gt=0))
     # upward QoS 1 messages wait on disk (state_dir/outbox.sqlite) until the broker has them; past this
     # many the oldest are dropped and counted (edge_agent.spool)
     outbox_max_messages: int = field(default=10_000, metadata=_bounds(ge=1))

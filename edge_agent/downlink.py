@@ -10,7 +10,17 @@ from google.protobuf.message import DecodeError, Message
 
 from edge_agent.errors import MalformedPayloadError
 from edge_agent.update.events import ChunkReceived, DesiredReceived, Event, TrustReceived
-from protocols.topics import Channel, Direction, TopicError, artifacts_root, parse_device_topic, trust_topic
+from edge_agent.update.manifest_fetch import ManifestReceived
+from protocols.assignment import manifest_digest
+from protocols.topics import (
+    Channel,
+    Direction,
+    TopicError,
+    artifacts_root,
+    parse_device_topic,
+    parse_manifest_topic,
+    trust_topic,
+)
 from protocols.v1 import messages_pb2 as pb
 
 
@@ -21,13 +31,18 @@ class CommandReceived:
     payload: bytes
 
 
-def parse_inbound(device_id: str, topic: str, payload: bytes, *, fleet: str) -> Event | CommandReceived | None:
+def parse_inbound(
+    device_id: str, topic: str, payload: bytes, *, fleet: str
+) -> Event | CommandReceived | ManifestReceived | None:
     """The event a message stands for; None for a message the agent need not act on (an empty retained
     desired state: clearing one is not signed, so it changes nothing). Raises MalformedPayloadError
     otherwise. Nothing here is trusted: the update machine verifies every desired state and trust chain
     before acting on it, the agent every command (protocols.commands)."""
     if topic == trust_topic(fleet):
         return TrustReceived(_decode(pb.TrustChain, payload, topic)) if payload else None
+    manifest_sha256 = parse_manifest_topic(topic, fleet=fleet)
+    if manifest_sha256 is not None:  # empty: the cloud cleared a retained manifest
+        return _fanout_manifest(topic, manifest_sha256, payload) if payload else None
     if topic.startswith(artifacts_root(fleet) + "/"):
         return _fanout_chunk(topic, payload) if payload else None  # empty: the cloud cleared a retained chunk
     try:
@@ -64,6 +79,16 @@ def _fanout_chunk(topic: str, payload: bytes) -> ChunkReceived:
     if chunk.error or chunk.sha256 != sha256 or str(chunk.index) != index:
         raise MalformedPayloadError(f"{topic}: carries chunk {chunk.index} of {chunk.sha256[:12]!r}")
     return ChunkReceived(chunk)
+
+
+def _fanout_manifest(topic: str, sha256: str, payload: bytes) -> ManifestReceived:
+    """A manifest from the fleet-wide topics: its signed bytes must hash to the digest its topic names (a
+    planted or swapped one is refused here; the assignment's digest and the signature are checked later)."""
+    signed = _decode(pb.SignedManifest, payload, topic)
+    found = manifest_digest(signed)
+    if found != sha256:
+        raise MalformedPayloadError(f"{topic}: carries manifest {found[:12]}, not {sha256[:12]}")
+    return ManifestReceived(sha256, signed)
 
 
 M = TypeVar("M", bound=Message)

@@ -9,6 +9,7 @@ from edge_agent.transport import Will
 from edge_agent.update.journal import InstalledModel, LastError
 from edge_agent.update.machine import UpdaterView
 from protocols import SCHEMA_VERSION
+from protocols.capabilities import AGENT_CAPABILITIES
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
 
@@ -71,6 +72,7 @@ def reported_state(
         labels=labels,
         runtimes=runtimes,
         probation_until_ms=view.probation_until_ms,
+        capabilities=AGENT_CAPABILITIES,
     )
     for field, value in (
         ("active_model", model_ref(view.active)),

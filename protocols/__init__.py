@@ -12,6 +12,7 @@ only where a gRPC server or client runs. The agent depends on this package and n
     roots.py      the root of trust: versioned root metadata naming which keys hold which role
     assignment.py the director's signed per-device assignment, and checking a whole desired state
     signing.py    the pure half of signing (keys in memory, no files): what the cloud and test kits sign with
+    capabilities.py protocol additions an agent reports it understands (the cloud uses them only then)
     commands.py   signed commands to one device on its `cmd` channel (a sampler hint), checked as assignments are
     sequential.py the sequential test of a bad-outcome rate the cloud's gates and the agent's probation share
 """
@@ -24,6 +25,7 @@ SCHEMA_VERSION = 1
 # Submodules load on first use (PEP 562), so that a device importing only the topic map or the messages does
 # not pay for cryptography (~10 MB resident) until it checks a signature.
 _SUBMODULES = {
+    "capabilities": "protocols.capabilities",
     "chunking": "protocols.chunking",
     "codes": "protocols.codes",
     "commands": "protocols.commands",
@@ -34,7 +36,10 @@ _SUBMODULES = {
     "messages_pb2": "protocols.v1.messages_pb2",
 }
 
-__all__ = ["SCHEMA_VERSION", "agent_pb2", "chunking", "codes", "commands", "messages_pb2", "signing", "topics", "trust"]
+__all__ = [
+    "SCHEMA_VERSION", "agent_pb2", "capabilities", "chunking", "codes", "commands", "messages_pb2", "signing",
+    "topics", "trust",
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

@@ -6,6 +6,9 @@ Layout (version 1):
     ef/v1/{fleet}/art/{sha256}/{chunk_size}/{index}
                                                 content-addressed artifact chunks, retained, published
                                                 once per rollout (cloud -> every device of the fleet)
+    ef/v1/{fleet}/art/manifest/{sha256}         a SignedManifest whose signed bytes hash to sha256, retained,
+                                                published once per release (cloud -> every device of the
+                                                fleet that reported the `manifest_by_digest` capability)
 
 The fleet level keeps setups that share a broker apart (two clouds never answer each other's devices, and
 retained messages of one never show up as devices of the other) and gives broker ACLs one subtree per
@@ -153,6 +156,26 @@ def artifact_chunk_filter(sha256: str, chunk_size: int, *, fleet: str = DEFAULT_
     if chunk_size <= 0:
         raise TopicError(f"chunk size must be positive, got {chunk_size}")
     return f"{artifacts_root(fleet)}/{sha256}/{chunk_size}/+"
+
+
+MANIFESTS = "manifest"  # not 64 hex digits, so never an artifact's level of the same subtree
+
+
+def manifest_topic(sha256: str, *, fleet: str = DEFAULT_FLEET) -> str:
+    """Where the signed manifest whose signed bytes hash to sha256 is kept retained for the whole fleet.
+
+    Content-addressed like the chunks: an assignment names this digest, so a device reads its manifest here
+    instead of in every device's desired state, and checks the bytes against the digest it was assigned."""
+    if not _SHA256.fullmatch(sha256):
+        raise TopicError(f"not a sha256 hex digest: {sha256!r}")
+    return f"{artifacts_root(fleet)}/{MANIFESTS}/{sha256}"
+
+
+def parse_manifest_topic(topic: str, *, fleet: str = DEFAULT_FLEET) -> str | None:
+    """The digest a fleet-wide manifest topic names; None for any other topic."""
+    head = f"{artifacts_root(fleet)}/{MANIFESTS}/"
+    digest = topic[len(head) :] if topic.startswith(head) else ""
+    return digest if _SHA256.fullmatch(digest) else None
 
 
 def artifacts_root(fleet: str = DEFAULT_FLEET) -> str:

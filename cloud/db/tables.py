@@ -161,6 +161,9 @@ class Device(DeviceBase, table=True):
     reported_seq: int = _ms(default=0)
     reported_ts_ms: int = _ms(default=0)
     registered_at_ms: int = _ms(default_factory=now_ms)
+    # ReportedState.capabilities of the device's last report (protocols.capabilities); [] for an agent
+    # that names none, which the cloud then sends everything as before
+    capabilities: list[str] = _json(default_factory=list)
 
 
 class DevicePublic(DeviceBase):

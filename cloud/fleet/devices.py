@@ -147,6 +147,7 @@ def apply_reported(
     if report.agent_version:
         device.agent_version = report.agent_version
     device.runtimes = list(report.runtimes)
+    device.capabilities = list(report.capabilities)  # an agent downgraded to one that names none: none
     if report.HasField("facts"):  # an older agent sends none: keep what is known
         device.facts = facts_of(report.facts)
     active = report.active_model  # an unset submessage reads as empty strings and zeros

@@ -23,10 +23,12 @@ from cloud.db import is_retryable_conflict
 from cloud.db.tables import Deployment, DeploymentCreate
 from cloud.rollout.director import Director
 from cloud.rollout.fanout import FanoutPublisher
+from cloud.rollout.manifests import ManifestPublisher
 from cloud.rollout.plan import Outgoing, plan_deployment, plan_for_new_device, plan_reassign, plan_republish
 from cloud.rollout.policy import RolloutPolicy
 from cloud.rollout.staged import plan_staged
 from cloud.types import ClockMs, Publisher, now_ms
+from protocols.assignment import manifest_digest
 from protocols.topics import Channel, device_topic, trust_topic
 from protocols.v1 import messages_pb2 as pb
 
@@ -41,21 +43,26 @@ Plan = Callable[[Session], tuple[T, list[Outgoing]]]  # writes its rows, returns
 
 def publish_desired(
     publisher: Publisher, outgoing: Iterable[Outgoing], *, fleet: str, fanout: FanoutPublisher | None = None,
-    again: bool = False,
+    again: bool = False, manifests: ManifestPublisher | None = None,
 ) -> int:  # fmt: skip
     """Publish each desired state retained; returns how many went out. A failed publish is logged and
     skipped, not raised: the decision is already committed, and `Deployer.republish_all` re-sends it.
     With fanout, the artifacts' chunks are made retained on the fleet-wide topics first (once per artifact,
-    whatever the number of devices: `cloud.rollout.fanout`) and each desired state names them."""
+    whatever the number of devices: `cloud.rollout.fanout`) and each desired state names them. With
+    manifests, a manifest left out of desired states is made retained on its fleet-wide topic first (once
+    per manifest: `cloud.rollout.manifests`); without, or where that fails, it is put back in."""
     outgoing = list(outgoing)
     if fanout is not None and outgoing:
         try:
             fanout.offer([loc for item in outgoing for loc in item.state.artifacts], again=again)
         except Exception:  # devices then ask for every chunk on their own topics, as without fan-out
             log.exception("could not offer the artifacts on the fleet-wide topics")
+    unpublished = _unpublished_manifests(outgoing, manifests, again=again)
     spec = Channel.DESIRED.spec
     sent = 0
     for item in outgoing:
+        if item.manifest is not None and id(item.manifest) in unpublished:
+            item.state.manifest.CopyFrom(item.manifest)  # the device then finds it in its desired state
         topic = device_topic(item.device_id, Channel.DESIRED, fleet=fleet)
         try:
             publisher.publish(topic, item.state.SerializeToString(), qos=spec.qos, retain=spec.retain)
@@ -64,6 +71,18 @@ def publish_desired(
             continue
         sent += 1
     return sent
+
+
+def _unpublished_manifests(
+    outgoing: list[Outgoing], manifests: ManifestPublisher | None, *, again: bool
+) -> set[int]:  # fmt: skip
+    """Offer the manifests left out of desired states (one per release, shared by its devices' Outgoing);
+    returns the ids of those that are not retained fleet-wide, so must go inside the desired states."""
+    left_out = {id(item.manifest): item.manifest for item in outgoing if item.manifest is not None}
+    if not left_out:
+        return set()
+    retained = manifests.offer(left_out.values(), again=again) if manifests is not None else set()
+    return {key for key, signed in left_out.items() if manifest_digest(signed) not in retained}
 
 
 class Deployer:
@@ -78,10 +97,12 @@ class Deployer:
         chunk_size_bytes: int,
         clock: ClockMs = now_ms,
         fanout: FanoutPublisher | None = None,
+        manifests: ManifestPublisher | None = None,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
         self.fanout = fanout  # None: every device asks for every chunk on its own topics
+        self.manifests = manifests  # None: every desired state carries its manifest
         self.director = director  # replaced whole (one reference assignment) when the keys change
         self.chunk_size_bytes = chunk_size_bytes
         self.clock = clock
@@ -91,8 +112,9 @@ class Deployer:
         return self.director.fleet
 
     def publish(self, outgoing: Iterable[Outgoing], *, fleet: str | None = None, again: bool = False) -> int:
-        """Publish committed desired states (`publish_desired` with this deployer's publisher and fan-out)."""
-        return publish_desired(self.publisher, outgoing, fleet=fleet or self.fleet, fanout=self.fanout, again=again)
+        """Publish committed desired states (`publish_desired` with this deployer's publisher and fan-outs)."""
+        return publish_desired(self.publisher, outgoing, fleet=fleet or self.fleet, fanout=self.fanout, again=again,
+                               manifests=self.manifests)  # fmt: skip
 
     def publish_trust(self, trust: pb.TrustChain | None = None) -> None:
         """Keep the fleet's trust chain retained on its trust topic, where every device reads rotations."""

@@ -126,7 +126,7 @@ class FanoutPublisher:
                     total_chunks=layout.total_chunks, offset=layout.offset(index), data=data,
                 )  # fmt: skip
                 topic = artifact_chunk_topic(layout.sha256, layout.chunk_size, index, fleet=self.fleet)
-                _publish_retained(self.publisher, topic, chunk.SerializeToString())
+                publish_retained(self.publisher, topic, chunk.SerializeToString())
                 self.stats.add(chunks_published=1, bytes_published=len(data))
         except Exception as exc:  # the bytes are gone or the broker refuses: devices ask per device instead
             log.error("could not publish artifact %s on the fleet-wide topics: %s", layout.sha256[:12], exc)
@@ -167,7 +167,7 @@ class FanoutPublisher:
         for layout in cleared:  # the rows are gone first: a deploy from now on publishes them again
             for index in range(layout.total_chunks):
                 topic = artifact_chunk_topic(layout.sha256, layout.chunk_size, index, fleet=self.fleet)
-                _publish_retained(self.publisher, topic, b"")  # MQTT: an empty retained message clears it
+                publish_retained(self.publisher, topic, b"")  # MQTT: an empty retained message clears it
             log.info("artifact %s: cleared from the fleet-wide topics", layout.sha256[:12])
         self.stats.add(artifacts_cleared=len(cleared))
         return len(cleared)
@@ -213,7 +213,8 @@ def _needed(session: Session) -> set[tuple[str, int]]:
     return found | {(sha, int(size)) for sha, size in session.exec(waves_to_open)}
 
 
-def _publish_retained(publisher: Publisher, topic: str, payload: bytes) -> None:
+def publish_retained(publisher: Publisher, topic: str, payload: bytes) -> None:
+    """Publish retained at QoS 1, waiting up to PUBLISH_BACKOFF_S while the client's queue is full."""
     deadline = time.monotonic() + PUBLISH_BACKOFF_S
     while True:
         try:

@@ -4,7 +4,9 @@ Every function here writes rows without committing and returns the desired state
 (`Outgoing`); `cloud.rollout.deployer` commits, then publishes. Each device's desired state is one retained
 QoS 1 message on `ef/v1/{fleet}/dev/{id}/desired` carrying the director's signed assignment (its counter
 is the device's `generation`, which increases with every change for that device) and the fleet's trust
-chain. The assignment last sent to each device is kept (`AssignmentRecord`) for the refresher.
+chain; the signed manifest too, unless the device's agent reads it by digest (`protocols.capabilities`):
+then `Outgoing.manifest` holds it for `cloud.rollout.manifests` to keep retained once for the fleet.
+The assignment last sent to each device is kept (`AssignmentRecord`) for the refresher.
 A device that appears later (or changes labels) and matches a label selector gets the newest matching
 deployment through `plan_for_new_device`; `plan_reassign` gives devices a fresh assignment (next counter,
 same deployment) when theirs nears expiry, their manifest was re-signed, or the director key changed.
@@ -31,6 +33,7 @@ from cloud.rollout.records import Rollout
 from cloud.rollout.status import TERMINAL
 from cloud.types import ClockMs, now_ms
 from protocols import SCHEMA_VERSION
+from protocols.capabilities import MANIFEST_BY_DIGEST
 from protocols.chunking import ChunkLayout
 from protocols.topics import TopicError, validate_device_id
 from protocols.v1 import messages_pb2 as pb
@@ -49,6 +52,8 @@ class Outgoing:
 
     device_id: str
     state: pb.DesiredState
+    # left out of `state` (the device reads it by digest): published fleet-wide first, or put back in
+    manifest: pb.SignedManifest | None = None
 
 
 @dataclass(frozen=True)
@@ -80,8 +85,10 @@ def _desired_state(
     reuse: bool = False,
     release: Release | None = None,
     records: dict[str, AssignmentRecord] | None = None,
-) -> pb.DesiredState:
-    """The desired state of device_id at `generation`, its assignment signed and recorded.
+    capabilities: Sequence[str] = (),
+) -> Outgoing:
+    """The desired state of device_id at `generation`, its assignment signed and recorded; without the
+    manifest (in `Outgoing.manifest` instead) when the device's `capabilities` say it reads it by digest.
 
     With reuse, the assignment already recorded for this very (deployment, counter, manifest, root
     version) is sent again byte for byte (a republish), rather than a new one with the same counter.
@@ -108,17 +115,19 @@ def _desired_state(
         else:
             record.sqlmodel_update(fields)
         session.add(record)
-    return pb.DesiredState(
+    by_digest = MANIFEST_BY_DIGEST in capabilities
+    state = pb.DesiredState(
         schema_version=SCHEMA_VERSION,
         device_id=device_id,
         deployment_id=deployment.id,
         generation=generation,
-        manifest=manifest,
+        manifest=None if by_digest else manifest,
         artifacts=list(release.artifacts),
         issued_at_ms=now,
         assignment=signed,
         trust=director.trust,
     )
+    return Outgoing(device_id, state, manifest if by_digest else None)
 
 
 def _load_assignments(session: Session, device_ids: Sequence[str]) -> list[AssignmentRecord]:
@@ -151,9 +160,8 @@ def _target_all(
         device = devices[device_id]
         device.deployment_id, device.desired_generation = deployment.id, generation
         session.add(device)
-        state = _desired_state(session, director, deployment, device_id, generation, clock, release=release,
-                               records=records)  # fmt: skip
-        outgoing.append(Outgoing(device_id, state))
+        outgoing.append(_desired_state(session, director, deployment, device_id, generation, clock,
+                                       release=release, records=records, capabilities=device.capabilities))
     session.flush()
     for deployment_id in sorted(touched - {deployment.id}):
         refresh_status(session, deployment_id)
@@ -255,8 +263,8 @@ def _target_device(
     session.flush()
     for deployment_id in touched:
         refresh_status(session, deployment_id)
-    state = _desired_state(session, director, deployment, device_id, generation, clock, release=release)
-    return Outgoing(device_id, state)
+    return _desired_state(session, director, deployment, device_id, generation, clock, release=release,
+                          capabilities=device.capabilities)  # fmt: skip
 
 
 def resolve_targets(session: Session, device_ids: Sequence[str], labels: dict[str, str]) -> list[str]:
@@ -359,10 +367,8 @@ def plan_republish(session: Session, *, director: Director, clock: ClockMs = now
     for device in devices:
         deployment = session.get(Deployment, device.deployment_id)
         if deployment is not None:
-            state = _desired_state(
-                session, director, deployment, device.id, device.desired_generation, clock, reuse=True
-            )
-            outgoing.append(Outgoing(device.id, state))
+            outgoing.append(_desired_state(session, director, deployment, device.id, device.desired_generation,
+                                           clock, reuse=True, capabilities=device.capabilities))  # fmt: skip
     return outgoing
 
 
@@ -385,8 +391,8 @@ def plan_reassign(
             session.add(target)
         device.desired_generation = generation  # keep the loaded row in step with the UPDATE above
         session.add(device)
-        state = _desired_state(session, director, deployment, device_id, generation, clock)
-        outgoing.append(Outgoing(device_id, state))
+        outgoing.append(_desired_state(session, director, deployment, device_id, generation, clock,
+                                       capabilities=device.capabilities))  # fmt: skip
     session.flush()
     return outgoing
 

@@ -109,6 +109,11 @@ class UpdateContext:
         pending = self.journal.pending
         return max(self.journal.desired_generation, pending.generation if pending else 0)
 
+    def verified_before(self, received_sha256: str) -> bool:
+        """Whether the desired state with this digest (as delivered) is the one that verified with the
+        accepted counter: the retained message the broker re-delivers on every connect."""
+        return self.journal.verified_desired == f"{self.accepted_counter}:{received_sha256}"
+
     def usable_runtimes(self) -> list[str]:
         """The device's runtimes in preference order, less those whose load killed the agent."""
         return [r for r in self.config.runtimes if r not in self.journal.crashed_runtimes]

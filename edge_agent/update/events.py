@@ -46,6 +46,9 @@ class Connected:
 @dataclass(frozen=True)
 class DesiredReceived:
     desired: pb.DesiredState
+    # the digest of the desired state as the broker delivered it, when its manifest was read by digest and
+    # put in since (`edge_agent.update.manifest_fetch`): a re-delivery is then recognised without the manifest
+    received_sha256: str = ""
     kind: ClassVar[EventKind] = EventKind.DESIRED
 
 

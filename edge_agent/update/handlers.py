@@ -8,7 +8,6 @@ a SaveJournal action ahead of the step that depends on it. `edge_agent.update.ta
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 
 from edge_agent.clock import Instant
@@ -46,6 +45,7 @@ from edge_agent.update.events import (
     TrustReceived,
 )
 from edge_agent.update.journal import InstalledModel, Outcome, PendingUpdate
+from edge_agent.update.manifest_fetch import received_digest
 from edge_agent.update.states import State
 from protocols import trust
 from protocols.assignment import verify_desired
@@ -76,8 +76,8 @@ def on_desired(up: UpdateContext, event: Event, now: Instant, *, previous_loaded
     `previous_loaded`: the previous model is still loaded (a probation), so going back to it is a swap."""
     assert isinstance(event, DesiredReceived)
     desired, accepted = event.desired, up.accepted_counter
-    digest = hashlib.sha256(desired.SerializeToString(deterministic=True)).hexdigest()
-    if up.journal.verified_desired == f"{accepted}:{digest}":
+    digest = event.received_sha256 or received_digest(desired)
+    if up.verified_before(digest):
         # the retained desired state the broker re-delivers on every connect, byte for byte the one that
         # verified with this counter: not checked again (checking loads cryptography, ~8 MB resident)
         return [] if up.journal.pending is not None else [Report()]

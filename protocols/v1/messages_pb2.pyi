@@ -465,7 +465,7 @@ class ErrorInfo(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReportedState(_message.Message):
-    __slots__ = ("schema_version", "device_id", "seq", "ts_ms", "active_model", "previous_model", "update_state", "deployment_id", "desired_generation", "last_error", "agent_version", "labels", "runtimes", "probation_until_ms", "facts")
+    __slots__ = ("schema_version", "device_id", "seq", "ts_ms", "active_model", "previous_model", "update_state", "deployment_id", "desired_generation", "last_error", "agent_version", "labels", "runtimes", "probation_until_ms", "facts", "capabilities")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -488,6 +488,7 @@ class ReportedState(_message.Message):
     RUNTIMES_FIELD_NUMBER: _ClassVar[int]
     PROBATION_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     device_id: str
     seq: int
@@ -503,7 +504,8 @@ class ReportedState(_message.Message):
     runtimes: _containers.RepeatedScalarFieldContainer[str]
     probation_until_ms: int
     facts: DeviceFacts
-    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., active_model: _Optional[_Union[ModelRef, _Mapping]] = ..., previous_model: _Optional[_Union[ModelRef, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, str]] = ..., deployment_id: _Optional[str] = ..., desired_generation: _Optional[int] = ..., last_error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., agent_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtimes: _Optional[_Iterable[str]] = ..., probation_until_ms: _Optional[int] = ..., facts: _Optional[_Union[DeviceFacts, _Mapping]] = ...) -> None: ...
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., active_model: _Optional[_Union[ModelRef, _Mapping]] = ..., previous_model: _Optional[_Union[ModelRef, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, str]] = ..., deployment_id: _Optional[str] = ..., desired_generation: _Optional[int] = ..., last_error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., agent_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtimes: _Optional[_Iterable[str]] = ..., probation_until_ms: _Optional[int] = ..., facts: _Optional[_Union[DeviceFacts, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RuntimeInfo(_message.Message):
     __slots__ = ("name", "version")

@@ -23,6 +23,7 @@ from protocols.topics import (
     artifact_chunk_topic,
     cloud_subscriptions,
     device_topic,
+    manifest_topic,
     trust_topic,
 )
 
@@ -197,6 +198,25 @@ def test_a_device_cannot_plant_or_clear_fleet_wide_artifact_chunks(secured: Secu
     assert two_inbox.wait_for(1)
     wait_until(lambda: len(two_inbox) > 1, 1.0)  # anything else would arrive by now
     assert two_inbox.messages == [(genuine, b"genuine chunk")]
+
+
+@_brokers()
+def test_a_device_cannot_plant_swap_or_clear_fleet_wide_manifests(secured: SecuredBroker, make_transport: Any) -> None:
+    sb = secured
+    genuine, spare = manifest_topic("cd" * 32, fleet=FLEET), manifest_topic("ef" * 32, fleet=FLEET)
+    cloud, cloud_inbox = _cloud(make_transport, sb)
+    cloud.publish(genuine, b"genuine manifest", retain=True)
+    one, _ = _client(make_transport, sb, "pi-01", sb.passwords["pi-01"])
+    one.publish(genuine, b"planted", retain=True)  # overwrite the retained manifest
+    one.publish(spare, b"planted", retain=True)  # plant one under a digest an assignment may name later
+    one.publish(genuine, b"", retain=True)  # clear it: devices assigned it would wait for it
+    one.publish(device_topic("pi-01", Channel.TELEMETRY, fleet=FLEET), b"honest")  # after the others, in order
+    assert cloud_inbox.wait_for(1)
+    # every device of the fleet may read the manifests, and finds only what the cloud published
+    _two, two_inbox = _client(make_transport, sb, "pi-02", sb.passwords["pi-02"], genuine, spare)
+    assert two_inbox.wait_for(1)
+    wait_until(lambda: len(two_inbox) > 1, 1.0)  # anything else would arrive by now
+    assert two_inbox.messages == [(genuine, b"genuine manifest")]
 
 
 @_brokers()

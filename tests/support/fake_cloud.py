@@ -12,9 +12,17 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_agent.transport import MemoryBroker, MemoryTransport, Transport
+from protocols.assignment import manifest_digest
 from protocols.chunking import ChunkLayout
 from protocols.codes import ErrorCode, chunk_error
-from protocols.topics import Channel, artifact_chunk_filter, artifact_chunk_topic, device_topic, fleet_root
+from protocols.topics import (
+    Channel,
+    artifact_chunk_filter,
+    artifact_chunk_topic,
+    device_topic,
+    fleet_root,
+    manifest_topic,
+)
 from protocols.v1 import messages_pb2 as pb
 from support.releases import FLEET, Release, desired_state
 
@@ -67,11 +75,22 @@ class FakeCloud:
 
     def deploy(
         self, device_id: str, release: Release, generation: int, deployment_id: str = "dep-1", *,
-        fanout: bool = False, withhold: frozenset[int] = frozenset(),
+        fanout: bool = False, withhold: frozenset[int] = frozenset(), by_digest: bool = False,
+        manifest: bytes | None = None,
     ) -> None:  # fmt: skip
         """Publish the desired state; with fanout, first every chunk (but those in withhold) retained on the
-        fleet-wide topics, as `cloud.rollout.fanout` does, and name them in the desired state."""
+        fleet-wide topics, as `cloud.rollout.fanout` does, and name them in the desired state. With by_digest,
+        leave the manifest out and first retain `manifest` (default: the release's signed manifest; b"":
+        none) on its fleet-wide topic, as `cloud.rollout.manifests` does."""
         payload = self.desired(device_id, release, generation, deployment_id)
+        if by_digest:
+            state = pb.DesiredState.FromString(payload)
+            digest = manifest_digest(state.manifest)
+            kept = state.manifest.SerializeToString() if manifest is None else manifest
+            if kept:
+                self.send(manifest_topic(digest, fleet=FLEET), kept, retain=True)
+            state.ClearField("manifest")
+            payload = state.SerializeToString()
         if fanout:
             state = pb.DesiredState.FromString(payload)
             for location in state.artifacts:

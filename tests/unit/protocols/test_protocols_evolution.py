@@ -83,6 +83,13 @@ def test_an_artifact_location_of_an_older_cloud_reads_as_no_fanout() -> None:
     assert pb.ArtifactLocation.FromString(old.SerializeToString()).fanout_filter == ""  # per-device requests only
 
 
+def test_a_report_of_an_agent_before_capabilities_names_none_so_it_gets_whole_desired_states() -> None:
+    old = pb.ReportedState(schema_version=1, device_id="pi-1", agent_version="0.0.9", runtimes=["onnxruntime"])
+    assert list(pb.ReportedState.FromString(old.SerializeToString()).capabilities) == []
+    new = pb.ReportedState(schema_version=1, device_id="pi-1", capabilities=["manifest_by_digest"])
+    assert pb.ReportedState.FromString(new.SerializeToString()).device_id == "pi-1"  # an old cloud reads on
+
+
 def test_named_columns_are_additive_fields() -> None:
     """io.columns, FeatureProfile.categories and PredictRequest.columns are new field numbers: a manifest
     or request written before them parses as before (no columns), and one written with them keeps its

@@ -12,7 +12,9 @@ from protocols.topics import (
     cloud_subscriptions,
     device_subscriptions,
     device_topic,
+    manifest_topic,
     parse_device_topic,
+    parse_manifest_topic,
     topic_matches,
     trust_topic,
     validate_device_id,
@@ -123,6 +125,20 @@ def test_artifact_chunk_topic_is_content_addressed() -> None:
         artifact_chunk_filter(digest, 0)
     with pytest.raises(TopicError):
         artifact_chunk_filter("AB" * 32, 4096)  # upper case is another topic: refused, not normalised
+
+
+def test_manifest_topic_is_content_addressed_beside_the_chunks_and_never_one_of_them() -> None:
+    digest = "cd" * 32
+    topic = manifest_topic(digest, fleet="lab")
+    assert topic == f"ef/v1/lab/art/manifest/{digest}"
+    assert parse_manifest_topic(topic, fleet="lab") == digest
+    assert parse_manifest_topic(topic, fleet="other") is None  # another fleet's is not this one's
+    assert parse_manifest_topic(artifact_chunk_topic(digest, 4096, 0, fleet="lab"), fleet="lab") is None
+    assert parse_manifest_topic(f"ef/v1/lab/art/manifest/{digest}/x", fleet="lab") is None
+    assert not topic_matches(artifact_chunk_filter(digest, 4096, fleet="lab"), topic)
+    for bad in ["", "not-a-digest", "CD" * 32, "cd" * 31]:
+        with pytest.raises(TopicError):
+            manifest_topic(bad, fleet="lab")
 
 
 def test_fleet_names_are_checked_and_acl_patterns_name_the_user() -> None:

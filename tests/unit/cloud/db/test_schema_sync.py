@@ -19,7 +19,7 @@ def _drop(engine: Engine, table: str, column: str) -> None:
 
 
 def test_an_older_database_gains_the_new_columns_with_their_defaults(any_engine: Engine) -> None:
-    for column in ("labels", "online", "last_error_code", "facts", "spool_dropped"):  # JSON, bool, nullable text
+    for column in ("labels", "online", "last_error_code", "facts", "spool_dropped", "capabilities"):  # JSON, bool, text
         _drop(any_engine, "device", column)
     _drop(any_engine, "device_credential", "labels")
     with any_engine.begin() as conn:  # a row the older version wrote
@@ -32,7 +32,7 @@ def test_an_older_database_gains_the_new_columns_with_their_defaults(any_engine:
     with Session(any_engine) as session:
         old = session.get(Device, "old-1")
         assert old is not None and (old.labels, old.online, old.last_error_code, old.facts) == ({}, False, None, {})
-        assert old.spool_dropped == {}
+        assert old.spool_dropped == {} and old.capabilities == []  # an older agent: whole desired states
     create_tables(any_engine)  # and again: nothing left to add
 
 

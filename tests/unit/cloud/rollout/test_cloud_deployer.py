@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy
 from pydantic import ValidationError
@@ -15,8 +17,11 @@ from cloud.identity.enrollment import create_enrollment_token, enroll_device, is
 from cloud.monitoring import Ingestor
 from cloud.rollout import Deployer, Director, plan
 from cloud.rollout.deployments import refresh_status
-from edge_agent.transport import MemoryBroker, MemoryTransport
-from protocols.topics import Channel, device_topic
+from cloud.rollout.manifests import ManifestPublisher
+from edge_agent.transport import MemoryBroker, MemoryTransport, TransportError
+from protocols.assignment import manifest_digest
+from protocols.capabilities import MANIFEST_BY_DIGEST
+from protocols.topics import Channel, device_topic, manifest_topic
 from protocols.v1 import messages_pb2 as pb
 
 CHUNK = 4
@@ -323,3 +328,106 @@ def test_a_deploy_that_deadlocks_with_another_writer_is_retried(
         assert desired(broker, "d1") is not None and desired(broker, "d2") is not None
     finally:
         engine.dispose()
+
+# ------------------------------------------------------- one manifest per fleet (cloud.rollout.manifests)
+# Devices whose agent reads manifests by digest get desired states without one, the manifest is retained once
+# on its fleet-wide topic; every other device, and every device when that topic cannot be written, gets it
+# inside its desired state as before.
+
+
+class CountingTransport(MemoryTransport):
+    """A cloud transport that counts what it publishes per topic, and can refuse the manifest topics."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        super().__init__(broker)
+        self.sent: dict[str, int] = {}
+        self.refuse_manifests = False
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> Any:
+        if self.refuse_manifests and "/art/manifest/" in topic:
+            raise TransportError("not connected")
+        self.sent[topic] = self.sent.get(topic, 0) + 1
+        return super().publish(topic, payload, qos=qos, retain=retain)
+
+
+@pytest.fixture
+def counting(broker: MemoryBroker) -> CountingTransport:
+    cloud = CountingTransport(broker)
+    cloud.start()
+    return cloud
+
+
+def _deployer(engine: Engine, transport: CountingTransport, director: Director, *, by_digest: bool = True) -> Deployer:
+    manifests = ManifestPublisher(transport, fleet=director.fleet) if by_digest else None
+    return Deployer(engine, transport, director=director, chunk_size_bytes=CHUNK, manifests=manifests)
+
+
+@pytest.fixture
+def mixed_fleet(any_engine: Engine, register: Any) -> Engine:
+    """Model "m" registered; new-0..2 report the capability, old-0 names none (an older agent)."""
+    with Session(any_engine) as session:
+        register(session, "m", {"model.onnx": b"0123456789"})
+    for n in range(3):
+        report(any_engine, f"new-{n}", ts_ms=1, capabilities=[MANIFEST_BY_DIGEST])
+    report(any_engine, "old-0", ts_ms=1)
+    return any_engine
+
+
+def _assigned_digest(state: pb.DesiredState) -> str:
+    return pb.Assignment.FromString(state.assignment.assignment).manifest_sha256
+
+
+def test_capable_devices_get_small_desired_states_and_the_manifest_is_retained_once(
+    mixed_fleet: Engine, broker: MemoryBroker, counting: CountingTransport, director: Director
+) -> None:
+    any_engine = mixed_fleet
+    ids = ["new-0", "new-1", "new-2", "old-0"]
+    deployer = _deployer(any_engine, counting, director)
+    deployer.deploy(DeploymentCreate(model_id="m", device_ids=ids))
+
+    states = {d: desired(broker, d) for d in ids}
+    assert all(s is not None for s in states.values())
+    old = states["old-0"]
+    assert old is not None and old.HasField("manifest")  # an older agent is sent what it always was
+    digest = manifest_digest(old.manifest)
+    topic = manifest_topic(digest, fleet=director.fleet)
+    for device_id in ("new-0", "new-1", "new-2"):
+        state = states[device_id]
+        assert state is not None and not state.HasField("manifest"), device_id
+        assert _assigned_digest(state) == digest  # the signed assignment names what the topic holds
+        assert state.ByteSize() < old.ByteSize() - old.manifest.ByteSize() + 8
+    [(_, retained)] = broker.retained_for(topic)
+    assert retained == old.manifest.SerializeToString()
+    assert counting.sent[topic] == 1  # once for the fleet, not once per device
+
+    deployer.deploy(DeploymentCreate(model_id="m", device_ids=ids))  # the same release again: not re-sent
+    assert counting.sent[topic] == 1
+    deployer.republish_all()  # a broker that lost its retained messages gets it again
+    assert counting.sent[topic] == 2
+
+
+def test_without_the_fleet_wide_topic_every_desired_state_carries_its_manifest(
+    mixed_fleet: Engine, broker: MemoryBroker, counting: CountingTransport, director: Director
+) -> None:
+    any_engine = mixed_fleet
+    ids = ["new-0", "new-1", "old-0"]
+    _deployer(any_engine, counting, director, by_digest=False).deploy(DeploymentCreate(model_id="m", device_ids=ids))
+    assert all((s := desired(broker, d)) is not None and s.HasField("manifest") for d in ids)
+
+    counting.refuse_manifests = True  # the topic cannot be written: the manifest goes inside instead
+    _deployer(any_engine, counting, director).deploy(DeploymentCreate(model_id="m", device_ids=ids))
+    assert all((s := desired(broker, d)) is not None and s.HasField("manifest") and s.generation == 2 for d in ids)
+
+
+def test_a_device_whose_agent_no_longer_names_the_capability_gets_the_manifest_again(
+    any_engine: Engine, broker: MemoryBroker, counting: CountingTransport, director: Director, register: Any
+) -> None:
+    with Session(any_engine) as session:
+        register(session, "m", {"model.onnx": b"0123456789"})
+    report(any_engine, "pi-1", ts_ms=1, capabilities=[MANIFEST_BY_DIGEST])
+    deployer = _deployer(any_engine, counting, director)
+    deployer.deploy(DeploymentCreate(model_id="m", device_ids=["pi-1"]))
+    assert (state := desired(broker, "pi-1")) is not None and not state.HasField("manifest")
+    report(any_engine, "pi-1", ts_ms=2)  # the agent was downgraded
+    deployer.deploy(DeploymentCreate(model_id="m", device_ids=["pi-1"]))
+    assert (state := desired(broker, "pi-1")) is not None and state.HasField("manifest")
