@@ -306,9 +306,13 @@ def measure(
                 assert version.id is not None
                 record["artifact_bytes"] = {a.format: a.size_bytes for a in registry.artifacts_of(session, version.id)}
             ids = [f"fleet-{size}-{n:05d}" for n in range(size)]
-            with Session(cloud.engine) as session:
-                specs = [DeviceSpec(d, password=enroll_device(session, d).password) for d in ids]
-                session.commit()
+            specs = []
+            # committed in slices: enrolling 10,000 devices in one transaction held SQLite's write lock past
+            # the 30 s the cloud's periodic ticks wait for it (they failed)
+            for first in range(0, size, 500):
+                with Session(cloud.engine) as session:
+                    specs += [DeviceSpec(d, password=enroll_device(session, d).password) for d in ids[first:][:500]]
+                    session.commit()
             sent = _count_cloud_bytes(cloud)
             fleet = ProcessFleet(specs, workers=workers, mqtt_url=broker.url, mqtt_protocol="3.1.1",
                                  trust_path=cloud.trust_chain_path, state_root=workdir / "devices",
