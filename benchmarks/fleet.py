@@ -71,6 +71,22 @@ on their own topics); rss_kb_per_device 178-191 either way.
 10,000 devices were not measured after these changes: at load 20-25 the run was still settling 21 minutes
 in (SQLite, 10,000 first reports each checked against label deployments by its own reconcile_device
 transaction; the fan-out sweeper, ownership and refresher ticks failed on "database is locked" meanwhile).
+
+Measured 2026-12-03 afternoon (load 15 to 40, the machine shared by several fleet runs), 10,000 devices,
+SQLite. The old code (load 15-22): floor 12.3 s, start_s 83.6, settle_s 56.2, deploy_s 63.7; not every
+device counted connected within 300 s and the rollout not done within 300 s (1,860 active at 364 s, cpu_s
+cloud 48.3 / workers 81.1 / broker 14.0, 55.5 KB of cloud payload per device: most devices past the fan-out
+deadline asked for chunks on their own topics); sampled 60 s with py-spy around the end of settle, half the
+ingest thread's busy samples were the per-device reconcile (plan_for_new_device, its commit and its wait for
+a SQLite write turn, 364 of 734), and this script's own settle poll (every device id read every 0.2 s, in a
+write transaction) took 412 samples of the cloud process's interpreter. New (one reconcile per ingestion
+batch, a single read-only query when no label deployment is open; the polls count in the database; the fleet
+enrolled 500 per transaction): sampled 30 s during settle at load 30-37, the ingest thread waited for
+messages 332 samples and worked about 300, with no reconcile left in it: settle is now bound by how fast the
+simulated agents send their first reports, not by the cloud. The new run's record was lost (this run's own
+1,500 s cap ended it as it deployed: enrolling 10,000 devices took ~20 minutes at load 30); PostgreSQL
+10,000 was started and stopped unfinished for the same reason. The lead's quiet baseline for PostgreSQL
+10,000 on the old code: settle_s 22.1, rollout_s 108.6 (floor 11.1).
 """
 
 from __future__ import annotations
