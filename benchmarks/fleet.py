@@ -104,6 +104,25 @@ the same 131.9 KB (each device still gets the manifest, as its own message); rol
 92.8 -> 77.0 (not resolved at this load); cpu_s workers 9.9 -> 12.2 and 9.5 -> 13.7 (the subscribe and
 unsubscribe of the manifest topic in the simulator's Python MQTT adapter), cloud 6.4 -> 8.4 and 6.6 -> 8.5
 (this process ran the "inside" arm first both times).
+
+Measured 2026-12-03 afternoon (load 15 to 40, the machine shared by several fleet runs), 10,000 devices,
+SQLite. The old code (load 15-22): floor 12.3 s, start_s 83.6, settle_s 56.2, deploy_s 63.7; not every
+device counted connected within 300 s and the rollout not done within 300 s (1,860 active at 364 s, cpu_s
+cloud 48.3 / workers 81.1 / broker 14.0, 55.5 KB of cloud payload per device: most devices past the fan-out
+deadline asked for chunks on their own topics); sampled 60 s with py-spy around the end of settle, half the
+ingest thread's busy samples were the per-device reconcile (plan_for_new_device, its commit and its wait for
+a SQLite write turn, 364 of 734), and this script's own settle poll (every device id read every 0.2 s, in a
+write transaction) took 412 samples of the cloud process's interpreter. New (one reconcile per ingestion
+batch, a single read-only query when no label deployment is open; the polls count in the database; the fleet
+enrolled 500 per transaction): sampled 30 s during settle at load 30-37, the ingest thread waited for
+messages 332 samples and worked about 300, with no reconcile left in it: settle is now bound by how fast the
+simulated agents send their first reports, not by the cloud. The new run's record was lost (this run's own
+1,500 s cap ended it as it deployed: enrolling 10,000 devices took ~20 minutes at load 30); PostgreSQL
+10,000 was started and stopped unfinished for the same reason. The lead's quiet baseline for PostgreSQL
+10,000 on the old code: settle_s 22.1, rollout_s 108.6 (floor 11.1).
+1,000 devices, SQLite, old and new run at the same time (load 20-40): settle_s 20.19 -> 2.94 (6.9x less),
+rollout_s 84.5 -> 83.2 (floors 33.2 / 24.0 s: the loaded machine, not the cloud, set the pace), cpu_s cloud
+11.8 -> 10.9, workers 15.0 -> 14.3, broker 1.3 -> 1.3; 11.5 KB of cloud payload and 186-188 KB RSS per device.
 """
 
 from __future__ import annotations
@@ -129,7 +148,7 @@ from sqlmodel import Session, col, func, select  # noqa: E402
 from support.mosquitto import MosquittoBroker  # noqa: E402
 
 from cloud import registry  # noqa: E402
-from cloud.db import TargetStatus, make_engine  # noqa: E402
+from cloud.db import TargetStatus, make_engine, read_only  # noqa: E402
 from cloud.db.tables import DeploymentCreate, DeploymentTarget, Device, TelemetryRecord  # noqa: E402
 from cloud.identity.enrollment import enroll_device  # noqa: E402
 from cloud.service import CloudService  # noqa: E402
@@ -263,13 +282,11 @@ def ingest_rate(
         engine.dispose()
 
 
-# the polls below run in the cloud's process, five times a second: a count, not the rows (reading 1,000 rows
-# per poll was CPU the benchmark charged to the cloud, more the longer a loaded machine took)
-
-
+# counted by the database: the polls run in the cloud's process, and reading 10,000 ids every 0.2 s took the
+# interpreter lock from the cloud's threads (a sixth of the process's samples while a 10,000-device fleet settled)
 def succeeded(engine: Any, deployment_id: str) -> int:
     """Targets of the deployment the cloud has recorded as succeeded (the device reported the model active)."""
-    with Session(engine) as session:
+    with Session(read_only(engine)) as session:
         return session.exec(select(func.count()).select_from(DeploymentTarget).where(
             DeploymentTarget.deployment_id == deployment_id,
             DeploymentTarget.status == TargetStatus.SUCCEEDED)).one()  # fmt: skip
@@ -277,7 +294,7 @@ def succeeded(engine: Any, deployment_id: str) -> int:
 
 def reported(engine: Any) -> int:
     """Devices whose first report the cloud has stored."""
-    with Session(engine) as session:
+    with Session(read_only(engine)) as session:
         return session.exec(select(func.count()).select_from(Device).where(col(Device.reported_ts_ms) > 0)).one()
 
 
@@ -384,9 +401,13 @@ def measure(
                 assert version.id is not None
                 record["artifact_bytes"] = {a.format: a.size_bytes for a in registry.artifacts_of(session, version.id)}
             ids = [f"fleet-{size}-{n:05d}" for n in range(size)]
-            with Session(cloud.engine) as session:
-                specs = [DeviceSpec(d, password=enroll_device(session, d).password) for d in ids]
-                session.commit()
+            specs = []
+            # committed in slices: enrolling 10,000 devices in one transaction held SQLite's write lock past
+            # the 30 s the cloud's periodic ticks wait for it (they failed)
+            for first in range(0, size, 500):
+                with Session(cloud.engine) as session:
+                    specs += [DeviceSpec(d, password=enroll_device(session, d).password) for d in ids[first:][:500]]
+                    session.commit()
             sent = _count_cloud_bytes(cloud)
             fleet = ProcessFleet(specs, workers=workers, mqtt_url=broker.url, mqtt_protocol="3.1.1",
                                  trust_path=cloud.trust_chain_path, state_root=workdir / "devices",

@@ -313,12 +313,11 @@ class Ingestor(MessageConsumer):
         log.debug("stored %d of %d rows, %d device updates", stored + sample_stored, rows, updates)
         if self.on_stored is not None and (windows or reports):
             self.on_stored()
-        if self.deployer is not None:
-            for device_id in dict.fromkeys(changed):
-                try:
-                    self.deployer.reconcile_device(device_id)
-                except Exception:
-                    log.exception("could not reconcile new device %s", device_id)
+        if self.deployer is not None and changed:
+            try:  # the batch's new and relabelled devices together: one query when no label deployment is open
+                self.deployer.reconcile_devices(changed)
+            except Exception:  # stored all the same; their next label change or a deployment reaches them
+                log.exception("could not reconcile %d new or relabelled device(s)", len(set(changed)))
 
     def _warn_unenrolled(self, device_ids: list[str]) -> None:
         for device_id in dict.fromkeys(device_ids):

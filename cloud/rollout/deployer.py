@@ -19,12 +19,19 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from cloud.db import is_retryable_conflict
+from cloud.db import is_retryable_conflict, read_only
 from cloud.db.tables import Deployment, DeploymentCreate
 from cloud.rollout.director import Director
 from cloud.rollout.fanout import FanoutPublisher
 from cloud.rollout.manifests import ManifestPublisher
-from cloud.rollout.plan import Outgoing, plan_deployment, plan_for_new_device, plan_reassign, plan_republish
+from cloud.rollout.plan import (
+    Outgoing,
+    open_label_deployments,
+    plan_deployment,
+    plan_for_new_devices,
+    plan_reassign,
+    plan_republish,
+)
 from cloud.rollout.policy import RolloutPolicy
 from cloud.rollout.staged import plan_staged
 from cloud.types import ClockMs, Publisher, now_ms
@@ -188,11 +195,26 @@ class Deployer:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def reconcile_device(self, device_id: str) -> int:
-        """Publish a matching label deployment to a new or relabelled device; returns messages sent."""
+        """`reconcile_devices` for one device (a device just enrolled)."""
+        return self.reconcile_devices([device_id])
+
+    def reconcile_devices(self, device_ids: Iterable[str]) -> int:
+        """Publish to new or relabelled devices the label deployments they match, planned in one transaction;
+        returns messages sent. Whether any label deployment is open is read first without the write lock
+        (SQLite): most fleets have none, and an ingestion batch of first reports then costs one query."""
+        ids = list(dict.fromkeys(device_ids))
+        if not ids:
+            return 0
+        with Session(read_only(self.engine)) as session:
+            if not open_label_deployments(session):
+                return 0
         director = self.director
+
+        def plan(session: Session) -> tuple[None, list[Outgoing]]:
+            return None, plan_for_new_devices(session, ids, director=director, clock=self.clock)
+
         with Session(self.engine) as session:
-            outgoing = plan_for_new_device(session, device_id, director=director, clock=self.clock)
-            session.commit()
+            _, outgoing = self._commit_with_retries(session, plan)
         return self.publish(outgoing, fleet=director.fleet)
 
     def republish_all(self) -> int:

@@ -8,7 +8,7 @@ chain; the signed manifest too, unless the device's agent reads it by digest (`p
 then `Outgoing.manifest` holds it for `cloud.rollout.manifests` to keep retained once for the fleet.
 The assignment last sent to each device is kept (`AssignmentRecord`) for the refresher.
 A device that appears later (or changes labels) and matches a label selector gets the newest matching
-deployment through `plan_for_new_device`; `plan_reassign` gives devices a fresh assignment (next counter,
+deployment through `plan_for_new_devices`; `plan_reassign` gives devices a fresh assignment (next counter,
 same deployment) when theirs nears expiry, their manifest was re-signed, or the director key changed.
 """
 
@@ -25,7 +25,7 @@ from cloud import registry
 from cloud.db import DeploymentStatus, RolloutState, TargetStatus, insert_ignore
 from cloud.db.tables import AssignmentRecord, Deployment, DeploymentCreate, DeploymentTarget, Device
 from cloud.errors import InvalidRequestError
-from cloud.fleet import ensure_device, labels_match, list_devices
+from cloud.fleet import labels_match, list_devices, read_devices
 from cloud.identity.enrollment import expected_devices
 from cloud.rollout.deployments import refresh_status
 from cloud.rollout.director import Director
@@ -142,7 +142,7 @@ def _load_assignments(session: Session, device_ids: Sequence[str]) -> list[Assig
 def _target_all(
     session: Session, director: Director, deployment: Deployment, device_ids: Sequence[str], clock: ClockMs
 ) -> list[Outgoing]:
-    """`_target_device` for many devices, its statements run once per batch of ids rather than per device:
+    """Make device_ids targets of deployment, the statements run once per batch of ids rather than per device:
     open targets superseded, generations bumped, targets and assignment records written, and each
     superseded deployment's status rolled up once (per device, a redeploy to 1,000 devices rolled each
     superseded deployment up 1,000 times)."""
@@ -184,6 +184,15 @@ def _supersede_open_targets(session: Session, device_ids: Sequence[str], clock: 
     return touched
 
 
+def _lock_devices(session: Session, sorted_ids: Sequence[str]) -> None:
+    """Lock the device rows for this transaction in id order, as ingestion's flush does: transactions that
+    lock the same rows so never deadlock (SQLite: a no-op, its writers take turns)."""
+    for start in range(0, len(sorted_ids), _IN_BATCH):
+        batch = list(sorted_ids[start : start + _IN_BATCH])
+        ordered = select(col(Device.id)).where(col(Device.id).in_(batch)).order_by(col(Device.id))
+        session.execute(ordered.with_for_update())
+
+
 def _next_generations(session: Session, device_ids: Sequence[str]) -> dict[str, int]:
     """`_next_generation` for many devices: one UPDATE ... RETURNING per batch, each row still bumped
     atomically (concurrent deploys never share a number)."""
@@ -191,9 +200,7 @@ def _next_generations(session: Session, device_ids: Sequence[str]) -> dict[str, 
     ordered = sorted(device_ids)
     for start in range(0, len(ordered), _IN_BATCH):
         batch = ordered[start : start + _IN_BATCH]
-        # lock the rows in id order first, as ingestion does (an UPDATE ... IN locks them in scan order)
-        locking = select(col(Device.id)).where(col(Device.id).in_(batch)).order_by(col(Device.id)).with_for_update()
-        session.execute(locking)
+        _lock_devices(session, batch)  # first, in id order (an UPDATE ... IN locks them in scan order)
         statement = (
             update(Device)
             .where(col(Device.id).in_(batch))
@@ -235,36 +242,6 @@ def _next_generation(session: Session, device_id: str) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(session.execute(statement).scalar_one())  # atomic: concurrent deploys never share a number
-
-
-def _target_device(
-    session: Session, director: Director, deployment: Deployment, device_id: str, clock: ClockMs,
-    release: Release | None = None,
-    device: Device | None = None,
-) -> Outgoing:
-    """Make device_id a target of deployment: supersede its open targets, bump its generation."""
-    if device is None:
-        device, _ = ensure_device(session, device_id, clock=clock)
-    open_targets = session.exec(
-        select(DeploymentTarget).where(
-            DeploymentTarget.device_id == device_id, col(DeploymentTarget.status).not_in(TERMINAL)
-        )
-    )
-    touched = set()
-    for old in open_targets:
-        old.status, old.updated_at_ms = TargetStatus.SUPERSEDED, clock()
-        session.add(old)
-        touched.add(old.deployment_id)
-    generation = _next_generation(session, device_id)
-    session.add(DeploymentTarget(deployment_id=deployment.id, device_id=device_id, generation=generation))
-    device.deployment_id = deployment.id
-    device.desired_generation = generation
-    session.add(device)
-    session.flush()
-    for deployment_id in touched:
-        refresh_status(session, deployment_id)
-    return _desired_state(session, director, deployment, device_id, generation, clock, release=release,
-                          capabilities=device.capabilities)  # fmt: skip
 
 
 def resolve_targets(session: Session, device_ids: Sequence[str], labels: dict[str, str]) -> list[str]:
@@ -328,34 +305,75 @@ def plan_deployment(
     return deployment, outgoing
 
 
-def plan_for_new_device(
-    session: Session, device_id: str, *, director: Director, clock: ClockMs = now_ms
-) -> list[Outgoing]:
-    """For a device that just registered or changed labels: join the newest label deployment it matches,
-    unless it already has that deployment or a newer one."""
-    device = session.get(Device, device_id)
-    if device is None or not device.labels:
-        return []
-    current = session.get(Deployment, device.deployment_id) if device.deployment_id else None
+def open_label_deployments(session: Session) -> list[Deployment]:
+    """The deployments a device that appears or changes labels may join, newest first: those with a label
+    selector, not ended, and not a staged rollout still running (its waves were fixed when it started; it is
+    joined once it completes). Most fleets have none, and then nobody needs reconciling."""
     ended = (DeploymentStatus.SUPERSEDED, DeploymentStatus.ROLLED_BACK, DeploymentStatus.CANCELLED)
-    candidates = session.exec(
-        select(Deployment)
-        .where(col(Deployment.status).not_in(ended))
-        .order_by(col(Deployment.created_at_ms).desc())
+    query = (
+        select(Deployment).where(col(Deployment.status).not_in(ended)).order_by(col(Deployment.created_at_ms).desc())
     )
-    for deployment in candidates:
-        if current is not None and deployment.created_at_ms <= current.created_at_ms:
-            return []
-        staged = session.get(Rollout, deployment.id)
-        if staged is not None and not RolloutState(staged.state).finished:
-            continue  # a staged rollout's waves were fixed when it started; it is joined once it completes
-        if labels_match(deployment.labels, device.labels):
-            if session.get(DeploymentTarget, (deployment.id, device_id)) is not None:
-                return []
-            outgoing = _target_device(session, director, deployment, device_id, clock)
-            refresh_status(session, deployment.id)
-            return [outgoing]
-    return []
+    labelled = [deployment for deployment in session.exec(query) if deployment.labels]
+    if not labelled:
+        return []
+    staged = session.exec(select(Rollout).where(col(Rollout.deployment_id).in_([d.id for d in labelled])))
+    running = {r.deployment_id for r in staged if not RolloutState(r.state).finished}
+    return [deployment for deployment in labelled if deployment.id not in running]
+
+
+def plan_for_new_devices(
+    session: Session, device_ids: Sequence[str], *, director: Director, clock: ClockMs = now_ms
+) -> list[Outgoing]:
+    """For devices that just registered or changed labels: each joins the newest label deployment it
+    matches, unless it already has that deployment or a newer one. A query per batch of ids, not per device
+    (10,000 first reports, each reconciled in a transaction of its own, kept a SQLite cloud settling for 20
+    minutes), and one query in all when no label deployment is open."""
+    candidates = open_label_deployments(session)
+    ids = sorted(set(device_ids))
+    if not candidates or not ids:
+        return []
+    # two cloud processes that both take in a device's first report: the second waits here for the first
+    # to commit, then sees its target below (rows locked in id order, as ingestion and deploy lock them)
+    _lock_devices(session, ids)
+    devices = [device for device in read_devices(session, ids).values() if device.labels]
+    current = {d.id: d.created_at_ms for d in _read_deployments(session, {d.deployment_id for d in devices})}
+    joining: dict[str, list[str]] = {}
+    for device in sorted(devices, key=lambda device: device.id):
+        newer_than = current.get(device.deployment_id or "")
+        for deployment in candidates:
+            if newer_than is not None and deployment.created_at_ms <= newer_than:
+                break
+            if labels_match(deployment.labels, device.labels):
+                joining.setdefault(deployment.id, []).append(device.id)
+                break
+    outgoing = []
+    by_id = {deployment.id: deployment for deployment in candidates}
+    for deployment_id, joiners in sorted(joining.items()):
+        has = _targeted(session, deployment_id, joiners)
+        if joiners := [device_id for device_id in joiners if device_id not in has]:
+            outgoing += _target_all(session, director, by_id[deployment_id], joiners, clock)
+            refresh_status(session, deployment_id)
+    return outgoing
+
+
+def _read_deployments(session: Session, deployment_ids: set[str | None]) -> list[Deployment]:
+    ids = sorted(d for d in deployment_ids if d)
+    found: list[Deployment] = []
+    for start in range(0, len(ids), _IN_BATCH):
+        found += session.exec(select(Deployment).where(col(Deployment.id).in_(ids[start : start + _IN_BATCH])))
+    return found
+
+
+def _targeted(session: Session, deployment_id: str, device_ids: Sequence[str]) -> set[str]:
+    """Those of device_ids that already are targets of the deployment."""
+    found: set[str] = set()
+    for start in range(0, len(device_ids), _IN_BATCH):
+        query = select(DeploymentTarget.device_id).where(
+            DeploymentTarget.deployment_id == deployment_id,
+            col(DeploymentTarget.device_id).in_(device_ids[start : start + _IN_BATCH]),
+        )
+        found.update(session.exec(query))
+    return found
 
 
 def plan_republish(session: Session, *, director: Director, clock: ClockMs = now_ms) -> list[Outgoing]:

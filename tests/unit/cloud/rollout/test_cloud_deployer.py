@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -52,6 +53,29 @@ def report(engine: Engine, device_id: str, **fields: object) -> None:
         enroll(engine, device_id)
     state = pb.ReportedState(schema_version=1, device_id=device_id, **fields)  # type: ignore[arg-type]
     Ingestor(engine).process([(device_topic(device_id, Channel.REPORTED), state.SerializeToString())])
+
+
+def statements_during(engine: Engine, action: Callable[[], object]) -> list[str]:
+    """The SQL statements the engine ran during action, whitespace folded."""
+    statements: list[str] = []
+    listen = lambda _c, _cur, statement, *_a: statements.append(" ".join(statement.split()))  # noqa: E731
+    sqlalchemy.event.listen(engine, "before_cursor_execute", listen)
+    try:
+        action()
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", listen)
+    return statements
+
+
+def first_reports(
+    device_ids: list[str], labels: Callable[[str], dict[str, str]] | None = None
+) -> list[tuple[str, bytes]]:
+    """Each device's first ReportedState (with its own labels, if given) as it arrives on its topic."""
+    return [
+        (device_topic(d, Channel.REPORTED), pb.ReportedState(schema_version=1, device_id=d, ts_ms=5,
+                                                              labels=labels(d) if labels else {}).SerializeToString())
+        for d in device_ids
+    ]  # fmt: skip
 
 
 def test_deploy_publishes_retained_desired_state_to_the_targets_only(
@@ -169,13 +193,7 @@ def test_a_batch_of_reports_reads_the_device_rows_and_targets_once_and_rolls_the
             batch.append((device_topic(device_id, Channel.REPORTED), report_.SerializeToString()))
         online = pb.Presence(schema_version=1, device_id=device_id, online=True, ts_ms=3)
         batch.append((device_topic(device_id, Channel.PRESENCE), online.SerializeToString()))
-    statements: list[str] = []
-    listen = lambda _c, _cur, statement, *_a: statements.append(" ".join(statement.split()))  # noqa: E731
-    sqlalchemy.event.listen(any_engine, "before_cursor_execute", listen)
-    try:
-        Ingestor(any_engine).process(batch)
-    finally:
-        sqlalchemy.event.remove(any_engine, "before_cursor_execute", listen)
+    statements = statements_during(any_engine, lambda: Ingestor(any_engine).process(batch))
     device_reads = [s for s in statements if s.startswith("SELECT device.")]
     target_reads = [s for s in statements if s.startswith("SELECT deploymenttarget.")]
     roll_ups = [s for s in statements if s.startswith("SELECT DISTINCT deploymenttarget.status")]
@@ -226,6 +244,108 @@ def test_a_device_that_appears_later_gets_the_matching_label_deployment(
         [(device_topic("late", Channel.REPORTED), late.SerializeToString())]
     )
     assert desired(broker, "late").generation == 1  # type: ignore[union-attr]
+
+
+def test_first_reports_without_an_open_label_deployment_cost_one_query_in_all(
+    any_engine: Engine, broker: MemoryBroker, deployer: Deployer, register
+) -> None:
+    with Session(any_engine) as session:
+        register(session, "m")
+    enroll(any_engine, "old")
+    deployer.deploy(DeploymentCreate(model_id="m", device_ids=["old"]))  # by ids: nobody joins it by labels
+    devices = [f"d{n:02d}" for n in range(30)]
+    enroll(any_engine, *devices, labels={"site": "north"})
+    ingestor = Ingestor(any_engine, deployer=deployer)
+    statements = statements_during(any_engine, lambda: ingestor.process(first_reports(devices)))
+    deployment_reads = [s for s in statements if s.startswith("SELECT deployment.")]
+    device_reads = [s for s in statements if s.startswith("SELECT device.")]
+    assert (len(deployment_reads), len(device_reads)) == (1, 1)  # one reconcile per device: (30, 31)
+    assert ingestor.stats.device_updates == 30 and desired(broker, "d00") is None
+
+
+def test_a_batch_of_first_reports_joins_the_matching_devices_to_the_label_deployment_at_once(
+    any_engine: Engine, broker: MemoryBroker, deployer: Deployer, register
+) -> None:
+    with Session(any_engine) as session:
+        register(session, "m")
+    north = deployer.deploy(DeploymentCreate(model_id="m", labels={"site": "north"}, wait_for_devices=True))
+    site = lambda d: {"site": "north" if int(d[1:]) % 2 == 0 else "south"}  # noqa: E731
+
+    def first_batch(devices: list[str]) -> list[str]:
+        enroll(any_engine, *devices)  # without labels: their first reports bring them
+        return statements_during(any_engine, lambda: Ingestor(any_engine, deployer=deployer).process(
+            first_reports(devices, site)))  # fmt: skip
+
+    few, many = [f"a{n}" for n in range(4)], [f"b{n}" for n in range(24)]
+    few_statements, many_statements = first_batch(few), first_batch(many)
+    assert len(many_statements) == len(few_statements), many_statements  # not a transaction per device
+    joined = {d for d in few + many if site(d)["site"] == "north"}
+    for device_id in few + many:
+        state = desired(broker, device_id)
+        if device_id in joined:
+            assert state is not None and (state.deployment_id, state.generation) == (north.id, 1)
+        else:
+            assert state is None
+    with Session(any_engine) as session:
+        assert {t.device_id for t in rollout.targets_of(session, north.id)} == joined
+    # the same reports again (a redelivery), or a newer deployment by ids: nobody joins north again
+    Ingestor(any_engine, deployer=deployer).process(first_reports(many, site))
+    newer = deployer.deploy(DeploymentCreate(model_id="m", device_ids=["b0"]))
+    with Session(any_engine) as session:
+        device = fleet.get_device(session, "b0")
+        device.labels, device.reported_ts_ms = {}, 0  # as if relabelled: b0 is reconciled again
+        session.add(device)
+        session.commit()
+    Ingestor(any_engine, deployer=deployer).process(first_reports(["b0"], site))
+    assert desired(broker, "b0").deployment_id == newer.id  # type: ignore[union-attr]
+    assert desired(broker, "b2").generation == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.postgres
+def test_two_clouds_taking_in_the_same_first_reports_send_each_device_its_label_deployment_once(
+    postgres_url: str, register, director: Director
+) -> None:
+    """Two cloud processes on one broker without a share group both take in every report: each device's
+    first report is reconciled by both, at the same time. The device is targeted and sent its desired
+    state once, and neither transaction deadlocks."""
+    import threading
+
+    from cloud.db import create_tables, make_engine
+
+    engines = [make_engine(postgres_url) for _ in range(2)]
+    create_tables(engines[0])
+    broker = MemoryBroker()
+    sent: list[str] = []
+    watcher = MemoryTransport(broker)
+    watcher.set_message_handler(lambda topic, _payload: sent.append(topic))
+    watcher.subscribe("ef/v1/default/dev/+/desired")
+    watcher.start()
+    deployers = []
+    for engine in engines:
+        transport = MemoryTransport(broker)
+        transport.start()
+        deployers.append(Deployer(engine, transport, director=director, chunk_size_bytes=CHUNK))
+    try:
+        with Session(engines[0]) as session:
+            register(session, "m")
+        north = deployers[0].deploy(DeploymentCreate(model_id="m", labels={"site": "north"}, wait_for_devices=True))
+        devices = [f"d{n:02d}" for n in range(40)]
+        enroll(engines[0], *devices, labels={"site": "north"})
+        reports = first_reports(devices)
+        clouds = [threading.Thread(target=Ingestor(e, deployer=d).process, args=(reports,))
+                  for e, d in zip(engines, deployers, strict=True)]  # fmt: skip
+        for cloud in clouds:
+            cloud.start()
+        for cloud in clouds:
+            cloud.join(timeout=60)
+        assert not any(cloud.is_alive() for cloud in clouds)
+        assert sorted(sent) == sorted(device_topic(d, Channel.DESIRED) for d in devices)  # each once
+        with Session(engines[0]) as session:
+            targets = rollout.targets_of(session, north.id)
+            assert sorted(t.device_id for t in targets) == devices and {t.generation for t in targets} == {1}
+    finally:
+        for engine in engines:
+            engine.dispose()
 
 
 def test_republish_restores_lost_retained_state_without_a_new_generation(
