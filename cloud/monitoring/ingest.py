@@ -152,6 +152,31 @@ def feedback_rows(device_id: str, b: pb.FeedbackBatch, received_ms: int) -> list
     ]
 
 
+class UrgentBudget:
+    """How many windows each watched device may send ahead of the fleet: a token bucket per device (burst
+    `burst`, refilled `per_s` a second). A canary reports a window every telemetry interval (60 s by default,
+    1 s in the benchmarks), well inside it; one holding broker credentials and flooding its telemetry topic
+    would otherwise have every window stored first and starve the rest of the fleet's ingestion."""
+
+    def __init__(self, *, burst: float = 5.0, per_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst, self.per_s, self.clock = burst, per_s, clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # device id -> (tokens, when counted)
+
+    def take(self, device_id: str) -> bool:
+        now = self.clock()
+        tokens, then = self._buckets.get(device_id, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.per_s)
+        if tokens < 1.0:
+            self._buckets[device_id] = (tokens, now)
+            return False
+        self._buckets[device_id] = (tokens - 1.0, now)
+        return True
+
+    def keep_only(self, device_ids: Collection[str]) -> None:
+        """Forget devices no longer watched (the buckets stay as few as the open waves' devices)."""
+        self._buckets = {d: b for d, b in self._buckets.items() if d in device_ids}
+
+
 class Ingestor(MessageConsumer):
     def __init__(
         self,
@@ -175,6 +200,7 @@ class Ingestor(MessageConsumer):
         self._warned_devices: set[str] = set()
         # devices whose telemetry a rollout gate waits for (`watch`): their windows are stored first
         self._watched: frozenset[str] = frozenset()
+        self._urgent_budget = UrgentBudget()
         self.worker: BatchWorker[tuple[str, bytes]] = BatchWorker(
             "edgefleet-ingest", self.process, max_queue=max_queue, batch_size=batch_size, urgent=self._is_watched
         )
@@ -182,6 +208,7 @@ class Ingestor(MessageConsumer):
     def watch(self, device_ids: Collection[str]) -> None:
         """Store these devices' telemetry windows ahead of the rest (the rollout controller's open waves)."""
         self._watched = frozenset(device_ids)
+        self._urgent_budget.keep_only(self._watched)
 
     def _is_watched(self, message: tuple[str, bytes]) -> bool:
         """A telemetry window of a watched device (on the transport's thread: cheap, no decoding)."""
@@ -189,9 +216,11 @@ class Ingestor(MessageConsumer):
         if not watched or not topic.endswith(_TELEMETRY_SUFFIX):
             return False
         try:
-            return parse_device_topic(topic).device_id in watched
+            device_id = parse_device_topic(topic).device_id
         except TopicError:
             return False
+        # a watched device flooding windows jumps the queue only within its budget: the rest wait their turn
+        return device_id in watched and self._urgent_budget.take(device_id)
 
     def process(self, messages: list[tuple[str, bytes]]) -> None:
         """Store a batch in one transaction (falling back to one transaction per message)."""

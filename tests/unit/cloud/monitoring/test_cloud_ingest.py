@@ -11,6 +11,7 @@ from support.enrollment import enroll
 from cloud import fleet
 from cloud.db.tables import Device, EventRecord, SampleRecord, TelemetryRecord
 from cloud.monitoring import Ingestor
+from cloud.monitoring.ingest import UrgentBudget
 from cloud.mqtt.router import MessageRouter
 from edge_agent.transport import MemoryBroker, MemoryTransport, Will
 from protocols.topics import DEFAULT_FLEET, Channel, device_topic
@@ -274,3 +275,30 @@ def test_a_watched_devices_window_is_stored_ahead_of_a_burst(engine: Engine) -> 
     assert order[0] == ["dev-1:1"] and order[1] == ["dev-2:1", "dev-2:2"]  # next, before 20 older windows
     assert [m for batch in order[2:] for m in batch] == [f"dev-1:{s}" for s in range(2, 22)]  # in their order
     assert count(engine, TelemetryRecord) == 23
+
+
+def test_a_watched_device_flooding_its_windows_jumps_the_queue_only_within_its_budget(engine: Engine) -> None:
+    """A canary holding broker credentials could flood its telemetry topic: with every window of a watched
+    device stored first, the rest of the fleet's windows would wait behind the flood for as long as it lasts.
+    Past its small burst, a watched device's windows take the ordinary queue; another canary keeps its lane."""
+    ingestor = Ingestor(engine, clock=clock)
+    ingestor.watch({"canary-1", "canary-2"})
+    flood = [ingestor._is_watched(telemetry("canary-1", seq)) for seq in range(1, 101)]
+    assert 1 <= sum(flood) <= ingestor._urgent_budget.burst + 1  # the burst (and what refilled meanwhile)
+    assert flood[0] and not flood[-1]
+    assert ingestor._is_watched(telemetry("canary-2", 1))  # the other canary's window still goes first
+    assert not ingestor._is_watched(telemetry("dev-9", 1))  # a device not watched never does
+    ingestor.watch({"canary-2"})
+    assert list(ingestor._urgent_budget._buckets) == ["canary-2"]  # buckets only for watched devices
+
+
+def test_an_urgent_budget_refills_at_its_rate() -> None:
+    now = [0.0]
+    budget = UrgentBudget(burst=2, per_s=1.0, clock=lambda: now[0])
+    assert [budget.take("d") for _ in range(3)] == [True, True, False]
+    now[0] = 0.5
+    assert not budget.take("d")  # half a token
+    now[0] = 1.0
+    assert budget.take("d") and not budget.take("d")
+    now[0] = 100.0
+    assert [budget.take("d") for _ in range(3)] == [True, True, False]  # capped at the burst
