@@ -123,6 +123,14 @@ simulated agents send their first reports, not by the cloud. The new run's recor
 1,000 devices, SQLite, old and new run at the same time (load 20-40): settle_s 20.19 -> 2.94 (6.9x less),
 rollout_s 84.5 -> 83.2 (floors 33.2 / 24.0 s: the loaded machine, not the cloud, set the pace), cpu_s cloud
 11.8 -> 10.9, workers 15.0 -> 14.3, broker 1.3 -> 1.3; 11.5 KB of cloud payload and 186-188 KB RSS per device.
+
+Measured 2026-12-03 by the lead on a quiet machine (load 0.4-3), the morning's main (251da18) against the
+afternoon's (all of the above merged). 10,000 devices, PostgreSQL: rollout_s 108.6 -> 117.3 (floor 11.1 / 14.0:
+9.8x -> 8.4x), settle_s 22.1 -> 0.24, agents_active_s 103.1 -> 97.9 (the cloud recorded the last report 5.5 ->
+19 s after the agents said active), cpu_s cloud 69.1 -> 80.6, workers 97.3 -> 99.9, broker 15.1 -> 12.4, cloud
+bytes per device 12,397 -> 767, RSS per device 150 -> 160 KB. 1,000 devices, SQLite, alternating old/new/old/new
+(load 2): rollout_s 8.62 / 11.48 old, 8.97 / 11.22 new (5.9x / 8.0x and 7.9x / 7.4x the floor), cloud bytes
+11,542 -> 881: smaller desired states, not yet a faster rollout.
 """
 
 from __future__ import annotations
