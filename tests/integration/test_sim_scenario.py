@@ -93,7 +93,7 @@ def test_a_fault_during_a_slow_deploy_fires_on_time(tmp_path: Path) -> None:
     from simulator.scenario import parse_scenario
     from simulator.scenario_run import run_scenario
 
-    hold_s, bound_s = 4.0, 1.5
+    hold_s, bound_s = 4.0, 2.5  # the old code fired ~hold_s late; CI on a quiet machine saw 1.66 once
     events = """
 [[events]]
 at_s = 0.2
