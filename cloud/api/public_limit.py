@@ -27,44 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-import time
-from collections import OrderedDict
-from collections.abc import Callable
 
 from starlette.types import Scope, Send
 
 from cloud.errors import TooManyRequestsError
+from cloud.token_buckets import ClientRate
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/docs", "/redoc", "/openapi.json", "/console/signin"})
 PUBLIC_PREFIXES = ("/docs/", "/docs-assets/", "/console/static/")  # the offline docs' and the console's assets
 SCRAPE_PATH = "/metrics"  # public only when settings leave it open (metrics_needs_token false)
-
-
-class ClientRate:
-    """A token bucket per client address: `take(client)` spends one request, or says how long to wait."""
-
-    def __init__(self, per_s: float, burst: int, *, max_clients: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
-        self.per_s, self.burst, self.max_clients, self._clock = per_s, burst, max_clients, clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # client -> (tokens, at)
-        self.refused = 0  # 429s given (tests and benchmarks read it)
-
-    def take(self, client: str) -> int:
-        """0 and one request spent, or the whole seconds until the client may send the next one."""
-        now = self._clock()
-        tokens, at = self._buckets.pop(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - at) * self.per_s)
-        if tokens >= 1.0:
-            tokens -= 1.0
-            wait = 0
-        else:
-            wait = max(1, math.ceil((1.0 - tokens) / self.per_s))
-            self.refused += 1
-        self._buckets[client] = (tokens, now)  # most recently seen last
-        while len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
-        return wait
 
 
 class PublicGate:

@@ -32,6 +32,7 @@ from cloud.db.tables import EventRecord, FeedbackRecord, SampleRecord, Telemetry
 from cloud.errors import MalformedMessage
 from cloud.identity.enrollment import enrolled_labels
 from cloud.mqtt.worker import BatchWorker, Counters, MessageConsumer
+from cloud.token_buckets import ClientRate
 from cloud.types import ClockMs, now_ms
 from protocols.telemetry_bins import feature_sketches, latency_histogram
 from protocols.topics import DEFAULT_FLEET, Channel, TopicError, parse_device_topic
@@ -152,29 +153,18 @@ def feedback_rows(device_id: str, b: pb.FeedbackBatch, received_ms: int) -> list
     ]
 
 
-class UrgentBudget:
+class UrgentBudget(ClientRate):
     """How many windows each watched device may send ahead of the fleet: a token bucket per device (burst
     `burst`, refilled `per_s` a second). A canary reports a window every telemetry interval (60 s by default,
     1 s in the benchmarks), well inside it; one holding broker credentials and flooding its telemetry topic
     would otherwise have every window stored first and starve the rest of the fleet's ingestion."""
 
-    def __init__(self, *, burst: float = 5.0, per_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.burst, self.per_s, self.clock = burst, per_s, clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # device id -> (tokens, when counted)
+    def __init__(self, *, burst: int = 5, per_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(per_s, burst, clock=clock)
 
-    def take(self, device_id: str) -> bool:
-        now = self.clock()
-        tokens, then = self._buckets.get(device_id, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - then) * self.per_s)
-        if tokens < 1.0:
-            self._buckets[device_id] = (tokens, now)
-            return False
-        self._buckets[device_id] = (tokens - 1.0, now)
-        return True
-
-    def keep_only(self, device_ids: Collection[str]) -> None:
-        """Forget devices no longer watched (the buckets stay as few as the open waves' devices)."""
-        self._buckets = {d: b for d, b in self._buckets.items() if d in device_ids}
+    def take(self, client: str) -> bool:  # type: ignore[override]
+        """True and one window spent, or False: the device is past its budget."""
+        return super().take(client) == 0
 
 
 class Ingestor(MessageConsumer):
