@@ -10,6 +10,8 @@
   up-api-x2    the same with two API processes (--api-processes 2)
   up-alerts-in-core  `edgefleet up` with the alert evaluation on a thread of the cloud's core process, as before
                (EDGEFLEET_ALERT_PROCESS=0); `up` runs it in a process of its own (cloud.monitoring.alert_process)
+  NAME@base    candidate NAME with the cloud's code from --base (a checkout of the old code, e.g. `git worktree
+               add /tmp/base main`): old and new side by side in one run, on the same machine load
   floor        a bare uvicorn + httptools + uvloop app answering fixed bytes (benchmarks/console_api.py's), in
                its own process, measured right after each candidate: what any API process costs at that moment
 
@@ -135,17 +137,20 @@ def in_process(data_dir: Path, broker_url: str, setup: dict[str, Any], args: arg
 
 @contextlib.contextmanager
 def own_process(data_dir: Path, broker_url: str, setup: dict[str, Any], args: argparse.Namespace,
-                api_processes: int = 1, env_extra: dict[str, str] | None = None) -> Iterator[Any]:  # fmt: skip
+                api_processes: int = 1, env_extra: dict[str, str] | None = None,
+                code: Path | None = None) -> Iterator[Any]:  # fmt: skip
     """`edgefleet up` in a process of its own (its API in `api_processes` more), the agents in a ProcessFleet
-    worker."""
+    worker; the cloud runs the code under `code` (default: this checkout's)."""
     from simulator.host import DeviceSpec
     from simulator.process_fleet import ProcessFleet
 
     port = free_port()
-    env = {**os.environ, **cloud_env(args), **(env_extra or {}), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    code = code or Path(__file__).resolve().parents[1]
+    env = {**os.environ, **cloud_env(args), **(env_extra or {}), "PYTHONPATH": str(code)}
     command = [sys.executable, "-m", "cloud.cli", "up", "--data-dir", str(data_dir), "--mqtt-url", broker_url,
                "--port", str(port), "--api-processes", str(api_processes)]  # fmt: skip
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, env=env, cwd=code, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)  # fmt: skip
     try:
         assert process.stdout is not None
         for line in process.stdout:  # `up` prints "running; Ctrl-C stops" once everything is up
@@ -216,6 +221,7 @@ def main() -> int:
                         help="of in-process, up-api-thread, up, up-api-x2, up-alerts-in-core")
     parser.add_argument("--paths", default="/api/v1/devices,/api/v1/models,/api/v1/devices/bench-0000/telemetry")
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--base", type=Path, help="a checkout of the old code, for candidates named NAME@base")
     parser.add_argument("--hold", type=float, default=0.0, help="s to wait before measuring (to attach py-spy)")
     args = parser.parse_args()
     if not wrk.available():
@@ -225,6 +231,11 @@ def main() -> int:
     makers = {"in-process": in_process, "up-api-thread": partial(own_process, api_processes=0),
               "up": own_process, "up-api-x2": partial(own_process, api_processes=2),
               "up-alerts-in-core": partial(own_process, env_extra={"EDGEFLEET_ALERT_PROCESS": "0"})}
+    for name in [c for c in args.candidates.split(",") if c.endswith("@base")]:
+        maker = makers[name.removesuffix("@base")]
+        if args.base is None or maker is in_process:
+            parser.error(f"{name}: needs --base, and a candidate whose cloud runs in its own process")
+        makers[name] = partial(maker, code=args.base.resolve())
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp)) as broker:
         data_dir = Path(tmp) / "cloud"

@@ -53,10 +53,13 @@ def create_app(settings: CloudSettings, services: AppServices) -> ConsoleApp:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
     add_compression(app)  # gzip for the full app's big answers; cached ones are gzipped once (CachedAnswer)
-    # list answers and device pages (cloud.api.read_cache)
-    app.state.read_cache = ReadCache[CachedAnswer](settings.api_read_cache_s, max_entries=1024)
+    # list answers and device pages (cloud.api.read_cache); they and token records are served up to one more
+    # TTL while a slow reload runs (stale_s)
+    app.state.read_cache = ReadCache[CachedAnswer](settings.api_read_cache_s, max_entries=1024,
+                                                   stale_s=settings.api_read_cache_s)  # fmt: skip
     app.state.health_cache = ReadCache[CachedAnswer](settings.health_cache_s, max_entries=1)
-    app.state.token_cache = ReadCache[object](settings.api_token_cache_s, max_entries=4096)  # cloud.api.auth
+    app.state.token_cache = ReadCache[object](settings.api_token_cache_s, max_entries=4096,  # cloud.api.auth
+                                              stale_s=settings.api_token_cache_s)  # fmt: skip
     app.add_middleware(ForgetReadsOnWrite, cache=app.state.read_cache)
     app.state.read_routes = ReadRoutes()
     # before everything: a repeated GET of a cached answer skips the stack, routing and dependencies

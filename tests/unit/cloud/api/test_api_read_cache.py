@@ -184,3 +184,55 @@ def test_a_value_due_for_refresh_is_served_while_one_reload_runs_behind_it() -> 
         assert cache.peek("k") is None  # never served past its TTL
 
     asyncio.run(run())
+
+
+def test_an_expired_value_is_served_while_its_slow_reload_runs_for_at_most_stale_s() -> None:
+    # a reload slower than the refresh-ahead quarter (200 devices reporting on a busy 2-core machine: 0.3-1 s)
+    # let the value expire under its readers, and every reader then waited for that reload (the API's p99)
+    clock = Clock()
+    cache: ReadCache[int] = ReadCache(1.0, stale_s=1.0, clock=clock)
+    gate = asyncio.Event()
+
+    async def load() -> int:
+        if cache.loads > 1:
+            await gate.wait()  # the database is slow
+        return cache.loads
+
+    async def run() -> None:
+        assert await cache.get("k", load) == 1
+        clock.now += 0.8  # due: a reload starts behind the answer
+        assert await cache.get("k", load) == 1
+        await asyncio.sleep(0)
+        clock.now += 0.5  # past the TTL, the reload still running
+        assert cache.peek("k") == 1  # the fast lane keeps answering
+        reader = asyncio.ensure_future(cache.get("k", load))
+        await asyncio.sleep(0)
+        assert reader.done() and reader.result() == 1  # and so does `get`: nobody waits for the reload
+        clock.now += 0.8  # past TTL + stale_s: too old to serve
+        assert cache.peek("k") is None
+        late = asyncio.ensure_future(cache.get("k", load))
+        await asyncio.sleep(0)
+        assert not late.done()  # waits for the reload under way (one load, shared)
+        gate.set()
+        assert await late == 2 and cache.loads == 2 and cache.peek("k") == 2
+
+    asyncio.run(run())
+
+
+def test_an_expired_value_without_a_reload_under_way_is_never_served() -> None:
+    clock = Clock()
+    cache: ReadCache[int] = ReadCache(1.0, stale_s=1.0, clock=clock)
+
+    async def load() -> int:
+        return cache.loads
+
+    assert asyncio.run(cache.get("k", load)) == 1
+    clock.now += 1.01  # nobody read it in its last quarter: no reload started
+    assert cache.peek("k") is None
+    assert asyncio.run(cache.get("k", load)) == 2  # loaded afresh, not the old value
+
+
+def test_the_app_serves_lists_and_token_records_a_ttl_late_while_they_reload(app: FastAPI) -> None:
+    settings = app.state.settings
+    assert app.state.read_cache.stale_s == settings.api_read_cache_s > 0
+    assert app.state.token_cache.stale_s == settings.api_token_cache_s > 0
