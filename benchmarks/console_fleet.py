@@ -12,8 +12,9 @@
                (EDGEFLEET_ALERT_PROCESS=0); `up` runs it in a process of its own (cloud.monitoring.alert_process)
   NAME@base    candidate NAME with the cloud's code from --base (a checkout of the old code, e.g. `git worktree
                add /tmp/base main`): old and new side by side in one run, on the same machine load
-  floor        a bare uvicorn + httptools + uvloop app answering fixed bytes (benchmarks/console_api.py's), in
-               its own process, measured right after each candidate: what any API process costs at that moment
+  floor        a bare uvicorn + httptools + uvloop app (as the API runs) answering, on each path, the same bytes
+               the API answered there (200 devices: 87 KB), in its own process, measured right after each
+               candidate: what any API process costs for those answers at that moment
 
 Each phase (candidate, fleet reporting then idle) is measured with wrk (benchmarks/wrk.py) at 100 clients,
 kept-alive and with a new connection per request, on each path; the floor beside it. Candidates alternate
@@ -188,14 +189,32 @@ def own_process(data_dir: Path, broker_url: str, setup: dict[str, Any], args: ar
             process.wait()
 
 
-def floor_server() -> tuple[mp.process.BaseProcess, int]:
-    from console_api import _serve  # benchmarks/console_api.py's floor
-
+def floor_server(bodies: dict[str, bytes]) -> tuple[mp.process.BaseProcess, int]:
     context = mp.get_context("spawn")
     ports = context.Queue()
-    process = context.Process(target=_serve, args=("floor", "", None, "", ports), daemon=True)
+    process = context.Process(target=_serve_floor, args=(bodies, ports), daemon=True)
     process.start()
     return process, int(ports.get(timeout=60))
+
+
+def _serve_floor(bodies: dict[str, bytes], ports: Any) -> None:
+    """Each path's bytes, no routing, no auth, no database: uvicorn alone for answers of that size."""
+    import uvicorn
+
+    from cloud.api.listen import listen_socket
+
+    answers = {path: [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+               for path, body in bodies.items()}  # fmt: skip
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        path = scope["path"] if scope["path"] in bodies else next(iter(bodies))
+        await send({"type": "http.response.start", "status": 200, "headers": answers[path]})
+        await send({"type": "http.response.body", "body": bodies[path]})
+
+    sock = listen_socket("127.0.0.1", 0)
+    ports.put(sock.getsockname()[1])
+    config = uvicorn.Config(app, log_level="error", lifespan="off", access_log=False, http="httptools", loop="uvloop")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def measure(url: str, paths: list[str], token: str, seconds: float, **labels: Any) -> list[dict[str, Any]]:
@@ -217,8 +236,11 @@ def main() -> int:
     parser.add_argument("--tick", type=float, default=1.0, help="the rollout controller's period, s")
     parser.add_argument("--telemetry-period", type=float, default=1.0, help="s between telemetry windows")
     parser.add_argument("--fleet-workers", type=int, default=1, help="ProcessFleet workers (own-process)")
-    parser.add_argument("--candidates", default="in-process,up-api-thread,up",
-                        help="of in-process, up-api-thread, up, up-api-x2, up-alerts-in-core")
+    parser.add_argument(
+        "--candidates",
+        default="in-process,up-api-thread,up",
+        help="of in-process, up-api-thread, up, up-api-x2, up-alerts-in-core",
+    )
     parser.add_argument("--paths", default="/api/v1/devices,/api/v1/models,/api/v1/devices/bench-0000/telemetry")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--base", type=Path, help="a checkout of the old code, for candidates named NAME@base")
@@ -228,9 +250,13 @@ def main() -> int:
         print("wrk is not installed", file=sys.stderr)
         return 2
     paths = args.paths.split(",")
-    makers = {"in-process": in_process, "up-api-thread": partial(own_process, api_processes=0),
-              "up": own_process, "up-api-x2": partial(own_process, api_processes=2),
-              "up-alerts-in-core": partial(own_process, env_extra={"EDGEFLEET_ALERT_PROCESS": "0"})}
+    makers = {
+        "in-process": in_process,
+        "up-api-thread": partial(own_process, api_processes=0),
+        "up": own_process,
+        "up-api-x2": partial(own_process, api_processes=2),
+        "up-alerts-in-core": partial(own_process, env_extra={"EDGEFLEET_ALERT_PROCESS": "0"}),
+    }
     for name in [c for c in args.candidates.split(",") if c.endswith("@base")]:
         maker = makers[name.removesuffix("@base")]
         if args.base is None or maker is in_process:
@@ -240,8 +266,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp)) as broker:
         data_dir = Path(tmp) / "cloud"
         setup = prepare(data_dir, broker.url, args.devices, args.database_url)
-        floor, floor_port = floor_server()
-        floor_url = f"http://127.0.0.1:{floor_port}"
+        floor: mp.process.BaseProcess | None = None
+        floor_url = ""
         deployed = False
         try:
             for n in range(args.rounds):
@@ -259,6 +285,9 @@ def main() -> int:
                         assert took is not None, "the fleet did not reach v1"
                         for path in paths:  # each list once through the full app (the fast lane learns it)
                             api.get(path).raise_for_status()
+                        if floor is None:  # the floor answers what the API answers (wrk asks no gzip)
+                            floor, floor_port = floor_server({p: api.get(p).content for p in paths})
+                            floor_url = f"http://127.0.0.1:{floor_port}"
                         for state in ("reporting", "idle"):
                             if state == "reporting":
                                 fleet.report()
@@ -273,24 +302,33 @@ def main() -> int:
                             labels = {"round": n, "fleet": state}
                             rows += measure(fleet.api_url, paths, setup["token"], args.seconds, candidate=name,
                                             **labels)  # fmt: skip
-                            rows += measure(floor_url, paths[:1], setup["token"], args.seconds, candidate="floor",
+                            rows += measure(floor_url, paths, setup["token"], args.seconds, candidate="floor",
                                             beside=name, **labels)  # fmt: skip
                         api.close()
         finally:
-            floor.terminate()
+            if floor is not None:
+                floor.terminate()
     print(json.dumps({"rows": rows, "summary": summary(rows), "loadavg": [round(x, 2) for x in os.getloadavg()]}))
     return 0
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The worst p99 (and its p50) of each candidate, fleet state and connection kind, over paths and rounds."""
+    """The worst p99 (and its p50) of each candidate, fleet state and connection kind, over paths and rounds;
+    for a candidate also the worst ratio of its p99 to the floor's on the same path measured right after it."""
     out: dict[str, Any] = {}
+    floors = {(r["beside"], r["round"], r["fleet"], r["keepalive"], r["path"]): r["p99_ms"]
+              for r in rows if r["candidate"] == "floor"}  # fmt: skip
     for row in rows:
         who = row["candidate"] if row["candidate"] != "floor" else f"floor beside {row['beside']}"
         key = f"{who} {row['fleet']} {'keepalive' if row['keepalive'] else 'new_conn'}"
         worst = out.get(key)
         if worst is None or row["p99_ms"] > worst["p99_ms"]:
-            out[key] = {"p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"], "path": row["path"], "load1": row["load1"]}
+            out[key] = {**(worst or {}), "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"], "path": row["path"],
+                        "load1": row["load1"]}  # fmt: skip
+        floor = floors.get((row["candidate"], row["round"], row["fleet"], row["keepalive"], row["path"]))
+        if floor:
+            ratio = round(row["p99_ms"] / floor, 2)
+            out[key]["worst_p99_over_floor"] = max(out[key].get("worst_p99_over_floor", 0), ratio)
     return out
 
 
