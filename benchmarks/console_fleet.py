@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -250,7 +250,7 @@ def main() -> int:
         print("wrk is not installed", file=sys.stderr)
         return 2
     paths = args.paths.split(",")
-    makers = {
+    makers: dict[str, Callable[..., Any]] = {
         "in-process": in_process,
         "up-api-thread": partial(own_process, api_processes=0),
         "up": own_process,
