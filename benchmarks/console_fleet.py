@@ -24,6 +24,24 @@ kept-alive and with a new connection per request, on each path; the floor beside
     .venv/bin/python benchmarks/console_fleet.py [--devices 200] [--rounds 1] [--seconds 5] [--tick 1.0]
 
 Prints one JSON object last: {"rows": [...], "summary": {...}, "loadavg": [...]}.
+
+Where the tail went (`up`, 200 agents reporting, SQLite and PostgreSQL, load 13-29 from other work on the 2
+cores). py-spy on the API process during wrk: its event loop answers nearly every request from the fast lane
+(cloud.api.fast_reads: no database, no core link; the loop's time is uvicorn writing the 87 KB device list);
+the core link is not on these paths, and SQLite readers do not wait on ingestion's write lock (read-only
+sessions begin deferred under WAL; tests/unit/cloud/api/test_api_pool.py). A timing wrapper on ReadCache in the
+API process (a sitecustomize on PYTHONPATH, not in the tree) found the rest: the refresh-ahead reload of the
+device list (50-70 ms of work on a quiet machine) and of the token record took 0.3-1.3 s of wall time on the
+busy machine (a worker thread sharing the interpreter lock with the busy loop, and 1/8 of a core), longer than
+the last quarter of the 1 s TTL in which it starts, so the value expired under its readers and all of them
+waited for that reload: 660-1,560 requests per candidate run (6-12 of every 12 five-second windows) waited,
+up to 1.2 s. Serving the expired value while its reload runs (ReadCache.stale_s, one more TTL) left 150-380 a
+run, nearly all the first wave after a quiet spell (each measurement's first 100 requests: nothing fresh enough
+to serve; a reload slower than 1.25 s, seen once at load 27, also still waits). Six old/new pairs (--base,
+3 runs, 2 rounds): the median p99 while the fleet reports 1,027 -> 687, 727 -> 651, 460 -> 464 ms; fleet idle
+441 -> 442, 370 -> 312, 375 -> 267 ms; the median p99 over the floor's right after it 2.1 -> 2.0, 1.9 -> 1.7,
+1.4 -> 1.4. What stays is the machine: the floor's own keep-alive p99 ranged 44-1,350 ms between minutes at that
+load, and any one p99 of ours went from 45 ms to 3.9 s with it; no p99 < 50 ms can be read at load 13-29.
 """
 
 from __future__ import annotations
