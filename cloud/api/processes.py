@@ -19,7 +19,7 @@ while the fleet reported).
 
 Each process keeps its own read and token caches: with several, a change made through one shows in the
 others' lists within `api_read_cache_s`, and a token revoked through one is refused by the others within
-`api_token_cache_s` (as for changes made on the database).
+`api_token_cache_s` (as for changes made on the database; twice that while a reload is slow: read_cache).
 """
 
 from __future__ import annotations
