@@ -52,6 +52,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -180,10 +181,12 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
     def recovered() -> bool:
         now, on_bad, on_good = time.monotonic(), running(fleet, bad, canaries), running(fleet, good, canaries)
         back_at.update({d: now for d in on_good if d not in back_at and d in seen_bad})
+        bad_at.update({d: now for d in on_bad if d not in bad_at})
         seen_bad.update(on_bad)
         return not on_bad and len(on_good) == len(canaries)
 
     seen_bad: set[str] = set()
+    bad_at: dict[str, float] = {}  # canary -> when it was first seen running `bad`
     back = wait_for(recovered, args.timeout, poll_s=0.02)
     recovered_s = None if back is None else time.monotonic() - activated
     recorded_ms = recorded_at_ms(cloud, canaries, good, args.timeout) if back is not None else None
@@ -203,6 +206,11 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
             "first_back": None if not back_at else activated_ms + (min(back_at.values()) - activated) * 1000,
             "last_back": None if not back_at else activated_ms + (max(back_at.values()) - activated) * 1000,
             "recorded": recorded_ms})  # fmt: skip
+        # the wave's spread: the early breach needs a second canary's windows (gates.EARLY_MIN_DEVICES)
+        seen = sorted(bad_at.values())
+        timeline["canaries_seen_bad"] = len(seen)
+        timeline["second_active_s"] = round(seen[1] - activated, 2) if len(seen) > 1 else None
+        timeline["last_active_s"] = round(seen[-1] - activated, 2) if seen else None
         return {
             "stopped_in_first_wave": bool(first_wave is not None and stopped), "reason": rollout.reason,
             "decided_s": None if decided is None else round((decided - activated_ms) / 1000, 2),
@@ -262,14 +270,15 @@ def trial_timeline(session: Session, canaries: list[str], bad: str, good: str, r
     return {"timeline_s": timeline, "stage_s": stage_s,
             "dominant_stage": max(known, key=known.__getitem__) if known else None,
             "breach_evidence_windows": evidence[1] if evidence else None,
-            "breach_evidence_inferences": evidence[2] if evidence else None}  # fmt: skip
+            "breach_evidence_inferences": evidence[2] if evidence else None,
+            "breach_evidence_devices": evidence[3] if evidence else None}  # fmt: skip
 
 
 def breach_evidence(session: Session, canaries: list[str], good: str, rollout: Rollout,
-                    rows: list[TelemetryRecord]) -> tuple[int, int, int] | None:  # fmt: skip
+                    rows: Sequence[TelemetryRecord]) -> tuple[int, int, int, int] | None:  # fmt: skip
     """When the canaries' bad-model windows stored so far (in storing order) first made the rollout's own gates
     breach, against the controller's baseline (the previous model on the canaries before the wave opened):
-    (ms, windows, inferences), or None."""
+    (ms, windows, inferences, devices), or None."""
     from dataclasses import replace
 
     from cloud.rollout.figures import arm_figures, figures_for
@@ -285,7 +294,7 @@ def breach_evidence(session: Session, canaries: list[str], good: str, rollout: R
             continue  # one batch: judged once it is all stored
         new = arm_figures(window_rows[: i + 1])
         if judge(policy, InstallTally(len(canaries), 0), new, baseline).decision.value == "breach":
-            return row.received_at_ms, i + 1, new.inferences + new.errors
+            return row.received_at_ms, i + 1, new.inferences + new.errors, new.devices
     return None
 
 
