@@ -238,10 +238,11 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
 
 
 # the recovery's stages in order, each timed from the first bad-model activation (s): the first window of the bad
-# model closed (published), stored, the stored windows enough for the gates to breach (replayed: the real gates
+# model holding calls closed (published: the traffic reached a canary; an agent sends empty windows for a model
+# it just activated until its requests come), that window stored, the stored windows enough for the gates to breach (replayed: the real gates
 # on the windows stored so far), the controller's rollback decision, its step's end (the rollback desired states
 # published), the first and the last canary seen back on the previous model, every canary's row saying so
-STAGES = ("first_published", "first_stored", "breach_evidence", "decided", "rollback_published", "first_back",
+STAGES = ("first_served", "served_stored", "breach_evidence", "decided", "rollback_published", "first_back",
           "last_back", "recorded")  # fmt: skip
 
 
@@ -253,8 +254,10 @@ def trial_timeline(session: Session, canaries: list[str], bad: str, good: str, r
                                                       TelemetryRecord.model_version == bad,
                                                       TelemetryRecord.received_at_ms >= since_ms)
                         .order_by(col(TelemetryRecord.received_at_ms))).all()  # fmt: skip
-    at: dict[str, float | None] = {"first_published": min((r.window_end_ms for r in rows), default=None),
-                                   "first_stored": rows[0].received_at_ms if rows else None}  # fmt: skip
+    served = [r for r in rows if r.inference_count + r.error_count]
+    first = min(served, key=lambda r: r.window_end_ms, default=None)
+    at: dict[str, float | None] = {"first_served": None if first is None else first.window_end_ms,
+                                   "served_stored": None if first is None else first.received_at_ms}  # fmt: skip
     evidence = breach_evidence(session, canaries, good, rollout, rows)
     at["breach_evidence"] = evidence[0] if evidence else None
     at.update({k: marks[k] for k in STAGES if k in marks})
