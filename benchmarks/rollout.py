@@ -239,9 +239,10 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
 
 # the recovery's stages in order, each timed from the first bad-model activation (s): the first window of the bad
 # model holding calls closed (published: the traffic reached a canary; an agent sends empty windows for a model
-# it just activated until its requests come), that window stored, the stored windows enough for the gates to breach (replayed: the real gates
-# on the windows stored so far), the controller's rollback decision, its step's end (the rollback desired states
-# published), the first and the last canary seen back on the previous model, every canary's row saying so
+# it just activated until its requests come), that window stored, the stored windows enough for the gates to
+# breach (replayed: the real gates on the windows stored so far), the controller's rollback decision, its step's
+# end (the rollback desired states published), the first and the last canary seen back on the previous model,
+# every canary's row saying so
 STAGES = ("first_served", "served_stored", "breach_evidence", "decided", "rollback_published", "first_back",
           "last_back", "recorded")  # fmt: skip
 
