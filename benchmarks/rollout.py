@@ -51,6 +51,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,7 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
     step = cloud.rollouts.step
 
     acted_ms: dict[str, float] = {}  # the step that opened the wave, the one that rolled back: ms each took
+    acted_at_ms: dict[str, float] = {}  # ... and when each ended (wall clock, ms)
 
     def timed_step(deployment_id: str) -> Any:  # how long the controller's steps take, while this trial runs
         begun = time.perf_counter()
@@ -162,6 +165,7 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
             steps_ms.append((time.perf_counter() - begun) * 1000)
             if action is not None and action.value in ("open_wave", "rollback"):
                 acted_ms[action.value] = steps_ms[-1]
+                acted_at_ms[action.value] = time.time() * 1000  # the step publishes its desired states last
 
     cloud.rollouts.step = timed_step  # type: ignore[method-assign]
     started = api.post("/api/v1/rollouts", json={
@@ -177,12 +181,15 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
     def recovered() -> bool:
         now, on_bad, on_good = time.monotonic(), running(fleet, bad, canaries), running(fleet, good, canaries)
         back_at.update({d: now for d in on_good if d not in back_at and d in seen_bad})
+        bad_at.update({d: now for d in on_bad if d not in bad_at})
         seen_bad.update(on_bad)
         return not on_bad and len(on_good) == len(canaries)
 
     seen_bad: set[str] = set()
+    bad_at: dict[str, float] = {}  # canary -> when it was first seen running `bad`
     back = wait_for(recovered, args.timeout, poll_s=0.02)
     recovered_s = None if back is None else time.monotonic() - activated
+    recorded_ms = recorded_at_ms(cloud, canaries, good, args.timeout) if back is not None else None
     cloud.rollouts.step = step  # type: ignore[method-assign]
     with Session(cloud.engine) as session:
         rollout = session.get(Rollout, started["deployment_id"])
@@ -194,6 +201,16 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
         first_window = judgeable_at_ms(session, bad, {"min_devices": 1, "min_inferences": 1},
                                        since_ms=int(activated_ms) - 1000)  # fmt: skip
         stopped = rollout.state == "rolled_back" and rollout.current_wave == 0
+        timeline = trial_timeline(session, canaries, bad, good, rollout, int(activated_ms) - 1000, {
+            "active": activated_ms, "decided": decided, "rollback_published": acted_at_ms.get("rollback"),
+            "first_back": None if not back_at else activated_ms + (min(back_at.values()) - activated) * 1000,
+            "last_back": None if not back_at else activated_ms + (max(back_at.values()) - activated) * 1000,
+            "recorded": recorded_ms})  # fmt: skip
+        # the wave's spread: the early breach needs a second canary's windows (gates.EARLY_MIN_DEVICES)
+        seen = sorted(bad_at.values())
+        timeline["canaries_seen_bad"] = len(seen)
+        timeline["second_active_s"] = round(seen[1] - activated, 2) if len(seen) > 1 else None
+        timeline["last_active_s"] = round(seen[-1] - activated, 2) if seen else None
         return {
             "stopped_in_first_wave": bool(first_wave is not None and stopped), "reason": rollout.reason,
             "decided_s": None if decided is None else round((decided - activated_ms) / 1000, 2),
@@ -216,7 +233,87 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
             "step_max_ms": round(max(steps_ms), 1) if steps_ms else None,
             "recovered_s": None if recovered_s is None else round(recovered_s, 2),
             "recovered_in_gate_periods": None if recovered_s is None else round(recovered_s / args.tick, 1),
+            **timeline,
         }  # fmt: skip
+
+
+# the recovery's stages in order, each timed from the first bad-model activation (s): the first window of the bad
+# model holding calls closed (published: the traffic reached a canary; an agent sends empty windows for a model
+# it just activated until its requests come), that window stored, the stored windows enough for the gates to
+# breach (replayed: the real gates on the windows stored so far), the controller's rollback decision, its step's
+# end (the rollback desired states published), the first and the last canary seen back on the previous model,
+# every canary's row saying so
+STAGES = ("first_served", "served_stored", "breach_evidence", "decided", "rollback_published", "first_back",
+          "last_back", "recorded")  # fmt: skip
+
+
+def trial_timeline(session: Session, canaries: list[str], bad: str, good: str, rollout: Rollout, since_ms: int,
+                   marks: dict[str, float | None]) -> dict[str, Any]:  # fmt: skip
+    """`timeline_s` (stage -> s since the bad model's first activation), `stage_s` (each stage's own share:
+    since the stage before), `dominant_stage`, and the bad model's windows' counts at the breach evidence."""
+    rows = session.exec(select(TelemetryRecord).where(col(TelemetryRecord.device_id).in_(canaries),
+                                                      TelemetryRecord.model_version == bad,
+                                                      TelemetryRecord.received_at_ms >= since_ms)
+                        .order_by(col(TelemetryRecord.received_at_ms))).all()  # fmt: skip
+    served = [r for r in rows if r.inference_count + r.error_count]
+    first = min(served, key=lambda r: r.window_end_ms, default=None)
+    at: dict[str, float | None] = {"first_served": None if first is None else first.window_end_ms,
+                                   "served_stored": None if first is None else first.received_at_ms}  # fmt: skip
+    evidence = breach_evidence(session, canaries, good, rollout, rows)
+    at["breach_evidence"] = evidence[0] if evidence else None
+    at.update({k: marks[k] for k in STAGES if k in marks})
+    active = marks["active"] or 0.0
+    timeline = {k: None if at.get(k) is None else round((at[k] - active) / 1000, 2) for k in STAGES}  # type: ignore[operator]
+    stage_s: dict[str, float | None] = {}
+    before = 0.0
+    for k in STAGES:
+        value = timeline[k]
+        stage_s[k] = None if value is None else round(value - before, 2)
+        before = value if value is not None else before
+    known = {k: v for k, v in stage_s.items() if v is not None}
+    return {"timeline_s": timeline, "stage_s": stage_s,
+            "dominant_stage": max(known, key=known.__getitem__) if known else None,
+            "breach_evidence_windows": evidence[1] if evidence else None,
+            "breach_evidence_inferences": evidence[2] if evidence else None,
+            "breach_evidence_devices": evidence[3] if evidence else None}  # fmt: skip
+
+
+def breach_evidence(session: Session, canaries: list[str], good: str, rollout: Rollout,
+                    rows: Sequence[TelemetryRecord]) -> tuple[int, int, int, int] | None:  # fmt: skip
+    """When the canaries' bad-model windows stored so far (in storing order) first made the rollout's own gates
+    breach, against the controller's baseline (the previous model on the canaries before the wave opened):
+    (ms, windows, inferences, devices), or None."""
+    from dataclasses import replace
+
+    from cloud.rollout.figures import arm_figures, figures_for
+    from cloud.rollout.gates import GatePolicy, InstallTally, judge
+
+    opened = rollout.wave_opened_ms or 0
+    baseline = figures_for(session, canaries, MODEL_ID, good, since_ms=opened - 86_400_000, until_ms=opened)
+    policy = GatePolicy(**rollout.gates)
+    policy = replace(policy, min_devices=min(policy.min_devices, len(canaries)))
+    window_rows = [r for r in rows if r.window_end_ms >= opened]
+    for i, row in enumerate(window_rows):
+        if i + 1 < len(window_rows) and window_rows[i + 1].received_at_ms == row.received_at_ms:
+            continue  # one batch: judged once it is all stored
+        new = arm_figures(window_rows[: i + 1])
+        if judge(policy, InstallTally(len(canaries), 0), new, baseline).decision.value == "breach":
+            return row.received_at_ms, i + 1, new.inferences + new.errors, new.devices
+    return None
+
+
+def recorded_at_ms(cloud: CloudService, canaries: list[str], good: str, timeout_s: float) -> float | None:
+    """When every canary's device row (the cloud's record) names `good` active again (wall ms), or None."""
+    from cloud.db.tables import Device
+
+    assert cloud.engine is not None
+
+    def recorded() -> bool:
+        with Session(cloud.engine) as session:
+            found = session.exec(select(Device.active_version).where(col(Device.id).in_(canaries))).all()
+        return len(found) == len(canaries) and all(v == good for v in found)
+
+    return None if wait_for(recorded, timeout_s, poll_s=0.05) is None else time.time() * 1000
 
 
 def judgeable_at_ms(session: Session, version: str, gates: dict[str, Any], since_ms: int) -> int | None:
@@ -408,6 +505,11 @@ def main() -> int:
                             values = [t[part] for t in mine if t[part] is not None]
                             median_s = round(statistics.median(values), 2) if values else None
                             result[f"bad_model_{part}{suffix}"] = median_s
+                        result[f"bad_model_stage_s{suffix}"] = {  # each stage's median share (s)
+                            k: round(statistics.median(v), 2) for k in STAGES
+                            if (v := [t["stage_s"][k] for t in mine if t["stage_s"][k] is not None])}  # fmt: skip
+                        result[f"bad_model_dominant_stages{suffix}"] = dict(
+                            Counter(t["dominant_stage"] for t in mine).most_common())  # fmt: skip
                         result[f"bad_model_trials_within_2_gate_periods{suffix}"] = sum(
                             p is not None and p <= 2 for p in periods)  # fmt: skip
                     result["bad_model_stopped_in_first_wave"] = all(t["stopped_in_first_wave"] for t in trials)

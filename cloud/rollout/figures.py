@@ -12,6 +12,13 @@ device's errors or prediction shift (a bad model passing), or claim errors enoug
 Honest fleets with even traffic are not touched; a wave of one device has nobody to be compared with.
 (Latency quantiles come from the merged histograms, uncapped; the per-device histograms and shadow counts kept
 for the gates' early tests are capped.)
+
+A device counts (in `devices`, the gates' min_devices and their early floor of two, and in that median) only
+once its windows hold a call (an inference or an error): an agent that activates a model sends an empty window
+for it until its first requests come. Counting those, one device's calls beside an empty window passed the
+early floor of two devices, and empty windows pulled the median to 0, capping every device at 4 calls: a
+canary wave's first 10-row windows counted 4 rows each, and the gates waited a telemetry period or two more
+(synchronised traffic, benchmarks/rollout.py).
 """
 
 from __future__ import annotations
@@ -31,18 +38,20 @@ MAX_DEVICE_SHARE = 4.0  # a device counts for at most this many median devices
 
 def device_weights(rows: Sequence[TelemetryRecord]) -> dict[str, float]:
     """Each device's weight in the arm's sums: 1, or less for a device whose volume (inferences and errors)
-    is above MAX_DEVICE_SHARE x the lower median device's."""
+    is above MAX_DEVICE_SHARE x the lower median device's (of those with any: see the module's docstring)."""
     volume: Counter[str] = Counter()
     for row in rows:
         volume[row.device_id] += row.inference_count + row.error_count
-    if len(volume) < 2:
+    calling = [v for v in volume.values() if v]
+    if len(calling) < 2:
         return dict.fromkeys(volume, 1.0)
-    cap = MAX_DEVICE_SHARE * max(1, median_low(volume.values()))
+    cap = MAX_DEVICE_SHARE * median_low(calling)
     return {device: min(1.0, cap / v) if v else 1.0 for device, v in volume.items()}
 
 
 def arm_figures(rows: Sequence[TelemetryRecord]) -> ArmFigures:
     weight = device_weights(rows)
+    calling = {r.device_id for r in rows if r.inference_count + r.error_count}  # the devices that count
     predictions: defaultdict[str, float] = defaultdict(float)
     for row in rows:
         counts = row.prediction_counts
@@ -55,14 +64,15 @@ def arm_figures(rows: Sequence[TelemetryRecord]) -> ArmFigures:
         return round(sum(getattr(r, field) * weight[r.device_id] for r in rows))
 
     _, p95 = latency_quantiles(rows) if rows else (None, None)
-    bounds, device_latency = _device_latency(rows, weight)
+    # an empty window's histogram (no bounds) says nothing, and would spoil the windows' common bounds
+    bounds, device_latency = _device_latency([r for r in rows if r.inference_count + r.error_count], weight)
     shadow: defaultdict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for row in rows:
         if row.shadow_compared:
             shadow[row.device_id][0] += row.shadow_compared * weight[row.device_id]
             shadow[row.device_id][1] += row.shadow_agreed * weight[row.device_id]
     return ArmFigures(
-        devices=len(weight),
+        devices=len(calling),
         inferences=total("inference_count"),
         errors=total("error_count"),
         p95_latency_us=p95,

@@ -91,7 +91,7 @@ class GatePolicy:
 class ArmFigures:
     """One model's figures on a set of devices over a period, summed from telemetry windows."""
 
-    devices: int = 0  # devices that contributed at least one window
+    devices: int = 0  # devices whose windows hold a call (an inference or an error; cloud.rollout.figures)
     inferences: int = 0  # answered; a failed inference counts in errors only (as the agent reports them)
     errors: int = 0
     p95_latency_us: float | None = None  # the worst device's p95 (a fleet p95 would need the histograms)

@@ -159,3 +159,29 @@ def test_a_slower_or_disagreeing_canary_pair_is_stopped_on_its_first_windows(any
     assert [g.gate for g in verdicts["3"].breaches] == ["shadow_agreement"]
     assert verdicts["4"].decision is Decision.WAIT and verdicts["5"].decision is Decision.WAIT
     assert all("early" in v.breaches[0].detail for v in (verdicts["2"], verdicts["3"]))
+
+
+def test_empty_windows_neither_count_as_devices_nor_cap_the_others(any_engine: Engine) -> None:
+    """An agent sends an empty window for a model it just activated until its first requests come. Two canaries'
+    first 10-row windows beside three empty ones are 2 devices and 20 calls, and the early shift breach fires
+    on them (counted as 5 devices, the empty ones pulled the median to 0 and capped each canary at 4 calls: 8
+    predictions, too few, and the gates waited a telemetry period more); one canary's calls beside empty windows
+    are one device, below the early floor of two."""
+    canaries = ["a", "b", "c", "d", "e"]
+    enroll(any_engine, *canaries)
+    messages = [(d, window(d, 1, "1", ok=100, errors=0, slow=False, labels=[50, 50])) for d in canaries]
+    messages += [(d, window(d, 2, "2", ok=10 if d in "ab" else 0, errors=0, slow=False,
+                            labels=[10, 0] if d in "ab" else [0, 0])) for d in canaries]  # fmt: skip
+    messages += [(d, window(d, 3, "3", ok=10 if d == "a" else 0, errors=0, slow=False,
+                            labels=[10, 0] if d == "a" else [0, 0])) for d in canaries]  # fmt: skip
+    Ingestor(any_engine).process([(device_topic(d, Channel.TELEMETRY), m) for d, m in messages])
+    policy = GatePolicy(min_devices=5, min_inferences=50)
+    with Session(any_engine) as session:
+        baseline = figures_for(session, canaries, "m", "1", since_ms=0)
+        two, one = (figures_for(session, canaries, "m", v, since_ms=0) for v in ("2", "3"))
+    assert (two.devices, two.inferences, two.predictions) == (2, 20, {"cat": 20, "dog": 0})
+    assert len(two.device_latency) == 2
+    verdict = judge(policy, InstallTally(targets=5, failed=0), two, baseline)
+    assert [g.gate for g in verdict.breaches] == ["prediction_shift"] and "early" in verdict.breaches[0].detail
+    assert (one.devices, one.inferences) == (1, 10)
+    assert judge(policy, InstallTally(targets=5, failed=0), one, baseline).decision is Decision.WAIT
