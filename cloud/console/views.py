@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from cloud import monitoring, registry
 from cloud.console import charts, device_facts
-from cloud.db.tables import Deployment, Device, EventRecord, ModelVersion, TelemetryRecord
+from cloud.db.tables import Deployment, DeploymentTarget, Device, EventRecord, ModelVersion, TelemetryRecord
 from cloud.errors import CloudError, NotFoundError
 from cloud.identity import audit
 from cloud.monitoring import feedback
@@ -26,6 +26,7 @@ from cloud.types import now_ms
 
 MAX_DEVICES = 500  # rows on the fleet page
 MAX_TARGETS = 500  # rows on a deployment's page
+WAVE_SHOWN = 100  # devices a rollout's page names per wave
 FLEET_RECENT_MS = 15 * 60_000  # "health at a glance": the last quarter hour of telemetry
 FLEET_RECENT_ROWS = 5000
 DEVICE_WINDOWS = 120  # the newest telemetry windows charted on a device page
@@ -297,11 +298,19 @@ def rollout_page(session: Session, deployment_id: str) -> dict[str, Any]:
         raise NotFoundError(f"no staged rollout {deployment_id!r}")
     deployment = session.get(Deployment, deployment_id)
     summary = view(session, rollout)
-    statuses = {t.device_id: t.status for t in targets_of(session, deployment_id)}
+    shown = [wave[:WAVE_SHOWN] for wave in rollout.waves]  # the tiles count all (`view`); the page names a few
+    named = [d for wave in shown for d in wave]
+    statuses: dict[str, str] = {}
+    for start in range(0, len(named), 500):  # ids per IN (...) list
+        query = select(DeploymentTarget.device_id, DeploymentTarget.status).where(
+            DeploymentTarget.deployment_id == deployment_id,
+            col(DeploymentTarget.device_id).in_(named[start : start + 500]))  # fmt: skip
+        statuses.update(session.exec(query).all())
     waves = []
     for i, wave in enumerate(rollout.waves):
         stage = wave_stage(rollout.state, i, rollout.current_wave)
-        waves.append({"number": i + 1, "stage": stage, "devices": [(d, statuses.get(d, "")) for d in wave]})
+        waves.append({"number": i + 1, "stage": stage, "size": len(wave),
+                      "devices": [(d, statuses.get(d, "")) for d in shown[i]]})  # fmt: skip
     samples = list(reversed(session.exec(
         select(RolloutGateSample).where(RolloutGateSample.deployment_id == deployment_id)
         .order_by(col(RolloutGateSample.id).desc()).limit(GATE_SAMPLES)

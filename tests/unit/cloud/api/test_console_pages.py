@@ -296,7 +296,7 @@ def test_unknown_ids_and_bad_input_are_pages_not_errors(app: FastAPI, token_for,
 
 
 def test_viewers_see_no_buttons_and_cannot_act_deployers_can(
-    app: FastAPI, token_for, engine: Engine, fleet: None
+    app: FastAPI, token_for, engine: Engine, fleet: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin = signed_in(app, token_for("admin"))
     body = {"model_id": "m", "devices": ", ".join(DEVICES), "strategy": "waves", "first_wave": "2", "growth": "2"}
@@ -314,6 +314,11 @@ def test_viewers_see_no_buttons_and_cannot_act_deployers_can(
     viewer = signed_in(app, token_for("viewer"))
     page = viewer.get(rollout_page)
     assert page.status_code == 200 and 'id="rollout-state">running' in page.text and "action-pause" not in page.text
+    monkeypatch.setattr(views, "WAVE_SHOWN", 1)  # a wave names its first devices, counts them all
+    named = viewer.get(rollout_page).text
+    assert "2 device(s)" in named and "4 device(s)" in named and "and 1 more" in named and "and 3 more" in named
+    assert len(re.findall(r'<li><a href="/console/devices/', named)) == 2
+    monkeypatch.undo()
     assert "Start a rollout" not in viewer.get("/console/rollouts").text
     assert viewer.post(f"{rollout_page}/pause", headers=ORIGIN).status_code == 403
     assert viewer.post("/console/rollouts", data=body, headers=ORIGIN).status_code == 403
