@@ -32,9 +32,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from cloud.api.auth_budget import AuthBudget
 from cloud.api.deps import READ_METHODS, AppServices, read_in_thread
 from cloud.api.read_cache import ReadCache
-from cloud.errors import ConfigurationError, ForbiddenError, NotAuthenticatedError, TooManyRequestsError
-from cloud.identity.tokens import Operator, Role, TokenRecord, find_token, parse_token, verdict
-from cloud.token_buckets import ClientRate
+from cloud.errors import ConfigurationError, ForbiddenError, NotAuthenticatedError
+from cloud.identity.tokens import Operator, Role, TokenRecord, find_token, verdict
 
 API_PREFIX = "/api/v1"
 SCRAPE_PATHS = frozenset({"/metrics"})  # operator routes outside API_PREFIX, walked by api_routes too
@@ -89,9 +88,9 @@ class Authorize:
 async def authenticate_cached(request: Request, token: str) -> Operator | None:
     """cloud.identity.tokens.authenticate with the token id's record from the app's token cache, within the
     client address's budget of lookups (cloud.api.auth_budget: TooManyRequestsError past it)."""
-    parsed = parse_token(token)
-    budget = auth_budget(request.app)
-    if parsed is None or budget.refused_before(token):
+    budget = AuthBudget.of(request.app)
+    parsed = budget.admissible(token)
+    if parsed is None:
         return None
     token_id, secret = parsed
     client = request.client.host if request.client else "unknown"
@@ -99,28 +98,12 @@ async def authenticate_cached(request: Request, token: str) -> Operator | None:
     cache: ReadCache[TokenRecord | None] = request.app.state.token_cache
 
     async def load() -> TokenRecord | None:
-        # charged per lookup, not per request: concurrent requests with one token share its load
-        wait = budget.wait_before_lookup(client, token_id)
-        if wait:
-            raise TooManyRequestsError(f"too many unknown API tokens from this address; retry in {wait} s", wait)
+        budget.charge(client, token_id)  # per lookup, not per request: concurrent requests share one load
         return await read_in_thread(services, lambda session: find_token(session, token_id))
 
     operator = verdict(await cache.get(token_id, load), secret)
-    if operator is None:
-        budget.refused(token)
-    else:
-        budget.admitted(token_id)
+    budget.judged(token, token_id, operator)
     return operator
-
-
-def auth_budget(app: FastAPI) -> AuthBudget:
-    """The app's AuthBudget, made on first use from its settings."""
-    budget: AuthBudget | None = getattr(app.state, "auth_budget", None)
-    if budget is None:
-        settings = app.state.settings
-        rate = ClientRate(settings.auth_lookups_per_s, settings.auth_lookup_burst)
-        budget = app.state.auth_budget = AuthBudget(rate)
-    return budget
 
 
 class ScrapeAuthorize(Authorize):

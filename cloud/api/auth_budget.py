@@ -23,55 +23,83 @@ reverse proxy every client has the proxy's address.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
+from cloud.errors import TooManyRequestsError
+from cloud.identity.tokens import parse_token
 from cloud.token_buckets import ClientRate
 
 
 class AuthBudget:
+    """Before a token's lookup `admissible` (parsed, not refused recently) and `charge` (its address's budget
+    or 429); after it, `judged`. Thread-safe: the API checks on the event loop, the console in worker threads."""
+
     def __init__(self, rate: ClientRate, *, refused_ttl_s: float = 60.0, max_remembered: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.rate, self.refused_ttl_s, self.max_remembered, self._clock = rate, refused_ttl_s, max_remembered, clock
         self._refused: OrderedDict[bytes, float] = OrderedDict()  # token digest -> refused until
         self._admitted: OrderedDict[str, None] = OrderedDict()  # token ids, most recently admitted last
+        self._lock = threading.Lock()
         self.lookups_spared = 0  # requests answered without a lookup (tests and benchmarks read it)
+
+    @classmethod
+    def of(cls, app: Any) -> AuthBudget:
+        """The app's budget, made on first use from its settings (auth_lookups_per_s, auth_lookup_burst)."""
+        budget: AuthBudget | None = getattr(app.state, "auth_budget", None)
+        if budget is None:
+            settings = app.state.settings
+            budget = app.state.auth_budget = cls(ClientRate(settings.auth_lookups_per_s, settings.auth_lookup_burst))
+        return budget
 
     @staticmethod
     def _digest(token: str) -> bytes:
         return hashlib.sha256(token.encode()).digest()
 
-    def refused_before(self, token: str) -> bool:
-        """True when this exact token was refused within refused_ttl_s: refuse it again, unlooked-up."""
-        until = self._refused.get(self._digest(token))
-        if until is None:
-            return False
-        if until <= self._clock():
-            del self._refused[self._digest(token)]
-            return False
-        self.lookups_spared += 1
-        return True
-
-    def wait_before_lookup(self, client: str, token_id: str) -> int:
-        """0 when the token's id may be looked up now (an admitted id, or the address's budget spent by
-        one), else the whole seconds the client should wait."""
-        if token_id in self._admitted:
-            self._admitted.move_to_end(token_id)
-            return 0
-        wait = self.rate.take(client)
-        if wait:
+    def admissible(self, token: str) -> tuple[str, str] | None:
+        """The token's (id, secret) when it may be looked up; None to refuse it unlooked-up (not one of ours,
+        or refused within refused_ttl_s)."""
+        parsed = parse_token(token)
+        if parsed is None:
+            return None
+        digest = self._digest(token)
+        with self._lock:
+            until = self._refused.get(digest)
+            if until is None:
+                return parsed
+            if until <= self._clock():
+                del self._refused[digest]
+                return parsed
             self.lookups_spared += 1
-        return wait
+            return None
 
-    def admitted(self, token_id: str) -> None:
-        self._admitted[token_id] = None
-        self._admitted.move_to_end(token_id)
-        while len(self._admitted) > self.max_remembered:
-            self._admitted.popitem(last=False)
+    def charge(self, client: str, token_id: str) -> None:
+        """Allow one lookup of token_id for client (an admitted id, or one request of the address's budget),
+        else TooManyRequestsError with the seconds to wait."""
+        with self._lock:
+            if token_id in self._admitted:
+                self._admitted.move_to_end(token_id)
+                return
+            wait = self.rate.take(client)
+            if wait:
+                self.lookups_spared += 1
+        if wait:
+            raise TooManyRequestsError(f"too many unknown API tokens from this address; retry in {wait} s", wait)
 
-    def refused(self, token: str) -> None:
-        self._refused[self._digest(token)] = self._clock() + self.refused_ttl_s
-        self._refused.move_to_end(self._digest(token))
-        while len(self._refused) > self.max_remembered:
-            self._refused.popitem(last=False)
+    def judged(self, token: str, token_id: str, operator: object | None) -> None:
+        """After a lookup: remember the id as admitted, or the token as refused."""
+        with self._lock:
+            if operator is not None:
+                remembered: OrderedDict[Any, Any] = self._admitted
+                remembered[token_id] = None
+                remembered.move_to_end(token_id)
+            else:
+                remembered = self._refused
+                digest = self._digest(token)
+                remembered[digest] = self._clock() + self.refused_ttl_s
+                remembered.move_to_end(digest)
+            while len(remembered) > self.max_remembered:
+                remembered.popitem(last=False)

@@ -77,7 +77,8 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
 
 
 def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
-    titles = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Not now", 422: "Invalid input"}
+    titles = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Not now", 422: "Invalid input",
+              429: "Too many requests"}
     return render(request, "error.html", status_code, title=titles.get(status_code, "Error"), message=message,
                   code=status_code)  # fmt: skip
 
@@ -103,7 +104,9 @@ class ConsoleRoute(APIRoute):
             except CloudError as exc:
                 if exc.status_code >= 500:
                     log.error("console %s: %s", request.url.path, exc)
-                return error_page(request, exc.status_code, str(exc))
+                page = error_page(request, exc.status_code, str(exc))
+                page.headers.update(getattr(exc, "headers", None) or {})  # e.g. a 429's Retry-After
+                return page
 
         return guarded
 
@@ -166,7 +169,7 @@ def signin_form(request: Request, next: str | None = None) -> HTMLResponse:
 @router.post("/console/signin")
 def signin(request: Request, session: DbSession, fields: Form) -> Response:
     token = fields.get("token", "")
-    operator = access.check_token(session, token)
+    operator = access.check_token(request, session, token)
     if operator is None:
         return render(request, "signin.html", 401, next=access.safe_next(fields.get("next")),
                       error="That token is unknown, revoked or expired.")  # fmt: skip

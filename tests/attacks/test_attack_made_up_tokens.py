@@ -3,8 +3,8 @@ made-up bearer tokens, a new token id each request, from the address an operator
 cost a database lookup, unlimited. Now the address gets `auth_lookup_burst` lookups, then 429 with
 Retry-After and no lookup; replaying a token refused before costs no lookup (a 401, whatever the budget);
 the operator's admitted token is served 200 throughout, each of its requests looked up (the token cache is
-off here, so nothing else spares the database). Counted, never timed: every loop is bounded in requests and
-seconds (cloud.api.auth_budget)."""
+off here, so nothing else spares the database); the console's cookie check spends the same budget.
+Counted, never timed: every loop is bounded in requests and seconds (cloud.api.auth_budget)."""
 
 from __future__ import annotations
 
@@ -103,5 +103,20 @@ def test_made_up_tokens_get_429_before_any_lookup_while_the_operator_is_served(s
     assert {r.status_code for r in replays} == {401}  # refused before the budget is asked: the same answer
     assert operator_codes and set(operator_codes) == {200}
     assert lookups.count(operator_id) >= len(operator_codes)  # looked up every time: admitted, never budgeted
+    # the console checks its cookie (and a pasted token) within the same budget: a made-up cookie is a 429
+    # without a lookup now, while the operator signs in with its admitted token and reads pages
+    lookups.clear()
+    event.listen(service.engine, "before_cursor_execute", note)
+    try:
+        with httpx.Client(base_url=service.api_url, timeout=20) as browser:
+            forged = [browser.get("/console", headers={"Cookie": f"edgefleet_console={made_up()}"}) for _ in range(5)]
+            signin = browser.post("/console/signin", data={"token": token, "next": "/console"},
+                                  headers={"Origin": service.api_url})  # fmt: skip
+            assert signin.status_code == 303, signin.text
+            assert browser.get("/console").status_code == 200
+    finally:
+        event.remove(service.engine, "before_cursor_execute", note)
+    assert [r.status_code for r in forged] == [429] * 5 and all(r.headers.get("retry-after") for r in forged)
+    assert [v for v in lookups if v != operator_id] == []
     with httpx.Client(base_url=service.api_url, timeout=20) as http:  # the cloud is still up
         assert http.get("/healthz").status_code == 200
