@@ -116,7 +116,8 @@ def populate(engine: Any, devices: int, windows: int) -> str:
                                          status="succeeded" if i % 4 == 0 else "pending")
                         for i, d in enumerate(ids))  # fmt: skip
         session.add_all(TelemetryRecord(device_id=d, seq=w, window_start_ms=now - (w + 1) * 60_000,
-                                        window_end_ms=now - w * 60_000, inference_count=100, error_count=int(i % 50 == 0))
+                                        window_end_ms=now - w * 60_000, inference_count=100,
+                                        error_count=int(i % 50 == 0))
                         for i, d in enumerate(ids) for w in range(windows))  # fmt: skip
         session.commit()
         _, token = create_token(session, name="bench", role="viewer")
