@@ -88,6 +88,12 @@ class CloudSettings(BaseSettings):
     public_requests_per_s: float = Field(default=20.0, gt=0)
     public_burst: int = Field(default=100, ge=1)
     public_refusal_hold_s: float = Field(default=1.0, ge=0, le=10)
+    # bearer tokens whose id the API has not admitted yet (made-up ones, mostly) cost a database lookup each: a
+    # client address gets auth_lookup_burst such lookups at once and auth_lookups_per_s on average, then 429
+    # with Retry-After before any lookup; tokens already admitted and repeats of a refused one are not counted
+    # (cloud.api.auth_budget)
+    auth_lookups_per_s: float = Field(default=2.0, gt=0)
+    auth_lookup_burst: int = Field(default=20, ge=1)
     # refused enrollments per client address per minute before it gets 429 (cloud.api.throttle)
     enroll_refusals_per_minute: int = Field(default=10, ge=1)
     # Freshness (see README "Trust"): a signed statement must lapse eventually so a stolen or withheld one

@@ -15,6 +15,9 @@ The check is async and keeps what the database said of a token id for `api_token
 secret is still hashed and compared on every request), so a request whose route needs no database takes
 no session and no worker thread. Revoking through the API forgets the id at once; a revocation made
 elsewhere (`edgefleet tokens revoke` on the database, another cloud process) takes effect within that time.
+Made-up tokens cannot make it look ids up without end: a refused token is refused again without a lookup,
+and lookups of ids this process has not admitted come out of a budget per client address, past which the
+answer is 429 with Retry-After (`cloud.api.auth_budget`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from typing import Annotated, Any
 import fastapi.routing
 from fastapi import APIRouter, Depends, FastAPI, Request
 
+from cloud.api.auth_budget import AuthBudget
 from cloud.api.deps import READ_METHODS, AppServices, read_in_thread
 from cloud.api.read_cache import ReadCache
 from cloud.errors import ConfigurationError, ForbiddenError, NotAuthenticatedError
-from cloud.identity.tokens import Operator, Role, TokenRecord, find_token, parse_token, verdict
+from cloud.identity.tokens import Operator, Role, TokenRecord, find_token, verdict
 
 API_PREFIX = "/api/v1"
 SCRAPE_PATHS = frozenset({"/metrics"})  # operator routes outside API_PREFIX, walked by api_routes too
@@ -82,18 +86,24 @@ class Authorize:
 
 
 async def authenticate_cached(request: Request, token: str) -> Operator | None:
-    """cloud.identity.tokens.authenticate with the token id's record from the app's token cache."""
-    parsed = parse_token(token)
+    """cloud.identity.tokens.authenticate with the token id's record from the app's token cache, within the
+    client address's budget of lookups (cloud.api.auth_budget: TooManyRequestsError past it)."""
+    budget = AuthBudget.of(request.app)
+    parsed = budget.admissible(token)
     if parsed is None:
         return None
     token_id, secret = parsed
+    client = request.client.host if request.client else "unknown"
     services: AppServices = request.app.state.services
     cache: ReadCache[TokenRecord | None] = request.app.state.token_cache
 
     async def load() -> TokenRecord | None:
+        budget.charge(client, token_id)  # per lookup, not per request: concurrent requests share one load
         return await read_in_thread(services, lambda session: find_token(session, token_id))
 
-    return verdict(await cache.get(token_id, load), secret)
+    operator = verdict(await cache.get(token_id, load), secret)
+    budget.judged(token, token_id, operator)
+    return operator
 
 
 class ScrapeAuthorize(Authorize):

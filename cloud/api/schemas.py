@@ -39,8 +39,14 @@ class ModelVersionDetail(ModelVersionPublic):
 
 
 class DeploymentDetail(DeploymentPublic):
-    targets: list[DeploymentTargetPublic]
-    counts: dict[str, int]  # targets per status
+    """A deployment with its targets counted by status and the first page of them (at most `target_limit`,
+    100 by default, in device id order); the rest behind `targets_next`, a page of the paged target list
+    (GET /deployments/{id}/targets, whose Link headers lead on): never every target of a 10,000-device one."""
+
+    counts: dict[str, int]  # targets per status (all of them)
+    target_count: int = 0  # all targets (the sum of counts)
+    targets: list[DeploymentTargetPublic]  # the first page only
+    targets_next: str | None = None  # the URL of the targets after that page; None when `targets` holds all
     waiting: str | None = None  # why an unfinished deployment has not finished, in one line
 
 

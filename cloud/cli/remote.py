@@ -180,9 +180,20 @@ def _deploy(args: argparse.Namespace) -> int:
     if args.json and not args.wait:
         print(json.dumps(result, indent=2))
         return 0
-    targets = ", ".join(t["device_id"] for t in result.get("targets", []))
-    print(f"deployment {result['id']}: {result['model_id']} v{result['version']} -> {targets or '(no device)'}")
+    print(f"deployment {result['id']}: {result['model_id']} v{result['version']} -> {targets_text(result)}")
     return follow_deployment(args, result["id"], args.timeout) if args.wait else 0
+
+
+SHOWN_TARGETS = 20  # device ids `deploy` prints; the API's detail carries the first 100, counts cover all
+
+
+def targets_text(detail: dict) -> str:
+    """A deployment's targets in a line: the first few ids and how many more (older clouds sent no
+    target_count: their list held every target)."""
+    shown = [t["device_id"] for t in detail.get("targets", [])][:SHOWN_TARGETS]
+    total = detail.get("target_count", len(detail.get("targets", [])))
+    more = f" and {total - len(shown)} more" if total > len(shown) else ""
+    return ", ".join(shown) + more if shown else "(no device)"
 
 
 def follow_deployment(args: argparse.Namespace, deployment_id: str, timeout_s: float, poll_s: float = 2.0) -> int:
@@ -191,7 +202,8 @@ def follow_deployment(args: argparse.Namespace, deployment_id: str, timeout_s: f
 
     deadline, last = time.monotonic() + timeout_s, ""
     while True:
-        found = api_call(args, "GET", f"{args.api}/api/v1/deployments/{deployment_id}")
+        # counts only (target_limit=0): the targets themselves would be a page of JSON each poll
+        found = api_call(args, "GET", f"{args.api}/api/v1/deployments/{deployment_id}?target_limit=0")
         counts = ", ".join(f"{status} {n}" for status, n in sorted(found["counts"].items()))
         line = f"{found['status']:<11} {counts}" + (f"  ({found['waiting']})" if found.get("waiting") else "")
         if line != last:

@@ -4,8 +4,9 @@ An operator signs in by pasting an API token; it is checked exactly as the API c
 (`cloud.identity.tokens.authenticate`) and then kept in a cookie that scripts cannot read (HttpOnly), that
 no other site's page sends (SameSite=Strict), and that travels only over https when the console is served
 over https (Secure). Every page authenticates from that cookie again, so a revoked or expired token stops
-working at once. A POST must also name the console's own origin in Origin (or, lacking it, Referer): a
-second, independent guard against cross-site requests.
+working at once. Both checks share the API's budget of token lookups per client address, so made-up
+cookies or pasted tokens cannot flood the database either. A POST must also name the console's own origin
+in Origin (or, lacking it, Referer): a second, independent guard against cross-site requests.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 from fastapi import Request, Response
 from sqlmodel import Session
 
+from cloud.api.auth_budget import AuthBudget
 from cloud.identity.tokens import Operator, Role, authenticate
 
 COOKIE = "edgefleet_console"
@@ -38,17 +40,23 @@ class CrossSiteRequest(Exception):
 
 
 def operator_from_cookie(request: Request, session: Session) -> Operator | None:
-    token = request.cookies.get(COOKIE, "")
-    if not token or len(token) > MAX_TOKEN_CHARS:
-        return None
-    return authenticate(session, token)
+    return check_token(request, session, request.cookies.get(COOKIE, ""))
 
 
-def check_token(session: Session, token: str) -> Operator | None:
+def check_token(request: Request, session: Session, token: str) -> Operator | None:
+    """The operator a pasted or kept token belongs to, within the same budget of lookups per client
+    address as the API's bearer tokens (cloud.api.auth_budget: TooManyRequestsError past it)."""
     token = token.strip()
     if not token or len(token) > MAX_TOKEN_CHARS:
         return None
-    return authenticate(session, token)
+    budget = AuthBudget.of(request.app)
+    parsed = budget.admissible(token)
+    if parsed is None:
+        return None
+    budget.charge(request.client.host if request.client else "unknown", parsed[0])
+    operator = authenticate(session, token)
+    budget.judged(token, parsed[0], operator)
+    return operator
 
 
 def require(operator: Operator, role: Role) -> None:

@@ -23,7 +23,10 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
+from cloud.api.deps import read_in_thread
+from cloud.api.read_cache import ReadCache
 from cloud.console import access, charts, views
 from cloud.errors import CloudError, ConfigurationError, NotFoundError
 from cloud.identity import audit
@@ -74,7 +77,8 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
 
 
 def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
-    titles = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Not now", 422: "Invalid input"}
+    titles = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Not now", 422: "Invalid input",
+              429: "Too many requests"}
     return render(request, "error.html", status_code, title=titles.get(status_code, "Error"), message=message,
                   code=status_code)  # fmt: skip
 
@@ -100,7 +104,9 @@ class ConsoleRoute(APIRoute):
             except CloudError as exc:
                 if exc.status_code >= 500:
                     log.error("console %s: %s", request.url.path, exc)
-                return error_page(request, exc.status_code, str(exc))
+                page = error_page(request, exc.status_code, str(exc))
+                page.headers.update(getattr(exc, "headers", None) or {})  # e.g. a 429's Retry-After
+                return page
 
         return guarded
 
@@ -163,7 +169,7 @@ def signin_form(request: Request, next: str | None = None) -> HTMLResponse:
 @router.post("/console/signin")
 def signin(request: Request, session: DbSession, fields: Form) -> Response:
     token = fields.get("token", "")
-    operator = access.check_token(session, token)
+    operator = access.check_token(request, session, token)
     if operator is None:
         return render(request, "signin.html", 401, next=access.safe_next(fields.get("next")),
                       error="That token is unknown, revoked or expired.")  # fmt: skip
@@ -190,9 +196,24 @@ def static(name: str) -> Response:
 
 
 @router.get("/console")
-def fleet_page(request: Request, session: DbSession, _operator: SignedIn, after: str | None = None) -> HTMLResponse:
-    active = monitoring_alerts.listing(session, include_cleared=False)
-    return render(request, "fleet.html", **views.fleet_page(session, after), active_alerts=active)
+async def fleet_page(
+    request: Request, _operator: SignedIn, after: str | None = None, before: str | None = None
+) -> HTMLResponse:
+    """A page of devices, under tiles that count the whole fleet: one grouped query kept in the API's read
+    cache (api_read_cache_s, emptied by any change made through the console or API), so a fleet page
+    refreshing every 10 s in many browsers costs one aggregate a second."""
+    services = request.app.state.services
+    cache: ReadCache[Any] = request.app.state.read_cache
+
+    async def tiles() -> dict[str, Any]:
+        return await read_in_thread(services, views.fleet_tiles)
+
+    def page(session: Session) -> dict[str, Any]:
+        return {**views.fleet_page(session, after, before),
+                "active_alerts": monitoring_alerts.listing(session, include_cleared=False)}  # fmt: skip
+
+    context = {**await cache.get(("console-fleet-tiles",), tiles), **await read_in_thread(services, page)}
+    return await run_in_threadpool(lambda: render(request, "fleet.html", **context))  # 500 rows: not on the loop
 
 
 @router.get("/console/devices/{device_id}")
@@ -242,8 +263,10 @@ def deployments_page(request: Request, session: DbSession, _operator: SignedIn) 
 
 
 @router.get("/console/deployments/{deployment_id}")
-def deployment_page(request: Request, session: DbSession, _operator: SignedIn, deployment_id: str) -> HTMLResponse:
-    return render(request, "deployment.html", **views.deployment_page(session, deployment_id))
+def deployment_page(
+    request: Request, session: DbSession, _operator: SignedIn, deployment_id: str, after: str | None = None
+) -> HTMLResponse:
+    return render(request, "deployment.html", **views.deployment_page(session, deployment_id, after))
 
 
 @router.get("/console/audit")

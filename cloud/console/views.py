@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import case, func, not_
+from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
 from cloud import monitoring, registry
@@ -19,11 +20,13 @@ from cloud.errors import CloudError, NotFoundError
 from cloud.identity import audit
 from cloud.monitoring import feedback
 from cloud.monitoring.summaries import latency_quantiles
-from cloud.rollout import targets_of, waiting_reason
+from cloud.rollout import target_counts, targets_of, waiting_reason
 from cloud.rollout.records import Rollout, RolloutDecision, RolloutGateSample
 from cloud.types import now_ms
 
 MAX_DEVICES = 500  # rows on the fleet page
+MAX_TARGETS = 500  # rows on a deployment's page
+WAVE_SHOWN = 100  # devices a rollout's page names per wave
 FLEET_RECENT_MS = 15 * 60_000  # "health at a glance": the last quarter hour of telemetry
 FLEET_RECENT_ROWS = 5000
 DEVICE_WINDOWS = 120  # the newest telemetry windows charted on a device page
@@ -55,25 +58,92 @@ def _version_of(device: Device) -> str:
     return f"{device.active_model_id}@{device.active_version}" if device.active_model_id else "none"
 
 
+ERROR_SHARE = 0.01  # a device whose recent error rate is above this is "errors"
+SETTLED = ("active", "idle", "unknown")  # update states that are not "updating"
+HEALTH = ("ok", "updating", "offline", "errors", "failed")
+
+
 def health_of(device: Device, error_rate: float | None) -> str:
-    """One word for the fleet table: failed, errors, offline, updating or ok."""
+    """One word for the fleet table: failed, errors, offline, updating or ok (`fleet_tiles` counts the
+    same rules in SQL over the whole fleet)."""
     if device.update_state == "failed":
         return "failed"
-    if error_rate is not None and error_rate > 0.01:
+    if error_rate is not None and error_rate > ERROR_SHARE:
         return "errors"
     if not device.online:
         return "offline"
-    if device.update_state not in ("active", "idle", "unknown"):
+    if device.update_state not in SETTLED:
         return "updating"
     return "ok"
 
 
-def fleet_page(session: Session, after: str | None = None) -> dict[str, Any]:
-    """MAX_DEVICES rows a page in id order, from the id after `after` (keyset: devices enrolled while an
-    operator pages on never shift a page; the API's lists page the same way, cloud.api.paging)."""
-    query = select(Device).order_by(col(Device.id))
-    devices = list(session.exec((query if after is None else query.where(col(Device.id) > after)).limit(MAX_DEVICES)))
+def _recent_counts(since_ms: int, device_ids: list[str] | None = None) -> Any:
+    """Inferences and errors per device in windows ending since `since_ms` (one grouped query)."""
+    query = select(TelemetryRecord.device_id, func.sum(TelemetryRecord.inference_count).label("inferences"),
+                   func.sum(TelemetryRecord.error_count).label("errors"))
+    query = query.where(TelemetryRecord.window_end_ms >= since_ms)
+    if device_ids is not None:
+        query = query.where(col(TelemetryRecord.device_id).in_(device_ids))
+    return query.group_by(TelemetryRecord.device_id)
+
+
+def fleet_tiles(session: Session) -> dict[str, Any]:
+    """The fleet page's tiles and charts over every device, not the page shown: online and total, devices
+    per health word (health_of's rules as a CASE) and per running version, in one grouped query whose
+    rows are a handful per (health, online, version). The console keeps it api_read_cache_s (pages.py)."""
+    recent = _recent_counts(now_ms() - FLEET_RECENT_MS).subquery()
+    health = case(
+        (col(Device.update_state) == "failed", "failed"),
+        (recent.c.errors > ERROR_SHARE * (recent.c.inferences + recent.c.errors), "errors"),
+        (not_(col(Device.online)), "offline"),
+        (col(Device.update_state).not_in(SETTLED), "updating"),
+        else_="ok",
+    )
+    # grouped outside a subquery: PostgreSQL would not match a CASE repeated in GROUP BY (its literals are
+    # bound parameters of their own)
+    per_device = (select(health.label("health"), col(Device.online).label("online"),
+                         col(Device.active_model_id).label("model_id"), col(Device.active_version).label("version"))
+                  .select_from(Device).outerjoin(recent, recent.c.device_id == Device.id).subquery())  # fmt: skip
+    c = per_device.c
+    keys = (c.health, c.online, c.model_id, c.version)
+    grouped = sql_select(*keys, func.count()).group_by(*keys)  # sqlmodel's select types at most 4 columns
+    total = online = 0
+    by_health: Counter[str] = Counter()
+    versions: Counter[str] = Counter()
+    for word, is_online, model_id, version, n in session.execute(grouped):
+        total += n
+        online += n if is_online else 0
+        by_health[word] += n
+        versions[f"{model_id}@{version}" if model_id else "none"] += n
+    return {
+        "online": online, "total": total, "health": dict(by_health),
+        "versions_chart": charts.bar_chart([(k, float(n)) for k, n in sorted(versions.items())],
+                                           title="Devices per running version", width=520, height=200),
+        "health_chart": charts.bar_chart([(k, float(by_health.get(k, 0))) for k in HEALTH],
+                                         title="Devices by health", width=400, height=200,
+                                         colors=("#16a34a", "#2563eb", "#6b7280", "#ea580c", "#dc2626")),
+    }  # fmt: skip
+
+
+def fleet_page(session: Session, after: str | None = None, before: str | None = None) -> dict[str, Any]:
+    """MAX_DEVICES rows a page in id order, from the id after `after` (or the page ending before `before`,
+    the previous page): keyset pages, so devices enrolled while an operator pages on never shift a page; the
+    API's lists page the same way (cloud.api.paging). The tiles over the whole fleet are `fleet_tiles`."""
+    if before is not None:
+        found = list(session.exec(select(Device).where(col(Device.id) < before).order_by(col(Device.id).desc())
+                                  .limit(MAX_DEVICES + 1)))  # fmt: skip
+        devices = list(reversed(found[:MAX_DEVICES]))
+        previous = devices[0].id if len(found) > MAX_DEVICES else None
+        following = devices[-1].id if devices else None  # `before` itself follows
+    else:
+        query = select(Device).order_by(col(Device.id))
+        found = list(session.exec((query if after is None else query.where(col(Device.id) > after))
+                                  .limit(MAX_DEVICES + 1)))  # fmt: skip
+        devices = found[:MAX_DEVICES]
+        following = devices[-1].id if len(found) > MAX_DEVICES else None
+        previous = (devices[0].id if devices else after) if after is not None else None
     since = now_ms() - FLEET_RECENT_MS
+    counts = {d: (i, e) for d, i, e in session.exec(_recent_counts(since, [d.id for d in devices]))}
     recent = session.exec(
         select(TelemetryRecord).where(TelemetryRecord.window_end_ms >= since)
         .order_by(col(TelemetryRecord.window_end_ms).desc()).limit(FLEET_RECENT_ROWS)
@@ -83,9 +153,8 @@ def fleet_page(session: Session, after: str | None = None) -> dict[str, Any]:
         by_device[row.device_id].append(row)
     rows = []
     for device in devices:
-        windows = by_device.get(device.id, [])
-        inferences = sum(w.inference_count for w in windows)
-        errors = sum(w.error_count for w in windows)
+        windows = by_device.get(device.id, [])  # the newest windows (fleet-wide cap): p95 and the trend
+        inferences, errors = counts.get(device.id, (0, 0))  # every window of the quarter hour
         rate = errors / (inferences + errors) if inferences + errors else None
         _p50, p95 = latency_quantiles(windows) if windows else (None, None)
         rows.append({
@@ -94,20 +163,8 @@ def fleet_page(session: Session, after: str | None = None) -> dict[str, Any]:
             "trend": charts.sparkline([w.inference_count for w in windows[-30:]]),
             "hardware": device_facts.summary(device.facts), "spool": device_facts.spool_text(device.spool_dropped),
         })  # fmt: skip
-    versions: Counter[str] = Counter(str(r["version"]) for r in rows)
-    health = Counter(r["health"] for r in rows)
-    online = sum(1 for d in devices if d.online)
-    return {
-        "rows": rows, "online": online, "total": len(devices), "truncated": len(devices) >= MAX_DEVICES,
-        "next_after": devices[-1].id if len(devices) >= MAX_DEVICES else None, "paged": after is not None,
-        "health": dict(health),
-        "versions_chart": charts.bar_chart([(k, float(n)) for k, n in sorted(versions.items())],
-                                           title="Devices per running version", width=520, height=200),
-        "health_chart": charts.bar_chart([(k, float(health.get(k, 0))) for k in
-                                          ("ok", "updating", "offline", "errors", "failed")],
-                                         title="Devices by health", width=400, height=200,
-                                         colors=("#16a34a", "#2563eb", "#6b7280", "#ea580c", "#dc2626")),
-    }  # fmt: skip
+    return {"rows": rows, "next_after": following, "previous_before": previous,
+            "paged": after is not None or before is not None}
 
 
 def device_page(session: Session, device_id: str) -> dict[str, Any]:
@@ -241,11 +298,19 @@ def rollout_page(session: Session, deployment_id: str) -> dict[str, Any]:
         raise NotFoundError(f"no staged rollout {deployment_id!r}")
     deployment = session.get(Deployment, deployment_id)
     summary = view(session, rollout)
-    statuses = {t.device_id: t.status for t in targets_of(session, deployment_id)}
+    shown = [wave[:WAVE_SHOWN] for wave in rollout.waves]  # the tiles count all (`view`); the page names a few
+    named = [d for wave in shown for d in wave]
+    statuses: dict[str, str] = {}
+    for start in range(0, len(named), 500):  # ids per IN (...) list
+        query = select(DeploymentTarget.device_id, DeploymentTarget.status).where(
+            DeploymentTarget.deployment_id == deployment_id,
+            col(DeploymentTarget.device_id).in_(named[start : start + 500]))  # fmt: skip
+        statuses.update(session.exec(query).all())
     waves = []
     for i, wave in enumerate(rollout.waves):
         stage = wave_stage(rollout.state, i, rollout.current_wave)
-        waves.append({"number": i + 1, "stage": stage, "devices": [(d, statuses.get(d, "")) for d in wave]})
+        waves.append({"number": i + 1, "stage": stage, "size": len(wave),
+                      "devices": [(d, statuses.get(d, "")) for d in shown[i]]})  # fmt: skip
     samples = list(reversed(session.exec(
         select(RolloutGateSample).where(RolloutGateSample.deployment_id == deployment_id)
         .order_by(col(RolloutGateSample.id).desc()).limit(GATE_SAMPLES)
@@ -313,25 +378,24 @@ def deployments_page(session: Session) -> dict[str, Any]:
     """The newest deployments, plain and staged, each with its targets counted by status (one grouped query)."""
     rows = list(session.exec(select(Deployment).order_by(col(Deployment.created_at_ms).desc()).limit(MAX_DEPLOYMENTS)))
     ids = [d.id for d in rows]
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    grouped = select(DeploymentTarget.deployment_id, DeploymentTarget.status, func.count()).where(
-        col(DeploymentTarget.deployment_id).in_(ids)).group_by(DeploymentTarget.deployment_id, DeploymentTarget.status)
-    for deployment_id, status, n in session.exec(grouped):
-        counts[deployment_id][status] = n
+    counts = target_counts(session, ids)
     staged = set(session.exec(select(Rollout.deployment_id).where(col(Rollout.deployment_id).in_(ids))))
     return {"deployments": [{"deployment": d, "counts": counts[d.id], "targets": sum(counts[d.id].values()),
                              "staged": d.id in staged} for d in rows]}  # fmt: skip
 
 
-def deployment_page(session: Session, deployment_id: str) -> dict[str, Any]:
-    """One deployment: where each target device stands in it, and why it waits when it does."""
+def deployment_page(session: Session, deployment_id: str, after: str | None = None) -> dict[str, Any]:
+    """One deployment: its targets counted by status (all of them), why it waits when it does, and a page
+    of MAX_TARGETS targets in device id order after `after` (keyset, as the fleet page)."""
     deployment = session.get(Deployment, deployment_id)
     if deployment is None:
         raise NotFoundError(f"no deployment {deployment_id!r}")
-    targets = targets_of(session, deployment_id)
+    counts = target_counts(session, [deployment_id])[deployment_id]
+    page = targets_of(session, deployment_id, after=after, limit=MAX_TARGETS + 1)
     return {
-        "deployment": deployment, "targets": targets, "counts": Counter(t.status for t in targets),
-        "waiting": waiting_reason(session, deployment, targets),
+        "deployment": deployment, "targets": page[:MAX_TARGETS], "counts": counts, "total": sum(counts.values()),
+        "next_after": page[MAX_TARGETS - 1].device_id if len(page) > MAX_TARGETS else None, "paged": after is not None,
+        "waiting": waiting_reason(session, deployment, counts),
         "staged": session.get(Rollout, deployment_id) is not None,
     }  # fmt: skip
 

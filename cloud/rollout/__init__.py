@@ -24,6 +24,7 @@ from cloud.rollout.deployments import (
     read_targets,
     record_report,
     refresh_status,
+    target_counts,
     targets_of,
     waiting_reason,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "refresh_status",
     "resolve_targets",
     "roll_up",
+    "target_counts",
     "target_status_for",
     "targets_of",
     "waiting_reason",

@@ -7,8 +7,10 @@ generation; `refresh_status` then rolls the deployment's status up with the pure
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from cloud import registry
@@ -116,27 +118,49 @@ def model_version_of(session: Session, deployment: Deployment) -> ModelVersion:
     return registry.get_model_version_by_id(session, deployment.model_version_id)
 
 
-def waiting_reason(session: Session, deployment: Deployment, targets: list[DeploymentTarget]) -> str | None:
+def target_counts(session: Session, deployment_ids: Sequence[str]) -> dict[str, Counter[str]]:
+    """Each deployment's targets counted by status, in one grouped query (a handful of rows per deployment
+    whatever its size: the API's detail and the console's pages show counts, not 10,000 rows)."""
+    counts: dict[str, Counter[str]] = {d: Counter() for d in deployment_ids}
+    if not deployment_ids:
+        return counts
+    grouped = (select(DeploymentTarget.deployment_id, DeploymentTarget.status, func.count())
+               .where(col(DeploymentTarget.deployment_id).in_(list(deployment_ids)))
+               .group_by(DeploymentTarget.deployment_id, DeploymentTarget.status))  # fmt: skip
+    for deployment_id, status, n in session.exec(grouped):
+        counts[deployment_id][status] = n
+    return counts
+
+
+WAITING_NAMED = 5  # device ids a waiting reason names per kind (offline, online)
+
+
+def waiting_reason(session: Session, deployment: Deployment, counts: Mapping[str, int]) -> str | None:
     """Why an unfinished deployment has not finished, in one line: no target yet, or which devices have not
-    answered and whether they are offline (None once it has finished)."""
+    answered and whether they are offline (None once it has finished). `counts`: its targets per status
+    (`target_counts`); bounded queries: the open targets are counted, and only a few are named."""
     if deployment.status != DeploymentStatus.IN_PROGRESS:
         return None
     staged = session.get(Rollout, deployment.id)
     if staged is not None and staged.reason:
         return f"staged rollout {staged.state}: {staged.reason}"
-    if not targets:
+    if not sum(counts.values()):
         return f"no device matches {deployment.labels} yet: it reaches devices that enroll with those labels"
-    open_ids = [t.device_id for t in targets if t.status in (TargetStatus.PENDING, TargetStatus.IN_PROGRESS)]
-    devices = {d.id: d for d in session.exec(select(Device).where(col(Device.id).in_(open_ids)))}
-    offline = [d for d in open_ids if d not in devices or not devices[d].online]
-    online = [d for d in open_ids if d not in offline]
-
-    def some(ids: list[str]) -> str:
-        return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-
-    parts = []
-    if offline:
-        parts.append(f"{len(offline)} offline ({some(offline)}): their desired state waits for them, retained")
-    if online:
-        parts.append(f"{len(online)} online still updating or silent ({some(online)})")
-    return f"waiting for {len(open_ids)} device(s): " + "; ".join(parts)
+    is_online = func.coalesce(Device.online, False)  # a target whose device row is gone counts as offline
+    waiting = (TargetStatus.PENDING, TargetStatus.IN_PROGRESS)
+    open_targets = (select(DeploymentTarget.device_id)
+                    .join(Device, col(Device.id) == DeploymentTarget.device_id, isouter=True)
+                    .where(DeploymentTarget.deployment_id == deployment.id)
+                    .where(col(DeploymentTarget.status).in_(waiting)))  # fmt: skip
+    parts, total = [], 0
+    for online, words in ((False, "offline ({}): their desired state waits for them, retained"),
+                          (True, "online still updating or silent ({})")):  # fmt: skip
+        chosen = open_targets.where(is_online == online)
+        n = session.exec(select(func.count()).select_from(chosen.subquery())).one()
+        if not n:
+            continue
+        total += n
+        named = list(session.exec(chosen.order_by(col(DeploymentTarget.device_id)).limit(WAITING_NAMED)))
+        some = ", ".join(named) + (f" and {n - len(named)} more" if n > len(named) else "")
+        parts.append(f"{n} " + words.format(some))
+    return f"waiting for {total} device(s): " + "; ".join(parts)

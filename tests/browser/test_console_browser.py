@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import Session
 from support.enrollment import enroll
 from support.fleet_traffic import Traffic, cloud_with_token
 
-from cloud.db.tables import DeploymentCreate
+from cloud.console import views
+from cloud.db.tables import DeploymentCreate, Device
 from cloud.service import CloudService
 from cloud.training.pipeline import TrainingConfig, run_training_pipeline
 from protocols.v1 import messages_pb2 as pb
@@ -102,7 +104,8 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, page: Any 
 
 
 def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
-    cloud: tuple[CloudService, str], mqtt_broker: Any, tmp_path: Path, browser: Any, artifacts: Path
+    cloud: tuple[CloudService, str], mqtt_broker: Any, tmp_path: Path, browser: Any, artifacts: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -151,7 +154,7 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         return check
 
     with fleet, Traffic(fleet, v1.split.X_test, rounds=1000):
-        service.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=v1.version, device_ids=DEVICES))
+        first = service.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=v1.version, device_ids=DEVICES))
         assert fleet.wait_all(lambda s: s.update_state == pb.UPDATE_STATE_ACTIVE and s.active_model.version
                               == v1.version, 60) == []  # fmt: skip
 
@@ -258,6 +261,47 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         assert f"restored {MODEL_ID}@{v1.version} on 2 device(s)" in find("#decisions").text
         shot("rollout-rolled-back")
 
+        # a fleet larger than a page (pages of 3 here, 500 by default): the tiles count every device on every
+        # page, the table pages forward and back; a deployment's page counts every target and pages its table
+        monkeypatch.setattr(views, "MAX_DEVICES", 3)
+        others = [f"zz-{i}" for i in range(5)]
+        with Session(service.engine) as session:
+            session.add_all(Device(id=device_id, labels={"site": "elsewhere"}) for device_id in others)  # offline
+            session.commit()
+        everyone = sorted(DEVICES + others)
+
+        def shown() -> list[str]:
+            return [e.get_attribute("data-device") for e in browser.find_elements(By.CSS_SELECTOR, "tr.device-row")]
+
+        def tiles() -> tuple[str, int]:
+            online = find("#online-count").find_element(By.XPATH, "..").text.split("\n")[0]
+            health = sum(int(e.text) for e in browser.find_elements(By.CSS_SELECTOR, "div.tile[class*='health-'] .big"))
+            return online, health
+
+        browser.get(f"{base}/console")
+        wait_for(steady(lambda: tiles() == (f"{len(DEVICES)} / {len(everyone)}", len(everyone)), browser.refresh),
+                 20, "tiles over the whole fleet", browser)  # fmt: skip
+        shot("fleet-page-1")
+        rows: list[list[str]] = []
+        for _ in range(5):  # bounded: 3 pages
+            wait_for(steady(lambda: count("tr.device-row") >= 1), 10, "a page of devices", browser)
+            assert tiles() == (f"{len(DEVICES)} / {len(everyone)}", len(everyone))  # on every page
+            rows.append(shown())
+            if not count("#next-page"):
+                break
+            find("#next-page").click()
+        assert rows == [everyone[0:3], everyone[3:6], everyone[6:9]], rows
+        find("#previous-page").click()
+        wait_for(steady(lambda: shown() == everyone[3:6]), 10, "the previous page", browser)
+        monkeypatch.setattr(views, "MAX_TARGETS", 3)
+        browser.get(f"{base}/console/deployments/{first.id}")
+        wait_for(steady(lambda: count("tr.target-row") == 3 and find("#installed").text.endswith(f"/ {len(DEVICES)}")),
+                 10, "a deployment's first page of targets", browser)  # fmt: skip
+        find("#next-page").click()
+        wait_for(steady(lambda: count("tr.target-row") == 1), 10, "the deployment's second page", browser)
+        assert find("#installed").text.endswith(f"/ {len(DEVICES)}")
+        monkeypatch.undo()
+
         # the API's own docs render in the browser from the cloud's assets alone (the resolver knows no CDN)
         browser.get(f"{base}/docs")
         title = ".swagger-ui .info .title"
@@ -273,4 +317,4 @@ def test_an_operator_follows_the_fleet_and_steers_a_rollout_in_the_browser(
         wait_for(lambda: "/console/signin" in browser.current_url, 10, "signing out")
         browser.get(f"{base}/console")
         assert "/console/signin" in browser.current_url
-    assert len(shots) == 13 and all((artifacts / name).stat().st_size > 5000 for name in shots)
+    assert len(shots) == 14 and all((artifacts / name).stat().st_size > 5000 for name in shots)

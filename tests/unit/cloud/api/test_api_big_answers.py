@@ -148,3 +148,31 @@ def test_a_deployments_targets_page_by_device(client: TestClient, engine: Engine
         next_url = answer.links.get("next", {}).get("url")
     assert pages == [ids[:5], ids[5:10], ids[10:]]
     assert client.get("/api/v1/deployments/nope/targets").status_code == 404
+
+
+def test_a_deployments_detail_counts_every_target_and_carries_only_a_first_page(
+    client: TestClient, engine: Engine, register: Any
+) -> None:
+    """GET /deployments/{id} listed every target (10,000 devices: megabytes a poll): now counts per status,
+    the first 100 targets and the URL of the rest in the paged list; `target_limit` 0..2000 picks the page."""
+    with Session(engine) as session:
+        register(session, "m")
+    ids = [f"dev-{i:03d}" for i in range(130)]
+    enroll(engine, *ids)
+    created = client.post("/api/v1/deployments", json={"model_id": "m", "device_ids": ids})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["target_count"] == 130 and body["counts"] == {"pending": 130}
+    assert [t["device_id"] for t in body["targets"]] == ids[:100]
+    detail = client.get(f"/api/v1/deployments/{body['id']}").json()
+    assert [t["device_id"] for t in detail["targets"]] == ids[:100] and detail["target_count"] == 130
+    rest = client.get(detail["targets_next"])  # the paged list, from the device after the first page
+    assert [t["device_id"] for t in rest.json()] == ids[100:] and "link" not in rest.headers
+    assert detail["waiting"] == ("waiting for 130 device(s): 130 offline (dev-000, dev-001, dev-002, dev-003, "
+                                 "dev-004 and 125 more): their desired state waits for them, retained")  # fmt: skip
+    none = client.get(f"/api/v1/deployments/{body['id']}", params={"target_limit": 0}).json()
+    assert none["targets"] == [] and none["targets_next"] == f"/api/v1/deployments/{body['id']}/targets"
+    every = client.get(f"/api/v1/deployments/{body['id']}", params={"target_limit": 200}).json()
+    assert len(every["targets"]) == 130 and every["targets_next"] is None
+    for bad in (-1, 2001, "all"):
+        assert client.get(f"/api/v1/deployments/{body['id']}", params={"target_limit": bad}).status_code == 422

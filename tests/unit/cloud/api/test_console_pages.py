@@ -296,7 +296,7 @@ def test_unknown_ids_and_bad_input_are_pages_not_errors(app: FastAPI, token_for,
 
 
 def test_viewers_see_no_buttons_and_cannot_act_deployers_can(
-    app: FastAPI, token_for, engine: Engine, fleet: None
+    app: FastAPI, token_for, engine: Engine, fleet: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin = signed_in(app, token_for("admin"))
     body = {"model_id": "m", "devices": ", ".join(DEVICES), "strategy": "waves", "first_wave": "2", "growth": "2"}
@@ -314,6 +314,11 @@ def test_viewers_see_no_buttons_and_cannot_act_deployers_can(
     viewer = signed_in(app, token_for("viewer"))
     page = viewer.get(rollout_page)
     assert page.status_code == 200 and 'id="rollout-state">running' in page.text and "action-pause" not in page.text
+    monkeypatch.setattr(views, "WAVE_SHOWN", 1)  # a wave names its first devices, counts them all
+    named = viewer.get(rollout_page).text
+    assert "2 device(s)" in named and "4 device(s)" in named and "and 1 more" in named and "and 3 more" in named
+    assert len(re.findall(r'<li><a href="/console/devices/', named)) == 2
+    monkeypatch.undo()
     assert "Start a rollout" not in viewer.get("/console/rollouts").text
     assert viewer.post(f"{rollout_page}/pause", headers=ORIGIN).status_code == 403
     assert viewer.post("/console/rollouts", data=body, headers=ORIGIN).status_code == 403
@@ -364,3 +369,80 @@ def test_the_fleet_page_pages_by_device_id(app: FastAPI, token_for, engine: Engi
         found = re.search(r'id="next-page" href="([^"]+)"', page.text)
         url = html.unescape(found.group(1)) if found else None
     assert seen == [f"dev-{i:02d}" for i in range(10)]
+
+
+def tiles(page: str) -> tuple[str, dict[str, str]]:
+    """The fleet page's "online / total" tile and its health counts, as shown."""
+    online = re.search(r'id="online-count">(\d+)</span> / (\d+)', page)
+    assert online is not None, page[:2000]
+    health = dict(re.findall(r'class="tile health-(\w+)"><span class="big">(\d+)<', page))
+    return f"{online.group(1)} / {online.group(2)}", health
+
+
+def test_the_fleet_tiles_count_the_whole_fleet_on_every_page(
+    app: FastAPI, token_for, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiles counted only the page's devices (500) once the fleet page was paged: here pages of 4 of 11
+    devices, each page must show 3 online of 11, and every health word counted over all of them, the same
+    words the rows show; the previous-page links walk back the same pages."""
+    monkeypatch.setattr(views, "MAX_DEVICES", 4)
+    now = now_ms()
+    with Session(engine) as session:
+        for i in range(11):
+            state = {0: "failed", 5: "downloading"}.get(i, "active")
+            session.add(Device(id=f"dev-{i:02d}", online=i in (1, 5, 9), update_state=state,
+                               active_model_id="m" if i % 2 else None, active_version="1.0.0" if i % 2 else None))
+        for i in (3, 10):  # 2% errors in the last quarter hour, across windows none of which alone shows it
+            for seq, errors in enumerate((0, 4)):
+                session.add(TelemetryRecord(device_id=f"dev-{i:02d}", seq=seq, window_start_ms=now - 60_000,
+                                            window_end_ms=now - 50_000 + seq, inference_count=98, error_count=errors))
+        session.commit()
+    client = signed_in(app, token_for("viewer"))
+    expected = {"ok": "2", "updating": "1", "offline": "5", "errors": "2", "failed": "1"}
+    seen: list[tuple[str, str]] = []
+    pages: list[str] = []
+    url: str | None = "/console"
+    for _ in range(10):  # bounded
+        if url is None:
+            break
+        page = client.get(url)
+        assert page.status_code == 200
+        assert tiles(page.text) == ("3 / 11", expected), url
+        seen += re.findall(r'class="device-row" data-device="([^"]+)">.*?class="badge health-(\w+)"', page.text, re.S)
+        pages.append(url)
+        found = re.search(r'id="next-page" href="([^"]+)"', page.text)
+        url = html.unescape(found.group(1)) if found else None
+    assert [d for d, _ in seen] == [f"dev-{i:02d}" for i in range(11)] and len(pages) == 3
+    rows = {word: str(sum(1 for _, w in seen if w == word)) for word in expected}
+    assert rows == expected  # the rows' badges and the tiles apply one rule
+    last = client.get(pages[-1]).text
+    back = html.unescape(re.search(r'id="previous-page" href="([^"]+)"', last).group(1))  # type: ignore[union-attr]
+    middle = client.get(back).text
+    assert re.findall(r'data-device="([^"]+)"', middle) == [f"dev-{i:02d}" for i in range(4, 8)]
+    first = html.unescape(re.search(r'id="previous-page" href="([^"]+)"', middle).group(1))  # type: ignore[union-attr]
+    top = client.get(first).text
+    assert re.findall(r'data-device="([^"]+)"', top) == [f"dev-{i:02d}" for i in range(4)]
+    assert 'id="previous-page"' not in top and 'id="next-page"' in top
+
+
+def test_a_deployment_page_counts_every_target_and_pages_the_table(
+    app: FastAPI, token_for, engine: Engine, fleet: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(views, "MAX_TARGETS", 4)
+    deployment = app.state.services.deployer.deploy(DeploymentCreate(model_id="m", device_ids=DEVICES))
+    with Session(engine) as session:
+        for device_id in DEVICES[1:5]:
+            target = session.get(DeploymentTarget, (deployment.id, device_id))
+            assert target is not None
+            target.status = "succeeded"
+            session.add(target)
+        session.commit()
+    client = signed_in(app, token_for("viewer"))
+    page = client.get(f"/console/deployments/{deployment.id}").text
+    assert 'id="installed">4 / 6<' in page and page.count('class="target-row"') == 4
+    found = re.search(r'id="next-page" href="([^"]+)"', page)
+    assert found is not None
+    rest = client.get(html.unescape(found.group(1))).text
+    assert 'id="installed">4 / 6<' in rest and re.findall(r'class="target-row".*?href="/console/devices/([^"]+)"',
+                                                         rest, re.S) == DEVICES[4:]  # fmt: skip
+    assert 'id="next-page"' not in rest

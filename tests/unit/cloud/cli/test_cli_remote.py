@@ -133,3 +133,17 @@ def test_devices_follows_the_apis_pages(fleet: list[str], db_engine: Engine, cap
     assert main(["devices", "--json", *fleet]) == 0
     ids = [row["id"] for row in json.loads(capsys.readouterr().out)]
     assert len(ids) == len(set(ids)) == 1203 and ids == sorted(ids)
+
+
+def test_deploy_names_a_few_targets_and_follows_the_counts(fleet: list[str], db_engine: Engine, capsys) -> None:
+    """A deployment's detail carries only its first targets and counts over all (cloud.api.routes.deployments):
+    `deploy` names 20 and says how many more, `--wait` prints the counts of all 130."""
+    with Session(db_engine) as session:
+        for i in range(130):
+            session.add(Device(id=f"big-{i:03d}", labels={"site": "big"}))
+        session.commit()
+    assert main(["deploy", "vibration", "--label", "site=big", "--wait", "--timeout", "0", *fleet]) == 1
+    first, counts = capsys.readouterr().out.splitlines()
+    named = ", ".join(f"big-{i:03d}" for i in range(20))
+    assert first.endswith(f"-> {named} and 110 more"), first
+    assert counts.startswith("in_progress pending 130  (waiting for 130 device(s): 130 offline (big-000,"), counts
