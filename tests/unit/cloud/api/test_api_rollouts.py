@@ -101,3 +101,36 @@ def test_a_rollouts_status_comes_from_the_read_cache_and_an_action_shows_at_once
     assert again.content == first.content and lane.served == before + 1
     assert client.post(f"/api/v1/rollouts/{rollout_id}/pause").json()["state"] == "paused"
     assert client.get(f"/api/v1/rollouts/{rollout_id}").json()["state"] == "paused"
+
+
+def test_a_rollouts_view_counts_its_targets_without_reading_them_one_by_one(
+    client: TestClient, engine: Engine, register
+) -> None:
+    """Polled by `rollout status --wait` and every rollout page: at fleet size a row per target per poll."""
+    from sqlalchemy import event
+
+    from cloud.db import TargetStatus
+    from cloud.db.tables import DeploymentTarget
+
+    with Session(engine) as session:
+        register(session, "m")
+    enroll(engine, *DEVICES)
+    rollout_id = client.post("/api/v1/rollouts", json=_body()).json()["deployment_id"]
+    with Session(engine) as session:
+        first, second = session.exec(select(DeploymentTarget).where(DeploymentTarget.deployment_id == rollout_id))
+        first.status, second.status = TargetStatus.SUCCEEDED, TargetStatus.FAILED
+        session.add_all([first, second])
+        session.commit()
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001
+        statements.append(" ".join(statement.lower().split()))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        detail = client.get(f"/api/v1/rollouts/{rollout_id}").json()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert (detail["devices_done"], detail["devices_failed"]) == (1, 1)
+    target_reads = [s for s in statements if "from deploymenttarget" in s.replace('"', "")]
+    assert target_reads and all("count(" in s for s in target_reads), target_reads
