@@ -35,6 +35,7 @@ from protocols import SCHEMA_VERSION
 from protocols.capabilities import EVENT_BATCH
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
+from protocols.validation import MAX_EVENT_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ class Outbox:
         with self._held_lock:
             self._held_events.append(event)
             self._hold_until(now.mono_s)
-        if action.kind in _FAILURES:
+            full = len(self._held_events) > MAX_EVENT_BATCH  # the cloud refuses a longer batch whole
+        if full or action.kind in _FAILURES:
             self.send_held()
 
     def report(
@@ -131,7 +133,7 @@ class Outbox:
                 and last is not None
                 and last[0] in _INTERMEDIATE
                 and last[1:] == update[1:]
-            )  # a later state of the update already on the wire: this one may be superseded before it goes
+            )  # an earlier state of this update was reported: this one may be superseded before it goes
             self._held_report = state
             if held:
                 self._hold_until(self.clock.now().mono_s)

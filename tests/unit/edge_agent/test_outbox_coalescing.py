@@ -16,6 +16,7 @@ from edge_agent.update.states import State
 from protocols.capabilities import EVENT_BATCH
 from protocols.topics import Channel, parse_device_topic
 from protocols.v1 import messages_pb2 as pb
+from protocols.validation import MAX_EVENT_BATCH
 
 DEVICE = "dev-1"
 HOLD_S = 1.0
@@ -149,3 +150,13 @@ def test_events_to_a_cloud_that_names_no_batches_travel_alone_at_once(setup):
     outbox.emit(Emit(pb.EVENT_KIND_VERIFIED, "dep-1"))
     assert names(wire.events()) == ["EVENT_KIND_DOWNLOADED", "EVENT_KIND_VERIFIED"]
     assert all(not e.batch for e in wire.events())
+
+
+def test_no_batch_is_longer_than_the_cloud_accepts(setup):
+    outbox, _clock, wire = setup
+    outbox.cloud_capabilities = frozenset({EVENT_BATCH})
+    for _ in range(MAX_EVENT_BATCH + 10):
+        outbox.emit(Emit(pb.EVENT_KIND_DOWNLOADED, "dep-1"))
+    outbox.send_held()
+    sent = wire.events()
+    assert [1 + len(e.batch) for e in sent] == [MAX_EVENT_BATCH + 1, 9]  # all of them, none refused
