@@ -18,7 +18,9 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
   cpu_s                  CPU seconds spent during rollout_s by the cloud (this process), the simulator's
                          workers and the broker: a figure the machine's other load hardly changes
   stages                 with --stages: per update state, [devices, first, median, 90th pct, last] seconds
-                         from deploy() at which a device's report first said it (a subscriber of its own)
+                         from deploy() at which a device's report first said it (a subscriber of its own);
+                         an intermediate state the next one superseded within the agent's report_hold_s
+                         never travels, so fewer devices show in those
   rollout_over_floor     rollout_s / fanout_floor_s
   cloud_bytes_per_device MQTT payload bytes the cloud published during the rollout, per device
   cloud_messages_per_device  MQTT messages the cloud published during the rollout, per device
