@@ -18,13 +18,19 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
   cpu_s                  CPU seconds spent during rollout_s by the cloud (this process), the simulator's
                          workers and the broker: a figure the machine's other load hardly changes
   stages                 with --stages: per update state, [devices, first, median, 90th pct, last] seconds
-                         from deploy() at which a device's report first said it (a subscriber of its own)
+                         from deploy() at which a device's report first said it (a subscriber of its own);
+                         an intermediate state the next one superseded within the agent's report_hold_s
+                         never travels, so fewer devices show in those
   rollout_over_floor     rollout_s / fanout_floor_s
   cloud_bytes_per_device MQTT payload bytes the cloud published during the rollout, per device
   cloud_messages_per_device  MQTT messages the cloud published during the rollout, per device
   cloud_sent_by_kind     the same by topic kind ({kind: {bytes_per_device, messages}}: desired, art/chunk,
                          art/manifest, artifact/data, trust), and the desired states' parts (desired.manifest,
                          desired.assignment, desired.trust, desired.artifacts)
+  up_per_device          what the cloud received from devices during the rollout, per device and topic kind
+                         ({channel: [messages, payload bytes]}: reported, events, telemetry, samples,
+                         artifact/req, presence), and `events_carried` (lifecycle events the events messages carried,
+                         batched or not)
   broker_per_device      Mosquitto's own $SYS totals over the rollout, per device: PUBLISH messages and
                          bytes it sent (to devices, to the cloud's subscriptions, to the benchmark's own),
                          and every packet and byte it received (devices and cloud, PUBACKs included)
@@ -417,6 +423,7 @@ def measure(
                     specs += [DeviceSpec(d, password=enroll_device(session, d).password) for d in ids[first:][:500]]
                     session.commit()
             sent = _count_cloud_bytes(cloud)
+            received = _count_cloud_received(cloud)
             fleet = ProcessFleet(specs, workers=workers, mqtt_url=broker.url, mqtt_protocol="3.1.1",
                                  trust_path=cloud.trust_chain_path, state_root=workdir / "devices",
                                  keepalive_s=SIMULATED_KEEPALIVE_S)  # fmt: skip
@@ -434,6 +441,7 @@ def measure(
                 record["settle_s"] = round(time.perf_counter() - settled, 2)
                 sent[0] = sent[1] = 0
                 _SENT_BY_KIND.clear()
+                received.clear()
                 print(f"{size} devices connected; deploying", file=sys.stderr, flush=True)
                 if isinstance(clock, StageClock):
                     clock.begin()
@@ -459,6 +467,8 @@ def measure(
                 record["broker_per_device"] = {name: round((after.get(name, 0) - on_wire.get(name, 0)) / size, 1)
                                                for name in BrokerCounters.TOPICS}  # fmt: skip
                 record["cloud_messages_per_device"] = round(sent[1] / size, 2)
+                record["up_per_device"] = {kind: [round(n / size, 2), round(b / size)] if b >= 0 else round(n / size, 2)
+                                           for kind, (n, b) in sorted(received.items())}  # fmt: skip
                 record["cloud_sent_by_kind"] = {kind: {"bytes_per_device": round(b / size), "messages": n}
                                                 for kind, (b, n) in sorted(_SENT_BY_KIND.items())}  # fmt: skip
                 grown = sum(now - base for now, base in zip(fleet.rss_kb(), fleet.baseline_rss_kb, strict=True))
@@ -498,6 +508,29 @@ def _count_cloud_bytes(cloud: CloudService) -> list[int]:
 
     cloud.transport.publish = counting
     return sent
+
+
+def _count_cloud_received(cloud: CloudService) -> dict[str, list[int]]:
+    """Count what the cloud's ingestion is handed, by channel: {channel: [messages, payload bytes]}, and the
+    lifecycle events those messages carry (a batch counts its every event) as {"events_carried": [events, -1]}."""
+    received: dict[str, list[int]] = {}
+    assert cloud.ingestor is not None
+    worker = cloud.ingestor.worker
+    submit = worker.submit
+
+    def counting(message: tuple[str, bytes]) -> None:
+        topic, payload = message
+        kind = received.setdefault(topic.split("/dev/", 1)[-1].partition("/")[2], [0, 0])
+        kind[0] += 1
+        kind[1] += len(payload)
+        if topic.endswith("/" + Channel.EVENTS.value) and payload:
+            with contextlib.suppress(Exception):
+                carried = 1 + len(getattr(pb.LifecycleEvent.FromString(payload), "batch", ()))  # () before batches
+                received.setdefault("events_carried", [0, -1])[0] += carried
+        submit(message)
+
+    worker.submit = counting  # type: ignore[method-assign]
+    return received
 
 
 def _profile(folder: Path, pids: dict[str, int]) -> list[Any]:

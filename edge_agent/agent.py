@@ -129,7 +129,7 @@ class Agent:
             low_confidence=settings.sample_low_confidence,
         )  # fmt: skip
         self._commands = CommandKeeper(settings.state_dir / COMMAND_FILE)  # the cloud's last accepted command
-        self._outbox = Outbox(self.device_id, self.fleet, transport, self.clock, self._sampler)
+        self._outbox = Outbox(self.device_id, self.fleet, transport, self.clock, self._sampler, settings.report_hold_s)
         shadow_figures = lambda *figures: self._outbox.telemetry.record_shadow(*figures)  # noqa: E731
         rng_shadow = random.Random(rng.random() if rng is not None else None)
         self._kept = KeptModel(settings, shadow_figures, rng_shadow, f"edgefleet-agent-{self.device_id}-shadow")
@@ -327,6 +327,7 @@ class Agent:
 
     def _say_goodbye(self) -> None:
         try:
+            self._outbox.send_held()
             self._outbox.flush_telemetry(self._slot.current)
             self._outbox.publish(Channel.PRESENCE, presence(self.device_id, False, self.clock.now().wall_ms))
         except Exception:  # noqa: BLE001
@@ -346,6 +347,7 @@ class Agent:
         if now.mono_s >= self._next_flush_s:
             self._next_flush_s = now.mono_s + self.settings.telemetry_interval_s
             self._outbox.flush_telemetry(self._slot.current)
+        self._outbox.send_due()
 
     def _handle_connect(self) -> None:
         self._manifests.connected(self.clock.now().mono_s)
@@ -378,6 +380,7 @@ class Agent:
         manifest comes from the fleet-wide topic (`edge_agent.update.manifest_fetch`)."""
         assert self._updater is not None
         desired, left = event.desired, self._manifests.release()  # a newer desired state replaces a held one
+        self._outbox.cloud_capabilities = frozenset(desired.cloud_capabilities)  # an older cloud's: none
         sha256 = wanted_manifest(desired)
         topic = None
         if sha256 is not None:

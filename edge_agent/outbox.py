@@ -4,6 +4,15 @@ One `Outbox` per agent owns the sequence counter all of them share, the last Rep
 `Agent.status()` and `Agent.wait_for()` read under `changed`), and the telemetry window being filled.
 A publish that fails is logged, never raised: the agent keeps serving while the link is down, and QoS 1
 messages queue in the transport until it is back (on disk: `edge_agent.paho_spool`).
+
+Fewer messages per update (each costs the broker, the cloud's ingestion and the device a publish and an
+acknowledgement): the reported state is a retained latest-value shadow, so an intermediate state that the
+next one follows within `hold_s` is superseded on the device and never travels. The first state of an
+update (the one after a terminal state, or of another deployment or generation), terminal states (idle,
+active, failed) and every state after `hold_s` go out at once. Lifecycle events are history: none is
+dropped, but while the cloud's last desired state names `event_batch` (`protocols.capabilities`) they are
+held likewise and travel together in one `LifecycleEvent.batch`, ahead of the next report that travels, at
+once for a failure, and at the latest `hold_s` after the first of them (`send_due`, every step).
 """
 
 from __future__ import annotations
@@ -23,14 +32,31 @@ from edge_agent.transport import Transport, TransportError
 from edge_agent.update.actions import Emit
 from edge_agent.update.machine import UpdaterView
 from protocols import SCHEMA_VERSION
+from protocols.capabilities import EVENT_BATCH
 from protocols.topics import Channel, device_topic
 from protocols.v1 import messages_pb2 as pb
+from protocols.validation import MAX_EVENT_BATCH
 
 log = logging.getLogger(__name__)
 
+REPORT_HOLD_S = 1.0  # AgentSettings.report_hold_s: the longest an intermediate state or an event waits
+_INTERMEDIATE = frozenset({pb.UPDATE_STATE_DOWNLOADING, pb.UPDATE_STATE_VERIFYING, pb.UPDATE_STATE_LOADING,
+                           pb.UPDATE_STATE_SELF_TEST})  # fmt: skip
+# events that say something went wrong: they travel at once, with any held before them
+_FAILURES = frozenset({pb.EVENT_KIND_VERIFICATION_FAILED, pb.EVENT_KIND_SELF_TEST_FAILED, pb.EVENT_KIND_ROLLED_BACK,
+                       pb.EVENT_KIND_ERROR})  # fmt: skip
+
 
 class Outbox:
-    def __init__(self, device_id: str, fleet: str, transport: Transport, clock: Clock, sampler: Sampler) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        fleet: str,
+        transport: Transport,
+        clock: Clock,
+        sampler: Sampler,
+        hold_s: float = REPORT_HOLD_S,
+    ) -> None:
         self.device_id = device_id
         self.fleet = fleet
         self.transport = transport
@@ -44,6 +70,14 @@ class Outbox:
         self._reported = pb.ReportedState(
             schema_version=SCHEMA_VERSION, device_id=device_id, update_state=pb.UPDATE_STATE_IDLE
         )
+        # what the cloud's last desired state said it reads (DesiredState.cloud_capabilities)
+        self.cloud_capabilities: frozenset[str] = frozenset()
+        self._hold_s = hold_s
+        self._held_lock = threading.Lock()  # the held messages: the agent's thread, and stop()'s
+        self._held_report: pb.ReportedState | None = None
+        self._held_events: list[pb.LifecycleEvent] = []
+        self._due_s: float | None = None  # monotonic time by which whatever is held must go
+        self._sent_update: tuple[int, str, int] | None = None  # (state, deployment, generation) last reported
 
     def publish(self, channel: Channel, message: Message) -> None:
         spec = channel.spec
@@ -54,16 +88,25 @@ class Outbox:
             log.warning("agent %s: cannot publish on %s: %s", self.device_id, channel.value, exc)
 
     def emit(self, action: Emit) -> None:
+        now = self.clock.now()
         event = lifecycle_event(
             action.kind,
             device_id=self.device_id,
             seq=self.seq.next(),
-            ts_ms=self.clock.now().wall_ms,
+            ts_ms=now.wall_ms,
             deployment_id=action.deployment_id,
             model=action.model,
             error=action.error,
         )
-        self.publish(Channel.EVENTS, event)
+        if self._hold_s <= 0 or EVENT_BATCH not in self.cloud_capabilities:
+            self.publish(Channel.EVENTS, event)  # an older cloud would store only a batch's first event
+            return
+        with self._held_lock:
+            self._held_events.append(event)
+            self._hold_until(now.mono_s)
+            full = len(self._held_events) > MAX_EVENT_BATCH  # the cloud refuses a longer batch whole
+        if full or action.kind in _FAILURES:
+            self.send_held()
 
     def report(
         self, view: UpdaterView, labels: dict[str, str], runtimes: list[str], facts: pb.DeviceFacts | None = None
@@ -81,7 +124,45 @@ class Outbox:
         with self.changed:
             self._reported = state
             self.changed.notify_all()
-        self.publish(Channel.REPORTED, state)
+        update = (state.update_state, state.deployment_id, state.desired_generation)
+        with self._held_lock:
+            last, self._sent_update = self._sent_update, update
+            held = (
+                self._hold_s > 0
+                and state.update_state in _INTERMEDIATE
+                and last is not None
+                and last[0] in _INTERMEDIATE
+                and last[1:] == update[1:]
+            )  # an earlier state of this update was reported: this one may be superseded before it goes
+            self._held_report = state
+            if held:
+                self._hold_until(self.clock.now().mono_s)
+                return
+        self.send_held()
+
+    def _hold_until(self, now_s: float) -> None:
+        if self._due_s is None:  # bounded from the first message held, however many follow
+            self._due_s = now_s + self._hold_s
+
+    def send_due(self) -> None:
+        """Send what is held once its time is up (the agent calls it every step)."""
+        if self._due_s is not None and self.clock.now().mono_s >= self._due_s:
+            self.send_held()
+
+    def send_held(self) -> None:
+        """Send what is held now: the events (one message), then the latest report."""
+        with self._held_lock:
+            events, report = self._held_events, self._held_report
+            self._held_events, self._held_report, self._due_s = [], None, None
+        if events:
+            first = events[0]
+            for more in events[1:]:  # the first names the device and schema; the rest need not repeat it
+                more.ClearField("schema_version")
+                more.ClearField("device_id")
+                first.batch.append(more)
+            self.publish(Channel.EVENTS, first)
+        if report is not None:
+            self.publish(Channel.REPORTED, report)
 
     def reported(self) -> pb.ReportedState:
         """The last ReportedState (a copy)."""

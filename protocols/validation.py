@@ -15,6 +15,7 @@ Per message:
     TelemetryWindow: start <= end, window at most MAX_WINDOW_MS long, errors <= inferences,
                      correct <= labelled <= inferences, shadow agreed <= compared, p50 <= p95 latency,
                      0 <= cpu% <= MAX_CPU_PERCENT
+    LifecycleEvent: at most MAX_EVENT_BATCH events in `batch`, none carrying a batch of its own
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ MAX_CPU_PERCENT = 100.0 * 256  # all cores of the largest board busy
 # below this a sample's weight 1 / p is no longer a finite float (5e-324 -> inf), and no sampler keeps one row
 # in 1e12; 0 stays "unknown" (older agents)
 MIN_INCLUSION_PROBABILITY = 1e-12
+MAX_EVENT_BATCH = 256  # events one LifecycleEvent carries in `batch`; an agent sends a few per update
 
 
 class ImplausibleMessage(ValueError):
@@ -144,13 +146,27 @@ def _check_window(window: pb.TelemetryWindow, now_ms: int) -> None:
         raise ImplausibleMessage("out_of_range", f"cpu_percent = {window.cpu_percent}")
 
 
+def _check_events(event: pb.LifecycleEvent, now_ms: int) -> None:
+    """An event and those it carries (`batch`): at most MAX_EVENT_BATCH more, none nested again, none dated
+    in the future."""
+    if len(event.batch) > MAX_EVENT_BATCH:
+        raise ImplausibleMessage("too_many_entries", f"{len(event.batch)} events batched (at most {MAX_EVENT_BATCH})")
+    _check_not_future(event.ts_ms, now_ms, "timestamp")
+    for more in event.batch:
+        if more.batch:
+            raise ImplausibleMessage("nested_batch", f"event seq {more.seq} of a batch carries a batch of its own")
+        _check_not_future(more.ts_ms, now_ms, "timestamp")
+
+
 def check_upward(message: Message, now_ms: int) -> None:
     """Raise ImplausibleMessage unless `message` (any device -> cloud payload) can be true at now_ms."""
     _check_fields(message, message.DESCRIPTOR.name)
     if isinstance(message, pb.TelemetryWindow):
         _check_window(message, now_ms)
-    elif isinstance(message, pb.ReportedState | pb.Presence | pb.LifecycleEvent):
+    elif isinstance(message, pb.ReportedState | pb.Presence):
         _check_not_future(message.ts_ms, now_ms, "timestamp")
+    elif isinstance(message, pb.LifecycleEvent):
+        _check_events(message, now_ms)
     elif isinstance(message, pb.SampleBatch):
         for sample in message.samples:
             _check_not_future(sample.ts_ms, now_ms, "sample timestamp")

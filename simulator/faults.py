@@ -129,8 +129,9 @@ class EventTap:
         if topic.endswith("/events"):
             event = pb.LifecycleEvent()
             event.ParseFromString(payload)
-            if event.HasField("error") and event.error.code:
-                self._record[self._device_id] = f"{event.error.code}: {event.error.message}"
+            for one in (event, *event.batch):  # an agent batches events for a cloud that reads batches
+                if one.HasField("error") and one.error.code:
+                    self._record[self._device_id] = f"{one.error.code}: {one.error.message}"
         elif self._on_samples is not None and topic.endswith("/samples"):
             batch = pb.SampleBatch()
             batch.ParseFromString(payload)

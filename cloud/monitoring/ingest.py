@@ -131,6 +131,11 @@ def event_row(device_id: str, e: pb.LifecycleEvent) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def event_rows(device_id: str, e: pb.LifecycleEvent) -> list[dict[str, Any]]:
+    """The event and those it carries in `batch` (an agent's `event_batch`), each its own row by its seq."""
+    return [event_row(device_id, e), *(event_row(device_id, more) for more in e.batch)]
+
+
 def sample_rows(device_id: str, b: pb.SampleBatch) -> list[dict[str, Any]]:
     return [
         {
@@ -294,7 +299,7 @@ class Ingestor(MessageConsumer):
                     if fleet.apply_spool_drops(session, device_id, msg):
                         updates += 1
                 elif channel is Channel.EVENTS:
-                    events.append(event_row(device_id, msg))
+                    events.extend(event_rows(device_id, msg))
                 elif channel is Channel.SAMPLES:
                     samples.extend(sample_rows(device_id, msg))
                 elif channel is Channel.FEEDBACK:

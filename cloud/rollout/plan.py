@@ -33,7 +33,7 @@ from cloud.rollout.records import Rollout
 from cloud.rollout.status import TERMINAL
 from cloud.types import ClockMs, now_ms
 from protocols import SCHEMA_VERSION
-from protocols.capabilities import MANIFEST_BY_DIGEST
+from protocols.capabilities import CLOUD_CAPABILITIES, MANIFEST_BY_DIGEST
 from protocols.chunking import ChunkLayout
 from protocols.topics import TopicError, validate_device_id
 from protocols.v1 import messages_pb2 as pb
@@ -126,6 +126,7 @@ def _desired_state(
         issued_at_ms=now,
         assignment=signed,
         trust=director.trust,
+        cloud_capabilities=CLOUD_CAPABILITIES,  # what this cloud reads from the device (protocols.capabilities)
     )
     return Outgoing(device_id, state, manifest if by_digest else None)
 

@@ -387,7 +387,7 @@ class ArtifactLocation(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., chunk_size: _Optional[int] = ..., total_chunks: _Optional[int] = ..., fanout_filter: _Optional[str] = ...) -> None: ...
 
 class DesiredState(_message.Message):
-    __slots__ = ("schema_version", "device_id", "deployment_id", "generation", "manifest", "artifacts", "issued_at_ms", "assignment", "trust")
+    __slots__ = ("schema_version", "device_id", "deployment_id", "generation", "manifest", "artifacts", "issued_at_ms", "assignment", "trust", "cloud_capabilities")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -397,6 +397,7 @@ class DesiredState(_message.Message):
     ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     TRUST_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     device_id: str
     deployment_id: str
@@ -406,7 +407,8 @@ class DesiredState(_message.Message):
     issued_at_ms: int
     assignment: SignedAssignment
     trust: TrustChain
-    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., generation: _Optional[int] = ..., manifest: _Optional[_Union[SignedManifest, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[ArtifactLocation, _Mapping]]] = ..., issued_at_ms: _Optional[int] = ..., assignment: _Optional[_Union[SignedAssignment, _Mapping]] = ..., trust: _Optional[_Union[TrustChain, _Mapping]] = ...) -> None: ...
+    cloud_capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., generation: _Optional[int] = ..., manifest: _Optional[_Union[SignedManifest, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[ArtifactLocation, _Mapping]]] = ..., issued_at_ms: _Optional[int] = ..., assignment: _Optional[_Union[SignedAssignment, _Mapping]] = ..., trust: _Optional[_Union[TrustChain, _Mapping]] = ..., cloud_capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ArtifactChunk(_message.Message):
     __slots__ = ("schema_version", "sha256", "index", "total_chunks", "offset", "data", "request_id", "error")
@@ -556,7 +558,7 @@ class Presence(_message.Message):
     def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., online: _Optional[bool] = ..., ts_ms: _Optional[int] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
 class LifecycleEvent(_message.Message):
-    __slots__ = ("schema_version", "device_id", "seq", "ts_ms", "kind", "deployment_id", "model", "error")
+    __slots__ = ("schema_version", "device_id", "seq", "ts_ms", "kind", "deployment_id", "model", "error", "batch")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -565,6 +567,7 @@ class LifecycleEvent(_message.Message):
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     device_id: str
     seq: int
@@ -573,7 +576,8 @@ class LifecycleEvent(_message.Message):
     deployment_id: str
     model: ModelRef
     error: ErrorInfo
-    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., deployment_id: _Optional[str] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ...) -> None: ...
+    batch: _containers.RepeatedCompositeFieldContainer[LifecycleEvent]
+    def __init__(self, schema_version: _Optional[int] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., deployment_id: _Optional[str] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., batch: _Optional[_Iterable[_Union[LifecycleEvent, _Mapping]]] = ...) -> None: ...
 
 class Histogram(_message.Message):
     __slots__ = ("bounds", "counts")

@@ -122,3 +122,15 @@ def test_per_label_rates_are_additive_fields() -> None:
     window.label_counts.extend([5, 2, 0])
     new = pb.TelemetryWindow.FromString(window.SerializeToString())
     assert (new.inference_count, list(new.label_counts)) == (5, [5, 2, 0])
+
+
+def test_an_event_batch_is_its_first_event_to_an_older_reader_and_an_older_clouds_desired_state_names_none() -> None:
+    first = pb.LifecycleEvent(schema_version=1, device_id="pi-01", seq=4, ts_ms=5, kind=pb.EVENT_KIND_VERIFIED)
+    batch = pb.LifecycleEvent()
+    batch.CopyFrom(first)
+    batch.batch.add(seq=5, ts_ms=6, kind=pb.EVENT_KIND_ACTIVATED)
+    # field 9 follows the first event's fields: a reader without it skips it (unknown, as above)
+    assert batch.SerializeToString().startswith(first.SerializeToString())
+    tag = batch.SerializeToString()[len(first.SerializeToString())]
+    assert tag == 9 << 3 | 2
+    assert pb.DesiredState(schema_version=1, device_id="pi-01").cloud_capabilities == []

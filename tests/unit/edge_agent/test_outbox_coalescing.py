@@ -1,0 +1,162 @@
+"""The outbox sends fewer messages per update: an intermediate state the next one supersedes within hold_s never
+travels, and lifecycle events travel together to a cloud that reads batches (edge_agent.outbox)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.clock import ManualClock
+from edge_agent.outbox import Outbox
+from edge_agent.serving.sampler import Sampler
+from edge_agent.transport import MemoryBroker, MemoryTransport
+from edge_agent.update.actions import Emit
+from edge_agent.update.journal import LastError
+from edge_agent.update.machine import UpdaterView
+from edge_agent.update.states import State
+from protocols.capabilities import EVENT_BATCH
+from protocols.topics import Channel, parse_device_topic
+from protocols.v1 import messages_pb2 as pb
+from protocols.validation import MAX_EVENT_BATCH
+
+DEVICE = "dev-1"
+HOLD_S = 1.0
+
+
+class Wire:
+    """Everything the outbox puts on the broker, decoded, in order."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.messages: list[tuple[Channel, pb.ReportedState | pb.LifecycleEvent]] = []
+        self._client = MemoryTransport(broker)
+        self._client.set_message_handler(self._on_message)
+        self._client.subscribe("ef/v1/+/dev/+/#")
+        self._client.start()
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        channel = parse_device_topic(topic).channel
+        decoder = {Channel.REPORTED: pb.ReportedState, Channel.EVENTS: pb.LifecycleEvent}[channel]
+        self.messages.append((channel, decoder.FromString(payload)))
+
+    def states(self) -> list[str]:
+        return [pb.UpdateState.Name(m.update_state) for c, m in self.messages if c is Channel.REPORTED]  # type: ignore[union-attr]
+
+    def events(self) -> list[pb.LifecycleEvent]:
+        return [m for c, m in self.messages if c is Channel.EVENTS]  # type: ignore[misc]
+
+
+@pytest.fixture
+def setup() -> tuple[Outbox, ManualClock, Wire]:
+    broker, clock = MemoryBroker(), ManualClock()
+    wire = Wire(broker)
+    transport = MemoryTransport(broker)
+    transport.start()
+    outbox = Outbox(DEVICE, "default", transport, clock, Sampler(0.0, 0), hold_s=HOLD_S)
+    return outbox, clock, wire
+
+
+def report(outbox: Outbox, state: State, generation: int = 1, error: LastError | None = None) -> None:
+    view = UpdaterView(state, None, None, "dep-1", generation, error)
+    outbox.report(view, {}, ["onnxruntime"])
+
+
+def names(events: list[pb.LifecycleEvent]) -> list[str]:
+    return [pb.EventKind.Name(e.kind) for e in events]
+
+
+def test_a_state_superseded_within_the_hold_is_not_sent_and_the_final_one_is_at_once(setup):
+    outbox, clock, wire = setup
+    report(outbox, State.DOWNLOADING)  # an update's first state: at once
+    assert wire.states() == ["UPDATE_STATE_DOWNLOADING"]
+    report(outbox, State.VERIFYING)
+    clock.advance(0.3)
+    outbox.send_due()
+    report(outbox, State.LOADING)
+    report(outbox, State.SELF_TEST)
+    assert wire.states() == ["UPDATE_STATE_DOWNLOADING"]  # held: superseded before its time was up
+    assert outbox.reported().update_state == pb.UPDATE_STATE_SELF_TEST  # Agent.wait_for reads this, not the wire
+    report(outbox, State.ACTIVE)  # terminal: at once, the held ones never
+    assert wire.states() == ["UPDATE_STATE_DOWNLOADING", "UPDATE_STATE_ACTIVE"]
+    clock.advance(5)
+    outbox.send_due()
+    assert wire.states() == ["UPDATE_STATE_DOWNLOADING", "UPDATE_STATE_ACTIVE"]
+
+
+def test_a_held_state_goes_out_when_its_time_is_up(setup):
+    outbox, clock, wire = setup
+    report(outbox, State.DOWNLOADING)
+    report(outbox, State.VERIFYING)
+    clock.advance(HOLD_S - 0.1)
+    outbox.send_due()
+    report(outbox, State.LOADING)  # the latest wins, but not later than hold_s after the first held
+    clock.advance(0.1)
+    outbox.send_due()
+    assert wire.states() == ["UPDATE_STATE_DOWNLOADING", "UPDATE_STATE_LOADING"]
+
+
+def test_a_failure_and_the_first_state_of_a_new_update_are_sent_at_once(setup):
+    outbox, _clock, wire = setup
+    report(outbox, State.DOWNLOADING)
+    report(outbox, State.VERIFYING)
+    report(outbox, State.FAILED, error=LastError("digest_mismatch", "bad bytes"))
+    assert wire.states() == ["UPDATE_STATE_DOWNLOADING", "UPDATE_STATE_FAILED"]
+    report(outbox, State.DOWNLOADING, generation=2)  # after a terminal state
+    report(outbox, State.VERIFYING, generation=3)  # another generation: a new update
+    assert wire.states()[2:] == ["UPDATE_STATE_DOWNLOADING", "UPDATE_STATE_VERIFYING"]
+
+
+def test_events_to_a_cloud_that_reads_batches_travel_together_ahead_of_the_report(setup):
+    outbox, clock, wire = setup
+    outbox.cloud_capabilities = frozenset({EVENT_BATCH})
+    outbox.emit(Emit(pb.EVENT_KIND_UPDATE_STARTED, "dep-1"))
+    report(outbox, State.DOWNLOADING)
+    outbox.emit(Emit(pb.EVENT_KIND_DOWNLOADED, "dep-1"))
+    report(outbox, State.VERIFYING)
+    outbox.emit(Emit(pb.EVENT_KIND_VERIFIED, "dep-1"))
+    report(outbox, State.LOADING)
+    outbox.emit(Emit(pb.EVENT_KIND_SELF_TEST_PASSED, "dep-1"))
+    outbox.emit(Emit(pb.EVENT_KIND_ACTIVATED, "dep-1"))
+    report(outbox, State.ACTIVE)
+    kinds = [c for c, _m in wire.messages]
+    assert kinds == [Channel.EVENTS, Channel.REPORTED, Channel.EVENTS, Channel.REPORTED]
+    first, second = wire.events()
+    assert names([first, *first.batch]) == ["EVENT_KIND_UPDATE_STARTED"]
+    assert names([second, *second.batch]) == [
+        "EVENT_KIND_DOWNLOADED", "EVENT_KIND_VERIFIED", "EVENT_KIND_SELF_TEST_PASSED", "EVENT_KIND_ACTIVATED"
+    ]  # fmt: skip
+    seqs = [e.seq for e in (second, *second.batch)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4 and seqs[0] > first.seq
+    assert second.device_id == DEVICE and second.schema_version >= 1
+    # events without a report that travels go at the latest hold_s after the first of them
+    outbox.emit(Emit(pb.EVENT_KIND_STARTED))
+    clock.advance(HOLD_S)
+    outbox.send_due()
+    assert names(wire.events()[2:]) == ["EVENT_KIND_STARTED"]
+
+
+def test_a_failure_event_is_sent_at_once_with_those_held_before_it(setup):
+    outbox, _clock, wire = setup
+    outbox.cloud_capabilities = frozenset({EVENT_BATCH})
+    outbox.emit(Emit(pb.EVENT_KIND_DOWNLOADED, "dep-1"))
+    assert wire.events() == []
+    outbox.emit(Emit(pb.EVENT_KIND_VERIFICATION_FAILED, "dep-1", error=LastError("digest_mismatch", "bad bytes")))
+    (sent,) = wire.events()
+    assert names([sent, *sent.batch]) == ["EVENT_KIND_DOWNLOADED", "EVENT_KIND_VERIFICATION_FAILED"]
+    assert sent.batch[0].error.code == "digest_mismatch"
+
+
+def test_events_to_a_cloud_that_names_no_batches_travel_alone_at_once(setup):
+    outbox, _clock, wire = setup  # no cloud_capabilities: an older cloud would store only a batch's first event
+    outbox.emit(Emit(pb.EVENT_KIND_DOWNLOADED, "dep-1"))
+    outbox.emit(Emit(pb.EVENT_KIND_VERIFIED, "dep-1"))
+    assert names(wire.events()) == ["EVENT_KIND_DOWNLOADED", "EVENT_KIND_VERIFIED"]
+    assert all(not e.batch for e in wire.events())
+
+
+def test_no_batch_is_longer_than_the_cloud_accepts(setup):
+    outbox, _clock, wire = setup
+    outbox.cloud_capabilities = frozenset({EVENT_BATCH})
+    for _ in range(MAX_EVENT_BATCH + 10):
+        outbox.emit(Emit(pb.EVENT_KIND_DOWNLOADED, "dep-1"))
+    outbox.send_held()
+    sent = wire.events()
+    assert [1 + len(e.batch) for e in sent] == [MAX_EVENT_BATCH + 1, 9]  # all of them, none refused
