@@ -214,11 +214,12 @@ def fresh_database(server_url: str | None, name: str) -> Any:
 def _ingest_worker(database_url: str, mqtt_url: str, fleet: str, group: str, ready: Any, stop: Any) -> None:
     """One ingestion worker process: an Ingestor fed by a router on the share group, as a cloud worker."""
     from cloud.monitoring import Ingestor
+    from cloud.mqtt.bulk_client import CloudTransport
     from cloud.mqtt.router import MessageRouter
     engine = make_engine(database_url)
     ingestor = Ingestor(engine, fleet=fleet)
     router = MessageRouter(ingestor.submit, lambda _t, _p: None, fleet=fleet, share_group=group)
-    transport = PahoTransport(mqtt_url, f"bench-ingest-{os.getpid()}", protocol="5", max_queued=100_000)
+    transport = CloudTransport(mqtt_url, f"bench-ingest-{os.getpid()}", protocol="5", max_queued=100_000)
     router.attach(transport)
     ingestor.start()
     transport.start()
