@@ -9,9 +9,9 @@ them (`updates`: CPU microseconds per message of this process, SQL statements).
 Prints one JSON object last: {"results": [...], "ratios": {...}, "updates": [...]}; ratios compare each
 batch size with batch size 1 on the same database.
 
-Measured 2026-12-03 (i10cloud, load 14-17, SQLite, 1,000 devices, 11,000 messages), main against the branch
-that reads and writes a batch's device rows in bulk and validates faster, run alternately: 254.5 / 261.3 ->
-148.4 / 154.9 us of CPU per message (x0.59), 270 statements either way.
+Measured 2026-12-03 (i10cloud, load 15-19, SQLite, 1,000 devices, 11,000 messages), main against the branch
+that reads and writes a batch's device rows in bulk and validates faster, run alternately: 273.7 / 259.0 ->
+159.5 / 160.0 us of CPU per message (x0.60), 270 statements either way.
 """
 
 from __future__ import annotations
