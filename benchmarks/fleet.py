@@ -138,9 +138,10 @@ with one PUBACK write per read (cloud.mqtt.bulk_client), then validation decided
 device rows read and written as plain values, and ingestion batches lingering up to 20 ms. Bulk client
 alone: cpu_s cloud 8.1 -> 6.8, rollout_s 95.1 -> 57.5 (floors 6.8 / 13.7). All but the linger: cloud
 9.1 -> 8.1, rollout_s 118.8 -> 117.1. All: cloud 8.3 -> 6.6 (x0.80), rollout_s 129.2 -> 116.0, floor 6.9 /
-7.4. Workers 10.8-12.0 either way. The cloud's lag behind the agents (rollout_s - agents_active_s: the last
-report waiting in the ingestion queue) was 4.9, 16.0 and 15.6 s for main, 3.8, 0.0 and 0.5 s for the
-branch: main's single ingest thread plus paho's per-packet loop could not keep up with 1,000 devices'
+7.4; again at load 7-15: cloud 7.4 -> 6.4, rollout_s 34.6 -> 32.7, deploy_s 7.1 -> 3.8 (floors 2.2 / 1.9).
+Workers 9.1-12.0 either way. The cloud's lag behind the agents (rollout_s - agents_active_s: the last
+report waiting in the ingestion queue) was 4.9, 16.0, 15.6 and 3.3 s for main, 3.8, 0.0, 0.5 and 0.2 s for
+the branch: main's single ingest thread plus paho's per-packet loop could not keep up with 1,000 devices'
 reports on a loaded machine, which is the same backlog as the 10,000-device record lag above (not re-run
 here: the load stayed at 15-24). py-spy of the branch's cloud (idle samples included): paho's loop 24.7 %
 of samples (10 % of them waiting in select), ingestion 36 %, deploy 11 %; main's ingestion was 42 % and
