@@ -142,8 +142,12 @@ alone: cpu_s cloud 8.1 -> 6.8, rollout_s 95.1 -> 57.5 (floors 6.8 / 13.7). All b
 Workers 9.1-12.0 either way. The cloud's lag behind the agents (rollout_s - agents_active_s: the last
 report waiting in the ingestion queue) was 4.9, 16.0, 15.6 and 3.3 s for main, 3.8, 0.0, 0.5 and 0.2 s for
 the branch: main's single ingest thread plus paho's per-packet loop could not keep up with 1,000 devices'
-reports on a loaded machine, which is the same backlog as the 10,000-device record lag above (not re-run
-here: the load stayed at 15-24). py-spy of the branch's cloud (idle samples included): paho's loop 24.7 %
+reports on a loaded machine, which is the same backlog as the 10,000-device record lag above. One
+10,000-device PostgreSQL run of the branch (load 2-10, other helpers' runs beside it; main not run beside
+it) did not settle the 10,000-device question: floor 15.8 s, rollout_s 223.0, agents_active_s 182.1 (41 s of
+lag), cpu_s cloud 85.2 / workers 124.6 / broker 14.4, but 58,191 cloud bytes per device (767 on the lead's
+quiet run): most devices missed the fan-out deadline and fetched their chunks from the cloud one by one, so
+the cloud's time went to serving chunks; it needs a quiet machine and main beside it. py-spy of the branch's cloud (idle samples included): paho's loop 24.7 %
 of samples (10 % of them waiting in select), ingestion 36 %, deploy 11 %; main's ingestion was 42 % and
 paho's loop 45 % of busy samples.
 """
