@@ -137,6 +137,25 @@ afternoon's (all of the above merged). 10,000 devices, PostgreSQL: rollout_s 108
 bytes per device 12,397 -> 767, RSS per device 150 -> 160 KB. 1,000 devices, SQLite, alternating old/new/old/new
 (load 2): rollout_s 8.62 / 11.48 old, 8.97 / 11.22 new (5.9x / 8.0x and 7.9x / 7.4x the floor), cloud bytes
 11,542 -> 881: smaller desired states, not yet a faster rollout.
+
+Measured 2026-12-03 (i10cloud, load 15 to 24, other helpers' runs beside it), 1,000 devices, SQLite, main
+(old) and the branch (new) started together in pairs: the cloud's paho client reading many packets per recv
+with one PUBACK write per read (cloud.mqtt.bulk_client), then validation decided once per field, a batch's
+device rows read and written as plain values, and ingestion batches lingering up to 20 ms. Bulk client
+alone: cpu_s cloud 8.1 -> 6.8, rollout_s 95.1 -> 57.5 (floors 6.8 / 13.7). All but the linger: cloud
+9.1 -> 8.1, rollout_s 118.8 -> 117.1. All: cloud 8.3 -> 6.6 (x0.80), rollout_s 129.2 -> 116.0, floor 6.9 /
+7.4; again at load 7-15: cloud 7.4 -> 6.4, rollout_s 34.6 -> 32.7, deploy_s 7.1 -> 3.8 (floors 2.2 / 1.9).
+Workers 9.1-12.0 either way. The cloud's lag behind the agents (rollout_s - agents_active_s: the last
+report waiting in the ingestion queue) was 4.9, 16.0, 15.6 and 3.3 s for main, 3.8, 0.0, 0.5 and 0.2 s for
+the branch: main's single ingest thread plus paho's per-packet loop could not keep up with 1,000 devices'
+reports on a loaded machine, which is the same backlog as the 10,000-device record lag above. One
+10,000-device PostgreSQL run of the branch (load 2-10, other helpers' runs beside it; main not run beside
+it) did not settle the 10,000-device question: floor 15.8 s, rollout_s 223.0, agents_active_s 182.1 (41 s of
+lag), cpu_s cloud 85.2 / workers 124.6 / broker 14.4, but 58,191 cloud bytes per device (767 on the lead's
+quiet run): most devices missed the fan-out deadline and fetched their chunks from the cloud one by one, so
+the cloud's time went to serving chunks; it needs a quiet machine and main beside it. py-spy of the branch's cloud (idle samples included): paho's loop 24.7 %
+of samples (10 % of them waiting in select), ingestion 36 %, deploy 11 %; main's ingestion was 42 % and
+paho's loop 45 % of busy samples.
 """
 
 from __future__ import annotations
@@ -220,11 +239,12 @@ def fresh_database(server_url: str | None, name: str) -> Any:
 def _ingest_worker(database_url: str, mqtt_url: str, fleet: str, group: str, ready: Any, stop: Any) -> None:
     """One ingestion worker process: an Ingestor fed by a router on the share group, as a cloud worker."""
     from cloud.monitoring import Ingestor
+    from cloud.mqtt.bulk_client import CloudTransport
     from cloud.mqtt.router import MessageRouter
     engine = make_engine(database_url)
     ingestor = Ingestor(engine, fleet=fleet)
     router = MessageRouter(ingestor.submit, lambda _t, _p: None, fleet=fleet, share_group=group)
-    transport = PahoTransport(mqtt_url, f"bench-ingest-{os.getpid()}", protocol="5", max_queued=100_000)
+    transport = CloudTransport(mqtt_url, f"bench-ingest-{os.getpid()}", protocol="5", max_queued=100_000)
     router.attach(transport)
     ingestor.start()
     transport.start()

@@ -68,7 +68,7 @@ class CloudService:
         self.engine: Engine | None = None
         self.store: LocalArtifactStore | None = None
         self.keys: KeyStore | None = None
-        self.transport: Any = None  # edge_agent.paho_transport.PahoTransport
+        self.transport: Any = None  # cloud.mqtt.bulk_client.CloudTransport
         self.client_lease: ClientIdLease | None = None
         self.deployer: Deployer | None = None
         self.ingestor: Ingestor | None = None
@@ -329,7 +329,7 @@ class CloudService:
     def _start_publisher(self, *, clean_start: bool) -> None:
         """The MQTT connection (under a leased client id) and the deployer that publishes on it; an API process
         starts it here, the core in _start_messaging, which subscribes it before connecting."""
-        from edge_agent.paho_transport import PahoTransport
+        from cloud.mqtt.bulk_client import CloudTransport
 
         s = self.settings
         assert self.engine is not None and self.store is not None and self.mqtt_url is not None
@@ -342,7 +342,7 @@ class CloudService:
             worker_name = f"{worker_name or default_worker_name(s.data_dir)}-api{self.api_role.index}"
             client_id = None if client_id is None else f"{client_id}-api{self.api_role.index}"
         self.client_lease = lease_client_id(s.data_dir, self.keys.fleet, worker_name=worker_name, client_id=client_id)
-        self.transport = PahoTransport(
+        self.transport = CloudTransport(
             self.mqtt_url,
             self.client_lease.client_id,
             clean_start=clean_start,

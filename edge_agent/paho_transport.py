@@ -82,6 +82,8 @@ def _tls_context(ca_file: str | None, on_handshake_failure: Callable[[BaseExcept
 class PahoTransport:
     """A `Transport` over one paho-mqtt client and its network thread."""
 
+    client_class: type[mqtt.Client] = mqtt.Client  # the cloud's subclass reads in bulk (cloud.mqtt.bulk_client)
+
     def __init__(
         self,
         url: str,
@@ -132,7 +134,7 @@ class PahoTransport:
         kwargs: dict[str, Any] = {"client_id": client_id, "protocol": _PAHO_PROTOCOLS[protocol]}
         if protocol == "3.1.1":
             kwargs["clean_session"] = clean_start
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, **kwargs)
+        client = self.client_class(CallbackAPIVersion.VERSION2, **kwargs)
         client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)  # type: ignore[arg-type]  # floats work
         client.max_queued_messages_set(max_queued)
         if username is not None:

@@ -21,6 +21,7 @@ Per message:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -53,10 +54,33 @@ _FLOAT_TYPES = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT}
 _NON_FINITE_ALLOWED = {"edgefleet.v1.Sample.input"}
 
 
+# what each field needs checked, decided once per field (validation runs on every message the cloud takes in)
+_NOTHING, _MAP, _MESSAGE, _TEXT, _UINT64, _FLOAT = range(6)
+_KINDS: dict[FieldDescriptor, int] = {}
+
+
+def _kind(field: FieldDescriptor) -> int:
+    kind = _KINDS.get(field)
+    if kind is None:
+        if field.message_type is not None:
+            kind = _MAP if field.message_type.GetOptions().map_entry else _MESSAGE
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            kind = _TEXT
+        elif field.type in _INTEGER_TYPES:
+            kind = _UINT64
+        elif field.type in _FLOAT_TYPES and field.full_name not in _NON_FINITE_ALLOWED:
+            kind = _FLOAT
+        else:
+            kind = _NOTHING  # int32, uint32, bool, enum, bytes: nothing to refuse
+        _KINDS[field] = kind
+    return kind
+
+
 def _check_fields(message: Message, path: str) -> None:
     for field, value in message.ListFields():
-        where = f"{path}.{field.name}"
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        kind = _kind(field)
+        if kind == _MAP:
+            where = f"{path}.{field.name}"
             _check_count(len(value), where)
             key_field, value_field = (
                 field.message_type.fields_by_name["key"],
@@ -66,11 +90,28 @@ def _check_fields(message: Message, path: str) -> None:
                 _check_value(key_field, key, where)
                 _check_value(value_field, value[key], where)
         elif field.is_repeated:
-            _check_count(len(value), where)
-            for item in value:
-                _check_value(field, item, where)
-        else:
-            _check_value(field, value, where)
+            if len(value) > MAX_REPEATED:
+                _check_count(len(value), f"{path}.{field.name}")
+            if kind == _MESSAGE:
+                where = f"{path}.{field.name}"
+                for item in value:
+                    _check_fields(item, where)
+            elif kind != _NOTHING and value and _suspect_values(kind, value):
+                for item in value:  # name the culprit
+                    _check_value(field, item, f"{path}.{field.name}")
+        elif kind == _MESSAGE:
+            _check_fields(value, f"{path}.{field.name}")
+        elif kind != _NOTHING and _suspect_values(kind, (value,)):
+            _check_value(field, value, f"{path}.{field.name}")
+
+
+def _suspect_values(kind: int, values: Any) -> bool:
+    """Whether any of a field's values breaks a rule (cheap; _check_value then says which and why)."""
+    if kind == _TEXT:
+        return any("\x00" in text or len(text) > MAX_STRING for text in values)
+    if kind == _UINT64:
+        return bool(max(values) > INT64_MAX)
+    return not all(map(math.isfinite, values))  # _FLOAT
 
 
 def _check_count(count: int, where: str) -> None:

@@ -15,8 +15,13 @@ from cloud.fleet.devices import (
     list_devices,
     mark_all_offline,
     mark_revoked,
+    presence_changes,
+    read_device_rows,
     read_devices,
+    reported_changes,
+    spool_drop_changes,
     update_state_name,
+    write_device_rows,
 )
 
 __all__ = [
@@ -31,6 +36,11 @@ __all__ = [
     "list_devices",
     "mark_all_offline",
     "mark_revoked",
+    "presence_changes",
+    "read_device_rows",
     "read_devices",
+    "reported_changes",
+    "spool_drop_changes",
     "update_state_name",
+    "write_device_rows",
 ]

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from itertools import groupby
+from typing import Any, Protocol
 
+from sqlalchemy import Table, bindparam, update
+from sqlalchemy import select as select_rows
 from sqlmodel import Session, col, select
 
 from cloud.db import fetch_or_raise, insert_ignore
@@ -25,6 +28,7 @@ from protocols.topics import validate_device_id
 from protocols.v1 import messages_pb2 as pb
 
 _IN_BATCH = 500  # ids per IN (...) query: well inside every database's parameter limit
+_DEVICE_TABLE: Table = Device.__table__  # type: ignore[attr-defined]
 
 
 def update_state_name(value: int) -> str:
@@ -119,6 +123,91 @@ class DeviceChange:
     applied: bool  # False when the message was stale and left the row as it was
 
 
+class Row(Protocol):
+    """A device row's current values by column name: a dict read by ingestion, or a Device (`values_of`)."""
+
+    def __getitem__(self, column: str) -> Any: ...
+
+
+class values_of:  # noqa: N801 - reads as a function
+    """A Device as a Row."""
+
+    def __init__(self, device: Device) -> None:
+        self._device = device
+
+    def __getitem__(self, column: str) -> Any:
+        return getattr(self._device, column)
+
+
+# The rules below say what a message changes on a device row: a dict of the columns whose value differs (what
+# ingestion writes in bulk, and what apply_* set on an ORM row for everyone else).
+
+
+def reported_changes(
+    row: Row, report: pb.ReportedState, *, clock: ClockMs = now_ms, enrolled_labels: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], bool] | None:
+    """(the changed columns, whether its labels changed or this is its first report) of a snapshot applied to
+    row, or None when the snapshot is older than the one applied and changes nothing."""
+    if report.ts_ms and report.ts_ms < row["reported_ts_ms"]:
+        return None
+    labels_changed = row["reported_ts_ms"] == 0 and row["reported_seq"] == 0  # a first report: check it against
+    new: dict[str, Any] = {  # label deployments
+        "reported_seq": report.seq, "reported_ts_ms": report.ts_ms,
+        "last_seen_ms": _seen(row["last_seen_ms"], report.ts_ms, clock),
+    }  # fmt: skip
+    if report.labels:
+        labels = {**dict(report.labels), **(enrolled_labels or {})}
+        if labels != row["labels"]:
+            new["labels"] = labels
+            labels_changed = True
+    if report.agent_version:
+        new["agent_version"] = report.agent_version
+    new["runtimes"] = list(report.runtimes)
+    new["capabilities"] = list(report.capabilities)  # an agent downgraded to one that names none: none
+    if report.HasField("facts"):  # an older agent sends none: keep what is known
+        new["facts"] = facts_of(report.facts)
+    active = report.active_model  # an unset submessage reads as empty strings and zeros
+    new["active_model_id"] = active.model_id or None
+    new["active_version"] = active.version or None
+    new["active_sequence"] = active.sequence or None
+    new["active_artifact_sha256"] = active.artifact_sha256 or None
+    new["update_state"] = update_state_name(report.update_state)
+    new["last_error_code"] = report.last_error.code or None
+    new["last_error_message"] = report.last_error.message or None
+    new["reported_generation"] = report.desired_generation
+    return _changed(row, new), labels_changed
+
+
+def presence_changes(row: Row, presence: pb.Presence, *, clock: ClockMs = now_ms) -> dict[str, Any]:
+    """The columns an online/offline message changes."""
+    new: dict[str, Any] = {"online": presence.online, "last_seen_ms": _seen(row["last_seen_ms"], presence.ts_ms, clock)}
+    if presence.agent_version:
+        new["agent_version"] = presence.agent_version
+    return _changed(row, new)
+
+
+def spool_drop_changes(row: Row, window: pb.TelemetryWindow) -> dict[str, Any]:
+    """The newest spool drop totals a telemetry window carries (by window end: windows arrive out of order
+    after an outage), as changed columns ({} when it carries none or older ones)."""
+    if not window.HasField("spool_dropped") or window.window_end_ms < int(row["spool_dropped"].get("as_of_ms", 0)):
+        return {}
+    drops = window.spool_dropped
+    spool_dropped = {
+        "events": drops.events, "telemetry": drops.telemetry, "samples": drops.samples,
+        "as_of_ms": window.window_end_ms,
+    }  # fmt: skip
+    return _changed(row, {"spool_dropped": spool_dropped})
+
+
+def _changed(row: Row, new: dict[str, Any]) -> dict[str, Any]:
+    return {column: value for column, value in new.items() if row[column] != value}
+
+
+def _set(device: Device, changes: Mapping[str, Any]) -> None:
+    for column, value in changes.items():
+        setattr(device, column, value)
+
+
 def apply_reported(
     session: Session,
     device_id: str,
@@ -129,55 +218,26 @@ def apply_reported(
     device: Device | None = None,
 ) -> DeviceChange:
     """Apply a snapshot; `enrolled_labels` (fixed at enrollment) override the device's own label values.
-    `device`: the row, already read in this session (ingestion reads a batch's rows at once); else it is
-    read, or created, here."""
+    `device`: the row, already read in this session; else it is read, or created, here."""
     device, created = (device, False) if device is not None else ensure_device(session, device_id, clock=clock)
-    if report.ts_ms and report.ts_ms < device.reported_ts_ms:
+    result = reported_changes(values_of(device), report, clock=clock, enrolled_labels=enrolled_labels)
+    if result is None:
         return DeviceChange(device, created, labels_changed=False, applied=False)
-    first_report = device.reported_ts_ms == 0 and device.reported_seq == 0
-    device.reported_seq = report.seq
-    device.reported_ts_ms = report.ts_ms
-    _saw(device, report.ts_ms, clock)
-    labels_changed = first_report  # a device's first report: check it against label deployments
-    if report.labels:
-        labels = {**dict(report.labels), **(enrolled_labels or {})}
-        if labels != device.labels:
-            device.labels = labels
-            labels_changed = True
-    if report.agent_version:
-        device.agent_version = report.agent_version
-    device.runtimes = list(report.runtimes)
-    device.capabilities = list(report.capabilities)  # an agent downgraded to one that names none: none
-    if report.HasField("facts"):  # an older agent sends none: keep what is known
-        device.facts = facts_of(report.facts)
-    active = report.active_model  # an unset submessage reads as empty strings and zeros
-    device.active_model_id = active.model_id or None
-    device.active_version = active.version or None
-    device.active_sequence = active.sequence or None
-    device.active_artifact_sha256 = active.artifact_sha256 or None
-    device.update_state = update_state_name(report.update_state)
-    device.last_error_code = report.last_error.code or None
-    device.last_error_message = report.last_error.message or None
-    device.reported_generation = report.desired_generation
+    changes, labels_changed = result
+    _set(device, changes)
     session.add(device)
     return DeviceChange(device, created, labels_changed or created, applied=True)
 
 
 def apply_spool_drops(session: Session, device_id: str, window: pb.TelemetryWindow) -> bool:
-    """Keep the newest spool drop totals a telemetry window carries (by window end: windows arrive out of
-    order after an outage); True if the device row changed."""
+    """Keep the newest spool drop totals a telemetry window carries; True if the device row changed."""
     if not window.HasField("spool_dropped"):
         return False
     device, _ = ensure_device(session, device_id)
-    if window.window_end_ms < int(device.spool_dropped.get("as_of_ms", 0)):
-        return False
-    drops = window.spool_dropped
-    device.spool_dropped = {
-        "events": drops.events, "telemetry": drops.telemetry, "samples": drops.samples,
-        "as_of_ms": window.window_end_ms,
-    }  # fmt: skip
+    changes = spool_drop_changes(values_of(device), window)
+    _set(device, changes)
     session.add(device)
-    return True
+    return bool(changes)
 
 
 def apply_presence(
@@ -185,18 +245,41 @@ def apply_presence(
 ) -> DeviceChange:
     """Apply an online/offline message; `device` as for `apply_reported`."""
     device, created = (device, False) if device is not None else ensure_device(session, device_id, clock=clock)
-    device.online = presence.online
-    if presence.agent_version:
-        device.agent_version = presence.agent_version
-    _saw(device, presence.ts_ms, clock)
+    _set(device, presence_changes(values_of(device), presence, clock=clock))
     session.add(device)
     return DeviceChange(device, created, labels_changed=created, applied=True)
 
 
-def _saw(device: Device, ts_ms: int, clock: ClockMs) -> None:
+def _seen(last_seen_ms: int | None, ts_ms: int, clock: ClockMs) -> int:
     # device clocks drift: never let a device claim to have been seen in the future
     seen = min(ts_ms, clock()) if ts_ms else clock()
-    device.last_seen_ms = max(device.last_seen_ms or 0, seen)
+    return max(last_seen_ms or 0, seen)
+
+
+def read_device_rows(session: Session, device_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The rows of those of device_ids that have one, as plain dicts (no ORM objects: ingestion reads and
+    writes hundreds a batch), in a query per 500 ids."""
+    ids = list(dict.fromkeys(device_ids))
+    table = _DEVICE_TABLE
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), _IN_BATCH):
+        query = select_rows(table).where(table.c.id.in_(ids[start : start + _IN_BATCH]))
+        found.update((row.id, dict(row._mapping)) for row in session.execute(query))
+    return found
+
+
+def write_device_rows(session: Session, changes: Mapping[str, Mapping[str, Any]]) -> None:
+    """UPDATE each device's changed columns (device id -> {column: value}) in id order, the devices that change
+    the same columns one after another in one executemany: every row is locked in one global order (two
+    ingestion workers never deadlock), and only what changed is written (an operator's concurrent relabel of
+    a device whose labels a batch leaves alone survives)."""
+    table = _DEVICE_TABLE
+    ordered = [(device_id, changes[device_id]) for device_id in sorted(changes) if changes[device_id]]
+    for columns, group in groupby(ordered, key=lambda item: tuple(sorted(item[1]))):
+        statement = update(table).where(table.c.id == bindparam("device_id"))
+        statement = statement.values({column: bindparam(f"new_{column}") for column in columns})
+        rows = [{"device_id": device_id, **{f"new_{c}": values[c] for c in columns}} for device_id, values in group]
+        session.execute(statement, rows)
 
 
 def facts_of(facts: pb.DeviceFacts) -> dict[str, Any]:

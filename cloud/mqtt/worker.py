@@ -27,11 +27,12 @@ T = TypeVar("T")
 class BatchWorker(Generic[T]):
     def __init__(
         self, name: str, handle_batch: Callable[[list[T]], None], *, max_queue: int = 10_000, batch_size: int = 200,
-        urgent: Callable[[T], bool] | None = None,
+        urgent: Callable[[T], bool] | None = None, linger_s: float = 0.0,
     ) -> None:  # fmt: skip
         self.name = name
         self._handle_batch = handle_batch
         self._batch_size = batch_size
+        self._linger_s = linger_s
         self.urgent = urgent  # items it holds true for jump the queue (see the module's docstring)
         self._queue: queue.Queue[T] = queue.Queue(maxsize=max_queue)
         self._urgent: queue.Queue[T] = queue.Queue(maxsize=max_queue)
@@ -80,7 +81,17 @@ class BatchWorker(Generic[T]):
             # the lane the batch comes from: the urgent one whenever it holds anything
             lane = self._urgent if not self._urgent.empty() else self._queue
             batch = [lane.get_nowait()]
-            while len(batch) < self._batch_size and not lane.empty() and self._ready.acquire(blocking=False):
+            deadline = time.monotonic() + (self._linger_s if lane is self._queue else 0.0)
+            while len(batch) < self._batch_size:
+                if not lane.empty() and self._ready.acquire(blocking=False):
+                    batch.append(lane.get_nowait())
+                    continue
+                wait_s = deadline - time.monotonic()
+                if wait_s <= 0 or not self._ready.acquire(timeout=wait_s):
+                    break
+                if lane.empty():  # the item that came is urgent: hand its permit back and serve it next
+                    self._ready.release()
+                    break
                 batch.append(lane.get_nowait())
             try:
                 self._handle_batch(batch)
