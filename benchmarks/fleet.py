@@ -153,9 +153,9 @@ reports on a loaded machine, which is the same backlog as the 10,000-device reco
 it) did not settle the 10,000-device question: floor 15.8 s, rollout_s 223.0, agents_active_s 182.1 (41 s of
 lag), cpu_s cloud 85.2 / workers 124.6 / broker 14.4, but 58,191 cloud bytes per device (767 on the lead's
 quiet run): most devices missed the fan-out deadline and fetched their chunks from the cloud one by one, so
-the cloud's time went to serving chunks; it needs a quiet machine and main beside it. py-spy of the branch's cloud (idle samples included): paho's loop 24.7 %
-of samples (10 % of them waiting in select), ingestion 36 %, deploy 11 %; main's ingestion was 42 % and
-paho's loop 45 % of busy samples.
+the cloud's time went to serving chunks; it needs a quiet machine and main beside it. py-spy of the
+branch's cloud (idle samples included): paho's loop 24.7 % of samples (10 % of them waiting in select),
+ingestion 36 %, deploy 11 %; main's ingestion was 42 % and paho's loop 45 % of busy samples.
 """
 
 from __future__ import annotations
