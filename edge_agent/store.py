@@ -1,7 +1,8 @@
 """ModelStore: where the agent keeps its journal, verified models and partial downloads.
 
 `DiskModelStore` lays out `state_dir` as
-    journal.json                    the journal (written tmp + fsync + rename, so never torn)
+    journal.json                    the journal (written tmp + fsync + rename, so never torn; not written
+                                    again when its bytes are those this store last wrote)
     models/{sha256}                 verified artifacts, content-addressed
     downloads/{sha256}.part         an artifact being downloaded, chunks written at their offsets
     downloads/{sha256}.chunks       indexes of the chunks already in .part, one per line (appended
@@ -190,6 +191,7 @@ class DiskModelStore:
         self._sync = sync
         self._models = self.root / "models"
         self._downloads = self.root / "downloads"
+        self._saved: bytes | None = None  # the journal bytes this store last wrote: the same again is skipped
         try:
             for directory in (self.root, self._models, self._downloads):
                 directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -222,13 +224,18 @@ class DiskModelStore:
             raise StoreError(f"{self.journal_path}: {exc}") from None
 
     def save_journal(self, journal: Journal) -> None:
+        data = encode_journal(journal)
+        if data == self._saved:
+            return  # the file holds these very bytes already (written, and synced, by this store)
+        self._saved = None  # unknown until this write succeeds
         try:
             if self._sync:
-                write_atomically(self.journal_path, encode_journal(journal))
+                write_atomically(self.journal_path, data)
             else:
-                overwrite(self.journal_path, encode_journal(journal))
+                overwrite(self.journal_path, data)
         except OSError as exc:
             raise StoreError(f"cannot write {self.journal_path}: {exc}") from None
+        self._saved = data
 
     def begin_download(self, sha256: str, size_bytes: int) -> None:
         try:

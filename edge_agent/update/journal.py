@@ -7,6 +7,7 @@ start the agent serves the active model at once and resumes, or abandons, an upd
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -126,7 +127,10 @@ class Journal:
 # ---------------------------------------------------------------------------------------------- codec
 
 
+@functools.lru_cache(maxsize=64)
 def _b64(data: bytes) -> str:
+    # memoized: a journal is encoded several times per update around the same signed manifests and desired
+    # state (a few KB each), and a simulator's devices in one process hold equal bytes
     return base64.b64encode(data).decode("ascii")
 
 
@@ -177,7 +181,8 @@ def encode_journal(journal: Journal) -> bytes:
         if journal.restoring is None
         else {"artifact_sha256": journal.restoring.artifact_sha256, "attempts": journal.restoring.attempts},
     }
-    return json.dumps(doc, indent=1, sort_keys=True).encode()
+    # no indent: json's C encoder only serves indent=None (the pure-Python one took twice as long)
+    return json.dumps(doc, sort_keys=True).encode()
 
 
 def decode_journal(data: bytes) -> Journal:
