@@ -35,7 +35,13 @@ class InstalledModel:
     artifact_sha256: str
 
     def manifest(self) -> pb.Manifest:
-        return pb.Manifest.FromString(pb.SignedManifest.FromString(self.signed_manifest).manifest)
+        """The manifest, parsed once per instance (an update asks for it a dozen times): read it, never
+        change it, as every caller shares it."""
+        parsed = self.__dict__.get("_manifest")
+        if parsed is None:
+            parsed = pb.Manifest.FromString(pb.SignedManifest.FromString(self.signed_manifest).manifest)
+            object.__setattr__(self, "_manifest", parsed)  # a cache, not a field: eq, hash and replace() ignore it
+        return parsed
 
     def artifact(self) -> pb.Artifact:
         return artifact_of(self.manifest(), self.artifact_sha256)
