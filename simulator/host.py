@@ -8,7 +8,8 @@ the slow jobs (verify, load, self-test) run too, each as a callback of its own a
 it (`edge_agent.runner.OnLoop`: they are short here; `job_threads` > 0 gives them a thread pool), and loaded
 models: one inference session per
 artifact digest (`SharedModels`; a session is read-only once loaded, and the digest names the bytes),
-and self-test results: one run per (model, self-test) (`SharedSelfTests`). Each device still downloads,
+and self-test results: one run per (model, self-test) (`SharedSelfTests`), and signature checks: one per
+distinct signed bytes and key (`simulator.verified`). Each device still downloads,
 verifies, loads (a cache hit) and self-tests (a cache hit) its artifact itself.
 
 Devices report made-up hardware (`DeviceSpec.facts`) where the scenario gives some, else this machine's.
@@ -41,6 +42,7 @@ from edge_agent.store import DiskModelStore, ModelStore
 from edge_agent.transport import Transport
 from edge_agent.types import LoadedModelLike, LoadModelFn, SelfTestFn, SelfTestResultLike
 from protocols.v1 import messages_pb2 as pb
+from simulator import verified
 from simulator.devices import DeviceGroup, SimulatedDevice
 from simulator.loop_thread import LoopThread
 from simulator.loop_transport import LoopTransport
@@ -170,6 +172,7 @@ class AgentHost(DeviceGroup):
         so when it falls behind their pings are late together, which no real device's would be; a longer
         keepalive keeps the broker from dropping them for it (and makes it notice a link that goes silent
         without closing, as through a partitioning proxy, that much later)."""
+        verified.install()  # a signature the process checked once (the fleet's manifest, chain) is not re-checked
         self._hooks = hooks
         self._keepalive_s = keepalive_s
         self._loop = LoopThread("edgefleet-sim-host")
