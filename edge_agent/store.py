@@ -15,6 +15,7 @@ order of writes, none of the waits): for simulated devices, thousands to a disk,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterable
@@ -202,14 +203,16 @@ class DiskModelStore:
     def journal_path(self) -> Path:
         return self.root / "journal.json"
 
-    def _part(self, sha256: str) -> Path:
-        return self._downloads / f"{_check_sha(sha256)}.part"
+    # plain str paths and os calls below, not pathlib and buffered files: a simulator host runs these for
+    # thousands of devices on one loop (an update's ten chunks each opened two files)
+    def _part(self, sha256: str) -> str:
+        return f"{self._downloads}/{_check_sha(sha256)}.part"
 
-    def _chunk_log(self, sha256: str) -> Path:
-        return self._downloads / f"{_check_sha(sha256)}.chunks"
+    def _chunk_log(self, sha256: str) -> str:
+        return f"{self._downloads}/{_check_sha(sha256)}.chunks"
 
-    def _model(self, sha256: str) -> Path:
-        return self._models / _check_sha(sha256)
+    def _model(self, sha256: str) -> str:
+        return f"{self._models}/{_check_sha(sha256)}"
 
     def load_journal(self) -> Journal | None:
         try:
@@ -239,9 +242,12 @@ class DiskModelStore:
 
     def begin_download(self, sha256: str, size_bytes: int) -> None:
         try:
-            with open(self._part(sha256), "wb") as fh:
-                fh.truncate(size_bytes)
-            self._chunk_log(sha256).write_bytes(b"")
+            for path, size in ((self._part(sha256), size_bytes), (self._chunk_log(sha256), 0)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # as open("wb"): umask applies
+                try:
+                    os.ftruncate(fd, size)
+                finally:
+                    os.close(fd)
         except OSError as exc:
             raise StoreError(f"cannot start the download of {sha256}: {exc}") from None
 
@@ -263,19 +269,22 @@ class DiskModelStore:
             os.close(fd)
         try:
             # the index is recorded only once its bytes are on disk
-            with open(self._chunk_log(sha256), "ab") as log:
-                log.write(f"{index}\n".encode())
-                log.flush()
+            log = os.open(self._chunk_log(sha256), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(log, b"%d\n" % index)
                 if self._sync:
-                    os.fsync(log.fileno())
+                    os.fsync(log)
+            finally:
+                os.close(log)
         except OSError as exc:
             raise StoreError(f"cannot record chunk {index} of {sha256}: {exc}") from None
 
     def received_chunks(self, sha256: str) -> set[int]:
-        if not self._part(sha256).exists():
+        if not os.path.exists(self._part(sha256)):
             return set()
         try:
-            lines = self._chunk_log(sha256).read_bytes().split(b"\n")
+            with open(self._chunk_log(sha256), "rb") as log:
+                lines = log.read().split(b"\n")
         except FileNotFoundError:
             return set()
         except OSError as exc:
@@ -284,11 +293,12 @@ class DiskModelStore:
         return {int(line) for line in lines[:-1] if line.strip().isdigit()}
 
     def has_download(self, sha256: str) -> bool:
-        return self._part(sha256).exists()
+        return os.path.exists(self._part(sha256))
 
     def discard_download(self, sha256: str) -> None:
         for path in (self._part(sha256), self._chunk_log(sha256)):
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def commit_download(self, sha256: str) -> None:
         try:
@@ -298,7 +308,8 @@ class DiskModelStore:
             raise StoreError(f"no download of {sha256} to commit") from None
         except OSError as exc:
             raise StoreError(f"cannot commit the download of {sha256}: {exc}") from None
-        self._chunk_log(sha256).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._chunk_log(sha256))
 
     def read_model(self, sha256: str) -> bytes:
         return self._read(self._model(sha256), f"no model {sha256} in {self._models}")
@@ -307,16 +318,17 @@ class DiskModelStore:
         return self._read(self._part(sha256), f"no download of {sha256} in {self._downloads}")
 
     @staticmethod
-    def _read(path: Path, missing: str) -> bytes:
+    def _read(path: str, missing: str) -> bytes:
         try:
-            return path.read_bytes()
+            with open(path, "rb") as fh:
+                return fh.read()
         except FileNotFoundError:
             raise StoreError(missing) from None
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc}") from None
 
     def has_model(self, sha256: str) -> bool:
-        return self._model(sha256).exists()
+        return os.path.exists(self._model(sha256))
 
     def prune_models(self, keep: Iterable[str]) -> None:
         keep = set(keep)
