@@ -17,6 +17,10 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          signed assignment per device), committed, every desired state published
   cpu_s                  CPU seconds spent during rollout_s by the cloud (this process), the simulator's
                          workers and the broker: a figure the machine's other load hardly changes
+  workers_idle_cpu_per_s the workers' CPU seconds per second while the connected fleet idles (IDLE_S before
+                         deploy, polled as during the rollout): every agent's tick and the polls
+  workers_ms_per_update  the workers' CPU during the rollout beyond that idle rate, per device, in ms: the
+                         update's own cost, which a slower (loaded) rollout does not inflate
   stages                 with --stages: per update state, [devices, first, median, 90th pct, last] seconds
                          from deploy() at which a device's report first said it (a subscriber of its own)
   rollout_over_floor     rollout_s / fanout_floor_s
@@ -172,6 +176,7 @@ MODEL_ID = "fleet-bench"
 # 5,000 agents on one loop send their pings late together when it falls behind (no real device would):
 # at 60 s, Mosquitto dropped 2,061 of 10,000 for it (1.5 x keepalive without a packet)
 SIMULATED_KEEPALIVE_S = 600
+IDLE_S = 10.0  # the idle fleet's CPU is measured this long before deploy
 # an MLP whose INT8 ONNX artifact is about 100 KB (64 inputs x 1,500 hidden + 1,500 x 10 weights)
 MODEL = TrainingConfig(model_id=MODEL_ID, estimator="mlp", params={"hidden_layer_sizes": (1500,), "max_iter": 60})
 
@@ -439,8 +444,17 @@ def measure(
                 print(f"{size} devices connected; deploying", file=sys.stderr, flush=True)
                 if isinstance(clock, StageClock):
                     clock.begin()
+                # the workers' CPU while the fleet idles (each agent's tick, the polls below): what a rollout
+                # costs them besides the updates, in proportion to how long it takes
+                idle_cpu, idle_from = fleet.cpu_s(), time.perf_counter()
+                while time.perf_counter() - idle_from < IDLE_S:
+                    fleet.running(model.version)
+                    time.sleep(0.5)
+                idle_rate = (fleet.cpu_s() - idle_cpu) / (time.perf_counter() - idle_from)
+                record["workers_idle_cpu_per_s"] = round(idle_rate, 3)
                 on_wire = counters.snapshot()
                 cpu = (cpu_s(), fleet.cpu_s(), broker.cpu_s())
+                cpu_from = time.perf_counter()
                 spies = _profile(profile, {"cloud": os.getpid(), **fleet.worker_pids()}) if profile else []
                 start = time.perf_counter()
                 deployment = cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=model.version,
@@ -453,7 +467,10 @@ def measure(
                 record["rollout_s"] = None if seen is None else round(time.perf_counter() - start, 2)
                 _stop_profile(spies)
                 used = [now - before for now, before in zip((cpu_s(), fleet.cpu_s(), broker.cpu_s()), cpu, strict=True)]
+                cpu_for_s = time.perf_counter() - cpu_from
                 record["cpu_s"] = dict(zip(("cloud", "workers", "broker"), (round(u, 1) for u in used), strict=True))
+                beyond_idle = used[1] - idle_rate * cpu_for_s
+                record["workers_ms_per_update"] = round(1000 * beyond_idle / size, 2)
                 if isinstance(clock, StageClock):
                     record["stages"] = clock.summary()
                 record["cloud_bytes_per_device"] = round(sent[0] / size)
