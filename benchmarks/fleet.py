@@ -135,6 +135,22 @@ afternoon's (all of the above merged). 10,000 devices, PostgreSQL: rollout_s 108
 bytes per device 12,397 -> 767, RSS per device 150 -> 160 KB. 1,000 devices, SQLite, alternating old/new/old/new
 (load 2): rollout_s 8.62 / 11.48 old, 8.97 / 11.22 new (5.9x / 8.0x and 7.9x / 7.4x the floor), cloud bytes
 11,542 -> 881: smaller desired states, not yet a faster rollout.
+
+Measured 2026-12-03 (i10agent: the simulated agents' CPU per update), 1,000 devices, SQLite, main (7da9918,
+old) and this branch (new) alternating, one run at a time; the levers: the journal by json's C encoder and
+not rewritten when unchanged, the manifest parsed once per InstalledModel, a telemetry window's bins built
+once per manifest, the jobs as loop callbacks (no thread pool), one signature check per distinct signed
+bytes per process, the store's file I/O by os calls, the unsynced journal truncated only when it shrinks.
+cpu_s workers at load 15-28 (rollouts of 29-94 s; each second also costs the idle fleet ~0.05 s):
+old 10.3 / 11.6 / 9.7 / 9.2 (rollout_s 75.5 / 80.4 / 55.5 / 29.1), new 7.4 / 8.1 (52.4 / 75.6), 9.1 with py-spy
+running (94.3). With workers_ms_per_update (the idle rate taken out), load 1-9: old 6.79 ms (cpu_s workers
+7.4, rollout_s 11.94, floor 2.05 s), new 5.11 ms (6.1, 17.79, floor 2.98 s), new with --state-root /dev/shm
+5.25 ms (6.0, 13.01, floor 2.46: 5.3x); idle 0.052-0.059 s per second either way. So -25% per update, not
+the -50% aimed at. py-spy of the new workers (load 19-27): socket writes 15 % (one send per step that
+publishes: fewer reports and events is i10msgs' work), the store's syscalls ~20 % (journal writes, begin and
+commit: on a loaded ext4 they wait on the filesystem journal; on tmpfs, one run, the CPU was the same), ticks 8 %, this
+script's polls of every agent's state 4-7 %. rss_kb_per_device old 200-209, new 206-233 (noisy; the
+signature cache holds at most 4,096 entries, ~1.6 MB per worker).
 """
 
 from __future__ import annotations
