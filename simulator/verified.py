@@ -21,6 +21,16 @@ KEPT = 4096  # distinct triples remembered (a manifest, a chain, each device's a
 
 def install() -> None:
     """Route `protocols.trust.verify_signature` (which `protocols.roots` calls) through the cache; idempotent."""
-    if isinstance(trust.verify_signature, functools._lru_cache_wrapper):
+    if getattr(trust.verify_signature, "cache_info", None) is not None:
         return
-    trust.verify_signature = functools.lru_cache(maxsize=KEPT)(trust.verify_signature)
+    verify = trust.verify_signature
+    cached = functools.lru_cache(maxsize=KEPT)(verify)
+
+    def verify_signature(public_key_raw: bytes, signature: bytes, data: bytes) -> bool:
+        try:
+            return cached(public_key_raw, signature, data)
+        except TypeError:  # unhashable (a bytearray, a memoryview): checked without the cache
+            return verify(public_key_raw, signature, data)
+
+    verify_signature.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    trust.verify_signature = verify_signature

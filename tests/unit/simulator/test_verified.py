@@ -41,3 +41,10 @@ def test_the_same_signed_bytes_are_verified_once_and_tampering_is_still_refused(
                 root.verify(TARGETS_ROLE, signed.key_id, signature, body, now)
     director = root.key(trust.key_id(keys.director.public_key().public_bytes_raw()), DIRECTOR_ROLE, now)
     assert not trust.verify_signature(director, signed.signature, signed.manifest)  # the same bytes, another key
+
+
+def test_bytes_the_cache_cannot_key_are_still_checked(keys: Keys, cached: None) -> None:
+    signed = make_release(keys.signer, "v1", 1).signed
+    public = keys.pinned().key(signed.key_id, TARGETS_ROLE, int(time.time() * 1000))
+    assert trust.verify_signature(public, signed.signature, bytearray(signed.manifest))
+    assert not trust.verify_signature(public, signed.signature, bytearray(signed.manifest[:-1]))
