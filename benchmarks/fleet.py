@@ -411,11 +411,14 @@ def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
     ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
     profile: Path | None = None, manifest_by_digest: bool = True, state_root: Path | None = None,
+    job_threads: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"devices": size, "workers": workers, "manifest_by_digest": manifest_by_digest,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
     if state_root is not None:
         record["state_root"] = str(state_root.parent)
+    if job_threads:
+        record["job_threads"] = job_threads
     with CountingMosquitto(workdir / "mosquitto") as broker, BrokerCounters(broker.url) as counters, \
             fresh_database(database_url, f"edgefleet_fleet_{size}_{os.getpid()}") as db_url:  # fmt: skip
         record["fanout_floor_s"] = _round(fanout_floor(broker.url, size, timeout_s))
@@ -442,7 +445,7 @@ def measure(
             sent = _count_cloud_bytes(cloud)
             fleet = ProcessFleet(specs, workers=workers, mqtt_url=broker.url, mqtt_protocol="3.1.1",
                                  trust_path=cloud.trust_chain_path, state_root=state_root or workdir / "devices",
-                                 keepalive_s=SIMULATED_KEEPALIVE_S)  # fmt: skip
+                                 keepalive_s=SIMULATED_KEEPALIVE_S, job_threads=job_threads)  # fmt: skip
             started = time.perf_counter()
             clock = StageClock(broker.url, cloud.deployer.fleet) if stages else contextlib.nullcontext()
             with fleet, clock:
@@ -613,6 +616,8 @@ def main() -> int:
                         "folded stacks in this folder (py-spy in the venv)")  # fmt: skip
     parser.add_argument("--state-root", type=Path, help="the simulated devices' state directories in a fresh folder "
                         "here (e.g. /dev/shm: no filesystem journal), not in the run's temporary one")  # fmt: skip
+    parser.add_argument("--job-threads", type=int, default=0, help="each worker's update jobs on a thread pool "
+                        "this size (default 0: as loop callbacks, simulator.host)")  # fmt: skip
     args = parser.parse_args()
     ingest_workers = [int(n) for n in args.ingest_workers.split(",") if n.strip()]
     records = []
@@ -623,7 +628,8 @@ def main() -> int:
             if args.state_root is not None:
                 states = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-", dir=args.state_root)))
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
-                             args.ingest_windows, args.stages, args.profile, manifests, states)  # fmt: skip
+                             args.ingest_windows, args.stages, args.profile, manifests, states,
+                             args.job_threads)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))
