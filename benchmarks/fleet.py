@@ -143,14 +143,19 @@ once per manifest, the jobs as loop callbacks (no thread pool), one signature ch
 bytes per process, the store's file I/O by os calls, the unsynced journal truncated only when it shrinks.
 cpu_s workers at load 15-28 (rollouts of 29-94 s; each second also costs the idle fleet ~0.05 s):
 old 10.3 / 11.6 / 9.7 / 9.2 (rollout_s 75.5 / 80.4 / 55.5 / 29.1), new 7.4 / 8.1 (52.4 / 75.6), 9.1 with py-spy
-running (94.3). With workers_ms_per_update (the idle rate taken out), load 1-9: old 6.79 ms (cpu_s workers
-7.4, rollout_s 11.94, floor 2.05 s), new 5.11 ms (6.1, 17.79, floor 2.98 s), new with --state-root /dev/shm
-5.25 ms (6.0, 13.01, floor 2.46: 5.3x); idle 0.052-0.059 s per second either way. So -25% per update, not
-the -50% aimed at. py-spy of the new workers (load 19-27): socket writes 15 % (one send per step that
+running (94.3). With workers_ms_per_update (the idle rate taken out), load 1-10, in run order: old 6.79 ms
+(cpu_s workers 7.4, rollout_s 11.94, floor 2.05 s), new 5.11 (6.1, 17.79, floor 2.98), new with --state-root
+/dev/shm 5.25 (6.0, 13.01, floor 2.46), new 5.10 (5.8, 12.78, floor 1.78: 7.2x), old 6.54 (7.5, 19.83, floor
+1.84), new with --job-threads 2 6.03 (6.8, 15.05, floor 3.41); idle 0.049-0.059 s per second in every run.
+So -23% per update, not the -50% aimed at; the jobs on the loop are 0.9 ms of it, the other levers 0.5 ms.
+rss_kb_per_device: old 208.6 / 210.1, new 232.8 / 229.3 / 235.5, new with the job pool 210.9: the loop
+thread's heap kept the freed ~100 KB artifact buffers; with the workers mmapping allocations from 64 KiB
+(simulator.process_fleet._mmap_large_buffers) 206.7, at 5.09 ms per update (rollout_s 12.32, floor 1.26).
+py-spy of the new workers (load 19-27): socket writes 15 % (one send per step that
 publishes: fewer reports and events is i10msgs' work), the store's syscalls ~20 % (journal writes, begin and
 commit: on a loaded ext4 they wait on the filesystem journal; on tmpfs, one run, the CPU was the same), ticks 8 %, this
-script's polls of every agent's state 4-7 %. rss_kb_per_device old 200-209, new 206-233 (noisy; the
-signature cache holds at most 4,096 entries, ~1.6 MB per worker).
+script's polls of every agent's state 4-7 %. The signature cache holds at most 4,096 entries (~1.6 MB per
+worker at most).
 """
 
 from __future__ import annotations
