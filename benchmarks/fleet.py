@@ -17,6 +17,10 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          signed assignment per device), committed, every desired state published
   cpu_s                  CPU seconds spent during rollout_s by the cloud (this process), the simulator's
                          workers and the broker: a figure the machine's other load hardly changes
+  workers_idle_cpu_per_s the workers' CPU seconds per second while the connected fleet idles (IDLE_S before
+                         deploy, polled as during the rollout): every agent's tick and the polls
+  workers_ms_per_update  the workers' CPU during the rollout beyond that idle rate, per device, in ms: the
+                         update's own cost, which a slower (loaded) rollout does not inflate
   stages                 with --stages: per update state, [devices, first, median, 90th pct, last] seconds
                          from deploy() at which a device's report first said it (a subscriber of its own);
                          an intermediate state the next one superseded within the agent's report_hold_s
@@ -156,6 +160,27 @@ quiet run): most devices missed the fan-out deadline and fetched their chunks fr
 the cloud's time went to serving chunks; it needs a quiet machine and main beside it. py-spy of the
 branch's cloud (idle samples included): paho's loop 24.7 % of samples (10 % of them waiting in select),
 ingestion 36 %, deploy 11 %; main's ingestion was 42 % and paho's loop 45 % of busy samples.
+
+Measured 2026-12-03 (i10agent: the simulated agents' CPU per update), 1,000 devices, SQLite, main (7da9918,
+old) and this branch (new) alternating, one run at a time; the levers: the journal by json's C encoder and
+not rewritten when unchanged, the manifest parsed once per InstalledModel, a telemetry window's bins built
+once per manifest, the jobs as loop callbacks (no thread pool), one signature check per distinct signed
+bytes per process, the store's file I/O by os calls, the unsynced journal truncated only when it shrinks.
+cpu_s workers at load 15-28 (rollouts of 29-94 s; each second also costs the idle fleet ~0.05 s):
+old 10.3 / 11.6 / 9.7 / 9.2 (rollout_s 75.5 / 80.4 / 55.5 / 29.1), new 7.4 / 8.1 (52.4 / 75.6), 9.1 with py-spy
+running (94.3). With workers_ms_per_update (the idle rate taken out), load 1-10, in run order: old 6.79 ms
+(cpu_s workers 7.4, rollout_s 11.94, floor 2.05 s), new 5.11 (6.1, 17.79, floor 2.98), new with --state-root
+/dev/shm 5.25 (6.0, 13.01, floor 2.46), new 5.10 (5.8, 12.78, floor 1.78: 7.2x), old 6.54 (7.5, 19.83, floor
+1.84), new with --job-threads 2 6.03 (6.8, 15.05, floor 3.41); idle 0.049-0.059 s per second in every run.
+So -23% per update, not the -50% aimed at; the jobs on the loop are 0.9 ms of it, the other levers 0.5 ms.
+rss_kb_per_device: old 208.6 / 210.1, new 232.8 / 229.3 / 235.5, new with the job pool 210.9: the loop
+thread's heap kept the freed ~100 KB artifact buffers; with the workers mmapping allocations from 64 KiB
+(simulator.process_fleet._mmap_large_buffers) 206.7, at 5.09 ms per update (rollout_s 12.32, floor 1.26).
+py-spy of the new workers (load 19-27): socket writes 15 % (one send per step that
+publishes: fewer reports and events is i10msgs' work), the store's syscalls ~20 % (journal writes, begin and
+commit: on a loaded ext4 they wait on the filesystem journal; on tmpfs, one run, the CPU was the same), ticks 8 %, this
+script's polls of every agent's state 4-7 %. The signature cache holds at most 4,096 entries (~1.6 MB per
+worker at most).
 """
 
 from __future__ import annotations
@@ -197,6 +222,7 @@ MODEL_ID = "fleet-bench"
 # 5,000 agents on one loop send their pings late together when it falls behind (no real device would):
 # at 60 s, Mosquitto dropped 2,061 of 10,000 for it (1.5 x keepalive without a packet)
 SIMULATED_KEEPALIVE_S = 600
+IDLE_S = 10.0  # the idle fleet's CPU is measured this long before deploy
 # an MLP whose INT8 ONNX artifact is about 100 KB (64 inputs x 1,500 hidden + 1,500 x 10 weights)
 MODEL = TrainingConfig(model_id=MODEL_ID, estimator="mlp", params={"hidden_layer_sizes": (1500,), "max_iter": 60})
 
@@ -415,10 +441,15 @@ class StageClock:
 def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
     ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
-    profile: Path | None = None, manifest_by_digest: bool = True,
+    profile: Path | None = None, manifest_by_digest: bool = True, state_root: Path | None = None,
+    job_threads: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"devices": size, "workers": workers, "manifest_by_digest": manifest_by_digest,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
+    if state_root is not None:
+        record["state_root"] = str(state_root.parent)
+    if job_threads:
+        record["job_threads"] = job_threads
     with CountingMosquitto(workdir / "mosquitto") as broker, BrokerCounters(broker.url) as counters, \
             fresh_database(database_url, f"edgefleet_fleet_{size}_{os.getpid()}") as db_url:  # fmt: skip
         record["fanout_floor_s"] = _round(fanout_floor(broker.url, size, timeout_s))
@@ -445,8 +476,8 @@ def measure(
             sent = _count_cloud_bytes(cloud)
             received = _count_cloud_received(cloud)
             fleet = ProcessFleet(specs, workers=workers, mqtt_url=broker.url, mqtt_protocol="3.1.1",
-                                 trust_path=cloud.trust_chain_path, state_root=workdir / "devices",
-                                 keepalive_s=SIMULATED_KEEPALIVE_S)  # fmt: skip
+                                 trust_path=cloud.trust_chain_path, state_root=state_root or workdir / "devices",
+                                 keepalive_s=SIMULATED_KEEPALIVE_S, job_threads=job_threads)  # fmt: skip
             started = time.perf_counter()
             clock = StageClock(broker.url, cloud.deployer.fleet) if stages else contextlib.nullcontext()
             with fleet, clock:
@@ -465,8 +496,17 @@ def measure(
                 print(f"{size} devices connected; deploying", file=sys.stderr, flush=True)
                 if isinstance(clock, StageClock):
                     clock.begin()
+                # the workers' CPU while the fleet idles (each agent's tick, the polls below): what a rollout
+                # costs them besides the updates, in proportion to how long it takes
+                idle_cpu, idle_from = fleet.cpu_s(), time.perf_counter()
+                while time.perf_counter() - idle_from < IDLE_S:
+                    fleet.running(model.version)
+                    time.sleep(0.5)
+                idle_rate = (fleet.cpu_s() - idle_cpu) / (time.perf_counter() - idle_from)
+                record["workers_idle_cpu_per_s"] = round(idle_rate, 3)
                 on_wire = counters.snapshot()
                 cpu = (cpu_s(), fleet.cpu_s(), broker.cpu_s())
+                cpu_from = time.perf_counter()
                 spies = _profile(profile, {"cloud": os.getpid(), **fleet.worker_pids()}) if profile else []
                 start = time.perf_counter()
                 deployment = cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=model.version,
@@ -479,7 +519,10 @@ def measure(
                 record["rollout_s"] = None if seen is None else round(time.perf_counter() - start, 2)
                 _stop_profile(spies)
                 used = [now - before for now, before in zip((cpu_s(), fleet.cpu_s(), broker.cpu_s()), cpu, strict=True)]
+                cpu_for_s = time.perf_counter() - cpu_from
                 record["cpu_s"] = dict(zip(("cloud", "workers", "broker"), (round(u, 1) for u in used), strict=True))
+                beyond_idle = used[1] - idle_rate * cpu_for_s
+                record["workers_ms_per_update"] = round(1000 * beyond_idle / size, 2)
                 if isinstance(clock, StageClock):
                     record["stages"] = clock.summary()
                 record["cloud_bytes_per_device"] = round(sent[0] / size)
@@ -629,14 +672,22 @@ def main() -> int:
     )
     parser.add_argument("--profile", type=Path, help="py-spy the cloud and each worker during the rollout: "
                         "folded stacks in this folder (py-spy in the venv)")  # fmt: skip
+    parser.add_argument("--state-root", type=Path, help="the simulated devices' state directories in a fresh folder "
+                        "here (e.g. /dev/shm: no filesystem journal), not in the run's temporary one")  # fmt: skip
+    parser.add_argument("--job-threads", type=int, default=0, help="each worker's update jobs on a thread pool "
+                        "this size (default 0: as loop callbacks, simulator.host)")  # fmt: skip
     args = parser.parse_args()
     ingest_workers = [int(n) for n in args.ingest_workers.split(",") if n.strip()]
     records = []
     by_digest = (False, True) if args.compare_manifests else (True,)
     for size, manifests in ((int(s), m) for s in args.sizes.split(",") if s.strip() for m in by_digest):
-        with tempfile.TemporaryDirectory(prefix=f"fleet-{size}-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"fleet-{size}-") as tmp, contextlib.ExitStack() as stack:
+            states = None
+            if args.state_root is not None:
+                states = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-", dir=args.state_root)))
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
-                             args.ingest_windows, args.stages, args.profile, manifests)  # fmt: skip
+                             args.ingest_windows, args.stages, args.profile, manifests, states,
+                             args.job_threads)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))

@@ -3,10 +3,13 @@
 and its own MQTT connection, all on one asyncio event loop.
 
 What they share, because a real fleet would not notice: the event loop (`edge_agent.runner.LoopRunner`
-runs each agent's steps there; `simulator.loop_transport.LoopTransport` is each one's MQTT client), a small
-thread pool for the slow jobs (verify, load, self-test), and loaded models: one inference session per
+runs each agent's steps there; `simulator.loop_transport.LoopTransport` is each one's MQTT client), where
+the slow jobs (verify, load, self-test) run too, each as a callback of its own after the step that asked for
+it (`edge_agent.runner.OnLoop`: they are short here; `job_threads` > 0 gives them a thread pool), and loaded
+models: one inference session per
 artifact digest (`SharedModels`; a session is read-only once loaded, and the digest names the bytes),
-and self-test results: one run per (model, self-test) (`SharedSelfTests`). Each device still downloads,
+and self-test results: one run per (model, self-test) (`SharedSelfTests`), and signature checks: one per
+distinct signed bytes and key (`simulator.verified`). Each device still downloads,
 verifies, loads (a cache hit) and self-tests (a cache hit) its artifact itself.
 
 Devices report made-up hardware (`DeviceSpec.facts`) where the scenario gives some, else this machine's.
@@ -34,11 +37,12 @@ from edge_agent.clock import Clock
 from edge_agent.config import AgentSettings, Secret
 from edge_agent.facts import FactsReader, FactsSource
 from edge_agent.messages import AGENT_VERSION, offline_will
-from edge_agent.runner import LoopRunner
+from edge_agent.runner import LoopRunner, OnLoop
 from edge_agent.store import DiskModelStore, ModelStore
 from edge_agent.transport import Transport
 from edge_agent.types import LoadedModelLike, LoadModelFn, SelfTestFn, SelfTestResultLike
 from protocols.v1 import messages_pb2 as pb
+from simulator import verified
 from simulator.devices import DeviceGroup, SimulatedDevice
 from simulator.loop_thread import LoopThread
 from simulator.loop_transport import LoopTransport
@@ -157,7 +161,7 @@ class AgentHost(DeviceGroup):
         telemetry_interval_s: float = 3600.0,
         sample_rate: float = 0.05,
         tick_interval_s: float = TICK_INTERVAL_S,
-        job_threads: int = 2,
+        job_threads: int = 0,
         load_model: LoadModelFn | None = None,
         runtimes: list[str] | None = None,
         settings_overrides: dict[str, object] | None = None,
@@ -168,10 +172,16 @@ class AgentHost(DeviceGroup):
         so when it falls behind their pings are late together, which no real device's would be; a longer
         keepalive keeps the broker from dropping them for it (and makes it notice a link that goes silent
         without closing, as through a partitioning proxy, that much later)."""
+        verified.install()  # a signature the process checked once (the fleet's manifest, chain) is not re-checked
         self._hooks = hooks
         self._keepalive_s = keepalive_s
         self._loop = LoopThread("edgefleet-sim-host")
-        self._jobs = ThreadPoolExecutor(job_threads, thread_name_prefix="edgefleet-sim-jobs")
+        # the jobs on the loop: a thread pool's hand-off cost more CPU than the jobs (cache hits, a sha256)
+        self._jobs: ThreadPoolExecutor | OnLoop = (
+            ThreadPoolExecutor(job_threads, thread_name_prefix="edgefleet-sim-jobs")
+            if job_threads > 0
+            else OnLoop(self._loop.loop)
+        )
         self._gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
         self._tick_interval_s = tick_interval_s
         self.transports: dict[str, LoopTransport] = {}

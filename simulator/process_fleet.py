@@ -176,6 +176,7 @@ def _worker(
         import onnxruntime  # noqa: F401
     from simulator.host import AgentHost
 
+    _mmap_large_buffers()
     pipe.send(rss_kb())
     host = AgentHost(devices, **host_kwargs)
     traffic: Any = None
@@ -214,6 +215,17 @@ def _worker(
         except Exception as exc:  # noqa: BLE001 - the parent hears about it; the worker keeps serving
             reply = exc
         pipe.send(reply)
+
+
+def _mmap_large_buffers(threshold: int = 64 << 10) -> None:
+    """Have glibc mmap every allocation from 64 KiB up, so that freeing it returns the memory at once. The
+    jobs run on the loop's thread (simulator.host), whose heap took each device's ~100 KB artifact buffer and
+    kept the freed space: +25 KB of resident memory per device at 1,000 devices."""
+    import ctypes
+
+    m_mmap_threshold = -3  # glibc's malloc.h; setting it also stops glibc raising the threshold on its own
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+        ctypes.CDLL(None).mallopt(m_mmap_threshold, threshold)
 
 
 def _runs(version: str, state: pb.ReportedState) -> bool:

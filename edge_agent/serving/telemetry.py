@@ -103,6 +103,7 @@ class FeatureBins:
         padded = np.full((len(kept), max(sizes) - 1), np.inf)
         for row, (_, edges) in enumerate(kept):
             padded[row, : len(edges) - 2] = edges[1:-1]
+        padded.flags.writeable = False  # shared by the windows of a manifest (_Layout)
         offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(sizes)[:-1]]))
         return cls(tuple(i for i, _ in kept), offsets, sizes, padded)
 
@@ -128,6 +129,62 @@ class FeatureBins:
             (index, flat[start : start + size].tolist())
             for index, start, size in zip(self.indexes, self.offsets, self.sizes, strict=True)
         ]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a window's counts need of a manifest's reference (bins, labels, edges), worked out once per
+    reference and io schema rather than per window: a model swap's new window rebuilt its bins from the
+    manifest, 7% of a simulated fleet's CPU in a rollout. Shared by every window of that manifest, so
+    nothing in it is ever changed (its arrays are read-only)."""
+
+    bins: FeatureBins | None
+    class_labels: tuple[str, ...]
+    class_positions: dict[str, int]
+    value_edges: np.ndarray | None
+    confidence_edges: np.ndarray | None
+    labels: int  # multilabel: reference.label_rates' labels
+
+    @staticmethod
+    def of(manifest: pb.Manifest) -> _Layout:
+        key = (
+            manifest.reference.SerializeToString(deterministic=True),
+            manifest.io.SerializeToString(deterministic=True),
+        )
+        layout = _LAYOUTS.get(key)
+        if layout is None:
+            if len(_LAYOUTS) >= _LAYOUTS_KEPT:
+                _LAYOUTS.clear()  # a process that saw that many manifests starts over
+            layout = _LAYOUTS[key] = _Layout._build(manifest)
+        return layout
+
+    @staticmethod
+    def _build(manifest: pb.Manifest) -> _Layout:
+        reference = manifest.reference
+        labels = tuple(reference.predictions.labels) or tuple(manifest.io.class_labels)
+        value_edges = None
+        if not labels and len(reference.predictions.bin_edges) >= 2:
+            value_edges = _read_only(np.asarray(reference.predictions.bin_edges, dtype=np.float64))
+        confidence_edges = None
+        if len(reference.confidence.bin_edges) >= 2:
+            confidence_edges = _read_only(np.asarray(reference.confidence.bin_edges, dtype=np.float64))
+        return _Layout(
+            bins=FeatureBins.of(reference.features),
+            class_labels=labels,
+            class_positions={label: i for i, label in enumerate(labels)},
+            value_edges=value_edges,
+            confidence_edges=confidence_edges,
+            labels=len(reference.label_rates.labels),
+        )
+
+
+_LAYOUTS: dict[tuple[bytes, bytes], _Layout] = {}
+_LAYOUTS_KEPT = 64
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
 
 
 @dataclass(slots=True)  # slots: record() reads and writes these on every predict
@@ -166,23 +223,22 @@ class _Window:
         if self.serving is None:
             self.next_sketch = _NEVER
             return
-        manifest = self.serving.manifest
-        self.bins = FeatureBins.of(manifest.reference.features)
+        layout = _Layout.of(self.serving.manifest)
+        self.bins = layout.bins
         if self.bins is not None:
             self.feature_counts = np.zeros(self.bins.total, dtype=np.int64)
-        reference = manifest.reference.predictions
-        self.class_labels = list(reference.labels) or list(manifest.io.class_labels)
+        self.class_labels = list(layout.class_labels)
         if self.class_labels:
-            self.class_positions = {label: i for i, label in enumerate(self.class_labels)}
+            self.class_positions = layout.class_positions  # shared, only read
             self.predictions = np.zeros(len(self.class_labels), dtype=np.int64)
-        elif len(reference.bin_edges) >= 2:
-            self.value_edges = np.asarray(reference.bin_edges, dtype=np.float64)
+        elif layout.value_edges is not None:
+            self.value_edges = layout.value_edges
             self.predictions = np.zeros(len(self.value_edges) - 1, dtype=np.int64)
-        if len(manifest.reference.confidence.bin_edges) >= 2:
-            self.confidence_edges = np.asarray(manifest.reference.confidence.bin_edges, dtype=np.float64)
+        if layout.confidence_edges is not None:
+            self.confidence_edges = layout.confidence_edges
             self.confidence = np.zeros(len(self.confidence_edges) - 1, dtype=np.int64)
-        if manifest.reference.label_rates.labels:
-            self.label_positives = np.zeros(len(manifest.reference.label_rates.labels), dtype=np.int64)
+        if layout.labels:
+            self.label_positives = np.zeros(layout.labels, dtype=np.int64)
         if self.bins is not None or self.predictions is not None or self.scored:
             self.pending = np.empty((PENDING_ROWS, self.serving.n_features), dtype=np.float32)
         else:

@@ -7,6 +7,7 @@ start the agent serves the active model at once and resumes, or abandons, an upd
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -34,7 +35,13 @@ class InstalledModel:
     artifact_sha256: str
 
     def manifest(self) -> pb.Manifest:
-        return pb.Manifest.FromString(pb.SignedManifest.FromString(self.signed_manifest).manifest)
+        """The manifest, parsed once per instance (an update asks for it a dozen times): read it, never
+        change it, as every caller shares it."""
+        parsed = self.__dict__.get("_manifest")
+        if parsed is None:
+            parsed = pb.Manifest.FromString(pb.SignedManifest.FromString(self.signed_manifest).manifest)
+            object.__setattr__(self, "_manifest", parsed)  # a cache, not a field: eq, hash and replace() ignore it
+        return parsed
 
     def artifact(self) -> pb.Artifact:
         return artifact_of(self.manifest(), self.artifact_sha256)
@@ -126,7 +133,10 @@ class Journal:
 # ---------------------------------------------------------------------------------------------- codec
 
 
+@functools.lru_cache(maxsize=64)
 def _b64(data: bytes) -> str:
+    # memoized: a journal is encoded several times per update around the same signed manifests and desired
+    # state (a few KB each), and a simulator's devices in one process hold equal bytes
     return base64.b64encode(data).decode("ascii")
 
 
@@ -177,7 +187,8 @@ def encode_journal(journal: Journal) -> bytes:
         if journal.restoring is None
         else {"artifact_sha256": journal.restoring.artifact_sha256, "attempts": journal.restoring.attempts},
     }
-    return json.dumps(doc, indent=1, sort_keys=True).encode()
+    # no indent: json's C encoder only serves indent=None (the pure-Python one took twice as long)
+    return json.dumps(doc, sort_keys=True).encode()
 
 
 def decode_journal(data: bytes) -> Journal:

@@ -4,6 +4,7 @@ dropped link and from a crash; a ProcessFleet does the same across worker proces
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ def test_a_rollout_reaches_every_agent_on_the_loop(cloud_and_model, mqtt_broker:
         assert host.wait_all(_active(v1.version), 60) == []
         assert host.models is not None and host.models.loads == 1  # one session for the whole fleet
         assert host.self_tests.runs == 1  # and one self-test run: every device's step had its result
+        # the jobs (verify, load, self-test) ran on the loop: no pool thread was ever started for them
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("edgefleet-sim-jobs")]
         x = v1.split.X_test[:20].astype("float32")
         answers = {tuple(d.agent.predict(x).labels) for d in host.devices.values()}
         assert len(answers) == 1  # the shared model answers every device alike

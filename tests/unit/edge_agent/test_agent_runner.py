@@ -13,7 +13,7 @@ import pytest
 from support.fake_cloud import FakeCloud, MakeAgent, is_state
 from support.releases import Keys, make_release, model_bytes
 
-from edge_agent.runner import AgentRunner, LoopRunner, ThreadRunner
+from edge_agent.runner import AgentRunner, LoopRunner, OnLoop, ThreadRunner
 from protocols.topics import Channel
 from protocols.v1 import messages_pb2 as pb
 from simulator.loop_thread import LoopThread
@@ -31,11 +31,13 @@ def job_pool() -> Iterator[ThreadPoolExecutor]:
         yield pool
 
 
-@pytest.fixture(params=["thread", "loop"])
+@pytest.fixture(params=["thread", "loop", "loop-jobs-on-loop"])
 def new_runner(request: pytest.FixtureRequest) -> Callable[[], AgentRunner]:
     if request.param == "thread":
         return lambda: ThreadRunner("test-runner")
     loop = request.getfixturevalue("loop_thread")
+    if request.param == "loop-jobs-on-loop":  # the simulator's: jobs are loop callbacks of their own
+        return lambda: LoopRunner(loop.loop, OnLoop(loop.loop))
     pool = request.getfixturevalue("job_pool")
     return lambda: LoopRunner(loop.loop, pool)
 
@@ -75,11 +77,19 @@ def test_steps_run_in_order_with_early_posts_first_and_ticks_between(new_runner)
 def test_jobs_run_in_order_one_at_a_time_off_the_steps(new_runner) -> None:  # type: ignore[no-untyped-def]
     runner = new_runner()
     step_thread: list[str] = []
-    runner.start(lambda _item: step_thread.append(threading.current_thread().name), 0.05, lambda: None)
+    in_step, in_a_step = [False], []
+
+    def step(_item: object) -> None:
+        in_step[0] = True
+        step_thread.append(threading.current_thread().name)
+        in_step[0] = False
+
+    runner.start(step, 0.05, lambda: None)
     running, done, overlaps = [0], [], []
     lock = threading.Lock()
 
     def job(n: int) -> None:
+        in_a_step.append(in_step[0])
         with lock:
             running[0] += 1
             overlaps.append(running[0])
@@ -95,7 +105,11 @@ def test_jobs_run_in_order_one_at_a_time_off_the_steps(new_runner) -> None:  # t
     assert _wait(lambda: len(done) == 7)
     assert [n for n, _ in done] == list(range(7))
     assert max(overlaps) == 1
-    assert not {name for _, name in done} & set(step_thread)
+    if isinstance(runner, LoopRunner) and isinstance(runner._pool, OnLoop):
+        assert {name for _, name in done} == set(step_thread)  # the loop's thread, each job a callback of its own
+    else:
+        assert not {name for _, name in done} & set(step_thread)
+    assert not any(in_a_step)
     runner.stop()
 
 
@@ -117,10 +131,17 @@ def test_halt_ends_without_the_goodbye_and_drops_what_is_queued(new_runner) -> N
         assert "queued" not in seen
 
 
+@pytest.mark.parametrize("jobs_on_loop", [False, True])
 def test_the_real_agent_updates_itself_on_a_shared_loop(
-    make_agent: MakeAgent, cloud: FakeCloud, keys: Keys, loop_thread: LoopThread, job_pool: ThreadPoolExecutor
+    make_agent: MakeAgent,
+    cloud: FakeCloud,
+    keys: Keys,
+    loop_thread: LoopThread,
+    job_pool: ThreadPoolExecutor,
+    jobs_on_loop: bool,
 ) -> None:
-    agents = [make_agent(f"dev-{n}", runner=LoopRunner(loop_thread.loop, job_pool)) for n in range(3)]
+    jobs = OnLoop(loop_thread.loop) if jobs_on_loop else job_pool
+    agents = [make_agent(f"dev-{n}", runner=LoopRunner(loop_thread.loop, jobs)) for n in range(3)]
     release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=100))
     for agent in agents:
         cloud.deploy(agent.device_id, release, generation=1)

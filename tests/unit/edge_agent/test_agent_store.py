@@ -120,3 +120,24 @@ def test_the_journal_is_replaced_atomically(tmp_path: Path) -> None:
     store.save_journal(_journal())
     assert not list(tmp_path.glob("*.tmp"))
     assert (tmp_path / "journal.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_unchanged_journal_is_not_written_again_yet_every_change_survives_a_restart(tmp_path: Path) -> None:
+    # synced: every write is a new file renamed over the old one, so the inode tells whether one happened
+    store = DiskModelStore(tmp_path)
+    journal = _journal()
+    store.save_journal(journal)
+    written = (tmp_path / "journal.json").stat().st_ino
+    store.save_journal(journal.with_())  # equal, not the same object
+    assert (tmp_path / "journal.json").stat().st_ino == written
+    assert DiskModelStore(tmp_path).load_journal() == journal
+    changed = journal.with_(boot_count=journal.boot_count + 1)
+    store.save_journal(changed)
+    assert (tmp_path / "journal.json").stat().st_ino != written
+    assert DiskModelStore(tmp_path).load_journal() == changed
+    store.save_journal(journal)  # back to what was saved before: not what the file holds now, so written
+    assert DiskModelStore(tmp_path).load_journal() == journal
+    restarted = DiskModelStore(tmp_path)  # a new store knows nothing of the file: its first save writes
+    restarted.save_journal(journal)
+    assert not list(tmp_path.glob("*.tmp"))
+    assert restarted.load_journal() == journal

@@ -326,3 +326,26 @@ def test_labels_given_as_an_array_are_counted_like_a_list(keys: Keys) -> None:
         assert window is not None
         counts.append(list(window.predictions.counts))
     assert counts[0] == counts[1] == [1, 2]
+
+
+def test_windows_of_equal_manifests_share_their_bins_yet_count_apart(keys: Keys) -> None:
+    # two devices of one process serving the same release (each its own parsed manifest): the bins are built
+    # once, read-only, and each window still counts only its own rows
+    release = make_release(keys.signer, "shared", 1)
+    servings = []
+    for _ in range(2):
+        model = fake_load_model(release.manifest.artifacts[0], release.artifacts[release.sha256], release.manifest.io)
+        servings.append(ServingModel.of(model, InstalledModel(release.signed.SerializeToString(), release.sha256)))
+    first, second = (Telemetry(f"dev-{n}", start_ms=0, serving=s) for n, s in enumerate(servings))
+    x = np.array([[0.1, 0.3, 0.6]], np.float32)
+    first.record(servings[0], x, servings[0].model.predict(x), latency_us=10.0)
+    one, other = first.close_window(1, 1, servings[0]), second.close_window(1, 1, servings[1])
+    assert one is not None and other is not None
+    assert first.flagged[1] is second.flagged[1] is not None  # the old code built the bins per window
+    assert not first.flagged[1].padded.flags.writeable
+    assert sum(sum(f) for f in feature_sketches(one).values()) == 3 and not feature_sketches(other)
+    # another manifest in the same process gets its own layout, not the first one's
+    regressor = _serving(keys, "other", regressor_edges=[0.0, 1.0, 2.0])
+    window = Telemetry("dev-3", start_ms=0, serving=regressor).close_window(1, 1, regressor)
+    assert window is not None and list(window.predictions.bin_edges) == [0.0, 1.0, 2.0]
+    assert not window.predictions.labels
