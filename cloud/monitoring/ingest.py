@@ -96,6 +96,10 @@ def decode(topic: str, payload: bytes, *, fleet: str = DEFAULT_FLEET) -> tuple[s
         raise MalformedMessage(f"{topic}: payload has no schema_version")
     if message.device_id != parsed.device_id:
         raise MalformedMessage(f"{topic}: payload names device {message.device_id!r}, not {parsed.device_id!r}")
+    # a batched event names no device (its first does) or the same one: one naming another is a forgery
+    for more in getattr(message, "batch", ()):
+        if more.device_id not in ("", parsed.device_id):
+            raise MalformedMessage(f"{topic}: batched event seq {more.seq} names device {more.device_id!r}")
     return parsed.device_id, parsed.channel, message
 
 

@@ -74,3 +74,14 @@ def test_a_batch_that_cannot_be_true_is_refused_whole(
     ingestor.process([message(event(1, pb.EVENT_KIND_DOWNLOADED), *batch)])
     assert stored(any_engine) == []
     assert ingestor.stats.snapshot()["implausible"] == 1
+
+
+def test_a_batched_event_naming_another_device_is_refused_whole(any_engine: Engine, ingestor: Ingestor) -> None:
+    """A device with broker credentials writes only its own topic; an entry naming another device is a forgery
+    (the lead's attacker pass: it was stored as the sender's)."""
+    enroll(any_engine, "dev-2")
+    forged = event(3, pb.EVENT_KIND_ERROR, device_id="dev-2")
+    ingestor.process([message(event(2, pb.EVENT_KIND_DOWNLOADED), event(4, pb.EVENT_KIND_VERIFIED, device_id=DEVICE),
+                              forged)])  # fmt: skip
+    assert stored(any_engine) == []
+    assert ingestor.stats.snapshot()["malformed"] == 1
