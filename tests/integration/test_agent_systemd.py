@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from support import free_port, wait_until
+from support import free_port_for_restarts, wait_until
 from support.bundles import build_and_unpack, cache_dir
 from support.fake_cloud import FakeCloud
 from support.releases import Release, make_keys
@@ -116,7 +116,7 @@ def test_the_bundled_agent_runs_hardened_under_systemd(
     release = Release(keys.signer.sign(manifest), manifest, artifacts, keys)
     transport, _ = make_transport()
     cloud = FakeCloud(transport, chunk_size=4096, start=False)
-    port = free_port()
+    port = free_port_for_restarts()  # the watchdog's restart binds it again
     binds = {bundle: "/bundle", keys.trust_path.parent: "/trust"}
     with Booted(root, tmp_path / "container.log", binds) as box:
         installed = box.run(["/bundle/install.sh"], timeout=600)

@@ -10,7 +10,7 @@ from support.mosquitto import (
     mosquitto_passwd_binary,
 )
 from support.mqtt import Inbox
-from support.net import free_port, port_accepts, wait_until
+from support.net import free_port, free_port_for_restarts, port_accepts, wait_until
 
 __all__ = [
     "ConfiguredMosquitto",
@@ -18,6 +18,7 @@ __all__ = [
     "MosquittoBroker",
     "MosquittoError",
     "free_port",
+    "free_port_for_restarts",
     "mosquitto_binary",
     "mosquitto_passwd_binary",
     "port_accepts",
