@@ -337,13 +337,17 @@ class Agent:
         now = self.clock.now()
         if now.mono_s >= self._next_tick_s:
             self._next_tick_s = now.mono_s + self._tick_interval_s
+            updater = self._updater
+            assert updater is not None
+            # a Tick or HealthCheck the machine would ignore in its state (idle: both) is not built at all
             if self.transport.connected:  # while offline, chunk deadlines do not run out
-                self._dispatch(Tick())
+                if updater.expects(Tick.kind):
+                    self._dispatch(Tick())
                 late = self._manifests.overdue(now.mono_s)
                 if late is not None:  # refused as a desired state without its manifest, and still awaited
                     self._dispatch(late)
-            # offline too: probation runs
-            self._dispatch(HealthCheck(*self._kept.since_kept(self.counts), *self._kept.shadow_since_kept()))
+            if updater.expects(HealthCheck.kind):  # offline too: probation runs
+                self._dispatch(HealthCheck(*self._kept.since_kept(self.counts), *self._kept.shadow_since_kept()))
         if now.mono_s >= self._next_flush_s:
             self._next_flush_s = now.mono_s + self.settings.telemetry_interval_s
             self._outbox.flush_telemetry(self._slot.current)

@@ -146,8 +146,8 @@ class Aborted:
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """The serving model's figures since it was activated (or since the agent started), sent every tick
-    whether connected or not: what a model on probation is judged on."""
+    """The serving model's figures since it was activated (or since the agent started), sent every tick on
+    probation (no other state uses it), whether connected or not: what a model on probation is judged on."""
 
     inferences: int
     errors: int

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from edge_agent.clock import Instant
 from edge_agent.update.actions import Action
 from edge_agent.update.context import UpdateContext, UpdaterConfig, event_kind_for
-from edge_agent.update.events import Event
+from edge_agent.update.events import Event, EventKind
 from edge_agent.update.journal import InstalledModel, LastError
 from edge_agent.update.states import State
 from edge_agent.update.table import TRANSITIONS
@@ -39,6 +39,11 @@ class Updater(UpdateContext):
         if transition is None:
             return []
         return transition.handler(self, event, now)
+
+    def expects(self, kind: EventKind) -> bool:
+        """Whether an event of this kind does anything in the current state (`handle` ignores the rest):
+        lets the agent skip building the events of every tick that an idle machine would drop."""
+        return (self.state, kind) in TRANSITIONS
 
     def view(self) -> UpdaterView:
         pending = self.journal.pending
