@@ -6,7 +6,15 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+
+def client_address(scope: Mapping[str, Any]) -> str:
+    """The address an HTTP request's per-address budgets are kept for (an ASGI scope, e.g. `request.scope`):
+    its client's host, or "unknown" when the server names none (all such requests share one budget)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 class ClientRate:

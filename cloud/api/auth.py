@@ -34,6 +34,7 @@ from cloud.api.deps import READ_METHODS, AppServices, read_in_thread
 from cloud.api.read_cache import ReadCache
 from cloud.errors import ConfigurationError, ForbiddenError, NotAuthenticatedError
 from cloud.identity.tokens import Operator, Role, TokenRecord, find_token, verdict
+from cloud.token_buckets import client_address
 
 API_PREFIX = "/api/v1"
 SCRAPE_PATHS = frozenset({"/metrics"})  # operator routes outside API_PREFIX, walked by api_routes too
@@ -93,7 +94,7 @@ async def authenticate_cached(request: Request, token: str) -> Operator | None:
     if parsed is None:
         return None
     token_id, secret = parsed
-    client = request.client.host if request.client else "unknown"
+    client = client_address(request.scope)
     services: AppServices = request.app.state.services
     cache: ReadCache[TokenRecord | None] = request.app.state.token_cache
 

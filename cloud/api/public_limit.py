@@ -31,7 +31,7 @@ import json
 from starlette.types import Scope, Send
 
 from cloud.errors import TooManyRequestsError
-from cloud.token_buckets import ClientRate
+from cloud.token_buckets import ClientRate, client_address
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/docs", "/redoc", "/openapi.json", "/console/signin"})
 PUBLIC_PREFIXES = ("/docs/", "/docs-assets/", "/console/static/")  # the offline docs' and the console's assets
@@ -52,8 +52,7 @@ class PublicGate:
         """True when it sent a 429 (the request is answered), else False."""
         if scope["type"] != "http" or not self.is_public(scope["path"]):
             return False
-        client = scope.get("client")
-        wait = self.rate.take(client[0] if client else "unknown")
+        wait = self.rate.take(client_address(scope))
         if not wait:
             return False
         error = TooManyRequestsError(f"too many requests to public paths from this address; retry in {wait} s", wait)

@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from cloud.api.auth_budget import AuthBudget
 from cloud.identity.tokens import Operator, Role, authenticate
+from cloud.token_buckets import client_address
 
 COOKIE = "edgefleet_console"
 COOKIE_PATH = "/console"
@@ -53,7 +54,7 @@ def check_token(request: Request, session: Session, token: str) -> Operator | No
     parsed = budget.admissible(token)
     if parsed is None:
         return None
-    budget.charge(request.client.host if request.client else "unknown", parsed[0])
+    budget.charge(client_address(request.scope), parsed[0])
     operator = authenticate(session, token)
     budget.judged(token, parsed[0], operator)
     return operator

@@ -32,6 +32,7 @@ from cloud.identity.redemption import enroll_with_token
 from cloud.identity.tokens import Role
 from cloud.registry.keys import CHAIN_FILE
 from cloud.settings import CloudSettings
+from cloud.token_buckets import client_address
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def enroll(request: Request, services: ServicesDep, body: EnrollRequest) -> Enro
     """A device spends its enrollment token: broker credentials, the trust chain to pin, where to connect."""
     settings: CloudSettings = request.app.state.settings
     throttle: RefusalThrottle = request.app.state.enroll_throttle
-    client = request.client.host if request.client else "unknown"
+    client = client_address(request.scope)
     wait_s = throttle.retry_after_s(client)
     if wait_s:
         raise TooManyRequestsError(f"too many refused enrollments from {client}; retry in {wait_s} s", wait_s)
