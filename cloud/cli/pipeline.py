@@ -8,9 +8,10 @@ as `up`, so cron, Airflow or Argo can drive it, each step in a fresh process (a 
 
 `retrain` is train, compile, evaluate and register in one process. Each step is idempotent: run again on the
 same inputs it prints what it made the first time. Exit codes: 0 done (a trigger fired, a candidate was
-trained, compiled or registered, a challenger won), 3 nothing to do (no trigger, a candidate that did not
-win: nothing to register), 1 error (a candidate unknown, missing from the store or changed in it, too little
-data, a bad argument). `--json` prints one JSON object on stdout instead of lines.
+trained, compiled or registered, a challenger won), 3 nothing to do (no trigger, a candidate that did not win
+or that the compiler's accuracy gate refused: nothing to register), 1 error (a candidate unknown, missing from
+the store or changed in it, too little data, a bad argument). `--json` prints one JSON object on stdout
+instead of lines.
 """
 
 from __future__ import annotations
@@ -294,16 +295,22 @@ def _progress(args: argparse.Namespace) -> Any:
 
 def _compile(args: argparse.Namespace) -> int:
     def run(args: argparse.Namespace) -> int:
+        from cloud.db import session_scope
         from cloud.training import candidates
 
         _, engine, store = _open(args)
         artifacts = candidates.compile_candidate(engine, store, args.candidate, _progress(args))
+        with session_scope(engine) as session:
+            refused = candidates.refused_at_compile(candidates.get_candidate(session, args.candidate))
         if args.json:
-            print(json.dumps({"candidate": args.candidate, "artifacts": artifacts}))
+            print(json.dumps({"candidate": args.candidate, "artifacts": artifacts, "refused_at_compile": refused}))
+        elif refused is not None:
+            print(f"candidate {args.candidate[:12]} refused at compile: no artifact of its recipe kept the "
+                  f"accuracy of the source model; judged lost, the champion stays\n{refused}")  # fmt: skip
         else:
             print(f"candidate {args.candidate[:12]} compiled: "
                   + ", ".join(f"{name} {digest[:12]}" for name, digest in sorted(artifacts.items())))  # fmt: skip
-        return 0
+        return NOTHING_TO_DO if refused is not None else 0
 
     return _guarded(run, args)
 
@@ -424,6 +431,9 @@ def _rollout(args: argparse.Namespace) -> int:
 def _comparison_lines(judged: Any) -> list[str]:
     lines = []
     for c in (judged.field_eval, judged.reference):
+        if not c.n:
+            lines.append(f"  {c.name:<9} not evaluated")
+            continue
         low, high = c.gain_interval() or (0.0, 0.0)
         lines.append(f"  {c.name:<9} n={c.n:<4} champion {c.champion_accuracy or 0:.3f}  challenger "
                      f"{c.challenger_accuracy or 0:.3f}  gain {c.gain or 0:+.3f} "

@@ -279,8 +279,11 @@ def _estimator_and_reference(store: ArtifactStore, document: dict[str, Any]) -> 
 
 def compile_candidate(engine: Engine, store: ArtifactStore, candidate_id: str,
                       progress: Progress = lambda _step: None) -> dict[str, str]:  # fmt: skip
-    """The candidate as the devices will run it: artifact name -> sha256 ("manifest": the fragment)."""
-    from model_compiler import compile_estimator
+    """The candidate as the devices will run it: artifact name -> sha256 ("manifest": the fragment). Empty
+    when the compiler's accuracy gate refused every artifact of the recipe (`refused_at_compile` says why):
+    the candidate is then judged lost, as a challenger beaten on the field would be, and the run succeeds
+    with that verdict rather than failing."""
+    from model_compiler import GateRefusedError, compile_estimator
 
     with session_scope(engine) as session:
         candidate = get_candidate(session, candidate_id)
@@ -289,14 +292,22 @@ def compile_candidate(engine: Engine, store: ArtifactStore, candidate_id: str,
             for name, digest in candidate.artifacts.items():
                 _verified(store, digest, name)
             return dict(candidate.artifacts)
+        if refused_at_compile(candidate):
+            return {}
         candidate_id, run_id = candidate.id, candidate.run_id
     with _step(engine, run_id, "compile", progress):
         estimator, reference = _estimator_and_reference(store, document)
         recipe = document["recipe"]
         profiled = reference.profile_rows(recipe.get("profile_from", "train"))  # the champion's drift baseline
-        compiled = compile_estimator(estimator, reference.X_test, reference.y_test, target=recipe["target"],
-                                     quantize=recipe["quantize"], reference_X=profiled,
-                                     calibration_X=reference.X_train)  # fmt: skip
+        try:
+            compiled = compile_estimator(estimator, reference.X_test, reference.y_test, target=recipe["target"],
+                                         quantize=recipe["quantize"], reference_X=profiled,
+                                         calibration_X=reference.X_train)  # fmt: skip
+        except GateRefusedError as refused:
+            # a recipe of `int8` alone can meet a challenger whose INT8 copy loses accuracy: that challenger
+            # does not ship, and the loop goes on with the champion; the gate's table is kept to say why
+            _judge_refused_at_compile(engine, candidate_id, run_id, refused)
+            return {}
         artifacts = {built.artifact.name: store.put(built.data) for built in compiled.artifacts}
         artifacts["manifest"] = store.put(compiled.fragment.SerializeToString())
         with session_scope(engine) as session:
@@ -304,6 +315,25 @@ def compile_candidate(engine: Engine, store: ArtifactStore, candidate_id: str,
             row.artifacts = artifacts
             session.add(row)
     return artifacts
+
+
+def refused_at_compile(candidate: Candidate) -> str | None:
+    """The compiler's gate table when no artifact of the candidate's recipe kept the accuracy, else None."""
+    refused = candidate.judgement.get("refused_at_compile") if candidate.judgement else None
+    return str(refused) if refused is not None else None
+
+
+def _judge_refused_at_compile(engine: Engine, candidate_id: str, run_id: str, refused: Exception) -> None:
+    headline, _, table = str(refused).partition("\n")
+    nothing = {"n": 0, "champion_correct": 0, "challenger_correct": 0, "challenger_only": 0, "champion_only": 0}
+    with session_scope(engine) as session:
+        row = get_candidate(session, candidate_id)
+        row.judgement = {"outcome": rule.Outcome.LOSE.value,
+                         "reasons": [f"refused at compile: {headline}; the champion stays"],
+                         "field": {"name": "field", **nothing}, "reference": {"name": "reference", **nothing},
+                         "refused_at_compile": table or headline}  # fmt: skip
+        session.add(row)
+        registry.finish_run(session, run_id, metrics={"won": 0.0, "refused_at_compile": 1.0})
 
 
 def _compiled(store: ArtifactStore, artifacts: dict[str, str]) -> tuple[Any, dict[str, bytes]]:
