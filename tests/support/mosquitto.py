@@ -18,7 +18,7 @@ from typing import IO
 from cloud.identity.broker_config import BrokerConfig
 from cloud.identity.passwords import hash_password, password_file
 from simulator.broker import end_mosquitto
-from support.net import free_port, port_accepts
+from support.net import free_port_for_restarts, port_accepts
 from support.tls import TlsFiles
 
 _START_ATTEMPTS = 5
@@ -69,7 +69,7 @@ class MosquittoBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self._fixed_port = port is not None
-        self.port = port or free_port()
+        self.port = port or free_port_for_restarts()  # restart() binds it again: below the ephemeral range
         self.users = dict(users or {})
         self.persistence = persistence
         self.tls = tls
@@ -103,10 +103,10 @@ class MosquittoBroker:
             if self._try_start():
                 self._fixed_port = True  # a later start() (after stop()) comes back on the same URL
                 return self
-            # the port we picked was taken between free_port() and bind(): pick another, unless pinned
+            # the port we picked was taken between picking and bind(): pick another, unless pinned
             if self._fixed_port or attempt == _START_ATTEMPTS - 1:
                 break
-            self.port = free_port()
+            self.port = free_port_for_restarts()
             self._write_config()
         raise MosquittoError(f"mosquitto did not start on {self.host}:{self.port}:\n{self.log_text()}")
 
