@@ -28,6 +28,7 @@ from typing import Annotated, Any
 
 import fastapi.routing
 from fastapi import APIRouter, Depends, FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 
 from cloud.api.auth_budget import AuthBudget
 from cloud.api.deps import READ_METHODS, AppServices, read_in_thread
@@ -90,12 +91,14 @@ async def authenticate_cached(request: Request, token: str) -> Operator | None:
     """cloud.identity.tokens.authenticate with the token id's record from the app's token cache, within the
     client address's budget of lookups (cloud.api.auth_budget: TooManyRequestsError past it)."""
     budget = AuthBudget.of(request.app)
+    services: AppServices = request.app.state.services
+    if budget.tags.stale():  # first use, then once a minute (cloud.identity.token_tags)
+        await run_in_threadpool(budget.tags.reload, services.engine)
     parsed = budget.admissible(token)
     if parsed is None:
         return None
     token_id, secret = parsed
     client = client_address(request.scope)
-    services: AppServices = request.app.state.services
     cache: ReadCache[TokenRecord | None] = request.app.state.token_cache
 
     async def load() -> TokenRecord | None:

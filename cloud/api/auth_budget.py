@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cloud.errors import TooManyRequestsError
+from cloud.identity.token_tags import API_TOKEN, Tag, TagKeys
 from cloud.identity.tokens import parse_token
 from cloud.token_buckets import ClientRate
 
@@ -44,7 +45,9 @@ class AuthBudget:
         self._refused: OrderedDict[bytes, float] = OrderedDict()  # token digest -> refused until
         self._admitted: OrderedDict[str, None] = OrderedDict()  # token ids, most recently admitted last
         self._lock = threading.Lock()
+        self.tags = TagKeys()  # reloaded by the caller when stale (a database read)
         self.lookups_spared = 0  # requests answered without a lookup (tests and benchmarks read it)
+        self.forged = 0  # of those, ids with a tag we did not make
 
     @classmethod
     def of(cls, app: Any) -> AuthBudget:
@@ -65,6 +68,11 @@ class AuthBudget:
         parsed = parse_token(token)
         if parsed is None:
             return None
+        if self.tags.judge(parsed[0], API_TOKEN) is Tag.FORGED:
+            with self._lock:
+                self.lookups_spared += 1
+                self.forged += 1
+            return None
         digest = self._digest(token)
         with self._lock:
             until = self._refused.get(digest)
@@ -79,6 +87,8 @@ class AuthBudget:
     def charge(self, client: str, token_id: str) -> None:
         """Allow one lookup of token_id for client (an admitted id, or one request of the address's budget),
         else TooManyRequestsError with the seconds to wait."""
+        if self.tags.judge(token_id, API_TOKEN) is Tag.OURS:
+            return  # an id we issued: at most one lookup per api_token_cache_s, from any address
         with self._lock:
             if token_id in self._admitted:
                 self._admitted.move_to_end(token_id)
