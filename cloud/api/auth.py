@@ -15,9 +15,10 @@ The check is async and keeps what the database said of a token id for `api_token
 secret is still hashed and compared on every request), so a request whose route needs no database takes
 no session and no worker thread. Revoking through the API forgets the id at once; a revocation made
 elsewhere (`edgefleet tokens revoke` on the database, another cloud process) takes effect within that time.
-Made-up tokens cannot make it look ids up without end: a refused token is refused again without a lookup,
-and lookups of ids this process has not admitted come out of a budget per client address, past which the
-answer is 429 with Retry-After (`cloud.api.auth_budget`).
+Made-up tokens cannot make it look ids up without end: an id of the issued shape with a tag the cloud did
+not make is refused without a lookup, so is a token refused before, and lookups of untagged ids (issued
+before tags) this process has not admitted come out of a budget per client address, past which the answer
+is 429 with Retry-After (`cloud.api.auth_budget`, `cloud.identity.token_tags`).
 """
 
 from __future__ import annotations

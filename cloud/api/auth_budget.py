@@ -4,20 +4,23 @@ Judging a token reads its id's record from the database (kept `api_token_cache_s
 A made-up token has an id nobody issued, so a flooder that varies the id cost one database lookup per
 request, from any address, unlimited. `AuthBudget` stands before that lookup, cheapest check first:
 
-1. A token refused in the last `refused_ttl_s` (its SHA-256 in a bounded negative cache) is refused again
+1. An id of the shape the cloud issues (`<random><tag>`, cloud.identity.token_tags) whose tag no kept key
+   made is refused at once: one HMAC, no lookup, nothing charged.
+2. A token refused in the last `refused_ttl_s` (its SHA-256 in a bounded negative cache) is refused again
    at once: no lookup, nothing charged. A refused token never becomes valid (ids are random, revocation and
    expiry are final), so replaying one costs the cloud a hash.
-2. A token id this process admitted (bounded, least recently used forgotten) is looked up as before: at most
-   one lookup per id per `api_token_cache_s`, whatever secret comes with it. An operator behind the same
-   NAT address as a flooder keeps being served.
-3. Any other token spends one request of its client address's budget (`cloud.token_buckets.ClientRate`:
-   `auth_lookup_burst` at once, `auth_lookups_per_s` on average); past it the answer is 429 with
-   Retry-After, before any lookup.
+3. An id with our tag, or one this process admitted (bounded, least recently used forgotten), is looked up
+   as before: at most one lookup per id per `api_token_cache_s`, whatever secret comes with it, and never
+   out of the address's budget. An operator behind the same NAT address as a flooder is served, also on
+   its first request after a restart.
+4. Any other token (an id issued before tags, or a made-up one of that shape) spends one request of its
+   client address's budget (`cloud.token_buckets.ClientRate`: `auth_lookup_burst` at once,
+   `auth_lookups_per_s` on average); past it the answer is 429 with Retry-After, before any lookup.
 
-The limit this leaves: an operator whose token this process has not admitted yet (its first request after
-a restart) shares its address's budget with a flooder there, so it may get 429 until a try wins a refilled
-request. Per process and per client address, as the public paths' limit (cloud.api.public_limit): behind a
-reverse proxy every client has the proxy's address.
+The limit this leaves: a token issued before ids carried a tag, not yet admitted by this process (its first
+request after a restart), shares its address's budget with a flooder there, so it may get 429 until a try
+wins a refilled request: reissue such tokens. Per process and per client address, as the public paths'
+limit (cloud.api.public_limit): behind a reverse proxy every client has the proxy's address.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ from cloud.token_buckets import ClientRate
 
 
 class AuthBudget:
-    """Before a token's lookup `admissible` (parsed, not refused recently) and `charge` (its address's budget
-    or 429); after it, `judged`. Thread-safe: the API checks on the event loop, the console in worker threads."""
+    """Before a token's lookup `admissible` (parsed, not a forged tag, not refused recently) and `charge` (free
+    for our tagged ids, else its address's budget or 429); after it, `judged`. Whoever calls `admissible`
+    reloads `tags` first when they are stale. Thread-safe: the API checks on the event loop, the console in
+    worker threads."""
 
     def __init__(self, rate: ClientRate, *, refused_ttl_s: float = 60.0, max_remembered: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
