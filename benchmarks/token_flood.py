@@ -8,10 +8,11 @@ budget: 20 lookups at once and 2 a second per address) from its own source tree 
 <old-ref>` unpacked in a temporary directory; "new": this checkout), so the operator's token is one the
 process has never admitted, as after a restart. A flood process (`--flooders` threads, kept-alive, from
 127.0.0.1 like the operator) sends a made-up token of the old shape (`ef_<12 hex>_<secret>`, a new one each
-request: the budgeted kind on both candidates) to GET /api/v1/devices; a second later the operator, from the
-same address, asks GET /api/v1/tokens every 100 ms until the first 200 (or `--seconds`), then 20 more.
-Candidates alternate which goes first. Prints one JSON object last: per candidate the seconds and tries
-to the operator's first 200 (None: not served within --seconds), its 429s, and the flood's rate and codes.
+request: the budgeted kind on both candidates) to GET /api/v1/devices; once it has had its first 429 the
+operator, from the same address, asks GET /api/v1/tokens every 100 ms until the first 200 (or
+`--seconds`), then 20 more. Candidates alternate which goes first. Prints one JSON object last: per
+candidate the seconds and tries to the operator's first 200 (None: not served within --seconds), its 429s,
+and the flood's rate and codes.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def run():
                 code = "error"
             with lock:
                 codes[code] += 1
+                if code == 429 and codes[429] == 1:
+                    print("spent", flush=True)  # the address's budget is gone: the operator may start
 
 workers = [threading.Thread(target=run) for _ in range(threads)]
 for w in workers: w.start()
@@ -105,7 +108,10 @@ def stop(server: subprocess.Popen[str]) -> None:
 def measure(url: str, token: str, flooders: int, seconds: float) -> dict[str, Any]:
     flood = subprocess.Popen([sys.executable, "-c", FLOOD, url, str(flooders), str(seconds + 3)],
                              stdout=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(1.0)  # the flood has spent the address's budget before the operator's first try
+    assert flood.stdout is not None
+    if flood.stdout.readline().strip() != "spent":  # the operator's first try meets a spent budget
+        raise RuntimeError("the flood never spent the address's budget")
+    time.sleep(0.5)
     headers = {"Authorization": f"Bearer {token}"}
     tries, refused, first_ok_s, after = 0, 0, None, []
     with httpx.Client(base_url=url, timeout=30) as http:
