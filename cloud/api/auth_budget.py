@@ -45,12 +45,12 @@ class AuthBudget:
     worker threads."""
 
     def __init__(self, rate: ClientRate, *, refused_ttl_s: float = 60.0, max_remembered: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic, tags: TagKeys | None = None) -> None:  # fmt: skip
         self.rate, self.refused_ttl_s, self.max_remembered, self._clock = rate, refused_ttl_s, max_remembered, clock
         self._refused: OrderedDict[bytes, float] = OrderedDict()  # token digest -> refused until
         self._admitted: OrderedDict[str, None] = OrderedDict()  # token ids, most recently admitted last
         self._lock = threading.Lock()
-        self.tags = TagKeys()  # reloaded by the caller when stale (a database read)
+        self.tags = tags or TagKeys()  # reloaded by the caller when stale (a database read)
         self.lookups_spared = 0  # requests answered without a lookup (tests and benchmarks read it)
         self.forged = 0  # of those, ids with a tag we did not make
 
@@ -60,7 +60,8 @@ class AuthBudget:
         budget: AuthBudget | None = getattr(app.state, "auth_budget", None)
         if budget is None:
             settings = app.state.settings
-            budget = app.state.auth_budget = cls(ClientRate(settings.auth_lookups_per_s, settings.auth_lookup_burst))
+            rate = ClientRate(settings.auth_lookups_per_s, settings.auth_lookup_burst)
+            budget = app.state.auth_budget = cls(rate, tags=getattr(app.state, "tag_keys", None))
         return budget
 
     @staticmethod
