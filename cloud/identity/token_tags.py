@@ -19,8 +19,9 @@ process without a restart.
 Rotation (a key that may have leaked): `edgefleet tokens rotate-key` adds the next generation; new ids are
 tagged with it, ids tagged by an older kept generation still verify. Reissue the tokens (create new ones,
 revoke the old), then `edgefleet tokens retire-key GENERATION` deletes the old row: ids it tagged are
-FORGED from then on (within RELOAD_S in running processes). A leaked key alone admits nothing: it lets a
-flooder make ids that reach a lookup, which is what every id could do before tags.
+FORGED from then on (within RELOAD_S in running processes). A leaked key alone admits nothing (the secret
+is still checked): it lets a flooder make ids that each cost a lookup outside the per-address budget, until
+the key is rotated and retired.
 """
 
 from __future__ import annotations
