@@ -37,6 +37,7 @@ from cloud.api.routes import (
 from cloud.api.throttle import RefusalThrottle
 from cloud.console import mount_console
 from cloud.errors import CloudError
+from cloud.identity.token_tags import TagKeys
 from cloud.settings import CloudSettings
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def create_app(settings: CloudSettings, services: AppServices) -> ConsoleApp:
     app.state.services = services
     app.state.settings = settings
     app.state.enroll_throttle = RefusalThrottle(settings.enroll_refusals_per_minute, 60.0)
+    app.state.tag_keys = TagKeys()  # tell token ids we issued from made-up ones (API and enrollment tokens)
     # first of all: a client flooding the paths that need no token is answered 429 before anything runs
     app.public_gate = PublicGate(ClientRate(settings.public_requests_per_s, settings.public_burst),
                                  metrics_public=not settings.metrics_needs_token,

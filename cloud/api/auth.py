@@ -15,9 +15,10 @@ The check is async and keeps what the database said of a token id for `api_token
 secret is still hashed and compared on every request), so a request whose route needs no database takes
 no session and no worker thread. Revoking through the API forgets the id at once; a revocation made
 elsewhere (`edgefleet tokens revoke` on the database, another cloud process) takes effect within that time.
-Made-up tokens cannot make it look ids up without end: a refused token is refused again without a lookup,
-and lookups of ids this process has not admitted come out of a budget per client address, past which the
-answer is 429 with Retry-After (`cloud.api.auth_budget`).
+Made-up tokens cannot make it look ids up without end: an id of the issued shape with a tag the cloud did
+not make is refused without a lookup, so is a token refused before, and lookups of untagged ids (issued
+before tags) this process has not admitted come out of a budget per client address, past which the answer
+is 429 with Retry-After (`cloud.api.auth_budget`, `cloud.identity.token_tags`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Annotated, Any
 
 import fastapi.routing
 from fastapi import APIRouter, Depends, FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 
 from cloud.api.auth_budget import AuthBudget
 from cloud.api.deps import READ_METHODS, AppServices, read_in_thread
@@ -90,12 +92,14 @@ async def authenticate_cached(request: Request, token: str) -> Operator | None:
     """cloud.identity.tokens.authenticate with the token id's record from the app's token cache, within the
     client address's budget of lookups (cloud.api.auth_budget: TooManyRequestsError past it)."""
     budget = AuthBudget.of(request.app)
+    services: AppServices = request.app.state.services
+    if budget.tags.stale():  # first use, then once a minute (cloud.identity.token_tags)
+        await run_in_threadpool(budget.tags.reload, services.engine)
     parsed = budget.admissible(token)
     if parsed is None:
         return None
     token_id, secret = parsed
     client = client_address(request.scope)
-    services: AppServices = request.app.state.services
     cache: ReadCache[TokenRecord | None] = request.app.state.token_cache
 
     async def load() -> TokenRecord | None:

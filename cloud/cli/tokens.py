@@ -1,4 +1,5 @@
-"""`edgefleet tokens create|list|revoke`: operators' API tokens, straight on the database (like `train`).
+"""`edgefleet tokens create|list|revoke|rotate-key|retire-key`: operators' API tokens, and the keys that tag
+their ids (cloud.identity.token_tags), straight on the database (like `train`).
 
 They bypass the API on purpose: the first admin token has to come from somewhere. Each change writes an
 audit row with actor "cli" in the same transaction.
@@ -29,7 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     revoke = actions.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id")
     revoke.set_defaults(func=_revoke)
-    for parser in (create, listing, revoke):
+    rotate = actions.add_parser("rotate-key", help="tag new token ids with a new key; ids tagged before still work")
+    rotate.set_defaults(func=_rotate_key)
+    retire = actions.add_parser("retire-key", help="delete an old tag key: ids it tagged stop working "
+                                "(reissue those tokens first)")  # fmt: skip
+    retire.add_argument("generation", type=int)
+    retire.set_defaults(func=_retire_key)
+    for parser in (create, listing, revoke, rotate, retire):
         parser.add_argument("--data-dir", type=Path, help="the same data dir as `edgefleet up` (default .edgefleet)")
         parser.add_argument("--database-url", help="the same database as `edgefleet up`")
 
@@ -104,4 +111,37 @@ def _revoke(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"revoked {args.token_id}")
+    return 0
+
+
+def _rotate_key(args: argparse.Namespace) -> int:
+    from cloud.errors import CloudError
+    from cloud.identity import audit, token_tags
+
+    try:
+        with _session(args) as session:
+            generation = token_tags.rotate_key(session)
+            audit.record(session, actor=audit.CLI_ACTOR, action="tag_key.rotate", target=str(generation))
+            session.commit()
+    except CloudError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"new token ids are tagged with key generation {generation} (running clouds within a minute); "
+          f"once the tokens are reissued: edgefleet tokens retire-key {generation - 1}")
+    return 0
+
+
+def _retire_key(args: argparse.Namespace) -> int:
+    from cloud.errors import CloudError
+    from cloud.identity import audit, token_tags
+
+    try:
+        with _session(args) as session:
+            token_tags.retire_key(session, args.generation)
+            audit.record(session, actor=audit.CLI_ACTOR, action="tag_key.retire", target=str(args.generation))
+            session.commit()
+    except CloudError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"retired key generation {args.generation}: token ids it tagged are refused (within a minute)")
     return 0

@@ -51,6 +51,8 @@ def check_token(request: Request, session: Session, token: str) -> Operator | No
     if not token or len(token) > MAX_TOKEN_CHARS:
         return None
     budget = AuthBudget.of(request.app)
+    if budget.tags.stale():  # in sessions of its own: it may create the first key and commit it
+        budget.tags.reload(request.app.state.services.engine)
     parsed = budget.admissible(token)
     if parsed is None:
         return None

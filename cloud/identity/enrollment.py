@@ -25,6 +25,7 @@ from cloud.errors import ConflictError, EnrollmentRefused, InvalidRequestError
 from cloud.fleet import enroll_row, mark_revoked
 from cloud.identity.passwords import hash_password, new_secret
 from cloud.identity.records import DeviceCredential, EnrollmentToken
+from cloud.identity.token_tags import ENROLLMENT_TOKEN, load_keys, mint_id
 from cloud.types import now_ms
 from protocols.topics import TopicError, validate_device_id
 
@@ -54,7 +55,7 @@ def create_enrollment_token(
             validate_device_id(device_id)
         except TopicError as exc:
             raise InvalidRequestError(str(exc)) from None
-    token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    token_id, secret = mint_id(load_keys(session), ENROLLMENT_TOKEN), secrets.token_urlsafe(32)
     row = EnrollmentToken(
         id=token_id,
         secret_sha256=_digest(secret),

@@ -1,4 +1,5 @@
-"""The identity tables: operators' API tokens, the audit log, enrollment tokens and device credentials.
+"""The identity tables: operators' API tokens, the audit log, enrollment tokens, device credentials, and the
+keys that tag token ids (cloud.identity.token_tags).
 
 Secrets are never stored: API and enrollment tokens as the SHA-256 of their random secret (high-entropy
 tokens need no slow hash), broker passwords as Mosquitto-format PBKDF2 hashes (`passwords.py`).
@@ -61,3 +62,14 @@ class DeviceCredential(SQLModel, table=True):
     labels: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
     created_at_ms: int = Field(sa_type=BigInteger, default_factory=now_ms)
     revoked_at_ms: int | None = Field(default=None, sa_type=BigInteger)
+
+
+class TagKey(SQLModel, table=True):
+    """A key that tags the ids of tokens the cloud issues (cloud.identity.token_tags); the newest generation
+    tags new ids, every kept one still verifies."""
+
+    __tablename__ = "tag_key"
+
+    generation: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    secret_hex: str = Field(max_length=64)  # 32 random bytes
+    created_at_ms: int = Field(sa_type=BigInteger, default_factory=now_ms)

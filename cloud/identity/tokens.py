@@ -1,6 +1,8 @@
 """Operators' API tokens: a role each (viewer < deployer < admin), shown once, stored as a hash.
 
-A token reads `ef_<id>_<secret>`: the id is public (lists, the audit log), the secret 32 random bytes. The
+A token reads `ef_<id>_<secret>`: the id is public (lists, the audit log) and carries a keyed tag, so the
+cloud tells a made-up id from one it issued without a lookup (cloud.identity.token_tags; ids issued before
+tags have none and still work); the secret is 32 random bytes. The
 console API reads it from `Authorization: Bearer ...`; every mutating call needs deployer or admin, token
 and audit management needs admin (see `cloud.api.auth`).
 """
@@ -17,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from cloud.errors import InvalidRequestError, NotFoundError
 from cloud.identity.records import ApiToken
+from cloud.identity.token_tags import API_TOKEN, load_keys, mint_id
 from cloud.types import now_ms
 
 TOKEN_PREFIX = "ef_"
@@ -65,7 +68,7 @@ def create_token(
         raise InvalidRequestError(f"unknown role {role!r}: use {', '.join(Role)}") from None
     if not name or len(name) > 128 or "\x00" in name:
         raise InvalidRequestError("a token needs a name of 1-128 characters")
-    token_id = secrets.token_hex(6)
+    token_id = mint_id(load_keys(session), API_TOKEN)  # recognisable as ours without a lookup
     secret = secrets.token_urlsafe(32)
     expires = None if ttl_days is None else now_ms() + int(ttl_days * 86_400_000)
     row = ApiToken(

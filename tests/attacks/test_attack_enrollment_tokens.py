@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Iterator
+from hashlib import sha256
 from pathlib import Path
 
 import httpx
@@ -16,9 +17,11 @@ from sqlmodel import Session, col, select
 
 from cloud.cli.operator_token import ensure_dev_token
 from cloud.db.tables import Device
+from cloud.errors import EnrollmentRefused
 from cloud.identity.records import AuditEntry, DeviceCredential, EnrollmentToken
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
+from cloud.types import now_ms
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +148,32 @@ def test_a_flood_of_guesses_is_cut_off_before_it_reaches_the_database(cloud: Clo
         audited = session.exec(select(AuditEntry).where(AuditEntry.action == "device.enroll_refused")).all()
     assert len(audited) == limit  # the cut-off attempts wrote nothing
     assert enrolled_ids(cloud) == [] and device_ids(cloud) == []
+
+
+def test_a_device_enrolls_while_guessers_at_its_address_are_cut_off(cloud: CloudService) -> None:
+    """Enrollment token ids carry the cloud's keyed tag: a made-up id of that shape is refused with no lookup
+    and no audit row, and a token we issued is throttled by its own refusals, not its address's, so a device
+    behind the same NAT as a guesser still enrolls. Tokens issued before tags are throttled per address as
+    before."""
+    limit = cloud.settings.enroll_refusals_per_minute
+    legacy_id, legacy_secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    with Session(cloud.engine) as session:
+        session.add(EnrollmentToken(id=legacy_id, secret_sha256=sha256(legacy_secret.encode()).hexdigest(),
+                                    expires_at_ms=now_ms() + 3_600_000))  # fmt: skip
+        session.commit()
+    assert enroll(cloud, f"efe_{legacy_id}_{legacy_secret}", "pi-old").status_code == 200  # still works
+    old_shape = [enroll(cloud, f"efe_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}", "g").status_code
+                 for _ in range(limit + 2)]  # fmt: skip
+    assert old_shape == [403] * limit + [429] * 2  # the address is cut off, as before
+    forged = [enroll(cloud, f"efe_{secrets.token_hex(11)}_{secrets.token_urlsafe(32)}", "g") for _ in range(30)]
+    assert {(r.status_code, r.json()["detail"]) for r in forged} == {(403, EnrollmentRefused.MESSAGE)}
+    assert enroll(cloud, new_token(cloud, labels={"site": "lab"}), "pi-01").status_code == 200  # same address
+    targeted = new_token(cloud)
+    wrong = targeted.rsplit("_", 1)[0] + "_" + secrets.token_urlsafe(32)
+    assert [enroll(cloud, wrong, "g").status_code for _ in range(limit + 1)] == [403] * limit + [429]
+    assert enroll(cloud, targeted, "pi-02").status_code == 429  # that id is held for the minute, no other
+    assert enroll(cloud, new_token(cloud), "pi-03").status_code == 200
+    with Session(cloud.engine) as session:
+        audited = session.exec(select(AuditEntry).where(AuditEntry.action == "device.enroll_refused")).all()
+    assert len(audited) == 2 * limit  # the old-shape guesses and the wrong secrets; forged ids wrote nothing
+    assert enrolled_ids(cloud) == ["pi-01", "pi-03", "pi-old"]

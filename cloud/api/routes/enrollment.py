@@ -1,8 +1,12 @@
 """Enrollment: tokens (admin), the one public route a device calls to spend one, and revocation (admin).
 
 `POST /api/v1/enroll` needs no operator token (the enrollment token is the credential) and answers every
-refused token with the same 403, so probing it tells nothing; a client refused too often in a minute gets
-429 for a while (cloud.api.throttle), so a flood of guesses cannot fill the audit log. Redemption, the
+refused token with the same 403, so probing it tells nothing. A token id we issued carries a keyed tag
+(cloud.identity.token_tags): an id of that shape with a tag we did not make is refused at once (no lookup,
+no audit row, nothing counted); refusals of an id we issued are counted per id, refusals of any other (ids
+issued before tags) per client address. Past the limit in a minute the answer is 429 for a while
+(cloud.api.throttle), so a flood of guesses cannot fill the audit log, and guessers sharing a device's
+address (a NAT) cannot hold up a device that presents a token we issued. Redemption, the
 device's row and the audit row commit together (cloud.identity.redemption); then label deployments the
 device matches reach it.
 """
@@ -29,6 +33,7 @@ from cloud.errors import ConfigurationError, EnrollmentRefused, NotFoundError, T
 from cloud.identity import audit, enrollment
 from cloud.identity.records import DeviceCredential, EnrollmentToken
 from cloud.identity.redemption import enroll_with_token
+from cloud.identity.token_tags import ENROLLMENT_TOKEN, Tag, TagKeys
 from cloud.identity.tokens import Role
 from cloud.registry.keys import CHAIN_FILE
 from cloud.settings import CloudSettings
@@ -84,7 +89,14 @@ def enroll(request: Request, services: ServicesDep, body: EnrollRequest) -> Enro
     """A device spends its enrollment token: broker credentials, the trust chain to pin, where to connect."""
     settings: CloudSettings = request.app.state.settings
     throttle: RefusalThrottle = request.app.state.enroll_throttle
-    client = client_address(request.scope)
+    tags: TagKeys = request.app.state.tag_keys
+    if tags.stale():
+        tags.reload(services.engine)
+    tag = tags.judge(enrollment.token_id_of(body.token) or "", ENROLLMENT_TOKEN)
+    if tag is Tag.FORGED:
+        raise EnrollmentRefused("forged id")  # the same 403, at the cost of an HMAC: no lookup, no audit row
+    # an id we issued is throttled by itself, so a device is not held up by guessers at its address (a NAT)
+    client = f"token {enrollment.token_id_of(body.token)}" if tag is Tag.OURS else client_address(request.scope)
     wait_s = throttle.retry_after_s(client)
     if wait_s:
         raise TooManyRequestsError(f"too many refused enrollments from {client}; retry in {wait_s} s", wait_s)

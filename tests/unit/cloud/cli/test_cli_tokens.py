@@ -12,12 +12,14 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from cloud.api.auth_budget import AuthBudget
 from cloud.cli import main
 from cloud.cli.operator_token import TOKEN_ENV, ensure_dev_token, token_path
 from cloud.cli.up import _operator_token
 from cloud.identity.records import ApiToken, AuditEntry
 from cloud.identity.tokens import authenticate
 from cloud.settings import CloudSettings
+from cloud.token_buckets import ClientRate
 
 
 def test_tokens_create_list_revoke_on_the_database(data_dir: Path, db_engine: Engine, capsys) -> None:
@@ -41,6 +43,26 @@ def test_tokens_create_list_revoke_on_the_database(data_dir: Path, db_engine: En
         ]
     with pytest.raises(SystemExit):  # argparse refuses an unknown role
         main(["tokens", "create", "--name", "x", "--role", "root", "--data-dir", str(data_dir)])
+
+
+def test_rotating_the_tag_key_keeps_old_tokens_until_it_is_retired(data_dir: Path, db_engine: Engine, capsys) -> None:
+    assert main(["tokens", "create", "--name", "old", "--role", "viewer", "--data-dir", str(data_dir)]) == 0
+    old = capsys.readouterr().out.splitlines()[0]
+    assert main(["tokens", "rotate-key", "--data-dir", str(data_dir)]) == 0
+    assert "generation 2" in capsys.readouterr().out
+    assert main(["tokens", "create", "--name", "new", "--role", "viewer", "--data-dir", str(data_dir)]) == 0
+    new = capsys.readouterr().out.splitlines()[0]
+    budget = AuthBudget(ClientRate(1.0, 1))
+    budget.tags.reload(db_engine)
+    assert budget.admissible(old) is not None and budget.admissible(new) is not None
+    assert main(["tokens", "retire-key", "2", "--data-dir", str(data_dir)]) == 1  # the newest: refused
+    assert main(["tokens", "retire-key", "1", "--data-dir", str(data_dir)]) == 0
+    budget = AuthBudget(ClientRate(1.0, 1))
+    budget.tags.reload(db_engine)
+    assert budget.admissible(old) is None and budget.forged == 1 and budget.admissible(new) is not None
+    with Session(db_engine) as session:
+        actions = [e.action for e in session.exec(select(AuditEntry))]
+    assert actions.count("tag_key.rotate") == 1 and actions.count("tag_key.retire") == 1
 
 
 def test_development_up_writes_one_admin_token_file(data_dir: Path, db_engine: Engine) -> None:
