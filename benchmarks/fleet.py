@@ -601,7 +601,11 @@ def _profile(folder: Path, pids: dict[str, int]) -> list[Any]:
     import subprocess
 
     folder.mkdir(parents=True, exist_ok=True)
+    import shutil
+
     spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():  # installed elsewhere (a venv of its own) and on PATH
+        spy = Path(shutil.which("py-spy") or spy)
     spies = []
     for name, pid in pids.items():
         command = [str(spy), "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--format", "raw",
@@ -671,7 +675,7 @@ def main() -> int:
         help="also time each update state's first report per device (a subscriber of its own)",
     )
     parser.add_argument("--profile", type=Path, help="py-spy the cloud and each worker during the rollout: "
-                        "folded stacks in this folder (py-spy in the venv)")  # fmt: skip
+                        "folded stacks in this folder (py-spy in the venv or on PATH)")  # fmt: skip
     parser.add_argument("--state-root", type=Path, help="the simulated devices' state directories in a fresh folder "
                         "here (e.g. /dev/shm: no filesystem journal), not in the run's temporary one")  # fmt: skip
     parser.add_argument("--job-threads", type=int, default=0, help="each worker's update jobs on a thread pool "
