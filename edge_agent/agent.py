@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from time import monotonic, perf_counter
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -60,6 +60,7 @@ from protocols.topics import Channel, TopicError, device_subscriptions
 from protocols.v1 import messages_pb2 as pb
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _FLOAT32 = np.dtype(np.float32)  # compared by identity on the predict path (any other float32 dtype: as_rows)
 
 
@@ -156,6 +157,7 @@ class Agent:
         )
         self._started = self._stopped = False
         self._next_tick_s = self._next_flush_s = 0.0
+        self._ticking = True  # the last step's state used ticks (an idle one's runner may skip them)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -279,13 +281,19 @@ class Agent:
         return self._slot.current
 
     def loop_stalled_s(self) -> float:
-        """Seconds since the agent's loop last finished a step; it steps at least every tick while it runs, so
-        this grows only when a step hangs (`edgefleet-agent run` then stops pinging systemd's watchdog)."""
+        """Seconds since the agent's loop last finished a step; on a device (`ThreadRunner`) it steps at least
+        every tick while it runs, so this grows only when a step hangs (`edgefleet-agent run` then stops pinging
+        systemd's watchdog). A simulator's `LoopRunner` leaves an idle agent unstepped for longer."""
         return monotonic() - self._stepped_s
 
     def status(self) -> pb.ReportedState:
         """The last ReportedState (a copy)."""
         return self._outbox.reported()
+
+    def read_status(self, read: Callable[[pb.ReportedState], T]) -> T:
+        """read(the last ReportedState), in place: no copy, for polling thousands of agents (a copy each was
+        most of a simulator worker's poll). read must neither keep nor change the state it is given."""
+        return self._outbox.read_reported(read)
 
     @property
     def counts(self) -> tuple[int, int]:
@@ -314,16 +322,19 @@ class Agent:
     def _post(self, event: Event) -> None:
         self._runner.post(partial(self._dispatch, event))
 
-    def _step(self, item: Callable[[], None] | None) -> None:
-        """One step, run by the runner: a queued item (None on a tick), then the timers."""
+    def _step(self, item: Callable[[], None] | None) -> float | None:
+        """One step, run by the runner: a queued item (None on a tick), then the timers. Returns in how many
+        seconds the timers next have something to do (`AgentRunner.start`; None: at the next tick)."""
+        due_in_s = None
         try:
             if item is not None:
                 item()
-            self._housekeeping()
+            due_in_s = self._housekeeping()
         except Exception:  # noqa: BLE001 - the agent's loop must outlive any bug in one step
             log.exception("agent %s: unexpected error", self.device_id)
         self._outbox.notify()
         self._stepped_s = monotonic()
+        return due_in_s
 
     def _say_goodbye(self) -> None:
         try:
@@ -333,12 +344,20 @@ class Agent:
         except Exception:  # noqa: BLE001
             log.exception("agent %s: error while stopping", self.device_id)
 
-    def _housekeeping(self) -> None:
+    def _housekeeping(self) -> float:
+        """The timers: Tick / HealthCheck while the machine uses them, the late manifest, the telemetry window,
+        what the outbox holds. Returns the seconds until one of them is next due."""
         now = self.clock.now()
+        updater = self._updater
+        assert updater is not None
+        # the states whose machine uses a timer event (a download's chunk deadlines, a probation's health),
+        # or a desired state waiting for its manifest: only these need a tick every interval
+        ticking = updater.expects(Tick.kind) or updater.expects(HealthCheck.kind) or self._manifests.topic is not None
+        if ticking and not self._ticking:  # the first tick an interval after it starts (not at once after a
+            self._next_tick_s = now.mono_s + self._tick_interval_s  # runner that left an idle agent alone)
+        self._ticking = ticking
         if now.mono_s >= self._next_tick_s:
             self._next_tick_s = now.mono_s + self._tick_interval_s
-            updater = self._updater
-            assert updater is not None
             # a Tick or HealthCheck the machine would ignore in its state (idle: both) is not built at all
             if self.transport.connected:  # while offline, chunk deadlines do not run out
                 if updater.expects(Tick.kind):
@@ -352,6 +371,11 @@ class Agent:
             self._next_flush_s = now.mono_s + self.settings.telemetry_interval_s
             self._outbox.flush_telemetry(self._slot.current)
         self._outbox.send_due()
+        due_s = min(self._next_tick_s, self._next_flush_s) if self._ticking else self._next_flush_s
+        held_s = self._outbox.due_s
+        if held_s is not None:
+            due_s = min(due_s, held_s)
+        return max(0.0, due_s - now.mono_s)
 
     def _handle_connect(self) -> None:
         self._manifests.connected(self.clock.now().mono_s)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 from google.protobuf.message import Message
 
@@ -38,6 +39,7 @@ from protocols.v1 import messages_pb2 as pb
 from protocols.validation import MAX_EVENT_BATCH
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REPORT_HOLD_S = 1.0  # AgentSettings.report_hold_s: the longest an intermediate state or an event waits
 _INTERMEDIATE = frozenset({pb.UPDATE_STATE_DOWNLOADING, pb.UPDATE_STATE_VERIFYING, pb.UPDATE_STATE_LOADING,
@@ -144,6 +146,11 @@ class Outbox:
         if self._due_s is None:  # bounded from the first message held, however many follow
             self._due_s = now_s + self._hold_s
 
+    @property
+    def due_s(self) -> float | None:
+        """The monotonic time by which what is held must go (`send_due`); None: nothing held."""
+        return self._due_s
+
     def send_due(self) -> None:
         """Send what is held once its time is up (the agent calls it every step)."""
         if self._due_s is not None and self.clock.now().mono_s >= self._due_s:
@@ -170,6 +177,11 @@ class Outbox:
             state = pb.ReportedState()
             state.CopyFrom(self._reported)
             return state
+
+    def read_reported(self, read: Callable[[pb.ReportedState], T]) -> T:
+        """read(the last ReportedState) in place, under the lock (read neither keeps nor changes it)."""
+        with self.changed:
+            return read(self._reported)
 
     def wait_for(self, predicate: Callable[[pb.ReportedState], bool], timeout_s: float) -> bool:
         with self.changed:

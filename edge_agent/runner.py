@@ -6,7 +6,9 @@ in order, and its slow jobs (read + verify, load, self-test) apart from them, al
 * `LoopRunner`: many agents in one process (the simulator). Steps are callbacks on one shared asyncio
   event loop, the tick is a loop timer, and the jobs go to a small thread pool every agent on the loop
   shares, or run as loop callbacks of their own (`OnLoop`); still one job at a time per agent. Nothing
-  here is per agent but a few objects, so thousands of agents cost no threads.
+  here is per agent but a few objects, so thousands of agents cost no threads. Its timer fires when the
+  step said its timers are next due, not every tick: an idle agent (nothing downloading, no probation, no
+  telemetry window to close yet) costs the loop nothing until then.
 
 Both take items posted before `start` (the agent queues its announcement first) and run them first.
 `stop` runs `on_stop` as the last step (the agent's goodbye); `halt` ends without it, as a crash would.
@@ -31,9 +33,12 @@ __all__ = ["AgentRunner", "Cork", "Item", "JobPool", "LoopRunner", "OnLoop", "St
 log = logging.getLogger(__name__)
 
 Item = Callable[[], None]
-Step = Callable[["Item | None"], None]  # step(None) is a tick: housekeeping only
+# step(None) is a tick: housekeeping only. A step returns in how many seconds its timers are next due
+# (None: not known, at the next tick); LoopRunner ticks then, ThreadRunner every tick regardless.
+Step = Callable[["Item | None"], "float | None"]
 
 JOIN_TIMEOUT_S = 10.0
+LONGEST_TICK_S = 30.0  # LoopRunner: a tick at least this often, whatever the step said (a clock not the loop's)
 _STOP = object()
 
 
@@ -47,7 +52,8 @@ class Cork(Protocol):
 
 class AgentRunner(Protocol):
     def start(self, step: Step, tick_s: float, on_stop: Item) -> None:
-        """Begin running step(item) for every posted item, and step(None) at least every tick_s."""
+        """Begin running step(item) for every posted item, and step(None) every tick_s, or (LoopRunner) when
+        the last step said its timers are next due."""
 
     def post(self, item: Item) -> None:
         """Queue a step (from any thread)."""
@@ -165,7 +171,7 @@ class LoopRunner:
             early, self._early = self._early, []
         for item in early:
             self._schedule(self._run, item)
-        self._schedule(self._tick)
+        self._schedule(self._run, None)  # the first tick, which arms the next
 
     def post(self, item: Item) -> None:
         with self._lock:
@@ -198,24 +204,39 @@ class LoopRunner:
         if self._finished or self._step is None:
             return
         if self._cork is None:
-            self._step(item)
+            due_in_s = self._step(item)
+        else:
+            self._cork.cork()
+            try:
+                due_in_s = self._step(item)
+            finally:
+                self._cork.uncork()
+        self._arm(self._tick_s if due_in_s is None else min(due_in_s, LONGEST_TICK_S))
+
+    def _arm(self, delay_s: float) -> None:
+        """The tick at delay_s from now, unless one is armed for then or earlier: that one steps first, and
+        its step says when the next is due. A timer per step would cost the loop as much as the steps."""
+        if self._ended:
             return
-        self._cork.cork()
-        try:
-            self._step(item)
-        finally:
-            self._cork.uncork()
+        when = self._loop.time() + delay_s
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= when + 0.001:
+                return
+            timer.cancel()
+        self._timer = self._loop.call_at(when, self._tick)
 
     def _tick(self) -> None:
+        self._timer = None  # the armed timer is this one: _arm cancels any it replaces
         if self._ended:
             return
         self._run(None)
-        self._timer = self._loop.call_later(self._tick_s, self._tick)
 
     def _finish(self, say_goodbye: bool) -> None:
         self._finished = True
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         if say_goodbye and self._step is not None:
             try:
                 self._on_stop()

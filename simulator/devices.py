@@ -76,7 +76,7 @@ class DeviceGroup:
 
     def count(self, predicate: Callable[[pb.ReportedState], bool]) -> int:
         """How many devices' reported state satisfies predicate now."""
-        return sum(1 for device in self.devices.values() if predicate(device.agent.status()))
+        return sum(1 for device in self.devices.values() if device.agent.read_status(predicate))
 
     def run_inference(self, per_device: int, *, parallel: int = 1, labelled: bool = True) -> list[DeviceRun]:
         """Each device infers on `per_device` rows of its stream, one row per call, with the true label

@@ -315,6 +315,6 @@ class AgentHost(DeviceGroup):
     def status_counts(self, key: Callable[[pb.ReportedState], object]) -> dict[object, int]:
         counts: dict[object, int] = {}
         for device in self.devices.values():
-            value = key(device.agent.status())
+            value = device.agent.read_status(key)
             counts[value] = counts.get(value, 0) + 1
         return counts

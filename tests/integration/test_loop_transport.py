@@ -166,6 +166,38 @@ def test_the_qos1_messages_of_one_read_are_acknowledged_in_one_write(mosquitto_b
             client.stop()
 
 
+def test_a_messages_puback_leaves_in_the_write_of_the_step_it_queued(mosquitto_broker, loop_thread: LoopThread) -> None:
+    """A read's PUBACKs wait for the steps the read queued: a desired state's acknowledgement and the
+    SUBSCRIBE its step sends are one socket write, not two (issue 10: the writes were 15 % of a worker)."""
+    from edge_agent.runner import LoopRunner, OnLoop
+
+    asker = _transport(mosquitto_broker, loop_thread, "asker")
+    replies = Inbox()
+    asker.set_message_handler(replies)
+    asker.subscribe("ef/reply/+")
+    device = _transport(mosquitto_broker, loop_thread, "replier")
+    runner = LoopRunner(loop_thread.loop, OnLoop(loop_thread.loop), cork=device)
+    device.set_message_handler(lambda _t, payload: runner.post(partial(device.publish, "ef/reply/1", payload)))
+    device.subscribe("ef/ask/+", 1)
+    asker.start()
+    device.start()
+    runner.start(lambda item: item() if item is not None else None, 60.0, lambda: None)
+    try:
+        assert asker.wait_connected(10) and device.wait_connected(10)
+        socket = device._client._connection._transport  # type: ignore[union-attr]
+        writes: list[bytes] = []
+        write = socket.write
+        socket.write = lambda data: (writes.append(bytes(data)), write(data))[1]
+        asker.publish("ef/ask/1", b"ping", qos=1)
+        assert replies.wait_for(1, timeout_s=10) and replies.messages[0] == ("ef/reply/1", b"ping")
+        assert [w[0] >> 4 for w in writes] == [4]  # PUBACK first, then (same write) the reply's PUBLISH
+        assert writes[0][2 + writes[0][1]] >> 4 == 3 and b"ping" in writes[0]  # after the PUBACK's remaining length
+    finally:
+        runner.stop()
+        device.stop()
+        asker.stop()
+
+
 def test_a_handshake_cut_at_any_point_is_a_clean_counted_retry(loop_thread: LoopThread) -> None:
     """A drop() (or a timeout) cancels the handshake wherever it is. Cancelled while gmqtt opened the TCP
     connection, asyncio closed the half-made link and gmqtt's protocol raised AttributeError ('put_package'

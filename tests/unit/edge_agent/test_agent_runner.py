@@ -165,3 +165,76 @@ def test_a_device_agent_does_not_import_asyncio() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_loop_runner_ticks_when_the_step_says_its_timers_are_due(loop_thread: LoopThread) -> None:
+    """A step returns in how many seconds its timers are next due: the loop ticks then, not every tick_s (an
+    idle simulated agent costs its loop nothing between), and sooner when a later step says so."""
+    runner = LoopRunner(loop_thread.loop, OnLoop(loop_thread.loop))
+    ticks: list[float] = []
+    due_in = [30.0]
+
+    def step(item) -> float:  # type: ignore[no-untyped-def]
+        if item is None:
+            ticks.append(time.monotonic())
+        else:
+            item()
+        return due_in[0]
+
+    runner.start(step, 0.01, lambda: None)
+    time.sleep(0.3)
+    assert len(ticks) == 1  # the first tick only: every 10 ms would be ~30 by now
+    due_in[0] = 0.05
+    posted = time.monotonic()
+    runner.post(lambda: None)  # its step says 50 ms: the armed 30 s tick is brought forward
+    assert _wait(lambda: len(ticks) >= 4, timeout_s=2)
+    assert ticks[1] - posted >= 0.04
+    runner.stop()
+
+
+def test_a_loop_runner_ticks_every_tick_when_the_step_does_not_say(loop_thread: LoopThread) -> None:
+    runner = LoopRunner(loop_thread.loop, OnLoop(loop_thread.loop))
+    ticks: list[None] = []
+    runner.start(lambda item: ticks.append(None) if item is None else None, 0.01, lambda: None)
+    assert _wait(lambda: len(ticks) >= 5, timeout_s=2)
+    runner.stop()
+
+
+class _CountingLoopRunner(LoopRunner):
+    """A LoopRunner counting the agent's steps on ticks (what an idle agent costs its loop)."""
+
+    ticks = 0
+
+    def start(self, step, tick_s, on_stop) -> None:  # type: ignore[no-untyped-def]
+        def counted(item):  # type: ignore[no-untyped-def]
+            if item is None:
+                self.ticks += 1
+            return step(item)
+
+        super().start(counted, tick_s, on_stop)
+
+
+def test_an_idle_agent_on_a_loop_is_not_stepped_but_still_closes_its_windows_and_downloads(
+    make_agent: MakeAgent, cloud: FakeCloud, keys: Keys, loop_thread: LoopThread
+) -> None:
+    """Issue 10: a simulated fleet's idle agents each stepped every tick (a loop timer and a step each, ~40 %
+    of the workers' CPU at 10,000 devices) though nothing was due. On a LoopRunner an idle agent now steps
+    when its timers are due: a telemetry window's end, what the outbox holds; a download still ticks (its
+    chunk deadlines) and a window still closes on time."""
+    runner = _CountingLoopRunner(loop_thread.loop, OnLoop(loop_thread.loop))
+    agent = make_agent(runner=runner, telemetry_interval_s=0.6, chunk_timeout_s=0.3)  # ticks every 10 ms
+    assert agent.wait_for(lambda s: s.update_state == pb.UPDATE_STATE_IDLE, 5)
+    time.sleep(0.1)
+    idle_from = runner.ticks
+    time.sleep(0.5)
+    assert runner.ticks - idle_from <= 2  # a window's end at most (none to send: no model); every 10 ms: ~50
+
+    cloud.drop_once.add(1)  # a lost chunk: only a tick in DOWNLOADING asks for it again, after chunk_timeout_s
+    cloud.deploy(agent.device_id, make_release(keys.signer, "v1", 1), generation=1)
+    assert agent.wait_for(lambda s: is_state(s, pb.UPDATE_STATE_ACTIVE, 1), 5), agent.status()
+    assert cloud.chunks_requested().count(1) == 2
+
+    windows = len(cloud.payloads(agent.device_id, Channel.TELEMETRY))
+    active_from = runner.ticks
+    assert _wait(lambda: len(cloud.payloads(agent.device_id, Channel.TELEMETRY)) >= windows + 3, timeout_s=5)
+    assert runner.ticks - active_from <= 6  # the windows' ends (and a held report's), not a tick every 10 ms
