@@ -168,6 +168,7 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
                 acted_at_ms[action.value] = time.time() * 1000  # the step publishes its desired states last
 
     cloud.rollouts.step = timed_step  # type: ignore[method-assign]
+    posted_ms = int(time.time() * 1000)
     started = api.post("/api/v1/rollouts", json={
         "deployment": {"model_id": MODEL_ID, "version": bad, "device_ids": ids}, "rollout": policy}).json()  # fmt: skip
     with Session(cloud.engine) as session:
@@ -184,7 +185,7 @@ def bad_model_trial(cloud: CloudService, fleet: DeviceGroup, api: httpx.Client, 
     activated, activated_ms = time.monotonic(), time.time() * 1000
     from_events = None
     if first_wave is not None and not seen_first:  # missed (at load 17 once in 4 trials): the agents' events say
-        from_events = activations(cloud, canaries, bad, good, args.timeout)
+        from_events = activations(cloud, canaries, bad, good, since_ms=posted_ms, timeout_s=args.timeout)
         if from_events is not None:
             activated_ms = from_events[0]
             activated = time.monotonic() - (time.time() * 1000 - activated_ms) / 1000
@@ -333,10 +334,10 @@ def recorded_at_ms(cloud: CloudService, canaries: list[str], good: str, timeout_
     return None if wait_for(recorded, timeout_s, poll_s=0.05) is None else time.time() * 1000
 
 
-def activations(cloud: CloudService, canaries: list[str], bad: str, good: str,
+def activations(cloud: CloudService, canaries: list[str], bad: str, good: str, *, since_ms: int,
                 timeout_s: float) -> tuple[float, dict[str, float]] | None:  # fmt: skip
-    """From the canaries' own ACTIVATED events (their clock, stored once the outbox sends them): when the first
-    activated `bad`, and when each that did activated `good` again after it (wall ms), or None."""
+    """From the canaries' own ACTIVATED events since since_ms (their clock, stored once the outbox sends them):
+    when the first activated `bad`, and when each that did activated `good` again after it (wall ms), or None."""
     from cloud.db.tables import EventRecord
 
     assert cloud.engine is not None
@@ -347,6 +348,7 @@ def activations(cloud: CloudService, canaries: list[str], bad: str, good: str,
         with Session(cloud.engine) as session:
             rows = session.exec(select(EventRecord).where(col(EventRecord.device_id).in_(canaries),
                                                           EventRecord.kind == "activated",
+                                                          EventRecord.ts_ms >= since_ms,
                                                           col(EventRecord.model_version).in_([bad, good]))
                                 .order_by(col(EventRecord.ts_ms))).all()  # fmt: skip
         on_bad: dict[str, int] = {}
