@@ -10,7 +10,8 @@
                      (recovered_in_gate_periods) and without it, waiting for min devices x min inferences
                      (recovered_in_gate_periods_fixed_evidence); --tick-only adds the controller judging on
                      its tick only (_tick_only); --unprioritised the ingestor storing the canaries' windows in
-                     arrival order rather than ahead of the rest of the fleet's (_unprioritised); with
+                     arrival order rather than ahead of the rest of the fleet's (_unprioritised); --gapped-wake
+                     the wave's windows waking the controller no sooner than any telemetry does (_gapped_wake); with
                      --traffic both (the default) also with every device's
                      requests and window in one burst each period (_synchronised; the others run each device
                      on its own phase of the period); medians and ranges, each trial listed. A gate period is the
@@ -26,8 +27,11 @@
 
     .venv/bin/python benchmarks/rollout.py [--devices 200] [--tick 1.0] [--telemetry-period 1.0] [--bad-trials 2]
         [--traffic phased|synchronised|both] [--bad-only] [--tick-only] [--unprioritised]
-        [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
+        [--gapped-wake] [--alert-in-process] [--broker mosquitto|embedded] [--database-url postgresql+psycopg://...]
 
+The cloud runs as `edgefleet up` runs it: the console API and the alert evaluation each in a process of its own
+(--api-processes 0, --alert-in-process: in the cloud's, as CloudService does by default; the evaluation then held
+the interpreter lock for seconds once a minute, and the trial it hit waited that long).
 The broker defaults to a Mosquitto of its own (a production part; the binary must be installed). The
 devices are real agents on one `simulator.host.AgentHost` (one asyncio loop, one MQTT connection each, models
 shared per artifact digest); `SimulatedFleet`'s paho clients stopped at ~140 agents per process (select()
