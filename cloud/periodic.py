@@ -3,7 +3,9 @@
 The cloud's periodic workers (the refresher, the rollout controller) subclass it: a database hiccup must
 not end their work for good, and `stop()` must return promptly. `wake()` asks for a tick now rather than at
 the end of the interval (the rollout controller is woken when the telemetry its gates need is stored); woken
-ticks come at most every `min_gap_s`, so a stream of wake-ups costs a bounded number of ticks."""
+ticks come at most every `min_gap_s`, so a stream of wake-ups costs a bounded number of ticks. `wake(urgent=True)`
+does not wait out that gap: for the few wake-ups whose news cannot wait (an open wave's own windows, which the
+ingestor admits ahead of the fleet's only within a per-device budget, so they stay few)."""
 
 from __future__ import annotations
 
@@ -23,16 +25,23 @@ class Periodic:
     def tick(self) -> Any:
         raise NotImplementedError
 
-    def wake(self) -> None:
-        """Tick as soon as the current tick (if any) ends and min_gap_s has passed; a no-op when not started.
-        Cheap and thread-safe: callers on hot paths (ingestion) may call it on every batch."""
+    def wake(self, urgent: bool = False) -> None:
+        """Tick as soon as the current tick (if any) ends and min_gap_s has passed (urgent: without waiting for
+        min_gap_s); a no-op when not started. Cheap and thread-safe: callers on hot paths (ingestion) may call it
+        on every batch."""
         wake = getattr(self, "_wake", None)
         if wake is not None:
+            if urgent:
+                self._urgent.set()
             wake.set()
+
+    def wake_urgently(self) -> None:
+        self.wake(urgent=True)
 
     def start(self) -> Self:
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._urgent = threading.Event()  # ends the wait for min_gap_s
         self._thread: threading.Thread | None = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
         return self
@@ -43,6 +52,7 @@ class Periodic:
             return
         stop.set()
         self._wake.set()
+        self._urgent.set()
         thread.join(10)
         self._thread = None
 
@@ -56,5 +66,8 @@ class Periodic:
             self._wake.wait(self.interval_s)
             self._wake.clear()  # wake-ups during the tick or the wait are all served by the next tick
             gap = min(self.min_gap_s, self.interval_s) - (time.monotonic() - started)
-            if self._stop.wait(max(0.0, gap)):
+            if gap > 0:
+                self._urgent.wait(gap)
+            self._urgent.clear()  # served by the tick that follows now
+            if self._stop.is_set():
                 return

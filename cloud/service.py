@@ -108,6 +108,7 @@ class CloudService:
                                               promote_on_canary=s.promote_on_canary).start()
             assert self.ingestor is not None
             self.ingestor.on_stored = self.rollouts.wake  # gates judge once their telemetry is stored
+            self.ingestor.on_watched_stored = self.rollouts.wake_urgently  # an open wave's windows: at once
             self.rollouts.on_watch = self.ingestor.watch  # ...and the open waves' windows are stored first
             if s.retrain_check_s > 0:
                 from cloud.training.autoretrain import AutoRetrainer

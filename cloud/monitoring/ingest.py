@@ -193,6 +193,9 @@ class Ingestor(MessageConsumer):
         # called after a commit that stored telemetry windows or device reports: what rollout gates judge (the
         # service wakes its rollout controller with it, so a gate judges without waiting for its next tick)
         self.on_stored: Callable[[], None] | None = None
+        # ...and, as well, after one that stored windows of a watched device (`watch`): an open wave's gates may
+        # decide on them, so the service wakes its controller without its usual gap between woken ticks
+        self.on_watched_stored: Callable[[], None] | None = None
         self.fleet = deployer.fleet if deployer is not None else fleet
         self.clock = clock
         self.stats = IngestStats()
@@ -291,6 +294,7 @@ class Ingestor(MessageConsumer):
         changed: list[str] = []
         moved: set[str] = set()  # deployments whose targets moved: rolled up once at the end of the batch
         updates = reports = 0
+        watched, watched_windows = self._watched, False
         with Session(self.engine) as session:
             enrolled = enrolled_labels(session, {device_id for device_id, _, _ in decoded})
             unenrolled = [device_id for device_id, _, _ in decoded if device_id not in enrolled]
@@ -315,6 +319,7 @@ class Ingestor(MessageConsumer):
                     continue
                 if channel is Channel.TELEMETRY:
                     telemetry.append(telemetry_row(device_id, msg, received))
+                    watched_windows = watched_windows or device_id in watched
                     if device_id in device_rows and (drops := fleet.spool_drop_changes(device_rows[device_id], msg)):
                         change(device_id, drops)
                         updates += 1
@@ -362,6 +367,8 @@ class Ingestor(MessageConsumer):
         log.debug("stored %d of %d rows, %d device updates", stored + sample_stored, rows, updates)
         if self.on_stored is not None and (windows or reports):
             self.on_stored()
+        if self.on_watched_stored is not None and windows and watched_windows:
+            self.on_watched_stored()
         if self.deployer is not None and changed:
             try:  # the batch's new and relabelled devices together: one query when no label deployment is open
                 self.deployer.reconcile_devices(changed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlmodel import Session, col, select
 
@@ -74,7 +75,20 @@ def _windows(
     return list(session.exec(query))
 
 
-def latency_quantiles(rows: Sequence[TelemetryRecord]) -> tuple[float | None, float | None]:
+class LatencyWindow(Protocol):
+    """What latency_quantiles reads of a telemetry window."""
+
+    @property
+    def latency_histogram(self) -> dict[str, list[float]]: ...
+    @property
+    def inference_count(self) -> int: ...
+    @property
+    def latency_p50_us(self) -> float: ...
+    @property
+    def latency_p95_us(self) -> float: ...
+
+
+def latency_quantiles(rows: Sequence[LatencyWindow]) -> tuple[float | None, float | None]:
     hists = [r.latency_histogram for r in rows if r.latency_histogram.get("counts")]
     bounds = {tuple(h.get("bounds", [])) for h in hists}
     if hists and len(hists) == len(rows) and len(bounds) == 1:

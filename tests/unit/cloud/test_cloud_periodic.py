@@ -65,3 +65,22 @@ def test_wake_before_start_and_after_stop_does_nothing() -> None:
     periodic.wake()
     time.sleep(0.1)
     assert len(periodic.ticks) == 1
+
+
+def test_an_urgent_wake_does_not_wait_out_min_gap() -> None:
+    # an open wave's windows just stored: its gates may breach now, not after the gap woken ticks keep
+    periodic = Counting(interval_s=60.0, min_gap_s=60.0).start()
+    try:
+        assert periodic.wait_ticks(1)
+        periodic.wake()  # an ordinary wake-up: the next tick waits out the 60 s gap...
+        time.sleep(0.1)
+        assert len(periodic.ticks) == 1
+        periodic.wake(urgent=True)  # ...which an urgent one ends
+        assert periodic.wait_ticks(2, timeout_s=10.0), "an urgent wake-up waited out the 60 s gap"
+        periodic.wake()  # and only that once: ordinary wake-ups keep the gap again
+        time.sleep(0.2)
+        assert len(periodic.ticks) == 2
+    finally:
+        started = time.monotonic()
+        periodic.stop()  # also promptly while it waits out a gap
+        assert time.monotonic() - started < 5.0

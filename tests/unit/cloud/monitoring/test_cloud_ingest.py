@@ -87,6 +87,28 @@ def test_storing_telemetry_or_a_report_calls_on_stored_and_presence_does_not(any
     assert calls == [1, 1]
 
 
+def test_storing_a_watched_devices_window_also_calls_on_watched_stored(any_engine: Engine) -> None:
+    """The service wakes its rollout controller at once (without its gap between woken ticks) when an open
+    wave's window is stored: the wave's gates may breach on it. Any other window, a report or a duplicate does
+    not."""
+    ingestor = Ingestor(any_engine, clock=clock)
+    urgent: list[int] = []
+    ingestor.on_watched_stored = lambda: urgent.append(1)
+    ingestor.watch({"dev-2"})
+    ingestor.process([telemetry("dev-1", 1)])
+    report = pb.ReportedState(schema_version=1, device_id="dev-2", seq=1, ts_ms=NOW_MS - 10,
+                              update_state=pb.UPDATE_STATE_ACTIVE)  # fmt: skip
+    ingestor.process([(device_topic("dev-2", Channel.REPORTED), report.SerializeToString())])
+    assert urgent == []
+    ingestor.process([telemetry("dev-1", 2), telemetry("dev-2", 2)])
+    assert urgent == [1]
+    ingestor.process([telemetry("dev-2", 2)])  # a duplicate stores nothing new
+    assert urgent == [1]
+    ingestor.watch(set())  # the wave closed
+    ingestor.process([telemetry("dev-2", 3)])
+    assert urgent == [1]
+
+
 def test_events_and_samples_are_idempotent(any_engine: Engine) -> None:
     event = pb.LifecycleEvent(
         schema_version=1,
