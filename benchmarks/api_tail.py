@@ -3,9 +3,10 @@
 The set-up of benchmarks/rollout.py (a Mosquitto of its own, the cloud's core in this process with the API in a
 process of its own as `edgefleet up` runs it, 200 real agents on one `AgentHost` and their traffic thread in
 this process too), reduced to the API figures: GET /api/v1/devices at 100 wrk clients, kept-alive and a new
-connection per request, while the fleet reports and then once it is idle. Candidates, alternating (--rounds)
-so that the machine's load hits them alike, differ only in the scheduler's priorities (per-thread nice, set
-here as root on this process's threads):
+connection per request, while the fleet reports and then once it is idle. Candidates, alternating (--rounds,
+every other round in reverse order) so that the machine's load hits them alike, differ only in the
+scheduler's priorities (per-thread nice of this process's threads; going back to 0 between candidates needs
+root):
 
   plain         everything at nice 0
   fleet_niced   the simulated fleet's threads (the agents' loop, their traffic, onnxruntime's) at --nice: they
@@ -154,7 +155,8 @@ def main() -> int:
                             traffic.stop()
                             time.sleep(2)
                         for round_ in range(args.rounds):
-                            for candidate in candidates:
+                            # ABBA: every other round in reverse, so that no candidate always follows another
+                            for candidate in candidates if round_ % 2 == 0 else candidates[::-1]:
                                 niced_fleet = candidate in ("fleet_niced", "both")
                                 niced_core = candidate in ("core_niced", "both")
                                 set_nice(fleet_threads & tids(), args.nice if niced_fleet else 0)
