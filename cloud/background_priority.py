@@ -7,9 +7,11 @@ and the MQTT client that feeds it. Bulk work can wait some milliseconds; an oper
 
 Linux gives each thread its own nice value (os.setpriority on a thread id), so only the named bulk threads are
 lowered: ingestion, the chunk server, the core's MQTT client thread, and the periodic housekeeping. Kept at normal
-priority: the API link (it answers the API processes; see `BACKGROUND_THREADS`), the rollout controller (its
-decisions are a rollout's latency) and the embedded broker. Raising nice needs no privilege; lowering it again
-does, so this is one way. A thread started after `lower_background_priority` keeps its creator's priority.
+priority: the API link (it answers the API processes' questions; while a lowered thread holds the interpreter
+lock it may wait, but the API asks the core only for the probes of /healthz, shared, and for revocations), the
+rollout controller (its decisions are a rollout's latency) and the embedded broker. Raising nice needs no
+privilege; lowering it again does, so this is one way. A thread started after `lower_background_priority`
+keeps its creator's priority.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def background_threads() -> list[threading.Thread]:
 
 def lower_background_priority(nice: int) -> dict[str, int]:
     """Set each background thread's nice to at least `nice`; returns {thread name: its nice now}. A platform
-    without per-thread priorities (not Linux) or a refusal leaves the thread as it was, logged once."""
+    without per-thread priorities (not Linux) or a refusal leaves the thread as it was, logged."""
     applied: dict[str, int] = {}
     for thread in background_threads():
         tid = thread.native_id
