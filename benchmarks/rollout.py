@@ -22,9 +22,9 @@
                      api_new_conn_p50/p99_ms the same with a new connection per request;
                      api_idle_fleet_* the same once the agents are idle. The clients are wrk (C,
                      benchmarks/wrk.py) when installed, else 100 httpx threads in a process of their own,
-                     kept-alive only (`api_generator` says which). The simulated fleet's threads run at nice
-                     --fleet-nice (10; they stand in for devices elsewhere: FleetPriority) and the core's bulk
-                     threads at --background-nice (10, as `edgefleet up` runs them: cloud.background_priority)
+                     kept-alive only (`api_generator` says which). For these figures the simulated fleet's
+                     threads run at nice --fleet-nice (10; they stand in for devices elsewhere: FleetPriority;
+                     0: as before); the rollout figures before them at 0, as the agents' speed is theirs too
 
     .venv/bin/python benchmarks/rollout.py [--devices 200] [--tick 1.0] [--telemetry-period 1.0] [--bad-trials 2]
         [--traffic phased|synchronised|both] [--bad-only] [--tick-only] [--unprioritised]
@@ -338,8 +338,8 @@ class FleetPriority:
     """The simulated fleet's threads (every thread of this process started after this object: the agents' loop,
     their traffic, onnxruntime's) at a lower CPU priority (per-thread nice). The agents stand in for devices that
     are elsewhere in reality, so they should not take the cores from the cloud under test, the console API's
-    process first (benchmarks/api_tail.py). A benchmark choice, not a product one; `apply` again after starting
-    a traffic driver."""
+    process first (benchmarks/api_tail.py). A benchmark choice, not a product one; `apply` nices the threads
+    running then (raising nice is one way without privileges)."""
 
     def __init__(self, nice: int) -> None:
         self.nice = nice
@@ -408,9 +408,8 @@ def main() -> int:
                              "thread of this process, beside the cloud's workers and the 200 agents)")  # fmt: skip
     parser.add_argument("--bad-trials", type=int, default=2, help="bad-model canaries per candidate")
     parser.add_argument("--fleet-nice", type=int, default=10,
-                        help="the simulated fleet's threads at this nice (0: as started; see FleetPriority)")
-    parser.add_argument("--background-nice", type=int, default=10,
-                        help="the cloud core's bulk threads at this nice, as `edgefleet up` runs them (0: off)")
+                        help="the simulated fleet's threads at this nice for the API figures (0: as started; see "
+                             "FleetPriority)")  # fmt: skip
     parser.add_argument("--tick-only", action="store_true",
                         help="also the bad-model trials with the controller judging on its tick only")
     parser.add_argument("--unprioritised", action="store_true",
@@ -424,13 +423,12 @@ def main() -> int:
     args = parser.parse_args()
     result: dict[str, Any] = {"devices": args.devices, "gate_period_s": args.tick, "broker": args.broker,
                               "telemetry_period_s": args.telemetry_period, "traffic": args.traffic,
-                              "api_processes": args.api_processes, "fleet_nice": args.fleet_nice,
-                              "background_nice": args.background_nice}  # fmt: skip
+                              "api_processes": args.api_processes, "fleet_nice": args.fleet_nice}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         broker_url = stack.enter_context(Mosquitto(Path(tmp))).url if args.broker == "mosquitto" else None
         settings = CloudSettings(data_dir=Path(tmp) / "cloud", api_port=0, mqtt_port=0, rollout_tick_s=args.tick,
                                  mqtt_url=broker_url, database_url=args.database_url,
-                                 api_processes=args.api_processes, background_nice=args.background_nice)  # fmt: skip
+                                 api_processes=args.api_processes)  # fmt: skip
         with CloudService(settings) as cloud:
             freeze_startup_heap()  # as `edgefleet up` does (cloud.heap)
             assert cloud.engine is not None and cloud.store is not None and cloud.deployer is not None
@@ -453,16 +451,13 @@ def main() -> int:
             with fleet:
                 # every device answers 10 rows and sends a window each telemetry period
                 def driver(phased: bool) -> Traffic:
-                    started = Traffic(fleet, v1.split.X_test, rounds=10**9, period_s=args.telemetry_period,
-                                      rows_per_round=10, phased=phased).start()  # fmt: skip
-                    fleet_priority.apply()
-                    return started
+                    return Traffic(fleet, v1.split.X_test, rounds=10**9, period_s=args.telemetry_period,
+                                   rows_per_round=10, phased=phased).start()
 
                 traffic = driver(args.traffic != "synchronised")
                 try:
                     cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=v1.version, device_ids=ids))
                     assert wait_for(lambda: len(running(fleet, v1.version)) == len(ids), args.timeout) is not None
-                    fleet_priority.apply()  # and the threads its models started
                     time.sleep(3 * max(1.0, args.tick))  # a baseline of v1 telemetry
 
                     api = httpx.Client(base_url=cloud.api_url or "", timeout=30,
@@ -549,6 +544,7 @@ def main() -> int:
                     result["bad_model_reason"] = trials[-1]["reason"]
                     if args.bad_only:
                         return _finish(result)
+                    fleet_priority.apply()  # for the API figures only: the rollout figures are the agents' too
                     result.update(api_figures(cloud.api_url or "", token))
                     api.close()
                 finally:

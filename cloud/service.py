@@ -29,7 +29,6 @@ from sqlmodel import Session
 from cloud import registry
 from cloud.api import AppServices, create_app
 from cloud.api.listen import listen_socket
-from cloud.background_priority import lower_background_priority
 from cloud.db import create_tables, make_engine, session_scope
 from cloud.db.tables import ModelVersion
 from cloud.errors import BrokerStartError, ConfigurationError
@@ -87,7 +86,6 @@ class CloudService:
         self._server: Any = None  # uvicorn.Server
         self._server_thread: threading.Thread | None = None
         self.router: MessageRouter | None = None
-        self.background_priority: dict[str, int] = {}  # thread name -> nice, as lowered (cloud.background_priority)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -485,9 +483,6 @@ class CloudService:
         self.api_processes = ApiProcesses(s.api_processes, s, sock, mqtt, probes=self._probes(),
                                           on_revoked=self.revoked_device)  # fmt: skip
         self.api_processes.start()
-        if s.background_nice > 0:  # the API is in processes of its own: let them win the CPU from bulk work
-            self.background_priority = lower_background_priority(s.background_nice)
-            log.info("background threads at nice %d: %s", s.background_nice, ", ".join(self.background_priority))
 
     def _serve_api(self, sock: socket.socket) -> None:
         """uvicorn on sock in a thread of this process, until stop()."""

@@ -49,10 +49,6 @@ class CloudSettings(BaseSettings):
     # cloud's own workers (ingestion, controller, alerts) then never hold its interpreter lock; 0 serves it from
     # a thread of the cloud's process. `edgefleet up` runs 1 unless this is set.
     api_processes: int = Field(default=0, ge=0, le=16)
-    # With API processes, the core's bulk threads (ingestion, chunk serving, its MQTT client, housekeeping) run at
-    # this nice so that the API processes win the CPU (cloud.background_priority); 0: as started. `edgefleet up`
-    # runs 10 unless this is set.
-    background_nice: int = Field(default=0, ge=0, le=19)
     embedded_mqtt_port: int = Field(default=0, ge=0, le=65535)  # the embedded broker's port; 0 picks a free one
     # where the embedded broker listens: loopback by default; 0.0.0.0 lets devices on the LAN reach it (plain
     # TCP with device passwords: a lab, not production)

@@ -55,8 +55,6 @@ def run_up(args: argparse.Namespace) -> int:
         # and the alert evaluation in one of its own (cloud.monitoring.alert_process): it held the cloud's lock
         # for seconds every minute
         "alert_process": None if "EDGEFLEET_ALERT_PROCESS" in os.environ else True,
-        # and the core's bulk threads below the API processes in the CPU's queue (cloud.background_priority)
-        "background_nice": None if "EDGEFLEET_BACKGROUND_NICE" in os.environ else 10,
     }
     try:
         settings = CloudSettings(**{k: v for k, v in overrides.items() if v is not None})
