@@ -23,7 +23,9 @@
                      api_new_conn_p50/p99_ms the same with a new connection per request;
                      api_idle_fleet_* the same once the agents are idle. The clients are wrk (C,
                      benchmarks/wrk.py) when installed, else 100 httpx threads in a process of their own,
-                     kept-alive only (`api_generator` says which)
+                     kept-alive only (`api_generator` says which). For these figures the simulated fleet's
+                     threads run at nice --fleet-nice (10; they stand in for devices elsewhere: FleetPriority;
+                     0: as before); the rollout figures before them at 0, as the agents' speed is theirs too
 
     .venv/bin/python benchmarks/rollout.py [--devices 200] [--tick 1.0] [--telemetry-period 1.0] [--bad-trials 2]
         [--traffic phased|synchronised|both] [--bad-only] [--tick-only] [--unprioritised]
@@ -385,6 +387,28 @@ def judgeable_at_ms(session: Session, version: str, gates: dict[str, Any], since
     return None
 
 
+class FleetPriority:
+    """The simulated fleet's threads (every thread of this process started after this object: the agents' loop,
+    their traffic, onnxruntime's) at a lower CPU priority (per-thread nice). The agents stand in for devices that
+    are elsewhere in reality, so they should not take the cores from the cloud under test, the console API's
+    process first (benchmarks/api_tail.py). A benchmark choice, not a product one; `apply` nices the threads
+    running then (raising nice is one way without privileges)."""
+
+    def __init__(self, nice: int) -> None:
+        self.nice = nice
+        self._before = self._threads()
+
+    @staticmethod
+    def _threads() -> set[int]:
+        return {int(t) for t in os.listdir("/proc/self/task")} if os.path.isdir("/proc/self/task") else set()
+
+    def apply(self) -> None:
+        for tid in self._threads() - self._before if self.nice > 0 else ():
+            with contextlib.suppress(OSError):  # ended meanwhile
+                if os.getpriority(os.PRIO_PROCESS, tid) < self.nice:
+                    os.setpriority(os.PRIO_PROCESS, tid, self.nice)
+
+
 class Mosquitto:
     """A mosquitto of the benchmark's own on a free loopback port (anonymous: the benchmark measures rollout,
     not broker authentication)."""
@@ -440,6 +464,9 @@ def main() -> int:
                              "a process of its own, as `edgefleet up` runs it: once a minute it held the lock for "
                              "seconds, and a trial it hit waited that long (a window, the rollback)")  # fmt: skip
     parser.add_argument("--bad-trials", type=int, default=2, help="bad-model canaries per candidate")
+    parser.add_argument("--fleet-nice", type=int, default=10,
+                        help="the simulated fleet's threads at this nice for the API figures (0: as started; see "
+                             "FleetPriority)")  # fmt: skip
     parser.add_argument("--tick-only", action="store_true",
                         help="also the bad-model trials with the controller judging on its tick only")
     parser.add_argument("--unprioritised", action="store_true",
@@ -457,7 +484,8 @@ def main() -> int:
     args = parser.parse_args()
     result: dict[str, Any] = {"devices": args.devices, "gate_period_s": args.tick, "broker": args.broker,
                               "telemetry_period_s": args.telemetry_period, "traffic": args.traffic,
-                              "api_processes": args.api_processes, "alert_in_process": args.alert_in_process}
+                              "api_processes": args.api_processes, "alert_in_process": args.alert_in_process,
+                              "fleet_nice": args.fleet_nice}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         broker_url = stack.enter_context(Mosquitto(Path(tmp))).url if args.broker == "mosquitto" else None
         settings = CloudSettings(data_dir=Path(tmp) / "cloud", api_port=0, mqtt_port=0, rollout_tick_s=args.tick,
@@ -479,6 +507,7 @@ def main() -> int:
             found = ensure_dev_token(cloud.engine, settings.data_dir)
             assert found is not None
             token = found[0].read_text().strip()
+            fleet_priority = FleetPriority(args.fleet_nice)
             fleet = AgentHost([DeviceSpec(d, password=passwords[d]) for d in ids], mqtt_url=cloud.mqtt_url or "",
                               trust_path=cloud.trust_chain_path, state_root=Path(tmp) / "devices",
                               mqtt_protocol="5" if args.broker == "mosquitto" else "3.1.1")  # fmt: skip
@@ -585,6 +614,7 @@ def main() -> int:
                     result["bad_model_reason"] = trials[-1]["reason"]
                     if args.bad_only:
                         return _finish(result)
+                    fleet_priority.apply()  # for the API figures only: the rollout figures are the agents' too
                     result.update(api_figures(cloud.api_url or "", token))
                     api.close()
                 finally:
