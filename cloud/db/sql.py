@@ -4,10 +4,10 @@ errors mean "run the transaction again"."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Column, Dialect, Table
+from sqlalchemy import ARRAY, JSON, Column, ColumnElement, Dialect, Table, any_, bindparam
 from sqlalchemy.dialects import sqlite
 from sqlmodel import Session, SQLModel
 from sqlmodel.sql.expression import SelectOfScalar
@@ -24,6 +24,17 @@ def fetch_or_raise(session: Session, source: type[T] | SelectOfScalar[T], key: A
     if found is None:
         raise NotFoundError(missing)
     return found
+
+
+def among(session: Session, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+    """`column IN values` for a query on session's database. On PostgreSQL `column = ANY(one array)`: an IN
+    list is a parameter per value in a text as long, which psycopg parses afresh in Python whenever it is
+    over 50 parameters (a batch's 500 device ids: reading a batch's device rows, targets and credentials
+    cost ingestion more in that parsing than in the queries); one array keeps the text short and the same."""
+    values = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))  # type: ignore[no-any-return]
+    return column.in_(values)  # type: ignore[no-any-return]
 
 
 def insert_ignore(

@@ -23,7 +23,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from cloud import registry
-from cloud.db import DeploymentStatus, RolloutState, TargetStatus, insert_ignore
+from cloud.db import DeploymentStatus, RolloutState, TargetStatus, among, insert_ignore
 from cloud.db.tables import AssignmentRecord, Deployment, DeploymentCreate, DeploymentTarget, Device
 from cloud.errors import InvalidRequestError
 from cloud.fleet import labels_match, list_devices, read_devices
@@ -137,7 +137,8 @@ def _load_assignments(session: Session, device_ids: Sequence[str]) -> list[Assig
     rows: list[AssignmentRecord] = []
     for start in range(0, len(device_ids), _IN_BATCH):
         batch = list(device_ids[start : start + _IN_BATCH])
-        rows += session.exec(select(AssignmentRecord).where(col(AssignmentRecord.device_id).in_(batch))).all()
+        query = select(AssignmentRecord).where(among(session, col(AssignmentRecord.device_id), batch))
+        rows += session.exec(query).all()
     return rows
 
 
