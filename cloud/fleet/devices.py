@@ -21,7 +21,7 @@ from sqlalchemy import Table, bindparam, update
 from sqlalchemy import select as select_rows
 from sqlmodel import Session, col, select
 
-from cloud.db import fetch_or_raise, insert_ignore
+from cloud.db import among, fetch_or_raise, insert_ignore
 from cloud.db.tables import Device
 from cloud.types import ClockMs, now_ms
 from protocols.topics import validate_device_id
@@ -263,7 +263,7 @@ def read_device_rows(session: Session, device_ids: Iterable[str]) -> dict[str, d
     table = _DEVICE_TABLE
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(ids), _IN_BATCH):
-        query = select_rows(table).where(table.c.id.in_(ids[start : start + _IN_BATCH]))
+        query = select_rows(table).where(among(session, table.c.id, ids[start : start + _IN_BATCH]))
         found.update((row.id, dict(row._mapping)) for row in session.execute(query))
     return found
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from cloud.db import among
 from cloud.errors import ConflictError, EnrollmentRefused, InvalidRequestError
 from cloud.fleet import enroll_row, mark_revoked
 from cloud.identity.passwords import hash_password, new_secret
@@ -160,7 +161,7 @@ def enrolled_labels(session: Session, device_ids: Collection[str]) -> dict[str, 
     if not device_ids:
         return {}
     query = select(DeviceCredential.device_id, DeviceCredential.labels).where(
-        col(DeviceCredential.device_id).in_(list(device_ids)), col(DeviceCredential.revoked_at_ms).is_(None)
+        among(session, col(DeviceCredential.device_id), device_ids), col(DeviceCredential.revoked_at_ms).is_(None)
     )
     return {device_id: dict(labels or {}) for device_id, labels in session.exec(query)}
 

@@ -14,7 +14,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from cloud import registry
-from cloud.db import DeploymentStatus, RolloutState, TargetStatus, fetch_or_raise
+from cloud.db import DeploymentStatus, RolloutState, TargetStatus, among, fetch_or_raise
 from cloud.db.tables import Deployment, DeploymentTarget, Device, ModelVersion
 from cloud.fleet import update_state_name
 from cloud.rollout.records import Rollout
@@ -55,7 +55,7 @@ def read_targets(session: Session, reports: Iterable[tuple[str, str]]) -> dict[t
         for start in range(0, len(ids), _IN_BATCH):
             query = select(DeploymentTarget).where(
                 DeploymentTarget.deployment_id == deployment_id,
-                col(DeploymentTarget.device_id).in_(ids[start : start + _IN_BATCH]),
+                among(session, col(DeploymentTarget.device_id), ids[start : start + _IN_BATCH]),
             )
             for target in session.exec(query.execution_options(populate_existing=True)):
                 found[(target.deployment_id, target.device_id)] = target

@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from cloud import registry
-from cloud.db import DeploymentStatus, RolloutState, TargetStatus, insert_ignore
+from cloud.db import DeploymentStatus, RolloutState, TargetStatus, among, insert_ignore
 from cloud.db.tables import AssignmentRecord, Deployment, DeploymentCreate, DeploymentTarget, Device
 from cloud.errors import InvalidRequestError
 from cloud.fleet import labels_match, list_devices, read_devices
@@ -136,7 +137,8 @@ def _load_assignments(session: Session, device_ids: Sequence[str]) -> list[Assig
     rows: list[AssignmentRecord] = []
     for start in range(0, len(device_ids), _IN_BATCH):
         batch = list(device_ids[start : start + _IN_BATCH])
-        rows += session.exec(select(AssignmentRecord).where(col(AssignmentRecord.device_id).in_(batch))).all()
+        query = select(AssignmentRecord).where(among(session, col(AssignmentRecord.device_id), batch))
+        rows += session.exec(query).all()
     return rows
 
 
@@ -151,7 +153,7 @@ def _target_all(
     devices = _ensure_devices(session, device_ids, clock)
     records = {record.device_id: record for record in _load_assignments(session, device_ids)}
     touched = _supersede_open_targets(session, device_ids, clock)
-    generations = _next_generations(session, device_ids)
+    generations = _next_generations(session, device_ids, deployment.id)
     now = clock()
     outgoing = []
     for device_id in device_ids:
@@ -159,8 +161,10 @@ def _target_all(
         session.add(DeploymentTarget(deployment_id=deployment.id, device_id=device_id, generation=generation,
                                      updated_at_ms=now))  # fmt: skip
         device = devices[device_id]
-        device.deployment_id, device.desired_generation = deployment.id, generation
-        session.add(device)
+        # the loaded row told what the UPDATE wrote, not marked changed: an ORM UPDATE per device (and its
+        # post-fetch) was a third of deploy()'s CPU at 1,000 devices on PostgreSQL
+        set_committed_value(device, "deployment_id", deployment.id)
+        set_committed_value(device, "desired_generation", generation)
         outgoing.append(_desired_state(session, director, deployment, device_id, generation, clock,
                                        release=release, records=records, capabilities=device.capabilities))
     session.flush()
@@ -194,9 +198,9 @@ def _lock_devices(session: Session, sorted_ids: Sequence[str]) -> None:
         session.execute(ordered.with_for_update())
 
 
-def _next_generations(session: Session, device_ids: Sequence[str]) -> dict[str, int]:
-    """`_next_generation` for many devices: one UPDATE ... RETURNING per batch, each row still bumped
-    atomically (concurrent deploys never share a number)."""
+def _next_generations(session: Session, device_ids: Sequence[str], deployment_id: str) -> dict[str, int]:
+    """`_next_generation` for many devices, each now desired in deployment_id: one UPDATE ... RETURNING per
+    batch, each row still bumped atomically (concurrent deploys never share a number)."""
     generations: dict[str, int] = {}
     ordered = sorted(device_ids)
     for start in range(0, len(ordered), _IN_BATCH):
@@ -205,7 +209,7 @@ def _next_generations(session: Session, device_ids: Sequence[str]) -> dict[str, 
         statement = (
             update(Device)
             .where(col(Device.id).in_(batch))
-            .values(desired_generation=col(Device.desired_generation) + 1)
+            .values(desired_generation=col(Device.desired_generation) + 1, deployment_id=deployment_id)
             .returning(col(Device.id), col(Device.desired_generation))
             .execution_options(synchronize_session=False)  # the caller sets the loaded rows (see below)
         )

@@ -551,3 +551,26 @@ def test_a_device_whose_agent_no_longer_names_the_capability_gets_the_manifest_a
     report(any_engine, "pi-1", ts_ms=2)  # the agent was downgraded
     deployer.deploy(DeploymentCreate(model_id="m", device_ids=["pi-1"]))
     assert (state := desired(broker, "pi-1")) is not None and state.HasField("manifest")
+
+
+def test_deploy_in_a_callers_session_leaves_its_loaded_device_rows_current(
+    any_engine: Engine, deployer: Deployer, broker: MemoryBroker, register
+) -> None:
+    """The devices' deployment and generation are written by one UPDATE, not by the ORM: rows the caller's
+    session holds say what the database says, then and after its commit."""
+    with Session(any_engine) as session:
+        register(session, "m", {"model.onnx": b"0123456789"})
+    enroll(any_engine, "dev-1", "dev-2")
+    with Session(any_engine, expire_on_commit=False) as session:
+        loaded = fleet.get_device(session, "dev-1")  # the caller read it before deploying
+        first = deployer.deploy(DeploymentCreate(model_id="m", device_ids=["dev-1", "dev-2"]), session)
+        second = deployer.deploy(DeploymentCreate(model_id="m", device_ids=["dev-1"]), session)
+        assert (loaded.deployment_id, loaded.desired_generation) == (second.id, 2)
+        assert fleet.get_device(session, "dev-2").deployment_id == first.id
+        session.commit()
+    with Session(any_engine) as fresh:
+        assert (fleet.get_device(fresh, "dev-1").deployment_id, fleet.get_device(fresh, "dev-1").desired_generation) \
+            == (second.id, 2)  # fmt: skip
+        assert (fleet.get_device(fresh, "dev-2").deployment_id, fleet.get_device(fresh, "dev-2").desired_generation) \
+            == (first.id, 1)  # fmt: skip
+    assert desired(broker, "dev-1").generation == 2  # type: ignore[union-attr]
