@@ -84,3 +84,18 @@ def test_an_urgent_wake_does_not_wait_out_min_gap() -> None:
         started = time.monotonic()
         periodic.stop()  # also promptly while it waits out a gap
         assert time.monotonic() - started < 5.0
+
+
+def test_a_stream_of_urgent_wake_ups_costs_at_most_two_ticks_per_min_gap() -> None:
+    # a large open wave (or a device in it sending windows on purpose) wakes the controller urgently with
+    # every ingestion batch: the first cuts the gap short, the rest wait it out, not a tick each
+    periodic = Counting(interval_s=60.0, min_gap_s=0.25).start()
+    try:
+        assert periodic.wait_ticks(1)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            periodic.wake(urgent=True)
+            time.sleep(0.001)
+    finally:
+        periodic.stop()
+    assert 2 <= len(periodic.ticks) <= 11, len(periodic.ticks)  # about 2 per 0.25 s, not ~1000
