@@ -25,9 +25,14 @@ messages again. Two things stood in the way, and the first was much worse here t
   and the messages read after it were still handed over, their acks queued behind it. `disconnect()` now
   waits for a hand-over in progress, and once stopping, QoS 1/2 messages are not handed over (nor acked):
   the persistent session delivers them next time.
+Both made `edgefleet up`'s shutdown (and a worker's stop) lose acks, so a quick restart got up to a
+read's worth of messages again: duplicates, not losses (the cloud stores a window, event or sample at most
+once per (device_id, seq)), but work done twice. A handler blocked at stop (ingestion queue full) delays
+`disconnect()` as it delayed `loop_stop()` before.
 
 Works over TLS too (an SSL socket's `recv` returns what it has decrypted). Written against paho-mqtt 2.x
-internals (`_sock_recv`, `_packet_read`, `_packet_queue`, `_packet_write`, `_out_packet`); the
+internals (`_sock_recv`, `_packet_read`, `_packet_queue`, `_packet_write`, `_out_packet`, `_handle_publish`,
+`_sock_close`, `_state`); the
 tests/integration/test_cloud_bulk_client.py tests catch a paho that changed them.
 """
 
