@@ -4,6 +4,8 @@ nothing lost, reordered or left unacknowledged, on Mosquitto and the embedded br
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -100,6 +102,85 @@ def test_every_message_is_acknowledged(each_broker: Any, transports: list[PahoTr
     assert again.wait_connected(10)
     assert not second.wait_for(1, 1.5), f"{len(second)} message(s) delivered again: their acks were lost"
     assert inbox.payloads() == payloads
+
+
+def test_a_stop_while_the_handler_holds_a_message_acks_it_before_disconnecting(
+    mosquitto_broker: Any, transports: list[PahoTransport]
+) -> None:
+    """stop() from another thread while the handler runs: the ack of what the handler took must go before the
+    DISCONNECT (else the next session gets it again), and what it did not take comes next session (no loss)."""
+    payloads = [f"s{n:04d}".encode() for n in range(300)]
+    receiver_id = f"stop-{os.getpid()}"
+    reconnect = _publish_offline_backlog(transports, mosquitto_broker, receiver_id, payloads)
+    receiver = _start(transports, CloudTransport, mosquitto_broker, receiver_id, clean_start=False)
+    taken = Inbox()
+    stopper = threading.Thread(target=receiver.stop)
+
+    def disconnect_queued() -> bool:
+        return any(packet["command"] == mqtt.DISCONNECT for packet in list(receiver._client._out_packet))
+
+    def handler(topic: str, payload: bytes) -> None:
+        taken(topic, payload)
+        if len(taken) == 1:
+            stopper.start()
+            wait_until(disconnect_queued, 2)  # stock paho queues it at once, ahead of this message's ack
+
+    receiver.set_message_handler(handler)
+    receiver.subscribe(TOPIC)
+    receiver.start()
+    assert taken.wait_for(1, 30)
+    stopper.join(30)
+    assert not stopper.is_alive()
+    again, second = reconnect()
+    assert again.wait_connected(10)
+    assert second.wait_for(len(payloads) - len(taken), 30), f"{len(taken)} taken, {len(second)} next session"
+    assert not second.wait_for(len(payloads) - len(taken) + 1, 1.5), "acked messages came again"
+    assert taken.payloads() + second.payloads() == payloads
+
+
+def test_stop_returns_once_a_slow_broker_has_read_the_acks(
+    mosquitto_broker: Any, transports: list[PahoTransport]
+) -> None:
+    """The broker reads nothing while the acks go out (paused): stop() must not return before it has read
+    them, or a session taking over the client id at once (a restart) makes it drop them unread."""
+    payloads = [bytes([n % 256]) * (n % 300 + 1) for n in range(1_500)]
+    receiver_id = f"slow-{os.getpid()}"
+    reconnect = _publish_offline_backlog(transports, mosquitto_broker, receiver_id, payloads)
+    receiver = _start(transports, CloudTransport, mosquitto_broker, receiver_id, clean_start=False)
+    taken = Inbox()
+    PAUSE_AT = 300  # noqa: N806 - by then the broker has hundreds more on their way
+
+    def handler(topic: str, payload: bytes) -> None:
+        taken(topic, payload)
+        if len(taken) == PAUSE_AT:
+            mosquitto_broker.pause()  # what it has sent still comes; it reads none of the acks from here on
+
+    receiver.set_message_handler(handler)
+    receiver.subscribe(TOPIC)
+    resume = threading.Timer(2.0, mosquitto_broker.resume)
+    try:
+        receiver.start()
+        assert taken.wait_for(PAUSE_AT, 30)
+        _wait_until_steady(taken)  # what was on its way has been read, and acked
+        resume.start()
+        receiver.stop()
+        again, second = reconnect()  # at once, maybe while the broker is still paused
+        resume.join()
+    finally:
+        resume.cancel()
+        mosquitto_broker.resume()
+    assert again.wait_connected(10)
+    rest = len(payloads) - len(taken)
+    assert second.wait_for(rest, 30), f"{len(taken)} taken, {len(second)} next session"
+    assert not second.wait_for(rest + 1, 1.5), f"{len(second) - rest} acked message(s) came again"
+    assert taken.payloads() + second.payloads() == payloads
+
+
+def _wait_until_steady(inbox: Inbox, quiet_s: float = 0.5) -> None:
+    count = -1
+    while len(inbox) != count:
+        count = len(inbox)
+        time.sleep(quiet_s)
 
 
 def test_large_and_small_messages_interleaved_arrive_whole(each_broker: Any, transports: list[PahoTransport]) -> None:

@@ -118,6 +118,16 @@ class MosquittoBroker:
         """SIGKILL: the broker vanishes without saving anything."""
         self._end(signal.SIGKILL)
 
+    def pause(self) -> None:
+        """SIGSTOP: the kernel still accepts connections and buffers what clients send, but the broker reads
+        nothing until resume() (a broker too busy to keep up). Pair it with resume() in a finally."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def restart(self) -> MosquittoBroker:
         """Stop and start again on the same port (clients reconnect to the same URL)."""
         self.stop()
