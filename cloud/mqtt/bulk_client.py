@@ -158,9 +158,11 @@ def _await_peer_close(sock: Any, timeout_s: float) -> None:
     except (OSError, AttributeError):
         return  # already dead (or not a plain/TLS socket): nothing more to wait for
     deadline = time.monotonic() + timeout_s
+    poller = select.poll()  # not select(): the cloud's process may hold descriptors numbered 1024 and above
+    poller.register(sock, select.POLLIN)
     while (left := deadline - time.monotonic()) > 0:
         try:
-            readable, _, _ = select.select([sock], [], [], left)
+            readable = poller.poll(left * 1000)
             if readable and not sock.recv(_READ_BYTES):
                 return  # the broker closed
         except BlockingIOError:
