@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retire = actions.add_parser("retire-key", help="delete an old tag key: ids it tagged stop working "
                                 "(reissue those tokens first)")  # fmt: skip
     retire.add_argument("generation", type=int)
+    retire.add_argument("--force", action="store_true",
+                        help="retire it even though tokens in use carry ids it tagged (they stop working)")
     retire.set_defaults(func=_retire_key)
     for parser in (create, listing, revoke, rotate, retire):
         parser.add_argument("--data-dir", type=Path, help="the same data dir as `edgefleet up` (default .edgefleet)")
@@ -137,7 +139,7 @@ def _retire_key(args: argparse.Namespace) -> int:
 
     try:
         with _session(args) as session:
-            token_tags.retire_key(session, args.generation)
+            token_tags.retire_key(session, args.generation, force=args.force)
             audit.record(session, actor=audit.CLI_ACTOR, action="tag_key.retire", target=str(args.generation))
             session.commit()
     except CloudError as exc:

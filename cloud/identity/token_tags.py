@@ -42,7 +42,8 @@ from sqlmodel import Session, col, select
 from cloud.db.engine import read_only
 from cloud.db.sql import insert_ignore
 from cloud.errors import ConflictError, InvalidRequestError, NotFoundError
-from cloud.identity.records import TagKey
+from cloud.identity.records import ApiToken, EnrollmentToken, TagKey
+from cloud.types import now_ms as time_ms
 
 API_TOKEN = "api-token"
 ENROLLMENT_TOKEN = "enrollment-token"
@@ -104,13 +105,34 @@ def rotate_key(session: Session) -> int:
     return generation
 
 
-def retire_key(session: Session, generation: int) -> None:
-    """Delete an old generation: ids it tagged are refused from then on. The newest cannot be retired."""
+def tagged_by(session: Session, generation: int, *, now_ms: int) -> list[str]:
+    """The ids of the tokens still in use (API tokens neither revoked nor expired, enrollment tokens neither
+    used nor expired) that `generation`'s key tagged: what retiring it would lock out."""
+    row = session.get(TagKey, generation)
+    if row is None:
+        return []
+    key = bytes.fromhex(row.secret_hex)
+    api = session.exec(select(ApiToken.id).where(col(ApiToken.revoked_at_ms).is_(None))
+                       .where(col(ApiToken.expires_at_ms).is_(None) | (col(ApiToken.expires_at_ms) > now_ms)))
+    enrollment = session.exec(select(EnrollmentToken.id).where(col(EnrollmentToken.used_at_ms).is_(None))
+                              .where(col(EnrollmentToken.expires_at_ms) > now_ms))  # fmt: skip
+    return sorted([i for i in api if judge_id([key], i, API_TOKEN) is Tag.OURS]
+                  + [i for i in enrollment if judge_id([key], i, ENROLLMENT_TOKEN) is Tag.OURS])  # fmt: skip
+
+
+def retire_key(session: Session, generation: int, *, force: bool = False, now_ms: int | None = None) -> None:
+    """Delete an old generation: ids it tagged are refused from then on. The newest cannot be retired, nor,
+    unless `force`, one that tokens still in use depend on (the admin token `edgefleet up` wrote, say)."""
     generations = sorted(session.exec(select(TagKey.generation)))
     if generation not in generations:
         raise NotFoundError(f"no tag key of generation {generation}")
     if generation == generations[-1]:
         raise InvalidRequestError(f"generation {generation} is the newest: rotate first, then retire the old one")
+    in_use = [] if force else tagged_by(session, generation, now_ms=time_ms() if now_ms is None else now_ms)
+    if in_use:
+        shown = ", ".join(in_use[:5]) + (f" and {len(in_use) - 5} more" if len(in_use) > 5 else "")
+        raise ConflictError(f"{len(in_use)} token(s) in use still carry ids tagged by generation {generation} "
+                            f"({shown}): reissue them first (create new ones, revoke these), or retire with --force")
     row = session.get(TagKey, generation)
     session.delete(row)
 

@@ -23,6 +23,7 @@ from cloud.identity.token_tags import (
     mint_id,
     retire_key,
     rotate_key,
+    tagged_by,
 )
 from cloud.token_buckets import ClientRate
 
@@ -118,3 +119,29 @@ def test_the_budget_refuses_forged_ids_unlooked_up_and_never_charges_ours(any_en
     assert budget.admissible(f"ef_{ours}_secret") == (ours, "secret")
     for _ in range(50):
         budget.charge("10.0.0.1", ours)  # not admitted yet, budget spent: still no 429
+
+
+def test_a_key_that_tokens_in_use_depend_on_is_retired_only_when_forced(any_engine: Engine) -> None:
+    """Retiring generation 1 while `edgefleet up`'s admin token (tagged by it) is in use locked the operator
+    out of the API; tokens revoked, expired or (enrollment) used do not count."""
+    from cloud.errors import ConflictError
+    from cloud.identity.enrollment import create_enrollment_token
+    from cloud.identity.tokens import create_token, revoke_token
+
+    with Session(any_engine) as session:
+        admin, _ = create_token(session, name="operator", role="admin")
+        enrollment, _ = create_enrollment_token(session, device_id="pi-01", ttl_s=2 * 86_400)
+        expired, _ = create_token(session, name="old", role="viewer", ttl_days=1)
+        session.commit()
+        assert rotate_key(session) == 2
+        later = expired.expires_at_ms + 1  # type: ignore[operator]
+        assert tagged_by(session, 1, now_ms=later - 2) == sorted([admin.id, enrollment.id, expired.id])
+        with pytest.raises(ConflictError, match="2 token"):
+            retire_key(session, 1, now_ms=later)  # the expired one no longer counts
+        revoke_token(session, admin.id)
+        enrollment.used_at_ms = later
+        session.add(enrollment)
+        retire_key(session, 1, now_ms=later)
+        session.commit()
+        assert [k.generation for k in session.exec(select(TagKey))] == [2]
+        assert tagged_by(session, 2, now_ms=later) == []  # nothing was issued after the rotation
