@@ -219,8 +219,21 @@ def _status(args: argparse.Namespace) -> int:
             print(textwrap.fill(gate["detail"], 80, initial_indent="    ", subsequent_indent="    "))
     for decision in rollout["decisions"][-10:]:
         when = time.strftime("%H:%M:%S", time.localtime(decision["at_ms"] / 1000))
-        print(f"  {when} wave {decision['wave'] + 1}: {decision['action']} by {decision['actor']}")
+        print(f"  {when} wave {decision['wave'] + 1}: {decision['action']} by {decision['actor']}"
+              + _rollback_outcome(decision))  # fmt: skip
     return 0
+
+
+def _rollback_outcome(decision: dict[str, Any]) -> str:
+    """What a rollback did, device by device: a device that ran no model before keeps the new one (there is
+    nothing to go back to), which an operator should not have to find in the JSON."""
+    detail = decision.get("detail") or {}
+    if decision.get("action") != "rollback" or not isinstance(detail, dict) or "restored" not in detail:
+        return ""
+    parts = [f"{n} back on {model}" for model, n in sorted((detail.get("restored") or {}).items())]
+    if detail.get("kept_new_model"):
+        parts.append(f"{detail['kept_new_model']} kept the new model (none to go back to)")
+    return ": " + ", ".join(parts) if parts else ""
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -30,3 +30,15 @@ def test_gates_in_different_states_are_listed_by_name() -> None:
     line = progress_line(_rollout([_gate("error_rate", "breach", "9 error(s) in 100"),
                                    _gate("p95_latency", "wait", WAITING)]))
     assert "error_rate breach" in line and "p95_latency wait" in line
+
+
+def test_a_rollback_says_where_each_device_went() -> None:
+    """A device that ran no model before keeps the new one on rollback: `rollout status` said only
+    "rollback by ...", so the operator saw a rolled-back rollout and a device still on the new version."""
+    from cloud.cli.rollout import _rollback_outcome
+
+    rollback = {"action": "rollback", "wave": 0, "actor": "controller",
+                "detail": {"restored": {"digits-classifier@1": 3}, "kept_new_model": 1}}  # fmt: skip
+    assert _rollback_outcome(rollback) == ": 3 back on digits-classifier@1, 1 kept the new model (none to go back to)"
+    assert _rollback_outcome({**rollback, "detail": {"restored": {}, "kept_new_model": 0}}) == ""
+    assert _rollback_outcome({"action": "pause", "wave": 0, "actor": "x", "detail": {}}) == ""
