@@ -33,6 +33,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import candidate_server  # noqa: E402  (benchmarks/candidate_server.py)
 import wrk  # noqa: E402  (benchmarks/wrk.py)
 
 REPO = HERE.parent
@@ -72,15 +73,7 @@ def old_tree(ref: str) -> Path:
 
 def start(tree: Path, devices: int, processes: int) -> tuple[subprocess.Popen[str], str, str]:
     data_dir = tempfile.mkdtemp(prefix="edgefleet-flood-")
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(devices), data_dir, str(processes)], cwd=tree,
-                              env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert server.stdout is not None
-    line = server.stdout.readline()  # bounded: the service starts or the process exits
-    if not line:
-        raise RuntimeError(f"the candidate in {tree} did not start (exit {server.wait(30)})")
-    found = json.loads(line)
-    return server, found["url"], found["token"]
+    return candidate_server.start(tree, SERVER, str(devices), data_dir, str(processes))
 
 
 def wire_bytes(url: str, token: str, encoding: str) -> int:

@@ -32,6 +32,9 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import candidate_server  # noqa: E402  (benchmarks/candidate_server.py)
 
 SERVER = r"""
 import json, sys
@@ -88,15 +91,7 @@ def old_tree(ref: str) -> Path:
 
 
 def start(tree: Path) -> tuple[subprocess.Popen[str], str, str]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    server = subprocess.Popen([sys.executable, "-c", SERVER, tempfile.mkdtemp(prefix="edgefleet-tokens-")], cwd=tree,
-                              env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert server.stdout is not None
-    line = server.stdout.readline()  # bounded: the service starts or the process exits
-    if not line:
-        raise RuntimeError(f"the candidate in {tree} did not start (exit {server.wait(30)})")
-    found = json.loads(line)
-    return server, found["url"], found["token"]
+    return candidate_server.start(tree, SERVER, tempfile.mkdtemp(prefix="edgefleet-tokens-"))
 
 
 def stop(server: subprocess.Popen[str]) -> None:
