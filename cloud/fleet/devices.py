@@ -80,7 +80,7 @@ def read_devices(session: Session, device_ids: Iterable[str]) -> dict[str, Devic
     ids = list(dict.fromkeys(device_ids))
     found: dict[str, Device] = {}
     for start in range(0, len(ids), _IN_BATCH):
-        query = select(Device).where(col(Device.id).in_(ids[start : start + _IN_BATCH]))
+        query = select(Device).where(among(session, col(Device.id), ids[start : start + _IN_BATCH]))
         found.update((device.id, device) for device in session.exec(query.execution_options(populate_existing=True)))
     return found
 

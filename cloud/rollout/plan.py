@@ -180,7 +180,7 @@ def _supersede_open_targets(session: Session, device_ids: Sequence[str], clock: 
     for start in range(0, len(device_ids), _IN_BATCH):
         batch = list(device_ids[start : start + _IN_BATCH])
         query = select(DeploymentTarget).where(
-            col(DeploymentTarget.device_id).in_(batch), col(DeploymentTarget.status).not_in(TERMINAL)
+            among(session, col(DeploymentTarget.device_id), batch), col(DeploymentTarget.status).not_in(TERMINAL)
         )
         for old in session.exec(query):
             old.status, old.updated_at_ms = TargetStatus.SUPERSEDED, now
@@ -194,7 +194,7 @@ def _lock_devices(session: Session, sorted_ids: Sequence[str]) -> None:
     lock the same rows so never deadlock (SQLite: a no-op, its writers take turns)."""
     for start in range(0, len(sorted_ids), _IN_BATCH):
         batch = list(sorted_ids[start : start + _IN_BATCH])
-        ordered = select(col(Device.id)).where(col(Device.id).in_(batch)).order_by(col(Device.id))
+        ordered = select(col(Device.id)).where(among(session, col(Device.id), batch)).order_by(col(Device.id))
         session.execute(ordered.with_for_update())
 
 
@@ -208,7 +208,7 @@ def _next_generations(session: Session, device_ids: Sequence[str], deployment_id
         _lock_devices(session, batch)  # first, in id order (an UPDATE ... IN locks them in scan order)
         statement = (
             update(Device)
-            .where(col(Device.id).in_(batch))
+            .where(among(session, col(Device.id), batch))
             .values(desired_generation=col(Device.desired_generation) + 1, deployment_id=deployment_id)
             .returning(col(Device.id), col(Device.desired_generation))
             .execution_options(synchronize_session=False)  # the caller sets the loaded rows (see below)
@@ -230,7 +230,7 @@ def _ensure_devices(session: Session, device_ids: Sequence[str], clock: ClockMs)
             validate_device_id(device_id)
         now = clock()
         insert_ignore(session, Device, [{"id": d, "registered_at_ms": now} for d in batch], ["id"])
-        query = select(Device).where(col(Device.id).in_(batch)).execution_options(populate_existing=True)
+        query = select(Device).where(among(session, col(Device.id), batch)).execution_options(populate_existing=True)
         devices.update((device.id, device) for device in session.exec(query))
     return devices
 
@@ -365,7 +365,8 @@ def _read_deployments(session: Session, deployment_ids: set[str | None]) -> list
     ids = sorted(d for d in deployment_ids if d)
     found: list[Deployment] = []
     for start in range(0, len(ids), _IN_BATCH):
-        found += session.exec(select(Deployment).where(col(Deployment.id).in_(ids[start : start + _IN_BATCH])))
+        batch = ids[start : start + _IN_BATCH]
+        found += session.exec(select(Deployment).where(among(session, col(Deployment.id), batch)))
     return found
 
 
@@ -375,7 +376,7 @@ def _targeted(session: Session, deployment_id: str, device_ids: Sequence[str]) -
     for start in range(0, len(device_ids), _IN_BATCH):
         query = select(DeploymentTarget.device_id).where(
             DeploymentTarget.deployment_id == deployment_id,
-            col(DeploymentTarget.device_id).in_(device_ids[start : start + _IN_BATCH]),
+            among(session, col(DeploymentTarget.device_id), device_ids[start : start + _IN_BATCH]),
         )
         found.update(session.exec(query))
     return found
