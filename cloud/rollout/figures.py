@@ -31,30 +31,24 @@ from typing import Any, Protocol, cast
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col
 
+from cloud.db import among
 from cloud.db.tables import TelemetryRecord
-from cloud.monitoring.summaries import latency_quantiles
+from cloud.monitoring.summaries import LatencyWindow, latency_quantiles
 from cloud.rollout.gates import ArmFigures
 
 MAX_DEVICE_SHARE = 4.0  # a device counts for at most this many median devices
 
 
-class GateWindow(Protocol):
-    """What the figures read of a telemetry window (a TelemetryRecord, or a row of `WINDOW_COLUMNS`)."""
+class GateWindow(LatencyWindow, Protocol):
+    """What the figures read of a telemetry window (a TelemetryRecord, or a row of `WINDOW_COLUMNS`): the
+    latency columns and these."""
 
     @property
     def device_id(self) -> str: ...
     @property
-    def inference_count(self) -> int: ...
-    @property
     def error_count(self) -> int: ...
     @property
     def prediction_counts(self) -> dict[str, Any]: ...
-    @property
-    def latency_histogram(self) -> dict[str, list[float]]: ...
-    @property
-    def latency_p50_us(self) -> float: ...
-    @property
-    def latency_p95_us(self) -> float: ...
     @property
     def shadow_compared(self) -> int: ...
     @property
@@ -161,7 +155,7 @@ def figures_for(
     if not device_ids:
         return ArmFigures()
     query = select_columns(*WINDOW_COLUMNS).where(
-        col(TelemetryRecord.device_id).in_(list(device_ids)),
+        among(session, col(TelemetryRecord.device_id), device_ids),
         col(TelemetryRecord.model_id) == model_id,
         col(TelemetryRecord.model_version) == version,
         col(TelemetryRecord.window_end_ms) >= since_ms,
