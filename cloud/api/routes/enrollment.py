@@ -92,11 +92,12 @@ def enroll(request: Request, services: ServicesDep, body: EnrollRequest) -> Enro
     tags: TagKeys = request.app.state.tag_keys
     if tags.stale():
         tags.reload(services.engine)
-    tag = tags.judge(enrollment.token_id_of(body.token) or "", ENROLLMENT_TOKEN)
+    token_id = enrollment.token_id_of(body.token) or ""
+    tag = tags.judge(token_id, ENROLLMENT_TOKEN)
     if tag is Tag.FORGED:
         raise EnrollmentRefused("forged id")  # the same 403, at the cost of an HMAC: no lookup, no audit row
     # an id we issued is throttled by itself, so a device is not held up by guessers at its address (a NAT)
-    client = f"token {enrollment.token_id_of(body.token)}" if tag is Tag.OURS else client_address(request.scope)
+    client = f"token {token_id}" if tag is Tag.OURS else client_address(request.scope)
     wait_s = throttle.retry_after_s(client)
     if wait_s:
         raise TooManyRequestsError(f"too many refused enrollments from {client}; retry in {wait_s} s", wait_s)
