@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from sqlmodel import Session
+
+T = TypeVar("T")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,22 +59,37 @@ def _session(args: argparse.Namespace) -> Session:
     return Session(engine)
 
 
-def _create(args: argparse.Namespace) -> int:
+def _committed(args: argparse.Namespace, change: Callable[[Session], T]) -> T | None:
+    """change(session) (the change and its audit row) committed in one transaction; None, with the error
+    printed in one line, when the change was refused."""
     from cloud.errors import CloudError
-    from cloud.identity import audit, tokens
 
     try:
         with _session(args) as session:
-            row, text = tokens.create_token(
-                session, name=args.name, role=args.role, created_by=audit.CLI_ACTOR, ttl_days=args.ttl_days
-            )
-            token_id, role = row.id, row.role  # read before the commit expires the row
-            audit.record(session, actor=audit.CLI_ACTOR, action="token.create", target=token_id,
-                         detail={"name": row.name, "role": role, "ttl_days": args.ttl_days})
+            result = change(session)
             session.commit()
+            return result
     except CloudError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _create(args: argparse.Namespace) -> int:
+    from cloud.identity import audit, tokens
+
+    def change(session: Session) -> tuple[str, str, str]:
+        row, text = tokens.create_token(
+            session, name=args.name, role=args.role, created_by=audit.CLI_ACTOR, ttl_days=args.ttl_days
+        )
+        token_id, role = row.id, row.role  # read before the commit expires the row
+        audit.record(session, actor=audit.CLI_ACTOR, action="token.create", target=token_id,
+                     detail={"name": row.name, "role": role, "ttl_days": args.ttl_days})
+        return text, token_id, role
+
+    created = _committed(args, change)
+    if created is None:
         return 1
+    text, token_id, role = created
     print(text)
     print(f"# token {token_id} ({role}); shown once. Use it: --token, EDGEFLEET_TOKEN=... or "
           "'Authorization: Bearer ...'")
@@ -100,33 +118,29 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from cloud.errors import CloudError
     from cloud.identity import audit, tokens
 
-    try:
-        with _session(args) as session:
-            row = tokens.revoke_token(session, args.token_id)
-            audit.record(session, actor=audit.CLI_ACTOR, action="token.revoke", target=row.id,
-                         detail={"name": row.name})
-            session.commit()
-    except CloudError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    def change(session: Session) -> bool:
+        row = tokens.revoke_token(session, args.token_id)
+        audit.record(session, actor=audit.CLI_ACTOR, action="token.revoke", target=row.id, detail={"name": row.name})
+        return True
+
+    if _committed(args, change) is None:
         return 1
     print(f"revoked {args.token_id}")
     return 0
 
 
 def _rotate_key(args: argparse.Namespace) -> int:
-    from cloud.errors import CloudError
     from cloud.identity import audit, token_tags
 
-    try:
-        with _session(args) as session:
-            generation = token_tags.rotate_key(session)
-            audit.record(session, actor=audit.CLI_ACTOR, action="tag_key.rotate", target=str(generation))
-            session.commit()
-    except CloudError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    def change(session: Session) -> int:
+        generation = token_tags.rotate_key(session)
+        audit.record(session, actor=audit.CLI_ACTOR, action="tag_key.rotate", target=str(generation))
+        return generation
+
+    generation = _committed(args, change)
+    if generation is None:
         return 1
     print(f"new token ids are tagged with key generation {generation} (running clouds within a minute); "
           f"once the tokens are reissued: edgefleet tokens retire-key {generation - 1}")
@@ -134,16 +148,14 @@ def _rotate_key(args: argparse.Namespace) -> int:
 
 
 def _retire_key(args: argparse.Namespace) -> int:
-    from cloud.errors import CloudError
     from cloud.identity import audit, token_tags
 
-    try:
-        with _session(args) as session:
-            token_tags.retire_key(session, args.generation, force=args.force)
-            audit.record(session, actor=audit.CLI_ACTOR, action="tag_key.retire", target=str(args.generation))
-            session.commit()
-    except CloudError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    def change(session: Session) -> bool:
+        token_tags.retire_key(session, args.generation, force=args.force)
+        audit.record(session, actor=audit.CLI_ACTOR, action="tag_key.retire", target=str(args.generation))
+        return True
+
+    if _committed(args, change) is None:
         return 1
     print(f"retired key generation {args.generation}: token ids it tagged are refused (within a minute)")
     return 0
