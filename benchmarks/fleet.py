@@ -548,8 +548,9 @@ def measure(
                 deployment = cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=model.version,
                                                                     device_ids=ids))  # fmt: skip
                 record["deploy_s"] = round(time.perf_counter() - start, 2)
-                active_at, seen_at = _await_rollout(lambda: fleet.running(model.version),
-                                                    lambda: succeeded(cloud.engine, deployment.id), size, timeout_s)  # fmt: skip
+                agents_active = lambda: fleet.running(model.version)  # noqa: E731
+                cloud_succeeded = lambda: succeeded(cloud.engine, deployment.id)  # noqa: E731
+                active_at, seen_at = _await_rollout(agents_active, cloud_succeeded, size, timeout_s)
                 done = active_at
                 record["agents_active_s"] = None if active_at is None else round(active_at - start, 2)
                 record["rollout_s"] = None if seen_at is None else round(seen_at - start, 2)
