@@ -5,6 +5,9 @@ batches (edge_agent.outbox): a fast update sends one events batch and one report
 from __future__ import annotations
 
 import pytest
+from support.fake_cloud import FakeCloud, MakeAgent, is_state
+from support.net import wait_until
+from support.releases import Keys, make_release, model_bytes
 
 from edge_agent.clock import ManualClock
 from edge_agent.outbox import Outbox
@@ -14,8 +17,8 @@ from edge_agent.update.actions import Emit
 from edge_agent.update.journal import LastError
 from edge_agent.update.machine import UpdaterView
 from edge_agent.update.states import State
-from protocols.capabilities import EVENT_BATCH
-from protocols.topics import Channel, parse_device_topic
+from protocols.capabilities import CLOUD_CAPABILITIES, EVENT_BATCH
+from protocols.topics import Channel, Direction, parse_device_topic
 from protocols.v1 import messages_pb2 as pb
 from protocols.validation import MAX_EVENT_BATCH
 
@@ -234,3 +237,29 @@ def test_no_batch_is_longer_than_the_cloud_accepts(setup):
     outbox.send_held()
     sent = wire.events()
     assert [1 + len(e.batch) for e in sent] == [MAX_EVENT_BATCH + 1, 9]  # all of them, none refused
+
+
+def test_an_agent_sends_two_upward_messages_for_an_update_faster_than_the_hold(
+    make_agent: MakeAgent, cloud: FakeCloud, keys: Keys
+) -> None:
+    agent = make_agent(report_hold_s=30.0)  # every update here is faster than that
+    # the start's and the connect's reports (idle: at once) and its presence
+    assert wait_until(
+        lambda: cloud.payloads("dev-1", Channel.PRESENCE) and len(cloud.payloads("dev-1", Channel.REPORTED)) >= 2
+    )
+    upward = [channel for channel in Channel if channel.spec.direction is Direction.UP]
+    before = {channel: len(cloud.payloads("dev-1", channel)) for channel in upward}
+    release = make_release(keys.signer, "v1", 1, data=model_bytes("v1", pad=100))
+    cloud.deploy("dev-1", release, generation=1, fanout=True, cloud_capabilities=CLOUD_CAPABILITIES)
+    assert agent.wait_for(lambda s: is_state(s, pb.UPDATE_STATE_ACTIVE, 1), 5), agent.status()
+    assert wait_until(lambda: len(cloud.payloads("dev-1", Channel.REPORTED)) > before[Channel.REPORTED])
+    sent = {c: n for c in upward if (n := len(cloud.payloads("dev-1", c)) - before[c])}
+    assert sent == {Channel.EVENTS: 1, Channel.REPORTED: 1}, sent  # no chunk request either: the fan-out came
+    (batch,) = cloud.events("dev-1")[-1:]
+    assert names([batch, *batch.batch]) == [
+        "EVENT_KIND_UPDATE_STARTED", "EVENT_KIND_DOWNLOADED", "EVENT_KIND_VERIFIED", "EVENT_KIND_SELF_TEST_PASSED",
+        "EVENT_KIND_ACTIVATED",
+    ]  # fmt: skip
+    assert pb.ReportedState.FromString(cloud.payloads("dev-1", Channel.REPORTED)[-1]).update_state == (
+        pb.UPDATE_STATE_ACTIVE
+    )
