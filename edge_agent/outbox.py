@@ -137,11 +137,13 @@ class Outbox:
             self.changed.notify_all()
         with self._held_lock:
             self._held_report = state  # the latest state supersedes a held one, whatever update it was of
-            if self._hold_s > 0 and state.update_state in _INTERMEDIATE:
+            intermediate = state.update_state in _INTERMEDIATE
+            if intermediate and self._hold_s > 0:
                 if self._report_due_s is None:
                     self._report_due_s = self.clock.now().mono_s + self._hold_s
                 return
-        self.send_held()  # a terminal state: at once, with the events held before it
+        # a terminal state: at once, with the events held before it; an intermediate one (no hold) alone
+        self._send(*self._take(events=not intermediate, report=True))
 
     @property
     def due_s(self) -> float | None:

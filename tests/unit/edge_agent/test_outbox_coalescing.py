@@ -142,6 +142,21 @@ def test_with_no_hold_every_state_travels_at_once():
     assert names(wire.events()) == ["EVENT_KIND_UPDATE_STARTED"]
 
 
+def test_with_no_report_hold_the_events_still_wait_for_the_terminal_state():
+    broker, clock = MemoryBroker(), ManualClock()
+    wire = Wire(broker)
+    transport = MemoryTransport(broker)
+    transport.start()
+    outbox = Outbox(DEVICE, "default", transport, clock, Sampler(0.0, 0), hold_s=0, event_hold_s=EVENT_HOLD_S)
+    outbox.cloud_capabilities = frozenset({EVENT_BATCH})
+    outbox.emit(Emit(pb.EVENT_KIND_UPDATE_STARTED, "dep-1"))
+    report(outbox, State.DOWNLOADING)
+    assert [c for c, _m in wire.messages] == [Channel.REPORTED]
+    outbox.emit(Emit(pb.EVENT_KIND_ACTIVATED, "dep-1"))
+    report(outbox, State.ACTIVE)
+    assert [c for c, _m in wire.messages] == [Channel.REPORTED, Channel.EVENTS, Channel.REPORTED]
+
+
 def test_a_fast_update_sends_one_events_batch_and_its_terminal_state(setup):
     outbox, _clock, wire = setup
     outbox.cloud_capabilities = frozenset({EVENT_BATCH})
