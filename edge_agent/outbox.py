@@ -8,9 +8,9 @@ messages queue in the transport until it is back (on disk: `edge_agent.paho_spoo
 Fewer messages per update (each costs the broker, the cloud's ingestion and the device a publish and an
 acknowledgement): a fast update sends two, its lifecycle events in one batch and its terminal report.
 The reported state is a retained latest-value shadow, so an intermediate state (downloading, verifying,
-loading, self_test) is held and superseded on the device by the next one; whatever is held goes out
-`hold_s` after the first held state, so a slow update's progress is seen at most `hold_s` late (the first
-state included: nothing in the cloud waits for it, see README "Fewer upward messages per update").
+loading, self_test) is held and superseded on the device by the next one; the latest held goes out
+`hold_s` after the first held, so a slow update's progress is seen at most `hold_s` late (the first state
+included: nothing in the cloud waits for it, see README "Fewer upward messages per update").
 Terminal states (idle, active, failed) go at once, with the events held before them. Lifecycle events are
 history: none is dropped, but while the cloud's last desired state names `event_batch`
 (`protocols.capabilities`) they are held and travel together in one `LifecycleEvent.batch`, with the next
