@@ -23,8 +23,8 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          update's own cost, which a slower (loaded) rollout does not inflate
   stages                 with --stages: per update state, [devices, first, median, 90th pct, last] seconds
                          from deploy() at which a device's report first said it (a subscriber of its own);
-                         an intermediate state the next one superseded within the agent's report_hold_s
-                         never travels, so fewer devices show in those
+                         an intermediate state (an update's first too) the next one superseded within the
+                         agent's report_hold_s never travels, so fewer devices show in those
   rollout_over_floor     rollout_s / fanout_floor_s
   cloud_bytes_per_device MQTT payload bytes the cloud published during the rollout, per device
   cloud_messages_per_device  MQTT messages the cloud published during the rollout, per device
@@ -198,6 +198,22 @@ download's begin 6 %), the manifest's handling 18 % inclusive; no tick left amon
 workers_ms_per_update 5.68, agents_active_s 363.7; the cloud's paho link was lost twice and most devices
 fetched their chunks one by one past the fan-out deadline (242 KB of cloud payload per device): the
 machine's load, not a figure to set against the quiet runs.
+
+Measured 2026-12-03 (i10hold: an update's first state held like the others, its events sent with the
+terminal report), 1,000 devices, SQLite, main (656a7ca, old) and this branch (new) alternating, old first,
+four pairs at load 1.0-3.8: up_per_device reported + events 2.46 + 2.46 / 2.01 + 2.01 / 2.03 + 2.03 /
+2.03 + 2.03 -> 1.04 + 1.00 / 1.38 + 1.00 / 1.76 + 1.00 / 1.00 + 1.00 (5.0 events carried either way; a
+report above one is an update that outlasted report_hold_s on a worker's loop and sent one intermediate
+state); cpu_s cloud 1.5 / 1.4 / 1.5 / 1.6 -> 0.9 / 1.0 / 1.1 / 0.8, workers 2.5 / 2.6 / 2.9 / 2.9 -> 2.2 /
+2.6 / 2.9 / 2.3, broker 0.2-0.3 either way; workers_ms_per_update 2.47 / 2.58 / 2.84 / 2.93 -> 2.20 / 2.61 /
+2.90 / 2.25; rollout_s 3.79 / 2.51 / 2.85 / 2.70 -> 1.95 / 2.27 / 2.58 / 1.97 against floors of 0.46-1.01 s
+(3.8x / 5.0x / 6.1x / 5.3x -> 4.2x / 4.9x / 5.6x / 4.0x); broker_per_device publish/messages/sent 11.4 /
+10.0 / 10.1 / 10.1 -> 7.1 / 7.8 / 8.5 / 7.0 (each upward message goes to the cloud and to --stages' own
+subscriber), messages/received 44.8-45.0 -> 39.7-40.9 in pairs 2 and 4 (the $SYS snapshots of runs this
+short are unreliable: 21.3 in old 1, 0.0 in new 3). No other upward channel shows in up_per_device.
+100 devices, four pairs at load 2.3-4.0: up_per_device 2.0 + 2.0 -> 1.0 + 1.0 every time, broker
+messages/received 44.7 -> 39.7-40.2, rollout_s 0.36 / 0.49 / 0.82 / 0.36 -> 0.46 / 0.59 / 0.47 / 0.37
+(floor 0.04-0.05 s; cpu_s too small to compare).
 """
 
 from __future__ import annotations
