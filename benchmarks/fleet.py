@@ -204,6 +204,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import multiprocessing
 import os
@@ -225,6 +226,7 @@ from support.mosquitto import MosquittoBroker  # noqa: E402
 from cloud import registry  # noqa: E402
 from cloud.db import TargetStatus, make_engine, read_only  # noqa: E402
 from cloud.db.tables import DeploymentCreate, DeploymentTarget, Device, TelemetryRecord  # noqa: E402
+from cloud.heap import freeze_startup_heap  # noqa: E402
 from cloud.identity.enrollment import enroll_device  # noqa: E402
 from cloud.service import CloudService  # noqa: E402
 from cloud.settings import CloudSettings  # noqa: E402
@@ -478,7 +480,7 @@ def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
     ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
     profile: Path | None = None, manifest_by_digest: bool = True, state_root: Path | None = None,
-    job_threads: int = 0,
+    job_threads: int = 0, freeze_heap: bool = True, profile_rate: int = 100,
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"devices": size, "workers": workers, "manifest_by_digest": manifest_by_digest,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
@@ -502,6 +504,8 @@ def measure(
                 assert version.id is not None
                 record["artifact_bytes"] = {a.format: a.size_bytes for a in registry.artifacts_of(session, version.id)}
             ids = [f"fleet-{size}-{n:05d}" for n in range(size)]
+            if freeze_heap:
+                freeze_startup_heap()  # as `edgefleet up` does once its cloud has started (cloud.heap)
             specs = []
             # committed in slices: enrolling 10,000 devices in one transaction held SQLite's write lock past
             # the 30 s the cloud's periodic ticks wait for it (they failed)
@@ -541,7 +545,9 @@ def measure(
                 on_wire = counters.snapshot()
                 cpu = (cpu_s(), fleet.cpu_s(), broker.cpu_s())
                 cpu_from = time.perf_counter()
-                spies = _profile(profile, {"cloud": os.getpid(), **fleet.worker_pids()}) if profile else []
+                pauses = GcPauses().start()
+                pids = {"cloud": os.getpid(), **fleet.worker_pids()}
+                spies = _profile(profile, pids, profile_rate) if profile else []
                 if isinstance(clock, StageClock):
                     clock.begin()  # the stages count from deploy(), as rollout_s does (not from the idle period)
                 start = time.perf_counter()
@@ -554,6 +560,7 @@ def measure(
                 record["agents_active_s"] = None if active_at is None else round(active_at - start, 2)
                 record["rollout_s"] = None if seen_at is None else round(seen_at - start, 2)
                 _stop_profile(spies)
+                record["cloud_gc"] = pauses.stop()
                 used = [now - before for now, before in zip((cpu_s(), fleet.cpu_s(), broker.cpu_s()), cpu, strict=True)]
                 cpu_for_s = time.perf_counter() - cpu_from
                 record["cpu_s"] = dict(zip(("cloud", "workers", "broker"), (round(u, 1) for u in used), strict=True))
@@ -586,6 +593,32 @@ def measure(
     floor, rollout = record.get("fanout_floor_s"), record.get("rollout_s")
     record["rollout_over_floor"] = round(rollout / floor, 2) if floor and rollout else None
     return record
+
+
+class GcPauses:
+    """The cloud process's garbage collections while started (gc.callbacks): per generation, how many and
+    their summed pause in ms, and the objects a full collection still walks (not frozen)."""
+
+    def __init__(self) -> None:
+        self.by_generation: dict[int, list[float]] = {}
+        self._began = 0.0
+
+    def start(self) -> GcPauses:
+        gc.callbacks.append(self._observe)
+        return self
+
+    def _observe(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        seen = self.by_generation.setdefault(info["generation"], [0, 0.0])
+        seen[0] += 1
+        seen[1] += 1000 * (time.perf_counter() - self._began)
+
+    def stop(self) -> dict[str, Any]:
+        gc.callbacks.remove(self._observe)
+        return {"collections": {str(g): [int(n), round(ms, 1)] for g, (n, ms) in sorted(self.by_generation.items())},
+                "frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects())}  # fmt: skip
 
 
 def _count_cloud_bytes(cloud: CloudService) -> list[int]:
@@ -632,7 +665,7 @@ def _count_cloud_received(cloud: CloudService) -> dict[str, list[int]]:
     return received
 
 
-def _profile(folder: Path, pids: dict[str, int]) -> list[Any]:
+def _profile(folder: Path, pids: dict[str, int], rate: int = 100) -> list[Any]:
     """py-spy on each process for the rollout alone (--profile): folded stacks, one file per process."""
     import subprocess
 
@@ -644,7 +677,7 @@ def _profile(folder: Path, pids: dict[str, int]) -> list[Any]:
         spy = Path(shutil.which("py-spy") or spy)
     spies = []
     for name, pid in pids.items():
-        command = [str(spy), "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--format", "raw",
+        command = [str(spy), "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking", "--format", "raw",
                    "--output", str(folder / f"{name}.folded")]  # fmt: skip
         spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return spies
@@ -716,6 +749,9 @@ def main() -> int:
                         "here (e.g. /dev/shm: no filesystem journal), not in the run's temporary one")  # fmt: skip
     parser.add_argument("--job-threads", type=int, default=0, help="each worker's update jobs on a thread pool "
                         "this size (default 0: as loop callbacks, simulator.host)")  # fmt: skip
+    parser.add_argument("--no-freeze-heap", action="store_true", help="leave the cloud's started heap to the "
+                        "garbage collector (`edgefleet up` freezes it: cloud.heap)")  # fmt: skip
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     args = parser.parse_args()
     ingest_workers = [int(n) for n in args.ingest_workers.split(",") if n.strip()]
     records = []
@@ -727,7 +763,7 @@ def main() -> int:
                 states = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-", dir=args.state_root)))
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
                              args.ingest_windows, args.stages, args.profile, manifests, states,
-                             args.job_threads)  # fmt: skip
+                             args.job_threads, not args.no_freeze_heap, args.profile_rate)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))
