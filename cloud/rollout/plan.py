@@ -169,9 +169,12 @@ def _target_all(
     objects: building, tracking and flushing an object per row was half of deploy()'s planning CPU."""
     release = Release.of(session, deployment)
     capabilities = _ensure_devices(session, device_ids, clock)
-    touched = _supersede_open_targets(session, device_ids, clock)
     generations = _next_generations(session, device_ids, deployment.id)
-    recorded = _recorded(session, device_ids)  # read with the device rows locked: no concurrent deploy adds one
+    # read with the device rows locked (PostgreSQL): what a concurrent deploy to them committed is seen, its
+    # target superseded and its record replaced (read before, a second deploy inserted the record again and
+    # failed, and left the first one's target open)
+    touched = _supersede_open_targets(session, device_ids, clock)
+    recorded = _recorded(session, device_ids)
     now = clock()
     outgoing, targets, records = [], [], []
     for device_id in device_ids:

@@ -449,6 +449,58 @@ def test_a_deploy_that_deadlocks_with_another_writer_is_retried(
     finally:
         engine.dispose()
 
+def test_two_deploys_waiting_for_the_same_device_row_each_see_what_the_other_committed(
+    postgres_url: str, broker: MemoryBroker, register, director: Director
+) -> None:
+    """Two deploys to a device whose row another transaction holds: the one that gets it second supersedes the
+    first one's target and replaces its assignment record, as committed, not as it read them before waiting
+    (a record read then was inserted twice: the second deploy failed on its unique key)."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from cloud.db import create_tables, make_engine
+    from cloud.db.tables import AssignmentRecord
+
+    engine = make_engine(postgres_url)
+    create_tables(engine)
+    try:
+        with Session(engine) as session:
+            register(session, "m", {"model.onnx": b"0123456789"})
+            register(session, "m", {"model.onnx": b"9876543210"})
+        report(engine, "d1", ts_ms=1)
+        cloud = MemoryTransport(broker)
+        cloud.start()
+        deployer = Deployer(engine, cloud, director=director, chunk_size_bytes=CHUNK)
+        done: list[str] = []
+
+        def deploy(version: str) -> None:
+            done.append(deployer.deploy(DeploymentCreate(model_id="m", version=version, device_ids=["d1"])).id)
+
+        with engine.connect() as other:
+            other.execute(text("UPDATE device SET agent_version = 'x' WHERE id = 'd1'"))  # holds d1
+            workers = [threading.Thread(target=deploy, args=(version,)) for version in ("1", "2")]
+            for worker in workers:
+                worker.start()
+            time.sleep(1.0)  # both have read what they read before waiting for d1
+            other.commit()
+            for worker in workers:
+                worker.join(timeout=30)
+        assert len(done) == 2, "a deploy failed"
+        with Session(engine) as session:
+            device = fleet.get_device(session, "d1")
+            assert device.desired_generation == 2
+            last, first = device.deployment_id, next(d for d in done if d != device.deployment_id)
+            assert [t.status for t in rollout.targets_of(session, first)] == [TargetStatus.SUPERSEDED]
+            assert [(t.status, t.generation) for t in rollout.targets_of(session, last)] == [(TargetStatus.PENDING, 2)]
+            record = session.get(AssignmentRecord, "d1")
+            assert record is not None and (record.deployment_id, record.counter) == (last, 2)
+        assert desired(broker, "d1").generation == 2  # type: ignore[union-attr]
+    finally:
+        engine.dispose()
+
+
 # ------------------------------------------------------- one manifest per fleet (cloud.rollout.manifests)
 # Devices whose agent reads manifests by digest get desired states without one, the manifest is retained once
 # on its fleet-wide topic; every other device, and every device when that topic cannot be written, gets it
