@@ -7,6 +7,9 @@ is the device's `generation`, which increases with every change for that device)
 chain; the signed manifest too, unless the device's agent reads it by digest (`protocols.capabilities`):
 then `Outgoing.manifest` holds it for `cloud.rollout.manifests` to keep retained once for the fleet.
 The assignment last sent to each device is kept (`AssignmentRecord`) for the refresher.
+A batch of targets is planned with the device rows locked first, in id order (as ingestion locks them);
+what a concurrent deploy to the same devices committed (its targets, its records) is read after that, so
+the later deploy supersedes and replaces it. Targets and records are written as plain rows, not ORM objects.
 A device that appears later (or changes labels) and matches a label selector gets the newest matching
 deployment through `plan_for_new_devices`; `plan_reassign` gives devices a fresh assignment (next counter,
 same deployment) when theirs nears expiry, their manifest was re-signed, or the director key changed.
