@@ -40,6 +40,9 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          and every packet and byte it received (devices and cloud, PUBACKs included)
   manifest_by_digest     the cloud setting: with --compare-manifests each size runs with it off (every
                          desired state carries its manifest, as before) and then on
+  cloud_gc               the cloud process's garbage collections during the rollout, per generation [count,
+                         summed pause ms] (gc.callbacks), and the objects frozen (cloud.heap: this script
+                         freezes the started cloud's heap as `edgefleet up` does; --no-freeze-heap leaves it)
   rss_kb_per_device      the workers' resident memory growth from imports-done to rollout-done, per device
   ingest_windows_per_s   {N: telemetry windows stored per second} with N ingestion workers (processes, each
                          an Ingestor on an MQTT 5 shared subscription, as `EDGEFLEET_SHARE_GROUP` runs them),
@@ -160,6 +163,31 @@ quiet run): most devices missed the fan-out deadline and fetched their chunks fr
 the cloud's time went to serving chunks; it needs a quiet machine and main beside it. py-spy of the
 branch's cloud (idle samples included): paho's loop 24.7 % of samples (10 % of them waiting in select),
 ingestion 36 %, deploy 11 %; main's ingestion was 42 % and paho's loop 45 % of busy samples.
+
+Measured 2026-12-03 (i10cloud3: the cloud's CPU per device in a rollout), main (656a7ca, old) and the branch
+(new) alternating, one run at a time, other helpers' runs beside them (load 1.3 to 7). py-spy of main at 1,000
+(SQLite): deploy()'s planning half ORM objects (AssignmentRecord 15, DeploymentTarget 7 and Device 7 of 47
+samples); the ingest thread's ORM flush of the targets 34 and their reads 15 of 303, the roll-up's DISTINCT
+over every target 15. New: deploy's targets and assignment records written as plain rows (insert_ignore, one
+executemany UPDATE), the devices' capabilities read as values; ingestion's targets read and written as
+values (rollout.write_targets); the roll-up probes for one unfinished target (LIMIT 1) before any DISTINCT;
+this script freezes the started cloud's heap as `edgefleet up` does. 1,000 devices, SQLite, new / old /
+new / old, first before the roll-up probe, then with it (load 1.3-2.9): cpu_s cloud 1.0 / 1.3 / 1.0 / 1.1 and
+1.0 / 1.2 / 0.9 / 1.3 (x0.80), deploy_s 0.17 / 0.46 / 0.17 / 0.36 and 0.14 / 0.36 / 0.13 / 0.41 (x0.38),
+rollout_s 2.98 / 3.33 / 2.42 / 2.35 and 2.25 / 2.39 / 2.08 / 3.66 against floors of 0.47-0.68 s (3.1x-7.8x:
+the workers, 2.4-2.8 CPU-s, set the pace), the cloud's lag (rollout_s - agents_active_s) 0.0-0.1 s either
+way. 3,000 devices, PostgreSQL, new / old, two pairs before the roll-up probe and two with it (load 1.7-7.1):
+cpu_s cloud 3.7 / 4.4, 3.6 / 4.2, 4.6 / 5.4, 3.8 / 4.5 (x0.84), deploy_s 0.58 / 1.45, 0.81 / 1.08, 0.69 /
+2.23, 0.87 / 1.30 (x0.49), rollout_s 12.21 / 12.30, 10.44 / 8.46, 16.88 / 22.95, 11.25 / 12.38 (floors
+1.35-1.66 s; 6.8x-14.4x, the load's), lag 0.0-0.33 s either way. py-spy of the new
+cloud at 3,000 (PostgreSQL, 200 Hz): deploy's planning is now signing (38 of 59 samples); ingestion's samples
+are mostly waits on the server's round trips (about a dozen per batch: the pool's pre-ping, credentials,
+device rows, targets, two executemany pipelines, the roll-up, the inserts, commit); this script's polls were 87
+of the cloud's 1,828. Garbage collection (cloud_gc) costs little: 1,000 devices ~12 ms of pauses either way
+(no full collection); 3,000 on PostgreSQL 3 full collections of 10-17 ms each with the heap frozen, one of 142
+ms without (--no-freeze-heap), plus ~65-105 ms of young collections. Publishing deploy's desired states in
+committed batches was not tried: deploy_s is now 0.13-0.17 s of a 2-3 s rollout at 1,000, and a failure
+between batches would leave a deployment half targeted with half its desired states already out.
 
 Measured 2026-12-03 (i10agent: the simulated agents' CPU per update), 1,000 devices, SQLite, main (7da9918,
 old) and this branch (new) alternating, one run at a time; the levers: the journal by json's C encoder and
