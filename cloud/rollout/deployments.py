@@ -61,7 +61,6 @@ _IN_BATCH = 500  # ids per IN (...) list
 
 
 _TARGET_TABLE = DeploymentTarget.__table__  # type: ignore[attr-defined]
-_TARGET_KEY = ("deployment_id", "device_id")
 TargetKey = tuple[str, str]  # (deployment id, device id)
 
 
