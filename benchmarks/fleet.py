@@ -40,6 +40,9 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          and every packet and byte it received (devices and cloud, PUBACKs included)
   manifest_by_digest     the cloud setting: with --compare-manifests each size runs with it off (every
                          desired state carries its manifest, as before) and then on
+  cloud_gc               the cloud process's garbage collections during the rollout, per generation [count,
+                         summed pause ms] (gc.callbacks), and the objects frozen (cloud.heap: this script
+                         freezes the started cloud's heap as `edgefleet up` does; --no-freeze-heap leaves it)
   rss_kb_per_device      the workers' resident memory growth from imports-done to rollout-done, per device
   ingest_windows_per_s   {N: telemetry windows stored per second} with N ingestion workers (processes, each
                          an Ingestor on an MQTT 5 shared subscription, as `EDGEFLEET_SHARE_GROUP` runs them),
@@ -161,6 +164,41 @@ the cloud's time went to serving chunks; it needs a quiet machine and main besid
 branch's cloud (idle samples included): paho's loop 24.7 % of samples (10 % of them waiting in select),
 ingestion 36 %, deploy 11 %; main's ingestion was 42 % and paho's loop 45 % of busy samples.
 
+Measured 2026-12-03 (i10cloud3: the cloud's CPU per device in a rollout), main (656a7ca, old) and the branch
+(new) alternating, one run at a time, other helpers' runs beside them (load 1.3 to 7). py-spy of main at 1,000
+(SQLite): deploy()'s planning half ORM objects (AssignmentRecord 15, DeploymentTarget 7 and Device 7 of 47
+samples); the ingest thread's ORM flush of the targets 34 and their reads 15 of 303, the roll-up's DISTINCT
+over every target 15. New: deploy's targets and assignment records written as plain rows (insert_ignore, one
+executemany UPDATE), the devices' capabilities read as values; ingestion's targets read and written as
+values (rollout.write_targets); the roll-up probes for one unfinished target (LIMIT 1) before any DISTINCT;
+this script freezes the started cloud's heap as `edgefleet up` does. 1,000 devices, SQLite, new / old /
+new / old, first before the roll-up probe, then with it (load 1.3-2.9): cpu_s cloud 1.0 / 1.3 / 1.0 / 1.1 and
+1.0 / 1.2 / 0.9 / 1.3 (x0.80), deploy_s 0.17 / 0.46 / 0.17 / 0.36 and 0.14 / 0.36 / 0.13 / 0.41 (x0.38),
+rollout_s 2.98 / 3.33 / 2.42 / 2.35 and 2.25 / 2.39 / 2.08 / 3.66 against floors of 0.47-0.68 s (3.1x-7.8x:
+the workers, 2.4-2.8 CPU-s, set the pace), the cloud's lag (rollout_s - agents_active_s) 0.0-0.1 s either
+way. 3,000 devices, PostgreSQL, new / old, two pairs before the roll-up probe and two with it (load 1.7-7.1):
+cpu_s cloud 3.7 / 4.4, 3.6 / 4.2, 4.6 / 5.4, 3.8 / 4.5 (x0.84), deploy_s 0.58 / 1.45, 0.81 / 1.08, 0.69 /
+2.23, 0.87 / 1.30 (x0.49), rollout_s 12.21 / 12.30, 10.44 / 8.46, 16.88 / 22.95, 11.25 / 12.38 (floors
+1.35-1.66 s; 6.8x-14.4x, the load's), lag 0.0-0.33 s either way. py-spy of the new
+cloud at 3,000 (PostgreSQL, 200 Hz): deploy's planning is now signing (38 of 59 samples); ingestion's samples
+are mostly waits on the server's round trips (about a dozen per batch: the pool's pre-ping, credentials,
+device rows, targets, two executemany pipelines, the roll-up, the inserts, commit); this script's polls were 87
+of the cloud's 1,828. Garbage collection (cloud_gc) costs little: 1,000 devices ~12 ms of pauses either way
+(no full collection); 3,000 on PostgreSQL 3 full collections of 10-17 ms each with the heap frozen, one of 142
+ms without (--no-freeze-heap), plus ~65-105 ms of young collections. Publishing deploy's desired states in
+committed batches was not tried: deploy_s is now 0.13-0.17 s of a 2-3 s rollout at 1,000, and a failure
+between batches would leave a deployment half targeted with half its desired states already out.
+10,000 devices on PostgreSQL, the new code alone (one run, load 1.0-3.1; main not run beside it; the lead's
+quiet figures of the same morning's main in brackets): rollout_s 32.2 (47.9) against a floor of 4.84 s (6.65x;
+8.1x), agents active at 31.1 s and the cloud's last record 1.1 s later (5.2), deploy_s 1.74 (5.3), cpu_s cloud
+13.7 (21.9) / workers 33.7 / broker 6.8, 4.0 reports + 3.8 event messages per device, 55,250 windows/s by one
+ingestion worker; its collections 2,142 young (238 ms), 194 middle (132 ms) and 18 full (363 ms) with the
+started heap frozen: 0.73 s of the cloud's 13.7 CPU-s. Raising the young threshold 700 -> 7,000 (tried at
+3,000 on PostgreSQL only: 23 young and 2 middle collections, no full one, 118 ms against 101-155 ms) did not
+pay there and was left out. Nor did a larger in-flight window for the cloud's QoS 1 publishes (paho's default
+20; 1,000 tried, 1,000 devices, SQLite, --stages, three pairs): the last device's first report came 1.28-2.14
+s after deploy() with 20 and 1.34-1.80 s with 1,000, rollout_s 2.15-3.54 either way; the workers pace it.
+
 Measured 2026-12-03 (i10agent: the simulated agents' CPU per update), 1,000 devices, SQLite, main (7da9918,
 old) and this branch (new) alternating, one run at a time; the levers: the journal by json's C encoder and
 not rewritten when unchanged, the manifest parsed once per InstalledModel, a telemetry window's bins built
@@ -220,6 +258,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import multiprocessing
 import os
@@ -241,6 +280,7 @@ from support.mosquitto import MosquittoBroker  # noqa: E402
 from cloud import registry  # noqa: E402
 from cloud.db import TargetStatus, make_engine, read_only  # noqa: E402
 from cloud.db.tables import DeploymentCreate, DeploymentTarget, Device, TelemetryRecord  # noqa: E402
+from cloud.heap import freeze_startup_heap  # noqa: E402
 from cloud.identity.enrollment import enroll_device  # noqa: E402
 from cloud.service import CloudService  # noqa: E402
 from cloud.settings import CloudSettings  # noqa: E402
@@ -494,7 +534,7 @@ def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
     ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
     profile: Path | None = None, manifest_by_digest: bool = True, state_root: Path | None = None,
-    job_threads: int = 0,
+    job_threads: int = 0, freeze_heap: bool = True, profile_rate: int = 100,
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"devices": size, "workers": workers, "manifest_by_digest": manifest_by_digest,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
@@ -518,6 +558,8 @@ def measure(
                 assert version.id is not None
                 record["artifact_bytes"] = {a.format: a.size_bytes for a in registry.artifacts_of(session, version.id)}
             ids = [f"fleet-{size}-{n:05d}" for n in range(size)]
+            if freeze_heap:
+                freeze_startup_heap()  # as `edgefleet up` does once its cloud has started (cloud.heap)
             specs = []
             # committed in slices: enrolling 10,000 devices in one transaction held SQLite's write lock past
             # the 30 s the cloud's periodic ticks wait for it (they failed)
@@ -557,7 +599,9 @@ def measure(
                 on_wire = counters.snapshot()
                 cpu = (cpu_s(), fleet.cpu_s(), broker.cpu_s())
                 cpu_from = time.perf_counter()
-                spies = _profile(profile, {"cloud": os.getpid(), **fleet.worker_pids()}) if profile else []
+                pauses = GcPauses().start()
+                pids = {"cloud": os.getpid(), **fleet.worker_pids()}
+                spies = _profile(profile, pids, profile_rate) if profile else []
                 if isinstance(clock, StageClock):
                     clock.begin()  # the stages count from deploy(), as rollout_s does (not from the idle period)
                 start = time.perf_counter()
@@ -571,6 +615,7 @@ def measure(
                 record["agents_active_s"] = None if active_at is None else round(active_at - start, 2)
                 record["rollout_s"] = None if seen_at is None else round(seen_at - start, 2)
                 _stop_profile(spies)
+                record["cloud_gc"] = pauses.stop()
                 used = [now - before for now, before in zip((cpu_s(), fleet.cpu_s(), broker.cpu_s()), cpu, strict=True)]
                 cpu_for_s = time.perf_counter() - cpu_from
                 record["cpu_s"] = dict(zip(("cloud", "workers", "broker"), (round(u, 1) for u in used), strict=True))
@@ -603,6 +648,32 @@ def measure(
     floor, rollout = record.get("fanout_floor_s"), record.get("rollout_s")
     record["rollout_over_floor"] = round(rollout / floor, 2) if floor and rollout else None
     return record
+
+
+class GcPauses:
+    """The cloud process's garbage collections while started (gc.callbacks): per generation, how many and
+    their summed pause in ms, and the objects a full collection still walks (not frozen)."""
+
+    def __init__(self) -> None:
+        self.by_generation: dict[int, list[float]] = {}
+        self._began = 0.0
+
+    def start(self) -> GcPauses:
+        gc.callbacks.append(self._observe)
+        return self
+
+    def _observe(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        seen = self.by_generation.setdefault(info["generation"], [0, 0.0])
+        seen[0] += 1
+        seen[1] += 1000 * (time.perf_counter() - self._began)
+
+    def stop(self) -> dict[str, Any]:
+        gc.callbacks.remove(self._observe)
+        return {"collections": {str(g): [int(n), round(ms, 1)] for g, (n, ms) in sorted(self.by_generation.items())},
+                "frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects())}  # fmt: skip
 
 
 def _count_cloud_bytes(cloud: CloudService) -> list[int]:
@@ -649,7 +720,7 @@ def _count_cloud_received(cloud: CloudService) -> dict[str, list[int]]:
     return received
 
 
-def _profile(folder: Path, pids: dict[str, int]) -> list[Any]:
+def _profile(folder: Path, pids: dict[str, int], rate: int = 100) -> list[Any]:
     """py-spy on each process for the rollout alone (--profile): folded stacks, one file per process."""
     import subprocess
 
@@ -661,7 +732,7 @@ def _profile(folder: Path, pids: dict[str, int]) -> list[Any]:
         spy = Path(shutil.which("py-spy") or spy)
     spies = []
     for name, pid in pids.items():
-        command = [str(spy), "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--format", "raw",
+        command = [str(spy), "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking", "--format", "raw",
                    "--output", str(folder / f"{name}.folded")]  # fmt: skip
         spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return spies
@@ -733,6 +804,9 @@ def main() -> int:
                         "here (e.g. /dev/shm: no filesystem journal), not in the run's temporary one")  # fmt: skip
     parser.add_argument("--job-threads", type=int, default=0, help="each worker's update jobs on a thread pool "
                         "this size (default 0: as loop callbacks, simulator.host)")  # fmt: skip
+    parser.add_argument("--no-freeze-heap", action="store_true", help="leave the cloud's started heap to the "
+                        "garbage collector (`edgefleet up` freezes it: cloud.heap)")  # fmt: skip
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     args = parser.parse_args()
     ingest_workers = [int(n) for n in args.ingest_workers.split(",") if n.strip()]
     records = []
@@ -744,7 +818,7 @@ def main() -> int:
                 states = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-", dir=args.state_root)))
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
                              args.ingest_windows, args.stages, args.profile, manifests, states,
-                             args.job_threads)  # fmt: skip
+                             args.job_threads, not args.no_freeze_heap, args.profile_rate)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))
