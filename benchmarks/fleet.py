@@ -290,6 +290,7 @@ from protocols.topics import Channel, device_topic  # noqa: E402
 from protocols.v1 import messages_pb2 as pb  # noqa: E402
 from simulator.host import DeviceSpec  # noqa: E402
 from simulator.process_fleet import ProcessFleet, cpu_s  # noqa: E402
+from simulator.update_slots import UPDATE_SLOTS  # noqa: E402
 
 MODEL_ID = "fleet-bench"
 # 5,000 agents on one loop send their pings late together when it falls behind (no real device would):
@@ -534,7 +535,7 @@ def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
     ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
     profile: Path | None = None, manifest_by_digest: bool = True, state_root: Path | None = None,
-    job_threads: int = 0, freeze_heap: bool = True, profile_rate: int = 100,
+    job_threads: int = 0, freeze_heap: bool = True, profile_rate: int = 100, update_slots: int = UPDATE_SLOTS,
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"devices": size, "workers": workers, "manifest_by_digest": manifest_by_digest,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
@@ -542,6 +543,7 @@ def measure(
         record["state_root"] = str(state_root.parent)
     if job_threads:
         record["job_threads"] = job_threads
+    record["update_slots"] = update_slots
     with CountingMosquitto(workdir / "mosquitto") as broker, BrokerCounters(broker.url) as counters, \
             fresh_database(database_url, f"edgefleet_fleet_{size}_{os.getpid()}") as db_url:  # fmt: skip
         record["fanout_floor_s"] = _round(fanout_floor(broker.url, size, timeout_s))
@@ -571,7 +573,8 @@ def measure(
             received = _count_cloud_received(cloud)
             fleet = ProcessFleet(specs, workers=workers, mqtt_url=broker.url, mqtt_protocol="3.1.1",
                                  trust_path=cloud.trust_chain_path, state_root=state_root or workdir / "devices",
-                                 keepalive_s=SIMULATED_KEEPALIVE_S, job_threads=job_threads)  # fmt: skip
+                                 keepalive_s=SIMULATED_KEEPALIVE_S, job_threads=job_threads,
+                             update_slots=update_slots)  # fmt: skip
             started = time.perf_counter()
             clock = StageClock(broker.url, cloud.deployer.fleet) if stages else contextlib.nullcontext()
             with fleet, clock:
@@ -807,18 +810,23 @@ def main() -> int:
     parser.add_argument("--no-freeze-heap", action="store_true", help="leave the cloud's started heap to the "
                         "garbage collector (`edgefleet up` freezes it: cloud.heap)")  # fmt: skip
     parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
+    parser.add_argument("--update-slots", default=str(UPDATE_SLOTS), help="devices per worker taking a desired state "
+                        f"in at once (simulator.update_slots; default {UPDATE_SLOTS}, 0: all), comma-separated to "
+                        "run each size with each, side by side")  # fmt: skip
     args = parser.parse_args()
     ingest_workers = [int(n) for n in args.ingest_workers.split(",") if n.strip()]
     records = []
     by_digest = (False, True) if args.compare_manifests else (True,)
-    for size, manifests in ((int(s), m) for s in args.sizes.split(",") if s.strip() for m in by_digest):
+    slot_counts = [int(n) for n in args.update_slots.split(",") if n.strip()]
+    runs = [(int(s), m, n) for s in args.sizes.split(",") if s.strip() for m in by_digest for n in slot_counts]
+    for size, manifests, slots in runs:
         with tempfile.TemporaryDirectory(prefix=f"fleet-{size}-") as tmp, contextlib.ExitStack() as stack:
             states = None
             if args.state_root is not None:
                 states = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-", dir=args.state_root)))
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
                              args.ingest_windows, args.stages, args.profile, manifests, states,
-                             args.job_threads, not args.no_freeze_heap, args.profile_rate)  # fmt: skip
+                             args.job_threads, not args.no_freeze_heap, args.profile_rate, slots)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))

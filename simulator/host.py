@@ -46,6 +46,7 @@ from simulator import verified
 from simulator.devices import DeviceGroup, SimulatedDevice
 from simulator.loop_thread import LoopThread
 from simulator.loop_transport import LoopTransport
+from simulator.update_slots import UPDATE_SLOTS, UpdateSlots
 
 __all__ = ["AgentHost", "DeviceHooks", "DeviceSpec", "SharedModels", "SharedSelfTests", "StaticFacts"]
 
@@ -147,6 +148,10 @@ class SharedSelfTests:
         return result
 
 
+def _update_status(state: pb.ReportedState) -> tuple[int, int]:
+    return state.update_state, state.desired_generation
+
+
 class AgentHost(DeviceGroup):
     """N agents on one event loop (in a thread of its own): `start()`, then the DeviceGroup operations."""
 
@@ -167,11 +172,14 @@ class AgentHost(DeviceGroup):
         settings_overrides: dict[str, object] | None = None,
         hooks: DeviceHooks | None = None,
         keepalive_s: int = 60,
+        update_slots: int = UPDATE_SLOTS,
     ) -> None:
         """keepalive_s: the MQTT keepalive of every device's connection. Thousands of agents share this loop,
         so when it falls behind their pings are late together, which no real device's would be; a longer
         keepalive keeps the broker from dropping them for it (and makes it notice a link that goes silent
-        without closing, as through a partitioning proxy, that much later)."""
+        without closing, as through a partitioning proxy, that much later).
+        update_slots: how many of these devices take a new desired state in at once, the rest waiting their
+        turn (`simulator.update_slots`: a shared loop would otherwise run every update in lockstep); 0: all."""
         verified.install()  # a signature the process checked once (the fleet's manifest, chain) is not re-checked
         self._hooks = hooks
         self._keepalive_s = keepalive_s
@@ -183,6 +191,7 @@ class AgentHost(DeviceGroup):
             else OnLoop(self._loop.loop)
         )
         self._gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        self.update_slots = UpdateSlots(self._loop.loop, update_slots)
         self._tick_interval_s = tick_interval_s
         self.transports: dict[str, LoopTransport] = {}
         self.devices: dict[str, SimulatedDevice] = {}
@@ -252,9 +261,10 @@ class AgentHost(DeviceGroup):
         facts: FactsSource = StaticFacts(spec.facts) if spec.facts is not None else self._machine_facts
         store: ModelStore = DiskModelStore(settings.state_dir, sync=False)  # a simulated power cut is a crash()
         hooks = self._hooks
+        slotted = self.update_slots.transport(device_id, transport, partial(self._update_status, device_id))
         agent = Agent(
             settings,
-            transport if hooks is None else hooks.transport(device_id, transport),
+            slotted if hooks is None else hooks.transport(device_id, slotted),
             store=store if hooks is None else hooks.store(device_id, store),
             clock=None if hooks is None else hooks.clock(device_id),
             load_model=self.models,
@@ -267,6 +277,9 @@ class AgentHost(DeviceGroup):
         )
         self.transports[device_id] = transport
         return SimulatedDevice(settings, agent)
+
+    def _update_status(self, device_id: str) -> tuple[int, int]:
+        return self.devices[device_id].agent.read_status(_update_status)
 
     def start(self, device_ids: Sequence[str] | None = None) -> None:
         chosen = list(device_ids) if device_ids is not None else list(self.devices)
@@ -303,6 +316,7 @@ class AgentHost(DeviceGroup):
         """Kill a device's agent: no goodbye, its link just drops (the broker publishes its will)."""
         device = self.devices[device_id]
         device.agent.halt()
+        self._loop.loop.call_soon_threadsafe(self.update_slots.forget, device_id)
         transport = self.transports[device_id]
         transport.drop(0.0)
         transport.stop()

@@ -79,6 +79,20 @@ def test_a_rollout_reaches_every_agent_on_the_loop(cloud_and_model, mqtt_broker:
         assert wait_until(cloud_sees_the_pi, timeout_s=20)
 
 
+def test_devices_past_the_update_slots_wait_their_turn(cloud_and_model, mqtt_broker: Any, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cloud, v1 = cloud_and_model
+    passwords = enroll(cloud, *DEVICES, labels={"site": "lab"})
+    specs = [DeviceSpec(d, {"site": "lab"}, passwords[d]) for d in DEVICES]
+    with AgentHost(specs, mqtt_url=mqtt_broker.url, mqtt_protocol=mqtt_broker.mqtt_protocol, update_slots=3,
+                   trust_path=cloud.trust_chain_path, state_root=tmp_path / "devices") as host:  # fmt: skip
+        assert all(t.wait_connected(20) for t in host.transports.values())
+        cloud.deployer.deploy(DeploymentCreate(model_id="m", version=v1.version, device_ids=DEVICES))  # type: ignore[union-attr]
+        assert host.wait_all(_active(v1.version), 60) == []
+        slots = host.update_slots
+        assert slots.waited >= len(DEVICES) - 3 and slots.peak == 3  # 3 at a time, the others waited
+        assert wait_until(lambda: slots.taken == 0 and slots.queued == 0, timeout_s=5)
+
+
 def test_a_process_fleet_spreads_devices_over_workers(cloud_and_model, mqtt_broker: Any, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cloud, v1 = cloud_and_model
     ids = [f"proc-{n}" for n in range(4)]
