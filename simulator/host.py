@@ -12,6 +12,9 @@ and self-test results: one run per (model, self-test) (`SharedSelfTests`), and s
 distinct signed bytes and key (`simulator.verified`). Each device still downloads,
 verifies, loads (a cache hit) and self-tests (a cache hit) its artifact itself.
 
+At most `update_slots` devices take a new desired state in at once, the rest waiting their turn
+(`simulator.update_slots`: a shared loop otherwise runs every update of a rollout in lockstep).
+
 Devices report made-up hardware (`DeviceSpec.facts`) where the scenario gives some, else this machine's.
 Their store does not fsync (`DiskModelStore(sync=False)`): a simulated power cut is `crash()`.
 
