@@ -239,6 +239,9 @@ MODEL_ID = "fleet-bench"
 # 5,000 agents on one loop send their pings late together when it falls behind (no real device would):
 # at 60 s, Mosquitto dropped 2,061 of 10,000 for it (1.5 x keepalive without a packet)
 SIMULATED_KEEPALIVE_S = 600
+# py-spy's samples per second (--profile): --nonblocking reads the workers' memory without stopping them, so
+# a higher rate costs py-spy's CPU, not theirs; at 100 Hz a 1,000-device rollout gave ~500 samples a worker
+PROFILE_RATE_HZ = 400
 IDLE_S = 10.0  # the idle fleet's CPU is measured this long before deploy
 # an MLP whose INT8 ONNX artifact is about 100 KB (64 inputs x 1,500 hidden + 1,500 x 10 weights)
 MODEL = TrainingConfig(model_id=MODEL_ID, estimator="mlp", params={"hidden_layer_sizes": (1500,), "max_iter": 60})
@@ -526,6 +529,7 @@ def measure(
                 if wait_for(lambda: reported(cloud.engine), size, timeout_s) is not None:
                     cloud.ingestor.drain(timeout_s)
                 record["settle_s"] = round(time.perf_counter() - settled, 2)
+                fleet.freeze_heap()  # the connected fleet lives until the end: no collection walks it again
                 sent[0] = sent[1] = 0
                 _SENT_BY_KIND.clear()
                 received.clear()
@@ -540,6 +544,7 @@ def measure(
                 record["workers_idle_cpu_per_s"] = round(idle_rate, 3)
                 on_wire = counters.snapshot()
                 cpu = (cpu_s(), fleet.cpu_s(), broker.cpu_s())
+                gc_before = fleet.gc_stats()
                 cpu_from = time.perf_counter()
                 spies = _profile(profile, {"cloud": os.getpid(), **fleet.worker_pids()}) if profile else []
                 if isinstance(clock, StageClock):
@@ -559,6 +564,7 @@ def measure(
                 record["cpu_s"] = dict(zip(("cloud", "workers", "broker"), (round(u, 1) for u in used), strict=True))
                 beyond_idle = used[1] - idle_rate * cpu_for_s
                 record["workers_ms_per_update"] = round(1000 * beyond_idle / size, 2)
+                record["workers_gc"] = _gc_during(gc_before, fleet.gc_stats())
                 if isinstance(clock, StageClock):
                     record["stages"] = clock.summary()
                 record["cloud_bytes_per_device"] = round(sent[0] / size)
@@ -632,6 +638,17 @@ def _count_cloud_received(cloud: CloudService) -> dict[str, list[int]]:
     return received
 
 
+def _gc_during(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The workers' garbage collections between two ProcessFleet.gc_stats(), summed: per generation, how many
+    and the seconds they took."""
+    out: dict[str, list[Any]] = {"collections": [0, 0, 0], "seconds": [0.0, 0.0, 0.0]}
+    for old, new in zip(before, after, strict=True):
+        for key in ("collections", "seconds"):
+            out[key] = [total + n - o for total, n, o in zip(out[key], new[key], old[key], strict=True)]
+    out["seconds"] = [round(s, 3) for s in out["seconds"]]
+    return out
+
+
 def _profile(folder: Path, pids: dict[str, int]) -> list[Any]:
     """py-spy on each process for the rollout alone (--profile): folded stacks, one file per process."""
     import subprocess
@@ -644,8 +661,8 @@ def _profile(folder: Path, pids: dict[str, int]) -> list[Any]:
         spy = Path(shutil.which("py-spy") or spy)
     spies = []
     for name, pid in pids.items():
-        command = [str(spy), "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--format", "raw",
-                   "--output", str(folder / f"{name}.folded")]  # fmt: skip
+        command = [str(spy), "record", "--pid", str(pid), "--rate", str(PROFILE_RATE_HZ), "--nonblocking",
+                   "--format", "raw", "--output", str(folder / f"{name}.folded")]  # fmt: skip
         spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return spies
 

@@ -107,6 +107,16 @@ class ProcessFleet:
         """Stop the traffic `traffic()` started (the agents stay connected)."""
         self._ask("quiet", timeout_s=120)
 
+    def freeze_heap(self) -> list[int]:
+        """Exempt what each worker holds now from later garbage collections (call it once the fleet is
+        connected: the agents, their connections and stores live as long as the worker); how many objects
+        each froze. The workers freeze their heap once their agents are started as well."""
+        return self._ask("freeze", timeout_s=120)
+
+    def gc_stats(self) -> list[dict[str, Any]]:
+        """Each worker's garbage collections so far (simulator.gc_clock.GcClock.snapshot)."""
+        return self._ask("gc")
+
     def rss_kb(self) -> list[int]:
         return [rss_kb(p.pid) for p in self._processes]
 
@@ -174,8 +184,10 @@ def _worker(
 ) -> None:
     with contextlib.suppress(ImportError):  # the runtime's own memory is not the devices'
         import onnxruntime  # noqa: F401
+    from simulator.gc_clock import GcClock
     from simulator.host import AgentHost
 
+    gc_clock = GcClock().install()
     _mmap_large_buffers()
     pipe.send(rss_kb())
     host = AgentHost(devices, **host_kwargs)
@@ -185,13 +197,17 @@ def _worker(
         try:
             if command == "start":
                 host.start()
-                reply: Any = None
+                reply: Any = _freeze_heap()
+            elif command == "freeze":
+                reply = _freeze_heap()
             elif command == "connected":
                 reply = sum(1 for t in host.transports.values() if t.connected)
             elif command == "running":
                 reply = host.count(partial(_runs, str(args[0])))
             elif command == "state_counts":
                 reply = {str(k): v for k, v in host.status_counts(_state_and_version).items()}
+            elif command == "gc":
+                reply = gc_clock.snapshot()
             elif command == "traffic":
                 from simulator.traffic import Traffic
 
@@ -215,6 +231,20 @@ def _worker(
         except Exception as exc:  # noqa: BLE001 - the parent hears about it; the worker keeps serving
             reply = exc
         pipe.send(reply)
+
+
+def _freeze_heap() -> int:
+    """Collect once, then move every live object to the collector's permanent generation; how many there are.
+
+    A worker's agents (their settings, state machines, stores, connections) live as long as it does, yet each
+    full collection walked them all: at 1,500 agents a worker, 12 % of its CPU in a rollout went to the
+    collector (2 full collections of 0.24 s each, and the younger ones). What is frozen stays out of every
+    collection; garbage made later is collected as before (cloud.heap does the same for the cloud)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def _mmap_large_buffers(threshold: int = 64 << 10) -> None:
