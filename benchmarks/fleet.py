@@ -481,7 +481,7 @@ def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
     ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
     profile: Path | None = None, manifest_by_digest: bool = True, state_root: Path | None = None,
-    job_threads: int = 0,
+    job_threads: int = 0, freeze_heap: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"devices": size, "workers": workers, "manifest_by_digest": manifest_by_digest,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
@@ -489,6 +489,8 @@ def measure(
         record["state_root"] = str(state_root.parent)
     if job_threads:
         record["job_threads"] = job_threads
+    if not freeze_heap:
+        record["freeze_heap"] = False
     with CountingMosquitto(workdir / "mosquitto") as broker, BrokerCounters(broker.url) as counters, \
             fresh_database(database_url, f"edgefleet_fleet_{size}_{os.getpid()}") as db_url:  # fmt: skip
         record["fanout_floor_s"] = _round(fanout_floor(broker.url, size, timeout_s))
@@ -516,7 +518,8 @@ def measure(
             received = _count_cloud_received(cloud)
             fleet = ProcessFleet(specs, workers=workers, mqtt_url=broker.url, mqtt_protocol="3.1.1",
                                  trust_path=cloud.trust_chain_path, state_root=state_root or workdir / "devices",
-                                 keepalive_s=SIMULATED_KEEPALIVE_S, job_threads=job_threads)  # fmt: skip
+                                 keepalive_s=SIMULATED_KEEPALIVE_S, job_threads=job_threads,
+                                 freeze_heap=freeze_heap)  # fmt: skip
             started = time.perf_counter()
             clock = StageClock(broker.url, cloud.deployer.fleet) if stages else contextlib.nullcontext()
             with fleet, clock:
@@ -529,7 +532,8 @@ def measure(
                 if wait_for(lambda: reported(cloud.engine), size, timeout_s) is not None:
                     cloud.ingestor.drain(timeout_s)
                 record["settle_s"] = round(time.perf_counter() - settled, 2)
-                fleet.freeze_heap()  # the connected fleet lives until the end: no collection walks it again
+                if freeze_heap:
+                    fleet.freeze_heap()  # the connected fleet lives until the end: no collection walks it again
                 sent[0] = sent[1] = 0
                 _SENT_BY_KIND.clear()
                 received.clear()
@@ -733,6 +737,8 @@ def main() -> int:
                         "here (e.g. /dev/shm: no filesystem journal), not in the run's temporary one")  # fmt: skip
     parser.add_argument("--job-threads", type=int, default=0, help="each worker's update jobs on a thread pool "
                         "this size (default 0: as loop callbacks, simulator.host)")  # fmt: skip
+    parser.add_argument("--no-freeze", action="store_true", help="the workers' heap not frozen (gc.freeze, "
+                        "simulator.process_fleet): every full collection walks every agent, as before 2026-12-03")  # fmt: skip
     args = parser.parse_args()
     ingest_workers = [int(n) for n in args.ingest_workers.split(",") if n.strip()]
     records = []
@@ -744,7 +750,7 @@ def main() -> int:
                 states = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-", dir=args.state_root)))
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
                              args.ingest_windows, args.stages, args.profile, manifests, states,
-                             args.job_threads)  # fmt: skip
+                             args.job_threads, not args.no_freeze)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))

@@ -51,14 +51,18 @@ def cpu_s(pid: int | None = None) -> float:
 
 
 class ProcessFleet:
-    def __init__(self, devices: Sequence[DeviceSpec], *, workers: int, **host_kwargs: Any) -> None:
-        """host_kwargs go to each worker's AgentHost (they must pickle: str, Path, numbers)."""
+    def __init__(
+        self, devices: Sequence[DeviceSpec], *, workers: int, freeze_heap: bool = True, **host_kwargs: Any
+    ) -> None:
+        """host_kwargs go to each worker's AgentHost (they must pickle: str, Path, numbers). freeze_heap: each
+        worker freezes its heap once its agents are started (`_freeze_heap`); False to measure without."""
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         workers = min(workers, max(1, len(devices)))
         self.size = len(devices)
         self._slices = [list(devices[n::workers]) for n in range(workers)]
         self._host_kwargs = host_kwargs
+        self._freeze = freeze_heap
         self._pipes: list[multiprocessing.connection.Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
         self.baseline_rss_kb: list[int] = []  # each worker's memory once imports are done, before its agents
@@ -74,9 +78,9 @@ class ProcessFleet:
         context = multiprocessing.get_context("spawn")
         for n, devices in enumerate(self._slices):
             parent, child = context.Pipe()
-            process = context.Process(target=_worker, args=(child, devices, self._host_kwargs),
+            process = context.Process(target=_worker, args=(child, devices, self._host_kwargs, self._freeze),
                                       name=f"edgefleet-sim-worker-{n}", daemon=True)  # fmt: skip
-            with _main_left_behind((devices, self._host_kwargs)):
+            with _main_left_behind((devices, self._host_kwargs, self._freeze)):
                 process.start()
             child.close()
             self._pipes.append(parent)
@@ -180,7 +184,7 @@ def _main_left_behind(args: object) -> Iterator[None]:
 
 
 def _worker(
-    pipe: multiprocessing.connection.Connection, devices: list[DeviceSpec], host_kwargs: dict[str, Any]
+    pipe: multiprocessing.connection.Connection, devices: list[DeviceSpec], host_kwargs: dict[str, Any], freeze: bool
 ) -> None:
     with contextlib.suppress(ImportError):  # the runtime's own memory is not the devices'
         import onnxruntime  # noqa: F401
@@ -197,7 +201,7 @@ def _worker(
         try:
             if command == "start":
                 host.start()
-                reply: Any = _freeze_heap()
+                reply: Any = _freeze_heap() if freeze else None
             elif command == "freeze":
                 reply = _freeze_heap()
             elif command == "connected":
