@@ -6,6 +6,10 @@ the packets. A simulated fleet's loop holds thousands of connections and an upda
 chunks: here the packets of a read are parsed at once from the bytes asyncio hands over, and only a packet cut
 at the read's end is kept (in a bytearray) for the next. The packets, their order and their handling are
 gmqtt's: `MQTTProtocol._read_packet` parses them and the client's handler acts on them.
+
+`lean_publish` has a client's handler take an MQTT 3.1.1 PUBLISH of QoS 0 or 1 apart with one copy of its
+payload (gmqtt's struct.unpack copied the rest of the packet three times, each with a format string of its
+own); anything else goes to gmqtt's own parser.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from functools import partial
 from typing import Any
 
 from gmqtt.mqtt.connection import MQTTConnection
+from gmqtt.mqtt.constants import MQTTv50
 from gmqtt.mqtt.protocol import BaseMQTTProtocol, MQTTProtocol
+from gmqtt.mqtt.utils import run_coroutine_or_function
 
-__all__ = ["DirectReadProtocol", "open_connection"]
+__all__ = ["DirectReadProtocol", "lean_publish", "open_connection"]
 
 
 class DirectReadProtocol(MQTTProtocol):
@@ -55,3 +61,28 @@ async def open_connection(
     transport, protocol = await loop.create_connection(factory, host, port, ssl=ssl)
     return MQTTConnection(transport, protocol, clean_session, keepalive, package_handler=package_handler,
                           logger=logger)  # fmt: skip
+
+
+def lean_publish(handler: Any) -> None:
+    """Route a gmqtt MqttPackageHandler's PUBLISH packets through `_publish` (see the module's docstring)."""
+    handler._handle_publish_packet = partial(_publish, handler, handler._handle_publish_packet)
+    handler._handler_cache.clear()  # it caches the bound method per packet type
+
+
+def _publish(handler: Any, gmqtts: Any, cmd: int, raw: bytes) -> None:
+    qos = (cmd & 0x06) >> 1
+    topic_end = 2 + int.from_bytes(raw[:2], "big")
+    start = topic_end + (2 if qos else 0)
+    if (qos > 1 or len(raw) < start or topic_end == 2 or not handler._optimistic_acknowledgement
+            or handler._connection_state.protocol_version >= MQTTv50):  # fmt: skip
+        gmqtts(cmd, raw)  # QoS 2, properties, a topic alias, a malformed packet: as gmqtt does
+        return
+    try:
+        topic = raw[2:topic_end].decode("utf-8")
+    except UnicodeDecodeError:
+        gmqtts(cmd, raw)
+        return
+    properties = {"dup": (cmd & 0x08) >> 3, "retain": cmd & 0x01}
+    if qos:
+        handler._send_puback(int.from_bytes(raw[topic_end:start], "big"))  # optimistic, as gmqtt's: first
+    run_coroutine_or_function(handler.on_message, topic, raw[start:], qos, properties)

@@ -478,7 +478,12 @@ class _Client(gmqtt.Client):
     not yet tied to a connection, failed in connection_lost with "'NoneType' object has no attribute
     'put_package'" on the event loop. Here the opening finishes in the background and the connection it
     makes is closed: the attempt just fails, and the transport retries. Its protocol parses each socket read
-    as it arrives (simulator.direct_read), not through gmqtt's stream reader and read task."""
+    as it arrives (simulator.direct_read), not through gmqtt's stream reader and read task, and takes a
+    PUBLISH apart with one copy of its payload."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        direct_read.lean_publish(self._package_handler)
 
     async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
         opening = asyncio.ensure_future(self._open(*args, **kwargs))

@@ -74,3 +74,39 @@ def test_the_brokers_eof_closes_the_link() -> None:
         return protocol.eof_received()
 
     assert not asyncio.run(eof())  # asyncio closes the transport itself on a false answer
+
+
+def _handled(packets: list[tuple[int, bytes]], lean: bool) -> list[tuple[Any, ...]]:
+    """What a gmqtt client's handler does with these packets: the PUBACKs it sends and the messages it
+    hands over, in order."""
+    import gmqtt
+    from gmqtt.mqtt.constants import MQTTv311
+    from gmqtt.mqtt.package import Package
+
+    from simulator.direct_read import lean_publish
+
+    async def run() -> list[tuple[Any, ...]]:
+        client = gmqtt.Client("lean")
+        handler = client._package_handler
+        handler._connection_state.protocol_version = MQTTv311
+        done: list[tuple[Any, ...]] = []
+        handler._send_puback = lambda mid, reason_code=0: done.append(("puback", mid))
+        client.on_message = lambda _c, topic, payload, qos, props: done.append((topic, bytes(payload), qos, props))
+        if lean:
+            lean_publish(handler)
+        for cmd, data in packets:
+            handler(Package(cmd, data))
+        return done
+
+    return asyncio.run(run())
+
+
+def test_the_lean_publish_hands_over_what_gmqtt_would() -> None:
+    qos0 = b"\x00\x03a/b" + b"zero"
+    qos1_retained_dup = b"\x00\x0cf/art/chunk/" + b"\x01\x02" + bytes(range(256)) * 40
+    qos1_empty = b"\x00\x01t" + b"\xff\xfe"
+    packets = [(0x30, qos0), (0x33, qos1_retained_dup), (0x3A, qos1_retained_dup), (0x32, qos1_empty)]
+    handled = _handled(packets, lean=True)
+    assert handled == _handled(packets, lean=False)
+    assert [h for h in handled if h[0] == "puback"] == [("puback", 0x0102)] * 2 + [("puback", 0xFFFE)]
+    assert handled[0] == ("a/b", b"zero", 0, {"dup": 0, "retain": 0})
