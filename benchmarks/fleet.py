@@ -21,6 +21,9 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          deploy, polled as during the rollout): every agent's tick and the polls
   workers_ms_per_update  the workers' CPU during the rollout beyond that idle rate, per device, in ms: the
                          update's own cost, which a slower (loaded) rollout does not inflate
+  workers_gc             the workers' garbage collections during rollout_s, summed ({collections: [gen0, gen1,
+                         gen2], seconds: [...]}, simulator.gc_clock); their heap is frozen once the fleet has
+                         settled (--no-freeze: not)
   stages                 with --stages: per update state, [devices, first, median, 90th pct, last] seconds
                          from deploy() at which a device's report first said it (a subscriber of its own);
                          an intermediate state the next one superseded within the agent's report_hold_s
@@ -48,7 +51,7 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
 
     .venv/bin/python benchmarks/fleet.py [--sizes 100,1000] [--workers 2] [--database-url postgresql://...]
                                          [--ingest-workers 1,2] [--ingest-windows 5000] [--stages]
-                                         [--compare-manifests]
+                                         [--compare-manifests] [--profile DIR] [--no-freeze]
 
 The cloud keeps its data in SQLite unless --database-url names a PostgreSQL server (a production part:
 SQLite's single writer locks up under a thousand devices); each fleet size then gets a database of its

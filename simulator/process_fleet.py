@@ -4,8 +4,9 @@ the machine's cores).
 
 The parent talks to the workers over pipes with a few named queries (what the caller needs of a fleet
 it cannot touch directly): how many devices are connected, how many run a given version, the state
-counts, and each worker's memory. Worker processes start with "spawn", so nothing of the parent (a cloud,
-a broker client) is copied into them.
+counts, and each worker's memory and garbage collections. Worker processes start with "spawn", so nothing
+of the parent (a cloud, a broker client) is copied into them. A worker freezes its heap once its agents are
+started (`gc.freeze()`: they live as long as it does, and each full collection walked them all).
 """
 
 from __future__ import annotations
