@@ -216,13 +216,15 @@ devices (load 2-3) 1.51 s (gen2 0.94 s: 3 collections) -> 0.56 s (gen2 0.12 s). 
 workers_ms_per_update, old -> new in pairs: 1,000 devices (SQLite, load 2-8) 2.33 -> 2.52 and 2.78 -> 2.30,
 earlier that hour without the lean PUBLISH 2.60 -> 2.65 and 3.13 -> 2.66: within the noise at this size;
 3,000 devices (SQLite, load 0.7-3.8) 2.78 -> 2.47 and 3.01 -> 2.65 (-11 %), rollout_s 11.16 -> 9.55 and
-12.76 -> 7.52 (floors 1.43-1.64 s), rss_kb_per_device 175-179 -> 165-169; 10,000 devices (PostgreSQL, load
-0.8-2.5): 3.61 -> 2.67 (-26 %), cpu_s workers 37.7 -> 27.7, cloud 16.3 -> 15.7, broker 7.0 -> 5.8, rollout_s
-49.33 -> 30.88 (floors 6.71 / 6.64 s: 7.35x -> 4.65x), agents_active_s 44.37 -> 27.63, start_s 13.2 -> 6.9,
-780 B of cloud payload per device either way (no device missed the fan-out). So at 10,000 an update now
-costs a worker what it costs at 1,000 (2.67 against 2.3-2.7 ms), not the 1.5 ms aimed at. Still, with the
-heap frozen, at 10,000 the younger generations' collections took 1.56 s (gen0 0.83, gen1 0.73 s: 7 ms each)
-and the full ones 0.61 s. py-spy of the new workers at 3,000 devices (400 Hz, load 3): socket writes 12.5 %
+12.76 -> 7.52 (floors 1.43-1.64 s), rss_kb_per_device 175-179 -> 165-169; 10,000 devices (PostgreSQL), new
+at load 1-2 and old at 2-2.5, then new first at load 3-3.5: 3.61 -> 2.67 (-26 %) and 3.10 -> 2.61 (-16 %),
+cpu_s workers 37.7 -> 27.7 and 32.3 -> 27.2, cloud 16.3 -> 15.7 and 16.2 -> 18.5, broker 7.0 -> 5.8 and 6.7
+-> 4.5, rollout_s 49.33 -> 30.88 (floors 6.71 / 6.64 s: 7.35x -> 4.65x) and 40.07 -> 39.83 (floors 5.04 /
+4.77 s: 7.95x -> 8.35x; the cloud's 18.5 s of CPU set that pace), start_s 13.2 -> 6.9 and 10.6 -> 6.5, 780 B
+of cloud payload per device every time (no device missed the fan-out). So at 10,000 an update now costs a
+worker about what it costs at 1,000 (2.6-2.7 against 2.3-2.7 ms), not the 1.5 ms aimed at. Still, with the
+heap frozen, the 10,000-device runs' younger generations' collections took 1.56 and 2.12 s (gen1 7-10 ms
+each) and the full ones 0.61 and 0.82 s: 8-11 % of the workers' rollout CPU, not looked into further. py-spy of the new workers at 3,000 devices (400 Hz, load 3): socket writes 12.5 %
 (the corked steps' sends), the socket reads 4 %, desired-state signature checks 5 % (each device's own
 assignment), the store's file calls ~12 % (begin_download 4 %, reading the download back to verify 2.3 %,
 chunk writes 2.5 %, journal writes 2 %), the journal's json 9 % before the splice; what is left is spread over
