@@ -23,11 +23,11 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          update's own cost, which a slower (loaded) rollout does not inflate
   workers_gc             the workers' garbage collections during rollout_s, summed ({collections: [gen0, gen1,
                          gen2], seconds: [...]}, simulator.gc_clock); their heap is frozen once the fleet has
-                         settled (--no-freeze: not)
+                         settled (--no-freeze-workers: not)
   stages                 with --stages: per update state, [devices, first, median, 90th pct, last] seconds
                          from deploy() at which a device's report first said it (a subscriber of its own);
-                         an intermediate state the next one superseded within the agent's report_hold_s
-                         never travels, so fewer devices show in those
+                         an intermediate state (an update's first too) the next one superseded within the
+                         agent's report_hold_s never travels, so fewer devices show in those
   rollout_over_floor     rollout_s / fanout_floor_s
   cloud_bytes_per_device MQTT payload bytes the cloud published during the rollout, per device
   cloud_messages_per_device  MQTT messages the cloud published during the rollout, per device
@@ -43,6 +43,9 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          and every packet and byte it received (devices and cloud, PUBACKs included)
   manifest_by_digest     the cloud setting: with --compare-manifests each size runs with it off (every
                          desired state carries its manifest, as before) and then on
+  cloud_gc               the cloud process's garbage collections during the rollout, per generation [count,
+                         summed pause ms] (gc.callbacks), and the objects frozen (cloud.heap: this script
+                         freezes the started cloud's heap as `edgefleet up` does; --no-freeze-heap leaves it)
   rss_kb_per_device      the workers' resident memory growth from imports-done to rollout-done, per device
   ingest_windows_per_s   {N: telemetry windows stored per second} with N ingestion workers (processes, each
                          an Ingestor on an MQTT 5 shared subscription, as `EDGEFLEET_SHARE_GROUP` runs them),
@@ -51,7 +54,7 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
 
     .venv/bin/python benchmarks/fleet.py [--sizes 100,1000] [--workers 2] [--database-url postgresql://...]
                                          [--ingest-workers 1,2] [--ingest-windows 5000] [--stages]
-                                         [--compare-manifests] [--profile DIR] [--no-freeze]
+                                         [--compare-manifests] [--profile DIR] [--no-freeze-workers]
 
 The cloud keeps its data in SQLite unless --database-url names a PostgreSQL server (a production part:
 SQLite's single writer locks up under a thousand devices); each fleet size then gets a database of its
@@ -164,6 +167,41 @@ the cloud's time went to serving chunks; it needs a quiet machine and main besid
 branch's cloud (idle samples included): paho's loop 24.7 % of samples (10 % of them waiting in select),
 ingestion 36 %, deploy 11 %; main's ingestion was 42 % and paho's loop 45 % of busy samples.
 
+Measured 2026-12-03 (i10cloud3: the cloud's CPU per device in a rollout), main (656a7ca, old) and the branch
+(new) alternating, one run at a time, other helpers' runs beside them (load 1.3 to 7). py-spy of main at 1,000
+(SQLite): deploy()'s planning half ORM objects (AssignmentRecord 15, DeploymentTarget 7 and Device 7 of 47
+samples); the ingest thread's ORM flush of the targets 34 and their reads 15 of 303, the roll-up's DISTINCT
+over every target 15. New: deploy's targets and assignment records written as plain rows (insert_ignore, one
+executemany UPDATE), the devices' capabilities read as values; ingestion's targets read and written as
+values (rollout.write_targets); the roll-up probes for one unfinished target (LIMIT 1) before any DISTINCT;
+this script freezes the started cloud's heap as `edgefleet up` does. 1,000 devices, SQLite, new / old /
+new / old, first before the roll-up probe, then with it (load 1.3-2.9): cpu_s cloud 1.0 / 1.3 / 1.0 / 1.1 and
+1.0 / 1.2 / 0.9 / 1.3 (x0.80), deploy_s 0.17 / 0.46 / 0.17 / 0.36 and 0.14 / 0.36 / 0.13 / 0.41 (x0.38),
+rollout_s 2.98 / 3.33 / 2.42 / 2.35 and 2.25 / 2.39 / 2.08 / 3.66 against floors of 0.47-0.68 s (3.1x-7.8x:
+the workers, 2.4-2.8 CPU-s, set the pace), the cloud's lag (rollout_s - agents_active_s) 0.0-0.1 s either
+way. 3,000 devices, PostgreSQL, new / old, two pairs before the roll-up probe and two with it (load 1.7-7.1):
+cpu_s cloud 3.7 / 4.4, 3.6 / 4.2, 4.6 / 5.4, 3.8 / 4.5 (x0.84), deploy_s 0.58 / 1.45, 0.81 / 1.08, 0.69 /
+2.23, 0.87 / 1.30 (x0.49), rollout_s 12.21 / 12.30, 10.44 / 8.46, 16.88 / 22.95, 11.25 / 12.38 (floors
+1.35-1.66 s; 6.8x-14.4x, the load's), lag 0.0-0.33 s either way. py-spy of the new
+cloud at 3,000 (PostgreSQL, 200 Hz): deploy's planning is now signing (38 of 59 samples); ingestion's samples
+are mostly waits on the server's round trips (about a dozen per batch: the pool's pre-ping, credentials,
+device rows, targets, two executemany pipelines, the roll-up, the inserts, commit); this script's polls were 87
+of the cloud's 1,828. Garbage collection (cloud_gc) costs little: 1,000 devices ~12 ms of pauses either way
+(no full collection); 3,000 on PostgreSQL 3 full collections of 10-17 ms each with the heap frozen, one of 142
+ms without (--no-freeze-heap), plus ~65-105 ms of young collections. Publishing deploy's desired states in
+committed batches was not tried: deploy_s is now 0.13-0.17 s of a 2-3 s rollout at 1,000, and a failure
+between batches would leave a deployment half targeted with half its desired states already out.
+10,000 devices on PostgreSQL, the new code alone (one run, load 1.0-3.1; main not run beside it; the lead's
+quiet figures of the same morning's main in brackets): rollout_s 32.2 (47.9) against a floor of 4.84 s (6.65x;
+8.1x), agents active at 31.1 s and the cloud's last record 1.1 s later (5.2), deploy_s 1.74 (5.3), cpu_s cloud
+13.7 (21.9) / workers 33.7 / broker 6.8, 4.0 reports + 3.8 event messages per device, 55,250 windows/s by one
+ingestion worker; its collections 2,142 young (238 ms), 194 middle (132 ms) and 18 full (363 ms) with the
+started heap frozen: 0.73 s of the cloud's 13.7 CPU-s. Raising the young threshold 700 -> 7,000 (tried at
+3,000 on PostgreSQL only: 23 young and 2 middle collections, no full one, 118 ms against 101-155 ms) did not
+pay there and was left out. Nor did a larger in-flight window for the cloud's QoS 1 publishes (paho's default
+20; 1,000 tried, 1,000 devices, SQLite, --stages, three pairs): the last device's first report came 1.28-2.14
+s after deploy() with 20 and 1.34-1.80 s with 1,000, rollout_s 2.15-3.54 either way; the workers pace it.
+
 Measured 2026-12-03 (i10agent: the simulated agents' CPU per update), 1,000 devices, SQLite, main (7da9918,
 old) and this branch (new) alternating, one run at a time; the levers: the journal by json's C encoder and
 not rewritten when unchanged, the manifest parsed once per InstalledModel, a telemetry window's bins built
@@ -202,6 +240,22 @@ workers_ms_per_update 5.68, agents_active_s 363.7; the cloud's paho link was los
 fetched their chunks one by one past the fan-out deadline (242 KB of cloud payload per device): the
 machine's load, not a figure to set against the quiet runs.
 
+Measured 2026-12-03 (i10hold: an update's first state held like the others, its events sent with the
+terminal report), 1,000 devices, SQLite, main (656a7ca, old) and this branch (new) alternating, old first,
+four pairs at load 1.0-3.8: up_per_device reported + events 2.46 + 2.46 / 2.01 + 2.01 / 2.03 + 2.03 /
+2.03 + 2.03 -> 1.04 + 1.00 / 1.38 + 1.00 / 1.76 + 1.00 / 1.00 + 1.00 (5.0 events carried either way; a
+report above one is an update that outlasted report_hold_s on a worker's loop and sent one intermediate
+state); cpu_s cloud 1.5 / 1.4 / 1.5 / 1.6 -> 0.9 / 1.0 / 1.1 / 0.8, workers 2.5 / 2.6 / 2.9 / 2.9 -> 2.2 /
+2.6 / 2.9 / 2.3, broker 0.2-0.3 either way; workers_ms_per_update 2.47 / 2.58 / 2.84 / 2.93 -> 2.20 / 2.61 /
+2.90 / 2.25; rollout_s 3.79 / 2.51 / 2.85 / 2.70 -> 1.95 / 2.27 / 2.58 / 1.97 against floors of 0.46-1.01 s
+(3.8x / 5.0x / 6.1x / 5.3x -> 4.2x / 4.9x / 5.6x / 4.0x); broker_per_device publish/messages/sent 11.4 /
+10.0 / 10.1 / 10.1 -> 7.1 / 7.8 / 8.5 / 7.0 (each upward message goes to the cloud and to --stages' own
+subscriber), messages/received 44.8-45.0 -> 39.7-40.9 in pairs 2 and 4 (the $SYS snapshots of runs this
+short are unreliable: 21.3 in old 1, 0.0 in new 3). No other upward channel shows in up_per_device.
+100 devices, four pairs at load 2.3-4.0: up_per_device 2.0 + 2.0 -> 1.0 + 1.0 every time, broker
+messages/received 44.7 -> 39.7-40.2, rollout_s 0.36 / 0.49 / 0.82 / 0.36 -> 0.46 / 0.59 / 0.47 / 0.37
+(floor 0.04-0.05 s; cpu_s too small to compare).
+
 Measured 2026-12-03 (i10worker: the simulated devices' CPU per update), main (656a7ca, old) and this branch
 (new) alternating, one run at a time, 2 workers. The levers: each worker's heap frozen once its agents are
 started and again once the fleet has settled (gc.freeze: the agents live as long as the worker), gmqtt's
@@ -209,8 +263,8 @@ packets parsed as each socket read arrives (simulator.direct_read: no StreamRead
 task woken per read; a 3.1.1 PUBLISH taken apart with one copy of its payload, not three struct.unpack
 copies), and the journal's models encoded to JSON once per signed manifest and spliced into each save (the
 save itself, a crash point, unchanged: 49 -> 13 us an encode of an updating device's 30 KB journal).
-The collector (workers_gc, gc.callbacks in the workers), new code with --no-freeze -> frozen: 3,000 devices
-1.11 s of the rollout's 8.9 s of worker CPU (12 %; two full collections of 0.24 s each) -> 0.51 s; 5,000
+The collector (workers_gc, gc.callbacks in the workers), new code with --no-freeze-workers -> frozen: 3,000
+devices 1.11 s of the rollout's 8.9 s of worker CPU (12 %; two full collections of 0.24 s each) -> 0.51 s; 5,000
 devices (load 2-3) 1.51 s (gen2 0.94 s: 3 collections) -> 0.56 s (gen2 0.12 s). At 1,000 devices it was
 0.1 s (no full collection within a rollout): the collector is why more devices a worker cost more per update.
 workers_ms_per_update, old -> new in pairs: 1,000 devices (SQLite, load 2-8) 2.33 -> 2.52 and 2.78 -> 2.30,
@@ -224,7 +278,8 @@ cpu_s workers 37.7 -> 27.7 and 32.3 -> 27.2, cloud 16.3 -> 15.7 and 16.2 -> 18.5
 of cloud payload per device every time (no device missed the fan-out). So at 10,000 an update now costs a
 worker about what it costs at 1,000 (2.6-2.7 against 2.3-2.7 ms), not the 1.5 ms aimed at. Still, with the
 heap frozen, the 10,000-device runs' younger generations' collections took 1.56 and 2.12 s (gen1 7-10 ms
-each) and the full ones 0.61 and 0.82 s: 8-11 % of the workers' rollout CPU, not looked into further. py-spy of the new workers at 3,000 devices (400 Hz, load 3): socket writes 12.5 %
+each) and the full ones 0.61 and 0.82 s: 8-11 % of the workers' rollout CPU, not looked into further.
+py-spy of the new workers at 3,000 devices (400 Hz, load 3): socket writes 12.5 %
 (the corked steps' sends), the socket reads 4 %, desired-state signature checks 5 % (each device's own
 assignment), the store's file calls ~12 % (begin_download 4 %, reading the download back to verify 2.3 %,
 chunk writes 2.5 %, journal writes 2 %), the journal's json 9 % before the splice; what is left is spread over
@@ -235,6 +290,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import multiprocessing
 import os
@@ -256,6 +312,7 @@ from support.mosquitto import MosquittoBroker  # noqa: E402
 from cloud import registry  # noqa: E402
 from cloud.db import TargetStatus, make_engine, read_only  # noqa: E402
 from cloud.db.tables import DeploymentCreate, DeploymentTarget, Device, TelemetryRecord  # noqa: E402
+from cloud.heap import freeze_startup_heap  # noqa: E402
 from cloud.identity.enrollment import enroll_device  # noqa: E402
 from cloud.service import CloudService  # noqa: E402
 from cloud.settings import CloudSettings  # noqa: E402
@@ -270,9 +327,6 @@ MODEL_ID = "fleet-bench"
 # 5,000 agents on one loop send their pings late together when it falls behind (no real device would):
 # at 60 s, Mosquitto dropped 2,061 of 10,000 for it (1.5 x keepalive without a packet)
 SIMULATED_KEEPALIVE_S = 600
-# py-spy's samples per second (--profile): --nonblocking reads the workers' memory without stopping them, so
-# a higher rate costs py-spy's CPU, not theirs; at 100 Hz a 1,000-device rollout gave ~500 samples a worker
-PROFILE_RATE_HZ = 400
 IDLE_S = 10.0  # the idle fleet's CPU is measured this long before deploy
 # an MLP whose INT8 ONNX artifact is about 100 KB (64 inputs x 1,500 hidden + 1,500 x 10 weights)
 MODEL = TrainingConfig(model_id=MODEL_ID, estimator="mlp", params={"hidden_layer_sizes": (1500,), "max_iter": 60})
@@ -512,7 +566,7 @@ def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
     ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
     profile: Path | None = None, manifest_by_digest: bool = True, state_root: Path | None = None,
-    job_threads: int = 0, freeze_heap: bool = True,
+    job_threads: int = 0, freeze_heap: bool = True, profile_rate: int = 100, freeze_workers: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"devices": size, "workers": workers, "manifest_by_digest": manifest_by_digest,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
@@ -520,8 +574,8 @@ def measure(
         record["state_root"] = str(state_root.parent)
     if job_threads:
         record["job_threads"] = job_threads
-    if not freeze_heap:
-        record["freeze_heap"] = False
+    if not freeze_workers:
+        record["freeze_workers"] = False
     with CountingMosquitto(workdir / "mosquitto") as broker, BrokerCounters(broker.url) as counters, \
             fresh_database(database_url, f"edgefleet_fleet_{size}_{os.getpid()}") as db_url:  # fmt: skip
         record["fanout_floor_s"] = _round(fanout_floor(broker.url, size, timeout_s))
@@ -538,6 +592,8 @@ def measure(
                 assert version.id is not None
                 record["artifact_bytes"] = {a.format: a.size_bytes for a in registry.artifacts_of(session, version.id)}
             ids = [f"fleet-{size}-{n:05d}" for n in range(size)]
+            if freeze_heap:
+                freeze_startup_heap()  # as `edgefleet up` does once its cloud has started (cloud.heap)
             specs = []
             # committed in slices: enrolling 10,000 devices in one transaction held SQLite's write lock past
             # the 30 s the cloud's periodic ticks wait for it (they failed)
@@ -550,7 +606,7 @@ def measure(
             fleet = ProcessFleet(specs, workers=workers, mqtt_url=broker.url, mqtt_protocol="3.1.1",
                                  trust_path=cloud.trust_chain_path, state_root=state_root or workdir / "devices",
                                  keepalive_s=SIMULATED_KEEPALIVE_S, job_threads=job_threads,
-                                 freeze_heap=freeze_heap)  # fmt: skip
+                                 freeze_heap=freeze_workers)  # fmt: skip
             started = time.perf_counter()
             clock = StageClock(broker.url, cloud.deployer.fleet) if stages else contextlib.nullcontext()
             with fleet, clock:
@@ -563,7 +619,7 @@ def measure(
                 if wait_for(lambda: reported(cloud.engine), size, timeout_s) is not None:
                     cloud.ingestor.drain(timeout_s)
                 record["settle_s"] = round(time.perf_counter() - settled, 2)
-                if freeze_heap:
+                if freeze_workers:
                     fleet.freeze_heap()  # the connected fleet lives until the end: no collection walks it again
                 sent[0] = sent[1] = 0
                 _SENT_BY_KIND.clear()
@@ -581,19 +637,23 @@ def measure(
                 cpu = (cpu_s(), fleet.cpu_s(), broker.cpu_s())
                 gc_before = fleet.gc_stats()
                 cpu_from = time.perf_counter()
-                spies = _profile(profile, {"cloud": os.getpid(), **fleet.worker_pids()}) if profile else []
+                pauses = GcPauses().start()
+                pids = {"cloud": os.getpid(), **fleet.worker_pids()}
+                spies = _profile(profile, pids, profile_rate) if profile else []
                 if isinstance(clock, StageClock):
                     clock.begin()  # the stages count from deploy(), as rollout_s does (not from the idle period)
                 start = time.perf_counter()
                 deployment = cloud.deployer.deploy(DeploymentCreate(model_id=MODEL_ID, version=model.version,
                                                                     device_ids=ids))  # fmt: skip
                 record["deploy_s"] = round(time.perf_counter() - start, 2)
-                active_at, seen_at = _await_rollout(lambda: fleet.running(model.version),
-                                                    lambda: succeeded(cloud.engine, deployment.id), size, timeout_s)  # fmt: skip
+                agents_active = lambda: fleet.running(model.version)  # noqa: E731
+                cloud_succeeded = lambda: succeeded(cloud.engine, deployment.id)  # noqa: E731
+                active_at, seen_at = _await_rollout(agents_active, cloud_succeeded, size, timeout_s)
                 done = active_at
                 record["agents_active_s"] = None if active_at is None else round(active_at - start, 2)
                 record["rollout_s"] = None if seen_at is None else round(seen_at - start, 2)
                 _stop_profile(spies)
+                record["cloud_gc"] = pauses.stop()
                 used = [now - before for now, before in zip((cpu_s(), fleet.cpu_s(), broker.cpu_s()), cpu, strict=True)]
                 cpu_for_s = time.perf_counter() - cpu_from
                 record["cpu_s"] = dict(zip(("cloud", "workers", "broker"), (round(u, 1) for u in used), strict=True))
@@ -627,6 +687,32 @@ def measure(
     floor, rollout = record.get("fanout_floor_s"), record.get("rollout_s")
     record["rollout_over_floor"] = round(rollout / floor, 2) if floor and rollout else None
     return record
+
+
+class GcPauses:
+    """The cloud process's garbage collections while started (gc.callbacks): per generation, how many and
+    their summed pause in ms, and the objects a full collection still walks (not frozen)."""
+
+    def __init__(self) -> None:
+        self.by_generation: dict[int, list[float]] = {}
+        self._began = 0.0
+
+    def start(self) -> GcPauses:
+        gc.callbacks.append(self._observe)
+        return self
+
+    def _observe(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        seen = self.by_generation.setdefault(info["generation"], [0, 0.0])
+        seen[0] += 1
+        seen[1] += 1000 * (time.perf_counter() - self._began)
+
+    def stop(self) -> dict[str, Any]:
+        gc.callbacks.remove(self._observe)
+        return {"collections": {str(g): [int(n), round(ms, 1)] for g, (n, ms) in sorted(self.by_generation.items())},
+                "frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects())}  # fmt: skip
 
 
 def _count_cloud_bytes(cloud: CloudService) -> list[int]:
@@ -684,7 +770,7 @@ def _gc_during(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dic
     return out
 
 
-def _profile(folder: Path, pids: dict[str, int]) -> list[Any]:
+def _profile(folder: Path, pids: dict[str, int], rate: int = 100) -> list[Any]:
     """py-spy on each process for the rollout alone (--profile): folded stacks, one file per process."""
     import subprocess
 
@@ -696,8 +782,8 @@ def _profile(folder: Path, pids: dict[str, int]) -> list[Any]:
         spy = Path(shutil.which("py-spy") or spy)
     spies = []
     for name, pid in pids.items():
-        command = [str(spy), "record", "--pid", str(pid), "--rate", str(PROFILE_RATE_HZ), "--nonblocking",
-                   "--format", "raw", "--output", str(folder / f"{name}.folded")]  # fmt: skip
+        command = [str(spy), "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking", "--format", "raw",
+                   "--output", str(folder / f"{name}.folded")]  # fmt: skip
         spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return spies
 
@@ -768,7 +854,10 @@ def main() -> int:
                         "here (e.g. /dev/shm: no filesystem journal), not in the run's temporary one")  # fmt: skip
     parser.add_argument("--job-threads", type=int, default=0, help="each worker's update jobs on a thread pool "
                         "this size (default 0: as loop callbacks, simulator.host)")  # fmt: skip
-    parser.add_argument("--no-freeze", action="store_true", help="the workers' heap not frozen (gc.freeze, "
+    parser.add_argument("--no-freeze-heap", action="store_true", help="leave the cloud's started heap to the "
+                        "garbage collector (`edgefleet up` freezes it: cloud.heap)")  # fmt: skip
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
+    parser.add_argument("--no-freeze-workers", action="store_true", help="the workers' heap not frozen (gc.freeze, "
                         "simulator.process_fleet): every full collection walks every agent, as before "
                         "2026-12-03")  # fmt: skip
     args = parser.parse_args()
@@ -782,7 +871,8 @@ def main() -> int:
                 states = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-", dir=args.state_root)))
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
                              args.ingest_windows, args.stages, args.profile, manifests, states,
-                             args.job_threads, not args.no_freeze)  # fmt: skip
+                             args.job_threads, not args.no_freeze_heap, args.profile_rate,
+                             not args.no_freeze_workers)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))

@@ -130,7 +130,8 @@ class Agent:
             low_confidence=settings.sample_low_confidence,
         )  # fmt: skip
         self._commands = CommandKeeper(settings.state_dir / COMMAND_FILE)  # the cloud's last accepted command
-        self._outbox = Outbox(self.device_id, self.fleet, transport, self.clock, self._sampler, settings.report_hold_s)
+        self._outbox = Outbox(self.device_id, self.fleet, transport, self.clock, self._sampler, settings.report_hold_s,
+                              settings.event_hold_s)  # fmt: skip
         shadow_figures = lambda *figures: self._outbox.telemetry.record_shadow(*figures)  # noqa: E731
         rng_shadow = random.Random(rng.random() if rng is not None else None)
         self._kept = KeptModel(settings, shadow_figures, rng_shadow, f"edgefleet-agent-{self.device_id}-shadow")

@@ -102,11 +102,13 @@ class AgentSettings:
     # upward QoS 1 messages wait on disk (state_dir/outbox.sqlite) until the broker has them; past this
     # many the oldest are dropped and counted (edge_agent.spool)
     outbox_max_messages: int = field(default=10_000, metadata=_bounds(ge=1))
-    # an intermediate update state the next one follows within this many seconds is never sent (the reported
-    # state is a latest-value shadow), and lifecycle events wait as long to travel together to a cloud that
-    # reads batches (edge_agent.outbox); terminal states, failures and an update's first state go at once.
-    # 0: every state and event travels at once, alone
+    # an intermediate update state (the first of an update too) waits at most this many seconds, and one the
+    # next supersedes meanwhile is never sent (the reported state is a latest-value shadow; edge_agent.outbox);
+    # terminal states go at once. 0: every state travels at once
     report_hold_s: float = field(default=1.0, metadata=_bounds(ge=0, le=60))
+    # to a cloud that reads batches, lifecycle events wait for the next terminal state to travel with, at most
+    # this many seconds (a failure: at once); a crash loses those held. 0: every event travels at once, alone
+    event_hold_s: float = field(default=10.0, metadata=_bounds(ge=0, le=600))
     # probation: after an activation the previous model stays loaded (memory: two models resident) for
     # probation_s, shadowing a share of the calls, and the agent rolls back by itself on a failed health
     # check; 0 lets the previous model go at once (no shadowing, no local rollback)

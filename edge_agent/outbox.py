@@ -6,13 +6,16 @@ A publish that fails is logged, never raised: the agent keeps serving while the 
 messages queue in the transport until it is back (on disk: `edge_agent.paho_spool`).
 
 Fewer messages per update (each costs the broker, the cloud's ingestion and the device a publish and an
-acknowledgement): the reported state is a retained latest-value shadow, so an intermediate state that the
-next one follows within `hold_s` is superseded on the device and never travels. The first state of an
-update (the one after a terminal state, or of another deployment or generation), terminal states (idle,
-active, failed) and every state after `hold_s` go out at once. Lifecycle events are history: none is
-dropped, but while the cloud's last desired state names `event_batch` (`protocols.capabilities`) they are
-held likewise and travel together in one `LifecycleEvent.batch`, ahead of the next report that travels, at
-once for a failure, and at the latest `hold_s` after the first of them (`send_due`, every step).
+acknowledgement): a fast update sends two, its lifecycle events in one batch and its terminal report.
+The reported state is a retained latest-value shadow, so an intermediate state (downloading, verifying,
+loading, self_test) is held and superseded on the device by the next one; the latest held goes out
+`hold_s` after the first held, so a slow update's progress is seen at most `hold_s` late (the first state
+included: nothing in the cloud waits for it, see README "Fewer upward messages per update").
+Terminal states (idle, active, failed) go at once, with the events held before them. Lifecycle events are
+history: none is dropped, but while the cloud's last desired state names `event_batch`
+(`protocols.capabilities`) they are held and travel together in one `LifecycleEvent.batch`, with the next
+terminal report rather than with an intermediate one, at once for a failure, and at the latest
+`event_hold_s` after the first of them (`send_due`, every step). A crash loses what is held.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from protocols.validation import MAX_EVENT_BATCH
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-REPORT_HOLD_S = 1.0  # AgentSettings.report_hold_s: the longest an intermediate state or an event waits
+REPORT_HOLD_S = 1.0  # AgentSettings.report_hold_s: the longest an intermediate state waits
+EVENT_HOLD_S = 10.0  # AgentSettings.event_hold_s: the longest a lifecycle event waits for a terminal report
 _INTERMEDIATE = frozenset({pb.UPDATE_STATE_DOWNLOADING, pb.UPDATE_STATE_VERIFYING, pb.UPDATE_STATE_LOADING,
                            pb.UPDATE_STATE_SELF_TEST})  # fmt: skip
 # events that say something went wrong: they travel at once, with any held before them
@@ -58,6 +62,7 @@ class Outbox:
         clock: Clock,
         sampler: Sampler,
         hold_s: float = REPORT_HOLD_S,
+        event_hold_s: float = EVENT_HOLD_S,
     ) -> None:
         self.device_id = device_id
         self.fleet = fleet
@@ -75,11 +80,14 @@ class Outbox:
         # what the cloud's last desired state said it reads (DesiredState.cloud_capabilities)
         self.cloud_capabilities: frozenset[str] = frozenset()
         self._hold_s = hold_s
+        self._event_hold_s = event_hold_s
         self._held_lock = threading.Lock()  # the held messages: the agent's thread, and stop()'s
         self._held_report: pb.ReportedState | None = None
         self._held_events: list[pb.LifecycleEvent] = []
-        self._due_s: float | None = None  # monotonic time by which whatever is held must go
-        self._sent_update: tuple[int, str, int] | None = None  # (state, deployment, generation) last reported
+        # monotonic times by which the held report and the held events must go (None: none held); each is
+        # bounded from the first message held, however many follow
+        self._report_due_s: float | None = None
+        self._events_due_s: float | None = None
 
     def publish(self, channel: Channel, message: Message) -> None:
         spec = channel.spec
@@ -100,15 +108,16 @@ class Outbox:
             model=action.model,
             error=action.error,
         )
-        if self._hold_s <= 0 or EVENT_BATCH not in self.cloud_capabilities:
+        if self._event_hold_s <= 0 or EVENT_BATCH not in self.cloud_capabilities:
             self.publish(Channel.EVENTS, event)  # an older cloud would store only a batch's first event
             return
         with self._held_lock:
             self._held_events.append(event)
-            self._hold_until(now.mono_s)
+            if self._events_due_s is None:
+                self._events_due_s = now.mono_s + self._event_hold_s
             full = len(self._held_events) > MAX_EVENT_BATCH  # the cloud refuses a longer batch whole
-        if full or action.kind in _FAILURES:
-            self.send_held()
+        if full or action.kind in _FAILURES:  # the report held (if any) keeps its time: a failed one follows
+            self._send(*self._take(events=True, report=False))
 
     def report(
         self, view: UpdaterView, labels: dict[str, str], runtimes: list[str], facts: pb.DeviceFacts | None = None
@@ -126,41 +135,49 @@ class Outbox:
         with self.changed:
             self._reported = state
             self.changed.notify_all()
-        update = (state.update_state, state.deployment_id, state.desired_generation)
         with self._held_lock:
-            last, self._sent_update = self._sent_update, update
-            held = (
-                self._hold_s > 0
-                and state.update_state in _INTERMEDIATE
-                and last is not None
-                and last[0] in _INTERMEDIATE
-                and last[1:] == update[1:]
-            )  # an earlier state of this update was reported: this one may be superseded before it goes
-            self._held_report = state
-            if held:
-                self._hold_until(self.clock.now().mono_s)
+            self._held_report = state  # the latest state supersedes a held one, whatever update it was of
+            intermediate = state.update_state in _INTERMEDIATE
+            if intermediate and self._hold_s > 0:
+                if self._report_due_s is None:
+                    self._report_due_s = self.clock.now().mono_s + self._hold_s
                 return
-        self.send_held()
-
-    def _hold_until(self, now_s: float) -> None:
-        if self._due_s is None:  # bounded from the first message held, however many follow
-            self._due_s = now_s + self._hold_s
+        # a terminal state: at once, with the events held before it; an intermediate one (no hold) alone
+        self._send(*self._take(events=not intermediate, report=True))
 
     @property
     def due_s(self) -> float | None:
-        """The monotonic time by which what is held must go (`send_due`); None: nothing held."""
-        return self._due_s
+        """The monotonic time by which something held must go (`send_due`); None: nothing held."""
+        dues = [due for due in (self._report_due_s, self._events_due_s) if due is not None]
+        return min(dues, default=None)
 
     def send_due(self) -> None:
-        """Send what is held once its time is up (the agent calls it every step)."""
-        if self._due_s is not None and self.clock.now().mono_s >= self._due_s:
-            self.send_held()
+        """Send what is held once its time is up (the agent calls it every step): a report whose time is up
+        goes alone, the events keep waiting for a terminal report until theirs is."""
+        now_s = self.clock.now().mono_s
+        if self.due_s is not None and now_s >= self.due_s:
+            self._send(*self._take(events=self._is_due(self._events_due_s, now_s),
+                                   report=self._is_due(self._report_due_s, now_s)))  # fmt: skip
 
     def send_held(self) -> None:
         """Send what is held now: the events (one message), then the latest report."""
+        self._send(*self._take(events=True, report=True))
+
+    @staticmethod
+    def _is_due(due_s: float | None, now_s: float) -> bool:
+        return due_s is not None and now_s >= due_s
+
+    def _take(self, *, events: bool, report: bool) -> tuple[list[pb.LifecycleEvent], pb.ReportedState | None]:
+        taken_events: list[pb.LifecycleEvent] = []
+        taken_report = None
         with self._held_lock:
-            events, report = self._held_events, self._held_report
-            self._held_events, self._held_report, self._due_s = [], None, None
+            if events:
+                taken_events, self._held_events, self._events_due_s = self._held_events, [], None
+            if report:
+                taken_report, self._held_report, self._report_due_s = self._held_report, None, None
+        return taken_events, taken_report
+
+    def _send(self, events: list[pb.LifecycleEvent], report: pb.ReportedState | None) -> None:
         if events:
             first = events[0]
             for more in events[1:]:  # the first names the device and schema; the rest need not repeat it

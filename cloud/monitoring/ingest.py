@@ -292,7 +292,6 @@ class Ingestor(MessageConsumer):
         samples: list[dict[str, Any]] = []
         feedback: list[dict[str, Any]] = []
         changed: list[str] = []
-        moved: set[str] = set()  # deployments whose targets moved: rolled up once at the end of the batch
         updates = reports = 0
         watched, watched_windows = self._watched, False
         with Session(self.engine) as session:
@@ -308,6 +307,7 @@ class Ingestor(MessageConsumer):
                 session, ((msg.deployment_id, d) for d, channel, msg in decoded if channel is Channel.REPORTED)
             )  # and the deployment targets reports move
             written: dict[str, dict[str, Any]] = {}  # device id -> the columns this batch changed
+            target_changes: dict[tuple[str, str], dict[str, Any]] = {}  # (deployment, device) -> changed columns
 
             def change(device_id: str, changes: dict[str, Any]) -> None:
                 device_rows[device_id].update(changes)  # a device's next message in the batch sees them
@@ -334,10 +334,9 @@ class Ingestor(MessageConsumer):
                                                     enrolled_labels=enrolled[device_id])  # fmt: skip
                     if result is not None:
                         change(device_id, result[0])
-                        deployment_id = rollout.record_report(session, device_id, msg, clock=self.clock, refresh=False,
-                                                              targets=targets)  # fmt: skip
-                        if deployment_id is not None:
-                            moved.add(deployment_id)
+                        moved = rollout.record_report(device_id, msg, targets, clock=self.clock)
+                        if moved is not None:
+                            target_changes.setdefault(moved[0], {}).update(moved[1])
                         reports += 1
                         if result[1] or device_id in created:
                             changed.append(device_id)
@@ -347,11 +346,12 @@ class Ingestor(MessageConsumer):
                     if device_id in created:
                         changed.append(device_id)
                     updates += 1
-            # the devices' rows in id order, then the targets' (one flush): every row this batch locks is locked
-            # in one global order, so two workers' batches never deadlock
+            # the devices' rows in id order, then the targets' in key order: every row this batch locks is locked
+            # in one global order, so two workers' batches never deadlock; each deployment whose targets moved is
+            # rolled up once
             fleet.write_device_rows(session, written)
-            session.flush()
-            for deployment_id in sorted(moved):
+            rollout.write_targets(session, target_changes)
+            for deployment_id in sorted({deployment_id for deployment_id, _ in target_changes}):
                 rollout.refresh_status(session, deployment_id)
             windows = insert_ignore(session, TelemetryRecord, telemetry, ["device_id", "seq"])
             stored = windows + insert_ignore(session, EventRecord, events, ["device_id", "seq"])

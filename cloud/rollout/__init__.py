@@ -27,6 +27,7 @@ from cloud.rollout.deployments import (
     target_counts,
     targets_of,
     waiting_reason,
+    write_targets,
 )
 from cloud.rollout.director import Director
 from cloud.rollout.fanout import FanoutPublisher, FanoutStats, FanoutSweeper
@@ -86,4 +87,5 @@ __all__ = [
     "target_status_for",
     "targets_of",
     "waiting_reason",
+    "write_targets",
 ]

@@ -7,6 +7,9 @@ is the device's `generation`, which increases with every change for that device)
 chain; the signed manifest too, unless the device's agent reads it by digest (`protocols.capabilities`):
 then `Outgoing.manifest` holds it for `cloud.rollout.manifests` to keep retained once for the fleet.
 The assignment last sent to each device is kept (`AssignmentRecord`) for the refresher.
+A batch of targets is planned with the device rows locked first, in id order (as ingestion locks them);
+what a concurrent deploy to the same devices committed (its targets, its records) is read after that, so
+the later deploy supersedes and replaces it. Targets and records are written as plain rows, not ORM objects.
 A device that appears later (or changes labels) and matches a label selector gets the newest matching
 deployment through `plan_for_new_devices`; `plan_reassign` gives devices a fresh assignment (next counter,
 same deployment) when theirs nears expiry, their manifest was re-signed, or the director key changed.
@@ -17,10 +20,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import Session, col, select
+from sqlalchemy.orm.util import identity_key
+from sqlmodel import Session, SQLModel, col, select
 
 from cloud import registry
 from cloud.db import DeploymentStatus, RolloutState, TargetStatus, among, insert_ignore
@@ -85,61 +90,76 @@ def _desired_state(
     *,
     reuse: bool = False,
     release: Release | None = None,
-    records: dict[str, AssignmentRecord] | None = None,
     capabilities: Sequence[str] = (),
 ) -> Outgoing:
     """The desired state of device_id at `generation`, its assignment signed and recorded; without the
     manifest (in `Outgoing.manifest` instead) when the device's `capabilities` say it reads it by digest.
 
     With reuse, the assignment already recorded for this very (deployment, counter, manifest, root
-    version) is sent again byte for byte (a republish), rather than a new one with the same counter.
-    `records`: the assignment records of a batch of devices, read beforehand (a device not in it has none)."""
+    version) is sent again byte for byte (a republish), rather than a new one with the same counter."""
     release = release or Release.of(session, deployment)
-    manifest = release.manifest
-    now = clock()
-    assignment = director.assignment(device_id, deployment.id, generation, manifest, now_ms=now)
-    record = records.get(device_id) if records is not None else session.get(AssignmentRecord, device_id)
-    same = record is not None and (record.deployment_id, record.counter, record.manifest_sha256,
-                                   record.root_version) == (deployment.id, generation, assignment.manifest_sha256,
-                                                            director.root_version)  # fmt: skip
-    if reuse and same and record is not None:
-        signed = pb.SignedAssignment.FromString(record.signed)
+    record = session.get(AssignmentRecord, device_id)
+    if reuse and record is not None:
+        now = clock()
+        assignment = director.assignment(device_id, deployment.id, generation, release.manifest, now_ms=now)
+        same = (record.deployment_id, record.counter, record.manifest_sha256, record.root_version) == (
+            deployment.id, generation, assignment.manifest_sha256, director.root_version)  # fmt: skip
+        if same:
+            signed = pb.SignedAssignment.FromString(record.signed)
+            return _outgoing(director, deployment, device_id, generation, now, release, signed, capabilities)
+    outgoing, fields = _signed(director, deployment, device_id, generation, clock, release, capabilities)
+    if record is None:
+        record = AssignmentRecord(device_id=device_id, **fields)
     else:
-        signed = director.sign(assignment)
-        fields = {
-            "deployment_id": deployment.id, "counter": generation, "manifest_sha256": assignment.manifest_sha256,
-            "root_version": director.root_version, "issued_at_ms": assignment.issued_at_ms,
-            "expires_at_ms": assignment.expires_at_ms, "signed": signed.SerializeToString(),
-        }  # fmt: skip
-        if record is None:
-            record = AssignmentRecord(device_id=device_id, **fields)
-        else:
-            record.sqlmodel_update(fields)
-        session.add(record)
+        record.sqlmodel_update(fields)
+    session.add(record)
+    return outgoing
+
+
+def _signed(
+    director: Director, deployment: Deployment, device_id: str, generation: int, clock: ClockMs, release: Release,
+    capabilities: Sequence[str],
+) -> tuple[Outgoing, dict[str, Any]]:  # fmt: skip
+    """A freshly signed desired state of device_id, and its AssignmentRecord's columns (device_id aside)."""
+    now = clock()
+    assignment = director.assignment(device_id, deployment.id, generation, release.manifest, now_ms=now)
+    signed = director.sign(assignment)
+    fields = {
+        "deployment_id": deployment.id, "counter": generation, "manifest_sha256": assignment.manifest_sha256,
+        "root_version": director.root_version, "issued_at_ms": assignment.issued_at_ms,
+        "expires_at_ms": assignment.expires_at_ms, "signed": signed.SerializeToString(),
+    }  # fmt: skip
+    return _outgoing(director, deployment, device_id, generation, now, release, signed, capabilities), fields
+
+
+def _outgoing(
+    director: Director, deployment: Deployment, device_id: str, generation: int, now: int, release: Release,
+    signed: pb.SignedAssignment, capabilities: Sequence[str],
+) -> Outgoing:  # fmt: skip
     by_digest = MANIFEST_BY_DIGEST in capabilities
     state = pb.DesiredState(
         schema_version=SCHEMA_VERSION,
         device_id=device_id,
         deployment_id=deployment.id,
         generation=generation,
-        manifest=None if by_digest else manifest,
+        manifest=None if by_digest else release.manifest,
         artifacts=list(release.artifacts),
         issued_at_ms=now,
         assignment=signed,
         trust=director.trust,
         cloud_capabilities=CLOUD_CAPABILITIES,  # what this cloud reads from the device (protocols.capabilities)
     )
-    return Outgoing(device_id, state, manifest if by_digest else None)
+    return Outgoing(device_id, state, release.manifest if by_digest else None)
 
 
-def _load_assignments(session: Session, device_ids: Sequence[str]) -> list[AssignmentRecord]:
-    """The devices' assignment records, read in a few queries rather than one per device."""
-    rows: list[AssignmentRecord] = []
+def _recorded(session: Session, device_ids: Sequence[str]) -> set[str]:
+    """Those of device_ids that have an assignment record, in a few queries rather than one per device."""
+    found: set[str] = set()
     for start in range(0, len(device_ids), _IN_BATCH):
         batch = list(device_ids[start : start + _IN_BATCH])
-        query = select(AssignmentRecord).where(among(session, col(AssignmentRecord.device_id), batch))
-        rows += session.exec(query).all()
-    return rows
+        found.update(session.exec(select(AssignmentRecord.device_id).where(
+            among(session, col(AssignmentRecord.device_id), batch))))  # fmt: skip
+    return found
 
 
 def _target_all(
@@ -148,29 +168,64 @@ def _target_all(
     """Make device_ids targets of deployment, the statements run once per batch of ids rather than per device:
     open targets superseded, generations bumped, targets and assignment records written, and each
     superseded deployment's status rolled up once (per device, a redeploy to 1,000 devices rolled each
-    superseded deployment up 1,000 times)."""
+    superseded deployment up 1,000 times). The new targets and records are written as plain rows, not ORM
+    objects: building, tracking and flushing an object per row was half of deploy()'s planning CPU."""
     release = Release.of(session, deployment)
-    devices = _ensure_devices(session, device_ids, clock)
-    records = {record.device_id: record for record in _load_assignments(session, device_ids)}
-    touched = _supersede_open_targets(session, device_ids, clock)
+    capabilities = _ensure_devices(session, device_ids, clock)
     generations = _next_generations(session, device_ids, deployment.id)
+    # read with the device rows locked (PostgreSQL): what a concurrent deploy to them committed is seen, its
+    # target superseded and its record replaced (read before, a second deploy inserted the record again and
+    # failed, and left the first one's target open)
+    touched = _supersede_open_targets(session, device_ids, clock)
+    recorded = _recorded(session, device_ids)
     now = clock()
-    outgoing = []
+    outgoing, targets, records = [], [], []
     for device_id in device_ids:
         generation = generations[device_id]
-        session.add(DeploymentTarget(deployment_id=deployment.id, device_id=device_id, generation=generation,
-                                     updated_at_ms=now))  # fmt: skip
-        device = devices[device_id]
-        # the loaded row told what the UPDATE wrote, not marked changed: an ORM UPDATE per device (and its
-        # post-fetch) was a third of deploy()'s CPU at 1,000 devices on PostgreSQL
-        set_committed_value(device, "deployment_id", deployment.id)
-        set_committed_value(device, "desired_generation", generation)
-        outgoing.append(_desired_state(session, director, deployment, device_id, generation, clock,
-                                       release=release, records=records, capabilities=device.capabilities))
-    session.flush()
+        targets.append({"deployment_id": deployment.id, "device_id": device_id, "generation": generation,
+                        "updated_at_ms": now})  # fmt: skip
+        sent, fields = _signed(director, deployment, device_id, generation, clock, release, capabilities[device_id])
+        outgoing.append(sent)
+        records.append({"device_id": device_id, **fields})
+    session.flush()  # the superseded targets, before the new ones
+    _keep_loaded_rows_current(session, Device, {d: {"deployment_id": deployment.id, "desired_generation": g}
+                                                for d, g in generations.items()})  # fmt: skip
+    if insert_ignore(session, DeploymentTarget, targets, ["deployment_id", "device_id"]) != len(targets):
+        raise AssertionError(f"a device was already a target of {deployment.id}")  # callers leave those out
+    _write_records(session, [r for r in records if r["device_id"] in recorded],
+                   [r for r in records if r["device_id"] not in recorded])  # fmt: skip
     for deployment_id in sorted(touched - {deployment.id}):
         refresh_status(session, deployment_id)
     return outgoing
+
+
+def _write_records(session: Session, existing: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    """The devices' assignment records replaced (one executemany UPDATE, in id order as every writer locks rows)
+    or inserted; the ORM objects of them this session holds told the same."""
+    if existing:
+        existing.sort(key=lambda row: row["device_id"])
+        table = AssignmentRecord.__table__  # type: ignore[attr-defined]
+        columns = [name for name in existing[0] if name != "device_id"]
+        statement = update(table).where(table.c.device_id == bindparam("key_device_id"))
+        statement = statement.values({name: bindparam(f"new_{name}") for name in columns})
+        session.execute(statement, [{"key_device_id": row["device_id"], **{f"new_{n}": row[n] for n in columns}}
+                                    for row in existing])  # fmt: skip
+    if insert_ignore(session, AssignmentRecord, new, ["device_id"]) != len(new):
+        raise AssertionError("an assignment record appeared while the device rows were locked")
+    written = {row["device_id"]: {k: v for k, v in row.items() if k != "device_id"} for row in existing}
+    _keep_loaded_rows_current(session, AssignmentRecord, written)
+
+
+def _keep_loaded_rows_current(session: Session, model: type[SQLModel], changes: dict[str, dict[str, Any]]) -> None:
+    """Rows this session had loaded before a Core statement wrote them: told the written values, not marked
+    changed (a caller that read a device before deploying sees what the database now holds)."""
+    if not session.identity_map:
+        return
+    for key, values in changes.items():
+        loaded = session.identity_map.get(identity_key(model, key))
+        if loaded is not None:
+            for name, value in values.items():
+                set_committed_value(loaded, name, value)
 
 
 def _supersede_open_targets(session: Session, device_ids: Sequence[str], clock: ClockMs) -> set[str]:
@@ -220,19 +275,19 @@ def _next_generations(session: Session, device_ids: Sequence[str], deployment_id
     return generations
 
 
-def _ensure_devices(session: Session, device_ids: Sequence[str], clock: ClockMs) -> dict[str, Device]:
-    """`ensure_device` for many: the rows created where missing and read fresh, one insert and one select
-    per batch rather than both per device."""
-    devices: dict[str, Device] = {}
+def _ensure_devices(session: Session, device_ids: Sequence[str], clock: ClockMs) -> dict[str, list[str]]:
+    """`ensure_device` for many: the rows created where missing, one insert and one select per batch rather
+    than both per device; returns each device's capabilities (all the plan needs of its row)."""
+    capabilities: dict[str, list[str]] = {}
     for start in range(0, len(device_ids), _IN_BATCH):
         batch = list(device_ids[start : start + _IN_BATCH])
         for device_id in batch:
             validate_device_id(device_id)
         now = clock()
         insert_ignore(session, Device, [{"id": d, "registered_at_ms": now} for d in batch], ["id"])
-        query = select(Device).where(among(session, col(Device.id), batch)).execution_options(populate_existing=True)
-        devices.update((device.id, device) for device in session.exec(query))
-    return devices
+        query = select(col(Device.id), col(Device.capabilities)).where(among(session, col(Device.id), batch))
+        capabilities.update((device_id, found or []) for device_id, found in session.exec(query))
+    return capabilities
 
 
 def _next_generation(session: Session, device_id: str) -> int:

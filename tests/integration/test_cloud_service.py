@@ -83,7 +83,9 @@ def test_device_gets_fetches_verifies_and_reports_a_deployment(
         schema_version=1, device_id=device_id, seq=1, ts_ms=int(time.time() * 1000), labels={"site": "lab"}
     )
     device.publish(device_topic(device_id, Channel.REPORTED, fleet=fleet), hello.SerializeToString(), retain=True)
-    assert wait_until(lambda: _get(service, f"/api/v1/devices/{device_id}") is not None, 10)
+    # its report taken in: the row itself exists from enrollment, the labels the deployment selects by come with it
+    labelled = lambda: (_get(service, f"/api/v1/devices/{device_id}") or {}).get("labels") == {"site": "lab"}  # noqa: E731
+    assert wait_until(labelled, 10)
     assert wait_until(lambda: inbox.payloads(trust_topic(fleet)), 10)  # retained since the service started
 
     created = api(service, "POST", "/api/v1/deployments", json={"model_id": "digits", "labels": {"site": "lab"}})

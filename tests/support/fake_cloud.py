@@ -76,13 +76,18 @@ class FakeCloud:
     def deploy(
         self, device_id: str, release: Release, generation: int, deployment_id: str = "dep-1", *,
         fanout: bool = False, withhold: frozenset[int] = frozenset(), by_digest: bool = False,
-        manifest: bytes | None = None,
+        manifest: bytes | None = None, cloud_capabilities: tuple[str, ...] = (),
     ) -> None:  # fmt: skip
         """Publish the desired state; with fanout, first every chunk (but those in withhold) retained on the
         fleet-wide topics, as `cloud.rollout.fanout` does, and name them in the desired state. With by_digest,
         leave the manifest out and first retain `manifest` (default: the release's signed manifest; b"":
-        none) on its fleet-wide topic, as `cloud.rollout.manifests` does."""
+        none) on its fleet-wide topic, as `cloud.rollout.manifests` does. cloud_capabilities: what the
+        desired state says this cloud reads (`protocols.capabilities`; the real cloud's: CLOUD_CAPABILITIES)."""
         payload = self.desired(device_id, release, generation, deployment_id)
+        if cloud_capabilities:
+            state = pb.DesiredState.FromString(payload)
+            state.cloud_capabilities.extend(cloud_capabilities)
+            payload = state.SerializeToString()
         if by_digest:
             state = pb.DesiredState.FromString(payload)
             digest = manifest_digest(state.manifest)

@@ -195,7 +195,8 @@ def test_a_batch_of_reports_reads_the_device_rows_and_targets_once_and_rolls_the
         batch.append((device_topic(device_id, Channel.PRESENCE), online.SerializeToString()))
     statements = statements_during(any_engine, lambda: Ingestor(any_engine).process(batch))
     device_reads = [s for s in statements if s.startswith("SELECT device.")]
-    target_reads = [s for s in statements if s.startswith("SELECT deploymenttarget.")]
+    # (the roll-up's probe for an unfinished target, LIMIT 1, is not a read of the batch's targets)
+    target_reads = [s for s in statements if s.startswith("SELECT deploymenttarget.") and " LIMIT " not in s]
     roll_ups = [s for s in statements if s.startswith("SELECT DISTINCT deploymenttarget.status")]
     assert (len(device_reads), len(target_reads), len(roll_ups)) == (1, 1, 1)  # not one per message
     row_writes = [s for s in statements if s.startswith(("UPDATE device ", "UPDATE deploymenttarget "))]
@@ -208,6 +209,35 @@ def test_a_batch_of_reports_reads_the_device_rows_and_targets_once_and_rolls_the
         rows = [fleet.get_device(session, d) for d in devices]
         assert all(d.online and d.reported_seq == 2 for d in rows)
         assert [d.update_state for d in rows] == ["failed"] + ["active"] * 5
+
+
+def test_a_deployment_with_unfinished_targets_is_rolled_up_without_reading_every_targets_status(
+    any_engine: Engine, deployer: Deployer, register
+) -> None:
+    """While a target is unfinished the roll-up is "in progress" whatever the others say: ingestion finds one
+    such target and stops, rather than reading the distinct statuses of all (a scan of every target per
+    batch); once none is left, they are read and decide."""
+    with Session(any_engine) as session:
+        register(session, "m")
+    devices = ["d0", "d1", "d2"]
+    enroll(any_engine, *devices)
+    deployment = deployer.deploy(DeploymentCreate(model_id="m", device_ids=devices))
+
+    def answers(device_ids: list[str], update_state: int) -> list[tuple[str, bytes]]:
+        return [(device_topic(d, Channel.REPORTED), pb.ReportedState(
+            schema_version=1, device_id=d, seq=update_state, ts_ms=update_state, deployment_id=deployment.id,
+            desired_generation=1, update_state=update_state).SerializeToString()) for d in device_ids]  # fmt: skip
+
+    def roll_ups(batch: list[tuple[str, bytes]]) -> list[str]:
+        statements = statements_during(any_engine, lambda: Ingestor(any_engine).process(batch))
+        return [s for s in statements if s.startswith("SELECT DISTINCT deploymenttarget.status")]
+
+    assert roll_ups(answers(devices[:2], pb.UPDATE_STATE_ACTIVE)) == []  # d2 is still pending
+    with Session(any_engine) as session:
+        assert rollout.get_deployment(session, deployment.id).status == DeploymentStatus.IN_PROGRESS
+    assert len(roll_ups(answers(devices[2:], pb.UPDATE_STATE_FAILED))) == 1
+    with Session(any_engine) as session:
+        assert rollout.get_deployment(session, deployment.id).status == DeploymentStatus.PARTIAL
 
 
 def test_a_report_for_an_older_generation_does_not_move_the_target(
@@ -448,6 +478,58 @@ def test_a_deploy_that_deadlocks_with_another_writer_is_retried(
         assert desired(broker, "d1") is not None and desired(broker, "d2") is not None
     finally:
         engine.dispose()
+
+def test_two_deploys_waiting_for_the_same_device_row_each_see_what_the_other_committed(
+    postgres_url: str, broker: MemoryBroker, register, director: Director
+) -> None:
+    """Two deploys to a device whose row another transaction holds: the one that gets it second supersedes the
+    first one's target and replaces its assignment record, as committed, not as it read them before waiting
+    (a record read then was inserted twice: the second deploy failed on its unique key)."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from cloud.db import create_tables, make_engine
+    from cloud.db.tables import AssignmentRecord
+
+    engine = make_engine(postgres_url)
+    create_tables(engine)
+    try:
+        with Session(engine) as session:
+            register(session, "m", {"model.onnx": b"0123456789"})
+            register(session, "m", {"model.onnx": b"9876543210"})
+        report(engine, "d1", ts_ms=1)
+        cloud = MemoryTransport(broker)
+        cloud.start()
+        deployer = Deployer(engine, cloud, director=director, chunk_size_bytes=CHUNK)
+        done: list[str] = []
+
+        def deploy(version: str) -> None:
+            done.append(deployer.deploy(DeploymentCreate(model_id="m", version=version, device_ids=["d1"])).id)
+
+        with engine.connect() as other:
+            other.execute(text("UPDATE device SET agent_version = 'x' WHERE id = 'd1'"))  # holds d1
+            workers = [threading.Thread(target=deploy, args=(version,)) for version in ("1", "2")]
+            for worker in workers:
+                worker.start()
+            time.sleep(1.0)  # both have read what they read before waiting for d1
+            other.commit()
+            for worker in workers:
+                worker.join(timeout=30)
+        assert len(done) == 2, "a deploy failed"
+        with Session(engine) as session:
+            device = fleet.get_device(session, "d1")
+            assert device.desired_generation == 2
+            last, first = device.deployment_id, next(d for d in done if d != device.deployment_id)
+            assert [t.status for t in rollout.targets_of(session, first)] == [TargetStatus.SUPERSEDED]
+            assert [(t.status, t.generation) for t in rollout.targets_of(session, last)] == [(TargetStatus.PENDING, 2)]
+            record = session.get(AssignmentRecord, "d1")
+            assert record is not None and (record.deployment_id, record.counter) == (last, 2)
+        assert desired(broker, "d1").generation == 2  # type: ignore[union-attr]
+    finally:
+        engine.dispose()
+
 
 # ------------------------------------------------------- one manifest per fleet (cloud.rollout.manifests)
 # Devices whose agent reads manifests by digest get desired states without one, the manifest is retained once
