@@ -21,6 +21,9 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
                          deploy, polled as during the rollout): every agent's tick and the polls
   workers_ms_per_update  the workers' CPU during the rollout beyond that idle rate, per device, in ms: the
                          update's own cost, which a slower (loaded) rollout does not inflate
+  workers_gc             the workers' garbage collections during rollout_s, summed ({collections: [gen0, gen1,
+                         gen2], seconds: [...]}, simulator.gc_clock); their heap is frozen once the fleet has
+                         settled (--no-freeze-workers: not)
   stages                 with --stages: per update state, [devices, first, median, 90th pct, last] seconds
                          from deploy() at which a device's report first said it (a subscriber of its own);
                          an intermediate state (an update's first too) the next one superseded within the
@@ -51,7 +54,7 @@ For each fleet size, on a Mosquitto of its own, with a fresh cloud (SQLite, this
 
     .venv/bin/python benchmarks/fleet.py [--sizes 100,1000] [--workers 2] [--database-url postgresql://...]
                                          [--ingest-workers 1,2] [--ingest-windows 5000] [--stages]
-                                         [--compare-manifests]
+                                         [--compare-manifests] [--profile DIR] [--no-freeze-workers]
 
 The cloud keeps its data in SQLite unless --database-url names a PostgreSQL server (a production part:
 SQLite's single writer locks up under a thousand devices); each fleet size then gets a database of its
@@ -252,6 +255,35 @@ short are unreliable: 21.3 in old 1, 0.0 in new 3). No other upward channel show
 100 devices, four pairs at load 2.3-4.0: up_per_device 2.0 + 2.0 -> 1.0 + 1.0 every time, broker
 messages/received 44.7 -> 39.7-40.2, rollout_s 0.36 / 0.49 / 0.82 / 0.36 -> 0.46 / 0.59 / 0.47 / 0.37
 (floor 0.04-0.05 s; cpu_s too small to compare).
+
+Measured 2026-12-03 (i10worker: the simulated devices' CPU per update), main (656a7ca, old) and this branch
+(new) alternating, one run at a time, 2 workers. The levers: each worker's heap frozen once its agents are
+started and again once the fleet has settled (gc.freeze: the agents live as long as the worker), gmqtt's
+packets parsed as each socket read arrives (simulator.direct_read: no StreamReader copy in and out, no read
+task woken per read; a 3.1.1 PUBLISH taken apart with one copy of its payload, not three struct.unpack
+copies), and the journal's models encoded to JSON once per signed manifest and spliced into each save (the
+save itself, a crash point, unchanged: 49 -> 13 us an encode of an updating device's 30 KB journal).
+The collector (workers_gc, gc.callbacks in the workers), new code with --no-freeze-workers -> frozen: 3,000
+devices 1.11 s of the rollout's 8.9 s of worker CPU (12 %; two full collections of 0.24 s each) -> 0.51 s; 5,000
+devices (load 2-3) 1.51 s (gen2 0.94 s: 3 collections) -> 0.56 s (gen2 0.12 s). At 1,000 devices it was
+0.1 s (no full collection within a rollout): the collector is why more devices a worker cost more per update.
+workers_ms_per_update, old -> new in pairs: 1,000 devices (SQLite, load 2-8) 2.33 -> 2.52 and 2.78 -> 2.30,
+earlier that hour without the lean PUBLISH 2.60 -> 2.65 and 3.13 -> 2.66: within the noise at this size;
+3,000 devices (SQLite, load 0.7-3.8) 2.78 -> 2.47 and 3.01 -> 2.65 (-11 %), rollout_s 11.16 -> 9.55 and
+12.76 -> 7.52 (floors 1.43-1.64 s), rss_kb_per_device 175-179 -> 165-169; 10,000 devices (PostgreSQL), new
+at load 1-2 and old at 2-2.5, then new first at load 3-3.5: 3.61 -> 2.67 (-26 %) and 3.10 -> 2.61 (-16 %),
+cpu_s workers 37.7 -> 27.7 and 32.3 -> 27.2, cloud 16.3 -> 15.7 and 16.2 -> 18.5, broker 7.0 -> 5.8 and 6.7
+-> 4.5, rollout_s 49.33 -> 30.88 (floors 6.71 / 6.64 s: 7.35x -> 4.65x) and 40.07 -> 39.83 (floors 5.04 /
+4.77 s: 7.95x -> 8.35x; the cloud's 18.5 s of CPU set that pace), start_s 13.2 -> 6.9 and 10.6 -> 6.5, 780 B
+of cloud payload per device every time (no device missed the fan-out). So at 10,000 an update now costs a
+worker about what it costs at 1,000 (2.6-2.7 against 2.3-2.7 ms), not the 1.5 ms aimed at. Still, with the
+heap frozen, the 10,000-device runs' younger generations' collections took 1.56 and 2.12 s (gen1 7-10 ms
+each) and the full ones 0.61 and 0.82 s: 8-11 % of the workers' rollout CPU, not looked into further.
+py-spy of the new workers at 3,000 devices (400 Hz, load 3): socket writes 12.5 %
+(the corked steps' sends), the socket reads 4 %, desired-state signature checks 5 % (each device's own
+assignment), the store's file calls ~12 % (begin_download 4 %, reading the download back to verify 2.3 %,
+chunk writes 2.5 %, journal writes 2 %), the journal's json 9 % before the splice; what is left is spread over
+the agent's steps (no other single item above 2 %).
 """
 
 from __future__ import annotations
@@ -535,7 +567,8 @@ def measure(
     size: int, workers: int, timeout_s: float, workdir: Path, database_url: str | None,
     ingest_workers: Sequence[int] = (), ingest_windows: int = 5000, stages: bool = False,
     profile: Path | None = None, manifest_by_digest: bool = True, state_root: Path | None = None,
-    job_threads: int = 0, freeze_heap: bool = True, profile_rate: int = 100, update_slots: int = UPDATE_SLOTS,
+    job_threads: int = 0, freeze_heap: bool = True, profile_rate: int = 100, freeze_workers: bool = True,
+    update_slots: int = UPDATE_SLOTS,
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"devices": size, "workers": workers, "manifest_by_digest": manifest_by_digest,
                               "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
@@ -543,6 +576,8 @@ def measure(
         record["state_root"] = str(state_root.parent)
     if job_threads:
         record["job_threads"] = job_threads
+    if not freeze_workers:
+        record["freeze_workers"] = False
     record["update_slots"] = update_slots
     with CountingMosquitto(workdir / "mosquitto") as broker, BrokerCounters(broker.url) as counters, \
             fresh_database(database_url, f"edgefleet_fleet_{size}_{os.getpid()}") as db_url:  # fmt: skip
@@ -574,7 +609,7 @@ def measure(
             fleet = ProcessFleet(specs, workers=workers, mqtt_url=broker.url, mqtt_protocol="3.1.1",
                                  trust_path=cloud.trust_chain_path, state_root=state_root or workdir / "devices",
                                  keepalive_s=SIMULATED_KEEPALIVE_S, job_threads=job_threads,
-                             update_slots=update_slots)  # fmt: skip
+                                 freeze_heap=freeze_workers, update_slots=update_slots)  # fmt: skip
             started = time.perf_counter()
             clock = StageClock(broker.url, cloud.deployer.fleet) if stages else contextlib.nullcontext()
             with fleet, clock:
@@ -587,6 +622,8 @@ def measure(
                 if wait_for(lambda: reported(cloud.engine), size, timeout_s) is not None:
                     cloud.ingestor.drain(timeout_s)
                 record["settle_s"] = round(time.perf_counter() - settled, 2)
+                if freeze_workers:
+                    fleet.freeze_heap()  # the connected fleet lives until the end: no collection walks it again
                 sent[0] = sent[1] = 0
                 _SENT_BY_KIND.clear()
                 received.clear()
@@ -601,6 +638,7 @@ def measure(
                 record["workers_idle_cpu_per_s"] = round(idle_rate, 3)
                 on_wire = counters.snapshot()
                 cpu = (cpu_s(), fleet.cpu_s(), broker.cpu_s())
+                gc_before = fleet.gc_stats()
                 cpu_from = time.perf_counter()
                 pauses = GcPauses().start()
                 pids = {"cloud": os.getpid(), **fleet.worker_pids()}
@@ -624,6 +662,7 @@ def measure(
                 record["cpu_s"] = dict(zip(("cloud", "workers", "broker"), (round(u, 1) for u in used), strict=True))
                 beyond_idle = used[1] - idle_rate * cpu_for_s
                 record["workers_ms_per_update"] = round(1000 * beyond_idle / size, 2)
+                record["workers_gc"] = _gc_during(gc_before, fleet.gc_stats())
                 if isinstance(clock, StageClock):
                     record["stages"] = clock.summary()
                 record["cloud_bytes_per_device"] = round(sent[0] / size)
@@ -723,6 +762,17 @@ def _count_cloud_received(cloud: CloudService) -> dict[str, list[int]]:
     return received
 
 
+def _gc_during(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The workers' garbage collections between two ProcessFleet.gc_stats(), summed: per generation, how many
+    and the seconds they took."""
+    out: dict[str, list[Any]] = {"collections": [0, 0, 0], "seconds": [0.0, 0.0, 0.0]}
+    for old, new in zip(before, after, strict=True):
+        for key in ("collections", "seconds"):
+            out[key] = [total + n - o for total, n, o in zip(out[key], new[key], old[key], strict=True)]
+    out["seconds"] = [round(s, 3) for s in out["seconds"]]
+    return out
+
+
 def _profile(folder: Path, pids: dict[str, int], rate: int = 100) -> list[Any]:
     """py-spy on each process for the rollout alone (--profile): folded stacks, one file per process."""
     import subprocess
@@ -810,6 +860,9 @@ def main() -> int:
     parser.add_argument("--no-freeze-heap", action="store_true", help="leave the cloud's started heap to the "
                         "garbage collector (`edgefleet up` freezes it: cloud.heap)")  # fmt: skip
     parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
+    parser.add_argument("--no-freeze-workers", action="store_true", help="the workers' heap not frozen (gc.freeze, "
+                        "simulator.process_fleet): every full collection walks every agent, as before "
+                        "2026-12-03")  # fmt: skip
     parser.add_argument("--update-slots", default=str(UPDATE_SLOTS), help="devices per worker taking a desired state "
                         f"in at once (simulator.update_slots; default {UPDATE_SLOTS}, 0: all), comma-separated to "
                         "run each size with each, side by side")  # fmt: skip
@@ -826,7 +879,8 @@ def main() -> int:
                 states = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-", dir=args.state_root)))
             record = measure(size, args.workers, args.timeout, Path(tmp), args.database_url, ingest_workers,
                              args.ingest_windows, args.stages, args.profile, manifests, states,
-                             args.job_threads, not args.no_freeze_heap, args.profile_rate, slots)  # fmt: skip
+                             args.job_threads, not args.no_freeze_heap, args.profile_rate,
+                             not args.no_freeze_workers, slots)  # fmt: skip
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     print(json.dumps({"records": records}))

@@ -36,6 +36,7 @@ from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from edge_agent.broker_url import parse_broker_url
 from edge_agent.transport import ConnectHandler, MessageHandler, SubscribedHandler, TransportError, Will
 from protocols import topics
+from simulator import direct_read
 
 __all__ = ["LoopTransport"]
 
@@ -476,15 +477,32 @@ class _Client(gmqtt.Client):
     out or cut by drop() under load), asyncio closes the half-made transport at once, and gmqtt's protocol,
     not yet tied to a connection, failed in connection_lost with "'NoneType' object has no attribute
     'put_package'" on the event loop. Here the opening finishes in the background and the connection it
-    makes is closed: the attempt just fails, and the transport retries."""
+    makes is closed: the attempt just fails, and the transport retries. Its protocol parses each socket read
+    as it arrives (simulator.direct_read), not through gmqtt's stream reader and read task, and takes a
+    PUBLISH apart with one copy of its payload."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        direct_read.lean_publish(self._package_handler)
 
     async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
-        opening = asyncio.ensure_future(super()._create_connection(*args, **kwargs))
+        opening = asyncio.ensure_future(self._open(*args, **kwargs))
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
             opening.add_done_callback(_close_unused)
             raise
+
+    async def _open(self, host: str, port: int, ssl: Any, clean_session: bool, keepalive: int) -> Any:
+        """gmqtt.Client._create_connection, with a protocol that parses each read at once (simulator.direct_read)."""
+        self._exit_reconnecting_state()
+        self._package_handler.clear_topics_aliases()
+        self._connack_received.clear()  # a refused attempt's CONNACK must not answer this one
+        self._connection_lost.clear()
+        return await direct_read.open_connection(
+            host, port, ssl, clean_session, keepalive, connection_state=self._connection_state,
+            package_handler=self._package_handler, logger=self._logger,
+        )  # fmt: skip
 
 
 def _close_unused(opening: asyncio.Future[Any]) -> None:

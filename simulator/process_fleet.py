@@ -4,8 +4,9 @@ the machine's cores).
 
 The parent talks to the workers over pipes with a few named queries (what the caller needs of a fleet
 it cannot touch directly): how many devices are connected, how many run a given version, the state
-counts, and each worker's memory. Worker processes start with "spawn", so nothing of the parent (a cloud,
-a broker client) is copied into them.
+counts, and each worker's memory and garbage collections. Worker processes start with "spawn", so nothing
+of the parent (a cloud, a broker client) is copied into them. A worker freezes its heap once its agents are
+started (`gc.freeze()`: they live as long as it does, and each full collection walked them all).
 """
 
 from __future__ import annotations
@@ -51,14 +52,18 @@ def cpu_s(pid: int | None = None) -> float:
 
 
 class ProcessFleet:
-    def __init__(self, devices: Sequence[DeviceSpec], *, workers: int, **host_kwargs: Any) -> None:
-        """host_kwargs go to each worker's AgentHost (they must pickle: str, Path, numbers)."""
+    def __init__(
+        self, devices: Sequence[DeviceSpec], *, workers: int, freeze_heap: bool = True, **host_kwargs: Any
+    ) -> None:
+        """host_kwargs go to each worker's AgentHost (they must pickle: str, Path, numbers). freeze_heap: each
+        worker freezes its heap once its agents are started (`_freeze_heap`); False to measure without."""
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         workers = min(workers, max(1, len(devices)))
         self.size = len(devices)
         self._slices = [list(devices[n::workers]) for n in range(workers)]
         self._host_kwargs = host_kwargs
+        self._freeze = freeze_heap
         self._pipes: list[multiprocessing.connection.Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
         self.baseline_rss_kb: list[int] = []  # each worker's memory once imports are done, before its agents
@@ -74,9 +79,9 @@ class ProcessFleet:
         context = multiprocessing.get_context("spawn")
         for n, devices in enumerate(self._slices):
             parent, child = context.Pipe()
-            process = context.Process(target=_worker, args=(child, devices, self._host_kwargs),
+            process = context.Process(target=_worker, args=(child, devices, self._host_kwargs, self._freeze),
                                       name=f"edgefleet-sim-worker-{n}", daemon=True)  # fmt: skip
-            with _main_left_behind((devices, self._host_kwargs)):
+            with _main_left_behind((devices, self._host_kwargs, self._freeze)):
                 process.start()
             child.close()
             self._pipes.append(parent)
@@ -106,6 +111,16 @@ class ProcessFleet:
     def quiet(self) -> None:
         """Stop the traffic `traffic()` started (the agents stay connected)."""
         self._ask("quiet", timeout_s=120)
+
+    def freeze_heap(self) -> list[int]:
+        """Exempt what each worker holds now from later garbage collections (call it once the fleet is
+        connected: the agents, their connections and stores live as long as the worker); how many objects
+        each froze. The workers freeze their heap once their agents are started as well."""
+        return self._ask("freeze", timeout_s=120)
+
+    def gc_stats(self) -> list[dict[str, Any]]:
+        """Each worker's garbage collections so far (simulator.gc_clock.GcClock.snapshot)."""
+        return self._ask("gc")
 
     def rss_kb(self) -> list[int]:
         return [rss_kb(p.pid) for p in self._processes]
@@ -170,12 +185,14 @@ def _main_left_behind(args: object) -> Iterator[None]:
 
 
 def _worker(
-    pipe: multiprocessing.connection.Connection, devices: list[DeviceSpec], host_kwargs: dict[str, Any]
+    pipe: multiprocessing.connection.Connection, devices: list[DeviceSpec], host_kwargs: dict[str, Any], freeze: bool
 ) -> None:
     with contextlib.suppress(ImportError):  # the runtime's own memory is not the devices'
         import onnxruntime  # noqa: F401
+    from simulator.gc_clock import GcClock
     from simulator.host import AgentHost
 
+    gc_clock = GcClock().install()
     _mmap_large_buffers()
     pipe.send(rss_kb())
     host = AgentHost(devices, **host_kwargs)
@@ -185,13 +202,17 @@ def _worker(
         try:
             if command == "start":
                 host.start()
-                reply: Any = None
+                reply: Any = _freeze_heap() if freeze else None
+            elif command == "freeze":
+                reply = _freeze_heap()
             elif command == "connected":
                 reply = sum(1 for t in host.transports.values() if t.connected)
             elif command == "running":
                 reply = host.count(partial(_runs, str(args[0])))
             elif command == "state_counts":
                 reply = {str(k): v for k, v in host.status_counts(_state_and_version).items()}
+            elif command == "gc":
+                reply = gc_clock.snapshot()
             elif command == "traffic":
                 from simulator.traffic import Traffic
 
@@ -215,6 +236,20 @@ def _worker(
         except Exception as exc:  # noqa: BLE001 - the parent hears about it; the worker keeps serving
             reply = exc
         pipe.send(reply)
+
+
+def _freeze_heap() -> int:
+    """Collect once, then move every live object to the collector's permanent generation; how many there are.
+
+    A worker's agents (their settings, state machines, stores, connections) live as long as it does, yet each
+    full collection walked them all: at 1,500 agents a worker, 12 % of its CPU in a rollout went to the
+    collector (2 full collections of 0.24 s each, and the younger ones). What is frozen stays out of every
+    collection; garbage made later is collected as before (cloud.heap does the same for the cloud)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def _mmap_large_buffers(threshold: int = 64 << 10) -> None:

@@ -140,24 +140,57 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _model_to_dict(model: InstalledModel | None) -> dict[str, Any] | None:
-    if model is None:
-        return None
-    return {"signed_manifest": _b64(model.signed_manifest), "artifact_sha256": model.artifact_sha256}
-
-
 def _model_from_dict(data: dict[str, Any] | None) -> InstalledModel | None:
     if data is None:
         return None
     return InstalledModel(base64.b64decode(data["signed_manifest"]), str(data["artifact_sha256"]))
 
 
+def _model_json(model: InstalledModel | None) -> bytes:
+    if model is None:
+        return b"null"
+    return _installed_json(model.signed_manifest, model.artifact_sha256)
+
+
+@functools.lru_cache(maxsize=64)
+def _installed_json(signed_manifest: bytes, artifact_sha256: str) -> bytes:
+    # memoized as _b64 is: a model's ~14 KB of base64 manifest were most of every save's encoding (the C
+    # encoder escapes each character), and a simulator's devices in one process share these bytes
+    doc = {"artifact_sha256": artifact_sha256, "signed_manifest": _b64(signed_manifest)}
+    return json.dumps(doc).encode()
+
+
+def _with_models(models: dict[str, bytes], rest: dict[str, Any]) -> bytes:
+    """A JSON object of the already-encoded models (first) and the rest (json's C encoder, sorted keys): one
+    concatenation instead of escaping the models' base64 text again."""
+    parts = [b"{"]
+    for key, value in models.items():
+        parts += (b'"', key.encode(), b'": ', value, b", ")
+    if rest:
+        parts.append(json.dumps(rest, sort_keys=True).encode()[1:])
+    else:  # no ", " after the last model (or "{}": nothing at all)
+        parts[-1] = b"}" if models else b"{}"
+    return b"".join(parts)
+
+
 def encode_journal(journal: Journal) -> bytes:
+    """The journal as JSON: an object of its fields (models as {signed_manifest, artifact_sha256})."""
     pending = journal.pending
+    pending_json = b"null"
+    if pending is not None:
+        pending_json = _with_models(
+            {"target": _model_json(pending.target)},
+            {
+                "generation": pending.generation,
+                "deployment_id": pending.deployment_id,
+                "layout": None if pending.layout is None else vars(pending.layout),
+                "load_attempts": pending.load_attempts,
+                "desired": _b64(pending.desired),
+                "fanout_failed": pending.fanout_failed,
+            },
+        )
     doc: dict[str, Any] = {
         "version": JOURNAL_VERSION,
-        "active": _model_to_dict(journal.active),
-        "previous": _model_to_dict(journal.previous),
         "desired_generation": journal.desired_generation,
         "root": _b64(journal.root),
         "deployment_id": journal.deployment_id,
@@ -165,17 +198,6 @@ def encode_journal(journal: Journal) -> bytes:
         "last_error": None
         if journal.last_error is None
         else {"code": journal.last_error.code, "message": journal.last_error.message},
-        "pending": None
-        if pending is None
-        else {
-            "generation": pending.generation,
-            "deployment_id": pending.deployment_id,
-            "target": _model_to_dict(pending.target),
-            "layout": None if pending.layout is None else vars(pending.layout),
-            "load_attempts": pending.load_attempts,
-            "desired": _b64(pending.desired),
-            "fanout_failed": pending.fanout_failed,
-        },
         "boot_count": journal.boot_count,
         "probation": None
         if journal.probation is None
@@ -188,7 +210,8 @@ def encode_journal(journal: Journal) -> bytes:
         else {"artifact_sha256": journal.restoring.artifact_sha256, "attempts": journal.restoring.attempts},
     }
     # no indent: json's C encoder only serves indent=None (the pure-Python one took twice as long)
-    return json.dumps(doc, sort_keys=True).encode()
+    models = {"active": _model_json(journal.active), "previous": _model_json(journal.previous)}
+    return _with_models({**models, "pending": pending_json}, doc)
 
 
 def decode_journal(data: bytes) -> Journal:
